@@ -1,0 +1,148 @@
+"""The ``fundgym`` command line: one subcommand per job, each with its own ``--help``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+
+from agents import demo
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v.replace("_", "")) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from exc
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _load_benchmarks() -> ModuleType:
+    """Import ``benchmarks/bench_core.py`` from the source checkout."""
+    path = REPO_ROOT / "benchmarks" / "bench_core.py"
+    if not path.is_file():
+        raise SystemExit(f"fundgym bench needs a source checkout: {path} not found")
+    spec = importlib.util.spec_from_file_location("benchmarks.bench_core", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _bench(args: argparse.Namespace) -> int:
+    bench = _load_benchmarks()
+    print(f"fundgym bench core on {bench.machine()}")
+    print(
+        f"one full core step, median of {args.repeats} runs of {args.steps} steps "
+        f"(single thread, float64)\n"
+    )
+    header = f"{'regime':>7s} {'envs':>5s} {'accounts':>9s} {'account-steps/s':>16s}"
+    print(header + f" {'(min .. max)':>24s} {'liq/step':>9s}")
+    rows = []
+    for regime in args.regimes:
+        for n_envs in args.envs:
+            for n_acc in args.accounts:
+                r = bench.time_core(n_envs, n_acc, regime, args.steps, args.repeats, args.seed)
+                rows.append(r)
+                span = f"{r['min_account_steps_per_s']:.2e} .. {r['max_account_steps_per_s']:.2e}"
+                print(
+                    f"{regime:>7s} {n_envs:>5d} {n_acc:>9,d} "
+                    f"{r['median_account_steps_per_s']:>16.3e} {span:>24s} "
+                    f"{r['liquidations_per_step']:>9.1f}",
+                    flush=True,
+                )
+    if args.json:
+        out = Path(args.json)
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        tmp.write_text(json.dumps({"machine": bench.machine(), "rows": rows}, indent=2))
+        tmp.replace(out)  # atomic: no half-written file on failure
+        print(f"\nwrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="fundgym",
+        description=(
+            "Simulate a perpetual-futures exchange's margin, liquidation, insurance-fund and "
+            "deleveraging mechanics, and tune its risk parameters."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p_demo = sub.add_parser(
+        "demo",
+        help="simulate a crash with default parameters and print the fund's summary",
+        description=demo.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_arguments(p_demo)
+    p_demo.set_defaults(func=demo.main)
+
+    p_bench = sub.add_parser(
+        "bench",
+        help="measure simulator throughput (from a source checkout)",
+        description="Measure simulator throughput; figures go to docs/benchmarks.md.",
+    )
+    bench_sub = p_bench.add_subparsers(dest="target", metavar="TARGET", required=True)
+    p_core = bench_sub.add_parser(
+        "core",
+        help="account-steps per second of one full core step",
+        description=(
+            "Account-steps per second of one full core step (mark to market, margin check, "
+            "liquidation fills, fund accounting, fallback) in a quiet and a crash regime, "
+            "median of several runs."
+        ),
+    )
+    p_core.add_argument(
+        "--accounts",
+        type=_int_list,
+        default=[1_000, 10_000, 100_000],
+        help="comma-separated accounts per exchange (default 1000,10000,100000)",
+    )
+    p_core.add_argument(
+        "--envs",
+        type=_int_list,
+        default=[1, 16],
+        help="comma-separated batch sizes, exchanges stepped together (default 1,16)",
+    )
+    p_core.add_argument(
+        "--regimes",
+        type=lambda s: [r for r in s.split(",") if r],
+        default=["quiet", "crash"],
+        help="comma-separated regimes: quiet, crash (default both)",
+    )
+    p_core.add_argument("--steps", type=int, default=200, help="timed steps per run (default 200)")
+    p_core.add_argument("--repeats", type=int, default=5, help="runs per figure (default 5)")
+    p_core.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p_core.add_argument("--json", metavar="FILE", help="also write the figures to FILE (JSON)")
+    p_core.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fundgym`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "regimes", None) is not None:
+        bad = [r for r in args.regimes if r not in ("quiet", "crash")]
+        if bad:
+            parser.error(f"--regimes: unknown regime {bad[0]!r}; allowed: quiet, crash")
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

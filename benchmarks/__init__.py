@@ -1,0 +1,1 @@
+"""Hand-run benchmarks; ``fundgym bench`` runs them from a source checkout."""
