@@ -7,6 +7,7 @@ Defaults follow dYdX v4 mainnet for a large-cap market unless noted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -161,8 +162,24 @@ class RiskParams:
 
     def column(self, name: str) -> np.ndarray[Any, np.dtype[np.float64]]:
         """Field ``name`` as an ``(n_envs, 1)`` or ``(1, 1)`` column for account arrays."""
-        return np.asarray(getattr(self, name), dtype=np.float64).reshape(-1, 1)
+        return self._cached(("column", name), lambda v: v.reshape(-1, 1))
 
     def per_env(self, name: str, n_envs: int) -> np.ndarray[Any, np.dtype[np.float64]]:
         """Field ``name`` broadcast to shape ``(n_envs,)``."""
-        return np.broadcast_to(np.asarray(getattr(self, name), dtype=np.float64), (n_envs,))
+        return self._cached(("per_env", name, n_envs), lambda v: np.broadcast_to(v, (n_envs,)))
+
+    def _cached(
+        self,
+        key: tuple[Any, ...],
+        make: Callable[[np.ndarray[Any, np.dtype[np.float64]]], np.ndarray[Any, Any]],
+    ) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """Memoised read-only views: the step asks for the same shapes every tick."""
+        cache: dict[tuple[Any, ...], np.ndarray[Any, Any]] = self.__dict__.setdefault(
+            "_view_cache", {}
+        )
+        view = cache.get(key)
+        if view is None:
+            view = make(np.asarray(getattr(self, key[1]), dtype=np.float64))
+            view.flags.writeable = False
+            cache[key] = view
+        return view

@@ -83,16 +83,16 @@ class StepEvents:
     @classmethod
     def zeros(cls, n_envs: int) -> StepEvents:
         """A step in which nothing happened."""
-        return cls(
-            **{
-                f.name: np.zeros(n_envs, dtype=np.int64 if f.name == "n_liquidations" else None)
-                for f in fields(cls)
-            }
-        )
+        ints = np.zeros(n_envs, dtype=np.int64)
+        return cls(ints, *(np.zeros(n_envs) for _ in range(len(_EVENT_FIELDS) - 1)))
 
     def as_dict(self) -> dict[str, FloatArray | IntArray]:
         """Field name to array."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_EVENT_FIELDS = tuple(f.name for f in fields(StepEvents))
+assert _EVENT_FIELDS[0] == "n_liquidations"
 
 
 def margin_state(
@@ -184,7 +184,10 @@ def _liquidate(
     ev.liquidator_rewards_usd = bincount(fee * (1.0 - fund_share))
     ev.liquidation_fees_usd = bincount(fee)
     available = state.fund_usd + ev.fund_fee_income_usd
-    paid = np.clip(available[env] - _group_exclusive_cumsum(bad_debt, env), 0.0, bad_debt)
+    if bad_debt.any():
+        paid = np.clip(available[env] - _group_exclusive_cumsum(bad_debt, env), 0.0, bad_debt)
+    else:
+        paid = bad_debt  # all zeros: nothing to pay
     ev.shortfall_usd = bincount(paid)
     exhausted = ev.bad_debt_usd >= available
     state.fund_usd = np.where(exhausted, 0.0, np.maximum(available - ev.shortfall_usd, 0.0))
