@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from agents import demo
+from agents import demo, scenarios_cli
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_arguments(p_demo)
     p_demo.set_defaults(func=demo.main)
+
+    scenarios_cli.add_parser(sub)
 
     p_bench = sub.add_parser(
         "bench",

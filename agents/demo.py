@@ -1,102 +1,29 @@
-"""``fundgym demo``: a crash through the exchange core with default parameters, summarised.
+"""``fundgym demo``: a calibrated crash through the full exchange simulation, summarised.
 
-Until the market and scenario library land, the crash is a scripted path in the shape of
-10 October 2025 (calibration notes, section 5 and 7): an hour of ordinary noise, a cascade of
-about -12% in 12 one-minute ticks while book depth collapses to 5% of normal, and a partial
-recovery. The book is a synthetic population (lognormal leverage, median 10x, capped at
-1 / IMR). Both fallbacks run on the same path and seed, side by side.
+Runs the market, the trader population and the exchange core on a library scenario
+(``oct_10_2025`` by default) with default risk parameters, once with each fallback (ADL,
+socialised loss) on the same seed, prints the fund's flows side by side, and writes the crash
+plot and the resolved configuration to the output directory.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import dataclasses
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from envs.core.fund_record import FundRecord
-from envs.core.impact import LinearImpact
 from envs.core.params import RiskParams
-from envs.core.state import ledger_error
-from envs.core.step import StepEvents, core_step
-from envs.core.synthetic import synthetic_book
-from envs.core.trading import execute_trades
+from envs.scenarios import load_scenario
+from envs.schema import SchemaError
+from envs.simulator import ExchangeSimulator, SimulationResult
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
-
-
-@dataclass(frozen=True)
-class CrashPath:
-    """Mark and depth per one-minute tick."""
-
-    mark: FloatArray
-    depth_usd_per_pct: FloatArray
-
-
-def scripted_crash(
-    rng: np.random.Generator,
-    *,
-    price: float = 100_000.0,
-    drawdown: float = 0.12,
-    crash_minutes: int = 12,
-    normal_depth_usd_per_pct: float = 2e7,
-    depth_floor_frac: float = 0.05,
-) -> CrashPath:
-    """Calm hour, crash leg with collapsing depth, half recovery over the next hour."""
-    calm = price * np.exp(np.cumsum(rng.normal(0.0, 0.0005, 60)))
-    start = calm[-1]
-    leg_returns = np.full(crash_minutes, np.log(1.0 - drawdown) / crash_minutes)
-    leg_returns += rng.normal(0.0, 0.004, crash_minutes)
-    leg_returns -= leg_returns.mean() - np.log(1.0 - drawdown) / crash_minutes
-    leg = start * np.exp(np.cumsum(leg_returns))
-    trough = leg[-1]
-    rebound = trough + (start - trough) * 0.5 * (1.0 - np.exp(-np.arange(1, 61) / 15.0))
-    mark = np.concatenate([calm, leg, rebound])
-    depth = np.full(mark.shape, normal_depth_usd_per_pct)
-    collapse = np.linspace(1.0, depth_floor_frac, crash_minutes)
-    depth[60 : 60 + crash_minutes] *= collapse
-    depth[60 + crash_minutes :] *= depth_floor_frac + (1 - depth_floor_frac) * (
-        1.0 - np.exp(-np.arange(1, 61) / 20.0)
-    )
-    return CrashPath(mark=mark, depth_usd_per_pct=depth)
-
-
-def run_crash(
-    path: CrashPath,
-    params: RiskParams,
-    *,
-    seed: int,
-    n_accounts: int,
-    fund_usd: float,
-    trade_share: float = 0.01,
-) -> tuple[dict[str, FloatArray], float, float]:
-    """Simulate one exchange along ``path``; return flow totals, max ledger error, open interest.
-
-    Each tick a ``trade_share`` of accounts trade up to 10% of their position at the mark
-    (paying taker fees, part of which flow to the fund), then the margin engine runs.
-    """
-    rng = np.random.default_rng(seed)
-    imr = float(np.max(params.imr))
-    state = synthetic_book(
-        rng, 1, n_accounts, float(path.mark[0]), max_leverage=1.0 / imr, fund_usd=fund_usd
-    )
-    open_interest = float(np.abs(state.size).sum() * path.mark[0] / 2.0)
-    record = FundRecord(state.fund_usd)
-    worst = 0.0
-    for t in range(path.mark.size):
-        mark = path.mark[t : t + 1]
-        events = StepEvents.zeros(1)
-        traders = rng.random(state.size.shape) < trade_share
-        order = np.where(traders, state.size * rng.uniform(-0.1, 0.1, state.size.shape), 0.0)
-        execute_trades(state, params, order, mark, mark, events)
-        liq = core_step(state, params, mark, LinearImpact(path.depth_usd_per_pct[t]))
-        for name, value in liq.as_dict().items():
-            if name not in ("trading_fees_usd", "fund_trading_fee_income_usd"):
-                setattr(events, name, value)
-        record.append(events, state.fund_usd)
-        worst = max(worst, float(np.abs(ledger_error(state, mark)).max()))
-    return record.totals(), worst, open_interest
 
 
 ROWS: tuple[tuple[str, str], ...] = (
@@ -119,7 +46,7 @@ ROWS: tuple[tuple[str, str], ...] = (
 
 
 def format_summary(results: dict[str, dict[str, FloatArray]]) -> str:
-    """A fixed-width table: one row per flow, one column per fallback."""
+    """A fixed-width table: one row per flow, one column per run."""
     names = list(results)
     lines = [f"{'':36s}" + "".join(f"{n:>22s}" for n in names)]
     for label, key in ROWS:
@@ -134,54 +61,87 @@ def format_summary(results: dict[str, dict[str, FloatArray]]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fundgym demo``."""
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
-        "--accounts", type=int, default=20_000, help="trader accounts (default 20,000)"
+        "--scenario",
+        default="oct_10_2025",
+        metavar="NAME_OR_PATH",
+        help="scenario by library name or YAML path (default oct_10_2025)",
     )
     parser.add_argument(
-        "--drawdown",
+        "--seed", type=int, default=None, help="random seed (default: the scenario's own)"
+    )
+    parser.add_argument(
+        "--accounts", type=int, default=5_000, help="trader account slots (default 5,000)"
+    )
+    parser.add_argument(
+        "--fund-frac",
         type=float,
-        default=0.12,
-        help="crash depth as a fraction, in (0, 0.95] (default 0.12, as BTC on 10 Oct 2025)",
+        default=0.005,
+        help="initial insurance fund as a share of open interest, in [0, 10] (default 0.005: "
+        "small enough that a hard crash exhausts it and the fallbacks act)",
     )
     parser.add_argument(
-        "--fund-usd",
-        type=float,
-        default=100_000.0,
-        help="initial insurance fund in USD (default 100,000: small enough that the crash "
-        "exhausts it and the fallbacks act)",
+        "--out",
+        default="runs/demo",
+        metavar="DIR",
+        help="where the plot and the resolved config go (default runs/demo)",
     )
+
+
+def _run(sim: ExchangeSimulator) -> SimulationResult:
+    return sim.run()
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the crash under both fallbacks and print the summary."""
-    if not 0.0 < args.drawdown <= 0.95:
-        raise SystemExit(f"--drawdown must lie in (0, 0.95], got {args.drawdown}")
+    """Run the crash under both fallbacks, print the summary, write plot and config."""
     if args.accounts < 1:
         raise SystemExit(f"--accounts must be >= 1, got {args.accounts}")
-    if not np.isfinite(args.fund_usd) or args.fund_usd < 0:
-        raise SystemExit(f"--fund-usd must be finite and >= 0, got {args.fund_usd}")
-    path = scripted_crash(np.random.default_rng(args.seed), drawdown=args.drawdown)
+    if not np.isfinite(args.fund_frac) or not 0.0 <= args.fund_frac <= 10.0:
+        raise SystemExit(f"--fund-frac must lie in [0, 10], got {args.fund_frac}")
+    try:
+        scenario = load_scenario(args.scenario)
+    except (SchemaError, FileNotFoundError) as exc:
+        raise SystemExit(f"fundgym demo: {exc}") from exc
+    seed = scenario.seed if args.seed is None else args.seed
+    out = Path(args.out)
     results: dict[str, dict[str, FloatArray]] = {}
+    runs: dict[str, dict[str, FloatArray]] = {}
+    first: SimulationResult | None = None
     worst = 0.0
-    oi = 0.0
+    start = time.perf_counter()
     for fallback in ("adl", "socialize"):
-        params = RiskParams(fallback=fallback)
-        totals, err, oi = run_crash(
-            path, params, seed=args.seed, n_accounts=args.accounts, fund_usd=args.fund_usd
+        sim = ExchangeSimulator(
+            scenario,
+            RiskParams(fallback=fallback),
+            n_accounts=args.accounts,
+            fund_to_oi_frac=args.fund_frac,
+            seed=seed,
         )
-        results[f"fallback={fallback}"] = totals
-        worst = max(worst, err)
+        res = _run(sim)
+        first = first or res
+        name = f"fallback={fallback}"
+        results[name] = res.totals()
+        arrays = res.record.arrays()
+        runs[name] = {
+            "fund_usd": arrays["fund_usd"][:, 0],
+            "liquidation_volume_usd": arrays["liquidation_volume_usd"][:, 0],
+        }
+        worst = max(worst, res.max_ledger_error_usd)
+    elapsed = time.perf_counter() - start
+    assert first is not None
+    s = first.series
+    mark = s["mark_price"][:, 0]
+    oi = float(first.initial_open_interest_usd[0])
     p = RiskParams()
-    peak, trough = float(path.mark[:60].max()), float(path.mark.min())
     print(
-        f"fundgym demo: scripted crash {peak:,.0f} -> {trough:,.0f} "
-        f"({trough / peak - 1:+.1%}) over {path.mark.size} one-minute ticks, "
-        f"depth down to {path.depth_usd_per_pct.min() / path.depth_usd_per_pct.max():.0%}"
+        f"fundgym demo: {scenario.name} (seed {seed}): {scenario.description}\n"
+        f"mark {mark[0]:,.0f} -> low {mark.min():,.0f} ({mark.min() / mark[0] - 1:+.1%}) over "
+        f"{mark.size:,} ticks of {scenario.tick_minutes:g} min; depth down to "
+        f"{s['depth_usd_per_pct'][:, 0].min() / scenario.depth.normal_usd_per_pct:.0%} of normal"
     )
     print(
-        f"{args.accounts:,} accounts, open interest ${oi:,.0f}, "
-        f"fund ${args.fund_usd:,.0f} ({args.fund_usd / oi:.2%} of OI), seed {args.seed}\n"
+        f"{args.accounts:,} account slots, open interest ${oi:,.0f}, fund "
+        f"${args.fund_frac * oi:,.0f} ({args.fund_frac:.2%} of OI)\n"
         f"defaults: MMR {p.mmr:.1%}, IMR {p.imr:.1%}, liquidation fee {p.liquidation_fee_rate:.2%} "
         f"(fund share {p.liquidation_fee_fund_share:.0%}), "
         f"max {p.max_liquidation_fraction:.0%} of a position per tick\n"
@@ -191,4 +151,31 @@ def main(args: argparse.Namespace) -> int:
         f"\nledger: largest imbalance over every tick ${worst:.2e} "
         f"({worst / oi:.1e} of open interest): the books balance"
     )
+    from agents.plots import plot_crash  # matplotlib only when plotting
+
+    hours = np.arange(mark.size, dtype=np.float64) * (scenario.tick_minutes / 60.0)
+    plot_path = out / f"{scenario.name}.png"
+    plot_crash(
+        hours,
+        mark,
+        s["oracle_price"][:, 0],
+        s["depth_usd_per_pct"][:, 0],
+        runs,
+        f"{scenario.name} (seed {seed}), default parameters",
+        plot_path,
+    )
+    config = {
+        "command": "fundgym demo",
+        "scenario": dataclasses.asdict(scenario),
+        "seed": seed,
+        "accounts": args.accounts,
+        "fund_frac": args.fund_frac,
+        "risk_params": {k: v for k, v in dataclasses.asdict(p).items() if k != "tiers"},
+        "fallbacks": ["adl", "socialize"],
+    }
+    config_path = out / "config.yaml"
+    tmp = config_path.with_name(f".config.yaml.{os.getpid()}.tmp")
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    tmp.replace(config_path)
+    print(f"\nwrote {plot_path} and {config_path} ({elapsed:.1f} s)")
     return 0

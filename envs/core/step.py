@@ -64,6 +64,9 @@ class StepEvents:
         unrecovered_usd: Loss nobody could bear, absorbed by the exchange.
         trading_fees_usd: Taker fees charged (filled in by trading, zero here).
         fund_trading_fee_income_usd: The fund's share of trading fees.
+        liquidation_sell_usd: Notional the liquidation engine sold into the book (longs).
+        liquidation_buy_usd: Notional it bought from the book (shorts); with the sells, the
+            flow that moves the price (endogenous impact).
     """
 
     n_liquidations: IntArray
@@ -79,6 +82,8 @@ class StepEvents:
     unrecovered_usd: FloatArray
     trading_fees_usd: FloatArray
     fund_trading_fee_income_usd: FloatArray
+    liquidation_sell_usd: FloatArray
+    liquidation_buy_usd: FloatArray
 
     @classmethod
     def zeros(cls, n_envs: int) -> StepEvents:
@@ -106,7 +111,11 @@ def margin_state(
 
 
 def core_step(
-    state: ExchangeState, params: RiskParams, mark: FloatArray, impact: ImpactModel
+    state: ExchangeState,
+    params: RiskParams,
+    mark: FloatArray,
+    impact: ImpactModel,
+    book_price: FloatArray | None = None,
 ) -> StepEvents:
     """Mark to market, check margins and liquidate, for every exchange in the batch.
 
@@ -115,6 +124,9 @@ def core_step(
         params: Risk parameters (scalars or ``(n_envs,)`` arrays).
         mark: ``(n_envs,)`` price the margin engine reads (the oracle or mark price).
         impact: Depth model that prices the step's liquidation flow.
+        book_price: ``(n_envs,)`` price of the venue's book that liquidation orders walk
+            (default ``mark``); differs from ``mark`` when the oracle is stale, floored or
+            manipulated.
 
     Returns:
         The step's events per exchange.
@@ -123,7 +135,7 @@ def core_step(
     liq = liquidatable(eq, req)
     if not liq.any():  # the common case: no account is liquidatable this tick
         return StepEvents.zeros(state.n_envs)
-    return _liquidate(state, params, mark, impact, liq)
+    return _liquidate(state, params, mark, impact, liq, mark if book_price is None else book_price)
 
 
 def _group_exclusive_cumsum(values: FloatArray, group: IntArray) -> FloatArray:
@@ -143,6 +155,7 @@ def _liquidate(
     mark: FloatArray,
     impact: ImpactModel,
     liq: np.ndarray[Any, np.dtype[np.bool_]],
+    book_price: FloatArray,
 ) -> StepEvents:
     """Run the waterfall on the liquidatable accounts (``liq``), all exchanges at once."""
     n_envs, n_acc = state.size.shape
@@ -166,11 +179,11 @@ def _liquidate(
     close = np.minimum(abs_q, np.maximum(frac * abs_q, min_base))
     close = np.where(close > 0.0, close, abs_q)  # a dust position whose fraction underflows
     is_long = side > 0
-    order_notional = close * m
+    order_notional = close * book_price[env]
+    ev.liquidation_sell_usd = bincount(np.where(is_long, order_notional, 0.0))
+    ev.liquidation_buy_usd = bincount(np.where(is_long, 0.0, order_notional))
     sell_px, buy_px = impact.fill_prices(
-        mark,
-        bincount(np.where(is_long, order_notional, 0.0)),
-        bincount(np.where(is_long, 0.0, order_notional)),
+        book_price, ev.liquidation_sell_usd, ev.liquidation_buy_usd
     )
     p = np.where(is_long, sell_px[env], buy_px[env])
     fee_rate = params.per_env("liquidation_fee_rate", n_envs)[env]
@@ -245,7 +258,9 @@ def _deleverage(
 ) -> FloatArray:
     """Offset ``need`` base units of the liquidated accounts against opposite positions.
 
-    Counterparties are the accounts not being liquidated this step, ranked by BitMEX's score,
+    Counterparties are the accounts not being liquidated this step that stay solvent when
+    closed at the batch price (dYdX skips those that fail collateral checks), ranked by BitMEX's
+    score,
     closed greedily from the top at the batch's size-weighted bankruptcy price
     (``need_quote`` is each account's ``need x bankruptcy price``). Updates the
     counterparties in ``state`` and ``ev``; returns the base units deleveraged per liquidated
@@ -260,7 +275,16 @@ def _deleverage(
             continue
         need_env = np.bincount(env[mine], weights=need[mine], minlength=n_envs)
         value_env = np.bincount(env[mine], weights=need_quote[mine], minlength=n_envs)
-        eligible = ~liq & (state.size * bankrupt_side < 0.0)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            batch_price = value_env / need_env
+        # dYdX's collateral check: a counterparty is skipped if the deleveraging would leave it
+        # under-collateralised; here, if closing its whole position at the batch price would
+        # take its equity below zero (what it cannot bear goes on to socialisation).
+        equity_now = formulas.equity(state.collateral_usd, state.size, state.entry_price, m)
+        with np.errstate(invalid="ignore", over="ignore"):  # inf price x 0 size: not eligible
+            haircut = np.abs(state.size) * (batch_price[:, None] - m) * bankrupt_side
+            solvent_after = equity_now - np.maximum(haircut, 0.0) >= 0.0
+        eligible = ~liq & (state.size * bankrupt_side < 0.0) & solvent_after
         capacity = np.where(eligible, np.abs(state.size), 0.0)
         cap_env = capacity.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):

@@ -87,3 +87,19 @@ def deposit(state: ExchangeState, amount_usd: FloatArray) -> None:
     amt = np.asarray(amount_usd, dtype=np.float64)
     state.collateral_usd += amt
     state.net_deposits_usd += np.broadcast_to(amt, state.size.shape).sum(axis=1)
+
+
+def apply_funding(state: ExchangeState, rate: FloatArray, mark: FloatArray) -> FloatArray:
+    """Funding transfer of ``rate`` (fraction of notional, ``(n_envs,)``) at ``mark``.
+
+    Every position pays ``size x mark x rate`` (longs pay shorts when ``rate > 0``); the
+    counterparty settles the population's net position, so the payments sum to zero. Returns
+    the funding each exchange's accounts paid in total (``(n_envs,)``, positive = net paid).
+    """
+    r = np.asarray(rate, dtype=np.float64)
+    m = np.asarray(mark, dtype=np.float64)
+    per_unit = (r * m)[:, None]
+    paid = state.size * per_unit
+    state.collateral_usd -= paid
+    state.counterparty_cash_usd -= state.counterparty_size * r * m
+    return np.asarray(paid.sum(axis=1), dtype=np.float64)

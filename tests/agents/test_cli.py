@@ -31,7 +31,10 @@ def test_top_level_help_lists_subcommands():
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (("demo", "--help"), ["--seed", "--accounts", "--drawdown", "--fund-usd"]),
+        (("demo", "--help"), ["--scenario", "--seed", "--accounts", "--fund-frac", "--out"]),
+        (("scenarios", "--help"), ["list", "sample", "plot"]),
+        (("scenarios", "sample", "--help"), ["NAME_OR_PATH", "--seed", "--out"]),
+        (("scenarios", "plot", "--help"), ["NAME_OR_PATH", "--seed", "--out"]),
         (("bench", "--help"), ["core"]),
         (("bench", "core", "--help"), ["--accounts", "--envs", "--regimes", "--repeats", "--json"]),
     ],
@@ -43,10 +46,12 @@ def test_each_subcommand_has_help(args, expected):
         assert option in out.stdout
 
 
-def test_demo_prints_the_crash_summary(capsys):
-    assert main(["demo", "--accounts", "2000", "--seed", "3"]) == 0
+def test_demo_prints_the_crash_summary_and_writes_plot_and_config(capsys, tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--accounts", "300", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     for row in (
+        "oct_10_2025",
         "liquidation orders",
         "shortfall paid by the fund",
         "deleveraged notional (ADL)",
@@ -56,21 +61,28 @@ def test_demo_prints_the_crash_summary(capsys):
     ):
         assert row in text
     assert "fallback=adl" in text and "fallback=socialize" in text
+    png = out / "oct_10_2025.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    config = (out / "config.yaml").read_text()
+    assert "seed: 2025" in config and "accounts: 300" in config
+    assert not list(out.glob(".*tmp"))
 
 
-def test_demo_is_reproducible(capsys):
-    main(["demo", "--accounts", "1000", "--seed", "5"])
+def test_demo_is_reproducible(capsys, tmp_path):
+    args = ["demo", "--accounts", "200", "--scenario", "venue_flash_wick", "--seed", "5"]
+    main([*args, "--out", str(tmp_path / "a")])
     first = capsys.readouterr().out
-    main(["demo", "--accounts", "1000", "--seed", "5"])
-    assert capsys.readouterr().out == first
+    main([*args, "--out", str(tmp_path / "a")])
+    assert capsys.readouterr().out.split("wrote")[0] == first.split("wrote")[0]
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("demo", "--drawdown", "1.5"), "--drawdown must lie in (0, 0.95], got 1.5"),
+        (("demo", "--fund-frac", "-1"), "--fund-frac must lie in [0, 10], got -1.0"),
         (("demo", "--accounts", "0"), "--accounts must be >= 1, got 0"),
-        (("demo", "--fund-usd", "-1"), "--fund-usd must be finite and >= 0, got -1.0"),
+        (("demo", "--scenario", "nowhere_2031"), "unknown scenario 'nowhere_2031'"),
+        (("scenarios", "plot", "nowhere_2031", "--out", "x.png"), "unknown scenario"),
         (("bench", "core", "--regimes", "calm"), "unknown regime 'calm'; allowed: quiet, crash"),
         (("bench", "core", "--accounts", "ten"), "expected comma-separated integers, got 'ten'"),
     ],
@@ -104,3 +116,49 @@ def test_bench_core_writes_json(tmp_path):
         assert row["median_account_steps_per_s"] > 0
         assert row["n_accounts"] == 500
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_scenarios_list_names_every_library_scenario():
+    out = run_cli("scenarios", "list")
+    assert out.returncode == 0
+    for name in ("calm", "volatile", "black_thursday_2020", "oct_10_2025", "oracle_manipulation"):
+        assert name in out.stdout
+
+
+def test_scenarios_sample_writes_the_documented_columns(tmp_path):
+    target = tmp_path / "path.csv"
+    out = run_cli("scenarios", "sample", "may_19_2021", "--seed", "4", "--out", str(target))
+    assert out.returncode == 0, out.stderr
+    rows = target.read_text().splitlines()
+    header = rows[0].split(",")
+    for col in (
+        "step",
+        "time_min",
+        "mark_price",
+        "index_price",
+        "oracle_price",
+        "depth_usd",
+        "funding_rate",
+    ):
+        assert col in header
+    assert len(rows) == 1 + 1440
+    first = dict(zip(header, rows[1].split(","), strict=True))
+    assert float(first["index_price"]) == 43000.0
+
+
+def test_scenarios_plot_writes_a_png(tmp_path):
+    target = tmp_path / "wick.png"
+    out = run_cli("scenarios", "plot", "venue_flash_wick", "--out", str(target))
+    assert out.returncode == 0, out.stderr
+    assert target.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_scenarios_reject_a_bad_file_with_exit_code_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: x\ndescription: y\nprice: {initial: -5}\ndepth: {normal_usd_per_pct: 1e6}\n"
+    )
+    out = run_cli("scenarios", "sample", str(bad), "--out", str(tmp_path / "x.csv"))
+    assert out.returncode == 2
+    assert f"{bad}: price.initial = -5" in out.stderr
+    assert not (tmp_path / "x.csv").exists()

@@ -277,3 +277,17 @@ def test_imr_below_mmr_and_unknown_fallback_rejected():
         RiskParams(mmr=0.05, imr=0.04)
     with pytest.raises(ValueError, match="fallback must be one of"):
         RiskParams(fallback="bailout")  # type: ignore[arg-type]
+
+
+def test_adl_skips_a_counterparty_it_would_push_below_zero():
+    # Empty fund; bankrupt long A (bankruptcy price 9,000) deleverages at 9,000 while the mark is
+    # 8,800. B: short 1 from 8,900 with 50 of collateral: equity 50 + 100 = 150, but closing at
+    # 9,000 costs (9,000 - 8,800) = 200 > 150 -> skipped. C: short 1 from 12,000 with 5,000 ->
+    # eligible, takes the whole unit: realised 12,000 - 9,000 = 3,000.
+    s = ExchangeState.create(
+        [[1000.0, 50.0, 5000.0]], [[1.0, -1.0, -1.0]], [[10_000.0, 8_900.0, 12_000.0]], 0.0
+    )
+    ev = step(s, params(mmr=0.01, imr=0.02), 8_800, impact_for(8_800))
+    assert ev.adl_volume_usd[0] == pytest.approx(9_000.0, **APPROX)
+    np.testing.assert_allclose(s.size[0], [0.0, -1.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(s.collateral_usd[0], [0.0, 50.0, 8_000.0], atol=1e-9)

@@ -1,0 +1,117 @@
+"""``fundgym scenarios``: list the library, sample a path to CSV, plot a scenario."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from pathlib import Path
+
+from envs.market.market import sample_market
+from envs.scenarios import Scenario, library, load_scenario
+from envs.schema import SchemaError
+
+CSV_COLUMNS = (
+    "step",
+    "time_min",
+    "mark_price",
+    "index_price",
+    "oracle_price",
+    "depth_usd",
+    "funding_rate",
+    "last_price",
+    "depth_mult",
+    "precursor",
+)
+
+
+def _load(name_or_path: str) -> Scenario:
+    try:
+        return load_scenario(name_or_path)
+    except (SchemaError, FileNotFoundError) as exc:
+        print(f"fundgym scenarios: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print every library scenario with its one-line description."""
+    rows = []
+    for name in library():
+        sc = _load(name)
+        tag = "train" if sc.training else "eval"
+        rows.append((name, tag, f"{sc.horizon_minutes / 60:g} h", sc.description))
+    width = max(len(r[0]) for r in rows)
+    for name, tag, hours, desc in rows:
+        print(f"{name:<{width}}  {tag:<5}  {hours:>6}  {desc}")
+    print("\ntrain: part of the training distribution; eval: held out for evaluation")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """Write one sampled path of the scenario to CSV (atomically)."""
+    sc = _load(args.scenario)
+    cols = sample_market(sc, args.seed)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(CSV_COLUMNS)
+            n = cols["step"].size
+            for i in range(n):
+                writer.writerow(
+                    [int(cols["step"][i]), f"{cols['time_min'][i]:g}"]
+                    + [f"{cols[c][i]:.10g}" for c in CSV_COLUMNS[2:]]
+                )
+        tmp.replace(out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    seed = sc.seed if args.seed is None else args.seed
+    print(f"wrote {out}: {cols['step'].size} ticks of {sc.name} (seed {seed})")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Plot price, oracle, depth and funding of one sampled path."""
+    from agents.plots import plot_scenario  # matplotlib only when plotting
+
+    sc = _load(args.scenario)
+    cols = sample_market(sc, args.seed)
+    seed = sc.seed if args.seed is None else args.seed
+    plot_scenario(cols, f"{sc.name} (seed {seed}): {sc.description}", Path(args.out))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``scenarios list|sample|plot``."""
+    p = sub.add_parser(
+        "scenarios",
+        help="list, sample and plot market scenarios",
+        description=(
+            "The scenario library (configs/scenarios/*.yaml). A scenario is given by library "
+            "name or by path to a YAML file."
+        ),
+    )
+    ssub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p_list = ssub.add_parser("list", help="names with a one-line description")
+    p_list.set_defaults(func=cmd_list)
+    for name, func, helptext, default_out in (
+        ("sample", cmd_sample, "write one sampled path to CSV", None),
+        ("plot", cmd_plot, "plot price, oracle, depth and funding to PNG", None),
+    ):
+        q = ssub.add_parser(name, help=helptext, description=helptext)
+        q.add_argument("scenario", metavar="NAME_OR_PATH", help="library name or YAML path")
+        q.add_argument(
+            "--seed", type=int, default=None, help="random seed (default: the scenario's own)"
+        )
+        q.add_argument(
+            "--out",
+            required=default_out is None,
+            metavar="FILE",
+            help="output file (.csv for sample, .png for plot)",
+        )
+        q.set_defaults(func=func)

@@ -1,0 +1,170 @@
+"""Validated construction of frozen dataclasses from plain dicts (parsed YAML).
+
+``envs/`` stays free of third-party dependencies beyond numpy, so instead of pydantic the
+scenario schema is a tree of frozen dataclasses whose fields carry their allowed range in
+``field(metadata=...)``. :func:`build` walks a dict against that tree and rejects unknown keys,
+wrong types and out-of-range values with one message that names the file, the field path, the
+value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+T = TypeVar("T")
+
+
+class SchemaError(ValueError):
+    """A config value is not allowed; the message names file, field, value and the rule."""
+
+    def __init__(self, source: str, path: str, value: Any, allowed: str) -> None:
+        """Compose ``"<source>: <path> = <value>: <allowed>"``."""
+        self.source, self.path, self.value, self.allowed = source, path, value, allowed
+        super().__init__(f"{source}: {path} = {value!r}: {allowed}")
+
+
+def spec(
+    default: Any = dataclasses.MISSING,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    doc: str = "",
+) -> Any:
+    """A dataclass field with an allowed range and a one-line description."""
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc}
+    if isinstance(default, list | dict):
+        return dataclasses.field(default_factory=lambda: default, metadata=meta)
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _range_text(meta: typing.Mapping[str, Any]) -> str | None:
+    lo = f"[{meta['ge']}" if meta.get("ge") is not None else None
+    lo = f"({meta['gt']}" if meta.get("gt") is not None else lo
+    hi = f"{meta['le']}]" if meta.get("le") is not None else None
+    hi = f"{meta['lt']})" if meta.get("lt") is not None else hi
+    if lo is None and hi is None:
+        return None
+    return f"a number in {lo or '(-inf'}, {hi or 'inf)'}"
+
+
+def _check_range(x: float, meta: typing.Mapping[str, Any]) -> bool:
+    return not (
+        (meta.get("ge") is not None and x < meta["ge"])
+        or (meta.get("gt") is not None and x <= meta["gt"])
+        or (meta.get("le") is not None and x > meta["le"])
+        or (meta.get("lt") is not None and x >= meta["lt"])
+    )
+
+
+def build(cls: type[T], data: Any, source: str, path: str = "") -> T:
+    """Build dataclass ``cls`` from ``data`` (a mapping), validating every field."""
+    if not isinstance(data, dict):
+        raise SchemaError(source, path or "<top>", data, f"a mapping of {cls.__name__} fields")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else str(unknown[0])
+        raise SchemaError(
+            source, where, data[unknown[0]], f"unknown key; allowed: {sorted(fields)}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        where = f"{path}.{name}" if path else name
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise SchemaError(source, where, None, "required field is missing")
+            continue
+        kwargs[name] = _convert(hints[name], data[name], source, where, f.metadata)
+    try:
+        return cls(**kwargs)
+    except SchemaError:
+        raise
+    except ValueError as exc:  # cross-field rules raised by __post_init__
+        shown = {k: v for k, v in data.items() if not isinstance(v, dict | list)}
+        raise SchemaError(source, path or "<top>", shown, str(exc)) from exc
+
+
+def _convert(tp: Any, value: Any, source: str, where: str, meta: typing.Mapping[str, Any]) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            if type(None) in get_args(tp):
+                return None
+            raise SchemaError(source, where, value, "a value is required")
+        return _convert(args[0], value, source, where, meta)
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise SchemaError(source, where, value, f"one of {list(allowed)}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise SchemaError(source, where, value, "a list")
+        inner = get_args(tp)[0]
+        return tuple(_convert(inner, v, source, f"{where}[{i}]", meta) for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return build(tp, value, source, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SchemaError(source, where, value, "true or false")
+        return value
+    if tp in (float, int):
+        if isinstance(value, str):  # YAML 1.1 reads "2.2e8" (no sign) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise SchemaError(source, where, value, f"a number ({tp.__name__})") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SchemaError(source, where, value, f"a number ({tp.__name__})")
+        if tp is int and not float(value).is_integer():
+            raise SchemaError(source, where, value, "an integer")
+        x = float(value)
+        if not math.isfinite(x):
+            raise SchemaError(source, where, value, "a finite number")
+        if not _check_range(x, meta):
+            raise SchemaError(source, where, value, _range_text(meta) or "in range")
+        return int(x) if tp is int else x
+    if tp is str:
+        if not isinstance(value, str):
+            raise SchemaError(source, where, value, "a string")
+        return value
+    raise TypeError(f"schema type {tp!r} at {where} is not supported")  # a programming error
+
+
+def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """Rows ``(field path, type, default, description)`` for documenting a schema."""
+    rows: list[tuple[str, str, str, str]] = []
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        tp = hints[f.name]
+        name = f"{prefix}{f.name}"
+        default = (
+            repr(f.default)
+            if f.default is not dataclasses.MISSING
+            else ("required" if f.default_factory is dataclasses.MISSING else "[]")
+        )
+        rng = _range_text(f.metadata) or ""
+        rows.append(
+            (
+                name,
+                getattr(tp, "__name__", str(tp)),
+                default,
+                f"{f.metadata.get('doc', '')} {rng}".strip(),
+            )
+        )
+        sub = [a for a in (get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
+        for s in sub:
+            rows.extend(describe(s, f"{name}."))  # type: ignore[arg-type]
+    return rows

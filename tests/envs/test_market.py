@@ -1,0 +1,116 @@
+"""Market parts: fat tails and clustering, jumps, regimes, crash shapes, three prices, funding."""
+
+import numpy as np
+import pytest
+
+from envs.market.depth import Collapse, depth_multiplier_path, permanent_impact_log
+from envs.market.funding import funding_rate
+from envs.market.oracle import OracleFeed, mark_price
+from envs.market.price import (
+    CrashLeg,
+    crash_log_returns,
+    garch_t_log_returns,
+    merton_jump_log_returns,
+    regime_path,
+)
+
+
+def test_garch_t_has_target_vol_fat_tails_and_clustering():
+    rng = np.random.default_rng(0)
+    r = garch_t_log_returns(rng, 20_000, 20, 0.5, 1.0, alpha=0.08, beta=0.9, nu=4.0)
+    vol = r.std() * np.sqrt(525_600)
+    assert 0.4 < vol < 0.6
+    z = (r - r.mean()) / r.std()
+    assert (z**4).mean() > 4.0  # excess kurtosis: fat tails
+    sq = r**2
+    lag1 = np.corrcoef(sq[1:].ravel(), sq[:-1].ravel())[0, 1]
+    assert lag1 > 0.05  # volatility clustering
+
+
+def test_garch_rejects_non_stationary_parameters():
+    with pytest.raises(ValueError, match="alpha \\+ beta < 1"):
+        garch_t_log_returns(np.random.default_rng(0), 10, 1, 0.5, 1.0, alpha=0.5, beta=0.6)
+
+
+def test_merton_jumps_are_negatively_skewed_at_the_configured_rate():
+    rng = np.random.default_rng(1)
+    j = merton_jump_log_returns(rng, 1440 * 50, 4, 2.0, -0.01, 0.005, 1.0)
+    jumps_per_day = (j != 0).sum() / (50 * 4)
+    assert 1.6 < jumps_per_day < 2.4
+    assert j[j != 0].mean() == pytest.approx(-0.01, abs=0.002)
+
+
+def test_regimes_switch_at_the_configured_rates():
+    rng = np.random.default_rng(2)
+    states = regime_path(rng, 1440 * 20, 8, np.array([[0, 2.0], [6.0, 0]]), 1.0)
+    share_volatile = (states == 1).mean()
+    assert share_volatile == pytest.approx(2 / 8, abs=0.05)  # stationary: 2 / (2 + 6)
+
+
+def test_crash_legs_compose_to_their_returns():
+    legs = [
+        CrashLeg("decline", 60, -0.22),
+        CrashLeg("pause", 30),
+        CrashLeg("decline", 10, -0.10, "accelerating"),
+        CrashLeg("steps", 40, -0.2, n_steps=4),
+        CrashLeg("wick", 2, -0.5),
+        CrashLeg("recovery", 20, 0.3, "front_loaded"),
+    ]
+    r = crash_log_returns(legs, 1.0)
+    assert r.size == 60 + 30 + 10 + 40 + 2 + 20
+    total = np.exp(r.sum())
+    assert total == pytest.approx(0.78 * 0.9 * 0.8 * 1.3)
+    acc = r[90:100]
+    assert abs(acc[-1]) > abs(acc[0])  # accelerating
+    assert (r[100:140] != 0).sum() == 4  # four steps
+    assert np.exp(r[140]) == pytest.approx(0.5) and np.exp(r[140:142].sum()) == pytest.approx(1)
+
+
+def test_median_mark_ignores_a_single_venue_wick():
+    index = np.array([100.0, 100.0])
+    last = np.array([13.0, 100.0])  # -87% print on the venue only
+    mark = mark_price(last, index, np.zeros(2))
+    np.testing.assert_allclose(mark, [100.0, 100.0])
+    np.testing.assert_allclose(mark_price(last, index, np.zeros(2), "last"), last)
+
+
+def test_oracle_delay_freeze_floor_and_manipulation():
+    feed = OracleFeed(1, delay_ticks=2, floor_price=None)
+    no = np.zeros(1, dtype=bool)
+    one = np.ones(1)
+    got = [feed.update(np.array([p]), no, one)[0] for p in (10.0, 11.0, 12.0, 13.0)]
+    assert got == [10.0, 10.0, 10.0, 11.0]  # two ticks stale
+    assert feed.update(np.array([14.0]), np.ones(1, dtype=bool), one)[0] == 11.0  # frozen
+    floored = OracleFeed(1, 0, floor_price=0.107)
+    assert floored.update(np.array([0.01]), no, one)[0] == pytest.approx(0.107)
+    manip = OracleFeed(1, 0, None)
+    assert manip.update(np.array([2.0]), no, np.array([5.0]))[0] == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize(
+    ("mark", "index", "expected"),
+    [
+        (100.0, 100.0, 0.0001),  # no premium: the interest rate
+        (100.03, 100.0, 0.0001),  # premium 0.03% inside the clamp band: still 0.01%
+        (100.1, 100.0, 0.0005),  # premium 0.1%: 0.1% + clamp(0.01% - 0.1%) = 0.05%
+        (90.0, 100.0, -0.00375),  # -10% discount: capped (BitMEX, 12 Mar 2020)
+    ],
+)
+def test_funding_formula_table(mark, index, expected):
+    got = funding_rate(np.array([mark]), np.array([index]))[0]
+    assert got == pytest.approx(expected, abs=1e-12)
+
+
+def test_depth_collapse_ramps_holds_and_recovers():
+    m = depth_multiplier_path(200, 1.0, [Collapse(10, 10, 0.05, 20, 30)])
+    assert m[9] == 1.0
+    assert m[15] == pytest.approx(1 - 0.95 * 0.5)
+    assert (m[20:40] == 0.05).all()
+    assert m[70] == pytest.approx(1 - 0.95 * 0.5, rel=1e-9)  # one half-life after the hold
+
+
+def test_liquidation_sells_push_the_price_down():
+    move = permanent_impact_log(
+        np.array([1e6, 0.0]), np.array([0.0, 1e6]), np.array([1e7] * 2), 0.5
+    )
+    np.testing.assert_allclose(move, [-0.0005, 0.0005])
