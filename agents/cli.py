@@ -27,12 +27,12 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _load_benchmarks() -> ModuleType:
-    """Import ``benchmarks/bench_core.py`` from the source checkout."""
-    path = REPO_ROOT / "benchmarks" / "bench_core.py"
+def _load_benchmarks(module: str = "bench_core") -> ModuleType:
+    """Import ``benchmarks/<module>.py`` from the source checkout."""
+    path = REPO_ROOT / "benchmarks" / f"{module}.py"
     if not path.is_file():
         raise SystemExit(f"fundgym bench needs a source checkout: {path} not found")
-    spec = importlib.util.spec_from_file_location("benchmarks.bench_core", path)
+    spec = importlib.util.spec_from_file_location(f"benchmarks.{module}", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
@@ -63,11 +63,48 @@ def _bench(args: argparse.Namespace) -> int:
                     flush=True,
                 )
     if args.json:
-        out = Path(args.json)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps({"machine": bench.machine(), "rows": rows}, indent=2))
-        tmp.replace(out)  # atomic: no half-written file on failure
-        print(f"\nwrote {out}")
+        _write_json(args.json, {"machine": bench.machine(), "rows": rows})
+    return 0
+
+
+def _write_json(path: str, payload: dict[str, object]) -> None:
+    out = Path(path)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(out)  # atomic: no half-written file on failure
+    print(f"\nwrote {out}")
+
+
+def _bench_full(args: argparse.Namespace) -> int:
+    bench = _load_benchmarks("bench_full")
+    machine = _load_benchmarks().machine()
+    print(f"fundgym bench full on {machine}")
+    print(
+        f"one full tick (market, population, funding, core), median of {args.repeats} runs of "
+        f"{args.steps} ticks\n"
+    )
+    print(
+        f"{'scenario':>12s} {'envs':>5s} {'accounts':>9s} {'account-steps/s':>16s} {'liq/step':>9s}"
+    )
+    rows = []
+    for scenario in args.scenarios:
+        for n_envs in args.envs:
+            for n_acc in args.accounts:
+                r = bench.time_full(n_envs, n_acc, scenario, args.steps, args.repeats, args.seed)
+                rows.append(r)
+                print(
+                    f"{scenario:>12s} {n_envs:>5d} {n_acc:>9,d} "
+                    f"{r['median_account_steps_per_s']:>16.3e} {r['liquidations_per_step']:>9.1f}",
+                    flush=True,
+                )
+    paths = bench.time_paths(args.repeats)
+    for name in ("calm", "volatile"):
+        print(
+            f"one-week path at 1-minute ticks, {name}: median {paths[name]['median_s']:.3f} s "
+            f"(max {paths[name]['max_s']:.3f} s)"
+        )
+    if args.json:
+        _write_json(args.json, {"machine": machine, "rows": rows, "paths": paths})
     return 0
 
 
@@ -131,6 +168,39 @@ def build_parser() -> argparse.ArgumentParser:
     p_core.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p_core.add_argument("--json", metavar="FILE", help="also write the figures to FILE (JSON)")
     p_core.set_defaults(func=_bench)
+
+    p_full = bench_sub.add_parser(
+        "full",
+        help="account-steps per second of a full tick (market, population, core)",
+        description=(
+            "Account-steps per second of the full simulation tick (market, trader population, "
+            "funding, core) on library scenarios, and seconds to sample a one-week path."
+        ),
+    )
+    p_full.add_argument(
+        "--accounts",
+        type=_int_list,
+        default=[1_000, 10_000, 100_000],
+        help="comma-separated accounts per exchange (default 1000,10000,100000)",
+    )
+    p_full.add_argument(
+        "--envs",
+        type=_int_list,
+        default=[1, 16],
+        help="comma-separated batch sizes (default 1,16)",
+    )
+    p_full.add_argument(
+        "--scenarios",
+        type=lambda s: [r for r in s.split(",") if r],
+        default=["volatile", "oct_10_2025"],
+        help="comma-separated library scenarios (default volatile,oct_10_2025; "
+        "oct_10_2025 is timed from just before its cascade)",
+    )
+    p_full.add_argument("--steps", type=int, default=60, help="timed ticks per run (default 60)")
+    p_full.add_argument("--repeats", type=int, default=5, help="runs per figure (default 5)")
+    p_full.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p_full.add_argument("--json", metavar="FILE", help="also write the figures to FILE (JSON)")
+    p_full.set_defaults(func=_bench_full)
     return parser
 
 

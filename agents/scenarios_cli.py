@@ -86,6 +86,23 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def schema_markdown() -> str:
+    """The scenario schema as a Markdown table (field path, type, default, meaning)."""
+    from envs.scenarios import Scenario
+    from envs.schema import describe
+
+    lines = ["| field | type | default | meaning and allowed values |", "|---|---|---|---|"]
+    for path, tp, default, doc in describe(Scenario):
+        lines.append(f"| `{path}` | {tp} | {default} | {doc} |")
+    return "\n".join(lines)
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the scenario schema."""
+    print(schema_markdown())
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``scenarios list|sample|plot``."""
     p = sub.add_parser(
@@ -99,6 +116,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     ssub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     p_list = ssub.add_parser("list", help="names with a one-line description")
     p_list.set_defaults(func=cmd_list)
+    p_schema = ssub.add_parser("schema", help="print the scenario file schema (Markdown)")
+    p_schema.set_defaults(func=cmd_schema)
     for name, func, helptext, default_out in (
         ("sample", cmd_sample, "write one sampled path to CSV", None),
         ("plot", cmd_plot, "plot price, oracle, depth and funding to PNG", None),

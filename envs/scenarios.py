@@ -93,6 +93,7 @@ class PriceSpec:
     """The base price process."""
 
     initial: float = spec(ge=1e-9, le=1e12, doc="starting price, USD")
+    model: Literal["garch_t", "gbm"] = "garch_t"
     vol_annual: float = spec(0.5, gt=0.0, le=20.0, doc="long-run annualised volatility")
     garch: GarchSpec = dataclasses.field(default_factory=GarchSpec)
     jumps: JumpSpec = dataclasses.field(default_factory=JumpSpec)
@@ -379,15 +380,17 @@ def market_path(scenario: Scenario, rng: np.random.Generator, n_envs: int = 1) -
         vol_mult = np.where(crash_mask[:, None], vol_mult * sc.crash.vol_multiplier, vol_mult)
 
     g = sc.price.garch
+    # GBM is GARCH with no reaction, no persistence and Gaussian innovations.
+    gbm = sc.price.model == "gbm"
     log_ret = garch_t_log_returns(
         rng,
         n,
         n_envs,
         sc.price.vol_annual,
         dt,
-        alpha=g.alpha,
-        beta=g.beta,
-        nu=g.nu,
+        alpha=0.0 if gbm else g.alpha,
+        beta=0.0 if gbm else g.beta,
+        nu=float("inf") if gbm else g.nu,
         vol_multiplier=vol_mult,
     )
     j = sc.price.jumps

@@ -141,6 +141,20 @@ def _convert(tp: Any, value: Any, source: str, where: str, meta: typing.Mapping[
     raise TypeError(f"schema type {tp!r} at {where} is not supported")  # a programming error
 
 
+def _type_text(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        inner = [a for a in get_args(tp) if a is not type(None)]
+        return f"{_type_text(inner[0])} or null"
+    if origin is Literal:
+        return "one of " + ", ".join(f"`{a}`" for a in get_args(tp))
+    if origin in (tuple, list):
+        return f"list of {_type_text(get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "section"
+    return str(getattr(tp, "__name__", tp))
+
+
 def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
     """Rows ``(field path, type, default, description)`` for documenting a schema."""
     rows: list[tuple[str, str, str, str]] = []
@@ -150,21 +164,21 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
             continue
         tp = hints[f.name]
         name = f"{prefix}{f.name}"
-        default = (
-            repr(f.default)
-            if f.default is not dataclasses.MISSING
-            else ("required" if f.default_factory is dataclasses.MISSING else "[]")
-        )
+        if f.default is not dataclasses.MISSING:
+            default = "none" if f.default is None else repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = "(section defaults)"
+        else:
+            default = "required"
         rng = _range_text(f.metadata) or ""
-        rows.append(
-            (
-                name,
-                getattr(tp, "__name__", str(tp)),
-                default,
-                f"{f.metadata.get('doc', '')} {rng}".strip(),
-            )
-        )
-        sub = [a for a in (get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
-        for s in sub:
-            rows.extend(describe(s, f"{name}."))  # type: ignore[arg-type]
+        doc = f"{f.metadata.get('doc', '')}; {rng}" if rng else str(f.metadata.get("doc", ""))
+        rows.append((name, _type_text(tp), default, doc))
+        candidates = get_args(tp) or (tp,)
+        for sub in candidates:
+            if get_origin(sub) in (tuple, list):
+                sub = get_args(sub)[0]
+            if dataclasses.is_dataclass(sub) and isinstance(sub, type):
+                rows.extend(
+                    describe(sub, f"{name}[]." if get_origin(tp) in (tuple, list) else f"{name}.")
+                )
     return rows

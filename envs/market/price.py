@@ -76,7 +76,7 @@ def garch_t_log_returns(
     """
     if alpha < 0 or beta < 0 or alpha + beta >= 1.0:
         raise ValueError(f"GARCH needs alpha, beta >= 0 and alpha + beta < 1, got {alpha}, {beta}")
-    if not nu > 2.0:
+    if not nu > 2.0:  # inf (Gaussian) passes
         raise ValueError(f"Student-t nu must be > 2 for a finite variance, got {nu}")
     sigma_tick = vol_annual * np.sqrt(tick_minutes / MINUTES_PER_YEAR)
     mult = np.ones((n_ticks, n_paths)) if vol_multiplier is None else vol_multiplier

@@ -60,7 +60,7 @@ def test_demo_prints_the_crash_summary_and_writes_plot_and_config(capsys, tmp_pa
         "the books balance",
     ):
         assert row in text
-    assert "fallback=adl" in text and "fallback=socialize" in text
+    assert "defaults, ADL" in text and "lean fee, socialise" in text
     png = out / "oct_10_2025.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = (out / "config.yaml").read_text()

@@ -159,3 +159,28 @@ def test_week_long_path_is_fast_enough_to_sample():
     sc = dataclasses.replace(load_scenario("calm"), horizon_minutes=7 * 1440.0)
     cols = sample_market(sc)
     assert cols["mark_price"].shape == (7 * 1440,)
+
+
+def test_schema_doc_lists_every_field():
+    from envs.scenarios import Scenario
+    from envs.schema import describe
+
+    doc = (SCENARIO_DIR.parent.parent / "docs" / "scenarios.md").read_text()
+    for path, *_ in describe(Scenario):
+        assert f"`{path}`" in doc, f"docs/scenarios.md lacks {path}: regenerate it"
+
+
+def test_gbm_model_has_gaussian_tails():
+    sc = dataclasses.replace(
+        load_scenario("calm"),
+        horizon_minutes=20_000.0,
+        price=dataclasses.replace(
+            load_scenario("calm").price,
+            model="gbm",
+            jumps=dataclasses.replace(load_scenario("calm").price.jumps, rate_per_day=0.0),
+        ),
+        depth=dataclasses.replace(load_scenario("calm").depth, noise_frac=0.0),
+    )
+    r = np.diff(np.log(market_path(sc, np.random.default_rng(0), 8).index), axis=0)
+    z = (r - r.mean()) / r.std()
+    assert abs((z**4).mean() - 3.0) < 0.3  # Gaussian kurtosis
