@@ -27,12 +27,12 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _load_benchmarks(module: str = "bench_core") -> ModuleType:
-    """Import ``benchmarks/<module>.py`` from the source checkout."""
-    path = REPO_ROOT / "benchmarks" / f"{module}.py"
+def _load_benchmarks(name: str = "bench_core") -> ModuleType:
+    """Import ``benchmarks/<name>.py`` from the source checkout."""
+    path = REPO_ROOT / "benchmarks" / f"{name}.py"
     if not path.is_file():
         raise SystemExit(f"fundgym bench needs a source checkout: {path} not found")
-    spec = importlib.util.spec_from_file_location(f"benchmarks.{module}", path)
+    spec = importlib.util.spec_from_file_location(f"benchmarks.{name}", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)

@@ -1,10 +1,10 @@
-"""Throughput of the full simulation tick (market, population, funding, core) and of path
-generation.
+"""Throughput of the full simulation tick and of path generation.
 
-``full``: :meth:`envs.simulator.ExchangeSimulator.step` in account-steps per second on two
-library scenarios: ``volatile`` (ordinary trading) and ``oct_10_2025`` with its -12% cascade
-and depth collapse moved to minute 5, so the timed ticks are the cascade itself. ``paths``: seconds to draw and price a one-week path
-at one-minute ticks (``envs.market.market.sample_market``).
+``full``: :meth:`envs.simulator.ExchangeSimulator.step` (market, population, funding, core)
+in account-steps per second on two library scenarios: ``volatile`` (ordinary trading) and
+``oct_10_2025`` with its -12% cascade and depth collapse moved to minute 5, so the timed ticks
+are the cascade itself. ``paths``: seconds to draw and price a one-week path at one-minute
+ticks (``envs.market.market.sample_market``).
 """
 
 from __future__ import annotations
