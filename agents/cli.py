@@ -108,6 +108,27 @@ def _bench_full(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_size_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--accounts",
+        type=_int_list,
+        default=[1_000, 10_000, 100_000],
+        help="comma-separated accounts per exchange (default 1000,10000,100000)",
+    )
+    p.add_argument(
+        "--envs",
+        type=_int_list,
+        default=[1, 16],
+        help="comma-separated batch sizes, exchanges stepped together (default 1,16)",
+    )
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repeats", type=int, default=5, help="runs per figure (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--json", metavar="FILE", help="also write the figures to FILE (JSON)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -145,18 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
             "median of several runs."
         ),
     )
-    p_core.add_argument(
-        "--accounts",
-        type=_int_list,
-        default=[1_000, 10_000, 100_000],
-        help="comma-separated accounts per exchange (default 1000,10000,100000)",
-    )
-    p_core.add_argument(
-        "--envs",
-        type=_int_list,
-        default=[1, 16],
-        help="comma-separated batch sizes, exchanges stepped together (default 1,16)",
-    )
+    _add_size_arguments(p_core)
     p_core.add_argument(
         "--regimes",
         type=lambda s: [r for r in s.split(",") if r],
@@ -164,9 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated regimes: quiet, crash (default both)",
     )
     p_core.add_argument("--steps", type=int, default=200, help="timed steps per run (default 200)")
-    p_core.add_argument("--repeats", type=int, default=5, help="runs per figure (default 5)")
-    p_core.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p_core.add_argument("--json", metavar="FILE", help="also write the figures to FILE (JSON)")
+    _add_run_arguments(p_core)
     p_core.set_defaults(func=_bench)
 
     p_full = bench_sub.add_parser(
@@ -177,29 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
             "funding, core) on library scenarios, and seconds to sample a one-week path."
         ),
     )
-    p_full.add_argument(
-        "--accounts",
-        type=_int_list,
-        default=[1_000, 10_000, 100_000],
-        help="comma-separated accounts per exchange (default 1000,10000,100000)",
-    )
-    p_full.add_argument(
-        "--envs",
-        type=_int_list,
-        default=[1, 16],
-        help="comma-separated batch sizes (default 1,16)",
-    )
+    _add_size_arguments(p_full)
     p_full.add_argument(
         "--scenarios",
         type=lambda s: [r for r in s.split(",") if r],
         default=["volatile", "oct_10_2025"],
-        help="comma-separated library scenarios (default volatile,oct_10_2025; "
-        "oct_10_2025 is timed from just before its cascade)",
+        help="comma-separated library scenarios (default volatile,oct_10_2025; a crash "
+        "scenario is timed on its sharpest leg, moved to minute 5)",
     )
     p_full.add_argument("--steps", type=int, default=60, help="timed ticks per run (default 60)")
-    p_full.add_argument("--repeats", type=int, default=5, help="runs per figure (default 5)")
-    p_full.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p_full.add_argument("--json", metavar="FILE", help="also write the figures to FILE (JSON)")
+    _add_run_arguments(p_full)
     p_full.set_defaults(func=_bench_full)
     return parser
 

@@ -15,6 +15,7 @@ from envs.core.state import ExchangeState, ledger_error
 from envs.core.step import core_step
 from envs.core.synthetic import synthetic_book
 from envs.core.trading import deposit, execute_trades
+from tests.books import assert_books_balance
 
 # Extreme single-step moves are drawn on purpose: -99% and +500%.
 RETURNS = st.one_of(
@@ -22,26 +23,6 @@ RETURNS = st.one_of(
     st.floats(-0.3, 0.3, allow_nan=False),
 )
 SIZES = st.one_of(st.just(0.0), st.floats(-50.0, 50.0, allow_nan=False))
-
-
-def ledger_scale(state: ExchangeState, mark: np.ndarray) -> np.ndarray:
-    """A money scale per exchange for the relative tolerance."""
-    m = mark[:, None]
-    gross = (
-        np.abs(state.collateral_usd).sum(axis=1)
-        + (np.abs(state.size) * (m + state.entry_price)).sum(axis=1)
-        + np.abs(state.counterparty_size) * mark
-        + np.abs(state.counterparty_cash_usd)
-    )
-    return np.maximum(gross + state.fund_usd + np.abs(state.initial_total_usd), 1.0)
-
-
-def assert_books_balance(state: ExchangeState, mark: np.ndarray) -> None:
-    err = ledger_error(state, mark)
-    assert np.all(np.abs(err) <= 1e-9 * ledger_scale(state, mark)), err
-    assert (state.fund_usd >= 0.0).all(), state.fund_usd
-    for name, arr in vars(state).items():
-        assert np.isfinite(arr).all(), name
 
 
 @st.composite

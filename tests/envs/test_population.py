@@ -14,10 +14,11 @@ import pytest
 from envs.core.impact import LinearImpact
 from envs.core.margin import maintenance_requirement
 from envs.core.params import MarginTiers, RiskParams
-from envs.core.state import ExchangeState, ledger_error
+from envs.core.state import ExchangeState
 from envs.core.step import core_step
 from envs.core.synthetic import LEVERAGE_SIGMA
 from envs.traders import PopulationEvents, PopulationParams, TraderPopulation
+from tests.books import assert_books_balance
 
 APPROX = {"rel": 1e-12, "abs": 1e-9}
 
@@ -32,27 +33,6 @@ QUIET = PopulationParams(
 
 def quiet(**kw):
     return TraderPopulation(replace(QUIET, **kw))
-
-
-def ledger_scale(state: ExchangeState, mark: np.ndarray) -> np.ndarray:
-    """A money scale per exchange for the relative ledger tolerance."""
-    m = mark[:, None]
-    gross = (
-        np.abs(state.collateral_usd).sum(axis=1)
-        + (np.abs(state.size) * (m + state.entry_price)).sum(axis=1)
-        + np.abs(state.counterparty_size) * mark
-        + np.abs(state.counterparty_cash_usd)
-        + np.abs(state.net_deposits_usd)
-    )
-    return np.maximum(gross + state.fund_usd + np.abs(state.initial_total_usd), 1.0)
-
-
-def assert_books_balance(state: ExchangeState, mark: np.ndarray) -> None:
-    err = ledger_error(state, mark)
-    assert np.all(np.abs(err) <= 1e-9 * ledger_scale(state, mark)), err
-    assert (state.fund_usd >= 0.0).all(), state.fund_usd
-    for name, arr in vars(state).items():
-        assert np.isfinite(arr).all(), name
 
 
 # ---- parameters ----------------------------------------------------------------------------
