@@ -18,7 +18,8 @@ The loop runs over ticks; everything inside a tick is vectorised over ``(n_envs,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ import numpy as np
 from envs.core.fund_record import FundRecord
 from envs.core.impact import LinearImpact
 from envs.core.params import RiskParams
+from envs.core.rng import BatchRandom
 from envs.core.state import ExchangeState, ledger_error
 from envs.core.step import StepEvents, core_step
 from envs.core.trading import apply_funding
@@ -77,30 +79,36 @@ class SimulationResult:
 
 
 class ExchangeSimulator:
-    """A batch of ``n_envs`` exchanges living through one scenario.
+    """A batch of ``n_envs`` exchanges, each living through its own scenario and seed.
+
+    Every exchange draws its randomness from its own generator (market path at reset, then the
+    trader population tick by tick), so exchange ``e`` of a batch evolves exactly as a
+    single-exchange simulator given the same scenario and seed; one exchange can be reset
+    (:meth:`reset_env`) while the others go on, as a vector environment's autoreset needs.
 
     Args:
-        scenario: The market scenario.
+        scenario: One scenario for every exchange, or one per exchange (same ``tick_minutes``).
         risk: Risk parameters (scalars or ``(n_envs,)`` arrays); may be replaced between ticks
             through :attr:`risk` (the environment's actions do that).
-        n_envs: Exchanges simulated together, each on its own draw of the scenario.
+        n_envs: Exchanges simulated together.
         n_accounts: Account slots per exchange.
         population: Trader-population parameters (defaults if ``None``).
         fund_to_oi_frac: Initial insurance fund as a share of initial open interest (2%,
             within the 2-6% of Hyperliquid and Binance in the calibration notes).
-        seed: Seed for the first :meth:`reset` (``None``: the scenario's default seed).
+        seed: One seed (exchange ``e`` gets ``seed + e``, Gymnasium's convention for vector
+            envs), one per exchange, or ``None`` for the first scenario's default seed.
     """
 
     def __init__(
         self,
-        scenario: Scenario,
+        scenario: Scenario | Sequence[Scenario],
         risk: RiskParams | None = None,
         *,
         n_envs: int = 1,
         n_accounts: int = 2_000,
         population: PopulationParams | None = None,
         fund_to_oi_frac: float = 0.02,
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
     ) -> None:
         if n_envs < 1 or n_accounts < 1:
             raise ValueError(
@@ -108,70 +116,147 @@ class ExchangeSimulator:
             )
         if not 0.0 <= fund_to_oi_frac <= 10.0:
             raise ValueError(f"fund_to_oi_frac must lie in [0, 10], got {fund_to_oi_frac!r}")
-        self.scenario = scenario
+        scenarios = [scenario] * n_envs if isinstance(scenario, Scenario) else list(scenario)
+        if len(scenarios) != n_envs:
+            raise ValueError(f"got {len(scenarios)} scenarios for n_envs={n_envs}")
+        self.scenarios: list[Scenario] = scenarios
         self.risk = risk if risk is not None else RiskParams()
         self.n_envs = n_envs
         self.n_accounts = n_accounts
         self.population = TraderPopulation(population or PopulationParams())
         self.fund_to_oi_frac = fund_to_oi_frac
-        self.reset(scenario.seed if seed is None else seed)
+        self.reset(seed)
+
+    @property
+    def scenario(self) -> Scenario:
+        """The first exchange's scenario (the only one when all share it)."""
+        return self.scenarios[0]
 
     # ------------------------------------------------------------------ state ----
 
-    def reset(self, seed: int | None = None) -> None:
-        """Draw a new market path and trader book; the episode restarts at tick 0."""
-        self.seed = self.scenario.seed if seed is None else int(seed)
-        self.rng = np.random.default_rng(self.seed)
-        self.path = market_path(self.scenario, self.rng, self.n_envs)
-        self.market = Market(self.scenario, self.path)
-        price = float(self.scenario.price.initial)
-        self.state: ExchangeState = self.population.initial_state(
-            self.rng, self.n_envs, self.n_accounts, price, self.risk, 0.0
-        )
-        oi = self.open_interest_usd(np.full(self.n_envs, price))
-        self.state.fund_usd[:] = self.fund_to_oi_frac * oi
-        self.state.initial_total_usd = self.state.initial_total_usd + self.state.fund_usd
-        self.initial_open_interest_usd = oi
-        self.record = FundRecord(self.state.fund_usd)
-        self.t = 0
+    def _seeds(self, seed: int | Sequence[int] | None) -> list[int]:
+        if seed is None:
+            return [sc.seed for sc in self.scenarios]
+        if isinstance(seed, int | np.integer):
+            return [int(seed) + e for e in range(self.n_envs)]
+        seeds = [int(s) for s in seed]
+        if len(seeds) != self.n_envs:
+            raise ValueError(f"got {len(seeds)} seeds for n_envs={self.n_envs}")
+        return seeds
+
+    def reset(self, seed: int | Sequence[int] | None = None) -> None:
+        """Reset every exchange: new market paths and trader books, tick 0."""
+        self.seeds = self._seeds(seed)
+        self.rng = BatchRandom(self.seeds)
+        self.market = Market(self.n_envs)
+        self.state: ExchangeState | None = None
+        self.initial_open_interest_usd = np.zeros(self.n_envs)
+        for e in range(self.n_envs):
+            self._install(e, self.scenarios[e])
+        self.record = FundRecord(self.state_.fund_usd)
         self.max_ledger_error_usd = 0.0
 
     @property
+    def state_(self) -> ExchangeState:
+        """The batch state (always set after construction)."""
+        assert self.state is not None
+        return self.state
+
+    def reset_env(self, env: int, seed: int, scenario: Scenario | None = None) -> None:
+        """Reset exchange ``env`` alone with ``seed`` (and optionally a new scenario)."""
+        if scenario is not None:
+            self.scenarios[env] = scenario
+        self.seeds[env] = int(seed)
+        self.rng.reseed(env, int(seed))
+        self._install(env, self.scenarios[env])
+
+    def _install(self, env: int, scenario: Scenario) -> None:
+        """Draw exchange ``env``'s path, then its book, both from its own generator."""
+        g = self.rng.generators[env]
+        self.market.reset_env(env, scenario, market_path(scenario, g, 1))
+        price = float(scenario.price.initial)
+        row = self.population.initial_state(
+            BatchRandom.from_generators([g]), 1, self.n_accounts, price, self._risk_row(env), 0.0
+        )
+        oi = float(0.5 * np.abs(row.size).sum() * price)
+        row.fund_usd[:] = self.fund_to_oi_frac * oi
+        row.initial_total_usd = row.initial_total_usd + row.fund_usd
+        if self.state is None:
+            self.state = ExchangeState(
+                **{k: np.repeat(v, self.n_envs, axis=0) for k, v in vars(row).items()}
+            )
+        else:
+            for name, value in vars(row).items():
+                getattr(self.state, name)[env] = value[0]
+        self.initial_open_interest_usd[env] = oi
+
+    def _risk_row(self, env: int) -> RiskParams:
+        """Exchange ``env``'s risk parameters as scalars (for drawing its book alone)."""
+        numeric: dict[str, Any] = {
+            f.name: float(
+                np.broadcast_to(np.asarray(getattr(self.risk, f.name)), (self.n_envs,))[env]
+            )
+            for f in dataclasses.fields(self.risk)
+            if f.name not in ("fallback", "tiers")
+        }
+        return dataclasses.replace(self.risk, **numeric)
+
+    @property
+    def t(self) -> int:
+        """Ticks elapsed on exchange 0 (all exchanges when they share a clock)."""
+        return int(self.market.t[0])
+
+    @property
+    def env_done(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        """``(n_envs,)``: which exchanges reached their scenario's horizon."""
+        return np.asarray(self.market.t >= self.market.n_ticks)
+
+    @property
     def done(self) -> bool:
-        """Whether the scenario's horizon is reached."""
-        return bool(self.t >= self.market.n_ticks)
+        """Whether every exchange reached its horizon."""
+        return bool(self.env_done.all())
 
     def open_interest_usd(self, mark: FloatArray) -> FloatArray:
         """One side's open interest per exchange: half the gross notional of all positions."""
-        return np.asarray(0.5 * np.abs(self.state.size).sum(axis=1) * mark, dtype=np.float64)
+        return np.asarray(0.5 * np.abs(self.state_.size).sum(axis=1) * mark, dtype=np.float64)
 
     # ------------------------------------------------------------------ step -----
 
-    def step(self) -> Tick:
-        """Advance one tick (see the module docstring for the order)."""
-        if self.done:
-            raise RuntimeError("the episode is over; call reset()")
-        sc, t = self.scenario, self.t
+    def step(self, check_ledger: bool = True) -> Tick:
+        """Advance every exchange one tick (see the module docstring for the order).
+
+        Raises:
+            RuntimeError: An exchange is past its horizon; reset it first.
+        """
+        if self.env_done.any():
+            raise RuntimeError(
+                f"exchanges {np.flatnonzero(self.env_done).tolist()} are past their horizon; "
+                "call reset() or reset_env()"
+            )
+        state = self.state_
         prices = self.market.prices()
-        pre = self.path.precursor[t]
-        pstr = sc.precursors
+        pre = self.market.column("precursor")
+        oi_build = np.array([sc.precursors.oi_build for sc in self.scenarios])
+        lev_build = np.array([sc.precursors.leverage_build for sc in self.scenarios])
+        skew = np.array([sc.precursors.long_skew for sc in self.scenarios])
         events = StepEvents.zeros(self.n_envs)
         pop = self.population.step(
             self.rng,
-            self.state,
+            state,
             self.risk,
             prices.mark,
-            sc.tick_minutes,
-            arrival_mult=1.0 + pstr.oi_build * pre,
-            leverage_mult=1.0 + pstr.leverage_build * pre,
-            long_share_shift=pstr.long_skew * pre,
+            self.market.tick_minutes or 1.0,
+            arrival_mult=1.0 + oi_build * pre,
+            leverage_mult=1.0 + lev_build * pre,
+            long_share_shift=skew * pre,
         )
         events.trading_fees_usd = pop.trading_fees_usd
         events.fund_trading_fee_income_usd = pop.fund_trading_fee_income_usd
-        rate_per_tick = prices.funding_rate * sc.tick_minutes / (60.0 * sc.funding.interval_hours)
-        funding_paid = apply_funding(self.state, rate_per_tick, prices.mark)
+        interval_minutes = np.array([60.0 * sc.funding.interval_hours for sc in self.scenarios])
+        rate_per_tick = prices.funding_rate * (self.market.tick_minutes or 1.0) / interval_minutes
+        funding_paid = apply_funding(state, rate_per_tick, prices.mark)
         liq = core_step(
-            self.state,
+            state,
             self.risk,
             prices.oracle,
             LinearImpact(prices.depth_usd_per_pct),
@@ -183,15 +268,15 @@ class ExchangeSimulator:
         self.market.advance(
             liq.liquidation_sell_usd, liq.liquidation_buy_usd, prices.depth_usd_per_pct
         )
-        self.record.append(events, self.state.fund_usd)
-        err = float(np.abs(ledger_error(self.state, prices.mark)).max())
-        self.max_ledger_error_usd = max(self.max_ledger_error_usd, err)
-        self.t += 1
+        self.record.append(events, state.fund_usd)
+        if check_ledger:
+            err = float(np.abs(ledger_error(state, prices.mark)).max())
+            self.max_ledger_error_usd = max(self.max_ledger_error_usd, err)
         return Tick(prices, events, self.open_interest_usd(prices.mark), funding_paid)
 
     def run(self, progress: Callable[[int], None] | None = None) -> SimulationResult:
-        """Run to the horizon, keeping the per-tick :data:`SERIES`."""
-        n = self.market.n_ticks - self.t
+        """Run every exchange to its horizon (they must share one), keeping :data:`SERIES`."""
+        n = int((self.market.n_ticks - self.market.t).min())
         series = {k: np.zeros((n, self.n_envs)) for k in SERIES}
         for i in range(n):
             tick = self.step()
@@ -203,8 +288,8 @@ class ExchangeSimulator:
             series["depth_usd_per_pct"][i] = p.depth_usd_per_pct
             series["funding_rate"][i] = p.funding_rate
             series["open_interest_usd"][i] = tick.open_interest_usd
-            series["fund_usd"][i] = self.state.fund_usd
-            series["n_accounts_open"][i] = (self.state.size != 0.0).sum(axis=1)
+            series["fund_usd"][i] = self.state_.fund_usd
+            series["n_accounts_open"][i] = (self.state_.size != 0.0).sum(axis=1)
             if progress is not None:
                 progress(i)
         return SimulationResult(

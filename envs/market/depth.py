@@ -55,7 +55,7 @@ def permanent_impact_log(
     sell_notional_usd: FloatArray,
     buy_notional_usd: FloatArray,
     depth_usd_per_pct: FloatArray,
-    impact_coef: float,
+    impact_coef: float | FloatArray,
 ) -> FloatArray:
     """Log-price move from one tick's net liquidation flow: ``-coef x net sells / depth %``.
 

@@ -18,9 +18,9 @@ FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 def funding_rate(
     mark: FloatArray,
     index: FloatArray,
-    interest_per_interval: float = 0.0001,
-    clamp_per_interval: float = 0.0005,
-    cap_per_interval: float = 0.00375,
+    interest_per_interval: float | FloatArray = 0.0001,
+    clamp_per_interval: float | FloatArray = 0.0005,
+    cap_per_interval: float | FloatArray = 0.00375,
 ) -> FloatArray:
     """Funding rate per interval (fraction of notional) for each exchange."""
     premium = (np.asarray(mark) - np.asarray(index)) / np.asarray(index)

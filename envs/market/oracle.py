@@ -37,30 +37,53 @@ def mark_price(
 class OracleFeed:
     """Online oracle over a batch of exchanges: delay, freezes, floor and manipulation.
 
+    Each exchange has its own delay (ticks), floor and clock, so one exchange can be reset while
+    the others go on. A shared ring buffer holds the last ``max delay + 1`` source prices.
+
     Args:
         n_envs: Exchanges in the batch.
-        delay_ticks: The oracle reports the source price of ``delay_ticks`` ago.
-        floor_price: If set, the oracle never reports below it (a feed's minimum answer).
     """
 
-    def __init__(self, n_envs: int, delay_ticks: int, floor_price: float | None) -> None:
-        self.delay_ticks = int(delay_ticks)
-        self.floor_price = floor_price
-        self._buffer = np.zeros((self.delay_ticks + 1, n_envs))
-        self._count = 0
+    def __init__(self, n_envs: int) -> None:
+        self.n_envs = n_envs
+        self._buffer = np.zeros((1, n_envs))
+        self._count = np.zeros(n_envs, dtype=np.int64)
+        self._delay = np.zeros(n_envs, dtype=np.int64)
+        self._floor = np.full(n_envs, -np.inf)
+        self._first = np.zeros(n_envs)
         self._last = np.zeros(n_envs)
+        self._cols = np.arange(n_envs)
+
+    def reset_env(self, env: int, delay_ticks: int, floor_price: float | None) -> None:
+        """Start exchange ``env`` afresh with its delay and floor (``None``: no floor)."""
+        if delay_ticks + 1 > self._buffer.shape[0]:
+            grown = np.zeros((delay_ticks + 1, self.n_envs))
+            grown[: self._buffer.shape[0]] = self._buffer  # positions are per exchange clock
+            # Re-lay the other exchanges' history at their positions modulo the new length.
+            for e in range(self.n_envs):  # once per reset, over exchanges only
+                if e != env and self._count[e] > 0:
+                    old_len = self._buffer.shape[0]
+                    k = np.arange(max(0, self._count[e] - old_len), self._count[e])
+                    grown[k % (delay_ticks + 1), e] = self._buffer[k % old_len, e]
+            self._buffer = grown
+        self._count[env] = 0
+        self._delay[env] = delay_ticks
+        self._floor[env] = -np.inf if floor_price is None else floor_price
 
     def update(
         self, source: FloatArray, frozen: BoolArray, manipulation_mult: FloatArray
     ) -> FloatArray:
-        """Push this tick's source price; return the oracle price."""
-        self._buffer[self._count % (self.delay_ticks + 1)] = source
+        """Push this tick's source price; return the oracle price per exchange."""
+        size = self._buffer.shape[0]
+        self._buffer[self._count % size, self._cols] = source
+        first = self._count == 0
+        self._first = np.where(first, source, self._first)
         self._count += 1
-        oldest = max(0, self._count - 1 - self.delay_ticks)
-        delayed = self._buffer[oldest % (self.delay_ticks + 1)] * manipulation_mult
-        if self.floor_price is not None:
-            delayed = np.maximum(delayed, self.floor_price)
-        first = self._count == 1
-        out = delayed if first else np.where(frozen, self._last, delayed)
+        lag = self._count - 1 - self._delay
+        delayed = np.where(
+            lag >= 0, self._buffer[np.maximum(lag, 0) % size, self._cols], self._first
+        )
+        delayed = np.maximum(delayed * manipulation_mult, self._floor)
+        out = np.where(frozen & ~first, self._last, delayed)
         self._last = np.asarray(out, dtype=np.float64)
         return self._last

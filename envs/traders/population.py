@@ -18,15 +18,25 @@ demand), so tightening the levers has a cost the agent must weigh against bad de
 
 Every cash or position change goes through :func:`envs.core.trading.execute_trades` and
 :func:`envs.core.trading.deposit`, so the ledger (:func:`envs.core.state.ledger_error`) stays
-closed. The few accounts a tick touches are packed into a narrow state of shape
-``(n_envs, k)`` before those calls (:class:`_Subset`), so the cost of a tick grows with the
-number of accounts that act, not with the size of the book.
+closed. The few accounts a tick touches are packed into a narrow state, one row per account,
+before those calls (:class:`_Subset`), so the cost of a tick grows with the number of accounts
+that act, not with the size of the book.
+
+**Randomness is per exchange.** Every draw comes from a :class:`~envs.core.rng.BatchRandom`,
+one generator per exchange, and exchange ``e``'s draws (its arrivals, exit and volume samples,
+reaction uniforms, new accounts, and its rows of the initial book) come from generator ``e``
+only, in the order a batch of one would make them. So an exchange's episode does not depend on
+how many others share the batch, and a vector environment equals single environments seeded
+alike, step for step. For the same reason every per-exchange total is a sum over that
+exchange's accounts alone, in a fixed order (one packed row per account, reduced with
+``bincount``): a sum over a row padded to the batch's widest exchange would round differently.
+The loops this needs run over exchanges, never over accounts.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -35,6 +45,7 @@ from numpy.typing import ArrayLike
 from envs.core import formulas
 from envs.core.margin import maintenance_requirement
 from envs.core.params import RiskParams
+from envs.core.rng import BatchRandom
 from envs.core.state import ExchangeState
 from envs.core.step import StepEvents
 from envs.core.trading import deposit, execute_trades
@@ -235,45 +246,60 @@ _COUNT_FIELDS = ("arrivals", "exits", "top_ups", "reductions")  # int64; the res
 _USD_FIELDS = tuple(f.name for f in fields(PopulationEvents) if f.name not in _COUNT_FIELDS)
 
 
+_RISK_FIELDS = tuple(f.name for f in fields(RiskParams) if f.name not in ("fallback", "tiers"))
+
+
+def _rows_risk(risk: RiskParams, env: IntArray) -> RiskParams:
+    """``risk`` with every per-exchange array indexed by ``env`` (one entry per packed row)."""
+    per_row: dict[str, Any] = {
+        name: np.asarray(value, dtype=np.float64)[env]
+        for name in _RISK_FIELDS
+        if np.ndim(value := getattr(risk, name)) == 1
+    }
+    return replace(risk, **per_row) if per_row else risk
+
+
 class _Subset:
-    """A few accounts of a batch packed into a narrow ``(n_envs, width)`` state.
+    """A few accounts of a batch packed into a narrow state, one row per account.
 
     ``execute_trades`` and ``deposit`` work on whole ``(n_envs, n_accounts)`` arrays; calling
     them on the full book for the handful of accounts that act in a tick would cost a dozen
-    passes over every account. The packed state holds copies of the selected accounts' fields
-    (padding slots are empty: zero size, collateral and entry, so a zero order leaves them
-    untouched) and shares the exchange-level ``(n_envs,)`` arrays with the batch, so fees, the
-    fund and the counterparty are booked once. :meth:`write_back` copies the accounts back.
+    passes over every account. The packed state has shape ``(k, 1)`` for ``k`` selected
+    accounts (in ``flat`` order, so grouped by exchange): account fields are copies, the
+    exchange-level arrays start at zero per row, and the risk parameters and marks are those
+    of each row's exchange. :meth:`write_back` copies the accounts back and adds each row's
+    exchange-level changes (fees, the fund, the counterparty, deposits) to its exchange with
+    ``bincount``: a sum over that exchange's accounts alone, in a fixed order, so a batch books
+    exactly what each of its exchanges would book alone (a row padded to the batch's widest
+    exchange would round differently).
     """
 
-    def __init__(self, state: ExchangeState, flat: IntArray) -> None:
+    def __init__(self, state: ExchangeState, flat: IntArray, risk: RiskParams) -> None:
         n_envs, n_acc = state.size.shape
         self.flat = flat
         self.env = np.asarray(flat // n_acc, dtype=np.int64)
         self.acc = np.asarray(flat % n_acc, dtype=np.int64)
-        counts = np.bincount(self.env, minlength=n_envs)
-        starts = np.cumsum(counts) - counts
-        self.col = np.arange(flat.size, dtype=np.int64) - starts[self.env]
-        self.width = max(int(counts.max(initial=0)), 1)
         self.n_envs = n_envs
+        self.risk = _rows_risk(risk, self.env)
+        k = flat.size
         parts: dict[str, FloatArray] = {}
         for f in fields(ExchangeState):  # a dozen fields, not accounts
             arr = getattr(state, f.name)
-            parts[f.name] = self.pack(arr[self.env, self.acc]) if arr.ndim == 2 else arr
+            parts[f.name] = arr[self.env, self.acc][:, None] if arr.ndim == 2 else np.zeros(k)
         self.state = ExchangeState(**parts)
+        self.fees = StepEvents.zeros(k)  # execute_trades books each row's fees here
 
     def pack(self, values: ArrayLike) -> FloatArray:
-        """Per-account values (in ``flat`` order) laid out as ``(n_envs, width)``, zero-padded."""
-        out = np.zeros((self.n_envs, self.width))
-        out[self.env, self.col] = values
-        return out
+        """Per-account values (in ``flat`` order) as a ``(k, 1)`` column."""
+        return np.asarray(np.broadcast_to(values, self.env.shape), dtype=np.float64)[:, None]
 
-    def unpack(self, packed: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    @staticmethod
+    def unpack(packed: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """The selected accounts' entries of a packed array, in ``flat`` order."""
-        return packed[self.env, self.col]
+        return packed[:, 0]
 
     def per_env_sum(self, values: ArrayLike) -> FloatArray:
-        """Sum of per-account values (in ``flat`` order) per exchange."""
+        """Sum of per-account values (in ``flat`` order) per exchange, in that order."""
         w = np.asarray(values, dtype=np.float64)
         return np.bincount(self.env, weights=w, minlength=self.n_envs).astype(np.float64)
 
@@ -281,14 +307,16 @@ class _Subset:
         """Number of selected accounts per exchange where ``mask`` (in ``flat`` order)."""
         return np.bincount(self.env[mask], minlength=self.n_envs).astype(np.int64)
 
-    def write_back(self, state: ExchangeState) -> None:
-        """Copy the accounts (and any exchange-level array rebound by a callee) into ``state``."""
+    def write_back(self, state: ExchangeState, fees: StepEvents) -> None:
+        """Copy the accounts into ``state``; add the rows' exchange-level changes and fees."""
         for f in fields(ExchangeState):
             arr = getattr(self.state, f.name)
             if arr.ndim == 2:
                 getattr(state, f.name)[self.env, self.acc] = self.unpack(arr)
-            else:
-                setattr(state, f.name, arr)
+            elif arr.any():
+                getattr(state, f.name)[...] += self.per_env_sum(arr)
+        fees.trading_fees_usd += self.per_env_sum(self.fees.trading_fees_usd)
+        fees.fund_trading_fee_income_usd += self.per_env_sum(self.fees.fund_trading_fee_income_usd)
 
 
 def _per_env(name: str, value: ArrayLike, n_envs: int, low: float, low_open: bool) -> FloatArray:
@@ -311,8 +339,10 @@ class TraderPopulation:
     """Draws, moves and retires the accounts of a batch of exchanges, all vectorised.
 
     The population holds no state of its own: accounts live in the
-    :class:`~envs.core.state.ExchangeState`, every random draw comes from the generator passed
-    in, so two runs with the same seed are identical.
+    :class:`~envs.core.state.ExchangeState` and every random draw comes from the
+    :class:`~envs.core.rng.BatchRandom` passed in, exchange ``e``'s from generator ``e`` only,
+    so two runs with the same seeds are identical and each exchange of a batch runs exactly as
+    it would alone with its seed.
     """
 
     def __init__(self, params: PopulationParams) -> None:
@@ -355,7 +385,7 @@ class TraderPopulation:
         """Leverage of new positions: lognormal x ``leverage_mult``, clipped to [1, max].
 
         Args:
-            rng: Random generator.
+            rng: Random generator (one exchange's: batched callers draw per exchange).
             shape: Output shape.
             max_leverage: Venue maximum ``1 / imr``, broadcastable to ``shape`` (>= 1).
             leverage_mult: Leverage build-up factor, broadcastable to ``shape``.
@@ -376,7 +406,8 @@ class TraderPopulation:
         """Notional, side and leverage of new positions.
 
         Args:
-            rng: Random generator (draws, in order: notional, side, leverage).
+            rng: Random generator (draws, in order: notional, side, leverage); batched
+                callers pass each exchange's own generator for that exchange's accounts.
             shape: Output shape.
             long_share: Probability of a long, broadcastable to ``shape``.
             max_leverage: Venue maximum ``1 / imr``, broadcastable to ``shape``.
@@ -398,7 +429,7 @@ class TraderPopulation:
 
     def initial_state(
         self,
-        rng: np.random.Generator,
+        rng: BatchRandom,
         n_envs: int,
         n_accounts: int,
         price: ArrayLike,
@@ -412,11 +443,12 @@ class TraderPopulation:
         long/short balance is imposed: sides follow ``long_share``) and collateral
         ``notional x (1 / leverage + fee rate)``: what an arrival keeps after paying its
         opening fee, so the book looks as if it had been built by :meth:`step`. The remaining
-        slots are empty (size, collateral and entry 0), ready for arrivals.
+        slots are empty (size, collateral and entry 0), ready for arrivals. Row ``e`` is drawn
+        from exchange ``e``'s generator alone (:meth:`initial_row`).
 
         Args:
-            rng: Random generator.
-            n_envs: Exchanges in the batch.
+            rng: One generator per exchange.
+            n_envs: Exchanges in the batch; must equal ``rng.n_envs``.
             n_accounts: Account slots per exchange.
             price: Entry price, scalar or ``(n_envs,)``, > 0.
             risk: Risk parameters (``imr`` caps leverage, ``taker_fee_rate`` sizes collateral).
@@ -425,27 +457,57 @@ class TraderPopulation:
         """
         if not 0.0 <= fill_frac <= 1.0:
             raise ValueError(f"fill_frac must lie in [0, 1], got {fill_frac!r}")
-        px = _per_env("price", price, n_envs, 0.0, True)[:, None]
-        k = round(fill_frac * n_accounts)
+        if n_envs != rng.n_envs:
+            raise ValueError(f"n_envs ({n_envs}) must equal rng.n_envs ({rng.n_envs})")
+        px = _per_env("price", price, n_envs, 0.0, True)
+        max_lev = 1.0 / risk.per_env("imr", n_envs)
+        fee = risk.per_env("taker_fee_rate", n_envs)
+        rows = [
+            self.initial_row(g, n_accounts, px[e], max_lev[e], fee[e], fill_frac)
+            for e, g in enumerate(rng.generators)  # exchanges, not accounts
+        ]
         shape = (n_envs, n_accounts)
-        notional, side, lev = self.draw_new_accounts(
-            rng,
-            (n_envs, k),
-            self.params.long_share,
-            1.0 / risk.column("imr"),
+        collateral, size, entry = (
+            np.stack([r[i] for r in rows]) if rows else np.zeros(shape) for i in range(3)
         )
-        fee = risk.column("taker_fee_rate")
-        collateral, size, entry = np.zeros(shape), np.zeros(shape), np.zeros(shape)
-        collateral[:, :k] = notional * (1.0 / lev + fee)
-        size[:, :k] = side * notional / px
-        entry[:, :k] = np.broadcast_to(px, (n_envs, k))
         return ExchangeState.create(collateral, size, entry, fund_usd)
+
+    def initial_row(
+        self,
+        rng: np.random.Generator,
+        n_accounts: int,
+        price: float,
+        max_leverage: float,
+        taker_fee_rate: float,
+        fill_frac: float = 0.8,
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """One exchange's initial accounts, as :meth:`initial_state` lays out each row.
+
+        Args:
+            rng: That exchange's generator (draws notional, side, leverage of
+                ``round(fill_frac x n_accounts)`` accounts, as :meth:`draw_new_accounts`).
+            n_accounts: Account slots.
+            price: Entry price, > 0.
+            max_leverage: Venue maximum ``1 / imr``.
+            taker_fee_rate: Opening fee rate kept out of the collateral.
+            fill_frac: Share of slots filled, in [0, 1].
+
+        Returns:
+            ``(collateral_usd, size, entry_price)``, each ``(n_accounts,)``.
+        """
+        k = round(fill_frac * n_accounts)
+        notional, side, lev = self.draw_new_accounts(rng, k, self.params.long_share, max_leverage)
+        collateral, size, entry = np.zeros(n_accounts), np.zeros(n_accounts), np.zeros(n_accounts)
+        collateral[:k] = notional * (1.0 / lev + taker_fee_rate)
+        size[:k] = side * notional / price
+        entry[:k] = price
+        return collateral, size, entry
 
     # ---- one tick ------------------------------------------------------------------------
 
     def step(
         self,
-        rng: np.random.Generator,
+        rng: BatchRandom,
         state: ExchangeState,
         risk: RiskParams,
         mark: ArrayLike,
@@ -464,7 +526,8 @@ class TraderPopulation:
         counterparty and pay the taker fee.
 
         Args:
-            rng: Random generator (the only source of randomness).
+            rng: One generator per exchange (the only source of randomness); exchange ``e``
+                draws from generator ``e`` only. ``rng.n_envs`` must equal ``state.n_envs``.
             state: Batch state, updated in place.
             risk: Risk parameters in force (IMR, MMR and tiers, taker fee and its fund share).
             mark: ``(n_envs,)`` mark price, > 0.
@@ -481,6 +544,8 @@ class TraderPopulation:
             The tick's events per exchange.
         """
         n_envs = state.n_envs
+        if rng.n_envs != n_envs:
+            raise ValueError(f"rng.n_envs ({rng.n_envs}) must equal state.n_envs ({n_envs})")
         m = _per_env("mark", mark, n_envs, 0.0, True)
         if not (math.isfinite(tick_minutes) and tick_minutes > 0.0):
             raise ValueError(f"tick_minutes must be finite and > 0, got {tick_minutes!r}")
@@ -507,46 +572,74 @@ class TraderPopulation:
     @staticmethod
     def _trade(
         sub: _Subset,
-        risk: RiskParams,
         trade: FloatArray,
         mark: FloatArray,
         ev: PopulationEvents,
-        fees: StepEvents,
     ) -> BoolArray:
-        """``execute_trades`` at mark on the packed accounts; books volume. Returns rejections."""
+        """``execute_trades`` at mark on the packed accounts; books volume. Returns rejections.
+
+        ``mark`` is per exchange; fees go to ``sub.fees`` until :meth:`_Subset.write_back`.
+        A zero order leaves its account exactly as it was: ``execute_trades`` recomputes every
+        entry price (``q x e / q`` for an untouched row, which can round), and whether it runs
+        at all depends on the other rows, so without the restore an exchange's entries would
+        depend on what the rest of the batch traded.
+        """
         if not trade.any():
             return np.zeros(trade.shape, dtype=np.bool_)
-        rejected = execute_trades(sub.state, risk, trade, mark, mark, fees)
-        ev.volume_usd += np.where(rejected, 0.0, np.abs(trade)).sum(axis=1) * mark
+        m = mark[sub.env]
+        entry = sub.state.entry_price.copy()
+        rejected = execute_trades(sub.state, sub.risk, trade, m, m, sub.fees)
+        np.copyto(sub.state.entry_price, entry, where=trade == 0.0)
+        ev.volume_usd += sub.per_env_sum(sub.unpack(np.where(rejected, 0.0, np.abs(trade))) * m)
         return rejected
 
     @staticmethod
-    def _sample_open(rng: np.random.Generator, state: ExchangeState, prob: float) -> IntArray:
-        """Open accounts, each independently with probability ``prob``, as sorted flat indices.
+    def _sample_slots(rng: np.random.Generator, n_slots: int, prob: float) -> IntArray:
+        """Sorted slots of ``range(n_slots)``, each independently with probability ``prob``.
 
-        Every slot is drawn with probability ``prob`` and the empty ones are dropped, which has
-        the law of one Bernoulli per open account. The drawn slots are found by geometric gaps
-        between successes (one draw per success, not per slot), so the cost grows with the
-        number drawn rather than with the book.
+        The drawn slots are found by geometric gaps between successes (one draw per success,
+        not per slot), so the cost grows with the number drawn rather than with the slots.
         """
-        n_slots, n_acc = state.size.size, state.n_accounts
-        if prob <= 0.0 or n_slots == 0:
-            return np.zeros(0, dtype=np.int64)
         if prob < 1e-6:  # gaps would be huge: a binomial count and a draw of that many slots
             k = int(rng.binomial(n_slots, prob))
-            pick = np.sort(rng.choice(n_slots, size=k, replace=False, shuffle=False))
-            return np.asarray(pick[state.size[pick // n_acc, pick % n_acc] != 0.0], np.int64)
+            return np.sort(rng.choice(n_slots, size=k, replace=False, shuffle=False))
         mean = n_slots * prob
         batch = int(mean + 6.0 * math.sqrt(mean) + 16.0)
         ends = np.cumsum(rng.geometric(prob, batch)) - 1
         while ends[-1] < n_slots - 1:  # more than mean + 6 sd successes: almost never runs
             ends = np.concatenate([ends, ends[-1] + np.cumsum(rng.geometric(prob, batch))])
-        pick = ends[ends < n_slots]
-        return np.asarray(pick[state.size[pick // n_acc, pick % n_acc] != 0.0], dtype=np.int64)
+        return np.asarray(ends[ends < n_slots], dtype=np.int64)
+
+    @classmethod
+    def _sample_open(
+        cls,
+        rng: BatchRandom,
+        state: ExchangeState,
+        prob: float,
+        active: BoolArray | None = None,
+    ) -> IntArray:
+        """Open accounts, each independently with probability ``prob``, as sorted flat indices.
+
+        Per exchange (only where ``active``, default all), every slot is drawn with probability
+        ``prob`` from that exchange's generator (:meth:`_sample_slots`) and the empty ones are
+        dropped, which has the law of one Bernoulli per open account. An inactive exchange
+        draws nothing, as it would alone. The loop runs over exchanges; the cost of each grows
+        with the number drawn.
+        """
+        n_acc = state.n_accounts
+        if prob <= 0.0 or n_acc == 0:
+            return np.zeros(0, dtype=np.int64)
+        parts = []
+        for e, g in enumerate(rng.generators):  # exchanges, not accounts
+            if active is not None and not active[e]:
+                continue
+            pick = cls._sample_slots(g, n_acc, prob)
+            parts.append(pick[state.size[e, pick] != 0.0] + e * n_acc)
+        return np.asarray(np.concatenate(parts) if parts else np.zeros(0), dtype=np.int64)
 
     def _exits(
         self,
-        rng: np.random.Generator,
+        rng: BatchRandom,
         state: ExchangeState,
         risk: RiskParams,
         mark: FloatArray,
@@ -568,28 +661,30 @@ class TraderPopulation:
         idle = np.flatnonzero((state.size == 0.0) & (c_all != 0.0) & (c_all > -DUST_DEBT_USD))
         if exiting.size == 0 and idle.size == 0:
             return
-        sub = _Subset(state, np.union1d(exiting, idle).astype(np.int64))
+        sub = _Subset(state, np.union1d(exiting, idle).astype(np.int64), risk)
         s = sub.state
         is_exit = np.isin(sub.flat, exiting)
-        m = mark[:, None]
+        m = mark[sub.env]
         q = sub.unpack(s.size)
-        close_value = sub.unpack(formulas.equity(s.collateral_usd, s.size, s.entry_price, m))
-        fee = np.abs(q) * mark[sub.env] * risk.per_env("taker_fee_rate", sub.n_envs)[sub.env]
+        close_value = sub.unpack(
+            formulas.equity(s.collateral_usd, s.size, s.entry_price, m[:, None])
+        )
+        fee = np.abs(q) * m * risk.per_env("taker_fee_rate", sub.n_envs)[sub.env]
         is_exit &= close_value - fee >= 0.0
-        self._trade(sub, risk, sub.pack(np.where(is_exit, -q, 0.0)), mark, ev, fees)
+        self._trade(sub, sub.pack(np.where(is_exit, -q, 0.0)), mark, ev)
         c = sub.unpack(s.collateral_usd)
         flat_now = sub.unpack(s.size) == 0.0
         leaves = flat_now & (c > -DUST_DEBT_USD) & ((c != 0.0) | is_exit)
         out = np.where(leaves, c, 0.0)
         deposit(s, sub.pack(-out))
-        s.entry_price[sub.env[leaves], sub.col[leaves]] = 0.0
-        sub.write_back(state)
+        s.entry_price[leaves, 0] = 0.0
+        sub.write_back(state, fees)
         ev.exits += sub.per_env_count(leaves)
         ev.withdrawn_usd += sub.per_env_sum(out)
 
     def _near_liquidation(
         self,
-        rng: np.random.Generator,
+        rng: BatchRandom,
         state: ExchangeState,
         risk: RiskParams,
         mark: FloatArray,
@@ -599,7 +694,8 @@ class TraderPopulation:
     ) -> None:
         """Accounts close to their maintenance requirement top up, halve, or do nothing.
 
-        One uniform per near account splits the branches: below ``p x top_up_share`` it tops
+        One uniform per near account (drawn from its exchange's generator, in account order)
+        splits the branches: below ``p x top_up_share`` it tops
         up, below ``p x (top_up_share + reduce_share)`` it halves, otherwise nothing, with
         ``p = min(1, react_rate_per_min x tick)`` the chance it reacts at all.
         """
@@ -614,27 +710,27 @@ class TraderPopulation:
         if near.size == 0:
             return
         p_react = min(1.0, p.react_rate_per_min * tick_minutes)
-        u = rng.random(near.size)
+        u = rng.random_grouped(near // n_acc)
         top = u < p_react * p.top_up_share
         reduce = ~top & (u < p_react * (p.top_up_share + p.reduce_share))
         acting = top | reduce
         if not acting.any():
             return
         eq_flat, req_flat = eq.reshape(-1)[near], req.reshape(-1)[near]
-        sub = _Subset(state, near[acting])
+        sub = _Subset(state, near[acting], risk)
         top, reduce = top[acting], reduce[acting]
         amount = np.where(top, (1.0 + 2.0 * buffer) * req_flat[acting] - eq_flat[acting], 0.0)
         deposit(sub.state, sub.pack(amount))
         half = np.where(reduce, -0.5 * sub.unpack(sub.state.size), 0.0)
-        self._trade(sub, risk, sub.pack(half), mark, ev, fees)
-        sub.write_back(state)
+        self._trade(sub, sub.pack(half), mark, ev)
+        sub.write_back(state, fees)
         ev.top_ups += sub.per_env_count(top)
         ev.reductions += sub.per_env_count(reduce)
         ev.top_up_usd += sub.per_env_sum(amount)
 
     def _arrivals(
         self,
-        rng: np.random.Generator,
+        rng: BatchRandom,
         state: ExchangeState,
         risk: RiskParams,
         mark: FloatArray,
@@ -656,7 +752,7 @@ class TraderPopulation:
         """
         p = self.params
         lam = p.arrival_rate_per_min * tick_minutes * rate_mult
-        count = rng.poisson(lam)
+        count = rng.poisson(lam)  # one count per exchange, from its generator
         if not count.any():
             return
         empty = np.flatnonzero((state.size == 0.0) & (state.collateral_usd == 0.0))
@@ -666,21 +762,25 @@ class TraderPopulation:
         new = np.asarray(empty[rank < count[env]], dtype=np.int64)
         if new.size == 0:
             return
-        sub = _Subset(state, new)
+        sub = _Subset(state, new, risk)
         env = sub.env
         long_share = np.clip(p.long_share + long_share_shift, *LONG_SHARE_BOUNDS)
         max_lev = 1.0 / risk.per_env("imr", sub.n_envs)
-        notional, side, lev = self.draw_new_accounts(
-            rng, new.size, long_share[env], max_lev[env], leverage_mult[env]
-        )
+        counts = np.bincount(env, minlength=sub.n_envs)
+        drawn = [  # each exchange's new accounts from its own generator, as alone
+            self.draw_new_accounts(g, int(c), long_share[e], max_lev[e], leverage_mult[e])
+            for e, (g, c) in enumerate(zip(rng.generators, counts, strict=True))
+            if c > 0
+        ]
+        notional, side, lev = (np.concatenate([d[i] for d in drawn]) for i in range(3))
         fee = risk.per_env("taker_fee_rate", sub.n_envs)[env]
         collateral = notional * (1.0 / lev * (1.0 + IMR_HEADROOM_REL) + 2.0 * fee)
         deposit(sub.state, sub.pack(collateral))
         order = sub.pack(side * notional / mark[env])
-        rejected = sub.unpack(self._trade(sub, risk, order, mark, ev, fees))
+        rejected = sub.unpack(self._trade(sub, order, mark, ev))
         if rejected.any():
             deposit(sub.state, sub.pack(np.where(rejected, -collateral, 0.0)))
-        sub.write_back(state)
+        sub.write_back(state, fees)
         ok = ~rejected
         ev.arrivals += sub.per_env_count(ok)
         ev.new_collateral_usd += sub.per_env_sum(np.where(ok, collateral, 0.0))
@@ -688,7 +788,7 @@ class TraderPopulation:
 
     def _volume(
         self,
-        rng: np.random.Generator,
+        rng: BatchRandom,
         state: ExchangeState,
         risk: RiskParams,
         mark: FloatArray,
@@ -705,14 +805,16 @@ class TraderPopulation:
         legs' fees (so the re-opening leg cannot be rejected and positions end unchanged)
         each trade ``x = s |size|``, with ``s`` set so the notional matches the target. ``s``
         is capped at 1 (a full close and re-open), so the target is missed only when the
-        drawn accounts are too few or too levered to carry it.
+        drawn accounts are too few or too levered to carry it. An exchange with no target
+        draws no accounts.
         """
         turnover = self.params.turnover_per_day * tick_minutes / MINUTES_PER_DAY
         oi_usd = 0.5 * np.abs(state.size).sum(axis=1) * mark
         target_usd = turnover * oi_usd * rate_mult
-        if not (target_usd > 0.0).any():
+        active = target_usd > 0.0
+        if not active.any():
             return
-        chosen = self._sample_open(rng, state, VOLUME_TRADER_FRAC)
+        chosen = self._sample_open(rng, state, VOLUME_TRADER_FRAC, active)
         if chosen.size == 0:
             return
         env = chosen // state.n_accounts
@@ -726,12 +828,12 @@ class TraderPopulation:
         eligible = eq >= (imr + 2.0 * fee) * notional * (1.0 + IMR_HEADROOM_REL)
         if not eligible.any():
             return
-        sub = _Subset(state, chosen[eligible])
+        sub = _Subset(state, chosen[eligible], risk)
         q = sub.unpack(sub.state.size)
         room_usd = 2.0 * sub.per_env_sum(notional[eligible])  # traded if every x = |size|
         scale = np.divide(target_usd, room_usd, out=np.zeros_like(room_usd), where=room_usd > 0)
         x = np.minimum(scale, 1.0)[sub.env] * np.abs(q)
         first = sub.pack(-np.sign(q) * x)
-        self._trade(sub, risk, first, mark, ev, fees)  # a reduction: never rejected
-        self._trade(sub, risk, -first, mark, ev, fees)
-        sub.write_back(state)
+        self._trade(sub, first, mark, ev)  # a reduction: never rejected
+        self._trade(sub, -first, mark, ev)
+        sub.write_back(state, fees)

@@ -75,15 +75,18 @@ def test_median_mark_ignores_a_single_venue_wick():
 
 
 def test_oracle_delay_freeze_floor_and_manipulation():
-    feed = OracleFeed(1, delay_ticks=2, floor_price=None)
+    feed = OracleFeed(1)
+    feed.reset_env(0, delay_ticks=2, floor_price=None)
     no = np.zeros(1, dtype=bool)
     one = np.ones(1)
     got = [feed.update(np.array([p]), no, one)[0] for p in (10.0, 11.0, 12.0, 13.0)]
     assert got == [10.0, 10.0, 10.0, 11.0]  # two ticks stale
     assert feed.update(np.array([14.0]), np.ones(1, dtype=bool), one)[0] == 11.0  # frozen
-    floored = OracleFeed(1, 0, floor_price=0.107)
+    floored = OracleFeed(1)
+    floored.reset_env(0, 0, floor_price=0.107)
     assert floored.update(np.array([0.01]), no, one)[0] == pytest.approx(0.107)
-    manip = OracleFeed(1, 0, None)
+    manip = OracleFeed(1)
+    manip.reset_env(0, 0, None)
     assert manip.update(np.array([2.0]), no, np.array([5.0]))[0] == pytest.approx(10.0)
 
 
@@ -114,3 +117,16 @@ def test_liquidation_sells_push_the_price_down():
         np.array([1e6, 0.0]), np.array([0.0, 1e6]), np.array([1e7] * 2), 0.5
     )
     np.testing.assert_allclose(move, [-0.0005, 0.0005])
+
+
+def test_oracle_delays_are_per_exchange_and_reset_independently():
+    feed = OracleFeed(2)
+    feed.reset_env(0, delay_ticks=0, floor_price=None)
+    feed.reset_env(1, delay_ticks=3, floor_price=None)
+    no, one = np.zeros(2, dtype=bool), np.ones(2)
+    out = [feed.update(np.array([p, p]), no, one).copy() for p in (1.0, 2.0, 3.0, 4.0, 5.0)]
+    assert [o[0] for o in out] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert [o[1] for o in out] == [1.0, 1.0, 1.0, 1.0, 2.0]
+    feed.reset_env(0, delay_ticks=5, floor_price=None)  # grows the ring for exchange 0 only
+    nxt = feed.update(np.array([6.0, 6.0]), no, one)
+    assert nxt[0] == 6.0 and nxt[1] == 3.0

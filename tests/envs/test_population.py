@@ -14,6 +14,7 @@ import pytest
 from envs.core.impact import LinearImpact
 from envs.core.margin import maintenance_requirement
 from envs.core.params import MarginTiers, RiskParams
+from envs.core.rng import BatchRandom
 from envs.core.state import ExchangeState
 from envs.core.step import core_step
 from envs.core.synthetic import LEVERAGE_SIGMA
@@ -33,6 +34,11 @@ QUIET = PopulationParams(
 
 def quiet(**kw):
     return TraderPopulation(replace(QUIET, **kw))
+
+
+def brng(seed, n_envs=1):
+    """One generator per exchange: exchange e seeded ``seed + 1000 e`` (``seed`` alone for one)."""
+    return BatchRandom([seed + 1000 * e for e in range(n_envs)])
 
 
 # ---- parameters ----------------------------------------------------------------------------
@@ -85,7 +91,7 @@ def test_defaults_are_valid_and_match_the_synthetic_book_leverage():
 def test_step_rejects_bad_modulation(kw, message):
     state = ExchangeState.create([[0.0], [0.0]], [[0.0], [0.0]], [[0.0], [0.0]], 0.0)
     with pytest.raises(ValueError, match=message):
-        quiet().step(np.random.default_rng(0), state, RiskParams(), np.full(2, 100.0), 1.0, **kw)
+        quiet().step(brng(0, 2), state, RiskParams(), np.full(2, 100.0), 1.0, **kw)
 
 
 # ---- distributions -------------------------------------------------------------------------
@@ -116,7 +122,7 @@ def test_new_accounts_respect_the_cap_and_pass_initial_margin():
     pop = quiet(arrival_rate_per_min=400.0)
     state = ExchangeState.create(np.zeros((2, 1000)), np.zeros((2, 1000)), np.zeros((2, 1000)), 0)
     mark = np.array([100.0, 250.0])
-    ev = pop.step(np.random.default_rng(3), state, risk, mark, 1.0)
+    ev = pop.step(brng(3, 2), state, risk, mark, 1.0)
     opened = state.size != 0.0
     assert (opened.sum(axis=1) == ev.arrivals).all() and ev.arrivals.min() > 300
     notional = np.abs(state.size) * mark[:, None]
@@ -136,7 +142,7 @@ def test_long_share_shift_moves_the_side_of_new_positions():
     pop = quiet(arrival_rate_per_min=3000.0)
     state = ExchangeState.create(np.zeros((3, 4000)), np.zeros((3, 4000)), np.zeros((3, 4000)), 0)
     shift = np.array([0.3, -0.3, 0.9])  # the last one clips at 0.98
-    pop.step(np.random.default_rng(4), state, RiskParams(), np.full(3, 100.0), 1.0,
+    pop.step(brng(4, 3), state, RiskParams(), np.full(3, 100.0), 1.0,
              long_share_shift=shift)  # fmt: skip
     long_frac = (state.size > 0).sum(axis=1) / (state.size != 0).sum(axis=1)
     np.testing.assert_allclose(long_frac, [0.8, 0.2, 0.98], atol=0.025)
@@ -163,7 +169,7 @@ def test_doubling_imr_cuts_mean_arrivals_by_two_to_the_elasticity():
     risk = RiskParams(imr=np.array([0.05, 0.1]))
     pop = quiet(arrival_rate_per_min=20.0, exit_rate_per_day=1e12)
     state = ExchangeState.create(np.zeros((2, 200)), np.zeros((2, 200)), np.zeros((2, 200)), 0)
-    rng = np.random.default_rng(5)
+    rng = brng(5, 2)
     mark = np.full(2, 100.0)
     total = np.zeros(2)
     for _ in range(1000):
@@ -189,7 +195,7 @@ def test_arrivals_fill_exactly_the_empty_slots():
     state = small_book()
     before = state.copy()
     ev = quiet(arrival_rate_per_min=1e6).step(
-        np.random.default_rng(6), state, RiskParams(), np.full(2, 100.0), 1.0
+        brng(6, 2), state, RiskParams(), np.full(2, 100.0), 1.0
     )
     was_empty = (before.size == 0) & (before.collateral_usd == 0)
     np.testing.assert_array_equal(state.size != 0, (before.size != 0) | was_empty)
@@ -205,7 +211,7 @@ def test_arrivals_take_the_first_empty_slots_and_counts_match():
     size[:, ::3], collateral[:, ::3], entry[:, ::3] = 1.0, 50.0, 100.0  # open among empty
     state = ExchangeState.create(collateral, size, entry, 0.0)
     pop = quiet(arrival_rate_per_min=2.0)
-    rng = np.random.default_rng(7)
+    rng = brng(7, 3)
     seen = 0
     for _ in range(8):
         before = state.copy()
@@ -224,9 +230,9 @@ def test_arrivals_take_the_first_empty_slots_and_counts_match():
 def test_a_full_book_takes_no_arrivals():
     risk = RiskParams()
     pop = quiet(arrival_rate_per_min=50.0)
-    state = pop.initial_state(np.random.default_rng(8), 2, 30, 100.0, risk, 0.0, fill_frac=1.0)
+    state = pop.initial_state(brng(8, 2), 2, 30, 100.0, risk, 0.0, fill_frac=1.0)
     before = state.copy()
-    ev = pop.step(np.random.default_rng(9), state, risk, np.full(2, 100.0), 1.0)
+    ev = pop.step(brng(9, 2), state, risk, np.full(2, 100.0), 1.0)
     np.testing.assert_array_equal(ev.arrivals, [0, 0])
     np.testing.assert_array_equal(ev.new_notional_usd, [0.0, 0.0])
     np.testing.assert_array_equal(state.size, before.size)
@@ -236,7 +242,7 @@ def test_a_full_book_takes_no_arrivals():
 def test_initial_state_fills_the_first_slots_and_leaves_zeros():
     risk = RiskParams(imr=np.array([0.05, 0.1]))
     pop = TraderPopulation(PopulationParams())
-    state = pop.initial_state(np.random.default_rng(10), 2, 10, [100.0, 50.0], risk, 1e4)
+    state = pop.initial_state(brng(10, 2), 2, 10, [100.0, 50.0], risk, 1e4)
     assert (state.size[:, :8] != 0).all()
     for arr in (state.size, state.collateral_usd, state.entry_price):
         np.testing.assert_array_equal(arr[:, 8:], 0.0)
@@ -262,7 +268,7 @@ def test_near_liquidation_top_up_restores_one_plus_two_buffers():
     state = near_book()
     pop = quiet(react_rate_per_min=1.0, top_up_share=1.0, reduce_share=0.0)
     mark = np.array([100.0])
-    ev = pop.step(np.random.default_rng(11), state, RiskParams(), mark, 1.0)
+    ev = pop.step(brng(11), state, RiskParams(), mark, 1.0)
     assert state.collateral_usd[0, 0] == pytest.approx(1.5 * 30.0, **APPROX)  # equity 45
     assert state.collateral_usd[0, 1] == 100.0
     np.testing.assert_array_equal(state.size, [[10.0, 10.0]])
@@ -282,7 +288,7 @@ def test_near_liquidation_top_up_with_tiers_and_a_price_move():
     req = float(maintenance_requirement(np.array([1000.0]), 0.03, tiers)[0])
     assert req == pytest.approx(30.0, rel=1e-12)
     ev = quiet(react_rate_per_min=1.0, top_up_share=1.0, reduce_share=0.0).step(
-        np.random.default_rng(12), state, risk, mark, 1.0
+        brng(12), state, risk, mark, 1.0
     )
     equity = state.collateral_usd[0, 0] + state.size[0, 0] * (100.0 - 97.0)
     assert equity == pytest.approx(1.5 * req, **APPROX)  # 45
@@ -293,7 +299,7 @@ def test_near_liquidation_reduce_halves_the_position_and_pays_the_fee():
     state = near_book()
     pop = quiet(react_rate_per_min=1.0, top_up_share=0.0, reduce_share=1.0)
     mark = np.array([100.0])
-    ev = pop.step(np.random.default_rng(13), state, RiskParams(), mark, 1.0)
+    ev = pop.step(brng(13), state, RiskParams(), mark, 1.0)
     np.testing.assert_array_equal(state.size, [[5.0, 10.0]])
     assert state.collateral_usd[0, 0] == pytest.approx(31.0 - 0.25, **APPROX)  # 500 x 5 bps
     assert ev.reductions[0] == 1 and ev.top_ups[0] == 0
@@ -306,7 +312,7 @@ def test_near_liquidation_reduce_halves_the_position_and_pays_the_fee():
 def test_near_liquidation_nobody_reacts_at_react_rate_zero():
     state = near_book()
     ev = quiet(top_up_share=1.0, reduce_share=0.0).step(
-        np.random.default_rng(14), state, RiskParams(), np.array([100.0]), 1.0
+        brng(14), state, RiskParams(), np.array([100.0]), 1.0
     )
     np.testing.assert_array_equal(state.collateral_usd, [[31.0, 100.0]])
     assert ev.top_ups[0] == 0
@@ -318,14 +324,14 @@ def test_near_liquidation_nobody_reacts_at_react_rate_zero():
 def test_huge_exit_rate_empties_every_slot_and_withdraws_what_is_left():
     risk = RiskParams()
     pop = TraderPopulation(PopulationParams())
-    state = pop.initial_state(np.random.default_rng(15), 3, 50, 100.0, risk, 0.0)
+    state = pop.initial_state(brng(15, 3), 3, 50, 100.0, risk, 0.0)
     mark = np.full(3, 101.0)  # shorts lose 1%: at most 20% of their margin
     m = mark[:, None]
     left = state.collateral_usd + state.size * (m - state.entry_price)
     left -= 0.0005 * np.abs(state.size) * m  # the closing fee
     assert (left[state.size != 0] > 0).all()
     n_open = (state.size != 0).sum(axis=1)
-    ev = quiet(exit_rate_per_day=1e12).step(np.random.default_rng(16), state, risk, mark, 1.0)
+    ev = quiet(exit_rate_per_day=1e12).step(brng(16, 3), state, risk, mark, 1.0)
     for arr in (state.size, state.collateral_usd, state.entry_price):
         np.testing.assert_array_equal(arr, 0.0)
     np.testing.assert_array_equal(ev.exits, n_open)
@@ -339,7 +345,7 @@ def test_flat_accounts_withdraw_and_debts_stay_on_the_books():
     state = ExchangeState.create([[50.0, -5.0, -1e-9, 100.0]], [[0, 0, 0, 1.0]],
                                  [[0, 0, 0, 100.0]], 0.0)  # fmt: skip
     mark = np.array([100.0])
-    ev = quiet().step(np.random.default_rng(17), state, RiskParams(), mark, 1.0)
+    ev = quiet().step(brng(17), state, RiskParams(), mark, 1.0)
     np.testing.assert_array_equal(state.collateral_usd, [[0.0, -5.0, 0.0, 100.0]])
     assert ev.exits[0] == 2
     assert ev.withdrawn_usd[0] == pytest.approx(50.0 - 1e-9, rel=1e-15)
@@ -350,9 +356,7 @@ def test_bankrupt_accounts_do_not_exit():
     # Equity 100 - 10 x 20 = -100: the liquidation engine, not an exit, closes this account.
     state = ExchangeState.create([[100.0]], [[10.0]], [[100.0]], 0.0)
     mark = np.array([80.0])
-    ev = quiet(exit_rate_per_day=1e12).step(
-        np.random.default_rng(18), state, RiskParams(), mark, 1.0
-    )
+    ev = quiet(exit_rate_per_day=1e12).step(brng(18), state, RiskParams(), mark, 1.0)
     assert ev.exits[0] == 0 and state.size[0, 0] == 10.0
 
 
@@ -362,11 +366,11 @@ def test_bankrupt_accounts_do_not_exit():
 def test_volume_matches_target_and_leaves_positions_unchanged():
     risk = RiskParams(imr=np.array([0.05, 0.1]))
     pop = quiet(turnover_per_day=2.0)
-    state = pop.initial_state(np.random.default_rng(19), 2, 2000, 100.0, risk, 0.0)
+    state = pop.initial_state(brng(19, 2), 2, 2000, 100.0, risk, 0.0)
     before = state.copy()
     mark = np.full(2, 100.0)
     volume_mult = np.array([1.0, 3.0])
-    ev = pop.step(np.random.default_rng(20), state, risk, mark, 5.0, volume_mult=volume_mult)
+    ev = pop.step(brng(20, 2), state, risk, mark, 5.0, volume_mult=volume_mult)
     oi = 0.5 * np.abs(before.size).sum(axis=1) * mark
     target = 2.0 * oi * 5.0 / 1440.0 * np.array([1.0, 2.0**-0.8]) * volume_mult
     np.testing.assert_allclose(ev.volume_usd, target, rtol=1e-9)
@@ -385,10 +389,10 @@ def test_volume_beyond_what_the_drawn_accounts_can_carry_is_capped_at_full_round
     # drawn account closes and re-opens its whole position (entry moves to the mark).
     risk = RiskParams()
     pop = quiet(turnover_per_day=2.0)
-    state = pop.initial_state(np.random.default_rng(24), 1, 2000, 100.0, risk, 0.0)
+    state = pop.initial_state(brng(24), 1, 2000, 100.0, risk, 0.0)
     before = state.copy()
     mark = np.array([101.0])
-    ev = pop.step(np.random.default_rng(25), state, risk, mark, 1440.0)
+    ev = pop.step(brng(25), state, risk, mark, 1440.0)
     traded = np.isclose(state.entry_price, 101.0, rtol=1e-12, atol=0)  # (q x 101) / q
     assert 0.02 < traded.sum() / 2000 < 0.08
     np.testing.assert_allclose(state.size, before.size, rtol=1e-12, atol=0)
@@ -410,10 +414,11 @@ def test_volume_beyond_what_the_drawn_accounts_can_carry_is_capped_at_full_round
     ids=["adl-per-env", "socialize-tiers"],
 )
 def test_ledger_closes_over_500_crashy_steps_with_liquidations(risk):
-    rng = np.random.default_rng(21)
+    rng = np.random.default_rng(21)  # the market path and the modulation
     n_envs = 4
+    pop_rng = brng(21, n_envs)
     pop = TraderPopulation(PopulationParams(arrival_rate_per_min=3.0, exit_rate_per_day=5.0))
-    state = pop.initial_state(rng, n_envs, 500, 100.0, risk, 2e4)
+    state = pop.initial_state(pop_rng, n_envs, 500, 100.0, risk, 2e4)
     impact = LinearImpact(np.array([1e5, 1e6, 1e7, 3e5]))
     mark = np.full(n_envs, 100.0)
     totals = dict.fromkeys(f.name for f in fields(PopulationEvents))
@@ -427,7 +432,7 @@ def test_ledger_closes_over_500_crashy_steps_with_liquidations(risk):
         liquidations += core_step(state, risk, mark, impact).n_liquidations.sum()
         assert_books_balance(state, mark)
         ev = pop.step(
-            rng,
+            pop_rng,
             state,
             risk,
             mark,
@@ -450,14 +455,15 @@ def test_ledger_closes_over_500_crashy_steps_with_liquidations(risk):
 def run_twice(seed):
     risk = RiskParams()
     pop = TraderPopulation(PopulationParams(arrival_rate_per_min=5.0, exit_rate_per_day=20.0))
-    rng = np.random.default_rng(seed)
-    state = pop.initial_state(rng, 2, 100, 100.0, risk, 1e4)
+    rng = np.random.default_rng(seed)  # the market path
+    pop_rng = brng(seed, 2)
+    state = pop.initial_state(pop_rng, 2, 100, 100.0, risk, 1e4)
     mark = np.full(2, 100.0)
     events = []
     for _ in range(30):
         mark = mark * (1.0 + rng.normal(0.0, 0.02, 2))
         core_step(state, risk, mark, LinearImpact(1e6))
-        events.append(pop.step(rng, state, risk, mark, 1.0).as_dict())
+        events.append(pop.step(pop_rng, state, risk, mark, 1.0).as_dict())
     return state, events
 
 
@@ -469,3 +475,95 @@ def test_same_seed_same_result():
         for k in a:
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert not np.array_equal(s1.size, s3.size)  # a different seed is a different run
+
+
+# ---- per-exchange randomness ---------------------------------------------------------------
+
+
+def test_grouped_draws_each_exchange_from_its_own_generator_in_order():
+    rng = BatchRandom([11, 22, 33])
+    env_ids = np.array([0, 0, 0, 2, 2])  # exchange 1 draws nothing
+    got = rng.grouped(env_ids, lambda g, n: g.random(n))
+    ref = [np.random.default_rng(s) for s in (11, 22, 33)]
+    np.testing.assert_array_equal(got, np.concatenate([ref[0].random(3), ref[2].random(2)]))
+    # Each stream advanced by exactly its own count: the next draws agree too.
+    np.testing.assert_array_equal(rng.random_grouped([0, 1, 2]), [g.random() for g in ref])
+    lam = (1.0, 5.0, 50.0)
+    np.testing.assert_array_equal(
+        rng.poisson(lam), [g.poisson(m) for g, m in zip(ref, lam, strict=True)]
+    )
+    assert rng.grouped(np.zeros(0, dtype=np.int64), lambda g, n: g.random(n)).size == 0
+
+
+def test_reseeding_one_exchange_leaves_the_others_streams_unchanged():
+    rng = BatchRandom([11, 22, 33])
+    rng.random_grouped([0, 1, 2])
+    rng.reseed(1, 99)
+    ref = [np.random.default_rng(11), np.random.default_rng(99), np.random.default_rng(33)]
+    ref[0].random(), ref[2].random()
+    np.testing.assert_array_equal(rng.rows(lambda g, n: g.random(n), 4),
+                                  np.stack([g.random(4) for g in ref]))  # fmt: skip
+
+
+def test_rng_must_have_one_generator_per_exchange():
+    pop = TraderPopulation(PopulationParams())
+    with pytest.raises(ValueError, match="n_envs"):
+        pop.initial_state(brng(0, 2), 3, 10, 100.0, RiskParams(), 0.0)
+    state = pop.initial_state(brng(0, 2), 2, 10, 100.0, RiskParams(), 0.0)
+    with pytest.raises(ValueError, match="n_envs"):
+        pop.step(brng(0, 3), state, RiskParams(), np.full(2, 100.0), 1.0)
+
+
+def run_population(seeds, marks, risk, pop, n_accounts=200):
+    """``initial_state`` and one ``core_step`` + ``step`` per row of ``marks`` (ticks, envs)."""
+    rng = BatchRandom(seeds)
+    impact = LinearImpact(np.full(len(seeds), 3e6))
+    state = pop.initial_state(rng, len(seeds), n_accounts, marks[0], risk, 5e4)
+    states, events = [state.copy()], []
+    for t in range(1, marks.shape[0]):
+        core = core_step(state, risk, marks[t], impact)
+        ev = pop.step(rng, state, risk, marks[t], 1.0, arrival_mult=1.5, volume_mult=2.0)
+        events.append({**ev.as_dict(), "n_liquidations": core.n_liquidations})
+        states.append(state.copy())
+    return states, events
+
+
+def per_env_risk(n_envs):
+    """Equal risk parameters given as ``(n_envs,)`` arrays (the simulator's per-env form)."""
+    return RiskParams(mmr=np.full(n_envs, 0.03), imr=np.full(n_envs, 0.05),
+                      taker_fee_rate=np.full(n_envs, 0.0005),
+                      trading_fee_fund_share=np.full(n_envs, 0.1))  # fmt: skip
+
+
+@pytest.mark.parametrize("per_env", [False, True], ids=["scalar-risk", "per-env-risk"])
+def test_a_batch_equals_its_exchanges_run_alone_draw_for_draw(per_env):
+    # Three exchanges seeded 11, 22, 33, each with its own random-walk mark (a volatile one, so
+    # liquidations, reactions, exits, arrivals and volume all happen), against three single
+    # runs with the same seeds and marks: every array and every event equal bit for bit.
+    seeds = [11, 22, 33]
+    n_ticks = 200
+    marks = np.stack(
+        [100.0 * np.cumprod(1.0 + np.random.default_rng(s + 7).normal(0.0, 0.01, n_ticks + 1))
+         for s in seeds], axis=1)  # fmt: skip
+    tiers = MarginTiers.binance_btcusdt_2021()
+    risk = RiskParams(mmr=0.03, imr=0.05, tiers=tiers)
+    batch_risk = replace(per_env_risk(3), tiers=tiers) if per_env else risk
+    single_risk = replace(per_env_risk(1), tiers=tiers) if per_env else risk
+    pop = TraderPopulation(PopulationParams(arrival_rate_per_min=3.0, exit_rate_per_day=5.0))
+    batch_states, batch_events = run_population(seeds, marks, batch_risk, pop)
+    totals = dict.fromkeys(batch_events[0], 0.0)
+    for e, seed in enumerate(seeds):
+        states, events = run_population([seed], marks[:, e : e + 1], single_risk, pop)
+        for t, (b, s) in enumerate(zip(batch_states, states, strict=True)):
+            for name, arr in vars(s).items():
+                np.testing.assert_array_equal(
+                    getattr(b, name)[e : e + 1], arr, err_msg=f"{name}, env {e}, tick {t}"
+                )
+        for t, (b, s) in enumerate(zip(batch_events, events, strict=True)):
+            for k, v in s.items():
+                np.testing.assert_array_equal(b[k][e : e + 1], v, err_msg=f"{k}, env {e}, tick {t}")
+    for ev in batch_events:
+        for k, v in ev.items():
+            totals[k] += float(np.sum(v))
+    for k in ("arrivals", "exits", "top_ups", "reductions", "volume_usd", "n_liquidations"):
+        assert totals[k] > 0, k  # the run exercised every path the equality covers

@@ -45,7 +45,7 @@ def test_liquidation_flow_moves_the_price_below_the_exogenous_path():
     thin = dataclasses.replace(sc, depth=dataclasses.replace(sc.depth, normal_usd_per_pct=2e6))
     sim = ExchangeSimulator(thin, n_accounts=2000, fund_to_oi_frac=0.02)
     res = sim.run()
-    exogenous = sim.path.index[:, 0]
+    exogenous = sim.market.paths["index"][: sim.market.n_ticks[0], 0]
     assert res.series["index_price"][:, 0].min() < exogenous.min() * 0.99
     assert res.record.totals()["n_liquidations"][0] > 0
 
@@ -60,3 +60,58 @@ def test_stale_oracle_delays_liquidations():
     assert floor_ticks.any()
     liq = res.record.arrays()["n_liquidations"][:, 0]
     assert liq[floor_ticks].sum() < liq.sum()
+
+
+def test_batch_equals_single_exchanges_draw_for_draw():
+    # Exchange e of a batch seeded [s0, s1, s2] evolves exactly as a single exchange seeded
+    # s_e: every random draw comes from that exchange's own generator.
+    sc = short("may_19_2021", 720)
+    seeds = [11, 22, 33]
+    batch = ExchangeSimulator(sc, n_envs=3, n_accounts=300, seed=seeds)
+    singles = [ExchangeSimulator(sc, n_envs=1, n_accounts=300, seed=[s]) for s in seeds]
+    for _ in range(300):
+        tb = batch.step()
+        ts = [sim.step() for sim in singles]
+        for e, t in enumerate(ts):
+            assert tb.prices.mark[e] == t.prices.mark[0]
+            assert tb.events.n_liquidations[e] == t.events.n_liquidations[0]
+    for e, sim in enumerate(singles):
+        for name, arr in vars(batch.state_).items():
+            np.testing.assert_array_equal(arr[e], getattr(sim.state_, name)[0], err_msg=name)
+
+
+def test_resetting_one_exchange_leaves_the_others_untouched():
+    sc = short("may_19_2021", 720)
+    a = ExchangeSimulator(sc, n_envs=2, n_accounts=200, seed=[5, 6])
+    b = ExchangeSimulator(sc, n_envs=2, n_accounts=200, seed=[5, 6])
+    for _ in range(50):
+        a.step()
+        b.step()
+    a.reset_env(0, seed=99, scenario=load_scenario("calm"))
+    assert a.market.t[0] == 0 and a.market.t[1] == 50
+    for _ in range(50):
+        ta, tb = a.step(), b.step()
+        assert ta.prices.mark[1] == tb.prices.mark[1]
+    np.testing.assert_array_equal(a.state_.collateral_usd[1], b.state_.collateral_usd[1])
+    fresh = ExchangeSimulator(load_scenario("calm"), n_envs=1, n_accounts=200, seed=[99])
+    for _ in range(50):
+        fresh.step()
+    np.testing.assert_array_equal(a.state_.collateral_usd[0], fresh.state_.collateral_usd[0])
+
+
+def test_a_batch_can_mix_scenarios_of_different_lengths():
+    sims = ExchangeSimulator(
+        [load_scenario("venue_flash_wick"), load_scenario("oracle_manipulation")],
+        n_envs=2,
+        n_accounts=100,
+        seed=[1, 2],
+    )
+    for _ in range(180):
+        sims.step()
+    assert sims.env_done.tolist() == [True, False]
+    try:
+        sims.step()
+    except RuntimeError as exc:
+        assert "past their horizon" in str(exc)
+    else:
+        raise AssertionError("stepping a finished exchange must raise")

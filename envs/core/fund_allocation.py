@@ -1,0 +1,621 @@
+"""The insurance fund as a portfolio of four asset buckets, with costs and liquidity limits.
+
+A controller may hold the fund in more than one asset. Each bucket is there for the risk it
+carries, so the controller has to trade return against the fund being there in a crash:
+
+- ``stable`` (index 0): cash in a stablecoin. No yield, no price risk, fully liquid. It is the
+  bucket that pays shortfalls first and the one every inflow, fee and option payoff lands in.
+- ``yield`` (index 1): lent out in a lending market at ``yield_apr``. It earns, but it carries
+  *liquidity* risk: per tick at most ``yield_withdraw_frac_normal`` of it can be withdrawn, and
+  only ``yield_withdraw_frac_stressed`` under stress, like a lending pool whose utilisation hits
+  100% when everyone withdraws at once, which is exactly when the fund needs it.
+- ``volatile`` (index 2): held in units of the exchange's underlying (the exchange's own token,
+  or the traded coin). Its USD value moves with the price, so it carries *wrong-way* risk: it
+  loses value in the crash that creates the shortfalls it must pay. Selling it costs
+  ``volatile_sell_slippage_frac``.
+- ``hedge`` (index 3): out-of-the-money puts on the underlying (strike ``put_moneyness`` x the
+  price at purchase, tenor ``put_tenor_days``). They cost premium (theta) in calm markets and
+  gain in a crash. Their risk is basis and cost: the premium and the ``option_spread_frac``
+  paid on every purchase and sale. At expiry they pay ``max(K - S, 0)`` into ``stable``; a
+  new series is bought only by :func:`rebalance`.
+
+Options are priced by Black-Scholes with zero rates from the *current* volatility, the
+``vol_annual`` that the observation carries at each call, so a volatility spike both raises
+the marks of the puts held and the premium of new ones.
+
+Accounting convention. Every function keeps this identity, per exchange, up to rounding::
+
+    value_usd(mark) == initial_value_usd + external_pnl_usd + received_usd - paid_usd
+
+``value_usd`` is the portfolio's mark-to-market value at the last price and volatility it
+saw (``mark_price``, ``mark_vol_annual``). ``external_pnl_usd`` is the cumulative value
+gained from outside the fund: yield, price moves of ``volatile``, option marks and payoffs,
+*minus* every cost paid to the outside (rebalance fees, option spreads, sale slippage). Costs
+are thus booked twice on purpose: as negative ``external_pnl_usd`` (so the identity closes)
+and, as positive numbers, in ``fees_paid_usd`` (so the cost of managing the fund can be read
+on its own). ``received_usd`` and ``paid_usd`` are the cumulative inflows and shortfall
+payments. Every function that takes a ``price`` first re-marks the portfolio to it (booking
+the revaluation to ``external_pnl_usd``) and then moves money at that mark.
+
+All arrays are float64, batch-first ``(n_envs,)``; there is no Python loop over exchanges
+(the only loops run over series terms inside :func:`black_scholes_put`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
+
+BUCKETS: tuple[str, ...] = ("stable", "yield", "volatile", "hedge")
+"""Bucket names in the column order of weight arrays."""
+
+STABLE, YIELD, VOLATILE, HEDGE = 0, 1, 2, 3
+MINUTES_PER_YEAR = 365.0 * 24.0 * 60.0
+"""A 365-day year: APRs and option tenors both use it."""
+
+# name: (low, high, low_open, high_open)
+_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "yield_apr": (0.0, 1.0, False, False),
+    "yield_withdraw_frac_normal": (0.0, 1.0, False, False),
+    "yield_withdraw_frac_stressed": (0.0, 1.0, False, False),
+    "rebalance_fee_bps": (0.0, 1000.0, False, False),
+    "volatile_sell_slippage_frac": (0.0, 0.5, False, False),
+    "put_moneyness": (0.0, 1.0, True, False),
+    "put_tenor_days": (0.0, 365.0, True, False),
+    "option_spread_frac": (0.0, 0.5, False, False),
+}
+
+
+@dataclass(frozen=True)
+class AllocationParams:
+    """Costs and terms of the fund's buckets, shared by every exchange in the batch.
+
+    Attributes:
+        yield_apr: Simple annual rate of the ``yield`` bucket, in [0, 1]; accrued every tick
+            as ``yield_usd *= 1 + yield_apr * tick_minutes / 525,600`` (so it compounds per
+            tick).
+        yield_withdraw_frac_normal: Largest fraction of the ``yield`` bucket that can be
+            withdrawn in one call (a pay or a rebalance) when not stressed, in [0, 1].
+        yield_withdraw_frac_stressed: The same under stress, in [0, 1] (a frozen pool).
+        rebalance_fee_bps: Fee on the USD value moved into or out of the non-stable buckets
+            by :func:`rebalance`, in basis points, in [0, 1000].
+        volatile_sell_slippage_frac: Fraction of the sold value of ``volatile`` lost to
+            slippage, in [0, 0.5]. Buying has no slippage.
+        put_moneyness: Strike over spot when puts are bought, in (0, 1].
+        put_tenor_days: Tenor of a newly bought put series, in days, in (0, 365].
+        option_spread_frac: Fraction of the Black-Scholes value paid on every purchase and
+            lost on every sale of puts, in [0, 0.5].
+    """
+
+    yield_apr: float = 0.05
+    yield_withdraw_frac_normal: float = 1.0
+    yield_withdraw_frac_stressed: float = 0.02
+    rebalance_fee_bps: float = 10.0
+    volatile_sell_slippage_frac: float = 0.005
+    put_moneyness: float = 0.85
+    put_tenor_days: float = 7.0
+    option_spread_frac: float = 0.05
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            low, high, low_open, high_open = _RANGES[f.name]
+            value = getattr(self, f.name)
+            ok = isinstance(value, int | float | np.floating | np.integer) and not isinstance(
+                value, bool
+            )
+            if ok:
+                x = float(value)
+                ok = math.isfinite(x) and (x > low if low_open else x >= low)
+                ok = ok and (x < high if high_open else x <= high)
+            if not ok:
+                left = ("(" if low_open else "[") + repr(low)
+                right = repr(high) + (")" if high_open else "]")
+                raise ValueError(
+                    f"AllocationParams.{f.name} must be a float in {left}, {right}, got {value!r}"
+                )
+            object.__setattr__(self, f.name, float(value))
+
+    @property
+    def rebalance_fee_frac(self) -> float:
+        """The rebalance fee as a fraction of the USD moved."""
+        return self.rebalance_fee_bps * 1e-4
+
+
+# ==== Black-Scholes ====
+
+_SQRT_PI = math.sqrt(math.pi)
+_ERF_SERIES_BELOW = 1.5  # |x| below this: series for erf; above: continued fraction for erfc
+_SERIES_TERMS = 50
+_CF_TERMS = 100
+
+
+def _erfc(x: FloatArray) -> FloatArray:
+    """Complementary error function, vectorised, relative error below 1e-13 (no SciPy).
+
+    For ``|x| < 1.5`` it sums ``erf(x) = 2/sqrt(pi) exp(-x^2) sum 2^n x^(2n+1) / (2n+1)!!``
+    (positive terms, no cancellation); above, it evaluates Laplace's continued fraction
+    ``erfc(x) = exp(-x^2) / sqrt(pi) / (x + (1/2) / (x + 1 / (x + (3/2) / (x + ...))))``
+    backwards from a fixed depth. Negative ``x`` use ``erfc(-x) = 2 - erfc(x)``.
+    """
+    ax = np.abs(x)
+    small = ax < _ERF_SERIES_BELOW
+    z = np.where(small, ax, 0.0)
+    z2 = z * z
+    term = z.copy()
+    total = z.copy()
+    for n in range(1, _SERIES_TERMS):
+        term = term * (2.0 * z2 / (2 * n + 1))
+        total = total + term
+    erf_small = (2.0 / _SQRT_PI) * np.exp(-z2) * total
+    y = np.where(small, _ERF_SERIES_BELOW, ax)
+    frac = y.copy()
+    for k in range(_CF_TERMS, 0, -1):
+        frac = y + (0.5 * k) / frac
+    erfc_big = np.exp(-y * y) / (_SQRT_PI * frac)
+    erfc_pos = np.where(small, 1.0 - erf_small, erfc_big)
+    out: FloatArray = np.where(x < 0, 2.0 - erfc_pos, erfc_pos)
+    return out
+
+
+def _norm_cdf(d: FloatArray) -> FloatArray:
+    """Standard normal CDF, accurate in both tails."""
+    return 0.5 * _erfc(-d / math.sqrt(2.0))
+
+
+def black_scholes_put(
+    spot: ArrayLike, strike: ArrayLike, tenor_years: ArrayLike, vol_annual: ArrayLike
+) -> FloatArray:
+    """Black-Scholes value of one European put with zero rates and no dividends.
+
+    ``P = K N(-d2) - S N(-d1)``, ``d1 = (ln(S/K) + vol^2 T / 2) / (vol sqrt(T))``,
+    ``d2 = d1 - vol sqrt(T)``. Where ``T <= 0``, ``vol <= 0`` (or ``vol sqrt(T) < 1e-12``),
+    ``S <= 0`` or ``K <= 0`` the value is the intrinsic ``max(K - S, 0)``. The result is never
+    below intrinsic (zero-rate European puts are worth at least that), never NaN, and the
+    function raises no floating-point warnings.
+
+    Args:
+        spot: Price of the underlying, USD; broadcastable.
+        strike: Strike, USD; broadcastable.
+        tenor_years: Time to expiry in years; broadcastable.
+        vol_annual: Annualised volatility (0.8 = 80%); broadcastable.
+
+    Returns:
+        The broadcast shape of the inputs, float64, USD per unit.
+    """
+    s, k, t, v = np.broadcast_arrays(
+        np.asarray(spot, dtype=np.float64),
+        np.asarray(strike, dtype=np.float64),
+        np.asarray(tenor_years, dtype=np.float64),
+        np.asarray(vol_annual, dtype=np.float64),
+    )
+    intrinsic = np.maximum(k - s, 0.0)
+    sig_sqrt_t = np.sqrt(np.maximum(t, 0.0)) * np.maximum(v, 0.0)
+    live = (sig_sqrt_t >= 1e-12) & (s > 0) & (k > 0)
+    s_ = np.where(live, s, 1.0)
+    k_ = np.where(live, k, 1.0)
+    w = np.where(live, sig_sqrt_t, 1.0)
+    d1 = np.clip((np.log(s_ / k_) + 0.5 * w * w) / w, -40.0, 40.0)
+    d2 = np.clip(d1 - w, -40.0, 40.0)
+    value = k_ * _norm_cdf(-d2) - s_ * _norm_cdf(-d1)
+    out: FloatArray = np.where(live, np.maximum(value, intrinsic), intrinsic)
+    return out
+
+
+# ==== The portfolio ====
+
+
+def _vec(x: ArrayLike, n_envs: int, name: str) -> FloatArray:
+    arr = np.broadcast_to(np.asarray(x, dtype=np.float64), (n_envs,))
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite, got {arr}")
+    return arr
+
+
+@dataclass
+class FundPortfolio:
+    """The fund's holdings in each bucket, per exchange. Every field is ``(n_envs,)`` float64.
+
+    Attributes:
+        stable_usd: Stablecoin balance.
+        yield_usd: Balance lent out in the lending market, interest included.
+        volatile_units: Units of the underlying held.
+        put_units: Number of puts (each on one unit of the underlying) of the current series.
+        put_strike: Strike of the current put series, USD (0 when none is held).
+        put_minutes_left: Minutes to expiry of the current series (0 when none is held).
+        external_pnl_usd: Cumulative value gained from outside the fund: yield, price moves
+            of ``volatile``, option marks and payoffs, minus fees, spreads and slippage.
+        fees_paid_usd: Cumulative costs (fees, spreads, slippage), as positive USD; they are
+            also inside ``external_pnl_usd`` with a minus sign.
+        received_usd: Cumulative inflows (:func:`receive`).
+        paid_usd: Cumulative shortfall payments (:func:`pay`).
+        initial_value_usd: Value at creation.
+        mark_price: Price of the underlying at the last mark, USD (0 before the first one).
+        mark_vol_annual: Volatility at the last mark.
+    """
+
+    stable_usd: FloatArray
+    yield_usd: FloatArray
+    volatile_units: FloatArray
+    put_units: FloatArray
+    put_strike: FloatArray
+    put_minutes_left: FloatArray
+    external_pnl_usd: FloatArray
+    fees_paid_usd: FloatArray
+    received_usd: FloatArray
+    paid_usd: FloatArray
+    initial_value_usd: FloatArray
+    mark_price: FloatArray
+    mark_vol_annual: FloatArray
+
+    @property
+    def n_envs(self) -> int:
+        """Number of exchanges in the batch."""
+        return int(self.stable_usd.shape[0])
+
+    @classmethod
+    def zeros(cls, n_envs: int) -> FundPortfolio:
+        """An empty portfolio for ``n_envs`` exchanges."""
+        return cls(**{f.name: np.zeros(n_envs, dtype=np.float64) for f in fields(cls)})
+
+    @classmethod
+    def from_stable(cls, amount_usd: ArrayLike) -> FundPortfolio:
+        """A portfolio holding ``amount_usd`` (``(n_envs,)``, >= 0) in ``stable`` only."""
+        amount = np.array(amount_usd, dtype=np.float64, ndmin=1)
+        if amount.ndim != 1 or not (np.isfinite(amount).all() and (amount >= 0).all()):
+            raise ValueError(f"amount_usd must be a finite (n_envs,) array >= 0, got {amount}")
+        pf = cls.zeros(amount.shape[0])
+        pf.stable_usd[:] = amount
+        pf.initial_value_usd[:] = amount
+        return pf
+
+    def put_value_per_unit(self, price: ArrayLike, vol_annual: ArrayLike) -> FloatArray:
+        """Black-Scholes value of one put of the current series at ``price``, ``vol_annual``."""
+        return black_scholes_put(
+            price, self.put_strike, self.put_minutes_left / MINUTES_PER_YEAR, vol_annual
+        )
+
+    def bucket_values_usd(self, price: ArrayLike, vol_annual: ArrayLike) -> FloatArray:
+        """``(n_envs, 4)`` mark-to-market value of each bucket, in :data:`BUCKETS` order."""
+        price_ = np.asarray(price, dtype=np.float64)
+        return np.stack(
+            [
+                self.stable_usd,
+                self.yield_usd,
+                self.volatile_units * price_,
+                self.put_units * self.put_value_per_unit(price_, vol_annual),
+            ],
+            axis=-1,
+        )
+
+    def value_usd(self, price: ArrayLike, vol_annual: ArrayLike) -> FloatArray:
+        """``stable + yield + volatile_units * price + put_units * BS put``, ``(n_envs,)``."""
+        out: FloatArray = self.bucket_values_usd(price, vol_annual).sum(axis=-1)
+        return out
+
+    def liquid_usd(
+        self,
+        price: ArrayLike,
+        vol_annual: ArrayLike,
+        stressed: ArrayLike,
+        params: AllocationParams | None = None,
+    ) -> FloatArray:
+        """What :func:`pay` could pay this tick: ``(n_envs,)`` USD.
+
+        ``stable`` + the withdrawable part of ``yield`` (stress rule) + ``volatile`` sold with
+        slippage + puts sold at Black-Scholes minus the spread.
+
+        Args:
+            price: ``(n_envs,)`` price of the underlying.
+            vol_annual: ``(n_envs,)`` current annualised volatility.
+            stressed: ``(n_envs,)`` bool, whether the lending market is stressed.
+            params: Bucket terms; the defaults when ``None``.
+        """
+        params = AllocationParams() if params is None else params
+        v = self.bucket_values_usd(price, vol_annual)
+        frac = _withdraw_frac(stressed, params, self.n_envs)
+        out: FloatArray = (
+            v[:, STABLE]
+            + frac * v[:, YIELD]
+            + v[:, VOLATILE] * (1.0 - params.volatile_sell_slippage_frac)
+            + v[:, HEDGE] * (1.0 - params.option_spread_frac)
+        )
+        return out
+
+    def weights(self, price: ArrayLike, vol_annual: ArrayLike) -> FloatArray:
+        """``(n_envs, 4)`` share of value in each bucket; all-stable where the value is 0."""
+        v = self.bucket_values_usd(price, vol_annual)
+        total = v.sum(axis=-1, keepdims=True)
+        empty = total <= 0
+        out: FloatArray = np.where(
+            empty, np.array([1.0, 0.0, 0.0, 0.0]), v / np.where(empty, 1.0, total)
+        )
+        return out
+
+    def ledger_gap_usd(self) -> FloatArray:
+        """``value - (initial + external_pnl + received - paid)`` at the last mark; ~0."""
+        expected = self.initial_value_usd + self.external_pnl_usd + self.received_usd
+        out: FloatArray = (
+            self.value_usd(self.mark_price, self.mark_vol_annual) - expected + self.paid_usd
+        )
+        return out
+
+
+def _withdraw_frac(stressed: ArrayLike, params: AllocationParams, n_envs: int) -> FloatArray:
+    mask = np.broadcast_to(np.asarray(stressed, dtype=bool), (n_envs,))
+    out: FloatArray = np.where(
+        mask, params.yield_withdraw_frac_stressed, params.yield_withdraw_frac_normal
+    )
+    return out
+
+
+def _check_market(
+    pf: FundPortfolio, price: ArrayLike, vol_annual: ArrayLike
+) -> tuple[FloatArray, FloatArray]:
+    p = _vec(price, pf.n_envs, "price")
+    v = _vec(vol_annual, pf.n_envs, "vol_annual")
+    if (p <= 0).any() or (v < 0).any():
+        raise ValueError(f"price must be > 0 and vol_annual >= 0, got {p} and {v}")
+    return p, v
+
+
+def _mark(pf: FundPortfolio, price: FloatArray, vol_annual: FloatArray) -> None:
+    """Revalue to ``price``, ``vol_annual`` (no ageing); book the change as external PnL."""
+    before = pf.value_usd(pf.mark_price, pf.mark_vol_annual)
+    pf.mark_price[:] = price
+    pf.mark_vol_annual[:] = vol_annual
+    pf.external_pnl_usd += pf.value_usd(price, vol_annual) - before
+
+
+def _book_cost(pf: FundPortfolio, cost_usd: FloatArray) -> None:
+    pf.external_pnl_usd -= cost_usd
+    pf.fees_paid_usd += cost_usd
+
+
+def accrue(
+    pf: FundPortfolio,
+    price: ArrayLike,
+    vol_annual: ArrayLike,
+    tick_minutes: float,
+    params: AllocationParams,
+) -> None:
+    """Advance the portfolio by one tick of ``tick_minutes`` (>= 0), in place.
+
+    In order: the portfolio is re-marked to ``price`` and ``vol_annual``; ``yield`` grows by
+    ``yield_apr * tick_minutes / 525,600`` of itself (simple accrual per tick, so it compounds
+    tick by tick); the puts age by ``tick_minutes`` (their time value decays); a series whose
+    time runs out pays ``put_units * max(strike - price, 0)`` into ``stable`` and is closed
+    (units, strike and minutes to 0; no new series is bought). The whole value change is
+    booked to ``external_pnl_usd``.
+
+    Args:
+        pf: The portfolio, modified in place.
+        price: ``(n_envs,)`` price of the underlying, > 0.
+        vol_annual: ``(n_envs,)`` current annualised volatility, >= 0.
+        tick_minutes: Length of the tick in minutes.
+        params: Bucket terms.
+    """
+    if not (math.isfinite(tick_minutes) and tick_minutes >= 0):
+        raise ValueError(f"tick_minutes must be finite and >= 0, got {tick_minutes!r}")
+    p, v = _check_market(pf, price, vol_annual)
+    before = pf.value_usd(pf.mark_price, pf.mark_vol_annual)
+    pf.mark_price[:] = p
+    pf.mark_vol_annual[:] = v
+    pf.yield_usd *= 1.0 + params.yield_apr * tick_minutes / MINUTES_PER_YEAR
+    held = pf.put_units > 0
+    pf.put_minutes_left[:] = np.where(held, np.maximum(pf.put_minutes_left - tick_minutes, 0), 0)
+    expired = held & (pf.put_minutes_left <= 0)
+    payoff = np.where(expired, pf.put_units * np.maximum(pf.put_strike - p, 0.0), 0.0)
+    pf.stable_usd += payoff
+    pf.put_units[:] = np.where(expired, 0.0, pf.put_units)
+    pf.put_strike[:] = np.where(expired | ~held, 0.0, pf.put_strike)
+    pf.external_pnl_usd += pf.value_usd(p, v) - before
+
+
+def rebalance(
+    pf: FundPortfolio,
+    target_weights: ArrayLike,
+    price: ArrayLike,
+    vol_annual: ArrayLike,
+    stressed: ArrayLike,
+    params: AllocationParams,
+) -> FloatArray:
+    """Move value toward ``target_weights``, in place; return the cost paid, ``(n_envs,)`` USD.
+
+    After re-marking to ``price``/``vol_annual``, the target of bucket ``i`` is
+    ``target_weights[:, i] * value`` with the value *before* costs. Buckets above target are
+    sold into ``stable`` (``volatile`` loses the slippage, puts the spread; a ``yield``
+    withdrawal is capped by the stress rule, see :func:`pay`); buckets below target are bought
+    from ``stable`` (puts at Black-Scholes plus the spread). A fee of ``rebalance_fee_bps`` is
+    charged on the USD value moved into or out of each non-stable bucket. All costs come out
+    of ``stable``.
+
+    Buying puts opens a fresh series for the whole holding: strike ``put_moneyness * price``,
+    tenor ``put_tenor_days``; any puts held are sold first (spread and fee on that sale too),
+    so a slightly under-weight hedge costs a full roll. Where the new put would be worth
+    nothing (zero volatility), no puts are bought.
+
+    Targets are approximate by design: costs make ``stable`` end below its target, a frozen
+    ``yield`` bucket may stay above its target, and where ``stable`` plus the sale proceeds
+    cannot pay for every purchase and fee, all purchases are scaled down by the same factor.
+
+    Args:
+        pf: The portfolio, modified in place.
+        target_weights: ``(n_envs, 4)`` (or ``(4,)``) weights in :data:`BUCKETS` order, each
+            >= 0, rows summing to 1.
+        price: ``(n_envs,)`` price of the underlying, > 0.
+        vol_annual: ``(n_envs,)`` current annualised volatility, >= 0.
+        stressed: ``(n_envs,)`` bool, whether the lending market is stressed.
+        params: Bucket terms.
+
+    Returns:
+        ``(n_envs,)`` total cost (fees + spreads + slippage), also booked to the portfolio.
+    """
+    n = pf.n_envs
+    w = np.broadcast_to(np.asarray(target_weights, dtype=np.float64), (n, 4))
+    if not np.isfinite(w).all() or (w < 0).any() or not np.allclose(w.sum(axis=1), 1.0):
+        raise ValueError(f"target_weights rows must be >= 0 and sum to 1, got {w}")
+    p, v = _check_market(pf, price, vol_annual)
+    _mark(pf, p, v)
+    fee = params.rebalance_fee_frac
+    slip = params.volatile_sell_slippage_frac
+    spread = params.option_spread_frac
+
+    put_unit_value = pf.put_value_per_unit(p, v)
+    values = pf.bucket_values_usd(p, v)
+    target = w * values.sum(axis=1, keepdims=True)
+
+    # Sales (USD value taken out of each bucket).
+    sell_yield = np.minimum(
+        np.maximum(values[:, YIELD] - target[:, YIELD], 0.0),
+        _withdraw_frac(stressed, params, n) * values[:, YIELD],
+    )
+    sell_vol = np.maximum(values[:, VOLATILE] - target[:, VOLATILE], 0.0)
+    new_strike = params.put_moneyness * p
+    new_minutes = np.full(n, params.put_tenor_days * 24.0 * 60.0)
+    new_put_value = black_scholes_put(p, new_strike, new_minutes / MINUTES_PER_YEAR, v)
+    buy_puts = (target[:, HEDGE] > values[:, HEDGE]) & (new_put_value > 0)
+    sell_hedge = np.where(
+        buy_puts, values[:, HEDGE], np.maximum(values[:, HEDGE] - target[:, HEDGE], 0)
+    )
+
+    # Purchases (USD value put into each bucket), before scaling.
+    buy_yield = np.maximum(target[:, YIELD] - values[:, YIELD], 0.0)
+    buy_vol = np.maximum(target[:, VOLATILE] - values[:, VOLATILE], 0.0)
+    buy_hedge = np.where(buy_puts, target[:, HEDGE], 0.0)
+
+    sold = sell_yield + sell_vol + sell_hedge
+    cash = (
+        pf.stable_usd
+        + sell_yield
+        + sell_vol * (1.0 - slip)
+        + sell_hedge * (1.0 - spread)
+        - fee * sold
+    )
+    need = buy_yield * (1.0 + fee) + buy_vol * (1.0 + fee) + buy_hedge * (1.0 + spread + fee)
+    scale = np.where(need > cash, np.maximum(cash, 0.0) / np.where(need > 0, need, 1.0), 1.0)
+    buy_yield = buy_yield * scale
+    buy_vol = buy_vol * scale
+    buy_hedge = buy_hedge * scale
+    bought = buy_yield + buy_vol + buy_hedge
+
+    cost = sell_vol * slip + sell_hedge * spread + buy_hedge * spread + fee * (sold + bought)
+    pf.stable_usd[:] = np.maximum(
+        pf.stable_usd
+        + sell_yield
+        + sell_vol * (1.0 - slip)
+        + sell_hedge * (1.0 - spread)
+        - buy_yield
+        - buy_vol
+        - buy_hedge * (1.0 + spread)
+        - fee * (sold + bought),
+        0.0,
+    )
+    pf.yield_usd[:] = np.maximum(pf.yield_usd - sell_yield + buy_yield, 0.0)
+    sells_all_vol = (sell_vol >= values[:, VOLATILE]) & (values[:, VOLATILE] > 0)
+    pf.volatile_units[:] = np.where(
+        sells_all_vol, 0.0, np.maximum(pf.volatile_units + (buy_vol - sell_vol) / p, 0.0)
+    )
+    # Puts: a purchase replaces the series; otherwise sell down the current one.
+    sells_all_puts = (sell_hedge >= values[:, HEDGE]) & (values[:, HEDGE] > 0)
+    safe_unit = np.where(put_unit_value > 0, put_unit_value, 1.0)
+    kept_units = np.where(
+        sells_all_puts, 0.0, np.maximum(pf.put_units - sell_hedge / safe_unit, 0.0)
+    )
+    bought_units = buy_hedge / np.where(buy_puts, new_put_value, 1.0)
+    pf.put_units[:] = np.where(buy_puts, bought_units, kept_units)
+    pf.put_strike[:] = np.where(buy_puts, new_strike, pf.put_strike)
+    pf.put_minutes_left[:] = np.where(buy_puts, new_minutes, pf.put_minutes_left)
+    closed = pf.put_units <= 0
+    pf.put_strike[:] = np.where(closed, 0.0, pf.put_strike)
+    pf.put_minutes_left[:] = np.where(closed, 0.0, pf.put_minutes_left)
+    _book_cost(pf, cost)
+    out: FloatArray = cost
+    return out
+
+
+def pay(
+    pf: FundPortfolio,
+    amount_usd: ArrayLike,
+    price: ArrayLike,
+    vol_annual: ArrayLike,
+    stressed: ArrayLike,
+    params: AllocationParams,
+) -> FloatArray:
+    """Pay up to ``amount_usd`` out of the fund's liquid value, in place.
+
+    Buckets are drawn in the order ``stable``, ``yield`` (at most the withdrawable fraction,
+    ``yield_withdraw_frac_stressed`` where ``stressed`` else ``..._normal``, of the bucket),
+    ``volatile`` (sold with slippage: paying ``x`` sells ``x / (1 - slippage)`` of value) and
+    ``hedge`` (sold at Black-Scholes minus the spread). Slippage and spreads are booked as
+    costs; there is no rebalance fee on a payment.
+
+    Args:
+        pf: The portfolio, modified in place.
+        amount_usd: ``(n_envs,)`` shortfall to pay, >= 0.
+        price: ``(n_envs,)`` price of the underlying, > 0.
+        vol_annual: ``(n_envs,)`` current annualised volatility, >= 0.
+        stressed: ``(n_envs,)`` bool, whether the lending market is stressed.
+        params: Bucket terms.
+
+    Returns:
+        ``(n_envs,)`` USD paid, at most ``amount_usd`` and at most :meth:`FundPortfolio.liquid_usd`.
+    """
+    amount = _vec(amount_usd, pf.n_envs, "amount_usd")
+    if (amount < 0).any():
+        raise ValueError(f"amount_usd must be >= 0, got {amount}")
+    p, v = _check_market(pf, price, vol_annual)
+    _mark(pf, p, v)
+    slip = params.volatile_sell_slippage_frac
+    spread = params.option_spread_frac
+    left = amount.copy()
+
+    from_stable = np.minimum(left, pf.stable_usd)
+    pf.stable_usd -= from_stable
+    left -= from_stable
+
+    from_yield = np.minimum(left, _withdraw_frac(stressed, params, pf.n_envs) * pf.yield_usd)
+    pf.yield_usd[:] = np.maximum(pf.yield_usd - from_yield, 0.0)
+    left -= from_yield
+
+    vol_value = pf.volatile_units * p
+    vol_proceeds = vol_value * (1.0 - slip)
+    from_vol = np.minimum(left, vol_proceeds)
+    all_vol = from_vol >= vol_proceeds
+    vol_sold = np.where(all_vol, vol_value, from_vol / (1.0 - slip))
+    pf.volatile_units[:] = np.where(all_vol, 0.0, np.maximum(pf.volatile_units - vol_sold / p, 0))
+    left -= from_vol
+
+    unit = pf.put_value_per_unit(p, v)
+    put_value = pf.put_units * unit
+    put_proceeds = put_value * (1.0 - spread)
+    from_puts = np.minimum(left, put_proceeds)
+    all_puts = from_puts >= put_proceeds
+    puts_sold = np.where(all_puts, put_value, from_puts / (1.0 - spread))
+    safe_unit = np.where(unit > 0, unit, 1.0)
+    pf.put_units[:] = np.where(all_puts, 0.0, np.maximum(pf.put_units - puts_sold / safe_unit, 0))
+    closed = pf.put_units <= 0
+    pf.put_strike[:] = np.where(closed, 0.0, pf.put_strike)
+    pf.put_minutes_left[:] = np.where(closed, 0.0, pf.put_minutes_left)
+    left -= from_puts
+
+    paid = amount - np.maximum(left, 0.0)
+    _book_cost(pf, (vol_sold - from_vol) + (puts_sold - from_puts))
+    pf.paid_usd += paid
+    out: FloatArray = paid
+    return out
+
+
+def receive(pf: FundPortfolio, amount_usd: ArrayLike) -> None:
+    """Add inflows (fee income), ``(n_envs,)`` USD >= 0, to ``stable``, in place."""
+    amount = _vec(amount_usd, pf.n_envs, "amount_usd")
+    if (amount < 0).any():
+        raise ValueError(f"amount_usd must be >= 0, got {amount}")
+    pf.stable_usd += amount
+    pf.received_usd += amount

@@ -1,0 +1,352 @@
+"""The fund's bucket portfolio: Black-Scholes marks, yield, stress, costs and conservation."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from envs.core.fund_allocation import (
+    BUCKETS,
+    MINUTES_PER_YEAR,
+    AllocationParams,
+    FundPortfolio,
+    accrue,
+    black_scholes_put,
+    pay,
+    rebalance,
+    receive,
+)
+
+P = AllocationParams()
+WEEK_YEARS = 7 * 1440 / MINUTES_PER_YEAR
+
+
+def bs_put_ref(s, k, t, vol):
+    """Scalar Black-Scholes put (zero rates) from the textbook formula and math.erfc."""
+    if t <= 0 or vol <= 0:
+        return max(k - s, 0.0)
+    w = vol * math.sqrt(t)
+    d1 = (math.log(s / k) + 0.5 * w * w) / w
+    d2 = d1 - w
+
+    def n(x):
+        return 0.5 * math.erfc(-x / math.sqrt(2))
+
+    return k * n(-d2) - s * n(-d1)
+
+
+def portfolio(stable=0.0, yield_=0.0, volatile_units=0.0, price=100.0, vol=0.8):
+    """A one-exchange portfolio with the given holdings, marked at ``price``."""
+    pf = FundPortfolio.zeros(1)
+    pf.stable_usd[:] = stable
+    pf.yield_usd[:] = yield_
+    pf.volatile_units[:] = volatile_units
+    pf.mark_price[:] = price
+    pf.mark_vol_annual[:] = vol
+    pf.initial_value_usd[:] = pf.value_usd(price, vol)
+    return pf
+
+
+# ==== Black-Scholes ====
+
+# fmt: off
+BS_TABLE = [
+    # spot,  strike, tenor_y, vol,  value
+    (100.0,  100.0,  1.0,     0.2,  7.965567455405804),   # = 100 erf(0.1 / sqrt 2)
+    (100.0,   85.0,  WEEK_YEARS, 0.8, None),               # the default hedge
+    (70.0,    85.0,  WEEK_YEARS, 0.8, None),               # after a 30% crash
+    (100.0,  120.0,  0.5,     0.5,  None),
+    (50.0,   100.0,  0.25,    1.5,  None),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("s", "k", "t", "vol", "value"), BS_TABLE)
+def test_black_scholes_put_table(s, k, t, vol, value):
+    expected = bs_put_ref(s, k, t, vol) if value is None else value
+    assert black_scholes_put(s, k, t, vol) == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+def test_black_scholes_limits():
+    # Deep in the money: worth intrinsic (plus a sliver of time value, well under a cent).
+    deep_itm = black_scholes_put(10.0, 100.0, 7 / 365, 0.5)
+    assert 90.0 <= deep_itm < 90.0 + 1e-12
+    # Deep out of the money: worth nothing, but not negative.
+    deep_otm = black_scholes_put(1000.0, 100.0, 7 / 365, 0.5)
+    assert 0.0 <= deep_otm < 1e-12
+    # No time or no volatility: intrinsic, no NaN and no warning (pytest turns them into errors).
+    spot = np.array([80.0, 100.0, 120.0])
+    with np.errstate(all="raise"):
+        np.testing.assert_array_equal(black_scholes_put(spot, 100.0, 0.0, 0.8), [20.0, 0.0, 0.0])
+        np.testing.assert_array_equal(black_scholes_put(spot, 100.0, 1.0, 0.0), [20.0, 0.0, 0.0])
+        np.testing.assert_array_equal(black_scholes_put(spot, 0.0, 1.0, 0.8), [0.0, 0.0, 0.0])
+        assert black_scholes_put(1e-300, 100.0, 1.0, 1e-300) == 100.0
+    # Put-call parity with zero rates: C - P = S - K, and C >= 0 means P >= K - S.
+    assert black_scholes_put(90.0, 100.0, 2.0, 3.0) > 10.0
+
+
+def test_black_scholes_vectorised_equals_row_by_row():
+    rng = np.random.default_rng(0)
+    s = rng.uniform(1, 200, 64)
+    k = rng.uniform(1, 200, 64)
+    t = rng.uniform(0, 2, 64)
+    vol = rng.uniform(0, 3, 64)
+    t[:4] = 0.0
+    vol[4:8] = 0.0
+    batch = black_scholes_put(s, k, t, vol)
+    rows = [float(black_scholes_put(*args)) for args in zip(s, k, t, vol, strict=True)]
+    np.testing.assert_array_equal(batch, rows)
+    np.testing.assert_allclose(
+        batch, [bs_put_ref(*a) for a in zip(s, k, t, vol, strict=True)], rtol=1e-11, atol=1e-11
+    )
+
+
+# ==== Yield and stress ====
+
+
+def test_yield_accrues_simple_rate_compounded_per_tick():
+    pf = FundPortfolio.from_stable([0.0])
+    pf.yield_usd[:] = 1_000_000.0
+    pf.initial_value_usd[:] = 1_000_000.0
+    for _ in range(1440):
+        accrue(pf, 100.0, 0.8, 1.0, P)
+    exact = 1_000_000.0 * (1 + 0.05 / 525_600) ** 1440
+    assert pf.yield_usd[0] == pytest.approx(exact, rel=1e-12)
+    # One day at 5% APR is 1e6 * 0.05 / 365 = 136.986...; compounding adds ~1e-5 of that.
+    assert pf.yield_usd[0] - 1e6 == pytest.approx(1e6 * 0.05 / 365, rel=1e-4)
+    assert pf.external_pnl_usd[0] == pytest.approx(exact - 1e6, rel=1e-9)
+    assert pf.ledger_gap_usd()[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_stress_limits_yield_withdrawal():
+    # stable 100, yield 1,000, volatile 1 unit at 200 (sells for 199 after 0.5% slippage).
+    pf = portfolio(stable=100.0, yield_=1000.0, volatile_units=1.0, price=200.0)
+    paid = pay(pf, [500.0], 200.0, 0.8, np.array([True]), P)
+    # 100 stable + 2% of 1,000 yield + 199 from the whole volatile bucket.
+    assert paid[0] == pytest.approx(319.0, rel=1e-12)
+    assert pf.yield_usd[0] == pytest.approx(980.0, rel=1e-12)
+    assert pf.volatile_units[0] == 0.0
+    assert pf.fees_paid_usd[0] == pytest.approx(1.0, rel=1e-9)
+    assert pf.ledger_gap_usd()[0] == pytest.approx(0.0, abs=1e-9)
+
+    calm = portfolio(stable=100.0, yield_=1000.0, volatile_units=1.0, price=200.0)
+    assert calm.liquid_usd(200.0, 0.8, np.array([False]), P)[0] == pytest.approx(1299.0)
+    paid = pay(calm, [500.0], 200.0, 0.8, np.array([False]), P)
+    assert paid[0] == 500.0
+    assert calm.yield_usd[0] == 600.0
+    assert calm.volatile_units[0] == 1.0
+
+
+def test_pay_is_vectorised_over_exchanges():
+    pf = FundPortfolio.from_stable([100.0, 1000.0])
+    pf.yield_usd[:] = 1000.0
+    pf.initial_value_usd += 1000.0
+    paid = pay(pf, [500.0, 300.0], 100.0, 0.8, np.array([True, True]), P)
+    np.testing.assert_array_equal(paid, [120.0, 300.0])
+    np.testing.assert_array_equal(pf.stable_usd, [0.0, 700.0])
+    np.testing.assert_allclose(pf.ledger_gap_usd(), 0.0, atol=1e-9)
+
+
+# ==== Rebalance, crash and expiry ====
+
+
+def bought():
+    pf = FundPortfolio.from_stable([1_000_000.0])
+    cost = rebalance(pf, [0.5, 0.2, 0.2, 0.1], 100.0, 0.8, np.array([False]), P)
+    return pf, cost
+
+
+def test_rebalance_from_stable_hand_computed():
+    pf, cost = bought()
+    # Moved into yield 200k, volatile 200k, hedge 100k: 500k x 10 bps = 500 fee.
+    # Puts: 100k of BS value at 5% spread = 5,000. Total cost 5,500, all out of stable.
+    assert cost[0] == pytest.approx(5_500.0, rel=1e-12)
+    assert pf.fees_paid_usd[0] == pytest.approx(5_500.0, rel=1e-12)
+    assert pf.external_pnl_usd[0] == pytest.approx(-5_500.0, rel=1e-12)
+    assert pf.stable_usd[0] == pytest.approx(1e6 - 200_000 - 200_000 - 105_000 - 500, rel=1e-12)
+    assert pf.yield_usd[0] == 200_000.0
+    assert pf.volatile_units[0] == pytest.approx(2_000.0, rel=1e-12)
+    unit = bs_put_ref(100.0, 85.0, WEEK_YEARS, 0.8)  # 0.32228... per put
+    assert pf.put_units[0] == pytest.approx(100_000.0 / unit, rel=1e-11)
+    assert pf.put_strike[0] == 85.0
+    assert pf.put_minutes_left[0] == 7 * 1440
+    assert pf.value_usd(100.0, 0.8)[0] == pytest.approx(994_500.0, rel=1e-12)
+    np.testing.assert_allclose(
+        pf.weights(100.0, 0.8)[0], [494_500 / 994_500, 200 / 994.5, 200 / 994.5, 100 / 994.5]
+    )
+    assert BUCKETS[3] == "hedge"
+
+
+def test_crash_raises_hedge_and_lowers_volatile():
+    pf, _ = bought()
+    before = pf.bucket_values_usd(100.0, 0.8)[0]
+    pnl_before = pf.external_pnl_usd[0]
+    accrue(pf, 70.0, 0.8, 0.0, P)  # a -30% gap, same vol, no time passes
+    after = pf.bucket_values_usd(70.0, 0.8)[0]
+    units = 100_000.0 / bs_put_ref(100.0, 85.0, WEEK_YEARS, 0.8)
+    hedge_gain = units * (
+        bs_put_ref(70.0, 85.0, WEEK_YEARS, 0.8) - bs_put_ref(100, 85, WEEK_YEARS, 0.8)
+    )
+    assert after[2] - before[2] == pytest.approx(2_000 * (70.0 - 100.0), rel=1e-12)  # -60,000
+    assert after[3] - before[3] == pytest.approx(hedge_gain, rel=1e-10)
+    # Each put went from 0.3223 to 15.137 (worth more than its 15 of intrinsic).
+    assert after[3] == pytest.approx(4_696_832.55, rel=1e-8)
+    assert after[0] == before[0]
+    assert after[1] == before[1]
+    assert pf.external_pnl_usd[0] - pnl_before == pytest.approx(
+        pf.value_usd(70.0, 0.8)[0] - 994_500.0, rel=1e-12
+    )
+    assert pf.ledger_gap_usd()[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_puts_expire_into_stable():
+    pf, _ = bought()
+    units = pf.put_units[0]
+    stable = pf.stable_usd[0]
+    for _ in range(7 * 24):  # hourly ticks for the put tenor, price falls to 60
+        accrue(pf, 60.0, 0.8, 60.0, P)
+    assert pf.put_units[0] == 0.0
+    assert pf.put_strike[0] == 0.0
+    assert pf.put_minutes_left[0] == 0.0
+    assert pf.stable_usd[0] == pytest.approx(stable + units * (85.0 - 60.0), rel=1e-12)
+    assert pf.bucket_values_usd(60.0, 0.8)[0, 3] == 0.0
+    assert pf.ledger_gap_usd()[0] == pytest.approx(0.0, abs=1e-6)
+    # Not rolled by itself: a rebalance opens a new series at 85% of the new price.
+    rebalance(pf, [0.5, 0.2, 0.2, 0.1], 60.0, 0.8, np.array([False]), P)
+    assert pf.put_strike[0] == pytest.approx(51.0)
+    assert pf.put_units[0] > 0
+
+
+def test_rebalance_frozen_yield_and_selling_costs():
+    pf = portfolio(yield_=1000.0, volatile_units=10.0, price=100.0)  # value 2,000
+    cost = rebalance(pf, [1.0, 0.0, 0.0, 0.0], 100.0, 0.8, np.array([True]), P)
+    # Only 2% of yield (20) comes out; volatile sells whole (1,000, 5 slippage).
+    # Fee 10 bps on 1,020 moved = 1.02.
+    assert cost[0] == pytest.approx(5.0 + 1.02, rel=1e-12)
+    assert pf.yield_usd[0] == 980.0
+    assert pf.volatile_units[0] == 0.0
+    assert pf.stable_usd[0] == pytest.approx(20.0 + 995.0 - 1.02, rel=1e-12)
+    assert pf.ledger_gap_usd()[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_rebalance_scales_purchases_when_cash_short():
+    # All in (frozen) yield, target all hedge: only 2% can be freed, so buys are scaled.
+    pf = portfolio(yield_=1000.0)
+    rebalance(pf, [0.0, 0.0, 0.0, 1.0], 100.0, 0.8, np.array([True]), P)
+    assert pf.stable_usd[0] == pytest.approx(0.0, abs=1e-12)
+    # 20 withdrawn (fee 0.02), the rest buys puts at 1 + 5% spread + 10 bps fee.
+    spent = 20.0 - 0.02
+    hedge = pf.bucket_values_usd(100.0, 0.8)[0, 3]
+    assert hedge == pytest.approx(spent / 1.051, rel=1e-12)
+    assert pf.ledger_gap_usd()[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_receive_goes_to_stable():
+    pf = FundPortfolio.from_stable([10.0, 0.0])
+    receive(pf, [5.0, 7.0])
+    np.testing.assert_array_equal(pf.stable_usd, [15.0, 7.0])
+    np.testing.assert_array_equal(pf.ledger_gap_usd(), [0.0, 0.0])
+
+
+# ==== Conservation property ====
+
+OPS = st.one_of(
+    st.tuples(
+        st.just("accrue"),
+        st.floats(0.01, 2.0),  # price factor: -99% .. +100%
+        st.floats(0.0, 3.0),  # vol
+        st.sampled_from([0.0, 1.0, 60.0, 1440.0, 3 * 1440.0]),
+    ),
+    st.tuples(
+        st.just("rebalance"),
+        st.lists(st.floats(0.0, 1.0), min_size=4, max_size=4),
+        st.floats(0.01, 2.0),
+        st.floats(0.0, 3.0),
+        st.booleans(),
+    ),
+    st.tuples(
+        st.just("pay"), st.floats(0.0, 1.5), st.floats(0.01, 2.0), st.floats(0, 3), st.booleans()
+    ),
+    st.tuples(st.just("receive"), st.floats(0.0, 1e6)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(initial=st.floats(0.0, 1e9), ops=st.lists(OPS, max_size=25))
+def test_every_movement_balances(initial, ops):
+    pf = FundPortfolio.from_stable([initial, initial / 3])
+    price = np.array([100.0, 2_000.0])
+    vol = np.array([0.8, 0.8])
+    received = np.zeros(2)
+    paid_total = np.zeros(2)
+    accrue(pf, price, vol, 0.0, P)
+    for op in ops:
+        kind = op[0]
+        if kind == "accrue":
+            price = price * op[1]
+            vol = np.full(2, op[2])
+            accrue(pf, price, vol, op[3], P)
+        elif kind == "rebalance":
+            raw = np.array(op[1]) + 1e-9
+            w = raw / raw.sum()
+            price = price * op[2]
+            vol = np.full(2, op[3])
+            cost = rebalance(pf, w, price, vol, np.full(2, op[4]), P)
+            assert (cost >= 0).all()
+        elif kind == "pay":
+            price = price * op[2]
+            vol = np.full(2, op[3])
+            stressed = np.full(2, op[4])
+            liquid = pf.liquid_usd(price, vol, stressed, P)
+            amount = op[1] * pf.value_usd(price, vol)
+            paid = pay(pf, amount, price, vol, stressed, P)
+            assert (paid <= amount * (1 + 1e-12)).all()
+            assert (paid <= liquid * (1 + 1e-12) + 1e-9).all()
+            paid_total += paid
+        else:
+            receive(pf, [op[1], op[1]])
+            received += op[1]
+        value = pf.value_usd(price, vol)
+        expected = pf.initial_value_usd + pf.external_pnl_usd + received - paid_total
+        scale = np.maximum.reduce(
+            [np.ones(2), value, initial + received, np.abs(pf.external_pnl_usd), pf.fees_paid_usd]
+        )
+        assert (np.abs(value - expected) <= 1e-9 * scale).all()
+        np.testing.assert_array_equal(pf.received_usd, received)
+        np.testing.assert_allclose(pf.paid_usd, paid_total, rtol=1e-12)
+        for name in pf.__dataclass_fields__:
+            arr = getattr(pf, name)
+            assert np.isfinite(arr).all(), name
+            if name != "external_pnl_usd":
+                assert (arr >= 0).all(), name
+        assert (value >= 0).all()
+
+
+# ==== Parameter validation ====
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("yield_apr", -0.01),
+        ("yield_withdraw_frac_stressed", 1.5),
+        ("rebalance_fee_bps", float("nan")),
+        ("volatile_sell_slippage_frac", 0.9),
+        ("put_moneyness", 0.0),
+        ("put_moneyness", 1.2),
+        ("put_tenor_days", 0.0),
+        ("option_spread_frac", -1.0),
+        ("yield_apr", "5%"),
+    ],
+)
+def test_params_validation_names_field_and_value(field, value):
+    with pytest.raises(ValueError, match=rf"AllocationParams\.{field} must .* got {value!r}"):
+        AllocationParams(**{field: value})
+
+
+def test_params_accept_boundaries():
+    p = AllocationParams(put_moneyness=1.0, yield_withdraw_frac_stressed=0.0, rebalance_fee_bps=0)
+    assert p.rebalance_fee_frac == 0.0
+    assert isinstance(p.rebalance_fee_bps, float)
