@@ -8,10 +8,18 @@ One tick, in order:
    the mark and paying taker fees (a share to the fund). Precursors raise arrivals, leverage
    and the long skew before a crash.
 3. **Funding**: accrued every tick at the rate of the interval, pro rata.
-4. **Core**: margin check at the oracle price, liquidations walking the venue's book through
-   the scenario's depth, the fund, ADL or socialised loss (:func:`envs.core.step.core_step`).
-5. **Impact**: the tick's net liquidation flow moves the next tick's prices, so liquidations
+4. **Fund portfolio**: the fund's buckets accrue yield and are marked to the index and the
+   current volatility; only their *liquid* value is put at the margin engine's disposal.
+5. **Core**: margin check at the oracle price, liquidations walking the venue's book through
+   the scenario's depth, the fund, ADL or socialised loss (:func:`envs.core.step.core_step`);
+   what the core paid or received is then withdrawn from or paid into the buckets (stable
+   first, then yield within its withdrawal limit, volatile, hedge).
+6. **Impact**: the tick's net liquidation flow moves the next tick's prices, so liquidations
    can cascade.
+
+Money the portfolio gains or loses against the outside world (yield, price moves of the
+volatile bucket, option marks, spreads and fees) enters the ledger as an external flow
+(``net_deposits_usd``), so the books still balance.
 
 The loop runs over ticks; everything inside a tick is vectorised over ``(n_envs, n_accounts)``.
 """
@@ -25,6 +33,14 @@ from typing import Any
 
 import numpy as np
 
+from envs.core.fund_allocation import (
+    AllocationParams,
+    FundPortfolio,
+    accrue,
+    pay,
+    rebalance,
+    receive,
+)
 from envs.core.fund_record import FundRecord
 from envs.core.impact import LinearImpact
 from envs.core.params import RiskParams
@@ -95,6 +111,8 @@ class ExchangeSimulator:
         population: Trader-population parameters (defaults if ``None``).
         fund_to_oi_frac: Initial insurance fund as a share of initial open interest (2%,
             within the 2-6% of Hyperliquid and Binance in the calibration notes).
+        allocation: Terms of the fund's buckets (yield, withdrawal limits, option costs); the
+            fund starts all in ``stable`` until :meth:`set_allocation` moves it.
         seed: One seed (exchange ``e`` gets ``seed + e``, Gymnasium's convention for vector
             envs), one per exchange, or ``None`` for the first scenario's default seed.
     """
@@ -109,6 +127,7 @@ class ExchangeSimulator:
         population: PopulationParams | None = None,
         fund_to_oi_frac: float = 0.02,
         seed: int | Sequence[int] | None = None,
+        allocation: AllocationParams | None = None,
     ) -> None:
         if n_envs < 1 or n_accounts < 1:
             raise ValueError(
@@ -125,6 +144,7 @@ class ExchangeSimulator:
         self.n_accounts = n_accounts
         self.population = TraderPopulation(population or PopulationParams())
         self.fund_to_oi_frac = fund_to_oi_frac
+        self.allocation = allocation or AllocationParams()
         self.reset(seed)
 
     @property
@@ -151,6 +171,10 @@ class ExchangeSimulator:
         self.market = Market(self.n_envs)
         self.state: ExchangeState | None = None
         self.initial_open_interest_usd = np.zeros(self.n_envs)
+        self.portfolio = FundPortfolio.zeros(self.n_envs)
+        self.vol_annual = np.zeros(self.n_envs)
+        self.last_index = np.zeros(self.n_envs)
+        self.last_depth_mult = np.ones(self.n_envs)
         for e in range(self.n_envs):
             self._install(e, self.scenarios[e])
         self.record = FundRecord(self.state_.fund_usd)
@@ -189,6 +213,37 @@ class ExchangeSimulator:
             for name, value in vars(row).items():
                 getattr(self.state, name)[env] = value[0]
         self.initial_open_interest_usd[env] = oi
+        fresh = FundPortfolio.from_stable(row.fund_usd)
+        for name, value in vars(fresh).items():
+            getattr(self.portfolio, name)[env] = value[0]
+        self.vol_annual[env] = scenario.price.vol_annual
+        self.last_index[env] = price
+        self.last_depth_mult[env] = 1.0
+
+    @property
+    def stressed(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        """Exchanges whose book depth is below half of normal: lending markets freeze too."""
+        return np.asarray(self.last_depth_mult < 0.5)
+
+    def set_allocation(self, weights: FloatArray) -> FloatArray:
+        """Rebalance the fund toward ``weights``; returns the cost per exchange.
+
+        ``weights`` is ``(n_envs, 4)`` (stable, yield, volatile, hedge), applied at the last
+        index price and volatility.
+        """
+        state = self.state_
+        ext_before = self.portfolio.external_pnl_usd.copy()
+        cost = rebalance(
+            self.portfolio,
+            weights,
+            self.last_index,
+            self.vol_annual,
+            self.stressed,
+            self.allocation,
+        )
+        state.net_deposits_usd += self.portfolio.external_pnl_usd - ext_before
+        state.fund_usd = self.portfolio.value_usd(self.last_index, self.vol_annual)
+        return np.asarray(cost, dtype=np.float64)
 
     def _risk_row(self, env: int) -> RiskParams:
         """Exchange ``env``'s risk parameters as scalars (for drawing its book alone)."""
@@ -253,8 +308,25 @@ class ExchangeSimulator:
         events.trading_fees_usd = pop.trading_fees_usd
         events.fund_trading_fee_income_usd = pop.fund_trading_fee_income_usd
         interval_minutes = np.array([60.0 * sc.funding.interval_hours for sc in self.scenarios])
-        rate_per_tick = prices.funding_rate * (self.market.tick_minutes or 1.0) / interval_minutes
+        tick_minutes = self.market.tick_minutes or 1.0
+        rate_per_tick = prices.funding_rate * tick_minutes / interval_minutes
         funding_paid = apply_funding(state, rate_per_tick, prices.mark)
+
+        # The fund's buckets: accrue and mark, then lend the core their liquid value.
+        log_ret = np.log(prices.index / self.last_index)
+        ewma = 1.0 - np.exp(-tick_minutes / 60.0)  # one-hour EWMA of squared returns
+        var_tick = (self.vol_annual**2) * tick_minutes / 525_600.0
+        var_tick += ewma * (log_ret**2 - var_tick)
+        self.vol_annual = np.sqrt(var_tick * 525_600.0 / tick_minutes)
+        self.last_index = prices.index
+        self.last_depth_mult = self.market.column("depth_mult")
+        pf = self.portfolio
+        ext_before = pf.external_pnl_usd.copy()
+        inflow = state.fund_usd - pf.value_usd(pf.mark_price, pf.mark_vol_annual)
+        receive(pf, np.maximum(inflow, 0.0))  # trading fees the population just paid in
+        accrue(pf, prices.index, self.vol_annual, tick_minutes, self.allocation)
+        liquid = pf.liquid_usd(prices.index, self.vol_annual, self.stressed, self.allocation)
+        state.fund_usd = liquid.copy()
         liq = core_step(
             state,
             self.risk,
@@ -265,6 +337,18 @@ class ExchangeSimulator:
         for name in StepEvents.__dataclass_fields__:
             if name not in ("trading_fees_usd", "fund_trading_fee_income_usd"):
                 setattr(events, name, getattr(liq, name))
+        change = state.fund_usd - liquid
+        receive(pf, np.maximum(change, 0.0))
+        pay(
+            pf,
+            np.maximum(-change, 0.0),
+            prices.index,
+            self.vol_annual,
+            self.stressed,
+            self.allocation,
+        )
+        state.net_deposits_usd += pf.external_pnl_usd - ext_before
+        state.fund_usd = pf.value_usd(prices.index, self.vol_annual)
         self.market.advance(
             liq.liquidation_sell_usd, liq.liquidation_buy_usd, prices.depth_usd_per_pct
         )

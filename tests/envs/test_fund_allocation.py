@@ -350,3 +350,19 @@ def test_params_accept_boundaries():
     p = AllocationParams(put_moneyness=1.0, yield_withdraw_frac_stressed=0.0, rebalance_fee_bps=0)
     assert p.rebalance_fee_frac == 0.0
     assert isinstance(p.rebalance_fee_bps, float)
+
+
+def test_puts_with_negligible_premium_are_not_bought():
+    # A 15%-OTM 7-day put at 12.5% vol is worth ~5e-24 of spot: a 25% hedge target must not
+    # turn into 1e22 contracts (which a later volatility jump would revalue into nonsense).
+    pf = FundPortfolio.from_stable([1.0])
+    rebalance(
+        pf,
+        np.full((1, 4), 0.25),
+        np.ones(1),
+        np.full(1, 0.125),
+        np.zeros(1, bool),
+        AllocationParams(),
+    )
+    assert pf.put_units[0] == 0.0
+    assert pf.stable_usd[0] > 0.25  # the hedge share stayed in cash
