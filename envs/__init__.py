@@ -1,7 +1,23 @@
-"""fundgym's simulator: exchange mechanics over numpy arrays (and, later, the Gymnasium env).
+"""fundgym's simulator: exchange mechanics over numpy arrays, and the Gymnasium environment.
 
-This package imports only numpy and gymnasium, never torch or stable-baselines3, so that a
-risk engine or a JAX/NumPy user can take the simulator without the training stack.
+This package imports only numpy and gymnasium (PyYAML only to read scenario and config files),
+never torch or stable-baselines3, so that a risk engine or a JAX/NumPy user can take the
+simulator without the training stack. Importing it registers the environment:
+
+* ``fundgym/InsuranceFund-v0``: :class:`envs.exchange_env.InsuranceFundEnv`, with the batched
+  :class:`envs.exchange_env.InsuranceFundVectorEnv` as its ``vector_entry_point``.
 """
 
-__all__: list[str] = []
+from gymnasium.envs.registration import register, registry
+
+ENV_ID = "fundgym/InsuranceFund-v0"
+
+# ---- fundgym environments ----------------------------------------------------------------
+if ENV_ID not in registry:
+    register(
+        id=ENV_ID,
+        entry_point="envs.exchange_env:InsuranceFundEnv",
+        vector_entry_point="envs.exchange_env:InsuranceFundVectorEnv",
+    )
+
+__all__ = ["ENV_ID"]

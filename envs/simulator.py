@@ -9,7 +9,8 @@ One tick, in order:
    and the long skew before a crash.
 3. **Funding**: accrued every tick at the rate of the interval, pro rata.
 4. **Fund portfolio**: the fund's buckets accrue yield and are marked to the index and the
-   current volatility; only their *liquid* value is put at the margin engine's disposal.
+   current (one-day EWMA) volatility; only their *liquid* value is put at the margin
+   engine's disposal.
 5. **Core**: margin check at the oracle price, liquidations walking the venue's book through
    the scenario's depth, the fund, ADL or socialised loss (:func:`envs.core.step.core_step`);
    what the core paid or received is then withdrawn from or paid into the buckets (stable
@@ -225,22 +226,26 @@ class ExchangeSimulator:
         """Exchanges whose book depth is below half of normal: lending markets freeze too."""
         return np.asarray(self.last_depth_mult < 0.5)
 
-    def set_allocation(self, weights: FloatArray) -> FloatArray:
+    def set_allocation(
+        self, weights: FloatArray, mask: np.ndarray[Any, np.dtype[np.bool_]] | None = None
+    ) -> FloatArray:
         """Rebalance the fund toward ``weights``; returns the cost per exchange.
 
         ``weights`` is ``(n_envs, 4)`` (stable, yield, volatile, hedge), applied at the last
-        index price and volatility.
+        index price and volatility. Only exchanges in ``mask`` (default: all) are touched; the
+        others keep their portfolio exactly (even a rebalance to current weights has costs).
         """
         state = self.state_
-        ext_before = self.portfolio.external_pnl_usd.copy()
+        pf = self.portfolio
+        keep = np.zeros(self.n_envs, dtype=bool) if mask is None else ~np.asarray(mask)
+        saved = {name: value.copy() for name, value in vars(pf).items()}
+        ext_before = pf.external_pnl_usd.copy()
         cost = rebalance(
-            self.portfolio,
-            weights,
-            self.last_index,
-            self.vol_annual,
-            self.stressed,
-            self.allocation,
+            pf, weights, self.last_index, self.vol_annual, self.stressed, self.allocation
         )
+        for name, value in saved.items():
+            getattr(pf, name)[keep] = value[keep]
+        cost = np.where(keep, 0.0, cost)
         state.net_deposits_usd += self.portfolio.external_pnl_usd - ext_before
         state.fund_usd = self.portfolio.value_usd(self.last_index, self.vol_annual)
         return np.asarray(cost, dtype=np.float64)
@@ -314,7 +319,10 @@ class ExchangeSimulator:
 
         # The fund's buckets: accrue and mark, then lend the core their liquid value.
         log_ret = np.log(prices.index / self.last_index)
-        ewma = 1.0 - np.exp(-tick_minutes / 60.0)  # one-hour EWMA of squared returns
+        # Implied volatility for the fund's options: a one-day EWMA of squared returns. Implied
+        # vol is sticky; an hourly estimate from one-minute returns is so noisy that buying
+        # puts at a low reading and marking them at a high one would print money.
+        ewma = 1.0 - np.exp(-tick_minutes / 1440.0)
         var_tick = (self.vol_annual**2) * tick_minutes / 525_600.0
         var_tick += ewma * (log_ret**2 - var_tick)
         self.vol_annual = np.sqrt(var_tick * 525_600.0 / tick_minutes)

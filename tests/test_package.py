@@ -19,7 +19,7 @@ def test_packages_resolve_inside_the_repository():
 def test_envs_imports_neither_torch_nor_stable_baselines3():
     code = (
         "import sys, envs, envs.mechanics, envs.core.step, envs.core.trading, "
-        "envs.core.fund_record, envs.core.synthetic\n"
+        "envs.core.fund_record, envs.core.synthetic, envs.exchange_env, envs.simulator\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('torch', 'stable_baselines3', 'agents'))\n"
         "assert not bad, bad\n"

@@ -1,0 +1,673 @@
+"""``fundgym/InsuranceFund-v0``: a risk desk's levers against a simulated crash.
+
+The single environment and its batched twin share one core (:class:`FundControlCore`) that
+steps ``n_envs`` exchanges as one ``(n_envs, n_accounts)`` array program, so the twin equals
+single environments seeded alike, step for step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+from envs.controls import ALLOCATION, PARAMS, Controls
+from envs.core import formulas
+from envs.core.fund_allocation import AllocationParams
+from envs.core.params import RiskParams
+from envs.market.price import MINUTES_PER_YEAR
+from envs.market.sampler import sample_training_scenario
+from envs.rewards import DecisionTotals, RewardWeights, combine, reward_components
+from envs.scenarios import Scenario, load_scenario
+from envs.schema import SchemaError, build, spec
+from envs.simulator import ExchangeSimulator
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
+
+OBS_CLIP = 10.0
+
+#: Observation names, in vector order (see the environment docstring for their scaling).
+OBS_NAMES: tuple[str, ...] = (
+    "vol_short",
+    "vol_long",
+    "return_pct",
+    "depth_rel",
+    "oracle_gap_pct",
+    "funding_per_mille",
+    "open_interest_rel",
+    "long_short_skew",
+    "leverage_p50",
+    "leverage_p90",
+    "leverage_p99",
+    "oi_within_1pct",
+    "oi_within_2pct",
+    "oi_within_5pct",
+    "fund_coverage",
+    "fund_stable",
+    "fund_yield",
+    "fund_volatile",
+    "fund_hedge",
+    "liquidations_pct_oi",
+    "shortfall_per_mille_oi",
+    *(f"param_{name}" for name in PARAMS),
+    "episode_progress",
+)
+
+
+# ------------------------------------------------------------------ config ----
+
+
+@dataclass(frozen=True)
+class FixedParams:
+    """Natural-unit values of parameters that are not controlled (``None``: the default)."""
+
+    liquidation_fee_rate: float | None = spec(None, gt=0.0, lt=1.0, doc="of notional")
+    liquidation_fee_fund_share: float | None = spec(None, ge=0.0, le=1.0, doc="to the fund")
+    mmr: float | None = spec(None, gt=0.0, lt=1.0, doc="maintenance margin ratio")
+    imr_multiple: float | None = spec(None, ge=1.0, le=100.0, doc="IMR / MMR")
+    trading_fee_fund_share: float | None = spec(None, ge=0.0, le=1.0, doc="to the fund")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Everything that defines the environment (keyword arguments or a YAML file)."""
+
+    scenario: str = spec("training", doc="library name, YAML path, or 'training' (sampler)")
+    n_accounts: int = spec(1024, ge=1, le=10_000_000, doc="account slots per exchange")
+    decision_minutes: float = spec(10.0, gt=0.0, le=10_080.0, doc="minutes between actions")
+    horizon_minutes: float | None = spec(
+        None, gt=0.0, le=1e7, doc="episode cap (None: the scenario's; training: 1 day)"
+    )
+    controlled: tuple[str, ...] = tuple(PARAMS)
+    fixed: FixedParams = dataclasses.field(default_factory=FixedParams)
+    max_step: float = spec(0.2, gt=0.0, le=2.0, doc="largest move per decision, action units")
+    margin_notice_minutes: float = spec(30.0, ge=0.0, le=1e6, doc="delay of margin increases")
+    fund_to_oi_frac: float = spec(0.02, ge=0.0, le=10.0, doc="initial fund / open interest")
+    insolvency_frac: float = spec(0.05, gt=0.0, le=10.0, doc="uncovered loss / OI that ends it")
+    fallback: Literal["adl", "socialize"] = "adl"
+    taker_fee_rate: float = spec(0.0005, ge=0.0, le=0.1, doc="trading fee (not controlled)")
+    rebalance_threshold: float = spec(0.02, ge=0.0, le=2.0, doc="L1 weight change to rebalance")
+    reward: RewardWeights = dataclasses.field(default_factory=RewardWeights)
+
+    def __post_init__(self) -> None:
+        bad = [n for n in self.controlled if n not in PARAMS]
+        if bad:
+            raise ValueError(f"controlled: unknown parameter {bad[0]!r}; allowed: {list(PARAMS)}")
+        if not self.controlled or len(set(self.controlled)) != len(self.controlled):
+            raise ValueError(f"controlled must list distinct parameters, got {self.controlled}")
+
+
+def make_config(config: str | Path | EnvConfig | None = None, **overrides: Any) -> EnvConfig:
+    """Build an :class:`EnvConfig` from a YAML file and/or keyword arguments (validated)."""
+    data: dict[str, Any] = {}
+    source = "<kwargs>"
+    if isinstance(config, EnvConfig):
+        data = dataclasses.asdict(config)
+    elif config is not None:
+        import yaml
+
+        path = Path(config)
+        if not path.is_file():
+            raise FileNotFoundError(f"environment config {path} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        source = str(path)
+        if not isinstance(loaded, dict):
+            raise SchemaError(source, "<top>", loaded, "a mapping of environment settings")
+        data = dict(loaded.get("env", loaded))
+    for key, value in overrides.items():
+        if isinstance(value, Scenario):
+            raise ValueError("pass scenario by name or path, not as a Scenario object")
+        is_instance = dataclasses.is_dataclass(value) and not isinstance(value, type)
+        data[key] = dataclasses.asdict(value) if is_instance else value
+    if isinstance(data.get("controlled"), tuple):
+        data["controlled"] = list(data["controlled"])
+    return build(EnvConfig, data, source)
+
+
+# ------------------------------------------------------------------ core ------
+
+
+class FundControlCore:
+    """``n_envs`` exchanges, their controls and their rewards, stepped together.
+
+    Args:
+        config: The environment's configuration.
+        n_envs: Exchanges in the batch.
+    """
+
+    def __init__(self, config: EnvConfig, n_envs: int) -> None:
+        self.config = config
+        self.n_envs = n_envs
+        self._library: Scenario | None = (
+            None if config.scenario == "training" else load_scenario(config.scenario)
+        )
+        tick = self._library.tick_minutes if self._library else 1.0
+        self.ticks_per_decision = max(1, round(config.decision_minutes / tick))
+        self.tick_minutes = tick
+        notice = int(np.ceil(config.margin_notice_minutes / config.decision_minutes))
+        fixed = {k: v for k, v in dataclasses.asdict(config.fixed).items() if v is not None}
+        self.controls = Controls(config.controlled, fixed, config.max_step, notice, n_envs)
+        self.sim: ExchangeSimulator | None = None
+        self._episode_rngs = [np.random.default_rng() for _ in range(n_envs)]
+        self.n_decisions = np.zeros(n_envs, dtype=np.int64)
+        self.decision = np.zeros(n_envs, dtype=np.int64)
+        self.uncovered_usd = np.zeros(n_envs)
+        self.var_short = np.zeros(n_envs)
+        self.var_long = np.zeros(n_envs)
+        self.last_return = np.zeros(n_envs)
+        self.last_liq_usd = np.zeros(n_envs)
+        self.last_shortfall_usd = np.zeros(n_envs)
+        self.alloc_target = np.tile([1.0, 0.0, 0.0, 0.0], (n_envs, 1))
+
+    @property
+    def action_dim(self) -> int:
+        """Length of one exchange's action vector."""
+        return len(self.config.controlled)
+
+    # ---- episodes ----
+
+    def seed(self, seeds: list[int | None]) -> None:
+        """Seed each exchange's episode stream (``None``: from fresh OS entropy)."""
+        for e, s in enumerate(seeds):
+            self._episode_rngs[e] = np.random.default_rng(s)
+
+    def _scenario_for(self, episode_seed: int) -> Scenario:
+        if self._library is not None:
+            sc = self._library
+        else:
+            sc = sample_training_scenario(
+                np.random.default_rng([episode_seed, 1]),
+                horizon_minutes=self.config.horizon_minutes or 1440.0,
+            )
+        return sc
+
+    def reset(self, mask: BoolArray) -> FloatArray:
+        """Start new episodes on the exchanges in ``mask``; return every observation."""
+        seeds = [int(self._episode_rngs[e].integers(2**62)) for e in range(self.n_envs) if mask[e]]
+        envs = np.flatnonzero(mask)
+        # Parameters first: a new book is drawn under the parameters in force (IMR caps its
+        # leverage), which for a new episode are the starting ones.
+        self.controls.reset(mask)
+        if self.sim is not None:
+            self.sim.risk = self._risk()
+        if self.sim is None:
+            assert mask.all()
+            scenarios = [self._scenario_for(s) for s in seeds]
+            self.sim = ExchangeSimulator(
+                scenarios,
+                self._risk(),
+                n_envs=self.n_envs,
+                n_accounts=self.config.n_accounts,
+                fund_to_oi_frac=self.config.fund_to_oi_frac,
+                seed=seeds,
+                allocation=AllocationParams(),
+            )
+        else:
+            for e, s in zip(envs, seeds, strict=True):
+                self.sim.reset_env(int(e), s, self._scenario_for(s))
+        sim = self.sim
+        for e in envs:
+            n_ticks = int(sim.market.n_ticks[e])
+            cap = self.config.horizon_minutes
+            n_dec = n_ticks // self.ticks_per_decision
+            if cap is not None:
+                n_dec = min(n_dec, int(cap // self.config.decision_minutes))
+            if n_dec < 1:
+                raise ValueError(
+                    f"scenario {sim.scenarios[e].name!r} is shorter than one decision "
+                    f"({self.config.decision_minutes} min)"
+                )
+            self.n_decisions[e] = n_dec
+            vol = sim.scenarios[e].price.vol_annual
+            self.var_short[e] = self.var_long[e] = vol**2 * self.tick_minutes / MINUTES_PER_YEAR
+        self.decision[mask] = 0
+        self.uncovered_usd[mask] = 0.0
+        self.last_return[mask] = 0.0
+        self.last_liq_usd[mask] = 0.0
+        self.last_shortfall_usd[mask] = 0.0
+        self.alloc_target[mask] = [1.0, 0.0, 0.0, 0.0]
+        return self.observe()
+
+    def _risk(self) -> RiskParams:
+        v = self.controls.values()
+        return RiskParams(
+            mmr=v["mmr"],
+            imr=v["imr"],
+            liquidation_fee_rate=v["liquidation_fee_rate"],
+            liquidation_fee_fund_share=v["liquidation_fee_fund_share"],
+            taker_fee_rate=self.config.taker_fee_rate,
+            trading_fee_fund_share=v["trading_fee_fund_share"],
+            fallback=self.config.fallback,
+        )
+
+    # ---- one decision ----
+
+    def step(
+        self, action: FloatArray
+    ) -> tuple[FloatArray, FloatArray, BoolArray, BoolArray, dict[str, Any]]:
+        """Apply ``action`` (``(n_envs, action_dim)``), run one decision interval."""
+        a = np.asarray(action, dtype=np.float64).reshape(self.n_envs, self.action_dim)
+        if not np.isfinite(a).all():
+            bad = float(a[~np.isfinite(a)].flat[0])
+            raise ValueError(
+                f"action must be finite, got {bad!r} (an action is {self.action_dim} numbers "
+                f"in [-1, 1]: {list(self.config.controlled)})"
+            )
+        sim = self.sim
+        assert sim is not None, "call reset() first"
+        moved = self.controls.apply(np.clip(a, -1.0, 1.0))
+        sim.risk = self._risk()
+        values = self.controls.values()
+        target = np.stack([values[n] for n in ALLOCATION], axis=1)
+        ext0 = sim.portfolio.external_pnl_usd.copy()
+        change = np.abs(target - self.alloc_target).sum(axis=1) > self.config.rebalance_threshold
+        if change.any():
+            sim.set_allocation(target, change)
+            self.alloc_target = np.where(change[:, None], target, self.alloc_target)
+        start_index = sim.last_index.copy()
+        sums = {
+            k: np.zeros(self.n_envs)
+            for k in (
+                "trading_fees_usd",
+                "fund_fee_income_usd",
+                "socialized_loss_usd",
+                "unrecovered_usd",
+                "adl_volume_usd",
+                "liquidation_volume_usd",
+                "shortfall_usd",
+                "liquidation_fees_usd",
+                "bad_debt_usd",
+            )
+        }
+        a_short = 1.0 - np.exp(-self.tick_minutes / 60.0)
+        a_long = 1.0 - np.exp(-self.tick_minutes / 1440.0)
+        for _ in range(self.ticks_per_decision):
+            before = sim.last_index.copy()
+            tick = sim.step(check_ledger=False)
+            r2 = np.log(tick.prices.index / before) ** 2
+            self.var_short += a_short * (r2 - self.var_short)
+            self.var_long += a_long * (r2 - self.var_long)
+            for k in sums:
+                sums[k] += getattr(tick.events, k)
+        self.last_prices = tick.prices
+        self.last_return = np.log(sim.last_index / start_index)
+        self.last_liq_usd = sums["liquidation_volume_usd"]
+        self.last_shortfall_usd = (
+            sums["shortfall_usd"] + sums["socialized_loss_usd"] + sums["unrecovered_usd"]
+        )
+        self.decision += 1
+        self.uncovered_usd += sums["socialized_loss_usd"] + sums["unrecovered_usd"]
+
+        state = sim.state_
+        mark = tick.prices.mark
+        pf = sim.portfolio
+        fund_value = pf.value_usd(sim.last_index, sim.vol_annual)
+        oi0 = sim.initial_open_interest_usd
+        notional = np.abs(state.size) * mark[:, None]
+        years = self.ticks_per_decision * self.tick_minutes / MINUTES_PER_YEAR
+        risk = sim.risk
+        demand = sim.population.demand_multiplier(risk, self.n_envs)
+        pop = sim.population.params
+        oi = 0.5 * notional.sum(axis=1)
+        lost = (
+            (1.0 - demand)
+            * pop.turnover_per_day
+            * oi
+            * self.config.taker_fee_rate
+            * (years * 365.0)
+        )
+        totals = DecisionTotals(
+            trading_fees_usd=sums["trading_fees_usd"],
+            fund_liquidation_fees_usd=sums["fund_fee_income_usd"],
+            fund_external_pnl_usd=pf.external_pnl_usd - ext0,
+            fund_value_usd=fund_value,
+            socialized_loss_usd=sums["socialized_loss_usd"],
+            unrecovered_usd=sums["unrecovered_usd"],
+            adl_volume_usd=sums["adl_volume_usd"],
+            margin_locked_usd=(notional * risk.column("mmr")).sum(axis=1),
+            lost_fee_revenue_usd=lost,
+            change=moved,
+            years=years,
+        )
+        weights = self.config.reward
+        comps = reward_components(totals, oi0, weights)
+        reward = combine(comps, weights)
+        terminated = self.uncovered_usd > self.config.insolvency_frac * oi0
+        truncated = ~terminated & (self.decision >= self.n_decisions)
+        info: dict[str, Any] = {
+            "fund_balance_usd": fund_value,
+            "open_interest_usd": oi,
+            "liquidation_volume_usd": sums["liquidation_volume_usd"],
+            "shortfall_usd": sums["shortfall_usd"],
+            "adl_volume_usd": sums["adl_volume_usd"],
+            "socialized_loss_usd": sums["socialized_loss_usd"],
+            "unrecovered_usd": sums["unrecovered_usd"],
+            "bad_debt_usd": sums["bad_debt_usd"],
+            "fee_revenue_usd": sums["trading_fees_usd"] + sums["liquidation_fees_usd"],
+            "capital_locked_usd": fund_value + totals.margin_locked_usd,
+            "mark_price": mark,
+            "index_price": tick.prices.index,
+            "cost": comps["solvency"],
+            "reward_components": comps,
+            "params": {
+                **{k: v for k, v in values.items() if k not in ALLOCATION},
+                **{
+                    f"alloc_{b}": values[f"alloc_{b}"]
+                    for b in ("stable", "yield", "volatile", "hedge")
+                },
+            },
+        }
+        return self.observe(), reward, terminated, truncated, info
+
+    # ---- what a risk desk watches ----
+
+    def observe(self) -> FloatArray:
+        """The normalised observation of every exchange, ``(n_envs, len(OBS_NAMES))``."""
+        sim = self.sim
+        assert sim is not None
+        state = sim.state_
+        prices = getattr(self, "last_prices", None)
+        index = sim.last_index
+        mark = prices.mark if prices is not None else index
+        oracle = prices.oracle if prices is not None else index
+        funding = prices.funding_rate if prices is not None else np.zeros(self.n_envs)
+        per_year = MINUTES_PER_YEAR / self.tick_minutes
+        q = state.size
+        m = mark[:, None]
+        notional = np.abs(q) * m
+        oi = 0.5 * notional.sum(axis=1)
+        long_oi = np.where(q > 0, notional, 0.0).sum(axis=1)
+        short_oi = np.where(q < 0, notional, 0.0).sum(axis=1)
+        eq = formulas.equity(state.collateral_usd, q, state.entry_price, m)
+        open_ = (q != 0.0) & (eq > 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lev = np.where(open_, notional / eq, np.nan)
+        lev_q = np.zeros((self.n_envs, 3))
+        has = open_.any(axis=1)
+        if has.any():
+            lev_q[has] = np.nanquantile(lev[has], [0.5, 0.9, 0.99], axis=1).T
+        mmr = sim.risk.column("mmr")
+        lp = formulas.liquidation_price(
+            state.collateral_usd, np.where(q == 0, 1.0, q), state.entry_price, mmr
+        )
+        dist = np.where(q != 0, np.abs(m - lp) / m, np.inf)
+        within = [
+            np.where(dist < x, notional, 0.0).sum(axis=1) / np.maximum(notional.sum(axis=1), 1e-12)
+            for x in (0.01, 0.02, 0.05)
+        ]
+        pf = sim.portfolio
+        fund_value = pf.value_usd(index, sim.vol_annual)
+        weights = pf.weights(index, sim.vol_annual)
+        oi0 = np.maximum(sim.initial_open_interest_usd, 1.0)
+        depth_rel = sim.last_depth_mult
+        cols = [
+            np.sqrt(self.var_short * per_year),
+            np.sqrt(self.var_long * per_year),
+            100.0 * self.last_return,
+            depth_rel,
+            100.0 * (oracle / mark - 1.0),
+            1e3 * funding,
+            oi / oi0,
+            (long_oi - short_oi) / np.maximum(long_oi + short_oi, 1e-12),
+            lev_q[:, 0] / 50.0,
+            lev_q[:, 1] / 50.0,
+            lev_q[:, 2] / 50.0,
+            within[0],
+            within[1],
+            within[2],
+            10.0 * fund_value / np.maximum(oi, 1.0),
+            weights[:, 0],
+            weights[:, 1],
+            weights[:, 2],
+            weights[:, 3],
+            100.0 * self.last_liq_usd / oi0,
+            1e3 * self.last_shortfall_usd / oi0,
+            *(self.controls.normalised().T),
+            self.decision / np.maximum(self.n_decisions, 1),
+        ]
+        obs = np.stack([np.asarray(c, dtype=np.float64) for c in cols], axis=1)
+        return np.clip(
+            np.nan_to_num(obs, nan=0.0, posinf=OBS_CLIP, neginf=-OBS_CLIP), -OBS_CLIP, OBS_CLIP
+        )
+
+
+def _spaces(core: FundControlCore) -> tuple[spaces.Box, spaces.Box]:
+    act = spaces.Box(-1.0, 1.0, (core.action_dim,), dtype=np.float32)
+    obs = spaces.Box(-OBS_CLIP, OBS_CLIP, (len(OBS_NAMES),), dtype=np.float32)
+    return act, obs
+
+
+def _single_info(info: dict[str, Any], e: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in info.items():
+        out[k] = {kk: float(vv[e]) for kk, vv in v.items()} if isinstance(v, dict) else float(v[e])
+    return out
+
+
+# ------------------------------------------------------------------ envs ------
+
+
+class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
+    """A perpetual-futures exchange's risk desk: liquidation fees, margins and the fund.
+
+    ## Description
+
+    One exchange with a population of traders lives through a market scenario: a calibrated
+    historical crash (``black_thursday_2020``, ``oct_10_2025``, ...), a calm or volatile day, or
+    (by default) a random draw from the training sampler with crashes of random timing, shape,
+    depth collapse and warning. Every ``decision_minutes`` the agent sets the exchange's risk
+    parameters; between decisions the market, the traders and the margin engine run tick by
+    tick (one minute): liquidations fill into a book of collapsing depth, fills past bankruptcy
+    are paid by the insurance fund, and when the fund runs dry the exchange deleverages
+    profitable traders or socialises the loss. The agent trades solvency against capital
+    efficiency: a large fund, high fees and high margins protect users but lock up capital
+    and drive traders away.
+
+    ## Action Space
+
+    A ``Box(-1, 1, (n,), float32)`` with one coordinate per controlled parameter (all nine by
+    default, in this order; ``controlled`` picks a subset, the rest stay at ``fixed`` values).
+    Each coordinate is a *target*; the parameter in force moves toward it by at most
+    ``max_step`` action units per decision, and an increase of MMR or the IMR multiple takes
+    effect only after ``margin_notice_minutes``.
+
+    | Num | Parameter                    | Range (natural units)  | Scale |
+    |-----|------------------------------|------------------------|-------|
+    | 0   | liquidation_fee_rate         | 0.1% .. 3% of notional | log   |
+    | 1   | liquidation_fee_fund_share   | 0 .. 1                 | lin   |
+    | 2   | mmr                          | 0.3% .. 10%            | log   |
+    | 3   | imr_multiple (IMR = x MMR)   | 1.2 .. 3               | lin   |
+    | 4   | trading_fee_fund_share       | 0 .. 1                 | lin   |
+    | 5-8 | alloc_stable/yield/volatile/hedge | logits; weights = softmax(3 x logits) | |
+
+    The fund is rebalanced toward the allocation when the weights move by more than
+    ``rebalance_threshold`` (L1); rebalancing pays fees, option spreads and slippage.
+
+    ## Observation Space
+
+    A ``Box(-10, 10, (31,), float32)``, leading indicators first; values are clipped to
+    [-10, 10].
+
+    | Num   | Observation                                     | Scaling                 |
+    |-------|-------------------------------------------------|-------------------------|
+    | 0     | realised volatility, 1-hour EWMA                | annualised fraction     |
+    | 1     | realised volatility, 1-day EWMA                 | annualised fraction     |
+    | 2     | index return over the last decision             | percent                 |
+    | 3     | book depth relative to normal                   | fraction                |
+    | 4     | oracle vs mark gap                              | percent                 |
+    | 5     | funding rate per 8 h                            | per mille               |
+    | 6     | open interest relative to the episode's start   | ratio                   |
+    | 7     | long/short skew of open interest                | (L - S) / (L + S)       |
+    | 8-10  | leverage p50, p90, p99 of open accounts         | leverage / 50           |
+    | 11-13 | share of open interest within 1%, 2%, 5% of its liquidation price | fraction |
+    | 14    | fund coverage: fund value / open interest       | x 10                    |
+    | 15-18 | fund composition: stable, yield, volatile, hedge | weights                |
+    | 19    | liquidation volume, last decision               | % of initial OI         |
+    | 20    | fund shortfall + uncovered loss, last decision  | per mille of initial OI |
+    | 21-29 | the nine parameters in force                    | action units [-1, 1]    |
+    | 30    | episode progress                                | fraction                |
+
+    ## Rewards
+
+    Per decision, in basis points of the episode's initial open interest (see
+    :mod:`envs.rewards`): revenue (trading fees, the fund's liquidation-fee income, what the
+    fund's buckets earned) minus the fund's cost of capital, minus ``solvency`` x (socialised
+    and unrecovered losses + ``adl_weight`` x deleveraged notional), minus the cost of the
+    margin traders lock, minus the fee revenue lost to demand that high margins and fees drive
+    away, minus a small penalty on parameter moves. ``info["reward_components"]`` holds each
+    term unweighted; ``info["cost"]`` the solvency loss alone (Safety-Gymnasium convention).
+
+    ## Starting State
+
+    A book of ``n_accounts`` slots, 80% holding positions drawn from the trader population
+    (Pareto sizes, lognormal leverage capped at 1 / IMR), opened at the scenario's initial
+    price; the fund holds ``fund_to_oi_frac`` of open interest, all in the stable bucket;
+    parameters start at their ``fixed`` values (defaults: dYdX-like, MMR 3%, IMR 5%, 1.5% fee).
+
+    ## Episode End
+
+    1. Termination: socialised plus unrecovered losses exceed ``insolvency_frac`` of the
+       initial open interest (the exchange is insolvent).
+    2. Truncation: the scenario's horizon (or ``horizon_minutes``) is reached.
+
+    ## Arguments
+
+    ```python
+    >>> import gymnasium as gym, envs
+    >>> env = gym.make("fundgym/InsuranceFund-v0", scenario="oct_10_2025", n_accounts=1024)
+    ```
+
+    | Parameter              | Type        | Default      | Description                          |
+    |------------------------|-------------|--------------|--------------------------------------|
+    | scenario               | str         | "training"   | library name, YAML path or "training" |
+    | n_accounts             | int         | 1024         | account slots                        |
+    | decision_minutes       | float       | 10           | minutes between actions              |
+    | horizon_minutes        | float, None | None         | episode cap                          |
+    | controlled             | tuple[str]  | all nine     | parameters the action sets           |
+    | fixed                  | dict        | {}           | values of the others                 |
+    | max_step               | float       | 0.2          | rate limit, action units per decision |
+    | margin_notice_minutes  | float       | 30           | delay of margin increases            |
+    | fund_to_oi_frac        | float       | 0.02         | initial fund / open interest         |
+    | insolvency_frac        | float       | 0.05         | uncovered loss that ends the episode |
+    | fallback               | str         | "adl"        | "adl" or "socialize"                 |
+    | reward                 | dict        | see rewards  | reward weights                       |
+    | config                 | str         | None         | a YAML file holding the above        |
+
+    ## Vectorized environment
+
+    ``gymnasium.make_vec("fundgym/InsuranceFund-v0", num_envs=16,
+    vectorization_mode="vector_entry_point")`` builds :class:`InsuranceFundVectorEnv`, which
+    steps all exchanges as one array program with same-step autoreset; seeded ``s``, its
+    exchange ``i`` equals this environment seeded ``s + i``, step for step (an episode's end
+    followed by ``reset()`` here is one step there, with the last observation in
+    ``infos["final_obs"]``).
+
+    ## Version History
+
+    * v0: initial version.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012  (Gymnasium declares it so)
+
+    def __init__(self, config: str | None = None, **kwargs: Any) -> None:
+        """See the class docstring for the arguments."""
+        self.config = make_config(config, **kwargs)
+        self.core = FundControlCore(self.config, 1)
+        self.action_space, self.observation_space = _spaces(self.core)
+        self._needs_reset = True
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode; ``seed`` seeds this and every following episode's stream."""
+        super().reset(seed=seed)
+        if seed is not None or self.core.sim is None:
+            self.core.seed([seed])
+        obs = self.core.reset(np.ones(1, dtype=bool))
+        self._needs_reset = False
+        scenario = self.core.sim.scenarios[0] if self.core.sim else None
+        return obs[0].astype(np.float32), {"scenario": scenario.name if scenario else ""}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """One decision: apply the action, run ``decision_minutes`` of market."""
+        if self._needs_reset:
+            raise RuntimeError("call reset() before step(), and after an episode ends")
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != self.action_space.shape:
+            raise ValueError(f"action must have shape {self.action_space.shape}, got {a.shape}")
+        obs, reward, term, trunc, info = self.core.step(a[None, :])
+        self._needs_reset = bool(term[0] or trunc[0])
+        return (
+            obs[0].astype(np.float32),
+            float(reward[0]),
+            bool(term[0]),
+            bool(trunc[0]),
+            _single_info(info, 0),
+        )
+
+
+class InsuranceFundVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
+    """``num_envs`` exchanges of :class:`InsuranceFundEnv` stepped as one array program.
+
+    Autoreset is same-step (``AutoresetMode.SAME_STEP``): an exchange whose episode ends is
+    reset within that step, so the returned observation is its new episode's first and the
+    last one is in ``infos["final_obs"]`` (mask ``infos["_final_obs"]``); the reward and the
+    termination/truncation flags are those of the step that ended it. A batched array program
+    cannot pause one exchange for a step, which next-step autoreset would need; SB3's
+    ``VecEnv`` contract is same-step too. ``infos`` holds one array per key (``params`` and
+    ``reward_components`` as dicts of arrays).
+    """
+
+    metadata: dict[str, Any] = {  # noqa: RUF012  (Gymnasium declares it so)
+        "autoreset_mode": AutoresetMode.SAME_STEP,
+        "render_modes": [],
+    }
+
+    def __init__(self, num_envs: int = 1, config: str | None = None, **kwargs: Any) -> None:
+        """See :class:`InsuranceFundEnv` for the keyword arguments."""
+        self.config = make_config(config, **kwargs)
+        self.num_envs = num_envs
+        self.core = FundControlCore(self.config, num_envs)
+        self.single_action_space, self.single_observation_space = _spaces(self.core)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self.observation_space = gym.vector.utils.batch_space(
+            self.single_observation_space, num_envs
+        )
+        self._started = False
+
+    def reset(
+        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset every exchange; an int ``seed`` gives exchange ``i`` the seed ``seed + i``."""
+        if isinstance(seed, int):
+            self.core.seed([seed + i for i in range(self.num_envs)])
+        elif seed is not None:
+            self.core.seed(list(seed))
+        elif not self._started:
+            self.core.seed([None] * self.num_envs)
+        obs = self.core.reset(np.ones(self.num_envs, dtype=bool))
+        self._started = True
+        return obs.astype(np.float32), {}
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step every exchange; those whose episode ends are reset in the same step."""
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        a = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1)
+        obs, reward, term, trunc, info = self.core.step(a)
+        done = term | trunc
+        if done.any():
+            info["final_obs"] = obs.astype(np.float32)
+            info["_final_obs"] = done
+            fresh = self.core.reset(done)
+            obs = np.where(done[:, None], fresh, obs)
+        return obs.astype(np.float32), reward, term, trunc, info

@@ -1,0 +1,159 @@
+"""The Gymnasium environment: the API contract, determinism, the vector twin, bad input."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs
+from envs.controls import PARAMS
+from envs.exchange_env import OBS_NAMES, InsuranceFundEnv, make_config
+from envs.schema import SchemaError
+
+SMALL = {"scenario": "venue_flash_wick", "n_accounts": 128}  # 180 min: 18 decisions
+
+
+def rollout(env, seed, n, actions):
+    obs, _ = env.reset(seed=seed)
+    out = [obs]
+    for k in range(n):
+        obs, r, term, trunc, info = env.step(actions[k])
+        out.append((obs, r, term, trunc, info["fund_balance_usd"]))
+        if term or trunc:
+            obs, _ = env.reset()
+            out.append(obs)
+    return out
+
+
+def test_registered_and_made_with_keyword_arguments():
+    assert envs.ENV_ID in gym.registry
+    env = gym.make(envs.ENV_ID, **SMALL)
+    assert env.action_space.shape == (len(PARAMS),)
+    assert env.observation_space.shape == (len(OBS_NAMES),)
+
+
+def test_gymnasium_env_checker_passes():
+    check_env(InsuranceFundEnv(**SMALL), skip_render_check=True)
+
+
+def test_same_seed_same_rollout():
+    acts = np.random.default_rng(0).uniform(-1, 1, (25, len(PARAMS))).astype(np.float32)
+    a = rollout(InsuranceFundEnv(**SMALL), 3, 25, acts)
+    b = rollout(InsuranceFundEnv(**SMALL), 3, 25, acts)
+    for x, y in zip(a, b, strict=True):
+        if isinstance(x, tuple):
+            np.testing.assert_array_equal(x[0], y[0])
+            assert x[1:] == y[1:]
+        else:
+            np.testing.assert_array_equal(x, y)
+
+
+def test_vector_env_equals_single_envs_step_for_step_across_autoreset():
+    n, steps, seed = 3, 25, 7  # 18 decisions per episode: the autoreset happens inside
+    vec = gym.make_vec(envs.ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", **SMALL)
+    acts = np.random.default_rng(1).uniform(-1, 1, (steps, n, len(PARAMS))).astype(np.float32)
+    singles = [InsuranceFundEnv(**SMALL) for _ in range(n)]
+    vobs, _ = vec.reset(seed=seed)
+    sobs = [s.reset(seed=seed + i)[0] for i, s in enumerate(singles)]
+    np.testing.assert_array_equal(vobs, np.stack(sobs))
+    ended = 0
+    for k in range(steps):
+        vobs, vrew, vterm, vtrunc, vinfo = vec.step(acts[k])
+        for i, s in enumerate(singles):
+            o, r, te, tr, _ = s.step(acts[k, i])
+            assert vrew[i] == r and vterm[i] == te and vtrunc[i] == tr, f"step {k} env {i}"
+            if te or tr:  # same-step autoreset: final obs in infos, the new episode's first
+                np.testing.assert_array_equal(vinfo["final_obs"][i], o)
+                o, _ = s.reset()
+                ended += 1
+            np.testing.assert_array_equal(vobs[i], o, err_msg=f"step {k} env {i}")
+    assert ended == n  # every exchange crossed an episode boundary
+
+
+def test_nan_action_is_a_clear_error():
+    env = InsuranceFundEnv(**SMALL)
+    env.reset(seed=0)
+    bad = np.zeros(len(PARAMS), dtype=np.float32)
+    bad[2] = np.nan
+    with pytest.raises(ValueError, match="action must be finite, got nan"):
+        env.step(bad)
+    with pytest.raises(ValueError, match="action must have shape"):
+        env.step(np.zeros(3, dtype=np.float32))
+
+
+def test_info_carries_the_documented_keys():
+    env = InsuranceFundEnv(**SMALL)
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(env.action_space.sample())
+    for key in (
+        "fund_balance_usd",
+        "open_interest_usd",
+        "liquidation_volume_usd",
+        "shortfall_usd",
+        "adl_volume_usd",
+        "socialized_loss_usd",
+        "fee_revenue_usd",
+        "params",
+        "reward_components",
+        "cost",
+    ):
+        assert key in info
+    assert set(info["reward_components"]) == {
+        "revenue",
+        "capital_cost",
+        "solvency",
+        "margin_cost",
+        "lost_demand",
+        "change",
+    }
+    assert info["cost"] == info["reward_components"]["solvency"]
+    assert 0.003 <= info["params"]["mmr"] <= 0.10
+    w = [info["params"][f"alloc_{b}"] for b in ("stable", "yield", "volatile", "hedge")]
+    assert sum(w) == pytest.approx(1.0)
+
+
+def test_rate_limit_and_margin_notice():
+    # MMR from its default (3%) toward the top of its range: the position moves at most
+    # max_step = 0.2 per decision, and the increase waits 30 minutes = 3 decisions.
+    env = InsuranceFundEnv(scenario="calm", n_accounts=64, controlled=("mmr",))
+    env.reset(seed=0)
+    start = PARAMS["mmr"].to_position(0.03)
+    seen = []
+    for _ in range(5):
+        _, _, _, _, info = env.step(np.ones(1, dtype=np.float32))
+        seen.append(info["params"]["mmr"])
+    assert seen[0] == pytest.approx(0.03) and seen[2] == pytest.approx(0.03)  # in notice
+    assert seen[3] > 0.03  # the first increase arrives after three decisions
+    assert PARAMS["mmr"].to_position(seen[3]) <= start + 0.2 * 4 + 1e-9
+    # a decrease applies at once
+    _, _, _, _, info = env.step(-np.ones(1, dtype=np.float32))
+    assert info["params"]["mmr"] < seen[-1]
+
+
+def test_insolvency_terminates_the_episode():
+    env = InsuranceFundEnv(
+        scenario="black_thursday_2020",
+        n_accounts=256,
+        fund_to_oi_frac=0.0,
+        insolvency_frac=1e-6,
+        fallback="socialize",
+        controlled=("liquidation_fee_rate",),
+    )
+    env.reset(seed=0)
+    terminated = False
+    for _ in range(300):
+        _, _, terminated, truncated, _ = env.step(-np.ones(1, dtype=np.float32))
+        if terminated or truncated:
+            break
+    assert terminated
+
+
+def test_config_file_and_overrides(tmp_path):
+    cfg = make_config("configs/env/default.yaml", n_accounts=64)
+    assert cfg.scenario == "training" and cfg.n_accounts == 64 and cfg.reward.solvency == 20.0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("env:\n  decision_minutes: -5\n")
+    with pytest.raises(SchemaError, match=r"bad\.yaml: decision_minutes = -5"):
+        make_config(bad)
+    with pytest.raises(SchemaError, match=r"controlled.*unknown parameter 'leverage'"):
+        make_config(controlled=["leverage"])
