@@ -129,6 +129,28 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the figures to FILE (JSON)")
 
 
+def _bench_env(args: argparse.Namespace) -> int:
+    bench = _load_benchmarks("bench_env")
+    machine = _load_benchmarks().machine()
+    print(f"fundgym bench env on {machine}; {args.accounts:,} accounts, training sampler")
+    r = bench.time_env(args.envs, args.accounts, args.steps, args.repeats)
+    print(f"single env            {r['single']['median']:>10.1f} env steps/s")
+    print(f"batched, {args.envs:>2d} exchanges  {r['batched']['median']:>10.1f} env steps/s")
+    print(f"DummyVecEnv, {args.envs:>2d} envs   {r['dummy']['median']:>10.1f} env steps/s")
+    print(f"batched / DummyVecEnv {r['batched_over_dummy']:>10.2f}x", flush=True)
+    payload: dict[str, object] = {"machine": machine, "env": r}
+    if args.ppo_steps > 0:
+        p = bench.time_ppo(args.envs, args.accounts, args.ppo_steps)
+        print(
+            f"PPO {p['total_timesteps']:,} steps on the batched env: {p['wall_s']:.1f} s, "
+            f"{p['env_share']:.0%} of it inside the environment"
+        )
+        payload["ppo"] = p
+    if args.json:
+        _write_json(args.json, payload)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -196,6 +218,28 @@ def build_parser() -> argparse.ArgumentParser:
     p_full.add_argument("--steps", type=int, default=60, help="timed ticks per run (default 60)")
     _add_run_arguments(p_full)
     p_full.set_defaults(func=_bench_full)
+
+    p_env = bench_sub.add_parser(
+        "env",
+        help="env steps per second: single, batched, DummyVecEnv; PPO's time in the env",
+        description=(
+            "Environment steps (decisions) per second of the single env, the batched twin and "
+            "SB3's DummyVecEnv of single envs, and the share of PPO's wall time spent in the "
+            "environment."
+        ),
+    )
+    p_env.add_argument("--envs", type=int, default=16, help="exchanges batched (default 16)")
+    p_env.add_argument("--accounts", type=int, default=1024, help="accounts (default 1024)")
+    p_env.add_argument("--steps", type=int, default=50, help="timed steps per run (default 50)")
+    p_env.add_argument("--repeats", type=int, default=3, help="runs per figure (default 3)")
+    p_env.add_argument(
+        "--ppo-steps",
+        type=int,
+        default=8192,
+        help="PPO timesteps for the env-share measure, 0 to skip (default 8192)",
+    )
+    p_env.add_argument("--json", metavar="FILE", help="also write the figures to FILE (JSON)")
+    p_env.set_defaults(func=_bench_env)
     return parser
 
 

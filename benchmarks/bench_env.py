@@ -1,0 +1,104 @@
+"""Environment throughput: single env, batched twin, DummyVecEnv, and PPO's time in the env.
+
+* ``single``: ``InsuranceFundEnv.step`` with random actions, env steps (decisions) per second.
+* ``batched``: ``InsuranceFundVectorEnv`` with ``n_envs`` exchanges, env steps per second
+  counting every exchange.
+* ``dummy``: ``n_envs`` single envs in stable-baselines3's ``DummyVecEnv``, same count.
+* ``ppo``: PPO (default hyperparameters, ``n_steps`` 256) trained on the SB3 adapter for a fixed
+  number of steps; the share of wall time spent inside the environment's ``step_wait``.
+
+Every env runs 1,024 accounts on the training sampler by default (1-day episodes, decisions
+every 10 minutes, each decision 10 one-minute ticks).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+
+def _rate(fn: Any, steps: int, repeats: int, per_call: int) -> dict[str, float]:
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(steps)
+        rates.append(steps * per_call / (time.perf_counter() - start))
+    return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}
+
+
+def time_env(n_envs: int, n_accounts: int, steps: int, repeats: int) -> dict[str, Any]:
+    """Env steps per second of the single env, the batched twin and DummyVecEnv."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from envs.exchange_env import InsuranceFundEnv, InsuranceFundVectorEnv
+
+    kw = {"n_accounts": n_accounts}
+    single = InsuranceFundEnv(**kw)
+    single.reset(seed=0)
+    rng = np.random.default_rng(0)
+
+    def run_single(n: int) -> None:
+        for _ in range(n):
+            _, _, te, tr, _ = single.step(rng.uniform(-1, 1, single.action_space.shape))
+            if te or tr:
+                single.reset()
+
+    batched = InsuranceFundVectorEnv(num_envs=n_envs, **kw)
+    batched.reset(seed=0)
+
+    def run_batched(n: int) -> None:
+        for _ in range(n):
+            batched.step(rng.uniform(-1, 1, (n_envs, *single.action_space.shape)))
+
+    dummy = DummyVecEnv([lambda: InsuranceFundEnv(**kw) for _ in range(n_envs)])
+    dummy.seed(0)
+    dummy.reset()
+
+    def run_dummy(n: int) -> None:
+        for _ in range(n):
+            dummy.step(rng.uniform(-1, 1, (n_envs, *single.action_space.shape)))
+
+    out = {
+        "n_envs": n_envs,
+        "n_accounts": n_accounts,
+        "single": _rate(run_single, steps, repeats, 1),
+        "batched": _rate(run_batched, steps, repeats, n_envs),
+        "dummy": _rate(run_dummy, steps, repeats, n_envs),
+    }
+    out["batched_over_dummy"] = out["batched"]["median"] / out["dummy"]["median"]
+    return out
+
+
+def time_ppo(n_envs: int, n_accounts: int, total_timesteps: int) -> dict[str, Any]:
+    """Share of PPO's wall time spent stepping the environment."""
+    from stable_baselines3 import PPO
+
+    from agents.sb3_env import FundGymVecEnv
+
+    venv = FundGymVecEnv(n_envs, n_accounts=n_accounts)
+    venv.seed(0)
+    spent = [0.0]
+    inner = venv.step_wait
+
+    def timed() -> Any:
+        start = time.perf_counter()
+        result = inner()
+        spent[0] += time.perf_counter() - start
+        return result
+
+    venv.step_wait = timed  # type: ignore[method-assign]
+    model = PPO("MlpPolicy", venv, n_steps=256, seed=0, device="cpu", verbose=0)
+    start = time.perf_counter()
+    model.learn(total_timesteps=total_timesteps)
+    wall = time.perf_counter() - start
+    return {
+        "n_envs": n_envs,
+        "n_accounts": n_accounts,
+        "total_timesteps": total_timesteps,
+        "wall_s": wall,
+        "env_s": spent[0],
+        "env_share": spent[0] / wall,
+    }
