@@ -94,6 +94,7 @@ class EnvConfig:
     fallback: Literal["adl", "socialize"] = "adl"
     taker_fee_rate: float = spec(0.0005, ge=0.0, le=0.1, doc="trading fee (not controlled)")
     rebalance_threshold: float = spec(0.02, ge=0.0, le=2.0, doc="L1 weight change to rebalance")
+    population_minutes: float = spec(5.0, gt=0.0, le=1440.0, doc="clock of the trader flows")
     reward: RewardWeights = dataclasses.field(default_factory=RewardWeights)
 
     def __post_init__(self) -> None:
@@ -208,6 +209,7 @@ class FundControlCore:
                 fund_to_oi_frac=self.config.fund_to_oi_frac,
                 seed=seeds,
                 allocation=AllocationParams(),
+                population_minutes=self.config.population_minutes,
             )
         else:
             for e, s in zip(envs, seeds, strict=True):
@@ -557,6 +559,7 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     | fund_to_oi_frac        | float       | 0.02         | initial fund / open interest         |
     | insolvency_frac        | float       | 0.05         | uncovered loss that ends the episode |
     | fallback               | str         | "adl"        | "adl" or "socialize"                 |
+    | population_minutes     | float       | 5            | clock of arrivals, exits, volume     |
     | reward                 | dict        | see rewards  | reward weights                       |
     | config                 | str         | None         | a YAML file holding the above        |
 

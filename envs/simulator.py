@@ -114,6 +114,10 @@ class ExchangeSimulator:
             within the 2-6% of Hyperliquid and Binance in the calibration notes).
         allocation: Terms of the fund's buckets (yield, withdrawal limits, option costs); the
             fund starts all in ``stable`` until :meth:`set_allocation` moves it.
+        population_minutes: Clock of the trader population (``None``: every tick). Arrivals,
+            exits, reactions and volume are slow flows; running them every few minutes with
+            their rates scaled to the elapsed time keeps them while the market and the margin
+            engine still move every tick (the environment uses 5 minutes for speed).
         seed: One seed (exchange ``e`` gets ``seed + e``, Gymnasium's convention for vector
             envs), one per exchange, or ``None`` for the first scenario's default seed.
     """
@@ -129,6 +133,7 @@ class ExchangeSimulator:
         fund_to_oi_frac: float = 0.02,
         seed: int | Sequence[int] | None = None,
         allocation: AllocationParams | None = None,
+        population_minutes: float | None = None,
     ) -> None:
         if n_envs < 1 or n_accounts < 1:
             raise ValueError(
@@ -146,6 +151,10 @@ class ExchangeSimulator:
         self.population = TraderPopulation(population or PopulationParams())
         self.fund_to_oi_frac = fund_to_oi_frac
         self.allocation = allocation or AllocationParams()
+        if population_minutes is not None and not population_minutes > 0:
+            raise ValueError(f"population_minutes must be > 0, got {population_minutes!r}")
+        self.population_minutes = population_minutes
+        self._ticks = 0  # ticks stepped by this simulator, across resets (population clock)
         self.reset(seed)
 
     @property
@@ -300,18 +309,24 @@ class ExchangeSimulator:
         lev_build = np.array([sc.precursors.leverage_build for sc in self.scenarios])
         skew = np.array([sc.precursors.long_skew for sc in self.scenarios])
         events = StepEvents.zeros(self.n_envs)
-        pop = self.population.step(
-            self.rng,
-            state,
-            self.risk,
-            prices.mark,
-            self.market.tick_minutes or 1.0,
-            arrival_mult=1.0 + oi_build * pre,
-            leverage_mult=1.0 + lev_build * pre,
-            long_share_shift=skew * pre,
-        )
-        events.trading_fees_usd = pop.trading_fees_usd
-        events.fund_trading_fee_income_usd = pop.fund_trading_fee_income_usd
+        tick_minutes_pop = self.market.tick_minutes or 1.0
+        every = 1
+        if self.population_minutes is not None:
+            every = max(1, round(self.population_minutes / tick_minutes_pop))
+        if self._ticks % every == 0:
+            pop = self.population.step(
+                self.rng,
+                state,
+                self.risk,
+                prices.mark,
+                tick_minutes_pop * every,
+                arrival_mult=1.0 + oi_build * pre,
+                leverage_mult=1.0 + lev_build * pre,
+                long_share_shift=skew * pre,
+            )
+            events.trading_fees_usd = pop.trading_fees_usd
+            events.fund_trading_fee_income_usd = pop.fund_trading_fee_income_usd
+        self._ticks += 1
         interval_minutes = np.array([60.0 * sc.funding.interval_hours for sc in self.scenarios])
         tick_minutes = self.market.tick_minutes or 1.0
         rate_per_tick = prices.funding_rate * tick_minutes / interval_minutes

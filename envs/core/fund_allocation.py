@@ -193,6 +193,10 @@ def black_scholes_put(
 
 # ==== The portfolio ====
 
+# Last put valuation per portfolio object: (input key, value). Keyed by id(); an entry is only
+# returned when every input matches to the bit, so a reused id() can never return stale values.
+_PUT_CACHE: dict[int, tuple[tuple[bytes, bytes, bytes, bytes], FloatArray]] = {}
+
 
 def _vec(x: ArrayLike, n_envs: int, name: str) -> FloatArray:
     arr = np.broadcast_to(np.asarray(x, dtype=np.float64), (n_envs,))
@@ -262,9 +266,17 @@ class FundPortfolio:
         """Black-Scholes value of one put of the current series at ``price``, ``vol_annual``."""
         if not (self.put_minutes_left > 0).any():  # no live series anywhere: intrinsic only
             return np.maximum(self.put_strike - np.asarray(price, dtype=np.float64), 0.0)
-        return black_scholes_put(
-            price, self.put_strike, self.put_minutes_left / MINUTES_PER_YEAR, vol_annual
-        )
+        # The same inputs are priced several times a tick (value, liquid value, payments);
+        # remember the last answer, keyed on the exact inputs.
+        p = np.asarray(price, dtype=np.float64)
+        v = np.asarray(vol_annual, dtype=np.float64)
+        key = (p.tobytes(), v.tobytes(), self.put_strike.tobytes(), self.put_minutes_left.tobytes())
+        cached = _PUT_CACHE.get(id(self))
+        if cached is not None and cached[0] == key:
+            return cached[1].copy()
+        value = black_scholes_put(p, self.put_strike, self.put_minutes_left / MINUTES_PER_YEAR, v)
+        _PUT_CACHE[id(self)] = (key, value.copy())
+        return value
 
     def bucket_values_usd(self, price: ArrayLike, vol_annual: ArrayLike) -> FloatArray:
         """``(n_envs, 4)`` mark-to-market value of each bucket, in :data:`BUCKETS` order."""

@@ -160,6 +160,20 @@ class RiskParams:
         if self.tiers is not None and not isinstance(self.tiers, MarginTiers):
             raise ValueError(f"RiskParams.tiers must be a MarginTiers or None, got {self.tiers!r}")
 
+    def take(self, env: np.ndarray[Any, np.dtype[np.int64]]) -> RiskParams:
+        """Per-exchange arrays indexed by ``env`` (one entry per row), without re-validating.
+
+        Indexing already-validated values cannot make them invalid, and the population packs a
+        subset of accounts this way several times a tick; validation would dominate its cost.
+        """
+        out = object.__new__(RiskParams)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _RANGES and np.ndim(value) == 1:
+                value = np.asarray(value, dtype=np.float64)[env]
+            object.__setattr__(out, f.name, value)
+        return out
+
     def column(self, name: str) -> np.ndarray[Any, np.dtype[np.float64]]:
         """Field ``name`` as an ``(n_envs, 1)`` or ``(1, 1)`` column for account arrays."""
         return self._cached(("column", name), lambda v: v.reshape(-1, 1))

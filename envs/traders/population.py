@@ -36,7 +36,7 @@ The loops this needs run over exchanges, never over accounts.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -251,12 +251,9 @@ _RISK_FIELDS = tuple(f.name for f in fields(RiskParams) if f.name not in ("fallb
 
 def _rows_risk(risk: RiskParams, env: IntArray) -> RiskParams:
     """``risk`` with every per-exchange array indexed by ``env`` (one entry per packed row)."""
-    per_row: dict[str, Any] = {
-        name: np.asarray(value, dtype=np.float64)[env]
-        for name in _RISK_FIELDS
-        if np.ndim(value := getattr(risk, name)) == 1
-    }
-    return replace(risk, **per_row) if per_row else risk
+    if not any(np.ndim(getattr(risk, name)) == 1 for name in _RISK_FIELDS):
+        return risk
+    return risk.take(env)
 
 
 class _Subset:
