@@ -157,3 +157,16 @@ def test_config_file_and_overrides(tmp_path):
         make_config(bad)
     with pytest.raises(SchemaError, match=r"controlled.*unknown parameter 'leverage'"):
         make_config(controlled=["leverage"])
+
+
+def test_row_quantiles_match_numpy_nanquantile():
+    from envs.exchange_env import _row_quantiles
+
+    rng = np.random.default_rng(0)
+    x = rng.lognormal(2.0, 1.0, (5, 40))
+    x[rng.random(x.shape) < 0.3] = np.nan
+    x[4] = np.nan  # an exchange with no open account
+    got = _row_quantiles(x, (0.5, 0.9, 0.99))
+    want = np.nanquantile(x[:4], [0.5, 0.9, 0.99], axis=1).T
+    np.testing.assert_allclose(got[:4], want, rtol=1e-12)
+    np.testing.assert_array_equal(got[4], 0.0)
