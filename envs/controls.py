@@ -157,7 +157,10 @@ class Controls:
             in_force = self.position[name]
             if name in MARGIN_PARAMS and self.notice > 0:
                 pend = self.pending[name]
-                reference = np.where(np.isnan(pend), in_force, pend)
+                # A cut is measured from the level in force (and cancels what is pending); a
+                # raise from the announced level, so raises during a notice add up.
+                down = a[:, j] < in_force
+                reference = np.where(down | np.isnan(pend), in_force, pend)
                 target = reference + np.clip(a[:, j] - reference, -self.max_step, self.max_step)
                 moved += np.abs(target - reference)
                 lower = target <= in_force

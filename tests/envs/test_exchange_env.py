@@ -170,3 +170,19 @@ def test_row_quantiles_match_numpy_nanquantile():
     want = np.nanquantile(x[:4], [0.5, 0.9, 0.99], axis=1).T
     np.testing.assert_allclose(got[:4], want, rtol=1e-12)
     np.testing.assert_array_equal(got[4], 0.0)
+
+
+def test_a_margin_increase_forces_liquidations_when_it_arrives():
+    # Procyclicality: MMR pushed from 3% to the top of its range reaches open positions only
+    # after the 30-minute notice; the decision it arrives, accounts that were safe a moment
+    # ago are liquidated, with no price move needed.
+    env = InsuranceFundEnv(scenario="calm", n_accounts=512, controlled=("mmr",), max_step=2.0)
+    env.reset(seed=0)
+    hold = np.array([PARAMS["mmr"].to_position(0.03)], dtype=np.float32)
+    quiet = [env.step(hold)[4]["liquidation_volume_usd"] for _ in range(3)]
+    volumes = [env.step(np.ones(1, dtype=np.float32))[4] for _ in range(4)]
+    mmr = [info["params"]["mmr"] for info in volumes]
+    liq = [info["liquidation_volume_usd"] for info in volumes]
+    assert mmr[:2] == [pytest.approx(0.03)] * 2 and mmr[3] == pytest.approx(0.10)
+    arrival = next(i for i, m in enumerate(mmr) if m > 0.03)
+    assert liq[arrival] > 10 * (max(quiet) + 1.0)

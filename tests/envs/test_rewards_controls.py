@@ -1,0 +1,95 @@
+"""Hand-worked values for the reward terms and the action mapping."""
+
+import numpy as np
+import pytest
+
+from envs.controls import PARAMS, Controls, allocation_weights
+from envs.rewards import DecisionTotals, RewardWeights, combine, reward_components
+
+
+def totals(**kw):
+    base = dict(
+        trading_fees_usd=np.array([500.0]),
+        fund_liquidation_fees_usd=np.array([300.0]),
+        fund_external_pnl_usd=np.array([200.0]),
+        fund_value_usd=np.array([1_000_000.0]),
+        socialized_loss_usd=np.array([0.0]),
+        unrecovered_usd=np.array([0.0]),
+        adl_volume_usd=np.array([0.0]),
+        margin_locked_usd=np.array([3_000_000.0]),
+        lost_fee_revenue_usd=np.array([50.0]),
+        change=np.array([0.4]),
+        years=10.0 / 525_600.0,
+    )
+    base.update(kw)
+    return DecisionTotals(**base)
+
+
+def test_reward_terms_in_basis_points_of_open_interest():
+    # Open interest $100M: 1 bp = $10,000. Ten minutes = 1.9026e-5 years.
+    oi = np.array([100e6])
+    w = RewardWeights()
+    c = reward_components(totals(), oi, w)
+    assert c["revenue"][0] == pytest.approx((500 + 300 + 200) / 1e4)  # 0.1 bp
+    years = 10.0 / 525_600.0
+    assert c["capital_cost"][0] == pytest.approx(1e6 * 0.10 * years / 1e4)
+    assert c["margin_cost"][0] == pytest.approx(3e6 * 0.10 * years / 1e4)
+    assert c["lost_demand"][0] == pytest.approx(50 / 1e4)
+    assert c["solvency"][0] == 0.0
+    assert c["change"][0] == 0.4
+    r = combine(c, w)[0]
+    expected = 0.1 - c["capital_cost"][0] - c["margin_cost"][0] - 0.005 - 0.05 * 0.4
+    assert r == pytest.approx(expected)
+
+
+def test_solvency_counts_uncovered_losses_and_weighted_adl():
+    # $20k socialised + $5k unrecovered + $1M deleveraged at weight 0.05 = $75k = 7.5 bp.
+    c = reward_components(
+        totals(
+            socialized_loss_usd=np.array([20_000.0]),
+            unrecovered_usd=np.array([5_000.0]),
+            adl_volume_usd=np.array([1_000_000.0]),
+        ),
+        np.array([100e6]),
+        RewardWeights(),
+    )
+    assert c["solvency"][0] == pytest.approx(7.5)
+
+
+@pytest.mark.parametrize(
+    ("name", "position", "value"),
+    [
+        ("liquidation_fee_rate", -1.0, 0.001),
+        ("liquidation_fee_rate", 1.0, 0.03),
+        ("liquidation_fee_rate", 0.0, (0.001 * 0.03) ** 0.5),  # log scale: geometric middle
+        ("mmr", 0.0, (0.003 * 0.10) ** 0.5),
+        ("imr_multiple", 0.0, 2.1),  # linear: (1.2 + 3.0) / 2
+        ("liquidation_fee_fund_share", 0.5, 0.75),
+    ],
+)
+def test_action_mapping_table(name, position, value):
+    spec = PARAMS[name]
+    assert spec.to_value(np.array([position]))[0] == pytest.approx(value)
+    assert spec.to_position(value)[()] == pytest.approx(position)
+
+
+def test_allocation_softmax():
+    # logits (1, -1, -1, -1) x sharpness 3: e^3 / (e^3 + 3 e^-3)
+    w = allocation_weights(np.array([[1.0, -1.0, -1.0, -1.0]]))[0]
+    assert w[0] == pytest.approx(np.exp(3) / (np.exp(3) + 3 * np.exp(-3)))
+    assert w.sum() == pytest.approx(1.0)
+
+
+def test_decreases_apply_at_once_and_raises_join_a_pending_increase():
+    # MMR 0.5% sits at position 2 ln(0.005 / 0.003) / ln(0.1 / 0.003) - 1 = -0.709: room for +1
+    c = Controls(("mmr",), {"mmr": 0.005}, max_step=0.5, margin_notice_decisions=2, n_envs=1)
+    start = c.position["mmr"][0]
+    assert start == pytest.approx(2 * np.log(0.005 / 0.003) / np.log(0.1 / 0.003) - 1)
+    c.apply(np.array([[1.0]]))  # decision 1: announce +0.5, due at decision 3
+    assert c.position["mmr"][0] == start and c.pending["mmr"][0] == pytest.approx(start + 0.5)
+    c.apply(np.array([[1.0]]))  # decision 2: raise joins the pending one, clock unchanged
+    assert c.pending["mmr"][0] == pytest.approx(start + 1.0)
+    c.apply(np.array([[1.0]]))  # decision 3: due: the pending level arrives
+    assert c.position["mmr"][0] == pytest.approx(start + 1.0)
+    c.apply(np.array([[-1.0]]))  # a cut applies at once, up to max_step
+    assert c.position["mmr"][0] == pytest.approx(start + 0.5)
