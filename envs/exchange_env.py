@@ -166,6 +166,10 @@ class FundControlCore:
         self.last_liq_usd = np.zeros(n_envs)
         self.last_shortfall_usd = np.zeros(n_envs)
         self.alloc_target = np.tile([1.0, 0.0, 0.0, 0.0], (n_envs, 1))
+        # The last tick's venue prices, per exchange (reset with each episode).
+        self.last_mark = np.zeros(n_envs)
+        self.last_oracle = np.zeros(n_envs)
+        self.last_funding = np.zeros(n_envs)
 
     @property
     def action_dim(self) -> int:
@@ -235,6 +239,11 @@ class FundControlCore:
         self.last_liq_usd[mask] = 0.0
         self.last_shortfall_usd[mask] = 0.0
         self.alloc_target[mask] = [1.0, 0.0, 0.0, 0.0]
+        self.last_mark[mask] = sim.last_index[mask]
+        self.last_oracle[mask] = sim.last_index[mask]
+        self.last_funding[mask] = [
+            sim.scenarios[e].funding.interest_per_interval for e in np.flatnonzero(mask)
+        ]
         return self.observe()
 
     def _risk(self) -> RiskParams:
@@ -298,7 +307,9 @@ class FundControlCore:
             self.var_long += a_long * (r2 - self.var_long)
             for k in sums:
                 sums[k] += getattr(tick.events, k)
-        self.last_prices = tick.prices
+        self.last_mark = tick.prices.mark
+        self.last_oracle = tick.prices.oracle
+        self.last_funding = tick.prices.funding_rate
         self.last_return = np.log(sim.last_index / start_index)
         self.last_liq_usd = sums["liquidation_volume_usd"]
         self.last_shortfall_usd = (
@@ -375,11 +386,8 @@ class FundControlCore:
         sim = self.sim
         assert sim is not None
         state = sim.state_
-        prices = getattr(self, "last_prices", None)
         index = sim.last_index
-        mark = prices.mark if prices is not None else index
-        oracle = prices.oracle if prices is not None else index
-        funding = prices.funding_rate if prices is not None else np.zeros(self.n_envs)
+        mark, oracle, funding = self.last_mark, self.last_oracle, self.last_funding
         per_year = MINUTES_PER_YEAR / self.tick_minutes
         q = state.size
         m = mark[:, None]

@@ -186,3 +186,16 @@ def test_a_margin_increase_forces_liquidations_when_it_arrives():
     assert mmr[:2] == [pytest.approx(0.03)] * 2 and mmr[3] == pytest.approx(0.10)
     arrival = next(i for i, m in enumerate(mmr) if m > 0.03)
     assert liq[arrival] > 10 * (max(quiet) + 1.0)
+
+
+def test_first_observation_of_an_episode_does_not_leak_the_last_one():
+    env = InsuranceFundEnv(scenario="oracle_manipulation", n_accounts=64)
+    first, _ = env.reset(seed=2)
+    done = False
+    while not done:
+        _, _, te, tr, _ = env.step(env.action_space.sample())
+        done = te or tr
+    again, _ = env.reset(seed=2)
+    np.testing.assert_array_equal(first, again)
+    gap = OBS_NAMES.index("oracle_gap_pct")
+    assert again[gap] == 0.0
