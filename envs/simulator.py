@@ -346,7 +346,8 @@ class ExchangeSimulator:
         pf = self.portfolio
         ext_before = pf.external_pnl_usd.copy()
         inflow = state.fund_usd - pf.value_usd(pf.mark_price, pf.mark_vol_annual)
-        receive(pf, np.maximum(inflow, 0.0))  # trading fees the population just paid in
+        if (inflow > 0.0).any():  # trading fees the population just paid in
+            receive(pf, np.maximum(inflow, 0.0))
         accrue(pf, prices.index, self.vol_annual, tick_minutes, self.allocation)
         liquid = pf.liquid_usd(prices.index, self.vol_annual, self.stressed, self.allocation)
         state.fund_usd = liquid.copy()
@@ -360,16 +361,20 @@ class ExchangeSimulator:
         for name in StepEvents.__dataclass_fields__:
             if name not in ("trading_fees_usd", "fund_trading_fee_income_usd"):
                 setattr(events, name, getattr(liq, name))
+        # What the core paid or received goes back into the buckets; a tick with no flow (most
+        # ticks) skips both calls, which would be exact no-ops (accrue just marked the fund).
         change = state.fund_usd - liquid
-        receive(pf, np.maximum(change, 0.0))
-        pay(
-            pf,
-            np.maximum(-change, 0.0),
-            prices.index,
-            self.vol_annual,
-            self.stressed,
-            self.allocation,
-        )
+        if (change > 0.0).any():
+            receive(pf, np.maximum(change, 0.0))
+        if (change < 0.0).any():
+            pay(
+                pf,
+                np.maximum(-change, 0.0),
+                prices.index,
+                self.vol_annual,
+                self.stressed,
+                self.allocation,
+            )
         state.net_deposits_usd += pf.external_pnl_usd - ext_before
         state.fund_usd = pf.value_usd(prices.index, self.vol_annual)
         self.market.advance(
