@@ -247,7 +247,7 @@ class ExchangeSimulator:
         state = self.state_
         pf = self.portfolio
         keep = np.zeros(self.n_envs, dtype=bool) if mask is None else ~np.asarray(mask)
-        saved = {name: value.copy() for name, value in vars(pf).items()}
+        saved = {f.name: getattr(pf, f.name).copy() for f in dataclasses.fields(pf)}
         ext_before = pf.external_pnl_usd.copy()
         cost = rebalance(
             pf, weights, self.last_index, self.vol_annual, self.stressed, self.allocation
