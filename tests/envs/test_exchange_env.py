@@ -199,3 +199,14 @@ def test_first_observation_of_an_episode_does_not_leak_the_last_one():
     np.testing.assert_array_equal(first, again)
     gap = OBS_NAMES.index("oracle_gap_pct")
     assert again[gap] == 0.0
+
+
+def test_gym_make_from_a_config_file_with_overrides():
+    env = gym.make(
+        envs.ENV_ID, config="configs/env/default.yaml", n_accounts=64, scenario="venue_flash_wick"
+    )
+    cfg = env.unwrapped.config
+    assert cfg.n_accounts == 64 and cfg.scenario == "venue_flash_wick"
+    assert cfg.reward.solvency == 20.0 and cfg.margin_notice_minutes == 30.0
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
