@@ -98,10 +98,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _run(sim: ExchangeSimulator) -> SimulationResult:
-    return sim.run()
-
-
 def main(args: argparse.Namespace) -> int:
     """Run the crash under both fallbacks, print the summary, write plot and config."""
     if args.accounts < 1:
@@ -123,7 +119,7 @@ def main(args: argparse.Namespace) -> int:
         sim = ExchangeSimulator(
             scenario, params, n_accounts=args.accounts, fund_to_oi_frac=args.fund_frac, seed=seed
         )
-        res = _run(sim)
+        res = sim.run()
         first = first or res
         results[name] = res.totals()
         arrays = res.record.arrays()

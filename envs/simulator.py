@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -88,7 +88,6 @@ class SimulationResult:
     record: FundRecord
     max_ledger_error_usd: float
     initial_open_interest_usd: FloatArray
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def totals(self) -> dict[str, FloatArray]:
         """Per-exchange totals of every fund flow plus the fund's start, minimum and end."""
@@ -185,6 +184,11 @@ class ExchangeSimulator:
         self.vol_annual = np.zeros(self.n_envs)
         self.last_index = np.zeros(self.n_envs)
         self.last_depth_mult = np.ones(self.n_envs)
+        # Per-exchange scenario constants the tick reads, set when an exchange is installed.
+        self._oi_build = np.zeros(self.n_envs)
+        self._leverage_build = np.zeros(self.n_envs)
+        self._long_skew = np.zeros(self.n_envs)
+        self._funding_interval_min = np.ones(self.n_envs)
         for e in range(self.n_envs):
             self._install(e, self.scenarios[e])
         self.record = FundRecord(self.state_.fund_usd)
@@ -227,6 +231,10 @@ class ExchangeSimulator:
         for name, value in vars(fresh).items():
             getattr(self.portfolio, name)[env] = value[0]
         self.vol_annual[env] = scenario.price.vol_annual
+        self._oi_build[env] = scenario.precursors.oi_build
+        self._leverage_build[env] = scenario.precursors.leverage_build
+        self._long_skew[env] = scenario.precursors.long_skew
+        self._funding_interval_min[env] = 60.0 * scenario.funding.interval_hours
         self.last_index[env] = price
         self.last_depth_mult[env] = 1.0
 
@@ -305,31 +313,26 @@ class ExchangeSimulator:
         state = self.state_
         prices = self.market.prices()
         pre = self.market.column("precursor")
-        oi_build = np.array([sc.precursors.oi_build for sc in self.scenarios])
-        lev_build = np.array([sc.precursors.leverage_build for sc in self.scenarios])
-        skew = np.array([sc.precursors.long_skew for sc in self.scenarios])
         events = StepEvents.zeros(self.n_envs)
-        tick_minutes_pop = self.market.tick_minutes or 1.0
+        tick_minutes = self.market.tick_minutes or 1.0
         every = 1
         if self.population_minutes is not None:
-            every = max(1, round(self.population_minutes / tick_minutes_pop))
+            every = max(1, round(self.population_minutes / tick_minutes))
         if self._ticks % every == 0:
             pop = self.population.step(
                 self.rng,
                 state,
                 self.risk,
                 prices.mark,
-                tick_minutes_pop * every,
-                arrival_mult=1.0 + oi_build * pre,
-                leverage_mult=1.0 + lev_build * pre,
-                long_share_shift=skew * pre,
+                tick_minutes * every,
+                arrival_mult=1.0 + self._oi_build * pre,
+                leverage_mult=1.0 + self._leverage_build * pre,
+                long_share_shift=self._long_skew * pre,
             )
             events.trading_fees_usd = pop.trading_fees_usd
             events.fund_trading_fee_income_usd = pop.fund_trading_fee_income_usd
         self._ticks += 1
-        interval_minutes = np.array([60.0 * sc.funding.interval_hours for sc in self.scenarios])
-        tick_minutes = self.market.tick_minutes or 1.0
-        rate_per_tick = prices.funding_rate * tick_minutes / interval_minutes
+        rate_per_tick = prices.funding_rate * tick_minutes / self._funding_interval_min
         funding_paid = apply_funding(state, rate_per_tick, prices.mark)
 
         # The fund's buckets: accrue and mark, then lend the core their liquid value.

@@ -40,21 +40,6 @@ def maintenance_requirement(
     return np.asarray((notional_usd * rates - cum) * scale, dtype=np.float64)
 
 
-def maintenance_ratio_offset(
-    notional_usd: FloatArray, mmr: FloatArray | float, tiers: MarginTiers | None
-) -> tuple[FloatArray, FloatArray]:
-    """The effective ``(mmr, cum)`` pair in force at ``notional_usd``, for liquidation prices.
-
-    The requirement is ``notional * mmr_eff - cum_eff``; without tiers ``cum_eff`` is 0.
-    """
-    mmr_arr = np.broadcast_to(np.asarray(mmr, dtype=np.float64), np.shape(notional_usd))
-    if tiers is None:
-        return mmr_arr, np.zeros(np.shape(notional_usd))
-    k = np.searchsorted(np.asarray(tiers.floor_usd), notional_usd, side="right") - 1
-    scale = mmr_arr / tiers.base_mmr
-    return np.asarray(tiers.mmr)[k] * scale, np.asarray(tiers.cum_usd)[k] * scale
-
-
 def liquidatable(equity_usd: FloatArray, requirement_usd: FloatArray) -> BoolArray:
     """dYdX ``IsLiquidatable``: requirement > 0 and equity < requirement."""
     return (requirement_usd > 0.0) & (equity_usd < requirement_usd)

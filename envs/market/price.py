@@ -30,20 +30,6 @@ def student_t_unit(rng: np.random.Generator, nu: float, shape: tuple[int, ...]) 
     return np.asarray(rng.standard_t(nu, shape) * np.sqrt((nu - 2.0) / nu), dtype=np.float64)
 
 
-def gbm_log_returns(
-    rng: np.random.Generator,
-    n_ticks: int,
-    n_paths: int,
-    vol_annual: float,
-    tick_minutes: float,
-    drift_annual: float = 0.0,
-) -> FloatArray:
-    """Geometric Brownian motion: Gaussian log returns with the Ito correction."""
-    dt = tick_minutes / MINUTES_PER_YEAR
-    z = rng.standard_normal((n_ticks, n_paths))
-    return np.asarray((drift_annual - 0.5 * vol_annual**2) * dt + vol_annual * np.sqrt(dt) * z)
-
-
 def garch_t_log_returns(
     rng: np.random.Generator,
     n_ticks: int,
