@@ -275,37 +275,43 @@ def _deleverage(
             continue
         need_env = np.bincount(env[mine], weights=need[mine], minlength=n_envs)
         value_env = np.bincount(env[mine], weights=need_quote[mine], minlength=n_envs)
+        # Only the exchanges with something to deleverage on this side do the (n_accounts-wide)
+        # work: row by row the arithmetic is the same, so results are bit-identical, but a big
+        # batch no longer pays for every exchange whenever one of them deleverages.
+        rows = np.flatnonzero(need_env > 0.0)
+        coll = state.collateral_usd[rows]
+        size = state.size[rows]
+        entry = state.entry_price[rows]
+        m_r = m[rows]
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            batch_price = value_env / need_env
+            batch_price = value_env[rows] / need_env[rows]
         # dYdX's collateral check: a counterparty is skipped if the deleveraging would leave it
         # under-collateralised; here, if closing its whole position at the batch price would
         # take its equity below zero (what it cannot bear goes on to socialisation).
-        equity_now = formulas.equity(state.collateral_usd, state.size, state.entry_price, m)
+        equity_now = formulas.equity(coll, size, entry, m_r)
         with np.errstate(invalid="ignore", over="ignore"):  # inf price x 0 size: not eligible
-            haircut = np.abs(state.size) * (batch_price[:, None] - m) * bankrupt_side
+            haircut = np.abs(size) * (batch_price[:, None] - m_r) * bankrupt_side
             solvent_after = equity_now - np.maximum(haircut, 0.0) >= 0.0
-        eligible = ~liq & (state.size * bankrupt_side < 0.0) & solvent_after
-        capacity = np.where(eligible, np.abs(state.size), 0.0)
-        cap_env = capacity.sum(axis=1)
+        eligible = ~liq[rows] & (size * bankrupt_side < 0.0) & solvent_after
+        capacity = np.where(eligible, np.abs(size), 0.0)
+        cap_env = np.zeros(n_envs)
+        cap_env[rows] = capacity.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             ratio = np.where(need_env > 0.0, np.minimum(1.0, cap_env / need_env), 0.0)
         adl_close[mine] = need[mine] * ratio[env[mine]]
         amount = need_env * ratio
         quote = value_env * ratio  # USD that changes hands at the bankruptcy prices
-        scores = np.where(
-            eligible,
-            formulas.adl_score(state.collateral_usd, state.size, state.entry_price, m),
-            -np.inf,
-        )
-        closed = formulas.auto_deleverage(amount, capacity, scores)
+        scores = np.where(eligible, formulas.adl_score(coll, size, entry, m_r), -np.inf)
+        closed = formulas.auto_deleverage(amount[rows], capacity, scores)
         # Each counterparty trades its share of the batch at the batch's bankruptcy price
         # (quote / amount), written as share x quote so that no price is formed from a dust
         # size. Shorts buy back (+), longs sell (-); both move toward zero.
+        amount_r = amount[rows, None]
         with np.errstate(invalid="ignore", divide="ignore"):
-            share = np.where(amount[:, None] > 0.0, closed / amount[:, None], 0.0)
-        cash = share * quote[:, None]
-        state.collateral_usd -= bankrupt_side * (cash - closed * state.entry_price)
-        state.size += closed * bankrupt_side
+            share = np.where(amount_r > 0.0, closed / amount_r, 0.0)
+        cash = share * quote[rows, None]
+        state.collateral_usd[rows] = coll - bankrupt_side * (cash - closed * entry)
+        state.size[rows] = size + closed * bankrupt_side
         ev.adl_volume_usd += quote
         ev.adl_haircut_usd += bankrupt_side * (quote - amount * mark)
     return adl_close
@@ -318,10 +324,12 @@ def _socialize(
     ev: StepEvents,
 ) -> None:
     """Share ``loss`` (``(n_envs,)``) pro rata by |size| over accounts not being liquidated."""
-    bearers = np.where(liq, 0.0, state.size)
-    shares = formulas.socialized_loss_shares(loss, bearers)
-    state.collateral_usd -= shares
-    nobody = np.abs(bearers).sum(axis=1) == 0.0
+    rows = np.flatnonzero(loss > 0.0)  # only exchanges with a loss to share do the work
+    bearers = np.where(liq[rows], 0.0, state.size[rows])
+    shares = formulas.socialized_loss_shares(loss[rows], bearers)
+    state.collateral_usd[rows] -= shares
+    nobody = np.zeros(state.n_envs, dtype=bool)
+    nobody[rows] = np.abs(bearers).sum(axis=1) == 0.0
     ev.socialized_loss_usd = np.where(nobody, 0.0, loss)
     ev.unrecovered_usd = np.where(nobody, loss, 0.0)
     state.unrecovered_usd += ev.unrecovered_usd
