@@ -101,6 +101,11 @@ def sample_training_scenario(
         else:
             legs = [_leg("wick", 2, -min(0.9, severity * 2))]
         total = sum(leg["minutes"] for leg in legs)
+        room = 0.8 * horizon_minutes  # short episodes get a faster crash, not an invalid one
+        if total > room:
+            for leg in legs:
+                leg["minutes"] *= room / total
+            total = sum(leg["minutes"] for leg in legs)
         latest = max(0.0, horizon_minutes - total - 1.0)
         start = float(rng.uniform(min(latest, horizon_minutes * 0.25), latest))
         data["crash"] = {

@@ -15,6 +15,7 @@ from envs.core.fund_allocation import (
     accrue,
     black_scholes_put,
     pay,
+    put_price,
     rebalance,
     receive,
 )
@@ -35,6 +36,42 @@ def bs_put_ref(s, k, t, vol):
         return 0.5 * math.erfc(-x / math.sqrt(2))
 
     return k * n(-d2) - s * n(-d1)
+
+
+def put_price_ref(s, k, t, vol):
+    """The option market's quote from its definition: Black-Scholes at the implied-vol floor
+    (40%) or above, plus P(at least one crash at 0.7/day before expiry) x the put's payoff
+    after a 27.5% crash."""
+    if t <= 0:
+        return max(k - s, 0.0)
+    p_crash = 1.0 - math.exp(-0.7 * 365.0 * t)
+    return bs_put_ref(s, k, t, max(vol, 0.4)) + p_crash * max(k - s * (1 - 0.275), 0.0)
+
+
+# fmt: off
+PUT_PRICE_TABLE = [
+    # spot, strike, tenor_y,    vol, value (by hand: BS term + crash term)
+    (100.0, 85.0,  WEEK_YEARS, 0.8, 0.3222841 + (1 - math.exp(-4.9)) * 12.5),   # 12.7291
+    (100.0, 85.0,  WEEK_YEARS, 0.2, None),        # realised 20% quoted at the 40% floor
+    (100.0, 60.0,  WEEK_YEARS, 0.8, None),        # strike below the crash level: no premium
+    (70.0,  85.0,  1 / 365,    0.8, None),        # after a crash, one day left
+    (70.0,  85.0,  0.0,        0.8, 15.0),        # expired: intrinsic
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("s", "k", "t", "vol", "value"), PUT_PRICE_TABLE)
+def test_put_price_table(s, k, t, vol, value):
+    expected = put_price_ref(s, k, t, vol) if value is None else value
+    assert put_price(s, k, t, vol) == pytest.approx(expected, rel=1e-6 if value else 1e-12)
+
+
+def test_put_price_crash_premium_makes_the_weekly_hedge_cost_what_a_crash_pays():
+    # At the sampler's crash rate a 15%-OTM weekly put costs ~12.7% of spot, while a 30% crash
+    # pays 15%: a hedge no longer returns hundreds of times its premium.
+    quote = float(put_price(100.0, 85.0, WEEK_YEARS, 0.5))
+    assert 12.0 < quote < 13.5
+    assert float(black_scholes_put(100.0, 85.0, WEEK_YEARS, 0.5)) < 0.7
 
 
 def portfolio(stable=0.0, yield_=0.0, volatile_units=0.0, price=100.0, vol=0.8):
@@ -158,24 +195,35 @@ def bought():
     return pf, cost
 
 
+# The default hedge, bought at 100 with 80% vol: quoted 12.7291 (Black-Scholes 0.32228 + the
+# crash premium 12.4069), marked at 0.32228; the difference is expensed on purchase.
+QUOTE = put_price_ref(100.0, 85.0, WEEK_YEARS, 0.8)
+MARK = bs_put_ref(100.0, 85.0, WEEK_YEARS, 0.8)
+
+
 def test_rebalance_from_stable_hand_computed():
     pf, cost = bought()
     # Moved into yield 200k, volatile 200k, hedge 100k: 500k x 10 bps = 500 fee.
-    # Puts: 100k of BS value at 5% spread = 5,000. Total cost 5,500, all out of stable.
-    assert cost[0] == pytest.approx(5_500.0, rel=1e-12)
-    assert pf.fees_paid_usd[0] == pytest.approx(5_500.0, rel=1e-12)
-    assert pf.external_pnl_usd[0] == pytest.approx(-5_500.0, rel=1e-12)
+    # Puts: 100k at the quote, 5% spread = 5,000; the crash premium expensed is
+    # 100k x (1 - 0.32228 / 12.7291) = 97,468.1. Total cost 102,968.1, all out of stable.
+    premium = 100_000.0 * (1.0 - MARK / QUOTE)
+    assert premium == pytest.approx(97_468.1, abs=0.1)
+    assert cost[0] == pytest.approx(5_500.0 + premium, rel=1e-12)
+    assert pf.fees_paid_usd[0] == pytest.approx(5_500.0 + premium, rel=1e-12)
+    assert pf.external_pnl_usd[0] == pytest.approx(-5_500.0 - premium, rel=1e-12)
     assert pf.stable_usd[0] == pytest.approx(1e6 - 200_000 - 200_000 - 105_000 - 500, rel=1e-12)
     assert pf.yield_usd[0] == 200_000.0
     assert pf.volatile_units[0] == pytest.approx(2_000.0, rel=1e-12)
-    unit = bs_put_ref(100.0, 85.0, WEEK_YEARS, 0.8)  # 0.32228... per put
-    assert pf.put_units[0] == pytest.approx(100_000.0 / unit, rel=1e-11)
+    assert pf.put_units[0] == pytest.approx(100_000.0 / QUOTE, rel=1e-11)  # 7,856 puts
     assert pf.put_strike[0] == 85.0
     assert pf.put_minutes_left[0] == 7 * 1440
-    assert pf.value_usd(100.0, 0.8)[0] == pytest.approx(994_500.0, rel=1e-12)
+    hedge_mark = 100_000.0 * MARK / QUOTE  # 2,531.9
+    value = 494_500.0 + 400_000.0 + hedge_mark
+    assert pf.value_usd(100.0, 0.8)[0] == pytest.approx(value, rel=1e-12)
     np.testing.assert_allclose(
-        pf.weights(100.0, 0.8)[0], [494_500 / 994_500, 200 / 994.5, 200 / 994.5, 100 / 994.5]
+        pf.weights(100.0, 0.8)[0], np.array([494_500, 200_000, 200_000, hedge_mark]) / value
     )
+    assert pf.ledger_gap_usd()[0] == pytest.approx(0.0, abs=1e-6)
     assert BUCKETS[3] == "hedge"
 
 
@@ -185,20 +233,18 @@ def test_crash_raises_hedge_and_lowers_volatile():
     pnl_before = pf.external_pnl_usd[0]
     accrue(pf, 70.0, 0.8, 0.0, P)  # a -30% gap, same vol, no time passes
     after = pf.bucket_values_usd(70.0, 0.8)[0]
-    units = 100_000.0 / bs_put_ref(100.0, 85.0, WEEK_YEARS, 0.8)
-    hedge_gain = units * (
-        bs_put_ref(70.0, 85.0, WEEK_YEARS, 0.8) - bs_put_ref(100, 85, WEEK_YEARS, 0.8)
-    )
+    units = 100_000.0 / QUOTE
+    hedge_gain = units * (bs_put_ref(70.0, 85.0, WEEK_YEARS, 0.8) - MARK)
     assert after[2] - before[2] == pytest.approx(2_000 * (70.0 - 100.0), rel=1e-12)  # -60,000
     assert after[3] - before[3] == pytest.approx(hedge_gain, rel=1e-10)
-    # Each put went from 0.3223 to 15.137 (worth more than its 15 of intrinsic).
-    assert after[3] == pytest.approx(4_696_832.55, rel=1e-8)
+    # Each put went from 0.3223 to 15.137 (worth more than its 15 of intrinsic): the crash pays
+    # 1.19x the 100k spent on the hedge.
+    assert after[3] == pytest.approx(units * 15.137, rel=1e-4)
     assert after[0] == before[0]
     assert after[1] == before[1]
     assert pf.external_pnl_usd[0] - pnl_before == pytest.approx(
-        pf.value_usd(70.0, 0.8)[0] - 994_500.0, rel=1e-12
+        after.sum() - before.sum(), rel=1e-12
     )
-    assert pf.ledger_gap_usd()[0] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_puts_expire_into_stable():
@@ -236,10 +282,11 @@ def test_rebalance_scales_purchases_when_cash_short():
     pf = portfolio(yield_=1000.0)
     rebalance(pf, [0.0, 0.0, 0.0, 1.0], 100.0, 0.8, np.array([True]), P)
     assert pf.stable_usd[0] == pytest.approx(0.0, abs=1e-12)
-    # 20 withdrawn (fee 0.02), the rest buys puts at 1 + 5% spread + 10 bps fee.
+    # 20 withdrawn (fee 0.02), the rest buys puts at 1 + 5% spread + 10 bps fee; they are
+    # marked at Black-Scholes, MARK / QUOTE of what they cost.
     spent = 20.0 - 0.02
     hedge = pf.bucket_values_usd(100.0, 0.8)[0, 3]
-    assert hedge == pytest.approx(spent / 1.051, rel=1e-12)
+    assert hedge == pytest.approx(spent / 1.051 * MARK / QUOTE, rel=1e-12)
     assert pf.ledger_gap_usd()[0] == pytest.approx(0.0, abs=1e-9)
 
 
@@ -353,8 +400,9 @@ def test_params_accept_boundaries():
 
 
 def test_puts_with_negligible_premium_are_not_bought():
-    # A 15%-OTM 7-day put at 12.5% vol is worth ~5e-24 of spot: a 25% hedge target must not
-    # turn into 1e22 contracts (which a later volatility jump would revalue into nonsense).
+    # A 70%-OTM 7-day put (below the priced crash level, at the 40% vol floor) is worth ~1e-60
+    # of spot: a 25% hedge target must not turn into 1e59 contracts (which a later volatility
+    # jump would revalue into nonsense).
     pf = FundPortfolio.from_stable([1.0])
     rebalance(
         pf,
@@ -362,7 +410,7 @@ def test_puts_with_negligible_premium_are_not_bought():
         np.ones(1),
         np.full(1, 0.125),
         np.zeros(1, bool),
-        AllocationParams(),
+        AllocationParams(put_moneyness=0.3),
     )
     assert pf.put_units[0] == 0.0
     assert pf.stable_usd[0] > 0.25  # the hedge share stayed in cash

@@ -154,6 +154,19 @@ def test_training_sampler_draws_valid_varied_scenarios():
         assert np.isfinite(p.index).all() and (p.index > 0).all()
 
 
+@pytest.mark.parametrize("horizon", [30.0, 60.0, 180.0])
+def test_training_sampler_fits_crashes_into_short_episodes(horizon):
+    # A crash drawn for a day (up to 12 hours of legs) is compressed into a short episode
+    # rather than failing validation; before the fix a 60-minute horizon raised SchemaError.
+    rng = np.random.default_rng(3)
+    draws = [sample_training_scenario(rng, horizon_minutes=horizon) for _ in range(60)]
+    crashes = [d for d in draws if d.crash is not None]
+    assert len(crashes) > 20
+    for d in crashes:
+        legs = sum(leg.minutes for leg in d.crash.legs)
+        assert d.crash.start_minute + legs <= horizon
+
+
 def test_week_long_path_is_fast_enough_to_sample():
     # Not a timing assertion (see docs/benchmarks.md): checks the shape of a one-week path.
     sc = dataclasses.replace(load_scenario("calm"), horizon_minutes=7 * 1440.0)
