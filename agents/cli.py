@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from agents import demo, scenarios_cli
+from agents import demo, scenarios_cli, train_cli
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.set_defaults(func=demo.main)
 
     scenarios_cli.add_parser(sub)
+    train_cli.add_parser(sub)
 
     p_bench = sub.add_parser(
         "bench",

@@ -1,0 +1,553 @@
+"""Train an agent from a config file: the run directory says exactly how its model was made.
+
+:func:`train` builds the batched environment through the SB3 adapter (one ``(n_envs,
+n_accounts)`` array program behind a ``VecMonitor`` and a ``VecNormalize``), trains PPO, SAC,
+TD3 or A2C with the config's hyperparameters, and writes into the run directory:
+
+* ``config.yaml``: the resolved config (every default written out) and ``command.txt``;
+* ``model.zip`` and ``vecnormalize.pkl`` (when normalising), written atomically at the end;
+* ``best_model.zip`` / ``best_vecnormalize.pkl``: the best model by mean episode reward on the
+  held-out evaluation scenarios (evaluation statistics frozen, same seeds at every evaluation),
+  and ``evaluations.csv`` with every evaluation;
+* ``checkpoints/step_<N>/``: what ``--resume`` continues from (model, normalisation, replay
+  buffer for off-policy algorithms), each written to a temporary directory and renamed, so a
+  killed process never leaves a half-written checkpoint and loses at most one interval;
+* ``tensorboard/``: SB3's logs plus ``rollout/ep_cost_mean`` and ``eval/*``;
+* ``train_summary.json``: timesteps, wall time, the best evaluation.
+
+Reproducibility: the model's seed seeds python, numpy and torch; the training exchanges get
+seeds derived from it (exchange ``i``: ``base + i``, ``base`` drawn from a ``SeedSequence``
+of the seed, so runs with seeds 0, 1, 2 do not share episode streams), and evaluation
+exchanges get ``eval.seed + i``, streams no training episode uses. The same config and seed
+give the same model (on the same machine and thread count).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.train_config import TrainConfig, dump_config
+
+ALGO_CLASSES = ("PPO", "SAC", "TD3", "A2C")
+CHECKPOINT_DIR = "checkpoints"
+
+
+class RunDirError(ValueError):
+    """The output directory cannot be used as asked (exists, or nothing to resume)."""
+
+
+# ---------------------------------------------------------------- environments ----
+
+
+def derived_seed(seed: int, stream: int) -> int:
+    """A well-mixed base seed for stream ``stream`` of run seed ``seed`` (fits in 31 bits)."""
+    state = np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint32)
+    return int(state[0] >> 1)
+
+
+def env_kwargs(cfg: TrainConfig, scenario: str | None = None) -> dict[str, Any]:
+    """Keyword arguments for the environment from the config's ``env`` section."""
+    kw = asdict(cfg.env)
+    kw["controlled"] = tuple(kw["controlled"])
+    if scenario is not None:
+        kw["scenario"] = scenario
+        if scenario != "training" and cfg.env.scenario == "training":
+            kw["horizon_minutes"] = None  # a library scenario runs its own horizon
+    return kw
+
+
+def make_vec_env(cfg: TrainConfig, n_envs: int, scenario: str | None = None) -> Any:
+    """The batched env as an SB3 ``VecEnv`` behind ``VecMonitor`` (raw episode returns)."""
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from agents.sb3_env import FundGymVecEnv
+
+    return VecMonitor(FundGymVecEnv(n_envs, **env_kwargs(cfg, scenario)))
+
+
+def wrap_normalize(cfg: TrainConfig, venv: Any, training: bool) -> Any:
+    """``VecNormalize`` as the config asks (``training=False``: statistics frozen)."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    n = cfg.normalize
+    if not (n.observation or n.reward):
+        return venv
+    return VecNormalize(
+        venv,
+        training=training,
+        norm_obs=n.observation,
+        norm_reward=n.reward and training,
+        clip_obs=n.clip_obs,
+        clip_reward=n.clip_reward,
+        gamma=cfg.hyperparameters.gamma,
+    )
+
+
+# ---------------------------------------------------------------- the model ----
+
+
+def _policy_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    import torch
+
+    pk = cfg.hyperparameters.policy_kwargs
+    act = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU}[pk.activation_fn]
+    out: dict[str, Any] = {"net_arch": list(pk.net_arch), "activation_fn": act}
+    if pk.log_std_init is not None:
+        out["log_std_init"] = pk.log_std_init
+    if pk.ortho_init is not None:
+        out["ortho_init"] = pk.ortho_init
+    return out
+
+
+def build_model(cfg: TrainConfig, venv: Any, tensorboard_dir: str | None) -> Any:
+    """The SB3 algorithm for ``cfg`` on ``venv`` (seeded by the caller)."""
+    import stable_baselines3 as sb3
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    hp = cfg.hyperparameters.model_dump(exclude={"policy_kwargs"})
+    kwargs: dict[str, Any] = {
+        **hp,
+        "policy_kwargs": _policy_kwargs(cfg),
+        "tensorboard_log": tensorboard_dir,
+        "device": cfg.device,
+        "verbose": 0,
+    }
+    if cfg.algo == "td3":
+        std = kwargs.pop("action_noise_std")
+        dim = venv.action_space.shape[0]
+        kwargs["action_noise"] = NormalActionNoise(np.zeros(dim), np.full(dim, std))
+    cls = getattr(sb3, cfg.algo.upper())
+    return cls(cfg.policy, venv, **kwargs)
+
+
+def _seed_everything(model: Any, venv: Any, seed: int, stream: int) -> None:
+    """Seed python/numpy/torch and the action space with ``seed``; the exchanges derived."""
+    from stable_baselines3.common.utils import set_random_seed
+
+    set_random_seed(seed)
+    model.action_space.seed(seed)
+    venv.seed(derived_seed(seed, stream))
+
+
+# ---------------------------------------------------------------- callbacks ----
+
+
+def _callback_base() -> type:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    return BaseCallback
+
+
+def _atomic_save_model(model: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp.zip")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_save_vecnorm(vecnorm: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    vecnorm.save(tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@dataclass
+class EvalResult:
+    """Mean raw episode reward and solvency cost per evaluation scenario."""
+
+    timesteps: int
+    per_scenario: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def mean_reward(self) -> float:
+        """Equal-weight mean over scenarios (each scenario's mean over its episodes)."""
+        return float(np.mean([r for r, _ in self.per_scenario.values()]))
+
+    @property
+    def mean_cost(self) -> float:
+        """Equal-weight mean solvency cost (bps of open interest, summed over the episode)."""
+        return float(np.mean([c for _, c in self.per_scenario.values()]))
+
+
+def evaluate_episodes(
+    model: Any, venv: Any, n_episodes: int, seed: int, deterministic: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """One episode on each of ``n_episodes`` exchanges; raw returns and summed costs.
+
+    ``venv`` steps ``n_episodes`` exchanges (seeded ``seed + i``); an exchange's later
+    episodes (after its autoreset) are ignored, so every exchange counts exactly once.
+    """
+    venv.seed(seed)
+    obs = venv.reset()
+    returns = np.zeros(n_episodes)
+    costs = np.zeros(n_episodes)
+    active = np.ones(n_episodes, dtype=bool)
+    while active.any():
+        action, _ = model.predict(obs, deterministic=deterministic)
+        obs, rewards, dones, infos = venv.step(action)
+        raw = venv.get_original_reward() if hasattr(venv, "get_original_reward") else rewards
+        for i, info in enumerate(infos):
+            if active[i]:
+                returns[i] += float(raw[i])
+                costs[i] += float(info["cost"])
+        active &= ~np.asarray(dones, dtype=bool)
+    return returns, costs
+
+
+def make_callbacks(
+    cfg: TrainConfig,
+    run_dir: Path,
+    progress: bool,
+    total_timesteps: int,
+    start_timesteps: int,
+) -> tuple[list[Any], Any]:
+    """Episode statistics (and progress bar), checkpoints and the evaluation callback."""
+    base = _callback_base()
+
+    class EpisodeStats(base):  # type: ignore[misc, valid-type]
+        """Logs ``rollout/ep_cost_mean``; drives the progress bar (reward, solvency cost)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.costs = np.zeros(cfg.n_envs)
+            self.recent_cost: deque[float] = deque(maxlen=100)
+            self.recent_reward: deque[float] = deque(maxlen=100)
+            self.bar: Any = None
+            self.last_eval: EvalResult | None = None
+
+        def _on_training_start(self) -> None:
+            if progress:
+                from tqdm.auto import tqdm  # type: ignore[import-untyped]
+
+                self.bar = tqdm(
+                    total=total_timesteps,
+                    initial=start_timesteps,
+                    unit="step",
+                    unit_scale=True,
+                    dynamic_ncols=True,
+                    desc=f"{cfg.algo} seed {cfg.seed}",
+                )
+
+        def _on_step(self) -> bool:
+            infos = self.locals["infos"]
+            for i, info in enumerate(infos):
+                self.costs[i] += float(info.get("cost", 0.0))
+                if "episode" in info:
+                    self.recent_reward.append(float(info["episode"]["r"]))
+                    self.recent_cost.append(float(self.costs[i]))
+                    self.costs[i] = 0.0
+            if self.bar is not None:
+                self.bar.n = min(self.model.num_timesteps, total_timesteps)
+                if self.n_calls % 8 == 0 or self.model.num_timesteps >= total_timesteps:
+                    post = {}
+                    if self.recent_reward:
+                        post["ep_rew"] = f"{np.mean(self.recent_reward):.1f}"
+                        post["cost"] = f"{np.mean(self.recent_cost):.2f}"
+                    if self.last_eval is not None:
+                        post["eval"] = f"{self.last_eval.mean_reward:.1f}"
+                    self.bar.set_postfix(post, refresh=False)
+                    self.bar.refresh()
+            return True
+
+        def _on_rollout_end(self) -> None:
+            if self.recent_cost:
+                self.logger.record("rollout/ep_cost_mean", float(np.mean(self.recent_cost)))
+
+        def _on_training_end(self) -> None:
+            if self.bar is not None:
+                self.bar.close()
+
+    stats = EpisodeStats()
+
+    class Checkpoint(base):  # type: ignore[misc, valid-type]
+        """Every ``checkpoint.freq`` timesteps, an atomic checkpoint for ``--resume``."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.next_at = (start_timesteps // cfg.checkpoint.freq + 1) * cfg.checkpoint.freq
+
+        def _on_step(self) -> bool:
+            if self.model.num_timesteps >= self.next_at:
+                save_checkpoint(self.model, run_dir, cfg.checkpoint.keep)
+                while self.next_at <= self.model.num_timesteps:
+                    self.next_at += cfg.checkpoint.freq
+            return True
+
+    class Evaluate(base):  # type: ignore[misc, valid-type]
+        """Evaluate on held-out scenarios every ``eval.freq`` timesteps; keep the best model."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.next_at = (start_timesteps // cfg.eval.freq + 1) * cfg.eval.freq
+            self.envs: dict[str, Any] = {}
+            self.best = -np.inf
+            prior = _read_evaluations(run_dir)
+            if prior:
+                self.best = max(r.mean_reward for r in prior)
+
+        def _env(self, scenario: str) -> Any:
+            if scenario not in self.envs:
+                venv = make_vec_env(cfg, cfg.eval.episodes, scenario)
+                self.envs[scenario] = wrap_normalize(cfg, venv, training=False)
+            return self.envs[scenario]
+
+        def run(self) -> EvalResult:
+            from stable_baselines3.common.vec_env import sync_envs_normalization
+
+            result = EvalResult(int(self.model.num_timesteps))
+            for scenario in cfg.eval.scenarios:
+                venv = self._env(scenario)
+                sync_envs_normalization(self.training_env, venv)
+                r, c = evaluate_episodes(
+                    self.model, venv, cfg.eval.episodes, cfg.eval.seed, cfg.eval.deterministic
+                )
+                result.per_scenario[scenario] = (float(r.mean()), float(c.mean()))
+                self.logger.record(f"eval/{scenario}/mean_reward", float(r.mean()))
+                self.logger.record(f"eval/{scenario}/mean_cost", float(c.mean()))
+            self.logger.record("eval/mean_reward", result.mean_reward)
+            self.logger.record("eval/mean_cost", result.mean_cost)
+            _append_evaluation(run_dir, result)
+            stats.last_eval = result
+            if result.mean_reward > self.best:
+                self.best = result.mean_reward
+                _atomic_save_model(self.model, run_dir / "best_model.zip")
+                vn = self.model.get_vec_normalize_env()
+                if vn is not None:
+                    _atomic_save_vecnorm(vn, run_dir / "best_vecnormalize.pkl")
+            return result
+
+        def _on_step(self) -> bool:
+            if self.model.num_timesteps >= self.next_at:
+                self.run()
+                while self.next_at <= self.model.num_timesteps:
+                    self.next_at += cfg.eval.freq
+            return True
+
+        def _on_training_end(self) -> None:
+            if self.model.num_timesteps >= total_timesteps and (
+                not _read_evaluations(run_dir)
+                or _read_evaluations(run_dir)[-1].timesteps < self.model.num_timesteps
+            ):
+                self.run()
+
+    evaluate = Evaluate()
+    return [stats, Checkpoint(), evaluate], evaluate
+
+
+# ---------------------------------------------------------------- files ----
+
+
+def _append_evaluation(run_dir: Path, result: EvalResult) -> None:
+    path = run_dir / "evaluations.csv"
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
+        w = csv.writer(fh)
+        if new:
+            w.writerow(["timesteps", "scenario", "mean_reward", "mean_cost"])
+        for scenario, (r, c) in result.per_scenario.items():
+            w.writerow([result.timesteps, scenario, f"{r:.6f}", f"{c:.6f}"])
+
+
+def _read_evaluations(run_dir: Path) -> list[EvalResult]:
+    path = run_dir / "evaluations.csv"
+    if not path.exists():
+        return []
+    by_step: dict[int, EvalResult] = {}
+    with path.open() as fh:
+        for row in csv.DictReader(fh):
+            t = int(row["timesteps"])
+            res = by_step.setdefault(t, EvalResult(t))
+            res.per_scenario[row["scenario"]] = (float(row["mean_reward"]), float(row["mean_cost"]))
+    return [by_step[t] for t in sorted(by_step)]
+
+
+def save_checkpoint(model: Any, run_dir: Path, keep: int) -> Path:
+    """Write ``checkpoints/step_<N>/`` atomically (temporary directory, then rename)."""
+    root = run_dir / CHECKPOINT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    steps = int(model.num_timesteps)
+    final = root / f"step_{steps:012d}"
+    tmp = root / f".tmp_step_{steps:012d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    model.save(tmp / "model.zip")
+    vn = model.get_vec_normalize_env()
+    if vn is not None:
+        vn.save(tmp / "vecnormalize.pkl")
+    if hasattr(model, "replay_buffer") and model.replay_buffer is not None:
+        model.save_replay_buffer(tmp / "replay_buffer.pkl")
+    (tmp / "state.json").write_text(json.dumps({"num_timesteps": steps}))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary directories are not checkpoints)."""
+    root = run_dir / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    done = [p for p in root.glob("step_*") if (p / "state.json").is_file()]
+    return sorted(done)
+
+
+def _command_text(argv: list[str] | None) -> str:
+    import shlex
+
+    import stable_baselines3
+    import torch
+
+    cmd = shlex.join(argv) if argv else "(called from Python: agents.train.train)"
+    return (
+        f"{cmd}\n"
+        f"# cwd: {os.getcwd()}\n"
+        f"# python {platform.python_version()}, torch {torch.__version__}, "
+        f"stable-baselines3 {stable_baselines3.__version__}, numpy {np.__version__}\n"
+        f"# started {time.strftime('%Y-%m-%d %H:%M:%S %z')}\n"
+    )
+
+
+# ---------------------------------------------------------------- the job ----
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did (also written to ``train_summary.json``)."""
+
+    run_dir: Path
+    num_timesteps: int
+    wall_s: float
+    resumed_from: int | None
+    best_eval_mean_reward: float | None
+    last_eval: dict[str, tuple[float, float]]
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    argv: list[str] | None = None,
+) -> TrainResult:
+    """Train ``cfg`` into ``run_dir`` (see the module docstring for what it writes).
+
+    Args:
+        cfg: A validated config.
+        run_dir: Output directory. Without ``resume`` it must not already hold a run.
+        resume: Continue from the latest complete checkpoint in ``run_dir`` (whose
+            ``config.yaml`` must equal ``cfg``); with none there, start afresh.
+        progress: Show the progress bar.
+        argv: The command line to record in ``command.txt``.
+
+    Raises:
+        RunDirError: ``run_dir`` already holds a run (without ``resume``), or its saved config
+            differs from ``cfg`` (with ``resume``).
+    """
+    import torch
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    out = Path(run_dir)
+    resolved = dump_config(cfg)
+    saved = out / "config.yaml"
+    if saved.exists() and not resume:
+        raise RunDirError(
+            f"{out} already holds a run (config.yaml); pass --resume to continue it or "
+            "choose another --out"
+        )
+    if resume and saved.exists() and saved.read_text() != resolved:
+        raise RunDirError(
+            f"{saved} differs from the config given; --resume continues a run only with the "
+            "config that started it"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(saved, resolved)
+    _atomic_write(out / "command.txt", _command_text(argv))
+    if cfg.torch_threads is not None:
+        torch.set_num_threads(cfg.torch_threads)
+
+    checkpoints = list_checkpoints(out) if resume else []
+    venv = make_vec_env(cfg, cfg.n_envs)
+    tb = str(out / "tensorboard")
+    start = time.perf_counter()
+    resumed_from: int | None = None
+    if checkpoints:
+        ck = checkpoints[-1]
+        if (ck / "vecnormalize.pkl").exists():
+            venv = VecNormalize.load(str(ck / "vecnormalize.pkl"), venv)
+            venv.training = True
+        import stable_baselines3 as sb3
+
+        cls = getattr(sb3, cfg.algo.upper())
+        model = cls.load(ck / "model.zip", env=venv, device=cfg.device, tensorboard_log=tb)
+        if (ck / "replay_buffer.pkl").exists():
+            model.load_replay_buffer(ck / "replay_buffer.pkl")
+        resumed_from = int(model.num_timesteps)
+        # Fresh, deterministic episode streams after the resume point.
+        _seed_everything(model, venv, cfg.seed + resumed_from, 1 + resumed_from)
+    else:
+        venv = wrap_normalize(cfg, venv, training=True)
+        model = build_model(cfg, venv, tb)
+        _seed_everything(model, venv, cfg.seed, 0)
+    done_steps = int(model.num_timesteps)
+    remaining = max(0, cfg.total_timesteps - done_steps)
+    callbacks, evaluator = make_callbacks(
+        cfg, out, progress, cfg.total_timesteps, start_timesteps=done_steps
+    )
+    if remaining > 0:
+        model.learn(
+            total_timesteps=remaining,
+            callback=callbacks,
+            reset_num_timesteps=resumed_from is None,
+            tb_log_name="run",
+        )
+    _atomic_save_model(model, out / "model.zip")
+    vn = model.get_vec_normalize_env()
+    if vn is not None:
+        _atomic_save_vecnorm(vn, out / "vecnormalize.pkl")
+    if not (out / "best_model.zip").exists():  # no evaluation ran (e.g. nothing remained)
+        evaluator.init_callback(model)
+        evaluator.run()
+    wall = time.perf_counter() - start
+    evals = _read_evaluations(out)
+    result = TrainResult(
+        run_dir=out,
+        num_timesteps=int(model.num_timesteps),
+        wall_s=wall,
+        resumed_from=resumed_from,
+        best_eval_mean_reward=max((e.mean_reward for e in evals), default=None),
+        last_eval=evals[-1].per_scenario if evals else {},
+    )
+    summary = {
+        "num_timesteps": result.num_timesteps,
+        "wall_s": round(wall, 3),
+        "resumed_from": resumed_from,
+        "best_eval_mean_reward": result.best_eval_mean_reward,
+        "last_eval": {
+            k: {"mean_reward": r, "mean_cost": c} for k, (r, c) in result.last_eval.items()
+        },
+        "algo": cfg.algo,
+        "seed": cfg.seed,
+        "python": sys.version.split()[0],
+    }
+    _atomic_write(out / "train_summary.json", json.dumps(summary, indent=2))
+    return result

@@ -1,0 +1,129 @@
+"""``fundgym train``: train an agent from a config file, one seed or several."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from agents.train_config import ConfigError, load_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "train" / "ppo.yaml"
+
+DESCRIPTION = """\
+Train an agent from a YAML config (see configs/train/). The config is validated before anything
+runs: an unknown key, a wrong type or a value out of range stops the command with exit code 2
+and a message naming the file, the field, the value and what is allowed.
+
+The run directory receives model.zip, vecnormalize.pkl (when normalising), config.yaml (the
+resolved config), command.txt, best_model.zip (best on the held-out evaluation scenarios),
+evaluations.csv, checkpoints/, tensorboard/ and train_summary.json. Watch training with
+  tensorboard --logdir DIR/tensorboard
+"""
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from exc
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct seeds >= 0, got {text!r}")
+    return seeds
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``fundgym train``."""
+    p = sub.add_parser(
+        "train",
+        help="train an agent (PPO, SAC, TD3, A2C) from a config file",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        default=str(DEFAULT_CONFIG),
+        help="training config, YAML (default: configs/train/ppo.yaml)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="KEY.PATH=VALUE",
+        action="append",
+        default=[],
+        help="override one config value, e.g. --set n_envs=32 --set env.reward.solvency=40 "
+        "(the value is read as YAML; repeatable)",
+    )
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, metavar="N", help="random seed (overrides the config's)")
+    seeds.add_argument(
+        "--seeds",
+        type=_seed_list,
+        metavar="S1,S2,...",
+        help="train one run per seed, into DIR/seed_<S> (for confidence intervals)",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="run directory (default: runs/train/<config name>-seed<N>, or "
+        "runs/train/<config name> holding seed_<S>/ with --seeds)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in DIR from its latest checkpoint (after an interruption); "
+        "the config must be the one that started it",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Validate the config, then train each requested seed."""
+    from agents.train import RunDirError, train
+
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    try:
+        cfg = load_config(args.config, overrides)
+        seed_cfgs = (
+            [(s, load_config(args.config, [*overrides, f"seed={s}"])) for s in args.seeds]
+            if args.seeds
+            else [(cfg.seed, cfg)]
+        )
+    except ConfigError as exc:
+        print(f"fundgym train: invalid config\n{exc}", file=sys.stderr)
+        return 2
+    stem = Path(args.config).stem
+    if args.out:
+        base = Path(args.out)
+    else:
+        base = Path("runs") / "train" / (stem if args.seeds else f"{stem}-seed{cfg.seed}")
+    argv = ["fundgym", *sys.argv[1:]] if sys.argv[1:] else None
+    for seed, scfg in seed_cfgs:
+        run_dir = base / f"seed_{seed}" if args.seeds else base
+        try:
+            result = train(
+                scfg, run_dir, resume=args.resume, progress=not args.no_progress, argv=argv
+            )
+        except RunDirError as exc:
+            print(f"fundgym train: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(
+                f"\nfundgym train: interrupted; continue with --resume --out {run_dir}",
+                file=sys.stderr,
+            )
+            return 130
+        evals = ", ".join(f"{k} {r:.1f} (cost {c:.2f})" for k, (r, c) in result.last_eval.items())
+        resumed = f", resumed at {result.resumed_from:,}" if result.resumed_from else ""
+        print(
+            f"seed {seed}: {result.num_timesteps:,} timesteps in {result.wall_s:.0f} s{resumed}; "
+            f"evaluation reward {evals}; wrote {run_dir}/model.zip"
+        )
+    return 0

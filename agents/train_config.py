@@ -1,0 +1,372 @@
+"""Training configs: one YAML file says how a model is made, validated before anything runs.
+
+A config (``configs/train/ppo.yaml``) holds the environment section (the keys of
+:class:`envs.exchange_env.EnvConfig`: scenario sampler, accounts, decision interval, horizon,
+controlled parameters, reward weights), the algorithm and its hyperparameters, vectorisation,
+observation/reward normalisation, total timesteps, the seed, evaluation on held-out scenarios
+and checkpointing. Shared settings live in one place through a ``defaults:`` key naming a base
+file (relative to the config; merged key by key, the config winning) or through YAML anchors.
+
+Validation uses pydantic for the training keys and the environment's own schema for the
+``env`` section (one source of truth for its ranges). Every problem (an unknown key, a wrong
+type, a value out of range) is reported before anything runs, as
+``<file>: <field.path> = <value>: <what is allowed>``; the command line exits with code 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from envs.controls import PARAMS
+from envs.exchange_env import EnvConfig
+from envs.schema import SchemaError, build
+
+ALGOS = ("ppo", "sac", "td3", "a2c")
+Algo = Literal["ppo", "sac", "td3", "a2c"]
+
+
+class ConfigError(ValueError):
+    """One or more config values are not allowed; each line names file, field, value, rule."""
+
+    def __init__(self, problems: list[str]) -> None:
+        """Join ``problems`` (one per line)."""
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- hyperparameters ----
+
+
+class PolicyKwargs(_Strict):
+    """The policy network (SB3 ``policy_kwargs``)."""
+
+    net_arch: list[int] = Field(default=[64, 64], min_length=1, max_length=8)
+    activation_fn: Literal["tanh", "relu", "elu"] = "tanh"
+    log_std_init: float | None = Field(default=None, ge=-10.0, le=5.0)
+    ortho_init: bool | None = None
+
+    @model_validator(mode="after")
+    def _widths(self) -> PolicyKwargs:
+        if any(w < 1 or w > 4096 for w in self.net_arch):
+            raise ValueError(f"net_arch widths must lie in [1, 4096], got {self.net_arch}")
+        return self
+
+
+class _Common(_Strict):
+    learning_rate: float = Field(default=3e-4, gt=0.0, le=1.0)
+    gamma: float = Field(default=0.99, gt=0.0, le=1.0)
+    policy_kwargs: PolicyKwargs = PolicyKwargs()
+
+
+class PPOHyper(_Common):
+    """PPO's hyperparameters (names as in ``stable_baselines3.PPO``)."""
+
+    n_steps: int = Field(default=32, ge=1, le=1_000_000)
+    batch_size: int = Field(default=1024, ge=2, le=10_000_000)
+    n_epochs: int = Field(default=10, ge=1, le=1000)
+    gae_lambda: float = Field(default=0.95, ge=0.0, le=1.0)
+    clip_range: float = Field(default=0.2, gt=0.0, le=10.0)
+    ent_coef: float = Field(default=0.0, ge=0.0, le=10.0)
+    vf_coef: float = Field(default=0.5, ge=0.0, le=10.0)
+    max_grad_norm: float = Field(default=0.5, gt=0.0, le=1e6)
+    target_kl: float | None = Field(default=None, gt=0.0, le=10.0)
+    normalize_advantage: bool = True
+
+
+class A2CHyper(_Common):
+    """A2C's hyperparameters (names as in ``stable_baselines3.A2C``)."""
+
+    learning_rate: float = Field(default=7e-4, gt=0.0, le=1.0)
+    n_steps: int = Field(default=5, ge=1, le=1_000_000)
+    gae_lambda: float = Field(default=1.0, ge=0.0, le=1.0)
+    ent_coef: float = Field(default=0.0, ge=0.0, le=10.0)
+    vf_coef: float = Field(default=0.5, ge=0.0, le=10.0)
+    max_grad_norm: float = Field(default=0.5, gt=0.0, le=1e6)
+    normalize_advantage: bool = False
+
+
+class _OffPolicy(_Common):
+    buffer_size: int = Field(default=200_000, ge=1, le=100_000_000)
+    learning_starts: int = Field(default=1000, ge=0, le=100_000_000)
+    batch_size: int = Field(default=256, ge=1, le=1_000_000)
+    tau: float = Field(default=0.005, gt=0.0, le=1.0)
+    train_freq: int = Field(default=1, ge=1, le=1_000_000)
+    gradient_steps: int = Field(default=1, ge=-1, le=100_000)
+
+
+class SACHyper(_OffPolicy):
+    """SAC's hyperparameters (names as in ``stable_baselines3.SAC``)."""
+
+    ent_coef: float | Literal["auto"] = "auto"
+    target_entropy: float | Literal["auto"] = "auto"
+
+    @model_validator(mode="after")
+    def _positive_entropy_coef(self) -> SACHyper:
+        if isinstance(self.ent_coef, float) and self.ent_coef <= 0.0:
+            raise ValueError(f"ent_coef must be 'auto' or > 0, got {self.ent_coef}")
+        return self
+
+
+class TD3Hyper(_OffPolicy):
+    """TD3's hyperparameters; ``action_noise_std`` is Gaussian exploration, in action units."""
+
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
+    policy_delay: int = Field(default=2, ge=1, le=1000)
+    target_policy_noise: float = Field(default=0.2, ge=0.0, le=2.0)
+    target_noise_clip: float = Field(default=0.5, ge=0.0, le=2.0)
+    action_noise_std: float = Field(default=0.1, ge=0.0, le=2.0)
+
+
+HYPER_MODELS: dict[str, type[_Common]] = {
+    "ppo": PPOHyper,
+    "a2c": A2CHyper,
+    "sac": SACHyper,
+    "td3": TD3Hyper,
+}
+
+
+# ---------------------------------------------------------------- the rest ----
+
+
+class NormalizeConfig(_Strict):
+    """Running normalisation of observations and rewards (SB3 ``VecNormalize``)."""
+
+    observation: bool = True
+    reward: bool = True
+    clip_obs: float = Field(default=10.0, gt=0.0, le=1e6)
+    clip_reward: float = Field(default=10.0, gt=0.0, le=1e6)
+
+
+class EvalConfig(_Strict):
+    """Periodic evaluation on held-out scenarios; the best model by mean episode reward is kept.
+
+    ``training`` among the scenarios means fresh draws of the training sampler on seeds no
+    training episode uses (a validation set from the training distribution); named scenarios
+    are the library's (the historical crashes are never trained on).
+    """
+
+    scenarios: list[str] = Field(default=["training"], min_length=1, max_length=32)
+    episodes: int = Field(default=8, ge=1, le=1024)
+    freq: int = Field(default=100_000, ge=1, le=10**10, description="timesteps between evals")
+    seed: int = Field(default=1_000_003, ge=0, le=2**62)
+    deterministic: bool = True
+
+
+class CheckpointConfig(_Strict):
+    """Checkpoints for ``--resume``: a killed run loses at most ``freq`` timesteps."""
+
+    freq: int = Field(default=200_000, ge=1, le=10**10, description="timesteps")
+    keep: int = Field(default=2, ge=1, le=1000)
+
+
+class TrainConfig(_Strict):
+    """A validated training config (the ``env`` section is an :class:`EnvConfig`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    env: EnvConfig
+    algo: Algo = "ppo"
+    policy: Literal["MlpPolicy"] = "MlpPolicy"
+    hyperparameters: PPOHyper | A2CHyper | SACHyper | TD3Hyper
+    n_envs: int = Field(default=16, ge=1, le=4096)
+    normalize: NormalizeConfig = NormalizeConfig()
+    total_timesteps: int = Field(default=1_000_000, ge=1, le=10**10)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    eval: EvalConfig = EvalConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    torch_threads: int | None = Field(default=None, ge=1, le=256)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain YAML-ready data (every default written out)."""
+        data = self.model_dump(mode="python", exclude={"env"})
+        env = dataclasses.asdict(self.env)
+        env["controlled"] = list(env["controlled"])
+        return {"env": env, **data}
+
+
+# ---------------------------------------------------------------- loading ----
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``over`` into a copy of ``base`` (mappings merge, anything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a config file and the ``defaults`` files it names, merged (base first)."""
+    if not path.is_file():
+        raise ConfigError([f"{path}: no such config file"])
+    if path.resolve() in chain:
+        raise ConfigError([f"{path}: defaults form a cycle ({' -> '.join(map(str, chain))})"])
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: <top> = {data!r}: a mapping of training settings"])
+    bases = data.pop("defaults", None)
+    if bases is None:
+        return data
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError([f"{path}: defaults = {bases!r}: a file name or a list of them"])
+    merged: dict[str, Any] = {}
+    for name in bases:
+        merged = _merge(merged, _read_yaml(path.parent / name, (*chain, path.resolve())))
+    return _merge(merged, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b=value`` into the key path and the value (parsed as YAML: 3, 1e-4, [..])."""
+    key, sep, raw = text.partition("=")
+    path = key.strip().split(".")
+    if not sep or not all(path):
+        raise ConfigError([f"--set {text!r}: expected KEY.PATH=VALUE, e.g. n_envs=32"])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"--set {text!r}: the value is not valid YAML: {exc}"]) from exc
+    if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string; users mean a number
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides to raw config data (validation comes afterwards)."""
+    out = copy.deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(
+                    [f"--set {text!r}: {part} = {child!r} is not a mapping of settings"]
+                )
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "<top>"
+
+
+def _pydantic_problems(source: str, prefix: str, exc: ValidationError, model: type) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = err["loc"]
+        # A union of hyperparameter models reports each member: keep the chosen algo's only.
+        where = ".".join(p for p in (prefix, _loc(loc)) if p)
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc[:-1])
+            rule = f"unknown key; allowed: {allowed}"
+        else:
+            rule = err["msg"]
+        problems.append(f"{source}: {where} = {err.get('input')!r}: {rule}")
+    return problems
+
+
+def _allowed_keys(model: type, loc: tuple[int | str, ...]) -> list[str]:
+    """The field names of the (nested) model at ``loc``."""
+    current: Any = model
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            break
+        ann = field.annotation
+        current = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if current is None:
+            return []
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def validate(data: dict[str, Any], source: str) -> TrainConfig:
+    """Validate raw config data; raise :class:`ConfigError` listing every problem found."""
+    problems: list[str] = []
+    raw = dict(data)
+    env_raw = raw.pop("env", {})
+    hyper_raw = raw.pop("hyperparameters", {}) or {}
+    env: EnvConfig | None = None
+    controlled = env_raw.get("controlled") if isinstance(env_raw, dict) else None
+    bad = [
+        n for n in (controlled if isinstance(controlled, list | tuple) else []) if n not in PARAMS
+    ]
+    if bad:
+        problems.append(
+            f"{source}: env.controlled = {list(controlled or [])!r}: unknown parameter "
+            f"{bad[0]!r}; allowed: {list(PARAMS)}"
+        )
+    else:
+        try:
+            if isinstance(env_raw, dict) and isinstance(controlled, tuple):
+                env_raw = {**env_raw, "controlled": list(controlled)}
+            env = build(EnvConfig, env_raw if env_raw is not None else {}, source, "env")
+        except SchemaError as exc:
+            problems.append(str(exc))
+    algo = raw.get("algo", "ppo")
+    hyper_model = HYPER_MODELS.get(algo) if isinstance(algo, str) else None
+    hyper: _Common | None = None
+    if hyper_model is not None:
+        if not isinstance(hyper_raw, dict):
+            problems.append(
+                f"{source}: hyperparameters = {hyper_raw!r}: a mapping of {algo} settings"
+            )
+        else:
+            try:
+                hyper = hyper_model.model_validate(hyper_raw)
+            except ValidationError as exc:
+                problems += _pydantic_problems(source, "hyperparameters", exc, hyper_model)
+    # The rest, with placeholders for the parts validated above.
+    placeholder_env = env or EnvConfig()
+    placeholder_hyper = hyper or (hyper_model or PPOHyper)()
+    try:
+        cfg = TrainConfig.model_validate(
+            {**raw, "env": placeholder_env, "hyperparameters": placeholder_hyper}
+        )
+    except ValidationError as exc:
+        problems += _pydantic_problems(source, "", exc, TrainConfig)
+        cfg = None
+    if problems or cfg is None:
+        raise ConfigError(problems)
+    hp = cfg.hyperparameters
+    if isinstance(hp, PPOHyper) and hp.batch_size > hp.n_steps * cfg.n_envs:
+        raise ConfigError(
+            [
+                f"{source}: hyperparameters.batch_size = {hp.batch_size}: at most n_steps x "
+                f"n_envs = {hp.n_steps * cfg.n_envs} (one rollout)"
+            ]
+        )
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read, merge ``defaults``, apply ``--set`` overrides, and validate a training config."""
+    p = Path(path)
+    data = apply_overrides(_read_yaml(p), overrides or [])
+    return validate(data, str(p))
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    """The resolved config as YAML (what a run directory's ``config.yaml`` holds)."""
+    return str(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,211 @@
+"""Training configs: defaults files, overrides, and every validation error path."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agents.train_config import (
+    ConfigError,
+    PPOHyper,
+    SACHyper,
+    apply_overrides,
+    dump_config,
+    load_config,
+    parse_override,
+    validate,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+PPO = ROOT / "configs" / "train" / "ppo.yaml"
+SAC = ROOT / "configs" / "train" / "sac.yaml"
+
+
+def write(tmp_path: Path, data: dict, name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_shipped_configs_validate_and_share_base():
+    ppo = load_config(PPO)
+    sac = load_config(SAC)
+    assert ppo.algo == "ppo" and isinstance(ppo.hyperparameters, PPOHyper)
+    assert sac.algo == "sac" and isinstance(sac.hyperparameters, SACHyper)
+    # Both inherit the env and eval sections from base.yaml.
+    assert ppo.env == sac.env
+    assert ppo.env.n_accounts == 256 and ppo.env.scenario == "training"
+    assert ppo.eval == sac.eval
+    assert ppo.n_envs == 128 and sac.n_envs == 16
+    assert sac.normalize.reward is False and ppo.normalize.reward is True  # sac overrides one key
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(PPO)
+    text = dump_config(cfg)
+    again = load_config(write(tmp_path, yaml.safe_load(text)))
+    assert again == cfg
+    assert dump_config(again) == text
+    # Every default is written out, so a run directory says exactly how its model was made.
+    data = yaml.safe_load(text)
+    assert data["hyperparameters"]["gae_lambda"] == 0.95
+    assert data["env"]["reward"]["solvency"] == 20.0
+    assert data["env"]["taker_fee_rate"] == 0.0005
+
+
+def test_defaults_merge_deep_and_config_wins(tmp_path):
+    write(tmp_path, {"env": {"n_accounts": 64, "reward": {"solvency": 5.0}}, "n_envs": 4}, "b.yaml")
+    top = write(
+        tmp_path,
+        {
+            "defaults": "b.yaml",
+            "env": {"reward": {"change": 0.5}},
+            "hyperparameters": {"n_steps": 8, "batch_size": 32},
+        },
+    )
+    cfg = load_config(top)
+    assert cfg.env.n_accounts == 64
+    assert cfg.env.reward.solvency == 5.0 and cfg.env.reward.change == 0.5
+    assert cfg.n_envs == 4
+
+
+def test_yaml_anchors_work(tmp_path):
+    path = tmp_path / "a.yaml"
+    path.write_text(
+        "shared: &acc 77\n"
+        "env: {n_accounts: *acc}\n"
+        "n_envs: 2\n"
+        "hyperparameters: {n_steps: 4, batch_size: 8}\n"
+    )
+    with pytest.raises(ConfigError, match=r"shared = 77: unknown key"):
+        load_config(path)  # anchors need a home; a stray top-level key is still rejected
+    path.write_text(
+        "env: {n_accounts: &acc 77}\n"
+        "eval: {episodes: *acc}\n"
+        "n_envs: 2\n"
+        "hyperparameters: {n_steps: 4, batch_size: 8}\n"
+    )
+    cfg = load_config(path)
+    assert cfg.env.n_accounts == 77 and cfg.eval.episodes == 77
+
+
+def test_overrides_parse_values_as_yaml():
+    assert parse_override("n_envs=32") == (["n_envs"], 32)
+    assert parse_override("hyperparameters.learning_rate=1e-4") == (
+        ["hyperparameters", "learning_rate"],
+        1e-4,
+    )
+    assert parse_override("eval.scenarios=[calm, volatile]") == (
+        ["eval", "scenarios"],
+        ["calm", "volatile"],
+    )
+    cfg = load_config(PPO, ["env.reward.solvency=40", "n_envs=64", "seed=7"])
+    assert cfg.env.reward.solvency == 40.0 and cfg.n_envs == 64 and cfg.seed == 7
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # unknown keys, at every level, with what is allowed
+        (["n_env=4"], r"ppo\.yaml: n_env = 4: unknown key; allowed: \[.*'n_envs'"),
+        (["env.n_acounts=4"], r"ppo\.yaml: env\.n_acounts = 4: unknown key; allowed: \["),
+        (["env.reward.solvncy=1"], r"env\.reward\.solvncy = 1: unknown key"),
+        (
+            ["hyperparameters.n_step=4"],
+            r"hyperparameters\.n_step = 4: unknown key; allowed: \[.*'n_steps'",
+        ),
+        (["eval.every=4"], r"eval\.every = 4: unknown key; allowed: \['deterministic', 'episodes'"),
+        (["hyperparameters.policy_kwargs.net=[3]"], r"policy_kwargs\.net = \[3\]: unknown key"),
+        # wrong types
+        (["n_envs=many"], r"n_envs = 'many': Input should be a valid integer"),
+        (["env.n_accounts=lots"], r"env\.n_accounts = 'lots': "),
+        (["hyperparameters.learning_rate=fast"], r"learning_rate = 'fast': Input should be"),
+        (["normalize.observation=maybe"], r"normalize\.observation = 'maybe': Input should be"),
+        (["eval.scenarios=calm"], r"eval\.scenarios = 'calm': Input should be a valid list"),
+        # out of range
+        (["n_envs=0"], r"n_envs = 0: Input should be greater than or equal to 1"),
+        (["total_timesteps=-5"], r"total_timesteps = -5: Input should be greater than or equal"),
+        (["hyperparameters.gamma=1.5"], r"hyperparameters\.gamma = 1\.5: Input should be less"),
+        (["hyperparameters.n_epochs=0"], r"n_epochs = 0: Input should be greater than or equal"),
+        (["env.decision_minutes=0"], r"env\.decision_minutes = 0: a number in \(0\.0, 10080"),
+        (["env.reward.solvency=-1"], r"env\.reward\.solvency = -1: a number in \[0\.0"),
+        (["eval.episodes=0"], r"eval\.episodes = 0: Input should be greater than or equal to 1"),
+        (["checkpoint.freq=0"], r"checkpoint\.freq = 0: Input should be greater than or equal"),
+        (
+            ["hyperparameters.policy_kwargs.net_arch=[0]"],
+            r"net_arch widths must lie in \[1, 4096\]",
+        ),
+        # enumerations
+        (["algo=dqn"], r"algo = 'dqn': Input should be 'ppo', 'sac', 'td3' or 'a2c'"),
+        (["device=tpu"], r"device = 'tpu': Input should be 'cpu', 'cuda' or 'auto'"),
+        (["env.fallback=pray"], r"env\.fallback = 'pray': one of \['adl', 'socialize'\]"),
+        (
+            ["env.controlled=[mmr, leverage]"],
+            r"env\.controlled = \['mmr', 'leverage'\]: unknown parameter 'leverage'; allowed",
+        ),
+        # cross-field
+        (["hyperparameters.batch_size=999999"], r"batch_size = 999999: at most n_steps x n_envs"),
+    ],
+)
+def test_every_bad_value_is_named_with_file_field_value_and_rule(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(PPO, overrides)
+
+
+def test_all_problems_reported_at_once():
+    with pytest.raises(ConfigError) as err:
+        load_config(PPO, ["n_envs=0", "env.n_accounts=0", "hyperparameters.n_epochs=0"])
+    assert len(err.value.problems) == 3
+
+
+def test_algo_specific_keys(tmp_path):
+    # n_steps is PPO's; SAC rejects it and lists what it accepts.
+    with pytest.raises(ConfigError, match=r"hyperparameters\.n_steps = 32: unknown key.*'tau'"):
+        load_config(SAC, ["hyperparameters.n_steps=32"])
+    with pytest.raises(ConfigError, match=r"ent_coef must be 'auto' or > 0"):
+        load_config(SAC, ["hyperparameters.ent_coef=0.0"])
+    cfg = load_config(SAC, ["hyperparameters.ent_coef=0.1"])
+    assert cfg.hyperparameters.ent_coef == 0.1
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- a\n- b\n", r"<top> = \['a', 'b'\]: a mapping of training settings"),
+        ("env: [1\n", r"not valid YAML"),
+        ("defaults: 3\n", r"defaults = 3: a file name or a list of them"),
+        ("defaults: missing.yaml\n", r"missing\.yaml: no such config file"),
+        ("hyperparameters: 5\n", r"hyperparameters = 5: a mapping of ppo settings"),
+    ],
+)
+def test_file_level_errors(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_defaults_cycle_is_reported(tmp_path):
+    (tmp_path / "a.yaml").write_text("defaults: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("defaults: a.yaml\n")
+    with pytest.raises(ConfigError, match="defaults form a cycle"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_missing_file_and_bad_override_syntax():
+    with pytest.raises(ConfigError, match=r"nope\.yaml: no such config file"):
+        load_config("nope.yaml")
+    with pytest.raises(ConfigError, match=r"expected KEY\.PATH=VALUE"):
+        parse_override("n_envs")
+    with pytest.raises(ConfigError, match=r"n_envs = 4 is not a mapping"):
+        apply_overrides({"n_envs": 4}, ["n_envs.x=1"])
+
+
+def test_validate_fills_defaults_in_a_minimal_config():
+    cfg = validate(
+        {"env": {}, "hyperparameters": {"n_steps": 8, "batch_size": 32}, "n_envs": 4}, "<test>"
+    )
+    assert cfg.hyperparameters.n_steps == 8
+    assert cfg.hyperparameters.n_epochs == 10
+    assert cfg.env.n_accounts == 1024  # the environment's own default
+    assert cfg.algo == "ppo" and cfg.total_timesteps == 1_000_000
