@@ -138,29 +138,10 @@ EPISODE_COLUMNS: tuple[str, ...] = (
 )
 
 #: The numeric per-episode metrics that :func:`summarize` averages, each with a 95% t-interval.
-SUMMARY_METRICS: tuple[str, ...] = (
-    "horizon_minutes",
-    "socialized_loss_usd",
-    "unrecovered_usd",
-    "bad_debt_usd",
-    "adl_volume_usd",
-    "shortfall_usd",
-    "socialized_loss_pct_oi",
-    "adl_volume_pct_oi",
-    "bad_debt_pct_oi",
-    "fund_min_usd",
-    "fund_max_drawdown_frac",
-    "liquidation_volume_usd",
-    "liquidation_volume_pct_oi",
-    "fee_revenue_usd",
-    "mean_open_interest_usd",
-    "mean_capital_locked_usd",
-    "mean_fund_usd",
-    "mean_fund_to_oi_frac",
-    "open_interest_retained_frac",
-    "total_reward",
-    "total_cost",
-    "param_movement",
+SUMMARY_METRICS: tuple[str, ...] = tuple(
+    c
+    for c in EPISODE_COLUMNS
+    if c not in ("policy", "scenario", "episode", "seed", "n_steps", "terminated", "fund_exhausted")
 )
 
 #: Confidence level of every interval in a summary.
