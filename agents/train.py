@@ -32,15 +32,16 @@ import shutil
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.train_config import TrainConfig, dump_config
 
-ALGO_CLASSES = ("PPO", "SAC", "TD3", "A2C")
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -144,28 +145,18 @@ def _seed_everything(model: Any, venv: Any, seed: int, stream: int) -> None:
 # ---------------------------------------------------------------- callbacks ----
 
 
-def _callback_base() -> type:
-    from stable_baselines3.common.callbacks import BaseCallback
+def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write`` a temporary sibling of ``path``, then rename it: never a half-written file.
 
-    return BaseCallback
-
-
-def _atomic_save_model(model: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp.zip")
-    model.save(tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_save_vecnorm(vecnorm: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    vecnorm.save(tmp)
+    The temporary name keeps ``path``'s suffix (SB3 appends ``.zip`` to a name without it).
+    """
+    tmp = path.with_name(f".tmp.{path.name}")
+    write(tmp)
     os.replace(tmp, path)
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    _atomic(path, lambda tmp: tmp.write_text(text))
 
 
 @dataclass
@@ -219,9 +210,8 @@ def make_callbacks(
     start_timesteps: int,
 ) -> tuple[list[Any], Any]:
     """Episode statistics (and progress bar), checkpoints and the evaluation callback."""
-    base = _callback_base()
 
-    class EpisodeStats(base):  # type: ignore[misc, valid-type]
+    class EpisodeStats(BaseCallback):
         """Logs ``rollout/ep_cost_mean``; drives the progress bar (reward, solvency cost)."""
 
         def __init__(self) -> None:
@@ -276,7 +266,7 @@ def make_callbacks(
 
     stats = EpisodeStats()
 
-    class Checkpoint(base):  # type: ignore[misc, valid-type]
+    class Checkpoint(BaseCallback):
         """Every ``checkpoint.freq`` timesteps, an atomic checkpoint for ``--resume``."""
 
         def __init__(self) -> None:
@@ -290,17 +280,16 @@ def make_callbacks(
                     self.next_at += cfg.checkpoint.freq
             return True
 
-    class Evaluate(base):  # type: ignore[misc, valid-type]
+    class Evaluate(BaseCallback):
         """Evaluate on held-out scenarios every ``eval.freq`` timesteps; keep the best model."""
 
         def __init__(self) -> None:
             super().__init__()
             self.next_at = (start_timesteps // cfg.eval.freq + 1) * cfg.eval.freq
             self.envs: dict[str, Any] = {}
-            self.best = -np.inf
-            prior = _read_evaluations(run_dir)
-            if prior:
-                self.best = max(r.mean_reward for r in prior)
+            prior = _read_evaluations(run_dir)  # a resumed run keeps its best so far
+            self.best = max((r.mean_reward for r in prior), default=-np.inf)
+            self.last_at = prior[-1].timesteps if prior else -1
 
         def _env(self, scenario: str) -> Any:
             if scenario not in self.envs:
@@ -324,13 +313,11 @@ def make_callbacks(
             self.logger.record("eval/mean_reward", result.mean_reward)
             self.logger.record("eval/mean_cost", result.mean_cost)
             _append_evaluation(run_dir, result)
+            self.last_at = result.timesteps
             stats.last_eval = result
             if result.mean_reward > self.best:
                 self.best = result.mean_reward
-                _atomic_save_model(self.model, run_dir / "best_model.zip")
-                vn = self.model.get_vec_normalize_env()
-                if vn is not None:
-                    _atomic_save_vecnorm(vn, run_dir / "best_vecnormalize.pkl")
+                _save_model(self.model, run_dir, "best_model.zip", "best_vecnormalize.pkl")
             return result
 
         def _on_step(self) -> bool:
@@ -341,10 +328,8 @@ def make_callbacks(
             return True
 
         def _on_training_end(self) -> None:
-            if self.model.num_timesteps >= total_timesteps and (
-                not _read_evaluations(run_dir)
-                or _read_evaluations(run_dir)[-1].timesteps < self.model.num_timesteps
-            ):
+            done = self.model.num_timesteps >= total_timesteps
+            if done and self.last_at < self.model.num_timesteps:
                 self.run()
 
     evaluate = Evaluate()
@@ -352,6 +337,14 @@ def make_callbacks(
 
 
 # ---------------------------------------------------------------- files ----
+
+
+def _save_model(model: Any, run_dir: Path, model_name: str, vecnorm_name: str) -> None:
+    """The model and (when normalising) its ``VecNormalize`` statistics, each atomically."""
+    _atomic(run_dir / model_name, model.save)
+    vn = model.get_vec_normalize_env()
+    if vn is not None:
+        _atomic(run_dir / vecnorm_name, vn.save)
 
 
 def _append_evaluation(run_dir: Path, result: EvalResult) -> None:
@@ -520,10 +513,7 @@ def train(
             reset_num_timesteps=resumed_from is None,
             tb_log_name="run",
         )
-    _atomic_save_model(model, out / "model.zip")
-    vn = model.get_vec_normalize_env()
-    if vn is not None:
-        _atomic_save_vecnorm(vn, out / "vecnormalize.pkl")
+    _save_model(model, out, "model.zip", "vecnormalize.pkl")
     if not (out / "best_model.zip").exists():  # no evaluation ran (e.g. nothing remained)
         evaluator.init_callback(model)
         evaluator.run()

@@ -276,7 +276,6 @@ def _pydantic_problems(source: str, prefix: str, exc: ValidationError, model: ty
     problems = []
     for err in exc.errors():
         loc = err["loc"]
-        # A union of hyperparameter models reports each member: keep the chosen algo's only.
         where = ".".join(p for p in (prefix, _loc(loc)) if p)
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc[:-1])

@@ -247,10 +247,20 @@ def put_price(
         np.asarray(vol_annual, dtype=np.float64),
     )
     t_live = np.maximum(t, 0.0)
-    diffusion = put_mark(s, k, t_live, v)
-    p_crash = -np.expm1(-PUT_CRASH_RATE_PER_YEAR * t_live)
-    crash = p_crash * np.maximum(k - s * (1.0 - PUT_CRASH_DROP_FRAC), 0.0)
-    out: FloatArray = np.where(t > 0, diffusion + crash, np.maximum(k - s, 0.0))
+    quote = put_mark(s, k, t_live, v) + crash_premium(s, k, t_live)
+    out: FloatArray = np.where(t > 0, quote, np.maximum(k - s, 0.0))
+    return out
+
+
+def crash_premium(spot: ArrayLike, strike: ArrayLike, tenor_years: ArrayLike) -> FloatArray:
+    """The quote's crash term: P(at least one crash before expiry) x the payoff after it."""
+    t = np.maximum(np.asarray(tenor_years, dtype=np.float64), 0.0)
+    payoff = np.maximum(
+        np.asarray(strike, dtype=np.float64)
+        - np.asarray(spot, dtype=np.float64) * (1.0 - PUT_CRASH_DROP_FRAC),
+        0.0,
+    )
+    out: FloatArray = -np.expm1(-PUT_CRASH_RATE_PER_YEAR * t) * payoff
     return out
 
 
@@ -539,8 +549,9 @@ def rebalance(
     sell_vol = np.maximum(values[:, VOLATILE] - target[:, VOLATILE], 0.0)
     new_strike = params.put_moneyness * p
     new_minutes = np.full(n, params.put_tenor_days * 24.0 * 60.0)
-    new_put_value = put_price(p, new_strike, new_minutes / MINUTES_PER_YEAR, v)
+    # The quote (put_price for a live tenor), with its Black-Scholes term computed once.
     new_put_mark = put_mark(p, new_strike, new_minutes / MINUTES_PER_YEAR, v)
+    new_put_value = new_put_mark + crash_premium(p, new_strike, new_minutes / MINUTES_PER_YEAR)
     # A put worth less than MIN_PUT_PREMIUM_FRAC of spot buys no protection worth the name;
     # buying 1e22 of them would only make the hedge a bet on volatility.
     buy_puts = (target[:, HEDGE] > values[:, HEDGE]) & (new_put_value > MIN_PUT_PREMIUM_FRAC * p)
@@ -575,7 +586,7 @@ def rebalance(
         + sell_hedge * spread
         + buy_hedge * spread
         + fee * (sold + bought)
-        + np.where(buy_puts, premium, 0.0)
+        + premium  # buy_hedge, hence premium, is zero where no puts are bought
     )
     pf.stable_usd[:] = np.maximum(
         pf.stable_usd
