@@ -193,3 +193,12 @@ def test_cli_multiple_seeds_write_one_run_each(tmp_path):
     a = params_of(tmp_path / "seed_0" / "model.zip")
     b = params_of(tmp_path / "seed_1" / "model.zip")
     assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_progress_bar_shows_episode_reward_and_solvency_cost(tmp_path):
+    proc = cli(*sets(*TINY), "--out", str(tmp_path / "run"))
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    bar = stderr.replace("\r", "\n").splitlines()
+    assert any(line.startswith("ppo seed 0:") and "100%" in line for line in bar)
+    assert any("ep_rew=" in line and "cost=" in line and "eval=" in line for line in bar)
