@@ -20,7 +20,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from envs.controls import ALLOCATION, PARAMS, Controls
 from envs.core import formulas
 from envs.core.fund_allocation import AllocationParams
-from envs.core.params import RiskParams
+from envs.core.margin import maintenance_requirement
+from envs.core.params import MarginTiers, RiskParams
 from envs.market.price import MINUTES_PER_YEAR
 from envs.market.sampler import sample_training_scenario
 from envs.rewards import DecisionTotals, RewardWeights, combine, reward_components
@@ -92,6 +93,9 @@ class EnvConfig:
     fund_to_oi_frac: float = spec(0.02, ge=0.0, le=10.0, doc="initial fund / open interest")
     insolvency_frac: float = spec(0.05, gt=0.0, le=10.0, doc="uncovered loss / OI that ends it")
     fallback: Literal["adl", "socialize"] = "adl"
+    # Notional brackets for the maintenance requirement ("none": flat MMR). With a table the
+    # controlled ``mmr`` scales it (``mmr`` = the first bracket's rate reproduces the venue's).
+    margin_tiers: Literal["none", "binance_btcusdt_2021"] = "none"
     taker_fee_rate: float = spec(0.0005, ge=0.0, le=0.1, doc="trading fee (not controlled)")
     rebalance_threshold: float = spec(0.02, ge=0.0, le=2.0, doc="L1 weight change to rebalance")
     population_minutes: float = spec(5.0, gt=0.0, le=1440.0, doc="clock of the trader flows")
@@ -155,6 +159,9 @@ class FundControlCore:
         notice = int(np.ceil(config.margin_notice_minutes / config.decision_minutes))
         fixed = {k: v for k, v in dataclasses.asdict(config.fixed).items() if v is not None}
         self.controls = Controls(config.controlled, fixed, config.max_step, notice, n_envs)
+        self._tiers: MarginTiers | None = (
+            None if config.margin_tiers == "none" else getattr(MarginTiers, config.margin_tiers)()
+        )
         self.sim: ExchangeSimulator | None = None
         self._episode_rngs = [np.random.default_rng() for _ in range(n_envs)]
         self.n_decisions = np.zeros(n_envs, dtype=np.int64)
@@ -256,6 +263,7 @@ class FundControlCore:
             taker_fee_rate=self.config.taker_fee_rate,
             trading_fee_fund_share=v["trading_fee_fund_share"],
             fallback=self.config.fallback,
+            tiers=self._tiers,
         )
 
     # ---- one decision ----
@@ -344,7 +352,9 @@ class FundControlCore:
             socialized_loss_usd=sums["socialized_loss_usd"],
             unrecovered_usd=sums["unrecovered_usd"],
             adl_volume_usd=sums["adl_volume_usd"],
-            margin_locked_usd=(notional * risk.column("mmr")).sum(axis=1),
+            margin_locked_usd=maintenance_requirement(notional, risk.column("mmr"), risk.tiers).sum(
+                axis=1
+            ),
             lost_fee_revenue_usd=lost,
             change=moved,
             years=years,
@@ -584,6 +594,7 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     | fund_to_oi_frac        | float       | 0.02         | initial fund / open interest         |
     | insolvency_frac        | float       | 0.05         | uncovered loss that ends the episode |
     | fallback               | str         | "adl"        | "adl" or "socialize"                 |
+    | margin_tiers           | str         | "none"       | "binance_btcusdt_2021": MMR brackets |
     | population_minutes     | float       | 5            | clock of arrivals, exits, volume     |
     | reward                 | dict        | see rewards  | reward weights                       |
     | config                 | str         | None         | a YAML file holding the above        |

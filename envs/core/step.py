@@ -50,7 +50,9 @@ class StepEvents:
     Attributes:
         n_liquidations: Accounts that received a liquidation order.
         liquidation_volume_usd: Notional closed by the liquidation engine (book fills at the
-            fill price plus deleveraged size at the bankruptcy price).
+            fill price plus deleveraged size at the bankruptcy price, in absolute value: an
+            account whose debt exceeds its whole position's value, e.g. a short drained by
+            funding in a pump, has a negative bankruptcy price).
         liquidation_fees_usd: Liquidation fees charged to liquidated accounts.
         fund_fee_income_usd: The fund's share of those fees.
         liquidator_rewards_usd: The liquidators' share.
@@ -58,7 +60,7 @@ class StepEvents:
             of ``shortfall_usd``, ``socialized_loss_usd`` and ``unrecovered_usd`` (what is
             deleveraged closes at the bankruptcy price and shows as ``adl_haircut_usd``).
         shortfall_usd: The part of ``bad_debt_usd`` the insurance fund paid.
-        adl_volume_usd: Notional deleveraged, at the bankruptcy price.
+        adl_volume_usd: Notional deleveraged, at the bankruptcy price (absolute value).
         adl_haircut_usd: Mark-to-market profit the deleveraged counterparties gave up.
         socialized_loss_usd: Loss shared over open positions.
         unrecovered_usd: Loss nobody could bear, absorbed by the exchange.
@@ -239,7 +241,7 @@ def _liquidate(
     state.counterparty_cash_usd -= bincount(book_base * p)
 
     ev.n_liquidations = np.bincount(env, minlength=n_envs).astype(np.int64)
-    ev.liquidation_volume_usd = bincount(book_close * p + adl_quote)
+    ev.liquidation_volume_usd = bincount(book_close * p + np.abs(adl_quote))
     loss = bincount(socialized)
     if (loss > 0.0).any():
         _socialize(state, liq, loss, ev)
@@ -312,7 +314,7 @@ def _deleverage(
         cash = share * quote[rows, None]
         state.collateral_usd[rows] = coll - bankrupt_side * (cash - closed * entry)
         state.size[rows] = size + closed * bankrupt_side
-        ev.adl_volume_usd += quote
+        ev.adl_volume_usd += np.abs(quote)
         ev.adl_haircut_usd += bankrupt_side * (quote - amount * mark)
     return adl_close
 

@@ -291,3 +291,17 @@ def test_adl_skips_a_counterparty_it_would_push_below_zero():
     assert ev.adl_volume_usd[0] == pytest.approx(9_000.0, **APPROX)
     np.testing.assert_allclose(s.size[0], [0.0, -1.0, 0.0], atol=1e-12)
     np.testing.assert_allclose(s.collateral_usd[0], [0.0, 50.0, 8_000.0], atol=1e-9)
+
+
+def test_a_negative_bankruptcy_price_still_counts_positive_volume():
+    # A short of 1 from 100 whose collateral was drained to -500 (funding in a pump): its
+    # bankruptcy price is 100 + (-500) / 1 = -400. Empty fund, mark 120: the whole unit is
+    # deleveraged against the long (collateral 1,000, entry 100) at -400, i.e. the long hands
+    # over its unit and pays 400. Volume is notional: |1 x -400| = 400, never negative.
+    s = ExchangeState.create([[-500.0, 1000.0]], [[-1.0, 1.0]], [[100.0, 100.0]], 0.0)
+    ev = step(s, params(mmr=0.01, imr=0.02), 120, impact_for(120))
+    assert ev.adl_volume_usd[0] == pytest.approx(400.0, **APPROX)
+    assert ev.liquidation_volume_usd[0] == pytest.approx(400.0, **APPROX)
+    np.testing.assert_allclose(s.size[0], [0.0, 0.0], atol=1e-12)
+    # the long realises -400 - 100 = -500 on its unit: 1,000 - 500
+    assert s.collateral_usd[0, 1] == pytest.approx(500.0, **APPROX)

@@ -7,7 +7,7 @@ from gymnasium.utils.env_checker import check_env
 
 import envs
 from envs.controls import PARAMS
-from envs.exchange_env import OBS_NAMES, InsuranceFundEnv, make_config
+from envs.exchange_env import OBS_NAMES, InsuranceFundEnv, InsuranceFundVectorEnv, make_config
 from envs.schema import SchemaError
 
 SMALL = {"scenario": "venue_flash_wick", "n_accounts": 128}  # 180 min: 18 decisions
@@ -210,3 +210,26 @@ def test_gym_make_from_a_config_file_with_overrides():
     assert cfg.reward.solvency == 20.0 and cfg.margin_notice_minutes == 30.0
     obs, _ = env.reset(seed=0)
     assert env.observation_space.contains(obs)
+
+
+def test_binance_margin_tiers_set_the_requirement_and_the_capital_locked():
+    from envs.core.margin import maintenance_requirement
+    from envs.core.params import MarginTiers
+
+    env = InsuranceFundVectorEnv(
+        num_envs=2,
+        scenario="calm",
+        n_accounts=256,
+        fixed={"mmr": 0.004, "imr_multiple": 2.0},
+        margin_tiers="binance_btcusdt_2021",
+    )
+    env.reset(seed=1)
+    _, _, _, _, info = env.step(np.zeros((2, 9)))
+    sim = env.core.sim
+    assert sim.risk.tiers == MarginTiers.binance_btcusdt_2021()
+    notional = np.abs(sim.state_.size) * info["mark_price"][:, None]
+    assert notional.max() > 5e4  # some positions sit above the first bracket
+    tiered = maintenance_requirement(notional, 0.004, MarginTiers.binance_btcusdt_2021())
+    margin = info["capital_locked_usd"] - info["fund_balance_usd"]
+    np.testing.assert_allclose(margin, tiered.sum(axis=1), rtol=1e-9)
+    assert (margin > 0.004 * notional.sum(axis=1)).all()
