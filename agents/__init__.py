@@ -1,4 +1,8 @@
-"""fundgym's tooling around the simulator.
+"""fundgym's tooling around the simulator: training, baselines, evaluation, export, the CLI."""
 
-The command line and the demo today; training, baselines, evaluation and export as they land.
-"""
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("fundgym")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0.0.0+source"

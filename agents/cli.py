@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from agents import demo, scenarios_cli, train_cli
+from agents import demo, evaluate_cli, export_cli, scenarios_cli, simulate, train_cli
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -164,15 +164,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_demo = sub.add_parser(
         "demo",
-        help="simulate a crash with default parameters and print the fund's summary",
-        description=demo.__doc__,
+        help="the main job: train the default config, evaluate it against baselines on the "
+        "crash suite, export its schedule and ONNX graph",
+        description=demo.DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_arguments(p_demo)
     p_demo.set_defaults(func=demo.main)
 
+    p_sim = sub.add_parser(
+        "simulate",
+        help="simulate a crash with fixed parameters and print the fund's flows",
+        description=simulate.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    simulate.add_arguments(p_sim)
+    p_sim.set_defaults(func=simulate.main)
+
     scenarios_cli.add_parser(sub)
     train_cli.add_parser(sub)
+    evaluate_cli.add_parser(sub)
+    export_cli.add_parser(sub)
 
     p_bench = sub.add_parser(
         "bench",

@@ -1,185 +1,213 @@
-"""``fundgym demo``: a calibrated crash through the full exchange simulation, summarised.
+"""``fundgym demo``: the main job in one command: train, evaluate against baselines, export.
 
-Runs the market, the trader population and the exchange core on a library scenario
-(``oct_10_2025`` by default) with default risk parameters (dYdX-like: 1.5% liquidation fee,
-all of it to the fund), and beside them a lean fee schedule (0.3%, a fifth to the fund, the
-rest to liquidators) under each fallback, all on the same seed; prints the fund's flows side by
-side and writes the crash plot and the resolved configuration to the output directory.
+1. **Train** the default config (``configs/train/ppo.yaml``: PPO on 128 batched exchanges)
+   into ``OUT/ppo`` (a finished run there with the same config is reused, an interrupted one
+   resumed from its last checkpoint).
+2. **Evaluate** it on the seven calibrated historical crashes beside the venue presets
+   (``static:binance``, ``static:dydx``, ``static:hyperliquid``), the hand-written ``rule``,
+   ``best_static`` (searched on the training sampler) and ``hindsight_static`` (searched on the
+   crashes themselves), every policy on the same seeds, into ``OUT/evaluate`` (metrics.csv,
+   summary.json, report.md, report.html, plots/).
+3. **Export** the trained policy's parameter schedule along ``oct_10_2025`` (CSV) and its ONNX
+   graph into ``OUT/export``.
+
+It prints the results table, whether the trained policy dominates ``best_static``, how long
+each stage took and where everything went. ``--quick`` runs every stage at toy size (about a
+minute): a check that the pipeline works, not a result.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
+import sys
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import yaml
+from agents.evaluate import CRASHES
 
-from envs.core.params import RiskParams
-from envs.scenarios import load_scenario
-from envs.schema import SchemaError
-from envs.simulator import ExchangeSimulator, SimulationResult
-
-FloatArray = np.ndarray[Any, np.dtype[np.float64]]
-
-#: The runs the demo compares: column name -> risk parameters.
-RUNS: dict[str, RiskParams] = {
-    "defaults, ADL": RiskParams(),
-    "lean fee, ADL": RiskParams(liquidation_fee_rate=0.003, liquidation_fee_fund_share=0.2),
-    "lean fee, socialise": RiskParams(
-        liquidation_fee_rate=0.003, liquidation_fee_fund_share=0.2, fallback="socialize"
-    ),
-}
-
-
-ROWS: tuple[tuple[str, str], ...] = (
-    ("liquidation orders", "n_liquidations"),
-    ("liquidation volume", "liquidation_volume_usd"),
-    ("liquidation fees charged", "liquidation_fees_usd"),
-    ("  to the insurance fund", "fund_fee_income_usd"),
-    ("  to liquidators", "liquidator_rewards_usd"),
-    ("trading fees to the fund", "fund_trading_fee_income_usd"),
-    ("bad debt (fills past bankruptcy)", "bad_debt_usd"),
-    ("  shortfall paid by the fund", "shortfall_usd"),
-    ("  deleveraged notional (ADL)", "adl_volume_usd"),
-    ("  ADL haircut to counterparties", "adl_haircut_usd"),
-    ("  socialised loss", "socialized_loss_usd"),
-    ("  unrecovered (exchange)", "unrecovered_usd"),
-    ("fund at start", "fund_start_usd"),
-    ("fund minimum", "fund_min_usd"),
-    ("fund at end", "fund_end_usd"),
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TRAIN_CONFIG = REPO_ROOT / "configs" / "train" / "ppo.yaml"
+BASELINES = (
+    "static:binance",
+    "static:dydx",
+    "static:hyperliquid",
+    "rule",
+    "best_static",
+    "hindsight_static",
 )
+EXPORT_SCENARIO = "oct_10_2025"
 
+#: ``--quick``: every stage at toy size (training of a few seconds, short crashes).
+QUICK_TRAIN = [
+    "n_envs=8",
+    "env.n_accounts=64",
+    "env.horizon_minutes=240",
+    "total_timesteps=2048",
+    "hyperparameters.n_steps=32",
+    "hyperparameters.batch_size=128",
+    "hyperparameters.n_epochs=2",
+    "eval.freq=1024",
+    "eval.episodes=4",
+    "checkpoint.freq=1024",
+]
+QUICK_SCENARIOS = ("venue_flash_wick", "oracle_manipulation")
 
-def format_summary(results: dict[str, dict[str, FloatArray]]) -> str:
-    """A fixed-width table: one row per flow, one column per run."""
-    names = list(results)
-    lines = [f"{'':36s}" + "".join(f"{n:>22s}" for n in names)]
-    for label, key in ROWS:
-        cells = []
-        for n in names:
-            v = float(results[n][key][0])
-            money = "$" + f"{v:,.0f}"
-            cells.append(f"{v:>22,.0f}" if key == "n_liquidations" else f"{money:>22s}")
-        lines.append(f"{label:36s}" + "".join(cells))
-    return "\n".join(lines)
+DESCRIPTION = __doc__
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fundgym demo``."""
     parser.add_argument(
-        "--scenario",
-        default="oct_10_2025",
-        metavar="NAME_OR_PATH",
-        help="scenario by library name or YAML path (default oct_10_2025)",
+        "--out", default="runs/demo", metavar="DIR", help="output folder (default runs/demo)"
     )
     parser.add_argument(
-        "--seed", type=int, default=None, help="random seed (default: the scenario's own)"
+        "--quick",
+        action="store_true",
+        help="every stage at toy size, about a minute (checks the pipeline; not a result)",
     )
     parser.add_argument(
-        "--accounts", type=int, default=5_000, help="trader account slots (default 5,000)"
+        "--episodes",
+        type=int,
+        default=None,
+        metavar="K",
+        help="evaluation episodes per crash (default 8; --quick: 2)",
     )
     parser.add_argument(
-        "--fund-frac",
-        type=float,
-        default=0.005,
-        help="initial insurance fund as a share of open interest, in [0, 10] (default 0.005: "
-        "small enough that a hard crash exhausts it and the fallbacks act)",
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="evaluation worker processes (default: one per CPU)",
     )
-    parser.add_argument(
-        "--out",
-        default="runs/demo",
-        metavar="DIR",
-        help="where the plot and the resolved config go (default runs/demo)",
-    )
+    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the crash under both fallbacks, print the summary, write plot and config."""
-    if args.accounts < 1:
-        raise SystemExit(f"--accounts must be >= 1, got {args.accounts}")
-    if not np.isfinite(args.fund_frac) or not 0.0 <= args.fund_frac <= 10.0:
-        raise SystemExit(f"--fund-frac must lie in [0, 10], got {args.fund_frac}")
-    try:
-        scenario = load_scenario(args.scenario)
-    except (SchemaError, FileNotFoundError) as exc:
-        raise SystemExit(f"fundgym demo: {exc}") from exc
-    seed = scenario.seed if args.seed is None else args.seed
-    out = Path(args.out)
-    results: dict[str, dict[str, FloatArray]] = {}
-    runs: dict[str, dict[str, FloatArray]] = {}
-    first: SimulationResult | None = None
-    worst = 0.0
-    start = time.perf_counter()
-    for name, params in RUNS.items():
-        sim = ExchangeSimulator(
-            scenario, params, n_accounts=args.accounts, fund_to_oi_frac=args.fund_frac, seed=seed
-        )
-        res = sim.run()
-        first = first or res
-        results[name] = res.totals()
-        arrays = res.record.arrays()
-        runs[name] = {
-            "fund_usd": arrays["fund_usd"][:, 0],
-            "liquidation_volume_usd": arrays["liquidation_volume_usd"][:, 0],
-        }
-        worst = max(worst, res.max_ledger_error_usd)
-    elapsed = time.perf_counter() - start
-    assert first is not None
-    s = first.series
-    mark = s["mark_price"][:, 0]
-    oi = float(first.initial_open_interest_usd[0])
-    p = RiskParams()
-    print(
-        f"fundgym demo: {scenario.name} (seed {seed}): {scenario.description}\n"
-        f"mark {mark[0]:,.0f} -> low {mark.min():,.0f} ({mark.min() / mark[0] - 1:+.1%}) over "
-        f"{mark.size:,} ticks of {scenario.tick_minutes:g} min; depth down to "
-        f"{s['depth_usd_per_pct'][:, 0].min() / scenario.depth.normal_usd_per_pct:.0%} of normal"
-    )
-    print(
-        f"{args.accounts:,} account slots, open interest ${oi:,.0f}, fund "
-        f"${args.fund_frac * oi:,.0f} ({args.fund_frac:.2%} of OI)\n"
-        f"defaults: MMR {p.mmr:.1%}, IMR {p.imr:.1%}, liquidation fee {p.liquidation_fee_rate:.2%} "
-        f"(fund share {p.liquidation_fee_fund_share:.0%}), "
-        f"max {p.max_liquidation_fraction:.0%} of a position per tick; "
-        f"lean fee: 0.30% of notional, 20% to the fund\n"
-    )
-    print(format_summary(results))
-    print(
-        f"\nledger: largest imbalance over every tick ${worst:.2e} "
-        f"({worst / oi:.1e} of open interest): the books balance"
-    )
-    from agents.plots import plot_crash  # matplotlib only when plotting
+    """Train, evaluate, export; print the table, the verdict, the timings and the paths."""
+    from agents.evaluate import EvaluateError, evaluate
+    from agents.evaluate_cli import format_table
+    from agents.onnx_export import export_onnx
+    from agents.schedule import export_schedule
+    from agents.train import RunDirError, train
+    from agents.train_config import ConfigError, load_config
 
-    hours = np.arange(mark.size, dtype=np.float64) * (scenario.tick_minutes / 60.0)
-    plot_path = out / f"{scenario.name}.png"
-    plot_crash(
-        hours,
-        mark,
-        s["oracle_price"][:, 0],
-        s["depth_usd_per_pct"][:, 0],
-        runs,
-        f"{scenario.name} (seed {seed}): defaults vs a lean liquidation fee",
-        plot_path,
+    if args.episodes is not None and args.episodes < 1:
+        print(f"fundgym demo: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    quick = bool(args.quick)
+    progress = not args.no_progress
+    episodes = args.episodes or (2 if quick else 8)
+    scenarios = list(QUICK_SCENARIOS if quick else CRASHES)
+    argv = ["fundgym", *sys.argv[1:]] if sys.argv[1:] else ["fundgym", "demo"]
+    times: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    # 1. train
+    overrides = [*(QUICK_TRAIN if quick else []), f"seed={args.seed}"]
+    try:
+        cfg = load_config(TRAIN_CONFIG, overrides)
+    except ConfigError as exc:  # pragma: no cover - the shipped config is tested
+        print(f"fundgym demo: invalid config\n{exc}", file=sys.stderr)
+        return 2
+    run_dir = out / "ppo"
+    _stage(f"1/3 train {TRAIN_CONFIG.name}{' (quick)' if quick else ''} -> {run_dir}")
+    t0 = time.perf_counter()
+    try:
+        trained = train(cfg, run_dir, resume=True, progress=progress, argv=argv)
+    except RunDirError as exc:
+        print(f"fundgym demo: {exc}\nchoose another --out", file=sys.stderr)
+        return 2
+    times["train"] = time.perf_counter() - t0
+    if trained.resumed_from is not None and trained.resumed_from >= cfg.total_timesteps:
+        print(f"reused the finished run in {run_dir} ({trained.num_timesteps:,} timesteps)")
+    else:
+        print(f"trained {trained.num_timesteps:,} timesteps in {times['train']:.0f} s")
+
+    # 2. evaluate
+    eval_dir = out / "evaluate"
+    policies = [str(run_dir), *BASELINES]
+    _stage(
+        f"2/3 evaluate {len(policies)} policies x {len(scenarios)} crashes x {episodes} "
+        f"episodes -> {eval_dir}"
     )
-    config = {
-        "command": "fundgym demo",
-        "scenario": dataclasses.asdict(scenario),
-        "seed": seed,
-        "accounts": args.accounts,
-        "fund_frac": args.fund_frac,
-        "runs": {
-            name: {k: v for k, v in dataclasses.asdict(rp).items() if k != "tiers"}
-            for name, rp in RUNS.items()
-        },
-    }
-    config_path = out / "config.yaml"
-    tmp = config_path.with_name(f".config.yaml.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-    tmp.replace(config_path)
-    print(f"\nwrote {plot_path} and {config_path} ({elapsed:.1f} s)")
+    t0 = time.perf_counter()
+    try:
+        result = evaluate(
+            policies,
+            scenarios,
+            episodes,
+            eval_dir,
+            seed=0,
+            workers=args.workers,
+            search_episodes=4 if quick else 16,
+            cache_dir=out / "cache",
+            overwrite=True,
+            progress=progress,
+            argv=argv,
+        )
+    except EvaluateError as exc:
+        print(f"fundgym demo: {exc}", file=sys.stderr)
+        return 2
+    times["evaluate"] = time.perf_counter() - t0
+
+    # 3. export
+    export_dir = out / "export"
+    _stage(f"3/3 export the schedule along {EXPORT_SCENARIO} and the ONNX graph -> {export_dir}")
+    t0 = time.perf_counter()
+    schedule = export_schedule(
+        run_dir,
+        export_dir / f"schedule_{EXPORT_SCENARIO}.csv",
+        scenario=EXPORT_SCENARIO,
+        fmt="csv",
+        naming="dydx",
+        argv=argv,
+    )
+    graph = export_onnx(run_dir, export_dir / "policy.onnx")
+    times["export"] = time.perf_counter() - t0
+    times["total"] = time.perf_counter() - t_all
+
+    name = run_dir.resolve().name
+    print(
+        f"\nper episode, mean over {len(scenarios)} crashes x {episodes} episodes "
+        "(solvency loss = socialised + unrecovered + deleveraged notional; capital = fund + "
+        "maintenance margin):"
+    )
+    print(format_table(result.by_policy))
+    d = result.dominance.get(name)
+    if d is not None:
+        verdict = (
+            f"DOMINATES best_static ({d['rule']} rule)"
+            if d["dominates"]
+            else "does NOT dominate best_static"
+        )
+        print(
+            f"\ntrained policy {verdict}: loss x{d['loss_ratio']:.2f}, capital "
+            f"x{d['capital_ratio']:.2f} (bar: loss <= 0.5x at <= 1x capital, or loss <= 1x at "
+            "<= 0.8x capital)"
+        )
+    if quick:
+        print("(--quick: toy sizes; the numbers check the pipeline, they are not a result)")
+    print(
+        "\ntook "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in times.items() if k != "total")
+        + f"; total {times['total']:.0f} s ({times['total'] / 60:.1f} min)"
+    )
+    print("wrote:")
+    for label, path in (
+        ("trained model", run_dir / "best_model.zip"),
+        ("report", eval_dir / "report.html"),
+        ("report (markdown)", eval_dir / "report.md"),
+        ("metrics", eval_dir / "metrics.csv"),
+        ("summary", eval_dir / "summary.json"),
+        ("scatter plot", eval_dir / "plots" / "scatter.png"),
+        ("schedule", schedule.path),
+        ("ONNX policy", graph.path),
+    ):
+        print(f"  {label:18s} {path}")
     return 0
+
+
+def _stage(text: str) -> None:
+    print(f"\n== {text}", flush=True)

@@ -1,4 +1,4 @@
-"""The fundgym command line: help texts, the demo summary, the core benchmark, bad input."""
+"""The fundgym command line: help texts, the crash simulation summary, the benchmark, bad input."""
 
 import json
 import subprocess
@@ -31,7 +31,10 @@ def test_top_level_help_lists_subcommands():
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (("demo", "--help"), ["--scenario", "--seed", "--accounts", "--fund-frac", "--out"]),
+        (("simulate", "--help"), ["--scenario", "--seed", "--accounts", "--fund-frac", "--out"]),
+        (("demo", "--help"), ["--quick", "--out", "--episodes", "--workers"]),
+        (("evaluate", "--help"), ["--policy", "--scenarios", "--episodes", "--seed", "--out"]),
+        (("export", "--help"), ["--policy", "--format", "--out", "--scenario", "--naming"]),
         (("scenarios", "--help"), ["list", "sample", "plot"]),
         (("scenarios", "sample", "--help"), ["NAME_OR_PATH", "--seed", "--out"]),
         (("scenarios", "plot", "--help"), ["NAME_OR_PATH", "--seed", "--out"]),
@@ -46,9 +49,9 @@ def test_each_subcommand_has_help(args, expected):
         assert option in out.stdout
 
 
-def test_demo_prints_the_crash_summary_and_writes_plot_and_config(capsys, tmp_path):
+def test_simulate_prints_the_crash_summary_and_writes_plot_and_config(capsys, tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo", "--accounts", "300", "--out", str(out)]) == 0
+    assert main(["simulate", "--accounts", "300", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     for row in (
         "oct_10_2025",
@@ -68,8 +71,8 @@ def test_demo_prints_the_crash_summary_and_writes_plot_and_config(capsys, tmp_pa
     assert not list(out.glob(".*tmp"))
 
 
-def test_demo_is_reproducible(capsys, tmp_path):
-    args = ["demo", "--accounts", "200", "--scenario", "venue_flash_wick", "--seed", "5"]
+def test_simulate_is_reproducible(capsys, tmp_path):
+    args = ["simulate", "--accounts", "200", "--scenario", "venue_flash_wick", "--seed", "5"]
     main([*args, "--out", str(tmp_path / "a")])
     first = capsys.readouterr().out
     main([*args, "--out", str(tmp_path / "a")])
@@ -79,9 +82,9 @@ def test_demo_is_reproducible(capsys, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("demo", "--fund-frac", "-1"), "--fund-frac must lie in [0, 10], got -1.0"),
-        (("demo", "--accounts", "0"), "--accounts must be >= 1, got 0"),
-        (("demo", "--scenario", "nowhere_2031"), "unknown scenario 'nowhere_2031'"),
+        (("simulate", "--fund-frac", "-1"), "--fund-frac must lie in [0, 10], got -1.0"),
+        (("simulate", "--accounts", "0"), "--accounts must be >= 1, got 0"),
+        (("simulate", "--scenario", "nowhere_2031"), "unknown scenario 'nowhere_2031'"),
         (("scenarios", "plot", "nowhere_2031", "--out", "x.png"), "unknown scenario"),
         (("bench", "core", "--regimes", "calm"), "unknown regime 'calm'; allowed: quiet, crash"),
         (("bench", "core", "--accounts", "ten"), "expected comma-separated integers, got 'ten'"),

@@ -1,0 +1,536 @@
+"""Export a trained policy to ONNX: raw observations in, parameter targets in natural units out.
+
+:func:`export_onnx` turns a run directory written by :func:`agents.train.train` into one
+``.onnx`` file that needs neither torch nor stable-baselines3 to run. The graph holds, in order:
+
+1. the run's observation normalisation (``VecNormalize``: ``(obs - mean) / sqrt(var + eps)``,
+   clipped to ``±clip_obs``, computed in float64 as SB3 does; absent when the run did not
+   normalise observations);
+2. the deterministic policy: the Gaussian mean of the actor network clipped to [-1, 1] for
+   PPO and A2C, the tanh-squashed actor output for SAC and TD3 (what ``model.predict(obs,
+   deterministic=True)`` returns);
+3. the map from action units to natural units (:mod:`envs.controls`).
+
+Input ``observation``: ``(batch, 31)`` float32, the raw environment observation
+(:data:`envs.exchange_env.OBS_NAMES`, already clipped to ±10 by the environment).
+Outputs, both ``(batch, n_controlled)`` float32 in the order of the run's ``env.controlled``:
+
+* ``action``: target positions in action units [-1, 1], what the environment's ``step`` takes;
+* ``params``: the same targets in natural units (see :func:`export_onnx`).
+
+Before anything is written the export is checked with onnxruntime against the stable-baselines3
+model (:func:`reference_outputs`) on real and random observations; it fails unless the largest
+absolute difference is below :data:`TOLERANCE`. The file is written atomically, and its
+``metadata_props`` say what it is (:data:`SCHEMA_VERSION`): parameter names, units and scales,
+observation names, the algorithm, the model file, the run's config and the check's result.
+
+The torch exporter used is the TorchScript-based one (``dynamo=False``): torch 2.13 still
+ships it (deprecated), and it needs no extra package; the network is a plain MLP, which it
+traces exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pickle
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from agents.train_config import ConfigError, TrainConfig, load_config
+from envs.controls import ALLOCATION, ALLOCATION_SHARPNESS, DEFAULTS, PARAMS, allocation_weights
+from envs.exchange_env import OBS_NAMES
+
+if TYPE_CHECKING:
+    import onnx
+    import torch
+
+SCHEMA_VERSION = "1"
+INPUT_NAME = "observation"
+OUTPUT_NAMES = ("action", "params")
+#: The largest absolute difference (action units and natural units) the check accepts.
+TOLERANCE = 1e-4
+OPSET = 17
+
+#: Model and normalisation files of each choice of ``model``.
+MODEL_FILES: dict[str, tuple[str, str]] = {
+    "best": ("best_model.zip", "best_vecnormalize.pkl"),
+    "final": ("model.zip", "vecnormalize.pkl"),
+}
+
+#: What one unit of each ``params`` column is.
+UNITS: dict[str, str] = {
+    "liquidation_fee_rate": "fraction of the liquidated notional",
+    "liquidation_fee_fund_share": "fraction of the liquidation fee paid into the fund",
+    "mmr": "fraction of notional (maintenance margin ratio)",
+    "imr_multiple": "multiple of mmr (initial margin = mmr x imr_multiple, capped at 1)",
+    "trading_fee_fund_share": "fraction of taker fees paid into the fund",
+    "alloc_stable": "fraction of the fund in the stable bucket",
+    "alloc_yield": "fraction of the fund in the yield bucket",
+    "alloc_volatile": "fraction of the fund in the volatile bucket",
+    "alloc_hedge": "fraction of the fund in the hedge bucket",
+}
+
+
+class ExportError(ValueError):
+    """The run cannot be exported (missing or unreadable files) or the export fails its check."""
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """What :func:`export_onnx` wrote and how well it matches the stable-baselines3 model."""
+
+    path: Path
+    input_name: str
+    output_names: tuple[str, ...]
+    max_abs_diff: float
+    n_checked: int
+
+
+# ---------------------------------------------------------------- the run ----
+
+
+@dataclass(frozen=True)
+class _Run:
+    """A run directory's config, model and observation normalisation, loaded."""
+
+    run_dir: Path
+    cfg: TrainConfig
+    config_text: str
+    model: Any
+    model_file: Path
+    vecnorm: Any | None  # a VecNormalize that normalises observations, or None
+    vecnorm_file: Path | None
+
+
+def _load_run(run_dir: Path, model: str) -> _Run:
+    """Load what the export needs from ``run_dir``; :class:`ExportError` naming what is wrong."""
+    import stable_baselines3 as sb3
+
+    run_dir = Path(run_dir)
+    if model not in MODEL_FILES:
+        raise ExportError(f"model = {model!r}: expected one of {list(MODEL_FILES)}")
+    if not run_dir.is_dir():
+        raise ExportError(
+            f"{run_dir}: no such run directory (expected one written by `fundgym train`, "
+            "holding config.yaml and model.zip)"
+        )
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise ExportError(f"{config_path}: missing; a run directory holds its resolved config")
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        raise ExportError(f"{config_path}: not a valid training config:\n{exc}") from exc
+    model_name, vecnorm_name = MODEL_FILES[model]
+    if model == "best" and not (run_dir / model_name).exists():
+        warnings.warn(
+            f"{run_dir / model_name} is absent (no evaluation finished); exporting the final "
+            f"model ({MODEL_FILES['final'][0]}) instead",
+            UserWarning,
+            stacklevel=3,
+        )
+        model_name, vecnorm_name = MODEL_FILES["final"]
+    model_file = run_dir / model_name
+    if not model_file.is_file():
+        raise ExportError(f"{model_file}: missing; expected the run's {cfg.algo} model (zip)")
+    cls = getattr(sb3, cfg.algo.upper())
+    try:
+        loaded = cls.load(model_file, device="cpu")
+    except Exception as exc:  # SB3 raises anything from zipfile, torch or pickle
+        raise ExportError(
+            f"{model_file}: cannot be read as a stable-baselines3 {cfg.algo.upper()} model "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    n_obs, n_act = len(OBS_NAMES), len(cfg.env.controlled)
+    if loaded.observation_space.shape != (n_obs,) or loaded.action_space.shape != (n_act,):
+        raise ExportError(
+            f"{model_file}: the model maps observations {loaded.observation_space.shape} to "
+            f"actions {loaded.action_space.shape}; expected ({n_obs},) to ({n_act},) for "
+            f"{config_path}"
+        )
+    vecnorm: Any | None = None
+    vecnorm_file: Path | None = None
+    if cfg.normalize.observation or cfg.normalize.reward:
+        vecnorm_file = run_dir / vecnorm_name
+        if not vecnorm_file.is_file():
+            raise ExportError(
+                f"{vecnorm_file}: missing; expected the VecNormalize statistics of "
+                f"{model_file.name} (the run normalises)"
+            )
+        try:
+            vecnorm = pickle.loads(vecnorm_file.read_bytes())
+            state = vars(vecnorm)  # unpickled without its env: attribute fallbacks would recurse
+            norm_obs = bool(state["norm_obs"])
+            obs_shape = state["obs_rms"].mean.shape if norm_obs else (n_obs,)
+        except Exception as exc:  # unpickling raises anything
+            raise ExportError(
+                f"{vecnorm_file}: cannot be read as stable-baselines3 VecNormalize statistics "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+        if obs_shape != (n_obs,):
+            raise ExportError(
+                f"{vecnorm_file}: statistics of shape {obs_shape}; expected ({n_obs},)"
+            )
+        if not norm_obs:
+            vecnorm = None  # reward normalisation only: observations pass through
+    return _Run(run_dir, cfg, config_path.read_text(), loaded, model_file, vecnorm, vecnorm_file)
+
+
+def _allocation_logits(cfg: TrainConfig) -> dict[str, float]:
+    """Positions (logits) of the allocation buckets the policy does not control."""
+    fixed = {k: v for k, v in dataclasses.asdict(cfg.env.fixed).items() if v is not None}
+    start = {**DEFAULTS, **fixed}
+    return {
+        name: float(PARAMS[name].to_position(start[name]))
+        for name in ALLOCATION
+        if name not in cfg.env.controlled
+    }
+
+
+# ---------------------------------------------------------------- the reference ----
+
+
+def _natural_units(cfg: TrainConfig, action: np.ndarray) -> np.ndarray:
+    """``params`` from ``action`` in numpy (float64), through :mod:`envs.controls`."""
+    a = np.asarray(action, dtype=np.float64)
+    controlled = cfg.env.controlled
+    out = np.empty_like(a)
+    fixed_logits = _allocation_logits(cfg)
+    logits = np.empty((a.shape[0], len(ALLOCATION)))
+    for k, name in enumerate(ALLOCATION):
+        if name in controlled:
+            logits[:, k] = np.clip(a[:, controlled.index(name)], -1.0, 1.0)
+        else:
+            logits[:, k] = fixed_logits[name]
+    weights = allocation_weights(logits)
+    for j, name in enumerate(controlled):
+        if name in ALLOCATION:
+            out[:, j] = weights[:, ALLOCATION.index(name)]
+        else:
+            out[:, j] = PARAMS[name].to_value(a[:, j])
+    return out
+
+
+def _reference(run: _Run, observations: np.ndarray) -> dict[str, np.ndarray]:
+    obs = np.asarray(observations, dtype=np.float32)
+    if obs.ndim != 2 or obs.shape[1] != len(OBS_NAMES):
+        raise ValueError(f"observations must have shape (batch, {len(OBS_NAMES)}), got {obs.shape}")
+    x = run.vecnorm.normalize_obs(obs) if run.vecnorm is not None else obs
+    action, _ = run.model.predict(x, deterministic=True)
+    action = np.asarray(action, dtype=np.float32).reshape(obs.shape[0], -1)
+    return {"action": action, "params": _natural_units(run.cfg, action)}
+
+
+def reference_outputs(
+    run_dir: Path, observations: np.ndarray, *, model: str = "best"
+) -> dict[str, np.ndarray]:
+    """What the exported graph should output, computed with stable-baselines3 and numpy.
+
+    ``VecNormalize.normalize_obs`` (when the run normalised observations), then
+    ``model.predict(..., deterministic=True)``, then the natural-unit map of
+    :mod:`envs.controls` (``ParamRange.to_value``, ``allocation_weights``).
+
+    Args:
+        run_dir: A run directory written by :func:`agents.train.train`.
+        observations: Raw environment observations, ``(batch, 31)``; cast to float32 first,
+            as the environment emits them and the graph takes them.
+        model: ``"best"`` (``best_model.zip``, falling back to ``model.zip`` with a warning
+            when absent) or ``"final"`` (``model.zip``).
+
+    Returns:
+        ``{"action": (batch, n) float32, "params": (batch, n) float64}`` as in
+        :func:`export_onnx`.
+
+    Raises:
+        ExportError: The run directory or one of its files is missing or unreadable.
+    """
+    return _reference(_load_run(Path(run_dir), model), observations)
+
+
+def check_observations(cfg: TrainConfig, n: int, seed: int) -> np.ndarray:
+    """``n`` float32 observations: half from the run's environment, half uniform in ±10.
+
+    The real half comes from a few exchanges of the run's environment stepped with uniform
+    random actions (seeded ``seed``), the other half covers the whole observation box, far
+    outside what training saw, where clipping and saturation are exercised.
+    """
+    from agents.train import env_kwargs
+    from envs.exchange_env import InsuranceFundVectorEnv
+
+    rng = np.random.default_rng(seed)
+    n_real = n // 2
+    rows: list[np.ndarray] = []
+    if n_real > 0:
+        n_envs = min(8, n_real)
+        env = InsuranceFundVectorEnv(num_envs=n_envs, **env_kwargs(cfg))
+        obs, _ = env.reset(seed=seed)
+        rows.append(obs)
+        n_act = len(cfg.env.controlled)
+        for _ in range(math.ceil(n_real / n_envs) - 1):
+            obs, *_ = env.step(rng.uniform(-1.0, 1.0, (n_envs, n_act)))
+            rows.append(obs)
+    real = np.concatenate(rows)[:n_real] if rows else np.empty((0, len(OBS_NAMES)))
+    box = rng.uniform(-10.0, 10.0, (n - n_real, len(OBS_NAMES)))
+    return np.concatenate([real, box]).astype(np.float32)
+
+
+# ---------------------------------------------------------------- the graph ----
+
+
+def _graph(run: _Run) -> torch.nn.Module:
+    """Raw observation -> (action, params) as one torch module, ready to trace."""
+    import torch
+    from stable_baselines3.common.policies import BaseModel
+
+    policy = run.model.policy
+    policy.set_training_mode(False)
+    algo = run.cfg.algo
+    space = policy.action_space
+    low = torch.as_tensor(space.low, dtype=torch.float32)
+    high = torch.as_tensor(space.high, dtype=torch.float32)
+    controlled = run.cfg.env.controlled
+    fixed_logits = _allocation_logits(run.cfg)
+    vecnorm = run.vecnorm
+
+    if vecnorm is not None:
+        obs_mean = torch.as_tensor(np.asarray(vecnorm.obs_rms.mean, dtype=np.float64))
+        var = np.asarray(vecnorm.obs_rms.var, dtype=np.float64)
+        obs_std = torch.as_tensor(np.sqrt(var + float(vecnorm.epsilon)))
+        clip_obs = float(vecnorm.clip_obs)
+
+    class Graph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.policy = policy
+
+        def normalise(self, obs: torch.Tensor) -> torch.Tensor:
+            """``VecNormalize.normalize_obs``: float64, clipped, back to float32."""
+            if vecnorm is None:
+                return obs
+            z = (obs.double() - obs_mean) / obs_std
+            return z.clamp(-clip_obs, clip_obs).float()
+
+        def actor(self, x: torch.Tensor) -> torch.Tensor:
+            """The deterministic action before SB3's post-processing in ``predict``."""
+            p = self.policy
+            if algo in ("ppo", "a2c"):
+                features = BaseModel.extract_features(p, x, p.pi_features_extractor)
+                mean: torch.Tensor = p.action_net(p.mlp_extractor.forward_actor(features))
+                return torch.tanh(mean) if p.squash_output else mean  # gSDE squashes
+            if algo == "sac":
+                actor = p.actor
+                features = actor.extract_features(x, actor.features_extractor)
+                return torch.tanh(actor.mu(actor.latent_pi(features)))
+            squashed: torch.Tensor = p.actor(x)  # td3: mu ends in tanh
+            return squashed
+
+        def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            a = self.actor(self.normalise(obs))
+            if self.policy.squash_output:  # BasePolicy.predict: unscale_action
+                action = low + 0.5 * (a + 1.0) * (high - low)
+            else:
+                action = torch.minimum(torch.maximum(a, low), high)
+            return action, self.params(action)
+
+        def params(self, action: torch.Tensor) -> torch.Tensor:
+            a = action.double().clamp(-1.0, 1.0)
+            logits = [
+                a[:, controlled.index(name)]
+                if name in controlled
+                else torch.full_like(a[:, 0], fixed_logits[name])
+                for name in ALLOCATION
+            ]
+            weights = torch.softmax(ALLOCATION_SHARPNESS * torch.stack(logits, dim=1), dim=1)
+            cols = []
+            for j, name in enumerate(controlled):
+                if name in ALLOCATION:
+                    cols.append(weights[:, ALLOCATION.index(name)])
+                    continue
+                r = PARAMS[name]
+                u = (a[:, j] + 1.0) / 2.0
+                cols.append(
+                    r.low * (r.high / r.low) ** u if r.log else r.low + u * (r.high - r.low)
+                )
+            return torch.stack(cols, dim=1).float()
+
+    return Graph().eval()
+
+
+def _to_onnx(module: torch.nn.Module) -> onnx.ModelProto:
+    import onnx
+    import torch
+
+    example = torch.zeros(2, len(OBS_NAMES), dtype=torch.float32)
+    batch = {0: "batch"}
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad(), warnings.catch_warnings():
+        path = Path(tmp) / "policy.onnx"
+        # The TorchScript exporter announces its deprecation; it is still exact for an MLP.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            module,
+            (example,),
+            path,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={name: batch for name in (INPUT_NAME, *OUTPUT_NAMES)},
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+        proto = onnx.load(path)
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def _metadata(run: _Run) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        fundgym_version = version("fundgym")
+    except PackageNotFoundError:
+        fundgym_version = "unknown"
+    params = []
+    for j, name in enumerate(run.cfg.env.controlled):
+        r = PARAMS[name]
+        item: dict[str, Any] = {"name": name, "index": j, "unit": UNITS.get(name, r.doc)}
+        if name in ALLOCATION:
+            item.update(scale="softmax", low=0.0, high=1.0)
+        else:
+            item.update(scale="log" if r.log else "linear", low=r.low, high=r.high)
+        params.append(item)
+    vn = run.vecnorm
+    normalisation = (
+        {"observation": True, "clip_obs": float(vn.clip_obs), "epsilon": float(vn.epsilon)}
+        if vn is not None
+        else {"observation": False}
+    )
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "fundgym_version": fundgym_version,
+        "algo": run.cfg.algo,
+        "model_file": run.model_file.name,
+        "vecnormalize_file": run.vecnorm_file.name if run.vecnorm_file is not None else "",
+        "run_dir": str(run.run_dir),
+        "config": run.config_text,
+        "input": INPUT_NAME,
+        "outputs": json.dumps(list(OUTPUT_NAMES)),
+        "obs_names": json.dumps(list(OBS_NAMES)),
+        "param_names": json.dumps(list(run.cfg.env.controlled)),
+        "params": json.dumps(params),
+        "fixed_allocation_logits": json.dumps(_allocation_logits(run.cfg)),
+        "allocation_sharpness": repr(ALLOCATION_SHARPNESS),
+        "observation_normalisation": json.dumps(normalisation),
+        "targets": (
+            "action and params are targets: the environment moves each position toward its "
+            "target by at most env.max_step action units per decision, and a margin increase "
+            "(mmr, imr_multiple) takes effect only after env.margin_notice_minutes"
+        ),
+    }
+
+
+def _run_onnx(model_bytes: bytes, observations: np.ndarray) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    outputs = session.run(list(OUTPUT_NAMES), {INPUT_NAME: observations.astype(np.float32)})
+    return {name: np.asarray(value) for name, value in zip(OUTPUT_NAMES, outputs, strict=True)}
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename; nothing left on failure."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export_onnx(
+    run_dir: Path,
+    out: Path,
+    *,
+    model: str = "best",
+    n_check: int = 512,
+    seed: int = 0,
+) -> OnnxExport:
+    """Export a run's policy to ONNX, check it against stable-baselines3, write it atomically.
+
+    The graph takes raw observations (input ``observation``, ``(batch, 31)`` float32, the
+    order of :data:`envs.exchange_env.OBS_NAMES`) and gives, per controlled parameter in the
+    order of the run's ``env.controlled``:
+
+    * ``action``: what ``model.predict(normalised_obs, deterministic=True)`` returns, in
+      action units [-1, 1];
+    * ``params``: the same in natural units: ``PARAMS[name].to_value(action)`` for a
+      parameter (log scale: ``low * (high / low) ** u``, linear: ``low + u * (high - low)``,
+      ``u = (action + 1) / 2``), and for an allocation logit the *weight* of its bucket,
+      ``softmax(3 x logits)`` over the four buckets, where the buckets the policy does not
+      control keep their constant logits (the run's fixed or default allocation).
+
+    Both are **targets**, not the parameters in force after the decision: the environment
+    moves each parameter's position toward its target by at most ``env.max_step`` action
+    units per decision, and an increase of ``mmr`` or ``imr_multiple`` reaches open positions
+    only after ``env.margin_notice_minutes`` (cuts apply at once). A deployment that wants the
+    environment's behaviour applies the same rate limit and notice to successive targets.
+
+    Args:
+        run_dir: A run directory written by :func:`agents.train.train`.
+        out: The ``.onnx`` file to write (its parent is created; an existing file is replaced
+            only when the new one has passed its check).
+        model: ``"best"``: ``best_model.zip`` and ``best_vecnormalize.pkl``, falling back to
+            ``model.zip`` and ``vecnormalize.pkl`` with a warning when the run has no best
+            model; ``"final"``: ``model.zip`` and ``vecnormalize.pkl``.
+        n_check: Observations in the check (half from the run's environment stepped with
+            random actions, half uniform in [-10, 10]^31).
+        seed: Seed of the check's observations.
+
+    Returns:
+        Where the file is, its input and output names, and the check's result.
+
+    Raises:
+        ExportError: The run directory, its config, model or normalisation file is missing or
+            unreadable, ``out`` is a directory, or the exported graph differs from the
+            stable-baselines3 model by :data:`TOLERANCE` or more (then nothing is written).
+    """
+    out = Path(out)
+    if n_check < 1:
+        raise ExportError(f"n_check = {n_check}: at least 1 observation must be checked")
+    if out.is_dir():
+        raise ExportError(f"{out}: is a directory; expected the path of the .onnx file to write")
+    run = _load_run(Path(run_dir), model)
+    import onnx
+
+    proto = _to_onnx(_graph(run))
+    observations = check_observations(run.cfg, n_check, seed)
+    expected = _reference(run, observations)
+    got = _run_onnx(proto.SerializeToString(), observations)
+    diff = max(
+        float(np.max(np.abs(got[name].astype(np.float64) - expected[name])))
+        for name in OUTPUT_NAMES
+    )
+    if not diff < TOLERANCE:  # also catches NaN
+        raise ExportError(
+            f"{out}: not written; the ONNX graph of {run.model_file} differs from the "
+            f"stable-baselines3 model by up to {diff:.3g} (tolerance {TOLERANCE:g}) over "
+            f"{n_check} observations"
+        )
+    props = {**_metadata(run), "check_max_abs_diff": repr(diff), "check_n": str(n_check)}
+    onnx.helper.set_model_props(proto, props)
+    proto.doc_string = (
+        f"fundgym {run.cfg.algo.upper()} policy from {run.model_file}: raw observations in, "
+        "target parameters out (action units and natural units)"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out, proto.SerializeToString())
+    return OnnxExport(out, INPUT_NAME, OUTPUT_NAMES, diff, n_check)

@@ -1,0 +1,1016 @@
+"""The report of ``fundgym evaluate``: plots, ``report.md`` and a self-contained ``report.html``.
+
+A risk committee choosing insurance-fund parameters wants to see every candidate policy on
+the *same* crashes with the *same* seeds, so that a difference between two policies comes
+from the policies and not from the luck of the market path. It also wants intervals rather
+than single runs: evaluation runs few episodes, and a policy that looks twice as safe on one
+crash may be no safer on the next. The report therefore shows, for each policy:
+
+* a headline table over all scenarios (solvency loss, bad debt, deleveraged notional, the
+  probability that the fund is exhausted, the tail of bad debt, and what that safety costs in
+  locked capital and fees), each mean with its 95% interval;
+* whether it clears the quality bar against the reference policy (``metrics.dominates``) and
+  how much of the gap between the best static parameters and the hindsight-tuned ones it
+  closes;
+* a per-scenario table and grouped bars, since a policy can win on average and lose badly
+  on one kind of crash;
+* a scatter of solvency loss against locked capital, the trade-off a committee actually
+  decides on (lower-left is better);
+* one episode per scenario as time series (price, fund, liquidations and the parameters the
+  policy set), to show *how* a policy behaved, not only how it scored.
+
+:func:`write_report` writes the figures (``plots/*.png``), ``report.md`` (which links to
+them) and ``report.html`` (the same sections with every figure embedded as a base64 data URI,
+so it can be mailed or archived as one file). Both documents are rendered from one list of
+blocks, so they cannot disagree. Every file is written atomically (a temporary file in the
+same folder, then ``os.replace``): an interrupted run never leaves half a report.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import to_hex
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter
+
+from agents.metrics import (
+    CAPITAL_RULE_MAX_RATIO,
+    LOSS_RULE_MAX_RATIO,
+    SUMMARY_LEVEL,
+    EpisodeRecord,
+    Row,
+)
+from agents.plots import save_atomic
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+
+#: Folder (inside the output folder) that holds the figures.
+PLOTS_DIRNAME = "plots"
+
+#: Parameters drawn in the time-series figure: name -> (legend label, line style). Drawn in
+#: percent, as risk teams quote them.
+TIMESERIES_PARAMS: dict[str, tuple[str, str]] = {
+    "mmr": ("maintenance margin (mmr)", "-"),
+    "liquidation_fee_rate": ("liquidation fee", "--"),
+}
+
+#: Placeholder for a number that does not exist (NaN, missing, not computable).
+NOT_AVAILABLE = "n/a"
+
+# Up to 10 policies get the tab10 colours, up to 20 tab20; more are spread over a colormap.
+_TAB10 = [to_hex(plt.get_cmap("tab10")(i)) for i in range(10)]
+_TAB20 = [to_hex(plt.get_cmap("tab20")(i)) for i in range(20)]
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
+h2 { border-bottom: 1px solid #bbb; padding-bottom: .15em; margin-top: 1.8em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; display: block;
+        overflow-x: auto; }
+th, td { border: 1px solid #ccc; padding: .3em .55em; white-space: nowrap; }
+th { background: #f0f0f0; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr:nth-child(even) td { background: #fafafa; }
+pre { background: #f6f6f6; border: 1px solid #ddd; padding: .6em; overflow-x: auto; }
+figure { margin: 1.2em 0; }
+figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: .9em; color: #555; }
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------------
+
+
+def _number(row: Mapping[str, object] | None, key: str) -> float:
+    """``row[key]`` as a float, NaN when the row or key is missing or not a number.
+
+    The report renders what it has: a summary produced by an older or partial evaluation
+    shows "n/a" in a cell rather than failing the whole report.
+    """
+    if row is None:
+        return math.nan
+    value = row.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        return math.nan
+    return float(value)
+
+
+def _usd(value: float) -> str:
+    """Whole dollars with thousands separators (``$1,234,567``; ``-$5``); "n/a" if NaN."""
+    if math.isnan(value):
+        return NOT_AVAILABLE
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    rounded = round(value)
+    if rounded == 0:
+        return "$0"
+    return f"-${-rounded:,}" if rounded < 0 else f"${rounded:,}"
+
+
+def _pct(frac: float, digits: int = 1) -> str:
+    """A ratio as percent (``0.125`` -> ``12.5%``); "n/a" if NaN."""
+    if math.isnan(frac):
+        return NOT_AVAILABLE
+    if math.isinf(frac):
+        return "inf" if frac > 0 else "-inf"
+    return f"{100.0 * frac:.{digits}f}%"
+
+
+def _plain(value: float, digits: int = 3) -> str:
+    """A unitless number with thousands separators; "n/a" if NaN."""
+    if math.isnan(value):
+        return NOT_AVAILABLE
+    return f"{value:,.{digits}f}"
+
+
+def _with_ci(row: Mapping[str, object], key: str, fmt: Callable[[float], str]) -> str:
+    """``mean [low, high]`` of a summary column; the interval is "n/a" from one episode.
+
+    :func:`agents.metrics.mean_ci` returns the point ``(mean, mean, mean)`` for one episode
+    (no estimate of spread); printing that as an interval would read as certainty. The
+    Wilson interval of ``p_*`` columns is valid from one episode and is always shown. The
+    lower end is printed no lower than 0: every column shown with an interval is an amount
+    or a probability, and a Student-t interval around a small mean can reach below 0, which
+    would read as an impossible negative loss.
+    """
+    mean = fmt(_number(row, key))
+    low, high = _number(row, f"{key}_ci_low"), _number(row, f"{key}_ci_high")
+    single = _number(row, "episodes") < 2 and not key.startswith("p_")
+    if single or math.isnan(low) or math.isnan(high):
+        return f"{mean} [{NOT_AVAILABLE}]"
+    return f"{mean} [{fmt(max(low, 0.0))}, {fmt(high)}]"
+
+
+def _count(n: int, singular: str, plural: str | None = None) -> str:
+    """``"1 scenario"``, ``"3 scenarios"``."""
+    return f"{n} {singular if n == 1 else (plural or singular + 's')}"
+
+
+def _usd_tick(value: float, _pos: int | None = None) -> str:
+    """Compact axis tick in USD: ``$1.5M``, ``$250k``, ``$12``."""
+    size = abs(value)
+    sign = "-" if value < 0 else ""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if size >= scale:
+            return f"{sign}${size / scale:.4g}{suffix}"
+    return f"{sign}${size:.4g}"
+
+
+def _safe_filename(name: str) -> str:
+    """``name`` with every character outside ``[A-Za-z0-9._-]`` replaced by ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "_"
+
+
+# --------------------------------------------------------------------------------------------
+# Order and colour of policies and scenarios
+# --------------------------------------------------------------------------------------------
+
+
+def _ordered(preferred: Sequence[object], seen: Sequence[str]) -> list[str]:
+    """Names of ``seen`` in the order of ``preferred``, then the others in first-seen order."""
+    present = set(seen)
+    out = [n for n in dict.fromkeys(str(p) for p in preferred) if n in present]
+    out += [n for n in dict.fromkeys(seen) if n not in out]
+    return out
+
+
+def _colours(policies: Sequence[str]) -> dict[str, str]:
+    """One fixed colour per policy, the same in every figure."""
+    n = len(policies)
+    if n <= len(_TAB10):
+        palette = _TAB10
+    elif n <= len(_TAB20):
+        palette = _TAB20
+    else:
+        cmap = plt.get_cmap("nipy_spectral")
+        palette = [to_hex(cmap(i / n)) for i in range(n)]
+    return {p: palette[i] for i, p in enumerate(policies)}
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+
+
+def _edges_hours(rec: EpisodeRecord) -> FloatArray:
+    """Step boundaries in hours: the episode start (0) then the end of every step."""
+    return np.concatenate(([0.0], rec.time_minutes / 60.0))
+
+
+def _per_step(values: FloatArray) -> FloatArray:
+    """Values of each step, first repeated, for ``ax.step(edges, ..., where="pre")``."""
+    return np.concatenate((values[:1], values))
+
+
+def plot_timeseries(
+    scenario: str,
+    traces: Mapping[str, EpisodeRecord],
+    colours: Mapping[str, str],
+    out: Path,
+) -> None:
+    """One episode of one scenario under every policy: price, fund, liquidations, parameters.
+
+    Policies see the same market path (equal seeds), so the mark price is drawn once, from
+    the longest trace. The parameter panel (mmr solid, liquidation fee dashed, in percent) is
+    drawn only if some trace recorded one of :data:`TIMESERIES_PARAMS`.
+
+    Args:
+        scenario: Scenario name, for the title.
+        traces: Policy -> its record (non-empty), in policy order.
+        colours: Policy -> colour.
+        out: PNG path.
+    """
+    with_params = any(name in rec.params for rec in traces.values() for name in TIMESERIES_PARAMS)
+    n_panels = 4 if with_params else 3
+    ratios = [1.4, 1.2, 1.0, 1.0][:n_panels]
+    fig, axes = plt.subplots(
+        n_panels, 1, figsize=(10, 2.3 * n_panels + 0.8), sharex=True, height_ratios=ratios
+    )
+    # An episode that ends early on insolvency stops its price path there; the longest trace
+    # (the first in policy order among equals) shows the whole path.
+    price_policy = max(traces, key=lambda p: traces[p].n_steps)
+    price = traces[price_policy]
+    ax_price, ax_fund, ax_liq = axes[0], axes[1], axes[2]
+    ax_price.plot(
+        price.time_minutes / 60.0,
+        price.mark_price,
+        color="0.25",
+        lw=1.0,
+        label=f"mark (run of {price_policy})",
+    )
+    ax_price.set_ylabel("mark price (USD)")
+    ax_price.set_title(f"{scenario}: episode {price.episode} (seed {price.seed})")
+    ax_price.legend(loc="best", fontsize=8)
+    # Policies often coincide (same market path, same parameters until they act): earlier
+    # policies are drawn wider so a line hidden under a later one still shows at its edges.
+    last = max(1, len(traces) - 1)
+    widths = {policy: 1.0 + 2.5 * (last - i) / last for i, policy in enumerate(traces)}
+    for policy, rec in traces.items():
+        colour, lw = colours[policy], widths[policy]
+        edges = _edges_hours(rec)
+        fund = np.concatenate(([rec.initial_fund_usd], rec.fund_balance_usd))
+        ax_fund.plot(edges, fund, color=colour, lw=lw, label=policy)
+        ax_liq.step(edges, _per_step(rec.liquidation_volume_usd), where="pre", color=colour, lw=lw)
+    ax_fund.set_ylabel("insurance fund (USD)")
+    ax_fund.legend(loc="best", fontsize=8, title="policy", title_fontsize=8)
+    ax_liq.set_ylabel("liquidations\n(USD per step)")
+    for ax in (ax_fund, ax_liq):
+        ax.yaxis.set_major_formatter(FuncFormatter(_usd_tick))
+    if with_params:
+        ax_par = axes[3]
+        for policy, rec in traces.items():
+            for name, (_label, style) in TIMESERIES_PARAMS.items():
+                if name in rec.params:
+                    values = 100.0 * _per_step(rec.params[name])
+                    ax_par.step(
+                        _edges_hours(rec),
+                        values,
+                        where="pre",
+                        color=colours[policy],
+                        ls=style,
+                        lw=widths[policy],
+                    )
+        handles = [
+            Line2D([], [], color="0.3", ls=style, label=label)
+            for label, style in TIMESERIES_PARAMS.values()
+        ]
+        ax_par.legend(handles=handles, loc="best", fontsize=8)
+        ax_par.set_ylabel("parameter (%)")
+    axes[-1].set_xlabel("hours since episode start")
+    save_atomic(fig, out)
+
+
+def _yerr(
+    rows: Sequence[Mapping[str, object]], key: str
+) -> tuple[list[float], list[float], list[float]]:
+    """Means and (lower, upper) whisker lengths; NaN bounds give no whisker, none below 0.
+
+    Amounts here cannot be negative, but a t-interval around a small mean can reach below
+    zero; the whisker stops at zero instead of pointing at an impossible loss (and a log
+    axis would drop it altogether).
+    """
+    means, lows, highs = [], [], []
+    for row in rows:
+        mean = _number(row, key)
+        low, high = _number(row, f"{key}_ci_low"), _number(row, f"{key}_ci_high")
+        mean = 0.0 if math.isnan(mean) else mean
+        means.append(mean)
+        lows.append(0.0 if math.isnan(low) else max(0.0, mean - max(low, 0.0)))
+        highs.append(0.0 if math.isnan(high) else max(0.0, high - mean))
+    return means, lows, highs
+
+
+def _loss_axis(ax: Axes, values: Sequence[float], *, room_below: bool) -> None:
+    """Scale a loss axis: symlog when positive values span > 100x, else linear from 0.
+
+    Solvency losses run from 0 (a quiet scenario) to tens of millions (a cascade); a linear
+    axis hides every small loss, a log axis cannot show 0. ``symlog`` is linear below the
+    smallest positive value's power of ten and logarithmic above it, with ticks at 0 and at
+    whole decades. ``room_below`` leaves a little space under 0 so a marker at zero loss is
+    drawn whole (for points, not for bars, which stand on 0).
+    """
+    positive = [v for v in values if math.isfinite(v) and v > 0.0]
+    if not positive:
+        ax.set_ylim(-0.05 if room_below else 0.0, 1.0)
+        ax.set_yticks([0.0])
+        ax.text(
+            0.5,
+            0.5,
+            "no solvency loss",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            color="0.4",
+        )
+    elif max(positive) / min(positive) > 100.0:
+        low_decade = max(0, math.floor(math.log10(min(positive))))
+        high_decade = math.ceil(math.log10(max(positive)))
+        linthresh = 10.0**low_decade
+        ax.set_yscale("symlog", linthresh=linthresh)
+        ax.set_ylim(-0.3 * linthresh if room_below else 0.0, 2.0 * max(positive))
+        ax.set_yticks([0.0] + [10.0**k for k in range(low_decade, high_decade + 1)])
+    else:
+        top = 1.1 * max(positive)
+        ax.set_ylim(-0.04 * top if room_below else 0.0, top)
+    ax.yaxis.set_major_formatter(FuncFormatter(_usd_tick))
+
+
+def plot_scenario_bars(
+    by_scenario: Sequence[Mapping[str, object]],
+    scenarios: Sequence[str],
+    policies: Sequence[str],
+    colours: Mapping[str, str],
+    out: Path,
+) -> None:
+    """Grouped bars per scenario: solvency loss and mean locked capital, with 95% intervals.
+
+    Args:
+        by_scenario: Summary lines from :func:`agents.metrics.summarize`.
+        scenarios: Scenario order (groups).
+        policies: Policy order (bars within a group).
+        colours: Policy -> colour.
+        out: PNG path.
+    """
+    lines = {(str(r.get("policy")), str(r.get("scenario"))): r for r in by_scenario}
+    width_in = max(8.0, 1.5 + len(scenarios) * (0.5 + 0.3 * len(policies)))
+    fig, (ax_loss, ax_cap) = plt.subplots(2, 1, figsize=(width_in, 7.5))
+    width = 0.8 / max(1, len(policies))
+    x0 = np.arange(len(scenarios), dtype=np.float64)
+    losses: list[float] = []
+    for ax, key in ((ax_loss, "solvency_loss_usd"), (ax_cap, "mean_capital_locked_usd")):
+        for i, policy in enumerate(policies):
+            xs = [x0[j] for j, s in enumerate(scenarios) if (policy, s) in lines]
+            rows = [lines[(policy, s)] for s in scenarios if (policy, s) in lines]
+            if not rows:
+                continue
+            means, lows, highs = _yerr(rows, key)
+            if key == "solvency_loss_usd":
+                losses += [m + h for m, h in zip(means, highs, strict=True)]
+            offset = (i - (len(policies) - 1) / 2.0) * width
+            ax.bar(
+                np.asarray(xs) + offset,
+                means,
+                width=width,
+                color=colours[policy],
+                label=policy,
+                yerr=[lows, highs],
+                capsize=2,
+                error_kw={"lw": 0.8, "ecolor": "0.2"},
+            )
+        ax.set_xticks(x0, list(scenarios), rotation=20 if len(scenarios) > 4 else 0)
+    _loss_axis(ax_loss, losses, room_below=False)
+    ax_loss.set_ylabel("solvency loss (USD)\nbad debt + ADL notional")
+    ax_loss.set_title(
+        f"Per scenario: mean over episodes with {SUMMARY_LEVEL:.0%} intervals (lower is better)"
+    )
+    ax_loss.legend(loc="best", fontsize=8, title="policy", title_fontsize=8)
+    ax_cap.set_ylabel("mean capital locked (USD)\nfund + maintenance margin")
+    ax_cap.set_ylim(bottom=0.0)
+    ax_cap.yaxis.set_major_formatter(FuncFormatter(_usd_tick))
+    fig.tight_layout()
+    save_atomic(fig, out)
+
+
+def plot_scatter(
+    by_policy: Sequence[Mapping[str, object]],
+    policies: Sequence[str],
+    colours: Mapping[str, str],
+    reference: str | None,
+    out: Path,
+) -> None:
+    """Solvency loss against locked capital, one point per policy; lower-left is better.
+
+    With a reference policy, the region a policy must land in to dominate it
+    (:func:`agents.metrics.dominates`) is shaded: half the loss for no more capital, or no
+    more loss for 20% less capital.
+
+    Args:
+        by_policy: Summary lines from :func:`agents.metrics.summarize_policies`.
+        policies: Policy order (for colours and drawing order).
+        colours: Policy -> colour.
+        reference: Name of the reference policy, or None.
+        out: PNG path.
+    """
+    lines = {str(r.get("policy")): r for r in by_policy}
+    order = [p for p in policies if p in lines]
+    fig, ax = plt.subplots(figsize=(8.5, 6.5))
+    xs_all: list[float] = []
+    ys_all: list[float] = []
+    placed: list[tuple[str, str]] = []
+    for policy in order:
+        row = lines[policy]
+        (x,), (xl,), (xh,) = _yerr([row], "mean_capital_locked_usd")
+        (y,), (yl,), (yh,) = _yerr([row], "solvency_loss_usd")
+        is_ref = policy == reference
+        ax.errorbar(
+            [x],
+            [y],
+            xerr=[[xl], [xh]],
+            yerr=[[yl], [yh]],
+            fmt="*" if is_ref else "o",
+            ms=13 if is_ref else 8,
+            color=colours[policy],
+            ecolor=colours[policy],
+            elinewidth=1.0,
+            capsize=3,
+            label=f"{policy} (reference)" if is_ref else policy,
+            zorder=3,
+        )
+        # Policies at the same point (e.g. two static sets that never bind) get their labels
+        # stacked instead of printed over each other.
+        spot = (f"{x:.6g}", f"{y:.6g}")
+        stacked = placed.count(spot)
+        placed.append(spot)
+        ax.annotate(
+            policy,
+            (x, y),
+            xytext=(6, 6 + 11 * stacked),
+            textcoords="offset points",
+            fontsize=9,
+            zorder=4,
+        )
+        xs_all += [x - xl, x + xh]
+        ys_all += [y + yh]
+    ref_row = lines.get(reference) if reference is not None else None
+    ref_cap = _number(ref_row, "mean_capital_locked_usd")
+    ref_loss = _number(ref_row, "solvency_loss_usd")
+    shade = ref_row is not None and math.isfinite(ref_cap) and math.isfinite(ref_loss)
+    if shade:
+        xs_all += [CAPITAL_RULE_MAX_RATIO * ref_cap]
+        ys_all += [ref_loss]
+    lo, hi = (min(xs_all), max(xs_all)) if xs_all else (0.0, 1.0)
+    pad = 0.08 * (hi - lo) if hi > lo else max(0.05 * abs(hi), 1.0)
+    x_left, x_right = max(0.0, lo - pad), hi + pad
+    if shade:
+        half = LOSS_RULE_MAX_RATIO * ref_loss
+        cheap = CAPITAL_RULE_MAX_RATIO * ref_cap
+        corners_x = [x_left, ref_cap, ref_cap, cheap, cheap, x_left]
+        corners_y = [0.0, 0.0, half, half, ref_loss, ref_loss]
+        ax.fill(
+            corners_x,
+            corners_y,
+            color="tab:green",
+            alpha=0.12,
+            lw=0,
+            zorder=1,
+            label=f"dominates {reference}",
+        )
+    ax.set_xlim(x_left, x_right)
+    _loss_axis(ax, ys_all, room_below=True)
+    ax.xaxis.set_major_formatter(FuncFormatter(_usd_tick))
+    ax.set_xlabel("mean capital locked (USD): fund + maintenance margin")
+    ax.set_ylabel("solvency loss (USD): bad debt + ADL notional")
+    ax.set_title(
+        "Solvency vs capital efficiency, all scenarios "
+        f"(lower-left is better; {SUMMARY_LEVEL:.0%} intervals)"
+    )
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    save_atomic(fig, out)
+
+
+# --------------------------------------------------------------------------------------------
+# Documents: one list of blocks, rendered to Markdown and to HTML
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Heading:
+    level: int
+    text: str
+
+
+@dataclass(frozen=True)
+class _Paragraph:
+    text: str
+
+
+@dataclass(frozen=True)
+class _Code:
+    text: str
+
+
+@dataclass(frozen=True)
+class _Items:
+    """A bullet list; each item is (bold lead, rest)."""
+
+    items: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class _Table:
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    numeric: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class _Image:
+    alt: str
+    path: Path  # absolute path of the PNG
+    caption: str
+
+
+_Block = _Heading | _Paragraph | _Code | _Items | _Table | _Image
+
+
+def _md_text(text: str) -> str:
+    """Escape the characters that would turn plain text into Markdown markup or a table cell.
+
+    Dollar signs, brackets and underscores inside words are left alone: they render as
+    themselves in CommonMark and keep the raw file readable. Line breaks become spaces, so a
+    multi-line note cannot end a list item or a table row.
+    """
+    return re.sub(r"([\\`*|<])", r"\\\1", " ".join(text.splitlines()))
+
+
+def _render_markdown(blocks: Sequence[_Block], root: Path) -> str:
+    """Markdown of ``blocks``; images link to their PNG relative to ``root``."""
+    parts: list[str] = []
+    for block in blocks:
+        if isinstance(block, _Heading):
+            parts.append(f"{'#' * block.level} {_md_text(block.text)}")
+        elif isinstance(block, _Paragraph):
+            parts.append(_md_text(block.text))
+        elif isinstance(block, _Code):
+            fence = "```"
+            while fence in block.text:
+                fence += "`"
+            parts.append(f"{fence}\n{block.text}\n{fence}")
+        elif isinstance(block, _Items):
+            parts.append(
+                "\n".join(
+                    f"- **{_md_text(lead)}**{_md_text(rest)}" if lead else f"- {_md_text(rest)}"
+                    for lead, rest in block.items
+                )
+            )
+        elif isinstance(block, _Table):
+            align = ["---:" if num else "---" for num in block.numeric]
+            lines = [
+                "| " + " | ".join(_md_text(h) for h in block.header) + " |",
+                "| " + " | ".join(align) + " |",
+            ]
+            lines += ["| " + " | ".join(_md_text(c) for c in row) + " |" for row in block.rows]
+            parts.append("\n".join(lines))
+        else:
+            rel = block.path.relative_to(root).as_posix()
+            alt = _md_text(block.alt).replace("[", "(").replace("]", ")")
+            parts.append(f"![{alt}]({rel})\n\n*{_md_text(block.caption)}*")
+    return "\n\n".join(parts) + "\n"
+
+
+def _render_html(blocks: Sequence[_Block], title: str) -> str:
+    """A self-contained HTML page of ``blocks``: inline CSS, PNGs as base64 data URIs."""
+    esc = html.escape
+    body: list[str] = []
+    for block in blocks:
+        if isinstance(block, _Heading):
+            body.append(f"<h{block.level}>{esc(block.text)}</h{block.level}>")
+        elif isinstance(block, _Paragraph):
+            body.append(f"<p>{esc(block.text)}</p>")
+        elif isinstance(block, _Code):
+            body.append(f"<pre><code>{esc(block.text)}</code></pre>")
+        elif isinstance(block, _Items):
+            items = "".join(
+                f"<li><strong>{esc(lead)}</strong>{esc(rest)}</li>"
+                if lead
+                else f"<li>{esc(rest)}</li>"
+                for lead, rest in block.items
+            )
+            body.append(f"<ul>{items}</ul>")
+        elif isinstance(block, _Table):
+            head = "".join(f"<th>{esc(h)}</th>" for h in block.header)
+            rows = "".join(
+                "<tr>"
+                + "".join(
+                    f'<td class="num">{esc(c)}</td>' if num else f"<td>{esc(c)}</td>"
+                    for c, num in zip(row, block.numeric, strict=True)
+                )
+                + "</tr>"
+                for row in block.rows
+            )
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        else:
+            data = base64.b64encode(block.path.read_bytes()).decode("ascii")
+            body.append(
+                f'<figure><img alt="{esc(block.alt)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{esc(block.caption)}</figcaption></figure>"
+            )
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# --------------------------------------------------------------------------------------------
+# Report content
+# --------------------------------------------------------------------------------------------
+
+_HEADLINE_HEADER = (
+    "policy",
+    "solvency loss [95% CI]",
+    "bad debt",
+    "ADL notional",
+    "shortfall paid by fund",
+    "P(fund exhausted) [Wilson 95%]",
+    "bad debt VaR99",
+    "bad debt ES99",
+    "capital locked [95% CI]",
+    "fee revenue",
+    "fund / OI",
+    "OI retained",
+    "param movement",
+    "objective (mean reward)",
+)
+
+_SCENARIO_HEADER = (
+    "scenario",
+    "policy",
+    "solvency loss [95% CI]",
+    "bad debt",
+    "ADL notional",
+    "capital locked [95% CI]",
+    "P(fund exhausted) [Wilson 95%]",
+    "fund min",
+    "liquidation volume",
+    "fee revenue",
+)
+
+_GLOSSARY: tuple[tuple[str, str], ...] = (
+    (
+        "horizon",
+        ": every amount is over one episode, from its start to its last decision (each "
+        "scenario's own length; an episode that ends early on insolvency covers less time); "
+        "means are over episodes.",
+    ),
+    (
+        "solvency loss",
+        ": bad debt + ADL notional per episode: what users lose beyond the insurance fund.",
+    ),
+    (
+        "bad debt",
+        ": socialised loss + loss nobody could bear (absorbed by the exchange); the loss "
+        "borne beyond the fund.",
+    ),
+    ("ADL notional", ": notional auto-deleveraged from profitable traders."),
+    ("shortfall paid by fund", ": bankrupt positions' losses that the insurance fund covered."),
+    (
+        "P(fund exhausted)",
+        ": share of episodes in which the fund hit zero, with a Wilson score interval "
+        "(sensible at 0 or all episodes).",
+    ),
+    (
+        "VaR99 / ES99",
+        ": empirical 99% value at risk and expected shortfall of bad debt over the episodes "
+        "(with few episodes, VaR99 is the worst episode).",
+    ),
+    (
+        "capital locked",
+        ": insurance fund + maintenance margin, averaged over decision steps: the capital "
+        "that sits idle to buy the safety.",
+    ),
+    ("fund / OI", ": mean of fund balance / open interest over decision steps."),
+    ("OI retained", ": open interest at the episode end / at its start."),
+    (
+        "param movement",
+        ": sum over steps of the L1 change of the parameter positions (action units).",
+    ),
+    (
+        "objective",
+        ": mean total reward per episode over all scenarios (what policy search maximises).",
+    ),
+    (
+        "95% CI",
+        ": Student-t interval of the mean over episodes, its lower end shown no lower than "
+        "$0; n/a from a single episode (no spread to estimate).",
+    ),
+)
+
+
+def _dominance_items(
+    policies: Sequence[str],
+    reference: str,
+    dominance: Mapping[str, Mapping[str, object]],
+    gap_closure: Mapping[str, object],
+) -> tuple[tuple[str, str], ...]:
+    """One line per non-reference policy: the bar's verdict, its ratios and gap closure."""
+    items: list[tuple[str, str]] = []
+    for policy in policies:
+        if policy == reference:
+            continue
+        verdict = dominance.get(policy)
+        if verdict is None:
+            text = "dominance not assessed"
+        else:
+            rule = verdict.get("rule")
+            text = (
+                f"dominates: {'yes' if verdict.get('dominates') else 'no'} "
+                f"(rule: {rule if rule else 'none'}, "
+                f"loss ratio {_pct(_number(verdict, 'loss_ratio'))}, "
+                f"capital ratio {_pct(_number(verdict, 'capital_ratio'))})"
+            )
+        gap = _number(gap_closure, policy)
+        items.append((policy, f": {text}; gap closure {_pct(gap)}"))
+    return tuple(items)
+
+
+def _headline_row(row: Mapping[str, object], objective: float) -> tuple[str, ...]:
+    """Cells of one policy's line in the headline table."""
+    return (
+        str(row.get("policy")),
+        _with_ci(row, "solvency_loss_usd", _usd),
+        _usd(_number(row, "bad_debt_usd")),
+        _usd(_number(row, "adl_volume_usd")),
+        _usd(_number(row, "shortfall_usd")),
+        _with_ci(row, "p_fund_exhausted", _pct),
+        _usd(_number(row, "bad_debt_var99_usd")),
+        _usd(_number(row, "bad_debt_es99_usd")),
+        _with_ci(row, "mean_capital_locked_usd", _usd),
+        _usd(_number(row, "fee_revenue_usd")),
+        _pct(_number(row, "mean_fund_to_oi_frac"), 2),
+        _pct(_number(row, "open_interest_retained_frac")),
+        _plain(_number(row, "param_movement"), 2),
+        _plain(objective),
+    )
+
+
+def _scenario_row(row: Mapping[str, object]) -> tuple[str, ...]:
+    """Cells of one (policy, scenario) line in the per-scenario table."""
+    return (
+        str(row.get("scenario")),
+        str(row.get("policy")),
+        _with_ci(row, "solvency_loss_usd", _usd),
+        _usd(_number(row, "bad_debt_usd")),
+        _usd(_number(row, "adl_volume_usd")),
+        _with_ci(row, "mean_capital_locked_usd", _usd),
+        _with_ci(row, "p_fund_exhausted", _pct),
+        _usd(_number(row, "fund_min_usd")),
+        _usd(_number(row, "liquidation_volume_usd")),
+        _usd(_number(row, "fee_revenue_usd")),
+    )
+
+
+def _build_blocks(
+    *,
+    by_scenario: Sequence[Mapping[str, object]],
+    by_policy: Sequence[Mapping[str, object]],
+    policies: Sequence[str],
+    scenarios: Sequence[str],
+    meta: Mapping[str, Any],
+    images: Mapping[str, Path],
+    missing_traces: Sequence[str],
+) -> list[_Block]:
+    """The report's sections, in order, as renderer-neutral blocks."""
+    reference = meta.get("reference")
+    objective = meta.get("objective") or {}
+    episodes = meta.get("episodes")
+    blocks: list[_Block] = [
+        _Heading(1, "fundgym evaluation report"),
+        _Paragraph(
+            "Every policy ran on the same scenarios with the same seeds; means come with "
+            f"{SUMMARY_LEVEL:.0%} intervals over episodes."
+        ),
+        _Code(str(meta.get("command", ""))),
+        _Items(
+            (
+                ("created (UTC)", f": {meta.get('created_utc', NOT_AVAILABLE)}"),
+                (
+                    "episodes",
+                    f": {episodes} per policy x scenario; {_count(len(scenarios), 'scenario')} "
+                    f"({', '.join(scenarios)}); {_count(len(policies), 'policy', 'policies')}",
+                ),
+                ("seed", f": {meta.get('seed', NOT_AVAILABLE)}"),
+                ("horizon", f": {meta.get('horizon_note', NOT_AVAILABLE)}"),
+                ("reference policy", f": {reference if reference else 'none'}"),
+            )
+        ),
+        _Heading(2, "Headline: all scenarios"),
+    ]
+    lines = {str(r.get("policy")): r for r in by_policy}
+    blocks.append(
+        _Table(
+            _HEADLINE_HEADER,
+            tuple(_headline_row(lines[p], _number(objective, p)) for p in policies if p in lines),
+            (False,) + (True,) * (len(_HEADLINE_HEADER) - 1),
+        )
+    )
+    blocks.append(_Heading(2, f"Dominance vs {reference}" if reference else "Dominance"))
+    if reference:
+        blocks.append(
+            _Paragraph(
+                f"A policy dominates {reference} if its solvency loss is at most "
+                f"{LOSS_RULE_MAX_RATIO:.0%} of the reference's with no more capital locked "
+                f"(rule: loss), or no more loss with capital at most "
+                f"{CAPITAL_RULE_MAX_RATIO:.0%} of the reference's (rule: capital). Ratios are "
+                "candidate / reference on the all-scenario means. Gap closure is the share of "
+                "the mean-reward gap between best_static and hindsight_static a policy closes "
+                "(100% = matches hindsight)."
+            )
+        )
+        items = _dominance_items(
+            policies, str(reference), meta.get("dominance") or {}, meta.get("gap_closure") or {}
+        )
+        blocks.append(_Items(items) if items else _Paragraph("No other policy was evaluated."))
+    else:
+        blocks.append(_Paragraph("No reference policy: dominance was not assessed."))
+    blocks.append(_Heading(2, "Solvency vs capital efficiency"))
+    blocks.append(
+        _Image(
+            "scatter",
+            images["scatter"],
+            "One point per policy over all scenarios; lower-left is better."
+            + (
+                " The shaded region is where a policy dominates the reference." if reference else ""
+            ),
+        )
+    )
+    blocks.append(_Heading(2, "Per scenario"))
+    order = {(p, s): (si, pi) for si, s in enumerate(scenarios) for pi, p in enumerate(policies)}
+    rows = sorted(
+        by_scenario,
+        key=lambda r: order.get((str(r.get("policy")), str(r.get("scenario"))), (10**9, 10**9)),
+    )
+    blocks.append(
+        _Table(
+            _SCENARIO_HEADER,
+            tuple(_scenario_row(r) for r in rows),
+            (False, False) + (True,) * (len(_SCENARIO_HEADER) - 2),
+        )
+    )
+    blocks.append(
+        _Image(
+            "scenario bars",
+            images["bars"],
+            "Solvency loss and mean capital locked per scenario and policy, with intervals.",
+        )
+    )
+    blocks.append(_Heading(2, "Episode 0 of each scenario"))
+    for scenario in scenarios:
+        key = f"timeseries_{scenario}"
+        if key in images:
+            blocks.append(
+                _Image(
+                    f"timeseries {scenario}",
+                    images[key],
+                    f"{scenario}: mark price, insurance fund, liquidations per step and the "
+                    "parameters each policy set.",
+                )
+            )
+    if missing_traces:
+        blocks.append(
+            _Paragraph(f"No episode trace was recorded for: {', '.join(missing_traces)}.")
+        )
+    notes: Mapping[str, object] = meta.get("policy_notes") or {}
+    noted = tuple((p, f": {notes[p]}") for p in policies if p in notes)
+    if noted:
+        blocks.append(_Heading(2, "Policies"))
+        blocks.append(_Items(noted))
+    blocks.append(_Heading(2, "Metric definitions"))
+    blocks.append(_Items(_GLOSSARY))
+    return blocks
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+
+
+def write_report(
+    out_dir: Path,
+    *,
+    by_scenario: list[Row],
+    by_policy: list[Row],
+    traces: dict[tuple[str, str], EpisodeRecord],
+    meta: dict[str, Any],
+) -> dict[str, Path]:
+    """Write the evaluation report: figures, ``report.md`` and a self-contained ``report.html``.
+
+    Figures go to ``out_dir/plots``: ``timeseries_<scenario>.png`` (one per scenario that has
+    at least one trace; a missing (policy, scenario) trace is skipped, since the tables do
+    not need it), ``scenario_bars.png`` and ``scatter.png``. Policies and scenarios appear in
+    the order of ``meta["policies"]`` and ``meta["scenarios"]`` (others after, as first
+    seen), and each policy keeps one colour in every figure.
+
+    Args:
+        out_dir: Existing folder to write into.
+        by_scenario: Summary lines from :func:`agents.metrics.summarize`.
+        by_policy: Summary lines from :func:`agents.metrics.summarize_policies`.
+        traces: (policy, scenario) -> the record of that pair's first episode.
+        meta: Run description: ``command``, ``created_utc``, ``episodes``, ``seed``,
+            ``scenarios``, ``policies``, ``horizon_note``, ``reference`` (or None),
+            ``dominance`` (policy -> :func:`agents.metrics.dominates` result),
+            ``gap_closure`` (policy -> fraction or None), ``objective`` (policy -> mean
+            reward), ``policy_notes`` (policy -> one line).
+
+    Returns:
+        Paths written: ``report_md``, ``report_html``, ``scatter``, ``bars`` and
+        ``timeseries_<scenario>`` for each scenario plotted.
+
+    Raises:
+        ValueError: If ``out_dir`` is not an existing folder, or ``by_policy`` or
+            ``by_scenario`` is empty.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise ValueError(f"out_dir must be an existing folder, got {str(out_dir)!r}")
+    if not by_policy:
+        raise ValueError("by_policy is empty: there is no policy summary to report")
+    if not by_scenario:
+        raise ValueError("by_scenario is empty: there is no scenario summary to report")
+    policies = _ordered(
+        meta.get("policies") or [],
+        [str(r.get("policy")) for r in [*by_policy, *by_scenario]] + [p for p, _s in traces],
+    )
+    scenarios = _ordered(
+        meta.get("scenarios") or [],
+        [str(r.get("scenario")) for r in by_scenario] + [s for _p, s in traces],
+    )
+    colours = _colours(policies)
+    plots_dir = out_dir / PLOTS_DIRNAME
+    plots_dir.mkdir(exist_ok=True)
+
+    written: dict[str, Path] = {}
+    missing: list[str] = []
+    used_names: set[str] = set()
+    for scenario in scenarios:
+        recs = {p: traces[(p, scenario)] for p in policies if (p, scenario) in traces}
+        if not recs:
+            missing.append(scenario)
+            continue
+        name = _safe_filename(scenario)
+        while name in used_names:
+            name += "_"
+        used_names.add(name)
+        path = plots_dir / f"timeseries_{name}.png"
+        plot_timeseries(scenario, recs, colours, path)
+        written[f"timeseries_{scenario}"] = path
+    written["bars"] = plots_dir / "scenario_bars.png"
+    plot_scenario_bars(by_scenario, scenarios, policies, colours, written["bars"])
+    written["scatter"] = plots_dir / "scatter.png"
+    plot_scatter(by_policy, policies, colours, meta.get("reference"), written["scatter"])
+
+    blocks = _build_blocks(
+        by_scenario=by_scenario,
+        by_policy=by_policy,
+        policies=policies,
+        scenarios=scenarios,
+        meta=meta,
+        images=written,
+        missing_traces=missing,
+    )
+    written["report_md"] = out_dir / "report.md"
+    _write_text_atomic(written["report_md"], _render_markdown(blocks, out_dir))
+    written["report_html"] = out_dir / "report.html"
+    _write_text_atomic(written["report_html"], _render_html(blocks, "fundgym evaluation report"))
+    return written

@@ -1,0 +1,49 @@
+"""``fundgym demo --quick``: every stage of the main job end to end (train, evaluate, export)."""
+
+import json
+
+import onnx
+
+from agents.cli import main
+from agents.schedule import read_schedule
+
+
+def test_quick_demo_trains_evaluates_and_exports(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    for stage in ("== 1/3 train", "== 2/3 evaluate 7 policies", "== 3/3 export"):
+        assert stage in text
+    for policy in ("ppo", "static:binance", "static:dydx", "static:hyperliquid", "rule"):
+        assert f"\n{policy} " in text
+    assert "best_static" in text and "hindsight_static" in text
+    assert "trained policy " in text and "took train " in text and "total " in text
+    for path in (
+        "ppo/best_model.zip",
+        "ppo/config.yaml",
+        "evaluate/metrics.csv",
+        "evaluate/summary.json",
+        "evaluate/report.md",
+        "evaluate/report.html",
+        "evaluate/plots/scatter.png",
+        "export/schedule_oct_10_2025.csv",
+        "export/policy.onnx",
+    ):
+        assert (out / path).is_file(), path
+        if path != "ppo/config.yaml":
+            assert str(out / path) in text
+    summary = json.loads((out / "evaluate" / "summary.json").read_text())
+    assert summary["policies"][0] == "ppo" and "ppo" in summary["dominance"]
+    meta, rows = read_schedule(out / "export" / "schedule_oct_10_2025.csv")
+    assert meta["scenario"] == "oct_10_2025" and len(rows) == 204  # 2,040 minutes / 10
+    assert "max_liquidation_fee_ppm" in rows[0]
+    onnx.checker.check_model(onnx.load(str(out / "export" / "policy.onnx")))
+
+    # A second run reuses the finished training instead of training again.
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress", "--workers", "1"]) == 0
+    assert "reused the finished run" in capsys.readouterr().out
+
+
+def test_demo_rejects_bad_episodes(tmp_path, capsys):
+    assert main(["demo", "--episodes", "0", "--out", str(tmp_path / "d")]) == 2
+    assert "--episodes must be >= 1, got 0" in capsys.readouterr().err

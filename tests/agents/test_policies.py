@@ -1,0 +1,207 @@
+"""Baseline policies: spec parsing, venue presets, the rule controller worked by hand."""
+
+import math
+
+import numpy as np
+import pytest
+
+from agents.policies import (
+    PRESETS,
+    PolicySpec,
+    RulePolicy,
+    SpecError,
+    StaticPolicy,
+    build_policy,
+    parse_spec,
+)
+from envs.controls import ALLOCATION, DEFAULTS, PARAMS, allocation_weights
+from envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
+
+OBS = {n: i for i, n in enumerate(OBS_NAMES)}
+ALL = tuple(PARAMS)
+
+
+def obs_with(n=1, **values):
+    o = np.zeros((n, len(OBS_NAMES)))
+    o[:, OBS["episode_progress"]] = 0.5
+    for k, v in values.items():
+        o[:, OBS[k]] = v
+    return o
+
+
+def natural(policy, obs):
+    a = policy.act(obs)
+    return {n: float(PARAMS[n].to_value(a[0, j])) for j, n in enumerate(ALL)}
+
+
+# ---- specs ----
+
+
+def test_presets_parse_to_their_documented_values():
+    dydx = parse_spec("static:dydx")
+    assert dydx.kind == "static"
+    assert dydx.values["mmr"] == 0.03 and dydx.values["liquidation_fee_rate"] == 0.015
+    assert dydx.env_overrides() == {
+        "margin_tiers": "none",
+        "fixed": {
+            "liquidation_fee_rate": 0.015,
+            "liquidation_fee_fund_share": 1.0,
+            "mmr": 0.03,
+            "imr_multiple": 5.0 / 3.0,
+            "trading_fee_fund_share": 0.0,
+        },
+    }
+    binance = parse_spec("static:binance")
+    assert binance.margin_tiers == "binance_btcusdt_2021" and binance.values["mmr"] == 0.004
+    hl = parse_spec("static:hyperliquid")
+    assert hl.values["mmr"] == 0.0125 and hl.values["imr_multiple"] == 2.0
+    for p in PRESETS.values():
+        assert p.sources and p.note
+        for k, v in p.values.items():
+            assert PARAMS[k].low <= v <= PARAMS[k].high, k
+
+
+def test_custom_static_set_fills_the_rest_with_defaults():
+    spec = parse_spec("static:mmr=0.05, liquidation_fee_rate=0.01")
+    assert spec.values["mmr"] == 0.05 and spec.values["liquidation_fee_rate"] == 0.01
+    assert spec.values["imr_multiple"] == DEFAULTS["imr_multiple"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("static:ftx", "unknown preset 'ftx'; allowed: static:binance"),
+        ("static:mmr=0.5", "mmr = 0.5 is outside its range [0.003, 0.1]"),
+        ("static:mmr=abc", "mmr = 'abc' is not a number"),
+        ("static:leverage=3", "unknown parameter 'leverage'"),
+        ("static:mmr", "unknown preset 'mmr'"),
+        ("nonexistent_run_dir", "not a run directory, and not one of static:<preset>"),
+    ],
+)
+def test_bad_specs_name_the_value_and_what_is_allowed(spec, message):
+    with pytest.raises(SpecError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_spec(spec)
+
+
+def test_a_directory_without_a_run_is_rejected(tmp_path):
+    with pytest.raises(SpecError, match=r"has no config\.yaml"):
+        parse_spec(str(tmp_path))
+    (tmp_path / "config.yaml").write_text("algo: ppo\n")
+    with pytest.raises(SpecError, match=r"neither best_model\.zip nor model\.zip"):
+        parse_spec(str(tmp_path))
+
+
+def test_search_specs_must_be_resolved_before_running():
+    with pytest.raises(SpecError, match="must be resolved"):
+        build_policy(parse_spec("best_static"), ALL)
+
+
+# ---- static ----
+
+
+def test_static_policy_starts_at_and_holds_its_values():
+    spec = parse_spec("static:hyperliquid")
+    env = InsuranceFundVectorEnv(
+        num_envs=2, scenario="venue_flash_wick", n_accounts=32, **spec.env_overrides()
+    )
+    obs, _ = env.reset(seed=3)
+    policy = build_policy(spec, ALL)
+    for _ in range(3):
+        obs, _, _, _, info = env.step(policy.act(obs))
+        for k in ("mmr", "liquidation_fee_rate", "imr_multiple", "trading_fee_fund_share"):
+            np.testing.assert_allclose(info["params"][k], spec.values[k], rtol=1e-12)
+        np.testing.assert_allclose(info["params"]["imr"], 0.025, rtol=1e-12)
+        assert info["params"]["alloc_stable"] == pytest.approx([0.9926, 0.9926], abs=1e-4)
+
+
+def test_static_policy_target_is_the_position_of_each_value():
+    p = StaticPolicy("s", {"mmr": 0.03}, ("mmr", "alloc_stable"))
+    a = p.act(np.zeros((3, len(OBS_NAMES))))
+    assert a.shape == (3, 2)
+    assert PARAMS["mmr"].to_value(a[0, 0]) == pytest.approx(0.03, rel=1e-12)
+    assert a[0, 1] == 1.0
+
+
+# ---- the rule, by hand ----
+
+SQRT_4H = math.sqrt(4.0 / 8760.0)  # 0.0213687...
+
+
+def test_rule_calm_market_margin_has_the_buffer():
+    # vol 0.6 short, 0.5 long: not stressed (0.6 < 1.5 x 0.5); MMR = 3 x 0.6 x sqrt(4/8760)
+    # x 1.25 = 0.0480796...
+    rule = RulePolicy(ALL)
+    v = natural(rule, obs_with(vol_short=0.6, vol_long=0.5, fund_coverage=0.2))
+    assert v["mmr"] == pytest.approx(3 * 0.6 * SQRT_4H * 1.25, rel=1e-9)
+    assert v["mmr"] == pytest.approx(0.0480796, rel=1e-6)
+    # coverage 0.2 / 10 = 2% = target: base fee 1%, trading-fee share 0.1
+    assert v["liquidation_fee_rate"] == pytest.approx(0.01, rel=1e-9)
+    assert v["trading_fee_fund_share"] == pytest.approx(0.1, rel=1e-9)
+
+
+def test_rule_stress_releases_the_buffer_but_the_floor_holds():
+    rule = RulePolicy(ALL)
+    rule.reset(1)
+    calm = natural(rule, obs_with(vol_short=0.6, vol_long=0.5, fund_coverage=0.2))
+    # stressed: 1.2 > 1.5 x 0.5; 3 x 1.2 x sqrt(4/8760) = 0.0769261, no buffer
+    hot = natural(rule, obs_with(vol_short=1.2, vol_long=0.5, fund_coverage=0.2))
+    assert hot["mmr"] == pytest.approx(3 * 1.2 * SQRT_4H, rel=1e-9)
+    # back to a quiet market (vol 0.1): 3 x 0.1 x ... x 1.25 = 0.008 < floor 0.75 x 0.0769
+    quiet = natural(rule, obs_with(vol_short=0.1, vol_long=0.1, fund_coverage=0.2))
+    assert quiet["mmr"] == pytest.approx(0.75 * 3 * 1.2 * SQRT_4H, rel=1e-9)
+    assert calm["mmr"] < hot["mmr"]
+    # a new episode (progress 0) forgets the floor
+    fresh = obs_with(vol_short=0.1, vol_long=0.1, fund_coverage=0.2)
+    fresh[:, OBS["episode_progress"]] = 0.0
+    assert natural(rule, fresh)["mmr"] == pytest.approx(3 * 0.1 * SQRT_4H * 1.25, rel=1e-9)
+
+
+def test_rule_margin_is_clipped_to_the_lever_range():
+    rule = RulePolicy(ALL)
+    assert natural(rule, obs_with(vol_short=0.0, vol_long=0.0))["mmr"] == pytest.approx(0.003)
+    rule.reset(1)
+    assert natural(rule, obs_with(vol_short=9.0, vol_long=9.0))["mmr"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("coverage_frac", "fee", "share"),
+    [
+        (0.02, 0.01, 0.1),
+        (0.01, 0.02, 0.3),
+        (0.005, 0.025, 0.4),
+        (0.0, 0.03, 0.5),
+        (0.05, 0.01, 0.1),
+    ],
+)
+def test_rule_fees_rise_as_fund_coverage_falls(coverage_frac, fee, share):
+    # shortfall s = clip(1 - coverage / 2%, 0, 1); fee = 1% x (1 + 2 s); share = 0.1 + 0.4 s
+    obs = obs_with(vol_short=0.5, vol_long=0.5, fund_coverage=10 * coverage_frac)
+    v = natural(RulePolicy(ALL), obs)
+    assert v["liquidation_fee_rate"] == pytest.approx(fee, rel=1e-9)
+    assert v["trading_fee_fund_share"] == pytest.approx(share, rel=1e-9)
+
+
+def test_rule_moves_the_fund_to_stable_assets_when_volatility_rises():
+    rule = RulePolicy(ALL)
+    idx = [ALL.index(n) for n in ALLOCATION]
+    calm = allocation_weights(rule.act(obs_with(vol_short=0.4, vol_long=0.4))[:, idx])[0]
+    rule.reset(1)
+    hot = allocation_weights(rule.act(obs_with(vol_short=1.0, vol_long=0.4))[:, idx])[0]
+    # calm: stable logit 1, yield 1 - ln(0.7/0.3)/3, others -1
+    z = np.array([1.0, 1.0 - math.log(0.7 / 0.3) / 3.0, -1.0, -1.0])
+    expected = np.exp(3 * z) / np.exp(3 * z).sum()
+    np.testing.assert_allclose(calm, expected, rtol=1e-12)
+    assert calm[1] == pytest.approx(0.2990, abs=1e-4)  # 8.610 / (20.086 + 8.610 + 2 x 0.0498)
+    assert hot[1] < 0.003 and hot[0] > 0.99
+
+
+def test_rule_acts_on_a_subset_of_parameters():
+    rule = RulePolicy(("mmr",))
+    a = rule.act(obs_with(n=4, vol_short=0.6, vol_long=0.5))
+    assert a.shape == (4, 1)
+    assert PARAMS["mmr"].to_value(a[2, 0]) == pytest.approx(3 * 0.6 * SQRT_4H * 1.25, rel=1e-9)
+
+
+def test_spec_overrides_do_not_leak_between_kinds():
+    assert PolicySpec("rule", "rule").env_overrides() == {}
+    assert PolicySpec("run", "trained", path="x").env_overrides() == {}
