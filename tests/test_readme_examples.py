@@ -18,3 +18,25 @@ def test_readme_example_runs(code, capsys):
     exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "bps of OI" in out
+
+
+def test_readme_onnx_example_runs(tmp_path, monkeypatch, capsys):
+    from agents.onnx_export import export_onnx
+    from agents.train import train
+    from agents.train_config import load_config
+
+    block = re.search(r"```python\n(import json\nimport numpy as np\nimport onnxruntime.*?)```",
+                      README.read_text(), re.S)  # fmt: skip
+    assert block, "the README's onnxruntime example is missing"
+    cfg = load_config(
+        README.parent / "configs" / "train" / "ppo.yaml",
+        ["n_envs=2", "env.n_accounts=16", "env.horizon_minutes=30", "total_timesteps=32",
+         "hyperparameters.n_steps=16", "hyperparameters.batch_size=16", "eval.freq=32",
+         "eval.episodes=1", "checkpoint.freq=32"],
+    )  # fmt: skip
+    train(cfg, tmp_path / "run", progress=False)
+    export_onnx(tmp_path / "run", tmp_path / "policy.onnx", n_check=16)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block.group(1), "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "'mmr'" in out and "'liquidation_fee_rate'" in out
