@@ -1,5 +1,8 @@
 """A trained run against static parameter sets, on the held-out crash suite and the same seeds.
 
+Superseded by ``fundgym evaluate`` (baselines, searches, intervals, report); kept because
+``docs/benchmarks.md#training`` quotes its figures.
+
 Until ``fundgym evaluate`` exists this is how a training config is judged: a grid of static
 parameter sets (liquidation fee x MMR x trading-fee share to the fund, the fund in stable
 assets) is scored on fresh training-sampler draws (seeds no training or evaluation episode
@@ -26,19 +29,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agents.evaluate import CRASHES  # the held-out crash suite, one definition
 from agents.train_config import load_config
 from envs.controls import DEFAULTS, PARAMS
 from envs.exchange_env import InsuranceFundVectorEnv
 
-CRASHES = (
-    "black_thursday_2020",
-    "may_19_2021",
-    "luna_2022",
-    "ftx_2022",
-    "oct_10_2025",
-    "venue_flash_wick",
-    "oracle_manipulation",
-)
 SEARCH_SEED = 2_000_003  # sampler draws for the static search: not training's, not eval's
 
 Policy = Callable[[np.ndarray], np.ndarray]
