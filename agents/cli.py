@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 from agents import demo, evaluate_cli, export_cli, scenarios_cli, simulate, train_cli
+from agents.outputs import write_text_atomic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,9 +70,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _write_json(path: str, payload: dict[str, object]) -> None:
     out = Path(path)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(out)  # atomic: no half-written file on failure
+    write_text_atomic(out, json.dumps(payload, indent=2))  # no half-written file on failure
     print(f"\nwrote {out}")
 
 

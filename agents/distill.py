@@ -54,6 +54,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from agents.outputs import jsonable, progress_bar
 from envs.controls import ALLOCATION, DEFAULTS, PARAMS, allocation_weights
 from envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
 
@@ -353,6 +354,8 @@ class TablePolicy:
 
 
 class _Acting(Protocol):
+    name: str
+
     def reset(self, n_envs: int) -> None: ...
 
     def act(self, obs: FloatArray) -> FloatArray: ...
@@ -383,35 +386,24 @@ def rollout(policy: _Acting, env_kw: dict[str, Any], episodes: int, seed: int) -
     so the parameters in force equal that function's ``EpisodeRecord.params``; it also keeps
     each decision's observation and action.
     """
+    from agents.evaluate import first_episodes
+
     env = InsuranceFundVectorEnv(num_envs=episodes, **env_kw)
-    core = env.core
     obs, _ = env.reset(seed=seed)
-    policy.reset(episodes)
-    obs64 = obs.astype(np.float64)
     seen_obs: list[FloatArray] = []
     seen_act: list[FloatArray] = []
     live_steps: list[np.ndarray[Any, np.dtype[np.bool_]]] = []
     params: dict[str, list[FloatArray]] = {}
     rewards: list[FloatArray] = []
     end = np.full(episodes, -1)
-    t = 0
-    while (end < 0).any():
-        action = np.asarray(policy.act(obs64), dtype=np.float64)
-        live = end < 0
-        seen_obs.append(obs64.copy())
-        seen_act.append(action.copy())
-        live_steps.append(live)
-        new_obs, reward, term, trunc, info = core.step(action)
-        rewards.append(np.asarray(reward, dtype=np.float64).copy())
-        for name, values in info["params"].items():
+    for step in first_episodes(env, policy, obs):
+        seen_obs.append(step.obs.copy())
+        seen_act.append(step.action.copy())
+        live_steps.append(end < 0)
+        rewards.append(np.asarray(step.reward, dtype=np.float64).copy())
+        for name, values in step.info["params"].items():
             params.setdefault(name, []).append(np.asarray(values, dtype=np.float64).copy())
-        done = (term | trunc) & (end < 0)
-        end[done] = t
-        if (term | trunc).any():
-            fresh = core.reset(term | trunc)
-            new_obs = np.where((term | trunc)[:, None], fresh, new_obs)
-        obs64 = new_obs
-        t += 1
+        end[step.done] = step.t
     o, a, m = np.stack(seen_obs), np.stack(seen_act), np.stack(live_steps)
     # Episode-major: exchange 0's decisions first, in time order.
     o_e, a_e, m_e = o.transpose(1, 0, 2), a.transpose(1, 0, 2), m.T
@@ -668,7 +660,7 @@ def distill_table(
     controlled = tuple(env["controlled"])
     start = _start_positions(env)
     model = TrainedPolicy(spec.name, run_dir.resolve())
-    bar = _bar(3 * len(names) * episodes, progress)
+    bar = progress_bar(3 * len(names) * episodes, "distil: rollouts", progress)
 
     # Fit: the policy's own states and actions on the fitting seeds.
     fit_runs = []
@@ -794,7 +786,7 @@ def _table_document(
         "run_dir": str(run_dir.resolve()),
         "model_file": model_file.name,
         "config": config_path.read_text(),
-        "env": _jsonable(env),
+        "env": jsonable(env),
         "controlled": list(grid.controlled),
         "features": features,
         "shape": list(shape),
@@ -841,16 +833,6 @@ def replay_env(table: dict[str, Any], scenario: str) -> dict[str, Any]:
 # ------------------------------------------------------------------ helpers ----
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
 def _write_pair(path: Path, text: str, other: Path, other_text: str) -> None:
     """Write two files atomically (temporary files beside them, then rename); none on failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -869,24 +851,6 @@ def _write_pair(path: Path, text: str, other: Path, other_text: str) -> None:
     finally:
         for tmp in tmps:
             Path(tmp).unlink(missing_ok=True)
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(total: int, progress: bool) -> Any:
-    if not progress:
-        return _NoBar()
-    import sys
-
-    from tqdm import tqdm  # type: ignore[import-untyped]
-
-    return tqdm(total=total, desc="distil: rollouts", unit="ep", file=sys.stderr)
 
 
 __all__ = [

@@ -36,12 +36,10 @@ import hashlib
 import io
 import itertools
 import json
-import math
 import os
 import shutil
-import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -52,6 +50,7 @@ import numpy as np
 import yaml
 
 from agents.metrics import (
+    STEP_FIELDS,
     EpisodeRecord,
     Row,
     dominates,
@@ -59,11 +58,22 @@ from agents.metrics import (
     summarize,
     summarize_policies,
 )
-from agents.policies import STATIC_PARAMS, PolicySpec, SpecError, build_policy, parse_spec
+from agents.outputs import jsonable, progress_bar, write_text_atomic
+from agents.policies import (
+    STATIC_PARAMS,
+    Policy,
+    PolicySpec,
+    SpecError,
+    build_policy,
+    parse_spec,
+)
 from envs.controls import DEFAULTS
 from envs.exchange_env import EnvConfig, InsuranceFundVectorEnv, make_config
 from envs.scenarios import library, load_scenario
 from envs.schema import SchemaError
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TRAIN_CONFIG = REPO_ROOT / "configs" / "train" / "ppo.yaml"
@@ -230,62 +240,85 @@ def job_env(base: dict[str, Any], spec: PolicySpec, scenario: str) -> dict[str, 
 # ------------------------------------------------------------------ episodes ----
 
 
+@dataclass
+class Step:
+    """One decision of a batch of first episodes (see :func:`first_episodes`).
+
+    Attributes:
+        t: Decision index.
+        obs: The observations the action answered, ``(n_envs, 31)``.
+        action: The policy's targets, ``(n_envs, n_controlled)``.
+        reward: The step's reward per exchange.
+        info: The environment's ``info`` of the step (before any exchange restarts).
+        done: Exchanges whose first episode ended at this step.
+        terminated: Which of them ended on insolvency.
+    """
+
+    t: int
+    obs: FloatArray
+    action: FloatArray
+    reward: FloatArray
+    info: dict[str, Any]
+    done: BoolArray
+    terminated: BoolArray
+
+
+def first_episodes(env: InsuranceFundVectorEnv, policy: Policy, obs: FloatArray) -> Iterator[Step]:
+    """Step ``policy`` through each exchange's first episode from the reset observations ``obs``.
+
+    The exchanges step as one array program; one whose episode ends is restarted (as the
+    vector environment's same-step autoreset does) and keeps stepping until every exchange is
+    done, its later steps belonging to nobody. Each step is yielded before that restart, so a
+    consumer can still read the core's state (parameters in force) of the step.
+    """
+    n = env.num_envs
+    core = env.core
+    policy.reset(n)
+    obs64 = obs.astype(np.float64)
+    running = np.ones(n, dtype=bool)
+    t = 0
+    while running.any():
+        action = np.asarray(policy.act(obs64), dtype=np.float64)
+        new_obs, reward, term, trunc, info = core.step(action)
+        ended = term | trunc
+        done = ended & running
+        yield Step(t, obs64, action, reward, info, done, term & done)
+        running &= ~done
+        if ended.any():
+            fresh = core.reset(ended)
+            new_obs = np.where(ended[:, None], fresh, new_obs)
+        obs64 = np.asarray(new_obs, dtype=np.float64)
+        t += 1
+
+
 def run_episodes(
     spec: PolicySpec, env_kw: dict[str, Any], episodes: int, seed: int, scenario_label: str
 ) -> list[EpisodeRecord]:
-    """Run ``episodes`` episodes of ``spec`` (episode ``i`` seeded ``seed + i``), batched.
-
-    The exchanges step as one array program; an exchange whose episode ends is restarted (as
-    the vector environment's same-step autoreset does) and ignored from then on.
-    """
+    """Run ``episodes`` episodes of ``spec`` (episode ``i`` seeded ``seed + i``), batched."""
     env = InsuranceFundVectorEnv(num_envs=episodes, **env_kw)
     core = env.core
-    controlled = tuple(env.config.controlled)
-    policy = build_policy(spec, controlled)
-    obs, _ = env.reset(seed=seed)
-    sim = core.sim
-    assert sim is not None
-    oi0 = sim.initial_open_interest_usd.copy()
-    fund0 = np.asarray(sim.portfolio.value_usd(sim.last_index, sim.vol_annual)).copy()
-    minutes = core.ticks_per_decision * core.tick_minutes
-    policy.reset(episodes)
-    keys = (
-        "fund_balance_usd",
-        "open_interest_usd",
-        "capital_locked_usd",
-        "mark_price",
-        "liquidation_volume_usd",
-        "shortfall_usd",
-        "adl_volume_usd",
-        "socialized_loss_usd",
-        "unrecovered_usd",
-        "fee_revenue_usd",
-        "cost",
-    )
+    policy = build_policy(spec, tuple(env.config.controlled))
+    keys = [k for k in STEP_FIELDS if k not in ("time_minutes", "reward")]
     steps: dict[str, list[np.ndarray]] = {k: [] for k in (*keys, "reward")}
     params: dict[str, list[np.ndarray]] = {}
     positions: list[np.ndarray] = []
     end = np.full(episodes, -1)
     terminated = np.zeros(episodes, dtype=bool)
-    obs64 = obs.astype(np.float64)
-    t = 0
-    while (end < 0).any():
-        action = np.asarray(policy.act(obs64), dtype=np.float64)
-        new_obs, reward, term, trunc, info = core.step(action)
+    obs, _ = env.reset(seed=seed)
+    sim = core.sim
+    assert sim is not None
+    oi0 = sim.initial_open_interest_usd.copy()
+    fund0 = np.asarray(sim.portfolio.value_usd(sim.last_index, sim.vol_annual)).copy()
+    for step in first_episodes(env, policy, obs):
         for k in keys:
-            steps[k].append(np.asarray(info[k], dtype=np.float64).copy())
-        steps["reward"].append(np.asarray(reward, dtype=np.float64).copy())
-        for name, values in info["params"].items():
+            steps[k].append(np.asarray(step.info[k], dtype=np.float64).copy())
+        steps["reward"].append(np.asarray(step.reward, dtype=np.float64).copy())
+        for name, values in step.info["params"].items():
             params.setdefault(name, []).append(np.asarray(values, dtype=np.float64).copy())
         positions.append(core.controls.normalised().copy())
-        done = (term | trunc) & (end < 0)
-        end[done] = t
-        terminated[done] = term[done]
-        if (term | trunc).any():
-            fresh = core.reset(term | trunc)
-            new_obs = np.where((term | trunc)[:, None], fresh, new_obs)
-        obs64 = new_obs
-        t += 1
+        end[step.done] = step.t
+        terminated |= step.terminated
+    minutes = core.ticks_per_decision * core.tick_minutes
     arrays = {k: np.stack(v) for k, v in steps.items()}
     par = {k: np.stack(v) for k, v in params.items()}
     pos = np.stack(positions)
@@ -301,18 +334,7 @@ def run_episodes(
                 initial_open_interest_usd=float(oi0[i]),
                 initial_fund_usd=float(fund0[i]),
                 time_minutes=minutes * np.arange(1, n + 1, dtype=np.float64),
-                fund_balance_usd=arrays["fund_balance_usd"][:n, i],
-                open_interest_usd=arrays["open_interest_usd"][:n, i],
-                capital_locked_usd=arrays["capital_locked_usd"][:n, i],
-                mark_price=arrays["mark_price"][:n, i],
-                liquidation_volume_usd=arrays["liquidation_volume_usd"][:n, i],
-                shortfall_usd=arrays["shortfall_usd"][:n, i],
-                adl_volume_usd=arrays["adl_volume_usd"][:n, i],
-                socialized_loss_usd=arrays["socialized_loss_usd"][:n, i],
-                unrecovered_usd=arrays["unrecovered_usd"][:n, i],
-                fee_revenue_usd=arrays["fee_revenue_usd"][:n, i],
-                reward=arrays["reward"][:n, i],
-                cost=arrays["cost"][:n, i],
+                **{k: arrays[k][:n, i] for k in (*keys, "reward")},
                 params={k: v[:n, i] for k, v in par.items()},
                 positions=pos[:n, i, :],
                 terminated=bool(terminated[i]),
@@ -449,7 +471,7 @@ def search_static(
     g = grid or GRID
     key = {
         "search": name,
-        "env": _jsonable(base),
+        "env": jsonable(base),
         "scenarios": list(scenarios),
         "episodes": episodes,
         "seed": seed,
@@ -477,7 +499,7 @@ def search_static(
         spec = PolicySpec(_point_name(values), "static", values=values)
         for sc in scenarios:
             jobs.append(Job(spec, sc, job_env(base, spec, sc), episodes, seed, rows_only=True))
-    bar = _bar(len(jobs) * episodes, f"{name} search", progress)
+    bar = progress_bar(len(jobs) * episodes, f"{name} search", progress)
     results = run_jobs(jobs, workers, lambda j: bar.update(j.episodes))
     bar.close()
     scored: list[dict[str, Any]] = []
@@ -506,7 +528,7 @@ def search_static(
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         payload = {k: getattr(res, k) for k in SearchResult.__annotations__}
         payload.pop("cached")
-        _write_text(cache_file, json.dumps(_jsonable(payload), indent=2))
+        write_text_atomic(cache_file, json.dumps(jsonable(payload), indent=2))
     return res
 
 
@@ -615,7 +637,7 @@ def evaluate(
         for spec in resolved
         for sc in scenarios
     ]
-    bar = _bar(len(jobs) * episodes, "policy x scenario x episode", progress)
+    bar = progress_bar(len(jobs) * episodes, "policy x scenario x episode", progress)
     results = run_jobs(jobs, n_workers, lambda j: bar.update(j.episodes))
     bar.close()
     records: list[EpisodeRecord] = [r for rs in results for r in rs]
@@ -704,7 +726,7 @@ def _write_outputs(
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     files: dict[str, Path] = {}
     files["metrics_csv"] = tmp / "metrics.csv"
-    _write_text(files["metrics_csv"], rows_to_csv(rows))
+    write_text_atomic(files["metrics_csv"], rows_to_csv(rows))
     config = {
         "fundgym": __version__,
         "policies": [
@@ -721,7 +743,7 @@ def _write_outputs(
         "episodes": episodes,
         "seed": seed,
         "episode_seeds": f"{seed} .. {seed + episodes - 1} (episode i: seed + i, every policy)",
-        "env": _jsonable(base),
+        "env": jsonable(base),
         "search": {
             "grid": {k: list(v) for k, v in (grid or GRID).items()},
             "best_static": {
@@ -734,9 +756,9 @@ def _write_outputs(
         "workers": workers,
     }
     files["config"] = tmp / "config.yaml"
-    _write_text(files["config"], yaml.safe_dump(config, sort_keys=False))
+    write_text_atomic(files["config"], yaml.safe_dump(config, sort_keys=False))
     files["command"] = tmp / "command.txt"
-    _write_text(files["command"], f"{command}\n# created {created}\n")
+    write_text_atomic(files["command"], f"{command}\n# created {created}\n")
     notes = {s.name: s.note for s in specs if s.note}
     summary = {
         "command": command,
@@ -766,7 +788,7 @@ def _write_outputs(
         },
     }
     files["summary"] = tmp / "summary.json"
-    _write_text(files["summary"], json.dumps(_jsonable(summary), indent=2))
+    write_text_atomic(files["summary"], json.dumps(jsonable(summary), indent=2))
     if report:
         from agents.report import write_report
 
@@ -813,41 +835,6 @@ def _csv_value(v: object) -> object:
     if isinstance(v, float):
         return repr(v)
     return v
-
-
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON: tuples as lists, numpy scalars as Python, NaN/inf as None."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(total: int, desc: str, progress: bool) -> Any:
-    if not progress:
-        return _NoBar()
-    from tqdm import tqdm  # type: ignore[import-untyped]
-
-    return tqdm(total=total, desc=desc, unit="ep", file=sys.stderr, dynamic_ncols=True)
 
 
 __all__ = [

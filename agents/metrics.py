@@ -73,8 +73,8 @@ POSITION_TOLERANCE = 1e-9
 #: venue whose open interest was fully liquidated does not divide by zero.
 MIN_OPEN_INTEREST_USD = 1.0
 
-# Per-step arrays of EpisodeRecord, in declaration order.
-_STEP_FIELDS = (
+#: Per-step arrays of EpisodeRecord, in declaration order.
+STEP_FIELDS = (
     "time_minutes",
     "fund_balance_usd",
     "open_interest_usd",
@@ -301,7 +301,7 @@ class EpisodeRecord:
                 f"[{i - 1}] = {time[i - 1]!r} then time_minutes[{i}] = {time[i]!r}"
             )
         self.time_minutes = time
-        for name in _STEP_FIELDS[1:]:
+        for name in STEP_FIELDS[1:]:
             setattr(self, name, _as_steps(name, getattr(self, name), n_steps))
 
         dust = NEGATIVE_DUST_FRAC_OI * oi0

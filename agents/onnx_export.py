@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import pickle
 import tempfile
 import warnings
@@ -44,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from agents.outputs import write_bytes_atomic
 from agents.train_config import ConfigError, TrainConfig, load_config
 from envs.controls import ALLOCATION, ALLOCATION_SHARPNESS, DEFAULTS, PARAMS, allocation_weights
 from envs.exchange_env import OBS_NAMES
@@ -444,18 +444,6 @@ def _run_onnx(model_bytes: bytes, observations: np.ndarray) -> dict[str, np.ndar
     return {name: np.asarray(value) for name, value in zip(OUTPUT_NAMES, outputs, strict=True)}
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename; nothing left on failure."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_onnx(
     run_dir: Path,
     out: Path,
@@ -532,5 +520,5 @@ def export_onnx(
         "target parameters out (action units and natural units)"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out, proto.SerializeToString())
+    write_bytes_atomic(out, proto.SerializeToString())
     return OnnxExport(out, INPUT_NAME, OUTPUT_NAMES, diff, n_check)

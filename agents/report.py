@@ -31,7 +31,6 @@ from __future__ import annotations
 import base64
 import html
 import math
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ from agents.metrics import (
     EpisodeRecord,
     Row,
 )
+from agents.outputs import write_text_atomic
 from agents.plots import save_atomic
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -642,17 +642,6 @@ def _render_html(blocks: Sequence[_Block], title: str) -> str:
     )
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 # --------------------------------------------------------------------------------------------
 # Report content
 # --------------------------------------------------------------------------------------------
@@ -1010,7 +999,7 @@ def write_report(
         missing_traces=missing,
     )
     written["report_md"] = out_dir / "report.md"
-    _write_text_atomic(written["report_md"], _render_markdown(blocks, out_dir))
+    write_text_atomic(written["report_md"], _render_markdown(blocks, out_dir))
     written["report_html"] = out_dir / "report.html"
-    _write_text_atomic(written["report_html"], _render_html(blocks, "fundgym evaluation report"))
+    write_text_atomic(written["report_html"], _render_html(blocks, "fundgym evaluation report"))
     return written

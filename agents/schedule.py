@@ -24,13 +24,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from agents.outputs import jsonable, write_text_atomic
 from envs.controls import ALLOCATION, PARAMS
 from envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
 
@@ -107,7 +107,7 @@ def rollout_schedule(
     The environment is the one ``fundgym evaluate`` runs the policy in (the run's settings, the
     scenario's own horizon), so an exported schedule replays there exactly.
     """
-    from agents.evaluate import base_env, job_env
+    from agents.evaluate import base_env, first_episodes, job_env
     from agents.policies import PolicySpec, TrainedPolicy
 
     spec = PolicySpec(run_dir.resolve().name, "trained", path=str(run_dir.resolve()))
@@ -119,27 +119,20 @@ def rollout_schedule(
     core = env.core
     minutes = core.ticks_per_decision * core.tick_minutes
     rows: list[dict[str, float]] = []
-    obs64 = obs.astype(np.float64)
-    t = 0
-    while True:
-        action = np.asarray(policy.act(obs64), dtype=np.float64)
-        new_obs, _, term, trunc, info = core.step(action)
+    for step in first_episodes(env, policy, obs):
+        t, info = step.t, step.info
         row: dict[str, float] = {"step": t, "time_minutes": minutes * (t + 1)}
         for name, value in info["params"].items():
             row[name] = float(value[0])
         for j, name in enumerate(controlled):
-            row[f"target_{name}"] = _target_value(name, float(action[0, j]))
+            row[f"target_{name}"] = _target_value(name, float(step.action[0, j]))
         for obs_name, (col, _, scale) in STATE_COLUMNS.items():
-            row[col] = float(obs64[0, OBS_NAMES.index(obs_name)]) * scale
+            row[col] = float(step.obs[0, OBS_NAMES.index(obs_name)]) * scale
         for key in OUTCOME_UNITS:
             row[key] = float(info[key][0])
         for j, name in enumerate(controlled):
-            row[f"action_{name}"] = float(action[0, j])
+            row[f"action_{name}"] = float(step.action[0, j])
         rows.append(row)
-        obs64 = np.asarray(new_obs, dtype=np.float64)
-        t += 1
-        if bool(term[0] or trunc[0]):
-            break
     return rows, kw
 
 
@@ -217,7 +210,7 @@ def export_schedule(
             "margin_notice_minutes). action_* columns replay the policy exactly."
         ),
         "units": units,
-        "env": _jsonable(kw),
+        "env": jsonable(kw),
         "config": (run_dir / "config.yaml").read_text(),
         "command": " ".join(argv) if argv else None,
     }
@@ -233,7 +226,7 @@ def export_schedule(
                 [repr(float(r[c])) if isinstance(r[c], float) else r[c] for c in columns]
             )
         text = buf.getvalue()
-    _write_atomic(out, text)
+    write_text_atomic(out, text)
     return ScheduleExport(out, len(rows), tuple(columns), meta)
 
 
@@ -311,22 +304,3 @@ class SchedulePolicy:
         out = self.actions[np.minimum(self._t, len(self.actions) - 1)]
         self._t += 1
         return np.asarray(out, dtype=np.float64)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    return obj
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

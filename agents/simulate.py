@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from agents.outputs import write_text_atomic
 from envs.core.params import RiskParams
 from envs.scenarios import load_scenario
 from envs.schema import SchemaError
@@ -178,8 +178,6 @@ def main(args: argparse.Namespace) -> int:
         },
     }
     config_path = out / "config.yaml"
-    tmp = config_path.with_name(f".config.yaml.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-    tmp.replace(config_path)
+    write_text_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
     print(f"\nwrote {plot_path} and {config_path} ({elapsed:.1f} s)")
     return 0
