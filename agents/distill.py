@@ -142,7 +142,7 @@ class _Grid:
         )
 
     def lookup(self, obs: FloatArray) -> FloatArray:
-        """The action of the cell each observation ``(n, 31)`` falls in, ``(n, n_controlled)``."""
+        """The action of the cell each observation ``(n, 32)`` falls in, ``(n, n_controlled)``."""
         return np.asarray(self.actions[self.bins_of(obs)], dtype=np.float64)
 
 
@@ -366,7 +366,7 @@ class Rollout:
     """A batch of episodes of one policy: the decisions of each episode and what was in force.
 
     Attributes:
-        obs: ``(n, 31)`` the observation at every decision of every episode (episode-major).
+        obs: ``(n, 32)`` the observation at every decision of every episode (episode-major).
         actions: ``(n, n_controlled)`` the policy's action at each of them.
         params: Per episode, parameter name -> its value in force after each decision, natural
             units (as :attr:`agents.metrics.EpisodeRecord.params`).
@@ -510,7 +510,7 @@ def fit_grid(
     """Quantile-bin ``obs`` and average ``actions`` per cell; empty cells copy the nearest.
 
     Args:
-        obs: ``(n, 31)`` observations (``n >= 1``).
+        obs: ``(n, 32)`` observations (``n >= 1``).
         actions: ``(n, k)`` the policy's actions at them.
         obs_index: The observation column of each feature.
         bins: Quantile bins per feature (fewer where edges coincide).

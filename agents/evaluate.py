@@ -246,7 +246,7 @@ class Step:
 
     Attributes:
         t: Decision index.
-        obs: The observations the action answered, ``(n_envs, 31)``.
+        obs: The observations the action answered, ``(n_envs, 32)``.
         action: The policy's targets, ``(n_envs, n_controlled)``.
         reward: The step's reward per exchange.
         info: The environment's ``info`` of the step (before any exchange restarts).

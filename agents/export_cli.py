@@ -19,7 +19,7 @@ Export what a trained policy does, in a form a production risk engine can apply:
              view next to it, with its fidelity to the policy measured open- and closed-loop.
              Replay it with `fundgym evaluate --policy table:FILE`.
   onnx       the policy network with its observation normalisation, clipping and action
-             scaling inside the graph: raw observations (31 floats) in, action and
+             scaling inside the graph: raw observations (32 floats) in, action and
              parameters in natural units out; checked against the SB3 model with
              onnxruntime (maximum absolute difference printed, must be < 1e-4).
 
@@ -116,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
                 print(f"fundgym export: {exc}", file=sys.stderr)
                 return 2
             print(
-                f"wrote {out}: input {onnx_res.input_name!r} (batch, 31) float32 -> "
+                f"wrote {out}: input {onnx_res.input_name!r} (batch, 32) float32 -> "
                 f"{', '.join(onnx_res.output_names)}; max |onnx - SB3| = "
                 f"{onnx_res.max_abs_diff:.2e} over {onnx_res.n_checked} observations"
             )

@@ -11,7 +11,7 @@
    deterministic=True)`` returns);
 3. the map from action units to natural units (:mod:`envs.controls`).
 
-Input ``observation``: ``(batch, 31)`` float32, the raw environment observation
+Input ``observation``: ``(batch, 32)`` float32, the raw environment observation
 (:data:`envs.exchange_env.OBS_NAMES`, already clipped to ±10 by the environment).
 Outputs, both ``(batch, n_controlled)`` float32 in the order of the run's ``env.controlled``:
 
@@ -240,7 +240,7 @@ def reference_outputs(
 
     Args:
         run_dir: A run directory written by :func:`agents.train.train`.
-        observations: Raw environment observations, ``(batch, 31)``; cast to float32 first,
+        observations: Raw environment observations, ``(batch, 32)``; cast to float32 first,
             as the environment emits them and the graph takes them.
         model: ``"best"`` (``best_model.zip``, falling back to ``model.zip`` with a warning
             when absent) or ``"final"`` (``model.zip``).
@@ -454,7 +454,7 @@ def export_onnx(
 ) -> OnnxExport:
     """Export a run's policy to ONNX, check it against stable-baselines3, write it atomically.
 
-    The graph takes raw observations (input ``observation``, ``(batch, 31)`` float32, the
+    The graph takes raw observations (input ``observation``, ``(batch, 32)`` float32, the
     order of :data:`envs.exchange_env.OBS_NAMES`) and gives, per controlled parameter in the
     order of the run's ``env.controlled``:
 
@@ -480,7 +480,7 @@ def export_onnx(
             ``model.zip`` and ``vecnormalize.pkl`` with a warning when the run has no best
             model; ``"final"``: ``model.zip`` and ``vecnormalize.pkl``.
         n_check: Observations in the check (half from the run's environment stepped with
-            random actions, half uniform in [-10, 10]^31).
+            random actions, half uniform in [-10, 10]^32).
         seed: Seed of the check's observations.
 
     Returns:

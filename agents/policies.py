@@ -1,6 +1,6 @@
 """The policies ``fundgym evaluate`` compares: trained runs, venue presets, a rule, searched sets.
 
-A policy maps a batch of observations ``(n_envs, 31)`` to actions ``(n_envs, n_controlled)`` in
+A policy maps a batch of observations ``(n_envs, 32)`` to actions ``(n_envs, n_controlled)`` in
 action units [-1, 1] (each coordinate the *target* position of one controlled parameter; the
 environment rate-limits the move and delays margin increases). Some policies also change how the
 environment starts (``env_overrides``): a static venue preset starts *at* its parameters (the
@@ -438,6 +438,14 @@ def _load_run(run_dir: str) -> Callable[[FloatArray], FloatArray]:
         model = algo.load(model_path, device="cpu")
     except Exception as exc:
         raise SpecError(f"{model_path}: cannot load a {cfg.algo.upper()} model ({exc})") from exc
+    n_obs, n_act = len(OBS_NAMES), len(cfg.env.controlled)
+    if model.observation_space.shape != (n_obs,) or model.action_space.shape != (n_act,):
+        raise SpecError(
+            f"{model_path}: the model maps observations {model.observation_space.shape} to "
+            f"actions {model.action_space.shape}, but this environment has ({n_obs},) "
+            f"observations and ({n_act},) actions; it was trained by another fundgym version: "
+            "retrain it"
+        )
     vecnorm = None
     if norm_path is not None:
         try:

@@ -60,6 +60,11 @@ STATE_COLUMNS: dict[str, tuple[str, str, float]] = {
     "vol_long": ("vol_1d_annual", "annualised realised volatility, 1-day EWMA", 1.0),
     "return_pct": ("return_last_decision_pct", "index return over the last decision, %", 1.0),
     "depth_rel": ("depth_rel", "book depth / normal depth", 1.0),
+    "oi_to_depth_log10": (
+        "oi_to_depth_log10",
+        "log10 of open interest / book depth per 1% (thinness)",
+        1.0,
+    ),
     "oracle_gap_pct": ("oracle_gap_pct", "oracle vs mark, %", 1.0),
     "fund_coverage": ("fund_coverage_frac", "fund value / open interest", 0.1),
     "leverage_p90": ("leverage_p90", "90th percentile leverage of open accounts", 50.0),

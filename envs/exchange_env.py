@@ -23,7 +23,7 @@ from envs.core.fund_allocation import AllocationParams
 from envs.core.margin import maintenance_requirement
 from envs.core.params import MarginTiers, RiskParams
 from envs.market.price import MINUTES_PER_YEAR
-from envs.market.sampler import sample_training_scenario
+from envs.market.sampler import SamplerSettings, sample_training_scenario
 from envs.rewards import DecisionTotals, RewardWeights, combine, reward_components
 from envs.scenarios import Scenario, load_scenario
 from envs.schema import SchemaError, build, spec
@@ -40,6 +40,7 @@ OBS_NAMES: tuple[str, ...] = (
     "vol_long",
     "return_pct",
     "depth_rel",
+    "oi_to_depth_log10",
     "oracle_gap_pct",
     "funding_per_mille",
     "open_interest_rel",
@@ -81,6 +82,7 @@ class EnvConfig:
     """Everything that defines the environment (keyword arguments or a YAML file)."""
 
     scenario: str = spec("training", doc="library name, YAML path, or 'training' (sampler)")
+    sampler: SamplerSettings = dataclasses.field(default_factory=SamplerSettings)
     n_accounts: int = spec(1024, ge=1, le=10_000_000, doc="account slots per exchange")
     decision_minutes: float = spec(10.0, gt=0.0, le=10_080.0, doc="minutes between actions")
     horizon_minutes: float | None = spec(
@@ -197,6 +199,8 @@ class FundControlCore:
             sc = sample_training_scenario(
                 np.random.default_rng([episode_seed, 1]),
                 horizon_minutes=self.config.horizon_minutes or 1440.0,
+                crash_prob=self.config.sampler.crash_prob,
+                thin_prob=self.config.sampler.thin_prob,
             )
         return sc
 
@@ -429,6 +433,7 @@ class FundControlCore:
             np.sqrt(self.var_long * per_year),
             100.0 * self.last_return,
             depth_rel,
+            np.log10(np.maximum(oi, 1.0) / sim.last_depth_usd_per_pct),
             100.0 * (oracle / mark - 1.0),
             1e3 * funding,
             oi / oi0,
@@ -529,7 +534,7 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Observation Space
 
-    A ``Box(-10, 10, (31,), float32)``, leading indicators first; values are clipped to
+    A ``Box(-10, 10, (32,), float32)``, leading indicators first; values are clipped to
     [-10, 10].
 
     | Num   | Observation                                     | Scaling                 |
@@ -538,18 +543,23 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     | 1     | realised volatility, 1-day EWMA                 | annualised fraction     |
     | 2     | index return over the last decision             | percent                 |
     | 3     | book depth relative to normal                   | fraction                |
-    | 4     | oracle vs mark gap                              | percent                 |
-    | 5     | funding rate per 8 h                            | per mille               |
-    | 6     | open interest relative to the episode's start   | ratio                   |
-    | 7     | long/short skew of open interest                | (L - S) / (L + S)       |
-    | 8-10  | leverage p50, p90, p99 of open accounts         | leverage / 50           |
-    | 11-13 | share of open interest within 1%, 2%, 5% of its liquidation price | fraction |
-    | 14    | fund coverage: fund value / open interest       | x 10                    |
-    | 15-18 | fund composition: stable, yield, volatile, hedge | weights                |
-    | 19    | liquidation volume, last decision               | % of initial OI         |
-    | 20    | fund shortfall + uncovered loss, last decision  | per mille of initial OI |
-    | 21-29 | the nine parameters in force                    | action units [-1, 1]    |
-    | 30    | episode progress                                | fraction                |
+    | 4     | thinness: open interest / book depth per 1%     | log10                   |
+    | 5     | oracle vs mark gap                              | percent                 |
+    | 6     | funding rate per 8 h                            | per mille               |
+    | 7     | open interest relative to the episode's start   | ratio                   |
+    | 8     | long/short skew of open interest                | (L - S) / (L + S)       |
+    | 9-11  | leverage p50, p90, p99 of open accounts         | leverage / 50           |
+    | 12-14 | share of open interest within 1%, 2%, 5% of its liquidation price | fraction |
+    | 15    | fund coverage: fund value / open interest       | x 10                    |
+    | 16-19 | fund composition: stable, yield, volatile, hedge | weights                |
+    | 20    | liquidation volume, last decision               | % of initial OI         |
+    | 21    | fund shortfall + uncovered loss, last decision  | per mille of initial OI |
+    | 22-30 | the nine parameters in force                    | action units [-1, 1]    |
+    | 31    | episode progress                                | fraction                |
+
+    Thinness (4) is what makes a market manipulable and its liquidations costly: at 0 the
+    whole open interest equals the book's depth within 1% of price (BTC on a major venue sits
+    near -2; Mango's MNGO in October 2022 near +1.6, when +2,295% pushed through its oracle).
 
     ## Rewards
 
@@ -584,6 +594,7 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     | Parameter              | Type        | Default      | Description                          |
     |------------------------|-------------|--------------|--------------------------------------|
     | scenario               | str         | "training"   | library name, YAML path or "training" |
+    | sampler                | dict        | see sampler  | crash_prob 0.7, thin_prob 0.25       |
     | n_accounts             | int         | 1024         | account slots                        |
     | decision_minutes       | float       | 10           | minutes between actions              |
     | horizon_minutes        | float, None | None         | episode cap                          |

@@ -55,6 +55,9 @@ from envs.traders.population import PopulationParams, TraderPopulation
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
+ARRIVAL_STREAM = 0xA221
+"""Spawn key of each exchange's arrival stream, ``default_rng([seed, ARRIVAL_STREAM])``."""
+
 #: Per-tick series kept by :meth:`ExchangeSimulator.run`, each ``(n_ticks, n_envs)``.
 SERIES = (
     "index_price",
@@ -177,6 +180,10 @@ class ExchangeSimulator:
         """Reset every exchange: new market paths and trader books, tick 0."""
         self.seeds = self._seeds(seed)
         self.rng = BatchRandom(self.seeds)
+        # Arrivals draw from their own stream (common random numbers across policies).
+        self.arrival_rng = BatchRandom.from_generators(
+            [np.random.default_rng([int(s), ARRIVAL_STREAM]) for s in self.seeds]
+        )
         self.market = Market(self.n_envs)
         self.state: ExchangeState | None = None
         self.initial_open_interest_usd = np.zeros(self.n_envs)
@@ -184,6 +191,7 @@ class ExchangeSimulator:
         self.vol_annual = np.zeros(self.n_envs)
         self.last_index = np.zeros(self.n_envs)
         self.last_depth_mult = np.ones(self.n_envs)
+        self.last_depth_usd_per_pct = np.ones(self.n_envs)
         # Per-exchange scenario constants the tick reads, set when an exchange is installed.
         self._oi_build = np.zeros(self.n_envs)
         self._leverage_build = np.zeros(self.n_envs)
@@ -206,6 +214,7 @@ class ExchangeSimulator:
             self.scenarios[env] = scenario
         self.seeds[env] = int(seed)
         self.rng.reseed(env, int(seed))
+        self.arrival_rng.generators[env] = np.random.default_rng([int(seed), ARRIVAL_STREAM])
         self._install(env, self.scenarios[env])
 
     def _install(self, env: int, scenario: Scenario) -> None:
@@ -237,6 +246,7 @@ class ExchangeSimulator:
         self._funding_interval_min[env] = 60.0 * scenario.funding.interval_hours
         self.last_index[env] = price
         self.last_depth_mult[env] = 1.0
+        self.last_depth_usd_per_pct[env] = scenario.depth.normal_usd_per_pct
 
     @property
     def stressed(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
@@ -328,6 +338,7 @@ class ExchangeSimulator:
                 arrival_mult=1.0 + self._oi_build * pre,
                 leverage_mult=1.0 + self._leverage_build * pre,
                 long_share_shift=self._long_skew * pre,
+                arrival_rng=self.arrival_rng,
             )
             events.trading_fees_usd = pop.trading_fees_usd
             events.fund_trading_fee_income_usd = pop.fund_trading_fee_income_usd
@@ -346,6 +357,7 @@ class ExchangeSimulator:
         self.vol_annual = np.sqrt(var_tick * 525_600.0 / tick_minutes)
         self.last_index = prices.index
         self.last_depth_mult = self.market.column("depth_mult")
+        self.last_depth_usd_per_pct = np.asarray(prices.depth_usd_per_pct, dtype=np.float64)
         pf = self.portfolio
         ext_before = pf.external_pnl_usd.copy()
         inflow = state.fund_usd - pf.value_usd(pf.mark_price, pf.mark_vol_annual)

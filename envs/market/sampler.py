@@ -3,19 +3,42 @@
 Each draw is a valid :class:`~envs.scenarios.Scenario`: a base market (volatility, tails, jump
 rate and regime switching drawn around the calm and volatile library entries) and, with
 probability ``crash_prob``, a crash whose start, shape (one leg, two legs with a pause, a
-V-recovery, a stepwise decline or a venue wick), severity, depth collapse and precursor
-strength are all random. A third of the crashes arrive with no warning (precursor strength 0),
-so evaluation can separate anticipation from reaction. The named historical scenarios stay out
-of training (``training: false`` in their files).
+V-recovery, a stepwise decline, a venue wick or an upward pump), severity, depth collapse and
+precursor strength are all random. A third of the crashes arrive with no warning (precursor
+strength 0), so evaluation can separate anticipation from reaction. The named historical
+scenarios stay out of training (``training: false`` in their files).
+
+Thin markets. With probability ``thin_prob`` the book is that of a small token, $20k-$2M per
+1% (a major's is $30M-$300M) against the same open interest. Thin books are where oracle
+manipulation pays (Mango, Oct 2022: the attacker's profit is the perp open interest he can
+mark up, his cost the spot depth he must walk through), so half of a thin market's crashes are
+pumps: the index, and with it the oracle, is pushed up 100%-2,500% in 5-30 minutes with no
+warning, sags, then is released. A major market's pump is a short squeeze of 10%-50%. A
+policy can see thinness (``oi_to_depth_log10`` in the observation) before anything happens,
+which is the only warning a manipulation gives.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from envs.scenarios import Scenario, scenario_from_dict
+from envs.schema import spec
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How the training distribution is weighted (``env.sampler`` in a config).
+
+    Catastrophes are rare in the world and in the default mix; a risk team that cares about
+    the tail can train on more of them (stress oversampling) without touching the shapes.
+    """
+
+    crash_prob: float = spec(0.7, ge=0.0, le=1.0, doc="share of draws with a crash")
+    thin_prob: float = spec(0.25, ge=0.0, le=1.0, doc="share of thin (manipulable) markets")
 
 
 def _leg(
@@ -30,17 +53,51 @@ def _leg(
     }
 
 
+#: Book depth, USD per 1% of price: a major (BTC, ETH on large venues) and a thin token.
+MAJOR_DEPTH_USD_PER_PCT = (3e7, 3e8)
+THIN_DEPTH_USD_PER_PCT = (2e4, 2e6)
+#: Crash shapes and their probabilities in a major and in a thin market.
+CRASH_KINDS = ("single", "two_leg", "v", "steps", "wick", "pump")
+MAJOR_KIND_PROBS = (0.18, 0.18, 0.18, 0.18, 0.18, 0.10)
+THIN_KIND_PROBS = (0.10, 0.10, 0.10, 0.10, 0.10, 0.50)
+
+
+def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
+def _pump_legs(rng: np.random.Generator, thin: bool) -> list[dict[str, Any]]:
+    """Run-up, sag, release: Mango's +2,295% in 15 min, -5% over 25, -96% over an hour.
+
+    In a thin market the run-up is 100%-2,500% (a manipulation); in a major one a short
+    squeeze of 10%-50%. The release ends between 20% below and 50% above the start.
+    """
+    run_up = _log_uniform(rng, 1.0, 25.0) if thin else float(rng.uniform(0.1, 0.5))
+    sag = -float(rng.uniform(0.0, 0.1))
+    end_level = _log_uniform(rng, 0.8, 1.5)
+    release = max(0.0, 1.0 - end_level / ((1.0 + run_up) * (1.0 + sag)))
+    return [
+        _leg("recovery", float(rng.uniform(5, 30)), run_up),
+        _leg("decline", float(rng.uniform(10, 40)), sag),
+        _leg("decline", float(rng.uniform(30, 120)), -release, "accelerating"),
+    ]
+
+
 def sample_training_scenario(
     rng: np.random.Generator,
     *,
     horizon_minutes: float = 1440.0,
     tick_minutes: float = 1.0,
     crash_prob: float = 0.7,
+    thin_prob: float = 0.25,
     price: float = 100_000.0,
 ) -> Scenario:
     """Draw one training scenario (see the module docstring)."""
-    if not 0.0 <= crash_prob <= 1.0:
-        raise ValueError(f"crash_prob must lie in [0, 1], got {crash_prob!r}")
+    for name, value in (("crash_prob", crash_prob), ("thin_prob", thin_prob)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+    thin = bool(rng.random() < thin_prob)
+    depth_range = THIN_DEPTH_USD_PER_PCT if thin else MAJOR_DEPTH_USD_PER_PCT
     vol = float(rng.uniform(0.3, 0.8))
     regime = bool(rng.random() < 0.5)
     data: dict[str, Any] = {
@@ -64,7 +121,7 @@ def sample_training_scenario(
                 "std_log": 0.01,
             },
         },
-        "depth": {"normal_usd_per_pct": float(np.exp(rng.uniform(np.log(3e7), np.log(3e8))))},
+        "depth": {"normal_usd_per_pct": _log_uniform(rng, *depth_range)},
     }
     if regime:
         data["price"]["regimes"] = {
@@ -74,9 +131,11 @@ def sample_training_scenario(
         }
     if rng.random() < crash_prob:
         severity = float(rng.uniform(0.05, 0.5))
-        kind = rng.choice(["single", "two_leg", "v", "steps", "wick"])
+        kind = str(rng.choice(CRASH_KINDS, p=THIN_KIND_PROBS if thin else MAJOR_KIND_PROBS))
         fall_min = float(rng.uniform(5, 180))
-        if kind == "single":
+        if kind == "pump":
+            legs = _pump_legs(rng, thin)
+        elif kind == "single":
             legs = [_leg("decline", fall_min, -severity, "accelerating")]
         elif kind == "two_leg":
             first = severity * float(rng.uniform(0.3, 0.6))
@@ -107,7 +166,10 @@ def sample_training_scenario(
                 leg["minutes"] *= room / total
             total = sum(leg["minutes"] for leg in legs)
         latest = max(0.0, horizon_minutes - total - 1.0)
-        start = float(rng.uniform(min(latest, horizon_minutes * 0.25), latest))
+        # A manipulator picks his moment: a pump may come at any time after the first half
+        # hour; other crashes come after the first quarter of the episode.
+        earliest = 30.0 if kind == "pump" else horizon_minutes * 0.25
+        start = float(rng.uniform(min(latest, earliest), latest))
         data["crash"] = {
             "start_minute": start,
             "legs": legs,
@@ -123,6 +185,9 @@ def sample_training_scenario(
             }
         ]
         strength = 0.0 if rng.random() < 1.0 / 3.0 else float(rng.uniform(0.1, 1.0))
+        if kind == "pump" and thin:
+            strength = 0.0  # a manipulation gives no warning but the thin book itself
+            data["oracle"] = {"source": "index"}  # the oracle reads the pumped spot venues
         data["precursors"] = {
             "strength": strength,
             "lead_minutes": float(max(30.0, min(start, 720.0))),

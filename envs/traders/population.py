@@ -31,6 +31,16 @@ alike, step for step. For the same reason every per-exchange total is a sum over
 exchange's accounts alone, in a fixed order (one packed row per account, reduced with
 ``bincount``): a sum over a row padded to the batch's widest exchange would round differently.
 The loops this needs run over exchanges, never over accounts.
+
+**Common random numbers for arrivals.** Given ``arrival_rng`` (the simulator always passes
+one), arrivals draw from their own stream and consume a fixed amount of it per tick whatever
+the levers did: the count is the Poisson quantile of one uniform, and a fixed list of
+candidate traders (size, side, leverage) is drawn every tick, of which the first ``count``
+arrive. Two policies run on the same seed therefore meet the same whales at the same minutes,
+one policy merely admitting fewer of them when its margins deter demand. Without this, one
+extra draw anywhere shifted every later arrival, and a $4M short that arrived under one policy
+and not under another decided which of them lost more in a pump (measured: 8 of 8 evaluation
+episodes of ``oracle_manipulation`` changed their whales between two margin settings).
 """
 
 from __future__ import annotations
@@ -74,6 +84,10 @@ IMR_HEADROOM_REL = 1e-9
 order that passes in exact arithmetic is never rejected by float rounding."""
 
 _INF = float("inf")
+ARRIVAL_CANDIDATE_DEMAND = 4.0
+"""Candidates drawn per tick cover a Poisson count at this demand multiplier (plus six
+standard deviations): counts beyond it, only at extreme leverage caps, draw more and lose the
+coupling for the rest of the episode, never the distribution."""
 
 # name: (low, high, low_open, high_open); every value must also be finite.
 _RANGES: dict[str, tuple[float, float, bool, bool]] = {
@@ -249,6 +263,26 @@ _USD_FIELDS = tuple(f.name for f in fields(PopulationEvents) if f.name not in _C
 _RISK_FIELDS = tuple(f.name for f in fields(RiskParams) if f.name not in ("fallback", "tiers"))
 
 
+def _poisson_quantile(u: FloatArray, lam: FloatArray) -> IntArray:
+    """Smallest ``k`` with ``P(Poisson(lam) <= k) > u``, per element (vectorised).
+
+    The pmf is built by its recurrence ``p_k = p_(k-1) lam / k`` in log space out to
+    ``lam + 12 sqrt(lam) + 20`` (beyond it the tail is below 1e-30).
+    """
+    lam = np.maximum(np.asarray(lam, dtype=np.float64), 0.0)
+    u = np.asarray(u, dtype=np.float64)
+    k_max = int(np.ceil((lam + 12.0 * np.sqrt(lam) + 20.0).max(initial=20.0)))
+    k = np.arange(k_max + 1, dtype=np.float64)
+    log_lam = np.log(np.where(lam > 0.0, lam, 1.0))[:, None]  # lam = 0: the other branch
+    log_pmf = np.where(
+        lam[:, None] > 0.0,
+        k * log_lam - lam[:, None] - np.cumsum(np.log(np.maximum(k, 1.0)))[None, :],
+        np.where(k == 0.0, 0.0, -np.inf)[None, :],
+    )
+    cdf = np.cumsum(np.exp(log_pmf), axis=1)
+    return np.asarray((cdf <= u[:, None]).sum(axis=1), dtype=np.int64).clip(max=k_max)
+
+
 def _rows_risk(risk: RiskParams, env: IntArray) -> RiskParams:
     """``risk`` with every per-exchange array indexed by ``env`` (one entry per packed row)."""
     if not any(np.ndim(getattr(risk, name)) == 1 for name in _RISK_FIELDS):
@@ -422,6 +456,53 @@ class TraderPopulation:
         leverage = self.draw_leverage(rng, shape, max_leverage, leverage_mult)
         return np.asarray(notional, dtype=np.float64), side, leverage
 
+    def coupled_candidates(
+        self,
+        rng: BatchRandom,
+        lam: FloatArray,
+        lam_ref: FloatArray,
+        long_share: FloatArray,
+        max_leverage: FloatArray,
+        leverage_mult: FloatArray,
+    ) -> tuple[IntArray, tuple[FloatArray, FloatArray, FloatArray]]:
+        """This tick's arrival count and candidate traders, from a fixed amount of stream.
+
+        Exchange ``e`` draws ``1 + 4 K_e`` uniforms, ``K_e`` set by the policy-free rate
+        ``lam_ref[e]`` (the demand at reference levers, see ``ARRIVAL_CANDIDATE_DEMAND``):
+        the count is the Poisson(``lam[e]``) quantile of the first, and candidate ``k``'s
+        notional (Pareto, by its inverse CDF), side and leverage (lognormal, Box-Muller) come
+        from the others. So the same seed gives the same candidates whatever ``lam`` is; only
+        a count above ``K_e`` draws more.
+
+        Returns:
+            ``(count, (notional_usd, side, leverage))``, the candidates as ``(n_envs, K)``
+            arrays padded with zeros past each exchange's own ``K_e``.
+        """
+        p = self.params
+        lam = np.asarray(lam, dtype=np.float64)
+        scaled = ARRIVAL_CANDIDATE_DEMAND * np.asarray(lam_ref, dtype=np.float64)
+        k_env = np.ceil(scaled + 6.0 * np.sqrt(scaled) + 6.0).astype(np.int64)
+        first = [g.random(1 + 4 * int(k)) for g, k in zip(rng.generators, k_env, strict=True)]
+        count = _poisson_quantile(np.array([u[0] for u in first]), lam)
+        extra = np.maximum(count - k_env, 0)
+        width = int(np.maximum(k_env, count).max(initial=1))
+        u = np.full((len(first), 4, width), 0.5)
+        for e, (row, k) in enumerate(zip(first, k_env, strict=True)):
+            u[e, :, :k] = row[1:].reshape(4, int(k))
+            if extra[e]:  # a count beyond the candidates: more draws, same distribution
+                u[e, :, k : k + extra[e]] = rng.generators[e].random((4, int(extra[e])))
+        alpha = p.pareto_alpha
+        scale_usd = p.mean_notional_usd * (alpha - 1.0) / alpha
+        notional = scale_usd * (1.0 - u[:, 0]) ** (-1.0 / alpha)
+        side = np.where(u[:, 1] < np.asarray(long_share)[:, None], 1.0, -1.0)
+        z = np.sqrt(-2.0 * np.log1p(-u[:, 2])) * np.cos(2.0 * math.pi * u[:, 3])
+        draw = np.exp(math.log(p.leverage_median) + p.leverage_sigma * z)
+        lev = np.minimum(
+            np.maximum(draw * np.asarray(leverage_mult)[:, None], 1.0),
+            np.asarray(max_leverage)[:, None],
+        )
+        return count, (notional, side, lev)
+
     # ---- the book at reset ---------------------------------------------------------------
 
     def initial_state(
@@ -514,6 +595,7 @@ class TraderPopulation:
         leverage_mult: FloatArray | float = 1.0,
         long_share_shift: FloatArray | float = 0.0,
         volume_mult: FloatArray | float = 1.0,
+        arrival_rng: BatchRandom | None = None,
     ) -> PopulationEvents:
         """One tick of trader behaviour, in place: exits, reactions, arrivals, volume.
 
@@ -536,6 +618,8 @@ class TraderPopulation:
             long_share_shift: ``(n_envs,)`` or scalar: added to ``long_share``, the sum
                 clipped to ``LONG_SHARE_BOUNDS`` (crowded longs before a long squeeze).
             volume_mult: ``(n_envs,)`` or scalar >= 0: multiplies ordinary volume.
+            arrival_rng: One generator per exchange for arrivals alone (common random
+                numbers, see the module docstring); ``None`` draws them from ``rng``.
 
         Returns:
             The tick's events per exchange.
@@ -556,8 +640,23 @@ class TraderPopulation:
         demand = self.demand_multiplier(risk, n_envs)
         self._exits(rng, state, risk, m, tick_minutes, ev, fees)
         self._near_liquidation(rng, state, risk, m, tick_minutes, ev, fees)
+        if arrival_rng is not None and arrival_rng.n_envs != n_envs:
+            raise ValueError(
+                f"arrival_rng.n_envs ({arrival_rng.n_envs}) must equal state.n_envs ({n_envs})"
+            )
         self._arrivals(
-            rng, state, risk, m, tick_minutes, demand * arrivals, lev_mult, shift, ev, fees
+            rng,
+            state,
+            risk,
+            m,
+            tick_minutes,
+            demand * arrivals,
+            lev_mult,
+            shift,
+            ev,
+            fees,
+            arrival_rng=arrival_rng,
+            base_rate_mult=arrivals,
         )
         self._volume(rng, state, risk, m, tick_minutes, demand * volume, ev, fees)
         ev.trading_fees_usd = fees.trading_fees_usd
@@ -737,6 +836,9 @@ class TraderPopulation:
         long_share_shift: FloatArray,
         ev: PopulationEvents,
         fees: StepEvents,
+        *,
+        arrival_rng: BatchRandom | None = None,
+        base_rate_mult: FloatArray | None = None,
     ) -> None:
         """Poisson arrivals take the first empty slots, deposit and open at mark.
 
@@ -749,7 +851,19 @@ class TraderPopulation:
         """
         p = self.params
         lam = p.arrival_rate_per_min * tick_minutes * rate_mult
-        count = rng.poisson(lam)  # one count per exchange, from its generator
+        long_share = np.clip(p.long_share + long_share_shift, *LONG_SHARE_BOUNDS)
+        max_lev_env = 1.0 / risk.per_env("imr", state.n_envs)
+        coupled: tuple[FloatArray, FloatArray, FloatArray] | None = None
+        if arrival_rng is not None:
+            # The candidate list is sized by the rate without the levers' demand effect, so
+            # its length (the stream consumed) does not depend on the policy.
+            ref_mult = np.ones(state.n_envs) if base_rate_mult is None else base_rate_mult
+            lam_ref = p.arrival_rate_per_min * tick_minutes * ref_mult
+            count, coupled = self.coupled_candidates(
+                arrival_rng, lam, lam_ref, long_share, max_lev_env, leverage_mult
+            )
+        else:
+            count = rng.poisson(lam)  # one count per exchange, from its generator
         if not count.any():
             return
         empty = np.flatnonzero((state.size == 0.0) & (state.collateral_usd == 0.0))
@@ -761,15 +875,18 @@ class TraderPopulation:
             return
         sub = _Subset(state, new, risk)
         env = sub.env
-        long_share = np.clip(p.long_share + long_share_shift, *LONG_SHARE_BOUNDS)
-        max_lev = 1.0 / risk.per_env("imr", sub.n_envs)
         counts = np.bincount(env, minlength=sub.n_envs)
-        drawn = [  # each exchange's new accounts from its own generator, as alone
-            self.draw_new_accounts(g, int(c), long_share[e], max_lev[e], leverage_mult[e])
-            for e, (g, c) in enumerate(zip(rng.generators, counts, strict=True))
-            if c > 0
-        ]
-        notional, side, lev = (np.concatenate([d[i] for d in drawn]) for i in range(3))
+        if coupled is not None:  # the first arrivals of each exchange's candidate list
+            notional, side, lev = (
+                np.concatenate([c[e, :k] for e, k in enumerate(counts) if k > 0]) for c in coupled
+            )
+        else:
+            drawn = [  # each exchange's new accounts from its own generator, as alone
+                self.draw_new_accounts(g, int(c), long_share[e], max_lev_env[e], leverage_mult[e])
+                for e, (g, c) in enumerate(zip(rng.generators, counts, strict=True))
+                if c > 0
+            ]
+            notional, side, lev = (np.concatenate([d[i] for d in drawn]) for i in range(3))
         fee = risk.per_env("taker_fee_rate", sub.n_envs)[env]
         collateral = notional * (1.0 / lev * (1.0 + IMR_HEADROOM_REL) + 2.0 * fee)
         deposit(sub.state, sub.pack(collateral))

@@ -136,7 +136,10 @@ def test_params_are_the_actions_in_natural_units(exported):
                 assert p[f"{name}_logit"] == pytest.approx(c["action"][j])
             else:
                 assert p[name] == pytest.approx(float(PARAMS[name].to_value(c["action"][j])))
-        assert sum(p[name] for name in ALLOCATION) == pytest.approx(1.0)
+        if any(name in ALLOCATION for name in controlled):
+            assert sum(p[name] for name in ALLOCATION) == pytest.approx(1.0)
+        else:  # the default config keeps the fund in stable assets: no allocation columns
+            assert not any(name in p for name in ALLOCATION)
         assert p["imr"] == pytest.approx(min(p["mmr"] * p["imr_multiple"], 1.0))
 
 
@@ -179,7 +182,7 @@ def hand_table(**changes) -> dict:
         "kind": "fundgym.state_table",
         "env": {},
         "controlled": ["liquidation_fee_rate", "mmr"],
-        "features": [{"name": "fund_coverage", "obs_index": 14, "edges": ["-inf", 0.2, "inf"]}],
+        "features": [{"name": "fund_coverage", "obs_index": 15, "edges": ["-inf", 0.2, "inf"]}],
         "cells": [
             {"bin": [0], "n": 3, "action": [0.5, 0.25]},
             {"bin": [1], "n": 0, "action": [-0.5, -0.25]},
@@ -192,7 +195,8 @@ def hand_table(**changes) -> dict:
 def test_act_on_a_hand_made_table():
     policy = TablePolicy(hand_table(), "hand", ("liquidation_fee_rate", "mmr"))
     obs = np.zeros((4, len(OBS_NAMES)))
-    obs[:, 14] = [-3.0, 0.19, 0.2, 9.0]  # an edge belongs to the bin above it
+    # an edge belongs to the bin above it
+    obs[:, OBS_NAMES.index("fund_coverage")] = [-3.0, 0.19, 0.2, 9.0]
     np.testing.assert_array_equal(
         policy.act(obs), [[0.5, 0.25], [0.5, 0.25], [-0.5, -0.25], [-0.5, -0.25]]
     )
@@ -287,7 +291,7 @@ def test_evaluate_runs_the_table_as_a_policy(run, exported):
         (
             json.dumps(
                 hand_table(
-                    features=[{"name": "fund_coverage", "obs_index": 14, "edges": ["-inf", "inf"]}]
+                    features=[{"name": "fund_coverage", "obs_index": 15, "edges": ["-inf", "inf"]}]
                 )
             ),
             "cells",
@@ -372,7 +376,7 @@ def test_applying_a_table_needs_neither_torch_nor_sb3(exported):
         "from agents.distill import TablePolicy, read_table\n"
         f"path = {str(exported.path)!r}\n"
         "p = TablePolicy.load(path, 't', tuple(read_table(path)['controlled']))\n"
-        "p.act(np.zeros((2, 31)))\n"
+        "p.act(np.zeros((2, 32)))\n"
         "assert 'torch' not in sys.modules and 'stable_baselines3' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

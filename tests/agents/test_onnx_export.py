@@ -28,7 +28,10 @@ PPO = ROOT / "configs" / "train" / "ppo.yaml"
 SAC = ROOT / "configs" / "train" / "sac.yaml"
 
 # Tiny runs (a second or two each): 4 exchanges x 32 accounts, one-hour episodes.
-SMALL = ["n_envs=4", "env.n_accounts=32", "env.horizon_minutes=60", "eval.episodes=2"]
+# Every lever controlled (the default config leaves the allocation out), so the four buckets'
+# softmax inside the graph is exercised.
+ALL_NINE = "env.controlled=[" + ", ".join(PARAMS) + "]"
+SMALL = ["n_envs=4", "env.n_accounts=32", "env.horizon_minutes=60", "eval.episodes=2", ALL_NINE]
 SHORT = ["total_timesteps=64", "eval.freq=64", "checkpoint.freq=1000"]
 OFF_POLICY = "hyperparameters={learning_starts: 16, buffer_size: 1000}"
 RUNS = {
@@ -147,7 +150,7 @@ def test_metadata_says_what_the_file_is(runs, tmp_path):
     assert float(props["check_max_abs_diff"]) < 1e-4 and props["check_n"] == "512"
     assert "max_step" in props["targets"] and "margin_notice_minutes" in props["targets"]
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    assert [(i.name, i.shape) for i in session.get_inputs()] == [("observation", ["batch", 31])]
+    assert [(i.name, i.shape) for i in session.get_inputs()] == [("observation", ["batch", 32])]
     assert [o.name for o in session.get_outputs()] == ["action", "params"]
 
 
@@ -238,5 +241,5 @@ def test_a_failed_check_leaves_the_previous_file_untouched(runs, tmp_path, monke
 
 
 def test_reference_outputs_want_a_batch_of_observations(runs):
-    with pytest.raises(ValueError, match=r"shape \(batch, 31\), got \(31,\)"):
+    with pytest.raises(ValueError, match=r"shape \(batch, 32\), got \(32,\)"):
         reference_outputs(runs["ppo"], np.zeros(len(OBS_NAMES)))

@@ -31,6 +31,7 @@ TINY = [
     "eval.freq=128",
     "eval.episodes=2",
     "checkpoint.freq=128",
+    "env.controlled=[" + ", ".join(PARAMS) + "]",  # the allocation columns too
 ]
 SCENARIO = "venue_flash_wick"  # 180 minutes: 18 decisions
 

@@ -201,6 +201,42 @@ def test_first_observation_of_an_episode_does_not_leak_the_last_one():
     assert again[gap] == 0.0
 
 
+def test_thinness_is_open_interest_over_the_book_depth_per_pct():
+    # Hand-worked: log10(OI / depth per 1%) from the book itself. Mango's book ($5e4 per 1%)
+    # against ~$2M of open interest sits near +1.6; a major's ($2.2e8 per 1%) near -2.
+    k = OBS_NAMES.index("oi_to_depth_log10")
+    for name, depth in (("oracle_manipulation", 5.0e4), ("oct_10_2025", 2.2e8)):
+        env = InsuranceFundEnv(scenario=name, n_accounts=256)
+        obs, _ = env.reset(seed=4)
+        sim = env.unwrapped.core.sim
+        q, price = sim.state_.size[0], sim.last_index[0]
+        oi = 0.5 * np.abs(q).sum() * price
+        assert obs[k] == pytest.approx(np.log10(oi / depth), abs=1e-6)
+    # After a decision it reads the book in force, collapsed or not.
+    obs, *_ = env.step(np.zeros(len(PARAMS), dtype=np.float32))
+    info_oi = 0.5 * np.abs(sim.state_.size[0]).sum() * env.unwrapped.core.last_mark[0]
+    expected = np.log10(info_oi / sim.last_depth_usd_per_pct[0])
+    assert obs[k] == pytest.approx(expected, abs=1e-6)
+    assert sim.last_depth_usd_per_pct[0] == pytest.approx(2.2e8 * sim.last_depth_mult[0], rel=0.5)
+
+
+def test_sampler_settings_reach_the_training_draws():
+    from envs.market.sampler import THIN_DEPTH_USD_PER_PCT
+
+    vec = InsuranceFundVectorEnv(num_envs=4, n_accounts=32, sampler={"thin_prob": 1.0})
+    vec.reset(seed=0)
+    depths = [sc.depth.normal_usd_per_pct for sc in vec.core.sim.scenarios]
+    assert all(d <= THIN_DEPTH_USD_PER_PCT[1] for d in depths)
+    vec = InsuranceFundVectorEnv(
+        num_envs=4, n_accounts=32, sampler={"thin_prob": 0.0, "crash_prob": 0.0}
+    )
+    vec.reset(seed=0)
+    assert all(sc.crash is None for sc in vec.core.sim.scenarios)
+    assert all(sc.depth.normal_usd_per_pct >= 3e7 for sc in vec.core.sim.scenarios)
+    with pytest.raises(SchemaError, match=r"sampler\.thin_prob = 1\.5: a number in \[0\.0, 1\.0\]"):
+        make_config(sampler={"thin_prob": 1.5})
+
+
 def test_gym_make_from_a_config_file_with_overrides():
     env = gym.make(
         envs.ENV_ID, config="configs/env/default.yaml", n_accounts=64, scenario="venue_flash_wick"

@@ -227,6 +227,102 @@ def test_arrivals_take_the_first_empty_slots_and_counts_match():
     assert ((state.size == 0) & (state.collateral_usd == 0)).any(axis=1).all()  # never full
 
 
+# ---- common random numbers for arrivals ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("lam", "u", "expected"),
+    [
+        # Poisson(1): P(0) = e^-1 = 0.36788, CDF(1) = 0.73576, CDF(2) = 0.91970, CDF(3) = 0.98101
+        (1.0, 0.0, 0),
+        (1.0, 0.3678, 0),
+        (1.0, 0.3679, 1),
+        (1.0, 0.7357, 1),
+        (1.0, 0.7358, 2),
+        (1.0, 0.95, 3),
+        # Poisson(0) is always 0; Poisson(4): CDF(3) = 0.43347, CDF(4) = 0.62884
+        (0.0, 0.999, 0),
+        (4.0, 0.4334, 3),
+        (4.0, 0.4335, 4),
+        (4.0, 0.6289, 5),
+    ],
+)
+def test_poisson_quantile_hand_worked(lam, u, expected):
+    from envs.traders.population import _poisson_quantile
+
+    assert _poisson_quantile(np.array([u]), np.array([lam]))[0] == expected
+
+
+def test_poisson_quantile_of_uniforms_is_poisson():
+    from envs.traders.population import _poisson_quantile
+
+    u = np.random.default_rng(0).random(200_000)
+    for lam in (0.3, 10.0, 80.0):
+        k = _poisson_quantile(u, np.full(u.size, lam))
+        assert k.mean() == pytest.approx(lam, rel=0.01)
+        assert k.var() == pytest.approx(lam, rel=0.03)
+
+
+def test_coupled_candidates_do_not_depend_on_demand_and_counts_are_monotone():
+    # The same stream gives the same candidate traders at any demand; a policy that deters
+    # demand admits a prefix of the same list (the same whales, fewer of them).
+    pop = TraderPopulation(PopulationParams())
+    lam_ref = np.array([10.0, 10.0])
+    out = {}
+    for demand in (0.5, 1.0, 3.0):
+        rng = brng(11, 2)
+        out[demand] = pop.coupled_candidates(
+            rng, lam_ref * demand, lam_ref, np.full(2, 0.5), np.full(2, 20.0), np.ones(2)
+        )
+        out[demand] += (rng.generators[0].random(),)  # where the stream stands afterwards
+    for demand in (0.5, 3.0):
+        for a, b in zip(out[demand][1], out[1.0][1], strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert out[demand][2] == out[1.0][2]  # the same amount of stream consumed
+    assert (out[0.5][0] <= out[1.0][0]).all() and (out[1.0][0] <= out[3.0][0]).all()
+    # K = ceil(4 x 10 + 6 sqrt(40) + 6) = 84 candidates per exchange.
+    assert out[1.0][1][0].shape == (2, 84)
+
+
+def test_coupled_candidates_have_the_population_distributions():
+    p = PopulationParams()
+    pop = TraderPopulation(p)
+    notional, side, lev = [], [], []
+    rng = brng(3, 1)
+    for _ in range(400):
+        _, (n, s, lv) = pop.coupled_candidates(
+            rng, np.array([10.0]), np.array([10.0]), np.array([0.3]), np.array([1e9]), np.ones(1)
+        )
+        notional.append(n[0]), side.append(s[0]), lev.append(lv[0])
+    notional, side, lev = (np.concatenate(x) for x in (notional, side, lev))
+    alpha, mean = p.pareto_alpha, p.mean_notional_usd
+    scale = mean * (alpha - 1.0) / alpha  # Pareto minimum: $6,667; median x 2^(1/1.5)
+    assert notional.min() >= scale
+    assert np.median(notional) == pytest.approx(scale * 2.0 ** (1.0 / alpha), rel=0.03)
+    assert (side > 0).mean() == pytest.approx(0.3, abs=0.01)
+    assert np.median(lev) == pytest.approx(p.leverage_median, rel=0.03)
+    assert np.quantile(lev, 0.95) == pytest.approx(p.leverage_p95, rel=0.05)
+
+
+def test_coupled_arrivals_meet_the_same_traders_under_different_imr():
+    # Two exchanges, same arrival stream, IMR 5% vs 10%: every trader the stricter exchange
+    # admits arrived at the laxer one too, in the same slot with the same notional and side.
+    pop = quiet(arrival_rate_per_min=2.0)
+    state = ExchangeState.create(np.zeros((2, 300)), np.zeros((2, 300)), np.zeros((2, 300)), 0)
+    risk = RiskParams(imr=np.array([0.05, 0.1]))
+    rng = brng(9, 2)
+    arrivals = BatchRandom.from_generators([np.random.default_rng(42) for _ in range(2)])
+    mark = np.full(2, 100.0)
+    ev = pop.step(rng, state, risk, mark, 5.0, arrival_rng=arrivals)  # 10 expected at 5%
+    n_lax, n_strict = ev.arrivals
+    assert 0 < n_strict < n_lax  # demand at 10% is 2^-0.8 = 0.57 of that at 5%
+    np.testing.assert_array_equal(state.size[1, :n_strict], state.size[0, :n_strict])
+    assert (state.size[1, n_strict:] == 0).all() and (state.size[0, :n_lax] != 0).all()
+    # Leverage is capped per venue (20x vs 10x), so the same trader posts more at 10%.
+    assert (state.collateral_usd[1, :n_strict] >= state.collateral_usd[0, :n_strict]).all()
+    assert_books_balance(state, mark)
+
+
 def test_a_full_book_takes_no_arrivals():
     risk = RiskParams()
     pop = quiet(arrival_rate_per_min=50.0)

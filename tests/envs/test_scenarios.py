@@ -154,6 +154,46 @@ def test_training_sampler_draws_valid_varied_scenarios():
         assert np.isfinite(p.index).all() and (p.index > 0).all()
 
 
+def test_training_sampler_draws_thin_markets_and_unannounced_pumps():
+    from envs.market.sampler import MAJOR_DEPTH_USD_PER_PCT, THIN_DEPTH_USD_PER_PCT
+
+    rng = np.random.default_rng(5)
+    draws = [sample_training_scenario(rng) for _ in range(600)]
+    thin = [d for d in draws if d.depth.normal_usd_per_pct <= THIN_DEPTH_USD_PER_PCT[1]]
+    major = [d for d in draws if d.depth.normal_usd_per_pct >= MAJOR_DEPTH_USD_PER_PCT[0]]
+    assert len(thin) + len(major) == len(draws)
+    assert 110 <= len(thin) <= 190  # thin_prob 0.25 of 600: 150 +- 3.3 sigma
+
+    def pump(d):
+        return d.crash is not None and d.crash.legs[0].kind == "recovery"
+
+    thin_pumps = [d for d in thin if pump(d)]
+    major_pumps = [d for d in major if pump(d)]
+    # Half of a thin market's crashes (crash_prob 0.7) are pumps; a tenth of a major's.
+    assert 0.2 <= len(thin_pumps) / len(thin) <= 0.5
+    assert 0.02 <= len(major_pumps) / len(major) <= 0.13
+    for d in thin_pumps:
+        up, sag, release = d.crash.legs
+        assert 1.0 <= up.return_frac <= 25.0 and 5.0 <= up.minutes <= 30.0
+        assert -0.1 <= sag.return_frac <= 0.0 and -1.0 < release.return_frac <= 0.0
+        end = (1 + up.return_frac) * (1 + sag.return_frac) * (1 + release.return_frac)
+        assert 0.8 - 1e-9 <= end <= max(1.5, (1 + up.return_frac) * (1 + sag.return_frac))
+        assert d.precursors.strength == 0.0  # a manipulation gives no warning
+        assert d.oracle.source == "index"  # and the oracle follows the pumped spot venues
+        assert d.crash.start_minute >= 30.0
+    assert all(0.1 <= d.crash.legs[0].return_frac <= 0.5 for d in major_pumps)
+    assert min(d.crash.start_minute for d in thin_pumps) < 360.0  # pumps come early too
+    others = [d for d in draws if d.crash is not None and not pump(d)]
+    assert min(d.crash.start_minute for d in others) >= 360.0
+
+
+def test_training_sampler_rejects_bad_probabilities():
+    with pytest.raises(ValueError, match=r"thin_prob must lie in \[0, 1\], got 1.5"):
+        sample_training_scenario(np.random.default_rng(0), thin_prob=1.5)
+    with pytest.raises(ValueError, match=r"crash_prob must lie in \[0, 1\], got -0.1"):
+        sample_training_scenario(np.random.default_rng(0), crash_prob=-0.1)
+
+
 @pytest.mark.parametrize("horizon", [30.0, 60.0, 180.0])
 def test_training_sampler_fits_crashes_into_short_episodes(horizon):
     # A crash drawn for a day (up to 12 hours of legs) is compressed into a short episode
