@@ -1,6 +1,7 @@
 """Baseline policies: spec parsing, venue presets, the rule controller worked by hand."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ from agents.policies import (
 )
 from envs.controls import ALLOCATION, DEFAULTS, PARAMS, allocation_weights
 from envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
+
+ROOT = Path(__file__).resolve().parents[2]
 
 OBS = {n: i for i, n in enumerate(OBS_NAMES)}
 ALL = tuple(PARAMS)
@@ -89,6 +92,26 @@ def test_a_directory_without_a_run_is_rejected(tmp_path):
     (tmp_path / "config.yaml").write_text("algo: ppo\n")
     with pytest.raises(SpecError, match=r"neither best_model\.zip nor model\.zip"):
         parse_spec(str(tmp_path))
+
+
+def test_a_run_from_another_observation_layout_says_retrain(tmp_path):
+    # A model whose spaces do not match this environment (here: Pendulum's 3 observations, as
+    # a run from before an observation was added would have 31) fails with the file, both
+    # shapes and what to do, not with a matrix-shape error deep inside torch.
+    import shutil
+
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    for name in ("ppo.yaml", "base.yaml"):
+        shutil.copy(ROOT / "configs" / "train" / name, tmp_path / name)
+    shutil.move(tmp_path / "ppo.yaml", tmp_path / "config.yaml")
+    PPO("MlpPolicy", gym.make("Pendulum-v1"), n_steps=8, batch_size=8).save(tmp_path / "model")
+    spec = parse_spec(str(tmp_path))
+    with pytest.raises(SpecError, match=r"model\.zip: the model maps observations \(3,\) to "
+                       r"actions \(1,\), but this environment has \(32,\) observations and "
+                       r"\(5,\) actions; .* retrain it"):  # fmt: skip
+        build_policy(spec, ALL)
 
 
 def test_search_specs_must_be_resolved_before_running():

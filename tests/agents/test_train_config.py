@@ -40,6 +40,26 @@ def test_shipped_configs_validate_and_share_base():
     assert sac.normalize.reward is False and ppo.normalize.reward is True  # sac overrides one key
 
 
+def test_allocation_config_is_the_default_plus_the_four_fund_buckets():
+    from envs.controls import ALLOCATION, PARAMS
+
+    ppo = load_config(PPO)
+    alloc = load_config(ROOT / "configs" / "train" / "ppo_allocation.yaml")
+    assert ppo.env.controlled == (
+        "liquidation_fee_rate",
+        "liquidation_fee_fund_share",
+        "mmr",
+        "imr_multiple",
+        "trading_fee_fund_share",
+    )
+    assert alloc.env.controlled == tuple(PARAMS)
+    assert set(alloc.env.controlled) - set(ppo.env.controlled) == set(ALLOCATION)
+    # Everything else comes from ppo.yaml through the defaults chain.
+    assert alloc.hyperparameters == ppo.hyperparameters
+    assert alloc.total_timesteps == ppo.total_timesteps and alloc.seed == ppo.seed
+    assert alloc.env.reward == ppo.env.reward and alloc.env.reward.adl_weight == 1.0
+
+
 def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(PPO)
     text = dump_config(cfg)
