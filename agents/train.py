@@ -124,6 +124,10 @@ def build_model(cfg: TrainConfig, venv: Any, tensorboard_dir: str | None) -> Any
         "tensorboard_log": tensorboard_dir,
         "device": cfg.device,
         "verbose": 0,
+        # Seeds torch before the network is built: torch's default generator starts from OS
+        # entropy in this build, so weights initialised before seeding differed between
+        # processes (the same config and seed gave different models in two shells).
+        "seed": cfg.seed,
     }
     if cfg.algo == "td3":
         std = kwargs.pop("action_noise_std")

@@ -86,6 +86,21 @@ def test_same_config_and_seed_give_the_same_model(tmp_path):
     assert a.last_eval == b.last_eval
 
 
+def test_same_config_and_seed_give_the_same_model_in_separate_processes(tmp_path):
+    # Two fresh interpreters, as two users' shells: in-process runs share torch's generator,
+    # which hid that the network was initialised before seeding.
+    import subprocess
+    import sys
+
+    for name in ("a", "b"):
+        sets = [a for o in TINY for a in ("--set", o)]
+        cmd = [sys.executable, "-m", "agents.cli", "train", "--config", str(PPO), *sets]
+        cmd += ["--out", str(tmp_path / name), "--no-progress"]
+        subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
+    pa, pb = (params_of(tmp_path / n / "model.zip") for n in ("a", "b"))
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
 def test_existing_run_is_not_overwritten_and_resume_needs_the_same_config(tmp_path):
     out = tmp_path / "run"
     train(tiny(), out, progress=False)
