@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agents.outputs import write_bytes_atomic
+from agents.policies import space_mismatch
 from agents.train_config import ConfigError, TrainConfig, load_config
 from envs.controls import ALLOCATION, ALLOCATION_SHARPNESS, DEFAULTS, PARAMS, allocation_weights
 from envs.exchange_env import OBS_NAMES
@@ -149,13 +150,10 @@ def _load_run(run_dir: Path, model: str) -> _Run:
             f"{model_file}: cannot be read as a stable-baselines3 {cfg.algo.upper()} model "
             f"({type(exc).__name__}: {exc})"
         ) from exc
-    n_obs, n_act = len(OBS_NAMES), len(cfg.env.controlled)
-    if loaded.observation_space.shape != (n_obs,) or loaded.action_space.shape != (n_act,):
-        raise ExportError(
-            f"{model_file}: the model maps observations {loaded.observation_space.shape} to "
-            f"actions {loaded.action_space.shape}; expected ({n_obs},) to ({n_act},) for "
-            f"{config_path}"
-        )
+    n_obs = len(OBS_NAMES)
+    mismatch = space_mismatch(loaded, len(cfg.env.controlled))
+    if mismatch:
+        raise ExportError(f"{model_file}: {mismatch} (config {config_path})")
     vecnorm: Any | None = None
     vecnorm_file: Path | None = None
     if cfg.normalize.observation or cfg.normalize.reward:

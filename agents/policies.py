@@ -421,6 +421,23 @@ def run_model_files(run_dir: Path) -> tuple[Path, Path | None]:
     raise SpecError(f"{run_dir}: neither best_model.zip nor model.zip")
 
 
+def space_mismatch(model: Any, n_actions: int) -> str | None:
+    """Why ``model`` cannot act in this environment, or ``None`` when its spaces fit.
+
+    A run from another fundgym version (another observation layout) or config (another set of
+    controlled levers) would otherwise fail deep inside torch with a matrix-shape error.
+    """
+    n_obs = len(OBS_NAMES)
+    obs_shape, act_shape = model.observation_space.shape, model.action_space.shape
+    if obs_shape == (n_obs,) and act_shape == (n_actions,):
+        return None
+    return (
+        f"the model maps observations {obs_shape} to actions {act_shape}, but this "
+        f"environment has ({n_obs},) observations and ({n_actions},) actions; it was trained "
+        "by another fundgym version: retrain it"
+    )
+
+
 @functools.lru_cache(maxsize=8)
 def _load_run(run_dir: str) -> Callable[[FloatArray], FloatArray]:
     """Load a run's model once per process (workers evaluate many scenarios with it)."""
@@ -438,14 +455,9 @@ def _load_run(run_dir: str) -> Callable[[FloatArray], FloatArray]:
         model = algo.load(model_path, device="cpu")
     except Exception as exc:
         raise SpecError(f"{model_path}: cannot load a {cfg.algo.upper()} model ({exc})") from exc
-    n_obs, n_act = len(OBS_NAMES), len(cfg.env.controlled)
-    if model.observation_space.shape != (n_obs,) or model.action_space.shape != (n_act,):
-        raise SpecError(
-            f"{model_path}: the model maps observations {model.observation_space.shape} to "
-            f"actions {model.action_space.shape}, but this environment has ({n_obs},) "
-            f"observations and ({n_act},) actions; it was trained by another fundgym version: "
-            "retrain it"
-        )
+    mismatch = space_mismatch(model, len(cfg.env.controlled))
+    if mismatch:
+        raise SpecError(f"{model_path}: {mismatch}")
     vecnorm = None
     if norm_path is not None:
         try:
