@@ -28,24 +28,13 @@ from agents.train import train
 from agents.train_config import load_config
 from envs.controls import ALLOCATION, PARAMS
 from envs.exchange_env import OBS_NAMES
+from tests.tiny_runs import TINY_TRAIN
 
 ROOT = Path(__file__).resolve().parents[2]
 PPO = ROOT / "configs" / "train" / "ppo.yaml"
 
-# The tiny PPO run of test_train.py (a few seconds): 4 exchanges x 32 accounts, one-hour
-# episodes of the training sampler (6 decisions); the 3-hour flash wick has 18.
-TINY = [
-    "n_envs=4",
-    "env.n_accounts=32",
-    "env.horizon_minutes=60",
-    "total_timesteps=256",
-    "hyperparameters.n_steps=16",
-    "hyperparameters.batch_size=32",
-    "hyperparameters.n_epochs=2",
-    "eval.freq=128",
-    "eval.episodes=2",
-    "checkpoint.freq=128",
-]
+# The shared tiny run (tests/tiny_runs.py): a few seconds, one-hour episodes (6 decisions).
+TINY = TINY_TRAIN
 SCENARIOS = ("training", "venue_flash_wick")
 EPISODES = 2
 

@@ -22,15 +22,14 @@ from agents.train import train
 from agents.train_config import load_config
 from envs.controls import ALLOCATION, ALLOCATION_SHARPNESS, PARAMS
 from envs.exchange_env import OBS_NAMES
+from tests.tiny_runs import ALL_NINE
 
 ROOT = Path(__file__).resolve().parents[2]
 PPO = ROOT / "configs" / "train" / "ppo.yaml"
 SAC = ROOT / "configs" / "train" / "sac.yaml"
 
 # Tiny runs (a second or two each): 4 exchanges x 32 accounts, one-hour episodes.
-# Every lever controlled (the default config leaves the allocation out), so the four buckets'
-# softmax inside the graph is exercised.
-ALL_NINE = "env.controlled=[" + ", ".join(PARAMS) + "]"
+# Every lever controlled, so the four buckets' softmax inside the graph is exercised.
 SMALL = ["n_envs=4", "env.n_accounts=32", "env.horizon_minutes=60", "eval.episodes=2", ALL_NINE]
 SHORT = ["total_timesteps=64", "eval.freq=64", "checkpoint.freq=1000"]
 OFF_POLICY = "hyperparameters={learning_starts: 16, buffer_size: 1000}"

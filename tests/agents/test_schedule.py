@@ -18,21 +18,10 @@ from agents.schedule import (
 from agents.train import train
 from agents.train_config import load_config
 from envs.controls import PARAMS
+from tests.tiny_runs import ALL_NINE, TINY_TRAIN
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = [
-    "n_envs=4",
-    "env.n_accounts=32",
-    "env.horizon_minutes=60",
-    "total_timesteps=128",
-    "hyperparameters.n_steps=16",
-    "hyperparameters.batch_size=32",
-    "hyperparameters.n_epochs=1",
-    "eval.freq=128",
-    "eval.episodes=2",
-    "checkpoint.freq=128",
-    "env.controlled=[" + ", ".join(PARAMS) + "]",  # the allocation columns too
-]
+TINY = [*TINY_TRAIN, "total_timesteps=128", "hyperparameters.n_epochs=1", ALL_NINE]
 SCENARIO = "venue_flash_wick"  # 180 minutes: 18 decisions
 
 

@@ -14,24 +14,14 @@ import yaml
 
 from agents.train import RunDirError, list_checkpoints, train
 from agents.train_config import dump_config, load_config
+from tests.tiny_runs import TINY_TRAIN
 
 ROOT = Path(__file__).resolve().parents[2]
 PPO = ROOT / "configs" / "train" / "ppo.yaml"
 SAC = ROOT / "configs" / "train" / "sac.yaml"
 
-# A few seconds of training: 4 exchanges x 32 accounts, one-hour episodes (6 decisions).
-TINY = [
-    "n_envs=4",
-    "env.n_accounts=32",
-    "env.horizon_minutes=60",
-    "total_timesteps=256",
-    "hyperparameters.n_steps=16",
-    "hyperparameters.batch_size=32",
-    "hyperparameters.n_epochs=2",
-    "eval.freq=128",
-    "eval.episodes=2",
-    "checkpoint.freq=128",
-]
+# The shared tiny run (tests/tiny_runs.py): a few seconds, one-hour episodes (6 decisions).
+TINY = TINY_TRAIN
 
 
 def tiny(*extra: str, base: Path = PPO):
