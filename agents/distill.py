@@ -625,7 +625,13 @@ def distill_table(
         TableError: Bad arguments (``bins``, ``episodes``, ``features``, ``out``).
     """
     from agents.evaluate import CRASHES, base_env, job_env, parse_scenarios
-    from agents.policies import PolicySpec, SpecError, TrainedPolicy, run_model_files
+    from agents.policies import (
+        PolicySpec,
+        SpecError,
+        TrainedPolicy,
+        run_config_file,
+        run_model_files,
+    )
 
     run_dir, out, feats = Path(run_dir), Path(out), tuple(features)
     if bins < 1:
@@ -642,14 +648,7 @@ def distill_table(
     csv_path = out.with_suffix(".csv")
     if csv_path == out:
         raise TableError(f"{out}: the table must not end in .csv (its CSV view goes there)")
-    if not run_dir.is_dir():
-        raise SpecError(
-            f"{run_dir}: no such run directory (expected one written by `fundgym train`, "
-            "holding config.yaml and model.zip)"
-        )
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise SpecError(f"{config_path}: missing; a run directory holds its resolved config")
+    config_path = run_config_file(run_dir, SpecError)
     model_file, _ = run_model_files(run_dir)
     names = ["training", *CRASHES] if scenarios is None else parse_scenarios(list(scenarios))
 

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agents.outputs import write_bytes_atomic
-from agents.policies import space_mismatch
+from agents.policies import run_config_file, space_mismatch
 from agents.train_config import ConfigError, TrainConfig, load_config
 from envs.controls import ALLOCATION, ALLOCATION_SHARPNESS, DEFAULTS, PARAMS, allocation_weights
 from envs.exchange_env import OBS_NAMES
@@ -118,14 +118,7 @@ def _load_run(run_dir: Path, model: str) -> _Run:
     run_dir = Path(run_dir)
     if model not in MODEL_FILES:
         raise ExportError(f"model = {model!r}: expected one of {list(MODEL_FILES)}")
-    if not run_dir.is_dir():
-        raise ExportError(
-            f"{run_dir}: no such run directory (expected one written by `fundgym train`, "
-            "holding config.yaml and model.zip)"
-        )
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise ExportError(f"{config_path}: missing; a run directory holds its resolved config")
+    config_path = run_config_file(run_dir, ExportError)
     try:
         cfg = load_config(config_path)
     except ConfigError as exc:

@@ -409,6 +409,19 @@ class TrainedPolicy:
         return self._predict(obs)
 
 
+def run_config_file(run_dir: Path, error: type[Exception] = SpecError) -> Path:
+    """A run directory's resolved ``config.yaml``; ``error`` names what is missing."""
+    if not run_dir.is_dir():
+        raise error(
+            f"{run_dir}: no such run directory (expected one written by `fundgym train`, "
+            "holding config.yaml and model.zip)"
+        )
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise error(f"{config_path}: missing; a run directory holds its resolved config")
+    return config_path
+
+
 def run_model_files(run_dir: Path) -> tuple[Path, Path | None]:
     """The model and normalisation files a run is evaluated with (best model if saved)."""
     for model, norm in (
