@@ -11,16 +11,24 @@ Two regimes, so the number is honest about what a step costs:
   the fund pays, and deleveraging runs on most steps.
 
 Each configuration starts from a freshly drawn book, runs one untimed warm-up step, then times
-``steps`` steps; the figure reported is the median over ``repeats`` runs.
+``steps`` steps; the figure reported is the median over ``repeats`` runs. The kernels are
+compiled (or loaded from numba's on-disk cache) before the first timed run;
+:func:`compile_seconds` measures that cost on its own.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 
 from envs.core.impact import LinearImpact
@@ -47,6 +55,10 @@ def time_core(
     rates = []
     liquidations = 0
     params = RiskParams(fallback="adl")
+    # Compile (or load) every kernel first: the warm-up step below liquidates nothing, and
+    # the waterfall's first compile must not land in a timed run.
+    small = synthetic_book(np.random.default_rng(seed), n_envs, 50, 100.0, fund_usd=1e2)
+    core_step(small, params, np.full(n_envs, 60.0), LinearImpact(1e3))
     for rep in range(repeats):
         rng = np.random.default_rng(seed + rep)
         state = synthetic_book(rng, n_envs, n_accounts, 100.0, fund_usd=1e4)
@@ -72,9 +84,73 @@ def time_core(
     }
 
 
+_COMPILE_PROBE = """
+import time
+t0 = time.perf_counter()
+import numpy as np
+from envs.core.impact import LinearImpact
+from envs.core.params import RiskParams
+from envs.core.step import core_step, margin_state
+from envs.core.synthetic import synthetic_book
+t1 = time.perf_counter()
+state = synthetic_book(np.random.default_rng(0), 2, 100, 100.0, fund_usd=1e3)
+margin_state(state, RiskParams(), np.full(2, 60.0))
+core_step(state, RiskParams(), np.full(2, 60.0), LinearImpact(1e3))  # compiles every kernel
+t2 = time.perf_counter()
+print(t1 - t0, t2 - t1)
+"""
+
+
+def compile_seconds(cached: bool) -> dict[str, float]:
+    """Seconds to import the margin engine and to run its first step, in a fresh process.
+
+    Args:
+        cached: Whether numba may use its on-disk cache (``cache=True``). ``False`` points
+            ``NUMBA_CACHE_DIR`` at an empty directory, so every kernel compiles from scratch;
+            ``True`` fills a cache directory first, then measures a second process that
+            loads the kernels from it.
+    """
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as cache_dir:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
+        run = [sys.executable, "-c", _COMPILE_PROBE]
+        if cached:
+            subprocess.run(run, env=env, cwd=root, check=True, capture_output=True)
+        out = subprocess.run(run, env=env, cwd=root, check=True, capture_output=True, text=True)
+    import_s, first_step_s = (float(x) for x in out.stdout.split())
+    return {"import_s": import_s, "first_step_s": first_step_s}
+
+
 def machine() -> str:
     """One line describing where the benchmark ran."""
     return (
         f"{platform.processor() or platform.machine()}, {platform.system()} "
-        f"{platform.release()}, Python {platform.python_version()}, numpy {np.__version__}"
+        f"{platform.release()}, Python {platform.python_version()}, numpy {np.__version__}, "
+        f"numba {numba.__version__}"
     )
+
+
+def main() -> None:
+    """Print the issue's grid (quiet and crash at 1 x 10k, 16 x 10k, 1 x 100k) and compile times."""
+    print(f"margin engine (core_step) on {machine()}")
+    for regime in ("quiet", "crash"):
+        for n_envs, n_accounts in ((1, 10_000), (16, 10_000), (1, 100_000)):
+            r = time_core(n_envs, n_accounts, regime, steps=200, repeats=7)
+            print(
+                f"{regime:>6s} {n_envs:>3d} x {n_accounts:>7,d}: "
+                f"{r['median_account_steps_per_s']:.2e} account-steps/s "
+                f"({r['min_account_steps_per_s']:.2e} .. {r['max_account_steps_per_s']:.2e}), "
+                f"{r['liquidations_per_step']:.1f} liquidations/step",
+                flush=True,
+            )
+    for cached in (False, True):
+        c = compile_seconds(cached)
+        label = "on-disk cache" if cached else "no cache"
+        print(
+            f"first call, {label}: import {c['import_s']:.2f} s, "
+            f"first step {c['first_step_s']:.2f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -76,7 +76,7 @@ def time_ppo(n_envs: int, n_accounts: int, total_timesteps: int) -> dict[str, An
     """Share of PPO's wall time spent stepping the environment."""
     from stable_baselines3 import PPO
 
-    from agents.sb3_env import FundGymVecEnv
+    from agents.training.sb3_env import FundGymVecEnv
 
     venv = FundGymVecEnv(n_envs, n_accounts=n_accounts)
     venv.seed(0)

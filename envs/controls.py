@@ -1,7 +1,8 @@
 """The levers: actions in [-1, 1] mapped to risk parameters, rate-limited, with margin notice.
 
-Each controlled parameter has a documented range; an action coordinate ``a`` in [-1, 1] names
-a *target* position in that range (linear, or logarithmic for rates spanning decades). The
+Each controlled parameter is a lever of :data:`envs.levers.LEVERS`, the one place its action
+range, default and unit are declared; an action coordinate ``a`` in [-1, 1] names a *target*
+position in that range (linear, or logarithmic for rates spanning decades). The
 position in force moves toward the target by at most ``max_step`` per decision (in action
 units: 0.2 = a tenth of the range), as live risk oracles bound each update (Chaos Labs'
 Aave stewards: a few percent per update). A **margin increase** (MMR or IMR up) is announced and
@@ -15,68 +16,25 @@ softmax with temperature ``ALLOCATION_SHARPNESS``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from envs.levers import CONTROLLABLE, LEVERS, Lever, LeverError
+
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
-
-@dataclass(frozen=True)
-class ParamRange:
-    """A controllable parameter: natural-unit range and scale."""
-
-    low: float
-    high: float
-    log: bool
-    doc: str
-
-    def to_value(self, position: FloatArray) -> FloatArray:
-        """Map positions in [-1, 1] to natural units."""
-        u = (np.clip(position, -1.0, 1.0) + 1.0) / 2.0
-        if self.log:
-            return np.asarray(self.low * (self.high / self.low) ** u, dtype=np.float64)
-        return np.asarray(self.low + u * (self.high - self.low), dtype=np.float64)
-
-    def to_position(self, value: FloatArray | float) -> FloatArray:
-        """Map natural units to positions in [-1, 1] (inverse of :meth:`to_value`)."""
-        v = np.clip(np.asarray(value, dtype=np.float64), self.low, self.high)
-        if self.log:
-            u = np.log(v / self.low) / np.log(self.high / self.low)
-        else:
-            u = (v - self.low) / (self.high - self.low)
-        return np.asarray(2.0 * u - 1.0, dtype=np.float64)
-
-
-#: Controllable parameters, in action order when all are controlled.
-PARAMS: dict[str, ParamRange] = {
-    "liquidation_fee_rate": ParamRange(0.001, 0.03, True, "max liquidation fee, of notional"),
-    "liquidation_fee_fund_share": ParamRange(0.0, 1.0, False, "share of that fee to the fund"),
-    "mmr": ParamRange(0.003, 0.10, True, "maintenance margin ratio"),
-    "imr_multiple": ParamRange(1.2, 3.0, False, "initial margin as a multiple of MMR"),
-    "trading_fee_fund_share": ParamRange(0.0, 1.0, False, "share of taker fees to the fund"),
-    "alloc_stable": ParamRange(-1.0, 1.0, False, "fund allocation logit: stable"),
-    "alloc_yield": ParamRange(-1.0, 1.0, False, "fund allocation logit: yield"),
-    "alloc_volatile": ParamRange(-1.0, 1.0, False, "fund allocation logit: volatile"),
-    "alloc_hedge": ParamRange(-1.0, 1.0, False, "fund allocation logit: hedge"),
-}
+#: Controllable levers (:data:`envs.levers.LEVERS`), in action order when all are controlled.
+#: Each maps positions to values (``to_value``, ``to_position``); ``low``/``high``/``log`` are
+#: its action range.
+PARAMS: dict[str, Lever] = {name: LEVERS[name] for name in CONTROLLABLE}
 ALLOCATION = ("alloc_stable", "alloc_yield", "alloc_volatile", "alloc_hedge")
 MARGIN_PARAMS = ("mmr", "imr_multiple")  # increases wait for the notice period
 ALLOCATION_SHARPNESS = 3.0
 
-#: Values used for parameters that are not controlled (dYdX-like; the fund all in stable).
-DEFAULTS: dict[str, float] = {
-    "liquidation_fee_rate": 0.015,
-    "liquidation_fee_fund_share": 1.0,
-    "mmr": 0.03,
-    "imr_multiple": 5.0 / 3.0,
-    "trading_fee_fund_share": 0.1,
-    "alloc_stable": 1.0,
-    "alloc_yield": -1.0,
-    "alloc_volatile": -1.0,
-    "alloc_hedge": -1.0,
-}
+#: Values used for parameters that are not controlled (the levers' defaults: dYdX-like; the
+#: fund all in stable).
+DEFAULTS: dict[str, float] = {name: lever.default for name, lever in PARAMS.items()}
 
 
 def allocation_weights(logits: FloatArray) -> FloatArray:
@@ -92,10 +50,15 @@ class Controls:
 
     Args:
         controlled: Names (from :data:`PARAMS`) the action vector sets, in order.
-        fixed: Natural-unit values of the others (defaults from :data:`DEFAULTS`).
+        fixed: Natural-unit values where parameters start (defaults from :data:`DEFAULTS`);
+            each must lie in its lever's action range, since it is held as a position there.
         max_step: Largest move of a position per decision, in action units (0, 2].
         margin_notice_decisions: Decisions before a margin increase takes effect.
         n_envs: Exchanges in the batch.
+
+    Raises:
+        ValueError: An unknown or repeated name, or ``max_step`` outside (0, 2].
+        LeverError: A ``fixed`` value outside its lever's action range (never clipped).
     """
 
     def __init__(
@@ -118,7 +81,12 @@ class Controls:
         self.notice = int(margin_notice_decisions)
         self.n_envs = n_envs
         start = {**DEFAULTS, **fixed}
-        self._initial = {name: float(PARAMS[name].to_position(start[name])) for name in PARAMS}
+        self._initial: dict[str, float] = {}
+        for name, lever in PARAMS.items():
+            try:
+                self._initial[name] = float(lever.to_position(start[name]))
+            except LeverError as exc:
+                raise LeverError(f"fixed {exc}") from None
         self.position: dict[str, FloatArray] = {}
         self.pending: dict[str, FloatArray] = {}
         self.due: dict[str, np.ndarray[Any, np.dtype[np.int64]]] = {
@@ -145,8 +113,19 @@ class Controls:
         during the notice join the pending increase without restarting its clock, and a
         request at or below the level in force applies at once and cancels what is pending.
         The returned moves (summed per exchange, in action units) feed the change penalty.
+
+        Raises:
+            ValueError: ``action`` is not exactly ``(n_envs, n_controlled)`` (a transposed
+                batch would otherwise be reshaped into scrambled targets), or holds values
+                outside [-1, 1] (the environment clips Box actions before they get here).
         """
-        a = np.asarray(action, dtype=np.float64).reshape(self.n_envs, len(self.controlled))
+        a = np.asarray(action, dtype=np.float64)
+        shape = (self.n_envs, len(self.controlled))
+        if a.shape != shape:
+            raise ValueError(f"action must have shape {shape} (exchanges, levers), got {a.shape}")
+        if not (np.abs(a) <= 1.0).all():
+            bad = float(a[~(np.abs(a) <= 1.0)].flat[0])
+            raise ValueError(f"action targets must lie in [-1, 1], got {bad!r}")
         self.decision += 1
         moved = np.zeros(self.n_envs)
         for name in MARGIN_PARAMS:  # pending increases that come due now

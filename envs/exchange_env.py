@@ -8,25 +8,22 @@ single environments seeded alike, step for step.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+from envs.config import EnvConfig, make_config
 from envs.controls import ALLOCATION, PARAMS, Controls
-from envs.core import formulas
-from envs.core.fund_allocation import AllocationParams
-from envs.core.margin import maintenance_requirement
 from envs.core.params import MarginTiers, RiskParams
+from envs.fund.portfolio import AllocationParams
 from envs.market.price import MINUTES_PER_YEAR
-from envs.market.sampler import SamplerSettings, sample_training_scenario
-from envs.rewards import DecisionTotals, RewardWeights, combine, reward_components
+from envs.market.sampler import sample_training_scenario
+from envs.observation import BOOK_STATS, book_stats
+from envs.rewards import DecisionTotals, combine, reward_components
 from envs.scenarios import Scenario, load_scenario
-from envs.schema import SchemaError, build, spec
 from envs.simulator import ExchangeSimulator
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -61,81 +58,6 @@ OBS_NAMES: tuple[str, ...] = (
     *(f"param_{name}" for name in PARAMS),
     "episode_progress",
 )
-
-
-# ------------------------------------------------------------------ config ----
-
-
-@dataclass(frozen=True)
-class FixedParams:
-    """Natural-unit values of parameters that are not controlled (``None``: the default)."""
-
-    liquidation_fee_rate: float | None = spec(None, gt=0.0, lt=1.0, doc="of notional")
-    liquidation_fee_fund_share: float | None = spec(None, ge=0.0, le=1.0, doc="to the fund")
-    mmr: float | None = spec(None, gt=0.0, lt=1.0, doc="maintenance margin ratio")
-    imr_multiple: float | None = spec(None, ge=1.0, le=100.0, doc="IMR / MMR")
-    trading_fee_fund_share: float | None = spec(None, ge=0.0, le=1.0, doc="to the fund")
-
-
-@dataclass(frozen=True)
-class EnvConfig:
-    """Everything that defines the environment (keyword arguments or a YAML file)."""
-
-    scenario: str = spec("training", doc="library name, YAML path, or 'training' (sampler)")
-    sampler: SamplerSettings = dataclasses.field(default_factory=SamplerSettings)
-    n_accounts: int = spec(1024, ge=1, le=10_000_000, doc="account slots per exchange")
-    decision_minutes: float = spec(10.0, gt=0.0, le=10_080.0, doc="minutes between actions")
-    horizon_minutes: float | None = spec(
-        None, gt=0.0, le=1e7, doc="episode cap (None: the scenario's; training: 1 day)"
-    )
-    controlled: tuple[str, ...] = tuple(PARAMS)
-    fixed: FixedParams = dataclasses.field(default_factory=FixedParams)
-    max_step: float = spec(0.2, gt=0.0, le=2.0, doc="largest move per decision, action units")
-    margin_notice_minutes: float = spec(30.0, ge=0.0, le=1e6, doc="delay of margin increases")
-    fund_to_oi_frac: float = spec(0.02, ge=0.0, le=10.0, doc="initial fund / open interest")
-    insolvency_frac: float = spec(0.05, gt=0.0, le=10.0, doc="uncovered loss / OI that ends it")
-    fallback: Literal["adl", "socialize"] = "adl"
-    # Notional brackets for the maintenance requirement ("none": flat MMR). With a table the
-    # controlled ``mmr`` scales it (``mmr`` = the first bracket's rate reproduces the venue's).
-    margin_tiers: Literal["none", "binance_btcusdt_2021"] = "none"
-    taker_fee_rate: float = spec(0.0005, ge=0.0, le=0.1, doc="trading fee (not controlled)")
-    rebalance_threshold: float = spec(0.02, ge=0.0, le=2.0, doc="L1 weight change to rebalance")
-    population_minutes: float = spec(5.0, gt=0.0, le=1440.0, doc="clock of the trader flows")
-    reward: RewardWeights = dataclasses.field(default_factory=RewardWeights)
-
-    def __post_init__(self) -> None:
-        bad = [n for n in self.controlled if n not in PARAMS]
-        if bad:
-            raise ValueError(f"controlled: unknown parameter {bad[0]!r}; allowed: {list(PARAMS)}")
-        if not self.controlled or len(set(self.controlled)) != len(self.controlled):
-            raise ValueError(f"controlled must list distinct parameters, got {self.controlled}")
-
-
-def make_config(config: str | Path | EnvConfig | None = None, **overrides: Any) -> EnvConfig:
-    """Build an :class:`EnvConfig` from a YAML file and/or keyword arguments (validated)."""
-    data: dict[str, Any] = {}
-    source = "<kwargs>"
-    if isinstance(config, EnvConfig):
-        data = dataclasses.asdict(config)
-    elif config is not None:
-        import yaml
-
-        path = Path(config)
-        if not path.is_file():
-            raise FileNotFoundError(f"environment config {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        source = str(path)
-        if not isinstance(loaded, dict):
-            raise SchemaError(source, "<top>", loaded, "a mapping of environment settings")
-        data = dict(loaded.get("env", loaded))
-    for key, value in overrides.items():
-        if isinstance(value, Scenario):
-            raise ValueError("pass scenario by name or path, not as a Scenario object")
-        is_instance = dataclasses.is_dataclass(value) and not isinstance(value, type)
-        data[key] = dataclasses.asdict(value) if is_instance else value
-    if isinstance(data.get("controlled"), tuple):
-        data["controlled"] = list(data["controlled"])
-    return build(EnvConfig, data, source)
 
 
 # ------------------------------------------------------------------ core ------
@@ -179,6 +101,7 @@ class FundControlCore:
         self.last_mark = np.zeros(n_envs)
         self.last_oracle = np.zeros(n_envs)
         self.last_funding = np.zeros(n_envs)
+        self.last_book = np.zeros((n_envs, len(BOOK_STATS)))  # book_stats at the last observation
 
     @property
     def action_dim(self) -> int:
@@ -212,7 +135,7 @@ class FundControlCore:
         # leverage), which for a new episode are the starting ones.
         self.controls.reset(mask)
         if self.sim is not None:
-            self.sim.risk = self._risk()
+            self.sim.set_params(self._risk())
         if self.sim is None:
             assert mask.all()
             scenarios = [self._scenario_for(s) for s in seeds]
@@ -225,6 +148,7 @@ class FundControlCore:
                 seed=seeds,
                 allocation=AllocationParams(),
                 population_minutes=self.config.population_minutes,
+                record=False,
             )
         else:
             for e, s in zip(envs, seeds, strict=True):
@@ -276,7 +200,11 @@ class FundControlCore:
         self, action: FloatArray
     ) -> tuple[FloatArray, FloatArray, BoolArray, BoolArray, dict[str, Any]]:
         """Apply ``action`` (``(n_envs, action_dim)``), run one decision interval."""
-        a = np.asarray(action, dtype=np.float64).reshape(self.n_envs, self.action_dim)
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != (self.n_envs, self.action_dim):
+            raise ValueError(
+                f"action must have shape {(self.n_envs, self.action_dim)}, got {a.shape}"
+            )
         if not np.isfinite(a).all():
             bad = float(a[~np.isfinite(a)].flat[0])
             raise ValueError(
@@ -286,7 +214,7 @@ class FundControlCore:
         sim = self.sim
         assert sim is not None, "call reset() first"
         moved = self.controls.apply(np.clip(a, -1.0, 1.0))
-        sim.risk = self._risk()
+        sim.set_params(self._risk())
         values = self.controls.values()
         target = np.stack([values[n] for n in ALLOCATION], axis=1)
         ext0 = sim.portfolio.external_pnl_usd.copy()
@@ -330,17 +258,16 @@ class FundControlCore:
         self.decision += 1
         self.uncovered_usd += sums["socialized_loss_usd"] + sums["unrecovered_usd"]
 
-        state = sim.state_
+        obs = self.observe()
         mark = tick.prices.mark
         pf = sim.portfolio
-        fund_value = pf.value_usd(sim.last_index, sim.vol_annual)
+        fund_value = sim.fund_value_usd()
         oi0 = sim.initial_open_interest_usd
-        notional = np.abs(state.size) * mark[:, None]
         years = self.ticks_per_decision * self.tick_minutes / MINUTES_PER_YEAR
         risk = sim.risk
         demand = sim.population.demand_multiplier(risk, self.n_envs)
         pop = sim.population.params
-        oi = 0.5 * notional.sum(axis=1)
+        oi = self.last_book[:, BOOK_STATS.index("open_interest_usd")]
         lost = (
             (1.0 - demand)
             * pop.turnover_per_day
@@ -356,9 +283,7 @@ class FundControlCore:
             socialized_loss_usd=sums["socialized_loss_usd"],
             unrecovered_usd=sums["unrecovered_usd"],
             adl_volume_usd=sums["adl_volume_usd"],
-            margin_locked_usd=maintenance_requirement(notional, risk.column("mmr"), risk.tiers).sum(
-                axis=1
-            ),
+            margin_locked_usd=self.last_book[:, BOOK_STATS.index("margin_locked_usd")],
             lost_fee_revenue_usd=lost,
             change=moved,
             years=years,
@@ -391,7 +316,7 @@ class FundControlCore:
                 },
             },
         }
-        return self.observe(), reward, terminated, truncated, info
+        return obs, reward, terminated, truncated, info
 
     # ---- what a risk desk watches ----
 
@@ -399,30 +324,12 @@ class FundControlCore:
         """The normalised observation of every exchange, ``(n_envs, len(OBS_NAMES))``."""
         sim = self.sim
         assert sim is not None
-        state = sim.state_
+        state = sim.state
         index = sim.last_index
         mark, oracle, funding = self.last_mark, self.last_oracle, self.last_funding
         per_year = MINUTES_PER_YEAR / self.tick_minutes
-        q = state.size
-        m = mark[:, None]
-        notional = np.abs(q) * m
-        oi = 0.5 * notional.sum(axis=1)
-        long_oi = np.where(q > 0, notional, 0.0).sum(axis=1)
-        short_oi = np.where(q < 0, notional, 0.0).sum(axis=1)
-        eq = formulas.equity(state.collateral_usd, q, state.entry_price, m)
-        open_ = (q != 0.0) & (eq > 0.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lev = np.where(open_, notional / eq, np.nan)
-        lev_q = _row_quantiles(lev, (0.5, 0.9, 0.99))
-        mmr = sim.risk.column("mmr")
-        lp = formulas.liquidation_price(
-            state.collateral_usd, np.where(q == 0, 1.0, q), state.entry_price, mmr
-        )
-        dist = np.where(q != 0, np.abs(m - lp) / m, np.inf)
-        within = [
-            np.where(dist < x, notional, 0.0).sum(axis=1) / np.maximum(notional.sum(axis=1), 1e-12)
-            for x in (0.01, 0.02, 0.05)
-        ]
+        book = self.last_book = book_stats(state, sim.risk, mark)
+        oi, long_oi, short_oi = book[:, 0], book[:, 1], book[:, 2]
         pf = sim.portfolio
         fund_value = pf.value_usd(index, sim.vol_annual)
         weights = pf.weights(index, sim.vol_annual)
@@ -438,12 +345,12 @@ class FundControlCore:
             1e3 * funding,
             oi / oi0,
             (long_oi - short_oi) / np.maximum(long_oi + short_oi, 1e-12),
-            lev_q[:, 0] / 50.0,
-            lev_q[:, 1] / 50.0,
-            lev_q[:, 2] / 50.0,
-            within[0],
-            within[1],
-            within[2],
+            book[:, 3] / 50.0,
+            book[:, 4] / 50.0,
+            book[:, 5] / 50.0,
+            book[:, 6],
+            book[:, 7],
+            book[:, 8],
             10.0 * fund_value / np.maximum(oi, 1.0),
             weights[:, 0],
             weights[:, 1],
@@ -458,26 +365,6 @@ class FundControlCore:
         return np.clip(
             np.nan_to_num(obs, nan=0.0, posinf=OBS_CLIP, neginf=-OBS_CLIP), -OBS_CLIP, OBS_CLIP
         )
-
-
-def _row_quantiles(values: FloatArray, qs: tuple[float, ...]) -> FloatArray:
-    """Per-row quantiles ignoring NaN (linear interpolation, numpy's default); 0 for empty rows.
-
-    One sort of the batch instead of ``np.nanquantile``, which loops over rows in Python.
-    """
-    srt = np.sort(np.where(np.isnan(values), np.inf, values), axis=1)
-    n = (~np.isnan(values)).sum(axis=1)
-    out = np.zeros((values.shape[0], len(qs)))
-    for j, q in enumerate(qs):  # three quantiles, not a loop over accounts
-        pos = q * np.maximum(n - 1, 0)
-        lo = np.floor(pos).astype(np.int64)
-        hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
-        a = np.take_along_axis(srt, lo[:, None], axis=1)[:, 0]
-        b = np.take_along_axis(srt, hi[:, None], axis=1)[:, 0]
-        with np.errstate(invalid="ignore"):  # empty rows (all inf) are masked just below
-            val = a + (pos - lo) * np.where(hi > lo, b - a, 0.0)
-        out[:, j] = np.where(n > 0, val, 0.0)
-    return out
 
 
 def _spaces(core: FundControlCore) -> tuple[spaces.Box, spaces.Box]:
@@ -712,7 +599,13 @@ class InsuranceFundVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         """Step every exchange; those whose episode ends are reset in the same step."""
         if not self._started:
             raise RuntimeError("call reset() before step()")
-        a = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1)
+        a = np.asarray(actions, dtype=np.float64)
+        expected = (self.num_envs, self.core.action_dim)
+        if a.shape != expected:
+            # Reshaping would silently scramble a transposed (action_dim, num_envs) array.
+            raise ValueError(
+                f"actions must have shape (num_envs, action_dim) = {expected}, got {a.shape}"
+            )
         obs, reward, term, trunc, info = self.core.step(a)
         done = term | trunc
         if done.any():

@@ -2,22 +2,25 @@
 
 Every function is vectorised (numpy arrays or floats broadcast together, float64), money is in
 USD, sizes are in base units and signed (positive = long). Each one validates its inputs and
-then calls the single implementation in :mod:`envs.core.formulas`, which the simulator uses
-directly; there is no second copy of any formula.
+then calls the single numpy implementation in :mod:`envs.core.formulas`. The margin
+engine's compiled kernels (:mod:`envs.core.kernels`) restate the formulas on its hot path,
+scalar by scalar in the same operation order, and the tests hold the two equal.
 
 Which venue each rule follows:
 
-==========================  ================================================================
-function                    convention
-==========================  ================================================================
-``liquidation_price``       Binance USDⓈ-M one-way formula (with the bracket ``cum`` offset)
-``bankruptcy_price``        dYdX v4 ``GetBankruptcyPriceInQuoteQuantums`` (one position)
-``fillable_price``          dYdX v4 ``GetFillablePrice``
-``insurance_fund_delta``    dYdX v4 ``GetLiquidationInsuranceFundDelta``
-``adl_score``               BitMEX auto-deleveraging rank (PnL% x or / effective leverage)
-``auto_deleverage``         BitMEX/Binance greedy queue from the top rank
-``socialized_loss_shares``  Drift v2 pro-rata by base size (cumulative funding index)
-==========================  ================================================================
+============================  ==============================================================
+function                      convention
+============================  ==============================================================
+``liquidation_price``         Binance USDⓈ-M one-way formula (with the bracket ``cum`` offset)
+``liquidation_price_tiered``  the same, in the bracket the trigger falls in (tier table)
+``bankruptcy_price``          dYdX v4 ``GetBankruptcyPriceInQuoteQuantums`` (one position)
+``fillable_price``            dYdX v4 ``GetFillablePrice``
+``insurance_fund_delta``      dYdX v4 ``GetLiquidationInsuranceFundDelta``
+``adl_score``                 BitMEX auto-deleveraging rank (PnL% x or / effective leverage)
+``auto_deleverage``           BitMEX/Binance greedy queue from the top rank
+``socialized_loss_shares``    Drift v2 pro rata by base size (``drift``), or a haircut on
+                              positive PnL (``profit_haircut``: Percolator, Hyperliquid)
+============================  ==============================================================
 
 Bad input (NaN or infinite values, negative rates, an MMR outside (0, 1), ...) raises a
 ``ValueError`` naming the argument and the offending value. An account already below zero
@@ -32,6 +35,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from envs.core import formulas
+from envs.core.params import MarginTiers
 
 __all__ = [
     "adl_score",
@@ -40,6 +44,7 @@ __all__ = [
     "fillable_price",
     "insurance_fund_delta",
     "liquidation_price",
+    "liquidation_price_tiered",
     "socialized_loss_shares",
 ]
 
@@ -123,6 +128,46 @@ def liquidation_price(
         _prices("entry_price", entry_price),
         _mmr(mmr),
         _as_float_array("maintenance_offset_usd", maintenance_offset_usd),
+    )
+
+
+def liquidation_price_tiered(
+    collateral: ArrayLike,
+    size: ArrayLike,
+    entry_price: ArrayLike,
+    mmr: ArrayLike,
+    tiers: MarginTiers | None,
+) -> Any:
+    """Mark price at which the margin engine liquidates a one-position account under tiers.
+
+    The engine's requirement for notional ``N`` in bracket ``k`` is ``(N mmr_k - cum_k) x
+    mmr / tiers.base_mmr``; this finds the bracket the trigger falls in and solves
+    :func:`liquidation_price` there.
+
+    Args:
+        collateral: USD balance including realised PnL.
+        size: Signed position in base units (positive = long).
+        entry_price: Average entry price (> 0).
+        mmr: The controlled maintenance margin ratio, in (0, 1); with tiers it scales the
+            table by ``mmr / tiers.base_mmr``.
+        tiers: The bracket table, or ``None`` for a flat ``mmr``.
+
+    Returns:
+        The liquidation mark; NaN where ``size == 0``, clipped at 0 for longs.
+
+    Example:
+        A $3M long at 10x (30 BTC from 100,000 with 300,000) under Binance's BTCUSDT
+        brackets triggers at ``(3e6 - 3e5 - 16,300) / (30 x 0.975) = 91,750.43`` (2.5%
+        bracket), not at the flat 0.4% price 90,361.45.
+    """
+    if tiers is not None and not isinstance(tiers, MarginTiers):
+        raise ValueError(f"tiers must be a MarginTiers or None, got {tiers!r}")
+    return formulas.liquidation_price_tiered(
+        _as_float_array("collateral", collateral),
+        _as_float_array("size", size),
+        _prices("entry_price", entry_price),
+        _mmr(mmr),
+        tiers,
     )
 
 
@@ -292,16 +337,47 @@ def auto_deleverage(amount: ArrayLike, counterparty_sizes: ArrayLike, scores: Ar
     return formulas.auto_deleverage(amt, sizes, sc)
 
 
-def socialized_loss_shares(loss: ArrayLike, sizes: ArrayLike) -> Any:
-    """Each account's share of ``loss``, pro rata by ``|size|`` (Drift's convention).
+def socialized_loss_shares(
+    loss: ArrayLike,
+    sizes: ArrayLike,
+    upnl_usd: ArrayLike | None = None,
+    equity_usd: ArrayLike | None = None,
+    convention: str = "drift",
+    mark: ArrayLike | None = None,
+) -> Any:
+    """Each bearer's charge for an uncovered ``loss``, by ``convention``.
+
+    Pass only the accounts that may bear it (the margin engine excludes those it is
+    liquidating).
 
     Args:
         loss: USD to share (>= 0); one per exchange when ``sizes`` is 2-D.
-        sizes: Signed positions of the accounts that bear the loss.
+        sizes: Signed positions of the bearers.
+        upnl_usd: Their unrealised PnL, USD (needed by ``profit_haircut``).
+        equity_usd: Their equity, USD; when given, no charge exceeds ``max(equity, 0)``.
+        convention: ``"drift"`` (pro rata by ``|size|``, Drift's convention) or
+            ``"profit_haircut"`` (pro rata by positive PnL, each charge capped by that PnL:
+            Percolator, Hyperliquid).
+        mark: Price, one per exchange; when given, positions worth less than
+            ``formulas.DUST_NOTIONAL_USD`` at it are not billed.
 
     Returns:
-        USD per account, summing to ``loss`` (all zeros where no account has a position).
+        USD per account. The charges sum to at most ``loss``; the rest is unrecovered (all
+        of it where nobody holds a weight).
     """
     lo = _as_float_array("loss", loss)
     _check_range("loss", lo, low=0.0)
-    return formulas.socialized_loss_shares(lo, _as_float_array("sizes", sizes))
+    if convention not in formulas.SOCIALIZATION_CONVENTIONS:
+        raise ValueError(
+            f"convention must be one of {formulas.SOCIALIZATION_CONVENTIONS}, got {convention!r}"
+        )
+    if convention == "profit_haircut" and upnl_usd is None:
+        raise ValueError("upnl_usd is needed by the profit_haircut convention")
+    return formulas.socialized_loss_shares(
+        lo,
+        _as_float_array("sizes", sizes),
+        None if upnl_usd is None else _as_float_array("upnl_usd", upnl_usd),
+        None if equity_usd is None else _as_float_array("equity_usd", equity_usd),
+        convention,
+        None if mark is None else _prices("mark", mark),
+    )

@@ -4,16 +4,22 @@
 scenario schema is a tree of frozen dataclasses whose fields carry their allowed range in
 ``field(metadata=...)``. :func:`build` walks a dict against that tree and rejects unknown keys,
 wrong types and out-of-range values with one message that names the file, the field path, the
-value and what is allowed.
+value and what is allowed. Nothing is coerced silently: a boolean is never a number (YAML 1.1
+reads ``yes`` and ``on`` as ``true``, and Python counts ``True`` as 1) and a number or string
+is never a boolean. An integer is accepted for a float, a float with an integral value for an
+integer, and a numeric string (YAML 1.1 reads ``2.2e8`` as a string) for either.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import numpy as np
 
 T = TypeVar("T")
 
@@ -35,9 +41,13 @@ def spec(
     le: float | None = None,
     lt: float | None = None,
     doc: str = "",
+    note: str = "",
 ) -> Any:
-    """A dataclass field with an allowed range and a one-line description."""
-    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc}
+    """A dataclass field with an allowed range and a one-line description.
+
+    ``note`` says why the range is what it is; it follows the range in error messages.
+    """
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc, "note": note}
     if isinstance(default, list | dict):
         return dataclasses.field(default_factory=lambda: default, metadata=meta)
     if default is dataclasses.MISSING:
@@ -104,7 +114,7 @@ def _convert(tp: Any, value: Any, source: str, where: str, meta: typing.Mapping[
         return _convert(args[0], value, source, where, meta)
     if origin is Literal:
         allowed = get_args(tp)
-        if value not in allowed:
+        if not any(type(value) is type(a) and value == a for a in allowed):  # True is not 1
             raise SchemaError(source, where, value, f"one of {list(allowed)}")
         return value
     if origin in (tuple, list):
@@ -115,24 +125,28 @@ def _convert(tp: Any, value: Any, source: str, where: str, meta: typing.Mapping[
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return build(tp, value, source, where)
     if tp is bool:
-        if not isinstance(value, bool):
+        if not isinstance(value, bool | np.bool_):  # 1, 0, "yes": not silently a boolean
             raise SchemaError(source, where, value, "true or false")
-        return value
+        return bool(value)
     if tp in (float, int):
+        if isinstance(value, bool | np.bool_):  # True is an int to Python, never to a config
+            raise SchemaError(source, where, value, f"a number ({tp.__name__}), not true/false")
         if isinstance(value, str):  # YAML 1.1 reads "2.2e8" (no sign) as a string
             try:
                 value = float(value)
             except ValueError:
                 raise SchemaError(source, where, value, f"a number ({tp.__name__})") from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if not isinstance(value, numbers.Real):
             raise SchemaError(source, where, value, f"a number ({tp.__name__})")
-        if tp is int and not float(value).is_integer():
-            raise SchemaError(source, where, value, "an integer")
         x = float(value)
         if not math.isfinite(x):
             raise SchemaError(source, where, value, "a finite number")
+        if tp is int and not x.is_integer():
+            raise SchemaError(source, where, value, "an integer")
         if not _check_range(x, meta):
-            raise SchemaError(source, where, value, _range_text(meta) or "in range")
+            rule = _range_text(meta) or "in range"
+            note = meta.get("note")
+            raise SchemaError(source, where, value, f"{rule} ({note})" if note else rule)
         return int(x) if tp is int else x
     if tp is str:
         if not isinstance(value, str):

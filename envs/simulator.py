@@ -1,28 +1,29 @@
-"""The full exchange simulation: market, trader population and core, tick by tick.
+"""The full exchange simulation: :func:`tick` fixes the order of operations, and nothing else.
 
-One tick, in order:
+One tick, in order (:func:`tick`):
 
-1. **Market**: the index (exogenous path x the decaying impact of earlier liquidation flow),
-   the venue's last and mark prices, the oracle, book depth and the funding rate.
-2. **Population**: exits, reactions near liquidation, arrivals and ordinary volume, trading at
-   the mark and paying taker fees (a share to the fund). Precursors raise arrivals, leverage
-   and the long skew before a crash.
-3. **Funding**: accrued every tick at the rate of the interval, pro rata.
-4. **Fund portfolio**: the fund's buckets accrue yield and are marked to the index and the
-   current (one-day EWMA) volatility; only their *liquid* value is put at the margin
-   engine's disposal.
-5. **Core**: margin check at the oracle price, liquidations walking the venue's book through
-   the scenario's depth, the fund, ADL or socialised loss (:func:`envs.core.step.core_step`);
-   what the core paid or received is then withdrawn from or paid into the buckets (stable
-   first, then yield within its withdrawal limit, volatile, hedge).
-6. **Impact**: the tick's net liquidation flow moves the next tick's prices, so liquidations
-   can cascade.
+1. **Population** (on its own clock): exits, reactions near liquidation, arrivals and ordinary
+   volume, trading at the mark and paying taker fees; the fund's share of the fees is paid
+   into the fund. Precursors raise arrivals, leverage and the long skew before a crash
+   (compiled: :mod:`envs.traders.kernels`).
+2. **Funding**: accrued every tick at the rate of the interval, pro rata (compiled).
+3. **Fund portfolio**: the fund's buckets accrue yield and are marked to the index and the
+   current (one-day EWMA) volatility (:func:`envs.fund.portfolio.accrue`).
+4. **Margin engine**: margin check at the oracle price, liquidations walking the venue's book
+   through the scenario's depth, the fund, ADL or socialised loss (compiled:
+   :func:`envs.core.step.core_step`, which pays from the fund's *liquid* value and books the
+   flows into its buckets once).
 
-Money the portfolio gains or loses against the outside world (yield, price moves of the
-volatile bucket, option marks, spreads and fees) enters the ledger as an external flow
-(``net_deposits_usd``), so the books still balance.
+Before the tick the market produces its prices (:class:`envs.market.market.Market`: the index
+is the exogenous path times the decaying impact of earlier liquidation flow; last, mark,
+oracle, depth, funding); after it the tick's net liquidation flow moves the next tick's prices,
+so liquidations can cascade. :class:`ExchangeSimulator` wires these together for a batch of
+exchanges and owns everything that is not the state: the market, the random streams, the
+parameters in force (set through :meth:`ExchangeSimulator.set_params`, never by assignment).
 
-The loop runs over ticks; everything inside a tick is vectorised over ``(n_envs, n_accounts)``.
+Money the fund gains or loses against the outside world (yield, price moves of the volatile
+bucket, option marks, spreads and fees) enters the ledger as an external flow
+(``net_deposits_usd``), so the books still balance (:func:`envs.state.ledger_error`).
 """
 
 from __future__ import annotations
@@ -34,29 +35,22 @@ from typing import Any
 
 import numpy as np
 
-from envs.core.fund_allocation import (
-    AllocationParams,
-    FundPortfolio,
-    accrue,
-    pay,
-    rebalance,
-    receive,
-)
+from envs.core.events import StepEvents
 from envs.core.fund_record import FundRecord
 from envs.core.impact import LinearImpact
 from envs.core.params import RiskParams
-from envs.core.rng import BatchRandom
-from envs.core.state import ExchangeState, ledger_error
-from envs.core.step import StepEvents, core_step
+from envs.core.rng import BatchStreams
+from envs.core.step import core_step
 from envs.core.trading import apply_funding
+from envs.fund.portfolio import AllocationParams, FundPortfolio, accrue, rebalance, receive
 from envs.market.market import Market, Prices
 from envs.scenarios import Scenario, market_path
+from envs.state import SimState, ledger_error, open_interest_usd
 from envs.traders.population import PopulationParams, TraderPopulation
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 
-ARRIVAL_STREAM = 0xA221
-"""Spawn key of each exchange's arrival stream, ``default_rng([seed, ARRIVAL_STREAM])``."""
 
 #: Per-tick series kept by :meth:`ExchangeSimulator.run`, each ``(n_ticks, n_envs)``.
 SERIES = (
@@ -72,6 +66,48 @@ SERIES = (
 )
 
 
+@dataclass(frozen=True)
+class SimParams:
+    """Everything a tick reads that is not state or market: frozen, replaced between ticks.
+
+    Attributes:
+        risk: The levers in force (scalars or ``(E,)`` arrays).
+        population: The trader population's behaviour.
+        allocation: Terms of the fund's buckets (yield, withdrawal limits, option costs).
+    """
+
+    risk: RiskParams
+    population: TraderPopulation
+    allocation: AllocationParams
+
+
+@dataclass(frozen=True)
+class TickInputs:
+    """The market's side of one tick, per exchange (``(E,)`` arrays unless noted).
+
+    Attributes:
+        prices: This tick's index, last, mark, oracle, depth and funding rate.
+        vol_annual: Current annualised volatility (one-day EWMA): marks the fund's options.
+        stressed: Whether the lending market is stressed (book depth below half of normal).
+        funding_per_tick: Funding rate for this tick (the interval's rate, pro rata).
+        tick_minutes: Length of the tick (scalar).
+        population_minutes: Minutes of trader flow to run this tick (0: not this tick).
+        arrival_mult: Precursor multiplier of arrivals.
+        leverage_mult: Precursor multiplier of new positions' leverage.
+        long_share_shift: Precursor shift of the long share of arrivals.
+    """
+
+    prices: Prices
+    vol_annual: FloatArray
+    stressed: BoolArray
+    funding_per_tick: FloatArray
+    tick_minutes: float
+    population_minutes: float
+    arrival_mult: FloatArray
+    leverage_mult: FloatArray
+    long_share_shift: FloatArray
+
+
 @dataclass
 class Tick:
     """What one tick produced, per exchange."""
@@ -80,6 +116,59 @@ class Tick:
     events: StepEvents
     open_interest_usd: FloatArray
     funding_paid_usd: FloatArray
+
+
+def tick(
+    state: SimState, params: SimParams, inputs: TickInputs, rng: BatchStreams
+) -> tuple[StepEvents, FloatArray]:
+    """Advance ``state`` by one tick, in place, in the order the module docstring gives.
+
+    Args:
+        state: The batch state.
+        params: Levers, population behaviour and fund terms.
+        inputs: The market's prices and drivers for this tick.
+        rng: Per-exchange random streams (the population draws from them).
+
+    Returns:
+        The tick's events (margin engine plus trading fees) and the funding each exchange's
+        accounts paid, ``(E,)``.
+    """
+    p = inputs.prices
+    risk = params.risk
+    trading_fees = fund_trading_income = None
+    if inputs.population_minutes > 0.0:
+        pop = params.population.step(
+            rng,
+            state,
+            risk,
+            p.mark,
+            inputs.population_minutes,
+            arrival_mult=inputs.arrival_mult,
+            leverage_mult=inputs.leverage_mult,
+            long_share_shift=inputs.long_share_shift,
+        )
+        trading_fees = pop.trading_fees_usd
+        fund_trading_income = pop.fund_trading_fee_income_usd
+        if (fund_trading_income > 0.0).any():
+            receive(state.fund, fund_trading_income)
+    funding_paid = apply_funding(state, inputs.funding_per_tick, p.mark)
+    pf = state.fund
+    ext_before = pf.external_pnl_usd.copy()
+    accrue(pf, p.index, inputs.vol_annual, inputs.tick_minutes, params.allocation)
+    state.net_deposits_usd += pf.external_pnl_usd - ext_before
+    events = core_step(
+        state,
+        risk,
+        p.oracle,
+        LinearImpact(p.depth_usd_per_pct),
+        book_price=p.last,
+        fund_stressed=inputs.stressed,
+        allocation=params.allocation,
+    )
+    if trading_fees is not None and fund_trading_income is not None:
+        events.trading_fees_usd = trading_fees
+        events.fund_trading_fee_income_usd = fund_trading_income
+    return events, funding_paid
 
 
 @dataclass
@@ -100,28 +189,31 @@ class SimulationResult:
 class ExchangeSimulator:
     """A batch of ``n_envs`` exchanges, each living through its own scenario and seed.
 
-    Every exchange draws its randomness from its own generator (market path at reset, then the
-    trader population tick by tick), so exchange ``e`` of a batch evolves exactly as a
-    single-exchange simulator given the same scenario and seed; one exchange can be reset
-    (:meth:`reset_env`) while the others go on, as a vector environment's autoreset needs.
+    Every exchange draws its randomness from its own streams (its market path from its own
+    generator at reset, then the trader population's per-exchange streams tick by tick), so
+    exchange ``e`` of a batch evolves exactly as a single-exchange simulator given the same
+    scenario and seed; one exchange can be reset (:meth:`reset_env`) while the others go on,
+    as a vector environment's autoreset needs.
 
     Args:
         scenario: One scenario for every exchange, or one per exchange (same ``tick_minutes``).
-        risk: Risk parameters (scalars or ``(n_envs,)`` arrays); may be replaced between ticks
-            through :attr:`risk` (the environment's actions do that).
+        risk: Risk parameters (scalars or ``(n_envs,)`` arrays); replaced between ticks with
+            :meth:`set_params` (the environment's actions do that).
         n_envs: Exchanges simulated together.
         n_accounts: Account slots per exchange.
         population: Trader-population parameters (defaults if ``None``).
         fund_to_oi_frac: Initial insurance fund as a share of initial open interest (2%,
             within the 2-6% of Hyperliquid and Binance in the calibration notes).
+        seed: One seed (exchange ``e`` gets ``seed + e``, Gymnasium's convention for vector
+            envs), one per exchange, or ``None`` for the first scenario's default seed.
         allocation: Terms of the fund's buckets (yield, withdrawal limits, option costs); the
             fund starts all in ``stable`` until :meth:`set_allocation` moves it.
         population_minutes: Clock of the trader population (``None``: every tick). Arrivals,
             exits, reactions and volume are slow flows; running them every few minutes with
             their rates scaled to the elapsed time keeps them while the market and the margin
             engine still move every tick (the environment uses 5 minutes for speed).
-        seed: One seed (exchange ``e`` gets ``seed + e``, Gymnasium's convention for vector
-            envs), one per exchange, or ``None`` for the first scenario's default seed.
+        record: Keep a per-tick :class:`~envs.core.fund_record.FundRecord` (``run`` and
+            evaluation read it; the environment, which sums what it needs, turns it off).
     """
 
     def __init__(
@@ -136,6 +228,7 @@ class ExchangeSimulator:
         seed: int | Sequence[int] | None = None,
         allocation: AllocationParams | None = None,
         population_minutes: float | None = None,
+        record: bool = True,
     ) -> None:
         if n_envs < 1 or n_accounts < 1:
             raise ValueError(
@@ -146,25 +239,71 @@ class ExchangeSimulator:
         scenarios = [scenario] * n_envs if isinstance(scenario, Scenario) else list(scenario)
         if len(scenarios) != n_envs:
             raise ValueError(f"got {len(scenarios)} scenarios for n_envs={n_envs}")
-        self.scenarios: list[Scenario] = scenarios
-        self.risk = risk if risk is not None else RiskParams()
-        self.n_envs = n_envs
-        self.n_accounts = n_accounts
-        self.population = TraderPopulation(population or PopulationParams())
-        self.fund_to_oi_frac = fund_to_oi_frac
-        self.allocation = allocation or AllocationParams()
         if population_minutes is not None and not population_minutes > 0:
             raise ValueError(f"population_minutes must be > 0, got {population_minutes!r}")
+        self.scenarios: list[Scenario] = scenarios
+        self.n_envs = n_envs
+        self.n_accounts = n_accounts
+        self.fund_to_oi_frac = fund_to_oi_frac
         self.population_minutes = population_minutes
+        self.keep_record = record
+        self._params = SimParams(
+            risk=RiskParams(),
+            population=TraderPopulation(population or PopulationParams()),
+            allocation=allocation or AllocationParams(),
+        )
+        self.set_params(risk if risk is not None else RiskParams())
         self._ticks = 0  # ticks stepped by this simulator, across resets (population clock)
         self.reset(seed)
+
+    # ------------------------------------------------------------------ params ----
+
+    @property
+    def params(self) -> SimParams:
+        """Levers, population behaviour and fund terms in force (frozen)."""
+        return self._params
+
+    @property
+    def risk(self) -> RiskParams:
+        """The levers in force (read-only: change them with :meth:`set_params`)."""
+        return self._params.risk
+
+    @property
+    def population(self) -> TraderPopulation:
+        """The trader population's behaviour."""
+        return self._params.population
+
+    @property
+    def allocation(self) -> AllocationParams:
+        """Terms of the fund's buckets."""
+        return self._params.allocation
+
+    def set_params(self, risk: RiskParams) -> None:
+        """Put ``risk`` in force from the next tick on.
+
+        Raises:
+            ValueError: A per-exchange array does not have ``n_envs`` entries.
+        """
+        for f in dataclasses.fields(risk):
+            value = getattr(risk, f.name)
+            if isinstance(value, np.ndarray) and value.shape not in ((), (self.n_envs,)):
+                raise ValueError(
+                    f"RiskParams.{f.name} must be a float or an (n_envs,) = ({self.n_envs},) "
+                    f"array, got shape {value.shape}"
+                )
+        self._params = dataclasses.replace(self._params, risk=risk)
+
+    # ------------------------------------------------------------------ state ----
 
     @property
     def scenario(self) -> Scenario:
         """The first exchange's scenario (the only one when all share it)."""
         return self.scenarios[0]
 
-    # ------------------------------------------------------------------ state ----
+    @property
+    def portfolio(self) -> FundPortfolio:
+        """The fund (its buckets live in :attr:`state`: this is the same object)."""
+        return self.state.fund
 
     def _seeds(self, seed: int | Sequence[int] | None) -> list[int]:
         if seed is None:
@@ -179,15 +318,9 @@ class ExchangeSimulator:
     def reset(self, seed: int | Sequence[int] | None = None) -> None:
         """Reset every exchange: new market paths and trader books, tick 0."""
         self.seeds = self._seeds(seed)
-        self.rng = BatchRandom(self.seeds)
-        # Arrivals draw from their own stream (common random numbers across policies).
-        self.arrival_rng = BatchRandom.from_generators(
-            [np.random.default_rng([int(s), ARRIVAL_STREAM]) for s in self.seeds]
-        )
+        self.rng = BatchStreams(self.seeds)
         self.market = Market(self.n_envs)
-        self.state: ExchangeState | None = None
         self.initial_open_interest_usd = np.zeros(self.n_envs)
-        self.portfolio = FundPortfolio.zeros(self.n_envs)
         self.vol_annual = np.zeros(self.n_envs)
         self.last_index = np.zeros(self.n_envs)
         self.last_depth_mult = np.ones(self.n_envs)
@@ -197,16 +330,15 @@ class ExchangeSimulator:
         self._leverage_build = np.zeros(self.n_envs)
         self._long_skew = np.zeros(self.n_envs)
         self._funding_interval_min = np.ones(self.n_envs)
+        self.state = self._empty_state()
         for e in range(self.n_envs):
             self._install(e, self.scenarios[e])
-        self.record = FundRecord(self.state_.fund_usd)
+        self.record = FundRecord(self.state.fund_usd)
         self.max_ledger_error_usd = 0.0
 
-    @property
-    def state_(self) -> ExchangeState:
-        """The batch state (always set after construction)."""
-        assert self.state is not None
-        return self.state
+    def _empty_state(self) -> SimState:
+        shape = (self.n_envs, self.n_accounts)
+        return SimState.create(np.zeros(shape), np.zeros(shape), np.zeros(shape), 0.0)
 
     def reset_env(self, env: int, seed: int, scenario: Scenario | None = None) -> None:
         """Reset exchange ``env`` alone with ``seed`` (and optionally a new scenario)."""
@@ -214,31 +346,34 @@ class ExchangeSimulator:
             self.scenarios[env] = scenario
         self.seeds[env] = int(seed)
         self.rng.reseed(env, int(seed))
-        self.arrival_rng.generators[env] = np.random.default_rng([int(seed), ARRIVAL_STREAM])
         self._install(env, self.scenarios[env])
 
     def _install(self, env: int, scenario: Scenario) -> None:
-        """Draw exchange ``env``'s path, then its book, both from its own generator."""
-        g = self.rng.generators[env]
+        """Draw exchange ``env``'s path and book, each from its own stream, and its fund."""
+        # The path comes from ``default_rng(seed)``, as before Simulator v2, so every shipped
+        # scenario keeps its market paths; the trader streams are separate (BatchStreams).
+        g = np.random.default_rng(int(self.seeds[env]))
         self.market.reset_env(env, scenario, market_path(scenario, g, 1))
         price = float(scenario.price.initial)
         row = self.population.initial_state(
-            BatchRandom.from_generators([g]), 1, self.n_accounts, price, self._risk_row(env), 0.0
+            self.rng.env(env), self.n_accounts, price, self._risk_row(env)
         )
-        oi = float(0.5 * np.abs(row.size).sum() * price)
-        row.fund_usd[:] = self.fund_to_oi_frac * oi
-        row.initial_total_usd = row.initial_total_usd + row.fund_usd
-        if self.state is None:
-            self.state = ExchangeState(
-                **{k: np.repeat(v, self.n_envs, axis=0) for k, v in vars(row).items()}
-            )
-        else:
-            for name, value in vars(row).items():
-                getattr(self.state, name)[env] = value[0]
+        oi = float(open_interest_usd(row, price)[0, 0])
+        fund_usd = self.fund_to_oi_frac * oi
+        st = self.state
+        st.collateral_usd[env] = row.collateral_usd[0]
+        st.size[env] = row.size[0]
+        st.entry_price[env] = row.entry_price[0]
+        st.counterparty_size[env] = row.counterparty_size[0]
+        st.counterparty_cash_usd[env] = row.counterparty_cash_usd[0]
+        for name in ("fee_revenue_usd", "liquidator_rewards_usd", "unrecovered_usd"):
+            getattr(st, name)[env] = 0.0
+        st.net_deposits_usd[env] = 0.0
+        st.initial_total_usd[env] = row.initial_total_usd[0] + fund_usd
+        fresh = FundPortfolio.from_stable(np.array([fund_usd]))
+        for f in dataclasses.fields(FundPortfolio):
+            getattr(st.fund, f.name)[env] = getattr(fresh, f.name)[0]
         self.initial_open_interest_usd[env] = oi
-        fresh = FundPortfolio.from_stable(row.fund_usd)
-        for name, value in vars(fresh).items():
-            getattr(self.portfolio, name)[env] = value[0]
         self.vol_annual[env] = scenario.price.vol_annual
         self._oi_build[env] = scenario.precursors.oi_build
         self._leverage_build[env] = scenario.precursors.leverage_build
@@ -249,21 +384,28 @@ class ExchangeSimulator:
         self.last_depth_usd_per_pct[env] = scenario.depth.normal_usd_per_pct
 
     @property
-    def stressed(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    def stressed(self) -> BoolArray:
         """Exchanges whose book depth is below half of normal: lending markets freeze too."""
         return np.asarray(self.last_depth_mult < 0.5)
 
-    def set_allocation(
-        self, weights: FloatArray, mask: np.ndarray[Any, np.dtype[np.bool_]] | None = None
-    ) -> FloatArray:
+    def fund_value_usd(self) -> FloatArray:
+        """The fund's value per exchange at the last index price and volatility."""
+        out: FloatArray = self.state.fund.value_usd(self.last_index, self.vol_annual)
+        return out
+
+    def fund_weights(self) -> FloatArray:
+        """``(E, 4)`` share of the fund in each bucket (stable, yield, volatile, hedge)."""
+        out: FloatArray = self.state.fund.weights(self.last_index, self.vol_annual)
+        return out
+
+    def set_allocation(self, weights: FloatArray, mask: BoolArray | None = None) -> FloatArray:
         """Rebalance the fund toward ``weights``; returns the cost per exchange.
 
         ``weights`` is ``(n_envs, 4)`` (stable, yield, volatile, hedge), applied at the last
         index price and volatility. Only exchanges in ``mask`` (default: all) are touched; the
         others keep their portfolio exactly (even a rebalance to current weights has costs).
         """
-        state = self.state_
-        pf = self.portfolio
+        pf = self.state.fund
         keep = np.zeros(self.n_envs, dtype=bool) if mask is None else ~np.asarray(mask)
         saved = {f.name: getattr(pf, f.name).copy() for f in dataclasses.fields(pf)}
         ext_before = pf.external_pnl_usd.copy()
@@ -273,20 +415,18 @@ class ExchangeSimulator:
         for name, value in saved.items():
             getattr(pf, name)[keep] = value[keep]
         cost = np.where(keep, 0.0, cost)
-        state.net_deposits_usd += self.portfolio.external_pnl_usd - ext_before
-        state.fund_usd = self.portfolio.value_usd(self.last_index, self.vol_annual)
+        self.state.net_deposits_usd += pf.external_pnl_usd - ext_before
         return np.asarray(cost, dtype=np.float64)
 
     def _risk_row(self, env: int) -> RiskParams:
         """Exchange ``env``'s risk parameters as scalars (for drawing its book alone)."""
+        risk = self.risk
         numeric: dict[str, Any] = {
-            f.name: float(
-                np.broadcast_to(np.asarray(getattr(self.risk, f.name)), (self.n_envs,))[env]
-            )
-            for f in dataclasses.fields(self.risk)
-            if f.name not in ("fallback", "tiers")
+            f.name: float(np.broadcast_to(np.asarray(getattr(risk, f.name)), (self.n_envs,))[env])
+            for f in dataclasses.fields(risk)
+            if f.name not in ("fallback", "tiers", "socialization")
         }
-        return dataclasses.replace(self.risk, **numeric)
+        return dataclasses.replace(risk, **numeric)
 
     @property
     def t(self) -> int:
@@ -294,7 +434,7 @@ class ExchangeSimulator:
         return int(self.market.t[0])
 
     @property
-    def env_done(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    def env_done(self) -> BoolArray:
         """``(n_envs,)``: which exchanges reached their scenario's horizon."""
         return np.asarray(self.market.t >= self.market.n_ticks)
 
@@ -305,12 +445,43 @@ class ExchangeSimulator:
 
     def open_interest_usd(self, mark: FloatArray) -> FloatArray:
         """One side's open interest per exchange: half the gross notional of all positions."""
-        return np.asarray(0.5 * np.abs(self.state_.size).sum(axis=1) * mark, dtype=np.float64)
+        return np.asarray(open_interest_usd(self.state, mark).sum(axis=1), dtype=np.float64)
 
     # ------------------------------------------------------------------ step -----
 
+    def _inputs(self, prices: Prices) -> TickInputs:
+        """This tick's market drivers; updates the volatility estimate and last-tick marks."""
+        tick_minutes = self.market.tick_minutes or 1.0
+        every = 1
+        if self.population_minutes is not None:
+            every = max(1, round(self.population_minutes / tick_minutes))
+        pop_minutes = tick_minutes * every if self._ticks % every == 0 else 0.0
+        pre = self.market.column("precursor")
+        # Implied volatility for the fund's options: a one-day EWMA of squared returns. Implied
+        # vol is sticky; an hourly estimate from one-minute returns is so noisy that buying
+        # puts at a low reading and marking them at a high one would print money.
+        log_ret = np.log(prices.index / self.last_index)
+        ewma = 1.0 - np.exp(-tick_minutes / 1440.0)
+        var_tick = (self.vol_annual**2) * tick_minutes / 525_600.0
+        var_tick += ewma * (log_ret**2 - var_tick)
+        self.vol_annual = np.sqrt(var_tick * 525_600.0 / tick_minutes)
+        self.last_index = prices.index
+        self.last_depth_mult = self.market.column("depth_mult")
+        self.last_depth_usd_per_pct = np.asarray(prices.depth_usd_per_pct, dtype=np.float64)
+        return TickInputs(
+            prices=prices,
+            vol_annual=self.vol_annual,
+            stressed=self.stressed,
+            funding_per_tick=prices.funding_rate * tick_minutes / self._funding_interval_min,
+            tick_minutes=tick_minutes,
+            population_minutes=pop_minutes,
+            arrival_mult=1.0 + self._oi_build * pre,
+            leverage_mult=1.0 + self._leverage_build * pre,
+            long_share_shift=self._long_skew * pre,
+        )
+
     def step(self, check_ledger: bool = True) -> Tick:
-        """Advance every exchange one tick (see the module docstring for the order).
+        """Advance every exchange one tick: market prices, :func:`tick`, then impact.
 
         Raises:
             RuntimeError: An exchange is past its horizon; reset it first.
@@ -320,84 +491,17 @@ class ExchangeSimulator:
                 f"exchanges {np.flatnonzero(self.env_done).tolist()} are past their horizon; "
                 "call reset() or reset_env()"
             )
-        state = self.state_
         prices = self.market.prices()
-        pre = self.market.column("precursor")
-        events = StepEvents.zeros(self.n_envs)
-        tick_minutes = self.market.tick_minutes or 1.0
-        every = 1
-        if self.population_minutes is not None:
-            every = max(1, round(self.population_minutes / tick_minutes))
-        if self._ticks % every == 0:
-            pop = self.population.step(
-                self.rng,
-                state,
-                self.risk,
-                prices.mark,
-                tick_minutes * every,
-                arrival_mult=1.0 + self._oi_build * pre,
-                leverage_mult=1.0 + self._leverage_build * pre,
-                long_share_shift=self._long_skew * pre,
-                arrival_rng=self.arrival_rng,
-            )
-            events.trading_fees_usd = pop.trading_fees_usd
-            events.fund_trading_fee_income_usd = pop.fund_trading_fee_income_usd
+        inputs = self._inputs(prices)
+        events, funding_paid = tick(self.state, self._params, inputs, self.rng)
         self._ticks += 1
-        rate_per_tick = prices.funding_rate * tick_minutes / self._funding_interval_min
-        funding_paid = apply_funding(state, rate_per_tick, prices.mark)
-
-        # The fund's buckets: accrue and mark, then lend the core their liquid value.
-        log_ret = np.log(prices.index / self.last_index)
-        # Implied volatility for the fund's options: a one-day EWMA of squared returns. Implied
-        # vol is sticky; an hourly estimate from one-minute returns is so noisy that buying
-        # puts at a low reading and marking them at a high one would print money.
-        ewma = 1.0 - np.exp(-tick_minutes / 1440.0)
-        var_tick = (self.vol_annual**2) * tick_minutes / 525_600.0
-        var_tick += ewma * (log_ret**2 - var_tick)
-        self.vol_annual = np.sqrt(var_tick * 525_600.0 / tick_minutes)
-        self.last_index = prices.index
-        self.last_depth_mult = self.market.column("depth_mult")
-        self.last_depth_usd_per_pct = np.asarray(prices.depth_usd_per_pct, dtype=np.float64)
-        pf = self.portfolio
-        ext_before = pf.external_pnl_usd.copy()
-        inflow = state.fund_usd - pf.value_usd(pf.mark_price, pf.mark_vol_annual)
-        if (inflow > 0.0).any():  # trading fees the population just paid in
-            receive(pf, np.maximum(inflow, 0.0))
-        accrue(pf, prices.index, self.vol_annual, tick_minutes, self.allocation)
-        liquid = pf.liquid_usd(prices.index, self.vol_annual, self.stressed, self.allocation)
-        state.fund_usd = liquid.copy()
-        liq = core_step(
-            state,
-            self.risk,
-            prices.oracle,
-            LinearImpact(prices.depth_usd_per_pct),
-            book_price=prices.last,
-        )
-        for name in StepEvents.__dataclass_fields__:
-            if name not in ("trading_fees_usd", "fund_trading_fee_income_usd"):
-                setattr(events, name, getattr(liq, name))
-        # What the core paid or received goes back into the buckets; a tick with no flow (most
-        # ticks) skips both calls, which would be exact no-ops (accrue just marked the fund).
-        change = state.fund_usd - liquid
-        if (change > 0.0).any():
-            receive(pf, np.maximum(change, 0.0))
-        if (change < 0.0).any():
-            pay(
-                pf,
-                np.maximum(-change, 0.0),
-                prices.index,
-                self.vol_annual,
-                self.stressed,
-                self.allocation,
-            )
-        state.net_deposits_usd += pf.external_pnl_usd - ext_before
-        state.fund_usd = pf.value_usd(prices.index, self.vol_annual)
         self.market.advance(
-            liq.liquidation_sell_usd, liq.liquidation_buy_usd, prices.depth_usd_per_pct
+            events.liquidation_sell_usd, events.liquidation_buy_usd, prices.depth_usd_per_pct
         )
-        self.record.append(events, state.fund_usd)
+        if self.keep_record:
+            self.record.append(events, self.fund_value_usd())
         if check_ledger:
-            err = float(np.abs(ledger_error(state, prices.mark)).max())
+            err = float(np.abs(ledger_error(self.state, prices.mark)).max())
             self.max_ledger_error_usd = max(self.max_ledger_error_usd, err)
         return Tick(prices, events, self.open_interest_usd(prices.mark), funding_paid)
 
@@ -406,17 +510,17 @@ class ExchangeSimulator:
         n = int((self.market.n_ticks - self.market.t).min())
         series = {k: np.zeros((n, self.n_envs)) for k in SERIES}
         for i in range(n):
-            tick = self.step()
-            p = tick.prices
+            out = self.step()
+            p = out.prices
             series["index_price"][i] = p.index
             series["last_price"][i] = p.last
             series["mark_price"][i] = p.mark
             series["oracle_price"][i] = p.oracle
             series["depth_usd_per_pct"][i] = p.depth_usd_per_pct
             series["funding_rate"][i] = p.funding_rate
-            series["open_interest_usd"][i] = tick.open_interest_usd
-            series["fund_usd"][i] = self.state_.fund_usd
-            series["n_accounts_open"][i] = (self.state_.size != 0.0).sum(axis=1)
+            series["open_interest_usd"][i] = out.open_interest_usd
+            series["fund_usd"][i] = self.fund_value_usd()
+            series["n_accounts_open"][i] = (self.state.size != 0.0).any(axis=2).sum(axis=1)
             if progress is not None:
                 progress(i)
         return SimulationResult(

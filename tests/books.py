@@ -1,27 +1,36 @@
 """Shared assertion: the books balance, the fund is non-negative, nothing is NaN."""
 
+from dataclasses import fields
+
 import numpy as np
 
-from envs.core.state import ExchangeState, ledger_error
+from envs.fund.portfolio import FundPortfolio
+from envs.state import SimState, ledger_error, marks_2d
 
 
-def ledger_scale(state: ExchangeState, mark: np.ndarray) -> np.ndarray:
+def ledger_scale(state: SimState, mark: np.ndarray) -> np.ndarray:
     """A money scale per exchange for the relative ledger tolerance."""
-    m = mark[:, None]
+    m = marks_2d(mark, state.n_envs, state.n_markets)
     gross = (
         np.abs(state.collateral_usd).sum(axis=1)
-        + (np.abs(state.size) * (m + state.entry_price)).sum(axis=1)
-        + np.abs(state.counterparty_size) * mark
+        + (np.abs(state.size) * (m[:, None, :] + state.entry_price)).sum(axis=(1, 2))
+        + (np.abs(state.counterparty_size) * m).sum(axis=1)
         + np.abs(state.counterparty_cash_usd)
         + np.abs(state.net_deposits_usd)
+        + np.abs(state.unrecovered_usd)
     )
     return np.maximum(gross + state.fund_usd + np.abs(state.initial_total_usd), 1.0)
 
 
-def assert_books_balance(state: ExchangeState, mark: np.ndarray) -> None:
-    """Ledger closes to 1e-9 relative, fund >= 0, every array finite."""
+def assert_books_balance(state: SimState, mark: np.ndarray) -> None:
+    """Ledger closes to 1e-9 relative per exchange, fund >= 0, every array finite."""
     err = ledger_error(state, mark)
     assert np.all(np.abs(err) <= 1e-9 * ledger_scale(state, mark)), err
     assert (state.fund_usd >= 0.0).all(), state.fund_usd
-    for name, arr in vars(state).items():
-        assert np.isfinite(arr).all(), name
+    for f in fields(state):
+        value = getattr(state, f.name)
+        if isinstance(value, FundPortfolio):
+            for g in fields(value):
+                assert np.isfinite(getattr(value, g.name)).all(), f"fund.{g.name}"
+        else:
+            assert np.isfinite(value).all(), f.name

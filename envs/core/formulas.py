@@ -1,9 +1,11 @@
-"""Unchecked, vectorised kernels of the exchange formulas.
+"""Unchecked, vectorised numpy versions of the exchange formulas.
 
-These are the single implementation of every margin, bankruptcy, fund and deleveraging formula
-in fundgym. :mod:`envs.mechanics` wraps them with input validation for users; the simulator's
-hot path (:mod:`envs.core.step`) calls them directly, because validating every array on every
-tick would cost more than the arithmetic itself.
+These are the reference implementation of every margin, bankruptcy, fund, deleveraging and
+loss-sharing formula in fundgym. :mod:`envs.mechanics` wraps them with input validation for
+users; the observation and the trader population call them directly on whole arrays. The
+margin engine's compiled kernels (:mod:`envs.core.kernels`) restate the ones on its hot path
+scalar by scalar, in the same operation order, so both give the same bits on the same inputs
+(the tests compare them).
 
 Conventions (all functions):
     * float64, USD for money, base units for sizes, size signed (positive = long);
@@ -15,12 +17,25 @@ Conventions (all functions):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+if TYPE_CHECKING:
+    from envs.core.params import MarginTiers
+
 FloatArray = NDArray[np.float64]
+
+DUST_NOTIONAL_USD = 1.0
+"""Positions worth less than this at mark are never billed a socialised loss.
+
+No venue lets an account open a position this small (dYdX's smallest BTC order is worth about
+$1), so such a position is a rounding residual of a partial close; under the ``drift``
+convention it would otherwise bear a whole loss whenever it is the last position open."""
+
+SOCIALIZATION_CONVENTIONS: tuple[str, ...] = ("profit_haircut", "drift")
+"""Loss-sharing conventions, in the order of ``RiskParams.socialization_code``."""
 
 
 def equity(collateral: ArrayLike, size: ArrayLike, entry_price: ArrayLike, mark: ArrayLike) -> Any:
@@ -65,6 +80,51 @@ def liquidation_price(
         )
     lp = np.where(q > 0.0, np.maximum(lp, 0.0), lp)
     return np.where(q == 0.0, np.nan, lp)[()]
+
+
+def liquidation_price_tiered(
+    collateral: ArrayLike,
+    size: ArrayLike,
+    entry_price: ArrayLike,
+    mmr: ArrayLike,
+    tiers: MarginTiers | None,
+) -> Any:
+    """Mark at which equity meets the tiered maintenance requirement; NaN where ``size == 0``.
+
+    The requirement of notional ``N = |q| m`` in bracket ``k`` is ``(N mmr_k - cum_k) s`` with
+    ``s = mmr / tiers.base_mmr`` (what the margin engine charges), so within bracket ``k`` the
+    trigger is :func:`liquidation_price` with rate ``mmr_k s`` and offset ``cum_k s``. The
+    bracket is found by evaluating the margin surplus ``c + q (m - e) - requirement`` at each
+    bracket's floor price ``floor_k / |q|``: the surplus rises with the mark for a long and
+    falls for a short (while ``mmr_k s < 1``), so the trigger lies in the last bracket whose
+    floor is still on the liquidatable side. Without tiers this is :func:`liquidation_price`.
+
+    Example: a $3M long at 10x (30 units from 100,000, collateral 300,000) under Binance's
+    BTCUSDT brackets at their base MMR triggers at ``(3e6 - 3e5 - 16,300) / (30 x 0.975) =
+    91,750.43``, in the 2.5% bracket; the flat 0.4% formula would say 90,361.45.
+    """
+    if tiers is None:
+        return liquidation_price(collateral, size, entry_price, mmr)
+    c, q, e, rate = np.broadcast_arrays(
+        np.asarray(collateral, dtype=np.float64),
+        np.asarray(size, dtype=np.float64),
+        np.asarray(entry_price, dtype=np.float64),
+        np.asarray(mmr, dtype=np.float64),
+    )
+    scale = rate / tiers.base_mmr
+    abs_q = np.abs(q)
+    bracket = np.zeros(q.shape, dtype=np.int64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for k in range(1, len(tiers.floor_usd)):
+            floor = tiers.floor_usd[k]
+            surplus = (
+                c + q * (floor / abs_q - e) - (floor * tiers.mmr[k] - tiers.cum_usd[k]) * scale
+            )
+            below = np.where(q > 0.0, surplus <= 0.0, surplus >= 0.0)
+            bracket = np.where(below & (q != 0.0), k, bracket)
+    rates = np.asarray(tiers.mmr)[bracket] * scale
+    offsets = np.asarray(tiers.cum_usd)[bracket] * scale
+    return liquidation_price(c, q, e, rates, offsets)
 
 
 def fillable_price(
@@ -182,17 +242,50 @@ def auto_deleverage(amount: ArrayLike, counterparty_sizes: ArrayLike, scores: Ar
     return closed
 
 
-def socialized_loss_shares(loss: ArrayLike, sizes: ArrayLike) -> Any:
-    """Each account's share of ``loss``, pro rata by ``|size|`` (Drift's convention).
+def socialized_loss_shares(
+    loss: ArrayLike,
+    sizes: ArrayLike,
+    upnl_usd: ArrayLike | None = None,
+    equity_usd: ArrayLike | None = None,
+    convention: str = "drift",
+    mark: ArrayLike | None = None,
+) -> Any:
+    """Each bearer's charge for ``loss``, by ``convention``; works on the last axis.
 
-    Drift spreads an uncovered loss over open interest through the cumulative funding index,
-    so both sides pay in proportion to base size. Works on the last axis; where no account has
-    a position the shares are all zero and the caller must book the loss elsewhere.
+    * ``drift``: pro rata by ``|size|`` over both sides (Drift spreads an uncovered loss over
+      open interest through the cumulative funding index).
+    * ``profit_haircut``: pro rata by positive unrealised PnL (``upnl_usd``), each charge
+      capped by that PnL (Percolator's equal haircut on profits; Hyperliquid: an account with
+      no profit never bears it).
+
+    With ``equity_usd`` each charge is also capped at ``max(equity, 0)``, so no bearer is
+    pushed below zero; with ``mark`` positions worth less than :data:`DUST_NOTIONAL_USD` are
+    not billed. What the caps hold back is not passed on: ``loss - charges.sum()`` is the
+    unrecovered part (all of it where nobody has a weight). The margin engine applies the
+    same rule (:mod:`envs.core.kernels`) to the accounts it does not liquidate.
     """
-    w = np.abs(np.asarray(sizes, dtype=np.float64))
+    q = np.asarray(sizes, dtype=np.float64)
+    if convention == "drift":
+        w = np.abs(q)
+    elif convention == "profit_haircut":
+        if upnl_usd is None:
+            raise ValueError("the profit_haircut convention needs upnl_usd")
+        w = np.maximum(np.broadcast_to(np.asarray(upnl_usd, dtype=np.float64), q.shape), 0.0)
+    else:
+        raise ValueError(
+            f"convention must be one of {SOCIALIZATION_CONVENTIONS}, got {convention!r}"
+        )
+    if mark is not None:
+        notional = np.abs(q) * np.asarray(mark, dtype=np.float64)[..., None]
+        w = np.where(notional >= DUST_NOTIONAL_USD, w, 0.0)
     total = w.sum(axis=-1, keepdims=True)
     lo = np.asarray(loss, dtype=np.float64)[..., None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        # Normalise first: ``lo * w`` would underflow for dust positions and lose the loss.
+        # Normalise first: ``lo * w`` would underflow for small weights and lose the loss.
         shares = np.where(total > 0.0, lo * (w / total), 0.0)
+    if convention == "profit_haircut":
+        shares = np.minimum(shares, w)
+    if equity_usd is not None:
+        cap = np.maximum(np.asarray(equity_usd, dtype=np.float64), 0.0)
+        shares = np.minimum(shares, cap)
     return shares

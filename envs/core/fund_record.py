@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.core.step import StepEvents
+from envs.core.events import StepEvents
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -23,12 +23,12 @@ class FundRecord:
         """Start a record whose balance before the first step is ``initial_fund_usd``."""
         self.initial_fund_usd = np.array(initial_fund_usd, dtype=np.float64)
         self._fund: list[FloatArray] = []
-        self._events: list[dict[str, Any]] = []
+        self._events: list[FloatArray] = []
 
     def append(self, events: StepEvents, fund_usd: FloatArray) -> None:
         """Record one step: its events and the fund balance after it."""
         self._fund.append(np.array(fund_usd, dtype=np.float64))
-        self._events.append({k: np.array(v) for k, v in events.as_dict().items()})
+        self._events.append(events.data.copy())  # one copy of the (n_envs, N_EVENTS) block
 
     def __len__(self) -> int:
         return len(self._fund)
@@ -37,10 +37,9 @@ class FundRecord:
         """``fund_usd`` and every event field as ``(n_steps, n_envs)`` arrays."""
         n_envs = self.initial_fund_usd.shape[0]
         out: dict[str, FloatArray] = {"fund_usd": np.array(self._fund).reshape(len(self), n_envs)}
-        for name in StepEvents.__dataclass_fields__:
-            out[name] = np.array([e[name] for e in self._events], dtype=np.float64).reshape(
-                len(self), n_envs
-            )
+        stacked = np.array(self._events, dtype=np.float64).reshape(len(self), n_envs, -1)
+        for col, name in enumerate(StepEvents.FIELDS):
+            out[name] = stacked[:, :, col]
         return out
 
     def totals(self) -> dict[str, FloatArray]:

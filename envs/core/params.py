@@ -2,7 +2,9 @@
 
 Every numeric field is a float or an array of shape ``(n_envs,)``, so a batch of exchanges can
 run under different parameters in one array program (the environment's actions set them).
-Defaults follow dYdX v4 mainnet for a large-cap market unless noted.
+Each numeric field is a lever of :data:`envs.levers.LEVERS`, which holds its default (dYdX v4
+mainnet for a large-cap market unless noted), unit and hard bounds; a value outside the hard
+bounds is an error naming the field, the value and the bounds.
 """
 
 from __future__ import annotations
@@ -13,39 +15,44 @@ from typing import Any, Literal
 
 import numpy as np
 
+from envs.levers import LEVERS, Lever
+
 FloatOrArray = float | np.ndarray[Any, np.dtype[np.float64]]
 Fallback = Literal["adl", "socialize"]
 FALLBACKS: tuple[str, ...] = ("adl", "socialize")
+Socialization = Literal["profit_haircut", "drift"]
+SOCIALIZATIONS: tuple[str, ...] = ("profit_haircut", "drift")
+"""Loss-sharing conventions, in code order (``packed`` stores the index):
 
+* ``profit_haircut`` (default): the loss is charged pro rata to positive unrealised PnL, each
+  charge capped by that PnL (Percolator's equal haircut on profits; Hyperliquid: an account
+  without a profitable position never bears it).
+* ``drift``: pro rata to base size on both sides (Drift's funding-index convention).
 
-def _check_field(
-    name: str, value: Any, low: float, high: float, low_open: bool, high_open: bool
-) -> FloatOrArray:
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.ndim > 1:
-        raise ValueError(f"{name} must be a float or a (n_envs,) array, got shape {arr.shape}")
-    bad = ~np.isfinite(arr)
-    if not bad.any():
-        bad = (arr <= low if low_open else arr < low) | (arr >= high if high_open else arr > high)
-    if bad.any():
-        left = ("(" if low_open else "[") + repr(low)
-        right = repr(high) + (")" if high_open else "]")
-        got = arr[bad].flat[0] if arr.ndim else arr.item()
-        raise ValueError(f"RiskParams.{name} must lie in {left}, {right}, got {got!r}")
-    return float(arr) if arr.ndim == 0 else arr
+Under either, no charge takes a bearer's equity below zero; what nobody can bear is
+``unrecovered``.
+"""
 
+#: Column of each numeric field in :meth:`RiskParams.packed` (the kernels read these).
+P_MMR, P_IMR, P_LIQ_FEE, P_LIQ_FUND_SHARE, P_TAKER_FEE, P_TRADE_FUND_SHARE = 0, 1, 2, 3, 4, 5
+P_MAX_LIQ_FRAC, P_MIN_LIQ_NOTIONAL = 6, 7
+N_PACKED = 8
 
-# name: (low, high, low_open, high_open)
-_RANGES: dict[str, tuple[float, float, bool, bool]] = {
-    "mmr": (0.0, 1.0, True, True),
-    "imr": (0.0, 1.0, True, False),
-    "liquidation_fee_rate": (0.0, 1.0, False, True),
-    "liquidation_fee_fund_share": (0.0, 1.0, False, False),
-    "taker_fee_rate": (0.0, 0.1, False, False),
-    "trading_fee_fund_share": (0.0, 1.0, False, False),
-    "max_liquidation_fraction": (0.0, 1.0, True, False),
-    "min_liquidation_notional_usd": (0.0, float("inf"), False, True),
-}
+#: The numeric fields in ``P_*`` column order.
+_PACKED_FIELDS: tuple[str, ...] = (
+    "mmr",
+    "imr",
+    "liquidation_fee_rate",
+    "liquidation_fee_fund_share",
+    "taker_fee_rate",
+    "trading_fee_fund_share",
+    "max_liquidation_fraction",
+    "min_liquidation_notional_usd",
+)
+assert _PACKED_FIELDS.index("min_liquidation_notional_usd") == P_MIN_LIQ_NOTIONAL
+
+#: The numeric fields' levers: :meth:`Lever.check` enforces their hard bounds.
+_LEVERS: dict[str, Lever] = {name: LEVERS[name] for name in _PACKED_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,8 @@ class MarginTiers:
 class RiskParams:
     """The parameters a risk team sets, per exchange.
 
+    The ranges below are the levers' hard bounds, declared in :data:`envs.levers.LEVERS`.
+
     Attributes:
         mmr: Maintenance margin ratio, in (0, 1). dYdX large-cap 3%. With ``tiers`` set, the
             tier table is scaled by ``mmr / tiers.base_mmr``, so ``mmr`` stays the one lever.
@@ -131,23 +140,21 @@ class RiskParams:
         tiers: Optional notional brackets for the maintenance requirement.
     """
 
-    mmr: FloatOrArray = 0.03
-    imr: FloatOrArray = 0.05
-    liquidation_fee_rate: FloatOrArray = 0.015
-    liquidation_fee_fund_share: FloatOrArray = 1.0
-    taker_fee_rate: FloatOrArray = 0.0005
-    trading_fee_fund_share: FloatOrArray = 0.1
-    max_liquidation_fraction: FloatOrArray = 0.25
-    min_liquidation_notional_usd: FloatOrArray = 1000.0
+    mmr: FloatOrArray = LEVERS["mmr"].default
+    imr: FloatOrArray = LEVERS["imr"].default
+    liquidation_fee_rate: FloatOrArray = LEVERS["liquidation_fee_rate"].default
+    liquidation_fee_fund_share: FloatOrArray = LEVERS["liquidation_fee_fund_share"].default
+    taker_fee_rate: FloatOrArray = LEVERS["taker_fee_rate"].default
+    trading_fee_fund_share: FloatOrArray = LEVERS["trading_fee_fund_share"].default
+    max_liquidation_fraction: FloatOrArray = LEVERS["max_liquidation_fraction"].default
+    min_liquidation_notional_usd: FloatOrArray = LEVERS["min_liquidation_notional_usd"].default
     fallback: Fallback = "adl"
     tiers: MarginTiers | None = None
+    socialization: Socialization = "profit_haircut"
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            if f.name in _RANGES:
-                low, high, lo_open, hi_open = _RANGES[f.name]
-                value = _check_field(f.name, getattr(self, f.name), low, high, lo_open, hi_open)
-                object.__setattr__(self, f.name, value)
+        for name, lever in _LEVERS.items():
+            object.__setattr__(self, name, lever.check(getattr(self, name), "RiskParams."))
         if np.any(np.asarray(self.imr) < np.asarray(self.mmr)):
             raise ValueError(
                 f"RiskParams.imr must be >= mmr (initial margin covers maintenance), "
@@ -156,6 +163,11 @@ class RiskParams:
         if self.fallback not in FALLBACKS:
             raise ValueError(
                 f"RiskParams.fallback must be one of {FALLBACKS}, got {self.fallback!r}"
+            )
+        if self.socialization not in SOCIALIZATIONS:
+            raise ValueError(
+                f"RiskParams.socialization must be one of {SOCIALIZATIONS}, "
+                f"got {self.socialization!r}"
             )
         if self.tiers is not None and not isinstance(self.tiers, MarginTiers):
             raise ValueError(f"RiskParams.tiers must be a MarginTiers or None, got {self.tiers!r}")
@@ -169,10 +181,50 @@ class RiskParams:
         out = object.__new__(RiskParams)
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in _RANGES and np.ndim(value) == 1:
+            if f.name in _LEVERS and np.ndim(value) == 1:
                 value = np.asarray(value, dtype=np.float64)[env]
             object.__setattr__(out, f.name, value)
         return out
+
+    def packed(self, n_envs: int) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """The numeric fields as one C-contiguous ``(n_envs, N_PACKED)`` array (``P_*`` columns).
+
+        The compiled kernels read parameters this way: one array argument instead of eight.
+        """
+        return self._cached(("packed", "mmr", n_envs), lambda _: self._pack(n_envs))
+
+    def _pack(self, n_envs: int) -> np.ndarray[Any, np.dtype[np.float64]]:
+        out = np.empty((n_envs, N_PACKED))
+        for col, name in enumerate(_PACKED_FIELDS):
+            out[:, col] = np.broadcast_to(np.asarray(getattr(self, name), dtype=np.float64), n_envs)
+        return out
+
+    def tier_table(self) -> tuple[np.ndarray[Any, np.dtype[np.float64]], ...]:
+        """``(floor_usd, mmr, cum_usd, scale_div)`` arrays for the kernels; empty when flat.
+
+        ``scale_div`` holds one number, ``tiers.base_mmr`` (1.0 without tiers): a position's
+        tiered requirement is ``(N x mmr_k - cum_k) x mmr / base_mmr``.
+        """
+        if self.tiers is None:
+            empty = np.zeros(0)
+            return empty, empty, empty, np.ones(1)
+        t = self.tiers
+        return (
+            np.asarray(t.floor_usd, dtype=np.float64),
+            np.asarray(t.mmr, dtype=np.float64),
+            np.asarray(t.cum_usd, dtype=np.float64),
+            np.array([t.base_mmr]),
+        )
+
+    @property
+    def fallback_code(self) -> int:
+        """Index of ``fallback`` in :data:`FALLBACKS` (0 = ADL, 1 = socialise)."""
+        return FALLBACKS.index(self.fallback)
+
+    @property
+    def socialization_code(self) -> int:
+        """Index of ``socialization`` in :data:`SOCIALIZATIONS`."""
+        return SOCIALIZATIONS.index(self.socialization)
 
     def column(self, name: str) -> np.ndarray[Any, np.dtype[np.float64]]:
         """Field ``name`` as an ``(n_envs, 1)`` or ``(1, 1)`` column for account arrays."""

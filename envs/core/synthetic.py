@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.core.state import ExchangeState
+from envs.state import SimState
 
 # Lognormal leverage: median 10x, p95 60x  =>  sigma = ln(6) / 1.645.
 LEVERAGE_MEDIAN = 10.0
@@ -27,8 +27,10 @@ def synthetic_book(
     max_leverage: float = 20.0,
     long_share: float = 0.5,
     fund_usd: float = 0.0,
-) -> ExchangeState:
+) -> SimState:
     """Draw an exchange batch whose accounts all hold a position opened at ``price``.
+
+    The state has one market: ``size`` and ``entry_price`` are ``(n_envs, n_accounts, 1)``.
 
     Args:
         rng: Random generator (the only source of randomness).
@@ -58,4 +60,4 @@ def synthetic_book(
     leverage = np.maximum(leverage, 1.0)
     size = np.where(is_long, 1.0, -1.0) * notional / price
     collateral = notional / leverage
-    return ExchangeState.create(collateral, size, np.full(shape, float(price)), fund_usd)
+    return SimState.create(collateral, size, np.full(shape, float(price)), fund_usd)

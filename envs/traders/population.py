@@ -16,78 +16,82 @@ that a risk team's levers act on:
 Demand for new positions and volume falls when margins or fees rise (constant-elasticity
 demand), so tightening the levers has a cost the agent must weigh against bad debt.
 
-Every cash or position change goes through :func:`envs.core.trading.execute_trades` and
-:func:`envs.core.trading.deposit`, so the ledger (:func:`envs.core.state.ledger_error`) stays
-closed. The few accounts a tick touches are packed into a narrow state, one row per account,
-before those calls (:class:`_Subset`), so the cost of a tick grows with the number of accounts
-that act, not with the size of the book.
+The arithmetic is compiled (:mod:`envs.traders.kernels`): one kernel steps every exchange,
+one pass over each exchange's accounts plus work for the few that act, and every cash or
+position change goes through :func:`envs.core.trading.trade_account` and
+:func:`envs.core.trading.deposit_account`, so the ledger (:func:`envs.state.ledger_error`)
+stays closed once the fund's share of the fees is booked. The population never touches the
+fund: it reports that share per exchange (``fund_trading_fee_income_usd``) and the tick books
+it into the fund's portfolio. This module holds the parameters, the events, validation and
+the Python entry points.
 
-**Randomness is per exchange.** Every draw comes from a :class:`~envs.core.rng.BatchRandom`,
-one generator per exchange, and exchange ``e``'s draws (its arrivals, exit and volume samples,
-reaction uniforms, new accounts, and its rows of the initial book) come from generator ``e``
-only, in the order a batch of one would make them. So an exchange's episode does not depend on
-how many others share the batch, and a vector environment equals single environments seeded
-alike, step for step. For the same reason every per-exchange total is a sum over that
-exchange's accounts alone, in a fixed order (one packed row per account, reduced with
-``bincount``): a sum over a row padded to the batch's widest exchange would round differently.
-The loops this needs run over exchanges, never over accounts.
+**Randomness is per exchange.** Every draw comes from a :class:`~envs.core.rng.BatchStreams`:
+exchange ``e``'s exits, reaction uniforms, volume samples and its rows of the initial book
+come from its population stream, its arrivals from its arrival stream, both seeded from its
+own seed alone. So an exchange's episode does not depend on how many others share the batch,
+and a vector environment equals single environments seeded alike, step for step. For the same
+reason every per-exchange total is a sum over that exchange's accounts alone, in slot order.
 
-**Common random numbers for arrivals.** Given ``arrival_rng`` (the simulator always passes
-one), arrivals draw from their own stream and consume a fixed amount of it per tick whatever
-the levers did: the count is the Poisson quantile of one uniform, and a fixed list of
-candidate traders (size, side, leverage) is drawn every tick, of which the first ``count``
-arrive. Two policies run on the same seed therefore meet the same whales at the same minutes,
-one policy merely admitting fewer of them when its margins deter demand. Without this, one
-extra draw anywhere shifted every later arrival, and a $4M short that arrived under one policy
-and not under another decided which of them lost more in a pump (measured: 8 of 8 evaluation
-episodes of ``oracle_manipulation`` changed their whales between two margin settings).
+**Common random numbers for arrivals.** Arrivals draw from their own stream and consume a
+fixed amount of it per tick whatever the levers did: the count is the Poisson quantile of one
+uniform, and a fixed list of candidate traders (size, side, leverage) is drawn every tick, of
+which the first ``count`` arrive. Two policies run on the same seed therefore meet the same
+whales at the same minutes, one policy merely admitting fewer of them when its margins deter
+demand. Without this, one extra draw anywhere shifted every later arrival, and a $4M short
+that arrived under one policy and not under another decided which of them lost more in a pump
+(measured: 8 of 8 evaluation episodes of ``oracle_manipulation`` changed their whales between
+two margin settings).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from envs.core import formulas
-from envs.core.margin import maintenance_requirement
 from envs.core.params import RiskParams
-from envs.core.rng import BatchRandom
-from envs.core.state import ExchangeState
-from envs.core.step import StepEvents
-from envs.core.trading import deposit, execute_trades
+from envs.core.rng import BatchStreams
+from envs.state import SimState
+from envs.traders import kernels
+from envs.traders.kernels import (
+    ARRIVAL_CANDIDATE_DEMAND,
+    DUST_DEBT_USD,
+    FEE_FLOOR_FRAC,
+    IMR_HEADROOM_REL,
+    LONG_SHARE_HIGH,
+    LONG_SHARE_LOW,
+    VOLUME_TRADER_FRAC,
+)
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
-BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
+
+__all__ = [
+    "ARRIVAL_CANDIDATE_DEMAND",
+    "DUST_DEBT_USD",
+    "FEE_FLOOR_FRAC",
+    "IMR_HEADROOM_REL",
+    "LONG_SHARE_BOUNDS",
+    "MINUTES_PER_DAY",
+    "VOLUME_TRADER_FRAC",
+    "Z_95",
+    "PopulationEvents",
+    "PopulationParams",
+    "TraderPopulation",
+]
 
 MINUTES_PER_DAY = 1440.0
 Z_95 = 1.6448536269514722
 """Standard-normal 95th percentile: a lognormal's p95 is ``median * exp(Z_95 * sigma)``."""
-VOLUME_TRADER_FRAC = 0.05
-"""Share of open accounts drawn each tick to carry the ordinary volume as round trips."""
-FEE_FLOOR_FRAC = 1e-3
-"""A zero taker fee counts as ``FEE_FLOOR_FRAC x reference`` in the demand multiplier, since
-constant-elasticity demand is infinite at a zero price (with elasticity -0.5 the floor caps
-the fee term at 1000**0.5, about 32x)."""
-LONG_SHARE_BOUNDS = (0.02, 0.98)
-"""Bounds of the long share after the per-tick shift: neither side of the book ever empties."""
-DUST_DEBT_USD = 1e-6
-"""Negative collateral smaller than this on a flat account is float rounding left by a
-liquidation at exactly the bankruptcy price, not bad debt: the account settles it and leaves,
-so rounding cannot lock slots for ever."""
-IMR_HEADROOM_REL = 1e-9
-"""Relative slack on the initial-margin checks the population makes before trading, so an
-order that passes in exact arithmetic is never rejected by float rounding."""
+LONG_SHARE_BOUNDS = (LONG_SHARE_LOW, LONG_SHARE_HIGH)
+"""Bounds of the long share after the per-tick shift (:mod:`envs.traders.kernels`)."""
 
 _INF = float("inf")
-ARRIVAL_CANDIDATE_DEMAND = 4.0
-"""Candidates drawn per tick cover a Poisson count at this demand multiplier (plus six
-standard deviations): counts beyond it, only at extreme leverage caps, draw more and lose the
-coupling for the rest of the episode, never the distribution."""
+MULTI_MARKET_ISSUE = "multi-market mechanics"
+"""The later issue that gives the population more than one market."""
 
 # name: (low, high, low_open, high_open); every value must also be finite.
 _RANGES: dict[str, tuple[float, float, bool, bool]] = {
@@ -210,6 +214,34 @@ class PopulationParams:
         """Lognormal sigma of leverage, ``ln(p95 / median) / Z_95``."""
         return math.log(self.leverage_p95 / self.leverage_median) / Z_95
 
+    def columns(self, tick_minutes: float) -> FloatArray:
+        """The parameters as the kernels read them (``kernels.C_*``), rates scaled to a tick.
+
+        Per tick: the arrival mean ``rate x tick``, the exit probability
+        ``1 - exp(-rate x tick / 1 day)``, the reaction probability ``min(1, rate x tick)``
+        and the turnover ``turnover x tick / 1 day``.
+        """
+        k = kernels
+        out = np.zeros(k.N_POP_COLUMNS)
+        out[k.C_LAM_PER_TICK] = self.arrival_rate_per_min * tick_minutes
+        out[k.C_P_EXIT] = -math.expm1(-self.exit_rate_per_day * tick_minutes / MINUTES_PER_DAY)
+        out[k.C_P_REACT] = min(1.0, self.react_rate_per_min * tick_minutes)
+        out[k.C_BUFFER] = self.near_liquidation_buffer_frac
+        out[k.C_TOP_UP_SHARE] = self.top_up_share
+        out[k.C_REDUCE_SHARE] = self.reduce_share
+        out[k.C_TURNOVER_PER_TICK] = self.turnover_per_day * tick_minutes / MINUTES_PER_DAY
+        out[k.C_LONG_SHARE] = self.long_share
+        alpha = self.pareto_alpha
+        out[k.C_SCALE_USD] = self.mean_notional_usd * (alpha - 1.0) / alpha  # Pareto minimum
+        out[k.C_PARETO_ALPHA] = alpha
+        out[k.C_LOG_LEV_MEDIAN] = math.log(self.leverage_median)
+        out[k.C_LEV_SIGMA] = self.leverage_sigma
+        out[k.C_IMR_ELASTICITY] = self.imr_elasticity
+        out[k.C_FEE_ELASTICITY] = self.fee_elasticity
+        out[k.C_REFERENCE_IMR] = self.reference_imr
+        out[k.C_REFERENCE_FEE] = self.reference_taker_fee_rate
+        return out
+
 
 @dataclass
 class PopulationEvents:
@@ -251,6 +283,13 @@ class PopulationEvents:
         arrays.update({name: np.zeros(n_envs) for name in _USD_FIELDS})
         return cls(**arrays)
 
+    @classmethod
+    def from_columns(cls, counts: IntArray, usd: FloatArray) -> PopulationEvents:
+        """Events from the kernel's ``(n_envs, 4)`` counts and ``(n_envs, 7)`` USD columns."""
+        arrays: dict[str, Any] = {name: counts[:, i].copy() for i, name in enumerate(_COUNT_FIELDS)}
+        arrays.update({name: usd[:, i].copy() for i, name in enumerate(_USD_FIELDS)})
+        return cls(**arrays)
+
     def as_dict(self) -> dict[str, FloatArray | IntArray]:
         """Field name to array."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -258,100 +297,16 @@ class PopulationEvents:
 
 _COUNT_FIELDS = ("arrivals", "exits", "top_ups", "reductions")  # int64; the rest are USD
 _USD_FIELDS = tuple(f.name for f in fields(PopulationEvents) if f.name not in _COUNT_FIELDS)
-
-
-_RISK_FIELDS = tuple(f.name for f in fields(RiskParams) if f.name not in ("fallback", "tiers"))
-
-
-def _poisson_quantile(u: FloatArray, lam: FloatArray) -> IntArray:
-    """Smallest ``k`` with ``P(Poisson(lam) <= k) > u``, per element (vectorised).
-
-    The pmf is built by its recurrence ``p_k = p_(k-1) lam / k`` in log space out to
-    ``lam + 12 sqrt(lam) + 20`` (beyond it the tail is below 1e-30).
-    """
-    lam = np.maximum(np.asarray(lam, dtype=np.float64), 0.0)
-    u = np.asarray(u, dtype=np.float64)
-    k_max = int(np.ceil((lam + 12.0 * np.sqrt(lam) + 20.0).max(initial=20.0)))
-    k = np.arange(k_max + 1, dtype=np.float64)
-    log_lam = np.log(np.where(lam > 0.0, lam, 1.0))[:, None]  # lam = 0: the other branch
-    log_pmf = np.where(
-        lam[:, None] > 0.0,
-        k * log_lam - lam[:, None] - np.cumsum(np.log(np.maximum(k, 1.0)))[None, :],
-        np.where(k == 0.0, 0.0, -np.inf)[None, :],
-    )
-    cdf = np.cumsum(np.exp(log_pmf), axis=1)
-    return np.asarray((cdf <= u[:, None]).sum(axis=1), dtype=np.int64).clip(max=k_max)
-
-
-def _rows_risk(risk: RiskParams, env: IntArray) -> RiskParams:
-    """``risk`` with every per-exchange array indexed by ``env`` (one entry per packed row)."""
-    if not any(np.ndim(getattr(risk, name)) == 1 for name in _RISK_FIELDS):
-        return risk
-    return risk.take(env)
-
-
-class _Subset:
-    """A few accounts of a batch packed into a narrow state, one row per account.
-
-    ``execute_trades`` and ``deposit`` work on whole ``(n_envs, n_accounts)`` arrays; calling
-    them on the full book for the handful of accounts that act in a tick would cost a dozen
-    passes over every account. The packed state has shape ``(k, 1)`` for ``k`` selected
-    accounts (in ``flat`` order, so grouped by exchange): account fields are copies, the
-    exchange-level arrays start at zero per row, and the risk parameters and marks are those
-    of each row's exchange. :meth:`write_back` copies the accounts back and adds each row's
-    exchange-level changes (fees, the fund, the counterparty, deposits) to its exchange with
-    ``bincount``: a sum over that exchange's accounts alone, in a fixed order, so a batch books
-    exactly what each of its exchanges would book alone (a row padded to the batch's widest
-    exchange would round differently).
-    """
-
-    def __init__(self, state: ExchangeState, flat: IntArray, risk: RiskParams) -> None:
-        n_envs, n_acc = state.size.shape
-        self.flat = flat
-        self.env = np.asarray(flat // n_acc, dtype=np.int64)
-        self.acc = np.asarray(flat % n_acc, dtype=np.int64)
-        self.n_envs = n_envs
-        self.risk = _rows_risk(risk, self.env)
-        k = flat.size
-        parts: dict[str, FloatArray] = {}
-        for f in fields(ExchangeState):  # a dozen fields, not accounts
-            arr = getattr(state, f.name)
-            parts[f.name] = arr[self.env, self.acc][:, None] if arr.ndim == 2 else np.zeros(k)
-        self.state = ExchangeState(**parts)
-        self.fees = StepEvents.zeros(k)  # execute_trades books each row's fees here
-
-    def pack(self, values: ArrayLike) -> FloatArray:
-        """Per-account values (in ``flat`` order) as a ``(k, 1)`` column."""
-        return np.asarray(np.broadcast_to(values, self.env.shape), dtype=np.float64)[:, None]
-
-    @staticmethod
-    def unpack(packed: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        """The selected accounts' entries of a packed array, in ``flat`` order."""
-        return packed[:, 0]
-
-    def per_env_sum(self, values: ArrayLike) -> FloatArray:
-        """Sum of per-account values (in ``flat`` order) per exchange, in that order."""
-        w = np.asarray(values, dtype=np.float64)
-        return np.bincount(self.env, weights=w, minlength=self.n_envs).astype(np.float64)
-
-    def per_env_count(self, mask: BoolArray) -> IntArray:
-        """Number of selected accounts per exchange where ``mask`` (in ``flat`` order)."""
-        return np.bincount(self.env[mask], minlength=self.n_envs).astype(np.int64)
-
-    def write_back(self, state: ExchangeState, fees: StepEvents) -> None:
-        """Copy the accounts into ``state``; add the rows' exchange-level changes and fees."""
-        for f in fields(ExchangeState):
-            arr = getattr(self.state, f.name)
-            if arr.ndim == 2:
-                getattr(state, f.name)[self.env, self.acc] = self.unpack(arr)
-            elif arr.any():
-                getattr(state, f.name)[...] += self.per_env_sum(arr)
-        fees.trading_fees_usd += self.per_env_sum(self.fees.trading_fees_usd)
-        fees.fund_trading_fee_income_usd += self.per_env_sum(self.fees.fund_trading_fee_income_usd)
+assert _COUNT_FIELDS.index("reductions") == kernels.E_REDUCTIONS
+assert _USD_FIELDS.index("fund_trading_fee_income_usd") == kernels.E_FUND_FEE_INCOME_USD
 
 
 def _per_env(name: str, value: ArrayLike, n_envs: int, low: float, low_open: bool) -> FloatArray:
-    """``value`` broadcast to ``(n_envs,)``, checked finite and above ``low``."""
+    """``value`` as a C-contiguous ``(n_envs,)`` array, checked finite and above ``low``."""
+    if type(value) in (float, int):  # the common scalar (a bool is refused below)
+        x = float(cast(float, value))
+        if math.isfinite(x) and (x > low if low_open else x >= low):
+            return np.full(n_envs, x)
     arr = np.asarray(value, dtype=np.float64)
     try:
         out = np.broadcast_to(arr, (n_envs,))
@@ -363,17 +318,30 @@ def _per_env(name: str, value: ArrayLike, n_envs: int, low: float, low_open: boo
     if bad.any():
         bound = f"> {low!r}" if low_open else f">= {low!r}"
         raise ValueError(f"{name} must be finite and {bound}, got {out[bad][0]!r}")
-    return np.asarray(out, dtype=np.float64)
+    return np.ascontiguousarray(out, dtype=np.float64)
+
+
+def _check_rng(rng: BatchStreams, n_envs: int) -> None:
+    if rng.n_envs != n_envs:
+        raise ValueError(f"rng.n_envs ({rng.n_envs}) must equal state.n_envs ({n_envs})")
+
+
+def _check_one_market(n_markets: int) -> None:
+    if n_markets != 1:
+        raise NotImplementedError(
+            f"the trader population trades one market; got n_markets={n_markets} "
+            f"(comes with the {MULTI_MARKET_ISSUE} issue)"
+        )
 
 
 class TraderPopulation:
-    """Draws, moves and retires the accounts of a batch of exchanges, all vectorised.
+    """Draws, moves and retires the accounts of a batch of exchanges, in compiled kernels.
 
     The population holds no state of its own: accounts live in the
-    :class:`~envs.core.state.ExchangeState` and every random draw comes from the
-    :class:`~envs.core.rng.BatchRandom` passed in, exchange ``e``'s from generator ``e`` only,
-    so two runs with the same seeds are identical and each exchange of a batch runs exactly as
-    it would alone with its seed.
+    :class:`~envs.state.SimState` and every random draw comes from the
+    :class:`~envs.core.rng.BatchStreams` passed in, exchange ``e``'s from its own streams
+    only, so two runs with the same seeds are identical and each exchange of a batch runs
+    exactly as it would alone with its seed.
     """
 
     def __init__(self, params: PopulationParams) -> None:
@@ -383,6 +351,15 @@ class TraderPopulation:
             params: Behaviour of the population.
         """
         self.params = params
+        self._columns: dict[tuple[PopulationParams, float], FloatArray] = {}
+
+    def _columns_for(self, tick_minutes: float) -> FloatArray:
+        """:meth:`PopulationParams.columns`, memoised per tick length (a step asks every tick)."""
+        key = (self.params, tick_minutes)
+        cols = self._columns.get(key)
+        if cols is None:
+            cols = self._columns[key] = self.params.columns(tick_minutes)
+        return cols
 
     # ---- distributions -------------------------------------------------------------------
 
@@ -391,130 +368,72 @@ class TraderPopulation:
 
         Constant-elasticity demand: ``(imr / ref_imr) ** imr_elasticity x (fee / ref_fee) **
         fee_elasticity``, 1 at the reference parameters. A zero fee is floored at
-        ``FEE_FLOOR_FRAC x ref_fee`` (demand would otherwise be infinite).
+        ``FEE_FLOOR_FRAC x ref_fee`` (demand would otherwise be infinite). The step computes
+        it with the same compiled function (:func:`envs.traders.kernels.demand_multiplier`).
 
         Returns:
             ``(n_envs,)`` multipliers, > 0.
         """
-        p = self.params
-        imr = risk.per_env("imr", n_envs)
-        fee = np.maximum(
-            risk.per_env("taker_fee_rate", n_envs), FEE_FLOOR_FRAC * p.reference_taker_fee_rate
-        )
-        mult = (imr / p.reference_imr) ** p.imr_elasticity * (
-            fee / p.reference_taker_fee_rate
-        ) ** p.fee_elasticity
-        return np.asarray(mult, dtype=np.float64)
-
-    def draw_leverage(
-        self,
-        rng: np.random.Generator,
-        shape: int | tuple[int, ...],
-        max_leverage: ArrayLike = _INF,
-        leverage_mult: ArrayLike = 1.0,
-    ) -> FloatArray:
-        """Leverage of new positions: lognormal x ``leverage_mult``, clipped to [1, max].
-
-        Args:
-            rng: Random generator (one exchange's: batched callers draw per exchange).
-            shape: Output shape.
-            max_leverage: Venue maximum ``1 / imr``, broadcastable to ``shape`` (>= 1).
-            leverage_mult: Leverage build-up factor, broadcastable to ``shape``.
-        """
-        p = self.params
-        draw = rng.lognormal(math.log(p.leverage_median), p.leverage_sigma, shape)
-        lev = np.minimum(np.maximum(draw * np.asarray(leverage_mult), 1.0), max_leverage)
-        return np.asarray(lev, dtype=np.float64)
-
-    def draw_new_accounts(
-        self,
-        rng: np.random.Generator,
-        shape: int | tuple[int, ...],
-        long_share: ArrayLike,
-        max_leverage: ArrayLike,
-        leverage_mult: ArrayLike = 1.0,
-    ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """Notional, side and leverage of new positions.
-
-        Args:
-            rng: Random generator (draws, in order: notional, side, leverage); batched
-                callers pass each exchange's own generator for that exchange's accounts.
-            shape: Output shape.
-            long_share: Probability of a long, broadcastable to ``shape``.
-            max_leverage: Venue maximum ``1 / imr``, broadcastable to ``shape``.
-            leverage_mult: Leverage build-up factor, broadcastable to ``shape``.
-
-        Returns:
-            ``(notional_usd, side, leverage)``: Pareto notional with mean
-            ``mean_notional_usd``, side +1 (long) or -1, leverage from :meth:`draw_leverage`.
-        """
-        p = self.params
-        alpha = p.pareto_alpha
-        scale_usd = p.mean_notional_usd * (alpha - 1.0) / alpha  # Pareto minimum
-        notional = (rng.pareto(alpha, shape) + 1.0) * scale_usd
-        side = np.where(rng.random(shape) < np.asarray(long_share, dtype=np.float64), 1.0, -1.0)
-        leverage = self.draw_leverage(rng, shape, max_leverage, leverage_mult)
-        return np.asarray(notional, dtype=np.float64), side, leverage
+        out = np.empty(n_envs)
+        kernels.demand_multipliers(risk.packed(n_envs), self._columns_for(1.0), out)
+        return out
 
     def coupled_candidates(
         self,
-        rng: BatchRandom,
-        lam: FloatArray,
-        lam_ref: FloatArray,
-        long_share: FloatArray,
-        max_leverage: FloatArray,
-        leverage_mult: FloatArray,
+        rng: BatchStreams,
+        lam: ArrayLike,
+        lam_ref: ArrayLike,
+        long_share: ArrayLike,
+        max_leverage: ArrayLike,
+        leverage_mult: ArrayLike,
     ) -> tuple[IntArray, tuple[FloatArray, FloatArray, FloatArray]]:
-        """This tick's arrival count and candidate traders, from a fixed amount of stream.
+        """One tick's arrival count and candidate traders, drawn exactly as :meth:`step` does.
 
-        Exchange ``e`` draws ``1 + 4 K_e`` uniforms, ``K_e`` set by the policy-free rate
+        Exchange ``e`` draws ``1 + 4 max(K_e, count_e)`` uniforms from its arrival stream,
+        ``K_e = ceil(4 lam_ref + 6 sqrt(4 lam_ref) + 6)`` set by the policy-free rate
         ``lam_ref[e]`` (the demand at reference levers, see ``ARRIVAL_CANDIDATE_DEMAND``):
         the count is the Poisson(``lam[e]``) quantile of the first, and candidate ``k``'s
-        notional (Pareto, by its inverse CDF), side and leverage (lognormal, Box-Muller) come
-        from the others. So the same seed gives the same candidates whatever ``lam`` is; only
-        a count above ``K_e`` draws more.
+        notional (Pareto, by its inverse CDF), side and leverage (lognormal, Box-Muller)
+        come from the next four. So the same seed gives the same candidates whatever ``lam``
+        is; only a count above ``K_e`` draws more. The step takes the first ``count``
+        candidates for the first empty slots.
 
         Returns:
             ``(count, (notional_usd, side, leverage))``, the candidates as ``(n_envs, K)``
-            arrays padded with zeros past each exchange's own ``K_e``.
+            arrays padded with zeros past each exchange's own ``max(K_e, count_e)``.
         """
-        p = self.params
-        lam = np.asarray(lam, dtype=np.float64)
-        scaled = ARRIVAL_CANDIDATE_DEMAND * np.asarray(lam_ref, dtype=np.float64)
-        k_env = np.ceil(scaled + 6.0 * np.sqrt(scaled) + 6.0).astype(np.int64)
-        first = [g.random(1 + 4 * int(k)) for g, k in zip(rng.generators, k_env, strict=True)]
-        count = _poisson_quantile(np.array([u[0] for u in first]), lam)
-        extra = np.maximum(count - k_env, 0)
-        width = int(np.maximum(k_env, count).max(initial=1))
-        u = np.full((len(first), 4, width), 0.5)
-        for e, (row, k) in enumerate(zip(first, k_env, strict=True)):
-            u[e, :, :k] = row[1:].reshape(4, int(k))
-            if extra[e]:  # a count beyond the candidates: more draws, same distribution
-                u[e, :, k : k + extra[e]] = rng.generators[e].random((4, int(extra[e])))
-        alpha = p.pareto_alpha
-        scale_usd = p.mean_notional_usd * (alpha - 1.0) / alpha
-        notional = scale_usd * (1.0 - u[:, 0]) ** (-1.0 / alpha)
-        side = np.where(u[:, 1] < np.asarray(long_share)[:, None], 1.0, -1.0)
-        z = np.sqrt(-2.0 * np.log1p(-u[:, 2])) * np.cos(2.0 * math.pi * u[:, 3])
-        draw = np.exp(math.log(p.leverage_median) + p.leverage_sigma * z)
-        lev = np.minimum(
-            np.maximum(draw * np.asarray(leverage_mult)[:, None], 1.0),
-            np.asarray(max_leverage)[:, None],
+        n = rng.n_envs
+        lam_a = _per_env("lam", lam, n, 0.0, False)
+        ref_a = _per_env("lam_ref", lam_ref, n, 0.0, False)
+        counts = np.zeros(n, dtype=np.int64)
+        # Width: every exchange's budget, or its count if larger (a quantile below its cap).
+        cap = max((kernels.candidate_budget(x) for x in ref_a), default=1)
+        k_max = (lam_a + 12.0 * np.sqrt(lam_a) + 21.0).max(initial=0.0)
+        out = np.zeros((n, 3, max(cap, math.ceil(k_max))))
+        kernels.coupled_candidates_kernel(
+            rng.state,
+            lam_a,
+            ref_a,
+            _per_env("long_share", long_share, n, -_INF, True),
+            _per_env("max_leverage", max_leverage, n, 1.0, False),
+            _per_env("leverage_mult", leverage_mult, n, 0.0, True),
+            self._columns_for(1.0),
+            counts,
+            out,
         )
-        return count, (notional, side, lev)
+        width = int(max(cap, counts.max(initial=0)))
+        return counts, (out[:, 0, :width], out[:, 1, :width], out[:, 2, :width])
 
     # ---- the book at reset ---------------------------------------------------------------
 
     def initial_state(
         self,
-        rng: BatchRandom,
-        n_envs: int,
+        rng: BatchStreams,
         n_accounts: int,
         price: ArrayLike,
         risk: RiskParams,
-        fund_usd: ArrayLike,
         fill_frac: float = 0.8,
-    ) -> ExchangeState:
+    ) -> SimState:
         """A batch whose first ``fill_frac`` of slots hold accounts drawn like new arrivals.
 
         Each account holds a position opened at ``price`` against the counterparty (no
@@ -522,71 +441,41 @@ class TraderPopulation:
         ``notional x (1 / leverage + fee rate)``: what an arrival keeps after paying its
         opening fee, so the book looks as if it had been built by :meth:`step`. The remaining
         slots are empty (size, collateral and entry 0), ready for arrivals. Row ``e`` is drawn
-        from exchange ``e``'s generator alone (:meth:`initial_row`).
+        from exchange ``e``'s population stream alone (four uniforms per account, as an
+        arrival), so drawing one exchange's book through ``rng.env(e)`` at its reset gives the
+        same row as drawing the whole batch. The fund starts at 0 (the caller sets it).
 
         Args:
-            rng: One generator per exchange.
-            n_envs: Exchanges in the batch; must equal ``rng.n_envs``.
+            rng: The batch's streams (one exchange per row).
             n_accounts: Account slots per exchange.
             price: Entry price, scalar or ``(n_envs,)``, > 0.
             risk: Risk parameters (``imr`` caps leverage, ``taker_fee_rate`` sizes collateral).
-            fund_usd: Initial insurance fund, scalar or ``(n_envs,)``.
             fill_frac: Share of slots filled, in [0, 1].
         """
         if not 0.0 <= fill_frac <= 1.0:
             raise ValueError(f"fill_frac must lie in [0, 1], got {fill_frac!r}")
-        if n_envs != rng.n_envs:
-            raise ValueError(f"n_envs ({n_envs}) must equal rng.n_envs ({rng.n_envs})")
+        n_envs = rng.n_envs
         px = _per_env("price", price, n_envs, 0.0, True)
-        max_lev = 1.0 / risk.per_env("imr", n_envs)
-        fee = risk.per_env("taker_fee_rate", n_envs)
-        rows = [
-            self.initial_row(g, n_accounts, px[e], max_lev[e], fee[e], fill_frac)
-            for e, g in enumerate(rng.generators)  # exchanges, not accounts
-        ]
         shape = (n_envs, n_accounts)
-        collateral, size, entry = (
-            np.stack([r[i] for r in rows]) if rows else np.zeros(shape) for i in range(3)
+        collateral, size, entry = np.zeros(shape), np.zeros((*shape, 1)), np.zeros((*shape, 1))
+        kernels.initial_book_kernel(
+            rng.state,
+            self._columns_for(1.0),
+            risk.packed(n_envs),
+            px,
+            round(fill_frac * n_accounts),
+            collateral,
+            size,
+            entry,
         )
-        return ExchangeState.create(collateral, size, entry, fund_usd)
-
-    def initial_row(
-        self,
-        rng: np.random.Generator,
-        n_accounts: int,
-        price: float,
-        max_leverage: float,
-        taker_fee_rate: float,
-        fill_frac: float = 0.8,
-    ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """One exchange's initial accounts, as :meth:`initial_state` lays out each row.
-
-        Args:
-            rng: That exchange's generator (draws notional, side, leverage of
-                ``round(fill_frac x n_accounts)`` accounts, as :meth:`draw_new_accounts`).
-            n_accounts: Account slots.
-            price: Entry price, > 0.
-            max_leverage: Venue maximum ``1 / imr``.
-            taker_fee_rate: Opening fee rate kept out of the collateral.
-            fill_frac: Share of slots filled, in [0, 1].
-
-        Returns:
-            ``(collateral_usd, size, entry_price)``, each ``(n_accounts,)``.
-        """
-        k = round(fill_frac * n_accounts)
-        notional, side, lev = self.draw_new_accounts(rng, k, self.params.long_share, max_leverage)
-        collateral, size, entry = np.zeros(n_accounts), np.zeros(n_accounts), np.zeros(n_accounts)
-        collateral[:k] = notional * (1.0 / lev + taker_fee_rate)
-        size[:k] = side * notional / price
-        entry[:k] = price
-        return collateral, size, entry
+        return SimState.create(collateral, size, entry, 0.0)
 
     # ---- one tick ------------------------------------------------------------------------
 
     def step(
         self,
-        rng: BatchRandom,
-        state: ExchangeState,
+        rng: BatchStreams,
+        state: SimState,
         risk: RiskParams,
         mark: ArrayLike,
         tick_minutes: float,
@@ -595,19 +484,55 @@ class TraderPopulation:
         leverage_mult: FloatArray | float = 1.0,
         long_share_shift: FloatArray | float = 0.0,
         volume_mult: FloatArray | float = 1.0,
-        arrival_rng: BatchRandom | None = None,
     ) -> PopulationEvents:
         """One tick of trader behaviour, in place: exits, reactions, arrivals, volume.
 
         The order matters: exits free slots that arrivals of the same tick can take;
         reactions act on the book the margin engine just left; the volume is computed on the
         open interest after arrivals. All trades execute at ``mark`` against the
-        counterparty and pay the taker fee.
+        counterparty and pay the taker fee; the fund's share of the fees is reported, not
+        booked (``fund_trading_fee_income_usd``: the caller pays it into the fund).
+
+        Exits. A hazard exit closes out and withdraws; a flat account with money left (what
+        a liquidation left it) withdraws too. A flat account with negative collateral (bad
+        debt a liquidation could not recover from it) keeps its slot: the debt stays on the
+        books, where the ledger counts it; rounding dust below ``DUST_DEBT_USD`` is settled by
+        a deposit instead. An account whose equity would not cover its closing fee does not
+        exit (an exchange does not let a bankrupt account walk away; the liquidation engine
+        closes it). Exiting accounts are drawn per slot with probability
+        ``1 - exp(-exit_rate x tick / 1 day)`` (geometric gaps between the drawn slots, one
+        draw per exit; empty slots drawn are skipped, which is one Bernoulli per open account).
+
+        Near liquidation. Accounts whose equity is below ``(1 + buffer) x`` their maintenance
+        requirement (tiers included) draw one uniform each, in slot order: below
+        ``p x top_up_share`` they top up to ``(1 + 2 buffer) x`` the requirement, below
+        ``p x (top_up_share + reduce_share)`` they halve the position, otherwise nothing, with
+        ``p = min(1, react_rate_per_min x tick)`` the chance they react at all.
+
+        Arrivals take the first empty slots (size and collateral 0), deposit and open at
+        mark. Collateral is ``notional x (1 / leverage + 2 x fee rate)``: the initial margin
+        plus the opening and the eventual closing fee, so an order at the venue's maximum
+        leverage still passes the initial-margin check after its fee (the margin part carries
+        a ``1 + IMR_HEADROOM_REL`` pad against rounding, which matters at a zero fee).
+        Arrivals beyond the free slots are dropped; an order the check rejects (none in exact
+        arithmetic) withdraws its collateral again and is not counted. Counts and candidates
+        come from the arrival stream (:meth:`coupled_candidates`), sized by the rate without
+        the levers' demand effect, so the stream consumed does not depend on the policy.
+
+        Ordinary volume, as round trips (reduce by ``x``, then re-open ``x``) at mark: target
+        notional ``turnover x OI x tick / 1 day x demand x volume_mult``, with open interest
+        ``0.5 x sum |size| x mark``. About ``VOLUME_TRADER_FRAC`` of open accounts are drawn
+        (each slot with that probability, empty ones skipped); those whose equity covers the
+        initial margin of their current position plus both legs' fees (so the re-opening leg
+        cannot be rejected and positions end unchanged) each trade ``x = s |size|``, with
+        ``s`` set so the notional matches the target. ``s`` is capped at 1 (a full close and
+        re-open), so the target is missed only when the drawn accounts are too few or too
+        levered to carry it. An exchange with no target draws no accounts.
 
         Args:
-            rng: One generator per exchange (the only source of randomness); exchange ``e``
-                draws from generator ``e`` only. ``rng.n_envs`` must equal ``state.n_envs``.
-            state: Batch state, updated in place.
+            rng: The batch's streams (the only source of randomness); exchange ``e`` draws
+                from its own rows only. ``rng.n_envs`` must equal ``state.n_envs``.
+            state: Batch state, updated in place (one market).
             risk: Risk parameters in force (IMR, MMR and tiers, taker fee and its fund share).
             mark: ``(n_envs,)`` mark price, > 0.
             tick_minutes: Length of the tick, > 0.
@@ -618,336 +543,43 @@ class TraderPopulation:
             long_share_shift: ``(n_envs,)`` or scalar: added to ``long_share``, the sum
                 clipped to ``LONG_SHARE_BOUNDS`` (crowded longs before a long squeeze).
             volume_mult: ``(n_envs,)`` or scalar >= 0: multiplies ordinary volume.
-            arrival_rng: One generator per exchange for arrivals alone (common random
-                numbers, see the module docstring); ``None`` draws them from ``rng``.
 
         Returns:
             The tick's events per exchange.
+
+        Raises:
+            NotImplementedError: The state has more than one market.
         """
         n_envs = state.n_envs
-        if rng.n_envs != n_envs:
-            raise ValueError(f"rng.n_envs ({rng.n_envs}) must equal state.n_envs ({n_envs})")
+        _check_rng(rng, n_envs)
+        _check_one_market(state.n_markets)
         m = _per_env("mark", mark, n_envs, 0.0, True)
         if not (math.isfinite(tick_minutes) and tick_minutes > 0.0):
             raise ValueError(f"tick_minutes must be finite and > 0, got {tick_minutes!r}")
-        arrivals = _per_env("arrival_mult", arrival_mult, n_envs, 0.0, False)
-        lev_mult = _per_env("leverage_mult", leverage_mult, n_envs, 0.0, True)
-        shift = _per_env("long_share_shift", long_share_shift, n_envs, -_INF, True)
-        volume = _per_env("volume_mult", volume_mult, n_envs, 0.0, False)
-
-        ev = PopulationEvents.zeros(n_envs)
-        fees = StepEvents.zeros(n_envs)  # execute_trades books the fee totals here
-        demand = self.demand_multiplier(risk, n_envs)
-        self._exits(rng, state, risk, m, tick_minutes, ev, fees)
-        self._near_liquidation(rng, state, risk, m, tick_minutes, ev, fees)
-        if arrival_rng is not None and arrival_rng.n_envs != n_envs:
-            raise ValueError(
-                f"arrival_rng.n_envs ({arrival_rng.n_envs}) must equal state.n_envs ({n_envs})"
-            )
-        self._arrivals(
-            rng,
-            state,
-            risk,
-            m,
-            tick_minutes,
-            demand * arrivals,
-            lev_mult,
-            shift,
-            ev,
-            fees,
-            arrival_rng=arrival_rng,
-            base_rate_mult=arrivals,
+        counts = np.zeros((n_envs, kernels.N_COUNT_EVENTS), dtype=np.int64)
+        usd = np.zeros((n_envs, kernels.N_USD_EVENTS))
+        floor_usd, tier_mmr, cum_usd, scale_div = risk.tier_table()
+        kernels.population_step_kernel(
+            rng.state,
+            state.collateral_usd,
+            state.size,
+            state.entry_price,
+            state.counterparty_size,
+            state.counterparty_cash_usd,
+            state.fee_revenue_usd,
+            state.net_deposits_usd,
+            risk.packed(n_envs),
+            floor_usd,
+            tier_mmr,
+            cum_usd,
+            scale_div,
+            self._columns_for(tick_minutes),
+            m.reshape(n_envs, 1),
+            _per_env("arrival_mult", arrival_mult, n_envs, 0.0, False),
+            _per_env("leverage_mult", leverage_mult, n_envs, 0.0, True),
+            _per_env("long_share_shift", long_share_shift, n_envs, -_INF, True),
+            _per_env("volume_mult", volume_mult, n_envs, 0.0, False),
+            counts,
+            usd,
         )
-        self._volume(rng, state, risk, m, tick_minutes, demand * volume, ev, fees)
-        ev.trading_fees_usd = fees.trading_fees_usd
-        ev.fund_trading_fee_income_usd = fees.fund_trading_fee_income_usd
-        return ev
-
-    # ---- the four stages -----------------------------------------------------------------
-
-    @staticmethod
-    def _trade(
-        sub: _Subset,
-        trade: FloatArray,
-        mark: FloatArray,
-        ev: PopulationEvents,
-    ) -> BoolArray:
-        """``execute_trades`` at mark on the packed accounts; books volume. Returns rejections.
-
-        ``mark`` is per exchange; fees go to ``sub.fees`` until :meth:`_Subset.write_back`.
-        A zero order leaves its account exactly as it was: ``execute_trades`` recomputes every
-        entry price (``q x e / q`` for an untouched row, which can round), and whether it runs
-        at all depends on the other rows, so without the restore an exchange's entries would
-        depend on what the rest of the batch traded.
-        """
-        if not trade.any():
-            return np.zeros(trade.shape, dtype=np.bool_)
-        m = mark[sub.env]
-        entry = sub.state.entry_price.copy()
-        rejected = execute_trades(sub.state, sub.risk, trade, m, m, sub.fees)
-        np.copyto(sub.state.entry_price, entry, where=trade == 0.0)
-        ev.volume_usd += sub.per_env_sum(sub.unpack(np.where(rejected, 0.0, np.abs(trade))) * m)
-        return rejected
-
-    @staticmethod
-    def _sample_slots(rng: np.random.Generator, n_slots: int, prob: float) -> IntArray:
-        """Sorted slots of ``range(n_slots)``, each independently with probability ``prob``.
-
-        The drawn slots are found by geometric gaps between successes (one draw per success,
-        not per slot), so the cost grows with the number drawn rather than with the slots.
-        """
-        if prob < 1e-6:  # gaps would be huge: a binomial count and a draw of that many slots
-            k = int(rng.binomial(n_slots, prob))
-            return np.sort(rng.choice(n_slots, size=k, replace=False, shuffle=False))
-        mean = n_slots * prob
-        batch = int(mean + 6.0 * math.sqrt(mean) + 16.0)
-        ends = np.cumsum(rng.geometric(prob, batch)) - 1
-        while ends[-1] < n_slots - 1:  # more than mean + 6 sd successes: almost never runs
-            ends = np.concatenate([ends, ends[-1] + np.cumsum(rng.geometric(prob, batch))])
-        return np.asarray(ends[ends < n_slots], dtype=np.int64)
-
-    @classmethod
-    def _sample_open(
-        cls,
-        rng: BatchRandom,
-        state: ExchangeState,
-        prob: float,
-        active: BoolArray | None = None,
-    ) -> IntArray:
-        """Open accounts, each independently with probability ``prob``, as sorted flat indices.
-
-        Per exchange (only where ``active``, default all), every slot is drawn with probability
-        ``prob`` from that exchange's generator (:meth:`_sample_slots`) and the empty ones are
-        dropped, which has the law of one Bernoulli per open account. An inactive exchange
-        draws nothing, as it would alone. The loop runs over exchanges; the cost of each grows
-        with the number drawn.
-        """
-        n_acc = state.n_accounts
-        if prob <= 0.0 or n_acc == 0:
-            return np.zeros(0, dtype=np.int64)
-        parts = []
-        for e, g in enumerate(rng.generators):  # exchanges, not accounts
-            if active is not None and not active[e]:
-                continue
-            pick = cls._sample_slots(g, n_acc, prob)
-            parts.append(pick[state.size[e, pick] != 0.0] + e * n_acc)
-        return np.asarray(np.concatenate(parts) if parts else np.zeros(0), dtype=np.int64)
-
-    def _exits(
-        self,
-        rng: BatchRandom,
-        state: ExchangeState,
-        risk: RiskParams,
-        mark: FloatArray,
-        tick_minutes: float,
-        ev: PopulationEvents,
-        fees: StepEvents,
-    ) -> None:
-        """Hazard exits close out and withdraw; flat accounts with money left withdraw too.
-
-        A flat account with negative collateral (bad debt a liquidation could not recover
-        from it) keeps its slot: the debt stays on the books, where the ledger counts it.
-        Rounding dust below ``DUST_DEBT_USD`` is settled by a deposit instead. An account
-        whose equity would not cover its closing fee does not exit (an exchange does not let
-        a bankrupt account walk away; the liquidation engine closes it).
-        """
-        p_exit = -math.expm1(-self.params.exit_rate_per_day * tick_minutes / MINUTES_PER_DAY)
-        exiting = self._sample_open(rng, state, p_exit)
-        c_all = state.collateral_usd
-        idle = np.flatnonzero((state.size == 0.0) & (c_all != 0.0) & (c_all > -DUST_DEBT_USD))
-        if exiting.size == 0 and idle.size == 0:
-            return
-        sub = _Subset(state, np.union1d(exiting, idle).astype(np.int64), risk)
-        s = sub.state
-        is_exit = np.isin(sub.flat, exiting)
-        m = mark[sub.env]
-        q = sub.unpack(s.size)
-        close_value = sub.unpack(
-            formulas.equity(s.collateral_usd, s.size, s.entry_price, m[:, None])
-        )
-        fee = np.abs(q) * m * risk.per_env("taker_fee_rate", sub.n_envs)[sub.env]
-        is_exit &= close_value - fee >= 0.0
-        self._trade(sub, sub.pack(np.where(is_exit, -q, 0.0)), mark, ev)
-        c = sub.unpack(s.collateral_usd)
-        flat_now = sub.unpack(s.size) == 0.0
-        leaves = flat_now & (c > -DUST_DEBT_USD) & ((c != 0.0) | is_exit)
-        out = np.where(leaves, c, 0.0)
-        deposit(s, sub.pack(-out))
-        s.entry_price[leaves, 0] = 0.0
-        sub.write_back(state, fees)
-        ev.exits += sub.per_env_count(leaves)
-        ev.withdrawn_usd += sub.per_env_sum(out)
-
-    def _near_liquidation(
-        self,
-        rng: BatchRandom,
-        state: ExchangeState,
-        risk: RiskParams,
-        mark: FloatArray,
-        tick_minutes: float,
-        ev: PopulationEvents,
-        fees: StepEvents,
-    ) -> None:
-        """Accounts close to their maintenance requirement top up, halve, or do nothing.
-
-        One uniform per near account (drawn from its exchange's generator, in account order)
-        splits the branches: below ``p x top_up_share`` it tops
-        up, below ``p x (top_up_share + reduce_share)`` it halves, otherwise nothing, with
-        ``p = min(1, react_rate_per_min x tick)`` the chance it reacts at all.
-        """
-        p = self.params
-        m = mark[:, None]
-        eq = formulas.equity(state.collateral_usd, state.size, state.entry_price, m)
-        req = maintenance_requirement(np.abs(state.size) * m, risk.column("mmr"), risk.tiers)
-        buffer = p.near_liquidation_buffer_frac
-        near = np.flatnonzero(eq < (1.0 + buffer) * req)  # and flat accounts in debt:
-        n_acc = state.n_accounts
-        near = near[state.size[near // n_acc, near % n_acc] != 0.0]  # dropped on few elements
-        if near.size == 0:
-            return
-        p_react = min(1.0, p.react_rate_per_min * tick_minutes)
-        u = rng.random_grouped(near // n_acc)
-        top = u < p_react * p.top_up_share
-        reduce = ~top & (u < p_react * (p.top_up_share + p.reduce_share))
-        acting = top | reduce
-        if not acting.any():
-            return
-        eq_flat, req_flat = eq.reshape(-1)[near], req.reshape(-1)[near]
-        sub = _Subset(state, near[acting], risk)
-        top, reduce = top[acting], reduce[acting]
-        amount = np.where(top, (1.0 + 2.0 * buffer) * req_flat[acting] - eq_flat[acting], 0.0)
-        deposit(sub.state, sub.pack(amount))
-        half = np.where(reduce, -0.5 * sub.unpack(sub.state.size), 0.0)
-        self._trade(sub, sub.pack(half), mark, ev)
-        sub.write_back(state, fees)
-        ev.top_ups += sub.per_env_count(top)
-        ev.reductions += sub.per_env_count(reduce)
-        ev.top_up_usd += sub.per_env_sum(amount)
-
-    def _arrivals(
-        self,
-        rng: BatchRandom,
-        state: ExchangeState,
-        risk: RiskParams,
-        mark: FloatArray,
-        tick_minutes: float,
-        rate_mult: FloatArray,
-        leverage_mult: FloatArray,
-        long_share_shift: FloatArray,
-        ev: PopulationEvents,
-        fees: StepEvents,
-        *,
-        arrival_rng: BatchRandom | None = None,
-        base_rate_mult: FloatArray | None = None,
-    ) -> None:
-        """Poisson arrivals take the first empty slots, deposit and open at mark.
-
-        Collateral is ``notional x (1 / leverage + 2 x fee rate)``: the initial margin plus
-        the opening and the eventual closing fee, so an order at the venue's maximum leverage
-        still passes the initial-margin check after its fee (the margin part carries a
-        ``1 + IMR_HEADROOM_REL`` pad against rounding, which matters at a zero fee). Arrivals
-        beyond the free slots are dropped; an order the check rejects (none in exact
-        arithmetic) withdraws its collateral again and is not counted.
-        """
-        p = self.params
-        lam = p.arrival_rate_per_min * tick_minutes * rate_mult
-        long_share = np.clip(p.long_share + long_share_shift, *LONG_SHARE_BOUNDS)
-        max_lev_env = 1.0 / risk.per_env("imr", state.n_envs)
-        coupled: tuple[FloatArray, FloatArray, FloatArray] | None = None
-        if arrival_rng is not None:
-            # The candidate list is sized by the rate without the levers' demand effect, so
-            # its length (the stream consumed) does not depend on the policy.
-            ref_mult = np.ones(state.n_envs) if base_rate_mult is None else base_rate_mult
-            lam_ref = p.arrival_rate_per_min * tick_minutes * ref_mult
-            count, coupled = self.coupled_candidates(
-                arrival_rng, lam, lam_ref, long_share, max_lev_env, leverage_mult
-            )
-        else:
-            count = rng.poisson(lam)  # one count per exchange, from its generator
-        if not count.any():
-            return
-        empty = np.flatnonzero((state.size == 0.0) & (state.collateral_usd == 0.0))
-        env = empty // state.n_accounts
-        per_env = np.bincount(env, minlength=state.n_envs)
-        rank = np.arange(empty.size) - (np.cumsum(per_env) - per_env)[env]  # 0 = first empty
-        new = np.asarray(empty[rank < count[env]], dtype=np.int64)
-        if new.size == 0:
-            return
-        sub = _Subset(state, new, risk)
-        env = sub.env
-        counts = np.bincount(env, minlength=sub.n_envs)
-        if coupled is not None:  # the first arrivals of each exchange's candidate list
-            notional, side, lev = (
-                np.concatenate([c[e, :k] for e, k in enumerate(counts) if k > 0]) for c in coupled
-            )
-        else:
-            drawn = [  # each exchange's new accounts from its own generator, as alone
-                self.draw_new_accounts(g, int(c), long_share[e], max_lev_env[e], leverage_mult[e])
-                for e, (g, c) in enumerate(zip(rng.generators, counts, strict=True))
-                if c > 0
-            ]
-            notional, side, lev = (np.concatenate([d[i] for d in drawn]) for i in range(3))
-        fee = risk.per_env("taker_fee_rate", sub.n_envs)[env]
-        collateral = notional * (1.0 / lev * (1.0 + IMR_HEADROOM_REL) + 2.0 * fee)
-        deposit(sub.state, sub.pack(collateral))
-        order = sub.pack(side * notional / mark[env])
-        rejected = sub.unpack(self._trade(sub, order, mark, ev))
-        if rejected.any():
-            deposit(sub.state, sub.pack(np.where(rejected, -collateral, 0.0)))
-        sub.write_back(state, fees)
-        ok = ~rejected
-        ev.arrivals += sub.per_env_count(ok)
-        ev.new_collateral_usd += sub.per_env_sum(np.where(ok, collateral, 0.0))
-        ev.new_notional_usd += sub.per_env_sum(np.where(ok, notional, 0.0))
-
-    def _volume(
-        self,
-        rng: BatchRandom,
-        state: ExchangeState,
-        risk: RiskParams,
-        mark: FloatArray,
-        tick_minutes: float,
-        rate_mult: FloatArray,
-        ev: PopulationEvents,
-        fees: StepEvents,
-    ) -> None:
-        """Ordinary volume as round trips (reduce by ``x``, then re-open ``x``) at mark.
-
-        Target notional ``turnover x OI x tick / 1 day x rate_mult``, with open interest
-        ``0.5 x sum |size| x mark``. About ``VOLUME_TRADER_FRAC`` of open accounts are drawn;
-        those whose equity covers the initial margin of their current position plus both
-        legs' fees (so the re-opening leg cannot be rejected and positions end unchanged)
-        each trade ``x = s |size|``, with ``s`` set so the notional matches the target. ``s``
-        is capped at 1 (a full close and re-open), so the target is missed only when the
-        drawn accounts are too few or too levered to carry it. An exchange with no target
-        draws no accounts.
-        """
-        turnover = self.params.turnover_per_day * tick_minutes / MINUTES_PER_DAY
-        oi_usd = 0.5 * np.abs(state.size).sum(axis=1) * mark
-        target_usd = turnover * oi_usd * rate_mult
-        active = target_usd > 0.0
-        if not active.any():
-            return
-        chosen = self._sample_open(rng, state, VOLUME_TRADER_FRAC, active)
-        if chosen.size == 0:
-            return
-        env = chosen // state.n_accounts
-        acc = chosen % state.n_accounts
-        q = state.size[env, acc]
-        m = mark[env]
-        eq = formulas.equity(state.collateral_usd[env, acc], q, state.entry_price[env, acc], m)
-        imr = risk.per_env("imr", state.n_envs)[env]
-        fee = risk.per_env("taker_fee_rate", state.n_envs)[env]
-        notional = np.abs(q) * m
-        eligible = eq >= (imr + 2.0 * fee) * notional * (1.0 + IMR_HEADROOM_REL)
-        if not eligible.any():
-            return
-        sub = _Subset(state, chosen[eligible], risk)
-        q = sub.unpack(sub.state.size)
-        room_usd = 2.0 * sub.per_env_sum(notional[eligible])  # traded if every x = |size|
-        scale = np.divide(target_usd, room_usd, out=np.zeros_like(room_usd), where=room_usd > 0)
-        x = np.minimum(scale, 1.0)[sub.env] * np.abs(q)
-        first = sub.pack(-np.sign(q) * x)
-        self._trade(sub, first, mark, ev)  # a reduction: never rejected
-        self._trade(sub, -first, mark, ev)
-        sub.write_back(state, fees)
+        return PopulationEvents.from_columns(counts, usd)

@@ -159,19 +159,6 @@ def test_config_file_and_overrides(tmp_path):
         make_config(controlled=["leverage"])
 
 
-def test_row_quantiles_match_numpy_nanquantile():
-    from envs.exchange_env import _row_quantiles
-
-    rng = np.random.default_rng(0)
-    x = rng.lognormal(2.0, 1.0, (5, 40))
-    x[rng.random(x.shape) < 0.3] = np.nan
-    x[4] = np.nan  # an exchange with no open account
-    got = _row_quantiles(x, (0.5, 0.9, 0.99))
-    want = np.nanquantile(x[:4], [0.5, 0.9, 0.99], axis=1).T
-    np.testing.assert_allclose(got[:4], want, rtol=1e-12)
-    np.testing.assert_array_equal(got[4], 0.0)
-
-
 def test_a_margin_increase_forces_liquidations_when_it_arrives():
     # Procyclicality: MMR pushed from 3% to the top of its range reaches open positions only
     # after the 30-minute notice; the decision it arrives, accounts that were safe a moment
@@ -209,12 +196,12 @@ def test_thinness_is_open_interest_over_the_book_depth_per_pct():
         env = InsuranceFundEnv(scenario=name, n_accounts=256)
         obs, _ = env.reset(seed=4)
         sim = env.unwrapped.core.sim
-        q, price = sim.state_.size[0], sim.last_index[0]
+        q, price = sim.state.size[0, :, 0], sim.last_index[0]
         oi = 0.5 * np.abs(q).sum() * price
         assert obs[k] == pytest.approx(np.log10(oi / depth), abs=1e-6)
     # After a decision it reads the book in force, collapsed or not.
     obs, *_ = env.step(np.zeros(len(PARAMS), dtype=np.float32))
-    info_oi = 0.5 * np.abs(sim.state_.size[0]).sum() * env.unwrapped.core.last_mark[0]
+    info_oi = 0.5 * np.abs(sim.state.size[0]).sum() * env.unwrapped.core.last_mark[0]
     expected = np.log10(info_oi / sim.last_depth_usd_per_pct[0])
     assert obs[k] == pytest.approx(expected, abs=1e-6)
     assert sim.last_depth_usd_per_pct[0] == pytest.approx(2.2e8 * sim.last_depth_mult[0], rel=0.5)
@@ -263,7 +250,7 @@ def test_binance_margin_tiers_set_the_requirement_and_the_capital_locked():
     _, _, _, _, info = env.step(np.zeros((2, 9)))
     sim = env.core.sim
     assert sim.risk.tiers == MarginTiers.binance_btcusdt_2021()
-    notional = np.abs(sim.state_.size) * info["mark_price"][:, None]
+    notional = np.abs(sim.state.size[:, :, 0]) * info["mark_price"][:, None]
     assert notional.max() > 5e4  # some positions sit above the first bracket
     tiered = maintenance_requirement(notional, 0.004, MarginTiers.binance_btcusdt_2021())
     margin = info["capital_locked_usd"] - info["fund_balance_usd"]

@@ -3,17 +3,18 @@
 import numpy as np
 import pytest
 
+from envs.core.events import StepEvents
 from envs.core.fund_record import FundRecord
 from envs.core.impact import LinearImpact
 from envs.core.params import MarginTiers, RiskParams
-from envs.core.state import ExchangeState
-from envs.core.step import StepEvents, core_step
+from envs.core.step import core_step
+from envs.state import SimState
 
 
 def test_record_stacks_steps_and_totals():
     # Step 1: the long of test_core_step's fee case (fee 93.906, half to the fund);
     # step 2: nothing happens; step 3: a second exchange-wide zero step.
-    state = ExchangeState.create([[1000.0]], [[1.0]], [[10_000.0]], 1000.0)
+    state = SimState.create([[1000.0]], [[1.0]], [[10_000.0]], 1000.0)
     p = RiskParams(
         mmr=0.05,
         imr=0.1,
@@ -36,7 +37,7 @@ def test_record_stacks_steps_and_totals():
     assert totals["fund_start_usd"][0] == 1000.0
     assert totals["fund_min_usd"][0] == 1000.0
     assert totals["fund_end_usd"][0] == pytest.approx(1046.953, rel=1e-12)
-    assert set(StepEvents.__dataclass_fields__) <= set(arrays)
+    assert set(StepEvents.FIELDS) <= set(arrays)
 
 
 def test_tiers_drive_the_trigger():
@@ -45,7 +46,7 @@ def test_tiers_drive_the_trigger():
     # 1.82M x 2.5% - 16,300 = 29,200; equity 200,000 - 20 x 9,000 = 20,000 < 29,200 -> liquidated.
     # With a flat 0.4% MMR the requirement would be 7,280 and nothing would happen.
     def run(tiers):
-        s = ExchangeState.create([[200_000.0]], [[20.0]], [[100_000.0]], 1e9)
+        s = SimState.create([[200_000.0]], [[20.0]], [[100_000.0]], 1e9)
         ev = core_step(
             s, RiskParams(mmr=0.004, imr=0.1, tiers=tiers), np.array([91_000.0]), LinearImpact(1e12)
         )

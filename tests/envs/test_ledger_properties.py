@@ -2,8 +2,17 @@
 
 collateral + unrealised PnL of all accounts + fund + fee revenue + liquidator rewards +
 counterparty PnL - bad debt absorbed by the exchange == initial total + net deposits,
-to 1e-9 relative, after every step; the fund is never negative and nothing becomes NaN.
+to 1e-9 relative, per exchange, after every step; the fund is never negative, its own
+ledger closes, the loss waterfall adds up, and nothing becomes NaN.
+
+Paths mix -99% and +500% ticks, depth near zero, frozen and manipulated oracles (the margin
+engine reads a price the book does not trade at), and risk parameters re-drawn every tick.
+The batched test runs ``FUNDGYM_LEDGER_PATHS`` paths of 40 ticks (default 10,000: a few
+seconds once compiled); a longer run is, e.g.,
+``FUNDGYM_LEDGER_PATHS=100000 pytest tests/envs/test_ledger_properties.py -k batched``.
 """
+
+import os
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -11,10 +20,11 @@ from hypothesis import strategies as st
 
 from envs.core.impact import LinearImpact
 from envs.core.params import MarginTiers, RiskParams
-from envs.core.state import ExchangeState, ledger_error
 from envs.core.step import core_step
 from envs.core.synthetic import synthetic_book
 from envs.core.trading import deposit, execute_trades
+from envs.fund.portfolio import receive
+from envs.state import SimState
 from tests.books import assert_books_balance
 
 # Extreme single-step moves are drawn on purpose: -99% and +500%.
@@ -23,6 +33,27 @@ RETURNS = st.one_of(
     st.floats(-0.3, 0.3, allow_nan=False),
 )
 SIZES = st.one_of(st.just(0.0), st.floats(-50.0, 50.0, allow_nan=False))
+# How the price the margin engine reads relates to the book: the same, frozen at the
+# previous tick's mark while the book moves, or pushed 30% off it.
+ORACLES = st.sampled_from(["follows", "frozen", "manipulated_up", "manipulated_down"])
+
+
+@st.composite
+def risk_params(draw):
+    mmr = draw(st.floats(0.001, 0.3))
+    return RiskParams(
+        mmr=mmr,
+        imr=min(1.0, mmr * draw(st.floats(1.0, 3.0))),
+        liquidation_fee_rate=draw(st.floats(0.0, 0.05)),
+        liquidation_fee_fund_share=draw(st.floats(0.0, 1.0)),
+        taker_fee_rate=draw(st.floats(0.0, 0.002)),
+        trading_fee_fund_share=draw(st.floats(0.0, 1.0)),
+        max_liquidation_fraction=draw(st.floats(0.05, 1.0)),
+        min_liquidation_notional_usd=draw(st.sampled_from([0.0, 1000.0])),
+        fallback=draw(st.sampled_from(["adl", "socialize"])),
+        tiers=draw(st.sampled_from([None, MarginTiers.binance_btcusdt_2021()])),
+        socialization=draw(st.sampled_from(["profit_haircut", "drift"])),
+    )
 
 
 @st.composite
@@ -34,68 +65,119 @@ def books(draw):
     )
     entry = np.array(draw(st.lists(st.floats(1.0, 1e5), min_size=n, max_size=n)))
     fund = draw(st.sampled_from([0.0, 10.0, 1e4, 1e7]))
-    mmr = draw(st.floats(0.001, 0.3))
-    p = RiskParams(
-        mmr=mmr,
-        imr=min(1.0, mmr * draw(st.floats(1.0, 3.0))),
-        liquidation_fee_rate=draw(st.floats(0.0, 0.05)),
-        liquidation_fee_fund_share=draw(st.floats(0.0, 1.0)),
-        taker_fee_rate=draw(st.floats(0.0, 0.002)),
-        trading_fee_fund_share=draw(st.floats(0.0, 1.0)),
-        max_liquidation_fraction=draw(st.floats(0.05, 1.0)),
-        min_liquidation_notional_usd=draw(st.sampled_from([0.0, 1000.0])),
-        fallback=draw(st.sampled_from(["adl", "socialize"])),
-        tiers=draw(st.sampled_from([None, MarginTiers.binance_btcusdt_2021()])),
-    )
-    depth = draw(st.sampled_from([1e2, 1e5, 1e9]))
-    return ExchangeState.create(collateral, size, entry, fund), p, LinearImpact(depth), entry
+    return SimState.create(collateral, size, entry, fund), entry
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def assert_waterfall_adds_up(ev, scale):
+    """bad debt = fund + socialised + unrecovered; nothing socialised beyond the loss."""
+    covered = ev.shortfall_usd + ev.socialized_loss_usd + ev.unrecovered_usd
+    assert np.all(np.abs(ev.bad_debt_usd - covered) <= 1e-9 * scale)
+    assert np.all(ev.socialized_loss_usd <= ev.bad_debt_usd - ev.shortfall_usd + 1e-9 * scale)
+    assert np.all(ev.unrecovered_usd >= -1e-9 * scale)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     book=books(),
-    returns=st.lists(RETURNS, min_size=1, max_size=8),
+    steps=st.lists(
+        st.tuples(RETURNS, risk_params(), st.sampled_from([1e-3, 1e2, 1e5, 1e9]), ORACLES),
+        min_size=1,
+        max_size=8,
+    ),
     trades=st.lists(st.floats(-5.0, 5.0, allow_nan=False), min_size=1, max_size=8),
     top_up=st.floats(-50.0, 500.0, allow_nan=False),
 )
-def test_ledger_closes_on_random_paths(book, returns, trades, top_up):
-    state, params, impact, entry = book
-    mark = np.array([float(np.median(entry))])
+def test_ledger_closes_on_random_paths(book, steps, trades, top_up):
+    state, entry = book
+    book_px = np.array([float(np.median(entry))])
+    mark = book_px.copy()
     assert_books_balance(state, mark)
-    for k, r in enumerate(returns):
-        mark = mark * (1.0 + r)
-        mark = np.maximum(mark, 1e-6)
-        core_step(state, params, mark, impact)
+    for k, (r, params, depth, oracle) in enumerate(steps):
+        book_px = np.maximum(book_px * (1.0 + r), 1e-6)
+        if oracle != "frozen":
+            tilt = {"manipulated_up": 1.3, "manipulated_down": 0.7}.get(oracle, 1.0)
+            mark = np.maximum(book_px * tilt, 1e-6)
+        ev = core_step(state, params, mark, LinearImpact(depth), book_price=book_px)
         assert_books_balance(state, mark)
+        assert_waterfall_adds_up(ev, 1.0 + np.abs(state.collateral_usd).sum())
         if k < len(trades):  # an order from one account, then a deposit by another
-            order = np.zeros_like(state.size)
+            order = np.zeros(state.collateral_usd.shape)
             order[0, k % state.n_accounts] = trades[k]
-            execute_trades(state, params, order, mark * 1.001, mark)
-            cash = np.zeros_like(state.size)
+            result = execute_trades(state, params, order, book_px * 1.001, mark)
+            receive(state.fund, result.fund_trading_fee_income_usd)
+            cash = np.zeros(state.collateral_usd.shape)
             cash[0, (k + 1) % state.n_accounts] = top_up
             deposit(state, cash)
             assert_books_balance(state, mark)
 
 
-def test_ledger_closes_on_thousands_of_batched_crash_paths():
-    # 4,000 exchanges x 32 accounts, 40 steps of fat-tailed moves with crash and squeeze
-    # steps (-99% / +500%) mixed in, both fallbacks, empty and full funds.
-    rng = np.random.default_rng(12345)
-    n_envs, n_acc = 4000, 32
-    for fallback in ("adl", "socialize"):
-        state = synthetic_book(rng, n_envs, n_acc, 100.0, fund_usd=0.0)
-        state.fund_usd[: n_envs // 2] = 5e4
-        state.size[:, :3] = 0.0  # accounts of size zero
-        state.counterparty_size = -state.size.sum(axis=1)
-        state.counterparty_cash_usd = (state.size * state.entry_price).sum(axis=1)
-        state.initial_total_usd = ledger_error(state, np.ones(n_envs)) + state.initial_total_usd
-        p = RiskParams(mmr=rng.uniform(0.005, 0.1, n_envs), imr=0.2, fallback=fallback)
-        impact = LinearImpact(rng.uniform(1e3, 1e7, n_envs))
-        mark = np.full(n_envs, 100.0)
-        for _ in range(40):
+def run_batched_paths(n_paths, seed, n_acc=32, n_steps=40, batch=2000):
+    """``n_paths`` fuzzed exchanges (batches of ``batch``), every invariant after every tick.
+
+    Each batch runs one (fallback, socialization) pair, in rotation; per exchange and per
+    tick the returns are fat-tailed with -99% / +500% shocks, depth is drawn log-uniform
+    from 1e-3 (near zero) to 1e7 USD per 1%, the oracle follows, freezes or is manipulated
+    30% off the book, and mmr, fees, the fee split and the liquidation fraction and minimum
+    are re-drawn. Returns the number of liquidations seen (a check that paths were hard).
+    """
+    rng = np.random.default_rng(seed)
+    combos = [("adl", "profit_haircut"), ("socialize", "profit_haircut"), ("socialize", "drift")]
+    liquidations = 0
+    done = 0
+    b = 0
+    while done < n_paths:
+        n_envs = min(batch, n_paths - done)
+        fallback, socialization = combos[b % len(combos)]
+        b += 1
+        drawn = synthetic_book(rng, n_envs, n_acc, 100.0)
+        size = drawn.size.copy()
+        size[:, :3] = 0.0  # accounts of size zero
+        fund = np.where(np.arange(n_envs) < n_envs // 2, 5e4, 0.0)
+        state = SimState.create(drawn.collateral_usd, size, drawn.entry_price, fund)
+        book_px = np.full(n_envs, 100.0)
+        mark = book_px.copy()
+        for _ in range(n_steps):
             r = rng.standard_t(3, n_envs) * 0.03
             shock = rng.random(n_envs)
             r = np.where(shock < 0.02, -0.99, np.where(shock > 0.99, 5.0, r))
-            mark = np.maximum(mark * (1.0 + np.clip(r, -0.99, 5.0)), 1e-6)
-            core_step(state, p, mark, impact)
+            book_px = np.maximum(book_px * (1.0 + np.clip(r, -0.99, 5.0)), 1e-6)
+            oracle = rng.integers(0, 4, n_envs)  # follows, frozen, manipulated up / down
+            target = book_px * np.choose(oracle, [1.0, 1.0, 1.3, 0.7])
+            mark = np.maximum(np.where(oracle == 1, mark, target), 1e-6)
+            mmr = rng.uniform(0.005, 0.1, n_envs)
+            params = RiskParams(
+                mmr=mmr,
+                imr=np.minimum(1.0, mmr * rng.uniform(1.0, 3.0, n_envs)),
+                liquidation_fee_rate=rng.uniform(0.0, 0.05, n_envs),
+                liquidation_fee_fund_share=rng.uniform(0.0, 1.0, n_envs),
+                taker_fee_rate=rng.uniform(0.0, 0.002, n_envs),
+                trading_fee_fund_share=rng.uniform(0.0, 1.0, n_envs),
+                max_liquidation_fraction=rng.uniform(0.05, 1.0, n_envs),
+                min_liquidation_notional_usd=rng.choice([0.0, 1000.0], n_envs),
+                fallback=fallback,
+                socialization=socialization,
+            )
+            impact = LinearImpact(10.0 ** rng.uniform(-3.0, 7.0, n_envs))
+            ev = core_step(state, params, mark, impact, book_price=book_px)
+            liquidations += int(ev.n_liquidations.sum())
             assert_books_balance(state, mark)
+            scale = 1.0 + np.abs(state.collateral_usd).sum(axis=1)
+            assert_waterfall_adds_up(ev, scale)
+            assert np.all(np.abs(state.fund.ledger_gap_usd()) <= 1e-9 * scale)
+            # Traders keep trading and moving cash: one order and one deposit per exchange.
+            order = np.zeros(state.collateral_usd.shape)
+            cash = np.zeros(state.collateral_usd.shape)
+            rows = np.arange(n_envs)
+            order[rows, rng.integers(0, n_acc, n_envs)] = rng.normal(0.0, 20.0, n_envs)
+            cash[rows, rng.integers(0, n_acc, n_envs)] = rng.uniform(-50.0, 500.0, n_envs)
+            result = execute_trades(state, params, order, book_px * 1.001, mark)
+            receive(state.fund, result.fund_trading_fee_income_usd)
+            deposit(state, cash)
+            assert_books_balance(state, mark)
+        done += n_envs
+    return liquidations
+
+
+def test_ledger_closes_on_thousands_of_batched_crash_paths():
+    n_paths = int(os.environ.get("FUNDGYM_LEDGER_PATHS", "10000"))
+    assert run_batched_paths(n_paths, seed=12345, batch=min(n_paths, 1000)) > n_paths

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from envs import mechanics
+from envs.core.params import MarginTiers
 
 REL = 1e-12
 ABS = 1e-9
@@ -86,6 +87,59 @@ def test_liquidation_price_default_offset_is_zero():
     assert mechanics.liquidation_price(10_000.0, 1.0, 100_000.0, 0.05) == _approx(
         94_736.84210526316
     )
+
+
+# --------------------------------------------------------------------------------------------
+# liquidation_price_tiered: within bracket k the trigger solves
+#   c + q (m - e) = (|q| m mmr_k - cum_k) s,  s = mmr / base_mmr (0.004 for Binance BTCUSDT)
+#   => m = (q e - c - cum_k s) / (q (1 - sign(q) mmr_k s)), in the bracket whose notional
+#   range holds |q| m. Binance brackets: 0.4% to 50k, 0.5% (cum 50) to 250k, 1% (cum 1,300)
+#   to 1M, 2.5% (cum 16,300) to 10M.
+# --------------------------------------------------------------------------------------------
+
+BINANCE = MarginTiers.binance_btcusdt_2021()
+
+# (collateral, size, entry_price, mmr, tiers, expected)
+LIQUIDATION_PRICE_TIERED_CASES = [
+    # the issue's $3M long at 10x: (3e6 - 3e5 - 16,300) / (30 x 0.975) = 2,683,700 / 29.25,
+    # notional 2.75M in [1M, 10M)
+    pytest.param(300_000.0, 30.0, 100_000.0, 0.004, BINANCE, 91_750.42735042735, id="3m-long"),
+    # the mirror short: (-3e6 - 3e5 - 16,300) / (-30 x 1.025) = 3,316,300 / 30.75,
+    # notional 3.24M in [1M, 10M)
+    pytest.param(300_000.0, -30.0, 100_000.0, 0.004, BINANCE, 107_847.15447154472, id="3m-short"),
+    # a small long stays in bracket 0: (10,000 - 1,000) / (0.1 x 0.996) = 9,000 / 0.0996,
+    # notional 9,036 < 50k
+    pytest.param(1_000.0, 0.1, 100_000.0, 0.004, BINANCE, 90_361.44578313253, id="small-long"),
+    # twice the base MMR doubles every rate and offset: (3e6 - 3e5 - 32,600) / (30 x 0.95)
+    #   = 2,667,400 / 28.5, notional 2.81M in [1M, 10M)
+    pytest.param(300_000.0, 30.0, 100_000.0, 0.008, BINANCE, 93_592.98245614035, id="scaled-table"),
+    # on a bracket floor: c 10,200, 1 unit from 60,000; at 50,000 equity 200 = 0.4% x 50k
+    #   = 0.5% x 50k - 50, so both brackets give 49,800 / 0.996 = 49,750 / 0.995 = 50,000
+    pytest.param(10_200.0, 1.0, 60_000.0, 0.004, BINANCE, 50_000.0, id="on-a-floor"),
+    # no tiers: the flat formula, (100,000 - 10,000) / 0.95
+    pytest.param(10_000.0, 1.0, 100_000.0, 0.05, None, 94_736.84210526316, id="flat"),
+    # over-collateralised long: no positive price triggers it (bracket 0 gives < 0): 0
+    pytest.param(200_000.0, 1.0, 100_000.0, 0.004, BINANCE, 0.0, id="long-clipped-at-zero"),
+]
+
+
+@pytest.mark.parametrize(
+    ("collateral", "size", "entry_price", "mmr", "tiers", "expected"),
+    LIQUIDATION_PRICE_TIERED_CASES,
+)
+def test_liquidation_price_tiered_table(collateral, size, entry_price, mmr, tiers, expected):
+    got = mechanics.liquidation_price_tiered(collateral, size, entry_price, mmr, tiers)
+    assert got == _approx(expected)
+
+
+def test_liquidation_price_tiered_is_vectorised_and_nan_without_a_position():
+    rows = [row.values for row in LIQUIDATION_PRICE_TIERED_CASES if row.values[4] is BINANCE]
+    c, q, e, mmr, _, expected = (np.array(col) for col in zip(*rows, strict=True))
+    got = mechanics.liquidation_price_tiered(
+        np.append(c, 1.0), np.append(q, 0.0), np.append(e, 1.0), np.append(mmr, 0.004), BINANCE
+    )
+    assert got[:-1] == _approx(expected)
+    assert math.isnan(got[-1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,6 +426,89 @@ def test_socialized_loss_shares_table(loss, sizes, expected):
     got = np.asarray(mechanics.socialized_loss_shares(loss, sizes))
     assert got.shape == np.shape(sizes)
     assert got == _approx(expected)
+
+
+# --------------------------------------------------------------------------------------------
+# socialized_loss_shares with a convention, equity caps and the dust threshold:
+#   drift: loss * |size| / sum |size|;  profit_haircut: min(loss * upnl+ / sum upnl+, upnl+);
+#   then each charge <= max(equity, 0); with a mark, |size| x mark < $1 is not billed.
+# --------------------------------------------------------------------------------------------
+
+# (loss, sizes, upnl, equity, convention, mark, expected)
+SOCIALIZATION_CONVENTION_CASES = [
+    # profit haircut: 100 x [300, 100, 0, 0] / 400; the losing and the flat account pay 0
+    pytest.param(
+        100.0,
+        [1.0, -1.0, 2.0, 0.0],
+        [300.0, 100.0, -50.0, 0.0],
+        None,
+        "profit_haircut",
+        None,
+        [75.0, 25.0, 0.0, 0.0],
+        id="haircut-pro-rata",
+    ),
+    # loss above all profit: 1,000 x [3/4, 1/4] = [750, 250], capped at the PnL [300, 100];
+    # the other 600 is unrecovered
+    pytest.param(
+        1000.0,
+        [1.0, -1.0],
+        [300.0, 100.0],
+        None,
+        "profit_haircut",
+        None,
+        [300.0, 100.0],
+        id="haircut-capped-by-pnl",
+    ),
+    # equity cap: [75, 25] but the first bearer has only 50 of equity
+    pytest.param(
+        100.0,
+        [1.0, -1.0],
+        [300.0, 100.0],
+        [50.0, 500.0],
+        "profit_haircut",
+        None,
+        [50.0, 25.0],
+        id="haircut-capped-by-equity",
+    ),
+    # a profitable position on an underwater account bears nothing (cap max(-10, 0) = 0)
+    pytest.param(
+        100.0, [1.0], [200.0], [-10.0], "profit_haircut", None, [0.0], id="haircut-underwater"
+    ),
+    # drift with caps: 90 x [1, 2, 0, 6] / 9 = [10, 20, 0, 60], first capped at equity 5
+    pytest.param(
+        90.0,
+        [1.0, -2.0, 0.0, 6.0],
+        None,
+        [5.0, 100.0, 0.0, 100.0],
+        "drift",
+        None,
+        [5.0, 20.0, 0.0, 60.0],
+        id="drift-capped-by-equity",
+    ),
+    # dust: at mark 100 the 0.001 position is worth 0.1 < $1, so 100 x [5, 5] / 10 without it
+    pytest.param(
+        100.0, [5.0, -5.0, 0.001], None, None, "drift", 100.0, [50.0, 50.0, 0.0], id="drift-dust"
+    ),
+    # only dust is open: nobody is billed (the old convention charged it all 100)
+    pytest.param(100.0, [1e-15], None, [1e6], "drift", 100.0, [0.0], id="drift-only-dust"),
+]
+
+
+@pytest.mark.parametrize(
+    ("loss", "sizes", "upnl", "equity", "convention", "mark", "expected"),
+    SOCIALIZATION_CONVENTION_CASES,
+)
+def test_socialized_loss_conventions_table(loss, sizes, upnl, equity, convention, mark, expected):
+    got = np.asarray(mechanics.socialized_loss_shares(loss, sizes, upnl, equity, convention, mark))
+    assert got == _approx(expected)
+    assert got.sum() <= loss
+
+
+def test_socialized_loss_rejects_an_unknown_convention_and_missing_pnl():
+    with pytest.raises(ValueError, match="convention must be one of"):
+        mechanics.socialized_loss_shares(1.0, [1.0], convention="bailout")
+    with pytest.raises(ValueError, match="upnl_usd is needed"):
+        mechanics.socialized_loss_shares(1.0, [1.0], convention="profit_haircut")
 
 
 # --------------------------------------------------------------------------------------------

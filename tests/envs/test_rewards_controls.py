@@ -93,3 +93,17 @@ def test_decreases_apply_at_once_and_raises_join_a_pending_increase():
     assert c.position["mmr"][0] == pytest.approx(start + 1.0)
     c.apply(np.array([[-1.0]]))  # a cut applies at once, up to max_step
     assert c.position["mmr"][0] == pytest.approx(start + 0.5)
+
+
+def test_apply_takes_exactly_one_row_per_exchange_in_the_box():
+    c = Controls(("mmr", "liquidation_fee_rate", "imr_multiple"), {}, 0.2, 0, n_envs=2)
+    before = c.normalised().copy()
+    with pytest.raises(ValueError, match=r"shape \(2, 3\) \(exchanges, levers\), got \(3, 2\)"):
+        c.apply(np.zeros((3, 2)))  # transposed: same size, would scramble if reshaped
+    with pytest.raises(ValueError, match=r"shape \(2, 3\).*got \(6,\)"):
+        c.apply(np.zeros(6))
+    with pytest.raises(ValueError, match=r"in \[-1, 1\], got 1.5"):
+        c.apply(np.array([[0.0, 1.5, 0.0], [0.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match=r"in \[-1, 1\], got nan"):
+        c.apply(np.array([[0.0, np.nan, 0.0], [0.0, 0.0, 0.0]]))
+    np.testing.assert_array_equal(c.normalised(), before)  # rejected actions change nothing

@@ -76,8 +76,15 @@ def test_batch_equals_single_exchanges_draw_for_draw():
             assert tb.prices.mark[e] == t.prices.mark[0]
             assert tb.events.n_liquidations[e] == t.events.n_liquidations[0]
     for e, sim in enumerate(singles):
-        for name, arr in vars(batch.state_).items():
-            np.testing.assert_array_equal(arr[e], getattr(sim.state_, name)[0], err_msg=name)
+        row = batch.state.take([e])
+        for f in dataclasses.fields(row):
+            if f.name == "fund":
+                for g in dataclasses.fields(row.fund):
+                    got, want = getattr(row.fund, g.name), getattr(sim.state.fund, g.name)
+                    np.testing.assert_array_equal(got, want, err_msg=f"fund.{g.name}")
+            else:
+                got, want = getattr(row, f.name), getattr(sim.state, f.name)
+                np.testing.assert_array_equal(got, want, err_msg=f.name)
 
 
 def test_resetting_one_exchange_leaves_the_others_untouched():
@@ -92,11 +99,11 @@ def test_resetting_one_exchange_leaves_the_others_untouched():
     for _ in range(50):
         ta, tb = a.step(), b.step()
         assert ta.prices.mark[1] == tb.prices.mark[1]
-    np.testing.assert_array_equal(a.state_.collateral_usd[1], b.state_.collateral_usd[1])
+    np.testing.assert_array_equal(a.state.collateral_usd[1], b.state.collateral_usd[1])
     fresh = ExchangeSimulator(load_scenario("calm"), n_envs=1, n_accounts=200, seed=[99])
     for _ in range(50):
         fresh.step()
-    np.testing.assert_array_equal(a.state_.collateral_usd[0], fresh.state_.collateral_usd[0])
+    np.testing.assert_array_equal(a.state.collateral_usd[0], fresh.state.collateral_usd[0])
 
 
 def test_a_batch_can_mix_scenarios_of_different_lengths():
@@ -131,6 +138,6 @@ def test_fund_buckets_keep_the_books_balanced_and_the_hedge_pays_in_a_crash():
     hedge_after = sim.portfolio.bucket_values_usd(sim.last_index, sim.vol_annual)[1, 3]
     assert hedge_after > 2.0 * hedge_before
     assert sim.max_ledger_error_usd <= 1e-6
-    assert (sim.state_.fund_usd >= 0.0).all()
+    assert (sim.state.fund_usd >= 0.0).all()
     # same seed, same market: the two exchanges differ only by what the fund holds
     assert sim.market.column("index")[0] == sim.market.column("index")[1]

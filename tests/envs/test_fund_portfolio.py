@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envs.core.fund_allocation import (
+from envs.fund.portfolio import (
     BUCKETS,
     MINUTES_PER_YEAR,
     AllocationParams,
@@ -18,6 +18,7 @@ from envs.core.fund_allocation import (
     put_price,
     rebalance,
     receive,
+    settle,
 )
 
 P = AllocationParams()
@@ -295,6 +296,36 @@ def test_receive_goes_to_stable():
     receive(pf, [5.0, 7.0])
     np.testing.assert_array_equal(pf.stable_usd, [15.0, 7.0])
     np.testing.assert_array_equal(pf.ledger_gap_usd(), [0.0, 0.0])
+
+
+def test_settle_receives_income_then_pays_the_shortfall():
+    # Exchange 0: stable 100 + income 30 = 130, shortfall 120 paid from stable -> 10 left.
+    # Exchange 1: stable 0 + income 5, yield 1,000 frozen (2% = 20 withdrawable): owes 40,
+    #   pays 5 from stable and 20 from yield = 25, short by 15.
+    # Exchange 2: nothing moves, so it is not even re-marked.
+    pf = FundPortfolio.from_stable([100.0, 0.0, 50.0])
+    pf.yield_usd[:] = [0.0, 1000.0, 0.0]
+    pf.initial_value_usd += pf.yield_usd
+    paid = settle(
+        pf, [30.0, 5.0, 0.0], [120.0, 40.0, 0.0], 100.0, 0.8, np.array([False, True, False]), P
+    )
+    np.testing.assert_array_equal(paid, [120.0, 25.0, 0.0])
+    np.testing.assert_array_equal(pf.stable_usd, [10.0, 0.0, 50.0])
+    np.testing.assert_array_equal(pf.yield_usd, [0.0, 980.0, 0.0])
+    np.testing.assert_array_equal(pf.received_usd, [30.0, 5.0, 0.0])
+    np.testing.assert_array_equal(pf.paid_usd, [120.0, 25.0, 0.0])
+    # Only the exchanges that paid were marked to the price; exchange 2 was not touched.
+    np.testing.assert_array_equal(pf.mark_price, [100.0, 100.0, 0.0])
+    np.testing.assert_allclose(pf.ledger_gap_usd(), 0.0, atol=1e-9)
+
+
+def test_settle_without_flows_changes_nothing():
+    pf = portfolio(stable=10.0, volatile_units=2.0, price=100.0)
+    before = {k: v.copy() for k, v in vars(pf).items()}
+    paid = settle(pf, [0.0], [0.0], 50.0, 0.8, np.array([False]), P)
+    assert paid[0] == 0.0
+    for k, v in vars(pf).items():  # not even re-marked to the new price
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
 
 
 # ==== Conservation property ====

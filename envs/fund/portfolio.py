@@ -701,3 +701,56 @@ def receive(pf: FundPortfolio, amount_usd: ArrayLike) -> None:
         raise ValueError(f"amount_usd must be >= 0, got {amount}")
     pf.stable_usd += amount
     pf.received_usd += amount
+
+
+def settle(
+    pf: FundPortfolio,
+    income_usd: ArrayLike,
+    paid_usd: ArrayLike,
+    price: ArrayLike,
+    vol_annual: ArrayLike,
+    stressed: ArrayLike,
+    params: AllocationParams,
+) -> FloatArray:
+    """Book one tick of the margin engine's fund flows, in place; return what was paid.
+
+    The fee income is received first (into ``stable``, :func:`receive`), then the shortfall
+    is paid (:func:`pay`), the order in which the engine counted them. Only the exchanges
+    that pay are re-marked to ``price``; the others are left untouched, so an exchange's
+    portfolio never depends on whether its siblings in the batch had a shortfall.
+
+    Args:
+        pf: The portfolio, modified in place.
+        income_usd: ``(n_envs,)`` fee income, >= 0.
+        paid_usd: ``(n_envs,)`` shortfall the engine paid out of the fund, >= 0.
+        price: ``(n_envs,)`` price of the underlying, > 0 (used only when paying).
+        vol_annual: ``(n_envs,)`` current annualised volatility, >= 0.
+        stressed: ``(n_envs,)`` bool, whether the lending market is stressed.
+        params: Bucket terms.
+
+    Returns:
+        ``(n_envs,)`` USD actually paid: ``paid_usd`` unless it exceeds what the fund could
+        pay after the income (:meth:`FundPortfolio.liquid_usd`).
+    """
+    n = pf.n_envs
+    income = _vec(income_usd, n, "income_usd")
+    owed = _vec(paid_usd, n, "paid_usd")
+    if (income > 0.0).any():
+        receive(pf, income)
+    paid = np.zeros(n)
+    rows = np.flatnonzero(owed > 0.0)
+    if rows.size == n:
+        paid[:] = pay(pf, owed, price, vol_annual, stressed, params)
+    elif rows.size:  # only the exchanges that pay are re-marked: the others stay untouched
+        sub = FundPortfolio(**{f.name: getattr(pf, f.name)[rows] for f in fields(pf)})
+        paid[rows] = pay(
+            sub,
+            owed[rows],
+            _vec(price, n, "price")[rows],
+            _vec(vol_annual, n, "vol_annual")[rows],
+            np.broadcast_to(np.asarray(stressed, dtype=bool), (n,))[rows],
+            params,
+        )
+        for f in fields(pf):
+            getattr(pf, f.name)[rows] = getattr(sub, f.name)
+    return paid

@@ -1,0 +1,85 @@
+"""Outcomes of every shipped scenario under default parameters, averaged over seeds.
+
+Prints one JSON object per scenario: liquidated notional / initial OI, fund drawdown, shortfall
+paid, ADL volume, socialised and unrecovered loss (each as a share of initial OI), OI end /
+start, and the largest ledger error. It uses only the simulator's long-standing public API
+(``ExchangeSimulator(scenario, risk, n_envs=..., n_accounts=..., seed=...).run()``), so the
+same script measures two versions of the code: that is how ``docs/simulator_v2.md`` lists what
+Simulator v2 changed per scenario.
+
+Usage: ``python benchmarks/scenario_outcomes.py [--accounts 2000] [--seeds 4] [--out FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from envs.core.params import RiskParams
+from envs.scenarios import library, load_scenario
+from envs.simulator import ExchangeSimulator
+
+
+def outcomes(name: str, n_accounts: int, seeds: list[int], fallback: str) -> dict[str, float]:
+    """Mean outcomes of scenario ``name`` over ``seeds`` (one batch, one exchange per seed)."""
+    sc = load_scenario(name)
+    sim = ExchangeSimulator(
+        sc,
+        RiskParams(fallback=fallback),  # type: ignore[arg-type]
+        n_envs=len(seeds),
+        n_accounts=n_accounts,
+        seed=seeds,
+    )
+    t0 = time.perf_counter()
+    res = sim.run()
+    wall = time.perf_counter() - t0
+    tot = res.totals()
+    oi0 = np.maximum(res.initial_open_interest_usd, 1.0)
+    oi = res.series["open_interest_usd"]
+    fund0 = np.maximum(tot["fund_start_usd"], 1.0)
+    row = {
+        "liquidated_over_oi": tot["liquidation_volume_usd"] / oi0,
+        "fund_drawdown_frac": 1.0 - tot["fund_min_usd"] / fund0,
+        "shortfall_over_oi": tot["shortfall_usd"] / oi0,
+        "adl_over_oi": tot["adl_volume_usd"] / oi0,
+        "socialized_over_oi": tot["socialized_loss_usd"] / oi0,
+        "unrecovered_over_oi": tot["unrecovered_usd"] / oi0,
+        "bad_debt_over_oi": tot["bad_debt_usd"] / oi0,
+        "oi_end_over_start": oi[-1] / oi0,
+        "max_price_over_start": res.series["index_price"].max(axis=0)
+        / res.series["index_price"][0],
+    }
+    out = {k: float(np.mean(v)) for k, v in row.items()}
+    out["max_ledger_error_usd"] = float(res.max_ledger_error_usd)
+    out["wall_s"] = wall
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print (or write) the outcome table."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--accounts", type=int, default=2000, help="account slots per exchange")
+    ap.add_argument("--seeds", type=int, default=4, help="seeds per scenario (0..N-1 + 1000)")
+    ap.add_argument("--fallback", default="adl", choices=("adl", "socialize"))
+    ap.add_argument("--out", default=None, help="write the JSON here instead of stdout")
+    args = ap.parse_args(argv)
+    seeds = [1000 + i for i in range(args.seeds)]
+    table = {}
+    for name in sorted(library()):
+        table[name] = outcomes(name, args.accounts, seeds, args.fallback)
+        print(name, json.dumps(table[name]), file=sys.stderr)
+    text = json.dumps(table, indent=1)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,133 @@
+"""The environment's configuration: keyword arguments or a YAML file, validated once.
+
+:class:`EnvConfig` is the one schema of everything that defines ``fundgym/InsuranceFund-v0``;
+:func:`make_config` builds it from a file and/or keyword overrides through
+:func:`envs.schema.build`, which names the field, the value and what is allowed on error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from envs.controls import PARAMS
+from envs.levers import LEVERS
+from envs.market.sampler import SamplerSettings
+from envs.rewards import RewardWeights
+from envs.scenarios import Scenario
+from envs.schema import SchemaError, build, spec
+
+
+def _fixed(name: str) -> Any:
+    """A :class:`FixedParams` field: ``None`` or a value inside the lever's action range.
+
+    The environment holds every lever as a position in its action range (:mod:`envs.controls`),
+    so a value outside that range could only be clipped to its edge: it is an error instead.
+    """
+    lever = PARAMS[name]
+    return spec(
+        None,
+        ge=lever.low,
+        le=lever.high,
+        doc=f"{lever.doc}; {lever.unit}",
+        note="the lever's action range: the environment holds it as a position there",
+    )
+
+
+def _hard(name: str, doc: str) -> Any:
+    """A field holding lever ``name`` (not an action lever): its default and hard bounds."""
+    lever = LEVERS[name]
+    k = lever.bounds.spec_kwargs()
+    return spec(
+        lever.default,
+        ge=k.get("ge"),
+        gt=k.get("gt"),
+        le=k.get("le"),
+        lt=k.get("lt"),
+        doc=f"{lever.doc}; {lever.unit} {doc}",
+        note="the lever's hard bounds",
+    )
+
+
+@dataclass(frozen=True)
+class FixedParams:
+    """Natural-unit values where parameters start (``None``: the lever's default).
+
+    A parameter that is not controlled stays at its value; a controlled one starts there. Each
+    value must lie in its lever's action range (:data:`envs.levers.LEVERS`), never clipped.
+    """
+
+    liquidation_fee_rate: float | None = _fixed("liquidation_fee_rate")
+    liquidation_fee_fund_share: float | None = _fixed("liquidation_fee_fund_share")
+    mmr: float | None = _fixed("mmr")
+    imr_multiple: float | None = _fixed("imr_multiple")
+    trading_fee_fund_share: float | None = _fixed("trading_fee_fund_share")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Everything that defines the environment (keyword arguments or a YAML file)."""
+
+    scenario: str = spec("training", doc="library name, YAML path, or 'training' (sampler)")
+    sampler: SamplerSettings = dataclasses.field(default_factory=SamplerSettings)
+    n_accounts: int = spec(1024, ge=1, le=10_000_000, doc="account slots per exchange")
+    decision_minutes: float = spec(10.0, gt=0.0, le=10_080.0, doc="minutes between actions")
+    horizon_minutes: float | None = spec(
+        None, gt=0.0, le=1e7, doc="episode cap (None: the scenario's; training: 1 day)"
+    )
+    # Levers the action sets, in action order (names from envs.levers.CONTROLLABLE).
+    controlled: tuple[str, ...] = tuple(PARAMS)
+    fixed: FixedParams = dataclasses.field(default_factory=FixedParams)
+    max_step: float = spec(0.2, gt=0.0, le=2.0, doc="largest move per decision, action units")
+    margin_notice_minutes: float = spec(30.0, ge=0.0, le=1e6, doc="delay of margin increases")
+    fund_to_oi_frac: float = spec(0.02, ge=0.0, le=10.0, doc="initial fund / open interest")
+    insolvency_frac: float = spec(0.05, gt=0.0, le=10.0, doc="uncovered loss / OI that ends it")
+    fallback: Literal["adl", "socialize"] = "adl"
+    # Notional brackets for the maintenance requirement ("none": flat MMR). With a table the
+    # controlled ``mmr`` scales it (``mmr`` = the first bracket's rate reproduces the venue's).
+    margin_tiers: Literal["none", "binance_btcusdt_2021"] = "none"
+    taker_fee_rate: float = _hard("taker_fee_rate", "(not controlled)")
+    rebalance_threshold: float = spec(0.02, ge=0.0, le=2.0, doc="L1 weight change to rebalance")
+    population_minutes: float = spec(5.0, gt=0.0, le=1440.0, doc="clock of the trader flows")
+    reward: RewardWeights = dataclasses.field(default_factory=RewardWeights)
+
+    def __post_init__(self) -> None:
+        bad = [n for n in self.controlled if n not in PARAMS]
+        if bad:
+            what = (
+                f"{bad[0]!r} has hard bounds only, no action range"
+                if bad[0] in LEVERS
+                else f"unknown parameter {bad[0]!r}"
+            )
+            raise ValueError(f"controlled: {what}; allowed: {list(PARAMS)}")
+        if not self.controlled or len(set(self.controlled)) != len(self.controlled):
+            raise ValueError(f"controlled must list distinct parameters, got {self.controlled}")
+
+
+def make_config(config: str | Path | EnvConfig | None = None, **overrides: Any) -> EnvConfig:
+    """Build an :class:`EnvConfig` from a YAML file and/or keyword arguments (validated)."""
+    data: dict[str, Any] = {}
+    source = "<kwargs>"
+    if isinstance(config, EnvConfig):
+        data = dataclasses.asdict(config)
+    elif config is not None:
+        import yaml
+
+        path = Path(config)
+        if not path.is_file():
+            raise FileNotFoundError(f"environment config {path} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        source = str(path)
+        if not isinstance(loaded, dict):
+            raise SchemaError(source, "<top>", loaded, "a mapping of environment settings")
+        data = dict(loaded.get("env", loaded))
+    for key, value in overrides.items():
+        if isinstance(value, Scenario):
+            raise ValueError("pass scenario by name or path, not as a Scenario object")
+        is_instance = dataclasses.is_dataclass(value) and not isinstance(value, type)
+        data[key] = dataclasses.asdict(value) if is_instance else value
+    if isinstance(data.get("controlled"), tuple):
+        data["controlled"] = list(data["controlled"])
+    return build(EnvConfig, data, source)

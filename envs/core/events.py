@@ -1,0 +1,189 @@
+"""What one tick of the margin engine did, per exchange: :class:`StepEvents`.
+
+The record is one ``(n_envs, N_EVENTS)`` float64 array. The compiled kernels
+(:mod:`envs.core.kernels`) write into it by column (the ``EV_*`` constants below, which numba
+folds into the code); Python reads it through named fields, each an ``(n_envs,)`` view of one
+column. Field names feed the environment's ``info`` keys and the evaluation metrics, so they
+are part of the public interface.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, overload
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+IntArray = np.ndarray[Any, np.dtype[np.int64]]
+
+#: Columns of :attr:`StepEvents.data`, in :data:`FIELDS` order.
+EV_N_LIQUIDATIONS = 0
+EV_LIQUIDATION_VOLUME = 1
+EV_LIQUIDATION_FEES = 2
+EV_FUND_FEE_INCOME = 3
+EV_LIQUIDATOR_REWARDS = 4
+EV_BAD_DEBT = 5
+EV_SHORTFALL = 6
+EV_ADL_VOLUME = 7
+EV_ADL_HAIRCUT = 8
+EV_SOCIALIZED_LOSS = 9
+EV_UNRECOVERED = 10
+EV_TRADING_FEES = 11
+EV_FUND_TRADING_FEE_INCOME = 12
+EV_LIQUIDATION_SELL = 13
+EV_LIQUIDATION_BUY = 14
+N_EVENTS = 15
+
+
+class _Column:
+    """A named ``(n_envs,)`` float view of one column of :attr:`StepEvents.data`."""
+
+    def __init__(self, col: int) -> None:
+        self.col = col
+
+    @overload
+    def __get__(self, obj: None, owner: type[StepEvents]) -> _Column: ...
+
+    @overload
+    def __get__(self, obj: StepEvents, owner: type[StepEvents]) -> FloatArray: ...
+
+    def __get__(self, obj: StepEvents | None, owner: type[StepEvents]) -> FloatArray | _Column:
+        if obj is None:
+            return self
+        out: FloatArray = obj.data[:, self.col]
+        return out
+
+    def __set__(self, obj: StepEvents, value: ArrayLike) -> None:
+        obj.data[:, self.col] = value
+
+
+class _CountColumn:
+    """A count column read as ``int64`` (a copy: the record stores every column as float)."""
+
+    def __init__(self, col: int) -> None:
+        self.col = col
+
+    @overload
+    def __get__(self, obj: None, owner: type[StepEvents]) -> _CountColumn: ...
+
+    @overload
+    def __get__(self, obj: StepEvents, owner: type[StepEvents]) -> IntArray: ...
+
+    def __get__(self, obj: StepEvents | None, owner: type[StepEvents]) -> IntArray | _CountColumn:
+        if obj is None:
+            return self
+        return obj.data[:, self.col].astype(np.int64)
+
+    def __set__(self, obj: StepEvents, value: ArrayLike) -> None:
+        obj.data[:, self.col] = value
+
+
+class StepEvents:
+    """What one tick did, per exchange: every field is an ``(n_envs,)`` array.
+
+    Money fields are USD over the tick; ``bad_debt_usd = shortfall_usd + socialized_loss_usd
+    + unrecovered_usd`` up to rounding (what is deleveraged closes at the bankruptcy price and
+    shows in ``adl_haircut_usd`` instead).
+
+    Attributes:
+        data: The ``(n_envs, N_EVENTS)`` float64 array behind every field (``EV_*`` columns).
+        n_liquidations: Accounts that received a liquidation order (``int64``, a copy).
+        liquidation_volume_usd: Notional closed by the liquidation engine: book fills at the
+            fill price plus deleveraged size at the bankruptcy price, in absolute value (an
+            account whose debt exceeds its whole position's value, e.g. a short drained by
+            funding in a pump, has a negative bankruptcy price).
+        liquidation_fees_usd: Liquidation fees charged to liquidated accounts.
+        fund_fee_income_usd: The insurance fund's share of those fees (booked into the fund
+            by :func:`envs.core.step.core_step`).
+        liquidator_rewards_usd: The outside liquidators' share of those fees.
+        bad_debt_usd: Loss beyond bankruptcy on book fills, before anyone covers it.
+        shortfall_usd: The part of ``bad_debt_usd`` the insurance fund paid.
+        adl_volume_usd: Notional deleveraged against counterparties, at the bankruptcy price
+            (absolute value).
+        adl_haircut_usd: Mark-to-market profit the deleveraged counterparties gave up.
+        socialized_loss_usd: The part of ``bad_debt_usd`` charged to open positions (the
+            ``RiskParams.socialization`` convention); never more than the loss it covers.
+        unrecovered_usd: The part of ``bad_debt_usd`` nobody could be made to bear (no fund
+            left, no eligible bearer, or bearers capped at zero equity); the exchange's own
+            capital absorbs it.
+        trading_fees_usd: Taker fees charged by trading (zero from the margin engine).
+        fund_trading_fee_income_usd: The fund's share of those trading fees.
+        liquidation_sell_usd: Notional the liquidation engine sold into the book (longs), at
+            the book price before impact.
+        liquidation_buy_usd: Notional it bought from the book (shorts); with the sells, the
+            flow that moves the price (endogenous impact).
+    """
+
+    n_liquidations = _CountColumn(EV_N_LIQUIDATIONS)
+    liquidation_volume_usd = _Column(EV_LIQUIDATION_VOLUME)
+    liquidation_fees_usd = _Column(EV_LIQUIDATION_FEES)
+    fund_fee_income_usd = _Column(EV_FUND_FEE_INCOME)
+    liquidator_rewards_usd = _Column(EV_LIQUIDATOR_REWARDS)
+    bad_debt_usd = _Column(EV_BAD_DEBT)
+    shortfall_usd = _Column(EV_SHORTFALL)
+    adl_volume_usd = _Column(EV_ADL_VOLUME)
+    adl_haircut_usd = _Column(EV_ADL_HAIRCUT)
+    socialized_loss_usd = _Column(EV_SOCIALIZED_LOSS)
+    unrecovered_usd = _Column(EV_UNRECOVERED)
+    trading_fees_usd = _Column(EV_TRADING_FEES)
+    fund_trading_fee_income_usd = _Column(EV_FUND_TRADING_FEE_INCOME)
+    liquidation_sell_usd = _Column(EV_LIQUIDATION_SELL)
+    liquidation_buy_usd = _Column(EV_LIQUIDATION_BUY)
+
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "n_liquidations",
+        "liquidation_volume_usd",
+        "liquidation_fees_usd",
+        "fund_fee_income_usd",
+        "liquidator_rewards_usd",
+        "bad_debt_usd",
+        "shortfall_usd",
+        "adl_volume_usd",
+        "adl_haircut_usd",
+        "socialized_loss_usd",
+        "unrecovered_usd",
+        "trading_fees_usd",
+        "fund_trading_fee_income_usd",
+        "liquidation_sell_usd",
+        "liquidation_buy_usd",
+    )
+    """Field names in column order (the ``info`` keys)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: FloatArray) -> None:
+        """Wrap ``data``, an ``(n_envs, N_EVENTS)`` float64 array (not copied)."""
+        if data.ndim != 2 or data.shape[1] != N_EVENTS or data.dtype != np.float64:
+            raise ValueError(
+                f"StepEvents.data must be a float64 (n_envs, {N_EVENTS}) array, "
+                f"got {data.dtype} {data.shape}"
+            )
+        self.data = data
+
+    @classmethod
+    def zeros(cls, n_envs: int) -> StepEvents:
+        """A tick in which nothing happened."""
+        return cls(np.zeros((n_envs, N_EVENTS)))
+
+    @property
+    def n_envs(self) -> int:
+        """Number of exchanges."""
+        return int(self.data.shape[0])
+
+    def copy(self) -> StepEvents:
+        """An independent copy."""
+        return StepEvents(self.data.copy())
+
+    def as_dict(self) -> dict[str, FloatArray | IntArray]:
+        """Field name to ``(n_envs,)`` array (views, except ``n_liquidations``)."""
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    def __repr__(self) -> str:
+        return f"StepEvents(n_envs={self.n_envs})"
+
+
+assert all(  # the column constants follow FIELDS
+    getattr(StepEvents, name).col == col for col, name in enumerate(StepEvents.FIELDS)
+)
+assert len(StepEvents.FIELDS) == N_EVENTS

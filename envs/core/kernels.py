@@ -1,0 +1,561 @@
+"""Compiled kernels of the margin engine: margin check, liquidation waterfall, ADL, socialisation.
+
+Every kernel loops over exchanges on the outside and over accounts inside, and keeps each
+exchange's sums in local scalars: nothing accumulates across exchanges, so exchange ``i`` of
+a batch computes bit for bit what it computes stepped alone. Arrays come straight from
+:class:`envs.state.SimState` (``(E, A)`` collateral, ``(E, A, M)`` positions); parameters
+come packed (:meth:`envs.core.params.RiskParams.packed`, ``P_*`` columns) with the tier table
+as four arrays (:meth:`~envs.core.params.RiskParams.tier_table`); events are written into
+:attr:`envs.core.events.StepEvents.data` by ``EV_*`` column. The kernels never touch the
+insurance fund: they report its fee income and the shortfall it paid, and
+:func:`envs.core.step.core_step` books both into the fund's portfolio.
+
+The order of operations and the venue each rule follows are documented once, in
+:mod:`envs.core.step`; the scalar formulas below are the ones in :mod:`envs.core.formulas`,
+written in the same operation order so the compiled and the numpy versions agree to the bit
+on the same inputs. Kernels use numba's numpy error model: a division by zero gives ``inf``
+or ``NaN`` as in numpy (a subnormal position's ADL score, say), never an exception.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from envs.core.events import (
+    EV_ADL_HAIRCUT,
+    EV_ADL_VOLUME,
+    EV_BAD_DEBT,
+    EV_FUND_FEE_INCOME,
+    EV_LIQUIDATION_BUY,
+    EV_LIQUIDATION_FEES,
+    EV_LIQUIDATION_SELL,
+    EV_LIQUIDATION_VOLUME,
+    EV_LIQUIDATOR_REWARDS,
+    EV_N_LIQUIDATIONS,
+    EV_SHORTFALL,
+    EV_SOCIALIZED_LOSS,
+    EV_UNRECOVERED,
+)
+from envs.core.formulas import DUST_NOTIONAL_USD
+from envs.core.params import P_LIQ_FEE, P_LIQ_FUND_SHARE, P_MAX_LIQ_FRAC, P_MIN_LIQ_NOTIONAL, P_MMR
+
+FALLBACK_ADL = 0
+FALLBACK_SOCIALIZE = 1
+SOCIALIZE_PROFIT_HAIRCUT = 0
+SOCIALIZE_DRIFT = 1
+__all__ = ["DUST_NOTIONAL_USD", "margin_kernel", "requirement", "scan_kernel", "waterfall_kernel"]
+
+
+# ==== scalar formulas (the operation order of envs.core.formulas) ====
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def requirement(notional_usd, mmr, floors, rates, cums, base_mmr):  # type: ignore[no-untyped-def]
+    """Maintenance requirement of one position: flat ``mmr x N`` or the scaled tier table."""
+    n_tiers = floors.shape[0]
+    if n_tiers == 0:
+        return notional_usd * mmr
+    k = 0
+    while k + 1 < n_tiers and floors[k + 1] <= notional_usd:
+        k += 1
+    return (notional_usd * rates[k] - cums[k]) * (mmr / base_mmr)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _account_margin(coll, size, entry, marks, i, a, mmr, floors, rates, cums, base_mmr):  # type: ignore[no-untyped-def]
+    """Cross-margin equity and maintenance requirement of account ``a`` of exchange ``i``."""
+    eq = coll[i, a]
+    req = 0.0
+    for j in range(size.shape[2]):
+        q = size[i, a, j]
+        m = marks[i, j]
+        eq += q * (m - entry[i, a, j])
+        req += requirement(abs(q) * m, mmr, floors, rates, cums, base_mmr)
+    return eq, req
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _liquidatable_1(c, q, e, m, mmr, floors, rates, cums, base_mmr):  # type: ignore[no-untyped-def]
+    """dYdX ``IsLiquidatable`` for a one-market account: requirement > 0 and equity below it."""
+    req = requirement(abs(q) * m, mmr, floors, rates, cums, base_mmr)
+    return (req > 0.0) & (c + q * (m - e) < req)  # no short circuit: no branch to mispredict
+
+
+@njit(cache=True, error_model="numpy")
+def _collect_liquidatable(coll, size, entry, i, m, mmr, floors, rates, cums, base_mmr, idx):  # type: ignore[no-untyped-def]
+    """Write exchange ``i``'s liquidatable accounts, in order, into ``idx``; return how many.
+
+    Branch-free compaction (every index is written, the count advances by the flag), so the
+    third of slots that are empty cost no mispredicted branch; flat and tiered requirements
+    get their own loop.
+    """
+    n = 0
+    if floors.shape[0] == 0:
+        for a in range(size.shape[1]):
+            q = size[i, a, 0]
+            req = abs(q) * m * mmr  # requirement() without tiers, same operations
+            idx[n] = a
+            n += (req > 0.0) & (coll[i, a] + q * (m - entry[i, a, 0]) < req)
+    else:
+        for a in range(size.shape[1]):
+            idx[n] = a
+            n += _liquidatable_1(
+                coll[i, a], size[i, a, 0], entry[i, a, 0], m, mmr, floors, rates, cums, base_mmr
+            )
+    return n
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _bankruptcy_value(c, q, e, close_base):  # type: ignore[no-untyped-def]
+    """``close_base`` x bankruptcy price, without dividing by ``q`` (formulas.bankruptcy_value)."""
+    frac = close_base / abs(q) if q != 0.0 else 0.0
+    return close_base * e - np.sign(q) * c * frac
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _insurance_fund_delta(c, q, e, close_base, fill_price, fee_rate):  # type: ignore[no-untyped-def]
+    """dYdX's fund delta for closing ``close_base`` (unsigned) of ``q`` at ``fill_price``."""
+    if close_base == 0.0:
+        return 0.0
+    raw = np.sign(q) * (close_base * fill_price - _bankruptcy_value(c, q, e, close_base))
+    if raw > 0.0:
+        return min(raw, fee_rate * close_base * fill_price)
+    return raw
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _adl_score(c, q, e, m):  # type: ignore[no-untyped-def]
+    """BitMEX ranking score (formulas.adl_score); ``-inf`` when not a candidate."""
+    eq = c + q * (m - e)
+    if q == 0.0 or not eq > 0.0:
+        return -np.inf
+    pnl_frac = q * (m - e) / abs(q * e)
+    eff_lev = abs(q) * m / eq
+    if pnl_frac > 0.0:
+        return pnl_frac * eff_lev
+    return pnl_frac / eff_lev
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _close_base(abs_q, max_frac, min_base):  # type: ignore[no-untyped-def]
+    """Base units a partial liquidation order closes (dust whose fraction underflows: all)."""
+    close = min(abs_q, max(max_frac * abs_q, min_base))
+    return close if close > 0.0 else abs_q
+
+
+# ==== margin ====
+
+
+@njit(cache=True, error_model="numpy")
+def margin_kernel(coll, size, entry, marks, packed, floors, rates, cums, base, eq_out, req_out):  # type: ignore[no-untyped-def]
+    """Equity and maintenance requirement of every account, into ``eq_out``, ``req_out``."""
+    n_envs, n_acc, _ = size.shape
+    for i in range(n_envs):
+        mmr = packed[i, P_MMR]
+        for a in range(n_acc):
+            eq, req = _account_margin(
+                coll, size, entry, marks, i, a, mmr, floors, rates, cums, base[0]
+            )
+            eq_out[i, a] = eq
+            req_out[i, a] = req
+
+
+@njit(cache=True, error_model="numpy")
+def scan_kernel(coll, size, entry, marks, book, packed, floors, rates, cums, base, ev):  # type: ignore[no-untyped-def]
+    """Count liquidatable accounts and their order flow; return ``(batch total, liq_idx)``.
+
+    Writes ``EV_N_LIQUIDATIONS``, the orders' notional at the book price
+    (``EV_LIQUIDATION_SELL`` for longs, ``EV_LIQUIDATION_BUY`` for shorts), which the impact
+    model turns into the tick's fill prices. ``liq_idx[i, :n]`` lists exchange ``i``'s
+    liquidatable accounts in order, for :func:`waterfall_kernel` (an ``(E, A)`` scratch
+    array, allocated only when some exchange liquidates, else ``(0, 0)``; rows of exchanges
+    that do not liquidate are left unset). One market (``M == 1``).
+    """
+    n_envs, n_acc, _ = size.shape
+    total = 0
+    liq_idx = np.empty((0, 0), np.int64)
+    for i in range(n_envs):
+        mmr = packed[i, P_MMR]
+        m = marks[i, 0]
+        # The common case first: count without branching (the loop vectorises).
+        n = 0
+        if floors.shape[0] == 0:
+            for a in range(n_acc):
+                q = size[i, a, 0]
+                req = abs(q) * m * mmr  # requirement() without tiers, same operations
+                n += (req > 0.0) & (coll[i, a] + q * (m - entry[i, a, 0]) < req)
+        else:
+            for a in range(n_acc):
+                n += _liquidatable_1(
+                    coll[i, a], size[i, a, 0], entry[i, a, 0], m, mmr, floors, rates, cums, base[0]
+                )
+        sell = 0.0
+        buy = 0.0
+        if n > 0:
+            if liq_idx.shape[0] == 0:
+                liq_idx = np.empty((n_envs, n_acc), np.int64)
+            idx = liq_idx[i]
+            _collect_liquidatable(coll, size, entry, i, m, mmr, floors, rates, cums, base[0], idx)
+            max_frac = packed[i, P_MAX_LIQ_FRAC]
+            min_base = packed[i, P_MIN_LIQ_NOTIONAL] / m
+            for k in range(n):
+                q = size[i, idx[k], 0]
+                notional = _close_base(abs(q), max_frac, min_base) * book[i]
+                if q > 0.0:
+                    sell += notional
+                else:
+                    buy += notional
+        ev[i, EV_N_LIQUIDATIONS] = n
+        ev[i, EV_LIQUIDATION_SELL] = sell
+        ev[i, EV_LIQUIDATION_BUY] = buy
+        total += n
+    return total, liq_idx
+
+
+# ==== the waterfall ====
+
+
+@njit(cache=True, error_model="numpy")
+def waterfall_kernel(  # type: ignore[no-untyped-def]
+    coll,
+    size,
+    entry,
+    marks,
+    packed,
+    floors,
+    rates,
+    cums,
+    base,
+    sell_px,
+    buy_px,
+    fund_available,
+    fallback,
+    socialization,
+    cp_size,
+    cp_cash,
+    liquidator_rewards,
+    unrecovered,
+    ev,
+    liq_idx,
+):
+    """Liquidate every exchange's liquidatable accounts (those ``scan_kernel`` listed).
+
+    Updates accounts, the counterparty, liquidator rewards and unrecovered loss in place and
+    writes the events; the fund's flows are only reported (``EV_FUND_FEE_INCOME``,
+    ``EV_SHORTFALL``). One market (``M == 1``).
+    """
+    for i in range(size.shape[0]):
+        if ev[i, EV_N_LIQUIDATIONS] > 0.0:
+            _waterfall_one(
+                i,
+                coll,
+                size,
+                entry,
+                marks,
+                packed,
+                floors,
+                rates,
+                cums,
+                base[0],
+                sell_px[i],
+                buy_px[i],
+                fund_available[i],
+                fallback,
+                socialization,
+                cp_size,
+                cp_cash,
+                liquidator_rewards,
+                unrecovered,
+                ev,
+                liq_idx[i, : int(ev[i, EV_N_LIQUIDATIONS])],
+            )
+
+
+@njit(cache=True, error_model="numpy")
+def _waterfall_one(  # type: ignore[no-untyped-def]
+    i,
+    coll,
+    size,
+    entry,
+    marks,
+    packed,
+    floors,
+    rates,
+    cums,
+    base_mmr,
+    sell_px,
+    buy_px,
+    fund_available,
+    fallback,
+    socialization,
+    cp_size,
+    cp_cash,
+    liquidator_rewards,
+    unrecovered,
+    ev,
+    idx,
+):
+    """The waterfall of exchange ``i`` on its liquidatable accounts ``idx`` (in order).
+
+    See :mod:`envs.core.step` for the order of operations.
+    """
+    n_acc = size.shape[1]
+    n = idx.shape[0]
+    m = marks[i, 0]
+    is_liq = np.zeros(n_acc, np.bool_)
+    for k in range(n):
+        is_liq[idx[k]] = True
+
+    # 1. The liquidation order: partial (dYdX), priced by the tick's fill price per side.
+    max_frac = packed[i, P_MAX_LIQ_FRAC]
+    min_base = packed[i, P_MIN_LIQ_NOTIONAL] / m
+    fee_rate = packed[i, P_LIQ_FEE]
+    fund_share = packed[i, P_LIQ_FUND_SHARE]
+    side = np.empty(n)
+    close = np.empty(n)
+    price = np.empty(n)
+    fee = np.empty(n)
+    bad = np.empty(n)
+    income = 0.0
+    rewards = 0.0
+    fees = 0.0
+    for k in range(n):
+        a = idx[k]
+        q = size[i, a, 0]
+        side[k] = 1.0 if q > 0.0 else -1.0
+        close[k] = _close_base(abs(q), max_frac, min_base)
+        price[k] = sell_px if q > 0.0 else buy_px
+        delta = _insurance_fund_delta(coll[i, a], q, entry[i, a, 0], close[k], price[k], fee_rate)
+        fee[k] = max(delta, 0.0)
+        bad[k] = max(-delta, 0.0)
+        income += fee[k] * fund_share
+        rewards += fee[k] * (1.0 - fund_share)
+        fees += fee[k]
+
+    # 2. The insurance fund: this tick's fee income first, then shortfalls in account order,
+    #    never below zero. Only this exchange's own running sum.
+    available = fund_available + income
+    paid = np.empty(n)
+    before = 0.0
+    for k in range(n):
+        paid[k] = min(max(available - before, 0.0), bad[k])
+        before += bad[k]
+    shortfall = 0.0
+    for k in range(n):
+        shortfall += paid[k]
+
+    # 3. Auto-deleveraging of what the fund could not cover.
+    adl_close = np.zeros(n)
+    if fallback == FALLBACK_ADL:
+        need = np.zeros(n)
+        any_need = False
+        for k in range(n):
+            covered = paid[k] / bad[k] if bad[k] > 0.0 else 1.0
+            need[k] = (1.0 - covered) * close[k]
+            any_need = any_need or need[k] > 0.0
+        if any_need:
+            _deleverage(i, coll, size, entry, m, idx, is_liq, side, need, adl_close, ev)
+
+    # 4. Fills and deleveraged closes on the liquidated accounts; the book's side to the
+    #    counterparty; what neither the fund nor ADL covered is the loss to socialise.
+    bad_debt = 0.0
+    volume = 0.0
+    loss = 0.0
+    cp_base = 0.0
+    cp_quote = 0.0
+    for k in range(n):
+        a = idx[k]
+        c = coll[i, a]
+        q = size[i, a, 0]
+        e = entry[i, a, 0]
+        s = side[k]
+        book_close = close[k] - adl_close[k]
+        adl_share = adl_close[k] / close[k] if close[k] > 0.0 else 0.0
+        book_bad = bad[k] * (1.0 - adl_share)  # the deleveraged part closes at bankruptcy
+        socialized = max(book_bad - paid[k], 0.0)
+        adl_quote = _bankruptcy_value(c, q, e, adl_close[k])
+        coll[i, a] = (
+            c
+            + s * book_close * (price[k] - e)
+            + s * (adl_quote - adl_close[k] * e)
+            - fee[k]
+            + paid[k]
+            + socialized
+        )
+        size[i, a, 0] = q - s * (book_close + adl_close[k])
+        book_base = s * book_close
+        cp_base += book_base
+        cp_quote += book_base * price[k]
+        volume += book_close * price[k] + abs(adl_quote)
+        bad_debt += book_bad
+        loss += socialized
+    cp_size[i, 0] += cp_base
+    cp_cash[i] -= cp_quote
+    liquidator_rewards[i] += rewards
+
+    ev[i, EV_LIQUIDATION_VOLUME] = volume
+    ev[i, EV_LIQUIDATION_FEES] = fees
+    ev[i, EV_FUND_FEE_INCOME] = income
+    ev[i, EV_LIQUIDATOR_REWARDS] = rewards
+    ev[i, EV_BAD_DEBT] = bad_debt
+    ev[i, EV_SHORTFALL] = shortfall
+
+    # 5. Socialisation, then 6. the exchange absorbs the rest.
+    charged = 0.0
+    if loss > 0.0:
+        charged = _socialize(i, coll, size, entry, m, is_liq, loss, socialization)
+    ev[i, EV_SOCIALIZED_LOSS] = charged
+    ev[i, EV_UNRECOVERED] = loss - charged
+    unrecovered[i] += loss - charged
+
+
+@njit(cache=True, error_model="numpy")
+def _deleverage(i, coll, size, entry, m, idx, is_liq, side, need, adl_close, ev):  # type: ignore[no-untyped-def]
+    """Offset ``need`` base units of the liquidated accounts against opposite positions.
+
+    Per bankrupt side, the accounts of that side are one batch: each closes at its own
+    bankruptcy price, the counterparties at the batch's size-weighted bankruptcy price, so
+    the cash matches exactly. Counterparties are the accounts not being liquidated that stay
+    solvent when closed whole at the batch price (dYdX's collateral check), taken greedily in
+    BitMEX rank order (ties: lower index first). Writes the base units each liquidated
+    account deleverages into ``adl_close`` (``<= need``: what exceeds the eligible opposite
+    interest is left over for socialisation).
+    """
+    n_acc = size.shape[1]
+    n = idx.shape[0]
+    for bankrupt_side in (1.0, -1.0):
+        need_total = 0.0
+        value_total = 0.0
+        for k in range(n):
+            if side[k] == bankrupt_side and need[k] > 0.0:
+                a = idx[k]
+                need_total += need[k]
+                value_total += _bankruptcy_value(coll[i, a], size[i, a, 0], entry[i, a, 0], need[k])
+        if not need_total > 0.0:
+            continue
+        batch_price = value_total / need_total
+        # Eligible counterparties, compacted without branching (half the book is on the
+        # wrong side, in no order a branch predictor could learn).
+        cand = np.empty(n_acc, np.int64)
+        n_cand = 0
+        capacity = 0.0
+        for a in range(n_acc):
+            q = size[i, a, 0]
+            equity_now = coll[i, a] + q * (m - entry[i, a, 0])
+            haircut = abs(q) * (batch_price - m) * bankrupt_side
+            ok = (
+                (not is_liq[a])
+                & (q * bankrupt_side < 0.0)
+                & (equity_now - max(haircut, 0.0) >= 0.0)
+            )
+            cand[n_cand] = a
+            n_cand += ok
+            capacity += abs(q) * ok  # + 0.0 for the others: the sum is unchanged
+        ratio = min(1.0, capacity / need_total)
+        for k in range(n):
+            if side[k] == bankrupt_side and need[k] > 0.0:
+                adl_close[k] = need[k] * ratio
+        amount = need_total * ratio
+        quote = value_total * ratio  # USD that changes hands at the bankruptcy prices
+        if amount > 0.0:
+            _close_greedy(i, coll, size, entry, m, cand[:n_cand], amount, quote, bankrupt_side)
+        ev[i, EV_ADL_VOLUME] += abs(quote)
+        ev[i, EV_ADL_HAIRCUT] += bankrupt_side * (quote - amount * m)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _ranks_before(key, who, x, y):  # type: ignore[no-untyped-def]
+    """Whether candidate ``x`` comes before ``y``: higher score, then lower account index."""
+    return key[x] > key[y] or (key[x] == key[y] and who[x] < who[y])
+
+
+@njit(cache=True, error_model="numpy")
+def _sift_down(heap, size, start, key, who):  # type: ignore[no-untyped-def]
+    """Restore the heap property below ``start`` (a max-heap in ranking order)."""
+    root = start
+    while True:
+        child = 2 * root + 1
+        if child >= size:
+            return
+        if child + 1 < size and _ranks_before(key, who, heap[child + 1], heap[child]):
+            child += 1
+        if not _ranks_before(key, who, heap[child], heap[root]):
+            return
+        heap[root], heap[child] = heap[child], heap[root]
+        root = child
+
+
+@njit(cache=True, error_model="numpy")
+def _close_greedy(i, coll, size, entry, m, cand, amount, quote, bankrupt_side):  # type: ignore[no-untyped-def]
+    """Close ``amount`` base units against ``cand`` greedily from the top BitMEX score.
+
+    The candidates form a heap keyed on (score, lower index first), and only as many are
+    popped as the amount needs: the stable sort of every candidate, which this replaces,
+    cost ``K log K`` per side and tick where a few pops usually suffice. Each counterparty
+    closes ``min(amount - closed so far, |size|)`` and trades its share of the batch at the
+    batch's bankruptcy price, as ``share x quote`` so that no price is formed from a dust
+    size; both sides move toward zero.
+    """
+    n_cand = cand.shape[0]
+    key = np.empty(n_cand)
+    heap = np.empty(n_cand, np.int64)
+    for j in range(n_cand):
+        a = cand[j]
+        score = _adl_score(coll[i, a], size[i, a, 0], entry[i, a, 0], m)
+        key[j] = score if score == score else -np.inf  # NaN (a subnormal size) ranks last
+        heap[j] = j
+    for start in range(n_cand // 2 - 1, -1, -1):
+        _sift_down(heap, n_cand, start, key, cand)
+    left = n_cand
+    before = 0.0
+    while left > 0 and before < amount:
+        j = heap[0]
+        left -= 1
+        heap[0] = heap[left]
+        _sift_down(heap, left, 0, key, cand)
+        a = cand[j]
+        q = size[i, a, 0]
+        closed = min(max(amount - before, 0.0), abs(q))
+        before += abs(q)
+        cash = (closed / amount) * quote
+        coll[i, a] = coll[i, a] - bankrupt_side * (cash - closed * entry[i, a, 0])
+        size[i, a, 0] = q + closed * bankrupt_side
+
+
+@njit(cache=True, error_model="numpy")
+def _socialize(i, coll, size, entry, m, is_liq, loss, socialization):  # type: ignore[no-untyped-def]
+    """Charge ``loss`` to exchange ``i``'s bearers; return the total charged (``<= loss``).
+
+    Bearers: accounts not liquidated this tick whose position is worth at least
+    ``DUST_NOTIONAL_USD`` at mark. Weights: positive unrealised PnL (``profit_haircut``, each
+    charge also capped by that PnL) or ``|size|`` (``drift``). Each charge is capped at the
+    bearer's equity (``max(equity, 0)``), so nobody is pushed below zero; what the caps hold
+    back is not passed on to the others (the caller reports it as unrecovered).
+    """
+    n_acc = size.shape[1]
+    weight = np.zeros(n_acc)
+    total = 0.0
+    for a in range(n_acc):
+        q = size[i, a, 0]
+        if is_liq[a] or not abs(q) * m >= DUST_NOTIONAL_USD:
+            continue
+        w = abs(q) if socialization == SOCIALIZE_DRIFT else max(q * (m - entry[i, a, 0]), 0.0)
+        weight[a] = w
+        total += w
+    if not total > 0.0:
+        return 0.0
+    charged = 0.0
+    for a in range(n_acc):
+        w = weight[a]
+        if w == 0.0:
+            continue
+        # Normalise first: loss x w would underflow for small weights and lose the loss.
+        charge = loss * (w / total)
+        if socialization == SOCIALIZE_PROFIT_HAIRCUT:
+            charge = min(charge, w)
+        q = size[i, a, 0]
+        charge = min(charge, max(coll[i, a] + q * (m - entry[i, a, 0]), 0.0))
+        coll[i, a] -= charge
+        charged += charge
+    return charged

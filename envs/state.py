@@ -1,0 +1,214 @@
+"""The simulation state: one record, structure of arrays, batch first, with a market axis.
+
+Every dollar the simulator moves sits in exactly one field of :class:`SimState`, and
+:func:`ledger_total` adds them up per exchange. Shapes, with ``E`` exchanges, ``A`` account
+slots and ``M`` markets:
+
+=========================  =============  ====================================================
+field                      shape          what it holds
+=========================  =============  ====================================================
+``collateral_usd``         ``(E, A)``     each account's USD balance, realised PnL included.
+                                          One balance per account, shared by its positions
+                                          in every market (cross margin).
+``size``                   ``(E, A, M)``  signed position in base units (+ long, - short).
+``entry_price``            ``(E, A, M)``  average entry price, USD per base unit.
+``counterparty_size``      ``(E, M)``     base units held by the outside counterparty (the
+                                          book's market makers and takers outside the
+                                          modelled population).
+``counterparty_cash_usd``  ``(E,)``       its cash; its PnL is ``cash + sum(size x mark)``.
+``fund``                   record         the insurance fund's portfolio (stored once: its
+                                          buckets *are* the fund).
+``fee_revenue_usd``        ``(E,)``       the exchange's trading-fee revenue (the part not
+                                          routed to the fund).
+``liquidator_rewards_usd`` ``(E,)``       liquidation fees paid to outside liquidators.
+``unrecovered_usd``        ``(E,)``       bad debt nobody could be made to pay; the exchange's
+                                          own capital absorbs it.
+``net_deposits_usd``       ``(E,)``       external deposits minus withdrawals, plus the fund's
+                                          gains from outside (yield, option marks, costs).
+``initial_total_usd``      ``(E,)``       ledger total at creation.
+=========================  =============  ====================================================
+
+The compiled kernels (:mod:`envs.core.kernels`, :mod:`envs.traders.kernels`) take these
+arrays directly; nothing outside them keeps a second copy of any balance. Each exchange's
+sums run over its own accounts only, so an exchange's numbers never depend on its siblings
+in a batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from envs.fund.portfolio import FundPortfolio
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+
+
+@dataclass
+class SimState:
+    """Mutable state of a batch of exchanges (see the module docstring for every field)."""
+
+    collateral_usd: FloatArray
+    size: FloatArray
+    entry_price: FloatArray
+    counterparty_size: FloatArray
+    counterparty_cash_usd: FloatArray
+    fund: FundPortfolio
+    fee_revenue_usd: FloatArray
+    liquidator_rewards_usd: FloatArray
+    unrecovered_usd: FloatArray
+    net_deposits_usd: FloatArray
+    initial_total_usd: FloatArray
+
+    @property
+    def n_envs(self) -> int:
+        """Number of exchanges in the batch."""
+        return int(self.size.shape[0])
+
+    @property
+    def n_accounts(self) -> int:
+        """Account slots per exchange (empty slots hold zero size and collateral)."""
+        return int(self.size.shape[1])
+
+    @property
+    def n_markets(self) -> int:
+        """Markets listed by every exchange of the batch."""
+        return int(self.size.shape[2])
+
+    @property
+    def fund_usd(self) -> FloatArray:
+        """The fund's value at its last mark, ``(E,)`` (read-only: the buckets hold it)."""
+        pf = self.fund
+        out: FloatArray = pf.value_usd(pf.mark_price, pf.mark_vol_annual)
+        return out
+
+    @classmethod
+    def create(
+        cls,
+        collateral_usd: ArrayLike,
+        size: ArrayLike,
+        entry_price: ArrayLike,
+        fund_usd: ArrayLike,
+    ) -> SimState:
+        """Build a state whose open positions were opened against the counterparty at entry.
+
+        Args:
+            collateral_usd: ``(E, A)``, or ``(A,)`` for one exchange.
+            size: ``(E, A, M)``; ``(E, A)`` or ``(A,)`` mean one market.
+            entry_price: Same shape as ``size``, > 0 where ``size != 0``.
+            fund_usd: Initial insurance fund (held in stable assets), scalar or ``(E,)``,
+                >= 0.
+
+        Raises:
+            ValueError: Shapes disagree, a value is not finite, an open position has no
+                positive entry price, or the fund is negative.
+        """
+        c = np.array(collateral_usd, dtype=np.float64, ndmin=2, order="C")
+        q = np.array(size, dtype=np.float64, ndmin=2, order="C")
+        e = np.array(entry_price, dtype=np.float64, ndmin=2, order="C")
+        if q.ndim == 2:
+            q = q[:, :, None].copy()
+        if e.ndim == 2:
+            e = e[:, :, None].copy()
+        if c.ndim != 2 or q.ndim != 3 or q.shape != e.shape or q.shape[:2] != c.shape:
+            raise ValueError(
+                "collateral_usd must be (n_envs, n_accounts) and size, entry_price "
+                f"(n_envs, n_accounts[, n_markets]), got {c.shape}, {q.shape}, {e.shape}"
+            )
+        for name, arr in (("collateral_usd", c), ("size", q), ("entry_price", e)):
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{name} must be finite, got {arr[~np.isfinite(arr)].flat[0]!r}")
+        if ((q != 0.0) & (e <= 0.0)).any():
+            raise ValueError("entry_price must be > 0 for every open position")
+        n_envs = c.shape[0]
+        fund = np.array(np.broadcast_to(np.asarray(fund_usd, dtype=np.float64), (n_envs,)))
+        if not np.isfinite(fund).all() or (fund < 0.0).any():
+            raise ValueError(f"fund_usd must be finite and >= 0, got {fund_usd!r}")
+        zeros = np.zeros(n_envs)
+        state = cls(
+            collateral_usd=c,
+            size=q,
+            entry_price=e,
+            counterparty_size=-q.sum(axis=1),
+            counterparty_cash_usd=(q * e).sum(axis=(1, 2)),
+            fund=FundPortfolio.from_stable(fund),
+            fee_revenue_usd=zeros.copy(),
+            liquidator_rewards_usd=zeros.copy(),
+            unrecovered_usd=zeros.copy(),
+            net_deposits_usd=zeros.copy(),
+            initial_total_usd=zeros.copy(),
+        )
+        # The total does not depend on the mark once the counterparty balances the book.
+        state.initial_total_usd = ledger_total(state, np.ones((n_envs, state.n_markets)))
+        return state
+
+    def copy(self) -> SimState:
+        """Deep copy (every array copied, the fund's too)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, FundPortfolio):
+                out[f.name] = FundPortfolio(
+                    **{g.name: getattr(value, g.name).copy() for g in fields(FundPortfolio)}
+                )
+            else:
+                out[f.name] = np.array(value, copy=True)
+        return SimState(**out)
+
+    def take(self, rows: ArrayLike) -> SimState:
+        """A new state holding only exchanges ``rows`` (copies), in that order."""
+        idx = np.asarray(rows, dtype=np.int64)
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, FundPortfolio):
+                out[f.name] = FundPortfolio(
+                    **{g.name: getattr(value, g.name)[idx].copy() for g in fields(FundPortfolio)}
+                )
+            else:
+                out[f.name] = np.array(value[idx], copy=True)
+        return SimState(**out)
+
+
+def marks_2d(mark: ArrayLike, n_envs: int, n_markets: int) -> FloatArray:
+    """``mark`` as an ``(E, M)`` array: ``(E,)`` (one market) and scalars broadcast."""
+    m = np.asarray(mark, dtype=np.float64)
+    if m.ndim == 1 and n_markets == 1:
+        m = m[:, None]
+    return np.ascontiguousarray(np.broadcast_to(m, (n_envs, n_markets)), dtype=np.float64)
+
+
+def open_interest_usd(state: SimState, mark: ArrayLike) -> FloatArray:
+    """One side's open interest per exchange and market, ``(E, M)``: half the gross notional."""
+    m = marks_2d(mark, state.n_envs, state.n_markets)
+    return np.asarray(0.5 * np.abs(state.size).sum(axis=1) * m, dtype=np.float64)
+
+
+def ledger_total(state: SimState, mark: ArrayLike) -> FloatArray:
+    """Sum of every ledger line per exchange at ``mark`` (``(E,)`` or ``(E, M)``).
+
+    accounts' collateral + their unrealised PnL in every market + the fund at its last mark +
+    fee revenue + liquidator rewards + the counterparty's cash and position at mark - bad debt
+    absorbed by the exchange. It must stay ``initial_total_usd + net_deposits_usd``.
+    """
+    m = marks_2d(mark, state.n_envs, state.n_markets)
+    upnl = (state.size * (m[:, None, :] - state.entry_price)).sum(axis=2)
+    accounts = (state.collateral_usd + upnl).sum(axis=1)
+    total = (
+        accounts
+        + state.fund_usd
+        + state.fee_revenue_usd
+        + state.liquidator_rewards_usd
+        + state.counterparty_cash_usd
+        + (state.counterparty_size * m).sum(axis=1)
+        - state.unrecovered_usd
+    )
+    return np.asarray(total, dtype=np.float64)
+
+
+def ledger_error(state: SimState, mark: ArrayLike) -> FloatArray:
+    """``ledger_total - (initial_total + net deposits)`` per exchange; zero up to rounding."""
+    return ledger_total(state, mark) - (state.initial_total_usd + state.net_deposits_usd)
