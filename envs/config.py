@@ -17,7 +17,7 @@ from envs.levers import LEVERS
 from envs.market.sampler import SamplerSettings
 from envs.rewards import RewardWeights
 from envs.scenarios import Scenario
-from envs.schema import SchemaError, build, spec
+from envs.schema import SchemaError, build, load_yaml, spec
 
 
 def _fixed(name: str) -> Any:
@@ -113,12 +113,10 @@ def make_config(config: str | Path | EnvConfig | None = None, **overrides: Any) 
     if isinstance(config, EnvConfig):
         data = dataclasses.asdict(config)
     elif config is not None:
-        import yaml
-
         path = Path(config)
         if not path.is_file():
             raise FileNotFoundError(f"environment config {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = load_yaml(path.read_text()) or {}
         source = str(path)
         if not isinstance(loaded, dict):
             raise SchemaError(source, "<top>", loaded, "a mapping of environment settings")

@@ -32,7 +32,7 @@ from envs.market.price import (
     merton_jump_log_returns,
     regime_path,
 )
-from envs.schema import SchemaError, build, spec
+from envs.schema import SchemaError, build, load_yaml, spec
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -301,7 +301,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     except ImportError as exc:  # pragma: no cover - PyYAML is a base dependency
         raise ImportError("reading scenario files needs PyYAML: pip install pyyaml") from exc
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise SchemaError(str(path), "<file>", "", f"not valid YAML: {exc}") from exc
     return scenario_from_dict(data, str(path))

@@ -15,13 +15,49 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import re
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
+import yaml
 
 T = TypeVar("T")
+
+# ---- YAML: every file fundgym reads (configs, scenarios) goes through one loader ----
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+
+
+class ConfigLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no stubs
+    """PyYAML's safe loader with YAML 1.2's booleans and exponent floats.
+
+    PyYAML implements YAML 1.1, which reads ``yes``, ``no``, ``on`` and ``off`` as booleans (so
+    ``deterministic: yes`` or ``--set eval.deterministic=yes`` would pass as ``true``, and
+    ``seed: on`` would be a boolean) and ``3e-4`` as a string. Here only ``true`` and ``false``
+    (lower, title or upper case) are booleans; ``yes``/``on`` are strings, which a boolean
+    field rejects; and a number with an exponent is a float, with or without a dot or a sign.
+    """
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigLoader.add_implicit_resolver(
+    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse config text with :class:`ConfigLoader` (YAML 1.2 booleans and floats)."""
+    return yaml.load(text, Loader=ConfigLoader)
 
 
 class SchemaError(ValueError):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agents.cli import main
+from envs.levers import LEVERS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +35,13 @@ def test_top_level_help_lists_subcommands():
         (("simulate", "--help"), ["--scenario", "--seed", "--accounts", "--fund-frac", "--out"]),
         (("demo", "--help"), ["--quick", "--out", "--episodes", "--workers"]),
         (("evaluate", "--help"), ["--policy", "--scenarios", "--episodes", "--seed", "--out"]),
-        (("export", "--help"), ["--policy", "--format", "--out", "--scenario", "--naming"]),
+        (
+            ("export", "--help"),
+            [
+                *("--policy", "--format", "--out", "--scenario", "--naming"),
+                *("{fundgym,dydx,drift,binance,hyperliquid}", "initial_margin_ppm", "maxLeverage"),
+            ],
+        ),
         (("scenarios", "--help"), ["list", "sample", "plot"]),
         (("scenarios", "sample", "--help"), ["NAME_OR_PATH", "--seed", "--out"]),
         (("scenarios", "plot", "--help"), ["NAME_OR_PATH", "--seed", "--out"]),
@@ -47,6 +54,53 @@ def test_each_subcommand_has_help(args, expected):
     assert out.returncode == 0
     for option in expected:
         assert option in out.stdout
+
+
+def test_levers_lists_every_lever_from_the_registry(capsys):
+    assert main(["levers"]) == 0
+    text = capsys.readouterr().out
+    blocks = text.strip().split("\n\n")
+    assert [b.split(":")[0] for b in blocks] == list(LEVERS)
+    mmr = blocks[list(LEVERS).index("mmr")].splitlines()
+    assert mmr == [
+        "mmr: maintenance margin ratio (dYdX large cap 3%); scales a tier table when set",
+        "    unit          fraction of notional",
+        "    hard bounds   (0.0, 1.0)",
+        "    action range  [0.003, 0.1] (log)",
+        "    default       0.03",
+        "    venue names   dydx maintenance_fraction_ppm, drift margin_ratio_maintenance, "
+        "binance maintMarginRatio",
+    ]
+    assert "    action range  -" in blocks[list(LEVERS).index("taker_fee_rate")]
+
+
+def _help_rows(text: str) -> dict[str, list[str]]:
+    """Rows of the lever table in a help text: name -> the other cells."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["lever", "action"])
+    rows = {}
+    for line in lines[start + 1 :]:
+        if not line.startswith("  ") or not line.strip():
+            break
+        name, *cells = line.split("  ")[1:]
+        rows[name.strip()] = [c.strip() for c in cells if c.strip()]
+    return rows
+
+
+def test_train_and_evaluate_help_show_the_levers():
+    train = _help_rows(run_cli("train", "--help").stdout)
+    assert list(train) == list(LEVERS)
+    assert train["mmr"] == ["[0.003, 0.1] (log)", "0.03", "fraction of notional"]
+    assert train["taker_fee_rate"] == ["-", "0.0005", "fraction of traded notional"]
+    evaluate = _help_rows(run_cli("evaluate", "--help").stdout)  # what static:name=value takes
+    assert list(evaluate) == [
+        "liquidation_fee_rate",
+        "liquidation_fee_fund_share",
+        "mmr",
+        "imr_multiple",
+        "trading_fee_fund_share",
+    ]
+    assert evaluate["liquidation_fee_rate"][0] == "[0.001, 0.03] (log)"
 
 
 def test_simulate_prints_the_crash_summary_and_writes_plot_and_config(capsys, tmp_path):

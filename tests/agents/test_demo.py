@@ -5,7 +5,7 @@ import json
 import onnx
 
 from agents.cli import main
-from agents.schedule import read_schedule
+from agents.policies import read_schedule
 
 
 def test_quick_demo_trains_evaluates_and_exports(tmp_path, capsys):

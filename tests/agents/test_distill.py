@@ -11,21 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import agents.distill as distill
+import agents.export.table as distill
 from agents import evaluate as ev
-from agents.distill import (
-    FEATURES,
+from agents.config import load_config
+from agents.export.table import FEATURES, TableExport, distill_table, rollout
+from agents.policies import (
+    PolicySpec,
+    SpecError,
     TableError,
-    TableExport,
     TablePolicy,
-    distill_table,
+    parse_spec,
     read_table,
     replay_env,
-    rollout,
 )
-from agents.policies import PolicySpec, SpecError, parse_spec
-from agents.train import train
-from agents.train_config import load_config
+from agents.training.train import train
 from envs.controls import ALLOCATION, PARAMS
 from envs.exchange_env import OBS_NAMES
 from tests.tiny_runs import TINY_TRAIN
@@ -362,7 +361,7 @@ def test_a_failed_write_leaves_nothing(run, tmp_path, monkeypatch):
 def test_applying_a_table_needs_neither_torch_nor_sb3(exported):
     code = (
         "import sys, numpy as np\n"
-        "from agents.distill import TablePolicy, read_table\n"
+        "from agents.policies import TablePolicy, read_table\n"
         f"path = {str(exported.path)!r}\n"
         "p = TablePolicy.load(path, 't', tuple(read_table(path)['controlled']))\n"
         "p.act(np.zeros((2, 32)))\n"

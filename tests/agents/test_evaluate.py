@@ -10,7 +10,8 @@ import yaml
 
 from agents import evaluate as ev
 from agents.cli import main
-from agents.metrics import EPISODE_COLUMNS
+from agents.evaluate import evaluation
+from agents.evaluate.metrics import EPISODE_COLUMNS
 from agents.policies import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,7 +229,7 @@ def test_an_existing_output_is_not_overwritten_and_a_failure_leaves_nothing(
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(ev, "rows_to_csv", boom)
+    monkeypatch.setattr(evaluation, "rows_to_csv", boom)
     target = tmp_path / "failed"
     with pytest.raises(RuntimeError, match="disk full"):
         ev.evaluate(["rule"], FAST, 1, target, config=env_yaml, workers=1, progress=False)

@@ -1,4 +1,4 @@
-"""agents.metrics: per-episode risk metrics, quantiles, intervals, VaR/ES, summaries, dominance.
+"""agents.evaluate.metrics: episode metrics, quantiles, intervals, VaR/ES, summaries, dominance.
 
 Expected values are worked by hand in the comments (or come from published tables), never from
 the module under test.
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.metrics import (
+from agents.evaluate.metrics import (
     EPISODE_COLUMNS,
     SUMMARY_METRICS,
     EpisodeRecord,

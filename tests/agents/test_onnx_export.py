@@ -10,18 +10,19 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-import agents.onnx_export as onnx_export
-from agents.onnx_export import (
+import agents.export.onnx as onnx_export
+from agents.config import load_config
+from agents.export.onnx import (
     ExportError,
     OnnxExport,
     check_observations,
     export_onnx,
     reference_outputs,
 )
-from agents.train import train
-from agents.train_config import load_config
+from agents.training.train import train
 from envs.controls import ALLOCATION, ALLOCATION_SHARPNESS, PARAMS
 from envs.exchange_env import OBS_NAMES
+from envs.levers import LEVERS
 from tests.tiny_runs import ALL_NINE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,7 +145,10 @@ def test_metadata_says_what_the_file_is(runs, tmp_path):
     assert params["mmr"]["scale"] == "log" and params["mmr"]["low"] == PARAMS["mmr"].low
     assert params["imr_multiple"]["scale"] == "linear"
     assert params["alloc_hedge"]["scale"] == "softmax"
-    assert all(p["unit"] for p in params.values())
+    # units come from the lever registry; an allocation column is its bucket's weight
+    assert params["mmr"]["unit"] == LEVERS["mmr"].unit == "fraction of notional"
+    assert params["imr_multiple"]["unit"] == "multiple of mmr"
+    assert params["alloc_hedge"]["unit"] == "fraction of the fund in the hedge bucket"
     assert json.loads(props["observation_normalisation"])["observation"] is True
     assert float(props["check_max_abs_diff"]) < 1e-4 and props["check_n"] == "512"
     assert "max_step" in props["targets"] and "margin_notice_minutes" in props["targets"]

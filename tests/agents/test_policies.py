@@ -8,7 +8,10 @@ import pytest
 
 from agents.policies import (
     PRESETS,
+    STATIC_ALLOC,
+    STATIC_PARAMS,
     PolicySpec,
+    RuleParams,
     RulePolicy,
     SpecError,
     StaticPolicy,
@@ -17,6 +20,7 @@ from agents.policies import (
 )
 from envs.controls import ALLOCATION, DEFAULTS, PARAMS, allocation_weights
 from envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
+from envs.levers import venue_values
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,8 +64,58 @@ def test_presets_parse_to_their_documented_values():
     assert hl.values["mmr"] == 0.0125 and hl.values["imr_multiple"] == 2.0
     for p in PRESETS.values():
         assert p.sources and p.note
+        assert set(p.values) == set(STATIC_PARAMS)
         for k, v in p.values.items():
             assert PARAMS[k].low <= v <= PARAMS[k].high, k
+
+
+def test_static_sets_are_the_registry_levers_but_the_allocation():
+    assert STATIC_PARAMS == (
+        "liquidation_fee_rate",
+        "liquidation_fee_fund_share",
+        "mmr",
+        "imr_multiple",
+        "trading_fee_fund_share",
+    )
+    # the fund all in stable assets: logits +1, -1, -1, -1
+    assert STATIC_ALLOC == {
+        "alloc_stable": 1.0,
+        "alloc_yield": -1.0,
+        "alloc_volatile": -1.0,
+        "alloc_hedge": -1.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("preset", "venue", "published"),
+    [
+        # dYdX v4 large-cap tier: initial 5%, maintenance fraction 60% (MMR 3%), 1.5% max
+        # liquidation fee: x/perpetuals LiquidityTier, x/clob LiquidationsConfig (ppm)
+        (
+            "dydx",
+            "dydx",
+            {
+                "max_liquidation_fee_ppm": 15_000,
+                "maintenance_fraction_ppm": 600_000,
+                "initial_margin_ppm": 50_000,
+            },
+        ),
+        # Binance BTCUSDT first bracket: 125x, maintenance 0.4%; 0.3% clearance fee
+        (
+            "binance",
+            "binance",
+            {"liquidationFee": 0.003, "maintMarginRatio": 0.004, "initialLeverage": 125.0},
+        ),
+        # Hyperliquid BTC: 40x max leverage
+        ("hyperliquid", "hyperliquid", {"maxLeverage": 40.0}),
+    ],
+)
+def test_presets_are_the_venues_published_numbers(preset, venue, published):
+    # The presets hold natural units; the registry's venue names convert them back to what
+    # each venue publishes (IMR = mmr x imr_multiple).
+    values = PRESETS[preset].values
+    got = venue_values(venue, {**values, "imr": values["mmr"] * values["imr_multiple"]})
+    assert got == pytest.approx(published, rel=1e-12)
 
 
 def test_custom_static_set_fills_the_rest_with_defaults():
@@ -74,7 +128,18 @@ def test_custom_static_set_fills_the_rest_with_defaults():
     ("spec", "message"),
     [
         ("static:ftx", "unknown preset 'ftx'; allowed: static:binance"),
-        ("static:mmr=0.5", "mmr = 0.5 is outside its range [0.003, 0.1]"),
+        (
+            "static:mmr=0.5",
+            "policy 'static:mmr=0.5': mmr = 0.5 is outside its action range [0.003, 0.1] (log) "
+            "(fraction of notional)",
+        ),
+        # 0 is a fee the mechanics accept (hard bounds), but no action position holds it
+        (
+            "static:liquidation_fee_rate=0",
+            "liquidation_fee_rate = 0.0 is outside its action range [0.001, 0.03] (log)",
+        ),
+        ("static:mmr=nan", "mmr = nan is outside its action range"),
+        ("static:imr_multiple=inf", "imr_multiple = inf is outside its action range [1.2, 3.0]"),
         ("static:mmr=abc", "mmr = 'abc' is not a number"),
         ("static:leverage=3", "unknown parameter 'leverage'"),
         ("static:mmr", "unknown preset 'mmr'"),
@@ -82,8 +147,16 @@ def test_custom_static_set_fills_the_rest_with_defaults():
     ],
 )
 def test_bad_specs_name_the_value_and_what_is_allowed(spec, message):
-    with pytest.raises(SpecError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(SpecError) as err:
         parse_spec(spec)
+    assert message in str(err.value)
+
+
+def test_a_static_value_on_the_range_edge_up_to_round_off_is_the_edge():
+    # 0.1 x (1 + 1e-15): float round-off of the top of mmr's range, held there exactly
+    spec = parse_spec("static:mmr=0.10000000000000009")
+    assert spec.values["mmr"] == 0.1
+    InsuranceFundVectorEnv(num_envs=1, n_accounts=8, **spec.env_overrides())  # accepted
 
 
 def test_a_directory_without_a_run_is_rejected(tmp_path):
@@ -177,6 +250,18 @@ def test_rule_stress_releases_the_buffer_but_the_floor_holds():
     fresh = obs_with(vol_short=0.1, vol_long=0.1, fund_coverage=0.2)
     fresh[:, OBS["episode_progress"]] = 0.0
     assert natural(rule, fresh)["mmr"] == pytest.approx(3 * 0.1 * SQRT_4H * 1.25, rel=1e-9)
+
+
+def test_rule_targets_outside_a_lever_range_are_saturated_not_refused():
+    # a 5% base fee tripled, and a calm yield share of 99% (logit 1 + ln(99)/3 = 2.53): both
+    # beyond their levers' action ranges; the rule asks for the edges instead
+    rule = RulePolicy(ALL, RuleParams(fee_base=0.05, yield_share_calm=0.99))
+    a = rule.act(obs_with(vol_short=0.3, vol_long=0.3, fund_coverage=0.0))
+    assert natural(rule, obs_with(vol_short=0.3, vol_long=0.3))["liquidation_fee_rate"] == (
+        pytest.approx(0.03, rel=1e-12)
+    )
+    assert a[0, ALL.index("alloc_yield")] == 1.0
+    assert np.all(np.abs(a) <= 1.0)
 
 
 def test_rule_margin_is_clipped_to_the_lever_range():

@@ -1,4 +1,4 @@
-"""agents.report: figures, report.md and a self-contained report.html from evaluation summaries.
+"""agents.evaluate.report: figures, report.md and a self-contained report.html from summaries.
 
 The episodes are hand-built so that the summaries' means (and some intervals) are round numbers
 worked out in the comments; the report must print exactly those.
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agents.metrics import (
+from agents.evaluate.metrics import (
     EpisodeRecord,
     Row,
     dominates,
@@ -19,7 +19,7 @@ from agents.metrics import (
     summarize,
     summarize_policies,
 )
-from agents.report import write_report
+from agents.evaluate.report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SCENARIOS = ["flash_crash", "slow_bleed"]

@@ -8,15 +8,10 @@ import pytest
 
 from agents import evaluate as ev
 from agents.cli import main
-from agents.policies import parse_spec
-from agents.schedule import (
-    ScheduleError,
-    SchedulePolicy,
-    export_schedule,
-    read_schedule,
-)
-from agents.train import train
-from agents.train_config import load_config
+from agents.config import load_config
+from agents.export.schedule import export_schedule
+from agents.policies import ScheduleError, SchedulePolicy, parse_spec, read_schedule
+from agents.training.train import train
 from envs.controls import PARAMS
 from tests.tiny_runs import ALL_NINE, TINY_TRAIN
 
@@ -62,11 +57,52 @@ def test_schedule_is_self_describing(csv_file, run_dir):
 
 
 def test_dydx_names_map_onto_a_real_config(csv_file):
-    _, rows = read_schedule(csv_file)
+    meta, rows = read_schedule(csv_file)
     for r in rows:
         assert r["max_liquidation_fee_ppm"] == round(r["liquidation_fee_rate"] * 1e6)
         assert r["initial_margin_ppm"] == round(r["imr"] * 1e6)
         assert r["maintenance_fraction_ppm"] == round(r["mmr"] / r["imr"] * 1e6)
+    # ppm fields are integers in the file, as dYdX stores them
+    header = csv_file.read_text().splitlines()[1].split(",")
+    first = dict(zip(header, csv_file.read_text().splitlines()[2].split(","), strict=True))
+    assert first["max_liquidation_fee_ppm"].isdigit()
+    assert "dYdX v4 x/clob LiquidationsConfig" in meta["units"]["max_liquidation_fee_ppm"]
+    assert "(mmr / imr) x 1e6, rounded" in meta["units"]["maintenance_fraction_ppm"]
+
+
+# Each venue's columns as its own configuration states them, worked from fundgym's columns.
+VENUE_COLUMNS = {
+    "drift": {
+        "margin_ratio_maintenance": lambda r: r["mmr"] * 1e4,  # MARGIN_PRECISION
+        "margin_ratio_initial": lambda r: r["imr"] * 1e4,
+    },
+    "binance": {
+        "liquidationFee": lambda r: r["liquidation_fee_rate"],
+        "maintMarginRatio": lambda r: r["mmr"],
+        "initialLeverage": lambda r: 1.0 / r["imr"],
+    },
+    "hyperliquid": {"maxLeverage": lambda r: 1.0 / r["imr"]},
+}
+
+
+@pytest.mark.parametrize("venue", list(VENUE_COLUMNS))
+def test_every_venue_the_registry_knows_names_columns(run_dir, csv_file, tmp_path, venue):
+    path = tmp_path / f"{venue}.json"
+    export_schedule(run_dir, path, scenario=SCENARIO, seed=3, fmt="json", naming=venue)
+    meta, rows = read_schedule(path)
+    assert meta["naming"] == venue
+    dydx = {"max_liquidation_fee_ppm", "initial_margin_ppm", "maintenance_fraction_ppm"}
+    fundgym = set(read_schedule(csv_file)[1][0]) - dydx
+    assert set(rows[0]) - fundgym == set(VENUE_COLUMNS[venue])
+    for r in rows:
+        for column, formula in VENUE_COLUMNS[venue].items():
+            assert r[column] == pytest.approx(formula(r), rel=1e-12), column
+    assert all(meta["units"][c] for c in VENUE_COLUMNS[venue])
+
+
+def test_an_unknown_naming_lists_the_venues(run_dir, tmp_path):
+    with pytest.raises(ScheduleError, match="naming 'ftx': allowed fundgym, dydx, drift, binance"):
+        export_schedule(run_dir, tmp_path / "x.csv", scenario=SCENARIO, naming="ftx")
 
 
 def test_replaying_a_schedule_reproduces_the_policy_exactly(csv_file, run_dir):

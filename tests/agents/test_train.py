@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 
-from agents.train import RunDirError, list_checkpoints, train
-from agents.train_config import dump_config, load_config
+from agents.config import dump_config, load_config
+from agents.training.train import RunDirError, list_checkpoints, train
 from tests.tiny_runs import TINY_TRAIN
 
 ROOT = Path(__file__).resolve().parents[2]

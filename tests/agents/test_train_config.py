@@ -1,17 +1,21 @@
 """Training configs: defaults files, overrides, and every validation error path."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from agents.train_config import (
+from agents.cli import main
+from agents.config import (
     ConfigError,
     PPOHyper,
     SACHyper,
     apply_overrides,
     dump_config,
     load_config,
+    load_yaml,
     parse_override,
     validate,
 )
@@ -140,7 +144,7 @@ def test_overrides_parse_values_as_yaml():
         (["n_envs=many"], r"n_envs = 'many': Input should be a valid integer"),
         (["env.n_accounts=lots"], r"env\.n_accounts = 'lots': "),
         (["hyperparameters.learning_rate=fast"], r"learning_rate = 'fast': Input should be"),
-        (["normalize.observation=maybe"], r"normalize\.observation = 'maybe': Input should be"),
+        (["normalize.observation=maybe"], r"normalize\.observation = 'maybe': true or false"),
         (["eval.scenarios=calm"], r"eval\.scenarios = 'calm': Input should be a valid list"),
         # out of range
         (["n_envs=0"], r"n_envs = 0: Input should be greater than or equal to 1"),
@@ -159,9 +163,19 @@ def test_overrides_parse_values_as_yaml():
         (["algo=dqn"], r"algo = 'dqn': Input should be 'ppo', 'sac', 'td3' or 'a2c'"),
         (["device=tpu"], r"device = 'tpu': Input should be 'cpu', 'cuda' or 'auto'"),
         (["env.fallback=pray"], r"env\.fallback = 'pray': one of \['adl', 'socialize'\]"),
+        # the environment's schema names a bad lever (agents does not check it twice)
         (
             ["env.controlled=[mmr, leverage]"],
-            r"env\.controlled = \['mmr', 'leverage'\]: unknown parameter 'leverage'; allowed",
+            r"ppo\.yaml: env = \{.*\}: controlled: unknown parameter 'leverage'; allowed: "
+            r"\['liquidation_fee_rate', ",
+        ),
+        (
+            ["env.controlled=[mmr, imr]"],
+            r"controlled: 'imr' has hard bounds only, no action range; allowed: \[",
+        ),
+        (
+            ["env.fixed.mmr=0.9"],
+            r"env\.fixed\.mmr = 0\.9: a number in \[0\.003, 0\.1\] \(the lever's action range",
         ),
         # cross-field
         (["hyperparameters.batch_size=999999"], r"batch_size = 999999: at most n_steps x n_envs"),
@@ -170,6 +184,121 @@ def test_overrides_parse_values_as_yaml():
 def test_every_bad_value_is_named_with_file_field_value_and_rule(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(PPO, overrides)
+
+
+# A boolean where a number is expected, or anything but a boolean where one is expected, is an
+# error: never 1 for true (Python's reading) nor true for yes/on (YAML 1.1's).
+BAD_TYPES = [
+    ("seed=true", "seed = True: a number (int), not true/false"),
+    ("n_envs=false", "n_envs = False: a number (int), not true/false"),
+    ("torch_threads=true", "torch_threads = True: a number (int), not true/false"),
+    (
+        "hyperparameters.learning_rate=true",
+        "hyperparameters.learning_rate = True: a number (float), not true/false",
+    ),
+    (
+        "hyperparameters.target_kl=false",
+        "hyperparameters.target_kl = False: a number (float), not true/false",
+    ),
+    (
+        "hyperparameters.policy_kwargs.net_arch=[64, true]",
+        "hyperparameters.policy_kwargs.net_arch.1 = True: a number (int), not true/false",
+    ),
+    ("eval.deterministic=yes", "eval.deterministic = 'yes': true or false"),
+    ("eval.deterministic=1", "eval.deterministic = 1: true or false"),
+    ("normalize.reward=0", "normalize.reward = 0: true or false"),
+    ("normalize.observation=on", "normalize.observation = 'on': true or false"),
+    (
+        "hyperparameters.policy_kwargs.ortho_init=1.0",
+        "hyperparameters.policy_kwargs.ortho_init = 1.0: true or false",
+    ),
+    # the env section, through the environment's own schema
+    ("env.n_accounts=true", "env.n_accounts = True: a number (int), not true/false"),
+    ("env.fixed.mmr=true", "env.fixed.mmr = True: a number (float), not true/false"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_TYPES)
+def test_a_value_of_the_wrong_kind_is_an_error_not_a_coercion(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(PPO, [override])
+    assert err.value.problems == [f"{PPO}: {message}"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("seed: true\n", "seed = True: a number (int), not true/false"),
+        ("seed: on\n", "seed = 'on': Input should be a valid integer"),
+        ("eval: {deterministic: yes}\n", "eval.deterministic = 'yes': true or false"),
+        ("eval: {deterministic: 1}\n", "eval.deterministic = 1: true or false"),
+        ("normalize: {reward: no}\n", "normalize.reward = 'no': true or false"),
+        ("hyperparameters: {gamma: true}\n", "hyperparameters.gamma = True: a number (float)"),
+    ],
+)
+def test_a_file_value_of_the_wrong_kind_is_named(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text("defaults: " + str(PPO) + "\n" + text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.problems[0].startswith(f"{path}: {message}")
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_TYPES[:4] + BAD_TYPES[6:9])
+def test_train_command_refuses_a_wrong_kind_with_exit_code_2(tmp_path, capsys, override, message):
+    out = tmp_path / "run"
+    assert main(["train", "--set", override, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fundgym train: invalid config\n")
+    assert f"ppo.yaml: {message}" in err
+    assert not out.exists()  # nothing trained, nothing written
+
+
+def test_train_command_reports_every_wrong_kind_without_a_traceback(tmp_path):
+    last = {override.split("=")[0]: (override, message) for override, message in BAD_TYPES}
+    args = [a for override, _ in last.values() for a in ("--set", override)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "train", *args, "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    # every training key is reported; the env section stops at its first problem
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "fundgym train: invalid config"
+    expected = [m for key, (_, m) in last.items() if not key.startswith("env.")]
+    assert sorted(lines[1:]) == sorted(
+        f"{PPO}: {m}" for m in [*expected, last["env.n_accounts"][1]]
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_yaml_reads_yaml_1_2_booleans_and_exponent_floats():
+    # YAML 1.1 (PyYAML's default) reads yes/on as true and 3e-4 as a string
+    assert yaml.safe_load("yes") is True and yaml.safe_load("3e-4") == "3e-4"
+    assert [load_yaml(t) for t in ("true", "False", "yes", "on", "off", "no")] == [
+        True,
+        False,
+        "yes",
+        "on",
+        "off",
+        "no",
+    ]
+    assert [load_yaml(t) for t in ("3e-4", "2.2e8", "-1E-3", "1e+5", "1.5", "7", "1_000")] == [
+        3e-4,
+        2.2e8,
+        -1e-3,
+        1e5,
+        1.5,
+        7,
+        1000,
+    ]
+    assert load_yaml("e5") == "e5" and load_yaml("3e") == "3e"  # not numbers
+    cfg = load_config(PPO, ["hyperparameters.learning_rate=3e-4", "eval.freq=2.5e5"])
+    assert cfg.hyperparameters.learning_rate == 3e-4 and cfg.eval.freq == 250_000
 
 
 def test_all_problems_reported_at_once():

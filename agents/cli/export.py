@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from agents.export.schedule import NAMINGS, venue_units
+
 DESCRIPTION = """\
 Export what a trained policy does, in a form a production risk engine can apply:
 
@@ -51,10 +53,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--seed", type=int, default=0, help="episode seed of the schedule (default 0)")
     p.add_argument(
         "--naming",
-        choices=("fundgym", "dydx"),
+        choices=NAMINGS,
         default="fundgym",
-        help="csv/json: also write dYdX-named columns (max_liquidation_fee_ppm, "
-        "initial_margin_ppm, maintenance_fraction_ppm) (default fundgym)",
+        help="csv/json: also write the columns a venue's own configuration names, converted "
+        "from fundgym's in-force parameters (default fundgym: none); "
+        + "; ".join(f"{v}: {', '.join(venue_units(v))}" for v in NAMINGS[1:]),
     )
     p.add_argument(
         "--model",
@@ -72,9 +75,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def main(args: argparse.Namespace) -> int:
     """Check the arguments, export, print what was written."""
-    from agents.evaluate import EvaluateError, parse_scenarios
+    from agents.export import ScheduleError
     from agents.policies import SpecError, parse_spec
-    from agents.schedule import ScheduleError
+    from agents.rollout import EvaluateError, parse_scenarios
 
     run_dir = Path(args.policy)
     try:
@@ -92,7 +95,7 @@ def main(args: argparse.Namespace) -> int:
                 print("fundgym export: --format csv/json needs --scenario", file=sys.stderr)
                 return 2
             (scenario,) = parse_scenarios([args.scenario])
-            from agents.schedule import export_schedule
+            from agents.export import export_schedule
 
             res = export_schedule(
                 run_dir,
@@ -108,7 +111,7 @@ def main(args: argparse.Namespace) -> int:
                 f"{len(res.columns)} columns"
             )
         elif args.format == "onnx":
-            from agents.onnx_export import ExportError, export_onnx
+            from agents.export import ExportError, export_onnx
 
             try:
                 onnx_res = export_onnx(run_dir, out, model=args.model, seed=args.seed)
@@ -124,7 +127,7 @@ def main(args: argparse.Namespace) -> int:
             if args.episodes < 1 or args.bins < 1:
                 print("fundgym export: --episodes and --bins must be >= 1", file=sys.stderr)
                 return 2
-            from agents.distill import TableError, distill_table
+            from agents.export import TableError, distill_table
 
             try:
                 t = distill_table(

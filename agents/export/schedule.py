@@ -7,16 +7,18 @@ to (volatility, depth, fund coverage, ...), as CSV or JSON. Both are self-descri
 schema version, every column's unit, the run, model and resolved config that produced it.
 
 A risk engine applies the ``*`` in-force columns as they are. ``action_*`` columns hold the
-policy's raw targets in action units at full precision: :class:`SchedulePolicy` replays them
-(``fundgym evaluate --policy schedule:FILE``), which reproduces the policy's parameters
+policy's raw targets in action units at full precision: :class:`agents.policies.SchedulePolicy`
+replays them (``fundgym evaluate --policy schedule:FILE``), which reproduces the policy's parameters
 exactly on the same scenario and seed, since the environment rate-limits and delays moves
 from the targets the same way. Replayed on other seeds or scenarios, a schedule is an
 open-loop, time-indexed plan (the last row holds after it ends): the comparison with the
 closed-loop model shows what reacting to the state is worth.
 
-``naming="dydx"`` adds columns named as dYdX v4's perpetual and liquidation configs name
-them, so a schedule maps onto a real config: ``max_liquidation_fee_ppm`` (fee x 1e6),
-``initial_margin_ppm`` (IMR x 1e6) and ``maintenance_fraction_ppm`` (MMR / IMR x 1e6).
+``naming=VENUE`` (one of :data:`NAMINGS` but ``fundgym``) adds the columns that venue's own
+configuration names, converted as :data:`envs.levers.LEVERS` declares
+(:func:`envs.levers.venue_values`), so a schedule maps onto a real config: for ``dydx``,
+``max_liquidation_fee_ppm`` (fee x 1e6), ``initial_margin_ppm`` (IMR x 1e6) and
+``maintenance_fraction_ppm`` (MMR / IMR x 1e6).
 """
 
 from __future__ import annotations
@@ -26,33 +28,39 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
+from agents import __version__
 from agents.outputs import jsonable, write_text_atomic
+from agents.policies import PolicySpec, TrainedPolicy, run_model_files
+from agents.policies.replay import (
+    CSV_MARKER,
+    SCHEDULE_KIND,
+    SCHEDULE_SCHEMA_VERSION,
+    ScheduleError,
+)
+from agents.rollout import base_env, first_episodes, job_env
 from envs.controls import ALLOCATION, PARAMS
 from envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
+from envs.levers import LEVERS, Venue, VenueField, venue_values
 
-FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+#: Column namings: fundgym's own, or fundgym's plus a venue's (every venue the registry knows).
+NAMINGS: tuple[str, ...] = ("fundgym", *get_args(Venue))
 
-SCHEDULE_SCHEMA_VERSION = "1"
-SCHEDULE_KIND = "fundgym.schedule"
-CSV_MARKER = "# fundgym-schedule: "
 
-#: In-force parameters (``info["params"]``) and their units.
-PARAM_UNITS: dict[str, str] = {
-    "liquidation_fee_rate": "fraction of liquidated notional (max fee)",
-    "liquidation_fee_fund_share": "fraction of the liquidation fee paid to the fund",
-    "mmr": "maintenance margin, fraction of notional",
-    "imr_multiple": "initial margin / maintenance margin",
-    "imr": "initial margin, fraction of notional",
-    "trading_fee_fund_share": "fraction of taker fees paid to the fund",
-    "alloc_stable": "fund weight in stable assets (fraction)",
-    "alloc_yield": "fund weight in yield-bearing assets (fraction)",
-    "alloc_volatile": "fund weight in volatile assets (fraction)",
-    "alloc_hedge": "fund weight in put hedges (fraction)",
-}
+def _param_unit(name: str) -> str:
+    """The unit of an in-force column: the lever's, but allocation columns hold weights."""
+    if name in ALLOCATION:
+        return f"fund weight in the {name.removeprefix('alloc_')} bucket (fraction)"
+    return LEVERS[name].unit
+
+
+#: In-force parameters (``info["params"]``: the levers, allocation as weights) and their units.
+PARAM_UNITS: dict[str, str] = {name: _param_unit(name) for name in LEVERS}
+#: The levers a schedule row holds in force: the action levers and the ``imr`` they imply.
+IN_FORCE: tuple[str, ...] = (*PARAMS, "imr")
 
 #: The state columns: observation name -> (column, unit, scale from the observation).
 STATE_COLUMNS: dict[str, tuple[str, str, float]] = {
@@ -83,15 +91,47 @@ OUTCOME_UNITS: dict[str, str] = {
     "socialized_loss_usd": "USD socialised during the decision",
 }
 
-DYDX_UNITS = {
-    "max_liquidation_fee_ppm": "dYdX liquidations_config.max_liquidation_fee_ppm (fee x 1e6)",
-    "initial_margin_ppm": "dYdX liquidity tier initial_margin_ppm (IMR x 1e6)",
-    "maintenance_fraction_ppm": "dYdX liquidity tier maintenance_fraction_ppm (MMR/IMR x 1e6)",
-}
+
+def _venue_fields(venue: str) -> dict[str, tuple[str, VenueField]]:
+    """``venue``'s fields a schedule can fill: field name -> (lever name, field).
+
+    Those whose lever (and the lever it is stated per) is in force (:data:`IN_FORCE`), in
+    registry order.
+    """
+    return {
+        f.name: (name, f)
+        for name, lever in LEVERS.items()
+        for f in lever.venues
+        if f.venue == venue and name in IN_FORCE and f.per in (None, *IN_FORCE)
+    }
 
 
-class ScheduleError(ValueError):
-    """A schedule file that cannot be read or replayed (the message names file and field)."""
+def _venue_unit(lever: str, field: VenueField) -> str:
+    """What a venue column holds and how it is computed from fundgym's columns."""
+    x = f"({lever} / {field.per})" if field.per is not None else lever
+    scale = f"{field.scale:g}".replace("e+0", "e")
+    scaled = x if field.scale == 1.0 else f"{x} x {scale}"
+    formula = f"{scale} / {x}" if field.inverse else scaled
+    rounded = ", rounded to an integer" if field.integer else ""
+    estimate = "; an approximate correspondence" if field.estimate else ""
+    return f"{field.source}: {formula}{rounded}{estimate}"
+
+
+def venue_units(venue: str) -> dict[str, str]:
+    """The columns ``naming=venue`` adds and their units (from :data:`envs.levers.LEVERS`)."""
+    return {col: _venue_unit(lever, f) for col, (lever, f) in _venue_fields(venue).items()}
+
+
+def venue_columns(venue: Venue, row: dict[str, float]) -> dict[str, float | int]:
+    """``venue``'s configuration fields for a schedule row (integers where the venue stores them).
+
+    The row's in-force levers (:data:`IN_FORCE`) are converted by
+    :func:`envs.levers.venue_values`; a venue field of a lever the environment does not move
+    (a taker fee, the liquidation block limits) is not a column.
+    """
+    fields = _venue_fields(venue)
+    values = venue_values(venue, {name: row[name] for name in IN_FORCE})
+    return {col: int(v) if fields[col][1].integer else v for col, v in values.items()}
 
 
 @dataclass(frozen=True)
@@ -112,9 +152,6 @@ def rollout_schedule(
     The environment is the one ``fundgym evaluate`` runs the policy in (the run's settings, the
     scenario's own horizon), so an exported schedule replays there exactly.
     """
-    from agents.evaluate import base_env, first_episodes, job_env
-    from agents.policies import PolicySpec, TrainedPolicy
-
     spec = PolicySpec(run_dir.resolve().name, "trained", path=str(run_dir.resolve()))
     kw = job_env(base_env(run_dir / "config.yaml", [spec]), spec, scenario)
     env = InsuranceFundVectorEnv(num_envs=1, **kw)
@@ -148,14 +185,6 @@ def _target_value(name: str, position: float) -> float:
     return float(PARAMS[name].to_value(np.array(position, dtype=np.float64)))
 
 
-def _dydx_columns(row: dict[str, float]) -> dict[str, float]:
-    return {
-        "max_liquidation_fee_ppm": round(row["liquidation_fee_rate"] * 1e6),
-        "initial_margin_ppm": round(row["imr"] * 1e6),
-        "maintenance_fraction_ppm": round(row["mmr"] / row["imr"] * 1e6),
-    }
-
-
 def export_schedule(
     run_dir: Path,
     out: Path,
@@ -163,7 +192,7 @@ def export_schedule(
     scenario: str,
     seed: int = 0,
     fmt: Literal["csv", "json"] = "csv",
-    naming: Literal["fundgym", "dydx"] = "fundgym",
+    naming: Literal["fundgym"] | Venue = "fundgym",
     argv: list[str] | None = None,
 ) -> ScheduleExport:
     """Write the schedule the run's policy sets along ``scenario`` (see the module docstring).
@@ -171,17 +200,14 @@ def export_schedule(
     Raises:
         ScheduleError: An unknown format or naming.
     """
-    from agents import __version__
-    from agents.policies import run_model_files
-
     if fmt not in ("csv", "json"):
         raise ScheduleError(f"format {fmt!r}: allowed csv, json")
-    if naming not in ("fundgym", "dydx"):
-        raise ScheduleError(f"naming {naming!r}: allowed fundgym, dydx")
+    if naming not in NAMINGS:
+        raise ScheduleError(f"naming {naming!r}: allowed {', '.join(NAMINGS)}")
     rows, kw = rollout_schedule(run_dir, scenario, seed)
     controlled = list(kw["controlled"])
-    if naming == "dydx":
-        rows = [{**r, **_dydx_columns(r)} for r in rows]
+    if naming != "fundgym":
+        rows = [{**r, **venue_columns(naming, r)} for r in rows]
     columns = list(rows[0])
     units: dict[str, str] = {"step": "decision index", "time_minutes": "minutes since start"}
     units.update({k: v for k, v in PARAM_UNITS.items() if k in columns})
@@ -189,13 +215,12 @@ def export_schedule(
         units[f"target_{name}"] = (
             "target allocation logit position in [-1, 1] (weights = softmax(3 x logits))"
             if name in ALLOCATION
-            else f"target of {name} ({PARAM_UNITS[name]})"
+            else f"target of {name} ({LEVERS[name].unit})"
         )
         units[f"action_{name}"] = "raw policy output, action units [-1, 1] (for replay)"
     units.update({col: unit for col, unit, _ in STATE_COLUMNS.values()})
     units.update(OUTCOME_UNITS)
-    if naming == "dydx":
-        units.update(DYDX_UNITS)
+    units.update(venue_units(naming))
     model_file, norm_file = run_model_files(run_dir)
     meta: dict[str, Any] = {
         "schema_version": SCHEDULE_SCHEMA_VERSION,
@@ -235,77 +260,16 @@ def export_schedule(
     return ScheduleExport(out, len(rows), tuple(columns), meta)
 
 
-def read_schedule(path: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
-    """Metadata and rows of a schedule file (CSV or JSON, by content).
-
-    Raises:
-        ScheduleError: Not a fundgym schedule, an unsupported schema version, or a bad row;
-            the message names the file and what is wrong.
-    """
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ScheduleError(f"{path}: cannot read ({exc})") from exc
-    try:
-        if text.startswith(CSV_MARKER):
-            first, _, body = text.partition("\n")
-            meta = json.loads(first[len(CSV_MARKER) :])
-            reader = csv.DictReader(io.StringIO(body))
-            rows = [{k: float(v) for k, v in r.items()} for r in reader]
-        else:
-            data = json.loads(text)
-            if not isinstance(data, dict):
-                raise ScheduleError(f"{path}: not a fundgym schedule (top level is not a mapping)")
-            meta = {k: v for k, v in data.items() if k not in ("rows", "columns")}
-            rows = [{k: float(v) for k, v in r.items()} for r in data.get("rows", [])]
-    except (json.JSONDecodeError, ValueError, TypeError) as exc:
-        if isinstance(exc, ScheduleError):
-            raise
-        raise ScheduleError(f"{path}: not a readable fundgym schedule ({exc})") from exc
-    if meta.get("kind") != SCHEDULE_KIND:
-        raise ScheduleError(f"{path}: kind = {meta.get('kind')!r}, expected {SCHEDULE_KIND!r}")
-    if meta.get("schema_version") != SCHEDULE_SCHEMA_VERSION:
-        raise ScheduleError(
-            f"{path}: schema_version = {meta.get('schema_version')!r}; this fundgym reads "
-            f"{SCHEDULE_SCHEMA_VERSION!r}"
-        )
-    if not rows:
-        raise ScheduleError(f"{path}: the schedule has no rows")
-    missing = [f"action_{n}" for n in meta.get("controlled", []) if f"action_{n}" not in rows[0]]
-    if missing:
-        raise ScheduleError(f"{path}: column {missing[0]!r} is missing (needed to replay)")
-    return meta, rows
-
-
-class SchedulePolicy:
-    """Replays a schedule's targets by decision index (the last row holds after it ends).
-
-    Args:
-        path: The schedule file.
-        name: Display name.
-        controlled: The evaluation environment's controlled parameters; must be the schedule's.
-    """
-
-    def __init__(self, path: Path, name: str, controlled: tuple[str, ...]) -> None:
-        meta, rows = read_schedule(path)
-        if tuple(meta["controlled"]) != tuple(controlled):
-            raise ScheduleError(
-                f"{path}: controls {meta['controlled']} but the environment controls "
-                f"{list(controlled)}"
-            )
-        self.name = name
-        self.actions = np.array([[r[f"action_{n}"] for n in controlled] for r in rows])
-        self._t = np.zeros(0, dtype=np.int64)
-
-    def reset(self, n_envs: int) -> None:
-        """Every exchange starts at the schedule's first row."""
-        self._t = np.zeros(n_envs, dtype=np.int64)
-
-    def act(self, obs: FloatArray) -> FloatArray:
-        """The row of each exchange's decision index."""
-        n = obs.shape[0]
-        if self._t.shape != (n,):
-            self.reset(n)
-        out = self.actions[np.minimum(self._t, len(self.actions) - 1)]
-        self._t += 1
-        return np.asarray(out, dtype=np.float64)
+__all__ = [
+    "IN_FORCE",
+    "NAMINGS",
+    "OUTCOME_UNITS",
+    "PARAM_UNITS",
+    "STATE_COLUMNS",
+    "ScheduleError",
+    "ScheduleExport",
+    "export_schedule",
+    "rollout_schedule",
+    "venue_columns",
+    "venue_units",
+]

@@ -153,7 +153,7 @@ def main(args: argparse.Namespace) -> int:
         f"\nledger: largest imbalance over every tick ${worst:.2e} "
         f"({worst / oi:.1e} of open interest): the books balance"
     )
-    from agents.plots import plot_crash  # matplotlib only when plotting
+    from agents.evaluate.plots import plot_crash  # matplotlib only when plotting
 
     hours = np.arange(mark.size, dtype=np.float64) * (scenario.tick_minutes / 60.0)
     plot_path = out / f"{scenario.name}.png"

@@ -23,10 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-from agents.evaluate import CRASHES
+from agents.cli.evaluate import format_table
+from agents.config import DEFAULT_TRAIN_CONFIG, ConfigError, load_config
+from agents.rollout import CRASHES
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TRAIN_CONFIG = REPO_ROOT / "configs" / "train" / "ppo.yaml"
 BASELINES = (
     "static:binance",
     "static:dydx",
@@ -86,11 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Train, evaluate, export; print the table, the verdict, the timings and the paths."""
     from agents.evaluate import EvaluateError, evaluate
-    from agents.evaluate_cli import format_table
-    from agents.onnx_export import export_onnx
-    from agents.schedule import export_schedule
-    from agents.train import RunDirError, train
-    from agents.train_config import ConfigError, load_config
+    from agents.export import export_onnx, export_schedule
+    from agents.training.train import RunDirError, train  # stable-baselines3 only when training
 
     if args.episodes is not None and args.episodes < 1:
         print(f"fundgym demo: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)
@@ -107,12 +104,12 @@ def main(args: argparse.Namespace) -> int:
     # 1. train
     overrides = [*(QUICK_TRAIN if quick else []), f"seed={args.seed}"]
     try:
-        cfg = load_config(TRAIN_CONFIG, overrides)
+        cfg = load_config(DEFAULT_TRAIN_CONFIG, overrides)
     except ConfigError as exc:  # pragma: no cover - the shipped config is tested
         print(f"fundgym demo: invalid config\n{exc}", file=sys.stderr)
         return 2
     run_dir = out / "ppo"
-    _stage(f"1/3 train {TRAIN_CONFIG.name}{' (quick)' if quick else ''} -> {run_dir}")
+    _stage(f"1/3 train {DEFAULT_TRAIN_CONFIG.name}{' (quick)' if quick else ''} -> {run_dir}")
     t0 = time.perf_counter()
     try:
         trained = train(cfg, run_dir, resume=True, progress=progress, argv=argv)

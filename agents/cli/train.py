@@ -6,20 +6,24 @@ import argparse
 import sys
 from pathlib import Path
 
-from agents.train_config import ConfigError, load_config
+from agents.cli.levers import lever_table
+from agents.config import DEFAULT_TRAIN_CONFIG, ConfigError, load_config
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "train" / "ppo.yaml"
-
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 Train an agent from a YAML config (see configs/train/). The config is validated before anything
-runs: an unknown key, a wrong type or a value out of range stops the command with exit code 2
-and a message naming the file, the field, the value and what is allowed.
+runs: an unknown key, a wrong type (true where a number is expected, 1 or yes where true/false
+is) or a value out of range stops the command with exit code 2 and a message naming the file,
+the field, the value and what is allowed.
 
 The run directory receives model.zip, vecnormalize.pkl (when normalising), config.yaml (the
 resolved config), command.txt, best_model.zip (best on the held-out evaluation scenarios),
 evaluations.csv, checkpoints/, tensorboard/ and train_summary.json. Watch training with
   tensorboard --logdir DIR/tensorboard
+
+The levers: env.controlled lists those with an action range, in action order; --set
+env.fixed.NAME=VALUE starts one at VALUE, which must lie in its action range (never clipped).
+`fundgym levers` adds hard bounds and venue names.
+{lever_table()}
 """
 
 
@@ -46,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--config",
         metavar="PATH",
-        default=str(DEFAULT_CONFIG),
+        default=str(DEFAULT_TRAIN_CONFIG),
         help="training config, YAML (default: configs/train/ppo.yaml)",
     )
     p.add_argument(
@@ -84,7 +88,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def main(args: argparse.Namespace) -> int:
     """Validate the config, then train each requested seed."""
-    from agents.train import RunDirError, train
+    from agents.training.train import RunDirError, train  # stable-baselines3 only when training
 
     overrides = list(args.overrides)
     if args.seed is not None:

@@ -33,14 +33,15 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.train_config import TrainConfig, dump_config
+from agents.config import TrainConfig, dump_config, env_kwargs
+from agents.training.sb3_env import FundGymVecEnv
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -58,22 +59,9 @@ def derived_seed(seed: int, stream: int) -> int:
     return int(state[0] >> 1)
 
 
-def env_kwargs(cfg: TrainConfig, scenario: str | None = None) -> dict[str, Any]:
-    """Keyword arguments for the environment from the config's ``env`` section."""
-    kw = asdict(cfg.env)
-    kw["controlled"] = tuple(kw["controlled"])
-    if scenario is not None:
-        kw["scenario"] = scenario
-        if scenario != "training" and cfg.env.scenario == "training":
-            kw["horizon_minutes"] = None  # a library scenario runs its own horizon
-    return kw
-
-
 def make_vec_env(cfg: TrainConfig, n_envs: int, scenario: str | None = None) -> Any:
     """The batched env as an SB3 ``VecEnv`` behind ``VecMonitor`` (raw episode returns)."""
     from stable_baselines3.common.vec_env import VecMonitor
-
-    from agents.sb3_env import FundGymVecEnv
 
     return VecMonitor(FundGymVecEnv(n_envs, **env_kwargs(cfg, scenario)))
 
@@ -413,7 +401,7 @@ def _command_text(argv: list[str] | None) -> str:
     import stable_baselines3
     import torch
 
-    cmd = shlex.join(argv) if argv else "(called from Python: agents.train.train)"
+    cmd = shlex.join(argv) if argv else "(called from Python: agents.training.train.train)"
     return (
         f"{cmd}\n"
         f"# cwd: {os.getcwd()}\n"

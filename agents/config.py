@@ -8,25 +8,42 @@ and checkpointing. Shared settings live in one place through a ``defaults:`` key
 file (relative to the config; merged key by key, the config winning) or through YAML anchors.
 
 Validation uses pydantic for the training keys and the environment's own schema for the
-``env`` section (one source of truth for its ranges). Every problem (an unknown key, a wrong
-type, a value out of range) is reported before anything runs, as
+``env`` section (one source of truth for its ranges and levers). Every problem (an unknown key,
+a wrong type, a value out of range) is reported before anything runs, as
 ``<file>: <field.path> = <value>: <what is allowed>``; the command line exits with code 2.
+
+Nothing is coerced silently. Files and ``--set`` values are read with YAML 1.2's scalars
+(:class:`ConfigLoader`: only ``true``/``false`` are booleans, ``3e-4`` is a number); a boolean
+where a number is expected is an error (Python would count ``true`` as 1), and so is anything
+but a boolean where one is expected (``1``, ``"yes"``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from envs.controls import PARAMS
-from envs.exchange_env import EnvConfig
-from envs.schema import SchemaError, build
+from envs.config import EnvConfig
+from envs.schema import SchemaError, build, load_yaml
+
+#: The source checkout (configs/ and benchmarks/ live beside the packages).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The config ``fundgym train`` and ``fundgym demo`` use, and evaluation falls back to.
+DEFAULT_TRAIN_CONFIG = REPO_ROOT / "configs" / "train" / "ppo.yaml"
 
 ALGOS = ("ppo", "sac", "td3", "a2c")
 Algo = Literal["ppo", "sac", "td3", "a2c"]
@@ -45,16 +62,36 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _not_a_bool(kind: str) -> BeforeValidator:
+    """A validator refusing a boolean for a ``kind`` number (Python counts ``True`` as 1)."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise PydanticCustomError("number_not_bool", f"a number ({kind}), not true/false")
+        return value
+
+    return BeforeValidator(check)
+
+
+# Number fields refuse booleans and otherwise keep pydantic's lax parsing (an integral float
+# is an integer); boolean fields take only true or false (StrictBool).
+Int = Annotated[int, _not_a_bool("int")]
+Float = Annotated[float, _not_a_bool("float")]
+OptionalInt = Annotated[int | None, _not_a_bool("int")]
+OptionalFloat = Annotated[float | None, _not_a_bool("float")]
+FloatOrAuto = Annotated[float | Literal["auto"], _not_a_bool("float or 'auto'")]
+
+
 # ---------------------------------------------------------------- hyperparameters ----
 
 
 class PolicyKwargs(_Strict):
     """The policy network (SB3 ``policy_kwargs``)."""
 
-    net_arch: list[int] = Field(default=[64, 64], min_length=1, max_length=8)
+    net_arch: list[Int] = Field(default=[64, 64], min_length=1, max_length=8)
     activation_fn: Literal["tanh", "relu", "elu"] = "tanh"
-    log_std_init: float | None = Field(default=None, ge=-10.0, le=5.0)
-    ortho_init: bool | None = None
+    log_std_init: OptionalFloat = Field(default=None, ge=-10.0, le=5.0)
+    ortho_init: StrictBool | None = None
 
     @model_validator(mode="after")
     def _widths(self) -> PolicyKwargs:
@@ -64,52 +101,52 @@ class PolicyKwargs(_Strict):
 
 
 class _Common(_Strict):
-    learning_rate: float = Field(default=3e-4, gt=0.0, le=1.0)
-    gamma: float = Field(default=0.99, gt=0.0, le=1.0)
+    learning_rate: Float = Field(default=3e-4, gt=0.0, le=1.0)
+    gamma: Float = Field(default=0.99, gt=0.0, le=1.0)
     policy_kwargs: PolicyKwargs = PolicyKwargs()
 
 
 class PPOHyper(_Common):
     """PPO's hyperparameters (names as in ``stable_baselines3.PPO``)."""
 
-    n_steps: int = Field(default=32, ge=1, le=1_000_000)
-    batch_size: int = Field(default=1024, ge=2, le=10_000_000)
-    n_epochs: int = Field(default=10, ge=1, le=1000)
-    gae_lambda: float = Field(default=0.95, ge=0.0, le=1.0)
-    clip_range: float = Field(default=0.2, gt=0.0, le=10.0)
-    ent_coef: float = Field(default=0.0, ge=0.0, le=10.0)
-    vf_coef: float = Field(default=0.5, ge=0.0, le=10.0)
-    max_grad_norm: float = Field(default=0.5, gt=0.0, le=1e6)
-    target_kl: float | None = Field(default=None, gt=0.0, le=10.0)
-    normalize_advantage: bool = True
+    n_steps: Int = Field(default=32, ge=1, le=1_000_000)
+    batch_size: Int = Field(default=1024, ge=2, le=10_000_000)
+    n_epochs: Int = Field(default=10, ge=1, le=1000)
+    gae_lambda: Float = Field(default=0.95, ge=0.0, le=1.0)
+    clip_range: Float = Field(default=0.2, gt=0.0, le=10.0)
+    ent_coef: Float = Field(default=0.0, ge=0.0, le=10.0)
+    vf_coef: Float = Field(default=0.5, ge=0.0, le=10.0)
+    max_grad_norm: Float = Field(default=0.5, gt=0.0, le=1e6)
+    target_kl: OptionalFloat = Field(default=None, gt=0.0, le=10.0)
+    normalize_advantage: StrictBool = True
 
 
 class A2CHyper(_Common):
     """A2C's hyperparameters (names as in ``stable_baselines3.A2C``)."""
 
-    learning_rate: float = Field(default=7e-4, gt=0.0, le=1.0)
-    n_steps: int = Field(default=5, ge=1, le=1_000_000)
-    gae_lambda: float = Field(default=1.0, ge=0.0, le=1.0)
-    ent_coef: float = Field(default=0.0, ge=0.0, le=10.0)
-    vf_coef: float = Field(default=0.5, ge=0.0, le=10.0)
-    max_grad_norm: float = Field(default=0.5, gt=0.0, le=1e6)
-    normalize_advantage: bool = False
+    learning_rate: Float = Field(default=7e-4, gt=0.0, le=1.0)
+    n_steps: Int = Field(default=5, ge=1, le=1_000_000)
+    gae_lambda: Float = Field(default=1.0, ge=0.0, le=1.0)
+    ent_coef: Float = Field(default=0.0, ge=0.0, le=10.0)
+    vf_coef: Float = Field(default=0.5, ge=0.0, le=10.0)
+    max_grad_norm: Float = Field(default=0.5, gt=0.0, le=1e6)
+    normalize_advantage: StrictBool = False
 
 
 class _OffPolicy(_Common):
-    buffer_size: int = Field(default=200_000, ge=1, le=100_000_000)
-    learning_starts: int = Field(default=1000, ge=0, le=100_000_000)
-    batch_size: int = Field(default=256, ge=1, le=1_000_000)
-    tau: float = Field(default=0.005, gt=0.0, le=1.0)
-    train_freq: int = Field(default=1, ge=1, le=1_000_000)
-    gradient_steps: int = Field(default=1, ge=-1, le=100_000)
+    buffer_size: Int = Field(default=200_000, ge=1, le=100_000_000)
+    learning_starts: Int = Field(default=1000, ge=0, le=100_000_000)
+    batch_size: Int = Field(default=256, ge=1, le=1_000_000)
+    tau: Float = Field(default=0.005, gt=0.0, le=1.0)
+    train_freq: Int = Field(default=1, ge=1, le=1_000_000)
+    gradient_steps: Int = Field(default=1, ge=-1, le=100_000)
 
 
 class SACHyper(_OffPolicy):
     """SAC's hyperparameters (names as in ``stable_baselines3.SAC``)."""
 
-    ent_coef: float | Literal["auto"] = "auto"
-    target_entropy: float | Literal["auto"] = "auto"
+    ent_coef: FloatOrAuto = "auto"
+    target_entropy: FloatOrAuto = "auto"
 
     @model_validator(mode="after")
     def _positive_entropy_coef(self) -> SACHyper:
@@ -121,11 +158,11 @@ class SACHyper(_OffPolicy):
 class TD3Hyper(_OffPolicy):
     """TD3's hyperparameters; ``action_noise_std`` is Gaussian exploration, in action units."""
 
-    learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
-    policy_delay: int = Field(default=2, ge=1, le=1000)
-    target_policy_noise: float = Field(default=0.2, ge=0.0, le=2.0)
-    target_noise_clip: float = Field(default=0.5, ge=0.0, le=2.0)
-    action_noise_std: float = Field(default=0.1, ge=0.0, le=2.0)
+    learning_rate: Float = Field(default=1e-3, gt=0.0, le=1.0)
+    policy_delay: Int = Field(default=2, ge=1, le=1000)
+    target_policy_noise: Float = Field(default=0.2, ge=0.0, le=2.0)
+    target_noise_clip: Float = Field(default=0.5, ge=0.0, le=2.0)
+    action_noise_std: Float = Field(default=0.1, ge=0.0, le=2.0)
 
 
 HYPER_MODELS: dict[str, type[_Common]] = {
@@ -142,10 +179,10 @@ HYPER_MODELS: dict[str, type[_Common]] = {
 class NormalizeConfig(_Strict):
     """Running normalisation of observations and rewards (SB3 ``VecNormalize``)."""
 
-    observation: bool = True
-    reward: bool = True
-    clip_obs: float = Field(default=10.0, gt=0.0, le=1e6)
-    clip_reward: float = Field(default=10.0, gt=0.0, le=1e6)
+    observation: StrictBool = True
+    reward: StrictBool = True
+    clip_obs: Float = Field(default=10.0, gt=0.0, le=1e6)
+    clip_reward: Float = Field(default=10.0, gt=0.0, le=1e6)
 
 
 class EvalConfig(_Strict):
@@ -157,17 +194,17 @@ class EvalConfig(_Strict):
     """
 
     scenarios: list[str] = Field(default=["training"], min_length=1, max_length=32)
-    episodes: int = Field(default=8, ge=1, le=1024)
-    freq: int = Field(default=100_000, ge=1, le=10**10, description="timesteps between evals")
-    seed: int = Field(default=1_000_003, ge=0, le=2**62)
-    deterministic: bool = True
+    episodes: Int = Field(default=8, ge=1, le=1024)
+    freq: Int = Field(default=100_000, ge=1, le=10**10, description="timesteps between evals")
+    seed: Int = Field(default=1_000_003, ge=0, le=2**62)
+    deterministic: StrictBool = True
 
 
 class CheckpointConfig(_Strict):
     """Checkpoints for ``--resume``: a killed run loses at most ``freq`` timesteps."""
 
-    freq: int = Field(default=200_000, ge=1, le=10**10, description="timesteps")
-    keep: int = Field(default=2, ge=1, le=1000)
+    freq: Int = Field(default=200_000, ge=1, le=10**10, description="timesteps")
+    keep: Int = Field(default=2, ge=1, le=1000)
 
 
 class TrainConfig(_Strict):
@@ -179,14 +216,14 @@ class TrainConfig(_Strict):
     algo: Algo = "ppo"
     policy: Literal["MlpPolicy"] = "MlpPolicy"
     hyperparameters: PPOHyper | A2CHyper | SACHyper | TD3Hyper
-    n_envs: int = Field(default=16, ge=1, le=4096)
+    n_envs: Int = Field(default=16, ge=1, le=4096)
     normalize: NormalizeConfig = NormalizeConfig()
-    total_timesteps: int = Field(default=1_000_000, ge=1, le=10**10)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    total_timesteps: Int = Field(default=1_000_000, ge=1, le=10**10)
+    seed: Int = Field(default=0, ge=0, le=2**31 - 1)
     eval: EvalConfig = EvalConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     device: Literal["cpu", "cuda", "auto"] = "cpu"
-    torch_threads: int | None = Field(default=None, ge=1, le=256)
+    torch_threads: OptionalInt = Field(default=None, ge=1, le=256)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain YAML-ready data (every default written out)."""
@@ -217,7 +254,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path.resolve() in chain:
         raise ConfigError([f"{path}: defaults form a cycle ({' -> '.join(map(str, chain))})"])
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
     if not isinstance(data, dict):
@@ -242,12 +279,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not all(path):
         raise ConfigError([f"--set {text!r}: expected KEY.PATH=VALUE, e.g. n_envs=32"])
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError([f"--set {text!r}: the value is not valid YAML: {exc}"]) from exc
-    if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string; users mean a number
-        with contextlib.suppress(ValueError):
-            value = float(value)
     return path, value
 
 
@@ -280,6 +314,8 @@ def _pydantic_problems(source: str, prefix: str, exc: ValidationError, model: ty
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc[:-1])
             rule = f"unknown key; allowed: {allowed}"
+        elif err["type"] == "bool_type":
+            rule = "true or false"
         else:
             rule = err["msg"]
         problems.append(f"{source}: {where} = {err.get('input')!r}: {rule}")
@@ -307,22 +343,10 @@ def validate(data: dict[str, Any], source: str) -> TrainConfig:
     env_raw = raw.pop("env", {})
     hyper_raw = raw.pop("hyperparameters", {}) or {}
     env: EnvConfig | None = None
-    controlled = env_raw.get("controlled") if isinstance(env_raw, dict) else None
-    bad = [
-        n for n in (controlled if isinstance(controlled, list | tuple) else []) if n not in PARAMS
-    ]
-    if bad:
-        problems.append(
-            f"{source}: env.controlled = {list(controlled or [])!r}: unknown parameter "
-            f"{bad[0]!r}; allowed: {list(PARAMS)}"
-        )
-    else:
-        try:
-            if isinstance(env_raw, dict) and isinstance(controlled, tuple):
-                env_raw = {**env_raw, "controlled": list(controlled)}
-            env = build(EnvConfig, env_raw if env_raw is not None else {}, source, "env")
-        except SchemaError as exc:
-            problems.append(str(exc))
+    try:  # the environment's schema names a bad lever (unknown, not controllable, repeated)
+        env = build(EnvConfig, env_raw if env_raw is not None else {}, source, "env")
+    except SchemaError as exc:
+        problems.append(str(exc))
     algo = raw.get("algo", "ppo")
     hyper_model = HYPER_MODELS.get(algo) if isinstance(algo, str) else None
     hyper: _Common | None = None
@@ -369,3 +393,23 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
 def dump_config(cfg: TrainConfig) -> str:
     """The resolved config as YAML (what a run directory's ``config.yaml`` holds)."""
     return str(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+# ---------------------------------------------------------------- environment kwargs ----
+
+
+def env_settings(cfg: EnvConfig) -> dict[str, Any]:
+    """An env config as plain keyword arguments (tuples for ``controlled``)."""
+    kw = dataclasses.asdict(cfg)
+    kw["controlled"] = tuple(kw["controlled"])
+    return kw
+
+
+def env_kwargs(cfg: TrainConfig, scenario: str | None = None) -> dict[str, Any]:
+    """Keyword arguments for the environment from the config's ``env`` section."""
+    kw = env_settings(cfg.env)
+    if scenario is not None:
+        kw["scenario"] = scenario
+        if scenario != "training" and cfg.env.scenario == "training":
+            kw["horizon_minutes"] = None  # a library scenario runs its own horizon
+    return kw

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from envs.market.market import sample_market
 from envs.scenarios import Scenario, library, load_scenario
-from envs.schema import SchemaError
+from envs.schema import SchemaError, describe
 
 CSV_COLUMNS = (
     "step",
@@ -76,7 +76,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """Plot price, oracle, depth and funding of one sampled path."""
-    from agents.plots import plot_scenario  # matplotlib only when plotting
+    from agents.evaluate.plots import plot_scenario  # matplotlib only when plotting
 
     sc = _load(args.scenario)
     cols = sample_market(sc, args.seed)
@@ -88,9 +88,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def schema_markdown() -> str:
     """The scenario schema as a Markdown table (field path, type, default, meaning)."""
-    from envs.scenarios import Scenario
-    from envs.schema import describe
-
     lines = ["| field | type | default | meaning and allowed values |", "|---|---|---|---|"]
     for path, tp, default, doc in describe(Scenario):
         lines.append(f"| `{path}` | {tp} | {default} | {doc} |")

@@ -1,6 +1,6 @@
 """Export a trained policy to ONNX: raw observations in, parameter targets in natural units out.
 
-:func:`export_onnx` turns a run directory written by :func:`agents.train.train` into one
+:func:`export_onnx` turns a run directory written by :func:`agents.training.train.train` into one
 ``.onnx`` file that needs neither torch nor stable-baselines3 to run. The graph holds, in order:
 
 1. the run's observation normalisation (``VecNormalize``: ``(obs - mean) / sqrt(var + eps)``,
@@ -43,11 +43,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from agents.config import ConfigError, TrainConfig, env_kwargs, load_config
 from agents.outputs import write_bytes_atomic
 from agents.policies import run_config_file, space_mismatch
-from agents.train_config import ConfigError, TrainConfig, load_config
 from envs.controls import ALLOCATION, ALLOCATION_SHARPNESS, DEFAULTS, PARAMS, allocation_weights
-from envs.exchange_env import OBS_NAMES
+from envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
+from envs.levers import CONTROLLABLE, LEVERS
 
 if TYPE_CHECKING:
     import onnx
@@ -66,17 +67,15 @@ MODEL_FILES: dict[str, tuple[str, str]] = {
     "final": ("model.zip", "vecnormalize.pkl"),
 }
 
-#: What one unit of each ``params`` column is.
+#: What one unit of each ``params`` column is: the lever's unit (:data:`envs.levers.LEVERS`);
+#: an allocation column holds its bucket's weight, not the logit the lever moves.
 UNITS: dict[str, str] = {
-    "liquidation_fee_rate": "fraction of the liquidated notional",
-    "liquidation_fee_fund_share": "fraction of the liquidation fee paid into the fund",
-    "mmr": "fraction of notional (maintenance margin ratio)",
-    "imr_multiple": "multiple of mmr (initial margin = mmr x imr_multiple, capped at 1)",
-    "trading_fee_fund_share": "fraction of taker fees paid into the fund",
-    "alloc_stable": "fraction of the fund in the stable bucket",
-    "alloc_yield": "fraction of the fund in the yield bucket",
-    "alloc_volatile": "fraction of the fund in the volatile bucket",
-    "alloc_hedge": "fraction of the fund in the hedge bucket",
+    name: (
+        f"fraction of the fund in the {name.removeprefix('alloc_')} bucket"
+        if name in ALLOCATION
+        else LEVERS[name].unit
+    )
+    for name in CONTROLLABLE
 }
 
 
@@ -227,10 +226,10 @@ def reference_outputs(
 
     ``VecNormalize.normalize_obs`` (when the run normalised observations), then
     ``model.predict(..., deterministic=True)``, then the natural-unit map of
-    :mod:`envs.controls` (``ParamRange.to_value``, ``allocation_weights``).
+    :mod:`envs.controls` (``Lever.to_value``, ``allocation_weights``).
 
     Args:
-        run_dir: A run directory written by :func:`agents.train.train`.
+        run_dir: A run directory written by :func:`agents.training.train.train`.
         observations: Raw environment observations, ``(batch, 32)``; cast to float32 first,
             as the environment emits them and the graph takes them.
         model: ``"best"`` (``best_model.zip``, falling back to ``model.zip`` with a warning
@@ -253,9 +252,6 @@ def check_observations(cfg: TrainConfig, n: int, seed: int) -> np.ndarray:
     random actions (seeded ``seed``), the other half covers the whole observation box, far
     outside what training saw, where clipping and saturation are exercised.
     """
-    from agents.train import env_kwargs
-    from envs.exchange_env import InsuranceFundVectorEnv
-
     rng = np.random.default_rng(seed)
     n_real = n // 2
     rows: list[np.ndarray] = []
@@ -391,7 +387,7 @@ def _metadata(run: _Run) -> dict[str, str]:
     params = []
     for j, name in enumerate(run.cfg.env.controlled):
         r = PARAMS[name]
-        item: dict[str, Any] = {"name": name, "index": j, "unit": UNITS.get(name, r.doc)}
+        item: dict[str, Any] = {"name": name, "index": j, "unit": UNITS[name]}
         if name in ALLOCATION:
             item.update(scale="softmax", low=0.0, high=1.0)
         else:
@@ -464,7 +460,7 @@ def export_onnx(
     environment's behaviour applies the same rate limit and notice to successive targets.
 
     Args:
-        run_dir: A run directory written by :func:`agents.train.train`.
+        run_dir: A run directory written by :func:`agents.training.train.train`.
         out: The ``.onnx`` file to write (its parent is created; an existing file is replaced
             only when the new one has passed its check).
         model: ``"best"``: ``best_model.zip`` and ``best_vecnormalize.pkl``, falling back to

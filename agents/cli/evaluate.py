@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.policies import PRESETS
+from agents.cli.levers import lever_table
+from agents.policies import PRESETS, STATIC_PARAMS, SpecError
 
 DESCRIPTION = f"""\
 Run every policy through every scenario for K episodes (episode i seeded S + i for every
@@ -29,6 +30,10 @@ A policy (--policy, repeatable) is one of:
                          (cached in --cache-dir with the settings that produced it)
   hindsight_static       the same search on the evaluation scenarios and seeds themselves: an
                          upper bound for static choices no operator could have made
+
+Levers a static set may name (static:name=value: natural units inside the action range; the
+others keep their defaults; `fundgym levers` lists every lever in full):
+{lever_table(STATIC_PARAMS)}
 
 Scenarios (--scenarios): library names or YAML paths, comma-separated; `crashes` = the seven
 calibrated historical crashes; `training` = draws of the training sampler.
@@ -120,7 +125,6 @@ def format_table(by_policy: Sequence[Mapping[str, Any]]) -> str:
 def main(args: argparse.Namespace) -> int:
     """Validate the arguments, run the evaluation, print the table and where it went."""
     from agents.evaluate import EvaluateError, evaluate, parse_scenarios
-    from agents.policies import SpecError
 
     if args.episodes < 1:
         print(f"fundgym evaluate: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)

@@ -1,19 +1,15 @@
-"""The ``fundgym`` command line: one subcommand per job, each with its own ``--help``."""
+"""``fundgym bench``: simulator throughput, run from a source checkout's ``benchmarks/``."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import json
-import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from agents import demo, evaluate_cli, export_cli, scenarios_cli, simulate, train_cli
+from agents.config import REPO_ROOT
 from agents.outputs import write_text_atomic
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _int_list(text: str) -> list[int]:
@@ -150,41 +146,8 @@ def _bench_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="fundgym",
-        description=(
-            "Simulate a perpetual-futures exchange's margin, liquidation, insurance-fund and "
-            "deleveraging mechanics, and tune its risk parameters."
-        ),
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    p_demo = sub.add_parser(
-        "demo",
-        help="the main job: train the default config, evaluate it against baselines on the "
-        "crash suite, export its schedule and ONNX graph",
-        description=demo.DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    demo.add_arguments(p_demo)
-    p_demo.set_defaults(func=demo.main)
-
-    p_sim = sub.add_parser(
-        "simulate",
-        help="simulate a crash with fixed parameters and print the fund's flows",
-        description=simulate.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    simulate.add_arguments(p_sim)
-    p_sim.set_defaults(func=simulate.main)
-
-    scenarios_cli.add_parser(sub)
-    train_cli.add_parser(sub)
-    evaluate_cli.add_parser(sub)
-    export_cli.add_parser(sub)
-
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``fundgym bench core|full|env``."""
     p_bench = sub.add_parser(
         "bench",
         help="measure simulator throughput (from a source checkout)",
@@ -252,20 +215,3 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_env.add_argument("--json", metavar="FILE", help="also write the figures to FILE (JSON)")
     p_env.set_defaults(func=_bench_env)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``fundgym`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "regimes", None) is not None:
-        bad = [r for r in args.regimes if r not in ("quiet", "crash")]
-        if bad:
-            parser.error(f"--regimes: unknown regime {bad[0]!r}; allowed: quiet, crash")
-    func: Callable[[argparse.Namespace], int] = args.func
-    return func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

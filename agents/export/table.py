@@ -5,7 +5,7 @@ through scenarios, bins the states it met by a few observations (by default real
 volatility, book depth and fund coverage; :data:`FEATURES`) and stores, for every cell of the
 grid, the mean of the actions the policy took there. Applying the table needs no model, no
 torch and no stable-baselines3: look up the cell an observation falls in and use its
-parameters (:class:`TablePolicy`, ``fundgym evaluate --policy table:FILE``).
+parameters (:class:`agents.policies.TablePolicy`, ``fundgym evaluate --policy table:FILE``).
 
 **Bins.** Per feature, ``bins`` quantile bins of the fitting data: the inner edges are the
 ``1/bins .. (bins-1)/bins`` quantiles, duplicates and edges at the data's minimum dropped (a
@@ -15,10 +15,10 @@ edges are -inf and +inf, so every state maps to a cell. Bin ``k`` of a feature h
 nearest filled cell (Euclidean distance in bin-index space, ties to the first in row-major
 order) and says so (``"n": 0, "filled_from": [i, j, k]``).
 
-**The file** (JSON, ``schema_version`` :data:`TABLE_SCHEMA_VERSION`, ``kind``
-:data:`TABLE_KIND`) holds the run it came from (``run_dir``, ``model_file``, the run's
+**The file** (JSON, ``schema_version`` and ``kind`` as :mod:`agents.policies.replay`
+reads them) holds the run it came from (``run_dir``, ``model_file``, the run's
 ``config`` text and its resolved ``env`` section, from which a replay rebuilds the
-environment; :func:`replay_env`), the ``controlled`` parameters in action order, the
+environment; :func:`agents.policies.replay_env`), the ``controlled`` parameters in action order, the
 ``features`` with their edges (outer edges written ``"-inf"``/``"inf"``, so the file is strict
 JSON), one entry per cell (``bin``, a readable ``state``, ``n`` samples, ``action`` in action
 units and ``params`` in natural units), the ``fidelity`` and the ``fit`` settings. A CSV with
@@ -32,7 +32,8 @@ fitting data:
   the policy's (per parameter, action units and natural units);
 * ``closed_loop``: the table and the policy each run the scenarios from the same seeds, and
   the parameters *in force* at each decision (what the exchange applied, after the rate limit
-  and margin notice; :attr:`agents.metrics.EpisodeRecord.params`) are compared step by step.
+  and margin notice; :attr:`agents.evaluate.metrics.EpisodeRecord.params`) are compared step
+  by step.
   Both runs are deterministic, so replaying the table on these seeds reproduces these numbers.
 
 Like every policy's output, a table's actions are *targets*: the environment moves each
@@ -50,19 +51,28 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from agents.outputs import jsonable, progress_bar
+from agents.policies import (
+    Policy,
+    PolicySpec,
+    SpecError,
+    TableError,
+    TablePolicy,
+    TrainedPolicy,
+    run_config_file,
+    run_model_files,
+)
+from agents.policies.replay import TABLE_KIND, TABLE_SCHEMA_VERSION, TableGrid
+from agents.rollout import CRASHES, base_env, first_episodes, job_env, parse_scenarios
 from envs.controls import ALLOCATION, DEFAULTS, PARAMS, allocation_weights
 from envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
-
-TABLE_SCHEMA_VERSION = "1"
-TABLE_KIND = "fundgym.state_table"
 
 #: Default binning features (observation names): realised volatility (1-hour), book depth
 #: relative to normal, fund coverage.
@@ -97,10 +107,6 @@ OBS_UNITS: dict[str, str] = {
 }
 
 
-class TableError(ValueError):
-    """A state table that cannot be built, read or applied; the message names file and field."""
-
-
 @dataclass(frozen=True)
 class TableExport:
     """What :func:`distill_table` wrote and how faithful the table is to the policy.
@@ -118,247 +124,10 @@ class TableExport:
     fidelity: dict[str, Any]
 
 
-# ------------------------------------------------------------------ the table ----
-
-
-@dataclass(frozen=True)
-class _Grid:
-    """A validated table as arrays: where each feature is read and the action of each cell."""
-
-    controlled: tuple[str, ...]
-    obs_index: tuple[int, ...]
-    inner_edges: tuple[FloatArray, ...]
-    actions: FloatArray  # (*shape, n_controlled)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(len(e) + 1 for e in self.inner_edges)
-
-    def bins_of(self, obs: FloatArray) -> tuple[IntArray, ...]:
-        """Bin index of every observation along each feature."""
-        return tuple(
-            np.searchsorted(edges, obs[:, i], side="right").astype(np.int64)
-            for i, edges in zip(self.obs_index, self.inner_edges, strict=True)
-        )
-
-    def lookup(self, obs: FloatArray) -> FloatArray:
-        """The action of the cell each observation ``(n, 32)`` falls in, ``(n, n_controlled)``."""
-        return np.asarray(self.actions[self.bins_of(obs)], dtype=np.float64)
-
-
 def _edge_text(x: float) -> str | float:
     if math.isinf(x):
         return "inf" if x > 0 else "-inf"
     return x
-
-
-def _edge_value(x: Any, source: str, where: str) -> float:
-    if isinstance(x, str) and x in ("-inf", "inf"):
-        return float(x)
-    if isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x):
-        return float(x)
-    raise TableError(f"{source}: {where} = {x!r}: expected a finite number, '-inf' or 'inf'")
-
-
-def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], source: str) -> Any:
-    if key not in data:
-        raise TableError(f"{source}: field {key!r} is missing")
-    value = data[key]
-    if not isinstance(value, kind) or isinstance(value, bool):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise TableError(f"{source}: {key} = {_short(value)}: expected a {names}")
-    return value
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _parse(data: Any, source: str) -> _Grid:
-    """Check a table's structure and build its arrays; :class:`TableError` on any problem."""
-    if not isinstance(data, dict):
-        raise TableError(f"{source}: expected a JSON object (a fundgym state table)")
-    kind = data.get("kind")
-    if kind != TABLE_KIND:
-        raise TableError(f"{source}: kind = {_short(kind)}: expected {TABLE_KIND!r}")
-    version = data.get("schema_version")
-    if version != TABLE_SCHEMA_VERSION:
-        raise TableError(
-            f"{source}: schema_version = {_short(version)}: this fundgym reads "
-            f"{TABLE_SCHEMA_VERSION!r}; distil the table again"
-        )
-    controlled = _field(data, "controlled", list, source)
-    bad = [n for n in controlled if n not in PARAMS]
-    if not controlled or bad or len(set(controlled)) != len(controlled):
-        raise TableError(
-            f"{source}: controlled = {_short(controlled)}: expected distinct names from "
-            f"{list(PARAMS)}"
-        )
-    _field(data, "env", dict, source)
-    features = _field(data, "features", list, source)
-    if not features:
-        raise TableError(f"{source}: features: expected at least one feature")
-    obs_index: list[int] = []
-    inner: list[FloatArray] = []
-    for i, feat in enumerate(features):
-        where = f"features[{i}]"
-        if not isinstance(feat, dict):
-            raise TableError(f"{source}: {where}: expected an object with name and edges")
-        name = feat.get("name")
-        if name not in OBS_NAMES:
-            raise TableError(f"{source}: {where}.name = {_short(name)}: not an observation name")
-        if feat.get("obs_index") != OBS_NAMES.index(name):
-            raise TableError(
-                f"{source}: {where}.obs_index = {_short(feat.get('obs_index'))}: {name} is "
-                f"observation {OBS_NAMES.index(name)}"
-            )
-        edges = feat.get("edges")
-        if not isinstance(edges, list) or len(edges) < 2:
-            raise TableError(f"{source}: {where}.edges: expected a list of at least 2 edges")
-        e = np.array([_edge_value(x, source, f"{where}.edges[{k}]") for k, x in enumerate(edges)])
-        if e[0] != -np.inf or e[-1] != np.inf or not np.all(np.diff(e) > 0):
-            raise TableError(
-                f"{source}: {where}.edges: expected '-inf', increasing finite edges, 'inf'"
-            )
-        obs_index.append(OBS_NAMES.index(name))
-        inner.append(e[1:-1])
-    shape = tuple(len(e) + 1 for e in inner)
-    if "shape" in data and data["shape"] != list(shape):
-        raise TableError(
-            f"{source}: shape = {_short(data['shape'])}: the edges make {list(shape)} bins"
-        )
-    cells = _field(data, "cells", list, source)
-    n_cells = int(np.prod(shape))
-    if len(cells) != n_cells:
-        raise TableError(
-            f"{source}: cells: {len(cells)} cells, but the edges make {n_cells} "
-            f"({' x '.join(map(str, shape))})"
-        )
-    k = len(controlled)
-    actions = np.full((*shape, k), np.nan)
-    for c, cell in enumerate(cells):
-        where = f"cells[{c}]"
-        if not isinstance(cell, dict):
-            raise TableError(f"{source}: {where}: expected an object with bin and action")
-        b = cell.get("bin")
-        if (
-            not isinstance(b, list)
-            or len(b) != len(shape)
-            or not all(isinstance(x, int) and not isinstance(x, bool) for x in b)
-            or not all(0 <= x < s for x, s in zip(b, shape, strict=True))
-        ):
-            raise TableError(
-                f"{source}: {where}.bin = {_short(b)}: expected {len(shape)} bin indices "
-                f"below {list(shape)}"
-            )
-        n = cell.get("n")
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise TableError(f"{source}: {where}.n = {_short(n)}: expected a count >= 0")
-        a = cell.get("action")
-        if (
-            not isinstance(a, list)
-            or len(a) != k
-            or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in a)
-            or not all(math.isfinite(x) and -1.0 <= x <= 1.0 for x in a)
-        ):
-            raise TableError(
-                f"{source}: {where}.action = {_short(a)}: expected {k} numbers in [-1, 1] "
-                f"({', '.join(controlled)})"
-            )
-        if not np.isnan(actions[tuple(b)]).all():
-            raise TableError(f"{source}: {where}.bin = {b}: a second cell for the same bin")
-        actions[tuple(b)] = a
-    return _Grid(tuple(controlled), tuple(obs_index), tuple(inner), actions)
-
-
-def read_table(path: Path) -> dict[str, Any]:
-    """Read and check a state table written by :func:`distill_table`.
-
-    Args:
-        path: The table's JSON file.
-
-    Returns:
-        The table as stored (a JSON object).
-
-    Raises:
-        TableError: The file is missing, not JSON, not a state table, of another schema
-            version, or a field is malformed; the message names the file and the field.
-    """
-    path = Path(path)
-    source = str(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise TableError(f"{source}: no such table file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TableError(f"{source}: cannot be read ({exc})") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise TableError(f"{source}: not valid JSON ({exc})") from exc
-    _parse(data, source)
-    return dict(data)
-
-
-class TablePolicy:
-    """A distilled state table run as a policy: look up the observation's cell, use its action.
-
-    Pure numpy: no model, no torch. Implements :class:`agents.policies.Policy`.
-
-    Args:
-        table: A table as :func:`read_table` returns it.
-        name: Display name.
-        controlled: The environment's controlled parameters, in action order; must equal the
-            table's.
-        source: Where the table came from, for error messages.
-
-    Raises:
-        TableError: The table is malformed or controls other parameters than ``controlled``.
-    """
-
-    def __init__(
-        self,
-        table: dict[str, Any],
-        name: str,
-        controlled: tuple[str, ...],
-        *,
-        source: str = "<table>",
-    ) -> None:
-        self.name = name
-        self.grid = _parse(table, source)
-        if tuple(controlled) != self.grid.controlled:
-            raise TableError(
-                f"{source}: controlled = {list(self.grid.controlled)}, but the environment "
-                f"controls {list(controlled)}; a table runs only where the parameters it sets "
-                "are the ones controlled, in the same order"
-            )
-
-    @classmethod
-    def load(cls, path: Path, name: str, controlled: tuple[str, ...]) -> TablePolicy:
-        """Read a table file (:func:`read_table`) and make it a policy."""
-        return cls(read_table(Path(path)), name, controlled, source=str(path))
-
-    def reset(self, n_envs: int) -> None:
-        """A table keeps no state."""
-
-    def act(self, obs: FloatArray) -> FloatArray:
-        """The action of each observation's cell, ``(n_envs, n_controlled)`` in [-1, 1]."""
-        x = np.asarray(obs, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != len(OBS_NAMES):
-            raise ValueError(f"obs must have shape (n_envs, {len(OBS_NAMES)}), got {x.shape}")
-        return self.grid.lookup(x)
-
-
-# ------------------------------------------------------------------ rollouts ----
-
-
-class _Acting(Protocol):
-    name: str
-
-    def reset(self, n_envs: int) -> None: ...
-
-    def act(self, obs: FloatArray) -> FloatArray: ...
 
 
 @dataclass(frozen=True)
@@ -369,7 +138,7 @@ class Rollout:
         obs: ``(n, 32)`` the observation at every decision of every episode (episode-major).
         actions: ``(n, n_controlled)`` the policy's action at each of them.
         params: Per episode, parameter name -> its value in force after each decision, natural
-            units (as :attr:`agents.metrics.EpisodeRecord.params`).
+            units (as :attr:`agents.evaluate.metrics.EpisodeRecord.params`).
         total_reward: ``(episodes,)`` each episode's summed reward.
     """
 
@@ -379,15 +148,13 @@ class Rollout:
     total_reward: FloatArray
 
 
-def rollout(policy: _Acting, env_kw: dict[str, Any], episodes: int, seed: int) -> Rollout:
+def rollout(policy: Policy, env_kw: dict[str, Any], episodes: int, seed: int) -> Rollout:
     """Run ``episodes`` episodes of ``policy`` (episode ``i`` seeded ``seed + i``), batched.
 
-    The same loop as :func:`agents.evaluate.run_episodes` (same observations, same autoreset),
-    so the parameters in force equal that function's ``EpisodeRecord.params``; it also keeps
-    each decision's observation and action.
+    The same loop as :func:`agents.evaluate.episodes.run_episodes` (same observations, same
+    autoreset), so the parameters in force equal that function's ``EpisodeRecord.params``; it
+    also keeps each decision's observation and action.
     """
-    from agents.evaluate import first_episodes
-
     env = InsuranceFundVectorEnv(num_envs=episodes, **env_kw)
     obs, _ = env.reset(seed=seed)
     seen_obs: list[FloatArray] = []
@@ -597,7 +364,7 @@ def distill_table(
             ``model.zip``, with the observation normalisation it was trained with).
         out: The JSON table to write; the CSV view goes to ``out.with_suffix(".csv")``.
         scenarios: Scenarios to roll the policy through (library names, YAML paths or
-            ``"training"``); default ``("training", *agents.evaluate.CRASHES)``.
+            ``"training"``); default ``("training", *agents.rollout.CRASHES)``.
         episodes: Episodes per scenario, for fitting and again for each fidelity check.
         seed: First fitting seed (episode ``i`` of every scenario seeded ``seed + i``).
         bins: Quantile bins per feature (fewer where the data's quantiles coincide).
@@ -621,18 +388,9 @@ def distill_table(
     Raises:
         agents.policies.SpecError: The run directory, its config or its model is missing or
             cannot be loaded (the message names the file).
-        agents.evaluate.EvaluateError: An unknown scenario or an invalid run config.
+        agents.rollout.EvaluateError: An unknown scenario or an invalid run config.
         TableError: Bad arguments (``bins``, ``episodes``, ``features``, ``out``).
     """
-    from agents.evaluate import CRASHES, base_env, job_env, parse_scenarios
-    from agents.policies import (
-        PolicySpec,
-        SpecError,
-        TrainedPolicy,
-        run_config_file,
-        run_model_files,
-    )
-
     run_dir, out, feats = Path(run_dir), Path(out), tuple(features)
     if bins < 1:
         raise TableError(f"bins = {bins}: at least 1 bin per feature")
@@ -670,7 +428,7 @@ def distill_table(
     actions = np.concatenate([r.actions for r in fit_runs])
     obs_index = [OBS_NAMES.index(f) for f in feats]
     inner, counts, cell_actions, source = fit_grid(obs, actions, obs_index, bins)
-    grid = _Grid(controlled, tuple(obs_index), inner, cell_actions)
+    grid = TableGrid(controlled, tuple(obs_index), inner, cell_actions)
     table = _table_document(
         feats, grid, counts, source, start, run_dir, model_file, config_path, env
     )
@@ -734,7 +492,7 @@ def distill_table(
 
 def _table_document(
     feats: tuple[str, ...],
-    grid: _Grid,
+    grid: TableGrid,
     counts: IntArray,
     source: IntArray,
     start: dict[str, float],
@@ -815,20 +573,6 @@ def table_csv(table: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def replay_env(table: dict[str, Any], scenario: str) -> dict[str, Any]:
-    """Environment keyword arguments to run a table on ``scenario``, as it was checked.
-
-    The table's ``env`` with the scenario set (a library scenario runs its own horizon), as
-    :func:`agents.evaluate.job_env` builds them for the run the table came from.
-    """
-    kw = dict(table["env"])
-    kw["controlled"] = tuple(kw["controlled"])
-    kw["scenario"] = scenario
-    if scenario != "training":
-        kw["horizon_minutes"] = None
-    return kw
-
-
 # ------------------------------------------------------------------ helpers ----
 
 
@@ -854,18 +598,14 @@ def _write_pair(path: Path, text: str, other: Path, other_text: str) -> None:
 
 __all__ = [
     "FEATURES",
-    "TABLE_KIND",
-    "TABLE_SCHEMA_VERSION",
+    "OBS_UNITS",
     "Rollout",
     "TableError",
     "TableExport",
-    "TablePolicy",
     "compare_params",
     "distill_table",
     "fit_grid",
     "natural_units",
-    "read_table",
-    "replay_env",
     "rollout",
     "table_csv",
 ]

@@ -1,0 +1,64 @@
+"""Evaluation: policies side by side on crash scenarios, every policy on the same seeds.
+
+* :mod:`agents.evaluate.evaluation`: :func:`evaluate`, the whole job and its output directory;
+* :mod:`agents.evaluate.episodes`: one policy on one scenario, recorded, in worker processes;
+* :mod:`agents.evaluate.search`: the searched static baselines (``best_static``,
+  ``hindsight_static``);
+* :mod:`agents.evaluate.metrics`: per-episode risk metrics, intervals, dominance;
+* :mod:`agents.evaluate.report` and :mod:`agents.evaluate.plots`: report.md, report.html and
+  figures (matplotlib, imported only when a report or plot is written).
+
+The names below are the ones ``agents.evaluate`` has always offered; the scenario and
+environment settings come from :mod:`agents.rollout`, shared with export.
+"""
+
+from agents.config import env_settings
+from agents.evaluate.episodes import Job, run_episodes, run_job, run_jobs
+from agents.evaluate.evaluation import EvaluationResult, evaluate, rows_to_csv
+from agents.evaluate.search import (
+    GRID,
+    SEARCH_EPISODES,
+    SEARCH_SEED,
+    SearchResult,
+    grid_points,
+    objective,
+    search_static,
+)
+from agents.policies import SpecError
+from agents.rollout import (
+    CRASHES,
+    EvaluateError,
+    Step,
+    base_env,
+    first_episodes,
+    job_env,
+    parse_scenarios,
+    policy_env,
+)
+
+__all__ = [
+    "CRASHES",
+    "GRID",
+    "SEARCH_EPISODES",
+    "SEARCH_SEED",
+    "EvaluateError",
+    "EvaluationResult",
+    "Job",
+    "SearchResult",
+    "SpecError",
+    "Step",
+    "base_env",
+    "env_settings",
+    "evaluate",
+    "first_episodes",
+    "grid_points",
+    "job_env",
+    "objective",
+    "parse_scenarios",
+    "policy_env",
+    "rows_to_csv",
+    "run_episodes",
+    "run_job",
+    "run_jobs",
+    "search_static",
+]

@@ -1,0 +1,150 @@
+"""Evaluation episodes: a policy on a scenario, recorded decision by decision, in worker processes.
+
+A :class:`Job` is one policy on one scenario for a number of episodes (episode ``i`` seeded
+``seed + i``); :func:`run_episodes` steps them as one batched array program through
+:func:`agents.rollout.first_episodes` and records every decision
+(:class:`agents.evaluate.metrics.EpisodeRecord`); :func:`run_jobs` spreads jobs over worker
+processes, longest first.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from typing import Any
+
+import numpy as np
+
+from agents.evaluate.metrics import STEP_FIELDS, EpisodeRecord, Row, episode_metrics
+from agents.policies import PolicySpec, build_policy
+from agents.rollout import FloatArray, first_episodes
+from envs.controls import PARAMS
+from envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
+from envs.scenarios import load_scenario
+
+#: Observation columns holding the position of every parameter in force (in [-1, 1], never
+#: clipped by the observation's +-10 bound), in :data:`envs.controls.PARAMS` order.
+POSITION_COLUMNS = [OBS_NAMES.index(f"param_{name}") for name in PARAMS]
+
+
+def _episode_start(env: InsuranceFundVectorEnv) -> tuple[FloatArray, FloatArray]:
+    """Open interest and fund value (USD) of every exchange as its episode starts.
+
+    Read right after ``env.reset``, through the environment's public accessors.
+    """
+    return env.core.initial_open_interest_usd, env.core.fund_value_usd().copy()
+
+
+def run_episodes(
+    spec: PolicySpec, env_kw: dict[str, Any], episodes: int, seed: int, scenario_label: str
+) -> list[EpisodeRecord]:
+    """Run ``episodes`` episodes of ``spec`` (episode ``i`` seeded ``seed + i``), batched."""
+    env = InsuranceFundVectorEnv(num_envs=episodes, **env_kw)
+    core = env.core
+    policy = build_policy(spec, tuple(env.config.controlled))
+    keys = [k for k in STEP_FIELDS if k not in ("time_minutes", "reward")]
+    steps: dict[str, list[np.ndarray]] = {k: [] for k in (*keys, "reward")}
+    params: dict[str, list[np.ndarray]] = {}
+    positions: list[np.ndarray] = []
+    end = np.full(episodes, -1)
+    terminated = np.zeros(episodes, dtype=bool)
+    obs, _ = env.reset(seed=seed)
+    oi0, fund0 = _episode_start(env)
+    for step in first_episodes(env, policy, obs):
+        for k in keys:
+            steps[k].append(np.asarray(step.info[k], dtype=np.float64).copy())
+        steps["reward"].append(np.asarray(step.reward, dtype=np.float64).copy())
+        for name, values in step.info["params"].items():
+            params.setdefault(name, []).append(np.asarray(values, dtype=np.float64).copy())
+        positions.append(step.next_obs[:, POSITION_COLUMNS])
+        end[step.done] = step.t
+        terminated |= step.terminated
+    minutes = core.ticks_per_decision * core.tick_minutes
+    arrays = {k: np.stack(v) for k, v in steps.items()}
+    par = {k: np.stack(v) for k, v in params.items()}
+    pos = np.stack(positions)
+    records = []
+    for i in range(episodes):
+        n = int(end[i]) + 1
+        records.append(
+            EpisodeRecord(
+                policy=spec.name,
+                scenario=scenario_label,
+                episode=i,
+                seed=seed + i,
+                initial_open_interest_usd=float(oi0[i]),
+                initial_fund_usd=float(fund0[i]),
+                time_minutes=minutes * np.arange(1, n + 1, dtype=np.float64),
+                **{k: arrays[k][:n, i] for k in (*keys, "reward")},
+                params={k: v[:n, i] for k, v in par.items()},
+                positions=pos[:n, i, :],
+                terminated=bool(terminated[i]),
+            )
+        )
+    return records
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work for a worker: a policy on a scenario for ``episodes`` episodes."""
+
+    spec: PolicySpec
+    scenario: str
+    env_kw: dict[str, Any]
+    episodes: int
+    seed: int
+    rows_only: bool = False
+
+
+def run_job(job: Job) -> list[EpisodeRecord] | list[Row]:
+    """Run a job; searches keep only the metric rows (records are large)."""
+    records = run_episodes(job.spec, job.env_kw, job.episodes, job.seed, job.scenario)
+    if job.rows_only:
+        return [episode_metrics(r) for r in records]
+    return records
+
+
+def _worker_init() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    workers: int,
+    on_done: Callable[[Job], None] | None = None,
+) -> list[Any]:
+    """Run ``jobs`` (in worker processes when ``workers > 1``); results in job order."""
+    results: list[Any] = [None] * len(jobs)
+    if workers <= 1 or len(jobs) <= 1:
+        for i, job in enumerate(jobs):
+            results[i] = run_job(job)
+            if on_done:
+                on_done(job)
+        return results
+    ctx = get_context("spawn")  # no fork of a process that may hold torch threads
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init
+    ) as pool:
+        # Longest first: the crash suite's horizons range from 3 hours to 8 days.
+        order = sorted(range(len(jobs)), key=lambda i: -_job_size(jobs[i]))
+        futures: dict[Future[Any], int] = {pool.submit(run_job, jobs[i]): i for i in order}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                i = futures[fut]
+                results[i] = fut.result()
+                if on_done:
+                    on_done(jobs[i])
+    return results
+
+
+def _job_size(job: Job) -> float:
+    if job.scenario == "training":
+        minutes = float(job.env_kw.get("horizon_minutes") or 1440.0)
+    else:
+        minutes = float(load_scenario(job.scenario).horizon_minutes)
+    return minutes * job.episodes

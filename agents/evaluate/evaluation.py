@@ -1,0 +1,361 @@
+"""Evaluate policies on crash scenarios, every policy on the same scenarios and seeds.
+
+:func:`evaluate` runs each policy through each scenario for ``episodes`` episodes (episode
+``i`` of every scenario seeded ``seed + i`` for every policy, so the market paths and trader
+books are identical across policies and only the parameters differ), records every decision
+step (:class:`agents.evaluate.metrics.EpisodeRecord`), and writes into the output directory:
+
+* ``metrics.csv``: one row per policy x scenario x episode (:data:`agents.evaluate.
+  metrics.EPISODE_COLUMNS`, then the mean of each parameter);
+* ``summary.json``: per (policy, scenario) and per policy, every metric's mean with a 95%
+  interval, bad-debt VaR/ES and the probability the fund is exhausted; each policy's dominance
+  test against ``best_static`` and the share of the ``best_static`` -> ``hindsight_static``
+  gap it closes; the static searches' results;
+* ``report.md``, ``report.html`` and ``plots/`` (:mod:`agents.evaluate.report`);
+* ``config.yaml``: everything that made the run (policies as resolved, scenarios, seeds,
+  environment settings, search grid), and ``command.txt``.
+
+The directory is built under a temporary name and renamed into place at the end, so a failed
+or interrupted evaluation leaves nothing half-written.
+
+**Searched baselines** (``best_static``, ``hindsight_static``): :mod:`agents.evaluate.search`.
+
+Jobs (policy x scenario, and grid point x scenario for the searches) run in parallel worker
+processes (``workers``); each job steps its episodes as one batched array program.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shlex
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agents import __version__
+from agents.evaluate.episodes import Job, run_jobs
+from agents.evaluate.metrics import (
+    EpisodeRecord,
+    Row,
+    dominates,
+    episode_metrics,
+    summarize,
+    summarize_policies,
+)
+from agents.evaluate.search import (
+    GRID,
+    SEARCH_EPISODES,
+    SEARCH_SEED,
+    SearchResult,
+    objective,
+    search_static,
+)
+from agents.outputs import jsonable, progress_bar, write_text_atomic
+from agents.policies import PolicySpec, parse_spec
+from agents.rollout import EvaluateError, base_env, job_env
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate` produced."""
+
+    out_dir: Path
+    rows: list[Row]
+    by_scenario: list[Row]
+    by_policy: list[Row]
+    dominance: dict[str, dict[str, Any]]
+    gap_closure: dict[str, float | None]
+    objective: dict[str, float]
+    searches: dict[str, SearchResult] = field(default_factory=dict)
+    wall_s: float = 0.0
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def evaluate(
+    policies: Sequence[str],
+    scenarios: Sequence[str],
+    episodes: int,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    config: str | Path | None = None,
+    workers: int | None = None,
+    search_episodes: int = SEARCH_EPISODES,
+    cache_dir: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    argv: Sequence[str] | None = None,
+    report: bool = True,
+    grid: dict[str, tuple[float, ...]] | None = None,
+) -> EvaluationResult:
+    """Evaluate ``policies`` on ``scenarios`` and write the results to ``out_dir``.
+
+    Args:
+        policies: Policy specs (:func:`agents.policies.parse_spec`).
+        scenarios: Scenario names (:func:`parse_scenarios` output).
+        episodes: Episodes per policy and scenario (seeds ``seed .. seed + episodes - 1``).
+        out_dir: Output directory; must not exist (or be empty) unless ``overwrite``.
+        seed: First episode seed.
+        config: Training or environment config for the evaluation environment.
+        workers: Worker processes (default: one per CPU, at most the number of jobs).
+        search_episodes: Training-sampler episodes per grid point for ``best_static``.
+        cache_dir: Where static searches are cached (None: no cache).
+        overwrite: Replace an existing output directory.
+        progress: Show progress bars.
+        argv: The command line, recorded in ``command.txt`` and the report.
+        report: Write ``report.md``/``report.html`` and plots.
+        grid: Static search grid (default :data:`GRID`).
+
+    Raises:
+        EvaluateError: Bad arguments, an unusable output directory, or a policy that cannot
+            run in the evaluation environment.
+        SpecError: A policy spec that names nothing runnable.
+    """
+    t_start = time.perf_counter()
+    if episodes < 1:
+        raise EvaluateError(f"--episodes must be >= 1, got {episodes}")
+    if not policies:
+        raise EvaluateError("give at least one --policy")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise EvaluateError(f"{out} already exists and is not empty; pass --overwrite or --out")
+    specs = [parse_spec(p) for p in policies]
+    names = [s.name for s in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise EvaluateError(f"policy {dup[0]!r} given twice; every policy needs its own name")
+    scenarios = list(scenarios)
+    base = base_env(config, specs)
+    n_workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+    cache = Path(cache_dir) if cache_dir is not None else None
+
+    searches: dict[str, SearchResult] = {}
+    resolved: list[PolicySpec] = []
+    for spec in specs:
+        if spec.kind != "search":
+            resolved.append(spec)
+            continue
+        if spec.name == "best_static":
+            res = search_static(
+                "best_static", base, ["training"], search_episodes, SEARCH_SEED,
+                n_workers, cache, progress, grid,
+            )  # fmt: skip
+            where = f"{search_episodes} training-sampler draws"
+        else:
+            res = search_static(
+                "hindsight_static", base, scenarios, episodes, seed, n_workers, cache,
+                progress, grid,
+            )  # fmt: skip
+            where = "the evaluation scenarios themselves (hindsight)"
+        searches[spec.name] = res
+        desc = ", ".join(f"{k} {res.best[k]:g}" for k in GRID)
+        note = f"static set searched on {where} over {len(res.points)} grid points: {desc}"
+        resolved.append(PolicySpec(spec.name, "static", values=dict(res.best), note=note))
+
+    jobs = [
+        Job(spec, sc, job_env(base, spec, sc), episodes, seed)
+        for spec in resolved
+        for sc in scenarios
+    ]
+    bar = progress_bar(len(jobs) * episodes, "policy x scenario x episode", progress)
+    results = run_jobs(jobs, n_workers, lambda j: bar.update(j.episodes))
+    bar.close()
+    records: list[EpisodeRecord] = [r for rs in results for r in rs]
+    rows = [episode_metrics(r) for r in records]
+    by_scenario = summarize(rows)
+    by_policy = summarize_policies(rows)
+    line = {str(r["policy"]): r for r in by_policy}
+    objectives = {
+        n: objective([r for r in rows if r["policy"] == n]) for n in (s.name for s in resolved)
+    }
+    reference = "best_static" if "best_static" in line else None
+    dom: dict[str, dict[str, Any]] = {}
+    if reference is not None:
+        for n in line:
+            if n != reference:
+                dom[n] = dominates(line[n], line[reference])
+    gap: dict[str, float | None] = {n: None for n in objectives}
+    if "best_static" in objectives and "hindsight_static" in objectives:
+        lo, hi = objectives["best_static"], objectives["hindsight_static"]
+        for n, v in objectives.items():
+            gap[n] = (v - lo) / (hi - lo) if hi - lo > 1e-9 * max(1.0, abs(hi)) else None
+    traces = {(r.policy, r.scenario): r for r in records if r.episode == 0}
+
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        files = _write_outputs(
+            tmp, out, rows, by_scenario, by_policy, traces, resolved, scenarios, episodes, seed,
+            base, searches, dom, gap, objectives, reference, argv, report, n_workers,
+            search_episodes, grid,
+        )  # fmt: skip
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return EvaluationResult(
+        out_dir=out,
+        rows=rows,
+        by_scenario=by_scenario,
+        by_policy=by_policy,
+        dominance=dom,
+        gap_closure=gap,
+        objective=objectives,
+        searches=searches,
+        wall_s=time.perf_counter() - t_start,
+        files={k: out / v.relative_to(tmp) for k, v in files.items()},
+    )
+
+
+def _write_outputs(
+    tmp: Path,
+    out: Path,
+    rows: list[Row],
+    by_scenario: list[Row],
+    by_policy: list[Row],
+    traces: dict[tuple[str, str], EpisodeRecord],
+    specs: list[PolicySpec],
+    scenarios: list[str],
+    episodes: int,
+    seed: int,
+    base: dict[str, Any],
+    searches: dict[str, SearchResult],
+    dom: dict[str, dict[str, Any]],
+    gap: dict[str, float | None],
+    objectives: dict[str, float],
+    reference: str | None,
+    argv: Sequence[str] | None,
+    report: bool,
+    workers: int,
+    search_episodes: int,
+    grid: dict[str, tuple[float, ...]] | None,
+) -> dict[str, Path]:
+    command = shlex.join(argv) if argv else "(called from Python: agents.evaluate.evaluate)"
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    files: dict[str, Path] = {}
+    files["metrics_csv"] = tmp / "metrics.csv"
+    write_text_atomic(files["metrics_csv"], rows_to_csv(rows))
+    config = {
+        "fundgym": __version__,
+        "policies": [
+            {
+                "name": s.name,
+                "kind": s.kind,
+                **({"path": s.path} if s.path else {}),
+                **({"values": s.values} if s.values else {}),
+                "margin_tiers": s.margin_tiers,
+            }
+            for s in specs
+        ],
+        "scenarios": scenarios,
+        "episodes": episodes,
+        "seed": seed,
+        "episode_seeds": f"{seed} .. {seed + episodes - 1} (episode i: seed + i, every policy)",
+        "env": jsonable(base),
+        "search": {
+            "grid": {k: list(v) for k, v in (grid or GRID).items()},
+            "best_static": {
+                "scenario": "training",
+                "episodes": search_episodes,
+                "seed": SEARCH_SEED,
+            },
+            "hindsight_static": {"scenarios": scenarios, "episodes": episodes, "seed": seed},
+        },
+        "workers": workers,
+    }
+    files["config"] = tmp / "config.yaml"
+    write_text_atomic(files["config"], yaml.safe_dump(config, sort_keys=False))
+    files["command"] = tmp / "command.txt"
+    write_text_atomic(files["command"], f"{command}\n# created {created}\n")
+    notes = {s.name: s.note for s in specs if s.note}
+    summary = {
+        "command": command,
+        "created_utc": created,
+        "episodes": episodes,
+        "seed": seed,
+        "scenarios": scenarios,
+        "policies": [s.name for s in specs],
+        "horizon": "each scenario's own horizon; 'training' draws run the config's",
+        "reference": reference,
+        "by_policy": by_policy,
+        "by_scenario": by_scenario,
+        "dominance": dom,
+        "gap_closure": gap,
+        "objective": objectives,
+        "policy_notes": notes,
+        "searches": {
+            k: {
+                "best": v.best,
+                "best_objective": v.best_objective,
+                "points": v.points,
+                "cache_file": v.cache_file,
+                "cached": v.cached,
+                "wall_s": round(v.wall_s, 3),
+            }
+            for k, v in searches.items()
+        },
+    }
+    files["summary"] = tmp / "summary.json"
+    write_text_atomic(files["summary"], json.dumps(jsonable(summary), indent=2))
+    if report:
+        from agents.evaluate.report import write_report  # matplotlib only when reporting
+
+        meta = {
+            "command": command,
+            "created_utc": created,
+            "episodes": episodes,
+            "seed": seed,
+            "scenarios": scenarios,
+            "policies": [s.name for s in specs],
+            "horizon_note": summary["horizon"],
+            "reference": reference,
+            "dominance": dom,
+            "gap_closure": gap,
+            "objective": objectives,
+            "policy_notes": notes,
+        }
+        written = write_report(
+            tmp, by_scenario=by_scenario, by_policy=by_policy, traces=traces, meta=meta
+        )
+        files.update(written)
+    return files
+
+
+# ------------------------------------------------------------------ helpers ----
+
+
+def rows_to_csv(rows: Sequence[Row]) -> str:
+    """``metrics.csv``: the union of the rows' columns, in first-seen order."""
+    columns: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in columns:
+                columns.append(k)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: _csv_value(r.get(k, "")) for k in columns})
+    return buf.getvalue()
+
+
+def _csv_value(v: object) -> object:
+    if isinstance(v, float):
+        return repr(v)
+    return v

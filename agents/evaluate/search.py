@@ -1,0 +1,176 @@
+"""Searched static baselines: the best point of a grid of static parameter sets.
+
+``best_static`` is the best point of :data:`GRID` by mean episode reward on fresh draws of the
+training sampler, the only data an operator has before a crash; it is cached
+(:func:`search_static`) with the settings that produced it. ``hindsight_static`` runs the same
+search on the evaluation scenarios and seeds themselves: an upper bound for any static choice,
+which no operator could have made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents import __version__
+from agents.evaluate.episodes import Job, run_jobs
+from agents.evaluate.metrics import Row, summarize_policies
+from agents.outputs import jsonable, progress_bar, write_text_atomic
+from agents.policies import STATIC_PARAMS, PolicySpec
+from agents.rollout import job_env
+from envs.controls import DEFAULTS, PARAMS
+
+#: The static search grid: liquidation fee x MMR x trading-fee share to the fund (the fee all
+#: to the fund, IMR at the default multiple of MMR, the fund in stable assets): 24 sets.
+#: Each lever's top point is the top of its action range (the most conservative value an
+#: action can reach); the points below it sit where the venue presets operate (dYdX's 1.5% fee
+#: and 3% MMR are on the grid) rather than spreading evenly over the range, whose low end (a
+#: 0.1% fee, a 0.3% MMR) lies below every preset. They are values, not positions, so ``best_static``
+#: and its cache stay comparable across runs; :func:`grid_points` checks each against its
+#: lever's action range.
+GRID: dict[str, tuple[float, ...]] = {
+    "liquidation_fee_rate": (0.005, 0.015, PARAMS["liquidation_fee_rate"].high),
+    "mmr": (0.01, 0.03, 0.06, PARAMS["mmr"].high),
+    "trading_fee_fund_share": (0.1, 0.5),
+}
+
+#: Seeds of the training-sampler draws ``best_static`` is searched on (no training or
+#: model-selection episode uses them).
+SEARCH_SEED = 2_000_003
+SEARCH_EPISODES = 16
+
+
+def grid_points(grid: dict[str, tuple[float, ...]] | None = None) -> list[dict[str, float]]:
+    """Every static set of the grid, full natural-unit values of :data:`STATIC_PARAMS`.
+
+    Raises:
+        ValueError: A grid names a lever a static set cannot hold.
+        envs.levers.LeverError: A point lies outside its lever's action range.
+    """
+    g = grid or GRID
+    names = list(g)
+    for name in names:
+        if name not in STATIC_PARAMS:
+            raise ValueError(f"grid lever {name!r}: allowed {list(STATIC_PARAMS)}")
+        PARAMS[name].to_position(np.asarray(g[name], dtype=np.float64))
+    points = []
+    for combo in itertools.product(*(g[n] for n in names)):
+        values = {k: DEFAULTS[k] for k in STATIC_PARAMS}
+        values.update(dict(zip(names, combo, strict=True)))
+        points.append(values)
+    return points
+
+
+def _point_name(values: dict[str, float]) -> str:
+    return "static:" + ",".join(f"{k}={values[k]:g}" for k in STATIC_PARAMS)
+
+
+def objective(rows: Sequence[Row]) -> float:
+    """Mean episode reward, averaged per scenario and then over scenarios (equal weight)."""
+    by: dict[str, list[float]] = {}
+    for r in rows:
+        by.setdefault(str(r["scenario"]), []).append(float(r["total_reward"]))
+    return float(np.mean([np.mean(v) for v in by.values()]))
+
+
+@dataclass
+class SearchResult:
+    """The outcome of a static grid search (also the cache file's content)."""
+
+    name: str
+    key: dict[str, Any]
+    points: list[dict[str, Any]]
+    best: dict[str, float]
+    best_objective: float
+    wall_s: float
+    cache_file: str | None = None
+    cached: bool = False
+
+
+def search_static(
+    name: str,
+    base: dict[str, Any],
+    scenarios: Sequence[str],
+    episodes: int,
+    seed: int,
+    workers: int,
+    cache_dir: Path | None,
+    progress: bool,
+    grid: dict[str, tuple[float, ...]] | None = None,
+) -> SearchResult:
+    """Score every grid point on ``scenarios`` (same seeds for all); keep the best by reward.
+
+    With ``cache_dir``, the result is stored under a hash of everything that determines it
+    (environment settings, scenarios, episodes, seed, grid, fundgym version) together with
+    those settings, and reused when they match.
+    """
+    g = grid or GRID
+    key = {
+        "search": name,
+        "env": jsonable(base),
+        "scenarios": list(scenarios),
+        "episodes": episodes,
+        "seed": seed,
+        "grid": {k: list(v) for k, v in g.items()},
+        "objective": "mean episode reward, per scenario then averaged",
+        "fundgym": __version__,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    cache_file = cache_dir / f"static_search-{digest}.json" if cache_dir else None
+    if cache_file is not None and cache_file.is_file():
+        try:
+            data = json.loads(cache_file.read_text())
+            if data.get("key") == key:
+                fields = [k for k in SearchResult.__annotations__ if k not in ("cached",)]
+                res = SearchResult(**{k: data[k] for k in fields})
+                res.cached = True
+                res.cache_file = str(cache_file)
+                return res
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass  # a corrupt cache entry is recomputed and overwritten
+    t0 = time.perf_counter()
+    points = grid_points(g)
+    jobs = []
+    for values in points:
+        spec = PolicySpec(_point_name(values), "static", values=values)
+        for sc in scenarios:
+            jobs.append(Job(spec, sc, job_env(base, spec, sc), episodes, seed, rows_only=True))
+    bar = progress_bar(len(jobs) * episodes, f"{name} search", progress)
+    results = run_jobs(jobs, workers, lambda j: bar.update(j.episodes))
+    bar.close()
+    scored: list[dict[str, Any]] = []
+    for p, values in enumerate(points):
+        rows = [r for rs in results[p * len(scenarios) : (p + 1) * len(scenarios)] for r in rs]
+        s = summarize_policies(rows)[0]
+        scored.append(
+            {
+                "values": values,
+                "objective": objective(rows),
+                "solvency_loss_usd": s["solvency_loss_usd"],
+                "mean_capital_locked_usd": s["mean_capital_locked_usd"],
+            }
+        )
+    best = max(scored, key=lambda r: float(r["objective"]))
+    res = SearchResult(
+        name=name,
+        key=key,
+        points=scored,
+        best=dict(best["values"]),
+        best_objective=float(best["objective"]),
+        wall_s=time.perf_counter() - t0,
+        cache_file=str(cache_file) if cache_file else None,
+    )
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        payload = {k: getattr(res, k) for k in SearchResult.__annotations__}
+        payload.pop("cached")
+        write_text_atomic(cache_file, json.dumps(jsonable(payload), indent=2))
+    return res

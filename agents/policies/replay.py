@@ -1,0 +1,366 @@
+"""Replayed policies: an exported schedule or state table run without the model.
+
+The files are written by :mod:`agents.export.schedule` and :mod:`agents.export.table`; this
+module owns their formats' readers (kind, schema version, field checks) and the policies that
+replay them (``fundgym evaluate --policy schedule:FILE`` / ``table:FILE``), so evaluation can
+run an export without importing the exporters.
+
+* :class:`SchedulePolicy` replays a schedule's raw targets by decision index (the last row
+  holds after it ends): exact on the scenario and seed it was exported on, an open-loop plan
+  elsewhere.
+* :class:`TablePolicy` looks up the cell of a distilled state table an observation falls in
+  and uses its action. Pure numpy: no model, no torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.policies.base import FloatArray
+from envs.controls import PARAMS
+from envs.exchange_env import OBS_NAMES
+
+IntArray = np.ndarray[Any, np.dtype[np.int64]]
+
+SCHEDULE_SCHEMA_VERSION = "1"
+SCHEDULE_KIND = "fundgym.schedule"
+CSV_MARKER = "# fundgym-schedule: "
+
+TABLE_SCHEMA_VERSION = "1"
+TABLE_KIND = "fundgym.state_table"
+
+
+# ------------------------------------------------------------------ schedules ----
+
+
+class ScheduleError(ValueError):
+    """A schedule file that cannot be read or replayed (the message names file and field)."""
+
+
+def read_schedule(path: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Metadata and rows of a schedule file (CSV or JSON, by content).
+
+    Raises:
+        ScheduleError: Not a fundgym schedule, an unsupported schema version, or a bad row;
+            the message names the file and what is wrong.
+    """
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ScheduleError(f"{path}: cannot read ({exc})") from exc
+    try:
+        if text.startswith(CSV_MARKER):
+            first, _, body = text.partition("\n")
+            meta = json.loads(first[len(CSV_MARKER) :])
+            reader = csv.DictReader(io.StringIO(body))
+            rows = [{k: float(v) for k, v in r.items()} for r in reader]
+        else:
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ScheduleError(f"{path}: not a fundgym schedule (top level is not a mapping)")
+            meta = {k: v for k, v in data.items() if k not in ("rows", "columns")}
+            rows = [{k: float(v) for k, v in r.items()} for r in data.get("rows", [])]
+    except (json.JSONDecodeError, ValueError, TypeError) as exc:
+        if isinstance(exc, ScheduleError):
+            raise
+        raise ScheduleError(f"{path}: not a readable fundgym schedule ({exc})") from exc
+    if meta.get("kind") != SCHEDULE_KIND:
+        raise ScheduleError(f"{path}: kind = {meta.get('kind')!r}, expected {SCHEDULE_KIND!r}")
+    if meta.get("schema_version") != SCHEDULE_SCHEMA_VERSION:
+        raise ScheduleError(
+            f"{path}: schema_version = {meta.get('schema_version')!r}; this fundgym reads "
+            f"{SCHEDULE_SCHEMA_VERSION!r}"
+        )
+    if not rows:
+        raise ScheduleError(f"{path}: the schedule has no rows")
+    missing = [f"action_{n}" for n in meta.get("controlled", []) if f"action_{n}" not in rows[0]]
+    if missing:
+        raise ScheduleError(f"{path}: column {missing[0]!r} is missing (needed to replay)")
+    return meta, rows
+
+
+class SchedulePolicy:
+    """Replays a schedule's targets by decision index (the last row holds after it ends).
+
+    Args:
+        path: The schedule file.
+        name: Display name.
+        controlled: The evaluation environment's controlled parameters; must be the schedule's.
+    """
+
+    def __init__(self, path: Path, name: str, controlled: tuple[str, ...]) -> None:
+        meta, rows = read_schedule(path)
+        if tuple(meta["controlled"]) != tuple(controlled):
+            raise ScheduleError(
+                f"{path}: controls {meta['controlled']} but the environment controls "
+                f"{list(controlled)}"
+            )
+        self.name = name
+        self.actions = np.array([[r[f"action_{n}"] for n in controlled] for r in rows])
+        self._t = np.zeros(0, dtype=np.int64)
+
+    def reset(self, n_envs: int) -> None:
+        """Every exchange starts at the schedule's first row."""
+        self._t = np.zeros(n_envs, dtype=np.int64)
+
+    def act(self, obs: FloatArray) -> FloatArray:
+        """The row of each exchange's decision index."""
+        n = obs.shape[0]
+        if self._t.shape != (n,):
+            self.reset(n)
+        out = self.actions[np.minimum(self._t, len(self.actions) - 1)]
+        self._t += 1
+        return np.asarray(out, dtype=np.float64)
+
+
+# ------------------------------------------------------------------ state tables ----
+
+
+class TableError(ValueError):
+    """A state table that cannot be built, read or applied; the message names file and field."""
+
+
+@dataclass(frozen=True)
+class TableGrid:
+    """A validated state table as arrays: where each feature is read and each cell's action."""
+
+    controlled: tuple[str, ...]
+    obs_index: tuple[int, ...]
+    inner_edges: tuple[FloatArray, ...]
+    actions: FloatArray  # (*shape, n_controlled)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Bins per feature."""
+        return tuple(len(e) + 1 for e in self.inner_edges)
+
+    def bins_of(self, obs: FloatArray) -> tuple[IntArray, ...]:
+        """Bin index of every observation along each feature."""
+        return tuple(
+            np.searchsorted(edges, obs[:, i], side="right").astype(np.int64)
+            for i, edges in zip(self.obs_index, self.inner_edges, strict=True)
+        )
+
+    def lookup(self, obs: FloatArray) -> FloatArray:
+        """The action of the cell each observation ``(n, 32)`` falls in, ``(n, n_controlled)``."""
+        return np.asarray(self.actions[self.bins_of(obs)], dtype=np.float64)
+
+
+def _edge_value(x: Any, source: str, where: str) -> float:
+    if isinstance(x, str) and x in ("-inf", "inf"):
+        return float(x)
+    if isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x):
+        return float(x)
+    raise TableError(f"{source}: {where} = {x!r}: expected a finite number, '-inf' or 'inf'")
+
+
+def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], source: str) -> Any:
+    if key not in data:
+        raise TableError(f"{source}: field {key!r} is missing")
+    value = data[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise TableError(f"{source}: {key} = {_short(value)}: expected a {names}")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _parse(data: Any, source: str) -> TableGrid:
+    """Check a table's structure and build its arrays; :class:`TableError` on any problem."""
+    if not isinstance(data, dict):
+        raise TableError(f"{source}: expected a JSON object (a fundgym state table)")
+    kind = data.get("kind")
+    if kind != TABLE_KIND:
+        raise TableError(f"{source}: kind = {_short(kind)}: expected {TABLE_KIND!r}")
+    version = data.get("schema_version")
+    if version != TABLE_SCHEMA_VERSION:
+        raise TableError(
+            f"{source}: schema_version = {_short(version)}: this fundgym reads "
+            f"{TABLE_SCHEMA_VERSION!r}; distil the table again"
+        )
+    controlled = _field(data, "controlled", list, source)
+    bad = [n for n in controlled if n not in PARAMS]
+    if not controlled or bad or len(set(controlled)) != len(controlled):
+        raise TableError(
+            f"{source}: controlled = {_short(controlled)}: expected distinct names from "
+            f"{list(PARAMS)}"
+        )
+    _field(data, "env", dict, source)
+    features = _field(data, "features", list, source)
+    if not features:
+        raise TableError(f"{source}: features: expected at least one feature")
+    obs_index: list[int] = []
+    inner: list[FloatArray] = []
+    for i, feat in enumerate(features):
+        where = f"features[{i}]"
+        if not isinstance(feat, dict):
+            raise TableError(f"{source}: {where}: expected an object with name and edges")
+        name = feat.get("name")
+        if name not in OBS_NAMES:
+            raise TableError(f"{source}: {where}.name = {_short(name)}: not an observation name")
+        if feat.get("obs_index") != OBS_NAMES.index(name):
+            raise TableError(
+                f"{source}: {where}.obs_index = {_short(feat.get('obs_index'))}: {name} is "
+                f"observation {OBS_NAMES.index(name)}"
+            )
+        edges = feat.get("edges")
+        if not isinstance(edges, list) or len(edges) < 2:
+            raise TableError(f"{source}: {where}.edges: expected a list of at least 2 edges")
+        e = np.array([_edge_value(x, source, f"{where}.edges[{k}]") for k, x in enumerate(edges)])
+        if e[0] != -np.inf or e[-1] != np.inf or not np.all(np.diff(e) > 0):
+            raise TableError(
+                f"{source}: {where}.edges: expected '-inf', increasing finite edges, 'inf'"
+            )
+        obs_index.append(OBS_NAMES.index(name))
+        inner.append(e[1:-1])
+    shape = tuple(len(e) + 1 for e in inner)
+    if "shape" in data and data["shape"] != list(shape):
+        raise TableError(
+            f"{source}: shape = {_short(data['shape'])}: the edges make {list(shape)} bins"
+        )
+    cells = _field(data, "cells", list, source)
+    n_cells = int(np.prod(shape))
+    if len(cells) != n_cells:
+        raise TableError(
+            f"{source}: cells: {len(cells)} cells, but the edges make {n_cells} "
+            f"({' x '.join(map(str, shape))})"
+        )
+    k = len(controlled)
+    actions = np.full((*shape, k), np.nan)
+    for c, cell in enumerate(cells):
+        where = f"cells[{c}]"
+        if not isinstance(cell, dict):
+            raise TableError(f"{source}: {where}: expected an object with bin and action")
+        b = cell.get("bin")
+        if (
+            not isinstance(b, list)
+            or len(b) != len(shape)
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in b)
+            or not all(0 <= x < s for x, s in zip(b, shape, strict=True))
+        ):
+            raise TableError(
+                f"{source}: {where}.bin = {_short(b)}: expected {len(shape)} bin indices "
+                f"below {list(shape)}"
+            )
+        n = cell.get("n")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise TableError(f"{source}: {where}.n = {_short(n)}: expected a count >= 0")
+        a = cell.get("action")
+        if (
+            not isinstance(a, list)
+            or len(a) != k
+            or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in a)
+            or not all(math.isfinite(x) and -1.0 <= x <= 1.0 for x in a)
+        ):
+            raise TableError(
+                f"{source}: {where}.action = {_short(a)}: expected {k} numbers in [-1, 1] "
+                f"({', '.join(controlled)})"
+            )
+        if not np.isnan(actions[tuple(b)]).all():
+            raise TableError(f"{source}: {where}.bin = {b}: a second cell for the same bin")
+        actions[tuple(b)] = a
+    return TableGrid(tuple(controlled), tuple(obs_index), tuple(inner), actions)
+
+
+def read_table(path: Path) -> dict[str, Any]:
+    """Read and check a state table written by :func:`agents.export.table.distill_table`.
+
+    Args:
+        path: The table's JSON file.
+
+    Returns:
+        The table as stored (a JSON object).
+
+    Raises:
+        TableError: The file is missing, not JSON, not a state table, of another schema
+            version, or a field is malformed; the message names the file and the field.
+    """
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise TableError(f"{source}: no such table file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TableError(f"{source}: cannot be read ({exc})") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TableError(f"{source}: not valid JSON ({exc})") from exc
+    _parse(data, source)
+    return dict(data)
+
+
+class TablePolicy:
+    """A distilled state table run as a policy: look up the observation's cell, use its action.
+
+    Pure numpy: no model, no torch. Implements :class:`agents.policies.Policy`.
+
+    Args:
+        table: A table as :func:`read_table` returns it.
+        name: Display name.
+        controlled: The environment's controlled parameters, in action order; must equal the
+            table's.
+        source: Where the table came from, for error messages.
+
+    Raises:
+        TableError: The table is malformed or controls other parameters than ``controlled``.
+    """
+
+    def __init__(
+        self,
+        table: dict[str, Any],
+        name: str,
+        controlled: tuple[str, ...],
+        *,
+        source: str = "<table>",
+    ) -> None:
+        self.name = name
+        self.grid = _parse(table, source)
+        if tuple(controlled) != self.grid.controlled:
+            raise TableError(
+                f"{source}: controlled = {list(self.grid.controlled)}, but the environment "
+                f"controls {list(controlled)}; a table runs only where the parameters it sets "
+                "are the ones controlled, in the same order"
+            )
+
+    @classmethod
+    def load(cls, path: Path, name: str, controlled: tuple[str, ...]) -> TablePolicy:
+        """Read a table file (:func:`read_table`) and make it a policy."""
+        return cls(read_table(Path(path)), name, controlled, source=str(path))
+
+    def reset(self, n_envs: int) -> None:
+        """A table keeps no state."""
+
+    def act(self, obs: FloatArray) -> FloatArray:
+        """The action of each observation's cell, ``(n_envs, n_controlled)`` in [-1, 1]."""
+        x = np.asarray(obs, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != len(OBS_NAMES):
+            raise ValueError(f"obs must have shape (n_envs, {len(OBS_NAMES)}), got {x.shape}")
+        return self.grid.lookup(x)
+
+
+def replay_env(table: dict[str, Any], scenario: str) -> dict[str, Any]:
+    """Environment keyword arguments to run a table on ``scenario``, as it was checked.
+
+    The table's ``env`` with the scenario set (a library scenario runs its own horizon), as
+    :func:`agents.rollout.job_env` builds them for the run the table came from.
+    """
+    kw = dict(table["env"])
+    kw["controlled"] = tuple(kw["controlled"])
+    kw["scenario"] = scenario
+    if scenario != "training":
+        kw["horizon_minutes"] = None
+    return kw

@@ -1,0 +1,222 @@
+"""How a policy runs on a scenario: each job's environment, and the one stepping loop.
+
+Evaluation (:mod:`agents.evaluate`), its static searches and every export
+(:mod:`agents.export`) run a policy the same way, so they share this module:
+
+* **Settings.** :func:`parse_scenarios` checks scenario names once, before any work;
+  :func:`base_env` picks the evaluation environment (a config, else the first trained run's
+  own, else the default training config); :func:`job_env` fits it to one policy on one
+  scenario (a library scenario runs its own horizon; a trained policy and its exports keep the
+  parameters they were made with, and refuse an environment that differs where it matters; a
+  static policy starts at its values).
+* **Stepping.** :func:`first_episodes` steps a policy through each exchange's first episode
+  of a batched environment, one :class:`Step` per decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.config import DEFAULT_TRAIN_CONFIG, ConfigError, env_settings, load_config
+from agents.policies import Policy, PolicySpec, read_schedule, read_table
+from envs.config import make_config
+from envs.exchange_env import InsuranceFundVectorEnv
+from envs.scenarios import library, load_scenario
+from envs.schema import SchemaError, load_yaml
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
+
+#: The calibrated historical crashes (``--scenarios crashes``).
+CRASHES: tuple[str, ...] = (
+    "black_thursday_2020",
+    "may_19_2021",
+    "luna_2022",
+    "ftx_2022",
+    "oct_10_2025",
+    "venue_flash_wick",
+    "oracle_manipulation",
+)
+
+#: Environment settings a trained policy must share with the evaluation environment (the
+#: others: scenario, horizon, reward weights, controlled and fixed, may differ).
+_MUST_MATCH = (
+    "n_accounts",
+    "decision_minutes",
+    "max_step",
+    "margin_notice_minutes",
+    "fund_to_oi_frac",
+    "insolvency_frac",
+    "fallback",
+    "taker_fee_rate",
+    "rebalance_threshold",
+    "population_minutes",
+)
+
+
+class EvaluateError(ValueError):
+    """An evaluation that cannot run as asked (the message says why and what is allowed)."""
+
+
+# ------------------------------------------------------------------ settings ----
+
+
+def parse_scenarios(items: Iterable[str]) -> list[str]:
+    """Scenario names from ``--scenarios`` (comma-separated, repeatable; ``crashes`` = all).
+
+    Each is a library name, a YAML path or ``training`` (sampler draws); every one is loaded
+    once here, so a typo fails before any work starts.
+    """
+    out: list[str] = []
+    for item in items:
+        for name in (s.strip() for s in item.split(",")):
+            if not name:
+                continue
+            names = list(CRASHES) if name == "crashes" else [name]
+            for n in names:
+                if n != "training":
+                    try:
+                        load_scenario(n)
+                    except (FileNotFoundError, SchemaError) as exc:
+                        raise EvaluateError(f"--scenarios: {exc}") from exc
+                if n not in out:
+                    out.append(n)
+    if not out:
+        raise EvaluateError(
+            f"--scenarios: no scenario given; library: {sorted(library())}, 'crashes', 'training'"
+        )
+    return out
+
+
+def base_env(config: str | Path | None, specs: Sequence[PolicySpec]) -> dict[str, Any]:
+    """The evaluation environment's settings.
+
+    From ``config`` (a training config, whose ``env`` section is used, or an environment
+    YAML); else from the first trained policy's run; else from the default training config.
+    """
+    if config is not None:
+        path = Path(config)
+        if not path.is_file():
+            raise EvaluateError(f"--config: {path} does not exist")
+        data = load_yaml(path.read_text()) or {}
+        if isinstance(data, dict) and ("algo" in data or "defaults" in data):
+            return _train_env(path)
+        try:
+            return env_settings(make_config(path))
+        except (SchemaError, ValueError) as exc:
+            raise EvaluateError(f"--config: {exc}") from exc
+    for spec in specs:
+        own = policy_env(spec)
+        if own is not None:
+            return {**own, "controlled": tuple(own["controlled"])}
+    return _train_env(DEFAULT_TRAIN_CONFIG)
+
+
+def _train_env(path: Path) -> dict[str, Any]:
+    try:
+        return env_settings(load_config(path).env)
+    except ConfigError as exc:
+        raise EvaluateError(f"invalid training config {path}:\n{exc}") from exc
+
+
+def policy_env(spec: PolicySpec) -> dict[str, Any] | None:
+    """The environment settings a policy was made in (trained runs and their exports)."""
+    if spec.path is None:
+        return None
+    if spec.kind == "trained":
+        return _train_env(Path(spec.path) / "config.yaml")
+    if spec.kind == "schedule":
+        meta, _ = read_schedule(Path(spec.path))
+        return dict(meta["env"])
+    if spec.kind == "table":
+        return dict(read_table(Path(spec.path))["env"])
+    return None
+
+
+def job_env(base: dict[str, Any], spec: PolicySpec, scenario: str) -> dict[str, Any]:
+    """Environment keyword arguments for ``spec`` on ``scenario``.
+
+    A library scenario runs its own horizon; the training sampler keeps the base horizon. A
+    trained policy keeps the parameters it controls and starts from; a static one starts at
+    its values.
+    """
+    kw = dict(base)
+    kw["scenario"] = scenario
+    if scenario != "training":
+        kw["horizon_minutes"] = None
+    own = policy_env(spec)
+    if own is not None:
+        for key in _MUST_MATCH:
+            if own[key] != base[key]:
+                raise EvaluateError(
+                    f"policy {spec.name!r} was trained with env.{key} = {own[key]!r} but the "
+                    f"evaluation environment has {base[key]!r}; evaluate it with --config "
+                    "set to its run's config.yaml, or retrain"
+                )
+        kw["controlled"] = tuple(own["controlled"])
+        kw["fixed"] = own["fixed"]
+        kw["margin_tiers"] = own.get("margin_tiers", "none")
+    kw.update(spec.env_overrides())
+    return kw
+
+
+# ------------------------------------------------------------------ episodes ----
+
+
+@dataclass
+class Step:
+    """One decision of a batch of first episodes (see :func:`first_episodes`).
+
+    Attributes:
+        t: Decision index.
+        obs: The observations the action answered, ``(n_envs, 32)``.
+        action: The policy's targets, ``(n_envs, n_controlled)``.
+        reward: The step's reward per exchange.
+        info: The environment's ``info`` of the step (before any exchange restarts).
+        next_obs: The observations the step ended on (before any exchange restarts): the
+            state after it, the positions of the parameters in force among them.
+        done: Exchanges whose first episode ended at this step.
+        terminated: Which of them ended on insolvency.
+    """
+
+    t: int
+    obs: FloatArray
+    action: FloatArray
+    reward: FloatArray
+    info: dict[str, Any]
+    next_obs: FloatArray
+    done: BoolArray
+    terminated: BoolArray
+
+
+def first_episodes(env: InsuranceFundVectorEnv, policy: Policy, obs: FloatArray) -> Iterator[Step]:
+    """Step ``policy`` through each exchange's first episode from the reset observations ``obs``.
+
+    The exchanges step as one array program; one whose episode ends is restarted (as the
+    vector environment's same-step autoreset does) and keeps stepping until every exchange is
+    done, its later steps belonging to nobody. Each step is yielded with what the environment
+    returned before that restart (its ``info`` and the observation it ended on).
+    """
+    n = env.num_envs
+    core = env.core
+    policy.reset(n)
+    obs64 = obs.astype(np.float64)
+    running = np.ones(n, dtype=bool)
+    t = 0
+    while running.any():
+        action = np.asarray(policy.act(obs64), dtype=np.float64)
+        new_obs, reward, term, trunc, info = core.step(action)
+        ended = term | trunc
+        done = ended & running
+        yield Step(t, obs64, action, reward, info, new_obs, done, term & done)
+        running &= ~done
+        if ended.any():
+            fresh = core.reset(ended)
+            new_obs = np.where(ended[:, None], fresh, new_obs)
+        obs64 = np.asarray(new_obs, dtype=np.float64)
+        t += 1
