@@ -22,7 +22,8 @@ distributions built on it:
   drawn from the same uniform are ordered like the means.
 * :func:`geometric_gap`: trials up to the first success, by inversion; stepping through slots
   by these gaps samples each slot with probability ``p`` at a cost that grows with the number
-  sampled, not with the slots.
+  sampled, not with the slots. :func:`geometric_gap_tabled` returns the same gap for the same
+  draw without the logarithm, from a table built once per ``p`` (:func:`gap_table`).
 
 Integer arithmetic is on ``uint64`` throughout: in numba a ``uint64`` mixed with a signed
 integer promotes to ``float64``, so every constant here is an explicit ``np.uint64``.
@@ -33,6 +34,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit
 
 _U5 = np.uint64(5)
@@ -43,6 +45,7 @@ _U17 = np.uint64(17)
 _U45 = np.uint64(45)
 _U57 = np.uint64(57)
 _U19 = np.uint64(19)
+_U52 = np.uint64(52)
 _TWO_POW_M53 = 1.0 / 9007199254740992.0  # 2**-53
 _TWO_PI = 2.0 * math.pi
 
@@ -119,18 +122,95 @@ def poisson_quantile(u, lam):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def geometric_gap(st, log1m_p, cap):  # type: ignore[no-untyped-def]
-    """Trials up to and including the first success, for success chance ``p``: ``(g, st)``.
+def gap_of_uniform(u, log1m_p, cap):  # type: ignore[no-untyped-def]
+    """Trials up to and including the first success, for success chance ``p``, from ``u``.
 
     By inversion, ``1 + floor(ln(1 - u) / ln(1 - p))`` with ``log1m_p = ln(1 - p)`` (``-inf``
     for ``p = 1`` gives 1 every time; ``p`` must be > 0). Results above ``cap`` come back as
     ``cap``: the caller only needs to know the gap runs past its last slot.
     """
-    u, st = uniform(st)
     g = math.floor(math.log1p(-u) / log1m_p)
     if g >= cap:
-        return cap, st
-    return int(g) + 1, st
+        return cap
+    return int(g) + 1
+
+
+@njit(cache=True)
+def geometric_gap(st, log1m_p, cap):  # type: ignore[no-untyped-def]
+    """:func:`gap_of_uniform` of the next uniform of ``st``: ``(gap, st)``."""
+    u, st = uniform(st)
+    return gap_of_uniform(u, log1m_p, cap), st
+
+
+GAP_TABLE_BITS = 12
+"""The table of :func:`gap_table` is indexed by this many top bits of the raw draw."""
+GAP_MARGIN = 1e-10
+"""A draw closer than this to a tabled threshold takes the logarithm instead (see
+:func:`gap_table`): far wider than the few ulps of error of ``log1p`` and of the table."""
+
+
+def gap_table(p: float) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.float64], float]:
+    """What :func:`geometric_gap_tabled` needs to draw gaps at chance ``p`` without a logarithm.
+
+    A gap is ``1 + g`` with ``g = floor(ln(1 - u) / ln(1 - p))``, so ``g >= k`` exactly when
+    ``u >= T_k = 1 - (1 - p)^k``. The table holds the thresholds ``T_k`` up to where they
+    reach 1 (no uniform lies beyond: ``1 - u >= 2**-53``) and, for each of the
+    ``2**GAP_TABLE_BITS`` equal buckets of ``u``, the largest ``k`` whose threshold (plus
+    ``GAP_MARGIN``) is at or below the bucket's start: where the search for ``g`` begins.
+    A draw is compared with the thresholds above that ``k``; one within ``GAP_MARGIN`` of a
+    threshold, where rounding in ``log1p`` could decide the floor, is left to the formula.
+    Everywhere else ``ln(1 - u) / ln(1 - p)`` is at least ``GAP_MARGIN / |ln(1 - p)|`` from
+    every integer, so the formula's few ulps of error cannot move its floor: the table gives
+    the same gap as :func:`geometric_gap` for every draw.
+
+    Args:
+        p: Success chance, in (0, 1).
+
+    Returns:
+        ``(k_start, thresholds, log1m_p)``: the search start per bucket, ``T_k`` for
+        ``k = 0, 1, ...``, and the ``ln(1 - p)`` the table was built for (a kernel whose own
+        ``ln(1 - p)`` differs in any bit falls back to the formula).
+    """
+    log1m_p = math.log1p(-p)
+    n = math.ceil(53.0 * math.log(2.0) / -log1m_p) + 3
+    thresholds = -np.expm1(np.arange(n) * log1m_p)
+    starts = np.arange(1 << GAP_TABLE_BITS) / float(1 << GAP_TABLE_BITS)
+    k_start = np.searchsorted(thresholds + GAP_MARGIN, starts, side="right") - 1
+    if n >= 1 << 15:
+        raise ValueError(
+            f"gap_table: p={p!r} needs {n} thresholds, more than an int16 table indexes"
+        )
+    return np.maximum(k_start, 0).astype(np.int16), thresholds, log1m_p  # 8 KiB: stays in L1
+
+
+@njit(cache=True, inline="always")
+def gap_of_draw(x, log1m_p, cap, k_start, thresholds, table_log1m_p):  # type: ignore[no-untyped-def]
+    """The :func:`geometric_gap` of raw output ``x``, from a :func:`gap_table` where it can.
+
+    ``k_start``, ``thresholds`` and ``table_log1m_p`` come from ``gap_table(p)``; when
+    ``log1m_p`` is not that table's, or the draw lies within ``GAP_MARGIN`` of a threshold or
+    past the table, the gap comes from the formula.
+    """
+    u = float(x >> _U11) * _TWO_POW_M53
+    if log1m_p == table_log1m_p:
+        k = int(k_start[x >> _U52])  # g >= k for every draw of this bucket
+        while k < cap and k + 1 < thresholds.size:
+            t = thresholds[k + 1]
+            if u < t - GAP_MARGIN:  # g < k + 1: g is k
+                return k + 1
+            if u < t + GAP_MARGIN:  # too close to call from the table
+                break
+            k += 1
+        if k >= cap:
+            return cap
+    return gap_of_uniform(u, log1m_p, cap)
+
+
+@njit(cache=True, inline="always")
+def geometric_gap_tabled(st, log1m_p, cap, k_start, thresholds, table_log1m_p):  # type: ignore[no-untyped-def]
+    """:func:`geometric_gap` through :func:`gap_of_draw`: the same gap, the same stream used."""
+    x, st = next_u64(st)
+    return gap_of_draw(x, log1m_p, cap, k_start, thresholds, table_log1m_p), st
 
 
 @njit(cache=True)

@@ -2,8 +2,7 @@
 
 :mod:`envs.traders.population` documents the behaviour and its calibration; this module is its
 arithmetic, over the :class:`~envs.state.SimState` arrays directly. The loop runs over
-exchanges, and inside one exchange a single pass over its accounts does everything that needs
-to look at every account, in slot order:
+exchanges, and inside one exchange each slot goes through, in slot order:
 
 1. a hazard exit, when the exit sampler (geometric gaps over slots, so its cost grows with the
    exits drawn) lands on this slot and the account is open;
@@ -13,20 +12,32 @@ to look at every account, in slot order:
 5. the account's ``|size|`` joins the open-interest sum the ordinary volume is sized from.
 
 Then ordinary volume samples about ``VOLUME_TRADER_FRAC`` of the slots, again by geometric
-gaps, and the eligible ones trade their round trips. Nothing else touches the book, so a
-population step costs one pass over the accounts plus work proportional to the few that act.
-Per slot the order is the one the numpy population had (exits, then reactions, then arrivals),
-and accounts do not interact except through per-exchange sums, so the behaviour is the same;
-only the order in which the main stream's draws are consumed differs (exit gaps and reaction
-uniforms interleave by slot), which changes which draws are used, not their distribution.
+gaps, and the eligible ones trade their round trips. Per slot the order is the one the numpy
+population had (exits, then reactions, then arrivals), and accounts do not interact except
+through per-exchange sums, so the behaviour is the same; only the order in which the main
+stream's draws are consumed differs (exit gaps and reaction uniforms interleave by slot),
+which changes which draws are used, not their distribution.
+
+**Cost.** Most slots do nothing in a tick, so steps 1-4 must cost nothing for them. A vector
+pass (:func:`flag_slots`) marks the slots that can act from the values the slot loop would
+find there (a slot's flows touch that slot alone, so marking every slot first is the same as
+testing each in turn); the slot loop then reads those marks eight to a ``uint64`` word, adds
+the ``|size|`` of a quiet word's eight slots in order, and runs steps 1-4 only for marked
+slots and the slots the exit sampler lands on. The open-interest sum stays one running sum in
+slot order, so it has the same bits as a sum taken slot by slot. The volume sampler draws its
+gaps from a table instead of a logarithm each (:func:`envs.core.random_nb.gap_table`: the same
+gaps for the same draws). Compiled with ``error_model="numpy"`` (no division-by-zero checks;
+no division here can see a zero), never ``fastmath``: every result is bit for bit what the
+plain per-slot loop computes, and a golden run in the tests holds it there.
 
 Every trade is priced by :func:`envs.core.trading.trade` and each exchange's trades are booked
 once by :func:`envs.core.trading.book_exchange`; deposits and withdrawals add to the account
 and to the exchange's ``net_deposits_usd``. Per-exchange totals are sums over that exchange's
 accounts alone, in slot order, so a batch books exactly what each exchange books alone; each
 exchange draws from its own rows of the stream array (:mod:`envs.core.random_nb`), held in
-local tuples while it steps. Helpers take and return plain values, never arrays, because an
-array passed to a compiled helper costs two atomic reference-count operations per call.
+local tuples while it steps. Helpers called per slot take and return plain values (or are
+inlined), never arrays, because an array passed to a compiled helper costs two atomic
+reference-count operations per call; :func:`flag_slots` takes arrays, once per exchange.
 
 Market axis: the population trades market 0 only (its Python wrapper refuses ``M > 1``).
 """
@@ -40,7 +51,9 @@ from numba import njit
 
 from envs.core.params import P_IMR, P_MMR, P_TAKER_FEE, P_TRADE_FUND_SHARE
 from envs.core.random_nb import (
+    gap_table,
     geometric_gap,
+    geometric_gap_tabled,
     load,
     next_u64,
     normal,
@@ -79,6 +92,8 @@ N_USD_EVENTS = 7
 
 VOLUME_TRADER_FRAC = 0.05
 """Share of open accounts drawn each tick to carry the ordinary volume as round trips."""
+_VOLUME_GAPS = gap_table(VOLUME_TRADER_FRAC)
+"""The volume sampler's gaps without a logarithm each (:func:`envs.core.random_nb.gap_table`)."""
 FEE_FLOOR_FRAC = 1e-3
 """A zero taker fee counts as ``FEE_FLOOR_FRAC x reference`` in the demand multiplier, since
 constant-elasticity demand is infinite at a zero price (with elasticity -0.5 the floor caps
@@ -112,6 +127,20 @@ def demand_multipliers(packed, pop, out):  # type: ignore[no-untyped-def]
     """:func:`demand_multiplier` per exchange into ``out``."""
     for e in range(out.size):
         out[e] = demand_multiplier(packed[e, P_IMR], packed[e, P_TAKER_FEE], pop)
+
+
+@njit(cache=True)
+def first_invalid(x, low, low_open):  # type: ignore[no-untyped-def]
+    """Index of the first entry of ``x`` that is not finite or not above ``low``; -1 if none.
+
+    "Above" is ``> low`` when ``low_open``, else ``>= low``: the wrapper's input check of a
+    per-exchange array, in one compiled pass instead of several numpy ones.
+    """
+    for i in range(x.size):
+        v = x[i]
+        if not (math.isfinite(v) and (v > low if low_open else v >= low)):
+            return i
+    return -1
 
 
 @njit(cache=True)
@@ -186,7 +215,48 @@ def initial_book_kernel(state, pop, packed, price, n_open, collateral, size, ent
         store(state, e, POPULATION_STREAM, st)
 
 
-@njit(cache=True)
+ACTS = 1
+"""Slot flag (:func:`flag_slots`): the slot acts whatever the arrivals (near, or money out)."""
+EMPTY = 2
+"""Slot flag: the slot is empty and takes an arrival while the tick's arrivals last."""
+ACTS_WORD = np.uint64(0x0101010101010101 * ACTS)
+"""``ACTS`` in each of the eight slot flags of a ``uint64`` word."""
+EMPTY_WORD = np.uint64(0x0101010101010101 * EMPTY)
+"""``EMPTY`` in each of the eight slot flags of a ``uint64`` word."""
+
+
+@njit(cache=True, error_model="numpy")
+def flag_slots(q, c, ent, m, mmr, near_mult, tiered, floor1_usd, mmr0, cum0_usd, tier_scale, flags):  # type: ignore[no-untyped-def]
+    """Mark the slots of one exchange that may act this step, in one branch-free pass.
+
+    ``flags[a]`` gets ``ACTS`` when the slot is open and near liquidation (equity below
+    ``near_mult x`` its requirement, the step's own arithmetic) or flat with money or dust to
+    withdraw, and ``EMPTY`` when it is empty (size and collateral 0). With tiers only the
+    first bracket is checked here: a position at or above ``floor1_usd`` is marked ``ACTS``
+    and the step decides it with the full table. Every slot is written, so the loop has no
+    branch to mispredict and compiles to vector code; ``q``, ``c``, ``ent`` and ``flags``
+    must be contiguous.
+    """
+    if tiered:
+        for a in range(q.size):
+            notional = abs(q[a]) * m
+            req = (notional * mmr0 - cum0_usd) * tier_scale
+            near = (q[a] != 0.0) & (
+                (c[a] + q[a] * (m - ent[a]) < near_mult * req) | (notional >= floor1_usd)
+            )
+            money = (q[a] == 0.0) & (c[a] > -DUST_DEBT_USD) & (c[a] != 0.0)
+            empty = (q[a] == 0.0) & (c[a] == 0.0)
+            flags[a] = np.uint8(near | money) * np.uint8(ACTS) | np.uint8(empty) * np.uint8(EMPTY)
+    else:
+        for a in range(q.size):
+            req = abs(q[a]) * m * mmr
+            near = (q[a] != 0.0) & (c[a] + q[a] * (m - ent[a]) < near_mult * req)
+            money = (q[a] == 0.0) & (c[a] > -DUST_DEBT_USD) & (c[a] != 0.0)
+            empty = (q[a] == 0.0) & (c[a] == 0.0)
+            flags[a] = np.uint8(near | money) * np.uint8(ACTS) | np.uint8(empty) * np.uint8(EMPTY)
+
+
+@njit(cache=True, error_model="numpy")
 def population_step_kernel(  # type: ignore[no-untyped-def]
     rng_state,
     collateral,
@@ -213,29 +283,51 @@ def population_step_kernel(  # type: ignore[no-untyped-def]
     """One population step of every exchange, in place; events into ``counts`` and ``usd``.
 
     ``marks`` is ``(E, 1)``; ``counts`` ``(E, N_COUNT_EVENTS)`` and ``usd``
-    ``(E, N_USD_EVENTS)`` must start at zero. The maintenance requirement is ``mmr x N``, or
-    with tiers (``floor_usd`` non-empty) ``(N x tier_mmr_k - cum_k) x mmr / base_mmr`` for the
-    bracket ``k`` of ``N`` (:class:`envs.core.params.MarginTiers`).
+    ``(E, N_USD_EVENTS)`` must start at zero; ``collateral``, ``size`` and ``entry`` must be
+    C-contiguous with one market. The maintenance requirement is ``mmr x N``, or with tiers
+    (``floor_usd`` non-empty) ``(N x tier_mmr_k - cum_k) x mmr / base_mmr`` for the bracket
+    ``k`` of ``N`` (:class:`envs.core.params.MarginTiers`).
+
+    Per exchange, three passes: :func:`flag_slots` marks the slots that may act (a vector
+    loop); one pass in slot order runs every marked slot, and every slot the exit sampler
+    lands on, through steps 1-4 of the module docstring and sums ``|size|`` after the flows;
+    then the ordinary volume. A slot's flows read and write that slot alone, so marking all
+    slots first from the values the loop would find gives the same slots as testing each in
+    turn. The empty slots marked are all of them; the loop takes the first while arrivals
+    last, as before.
     """
     n_envs, n_acc = collateral.shape
     n_tiers = floor_usd.size
     base_mmr = tier_scale_div[0]
     chosen = np.empty(n_acc, dtype=np.int64)
+    flags = np.zeros(n_acc + 7 - (n_acc + 7) % 8, dtype=np.uint8)  # padded to whole words
+    words = flags.view(np.uint64)  # eight slot flags per word
     scale_usd, alpha = pop[C_SCALE_USD], pop[C_PARETO_ALPHA]
     log_median, sigma = pop[C_LOG_LEV_MEDIAN], pop[C_LEV_SIGMA]
     buffer = pop[C_BUFFER]
+    near_mult = 1.0 + buffer
+    top_up_mult = 1.0 + 2.0 * buffer
     p_top = pop[C_P_REACT] * pop[C_TOP_UP_SHARE]
     p_act = pop[C_P_REACT] * (pop[C_TOP_UP_SHARE] + pop[C_REDUCE_SHARE])
     p_exit = pop[C_P_EXIT]
     log1m_exit = math.log1p(-p_exit)
     log1m_vol = math.log1p(-VOLUME_TRADER_FRAC)
+    vol_start, vol_thresholds, vol_log1m = _VOLUME_GAPS
+    tiered = n_tiers > 0
+    floor1_usd = floor_usd[1] if n_tiers > 1 else math.inf
+    mmr0 = tier_mmr[0] if tiered else 0.0
+    cum0_usd = cum_usd[0] if tiered else 0.0
     for e in range(n_envs):
+        qv = size[e].reshape(n_acc)  # one market: the (A, 1) row as a contiguous (A,) view
+        ev = entry[e].reshape(n_acc)
+        cv = collateral[e]
         st = load(rng_state, e, POPULATION_STREAM)
         sa = load(rng_state, e, ARRIVAL_STREAM)
         m = marks[e, 0]
         mmr = packed[e, P_MMR]
         imr = packed[e, P_IMR]
         fee_rate = packed[e, P_TAKER_FEE]
+        tier_scale = mmr / base_mmr
         demand = demand_multiplier(imr, fee_rate, pop)
         # Exchange-level sums, booked once at the end: orders, fees, deposits, events.
         base = 0.0
@@ -261,34 +353,55 @@ def population_step_kernel(  # type: ignore[no-untyped-def]
         )
         max_lev = 1.0 / imr
         taken = 0
+        wanted = ACTS | EMPTY if taken < n_arrive else ACTS
+        wanted_word = ACTS_WORD | EMPTY_WORD if taken < n_arrive else ACTS_WORD
 
         next_exit = n_acc
         if p_exit > 0.0:
             gap, st = geometric_gap(st, log1m_exit, n_acc + 1)
             next_exit = gap - 1
-        gross = 0.0
 
-        for a in range(n_acc):
+        flag_slots(qv, cv, ev, m, mmr, near_mult, tiered, floor1_usd, mmr0, cum0_usd,
+                   tier_scale, flags)  # fmt: skip
+        gross = 0.0
+        a = 0
+        while a < n_acc:
+            # 5. Open interest of slots that do not move: eight at a time while no flag is
+            # up and no exit falls among them, one at a time otherwise.
+            if (
+                (a & 7) == 0
+                and a + 8 <= n_acc
+                and next_exit >= a + 8
+                and (words[a >> 3] & wanted_word) == 0
+            ):
+                for j in range(a, a + 8):
+                    gross += abs(qv[j])
+                a += 8
+                continue
+            if (flags[a] & wanted) == 0 and a != next_exit:
+                gross += abs(qv[a])
+                a += 1
+                continue
+            q = qv[a]
+            c = cv[a]
             exit_drawn = a == next_exit
             if exit_drawn:
                 gap, st = geometric_gap(st, log1m_exit, n_acc + 1)
                 next_exit += gap
-            q = size[e, a, 0]
-            c = collateral[e, a]
             # 1-2. Exits (a bankrupt account cannot walk away) and flat accounts withdrawing.
             leaves = False
             if q != 0.0:
                 if exit_drawn:
-                    ent = entry[e, a, 0]
+                    ent = ev[a]
                     close_value = c + q * (m - ent)
                     if close_value - abs(q) * m * fee_rate >= 0.0:
                         t = -q  # a full close: a reduction always executes
                         ok, q, ent, cash, fee = trade(q, ent, close_value, 0.0, t, m, m, imr,
                                                       fee_rate)  # fmt: skip
-                        size[e, a, 0] = q
-                        entry[e, a, 0] = ent
+                        qv[a] = q
+                        ev[a] = ent
                         c += cash
-                        collateral[e, a] = c
+                        cv[a] = c
                         base += t
                         fees += fee
                         volume += abs(t) * m
@@ -296,15 +409,15 @@ def population_step_kernel(  # type: ignore[no-untyped-def]
             elif c != 0.0 and c > -DUST_DEBT_USD:
                 leaves = True
             if leaves:
-                collateral[e, a] = 0.0  # c - c: the whole balance is withdrawn
-                entry[e, a, 0] = 0.0
+                cv[a] = 0.0  # c - c: the whole balance is withdrawn
+                ev[a] = 0.0
                 deposits -= c
                 n_exits += 1
                 withdrawn += c
                 c = 0.0
             # 3. Near liquidation: top up, halve, or nothing.
             if q != 0.0:
-                ent = entry[e, a, 0]
+                ent = ev[a]
                 eq = c + q * (m - ent)
                 notional = abs(q) * m
                 if n_tiers == 0:
@@ -313,21 +426,21 @@ def population_step_kernel(  # type: ignore[no-untyped-def]
                     k = 0
                     while k + 1 < n_tiers and floor_usd[k + 1] <= notional:
                         k += 1
-                    req = (notional * tier_mmr[k] - cum_usd[k]) * (mmr / base_mmr)
-                if eq < (1.0 + buffer) * req:
+                    req = (notional * tier_mmr[k] - cum_usd[k]) * tier_scale
+                if eq < near_mult * req:
                     u, st = uniform(st)
                     if u < p_top:
-                        amount = (1.0 + 2.0 * buffer) * req - eq
-                        collateral[e, a] = c + amount
+                        amount = top_up_mult * req - eq
+                        cv[a] = c + amount
                         deposits += amount
                         n_top += 1
                         top_usd += amount
                     elif u < p_act:  # halving is a reduction: it always executes
                         half = -0.5 * q
                         ok, q, ent, cash, fee = trade(q, ent, eq, 0.0, half, m, m, imr, fee_rate)
-                        size[e, a, 0] = q
-                        entry[e, a, 0] = ent
-                        collateral[e, a] = c + cash
+                        qv[a] = q
+                        ev[a] = ent
+                        cv[a] = c + cash
                         n_reduce += 1
                         base += half
                         fees += fee
@@ -338,14 +451,16 @@ def population_step_kernel(  # type: ignore[no-untyped-def]
                     sa, long_share, max_lev, leverage_mult[e], scale_usd, alpha, log_median, sigma
                 )
                 taken += 1
+                if taken == n_arrive:
+                    wanted = ACTS
+                    wanted_word = ACTS_WORD
                 col = notional * (1.0 / lev * (1.0 + IMR_HEADROOM_REL) + 2.0 * fee_rate)
                 order = side * notional / m
-                ok, q, ent, cash, fee = trade(0.0, entry[e, a, 0], col, 0.0, order, m, m, imr,
-                                              fee_rate)  # fmt: skip
+                ok, q, ent, cash, fee = trade(0.0, ev[a], col, 0.0, order, m, m, imr, fee_rate)
                 if ok:  # deposit, then open; a rejected order deposits nothing
-                    size[e, a, 0] = q
-                    entry[e, a, 0] = ent
-                    collateral[e, a] = col + cash
+                    qv[a] = q
+                    ev[a] = ent
+                    cv[a] = col + cash
                     deposits += col
                     base += order
                     fees += fee
@@ -355,6 +470,7 @@ def population_step_kernel(  # type: ignore[no-untyped-def]
                     new_notional += notional
             # 5. Open interest after this slot's flows.
             gross += abs(q)
+            a += 1
 
         # The arrival stream moves by the same amount every tick: skip unused candidates.
         for _ in range(4 * (max(budget, n_arrive) - taken)):
@@ -365,27 +481,29 @@ def population_step_kernel(  # type: ignore[no-untyped-def]
         if target_usd > 0.0:
             n_chosen = 0
             room_usd = 0.0
-            gap, st = geometric_gap(st, log1m_vol, n_acc + 1)
+            gap, st = geometric_gap_tabled(st, log1m_vol, n_acc + 1, vol_start, vol_thresholds,
+                                           vol_log1m)  # fmt: skip
             slot = gap - 1
             while slot < n_acc:
-                q = size[e, slot, 0]
+                q = qv[slot]
                 if q != 0.0:
                     notional = abs(q) * m
-                    eq = collateral[e, slot] + q * (m - entry[e, slot, 0])
+                    eq = cv[slot] + q * (m - ev[slot])
                     if eq >= (imr + 2.0 * fee_rate) * notional * (1.0 + IMR_HEADROOM_REL):
                         chosen[n_chosen] = slot
                         n_chosen += 1
                         room_usd += notional
-                gap, st = geometric_gap(st, log1m_vol, n_acc + 1)
+                gap, st = geometric_gap_tabled(st, log1m_vol, n_acc + 1, vol_start,
+                                               vol_thresholds, vol_log1m)  # fmt: skip
                 slot += gap
             room_usd *= 2.0  # traded if every round trip were a full close and re-open
             if room_usd > 0.0:
                 scale = min(target_usd / room_usd, 1.0)
                 for i in range(n_chosen):
                     a = chosen[i]
-                    q = size[e, a, 0]
-                    ent = entry[e, a, 0]
-                    c = collateral[e, a]
+                    q = qv[a]
+                    ent = ev[a]
+                    c = cv[a]
                     first = -scale * q  # -sign(q) x scale |q|: a reduction, never rejected
                     for leg in (first, -first):
                         ok, q, ent, cash, fee = trade(q, ent, c + q * (m - ent), 0.0, leg, m, m,
@@ -395,9 +513,9 @@ def population_step_kernel(  # type: ignore[no-untyped-def]
                             base += leg
                             fees += fee
                             volume += abs(leg) * m
-                    size[e, a, 0] = q
-                    entry[e, a, 0] = ent
-                    collateral[e, a] = c
+                    qv[a] = q
+                    ev[a] = ent
+                    cv[a] = c
 
         store(rng_state, e, POPULATION_STREAM, st)
         store(rng_state, e, ARRIVAL_STREAM, sa)

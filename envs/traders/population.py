@@ -285,10 +285,12 @@ class PopulationEvents:
 
     @classmethod
     def from_columns(cls, counts: IntArray, usd: FloatArray) -> PopulationEvents:
-        """Events from the kernel's ``(n_envs, 4)`` counts and ``(n_envs, 7)`` USD columns."""
-        arrays: dict[str, Any] = {name: counts[:, i].copy() for i, name in enumerate(_COUNT_FIELDS)}
-        arrays.update({name: usd[:, i].copy() for i, name in enumerate(_USD_FIELDS)})
-        return cls(**arrays)
+        """Events from the kernel's ``(n_envs, 4)`` counts and ``(n_envs, 7)`` USD columns.
+
+        Each field is a contiguous row of one transposed copy per dtype (two copies a step,
+        not eleven), in :data:`_COUNT_FIELDS` then :data:`_USD_FIELDS` order.
+        """
+        return cls(*counts.T.copy(), *usd.T.copy())
 
     def as_dict(self) -> dict[str, FloatArray | IntArray]:
         """Field name to array."""
@@ -297,12 +299,28 @@ class PopulationEvents:
 
 _COUNT_FIELDS = ("arrivals", "exits", "top_ups", "reductions")  # int64; the rest are USD
 _USD_FIELDS = tuple(f.name for f in fields(PopulationEvents) if f.name not in _COUNT_FIELDS)
+assert tuple(f.name for f in fields(PopulationEvents))[: len(_COUNT_FIELDS)] == _COUNT_FIELDS
 assert _COUNT_FIELDS.index("reductions") == kernels.E_REDUCTIONS
 assert _USD_FIELDS.index("fund_trading_fee_income_usd") == kernels.E_FUND_FEE_INCOME_USD
 
 
 def _per_env(name: str, value: ArrayLike, n_envs: int, low: float, low_open: bool) -> FloatArray:
-    """``value`` as a C-contiguous ``(n_envs,)`` array, checked finite and above ``low``."""
+    """``value`` as a C-contiguous ``(n_envs,)`` array, checked finite and above ``low``.
+
+    A float64 ``(n_envs,)`` C-contiguous array, the form the simulator passes every tick, is
+    checked in one compiled pass and returned as it is (the kernels only read it).
+    """
+    bound = f"> {low!r}" if low_open else f">= {low!r}"
+    if (
+        type(value) is np.ndarray
+        and value.shape == (n_envs,)
+        and value.dtype == np.float64
+        and value.flags.c_contiguous
+    ):
+        bad = kernels.first_invalid(value, low, low_open)
+        if bad < 0:
+            return value
+        raise ValueError(f"{name} must be finite and {bound}, got {value[bad]!r}")
     if type(value) in (float, int):  # the common scalar (a bool is refused below)
         x = float(cast(float, value))
         if math.isfinite(x) and (x > low if low_open else x >= low):
@@ -314,16 +332,22 @@ def _per_env(name: str, value: ArrayLike, n_envs: int, low: float, low_open: boo
         raise ValueError(
             f"{name} must be a float or an (n_envs,) = ({n_envs},) array, got shape {arr.shape}"
         ) from None
-    bad = ~np.isfinite(out) | ((out <= low) if low_open else (out < low))
-    if bad.any():
-        bound = f"> {low!r}" if low_open else f">= {low!r}"
-        raise ValueError(f"{name} must be finite and {bound}, got {out[bad][0]!r}")
+    bad_mask = ~np.isfinite(out) | ((out <= low) if low_open else (out < low))
+    if bad_mask.any():
+        raise ValueError(f"{name} must be finite and {bound}, got {out[bad_mask][0]!r}")
     return np.ascontiguousarray(out, dtype=np.float64)
 
 
 def _check_rng(rng: BatchStreams, n_envs: int) -> None:
     if rng.n_envs != n_envs:
         raise ValueError(f"rng.n_envs ({rng.n_envs}) must equal state.n_envs ({n_envs})")
+
+
+def _check_contiguous(state: SimState) -> None:
+    """The step kernel views each exchange's accounts as contiguous rows."""
+    for name in ("collateral_usd", "size", "entry_price"):
+        if not getattr(state, name).flags.c_contiguous:
+            raise ValueError(f"state.{name} must be C-contiguous for the population step")
 
 
 def _check_one_market(n_markets: int) -> None:
@@ -351,15 +375,43 @@ class TraderPopulation:
             params: Behaviour of the population.
         """
         self.params = params
-        self._columns: dict[tuple[PopulationParams, float], FloatArray] = {}
+        self._columns: dict[float, tuple[PopulationParams, FloatArray]] = {}
+        self._risk: tuple[RiskParams, int, tuple[FloatArray, ...]] | None = None
+        self._scalars: dict[str, tuple[float, FloatArray]] = {}
 
     def _columns_for(self, tick_minutes: float) -> FloatArray:
-        """:meth:`PopulationParams.columns`, memoised per tick length (a step asks every tick)."""
-        key = (self.params, tick_minutes)
-        cols = self._columns.get(key)
-        if cols is None:
-            cols = self._columns[key] = self.params.columns(tick_minutes)
-        return cols
+        """:meth:`PopulationParams.columns`, memoised per tick length (a step asks every tick).
+
+        Keyed by the tick and checked against :attr:`params` by identity: hashing the
+        parameters every step would cost more than the rest of the lookup.
+        """
+        hit = self._columns.get(tick_minutes)
+        if hit is None or hit[0] is not self.params:
+            hit = self._columns[tick_minutes] = (self.params, self.params.columns(tick_minutes))
+        return hit[1]
+
+    def _risk_arrays(self, risk: RiskParams, n_envs: int) -> tuple[FloatArray, ...]:
+        """``risk.packed(n_envs)`` and ``risk.tier_table()``, kept while ``risk`` stays the same.
+
+        :class:`RiskParams` is frozen, so the same object always packs the same numbers.
+        """
+        hit = self._risk
+        if hit is None or hit[0] is not risk or hit[1] != n_envs:
+            hit = self._risk = (risk, n_envs, (risk.packed(n_envs), *risk.tier_table()))
+        return hit[2]
+
+    def _modulation(
+        self, name: str, value: ArrayLike, n_envs: int, low: float, low_open: bool
+    ) -> FloatArray:
+        """:func:`_per_env` for a step's modulation, a scalar's array kept while it repeats."""
+        if type(value) in (float, int):
+            hit = self._scalars.get(name)
+            if hit is not None and hit[0] == value and hit[1].size == n_envs:
+                return hit[1]
+            arr = _per_env(name, value, n_envs, low, low_open)
+            self._scalars[name] = (cast(float, value), arr)
+            return arr
+        return _per_env(name, value, n_envs, low, low_open)
 
     # ---- distributions -------------------------------------------------------------------
 
@@ -553,12 +605,13 @@ class TraderPopulation:
         n_envs = state.n_envs
         _check_rng(rng, n_envs)
         _check_one_market(state.n_markets)
+        _check_contiguous(state)
         m = _per_env("mark", mark, n_envs, 0.0, True)
         if not (math.isfinite(tick_minutes) and tick_minutes > 0.0):
             raise ValueError(f"tick_minutes must be finite and > 0, got {tick_minutes!r}")
         counts = np.zeros((n_envs, kernels.N_COUNT_EVENTS), dtype=np.int64)
         usd = np.zeros((n_envs, kernels.N_USD_EVENTS))
-        floor_usd, tier_mmr, cum_usd, scale_div = risk.tier_table()
+        packed, floor_usd, tier_mmr, cum_usd, scale_div = self._risk_arrays(risk, n_envs)
         kernels.population_step_kernel(
             rng.state,
             state.collateral_usd,
@@ -568,17 +621,17 @@ class TraderPopulation:
             state.counterparty_cash_usd,
             state.fee_revenue_usd,
             state.net_deposits_usd,
-            risk.packed(n_envs),
+            packed,
             floor_usd,
             tier_mmr,
             cum_usd,
             scale_div,
             self._columns_for(tick_minutes),
             m.reshape(n_envs, 1),
-            _per_env("arrival_mult", arrival_mult, n_envs, 0.0, False),
-            _per_env("leverage_mult", leverage_mult, n_envs, 0.0, True),
-            _per_env("long_share_shift", long_share_shift, n_envs, -_INF, True),
-            _per_env("volume_mult", volume_mult, n_envs, 0.0, False),
+            self._modulation("arrival_mult", arrival_mult, n_envs, 0.0, False),
+            self._modulation("leverage_mult", leverage_mult, n_envs, 0.0, True),
+            self._modulation("long_share_shift", long_share_shift, n_envs, -_INF, True),
+            self._modulation("volume_mult", volume_mult, n_envs, 0.0, False),
             counts,
             usd,
         )

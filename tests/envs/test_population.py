@@ -21,7 +21,7 @@ from envs.core.synthetic import LEVERAGE_SIGMA
 from envs.core.trading import apply_funding, execute_trades
 from envs.fund.portfolio import receive
 from envs.state import SimState, ledger_error
-from envs.traders import PopulationEvents, PopulationParams, TraderPopulation
+from envs.traders import PopulationEvents, PopulationParams, TraderPopulation, kernels
 
 APPROX = {"rel": 1e-12, "abs": 1e-9}
 
@@ -122,12 +122,47 @@ def test_defaults_are_valid_and_match_the_synthetic_book_leverage():
         ({"leverage_mult": 0.0}, "leverage_mult"),
         ({"volume_mult": np.array([1.0, 2.0, 3.0])}, "volume_mult"),
         ({"long_share_shift": np.nan}, "long_share_shift"),
+        ({"arrival_mult": np.array([1.0, np.nan])}, "arrival_mult"),  # the (n_envs,) fast path
+        ({"leverage_mult": np.array([1.0, 0.0])}, r"leverage_mult must be finite and > 0\.0"),
     ],
 )
 def test_step_rejects_bad_modulation(kw, message):
     state = empty(2, 1)
     with pytest.raises(ValueError, match=message):
         quiet().step(streams(0, 2), state, RiskParams(), np.full(2, 100.0), 1.0, **kw)
+
+
+@pytest.mark.parametrize("mark", [np.array([100.0, -1.0]), np.array([np.inf, 100.0]), -5.0])
+def test_step_rejects_a_bad_mark(mark):
+    with pytest.raises(ValueError, match="mark must be finite and > 0"):
+        quiet().step(streams(0, 2), empty(2, 1), RiskParams(), mark, 1.0)
+
+
+def test_a_scalar_modulation_that_changes_is_used_each_step():
+    # The wrapper keeps a scalar's array while the scalar repeats: a new value must not reuse it.
+    pop = TraderPopulation(replace(QUIET, arrival_rate_per_min=50.0))
+    state, rng = empty(1, 400), streams(3)
+    assert pop.step(rng, state, RiskParams(), 100.0, 1.0, arrival_mult=0.0).arrivals[0] == 0
+    assert pop.step(rng, state, RiskParams(), 100.0, 1.0, arrival_mult=1.0).arrivals[0] > 20
+    assert pop.step(rng, state, RiskParams(), 100.0, 1.0, arrival_mult=0.0).arrivals[0] == 0
+
+
+def test_flag_slots_hand_worked():
+    # Mark 100, MMR 3%, buffer 25%: an open slot acts when equity < 1.25 x 3% x notional.
+    q = np.array([1.0, 1.0, -2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1000.0])
+    c = np.array([10.0, 3.7, 10.0, 0.0, 5.0, -1e-7, -5.0, -0.0, 1e6])
+    ent = np.array([100.0, 100.0, 97.0, 0.0, 0.0, 0.0, 3.0, 0.0, 100.0])
+    # equity 10 vs 3.75 | 3.7 vs 3.75 | 10 - 2 x 3 = 4 vs 7.5 | empty | money | dust debt
+    # (settled: acts) | debt (stays: nothing) | -0.0 is empty | a whale with ample equity
+    flat = [0, kernels.ACTS, kernels.ACTS, kernels.EMPTY, kernels.ACTS, kernels.ACTS, 0,
+            kernels.EMPTY, 0]  # fmt: skip
+    flags = np.full(q.size, 99, dtype=np.uint8)
+    kernels.flag_slots(q, c, ent, 100.0, 0.03, 1.25, False, math.inf, 0.0, 0.0, 1.0, flags)
+    assert flags.tolist() == flat
+    # Tiers (first bracket below $50k at 0.4%, scaled by 0.03 / 0.004): the same flags below
+    # the first floor; the $100k whale is left to the step's full table.
+    kernels.flag_slots(q, c, ent, 100.0, 0.03, 1.25, True, 5e4, 0.004, 0.0, 0.03 / 0.004, flags)
+    assert flags.tolist() == [*flat[:-1], kernels.ACTS]
 
 
 def test_more_than_one_market_is_not_implemented_yet():
@@ -873,3 +908,88 @@ def test_reseeding_one_exchange_mid_run_equals_a_fresh_single_exchange():
     for e in (0, 2):
         np.testing.assert_array_equal(state.size[e], ref_state.size[e])
         np.testing.assert_array_equal(rng.state[e], ref.state[e])
+
+
+# ---- golden runs ---------------------------------------------------------------------------
+
+
+def golden_run(tiers, crash, tick_minutes):
+    """Three exchanges of 2,000 accounts for 200 steps of a random-walk (or crashing) mark.
+
+    Per-exchange risk (a zero fee on none, different IMR caps), per-exchange modulation drawn
+    each step, and a stand-in margin engine that closes at mark every account whose equity is
+    below ``mmr x notional`` (flat MMR, so the run depends on this module and trading alone).
+    Returns the run's totals: event sums, the final book and where exchange 0's streams stand.
+    """
+    g = np.random.default_rng(2024)
+    n_envs = 3
+    risk = RiskParams(mmr=np.array([0.03, 0.01, 0.02]), imr=np.array([0.05, 0.02, 0.04]),
+                      taker_fee_rate=np.array([5e-4, 2e-4, 1e-3]),
+                      tiers=MarginTiers.binance_btcusdt_2021() if tiers else None)  # fmt: skip
+    pop = TraderPopulation(PopulationParams(arrival_rate_per_min=3.0, exit_rate_per_day=5.0))
+    rng = BatchStreams([7, 8, 9])
+    state = pop.initial_state(rng, 2000, 100.0, risk)
+    mark = np.full(n_envs, 100.0)
+    totals = dict.fromkeys(("arrivals", "exits", "top_ups", "reductions"), 0)
+    usd = dict.fromkeys(("top_up_usd", "withdrawn_usd", "volume_usd", "trading_fees_usd"), 0.0)
+    for t in range(200):
+        drift = -0.03 if crash and 40 <= t < 50 else 0.0
+        mark = mark * np.exp(drift + 0.01 * g.standard_normal(n_envs))
+        c, q, e = col(state)
+        m = mark[:, None]
+        below = (q != 0.0) & (c + q * (m - e) < risk.column("mmr") * np.abs(q) * m)
+        execute_trades(state, risk, np.where(below, -q, 0.0), mark, mark)
+        ev = pop.step(rng, state, risk, mark, tick_minutes,
+                      arrival_mult=g.uniform(0.5, 3.0, n_envs),
+                      leverage_mult=g.uniform(0.8, 2.0, n_envs),
+                      long_share_shift=g.uniform(-0.3, 0.3, n_envs),
+                      volume_mult=g.uniform(0.0, 3.0, n_envs))  # fmt: skip
+        for k in totals:
+            totals[k] += int(getattr(ev, k).sum())
+        for k in usd:
+            usd[k] += float(getattr(ev, k).sum())
+    usd["open_interest_base"] = float(np.abs(state.size).sum())
+    usd["collateral_usd"] = float(state.collateral_usd.sum())
+    usd["counterparty_cash_usd"] = float(state.counterparty_cash_usd.sum())
+    words = [int(w) for w in rng.state[0].ravel()]
+    return totals, usd, int((state.size != 0.0).sum()), words
+
+
+GOLDEN = {
+    "flat-1min": (
+        (False, False, 1.0),
+        {"arrivals": 4699, "exits": 5758, "top_ups": 200, "reductions": 202},
+        {"top_up_usd": 43300.83878465547, "withdrawn_usd": 12790401.00605383,
+         "volume_usd": 169847959.23510394, "trading_fees_usd": 73208.79910471788,
+         "open_interest_base": 590851.0342482451, "collateral_usd": 13984080.13388734,
+         "counterparty_cash_usd": 19742207.039715577},
+        3229,
+        [4732832291460904255, 15091629225129011764, 15639798174507372072, 14234294058467224325,
+         15529040507075827166, 10369143276430045073, 8041120908492395613, 4303072021197538537],
+    ),
+    "tiers-crash-5min": (
+        (True, True, 5.0),
+        {"arrivals": 16764, "exits": 17440, "top_ups": 1292, "reductions": 1253},
+        {"top_up_usd": 451241.3758599231, "withdrawn_usd": 49280616.54203011,
+         "volume_usd": 688270218.9792274, "trading_fees_usd": 325441.5294095335,
+         "open_interest_base": 716917.3252819171, "collateral_usd": 9745974.711050615,
+         "counterparty_cash_usd": 5698978.344297763},
+        3151,
+        [2669628859193757113, 15057666797647268362, 17529189454202263916, 2448753647170437498,
+         286557529255910526, 3721384472850069596, 6797004439977272809, 2600154062006057102],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(GOLDEN))
+def test_golden_run_is_unchanged(name):
+    # Numbers printed from the population as first compiled (before any optimisation): a
+    # faster kernel must make the same draws in the same order and the same arithmetic per
+    # account, so counts and the streams' positions match exactly and sums to rounding of
+    # the platform's libm at most.
+    args, counts, usd, n_open, words = GOLDEN[name]
+    got_counts, got_usd, got_open, got_words = golden_run(*args)
+    assert got_counts == counts
+    assert got_usd == pytest.approx(usd, rel=1e-12)
+    assert got_open == n_open
+    assert got_words == words

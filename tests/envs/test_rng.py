@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from numba import njit
 
 from envs.core import random_nb
 from envs.core.rng import (
@@ -204,3 +205,98 @@ def test_sample_slots_at_p_0_draws_nothing():
     before = state.copy()
     assert random_nb.sample_slots(state, 0, 0, 0.0, 100, np.zeros(100, dtype=np.int64)) == 0
     np.testing.assert_array_equal(state, before)
+
+
+# ---- geometric gaps from a table -----------------------------------------------------------
+
+
+@njit
+def _gaps_both_ways(raw, log1m_p, cap, k_start, thresholds, table_log1m_p):
+    """The tabled gap and the formula's gap of each raw output, side by side."""
+    tabled = np.empty(raw.size, dtype=np.int64)
+    formula = np.empty(raw.size, dtype=np.int64)
+    for i in range(raw.size):
+        tabled[i] = random_nb.gap_of_draw(raw[i], log1m_p, cap, k_start, thresholds, table_log1m_p)
+        u = float(raw[i] >> np.uint64(11)) * 2.0**-53
+        formula[i] = random_nb.gap_of_uniform(u, log1m_p, cap)
+    return tabled, formula
+
+
+def raw_near_thresholds(thresholds, rng):
+    """Raw outputs whose uniform lies within 3 grid steps (2**-53) of each threshold."""
+    grid = np.round(np.clip(thresholds, 0.0, 1.0) * 2.0**53).astype(np.int64)
+    r = (grid[:, None] + np.arange(-3, 4)[None, :]).ravel()
+    r = np.clip(r, 0, 2**53 - 1).astype(np.uint64)
+    low_bits = rng.integers(0, 2**11, r.size).astype(np.uint64)
+    return (r << np.uint64(11)) | low_bits
+
+
+@pytest.mark.parametrize("p", [0.05, 0.002, 0.3, 0.9, 1.0 - 1e-9])
+@pytest.mark.parametrize("cap", [1, 2, 7, 1001, 10**6])
+def test_tabled_gap_equals_the_formula_for_every_draw_tried(p, cap):
+    # Random draws, and draws on and next to every threshold (where a table without the
+    # margin would round differently from log1p): the same gap, bit for bit.
+    k_start, thresholds, table_log1m_p = random_nb.gap_table(p)
+    rng = np.random.default_rng(int(p * 1e6) + cap)
+    raw = np.concatenate([
+        rng.integers(0, 2**64, 200_000, dtype=np.uint64),
+        raw_near_thresholds(thresholds, rng),
+        np.array([0, 2**64 - 1, 1 << 11, (2**53 - 1) << 11], dtype=np.uint64),
+    ])  # fmt: skip
+    tabled, formula = _gaps_both_ways(raw, math.log1p(-p), cap, k_start, thresholds,
+                                      table_log1m_p)  # fmt: skip
+    np.testing.assert_array_equal(tabled, formula)
+
+
+def test_a_table_for_another_p_falls_back_to_the_formula():
+    k_start, thresholds, table_log1m_p = random_nb.gap_table(0.05)
+    raw = np.random.default_rng(4).integers(0, 2**64, 10_000, dtype=np.uint64)
+    log1m_p = math.log1p(-0.1)
+    tabled, formula = _gaps_both_ways(raw, log1m_p, 10**6, k_start, thresholds, table_log1m_p)
+    np.testing.assert_array_equal(tabled, formula)
+    assert formula.mean() == pytest.approx(10.0, rel=0.05)  # p = 0.1, not the table's 0.05
+
+
+def test_gap_table_hand_worked_at_p_one_half():
+    # T_k = 1 - 2**-k: 0, 0.5, 0.75, 0.875, ...; bucket b of 4096 starts at b / 4096, so the
+    # search starts at the last k with T_k + margin <= b / 4096.
+    k_start, thresholds, table_log1m_p = random_nb.gap_table(0.5)
+    assert table_log1m_p == math.log1p(-0.5)
+    np.testing.assert_array_equal(thresholds[:4], [0.0, 0.5, 0.75, 0.875])
+    assert (
+        thresholds.size == 56
+    )  # T_0 .. T_55, with ceil(53 ln 2 / ln 2) + 3 = 56: past every uniform
+    assert k_start.dtype == np.int16 and k_start.size == 2**random_nb.GAP_TABLE_BITS
+    assert (k_start[0], k_start[2047], k_start[2048], k_start[2049], k_start[3072]) == (
+        0, 0, 0, 1, 1,  # T_1 = 0.5 = bucket 2048's start, within the margin: not yet 1
+    )  # fmt: skip
+    assert k_start[3073] == 2
+
+
+def test_gap_table_refuses_a_chance_too_small_to_table():
+    with pytest.raises(ValueError, match="gap_table"):
+        random_nb.gap_table(1e-4)
+
+
+def test_tabled_gaps_use_the_stream_like_geometric_gap():
+    # The same stream, drawn through each: the same gaps and the stream left at the same place.
+    k_start, thresholds, table_log1m_p = random_nb.gap_table(0.05)
+    log1m_p = math.log1p(-0.05)
+    a, b = BatchStreams([9]).state, BatchStreams([9]).state
+    got_a = _draw_gaps(a, log1m_p, 500, k_start, thresholds, table_log1m_p)
+    got_b = np.empty(got_a.size, dtype=np.int64)
+    random_nb.fill_gaps(b, 0, POPULATION_STREAM, 0.05, 500, got_b)
+    np.testing.assert_array_equal(got_a, got_b)
+    np.testing.assert_array_equal(a, b)
+
+
+@njit
+def _draw_gaps(state, log1m_p, cap, k_start, thresholds, table_log1m_p):
+    """5,000 tabled gaps from exchange 0's population stream, advanced in place."""
+    st = random_nb.load(state, 0, POPULATION_STREAM)
+    out = np.empty(5000, dtype=np.int64)
+    for i in range(out.size):
+        out[i], st = random_nb.geometric_gap_tabled(st, log1m_p, cap, k_start, thresholds,
+                                                    table_log1m_p)  # fmt: skip
+    random_nb.store(state, 0, POPULATION_STREAM, st)
+    return out
