@@ -2,25 +2,43 @@
 
 * ``single``: ``InsuranceFundEnv.step`` with random actions, env steps (decisions) per second.
 * ``batched``: ``InsuranceFundVectorEnv`` with ``n_envs`` exchanges, env steps per second
-  counting every exchange.
+  counting every exchange (each decision's ticks run as one compiled call).
 * ``dummy``: ``n_envs`` single envs in stable-baselines3's ``DummyVecEnv``, same count.
 * ``ppo``: PPO (default hyperparameters, ``n_steps`` 256) trained on the SB3 adapter for a fixed
   number of steps; the share of wall time spent inside the environment's ``step_wait``.
 
 Every env runs 1,024 accounts on the training sampler by default (1-day episodes, decisions
-every 10 minutes, each decision 10 one-minute ticks).
+every 10 minutes, each decision 10 one-minute ticks, the population every 5 minutes).
+``threads`` sets ``FUNDGYM_THREADS`` for the envs built (exchanges of a batch on threads).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 
-def _rate(fn: Any, steps: int, repeats: int, per_call: int) -> dict[str, float]:
+@contextlib.contextmanager
+def _threads(threads: int) -> Iterator[None]:
+    """``FUNDGYM_THREADS=threads`` while the envs are built (the simulator reads it then)."""
+    old = os.environ.get("FUNDGYM_THREADS")
+    os.environ["FUNDGYM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["FUNDGYM_THREADS"]
+        else:
+            os.environ["FUNDGYM_THREADS"] = old
+
+
+def _rate(fn: Callable[[int], None], steps: int, repeats: int, per_call: int) -> dict[str, float]:
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -29,46 +47,60 @@ def _rate(fn: Any, steps: int, repeats: int, per_call: int) -> dict[str, float]:
     return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}
 
 
-def time_env(n_envs: int, n_accounts: int, steps: int, repeats: int) -> dict[str, Any]:
-    """Env steps per second of the single env, the batched twin and DummyVecEnv."""
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
+def time_env(
+    n_envs: int,
+    n_accounts: int,
+    steps: int,
+    repeats: int,
+    threads: int = 1,
+    dummy: bool = True,
+) -> dict[str, Any]:
+    """Env steps per second of the single env, the batched twin and (optionally) DummyVecEnv."""
     from envs.exchange_env import InsuranceFundEnv, InsuranceFundVectorEnv
 
-    kw = {"n_accounts": n_accounts}
-    single = InsuranceFundEnv(**kw)
+    with _threads(threads):
+        single = InsuranceFundEnv(n_accounts=n_accounts)
+        batched = InsuranceFundVectorEnv(num_envs=n_envs, n_accounts=n_accounts)
     single.reset(seed=0)
+    batched.reset(seed=0)
     rng = np.random.default_rng(0)
+    shape = single.action_space.shape
+    assert shape is not None
 
     def run_single(n: int) -> None:
         for _ in range(n):
-            _, _, te, tr, _ = single.step(rng.uniform(-1, 1, single.action_space.shape))
+            _, _, te, tr, _ = single.step(rng.uniform(-1, 1, shape))
             if te or tr:
                 single.reset()
 
-    batched = InsuranceFundVectorEnv(num_envs=n_envs, **kw)
-    batched.reset(seed=0)
-
     def run_batched(n: int) -> None:
         for _ in range(n):
-            batched.step(rng.uniform(-1, 1, (n_envs, *single.action_space.shape)))
+            batched.step(rng.uniform(-1, 1, (n_envs, *shape)))
 
-    dummy = DummyVecEnv([lambda: InsuranceFundEnv(**kw) for _ in range(n_envs)])
-    dummy.seed(0)
-    dummy.reset()
-
-    def run_dummy(n: int) -> None:
-        for _ in range(n):
-            dummy.step(rng.uniform(-1, 1, (n_envs, *single.action_space.shape)))
-
-    out = {
+    run_batched(1)  # compiles on first use
+    out: dict[str, Any] = {
         "n_envs": n_envs,
         "n_accounts": n_accounts,
+        "threads": threads,
         "single": _rate(run_single, steps, repeats, 1),
         "batched": _rate(run_batched, steps, repeats, n_envs),
-        "dummy": _rate(run_dummy, steps, repeats, n_envs),
     }
-    out["batched_over_dummy"] = out["batched"]["median"] / out["dummy"]["median"]
+    if dummy:
+        from stable_baselines3.common.vec_env import DummyVecEnv
+
+        with _threads(threads):
+            venv = DummyVecEnv(
+                [lambda: InsuranceFundEnv(n_accounts=n_accounts) for _ in range(n_envs)]
+            )
+        venv.seed(0)
+        venv.reset()
+
+        def run_dummy(n: int) -> None:
+            for _ in range(n):
+                venv.step(rng.uniform(-1, 1, (n_envs, *shape)))
+
+        out["dummy"] = _rate(run_dummy, steps, repeats, n_envs)
+        out["batched_over_dummy"] = out["batched"]["median"] / out["dummy"]["median"]
     return out
 
 

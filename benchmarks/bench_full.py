@@ -1,17 +1,26 @@
-"""Throughput of the full simulation tick and of path generation.
+"""Throughput of the full simulation tick, numba's compile time, and path generation.
 
-``full``: :meth:`envs.simulator.ExchangeSimulator.step` (market, population, funding, core)
-in account-steps per second on two library scenarios: ``volatile`` (ordinary trading) and
-``oct_10_2025`` with its -12% cascade and depth collapse moved to minute 5, so the timed ticks
-are the cascade itself. ``paths``: seconds to draw and price a one-week path at one-minute
-ticks (``envs.market.market.sample_market``).
+``full``: :meth:`envs.simulator.ExchangeSimulator.advance` (market, population every tick,
+funding, fund, core, all compiled) in account-steps per second on two library scenarios:
+``volatile`` (ordinary trading) and ``oct_10_2025`` with its -12% cascade and depth collapse
+moved to minute 5, so the timed ticks are the cascade itself. The timed ticks run as one
+block (one compiled call) and, for comparison, one :meth:`~envs.simulator.ExchangeSimulator.step`
+at a time; ``threads`` > 1 spreads exchanges over threads. ``compile``: seconds of the first
+``advance`` in a fresh process, with an empty numba cache (cold) and with the cache the cold
+run left (cached). ``paths``: seconds to draw and price a one-week path at one-minute ticks
+(``envs.market.market.sample_market``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from envs.market.market import sample_market
@@ -19,10 +28,8 @@ from envs.scenarios import load_scenario
 from envs.simulator import ExchangeSimulator
 
 
-def time_full(
-    n_envs: int, n_accounts: int, scenario: str, steps: int, repeats: int, seed: int = 0
-) -> dict[str, Any]:
-    """Median account-steps per second of full ticks, over ``repeats`` runs."""
+def _timed_scenario(scenario: str) -> Any:
+    """``scenario``, a crash moved to its sharpest leg at minute 5 (see the module docstring)."""
     sc = load_scenario(scenario)
     if sc.crash is not None:  # move the sharpest leg and the collapse to the start
         legs = sorted(sc.crash.legs, key=lambda leg: leg.return_frac / leg.minutes)[:1]
@@ -33,29 +40,100 @@ def time_full(
             depth=dataclasses.replace(sc.depth, collapses=collapses),
             precursors=dataclasses.replace(sc.precursors, strength=0.0),
         )
-    skip = 0
-    rates = []
+    return sc
+
+
+def time_full(
+    n_envs: int,
+    n_accounts: int,
+    scenario: str,
+    steps: int,
+    repeats: int,
+    seed: int = 0,
+    threads: int = 1,
+    check_ledger: bool = False,
+) -> dict[str, Any]:
+    """Median account-steps per second of full ticks, over ``repeats`` runs.
+
+    Each run builds a fresh simulator, runs one warm-up tick (compiles on first use), then
+    ``steps`` ticks as one :meth:`advance` block, and again ``steps`` ticks one
+    :meth:`step` at a time on a twin. ``check_ledger`` adds the per-tick ledger check (a
+    diagnostic, not part of the tick).
+    """
+    sc = _timed_scenario(scenario)
+    block_rates, step_rates = [], []
     liq = 0
     for rep in range(repeats):
-        sim = ExchangeSimulator(sc, n_envs=n_envs, n_accounts=n_accounts, seed=seed + rep)
-        for _ in range(skip):
-            sim.step()
+        sims = [
+            ExchangeSimulator(
+                sc,
+                n_envs=n_envs,
+                n_accounts=n_accounts,
+                seed=seed + rep,
+                threads=threads,
+                record=False,
+            )
+            for _ in range(2)
+        ]
+        for sim in sims:
+            sim.advance(1, check_ledger)
+        start = time.perf_counter()
+        block = sims[0].advance(steps, check_ledger)
+        block_rates.append(n_envs * n_accounts * steps / (time.perf_counter() - start))
+        liq += int(block.event("n_liquidations").sum())
         start = time.perf_counter()
         for _ in range(steps):
-            tick = sim.step()
-            liq += int(tick.events.n_liquidations.sum())
-        rates.append(n_envs * n_accounts * steps / (time.perf_counter() - start))
+            sims[1].step(check_ledger)
+        step_rates.append(n_envs * n_accounts * steps / (time.perf_counter() - start))
     return {
         "scenario": scenario,
         "n_envs": n_envs,
         "n_accounts": n_accounts,
         "steps": steps,
         "repeats": repeats,
-        "median_account_steps_per_s": statistics.median(rates),
-        "min_account_steps_per_s": min(rates),
-        "max_account_steps_per_s": max(rates),
+        "threads": threads,
+        "check_ledger": check_ledger,
+        "median_account_steps_per_s": statistics.median(block_rates),
+        "min_account_steps_per_s": min(block_rates),
+        "max_account_steps_per_s": max(block_rates),
+        "median_step_by_step_account_steps_per_s": statistics.median(step_rates),
         "liquidations_per_step": liq / (steps * repeats),
     }
+
+
+_COMPILE_PROBE = """
+import time
+start = time.perf_counter()
+from envs.scenarios import load_scenario
+from envs.simulator import ExchangeSimulator
+sim = ExchangeSimulator(load_scenario("oct_10_2025"), n_envs=2, n_accounts=64, threads={threads})
+sim.advance(2)
+print(time.perf_counter() - start)
+"""
+
+
+def compile_seconds(threads: int = 1) -> dict[str, float]:
+    """Seconds from import to the first two ticks in a fresh process: cold and cached cache.
+
+    Both runs use one temporary cache directory (numba's ``NUMBA_CACHE_DIR`` and fundgym's
+    ``FUNDGYM_NUMBA_CACHE_DIR``, :mod:`envs.jit`): the first finds it empty and compiles
+    every kernel, the second loads what the first wrote.
+    """
+    root = Path(__file__).resolve().parent.parent
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache, "FUNDGYM_NUMBA_CACHE_DIR": cache}
+        for label in ("cold_s", "cached_s"):
+            res = subprocess.run(
+                [sys.executable, "-c", _COMPILE_PROBE.format(threads=threads)],
+                cwd=root,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            out[label] = float(res.stdout.strip().splitlines()[-1])
+    return out
 
 
 def time_paths(repeats: int, days: float = 7.0) -> dict[str, Any]:

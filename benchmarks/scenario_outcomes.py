@@ -7,7 +7,8 @@ start, and the largest ledger error. It uses only the simulator's long-standing 
 same script measures two versions of the code: that is how ``docs/simulator_v2.md`` lists what
 Simulator v2 changed per scenario.
 
-Usage: ``python benchmarks/scenario_outcomes.py [--accounts 2000] [--seeds 4] [--out FILE]``.
+Usage: ``python benchmarks/scenario_outcomes.py [--accounts 2000] [--seeds 4] [--out FILE]``;
+``--compare OLD.json NEW.json`` prints the two runs side by side as a Markdown table.
 """
 
 from __future__ import annotations
@@ -59,14 +60,46 @@ def outcomes(name: str, n_accounts: int, seeds: list[int], fallback: str) -> dic
     return out
 
 
+COMPARED = (
+    ("liquidated_over_oi", "liquidated / OI", "{:.3g}"),
+    ("shortfall_over_oi", "fund paid / OI", "{:.2e}"),
+    ("adl_over_oi", "ADL / OI", "{:.3g}"),
+    ("socialized_over_oi", "socialised / OI", "{:.3g}"),
+    ("unrecovered_over_oi", "unrecovered / OI", "{:.3g}"),
+    ("oi_end_over_start", "OI end / start", "{:.3g}"),
+    ("max_price_over_start", "max index / start", "{:.4g}"),
+)
+
+
+def compare(old_path: str, new_path: str) -> str:
+    """A Markdown table of two runs' outcomes, ``old -> new`` per cell."""
+    with open(old_path) as fh:
+        old = json.load(fh)
+    with open(new_path) as fh:
+        new = json.load(fh)
+    head = "| scenario | " + " | ".join(label for _, label, _ in COMPARED) + " |"
+    lines = [head, "|---|" + "---:|" * len(COMPARED)]
+    for name in sorted(new):
+        cells = []
+        for key, _, fmt in COMPARED:
+            a = fmt.format(old[name][key]) if name in old else "-"
+            cells.append(f"{a} -> {fmt.format(new[name][key])}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Print (or write) the outcome table."""
+    """Print (or write) the outcome table, or compare two saved tables."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"), help="two saved JSON runs")
     ap.add_argument("--accounts", type=int, default=2000, help="account slots per exchange")
     ap.add_argument("--seeds", type=int, default=4, help="seeds per scenario (0..N-1 + 1000)")
     ap.add_argument("--fallback", default="adl", choices=("adl", "socialize"))
     ap.add_argument("--out", default=None, help="write the JSON here instead of stdout")
     args = ap.parse_args(argv)
+    if args.compare:
+        print(compare(*args.compare))
+        return 0
     seeds = [1000 + i for i in range(args.seeds)]
     table = {}
     for name in sorted(library()):

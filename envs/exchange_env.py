@@ -17,6 +17,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from envs.config import EnvConfig, make_config
 from envs.controls import ALLOCATION, PARAMS, Controls
+from envs.core.events import N_EVENTS, StepEvents
 from envs.core.params import MarginTiers, RiskParams
 from envs.fund.portfolio import AllocationParams
 from envs.market.price import MINUTES_PER_YEAR
@@ -30,6 +31,18 @@ FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 
 OBS_CLIP = 10.0
+#: Event fields a decision sums over its ticks (rewards, info and observations read them).
+_SUMMED_EVENTS = (
+    "trading_fees_usd",
+    "fund_fee_income_usd",
+    "socialized_loss_usd",
+    "unrecovered_usd",
+    "adl_volume_usd",
+    "liquidation_volume_usd",
+    "shortfall_usd",
+    "liquidation_fees_usd",
+    "bad_debt_usd",
+)
 
 #: Observation names, in vector order (see the environment docstring for their scaling).
 OBS_NAMES: tuple[str, ...] = (
@@ -107,6 +120,17 @@ class FundControlCore:
     def action_dim(self) -> int:
         """Length of one exchange's action vector."""
         return len(self.config.controlled)
+
+    def fund_value_usd(self) -> FloatArray:
+        """``(n_envs,)`` the insurance fund's value now (at the last index price), USD."""
+        assert self.sim is not None, "call reset() first"
+        return self.sim.fund_value_usd()
+
+    @property
+    def initial_open_interest_usd(self) -> FloatArray:
+        """``(n_envs,)`` open interest when each exchange's current episode began, USD."""
+        assert self.sim is not None, "call reset() first"
+        return np.array(self.sim.initial_open_interest_usd, copy=True)
 
     # ---- episodes ----
 
@@ -223,30 +247,22 @@ class FundControlCore:
             sim.set_allocation(target, change)
             self.alloc_target = np.where(change[:, None], target, self.alloc_target)
         start_index = sim.last_index.copy()
-        sums = {
-            k: np.zeros(self.n_envs)
-            for k in (
-                "trading_fees_usd",
-                "fund_fee_income_usd",
-                "socialized_loss_usd",
-                "unrecovered_usd",
-                "adl_volume_usd",
-                "liquidation_volume_usd",
-                "shortfall_usd",
-                "liquidation_fees_usd",
-                "bad_debt_usd",
-            )
-        }
+        # The decision's ticks in one compiled call; the sums and EWMAs from its arrays.
+        block = sim.advance(self.ticks_per_decision, check_ledger=False, book_series=False)
+        total = np.zeros((self.n_envs, N_EVENTS))
+        for k in range(len(block)):  # tick by tick, as the ticks accumulate
+            total += block.events[k]
+        sums = {name: total[:, StepEvents.FIELDS.index(name)] for name in _SUMMED_EVENTS}
         a_short = 1.0 - np.exp(-self.tick_minutes / 60.0)
         a_long = 1.0 - np.exp(-self.tick_minutes / 1440.0)
-        for _ in range(self.ticks_per_decision):
-            before = sim.last_index.copy()
-            tick = sim.step(check_ledger=False)
-            r2 = np.log(tick.prices.index / before) ** 2
+        index = block.column("index_price")
+        before = start_index
+        for k in range(len(block)):
+            r2 = np.log(index[k] / before) ** 2
             self.var_short += a_short * (r2 - self.var_short)
             self.var_long += a_long * (r2 - self.var_long)
-            for k in sums:
-                sums[k] += getattr(tick.events, k)
+            before = index[k]
+        tick = block.tick(len(block) - 1)
         self.last_mark = tick.prices.mark
         self.last_oracle = tick.prices.oracle
         self.last_funding = tick.prices.funding_rate
@@ -399,13 +415,22 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     efficiency: a large fund, high fees and high margins protect users but lock up capital
     and drive traders away.
 
+    Underneath, one explicit state (:class:`envs.state.SimState`: accounts x markets,
+    structure of arrays, the fund stored once) advances by one compiled tick
+    (:func:`envs.simulator.tick`: population, funding, the fund's buckets, the margin engine's
+    waterfall); the environment only sets the levers in force
+    (:meth:`envs.simulator.ExchangeSimulator.set_params`) and reads state and events.
+    ``docs/simulator_v2.md`` describes the state, the tick and the lever registry.
+
     ## Action Space
 
     A ``Box(-1, 1, (n,), float32)`` with one coordinate per controlled parameter (all nine by
     default, in this order; ``controlled`` picks a subset, the rest stay at ``fixed`` values).
     Each coordinate is a *target*; the parameter in force moves toward it by at most
     ``max_step`` action units per decision, and an increase of MMR or the IMR multiple takes
-    effect only after ``margin_notice_minutes``.
+    effect only after ``margin_notice_minutes``. Ranges, units, defaults and venue names come
+    from the lever registry, :data:`envs.levers.LEVERS` (one source for validation, presets,
+    exports and ``--help``); a ``fixed`` value outside its range is an error, never clipped.
 
     | Num | Parameter                    | Range (natural units)  | Scale |
     |-----|------------------------------|------------------------|-------|
@@ -436,7 +461,7 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     | 7     | open interest relative to the episode's start   | ratio                   |
     | 8     | long/short skew of open interest                | (L - S) / (L + S)       |
     | 9-11  | leverage p50, p90, p99 of open accounts         | leverage / 50           |
-    | 12-14 | share of open interest within 1%, 2%, 5% of its liquidation price | fraction |
+    | 12-14 | share of OI an adverse 1%, 2%, 5% move would liquidate (tiers included) | fraction |
     | 15    | fund coverage: fund value / open interest       | x 10                    |
     | 16-19 | fund composition: stable, yield, volatile, hedge | weights                |
     | 20    | liquidation volume, last decision               | % of initial OI         |
@@ -509,6 +534,11 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Version History
 
     * v0: initial version.
+    * v0, fundgym 0.3.0 (Simulator v2): compiled tick over an explicit state; loss sharing
+      ``profit_haircut`` by default (``RiskParams.socialization``); the trader population on
+      per-exchange xoshiro256** streams (same distributions, new draws); observations 12-14
+      measured with the tiered requirement; out-of-range ``fixed`` values and mis-typed
+      arguments are errors. Outcomes per scenario: ``docs/simulator_v2.md``.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012  (Gymnasium declares it so)

@@ -488,3 +488,16 @@ def describe() -> list[tuple[str, str, str, str, str, str, str]]:
             )
         )
     return rows
+
+
+def markdown_table() -> str:
+    """:func:`describe` as a Markdown table: the lever list in ``docs/simulator_v2.md``.
+
+    The docs embed this text verbatim and a test compares them, so the documented ranges
+    cannot drift from the registry.
+    """
+    head = "| lever | unit | hard bounds | action range | default | venue fields | meaning |"
+    lines = [head, "|---|---|---|---|---:|---|---|"]
+    for row in describe():
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in row) + " |")
+    return "\n".join(lines)

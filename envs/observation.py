@@ -16,10 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import njit
 
 from envs.core.kernels import requirement
 from envs.core.params import P_MMR, RiskParams
+from envs.jit import jit
 from envs.state import SimState, marks_2d
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -41,7 +41,7 @@ SHOCKS_FRAC = (0.01, 0.02, 0.05)
 """The adverse moves behind ``oi_within_*``."""
 
 
-@njit(cache=True)
+@jit
 def _quantile_sorted_free(values, n, q):  # type: ignore[no-untyped-def]
     """Linear-interpolation quantile ``q`` of ``values[:n]`` (numpy's default), by selection.
 
@@ -63,7 +63,7 @@ def _quantile_sorted_free(values, n, q):  # type: ignore[no-untyped-def]
     return a + (pos - lo) * (b - a)
 
 
-@njit(cache=True)
+@jit
 def _book_stats_kernel(coll, size, entry, marks, packed, floors, rates, cums, base, out):  # type: ignore[no-untyped-def]
     n_envs, n_acc, n_mk = size.shape
     lev = np.empty(n_acc)

@@ -20,7 +20,6 @@ or ``NaN`` as in numpy (a subnormal position's ADL score, say), never an excepti
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from envs.core.events import (
     EV_ADL_HAIRCUT,
@@ -39,6 +38,7 @@ from envs.core.events import (
 )
 from envs.core.formulas import DUST_NOTIONAL_USD
 from envs.core.params import P_LIQ_FEE, P_LIQ_FUND_SHARE, P_MAX_LIQ_FRAC, P_MIN_LIQ_NOTIONAL, P_MMR
+from envs.jit import jit
 
 FALLBACK_ADL = 0
 FALLBACK_SOCIALIZE = 1
@@ -50,7 +50,7 @@ __all__ = ["DUST_NOTIONAL_USD", "margin_kernel", "requirement", "scan_kernel", "
 # ==== scalar formulas (the operation order of envs.core.formulas) ====
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@jit(error_model="numpy", inline="always")
 def requirement(notional_usd, mmr, floors, rates, cums, base_mmr):  # type: ignore[no-untyped-def]
     """Maintenance requirement of one position: flat ``mmr x N`` or the scaled tier table."""
     n_tiers = floors.shape[0]
@@ -62,7 +62,7 @@ def requirement(notional_usd, mmr, floors, rates, cums, base_mmr):  # type: igno
     return (notional_usd * rates[k] - cums[k]) * (mmr / base_mmr)
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@jit(error_model="numpy", inline="always")
 def _account_margin(coll, size, entry, marks, i, a, mmr, floors, rates, cums, base_mmr):  # type: ignore[no-untyped-def]
     """Cross-margin equity and maintenance requirement of account ``a`` of exchange ``i``."""
     eq = coll[i, a]
@@ -75,14 +75,14 @@ def _account_margin(coll, size, entry, marks, i, a, mmr, floors, rates, cums, ba
     return eq, req
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@jit(error_model="numpy", inline="always")
 def _liquidatable_1(c, q, e, m, mmr, floors, rates, cums, base_mmr):  # type: ignore[no-untyped-def]
     """dYdX ``IsLiquidatable`` for a one-market account: requirement > 0 and equity below it."""
     req = requirement(abs(q) * m, mmr, floors, rates, cums, base_mmr)
     return (req > 0.0) & (c + q * (m - e) < req)  # no short circuit: no branch to mispredict
 
 
-@njit(cache=True, error_model="numpy")
+@jit(error_model="numpy")
 def _collect_liquidatable(coll, size, entry, i, m, mmr, floors, rates, cums, base_mmr, idx):  # type: ignore[no-untyped-def]
     """Write exchange ``i``'s liquidatable accounts, in order, into ``idx``; return how many.
 
@@ -106,14 +106,14 @@ def _collect_liquidatable(coll, size, entry, i, m, mmr, floors, rates, cums, bas
     return n
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@jit(error_model="numpy", inline="always")
 def _bankruptcy_value(c, q, e, close_base):  # type: ignore[no-untyped-def]
     """``close_base`` x bankruptcy price, without dividing by ``q`` (formulas.bankruptcy_value)."""
     frac = close_base / abs(q) if q != 0.0 else 0.0
     return close_base * e - np.sign(q) * c * frac
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@jit(error_model="numpy", inline="always")
 def _insurance_fund_delta(c, q, e, close_base, fill_price, fee_rate):  # type: ignore[no-untyped-def]
     """dYdX's fund delta for closing ``close_base`` (unsigned) of ``q`` at ``fill_price``."""
     if close_base == 0.0:
@@ -124,7 +124,7 @@ def _insurance_fund_delta(c, q, e, close_base, fill_price, fee_rate):  # type: i
     return raw
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@jit(error_model="numpy", inline="always")
 def _adl_score(c, q, e, m):  # type: ignore[no-untyped-def]
     """BitMEX ranking score (formulas.adl_score); ``-inf`` when not a candidate."""
     eq = c + q * (m - e)
@@ -137,7 +137,7 @@ def _adl_score(c, q, e, m):  # type: ignore[no-untyped-def]
     return pnl_frac / eff_lev
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@jit(error_model="numpy", inline="always")
 def _close_base(abs_q, max_frac, min_base):  # type: ignore[no-untyped-def]
     """Base units a partial liquidation order closes (dust whose fraction underflows: all)."""
     close = min(abs_q, max(max_frac * abs_q, min_base))
@@ -147,7 +147,7 @@ def _close_base(abs_q, max_frac, min_base):  # type: ignore[no-untyped-def]
 # ==== margin ====
 
 
-@njit(cache=True, error_model="numpy")
+@jit(error_model="numpy")
 def margin_kernel(coll, size, entry, marks, packed, floors, rates, cums, base, eq_out, req_out):  # type: ignore[no-untyped-def]
     """Equity and maintenance requirement of every account, into ``eq_out``, ``req_out``."""
     n_envs, n_acc, _ = size.shape
@@ -161,7 +161,7 @@ def margin_kernel(coll, size, entry, marks, packed, floors, rates, cums, base, e
             req_out[i, a] = req
 
 
-@njit(cache=True, error_model="numpy")
+@jit(error_model="numpy")
 def scan_kernel(coll, size, entry, marks, book, packed, floors, rates, cums, base, ev):  # type: ignore[no-untyped-def]
     """Count liquidatable accounts and their order flow; return ``(batch total, liq_idx)``.
 
@@ -216,7 +216,7 @@ def scan_kernel(coll, size, entry, marks, book, packed, floors, rates, cums, bas
 # ==== the waterfall ====
 
 
-@njit(cache=True, error_model="numpy")
+@jit(error_model="numpy")
 def waterfall_kernel(  # type: ignore[no-untyped-def]
     coll,
     size,
@@ -272,7 +272,7 @@ def waterfall_kernel(  # type: ignore[no-untyped-def]
             )
 
 
-@njit(cache=True, error_model="numpy")
+@jit(error_model="numpy")
 def _waterfall_one(  # type: ignore[no-untyped-def]
     i,
     coll,
@@ -410,7 +410,7 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
     unrecovered[i] += loss - charged
 
 
-@njit(cache=True, error_model="numpy")
+@jit(error_model="numpy")
 def _deleverage(i, coll, size, entry, m, idx, is_liq, side, need, adl_close, ev):  # type: ignore[no-untyped-def]
     """Offset ``need`` base units of the liquidated accounts against opposite positions.
 
@@ -464,13 +464,13 @@ def _deleverage(i, coll, size, entry, m, idx, is_liq, side, need, adl_close, ev)
         ev[i, EV_ADL_HAIRCUT] += bankrupt_side * (quote - amount * m)
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@jit(error_model="numpy", inline="always")
 def _ranks_before(key, who, x, y):  # type: ignore[no-untyped-def]
     """Whether candidate ``x`` comes before ``y``: higher score, then lower account index."""
     return key[x] > key[y] or (key[x] == key[y] and who[x] < who[y])
 
 
-@njit(cache=True, error_model="numpy")
+@jit(error_model="numpy")
 def _sift_down(heap, size, start, key, who):  # type: ignore[no-untyped-def]
     """Restore the heap property below ``start`` (a max-heap in ranking order)."""
     root = start
@@ -486,7 +486,7 @@ def _sift_down(heap, size, start, key, who):  # type: ignore[no-untyped-def]
         root = child
 
 
-@njit(cache=True, error_model="numpy")
+@jit(error_model="numpy")
 def _close_greedy(i, coll, size, entry, m, cand, amount, quote, bankrupt_side):  # type: ignore[no-untyped-def]
     """Close ``amount`` base units against ``cand`` greedily from the top BitMEX score.
 
@@ -523,7 +523,7 @@ def _close_greedy(i, coll, size, entry, m, cand, amount, quote, bankrupt_side): 
         size[i, a, 0] = q + closed * bankrupt_side
 
 
-@njit(cache=True, error_model="numpy")
+@jit(error_model="numpy")
 def _socialize(i, coll, size, entry, m, is_liq, loss, socialization):  # type: ignore[no-untyped-def]
     """Charge ``loss`` to exchange ``i``'s bearers; return the total charged (``<= loss``).
 

@@ -35,7 +35,8 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
+
+from envs.jit import jit
 
 _U5 = np.uint64(5)
 _U7 = np.uint64(7)
@@ -50,13 +51,13 @@ _TWO_POW_M53 = 1.0 / 9007199254740992.0  # 2**-53
 _TWO_PI = 2.0 * math.pi
 
 
-@njit(cache=True)
+@jit
 def load(state, e, s):  # type: ignore[no-untyped-def]
     """Stream ``state[e, s]`` as a tuple of its four words."""
     return (state[e, s, 0], state[e, s, 1], state[e, s, 2], state[e, s, 3])
 
 
-@njit(cache=True)
+@jit
 def store(state, e, s, st):  # type: ignore[no-untyped-def]
     """Write the stream tuple ``st`` back to ``state[e, s]``."""
     state[e, s, 0] = st[0]
@@ -65,7 +66,7 @@ def store(state, e, s, st):  # type: ignore[no-untyped-def]
     state[e, s, 3] = st[3]
 
 
-@njit(cache=True)
+@jit
 def next_u64(st):  # type: ignore[no-untyped-def]
     """The next 64-bit output of xoshiro256** and the advanced state: ``(value, st)``."""
     s0, s1, s2, s3 = st
@@ -81,14 +82,14 @@ def next_u64(st):  # type: ignore[no-untyped-def]
     return result, (s0, s1, s2, s3)
 
 
-@njit(cache=True)
+@jit
 def uniform(st):  # type: ignore[no-untyped-def]
     """A double in ``[0, 1)`` from the top 53 bits of the next output (never 1): ``(u, st)``."""
     x, st = next_u64(st)
     return float(x >> _U11) * _TWO_POW_M53, st
 
 
-@njit(cache=True)
+@jit
 def normal(st):  # type: ignore[no-untyped-def]
     """A standard normal by Box-Muller, ``sqrt(-2 ln(1-u1)) cos(2 pi u2)``: ``(z, st)``.
 
@@ -99,7 +100,7 @@ def normal(st):  # type: ignore[no-untyped-def]
     return math.sqrt(-2.0 * math.log1p(-u1)) * math.cos(_TWO_PI * u2), st
 
 
-@njit(cache=True)
+@jit
 def poisson_quantile(u, lam):  # type: ignore[no-untyped-def]
     """Smallest ``k`` with ``P(Poisson(lam) <= k) > u``: the Poisson count of one uniform.
 
@@ -121,7 +122,7 @@ def poisson_quantile(u, lam):  # type: ignore[no-untyped-def]
     return k
 
 
-@njit(cache=True)
+@jit
 def gap_of_uniform(u, log1m_p, cap):  # type: ignore[no-untyped-def]
     """Trials up to and including the first success, for success chance ``p``, from ``u``.
 
@@ -135,7 +136,7 @@ def gap_of_uniform(u, log1m_p, cap):  # type: ignore[no-untyped-def]
     return int(g) + 1
 
 
-@njit(cache=True)
+@jit
 def geometric_gap(st, log1m_p, cap):  # type: ignore[no-untyped-def]
     """:func:`gap_of_uniform` of the next uniform of ``st``: ``(gap, st)``."""
     u, st = uniform(st)
@@ -183,7 +184,7 @@ def gap_table(p: float) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.float64],
     return np.maximum(k_start, 0).astype(np.int16), thresholds, log1m_p  # 8 KiB: stays in L1
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def gap_of_draw(x, log1m_p, cap, k_start, thresholds, table_log1m_p):  # type: ignore[no-untyped-def]
     """The :func:`geometric_gap` of raw output ``x``, from a :func:`gap_table` where it can.
 
@@ -206,14 +207,14 @@ def gap_of_draw(x, log1m_p, cap, k_start, thresholds, table_log1m_p):  # type: i
     return gap_of_uniform(u, log1m_p, cap)
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def geometric_gap_tabled(st, log1m_p, cap, k_start, thresholds, table_log1m_p):  # type: ignore[no-untyped-def]
     """:func:`geometric_gap` through :func:`gap_of_draw`: the same gap, the same stream used."""
     x, st = next_u64(st)
     return gap_of_draw(x, log1m_p, cap, k_start, thresholds, table_log1m_p), st
 
 
-@njit(cache=True)
+@jit
 def fill_uniforms(state, e, s, out):  # type: ignore[no-untyped-def]
     """Fill ``out`` with uniforms from stream ``state[e, s]``, in order."""
     st = load(state, e, s)
@@ -222,7 +223,7 @@ def fill_uniforms(state, e, s, out):  # type: ignore[no-untyped-def]
     store(state, e, s, st)
 
 
-@njit(cache=True)
+@jit
 def fill_normals(state, e, s, out):  # type: ignore[no-untyped-def]
     """Fill ``out`` with standard normals from stream ``state[e, s]``, in order."""
     st = load(state, e, s)
@@ -231,7 +232,7 @@ def fill_normals(state, e, s, out):  # type: ignore[no-untyped-def]
     store(state, e, s, st)
 
 
-@njit(cache=True)
+@jit
 def fill_u64(state, e, s, out):  # type: ignore[no-untyped-def]
     """Fill ``out`` (``uint64``) with raw outputs of stream ``state[e, s]``, in order."""
     st = load(state, e, s)
@@ -240,7 +241,7 @@ def fill_u64(state, e, s, out):  # type: ignore[no-untyped-def]
     store(state, e, s, st)
 
 
-@njit(cache=True)
+@jit
 def fill_gaps(state, e, s, p, cap, out):  # type: ignore[no-untyped-def]
     """Fill ``out`` (``int64``) with :func:`geometric_gap` draws at chance ``p`` (> 0)."""
     st = load(state, e, s)
@@ -250,14 +251,14 @@ def fill_gaps(state, e, s, p, cap, out):  # type: ignore[no-untyped-def]
     store(state, e, s, st)
 
 
-@njit(cache=True)
+@jit
 def poisson_quantiles(u, lam, out):  # type: ignore[no-untyped-def]
     """:func:`poisson_quantile` element-wise into ``out`` (``int64``)."""
     for i in range(u.size):
         out[i] = poisson_quantile(u[i], lam[i])
 
 
-@njit(cache=True)
+@jit
 def sample_slots(state, e, s, p, n_slots, out):  # type: ignore[no-untyped-def]
     """Slots of ``range(n_slots)``, each with chance ``p``, into ``out``; returns how many.
 

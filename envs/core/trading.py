@@ -26,17 +26,17 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import numpy as np
-from numba import njit
 from numpy.typing import ArrayLike
 
 from envs.core.params import P_IMR, P_TAKER_FEE, P_TRADE_FUND_SHARE, RiskParams
+from envs.jit import jit
 from envs.state import SimState, marks_2d
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 
 
-@njit(cache=True)
+@jit
 def trade(q, entry_price, equity_usd, other_gross_usd, t, price, mark, imr, fee_rate):  # type: ignore[no-untyped-def]
     """The trade primitive: one signed order of ``t`` base units for one account in one market.
 
@@ -81,7 +81,7 @@ def trade(q, entry_price, equity_usd, other_gross_usd, t, price, mark, imr, fee_
     return True, new_q, new_entry, closed * (price - entry_price) - fee, fee
 
 
-@njit(cache=True)
+@jit
 def book_exchange(  # type: ignore[no-untyped-def]
     counterparty_size, counterparty_cash, fee_revenue, e, k, base, quote_usd, fees_usd, fund_share
 ):
@@ -99,7 +99,7 @@ def book_exchange(  # type: ignore[no-untyped-def]
     return to_fund
 
 
-@njit(cache=True)
+@jit
 def _execute_kernel(  # type: ignore[no-untyped-def]
     collateral,
     size,
@@ -157,7 +157,7 @@ def _execute_kernel(  # type: ignore[no-untyped-def]
             fund_fees_usd[e] += fund
 
 
-@njit(cache=True)
+@jit
 def _deposit_kernel(collateral, net_deposits, amount):  # type: ignore[no-untyped-def]
     n_envs, n_acc = amount.shape
     for e in range(n_envs):
@@ -168,7 +168,7 @@ def _deposit_kernel(collateral, net_deposits, amount):  # type: ignore[no-untype
         net_deposits[e] += total
 
 
-@njit(cache=True)
+@jit
 def _funding_kernel(collateral, size, counterparty_size, counterparty_cash, rate, marks, paid):  # type: ignore[no-untyped-def]
     n_envs, n_acc, n_mkt = size.shape
     for e in range(n_envs):

@@ -50,7 +50,9 @@ payments. Every function that takes a ``price`` first re-marks the portfolio to 
 the revaluation to ``external_pnl_usd``) and then moves money at that mark.
 
 All arrays are float64, batch-first ``(n_envs,)``; there is no Python loop over exchanges
-(the only element-wise calls are libm's ``erfc`` inside :func:`black_scholes_put`).
+(the only element-wise calls are the C library's ``log`` and ``erfc`` inside
+:func:`black_scholes_put`, :mod:`envs.libm`, which the compiled twins in
+:mod:`envs.fund.kernels` call too, so both agree to the bit).
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from envs import libm
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
@@ -153,23 +157,9 @@ class AllocationParams:
 # ==== Black-Scholes ====
 
 
-_ERFC_UFUNC = np.frompyfunc(math.erfc, 1, 1)
-
-
-def _erfc(x: FloatArray) -> FloatArray:
-    """Complementary error function, element by element through the C library's ``erfc``.
-
-    The portfolio's arrays are ``(n_envs,)``, a handful of elements, where one C call per
-    element beats any vectorised series (an earlier 150-term numpy series cost ~40x more per
-    tick); the result is libm's, accurate to the last bits in both tails.
-    """
-    out: FloatArray = np.asarray(_ERFC_UFUNC(np.asarray(x, dtype=np.float64)), dtype=np.float64)
-    return out
-
-
 def _norm_cdf(d: FloatArray) -> FloatArray:
     """Standard normal CDF, accurate in both tails."""
-    return 0.5 * _erfc(-d / math.sqrt(2.0))
+    return 0.5 * libm.erfc(-d / math.sqrt(2.0))
 
 
 def black_scholes_put(
@@ -204,7 +194,7 @@ def black_scholes_put(
     s_ = np.where(live, s, 1.0)
     k_ = np.where(live, k, 1.0)
     w = np.where(live, sig_sqrt_t, 1.0)
-    d1 = np.clip((np.log(s_ / k_) + 0.5 * w * w) / w, -40.0, 40.0)
+    d1 = np.clip((libm.log(s_ / k_) + 0.5 * w * w) / w, -40.0, 40.0)
     d2 = np.clip(d1 - w, -40.0, 40.0)
     value = k_ * _norm_cdf(-d2) - s_ * _norm_cdf(-d1)
     out: FloatArray = np.where(live, np.maximum(value, intrinsic), intrinsic)

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from envs import libm
+from envs.market import kernels
 from envs.market.depth import permanent_impact_log
 from envs.market.funding import funding_rate
 from envs.market.oracle import OracleFeed, mark_price
@@ -35,6 +37,9 @@ _PATH_FIELDS = (
     "vol_mult",
     "precursor",
 )
+#: Path fields the compiled tick reads, in ``kernels.PATH_*`` order.
+_KERNEL_PATHS = ("index", "basis", "wick", "depth_mult", "manipulation", "precursor")
+assert _KERNEL_PATHS.index("precursor") == kernels.PATH_PRECURSOR
 
 
 @dataclass
@@ -59,21 +64,38 @@ class Market:
         self.paths: dict[str, np.ndarray[Any, Any]] = {}
         self.t = np.zeros(n_envs, dtype=np.int64)
         self.n_ticks = np.zeros(n_envs, dtype=np.int64)
-        self.impact_log = np.zeros(n_envs)
-        self.premium_ema = np.zeros(n_envs)
+        # Per-exchange scalars, one row each (MK_* rows): the numpy methods below and the
+        # compiled tick (envs.market.kernels) read and write the same array.
+        self.scalars = np.zeros((kernels.N_MARKET_SCALARS, n_envs))
         self.tick_minutes: float | None = None
-        z = np.zeros(n_envs)
-        self._impact_decay, self._ema_alpha, self._impact_coef = z.copy(), z.copy(), z.copy()
-        self._depth_normal, self._interest, self._clamp, self._cap = (
-            z.copy(),
-            z.copy(),
-            z.copy(),
-            z.copy(),
-        )
-        self._mark_last = np.zeros(n_envs, dtype=bool)
-        self._oracle_index = np.zeros(n_envs, dtype=bool)
+        self.mark_last = np.zeros(n_envs, dtype=bool)
+        self.oracle_index = np.zeros(n_envs, dtype=bool)
         self.oracle = OracleFeed(n_envs)
         self._cols = np.arange(n_envs)
+
+    @property
+    def impact_log(self) -> FloatArray:
+        """Accumulated, decaying log-price impact of liquidation flow, ``(n_envs,)`` (a view)."""
+        out: FloatArray = self.scalars[kernels.MK_IMPACT_LOG]
+        return out
+
+    @impact_log.setter
+    def impact_log(self, value: FloatArray) -> None:
+        self.scalars[kernels.MK_IMPACT_LOG] = value
+
+    @property
+    def premium_ema(self) -> FloatArray:
+        """Smoothed premium of last over index, ``(n_envs,)`` (a view)."""
+        out: FloatArray = self.scalars[kernels.MK_PREMIUM_EMA]
+        return out
+
+    @premium_ema.setter
+    def premium_ema(self, value: FloatArray) -> None:
+        self.scalars[kernels.MK_PREMIUM_EMA] = value
+
+    def path_arrays(self) -> tuple[FloatArray, ...]:
+        """The float path columns in ``kernels.PATH_*`` order, for the compiled tick."""
+        return tuple(self.paths[name] for name in _KERNEL_PATHS)
 
     def reset_env(self, env: int, scenario: Scenario, path: MarketPath) -> None:
         """Install a fresh path (one column) and the scenario's constants for exchange ``env``."""
@@ -94,20 +116,19 @@ class Market:
         dt = sc.tick_minutes
         self.scenarios[env] = sc
         self.t[env], self.n_ticks[env] = 0, n
-        self.impact_log[env] = 0.0
-        self.premium_ema[env] = 0.0
-        self._impact_decay[env] = np.exp(-np.log(2.0) * dt / sc.depth.impact_half_life_minutes)
-        self._ema_alpha[env] = 1.0 - np.exp(-dt / sc.funding.premium_ema_minutes)
-        self._impact_coef[env] = sc.depth.impact_coef
-        self._depth_normal[env] = sc.depth.normal_usd_per_pct
-        f = sc.funding
-        self._interest[env], self._clamp[env], self._cap[env] = (
-            f.interest_per_interval,
-            f.clamp_per_interval,
-            f.cap_per_interval,
-        )
-        self._mark_last[env] = sc.venue.mark_method == "last"
-        self._oracle_index[env] = sc.oracle.source == "index"
+        k, f = kernels, sc.funding
+        col = self.scalars[:, env]
+        col[k.MK_IMPACT_LOG] = 0.0
+        col[k.MK_PREMIUM_EMA] = 0.0
+        col[k.MK_IMPACT_DECAY] = np.exp(-np.log(2.0) * dt / sc.depth.impact_half_life_minutes)
+        col[k.MK_EMA_ALPHA] = 1.0 - np.exp(-dt / sc.funding.premium_ema_minutes)
+        col[k.MK_IMPACT_COEF] = sc.depth.impact_coef
+        col[k.MK_DEPTH_NORMAL] = sc.depth.normal_usd_per_pct
+        col[k.MK_INTEREST] = f.interest_per_interval
+        col[k.MK_CLAMP] = f.clamp_per_interval
+        col[k.MK_CAP] = f.cap_per_interval
+        self.mark_last[env] = sc.venue.mark_method == "last"
+        self.oracle_index[env] = sc.oracle.source == "index"
         self.oracle.reset_env(env, round(sc.oracle.delay_minutes / dt), sc.oracle.floor_price)
 
     def _grow(self, n: int) -> None:
@@ -127,21 +148,27 @@ class Market:
         return np.asarray(self.paths[name][self.t, self._cols])
 
     def prices(self) -> Prices:
-        """Prices of the current tick (call once per tick, then :meth:`advance`)."""
-        index = self.column("index") * np.exp(self.impact_log)
+        """Prices of the current tick (call once per tick, then :meth:`advance`).
+
+        The numpy reference of :func:`envs.market.kernels.prices_one` (the compiled tick).
+        """
+        k = kernels
+        sc = self.scalars
+        index = self.column("index") * libm.exp(sc[k.MK_IMPACT_LOG])
         basis = self.column("basis")
-        last = index * np.exp(basis) * self.column("wick")
-        premium = np.expm1(basis)
-        self.premium_ema += self._ema_alpha * (premium - self.premium_ema)
-        mark = np.where(self._mark_last, last, mark_price(last, index, self.premium_ema))
-        source = np.where(self._oracle_index, index, mark)
+        last = index * libm.exp(basis) * self.column("wick")
+        premium = libm.expm1(basis)
+        self.premium_ema += sc[k.MK_EMA_ALPHA] * (premium - self.premium_ema)
+        ema = self.premium_ema
+        mark = np.where(self.mark_last, last, mark_price(last, index, ema))
+        source = np.where(self.oracle_index, index, mark)
         oracle = self.oracle.update(
             source, self.paths["frozen"][self.t, self._cols], self.column("manipulation")
         )
         rate = funding_rate(
-            index * (1.0 + self.premium_ema), index, self._interest, self._clamp, self._cap
+            index * (1.0 + ema), index, sc[k.MK_INTEREST], sc[k.MK_CLAMP], sc[k.MK_CAP]
         )
-        depth = self._depth_normal * self.column("depth_mult")
+        depth = sc[k.MK_DEPTH_NORMAL] * self.column("depth_mult")
         return Prices(index, last, mark, oracle, depth, rate)
 
     def advance(
@@ -151,8 +178,11 @@ class Market:
         depth_usd_per_pct: FloatArray,
     ) -> None:
         """Apply this tick's liquidation flow to the price and move every clock on."""
-        self.impact_log = self.impact_log * self._impact_decay + permanent_impact_log(
-            sell_notional_usd, buy_notional_usd, depth_usd_per_pct, self._impact_coef
+        sc = self.scalars
+        self.impact_log = sc[kernels.MK_IMPACT_LOG] * sc[
+            kernels.MK_IMPACT_DECAY
+        ] + permanent_impact_log(
+            sell_notional_usd, buy_notional_usd, depth_usd_per_pct, sc[kernels.MK_IMPACT_COEF]
         )
         self.t += 1
 

@@ -18,6 +18,7 @@ import numpy as np
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
+IntArray = np.ndarray[Any, np.dtype[np.int64]]
 
 
 def mark_price(
@@ -86,4 +87,13 @@ class OracleFeed:
         delayed = np.maximum(delayed * manipulation_mult, self._floor)
         out = np.where(frozen & ~first, self._last, delayed)
         self._last = np.asarray(out, dtype=np.float64)
-        return self._last
+        return self._last.copy()  # the compiled tick writes _last in place
+
+    def kernel_arrays(
+        self,
+    ) -> tuple[FloatArray, IntArray, IntArray, FloatArray, FloatArray, FloatArray]:
+        """``(buffer, count, delay, floor, first, last)``: the feed's state, as arrays.
+
+        The compiled tick (:func:`envs.market.kernels.prices_one`) updates them in place.
+        """
+        return self._buffer, self._count, self._delay, self._floor, self._first, self._last

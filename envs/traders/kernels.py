@@ -47,7 +47,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
 from envs.core.params import P_IMR, P_MMR, P_TAKER_FEE, P_TRADE_FUND_SHARE
 from envs.core.random_nb import (
@@ -63,6 +62,7 @@ from envs.core.random_nb import (
 )
 from envs.core.rng import ARRIVAL_STREAM, POPULATION_STREAM
 from envs.core.trading import book_exchange, trade
+from envs.jit import jit
 
 # Columns of the population vector (``PopulationParams.columns(tick_minutes)``).
 C_LAM_PER_TICK = 0  # arrival_rate_per_min x tick
@@ -113,7 +113,7 @@ standard deviations): counts beyond it, only at extreme leverage caps, draw more
 coupling for the rest of the episode, never the distribution."""
 
 
-@njit(cache=True)
+@jit
 def demand_multiplier(imr, taker_fee_rate, pop):  # type: ignore[no-untyped-def]
     """Constant-elasticity demand at one exchange's IMR and taker fee (1 at the references)."""
     fee = max(taker_fee_rate, FEE_FLOOR_FRAC * pop[C_REFERENCE_FEE])
@@ -122,14 +122,14 @@ def demand_multiplier(imr, taker_fee_rate, pop):  # type: ignore[no-untyped-def]
     ) ** pop[C_FEE_ELASTICITY]
 
 
-@njit(cache=True)
+@jit
 def demand_multipliers(packed, pop, out):  # type: ignore[no-untyped-def]
     """:func:`demand_multiplier` per exchange into ``out``."""
     for e in range(out.size):
         out[e] = demand_multiplier(packed[e, P_IMR], packed[e, P_TAKER_FEE], pop)
 
 
-@njit(cache=True)
+@jit
 def first_invalid(x, low, low_open):  # type: ignore[no-untyped-def]
     """Index of the first entry of ``x`` that is not finite or not above ``low``; -1 if none.
 
@@ -143,14 +143,14 @@ def first_invalid(x, low, low_open):  # type: ignore[no-untyped-def]
     return -1
 
 
-@njit(cache=True)
+@jit
 def candidate_budget(lam_ref):  # type: ignore[no-untyped-def]
     """Candidates drawn per tick, ``ceil(4 lam_ref + 6 sqrt(4 lam_ref) + 6)``, policy-free."""
     scaled = ARRIVAL_CANDIDATE_DEMAND * lam_ref
     return math.ceil(scaled + 6.0 * math.sqrt(scaled) + 6.0)
 
 
-@njit(cache=True)
+@jit
 def draw_trader(st, long_share, max_leverage, leverage_mult, scale_usd, alpha, log_median, sigma):  # type: ignore[no-untyped-def]
     """One new trader from four uniforms of stream ``st``: ``(notional, side, leverage, st)``.
 
@@ -168,7 +168,7 @@ def draw_trader(st, long_share, max_leverage, leverage_mult, scale_usd, alpha, l
     return notional, side, lev, st
 
 
-@njit(cache=True)
+@jit
 def coupled_candidates_kernel(  # type: ignore[no-untyped-def]
     state, lam, lam_ref, long_share, max_leverage, leverage_mult, pop, counts, out
 ):
@@ -192,7 +192,7 @@ def coupled_candidates_kernel(  # type: ignore[no-untyped-def]
         store(state, e, ARRIVAL_STREAM, sa)
 
 
-@njit(cache=True)
+@jit
 def initial_book_kernel(state, pop, packed, price, n_open, collateral, size, entry):  # type: ignore[no-untyped-def]
     """Fill slots ``0 .. n_open - 1`` of every exchange with traders drawn like arrivals.
 
@@ -225,7 +225,7 @@ EMPTY_WORD = np.uint64(0x0101010101010101 * EMPTY)
 """``EMPTY`` in each of the eight slot flags of a ``uint64`` word."""
 
 
-@njit(cache=True, error_model="numpy")
+@jit(error_model="numpy")
 def flag_slots(q, c, ent, m, mmr, near_mult, tiered, floor1_usd, mmr0, cum0_usd, tier_scale, flags):  # type: ignore[no-untyped-def]
     """Mark the slots of one exchange that may act this step, in one branch-free pass.
 
@@ -256,7 +256,7 @@ def flag_slots(q, c, ent, m, mmr, near_mult, tiered, floor1_usd, mmr0, cum0_usd,
             flags[a] = np.uint8(near | money) * np.uint8(ACTS) | np.uint8(empty) * np.uint8(EMPTY)
 
 
-@njit(cache=True, error_model="numpy")
+@jit(error_model="numpy")
 def population_step_kernel(  # type: ignore[no-untyped-def]
     rng_state,
     collateral,

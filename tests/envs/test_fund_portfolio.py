@@ -445,3 +445,55 @@ def test_puts_with_negligible_premium_are_not_bought():
     )
     assert pf.put_units[0] == 0.0
     assert pf.stable_usd[0] > 0.25  # the hedge share stayed in cash
+
+
+# ==== The compiled twins (envs.fund.kernels) ====
+
+
+@settings(max_examples=200, deadline=None)
+@given(initial=st.floats(1.0, 1e9), ops=st.lists(OPS, max_size=25))
+def test_compiled_fund_operations_equal_numpy_to_the_bit(initial, ops):
+    # The compiled tick's accrue/pay/receive/value/liquid value against the numpy functions,
+    # on the same sequence of operations (rebalances in numpy on both), per exchange.
+    from envs.fund import kernels as fk
+
+    ref = FundPortfolio.from_stable([initial, initial / 3])
+    comp = FundPortfolio.from_stable([initial, initial / 3])
+    arrays = fk.fund_arrays(comp)
+    price = np.array([100.0, 2_000.0])
+    vol = np.array([0.8, 0.8])
+    for op in ops:
+        kind = op[0]
+        if kind == "accrue":
+            price = price * op[1]
+            vol = np.full(2, op[2])
+            accrue(ref, price, vol, op[3], P)
+            terms = fk.allocation_terms(P, op[3])
+            for e in range(2):
+                fk.accrue_one(arrays, e, price[e], vol[e], op[3], terms)
+        elif kind == "rebalance":
+            raw = np.array(op[1]) + 1e-9
+            price = price * op[2]
+            vol = np.full(2, op[3])
+            for pf in (ref, comp):
+                rebalance(pf, raw / raw.sum(), price, vol, np.full(2, op[4]), P)
+        elif kind == "pay":
+            price = price * op[2]
+            vol = np.full(2, op[3])
+            terms = fk.allocation_terms(P, 1.0)
+            want_liquid = ref.liquid_usd(price, vol, np.full(2, op[4]), P)
+            amount = op[1] * ref.value_usd(price, vol)
+            want = pay(ref, amount, price, vol, np.full(2, op[4]), P)
+            for e in range(2):
+                liquid = fk.liquid_usd(arrays, e, price[e], vol[e], op[4], terms)
+                assert liquid == want_liquid[e]
+                assert fk.pay_one(arrays, e, amount[e], price[e], vol[e], op[4], terms) == want[e]
+        else:
+            receive(ref, [op[1], op[1]])
+            for e in range(2):
+                fk.receive_one(arrays, e, op[1])
+        for name in ref.__dataclass_fields__:
+            np.testing.assert_array_equal(getattr(comp, name), getattr(ref, name), err_msg=name)
+        want_value = ref.value_usd(price, vol)
+        for e in range(2):
+            assert fk.value_usd(arrays, e, price[e], vol[e]) == want_value[e]

@@ -218,3 +218,12 @@ def test_controls_reject_a_fixed_value_they_cannot_represent():
         Controls(("liquidation_fee_rate",), {"mmr": 0.9}, 0.2, 0, n_envs=1)
     c = Controls(("liquidation_fee_rate",), {"mmr": 0.1}, 0.2, 0, n_envs=1)
     assert c.values()["mmr"][0] == pytest.approx(0.1)  # the edge itself is representable
+
+
+def test_the_docs_lever_table_is_the_registry() -> None:
+    from pathlib import Path
+
+    from envs.levers import markdown_table
+
+    doc = (Path(__file__).parents[2] / "docs" / "simulator_v2.md").read_text()
+    assert markdown_table() in doc, "regenerate docs/simulator_v2.md's lever table"

@@ -130,3 +130,51 @@ def test_oracle_delays_are_per_exchange_and_reset_independently():
     feed.reset_env(0, delay_ticks=5, floor_price=None)  # grows the ring for exchange 0 only
     nxt = feed.update(np.array([6.0, 6.0]), no, one)
     assert nxt[0] == 6.0 and nxt[1] == 3.0
+
+
+def test_compiled_prices_equal_the_market_step_for_step():
+    # envs.market.kernels.prices_one / advance_one on one market's arrays against
+    # Market.prices / advance on a twin, over the whole path with random liquidation flow:
+    # oracle delay, a freeze, a floor, a manipulation and a venue marking to last, to the bit.
+    import dataclasses
+
+    from envs.market.kernels import advance_one, prices_one
+    from envs.market.market import Market
+    from envs.scenarios import ManipulationSpec, WindowSpec, load_scenario, market_path
+
+    base = load_scenario("oracle_manipulation")
+    oracle = dataclasses.replace(
+        base.oracle,
+        delay_minutes=2.0,
+        floor_price=0.036,
+        freezes=(WindowSpec(start_minute=30.0, minutes=10.0),),
+        manipulations=(ManipulationSpec(start_minute=50.0, minutes=20.0, return_frac=3.0),),
+    )
+    scenarios = [
+        dataclasses.replace(base, oracle=oracle),
+        dataclasses.replace(base, venue=dataclasses.replace(base.venue, mark_method="last")),
+    ]
+    markets = [Market(2), Market(2)]
+    for m in markets:
+        for e, sc in enumerate(scenarios):
+            m.reset_env(e, sc, market_path(sc, np.random.default_rng(e), 1))
+    ref, comp = markets
+    rng = np.random.default_rng(3)
+    n = int(ref.n_ticks.min())
+    floored = 0
+    for _ in range(n):
+        p = ref.prices()
+        flows = rng.uniform(0.0, 2e5, (2, 2))
+        ref.advance(flows[0], flows[1], p.depth_usd_per_pct)
+        for e in range(2):
+            got = prices_one(
+                e, comp.t[e], comp.path_arrays(), comp.paths["frozen"], comp.scalars,
+                comp.mark_last, comp.oracle_index, *comp.oracle.kernel_arrays(),
+            )  # fmt: skip
+            want = (p.index, p.last, p.mark, p.oracle, p.depth_usd_per_pct, p.funding_rate)
+            assert got == tuple(float(w[e]) for w in want)
+            advance_one(e, comp.scalars, flows[0, e], flows[1, e], got[4])
+            comp.t[e] += 1
+            floored += got[3] == 0.036
+    np.testing.assert_array_equal(comp.scalars, ref.scalars)
+    assert floored > 0

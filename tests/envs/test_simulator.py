@@ -3,10 +3,12 @@
 import dataclasses
 
 import numpy as np
+import pytest
 
+from envs.core.events import EV_N_LIQUIDATIONS, EV_SHORTFALL
 from envs.core.params import RiskParams
-from envs.scenarios import load_scenario
-from envs.simulator import ExchangeSimulator
+from envs.scenarios import WindowSpec, load_scenario
+from envs.simulator import SERIES, ExchangeSimulator
 
 
 def short(name: str, minutes: float):
@@ -141,3 +143,148 @@ def test_fund_buckets_keep_the_books_balanced_and_the_hedge_pays_in_a_crash():
     assert (sim.state.fund_usd >= 0.0).all()
     # same seed, same market: the two exchanges differ only by what the fund holds
     assert sim.market.column("index")[0] == sim.market.column("index")[1]
+
+
+# ==== the compiled tick against its numpy reference ====
+
+
+def crash_early(name: str, oracle: dict | None = None):
+    """``name`` with its crash and depth collapse moved to minute 20 (and oracle changes)."""
+    sc = load_scenario(name)
+    collapses = tuple(dataclasses.replace(c, start_minute=20.0) for c in sc.depth.collapses)
+    sc = dataclasses.replace(
+        sc,
+        crash=dataclasses.replace(sc.crash, start_minute=20.0),
+        depth=dataclasses.replace(sc.depth, collapses=collapses),
+    )
+    if oracle:
+        sc = dataclasses.replace(sc, oracle=dataclasses.replace(sc.oracle, **oracle))
+    return sc
+
+
+def assert_states_equal(a, b):
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if f.name == "fund":
+            for g in dataclasses.fields(x):
+                got, want = getattr(x, g.name), getattr(y, g.name)
+                np.testing.assert_array_equal(got, want, err_msg=f"fund.{g.name}")
+        else:
+            np.testing.assert_array_equal(x, y, err_msg=f.name)
+
+
+CASES = {
+    # name: (oracle changes, fallback)
+    "oct_10_2025": ({}, "adl"),
+    "oracle_manipulation": ({}, "socialize"),
+    "luna_2022": ({"floor_price": 84.0}, "adl"),  # the floor binds on its first decline
+    "black_thursday_2020": (
+        {"delay_minutes": 3.0, "freezes": (WindowSpec(start_minute=40.0, minutes=15.0),)},
+        "adl",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_compiled_ticks_equal_the_numpy_reference(name):
+    # advance() runs the tick in compiled code; reference_step() runs it in numpy (Market
+    # prices and advance, accrue, receive, pay through settle, put_mark). Every operation is
+    # the same, the C library's exp/log/erfc included, so states and events agree to the bit;
+    # only the open interest and the ledger check sum accounts in another order (1e-12).
+    oracle, fallback = CASES[name]
+    sc = crash_early(name, oracle)
+    sims = [
+        ExchangeSimulator(
+            sc,
+            RiskParams(fallback=fallback),
+            n_envs=3,
+            n_accounts=400,
+            seed=[1, 2, 3],
+            fund_to_oi_frac=0.01,
+            population_minutes=2.0,
+        )
+        for _ in range(2)
+    ]
+    weights = np.array([[1.0, 0.0, 0.0, 0.0], [0.4, 0.2, 0.2, 0.2], [0.1, 0.3, 0.3, 0.3]])
+    for sim in sims:
+        for _ in range(3):
+            sim.reference_step()
+        sim.set_allocation(weights)  # every bucket held: yield, volatile, puts
+    compiled, reference = sims
+    n = min(300, int(compiled.market.n_ticks[0]) - 3)
+    block = compiled.advance(n)
+    ticks = [reference.reference_step() for _ in range(n)]
+    assert_states_equal(compiled.state, reference.state)
+    events = np.stack([t.events.data for t in ticks])
+    np.testing.assert_array_equal(block.events, events)
+    for col, field in enumerate(("index", "last", "mark", "oracle", "depth_usd_per_pct")):
+        want = np.stack([getattr(t.prices, field) for t in ticks])
+        np.testing.assert_array_equal(block.column(SERIES[col]), want, err_msg=field)
+    want = np.stack([t.prices.funding_rate for t in ticks])
+    np.testing.assert_array_equal(block.column("funding_rate"), want)
+    want = np.stack([t.funding_paid_usd for t in ticks])
+    np.testing.assert_array_equal(block.column("funding_paid_usd"), want)
+    want = np.stack([t.open_interest_usd for t in ticks])
+    np.testing.assert_allclose(block.column("open_interest_usd"), want, rtol=1e-12)
+    rec_c, rec_r = compiled.record.arrays(), reference.record.arrays()
+    for k in rec_r:
+        np.testing.assert_array_equal(rec_c[k], rec_r[k], err_msg=k)
+    for k in ("vol_annual", "last_index", "last_depth_mult", "last_depth_usd_per_pct"):
+        np.testing.assert_array_equal(getattr(compiled, k), getattr(reference, k), err_msg=k)
+    np.testing.assert_array_equal(compiled.market.scalars, reference.market.scalars)
+    # The ledger check sums accounts in another order: both see only rounding.
+    scale = float(reference.state.initial_total_usd.max())
+    assert compiled.max_ledger_error_usd <= 1e-9 * scale
+    assert reference.max_ledger_error_usd <= 1e-9 * scale
+    # The case exercises what it names.
+    assert events[:, :, EV_N_LIQUIDATIONS].sum() > 0
+    if name != "luna_2022":
+        assert events[:, :, EV_SHORTFALL].sum() > 0
+    if name == "luna_2022":
+        assert (block.column("oracle_price") == 84.0).sum() > 100
+    if name == "black_thursday_2020":
+        frozen = block.column("oracle_price")[40:50]
+        assert (frozen == frozen[0]).all()
+
+
+def test_parallel_advance_is_bit_identical_to_serial():
+    scenarios = [crash_early("oct_10_2025"), load_scenario("volatile"), crash_early("luna_2022")]
+    sims = [
+        ExchangeSimulator(scenarios, n_envs=3, n_accounts=300, seed=[4, 5, 6], threads=t)
+        for t in (1, 2)
+    ]
+    for sim in sims:
+        sim.set_allocation(np.tile([0.4, 0.2, 0.2, 0.2], (3, 1)))
+    serial, parallel = (sim.advance(200) for sim in sims)
+    np.testing.assert_array_equal(serial.events, parallel.events)
+    np.testing.assert_array_equal(serial.series, parallel.series)
+    assert_states_equal(sims[0].state, sims[1].state)
+
+
+def test_one_block_equals_tick_by_tick_and_batch_rows_equal_single_exchanges():
+    sc = crash_early("black_thursday_2020")
+    seeds = [7, 8]
+    block_sim = ExchangeSimulator(sc, n_envs=2, n_accounts=300, seed=seeds, population_minutes=5)
+    block = block_sim.advance(150)
+    for e, s in enumerate(seeds):
+        single = ExchangeSimulator(sc, n_envs=1, n_accounts=300, seed=[s], population_minutes=5)
+        ticks = [single.step() for _ in range(150)]
+        np.testing.assert_array_equal(
+            block.events[:, e], np.stack([t.events.data[0] for t in ticks])
+        )
+        np.testing.assert_array_equal(
+            block.column("mark_price")[:, e], [t.prices.mark[0] for t in ticks]
+        )
+        assert_states_equal(block_sim.state.take([e]), single.state)
+    assert len(block_sim.record) == 150
+
+
+def test_advance_refuses_to_pass_a_horizon_and_leaves_the_state_alone():
+    sim = ExchangeSimulator(load_scenario("venue_flash_wick"), n_accounts=50, seed=1)
+    left = int(sim.market.n_ticks[0])
+    before = sim.state.copy()
+    with pytest.raises(RuntimeError, match="fewer than"):
+        sim.advance(left + 1)
+    assert_states_equal(sim.state, before)
+    assert len(sim.advance(left)) == left
+    assert sim.done

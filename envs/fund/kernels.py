@@ -1,0 +1,196 @@
+"""Compiled twins of the fund's per-tick operations, one exchange at a time.
+
+:mod:`envs.fund.portfolio` documents the buckets, their costs and the accounting identity, and
+its numpy functions (:func:`~envs.fund.portfolio.accrue`, :func:`~envs.fund.portfolio.pay`,
+:func:`~envs.fund.portfolio.receive`, :func:`~envs.fund.portfolio.put_mark`) stay the reference
+the tests check these against. This module is the same arithmetic, in the same operation
+order, on one exchange's row of the portfolio's arrays, for the compiled tick
+(:mod:`envs.tick_kernels`). Both call the C library's ``log`` and ``erfc`` (the reference
+through :mod:`envs.libm`), so the two agree to the bit (tests/envs/test_fund_portfolio.py).
+
+The portfolio is passed as the tuple :func:`fund_arrays` builds (the thirteen
+:class:`~envs.fund.portfolio.FundPortfolio` fields in declaration order, the ``F_*``
+indices below), the bucket terms as :func:`allocation_terms` packs them (``A_*`` columns).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+
+from envs.fund.portfolio import (
+    MINUTES_PER_YEAR,
+    PUT_VOL_FLOOR_ANNUAL,
+    AllocationParams,
+    FundPortfolio,
+)
+from envs.jit import jit
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+
+# Indices into the portfolio tuple (FundPortfolio field order).
+F_STABLE, F_YIELD, F_VOLATILE_UNITS, F_PUT_UNITS, F_PUT_STRIKE, F_PUT_MINUTES_LEFT = range(6)
+F_EXTERNAL_PNL, F_FEES_PAID, F_RECEIVED, F_PAID, F_INITIAL_VALUE = range(6, 11)
+F_MARK_PRICE, F_MARK_VOL = 11, 12
+N_FUND_FIELDS = 13
+
+# Columns of the bucket terms (allocation_terms).
+A_YIELD_GROWTH = 0  # 1 + yield_apr x tick / year: one tick's accrual factor
+A_WITHDRAW_NORMAL, A_WITHDRAW_STRESSED = 1, 2
+A_SLIPPAGE, A_SPREAD = 3, 4
+N_ALLOCATION_TERMS = 5
+
+_SQRT2 = math.sqrt(2.0)
+
+assert tuple(f.name for f in fields(FundPortfolio))[F_MARK_VOL] == "mark_vol_annual"
+assert len(fields(FundPortfolio)) == N_FUND_FIELDS
+
+
+def fund_arrays(pf: FundPortfolio) -> tuple[FloatArray, ...]:
+    """The portfolio's arrays as a tuple in field order (the kernels write them in place)."""
+    return tuple(getattr(pf, f.name) for f in fields(FundPortfolio))
+
+
+def allocation_terms(params: AllocationParams, tick_minutes: float) -> FloatArray:
+    """The bucket terms a tick reads, ``A_*`` columns; the yield factor as :func:`accrue` has it."""
+    out = np.zeros(N_ALLOCATION_TERMS)
+    out[A_YIELD_GROWTH] = 1.0 + params.yield_apr * tick_minutes / MINUTES_PER_YEAR
+    out[A_WITHDRAW_NORMAL] = params.yield_withdraw_frac_normal
+    out[A_WITHDRAW_STRESSED] = params.yield_withdraw_frac_stressed
+    out[A_SLIPPAGE] = params.volatile_sell_slippage_frac
+    out[A_SPREAD] = params.option_spread_frac
+    return out
+
+
+@jit(error_model="numpy")
+def _norm_cdf(d):  # type: ignore[no-untyped-def]
+    return 0.5 * math.erfc(-d / _SQRT2)
+
+
+@jit(error_model="numpy")
+def black_scholes_put(s, k, t, v):  # type: ignore[no-untyped-def]
+    """:func:`envs.fund.portfolio.black_scholes_put` for one put (same cases, same order)."""
+    intrinsic = max(k - s, 0.0)
+    w = math.sqrt(max(t, 0.0)) * max(v, 0.0)
+    if not (w >= 1e-12 and s > 0.0 and k > 0.0):
+        return intrinsic
+    d1 = min(max((math.log(s / k) + 0.5 * w * w) / w, -40.0), 40.0)
+    d2 = min(max(d1 - w, -40.0), 40.0)
+    value = k * _norm_cdf(-d2) - s * _norm_cdf(-d1)
+    return max(value, intrinsic)
+
+
+@jit(error_model="numpy")
+def put_unit_value(f, e, price, vol_annual):  # type: ignore[no-untyped-def]
+    """Mark of one put of exchange ``e``'s series (:func:`~envs.fund.portfolio.put_mark`)."""
+    tenor = f[F_PUT_MINUTES_LEFT][e] / MINUTES_PER_YEAR
+    return black_scholes_put(
+        price, f[F_PUT_STRIKE][e], tenor, max(vol_annual, PUT_VOL_FLOOR_ANNUAL)
+    )
+
+
+@jit(error_model="numpy")
+def value_usd(f, e, price, vol_annual):  # type: ignore[no-untyped-def]
+    """:meth:`FundPortfolio.value_usd` of exchange ``e``: the buckets summed in order."""
+    return (
+        f[F_STABLE][e]
+        + f[F_YIELD][e]
+        + f[F_VOLATILE_UNITS][e] * price
+        + f[F_PUT_UNITS][e] * put_unit_value(f, e, price, vol_annual)
+    )
+
+
+@jit(error_model="numpy")
+def liquid_usd(f, e, price, vol_annual, stressed, terms):  # type: ignore[no-untyped-def]
+    """:meth:`FundPortfolio.liquid_usd` of exchange ``e``: what :func:`pay_one` could pay."""
+    frac = terms[A_WITHDRAW_STRESSED] if stressed else terms[A_WITHDRAW_NORMAL]
+    return (
+        f[F_STABLE][e]
+        + frac * f[F_YIELD][e]
+        + f[F_VOLATILE_UNITS][e] * price * (1.0 - terms[A_SLIPPAGE])
+        + f[F_PUT_UNITS][e] * put_unit_value(f, e, price, vol_annual) * (1.0 - terms[A_SPREAD])
+    )
+
+
+@jit(error_model="numpy")
+def accrue_one(f, e, price, vol_annual, tick_minutes, terms):  # type: ignore[no-untyped-def]
+    """:func:`envs.fund.portfolio.accrue` for exchange ``e``: mark, yield, put ageing, expiry."""
+    before = value_usd(f, e, f[F_MARK_PRICE][e], f[F_MARK_VOL][e])
+    f[F_MARK_PRICE][e] = price
+    f[F_MARK_VOL][e] = vol_annual
+    f[F_YIELD][e] *= terms[A_YIELD_GROWTH]
+    held = f[F_PUT_UNITS][e] > 0.0
+    f[F_PUT_MINUTES_LEFT][e] = max(f[F_PUT_MINUTES_LEFT][e] - tick_minutes, 0.0) if held else 0.0
+    expired = held and f[F_PUT_MINUTES_LEFT][e] <= 0.0
+    payoff = f[F_PUT_UNITS][e] * max(f[F_PUT_STRIKE][e] - price, 0.0) if expired else 0.0
+    f[F_STABLE][e] += payoff
+    if expired:
+        f[F_PUT_UNITS][e] = 0.0
+    if expired or not held:
+        f[F_PUT_STRIKE][e] = 0.0
+    f[F_EXTERNAL_PNL][e] += value_usd(f, e, price, vol_annual) - before
+
+
+@jit(error_model="numpy")
+def receive_one(f, e, amount_usd):  # type: ignore[no-untyped-def]
+    """:func:`envs.fund.portfolio.receive` for exchange ``e``: inflow into ``stable``."""
+    f[F_STABLE][e] += amount_usd
+    f[F_RECEIVED][e] += amount_usd
+
+
+@jit(error_model="numpy")
+def pay_one(f, e, amount_usd, price, vol_annual, stressed, terms):  # type: ignore[no-untyped-def]
+    """:func:`envs.fund.portfolio.pay` for exchange ``e``; returns the USD paid.
+
+    Re-marks to ``price``, then draws ``stable``, the withdrawable part of ``yield``,
+    ``volatile`` (with slippage) and the puts (at their mark minus the spread), in that order.
+    """
+    before = value_usd(f, e, f[F_MARK_PRICE][e], f[F_MARK_VOL][e])
+    f[F_MARK_PRICE][e] = price
+    f[F_MARK_VOL][e] = vol_annual
+    f[F_EXTERNAL_PNL][e] += value_usd(f, e, price, vol_annual) - before
+    slip = terms[A_SLIPPAGE]
+    spread = terms[A_SPREAD]
+    left = amount_usd
+
+    from_stable = min(left, f[F_STABLE][e])
+    f[F_STABLE][e] -= from_stable
+    left -= from_stable
+
+    frac = terms[A_WITHDRAW_STRESSED] if stressed else terms[A_WITHDRAW_NORMAL]
+    from_yield = min(left, frac * f[F_YIELD][e])
+    f[F_YIELD][e] = max(f[F_YIELD][e] - from_yield, 0.0)
+    left -= from_yield
+
+    units = f[F_VOLATILE_UNITS][e]
+    vol_value = units * price
+    vol_proceeds = vol_value * (1.0 - slip)
+    from_vol = min(left, vol_proceeds)
+    all_vol = from_vol >= vol_proceeds
+    vol_sold = vol_value if all_vol else from_vol / (1.0 - slip)
+    f[F_VOLATILE_UNITS][e] = 0.0 if all_vol else max(units - vol_sold / price, 0.0)
+    left -= from_vol
+
+    unit = put_unit_value(f, e, price, vol_annual)
+    puts = f[F_PUT_UNITS][e]
+    put_value = puts * unit
+    put_proceeds = put_value * (1.0 - spread)
+    from_puts = min(left, put_proceeds)
+    all_puts = from_puts >= put_proceeds
+    puts_sold = put_value if all_puts else from_puts / (1.0 - spread)
+    safe_unit = unit if unit > 0.0 else 1.0
+    f[F_PUT_UNITS][e] = 0.0 if all_puts else max(puts - puts_sold / safe_unit, 0.0)
+    if f[F_PUT_UNITS][e] <= 0.0:
+        f[F_PUT_STRIKE][e] = 0.0
+        f[F_PUT_MINUTES_LEFT][e] = 0.0
+    left -= from_puts
+
+    paid = amount_usd - max(left, 0.0)
+    cost = (vol_sold - from_vol) + (puts_sold - from_puts)
+    f[F_EXTERNAL_PNL][e] -= cost
+    f[F_FEES_PAID][e] += cost
+    f[F_PAID][e] += paid
+    return paid

@@ -1,0 +1,101 @@
+"""Compiled twin of :class:`envs.market.market.Market`: one exchange's prices for one tick.
+
+:meth:`Market.prices <envs.market.market.Market.prices>` and :meth:`Market.advance
+<envs.market.market.Market.advance>` stay the numpy reference (and document the economics);
+:func:`prices_one` and :func:`advance_one` are the same arithmetic, in the same operation
+order, on exchange ``e``'s entries of the same arrays, for the compiled tick
+(:mod:`envs.tick_kernels`). Both call the C library's ``exp`` and ``expm1`` (the reference
+through :mod:`envs.libm`), so the two agree to the bit (tests/envs/test_market.py).
+
+Arrays arrive as the market stores them: the path columns as a tuple (``PATH_*`` order), the
+per-exchange scalars as one ``(N_MARKET_SCALARS, n_envs)`` array (``MK_*`` rows), the two
+flags and the oracle feed's arrays (:class:`envs.market.oracle.OracleFeed`).
+"""
+
+from __future__ import annotations
+
+import math
+
+from envs.jit import jit
+
+# Path columns (each (max_ticks, n_envs)).
+PATH_INDEX, PATH_BASIS, PATH_WICK, PATH_DEPTH_MULT, PATH_MANIPULATION, PATH_PRECURSOR = range(6)
+N_PATHS = 6
+
+# Rows of the per-exchange scalars (Market.scalars, (N_MARKET_SCALARS, n_envs)).
+MK_IMPACT_LOG, MK_PREMIUM_EMA, MK_IMPACT_DECAY, MK_EMA_ALPHA, MK_IMPACT_COEF = range(5)
+MK_DEPTH_NORMAL, MK_INTEREST, MK_CLAMP, MK_CAP = range(5, 9)
+N_MARKET_SCALARS = 9
+
+
+@jit(error_model="numpy", inline="always")
+def _clip(x, low, high):  # type: ignore[no-untyped-def]
+    """``np.clip`` of one value: ``min(max(x, low), high)``."""
+    return min(max(x, low), high)
+
+
+@jit(error_model="numpy")
+def funding_rate_one(mark, index, interest, clamp, cap):  # type: ignore[no-untyped-def]
+    """:func:`envs.market.funding.funding_rate` for one exchange."""
+    premium = (mark - index) / index
+    rate = premium + _clip(interest - premium, -clamp, clamp)
+    return _clip(rate, -cap, cap)
+
+
+@jit(error_model="numpy")
+def prices_one(  # type: ignore[no-untyped-def]
+    e, t, path, frozen, mk, mark_last, oracle_index, buffer, count, delay, floor, first, last
+):
+    """Exchange ``e``'s prices at its tick ``t``; updates its premium EMA and oracle feed.
+
+    Returns ``(index, last, mark, oracle, depth_usd_per_pct, funding_rate)``, as
+    :meth:`Market.prices <envs.market.market.Market.prices>` computes them.
+    """
+    index = path[PATH_INDEX][t, e] * math.exp(mk[MK_IMPACT_LOG, e])
+    basis = path[PATH_BASIS][t, e]
+    last_px = index * math.exp(basis) * path[PATH_WICK][t, e]
+    premium = math.expm1(basis)
+    ema = mk[MK_PREMIUM_EMA, e]
+    ema += mk[MK_EMA_ALPHA, e] * (premium - ema)
+    mk[MK_PREMIUM_EMA, e] = ema
+    if mark_last[e]:
+        mark = last_px
+    else:  # median of last, index with the smoothed premium, and index
+        b = index * (1.0 + ema)
+        mark = max(min(last_px, b), min(max(last_px, b), index))
+    source = index if oracle_index[e] else mark
+
+    # The oracle (envs.market.oracle.OracleFeed.update): delay, manipulation, floor, freeze.
+    size = buffer.shape[0]
+    n = count[e]
+    buffer[n % size, e] = source
+    is_first = n == 0
+    if is_first:
+        first[e] = source
+    n += 1
+    count[e] = n
+    lag = n - 1 - delay[e]
+    delayed = buffer[lag % size, e] if lag >= 0 else first[e]
+    delayed = max(delayed * path[PATH_MANIPULATION][t, e], floor[e])
+    oracle = last[e] if (frozen[t, e] and not is_first) else delayed
+    last[e] = oracle
+
+    rate = funding_rate_one(
+        index * (1.0 + ema), index, mk[MK_INTEREST, e], mk[MK_CLAMP, e], mk[MK_CAP, e]
+    )
+    depth = mk[MK_DEPTH_NORMAL, e] * path[PATH_DEPTH_MULT][t, e]
+    return index, last_px, mark, oracle, depth, rate
+
+
+@jit(error_model="numpy")
+def advance_one(e, mk, sell_notional_usd, buy_notional_usd, depth_usd_per_pct):  # type: ignore[no-untyped-def]
+    """:meth:`Market.advance <envs.market.market.Market.advance>`'s impact update for ``e``.
+
+    The tick's net liquidation flow moves the log price by ``-coef x clip(0.01 x net /
+    depth, -0.5, 0.5)`` (:func:`envs.market.depth.permanent_impact_log`) on top of the decayed
+    earlier impact. The caller moves the clock.
+    """
+    move = 0.01 * (sell_notional_usd - buy_notional_usd) / depth_usd_per_pct
+    mk[MK_IMPACT_LOG, e] = mk[MK_IMPACT_LOG, e] * mk[MK_IMPACT_DECAY, e] + (
+        -mk[MK_IMPACT_COEF, e] * _clip(move, -0.5, 0.5)
+    )

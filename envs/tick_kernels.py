@@ -1,0 +1,290 @@
+"""The whole tick loop, compiled: ``n`` ticks of a batch of exchanges in one call.
+
+:func:`envs.simulator.tick` (with :class:`envs.market.market.Market` around it) is the numpy
+reference of one tick and documents the order of operations; :func:`advance_serial` and
+:func:`advance_parallel` run that order ``n`` times per exchange without returning to Python:
+
+1. market prices (:func:`envs.market.kernels.prices_one`) and the simulator's drivers: the
+   one-day EWMA volatility, the stressed flag, the funding of the tick, the precursors;
+2. the trader population when its clock is due
+   (:func:`envs.traders.kernels.population_step_kernel`), then the fund receives its share
+   of the trading fees;
+3. funding (:func:`envs.core.trading._funding_kernel`);
+4. the fund accrues (:func:`envs.fund.kernels.accrue_one`), its outside gain booked as a
+   deposit;
+5. the margin engine: scan, linear-impact fill prices, waterfall (:mod:`envs.core.kernels`),
+   then the fund's settlement (fee income received, shortfall paid from its buckets);
+6. the permanent impact of the tick's liquidation flow and the clocks; the tick's series
+   (``S_*`` columns: prices, open interest, fund value, the ledger check).
+
+The existing kernels are called on one-row slices of the batch arrays (``a[e:e + 1]``, a view),
+so every rule lives once. The loop runs over exchanges outside and ticks inside: exchanges do
+not interact within a call, so the order changes nothing, one exchange's accounts stay in cache
+across its ticks, and :func:`advance_parallel` can hand exchanges to threads (``prange``) with
+results bit-identical to :func:`advance_serial`, which runs the same per-exchange function.
+
+Kernels are declared with :func:`envs.jit.jit`: this module links in kernels from other files,
+which numba's own per-file cache would not notice changing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange
+
+from envs.core.events import (
+    EV_FUND_FEE_INCOME,
+    EV_FUND_TRADING_FEE_INCOME,
+    EV_LIQUIDATION_BUY,
+    EV_LIQUIDATION_SELL,
+    EV_SHORTFALL,
+    EV_TRADING_FEES,
+    EV_UNRECOVERED,
+)
+from envs.core.impact import LinearImpact
+from envs.core.kernels import scan_kernel, waterfall_kernel
+from envs.core.trading import _funding_kernel
+from envs.fund.kernels import (
+    F_EXTERNAL_PNL,
+    F_MARK_PRICE,
+    F_MARK_VOL,
+    accrue_one,
+    liquid_usd,
+    pay_one,
+    receive_one,
+    value_usd,
+)
+from envs.jit import jit
+from envs.market.kernels import PATH_DEPTH_MULT, PATH_PRECURSOR, advance_one, prices_one
+from envs.traders.kernels import (
+    E_FUND_FEE_INCOME_USD,
+    E_TRADING_FEES_USD,
+    N_COUNT_EVENTS,
+    N_USD_EVENTS,
+    population_step_kernel,
+)
+
+# Rows of the simulator's per-exchange values (ExchangeSimulator.drivers).
+D_VOL_ANNUAL, D_LAST_INDEX, D_LAST_DEPTH_MULT, D_LAST_DEPTH_USD = 0, 1, 2, 3
+D_OI_BUILD, D_LEVERAGE_BUILD, D_LONG_SKEW, D_FUNDING_INTERVAL_MIN = 4, 5, 6, 7
+N_DRIVERS = 8
+
+# Columns of the per-tick series.
+S_INDEX, S_LAST, S_MARK, S_ORACLE, S_DEPTH, S_FUNDING_RATE = range(6)
+S_OPEN_INTEREST, S_FUND_USD, S_N_OPEN, S_FUNDING_PAID, S_LEDGER_ERROR = range(6, 11)
+N_SERIES = 11
+
+#: Largest average slippage of a liquidation fill: :class:`LinearImpact`'s default, whose
+#: ``fill_prices`` the tick computes inline (``book x (1 -/+ min(0.005 flow / depth, cap))``).
+MAX_IMPACT_FRAC = float(LinearImpact.max_impact_frac)
+MINUTES_PER_YEAR_VOL = 525_600.0
+"""Minutes in the year the volatility estimate annualises with."""
+
+
+@jit(error_model="numpy")
+def _advance_exchange(  # type: ignore[no-untyped-def]
+    e,
+    n_ticks,
+    tick0,
+    pop_every,
+    tick_minutes,
+    ewma,
+    check_ledger,
+    book_series,
+    path,
+    frozen,
+    mk,
+    mark_last,
+    oracle_index,
+    oracle,
+    t_now,
+    drivers,
+    accounts,
+    books,
+    fund,
+    terms,
+    rng_state,
+    packed,
+    tiers,
+    pop,
+    fallback,
+    socialization,
+    events,
+    series,
+):
+    """``n_ticks`` ticks of exchange ``e``: the module docstring's order, in place."""
+    buffer, count, delay, floor, first, last = oracle
+    coll, size, entry, cp_size = accounts
+    cp_cash, fee_revenue, rewards, unrecovered, net_deposits, initial_total = books
+    floors, rates, cums, base = tiers
+    r = slice(e, e + 1)
+    marks = np.empty((1, 1))
+    book = np.empty(1)
+    rate_2d = np.empty((1, 1))
+    paid_1 = np.empty(1)
+    arrival = np.empty(1)
+    leverage = np.empty(1)
+    shift = np.empty(1)
+    volume = np.ones(1)
+    counts = np.empty((1, N_COUNT_EVENTS), np.int64)
+    usd = np.empty((1, N_USD_EVENTS))
+    sell_px = np.empty(1)
+    buy_px = np.empty(1)
+    available = np.empty(1)
+    for k in range(n_ticks):
+        t = t_now[e]
+        ev = events[k, r]
+        # 1. Prices and drivers (ExchangeSimulator._inputs).
+        index, last_px, mark, oracle_px, depth, rate = prices_one(
+            e, t, path, frozen, mk, mark_last, oracle_index, buffer, count, delay, floor, first,
+            last,
+        )  # fmt: skip
+        log_ret = math.log(index / drivers[D_LAST_INDEX, e])
+        var_tick = drivers[D_VOL_ANNUAL, e] ** 2 * tick_minutes / MINUTES_PER_YEAR_VOL
+        var_tick += ewma * (log_ret**2 - var_tick)
+        vol = math.sqrt(var_tick * MINUTES_PER_YEAR_VOL / tick_minutes)
+        drivers[D_VOL_ANNUAL, e] = vol
+        drivers[D_LAST_INDEX, e] = index
+        depth_mult = path[PATH_DEPTH_MULT][t, e]
+        drivers[D_LAST_DEPTH_MULT, e] = depth_mult
+        drivers[D_LAST_DEPTH_USD, e] = depth
+        stressed = depth_mult < 0.5
+        pre = path[PATH_PRECURSOR][t, e]
+
+        # 2. The population, on its clock, and the fund's share of its fees.
+        if (tick0 + k) % pop_every == 0:
+            marks[0, 0] = mark
+            arrival[0] = 1.0 + drivers[D_OI_BUILD, e] * pre
+            leverage[0] = 1.0 + drivers[D_LEVERAGE_BUILD, e] * pre
+            shift[0] = drivers[D_LONG_SKEW, e] * pre
+            counts[:] = 0
+            usd[:] = 0.0
+            population_step_kernel(
+                rng_state[r], coll[r], size[r], entry[r], cp_size[r], cp_cash[r],
+                fee_revenue[r], net_deposits[r], packed[r], floors, rates, cums, base, pop,
+                marks, arrival, leverage, shift, volume, counts, usd,
+            )  # fmt: skip
+            income = usd[0, E_FUND_FEE_INCOME_USD]
+            if income > 0.0:
+                receive_one(fund, e, income)
+            ev[0, EV_TRADING_FEES] = usd[0, E_TRADING_FEES_USD]
+            ev[0, EV_FUND_TRADING_FEE_INCOME] = income
+
+        # 3. Funding, pro rata to the tick.
+        rate_2d[0, 0] = rate * tick_minutes / drivers[D_FUNDING_INTERVAL_MIN, e]
+        marks[0, 0] = mark
+        paid_1[0] = 0.0
+        _funding_kernel(coll[r], size[r], cp_size[r], cp_cash[r], rate_2d, marks, paid_1)
+
+        # 4. The fund accrues; its outside gain is a deposit.
+        ext_before = fund[F_EXTERNAL_PNL][e]
+        accrue_one(fund, e, index, vol, tick_minutes, terms)
+        net_deposits[e] += fund[F_EXTERNAL_PNL][e] - ext_before
+
+        # 5. The margin engine at the oracle, its orders walking the book at last.
+        marks[0, 0] = oracle_px
+        book[0] = last_px
+        n_liq, liq_idx = scan_kernel(
+            coll[r], size[r], entry[r], marks, book, packed[r], floors, rates, cums, base, ev
+        )
+        if n_liq > 0:
+            sell_px[0] = last_px * (
+                1.0 - min(0.005 * ev[0, EV_LIQUIDATION_SELL] / depth, MAX_IMPACT_FRAC)
+            )
+            buy_px[0] = last_px * (
+                1.0 + min(0.005 * ev[0, EV_LIQUIDATION_BUY] / depth, MAX_IMPACT_FRAC)
+            )
+            fund_px = fund[F_MARK_PRICE][e] if fund[F_MARK_PRICE][e] > 0.0 else oracle_px
+            fund_vol = fund[F_MARK_VOL][e]
+            available[0] = liquid_usd(fund, e, fund_px, fund_vol, stressed, terms)
+            waterfall_kernel(
+                coll[r], size[r], entry[r], marks, packed[r], floors, rates, cums, base,
+                sell_px, buy_px, available, fallback, socialization, cp_size[r], cp_cash[r],
+                rewards[r], unrecovered[r], ev, liq_idx,
+            )  # fmt: skip
+            income = ev[0, EV_FUND_FEE_INCOME]
+            owed = ev[0, EV_SHORTFALL]
+            if income > 0.0 or owed > 0.0:
+                ext_before = fund[F_EXTERNAL_PNL][e]
+                if income > 0.0:
+                    receive_one(fund, e, income)
+                paid = 0.0
+                if owed > 0.0:
+                    paid = pay_one(fund, e, owed, fund_px, fund_vol, stressed, terms)
+                net_deposits[e] += fund[F_EXTERNAL_PNL][e] - ext_before
+                gap = owed - paid
+                if gap != 0.0:
+                    ev[0, EV_SHORTFALL] = paid
+                    ev[0, EV_UNRECOVERED] += gap
+                    unrecovered[e] += gap
+
+        # 6. Impact of the tick's flow, the clock, the series.
+        advance_one(e, mk, ev[0, EV_LIQUIDATION_SELL], ev[0, EV_LIQUIDATION_BUY], depth)
+        t_now[e] = t + 1
+        gross = np.nan
+        n_open = -1
+        if book_series:  # a pass over the accounts: only when asked for
+            gross = 0.0
+            n_open = 0
+            for a in range(size.shape[1]):
+                q = size[e, a, 0]
+                gross += abs(q)
+                n_open += q != 0.0
+        fund_value = value_usd(fund, e, index, vol)
+        s = series[k, e]
+        s[S_INDEX] = index
+        s[S_LAST] = last_px
+        s[S_MARK] = mark
+        s[S_ORACLE] = oracle_px
+        s[S_DEPTH] = depth
+        s[S_FUNDING_RATE] = rate
+        s[S_OPEN_INTEREST] = 0.5 * gross * mark
+        s[S_FUND_USD] = fund_value
+        s[S_N_OPEN] = n_open
+        s[S_FUNDING_PAID] = paid_1[0]
+        if check_ledger:  # envs.state.ledger_error at the mark
+            total = 0.0
+            for a in range(size.shape[1]):
+                total += coll[e, a] + size[e, a, 0] * (mark - entry[e, a, 0])
+            total = (
+                total
+                + value_usd(fund, e, fund[F_MARK_PRICE][e], fund[F_MARK_VOL][e])
+                + fee_revenue[e]
+                + rewards[e]
+                + cp_cash[e]
+                + cp_size[e, 0] * mark
+                - unrecovered[e]
+            )
+            s[S_LEDGER_ERROR] = total - (initial_total[e] + net_deposits[e])
+
+
+@jit(error_model="numpy")
+def advance_serial(  # type: ignore[no-untyped-def]
+    n_ticks, tick0, pop_every, tick_minutes, ewma, check_ledger, book_series, path, frozen,
+    mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund, terms,
+    rng_state, packed, tiers, pop, fallback, socialization, events, series,
+):  # fmt: skip
+    """``n_ticks`` ticks of every exchange, one exchange after another."""
+    for e in range(t_now.shape[0]):
+        _advance_exchange(
+            e, n_ticks, tick0, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
+            frozen, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund,
+            terms, rng_state, packed, tiers, pop, fallback, socialization, events, series,
+        )  # fmt: skip
+
+
+@jit(error_model="numpy", parallel=True)
+def advance_parallel(  # type: ignore[no-untyped-def]
+    n_ticks, tick0, pop_every, tick_minutes, ewma, check_ledger, book_series, path, frozen,
+    mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund, terms,
+    rng_state, packed, tiers, pop, fallback, socialization, events, series,
+):  # fmt: skip
+    """:func:`advance_serial` with exchanges spread over threads (bit-identical results)."""
+    for e in prange(t_now.shape[0]):
+        _advance_exchange(
+            e, n_ticks, tick0, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
+            frozen, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund,
+            terms, rng_state, packed, tiers, pop, fallback, socialization, events, series,
+        )  # fmt: skip
