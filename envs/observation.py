@@ -42,80 +42,179 @@ SHOCKS_FRAC = (0.01, 0.02, 0.05)
 
 
 @jit
-def _quantile_sorted_free(values, n, q):  # type: ignore[no-untyped-def]
-    """Linear-interpolation quantile ``q`` of ``values[:n]`` (numpy's default), by selection.
+def _select(a, lo, hi, k):  # type: ignore[no-untyped-def]
+    """Reorder ``a[lo:hi]`` in place so ``a[k]`` holds its order statistic (quickselect).
 
-    Two partial selections instead of a sort: O(n) rather than O(n log n), which matters at
-    64 exchanges x 1,024 accounts every decision.
+    Everything left of ``k`` is ``<= a[k]`` and everything right of it ``>=``. In place and
+    O(n): no copy, which matters at 64 exchanges x 1,024 accounts every decision.
     """
-    if n == 0:
-        return 0.0
-    pos = q * (n - 1)
-    lo = int(np.floor(pos))
-    part = np.partition(values[:n], lo)
-    a = part[lo]
-    if lo + 1 >= n:
-        return a
-    b = part[lo + 1]
-    for k in range(lo + 2, n):  # the smallest value above position lo
-        if part[k] < b:
-            b = part[k]
-    return a + (pos - lo) * (b - a)
+    hi -= 1
+    while lo < hi:
+        mid = (lo + hi) // 2  # median of three as the pivot: sorted-ish input stays O(n)
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        pivot = a[mid]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return
 
 
 @jit
-def _book_stats_kernel(coll, size, entry, marks, packed, floors, rates, cums, base, out):  # type: ignore[no-untyped-def]
-    n_envs, n_acc, n_mk = size.shape
-    lev = np.empty(n_acc)
-    shocks = np.array([0.01, 0.02, 0.05])
-    for i in range(n_envs):
-        mmr = packed[i, P_MMR]
-        long_oi = 0.0
-        short_oi = 0.0
-        gross = 0.0
-        within = np.zeros(3)
-        n_lev = 0
-        locked = 0.0
-        for a in range(n_acc):
-            eq = coll[i, a]
-            notional = 0.0
+def _quantiles(values, n, qs, out, col):  # type: ignore[no-untyped-def]
+    """Linear-interpolation quantiles ``qs`` (ascending) of ``values[:n]`` into ``out[col:]``.
+
+    numpy's default method. Each selection works only right of the previous one (the values
+    there are all >= it), so p50, p90 and p99 together cost about 1.6 passes, not three.
+    """
+    start = 0
+    for s in range(qs.shape[0]):
+        if n == 0:
+            out[col + s] = 0.0
+            continue
+        pos = qs[s] * (n - 1)
+        lo = int(np.floor(pos))
+        _select(values, start, n, lo)
+        a = values[lo]
+        b = a
+        if lo + 1 < n:  # the next order statistic: the smallest value right of lo
+            b = values[lo + 1]
+            for k in range(lo + 2, n):
+                if values[k] < b:
+                    b = values[k]
+        out[col + s] = a + (pos - lo) * (b - a)
+        start = lo + 1
+
+
+@jit(error_model="numpy")
+def _flat_one_market(coll, size, entry, m, mmr, i, lev, within):  # type: ignore[no-untyped-def]
+    """Exchange ``i``'s book under a flat MMR and one market: the common case, branch-light.
+
+    With ``req = mmr |q| x``, equity minus requirement at price ``x`` is
+    ``c - q e + k x`` with ``k = q - mmr |q|``, a line: an adverse move of ``s`` (``x = m (1 -
+    s)`` for a long, ``m (1 + s)`` for a short) makes the account liquidatable exactly when
+    ``t - |k m| s < 0`` with ``t = c - q e + k m``. Three comparisons instead of three
+    re-evaluations, and no branch on the side (a long/short branch mispredicts half the time).
+
+    Returns:
+        ``(gross, long_oi, short_oi, locked, n_lev)``; ``lev[:n_lev]`` and ``within`` filled.
+    """
+    gross = 0.0
+    long_oi = 0.0
+    locked = 0.0
+    n_lev = 0
+    for a in range(size.shape[1]):
+        q = size[i, a, 0]
+        if q == 0.0:
+            continue
+        c = coll[i, a]
+        e = entry[i, a, 0]
+        notional = abs(q) * m
+        gross += notional
+        long_oi += max(q, 0.0) * m
+        locked += notional * mmr
+        eq = c + q * (m - e)
+        if eq > 0.0:
+            lev[n_lev] = notional / eq
+            n_lev += 1
+        km = (q - mmr * abs(q)) * m
+        t = c - q * e + km
+        a_km = abs(km)
+        within[0] += notional * (t - a_km * 0.01 < 0.0)
+        within[1] += notional * (t - a_km * 0.02 < 0.0)
+        within[2] += notional * (t - a_km * 0.05 < 0.0)
+    return gross, long_oi, gross - long_oi, locked, n_lev
+
+
+@jit(error_model="numpy")
+def _general(coll, size, entry, marks, mmr, floors, rates, cums, base, i, lev, within, shocks):  # type: ignore[no-untyped-def]
+    """Exchange ``i``'s book in general: margin tiers and/or several markets (cross margin).
+
+    Each shock re-evaluates equity and the tiered requirement at the shocked prices, largest
+    shock first: equity minus requirement rises with a favourable price (slope ``q (1 -
+    mmr_k)`` in bracket ``k``), so an account out of reach of 5% is out of reach of 2% and 1%.
+    """
+    gross = 0.0
+    long_oi = 0.0
+    short_oi = 0.0
+    locked = 0.0
+    n_lev = 0
+    n_mk = size.shape[2]
+    for a in range(size.shape[1]):
+        eq = coll[i, a]
+        notional = 0.0
+        for j in range(n_mk):
+            q = size[i, a, j]
+            if q == 0.0:
+                continue
+            m = marks[i, j]
+            eq += q * (m - entry[i, a, j])
+            nj = abs(q) * m
+            notional += nj
+            locked += requirement(nj, mmr, floors, rates, cums, base)
+            long_oi += max(q, 0.0) * m
+            short_oi += max(-q, 0.0) * m
+        if notional == 0.0:
+            continue
+        gross += notional
+        if eq > 0.0:
+            lev[n_lev] = notional / eq
+            n_lev += 1
+        for s in range(2, -1, -1):
+            eq_s = coll[i, a]
+            req_s = 0.0
             for j in range(n_mk):
                 q = size[i, a, j]
                 if q == 0.0:
                     continue
-                m = marks[i, j]
-                eq += q * (m - entry[i, a, j])
-                nj = abs(q) * m
-                notional += nj
-                locked += requirement(nj, mmr, floors, rates, cums, base)
-                if q > 0.0:
-                    long_oi += nj
-                else:
-                    short_oi += nj
-            if notional == 0.0:
-                continue
-            gross += notional
-            if eq > 0.0:
-                lev[n_lev] = notional / eq
-                n_lev += 1
-            for s in range(3):  # equity and requirement after an adverse move of shocks[s]
-                eq_s = coll[i, a]
-                req_s = 0.0
-                for j in range(n_mk):
-                    q = size[i, a, j]
-                    if q == 0.0:
-                        continue
-                    m_s = marks[i, j] * (1.0 - shocks[s] if q > 0.0 else 1.0 + shocks[s])
-                    eq_s += q * (m_s - entry[i, a, j])
-                    req_s += requirement(abs(q) * m_s, mmr, floors, rates, cums, base)
-                if req_s > 0.0 and eq_s < req_s:
-                    within[s] += notional
+                m_s = marks[i, j] * (1.0 - shocks[s] if q > 0.0 else 1.0 + shocks[s])
+                eq_s += q * (m_s - entry[i, a, j])
+                req_s += requirement(abs(q) * m_s, mmr, floors, rates, cums, base)
+            if not (req_s > 0.0 and eq_s < req_s):
+                break
+            within[s] += notional
+    return gross, long_oi, short_oi, locked, n_lev
+
+
+@jit(error_model="numpy")
+def _book_stats_kernel(coll, size, entry, marks, packed, floors, rates, cums, base, out):  # type: ignore[no-untyped-def]
+    n_envs, n_acc, n_mk = size.shape
+    lev = np.empty(n_acc)
+    shocks = np.array(SHOCKS_FRAC)
+    qs = np.array([0.5, 0.9, 0.99])
+    within = np.zeros(3)
+    flat = floors.shape[0] == 0 and n_mk == 1
+    for i in range(n_envs):
+        mmr = packed[i, P_MMR]
+        within[:] = 0.0
+        if flat:
+            gross, long_oi, short_oi, locked, n_lev = _flat_one_market(
+                coll, size, entry, marks[i, 0], mmr, i, lev, within
+            )
+        else:
+            gross, long_oi, short_oi, locked, n_lev = _general(
+                coll, size, entry, marks, mmr, floors, rates, cums, base, i, lev, within, shocks
+            )
         out[i, 0] = 0.5 * gross
         out[i, 1] = long_oi
         out[i, 2] = short_oi
-        out[i, 3] = _quantile_sorted_free(lev, n_lev, 0.5)
-        out[i, 4] = _quantile_sorted_free(lev, n_lev, 0.9)
-        out[i, 5] = _quantile_sorted_free(lev, n_lev, 0.99)
+        _quantiles(lev, n_lev, qs, out[i], 3)
         for s in range(3):
             out[i, 6 + s] = within[s] / gross if gross > 0.0 else 0.0
         out[i, 9] = locked
