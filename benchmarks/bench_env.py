@@ -4,8 +4,8 @@
 * ``batched``: ``InsuranceFundVectorEnv`` with ``n_envs`` exchanges, env steps per second
   counting every exchange (each decision's ticks run as one compiled call).
 * ``dummy``: ``n_envs`` single envs in stable-baselines3's ``DummyVecEnv``, same count.
-* ``ppo``: PPO (default hyperparameters, ``n_steps`` 256) trained on the SB3 adapter for a fixed
-  number of steps; the share of wall time spent inside the environment's ``step_wait``.
+* ``ppo``: PPO (64x64, ``n_steps`` 32, batch 1,024, torch on one thread) trained on the SB3
+  adapter for a fixed number of steps; the share of wall time spent inside ``step_wait``.
 
 Every env runs 1,024 accounts on the training sampler by default (1-day episodes, decisions
 every 10 minutes, each decision 10 one-minute ticks, the population every 5 minutes).
@@ -105,11 +105,18 @@ def time_env(
 
 
 def time_ppo(n_envs: int, n_accounts: int, total_timesteps: int) -> dict[str, Any]:
-    """Share of PPO's wall time spent stepping the environment."""
+    """Share of PPO's wall time spent stepping the environment.
+
+    The configuration the simulator issue names: SB3 PPO, ``MlpPolicy`` 64x64, ``n_steps`` 32,
+    batch 1,024, torch on one thread (the training default's shape, whose ``n_envs`` exchanges
+    are stepped as one batch).
+    """
+    import torch
     from stable_baselines3 import PPO
 
     from agents.training.sb3_env import FundGymVecEnv
 
+    torch.set_num_threads(1)
     venv = FundGymVecEnv(n_envs, n_accounts=n_accounts)
     venv.seed(0)
     spent = [0.0]
@@ -122,7 +129,16 @@ def time_ppo(n_envs: int, n_accounts: int, total_timesteps: int) -> dict[str, An
         return result
 
     venv.step_wait = timed  # type: ignore[method-assign]
-    model = PPO("MlpPolicy", venv, n_steps=256, seed=0, device="cpu", verbose=0)
+    model = PPO(
+        "MlpPolicy",
+        venv,
+        n_steps=32,
+        batch_size=1024,
+        policy_kwargs={"net_arch": [64, 64]},
+        seed=0,
+        device="cpu",
+        verbose=0,
+    )
     start = time.perf_counter()
     model.learn(total_timesteps=total_timesteps)
     wall = time.perf_counter() - start

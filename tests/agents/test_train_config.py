@@ -38,7 +38,7 @@ def test_shipped_configs_validate_and_share_base():
     assert sac.algo == "sac" and isinstance(sac.hyperparameters, SACHyper)
     # Both inherit the env and eval sections from base.yaml.
     assert ppo.env == sac.env
-    assert ppo.env.n_accounts == 256 and ppo.env.scenario == "training"
+    assert ppo.env.n_accounts == 1024 and ppo.env.scenario == "training"
     assert ppo.eval == sac.eval
     assert ppo.n_envs == 128 and sac.n_envs == 16
     assert sac.normalize.reward is False and ppo.normalize.reward is True  # sac overrides one key
