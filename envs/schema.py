@@ -13,6 +13,7 @@ integer, and a numeric string (YAML 1.1 reads ``2.2e8`` as a string) for either.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 import re
@@ -58,6 +59,16 @@ ConfigLoader.add_implicit_resolver(
 def load_yaml(text: str) -> Any:
     """Parse config text with :class:`ConfigLoader` (YAML 1.2 booleans and floats)."""
     return yaml.load(text, Loader=ConfigLoader)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """``get_type_hints(cls)``, computed once per class.
+
+    It re-evaluates every annotation string on each call, and the training sampler builds and
+    validates a scenario at every episode reset.
+    """
+    return get_type_hints(cls)
 
 
 class SchemaError(ValueError):
@@ -114,7 +125,7 @@ def build(cls: type[T], data: Any, source: str, path: str = "") -> T:
     """Build dataclass ``cls`` from ``data`` (a mapping), validating every field."""
     if not isinstance(data, dict):
         raise SchemaError(source, path or "<top>", data, f"a mapping of {cls.__name__} fields")
-    hints = get_type_hints(cls)
+    hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -208,7 +219,7 @@ def _type_text(tp: Any) -> str:
 def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
     """Rows ``(field path, type, default, description)`` for documenting a schema."""
     rows: list[tuple[str, str, str, str]] = []
-    hints = get_type_hints(cls)
+    hints = _hints(cls)
     for f in dataclasses.fields(cls):
         if not f.init:
             continue

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from envs.jit import jit
+
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
 
@@ -69,14 +71,27 @@ def garch_t_log_returns(
     omega = (1.0 - alpha - beta) * (mult * sigma_tick) ** 2
     z = student_t_unit(rng, nu, (n_ticks, n_paths))
     out = np.empty((n_ticks, n_paths))
-    var = (mult[0] * sigma_tick) ** 2
-    prev_r2 = var
-    for t in range(n_ticks):  # GARCH recursion: sequential in time, vectorised over paths
-        var = omega[t] + alpha * prev_r2 + beta * var
-        r = np.sqrt(var) * z[t]
-        out[t] = r
-        prev_r2 = r * r
+    var0 = np.ascontiguousarray((mult[0] * sigma_tick) ** 2, dtype=np.float64)
+    _garch_recursion(np.ascontiguousarray(omega), z, var0, float(alpha), float(beta), out)
     return np.asarray(out - 0.5 * (mult * sigma_tick) ** 2)  # Ito-style correction, on average
+
+
+@jit
+def _garch_recursion(omega, z, var0, alpha, beta, out):  # type: ignore[no-untyped-def]
+    """``var_t = omega_t + alpha r_(t-1)^2 + beta var_(t-1)``, ``r_t = sqrt(var_t) z_t``, in place.
+
+    Sequential in time, so compiled: a Python loop over a day's 1,440 ticks made every
+    episode reset cost milliseconds. The operations are the numpy loop's, in its order.
+    """
+    n_ticks, n_paths = z.shape
+    for p in range(n_paths):
+        var = var0[p]
+        prev_r2 = var
+        for t in range(n_ticks):
+            var = omega[t, p] + alpha * prev_r2 + beta * var
+            r = np.sqrt(var) * z[t, p]
+            out[t, p] = r
+            prev_r2 = r * r
 
 
 def merton_jump_log_returns(
@@ -115,7 +130,6 @@ def regime_path(
     and picks ``j`` in proportion to the rates.
     """
     rates = np.array(switch_rate_per_day, dtype=np.float64)
-    k = rates.shape[0]
     np.fill_diagonal(rates, 0.0)
     dt = tick_minutes / MINUTES_PER_DAY
     leave = 1.0 - np.exp(-rates.sum(axis=1) * dt)
@@ -127,13 +141,28 @@ def regime_path(
     u_leave = rng.random((n_ticks, n_paths))
     u_dest = rng.random((n_ticks, n_paths))
     out = np.empty((n_ticks, n_paths), dtype=np.int64)
-    state = np.full(n_paths, initial, dtype=np.int64)
-    for t in range(n_ticks):
-        moves = u_leave[t] < leave[state]
-        nxt = (u_dest[t][:, None] > cum_dest[state]).sum(axis=1)
-        state = np.where(moves, np.minimum(nxt, k - 1), state)
-        out[t] = state
+    _regime_chain(u_leave, u_dest, leave, np.ascontiguousarray(cum_dest), int(initial), out)
     return out
+
+
+@jit
+def _regime_chain(u_leave, u_dest, leave, cum_dest, initial, out):  # type: ignore[no-untyped-def]
+    """The Markov chain of :func:`regime_path`, tick by tick, in place (compiled: see GARCH).
+
+    A regime moves when its uniform is below its leaving probability, to the number of
+    cumulative destination weights below the second uniform (capped at the last regime).
+    """
+    n_ticks, n_paths = u_leave.shape
+    k = cum_dest.shape[0]
+    for p in range(n_paths):
+        state = initial
+        for t in range(n_ticks):
+            if u_leave[t, p] < leave[state]:
+                nxt = 0
+                for j in range(k):
+                    nxt += u_dest[t, p] > cum_dest[state, j]
+                state = min(nxt, k - 1)
+            out[t, p] = state
 
 
 LegKind = Literal["decline", "recovery", "pause", "steps", "wick"]
