@@ -36,6 +36,7 @@ in a batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -147,29 +148,24 @@ class SimState:
 
     def copy(self) -> SimState:
         """Deep copy (every array copied, the fund's too)."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, FundPortfolio):
-                out[f.name] = FundPortfolio(
-                    **{g.name: getattr(value, g.name).copy() for g in fields(FundPortfolio)}
-                )
-            else:
-                out[f.name] = np.array(value, copy=True)
-        return SimState(**out)
+        return self._map_arrays(lambda a: np.array(a, copy=True))
 
     def take(self, rows: ArrayLike) -> SimState:
         """A new state holding only exchanges ``rows`` (copies), in that order."""
         idx = np.asarray(rows, dtype=np.int64)
+        return self._map_arrays(lambda a: np.array(a[idx], copy=True))
+
+    def _map_arrays(self, fn: Callable[[FloatArray], FloatArray]) -> SimState:
+        """A new state of ``fn`` applied to every array, the fund's included."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, FundPortfolio):
                 out[f.name] = FundPortfolio(
-                    **{g.name: getattr(value, g.name)[idx].copy() for g in fields(FundPortfolio)}
+                    **{g.name: fn(getattr(value, g.name)) for g in fields(FundPortfolio)}
                 )
             else:
-                out[f.name] = np.array(value[idx], copy=True)
+                out[f.name] = fn(value)
         return SimState(**out)
 
 
