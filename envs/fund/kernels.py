@@ -141,6 +141,20 @@ def receive_one(f, e, amount_usd):  # type: ignore[no-untyped-def]
     f[F_RECEIVED][e] += amount_usd
 
 
+@jit(error_model="numpy", inline="always")
+def _sell_down(left_usd, value_usd, cost_frac):  # type: ignore[no-untyped-def]
+    """Raise up to ``left_usd`` from a holding worth ``value_usd``, sold ``cost_frac`` below it.
+
+    Returns ``(raised_usd, sold_usd, all_sold)``: the cash raised, the value given up for it
+    (``raised / (1 - cost_frac)``, or the whole holding when it all goes) and whether it did.
+    """
+    proceeds = value_usd * (1.0 - cost_frac)
+    raised = min(left_usd, proceeds)
+    all_sold = raised >= proceeds
+    sold = value_usd if all_sold else raised / (1.0 - cost_frac)
+    return raised, sold, all_sold
+
+
 @jit(error_model="numpy")
 def pay_one(f, e, amount_usd, price, vol_annual, stressed, terms):  # type: ignore[no-untyped-def]
     """:func:`envs.fund.portfolio.pay` for exchange ``e``; returns the USD paid.
@@ -166,21 +180,13 @@ def pay_one(f, e, amount_usd, price, vol_annual, stressed, terms):  # type: igno
     left -= from_yield
 
     units = f[F_VOLATILE_UNITS][e]
-    vol_value = units * price
-    vol_proceeds = vol_value * (1.0 - slip)
-    from_vol = min(left, vol_proceeds)
-    all_vol = from_vol >= vol_proceeds
-    vol_sold = vol_value if all_vol else from_vol / (1.0 - slip)
+    from_vol, vol_sold, all_vol = _sell_down(left, units * price, slip)
     f[F_VOLATILE_UNITS][e] = 0.0 if all_vol else max(units - vol_sold / price, 0.0)
     left -= from_vol
 
     unit = put_unit_value(f, e, price, vol_annual)
     puts = f[F_PUT_UNITS][e]
-    put_value = puts * unit
-    put_proceeds = put_value * (1.0 - spread)
-    from_puts = min(left, put_proceeds)
-    all_puts = from_puts >= put_proceeds
-    puts_sold = put_value if all_puts else from_puts / (1.0 - spread)
+    from_puts, puts_sold, all_puts = _sell_down(left, puts * unit, spread)
     safe_unit = unit if unit > 0.0 else 1.0
     f[F_PUT_UNITS][e] = 0.0 if all_puts else max(puts - puts_sold / safe_unit, 0.0)
     if f[F_PUT_UNITS][e] <= 0.0:
