@@ -167,6 +167,13 @@ def _describe_bad(arr: FloatArray, bad: npt.NDArray[np.bool_]) -> str:
     return f"index {at}: {arr.ravel()[idx]!r}"
 
 
+def _require_finite(arr: FloatArray, rule: str) -> None:
+    """Raise ``ValueError("<rule>, got a non-finite value at index i: value")`` unless finite."""
+    finite = np.isfinite(arr)
+    if not finite.all():
+        raise ValueError(f"{rule}, got a non-finite value at {_describe_bad(arr, ~finite)}")
+
+
 def _as_steps(name: str, value: object, n_steps: int | None) -> FloatArray:
     """``value`` as a fresh 1-D float64 array of finite numbers, ``n_steps`` long if given.
 
@@ -183,12 +190,7 @@ def _as_steps(name: str, value: object, n_steps: int | None) -> FloatArray:
             f"{name} must have one value per step ({n_steps}, the length of time_minutes), "
             f"got length {arr.shape[0]}"
         )
-    finite = np.isfinite(arr)
-    if not finite.all():
-        raise ValueError(
-            f"{name} must be finite at every step, got a non-finite value at "
-            f"{_describe_bad(arr, ~finite)}"
-        )
+    _require_finite(arr, f"{name} must be finite at every step")
     return arr
 
 
@@ -350,12 +352,7 @@ class EpisodeRecord:
                 f"positions must have shape (n_steps, k) = ({n_steps}, k), got shape "
                 f"{positions.shape}"
             )
-        finite = np.isfinite(positions)
-        if not finite.all():
-            raise ValueError(
-                f"positions must be finite, got a non-finite value at "
-                f"{_describe_bad(positions, ~finite)}"
-            )
+        _require_finite(positions, "positions must be finite")
         outside = np.abs(positions) > 1.0 + POSITION_TOLERANCE
         if outside.any():
             raise ValueError(
@@ -540,11 +537,7 @@ def _check_sample(values: npt.ArrayLike, name: str) -> FloatArray:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name} must not be empty")
-    finite = np.isfinite(arr)
-    if not finite.all():
-        raise ValueError(
-            f"{name} must be finite, got a non-finite value at {_describe_bad(arr, ~finite)}"
-        )
+    _require_finite(arr, f"{name} must be finite")
     return arr
 
 
