@@ -62,6 +62,21 @@ from agents.outputs import jsonable, progress_bar, write_text_atomic
 from agents.policies import PolicySpec, parse_spec
 from agents.rollout import EvaluateError, base_env, job_env
 
+#: The summary's fields the report's run description repeats (with ``horizon_note``).
+_REPORT_META_KEYS = (
+    "command",
+    "created_utc",
+    "episodes",
+    "seed",
+    "scenarios",
+    "policies",
+    "reference",
+    "dominance",
+    "gap_closure",
+    "objective",
+    "policy_notes",
+)
+
 
 @dataclass
 class EvaluationResult:
@@ -316,20 +331,9 @@ def _write_outputs(
     if report:
         from agents.evaluate.report import write_report  # matplotlib only when reporting
 
-        meta = {
-            "command": command,
-            "created_utc": created,
-            "episodes": episodes,
-            "seed": seed,
-            "scenarios": scenarios,
-            "policies": [s.name for s in specs],
-            "horizon_note": summary["horizon"],
-            "reference": reference,
-            "dominance": dom,
-            "gap_closure": gap,
-            "objective": objectives,
-            "policy_notes": notes,
-        }
+        # The report's run description: the summary's own fields, its horizon as a note.
+        meta = {k: summary[k] for k in _REPORT_META_KEYS}
+        meta["horizon_note"] = summary["horizon"]
         written = write_report(
             tmp, by_scenario=by_scenario, by_policy=by_policy, traces=traces, meta=meta
         )
