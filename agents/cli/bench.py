@@ -24,6 +24,10 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _name_list(text: str) -> list[str]:
+    return [name for name in text.split(",") if name]
+
+
 def _load_benchmarks(name: str = "bench_core") -> ModuleType:
     """Import ``benchmarks/<name>.py`` from the source checkout."""
     path = REPO_ROOT / "benchmarks" / f"{name}.py"
@@ -166,7 +170,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     _add_size_arguments(p_core)
     p_core.add_argument(
         "--regimes",
-        type=lambda s: [r for r in s.split(",") if r],
+        type=_name_list,
         default=["quiet", "crash"],
         help="comma-separated regimes: quiet, crash (default both)",
     )
@@ -185,7 +189,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     _add_size_arguments(p_full)
     p_full.add_argument(
         "--scenarios",
-        type=lambda s: [r for r in s.split(",") if r],
+        type=_name_list,
         default=["volatile", "oct_10_2025"],
         help="comma-separated library scenarios (default volatile,oct_10_2025; a crash "
         "scenario is timed on its sharpest leg, moved to minute 5)",
