@@ -310,7 +310,13 @@ class ExchangeSimulator:
         self.population_minutes = population_minutes
         self.keep_record = record
         if threads is None:
-            threads = int(os.environ.get(THREADS_ENV, "1"))
+            text = os.environ.get(THREADS_ENV, "1")
+            try:
+                threads = int(text)
+            except ValueError:
+                raise ValueError(
+                    f"{THREADS_ENV} must be a whole number of threads >= 1, got {text!r}"
+                ) from None
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads!r}")
         self.threads = min(threads, numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
