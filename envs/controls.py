@@ -45,6 +45,11 @@ def allocation_weights(logits: FloatArray) -> FloatArray:
     return np.asarray(e / e.sum(axis=-1, keepdims=True), dtype=np.float64)
 
 
+def _clip_step(move: FloatArray, max_step: float) -> FloatArray:
+    """``move`` limited to [-max_step, max_step]: np.clip's result without its dispatch cost."""
+    return np.minimum(np.maximum(move, -max_step), max_step)
+
+
 class Controls:
     """The parameters in force for a batch of exchanges, moved by actions.
 
@@ -140,7 +145,7 @@ class Controls:
                 # raise from the announced level, so raises during a notice add up.
                 down = a[:, j] < in_force
                 reference = np.where(down | np.isnan(pend), in_force, pend)
-                target = reference + np.clip(a[:, j] - reference, -self.max_step, self.max_step)
+                target = reference + _clip_step(a[:, j] - reference, self.max_step)
                 moved += np.abs(target - reference)
                 lower = target <= in_force
                 self.position[name] = np.where(lower, target, in_force)
@@ -149,7 +154,7 @@ class Controls:
                 )
                 self.pending[name] = np.where(lower, np.nan, target)
             else:
-                target = in_force + np.clip(a[:, j] - in_force, -self.max_step, self.max_step)
+                target = in_force + _clip_step(a[:, j] - in_force, self.max_step)
                 moved += np.abs(target - in_force)
                 self.position[name] = target
         return moved

@@ -25,7 +25,7 @@ from envs.market.sampler import sample_training_scenario
 from envs.observation import BOOK_STATS, book_stats
 from envs.rewards import DecisionTotals, combine, reward_components
 from envs.scenarios import Scenario, load_scenario
-from envs.simulator import ExchangeSimulator
+from envs.simulator import BLOCK_SERIES, ExchangeSimulator
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
@@ -42,6 +42,13 @@ _SUMMED_EVENTS = (
     "shortfall_usd",
     "liquidation_fees_usd",
     "bad_debt_usd",
+)
+#: Their columns in a block's event rows.
+_SUMMED_COLUMNS = tuple(StepEvents.FIELDS.index(name) for name in _SUMMED_EVENTS)
+#: Columns of a block's series the decision reads: its last prices and every tick's index.
+_INDEX, _MARK, _ORACLE, _FUNDING = (
+    BLOCK_SERIES.index(name)
+    for name in ("index_price", "mark_price", "oracle_price", "funding_rate")
 )
 
 #: Observation names, in vector order (see the environment docstring for their scaling).
@@ -71,6 +78,7 @@ OBS_NAMES: tuple[str, ...] = (
     *(f"param_{name}" for name in PARAMS),
     "episode_progress",
 )
+_PARAMS_COL = OBS_NAMES.index("param_liquidation_fee_rate")  # first lever's column
 
 
 # ------------------------------------------------------------------ core ------
@@ -93,6 +101,9 @@ class FundControlCore:
         tick = self._library.tick_minutes if self._library else 1.0
         self.ticks_per_decision = max(1, round(config.decision_minutes / tick))
         self.tick_minutes = tick
+        # Weights of one tick in the observation's 1-hour and 1-day volatility EWMAs.
+        self._ewma_short = 1.0 - np.exp(-tick / 60.0)
+        self._ewma_long = 1.0 - np.exp(-tick / 1440.0)
         notice = int(np.ceil(config.margin_notice_minutes / config.decision_minutes))
         fixed = {k: v for k, v in dataclasses.asdict(config.fixed).items() if v is not None}
         self.controls = Controls(config.controlled, fixed, config.max_step, notice, n_envs)
@@ -115,6 +126,7 @@ class FundControlCore:
         self.last_oracle = np.zeros(n_envs)
         self.last_funding = np.zeros(n_envs)
         self.last_book = np.zeros((n_envs, len(BOOK_STATS)))  # book_stats at the last observation
+        self.last_fund_value_usd = np.zeros(n_envs)  # the fund's value at the last observation
 
     @property
     def action_dim(self) -> int:
@@ -205,15 +217,23 @@ class FundControlCore:
         ]
         return self.observe()
 
-    def _risk(self) -> RiskParams:
-        v = self.controls.values()
-        return RiskParams(
-            mmr=v["mmr"],
-            imr=v["imr"],
-            liquidation_fee_rate=v["liquidation_fee_rate"],
-            liquidation_fee_fund_share=v["liquidation_fee_fund_share"],
+    def _risk(self, values: dict[str, FloatArray] | None = None) -> RiskParams:
+        """The levers in force as risk parameters (``values``: :meth:`Controls.values`).
+
+        Built with :meth:`RiskParams.trusted`: every value comes from a position the controls
+        clipped to [-1, 1], mapped into its lever's action range, which lies inside the hard
+        bounds, and ``imr = min(mmr x imr_multiple, 1) >= mmr`` since the multiple is >= 1.2;
+        the configuration's values were checked when it was made. The arrays are copies, so
+        the ``info["params"]`` arrays a caller may modify are not the ones in force.
+        """
+        v = self.controls.values() if values is None else values
+        return RiskParams.trusted(
+            mmr=v["mmr"].copy(),
+            imr=v["imr"].copy(),
+            liquidation_fee_rate=v["liquidation_fee_rate"].copy(),
+            liquidation_fee_fund_share=v["liquidation_fee_fund_share"].copy(),
             taker_fee_rate=self.config.taker_fee_rate,
-            trading_fee_fund_share=v["trading_fee_fund_share"],
+            trading_fee_fund_share=v["trading_fee_fund_share"].copy(),
             fallback=self.config.fallback,
             tiers=self._tiers,
         )
@@ -237,9 +257,9 @@ class FundControlCore:
             )
         sim = self.sim
         assert sim is not None, "call reset() first"
-        moved = self.controls.apply(np.clip(a, -1.0, 1.0))
-        sim.set_params(self._risk())
+        moved = self.controls.apply(np.minimum(np.maximum(a, -1.0), 1.0))  # np.clip, cheaper
         values = self.controls.values()
+        sim.set_params(self._risk(values))
         target = np.stack([values[n] for n in ALLOCATION], axis=1)
         ext0 = sim.portfolio.external_pnl_usd.copy()
         change = np.abs(target - self.alloc_target).sum(axis=1) > self.config.rebalance_threshold
@@ -252,20 +272,23 @@ class FundControlCore:
         total = np.zeros((self.n_envs, N_EVENTS))
         for k in range(len(block)):  # tick by tick, as the ticks accumulate
             total += block.events[k]
-        sums = {name: total[:, StepEvents.FIELDS.index(name)] for name in _SUMMED_EVENTS}
-        a_short = 1.0 - np.exp(-self.tick_minutes / 60.0)
-        a_long = 1.0 - np.exp(-self.tick_minutes / 1440.0)
-        index = block.column("index_price")
-        before = start_index
+        sums = dict(zip(_SUMMED_EVENTS, total[:, _SUMMED_COLUMNS].T, strict=True))
+        index = block.series[:, :, _INDEX]
+        # Every tick's squared log return at once (np.log is elementwise: the same bits as
+        # tick by tick); the EWMAs then run tick by tick.
+        before = np.empty_like(index)
+        before[0] = start_index
+        before[1:] = index[:-1]
+        r2 = np.log(index / before) ** 2
+        a_short, a_long = self._ewma_short, self._ewma_long
         for k in range(len(block)):
-            r2 = np.log(index[k] / before) ** 2
-            self.var_short += a_short * (r2 - self.var_short)
-            self.var_long += a_long * (r2 - self.var_long)
-            before = index[k]
-        tick = block.tick(len(block) - 1)
-        self.last_mark = tick.prices.mark
-        self.last_oracle = tick.prices.oracle
-        self.last_funding = tick.prices.funding_rate
+            self.var_short += a_short * (r2[k] - self.var_short)
+            self.var_long += a_long * (r2[k] - self.var_long)
+        last = block.series[-1]
+        mark = last[:, _MARK].copy()
+        self.last_mark = mark
+        self.last_oracle = last[:, _ORACLE].copy()
+        self.last_funding = last[:, _FUNDING].copy()
         self.last_return = np.log(sim.last_index / start_index)
         self.last_liq_usd = sums["liquidation_volume_usd"]
         self.last_shortfall_usd = (
@@ -275,9 +298,8 @@ class FundControlCore:
         self.uncovered_usd += sums["socialized_loss_usd"] + sums["unrecovered_usd"]
 
         obs = self.observe()
-        mark = tick.prices.mark
         pf = sim.portfolio
-        fund_value = sim.fund_value_usd()
+        fund_value = self.last_fund_value_usd
         oi0 = sim.initial_open_interest_usd
         years = self.ticks_per_decision * self.tick_minutes / MINUTES_PER_YEAR
         risk = sim.risk
@@ -321,7 +343,7 @@ class FundControlCore:
             "fee_revenue_usd": sums["trading_fees_usd"] + sums["liquidation_fees_usd"],
             "capital_locked_usd": fund_value + totals.margin_locked_usd,
             "mark_price": mark,
-            "index_price": tick.prices.index,
+            "index_price": last[:, _INDEX].copy(),
             "cost": comps["solvency"],
             "reward_components": comps,
             "params": {
@@ -344,43 +366,33 @@ class FundControlCore:
         index = sim.last_index
         mark, oracle, funding = self.last_mark, self.last_oracle, self.last_funding
         per_year = MINUTES_PER_YEAR / self.tick_minutes
-        book = self.last_book = book_stats(state, sim.risk, mark)
+        book = self.last_book = book_stats(state, sim.risk, mark, parallel=sim.threads > 1)
         oi, long_oi, short_oi = book[:, 0], book[:, 1], book[:, 2]
         pf = sim.portfolio
-        fund_value = pf.value_usd(index, sim.vol_annual)
+        fund_value = self.last_fund_value_usd = pf.value_usd(index, sim.vol_annual)
         weights = pf.weights(index, sim.vol_annual)
         oi0 = np.maximum(sim.initial_open_interest_usd, 1.0)
-        depth_rel = sim.last_depth_mult
-        cols = [
-            np.sqrt(self.var_short * per_year),
-            np.sqrt(self.var_long * per_year),
-            100.0 * self.last_return,
-            depth_rel,
-            np.log10(np.maximum(oi, 1.0) / sim.last_depth_usd_per_pct),
-            100.0 * (oracle / mark - 1.0),
-            1e3 * funding,
-            oi / oi0,
-            (long_oi - short_oi) / np.maximum(long_oi + short_oi, 1e-12),
-            book[:, 3] / 50.0,
-            book[:, 4] / 50.0,
-            book[:, 5] / 50.0,
-            book[:, 6],
-            book[:, 7],
-            book[:, 8],
-            10.0 * fund_value / np.maximum(oi, 1.0),
-            weights[:, 0],
-            weights[:, 1],
-            weights[:, 2],
-            weights[:, 3],
-            100.0 * self.last_liq_usd / oi0,
-            1e3 * self.last_shortfall_usd / oi0,
-            *(self.controls.normalised().T),
-            self.decision / np.maximum(self.n_decisions, 1),
-        ]
-        obs = np.stack([np.asarray(c, dtype=np.float64) for c in cols], axis=1)
-        return np.clip(
-            np.nan_to_num(obs, nan=0.0, posinf=OBS_CLIP, neginf=-OBS_CLIP), -OBS_CLIP, OBS_CLIP
-        )
+        # Each column written in place (in OBS_NAMES order), then cleaned in place.
+        obs = np.empty((self.n_envs, len(OBS_NAMES)))
+        obs[:, 0] = np.sqrt(self.var_short * per_year)
+        obs[:, 1] = np.sqrt(self.var_long * per_year)
+        obs[:, 2] = 100.0 * self.last_return
+        obs[:, 3] = sim.last_depth_mult
+        obs[:, 4] = np.log10(np.maximum(oi, 1.0) / sim.last_depth_usd_per_pct)
+        obs[:, 5] = 100.0 * (oracle / mark - 1.0)
+        obs[:, 6] = 1e3 * funding
+        obs[:, 7] = oi / oi0
+        obs[:, 8] = (long_oi - short_oi) / np.maximum(long_oi + short_oi, 1e-12)
+        obs[:, 9:12] = book[:, 3:6] / 50.0  # leverage p50, p90, p99
+        obs[:, 12:15] = book[:, 6:9]  # OI within 1%, 2%, 5%
+        obs[:, 15] = 10.0 * fund_value / np.maximum(oi, 1.0)
+        obs[:, 16:20] = weights
+        obs[:, 20] = 100.0 * self.last_liq_usd / oi0
+        obs[:, 21] = 1e3 * self.last_shortfall_usd / oi0
+        obs[:, _PARAMS_COL : _PARAMS_COL + len(PARAMS)] = self.controls.normalised()
+        obs[:, -1] = self.decision / np.maximum(self.n_decisions, 1)
+        np.nan_to_num(obs, copy=False, nan=0.0, posinf=OBS_CLIP, neginf=-OBS_CLIP)
+        return np.minimum(np.maximum(obs, -OBS_CLIP, out=obs), OBS_CLIP, out=obs)  # np.clip
 
 
 def _spaces(core: FundControlCore) -> tuple[spaces.Box, spaces.Box]:

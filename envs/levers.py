@@ -201,7 +201,11 @@ class Lever:
     def to_value(self, position: FloatOrArray) -> FloatArray:
         """Natural-unit values of action positions (clipped to [-1, 1], as Box actions are)."""
         a = self._action()
-        u = (np.clip(np.asarray(position, dtype=np.float64), -1.0, 1.0) + 1.0) / 2.0
+        # minimum(maximum()) is np.clip's result (the bounds are not zero, so no signed-zero
+        # tie) without its Python-level dispatch: the controls call this for every lever,
+        # every decision.
+        p = np.asarray(position, dtype=np.float64)
+        u = (np.minimum(np.maximum(p, -1.0), 1.0) + 1.0) / 2.0
         if a.log:
             return np.asarray(a.low * (a.high / a.low) ** u, dtype=np.float64)
         return np.asarray(a.low + u * (a.high - a.low), dtype=np.float64)

@@ -62,13 +62,14 @@ def load_yaml(text: str) -> Any:
 
 
 @functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    """``get_type_hints(cls)``, computed once per class.
+def _class_info(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
+    """``get_type_hints(cls)`` and its init fields, computed once per class.
 
-    It re-evaluates every annotation string on each call, and the training sampler builds and
-    validates a scenario at every episode reset.
+    Both re-walk the class on every call, and the training sampler builds and validates a
+    scenario at every episode reset.
     """
-    return get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    return get_type_hints(cls), fields
 
 
 class SchemaError(ValueError):
@@ -125,8 +126,7 @@ def build(cls: type[T], data: Any, source: str, path: str = "") -> T:
     """Build dataclass ``cls`` from ``data`` (a mapping), validating every field."""
     if not isinstance(data, dict):
         raise SchemaError(source, path or "<top>", data, f"a mapping of {cls.__name__} fields")
-    hints = _hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    hints, fields = _class_info(typing.cast(type, cls))
     unknown = sorted(set(data) - set(fields))
     if unknown:
         where = f"{path}.{unknown[0]}" if path else str(unknown[0])
@@ -219,7 +219,7 @@ def _type_text(tp: Any) -> str:
 def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
     """Rows ``(field path, type, default, description)`` for documenting a schema."""
     rows: list[tuple[str, str, str, str]] = []
-    hints = _hints(cls)
+    hints = _class_info(cls)[0]
     for f in dataclasses.fields(cls):
         if not f.init:
             continue

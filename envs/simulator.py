@@ -534,14 +534,19 @@ class ExchangeSimulator:
         return np.asarray(cost, dtype=np.float64)
 
     def _risk_row(self, env: int) -> RiskParams:
-        """Exchange ``env``'s risk parameters as scalars (for drawing its book alone)."""
+        """Exchange ``env``'s risk parameters as scalars (for drawing its book alone).
+
+        Entries of parameters already in force are valid, so the row skips the checks
+        (:meth:`RiskParams.trusted`); a vector env resets every exchange at once.
+        """
         risk = self.risk
-        numeric: dict[str, Any] = {
-            f.name: float(np.broadcast_to(np.asarray(getattr(risk, f.name)), (self.n_envs,))[env])
-            for f in dataclasses.fields(risk)
-            if f.name not in ("fallback", "tiers", "socialization")
-        }
-        return dataclasses.replace(risk, **numeric)
+        row: dict[str, Any] = {}
+        for f in dataclasses.fields(risk):
+            value = getattr(risk, f.name)
+            if f.name not in ("fallback", "tiers", "socialization"):
+                value = float(np.broadcast_to(np.asarray(value), (self.n_envs,))[env])
+            row[f.name] = value
+        return RiskParams.trusted(**row)
 
     @property
     def t(self) -> int:

@@ -58,29 +58,36 @@ class FundGymVecEnv(VecEnv):
         assert self._actions is not None, "step_async() first"
         obs, reward, term, trunc, info = self.venv.step(self._actions)
         dones = term | trunc
-        # Each array becomes a Python list once (``tolist`` converts every element in C),
-        # then each exchange's dict indexes the lists: an element-by-element ``.item()`` over
-        # 64 exchanges x ~35 values cost more than a decision of the simulator.
-        flat: dict[str, list[Any]] = {}
-        nested: dict[str, dict[str, list[float]]] = {}
+        # Each array becomes a Python list once (``tolist`` converts every element in C) and
+        # each exchange's dicts are zipped from the lists' rows: an element-by-element
+        # ``.item()`` over 64 exchanges x ~35 values cost more than a decision of the simulator.
+        flat_keys: list[str] = []
+        flat: list[list[Any]] = []
+        nested: list[tuple[str, list[dict[str, float]]]] = []
         for key, value in info.items():
             if key.startswith("_") or key == "final_obs":
                 continue
             if isinstance(value, dict):
-                nested[key] = {
-                    k: np.asarray(v, dtype=np.float64).tolist() for k, v in value.items()
-                }
+                columns = [np.asarray(v, dtype=np.float64).tolist() for v in value.values()]
+                names = list(value)
+                nested.append(
+                    (
+                        key,
+                        [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)],
+                    )
+                )
             else:
-                flat[key] = np.asarray(value).tolist()
-        infos: list[dict[str, Any]] = []
-        for i in range(self.num_envs):
-            item: dict[str, Any] = {key: values[i] for key, values in flat.items()}
-            for key, columns in nested.items():
-                item[key] = {k: column[i] for k, column in columns.items()}
-            if dones[i]:
-                item["terminal_observation"] = info["final_obs"][i]
-                item["TimeLimit.truncated"] = bool(trunc[i] and not term[i])
-            infos.append(item)
+                flat_keys.append(key)
+                flat.append(np.asarray(value).tolist())
+        infos: list[dict[str, Any]] = [
+            dict(zip(flat_keys, row, strict=True)) for row in zip(*flat, strict=True)
+        ]
+        for key, rows in nested:
+            for item, sub in zip(infos, rows, strict=True):
+                item[key] = sub
+        for i in np.flatnonzero(dones).tolist():
+            infos[i]["terminal_observation"] = info["final_obs"][i]
+            infos[i]["TimeLimit.truncated"] = bool(trunc[i] and not term[i])
         return obs, reward.astype(np.float32), dones, infos
 
     def close(self) -> None:

@@ -172,6 +172,29 @@ class RiskParams:
         if self.tiers is not None and not isinstance(self.tiers, MarginTiers):
             raise ValueError(f"RiskParams.tiers must be a MarginTiers or None, got {self.tiers!r}")
 
+    @classmethod
+    def trusted(cls, **values: Any) -> RiskParams:
+        """Parameters from values valid by construction, without checking them again.
+
+        For a caller that builds parameters every decision from values it has already bounded
+        (the environment maps clipped action positions into the levers' action ranges, which
+        lie inside the hard bounds): the checks cost more than the rest of the construction.
+        Numeric values must be floats or float64 ``(n_envs,)`` arrays inside their levers'
+        hard bounds, with ``imr >= mmr``; anything from a user goes through the constructor.
+
+        Args:
+            **values: Fields by name; those left out take their defaults.
+
+        Raises:
+            TypeError: A name that is not a field.
+        """
+        out = object.__new__(cls)
+        for f in fields(cls):
+            object.__setattr__(out, f.name, values.pop(f.name, f.default))
+        if values:
+            raise TypeError(f"RiskParams has no field {next(iter(values))!r}")
+        return out
+
     def take(self, env: np.ndarray[Any, np.dtype[np.int64]]) -> RiskParams:
         """Per-exchange arrays indexed by ``env`` (one entry per row), without re-validating.
 
@@ -196,7 +219,7 @@ class RiskParams:
     def _pack(self, n_envs: int) -> np.ndarray[Any, np.dtype[np.float64]]:
         out = np.empty((n_envs, N_PACKED))
         for col, name in enumerate(_PACKED_FIELDS):
-            out[:, col] = np.broadcast_to(np.asarray(getattr(self, name), dtype=np.float64), n_envs)
+            out[:, col] = getattr(self, name)  # a float fills the column, an array is copied
         return out
 
     def tier_table(self) -> tuple[np.ndarray[Any, np.dtype[np.float64]], ...]:

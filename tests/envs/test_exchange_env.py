@@ -1,6 +1,7 @@
 """The Gymnasium environment: the API contract, determinism, the vector twin, bad input."""
 
 import gymnasium as gym
+import numba
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
@@ -68,6 +69,34 @@ def test_vector_env_equals_single_envs_step_for_step_across_autoreset():
                 ended += 1
             np.testing.assert_array_equal(vobs[i], o, err_msg=f"step {k} env {i}")
     assert ended == n  # every exchange crossed an episode boundary
+
+
+def test_vector_env_on_two_threads_equals_one_bit_for_bit(monkeypatch):
+    # Threads step exchanges (the tick) and read their books (the observation) in parallel;
+    # every exchange's arithmetic is its own, so observations, rewards and infos are equal.
+    n, steps = 3, 25  # across the autoreset
+    acts = np.random.default_rng(2).uniform(-1.2, 1.2, (steps, n, len(PARAMS)))
+    runs = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("FUNDGYM_THREADS", threads)
+        vec = InsuranceFundVectorEnv(num_envs=n, **SMALL)
+        out = [vec.reset(seed=5)[0]]
+        for k in range(steps):
+            out.append(vec.step(acts[k]))
+        runs.append((vec.core.sim.threads, out))
+    (one, a), (two, b) = runs
+    assert one == 1 and two == min(2, numba.config.NUMBA_NUM_THREADS)
+    np.testing.assert_array_equal(a[0], b[0])
+    for (oa, ra, ta, tra, ia), (ob, rb, tb, trb, ib) in zip(a[1:], b[1:], strict=True):
+        for x, y in ((oa, ob), (ra, rb), (ta, tb), (tra, trb)):
+            np.testing.assert_array_equal(x, y)
+        assert ia.keys() == ib.keys()
+        for key, value in ia.items():
+            if isinstance(value, dict):
+                for sub, column in value.items():
+                    np.testing.assert_array_equal(column, ib[key][sub], err_msg=key)
+            else:
+                np.testing.assert_array_equal(value, ib[key], err_msg=key)
 
 
 def test_nan_action_is_a_clear_error():

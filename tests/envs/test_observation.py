@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from envs.core.params import MarginTiers, RiskParams
-from envs.observation import BOOK_STATS, book_stats
+from envs.observation import BOOK_STATS, N_BUCKETS, _quantiles, book_stats
 from envs.state import SimState
 
 COL = {name: k for k, name in enumerate(BOOK_STATS)}
@@ -73,3 +73,78 @@ def test_batch_rows_are_independent() -> None:
 def test_an_exchange_with_no_open_account_reads_zero() -> None:
     s = SimState.create([[0.0, 5.0]], [[0.0, 0.0]], [[0.0, 0.0]], 0.0)
     np.testing.assert_array_equal(book_stats(s, RiskParams(), np.array([100.0]))[0], 0.0)
+
+
+def _exact_quantiles(values: np.ndarray, qs: np.ndarray) -> np.ndarray:
+    """The kernel's formula on the order statistics read from a full sort."""
+    s = np.sort(values)
+    out = []
+    for q in qs:
+        pos = q * (len(s) - 1)
+        lo = int(np.floor(pos))
+        b = s[lo + 1] if lo + 1 < len(s) else s[lo]
+        out.append(s[lo] + (pos - lo) * (b - s[lo]))
+    return np.array(out)
+
+
+def _kernel_quantiles(values: np.ndarray, qs: np.ndarray) -> np.ndarray:
+    n = len(values)
+    buf = np.concatenate([values, [np.pi] * 3])  # values past n are never read
+    before = buf.copy()
+    out = np.full(len(qs) + 2, -7.0)
+    bins = np.empty(n + 3, dtype=np.int64)
+    counts = np.empty(N_BUCKETS, dtype=np.int64)
+    _quantiles(buf, n, qs, out, 2, bins, counts, np.empty((len(qs), n + 3)))
+    np.testing.assert_array_equal(buf, before)  # read, not reordered
+    assert (out[:2] == -7.0).all()  # only its own columns written
+    return out[2:]
+
+
+_QS = np.array([0.5, 0.9, 0.99])
+# Heavy tails, ties, both signs and both zeros: the bucket order must agree with the values'.
+_MIXED = st.one_of(
+    st.floats(-1e300, 1e300),
+    st.sampled_from([0.0, -0.0, 1.0, 1.0 + 2**-52, 5e-324, -5e-324, 1e-300]),
+    st.floats(0.5, 2.0),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_MIXED, min_size=1, max_size=3000))
+def test_bracketed_quantiles_are_the_exact_order_statistics(values: list[float]) -> None:
+    v = np.array(values)
+    got = _kernel_quantiles(v, _QS)
+    np.testing.assert_array_equal(got, _exact_quantiles(v, _QS))  # bit for bit
+    if np.isfinite(np.diff(np.sort(v))).all():  # no overflow between neighbours
+        np.testing.assert_allclose(got, np.quantile(v, _QS), rtol=1e-12, atol=1e-300)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 5000), st.floats(0.1, 3.0), st.integers(0, 2**32))
+def test_bracketed_quantiles_of_lognormal_leverage(n: int, sigma: float, seed: int) -> None:
+    # The observation's case: about a thousand leverages, lognormal, with bankrupt-edge tails.
+    v = np.random.default_rng(seed).lognormal(1.5, sigma, n)
+    v[:: max(1, n // 7)] *= 1e6
+    np.testing.assert_array_equal(_kernel_quantiles(v, _QS), _exact_quantiles(v, _QS))
+
+
+def test_quantiles_of_equal_values_and_of_none() -> None:
+    np.testing.assert_array_equal(_kernel_quantiles(np.full(2000, 3.5), _QS), [3.5] * 3)
+    np.testing.assert_array_equal(_kernel_quantiles(np.zeros(0), _QS), [0.0] * 3)
+
+
+@pytest.mark.parametrize("tiers", [None, MarginTiers.binance_btcusdt_2021()])
+def test_threads_give_the_same_rows_bit_for_bit(tiers: MarginTiers | None) -> None:
+    rng = np.random.default_rng(4)
+    n_envs, n_acc = 9, 700
+    size = rng.normal(0.0, 2.0, (n_envs, n_acc)) * (rng.random((n_envs, n_acc)) < 0.8)
+    coll = rng.lognormal(10.0, 1.0, (n_envs, n_acc))
+    entry = rng.uniform(9e4, 1.1e5, (n_envs, n_acc))
+    s = SimState.create(coll, size, entry, 0.0)
+    params = RiskParams(mmr=0.004, imr=0.01, tiers=tiers)
+    mark = rng.uniform(9.5e4, 1.05e5, n_envs)
+    serial = book_stats(s, params, mark)
+    np.testing.assert_array_equal(book_stats(s, params, mark, parallel=True), serial)
+    for e in range(n_envs):  # and each row is the exchange alone
+        alone = SimState.create(coll[e : e + 1], size[e : e + 1], entry[e : e + 1], 0.0)
+        np.testing.assert_array_equal(book_stats(alone, params, mark[e : e + 1])[0], serial[e])

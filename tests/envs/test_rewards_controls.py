@@ -1,9 +1,12 @@
 """Hand-worked values for the reward terms and the action mapping."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from envs.controls import PARAMS, Controls, allocation_weights
+from envs.core.params import RiskParams
 from envs.rewards import DecisionTotals, RewardWeights, combine, reward_components
 
 
@@ -107,3 +110,25 @@ def test_apply_takes_exactly_one_row_per_exchange_in_the_box():
     with pytest.raises(ValueError, match=r"in \[-1, 1\], got nan"):
         c.apply(np.array([[0.0, np.nan, 0.0], [0.0, 0.0, 0.0]]))
     np.testing.assert_array_equal(c.normalised(), before)  # rejected actions change nothing
+
+
+@pytest.mark.parametrize("position", [-1.0, -0.3, 0.0, 0.7, 1.0])
+def test_the_controls_values_build_valid_parameters_without_checks(position):
+    # The environment builds RiskParams.trusted from Controls.values() every decision: at the
+    # ends of every action range they must pass the checking constructor, field for field.
+    c = Controls(tuple(PARAMS), {}, max_step=2.0, margin_notice_decisions=0, n_envs=3)
+    c.apply(np.full((3, len(PARAMS)), position))
+    v = c.values()
+    names = ("mmr", "imr", "liquidation_fee_rate", "liquidation_fee_fund_share")
+    fields = {name: v[name] for name in (*names, "trading_fee_fund_share")}
+    checked = RiskParams(**fields, taker_fee_rate=0.0005, fallback="socialize")
+    trusted = RiskParams.trusted(**fields, taker_fee_rate=0.0005, fallback="socialize")
+    for f in dataclasses.fields(RiskParams):
+        np.testing.assert_array_equal(getattr(trusted, f.name), getattr(checked, f.name))
+    np.testing.assert_array_equal(trusted.packed(3), checked.packed(3))
+    assert (v["imr"] >= v["mmr"]).all()
+
+
+def test_trusted_parameters_name_an_unknown_field():
+    with pytest.raises(TypeError, match="no field 'mmrr'"):
+        RiskParams.trusted(mmrr=0.03)
