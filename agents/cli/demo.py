@@ -193,7 +193,7 @@ def main(args: argparse.Namespace) -> int:
     )
     print("wrote:")
     for label, path in (
-        ("trained model", run_dir / "best_model.zip"),
+        ("trained model", run_dir / "best" / "policy.pt"),
         ("report", eval_dir / "report.html"),
         ("report (markdown)", eval_dir / "report.md"),
         ("metrics", eval_dir / "metrics.csv"),

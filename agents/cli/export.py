@@ -63,7 +63,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--model",
         choices=("best", "final"),
         default="best",
-        help="onnx: best_model.zip (held-out evaluation's best) or model.zip (default best)",
+        help="onnx: best/ (held-out evaluation's best model) or final/ (default best)",
     )
     p.add_argument(
         "--episodes", type=int, default=4, help="table: episodes per fitting scenario (default 4)"

@@ -15,9 +15,12 @@ runs: an unknown key, a wrong type (true where a number is expected, 1 or yes wh
 is) or a value out of range stops the command with exit code 2 and a message naming the file,
 the field, the value and what is allowed.
 
-The run directory receives model.zip, vecnormalize.pkl (when normalising), config.yaml (the
-resolved config), command.txt, best_model.zip (best on the held-out evaluation scenarios),
-evaluations.csv, checkpoints/, tensorboard/ and train_summary.json. Watch training with
+The run directory receives config.yaml (the resolved config), command.txt, final/ (the final
+model: weights as plain tensors, normalisation statistics as plain arrays, a manifest of their
+SHA-256), best/ (the same for the best on the held-out evaluation scenarios), evaluations.csv,
+checkpoints/, tensorboard/ and train_summary.json. Loading a run directory never runs code
+from it; --resume also reads SB3's pickled files in checkpoints/, so resume only your own runs.
+Watch training with
   tensorboard --logdir DIR/tensorboard
 
 The levers: env.controlled lists those with an action range, in action order; --set
@@ -128,6 +131,6 @@ def main(args: argparse.Namespace) -> int:
         resumed = f", resumed at {result.resumed_from:,}" if result.resumed_from else ""
         print(
             f"seed {seed}: {result.num_timesteps:,} timesteps in {result.wall_s:.0f} s{resumed}; "
-            f"evaluation reward {evals}; wrote {run_dir}/model.zip"
+            f"evaluation reward {evals}; wrote {run_dir}/final/"
         )
     return 0

@@ -3,9 +3,9 @@
 :func:`export_onnx` turns a run directory written by :func:`agents.training.train.train` into one
 ``.onnx`` file that needs neither torch nor stable-baselines3 to run. The graph holds, in order:
 
-1. the run's observation normalisation (``VecNormalize``: ``(obs - mean) / sqrt(var + eps)``,
-   clipped to ``±clip_obs``, computed in float64 as SB3 does; absent when the run did not
-   normalise observations);
+1. the run's observation normalisation (``VecNormalize``'s statistics, saved as plain arrays:
+   ``(obs - mean) / sqrt(var + eps)``, clipped to ``±clip_obs``, computed in float64 as SB3
+   does; absent when the run did not normalise observations);
 2. the deterministic policy: the Gaussian mean of the actor network clipped to [-1, 1] for
    PPO and A2C, the tanh-squashed actor output for SAC and TD3 (what ``model.predict(obs,
    deterministic=True)`` returns);
@@ -18,11 +18,13 @@ Outputs, both ``(batch, n_controlled)`` float32 in the order of the run's ``env.
 * ``action``: target positions in action units [-1, 1], what the environment's ``step`` takes;
 * ``params``: the same targets in natural units (see :func:`export_onnx`).
 
-Before anything is written the export is checked with onnxruntime against the stable-baselines3
-model (:func:`reference_outputs`) on real and random observations; it fails unless the largest
+The run's model is rebuilt from its config and plain tensors and checked against its manifest
+(:mod:`agents.policies.runs`); nothing in the run directory is unpickled. Before anything is
+written the export is checked with onnxruntime against that stable-baselines3 policy
+(:func:`reference_outputs`) on real and random observations; it fails unless the largest
 absolute difference is below :data:`TOLERANCE`. The file is written atomically, and its
 ``metadata_props`` say what it is (:data:`SCHEMA_VERSION`): parameter names, units and scales,
-observation names, the algorithm, the model file, the run's config and the check's result.
+observation names, the algorithm, the model files, the run's config and the check's result.
 
 The torch exporter used is the TorchScript-based one (``dynamo=False``): torch 2.13 still
 ships it (deprecated), and it needs no extra package; the network is a plain MLP, which it
@@ -34,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import pickle
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -46,6 +47,17 @@ import numpy as np
 from agents.config import ConfigError, TrainConfig, env_kwargs, load_config
 from agents.outputs import write_bytes_atomic
 from agents.policies import run_config_file, space_mismatch
+from agents.policies.runs import (
+    BEST,
+    FINAL,
+    STATS,
+    WEIGHTS,
+    LoadedModel,
+    NormStats,
+    RunError,
+    load_model,
+    model_dir,
+)
 from envs.controls import ALLOCATION, ALLOCATION_SHARPNESS, DEFAULTS, PARAMS, allocation_weights
 from envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
 from envs.levers import CONTROLLABLE, LEVERS
@@ -61,11 +73,8 @@ OUTPUT_NAMES = ("action", "params")
 TOLERANCE = 1e-4
 OPSET = 17
 
-#: Model and normalisation files of each choice of ``model``.
-MODEL_FILES: dict[str, tuple[str, str]] = {
-    "best": ("best_model.zip", "best_vecnormalize.pkl"),
-    "final": ("model.zip", "vecnormalize.pkl"),
-}
+#: The model directory of each choice of ``model``.
+MODEL_DIRS: dict[str, str] = {"best": BEST, "final": FINAL}
 
 #: What one unit of each ``params`` column is: the lever's unit (:data:`envs.levers.LEVERS`);
 #: an allocation column holds its bucket's weight, not the logit the lever moves.
@@ -99,79 +108,69 @@ class OnnxExport:
 
 @dataclass(frozen=True)
 class _Run:
-    """A run directory's config, model and observation normalisation, loaded."""
+    """A run directory's config and model (weights and observation normalisation), loaded."""
 
     run_dir: Path
     cfg: TrainConfig
     config_text: str
-    model: Any
-    model_file: Path
-    vecnorm: Any | None  # a VecNormalize that normalises observations, or None
-    vecnorm_file: Path | None
+    model: LoadedModel
+
+    @property
+    def policy(self) -> Any:
+        """The stable-baselines3 policy."""
+        return self.model.policy
+
+    @property
+    def vecnorm(self) -> NormStats | None:
+        """The observation normalisation (``None``: the network takes raw observations)."""
+        return self.model.stats
+
+    @property
+    def model_file(self) -> Path:
+        """The weights, ``RUN/best/policy.pt`` or ``RUN/final/policy.pt``."""
+        return self.model.files.path / WEIGHTS
+
+    def file_name(self, name: str) -> str:
+        """A file of the model directory, relative to the run (``""`` when not listed)."""
+        listed = name in self.model.files.manifest["files"]
+        return f"{self.model.files.path.name}/{name}" if listed else ""
 
 
 def _load_run(run_dir: Path, model: str) -> _Run:
     """Load what the export needs from ``run_dir``; :class:`ExportError` naming what is wrong."""
-    import stable_baselines3 as sb3
-
     run_dir = Path(run_dir)
-    if model not in MODEL_FILES:
-        raise ExportError(f"model = {model!r}: expected one of {list(MODEL_FILES)}")
+    if model not in MODEL_DIRS:
+        raise ExportError(f"model = {model!r}: expected one of {list(MODEL_DIRS)}")
     config_path = run_config_file(run_dir, ExportError)
     try:
         cfg = load_config(config_path)
     except ConfigError as exc:
         raise ExportError(f"{config_path}: not a valid training config:\n{exc}") from exc
-    model_name, vecnorm_name = MODEL_FILES[model]
-    if model == "best" and not (run_dir / model_name).exists():
+    which = MODEL_DIRS[model]
+    if which == BEST and not (run_dir / BEST).is_dir() and (run_dir / FINAL).is_dir():
         warnings.warn(
-            f"{run_dir / model_name} is absent (no evaluation finished); exporting the final "
-            f"model ({MODEL_FILES['final'][0]}) instead",
+            f"{run_dir / BEST} is absent (no evaluation finished); exporting the final "
+            f"model ({FINAL}/) instead",
             UserWarning,
             stacklevel=3,
         )
-        model_name, vecnorm_name = MODEL_FILES["final"]
-    model_file = run_dir / model_name
-    if not model_file.is_file():
-        raise ExportError(f"{model_file}: missing; expected the run's {cfg.algo} model (zip)")
-    cls = getattr(sb3, cfg.algo.upper())
+        which = FINAL
     try:
-        loaded = cls.load(model_file, device="cpu")
-    except Exception as exc:  # SB3 raises anything from zipfile, torch or pickle
-        raise ExportError(
-            f"{model_file}: cannot be read as a stable-baselines3 {cfg.algo.upper()} model "
-            f"({type(exc).__name__}: {exc})"
-        ) from exc
-    n_obs = len(OBS_NAMES)
-    mismatch = space_mismatch(loaded, len(cfg.env.controlled))
+        loaded = load_model(run_dir, model_dir(run_dir, which), cfg)
+    except RunError as exc:
+        raise ExportError(str(exc)) from exc
+    model_file = loaded.files.path / WEIGHTS
+    mismatch = space_mismatch(loaded.policy, len(cfg.env.controlled))
     if mismatch:
         raise ExportError(f"{model_file}: {mismatch} (config {config_path})")
-    vecnorm: Any | None = None
-    vecnorm_file: Path | None = None
-    if cfg.normalize.observation or cfg.normalize.reward:
-        vecnorm_file = run_dir / vecnorm_name
-        if not vecnorm_file.is_file():
-            raise ExportError(
-                f"{vecnorm_file}: missing; expected the VecNormalize statistics of "
-                f"{model_file.name} (the run normalises)"
-            )
-        try:
-            vecnorm = pickle.loads(vecnorm_file.read_bytes())
-            state = vars(vecnorm)  # unpickled without its env: attribute fallbacks would recurse
-            norm_obs = bool(state["norm_obs"])
-            obs_shape = state["obs_rms"].mean.shape if norm_obs else (n_obs,)
-        except Exception as exc:  # unpickling raises anything
-            raise ExportError(
-                f"{vecnorm_file}: cannot be read as stable-baselines3 VecNormalize statistics "
-                f"({type(exc).__name__}: {exc})"
-            ) from exc
-        if obs_shape != (n_obs,):
-            raise ExportError(
-                f"{vecnorm_file}: statistics of shape {obs_shape}; expected ({n_obs},)"
-            )
-        if not norm_obs:
-            vecnorm = None  # reward normalisation only: observations pass through
-    return _Run(run_dir, cfg, config_path.read_text(), loaded, model_file, vecnorm, vecnorm_file)
+    n_obs = len(OBS_NAMES)
+    stats = loaded.stats  # observation statistics, when the run normalises observations
+    if stats is not None and stats.obs_mean.shape != (n_obs,):
+        raise ExportError(
+            f"{loaded.files.path / STATS}: statistics of shape {stats.obs_mean.shape}; "
+            f"expected ({n_obs},)"
+        )
+    return _Run(run_dir, cfg, config_path.read_text(), loaded)
 
 
 def _allocation_logits(cfg: TrainConfig) -> dict[str, float]:
@@ -213,9 +212,7 @@ def _reference(run: _Run, observations: np.ndarray) -> dict[str, np.ndarray]:
     obs = np.asarray(observations, dtype=np.float32)
     if obs.ndim != 2 or obs.shape[1] != len(OBS_NAMES):
         raise ValueError(f"observations must have shape (batch, {len(OBS_NAMES)}), got {obs.shape}")
-    x = run.vecnorm.normalize_obs(obs) if run.vecnorm is not None else obs
-    action, _ = run.model.predict(x, deterministic=True)
-    action = np.asarray(action, dtype=np.float32).reshape(obs.shape[0], -1)
+    action = run.model.predict(obs).astype(np.float32).reshape(obs.shape[0], -1)
     return {"action": action, "params": _natural_units(run.cfg, action)}
 
 
@@ -223,6 +220,8 @@ def reference_outputs(
     run_dir: Path, observations: np.ndarray, *, model: str = "best"
 ) -> dict[str, np.ndarray]:
     """What the exported graph should output, computed with stable-baselines3 and numpy.
+
+    The policy is the one :mod:`agents.policies.runs` rebuilds from the run's config and tensors.
 
     ``VecNormalize.normalize_obs`` (when the run normalised observations), then
     ``model.predict(..., deterministic=True)``, then the natural-unit map of
@@ -232,8 +231,8 @@ def reference_outputs(
         run_dir: A run directory written by :func:`agents.training.train.train`.
         observations: Raw environment observations, ``(batch, 32)``; cast to float32 first,
             as the environment emits them and the graph takes them.
-        model: ``"best"`` (``best_model.zip``, falling back to ``model.zip`` with a warning
-            when absent) or ``"final"`` (``model.zip``).
+        model: ``"best"`` (``best/``, falling back to ``final/`` with a warning when absent)
+            or ``"final"`` (``final/``).
 
     Returns:
         ``{"action": (batch, n) float32, "params": (batch, n) float64}`` as in
@@ -277,7 +276,7 @@ def _graph(run: _Run) -> torch.nn.Module:
     import torch
     from stable_baselines3.common.policies import BaseModel
 
-    policy = run.model.policy
+    policy = run.policy
     policy.set_training_mode(False)
     algo = run.cfg.algo
     space = policy.action_space
@@ -288,9 +287,8 @@ def _graph(run: _Run) -> torch.nn.Module:
     vecnorm = run.vecnorm
 
     if vecnorm is not None:
-        obs_mean = torch.as_tensor(np.asarray(vecnorm.obs_rms.mean, dtype=np.float64))
-        var = np.asarray(vecnorm.obs_rms.var, dtype=np.float64)
-        obs_std = torch.as_tensor(np.sqrt(var + float(vecnorm.epsilon)))
+        obs_mean = torch.as_tensor(vecnorm.obs_mean)
+        obs_std = torch.as_tensor(np.sqrt(vecnorm.obs_var + vecnorm.epsilon))
         clip_obs = float(vecnorm.clip_obs)
 
     class Graph(torch.nn.Module):
@@ -403,8 +401,8 @@ def _metadata(run: _Run) -> dict[str, str]:
         "schema_version": SCHEMA_VERSION,
         "fundgym_version": fundgym_version,
         "algo": run.cfg.algo,
-        "model_file": run.model_file.name,
-        "vecnormalize_file": run.vecnorm_file.name if run.vecnorm_file is not None else "",
+        "model_file": run.file_name(WEIGHTS),
+        "vecnormalize_file": run.file_name(STATS),
         "run_dir": str(run.run_dir),
         "config": run.config_text,
         "input": INPUT_NAME,
@@ -463,9 +461,8 @@ def export_onnx(
         run_dir: A run directory written by :func:`agents.training.train.train`.
         out: The ``.onnx`` file to write (its parent is created; an existing file is replaced
             only when the new one has passed its check).
-        model: ``"best"``: ``best_model.zip`` and ``best_vecnormalize.pkl``, falling back to
-            ``model.zip`` and ``vecnormalize.pkl`` with a warning when the run has no best
-            model; ``"final"``: ``model.zip`` and ``vecnormalize.pkl``.
+        model: ``"best"``: the model directory ``best/``, falling back to ``final/`` with a
+            warning when the run has no best model; ``"final"``: ``final/``.
         n_check: Observations in the check (half from the run's environment stepped with
             random actions, half uniform in [-10, 10]^32).
         seed: Seed of the check's observations.

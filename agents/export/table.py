@@ -361,7 +361,7 @@ def distill_table(
 
     Args:
         run_dir: A run directory written by ``fundgym train`` (its best model is used, else
-            ``model.zip``, with the observation normalisation it was trained with).
+            its final model, with the observation normalisation it was trained with).
         out: The JSON table to write; the CSV view goes to ``out.with_suffix(".csv")``.
         scenarios: Scenarios to roll the policy through (library names, YAML paths or
             ``"training"``); default ``("training", *agents.rollout.CRASHES)``.
@@ -541,7 +541,7 @@ def _table_document(
             "copies the nearest filled cell ('filled_from')."
         ),
         "run_dir": str(run_dir.resolve()),
-        "model_file": model_file.name,
+        "model_file": model_file.relative_to(run_dir).as_posix(),
         "config": config_path.read_text(),
         "env": jsonable(env),
         "controlled": list(grid.controlled),

@@ -9,8 +9,9 @@ switches the maintenance requirement to Binance's notional brackets.
 
 Policies are named by a **spec** string, parsed by :func:`parse_spec`:
 
-* ``RUN_DIR``: a ``fundgym train`` run directory (its best model by held-out evaluation, with
-  the observation normalisation it was trained with; ``RUN_DIR/model.zip`` if no best model);
+* ``RUN_DIR``: a ``fundgym train`` run directory (its best model by held-out evaluation,
+  ``RUN_DIR/best/``, with the observation normalisation it was trained with; ``final/`` if no
+  best model; plain tensors and arrays checked against a manifest, never unpickled);
 * ``static:<preset>``: a venue's published parameters held fixed (:data:`PRESETS`), or
   ``static:name=value,...`` for any set in natural units;
 * ``rule``: :class:`RulePolicy`, the hand-written dynamic controller risk teams run today;

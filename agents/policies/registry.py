@@ -15,6 +15,7 @@ from agents.policies.base import Policy, SpecError
 from agents.policies.presets import PRESETS, STATIC_PARAMS
 from agents.policies.replay import SchedulePolicy, TablePolicy
 from agents.policies.rule import RulePolicy
+from agents.policies.runs import default_model_dir
 from agents.policies.static import StaticPolicy, parse_static_values
 from agents.policies.trained import TrainedPolicy
 
@@ -89,8 +90,7 @@ def parse_spec(spec: str) -> PolicySpec:
     if path.is_dir():
         if not (path / "config.yaml").is_file():
             raise SpecError(f"policy {spec!r}: {path} has no config.yaml (not a fundgym run)")
-        if not any((path / m).is_file() for m in ("best_model.zip", "model.zip")):
-            raise SpecError(f"policy {spec!r}: {path} has neither best_model.zip nor model.zip")
+        default_model_dir(path)  # RunError (a SpecError) naming what is missing, or an old run
         return PolicySpec(path.resolve().name, "trained", path=str(path.resolve()))
     raise SpecError(
         f"policy {spec!r}: not a run directory, and not one of static:<preset> "

@@ -1,21 +1,20 @@
 """Trained policies: a ``fundgym train`` run directory's model, loaded once per process.
 
-Also what a run directory holds as data (its resolved config, model and normalisation files),
-which export reads too.
+The model is rebuilt from the run's config and plain tensors (:mod:`agents.policies.runs`);
+nothing in the run directory is unpickled, and a run whose files are missing or changed is
+refused, naming the file.
 """
 
 from __future__ import annotations
 
 import functools
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from agents.config import load_config
+from agents.config import ConfigError, load_config
 from agents.policies.base import FloatArray, SpecError
+from agents.policies.runs import STATS, WEIGHTS, RunError, default_model_dir, load_model
 from envs.exchange_env import OBS_NAMES
 
 
@@ -45,7 +44,7 @@ def run_config_file(run_dir: Path, error: type[Exception] = SpecError) -> Path:
     if not run_dir.is_dir():
         raise error(
             f"{run_dir}: no such run directory (expected one written by `fundgym train`, "
-            "holding config.yaml and model.zip)"
+            "holding config.yaml and its model in best/ or final/)"
         )
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
@@ -54,15 +53,14 @@ def run_config_file(run_dir: Path, error: type[Exception] = SpecError) -> Path:
 
 
 def run_model_files(run_dir: Path) -> tuple[Path, Path | None]:
-    """The model and normalisation files a run is evaluated with (best model if saved)."""
-    for model, norm in (
-        ("best_model.zip", "best_vecnormalize.pkl"),
-        ("model.zip", "vecnormalize.pkl"),
-    ):
-        if (run_dir / model).is_file():
-            n = run_dir / norm
-            return run_dir / model, (n if n.is_file() else None)
-    raise SpecError(f"{run_dir}: neither best_model.zip nor model.zip")
+    """The weights and normalisation files a run is evaluated with (best model if saved).
+
+    Raises:
+        RunError: The run has no model directory (or is of the old, pickled format).
+    """
+    path = default_model_dir(run_dir)
+    stats = path / STATS
+    return path / WEIGHTS, (stats if stats.is_file() else None)
 
 
 def space_mismatch(model: Any, n_actions: int) -> str | None:
@@ -85,31 +83,18 @@ def space_mismatch(model: Any, n_actions: int) -> str | None:
 @functools.lru_cache(maxsize=8)
 def _load_run(run_dir: str) -> Callable[[FloatArray], FloatArray]:
     """Load a run's model once per process (workers evaluate many scenarios with it)."""
-    import stable_baselines3 as sb3
     import torch
 
     torch.set_num_threads(1)
     path = Path(run_dir)
-    cfg = load_config(path / "config.yaml")
-    model_path, norm_path = run_model_files(path)
-    algo = getattr(sb3, cfg.algo.upper())
+    config_path = run_config_file(path)
     try:
-        model = algo.load(model_path, device="cpu")
-    except Exception as exc:
-        raise SpecError(f"{model_path}: cannot load a {cfg.algo.upper()} model ({exc})") from exc
-    mismatch = space_mismatch(model, len(cfg.env.controlled))
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        raise SpecError(f"{config_path}: not a valid training config:\n{exc}") from exc
+    model_path = default_model_dir(path)
+    loaded = load_model(path, model_path, cfg)
+    mismatch = space_mismatch(loaded.policy, len(cfg.env.controlled))
     if mismatch:
-        raise SpecError(f"{model_path}: {mismatch}")
-    vecnorm = None
-    if norm_path is not None:
-        try:
-            vecnorm = pickle.loads(norm_path.read_bytes())
-        except Exception as exc:
-            raise SpecError(f"{norm_path}: cannot load VecNormalize statistics ({exc})") from exc
-
-    def predict(obs: FloatArray) -> FloatArray:
-        x = vecnorm.normalize_obs(obs.astype(np.float32)) if vecnorm is not None else obs
-        action, _ = model.predict(x, deterministic=True)
-        return np.asarray(action, dtype=np.float64)
-
-    return predict
+        raise RunError(f"{model_path / WEIGHTS}: {mismatch}")
+    return loaded.predict

@@ -5,13 +5,20 @@ n_accounts)`` array program behind a ``VecMonitor`` and a ``VecNormalize``), tra
 TD3 or A2C with the config's hyperparameters, and writes into the run directory:
 
 * ``config.yaml``: the resolved config (every default written out) and ``command.txt``;
-* ``model.zip`` and ``vecnormalize.pkl`` (when normalising), written atomically at the end;
-* ``best_model.zip`` / ``best_vecnormalize.pkl``: the best model by mean episode reward on the
-  held-out evaluation scenarios (evaluation statistics frozen, same seeds at every evaluation),
-  and ``evaluations.csv`` with every evaluation;
-* ``checkpoints/step_<N>/``: what ``--resume`` continues from (model, normalisation, replay
-  buffer for off-policy algorithms), each written to a temporary directory and renamed, so a
-  killed process never leaves a half-written checkpoint and loses at most one interval;
+* ``final/``: the model at the end, a model directory (:mod:`agents.policies.runs`: weights
+  as plain tensors, normalisation statistics as plain arrays, a manifest of their hashes);
+* ``best/``: the best model by mean episode reward on the held-out evaluation scenarios
+  (evaluation statistics frozen, same seeds at every evaluation), and ``evaluations.csv`` with
+  every evaluation;
+* ``checkpoints/step_<N>/``: what ``--resume`` continues from: a model directory plus SB3's
+  ``model.zip`` (optimiser state) and, for off-policy algorithms, its replay buffer.
+
+Every model directory is written complete in a temporary sibling and renamed into place, so a
+killed process never leaves weights without their statistics and loses at most one checkpoint
+interval. SB3 reads ``model.zip`` and the replay buffer with (cloud)pickle: ``--resume`` opens
+them only in the run directory it is writing, so resume your own runs, never one you were
+sent (evaluation and export never open them). Resuming one's own run from before model
+directories (pickled ``model.zip`` / ``vecnormalize.pkl``) first rewrites it in this format.
 * ``tensorboard/``: SB3's logs plus ``rollout/ep_cost_mean`` and ``eval/*``;
 * ``train_summary.json``: timesteps, wall time, the best evaluation.
 
@@ -25,6 +32,7 @@ give the same model (on the same machine and thread count).
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import platform
@@ -41,9 +49,19 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.config import TrainConfig, dump_config, env_kwargs
+from agents.outputs import write_text_atomic
+from agents.policies.runs import (
+    BEST,
+    CHECKPOINTS,
+    FINAL,
+    MANIFEST,
+    RunError,
+    legacy_files,
+    policy_kwargs,
+    read_model_dir,
+    write_model_dir,
+)
 from agents.training.sb3_env import FundGymVecEnv
-
-CHECKPOINT_DIR = "checkpoints"
 
 
 class RunDirError(ValueError):
@@ -87,19 +105,6 @@ def wrap_normalize(cfg: TrainConfig, venv: Any, training: bool) -> Any:
 # ---------------------------------------------------------------- the model ----
 
 
-def _policy_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    import torch
-
-    pk = cfg.hyperparameters.policy_kwargs
-    act = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU}[pk.activation_fn]
-    out: dict[str, Any] = {"net_arch": list(pk.net_arch), "activation_fn": act}
-    if pk.log_std_init is not None:
-        out["log_std_init"] = pk.log_std_init
-    if pk.ortho_init is not None:
-        out["ortho_init"] = pk.ortho_init
-    return out
-
-
 def build_model(cfg: TrainConfig, venv: Any, tensorboard_dir: str | None) -> Any:
     """The SB3 algorithm for ``cfg`` on ``venv`` (seeded by the caller)."""
     import stable_baselines3 as sb3
@@ -108,7 +113,7 @@ def build_model(cfg: TrainConfig, venv: Any, tensorboard_dir: str | None) -> Any
     hp = cfg.hyperparameters.model_dump(exclude={"policy_kwargs"})
     kwargs: dict[str, Any] = {
         **hp,
-        "policy_kwargs": _policy_kwargs(cfg),
+        "policy_kwargs": policy_kwargs(cfg),
         "tensorboard_log": tensorboard_dir,
         "device": cfg.device,
         "verbose": 0,
@@ -135,20 +140,6 @@ def _seed_everything(model: Any, venv: Any, seed: int, stream: int) -> None:
 
 
 # ---------------------------------------------------------------- callbacks ----
-
-
-def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    """``write`` a temporary sibling of ``path``, then rename it: never a half-written file.
-
-    The temporary name keeps ``path``'s suffix (SB3 appends ``.zip`` to a name without it).
-    """
-    tmp = path.with_name(f".tmp.{path.name}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(text))
 
 
 @dataclass
@@ -267,7 +258,7 @@ def make_callbacks(
 
         def _on_step(self) -> bool:
             if self.model.num_timesteps >= self.next_at:
-                save_checkpoint(self.model, run_dir, cfg.checkpoint.keep)
+                save_checkpoint(self.model, cfg, run_dir, cfg.checkpoint.keep)
                 while self.next_at <= self.model.num_timesteps:
                     self.next_at += cfg.checkpoint.freq
             return True
@@ -309,7 +300,7 @@ def make_callbacks(
             stats.last_eval = result
             if result.mean_reward > self.best:
                 self.best = result.mean_reward
-                _save_model(self.model, run_dir, "best_model.zip", "best_vecnormalize.pkl")
+                write_model_dir(run_dir / BEST, self.model, cfg)
             return result
 
         def _on_step(self) -> bool:
@@ -329,14 +320,6 @@ def make_callbacks(
 
 
 # ---------------------------------------------------------------- files ----
-
-
-def _save_model(model: Any, run_dir: Path, model_name: str, vecnorm_name: str) -> None:
-    """The model and (when normalising) its ``VecNormalize`` statistics, each atomically."""
-    _atomic(run_dir / model_name, model.save)
-    vn = model.get_vec_normalize_env()
-    if vn is not None:
-        _atomic(run_dir / vecnorm_name, vn.save)
 
 
 def _append_evaluation(run_dir: Path, result: EvalResult) -> None:
@@ -363,36 +346,65 @@ def _read_evaluations(run_dir: Path) -> list[EvalResult]:
     return [by_step[t] for t in sorted(by_step)]
 
 
-def save_checkpoint(model: Any, run_dir: Path, keep: int) -> Path:
-    """Write ``checkpoints/step_<N>/`` atomically (temporary directory, then rename)."""
-    root = run_dir / CHECKPOINT_DIR
+def save_checkpoint(model: Any, cfg: TrainConfig, run_dir: Path, keep: int) -> Path:
+    """Write ``checkpoints/step_<N>/``: a model directory plus SB3's files for ``--resume``."""
+    root = run_dir / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
-    steps = int(model.num_timesteps)
-    final = root / f"step_{steps:012d}"
-    tmp = root / f".tmp_step_{steps:012d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    model.save(tmp / "model.zip")
-    vn = model.get_vec_normalize_env()
-    if vn is not None:
-        vn.save(tmp / "vecnormalize.pkl")
-    if hasattr(model, "replay_buffer") and model.replay_buffer is not None:
-        model.save_replay_buffer(tmp / "replay_buffer.pkl")
-    (tmp / "state.json").write_text(json.dumps({"num_timesteps": steps}))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    extras: dict[str, Callable[[Path], object]] = {"model.zip": model.save}
+    if getattr(model, "replay_buffer", None) is not None:
+        extras["replay_buffer.pkl"] = model.save_replay_buffer
+    final = write_model_dir(root / f"step_{int(model.num_timesteps):012d}", model, cfg, extras)
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (temporary directories are not checkpoints)."""
-    root = run_dir / CHECKPOINT_DIR
+    """Complete checkpoints (with their manifest), oldest first."""
+    root = run_dir / CHECKPOINTS
     if not root.is_dir():
         return []
-    done = [p for p in root.glob("step_*") if (p / "state.json").is_file()]
-    return sorted(done)
+    return sorted(p for p in root.glob("step_*") if (p / MANIFEST).is_file())
+
+
+def _convert_pickled_run(cfg: TrainConfig, run_dir: Path) -> None:
+    """Rewrite a run from before model directories (pickled files) as model directories.
+
+    ``--resume`` of one's own run only: SB3 unpickles ``model.zip`` and ``vecnormalize.pkl``
+    here, which is why evaluation and export refuse such a run instead. New directories are
+    written before the old files go, so a crash midway leaves a run the next resume finishes.
+    """
+    import stable_baselines3 as sb3
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    cls = getattr(sb3, cfg.algo.upper())
+
+    def load(model_zip: Path, stats_pkl: Path) -> Any:
+        venv = make_vec_env(cfg, 1)
+        if stats_pkl.is_file():
+            venv = VecNormalize.load(str(stats_pkl), venv)
+        return cls.load(model_zip, env=venv, device="cpu")
+
+    root = run_dir / CHECKPOINTS
+    for ck in sorted(root.glob("step_*")) if root.is_dir() else []:
+        if (ck / MANIFEST).is_file() or not (ck / "model.zip").is_file():
+            continue
+        model = load(ck / "model.zip", ck / "vecnormalize.pkl")
+        extras: dict[str, Callable[[Path], object]] = {"model.zip": model.save}
+        if (ck / "replay_buffer.pkl").is_file():
+            extras["replay_buffer.pkl"] = functools.partial(
+                shutil.copyfile, ck / "replay_buffer.pkl"
+            )
+        write_model_dir(ck, model, cfg, extras)
+    for zip_name, pkl_name, new in (
+        ("best_model.zip", "best_vecnormalize.pkl", BEST),
+        ("model.zip", "vecnormalize.pkl", FINAL),
+    ):
+        if (run_dir / zip_name).is_file():
+            model = load(run_dir / zip_name, run_dir / pkl_name)
+            write_model_dir(run_dir / new, model, cfg)
+    for name in legacy_files(run_dir):
+        (run_dir / name).unlink()
 
 
 def _command_text(argv: list[str] | None) -> str:
@@ -449,7 +461,6 @@ def train(
             differs from ``cfg`` (with ``resume``).
     """
     import torch
-    from stable_baselines3.common.vec_env import VecNormalize
 
     out = Path(run_dir)
     resolved = dump_config(cfg)
@@ -465,24 +476,30 @@ def train(
             "config that started it"
         )
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(saved, resolved)
-    _atomic_write(out / "command.txt", _command_text(argv))
+    write_text_atomic(saved, resolved)
+    write_text_atomic(out / "command.txt", _command_text(argv))
+    if resume:
+        _convert_pickled_run(cfg, out)
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
 
     checkpoints = list_checkpoints(out) if resume else []
-    venv = make_vec_env(cfg, cfg.n_envs)
+    venv = wrap_normalize(cfg, make_vec_env(cfg, cfg.n_envs), training=True)
     tb = str(out / "tensorboard")
     start = time.perf_counter()
     resumed_from: int | None = None
     if checkpoints:
         ck = checkpoints[-1]
-        if (ck / "vecnormalize.pkl").exists():
-            venv = VecNormalize.load(str(ck / "vecnormalize.pkl"), venv)
-            venv.training = True
+        try:
+            saved_files = read_model_dir(out, ck, cfg)  # every part present, hashes matching
+        except RunError as exc:
+            raise RunDirError(f"{exc}; remove {ck} to resume from the checkpoint before") from exc
+        if saved_files.stats is not None:
+            saved_files.stats.restore(venv)
         import stable_baselines3 as sb3
 
         cls = getattr(sb3, cfg.algo.upper())
+        # SB3's own file, unpickled: only ever this run's own checkpoint (see the docstring).
         model = cls.load(ck / "model.zip", env=venv, device=cfg.device, tensorboard_log=tb)
         if (ck / "replay_buffer.pkl").exists():
             model.load_replay_buffer(ck / "replay_buffer.pkl")
@@ -490,7 +507,6 @@ def train(
         # Fresh, deterministic episode streams after the resume point.
         _seed_everything(model, venv, cfg.seed + resumed_from, 1 + resumed_from)
     else:
-        venv = wrap_normalize(cfg, venv, training=True)
         model = build_model(cfg, venv, tb)
         _seed_everything(model, venv, cfg.seed, 0)
     done_steps = int(model.num_timesteps)
@@ -505,8 +521,9 @@ def train(
             reset_num_timesteps=resumed_from is None,
             tb_log_name="run",
         )
-    _save_model(model, out, "model.zip", "vecnormalize.pkl")
-    if not (out / "best_model.zip").exists():  # no evaluation ran (e.g. nothing remained)
+    if remaining > 0 or not (out / FINAL).is_dir():  # a finished run keeps its final model
+        write_model_dir(out / FINAL, model, cfg)
+    if not (out / BEST).is_dir():  # no evaluation ran (e.g. nothing remained)
         evaluator.init_callback(model)
         evaluator.run()
     wall = time.perf_counter() - start
@@ -531,5 +548,5 @@ def train(
         "seed": cfg.seed,
         "python": sys.version.split()[0],
     }
-    _atomic_write(out / "train_summary.json", json.dumps(summary, indent=2))
+    write_text_atomic(out / "train_summary.json", json.dumps(summary, indent=2))
     return result

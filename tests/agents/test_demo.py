@@ -19,7 +19,7 @@ def test_quick_demo_trains_evaluates_and_exports(tmp_path, capsys):
     assert "best_static" in text and "hindsight_static" in text
     assert "trained policy " in text and "took train " in text and "total " in text
     for path in (
-        "ppo/best_model.zip",
+        "ppo/best/policy.pt",
         "ppo/config.yaml",
         "evaluate/metrics.csv",
         "evaluate/summary.json",

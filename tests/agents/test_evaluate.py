@@ -84,7 +84,7 @@ def test_a_trained_policy_must_share_the_evaluation_mechanics(tmp_path, env_yaml
     cfg["defaults"] = str(ROOT / "configs" / "train" / "base.yaml")
     cfg.setdefault("env", {}).update(decision_minutes=30, n_accounts=32)
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
-    (run / "model.zip").write_bytes(b"")
+    (run / "final").mkdir()
     spec = parse_spec(str(run))
     with pytest.raises(ev.EvaluateError, match=r"env\.decision_minutes = 30\.0 but the evaluation"):
         ev.job_env(ev.base_env(env_yaml, [spec]), spec, "luna_2022")

@@ -1,5 +1,6 @@
 """ONNX export: the graph equals the SB3 model, outputs natural units, says what it is."""
 
+import hashlib
 import json
 import shutil
 from importlib.metadata import version
@@ -19,6 +20,7 @@ from agents.export.onnx import (
     export_onnx,
     reference_outputs,
 )
+from agents.policies.runs import load_model
 from agents.training.train import train
 from envs.controls import ALLOCATION, ALLOCATION_SHARPNESS, PARAMS
 from envs.exchange_env import OBS_NAMES
@@ -49,7 +51,7 @@ RUNS = {
     "sac": (SAC, [*SHORT, OFF_POLICY]),
     "td3": (PPO, [*SHORT, "algo=td3", OFF_POLICY]),
     "a2c": (PPO, [*SHORT, "algo=a2c", "hyperparameters={n_steps: 4}"]),
-    # Raw observations into the network (rewards still normalised: vecnormalize.pkl exists),
+    # Raw observations into the network (rewards still normalised: normalize.npz exists),
     # and only some parameters controlled: two allocation buckets keep their default logits.
     "subset": (
         PPO,
@@ -74,6 +76,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def copy_run(run: Path, to: Path) -> Path:
     shutil.copytree(run, to, ignore=shutil.ignore_patterns("tensorboard", "checkpoints"))
     return to
+
+
+def rehash(model_dir: Path, name: str) -> None:
+    """Record ``name``'s current hash in the manifest (past the hash check, to the parser)."""
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    manifest["files"][name] = hashlib.sha256((model_dir / name).read_bytes()).hexdigest()
+    (model_dir / "manifest.json").write_text(json.dumps(manifest))
 
 
 def run_onnx(path: Path, obs: np.ndarray) -> dict[str, np.ndarray]:
@@ -135,8 +144,8 @@ def test_metadata_says_what_the_file_is(runs, tmp_path):
     assert props["schema_version"] == "1"
     assert props["fundgym_version"] == version("fundgym")
     assert props["algo"] == "ppo"
-    assert props["model_file"] == "best_model.zip"
-    assert props["vecnormalize_file"] == "best_vecnormalize.pkl"
+    assert props["model_file"] == "best/policy.pt"
+    assert props["vecnormalize_file"] == "best/normalize.npz"
     assert props["config"] == (runs["ppo"] / "config.yaml").read_text()
     assert json.loads(props["obs_names"]) == list(OBS_NAMES)
     assert json.loads(props["param_names"]) == list(PARAMS)
@@ -158,8 +167,6 @@ def test_metadata_says_what_the_file_is(runs, tmp_path):
 
 
 def test_run_without_observation_normalisation_and_a_subset_controlled(runs, tmp_path):
-    import stable_baselines3 as sb3
-
     run = runs["subset"]
     out = tmp_path / "policy.onnx"
     assert export_onnx(run, out, n_check=64).max_abs_diff < 1e-4
@@ -178,8 +185,8 @@ def test_run_without_observation_normalisation_and_a_subset_controlled(runs, tmp
     obs = fresh_observations(run)
     got = run_onnx(out, obs)
     # Raw observations go straight into the network.
-    model = sb3.PPO.load(run / "best_model.zip", device="cpu")
-    action, _ = model.predict(obs, deterministic=True)
+    policy = load_model(run, run / "best", load_config(run / "config.yaml")).policy
+    action, _ = policy.predict(obs, deterministic=True)
     np.testing.assert_allclose(got["action"], action, rtol=0, atol=1e-5)
     # Bucket weights: softmax(3 x logits) with the uncontrolled buckets at their default -1.
     e = np.exp(ALLOCATION_SHARPNESS * np.c_[action[:, 2:], np.full((len(obs), 2), -1.0)])
@@ -191,14 +198,14 @@ def test_run_without_observation_normalisation_and_a_subset_controlled(runs, tmp
 
 def test_final_model_and_fallback_when_no_best_model(runs, tmp_path):
     final = export_onnx(runs["sac"], tmp_path / "final.onnx", model="final", n_check=16)
-    assert props_of(final.path)["model_file"] == "model.zip"
+    assert props_of(final.path)["model_file"] == "final/policy.pt"
     run = copy_run(runs["sac"], tmp_path / "run")
-    (run / "best_model.zip").unlink()
-    (run / "best_vecnormalize.pkl").unlink()
-    with pytest.warns(UserWarning, match=r"best_model\.zip is absent.*model\.zip"):
+    shutil.rmtree(run / "best")
+    with pytest.warns(UserWarning, match=r"run/best is absent.*final/"):
         fallback = export_onnx(run, tmp_path / "fallback.onnx", n_check=16)
     props = props_of(fallback.path)
-    assert (props["model_file"], props["vecnormalize_file"]) == ("model.zip", "vecnormalize.pkl")
+    want = ("final/policy.pt", "final/normalize.npz")
+    assert (props["model_file"], props["vecnormalize_file"]) == want
 
 
 def test_missing_or_corrupt_files_are_named(runs, tmp_path):
@@ -211,21 +218,26 @@ def test_missing_or_corrupt_files_are_named(runs, tmp_path):
     with pytest.raises(ExportError, match="model = 'latest'"):
         export_onnx(run, out, model="latest")
 
-    (run / "model.zip").unlink()
-    with pytest.raises(ExportError, match=r"model\.zip: missing; expected the run's ppo model"):
+    shutil.rmtree(run / "final")
+    with pytest.raises(ExportError, match=r"run/final: missing; .*best/ .*final/"):
         export_onnx(run, out, model="final")
-    (run / "best_model.zip").write_bytes(b"not a zip file at all")
-    with pytest.raises(ExportError, match=r"best_model\.zip: cannot be read as a .* PPO model"):
+    (run / "best" / "policy.pt").write_bytes(b"not a tensor file at all")
+    with pytest.raises(ExportError, match=r"best/policy\.pt: SHA-256 differs"):
         export_onnx(run, out)
-    with pytest.raises(ExportError, match=r"best_model\.zip: cannot be read"):
+    with pytest.raises(ExportError, match=r"best/policy\.pt: SHA-256 differs"):
         reference_outputs(run, np.zeros((1, len(OBS_NAMES))))
-
-    shutil.copy(runs["ppo"] / "best_model.zip", run / "best_model.zip")
-    (run / "best_vecnormalize.pkl").write_bytes(b"\x00garbage")
-    with pytest.raises(ExportError, match=r"best_vecnormalize\.pkl: cannot be read as"):
+    rehash(run / "best", "policy.pt")
+    with pytest.raises(ExportError, match=r"best/policy\.pt: cannot be read as plain tensors"):
         export_onnx(run, out)
-    (run / "best_vecnormalize.pkl").unlink()
-    with pytest.raises(ExportError, match=r"best_vecnormalize\.pkl: missing"):
+
+    shutil.copy(runs["ppo"] / "best" / "policy.pt", run / "best" / "policy.pt")
+    rehash(run / "best", "policy.pt")
+    (run / "best" / "normalize.npz").write_bytes(b"\x00garbage")
+    rehash(run / "best", "normalize.npz")
+    with pytest.raises(ExportError, match=r"best/normalize\.npz: cannot be read as plain"):
+        export_onnx(run, out)
+    (run / "best" / "normalize.npz").unlink()
+    with pytest.raises(ExportError, match=r"best/normalize\.npz: missing"):
         export_onnx(run, out)
     (run / "config.yaml").unlink()
     with pytest.raises(ExportError, match=r"config\.yaml: missing"):

@@ -163,7 +163,7 @@ def test_a_directory_without_a_run_is_rejected(tmp_path):
     with pytest.raises(SpecError, match=r"has no config\.yaml"):
         parse_spec(str(tmp_path))
     (tmp_path / "config.yaml").write_text("algo: ppo\n")
-    with pytest.raises(SpecError, match=r"neither best_model\.zip nor model\.zip"):
+    with pytest.raises(SpecError, match=r"final: missing; .*best/ .*final/"):
         parse_spec(str(tmp_path))
 
 
@@ -171,18 +171,21 @@ def test_a_run_from_another_observation_layout_says_retrain(tmp_path):
     # A model whose spaces do not match this environment (here: Pendulum's 3 observations, as
     # a run from before an observation was added would have 31) fails with the file, both
     # shapes and what to do, not with a matrix-shape error deep inside torch.
-    import shutil
-
     import gymnasium as gym
     from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-    for name in ("ppo.yaml", "base.yaml"):
-        shutil.copy(ROOT / "configs" / "train" / name, tmp_path / name)
-    shutil.move(tmp_path / "ppo.yaml", tmp_path / "config.yaml")
-    PPO("MlpPolicy", gym.make("Pendulum-v1"), n_steps=8, batch_size=8).save(tmp_path / "model")
+    from agents.config import dump_config, load_config
+    from agents.policies.runs import policy_kwargs, write_model_dir
+
+    cfg = load_config(ROOT / "configs" / "train" / "ppo.yaml")
+    (tmp_path / "config.yaml").write_text(dump_config(cfg))
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make("Pendulum-v1")]))
+    model = PPO("MlpPolicy", venv, n_steps=8, batch_size=8, policy_kwargs=policy_kwargs(cfg))
+    write_model_dir(tmp_path / "final", model, cfg)
     spec = parse_spec(str(tmp_path))
-    with pytest.raises(SpecError, match=r"model\.zip: the model maps observations \(3,\) to "
-                       r"actions \(1,\), but this environment has \(32,\) observations and "
+    with pytest.raises(SpecError, match=r"final/policy\.pt: the model maps observations \(3,\) "
+                       r"to actions \(1,\), but this environment has \(32,\) observations and "
                        r"\(5,\) actions; .* retrain it"):  # fmt: skip
         build_policy(spec, ALL)
 

@@ -44,7 +44,7 @@ def test_schedule_is_self_describing(csv_file, run_dir):
     meta, rows = read_schedule(csv_file)
     assert meta["schema_version"] == "1" and meta["kind"] == "fundgym.schedule"
     assert meta["scenario"] == SCENARIO and meta["seed"] == 3
-    assert meta["run_dir"] == str(run_dir.resolve()) and meta["model_file"] == "best_model.zip"
+    assert meta["run_dir"] == str(run_dir.resolve()) and meta["model_file"] == "best/policy.pt"
     assert meta["config"] == (run_dir / "config.yaml").read_text()
     assert len(rows) == 18
     assert [r["time_minutes"] for r in rows] == [10.0 * (i + 1) for i in range(18)]

@@ -29,9 +29,8 @@ def tiny(*extra: str, base: Path = PPO):
 
 
 def params_of(path: Path) -> dict:
-    from stable_baselines3 import PPO as PPOAlgo
-
-    return PPOAlgo.load(path, device="cpu").policy.state_dict()
+    """A model directory's weights (``policy.pt``: plain tensors)."""
+    return torch.load(path / "policy.pt", weights_only=True)
 
 
 def test_tiny_run_writes_the_run_directory(tmp_path):
@@ -39,10 +38,12 @@ def test_tiny_run_writes_the_run_directory(tmp_path):
     out = tmp_path / "run"
     result = train(cfg, out, progress=False, argv=["fundgym", "train", "--out", str(out)])
     for name in (
-        "model.zip",
-        "vecnormalize.pkl",
-        "best_model.zip",
-        "best_vecnormalize.pkl",
+        "final/policy.pt",
+        "final/normalize.npz",
+        "final/manifest.json",
+        "best/policy.pt",
+        "best/normalize.npz",
+        "best/manifest.json",
         "config.yaml",
         "command.txt",
         "evaluations.csv",
@@ -63,14 +64,15 @@ def test_tiny_run_writes_the_run_directory(tmp_path):
     # Checkpoints keep the last two, each complete (no temporary directories left).
     steps = [p.name for p in list_checkpoints(out)]
     assert steps == ["step_000000000128", "step_000000000256"]
-    assert not list((out / "checkpoints").glob(".tmp*"))
+    assert not list((out / "checkpoints").glob(".*"))
+    assert not list(out.glob("*.zip")) and not list(out.glob("*.pkl"))
 
 
 def test_same_config_and_seed_give_the_same_model(tmp_path):
     a = train(tiny(), tmp_path / "a", progress=False)
     b = train(tiny(), tmp_path / "b", progress=False)
     c = train(tiny("seed=1"), tmp_path / "c", progress=False)
-    pa, pb, pc = (params_of(r.run_dir / "model.zip") for r in (a, b, c))
+    pa, pb, pc = (params_of(r.run_dir / "final") for r in (a, b, c))
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
     assert not all(torch.equal(pa[k], pc[k]) for k in pa)
     assert a.last_eval == b.last_eval
@@ -87,7 +89,7 @@ def test_same_config_and_seed_give_the_same_model_in_separate_processes(tmp_path
         cmd = [sys.executable, "-m", "agents.cli", "train", "--config", str(PPO), *sets]
         cmd += ["--out", str(tmp_path / name), "--no-progress"]
         subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
-    pa, pb = (params_of(tmp_path / n / "model.zip") for n in ("a", "b"))
+    pa, pb = (params_of(tmp_path / n / "final") for n in ("a", "b"))
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
 
 
@@ -99,8 +101,10 @@ def test_existing_run_is_not_overwritten_and_resume_needs_the_same_config(tmp_pa
     with pytest.raises(RunDirError, match="differs from the config given"):
         train(tiny("env.reward.solvency=3"), out, resume=True, progress=False)
     # Resuming a finished run trains nothing more and keeps the model.
+    final = (out / "final" / "manifest.json").read_bytes()
     again = train(tiny(), out, resume=True, progress=False)
     assert again.resumed_from == 256 and again.num_timesteps == 256
+    assert (out / "final" / "manifest.json").read_bytes() == final
 
 
 @pytest.mark.parametrize(
@@ -118,7 +122,7 @@ def test_every_algorithm_trains(tmp_path, base, extra):
     )
     result = train(cfg, tmp_path / cfg.algo, progress=False)
     assert result.num_timesteps >= 64
-    assert (tmp_path / cfg.algo / "model.zip").is_file()
+    assert (tmp_path / cfg.algo / "final" / "policy.pt").is_file()
     if cfg.algo in ("sac", "td3"):  # off-policy checkpoints carry the replay buffer
         assert (list_checkpoints(tmp_path / cfg.algo)[-1] / "replay_buffer.pkl").is_file()
 
@@ -154,7 +158,7 @@ def test_resume_after_a_kill_loses_at_most_one_checkpoint_interval(tmp_path):
     assert list_checkpoints(out), proc.communicate()
     os.killpg(proc.pid, signal.SIGKILL)  # no clean-up: as if the machine went down
     proc.wait()
-    assert not (out / "model.zip").exists()
+    assert not (out / "final").exists()
     saved = int(list_checkpoints(out)[-1].name.split("_")[1])
     resumed = cli(*args, "--resume")
     stdout, stderr = resumed.communicate(timeout=300)
@@ -163,7 +167,7 @@ def test_resume_after_a_kill_loses_at_most_one_checkpoint_interval(tmp_path):
     assert summary["num_timesteps"] == 4096
     assert summary["resumed_from"] >= saved >= 256  # continued from the latest checkpoint
     assert f"resumed at {summary['resumed_from']:,}" in stdout
-    assert (out / "model.zip").is_file()
+    assert (out / "final" / "manifest.json").is_file()
 
 
 def test_cli_bad_config_exits_2_naming_the_field(tmp_path):
@@ -193,10 +197,10 @@ def test_cli_multiple_seeds_write_one_run_each(tmp_path):
     for seed in (0, 1):
         cfg = yaml.safe_load((tmp_path / f"seed_{seed}" / "config.yaml").read_text())
         assert cfg["seed"] == seed
-        assert (tmp_path / f"seed_{seed}" / "model.zip").is_file()
+        assert (tmp_path / f"seed_{seed}" / "final" / "policy.pt").is_file()
     assert "seed 0:" in stdout and "seed 1:" in stdout
-    a = params_of(tmp_path / "seed_0" / "model.zip")
-    b = params_of(tmp_path / "seed_1" / "model.zip")
+    a = params_of(tmp_path / "seed_0" / "final")
+    b = params_of(tmp_path / "seed_1" / "final")
     assert not all(torch.equal(a[k], b[k]) for k in a)
 
 
