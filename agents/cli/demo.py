@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 from agents.cli.evaluate import format_table
-from agents.config import DEFAULT_TRAIN_CONFIG, ConfigError, load_config
+from agents.config import DEFAULT_TRAIN_CONFIG, ConfigError, TrainConfig, load_config
+from agents.outputs import OutputLockError, output_lock
 from agents.rollout import CRASHES
 
 BASELINES = (
@@ -84,14 +85,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Train, evaluate, export; print the table, the verdict, the timings and the paths."""
+    """Check the arguments and the config, lock --out, then train, evaluate and export."""
+    if args.episodes is not None and args.episodes < 1:
+        print(f"fundgym demo: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)
+        return 2
+    overrides = [*(QUICK_TRAIN if args.quick else []), f"seed={args.seed}"]
+    try:
+        cfg = load_config(DEFAULT_TRAIN_CONFIG, overrides)
+    except ConfigError as exc:  # pragma: no cover - the shipped config is tested
+        print(f"fundgym demo: invalid config\n{exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    try:
+        # Its run and evaluation directories too: no `fundgym train --out DIR/ppo` meanwhile.
+        with output_lock(out, out / "ppo", out / "evaluate", command="fundgym demo"):
+            return _demo(args, cfg)
+    except OutputLockError as exc:
+        print(f"fundgym demo: {exc}", file=sys.stderr)
+        return 2
+
+
+def _demo(args: argparse.Namespace, cfg: TrainConfig) -> int:
+    """Train ``cfg``, evaluate, export; print the table, the verdict, the timings and paths."""
     from agents.evaluate import EvaluateError, evaluate
     from agents.export import export_onnx, export_schedule
     from agents.training.train import RunDirError, train  # stable-baselines3 only when training
 
-    if args.episodes is not None and args.episodes < 1:
-        print(f"fundgym demo: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)
-        return 2
     out = Path(args.out)
     quick = bool(args.quick)
     progress = not args.no_progress
@@ -102,12 +121,6 @@ def main(args: argparse.Namespace) -> int:
     t_all = time.perf_counter()
 
     # 1. train
-    overrides = [*(QUICK_TRAIN if quick else []), f"seed={args.seed}"]
-    try:
-        cfg = load_config(DEFAULT_TRAIN_CONFIG, overrides)
-    except ConfigError as exc:  # pragma: no cover - the shipped config is tested
-        print(f"fundgym demo: invalid config\n{exc}", file=sys.stderr)
-        return 2
     run_dir = out / "ppo"
     _stage(f"1/3 train {DEFAULT_TRAIN_CONFIG.name}{' (quick)' if quick else ''} -> {run_dir}")
     t0 = time.perf_counter()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.cli.levers import lever_table
+from agents.outputs import OutputLockError, output_lock
 from agents.policies import PRESETS, STATIC_PARAMS, SpecError
 
 DESCRIPTION = f"""\
@@ -141,22 +142,23 @@ def main(args: argparse.Namespace) -> int:
     cache = None if args.cache_dir.lower() == "none" else Path(args.cache_dir)
     try:
         scenarios = parse_scenarios(args.scenarios or ["crashes"])
-        result = evaluate(
-            args.policies,
-            scenarios,
-            args.episodes,
-            args.out,
-            seed=args.seed,
-            config=args.config,
-            workers=args.workers,
-            search_episodes=args.search_episodes,
-            cache_dir=cache,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-            argv=["fundgym", *sys.argv[1:]] if sys.argv[1:] else None,
-            report=not args.no_report,
-        )
-    except (EvaluateError, SpecError) as exc:
+        with output_lock(Path(args.out), command="fundgym evaluate"):
+            result = evaluate(
+                args.policies,
+                scenarios,
+                args.episodes,
+                args.out,
+                seed=args.seed,
+                config=args.config,
+                workers=args.workers,
+                search_episodes=args.search_episodes,
+                cache_dir=cache,
+                overwrite=args.overwrite,
+                progress=not args.no_progress,
+                argv=["fundgym", *sys.argv[1:]] if sys.argv[1:] else None,
+                report=not args.no_report,
+            )
+    except (EvaluateError, SpecError, OutputLockError) as exc:
         print(f"fundgym evaluate: {exc}", file=sys.stderr)
         return 2
     print()

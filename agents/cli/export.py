@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from agents.export.schedule import NAMINGS, venue_units
+from agents.outputs import OutputLockError, output_lock
 
 DESCRIPTION = """\
 Export what a trained policy does, in a form a production risk engine can apply:
@@ -74,82 +75,83 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def main(args: argparse.Namespace) -> int:
-    """Check the arguments, export, print what was written."""
+    """Check the arguments, lock --out, export, print what was written."""
     from agents.export import ScheduleError
     from agents.policies import SpecError, parse_spec
     from agents.rollout import EvaluateError, parse_scenarios
 
     run_dir = Path(args.policy)
+    if args.format in ("csv", "json") and not args.scenario:
+        print("fundgym export: --format csv/json needs --scenario", file=sys.stderr)
+        return 2
+    if args.format == "table" and (args.episodes < 1 or args.bins < 1):
+        print("fundgym export: --episodes and --bins must be >= 1", file=sys.stderr)
+        return 2
     try:
         spec = parse_spec(str(run_dir))
         if spec.kind != "trained":
             raise SpecError(f"--policy {args.policy!r}: export needs a trained run directory")
-    except SpecError as exc:
+        (scenario,) = parse_scenarios([args.scenario]) if args.format in ("csv", "json") else ("",)
+        with output_lock(Path(args.out), command="fundgym export"):
+            return _export(args, run_dir, scenario)
+    except (EvaluateError, SpecError, ScheduleError, OutputLockError) as exc:
         print(f"fundgym export: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    argv = ["fundgym", *sys.argv[1:]] if sys.argv[1:] else None
-    try:
-        if args.format in ("csv", "json"):
-            if not args.scenario:
-                print("fundgym export: --format csv/json needs --scenario", file=sys.stderr)
-                return 2
-            (scenario,) = parse_scenarios([args.scenario])
-            from agents.export import export_schedule
 
-            res = export_schedule(
+
+def _export(args: argparse.Namespace, run_dir: Path, scenario: str) -> int:
+    """Write the export ``args.format`` asks for (``scenario``: csv/json only)."""
+    out = Path(args.out)
+    if args.format in ("csv", "json"):
+        from agents.export import export_schedule
+
+        res = export_schedule(
+            run_dir,
+            out,
+            scenario=scenario,
+            seed=args.seed,
+            fmt=args.format,
+            naming=args.naming,
+            argv=["fundgym", *sys.argv[1:]] if sys.argv[1:] else None,
+        )
+        print(
+            f"wrote {out}: {res.n_steps} decisions of {scenario} (seed {args.seed}), "
+            f"{len(res.columns)} columns"
+        )
+    elif args.format == "onnx":
+        from agents.export import ExportError, export_onnx
+
+        try:
+            onnx_res = export_onnx(run_dir, out, model=args.model, seed=args.seed)
+        except ExportError as exc:
+            print(f"fundgym export: {exc}", file=sys.stderr)
+            return 2
+        print(
+            f"wrote {out}: input {onnx_res.input_name!r} (batch, 32) float32 -> "
+            f"{', '.join(onnx_res.output_names)}; max |onnx - SB3| = "
+            f"{onnx_res.max_abs_diff:.2e} over {onnx_res.n_checked} observations"
+        )
+    else:
+        from agents.export import TableError, distill_table
+
+        try:
+            t = distill_table(
                 run_dir,
                 out,
-                scenario=scenario,
+                episodes=args.episodes,
+                bins=args.bins,
                 seed=args.seed,
-                fmt=args.format,
-                naming=args.naming,
-                argv=argv,
+                progress=not args.no_progress,
             )
-            print(
-                f"wrote {out}: {res.n_steps} decisions of {scenario} (seed {args.seed}), "
-                f"{len(res.columns)} columns"
-            )
-        elif args.format == "onnx":
-            from agents.export import ExportError, export_onnx
-
-            try:
-                onnx_res = export_onnx(run_dir, out, model=args.model, seed=args.seed)
-            except ExportError as exc:
-                print(f"fundgym export: {exc}", file=sys.stderr)
-                return 2
-            print(
-                f"wrote {out}: input {onnx_res.input_name!r} (batch, 32) float32 -> "
-                f"{', '.join(onnx_res.output_names)}; max |onnx - SB3| = "
-                f"{onnx_res.max_abs_diff:.2e} over {onnx_res.n_checked} observations"
-            )
-        else:
-            if args.episodes < 1 or args.bins < 1:
-                print("fundgym export: --episodes and --bins must be >= 1", file=sys.stderr)
-                return 2
-            from agents.export import TableError, distill_table
-
-            try:
-                t = distill_table(
-                    run_dir,
-                    out,
-                    episodes=args.episodes,
-                    bins=args.bins,
-                    seed=args.seed,
-                    progress=not args.no_progress,
+        except TableError as exc:
+            print(f"fundgym export: {exc}", file=sys.stderr)
+            return 2
+        closed = t.fidelity.get("closed_loop", {})
+        print(f"wrote {out} ({t.n_filled} of {t.n_cells} cells filled) and its CSV view")
+        for name, f in closed.get("params", closed).items():
+            if isinstance(f, dict) and "mean_abs" in f:
+                print(
+                    f"  closed-loop |table - policy| {name:28s} mean {f['mean_abs']:.3g} "
+                    f"p95 {f['p95_abs']:.3g} max {f['max_abs']:.3g}"
                 )
-            except TableError as exc:
-                print(f"fundgym export: {exc}", file=sys.stderr)
-                return 2
-            closed = t.fidelity.get("closed_loop", {})
-            print(f"wrote {out} ({t.n_filled} of {t.n_cells} cells filled) and its CSV view")
-            for name, f in closed.get("params", closed).items():
-                if isinstance(f, dict) and "mean_abs" in f:
-                    print(
-                        f"  closed-loop |table - policy| {name:28s} mean {f['mean_abs']:.3g} "
-                        f"p95 {f['p95_abs']:.3g} max {f['max_abs']:.3g}"
-                    )
-    except (EvaluateError, SpecError, ScheduleError) as exc:
-        print(f"fundgym export: {exc}", file=sys.stderr)
-        return 2
     return 0

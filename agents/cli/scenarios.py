@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
 from pathlib import Path
 
+from agents.outputs import temp_sibling
 from envs.market.market import sample_market
 from envs.scenarios import Scenario, library, load_scenario
 from envs.schema import SchemaError, describe
@@ -54,9 +54,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     cols = sample_market(sc, args.seed)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp = temp_sibling(out)
     try:
-        with tmp.open("w", newline="") as fh:
+        with tmp.open("x", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(CSV_COLUMNS)
             n = cols["step"].size

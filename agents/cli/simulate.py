@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from agents.outputs import write_text_atomic
+from agents.outputs import OutputLockError, output_lock, write_text_atomic
 from envs.core.params import RiskParams
-from envs.scenarios import load_scenario
+from envs.scenarios import Scenario, load_scenario
 from envs.schema import SchemaError
 from envs.simulator import ExchangeSimulator, SimulationResult
 
@@ -99,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the crash under both fallbacks, print the summary, write plot and config."""
+    """Check the arguments and the scenario, lock --out, then simulate."""
     if args.accounts < 1:
         raise SystemExit(f"--accounts must be >= 1, got {args.accounts}")
     if not np.isfinite(args.fund_frac) or not 0.0 <= args.fund_frac <= 10.0:
@@ -108,6 +109,16 @@ def main(args: argparse.Namespace) -> int:
         scenario = load_scenario(args.scenario)
     except (SchemaError, FileNotFoundError) as exc:
         raise SystemExit(f"fundgym simulate: {exc}") from exc
+    try:
+        with output_lock(Path(args.out), command="fundgym simulate"):
+            return _simulate(args, scenario)
+    except OutputLockError as exc:
+        print(f"fundgym simulate: {exc}", file=sys.stderr)
+        return 2
+
+
+def _simulate(args: argparse.Namespace, scenario: Scenario) -> int:
+    """Run ``scenario`` under both fallbacks, print the summary, write plot and config."""
     seed = scenario.seed if args.seed is None else args.seed
     out = Path(args.out)
     results: dict[str, dict[str, FloatArray]] = {}

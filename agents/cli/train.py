@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from agents.cli.levers import lever_table
-from agents.config import DEFAULT_TRAIN_CONFIG, ConfigError, load_config
+from agents.config import DEFAULT_TRAIN_CONFIG, ConfigError, TrainConfig, load_config
+from agents.outputs import OutputLockError, output_lock
 
 DESCRIPTION = f"""\
 Train an agent from a YAML config (see configs/train/). The config is validated before anything
@@ -20,6 +21,10 @@ model: weights as plain tensors, normalisation statistics as plain arrays, a man
 SHA-256), best/ (the same for the best on the held-out evaluation scenarios), evaluations.csv,
 checkpoints/, tensorboard/ and train_summary.json. Loading a run directory never runs code
 from it; --resume also reads SB3's pickled files in checkpoints/, so resume only your own runs.
+One process writes a run directory at a time: a second fundgym command on the same --out
+exits with code 2 at once, naming the PID that holds it (the lock is the hidden file
+.NAME.lock beside DIR; a killed process releases it). --resume drops a last evaluations.csv
+row that a kill cut short, and says so.
 Watch training with
   tensorboard --logdir DIR/tensorboard
 
@@ -90,9 +95,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def main(args: argparse.Namespace) -> int:
-    """Validate the config, then train each requested seed."""
-    from agents.training.train import RunDirError, train  # stable-baselines3 only when training
-
+    """Validate the config, lock the run directories, then train each requested seed."""
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
@@ -111,9 +114,21 @@ def main(args: argparse.Namespace) -> int:
         base = Path(args.out)
     else:
         base = Path("runs") / "train" / (stem if args.seeds else f"{stem}-seed{cfg.seed}")
+    run_dirs = [base / f"seed_{seed}" if args.seeds else base for seed, _ in seed_cfgs]
+    try:
+        with output_lock(base, *run_dirs, command="fundgym train"):
+            return _train_seeds(args, list(zip(run_dirs, seed_cfgs, strict=True)))
+    except OutputLockError as exc:
+        print(f"fundgym train: {exc}", file=sys.stderr)
+        return 2
+
+
+def _train_seeds(args: argparse.Namespace, runs: list[tuple[Path, tuple[int, TrainConfig]]]) -> int:
+    """Train each (run directory, (seed, config)) in turn; the command's exit code."""
+    from agents.training.train import RunDirError, train
+
     argv = ["fundgym", *sys.argv[1:]] if sys.argv[1:] else None
-    for seed, scfg in seed_cfgs:
-        run_dir = base / f"seed_{seed}" if args.seeds else base
+    for run_dir, (seed, scfg) in runs:
         try:
             result = train(
                 scfg, run_dir, resume=args.resume, progress=not args.no_progress, argv=argv

@@ -58,7 +58,7 @@ from agents.evaluate.search import (
     objective,
     search_static,
 )
-from agents.outputs import jsonable, progress_bar, write_text_atomic
+from agents.outputs import jsonable, progress_bar, temp_sibling, write_text_atomic
 from agents.policies import PolicySpec, parse_spec
 from agents.rollout import EvaluateError, base_env, job_env
 
@@ -204,9 +204,7 @@ def evaluate(
             gap[n] = (v - lo) / (hi - lo) if hi - lo > 1e-9 * max(1.0, abs(hi)) else None
     traces = {(r.policy, r.scenario): r for r in records if r.episode == 0}
 
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = temp_sibling(out, "partial")
     tmp.mkdir(parents=True)
     try:
         files = _write_outputs(
@@ -215,7 +213,7 @@ def evaluate(
             search_episodes, grid,
         )  # fmt: skip
         if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            old = temp_sibling(out, "old")
             out.rename(old)
             tmp.rename(out)
             shutil.rmtree(old)

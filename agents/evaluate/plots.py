@@ -6,7 +6,6 @@ into place) so a failed run never leaves a half-written PNG.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +15,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from agents.outputs import temp_sibling
+
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
 
 def save_atomic(fig: Any, out: Path) -> None:
     """Save ``fig`` to ``out`` through a temporary file in the same folder."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp = temp_sibling(out)
     try:
         fig.savefig(tmp, format=out.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
         tmp.replace(out)

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from agents.config import TrainConfig, dump_config
+from agents.outputs import temp_sibling
 from agents.policies.base import FloatArray, SpecError
 
 #: What ``manifest.json`` says it is, and the version of the layout it describes.
@@ -263,9 +264,9 @@ def write_model_dir(
     """
     import torch
 
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(dest)
+    tmp.mkdir()  # a fresh name: never another writer's directory
     try:
         torch.save(model.policy.state_dict(), tmp / WEIGHTS)
         vecnorm = model.get_vec_normalize_env()
@@ -297,8 +298,7 @@ def _move_into_place(tmp: Path, dest: Path) -> None:
     if not dest.exists():
         os.replace(tmp, dest)
         return
-    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-    shutil.rmtree(old, ignore_errors=True)
+    old = temp_sibling(dest, "old")
     os.replace(dest, old)
     os.replace(tmp, dest)
     shutil.rmtree(old, ignore_errors=True)

@@ -49,7 +49,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.config import TrainConfig, dump_config, env_kwargs
-from agents.outputs import write_text_atomic
+from agents.outputs import write_bytes_atomic, write_text_atomic
 from agents.policies.runs import (
     BEST,
     CHECKPOINTS,
@@ -322,27 +322,76 @@ def make_callbacks(
 # ---------------------------------------------------------------- files ----
 
 
+#: The columns of ``evaluations.csv``: one row per evaluation scenario per evaluation.
+EVALUATION_COLUMNS = ("timesteps", "scenario", "mean_reward", "mean_cost")
+
+
 def _append_evaluation(run_dir: Path, result: EvalResult) -> None:
     path = run_dir / "evaluations.csv"
     new = not path.exists()
     with path.open("a", newline="") as fh:
         w = csv.writer(fh)
         if new:
-            w.writerow(["timesteps", "scenario", "mean_reward", "mean_cost"])
+            w.writerow(EVALUATION_COLUMNS)
         for scenario, (r, c) in result.per_scenario.items():
             w.writerow([result.timesteps, scenario, f"{r:.6f}", f"{c:.6f}"])
 
 
+def _drop_torn_evaluation(run_dir: Path) -> None:
+    """Remove a last row of ``evaluations.csv`` that a kill cut short, and say so.
+
+    A process killed while appending leaves a last line without its newline, or with too few
+    fields; the next row appended would be glued to it. ``--resume`` drops that line (the
+    evaluation it belonged to runs again after the checkpoint) and prints one line saying so.
+    """
+    path = run_dir / "evaluations.csv"
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if not data:
+        return
+    body = data[:-1] if data.endswith(b"\n") else data
+    start = body.rfind(b"\n") + 1  # the last line: data[start:]
+    last = data[start:]
+    fields = next(csv.reader([last.decode("utf-8", "replace").rstrip("\r\n")]), [])
+    if last.endswith(b"\n") and len(fields) == len(EVALUATION_COLUMNS):
+        return
+    if start:
+        write_bytes_atomic(path, data[:start])
+    else:
+        path.unlink()  # nothing complete, not even the header: the next evaluation rewrites it
+    print(
+        f"fundgym: dropped the torn last row of {path} "
+        f"({last.decode('utf-8', 'replace').rstrip()!r}); continuing",
+        file=sys.stderr,
+    )
+
+
 def _read_evaluations(run_dir: Path) -> list[EvalResult]:
+    """The evaluations recorded in ``evaluations.csv``, by timestep.
+
+    Raises:
+        RunDirError: A row is not ``timesteps,scenario,mean_reward,mean_cost`` (naming the
+            file and the line).
+    """
     path = run_dir / "evaluations.csv"
     if not path.exists():
         return []
     by_step: dict[int, EvalResult] = {}
-    with path.open() as fh:
-        for row in csv.DictReader(fh):
-            t = int(row["timesteps"])
-            res = by_step.setdefault(t, EvalResult(t))
-            res.per_scenario[row["scenario"]] = (float(row["mean_reward"]), float(row["mean_cost"]))
+    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh)
+        for fields in reader:
+            if reader.line_num == 1 and tuple(fields) == EVALUATION_COLUMNS:
+                continue
+            try:
+                t_text, scenario, r_text, c_text = fields
+                t, r, c = int(t_text), float(r_text), float(c_text)
+            except ValueError:
+                raise RunDirError(
+                    f"{path}, line {reader.line_num}: {','.join(fields)!r} is not a row of "
+                    f"{','.join(EVALUATION_COLUMNS)}"
+                ) from None
+            by_step.setdefault(t, EvalResult(t)).per_scenario[scenario] = (r, c)
     return [by_step[t] for t in sorted(by_step)]
 
 
@@ -480,6 +529,7 @@ def train(
     write_text_atomic(out / "command.txt", _command_text(argv))
     if resume:
         _convert_pickled_run(cfg, out)
+        _drop_torn_evaluation(out)
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
 
