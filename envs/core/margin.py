@@ -1,7 +1,9 @@
-"""Margin requirements over account arrays: maintenance (flat or tiered) and initial margin.
+"""The maintenance requirement over account arrays (flat or tiered), in numpy.
 
-Pure functions; the trigger follows dYdX v4 ``IsLiquidatable``: an account is liquidatable when
-its maintenance requirement is positive and its equity is below it.
+The margin engine applies the same formula compiled (:func:`envs.core.kernels.requirement`,
+with the dYdX v4 ``IsLiquidatable`` trigger and the initial-margin check in
+:mod:`envs.core.kernels` and :mod:`envs.core.trading`); this array version is the reference
+the tests check the kernels against, and the one to call from numpy code.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import numpy as np
 from envs.core.params import MarginTiers
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
-BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 
 
 def maintenance_requirement(
@@ -38,25 +39,3 @@ def maintenance_requirement(
     cum = np.asarray(tiers.cum_usd)[k]
     scale = np.asarray(mmr) / tiers.base_mmr
     return np.asarray((notional_usd * rates - cum) * scale, dtype=np.float64)
-
-
-def liquidatable(equity_usd: FloatArray, requirement_usd: FloatArray) -> BoolArray:
-    """dYdX ``IsLiquidatable``: requirement > 0 and equity < requirement."""
-    return (requirement_usd > 0.0) & (equity_usd < requirement_usd)
-
-
-def initial_margin_ok(
-    equity_after_usd: FloatArray,
-    size_before: FloatArray,
-    size_after: FloatArray,
-    mark: FloatArray | float,
-    imr: FloatArray | float,
-) -> BoolArray:
-    """Whether a trade may execute under the initial-margin rule.
-
-    A trade that opens, grows or flips a position needs post-trade equity of at least
-    ``imr * |size_after| * mark`` (max leverage ``1 / imr``); a pure reduction is always allowed,
-    as on every venue, because it can only lower risk.
-    """
-    grows = (np.abs(size_after) > np.abs(size_before)) | (size_before * size_after < 0.0)
-    return ~grows | (equity_after_usd >= np.multiply(imr, np.abs(size_after) * mark))
