@@ -27,8 +27,8 @@ demo: $(STAMP)
 	$(VENV)/bin/fundgym demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check envs agents tests benchmarks
-	$(VENV)/bin/ruff format --check envs agents tests benchmarks
+	$(VENV)/bin/ruff check envs agents tests benchmarks fundgym/__init__.py fundgym/__main__.py
+	$(VENV)/bin/ruff format --check envs agents tests benchmarks fundgym/__init__.py fundgym/__main__.py
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

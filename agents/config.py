@@ -1,7 +1,8 @@
 """Training configs: one YAML file says how a model is made, validated before anything runs.
 
 A config (``configs/train/ppo.yaml``) holds the environment section (the keys of
-:class:`envs.exchange_env.EnvConfig`: scenario sampler, accounts, decision interval, horizon,
+:class:`fundgym.envs.exchange_env.EnvConfig`: scenario sampler, accounts, decision interval,
+horizon,
 controlled parameters, reward weights), the algorithm and its hyperparameters, vectorisation,
 observation/reward normalisation, total timesteps, the seed, evaluation on held-out scenarios
 and checkpointing. Shared settings live in one place through a ``defaults:`` key naming a base
@@ -37,13 +38,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from envs.config import EnvConfig
-from envs.schema import SchemaError, build, load_yaml
+from fundgym.envs.config import EnvConfig
+from fundgym.envs.resources import TRAIN_CONFIG_DIR
+from fundgym.envs.schema import SchemaError, build, load_yaml
 
-#: The source checkout (configs/ and benchmarks/ live beside the packages).
-REPO_ROOT = Path(__file__).resolve().parent.parent
-#: The config ``fundgym train`` and ``fundgym demo`` use, and evaluation falls back to.
-DEFAULT_TRAIN_CONFIG = REPO_ROOT / "configs" / "train" / "ppo.yaml"
+#: The config ``fundgym train`` and ``fundgym demo`` use, and evaluation falls back to: the
+#: packaged ``ppo.yaml`` (found through importlib.resources, so an installed wheel has it).
+DEFAULT_TRAIN_CONFIG = TRAIN_CONFIG_DIR / "ppo.yaml"
 
 ALGOS = ("ppo", "sac", "td3", "a2c")
 Algo = Literal["ppo", "sac", "td3", "a2c"]
@@ -268,8 +269,30 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError([f"{path}: defaults = {bases!r}: a file name or a list of them"])
     merged: dict[str, Any] = {}
     for name in bases:
-        merged = _merge(merged, _read_yaml(path.parent / name, (*chain, path.resolve())))
+        merged = _merge(merged, _read_yaml(_base_path(path, name), (*chain, path.resolve())))
     return _merge(merged, data)
+
+
+def _base_path(config: Path, name: str) -> Path:
+    """Where a ``defaults:`` entry of ``config`` lives: beside it, else among the packaged configs.
+
+    A user who copies ``ppo.yaml`` into their own folder keeps ``defaults: base.yaml`` working:
+    the name resolves to the packaged ``base.yaml`` unless a file of that name sits beside the
+    copy (which then wins, so a user can override a base too).
+    """
+    beside = config.parent / name
+    if beside.is_file():
+        return beside
+    packaged = TRAIN_CONFIG_DIR / name
+    if not Path(name).is_absolute() and packaged.is_file():
+        return packaged
+    shipped = sorted(p.name for p in TRAIN_CONFIG_DIR.glob("*.yaml"))
+    raise ConfigError(
+        [
+            f"{config}: defaults names {name!r}, which is neither a file beside it ({beside}) "
+            f"nor a packaged training config (one of {shipped})"
+        ]
+    )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

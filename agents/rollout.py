@@ -1,7 +1,7 @@
 """How a policy runs on a scenario: each job's environment, and the one stepping loop.
 
-Evaluation (:mod:`agents.evaluate`), its static searches and every export
-(:mod:`agents.export`) run a policy the same way, so they share this module:
+Evaluation (:mod:`fundgym.agents.evaluate`), its static searches and every export
+(:mod:`fundgym.agents.export`) run a policy the same way, so they share this module:
 
 * **Settings.** :func:`parse_scenarios` checks scenario names once, before any work;
   :func:`base_env` picks the evaluation environment (a config, else the first trained run's
@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from agents.config import DEFAULT_TRAIN_CONFIG, ConfigError, env_settings, load_config
-from agents.policies import Policy, PolicySpec, read_schedule, read_table
-from envs.config import make_config
-from envs.exchange_env import InsuranceFundVectorEnv
-from envs.scenarios import library, load_scenario
-from envs.schema import SchemaError, load_yaml
+from fundgym.agents.config import DEFAULT_TRAIN_CONFIG, ConfigError, env_settings, load_config
+from fundgym.agents.policies import Policy, PolicySpec, read_schedule, read_table
+from fundgym.envs.config import make_config
+from fundgym.envs.exchange_env import InsuranceFundVectorEnv
+from fundgym.envs.scenarios import library, load_scenario
+from fundgym.envs.schema import SchemaError, load_yaml
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]

@@ -31,10 +31,10 @@ from typing import Any
 import numba
 import numpy as np
 
-from envs.core.impact import LinearImpact
-from envs.core.params import RiskParams
-from envs.core.step import core_step
-from envs.core.synthetic import synthetic_book
+from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.params import RiskParams
+from fundgym.envs.core.step import core_step
+from fundgym.envs.core.synthetic import synthetic_book
 
 
 def _marks(regime: str, n_envs: int, steps: int, rng: np.random.Generator) -> np.ndarray:
@@ -88,10 +88,10 @@ _COMPILE_PROBE = """
 import time
 t0 = time.perf_counter()
 import numpy as np
-from envs.core.impact import LinearImpact
-from envs.core.params import RiskParams
-from envs.core.step import core_step, margin_state
-from envs.core.synthetic import synthetic_book
+from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.params import RiskParams
+from fundgym.envs.core.step import core_step, margin_state
+from fundgym.envs.core.synthetic import synthetic_book
 t1 = time.perf_counter()
 state = synthetic_book(np.random.default_rng(0), 2, 100, 100.0, fund_usd=1e3)
 margin_state(state, RiskParams(), np.full(2, 60.0))

@@ -56,7 +56,7 @@ def time_env(
     dummy: bool = True,
 ) -> dict[str, Any]:
     """Env steps per second of the single env, the batched twin and (optionally) DummyVecEnv."""
-    from envs.exchange_env import InsuranceFundEnv, InsuranceFundVectorEnv
+    from fundgym.envs.exchange_env import InsuranceFundEnv, InsuranceFundVectorEnv
 
     with _threads(threads):
         single = InsuranceFundEnv(n_accounts=n_accounts)
@@ -114,7 +114,7 @@ def time_ppo(n_envs: int, n_accounts: int, total_timesteps: int) -> dict[str, An
     import torch
     from stable_baselines3 import PPO
 
-    from agents.training.sb3_env import FundGymVecEnv
+    from fundgym.agents.training.sb3_env import FundGymVecEnv
 
     torch.set_num_threads(1)
     venv = FundGymVecEnv(n_envs, n_accounts=n_accounts)

@@ -1,14 +1,15 @@
 """Throughput of the full simulation tick, numba's compile time, and path generation.
 
-``full``: :meth:`envs.simulator.ExchangeSimulator.advance` (market, population every tick,
+``full``: :meth:`fundgym.envs.simulator.ExchangeSimulator.advance` (market, population every tick,
 funding, fund, core, all compiled) in account-steps per second on two library scenarios:
 ``volatile`` (ordinary trading) and ``oct_10_2025`` with its -12% cascade and depth collapse
 moved to minute 5, so the timed ticks are the cascade itself. The timed ticks run as one
-block (one compiled call) and, for comparison, one :meth:`~envs.simulator.ExchangeSimulator.step`
+block (one compiled call) and, for comparison, one
+:meth:`~fundgym.envs.simulator.ExchangeSimulator.step`
 at a time; ``threads`` > 1 spreads exchanges over threads. ``compile``: seconds of the first
 ``advance`` in a fresh process, with an empty numba cache (cold) and with the cache the cold
 run left (cached). ``paths``: seconds to draw and price a one-week path at one-minute ticks
-(``envs.market.market.sample_market``).
+(``fundgym.envs.market.market.sample_market``).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from envs.market.market import sample_market
-from envs.scenarios import load_scenario
-from envs.simulator import ExchangeSimulator
+from fundgym.envs.market.market import sample_market
+from fundgym.envs.scenarios import load_scenario
+from fundgym.envs.simulator import ExchangeSimulator
 
 
 def _timed_scenario(scenario: str) -> Any:
@@ -104,8 +105,8 @@ def time_full(
 _COMPILE_PROBE = """
 import time
 start = time.perf_counter()
-from envs.scenarios import load_scenario
-from envs.simulator import ExchangeSimulator
+from fundgym.envs.scenarios import load_scenario
+from fundgym.envs.simulator import ExchangeSimulator
 sim = ExchangeSimulator(load_scenario("oct_10_2025"), n_envs=2, n_accounts=64, threads={threads})
 sim.advance(2)
 print(time.perf_counter() - start)
@@ -116,7 +117,7 @@ def compile_seconds(threads: int = 1) -> dict[str, float]:
     """Seconds from import to the first two ticks in a fresh process: cold and cached cache.
 
     Both runs use one temporary cache directory (numba's ``NUMBA_CACHE_DIR`` and fundgym's
-    ``FUNDGYM_NUMBA_CACHE_DIR``, :mod:`envs.jit`): the first finds it empty and compiles
+    ``FUNDGYM_NUMBA_CACHE_DIR``, :mod:`fundgym.envs.jit`): the first finds it empty and compiles
     every kernel, the second loads what the first wrote.
     """
     root = Path(__file__).resolve().parent.parent

@@ -20,9 +20,9 @@ import time
 
 import numpy as np
 
-from envs.core.params import RiskParams
-from envs.scenarios import library, load_scenario
-from envs.simulator import ExchangeSimulator
+from fundgym.envs.core.params import RiskParams
+from fundgym.envs.scenarios import library, load_scenario
+from fundgym.envs.simulator import ExchangeSimulator
 
 
 def outcomes(name: str, n_accounts: int, seeds: list[int], fallback: str) -> dict[str, float]:

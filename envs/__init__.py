@@ -4,8 +4,9 @@ This package imports only numpy and gymnasium (PyYAML only to read scenario and 
 never torch or stable-baselines3, so that a risk engine or a JAX/NumPy user can take the
 simulator without the training stack. Importing it registers the environment:
 
-* ``fundgym/InsuranceFund-v0``: :class:`envs.exchange_env.InsuranceFundEnv`, with the batched
-  :class:`envs.exchange_env.InsuranceFundVectorEnv` as its ``vector_entry_point``.
+* ``fundgym/InsuranceFund-v0``: :class:`fundgym.envs.exchange_env.InsuranceFundEnv`, with the
+  batched
+  :class:`fundgym.envs.exchange_env.InsuranceFundVectorEnv` as its ``vector_entry_point``.
 """
 
 from gymnasium.envs.registration import register, registry
@@ -16,8 +17,8 @@ ENV_ID = "fundgym/InsuranceFund-v0"
 if ENV_ID not in registry:
     register(
         id=ENV_ID,
-        entry_point="envs.exchange_env:InsuranceFundEnv",
-        vector_entry_point="envs.exchange_env:InsuranceFundVectorEnv",
+        entry_point="fundgym.envs.exchange_env:InsuranceFundEnv",
+        vector_entry_point="fundgym.envs.exchange_env:InsuranceFundVectorEnv",
     )
 
 __all__ = ["ENV_ID"]

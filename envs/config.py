@@ -2,7 +2,7 @@
 
 :class:`EnvConfig` is the one schema of everything that defines ``fundgym/InsuranceFund-v0``;
 :func:`make_config` builds it from a file and/or keyword overrides through
-:func:`envs.schema.build`, which names the field, the value and what is allowed on error.
+:func:`fundgym.envs.schema.build`, which names the field, the value and what is allowed on error.
 """
 
 from __future__ import annotations
@@ -12,18 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from envs.controls import PARAMS
-from envs.levers import LEVERS
-from envs.market.sampler import SamplerSettings
-from envs.rewards import RewardWeights
-from envs.scenarios import Scenario
-from envs.schema import SchemaError, build, load_yaml, spec
+from fundgym.envs.controls import PARAMS
+from fundgym.envs.levers import LEVERS
+from fundgym.envs.market.sampler import SamplerSettings
+from fundgym.envs.rewards import RewardWeights
+from fundgym.envs.scenarios import Scenario
+from fundgym.envs.schema import SchemaError, build, load_yaml, spec
 
 
 def _fixed(name: str) -> Any:
     """A :class:`FixedParams` field: ``None`` or a value inside the lever's action range.
 
-    The environment holds every lever as a position in its action range (:mod:`envs.controls`),
+    The environment holds every lever as a position in its action range
+    (:mod:`fundgym.envs.controls`),
     so a value outside that range could only be clipped to its edge: it is an error instead.
     """
     lever = PARAMS[name]
@@ -56,7 +57,7 @@ class FixedParams:
     """Natural-unit values where parameters start (``None``: the lever's default).
 
     A parameter that is not controlled stays at its value; a controlled one starts there. Each
-    value must lie in its lever's action range (:data:`envs.levers.LEVERS`), never clipped.
+    value must lie in its lever's action range (:data:`fundgym.envs.levers.LEVERS`), never clipped.
     """
 
     liquidation_fee_rate: float | None = _fixed("liquidation_fee_rate")
@@ -77,7 +78,7 @@ class EnvConfig:
     horizon_minutes: float | None = spec(
         None, gt=0.0, le=1e7, doc="episode cap (None: the scenario's; training: 1 day)"
     )
-    # Levers the action sets, in action order (names from envs.levers.CONTROLLABLE).
+    # Levers the action sets, in action order (names from fundgym.envs.levers.CONTROLLABLE).
     controlled: tuple[str, ...] = tuple(PARAMS)
     fixed: FixedParams = dataclasses.field(default_factory=FixedParams)
     max_step: float = spec(0.2, gt=0.0, le=2.0, doc="largest move per decision, action units")

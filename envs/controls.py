@@ -1,6 +1,6 @@
 """The levers: actions in [-1, 1] mapped to risk parameters, rate-limited, with margin notice.
 
-Each controlled parameter is a lever of :data:`envs.levers.LEVERS`, the one place its action
+Each controlled parameter is a lever of :data:`fundgym.envs.levers.LEVERS`, the one place its action
 range, default and unit are declared; an action coordinate ``a`` in [-1, 1] names a *target*
 position in that range (linear, or logarithmic for rates spanning decades). The
 position in force moves toward the target by at most ``max_step`` per decision (in action
@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from envs.levers import CONTROLLABLE, LEVERS, Lever, LeverError
+from fundgym.envs.levers import CONTROLLABLE, LEVERS, Lever, LeverError
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
-#: Controllable levers (:data:`envs.levers.LEVERS`), in action order when all are controlled.
+#: Controllable levers (:data:`fundgym.envs.levers.LEVERS`), in action order when all are
+#: controlled.
 #: Each maps positions to values (``to_value``, ``to_position``); ``low``/``high``/``log`` are
 #: its action range.
 PARAMS: dict[str, Lever] = {name: LEVERS[name] for name in CONTROLLABLE}

@@ -15,17 +15,17 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from envs.config import EnvConfig, make_config
-from envs.controls import ALLOCATION, PARAMS, Controls
-from envs.core.events import N_EVENTS, StepEvents
-from envs.core.params import MarginTiers, RiskParams
-from envs.fund.portfolio import AllocationParams
-from envs.market.price import MINUTES_PER_YEAR
-from envs.market.sampler import sample_training_scenario
-from envs.observation import BOOK_STATS, book_stats
-from envs.rewards import DecisionTotals, combine, reward_components
-from envs.scenarios import Scenario, load_scenario
-from envs.simulator import BLOCK_SERIES, ExchangeSimulator
+from fundgym.envs.config import EnvConfig, make_config
+from fundgym.envs.controls import ALLOCATION, PARAMS, Controls
+from fundgym.envs.core.events import N_EVENTS, StepEvents
+from fundgym.envs.core.params import MarginTiers, RiskParams
+from fundgym.envs.fund.portfolio import AllocationParams
+from fundgym.envs.market.price import MINUTES_PER_YEAR
+from fundgym.envs.market.sampler import sample_training_scenario
+from fundgym.envs.observation import BOOK_STATS, book_stats
+from fundgym.envs.rewards import DecisionTotals, combine, reward_components
+from fundgym.envs.scenarios import Scenario, load_scenario
+from fundgym.envs.simulator import BLOCK_SERIES, ExchangeSimulator
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
@@ -427,11 +427,11 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     efficiency: a large fund, high fees and high margins protect users but lock up capital
     and drive traders away.
 
-    Underneath, one explicit state (:class:`envs.state.SimState`: accounts x markets,
+    Underneath, one explicit state (:class:`fundgym.envs.state.SimState`: accounts x markets,
     structure of arrays, the fund stored once) advances by one compiled tick
-    (:func:`envs.simulator.tick`: population, funding, the fund's buckets, the margin engine's
-    waterfall); the environment only sets the levers in force
-    (:meth:`envs.simulator.ExchangeSimulator.set_params`) and reads state and events.
+    (:func:`fundgym.envs.simulator.tick`: population, funding, the fund's buckets, the margin
+    engine's waterfall); the environment only sets the levers in force
+    (:meth:`fundgym.envs.simulator.ExchangeSimulator.set_params`) and reads state and events.
     ``docs/simulator_v2.md`` describes the state, the tick and the lever registry.
 
     ## Action Space
@@ -441,7 +441,7 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     Each coordinate is a *target*; the parameter in force moves toward it by at most
     ``max_step`` action units per decision, and an increase of MMR or the IMR multiple takes
     effect only after ``margin_notice_minutes``. Ranges, units, defaults and venue names come
-    from the lever registry, :data:`envs.levers.LEVERS` (one source for validation, presets,
+    from the lever registry, :data:`fundgym.envs.levers.LEVERS` (one source for validation, presets,
     exports and ``--help``); a ``fixed`` value outside its range is an error, never clipped.
 
     | Num | Parameter                    | Range (natural units)  | Scale |
@@ -488,7 +488,7 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Rewards
 
     Per decision, in basis points of the episode's initial open interest (see
-    :mod:`envs.rewards`): revenue (trading fees, the fund's liquidation-fee income, what the
+    :mod:`fundgym.envs.rewards`): revenue (trading fees, the fund's liquidation-fee income, what the
     fund's buckets earned) minus the fund's cost of capital, minus ``solvency`` x (socialised
     and unrecovered losses + ``adl_weight`` x deleveraged notional), minus the cost of the
     margin traders lock, minus the fee revenue lost to demand that high margins and fees drive
@@ -511,7 +511,7 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Arguments
 
     ```python
-    >>> import gymnasium as gym, envs
+    >>> import gymnasium as gym, fundgym
     >>> env = gym.make("fundgym/InsuranceFund-v0", scenario="oct_10_2025", n_accounts=1024)
     ```
 

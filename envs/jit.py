@@ -1,10 +1,13 @@
 """The one way fundgym compiles a kernel: ``@jit`` = numba's ``njit(cache=True)``, cached safely.
 
 numba keys a cached kernel on its own source file only. A kernel that calls a kernel from
-another file (the compiled tick calls the population's and the margin engine's) would keep
-running the old callee after that file changed, silently. So every fundgym kernel is cached in
-a directory named after a digest of all of ``envs/``'s sources: any change to any of them
-starts a fresh cache, and a stale kernel can never run.
+another file (the compiled tick calls the population's and the margin engine's), or reads a
+constant numba froze from another module (the packed parameters' ``P_*`` columns), would keep
+running the old code after that file changed, silently. So every fundgym kernel is cached in a
+directory named after a digest of the sources kernels can reach: every module of ``envs/`` that
+declares kernels (imports this module) and every ``envs`` module those import, transitively.
+Any change to any of them starts a fresh cache, and a stale kernel can never run; a change to a
+module no kernel can reach (the Gymnasium env, the scenario loader) keeps the cache.
 
 Where: ``$FUNDGYM_NUMBA_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/fundgym/numba`` (by default
 ``~/.cache/fundgym/numba``), then ``<digest>/``. numba's global ``CACHE_DIR`` is set only while
@@ -15,6 +18,7 @@ directory) kernels compile on first call, which takes seconds.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 from collections.abc import Callable
@@ -27,12 +31,60 @@ from numba import config as numba_config
 _ENVS_DIR = Path(__file__).resolve().parent
 
 
+def _module_file(name: str) -> Path | None:
+    """The file of ``fundgym.envs`` module ``name`` (dotted, below ``envs``), if it is one."""
+    base = _ENVS_DIR.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _envs_imports(path: Path) -> set[Path]:
+    """The ``envs`` modules a file imports, and the packages above them, which run first.
+
+    Both ``import fundgym.envs.x`` and ``from fundgym.envs.x import y`` count, where ``y`` may
+    itself be a module.
+    """
+    prefix = "fundgym.envs."
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.extend(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+            names.extend(f"{node.module}.{a.name}" for a in node.names)
+    found: set[Path] = set()
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        parts = name[len(prefix) :].split(".")
+        for k in range(1, len(parts) + 1):
+            module = _module_file(".".join(parts[:k]))
+            if module is not None:
+                found.add(module)
+    return found
+
+
+def _kernel_sources() -> set[Path]:
+    """The files kernels can reach: kernel modules, jit.py and what they import, transitively."""
+    todo = [p for p in _ENVS_DIR.rglob("*.py") if b"fundgym.envs.jit import" in p.read_bytes()]
+    reach: set[Path] = {_ENVS_DIR / "jit.py", *todo}
+    while todo:
+        for dep in _envs_imports(todo.pop()):
+            if dep not in reach:
+                reach.add(dep)
+                todo.append(dep)
+    return reach
+
+
 def _source_digest() -> str:
-    """SHA-256 (16 hex digits) of every ``.py`` file under ``envs/``, in path order."""
+    """SHA-256 (16 hex digits) of the sources kernels can reach (see the module docstring)."""
     h = hashlib.sha256()
-    for path in sorted(_ENVS_DIR.rglob("*.py")):
+    for path in sorted(_kernel_sources()):
         h.update(str(path.relative_to(_ENVS_DIR)).encode())
-        h.update(path.read_bytes())
+        if path.is_file():
+            h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -1,20 +1,22 @@
 """The one registry of risk levers: name, unit, bounds, action range, default, venue names.
 
 Every risk parameter of the simulated exchange is declared here once, as a :class:`Lever`.
-Validation (:class:`envs.core.params.RiskParams`, :class:`envs.config.FixedParams`), the action
-mapping (:mod:`envs.controls`), venue presets, exports and ``--help`` all read this table, so a
+Validation (:class:`fundgym.envs.core.params.RiskParams`,
+:class:`fundgym.envs.config.FixedParams`), the action
+mapping (:mod:`fundgym.envs.controls`), venue presets, exports and ``--help`` all read this table,
+so a
 range, a default or a unit lives in exactly one place.
 
 Two ranges, two uses:
 
 * **Hard bounds** (:attr:`Lever.bounds`): what the mechanics accept at all (an MMR of 0 or 1
-  makes no sense; a fee of 0 does). :class:`~envs.core.params.RiskParams` checks these.
+  makes no sense; a fee of 0 does). :class:`~fundgym.envs.core.params.RiskParams` checks these.
 * **Action range** (:attr:`Lever.action`, controllable levers only): the natural-unit interval
   an action coordinate in [-1, 1] maps onto (linear, or logarithmic for rates spanning decades).
   It lies inside the hard bounds. The environment holds every lever it manages, controlled or
   fixed, as a position in [-1, 1], so a configured value outside the action range cannot be
-  represented there and is an error (never clipped): :class:`~envs.config.FixedParams` and
-  :class:`~envs.controls.Controls` check these.
+  represented there and is an error (never clipped): :class:`~fundgym.envs.config.FixedParams` and
+  :class:`~fundgym.envs.controls.Controls` check these.
 
 Venue names say what a lever is called in a real venue's configuration and how to convert
 (``VenueField``): dYdX v4 stores rates in parts per million, Drift margins in 1e-4
@@ -60,7 +62,7 @@ class Interval:
         return np.asarray(np.isfinite(x) & above & below)
 
     def spec_kwargs(self) -> dict[str, float]:
-        """The interval as :func:`envs.schema.spec` keywords (``ge``/``gt``, ``le``/``lt``)."""
+        """The interval as :func:`~fundgym.envs.schema.spec` keywords (ge, gt, le, lt)."""
         out: dict[str, float] = {}
         if math.isfinite(self.low):
             out["gt" if self.low_open else "ge"] = self.low
@@ -169,7 +171,7 @@ class Lever:
             if not a.low <= self.default <= a.high:
                 raise ValueError(f"lever {self.name}: default {self.default} outside {a}")
 
-    # ---- the action range, as :data:`envs.controls.PARAMS` users read it ----
+    # ---- the action range, as :data:`fundgym.envs.controls.PARAMS` users read it ----
 
     @property
     def controllable(self) -> bool:

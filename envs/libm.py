@@ -1,6 +1,6 @@
 """The C library's ``exp``, ``expm1``, ``log`` and ``erfc``, element by element over arrays.
 
-The compiled tick (:mod:`envs.tick_kernels`) calls these functions from the C library, one
+The compiled tick (:mod:`fundgym.envs.tick_kernels`) calls these functions from the C library, one
 value at a time; numpy's own ``np.exp`` and ``np.log`` use vector code that differs from it in
 the last bit for a few percent of inputs. The numpy reference of the tick (the market's
 prices, the volatility estimate, the fund's option marks) calls the C library through these

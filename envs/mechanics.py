@@ -2,8 +2,8 @@
 
 Every function is vectorised (numpy arrays or floats broadcast together, float64), money is in
 USD, sizes are in base units and signed (positive = long). Each one validates its inputs and
-then calls the single numpy implementation in :mod:`envs.core.formulas`. The margin
-engine's compiled kernels (:mod:`envs.core.kernels`) restate the formulas on its hot path,
+then calls the single numpy implementation in :mod:`fundgym.envs.core.formulas`. The margin
+engine's compiled kernels (:mod:`fundgym.envs.core.kernels`) restate the formulas on its hot path,
 scalar by scalar in the same operation order, and the tests hold the two equal.
 
 Which venue each rule follows:
@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from envs.core import formulas
-from envs.core.params import MarginTiers
+from fundgym.envs.core import formulas
+from fundgym.envs.core.params import MarginTiers
 
 __all__ = [
     "adl_score",

@@ -5,7 +5,7 @@ book-side columns of the observation (the market and fund columns come from thei
 modules). Nearness to liquidation is measured the way the engine would find it: an account
 counts as "within x%" when an adverse move of x% in every market it holds (down for longs,
 up for shorts) would make it liquidatable under the requirement in force, tiers included
-(:func:`envs.core.kernels.requirement`, the engine's own formula). A formula-derived
+(:func:`fundgym.envs.core.kernels.requirement`, the engine's own formula). A formula-derived
 liquidation price would have to re-implement the tier table and, before this module, did not:
 for a $3M long at 10x under Binance's brackets it put the trigger at 90,361 while the engine
 fires below 91,750.
@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 from numba import prange
 
-from envs.core.kernels import requirement
-from envs.core.params import P_MMR, RiskParams
-from envs.jit import jit
-from envs.state import SimState, marks_2d
+from fundgym.envs.core.kernels import requirement
+from fundgym.envs.core.params import P_MMR, RiskParams
+from fundgym.envs.jit import jit
+from fundgym.envs.state import SimState, marks_2d
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.schema import spec
+from fundgym.envs.schema import spec
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 

@@ -9,7 +9,7 @@ volatility clustering before the crash, with a strength; 0 = no warning). ``targ
 the calibration facts the scenario reproduces; tests check them.
 
 :func:`load_scenario` takes a name (a file in the library) or a path and raises
-:class:`~envs.schema.SchemaError` naming the file, the field, the value and what is allowed.
+:class:`~fundgym.envs.schema.SchemaError` naming the file, the field, the value and what is allowed.
 :func:`market_path` draws the exogenous parts for a batch of exchanges; the simulator adds
 what is endogenous (liquidation flow moving the price, funding from the resulting premium).
 PyYAML is imported only to read a file, so the simulator itself needs numpy alone.
@@ -24,19 +24,18 @@ from typing import Any, Literal
 
 import numpy as np
 
-from envs.market.depth import Collapse, depth_multiplier_path
-from envs.market.price import (
+from fundgym.envs.market.depth import Collapse, depth_multiplier_path
+from fundgym.envs.market.price import (
     CrashLeg,
     crash_log_returns,
     garch_t_log_returns,
     merton_jump_log_returns,
     regime_path,
 )
-from envs.schema import SchemaError, build, load_yaml, spec
+from fundgym.envs.resources import SCENARIO_DIR
+from fundgym.envs.schema import SchemaError, build, load_yaml, spec
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
-
-SCENARIO_DIR = Path(__file__).resolve().parent.parent / "configs" / "scenarios"
 
 
 # ---------------------------------------------------------------- schema ----
@@ -102,7 +101,7 @@ class PriceSpec:
 
 @dataclass(frozen=True)
 class LegSpec:
-    """One crash leg (see :class:`envs.market.price.CrashLeg`)."""
+    """One crash leg (see :class:`fundgym.envs.market.price.CrashLeg`)."""
 
     kind: Literal["decline", "recovery", "pause", "steps", "wick"]
     minutes: float = spec(gt=0.0, le=1e6, doc="duration")
@@ -141,7 +140,7 @@ class VenueSpec:
 
 @dataclass(frozen=True)
 class CollapseSpec:
-    """A depth collapse (see :class:`envs.market.depth.Collapse`)."""
+    """A depth collapse (see :class:`fundgym.envs.market.depth.Collapse`)."""
 
     start_minute: float = spec(ge=0.0, le=1e7, doc="minute the collapse starts")
     minutes_to_floor: float = spec(ge=0.0, le=1e6, doc="ramp length")
@@ -270,6 +269,11 @@ class Scenario:
 def library() -> dict[str, Path]:
     """Scenario name -> file, for every YAML file in ``configs/scenarios/``."""
     return {p.stem: p for p in sorted(SCENARIO_DIR.glob("*.yaml"))}
+
+
+def scenario_names() -> list[str]:
+    """The names of the packaged scenario library, sorted."""
+    return sorted(library())
 
 
 def scenario_from_dict(data: Any, source: str = "<dict>") -> Scenario:

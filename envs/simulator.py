@@ -5,16 +5,17 @@ One tick, in order (:func:`tick`):
 1. **Population** (on its own clock): exits, reactions near liquidation, arrivals and ordinary
    volume, trading at the mark and paying taker fees; the fund's share of the fees is paid
    into the fund. Precursors raise arrivals, leverage and the long skew before a crash
-   (compiled: :mod:`envs.traders.kernels`).
+   (compiled: :mod:`fundgym.envs.traders.kernels`).
 2. **Funding**: accrued every tick at the rate of the interval, pro rata (compiled).
 3. **Fund portfolio**: the fund's buckets accrue yield and are marked to the index and the
-   current (one-day EWMA) volatility (:func:`envs.fund.portfolio.accrue`).
+   current (one-day EWMA) volatility (:func:`fundgym.envs.fund.portfolio.accrue`).
 4. **Margin engine**: margin check at the oracle price, liquidations walking the venue's book
    through the scenario's depth, the fund, ADL or socialised loss (compiled:
-   :func:`envs.core.step.core_step`, which pays from the fund's *liquid* value and books the
+   :func:`fundgym.envs.core.step.core_step`, which pays from the fund's *liquid* value and books the
    flows into its buckets once).
 
-Before the tick the market produces its prices (:class:`envs.market.market.Market`: the index
+Before the tick the market produces its prices (:class:`fundgym.envs.market.market.Market`: the
+index
 is the exogenous path times the decaying impact of earlier liquidation flow; last, mark,
 oracle, depth, funding); after it the tick's net liquidation flow moves the next tick's prices,
 so liquidations can cascade. :class:`ExchangeSimulator` wires these together for a batch of
@@ -22,14 +23,14 @@ exchanges and owns everything that is not the state: the market, the random stre
 parameters in force (set through :meth:`ExchangeSimulator.set_params`, never by assignment).
 
 :func:`tick` and :meth:`ExchangeSimulator.reference_step` are the numpy statement of one tick.
-:meth:`ExchangeSimulator.advance` runs the same order compiled (:mod:`envs.tick_kernels`),
+:meth:`ExchangeSimulator.advance` runs the same order compiled (:mod:`fundgym.envs.tick_kernels`),
 ``n`` ticks per call with no Python between them, optionally with exchanges on threads; it is
 what :meth:`~ExchangeSimulator.step`, :meth:`~ExchangeSimulator.run` and the environment use,
 and the tests hold it equal to the reference bit for bit.
 
 Money the fund gains or loses against the outside world (yield, price moves of the volatile
 bucket, option marks, spreads and fees) enters the ledger as an external flow
-(``net_deposits_usd``), so the books still balance (:func:`envs.state.ledger_error`).
+(``net_deposits_usd``), so the books still balance (:func:`fundgym.envs.state.ledger_error`).
 """
 
 from __future__ import annotations
@@ -43,21 +44,21 @@ from typing import Any
 import numba
 import numpy as np
 
-from envs import libm
-from envs import tick_kernels as tk
-from envs.core.events import N_EVENTS, StepEvents
-from envs.core.fund_record import FundRecord
-from envs.core.impact import LinearImpact
-from envs.core.params import RiskParams
-from envs.core.rng import BatchStreams
-from envs.core.step import core_step
-from envs.core.trading import apply_funding
-from envs.fund.kernels import allocation_terms, fund_arrays
-from envs.fund.portfolio import AllocationParams, FundPortfolio, accrue, rebalance, receive
-from envs.market.market import Market, Prices
-from envs.scenarios import Scenario, market_path
-from envs.state import SimState, ledger_error, open_interest_usd
-from envs.traders.population import PopulationParams, TraderPopulation
+from fundgym.envs import libm
+from fundgym.envs import tick_kernels as tk
+from fundgym.envs.core.events import N_EVENTS, StepEvents
+from fundgym.envs.core.fund_record import FundRecord
+from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.params import RiskParams
+from fundgym.envs.core.rng import BatchStreams
+from fundgym.envs.core.step import core_step
+from fundgym.envs.core.trading import apply_funding
+from fundgym.envs.fund.kernels import allocation_terms, fund_arrays
+from fundgym.envs.fund.portfolio import AllocationParams, FundPortfolio, accrue, rebalance, receive
+from fundgym.envs.market.market import Market, Prices
+from fundgym.envs.scenarios import Scenario, market_path
+from fundgym.envs.state import SimState, ledger_error, open_interest_usd
+from fundgym.envs.traders.population import PopulationParams, TraderPopulation
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
@@ -270,7 +271,7 @@ class ExchangeSimulator:
             exits, reactions and volume are slow flows; running them every few minutes with
             their rates scaled to the elapsed time keeps them while the market and the margin
             engine still move every tick (the environment uses 5 minutes for speed).
-        record: Keep a per-tick :class:`~envs.core.fund_record.FundRecord` (``run`` and
+        record: Keep a per-tick :class:`~fundgym.envs.core.fund_record.FundRecord` (``run`` and
             evaluation read it; the environment, which sums what it needs, turns it off).
         threads: Threads that step exchanges in parallel in :meth:`advance` (results are
             bit-identical to one thread); ``None`` reads ``FUNDGYM_THREADS`` (default 1).
@@ -628,13 +629,13 @@ class ExchangeSimulator:
         """Advance every exchange ``n_ticks`` ticks in one compiled call.
 
         The tick is :func:`tick` between the market's prices and its impact update, as
-        :meth:`reference_step` runs it in numpy; :mod:`envs.tick_kernels` runs all of it,
+        :meth:`reference_step` runs it in numpy; :mod:`fundgym.envs.tick_kernels` runs all of it,
         ``n_ticks`` times, without returning to Python (exchanges in parallel when
         ``threads > 1``). The fund record, when kept, takes the block at once.
 
         Args:
             n_ticks: Ticks to run, >= 0; every exchange needs that many left.
-            check_ledger: Compute each tick's ledger error (:func:`envs.state.ledger_error`
+            check_ledger: Compute each tick's ledger error (:func:`fundgym.envs.state.ledger_error`
                 at the mark) and keep the largest in ``max_ledger_error_usd``.
             book_series: Compute each tick's open interest and open accounts (a pass over
                 the accounts); ``False`` leaves them NaN and -1 (the environment reads the

@@ -28,7 +28,8 @@ field                      shape          what it holds
 ``initial_total_usd``      ``(E,)``       ledger total at creation.
 =========================  =============  ====================================================
 
-The compiled kernels (:mod:`envs.core.kernels`, :mod:`envs.traders.kernels`) take these
+The compiled kernels (:mod:`fundgym.envs.core.kernels`, :mod:`fundgym.envs.traders.kernels`) take
+these
 arrays directly; nothing outside them keeps a second copy of any balance. Each exchange's
 sums run over its own accounts only, so an exchange's numbers never depend on its siblings
 in a batch.
@@ -43,7 +44,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from envs.fund.portfolio import FundPortfolio
+from fundgym.envs.fund.portfolio import FundPortfolio
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 

@@ -1,18 +1,19 @@
 """The whole tick loop, compiled: ``n`` ticks of a batch of exchanges in one call.
 
-:func:`envs.simulator.tick` (with :class:`envs.market.market.Market` around it) is the numpy
+:func:`fundgym.envs.simulator.tick` (with :class:`fundgym.envs.market.market.Market` around it) is
+the numpy
 reference of one tick and documents the order of operations; :func:`advance_serial` and
 :func:`advance_parallel` run that order ``n`` times per exchange without returning to Python:
 
-1. market prices (:func:`envs.market.kernels.prices_one`) and the simulator's drivers: the
+1. market prices (:func:`fundgym.envs.market.kernels.prices_one`) and the simulator's drivers: the
    one-day EWMA volatility, the stressed flag, the funding of the tick, the precursors;
 2. the trader population when its clock is due
-   (:func:`envs.traders.kernels.population_step_kernel`), then the fund receives its share
+   (:func:`fundgym.envs.traders.kernels.population_step_kernel`), then the fund receives its share
    of the trading fees;
-3. funding (:func:`envs.core.trading._funding_kernel`);
-4. the fund accrues (:func:`envs.fund.kernels.accrue_one`), its outside gain booked as a
+3. funding (:func:`fundgym.envs.core.trading._funding_kernel`);
+4. the fund accrues (:func:`fundgym.envs.fund.kernels.accrue_one`), its outside gain booked as a
    deposit;
-5. the margin engine: scan, linear-impact fill prices, waterfall (:mod:`envs.core.kernels`),
+5. the margin engine: scan, linear-impact fill prices, waterfall (:mod:`fundgym.envs.core.kernels`),
    then the fund's settlement (fee income received, shortfall paid from its buckets);
 6. the permanent impact of the tick's liquidation flow and the clocks; the tick's series
    (``S_*`` columns: prices, open interest, fund value, the ledger check).
@@ -23,7 +24,8 @@ not interact within a call, so the order changes nothing, one exchange's account
 across its ticks, and :func:`advance_parallel` can hand exchanges to threads (``prange``) with
 results bit-identical to :func:`advance_serial`, which runs the same per-exchange function.
 
-Kernels are declared with :func:`envs.jit.jit`: this module links in kernels from other files,
+Kernels are declared with :func:`fundgym.envs.jit.jit`: this module links in kernels from other
+files,
 which numba's own per-file cache would not notice changing.
 """
 
@@ -34,7 +36,7 @@ import math
 import numpy as np
 from numba import prange
 
-from envs.core.events import (
+from fundgym.envs.core.events import (
     EV_FUND_FEE_INCOME,
     EV_FUND_TRADING_FEE_INCOME,
     EV_LIQUIDATION_BUY,
@@ -43,10 +45,10 @@ from envs.core.events import (
     EV_TRADING_FEES,
     EV_UNRECOVERED,
 )
-from envs.core.impact import LinearImpact
-from envs.core.kernels import scan_kernel, waterfall_kernel
-from envs.core.trading import _funding_kernel
-from envs.fund.kernels import (
+from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.kernels import scan_kernel, waterfall_kernel
+from fundgym.envs.core.trading import _funding_kernel
+from fundgym.envs.fund.kernels import (
     F_EXTERNAL_PNL,
     F_MARK_PRICE,
     F_MARK_VOL,
@@ -56,9 +58,9 @@ from envs.fund.kernels import (
     receive_one,
     value_usd,
 )
-from envs.jit import jit
-from envs.market.kernels import PATH_DEPTH_MULT, PATH_PRECURSOR, advance_one, prices_one
-from envs.traders.kernels import (
+from fundgym.envs.jit import jit
+from fundgym.envs.market.kernels import PATH_DEPTH_MULT, PATH_PRECURSOR, advance_one, prices_one
+from fundgym.envs.traders.kernels import (
     E_FUND_FEE_INCOME_USD,
     E_TRADING_FEES_USD,
     N_COUNT_EVENTS,
@@ -244,7 +246,7 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
         s[S_FUND_USD] = fund_value
         s[S_N_OPEN] = n_open
         s[S_FUNDING_PAID] = paid_1[0]
-        if check_ledger:  # envs.state.ledger_error at the mark
+        if check_ledger:  # fundgym.envs.state.ledger_error at the mark
             total = 0.0
             for a in range(size.shape[1]):
                 total += coll[e, a] + size[e, a, 0] * (mark - entry[e, a, 0])

@@ -4,8 +4,8 @@ from dataclasses import fields
 
 import numpy as np
 
-from envs.fund.portfolio import FundPortfolio
-from envs.state import SimState, ledger_error, marks_2d
+from fundgym.envs.fund.portfolio import FundPortfolio
+from fundgym.envs.state import SimState, ledger_error, marks_2d
 
 
 def ledger_scale(state: SimState, mark: np.ndarray) -> np.ndarray:

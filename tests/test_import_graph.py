@@ -17,6 +17,7 @@ policies -> config -> outputs -> envs``, and the units of one layer never import
 from __future__ import annotations
 
 import ast
+import os
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -25,26 +26,29 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("envs", "agents")
+#: Scanned through ``fundgym/``, whose ``envs`` and ``agents`` are the top-level folders
+#: (symlinked in a checkout, mapped by package-dir in a wheel).
+PACKAGES = ("fundgym",)
 
 #: Units of the import graph by layer, lowest first. A module belongs to the longest unit
 #: that is it or a package above it; ``agents`` (the root package, ``__version__`` only)
 #: holds no module but itself.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("envs",),
-    ("agents", "agents.outputs"),
-    ("agents.config",),
-    ("agents.policies",),
-    ("agents.rollout",),
-    ("agents.evaluate", "agents.export", "agents.training"),
-    ("agents.cli",),
+    ("fundgym.envs",),
+    ("fundgym",),
+    ("fundgym.agents", "fundgym.agents.outputs"),
+    ("fundgym.agents.config",),
+    ("fundgym.agents.policies",),
+    ("fundgym.agents.rollout",),
+    ("fundgym.agents.evaluate", "fundgym.agents.export", "fundgym.agents.training"),
+    ("fundgym.agents.cli", "fundgym.__main__"),
 )
-ROOT_ONLY = frozenset({"agents"})
+ROOT_ONLY = frozenset({"fundgym", "fundgym.agents"})
 
 #: What ``envs`` may import from outside itself, besides the standard library.
 ENVS_DEPENDENCIES = frozenset({"numpy", "gymnasium", "yaml", "numba"})
 #: Named separately so that a violation says what it is.
-ENVS_FORBIDDEN = frozenset({"agents", "torch", "stable_baselines3"})
+ENVS_FORBIDDEN = frozenset({"fundgym.agents", "torch", "stable_baselines3"})
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,14 @@ def find_modules(root: Path, packages: Iterable[str]) -> dict[str, Path]:
     """Dotted name -> file of every module under ``root/<package>`` (``__init__``: the package)."""
     modules: dict[str, Path] = {}
     for package in packages:
-        for path in sorted((root / package).rglob("*.py")):
+        found = [
+            Path(d) / f
+            for d, _, files in os.walk(root / package, followlinks=True)
+            if "__pycache__" not in d
+            for f in files
+            if f.endswith(".py")
+        ]
+        for path in sorted(found):
             parts = list(path.relative_to(root).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts.pop()
@@ -217,6 +228,10 @@ def unit_of(module: str) -> str | None:
     return best
 
 
+def _in_envs(module: str) -> bool:
+    return module == "fundgym.envs" or module.startswith("fundgym.envs.")
+
+
 def layer_of(unit: str) -> int:
     """The index of a unit's layer in :data:`LAYERS`."""
     return next(i for i, units in enumerate(LAYERS) if unit in units)
@@ -291,12 +306,15 @@ def test_the_checker_accepts_a_tree_without_cycles_and_runs_foreign_packages(tmp
 
 
 def test_units_and_layers_place_modules_by_their_longest_package():
-    assert unit_of("agents.evaluate.metrics") == "agents.evaluate"
-    assert unit_of("agents.policies") == "agents.policies"
-    assert unit_of("agents") == "agents"
-    assert unit_of("agents.somewhere_new") is None  # the root package claims nothing below it
-    assert unit_of("envs.core.step") == "envs"
-    assert layer_of("agents.cli") > layer_of("agents.evaluate") > layer_of("agents.rollout")
+    assert unit_of("fundgym.agents.evaluate.metrics") == "fundgym.agents.evaluate"
+    assert unit_of("fundgym.agents.policies") == "fundgym.agents.policies"
+    assert unit_of("fundgym.agents") == "fundgym.agents"
+    # a root package claims nothing below it
+    assert unit_of("fundgym.agents.somewhere_new") is None
+    assert unit_of("fundgym.envs.core.step") == "fundgym.envs"
+    assert layer_of("fundgym.agents.cli") > layer_of("fundgym.agents.evaluate")
+    assert layer_of("fundgym.agents.evaluate") > layer_of("fundgym.agents.rollout")
+    assert layer_of("fundgym.agents") > layer_of("fundgym") > layer_of("fundgym.envs")
 
 
 # ------------------------------------------------------------ this repository ----
@@ -304,7 +322,7 @@ def test_units_and_layers_place_modules_by_their_longest_package():
 
 def test_every_module_is_placed_in_a_layer(graph):
     modules, _ = graph
-    assert "agents.cli" in modules and "envs.exchange_env" in modules
+    assert "fundgym.agents.cli" in modules and "fundgym.envs.exchange_env" in modules
     unplaced = sorted(m for m in modules if unit_of(m) is None)
     assert not unplaced, f"modules in no layer of LAYERS (place them): {unplaced}"
 
@@ -325,7 +343,7 @@ def test_agents_imports_flow_down_the_layers(graph):
     _, edges = graph
     bad = []
     for e in edges:
-        if not (e.internal and e.source.startswith("agents")):
+        if not (e.internal and e.source.startswith("fundgym.agents")):
             continue
         src, dst = unit_of(e.source), unit_of(e.target)
         if src is None or dst is None or src == dst:
@@ -340,7 +358,8 @@ def test_envs_never_imports_agents_torch_or_stable_baselines3(graph):
     bad = [
         f"{e.source} imports {e.target} ({e.where()})"
         for e in edges
-        if e.source.split(".")[0] == "envs" and e.target.split(".")[0] in ENVS_FORBIDDEN
+        if _in_envs(e.source)
+        and any(e.target == f or e.target.startswith(f + ".") for f in ENVS_FORBIDDEN)
     ]
     assert not bad, "\n".join(bad)
 
@@ -351,6 +370,6 @@ def test_envs_imports_only_numpy_gymnasium_yaml_numba_and_the_standard_library(g
     bad = [
         f"{e.source} imports {e.target} ({e.where()})"
         for e in edges
-        if e.source.split(".")[0] == "envs" and not e.internal and e.target not in allowed
+        if _in_envs(e.source) and not e.internal and e.target not in allowed
     ]
     assert not bad, "envs reaches outside its dependencies:\n" + "\n".join(bad)

@@ -21,9 +21,9 @@ def test_readme_example_runs(code, capsys):
 
 
 def test_readme_onnx_example_runs(tmp_path, monkeypatch, capsys):
-    from agents.config import load_config
-    from agents.export.onnx import export_onnx
-    from agents.training.train import train
+    from fundgym.agents.config import load_config
+    from fundgym.agents.export.onnx import export_onnx
+    from fundgym.agents.training.train import train
 
     block = re.search(r"```python\n(import json\nimport numpy as np\nimport onnxruntime.*?)```",
                       README.read_text(), re.S)  # fmt: skip

@@ -1,6 +1,6 @@
 """Shared training overrides for the tests that need a real (tiny) run."""
 
-from envs.controls import PARAMS
+from fundgym.envs.controls import PARAMS
 
 # A few seconds of PPO: 4 exchanges x 32 accounts, one-hour episodes of the training sampler
 # (6 decisions), evaluation and checkpoints halfway.

@@ -1,6 +1,6 @@
 """The ``fundgym`` command line: one subcommand per job, each with its own ``--help``.
 
-One module per subcommand (:mod:`agents.cli.demo`, ``simulate``, ``scenarios``, ``levers``,
+One module per subcommand (:mod:`fundgym.agents.cli.demo`, ``simulate``, ``scenarios``, ``levers``,
 ``train``, ``evaluate``, ``export``, ``bench``); this one builds the parser and dispatches. The
 subcommands import the heavy parts (stable-baselines3, torch, onnx, matplotlib) only when
 they run, so ``fundgym --help`` stays fast.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from agents.cli import bench, demo, evaluate, export, levers, scenarios, simulate, train
+from fundgym.agents.cli import bench, demo, evaluate, export, levers, scenarios, simulate, train
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
-"""``python -m agents.cli``: the ``fundgym`` command without the console script."""
+"""``python -m fundgym.agents.cli``: the ``fundgym`` command without the console script."""
 
 import sys
 
-from agents.cli import main
+from fundgym.agents.cli import main
 
 sys.exit(main())

@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 from types import ModuleType
 
-from agents.config import REPO_ROOT
-from agents.outputs import write_text_atomic
+from fundgym.agents.outputs import write_text_atomic
 
 
 def _int_list(text: str) -> list[int]:
@@ -30,7 +29,8 @@ def _name_list(text: str) -> list[str]:
 
 def _load_benchmarks(name: str = "bench_core") -> ModuleType:
     """Import ``benchmarks/<name>.py`` from the source checkout."""
-    path = REPO_ROOT / "benchmarks" / f"{name}.py"
+    # benchmarks/ is not packaged: bench runs from a source checkout (the folder beside agents/)
+    path = Path(__file__).resolve().parent.parent.parent / "benchmarks" / f"{name}.py"
     if not path.is_file():
         raise SystemExit(f"fundgym bench needs a source checkout: {path} not found")
     spec = importlib.util.spec_from_file_location(f"benchmarks.{name}", path)

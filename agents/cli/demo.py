@@ -23,10 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-from agents.cli.evaluate import format_table
-from agents.config import DEFAULT_TRAIN_CONFIG, ConfigError, TrainConfig, load_config
-from agents.outputs import OutputLockError, output_lock
-from agents.rollout import CRASHES
+from fundgym.agents.cli.evaluate import format_table
+from fundgym.agents.config import DEFAULT_TRAIN_CONFIG, ConfigError, TrainConfig, load_config
+from fundgym.agents.outputs import OutputLockError, output_lock
+from fundgym.agents.rollout import CRASHES
 
 BASELINES = (
     "static:binance",
@@ -107,9 +107,12 @@ def main(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace, cfg: TrainConfig) -> int:
     """Train ``cfg``, evaluate, export; print the table, the verdict, the timings and paths."""
-    from agents.evaluate import EvaluateError, evaluate
-    from agents.export import export_onnx, export_schedule
-    from agents.training.train import RunDirError, train  # stable-baselines3 only when training
+    from fundgym.agents.evaluate import EvaluateError, evaluate
+    from fundgym.agents.export import export_onnx, export_schedule
+    from fundgym.agents.training.train import (  # stable-baselines3 only when training
+        RunDirError,
+        train,
+    )
 
     out = Path(args.out)
     quick = bool(args.quick)

@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.cli.levers import lever_table
-from agents.outputs import OutputLockError, output_lock
-from agents.policies import PRESETS, STATIC_PARAMS, SpecError
+from fundgym.agents.cli.levers import lever_table
+from fundgym.agents.outputs import OutputLockError, output_lock
+from fundgym.agents.policies import PRESETS, STATIC_PARAMS, SpecError
 
 DESCRIPTION = f"""\
 Run every policy through every scenario for K episodes (episode i seeded S + i for every
@@ -125,7 +125,7 @@ def format_table(by_policy: Sequence[Mapping[str, Any]]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     """Validate the arguments, run the evaluation, print the table and where it went."""
-    from agents.evaluate import EvaluateError, evaluate, parse_scenarios
+    from fundgym.agents.evaluate import EvaluateError, evaluate, parse_scenarios
 
     if args.episodes < 1:
         print(f"fundgym evaluate: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)

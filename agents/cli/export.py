@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from agents.export.schedule import NAMINGS, venue_units
-from agents.outputs import OutputLockError, output_lock
+from fundgym.agents.export.schedule import NAMINGS, venue_units
+from fundgym.agents.outputs import OutputLockError, output_lock
 
 DESCRIPTION = """\
 Export what a trained policy does, in a form a production risk engine can apply:
@@ -76,9 +76,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def main(args: argparse.Namespace) -> int:
     """Check the arguments, lock --out, export, print what was written."""
-    from agents.export import ScheduleError
-    from agents.policies import SpecError, parse_spec
-    from agents.rollout import EvaluateError, parse_scenarios
+    from fundgym.agents.export import ScheduleError
+    from fundgym.agents.policies import SpecError, parse_spec
+    from fundgym.agents.rollout import EvaluateError, parse_scenarios
 
     run_dir = Path(args.policy)
     if args.format in ("csv", "json") and not args.scenario:
@@ -103,7 +103,7 @@ def _export(args: argparse.Namespace, run_dir: Path, scenario: str) -> int:
     """Write the export ``args.format`` asks for (``scenario``: csv/json only)."""
     out = Path(args.out)
     if args.format in ("csv", "json"):
-        from agents.export import export_schedule
+        from fundgym.agents.export import export_schedule
 
         res = export_schedule(
             run_dir,
@@ -119,7 +119,7 @@ def _export(args: argparse.Namespace, run_dir: Path, scenario: str) -> int:
             f"{len(res.columns)} columns"
         )
     elif args.format == "onnx":
-        from agents.export import ExportError, export_onnx
+        from fundgym.agents.export import ExportError, export_onnx
 
         try:
             onnx_res = export_onnx(run_dir, out, model=args.model, seed=args.seed)
@@ -132,7 +132,7 @@ def _export(args: argparse.Namespace, run_dir: Path, scenario: str) -> int:
             f"{onnx_res.max_abs_diff:.2e} over {onnx_res.n_checked} observations"
         )
     else:
-        from agents.export import TableError, distill_table
+        from fundgym.agents.export import TableError, distill_table
 
         try:
             t = distill_table(

@@ -1,6 +1,6 @@
 """``fundgym levers``: every risk lever with its unit, ranges, default and venue names.
 
-The text comes from :func:`envs.levers.describe`, the registry every other part of fundgym
+The text comes from :func:`fundgym.envs.levers.describe`, the registry every other part of fundgym
 reads, so what ``--help`` says about a lever is what validation, the action mapping and the
 exports do. :func:`lever_table` is the short form ``fundgym train --help`` and ``fundgym
 evaluate --help`` print.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable
 
-from envs.levers import describe
+from fundgym.envs.levers import describe
 
 DESCRIPTION = """\
 Every risk parameter of the simulated exchange, as the one registry (envs/levers.py) declares

@@ -7,10 +7,10 @@ import csv
 import sys
 from pathlib import Path
 
-from agents.outputs import temp_sibling
-from envs.market.market import sample_market
-from envs.scenarios import Scenario, library, load_scenario
-from envs.schema import SchemaError, describe
+from fundgym.agents.outputs import temp_sibling
+from fundgym.envs.market.market import sample_market
+from fundgym.envs.scenarios import Scenario, library, load_scenario
+from fundgym.envs.schema import SchemaError, describe
 
 CSV_COLUMNS = (
     "step",
@@ -76,7 +76,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """Plot price, oracle, depth and funding of one sampled path."""
-    from agents.evaluate.plots import plot_scenario  # matplotlib only when plotting
+    from fundgym.agents.evaluate.plots import plot_scenario  # matplotlib only when plotting
 
     sc = _load(args.scenario)
     cols = sample_market(sc, args.seed)

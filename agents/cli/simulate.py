@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from agents.outputs import OutputLockError, output_lock, write_text_atomic
-from envs.core.params import RiskParams
-from envs.scenarios import Scenario, load_scenario
-from envs.schema import SchemaError
-from envs.simulator import ExchangeSimulator, SimulationResult
+from fundgym.agents.outputs import OutputLockError, output_lock, write_text_atomic
+from fundgym.envs.core.params import RiskParams
+from fundgym.envs.scenarios import Scenario, load_scenario
+from fundgym.envs.schema import SchemaError
+from fundgym.envs.simulator import ExchangeSimulator, SimulationResult
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -164,7 +164,7 @@ def _simulate(args: argparse.Namespace, scenario: Scenario) -> int:
         f"\nledger: largest imbalance over every tick ${worst:.2e} "
         f"({worst / oi:.1e} of open interest): the books balance"
     )
-    from agents.evaluate.plots import plot_crash  # matplotlib only when plotting
+    from fundgym.agents.evaluate.plots import plot_crash  # matplotlib only when plotting
 
     hours = np.arange(mark.size, dtype=np.float64) * (scenario.tick_minutes / 60.0)
     plot_path = out / f"{scenario.name}.png"

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from agents.cli.levers import lever_table
-from agents.config import DEFAULT_TRAIN_CONFIG, ConfigError, TrainConfig, load_config
-from agents.outputs import OutputLockError, output_lock
+from fundgym.agents.cli.levers import lever_table
+from fundgym.agents.config import DEFAULT_TRAIN_CONFIG, ConfigError, TrainConfig, load_config
+from fundgym.agents.outputs import OutputLockError, output_lock
 
 DESCRIPTION = f"""\
 Train an agent from a YAML config (see configs/train/). The config is validated before anything
@@ -125,7 +125,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _train_seeds(args: argparse.Namespace, runs: list[tuple[Path, tuple[int, TrainConfig]]]) -> int:
     """Train each (run directory, (seed, config)) in turn; the command's exit code."""
-    from agents.training.train import RunDirError, train
+    from fundgym.agents.training.train import RunDirError, train
 
     argv = ["fundgym", *sys.argv[1:]] if sys.argv[1:] else None
     for run_dir, (seed, scfg) in runs:

@@ -1,21 +1,24 @@
 """Evaluation: policies side by side on crash scenarios, every policy on the same seeds.
 
-* :mod:`agents.evaluate.evaluation`: :func:`evaluate`, the whole job and its output directory;
-* :mod:`agents.evaluate.episodes`: one policy on one scenario, recorded, in worker processes;
-* :mod:`agents.evaluate.search`: the searched static baselines (``best_static``,
+* :mod:`fundgym.agents.evaluate.evaluation`: :func:`evaluate`, the whole job and its output
+  directory;
+* :mod:`fundgym.agents.evaluate.episodes`: one policy on one scenario, recorded, in worker
+  processes;
+* :mod:`fundgym.agents.evaluate.search`: the searched static baselines (``best_static``,
   ``hindsight_static``);
-* :mod:`agents.evaluate.metrics`: per-episode risk metrics, intervals, dominance;
-* :mod:`agents.evaluate.report` and :mod:`agents.evaluate.plots`: report.md, report.html and
+* :mod:`fundgym.agents.evaluate.metrics`: per-episode risk metrics, intervals, dominance;
+* :mod:`fundgym.agents.evaluate.report` and :mod:`fundgym.agents.evaluate.plots`: report.md,
+  report.html and
   figures (matplotlib, imported only when a report or plot is written).
 
-The names below are the ones ``agents.evaluate`` has always offered; the scenario and
-environment settings come from :mod:`agents.rollout`, shared with export.
+The names below are the ones ``fundgym.agents.evaluate`` has always offered; the scenario and
+environment settings come from :mod:`fundgym.agents.rollout`, shared with export.
 """
 
-from agents.config import env_settings
-from agents.evaluate.episodes import Job, run_episodes, run_job, run_jobs
-from agents.evaluate.evaluation import EvaluationResult, evaluate, rows_to_csv
-from agents.evaluate.search import (
+from fundgym.agents.config import env_settings
+from fundgym.agents.evaluate.episodes import Job, run_episodes, run_job, run_jobs
+from fundgym.agents.evaluate.evaluation import EvaluationResult, evaluate, rows_to_csv
+from fundgym.agents.evaluate.search import (
     GRID,
     SEARCH_EPISODES,
     SEARCH_SEED,
@@ -24,8 +27,8 @@ from agents.evaluate.search import (
     objective,
     search_static,
 )
-from agents.policies import SpecError
-from agents.rollout import (
+from fundgym.agents.policies import SpecError
+from fundgym.agents.rollout import (
     CRASHES,
     EvaluateError,
     Step,

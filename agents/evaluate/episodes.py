@@ -2,8 +2,8 @@
 
 A :class:`Job` is one policy on one scenario for a number of episodes (episode ``i`` seeded
 ``seed + i``); :func:`run_episodes` steps them as one batched array program through
-:func:`agents.rollout.first_episodes` and records every decision
-(:class:`agents.evaluate.metrics.EpisodeRecord`); :func:`run_jobs` spreads jobs over worker
+:func:`fundgym.agents.rollout.first_episodes` and records every decision
+(:class:`fundgym.agents.evaluate.metrics.EpisodeRecord`); :func:`run_jobs` spreads jobs over worker
 processes, longest first.
 """
 
@@ -18,15 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from agents.evaluate.metrics import STEP_FIELDS, EpisodeRecord, Row, episode_metrics
-from agents.policies import PolicySpec, build_policy
-from agents.rollout import FloatArray, first_episodes
-from envs.controls import PARAMS
-from envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
-from envs.scenarios import load_scenario
+from fundgym.agents.evaluate.metrics import STEP_FIELDS, EpisodeRecord, Row, episode_metrics
+from fundgym.agents.policies import PolicySpec, build_policy
+from fundgym.agents.rollout import FloatArray, first_episodes
+from fundgym.envs.controls import PARAMS
+from fundgym.envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
+from fundgym.envs.scenarios import load_scenario
 
 #: Observation columns holding the position of every parameter in force (in [-1, 1], never
-#: clipped by the observation's +-10 bound), in :data:`envs.controls.PARAMS` order.
+#: clipped by the observation's +-10 bound), in :data:`fundgym.envs.controls.PARAMS` order.
 POSITION_COLUMNS = [OBS_NAMES.index(f"param_{name}") for name in PARAMS]
 
 

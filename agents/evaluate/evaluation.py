@@ -3,22 +3,23 @@
 :func:`evaluate` runs each policy through each scenario for ``episodes`` episodes (episode
 ``i`` of every scenario seeded ``seed + i`` for every policy, so the market paths and trader
 books are identical across policies and only the parameters differ), records every decision
-step (:class:`agents.evaluate.metrics.EpisodeRecord`), and writes into the output directory:
+step (:class:`fundgym.agents.evaluate.metrics.EpisodeRecord`), and writes into the output directory:
 
-* ``metrics.csv``: one row per policy x scenario x episode (:data:`agents.evaluate.
+* ``metrics.csv``: one row per policy x scenario x episode (:data:`fundgym.agents.evaluate.
   metrics.EPISODE_COLUMNS`, then the mean of each parameter);
 * ``summary.json``: per (policy, scenario) and per policy, every metric's mean with a 95%
   interval, bad-debt VaR/ES and the probability the fund is exhausted; each policy's dominance
   test against ``best_static`` and the share of the ``best_static`` -> ``hindsight_static``
   gap it closes; the static searches' results;
-* ``report.md``, ``report.html`` and ``plots/`` (:mod:`agents.evaluate.report`);
+* ``report.md``, ``report.html`` and ``plots/`` (:mod:`fundgym.agents.evaluate.report`);
 * ``config.yaml``: everything that made the run (policies as resolved, scenarios, seeds,
   environment settings, search grid), and ``command.txt``.
 
 The directory is built under a temporary name and renamed into place at the end, so a failed
 or interrupted evaluation leaves nothing half-written.
 
-**Searched baselines** (``best_static``, ``hindsight_static``): :mod:`agents.evaluate.search`.
+**Searched baselines** (``best_static``, ``hindsight_static``):
+:mod:`fundgym.agents.evaluate.search`.
 
 Jobs (policy x scenario, and grid point x scenario for the searches) run in parallel worker
 processes (``workers``); each job steps its episodes as one batched array program.
@@ -40,9 +41,9 @@ from typing import Any
 
 import yaml
 
-from agents import __version__
-from agents.evaluate.episodes import Job, run_jobs
-from agents.evaluate.metrics import (
+from fundgym.agents import __version__
+from fundgym.agents.evaluate.episodes import Job, run_jobs
+from fundgym.agents.evaluate.metrics import (
     EpisodeRecord,
     Row,
     dominates,
@@ -50,7 +51,7 @@ from agents.evaluate.metrics import (
     summarize,
     summarize_policies,
 )
-from agents.evaluate.search import (
+from fundgym.agents.evaluate.search import (
     GRID,
     SEARCH_EPISODES,
     SEARCH_SEED,
@@ -58,9 +59,9 @@ from agents.evaluate.search import (
     objective,
     search_static,
 )
-from agents.outputs import jsonable, progress_bar, temp_sibling, write_text_atomic
-from agents.policies import PolicySpec, parse_spec
-from agents.rollout import EvaluateError, base_env, job_env
+from fundgym.agents.outputs import jsonable, progress_bar, temp_sibling, write_text_atomic
+from fundgym.agents.policies import PolicySpec, parse_spec
+from fundgym.agents.rollout import EvaluateError, base_env, job_env
 
 #: The summary's fields the report's run description repeats (with ``horizon_note``).
 _REPORT_META_KEYS = (
@@ -114,7 +115,7 @@ def evaluate(
     """Evaluate ``policies`` on ``scenarios`` and write the results to ``out_dir``.
 
     Args:
-        policies: Policy specs (:func:`agents.policies.parse_spec`).
+        policies: Policy specs (:func:`fundgym.agents.policies.parse_spec`).
         scenarios: Scenario names (:func:`parse_scenarios` output).
         episodes: Episodes per policy and scenario (seeds ``seed .. seed + episodes - 1``).
         out_dir: Output directory; must not exist (or be empty) unless ``overwrite``.
@@ -259,7 +260,7 @@ def _write_outputs(
     search_episodes: int,
     grid: dict[str, tuple[float, ...]] | None,
 ) -> dict[str, Path]:
-    command = shlex.join(argv) if argv else "(called from Python: agents.evaluate.evaluate)"
+    command = shlex.join(argv) if argv else "(called from Python: fundgym.agents.evaluate.evaluate)"
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     files: dict[str, Path] = {}
     files["metrics_csv"] = tmp / "metrics.csv"
@@ -327,7 +328,7 @@ def _write_outputs(
     files["summary"] = tmp / "summary.json"
     write_text_atomic(files["summary"], json.dumps(jsonable(summary), indent=2))
     if report:
-        from agents.evaluate.report import write_report  # matplotlib only when reporting
+        from fundgym.agents.evaluate.report import write_report  # matplotlib only when reporting
 
         # The report's run description: the summary's own fields, its horizon as a note.
         meta = {k: summary[k] for k in _REPORT_META_KEYS}

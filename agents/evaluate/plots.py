@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from agents.outputs import temp_sibling
+from fundgym.agents.outputs import temp_sibling
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 

@@ -47,15 +47,15 @@ from matplotlib.colors import to_hex
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
-from agents.evaluate.metrics import (
+from fundgym.agents.evaluate.metrics import (
     CAPITAL_RULE_MAX_RATIO,
     LOSS_RULE_MAX_RATIO,
     SUMMARY_LEVEL,
     EpisodeRecord,
     Row,
 )
-from agents.evaluate.plots import save_atomic
-from agents.outputs import write_text_atomic
+from fundgym.agents.evaluate.plots import save_atomic
+from fundgym.agents.outputs import write_text_atomic
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -144,7 +144,8 @@ def _plain(value: float, digits: int = 3) -> str:
 def _with_ci(row: Mapping[str, object], key: str, fmt: Callable[[float], str]) -> str:
     """``mean [low, high]`` of a summary column; the interval is "n/a" from one episode.
 
-    :func:`agents.evaluate.metrics.mean_ci` returns the point ``(mean, mean, mean)`` for one episode
+    :func:`fundgym.agents.evaluate.metrics.mean_ci` returns the point ``(mean, mean, mean)`` for
+    one episode
     (no estimate of spread); printing that as an interval would read as certainty. The
     Wilson interval of ``p_*`` columns is valid from one episode and is always shown. The
     lower end is printed no lower than 0: every column shown with an interval is an amount
@@ -363,7 +364,7 @@ def plot_scenario_bars(
     """Grouped bars per scenario: solvency loss and mean locked capital, with 95% intervals.
 
     Args:
-        by_scenario: Summary lines from :func:`agents.evaluate.metrics.summarize`.
+        by_scenario: Summary lines from :func:`fundgym.agents.evaluate.metrics.summarize`.
         scenarios: Scenario order (groups).
         policies: Policy order (bars within a group).
         colours: Policy -> colour.
@@ -419,11 +420,12 @@ def plot_scatter(
     """Solvency loss against locked capital, one point per policy; lower-left is better.
 
     With a reference policy, the region a policy must land in to dominate it
-    (:func:`agents.evaluate.metrics.dominates`) is shaded: half the loss for no more capital, or no
+    (:func:`fundgym.agents.evaluate.metrics.dominates`) is shaded: half the loss for no more
+    capital, or no
     more loss for 20% less capital.
 
     Args:
-        by_policy: Summary lines from :func:`agents.evaluate.metrics.summarize_policies`.
+        by_policy: Summary lines from :func:`fundgym.agents.evaluate.metrics.summarize_policies`.
         policies: Policy order (for colours and drawing order).
         colours: Policy -> colour.
         reference: Name of the reference policy, or None.
@@ -933,12 +935,12 @@ def write_report(
 
     Args:
         out_dir: Existing folder to write into.
-        by_scenario: Summary lines from :func:`agents.evaluate.metrics.summarize`.
-        by_policy: Summary lines from :func:`agents.evaluate.metrics.summarize_policies`.
+        by_scenario: Summary lines from :func:`fundgym.agents.evaluate.metrics.summarize`.
+        by_policy: Summary lines from :func:`fundgym.agents.evaluate.metrics.summarize_policies`.
         traces: (policy, scenario) -> the record of that pair's first episode.
         meta: Run description: ``command``, ``created_utc``, ``episodes``, ``seed``,
             ``scenarios``, ``policies``, ``horizon_note``, ``reference`` (or None),
-            ``dominance`` (policy -> :func:`agents.evaluate.metrics.dominates` result),
+            ``dominance`` (policy -> :func:`fundgym.agents.evaluate.metrics.dominates` result),
             ``gap_closure`` (policy -> fraction or None), ``objective`` (policy -> mean
             reward), ``policy_notes`` (policy -> one line).
 

@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from agents import __version__
-from agents.evaluate.episodes import Job, run_jobs
-from agents.evaluate.metrics import Row, summarize_policies
-from agents.outputs import jsonable, progress_bar, write_text_atomic
-from agents.policies import STATIC_PARAMS, PolicySpec
-from agents.rollout import job_env
-from envs.controls import DEFAULTS, PARAMS
+from fundgym.agents import __version__
+from fundgym.agents.evaluate.episodes import Job, run_jobs
+from fundgym.agents.evaluate.metrics import Row, summarize_policies
+from fundgym.agents.outputs import jsonable, progress_bar, write_text_atomic
+from fundgym.agents.policies import STATIC_PARAMS, PolicySpec
+from fundgym.agents.rollout import job_env
+from fundgym.envs.controls import DEFAULTS, PARAMS
 
 #: The static search grid: liquidation fee x MMR x trading-fee share to the fund (the fee all
 #: to the fund, IMR at the default multiple of MMR, the fund in stable assets): 24 sets.
@@ -53,7 +53,7 @@ def grid_points(grid: dict[str, tuple[float, ...]] | None = None) -> list[dict[s
 
     Raises:
         ValueError: A grid names a lever a static set cannot hold.
-        envs.levers.LeverError: A point lies outside its lever's action range.
+        fundgym.envs.levers.LeverError: A point lies outside its lever's action range.
     """
     g = grid or GRID
     names = list(g)

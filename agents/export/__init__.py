@@ -1,16 +1,18 @@
 """Export: what a trained policy does, as files a risk engine without Python or torch can use.
 
-* :mod:`agents.export.schedule`: the parameters the policy sets along one scenario (CSV/JSON);
-* :mod:`agents.export.table`: a state-conditioned lookup table distilled from the policy;
-* :mod:`agents.export.onnx`: the network with normalisation and natural-unit outputs, as ONNX.
+* :mod:`fundgym.agents.export.schedule`: the parameters the policy sets along one scenario
+  (CSV/JSON);
+* :mod:`fundgym.agents.export.table`: a state-conditioned lookup table distilled from the policy;
+* :mod:`fundgym.agents.export.onnx`: the network with normalisation and natural-unit outputs, as
+  ONNX.
 
 The readers of the schedule and table formats, and the policies that replay them, live in
-:mod:`agents.policies.replay`.
+:mod:`fundgym.agents.policies.replay`.
 """
 
-from agents.export.onnx import ExportError, OnnxExport, export_onnx
-from agents.export.schedule import ScheduleError, ScheduleExport, export_schedule
-from agents.export.table import TableError, TableExport, distill_table
+from fundgym.agents.export.onnx import ExportError, OnnxExport, export_onnx
+from fundgym.agents.export.schedule import ScheduleError, ScheduleExport, export_schedule
+from fundgym.agents.export.table import TableError, TableExport, distill_table
 
 __all__ = [
     "ExportError",

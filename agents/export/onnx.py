@@ -1,6 +1,7 @@
 """Export a trained policy to ONNX: raw observations in, parameter targets in natural units out.
 
-:func:`export_onnx` turns a run directory written by :func:`agents.training.train.train` into one
+:func:`export_onnx` turns a run directory written by :func:`fundgym.agents.training.train.train`
+into one
 ``.onnx`` file that needs neither torch nor stable-baselines3 to run. The graph holds, in order:
 
 1. the run's observation normalisation (``VecNormalize``'s statistics, saved as plain arrays:
@@ -9,17 +10,17 @@
 2. the deterministic policy: the Gaussian mean of the actor network clipped to [-1, 1] for
    PPO and A2C, the tanh-squashed actor output for SAC and TD3 (what ``model.predict(obs,
    deterministic=True)`` returns);
-3. the map from action units to natural units (:mod:`envs.controls`).
+3. the map from action units to natural units (:mod:`fundgym.envs.controls`).
 
 Input ``observation``: ``(batch, 32)`` float32, the raw environment observation
-(:data:`envs.exchange_env.OBS_NAMES`, already clipped to ±10 by the environment).
+(:data:`fundgym.envs.exchange_env.OBS_NAMES`, already clipped to ±10 by the environment).
 Outputs, both ``(batch, n_controlled)`` float32 in the order of the run's ``env.controlled``:
 
 * ``action``: target positions in action units [-1, 1], what the environment's ``step`` takes;
 * ``params``: the same targets in natural units (see :func:`export_onnx`).
 
 The run's model is rebuilt from its config and plain tensors and checked against its manifest
-(:mod:`agents.policies.runs`); nothing in the run directory is unpickled. Before anything is
+(:mod:`fundgym.agents.policies.runs`); nothing in the run directory is unpickled. Before anything is
 written the export is checked with onnxruntime against that stable-baselines3 policy
 (:func:`reference_outputs`) on real and random observations; it fails unless the largest
 absolute difference is below :data:`TOLERANCE`. The file is written atomically, and its
@@ -44,10 +45,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agents.config import ConfigError, TrainConfig, env_kwargs, load_config
-from agents.outputs import write_bytes_atomic
-from agents.policies import run_config_file, space_mismatch
-from agents.policies.runs import (
+from fundgym.agents.config import ConfigError, TrainConfig, env_kwargs, load_config
+from fundgym.agents.outputs import write_bytes_atomic
+from fundgym.agents.policies import run_config_file, space_mismatch
+from fundgym.agents.policies.runs import (
     BEST,
     FINAL,
     STATS,
@@ -58,9 +59,15 @@ from agents.policies.runs import (
     load_model,
     model_dir,
 )
-from envs.controls import ALLOCATION, ALLOCATION_SHARPNESS, DEFAULTS, PARAMS, allocation_weights
-from envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
-from envs.levers import CONTROLLABLE, LEVERS
+from fundgym.envs.controls import (
+    ALLOCATION,
+    ALLOCATION_SHARPNESS,
+    DEFAULTS,
+    PARAMS,
+    allocation_weights,
+)
+from fundgym.envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
+from fundgym.envs.levers import CONTROLLABLE, LEVERS
 
 if TYPE_CHECKING:
     import onnx
@@ -76,7 +83,8 @@ OPSET = 17
 #: The model directory of each choice of ``model``.
 MODEL_DIRS: dict[str, str] = {"best": BEST, "final": FINAL}
 
-#: What one unit of each ``params`` column is: the lever's unit (:data:`envs.levers.LEVERS`);
+#: What one unit of each ``params`` column is: the lever's unit
+#: (:data:`fundgym.envs.levers.LEVERS`);
 #: an allocation column holds its bucket's weight, not the logit the lever moves.
 UNITS: dict[str, str] = {
     name: (
@@ -188,7 +196,7 @@ def _allocation_logits(cfg: TrainConfig) -> dict[str, float]:
 
 
 def _natural_units(cfg: TrainConfig, action: np.ndarray) -> np.ndarray:
-    """``params`` from ``action`` in numpy (float64), through :mod:`envs.controls`."""
+    """``params`` from ``action`` in numpy (float64), through :mod:`fundgym.envs.controls`."""
     a = np.asarray(action, dtype=np.float64)
     controlled = cfg.env.controlled
     out = np.empty_like(a)
@@ -221,14 +229,15 @@ def reference_outputs(
 ) -> dict[str, np.ndarray]:
     """What the exported graph should output, computed with stable-baselines3 and numpy.
 
-    The policy is the one :mod:`agents.policies.runs` rebuilds from the run's config and tensors.
+    The policy is the one :mod:`fundgym.agents.policies.runs` rebuilds from the run's config and
+    tensors.
 
     ``VecNormalize.normalize_obs`` (when the run normalised observations), then
     ``model.predict(..., deterministic=True)``, then the natural-unit map of
-    :mod:`envs.controls` (``Lever.to_value``, ``allocation_weights``).
+    :mod:`fundgym.envs.controls` (``Lever.to_value``, ``allocation_weights``).
 
     Args:
-        run_dir: A run directory written by :func:`agents.training.train.train`.
+        run_dir: A run directory written by :func:`fundgym.agents.training.train.train`.
         observations: Raw environment observations, ``(batch, 32)``; cast to float32 first,
             as the environment emits them and the graph takes them.
         model: ``"best"`` (``best/``, falling back to ``final/`` with a warning when absent)
@@ -440,7 +449,7 @@ def export_onnx(
     """Export a run's policy to ONNX, check it against stable-baselines3, write it atomically.
 
     The graph takes raw observations (input ``observation``, ``(batch, 32)`` float32, the
-    order of :data:`envs.exchange_env.OBS_NAMES`) and gives, per controlled parameter in the
+    order of :data:`fundgym.envs.exchange_env.OBS_NAMES`) and gives, per controlled parameter in the
     order of the run's ``env.controlled``:
 
     * ``action``: what ``model.predict(normalised_obs, deterministic=True)`` returns, in
@@ -458,7 +467,7 @@ def export_onnx(
     environment's behaviour applies the same rate limit and notice to successive targets.
 
     Args:
-        run_dir: A run directory written by :func:`agents.training.train.train`.
+        run_dir: A run directory written by :func:`fundgym.agents.training.train.train`.
         out: The ``.onnx`` file to write (its parent is created; an existing file is replaced
             only when the new one has passed its check).
         model: ``"best"``: the model directory ``best/``, falling back to ``final/`` with a

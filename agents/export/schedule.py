@@ -7,7 +7,8 @@ to (volatility, depth, fund coverage, ...), as CSV or JSON. Both are self-descri
 schema version, every column's unit, the run, model and resolved config that produced it.
 
 A risk engine applies the ``*`` in-force columns as they are. ``action_*`` columns hold the
-policy's raw targets in action units at full precision: :class:`agents.policies.SchedulePolicy`
+policy's raw targets in action units at full precision:
+:class:`fundgym.agents.policies.SchedulePolicy`
 replays them (``fundgym evaluate --policy schedule:FILE``), which reproduces the policy's parameters
 exactly on the same scenario and seed, since the environment rate-limits and delays moves
 from the targets the same way. Replayed on other seeds or scenarios, a schedule is an
@@ -15,8 +16,8 @@ open-loop, time-indexed plan (the last row holds after it ends): the comparison 
 closed-loop model shows what reacting to the state is worth.
 
 ``naming=VENUE`` (one of :data:`NAMINGS` but ``fundgym``) adds the columns that venue's own
-configuration names, converted as :data:`envs.levers.LEVERS` declares
-(:func:`envs.levers.venue_values`), so a schedule maps onto a real config: for ``dydx``,
+configuration names, converted as :data:`fundgym.envs.levers.LEVERS` declares
+(:func:`fundgym.envs.levers.venue_values`), so a schedule maps onto a real config: for ``dydx``,
 ``max_liquidation_fee_ppm`` (fee x 1e6), ``initial_margin_ppm`` (IMR x 1e6) and
 ``maintenance_fraction_ppm`` (MMR / IMR x 1e6).
 """
@@ -32,19 +33,19 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from agents import __version__
-from agents.outputs import jsonable, write_text_atomic
-from agents.policies import PolicySpec, TrainedPolicy, run_model_files
-from agents.policies.replay import (
+from fundgym.agents import __version__
+from fundgym.agents.outputs import jsonable, write_text_atomic
+from fundgym.agents.policies import PolicySpec, TrainedPolicy, run_model_files
+from fundgym.agents.policies.replay import (
     CSV_MARKER,
     SCHEDULE_KIND,
     SCHEDULE_SCHEMA_VERSION,
     ScheduleError,
 )
-from agents.rollout import base_env, first_episodes, job_env
-from envs.controls import ALLOCATION, PARAMS
-from envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
-from envs.levers import LEVERS, Venue, VenueField, venue_values
+from fundgym.agents.rollout import base_env, first_episodes, job_env
+from fundgym.envs.controls import ALLOCATION, PARAMS
+from fundgym.envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
+from fundgym.envs.levers import LEVERS, Venue, VenueField, venue_values
 
 #: Column namings: fundgym's own, or fundgym's plus a venue's (every venue the registry knows).
 NAMINGS: tuple[str, ...] = ("fundgym", *get_args(Venue))
@@ -118,7 +119,7 @@ def _venue_unit(lever: str, field: VenueField) -> str:
 
 
 def venue_units(venue: str) -> dict[str, str]:
-    """The columns ``naming=venue`` adds and their units (from :data:`envs.levers.LEVERS`)."""
+    """The columns ``naming=venue`` adds, with units (:data:`fundgym.envs.levers.LEVERS`)."""
     return {col: _venue_unit(lever, f) for col, (lever, f) in _venue_fields(venue).items()}
 
 
@@ -126,7 +127,7 @@ def venue_columns(venue: Venue, row: dict[str, float]) -> dict[str, float | int]
     """``venue``'s configuration fields for a schedule row (integers where the venue stores them).
 
     The row's in-force levers (:data:`IN_FORCE`) are converted by
-    :func:`envs.levers.venue_values`; a venue field of a lever the environment does not move
+    :func:`fundgym.envs.levers.venue_values`; a venue field of a lever the environment does not move
     (a taker fee, the liquidation block limits) is not a column.
     """
     fields = _venue_fields(venue)

@@ -5,7 +5,7 @@ through scenarios, bins the states it met by a few observations (by default real
 volatility, book depth and fund coverage; :data:`FEATURES`) and stores, for every cell of the
 grid, the mean of the actions the policy took there. Applying the table needs no model, no
 torch and no stable-baselines3: look up the cell an observation falls in and use its
-parameters (:class:`agents.policies.TablePolicy`, ``fundgym evaluate --policy table:FILE``).
+parameters (:class:`fundgym.agents.policies.TablePolicy`, ``fundgym evaluate --policy table:FILE``).
 
 **Bins.** Per feature, ``bins`` quantile bins of the fitting data: the inner edges are the
 ``1/bins .. (bins-1)/bins`` quantiles, duplicates and edges at the data's minimum dropped (a
@@ -15,10 +15,11 @@ edges are -inf and +inf, so every state maps to a cell. Bin ``k`` of a feature h
 nearest filled cell (Euclidean distance in bin-index space, ties to the first in row-major
 order) and says so (``"n": 0, "filled_from": [i, j, k]``).
 
-**The file** (JSON, ``schema_version`` and ``kind`` as :mod:`agents.policies.replay`
+**The file** (JSON, ``schema_version`` and ``kind`` as :mod:`fundgym.agents.policies.replay`
 reads them) holds the run it came from (``run_dir``, ``model_file``, the run's
 ``config`` text and its resolved ``env`` section, from which a replay rebuilds the
-environment; :func:`agents.policies.replay_env`), the ``controlled`` parameters in action order, the
+environment; :func:`fundgym.agents.policies.replay_env`), the ``controlled`` parameters in action
+order, the
 ``features`` with their edges (outer edges written ``"-inf"``/``"inf"``, so the file is strict
 JSON), one entry per cell (``bin``, a readable ``state``, ``n`` samples, ``action`` in action
 units and ``params`` in natural units), the ``fidelity`` and the ``fit`` settings. A CSV with
@@ -32,7 +33,7 @@ fitting data:
   the policy's (per parameter, action units and natural units);
 * ``closed_loop``: the table and the policy each run the scenarios from the same seeds, and
   the parameters *in force* at each decision (what the exchange applied, after the rate limit
-  and margin notice; :attr:`agents.evaluate.metrics.EpisodeRecord.params`) are compared step
+  and margin notice; :attr:`fundgym.agents.evaluate.metrics.EpisodeRecord.params`) are compared step
   by step.
   Both runs are deterministic, so replaying the table on these seeds reproduces these numbers.
 
@@ -55,8 +56,8 @@ from typing import Any
 
 import numpy as np
 
-from agents.outputs import jsonable, progress_bar
-from agents.policies import (
+from fundgym.agents.outputs import jsonable, progress_bar
+from fundgym.agents.policies import (
     Policy,
     PolicySpec,
     SpecError,
@@ -66,10 +67,10 @@ from agents.policies import (
     run_config_file,
     run_model_files,
 )
-from agents.policies.replay import TABLE_KIND, TABLE_SCHEMA_VERSION, TableGrid
-from agents.rollout import CRASHES, base_env, first_episodes, job_env, parse_scenarios
-from envs.controls import ALLOCATION, DEFAULTS, PARAMS, allocation_weights
-from envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
+from fundgym.agents.policies.replay import TABLE_KIND, TABLE_SCHEMA_VERSION, TableGrid
+from fundgym.agents.rollout import CRASHES, base_env, first_episodes, job_env, parse_scenarios
+from fundgym.envs.controls import ALLOCATION, DEFAULTS, PARAMS, allocation_weights
+from fundgym.envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
@@ -79,7 +80,7 @@ IntArray = np.ndarray[Any, np.dtype[np.int64]]
 FEATURES: tuple[str, ...] = ("vol_short", "depth_rel", "fund_coverage")
 
 #: What one unit of each observation is (the observation table of
-#: :class:`envs.exchange_env.InsuranceFundEnv`).
+#: :class:`fundgym.envs.exchange_env.InsuranceFundEnv`).
 OBS_UNITS: dict[str, str] = {
     "vol_short": "realised volatility, 1-hour EWMA, annualised fraction",
     "vol_long": "realised volatility, 1-day EWMA, annualised fraction",
@@ -138,7 +139,7 @@ class Rollout:
         obs: ``(n, 32)`` the observation at every decision of every episode (episode-major).
         actions: ``(n, n_controlled)`` the policy's action at each of them.
         params: Per episode, parameter name -> its value in force after each decision, natural
-            units (as :attr:`agents.evaluate.metrics.EpisodeRecord.params`).
+            units (as :attr:`fundgym.agents.evaluate.metrics.EpisodeRecord.params`).
         total_reward: ``(episodes,)`` each episode's summed reward.
     """
 
@@ -151,7 +152,7 @@ class Rollout:
 def rollout(policy: Policy, env_kw: dict[str, Any], episodes: int, seed: int) -> Rollout:
     """Run ``episodes`` episodes of ``policy`` (episode ``i`` seeded ``seed + i``), batched.
 
-    The same loop as :func:`agents.evaluate.episodes.run_episodes` (same observations, same
+    The same loop as :func:`fundgym.agents.evaluate.episodes.run_episodes` (same observations, same
     autoreset), so the parameters in force equal that function's ``EpisodeRecord.params``; it
     also keeps each decision's observation and action.
     """
@@ -364,7 +365,7 @@ def distill_table(
             its final model, with the observation normalisation it was trained with).
         out: The JSON table to write; the CSV view goes to ``out.with_suffix(".csv")``.
         scenarios: Scenarios to roll the policy through (library names, YAML paths or
-            ``"training"``); default ``("training", *agents.rollout.CRASHES)``.
+            ``"training"``); default ``("training", *fundgym.agents.rollout.CRASHES)``.
         episodes: Episodes per scenario, for fitting and again for each fidelity check.
         seed: First fitting seed (episode ``i`` of every scenario seeded ``seed + i``).
         bins: Quantile bins per feature (fewer where the data's quantiles coincide).
@@ -386,9 +387,9 @@ def distill_table(
           of the model and of the table (overall and by scenario).
 
     Raises:
-        agents.policies.SpecError: The run directory, its config or its model is missing or
+        fundgym.agents.policies.SpecError: The run directory, its config or its model is missing or
             cannot be loaded (the message names the file).
-        agents.rollout.EvaluateError: An unknown scenario or an invalid run config.
+        fundgym.agents.rollout.EvaluateError: An unknown scenario or an invalid run config.
         TableError: Bad arguments (``bins``, ``episodes``, ``features``, ``out``).
     """
     run_dir, out, feats = Path(run_dir), Path(out), tuple(features)

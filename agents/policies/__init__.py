@@ -16,18 +16,19 @@ Policies are named by a **spec** string, parsed by :func:`parse_spec`:
   ``static:name=value,...`` for any set in natural units;
 * ``rule``: :class:`RulePolicy`, the hand-written dynamic controller risk teams run today;
 * ``best_static`` / ``hindsight_static``: the static set a grid search picks on the training
-  sampler / on the evaluation scenarios themselves (resolved by :mod:`agents.evaluate.search`);
+  sampler / on the evaluation scenarios themselves (resolved by
+  :mod:`fundgym.agents.evaluate.search`);
 * ``schedule:FILE`` / ``table:FILE``: an exported schedule or state table replayed without the
-  model (:mod:`agents.policies.replay`).
+  model (:mod:`fundgym.agents.policies.replay`).
 
 Specs and resolved static values are plain data, so evaluation workers in other processes can
 rebuild the same policy; trained models are loaded once per worker process.
 """
 
-from agents.policies.base import FloatArray, Policy, SpecError
-from agents.policies.presets import PRESETS, STATIC_ALLOC, STATIC_PARAMS, Preset
-from agents.policies.registry import PolicySpec, build_policy, parse_spec
-from agents.policies.replay import (
+from fundgym.agents.policies.base import FloatArray, Policy, SpecError
+from fundgym.agents.policies.presets import PRESETS, STATIC_ALLOC, STATIC_PARAMS, Preset
+from fundgym.agents.policies.registry import PolicySpec, build_policy, parse_spec
+from fundgym.agents.policies.replay import (
     ScheduleError,
     SchedulePolicy,
     TableError,
@@ -36,9 +37,9 @@ from agents.policies.replay import (
     read_table,
     replay_env,
 )
-from agents.policies.rule import RuleParams, RulePolicy
-from agents.policies.static import StaticPolicy, parse_static_values
-from agents.policies.trained import (
+from fundgym.agents.policies.rule import RuleParams, RulePolicy
+from fundgym.agents.policies.static import StaticPolicy, parse_static_values
+from fundgym.agents.policies.trained import (
     TrainedPolicy,
     run_config_file,
     run_model_files,

@@ -3,7 +3,7 @@
 A policy maps observations ``(n_envs, 32)`` to actions ``(n_envs, n_controlled)`` in action
 units [-1, 1] (each coordinate the *target* position of one controlled parameter; the
 environment rate-limits the move and delays margin increases). The stepping loop
-(:func:`agents.rollout.first_episodes`) needs nothing else from it.
+(:func:`fundgym.agents.rollout.first_episodes`) needs nothing else from it.
 """
 
 from __future__ import annotations

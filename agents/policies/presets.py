@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from envs.controls import ALLOCATION
-from envs.levers import CONTROLLABLE, LEVERS
+from fundgym.envs.controls import ALLOCATION
+from fundgym.envs.levers import CONTROLLABLE, LEVERS
 
 #: The parameters a static set may name: every action lever but the fund allocation, which
 #: stays all-stable (see ``STATIC_ALLOC``).

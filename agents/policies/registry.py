@@ -1,6 +1,7 @@
 """The policy registry: spec strings parsed into plain data, and runnable policies built from it.
 
-A spec names a policy (see :mod:`agents.policies` for the forms); :func:`parse_spec` checks it
+A spec names a policy (see :mod:`fundgym.agents.policies` for the forms); :func:`parse_spec` checks
+it
 and :func:`build_policy` turns the resolved spec into the object the stepping loop calls.
 Specs are plain data, so evaluation workers in other processes can rebuild the same policy.
 """
@@ -11,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.policies.base import Policy, SpecError
-from agents.policies.presets import PRESETS, STATIC_PARAMS
-from agents.policies.replay import SchedulePolicy, TablePolicy
-from agents.policies.rule import RulePolicy
-from agents.policies.runs import default_model_dir
-from agents.policies.static import StaticPolicy, parse_static_values
-from agents.policies.trained import TrainedPolicy
+from fundgym.agents.policies.base import Policy, SpecError
+from fundgym.agents.policies.presets import PRESETS, STATIC_PARAMS
+from fundgym.agents.policies.replay import SchedulePolicy, TablePolicy
+from fundgym.agents.policies.rule import RulePolicy
+from fundgym.agents.policies.runs import default_model_dir
+from fundgym.agents.policies.static import StaticPolicy, parse_static_values
+from fundgym.agents.policies.trained import TrainedPolicy
 
 
 @dataclass(frozen=True)

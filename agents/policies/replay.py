@@ -1,6 +1,7 @@
 """Replayed policies: an exported schedule or state table run without the model.
 
-The files are written by :mod:`agents.export.schedule` and :mod:`agents.export.table`; this
+The files are written by :mod:`fundgym.agents.export.schedule` and
+:mod:`fundgym.agents.export.table`; this
 module owns their formats' readers (kind, schema version, field checks) and the policies that
 replay them (``fundgym evaluate --policy schedule:FILE`` / ``table:FILE``), so evaluation can
 run an export without importing the exporters.
@@ -24,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from agents.policies.base import FloatArray
-from envs.controls import PARAMS
-from envs.exchange_env import OBS_NAMES
+from fundgym.agents.policies.base import FloatArray
+from fundgym.envs.controls import PARAMS
+from fundgym.envs.exchange_env import OBS_NAMES
 
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
 
@@ -275,7 +276,7 @@ def _parse(data: Any, source: str) -> TableGrid:
 
 
 def read_table(path: Path) -> dict[str, Any]:
-    """Read and check a state table written by :func:`agents.export.table.distill_table`.
+    """Read and check a state table written by :func:`fundgym.agents.export.table.distill_table`.
 
     Args:
         path: The table's JSON file.
@@ -306,7 +307,7 @@ def read_table(path: Path) -> dict[str, Any]:
 class TablePolicy:
     """A distilled state table run as a policy: look up the observation's cell, use its action.
 
-    Pure numpy: no model, no torch. Implements :class:`agents.policies.Policy`.
+    Pure numpy: no model, no torch. Implements :class:`fundgym.agents.policies.Policy`.
 
     Args:
         table: A table as :func:`read_table` returns it.
@@ -356,7 +357,7 @@ def replay_env(table: dict[str, Any], scenario: str) -> dict[str, Any]:
     """Environment keyword arguments to run a table on ``scenario``, as it was checked.
 
     The table's ``env`` with the scenario set (a library scenario runs its own horizon), as
-    :func:`agents.rollout.job_env` builds them for the run the table came from.
+    :func:`fundgym.agents.rollout.job_env` builds them for the run the table came from.
     """
     kw = dict(table["env"])
     kw["controlled"] = tuple(kw["controlled"])

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agents.policies.base import FloatArray
-from envs.controls import DEFAULTS, PARAMS
-from envs.exchange_env import OBS_NAMES
+from fundgym.agents.policies.base import FloatArray
+from fundgym.envs.controls import DEFAULTS, PARAMS
+from fundgym.envs.exchange_env import OBS_NAMES
 
 _OBS = {name: i for i, name in enumerate(OBS_NAMES)}
 
@@ -80,7 +80,8 @@ class RulePolicy:
     def targets(self, obs: FloatArray) -> dict[str, FloatArray]:
         """The rule's targets in natural units (allocation as logit positions).
 
-        Each target is saturated into its lever's action range (:meth:`envs.levers.Lever.clip`):
+        Each target is saturated into its lever's action range
+        (:meth:`fundgym.envs.levers.Lever.clip`):
         the rule computes freely, and the environment can only hold values in that range.
         """
         p = self.p

@@ -46,9 +46,9 @@ from typing import Any
 
 import numpy as np
 
-from agents.config import TrainConfig, dump_config
-from agents.outputs import temp_sibling
-from agents.policies.base import FloatArray, SpecError
+from fundgym.agents.config import TrainConfig, dump_config
+from fundgym.agents.outputs import temp_sibling
+from fundgym.agents.policies.base import FloatArray, SpecError
 
 #: What ``manifest.json`` says it is, and the version of the layout it describes.
 FORMAT = "fundgym-model"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.policies.base import FloatArray, SpecError
-from agents.policies.presets import STATIC_ALLOC, STATIC_PARAMS
-from envs.controls import DEFAULTS, PARAMS
-from envs.levers import LeverError
+from fundgym.agents.policies.base import FloatArray, SpecError
+from fundgym.agents.policies.presets import STATIC_ALLOC, STATIC_PARAMS
+from fundgym.envs.controls import DEFAULTS, PARAMS
+from fundgym.envs.levers import LeverError
 
 
 def parse_static_values(text: str, spec: str) -> dict[str, float]:

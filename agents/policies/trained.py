@@ -1,6 +1,6 @@
 """Trained policies: a ``fundgym train`` run directory's model, loaded once per process.
 
-The model is rebuilt from the run's config and plain tensors (:mod:`agents.policies.runs`);
+The model is rebuilt from the run's config and plain tensors (:mod:`fundgym.agents.policies.runs`);
 nothing in the run directory is unpickled, and a run whose files are missing or changed is
 refused, naming the file.
 """
@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agents.config import ConfigError, load_config
-from agents.policies.base import FloatArray, SpecError
-from agents.policies.runs import STATS, WEIGHTS, RunError, default_model_dir, load_model
-from envs.exchange_env import OBS_NAMES
+from fundgym.agents.config import ConfigError, load_config
+from fundgym.agents.policies.base import FloatArray, SpecError
+from fundgym.agents.policies.runs import STATS, WEIGHTS, RunError, default_model_dir, load_model
+from fundgym.envs.exchange_env import OBS_NAMES
 
 
 class TrainedPolicy:

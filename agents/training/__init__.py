@@ -1,9 +1,10 @@
 """Training: PPO, SAC, TD3 or A2C from a config file, on the batched environment.
 
-* :mod:`agents.training.train`: :func:`agents.training.train.train` and the run directory it
+* :mod:`fundgym.agents.training.train`: :func:`fundgym.agents.training.train.train` and the run
+  directory it
   writes (model, normalisation, checkpoints, evaluations, the resolved config);
-* :mod:`agents.training.sb3_env`: the batched environment as a stable-baselines3 ``VecEnv``.
+* :mod:`fundgym.agents.training.sb3_env`: the batched environment as a stable-baselines3 ``VecEnv``.
 
-The config itself (:mod:`agents.config`) sits lower, since evaluation and export read the
+The config itself (:mod:`fundgym.agents.config`) sits lower, since evaluation and export read the
 configs of finished runs without importing stable-baselines3's training machinery.
 """

@@ -1,7 +1,7 @@
 """The batched environment as a stable-baselines3 ``VecEnv`` (``envs/`` never imports SB3).
 
 SB3 only recognises its own ``VecEnv`` class; handed a Gymnasium ``VectorEnv`` it would wrap
-it as one environment. :class:`FundGymVecEnv` adapts :class:`envs.exchange_env.
+it as one environment. :class:`FundGymVecEnv` adapts :class:`fundgym.envs.exchange_env.
 InsuranceFundVectorEnv` instead, so all exchanges still step as one array program: same-step
 autoreset with ``infos[i]["terminal_observation"]`` and ``"TimeLimit.truncated"``, seeds from
 :meth:`VecEnv.seed` applied at the next reset (exchange ``i`` gets ``seed + i``), and each
@@ -22,7 +22,7 @@ from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnvStepReturn,
 )
 
-from envs.exchange_env import InsuranceFundVectorEnv
+from fundgym.envs.exchange_env import InsuranceFundVectorEnv
 
 
 class FundGymVecEnv(VecEnv):

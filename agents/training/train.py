@@ -5,7 +5,7 @@ n_accounts)`` array program behind a ``VecMonitor`` and a ``VecNormalize``), tra
 TD3 or A2C with the config's hyperparameters, and writes into the run directory:
 
 * ``config.yaml``: the resolved config (every default written out) and ``command.txt``;
-* ``final/``: the model at the end, a model directory (:mod:`agents.policies.runs`: weights
+* ``final/``: the model at the end, a model directory (:mod:`fundgym.agents.policies.runs`: weights
   as plain tensors, normalisation statistics as plain arrays, a manifest of their hashes);
 * ``best/``: the best model by mean episode reward on the held-out evaluation scenarios
   (evaluation statistics frozen, same seeds at every evaluation), and ``evaluations.csv`` with
@@ -48,9 +48,9 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.config import TrainConfig, dump_config, env_kwargs
-from agents.outputs import write_bytes_atomic, write_text_atomic
-from agents.policies.runs import (
+from fundgym.agents.config import TrainConfig, dump_config, env_kwargs
+from fundgym.agents.outputs import write_bytes_atomic, write_text_atomic
+from fundgym.agents.policies.runs import (
     BEST,
     CHECKPOINTS,
     FINAL,
@@ -61,7 +61,7 @@ from agents.policies.runs import (
     read_model_dir,
     write_model_dir,
 )
-from agents.training.sb3_env import FundGymVecEnv
+from fundgym.agents.training.sb3_env import FundGymVecEnv
 
 
 class RunDirError(ValueError):
@@ -462,7 +462,7 @@ def _command_text(argv: list[str] | None) -> str:
     import stable_baselines3
     import torch
 
-    cmd = shlex.join(argv) if argv else "(called from Python: agents.training.train.train)"
+    cmd = shlex.join(argv) if argv else "(called from Python: fundgym.agents.training.train.train)"
     return (
         f"{cmd}\n"
         f"# cwd: {os.getcwd()}\n"

@@ -1,7 +1,8 @@
 """What one tick of the margin engine did, per exchange: :class:`StepEvents`.
 
 The record is one ``(n_envs, N_EVENTS)`` float64 array. The compiled kernels
-(:mod:`envs.core.kernels`) write into it by column (the ``EV_*`` constants below, which numba
+(:mod:`fundgym.envs.core.kernels`) write into it by column (the ``EV_*`` constants below, which
+numba
 folds into the code); Python reads it through named fields, each an ``(n_envs,)`` view of one
 column. Field names feed the environment's ``info`` keys and the evaluation metrics, so they
 are part of the public interface.
@@ -95,7 +96,7 @@ class StepEvents:
             funding in a pump, has a negative bankruptcy price).
         liquidation_fees_usd: Liquidation fees charged to liquidated accounts.
         fund_fee_income_usd: The insurance fund's share of those fees (booked into the fund
-            by :func:`envs.core.step.core_step`).
+            by :func:`fundgym.envs.core.step.core_step`).
         liquidator_rewards_usd: The outside liquidators' share of those fees.
         bad_debt_usd: Loss beyond bankruptcy on book fills, before anyone covers it.
         shortfall_usd: The part of ``bad_debt_usd`` the insurance fund paid.

@@ -1,9 +1,9 @@
 """Unchecked, vectorised numpy versions of the exchange formulas.
 
 These are the reference implementation of every margin, bankruptcy, fund, deleveraging and
-loss-sharing formula in fundgym. :mod:`envs.mechanics` wraps them with input validation for
+loss-sharing formula in fundgym. :mod:`fundgym.envs.mechanics` wraps them with input validation for
 users; the observation and the trader population call them directly on whole arrays. The
-margin engine's compiled kernels (:mod:`envs.core.kernels`) restate the ones on its hot path
+margin engine's compiled kernels (:mod:`fundgym.envs.core.kernels`) restate the ones on its hot path
 scalar by scalar, in the same operation order, so both give the same bits on the same inputs
 (the tests compare them).
 
@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 if TYPE_CHECKING:
-    from envs.core.params import MarginTiers
+    from fundgym.envs.core.params import MarginTiers
 
 FloatArray = NDArray[np.float64]
 
@@ -262,7 +262,7 @@ def socialized_loss_shares(
     pushed below zero; with ``mark`` positions worth less than :data:`DUST_NOTIONAL_USD` are
     not billed. What the caps hold back is not passed on: ``loss - charges.sum()`` is the
     unrecovered part (all of it where nobody has a weight). The margin engine applies the
-    same rule (:mod:`envs.core.kernels`) to the accounts it does not liquidate.
+    same rule (:mod:`fundgym.envs.core.kernels`) to the accounts it does not liquidate.
     """
     q = np.asarray(sizes, dtype=np.float64)
     if convention == "drift":

@@ -1,7 +1,7 @@
 """Per-step record of the insurance fund and every flow through it.
 
-The step functions return :class:`~envs.core.step.StepEvents` for one tick, and
-:meth:`envs.simulator.ExchangeSimulator.advance` a block of ticks at once; a
+The step functions return :class:`~fundgym.envs.core.step.StepEvents` for one tick, and
+:meth:`fundgym.envs.simulator.ExchangeSimulator.advance` a block of ticks at once; a
 :class:`FundRecord` stacks them over time into ``(n_steps, n_envs)`` arrays, together with the
 fund balance after each step, so evaluation and plots read one table per exchange.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.core.events import N_EVENTS, StepEvents
+from fundgym.envs.core.events import N_EVENTS, StepEvents
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 

@@ -3,15 +3,17 @@
 Every kernel loops over exchanges on the outside and over accounts inside, and keeps each
 exchange's sums in local scalars: nothing accumulates across exchanges, so exchange ``i`` of
 a batch computes bit for bit what it computes stepped alone. Arrays come straight from
-:class:`envs.state.SimState` (``(E, A)`` collateral, ``(E, A, M)`` positions); parameters
-come packed (:meth:`envs.core.params.RiskParams.packed`, ``P_*`` columns) with the tier table
-as four arrays (:meth:`~envs.core.params.RiskParams.tier_table`); events are written into
-:attr:`envs.core.events.StepEvents.data` by ``EV_*`` column. The kernels never touch the
+:class:`fundgym.envs.state.SimState` (``(E, A)`` collateral, ``(E, A, M)`` positions); parameters
+come packed (:meth:`fundgym.envs.core.params.RiskParams.packed`, ``P_*`` columns) with the tier
+table
+as four arrays (:meth:`~fundgym.envs.core.params.RiskParams.tier_table`); events are written into
+:attr:`fundgym.envs.core.events.StepEvents.data` by ``EV_*`` column. The kernels never touch the
 insurance fund: they report its fee income and the shortfall it paid, and
-:func:`envs.core.step.core_step` books both into the fund's portfolio.
+:func:`fundgym.envs.core.step.core_step` books both into the fund's portfolio.
 
 The order of operations and the venue each rule follows are documented once, in
-:mod:`envs.core.step`; the scalar formulas below are the ones in :mod:`envs.core.formulas`,
+:mod:`fundgym.envs.core.step`; the scalar formulas below are the ones in
+:mod:`fundgym.envs.core.formulas`,
 written in the same operation order so the compiled and the numpy versions agree to the bit
 on the same inputs. Kernels use numba's numpy error model: a division by zero gives ``inf``
 or ``NaN`` as in numpy (a subnormal position's ADL score, say), never an exception.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.core.events import (
+from fundgym.envs.core.events import (
     EV_ADL_HAIRCUT,
     EV_ADL_VOLUME,
     EV_BAD_DEBT,
@@ -36,9 +38,15 @@ from envs.core.events import (
     EV_SOCIALIZED_LOSS,
     EV_UNRECOVERED,
 )
-from envs.core.formulas import DUST_NOTIONAL_USD
-from envs.core.params import P_LIQ_FEE, P_LIQ_FUND_SHARE, P_MAX_LIQ_FRAC, P_MIN_LIQ_NOTIONAL, P_MMR
-from envs.jit import jit
+from fundgym.envs.core.formulas import DUST_NOTIONAL_USD
+from fundgym.envs.core.params import (
+    P_LIQ_FEE,
+    P_LIQ_FUND_SHARE,
+    P_MAX_LIQ_FRAC,
+    P_MIN_LIQ_NOTIONAL,
+    P_MMR,
+)
+from fundgym.envs.jit import jit
 
 FALLBACK_ADL = 0
 FALLBACK_SOCIALIZE = 1
@@ -47,7 +55,7 @@ SOCIALIZE_DRIFT = 1
 __all__ = ["DUST_NOTIONAL_USD", "margin_kernel", "requirement", "scan_kernel", "waterfall_kernel"]
 
 
-# ==== scalar formulas (the operation order of envs.core.formulas) ====
+# ==== scalar formulas (the operation order of fundgym.envs.core.formulas) ====
 
 
 @jit(error_model="numpy", inline="always")
@@ -298,7 +306,7 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
 ):
     """The waterfall of exchange ``i`` on its liquidatable accounts ``idx`` (in order).
 
-    See :mod:`envs.core.step` for the order of operations.
+    See :mod:`fundgym.envs.core.step` for the order of operations.
     """
     n_acc = size.shape[1]
     n = idx.shape[0]

@@ -1,8 +1,9 @@
 """The maintenance requirement over account arrays (flat or tiered), in numpy.
 
-The margin engine applies the same formula compiled (:func:`envs.core.kernels.requirement`,
+The margin engine applies the same formula compiled (:func:`fundgym.envs.core.kernels.requirement`,
 with the dYdX v4 ``IsLiquidatable`` trigger and the initial-margin check in
-:mod:`envs.core.kernels` and :mod:`envs.core.trading`); this array version is the reference
+:mod:`fundgym.envs.core.kernels` and :mod:`fundgym.envs.core.trading`); this array version is the
+reference
 the tests check the kernels against, and the one to call from numpy code.
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.core.params import MarginTiers
+from fundgym.envs.core.params import MarginTiers
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 

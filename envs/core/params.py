@@ -2,7 +2,8 @@
 
 Every numeric field is a float or an array of shape ``(n_envs,)``, so a batch of exchanges can
 run under different parameters in one array program (the environment's actions set them).
-Each numeric field is a lever of :data:`envs.levers.LEVERS`, which holds its default (dYdX v4
+Each numeric field is a lever of :data:`fundgym.envs.levers.LEVERS`, which holds its default (dYdX
+v4
 mainnet for a large-cap market unless noted), unit and hard bounds; a value outside the hard
 bounds is an error naming the field, the value and the bounds.
 """
@@ -15,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from envs.levers import LEVERS, Lever
+from fundgym.envs.levers import LEVERS, Lever
 
 FloatOrArray = float | np.ndarray[Any, np.dtype[np.float64]]
 Fallback = Literal["adl", "socialize"]
@@ -116,7 +117,7 @@ class MarginTiers:
 class RiskParams:
     """The parameters a risk team sets, per exchange.
 
-    The ranges below are the levers' hard bounds, declared in :data:`envs.levers.LEVERS`.
+    The ranges below are the levers' hard bounds, declared in :data:`fundgym.envs.levers.LEVERS`.
 
     Attributes:
         mmr: Maintenance margin ratio, in (0, 1). dYdX large-cap 3%. With ``tiers`` set, the

@@ -1,7 +1,8 @@
 """Compiled random draws from per-exchange streams: xoshiro256** state rows, read in kernels.
 
 A stream is four ``uint64`` words, one row of a ``(n_envs, n_streams, 4)`` array (see
-:class:`envs.core.rng.BatchStreams`, which seeds and owns it). A kernel loads exchange ``e``'s
+:class:`fundgym.envs.core.rng.BatchStreams`, which seeds and owns it). A kernel loads exchange
+``e``'s
 row into a tuple (:func:`load`), draws from the tuple (every draw returns the value and the
 advanced tuple) and stores it back (:func:`store`), so exchange ``e``'s draws depend on its own
 seed and its own history only, never on how many exchanges share the batch or what they drew.
@@ -36,7 +37,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from envs.jit import jit
+from fundgym.envs.jit import jit
 
 _U5 = np.uint64(5)
 _U7 = np.uint64(7)

@@ -7,7 +7,7 @@ the batch.
 
 :class:`BatchStreams` holds, per exchange, a few named xoshiro256** streams as rows of one
 ``uint64`` array, each seeded from ``(seed, stream key)`` alone and advanced in place by the
-compiled kernels (:mod:`envs.core.random_nb`). Exchange ``e``'s draws depend on its own seed
+compiled kernels (:mod:`fundgym.envs.core.random_nb`). Exchange ``e``'s draws depend on its own seed
 only; :meth:`BatchStreams.reseed` restarts one exchange (a vector env's autoreset).
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.core import random_nb
+from fundgym.envs.core import random_nb
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 U64Array = np.ndarray[Any, np.dtype[np.uint64]]
@@ -80,7 +80,7 @@ class BatchStreams:
     """Per-exchange xoshiro256** streams: ``state[e, stream]`` holds exchange ``e``'s stream.
 
     Kernels receive :attr:`state` and draw from row ``[e, stream]`` with
-    :mod:`envs.core.random_nb`; the streams are :data:`POPULATION_STREAM` and
+    :mod:`fundgym.envs.core.random_nb`; the streams are :data:`POPULATION_STREAM` and
     :data:`ARRIVAL_STREAM`, keyed by :data:`STREAM_KEYS`.
 
     Args:

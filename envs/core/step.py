@@ -32,13 +32,13 @@ same sequence as "liquidation, then insurance fund, then deleveraging"):
    ``profit_haircut`` (default) pro rata to positive unrealised PnL, each charge capped by
    that PnL (Percolator, Hyperliquid); ``drift`` pro rata to ``|size|`` over both sides
    (Drift's funding-index convention). Positions worth less than
-   :data:`envs.core.formulas.DUST_NOTIONAL_USD` are never billed, and no charge takes a
+   :data:`fundgym.envs.core.formulas.DUST_NOTIONAL_USD` are never billed, and no charge takes a
    bearer's equity below zero.
 5. **The exchange** absorbs what nobody can bear (``unrecovered_usd``).
 
 Every sum is the exchange's own: no running total crosses exchanges, so an exchange in a
 batch steps bit for bit as it does alone. The per-account work runs in the compiled kernels
-of :mod:`envs.core.kernels`; this module validates, prices the flow through the impact model
+of :mod:`fundgym.envs.core.kernels`; this module validates, prices the flow through the impact model
 between the scan and the waterfall, and books the fund's flows into ``state.fund`` (the
 kernels never write the fund). The step updates ``state`` in place: at 1e5 accounts a
 functional copy of every array per tick would cost more than the step itself. Liquidation
@@ -52,12 +52,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from envs.core import kernels
-from envs.core.events import StepEvents
-from envs.core.impact import ImpactModel
-from envs.core.params import MarginTiers, RiskParams
-from envs.fund.portfolio import AllocationParams, settle
-from envs.state import SimState, marks_2d
+from fundgym.envs.core import kernels
+from fundgym.envs.core.events import StepEvents
+from fundgym.envs.core.impact import ImpactModel
+from fundgym.envs.core.params import MarginTiers, RiskParams
+from fundgym.envs.fund.portfolio import AllocationParams, settle
+from fundgym.envs.state import SimState, marks_2d
 
 __all__ = ["StepEvents", "core_step", "margin_state"]
 
@@ -137,14 +137,15 @@ def core_step(
 
     Args:
         state: Batch state, updated in place (accounts, counterparty, liquidator rewards,
-            unrecovered loss, and the fund's portfolio through :func:`~envs.fund.portfolio.settle`).
+            unrecovered loss, and the fund's portfolio through
+            :func:`~fundgym.envs.fund.portfolio.settle`).
         params: Risk parameters (scalars or ``(E,)`` arrays).
         mark: ``(E,)`` or ``(E, 1)`` price the margin engine reads (the oracle or mark price).
         impact: Depth model that prices the tick's liquidation flow.
         book_price: ``(E,)`` price of the venue's book that liquidation orders walk (default
             ``mark``); differs from ``mark`` when the oracle is stale, floored or manipulated.
         fund_available_usd: ``(E,)`` what the fund can pay this tick, >= 0 (default: its
-            liquid value, :meth:`~envs.fund.portfolio.FundPortfolio.liquid_usd`, at its last
+            liquid value, :meth:`~fundgym.envs.fund.portfolio.FundPortfolio.liquid_usd`, at its last
             mark; all of it for a fund held in cash).
         fund_stressed: ``(E,)`` bool, whether the lending market is stressed (caps how much
             of the fund's ``yield`` bucket can be withdrawn).

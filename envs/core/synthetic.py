@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.state import SimState
+from fundgym.envs.state import SimState
 
 # Lognormal leverage: median 10x, p95 60x  =>  sigma = ln(6) / 1.645.
 LEVERAGE_MEDIAN = 10.0

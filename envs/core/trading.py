@@ -28,9 +28,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from envs.core.params import P_IMR, P_TAKER_FEE, P_TRADE_FUND_SHARE, RiskParams
-from envs.jit import jit
-from envs.state import SimState, marks_2d
+from fundgym.envs.core.params import P_IMR, P_TAKER_FEE, P_TRADE_FUND_SHARE, RiskParams
+from fundgym.envs.jit import jit
+from fundgym.envs.state import SimState, marks_2d
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]

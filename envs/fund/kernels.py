@@ -1,15 +1,18 @@
 """Compiled twins of the fund's per-tick operations, one exchange at a time.
 
-:mod:`envs.fund.portfolio` documents the buckets, their costs and the accounting identity, and
-its numpy functions (:func:`~envs.fund.portfolio.accrue`, :func:`~envs.fund.portfolio.pay`,
-:func:`~envs.fund.portfolio.receive`, :func:`~envs.fund.portfolio.put_mark`) stay the reference
+:mod:`fundgym.envs.fund.portfolio` documents the buckets, their costs and the accounting identity,
+and
+its numpy functions (:func:`~fundgym.envs.fund.portfolio.accrue`,
+:func:`~fundgym.envs.fund.portfolio.pay`,
+:func:`~fundgym.envs.fund.portfolio.receive`, :func:`~fundgym.envs.fund.portfolio.put_mark`) stay
+the reference
 the tests check these against. This module is the same arithmetic, in the same operation
 order, on one exchange's row of the portfolio's arrays, for the compiled tick
-(:mod:`envs.tick_kernels`). Both call the C library's ``log`` and ``erfc`` (the reference
-through :mod:`envs.libm`), so the two agree to the bit (tests/envs/test_fund_portfolio.py).
+(:mod:`fundgym.envs.tick_kernels`). Both call the C library's ``log`` and ``erfc`` (the reference
+through :mod:`fundgym.envs.libm`), so the two agree to the bit (tests/envs/test_fund_portfolio.py).
 
 The portfolio is passed as the tuple :func:`fund_arrays` builds (the thirteen
-:class:`~envs.fund.portfolio.FundPortfolio` fields in declaration order, the ``F_*``
+:class:`~fundgym.envs.fund.portfolio.FundPortfolio` fields in declaration order, the ``F_*``
 indices below), the bucket terms as :func:`allocation_terms` packs them (``A_*`` columns).
 """
 
@@ -21,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from envs.fund.portfolio import (
+from fundgym.envs.fund.portfolio import (
     MINUTES_PER_YEAR,
     PUT_VOL_FLOOR_ANNUAL,
     AllocationParams,
     FundPortfolio,
 )
-from envs.jit import jit
+from fundgym.envs.jit import jit
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -72,7 +75,7 @@ def _norm_cdf(d):  # type: ignore[no-untyped-def]
 
 @jit(error_model="numpy")
 def black_scholes_put(s, k, t, v):  # type: ignore[no-untyped-def]
-    """:func:`envs.fund.portfolio.black_scholes_put` for one put (same cases, same order)."""
+    """:func:`~fundgym.envs.fund.portfolio.black_scholes_put` for one put (same cases, order)."""
     intrinsic = max(k - s, 0.0)
     w = math.sqrt(max(t, 0.0)) * max(v, 0.0)
     if not (w >= 1e-12 and s > 0.0 and k > 0.0):
@@ -85,7 +88,7 @@ def black_scholes_put(s, k, t, v):  # type: ignore[no-untyped-def]
 
 @jit(error_model="numpy")
 def put_unit_value(f, e, price, vol_annual):  # type: ignore[no-untyped-def]
-    """Mark of one put of exchange ``e``'s series (:func:`~envs.fund.portfolio.put_mark`)."""
+    """Mark of one put of exchange ``e`` (:func:`~fundgym.envs.fund.portfolio.put_mark`)."""
     tenor = f[F_PUT_MINUTES_LEFT][e] / MINUTES_PER_YEAR
     return black_scholes_put(
         price, f[F_PUT_STRIKE][e], tenor, max(vol_annual, PUT_VOL_FLOOR_ANNUAL)
@@ -117,7 +120,7 @@ def liquid_usd(f, e, price, vol_annual, stressed, terms):  # type: ignore[no-unt
 
 @jit(error_model="numpy")
 def accrue_one(f, e, price, vol_annual, tick_minutes, terms):  # type: ignore[no-untyped-def]
-    """:func:`envs.fund.portfolio.accrue` for exchange ``e``: mark, yield, put ageing, expiry."""
+    """:func:`~fundgym.envs.fund.portfolio.accrue` for exchange ``e``: mark, yield, puts."""
     before = value_usd(f, e, f[F_MARK_PRICE][e], f[F_MARK_VOL][e])
     f[F_MARK_PRICE][e] = price
     f[F_MARK_VOL][e] = vol_annual
@@ -136,7 +139,7 @@ def accrue_one(f, e, price, vol_annual, tick_minutes, terms):  # type: ignore[no
 
 @jit(error_model="numpy")
 def receive_one(f, e, amount_usd):  # type: ignore[no-untyped-def]
-    """:func:`envs.fund.portfolio.receive` for exchange ``e``: inflow into ``stable``."""
+    """:func:`fundgym.envs.fund.portfolio.receive` for exchange ``e``: inflow into ``stable``."""
     f[F_STABLE][e] += amount_usd
     f[F_RECEIVED][e] += amount_usd
 
@@ -157,7 +160,7 @@ def _sell_down(left_usd, value_usd, cost_frac):  # type: ignore[no-untyped-def]
 
 @jit(error_model="numpy")
 def pay_one(f, e, amount_usd, price, vol_annual, stressed, terms):  # type: ignore[no-untyped-def]
-    """:func:`envs.fund.portfolio.pay` for exchange ``e``; returns the USD paid.
+    """:func:`fundgym.envs.fund.portfolio.pay` for exchange ``e``; returns the USD paid.
 
     Re-marks to ``price``, then draws ``stable``, the withdrawable part of ``yield``,
     ``volatile`` (with slippage) and the puts (at their mark minus the spread), in that order.

@@ -51,8 +51,8 @@ the revaluation to ``external_pnl_usd``) and then moves money at that mark.
 
 All arrays are float64, batch-first ``(n_envs,)``; there is no Python loop over exchanges
 (the only element-wise calls are the C library's ``log`` and ``erfc`` inside
-:func:`black_scholes_put`, :mod:`envs.libm`, which the compiled twins in
-:mod:`envs.fund.kernels` call too, so both agree to the bit).
+:func:`black_scholes_put`, :mod:`fundgym.envs.libm`, which the compiled twins in
+:mod:`fundgym.envs.fund.kernels` call too, so both agree to the bit).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from envs import libm
+from fundgym.envs import libm
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]

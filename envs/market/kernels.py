@@ -1,22 +1,22 @@
-"""Compiled twin of :class:`envs.market.market.Market`: one exchange's prices for one tick.
+"""Compiled twin of :class:`fundgym.envs.market.market.Market`: one exchange's prices for one tick.
 
-:meth:`Market.prices <envs.market.market.Market.prices>` and :meth:`Market.advance
-<envs.market.market.Market.advance>` stay the numpy reference (and document the economics);
+:meth:`Market.prices <fundgym.envs.market.market.Market.prices>` and :meth:`Market.advance
+<fundgym.envs.market.market.Market.advance>` stay the numpy reference (and document the economics);
 :func:`prices_one` and :func:`advance_one` are the same arithmetic, in the same operation
 order, on exchange ``e``'s entries of the same arrays, for the compiled tick
-(:mod:`envs.tick_kernels`). Both call the C library's ``exp`` and ``expm1`` (the reference
-through :mod:`envs.libm`), so the two agree to the bit (tests/envs/test_market.py).
+(:mod:`fundgym.envs.tick_kernels`). Both call the C library's ``exp`` and ``expm1`` (the reference
+through :mod:`fundgym.envs.libm`), so the two agree to the bit (tests/envs/test_market.py).
 
 Arrays arrive as the market stores them: the path columns as a tuple (``PATH_*`` order), the
 per-exchange scalars as one ``(N_MARKET_SCALARS, n_envs)`` array (``MK_*`` rows), the two
-flags and the oracle feed's arrays (:class:`envs.market.oracle.OracleFeed`).
+flags and the oracle feed's arrays (:class:`fundgym.envs.market.oracle.OracleFeed`).
 """
 
 from __future__ import annotations
 
 import math
 
-from envs.jit import jit
+from fundgym.envs.jit import jit
 
 # Path columns (each (max_ticks, n_envs)).
 PATH_INDEX, PATH_BASIS, PATH_WICK, PATH_DEPTH_MULT, PATH_MANIPULATION, PATH_PRECURSOR = range(6)
@@ -36,7 +36,7 @@ def _clip(x, low, high):  # type: ignore[no-untyped-def]
 
 @jit(error_model="numpy")
 def funding_rate_one(mark, index, interest, clamp, cap):  # type: ignore[no-untyped-def]
-    """:func:`envs.market.funding.funding_rate` for one exchange."""
+    """:func:`fundgym.envs.market.funding.funding_rate` for one exchange."""
     premium = (mark - index) / index
     rate = premium + _clip(interest - premium, -clamp, clamp)
     return _clip(rate, -cap, cap)
@@ -49,7 +49,7 @@ def prices_one(  # type: ignore[no-untyped-def]
     """Exchange ``e``'s prices at its tick ``t``; updates its premium EMA and oracle feed.
 
     Returns ``(index, last, mark, oracle, depth_usd_per_pct, funding_rate)``, as
-    :meth:`Market.prices <envs.market.market.Market.prices>` computes them.
+    :meth:`Market.prices <fundgym.envs.market.market.Market.prices>` computes them.
     """
     index = path[PATH_INDEX][t, e] * math.exp(mk[MK_IMPACT_LOG, e])
     basis = path[PATH_BASIS][t, e]
@@ -65,7 +65,7 @@ def prices_one(  # type: ignore[no-untyped-def]
         mark = max(min(last_px, b), min(max(last_px, b), index))
     source = index if oracle_index[e] else mark
 
-    # The oracle (envs.market.oracle.OracleFeed.update): delay, manipulation, floor, freeze.
+    # The oracle (fundgym.envs.market.oracle.OracleFeed.update): delay, manipulation, floor, freeze.
     size = buffer.shape[0]
     n = count[e]
     buffer[n % size, e] = source
@@ -89,10 +89,11 @@ def prices_one(  # type: ignore[no-untyped-def]
 
 @jit(error_model="numpy")
 def advance_one(e, mk, sell_notional_usd, buy_notional_usd, depth_usd_per_pct):  # type: ignore[no-untyped-def]
-    """:meth:`Market.advance <envs.market.market.Market.advance>`'s impact update for ``e``.
+    """:meth:`Market.advance <fundgym.envs.market.market.Market.advance>`'s impact update for ``e``.
 
     The tick's net liquidation flow moves the log price by ``-coef x clip(0.01 x net /
-    depth, -0.5, 0.5)`` (:func:`envs.market.depth.permanent_impact_log`) on top of the decayed
+    depth, -0.5, 0.5)`` (:func:`fundgym.envs.market.depth.permanent_impact_log`) on top of the
+    decayed
     earlier impact. The caller moves the clock.
     """
     move = 0.01 * (sell_notional_usd - buy_notional_usd) / depth_usd_per_pct

@@ -1,6 +1,7 @@
 """The online market of a batch of exchanges: one tick at a time, exogenous path plus impact.
 
-:class:`Market` turns drawn :class:`~envs.scenarios.MarketPath` columns into the prices of each
+:class:`Market` turns drawn :class:`~fundgym.envs.scenarios.MarketPath` columns into the prices of
+each
 tick: the index (exogenous path times the accumulated, decaying impact of liquidation flow),
 the venue's last and mark prices, the oracle the margin engine reads, the book depth and the
 funding rate. The liquidation flow of a tick moves the next tick's prices, so cascades emerge.
@@ -18,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from envs import libm
-from envs.market import kernels
-from envs.market.depth import permanent_impact_log
-from envs.market.funding import funding_rate
-from envs.market.oracle import OracleFeed, mark_price
-from envs.scenarios import MarketPath, Scenario, market_path
+from fundgym.envs import libm
+from fundgym.envs.market import kernels
+from fundgym.envs.market.depth import permanent_impact_log
+from fundgym.envs.market.funding import funding_rate
+from fundgym.envs.market.oracle import OracleFeed, mark_price
+from fundgym.envs.scenarios import MarketPath, Scenario, market_path
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -65,7 +66,7 @@ class Market:
         self.t = np.zeros(n_envs, dtype=np.int64)
         self.n_ticks = np.zeros(n_envs, dtype=np.int64)
         # Per-exchange scalars, one row each (MK_* rows): the numpy methods below and the
-        # compiled tick (envs.market.kernels) read and write the same array.
+        # compiled tick (fundgym.envs.market.kernels) read and write the same array.
         self.scalars = np.zeros((kernels.N_MARKET_SCALARS, n_envs))
         self.tick_minutes: float | None = None
         self.mark_last = np.zeros(n_envs, dtype=bool)
@@ -150,7 +151,7 @@ class Market:
     def prices(self) -> Prices:
         """Prices of the current tick (call once per tick, then :meth:`advance`).
 
-        The numpy reference of :func:`envs.market.kernels.prices_one` (the compiled tick).
+        The numpy reference of :func:`fundgym.envs.market.kernels.prices_one` (the compiled tick).
         """
         k = kernels
         sc = self.scalars

@@ -94,6 +94,6 @@ class OracleFeed:
     ) -> tuple[FloatArray, IntArray, IntArray, FloatArray, FloatArray, FloatArray]:
         """``(buffer, count, delay, floor, first, last)``: the feed's state, as arrays.
 
-        The compiled tick (:func:`envs.market.kernels.prices_one`) updates them in place.
+        The compiled tick (:func:`fundgym.envs.market.kernels.prices_one`) updates them in place.
         """
         return self._buffer, self._count, self._delay, self._floor, self._first, self._last

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from envs.jit import jit
+from fundgym.envs.jit import jit
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 IntArray = np.ndarray[Any, np.dtype[np.int64]]

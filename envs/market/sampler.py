@@ -1,6 +1,7 @@
 """The training distribution: random regimes with injected crashes a policy cannot memorise.
 
-Each draw is a valid :class:`~envs.scenarios.Scenario`: a base market (volatility, tails, jump
+Each draw is a valid :class:`~fundgym.envs.scenarios.Scenario`: a base market (volatility, tails,
+jump
 rate and regime switching drawn around the calm and volatile library entries) and, with
 probability ``crash_prob``, a crash whose start, shape (one leg, two legs with a pause, a
 V-recovery, a stepwise decline, a venue wick or an upward pump), severity, depth collapse and
@@ -25,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from envs.scenarios import Scenario, scenario_from_dict
-from envs.schema import spec
+from fundgym.envs.scenarios import Scenario, scenario_from_dict
+from fundgym.envs.schema import spec
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Compiled kernels of the trader population: one step over every exchange, and the book at reset.
 
-:mod:`envs.traders.population` documents the behaviour and its calibration; this module is its
-arithmetic, over the :class:`~envs.state.SimState` arrays directly. The loop runs over
+:mod:`fundgym.envs.traders.population` documents the behaviour and its calibration; this module is
+its
+arithmetic, over the :class:`~fundgym.envs.state.SimState` arrays directly. The loop runs over
 exchanges, and inside one exchange each slot goes through, in slot order:
 
 1. a hazard exit, when the exit sampler (geometric gaps over slots, so its cost grows with the
@@ -25,16 +26,18 @@ testing each in turn); the slot loop then reads those marks eight to a ``uint64`
 the ``|size|`` of a quiet word's eight slots in order, and runs steps 1-4 only for marked
 slots and the slots the exit sampler lands on. The open-interest sum stays one running sum in
 slot order, so it has the same bits as a sum taken slot by slot. The volume sampler draws its
-gaps from a table instead of a logarithm each (:func:`envs.core.random_nb.gap_table`: the same
+gaps from a table instead of a logarithm each (:func:`fundgym.envs.core.random_nb.gap_table`: the
+same
 gaps for the same draws). Compiled with ``error_model="numpy"`` (no division-by-zero checks;
 no division here can see a zero), never ``fastmath``: every result is bit for bit what the
 plain per-slot loop computes, and a golden run in the tests holds it there.
 
-Every trade is priced by :func:`envs.core.trading.trade` and each exchange's trades are booked
-once by :func:`envs.core.trading.book_exchange`; deposits and withdrawals add to the account
+Every trade is priced by :func:`fundgym.envs.core.trading.trade` and each exchange's trades are
+booked
+once by :func:`fundgym.envs.core.trading.book_exchange`; deposits and withdrawals add to the account
 and to the exchange's ``net_deposits_usd``. Per-exchange totals are sums over that exchange's
 accounts alone, in slot order, so a batch books exactly what each exchange books alone; each
-exchange draws from its own rows of the stream array (:mod:`envs.core.random_nb`), held in
+exchange draws from its own rows of the stream array (:mod:`fundgym.envs.core.random_nb`), held in
 local tuples while it steps. Helpers called per slot take and return plain values (or are
 inlined), never arrays, because an array passed to a compiled helper costs two atomic
 reference-count operations per call; :func:`flag_slots` takes arrays, once per exchange.
@@ -48,8 +51,8 @@ import math
 
 import numpy as np
 
-from envs.core.params import P_IMR, P_MMR, P_TAKER_FEE, P_TRADE_FUND_SHARE
-from envs.core.random_nb import (
+from fundgym.envs.core.params import P_IMR, P_MMR, P_TAKER_FEE, P_TRADE_FUND_SHARE
+from fundgym.envs.core.random_nb import (
     gap_table,
     geometric_gap,
     geometric_gap_tabled,
@@ -60,9 +63,9 @@ from envs.core.random_nb import (
     store,
     uniform,
 )
-from envs.core.rng import ARRIVAL_STREAM, POPULATION_STREAM
-from envs.core.trading import book_exchange, trade
-from envs.jit import jit
+from fundgym.envs.core.rng import ARRIVAL_STREAM, POPULATION_STREAM
+from fundgym.envs.core.trading import book_exchange, trade
+from fundgym.envs.jit import jit
 
 # Columns of the population vector (``PopulationParams.columns(tick_minutes)``).
 C_LAM_PER_TICK = 0  # arrival_rate_per_min x tick
@@ -93,7 +96,7 @@ N_USD_EVENTS = 7
 VOLUME_TRADER_FRAC = 0.05
 """Share of open accounts drawn each tick to carry the ordinary volume as round trips."""
 _VOLUME_GAPS = gap_table(VOLUME_TRADER_FRAC)
-"""The volume sampler's gaps without a logarithm each (:func:`envs.core.random_nb.gap_table`)."""
+"""The volume sampler's gaps, no logarithm each (:func:`~fundgym.envs.core.random_nb.gap_table`)."""
 FEE_FLOOR_FRAC = 1e-3
 """A zero taker fee counts as ``FEE_FLOOR_FRAC x reference`` in the demand multiplier, since
 constant-elasticity demand is infinite at a zero price (with elasticity -0.5 the floor caps
@@ -286,7 +289,7 @@ def population_step_kernel(  # type: ignore[no-untyped-def]
     ``(E, N_USD_EVENTS)`` must start at zero; ``collateral``, ``size`` and ``entry`` must be
     C-contiguous with one market. The maintenance requirement is ``mmr x N``, or with tiers
     (``floor_usd`` non-empty) ``(N x tier_mmr_k - cum_k) x mmr / base_mmr`` for the bracket
-    ``k`` of ``N`` (:class:`envs.core.params.MarginTiers`).
+    ``k`` of ``N`` (:class:`fundgym.envs.core.params.MarginTiers`).
 
     Per exchange, three passes: :func:`flag_slots` marks the slots that may act (a vector
     loop); one pass in slot order runs every marked slot, and every slot the exit sampler

@@ -1,6 +1,6 @@
 """The trader population: arrivals, exits, reactions near liquidation and ordinary volume.
 
-The margin engine (:mod:`envs.core.step`) only liquidates; without a population the book
+The margin engine (:mod:`fundgym.envs.core.step`) only liquidates; without a population the book
 would drain and never rebuild. This module supplies the flows that keep an exchange alive and
 that a risk team's levers act on:
 
@@ -16,16 +16,18 @@ that a risk team's levers act on:
 Demand for new positions and volume falls when margins or fees rise (constant-elasticity
 demand), so tightening the levers has a cost the agent must weigh against bad debt.
 
-The arithmetic is compiled (:mod:`envs.traders.kernels`): one kernel steps every exchange,
+The arithmetic is compiled (:mod:`fundgym.envs.traders.kernels`): one kernel steps every exchange,
 one pass over each exchange's accounts plus work for the few that act, and every cash or
-position change goes through :func:`envs.core.trading.trade_account` and
-:func:`envs.core.trading.deposit_account`, so the ledger (:func:`envs.state.ledger_error`)
+position change goes through :func:`fundgym.envs.core.trading.trade_account` and
+:func:`fundgym.envs.core.trading.deposit_account`, so the ledger
+(:func:`fundgym.envs.state.ledger_error`)
 stays closed once the fund's share of the fees is booked. The population never touches the
 fund: it reports that share per exchange (``fund_trading_fee_income_usd``) and the tick books
 it into the fund's portfolio. This module holds the parameters, the events, validation and
 the Python entry points.
 
-**Randomness is per exchange.** Every draw comes from a :class:`~envs.core.rng.BatchStreams`:
+**Randomness is per exchange.** Every draw comes from a
+:class:`~fundgym.envs.core.rng.BatchStreams`:
 exchange ``e``'s exits, reaction uniforms, volume samples and its rows of the initial book
 come from its population stream, its arrivals from its arrival stream, both seeded from its
 own seed alone. So an exchange's episode does not depend on how many others share the batch,
@@ -52,11 +54,11 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import ArrayLike
 
-from envs.core.params import RiskParams
-from envs.core.rng import BatchStreams
-from envs.state import SimState
-from envs.traders import kernels
-from envs.traders.kernels import (
+from fundgym.envs.core.params import RiskParams
+from fundgym.envs.core.rng import BatchStreams
+from fundgym.envs.state import SimState
+from fundgym.envs.traders import kernels
+from fundgym.envs.traders.kernels import (
     ARRIVAL_CANDIDATE_DEMAND,
     DUST_DEBT_USD,
     FEE_FLOOR_FRAC,
@@ -87,7 +89,7 @@ MINUTES_PER_DAY = 1440.0
 Z_95 = 1.6448536269514722
 """Standard-normal 95th percentile: a lognormal's p95 is ``median * exp(Z_95 * sigma)``."""
 LONG_SHARE_BOUNDS = (LONG_SHARE_LOW, LONG_SHARE_HIGH)
-"""Bounds of the long share after the per-tick shift (:mod:`envs.traders.kernels`)."""
+"""Bounds of the long share after the per-tick shift (:mod:`fundgym.envs.traders.kernels`)."""
 
 _INF = float("inf")
 MULTI_MARKET_ISSUE = "multi-market mechanics"
@@ -136,7 +138,7 @@ class PopulationParams:
         mean_notional_usd: Mean notional of a new position, > 0. Sizes are Pareto with index
             ``pareto_alpha`` and this mean, so a few whales hold much of the open interest.
         pareto_alpha: Pareto tail index of sizes, > 1 (the mean is finite only above 1); 1.5
-            as in :func:`envs.core.synthetic.synthetic_book`.
+            as in :func:`fundgym.envs.core.synthetic.synthetic_book`.
         leverage_median: Median leverage of a new position, >= 1. Calibration notes section
             8: lognormal with median 10x (BitMEX/Binance retail). [E]
         leverage_p95: 95th percentile of leverage before the venue cap, >= ``leverage_median``;
@@ -362,8 +364,8 @@ class TraderPopulation:
     """Draws, moves and retires the accounts of a batch of exchanges, in compiled kernels.
 
     The population holds no state of its own: accounts live in the
-    :class:`~envs.state.SimState` and every random draw comes from the
-    :class:`~envs.core.rng.BatchStreams` passed in, exchange ``e``'s from its own streams
+    :class:`~fundgym.envs.state.SimState` and every random draw comes from the
+    :class:`~fundgym.envs.core.rng.BatchStreams` passed in, exchange ``e``'s from its own streams
     only, so two runs with the same seeds are identical and each exchange of a batch runs
     exactly as it would alone with its seed.
     """
@@ -421,7 +423,7 @@ class TraderPopulation:
         Constant-elasticity demand: ``(imr / ref_imr) ** imr_elasticity x (fee / ref_fee) **
         fee_elasticity``, 1 at the reference parameters. A zero fee is floored at
         ``FEE_FLOOR_FRAC x ref_fee`` (demand would otherwise be infinite). The step computes
-        it with the same compiled function (:func:`envs.traders.kernels.demand_multiplier`).
+        it with the same compiled function (:func:`fundgym.envs.traders.kernels.demand_multiplier`).
 
         Returns:
             ``(n_envs,)`` multipliers, > 0.

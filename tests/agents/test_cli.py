@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from agents.cli import main
-from envs.levers import LEVERS
+from fundgym.agents.cli import main
+from fundgym.envs.levers import LEVERS
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agents.cli", *args],
+        [sys.executable, "-m", "fundgym.agents.cli", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,

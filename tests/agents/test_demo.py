@@ -4,8 +4,8 @@ import json
 
 import onnx
 
-from agents.cli import main
-from agents.policies import read_schedule
+from fundgym.agents.cli import main
+from fundgym.agents.policies import read_schedule
 
 
 def test_quick_demo_trains_evaluates_and_exports(tmp_path, capsys):

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import agents.export.table as distill
-from agents import evaluate as ev
-from agents.config import load_config
-from agents.export.table import FEATURES, TableExport, distill_table, rollout
-from agents.policies import (
+import fundgym.agents.export.table as distill
+from fundgym.agents import evaluate as ev
+from fundgym.agents.config import load_config
+from fundgym.agents.export.table import FEATURES, TableExport, distill_table, rollout
+from fundgym.agents.policies import (
     PolicySpec,
     SpecError,
     TableError,
@@ -24,9 +24,9 @@ from agents.policies import (
     read_table,
     replay_env,
 )
-from agents.training.train import train
-from envs.controls import ALLOCATION, PARAMS
-from envs.exchange_env import OBS_NAMES
+from fundgym.agents.training.train import train
+from fundgym.envs.controls import ALLOCATION, PARAMS
+from fundgym.envs.exchange_env import OBS_NAMES
 from tests.tiny_runs import TINY_TRAIN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -240,11 +240,11 @@ def test_replaying_the_table_reproduces_the_reported_closed_loop_fidelity(run, e
 
 
 def test_evaluate_runs_the_table_as_a_policy(run, exported):
-    """``--policy table:FILE`` through agents.evaluate gives the replay's parameters."""
+    """``--policy table:FILE`` through fundgym.agents.evaluate gives the replay's parameters."""
     try:
         spec = parse_spec(f"table:{exported.path}")
     except SpecError:
-        pytest.skip("agents.policies does not parse table:FILE yet")
+        pytest.skip("fundgym.agents.policies does not parse table:FILE yet")
     table = read_table(exported.path)
     base = ev.base_env(None, [spec])
     policy = TablePolicy.load(exported.path, "table", tuple(table["controlled"]))
@@ -361,7 +361,7 @@ def test_a_failed_write_leaves_nothing(run, tmp_path, monkeypatch):
 def test_applying_a_table_needs_neither_torch_nor_sb3(exported):
     code = (
         "import sys, numpy as np\n"
-        "from agents.policies import TablePolicy, read_table\n"
+        "from fundgym.agents.policies import TablePolicy, read_table\n"
         f"path = {str(exported.path)!r}\n"
         "p = TablePolicy.load(path, 't', tuple(read_table(path)['controlled']))\n"
         "p.act(np.zeros((2, 32)))\n"

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import yaml
 
-from agents import evaluate as ev
-from agents.cli import main
-from agents.evaluate import evaluation
-from agents.evaluate.metrics import EPISODE_COLUMNS
-from agents.policies import parse_spec
+from fundgym.agents import evaluate as ev
+from fundgym.agents.cli import main
+from fundgym.agents.evaluate import evaluation
+from fundgym.agents.evaluate.metrics import EPISODE_COLUMNS
+from fundgym.agents.policies import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_GRID = {"mmr": (0.01, 0.1)}

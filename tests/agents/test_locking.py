@@ -18,10 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from agents.cli import main
-from agents.config import load_config
-from agents.outputs import OutputLockError, lock_path, output_lock, temp_sibling, write_text_atomic
-from agents.training.train import (
+from fundgym.agents.cli import main
+from fundgym.agents.config import load_config
+from fundgym.agents.outputs import (
+    OutputLockError,
+    lock_path,
+    output_lock,
+    temp_sibling,
+    write_text_atomic,
+)
+from fundgym.agents.training.train import (
     RunDirError,
     _drop_torn_evaluation,
     _read_evaluations,
@@ -38,7 +44,7 @@ HEADER = b"timesteps,scenario,mean_reward,mean_cost\r\n"
 HOLDER = """
 import sys, time
 from pathlib import Path
-from agents.outputs import output_lock
+from fundgym.agents.outputs import output_lock
 with output_lock(Path(sys.argv[1]), command="fundgym holder"):
     print("locked", flush=True)
     time.sleep(600)
@@ -106,7 +112,7 @@ def test_the_cli_process_exits_2_at_once(holder: tuple[Path, subprocess.Popen[st
     out, proc = holder
     sets = [x for o in TINY_TRAIN for x in ("--set", o)]
     second = subprocess.run(
-        [sys.executable, "-m", "agents.cli", "train", *sets, "--out", str(out)],
+        [sys.executable, "-m", "fundgym.agents.cli", "train", *sets, "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,

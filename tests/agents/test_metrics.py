@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.evaluate.metrics import (
+from fundgym.agents.evaluate.metrics import (
     EPISODE_COLUMNS,
     SUMMARY_METRICS,
     EpisodeRecord,

@@ -11,20 +11,20 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-import agents.export.onnx as onnx_export
-from agents.config import load_config
-from agents.export.onnx import (
+import fundgym.agents.export.onnx as onnx_export
+from fundgym.agents.config import load_config
+from fundgym.agents.export.onnx import (
     ExportError,
     OnnxExport,
     check_observations,
     export_onnx,
     reference_outputs,
 )
-from agents.policies.runs import load_model
-from agents.training.train import train
-from envs.controls import ALLOCATION, ALLOCATION_SHARPNESS, PARAMS
-from envs.exchange_env import OBS_NAMES
-from envs.levers import LEVERS
+from fundgym.agents.policies.runs import load_model
+from fundgym.agents.training.train import train
+from fundgym.envs.controls import ALLOCATION, ALLOCATION_SHARPNESS, PARAMS
+from fundgym.envs.exchange_env import OBS_NAMES
+from fundgym.envs.levers import LEVERS
 from tests.tiny_runs import ALL_NINE
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from agents.outputs import jsonable, progress_bar, write_bytes_atomic, write_text_atomic
+from fundgym.agents.outputs import jsonable, progress_bar, write_bytes_atomic, write_text_atomic
 
 
 def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):
@@ -24,7 +24,7 @@ def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     def broken(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr("agents.outputs.os.replace", broken)
+    monkeypatch.setattr("fundgym.agents.outputs.os.replace", broken)
     with pytest.raises(OSError, match="disk full"):
         write_bytes_atomic(path, b"new")
     assert path.read_bytes() == b"old"

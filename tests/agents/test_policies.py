@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.policies import (
+from fundgym.agents.policies import (
     PRESETS,
     STATIC_ALLOC,
     STATIC_PARAMS,
@@ -18,9 +18,9 @@ from agents.policies import (
     build_policy,
     parse_spec,
 )
-from envs.controls import ALLOCATION, DEFAULTS, PARAMS, allocation_weights
-from envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
-from envs.levers import venue_values
+from fundgym.envs.controls import ALLOCATION, DEFAULTS, PARAMS, allocation_weights
+from fundgym.envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
+from fundgym.envs.levers import venue_values
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -175,8 +175,8 @@ def test_a_run_from_another_observation_layout_says_retrain(tmp_path):
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-    from agents.config import dump_config, load_config
-    from agents.policies.runs import policy_kwargs, write_model_dir
+    from fundgym.agents.config import dump_config, load_config
+    from fundgym.agents.policies.runs import policy_kwargs, write_model_dir
 
     cfg = load_config(ROOT / "configs" / "train" / "ppo.yaml")
     (tmp_path / "config.yaml").write_text(dump_config(cfg))

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agents.evaluate.metrics import (
+from fundgym.agents.evaluate.metrics import (
     EpisodeRecord,
     Row,
     dominates,
@@ -19,7 +19,7 @@ from agents.evaluate.metrics import (
     summarize,
     summarize_policies,
 )
-from agents.evaluate.report import write_report
+from fundgym.agents.evaluate.report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SCENARIOS = ["flash_crash", "slow_bleed"]

@@ -15,11 +15,16 @@ import numpy as np
 import pytest
 import torch
 
-from agents.cli import main
-from agents.config import dump_config, load_config
-from agents.export.onnx import ExportError, check_observations, export_onnx, reference_outputs
-from agents.policies import TrainedPolicy
-from agents.policies.runs import (
+from fundgym.agents.cli import main
+from fundgym.agents.config import dump_config, load_config
+from fundgym.agents.export.onnx import (
+    ExportError,
+    check_observations,
+    export_onnx,
+    reference_outputs,
+)
+from fundgym.agents.policies import TrainedPolicy
+from fundgym.agents.policies.runs import (
     MANIFEST,
     STATS,
     WEIGHTS,
@@ -28,7 +33,7 @@ from agents.policies.runs import (
     load_model,
     write_model_dir,
 )
-from agents.training.train import (
+from fundgym.agents.training.train import (
     RunDirError,
     build_model,
     list_checkpoints,

@@ -4,8 +4,8 @@ import numpy as np
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from agents.training.sb3_env import FundGymVecEnv
-from envs.exchange_env import InsuranceFundEnv
+from fundgym.agents.training.sb3_env import FundGymVecEnv
+from fundgym.envs.exchange_env import InsuranceFundEnv
 
 SMALL = {"scenario": "venue_flash_wick", "n_accounts": 96}  # 18 decisions per episode
 

@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents import evaluate as ev
-from agents.cli import main
-from agents.config import load_config
-from agents.export.schedule import export_schedule
-from agents.policies import ScheduleError, SchedulePolicy, parse_spec, read_schedule
-from agents.training.train import train
-from envs.controls import PARAMS
+from fundgym.agents import evaluate as ev
+from fundgym.agents.cli import main
+from fundgym.agents.config import load_config
+from fundgym.agents.export.schedule import export_schedule
+from fundgym.agents.policies import ScheduleError, SchedulePolicy, parse_spec, read_schedule
+from fundgym.agents.training.train import train
+from fundgym.envs.controls import PARAMS
 from tests.tiny_runs import ALL_NINE, TINY_TRAIN
 
 ROOT = Path(__file__).resolve().parents[2]

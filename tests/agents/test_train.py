@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 
-from agents.config import dump_config, load_config
-from agents.training.train import RunDirError, list_checkpoints, train
+from fundgym.agents.config import dump_config, load_config
+from fundgym.agents.training.train import RunDirError, list_checkpoints, train
 from tests.tiny_runs import TINY_TRAIN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ def test_same_config_and_seed_give_the_same_model_in_separate_processes(tmp_path
 
     for name in ("a", "b"):
         sets = [a for o in TINY for a in ("--set", o)]
-        cmd = [sys.executable, "-m", "agents.cli", "train", "--config", str(PPO), *sets]
+        cmd = [sys.executable, "-m", "fundgym.agents.cli", "train", "--config", str(PPO), *sets]
         cmd += ["--out", str(tmp_path / name), "--no-progress"]
         subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
     pa, pb = (params_of(tmp_path / n / "final") for n in ("a", "b"))
@@ -129,7 +129,7 @@ def test_every_algorithm_trains(tmp_path, base, extra):
 
 def cli(*args: str, **kw) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "agents.cli", "train", *args],
+        [sys.executable, "-m", "fundgym.agents.cli", "train", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

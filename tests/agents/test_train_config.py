@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agents.cli import main
-from agents.config import (
+from fundgym.agents.cli import main
+from fundgym.agents.config import (
     ConfigError,
     PPOHyper,
     SACHyper,
@@ -45,7 +45,7 @@ def test_shipped_configs_validate_and_share_base():
 
 
 def test_allocation_config_is_the_default_plus_the_four_fund_buckets():
-    from envs.controls import ALLOCATION, PARAMS
+    from fundgym.envs.controls import ALLOCATION, PARAMS
 
     ppo = load_config(PPO)
     alloc = load_config(ROOT / "configs" / "train" / "ppo_allocation.yaml")
@@ -258,7 +258,15 @@ def test_train_command_reports_every_wrong_kind_without_a_traceback(tmp_path):
     last = {override.split("=")[0]: (override, message) for override, message in BAD_TYPES}
     args = [a for override, _ in last.values() for a in ("--set", override)]
     proc = subprocess.run(
-        [sys.executable, "-m", "agents.cli", "train", *args, "--out", str(tmp_path / "run")],
+        [
+            sys.executable,
+            "-m",
+            "fundgym.agents.cli",
+            "train",
+            *args,
+            "--out",
+            str(tmp_path / "run"),
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -14,11 +14,11 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from envs.core.impact import LinearImpact
-from envs.core.params import MarginTiers, RiskParams
-from envs.core.step import core_step
-from envs.fund.portfolio import FundPortfolio
-from envs.state import SimState, ledger_error
+from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.params import MarginTiers, RiskParams
+from fundgym.envs.core.step import core_step
+from fundgym.envs.fund.portfolio import FundPortfolio
+from fundgym.envs.state import SimState, ledger_error
 from tests.books import ledger_scale
 
 ACCOUNT_FIELDS = ("collateral_usd", "size", "entry_price")

@@ -9,14 +9,14 @@ notional), and a linear book whose depth is chosen so the average slippage is ex
 import numpy as np
 import pytest
 
-from envs.core import formulas
-from envs.core.impact import LinearImpact
-from envs.core.margin import maintenance_requirement
-from envs.core.params import MarginTiers, RiskParams
-from envs.core.step import StepEvents, core_step, margin_state
-from envs.core.trading import deposit, execute_trades
-from envs.fund.portfolio import receive
-from envs.state import SimState, ledger_error
+from fundgym.envs.core import formulas
+from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.margin import maintenance_requirement
+from fundgym.envs.core.params import MarginTiers, RiskParams
+from fundgym.envs.core.step import StepEvents, core_step, margin_state
+from fundgym.envs.core.trading import deposit, execute_trades
+from fundgym.envs.fund.portfolio import receive
+from fundgym.envs.state import SimState, ledger_error
 
 APPROX = {"rel": 1e-12, "abs": 1e-9}
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import yaml
 
-from envs.config import EnvConfig, FixedParams, make_config
-from envs.controls import Controls
-from envs.scenarios import load_scenario
-from envs.schema import SchemaError, build, spec
+from fundgym.envs.config import EnvConfig, FixedParams, make_config
+from fundgym.envs.controls import Controls
+from fundgym.envs.scenarios import load_scenario
+from fundgym.envs.schema import SchemaError, build, spec
 
 ACTION_NOTE = r"\(the lever's action range: the environment holds it as a position there\)"
 
@@ -169,7 +169,8 @@ def test_make_config_from_a_yaml_file(tmp_path):
     ("text", "message"),
     [
         ("env:\n  fixed:\n    mmr: 0.9\n", r"env\.yaml: fixed\.mmr = 0\.9: a number in \[0\.003"),
-        # YAML 1.2 booleans (envs.schema.ConfigLoader): ``yes`` is a string, still not a number.
+        # YAML 1.2 booleans (fundgym.envs.schema.ConfigLoader): ``yes`` is a string, still not a
+        # number.
         ("env:\n  fixed:\n    mmr: yes\n", r"env\.yaml: fixed\.mmr = 'yes': a number \(float\)"),
         ("env:\n  fixed:\n    mmr: true\n", r"env\.yaml: fixed\.mmr = True: a number \(float\)"),
         ("env:\n  n_accounts: true\n", r"env\.yaml: n_accounts = True: a number \(int\)"),

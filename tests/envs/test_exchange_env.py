@@ -6,10 +6,15 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs
-from envs.controls import PARAMS
-from envs.exchange_env import OBS_NAMES, InsuranceFundEnv, InsuranceFundVectorEnv, make_config
-from envs.schema import SchemaError
+import fundgym
+from fundgym.envs.controls import PARAMS
+from fundgym.envs.exchange_env import (
+    OBS_NAMES,
+    InsuranceFundEnv,
+    InsuranceFundVectorEnv,
+    make_config,
+)
+from fundgym.envs.schema import SchemaError
 
 SMALL = {"scenario": "venue_flash_wick", "n_accounts": 128}  # 180 min: 18 decisions
 
@@ -27,8 +32,8 @@ def rollout(env, seed, n, actions):
 
 
 def test_registered_and_made_with_keyword_arguments():
-    assert envs.ENV_ID in gym.registry
-    env = gym.make(envs.ENV_ID, **SMALL)
+    assert fundgym.ENV_ID in gym.registry
+    env = gym.make(fundgym.ENV_ID, **SMALL)
     assert env.action_space.shape == (len(PARAMS),)
     assert env.observation_space.shape == (len(OBS_NAMES),)
 
@@ -51,7 +56,7 @@ def test_same_seed_same_rollout():
 
 def test_vector_env_equals_single_envs_step_for_step_across_autoreset():
     n, steps, seed = 3, 25, 7  # 18 decisions per episode: the autoreset happens inside
-    vec = gym.make_vec(envs.ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", **SMALL)
+    vec = gym.make_vec(fundgym.ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", **SMALL)
     acts = np.random.default_rng(1).uniform(-1, 1, (steps, n, len(PARAMS))).astype(np.float32)
     singles = [InsuranceFundEnv(**SMALL) for _ in range(n)]
     vobs, _ = vec.reset(seed=seed)
@@ -237,7 +242,7 @@ def test_thinness_is_open_interest_over_the_book_depth_per_pct():
 
 
 def test_sampler_settings_reach_the_training_draws():
-    from envs.market.sampler import THIN_DEPTH_USD_PER_PCT
+    from fundgym.envs.market.sampler import THIN_DEPTH_USD_PER_PCT
 
     vec = InsuranceFundVectorEnv(num_envs=4, n_accounts=32, sampler={"thin_prob": 1.0})
     vec.reset(seed=0)
@@ -255,7 +260,10 @@ def test_sampler_settings_reach_the_training_draws():
 
 def test_gym_make_from_a_config_file_with_overrides():
     env = gym.make(
-        envs.ENV_ID, config="configs/env/default.yaml", n_accounts=64, scenario="venue_flash_wick"
+        fundgym.ENV_ID,
+        config="configs/env/default.yaml",
+        n_accounts=64,
+        scenario="venue_flash_wick",
     )
     cfg = env.unwrapped.config
     assert cfg.n_accounts == 64 and cfg.scenario == "venue_flash_wick"
@@ -265,8 +273,8 @@ def test_gym_make_from_a_config_file_with_overrides():
 
 
 def test_binance_margin_tiers_set_the_requirement_and_the_capital_locked():
-    from envs.core.margin import maintenance_requirement
-    from envs.core.params import MarginTiers
+    from fundgym.envs.core.margin import maintenance_requirement
+    from fundgym.envs.core.params import MarginTiers
 
     env = InsuranceFundVectorEnv(
         num_envs=2,

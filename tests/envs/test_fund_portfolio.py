@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envs.fund.portfolio import (
+from fundgym.envs.fund.portfolio import (
     BUCKETS,
     MINUTES_PER_YEAR,
     AllocationParams,
@@ -447,7 +447,7 @@ def test_puts_with_negligible_premium_are_not_bought():
     assert pf.stable_usd[0] > 0.25  # the hedge share stayed in cash
 
 
-# ==== The compiled twins (envs.fund.kernels) ====
+# ==== The compiled twins (fundgym.envs.fund.kernels) ====
 
 
 @settings(max_examples=200, deadline=None)
@@ -455,7 +455,7 @@ def test_puts_with_negligible_premium_are_not_bought():
 def test_compiled_fund_operations_equal_numpy_to_the_bit(initial, ops):
     # The compiled tick's accrue/pay/receive/value/liquid value against the numpy functions,
     # on the same sequence of operations (rebalances in numpy on both), per exchange.
-    from envs.fund import kernels as fk
+    from fundgym.envs.fund import kernels as fk
 
     ref = FundPortfolio.from_stable([initial, initial / 3])
     comp = FundPortfolio.from_stable([initial, initial / 3])

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from envs.core.events import StepEvents
-from envs.core.fund_record import FundRecord
-from envs.core.impact import LinearImpact
-from envs.core.params import MarginTiers, RiskParams
-from envs.core.step import core_step
-from envs.state import SimState
+from fundgym.envs.core.events import StepEvents
+from fundgym.envs.core.fund_record import FundRecord
+from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.params import MarginTiers, RiskParams
+from fundgym.envs.core.step import core_step
+from fundgym.envs.state import SimState
 
 
 def test_record_stacks_steps_and_totals():

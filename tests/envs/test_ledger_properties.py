@@ -18,13 +18,13 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from envs.core.impact import LinearImpact
-from envs.core.params import MarginTiers, RiskParams
-from envs.core.step import core_step
-from envs.core.synthetic import synthetic_book
-from envs.core.trading import deposit, execute_trades
-from envs.fund.portfolio import receive
-from envs.state import SimState
+from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.params import MarginTiers, RiskParams
+from fundgym.envs.core.step import core_step
+from fundgym.envs.core.synthetic import synthetic_book
+from fundgym.envs.core.trading import deposit, execute_trades
+from fundgym.envs.fund.portfolio import receive
+from fundgym.envs.state import SimState
 from tests.books import assert_books_balance
 
 # Extreme single-step moves are drawn on purpose: -99% and +500%.

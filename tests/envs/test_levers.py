@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from envs.config import EnvConfig, FixedParams
-from envs.controls import DEFAULTS, MARGIN_PARAMS, PARAMS, Controls
-from envs.core.params import RiskParams
-from envs.levers import (
+from fundgym.envs.config import EnvConfig, FixedParams
+from fundgym.envs.controls import DEFAULTS, MARGIN_PARAMS, PARAMS, Controls
+from fundgym.envs.core.params import RiskParams
+from fundgym.envs.levers import (
     CONTROLLABLE,
     LEVERS,
     ActionRange,
@@ -21,7 +21,7 @@ from envs.levers import (
     describe,
     venue_values,
 )
-from envs.schema import describe as describe_schema
+from fundgym.envs.schema import describe as describe_schema
 
 
 @pytest.mark.parametrize("name", list(LEVERS))
@@ -223,7 +223,7 @@ def test_controls_reject_a_fixed_value_they_cannot_represent():
 def test_the_docs_lever_table_is_the_registry() -> None:
     from pathlib import Path
 
-    from envs.levers import markdown_table
+    from fundgym.envs.levers import markdown_table
 
     doc = (Path(__file__).parents[2] / "docs" / "simulator_v2.md").read_text()
     assert markdown_table() in doc, "regenerate docs/simulator_v2.md's lever table"

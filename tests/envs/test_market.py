@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from envs.market.depth import Collapse, depth_multiplier_path, permanent_impact_log
-from envs.market.funding import funding_rate
-from envs.market.oracle import OracleFeed, mark_price
-from envs.market.price import (
+from fundgym.envs.market.depth import Collapse, depth_multiplier_path, permanent_impact_log
+from fundgym.envs.market.funding import funding_rate
+from fundgym.envs.market.oracle import OracleFeed, mark_price
+from fundgym.envs.market.price import (
     CrashLeg,
     crash_log_returns,
     garch_t_log_returns,
@@ -133,14 +133,14 @@ def test_oracle_delays_are_per_exchange_and_reset_independently():
 
 
 def test_compiled_prices_equal_the_market_step_for_step():
-    # envs.market.kernels.prices_one / advance_one on one market's arrays against
+    # fundgym.envs.market.kernels.prices_one / advance_one on one market's arrays against
     # Market.prices / advance on a twin, over the whole path with random liquidation flow:
     # oracle delay, a freeze, a floor, a manipulation and a venue marking to last, to the bit.
     import dataclasses
 
-    from envs.market.kernels import advance_one, prices_one
-    from envs.market.market import Market
-    from envs.scenarios import ManipulationSpec, WindowSpec, load_scenario, market_path
+    from fundgym.envs.market.kernels import advance_one, prices_one
+    from fundgym.envs.market.market import Market
+    from fundgym.envs.scenarios import ManipulationSpec, WindowSpec, load_scenario, market_path
 
     base = load_scenario("oracle_manipulation")
     oracle = dataclasses.replace(

@@ -1,4 +1,4 @@
-"""Hand-worked tables for the public formula functions in :mod:`envs.mechanics`.
+"""Hand-worked tables for the public formula functions in :mod:`fundgym.envs.mechanics`.
 
 Every expected value below was derived by hand from the exchanges' formulas (the arithmetic is
 in the comment on each row), never by calling the functions under test. Conventions: float64,
@@ -19,8 +19,8 @@ import re
 import numpy as np
 import pytest
 
-from envs import mechanics
-from envs.core.params import MarginTiers
+from fundgym.envs import mechanics
+from fundgym.envs.core.params import MarginTiers
 
 REL = 1e-12
 ABS = 1e-9

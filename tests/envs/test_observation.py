@@ -3,9 +3,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envs.core.params import MarginTiers, RiskParams
-from envs.observation import BOOK_STATS, N_BUCKETS, _quantiles, book_stats
-from envs.state import SimState
+from fundgym.envs.core.params import MarginTiers, RiskParams
+from fundgym.envs.observation import BOOK_STATS, N_BUCKETS, _quantiles, book_stats
+from fundgym.envs.state import SimState
 
 COL = {name: k for k, name in enumerate(BOOK_STATS)}
 BINANCE = RiskParams(mmr=0.004, imr=0.01, tiers=MarginTiers.binance_btcusdt_2021())

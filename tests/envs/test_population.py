@@ -13,15 +13,15 @@ from dataclasses import fields, replace
 import numpy as np
 import pytest
 
-from envs.core import random_nb
-from envs.core.margin import maintenance_requirement
-from envs.core.params import MarginTiers, RiskParams
-from envs.core.rng import ARRIVAL_STREAM, BatchStreams
-from envs.core.synthetic import LEVERAGE_SIGMA
-from envs.core.trading import apply_funding, execute_trades
-from envs.fund.portfolio import receive
-from envs.state import SimState, ledger_error
-from envs.traders import PopulationEvents, PopulationParams, TraderPopulation, kernels
+from fundgym.envs.core import random_nb
+from fundgym.envs.core.margin import maintenance_requirement
+from fundgym.envs.core.params import MarginTiers, RiskParams
+from fundgym.envs.core.rng import ARRIVAL_STREAM, BatchStreams
+from fundgym.envs.core.synthetic import LEVERAGE_SIGMA
+from fundgym.envs.core.trading import apply_funding, execute_trades
+from fundgym.envs.fund.portfolio import receive
+from fundgym.envs.state import SimState, ledger_error
+from fundgym.envs.traders import PopulationEvents, PopulationParams, TraderPopulation, kernels
 
 APPROX = {"rel": 1e-12, "abs": 1e-9}
 

@@ -5,9 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from envs.controls import PARAMS, Controls, allocation_weights
-from envs.core.params import RiskParams
-from envs.rewards import DecisionTotals, RewardWeights, combine, reward_components
+from fundgym.envs.controls import PARAMS, Controls, allocation_weights
+from fundgym.envs.core.params import RiskParams
+from fundgym.envs.rewards import DecisionTotals, RewardWeights, combine, reward_components
 
 
 def totals(**kw):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from numba import njit
 
-from envs.core import random_nb
-from envs.core.rng import (
+from fundgym.envs.core import random_nb
+from fundgym.envs.core.rng import (
     ARRIVAL_STREAM,
     N_STREAMS,
     POPULATION_STREAM,

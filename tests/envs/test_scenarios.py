@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import yaml
 
-from envs.market.market import sample_market
-from envs.market.price import drawdown_stats, runup_stats
-from envs.market.sampler import sample_training_scenario
-from envs.scenarios import SCENARIO_DIR, library, load_scenario, market_path
-from envs.schema import SchemaError
+from fundgym.envs.market.market import sample_market
+from fundgym.envs.market.price import drawdown_stats, runup_stats
+from fundgym.envs.market.sampler import sample_training_scenario
+from fundgym.envs.scenarios import SCENARIO_DIR, library, load_scenario, market_path
+from fundgym.envs.schema import SchemaError
 
 REQUIRED = {
     "calm",
@@ -155,7 +155,7 @@ def test_training_sampler_draws_valid_varied_scenarios():
 
 
 def test_training_sampler_draws_thin_markets_and_unannounced_pumps():
-    from envs.market.sampler import MAJOR_DEPTH_USD_PER_PCT, THIN_DEPTH_USD_PER_PCT
+    from fundgym.envs.market.sampler import MAJOR_DEPTH_USD_PER_PCT, THIN_DEPTH_USD_PER_PCT
 
     rng = np.random.default_rng(5)
     draws = [sample_training_scenario(rng) for _ in range(600)]
@@ -215,10 +215,10 @@ def test_week_long_path_is_fast_enough_to_sample():
 
 
 def test_schema_doc_lists_every_field():
-    from envs.scenarios import Scenario
-    from envs.schema import describe
+    from fundgym.envs.scenarios import Scenario
+    from fundgym.envs.schema import describe
 
-    doc = (SCENARIO_DIR.parent.parent / "docs" / "scenarios.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "scenarios.md").read_text()
     for path, *_ in describe(Scenario):
         assert f"`{path}`" in doc, f"docs/scenarios.md lacks {path}: regenerate it"
 

@@ -5,10 +5,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from envs.core.events import EV_N_LIQUIDATIONS, EV_SHORTFALL
-from envs.core.params import RiskParams
-from envs.scenarios import WindowSpec, load_scenario
-from envs.simulator import SERIES, ExchangeSimulator
+from fundgym.envs.core.events import EV_N_LIQUIDATIONS, EV_SHORTFALL
+from fundgym.envs.core.params import RiskParams
+from fundgym.envs.scenarios import WindowSpec, load_scenario
+from fundgym.envs.simulator import SERIES, ExchangeSimulator
 
 
 def short(name: str, minutes: float):

@@ -10,7 +10,7 @@ it cannot place). After the tick:
   that loss (``bad_debt - shortfall``);
 * under ``profit_haircut`` nobody is charged more than their unrealised profit, and an
   account without profit is never charged; dust positions are never charged;
-* the engine's charges are exactly :func:`envs.core.formulas.socialized_loss_shares` over
+* the engine's charges are exactly :func:`fundgym.envs.core.formulas.socialized_loss_shares` over
   the same bearers (one rule, two implementations).
 """
 
@@ -18,11 +18,11 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from envs.core import formulas
-from envs.core.impact import LinearImpact
-from envs.core.params import RiskParams
-from envs.core.step import core_step, margin_state
-from envs.state import SimState
+from fundgym.envs.core import formulas
+from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.params import RiskParams
+from fundgym.envs.core.step import core_step, margin_state
+from fundgym.envs.state import SimState
 from tests.books import assert_books_balance, ledger_scale
 
 SIZES = st.one_of(
