@@ -12,8 +12,9 @@ from importlib.resources import files
 from pathlib import Path
 
 #: The packaged ``configs/`` folder: ``scenarios/``, ``train/`` and ``env/``. An installed
-#: package sits on the file system (never zipped), so this is a plain path.
-CONFIG_DIR: Path = Path(str(files("fundgym").joinpath("configs")))
+#: package sits on the file system (never zipped), so this is a plain path; resolved, so that
+#: messages in a checkout name configs/... rather than the fundgym/configs symlink.
+CONFIG_DIR: Path = Path(str(files("fundgym").joinpath("configs"))).resolve()
 #: The scenario library: every ``*.yaml`` file here is a scenario by its stem.
 SCENARIO_DIR: Path = CONFIG_DIR / "scenarios"
 #: The shipped training configs (``ppo.yaml`` is the default of ``fundgym train``).

@@ -331,7 +331,7 @@ def test_algo_specific_keys(tmp_path):
         ("- a\n- b\n", r"<top> = \['a', 'b'\]: a mapping of training settings"),
         ("env: [1\n", r"not valid YAML"),
         ("defaults: 3\n", r"defaults = 3: a file name or a list of them"),
-        ("defaults: missing.yaml\n", r"missing\.yaml: no such config file"),
+        ("defaults: missing.yaml\n", r"defaults names .missing\.yaml., which is neither a file"),
         ("hyperparameters: 5\n", r"hyperparameters = 5: a mapping of ppo settings"),
     ],
 )
