@@ -2,13 +2,12 @@
 
 ``full``: :meth:`fundgym.envs.simulator.ExchangeSimulator.advance` (market, population every tick,
 funding, fund, core, all compiled) in account-steps per second on two library scenarios:
-``volatile`` (ordinary trading) and ``oct_10_2025`` with its -12% cascade and depth collapse
-moved to minute 5, so the timed ticks are the cascade itself. The timed ticks run as one
-block (one compiled call) and, for comparison, one
-:meth:`~fundgym.envs.simulator.ExchangeSimulator.step`
-at a time; ``threads`` > 1 spreads exchanges over threads. ``compile``: seconds of the first
-``advance`` in a fresh process, with an empty numba cache (cold) and with the cache the cold
-run left (cached). ``paths``: seconds to draw and price a one-week path at one-minute ticks
+``volatile`` (ordinary trading) and ``oct_10_2025`` with its -12% cascade and depth collapse moved
+to minute 5, so the timed ticks are the cascade itself. The timed ticks run as one block (one
+compiled call) and, for comparison, one :meth:`~fundgym.envs.simulator.ExchangeSimulator.step` at a
+time; ``threads`` > 1 spreads exchanges over threads. ``compile``: seconds of the first ``advance``
+in a fresh process, with an empty numba cache (cold) and with the cache the cold run left (cached).
+``paths``: seconds to draw and price a one-week path at one-minute ticks
 (``fundgym.envs.market.market.sample_market``).
 """
 

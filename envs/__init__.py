@@ -5,8 +5,7 @@ never torch or stable-baselines3, so that a risk engine or a JAX/NumPy user can 
 simulator without the training stack. Importing it registers the environment:
 
 * ``fundgym/InsuranceFund-v0``: :class:`fundgym.envs.exchange_env.InsuranceFundEnv`, with the
-  batched
-  :class:`fundgym.envs.exchange_env.InsuranceFundVectorEnv` as its ``vector_entry_point``.
+  batched :class:`fundgym.envs.exchange_env.InsuranceFundVectorEnv` as its ``vector_entry_point``.
 """
 
 from gymnasium.envs.registration import register, registry

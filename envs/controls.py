@@ -25,9 +25,8 @@ from fundgym.envs.levers import CONTROLLABLE, LEVERS, Lever, LeverError
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
 #: Controllable levers (:data:`fundgym.envs.levers.LEVERS`), in action order when all are
-#: controlled.
-#: Each maps positions to values (``to_value``, ``to_position``); ``low``/``high``/``log`` are
-#: its action range.
+#: controlled. Each maps positions to values (``to_value``, ``to_position``);
+#: ``low``/``high``/``log`` are its action range.
 PARAMS: dict[str, Lever] = {name: LEVERS[name] for name in CONTROLLABLE}
 ALLOCATION = ("alloc_stable", "alloc_yield", "alloc_volatile", "alloc_hedge")
 MARGIN_PARAMS = ("mmr", "imr_multiple")  # increases wait for the notice period

@@ -15,12 +15,11 @@ One tick, in order (:func:`tick`):
    flows into its buckets once).
 
 Before the tick the market produces its prices (:class:`fundgym.envs.market.market.Market`: the
-index
-is the exogenous path times the decaying impact of earlier liquidation flow; last, mark,
-oracle, depth, funding); after it the tick's net liquidation flow moves the next tick's prices,
-so liquidations can cascade. :class:`ExchangeSimulator` wires these together for a batch of
-exchanges and owns everything that is not the state: the market, the random streams, the
-parameters in force (set through :meth:`ExchangeSimulator.set_params`, never by assignment).
+index is the exogenous path times the decaying impact of earlier liquidation flow; last, mark,
+oracle, depth, funding); after it the tick's net liquidation flow moves the next tick's prices, so
+liquidations can cascade. :class:`ExchangeSimulator` wires these together for a batch of exchanges
+and owns everything that is not the state: the market, the random streams, the parameters in force
+(set through :meth:`ExchangeSimulator.set_params`, never by assignment).
 
 :func:`tick` and :meth:`ExchangeSimulator.reference_step` are the numpy statement of one tick.
 :meth:`ExchangeSimulator.advance` runs the same order compiled (:mod:`fundgym.envs.tick_kernels`),

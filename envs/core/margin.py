@@ -3,8 +3,7 @@
 The margin engine applies the same formula compiled (:func:`fundgym.envs.core.kernels.requirement`,
 with the dYdX v4 ``IsLiquidatable`` trigger and the initial-margin check in
 :mod:`fundgym.envs.core.kernels` and :mod:`fundgym.envs.core.trading`); this array version is the
-reference
-the tests check the kernels against, and the one to call from numpy code.
+reference the tests check the kernels against, and the one to call from numpy code.
 """
 
 from __future__ import annotations
