@@ -2,12 +2,13 @@
 
 The single environment and its batched twin share one core (:class:`FundControlCore`) that
 steps ``n_envs`` exchanges as one ``(n_envs, n_accounts)`` array program, so the twin equals
-single environments seeded alike, step for step.
+single environments seeded alike, step for step, in each of Gymnasium's autoreset modes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -16,21 +17,29 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from fundgym.envs.config import EnvConfig, make_config
-from fundgym.envs.controls import ALLOCATION, PARAMS, Controls
+from fundgym.envs.controls import ALLOCATION, MARGIN_PARAMS, PARAMS, Controls
 from fundgym.envs.core.events import N_EVENTS, StepEvents
 from fundgym.envs.core.params import MarginTiers, RiskParams
-from fundgym.envs.fund.portfolio import AllocationParams
+from fundgym.envs.fund.portfolio import AllocationParams, FundPortfolio
 from fundgym.envs.market.price import MINUTES_PER_YEAR
 from fundgym.envs.market.sampler import sample_training_scenario
 from fundgym.envs.observation import BOOK_STATS, book_stats
+from fundgym.envs.render import RenderFrame, RenderHistory, render_ansi, render_rgb
 from fundgym.envs.rewards import DecisionTotals, combine, reward_components
 from fundgym.envs.scenarios import Scenario, load_scenario
 from fundgym.envs.simulator import BLOCK_SERIES, ExchangeSimulator
+from fundgym.envs.state import SimState
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 
 OBS_CLIP = 10.0
+#: Render modes of both environments (``None``: nothing is recorded or drawn).
+RENDER_MODES = ("ansi", "rgb_array")
+#: Frames per second a video of decisions plays at (``RecordVideo`` reads ``render_fps``).
+RENDER_FPS = 4
+#: Book depth below which thinness (observation 4) reads the depth as this floor, USD per 1%.
+MIN_DEPTH_USD_PER_PCT = 1.0
 #: Event fields a decision sums over its ticks (rewards, info and observations read them).
 _SUMMED_EVENTS = (
     "trading_fees_usd",
@@ -79,9 +88,54 @@ OBS_NAMES: tuple[str, ...] = (
     "episode_progress",
 )
 _PARAMS_COL = OBS_NAMES.index("param_liquidation_fee_rate")  # first lever's column
+_OI_COL = BOOK_STATS.index("open_interest_usd")
 
 
 # ------------------------------------------------------------------ core ------
+
+
+#: ``(array, axis)`` pairs: arrays holding one row per exchange, and the axis of exchanges.
+_Rows = list[tuple[np.ndarray[Any, Any], int]]
+
+
+class _SavedRows:
+    """Copies of some exchanges' rows of a set of arrays, put back after a batched call.
+
+    The compiled tick advances every exchange of a batch in one call; an exchange that must
+    not move (its reset is pending under next-step autoreset) is saved before the call and
+    restored after it, so its state, random streams and clocks are bit for bit as they were.
+
+    Args:
+        arrays: Lists the arrays, each with its exchange axis. Called again to restore, since
+            a step may replace an array by a new one (``x = np.where(...)``): the rows go
+            back into whatever array holds the quantity then.
+        rows: Exchanges to save, as indices.
+    """
+
+    def __init__(self, arrays: Callable[[], _Rows], rows: np.ndarray[Any, Any]) -> None:
+        self._arrays = arrays
+        self._rows = rows
+        self._saved = [np.take(a, rows, axis=axis) for a, axis in arrays()]
+
+    def restore(self) -> None:
+        """Write the saved rows back into the arrays that hold them now."""
+        for (a, axis), saved in zip(self._arrays(), self._saved, strict=True):
+            if axis == 0:
+                a[self._rows] = saved
+            else:
+                a[:, self._rows] = saved
+
+
+def _state_arrays(state: SimState) -> _Rows:
+    """Every array of ``state``, the fund's included, each with its exchange axis (0)."""
+    out: _Rows = []
+    for f in dataclasses.fields(state):
+        value = getattr(state, f.name)
+        if isinstance(value, FundPortfolio):
+            out.extend((getattr(value, g.name), 0) for g in dataclasses.fields(FundPortfolio))
+        else:
+            out.append((value, 0))
+    return out
 
 
 class FundControlCore:
@@ -91,6 +145,20 @@ class FundControlCore:
         config: The environment's configuration.
         n_envs: Exchanges in the batch.
     """
+
+    #: Per-exchange arrays of the core that a decision moves (see :meth:`step`'s ``frozen``).
+    _DECISION_ROWS = (
+        "decision",
+        "uncovered_usd",
+        "var_short",
+        "var_long",
+        "last_return",
+        "last_liq_usd",
+        "last_shortfall_usd",
+        "last_mark",
+        "last_oracle",
+        "last_funding",
+    )
 
     def __init__(self, config: EnvConfig, n_envs: int) -> None:
         self.config = config
@@ -144,12 +212,22 @@ class FundControlCore:
         assert self.sim is not None, "call reset() first"
         return np.array(self.sim.initial_open_interest_usd, copy=True)
 
+    @property
+    def minutes_elapsed(self) -> FloatArray:
+        """``(n_envs,)`` simulated minutes since each exchange's episode began."""
+        return np.asarray(self.decision * (self.ticks_per_decision * self.tick_minutes), float)
+
     # ---- episodes ----
 
-    def seed(self, seeds: list[int | None]) -> None:
-        """Seed each exchange's episode stream (``None``: from fresh OS entropy)."""
+    def seed(self, seeds: Sequence[int | None], mask: BoolArray | None = None) -> None:
+        """Seed episode streams: exchange ``e`` gets ``seeds[e]`` (``None``: OS entropy).
+
+        With ``mask``, only the exchanges in it are seeded (``seeds`` still has one entry per
+        exchange); the others keep their streams.
+        """
         for e, s in enumerate(seeds):
-            self._episode_rngs[e] = np.random.default_rng(s)
+            if mask is None or mask[e]:
+                self._episode_rngs[e] = np.random.default_rng(s)
 
     def _scenario_for(self, episode_seed: int) -> Scenario:
         if self._library is not None:
@@ -165,6 +243,15 @@ class FundControlCore:
 
     def reset(self, mask: BoolArray) -> FloatArray:
         """Start new episodes on the exchanges in ``mask``; return every observation."""
+        self.start_episodes(mask)
+        return self.observe()
+
+    def start_episodes(self, mask: BoolArray) -> None:
+        """Start new episodes on the exchanges in ``mask`` (the others are not touched).
+
+        Each draws its episode seed from its own stream, so an exchange's episodes depend on
+        its seed alone, whenever and alongside whichever others it is reset.
+        """
         seeds = [int(self._episode_rngs[e].integers(2**62)) for e in range(self.n_envs) if mask[e]]
         envs = np.flatnonzero(mask)
         # Parameters first: a new book is drawn under the parameters in force (IMR caps its
@@ -215,7 +302,6 @@ class FundControlCore:
         self.last_funding[mask] = [
             sim.scenarios[e].funding.interest_per_interval for e in np.flatnonzero(mask)
         ]
-        return self.observe()
 
     def _risk(self, values: dict[str, FloatArray] | None = None) -> RiskParams:
         """The levers in force as risk parameters (``values``: :meth:`Controls.values`).
@@ -238,12 +324,46 @@ class FundControlCore:
             tiers=self._tiers,
         )
 
+    # ---- holding exchanges still ----
+
+    def _control_rows(self) -> _Rows:
+        """The levers' positions, pending margin increases and their clocks."""
+        c = self.controls
+        out: _Rows = [(c.position[n], 0) for n in PARAMS]
+        out += [(c.pending[n], 0) for n in MARGIN_PARAMS]
+        out += [(c.due[n], 0) for n in MARGIN_PARAMS]
+        return [*out, (c.decision, 0)]
+
+    def _simulator_rows(self) -> _Rows:
+        """Every per-exchange array the compiled tick writes (``tick_kernels.advance_*``)."""
+        sim = self.sim
+        assert sim is not None
+        m = sim.market
+        out = _state_arrays(sim.state)
+        out += [(sim.drivers, 1), (sim.rng.state, 0), (m.scalars, 1), (m.t, 0)]
+        buffer, *feed = m.oracle.kernel_arrays()
+        return [*out, (buffer, 1), *((a, 0) for a in feed)]
+
+    def _decision_rows(self) -> _Rows:
+        """The core's own per-exchange arrays a decision moves."""
+        return [(getattr(self, n), 0) for n in self._DECISION_ROWS]
+
     # ---- one decision ----
 
     def step(
-        self, action: FloatArray
+        self, action: FloatArray, frozen: BoolArray | None = None
     ) -> tuple[FloatArray, FloatArray, BoolArray, BoolArray, dict[str, Any]]:
-        """Apply ``action`` (``(n_envs, action_dim)``), run one decision interval."""
+        """Apply ``action`` (``(n_envs, action_dim)``), run one decision interval.
+
+        Args:
+            action: One row of targets per exchange.
+            frozen: Exchanges that must not move (a vector env's pending next-step reset):
+                their action is ignored and their state, random streams, parameters and
+                observation stay exactly as they were; their reward is 0, their flags False,
+                and their ``info`` entries hold nothing meaningful. The compiled tick advances
+                every exchange, so these are saved before it and restored after it; ``None``
+                (the common case) saves nothing.
+        """
         a = np.asarray(action, dtype=np.float64)
         if a.shape != (self.n_envs, self.action_dim):
             raise ValueError(
@@ -257,18 +377,31 @@ class FundControlCore:
             )
         sim = self.sim
         assert sim is not None, "call reset() first"
+        held = None
+        if frozen is not None and frozen.any():
+            held = np.flatnonzero(frozen)
+            saved_controls = _SavedRows(self._control_rows, held)
+            saved_sim = _SavedRows(self._simulator_rows, held)
+            saved_decision = _SavedRows(self._decision_rows, held)
         moved = self.controls.apply(np.minimum(np.maximum(a, -1.0), 1.0))  # np.clip, cheaper
+        if held is not None:
+            saved_controls.restore()
+            moved[held] = 0.0
         values = self.controls.values()
         sim.set_params(self._risk(values))
         target = np.stack([values[n] for n in ALLOCATION], axis=1)
         ext0 = sim.portfolio.external_pnl_usd.copy()
         change = np.abs(target - self.alloc_target).sum(axis=1) > self.config.rebalance_threshold
+        if held is not None:
+            change[held] = False
         if change.any():
             sim.set_allocation(target, change)
             self.alloc_target = np.where(change[:, None], target, self.alloc_target)
         start_index = sim.last_index.copy()
         # The decision's ticks in one compiled call; the sums and EWMAs from its arrays.
         block = sim.advance(self.ticks_per_decision, check_ledger=False, book_series=False)
+        if held is not None:
+            saved_sim.restore()
         total = np.zeros((self.n_envs, N_EVENTS))
         for k in range(len(block)):  # tick by tick, as the ticks accumulate
             total += block.events[k]
@@ -285,17 +418,18 @@ class FundControlCore:
             self.var_short += a_short * (r2[k] - self.var_short)
             self.var_long += a_long * (r2[k] - self.var_long)
         last = block.series[-1]
-        mark = last[:, _MARK].copy()
-        self.last_mark = mark
+        self.last_mark = last[:, _MARK].copy()
         self.last_oracle = last[:, _ORACLE].copy()
         self.last_funding = last[:, _FUNDING].copy()
         self.last_return = np.log(sim.last_index / start_index)
-        self.last_liq_usd = sums["liquidation_volume_usd"]
+        self.last_liq_usd = sums["liquidation_volume_usd"].copy()
         self.last_shortfall_usd = (
             sums["shortfall_usd"] + sums["socialized_loss_usd"] + sums["unrecovered_usd"]
         )
         self.decision += 1
         self.uncovered_usd += sums["socialized_loss_usd"] + sums["unrecovered_usd"]
+        if held is not None:
+            saved_decision.restore()
 
         obs = self.observe()
         pf = sim.portfolio
@@ -305,7 +439,7 @@ class FundControlCore:
         risk = sim.risk
         demand = sim.population.demand_multiplier(risk, self.n_envs)
         pop = sim.population.params
-        oi = self.last_book[:, BOOK_STATS.index("open_interest_usd")]
+        oi = self.last_book[:, _OI_COL].copy()
         lost = (
             (1.0 - demand)
             * pop.turnover_per_day
@@ -331,8 +465,14 @@ class FundControlCore:
         reward = combine(comps, weights)
         terminated = self.uncovered_usd > self.config.insolvency_frac * oi0
         truncated = ~terminated & (self.decision >= self.n_decisions)
+        if held is not None:
+            reward[held] = 0.0
+            terminated[held] = False
+            truncated[held] = False
+        # No info array is one the core keeps: a reset right after (same-step autoreset)
+        # writes the core's arrays in place, and must not rewrite what this step reported.
         info: dict[str, Any] = {
-            "fund_balance_usd": fund_value,
+            "fund_balance_usd": fund_value.copy(),
             "open_interest_usd": oi,
             "liquidation_volume_usd": sums["liquidation_volume_usd"],
             "shortfall_usd": sums["shortfall_usd"],
@@ -342,24 +482,27 @@ class FundControlCore:
             "bad_debt_usd": sums["bad_debt_usd"],
             "fee_revenue_usd": sums["trading_fees_usd"] + sums["liquidation_fees_usd"],
             "capital_locked_usd": fund_value + totals.margin_locked_usd,
-            "mark_price": mark,
+            "mark_price": last[:, _MARK].copy(),
             "index_price": last[:, _INDEX].copy(),
             "cost": comps["solvency"],
             "reward_components": comps,
-            "params": {
-                **{k: v for k, v in values.items() if k not in ALLOCATION},
-                **{
-                    f"alloc_{b}": values[f"alloc_{b}"]
-                    for b in ("stable", "yield", "volatile", "hedge")
-                },
-            },
+            "params": _params_info(values),
         }
         return obs, reward, terminated, truncated, info
 
     # ---- what a risk desk watches ----
 
     def observe(self) -> FloatArray:
-        """The normalised observation of every exchange, ``(n_envs, len(OBS_NAMES))``."""
+        """The normalised observation of every exchange, ``(n_envs, len(OBS_NAMES))``.
+
+        Every column is finite by construction (ratios have floored denominators: open
+        interest at $1, the book's depth at :data:`MIN_DEPTH_USD_PER_PCT`), so a NaN or an
+        infinity here is a defect upstream, never a state to show as a number.
+
+        Raises:
+            FloatingPointError: A raw value is not finite; the message names its column and
+                exchange.
+        """
         sim = self.sim
         assert sim is not None
         state = sim.state
@@ -372,13 +515,14 @@ class FundControlCore:
         fund_value = self.last_fund_value_usd = pf.value_usd(index, sim.vol_annual)
         weights = pf.weights(index, sim.vol_annual)
         oi0 = np.maximum(sim.initial_open_interest_usd, 1.0)
-        # Each column written in place (in OBS_NAMES order), then cleaned in place.
+        depth = np.maximum(sim.last_depth_usd_per_pct, MIN_DEPTH_USD_PER_PCT)
+        # Each column written in place (in OBS_NAMES order), checked, then clipped in place.
         obs = np.empty((self.n_envs, len(OBS_NAMES)))
         obs[:, 0] = np.sqrt(self.var_short * per_year)
         obs[:, 1] = np.sqrt(self.var_long * per_year)
         obs[:, 2] = 100.0 * self.last_return
         obs[:, 3] = sim.last_depth_mult
-        obs[:, 4] = np.log10(np.maximum(oi, 1.0) / sim.last_depth_usd_per_pct)
+        obs[:, 4] = np.log10(np.maximum(oi, 1.0) / depth)
         obs[:, 5] = 100.0 * (oracle / mark - 1.0)
         obs[:, 6] = 1e3 * funding
         obs[:, 7] = oi / oi0
@@ -391,8 +535,49 @@ class FundControlCore:
         obs[:, 21] = 1e3 * self.last_shortfall_usd / oi0
         obs[:, _PARAMS_COL : _PARAMS_COL + len(PARAMS)] = self.controls.normalised()
         obs[:, -1] = self.decision / np.maximum(self.n_decisions, 1)
-        np.nan_to_num(obs, copy=False, nan=0.0, posinf=OBS_CLIP, neginf=-OBS_CLIP)
+        if not np.isfinite(obs).all():
+            e, col = (int(i) for i in np.argwhere(~np.isfinite(obs))[0])
+            raise FloatingPointError(
+                f"observation {OBS_NAMES[col]!r} (column {col}) of exchange {e} is "
+                f"{float(obs[e, col])!r}, not finite: the simulator's state is corrupt "
+                f"(scenario {sim.scenarios[e].name!r}, decision {int(self.decision[e])})"
+            )
         return np.minimum(np.maximum(obs, -OBS_CLIP, out=obs), OBS_CLIP, out=obs)  # np.clip
+
+    # ---- what a renderer draws ----
+
+    def frames(self, insolvent: BoolArray) -> list[RenderFrame]:
+        """Every exchange's :class:`RenderFrame` now (after a reset or a step).
+
+        Args:
+            insolvent: ``(n_envs,)``: which exchanges this step ended on insolvency.
+        """
+        sim = self.sim
+        assert sim is not None, "call reset() first"
+        params = _params_info(self.controls.values())
+        minutes = self.minutes_elapsed
+        return [
+            RenderFrame(
+                minute=float(minutes[e]),
+                index_price=float(sim.last_index[e]),
+                mark_price=float(self.last_mark[e]),
+                oracle_price=float(self.last_oracle[e]),
+                fund_usd=float(self.last_fund_value_usd[e]),
+                open_interest_usd=float(self.last_book[e, _OI_COL]),
+                liquidated_usd=float(self.last_liq_usd[e]),
+                params={k: float(v[e]) for k, v in params.items()},
+                insolvent=bool(insolvent[e]),
+                scenario=sim.scenarios[e].name,
+            )
+            for e in range(self.n_envs)
+        ]
+
+
+def _params_info(values: dict[str, FloatArray]) -> dict[str, FloatArray]:
+    """``info["params"]``: the levers in force, natural units, the allocation weights last."""
+    out = {k: v for k, v in values.items() if k not in ALLOCATION}
+    out.update({name: values[name] for name in ALLOCATION})
+    return out
 
 
 def _spaces(core: FundControlCore) -> tuple[spaces.Box, spaces.Box]:
@@ -533,15 +718,28 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     | population_minutes     | float       | 5            | clock of arrivals, exits, volume     |
     | reward                 | dict        | see rewards  | reward weights                       |
     | config                 | str         | None         | a YAML file holding the above        |
+    | render_mode            | str, None   | None         | "ansi", "rgb_array" (not config) |
+
+    ``render_mode`` (Gymnasium's, declared in ``metadata["render_modes"]`` with
+    ``render_fps``): with ``"ansi"``, ``render()`` returns one line of the state after the last
+    reset or step (time, prices, fund, open interest, liquidations, the parameters in force);
+    with ``"rgb_array"``, an ``(H, W, 3)`` ``uint8`` dashboard of the episode so far (index,
+    mark and oracle; the fund; liquidations; the parameters), which ``RecordVideo`` records.
+    Both are drawn by :mod:`fundgym.envs.render` from a :class:`~fundgym.envs.render.RenderFrame`
+    the environment keeps after every reset and step; with ``None`` (the default) nothing is
+    kept or drawn, so stepping costs nothing extra.
 
     ## Vectorized environment
 
     ``gymnasium.make_vec("fundgym/InsuranceFund-v0", num_envs=16,
     vectorization_mode="vector_entry_point")`` builds :class:`InsuranceFundVectorEnv`, which
-    steps all exchanges as one array program with same-step autoreset; seeded ``s``, its
-    exchange ``i`` equals this environment seeded ``s + i``, step for step (an episode's end
-    followed by ``reset()`` here is one step there, with the last observation in
-    ``infos["final_obs"]``).
+    steps all exchanges as one array program and follows Gymnasium's vector conventions:
+    ``autoreset_mode`` (next-step by default, as ``gymnasium.make_vec`` assumes; same-step for
+    the stable-baselines3 adapter), ``reset(options={"reset_mask": mask})``, ``_key`` masks in
+    ``infos``. Seeded ``s``, its exchange ``i`` equals this environment seeded ``s + i``, step
+    for step, in either mode, as a ``SyncVectorEnv`` of these environments would return it
+    (under next-step autoreset when a decision is a whole number of population steps, as
+    with the defaults: see the class).
 
     ## Version History
 
@@ -551,16 +749,28 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
       per-exchange xoshiro256** streams (same distributions, new draws); observations 12-14
       measured with the tiered requirement; out-of-range ``fixed`` values and mis-typed
       arguments are errors. Outcomes per scenario: ``docs/simulator_v2.md``.
+    * v0, fundgym 0.4.0: ``render_mode`` ``"ansi"`` and ``"rgb_array"``; the batched twin
+      takes ``autoreset_mode`` (default next-step, was same-step), honours ``reset_mask`` and
+      returns ``_key`` masks and same-step ``final_obs``/``final_info`` as Gymnasium
+      documents; a non-finite raw observation is an error naming its column and exchange
+      (it was shown as 0 or +-10); thinness (4) reads a book thinner than $1 per 1% as $1.
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012  (Gymnasium declares it so)
+    metadata: dict[str, Any] = {  # noqa: RUF012  (Gymnasium declares it so)
+        "render_modes": list(RENDER_MODES),
+        "render_fps": RENDER_FPS,
+    }
 
-    def __init__(self, config: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, config: str | None = None, *, render_mode: str | None = None, **kwargs: Any
+    ) -> None:
         """See the class docstring for the arguments."""
+        self.render_mode = _checked_render_mode(render_mode)
         self.config = make_config(config, **kwargs)
         self.core = FundControlCore(self.config, 1)
         self.action_space, self.observation_space = _spaces(self.core)
         self._needs_reset = True
+        self._history = RenderHistory() if self.render_mode is not None else None
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -571,8 +781,11 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
             self.core.seed([seed])
         obs = self.core.reset(np.ones(1, dtype=bool))
         self._needs_reset = False
-        scenario = self.core.sim.scenarios[0] if self.core.sim else None
-        return obs[0].astype(np.float32), {"scenario": scenario.name if scenario else ""}
+        assert self.core.sim is not None
+        if self._history is not None:
+            self._history.clear()
+            self._history.append(self.core.frames(np.zeros(1, dtype=bool))[0])
+        return obs[0].astype(np.float32), {"scenario": self.core.sim.scenarios[0].name}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """One decision: apply the action, run ``decision_minutes`` of market."""
@@ -583,6 +796,8 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
             raise ValueError(f"action must have shape {self.action_space.shape}, got {a.shape}")
         obs, reward, term, trunc, info = self.core.step(a[None, :])
         self._needs_reset = bool(term[0] or trunc[0])
+        if self._history is not None:
+            self._history.append(self.core.frames(term)[0])
         return (
             obs[0].astype(np.float32),
             float(reward[0]),
@@ -591,26 +806,108 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
             _single_info(info, 0),
         )
 
+    def render(self) -> Any:
+        """The state after the last reset or step, drawn in ``render_mode``.
+
+        Returns:
+            ``"ansi"``: one line (str); ``"rgb_array"``: the episode's dashboard, an
+            ``(H, W, 3)`` ``uint8`` array; no render mode: ``None``, with a warning.
+
+        Raises:
+            RuntimeError: Nothing to draw yet: ``reset()`` was never called.
+        """
+        if self._history is None:
+            _warn_no_render_mode(self)
+            return None
+        return _draw(self.render_mode, self._history)
+
 
 class InsuranceFundVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
     """``num_envs`` exchanges of :class:`InsuranceFundEnv` stepped as one array program.
 
-    Autoreset is same-step (``AutoresetMode.SAME_STEP``): an exchange whose episode ends is
-    reset within that step, so the returned observation is its new episode's first and the
-    last one is in ``infos["final_obs"]`` (mask ``infos["_final_obs"]``); the reward and the
-    termination/truncation flags are those of the step that ended it. A batched array program
-    cannot pause one exchange for a step, which next-step autoreset would need; SB3's
-    ``VecEnv`` contract is same-step too. ``infos`` holds one array per key (``params`` and
-    ``reward_components`` as dicts of arrays).
+    ## Description
+
+    The same MDP as :class:`InsuranceFundEnv` (spaces, rewards, episode end), batched: one
+    simulator holds every exchange and a decision runs all of them in one compiled call.
+    Exchange ``i`` of a batch seeded ``s`` equals :class:`InsuranceFundEnv` seeded ``s + i``
+    step for step, and returns what a ``gymnasium.vector.SyncVectorEnv`` of such environments
+    would, bit for bit, in every autoreset mode (with one caveat, below).
+
+    ## Autoreset
+
+    ``autoreset_mode`` (a :class:`gymnasium.vector.AutoresetMode` or its value, declared in
+    ``metadata["autoreset_mode"]``):
+
+    * ``NEXT_STEP`` (default, what ``gymnasium.make_vec`` and Gymnasium's vector wrappers
+      assume): the step where an episode ends returns its last observation, reward and flags;
+      the next ``step()`` ignores that exchange's action and returns its new episode's first
+      observation, reward 0 and both flags ``False``. The reset exchange does not move in that
+      step: the compiled call advances every exchange, so its state, random streams and
+      parameters are saved before the call and restored after it (nothing is saved when no
+      reset is pending).
+    * ``SAME_STEP`` (the stable-baselines3 adapter's): an exchange whose episode ends is reset
+      within that step; the returned observation is its new episode's first, and the last one
+      is in ``infos["final_obs"]`` (an object array, ``None`` elsewhere) with the step's info
+      in ``infos["final_info"]`` (masks ``_final_obs``, ``_final_info``).
+    * ``DISABLED``: nothing is reset; stepping an exchange whose episode ended is an error
+      until ``reset(options={"reset_mask": mask})`` restarts it.
+
+    ``reset(seed=..., options={"reset_mask": mask})`` (a ``(num_envs,)`` bool array) resets
+    only the exchanges in ``mask`` (an int ``seed`` gives exchange ``i`` the seed ``seed + i``,
+    a list one each; unseeded exchanges continue their episode streams); the others keep
+    their state and observation. Under next-step autoreset a masked exchange's pending reset
+    is the one this call performs.
+
+    One caveat on exactness: the trader population runs on a clock shared by the batch (every
+    ``population_minutes``, counted in ticks the simulator has stepped). Under next-step
+    autoreset a reset exchange sits out one decision of that clock, so its next episode
+    equals the single environment's only when a decision is a whole number of population
+    steps (``decision_minutes`` a multiple of ``population_minutes``, as the defaults 10 and
+    5 are); otherwise its trader flows run at other ticks than alone. Same-step autoreset is
+    exact for every setting.
+
+    ## Infos
+
+    ``infos`` hold one array per key (``params`` and ``reward_components`` as dicts of arrays),
+    each with its ``_key`` boolean mask (nested dicts carry their own): ``True`` where the
+    exchange reported the key. An exchange reset in a step reports its reset info
+    (``scenario``) instead of the step's keys, whose entries are then 0, as
+    ``SyncVectorEnv`` returns them. ``reset()`` returns ``scenario`` for the exchanges it reset.
+
+    ## Rendering
+
+    ``render_mode`` as for :class:`InsuranceFundEnv`, one history per exchange; ``render()``
+    returns a tuple with one string or frame per exchange (``RecordVideo`` tiles them).
+
+    ## Version History
+
+    * v0, fundgym 0.4.0: ``autoreset_mode`` (default ``NEXT_STEP``; same-step before, and
+      Gymnasium's vector wrappers refused it), ``reset_mask`` (ignored before), ``_key``
+      masks, ``final_obs`` as an object array and ``final_info`` (``final_obs`` was one
+      float32 array), ``scenario`` in reset infos, ``render_mode``. Same-step infos of an
+      ended step now hold that step's ``mark_price`` and ``liquidation_volume_usd``; the reset
+      that followed used to overwrite them with the new episode's (its price, 0).
     """
 
     metadata: dict[str, Any] = {  # noqa: RUF012  (Gymnasium declares it so)
-        "autoreset_mode": AutoresetMode.SAME_STEP,
-        "render_modes": [],
+        "render_modes": list(RENDER_MODES),
+        "render_fps": RENDER_FPS,
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
     }
 
-    def __init__(self, num_envs: int = 1, config: str | None = None, **kwargs: Any) -> None:
-        """See :class:`InsuranceFundEnv` for the keyword arguments."""
+    def __init__(
+        self,
+        num_envs: int = 1,
+        config: str | None = None,
+        *,
+        render_mode: str | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        **kwargs: Any,
+    ) -> None:
+        """See :class:`InsuranceFundEnv` for the keyword arguments, the class for the others."""
+        self.render_mode = _checked_render_mode(render_mode)
+        self.autoreset_mode = _checked_autoreset_mode(autoreset_mode)
+        self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.config = make_config(config, **kwargs)
         self.num_envs = num_envs
         self.core = FundControlCore(self.config, num_envs)
@@ -620,25 +917,57 @@ class InsuranceFundVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
             self.single_observation_space, num_envs
         )
         self._started = False
+        # Exchanges whose episode ended at the last step (next-step: reset at this one).
+        self._ended = np.zeros(num_envs, dtype=bool)
+        self._histories = (
+            [RenderHistory() for _ in range(num_envs)] if self.render_mode is not None else None
+        )
 
     def reset(
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Reset every exchange; an int ``seed`` gives exchange ``i`` the seed ``seed + i``."""
-        if isinstance(seed, int):
-            self.core.seed([seed + i for i in range(self.num_envs)])
-        elif seed is not None:
-            self.core.seed(list(seed))
-        elif not self._started:
-            self.core.seed([None] * self.num_envs)
-        obs = self.core.reset(np.ones(self.num_envs, dtype=bool))
+        """Reset every exchange, or those in ``options["reset_mask"]``.
+
+        Args:
+            seed: An int gives exchange ``i`` the seed ``seed + i``; a list one seed (or
+                ``None``) per exchange; an exchange without a seed continues its stream.
+            options: ``{"reset_mask": mask}``: reset only the exchanges where the
+                ``(num_envs,)`` bool array is ``True``.
+
+        Raises:
+            ValueError: A malformed ``reset_mask`` or seed list, or a mask before the first
+                full reset.
+        """
+        n = self.num_envs
+        mask = self._reset_mask(options)
+        if isinstance(seed, int | np.integer):
+            seeds: list[int | None] = [int(seed) + i for i in range(n)]
+        elif seed is None:
+            seeds = [None] * n
+        else:
+            seeds = list(seed)
+            if len(seeds) != n:
+                raise ValueError(f"seed must list one seed per exchange ({n}), got {len(seeds)}")
+        if not self._started:
+            if not mask.all():
+                raise ValueError(
+                    "options['reset_mask']: the first reset() starts every exchange; pass a "
+                    "mask only once the environment has been reset"
+                )
+            self.core.seed(seeds)  # None: fresh OS entropy
+        else:
+            self.core.seed(seeds, mask & np.array([s is not None for s in seeds]))
+        obs = self.core.reset(mask)
         self._started = True
-        return obs.astype(np.float32), {}
+        self._ended[mask] = False
+        if self._histories is not None:
+            self._record(mask, np.zeros(n, dtype=bool))
+        return obs.astype(np.float32), self._reset_info(mask)
 
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Step every exchange; those whose episode ends are reset in the same step."""
+        """Step every exchange, resetting ended episodes as ``autoreset_mode`` says."""
         if not self._started:
             raise RuntimeError("call reset() before step()")
         a = np.asarray(actions, dtype=np.float64)
@@ -648,11 +977,159 @@ class InsuranceFundVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
             raise ValueError(
                 f"actions must have shape (num_envs, action_dim) = {expected}, got {a.shape}"
             )
-        obs, reward, term, trunc, info = self.core.step(a)
+        mode = self.autoreset_mode
+        frozen = None
+        if self._ended.any():
+            if mode is AutoresetMode.DISABLED:
+                raise RuntimeError(
+                    f"exchanges {np.flatnonzero(self._ended).tolist()} ended at the last step "
+                    "and autoreset_mode is DISABLED: reset them first with "
+                    "env.reset(options={'reset_mask': mask})"
+                )
+            frozen = self._ended.copy()  # next-step: these start again, and sit this one out
+            self.core.start_episodes(frozen)
+        obs, reward, term, trunc, info = self.core.step(a, frozen)
         done = term | trunc
-        if done.any():
-            info["final_obs"] = obs.astype(np.float32)
-            info["_final_obs"] = done
+        obs32 = obs.astype(np.float32)
+        if self._histories is not None:
+            self._record(np.ones(self.num_envs, dtype=bool), term)
+        if frozen is not None:
+            infos = {**_vector_info(info, ~frozen), **self._reset_info(frozen)}
+        elif mode is AutoresetMode.SAME_STEP and done.any():
+            final_obs = np.full(self.num_envs, None, dtype=object)
+            for e in np.flatnonzero(done):
+                final_obs[e] = obs32[e].copy()
             fresh = self.core.reset(done)
-            obs = np.where(done[:, None], fresh, obs)
-        return obs.astype(np.float32), reward, term, trunc, info
+            obs32 = np.where(done[:, None], fresh, obs).astype(np.float32)
+            infos = {
+                **_vector_info(info, ~done),
+                "final_obs": final_obs,
+                "_final_obs": done.copy(),
+                "final_info": _vector_info(info, done),
+                "_final_info": done.copy(),
+                **self._reset_info(done),
+            }
+            if self._histories is not None:
+                self._record(done, np.zeros(self.num_envs, dtype=bool))
+        else:
+            infos = _vector_info(info, np.ones(self.num_envs, dtype=bool))
+        if mode is not AutoresetMode.SAME_STEP:
+            self._ended = done
+        return obs32, reward, term, trunc, infos
+
+    def render(self) -> tuple[Any, ...] | None:
+        """Every exchange's state drawn in ``render_mode``, one entry per exchange.
+
+        Returns:
+            A tuple of strings (``"ansi"``) or ``(H, W, 3)`` ``uint8`` frames
+            (``"rgb_array"``); ``None``, with a warning, without a render mode.
+
+        Raises:
+            RuntimeError: Nothing to draw yet: ``reset()`` was never called.
+        """
+        if self._histories is None:
+            _warn_no_render_mode(self)
+            return None
+        return tuple(_draw(self.render_mode, h) for h in self._histories)
+
+    def _record(self, rows: BoolArray, insolvent: BoolArray) -> None:
+        """Append each exchange's frame in ``rows`` to its history (new episode: cleared)."""
+        assert self._histories is not None
+        frames = self.core.frames(insolvent)
+        new = self.core.decision == 0
+        for e in np.flatnonzero(rows):
+            if new[e]:
+                self._histories[e].clear()
+            self._histories[e].append(frames[e])
+
+    def _reset_mask(self, options: dict[str, Any] | None) -> BoolArray:
+        """``options["reset_mask"]`` checked, or every exchange."""
+        n = self.num_envs
+        if not options or "reset_mask" not in options:
+            return np.ones(n, dtype=bool)
+        mask = options["reset_mask"]
+        if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.shape != (n,):
+            got = (
+                f"dtype {mask.dtype}, shape {mask.shape}"
+                if isinstance(mask, np.ndarray)
+                else type(mask).__name__
+            )
+            raise ValueError(
+                f"options['reset_mask'] must be a numpy bool array of shape ({n},), one entry "
+                f"per exchange, got {got}"
+            )
+        if not mask.any():
+            raise ValueError("options['reset_mask'] must select at least one exchange, got none")
+        return mask
+
+    def _reset_info(self, mask: BoolArray) -> dict[str, Any]:
+        """The reset info of the exchanges in ``mask`` (their scenario), with its mask."""
+        sim = self.core.sim
+        assert sim is not None
+        names = np.full(self.num_envs, None, dtype=object)
+        for e in np.flatnonzero(mask):
+            names[e] = sim.scenarios[e].name
+        return {"scenario": names, "_scenario": mask.copy()}
+
+
+def _checked_render_mode(render_mode: str | None) -> str | None:
+    """``render_mode`` if it is ``None`` or one of :data:`RENDER_MODES`."""
+    if render_mode is not None and render_mode not in RENDER_MODES:
+        raise ValueError(
+            f"render_mode = {render_mode!r}: not one of {[None, *RENDER_MODES]} (no render "
+            "mode draws on screen; 'rgb_array' frames can be shown or recorded)"
+        )
+    return render_mode
+
+
+def _checked_autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:
+    """``mode`` as an :class:`AutoresetMode` (the enum or its value)."""
+    if isinstance(mode, AutoresetMode):
+        return mode
+    try:
+        return AutoresetMode(mode)
+    except ValueError:
+        allowed = [m.value for m in AutoresetMode]
+        raise ValueError(
+            f"autoreset_mode = {mode!r}: not one of {allowed} (or gymnasium.vector.AutoresetMode)"
+        ) from None
+
+
+def _vector_info(info: dict[str, Any], mask: BoolArray) -> dict[str, Any]:
+    """``info`` (one array per key) with Gymnasium's ``_key`` masks, nested dicts included.
+
+    ``mask`` marks the exchanges that report the keys; entries outside it are set to 0, as
+    ``SyncVectorEnv`` fills them (when every exchange reports, the arrays are passed as is),
+    and when none does, no key is there.
+    """
+    every = bool(mask.all())
+    if not every and not mask.any():
+        return {}
+
+    def masked(d: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in d.items():
+            if isinstance(value, dict):
+                out[key] = masked(value)
+            else:
+                out[key] = value if every else np.where(mask, value, 0.0)
+            out[f"_{key}"] = mask.copy()
+        return out
+
+    return masked(info)
+
+
+def _warn_no_render_mode(env: object) -> None:
+    gym.logger.warn(
+        f"{type(env).__name__}.render() without a render_mode: nothing is recorded; make the "
+        f"environment with render_mode in {list(RENDER_MODES)}"
+    )
+
+
+def _draw(render_mode: str | None, history: RenderHistory) -> Any:
+    """The last frame of ``history`` as a line (``"ansi"``), or the history as an image."""
+    if len(history) == 0:
+        raise RuntimeError("call reset() before render(): there is nothing to draw yet")
+    if render_mode == "ansi":
+        return render_ansi(history.frames[-1])
+    return render_rgb(history)

@@ -5,15 +5,18 @@ import numba
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from gymnasium.vector import AutoresetMode
 
 import fundgym
 from fundgym.envs.controls import PARAMS
 from fundgym.envs.exchange_env import (
     OBS_NAMES,
+    FundControlCore,
     InsuranceFundEnv,
     InsuranceFundVectorEnv,
     make_config,
 )
+from fundgym.envs.render import RenderFrame, render_ansi
 from fundgym.envs.schema import SchemaError
 
 SMALL = {"scenario": "venue_flash_wick", "n_accounts": 128}  # 180 min: 18 decisions
@@ -38,8 +41,10 @@ def test_registered_and_made_with_keyword_arguments():
     assert env.observation_space.shape == (len(OBS_NAMES),)
 
 
-def test_gymnasium_env_checker_passes():
-    check_env(InsuranceFundEnv(**SMALL), skip_render_check=True)
+def test_gymnasium_env_checker_passes_render_modes_included():
+    # Made by id, so the checker also builds one environment per declared render mode.
+    env = gym.make(fundgym.ENV_ID, **SMALL, render_mode="ansi")
+    check_env(env.unwrapped)
 
 
 def test_same_seed_same_rollout():
@@ -54,24 +59,35 @@ def test_same_seed_same_rollout():
             np.testing.assert_array_equal(x, y)
 
 
-def test_vector_env_equals_single_envs_step_for_step_across_autoreset():
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_vector_env_equals_single_envs_step_for_step_across_autoreset(mode):
     n, steps, seed = 3, 25, 7  # 18 decisions per episode: the autoreset happens inside
-    vec = gym.make_vec(fundgym.ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", **SMALL)
+    vec = gym.make_vec(
+        fundgym.ENV_ID, n, vectorization_mode="vector_entry_point", autoreset_mode=mode, **SMALL
+    )
     acts = np.random.default_rng(1).uniform(-1, 1, (steps, n, len(PARAMS))).astype(np.float32)
     singles = [InsuranceFundEnv(**SMALL) for _ in range(n)]
     vobs, _ = vec.reset(seed=seed)
     sobs = [s.reset(seed=seed + i)[0] for i, s in enumerate(singles)]
     np.testing.assert_array_equal(vobs, np.stack(sobs))
     ended = 0
+    pending = [False] * n
     for k in range(steps):
         vobs, vrew, vterm, vtrunc, vinfo = vec.step(acts[k])
         for i, s in enumerate(singles):
-            o, r, te, tr, _ = s.step(acts[k, i])
+            if pending[i]:  # next-step: this step is the reset; the action is not used
+                (o, _), r, te, tr = s.reset(), 0.0, False, False
+                pending[i] = False
+            else:
+                o, r, te, tr, _ = s.step(acts[k, i])
             assert vrew[i] == r and vterm[i] == te and vtrunc[i] == tr, f"step {k} env {i}"
-            if te or tr:  # same-step autoreset: final obs in infos, the new episode's first
-                np.testing.assert_array_equal(vinfo["final_obs"][i], o)
-                o, _ = s.reset()
+            if te or tr:
                 ended += 1
+                if mode is AutoresetMode.SAME_STEP:  # final obs in infos, the new first
+                    np.testing.assert_array_equal(vinfo["final_obs"][i], o)
+                    o, _ = s.reset()
+                else:  # the last obs now, the reset at the next step
+                    pending[i] = True
             np.testing.assert_array_equal(vobs[i], o, err_msg=f"step {k} env {i}")
     assert ended == n  # every exchange crossed an episode boundary
 
@@ -293,3 +309,103 @@ def test_binance_margin_tiers_set_the_requirement_and_the_capital_locked():
     margin = info["capital_locked_usd"] - info["fund_balance_usd"]
     np.testing.assert_allclose(margin, tiered.sum(axis=1), rtol=1e-9)
     assert (margin > 0.004 * notional.sum(axis=1)).all()
+
+
+# ---- rendering ----
+
+
+def test_render_mode_is_accepted_by_id_and_checked():
+    # SB3 and the zoo make environments by id with render_mode="rgb_array": an argument of
+    # the environment, never a config key.
+    env = gym.make(fundgym.ENV_ID, render_mode="rgb_array", **SMALL)
+    assert env.render_mode == "rgb_array" and env.metadata["render_fps"] == 4
+    with pytest.raises(ValueError, match=r"render_mode = 'rgb': not one of \[None, 'ansi', 'rgb_a"):
+        InsuranceFundEnv(render_mode="rgb", **SMALL)
+    with pytest.raises(SchemaError, match="render_mode"):
+        make_config(render_mode="ansi")
+
+
+def test_ansi_render_draws_the_state_after_each_reset_and_step():
+    env = InsuranceFundEnv(render_mode="ansi", **SMALL)
+    env.reset(seed=0)
+    core = env.core
+    first = env._history.frames[-1]
+    assert (first.minute, first.liquidated_usd, first.insolvent) == (0.0, 0.0, False)
+    assert first.index_price == first.mark_price == first.oracle_price == core.sim.last_index[0]
+    for _ in range(2):
+        _, _, term, _, info = env.step(np.zeros(len(PARAMS), dtype=np.float32))
+    frame = env._history.frames[-1]
+    # Two decisions of 10 one-minute ticks; every number is what info reported.
+    assert frame == RenderFrame(
+        minute=20.0,
+        index_price=info["index_price"],
+        mark_price=info["mark_price"],
+        oracle_price=float(core.last_oracle[0]),
+        fund_usd=info["fund_balance_usd"],
+        open_interest_usd=info["open_interest_usd"],
+        liquidated_usd=info["liquidation_volume_usd"],
+        params=info["params"],
+        insolvent=term,
+        scenario="venue_flash_wick",
+    )
+    line = env.render()
+    assert line == render_ansi(frame) and "\n" not in line
+    env.reset(seed=1)
+    assert len(env._history) == 1  # a new episode, a new history
+
+
+def test_rgb_render_draws_the_episode_so_far():
+    env = InsuranceFundEnv(render_mode="rgb_array", **SMALL)
+    with pytest.raises(RuntimeError, match=r"call reset\(\) before render\(\)"):
+        env.render()
+    env.reset(seed=0)
+    for _ in range(3):
+        env.step(np.zeros(len(PARAMS), dtype=np.float32))
+    image = env.render()
+    assert image.shape == (400, 640, 3) and image.dtype == np.uint8
+    assert (image != image[0, 0]).any(axis=-1).mean() > 0.01  # drawn, not a blank frame
+    assert len(env._history) == 4  # the reset and three decisions
+
+
+def test_no_render_mode_builds_no_frame(monkeypatch):
+    def refuse(*_):
+        raise AssertionError("a frame was built without a render mode")
+
+    monkeypatch.setattr(FundControlCore, "frames", refuse)
+    env = InsuranceFundEnv(**SMALL)
+    env.reset(seed=0)
+    env.step(np.zeros(len(PARAMS), dtype=np.float32))
+    with pytest.warns(UserWarning, match="without a render_mode"):
+        assert env.render() is None
+
+
+# ---- observations are finite by construction, or an error ----
+
+
+def test_a_non_finite_raw_observation_names_its_column_and_exchange():
+    # Before 0.4.0, np.nan_to_num showed a NaN as 0 and an infinity as +-10.
+    env = InsuranceFundEnv(**SMALL)
+    env.reset(seed=0)
+    env.core.var_short[0] = np.nan  # a corrupt state, as a simulator defect would leave it
+    with pytest.raises(FloatingPointError, match=r"'vol_short' \(column 0\) of exchange 0 is nan"):
+        env.step(np.zeros(len(PARAMS), dtype=np.float32))
+    vec = InsuranceFundVectorEnv(3, **SMALL)
+    vec.reset(seed=0)
+    vec.core.last_funding[2] = np.inf
+    with pytest.raises(FloatingPointError, match=r"'funding_per_mille' \(column 6\) of exchange 2"):
+        vec.core.observe()
+
+
+def test_thinness_of_a_book_without_depth_is_finite():
+    # Depth 0 would make OI / depth infinite; the depth is read as $1 per 1% instead, so the
+    # column is log10(OI / $1), hand-worked from the book, and the clip to +-10 still holds.
+    k = OBS_NAMES.index("oi_to_depth_log10")
+    vec = InsuranceFundVectorEnv(2, **SMALL)
+    obs, _ = vec.reset(seed=4)
+    sim = vec.core.sim
+    sim.last_depth_usd_per_pct[1] = 0.0
+    again = vec.core.observe()
+    oi = 0.5 * np.abs(sim.state.size[1]).sum() * sim.last_index[1]
+    assert 4.0 < np.log10(oi) < 10.0
+    assert again[1, k] == pytest.approx(np.log10(oi), abs=1e-9)
+    np.testing.assert_array_equal(again[0].astype(np.float32), obs[0])  # the other: untouched
