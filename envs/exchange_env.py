@@ -737,9 +737,7 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     ``autoreset_mode`` (next-step by default, as ``gymnasium.make_vec`` assumes; same-step for
     the stable-baselines3 adapter), ``reset(options={"reset_mask": mask})``, ``_key`` masks in
     ``infos``. Seeded ``s``, its exchange ``i`` equals this environment seeded ``s + i``, step
-    for step, in either mode, as a ``SyncVectorEnv`` of these environments would return it
-    (under next-step autoreset when a decision is a whole number of population steps, as
-    with the defaults: see the class).
+    for step, in either mode, as a ``SyncVectorEnv`` of these environments would return it.
 
     ## Version History
 
@@ -858,13 +856,9 @@ class InsuranceFundVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
     their state and observation. Under next-step autoreset a masked exchange's pending reset
     is the one this call performs.
 
-    One caveat on exactness: the trader population runs on a clock shared by the batch (every
-    ``population_minutes``, counted in ticks the simulator has stepped). Under next-step
-    autoreset a reset exchange sits out one decision of that clock, so its next episode
-    equals the single environment's only when a decision is a whole number of population
-    steps (``decision_minutes`` a multiple of ``population_minutes``, as the defaults 10 and
-    5 are); otherwise its trader flows run at other ticks than alone. Same-step autoreset is
-    exact for every setting.
+    Exactness holds for every setting: each exchange runs the trader population on its own
+    clock (every ``population_minutes`` of its episode), so an exchange that sits out a
+    decision while its reset is pending resumes on the schedule it would have alone.
 
     ## Infos
 

@@ -110,7 +110,10 @@ class TickInputs:
         stressed: Whether the lending market is stressed (book depth below half of normal).
         funding_per_tick: Funding rate for this tick (the interval's rate, pro rata).
         tick_minutes: Length of the tick (scalar).
-        population_minutes: Minutes of trader flow to run this tick (0: not this tick).
+        population_minutes: Minutes of trader flow a population step runs (0: none this tick).
+        population_active: ``(E,)`` which exchanges run it this tick: each on its own clock,
+            the tick within its episode, so an exchange reset apart from its batch stays on
+            the schedule it would have alone.
         arrival_mult: Precursor multiplier of arrivals.
         leverage_mult: Precursor multiplier of new positions' leverage.
         long_share_shift: Precursor shift of the long share of arrivals.
@@ -122,6 +125,7 @@ class TickInputs:
     funding_per_tick: FloatArray
     tick_minutes: float
     population_minutes: float
+    population_active: BoolArray
     arrival_mult: FloatArray
     leverage_mult: FloatArray
     long_share_shift: FloatArray
@@ -204,6 +208,7 @@ def tick(
             arrival_mult=inputs.arrival_mult,
             leverage_mult=inputs.leverage_mult,
             long_share_shift=inputs.long_share_shift,
+            active=inputs.population_active,
         )
         trading_fees = pop.trading_fees_usd
         fund_trading_income = pop.fund_trading_fee_income_usd
@@ -327,7 +332,6 @@ class ExchangeSimulator:
             allocation=allocation or AllocationParams(),
         )
         self.set_params(risk if risk is not None else RiskParams())
-        self._ticks = 0  # ticks stepped by this simulator, across resets (population clock)
         self.reset(seed)
 
     # ------------------------------------------------------------------ params ----
@@ -575,7 +579,7 @@ class ExchangeSimulator:
 
     @property
     def _population_every(self) -> int:
-        """Ticks between population steps (its clock runs on ticks stepped, across resets)."""
+        """Ticks between population steps; each exchange counts its own ticks within the episode."""
         if self.population_minutes is None:
             return 1
         return max(1, round(self.population_minutes / self._tick_minutes))
@@ -597,7 +601,8 @@ class ExchangeSimulator:
         """This tick's market drivers; updates the volatility estimate and last-tick marks."""
         tick_minutes = self._tick_minutes
         every = self._population_every
-        pop_minutes = tick_minutes * every if self._ticks % every == 0 else 0.0
+        active = self.market.t % every == 0
+        pop_minutes = tick_minutes * every if active.any() else 0.0
         pre = self.market.column("precursor")
         d = self.drivers
         # Implied volatility for the fund's options: a one-day EWMA of squared returns. Implied
@@ -617,6 +622,7 @@ class ExchangeSimulator:
             funding_per_tick=prices.funding_rate * tick_minutes / d[tk.D_FUNDING_INTERVAL_MIN],
             tick_minutes=tick_minutes,
             population_minutes=pop_minutes,
+            population_active=active,
             arrival_mult=1.0 + d[tk.D_OI_BUILD] * pre,
             leverage_mult=1.0 + d[tk.D_LEVERAGE_BUILD] * pre,
             long_share_shift=d[tk.D_LONG_SKEW] * pre,
@@ -672,7 +678,6 @@ class ExchangeSimulator:
             kernel = tk.advance_parallel
         kernel(
             n_ticks,
-            self._ticks,
             every,
             tick_minutes,
             self._ewma_weight(),
@@ -706,7 +711,6 @@ class ExchangeSimulator:
             events,
             series,
         )
-        self._ticks += n_ticks
         block = TickBlock(events, series)
         if self.keep_record and n_ticks:
             self.record.extend(events, series[:, :, tk.S_FUND_USD])
@@ -736,7 +740,6 @@ class ExchangeSimulator:
         prices = self.market.prices()
         inputs = self._inputs(prices)
         events, funding_paid = tick(self.state, self._params, inputs, self.rng)
-        self._ticks += 1
         self.market.advance(
             events.liquidation_sell_usd, events.liquidation_buy_usd, prices.depth_usd_per_pct
         )

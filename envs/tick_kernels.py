@@ -89,7 +89,6 @@ MINUTES_PER_YEAR_VOL = 525_600.0
 def _advance_exchange(  # type: ignore[no-untyped-def]
     e,
     n_ticks,
-    tick0,
     pop_every,
     tick_minutes,
     ewma,
@@ -130,6 +129,7 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
     leverage = np.empty(1)
     shift = np.empty(1)
     volume = np.ones(1)
+    active = np.ones(1, dtype=np.bool_)
     counts = np.empty((1, N_COUNT_EVENTS), np.int64)
     usd = np.empty((1, N_USD_EVENTS))
     sell_px = np.empty(1)
@@ -156,7 +156,7 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
         pre = path[PATH_PRECURSOR][t, e]
 
         # 2. The population, on its clock, and the fund's share of its fees.
-        if (tick0 + k) % pop_every == 0:
+        if t % pop_every == 0:  # the exchange's own clock: its tick within the episode
             marks[0, 0] = mark
             arrival[0] = 1.0 + drivers[D_OI_BUILD, e] * pre
             leverage[0] = 1.0 + drivers[D_LEVERAGE_BUILD, e] * pre
@@ -166,7 +166,7 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
             population_step_kernel(
                 rng_state[r], coll[r], size[r], entry[r], cp_size[r], cp_cash[r],
                 fee_revenue[r], net_deposits[r], packed[r], floors, rates, cums, base, pop,
-                marks, arrival, leverage, shift, volume, counts, usd,
+                marks, arrival, leverage, shift, volume, active, counts, usd,
             )  # fmt: skip
             income = usd[0, E_FUND_FEE_INCOME_USD]
             if income > 0.0:
@@ -264,14 +264,14 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
 
 @jit(error_model="numpy")
 def advance_serial(  # type: ignore[no-untyped-def]
-    n_ticks, tick0, pop_every, tick_minutes, ewma, check_ledger, book_series, path, frozen,
+    n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path, frozen,
     mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund, terms,
     rng_state, packed, tiers, pop, fallback, socialization, events, series,
 ):  # fmt: skip
     """``n_ticks`` ticks of every exchange, one exchange after another."""
     for e in range(t_now.shape[0]):
         _advance_exchange(
-            e, n_ticks, tick0, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
+            e, n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
             frozen, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund,
             terms, rng_state, packed, tiers, pop, fallback, socialization, events, series,
         )  # fmt: skip
@@ -279,14 +279,14 @@ def advance_serial(  # type: ignore[no-untyped-def]
 
 @jit(error_model="numpy", parallel=True)
 def advance_parallel(  # type: ignore[no-untyped-def]
-    n_ticks, tick0, pop_every, tick_minutes, ewma, check_ledger, book_series, path, frozen,
+    n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path, frozen,
     mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund, terms,
     rng_state, packed, tiers, pop, fallback, socialization, events, series,
 ):  # fmt: skip
     """:func:`advance_serial` with exchanges spread over threads (bit-identical results)."""
     for e in prange(t_now.shape[0]):
         _advance_exchange(
-            e, n_ticks, tick0, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
+            e, n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
             frozen, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund,
             terms, rng_state, packed, tiers, pop, fallback, socialization, events, series,
         )  # fmt: skip

@@ -280,10 +280,14 @@ def population_step_kernel(  # type: ignore[no-untyped-def]
     leverage_mult,
     long_share_shift,
     volume_mult,
+    active,
     counts,
     usd,
 ):
     """One population step of every exchange, in place; events into ``counts`` and ``usd``.
+
+    ``active`` ``(E,)`` says which exchanges step now: each exchange runs the population on its
+    own clock (its tick within its episode), so exchanges reset at different times stay exact.
 
     ``marks`` is ``(E, 1)``; ``counts`` ``(E, N_COUNT_EVENTS)`` and ``usd``
     ``(E, N_USD_EVENTS)`` must start at zero; ``collateral``, ``size`` and ``entry`` must be
@@ -321,6 +325,8 @@ def population_step_kernel(  # type: ignore[no-untyped-def]
     mmr0 = tier_mmr[0] if tiered else 0.0
     cum0_usd = cum_usd[0] if tiered else 0.0
     for e in range(n_envs):
+        if not active[e]:
+            continue
         qv = size[e].reshape(n_acc)  # one market: the (A, 1) row as a contiguous (A,) view
         ev = entry[e].reshape(n_acc)
         cv = collateral[e]

@@ -69,6 +69,7 @@ from fundgym.envs.traders.kernels import (
 )
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
 
 __all__ = [
@@ -340,6 +341,16 @@ def _per_env(name: str, value: ArrayLike, n_envs: int, low: float, low_open: boo
     return np.ascontiguousarray(out, dtype=np.float64)
 
 
+def _active(active: ArrayLike, n_envs: int) -> BoolArray:
+    """``active`` as a contiguous ``(n_envs,)`` boolean array, or a ValueError naming it."""
+    arr = np.ascontiguousarray(active)
+    if arr.dtype != np.bool_ or arr.shape != (n_envs,):
+        raise ValueError(
+            f"active must be a boolean array of shape ({n_envs},), got {arr.dtype} {arr.shape}"
+        )
+    return arr
+
+
 def _check_rng(rng: BatchStreams, n_envs: int) -> None:
     if rng.n_envs != n_envs:
         raise ValueError(f"rng.n_envs ({rng.n_envs}) must equal state.n_envs ({n_envs})")
@@ -538,6 +549,7 @@ class TraderPopulation:
         leverage_mult: FloatArray | float = 1.0,
         long_share_shift: FloatArray | float = 0.0,
         volume_mult: FloatArray | float = 1.0,
+        active: BoolArray | None = None,
     ) -> PopulationEvents:
         """One tick of trader behaviour, in place: exits, reactions, arrivals, volume.
 
@@ -597,6 +609,8 @@ class TraderPopulation:
             long_share_shift: ``(n_envs,)`` or scalar: added to ``long_share``, the sum
                 clipped to ``LONG_SHARE_BOUNDS`` (crowded longs before a long squeeze).
             volume_mult: ``(n_envs,)`` or scalar >= 0: multiplies ordinary volume.
+            active: ``(n_envs,)`` which exchanges step (``None``: all); the others are left
+                untouched and draw nothing, with zero events.
 
         Returns:
             The tick's events per exchange.
@@ -634,6 +648,7 @@ class TraderPopulation:
             self._modulation("leverage_mult", leverage_mult, n_envs, 0.0, True),
             self._modulation("long_share_shift", long_share_shift, n_envs, -_INF, True),
             self._modulation("volume_mult", volume_mult, n_envs, 0.0, False),
+            np.ones(n_envs, dtype=np.bool_) if active is None else _active(active, n_envs),
             counts,
             usd,
         )

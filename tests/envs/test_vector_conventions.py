@@ -60,6 +60,30 @@ def assert_same(a, b, where):
 # ---- the reference: SyncVectorEnv over single environments ----
 
 
+def test_next_step_is_exact_when_a_decision_is_not_whole_population_steps():
+    # 7-minute decisions over a 5-minute population clock: a reset exchange sits out one
+    # decision while the others trade; its population still steps at minutes 0, 5, 10... of
+    # its own episode, as it would alone.
+    kw = {**SHORT, "decision_minutes": 7.0, "population_minutes": 5.0}
+    n, steps = 3, 22  # 60 min in 7-minute decisions: 9 per episode, two ends each
+    mode = AutoresetMode.NEXT_STEP
+    twin = gym.make_vec(
+        fundgym.ENV_ID, n, vectorization_mode="vector_entry_point", autoreset_mode=mode, **kw
+    )
+    sync = gym.make_vec(
+        fundgym.ENV_ID, n, vectorization_mode="sync", vector_kwargs={"autoreset_mode": mode}, **kw
+    )
+    assert_same(twin.reset(seed=3), sync.reset(seed=3), "reset")
+    acts = actions(steps, n, seed=5)
+    ends = 0
+    for k in range(steps):
+        got, want = twin.step(acts[k]), sync.step(acts[k])
+        for name, x, y in zip(("obs", "reward", "term", "trunc", "info"), got, want, strict=True):
+            assert_same(x, y, f"step {k} {name}")
+        ends += int((got[2] | got[3]).sum())
+    assert ends >= 2 * n
+
+
 @pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
 def test_batched_twin_returns_what_sync_vector_env_returns_bit_for_bit(mode):
     n, steps = 3, 40  # two episode ends per exchange (18 decisions each)
