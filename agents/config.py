@@ -13,6 +13,10 @@ Validation uses pydantic for the training keys and the environment's own schema 
 a wrong type, a value out of range) is reported before anything runs, as
 ``<file>: <field.path> = <value>: <what is allowed>``; the command line exits with code 2.
 
+The scenarios a config names (``env.scenario``, ``eval.scenarios``) are checked by
+:func:`check_scenarios`, which loads each one; the command line calls it before it writes a
+run directory (a config alone cannot tell a typo from a file still to be written).
+
 Nothing is coerced silently. Files and ``--set`` values are read with YAML 1.2's scalars
 (:class:`ConfigLoader`: only ``true``/``false`` are booleans, ``3e-4`` is a number); a boolean
 where a number is expected is an error (Python would count ``true`` as 1), and so is anything
@@ -40,6 +44,7 @@ from pydantic_core import PydanticCustomError
 
 from fundgym.envs.config import EnvConfig
 from fundgym.envs.resources import TRAIN_CONFIG_DIR
+from fundgym.envs.scenarios import load_scenario, scenario_names
 from fundgym.envs.schema import SchemaError, build, load_yaml
 
 #: The config ``fundgym train`` and ``fundgym demo`` use, and evaluation falls back to: the
@@ -250,12 +255,20 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a config file and the ``defaults`` files it names, merged (base first)."""
+    if path.is_dir():
+        raise ConfigError([f"{path}: is a directory; expected a training config (YAML file)"])
     if not path.is_file():
         raise ConfigError([f"{path}: no such config file"])
     if path.resolve() in chain:
         raise ConfigError([f"{path}: defaults form a cycle ({' -> '.join(map(str, chain))})"])
     try:
-        data = load_yaml(path.read_text()) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); a config is YAML"]
+        ) from exc
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot be read ({exc.strerror or exc})"]) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
     if not isinstance(data, dict):
@@ -411,6 +424,37 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     p = Path(path)
     data = apply_overrides(_read_yaml(p), overrides or [])
     return validate(data, str(p))
+
+
+def check_scenarios(cfg: TrainConfig, source: str) -> None:
+    """Load every scenario ``cfg`` names (``env.scenario``, ``eval.scenarios``), before training.
+
+    A name is ``training`` (the sampler), a library scenario or a YAML file; the config itself
+    cannot tell a typo from a file to come, so the command line calls this before it writes a
+    run directory, and a typo fails at once rather than at the first evaluation.
+
+    Raises:
+        ConfigError: One line per name that is neither, or a file the scenario schema refuses.
+    """
+    problems: list[str] = []
+    named = [("env.scenario", cfg.env.scenario)]
+    named += [(f"eval.scenarios.{i}", n) for i, n in enumerate(cfg.eval.scenarios)]
+    for where, name in named:
+        if name == "training":
+            continue
+        try:
+            load_scenario(name)
+        except SchemaError as exc:
+            problems.append(f"{source}: {where} = {name!r}: the scenario file is invalid: {exc}")
+        except FileNotFoundError:
+            problems.append(
+                f"{source}: {where} = {name!r}: not 'training', a library scenario "
+                f"({', '.join(scenario_names())}) or a YAML file"
+            )
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{source}: {where} = {name!r}: the file cannot be read ({exc})")
+    if problems:
+        raise ConfigError(problems)
 
 
 def dump_config(cfg: TrainConfig) -> str:

@@ -21,13 +21,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from fundgym.agents.config import DEFAULT_TRAIN_CONFIG, ConfigError, env_settings, load_config
-from fundgym.agents.policies import Policy, PolicySpec, read_schedule, read_table
-from fundgym.envs.config import make_config
+from fundgym.agents.policies import (
+    Policy,
+    PolicySpec,
+    ScheduleError,
+    TableError,
+    read_schedule,
+    read_table,
+)
+from fundgym.envs.config import EnvConfig, make_config
 from fundgym.envs.exchange_env import InsuranceFundVectorEnv
 from fundgym.envs.scenarios import library, load_scenario
-from fundgym.envs.schema import SchemaError, load_yaml
+from fundgym.envs.schema import SchemaError, build, load_yaml
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
@@ -66,11 +74,12 @@ class EvaluateError(ValueError):
 # ------------------------------------------------------------------ settings ----
 
 
-def parse_scenarios(items: Iterable[str]) -> list[str]:
+def parse_scenarios(items: Iterable[str], option: str = "--scenarios") -> list[str]:
     """Scenario names from ``--scenarios`` (comma-separated, repeatable; ``crashes`` = all).
 
     Each is a library name, a YAML path or ``training`` (sampler draws); every one is loaded
-    once here, so a typo fails before any work starts.
+    once here, so a typo fails before any work starts. ``option`` names the command-line
+    option in messages.
     """
     out: list[str] = []
     for item in items:
@@ -83,12 +92,21 @@ def parse_scenarios(items: Iterable[str]) -> list[str]:
                     try:
                         load_scenario(n)
                     except (FileNotFoundError, SchemaError) as exc:
-                        raise EvaluateError(f"--scenarios: {exc}") from exc
+                        raise EvaluateError(f"{option}: {exc}") from exc
+                    except UnicodeDecodeError as exc:
+                        raise EvaluateError(
+                            f"{option} {n!r}: the file is not UTF-8 text ({exc.reason} at "
+                            f"byte {exc.start}); a scenario is a YAML file"
+                        ) from exc
+                    except OSError as exc:
+                        raise EvaluateError(
+                            f"{option} {n!r}: cannot be read ({exc.strerror or exc})"
+                        ) from exc
                 if n not in out:
                     out.append(n)
     if not out:
         raise EvaluateError(
-            f"--scenarios: no scenario given; library: {sorted(library())}, 'crashes', 'training'"
+            f"{option}: no scenario given; library: {sorted(library())}, 'crashes', 'training'"
         )
     return out
 
@@ -102,13 +120,24 @@ def base_env(config: str | Path | None, specs: Sequence[PolicySpec]) -> dict[str
     if config is not None:
         path = Path(config)
         if not path.is_file():
-            raise EvaluateError(f"--config: {path} does not exist")
-        data = load_yaml(path.read_text()) or {}
+            what = "is a directory" if path.is_dir() else "does not exist"
+            raise EvaluateError(f"--config: {path} {what}; expected a YAML config file")
+        try:
+            data = load_yaml(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise EvaluateError(
+                f"--config: {path}: not UTF-8 text ({exc.reason} at byte {exc.start}); a "
+                "config is YAML"
+            ) from exc
+        except OSError as exc:
+            raise EvaluateError(f"--config: {path}: cannot be read ({exc.strerror})") from exc
+        except yaml.YAMLError as exc:
+            raise EvaluateError(f"--config: {path}: not valid YAML: {exc}") from exc
         if isinstance(data, dict) and ("algo" in data or "defaults" in data):
             return _train_env(path)
         try:
             return env_settings(make_config(path))
-        except (SchemaError, ValueError) as exc:
+        except (SchemaError, ValueError, TypeError) as exc:
             raise EvaluateError(f"--config: {exc}") from exc
     for spec in specs:
         own = policy_env(spec)
@@ -132,10 +161,27 @@ def policy_env(spec: PolicySpec) -> dict[str, Any] | None:
         return _train_env(Path(spec.path) / "config.yaml")
     if spec.kind == "schedule":
         meta, _ = read_schedule(Path(spec.path))
-        return dict(meta["env"])
+        return _export_env(meta.get("env"), spec.path, ScheduleError)
     if spec.kind == "table":
-        return dict(read_table(Path(spec.path))["env"])
+        return _export_env(read_table(Path(spec.path)).get("env"), spec.path, TableError)
     return None
+
+
+def _export_env(env: Any, source: str, error: type[ValueError]) -> dict[str, Any]:
+    """An exported file's ``env`` field, validated as the environment's own config.
+
+    Raises:
+        ScheduleError or TableError (``error``): ``env`` is not a valid environment config;
+            the message names the file and the field.
+    """
+    if not isinstance(env, dict):
+        raise error(f"{source}: env = {env!r}: expected the environment settings (a mapping)")
+    try:
+        return env_settings(build(EnvConfig, env, source, "env"))
+    except SchemaError as exc:
+        raise error(str(exc)) from exc
+    except (ValueError, TypeError) as exc:
+        raise error(f"{source}: env: {exc}") from exc
 
 
 def job_env(base: dict[str, Any], spec: PolicySpec, scenario: str) -> dict[str, Any]:

@@ -8,7 +8,18 @@ import json
 from pathlib import Path
 from types import ModuleType
 
+from fundgym.agents.cli.guards import (
+    OUTPUT_KINDS,
+    UsageError,
+    at_least,
+    check_output,
+    check_seed,
+    load_scenario_checked,
+)
 from fundgym.agents.outputs import write_text_atomic
+
+#: The market regimes ``bench core`` times.
+REGIMES = ("quiet", "crash")
 
 
 def _int_list(text: str) -> list[int]:
@@ -32,16 +43,36 @@ def _load_benchmarks(name: str = "bench_core") -> ModuleType:
     # benchmarks/ is not packaged: bench runs from a source checkout (the folder beside agents/)
     path = Path(__file__).resolve().parent.parent.parent / "benchmarks" / f"{name}.py"
     if not path.is_file():
-        raise SystemExit(f"fundgym bench needs a source checkout: {path} not found")
+        raise UsageError(f"fundgym bench needs a source checkout: {path} not found")
     spec = importlib.util.spec_from_file_location(f"benchmarks.{name}", path)
     if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot import {path}")
+        raise UsageError(f"{path}: cannot be imported")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+def _check(args: argparse.Namespace) -> None:
+    """Check the options every target shares, and --json, before anything is measured."""
+    at_least("--steps", args.steps, 1)
+    at_least("--repeats", args.repeats, 1)
+    if args.target == "env":  # one size each, and no seed
+        at_least("--envs", args.envs, 1)
+        at_least("--accounts", args.accounts, 1)
+        at_least("--ppo-steps", args.ppo_steps, 0)
+    else:
+        check_seed("--seed", args.seed)
+    if args.json:
+        check_output(Path(args.json), OUTPUT_KINDS["bench"], force=args.force, option="--json")
+
+
 def _bench(args: argparse.Namespace) -> int:
+    _check(args)
+    bad = [r for r in args.regimes if r not in REGIMES]
+    if bad or not args.regimes:
+        raise UsageError(
+            f"--regimes: unknown regime {bad[0] if bad else ''!r}; allowed: {', '.join(REGIMES)}"
+        )
     bench = _load_benchmarks()
     print(f"fundgym bench core on {bench.machine()}")
     print(
@@ -75,6 +106,11 @@ def _write_json(path: str, payload: dict[str, object]) -> None:
 
 
 def _bench_full(args: argparse.Namespace) -> int:
+    _check(args)
+    if not args.scenarios:
+        raise UsageError("--scenarios: expected comma-separated library scenario names")
+    for name in args.scenarios:
+        load_scenario_checked(name, "--scenarios")
     bench = _load_benchmarks("bench_full")
     machine = _load_benchmarks().machine()
     print(f"fundgym bench full on {machine}")
@@ -125,10 +161,16 @@ def _add_size_arguments(p: argparse.ArgumentParser) -> None:
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=5, help="runs per figure (default 5)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _add_json_arguments(p)
+
+
+def _add_json_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the figures to FILE (JSON)")
+    p.add_argument("--force", action="store_true", help=OUTPUT_KINDS["bench"].force_help())
 
 
 def _bench_env(args: argparse.Namespace) -> int:
+    _check(args)
     bench = _load_benchmarks("bench_env")
     machine = _load_benchmarks().machine()
     print(f"fundgym bench env on {machine}; {args.accounts:,} accounts, training sampler")
@@ -217,5 +259,5 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=8192,
         help="PPO timesteps for the env-share measure, 0 to skip (default 8192)",
     )
-    p_env.add_argument("--json", metavar="FILE", help="also write the figures to FILE (JSON)")
+    _add_json_arguments(p_env)
     p_env.set_defaults(func=_bench_env)

@@ -24,8 +24,14 @@ import time
 from pathlib import Path
 
 from fundgym.agents.cli.evaluate import format_table
-from fundgym.agents.config import DEFAULT_TRAIN_CONFIG, ConfigError, TrainConfig, load_config
-from fundgym.agents.outputs import OutputLockError, output_lock
+from fundgym.agents.cli.guards import OUTPUT_KINDS, at_least, check_output, check_seed
+from fundgym.agents.config import (
+    DEFAULT_TRAIN_CONFIG,
+    TrainConfig,
+    check_scenarios,
+    load_config,
+)
+from fundgym.agents.outputs import output_lock
 from fundgym.agents.rollout import CRASHES
 
 BASELINES = (
@@ -81,38 +87,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="evaluation worker processes (default: one per CPU)",
     )
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument("--force", action="store_true", help=OUTPUT_KINDS["demo"].force_help())
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def main(args: argparse.Namespace) -> int:
-    """Check the arguments and the config, lock --out, then train, evaluate and export."""
-    if args.episodes is not None and args.episodes < 1:
-        print(f"fundgym demo: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)
-        return 2
+    """Check the arguments, the config and --out, lock --out, then train, evaluate and export."""
+    if args.episodes is not None:
+        at_least("--episodes", args.episodes, 1)
+    if args.workers is not None:
+        at_least("--workers", args.workers, 1)
+    check_seed("--seed", args.seed)
     overrides = [*(QUICK_TRAIN if args.quick else []), f"seed={args.seed}"]
-    try:
-        cfg = load_config(DEFAULT_TRAIN_CONFIG, overrides)
-    except ConfigError as exc:  # pragma: no cover - the shipped config is tested
-        print(f"fundgym demo: invalid config\n{exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(DEFAULT_TRAIN_CONFIG, overrides)
+    check_scenarios(cfg, str(DEFAULT_TRAIN_CONFIG))
     out = Path(args.out)
-    try:
-        # Its run and evaluation directories too: no `fundgym train --out DIR/ppo` meanwhile.
-        with output_lock(out, out / "ppo", out / "evaluate", command="fundgym demo"):
-            return _demo(args, cfg)
-    except OutputLockError as exc:
-        print(f"fundgym demo: {exc}", file=sys.stderr)
-        return 2
+    check_output(out, OUTPUT_KINDS["demo"], force=args.force)
+    # Its run and evaluation directories too: no `fundgym train --out DIR/ppo` meanwhile.
+    with output_lock(out, out / "ppo", out / "evaluate", command="fundgym demo"):
+        return _demo(args, cfg)
 
 
 def _demo(args: argparse.Namespace, cfg: TrainConfig) -> int:
     """Train ``cfg``, evaluate, export; print the table, the verdict, the timings and paths."""
-    from fundgym.agents.evaluate import EvaluateError, evaluate
+    from fundgym.agents.evaluate import evaluate
     from fundgym.agents.export import export_onnx, export_schedule
-    from fundgym.agents.training.train import (  # stable-baselines3 only when training
-        RunDirError,
-        train,
-    )
+    from fundgym.agents.training.train import train  # stable-baselines3 only when training
 
     out = Path(args.out)
     quick = bool(args.quick)
@@ -127,11 +127,7 @@ def _demo(args: argparse.Namespace, cfg: TrainConfig) -> int:
     run_dir = out / "ppo"
     _stage(f"1/3 train {DEFAULT_TRAIN_CONFIG.name}{' (quick)' if quick else ''} -> {run_dir}")
     t0 = time.perf_counter()
-    try:
-        trained = train(cfg, run_dir, resume=True, progress=progress, argv=argv)
-    except RunDirError as exc:
-        print(f"fundgym demo: {exc}\nchoose another --out", file=sys.stderr)
-        return 2
+    trained = train(cfg, run_dir, resume=True, progress=progress, argv=argv)
     times["train"] = time.perf_counter() - t0
     if trained.resumed_from is not None and trained.resumed_from >= cfg.total_timesteps:
         print(f"reused the finished run in {run_dir} ({trained.num_timesteps:,} timesteps)")
@@ -146,23 +142,19 @@ def _demo(args: argparse.Namespace, cfg: TrainConfig) -> int:
         f"episodes -> {eval_dir}"
     )
     t0 = time.perf_counter()
-    try:
-        result = evaluate(
-            policies,
-            scenarios,
-            episodes,
-            eval_dir,
-            seed=0,
-            workers=args.workers,
-            search_episodes=4 if quick else 16,
-            cache_dir=out / "cache",
-            overwrite=True,
-            progress=progress,
-            argv=argv,
-        )
-    except EvaluateError as exc:
-        print(f"fundgym demo: {exc}", file=sys.stderr)
-        return 2
+    result = evaluate(
+        policies,
+        scenarios,
+        episodes,
+        eval_dir,
+        seed=0,
+        workers=args.workers,
+        search_episodes=4 if quick else 16,
+        cache_dir=out / "cache",
+        overwrite=True,
+        progress=progress,
+        argv=argv,
+    )
     times["evaluate"] = time.perf_counter() - t0
 
     # 3. export

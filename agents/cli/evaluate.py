@@ -8,9 +8,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fundgym.agents.cli.guards import OUTPUT_KINDS, UsageError, at_least, check_output, check_seed
 from fundgym.agents.cli.levers import lever_table
-from fundgym.agents.outputs import OutputLockError, output_lock
-from fundgym.agents.policies import PRESETS, STATIC_PARAMS, SpecError
+from fundgym.agents.outputs import output_lock
+from fundgym.agents.policies import PRESETS, STATIC_PARAMS
 
 DESCRIPTION = f"""\
 Run every policy through every scenario for K episodes (episode i seeded S + i for every
@@ -38,6 +39,11 @@ others keep their defaults; `fundgym levers` lists every lever in full):
 
 Scenarios (--scenarios): library names or YAML paths, comma-separated; `crashes` = the seven
 calibrated historical crashes; `training` = draws of the training sampler.
+
+Everything is checked before any work: the numbers, each policy (a run directory against its
+manifest, a schedule or table file read in full and matched to the environment), each
+scenario, --config, and --out (writable; an existing non-empty --out is replaced only with
+--overwrite when it holds an evaluation, and only with --force when it holds anything else).
 
 Exit codes: 0 done, 2 bad arguments (the message names the option, value and what is allowed).
 """
@@ -99,7 +105,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="DIR",
         help="where static searches are cached (default runs/cache; 'none' disables)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing evaluation in --out"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help=OUTPUT_KINDS["evaluation"].force_help() + "; --force replaces it",
+    )
     p.add_argument("--no-report", action="store_true", help="skip report.md/html and plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     p.set_defaults(func=main)
@@ -124,43 +137,27 @@ def format_table(by_policy: Sequence[Mapping[str, Any]]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Validate the arguments, run the evaluation, print the table and where it went."""
-    from fundgym.agents.evaluate import EvaluateError, evaluate, parse_scenarios
+    """Validate every argument and input file, lock --out, evaluate, print the table."""
+    from fundgym.agents.evaluate import evaluate
 
-    if args.episodes < 1:
-        print(f"fundgym evaluate: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)
-        return 2
-    if args.search_episodes < 1:
-        print(
-            f"fundgym evaluate: --search-episodes must be >= 1, got {args.search_episodes}",
-            file=sys.stderr,
-        )
-        return 2
-    if args.workers is not None and args.workers < 1:
-        print(f"fundgym evaluate: --workers must be >= 1, got {args.workers}", file=sys.stderr)
-        return 2
+    scenarios = preflight(args)
     cache = None if args.cache_dir.lower() == "none" else Path(args.cache_dir)
-    try:
-        scenarios = parse_scenarios(args.scenarios or ["crashes"])
-        with output_lock(Path(args.out), command="fundgym evaluate"):
-            result = evaluate(
-                args.policies,
-                scenarios,
-                args.episodes,
-                args.out,
-                seed=args.seed,
-                config=args.config,
-                workers=args.workers,
-                search_episodes=args.search_episodes,
-                cache_dir=cache,
-                overwrite=args.overwrite,
-                progress=not args.no_progress,
-                argv=["fundgym", *sys.argv[1:]] if sys.argv[1:] else None,
-                report=not args.no_report,
-            )
-    except (EvaluateError, SpecError, OutputLockError) as exc:
-        print(f"fundgym evaluate: {exc}", file=sys.stderr)
-        return 2
+    with output_lock(Path(args.out), command="fundgym evaluate"):
+        result = evaluate(
+            args.policies,
+            scenarios,
+            args.episodes,
+            args.out,
+            seed=args.seed,
+            config=args.config,
+            workers=args.workers,
+            search_episodes=args.search_episodes,
+            cache_dir=cache,
+            overwrite=args.overwrite or args.force,
+            progress=not args.no_progress,
+            argv=["fundgym", *sys.argv[1:]] if sys.argv[1:] else None,
+            report=not args.no_report,
+        )
     print()
     print(f"per episode, mean over {len(scenarios)} scenarios x {args.episodes} episodes:")
     print(format_table(result.by_policy))
@@ -175,3 +172,48 @@ def main(args: argparse.Namespace) -> int:
     print(f"\nwrote {result.out_dir}/ ({', '.join(sorted(p.name for p in result.files.values()))})")
     print(f"took {result.wall_s:.0f} s")
     return 0
+
+
+def preflight(args: argparse.Namespace) -> list[str]:
+    """Check everything ``fundgym evaluate`` was given, before any work; the scenario names.
+
+    The numbers, every policy spec (run directories against their manifests, schedule and
+    table files read and checked against the environment they will run in), every scenario,
+    the evaluation config, and the output and cache directories. Nothing is written.
+
+    Raises:
+        UsageError, SpecError, EvaluateError, ScheduleError, TableError: The first problem,
+            naming the option or file, the value and what is allowed.
+    """
+    from fundgym.agents.policies import build_policy, parse_spec
+    from fundgym.agents.rollout import base_env, job_env, parse_scenarios
+
+    at_least("--episodes", args.episodes, 1)
+    at_least("--search-episodes", args.search_episodes, 1)
+    if args.workers is not None:
+        at_least("--workers", args.workers, 1)
+    check_seed("--seed", args.seed)
+    specs = [parse_spec(p) for p in args.policies]
+    names = [s.name for s in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UsageError(f"policy {dup[0]!r} given twice; every policy needs its own name")
+    scenarios = parse_scenarios(args.scenarios or ["crashes"])
+    base = base_env(args.config, specs)
+    for spec in specs:
+        kw: dict[str, Any] = {}
+        for scenario in scenarios:
+            kw = job_env(base, spec, scenario)  # a trained policy's settings must match
+        if spec.kind in ("trained", "schedule", "table"):
+            build_policy(spec, tuple(kw["controlled"]))  # files read and checked, once
+    out = Path(args.out)
+    kind = OUTPUT_KINDS["evaluation"]
+    check_output(out, kind, force=args.force)
+    if out.is_dir() and any(out.iterdir()) and not (args.overwrite or args.force):
+        raise UsageError(
+            f"--out {out}: already holds an evaluation; pass --overwrite to replace it, or "
+            "choose another --out"
+        )
+    if args.cache_dir.lower() != "none":
+        check_output(Path(args.cache_dir), OUTPUT_KINDS["cache"], option="--cache-dir")
+    return scenarios

@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from fundgym.agents.cli.guards import OUTPUT_KINDS, UsageError, at_least, check_output, check_seed
 from fundgym.agents.export.schedule import NAMINGS, venue_units
-from fundgym.agents.outputs import OutputLockError, output_lock
+from fundgym.agents.outputs import output_lock
 
 DESCRIPTION = """\
 Export what a trained policy does, in a form a production risk engine can apply:
@@ -25,6 +26,9 @@ Export what a trained policy does, in a form a production risk engine can apply:
              scaling inside the graph: raw observations (32 floats) in, action and
              parameters in natural units out; checked against the SB3 model with
              onnxruntime (maximum absolute difference printed, must be < 1e-4).
+
+The run directory, the scenario and --out are checked before any work; an existing --out is
+replaced only when it is a fundgym export of the same format (see --force).
 
 Exit codes: 0 done, 2 bad arguments or unreadable run (the message names file and value).
 """
@@ -70,33 +74,73 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--episodes", type=int, default=4, help="table: episodes per fitting scenario (default 4)"
     )
     p.add_argument("--bins", type=int, default=4, help="table: quantile bins per feature (4)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing --out that fundgym does not recognise as an export of the "
+        "same format (a schedule: a CSV starting '# fundgym-schedule:' or JSON of kind "
+        "fundgym.schedule; a table: JSON of kind fundgym.state_table, its CSV view by the "
+        "n,filled_from columns; ONNX: a graph with fundgym's metadata); without it such a "
+        "file is refused, untouched",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    """Check the arguments, lock --out, export, print what was written."""
-    from fundgym.agents.export import ScheduleError
-    from fundgym.agents.policies import SpecError, parse_spec
-    from fundgym.agents.rollout import EvaluateError, parse_scenarios
+    """Check the arguments, the run and --out, lock --out, export, print what was written."""
+    scenario = preflight(args)
+    with output_lock(Path(args.out), command="fundgym export"):
+        return _export(args, Path(args.policy), scenario)
 
-    run_dir = Path(args.policy)
-    if args.format in ("csv", "json") and not args.scenario:
-        print("fundgym export: --format csv/json needs --scenario", file=sys.stderr)
-        return 2
-    if args.format == "table" and (args.episodes < 1 or args.bins < 1):
-        print("fundgym export: --episodes and --bins must be >= 1", file=sys.stderr)
-        return 2
-    try:
-        spec = parse_spec(str(run_dir))
-        if spec.kind != "trained":
-            raise SpecError(f"--policy {args.policy!r}: export needs a trained run directory")
-        (scenario,) = parse_scenarios([args.scenario]) if args.format in ("csv", "json") else ("",)
-        with output_lock(Path(args.out), command="fundgym export"):
-            return _export(args, run_dir, scenario)
-    except (EvaluateError, SpecError, ScheduleError, OutputLockError) as exc:
-        print(f"fundgym export: {exc}", file=sys.stderr)
-        return 2
+
+def preflight(args: argparse.Namespace) -> str:
+    """Check everything ``fundgym export`` was given, before any work; the scenario (or "").
+
+    The numbers, the scenario, --out (with the table's CSV view beside it) and the run
+    directory (its config, manifest and every file's hash: the model is loaded once here).
+
+    Raises:
+        UsageError, SpecError, EvaluateError: The first problem, naming the option or file,
+            the value and what is allowed.
+    """
+    from fundgym.agents.policies import SpecError, TrainedPolicy, parse_spec
+    from fundgym.agents.policies.runs import model_dir
+    from fundgym.agents.rollout import parse_scenarios
+
+    check_seed("--seed", args.seed)
+    schedule = args.format in ("csv", "json")
+    if schedule and not args.scenario:
+        raise UsageError("--format csv/json needs --scenario (a library name or a YAML path)")
+    if args.format == "table":
+        at_least("--episodes", args.episodes, 1)
+        at_least("--bins", args.bins, 1)
+    scenario = ""
+    if schedule:
+        names = parse_scenarios([args.scenario], "--scenario")
+        if len(names) != 1:
+            raise UsageError(
+                f"--scenario {args.scenario!r}: names {len(names)} scenarios; a schedule "
+                "follows one"
+            )
+        scenario = names[0]
+    spec = parse_spec(args.policy)
+    if spec.kind != "trained" or spec.path is None:
+        raise SpecError(f"--policy {args.policy!r}: export needs a `fundgym train` run directory")
+    out = Path(args.out)
+    if args.format == "table":
+        if out.suffix == ".csv":
+            raise UsageError(f"--out {out}: the table is JSON; its CSV view goes beside it")
+        check_output(out, OUTPUT_KINDS["table"], force=args.force)
+        check_output(out.with_suffix(".csv"), OUTPUT_KINDS["table_view"], force=args.force)
+    else:
+        kind = OUTPUT_KINDS["schedule" if schedule else "onnx"]
+        check_output(out, kind, force=args.force)
+    run_dir = Path(spec.path)
+    if args.format == "onnx" and args.model == "final":
+        model_dir(run_dir, "final")
+    TrainedPolicy(spec.name, run_dir)  # config, manifest and hashes checked; nothing unpickled
+    return scenario
 
 
 def _export(args: argparse.Namespace, run_dir: Path, scenario: str) -> int:
@@ -119,33 +163,25 @@ def _export(args: argparse.Namespace, run_dir: Path, scenario: str) -> int:
             f"{len(res.columns)} columns"
         )
     elif args.format == "onnx":
-        from fundgym.agents.export import ExportError, export_onnx
+        from fundgym.agents.export import export_onnx
 
-        try:
-            onnx_res = export_onnx(run_dir, out, model=args.model, seed=args.seed)
-        except ExportError as exc:
-            print(f"fundgym export: {exc}", file=sys.stderr)
-            return 2
+        onnx_res = export_onnx(run_dir, out, model=args.model, seed=args.seed)
         print(
             f"wrote {out}: input {onnx_res.input_name!r} (batch, 32) float32 -> "
             f"{', '.join(onnx_res.output_names)}; max |onnx - SB3| = "
             f"{onnx_res.max_abs_diff:.2e} over {onnx_res.n_checked} observations"
         )
     else:
-        from fundgym.agents.export import TableError, distill_table
+        from fundgym.agents.export import distill_table
 
-        try:
-            t = distill_table(
-                run_dir,
-                out,
-                episodes=args.episodes,
-                bins=args.bins,
-                seed=args.seed,
-                progress=not args.no_progress,
-            )
-        except TableError as exc:
-            print(f"fundgym export: {exc}", file=sys.stderr)
-            return 2
+        t = distill_table(
+            run_dir,
+            out,
+            episodes=args.episodes,
+            bins=args.bins,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
         closed = t.fidelity.get("closed_loop", {})
         print(f"wrote {out} ({t.n_filled} of {t.n_cells} cells filled) and its CSV view")
         for name, f in closed.get("params", closed).items():

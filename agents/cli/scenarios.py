@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from pathlib import Path
 
+from fundgym.agents.cli.guards import (
+    OUTPUT_KINDS,
+    UsageError,
+    check_output,
+    check_seed,
+    load_scenario_checked,
+)
 from fundgym.agents.outputs import temp_sibling
 from fundgym.envs.market.market import sample_market
-from fundgym.envs.scenarios import Scenario, library, load_scenario
-from fundgym.envs.schema import SchemaError, describe
+from fundgym.envs.resources import SCENARIO_DIR
+from fundgym.envs.scenarios import Scenario, library
+from fundgym.envs.schema import describe
 
 CSV_COLUMNS = (
     "step",
@@ -26,21 +33,15 @@ CSV_COLUMNS = (
 )
 
 
-def _load(name_or_path: str) -> Scenario:
-    try:
-        return load_scenario(name_or_path)
-    except (SchemaError, FileNotFoundError) as exc:
-        print(f"fundgym scenarios: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     """Print every library scenario with its one-line description."""
     rows = []
     for name in library():
-        sc = _load(name)
+        sc = load_scenario_checked(name, "library scenario")
         tag = "train" if sc.training else "eval"
         rows.append((name, tag, f"{sc.horizon_minutes / 60:g} h", sc.description))
+    if not rows:
+        raise UsageError(f"the scenario library {SCENARIO_DIR} holds no scenario files")
     width = max(len(r[0]) for r in rows)
     for name, tag, hours, desc in rows:
         print(f"{name:<{width}}  {tag:<5}  {hours:>6}  {desc}")
@@ -48,11 +49,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checked(args: argparse.Namespace, kind: str) -> tuple[Scenario, Path]:
+    """The scenario and --out of ``sample``/``plot``, checked before anything runs."""
+    check_seed("--seed", args.seed)
+    sc = load_scenario_checked(args.scenario, "scenario")
+    out = Path(args.out)
+    check_output(out, OUTPUT_KINDS[kind], force=args.force)
+    return sc, out
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     """Write one sampled path of the scenario to CSV (atomically)."""
-    sc = _load(args.scenario)
+    sc, out = _checked(args, "scenario_csv")
     cols = sample_market(sc, args.seed)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(out)
     try:
@@ -76,13 +85,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """Plot price, oracle, depth and funding of one sampled path."""
+    sc, out = _checked(args, "plot")
     from fundgym.agents.evaluate.plots import plot_scenario  # matplotlib only when plotting
 
-    sc = _load(args.scenario)
     cols = sample_market(sc, args.seed)
     seed = sc.seed if args.seed is None else args.seed
-    plot_scenario(cols, f"{sc.name} (seed {seed}): {sc.description}", Path(args.out))
-    print(f"wrote {args.out}")
+    plot_scenario(cols, f"{sc.name} (seed {seed}): {sc.description}", out)
+    print(f"wrote {out}")
     return 0
 
 
@@ -115,9 +124,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p_list.set_defaults(func=cmd_list)
     p_schema = ssub.add_parser("schema", help="print the scenario file schema (Markdown)")
     p_schema.set_defaults(func=cmd_schema)
-    for name, func, helptext, default_out in (
-        ("sample", cmd_sample, "write one sampled path to CSV", None),
-        ("plot", cmd_plot, "plot price, oracle, depth and funding to PNG", None),
+    for name, func, helptext, kind in (
+        ("sample", cmd_sample, "write one sampled path to CSV", "scenario_csv"),
+        ("plot", cmd_plot, "plot price, oracle, depth and funding to PNG", "plot"),
     ):
         q = ssub.add_parser(name, help=helptext, description=helptext)
         q.add_argument("scenario", metavar="NAME_OR_PATH", help="library name or YAML path")
@@ -126,8 +135,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         )
         q.add_argument(
             "--out",
-            required=default_out is None,
+            required=True,
             metavar="FILE",
             help="output file (.csv for sample, .png for plot)",
         )
+        q.add_argument("--force", action="store_true", help=OUTPUT_KINDS[kind].force_help())
         q.set_defaults(func=func)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,19 @@ from typing import Any
 import numpy as np
 import yaml
 
-from fundgym.agents.outputs import OutputLockError, output_lock, write_text_atomic
+from fundgym.agents.cli.guards import (
+    OUTPUT_KINDS,
+    UsageError,
+    at_least,
+    check_output,
+    check_seed,
+    inside,
+    load_scenario_checked,
+    safe_name,
+)
+from fundgym.agents.outputs import output_lock, write_text_atomic
 from fundgym.envs.core.params import RiskParams
-from fundgym.envs.scenarios import Scenario, load_scenario
-from fundgym.envs.schema import SchemaError
+from fundgym.envs.scenarios import Scenario
 from fundgym.envs.simulator import ExchangeSimulator, SimulationResult
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -95,26 +103,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         default="runs/simulate",
         metavar="DIR",
-        help="where the plot and the resolved config go (default runs/simulate)",
+        help="where the plot (named after the scenario, made a safe file name) and the "
+        "resolved config go (default runs/simulate)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help=OUTPUT_KINDS["simulation"].force_help()
     )
 
 
 def main(args: argparse.Namespace) -> int:
-    """Check the arguments and the scenario, lock --out, then simulate."""
-    if args.accounts < 1:
-        raise SystemExit(f"--accounts must be >= 1, got {args.accounts}")
+    """Check the arguments, the scenario and --out, lock --out, then simulate."""
+    at_least("--accounts", args.accounts, 1)
     if not np.isfinite(args.fund_frac) or not 0.0 <= args.fund_frac <= 10.0:
-        raise SystemExit(f"--fund-frac must lie in [0, 10], got {args.fund_frac}")
-    try:
-        scenario = load_scenario(args.scenario)
-    except (SchemaError, FileNotFoundError) as exc:
-        raise SystemExit(f"fundgym simulate: {exc}") from exc
-    try:
-        with output_lock(Path(args.out), command="fundgym simulate"):
-            return _simulate(args, scenario)
-    except OutputLockError as exc:
-        print(f"fundgym simulate: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--fund-frac must lie in [0, 10], got {args.fund_frac}")
+    check_seed("--seed", args.seed)
+    scenario = load_scenario_checked(args.scenario)
+    out = Path(args.out)
+    check_output(out, OUTPUT_KINDS["simulation"], force=args.force)
+    with output_lock(out, command="fundgym simulate"):
+        return _simulate(args, scenario)
 
 
 def _simulate(args: argparse.Namespace, scenario: Scenario) -> int:
@@ -167,7 +174,8 @@ def _simulate(args: argparse.Namespace, scenario: Scenario) -> int:
     from fundgym.agents.evaluate.plots import plot_crash  # matplotlib only when plotting
 
     hours = np.arange(mark.size, dtype=np.float64) * (scenario.tick_minutes / 60.0)
-    plot_path = out / f"{scenario.name}.png"
+    # The scenario's name is text from its file: made safe, and the plot kept inside --out.
+    plot_path = inside(out, out / f"{safe_name(scenario.name, 'scenario')}.png")
     plot_crash(
         hours,
         mark,

@@ -6,15 +6,23 @@ import argparse
 import sys
 from pathlib import Path
 
+from fundgym.agents.cli.guards import OUTPUT_KINDS, check_output, check_seed
 from fundgym.agents.cli.levers import lever_table
-from fundgym.agents.config import DEFAULT_TRAIN_CONFIG, ConfigError, TrainConfig, load_config
-from fundgym.agents.outputs import OutputLockError, output_lock
+from fundgym.agents.config import (
+    DEFAULT_TRAIN_CONFIG,
+    TrainConfig,
+    check_scenarios,
+    load_config,
+)
+from fundgym.agents.outputs import output_lock
 
 DESCRIPTION = f"""\
 Train an agent from a YAML config (see configs/train/). The config is validated before anything
-runs: an unknown key, a wrong type (true where a number is expected, 1 or yes where true/false
-is) or a value out of range stops the command with exit code 2 and a message naming the file,
-the field, the value and what is allowed.
+runs or is written: an unknown key, a wrong type (true where a number is expected, 1 or yes
+where true/false is), a value out of range, or a scenario in env.scenario or eval.scenarios
+that is neither 'training', a library name nor a valid YAML file stops the command with exit
+code 2 and a message naming the file, the field, the value and what is allowed. So does an
+--out that cannot be written, or a non-empty folder that is not a fundgym run (see --force).
 
 The run directory receives config.yaml (the resolved config), command.txt, final/ (the final
 model: weights as plain tensors, normalisation statistics as plain arrays, a manifest of their
@@ -90,42 +98,43 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="continue the run in DIR from its latest checkpoint (after an interruption); "
         "the config must be the one that started it",
     )
+    p.add_argument("--force", action="store_true", help=OUTPUT_KINDS["run"].force_help())
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    """Validate the config, lock the run directories, then train each requested seed."""
+    """Validate the config, its scenarios and --out, lock the run directories, then train.
+
+    Nothing is written before every check has passed: a typo in a scenario name or an
+    unwritable --out leaves no config.yaml behind to refuse the corrected command.
+    """
+    check_seed("--seed", args.seed)
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
-    try:
-        cfg = load_config(args.config, overrides)
-        seed_cfgs = (
-            [(s, load_config(args.config, [*overrides, f"seed={s}"])) for s in args.seeds]
-            if args.seeds
-            else [(cfg.seed, cfg)]
-        )
-    except ConfigError as exc:
-        print(f"fundgym train: invalid config\n{exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, overrides)
+    check_scenarios(cfg, args.config)
+    seed_cfgs = (
+        [(s, load_config(args.config, [*overrides, f"seed={s}"])) for s in args.seeds]
+        if args.seeds
+        else [(cfg.seed, cfg)]
+    )
     stem = Path(args.config).stem
     if args.out:
         base = Path(args.out)
     else:
         base = Path("runs") / "train" / (stem if args.seeds else f"{stem}-seed{cfg.seed}")
     run_dirs = [base / f"seed_{seed}" if args.seeds else base for seed, _ in seed_cfgs]
-    try:
-        with output_lock(base, *run_dirs, command="fundgym train"):
-            return _train_seeds(args, list(zip(run_dirs, seed_cfgs, strict=True)))
-    except OutputLockError as exc:
-        print(f"fundgym train: {exc}", file=sys.stderr)
-        return 2
+    for path in dict.fromkeys([base, *run_dirs]):
+        check_output(path, OUTPUT_KINDS["run"], force=args.force)
+    with output_lock(base, *run_dirs, command="fundgym train"):
+        return _train_seeds(args, list(zip(run_dirs, seed_cfgs, strict=True)))
 
 
 def _train_seeds(args: argparse.Namespace, runs: list[tuple[Path, tuple[int, TrainConfig]]]) -> int:
     """Train each (run directory, (seed, config)) in turn; the command's exit code."""
-    from fundgym.agents.training.train import RunDirError, train
+    from fundgym.agents.training.train import train
 
     argv = ["fundgym", *sys.argv[1:]] if sys.argv[1:] else None
     for run_dir, (seed, scfg) in runs:
@@ -133,9 +142,6 @@ def _train_seeds(args: argparse.Namespace, runs: list[tuple[Path, tuple[int, Tra
             result = train(
                 scfg, run_dir, resume=args.resume, progress=not args.no_progress, argv=argv
             )
-        except RunDirError as exc:
-            print(f"fundgym train: {exc}", file=sys.stderr)
-            return 2
         except KeyboardInterrupt:
             print(
                 f"\nfundgym train: interrupted; continue with --resume --out {run_dir}",

@@ -50,29 +50,30 @@ def read_schedule(path: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
     """Metadata and rows of a schedule file (CSV or JSON, by content).
 
     Raises:
-        ScheduleError: Not a fundgym schedule, an unsupported schema version, or a bad row;
-            the message names the file and what is wrong.
+        ScheduleError: The file is missing or unreadable, not UTF-8 text, not a fundgym
+            schedule (neither the CSV form, whose first line is ``# fundgym-schedule: {...}``,
+            nor the JSON form), of another schema version, or a row or field is malformed
+            (a torn CSV row, a value that is not a number); the message names the file and
+            the line or field.
     """
+    path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ScheduleError(f"{path}: no such schedule file") from None
     except OSError as exc:
-        raise ScheduleError(f"{path}: cannot read ({exc})") from exc
+        raise ScheduleError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     try:
-        if text.startswith(CSV_MARKER):
-            first, _, body = text.partition("\n")
-            meta = json.loads(first[len(CSV_MARKER) :])
-            reader = csv.DictReader(io.StringIO(body))
-            rows = [{k: float(v) for k, v in r.items()} for r in reader]
-        else:
-            data = json.loads(text)
-            if not isinstance(data, dict):
-                raise ScheduleError(f"{path}: not a fundgym schedule (top level is not a mapping)")
-            meta = {k: v for k, v in data.items() if k not in ("rows", "columns")}
-            rows = [{k: float(v) for k, v in r.items()} for r in data.get("rows", [])]
-    except (json.JSONDecodeError, ValueError, TypeError) as exc:
-        if isinstance(exc, ScheduleError):
-            raise
-        raise ScheduleError(f"{path}: not a readable fundgym schedule ({exc})") from exc
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScheduleError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); a schedule is the CSV "
+            "or JSON file `fundgym export` writes"
+        ) from exc
+    if text.startswith(CSV_MARKER):
+        meta, rows = _schedule_csv(text, path)
+    else:
+        meta, rows = _schedule_json(text, path)
     if meta.get("kind") != SCHEDULE_KIND:
         raise ScheduleError(f"{path}: kind = {meta.get('kind')!r}, expected {SCHEDULE_KIND!r}")
     if meta.get("schema_version") != SCHEDULE_SCHEMA_VERSION:
@@ -80,11 +81,96 @@ def read_schedule(path: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
             f"{path}: schema_version = {meta.get('schema_version')!r}; this fundgym reads "
             f"{SCHEDULE_SCHEMA_VERSION!r}"
         )
+    controlled = meta.get("controlled")
+    if (
+        not isinstance(controlled, list)
+        or not controlled
+        or not all(isinstance(n, str) and n in PARAMS for n in controlled)
+        or len(set(controlled)) != len(controlled)
+    ):
+        raise ScheduleError(
+            f"{path}: controlled = {_short(controlled)}: expected distinct names from "
+            f"{list(PARAMS)}"
+        )
     if not rows:
         raise ScheduleError(f"{path}: the schedule has no rows")
-    missing = [f"action_{n}" for n in meta.get("controlled", []) if f"action_{n}" not in rows[0]]
-    if missing:
-        raise ScheduleError(f"{path}: column {missing[0]!r} is missing (needed to replay)")
+    for i, row in enumerate(rows):
+        for name in controlled:
+            value = row.get(f"action_{name}")
+            if value is None:
+                raise ScheduleError(
+                    f"{path}: column 'action_{name}' is missing (needed to replay)"
+                    + (f" in row {i}" if i else "")
+                )
+            if not math.isfinite(value):
+                raise ScheduleError(
+                    f"{path}: row {i}: action_{name} = {value!r}: expected a finite number"
+                )
+    return meta, rows
+
+
+def _number(value: Any, path: Path, where: str) -> float:
+    """A schedule cell as a float; :class:`ScheduleError` naming ``where`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ScheduleError(f"{path}: {where} = {_short(value)}: expected a number")
+    try:
+        return float(value)
+    except ValueError:
+        raise ScheduleError(f"{path}: {where} = {_short(value)}: expected a number") from None
+
+
+def _schedule_csv(text: str, path: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """The CSV form: the metadata line, then a header and one row per decision."""
+    first, _, body = text.partition("\n")
+    try:
+        meta = json.loads(first[len(CSV_MARKER) :])
+    except json.JSONDecodeError as exc:
+        raise ScheduleError(
+            f"{path}: line 1: the '{CSV_MARKER.strip()}' metadata is not valid JSON ({exc})"
+        ) from exc
+    if not isinstance(meta, dict):
+        raise ScheduleError(f"{path}: line 1: the metadata is not a JSON object")
+    reader = csv.reader(io.StringIO(body))
+    header = next(reader, None)
+    if not header:
+        raise ScheduleError(f"{path}: line 2: the column header is missing")
+    rows: list[dict[str, float]] = []
+    for line, cells in enumerate(reader, start=3):
+        if not cells:
+            continue
+        if len(cells) != len(header):
+            raise ScheduleError(
+                f"{path}: line {line} has {len(cells)} fields, the header {len(header)} (a "
+                "truncated or edited file); export the schedule again"
+            )
+        rows.append(
+            {k: _number(v, path, f"line {line}, {k}") for k, v in zip(header, cells, strict=True)}
+        )
+    return meta, rows
+
+
+def _schedule_json(text: str, path: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """The JSON form: one object with the metadata, ``columns`` and ``rows``."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ScheduleError(
+            f"{path}: not a readable fundgym schedule: neither CSV starting "
+            f"'{CSV_MARKER.strip()}' nor valid JSON ({exc})"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ScheduleError(f"{path}: not a fundgym schedule (top level is not a mapping)")
+    meta = {k: v for k, v in data.items() if k not in ("rows", "columns")}
+    if (meta.get("kind"), meta.get("schema_version")) != (SCHEDULE_KIND, SCHEDULE_SCHEMA_VERSION):
+        return meta, []  # the caller names the kind or the version
+    items = data.get("rows")
+    if not isinstance(items, list):
+        raise ScheduleError(f"{path}: rows = {_short(items)}: expected a list of row objects")
+    rows: list[dict[str, float]] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ScheduleError(f"{path}: rows[{i}] = {_short(item)}: expected an object")
+        rows.append({str(k): _number(v, path, f"rows[{i}].{k}") for k, v in item.items()})
     return meta, rows
 
 
@@ -291,11 +377,16 @@ def read_table(path: Path) -> dict[str, Any]:
     path = Path(path)
     source = str(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TableError(f"{source}: no such table file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TableError(f"{source}: cannot be read ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise TableError(
+            f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start}); a state table is "
+            "the JSON file `fundgym export --format table` writes"
+        ) from exc
+    except OSError as exc:
+        raise TableError(f"{source}: cannot be read ({exc.strerror or exc})") from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

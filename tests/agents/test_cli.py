@@ -1,5 +1,6 @@
 """The fundgym command line: help texts, the crash simulation summary, the benchmark, bad input."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fundgym.agents.cli import main
+from fundgym.agents.cli import build_parser, main
+from fundgym.agents.cli.guards import plain_text
 from fundgym.envs.levers import LEVERS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -219,3 +221,54 @@ def test_scenarios_reject_a_bad_file_with_exit_code_2(tmp_path):
     assert out.returncode == 2
     assert f"{bad}: price.initial = -5" in out.stderr
     assert not (tmp_path / "x.csv").exists()
+
+
+def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and every subparser below it."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                found += _parsers(child)
+    return found
+
+
+MARKUP = ("``", "`", "**", ":func:", ":mod:", ":class:", ":meth:", ":data:", ":attr:", "## ")
+
+
+def test_every_help_text_is_plain_text():
+    parsers = _parsers(build_parser())
+    progs = {p.prog for p in parsers}
+    assert len(parsers) == 16  # fundgym, 8 subcommands, 4 scenarios actions, 3 bench targets
+    assert {"fundgym demo", "fundgym scenarios sample", "fundgym bench env"} <= progs
+    for p in parsers:
+        text = p.format_help()
+        assert not [m for m in MARKUP if m in text], (p.prog, [m for m in MARKUP if m in text])
+    demo = next(p for p in parsers if p.prog == "fundgym demo").format_help()
+    assert "1. Train the default config (configs/train/ppo.yaml: PPO" in demo  # kept, unmarked
+
+
+@pytest.mark.parametrize(
+    ("text", "plain"),
+    [
+        (":func:`fundgym.envs.levers.describe` reads it", "fundgym.envs.levers.describe reads it"),
+        ("see :class:`~fundgym.envs.config.EnvConfig`", "see EnvConfig"),
+        (
+            "``--quick`` runs **Train** and `fundgym levers`",
+            "--quick runs Train and fundgym levers",
+        ),
+        ("## Episode End\nA list::\n", "Episode End\nA list:\n"),
+        ("  aligned  columns *.yaml  x * y", "  aligned  columns *.yaml  x * y"),
+    ],
+)
+def test_plain_text_strips_rst_and_markdown_markup(text, plain):
+    assert plain_text(text) == plain
+
+
+def test_every_option_that_replaces_an_output_documents_force():
+    for p in _parsers(build_parser()):
+        options = {o for a in p._actions for o in a.option_strings}
+        if "--out" in options or "--json" in options:
+            assert "--force" in options, p.prog
+            force = next(a for a in p._actions if "--force" in a.option_strings)
+            assert "recognise" in (force.help or ""), p.prog

@@ -140,7 +140,12 @@ def test_replay_on_another_seed_holds_the_plan_open_loop(csv_file, run_dir):
         ("not a schedule\n", "not a readable fundgym schedule"),
         ('{"kind": "other", "schema_version": "1"}', "kind = 'other'"),
         ('{"kind": "fundgym.schedule", "schema_version": "9"}', "schema_version = '9'"),
-        ('{"kind": "fundgym.schedule", "schema_version": "1", "rows": []}', "has no rows"),
+        (
+            '{"kind": "fundgym.schedule", "schema_version": "1", "controlled": ["mmr"], '
+            '"rows": []}',
+            "has no rows",
+        ),
+        ('{"kind": "fundgym.schedule", "schema_version": "1", "rows": []}', "controlled = None"),
     ],
 )
 def test_bad_schedule_files_are_named(tmp_path, text, message):
@@ -174,3 +179,20 @@ def test_export_command(run_dir, tmp_path, capsys):
     )
     text = capsys.readouterr().out
     assert "max |onnx - SB3|" in text and onnx_out.is_file()
+
+
+def test_export_refuses_to_replace_an_unrelated_file_without_force(run_dir, tmp_path, capsys):
+    target = tmp_path / "plan.csv"
+    target.write_text("a risk team's own plan\n")
+    argv = ["export", "--policy", str(run_dir), "--format", "csv", "--scenario", SCENARIO,
+            "--out", str(target)]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--out {target}: an existing file that is not a fundgym schedule file" in err
+    assert "--force" in err and "Traceback" not in err
+    assert target.read_text() == "a risk team's own plan\n"
+    assert main([*argv, "--force"]) == 0
+    assert read_schedule(target)[0]["scenario"] == SCENARIO
+    # now a fundgym schedule: a new export (JSON this time) replaces it without --force
+    assert main([*argv[:4], "json", *argv[5:]]) == 0
+    assert target.read_text().startswith("{")
