@@ -12,13 +12,21 @@ the calibration facts the scenario reproduces; tests check them.
 :class:`~fundgym.envs.schema.SchemaError` naming the file, the field, the value and what is allowed.
 :func:`market_path` draws the exogenous parts for a batch of exchanges; the simulator adds
 what is endogenous (liquidation flow moving the price, funding from the resulting premium).
+
+Finite or refused: the schema's ranges and cross-field budgets (the comment above
+:data:`MAX_HORIZON_MINUTES`) keep every drawn price and depth finite and positive, and
+:func:`market_path` checks each draw anyway, raising :class:`NonFinitePathError` (a
+:class:`~fundgym.envs.schema.SchemaError`) with the scenario and the tick rather than return
+``inf``. ``start_utc`` dates minute 0 of a historical scenario (:attr:`Scenario.start_datetime`).
 PyYAML is imported only to read a file, so the simulator itself needs numpy alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +34,8 @@ import numpy as np
 
 from fundgym.envs.market.depth import Collapse, depth_multiplier_path
 from fundgym.envs.market.price import (
+    MINUTES_PER_DAY,
+    MINUTES_PER_YEAR,
     CrashLeg,
     crash_log_returns,
     garch_t_log_returns,
@@ -33,9 +43,63 @@ from fundgym.envs.market.price import (
     regime_path,
 )
 from fundgym.envs.resources import SCENARIO_DIR
-from fundgym.envs.schema import SchemaError, build, load_yaml, spec
+from fundgym.envs.schema import FieldError, SchemaError, build, load_yaml, spec
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+
+
+# ---------------------------------------------------------------- bounds ----
+# Why a scenario inside the schema cannot overflow (docs/scenarios.md, "Finite by construction").
+# float64 overflows at exp(709.8) and underflows to 0 below exp(-745); a price is the start price
+# in [1e-9, 1e12] times exp(log moves) from the parts below, each bounded on its own:
+#   scripted legs     |running log move| <= ln 1e10 = 23.0       (exact: the legs are fixed)
+#   base process      drift + 10 sd of the log move <= 23.0       (a budget over the horizon)
+#   venue wicks       sum |ln(1 + return)| <= ln 1e6 = 13.8       (last price only)
+#   manipulations     sum |ln(1 + return)| <= 13.8                (oracle only)
+#   basis             |ln(1 + basis_frac)| <= 2.3, noise <= 10% a tick
+# so index / initial stays within 1e+-20 at the design point, and every drawn price (index,
+# last with basis and wicks, an oracle marked to last and manipulated) within about 1e-43 ..
+# 1e45 (impact from liquidation flow comes on top, in the simulator). The base process has
+# fat tails, so "10 sd" is a design point, not a certainty:
+# at the per-tick limit (5% a tick, alpha 0.1-0.3, nu 2.5-3, 50,000 paths of 1,719 ticks) the
+# largest log move measured was 84, against 709 to overflow; sampling still checks every path
+# (NonFinitePathError) so a value beyond all of this is refused, never returned.
+
+#: Longest episode, minutes: a year. The path is held in memory, and over a year the
+#: base-process budget already caps volatility at ~200% (0.5 V + 10 sqrt(V) <= 23.0: V <= 4.35).
+MAX_HORIZON_MINUTES = 525_600.0
+#: Most ticks in one path, and most ticks of oracle delay: the path is eight
+#: ``(n_ticks, n_envs)`` arrays and the oracle keeps ``delay + 1`` rows.
+MAX_TICKS = 2**20
+#: Largest std of one tick's log return at the highest volatility multiplier. The base process
+#: is the noise around the scripted legs (which carry the crash moves); above ~5% a tick a
+#: fat-tailed draw feeds GARCH's next variance (alpha z^2) and a few draws in a row compound.
+MAX_TICK_SIGMA = 0.05
+#: Standard deviations of the base process's log move that :data:`MAX_RANDOM_LOG_MOVE` covers.
+TAIL_SIGMAS = 10.0
+#: Budget of the base process (GARCH or GBM with jumps) over the episode: its drift plus
+#: :data:`TAIL_SIGMAS` standard deviations of its log move, a factor 1e10.
+MAX_RANDOM_LOG_MOVE = math.log(1e10)
+#: Scripted legs: their running log move stays within this either way (1e10; LUNA's
+#: -99.9999% over four legs is -13.7, Mango's +2,295% is +3.2).
+MAX_CRASH_LOG_MOVE = math.log(1e10)
+#: Venue wicks, and oracle manipulations: the sum of their ``|ln(1 + return_frac)|`` (1e6, as if
+#: every one overlapped; GDAX's 2017 wick to $0.10 from $317 is ln 3,178 = 8.1).
+MAX_MULTIPLIER_LOG_MOVE = math.log(1e6)
+#: Depth collapses together keep at least this fraction of normal depth (their floors multiply
+#: where they overlap): with precursor thinning (x0.05) and noise, depth stays > 0.
+MIN_DEPTH_FLOOR_PRODUCT = 1e-6
+#: Shortest half-life, smoothing or lead time, minutes (0.6 s): anything shorter acts at once
+#: on any clock, and a floor keeps ``tick / duration`` finite (5e-324 would overflow it).
+MIN_DURATION_MINUTES = 0.01
+#: Most negative return of one crash leg, wick or manipulation: a 10,000-fold fall (GDAX ETH
+#: 2017: -99.97%). A return of -1 would be a price of 0.
+MIN_RETURN_FRAC = -0.9999
+
+
+def _log_moves_text(total: float, limit: float) -> str:
+    """``"24.1, at most ln(1e10) = 23.0"``: a log move against its budget."""
+    return f"{total:.3g}, at most ln(1e{round(limit / math.log(10))}) = {limit:.1f}"
 
 
 # ---------------------------------------------------------------- schema ----
@@ -45,22 +109,49 @@ FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 class GarchSpec:
     """GARCH(1,1) with Student-t innovations."""
 
-    alpha: float = spec(0.06, ge=0.0, lt=1.0, doc="reaction to the last squared return")
-    beta: float = spec(0.92, ge=0.0, lt=1.0, doc="variance persistence (alpha + beta < 1)")
+    alpha: float = spec(
+        0.06,
+        ge=0.0,
+        le=0.3,
+        doc="reaction to the last squared return (crypto fits 0.03-0.15; a large alpha turns "
+        "one fat-tailed draw into a run of large ones)",
+    )
+    beta: float = spec(
+        0.92,
+        ge=0.0,
+        le=0.99,
+        doc="variance persistence; alpha + beta <= 0.99 (a shock's half-life at most 69 ticks; "
+        "near 1 the variance wanders with no pull back to its target)",
+    )
     nu: float = spec(4.0, gt=2.0, le=1e6, doc="Student-t degrees of freedom (fat tails)")
 
     def __post_init__(self) -> None:
-        if self.alpha + self.beta >= 1.0:
-            raise ValueError(f"garch: alpha + beta must be < 1, got {self.alpha + self.beta}")
+        if self.alpha + self.beta > 0.99:
+            raise FieldError(
+                "beta",
+                self.beta,
+                f"alpha + beta must be <= 0.99, got {self.alpha + self.beta:g} (GARCH "
+                "persistence; at 1 the variance has no long-run level)",
+            )
 
 
 @dataclass(frozen=True)
 class JumpSpec:
     """Merton jumps."""
 
-    rate_per_day: float = spec(0.5, ge=0.0, le=1e4, doc="expected jumps per day")
-    mean_log: float = spec(-0.005, ge=-5.0, le=5.0, doc="mean log jump (negative skew)")
-    std_log: float = spec(0.01, ge=0.0, le=5.0, doc="std of log jumps")
+    rate_per_day: float = spec(
+        0.5,
+        ge=0.0,
+        le=1440.0,
+        doc="expected jumps per day (at most one a minute; the library: 0.5-2)",
+    )
+    mean_log: float = spec(
+        -0.005,
+        ge=-0.25,
+        le=0.25,
+        doc="mean log jump (negative skew); larger moves are scripted legs",
+    )
+    std_log: float = spec(0.01, ge=0.0, le=0.25, doc="std of log jumps")
 
 
 @dataclass(frozen=True)
@@ -68,7 +159,9 @@ class RegimeSpec:
     """Markov regimes (e.g. calm, volatile, crisis) scaling volatility and jump rate."""
 
     vol_multipliers: tuple[float, ...] = spec(
-        doc="volatility multiplier per regime", gt=0.0, le=100.0
+        doc="volatility and jump-rate multiplier per regime (crisis regimes run x2-4)",
+        gt=0.0,
+        le=10.0,
     )
     switch_rate_per_day: tuple[tuple[float, ...], ...] = spec(
         doc="rate of moving from regime i to j, per day", ge=0.0, le=1e4
@@ -91,9 +184,20 @@ class RegimeSpec:
 class PriceSpec:
     """The base price process."""
 
-    initial: float = spec(ge=1e-9, le=1e12, doc="starting price, USD")
+    initial: float = spec(
+        ge=1e-9,
+        le=1e12,
+        doc="starting price, USD (with every log move bounded, prices stay in ~1e-43..1e45)",
+    )
     model: Literal["garch_t", "gbm"] = "garch_t"
-    vol_annual: float = spec(0.5, gt=0.0, le=20.0, doc="long-run annualised volatility")
+    vol_annual: float = spec(
+        0.5,
+        gt=0.0,
+        le=5.0,
+        doc="long-run annualised volatility (5 = five times LUNA's scenario); times the "
+        "largest multiplier, one tick's std <= 0.05, and drift + 10 sd of the base process's "
+        "log move over the episode (jumps included) <= ln 1e10",
+    )
     garch: GarchSpec = dataclasses.field(default_factory=GarchSpec)
     jumps: JumpSpec = dataclasses.field(default_factory=JumpSpec)
     regimes: RegimeSpec | None = None
@@ -105,9 +209,30 @@ class LegSpec:
 
     kind: Literal["decline", "recovery", "pause", "steps", "wick"]
     minutes: float = spec(gt=0.0, le=1e6, doc="duration")
-    return_frac: float = spec(0.0, gt=-1.0, le=1e3, doc="total simple return of the leg")
+    return_frac: float = spec(
+        0.0,
+        ge=MIN_RETURN_FRAC,
+        le=1e3,
+        doc="total simple return of the leg (-0.9999: a 10,000-fold fall; -1 is a price of 0)",
+    )
     shape: Literal["linear", "accelerating", "front_loaded"] = "linear"
     n_steps: int = spec(1, ge=1, le=1000, doc="drops of a stepwise decline")
+
+
+def crash_log_range(legs: tuple[LegSpec, ...]) -> tuple[float, float]:
+    """Lowest and highest running log move of scripted legs, from 0 at the first leg's start.
+
+    A ``wick`` leg moves and comes straight back; a ``pause`` does not move.
+    """
+    level = low = high = 0.0
+    for leg in legs:
+        move = math.log1p(leg.return_frac)
+        if leg.kind == "wick":
+            low, high = min(low, level + move), max(high, level + move)
+        elif leg.kind != "pause":
+            level += move
+            low, high = min(low, level), max(high, level)
+    return low, high
 
 
 @dataclass(frozen=True)
@@ -115,9 +240,30 @@ class CrashSpec:
     """A scripted crash dropped into the base path."""
 
     start_minute: float = spec(ge=0.0, le=1e7, doc="minute the first leg starts")
-    legs: tuple[LegSpec, ...] = spec(doc="legs in order")
-    vol_multiplier: float = spec(2.0, gt=0.0, le=100.0, doc="extra volatility during the legs")
-    basis_frac: float = spec(0.0, gt=-1.0, le=1.0, doc="venue discount vs index at the trough")
+    legs: tuple[LegSpec, ...] = spec(
+        doc="legs in order; their running log move stays within ln 1e10 = 23.0 either way "
+        "(LUNA's four legs: -13.7)"
+    )
+    vol_multiplier: float = spec(
+        2.0, gt=0.0, le=10.0, doc="extra volatility during the legs (BT-2020: x2)"
+    )
+    basis_frac: float = spec(
+        0.0,
+        ge=-0.9,
+        le=1.0,
+        doc="venue discount vs index at the trough (BT-2020: -0.10; -0.9 is a tenth of spot)",
+    )
+
+    def __post_init__(self) -> None:
+        low, high = crash_log_range(self.legs)
+        if max(-low, high) > MAX_CRASH_LOG_MOVE:
+            raise FieldError(
+                "legs",
+                [leg.return_frac for leg in self.legs if leg.kind != "pause"],
+                "the legs' running log move reaches "
+                + _log_moves_text(low if -low > high else high, MAX_CRASH_LOG_MOVE)
+                + " either way (a factor 1e10)",
+            )
 
 
 @dataclass(frozen=True)
@@ -125,17 +271,38 @@ class WickSpec:
     """A venue-only print: last price moves, index and a well-built mark do not."""
 
     minute: float = spec(ge=0.0, le=1e7, doc="tick of the print")
-    return_frac: float = spec(gt=-1.0, le=1e3, doc="move of the last price")
+    return_frac: float = spec(
+        ge=MIN_RETURN_FRAC, le=1e3, doc="move of the last price (Binance.US 2021: -0.875)"
+    )
     ticks: int = spec(1, ge=1, le=1000, doc="how many ticks it lasts")
+
+
+def _sum_abs_log1p(returns: list[float]) -> float:
+    return sum(abs(math.log1p(r)) for r in returns)
 
 
 @dataclass(frozen=True)
 class VenueSpec:
     """This venue's own prints and marking."""
 
-    basis_noise_bps: float = spec(2.0, ge=0.0, le=1e4, doc="std of the last-vs-index basis")
-    wicks: tuple[WickSpec, ...] = ()
+    basis_noise_bps: float = spec(
+        2.0, ge=0.0, le=1000.0, doc="std of the last-vs-index basis per tick (10% at most)"
+    )
+    wicks: tuple[WickSpec, ...] = spec(
+        (), doc="venue-only prints; the sum of their abs(ln(1 + return_frac)) <= ln 1e6 = 13.8"
+    )
     mark_method: Literal["median", "last"] = "median"
+
+    def __post_init__(self) -> None:
+        total = _sum_abs_log1p([w.return_frac for w in self.wicks])
+        if total > MAX_MULTIPLIER_LOG_MOVE:
+            raise FieldError(
+                "wicks",
+                [w.return_frac for w in self.wicks],
+                "the sum of |ln(1 + return_frac)| is "
+                + _log_moves_text(total, MAX_MULTIPLIER_LOG_MOVE)
+                + " (overlapping wicks multiply)",
+            )
 
 
 @dataclass(frozen=True)
@@ -144,22 +311,42 @@ class CollapseSpec:
 
     start_minute: float = spec(ge=0.0, le=1e7, doc="minute the collapse starts")
     minutes_to_floor: float = spec(ge=0.0, le=1e6, doc="ramp length")
-    floor_mult: float = spec(gt=0.0, le=1.0, doc="depth at the floor, fraction of normal")
+    floor_mult: float = spec(
+        ge=1e-4,
+        le=1.0,
+        doc="depth at the floor, fraction of normal (Oct 2025: 0.02-0.1; a wick's minute: 0.01)",
+    )
     hold_minutes: float = spec(0.0, ge=0.0, le=1e7, doc="time at the floor")
-    recovery_half_life_minutes: float = spec(60.0, gt=0.0, le=1e7, doc="recovery half-life")
+    recovery_half_life_minutes: float = spec(
+        60.0, ge=MIN_DURATION_MINUTES, le=1e7, doc="recovery half-life"
+    )
 
 
 @dataclass(frozen=True)
 class DepthSpec:
     """Book depth per 1% of price."""
 
-    normal_usd_per_pct: float = spec(gt=0.0, le=1e13, doc="normal depth, USD per 1% move")
+    normal_usd_per_pct: float = spec(
+        ge=1.0, le=1e13, doc="normal depth, USD per 1% move (under $1 is no book)"
+    )
     noise_frac: float = spec(0.05, ge=0.0, le=0.9, doc="lognormal noise on the multiplier")
-    collapses: tuple[CollapseSpec, ...] = ()
+    collapses: tuple[CollapseSpec, ...] = spec(
+        (), doc="depth collapses; the product of their floor_mult >= 1e-6"
+    )
     impact_coef: float = spec(0.5, ge=0.0, le=1.0, doc="permanent share of liquidation impact")
     impact_half_life_minutes: float = spec(
-        30.0, gt=0.0, le=1e7, doc="decay of accumulated impact (arbitrage)"
+        30.0, ge=MIN_DURATION_MINUTES, le=1e7, doc="decay of accumulated impact (arbitrage)"
     )
+
+    def __post_init__(self) -> None:
+        product = math.prod(c.floor_mult for c in self.collapses)
+        if product < MIN_DEPTH_FLOOR_PRODUCT:
+            raise FieldError(
+                "collapses",
+                [c.floor_mult for c in self.collapses],
+                f"the floor_mult values multiply to {product:.3g} (as they do where collapses "
+                f"overlap); at least {MIN_DEPTH_FLOOR_PRODUCT:g} of normal depth must remain",
+            )
 
 
 @dataclass(frozen=True)
@@ -176,7 +363,7 @@ class ManipulationSpec:
 
     start_minute: float = spec(ge=0.0, le=1e7, doc="start")
     minutes: float = spec(gt=0.0, le=1e7, doc="length")
-    return_frac: float = spec(gt=-1.0, le=1e3, doc="peak move of the oracle")
+    return_frac: float = spec(ge=MIN_RETURN_FRAC, le=1e3, doc="peak move of the oracle")
 
 
 @dataclass(frozen=True)
@@ -184,21 +371,44 @@ class OracleSpec:
     """What the margin engine reads."""
 
     source: Literal["mark", "index"] = "mark"
-    delay_minutes: float = spec(0.0, ge=0.0, le=1e5, doc="staleness of the feed")
+    delay_minutes: float = spec(
+        0.0, ge=0.0, le=1e5, doc="staleness of the feed (at most 2**20 ticks)"
+    )
     floor_price: float | None = spec(None, gt=0.0, le=1e12, doc="minimum answer of the feed")
     freezes: tuple[WindowSpec, ...] = ()
-    manipulations: tuple[ManipulationSpec, ...] = ()
+    manipulations: tuple[ManipulationSpec, ...] = spec(
+        (), doc="pushes of the oracle; the sum of abs(ln(1 + return_frac)) <= ln 1e6 = 13.8"
+    )
+
+    def __post_init__(self) -> None:
+        total = _sum_abs_log1p([m.return_frac for m in self.manipulations])
+        if total > MAX_MULTIPLIER_LOG_MOVE:
+            raise FieldError(
+                "manipulations",
+                [m.return_frac for m in self.manipulations],
+                "the sum of |ln(1 + return_frac)| is "
+                + _log_moves_text(total, MAX_MULTIPLIER_LOG_MOVE)
+                + " (overlapping manipulations multiply)",
+            )
 
 
 @dataclass(frozen=True)
 class FundingSpec:
     """Funding clamp (Binance formula, BitMEX cap)."""
 
-    interval_hours: float = spec(8.0, gt=0.0, le=1e3, doc="funding interval")
+    interval_hours: float = spec(
+        8.0,
+        ge=1.0,
+        le=1e3,
+        doc="funding interval (hourly on Hyperliquid and dYdX v4, 8 h on Binance; each tick "
+        "pays rate x tick / interval)",
+    )
     interest_per_interval: float = spec(0.0001, ge=-0.1, le=0.1, doc="interest rate I")
     clamp_per_interval: float = spec(0.0005, ge=0.0, le=0.1, doc="clamp on I - P")
     cap_per_interval: float = spec(0.00375, gt=0.0, le=0.5, doc="cap on the rate")
-    premium_ema_minutes: float = spec(60.0, gt=0.0, le=1e5, doc="smoothing of the premium")
+    premium_ema_minutes: float = spec(
+        60.0, ge=MIN_DURATION_MINUTES, le=1e5, doc="smoothing of the premium"
+    )
 
 
 @dataclass(frozen=True)
@@ -206,13 +416,17 @@ class PrecursorSpec:
     """Build-up before the crash; strength 0 = the crash arrives with no warning."""
 
     strength: float = spec(0.0, ge=0.0, le=1.0, doc="0 none .. 1 strong")
-    lead_minutes: float = spec(720.0, gt=0.0, le=1e6, doc="how long before the crash")
+    lead_minutes: float = spec(
+        720.0, ge=MIN_DURATION_MINUTES, le=1e6, doc="how long before the crash"
+    )
     hot_funding_apr: float = spec(0.40, ge=0.0, le=5.0, doc="funding APR at full strength")
     leverage_build: float = spec(0.5, ge=0.0, le=5.0, doc="extra leverage of new positions")
     oi_build: float = spec(1.0, ge=0.0, le=20.0, doc="extra arrivals of new positions")
     long_skew: float = spec(0.15, ge=0.0, le=0.45, doc="extra long share of new positions")
     depth_thinning: float = spec(0.4, ge=0.0, le=0.95, doc="depth lost at full strength")
-    vol_cluster: float = spec(1.0, ge=0.0, le=20.0, doc="extra volatility at full strength")
+    vol_cluster: float = spec(
+        1.0, ge=0.0, le=9.0, doc="extra volatility at full strength (x10 at most)"
+    )
 
 
 @dataclass(frozen=True)
@@ -230,6 +444,47 @@ class TargetSpec:
     )
 
 
+def parse_start_utc(text: str) -> datetime:
+    """An ISO 8601 timestamp in UTC (``2025-10-10T14:00:00Z``) as an aware UTC datetime.
+
+    Raises:
+        ValueError: Not ISO 8601, no time zone, or an offset other than UTC; the message says
+            which.
+    """
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("not an ISO 8601 timestamp (e.g. 2025-10-10T14:00:00Z)") from None
+    if when.tzinfo is None:
+        raise ValueError("no time zone: end it with Z (UTC), e.g. 2025-10-10T14:00:00Z")
+    if when.utcoffset() != timedelta(0):
+        raise ValueError(f"offset {when.utcoffset()} is not UTC: give the UTC time, ending in Z")
+    return when.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class BaseProcessBound:
+    """Worst-case size of the base process (GARCH or GBM plus jumps) over one episode.
+
+    Upper bounds, from the parameters alone: every tick counted at the largest regime
+    multiplier, crash and precursor ticks rounded up.
+
+    Attributes:
+        max_vol_multiplier: Largest volatility multiplier of any tick (regimes x crash or
+            precursors).
+        tick_sigma: Std of one tick's log return at that multiplier.
+        variance: Integrated variance of the diffusive log move over the episode.
+        jumps: Expected number of jumps in the episode.
+        log_move: Drift plus :data:`TAIL_SIGMAS` standard deviations of the log move.
+    """
+
+    max_vol_multiplier: float
+    tick_sigma: float
+    variance: float
+    jumps: float
+    log_move: float
+
+
 @dataclass(frozen=True)
 class Scenario:
     """A market scenario: everything exogenous about an episode."""
@@ -239,8 +494,21 @@ class Scenario:
     price: PriceSpec
     depth: DepthSpec
     seed: int = spec(0, ge=0, le=2**63 - 1, doc="default seed")
-    tick_minutes: float = spec(1.0, gt=0.0, le=1440.0, doc="simulation clock")
-    horizon_minutes: float = spec(1440.0, gt=0.0, le=1e7, doc="episode length")
+    tick_minutes: float = spec(
+        1.0, gt=0.0, le=1440.0, doc="simulation clock; horizon / tick <= 2**20 ticks"
+    )
+    horizon_minutes: float = spec(
+        1440.0,
+        gt=0.0,
+        le=MAX_HORIZON_MINUTES,
+        doc="episode length (a year at most: the path is held in memory, and over a year the "
+        "base-process budget already caps volatility at ~200%)",
+    )
+    start_utc: str | None = spec(
+        None,
+        doc="UTC time of minute 0, ISO 8601 ending in Z or +00:00 (2025-10-10T14:00:00Z): dates "
+        "the path of a historical event; none for a synthetic one",
+    )
     crash: CrashSpec | None = None
     venue: VenueSpec = dataclasses.field(default_factory=VenueSpec)
     oracle: OracleSpec = dataclasses.field(default_factory=OracleSpec)
@@ -254,13 +522,91 @@ class Scenario:
         """Ticks in one episode."""
         return max(1, round(self.horizon_minutes / self.tick_minutes))
 
+    @property
+    def start_datetime(self) -> datetime | None:
+        """Minute 0 of the path as an aware UTC datetime (``None``: a synthetic scenario)."""
+        return None if self.start_utc is None else parse_start_utc(self.start_utc)
+
+    def base_process_bound(self) -> BaseProcessBound:
+        """How far the base process can move the log price (see :class:`BaseProcessBound`)."""
+        dt = self.tick_minutes
+        n = self.n_ticks
+        regime_max = max(self.price.regimes.vol_multipliers) if self.price.regimes else 1.0
+        crash_mult = precursor_mult = 1.0
+        crash_ticks = precursor_ticks = 0.0
+        if self.crash is not None:
+            crash_mult = self.crash.vol_multiplier
+            crash_ticks = min(n, sum(leg.minutes / dt + 2.0 for leg in self.crash.legs))
+            precursor_mult = 1.0 + self.precursors.vol_cluster * self.precursors.strength
+            lead = min(self.precursors.lead_minutes, self.crash.start_minute)
+            precursor_ticks = min(n, lead / dt + 1.0)
+        max_mult = regime_max * max(1.0, crash_mult, precursor_mult)
+        sigma2_tick = self.price.vol_annual**2 * dt / MINUTES_PER_YEAR
+        sum_mult2 = regime_max**2 * (
+            n
+            + crash_ticks * max(crash_mult**2 - 1.0, 0.0)
+            + precursor_ticks * (precursor_mult**2 - 1.0)
+        )
+        variance = sigma2_tick * sum_mult2
+        j = self.price.jumps
+        jumps = j.rate_per_day * dt / MINUTES_PER_DAY * regime_max * n
+        drift = 0.5 * variance + jumps * abs(j.mean_log)
+        spread = math.sqrt(variance + jumps * (j.mean_log**2 + j.std_log**2))
+        return BaseProcessBound(
+            max_vol_multiplier=max_mult,
+            tick_sigma=math.sqrt(sigma2_tick) * max_mult,
+            variance=variance,
+            jumps=jumps,
+            log_move=drift + TAIL_SIGMAS * spread,
+        )
+
     def __post_init__(self) -> None:
+        if self.start_utc is not None:
+            try:
+                parse_start_utc(self.start_utc)
+            except (ValueError, TypeError) as exc:
+                raise FieldError("start_utc", self.start_utc, str(exc)) from None
+        if self.horizon_minutes / self.tick_minutes > MAX_TICKS:
+            raise FieldError(
+                "tick_minutes",
+                self.tick_minutes,
+                f"horizon_minutes / tick_minutes = {self.horizon_minutes / self.tick_minutes:.3g}"
+                f" ticks; at most 2**20 = {MAX_TICKS} (the path is held in memory)",
+            )
+        if self.oracle.delay_minutes / self.tick_minutes > MAX_TICKS:
+            raise FieldError(
+                "oracle.delay_minutes",
+                self.oracle.delay_minutes,
+                f"at most 2**20 = {MAX_TICKS} ticks of {self.tick_minutes:g} minutes",
+            )
         if self.crash is not None:
             end = self.crash.start_minute + sum(leg.minutes for leg in self.crash.legs)
             if end > self.horizon_minutes:
                 raise ValueError(
                     f"crash ends at minute {end:g}, after horizon_minutes={self.horizon_minutes:g}"
                 )
+        bound = self.base_process_bound()
+        if bound.tick_sigma > MAX_TICK_SIGMA:
+            raise FieldError(
+                "price.vol_annual",
+                self.price.vol_annual,
+                f"at the largest volatility multiplier (x{bound.max_vol_multiplier:g}: regimes "
+                f"x crash.vol_multiplier or 1 + precursors.vol_cluster x strength) and "
+                f"tick_minutes={self.tick_minutes:g}, one tick's log-return std is "
+                f"{bound.tick_sigma:.3g}; at most {MAX_TICK_SIGMA:g} (lower the volatility, "
+                "the multipliers or tick_minutes)",
+            )
+        if bound.log_move > MAX_RANDOM_LOG_MOVE:
+            raise FieldError(
+                "price.vol_annual",
+                self.price.vol_annual,
+                f"over horizon_minutes={self.horizon_minutes:g} the base process (variance "
+                f"{bound.variance:.3g}, {bound.jumps:.3g} jumps of mean "
+                f"{self.price.jumps.mean_log:g}) can move the log price by drift + "
+                f"{TAIL_SIGMAS:g} sd = "
+                + _log_moves_text(bound.log_move, MAX_RANDOM_LOG_MOVE)
+                + " (lower the volatility, the multipliers, price.jumps or horizon_minutes)",
+            )
 
 
 # ---------------------------------------------------------------- loading ----
@@ -314,6 +660,50 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
 # ---------------------------------------------------------------- drawing ----
 
 
+class NonFinitePathError(SchemaError):
+    """A drawn path went non-finite or non-positive; names the scenario, column and tick.
+
+    The schema's bounds make this practically impossible (module comment above
+    :data:`MAX_HORIZON_MINUTES`); if fat tails beat them anyway, sampling refuses the path
+    rather than hand ``inf`` or ``0`` to the simulator. A :class:`SchemaError`, so every
+    command that reports a bad scenario reports this too.
+    """
+
+
+#: The drawn (random) path columns that must be finite and > 0, and finite. The others (wick,
+#: manipulation, vol_mult, precursor) are fixed functions of validated parameters whose bounds
+#: hold exactly, so checking them would cost time and catch nothing.
+_POSITIVE_COLUMNS = ("index", "depth_mult")
+_FINITE_COLUMNS = ("basis",)
+
+
+def check_path(scenario: Scenario, path: MarketPath) -> None:
+    """Refuse a path with a non-finite or non-positive value, naming where it first appears.
+
+    Two reductions per column, its minimum and maximum (a NaN makes both NaN, which fails
+    either comparison); the location is only looked up on failure.
+
+    Raises:
+        NonFinitePathError: Naming the scenario, the column, the value, the tick and minute.
+    """
+    for name in _POSITIVE_COLUMNS + _FINITE_COLUMNS:
+        values: FloatArray = getattr(path, name)
+        positive = name in _POSITIVE_COLUMNS
+        if (values.min() > (0.0 if positive else -np.inf)) and values.max() < np.inf:
+            continue
+        ok = (values > 0.0) & (values < np.inf) if positive else np.isfinite(values)
+        rule = "finite and > 0" if positive else "finite"
+        tick, env = np.unravel_index(int(np.argmin(ok)), ok.shape)
+        where = f" of exchange {env}" if ok.shape[1] > 1 else ""
+        raise NonFinitePathError(
+            f"scenario {scenario.name!r}",
+            name,
+            float(values[tick, env]),
+            f"{rule}; first broken at tick {tick} (minute {tick * scenario.tick_minutes:g})"
+            f"{where} of the drawn path, so this draw is refused",
+        )
+
+
 @dataclass
 class MarketPath:
     """The exogenous market of one episode, ``(n_ticks, n_envs)`` arrays.
@@ -344,7 +734,12 @@ def _window(t: FloatArray, start: float, minutes: float) -> np.ndarray[Any, np.d
 
 
 def market_path(scenario: Scenario, rng: np.random.Generator, n_envs: int = 1) -> MarketPath:
-    """Draw the exogenous market of ``scenario`` for ``n_envs`` exchanges."""
+    """Draw the exogenous market of ``scenario`` for ``n_envs`` exchanges.
+
+    Raises:
+        NonFinitePathError: A drawn value is not finite (or a price or multiplier not > 0);
+            the message names the scenario, the column and the tick (:func:`check_path`).
+    """
     sc = scenario
     n = sc.n_ticks
     dt = sc.tick_minutes
@@ -403,7 +798,8 @@ def market_path(scenario: Scenario, rng: np.random.Generator, n_envs: int = 1) -
     )
     log_ret += crash_ret[:, None]
     log_ret[0] = 0.0
-    index = sc.price.initial * np.exp(np.cumsum(log_ret, axis=0))
+    with np.errstate(over="ignore"):  # an overflow is reported by check_path, with its tick
+        index = sc.price.initial * np.exp(np.cumsum(log_ret, axis=0))
 
     # Venue basis: noise, a discount growing through the crash legs, a premium when funding is
     # hot (premium ~ funding APR / intervals per year).
@@ -458,7 +854,7 @@ def market_path(scenario: Scenario, rng: np.random.Generator, n_envs: int = 1) -
         bump = np.log1p(mspec.return_frac) * np.sin(np.pi * x)  # up, then released
         manipulation[inside] *= np.exp(bump)[:, None]
 
-    return MarketPath(
+    path = MarketPath(
         index=index,
         basis=basis,
         wick=wick,
@@ -468,3 +864,5 @@ def market_path(scenario: Scenario, rng: np.random.Generator, n_envs: int = 1) -
         vol_mult=np.asarray(vol_mult, dtype=np.float64),
         precursor=precursor,
     )
+    check_path(sc, path)
+    return path

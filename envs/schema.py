@@ -4,10 +4,19 @@
 scenario schema is a tree of frozen dataclasses whose fields carry their allowed range in
 ``field(metadata=...)``. :func:`build` walks a dict against that tree and rejects unknown keys,
 wrong types and out-of-range values with one message that names the file, the field path, the
-value and what is allowed. Nothing is coerced silently: a boolean is never a number (YAML 1.1
-reads ``yes`` and ``on`` as ``true``, and Python counts ``True`` as 1) and a number or string
-is never a boolean. An integer is accepted for a float, a float with an integral value for an
-integer, and a numeric string (YAML 1.1 reads ``2.2e8`` as a string) for either.
+value and what is allowed. Nothing is coerced silently:
+
+* a boolean is never a number (Python counts ``True`` as 1, so ``seed: true`` would be seed 1)
+  and a number or a string (``yes``) is never a boolean;
+* a string is never a number, even ``"3"`` or ``"2.2e8"``: :class:`ConfigLoader` reads an
+  unquoted ``2.2e8`` as a float, so a string there means the file quoted it;
+* ``null`` is refused where a field is not optional;
+* an integer is accepted for a float, and a float with an integral value for an integer
+  (YAML reads ``1e4`` as a float; ``3.5`` is refused); integers are kept exact, so the largest
+  seed, ``2**63 - 1``, is not rounded through a float.
+
+A rule that spans fields lives in the dataclass's ``__post_init__``; it raises
+:class:`FieldError` to name the field it blames, and :func:`build` reports it at that path.
 """
 
 from __future__ import annotations
@@ -29,31 +38,76 @@ T = TypeVar("T")
 # ---- YAML: every file fundgym reads (configs, scenarios) goes through one loader ----
 
 _BOOL_TAG = "tag:yaml.org,2002:bool"
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 
 
 class ConfigLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no stubs
-    """PyYAML's safe loader with YAML 1.2's booleans and exponent floats.
+    """PyYAML's safe loader with YAML 1.2's booleans, numbers and no timestamps.
 
     PyYAML implements YAML 1.1, which reads ``yes``, ``no``, ``on`` and ``off`` as booleans (so
     ``deterministic: yes`` or ``--set eval.deterministic=yes`` would pass as ``true``, and
-    ``seed: on`` would be a boolean) and ``3e-4`` as a string. Here only ``true`` and ``false``
-    (lower, title or upper case) are booleans; ``yes``/``on`` are strings, which a boolean
-    field rejects; and a number with an exponent is a float, with or without a dot or a sign.
+    ``seed: on`` would be a boolean), ``3e-4`` as a string, ``010`` as the octal 8, ``1:30`` as
+    the base-60 number 90, and ``2025-10-10T14:00:00Z`` as a datetime. Here, as in YAML 1.2,
+    only ``true`` and ``false`` (lower, title or upper case) are booleans, so ``yes``/``on`` are
+    strings, which a boolean field rejects; a number with an exponent is a float, with or
+    without a dot or a sign; ``010`` is ten (octal is written ``0o10``); ``1:30`` and timestamps
+    are strings. Underscores between digits (``1_000``) and ``0x``/``0b`` prefixes still read as
+    numbers.
     """
 
 
 ConfigLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL_TAG]
+    first: [
+        (tag, rx)
+        for tag, rx in resolvers
+        if tag not in (_BOOL_TAG, _INT_TAG, _FLOAT_TAG, _TIMESTAMP_TAG)
+    ]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 ConfigLoader.add_implicit_resolver(
     _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
 ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    _FLOAT_TAG,
+    re.compile(
+        r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+            |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+            |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+            |[-+]?\.(?:inf|Inf|INF)
+            |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+ConfigLoader.add_implicit_resolver(
+    _INT_TAG,
+    re.compile(
+        r"""^(?:[-+]?0b[0-1_]+
+            |[-+]?0o[0-7_]+
+            |[-+]?0x[0-9a-fA-F_]+
+            |[-+]?[0-9][0-9_]*)$""",
+        re.X,
+    ),
     list("-+0123456789"),
 )
+
+
+def _construct_int(loader: ConfigLoader, node: yaml.ScalarNode) -> int:
+    """A YAML 1.2 integer: decimal (leading zeros allowed), or ``0x``/``0o``/``0b`` prefixed."""
+    text = str(loader.construct_scalar(node)).replace("_", "")
+    digits = text.lstrip("+-")
+    base = 0 if digits[:2].lower() in ("0x", "0o", "0b") else 10
+    try:
+        return int(text, base)
+    except ValueError:  # "0x_", or an explicit ``!!int`` tag on a word
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{text!r} is not an integer", node.start_mark
+        ) from None
+
+
+ConfigLoader.add_constructor(_INT_TAG, _construct_int)
 
 
 def load_yaml(text: str) -> Any:
@@ -79,6 +133,20 @@ class SchemaError(ValueError):
         """Compose ``"<source>: <path> = <value>: <allowed>"``."""
         self.source, self.path, self.value, self.allowed = source, path, value, allowed
         super().__init__(f"{source}: {path} = {value!r}: {allowed}")
+
+
+class FieldError(ValueError):
+    """A rule spanning several fields, broken; raised by ``__post_init__`` naming one field.
+
+    :func:`build` does not know the rule, only where it was raised, so the dataclass names the
+    field the user should change (relative to itself, e.g. ``"beta"`` or ``"price.vol_annual"``)
+    and :func:`build` reports it at the full path of the file.
+    """
+
+    def __init__(self, field: str, value: Any, allowed: str) -> None:
+        """Compose ``"<field> = <value>: <allowed>"`` (the message outside :func:`build`)."""
+        self.field, self.value, self.allowed = field, value, allowed
+        super().__init__(f"{field} = {value!r}: {allowed}")
 
 
 def spec(
@@ -113,7 +181,7 @@ def _range_text(meta: typing.Mapping[str, Any]) -> str | None:
     return f"a number in {lo or '(-inf'}, {hi or 'inf)'}"
 
 
-def _check_range(x: float, meta: typing.Mapping[str, Any]) -> bool:
+def _check_range(x: float | int, meta: typing.Mapping[str, Any]) -> bool:
     return not (
         (meta.get("ge") is not None and x < meta["ge"])
         or (meta.get("gt") is not None and x <= meta["gt"])
@@ -127,7 +195,7 @@ def build(cls: type[T], data: Any, source: str, path: str = "") -> T:
     if not isinstance(data, dict):
         raise SchemaError(source, path or "<top>", data, f"a mapping of {cls.__name__} fields")
     hints, fields = _class_info(typing.cast(type, cls))
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)  # YAML keys may be numbers
     if unknown:
         where = f"{path}.{unknown[0]}" if path else str(unknown[0])
         raise SchemaError(
@@ -145,7 +213,10 @@ def build(cls: type[T], data: Any, source: str, path: str = "") -> T:
         return cls(**kwargs)
     except SchemaError:
         raise
-    except ValueError as exc:  # cross-field rules raised by __post_init__
+    except FieldError as exc:  # a cross-field rule that names the field to change
+        where = f"{path}.{exc.field}" if path else exc.field
+        raise SchemaError(source, where, exc.value, exc.allowed) from exc
+    except ValueError as exc:  # other cross-field rules raised by __post_init__
         shown = {k: v for k, v in data.items() if not isinstance(v, dict | list)}
         raise SchemaError(source, path or "<top>", shown, str(exc)) from exc
 
@@ -176,30 +247,52 @@ def _convert(tp: Any, value: Any, source: str, where: str, meta: typing.Mapping[
             raise SchemaError(source, where, value, "true or false")
         return bool(value)
     if tp in (float, int):
-        if isinstance(value, bool | np.bool_):  # True is an int to Python, never to a config
-            raise SchemaError(source, where, value, f"a number ({tp.__name__}), not true/false")
-        if isinstance(value, str):  # YAML 1.1 reads "2.2e8" (no sign) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                raise SchemaError(source, where, value, f"a number ({tp.__name__})") from None
-        if not isinstance(value, numbers.Real):
-            raise SchemaError(source, where, value, f"a number ({tp.__name__})")
-        x = float(value)
-        if not math.isfinite(x):
-            raise SchemaError(source, where, value, "a finite number")
-        if tp is int and not x.is_integer():
-            raise SchemaError(source, where, value, "an integer")
-        if not _check_range(x, meta):
-            rule = _range_text(meta) or "in range"
-            note = meta.get("note")
-            raise SchemaError(source, where, value, f"{rule} ({note})" if note else rule)
-        return int(x) if tp is int else x
+        return _number(tp, value, source, where, meta)
     if tp is str:
         if not isinstance(value, str):
             raise SchemaError(source, where, value, "a string")
         return value
     raise TypeError(f"schema type {tp!r} at {where} is not supported")  # a programming error
+
+
+def _number(
+    tp: type, value: Any, source: str, where: str, meta: typing.Mapping[str, Any]
+) -> float | int:
+    """``value`` as a ``float`` or ``int`` field: a real number, finite, in range, not coerced.
+
+    An ``int`` stays exact (compared with the bounds as an integer, never through a float);
+    a float is accepted for an ``int`` only when it is integral.
+    """
+    kind = f"a number ({tp.__name__})"
+    if isinstance(value, bool | np.bool_):  # True is an int to Python, never to a config
+        raise SchemaError(source, where, value, f"{kind}, not true/false")
+    if isinstance(value, str | bytes):  # "3" or "2.2e8" in quotes: the file said text
+        raise SchemaError(source, where, value, f"{kind}, not a string")
+    if not isinstance(value, numbers.Real):
+        raise SchemaError(source, where, value, kind)
+    if isinstance(value, numbers.Integral):
+        x: float | int = int(value)
+    else:
+        try:
+            x = float(value)
+        except OverflowError:  # a Fraction too large for a float
+            raise SchemaError(source, where, value, "a finite number") from None
+        if not math.isfinite(x):
+            raise SchemaError(source, where, value, "a finite number")
+        if tp is int:
+            if not x.is_integer():
+                raise SchemaError(source, where, value, "an integer")
+            x = int(x)
+    if not _check_range(x, meta):
+        rule = _range_text(meta) or "in range"
+        note = meta.get("note")
+        raise SchemaError(source, where, value, f"{rule} ({note})" if note else rule)
+    if tp is float:
+        try:
+            return float(x)
+        except OverflowError:  # an integer beyond the float range, with no upper bound
+            raise SchemaError(source, where, value, "a finite number") from None
+    return x
 
 
 def _type_text(tp: Any) -> str:

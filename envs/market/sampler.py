@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 
 from fundgym.envs.scenarios import Scenario, scenario_from_dict
-from fundgym.envs.schema import spec
+from fundgym.envs.schema import SchemaError, spec
+
+#: Longest training episode, minutes (90 days). The draws' largest volatility (80% x regimes up
+#: to x3) and jumps (2 a day x3 of mean -1.5%) break the scenario schema's base-process budget
+#: (drift + 10 sd of the log move <= ln 1e10) at about 95 days; a longer horizon is refused here,
+#: naming the horizon, rather than by the budget at some later draw.
+MAX_TRAINING_HORIZON_MINUTES = 90 * 1440.0
 
 
 @dataclass(frozen=True)
@@ -93,10 +99,24 @@ def sample_training_scenario(
     thin_prob: float = 0.25,
     price: float = 100_000.0,
 ) -> Scenario:
-    """Draw one training scenario (see the module docstring)."""
+    """Draw one training scenario (see the module docstring).
+
+    Raises:
+        SchemaError: ``horizon_minutes`` outside ``(0, 90 days]``
+            (:data:`MAX_TRAINING_HORIZON_MINUTES`).
+        ValueError: A probability outside ``[0, 1]``.
+    """
     for name, value in (("crash_prob", crash_prob), ("thin_prob", thin_prob)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+    if not 0.0 < horizon_minutes <= MAX_TRAINING_HORIZON_MINUTES:
+        raise SchemaError(
+            "<training sampler>",
+            "horizon_minutes",
+            horizon_minutes,
+            f"a number in (0, {MAX_TRAINING_HORIZON_MINUTES:g}] (90 days: longer random draws can "
+            "exceed the scenario schema's bound on the base process's log move)",
+        )
     thin = bool(rng.random() < thin_prob)
     depth_range = THIN_DEPTH_USD_PER_PCT if thin else MAJOR_DEPTH_USD_PER_PCT
     vol = float(rng.uniform(0.3, 0.8))

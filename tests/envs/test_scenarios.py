@@ -1,6 +1,8 @@
 """Scenario library: schema validation, calibration to the documented crashes, the sampler."""
 
 import dataclasses
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +12,16 @@ import yaml
 from fundgym.envs.market.market import sample_market
 from fundgym.envs.market.price import drawdown_stats, runup_stats
 from fundgym.envs.market.sampler import sample_training_scenario
-from fundgym.envs.scenarios import SCENARIO_DIR, library, load_scenario, market_path
-from fundgym.envs.schema import SchemaError
+from fundgym.envs.scenarios import (
+    SCENARIO_DIR,
+    library,
+    load_scenario,
+    market_path,
+    scenario_from_dict,
+)
+from fundgym.envs.schema import SchemaError, load_yaml
+
+ZERO = timedelta(0)
 
 REQUIRED = {
     "calm",
@@ -109,11 +119,19 @@ def base_dict() -> dict:
     ("mutate", "field", "fragment"),
     [
         (lambda d: d.update(colour="red"), "colour", "unknown key"),
-        (lambda d: d["price"].update(vol_annual=-0.2), "price.vol_annual", "(0.0, 20.0]"),
+        (lambda d: d["price"].update(vol_annual=-0.2), "price.vol_annual", "(0.0, 5.0]"),
         (lambda d: d["price"].update(vol_annual="high"), "price.vol_annual", "a number"),
         (lambda d: d["crash"]["legs"][1].update(kind="melt"), "crash.legs[1].kind", "one of"),
-        (lambda d: d["depth"]["collapses"][0].update(floor_mult=1.5), "floor_mult", "0.0, 1.0]"),
-        (lambda d: d["price"]["garch"].update(alpha=0.5, beta=0.6), "price.garch", "alpha + beta"),
+        (
+            lambda d: d["depth"]["collapses"][0].update(floor_mult=1.5),
+            "floor_mult",
+            "[0.0001, 1.0]",
+        ),
+        (
+            lambda d: d["price"]["garch"].update(alpha=0.2, beta=0.8),
+            "price.garch.beta",
+            "alpha + beta",
+        ),
         (lambda d: d.pop("price"), "price", "required field is missing"),
         (lambda d: d.update(horizon_minutes=60), "<top>", "after horizon_minutes"),
         (lambda d: d["oracle"].update(source="twap"), "oracle.source", "['mark', 'index']"),
@@ -207,6 +225,20 @@ def test_training_sampler_fits_crashes_into_short_episodes(horizon):
         assert d.crash.start_minute + legs <= horizon
 
 
+def test_training_sampler_stays_inside_the_budget_up_to_90_days():
+    # Its worst corner (80% vol, regimes up to x3, 2 jumps a day x3 of mean -1.5%, std 1%) over
+    # 90 days, hand-worked: V = 0.64 x 9 x 90 / 365 = 1.42 (+ <= 0.07 in the crash legs),
+    # N = 540 jumps; drift 0.74 + 8.1, sd sqrt(1.49 + 540 x 3.25e-4) = 1.29: 21.7 < 23.0.
+    from fundgym.envs.market.sampler import MAX_TRAINING_HORIZON_MINUTES
+
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        sc = sample_training_scenario(rng, horizon_minutes=MAX_TRAINING_HORIZON_MINUTES)
+        assert sc.base_process_bound().log_move < 21.8
+    with pytest.raises(SchemaError, match=r"<training sampler>: horizon_minutes = 200000.0: "):
+        sample_training_scenario(rng, horizon_minutes=200_000.0)
+
+
 def test_week_long_path_is_fast_enough_to_sample():
     # Not a timing assertion (see docs/benchmarks.md): checks the shape of a one-week path.
     sc = dataclasses.replace(load_scenario("calm"), horizon_minutes=7 * 1440.0)
@@ -237,3 +269,206 @@ def test_gbm_model_has_gaussian_tails():
     r = np.diff(np.log(market_path(sc, np.random.default_rng(0), 8).index), axis=0)
     z = (r - r.mean()) / r.std()
     assert abs((z**4).mean() - 3.0) < 0.3  # Gaussian kurtosis
+
+
+# ---- strict types: every coercion path of the schema ----------------------------------------
+
+
+def _with(key_path: str, raw: str) -> dict:
+    """calm.yaml with ``key_path`` set to the YAML text ``raw`` (read as a file would be)."""
+    data = load_yaml((SCENARIO_DIR / "calm.yaml").read_text())
+    *parents, last = key_path.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = load_yaml(raw)
+    return data
+
+
+NUMBER = r"a number \(int\)"
+FLOAT = r"a number \(float\)"
+
+# fmt: off
+REFUSED = [
+    # field,                 YAML text,               message after "t.yaml: <field> = "
+    ("seed",                 "true",                  rf"True: {NUMBER}, not true/false"),
+    ("seed",                 "on",                    rf"'on': {NUMBER}, not a string"),
+    ("seed",                 '"7"',                   rf"'7': {NUMBER}, not a string"),
+    ("seed",                 "7.5",                   r"7.5: an integer"),
+    ("seed",                 "null",                  rf"None: {NUMBER}"),
+    ("seed",                 ".inf",                  r"inf: a finite number"),
+    ("seed",                 "-1",                    r"-1: a number in \[0, "),
+    ("seed",                 "9223372036854775808",   r"9223372036854775808: a number in \[0, "),
+    ("seed",                 "1:30",                  rf"'1:30': {NUMBER}, not a string"),
+    ("seed",                 "[7]",                   rf"\[7\]: {NUMBER}"),
+    ("training",             "yes",                   r"'yes': true or false"),
+    ("training",             "1",                     r"1: true or false"),
+    ("training",             '"true"',                r"'true': true or false"),
+    ("training",             "null",                  r"None: true or false"),
+    ("price.vol_annual",     '"0.5"',                 rf"'0.5': {FLOAT}, not a string"),
+    ("price.vol_annual",     '"2.2e-1"',              rf"'2.2e-1': {FLOAT}, not a string"),
+    ("price.vol_annual",     "false",                 rf"False: {FLOAT}, not true/false"),
+    ("price.vol_annual",     ".nan",                  r"nan: a finite number"),
+    ("price.vol_annual",     "null",                  rf"None: {FLOAT}"),
+    ("price.vol_annual",     "{a: 1}",                rf"{{'a': 1}}: {FLOAT}"),
+    ("price.initial",        "1" + "0" * 400,         r"1000.*: a number in \[1e-09, "),
+    ("price.model",          "1",                     r"1: one of \['garch_t', 'gbm'\]"),
+    ("price.garch",          "3",                     r"3: a mapping of GarchSpec fields"),
+    ("name",                 "2020",                  r"2020: a string"),
+    ("name",                 "null",                  r"None: a string"),
+    ("start_utc",            "1760097600",            r"1760097600: a string"),
+    ("depth.collapses",      "{}",                    r"{}: a list"),
+]
+ACCEPTED = [
+    # field,                 YAML text,               value built
+    ("seed",                 "7.0",                   7),          # integral float: an integer
+    ("seed",                 "1e3",                   1000),       # YAML reads 1e3 as a float
+    ("seed",                 "010",                   10),         # YAML 1.2: decimal, not octal
+    ("seed",                 "0x10",                  16),
+    ("seed",                 "1_000",                 1000),
+    ("seed",                 "9223372036854775807",   2**63 - 1),  # exact, not via a float
+    ("price.vol_annual",     "1",                     1.0),        # an int for a float
+    ("price.vol_annual",     "2.2e-1",                0.22),
+    ("oracle.floor_price",   "null",                  None),       # optional: null allowed
+    ("training",             "False",                 False),
+    ("start_utc",            "2025-10-10T12:00:00Z",  "2025-10-10T12:00:00Z"),  # not a date
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("field", "raw", "message"), REFUSED)
+def test_schema_refuses_every_coercion(field, raw, message):
+    with pytest.raises(SchemaError, match=rf"^t\.yaml: {re.escape(field)} = {message}"):
+        scenario_from_dict(_with(field, raw), "t.yaml")
+
+
+@pytest.mark.parametrize(("field", "raw", "value"), ACCEPTED)
+def test_schema_accepts_numbers_without_changing_them(field, raw, value):
+    sc = scenario_from_dict(_with(field, raw), "t.yaml")
+    got = sc
+    for part in field.split("."):
+        got = getattr(got, part)
+    assert got == value and type(got) is type(value)
+
+
+def test_a_number_as_a_key_is_an_unknown_key():
+    data = _with("seed", "3")
+    data[1] = "x"
+    with pytest.raises(SchemaError, match=r"^t\.yaml: 1 = 'x': unknown key; allowed: \["):
+        scenario_from_dict(data, "t.yaml")
+
+
+# ---- cross-field rules name the field to change ---------------------------------------------
+
+
+def _crash(*returns: float, kind: str = "decline") -> dict:
+    legs = [{"kind": kind, "minutes": 10, "return_frac": r} for r in returns]
+    return {"start_minute": 10, "legs": legs}
+
+
+# fmt: off
+RULES = [
+    # mutation of calm.yaml,                                    field,                  fragment
+    (lambda d: d["price"].update(garch={"alpha": 0.3, "beta": 0.7}),
+     "price.garch.beta", "alpha + beta must be <= 0.99, got 1"),
+    (lambda d: d.update(crash=_crash(-0.999, -0.999, -0.999, -0.999)),  # 4 x ln(0.001) = -27.6
+     "crash.legs", "running log move reaches -27.6, at most ln(1e10) = 23.0"),
+    (lambda d: d.update(crash=_crash(999, 999, 999, 999, kind="recovery")),  # 4 x 6.91 = 27.6
+     "crash.legs", "running log move reaches 27.6"),
+    (lambda d: d["venue"].update(wicks=[{"minute": m, "return_frac": -0.999} for m in (1, 2, 3)]),
+     "venue.wicks", "|ln(1 + return_frac)| is 20.7, at most ln(1e6) = 13.8"),
+    (lambda d: d["oracle"].update(manipulations=[
+        {"start_minute": 0, "minutes": 5, "return_frac": 999}] * 3),
+     "oracle.manipulations", "is 20.7, at most ln(1e6) = 13.8"),
+    (lambda d: d["depth"].update(collapses=[
+        {"start_minute": 0, "minutes_to_floor": 1, "floor_mult": 1e-3}] * 3),
+     "depth.collapses", "multiply to 1e-09 (as they do where collapses overlap); at least 1e-06"),
+    (lambda d: d.update(tick_minutes=0.001),  # 1440 / 0.001 = 1.44e6 ticks
+     "tick_minutes", "= 1.44e+06 ticks; at most 2**20 = 1048576"),
+    (lambda d: d["oracle"].update(delay_minutes=1e5) or d.update(tick_minutes=0.05),
+     "oracle.delay_minutes", "at most 2**20 = 1048576 ticks of 0.05 minutes"),
+    (lambda d: d.update(tick_minutes=1440) or d["price"].update(vol_annual=1.0),
+     "price.vol_annual", "one tick's log-return std is 0.0523; at most 0.05"),  # 1 x sqrt(1/365)
+    (lambda d: d.update(horizon_minutes=600_000),
+     "horizon_minutes", "a number in (0.0, 525600.0]"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("mutate", "field", "fragment"), RULES)
+def test_cross_field_rules_name_the_field_to_change(mutate, field, fragment):
+    data = _with("seed", "1")
+    data.setdefault("venue", {})
+    data.setdefault("oracle", {})
+    mutate(data)
+    with pytest.raises(SchemaError) as info:
+        scenario_from_dict(data, "t.yaml")
+    msg = str(info.value)
+    assert msg.startswith(f"t.yaml: {field} = ") and fragment in msg, msg
+
+
+# ---- dates of the historical scenarios ------------------------------------------------------
+
+
+def test_every_historical_scenario_dates_its_minute_zero():
+    for name in CALIBRATED:
+        sc = load_scenario(name)
+        assert sc.start_utc is not None and sc.start_utc.endswith("Z"), name
+        assert sc.start_datetime.tzinfo is not None and sc.start_datetime.utcoffset() == ZERO
+    for name in ("calm", "volatile"):
+        assert load_scenario(name).start_utc is None
+        assert load_scenario(name).start_datetime is None
+
+
+def _at(name: str, minute: float) -> str:
+    when = load_scenario(name).start_datetime + timedelta(minutes=minute)
+    return when.strftime("%Y-%m-%d %H:%M")
+
+
+def test_dates_put_each_event_at_its_sourced_time():
+    # Hand-worked from each file's legs and the UTC times of shared/reference/crashes.md.
+    bt = load_scenario("black_thursday_2020")
+    assert _at("black_thursday_2020", bt.crash.start_minute) == "2020-03-12 10:00"  # leg 1
+    assert _at("black_thursday_2020", bt.oracle.freezes[0].start_minute) == "2020-03-13 02:16"
+    may = load_scenario("may_19_2021")
+    cascade = may.crash.start_minute + may.crash.legs[0].minutes
+    assert _at("may_19_2021", cascade) == "2021-05-19 12:40"
+    oct10 = load_scenario("oct_10_2025")
+    cascade = oct10.crash.start_minute + oct10.crash.legs[0].minutes
+    assert "2025-10-10 20:50" <= _at("oct_10_2025", cascade) < "2025-10-10 21:30"
+    assert _at("oct_10_2025", cascade + 12) <= "2025-10-10 21:15"  # ends by the peak minute
+    mango = load_scenario("oracle_manipulation")
+    assert _at("oracle_manipulation", mango.crash.start_minute) == "2022-10-11 22:26"
+    wick = load_scenario("venue_flash_wick")
+    assert _at("venue_flash_wick", wick.venue.wicks[0].minute) == "2021-10-21 11:34"
+    luna = load_scenario("luna_2022")
+    ends = np.cumsum([luna.crash.start_minute] + [leg.minutes for leg in luna.crash.legs])
+    assert [_at("luna_2022", m)[:10] for m in ends[1:]] == [
+        "2022-05-10", "2022-05-11", "2022-05-12", "2022-05-13",
+    ]  # fmt: skip
+    ftx = load_scenario("ftx_2022")
+    assert _at("ftx_2022", 0)[:10] == "2022-11-06"
+    assert _at("ftx_2022", ftx.horizon_minutes - 1)[:10] == "2022-11-09"
+
+
+# fmt: off
+BAD_DATES = [
+    ("2025-10-10",                "no time zone: end it with Z"),
+    ("2025-10-10T12:00:00",       "no time zone: end it with Z"),
+    ("2025-10-10T14:00:00+02:00", "offset 2:00:00 is not UTC"),
+    ("10/10/2025 12:00",          "not an ISO 8601 timestamp"),
+    ("yesterday",                 "not an ISO 8601 timestamp"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("text", "fragment"), BAD_DATES)
+def test_start_utc_must_be_an_iso_utc_timestamp(text, fragment):
+    with pytest.raises(SchemaError) as info:
+        scenario_from_dict(_with("start_utc", f'"{text}"'), "t.yaml")
+    assert str(info.value).startswith(f"t.yaml: start_utc = {text!r}: {fragment}")
+
+
+def test_start_utc_accepts_utc_written_as_an_offset():
+    sc = scenario_from_dict(_with("start_utc", '"2025-10-10T12:00:00+00:00"'), "t.yaml")
+    assert sc.start_datetime == datetime(2025, 10, 10, 12, tzinfo=UTC)
