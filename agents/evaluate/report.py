@@ -17,13 +17,19 @@ crash may be no safer on the next. The report therefore shows, for each policy:
 * a scatter of solvency loss against locked capital, the trade-off a committee actually
   decides on (lower-left is better);
 * one episode per scenario as time series (price, fund, liquidations and the parameters the
-  policy set), to show *how* a policy behaved, not only how it scored.
+  policy set), to show *how* a policy behaved, not only how it scored, and the user loss it
+  accrued over that episode (socialised, unrecovered, deleveraged: the loss that ranks the
+  policies). An episode that ended insolvent is marked where it ended; a historical crash
+  (its scenario's ``start_utc``) is drawn against UTC dates, so it reads as the day it was.
 
 :func:`write_report` writes the figures (``plots/*.png``), ``report.md`` (which links to
 them) and ``report.html`` (the same sections with every figure embedded as a base64 data URI,
 so it can be mailed or archived as one file). Both documents are rendered from one list of
-blocks, so they cannot disagree. Every file is written atomically (a temporary file in the
-same folder, then ``os.replace``): an interrupted run never leaves half a report.
+blocks, so they cannot disagree; every figure carries an alt text that says in words what it
+shows (the numbers a reader would take from it). In the page, a table too wide for the screen
+scrolls inside its own box, and the print stylesheet fits every table to the paper, so a
+printout keeps every column. Every file is written atomically (a temporary file in the same
+folder, then ``os.replace``): an interrupted run never leaves half a report.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
@@ -54,7 +61,12 @@ from fundgym.agents.evaluate.metrics import (
     EpisodeRecord,
     Row,
 )
-from fundgym.agents.evaluate.plots import save_atomic
+from fundgym.agents.evaluate.plots import (
+    TimeAxis,
+    place_labels,
+    save_atomic,
+    unclutter_xticks,
+)
 from fundgym.agents.outputs import write_text_atomic
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -69,6 +81,9 @@ TIMESERIES_PARAMS: dict[str, tuple[str, str]] = {
     "liquidation_fee_rate": ("liquidation fee", "--"),
 }
 
+#: Marker drawn where an episode ended insolvent (with a dotted line at that time).
+INSOLVENT_MARKER = "X"
+
 #: Placeholder for a number that does not exist (NaN, missing, not computable).
 NOT_AVAILABLE = "n/a"
 
@@ -81,16 +96,29 @@ body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; mar
        max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; }
 h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
 h2 { border-bottom: 1px solid #bbb; padding-bottom: .15em; margin-top: 1.8em; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; display: block;
-        overflow-x: auto; }
-th, td { border: 1px solid #ccc; padding: .3em .55em; white-space: nowrap; }
-th { background: #f0f0f0; }
+.table-wrap { max-width: 100%; overflow-x: auto; margin: 1em 0; }
+table { border-collapse: collapse; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: .3em .5em; vertical-align: top; }
+th { background: #f0f0f0; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.nw { white-space: nowrap; }
 tr:nth-child(even) td { background: #fafafa; }
 pre { background: #f6f6f6; border: 1px solid #ddd; padding: .6em; overflow-x: auto; }
 figure { margin: 1.2em 0; }
-figure img { max-width: 100%; border: 1px solid #ddd; }
+figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
 figcaption { font-size: .9em; color: #555; }
+@media print {
+  @page { margin: 12mm; }
+  body { max-width: none; margin: 0; padding: 0; font-size: 10pt; }
+  .table-wrap { overflow: visible; }
+  table { table-layout: auto; width: 100%; font-size: 7pt; }
+  th, td { padding: .15em .25em; overflow-wrap: anywhere; word-wrap: break-word; }
+  .nw { white-space: normal; }
+  thead { display: table-header-group; }
+  tr, figure { break-inside: avoid; }
+  pre { white-space: pre-wrap; overflow-wrap: anywhere; overflow: visible; }
+  figure img { border: none; }
+}
 """
 
 
@@ -211,9 +239,9 @@ def _colours(policies: Sequence[str]) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------
 
 
-def _edges_hours(rec: EpisodeRecord) -> FloatArray:
-    """Step boundaries in hours: the episode start (0) then the end of every step."""
-    return np.concatenate(([0.0], rec.time_minutes / 60.0))
+def _edges_minutes(rec: EpisodeRecord) -> FloatArray:
+    """Step boundaries in minutes: the episode start (0) then the end of every step."""
+    return np.concatenate(([0.0], rec.time_minutes))
 
 
 def _per_step(values: FloatArray) -> FloatArray:
@@ -221,23 +249,76 @@ def _per_step(values: FloatArray) -> FloatArray:
     return np.concatenate((values[:1], values))
 
 
-def plot_timeseries(
+def _line_widths(policies: Sequence[str]) -> dict[str, float]:
+    """Line width per policy: earlier policies wider, so a line hidden under a later one shows.
+
+    Policies often coincide (same market path, same parameters until they act, no loss at
+    all); the widest line is drawn first and peeks out from under the others at its edges.
+    """
+    last = max(1, len(policies) - 1)
+    return {policy: 1.0 + 2.5 * (last - i) / last for i, policy in enumerate(policies)}
+
+
+def _mark_insolvent(
+    ax: Axes, x_end: Any, y_end: float, policy: str, colour: str, *, point: bool
+) -> None:
+    """Mark where ``policy``'s episode ended insolvent: a dotted vertical line, and an X.
+
+    An episode that ends on insolvency stops early; without a mark its lines just stop and
+    read as missing data. The X (``gid`` ``"insolvent <policy>"``) sits at the line's last
+    point when ``point`` is set.
+    """
+    ax.axvline(x_end, color=colour, ls=(0, (2, 2)), lw=1.0, zorder=2)
+    if point:
+        ax.plot(
+            [x_end],
+            [y_end],
+            ls="none",
+            marker=INSOLVENT_MARKER,
+            ms=10,
+            mfc=colour,
+            mec="black",
+            mew=0.8,
+            zorder=5,
+            gid=f"insolvent {policy}",
+        )
+
+
+def _insolvent_handle() -> Line2D:
+    """Legend entry of the insolvency mark."""
+    return Line2D(
+        [],
+        [],
+        color="0.3",
+        ls=(0, (2, 2)),
+        marker=INSOLVENT_MARKER,
+        mfc="0.6",
+        mec="black",
+        label="episode ended insolvent",
+    )
+
+
+def timeseries_figure(
     scenario: str,
     traces: Mapping[str, EpisodeRecord],
     colours: Mapping[str, str],
-    out: Path,
-) -> None:
+    time: TimeAxis,
+) -> Figure:
     """One episode of one scenario under every policy: price, fund, liquidations, parameters.
 
     Policies see the same market path (equal seeds), so the mark price is drawn once, from
     the longest trace. The parameter panel (mmr solid, liquidation fee dashed, in percent) is
-    drawn only if some trace recorded one of :data:`TIMESERIES_PARAMS`.
+    drawn only if some trace recorded one of :data:`TIMESERIES_PARAMS`. An episode that ended
+    insolvent is marked where it ended (:func:`_mark_insolvent`).
 
     Args:
         scenario: Scenario name, for the title.
         traces: Policy -> its record (non-empty), in policy order.
         colours: Policy -> colour.
-        out: PNG path.
+        time: The time axis (dates for a historical crash).
+
+    Returns:
+        The figure (not yet saved).
     """
     with_params = any(name in rec.params for rec in traces.values() for name in TIMESERIES_PARAMS)
     n_panels = 4 if with_params else 3
@@ -251,7 +332,7 @@ def plot_timeseries(
     price = traces[price_policy]
     ax_price, ax_fund, ax_liq = axes[0], axes[1], axes[2]
     ax_price.plot(
-        price.time_minutes / 60.0,
+        time.x(price.time_minutes),
         price.mark_price,
         color="0.25",
         lw=1.0,
@@ -260,18 +341,14 @@ def plot_timeseries(
     ax_price.set_ylabel("mark price (USD)")
     ax_price.set_title(f"{scenario}: episode {price.episode} (seed {price.seed})")
     ax_price.legend(loc="best", fontsize=8)
-    # Policies often coincide (same market path, same parameters until they act): earlier
-    # policies are drawn wider so a line hidden under a later one still shows at its edges.
-    last = max(1, len(traces) - 1)
-    widths = {policy: 1.0 + 2.5 * (last - i) / last for i, policy in enumerate(traces)}
+    widths = _line_widths(list(traces))
     for policy, rec in traces.items():
         colour, lw = colours[policy], widths[policy]
-        edges = _edges_hours(rec)
+        edges = time.x(_edges_minutes(rec))
         fund = np.concatenate(([rec.initial_fund_usd], rec.fund_balance_usd))
         ax_fund.plot(edges, fund, color=colour, lw=lw, label=policy)
         ax_liq.step(edges, _per_step(rec.liquidation_volume_usd), where="pre", color=colour, lw=lw)
     ax_fund.set_ylabel("insurance fund (USD)")
-    ax_fund.legend(loc="best", fontsize=8, title="policy", title_fontsize=8)
     ax_liq.set_ylabel("liquidations\n(USD per step)")
     for ax in (ax_fund, ax_liq):
         ax.yaxis.set_major_formatter(FuncFormatter(_usd_tick))
@@ -282,7 +359,7 @@ def plot_timeseries(
                 if name in rec.params:
                     values = 100.0 * _per_step(rec.params[name])
                     ax_par.step(
-                        _edges_hours(rec),
+                        time.x(_edges_minutes(rec)),
                         values,
                         where="pre",
                         color=colours[policy],
@@ -295,8 +372,113 @@ def plot_timeseries(
         ]
         ax_par.legend(handles=handles, loc="best", fontsize=8)
         ax_par.set_ylabel("parameter (%)")
-    axes[-1].set_xlabel("hours since episode start")
-    save_atomic(fig, out)
+    insolvent = [p for p, rec in traces.items() if rec.terminated]
+    for policy in insolvent:
+        rec = traces[policy]
+        x_end = time.x(rec.time_minutes[-1:])[0]
+        y_end = float(rec.fund_balance_usd[-1])
+        for ax in axes:
+            _mark_insolvent(ax, x_end, y_end, policy, colours[policy], point=ax is ax_fund)
+    # The policy legend sits outside, right of the fund panel: with several policies inside
+    # it would cover the lines it explains.
+    handles, _labels = ax_fund.get_legend_handles_labels()
+    if insolvent:
+        handles.append(_insolvent_handle())
+    ax_fund.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=8,
+        title="policy",
+        title_fontsize=8,
+    )
+    time.format(axes[-1])
+    return fig
+
+
+#: The per-step record fields whose sum is the solvency loss users bear (the headline metric
+#: ``solvency_loss_usd`` = bad debt + ADL notional): socialised, unrecovered, deleveraged.
+USER_LOSS_PARTS = ("socialized_loss_usd", "unrecovered_usd", "adl_volume_usd")
+
+#: Panels of the cumulative user-loss figure: title -> the record fields summed into it.
+USER_LOSS_PANELS: dict[str, tuple[str, ...]] = {
+    "solvency loss (ranks the policies)": USER_LOSS_PARTS,
+    "socialised loss (borne by traders)": ("socialized_loss_usd",),
+    "unrecovered loss (borne by the exchange)": ("unrecovered_usd",),
+    "deleveraged notional (ADL)": ("adl_volume_usd",),
+}
+
+
+def _cumulative(rec: EpisodeRecord, fields: Sequence[str]) -> FloatArray:
+    """Running total of the summed ``fields`` from the episode start: 0, then one per step."""
+    per_step = np.sum([getattr(rec, f) for f in fields], axis=0)
+    return np.concatenate(([0.0], np.cumsum(per_step)))
+
+
+def user_loss_figure(
+    scenario: str,
+    traces: Mapping[str, EpisodeRecord],
+    colours: Mapping[str, str],
+    time: TimeAxis,
+) -> Figure:
+    """Cumulative user loss over one episode, per policy: the total and its three parts.
+
+    The headline metric (solvency loss = socialised + unrecovered + deleveraged notional)
+    decides the ranking; this shows *when* each policy accrued it and which part it was.
+    Panels (:data:`USER_LOSS_PANELS`) share both axes' meaning: USD accrued since the episode
+    start. A panel where no policy lost anything says so rather than drawing flat lines.
+
+    Args:
+        scenario: Scenario name, for the title.
+        traces: Policy -> its record (non-empty), in policy order.
+        colours: Policy -> colour.
+        time: The time axis (dates for a historical crash).
+
+    Returns:
+        The figure (not yet saved).
+    """
+    fig, grid = plt.subplots(2, 2, figsize=(11, 6.8), sharex=True)
+    axes = list(grid.ravel())
+    widths = _line_widths(list(traces))
+    first = next(iter(traces.values()))
+    fig.suptitle(f"{scenario}: cumulative user loss, episode {first.episode} (seed {first.seed})")
+    for ax, (title, fields) in zip(axes, USER_LOSS_PANELS.items(), strict=True):
+        top = 0.0
+        for policy, rec in traces.items():
+            total = _cumulative(rec, fields)
+            top = max(top, float(total[-1]))
+            edges = time.x(_edges_minutes(rec))
+            ax.plot(edges, total, color=colours[policy], lw=widths[policy], label=policy)
+            if rec.terminated:
+                _mark_insolvent(
+                    ax, edges[-1], float(total[-1]), policy, colours[policy], point=True
+                )
+        ax.set_title(title, fontsize=10)
+        if top > 0.0:
+            ax.set_ylim(0.0, 1.08 * top)
+        else:
+            ax.set_ylim(-0.05, 1.0)
+            ax.set_yticks([0.0])
+            ax.text(0.5, 0.5, "none in this episode", transform=ax.transAxes, ha="center")
+        ax.yaxis.set_major_formatter(FuncFormatter(_usd_tick))
+        ax.grid(alpha=0.3)
+    handles, _labels = axes[0].get_legend_handles_labels()
+    if any(rec.terminated for rec in traces.values()):
+        handles.append(_insolvent_handle())
+    axes[1].legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        fontsize=8,
+        title="policy",
+        title_fontsize=8,
+    )
+    for ax in axes[2:]:
+        time.format(ax)
+    # Fixed spacing rather than tight_layout (a full draw): room for the panel titles and the
+    # tick labels; the saved image is cropped to its content (and the outside legend).
+    fig.subplots_adjust(left=0.09, right=0.97, top=0.9, bottom=0.1, hspace=0.3, wspace=0.22)
+    return fig
 
 
 def _yerr(
@@ -354,21 +536,24 @@ def _loss_axis(ax: Axes, values: Sequence[float], *, room_below: bool) -> None:
     ax.yaxis.set_major_formatter(FuncFormatter(_usd_tick))
 
 
-def plot_scenario_bars(
+def scenario_bars_figure(
     by_scenario: Sequence[Mapping[str, object]],
     scenarios: Sequence[str],
     policies: Sequence[str],
     colours: Mapping[str, str],
-    out: Path,
-) -> None:
+) -> Figure:
     """Grouped bars per scenario: solvency loss and mean locked capital, with 95% intervals.
+
+    Scenario names are slanted when they would run into each other (:func:`unclutter_xticks`).
 
     Args:
         by_scenario: Summary lines from :func:`fundgym.agents.evaluate.metrics.summarize`.
         scenarios: Scenario order (groups).
         policies: Policy order (bars within a group).
         colours: Policy -> colour.
-        out: PNG path.
+
+    Returns:
+        The figure (not yet saved).
     """
     lines = {(str(r.get("policy")), str(r.get("scenario"))): r for r in by_scenario}
     width_in = max(8.0, 1.5 + len(scenarios) * (0.5 + 0.3 * len(policies)))
@@ -396,47 +581,54 @@ def plot_scenario_bars(
                 capsize=2,
                 error_kw={"lw": 0.8, "ecolor": "0.2"},
             )
-        ax.set_xticks(x0, list(scenarios), rotation=20 if len(scenarios) > 4 else 0)
+        ax.set_xticks(x0, list(scenarios))
     _loss_axis(ax_loss, losses, room_below=False)
     ax_loss.set_ylabel("solvency loss (USD)\nbad debt + ADL notional")
     ax_loss.set_title(
         f"Per scenario: mean over episodes with {SUMMARY_LEVEL:.0%} intervals (lower is better)"
     )
-    ax_loss.legend(loc="best", fontsize=8, title="policy", title_fontsize=8)
+    ax_loss.legend(
+        loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="policy", title_fontsize=8
+    )
     ax_cap.set_ylabel("mean capital locked (USD)\nfund + maintenance margin")
     ax_cap.set_ylim(bottom=0.0)
     ax_cap.yaxis.set_major_formatter(FuncFormatter(_usd_tick))
     fig.tight_layout()
-    save_atomic(fig, out)
+    unclutter_xticks([ax_loss, ax_cap])
+    fig.tight_layout()  # room for slanted names
+    return fig
 
 
-def plot_scatter(
+def scatter_figure(
     by_policy: Sequence[Mapping[str, object]],
     policies: Sequence[str],
     colours: Mapping[str, str],
     reference: str | None,
-    out: Path,
-) -> None:
+) -> Figure:
     """Solvency loss against locked capital, one point per policy; lower-left is better.
 
     With a reference policy, the region a policy must land in to dominate it
     (:func:`fundgym.agents.evaluate.metrics.dominates`) is shaded: half the loss for no more
-    capital, or no
-    more loss for 20% less capital.
+    capital, or no more loss for 20% less capital. Points are named where the names collide
+    neither with each other nor with a point (:func:`place_labels`); the legend sits outside.
 
     Args:
         by_policy: Summary lines from :func:`fundgym.agents.evaluate.metrics.summarize_policies`.
         policies: Policy order (for colours and drawing order).
         colours: Policy -> colour.
         reference: Name of the reference policy, or None.
-        out: PNG path.
+
+    Returns:
+        The figure (not yet saved).
     """
     lines = {str(r.get("policy")): r for r in by_policy}
     order = [p for p in policies if p in lines]
     fig, ax = plt.subplots(figsize=(8.5, 6.5))
     xs_all: list[float] = []
     ys_all: list[float] = []
-    placed: list[tuple[str, str]] = []
+    spots: dict[tuple[str, str], tuple[float, float]] = {}
+    names: dict[tuple[str, str], list[str]] = {}
+    bars: list[tuple[tuple[float, float], tuple[float, float]]] = []
     for policy in order:
         row = lines[policy]
         (x,), (xl,), (xh,) = _yerr([row], "mean_capital_locked_usd")
@@ -456,19 +648,11 @@ def plot_scatter(
             label=f"{policy} (reference)" if is_ref else policy,
             zorder=3,
         )
-        # Policies at the same point (e.g. two static sets that never bind) get their labels
-        # stacked instead of printed over each other.
+        # Policies at the same point (e.g. two static sets that never bind) share one label.
         spot = (f"{x:.6g}", f"{y:.6g}")
-        stacked = placed.count(spot)
-        placed.append(spot)
-        ax.annotate(
-            policy,
-            (x, y),
-            xytext=(6, 6 + 11 * stacked),
-            textcoords="offset points",
-            fontsize=9,
-            zorder=4,
-        )
+        spots.setdefault(spot, (x, y))
+        names.setdefault(spot, []).append(policy)
+        bars += [((x - xl, y), (x + xh, y)), ((x, y - yl), (x, y + yh))]
         xs_all += [x - xl, x + xh]
         ys_all += [y + yh]
     ref_row = lines.get(reference) if reference is not None else None
@@ -504,9 +688,18 @@ def plot_scatter(
         "Solvency vs capital efficiency, all scenarios "
         f"(lower-left is better; {SUMMARY_LEVEL:.0%} intervals)"
     )
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax.grid(alpha=0.3)
-    save_atomic(fig, out)
+    # Policies that behave alike land close together: their names are spread around instead
+    # of printed over each other.
+    place_labels(
+        ax,
+        list(spots.values()),
+        ["\n".join(names[spot]) for spot in spots],
+        keep_clear=bars,
+        marker_pt=13.0,
+    )
+    return fig
 
 
 # --------------------------------------------------------------------------------------------
@@ -539,6 +732,7 @@ class _Items:
 
 @dataclass(frozen=True)
 class _Table:
+    label: str  # names the table's scrolling region for screen readers (HTML)
     header: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     numeric: tuple[bool, ...]
@@ -546,7 +740,7 @@ class _Table:
 
 @dataclass(frozen=True)
 class _Image:
-    alt: str
+    alt: str  # what the figure shows, in words: read out instead of the picture
     path: Path  # absolute path of the PNG
     caption: str
 
@@ -599,6 +793,24 @@ def _render_markdown(blocks: Sequence[_Block], root: Path) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def _html_breakable(text: str) -> str:
+    """Escaped ``text`` that may break after an underscore (long policy and scenario names)."""
+    return html.escape(text).replace("_", "_<wbr>")
+
+
+def _html_cell(text: str, numeric: bool) -> str:
+    """One table cell; a number cell may wrap between its numbers, never inside one.
+
+    ``mean [low, high]`` becomes up to three lines when its column is squeezed; a number split
+    over two lines would misread, so each is kept whole. On paper every cell may wrap
+    anywhere (the print stylesheet), since a column cut off loses more than a split number.
+    """
+    if not numeric:
+        return f"<td>{_html_breakable(text)}</td>"
+    words = " ".join(f'<span class="nw">{html.escape(word)}</span>' for word in text.split(" "))
+    return f'<td class="num">{words}</td>'
+
+
 def _render_html(blocks: Sequence[_Block], title: str) -> str:
     """A self-contained HTML page of ``blocks``: inline CSS, PNGs as base64 data URIs."""
     esc = html.escape
@@ -619,17 +831,21 @@ def _render_html(blocks: Sequence[_Block], title: str) -> str:
             )
             body.append(f"<ul>{items}</ul>")
         elif isinstance(block, _Table):
-            head = "".join(f"<th>{esc(h)}</th>" for h in block.header)
+            head = "".join(f"<th>{_html_breakable(h)}</th>" for h in block.header)
             rows = "".join(
                 "<tr>"
-                + "".join(
-                    f'<td class="num">{esc(c)}</td>' if num else f"<td>{esc(c)}</td>"
-                    for c, num in zip(row, block.numeric, strict=True)
-                )
+                + "".join(_html_cell(c, num) for c, num in zip(row, block.numeric, strict=True))
                 + "</tr>"
                 for row in block.rows
             )
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            # The box scrolls sideways on a narrow screen, so the page itself never does; the
+            # print stylesheet lets the table wrap to the page instead (nothing is scrolled
+            # out of sight on paper). tabindex lets a keyboard scroll it.
+            body.append(
+                f'<div class="table-wrap" role="region" tabindex="0" '
+                f'aria-label="{esc(block.label)}"><table><thead><tr>{head}</tr></thead>'
+                f"<tbody>{rows}</tbody></table></div>"
+            )
         else:
             data = base64.b64encode(block.path.read_bytes()).decode("ascii")
             body.append(
@@ -641,6 +857,131 @@ def _render_html(blocks: Sequence[_Block], title: str) -> str:
         f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
         + "\n".join(body)
         + "\n</body>\n</html>\n"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# What each figure shows, in words (alt text and caption)
+# --------------------------------------------------------------------------------------------
+
+
+def _price(value: float) -> str:
+    """A price in USD with cents below $1,000 (``$0.0712``, ``$97.50``, ``$61,234``)."""
+    if value >= 1000.0:
+        return f"${value:,.0f}"
+    return f"${value:,.2f}" if value >= 1.0 else f"${value:.4g}"
+
+
+def _scatter_image(
+    by_policy: Sequence[Mapping[str, object]],
+    policies: Sequence[str],
+    reference: str | None,
+    path: Path,
+) -> _Image:
+    """The scatter's figure block: its alt text reads every point's two coordinates."""
+    lines = {str(r.get("policy")): r for r in by_policy}
+    points = "; ".join(
+        f"{p}{' (reference)' if p == reference else ''}: loss "
+        f"{_usd(_number(lines[p], 'solvency_loss_usd'))}, capital "
+        f"{_usd(_number(lines[p], 'mean_capital_locked_usd'))}"
+        for p in policies
+        if p in lines
+    )
+    shaded = f" The shaded region is where a policy dominates {reference}." if reference else ""
+    return _Image(
+        "Scatter plot of mean solvency loss (vertical axis) against mean capital locked "
+        "(horizontal axis) over all scenarios, one point per policy with "
+        f"{SUMMARY_LEVEL:.0%} intervals; lower-left is better. {points}.{shaded}",
+        path,
+        "One point per policy over all scenarios; lower-left is better."
+        + (" The shaded region is where a policy dominates the reference." if reference else ""),
+    )
+
+
+def _bars_image(
+    by_scenario: Sequence[Mapping[str, object]],
+    scenarios: Sequence[str],
+    policies: Sequence[str],
+    path: Path,
+) -> _Image:
+    """The bars' figure block: its alt text names the groups and the largest loss."""
+
+    def loss_of(row: Mapping[str, object]) -> float:
+        loss = _number(row, "solvency_loss_usd")
+        return -math.inf if math.isnan(loss) else loss
+
+    worst = max(by_scenario, key=loss_of)
+    loss = loss_of(worst)
+    largest = (
+        f"The largest mean loss is {worst.get('policy')} on {worst.get('scenario')}, {_usd(loss)}."
+        if loss > 0.0
+        else "No policy lost anything in any scenario."
+    )
+    return _Image(
+        f"Grouped bar charts, one group per scenario ({', '.join(scenarios)}) and one bar per "
+        f"policy ({', '.join(policies)}): mean solvency loss (top) and mean capital locked "
+        f"(bottom), each with its {SUMMARY_LEVEL:.0%} interval. {largest}",
+        path,
+        "Solvency loss and mean capital locked per scenario and policy, with intervals.",
+    )
+
+
+def _ending(rec: EpisodeRecord, time: TimeAxis) -> str:
+    """`` (ended insolvent at ...)`` for an episode that ended on insolvency, else empty."""
+    return f" (ended insolvent at {time.at(float(rec.time_minutes[-1]))})" if rec.terminated else ""
+
+
+def _timeseries_image(
+    scenario: str, traces: Mapping[str, EpisodeRecord], time: TimeAxis, path: Path
+) -> _Image:
+    """The time series' figure block: its alt text gives the price path and each fund's end."""
+    price = max(traces.values(), key=lambda r: r.n_steps)
+    funds = "; ".join(
+        f"{p} {_usd(float(rec.fund_balance_usd[-1]))}{_ending(rec, time)}"
+        for p, rec in traces.items()
+    )
+    params = any(name in rec.params for rec in traces.values() for name in TIMESERIES_PARAMS)
+    return _Image(
+        f"Time series of {scenario}, episode {price.episode} (seed {price.seed}), "
+        f"{time.span(0.0, float(price.time_minutes[-1]))}: mark price from "
+        f"{_price(float(price.mark_price[0]))} to {_price(float(price.mark_price[-1]))} (low "
+        f"{_price(float(price.mark_price.min()))}); insurance fund at the end: {funds}; "
+        "liquidation volume per step"
+        + ("; the maintenance margin and liquidation fee each policy set." if params else "."),
+        path,
+        f"{scenario}: mark price, insurance fund, liquidations per step"
+        + (" and the parameters each policy set." if params else ".")
+        + (
+            " An X and a dotted line mark where an episode ended insolvent."
+            if any(rec.terminated for rec in traces.values())
+            else ""
+        ),
+    )
+
+
+def _losses_image(
+    scenario: str, traces: Mapping[str, EpisodeRecord], time: TimeAxis, path: Path
+) -> _Image:
+    """The user-loss figure's block: its alt text gives each policy's totals at the end."""
+    first = next(iter(traces.values()))
+
+    def total(rec: EpisodeRecord, *fields: str) -> str:
+        return _usd(float(_cumulative(rec, fields)[-1]))
+
+    totals = "; ".join(
+        f"{p} {total(rec, *USER_LOSS_PARTS)} (socialised {total(rec, 'socialized_loss_usd')}, "
+        f"unrecovered {total(rec, 'unrecovered_usd')}, deleveraged "
+        f"{total(rec, 'adl_volume_usd')}){_ending(rec, time)}"
+        for p, rec in traces.items()
+    )
+    return _Image(
+        f"Cumulative user loss in {scenario}, episode {first.episode}, "
+        f"{time.span(0.0, max(float(r.time_minutes[-1]) for r in traces.values()))}, one line "
+        "per policy in four panels: solvency loss (the sum), socialised loss, unrecovered "
+        f"loss and deleveraged notional. Totals at the end: {totals}.",
+        path,
+        f"{scenario}: user loss accrued since the episode start, per policy; solvency loss "
+        "(top left) is what ranks the policies.",
     )
 
 
@@ -799,7 +1140,7 @@ def _build_blocks(
     policies: Sequence[str],
     scenarios: Sequence[str],
     meta: Mapping[str, Any],
-    images: Mapping[str, Path],
+    figures: Mapping[str, _Image],
     missing_traces: Sequence[str],
 ) -> list[_Block]:
     """The report's sections, in order, as renderer-neutral blocks."""
@@ -831,6 +1172,7 @@ def _build_blocks(
     lines = {str(r.get("policy")): r for r in by_policy}
     blocks.append(
         _Table(
+            "headline table: every policy over all scenarios",
             _HEADLINE_HEADER,
             tuple(_headline_row(lines[p], _number(objective, p)) for p in policies if p in lines),
             (False,) + (True,) * (len(_HEADLINE_HEADER) - 1),
@@ -856,16 +1198,7 @@ def _build_blocks(
     else:
         blocks.append(_Paragraph("No reference policy: dominance was not assessed."))
     blocks.append(_Heading(2, "Solvency vs capital efficiency"))
-    blocks.append(
-        _Image(
-            "scatter",
-            images["scatter"],
-            "One point per policy over all scenarios; lower-left is better."
-            + (
-                " The shaded region is where a policy dominates the reference." if reference else ""
-            ),
-        )
-    )
+    blocks.append(figures["scatter"])
     blocks.append(_Heading(2, "Per scenario"))
     order = {(p, s): (si, pi) for si, s in enumerate(scenarios) for pi, p in enumerate(policies)}
     rows = sorted(
@@ -874,30 +1207,18 @@ def _build_blocks(
     )
     blocks.append(
         _Table(
+            "per-scenario table: every policy on each scenario",
             _SCENARIO_HEADER,
             tuple(_scenario_row(r) for r in rows),
             (False, False) + (True,) * (len(_SCENARIO_HEADER) - 2),
         )
     )
-    blocks.append(
-        _Image(
-            "scenario bars",
-            images["bars"],
-            "Solvency loss and mean capital locked per scenario and policy, with intervals.",
-        )
-    )
+    blocks.append(figures["bars"])
     blocks.append(_Heading(2, "Episode 0 of each scenario"))
     for scenario in scenarios:
-        key = f"timeseries_{scenario}"
-        if key in images:
-            blocks.append(
-                _Image(
-                    f"timeseries {scenario}",
-                    images[key],
-                    f"{scenario}: mark price, insurance fund, liquidations per step and the "
-                    "parameters each policy set.",
-                )
-            )
+        for kind in ("timeseries", "losses"):
+            if f"{kind}_{scenario}" in figures:
+                blocks.append(figures[f"{kind}_{scenario}"])
     if missing_traces:
         blocks.append(
             _Paragraph(f"No episode trace was recorded for: {', '.join(missing_traces)}.")
@@ -927,11 +1248,13 @@ def write_report(
 ) -> dict[str, Path]:
     """Write the evaluation report: figures, ``report.md`` and a self-contained ``report.html``.
 
-    Figures go to ``out_dir/plots``: ``timeseries_<scenario>.png`` (one per scenario that has
-    at least one trace; a missing (policy, scenario) trace is skipped, since the tables do
-    not need it), ``scenario_bars.png`` and ``scatter.png``. Policies and scenarios appear in
-    the order of ``meta["policies"]`` and ``meta["scenarios"]`` (others after, as first
-    seen), and each policy keeps one colour in every figure.
+    Figures go to ``out_dir/plots``: for each scenario that has at least one trace,
+    ``timeseries_<scenario>.png`` and ``losses_<scenario>.png`` (cumulative user loss; a
+    missing (policy, scenario) trace is skipped, since the tables do not need it), then
+    ``scenario_bars.png`` and ``scatter.png``. Policies and scenarios appear in the order of
+    ``meta["policies"]`` and ``meta["scenarios"]`` (others after, as first seen), and each
+    policy keeps one colour in every figure. A scenario with a known real start
+    (``meta["scenario_start_utc"]``) is drawn against UTC dates, the others against hours.
 
     Args:
         out_dir: Existing folder to write into.
@@ -942,15 +1265,18 @@ def write_report(
             ``scenarios``, ``policies``, ``horizon_note``, ``reference`` (or None),
             ``dominance`` (policy -> :func:`fundgym.agents.evaluate.metrics.dominates` result),
             ``gap_closure`` (policy -> fraction or None), ``objective`` (policy -> mean
-            reward), ``policy_notes`` (policy -> one line).
+            reward), ``policy_notes`` (policy -> one line) and, optionally,
+            ``scenario_start_utc`` (scenario -> its ``Scenario.start_utc``, an ISO 8601 UTC
+            timestamp of its minute 0, or None).
 
     Returns:
-        Paths written: ``report_md``, ``report_html``, ``scatter``, ``bars`` and
-        ``timeseries_<scenario>`` for each scenario plotted.
+        Paths written: ``report_md``, ``report_html``, ``scatter``, ``bars``, and
+        ``timeseries_<scenario>`` and ``losses_<scenario>`` for each scenario plotted.
 
     Raises:
-        ValueError: If ``out_dir`` is not an existing folder, or ``by_policy`` or
-            ``by_scenario`` is empty.
+        ValueError: If ``out_dir`` is not an existing folder, ``by_policy`` or
+            ``by_scenario`` is empty, or a ``scenario_start_utc`` is not an ISO 8601
+            timestamp with its zone.
     """
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
@@ -967,11 +1293,13 @@ def write_report(
         meta.get("scenarios") or [],
         [str(r.get("scenario")) for r in by_scenario] + [s for _p, s in traces],
     )
+    starts: Mapping[str, str | None] = meta.get("scenario_start_utc") or {}
+    time_axes = {s: TimeAxis.of(starts.get(s), f"scenario {s!r}") for s in scenarios}
     colours = _colours(policies)
     plots_dir = out_dir / PLOTS_DIRNAME
     plots_dir.mkdir(exist_ok=True)
 
-    written: dict[str, Path] = {}
+    figures: dict[str, _Image] = {}
     missing: list[str] = []
     used_names: set[str] = set()
     for scenario in scenarios:
@@ -983,13 +1311,20 @@ def write_report(
         while name in used_names:
             name += "_"
         used_names.add(name)
+        time = time_axes[scenario]
         path = plots_dir / f"timeseries_{name}.png"
-        plot_timeseries(scenario, recs, colours, path)
-        written[f"timeseries_{scenario}"] = path
-    written["bars"] = plots_dir / "scenario_bars.png"
-    plot_scenario_bars(by_scenario, scenarios, policies, colours, written["bars"])
-    written["scatter"] = plots_dir / "scatter.png"
-    plot_scatter(by_policy, policies, colours, meta.get("reference"), written["scatter"])
+        save_atomic(timeseries_figure(scenario, recs, colours, time), path)
+        figures[f"timeseries_{scenario}"] = _timeseries_image(scenario, recs, time, path)
+        path = plots_dir / f"losses_{name}.png"
+        save_atomic(user_loss_figure(scenario, recs, colours, time), path)
+        figures[f"losses_{scenario}"] = _losses_image(scenario, recs, time, path)
+    path = plots_dir / "scenario_bars.png"
+    save_atomic(scenario_bars_figure(by_scenario, scenarios, policies, colours), path)
+    figures["bars"] = _bars_image(by_scenario, scenarios, policies, path)
+    path = plots_dir / "scatter.png"
+    reference = meta.get("reference")
+    save_atomic(scatter_figure(by_policy, policies, colours, reference), path)
+    figures["scatter"] = _scatter_image(by_policy, policies, reference, path)
 
     blocks = _build_blocks(
         by_scenario=by_scenario,
@@ -997,9 +1332,10 @@ def write_report(
         policies=policies,
         scenarios=scenarios,
         meta=meta,
-        images=written,
+        figures=figures,
         missing_traces=missing,
     )
+    written = {key: figure.path for key, figure in figures.items()}
     written["report_md"] = out_dir / "report.md"
     write_text_atomic(written["report_md"], _render_markdown(blocks, out_dir))
     written["report_html"] = out_dir / "report.html"

@@ -5,13 +5,22 @@ worked out in the comments; the report must print exactly those.
 """
 
 import base64
+import dataclasses
+import datetime as dt
+import itertools
 import re
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pytest
+from matplotlib.figure import Figure
+from matplotlib.text import Text
+from matplotlib.transforms import Bbox
 
 from fundgym.agents.evaluate.metrics import (
+    STEP_FIELDS,
     EpisodeRecord,
     Row,
     dominates,
@@ -19,7 +28,16 @@ from fundgym.agents.evaluate.metrics import (
     summarize,
     summarize_policies,
 )
-from fundgym.agents.evaluate.report import write_report
+from fundgym.agents.evaluate.plots import TimeAxis, place_labels, plot_crash, plot_scenario
+from fundgym.agents.evaluate.report import (
+    _colours,
+    scatter_figure,
+    scenario_bars_figure,
+    timeseries_figure,
+    user_loss_figure,
+    write_report,
+)
+from fundgym.envs.scenarios import load_scenario
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SCENARIOS = ["flash_crash", "slow_bleed"]
@@ -36,10 +54,14 @@ def make_record(
     capital_usd: float = 10_000_000.0,
     exhausted: bool = False,
     params: bool = True,
+    terminated: bool = False,
 ) -> EpisodeRecord:
-    """4 steps of 15 min; the loss (if any) lands in step 2, the fund empties if ``exhausted``."""
-    fund = [4e6, 3e6, 0.0, 0.0] if exhausted else [4e6, 3e6, 2.5e6, 2.5e6]
-    return EpisodeRecord(
+    """4 steps of 15 min; the loss (if any) lands in step 2, the fund empties if ``exhausted``.
+
+    A ``terminated`` episode ends insolvent after step 2 (45 min), its fund empty.
+    """
+    fund = [4e6, 3e6, 0.0, 0.0] if exhausted or terminated else [4e6, 3e6, 2.5e6, 2.5e6]
+    rec = EpisodeRecord(
         policy=policy,
         scenario=scenario,
         episode=episode,
@@ -63,6 +85,16 @@ def make_record(
             {"mmr": [0.03, 0.03, 0.04, 0.04], "liquidation_fee_rate": [0.015] * 4} if params else {}
         ),
         positions=[[0.0, 0.0], [0.0, 0.0], [0.5, 0.5], [0.5, 0.5]] if params else [],
+    )
+    if not terminated:
+        return rec
+    fields = {f: getattr(rec, f)[:3] for f in STEP_FIELDS}
+    return dataclasses.replace(
+        rec,
+        **fields,
+        params={k: v[:3] for k, v in rec.params.items()},
+        positions=rec.positions[:3],
+        terminated=True,
     )
 
 
@@ -137,6 +169,7 @@ def run_report(
     *,
     reference: str | None = "best_static",
     drop_traces: tuple[tuple[str, str], ...] = (),
+    start_utc: dict[str, str | None] | None = None,
 ) -> dict[str, Path]:
     rows = [episode_metrics(r) for r in records]
     by_policy = summarize_policies(rows)
@@ -152,7 +185,10 @@ def run_report(
         by_scenario=summarize(rows),
         by_policy=by_policy,
         traces=traces,
-        meta=make_meta(by_policy, policies, scenarios, reference),
+        meta={
+            **make_meta(by_policy, policies, scenarios, reference),
+            "scenario_start_utc": start_utc or {},
+        },
     )
 
 
@@ -192,12 +228,15 @@ def test_writes_every_file(full_report: tuple[Path, dict[str, Path]]) -> None:
         "bars",
         "timeseries_flash_crash",
         "timeseries_slow_bleed",
+        "losses_flash_crash",
+        "losses_slow_bleed",
     }
     assert out["report_md"] == out_dir / "report.md"
     assert out["report_html"] == out_dir / "report.html"
     assert out["scatter"] == out_dir / "plots" / "scatter.png"
     assert out["bars"] == out_dir / "plots" / "scenario_bars.png"
     assert out["timeseries_flash_crash"] == out_dir / "plots" / "timeseries_flash_crash.png"
+    assert out["losses_slow_bleed"] == out_dir / "plots" / "losses_slow_bleed.png"
     assert_valid_outputs(out, out_dir)
 
 
@@ -270,7 +309,41 @@ def test_markdown_images_are_relative(full_report: tuple[Path, dict[str, Path]])
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     pngs = {p.relative_to(out_dir).as_posix() for p in out.values() if p.suffix == ".png"}
     assert set(links) == pngs
-    assert "![scatter](plots/scatter.png)" in md
+    assert (
+        "lower-left is better. best_static (reference): loss $750,000, capital $10,000,000; " in md
+    )
+    assert "](plots/scatter.png)" in md
+
+
+def test_alt_texts_say_what_each_figure_shows(full_report: tuple[Path, dict[str, Path]]) -> None:
+    page = full_report[1]["report_html"].read_text()
+    alts = re.findall(r'<img alt="([^"]*)"', page)
+    assert len(alts) == 6
+    scatter = next(a for a in alts if a.startswith("Scatter plot"))
+    # The all-scenario means worked above: every point with both coordinates.
+    for point in (
+        "best_static (reference): loss $750,000, capital $10,000,000",
+        "ppo: loss $250,000, capital $9,000,000",
+        "aggressive: loss $600,000, capital $12,000,000",
+    ):
+        assert point in scatter
+    assert "dominates best_static" in scatter
+    bars = next(a for a in alts if a.startswith("Grouped bar charts"))
+    # Largest per-scenario mean loss: best_static on flash_crash, 1.5M.
+    assert "(flash_crash, slow_bleed)" in bars
+    assert "The largest mean loss is best_static on flash_crash, $1,500,000." in bars
+    series = next(a for a in alts if a.startswith("Time series of flash_crash"))
+    # Episode 0: marks 100, 80, 70, 75 over one hour; aggressive's fund empties.
+    assert "episode 0 (seed 100), 0 to 1 h after the episode start" in series
+    assert "mark price from $100.00 to $75.00 (low $70.00)" in series
+    assert "best_static $2,500,000; ppo $2,500,000; aggressive $0;" in series
+    losses = next(a for a in alts if a.startswith("Cumulative user loss in flash_crash"))
+    # Episode 0's socialised losses: best_static 1.0M, ppo 0.4M, aggressive 1.2M.
+    assert (
+        "best_static $1,000,000 (socialised $1,000,000, unrecovered $0, deleveraged $0); "
+        "ppo $400,000 (socialised $400,000, unrecovered $0, deleveraged $0); "
+        "aggressive $1,200,000 (socialised $1,200,000, unrecovered $0, deleveraged $0)."
+    ) in losses
 
 
 # ------------------------------------------------------------------------------------------
@@ -288,14 +361,18 @@ def test_html_is_self_contained(full_report: tuple[Path, dict[str, Path]]) -> No
     assert 'src="plots/' not in page
     uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     pngs = [p for p in out.values() if p.suffix == ".png"]
-    assert page.count("data:image/png;base64,") == len(pngs) == len(uris) == 4
+    assert page.count("data:image/png;base64,") == len(pngs) == len(uris) == 6
     # Each embedded image is one of the written PNGs, byte for byte.
     assert sorted(base64.b64decode(u) for u in uris) == sorted(p.read_bytes() for p in pngs)
 
 
 def test_html_has_the_same_content_escaped(full_report: tuple[Path, dict[str, Path]]) -> None:
     page = full_report[1]["report_html"].read_text()
-    assert "$1,500,000 [$257,931, $2,742,069]" in page
+    # A squeezed cell may wrap between its numbers, never inside one.
+    assert (
+        '<td class="num"><span class="nw">$1,500,000</span> <span class="nw">[$257,931,</span> '
+        '<span class="nw">$2,742,069]</span></td>'
+    ) in page
     assert "dominates: yes (rule: loss, loss ratio 33.3%, capital ratio 90.0%)" in page
     assert "dominates: no (rule: none, loss ratio 80.0%, capital ratio 120.0%)" in page
     for name in POLICIES + SCENARIOS:
@@ -306,6 +383,375 @@ def test_html_has_the_same_content_escaped(full_report: tuple[Path, dict[str, Pa
     assert "<script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "each scenario&#x27;s own horizon" in page
+
+
+def test_html_tables_scroll_in_their_own_box_and_print_whole(
+    full_report: tuple[Path, dict[str, Path]],
+) -> None:
+    page = full_report[1]["report_html"].read_text()
+    # Both tables sit in a box that scrolls sideways on screen (the page itself never does)...
+    assert page.count('<div class="table-wrap" role="region" tabindex="0"') == 2
+    assert page.count("<table>") == 2
+    css = page[page.index("<style>") : page.index("</style>")]
+    assert re.search(r"\.table-wrap \{[^}]*overflow-x: auto", css)
+    # ...and on paper the box does not clip: the table takes the page width, its cells may
+    # wrap anywhere, so no column is wider than its share (test_report_browser measures it).
+    printed = css[css.index("@media print") :]
+    assert re.search(r"\.table-wrap \{[^}]*overflow: visible", printed)
+    assert re.search(r"table \{[^}]*table-layout: auto; width: 100%", printed)
+    assert re.search(r"th, td \{[^}]*overflow-wrap: anywhere", printed)
+    assert re.search(r"\.nw \{ white-space: normal; \}", printed)
+    # Long names may break after an underscore.
+    assert "<td>best_<wbr>static</td>" in page
+
+
+# ------------------------------------------------------------------------------------------
+# Figures
+# ------------------------------------------------------------------------------------------
+
+
+def text_box(text: Text) -> Bbox:
+    """The rendered box of a label's text alone (without its leader line), in pixels."""
+    return Text.get_window_extent(text)
+
+
+def overlap(a: Bbox, b: Bbox) -> bool:
+    return bool(min(a.x1, b.x1) > max(a.x0, b.x0) and min(a.y1, b.y1) > max(a.y0, b.y0))
+
+
+def crowded_policy_lines() -> list[Row]:
+    """Nine policies within 1% of one another in both coordinates, two of them coinciding."""
+    rows: list[Row] = []
+    for i in range(9):
+        spot = min(i, 7)  # policies 7 and 8 coincide
+        loss = 1_000_000.0 * (1.0 + 0.002 * (spot % 4))
+        capital = 10_000_000.0 * (1.0 + 0.002 * (spot // 4))
+        rows.append(
+            {
+                "policy": f"policy_{i}",
+                "episodes": 3,
+                "solvency_loss_usd": loss,
+                "solvency_loss_usd_ci_low": 0.9 * loss,
+                "solvency_loss_usd_ci_high": 1.1 * loss,
+                "mean_capital_locked_usd": capital,
+                "mean_capital_locked_usd_ci_low": capital,
+                "mean_capital_locked_usd_ci_high": capital,
+            }
+        )
+    return rows
+
+
+def test_scatter_labels_do_not_collide_when_points_crowd() -> None:
+    rows = crowded_policy_lines()
+    policies = [str(r["policy"]) for r in rows]
+    fig = scatter_figure(rows, policies, _colours(policies), "policy_0")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    labels = list(ax.texts)
+    # Eight spots, so eight labels: the two coinciding policies share one, both named.
+    assert len(labels) == 8
+    assert "policy_7\npolicy_8" in [t.get_text() for t in labels]
+    centres = ax.transData.transform(
+        [(r["mean_capital_locked_usd"], r["solvency_loss_usd"]) for r in rows]
+    )
+    boxes = [text_box(t) for t in labels]
+    # The case is crowded: every point is within one label height of another, so labels at
+    # one fixed offset would print over each other.
+    height = max(b.height for b in boxes)
+    for i, (x, y) in enumerate(centres[:8]):
+        assert (
+            min(abs(x - u) + abs(y - v) for j, (u, v) in enumerate(centres[:8]) if j != i) < height
+        )
+    frame = ax.get_window_extent()
+    for i, box in enumerate(boxes):
+        assert (
+            frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+        )
+        for other in boxes[i + 1 :]:
+            assert not overlap(box, other), (labels[i].get_text(), box, other)
+        # No label covers a point.
+        for x, y in centres:
+            assert not (box.x0 < x < box.x1 and box.y0 < y < box.y1), labels[i].get_text()
+    plt.close(fig)
+
+
+def test_place_labels_keeps_a_label_beside_a_lonely_point() -> None:
+    fig, ax = plt.subplots()
+    ax.set_xlim(0.0, 10.0)
+    ax.set_ylim(0.0, 10.0)
+    (label,) = place_labels(ax, [(5.0, 5.0)], ["alone"], marker_pt=9.0)
+    fig.canvas.draw()
+    box = text_box(label)
+    x, y = ax.transData.transform((5.0, 5.0))
+    # Level with the point, on its right, 4.5 + 1.5 points away (no leader line needed).
+    assert box.x0 == pytest.approx(x + 6.0 * fig.dpi / 72.0, abs=0.5)
+    assert (box.y0 + box.y1) / 2 == pytest.approx(y, abs=0.5)
+    assert label.arrow_patch is None
+    plt.close(fig)
+
+
+def test_long_scenario_names_are_slanted_not_overlapping() -> None:
+    scenarios = [f"historical_crash_number_{i}_with_a_long_name" for i in range(6)]
+
+    def bar_rows(names: list[str]) -> list[Row]:
+        return [
+            {"policy": p, "scenario": s, "episodes": 1, "solvency_loss_usd": 1.0e6,
+             "mean_capital_locked_usd": 1.0e7}
+            for s in names
+            for p in ("a", "b")
+        ]  # fmt: skip
+
+    rows = bar_rows(scenarios)
+    fig = scenario_bars_figure(rows, scenarios, ["a", "b"], _colours(["a", "b"]))
+    fig.canvas.draw()
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticklabels() if t.get_text()]
+        assert len(ticks) == 6
+        assert ticks[0].get_rotation() > 0.0
+        boxes = [text_box(t) for t in ticks]
+        assert not any(overlap(a, b) for a, b in itertools.pairwise(boxes))
+    plt.close(fig)
+    # Short names stay level.
+    fig = scenario_bars_figure(
+        bar_rows(["calm", "crash"]), ["calm", "crash"], ["a", "b"], _colours(["a", "b"])
+    )
+    assert all(t.get_rotation() == 0.0 for t in fig.axes[0].get_xticklabels())
+    plt.close(fig)
+
+
+def drawn_texts(fig: Figure) -> list[Text]:
+    """Every piece of text the figure draws: titles, axis labels, legends, annotations, and
+    the tick labels inside the axes' limits (matplotlib keeps hidden ones past the ends)."""
+    fig.canvas.draw()
+    tick_labels: set[int] = set()
+    drawn: list[Text] = []
+    for ax in fig.axes:
+        for axis, limits in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            lo, hi = min(limits), max(limits)
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                for label in (tick.label1, tick.label2):
+                    tick_labels.add(id(label))
+                    if label.get_visible() and label.get_text() and lo <= tick.get_loc() <= hi:
+                        drawn.append(label)
+    for text in fig.findobj(Text):
+        shown = isinstance(text, Text) and text.get_visible() and text.get_text().strip()
+        if shown and id(text) not in tick_labels:
+            drawn.append(text)
+    return drawn
+
+
+def crowded_figures() -> dict[str, Figure]:
+    """Every kind of report figure, eight policies, a dated crash and an insolvent episode."""
+    records = build_records()
+    for i in range(5):
+        for scenario in SCENARIOS:
+            records.append(
+                make_record(f"hindsight_static_variant_{i}", scenario, 0, terminated=i == 0)
+            )
+    rows = [episode_metrics(r) for r in records]
+    policies = list(dict.fromkeys(r.policy for r in records))
+    colours = _colours(policies)
+    traces = {r.policy: r for r in records if r.episode == 0 and r.scenario == "flash_crash"}
+    dated = TimeAxis.of("2025-10-10T21:00:00Z", "flash_crash")
+    return {
+        "timeseries": timeseries_figure("flash_crash", traces, colours, TimeAxis()),
+        "timeseries dated": timeseries_figure("flash_crash", traces, colours, dated),
+        "losses": user_loss_figure("flash_crash", traces, colours, TimeAxis()),
+        "losses dated": user_loss_figure("flash_crash", traces, colours, dated),
+        "bars": scenario_bars_figure(summarize(rows), SCENARIOS, policies, colours),
+        "scatter": scatter_figure(summarize_policies(rows), policies, colours, "best_static"),
+    }
+
+
+def test_no_text_collides_in_any_figure() -> None:
+    for name, fig in crowded_figures().items():
+        texts = drawn_texts(fig)
+        assert len(texts) > 20, name
+        boxes = [(t.get_text(), text_box(t)) for t in texts]
+        clashes = [
+            (a, b) for (a, box_a), (b, box_b) in itertools.combinations(boxes, 2)
+            if overlap(box_a, box_b)
+        ]  # fmt: skip
+        assert not clashes, f"{name}: {clashes}"
+        plt.close(fig)
+
+
+def insolvent_marks(fig: Figure) -> dict[str, list[tuple[Any, float]]]:
+    """Policy -> (x, y) of every insolvency X in the figure."""
+    marks: dict[str, list[tuple[Any, float]]] = {}
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            gid = line.get_gid()
+            if gid and gid.startswith("insolvent "):
+                marks.setdefault(gid.removeprefix("insolvent "), []).append(
+                    (np.asarray(line.get_xdata())[0], float(np.asarray(line.get_ydata())[0]))
+                )
+    return marks
+
+
+def test_an_insolvent_episode_is_marked_where_it_ends() -> None:
+    traces = {
+        "a": make_record("a", "s", 0, socialized_usd=1e6),
+        "b": make_record("b", "s", 0, socialized_usd=2e6, terminated=True),
+    }
+    colours = _colours(["a", "b"])
+    fig = timeseries_figure("s", traces, colours, TimeAxis())
+    # b ended insolvent after its third step, at 45 min = 0.75 h, its fund empty; a ran on.
+    assert insolvent_marks(fig) == {"b": [(0.75, 0.0)]}
+    legend = fig.axes[1].get_legend()
+    assert legend is not None
+    assert "episode ended insolvent" in [t.get_text() for t in legend.get_texts()]
+    plt.close(fig)
+    fig = user_loss_figure("s", traces, colours, TimeAxis())
+    # One X per loss panel at b's running totals: total 2M, socialised 2M, 0, 0.
+    assert insolvent_marks(fig) == {"b": [(0.75, 2e6), (0.75, 2e6), (0.75, 0.0), (0.75, 0.0)]}
+    plt.close(fig)
+    fig = timeseries_figure("s", {"a": traces["a"]}, colours, TimeAxis())
+    assert insolvent_marks(fig) == {}
+    legend = fig.axes[1].get_legend()
+    assert legend is not None
+    assert "episode ended insolvent" not in [t.get_text() for t in legend.get_texts()]
+    plt.close(fig)
+
+
+def test_cumulative_user_loss_panels_add_up_the_parts() -> None:
+    rec = dataclasses.replace(
+        make_record("a", "s", 0),
+        socialized_loss_usd=np.array([0.0, 0.0, 1e6, 0.0]),
+        unrecovered_usd=np.array([0.0, 0.0, 0.0, 2e5]),
+        adl_volume_usd=np.array([3e5, 0.0, 0.0, 0.0]),
+    )
+    fig = user_loss_figure("s", {"a": rec}, _colours(["a"]), TimeAxis())
+    series = {ax.get_title(): np.asarray(ax.get_lines()[0].get_ydata()).tolist() for ax in fig.axes}
+    # From 0 at the start: ADL 0.3M in step 1, socialised 1M in step 3, unrecovered 0.2M in 4.
+    assert series == {
+        "solvency loss (ranks the policies)": [0.0, 3e5, 3e5, 1.3e6, 1.5e6],
+        "socialised loss (borne by traders)": [0.0, 0.0, 0.0, 1e6, 1e6],
+        "unrecovered loss (borne by the exchange)": [0.0, 0.0, 0.0, 0.0, 2e5],
+        "deleveraged notional (ADL)": [0.0, 3e5, 3e5, 3e5, 3e5],
+    }
+    assert np.asarray(fig.axes[0].get_lines()[0].get_xdata()).tolist() == [
+        0.0,
+        0.25,
+        0.5,
+        0.75,
+        1.0,
+    ]
+    plt.close(fig)
+    # A part nobody lost in is labelled as such.
+    fig = user_loss_figure("s", {"a": make_record("a", "s", 0)}, _colours(["a"]), TimeAxis())
+    assert [t.get_text() for t in fig.axes[0].texts] == ["none in this episode"]
+    plt.close(fig)
+
+
+def test_a_historical_crash_is_drawn_against_utc_dates() -> None:
+    time = TimeAxis.of("2025-10-10T21:00:00Z", "oct_10_2025")
+    assert time.start_utc == dt.datetime(2025, 10, 10, 21, 0, tzinfo=dt.UTC)
+    assert list(time.x([15.0, 90.0])) == [
+        np.datetime64("2025-10-10T21:15:00.000"),
+        np.datetime64("2025-10-10T22:30:00.000"),
+    ]
+    assert time.at(45.0) == "2025-10-10 21:45 UTC"
+    traces = {"a": make_record("a", "oct_10_2025", 0, terminated=True)}
+    fig = timeseries_figure("oct_10_2025", traces, _colours(["a"]), time)
+    fig.canvas.draw()
+    bottom = fig.axes[-1]
+    assert bottom.get_xlabel() == "time (UTC); episode start 2025-10-10 21:00 UTC"
+    ticks = [t.get_text() for t in bottom.get_xticklabels() if t.get_text()]
+    # The episode ended insolvent at 21:45: ten-minute ticks from 21:00 to 21:40.
+    assert ticks == ["21:00", "21:10", "21:20", "21:30", "21:40"]
+    # The insolvency X at 21:45 UTC.
+    ((x, _fund),) = insolvent_marks(fig)["a"]
+    assert x == np.datetime64("2025-10-10T21:45")
+    plt.close(fig)
+    # A historical scenario of the library dates its path; a synthetic one counts hours.
+    crash = load_scenario("black_thursday_2020")
+    assert crash.start_utc is not None
+    assert TimeAxis.of(crash.start_utc, crash.name).start_utc == crash.start_datetime
+    assert TimeAxis.of(None, "x").start_utc is None
+    fig = timeseries_figure("s", {"a": make_record("a", "s", 0)}, _colours(["a"]), TimeAxis())
+    assert fig.axes[-1].get_xlabel() == "hours since episode start"
+    plt.close(fig)
+
+
+def test_report_dates_the_scenarios_that_have_a_start(tmp_path: Path) -> None:
+    records = [
+        make_record("a", "flash_crash", 0, socialized_usd=1e6, terminated=True),
+        make_record("a", "slow_bleed", 0),
+    ]
+    rows = [episode_metrics(r) for r in records]
+    meta = make_meta(summarize_policies(rows), ["a"], SCENARIOS, None)
+    meta["scenario_start_utc"] = {"flash_crash": "2025-10-10T21:00:00Z", "slow_bleed": None}
+    out = write_report(
+        tmp_path,
+        by_scenario=summarize(rows),
+        by_policy=summarize_policies(rows),
+        traces={(r.policy, r.scenario): r for r in records},
+        meta=meta,
+    )
+    md = out["report_md"].read_text()
+    # flash_crash ended insolvent after its third 15-minute step: 21:45 UTC.
+    assert (
+        "Time series of flash_crash, episode 0 (seed 100), 2025-10-10 21:00 UTC to "
+        "2025-10-10 21:45 UTC: mark price from $100.00 to $70.00 (low $70.00); insurance fund "
+        "at the end: a $0 (ended insolvent at 2025-10-10 21:45 UTC)"
+    ) in md
+    assert "An X and a dotted line mark where an episode ended insolvent." in md
+    assert (
+        "Totals at the end: a $1,000,000 (socialised $1,000,000, unrecovered $0, deleveraged "
+        "$0) (ended insolvent at 2025-10-10 21:45 UTC)."
+    ) in md
+    assert "Time series of slow_bleed, episode 0 (seed 100), 0 to 1 h after the episode start" in md
+
+
+def test_scenario_and_simulator_figures_take_the_start_date(tmp_path: Path) -> None:
+    minutes = np.arange(0.0, 181.0, 1.0)
+    price = 100.0 - 0.1 * minutes
+    columns = {
+        "time_min": minutes,
+        "last_price": price,
+        "index_price": price,
+        "mark_price": price,
+        "oracle_price": price,
+        "depth_usd": np.full_like(minutes, 2e6),
+        "funding_rate": np.full_like(minutes, 1e-4),
+        "precursor": np.linspace(0.0, 1.0, minutes.size),
+    }
+    runs = {"defaults": {"fund_usd": 5e6 - 1e4 * minutes, "liquidation_volume_usd": minutes}}
+    for start in ("2020-03-12T08:00:00Z", None):
+        plot_scenario(
+            columns, "black_thursday_2020", tmp_path / f"scenario_{start}.png", start_utc=start
+        )
+        plot_crash(
+            minutes / 60.0, price, price, columns["depth_usd"], runs, "black_thursday_2020",
+            tmp_path / f"crash_{start}.png", start_utc=start,
+        )  # fmt: skip
+    assert sorted(p.read_bytes()[:8] == PNG_MAGIC for p in tmp_path.iterdir()) == [True] * 4
+    with pytest.raises(ValueError, match="start_utc of black_thursday_2020 must be"):
+        plot_scenario(columns, "black_thursday_2020", tmp_path / "x.png", start_utc="12 March")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("10 Oct 2025", "start_utc of scenario 'flash_crash' must be an ISO 8601 UTC timestamp"),
+        ("2025-10-10T21:00:00", "got '2025-10-10T21:00:00' (no time zone"),
+        ("2025-10-10T23:00:00+02:00", "is not UTC"),
+    ],
+)
+def test_a_bad_start_is_named_with_its_scenario(tmp_path: Path, value: str, message: str) -> None:
+    rows = [episode_metrics(make_record("a", "flash_crash", 0))]
+    meta = make_meta(summarize_policies(rows), ["a"], ["flash_crash"], None)
+    meta["scenario_start_utc"] = {"flash_crash": value}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        write_report(
+            tmp_path,
+            by_scenario=summarize(rows),
+            by_policy=summarize_policies(rows),
+            traces={},
+            meta=meta,
+        )
+    assert not list(tmp_path.iterdir())
 
 
 # ------------------------------------------------------------------------------------------
@@ -359,7 +805,8 @@ def test_missing_traces_are_skipped(tmp_path: Path) -> None:
     assert not (tmp_path / "plots" / "timeseries_slow_bleed.png").exists()
     assert "No episode trace was recorded for: slow_bleed." in out["report_md"].read_text()
     page = out["report_html"].read_text()
-    assert page.count("data:image/png;base64,") == 3
+    # flash_crash's two figures, the bars and the scatter.
+    assert page.count("data:image/png;base64,") == 4
 
 
 def test_scenario_name_is_made_safe_for_a_filename(tmp_path: Path) -> None:
