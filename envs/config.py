@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 from fundgym.envs.controls import PARAMS
 from fundgym.envs.levers import LEVERS
-from fundgym.envs.market.sampler import SamplerSettings
+from fundgym.envs.market.sampler import MAX_TRAINING_HORIZON_MINUTES, SamplerSettings
 from fundgym.envs.rewards import RewardWeights
 from fundgym.envs.scenarios import Scenario
-from fundgym.envs.schema import SchemaError, build, load_yaml, spec
+from fundgym.envs.schema import FieldError, SchemaError, build, load_yaml, spec
 
 
 def _fixed(name: str) -> Any:
@@ -76,7 +76,10 @@ class EnvConfig:
     n_accounts: int = spec(1024, ge=1, le=10_000_000, doc="account slots per exchange")
     decision_minutes: float = spec(10.0, gt=0.0, le=10_080.0, doc="minutes between actions")
     horizon_minutes: float | None = spec(
-        None, gt=0.0, le=1e7, doc="episode cap (None: the scenario's; training: 1 day)"
+        None,
+        gt=0.0,
+        le=525_600.0,
+        doc="episode cap (None: the scenario's; training: 1 day); a scenario is at most a year",
     )
     # Levers the action sets, in action order (names from fundgym.envs.levers.CONTROLLABLE).
     controlled: tuple[str, ...] = tuple(PARAMS)
@@ -102,9 +105,21 @@ class EnvConfig:
                 if bad[0] in LEVERS
                 else f"unknown parameter {bad[0]!r}"
             )
-            raise ValueError(f"controlled: {what}; allowed: {list(PARAMS)}")
+            raise FieldError(
+                "controlled", list(self.controlled), f"{what}; allowed: {list(PARAMS)}"
+            )
         if not self.controlled or len(set(self.controlled)) != len(self.controlled):
-            raise ValueError(f"controlled must list distinct parameters, got {self.controlled}")
+            raise FieldError(
+                "controlled", list(self.controlled), "distinct parameters, at least one"
+            )
+        cap = MAX_TRAINING_HORIZON_MINUTES
+        if self.scenario == "training" and (self.horizon_minutes or 0.0) > cap:
+            # Checked here so the error comes before any work, not at the first reset.
+            raise FieldError(
+                "horizon_minutes",
+                self.horizon_minutes,
+                f"at most {cap:g} with scenario 'training' (the sampler draws up to 90 days)",
+            )
 
 
 def make_config(config: str | Path | EnvConfig | None = None, **overrides: Any) -> EnvConfig:

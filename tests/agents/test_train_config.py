@@ -166,12 +166,14 @@ def test_overrides_parse_values_as_yaml():
         # the environment's schema names a bad lever (agents does not check it twice)
         (
             ["env.controlled=[mmr, leverage]"],
-            r"ppo\.yaml: env = \{.*\}: controlled: unknown parameter 'leverage'; allowed: "
+            r"ppo\.yaml: env\.controlled = \['mmr', 'leverage'\]: unknown parameter 'leverage'; "
+            r"allowed: "
             r"\['liquidation_fee_rate', ",
         ),
         (
             ["env.controlled=[mmr, imr]"],
-            r"controlled: 'imr' has hard bounds only, no action range; allowed: \[",
+            r"env\.controlled = \['mmr', 'imr'\]: 'imr' has hard bounds only, no action range; "
+            r"allowed: \[",
         ),
         (
             ["env.fixed.mmr=0.9"],
