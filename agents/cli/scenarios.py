@@ -90,7 +90,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     cols = sample_market(sc, args.seed)
     seed = sc.seed if args.seed is None else args.seed
-    plot_scenario(cols, f"{sc.name} (seed {seed}): {sc.description}", out)
+    plot_scenario(cols, f"{sc.name} (seed {seed}): {sc.description}", out, start_utc=sc.start_utc)
     print(f"wrote {out}")
     return 0
 

@@ -184,6 +184,7 @@ def _simulate(args: argparse.Namespace, scenario: Scenario) -> int:
         runs,
         f"{scenario.name} (seed {seed}): defaults vs a lean liquidation fee",
         plot_path,
+        start_utc=scenario.start_utc,
     )
     config = {
         "command": "fundgym simulate",
