@@ -220,7 +220,7 @@ class RenderFrame:
     """One decision's snapshot, everything either render mode shows.
 
     Attributes:
-        minute: Scenario time of the decision, in minutes.
+        minute: Minutes since the episode started, at this decision.
         index_price: The reference (spot index) price.
         mark_price: The venue's mark price, which margins are measured against.
         oracle_price: The on-chain oracle's price (may lag the index).
@@ -304,7 +304,8 @@ _LABELS: dict[str, tuple[str, str]] = {
     "liquidation_fee_rate": ("fee", "LIQ FEE"),
     "liquidation_fee_fund_share": ("fee_fund", "LIQ FEE TO FUND"),
     "mmr": ("mmr", "MMR"),
-    "imr_multiple": ("imr", "IMR / MMR"),
+    "imr_multiple": ("imr/mmr", "IMR / MMR"),
+    "imr": ("imr", "IMR"),
     "trading_fee_fund_share": ("tfee_fund", "TRADE FEE TO FUND"),
     "alloc_stable": ("stable", "ALLOC STABLE"),
     "alloc_yield": ("yield", "ALLOC YIELD"),
@@ -314,9 +315,9 @@ _LABELS: dict[str, tuple[str, str]] = {
 
 
 def format_time(minute: float) -> str:
-    """Scenario time as a signed duration: ``+1h30m``, ``+2d03h00m``, ``+0h00m30s``, ``-0h05m``.
+    """Episode time as a signed duration: ``+1h30m``, ``+2d03h00m``, ``+0h00m30s``, ``-0h05m``.
 
-    Scenario minutes count from the scenario's start (negative before it), so a sign and
+    Minutes count from the episode start (negative before it), so a sign and
     hours read better than a four-digit minute count.
     """
     if not math.isfinite(minute):

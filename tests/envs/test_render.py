@@ -290,7 +290,7 @@ def test_ansi_line() -> None:
     line = render_ansi(f)
     assert "\n" not in line
     assert line.startswith("oct_10_2025 t=+1h30m mark=101,234.50 fund=$12.3M oi=$456M liq=$1.20M |")
-    for part in ("fee=1.50%", "fee_fund=100%", "mmr=3.00%", "imr=1.67x", "tfee_fund=10%"):
+    for part in ("fee=1.50%", "fee_fund=100%", "mmr=3.00%", "imr/mmr=1.67x", "tfee_fund=10%"):
         assert f" {part}" in line
     assert "stable=+1.00" in line
     assert "INSOLVENT" not in line
