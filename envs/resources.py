@@ -11,7 +11,8 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-#: The packaged ``configs/`` folder: ``scenarios/``, ``train/`` and ``env/``. An installed
+#: The packaged ``configs/`` folder: ``scenarios/``, ``train/``, ``env/`` and ``zoo/``
+#: (rl-baselines3-zoo's hyperparameter file, for ``python -m rl_zoo3.train``). An installed
 #: package sits on the file system (never zipped), so this is a plain path; resolved, so that
 #: messages in a checkout name configs/... rather than the fundgym/configs symlink.
 CONFIG_DIR: Path = Path(str(files("fundgym").joinpath("configs"))).resolve()
