@@ -83,7 +83,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--config",
         metavar="PATH",
         help="training or environment config for the evaluation environment (default: the "
-        "first trained run's config, else configs/train/ppo.yaml)",
+        "first trained run's config, else the packaged ppo.yaml: configs/train/ in a checkout)",
     )
     p.add_argument(
         "--workers",

@@ -67,7 +67,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--config",
         metavar="PATH",
         default=str(DEFAULT_TRAIN_CONFIG),
-        help="training config, YAML (default: configs/train/ppo.yaml)",
+        help="training config, YAML (default: the packaged ppo.yaml: configs/train/ in a checkout)",
     )
     p.add_argument(
         "--set",
