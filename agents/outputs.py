@@ -13,7 +13,11 @@ risk engine) would read it, so every writer in ``agents`` goes through these hel
   output locked; the file itself (holding the PID) is removed on a clean exit.
 * :func:`temp_sibling`: temporary names hold the process id and a random token, so two
   writers of one output, in two processes or two threads, never share a temporary file.
-* :func:`write_bytes_atomic` / :func:`write_text_atomic`: write a temporary sibling, rename.
+* :func:`remove_stale_temps`: a process killed while writing (``kill -9``, a power cut) leaves
+  its temporary behind; the next run on the same output removes the ones whose process no
+  longer runs, and only those.
+* :func:`write_bytes_atomic` / :func:`write_text_atomic`: write a temporary sibling, rename;
+  a failure (a full disk) names the file it was writing.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from __future__ import annotations
 import fcntl
 import math
 import os
+import re
 import secrets
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -35,13 +41,100 @@ class OutputLockError(RuntimeError):
     """Another process is writing the same output, or its lock file cannot be created."""
 
 
+#: The kinds of temporary :func:`temp_sibling` makes: a file or directory being written
+#: (``tmp``, ``partial``), and the previous version of an output while it is replaced (``old``).
+TEMP_KINDS = ("tmp", "partial", "old")
+
+#: A temporary's name, ``.NAME.KIND-PID-TOKEN``: what :func:`remove_stale_temps` recognises.
+_TEMP_NAME = re.compile(
+    r"\.(?P<name>.+)\.(?P<kind>" + "|".join(TEMP_KINDS) + r")-(?P<pid>[0-9]+)-[0-9a-f]{8}"
+)
+
+
 def temp_sibling(path: Path, kind: str = "tmp") -> Path:
     """A fresh hidden name next to ``path``, to write it fully before renaming it into place.
 
     The name, ``.NAME.KIND-PID-TOKEN``, is unique to this process (PID) and to this call (a
     random token): two threads or two processes writing the same output each get their own.
+    The PID also tells a later run whether the writer still runs (:func:`remove_stale_temps`).
+
+    Raises:
+        ValueError: ``kind`` is not one of :data:`TEMP_KINDS` (a name the clean-up would not
+            recognise).
     """
+    if kind not in TEMP_KINDS:
+        raise ValueError(f"temporary kind {kind!r}; expected one of {TEMP_KINDS}")
     return path.with_name(f".{path.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def process_running(pid: int) -> bool:
+    """Whether process ``pid`` exists (a zombie not yet reaped counts as running).
+
+    Errs towards "running": a PID the system cannot even look up (out of range) is treated as
+    a live process, so nothing is removed on its account.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process; no such PID possible
+        return True
+    return True
+
+
+def remove_stale_temps(directory: Path, name: str | None = None) -> list[Path]:
+    """Remove the temporaries that killed fundgym processes left in ``directory``.
+
+    A temporary (:func:`temp_sibling`) normally lives only while its writer runs: the writer
+    renames it into place or removes it on any error. Only ``kill -9`` (or a crash of the
+    machine) leaves one behind, and its name records the PID of the writer. This removes the
+    entries of ``directory`` named ``.NAME.KIND-PID-TOKEN`` whose PID no longer runs:
+
+    * only temporaries of ``NAME == name`` when ``name`` is given (``directory`` is a folder
+      the user shares with other things, such as the parent of an evaluation's ``--out``);
+    * never one whose PID runs, whatever that process is (a reused PID only delays the
+      clean-up to a later run);
+    * an ``old`` one (the previous version of an output being replaced) only while ``NAME``
+      itself exists: without it, the ``old`` copy is the only one left (a kill between the
+      two renames of a replacement), and it stays for the user to rename back.
+
+    Each removal is said in one line on stderr.
+
+    Args:
+        directory: The folder to clean; a missing one holds nothing.
+        name: The output whose temporaries to remove (``None``: every output's, for a folder
+            only fundgym writes, such as a run directory).
+
+    Returns:
+        The paths removed.
+    """
+    removed: list[Path] = []
+    try:
+        entries = sorted(directory.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for path in entries:
+        match = _TEMP_NAME.fullmatch(path.name)
+        if match is None or (name is not None and match["name"] != name):
+            continue
+        if process_running(int(match["pid"])):
+            continue
+        if match["kind"] == "old" and not (directory / match["name"]).exists():
+            continue
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:  # gone meanwhile
+            continue
+        removed.append(path)
+        print(
+            f"fundgym: removed {path}, left by process {match['pid']} (killed while writing; "
+            "it no longer runs)",
+            file=sys.stderr,
+        )
+    return removed
 
 
 def lock_path(out: Path) -> Path:
@@ -120,18 +213,50 @@ def output_lock(*outs: Path, command: str = "fundgym") -> Iterator[None]:
         yield
 
 
+@contextmanager
+def naming_file(path: Path, *aliases: Path) -> Iterator[None]:
+    """Let an ``OSError`` raised in the block name ``path``, the file the user knows.
+
+    Python's error for a write that fails as the data is flushed (a full disk) names no file,
+    and one about a temporary (``aliases``: a file, or a directory being built) names a hidden
+    name the user never chose. Either is re-raised as the same error (same ``errno``, hence
+    the same class, such as ``PermissionError``) naming ``path``, or for a file inside an
+    alias directory, the same file inside ``path``. An error naming another file, or without
+    an ``errno``, passes unchanged.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        named: Path | None = path
+        if exc.filename is not None:
+            name = Path(os.fsdecode(exc.filename))
+            named = next(
+                (path / name.relative_to(a) for a in aliases if name.is_relative_to(a)), None
+            )
+        if named is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, os.fspath(named)) from exc
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename.
 
     The temporary file is removed on any failure, so ``path`` holds either its old content or
     the new one, never part of it.
+
+    Raises:
+        OSError: The write failed (a full disk, no permission), naming ``path``
+            (:func:`naming_file`).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(path)
     try:
-        with tmp.open("xb") as fh:  # exclusive: never another writer's temporary
-            fh.write(data)
-        os.replace(tmp, path)
+        with naming_file(path, tmp):
+            with tmp.open("xb") as fh:  # exclusive: never another writer's temporary
+                fh.write(data)
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 

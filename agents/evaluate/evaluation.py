@@ -16,7 +16,11 @@ step (:class:`fundgym.agents.evaluate.metrics.EpisodeRecord`), and writes into t
   environment settings, search grid), and ``command.txt``.
 
 The directory is built under a temporary name and renamed into place at the end, so a failed
-or interrupted evaluation leaves nothing half-written.
+or interrupted evaluation leaves nothing half-written; the next evaluation into the same
+``--out`` removes what a killed one left (:func:`fundgym.agents.outputs.remove_stale_temps`).
+Every metric is checked before anything is written: an episode whose numbers are not finite,
+or whose amounts are beyond any market, stops the evaluation with an error naming the policy,
+scenario, episode and metric (:func:`fundgym.agents.evaluate.episodes.score`).
 
 **Searched baselines** (``best_static``, ``hindsight_static``):
 :mod:`fundgym.agents.evaluate.search`.
@@ -42,12 +46,11 @@ from typing import Any
 import yaml
 
 from fundgym.agents import __version__
-from fundgym.agents.evaluate.episodes import Job, run_jobs
+from fundgym.agents.evaluate.episodes import Job, run_jobs, score
 from fundgym.agents.evaluate.metrics import (
     EpisodeRecord,
     Row,
     dominates,
-    episode_metrics,
     summarize,
     summarize_policies,
 )
@@ -59,7 +62,14 @@ from fundgym.agents.evaluate.search import (
     objective,
     search_static,
 )
-from fundgym.agents.outputs import jsonable, progress_bar, temp_sibling, write_text_atomic
+from fundgym.agents.outputs import (
+    jsonable,
+    naming_file,
+    progress_bar,
+    remove_stale_temps,
+    temp_sibling,
+    write_text_atomic,
+)
 from fundgym.agents.policies import PolicySpec, parse_spec
 from fundgym.agents.rollout import EvaluateError, base_env, job_env
 
@@ -131,8 +141,9 @@ def evaluate(
         grid: Static search grid (default :data:`GRID`).
 
     Raises:
-        EvaluateError: Bad arguments, an unusable output directory, or a policy that cannot
-            run in the evaluation environment.
+        EvaluateError: Bad arguments, an unusable output directory, a policy that cannot
+            run in the evaluation environment, or an episode that cannot be scored (a metric
+            not finite, an amount beyond any market).
         SpecError: A policy spec that names nothing runnable.
     """
     t_start = time.perf_counter()
@@ -141,6 +152,7 @@ def evaluate(
     if not policies:
         raise EvaluateError("give at least one --policy")
     out = Path(out_dir)
+    remove_stale_temps(out.parent, out.name)  # what a killed evaluation into ``out`` left
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise EvaluateError(f"{out} already exists and is not empty; pass --overwrite or --out")
     specs = [parse_spec(p) for p in policies]
@@ -185,7 +197,7 @@ def evaluate(
     results = run_jobs(jobs, n_workers, lambda j: bar.update(j.episodes))
     bar.close()
     records: list[EpisodeRecord] = [r for rs in results for r in rs]
-    rows = [episode_metrics(r) for r in records]
+    rows = score(records)
     by_scenario = summarize(rows)
     by_policy = summarize_policies(rows)
     line = {str(r["policy"]): r for r in by_policy}
@@ -208,18 +220,19 @@ def evaluate(
     tmp = temp_sibling(out, "partial")
     tmp.mkdir(parents=True)
     try:
-        files = _write_outputs(
-            tmp, out, rows, by_scenario, by_policy, traces, resolved, scenarios, episodes, seed,
-            base, searches, dom, gap, objectives, reference, argv, report, n_workers,
-            search_episodes, grid,
-        )  # fmt: skip
-        if out.exists():
-            old = temp_sibling(out, "old")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
+        with naming_file(out, tmp):  # a full disk names the file as the user will look for it
+            files = _write_outputs(
+                tmp, out, rows, by_scenario, by_policy, traces, resolved, scenarios, episodes,
+                seed, base, searches, dom, gap, objectives, reference, argv, report, n_workers,
+                search_episodes, grid,
+            )  # fmt: skip
+            if out.exists():
+                old = temp_sibling(out, "old")
+                out.rename(old)
+                tmp.rename(out)
+                shutil.rmtree(old)
+            else:
+                tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -73,6 +73,11 @@ POSITION_TOLERANCE = 1e-9
 #: venue whose open interest was fully liquidated does not divide by zero.
 MIN_OPEN_INTEREST_USD = 1.0
 
+#: No market's loss, volume or balance over one episode comes near this many USD (ten thousand
+#: times world GDP; float64 no longer holds cents beyond 1e14). A ``_usd`` metric beyond it
+#: means the simulation blew up (a scenario whose prices overflowed), not that a policy lost it.
+MAX_PLAUSIBLE_USD = 1e18
+
 #: Per-step arrays of EpisodeRecord, in declaration order.
 STEP_FIELDS = (
     "time_minutes",
@@ -159,12 +164,20 @@ CAPITAL_RULE_MAX_RATIO = 0.8
 # --------------------------------------------------------------------------------------------
 
 
+class MetricError(ValueError):
+    """An episode that cannot be scored: a number not finite, or an amount beyond any market.
+
+    The message names the policy, scenario, episode, seed and metric
+    (:data:`MAX_PLAUSIBLE_USD` bounds the amounts).
+    """
+
+
 def _describe_bad(arr: FloatArray, bad: npt.NDArray[np.bool_]) -> str:
     """``"index i: value"`` of the first entry flagged in ``bad`` (for error messages)."""
     idx = np.flatnonzero(bad.ravel())[0]
     where = np.unravel_index(idx, arr.shape)
     at = where[0] if len(where) == 1 else tuple(int(w) for w in where)
-    return f"index {at}: {arr.ravel()[idx]!r}"
+    return f"index {at}: {float(arr.ravel()[idx])!r}"
 
 
 def _require_finite(arr: FloatArray, rule: str) -> None:
@@ -384,8 +397,16 @@ class EpisodeRecord:
 
 
 def _total(arr: FloatArray) -> float:
-    """Correctly rounded sum (``math.fsum``): totals do not depend on summation order."""
-    return math.fsum(arr.tolist())
+    """Correctly rounded sum (``math.fsum``): totals do not depend on summation order.
+
+    A sum beyond float64's range is returned as the infinity it rounds to (``math.fsum``
+    raises instead), for :func:`check_metrics` to refuse with the metric's name.
+    """
+    try:
+        return math.fsum(arr.tolist())
+    except OverflowError:
+        with np.errstate(over="ignore"):
+            return float(np.sum(arr))
 
 
 def _mean(arr: FloatArray) -> float:
@@ -467,6 +488,10 @@ def episode_metrics(rec: EpisodeRecord) -> Row:
 
     Returns:
         The row, keyed by column name.
+
+    Raises:
+        MetricError: A metric is not finite or an amount is implausible
+            (:func:`check_metrics`).
     """
     oi0 = rec.initial_open_interest_usd
     socialized = _total(rec.socialized_loss_usd)
@@ -509,7 +534,39 @@ def episode_metrics(rec: EpisodeRecord) -> Row:
     }
     for name, values in rec.params.items():
         row[f"mean_{name}"] = _mean(values)
+    check_metrics(row)
     return row
+
+
+def check_metrics(row: Mapping[str, object]) -> None:
+    """Refuse a row with a number that is not finite or an amount no market reaches.
+
+    Every record's per-step values are finite (:class:`EpisodeRecord` checks them), but their
+    sums and ratios may still overflow, and a scenario whose prices blew up gives finite
+    amounts of 1e89 USD. Such a row must stop the evaluation, not become a reported loss.
+
+    Args:
+        row: A row of :func:`episode_metrics` (its ``policy``, ``scenario``, ``episode`` and
+            ``seed`` name the episode in the message).
+
+    Raises:
+        MetricError: Naming the episode, the first bad metric, its value and why.
+    """
+    for key, value in row.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if not math.isfinite(value):
+            why = "is not finite"
+        elif key.endswith("_usd") and abs(value) > MAX_PLAUSIBLE_USD:
+            why = f"is beyond {MAX_PLAUSIBLE_USD:.0e} USD, more than any market holds"
+        else:
+            continue
+        raise MetricError(
+            f"policy {row.get('policy')!r} on scenario {row.get('scenario')!r}, episode "
+            f"{row.get('episode')} (seed {row.get('seed')}): {key} = {value!r} {why}; the "
+            "simulation blew up (a scenario whose prices or balances overflow), so the "
+            "evaluation stops instead of reporting it"
+        )
 
 
 # --------------------------------------------------------------------------------------------

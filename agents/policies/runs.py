@@ -5,7 +5,7 @@ from someone else cannot run code::
 
     RUN/config.yaml             the resolved training config (the network is built from it)
     RUN/final/  RUN/best/       model directories: the final model, the best by held-out evaluation
-    RUN/checkpoints/step_<N>/   a model directory plus stable-baselines3's files for --resume
+    RUN/checkpoints/step_<N>/   a model directory plus the training state for --resume
     RUN/command.txt  evaluations.csv  train_summary.json  tensorboard/   records, never loaded
 
 A **model directory** holds:
@@ -23,12 +23,13 @@ it against the manifest and then parses those same bytes; a missing file, a chan
 changed ``config.yaml`` is a :class:`RunError` naming the file, never a fall-back to raw
 observations.
 
-A checkpoint also holds SB3's ``model.zip`` (optimiser state) and, for off-policy algorithms,
-``replay_buffer.pkl``. SB3 reads both with (cloud)pickle, so only ``fundgym train --resume``
-opens them, and only in the run directory it is itself writing: resume your own runs, not ones
-you were sent. Evaluation and export never open them. Run directories from before this format
-(``model.zip`` and ``vecnormalize.pkl`` at the top) are refused with how to re-create them;
-``--resume`` of one's own such run rewrites it in this format.
+A checkpoint also holds what ``fundgym train --resume`` continues from, as plain data too:
+``training_state.pt`` (the optimisers, SAC's entropy coefficient, the update counters; read with
+``torch.load(..., weights_only=True)``) and, for off-policy algorithms, ``replay_buffer.npz``
+(read with ``np.load(..., allow_pickle=False)``); ``--resume`` builds the algorithm from
+``config.yaml`` and loads them into it. Run directories from before this format (``model.zip``
+and ``vecnormalize.pkl`` at the top) are refused with how to re-create them; ``--resume`` of
+one's own such run rewrites it in this format (reading its pickles: the one place fundgym does).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from fundgym.agents.config import TrainConfig, dump_config
-from fundgym.agents.outputs import temp_sibling
+from fundgym.agents.outputs import naming_file, temp_sibling
 from fundgym.agents.policies.base import FloatArray, SpecError
 
 #: What ``manifest.json`` says it is, and the version of the layout it describes.
@@ -257,10 +258,13 @@ def write_model_dir(
         model: A stable-baselines3 algorithm.
         cfg: Its config (the manifest records the hash of its resolved YAML).
         extras: More files for the directory, by name: a function writing each to a path
-            (checkpoints: SB3's ``model.zip`` and replay buffer, for ``--resume``).
+            (checkpoints: the training state and the replay buffer, for ``--resume``).
 
     Returns:
         ``dest``.
+
+    Raises:
+        OSError: A write failed (a full disk), naming the file as it would be in ``dest``.
     """
     import torch
 
@@ -268,29 +272,38 @@ def write_model_dir(
     tmp = temp_sibling(dest)
     tmp.mkdir()  # a fresh name: never another writer's directory
     try:
-        torch.save(model.policy.state_dict(), tmp / WEIGHTS)
-        vecnorm = model.get_vec_normalize_env()
-        if vecnorm is not None:
-            (tmp / STATS).write_bytes(NormStats.of(vecnorm).to_bytes())
-        for name, write in (extras or {}).items():
-            write(tmp / name)
-        files = {p.name: sha256_hex(p.read_bytes()) for p in sorted(tmp.iterdir())}
-        manifest = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "algo": cfg.algo,
-            "policy": cfg.policy,
-            "num_timesteps": int(model.num_timesteps),
-            "observation_space": _box_spec(model.observation_space),
-            "action_space": _box_spec(model.action_space),
-            "config_sha256": sha256_hex(dump_config(cfg).encode("utf-8")),
-            "files": files,
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        _move_into_place(tmp, dest)
+        with naming_file(dest, tmp):  # a full disk names the file in dest, not the temporary
+            weights = io.BytesIO()  # torch.save to a path fails with a RuntimeError, no name
+            torch.save(model.policy.state_dict(), weights)
+            _write_file(tmp / WEIGHTS, weights.getvalue())
+            vecnorm = model.get_vec_normalize_env()
+            if vecnorm is not None:
+                _write_file(tmp / STATS, NormStats.of(vecnorm).to_bytes())
+            for name, write in (extras or {}).items():
+                write(tmp / name)
+            files = {p.name: sha256_hex(p.read_bytes()) for p in sorted(tmp.iterdir())}
+            manifest = {
+                "format": FORMAT,
+                "version": FORMAT_VERSION,
+                "algo": cfg.algo,
+                "policy": cfg.policy,
+                "num_timesteps": int(model.num_timesteps),
+                "observation_space": _box_spec(model.observation_space),
+                "action_space": _box_spec(model.action_space),
+                "config_sha256": sha256_hex(dump_config(cfg).encode("utf-8")),
+                "files": files,
+            }
+            _write_file(tmp / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+            _move_into_place(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``; a failure as it is flushed (a full disk) names ``path``."""
+    with naming_file(path):
+        path.write_bytes(data)
 
 
 def _move_into_place(tmp: Path, dest: Path) -> None:

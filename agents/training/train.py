@@ -10,17 +10,24 @@ TD3 or A2C with the config's hyperparameters, and writes into the run directory:
 * ``best/``: the best model by mean episode reward on the held-out evaluation scenarios
   (evaluation statistics frozen, same seeds at every evaluation), and ``evaluations.csv`` with
   every evaluation;
-* ``checkpoints/step_<N>/``: what ``--resume`` continues from: a model directory plus SB3's
-  ``model.zip`` (optimiser state) and, for off-policy algorithms, its replay buffer.
+* ``checkpoints/step_<N>/``: what ``--resume`` continues from: a model directory plus the
+  training state (``training_state.pt``: the optimisers, SAC's entropy coefficient and the
+  update counter, tensors and numbers only) and, for off-policy algorithms, the replay buffer
+  (``replay_buffer.npz``: plain arrays);
+* ``tensorboard/``: SB3's logs plus ``rollout/ep_cost_mean`` and ``eval/*``, the resolved
+  config as text (``config``) and the hyperparameters on TensorBoard's HParams tab;
+* ``train_summary.json``: timesteps, wall time, the best evaluation.
 
 Every model directory is written complete in a temporary sibling and renamed into place, so a
 killed process never leaves weights without their statistics and loses at most one checkpoint
-interval. SB3 reads ``model.zip`` and the replay buffer with (cloud)pickle: ``--resume`` opens
-them only in the run directory it is writing, so resume your own runs, never one you were
-sent (evaluation and export never open them). Resuming one's own run from before model
-directories (pickled ``model.zip`` / ``vecnormalize.pkl``) first rewrites it in this format.
-* ``tensorboard/``: SB3's logs plus ``rollout/ep_cost_mean`` and ``eval/*``;
-* ``train_summary.json``: timesteps, wall time, the best evaluation.
+interval. ``--resume`` rebuilds the algorithm from ``config.yaml`` and loads the checkpoint's
+tensors and arrays into it: nothing in a run directory is unpickled, by any command. It
+keeps the evaluations recorded after the checkpoint (each one describes a model that was
+saved as ``best/`` if it was the best) and evaluates next after the last one recorded, so
+``evaluations.csv`` never holds a step twice; the next run also removes the temporaries a
+killed one left (:func:`fundgym.agents.outputs.remove_stale_temps`). Resuming one's own run
+from before model directories (pickled ``model.zip`` / ``vecnormalize.pkl``) first rewrites
+it in this format: the one time fundgym reads a pickle, and only on ``--resume``.
 
 Reproducibility: the model's seed seeds python, numpy and torch; the training exchanges get
 seeds derived from it (exchange ``i``: ``base + i``, ``base`` drawn from a ``SeedSequence``
@@ -33,8 +40,10 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import json
 import os
+import pickle
 import platform
 import shutil
 import sys
@@ -46,10 +55,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 
 from fundgym.agents.config import TrainConfig, dump_config, env_kwargs
-from fundgym.agents.outputs import write_bytes_atomic, write_text_atomic
+from fundgym.agents.outputs import (
+    naming_file,
+    remove_stale_temps,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 from fundgym.agents.policies.runs import (
     BEST,
     CHECKPOINTS,
@@ -59,6 +74,7 @@ from fundgym.agents.policies.runs import (
     legacy_files,
     policy_kwargs,
     read_model_dir,
+    sha256_hex,
     write_model_dir,
 )
 from fundgym.agents.training.sb3_env import FundGymVecEnv
@@ -249,6 +265,23 @@ def make_callbacks(
 
     stats = EpisodeStats()
 
+    class RecordConfig(BaseCallback):
+        """Write the resolved config (text) and the hyperparameters (HParams) to TensorBoard."""
+
+        def _on_training_start(self) -> None:
+            from stable_baselines3.common.logger import HParam
+
+            tensorboard_only = ("stdout", "log", "json", "csv")
+            self.logger.record("config", config_markdown(cfg), exclude=tensorboard_only)
+            self.logger.record(
+                "hparams", HParam(hparams(cfg), dict.fromkeys(HPARAM_METRICS, 0.0)),
+                exclude=tensorboard_only,
+            )  # fmt: skip
+            self.logger.dump(self.num_timesteps)
+
+        def _on_step(self) -> bool:
+            return True
+
     class Checkpoint(BaseCallback):
         """Every ``checkpoint.freq`` timesteps, an atomic checkpoint for ``--resume``."""
 
@@ -268,11 +301,14 @@ def make_callbacks(
 
         def __init__(self) -> None:
             super().__init__()
-            self.next_at = (start_timesteps // cfg.eval.freq + 1) * cfg.eval.freq
             self.envs: dict[str, Any] = {}
             prior = _read_evaluations(run_dir)  # a resumed run keeps its best so far
             self.best = max((r.mean_reward for r in prior), default=-np.inf)
             self.last_at = prior[-1].timesteps if prior else -1
+            # Next after the last evaluation recorded, which may lie past the checkpoint a
+            # resumed run continues from: no step is evaluated twice, and one due at or
+            # before the checkpoint but never recorded (a kill in between) runs at once.
+            self.next_at = (max(self.last_at, 0) // cfg.eval.freq + 1) * cfg.eval.freq
 
         def _env(self, scenario: str) -> Any:
             if scenario not in self.envs:
@@ -316,7 +352,43 @@ def make_callbacks(
                 self.run()
 
     evaluate = Evaluate()
-    return [stats, Checkpoint(), evaluate], evaluate
+    return [stats, RecordConfig(), Checkpoint(), evaluate], evaluate
+
+
+# ---------------------------------------------------------------- TensorBoard ----
+
+
+#: The scalars TensorBoard's HParams tab shows against the hyperparameters.
+HPARAM_METRICS = ("eval/mean_reward", "eval/mean_cost", "rollout/ep_rew_mean")
+
+
+def config_markdown(cfg: TrainConfig) -> str:
+    """The resolved config as TensorBoard text: ``config.yaml`` in a fenced code block."""
+    return f"```yaml\n{dump_config(cfg)}```"
+
+
+def hparams(cfg: TrainConfig) -> dict[str, bool | str | float | None]:
+    """Every setting of the resolved config, by dotted name, as TensorBoard's HParams take it.
+
+    Numbers and strings stay as they are; booleans and lists become their YAML text (``true``,
+    ``[training, oct_10_2025]``: torch would record a boolean as the number 1) and ``null``
+    stays ``None`` (HParams skips it).
+    """
+    flat: dict[str, bool | str | float | None] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}{key}.", value)
+        elif isinstance(node, bool):
+            flat[prefix[:-1]] = "true" if node else "false"
+        elif isinstance(node, list):
+            flat[prefix[:-1]] = yaml.safe_dump(node, default_flow_style=True).strip()
+        else:
+            flat[prefix[:-1]] = node
+
+    walk("", yaml.safe_load(dump_config(cfg)))
+    return flat
 
 
 # ---------------------------------------------------------------- files ----
@@ -327,9 +399,10 @@ EVALUATION_COLUMNS = ("timesteps", "scenario", "mean_reward", "mean_cost")
 
 
 def _append_evaluation(run_dir: Path, result: EvalResult) -> None:
+    """Append one evaluation's rows (a failure names the file; a torn row: see below)."""
     path = run_dir / "evaluations.csv"
     new = not path.exists()
-    with path.open("a", newline="") as fh:
+    with naming_file(path), path.open("a", newline="") as fh:
         w = csv.writer(fh)
         if new:
             w.writerow(EVALUATION_COLUMNS)
@@ -395,17 +468,203 @@ def _read_evaluations(run_dir: Path) -> list[EvalResult]:
     return [by_step[t] for t in sorted(by_step)]
 
 
+#: A checkpoint's training state: ``{"optimizers": {name: state_dict}, "variables": {name:
+#: tensor}, "n_updates": int, "episode_num": int}`` (SB3's ``_get_torch_save_params`` minus the
+#: policy, which is ``policy.pt``), read with ``torch.load(weights_only=True)``.
+TRAINING_STATE = "training_state.pt"
+#: An off-policy checkpoint's replay buffer: its filled rows, ``pos`` and ``full``, read with
+#: ``np.load(allow_pickle=False)``.
+REPLAY_BUFFER = "replay_buffer.npz"
+#: The arrays of SB3's ``ReplayBuffer`` a checkpoint keeps (``next_observations`` is ``None``
+#: when the buffer saves memory, and is then not kept).
+_BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+_STATE_KEYS = ("optimizers", "variables", "n_updates", "episode_num")
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with naming_file(path):
+        path.write_bytes(data)
+
+
+def write_training_state(model: Any, path: Path) -> None:
+    """Write ``model``'s optimisers, extra tensors and counters to ``path`` (tensors only)."""
+    import torch
+
+    names, variables = model._get_torch_save_params()
+    params = model.get_parameters()
+    state = {
+        "optimizers": {n: params[n] for n in names if n != "policy"},
+        "variables": {n: getattr(model, n).detach().cpu().clone() for n in variables},
+        "n_updates": int(model._n_updates),
+        "episode_num": int(model._episode_num),
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    _write_file(path, buf.getvalue())
+
+
+def write_replay_buffer(model: Any, path: Path) -> None:
+    """Write the filled rows of ``model``'s replay buffer to ``path`` as plain arrays."""
+    rb = model.replay_buffer
+    n = rb.buffer_size if rb.full else rb.pos
+    arrays = {k: getattr(rb, k)[:n] for k in _BUFFER_ARRAYS if getattr(rb, k, None) is not None}
+    buf = io.BytesIO()
+    np.savez(buf, allow_pickle=False, pos=np.int64(rb.pos), full=np.bool_(rb.full), **arrays)
+    _write_file(path, buf.getvalue())
+
+
+def _checkpoint_extras(model: Any) -> dict[str, Callable[[Path], object]]:
+    """What a checkpoint holds besides the model directory's files, by name."""
+    extras: dict[str, Callable[[Path], object]] = {
+        TRAINING_STATE: functools.partial(write_training_state, model)
+    }
+    if getattr(model, "replay_buffer", None) is not None:
+        extras[REPLAY_BUFFER] = functools.partial(write_replay_buffer, model)
+    return extras
+
+
 def save_checkpoint(model: Any, cfg: TrainConfig, run_dir: Path, keep: int) -> Path:
-    """Write ``checkpoints/step_<N>/``: a model directory plus SB3's files for ``--resume``."""
+    """Write ``checkpoints/step_<N>/``: a model directory plus what ``--resume`` needs."""
     root = run_dir / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
-    extras: dict[str, Callable[[Path], object]] = {"model.zip": model.save}
-    if getattr(model, "replay_buffer", None) is not None:
-        extras["replay_buffer.pkl"] = model.save_replay_buffer
-    final = write_model_dir(root / f"step_{int(model.num_timesteps):012d}", model, cfg, extras)
+    dest = root / f"step_{int(model.num_timesteps):012d}"
+    final = write_model_dir(dest, model, cfg, _checkpoint_extras(model))
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _checked_extra(ck: Path, manifest: dict[str, Any], name: str, why: str) -> bytes:
+    """A checkpoint file's bytes, checked against the manifest ``read_model_dir`` checked."""
+    path = ck / name
+    if name not in manifest["files"]:
+        raise RunDirError(f"{path}: missing from {ck / MANIFEST}; --resume needs it ({why})")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot be read ({exc})") from exc
+    if sha256_hex(data) != manifest["files"][name]:
+        raise RunDirError(f"{path}: SHA-256 differs from the one {ck / MANIFEST} recorded")
+    return data
+
+
+def _restore_training_state(model: Any, weights: dict[str, Any], data: bytes, path: Path) -> None:
+    """Load a checkpoint's policy weights and :data:`TRAINING_STATE` into a fresh ``model``."""
+    import torch
+
+    try:
+        state = torch.load(io.BytesIO(data), map_location=model.device, weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's advice (weights_only=False) is the hole
+        raise RunDirError(
+            f"{path}: holds objects other than tensors and numbers, and loading those could "
+            "run code, so it is not read"
+        ) from exc
+    except Exception as exc:  # anything from zipfile: a damaged or foreign file
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        raise RunDirError(
+            f"{path}: cannot be read as plain tensors ({type(exc).__name__}: {first_line})"
+        ) from exc
+    names, variables = model._get_torch_save_params()
+    optimizers = set(names) - {"policy"}
+    if (
+        not isinstance(state, dict)
+        or sorted(state) != sorted(_STATE_KEYS)
+        or not isinstance(state["optimizers"], dict)
+        or set(state["optimizers"]) != optimizers
+        or not isinstance(state["variables"], dict)
+        or set(state["variables"]) != set(variables)
+        or not all(isinstance(t, torch.Tensor) for t in state["variables"].values())
+        or not all(type(state[k]) is int and state[k] >= 0 for k in _STATE_KEYS[2:])
+    ):
+        raise RunDirError(
+            f"{path}: expected {list(_STATE_KEYS)} with the optimisers {sorted(optimizers)} "
+            f"and the tensors {sorted(variables)} of a {type(model).__name__}"
+        )
+    try:
+        model.set_parameters({"policy": weights, **state["optimizers"]}, exact_match=True)
+        for name, tensor in state["variables"].items():
+            current = getattr(model, name)
+            if current.shape != tensor.shape:
+                raise ValueError(f"{name} has shape {tuple(tensor.shape)}, not {current.shape}")
+            current.data = tensor.to(current.device)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise RunDirError(
+            f"{path}: does not fit the {type(model).__name__} the run's config describes ({exc})"
+        ) from exc
+    model._n_updates = state["n_updates"]
+    model._episode_num = state["episode_num"]
+
+
+def _restore_replay_buffer(model: Any, data: bytes, path: Path) -> None:
+    """Load :data:`REPLAY_BUFFER` into the fresh ``model``'s (same-sized) replay buffer."""
+    rb = model.replay_buffer
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except Exception as exc:  # zipfile, format and object-array errors alike
+        raise RunDirError(
+            f"{path}: cannot be read as plain arrays ({type(exc).__name__}: {exc})"
+        ) from exc
+    kept = [k for k in _BUFFER_ARRAYS if getattr(rb, k, None) is not None]
+    if sorted(arrays) != sorted([*kept, "pos", "full"]):
+        raise RunDirError(f"{path}: holds {sorted(arrays)}; expected {sorted(kept)}, pos, full")
+    pos, full = arrays["pos"], arrays["full"]
+    if (
+        pos.shape != ()
+        or pos.dtype.kind not in "iu"
+        or not 0 <= int(pos) < rb.buffer_size
+        or full.shape != ()
+        or full.dtype != np.bool_
+    ):
+        raise RunDirError(
+            f"{path}: pos must be an integer below the buffer size {rb.buffer_size} and full "
+            "a boolean"
+        )
+    n = rb.buffer_size if bool(full) else int(pos)
+    for name in kept:
+        target, saved = getattr(rb, name), arrays[name]
+        if saved.dtype != target.dtype or saved.shape != (n, *target.shape[1:]):
+            raise RunDirError(
+                f"{path}: {name} is a {saved.dtype} array of shape {saved.shape}; expected "
+                f"{target.dtype} of shape {(n, *target.shape[1:])}"
+            )
+        target[:n] = saved
+    rb.pos, rb.full = int(pos), bool(full)
+
+
+def resume_model(cfg: TrainConfig, venv: Any, run_dir: Path, ck: Path, tensorboard: str) -> Any:
+    """The algorithm ``cfg`` describes, continued from checkpoint ``ck`` without unpickling.
+
+    The model is built from the config as a fresh run's is; the checkpoint's files, checked
+    against its manifest, then fill in its state: normalisation statistics (into ``venv``),
+    policy weights, optimisers and extra tensors, counters, the timestep and the replay buffer.
+
+    Raises:
+        RunDirError: A file is missing, changed, unreadable, or does not fit the model (the
+            message names it and says how to fall back to the checkpoint before).
+    """
+    try:
+        try:
+            saved = read_model_dir(run_dir, ck, cfg)  # every part present, hashes matching
+        except RunError as exc:
+            raise RunDirError(str(exc)) from exc
+        num_timesteps = saved.manifest.get("num_timesteps")
+        if type(num_timesteps) is not int or num_timesteps < 0:
+            raise RunDirError(f"{ck / MANIFEST}: num_timesteps must be a count of timesteps")
+        if saved.stats is not None:
+            saved.stats.restore(venv)
+        model = build_model(cfg, venv, tensorboard)
+        why = "the optimisers' state"
+        state = _checked_extra(ck, saved.manifest, TRAINING_STATE, why)
+        _restore_training_state(model, saved.weights, state, ck / TRAINING_STATE)
+        if getattr(model, "replay_buffer", None) is not None:
+            why = f"the replay buffer of {cfg.algo.upper()}"
+            buffer = _checked_extra(ck, saved.manifest, REPLAY_BUFFER, why)
+            _restore_replay_buffer(model, buffer, ck / REPLAY_BUFFER)
+    except RunDirError as exc:
+        raise RunDirError(f"{exc}; remove {ck} to resume from the checkpoint before") from exc
+    model.num_timesteps = num_timesteps
+    return model
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -419,9 +678,10 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def _convert_pickled_run(cfg: TrainConfig, run_dir: Path) -> None:
     """Rewrite a run from before model directories (pickled files) as model directories.
 
-    ``--resume`` of one's own run only: SB3 unpickles ``model.zip`` and ``vecnormalize.pkl``
-    here, which is why evaluation and export refuse such a run instead. New directories are
-    written before the old files go, so a crash midway leaves a run the next resume finishes.
+    ``--resume`` of one's own run only: SB3 unpickles ``model.zip``, ``vecnormalize.pkl`` and
+    ``replay_buffer.pkl`` here, which is why evaluation and export refuse such a run instead.
+    New directories are written before the old files go, so a crash midway leaves a run the
+    next resume finishes.
     """
     import stable_baselines3 as sb3
     from stable_baselines3.common.vec_env import VecNormalize
@@ -439,12 +699,9 @@ def _convert_pickled_run(cfg: TrainConfig, run_dir: Path) -> None:
         if (ck / MANIFEST).is_file() or not (ck / "model.zip").is_file():
             continue
         model = load(ck / "model.zip", ck / "vecnormalize.pkl")
-        extras: dict[str, Callable[[Path], object]] = {"model.zip": model.save}
         if (ck / "replay_buffer.pkl").is_file():
-            extras["replay_buffer.pkl"] = functools.partial(
-                shutil.copyfile, ck / "replay_buffer.pkl"
-            )
-        write_model_dir(ck, model, cfg, extras)
+            model.load_replay_buffer(ck / "replay_buffer.pkl")
+        write_model_dir(ck, model, cfg, _checkpoint_extras(model))
     for zip_name, pkl_name, new in (
         ("best_model.zip", "best_vecnormalize.pkl", BEST),
         ("model.zip", "vecnormalize.pkl", FINAL),
@@ -524,6 +781,8 @@ def train(
             f"{saved} differs from the config given; --resume continues a run only with the "
             "config that started it"
         )
+    for directory, name in ((out.parent, out.name), (out, None), (out / CHECKPOINTS, None)):
+        remove_stale_temps(directory, name)  # what a killed run left (a run dir is fundgym's)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(saved, resolved)
     write_text_atomic(out / "command.txt", _command_text(argv))
@@ -539,20 +798,7 @@ def train(
     start = time.perf_counter()
     resumed_from: int | None = None
     if checkpoints:
-        ck = checkpoints[-1]
-        try:
-            saved_files = read_model_dir(out, ck, cfg)  # every part present, hashes matching
-        except RunError as exc:
-            raise RunDirError(f"{exc}; remove {ck} to resume from the checkpoint before") from exc
-        if saved_files.stats is not None:
-            saved_files.stats.restore(venv)
-        import stable_baselines3 as sb3
-
-        cls = getattr(sb3, cfg.algo.upper())
-        # SB3's own file, unpickled: only ever this run's own checkpoint (see the docstring).
-        model = cls.load(ck / "model.zip", env=venv, device=cfg.device, tensorboard_log=tb)
-        if (ck / "replay_buffer.pkl").exists():
-            model.load_replay_buffer(ck / "replay_buffer.pkl")
+        model = resume_model(cfg, venv, out, checkpoints[-1], tb)
         resumed_from = int(model.num_timesteps)
         # Fresh, deterministic episode streams after the resume point.
         _seed_everything(model, venv, cfg.seed + resumed_from, 1 + resumed_from)
@@ -573,8 +819,8 @@ def train(
         )
     if remaining > 0 or not (out / FINAL).is_dir():  # a finished run keeps its final model
         write_model_dir(out / FINAL, model, cfg)
-    if not (out / BEST).is_dir():  # no evaluation ran (e.g. nothing remained)
-        evaluator.init_callback(model)
+    if not (out / BEST).is_dir() and evaluator.last_at < model.num_timesteps:
+        evaluator.init_callback(model)  # no evaluation ran (e.g. nothing remained to train)
         evaluator.run()
     wall = time.perf_counter() - start
     evals = _read_evaluations(out)

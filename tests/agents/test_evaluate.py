@@ -1,7 +1,14 @@
-"""``fundgym evaluate``: same seeds for every policy, searches and their cache, outputs."""
+"""``fundgym evaluate``: same seeds for every policy, searches and their cache, outputs.
+
+Also what cannot be scored (a metric not finite, an amount beyond any market) and what a
+killed evaluation leaves (its workers exit; the next run removes its partial directory).
+"""
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +17,7 @@ import yaml
 
 from fundgym.agents import evaluate as ev
 from fundgym.agents.cli import main
-from fundgym.agents.evaluate import evaluation
+from fundgym.agents.evaluate import episodes, evaluation
 from fundgym.agents.evaluate.metrics import EPISODE_COLUMNS
 from fundgym.agents.policies import parse_spec
 
@@ -265,3 +272,89 @@ def test_cli_prints_the_table_and_writes_the_directory(capsys, tmp_path, env_yam
     assert code == 0
     assert "static:binance" in text and "solvency loss $" in text
     assert (out / "metrics.csv").is_file() and (out / "summary.json").is_file()
+
+
+# ---- numbers that cannot be scored; what a killed evaluation leaves ----
+
+
+def test_a_non_finite_step_stops_the_episode_naming_it(env_yaml, monkeypatch):
+    real = episodes.EpisodeRecord
+
+    def nan_shortfall(**kwargs):
+        if kwargs["episode"] == 1:
+            kwargs["shortfall_usd"] = kwargs["shortfall_usd"].copy()
+            kwargs["shortfall_usd"][2] = np.nan
+        return real(**kwargs)
+
+    monkeypatch.setattr(episodes, "EpisodeRecord", nan_shortfall)
+    spec = parse_spec("rule")
+    with pytest.raises(ev.EvaluateError) as exc:
+        ev.run_episodes(spec, kw(env_yaml, spec, "venue_flash_wick"), 2, 10, "venue_flash_wick")
+    assert str(exc.value) == (
+        "policy 'rule' on scenario 'venue_flash_wick', episode 1 (seed 11) cannot be scored: "
+        "shortfall_usd must be finite at every step, got a non-finite value at index 2: nan"
+    )
+
+
+def test_an_implausible_loss_stops_evaluate_before_anything_is_written(
+    env_yaml, tmp_path, monkeypatch, capsys
+):
+    real = episodes.run_episodes
+
+    def blown_up(spec, env_kw, n, seed, label):
+        records = real(spec, env_kw, n, seed, label)
+        if spec.name == "static:binance":
+            records[1].socialized_loss_usd[3] = 9.4e89  # a scenario whose prices overflowed
+        return records
+
+    monkeypatch.setattr(episodes, "run_episodes", blown_up)
+    out = tmp_path / "out"
+    with pytest.raises(ev.EvaluateError, match=(
+        r"^policy 'static:binance' on scenario 'venue_flash_wick', episode 1 \(seed 1\): "
+        r"socialized_loss_usd = 9\.4e\+89 is beyond 1e\+18 USD"
+    )):  # fmt: skip
+        ev.evaluate(
+            ["rule", "static:binance"], ["venue_flash_wick"], 2, out, config=env_yaml,
+            workers=1, progress=False, report=False,
+        )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []  # no output, no partial directory
+    code = main(
+        [
+            "evaluate", "--policy", "static:binance", "--scenarios", "venue_flash_wick",
+            "--episodes", "2", "--out", str(out), "--config", str(env_yaml), "--workers", "1",
+            "--no-progress", "--no-report",
+        ]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "socialized_loss_usd = 9.4e+89 is beyond" in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_the_next_evaluation_removes_what_a_killed_one_left(env_yaml, tmp_path, capsys):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "out"
+    partial = tmp_path / f".out.partial-{dead.pid}-0badc0de"
+    (partial / "plots").mkdir(parents=True)
+    live = tmp_path / f".out.partial-{os.getpid()}-0badc0de"  # a running writer's: kept
+    live.mkdir()
+    ev.evaluate(
+        ["rule"], ["venue_flash_wick"], 1, out, config=env_yaml, workers=1, progress=False,
+        report=False,
+    )  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "out"]
+    assert f"fundgym: removed {partial}, left by process {dead.pid}" in capsys.readouterr().err
+
+
+def test_a_worker_exits_when_its_parent_is_gone():
+    # A process whose recorded parent is not its parent (it died and the worker was re-parented)
+    # exits with 1 within a poll, even while its main thread is busy.
+    code = (
+        "import time\n"
+        "from fundgym.agents.evaluate.episodes import exit_with_parent\n"
+        "exit_with_parent(1)\n"  # init is not this process's parent
+        "while True:\n"
+        "    sum(range(10_000))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60)
+    assert proc.returncode == 1

@@ -6,6 +6,7 @@ the module under test.
 
 import dataclasses
 import math
+import re
 import statistics
 from typing import Any
 
@@ -16,8 +17,11 @@ from hypothesis import strategies as st
 
 from fundgym.agents.evaluate.metrics import (
     EPISODE_COLUMNS,
+    MAX_PLAUSIBLE_USD,
     SUMMARY_METRICS,
     EpisodeRecord,
+    MetricError,
+    check_metrics,
     dominates,
     episode_metrics,
     max_drawdown_frac,
@@ -303,6 +307,49 @@ def test_param_movement_first_row_counts_zero() -> None:
     # |(-1) - 1| + |1 - (-1)| = 4 between rows 0 and 1; then |0 - (-1)| + |0 - 1| = 2
     assert param_movement(np.array([[1.0, -1.0], [-1.0, 1.0], [0.0, 0.0]])) == 6.0
     assert param_movement(np.zeros((5, 0))) == 0.0
+
+
+def test_an_amount_beyond_any_market_stops_the_row_naming_episode_and_metric() -> None:
+    # A scenario whose prices overflowed: finite per-step numbers, a $9.4e89 loss.
+    rec = record_a(socialized_loss_usd=[0.0, 0.0, 9.4e89, 0.0])
+    with pytest.raises(MetricError) as exc:
+        episode_metrics(rec)
+    assert str(exc.value).startswith(
+        "policy 'ppo' on scenario 'crash', episode 0 (seed 7): socialized_loss_usd = 9.4e+89 "
+        "is beyond 1e+18 USD, more than any market holds"
+    )
+    # Just inside the bound is a (huge) market, and scores; the ratios may be anything.
+    assert MAX_PLAUSIBLE_USD == 1e18
+    row = episode_metrics(record_a(socialized_loss_usd=[0.0, 0.0, 9.9e17, 0.0]))
+    assert row["socialized_loss_usd"] == 9.9e17
+    assert row["socialized_loss_pct_oi"] == pytest.approx(9.9e16)  # 100 x 9.9e17 / 1000
+
+
+def test_a_sum_that_overflows_float64_is_refused_not_raised_as_overflow() -> None:
+    # math.fsum raises OverflowError on 1e308 + 1e308; the row reports inf and is refused.
+    rec = record_a(fee_revenue_usd=[1e308, 1e308, 0.0, 0.0])
+    with pytest.raises(MetricError, match=r"episode 0 \(seed 7\): fee_revenue_usd = inf is not"):
+        episode_metrics(rec)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "why"),
+    [
+        ("total_reward", math.nan, "total_reward = nan is not finite"),
+        ("mean_fund_to_oi_frac", -math.inf, "mean_fund_to_oi_frac = -inf is not finite"),
+        ("fund_min_usd", -2e18, "fund_min_usd = -2e+18 is beyond 1e+18 USD"),
+    ],
+)
+def test_check_metrics_names_the_first_bad_metric(key: str, value: float, why: str) -> None:
+    row = episode_metrics(record_a())
+    check_metrics(row)  # a sound row passes
+    bad = {**row, key: value}
+    with pytest.raises(MetricError, match=r"^policy 'ppo' on scenario 'crash', episode 0 "):
+        check_metrics(bad)
+    with pytest.raises(MetricError, match=re.escape(why)):
+        check_metrics(bad)
+    # Ratios and percentages may be large (a tiny open interest), never non-finite.
+    check_metrics({**row, "bad_debt_pct_oi": 1e30, "episode": 3, "terminated": True})
 
 
 def test_record_copies_its_inputs_and_normalises_types() -> None:

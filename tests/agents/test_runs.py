@@ -34,10 +34,12 @@ from fundgym.agents.policies.runs import (
     write_model_dir,
 )
 from fundgym.agents.training.train import (
+    TRAINING_STATE,
     RunDirError,
     build_model,
     list_checkpoints,
     make_vec_env,
+    resume_model,
     train,
     wrap_normalize,
 )
@@ -99,8 +101,9 @@ def test_a_run_directory_holds_model_directories_of_plain_files(run):
         assert len(manifest["observation_space"]["low"]) == 32
     assert sorted(json.loads((run / "final" / MANIFEST).read_text())["files"]) == [STATS, WEIGHTS]
     assert json.loads((run / "final" / MANIFEST).read_text())["num_timesteps"] == 256
-    # Checkpoints add SB3's own file for --resume; nothing else is left behind.
-    assert "model.zip" in json.loads((list_checkpoints(run)[-1] / MANIFEST).read_text())["files"]
+    # Checkpoints add the training state for --resume (tensors); nothing else is left behind.
+    checkpoint = json.loads((list_checkpoints(run)[-1] / MANIFEST).read_text())
+    assert sorted(checkpoint["files"]) == sorted([STATS, TRAINING_STATE, WEIGHTS])
     assert not [p for p in run.rglob(".*") if p.name not in (".", "..")]
 
 
@@ -221,8 +224,8 @@ def test_resume_checks_its_checkpoint(run, tmp_path):
     copy = copy_run(run, tmp_path / "run")
     cfg = load_config(copy / "config.yaml")
     ck = list_checkpoints(copy)[-1]
-    (ck / "model.zip").write_bytes(b"damaged")
-    with pytest.raises(RunDirError, match=r"step_000000000256/model\.zip: SHA-256 differs"):
+    (ck / TRAINING_STATE).write_bytes(b"damaged")
+    with pytest.raises(RunDirError, match=r"step_000000000256/training_state\.pt: SHA-256 diff"):
         train(cfg, copy, resume=True, progress=False)
     shutil.rmtree(ck)  # the earlier checkpoint is complete: training continues from it
     result = train(cfg, copy, resume=True, progress=False)
@@ -363,8 +366,6 @@ def test_an_old_run_directory_is_refused_with_how_to_recreate_it(run, tmp_path, 
 
 def _as_before_model_directories(run: Path, to: Path) -> Path:
     """A genuine run in the layout fundgym wrote before: SB3's zip and a pickled VecNormalize."""
-    import stable_baselines3 as sb3
-
     old = copy_run(run, to)
     cfg = load_config(old / "config.yaml")
 
@@ -374,19 +375,21 @@ def _as_before_model_directories(run: Path, to: Path) -> Path:
         venv.save(str(path))
 
     checkpoints = list_checkpoints(old)
+    venv = wrap_normalize(cfg, make_vec_env(cfg, 1), training=True)
     for new, zip_name, pkl_name in (
         ("best", "best_model.zip", "best_vecnormalize.pkl"),
         ("final", "model.zip", "vecnormalize.pkl"),
     ):
-        model = sb3.PPO.load(checkpoints[-1] / "model.zip", device="cpu")
+        model = resume_model(cfg, venv, old, checkpoints[-1], None)
         model.policy.load_state_dict(torch.load(old / new / WEIGHTS, weights_only=True))
         model.save(old / zip_name)
         pickled_stats(old / new, old / pkl_name)
         shutil.rmtree(old / new)
     for ck in checkpoints:
+        resume_model(cfg, venv, old, ck, None).save(ck / "model.zip")  # SB3's pickled zip
         pickled_stats(ck, ck / "vecnormalize.pkl")
         (ck / "state.json").write_text(json.dumps({"num_timesteps": int(ck.name[5:])}))
-        for name in (MANIFEST, WEIGHTS, STATS):
+        for name in (MANIFEST, WEIGHTS, STATS, TRAINING_STATE):
             (ck / name).unlink()
     return old
 

@@ -1,19 +1,37 @@
-"""Training end to end: run directory, reproducibility, resume after a kill, every algorithm."""
+"""Training end to end: run directory, reproducibility, resume, every algorithm, TensorBoard.
 
+``--resume`` rebuilds the algorithm from the config and loads tensors and arrays: a test runs
+it with every unpickler disabled, and another feeds it crafted pickles that would run code.
+(A kill during training, then ``--resume``: ``tests/agents/test_faults.py``.)
+"""
+
+import io
 import json
-import os
-import signal
+import pickle
+import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import cloudpickle
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from fundgym.agents.config import dump_config, load_config
-from fundgym.agents.training.train import RunDirError, list_checkpoints, train
+from fundgym.agents.policies.runs import MANIFEST, WEIGHTS
+from fundgym.agents.training.train import (
+    REPLAY_BUFFER,
+    TRAINING_STATE,
+    RunDirError,
+    hparams,
+    list_checkpoints,
+    make_vec_env,
+    resume_model,
+    train,
+    wrap_normalize,
+)
 from tests.tiny_runs import TINY_TRAIN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,8 +141,190 @@ def test_every_algorithm_trains(tmp_path, base, extra):
     result = train(cfg, tmp_path / cfg.algo, progress=False)
     assert result.num_timesteps >= 64
     assert (tmp_path / cfg.algo / "final" / "policy.pt").is_file()
-    if cfg.algo in ("sac", "td3"):  # off-policy checkpoints carry the replay buffer
-        assert (list_checkpoints(tmp_path / cfg.algo)[-1] / "replay_buffer.pkl").is_file()
+    checkpoint = list_checkpoints(tmp_path / cfg.algo)[-1]
+    assert (checkpoint / TRAINING_STATE).is_file()
+    # Off-policy checkpoints carry the replay buffer, as plain arrays.
+    assert (checkpoint / REPLAY_BUFFER).is_file() == (cfg.algo in ("sac", "td3"))
+    assert not list(checkpoint.glob("*.zip")) and not list(checkpoint.glob("*.pkl"))
+
+
+# ---------------------------------------------------------------- resume without pickles ----
+
+
+SAC_TINY = [
+    *(o for o in TINY if not o.startswith("hyperparameters")),
+    "total_timesteps=64",
+    "eval.freq=32",
+    "checkpoint.freq=32",
+    "hyperparameters.learning_starts=16",
+    "hyperparameters.buffer_size=1000",
+]
+
+
+@pytest.fixture(scope="module")
+def sac_run(tmp_path_factory):
+    """A finished tiny SAC run: checkpoints at 32 and 64 timesteps (replay buffer, entropy)."""
+    out = tmp_path_factory.mktemp("sac") / "run"
+    train(load_config(SAC, SAC_TINY), out, progress=False)
+    return out
+
+
+def no_unpickling(monkeypatch) -> None:
+    """Make every unpickler in reach raise: pickle, cloudpickle and SB3's zip loader."""
+    import stable_baselines3.common.save_util as save_util
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("something was unpickled")
+
+    for module, name in (
+        (pickle, "load"),
+        (pickle, "loads"),
+        (pickle, "Unpickler"),
+        (cloudpickle, "load"),
+        (cloudpickle, "loads"),
+        (save_util, "load_from_zip_file"),
+    ):
+        monkeypatch.setattr(module, name, refuse)
+
+
+def test_resume_restores_every_part_of_the_checkpoint_without_unpickling(sac_run, monkeypatch):
+    cfg = load_config(sac_run / "config.yaml")
+    ck = list_checkpoints(sac_run)[-1]
+    venv = wrap_normalize(cfg, make_vec_env(cfg, cfg.n_envs), training=True)
+    no_unpickling(monkeypatch)
+    model = resume_model(cfg, venv, sac_run, ck, None)
+    assert model.num_timesteps == 64
+    weights = torch.load(ck / WEIGHTS, weights_only=True)
+    assert all(torch.equal(model.policy.state_dict()[k], v) for k, v in weights.items())
+    saved = torch.load(ck / TRAINING_STATE, weights_only=True)
+    assert model._n_updates == saved["n_updates"] > 0
+    assert sorted(saved["optimizers"]) == ["actor.optimizer", "critic.optimizer",
+                                           "ent_coef_optimizer"]  # fmt: skip
+    for name, state in saved["optimizers"].items():
+        live = model.get_parameters()[name]["state"]
+        assert all(torch.equal(live[i]["exp_avg"], s["exp_avg"]) for i, s in state["state"].items())
+    assert torch.equal(model.log_ent_coef.detach(), saved["variables"]["log_ent_coef"])
+    assert model.log_ent_coef.item() != 0.0  # trained: the entropy coefficient moved
+    rb = model.replay_buffer
+    with np.load(ck / REPLAY_BUFFER, allow_pickle=False) as npz:
+        # 16 vector steps of 4 exchanges; the checkpoint is taken in the callback of the 16th,
+        # before SB3 stores that step's transitions: 15 rows.
+        assert int(npz["pos"]) == rb.pos == 15 and not npz["full"]
+        for name in ("observations", "next_observations", "actions", "rewards", "dones"):
+            assert np.array_equal(getattr(rb, name)[:15], npz[name]), name
+    assert np.abs(rb.observations[:15]).sum() > 0 and not rb.observations[15:].any()
+
+
+def test_resume_trains_on_without_unpickling(sac_run, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    shutil.copytree(sac_run, out)
+    shutil.rmtree(list_checkpoints(out)[-1])  # killed before the checkpoint at 64
+    shutil.rmtree(out / "final")
+    no_unpickling(monkeypatch)
+    result = train(load_config(SAC, SAC_TINY), out, resume=True, progress=False)
+    assert result.resumed_from == 32 and result.num_timesteps == 64
+
+
+class RunsCode:
+    """A pickle that runs a shell command when loaded (what a crafted run directory holds)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _rehash(ck: Path, name: str) -> None:
+    """Record ``name``'s current hash, as whoever crafted the directory would."""
+    import hashlib
+
+    manifest = json.loads((ck / MANIFEST).read_text())
+    manifest["files"][name] = hashlib.sha256((ck / name).read_bytes()).hexdigest()
+    (ck / MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("name", [TRAINING_STATE, REPLAY_BUFFER])
+def test_a_crafted_checkpoint_is_refused_without_running_it(sac_run, tmp_path, name):
+    out = tmp_path / "run"
+    shutil.copytree(sac_run, out)
+    ck = list_checkpoints(out)[-1]
+    marker = tmp_path / "ran"
+    if name == TRAINING_STATE:
+        buf = io.BytesIO()
+        torch.save({"optimizers": RunsCode(marker)}, buf)
+        (ck / name).write_bytes(buf.getvalue())
+        refusal = r"training_state\.pt: holds objects other than tensors and numbers, and lo"
+    else:
+        with (ck / name).open("wb") as fh:
+            np.savez(fh, observations=np.array([RunsCode(marker)], dtype=object))
+        refusal = r"replay_buffer\.npz: cannot be read as plain arrays \(ValueError: Object arr"
+    _rehash(ck, name)
+    with pytest.raises(RunDirError, match=refusal + r".*; remove .*step_000000000064 to resume"):
+        train(load_config(SAC, SAC_TINY), out, resume=True, progress=False)
+    assert not marker.exists()
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_is_refused(sac_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(sac_run, out)
+    ck = list_checkpoints(out)[-1]
+    with np.load(ck / REPLAY_BUFFER, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["actions"] = arrays["actions"][:, :, :2]  # two levers fewer than the config's
+    with (ck / REPLAY_BUFFER).open("wb") as fh:
+        np.savez(fh, allow_pickle=False, **arrays)
+    _rehash(ck, REPLAY_BUFFER)
+    with pytest.raises(RunDirError, match=r"replay_buffer\.npz: actions is a float32 array of "
+                       r"shape \(15, 4, 2\); expected float32 of shape \(15, 4, 5\)"):  # fmt: skip
+        train(load_config(SAC, SAC_TINY), out, resume=True, progress=False)
+    state = torch.load(ck / TRAINING_STATE, weights_only=True)
+    del state["optimizers"]["ent_coef_optimizer"]
+    torch.save(state, ck / TRAINING_STATE)
+    _rehash(ck, TRAINING_STATE)
+    with pytest.raises(RunDirError, match=r"training_state\.pt: expected \['optimizers', "):
+        train(load_config(SAC, SAC_TINY), out, resume=True, progress=False)
+
+
+# ---------------------------------------------------------------- TensorBoard ----
+
+
+def test_tensorboard_records_the_config_and_the_hyperparameters(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    cfg = tiny("eval.scenarios=[training, venue_flash_wick]")
+    out = tmp_path / "run"
+    train(cfg, out, progress=False)
+    (log_dir,) = (out / "tensorboard").iterdir()
+    events = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    (text,) = events.Tensors("config/text_summary")
+    assert text.step == 0
+    assert text.tensor_proto.string_val[0].decode() == f"```yaml\n{dump_config(cfg)}```"
+    content = events.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/session_start_info"]
+    ).session_start_info
+    recorded = {
+        k: v.number_value if v.HasField("number_value") else v.string_value
+        for k, v in start.hparams.items()
+    }
+    assert recorded == {k: v for k, v in hparams(cfg).items() if v is not None}
+    assert recorded["algo"] == "ppo" and recorded["seed"] == 0.0
+    assert recorded["hyperparameters.learning_rate"] == cfg.hyperparameters.learning_rate
+    assert recorded["hyperparameters.n_steps"] == 16.0
+    assert recorded["hyperparameters.policy_kwargs.net_arch"] == "[64, 64]"
+    assert recorded["eval.scenarios"] == "[training, venue_flash_wick]"
+    assert recorded["normalize.observation"] == "true"
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/experiment"]
+    ).experiment
+    metrics = [m.name.tag for m in experiment.metric_infos]
+    assert metrics == ["eval/mean_reward", "eval/mean_cost", "rollout/ep_rew_mean"]
+    assert set(metrics) <= set(events.Tags()["scalars"])  # the tab has curves to show
 
 
 def cli(*args: str, **kw) -> subprocess.Popen:
@@ -142,34 +342,6 @@ def sets(*overrides: str) -> list[str]:
     return [x for o in overrides for x in ("--set", o)]
 
 
-@pytest.mark.slow
-def test_resume_after_a_kill_loses_at_most_one_checkpoint_interval(tmp_path):
-    out = tmp_path / "run"
-    args = [
-        *sets(*TINY, "total_timesteps=4096", "checkpoint.freq=256", "eval.freq=100000"),
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
-    proc = cli(*args, start_new_session=True)
-    deadline = time.monotonic() + 240
-    while not list_checkpoints(out) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert list_checkpoints(out), proc.communicate()
-    os.killpg(proc.pid, signal.SIGKILL)  # no clean-up: as if the machine went down
-    proc.wait()
-    assert not (out / "final").exists()
-    saved = int(list_checkpoints(out)[-1].name.split("_")[1])
-    resumed = cli(*args, "--resume")
-    stdout, stderr = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, stderr
-    summary = json.loads((out / "train_summary.json").read_text())
-    assert summary["num_timesteps"] == 4096
-    assert summary["resumed_from"] >= saved >= 256  # continued from the latest checkpoint
-    assert f"resumed at {summary['resumed_from']:,}" in stdout
-    assert (out / "final" / "manifest.json").is_file()
-
-
 def test_cli_bad_config_exits_2_naming_the_field(tmp_path):
     proc = cli("--set", "n_envs=0", "--set", "hyperparameters.gama=0.9", "--out", str(tmp_path))
     _, stderr = proc.communicate(timeout=120)
@@ -183,6 +355,7 @@ def test_cli_existing_run_exits_2(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.yaml").write_text("x: 1\n")
+    (out / "command.txt").write_text("fundgym train\n")  # a run's files: not --force's business
     proc = cli(*sets(*TINY), "--out", str(out))
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "already holds a run" in stderr
