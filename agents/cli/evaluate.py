@@ -154,6 +154,7 @@ def main(args: argparse.Namespace) -> int:
             search_episodes=args.search_episodes,
             cache_dir=cache,
             overwrite=args.overwrite or args.force,
+            force=args.force,
             progress=not args.no_progress,
             argv=["fundgym", *sys.argv[1:]] if sys.argv[1:] else None,
             report=not args.no_report,

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fundgym.agents.evaluate.evaluation import EVALUATION_FILES, is_evaluation_dir
 from fundgym.envs.scenarios import Scenario, load_scenario
 from fundgym.envs.schema import SchemaError
 
@@ -187,11 +188,6 @@ def _is_run(path: Path) -> bool:
     return bool(names) and all(re.fullmatch(r"seed_\d+", n) for n in names)
 
 
-def _is_evaluation(path: Path) -> bool:
-    names = {p.name for p in _entries(path)}
-    return {"config.yaml", "metrics.csv", "summary.json"} <= names
-
-
 def _is_simulation(path: Path) -> bool:
     return b"command: fundgym simulate" in _head(path / "config.yaml", 256)
 
@@ -211,8 +207,8 @@ OUTPUT_KINDS: dict[str, OutputKind] = {
     "evaluation": OutputKind(
         "evaluation directory",
         True,
-        _is_evaluation,
-        "config.yaml, metrics.csv and summary.json",
+        is_evaluation_dir,
+        ", ".join(EVALUATION_FILES),
     ),
     "cache": OutputKind(
         "search cache",

@@ -72,6 +72,19 @@ from fundgym.agents.outputs import (
 )
 from fundgym.agents.policies import PolicySpec, parse_spec
 from fundgym.agents.rollout import EvaluateError, base_env, job_env
+from fundgym.envs.scenarios import load_scenario
+
+#: The files that make a directory a fundgym evaluation (all of them are always written).
+EVALUATION_FILES = ("config.yaml", "metrics.csv", "summary.json")
+
+
+def is_evaluation_dir(path: Path) -> bool:
+    """Whether ``path`` holds a fundgym evaluation (:data:`EVALUATION_FILES`).
+
+    ``overwrite`` may replace an evaluation; anything else is the user's and needs ``force``.
+    """
+    return all((path / name).is_file() for name in EVALUATION_FILES)
+
 
 #: The summary's fields the report's run description repeats (with ``horizon_note``).
 _REPORT_META_KEYS = (
@@ -86,6 +99,7 @@ _REPORT_META_KEYS = (
     "gap_closure",
     "objective",
     "policy_notes",
+    "scenario_start_utc",
 )
 
 
@@ -117,6 +131,7 @@ def evaluate(
     search_episodes: int = SEARCH_EPISODES,
     cache_dir: str | Path | None = None,
     overwrite: bool = False,
+    force: bool = False,
     progress: bool = True,
     argv: Sequence[str] | None = None,
     report: bool = True,
@@ -134,7 +149,9 @@ def evaluate(
         workers: Worker processes (default: one per CPU, at most the number of jobs).
         search_episodes: Training-sampler episodes per grid point for ``best_static``.
         cache_dir: Where static searches are cached (None: no cache).
-        overwrite: Replace an existing output directory.
+        overwrite: Replace an existing evaluation in ``out_dir``.
+        force: With ``overwrite``, replace ``out_dir`` even if it is not an evaluation
+            (:func:`is_evaluation_dir`).
         progress: Show progress bars.
         argv: The command line, recorded in ``command.txt`` and the report.
         report: Write ``report.md``/``report.html`` and plots.
@@ -153,8 +170,16 @@ def evaluate(
         raise EvaluateError("give at least one --policy")
     out = Path(out_dir)
     remove_stale_temps(out.parent, out.name)  # what a killed evaluation into ``out`` left
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise EvaluateError(f"{out} already exists and is not empty; pass --overwrite or --out")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise EvaluateError(f"{out} already exists and is not empty; pass --overwrite or --out")
+        if not force and not is_evaluation_dir(out):
+            # overwrite replaces an evaluation; anything else is the user's, kept unless forced
+            raise EvaluateError(
+                f"{out} is not a fundgym evaluation (no {', '.join(EVALUATION_FILES)}); "
+                "--overwrite replaces only an evaluation: pass --force to "
+                "replace it anyway, or choose another --out"
+            )
     specs = [parse_spec(p) for p in policies]
     names = [s.name for s in specs]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -326,6 +351,10 @@ def _write_outputs(
         "gap_closure": gap,
         "objective": objectives,
         "policy_notes": notes,
+        # minute 0 of each historical crash in UTC (its plots are drawn against dates)
+        "scenario_start_utc": {
+            s: None if s == "training" else load_scenario(s).start_utc for s in scenarios
+        },
         "searches": {
             k: {
                 "best": v.best,

@@ -58,7 +58,7 @@ import numpy as np
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 
-from fundgym.agents.config import TrainConfig, dump_config, env_kwargs
+from fundgym.agents.config import TrainConfig, check_scenarios, dump_config, env_kwargs
 from fundgym.agents.outputs import (
     naming_file,
     remove_stale_temps,
@@ -765,6 +765,8 @@ def train(
     Raises:
         RunDirError: ``run_dir`` already holds a run (without ``resume``), or its saved config
             differs from ``cfg`` (with ``resume``).
+        ConfigError: A scenario ``cfg`` names (``env.scenario``, ``eval.scenarios``) is neither
+            a library name nor a valid file; nothing has been written.
     """
     import torch
 
@@ -781,6 +783,8 @@ def train(
             f"{saved} differs from the config given; --resume continues a run only with the "
             "config that started it"
         )
+    # Scenario names are files to the config schema; a typo must fail before the run dir exists.
+    check_scenarios(cfg, "config")
     for directory, name in ((out.parent, out.name), (out, None), (out / CHECKPOINTS, None)):
         remove_stale_temps(directory, name)  # what a killed run left (a run dir is fundgym's)
     out.mkdir(parents=True, exist_ok=True)

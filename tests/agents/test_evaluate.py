@@ -244,6 +244,21 @@ def test_an_existing_output_is_not_overwritten_and_a_failure_leaves_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_overwrite_replaces_an_evaluation_but_not_a_users_folder(small_run, tmp_path, env_yaml):
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "chapter1.tex").write_text("years of work")
+    kw = {"config": env_yaml, "workers": 1, "progress": False, "report": False}
+    with pytest.raises(ev.EvaluateError, match=r"is not a fundgym evaluation .*--force"):
+        ev.evaluate(["rule"], FAST, 1, mine, overwrite=True, **kw)
+    assert [p.name for p in mine.iterdir()] == ["chapter1.tex"]
+    # an evaluation is replaced with overwrite alone; a user's folder with force
+    out, _ = small_run
+    assert evaluation.is_evaluation_dir(out) and not evaluation.is_evaluation_dir(mine)
+    ev.evaluate(["rule"], FAST, 1, mine, overwrite=True, force=True, **kw)
+    assert evaluation.is_evaluation_dir(mine) and not (mine / "chapter1.tex").exists()
+
+
 def test_cli_rejects_bad_input_with_exit_code_2(capsys, tmp_path):
     cases = [
         (["--policy", "static:ftx"], "unknown preset 'ftx'"),

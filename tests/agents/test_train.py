@@ -384,3 +384,13 @@ def test_cli_progress_bar_shows_episode_reward_and_solvency_cost(tmp_path):
     bar = stderr.replace("\r", "\n").splitlines()
     assert any(line.startswith("ppo seed 0:") and "100%" in line for line in bar)
     assert any("ep_rew=" in line and "cost=" in line and "eval=" in line for line in bar)
+
+
+def test_a_scenario_typo_fails_before_the_run_directory_exists(tmp_path):
+    # Python callers get the command line's early check: nothing is written.
+    from fundgym.agents.config import ConfigError
+
+    cfg = load_config(PPO, [*TINY_TRAIN, "eval.scenarios=[calm, no_such]"])
+    with pytest.raises(ConfigError, match=r"eval\.scenarios\.1 = 'no_such'"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert list(tmp_path.iterdir()) == []
