@@ -651,7 +651,15 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     except ImportError as exc:  # pragma: no cover - PyYAML is a base dependency
         raise ImportError("reading scenario files needs PyYAML: pip install pyyaml") from exc
     try:
-        data = load_yaml(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SchemaError(
+            str(path), "<file>", "", f"not UTF-8 text (byte {exc.start}): a YAML scenario file"
+        ) from exc
+    except OSError as exc:  # unreadable: permissions, a directory, an I/O error
+        raise SchemaError(str(path), "<file>", "", f"cannot be read: {exc.strerror}") from exc
+    try:
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise SchemaError(str(path), "<file>", "", f"not valid YAML: {exc}") from exc
     return scenario_from_dict(data, str(path))

@@ -472,3 +472,21 @@ def test_start_utc_must_be_an_iso_utc_timestamp(text, fragment):
 def test_start_utc_accepts_utc_written_as_an_offset():
     sc = scenario_from_dict(_with("start_utc", '"2025-10-10T12:00:00+00:00"'), "t.yaml")
     assert sc.start_datetime == datetime(2025, 10, 10, 12, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"name: x\n\xff\xfe binary", r"bad\.yaml.*not UTF-8 text \(byte 8\)"),
+        (b"name: [unclosed\n", r"bad\.yaml.*not valid YAML"),
+    ],
+)
+def test_an_unreadable_scenario_file_is_a_schema_error_naming_it(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(SchemaError, match=message):
+        load_scenario(path)
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_scenario(folder)  # a directory is not a scenario file
