@@ -29,10 +29,8 @@ field                      shape          what it holds
 =========================  =============  ====================================================
 
 The compiled kernels (:mod:`fundgym.envs.core.kernels`, :mod:`fundgym.envs.traders.kernels`) take
-these
-arrays directly; nothing outside them keeps a second copy of any balance. Each exchange's
-sums run over its own accounts only, so an exchange's numbers never depend on its siblings
-in a batch.
+these arrays directly; nothing outside them keeps a second copy of any balance. Each exchange's sums
+run over its own accounts only, so an exchange's numbers never depend on its siblings in a batch.
 """
 
 from __future__ import annotations

@@ -84,8 +84,8 @@ OPSET = 17
 MODEL_DIRS: dict[str, str] = {"best": BEST, "final": FINAL}
 
 #: What one unit of each ``params`` column is: the lever's unit
-#: (:data:`fundgym.envs.levers.LEVERS`);
-#: an allocation column holds its bucket's weight, not the logit the lever moves.
+#: (:data:`fundgym.envs.levers.LEVERS`); an allocation column holds its bucket's weight, not the
+#: logit the lever moves.
 UNITS: dict[str, str] = {
     name: (
         f"fraction of the fund in the {name.removeprefix('alloc_')} bucket"

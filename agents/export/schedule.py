@@ -6,14 +6,13 @@ fund shares, allocation weights), the targets the policy asked for, and the stat
 to (volatility, depth, fund coverage, ...), as CSV or JSON. Both are self-describing: the
 schema version, every column's unit, the run, model and resolved config that produced it.
 
-A risk engine applies the ``*`` in-force columns as they are. ``action_*`` columns hold the
-policy's raw targets in action units at full precision:
-:class:`fundgym.agents.policies.SchedulePolicy`
+A risk engine applies the ``*`` in-force columns as they are. ``action_*`` columns hold the policy's
+raw targets in action units at full precision: :class:`fundgym.agents.policies.SchedulePolicy`
 replays them (``fundgym evaluate --policy schedule:FILE``), which reproduces the policy's parameters
-exactly on the same scenario and seed, since the environment rate-limits and delays moves
-from the targets the same way. Replayed on other seeds or scenarios, a schedule is an
-open-loop, time-indexed plan (the last row holds after it ends): the comparison with the
-closed-loop model shows what reacting to the state is worth.
+exactly on the same scenario and seed, since the environment rate-limits and delays moves from the
+targets the same way. Replayed on other seeds or scenarios, a schedule is an open-loop, time-indexed
+plan (the last row holds after it ends): the comparison with the closed-loop model shows what
+reacting to the state is worth.
 
 ``naming=VENUE`` (one of :data:`NAMINGS` but ``fundgym``) adds the columns that venue's own
 configuration names, converted as :data:`fundgym.envs.levers.LEVERS` declares

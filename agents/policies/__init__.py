@@ -15,9 +15,8 @@ Policies are named by a **spec** string, parsed by :func:`parse_spec`:
 * ``static:<preset>``: a venue's published parameters held fixed (:data:`PRESETS`), or
   ``static:name=value,...`` for any set in natural units;
 * ``rule``: :class:`RulePolicy`, the hand-written dynamic controller risk teams run today;
-* ``best_static`` / ``hindsight_static``: the static set a grid search picks on the training
-  sampler / on the evaluation scenarios themselves (resolved by
-  :mod:`fundgym.agents.evaluate.search`);
+* ``best_static`` / ``hindsight_static``: the static set a grid search picks on the training sampler
+  / on the evaluation scenarios themselves (resolved by :mod:`fundgym.agents.evaluate.search`);
 * ``schedule:FILE`` / ``table:FILE``: an exported schedule or state table replayed without the
   model (:mod:`fundgym.agents.policies.replay`).
 

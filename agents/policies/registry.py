@@ -1,9 +1,8 @@
 """The policy registry: spec strings parsed into plain data, and runnable policies built from it.
 
 A spec names a policy (see :mod:`fundgym.agents.policies` for the forms); :func:`parse_spec` checks
-it
-and :func:`build_policy` turns the resolved spec into the object the stepping loop calls.
-Specs are plain data, so evaluation workers in other processes can rebuild the same policy.
+it and :func:`build_policy` turns the resolved spec into the object the stepping loop calls. Specs
+are plain data, so evaluation workers in other processes can rebuild the same policy.
 """
 
 from __future__ import annotations

@@ -2,10 +2,9 @@
 
 The record is one ``(n_envs, N_EVENTS)`` float64 array. The compiled kernels
 (:mod:`fundgym.envs.core.kernels`) write into it by column (the ``EV_*`` constants below, which
-numba
-folds into the code); Python reads it through named fields, each an ``(n_envs,)`` view of one
-column. Field names feed the environment's ``info`` keys and the evaluation metrics, so they
-are part of the public interface.
+numba folds into the code); Python reads it through named fields, each an ``(n_envs,)`` view of one
+column. Field names feed the environment's ``info`` keys and the evaluation metrics, so they are
+part of the public interface.
 """
 
 from __future__ import annotations

@@ -1,14 +1,13 @@
 """Compiled kernels of the margin engine: margin check, liquidation waterfall, ADL, socialisation.
 
-Every kernel loops over exchanges on the outside and over accounts inside, and keeps each
-exchange's sums in local scalars: nothing accumulates across exchanges, so exchange ``i`` of
-a batch computes bit for bit what it computes stepped alone. Arrays come straight from
+Every kernel loops over exchanges on the outside and over accounts inside, and keeps each exchange's
+sums in local scalars: nothing accumulates across exchanges, so exchange ``i`` of a batch computes
+bit for bit what it computes stepped alone. Arrays come straight from
 :class:`fundgym.envs.state.SimState` (``(E, A)`` collateral, ``(E, A, M)`` positions); parameters
 come packed (:meth:`fundgym.envs.core.params.RiskParams.packed`, ``P_*`` columns) with the tier
-table
-as four arrays (:meth:`~fundgym.envs.core.params.RiskParams.tier_table`); events are written into
-:attr:`fundgym.envs.core.events.StepEvents.data` by ``EV_*`` column. The kernels never touch the
-insurance fund: they report its fee income and the shortfall it paid, and
+table as four arrays (:meth:`~fundgym.envs.core.params.RiskParams.tier_table`); events are written
+into :attr:`fundgym.envs.core.events.StepEvents.data` by ``EV_*`` column. The kernels never touch
+the insurance fund: they report its fee income and the shortfall it paid, and
 :func:`fundgym.envs.core.step.core_step` books both into the fund's portfolio.
 
 The order of operations and the venue each rule follows are documented once, in

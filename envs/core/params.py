@@ -1,11 +1,10 @@
 """Risk parameters of one exchange (or one per exchange in a batch), validated on construction.
 
-Every numeric field is a float or an array of shape ``(n_envs,)``, so a batch of exchanges can
-run under different parameters in one array program (the environment's actions set them).
-Each numeric field is a lever of :data:`fundgym.envs.levers.LEVERS`, which holds its default (dYdX
-v4
-mainnet for a large-cap market unless noted), unit and hard bounds; a value outside the hard
-bounds is an error naming the field, the value and the bounds.
+Every numeric field is a float or an array of shape ``(n_envs,)``, so a batch of exchanges can run
+under different parameters in one array program (the environment's actions set them). Each numeric
+field is a lever of :data:`fundgym.envs.levers.LEVERS`, which holds its default (dYdX v4 mainnet for
+a large-cap market unless noted), unit and hard bounds; a value outside the hard bounds is an error
+naming the field, the value and the bounds.
 """
 
 from __future__ import annotations

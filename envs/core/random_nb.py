@@ -2,13 +2,12 @@
 
 A stream is four ``uint64`` words, one row of a ``(n_envs, n_streams, 4)`` array (see
 :class:`fundgym.envs.core.rng.BatchStreams`, which seeds and owns it). A kernel loads exchange
-``e``'s
-row into a tuple (:func:`load`), draws from the tuple (every draw returns the value and the
-advanced tuple) and stores it back (:func:`store`), so exchange ``e``'s draws depend on its own
-seed and its own history only, never on how many exchanges share the batch or what they drew.
-The draws take and return plain values, not arrays, on purpose: an array passed to a compiled
-helper costs a reference-count increment and decrement (two atomic operations) per call, which
-measured ten times the cost of the draw itself.
+``e``'s row into a tuple (:func:`load`), draws from the tuple (every draw returns the value and the
+advanced tuple) and stores it back (:func:`store`), so exchange ``e``'s draws depend on its own seed
+and its own history only, never on how many exchanges share the batch or what they drew. The draws
+take and return plain values, not arrays, on purpose: an array passed to a compiled helper costs a
+reference-count increment and decrement (two atomic operations) per call, which measured ten times
+the cost of the draw itself.
 
 The generator is xoshiro256** (Blackman and Vigna, "Scrambled linear pseudorandom number
 generators", ACM TOMS 2021): 256 bits of state, period ``2**256 - 1``, passes BigCrush, and

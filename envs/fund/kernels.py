@@ -1,15 +1,13 @@
 """Compiled twins of the fund's per-tick operations, one exchange at a time.
 
 :mod:`fundgym.envs.fund.portfolio` documents the buckets, their costs and the accounting identity,
-and
-its numpy functions (:func:`~fundgym.envs.fund.portfolio.accrue`,
-:func:`~fundgym.envs.fund.portfolio.pay`,
-:func:`~fundgym.envs.fund.portfolio.receive`, :func:`~fundgym.envs.fund.portfolio.put_mark`) stay
-the reference
-the tests check these against. This module is the same arithmetic, in the same operation
-order, on one exchange's row of the portfolio's arrays, for the compiled tick
-(:mod:`fundgym.envs.tick_kernels`). Both call the C library's ``log`` and ``erfc`` (the reference
-through :mod:`fundgym.envs.libm`), so the two agree to the bit (tests/envs/test_fund_portfolio.py).
+and its numpy functions (:func:`~fundgym.envs.fund.portfolio.accrue`,
+:func:`~fundgym.envs.fund.portfolio.pay`, :func:`~fundgym.envs.fund.portfolio.receive`,
+:func:`~fundgym.envs.fund.portfolio.put_mark`) stay the reference the tests check these against.
+This module is the same arithmetic, in the same operation order, on one exchange's row of the
+portfolio's arrays, for the compiled tick (:mod:`fundgym.envs.tick_kernels`). Both call the C
+library's ``log`` and ``erfc`` (the reference through :mod:`fundgym.envs.libm`), so the two agree to
+the bit (tests/envs/test_fund_portfolio.py).
 
 The portfolio is passed as the tuple :func:`fund_arrays` builds (the thirteen
 :class:`~fundgym.envs.fund.portfolio.FundPortfolio` fields in declaration order, the ``F_*``

@@ -91,10 +91,9 @@ def prices_one(  # type: ignore[no-untyped-def]
 def advance_one(e, mk, sell_notional_usd, buy_notional_usd, depth_usd_per_pct):  # type: ignore[no-untyped-def]
     """:meth:`Market.advance <fundgym.envs.market.market.Market.advance>`'s impact update for ``e``.
 
-    The tick's net liquidation flow moves the log price by ``-coef x clip(0.01 x net /
-    depth, -0.5, 0.5)`` (:func:`fundgym.envs.market.depth.permanent_impact_log`) on top of the
-    decayed
-    earlier impact. The caller moves the clock.
+    The tick's net liquidation flow moves the log price by ``-coef x clip(0.01 x net / depth, -0.5,
+    0.5)`` (:func:`fundgym.envs.market.depth.permanent_impact_log`) on top of the decayed earlier
+    impact. The caller moves the clock.
     """
     move = 0.01 * (sell_notional_usd - buy_notional_usd) / depth_usd_per_pct
     mk[MK_IMPACT_LOG, e] = mk[MK_IMPACT_LOG, e] * mk[MK_IMPACT_DECAY, e] + (

@@ -1,10 +1,9 @@
 """The online market of a batch of exchanges: one tick at a time, exogenous path plus impact.
 
 :class:`Market` turns drawn :class:`~fundgym.envs.scenarios.MarketPath` columns into the prices of
-each
-tick: the index (exogenous path times the accumulated, decaying impact of liquidation flow),
-the venue's last and mark prices, the oracle the margin engine reads, the book depth and the
-funding rate. The liquidation flow of a tick moves the next tick's prices, so cascades emerge.
+each tick: the index (exogenous path times the accumulated, decaying impact of liquidation flow),
+the venue's last and mark prices, the oracle the margin engine reads, the book depth and the funding
+rate. The liquidation flow of a tick moves the next tick's prices, so cascades emerge.
 
 Each exchange of the batch carries its own scenario, path and clock (``t[e]``), so one exchange
 can be reset (a vector environment's autoreset) while the others go on. Paths are stored in

@@ -1,13 +1,12 @@
 """The training distribution: random regimes with injected crashes a policy cannot memorise.
 
 Each draw is a valid :class:`~fundgym.envs.scenarios.Scenario`: a base market (volatility, tails,
-jump
-rate and regime switching drawn around the calm and volatile library entries) and, with
+jump rate and regime switching drawn around the calm and volatile library entries) and, with
 probability ``crash_prob``, a crash whose start, shape (one leg, two legs with a pause, a
 V-recovery, a stepwise decline, a venue wick or an upward pump), severity, depth collapse and
-precursor strength are all random. A third of the crashes arrive with no warning (precursor
-strength 0), so evaluation can separate anticipation from reaction. The named historical
-scenarios stay out of training (``training: false`` in their files).
+precursor strength are all random. A third of the crashes arrive with no warning (precursor strength
+0), so evaluation can separate anticipation from reaction. The named historical scenarios stay out
+of training (``training: false`` in their files).
 
 Thin markets. With probability ``thin_prob`` the book is that of a small token, $20k-$2M per
 1% (a major's is $30M-$300M) against the same open interest. Thin books are where oracle

@@ -1,8 +1,7 @@
 """Compiled kernels of the trader population: one step over every exchange, and the book at reset.
 
 :mod:`fundgym.envs.traders.population` documents the behaviour and its calibration; this module is
-its
-arithmetic, over the :class:`~fundgym.envs.state.SimState` arrays directly. The loop runs over
+its arithmetic, over the :class:`~fundgym.envs.state.SimState` arrays directly. The loop runs over
 exchanges, and inside one exchange each slot goes through, in slot order:
 
 1. a hazard exit, when the exit sampler (geometric gaps over slots, so its cost grows with the
@@ -19,26 +18,24 @@ through per-exchange sums, so the behaviour is the same; only the order in which
 stream's draws are consumed differs (exit gaps and reaction uniforms interleave by slot),
 which changes which draws are used, not their distribution.
 
-**Cost.** Most slots do nothing in a tick, so steps 1-4 must cost nothing for them. A vector
-pass (:func:`flag_slots`) marks the slots that can act from the values the slot loop would
-find there (a slot's flows touch that slot alone, so marking every slot first is the same as
-testing each in turn); the slot loop then reads those marks eight to a ``uint64`` word, adds
-the ``|size|`` of a quiet word's eight slots in order, and runs steps 1-4 only for marked
-slots and the slots the exit sampler lands on. The open-interest sum stays one running sum in
-slot order, so it has the same bits as a sum taken slot by slot. The volume sampler draws its
-gaps from a table instead of a logarithm each (:func:`fundgym.envs.core.random_nb.gap_table`: the
-same
-gaps for the same draws). Compiled with ``error_model="numpy"`` (no division-by-zero checks;
-no division here can see a zero), never ``fastmath``: every result is bit for bit what the
-plain per-slot loop computes, and a golden run in the tests holds it there.
+**Cost.** Most slots do nothing in a tick, so steps 1-4 must cost nothing for them. A vector pass
+(:func:`flag_slots`) marks the slots that can act from the values the slot loop would find there (a
+slot's flows touch that slot alone, so marking every slot first is the same as testing each in
+turn); the slot loop then reads those marks eight to a ``uint64`` word, adds the ``|size|`` of a
+quiet word's eight slots in order, and runs steps 1-4 only for marked slots and the slots the exit
+sampler lands on. The open-interest sum stays one running sum in slot order, so it has the same bits
+as a sum taken slot by slot. The volume sampler draws its gaps from a table instead of a logarithm
+each (:func:`fundgym.envs.core.random_nb.gap_table`: the same gaps for the same draws). Compiled
+with ``error_model="numpy"`` (no division-by-zero checks; no division here can see a zero), never
+``fastmath``: every result is bit for bit what the plain per-slot loop computes, and a golden run in
+the tests holds it there.
 
 Every trade is priced by :func:`fundgym.envs.core.trading.trade` and each exchange's trades are
-booked
-once by :func:`fundgym.envs.core.trading.book_exchange`; deposits and withdrawals add to the account
-and to the exchange's ``net_deposits_usd``. Per-exchange totals are sums over that exchange's
-accounts alone, in slot order, so a batch books exactly what each exchange books alone; each
-exchange draws from its own rows of the stream array (:mod:`fundgym.envs.core.random_nb`), held in
-local tuples while it steps. Helpers called per slot take and return plain values (or are
+booked once by :func:`fundgym.envs.core.trading.book_exchange`; deposits and withdrawals add to the
+account and to the exchange's ``net_deposits_usd``. Per-exchange totals are sums over that
+exchange's accounts alone, in slot order, so a batch books exactly what each exchange books alone;
+each exchange draws from its own rows of the stream array (:mod:`fundgym.envs.core.random_nb`), held
+in local tuples while it steps. Helpers called per slot take and return plain values (or are
 inlined), never arrays, because an array passed to a compiled helper costs two atomic
 reference-count operations per call; :func:`flag_slots` takes arrays, once per exchange.
 

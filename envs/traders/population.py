@@ -27,12 +27,12 @@ it into the fund's portfolio. This module holds the parameters, the events, vali
 the Python entry points.
 
 **Randomness is per exchange.** Every draw comes from a
-:class:`~fundgym.envs.core.rng.BatchStreams`:
-exchange ``e``'s exits, reaction uniforms, volume samples and its rows of the initial book
-come from its population stream, its arrivals from its arrival stream, both seeded from its
-own seed alone. So an exchange's episode does not depend on how many others share the batch,
-and a vector environment equals single environments seeded alike, step for step. For the same
-reason every per-exchange total is a sum over that exchange's accounts alone, in slot order.
+:class:`~fundgym.envs.core.rng.BatchStreams`: exchange ``e``'s exits, reaction uniforms, volume
+samples and its rows of the initial book come from its population stream, its arrivals from its
+arrival stream, both seeded from its own seed alone. So an exchange's episode does not depend on how
+many others share the batch, and a vector environment equals single environments seeded alike, step
+for step. For the same reason every per-exchange total is a sum over that exchange's accounts alone,
+in slot order.
 
 **Common random numbers for arrivals.** Arrivals draw from their own stream and consume a
 fixed amount of it per tick whatever the levers did: the count is the Poisson quantile of one
