@@ -152,7 +152,7 @@ def test_the_wheel_holds_one_package_with_its_scenarios_and_configs(wheel):
     assert {"scenarios/oct_10_2025.yaml", "train/ppo.yaml", "train/base.yaml"} <= data
     assert {"fundgym/py.typed", "fundgym/envs/py.typed", "fundgym/agents/py.typed"} <= set(names)
     entry_points = zipfile.ZipFile(wheel).read(f"{dist_info}/entry_points.txt").decode()
-    assert "fundgym = fundgym.agents.cli:main" in entry_points
+    assert "fundgym = fundgym.__main__:main" in entry_points
 
 
 def test_no_top_level_envs_or_agents_module_is_installed(installed):
