@@ -85,6 +85,38 @@ MINUTES_PER_YEAR_VOL = 525_600.0
 """Minutes in the year the volatility estimate annualises with."""
 
 
+@jit(error_model="numpy", inline="always")
+def _gross_size(size, e):  # type: ignore[no-untyped-def]
+    """Exchange ``e``'s ``sum |size|`` and open accounts (one market), in four running sums.
+
+    One running sum waits on its previous add every account; four interleaved ones let the
+    adds overlap (about 4x faster, the per-tick open-interest series' whole cost). The total
+    differs from a slot-order sum only in rounding: the terms are all >= 0, so by at most a
+    few ulps (the tests compare the series with the reference at rtol 1e-12).
+    """
+    n_acc = size.shape[1]
+    g0 = g1 = g2 = g3 = 0.0
+    n_open = 0
+    a = 0
+    while a + 4 <= n_acc:
+        q0 = size[e, a, 0]
+        q1 = size[e, a + 1, 0]
+        q2 = size[e, a + 2, 0]
+        q3 = size[e, a + 3, 0]
+        g0 += abs(q0)
+        g1 += abs(q1)
+        g2 += abs(q2)
+        g3 += abs(q3)
+        n_open += (q0 != 0.0) + (q1 != 0.0) + (q2 != 0.0) + (q3 != 0.0)
+        a += 4
+    while a < n_acc:
+        q0 = size[e, a, 0]
+        g0 += abs(q0)
+        n_open += q0 != 0.0
+        a += 1
+    return (g0 + g1) + (g2 + g3), n_open
+
+
 @jit(error_model="numpy")
 def _advance_exchange(  # type: ignore[no-untyped-def]
     e,
@@ -228,12 +260,7 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
         gross = np.nan
         n_open = -1
         if book_series:  # a pass over the accounts: only when asked for
-            gross = 0.0
-            n_open = 0
-            for a in range(size.shape[1]):
-                q = size[e, a, 0]
-                gross += abs(q)
-                n_open += q != 0.0
+            gross, n_open = _gross_size(size, e)
         fund_value = value_usd(fund, e, index, vol)
         s = series[k, e]
         s[S_INDEX] = index
