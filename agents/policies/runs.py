@@ -154,14 +154,7 @@ class NormStats:
     @classmethod
     def from_bytes(cls, data: bytes, path: Path) -> NormStats:
         """Parse :meth:`to_bytes`; :class:`RunError` naming ``path`` on anything else."""
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in npz.files}
-        except Exception as exc:  # zipfile, format and object-array errors alike
-            raise RunError(
-                f"{path}: cannot be read as plain normalisation arrays "
-                f"({type(exc).__name__}: {exc})"
-            ) from exc
+        arrays = plain_arrays(data, path)
         expected = [f.name for f in _FIELDS]
         if sorted(arrays) != sorted(expected):
             raise RunError(f"{path}: holds arrays {sorted(arrays)}; expected {sorted(expected)}")
@@ -371,12 +364,31 @@ class ModelFiles:
         manifest: Its parsed ``manifest.json``.
         weights: ``policy.pt``'s tensors by name.
         stats: ``normalize.npz``'s statistics (``None`` when the run does not normalise).
+        contents: Every file the manifest lists, by name, as bytes already checked against
+            its hash (a checkpoint's resume files are parsed from these, not read again).
     """
 
     path: Path
     manifest: dict[str, Any]
     weights: dict[str, Any]
     stats: NormStats | None
+    contents: dict[str, bytes]
+
+
+def plain_arrays(data: bytes, path: Path) -> dict[str, np.ndarray[Any, Any]]:
+    """The arrays of an ``.npz`` file's bytes, read without pickle (``allow_pickle=False``).
+
+    Raises:
+        RunError: Naming ``path``: not an ``.npz`` of plain arrays (damaged, foreign, or
+            holding object arrays, whose loading could run code).
+    """
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except Exception as exc:  # zipfile, format and object-array errors alike
+        raise RunError(
+            f"{path}: cannot be read as plain arrays ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -472,7 +484,7 @@ def read_model_dir(run_dir: Path, path: Path, cfg: TrainConfig) -> ModelFiles:
     ):
         raise RunError(f"{weights_file}: expected a state_dict (tensor names to tensors)")
     stats = NormStats.from_bytes(contents[STATS], path / STATS) if STATS in listed else None
-    return ModelFiles(path, manifest, weights, stats)
+    return ModelFiles(path, manifest, weights, stats, contents)
 
 
 @dataclass(frozen=True)

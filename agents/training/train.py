@@ -70,11 +70,12 @@ from fundgym.agents.policies.runs import (
     CHECKPOINTS,
     FINAL,
     MANIFEST,
+    ModelFiles,
     RunError,
     legacy_files,
+    plain_arrays,
     policy_kwargs,
     read_model_dir,
-    sha256_hex,
     write_model_dir,
 )
 from fundgym.agents.training.sb3_env import FundGymVecEnv
@@ -534,18 +535,11 @@ def save_checkpoint(model: Any, cfg: TrainConfig, run_dir: Path, keep: int) -> P
     return final
 
 
-def _checked_extra(ck: Path, manifest: dict[str, Any], name: str, why: str) -> bytes:
-    """A checkpoint file's bytes, checked against the manifest ``read_model_dir`` checked."""
-    path = ck / name
-    if name not in manifest["files"]:
-        raise RunDirError(f"{path}: missing from {ck / MANIFEST}; --resume needs it ({why})")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise RunDirError(f"{path}: cannot be read ({exc})") from exc
-    if sha256_hex(data) != manifest["files"][name]:
-        raise RunDirError(f"{path}: SHA-256 differs from the one {ck / MANIFEST} recorded")
-    return data
+def _resume_file(ck: Path, saved: ModelFiles, name: str, why: str) -> bytes:
+    """A checkpoint's resume file, as :func:`read_model_dir` read and checked it."""
+    if name not in saved.contents:
+        raise RunDirError(f"{ck / name}: missing from {ck / MANIFEST}; --resume needs it ({why})")
+    return saved.contents[name]
 
 
 def _restore_training_state(model: Any, weights: dict[str, Any], data: bytes, path: Path) -> None:
@@ -599,12 +593,9 @@ def _restore_replay_buffer(model: Any, data: bytes, path: Path) -> None:
     """Load :data:`REPLAY_BUFFER` into the fresh ``model``'s (same-sized) replay buffer."""
     rb = model.replay_buffer
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except Exception as exc:  # zipfile, format and object-array errors alike
-        raise RunDirError(
-            f"{path}: cannot be read as plain arrays ({type(exc).__name__}: {exc})"
-        ) from exc
+        arrays = plain_arrays(data, path)
+    except RunError as exc:
+        raise RunDirError(str(exc)) from exc
     kept = [k for k in _BUFFER_ARRAYS if getattr(rb, k, None) is not None]
     if sorted(arrays) != sorted([*kept, "pos", "full"]):
         raise RunDirError(f"{path}: holds {sorted(arrays)}; expected {sorted(kept)}, pos, full")
@@ -655,11 +646,11 @@ def resume_model(cfg: TrainConfig, venv: Any, run_dir: Path, ck: Path, tensorboa
             saved.stats.restore(venv)
         model = build_model(cfg, venv, tensorboard)
         why = "the optimisers' state"
-        state = _checked_extra(ck, saved.manifest, TRAINING_STATE, why)
+        state = _resume_file(ck, saved, TRAINING_STATE, why)
         _restore_training_state(model, saved.weights, state, ck / TRAINING_STATE)
         if getattr(model, "replay_buffer", None) is not None:
             why = f"the replay buffer of {cfg.algo.upper()}"
-            buffer = _checked_extra(ck, saved.manifest, REPLAY_BUFFER, why)
+            buffer = _resume_file(ck, saved, REPLAY_BUFFER, why)
             _restore_replay_buffer(model, buffer, ck / REPLAY_BUFFER)
     except RunDirError as exc:
         raise RunDirError(f"{exc}; remove {ck} to resume from the checkpoint before") from exc
