@@ -547,7 +547,7 @@ class ExchangeSimulator:
         row: dict[str, Any] = {}
         for f in dataclasses.fields(risk):
             value = getattr(risk, f.name)
-            if f.name not in ("fallback", "tiers", "socialization"):
+            if f.name not in ("fallback", "tiers", "socialization", "adl_policy"):
                 value = float(np.broadcast_to(np.asarray(value), (self.n_envs,))[env])
             row[f.name] = value
         return RiskParams.trusted(**row)
@@ -708,6 +708,7 @@ class ExchangeSimulator:
             pop,
             risk.fallback_code,
             risk.socialization_code,
+            risk.adl_policy_code,
             events,
             series,
         )

@@ -144,6 +144,7 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
     pop,
     fallback,
     socialization,
+    adl_policy,
     events,
     series,
 ):
@@ -235,8 +236,8 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
             available[0] = liquid_usd(fund, e, fund_px, fund_vol, stressed, terms)
             waterfall_kernel(
                 coll[r], size[r], entry[r], marks, packed[r], floors, rates, cums, base,
-                sell_px, buy_px, available, fallback, socialization, cp_size[r], cp_cash[r],
-                rewards[r], unrecovered[r], ev, liq_idx,
+                sell_px, buy_px, available, fallback, socialization, adl_policy, cp_size[r],
+                cp_cash[r], rewards[r], unrecovered[r], ev, liq_idx,
             )  # fmt: skip
             income = ev[0, EV_FUND_FEE_INCOME]
             owed = ev[0, EV_SHORTFALL]
@@ -293,14 +294,15 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
 def advance_serial(  # type: ignore[no-untyped-def]
     n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path, frozen,
     mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund, terms,
-    rng_state, packed, tiers, pop, fallback, socialization, events, series,
+    rng_state, packed, tiers, pop, fallback, socialization, adl_policy, events, series,
 ):  # fmt: skip
     """``n_ticks`` ticks of every exchange, one exchange after another."""
     for e in range(t_now.shape[0]):
         _advance_exchange(
             e, n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
             frozen, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund,
-            terms, rng_state, packed, tiers, pop, fallback, socialization, events, series,
+            terms, rng_state, packed, tiers, pop, fallback, socialization, adl_policy, events,
+            series,
         )  # fmt: skip
 
 
@@ -308,12 +310,13 @@ def advance_serial(  # type: ignore[no-untyped-def]
 def advance_parallel(  # type: ignore[no-untyped-def]
     n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path, frozen,
     mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund, terms,
-    rng_state, packed, tiers, pop, fallback, socialization, events, series,
+    rng_state, packed, tiers, pop, fallback, socialization, adl_policy, events, series,
 ):  # fmt: skip
     """:func:`advance_serial` with exchanges spread over threads (bit-identical results)."""
     for e in prange(t_now.shape[0]):
         _advance_exchange(
             e, n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
             frozen, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund,
-            terms, rng_state, packed, tiers, pop, fallback, socialization, events, series,
+            terms, rng_state, packed, tiers, pop, fallback, socialization, adl_policy, events,
+            series,
         )  # fmt: skip

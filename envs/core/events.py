@@ -33,7 +33,8 @@ EV_TRADING_FEES = 11
 EV_FUND_TRADING_FEE_INCOME = 12
 EV_LIQUIDATION_SELL = 13
 EV_LIQUIDATION_BUY = 14
-N_EVENTS = 15
+EV_N_BELOW_BANKRUPTCY = 15
+N_EVENTS = 16
 
 
 class _Column:
@@ -113,6 +114,10 @@ class StepEvents:
             the book price before impact.
         liquidation_buy_usd: Notional it bought from the book (shorts); with the sells, the
             flow that moves the price (endogenous impact).
+        n_liquidations_below_bankruptcy: Liquidation orders whose fill landed past the
+            account's bankruptcy price (the account ended the fill with negative equity, before
+            the fund, ADL or socialisation covered it): Hyperliquid reports 302 of 63,637
+            liquidation events so on 10 Oct 2025.
     """
 
     n_liquidations = _CountColumn(EV_N_LIQUIDATIONS)
@@ -130,6 +135,7 @@ class StepEvents:
     fund_trading_fee_income_usd = _Column(EV_FUND_TRADING_FEE_INCOME)
     liquidation_sell_usd = _Column(EV_LIQUIDATION_SELL)
     liquidation_buy_usd = _Column(EV_LIQUIDATION_BUY)
+    n_liquidations_below_bankruptcy = _CountColumn(EV_N_BELOW_BANKRUPTCY)
 
     FIELDS: ClassVar[tuple[str, ...]] = (
         "n_liquidations",
@@ -147,6 +153,7 @@ class StepEvents:
         "fund_trading_fee_income_usd",
         "liquidation_sell_usd",
         "liquidation_buy_usd",
+        "n_liquidations_below_bankruptcy",
     )
     """Field names in column order (the ``info`` keys)."""
 

@@ -32,6 +32,7 @@ from fundgym.envs.core.events import (
     EV_LIQUIDATION_SELL,
     EV_LIQUIDATION_VOLUME,
     EV_LIQUIDATOR_REWARDS,
+    EV_N_BELOW_BANKRUPTCY,
     EV_N_LIQUIDATIONS,
     EV_SHORTFALL,
     EV_SOCIALIZED_LOSS,
@@ -239,6 +240,7 @@ def waterfall_kernel(  # type: ignore[no-untyped-def]
     fund_available,
     fallback,
     socialization,
+    adl_policy,
     cp_size,
     cp_cash,
     liquidator_rewards,
@@ -270,6 +272,7 @@ def waterfall_kernel(  # type: ignore[no-untyped-def]
                 fund_available[i],
                 fallback,
                 socialization,
+                adl_policy,
                 cp_size,
                 cp_cash,
                 liquidator_rewards,
@@ -296,6 +299,7 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
     fund_available,
     fallback,
     socialization,
+    adl_policy,
     cp_size,
     cp_cash,
     liquidator_rewards,
@@ -362,7 +366,7 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
             need[k] = (1.0 - covered) * close[k]
             any_need = any_need or need[k] > 0.0
         if any_need:
-            _deleverage(i, coll, size, entry, m, idx, is_liq, side, need, adl_close, ev)
+            _deleverage(i, coll, size, entry, m, idx, is_liq, side, need, adl_close, ev, adl_policy)
 
     # 4. Fills and deleveraged closes on the liquidated accounts; the book's side to the
     #    counterparty; what neither the fund nor ADL covered is the loss to socialise.
@@ -407,6 +411,10 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
     ev[i, EV_LIQUIDATOR_REWARDS] = rewards
     ev[i, EV_BAD_DEBT] = bad_debt
     ev[i, EV_SHORTFALL] = shortfall
+    below = 0
+    for k in range(n):
+        below += bad[k] > 0.0
+    ev[i, EV_N_BELOW_BANKRUPTCY] = below
 
     # 5. Socialisation, then 6. the exchange absorbs the rest.
     charged = 0.0
@@ -418,7 +426,7 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
 
 
 @jit(error_model="numpy")
-def _deleverage(i, coll, size, entry, m, idx, is_liq, side, need, adl_close, ev):  # type: ignore[no-untyped-def]
+def _deleverage(i, coll, size, entry, m, idx, is_liq, side, need, adl_close, ev, adl_policy):  # type: ignore[no-untyped-def]
     """Offset ``need`` base units of the liquidated accounts against opposite positions.
 
     Per bankrupt side, the accounts of that side are one batch: each closes at its own

@@ -33,6 +33,14 @@ Under either, no charge takes a bearer's equity below zero; what nobody can bear
 ``unrecovered``.
 """
 
+AdlPolicy = Literal["bitmex"]
+ADL_POLICIES: tuple[str, ...] = ("bitmex",)
+"""Auto-deleveraging rules, in code order (the kernels take the index):
+
+* ``bitmex`` (default): counterparties in BitMEX ranking order (profit x leverage), closed
+  greedily at the bankrupt side's size-weighted bankruptcy price.
+"""
+
 #: Column of each numeric field in :meth:`RiskParams.packed` (the kernels read these).
 P_MMR, P_IMR, P_LIQ_FEE, P_LIQ_FUND_SHARE, P_TAKER_FEE, P_TRADE_FUND_SHARE = 0, 1, 2, 3, 4, 5
 P_MAX_LIQ_FRAC, P_MIN_LIQ_NOTIONAL = 6, 7
@@ -138,6 +146,9 @@ class RiskParams:
             opposite positions at the bankruptcy price, BitMEX ranking; then socialise any
             remainder) or ``"socialize"`` (share the loss pro rata by size, Drift).
         tiers: Optional notional brackets for the maintenance requirement.
+        socialization: How a loss nobody else covers is shared (:data:`SOCIALIZATIONS`).
+        adl_policy: Which opposite positions auto-deleveraging closes, and how
+            (:data:`ADL_POLICIES`).
     """
 
     mmr: FloatOrArray = LEVERS["mmr"].default
@@ -151,6 +162,7 @@ class RiskParams:
     fallback: Fallback = "adl"
     tiers: MarginTiers | None = None
     socialization: Socialization = "profit_haircut"
+    adl_policy: AdlPolicy = "bitmex"
 
     def __post_init__(self) -> None:
         for name, lever in _LEVERS.items():
@@ -168,6 +180,10 @@ class RiskParams:
             raise ValueError(
                 f"RiskParams.socialization must be one of {SOCIALIZATIONS}, "
                 f"got {self.socialization!r}"
+            )
+        if self.adl_policy not in ADL_POLICIES:
+            raise ValueError(
+                f"RiskParams.adl_policy must be one of {ADL_POLICIES}, got {self.adl_policy!r}"
             )
         if self.tiers is not None and not isinstance(self.tiers, MarginTiers):
             raise ValueError(f"RiskParams.tiers must be a MarginTiers or None, got {self.tiers!r}")
@@ -248,6 +264,11 @@ class RiskParams:
     def socialization_code(self) -> int:
         """Index of ``socialization`` in :data:`SOCIALIZATIONS`."""
         return SOCIALIZATIONS.index(self.socialization)
+
+    @property
+    def adl_policy_code(self) -> int:
+        """Index of ``adl_policy`` in :data:`ADL_POLICIES`."""
+        return ADL_POLICIES.index(self.adl_policy)
 
     def column(self, name: str) -> np.ndarray[Any, np.dtype[np.float64]]:
         """Field ``name`` as an ``(n_envs, 1)`` or ``(1, 1)`` column for account arrays."""

@@ -213,6 +213,7 @@ def core_step(
         np.ascontiguousarray(available, dtype=np.float64),
         params.fallback_code,
         params.socialization_code,
+        params.adl_policy_code,
         state.counterparty_size,
         state.counterparty_cash_usd,
         state.liquidator_rewards_usd,

@@ -40,6 +40,7 @@ def test_every_parameter_name_in_use_is_a_lever():
         "fallback",
         "tiers",
         "socialization",
+        "adl_policy",
     }
     assert numeric <= set(LEVERS)
     assert set(PARAMS) == set(CONTROLLABLE) <= set(LEVERS)
