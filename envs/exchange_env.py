@@ -20,6 +20,7 @@ from fundgym.envs.config import EnvConfig, make_config
 from fundgym.envs.controls import ALLOCATION, MARGIN_PARAMS, PARAMS, Controls
 from fundgym.envs.core.events import N_EVENTS, StepEvents
 from fundgym.envs.core.params import MarginTiers, RiskParams
+from fundgym.envs.fund.kernels import fund_arrays, values_and_weights
 from fundgym.envs.fund.portfolio import AllocationParams, FundPortfolio
 from fundgym.envs.market.price import MINUTES_PER_YEAR
 from fundgym.envs.market.sampler import sample_training_scenario
@@ -511,9 +512,9 @@ class FundControlCore:
         per_year = MINUTES_PER_YEAR / self.tick_minutes
         book = self.last_book = book_stats(state, sim.risk, mark, parallel=sim.threads > 1)
         oi, long_oi, short_oi = book[:, 0], book[:, 1], book[:, 2]
-        pf = sim.portfolio
-        fund_value = self.last_fund_value_usd = pf.value_usd(index, sim.vol_annual)
-        weights = pf.weights(index, sim.vol_annual)
+        fund_value = self.last_fund_value_usd = np.empty(self.n_envs)
+        weights = np.empty((self.n_envs, 4))
+        values_and_weights(fund_arrays(sim.portfolio), index, sim.vol_annual, fund_value, weights)
         oi0 = np.maximum(sim.initial_open_interest_usd, 1.0)
         depth = np.maximum(sim.last_depth_usd_per_pct, MIN_DEPTH_USD_PER_PCT)
         # Each column written in place (in OBS_NAMES order), checked, then clipped in place.

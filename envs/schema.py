@@ -221,26 +221,32 @@ def build(cls: type[T], data: Any, source: str, path: str = "") -> T:
         raise SchemaError(source, path or "<top>", shown, str(exc)) from exc
 
 
+@functools.cache
+def _type_shape(tp: Any) -> tuple[Any, tuple[Any, ...], bool]:
+    """``(get_origin(tp), get_args(tp), is a dataclass)``, once per type (resets build often)."""
+    return get_origin(tp), get_args(tp), dataclasses.is_dataclass(tp) and isinstance(tp, type)
+
+
 def _convert(tp: Any, value: Any, source: str, where: str, meta: typing.Mapping[str, Any]) -> Any:
-    origin = get_origin(tp)
+    if tp is float:
+        return _number(tp, value, source, where, meta)
+    origin, args, is_dataclass = _type_shape(tp)
     if origin in (Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
         if value is None:
-            if type(None) in get_args(tp):
+            if type(None) in args:
                 return None
             raise SchemaError(source, where, value, "a value is required")
-        return _convert(args[0], value, source, where, meta)
+        return _convert(next(a for a in args if a is not type(None)), value, source, where, meta)
     if origin is Literal:
-        allowed = get_args(tp)
-        if not any(type(value) is type(a) and value == a for a in allowed):  # True is not 1
-            raise SchemaError(source, where, value, f"one of {list(allowed)}")
+        if not any(type(value) is type(a) and value == a for a in args):  # True is not 1
+            raise SchemaError(source, where, value, f"one of {list(args)}")
         return value
     if origin in (tuple, list):
         if not isinstance(value, list | tuple):
             raise SchemaError(source, where, value, "a list")
-        inner = get_args(tp)[0]
+        inner = args[0]
         return tuple(_convert(inner, v, source, f"{where}[{i}]", meta) for i, v in enumerate(value))
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+    if is_dataclass:
         return build(tp, value, source, where)
     if tp is bool:
         if not isinstance(value, bool | np.bool_):  # 1, 0, "yes": not silently a boolean
@@ -263,6 +269,12 @@ def _number(
     An ``int`` stays exact (compared with the bounds as an integer, never through a float);
     a float is accepted for an ``int`` only when it is integral.
     """
+    if type(value) is float and tp is float:  # the common case, decided without the ABCs
+        if not math.isfinite(value):
+            raise SchemaError(source, where, value, "a finite number")
+        if meta and not _check_range(value, meta):
+            _out_of_range(value, source, where, meta)
+        return value
     kind = f"a number ({tp.__name__})"
     if isinstance(value, bool | np.bool_):  # True is an int to Python, never to a config
         raise SchemaError(source, where, value, f"{kind}, not true/false")
@@ -284,15 +296,22 @@ def _number(
                 raise SchemaError(source, where, value, "an integer")
             x = int(x)
     if not _check_range(x, meta):
-        rule = _range_text(meta) or "in range"
-        note = meta.get("note")
-        raise SchemaError(source, where, value, f"{rule} ({note})" if note else rule)
+        _out_of_range(value, source, where, meta)
     if tp is float:
         try:
             return float(x)
         except OverflowError:  # an integer beyond the float range, with no upper bound
             raise SchemaError(source, where, value, "a finite number") from None
     return x
+
+
+def _out_of_range(
+    value: Any, source: str, where: str, meta: typing.Mapping[str, Any]
+) -> typing.NoReturn:
+    """Raise the :class:`SchemaError` for a number outside its field's range."""
+    rule = _range_text(meta) or "in range"
+    note = meta.get("note")
+    raise SchemaError(source, where, value, f"{rule} ({note})" if note else rule)
 
 
 def _type_text(tp: Any) -> str:

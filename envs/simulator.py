@@ -52,8 +52,8 @@ from fundgym.envs.core.params import RiskParams
 from fundgym.envs.core.rng import BatchStreams
 from fundgym.envs.core.step import core_step
 from fundgym.envs.core.trading import apply_funding
-from fundgym.envs.fund.kernels import allocation_terms, fund_arrays
-from fundgym.envs.fund.portfolio import AllocationParams, FundPortfolio, accrue, rebalance, receive
+from fundgym.envs.fund.kernels import allocation_terms, fund_arrays, rebalance_kernel
+from fundgym.envs.fund.portfolio import AllocationParams, FundPortfolio, accrue, receive
 from fundgym.envs.market.market import Market, Prices
 from fundgym.envs.scenarios import Scenario, market_path
 from fundgym.envs.state import SimState, ledger_error, open_interest_usd
@@ -523,19 +523,33 @@ class ExchangeSimulator:
         ``weights`` is ``(n_envs, 4)`` (stable, yield, volatile, hedge), applied at the last
         index price and volatility. Only exchanges in ``mask`` (default: all) are touched; the
         others keep their portfolio exactly (even a rebalance to current weights has costs).
+        The compiled :func:`fundgym.envs.fund.kernels.rebalance_one` does the work (the numpy
+        :func:`fundgym.envs.fund.portfolio.rebalance` is its reference, equal to the bit).
+
+        Raises:
+            ValueError: A row of ``weights`` is negative, not finite or does not sum to 1.
         """
-        pf = self.state.fund
-        keep = np.zeros(self.n_envs, dtype=bool) if mask is None else ~np.asarray(mask)
-        saved = {f.name: getattr(pf, f.name).copy() for f in dataclasses.fields(pf)}
-        ext_before = pf.external_pnl_usd.copy()
-        cost = rebalance(
-            pf, weights, self.last_index, self.vol_annual, self.stressed, self.allocation
+        w = np.ascontiguousarray(
+            np.broadcast_to(np.asarray(weights, dtype=np.float64), (self.n_envs, 4))
         )
-        for name, value in saved.items():
-            getattr(pf, name)[keep] = value[keep]
-        cost = np.where(keep, 0.0, cost)
+        if not np.isfinite(w).all() or (w < 0).any() or not np.allclose(w.sum(axis=1), 1.0):
+            raise ValueError(f"target_weights rows must be >= 0 and sum to 1, got {w}")
+        move = np.ones(self.n_envs, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+        pf = self.state.fund
+        ext_before = pf.external_pnl_usd.copy()
+        cost = np.zeros(self.n_envs)
+        rebalance_kernel(
+            fund_arrays(pf),
+            w,
+            move,
+            self.last_index,
+            self.vol_annual,
+            self.stressed,
+            allocation_terms(self.allocation, self._tick_minutes),
+            cost,
+        )
         self.state.net_deposits_usd += pf.external_pnl_usd - ext_before
-        return np.asarray(cost, dtype=np.float64)
+        return cost
 
     def _risk_row(self, env: int) -> RiskParams:
         """Exchange ``env``'s risk parameters as scalars (for drawing its book alone).

@@ -23,7 +23,10 @@ from typing import Any
 import numpy as np
 
 from fundgym.envs.fund.portfolio import (
+    MIN_PUT_PREMIUM_FRAC,
     MINUTES_PER_YEAR,
+    PUT_CRASH_DROP_FRAC,
+    PUT_CRASH_RATE_PER_YEAR,
     PUT_VOL_FLOOR_ANNUAL,
     AllocationParams,
     FundPortfolio,
@@ -42,7 +45,8 @@ N_FUND_FIELDS = 13
 A_YIELD_GROWTH = 0  # 1 + yield_apr x tick / year: one tick's accrual factor
 A_WITHDRAW_NORMAL, A_WITHDRAW_STRESSED = 1, 2
 A_SLIPPAGE, A_SPREAD = 3, 4
-N_ALLOCATION_TERMS = 5
+A_REBALANCE_FEE, A_PUT_MONEYNESS, A_PUT_TENOR_MINUTES = 5, 6, 7  # read by rebalance_one
+N_ALLOCATION_TERMS = 8
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -63,6 +67,9 @@ def allocation_terms(params: AllocationParams, tick_minutes: float) -> FloatArra
     out[A_WITHDRAW_STRESSED] = params.yield_withdraw_frac_stressed
     out[A_SLIPPAGE] = params.volatile_sell_slippage_frac
     out[A_SPREAD] = params.option_spread_frac
+    out[A_REBALANCE_FEE] = params.rebalance_fee_frac
+    out[A_PUT_MONEYNESS] = params.put_moneyness
+    out[A_PUT_TENOR_MINUTES] = params.put_tenor_days * 24.0 * 60.0  # as rebalance() has it
     return out
 
 
@@ -102,6 +109,33 @@ def value_usd(f, e, price, vol_annual):  # type: ignore[no-untyped-def]
         + f[F_VOLATILE_UNITS][e] * price
         + f[F_PUT_UNITS][e] * put_unit_value(f, e, price, vol_annual)
     )
+
+
+@jit(error_model="numpy")
+def values_and_weights(f, price, vol_annual, value_out, weights_out):  # type: ignore[no-untyped-def]
+    """Every exchange's :meth:`FundPortfolio.value_usd` and :meth:`FundPortfolio.weights`.
+
+    One compiled pass for what the environment reads every decision: the puts priced once
+    per exchange, the buckets summed in order (numpy's sum of four), all-stable weights
+    where the value is not positive.
+    """
+    for e in range(price.shape[0]):
+        v0 = f[F_STABLE][e]
+        v1 = f[F_YIELD][e]
+        v2 = f[F_VOLATILE_UNITS][e] * price[e]
+        v3 = f[F_PUT_UNITS][e] * put_unit_value(f, e, price[e], vol_annual[e])
+        total = v0 + v1 + v2 + v3
+        value_out[e] = total
+        if total <= 0.0:
+            weights_out[e, 0] = 1.0
+            weights_out[e, 1] = 0.0
+            weights_out[e, 2] = 0.0
+            weights_out[e, 3] = 0.0
+        else:
+            weights_out[e, 0] = v0 / total
+            weights_out[e, 1] = v1 / total
+            weights_out[e, 2] = v2 / total
+            weights_out[e, 3] = v3 / total
 
 
 @jit(error_model="numpy")
@@ -201,3 +235,116 @@ def pay_one(f, e, amount_usd, price, vol_annual, stressed, terms):  # type: igno
     f[F_FEES_PAID][e] += cost
     f[F_PAID][e] += paid
     return paid
+
+
+@jit(error_model="numpy")
+def _crash_premium(s, k, t):  # type: ignore[no-untyped-def]
+    """:func:`~fundgym.envs.fund.portfolio.crash_premium` for one put."""
+    payoff = max(k - s * (1.0 - PUT_CRASH_DROP_FRAC), 0.0)
+    return -math.expm1(-PUT_CRASH_RATE_PER_YEAR * max(t, 0.0)) * payoff
+
+
+@jit(error_model="numpy")
+def rebalance_one(f, e, w, price, vol_annual, stressed, terms):  # type: ignore[no-untyped-def]
+    """:func:`~fundgym.envs.fund.portfolio.rebalance` for exchange ``e``; returns the cost.
+
+    ``w`` holds the four target weights (checked by the caller: >= 0, summing to 1). The
+    same arithmetic as the reference, in its operation order.
+    """
+    before = value_usd(f, e, f[F_MARK_PRICE][e], f[F_MARK_VOL][e])
+    f[F_MARK_PRICE][e] = price
+    f[F_MARK_VOL][e] = vol_annual
+    f[F_EXTERNAL_PNL][e] += value_usd(f, e, price, vol_annual) - before
+    fee = terms[A_REBALANCE_FEE]
+    slip = terms[A_SLIPPAGE]
+    spread = terms[A_SPREAD]
+
+    unit = put_unit_value(f, e, price, vol_annual)
+    v0 = f[F_STABLE][e]
+    v1 = f[F_YIELD][e]
+    v2 = f[F_VOLATILE_UNITS][e] * price
+    v3 = f[F_PUT_UNITS][e] * unit
+    total = v0 + v1 + v2 + v3
+    t1 = w[1] * total
+    t2 = w[2] * total
+    t3 = w[3] * total
+
+    frac = terms[A_WITHDRAW_STRESSED] if stressed else terms[A_WITHDRAW_NORMAL]
+    sell_yield = min(max(v1 - t1, 0.0), frac * v1)
+    sell_vol = max(v2 - t2, 0.0)
+    new_strike = terms[A_PUT_MONEYNESS] * price
+    new_minutes = terms[A_PUT_TENOR_MINUTES]
+    tenor = new_minutes / MINUTES_PER_YEAR
+    new_put_mark = black_scholes_put(
+        price, new_strike, tenor, max(vol_annual, PUT_VOL_FLOOR_ANNUAL)
+    )
+    new_put_value = new_put_mark + _crash_premium(price, new_strike, tenor)
+    buy_puts = (t3 > v3) and (new_put_value > MIN_PUT_PREMIUM_FRAC * price)
+    sell_hedge = v3 if buy_puts else max(v3 - t3, 0.0)
+
+    buy_yield = max(t1 - v1, 0.0)
+    buy_vol = max(t2 - v2, 0.0)
+    buy_hedge = t3 if buy_puts else 0.0
+
+    sold = sell_yield + sell_vol + sell_hedge
+    cash = (
+        f[F_STABLE][e]
+        + sell_yield
+        + sell_vol * (1.0 - slip)
+        + sell_hedge * (1.0 - spread)
+        - fee * sold
+    )
+    need = buy_yield * (1.0 + fee) + buy_vol * (1.0 + fee) + buy_hedge * (1.0 + spread + fee)
+    if need > cash:
+        scale = max(cash, 0.0) / (need if need > 0.0 else 1.0)
+        buy_yield = buy_yield * scale
+        buy_vol = buy_vol * scale
+        buy_hedge = buy_hedge * scale
+    bought = buy_yield + buy_vol + buy_hedge
+
+    premium = buy_hedge * (1.0 - new_put_mark / (new_put_value if buy_puts else 1.0))
+    cost = (
+        sell_vol * slip + sell_hedge * spread + buy_hedge * spread + fee * (sold + bought) + premium
+    )
+    f[F_STABLE][e] = max(
+        f[F_STABLE][e]
+        + sell_yield
+        + sell_vol * (1.0 - slip)
+        + sell_hedge * (1.0 - spread)
+        - buy_yield
+        - buy_vol
+        - buy_hedge * (1.0 + spread)
+        - fee * (sold + bought),
+        0.0,
+    )
+    f[F_YIELD][e] = max(f[F_YIELD][e] - sell_yield + buy_yield, 0.0)
+    if sell_vol >= v2 and v2 > 0.0:
+        f[F_VOLATILE_UNITS][e] = 0.0
+    else:
+        f[F_VOLATILE_UNITS][e] = max(f[F_VOLATILE_UNITS][e] + (buy_vol - sell_vol) / price, 0.0)
+    if buy_puts:
+        f[F_PUT_UNITS][e] = buy_hedge / new_put_value
+        f[F_PUT_STRIKE][e] = new_strike
+        f[F_PUT_MINUTES_LEFT][e] = new_minutes
+    elif sell_hedge >= v3 and v3 > 0.0:
+        f[F_PUT_UNITS][e] = 0.0
+    else:
+        safe_unit = unit if unit > 0.0 else 1.0
+        f[F_PUT_UNITS][e] = max(f[F_PUT_UNITS][e] - sell_hedge / safe_unit, 0.0)
+    if f[F_PUT_UNITS][e] <= 0.0:
+        f[F_PUT_STRIKE][e] = 0.0
+        f[F_PUT_MINUTES_LEFT][e] = 0.0
+    f[F_EXTERNAL_PNL][e] -= cost
+    f[F_FEES_PAID][e] += cost
+    return cost
+
+
+@jit(error_model="numpy")
+def rebalance_kernel(f, weights, mask, price, vol_annual, stressed, terms, cost_out):  # type: ignore[no-untyped-def]
+    """:func:`rebalance_one` on every exchange in ``mask``; the others are not touched."""
+    for e in range(price.shape[0]):
+        cost_out[e] = (
+            rebalance_one(f, e, weights[e], price[e], vol_annual[e], stressed[e], terms)
+            if mask[e]
+            else 0.0
+        )

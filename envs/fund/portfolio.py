@@ -250,7 +250,7 @@ def crash_premium(spot: ArrayLike, strike: ArrayLike, tenor_years: ArrayLike) ->
         - np.asarray(spot, dtype=np.float64) * (1.0 - PUT_CRASH_DROP_FRAC),
         0.0,
     )
-    out: FloatArray = -np.expm1(-PUT_CRASH_RATE_PER_YEAR * t) * payoff
+    out: FloatArray = -libm.expm1(-PUT_CRASH_RATE_PER_YEAR * t) * payoff
     return out
 
 

@@ -453,8 +453,8 @@ def test_puts_with_negligible_premium_are_not_bought():
 @settings(max_examples=200, deadline=None)
 @given(initial=st.floats(1.0, 1e9), ops=st.lists(OPS, max_size=25))
 def test_compiled_fund_operations_equal_numpy_to_the_bit(initial, ops):
-    # The compiled tick's accrue/pay/receive/value/liquid value against the numpy functions,
-    # on the same sequence of operations (rebalances in numpy on both), per exchange.
+    # The compiled accrue/pay/receive/rebalance/value/liquid value/weights against the numpy
+    # functions, on the same sequence of operations, per exchange.
     from fundgym.envs.fund import kernels as fk
 
     ref = FundPortfolio.from_stable([initial, initial / 3])
@@ -475,8 +475,14 @@ def test_compiled_fund_operations_equal_numpy_to_the_bit(initial, ops):
             raw = np.array(op[1]) + 1e-9
             price = price * op[2]
             vol = np.full(2, op[3])
-            for pf in (ref, comp):
-                rebalance(pf, raw / raw.sum(), price, vol, np.full(2, op[4]), P)
+            w = np.ascontiguousarray(np.broadcast_to(raw / raw.sum(), (2, 4)))
+            want = rebalance(ref, w, price, vol, np.full(2, op[4]), P)
+            cost = np.full(2, np.nan)
+            mask = np.array([True, True])
+            fk.rebalance_kernel(
+                arrays, w, mask, price, vol, np.full(2, op[4]), fk.allocation_terms(P, 1.0), cost
+            )
+            np.testing.assert_array_equal(cost, want)
         elif kind == "pay":
             price = price * op[2]
             vol = np.full(2, op[3])
@@ -497,3 +503,7 @@ def test_compiled_fund_operations_equal_numpy_to_the_bit(initial, ops):
         want_value = ref.value_usd(price, vol)
         for e in range(2):
             assert fk.value_usd(arrays, e, price[e], vol[e]) == want_value[e]
+        value, weights = np.empty(2), np.empty((2, 4))
+        fk.values_and_weights(arrays, price, vol, value, weights)
+        np.testing.assert_array_equal(value, want_value)
+        np.testing.assert_array_equal(weights, ref.weights(price, vol))
