@@ -160,7 +160,7 @@ class RegimeSpec:
 
     vol_multipliers: tuple[float, ...] = spec(
         doc="volatility and jump-rate multiplier per regime (crisis regimes run x2-4)",
-        gt=0.0,
+        ge=0.01,  # a hundredfold calm is no market, and tinier ones underflow to zero
         le=10.0,
     )
     switch_rate_per_day: tuple[tuple[float, ...], ...] = spec(
@@ -245,7 +245,7 @@ class CrashSpec:
         "(LUNA's four legs: -13.7)"
     )
     vol_multiplier: float = spec(
-        2.0, gt=0.0, le=10.0, doc="extra volatility during the legs (BT-2020: x2)"
+        2.0, ge=0.01, le=10.0, doc="extra volatility during the legs (BT-2020: x2)"
     )
     basis_frac: float = spec(
         0.0,
