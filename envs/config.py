@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fundgym.envs.controls import PARAMS
+from fundgym.envs.core.params import AdlPolicy
 from fundgym.envs.levers import LEVERS
 from fundgym.envs.market.sampler import MAX_TRAINING_HORIZON_MINUTES, SamplerSettings
 from fundgym.envs.rewards import RewardWeights
@@ -89,6 +90,9 @@ class EnvConfig:
     fund_to_oi_frac: float = spec(0.02, ge=0.0, le=10.0, doc="initial fund / open interest")
     insolvency_frac: float = spec(0.05, gt=0.0, le=10.0, doc="uncovered loss / OI that ends it")
     fallback: Literal["adl", "socialize"] = "adl"
+    # Which opposite positions ADL closes and at what price (fundgym.envs.core.adl documents
+    # each rule and its source): bitmex, hyperliquid, drift, water_filling, risk_pro_rata.
+    adl_policy: AdlPolicy = "bitmex"
     # Notional brackets for the maintenance requirement ("none": flat MMR). With a table the
     # controlled ``mmr`` scales it (``mmr`` = the first bracket's rate reproduces the venue's).
     margin_tiers: Literal["none", "binance_btcusdt_2021"] = "none"

@@ -52,6 +52,10 @@ _SUMMED_EVENTS = (
     "shortfall_usd",
     "liquidation_fees_usd",
     "bad_debt_usd",
+    "n_liquidations",
+    "n_liquidations_below_bankruptcy",
+    "adl_haircut_usd",
+    "adl_overshoot_usd",
 )
 #: Their columns in a block's event rows.
 _SUMMED_COLUMNS = tuple(StepEvents.FIELDS.index(name) for name in _SUMMED_EVENTS)
@@ -322,6 +326,7 @@ class FundControlCore:
             taker_fee_rate=self.config.taker_fee_rate,
             trading_fee_fund_share=v["trading_fee_fund_share"].copy(),
             fallback=self.config.fallback,
+            adl_policy=self.config.adl_policy,
             tiers=self._tiers,
         )
 
@@ -400,7 +405,12 @@ class FundControlCore:
             self.alloc_target = np.where(change[:, None], target, self.alloc_target)
         start_index = sim.last_index.copy()
         # The decision's ticks in one compiled call; the sums and EWMAs from its arrays.
-        block = sim.advance(self.ticks_per_decision, check_ledger=False, book_series=False)
+        # The book statistics come out of the same compiled call, unless some exchanges are
+        # held (their rows are restored below, so their book is read after that).
+        book = np.empty((self.n_envs, len(BOOK_STATS))) if held is None else None
+        block = sim.advance(
+            self.ticks_per_decision, check_ledger=False, book_series=False, book_out=book
+        )
         if held is not None:
             saved_sim.restore()
         total = np.zeros((self.n_envs, N_EVENTS))
@@ -432,8 +442,7 @@ class FundControlCore:
         if held is not None:
             saved_decision.restore()
 
-        obs = self.observe()
-        pf = sim.portfolio
+        obs = self.observe(book)
         fund_value = self.last_fund_value_usd
         oi0 = sim.initial_open_interest_usd
         years = self.ticks_per_decision * self.tick_minutes / MINUTES_PER_YEAR
@@ -451,7 +460,7 @@ class FundControlCore:
         totals = DecisionTotals(
             trading_fees_usd=sums["trading_fees_usd"],
             fund_liquidation_fees_usd=sums["fund_fee_income_usd"],
-            fund_external_pnl_usd=pf.external_pnl_usd - ext0,
+            fund_external_pnl_usd=sim.portfolio.external_pnl_usd - ext0,
             fund_value_usd=fund_value,
             socialized_loss_usd=sums["socialized_loss_usd"],
             unrecovered_usd=sums["unrecovered_usd"],
@@ -478,9 +487,13 @@ class FundControlCore:
             "liquidation_volume_usd": sums["liquidation_volume_usd"],
             "shortfall_usd": sums["shortfall_usd"],
             "adl_volume_usd": sums["adl_volume_usd"],
+            "adl_haircut_usd": sums["adl_haircut_usd"],
+            "adl_overshoot_usd": sums["adl_overshoot_usd"],
             "socialized_loss_usd": sums["socialized_loss_usd"],
             "unrecovered_usd": sums["unrecovered_usd"],
             "bad_debt_usd": sums["bad_debt_usd"],
+            "n_liquidations": sums["n_liquidations"],
+            "n_liquidations_below_bankruptcy": sums["n_liquidations_below_bankruptcy"],
             "fee_revenue_usd": sums["trading_fees_usd"] + sums["liquidation_fees_usd"],
             "capital_locked_usd": fund_value + totals.margin_locked_usd,
             "mark_price": last[:, _MARK].copy(),
@@ -493,8 +506,11 @@ class FundControlCore:
 
     # ---- what a risk desk watches ----
 
-    def observe(self) -> FloatArray:
+    def observe(self, book: FloatArray | None = None) -> FloatArray:
         """The normalised observation of every exchange, ``(n_envs, len(OBS_NAMES))``.
+
+        ``book`` is :func:`book_stats` at the last marks when the caller has it already (the
+        compiled decision computes it); ``None`` computes it here.
 
         Every column is finite by construction (ratios have floored denominators: open
         interest at $1, the book's depth at :data:`MIN_DEPTH_USD_PER_PCT`), so a NaN or an
@@ -510,7 +526,9 @@ class FundControlCore:
         index = sim.last_index
         mark, oracle, funding = self.last_mark, self.last_oracle, self.last_funding
         per_year = MINUTES_PER_YEAR / self.tick_minutes
-        book = self.last_book = book_stats(state, sim.risk, mark, parallel=sim.threads > 1)
+        if book is None:
+            book = book_stats(state, sim.risk, mark, parallel=sim.threads > 1)
+        self.last_book = book
         oi, long_oi, short_oi = book[:, 0], book[:, 1], book[:, 2]
         fund_value = self.last_fund_value_usd = np.empty(self.n_envs)
         weights = np.empty((self.n_envs, 4))
@@ -715,6 +733,7 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     | fund_to_oi_frac        | float       | 0.02         | initial fund / open interest         |
     | insolvency_frac        | float       | 0.05         | uncovered loss that ends the episode |
     | fallback               | str         | "adl"        | "adl" or "socialize"                 |
+    | adl_policy             | str         | "bitmex"     | ADL rule (docs/adl.md)               |
     | margin_tiers           | str         | "none"       | "binance_btcusdt_2021": MMR brackets |
     | population_minutes     | float       | 5            | clock of arrivals, exits, volume     |
     | reward                 | dict        | see rewards  | reward weights                       |

@@ -283,7 +283,7 @@ def _general(coll, size, entry, marks, mmr, floors, rates, cums, base, i, lev, w
 
 
 @jit(error_model="numpy")
-def _book_stats_exchange(coll, size, entry, marks, packed, floors, rates, cums, base, out, i):  # type: ignore[no-untyped-def]
+def book_stats_exchange(coll, size, entry, marks, packed, floors, rates, cums, base, out, i):  # type: ignore[no-untyped-def]
     """Exchange ``i``'s row of ``out``, with its own scratch (so exchanges can run on threads)."""
     n_acc, n_mk = size.shape[1], size.shape[2]
     qs = np.array([0.5, 0.9, 0.99])
@@ -314,13 +314,13 @@ def _book_stats_exchange(coll, size, entry, marks, packed, floors, rates, cums, 
 @jit(error_model="numpy")
 def _book_stats_serial(coll, size, entry, marks, packed, floors, rates, cums, base, out):  # type: ignore[no-untyped-def]
     for i in range(size.shape[0]):
-        _book_stats_exchange(coll, size, entry, marks, packed, floors, rates, cums, base, out, i)
+        book_stats_exchange(coll, size, entry, marks, packed, floors, rates, cums, base, out, i)
 
 
 @jit(error_model="numpy", parallel=True)
 def _book_stats_parallel(coll, size, entry, marks, packed, floors, rates, cums, base, out):  # type: ignore[no-untyped-def]
     for i in prange(size.shape[0]):
-        _book_stats_exchange(coll, size, entry, marks, packed, floors, rates, cums, base, out, i)
+        book_stats_exchange(coll, size, entry, marks, packed, floors, rates, cums, base, out, i)
 
 
 def book_stats(

@@ -55,6 +55,7 @@ from fundgym.envs.core.trading import apply_funding
 from fundgym.envs.fund.kernels import allocation_terms, fund_arrays, rebalance_kernel
 from fundgym.envs.fund.portfolio import AllocationParams, FundPortfolio, accrue, receive
 from fundgym.envs.market.market import Market, Prices
+from fundgym.envs.observation import BOOK_STATS
 from fundgym.envs.scenarios import Scenario, market_path
 from fundgym.envs.state import SimState, ledger_error, open_interest_usd
 from fundgym.envs.traders.population import PopulationParams, TraderPopulation
@@ -643,7 +644,11 @@ class ExchangeSimulator:
         )
 
     def advance(
-        self, n_ticks: int, check_ledger: bool = True, book_series: bool = True
+        self,
+        n_ticks: int,
+        check_ledger: bool = True,
+        book_series: bool = True,
+        book_out: FloatArray | None = None,
     ) -> TickBlock:
         """Advance every exchange ``n_ticks`` ticks in one compiled call.
 
@@ -659,6 +664,10 @@ class ExchangeSimulator:
             book_series: Compute each tick's open interest and open accounts (a pass over
                 the accounts); ``False`` leaves them NaN and -1 (the environment reads the
                 book once per decision instead).
+            book_out: An ``(n_envs, len(BOOK_STATS))`` array to fill with
+                :func:`fundgym.envs.observation.book_stats` of each exchange at its last
+                tick's mark, computed inside the compiled call while the accounts are in
+                cache (the environment's observation reads it); ``None`` skips it.
 
         Returns:
             The block's events and series, ``(n_ticks, n_envs, ...)``.
@@ -725,6 +734,7 @@ class ExchangeSimulator:
             risk.adl_policy_code,
             events,
             series,
+            np.zeros((0, len(BOOK_STATS))) if book_out is None else book_out,
         )
         block = TickBlock(events, series)
         if self.keep_record and n_ticks:

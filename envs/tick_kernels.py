@@ -10,11 +10,13 @@ reference of one tick and documents the order of operations; :func:`advance_seri
 2. the trader population when its clock is due
    (:func:`fundgym.envs.traders.kernels.population_step_kernel`), then the fund receives its share
    of the trading fees;
-3. funding (:func:`fundgym.envs.core.trading._funding_kernel`);
-4. the fund accrues (:func:`fundgym.envs.fund.kernels.accrue_one`), its outside gain booked as a
-   deposit;
-5. the margin engine: scan, linear-impact fill prices, waterfall (:mod:`fundgym.envs.core.kernels`),
-   then the fund's settlement (fee income received, shortfall paid from its buckets);
+3. the fund accrues (:func:`fundgym.envs.fund.kernels.accrue_one`), its outside gain booked as a
+   deposit (the reference accrues after funding: the two touch disjoint state);
+4. funding (as :func:`fundgym.envs.core.trading._funding_kernel`) and the margin engine's scan (as
+   :func:`fundgym.envs.core.kernels.scan_kernel`) in one pass over the accounts
+   (:func:`_funding_and_scan`);
+5. linear-impact fill prices, the waterfall (:mod:`fundgym.envs.core.kernels`), then the fund's
+   settlement (fee income received, shortfall paid from its buckets);
 6. the permanent impact of the tick's liquidation flow and the clocks; the tick's series
    (``S_*`` columns: prices, open interest, fund value, the ledger check).
 
@@ -41,13 +43,19 @@ from fundgym.envs.core.events import (
     EV_FUND_TRADING_FEE_INCOME,
     EV_LIQUIDATION_BUY,
     EV_LIQUIDATION_SELL,
+    EV_N_LIQUIDATIONS,
     EV_SHORTFALL,
     EV_TRADING_FEES,
     EV_UNRECOVERED,
 )
 from fundgym.envs.core.impact import LinearImpact
-from fundgym.envs.core.kernels import scan_kernel, waterfall_kernel
-from fundgym.envs.core.trading import _funding_kernel
+from fundgym.envs.core.kernels import (
+    _liquidatable_1,
+    liquidatable_flat,
+    order_flow,
+    waterfall_kernel,
+)
+from fundgym.envs.core.params import P_MMR
 from fundgym.envs.fund.kernels import (
     F_EXTERNAL_PNL,
     F_MARK_PRICE,
@@ -60,6 +68,7 @@ from fundgym.envs.fund.kernels import (
 )
 from fundgym.envs.jit import jit
 from fundgym.envs.market.kernels import PATH_DEPTH_MULT, PATH_PRECURSOR, advance_one, prices_one
+from fundgym.envs.observation import book_stats_exchange
 from fundgym.envs.traders.kernels import (
     E_FUND_FEE_INCOME_USD,
     E_TRADING_FEES_USD,
@@ -118,6 +127,45 @@ def _gross_size(size, e):  # type: ignore[no-untyped-def]
 
 
 @jit(error_model="numpy")
+def _funding_and_scan(coll, size, entry, e, per_unit, m, mmr, floors, rates, cums, base_mmr, idx):  # type: ignore[no-untyped-def]
+    """Funding and the margin check of exchange ``e`` in one pass; ``(funding paid, n)``.
+
+    Each open position pays ``size x per_unit`` (per_unit = the tick's rate x mark), as
+    :func:`fundgym.envs.core.trading._funding_kernel` charges it, and the account is then
+    checked at ``m`` (the oracle) as :func:`fundgym.envs.core.kernels.scan_kernel` checks it;
+    its index is compacted into ``idx`` when liquidatable (branch-free, in account order).
+    An account's check reads only its own funded collateral, so one pass gives what funding
+    then a scan give, with one walk over the accounts instead of two.
+    """
+    n_acc = size.shape[1]
+    total = 0.0
+    n = 0
+    if floors.shape[0] == 0:
+        for a in range(n_acc):
+            q = size[e, a, 0]
+            c = coll[e, a]
+            if q != 0.0:
+                x = q * per_unit
+                c -= x
+                coll[e, a] = c
+                total += x
+            idx[n] = a
+            n += liquidatable_flat(c, q, entry[e, a, 0], m, mmr)
+    else:
+        for a in range(n_acc):
+            q = size[e, a, 0]
+            c = coll[e, a]
+            if q != 0.0:
+                x = q * per_unit
+                c -= x
+                coll[e, a] = c
+                total += x
+            idx[n] = a
+            n += _liquidatable_1(c, q, entry[e, a, 0], m, mmr, floors, rates, cums, base_mmr)
+    return total, n
+
+
+@jit(error_model="numpy")
 def _advance_exchange(  # type: ignore[no-untyped-def]
     e,
     n_ticks,
@@ -147,6 +195,7 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
     adl_policy,
     events,
     series,
+    book_out,
 ):
     """``n_ticks`` ticks of exchange ``e``: the module docstring's order, in place."""
     buffer, count, delay, floor, first, last = oracle
@@ -155,8 +204,6 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
     floors, rates, cums, base = tiers
     r = slice(e, e + 1)
     marks = np.empty((1, 1))
-    book = np.empty(1)
-    rate_2d = np.empty((1, 1))
     paid_1 = np.empty(1)
     arrival = np.empty(1)
     leverage = np.empty(1)
@@ -168,6 +215,7 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
     sell_px = np.empty(1)
     buy_px = np.empty(1)
     available = np.empty(1)
+    liq_idx = np.empty((1, size.shape[1]), np.int64)  # the tick's liquidatable accounts
     for k in range(n_ticks):
         t = t_now[e]
         ev = events[k, r]
@@ -207,24 +255,34 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
             ev[0, EV_TRADING_FEES] = usd[0, E_TRADING_FEES_USD]
             ev[0, EV_FUND_TRADING_FEE_INCOME] = income
 
-        # 3. Funding, pro rata to the tick.
-        rate_2d[0, 0] = rate * tick_minutes / drivers[D_FUNDING_INTERVAL_MIN, e]
-        marks[0, 0] = mark
-        paid_1[0] = 0.0
-        _funding_kernel(coll[r], size[r], cp_size[r], cp_cash[r], rate_2d, marks, paid_1)
-
-        # 4. The fund accrues; its outside gain is a deposit.
+        # 3. The fund accrues; its outside gain is a deposit. (The reference accrues after
+        #    funding; the two touch disjoint state, so the order changes nothing.)
         ext_before = fund[F_EXTERNAL_PNL][e]
         accrue_one(fund, e, index, vol, tick_minutes, terms)
         net_deposits[e] += fund[F_EXTERNAL_PNL][e] - ext_before
 
-        # 5. The margin engine at the oracle, its orders walking the book at last.
-        marks[0, 0] = oracle_px
-        book[0] = last_px
-        n_liq, liq_idx = scan_kernel(
-            coll[r], size[r], entry[r], marks, book, packed[r], floors, rates, cums, base, ev
-        )
+        # 4. Funding, pro rata to the tick, and the margin engine's check at the oracle in
+        #    the same pass over the accounts; the orders walk the book at last.
+        rate_tick = rate * tick_minutes / drivers[D_FUNDING_INTERVAL_MIN, e]
+        paid_1[0] = 0.0
+        total, n_liq = _funding_and_scan(
+            coll, size, entry, e, rate_tick * mark, oracle_px, packed[e, P_MMR], floors, rates,
+            cums, base[0], liq_idx[0],
+        )  # fmt: skip
+        paid_1[0] += total
+        cp_cash[e] -= cp_size[e, 0] * rate_tick * mark
+        sell = 0.0
+        buy = 0.0
         if n_liq > 0:
+            sell, buy = order_flow(size[r], 0, liq_idx[0], n_liq, packed[r], oracle_px, last_px)
+        ev[0, EV_N_LIQUIDATIONS] = n_liq
+        ev[0, EV_LIQUIDATION_SELL] = sell
+        ev[0, EV_LIQUIDATION_BUY] = buy
+
+        # 5. The waterfall on the listed accounts, at linear-impact fill prices; then the
+        #    fund's settlement.
+        if n_liq > 0:
+            marks[0, 0] = oracle_px
             sell_px[0] = last_px * (
                 1.0 - min(0.005 * ev[0, EV_LIQUIDATION_SELL] / depth, MAX_IMPACT_FRAC)
             )
@@ -289,12 +347,21 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
             )
             s[S_LEDGER_ERROR] = total - (initial_total[e] + net_deposits[e])
 
+    # 7. The book as the observation reads it, at the last tick's mark, while the accounts
+    #    are in cache (fundgym.envs.observation.book_stats; an empty book_out skips it).
+    if book_out.shape[0] > 0 and n_ticks > 0:
+        marks[0, 0] = series[n_ticks - 1, e, S_MARK]
+        book_stats_exchange(
+            coll[r], size[r], entry[r], marks, packed[r], floors, rates, cums, base[0],
+            book_out[r], 0,
+        )  # fmt: skip
+
 
 @jit(error_model="numpy")
 def advance_serial(  # type: ignore[no-untyped-def]
     n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path, frozen,
     mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund, terms,
-    rng_state, packed, tiers, pop, fallback, socialization, adl_policy, events, series,
+    rng_state, packed, tiers, pop, fallback, socialization, adl_policy, events, series, book_out,
 ):  # fmt: skip
     """``n_ticks`` ticks of every exchange, one exchange after another."""
     for e in range(t_now.shape[0]):
@@ -302,7 +369,7 @@ def advance_serial(  # type: ignore[no-untyped-def]
             e, n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
             frozen, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund,
             terms, rng_state, packed, tiers, pop, fallback, socialization, adl_policy, events,
-            series,
+            series, book_out,
         )  # fmt: skip
 
 
@@ -310,7 +377,7 @@ def advance_serial(  # type: ignore[no-untyped-def]
 def advance_parallel(  # type: ignore[no-untyped-def]
     n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path, frozen,
     mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund, terms,
-    rng_state, packed, tiers, pop, fallback, socialization, adl_policy, events, series,
+    rng_state, packed, tiers, pop, fallback, socialization, adl_policy, events, series, book_out,
 ):  # fmt: skip
     """:func:`advance_serial` with exchanges spread over threads (bit-identical results)."""
     for e in prange(t_now.shape[0]):
@@ -318,5 +385,5 @@ def advance_parallel(  # type: ignore[no-untyped-def]
             e, n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
             frozen, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund,
             terms, rng_state, packed, tiers, pop, fallback, socialization, adl_policy, events,
-            series,
+            series, book_out,
         )  # fmt: skip

@@ -34,7 +34,8 @@ EV_FUND_TRADING_FEE_INCOME = 12
 EV_LIQUIDATION_SELL = 13
 EV_LIQUIDATION_BUY = 14
 EV_N_BELOW_BANKRUPTCY = 15
-N_EVENTS = 16
+EV_ADL_OVERSHOOT = 16
+N_EVENTS = 17
 
 
 class _Column:
@@ -84,25 +85,29 @@ class StepEvents:
     """What one tick did, per exchange: every field is an ``(n_envs,)`` array.
 
     Money fields are USD over the tick; ``bad_debt_usd = shortfall_usd + socialized_loss_usd
-    + unrecovered_usd`` up to rounding (what is deleveraged closes at the bankruptcy price and
-    shows in ``adl_haircut_usd`` instead).
+    + unrecovered_usd`` up to rounding (what is deleveraged at the bankruptcy price shows in
+    ``adl_haircut_usd`` instead).
 
     Attributes:
         data: The ``(n_envs, N_EVENTS)`` float64 array behind every field (``EV_*`` columns).
         n_liquidations: Accounts that received a liquidation order (``int64``, a copy).
         liquidation_volume_usd: Notional closed by the liquidation engine: book fills at the
-            fill price plus deleveraged size at the bankruptcy price, in absolute value (an
+            fill price plus deleveraged size at the ADL rule's price (the bankruptcy price, or
+            the mark under ``hyperliquid``), in absolute value (an
             account whose debt exceeds its whole position's value, e.g. a short drained by
             funding in a pump, has a negative bankruptcy price).
         liquidation_fees_usd: Liquidation fees charged to liquidated accounts.
         fund_fee_income_usd: The insurance fund's share of those fees (booked into the fund
             by :func:`fundgym.envs.core.step.core_step`).
         liquidator_rewards_usd: The outside liquidators' share of those fees.
-        bad_debt_usd: Loss beyond bankruptcy on book fills, before anyone covers it.
+        bad_debt_usd: Loss beyond bankruptcy on book fills (and, under the ``hyperliquid``
+            ADL rule, on deleveraged closes at a mark worse than bankruptcy), before anyone
+            covers it.
         shortfall_usd: The part of ``bad_debt_usd`` the insurance fund paid.
-        adl_volume_usd: Notional deleveraged against counterparties, at the bankruptcy price
+        adl_volume_usd: Notional deleveraged against counterparties, at the ADL rule's price
             (absolute value).
-        adl_haircut_usd: Mark-to-market profit the deleveraged counterparties gave up.
+        adl_haircut_usd: Mark-to-market profit the deleveraged counterparties gave up (zero
+            under ``hyperliquid``, which closes them at the mark).
         socialized_loss_usd: The part of ``bad_debt_usd`` charged to open positions (the
             ``RiskParams.socialization`` convention); never more than the loss it covers.
         unrecovered_usd: The part of ``bad_debt_usd`` nobody could be made to bear (no fund
@@ -118,6 +123,13 @@ class StepEvents:
             account's bankruptcy price (the account ended the fill with negative equity, before
             the fund, ADL or socialisation covered it): Hyperliquid reports 302 of 63,637
             liquidation events so on 10 Oct 2025.
+        adl_overshoot_usd: Notional deleveraged beyond what was needed to close the shortfall
+            the fund left: the base units beyond the fewest that, moved from the book's fill
+            to the ADL rule's price, would cover it, valued at that price. Zero by construction
+            under the rules that deleverage at the bankruptcy price (each unit then recovers
+            exactly its own shortfall); under ``hyperliquid`` it is the base closed at a mark
+            better than the bankrupt account's bankruptcy price beyond that need (the account
+            keeps the surplus). See :mod:`fundgym.envs.core.adl`.
     """
 
     n_liquidations = _CountColumn(EV_N_LIQUIDATIONS)
@@ -136,6 +148,7 @@ class StepEvents:
     liquidation_sell_usd = _Column(EV_LIQUIDATION_SELL)
     liquidation_buy_usd = _Column(EV_LIQUIDATION_BUY)
     n_liquidations_below_bankruptcy = _CountColumn(EV_N_BELOW_BANKRUPTCY)
+    adl_overshoot_usd = _Column(EV_ADL_OVERSHOOT)
 
     FIELDS: ClassVar[tuple[str, ...]] = (
         "n_liquidations",
@@ -154,6 +167,7 @@ class StepEvents:
         "liquidation_sell_usd",
         "liquidation_buy_usd",
         "n_liquidations_below_bankruptcy",
+        "adl_overshoot_usd",
     )
     """Field names in column order (the ``info`` keys)."""
 

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from fundgym.envs.core.adl import ADL_HYPERLIQUID, close_counterparties
 from fundgym.envs.core.events import (
     EV_ADL_HAIRCUT,
+    EV_ADL_OVERSHOOT,
     EV_ADL_VOLUME,
     EV_BAD_DEBT,
     EV_FUND_FEE_INCOME,
@@ -90,6 +92,13 @@ def _liquidatable_1(c, q, e, m, mmr, floors, rates, cums, base_mmr):  # type: ig
     return (req > 0.0) & (c + q * (m - e) < req)  # no short circuit: no branch to mispredict
 
 
+@jit(error_model="numpy", inline="always")
+def liquidatable_flat(c, q, e, m, mmr):  # type: ignore[no-untyped-def]
+    """:func:`_liquidatable_1` under a flat MMR: the requirement without tiers, same operations."""
+    req = abs(q) * m * mmr
+    return (req > 0.0) & (c + q * (m - e) < req)  # no short circuit: no branch to mispredict
+
+
 @jit(error_model="numpy")
 def _collect_liquidatable(coll, size, entry, i, m, mmr, floors, rates, cums, base_mmr, idx):  # type: ignore[no-untyped-def]
     """Write exchange ``i``'s liquidatable accounts, in order, into ``idx``; return how many.
@@ -101,10 +110,8 @@ def _collect_liquidatable(coll, size, entry, i, m, mmr, floors, rates, cums, bas
     n = 0
     if floors.shape[0] == 0:
         for a in range(size.shape[1]):
-            q = size[i, a, 0]
-            req = abs(q) * m * mmr  # requirement() without tiers, same operations
             idx[n] = a
-            n += (req > 0.0) & (coll[i, a] + q * (m - entry[i, a, 0]) < req)
+            n += liquidatable_flat(coll[i, a], size[i, a, 0], entry[i, a, 0], m, mmr)
     else:
         for a in range(size.shape[1]):
             idx[n] = a
@@ -112,6 +119,28 @@ def _collect_liquidatable(coll, size, entry, i, m, mmr, floors, rates, cums, bas
                 coll[i, a], size[i, a, 0], entry[i, a, 0], m, mmr, floors, rates, cums, base_mmr
             )
     return n
+
+
+@jit(error_model="numpy")
+def order_flow(size, i, idx, n, packed, m, book_px):  # type: ignore[no-untyped-def]
+    """Notional of exchange ``i``'s liquidation orders at the book price: ``(sell, buy)``.
+
+    ``idx[:n]`` lists the liquidatable accounts; each order closes :func:`_close_base` of the
+    position. Longs sell (``EV_LIQUIDATION_SELL``), shorts buy (``EV_LIQUIDATION_BUY``): the
+    flow the impact model prices.
+    """
+    sell = 0.0
+    buy = 0.0
+    max_frac = packed[i, P_MAX_LIQ_FRAC]
+    min_base = packed[i, P_MIN_LIQ_NOTIONAL] / m
+    for k in range(n):
+        q = size[i, idx[k], 0]
+        notional = _close_base(abs(q), max_frac, min_base) * book_px
+        if q > 0.0:
+            sell += notional
+        else:
+            buy += notional
+    return sell, buy
 
 
 @jit(error_model="numpy", inline="always")
@@ -130,19 +159,6 @@ def _insurance_fund_delta(c, q, e, close_base, fill_price, fee_rate):  # type: i
     if raw > 0.0:
         return min(raw, fee_rate * close_base * fill_price)
     return raw
-
-
-@jit(error_model="numpy", inline="always")
-def _adl_score(c, q, e, m):  # type: ignore[no-untyped-def]
-    """BitMEX ranking score (formulas.adl_score); ``-inf`` when not a candidate."""
-    eq = c + q * (m - e)
-    if q == 0.0 or not eq > 0.0:
-        return -np.inf
-    pnl_frac = q * (m - e) / abs(q * e)
-    eff_lev = abs(q) * m / eq
-    if pnl_frac > 0.0:
-        return pnl_frac * eff_lev
-    return pnl_frac / eff_lev
 
 
 @jit(error_model="numpy", inline="always")
@@ -190,9 +206,7 @@ def scan_kernel(coll, size, entry, marks, book, packed, floors, rates, cums, bas
         n = 0
         if floors.shape[0] == 0:
             for a in range(n_acc):
-                q = size[i, a, 0]
-                req = abs(q) * m * mmr  # requirement() without tiers, same operations
-                n += (req > 0.0) & (coll[i, a] + q * (m - entry[i, a, 0]) < req)
+                n += liquidatable_flat(coll[i, a], size[i, a, 0], entry[i, a, 0], m, mmr)
         else:
             for a in range(n_acc):
                 n += _liquidatable_1(
@@ -205,15 +219,7 @@ def scan_kernel(coll, size, entry, marks, book, packed, floors, rates, cums, bas
                 liq_idx = np.empty((n_envs, n_acc), np.int64)
             idx = liq_idx[i]
             _collect_liquidatable(coll, size, entry, i, m, mmr, floors, rates, cums, base[0], idx)
-            max_frac = packed[i, P_MAX_LIQ_FRAC]
-            min_base = packed[i, P_MIN_LIQ_NOTIONAL] / m
-            for k in range(n):
-                q = size[i, idx[k], 0]
-                notional = _close_base(abs(q), max_frac, min_base) * book[i]
-                if q > 0.0:
-                    sell += notional
-                else:
-                    buy += notional
+            sell, buy = order_flow(size, i, idx, n, packed, m, book[i])
         ev[i, EV_N_LIQUIDATIONS] = n
         ev[i, EV_LIQUIDATION_SELL] = sell
         ev[i, EV_LIQUIDATION_BUY] = buy
@@ -373,6 +379,7 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
     bad_debt = 0.0
     volume = 0.0
     loss = 0.0
+    overshoot = 0.0
     cp_base = 0.0
     cp_quote = 0.0
     for k in range(n):
@@ -386,6 +393,15 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
         book_bad = bad[k] * (1.0 - adl_share)  # the deleveraged part closes at bankruptcy
         socialized = max(book_bad - paid[k], 0.0)
         adl_quote = _bankruptcy_value(c, q, e, adl_close[k])
+        if adl_policy == ADL_HYPERLIQUID and adl_close[k] > 0.0:
+            # The deleveraged part trades at the mark instead: a deficit against bankruptcy
+            # is bad debt that continues down the waterfall; a surplus stays on the account.
+            at_mark = adl_close[k] * m
+            deficit = max(s * (adl_quote - at_mark), 0.0)
+            book_bad += deficit
+            socialized += deficit
+            overshoot += _mark_overshoot(adl_close[k], bad[k] - paid[k], s * (m - price[k])) * m
+            adl_quote = at_mark
         coll[i, a] = (
             c
             + s * book_close * (price[k] - e)
@@ -411,6 +427,7 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
     ev[i, EV_LIQUIDATOR_REWARDS] = rewards
     ev[i, EV_BAD_DEBT] = bad_debt
     ev[i, EV_SHORTFALL] = shortfall
+    ev[i, EV_ADL_OVERSHOOT] = overshoot
     below = 0
     for k in range(n):
         below += bad[k] > 0.0
@@ -425,20 +442,37 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
     unrecovered[i] += loss - charged
 
 
+@jit(error_model="numpy", inline="always")
+def _mark_overshoot(adl_base, uncovered, gain_per_unit):  # type: ignore[no-untyped-def]
+    """Base deleveraged at the mark beyond what closes ``uncovered`` (hyperliquid only).
+
+    Each unit moved from the book's fill to the mark improves the bankrupt account by
+    ``gain_per_unit = side x (mark - fill)``; the fewest units that cover the shortfall the
+    fund left are ``uncovered / gain_per_unit`` (none suffice when the mark is no better than
+    the fill). See :mod:`fundgym.envs.core.adl` for why other rules have no overshoot.
+    """
+    if not gain_per_unit > 0.0:
+        return 0.0
+    return max(adl_base - uncovered / gain_per_unit, 0.0)
+
+
 @jit(error_model="numpy")
 def _deleverage(i, coll, size, entry, m, idx, is_liq, side, need, adl_close, ev, adl_policy):  # type: ignore[no-untyped-def]
     """Offset ``need`` base units of the liquidated accounts against opposite positions.
 
     Per bankrupt side, the accounts of that side are one batch: each closes at its own
     bankruptcy price, the counterparties at the batch's size-weighted bankruptcy price, so
-    the cash matches exactly. Counterparties are the accounts not being liquidated that stay
-    solvent when closed whole at the batch price (dYdX's collateral check), taken greedily in
-    BitMEX rank order (ties: lower index first). Writes the base units each liquidated
-    account deleverages into ``adl_close`` (``<= need``: what exceeds the eligible opposite
-    interest is left over for socialisation).
+    the cash matches exactly (``hyperliquid``: everyone at the mark; the bankrupt accounts'
+    difference to bankruptcy is settled by the caller). Counterparties are the accounts not
+    being liquidated that stay solvent when closed whole at that price (dYdX's collateral
+    check); the ``adl_policy`` rule of :mod:`fundgym.envs.core.adl` decides how much each
+    closes (``bitmex``: greedily in BitMEX rank order, ties to the lower index). Writes the
+    base units each liquidated account deleverages into ``adl_close`` (``<= need``: what
+    exceeds the eligible opposite interest is left over for socialisation).
     """
     n_acc = size.shape[1]
     n = idx.shape[0]
+    at_mark = adl_policy == ADL_HYPERLIQUID
     for bankrupt_side in (1.0, -1.0):
         need_total = 0.0
         value_total = 0.0
@@ -449,7 +483,7 @@ def _deleverage(i, coll, size, entry, m, idx, is_liq, side, need, adl_close, ev,
                 value_total += _bankruptcy_value(coll[i, a], size[i, a, 0], entry[i, a, 0], need[k])
         if not need_total > 0.0:
             continue
-        batch_price = value_total / need_total
+        batch_price = m if at_mark else value_total / need_total
         # Eligible counterparties, compacted without branching (half the book is on the
         # wrong side, in no order a branch predictor could learn).
         cand = np.empty(n_acc, np.int64)
@@ -472,70 +506,24 @@ def _deleverage(i, coll, size, entry, m, idx, is_liq, side, need, adl_close, ev,
             if side[k] == bankrupt_side and need[k] > 0.0:
                 adl_close[k] = need[k] * ratio
         amount = need_total * ratio
-        quote = value_total * ratio  # USD that changes hands at the bankruptcy prices
+        # USD that changes hands: at the bankruptcy prices, or at the mark.
+        quote = amount * m if at_mark else value_total * ratio
         if amount > 0.0:
-            _close_greedy(i, coll, size, entry, m, cand[:n_cand], amount, quote, bankrupt_side)
+            close_counterparties(
+                i,
+                coll,
+                size,
+                entry,
+                m,
+                cand[:n_cand],
+                amount,
+                quote,
+                batch_price,
+                bankrupt_side,
+                adl_policy,
+            )
         ev[i, EV_ADL_VOLUME] += abs(quote)
         ev[i, EV_ADL_HAIRCUT] += bankrupt_side * (quote - amount * m)
-
-
-@jit(error_model="numpy", inline="always")
-def _ranks_before(key, who, x, y):  # type: ignore[no-untyped-def]
-    """Whether candidate ``x`` comes before ``y``: higher score, then lower account index."""
-    return key[x] > key[y] or (key[x] == key[y] and who[x] < who[y])
-
-
-@jit(error_model="numpy")
-def _sift_down(heap, size, start, key, who):  # type: ignore[no-untyped-def]
-    """Restore the heap property below ``start`` (a max-heap in ranking order)."""
-    root = start
-    while True:
-        child = 2 * root + 1
-        if child >= size:
-            return
-        if child + 1 < size and _ranks_before(key, who, heap[child + 1], heap[child]):
-            child += 1
-        if not _ranks_before(key, who, heap[child], heap[root]):
-            return
-        heap[root], heap[child] = heap[child], heap[root]
-        root = child
-
-
-@jit(error_model="numpy")
-def _close_greedy(i, coll, size, entry, m, cand, amount, quote, bankrupt_side):  # type: ignore[no-untyped-def]
-    """Close ``amount`` base units against ``cand`` greedily from the top BitMEX score.
-
-    The candidates form a heap keyed on (score, lower index first), and only as many are
-    popped as the amount needs: the stable sort of every candidate, which this replaces,
-    cost ``K log K`` per side and tick where a few pops usually suffice. Each counterparty
-    closes ``min(amount - closed so far, |size|)`` and trades its share of the batch at the
-    batch's bankruptcy price, as ``share x quote`` so that no price is formed from a dust
-    size; both sides move toward zero.
-    """
-    n_cand = cand.shape[0]
-    key = np.empty(n_cand)
-    heap = np.empty(n_cand, np.int64)
-    for j in range(n_cand):
-        a = cand[j]
-        score = _adl_score(coll[i, a], size[i, a, 0], entry[i, a, 0], m)
-        key[j] = score if score == score else -np.inf  # NaN (a subnormal size) ranks last
-        heap[j] = j
-    for start in range(n_cand // 2 - 1, -1, -1):
-        _sift_down(heap, n_cand, start, key, cand)
-    left = n_cand
-    before = 0.0
-    while left > 0 and before < amount:
-        j = heap[0]
-        left -= 1
-        heap[0] = heap[left]
-        _sift_down(heap, left, 0, key, cand)
-        a = cand[j]
-        q = size[i, a, 0]
-        closed = min(max(amount - before, 0.0), abs(q))
-        before += abs(q)
-        cash = (closed / amount) * quote
-        coll[i, a] = coll[i, a] - bankrupt_side * (cash - closed * entry[i, a, 0])
-        size[i, a, 0] = q + closed * bankrupt_side
 
 
 @jit(error_model="numpy")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -33,12 +33,22 @@ Under either, no charge takes a bearer's equity below zero; what nobody can bear
 ``unrecovered``.
 """
 
-AdlPolicy = Literal["bitmex"]
-ADL_POLICIES: tuple[str, ...] = ("bitmex",)
-"""Auto-deleveraging rules, in code order (the kernels take the index):
+AdlPolicy = Literal["bitmex", "hyperliquid", "drift", "water_filling", "risk_pro_rata"]
+ADL_POLICIES: tuple[str, ...] = get_args(AdlPolicy)
+"""Auto-deleveraging rules, in code order (the kernels take the index; each is documented, with
+its source, in :mod:`fundgym.envs.core.adl`). Counterparties are the opposite positions of
+accounts not being liquidated that stay solvent when closed whole at the rule's price:
 
-* ``bitmex`` (default): counterparties in BitMEX ranking order (profit x leverage), closed
-  greedily at the bankrupt side's size-weighted bankruptcy price.
+* ``bitmex`` (default): greedily in BitMEX rank order (PnL% x effective leverage), at the
+  bankrupt side's size-weighted bankruptcy price.
+* ``hyperliquid``: greedily by Hyperliquid's index (price ratio x leverage), at the mark; the
+  bankrupt account's deficit against its bankruptcy price continues down the waterfall.
+* ``drift``: every counterparty pro rata to its base size (Drift's funding-index key), at
+  the batch bankruptcy price.
+* ``water_filling``: the most levered first until leverages are equal, then all together
+  (Campbell, Hey, Moallemi and Nutz 2026), at the batch bankruptcy price.
+* ``risk_pro_rata``: every counterparty a fraction of its size proportional to its leverage
+  (our reading of Chitra 2025/26's risk-aware pro rata), at the batch bankruptcy price.
 """
 
 #: Column of each numeric field in :meth:`RiskParams.packed` (the kernels read these).
@@ -143,8 +153,8 @@ class RiskParams:
         min_liquidation_notional_usd: Minimum notional liquidated per step (dYdX $1,000);
             smaller positions are closed whole.
         fallback: What covers a shortfall the fund cannot pay: ``"adl"`` (auto-deleverage
-            opposite positions at the bankruptcy price, BitMEX ranking; then socialise any
-            remainder) or ``"socialize"`` (share the loss pro rata by size, Drift).
+            opposite positions by the ``adl_policy`` rule; then socialise any remainder) or
+            ``"socialize"`` (share the loss by the ``socialization`` convention).
         tiers: Optional notional brackets for the maintenance requirement.
         socialization: How a loss nobody else covers is shared (:data:`SOCIALIZATIONS`).
         adl_policy: Which opposite positions auto-deleveraging closes, and how

@@ -21,11 +21,13 @@ same sequence as "liquidation, then insurance fund, then deleveraging"):
    fund below zero is not made in full: it pays what it holds and the rest goes on.
 3. **Auto-deleveraging** (``fallback="adl"``): the part of a fill the fund cannot cover is not
    sent to the book; it is offset against opposite-side accounts at the bankrupt account's
-   bankruptcy price, in BitMEX rank order (greedy from the top score). Counterparties are
-   accounts not being liquidated that stay solvent when closed at that price (dYdX skips
-   those that fail the collateral check). Bankrupt accounts of one side in one tick are
-   offset as a batch: each closes at its own bankruptcy price and the counterparties at the
-   batch's size-weighted bankruptcy price, so the cash matches exactly.
+   bankruptcy price, by the ``RiskParams.adl_policy`` rule (:mod:`fundgym.envs.core.adl`:
+   BitMEX rank by default; Hyperliquid's queue at the mark; Drift pro rata; water-filling;
+   risk pro rata). Counterparties are accounts not being liquidated that stay solvent when
+   closed at that price (dYdX skips those that fail the collateral check). Bankrupt accounts
+   of one side in one tick are offset as a batch: each closes at its own bankruptcy price and
+   the counterparties at the batch's size-weighted bankruptcy price, so the cash matches
+   exactly.
 4. **Socialised loss** (``fallback="socialize"``, and whatever ADL cannot place for lack of
    eligible opposite positions): the book fills, and the uncovered loss is charged to the
    accounts not being liquidated, by the ``RiskParams.socialization`` convention:

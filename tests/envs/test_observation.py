@@ -148,3 +148,24 @@ def test_threads_give_the_same_rows_bit_for_bit(tiers: MarginTiers | None) -> No
     for e in range(n_envs):  # and each row is the exchange alone
         alone = SimState.create(coll[e : e + 1], size[e : e + 1], entry[e : e + 1], 0.0)
         np.testing.assert_array_equal(book_stats(alone, params, mark[e : e + 1])[0], serial[e])
+
+
+@pytest.mark.parametrize("tiers", [None, MarginTiers.binance_btcusdt_2021()])
+def test_book_read_inside_the_compiled_decision_equals_book_stats_after_it(
+    tiers: MarginTiers | None,
+) -> None:
+    # The environment takes the book from the advance kernel (book_out); it must be exactly
+    # what book_stats reads from the state the block leaves, at the block's last mark.
+    from fundgym.envs.scenarios import load_scenario
+    from fundgym.envs.simulator import BLOCK_SERIES, ExchangeSimulator
+
+    risk = RiskParams(mmr=0.004, imr=0.01, tiers=tiers)
+    sim = ExchangeSimulator(
+        load_scenario("oct_10_2025"), risk, n_envs=3, n_accounts=64, seed=[1, 2, 3]
+    )
+    mark_col = BLOCK_SERIES.index("mark_price")
+    for _ in range(4):
+        book = np.full((3, len(BOOK_STATS)), np.nan)
+        block = sim.advance(7, check_ledger=False, book_series=False, book_out=book)
+        want = book_stats(sim.state, sim.risk, block.series[-1, :, mark_col])
+        np.testing.assert_array_equal(book, want)
