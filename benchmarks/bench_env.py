@@ -104,12 +104,14 @@ def time_env(
     return out
 
 
-def time_ppo(n_envs: int, n_accounts: int, total_timesteps: int) -> dict[str, Any]:
+def time_ppo(
+    n_envs: int, n_accounts: int, total_timesteps: int, threads: int = 1
+) -> dict[str, Any]:
     """Share of PPO's wall time spent stepping the environment.
 
     The configuration the simulator issue names: SB3 PPO, ``MlpPolicy`` 64x64, ``n_steps`` 32,
     batch 1,024, torch on one thread (the training default's shape, whose ``n_envs`` exchanges
-    are stepped as one batch).
+    are stepped as one batch); the env's exchanges on ``threads`` threads.
     """
     import torch
     from stable_baselines3 import PPO
@@ -117,7 +119,8 @@ def time_ppo(n_envs: int, n_accounts: int, total_timesteps: int) -> dict[str, An
     from fundgym.agents.training.sb3_env import FundGymVecEnv
 
     torch.set_num_threads(1)
-    venv = FundGymVecEnv(n_envs, n_accounts=n_accounts)
+    with _threads(threads):
+        venv = FundGymVecEnv(n_envs, n_accounts=n_accounts)
     venv.seed(0)
     spent = [0.0]
     inner = venv.step_wait
@@ -146,6 +149,7 @@ def time_ppo(n_envs: int, n_accounts: int, total_timesteps: int) -> dict[str, An
         "n_envs": n_envs,
         "n_accounts": n_accounts,
         "total_timesteps": total_timesteps,
+        "threads": threads,
         "wall_s": wall,
         "env_s": spent[0],
         "env_share": spent[0] / wall,

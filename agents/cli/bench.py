@@ -60,6 +60,7 @@ def _check(args: argparse.Namespace) -> None:
         at_least("--envs", args.envs, 1)
         at_least("--accounts", args.accounts, 1)
         at_least("--ppo-steps", args.ppo_steps, 0)
+        at_least("--threads", args.threads, 1)
     else:
         check_seed("--seed", args.seed)
     if args.json:
@@ -173,15 +174,18 @@ def _bench_env(args: argparse.Namespace) -> int:
     _check(args)
     bench = _load_benchmarks("bench_env")
     machine = _load_benchmarks().machine()
-    print(f"fundgym bench env on {machine}; {args.accounts:,} accounts, training sampler")
-    r = bench.time_env(args.envs, args.accounts, args.steps, args.repeats)
+    print(
+        f"fundgym bench env on {machine}; {args.accounts:,} accounts, training sampler, "
+        f"{args.threads} thread{'s' if args.threads > 1 else ''} per batch"
+    )
+    r = bench.time_env(args.envs, args.accounts, args.steps, args.repeats, threads=args.threads)
     print(f"single env            {r['single']['median']:>10.1f} env steps/s")
     print(f"batched, {args.envs:>2d} exchanges  {r['batched']['median']:>10.1f} env steps/s")
     print(f"DummyVecEnv, {args.envs:>2d} envs   {r['dummy']['median']:>10.1f} env steps/s")
     print(f"batched / DummyVecEnv {r['batched_over_dummy']:>10.2f}x", flush=True)
     payload: dict[str, object] = {"machine": machine, "env": r}
     if args.ppo_steps > 0:
-        p = bench.time_ppo(args.envs, args.accounts, args.ppo_steps)
+        p = bench.time_ppo(args.envs, args.accounts, args.ppo_steps, threads=args.threads)
         print(
             f"PPO {p['total_timesteps']:,} steps on the batched env: {p['wall_s']:.1f} s, "
             f"{p['env_share']:.0%} of it inside the environment"
@@ -253,6 +257,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p_env.add_argument("--accounts", type=int, default=1024, help="accounts (default 1024)")
     p_env.add_argument("--steps", type=int, default=50, help="timed steps per run (default 50)")
     p_env.add_argument("--repeats", type=int, default=3, help="runs per figure (default 3)")
+    p_env.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads the batched env spreads its exchanges over (FUNDGYM_THREADS; results "
+        "are bit-identical to one thread; default 1). Torch keeps one thread under PPO",
+    )
     p_env.add_argument(
         "--ppo-steps",
         type=int,
