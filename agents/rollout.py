@@ -8,7 +8,8 @@ Evaluation (:mod:`fundgym.agents.evaluate`), its static searches and every expor
   own, else the default training config); :func:`job_env` fits it to one policy on one
   scenario (a library scenario runs its own horizon; a trained policy and its exports keep the
   parameters they were made with, and refuse an environment that differs where it matters; a
-  static policy starts at its values).
+  static policy starts at its values, and a venue preset runs under its venue's margin tiers
+  and fund size, :meth:`~fundgym.agents.policies.PolicySpec.env_overrides`).
 * **Stepping.** :func:`first_episodes` steps a policy through each exchange's first episode
   of a batched environment, one :class:`Step` per decision.
 """
@@ -61,6 +62,7 @@ _MUST_MATCH = (
     "fund_to_oi_frac",
     "insolvency_frac",
     "fallback",
+    "adl_policy",
     "taker_fee_rate",
     "rebalance_threshold",
     "population_minutes",
@@ -189,7 +191,8 @@ def job_env(base: dict[str, Any], spec: PolicySpec, scenario: str) -> dict[str, 
 
     A library scenario runs its own horizon; the training sampler keeps the base horizon. A
     trained policy keeps the parameters it controls and starts from; a static one starts at
-    its values.
+    its values, under its margin tiers and, where it names one (every venue preset does), its
+    fund size as a share of open interest.
     """
     kw = dict(base)
     kw["scenario"] = scenario

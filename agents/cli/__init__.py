@@ -1,9 +1,9 @@
 """The fundgym command line: one subcommand per job, each with its own --help.
 
-One module per subcommand (demo, simulate, scenarios, levers, train, evaluate, export, bench);
-this one builds the parser, dispatches, and turns a user's mistake into one message. The
-subcommands import the heavy parts (stable-baselines3, torch, onnx, matplotlib) only when they
-run, so ``fundgym --help`` stays fast.
+One module per subcommand (demo, simulate, scenarios, levers, train, evaluate, calibrate,
+export, bench); this one builds the parser, dispatches, and turns a user's mistake into one
+message. The subcommands import the heavy parts (stable-baselines3, torch, onnx, matplotlib)
+only when they run, so ``fundgym --help`` stays fast.
 
 **Errors.** A subcommand checks everything it was given before it does any work or writes
 anything (:mod:`fundgym.agents.cli.guards`) and raises on the first problem; :func:`main` maps
@@ -26,7 +26,17 @@ from typing import Any
 
 import yaml
 
-from fundgym.agents.cli import bench, demo, evaluate, export, levers, scenarios, simulate, train
+from fundgym.agents.cli import (
+    bench,
+    calibrate,
+    demo,
+    evaluate,
+    export,
+    levers,
+    scenarios,
+    simulate,
+    train,
+)
 from fundgym.agents.cli.guards import UsageError, plain_text
 from fundgym.agents.config import ConfigError
 from fundgym.agents.export.onnx import ExportError
@@ -104,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     levers.add_parser(sub)
     train.add_parser(sub)
     evaluate.add_parser(sub)
+    calibrate.add_parser(sub)
     export.add_parser(sub)
     bench.add_parser(sub)
     _finish(parser, top=True)

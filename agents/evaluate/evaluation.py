@@ -312,6 +312,7 @@ def _write_outputs(
                 **({"path": s.path} if s.path else {}),
                 **({"values": s.values} if s.values else {}),
                 "margin_tiers": s.margin_tiers,
+                **({"fund_to_oi_frac": s.fund_to_oi_frac} if s.fund_to_oi_frac is not None else {}),
             }
             for s in specs
         ],

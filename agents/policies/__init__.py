@@ -5,7 +5,8 @@ action units [-1, 1] (each coordinate the *target* position of one controlled pa
 environment rate-limits the move and delays margin increases). Some policies also change how the
 environment starts (``env_overrides``): a static venue preset starts *at* its parameters (the
 ``fixed`` start values) rather than walking to them from the defaults, and the Binance preset
-switches the maintenance requirement to Binance's notional brackets.
+switches the maintenance requirement to Binance's notional brackets; every venue preset also
+starts its fund at its venue's size (fund / open interest, :data:`PRESETS`).
 
 Policies are named by a **spec** string, parsed by :func:`parse_spec`:
 

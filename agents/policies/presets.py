@@ -1,4 +1,13 @@
-"""Venue presets: real venues' published risk parameters, held fixed by a static policy."""
+"""Venue presets: real venues' published risk parameters, held fixed by a static policy.
+
+A preset is a venue as the evaluation environment can express it: its fees and margins (the
+levers a static policy holds), its margin tiers where the environment has them, and the size
+of its insurance fund (or backstop vault) as a share of open interest, which the environment
+starts the fund at. Every value cites where it comes from; ``[E]`` marks an estimate (a
+midpoint of a sourced range, or arithmetic on sourced figures) and ``fund_estimate`` says
+which fund sizes are. The fund sizes are those of ``shared/reference/outcomes.md`` ("Fund size
+relative to open interest") and ``crashes.md`` section 9.
+"""
 
 from __future__ import annotations
 
@@ -19,12 +28,18 @@ class Preset:
     Attributes:
         values: Parameter name -> value (names from :data:`STATIC_PARAMS`).
         margin_tiers: The environment's ``margin_tiers`` setting for this venue.
+        fund_to_oi_frac: The venue's insurance fund (or backstop vault) as a share of open
+            interest: the environment's ``fund_to_oi_frac`` when this preset runs.
+        fund_estimate: Whether ``fund_to_oi_frac`` is an estimate (``[E]``) rather than a
+            sourced ratio.
         note: One line for the report: what the set is.
-        sources: Where each number comes from.
+        sources: Where each number comes from, the fund size's included.
     """
 
     values: dict[str, float]
     margin_tiers: str
+    fund_to_oi_frac: float
+    fund_estimate: bool
     note: str
     sources: tuple[str, ...]
 
@@ -40,6 +55,8 @@ PRESETS: dict[str, Preset] = {
             "trading_fee_fund_share": 0.0,
         },
         margin_tiers="binance_btcusdt_2021",
+        fund_to_oi_frac=0.045,
+        fund_estimate=True,
         note=(
             "Binance-like BTCUSDT: tiered MMR from 0.4% (brackets to 50% above $300M), "
             "IMR 2x MMR (125x max leverage), 0.3% liquidation clearance fee to the fund"
@@ -50,6 +67,9 @@ PRESETS: dict[str, Preset] = {
             "clearance fee 0.3% BTCUSDT, to the insurance fund: "
             "binance.zendesk.com/hc/en-us/articles/360033525271-Liquidation",
             "trading fees do not feed the insurance fund",
+            "fund 4.5% of OI [E]: the midpoint of 3-6%, the $1.23B shared BTC/ETH/BNB fund of "
+            "Oct 2025 [S75] against about $20-40B of open interest [E] (outcomes.md, fund size "
+            "table; crashes.md section 9, [S115]); in 2020 it was about 1% [E]",
         ),
     ),
     "dydx": Preset(
@@ -61,12 +81,17 @@ PRESETS: dict[str, Preset] = {
             "trading_fee_fund_share": 0.0,
         },
         margin_tiers="none",
+        fund_to_oi_frac=0.005,
+        fund_estimate=True,
         note="dYdX-like large cap: MMR 3%, IMR 5%, 1.5% max liquidation fee, all to the fund",
         sources=(
             "dYdX v4 perpetual params (large-cap liquidity tier: initial 5%, maintenance "
             "fraction 60% -> MMR 3%): github.com/dydxprotocol/v4-chain x/perpetuals",
             "max liquidation fee 1.5%, paid to the insurance fund: x/clob liquidations_config",
             "trading fees go to stakers, not the insurance fund",
+            "fund 0.5% of OI [E]: the fund was seeded with about $1M "
+            "(dydx.forum/t/drc-seed-insurance-fund/1750, [S113]) against $0.1-0.3B of open "
+            "interest [E]: 0.3-1%, at most 1% (outcomes.md, fund size table); $1M / $0.2B",
         ),
     ),
     "hyperliquid": Preset(
@@ -78,6 +103,8 @@ PRESETS: dict[str, Preset] = {
             "trading_fee_fund_share": 0.0,
         },
         margin_tiers="none",
+        fund_to_oi_frac=0.022,
+        fund_estimate=False,
         note=(
             "Hyperliquid-like BTC: 40x max leverage (IMR 2.5%), MM half of it (1.25%); the "
             "0.8% fee stands for the margin HLP keeps on backstop liquidations (2/3 of MM)"
@@ -87,6 +114,39 @@ PRESETS: dict[str, Preset] = {
             "which keeps the remaining margin: hyperliquid.gitbook.io/hyperliquid-docs/trading/"
             "liquidations",
             "BTC max leverage 40x: hyperliquid.gitbook.io/hyperliquid-docs/trading/margin-tiers",
+            "fund 2.2% of OI: HLP, about $300M of TVL, against $13.8B of open interest on 10 Oct "
+            "2025 (outcomes.md, fund size table); HLP is a vault that also makes markets and "
+            "takes backstop liquidations, standing in for the fund here",
+        ),
+    ),
+    "bitmex": Preset(
+        values={
+            "liquidation_fee_rate": 0.005,
+            "liquidation_fee_fund_share": 1.0,
+            "mmr": 0.005,
+            "imr_multiple": 2.0,
+            "trading_fee_fund_share": 0.0,
+        },
+        margin_tiers="none",
+        fund_to_oi_frac=0.275,
+        fund_estimate=True,
+        note=(
+            "BitMEX-like XBTUSD, March 2020: MMR 0.5%, IMR 1% (100x max leverage), the "
+            "liquidated account's remaining maintenance margin (0.5%) to the fund"
+        ),
+        sources=(
+            "XBTUSD base maintenance margin 0.50% until 17 Apr 2020 (then 0.45%, 0.40% from "
+            "5 May 2020), base initial margin 1.00%: blog.bitmex.com/site_announcement/"
+            "reduction-in-base-maintenance-margin-xbt-and-eth-series-17-april-2020-2/; the "
+            "funding rate BitMEX adds to the maintenance margin and its risk-limit steps "
+            "above 200 XBT are not modelled [E]",
+            "liquidation: the engine takes over at the liquidation price and the remaining "
+            "maintenance margin passes to the insurance fund (bitmex.com/app/liquidation, "
+            "[S108]): a fee of about the MMR, all to the fund [E]",
+            "trading fees do not feed the insurance fund [E]",
+            "fund 27.5% of OI [E]: the midpoint of 20-35%, 35.5k BTC (about $280M) against "
+            "XBTUSD open interest of about $840M in March 2020 (outcomes.md, fund size table; "
+            "crashes.md section 9, [S11])",
         ),
     ),
 }

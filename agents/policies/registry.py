@@ -7,6 +7,8 @@ are plain data, so evaluation workers in other processes can rebuild the same po
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,18 @@ from fundgym.agents.policies.rule import RulePolicy
 from fundgym.agents.policies.runs import default_model_dir
 from fundgym.agents.policies.static import StaticPolicy, parse_static_values
 from fundgym.agents.policies.trained import TrainedPolicy
+from fundgym.envs.config import EnvConfig
+from fundgym.envs.controls import DEFAULTS
+
+#: The environment setting a static spec may name besides the levers: the fund's size at the
+#: start of an episode, as a share of open interest (``EnvConfig.fund_to_oi_frac``).
+FUND_KEY = "fund_to_oi_frac"
+_FUND_FIELD = next(f for f in dataclasses.fields(EnvConfig) if f.name == FUND_KEY)
+#: Its allowed range, the environment config's own (one home for the bound).
+FUND_RANGE: tuple[float, float] = (
+    float(_FUND_FIELD.metadata["ge"]),
+    float(_FUND_FIELD.metadata["le"]),
+)
 
 
 @dataclass(frozen=True)
@@ -31,6 +45,9 @@ class PolicySpec:
         path: The run directory (``trained``) or the exported file (``schedule``, ``table``).
         values: Natural-unit static values (``static``) after resolution.
         margin_tiers: Environment ``margin_tiers`` the policy runs under.
+        fund_to_oi_frac: Environment ``fund_to_oi_frac`` the policy runs under (a venue
+            preset's fund size, or one a static spec names); ``None`` keeps the evaluation
+            environment's.
         note: One line for the report.
     """
 
@@ -39,16 +56,20 @@ class PolicySpec:
     path: str | None = None
     values: dict[str, float] = field(default_factory=dict)
     margin_tiers: str = "none"
+    fund_to_oi_frac: float | None = None
     note: str = ""
 
     def env_overrides(self) -> dict[str, Any]:
-        """Environment settings this policy changes: where parameters start, margin tiers."""
+        """Environment settings this policy changes: parameter starts, margin tiers, fund size."""
         if self.kind != "static":
             return {}  # trained runs and their exports keep the settings they were made in
-        return {
+        out: dict[str, Any] = {
             "margin_tiers": self.margin_tiers,
             "fixed": {k: self.values[k] for k in STATIC_PARAMS if k in self.values},
         }
+        if self.fund_to_oi_frac is not None:
+            out[FUND_KEY] = self.fund_to_oi_frac
+        return out
 
 
 def parse_spec(spec: str) -> PolicySpec:
@@ -60,20 +81,7 @@ def parse_spec(spec: str) -> PolicySpec:
     """
     text = spec.strip()
     if text.startswith("static:"):
-        body = text[len("static:") :]
-        if body in PRESETS:
-            p = PRESETS[body]
-            return PolicySpec(
-                text, "static", values=dict(p.values), margin_tiers=p.margin_tiers, note=p.note
-            )
-        if "=" in body:
-            values = parse_static_values(body, text)
-            note = "static: " + ", ".join(f"{k} {values[k]:g}" for k in STATIC_PARAMS)
-            return PolicySpec(text, "static", values=values, note=note)
-        raise SpecError(
-            f"policy {spec!r}: unknown preset {body!r}; allowed: "
-            f"{', '.join('static:' + p for p in PRESETS)} or static:name=value,..."
-        )
+        return _parse_static(text)
     if text == "rule":
         return PolicySpec("rule", "rule", note=RulePolicy.NOTE)
     if text in ("best_static", "hindsight_static"):
@@ -97,6 +105,87 @@ def parse_spec(spec: str) -> PolicySpec:
         f"({', '.join(PRESETS)}), static:name=value,..., rule, best_static, hindsight_static, "
         "schedule:FILE, table:FILE"
     )
+
+
+def _parse_static(text: str) -> PolicySpec:
+    """A ``static:`` spec: a preset, a preset with ``name=value`` overrides, or a full set.
+
+    ``static:binance`` is the venue; ``static:binance,mmr=0.01,fund_to_oi_frac=0.1`` the venue
+    with those values replaced (its margin tiers kept); ``static:mmr=0.05,...`` a set whose
+    other levers keep their defaults and whose fund keeps the environment's size unless
+    ``fund_to_oi_frac`` is named.
+
+    Raises:
+        SpecError: An unknown preset or name, an item that is not ``name=value``, or a value
+            that is not a number or lies outside its range (named, with the range).
+    """
+    items = [s.strip() for s in text[len("static:") :].split(",")]
+    preset = PRESETS.get(items[0])
+    if preset is not None:
+        items = items[1:]
+    elif "=" not in items[0]:
+        raise SpecError(
+            f"policy {text!r}: unknown preset {items[0]!r}; allowed: "
+            f"{', '.join('static:' + p for p in PRESETS)}, optionally followed by "
+            ",name=value overrides, or static:name=value,..."
+        )
+    fund: float | None = None
+    levers: list[str] = []
+    for item in items:
+        key, equals, raw = (s.strip() for s in item.partition("="))
+        if not equals:
+            raise SpecError(f"policy {text!r}: expected name=value, got {item!r}")
+        if key == FUND_KEY:
+            fund = _parse_fund(raw, text)
+        elif key in STATIC_PARAMS:
+            levers.append(item)
+        else:
+            raise SpecError(
+                f"policy {text!r}: unknown parameter {key!r}; allowed: {[*STATIC_PARAMS, FUND_KEY]}"
+            )
+    given = parse_static_values(",".join(levers), text) if levers else {}
+    named = {item.partition("=")[0].strip() for item in levers}
+    if preset is None:
+        values = given or {k: DEFAULTS[k] for k in STATIC_PARAMS}
+        note = "static: " + ", ".join(f"{k} {values[k]:g}" for k in STATIC_PARAMS)
+        if fund is not None:
+            note += f", fund {fund:.2%} of open interest"
+        return PolicySpec(text, "static", values=values, fund_to_oi_frac=fund, note=note)
+    values = {**preset.values, **{k: given[k] for k in named}}
+    fund_frac = preset.fund_to_oi_frac if fund is None else fund
+    estimate = " [E]" if fund is None and preset.fund_estimate else ""
+    note = f"{preset.note}; fund {fund_frac:.2%} of open interest{estimate}"
+    changed = [f"{k} {values[k]:g}" for k in STATIC_PARAMS if k in named]
+    changed += [f"fund {fund:.2%}"] if fund is not None else []
+    if changed:
+        note += "; overridden: " + ", ".join(changed)
+    return PolicySpec(
+        text,
+        "static",
+        values=values,
+        margin_tiers=preset.margin_tiers,
+        fund_to_oi_frac=fund_frac,
+        note=note,
+    )
+
+
+def _parse_fund(raw: str, spec: str) -> float:
+    """``fund_to_oi_frac=raw`` of a static spec, inside :data:`FUND_RANGE`.
+
+    Raises:
+        SpecError: Not a number, or outside the range (the message names both).
+    """
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SpecError(f"policy {spec!r}: {FUND_KEY} = {raw!r} is not a number") from None
+    low, high = FUND_RANGE
+    if not (math.isfinite(value) and low <= value <= high):
+        raise SpecError(
+            f"policy {spec!r}: {FUND_KEY} = {value!r} is outside [{low:g}, {high:g}] "
+            "(the fund at the start of an episode, as a share of open interest)"
+        )
+    return value
 
 
 def build_policy(spec: PolicySpec, controlled: tuple[str, ...]) -> Policy:

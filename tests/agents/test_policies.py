@@ -57,16 +57,80 @@ def test_presets_parse_to_their_documented_values():
             "imr_multiple": 5.0 / 3.0,
             "trading_fee_fund_share": 0.0,
         },
+        "fund_to_oi_frac": 0.005,  # the venue's fund size: evaluation runs it under its own
     }
     binance = parse_spec("static:binance")
     assert binance.margin_tiers == "binance_btcusdt_2021" and binance.values["mmr"] == 0.004
     hl = parse_spec("static:hyperliquid")
     assert hl.values["mmr"] == 0.0125 and hl.values["imr_multiple"] == 2.0
+    bitmex = parse_spec("static:bitmex")
+    assert bitmex.values["mmr"] == 0.005 and bitmex.values["liquidation_fee_rate"] == 0.005
     for p in PRESETS.values():
         assert p.sources and p.note
         assert set(p.values) == set(STATIC_PARAMS)
         for k, v in p.values.items():
             assert PARAMS[k].low <= v <= PARAMS[k].high, k
+
+
+@pytest.mark.parametrize(
+    ("preset", "fund", "estimate"),
+    [
+        # outcomes.md, "Fund size relative to open interest": Binance Oct 2025 3-6% (midpoint),
+        # dYdX v4 $1M seed against $0.1-0.3B, HLP $300M against $13.8B, BitMEX 2020 20-35%
+        ("binance", 0.045, True),
+        ("dydx", 0.005, True),
+        ("hyperliquid", 0.022, False),
+        ("bitmex", 0.275, True),
+    ],
+)
+def test_presets_carry_their_venues_fund_size_with_a_source(preset, fund, estimate):
+    p = PRESETS[preset]
+    assert (p.fund_to_oi_frac, p.fund_estimate) == (fund, estimate)
+    assert any(line.startswith(f"fund {100 * fund:g}% of OI") for line in p.sources)
+    spec = parse_spec(f"static:{preset}")
+    assert spec.fund_to_oi_frac == fund and spec.env_overrides()["fund_to_oi_frac"] == fund
+    assert spec.note.endswith(f"fund {fund:.2%} of open interest" + (" [E]" if estimate else ""))
+
+
+def test_bitmex_is_xbtusd_in_march_2020():
+    # base maintenance margin 0.50% and initial margin 1.00% (100x) until 17 Apr 2020; the
+    # remaining maintenance margin of a liquidated account goes to the fund
+    v = PRESETS["bitmex"].values
+    assert v["mmr"] * v["imr_multiple"] == pytest.approx(0.01, rel=1e-12)
+    assert v["liquidation_fee_rate"] == v["mmr"] and v["liquidation_fee_fund_share"] == 1.0
+
+
+def test_evaluation_runs_a_preset_under_its_fund_and_others_under_the_configs():
+    from fundgym.agents.rollout import base_env, job_env
+
+    base = {**base_env(None, []), "n_accounts": 32}
+    assert base["fund_to_oi_frac"] == 0.02
+    for name, fund in [("static:bitmex", 0.275), ("rule", 0.02), ("static:mmr=0.05", 0.02)]:
+        spec = parse_spec(name)
+        kw = job_env(base, spec, "venue_flash_wick")
+        assert kw["fund_to_oi_frac"] == fund, name
+        env = InsuranceFundVectorEnv(num_envs=1, **kw)
+        env.reset(seed=0)
+        ratio = env.core.fund_value_usd()[0] / env.core.initial_open_interest_usd[0]
+        assert ratio == pytest.approx(fund, rel=1e-12), name
+
+
+def test_a_preset_takes_overrides_and_keeps_the_rest():
+    spec = parse_spec("static:binance, mmr=0.01, fund_to_oi_frac=0.1")
+    assert spec.margin_tiers == "binance_btcusdt_2021" and spec.fund_to_oi_frac == 0.1
+    assert spec.values == {**PRESETS["binance"].values, "mmr": 0.01}
+    assert spec.note.endswith("of open interest; overridden: mmr 0.01, fund 10.00%")
+    assert parse_spec("static:dydx,fund_to_oi_frac=0").fund_to_oi_frac == 0.0
+
+
+def test_a_custom_set_keeps_the_configs_fund_unless_it_names_one():
+    assert parse_spec("static:mmr=0.05").fund_to_oi_frac is None
+    assert "fund_to_oi_frac" not in parse_spec("static:mmr=0.05").env_overrides()
+    spec = parse_spec("static:fund_to_oi_frac=0.1,mmr=0.05")
+    assert spec.fund_to_oi_frac == 0.1 and spec.margin_tiers == "none"
+    assert spec.values == {**{k: DEFAULTS[k] for k in STATIC_PARAMS}, "mmr": 0.05}
+    only = parse_spec("static:fund_to_oi_frac=0.3")
+    assert only.values == {k: DEFAULTS[k] for k in STATIC_PARAMS} and only.fund_to_oi_frac == 0.3
 
 
 def test_static_sets_are_the_registry_levers_but_the_allocation():
@@ -142,6 +206,22 @@ def test_custom_static_set_fills_the_rest_with_defaults():
         ("static:imr_multiple=inf", "imr_multiple = inf is outside its action range [1.2, 3.0]"),
         ("static:mmr=abc", "mmr = 'abc' is not a number"),
         ("static:leverage=3", "unknown parameter 'leverage'"),
+        (
+            "static:binance,leverage=3",
+            "unknown parameter 'leverage'; allowed: ['liquidation_fee_rate', "
+            "'liquidation_fee_fund_share', 'mmr', 'imr_multiple', 'trading_fee_fund_share', "
+            "'fund_to_oi_frac']",
+        ),
+        ("static:binance,dydx", "expected name=value, got 'dydx'"),
+        ("static:binance,mmr=0.5", "mmr = 0.5 is outside its action range [0.003, 0.1]"),
+        (
+            "static:binance,fund_to_oi_frac=11",
+            "fund_to_oi_frac = 11.0 is outside [0, 10] (the fund at the start of an episode, "
+            "as a share of open interest)",
+        ),
+        ("static:fund_to_oi_frac=-0.1", "fund_to_oi_frac = -0.1 is outside [0, 10]"),
+        ("static:fund_to_oi_frac=nan", "fund_to_oi_frac = nan is outside [0, 10]"),
+        ("static:fund_to_oi_frac=lots", "fund_to_oi_frac = 'lots' is not a number"),
         ("static:mmr", "unknown preset 'mmr'"),
         ("nonexistent_run_dir", "not a run directory, and not one of static:<preset>"),
     ],

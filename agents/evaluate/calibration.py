@@ -1,0 +1,654 @@
+"""Calibration: named outcome checks of the simulated world against what crashes did to venues.
+
+A scenario's *path* is calibrated in its file (drawdown, time to trough, depth collapse); this
+module checks *outcomes*, what a crash did to the exchange, against the facts of
+``shared/reference/outcomes.md``. ``fundgym calibrate`` runs it.
+
+**A check** (:class:`Check`) is one line of the table: a policy spec on one library scenario,
+what is measured, a :class:`Target` (or none: an *info* line, reported without a pass mark),
+the real-world line it is held to, and a function that computes the measured value from the
+episodes (:class:`EpisodeOutcome`). :data:`CHECKS` is the registry, the one home of every
+line; a new line (the calibrated-world issue's population and book checks) is a new entry,
+and nothing else changes.
+
+**Episodes** run through the machinery ``fundgym evaluate`` uses, so a preset means here what
+it means there: the evaluation environment (:func:`fundgym.agents.rollout.base_env`, the
+default training config's settings), fitted to the policy and scenario by
+:func:`~fundgym.agents.rollout.job_env` (a venue preset starts at its levers, margin tiers and
+fund size), the policy built by :func:`~fundgym.agents.policies.build_policy` and stepped by
+:func:`~fundgym.agents.rollout.first_episodes`; episode ``i`` is seeded ``seed + i``. Checks
+that share a policy and a scenario share their episodes. Every numeric ``info`` array of every
+decision is kept (:attr:`EpisodeOutcome.steps`), so a check may read any quantity the
+environment reports.
+
+**Outputs** (:func:`write_calibration`): ``calibration.json`` (every line with its measured
+value, target, pass mark, per-episode values and source), ``calibration.md`` (the table and
+the real-world lines) and ``config.yaml`` (the run's resolved settings), built under a
+temporary name and renamed into place, as an evaluation is.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from fundgym.agents import __version__
+from fundgym.agents.outputs import (
+    jsonable,
+    naming_file,
+    remove_stale_temps,
+    temp_sibling,
+    write_text_atomic,
+)
+from fundgym.agents.policies import PRESETS, PolicySpec, build_policy, parse_spec
+from fundgym.agents.rollout import (
+    CRASHES,
+    EvaluateError,
+    FloatArray,
+    base_env,
+    first_episodes,
+    job_env,
+)
+from fundgym.envs.exchange_env import InsuranceFundVectorEnv
+
+#: ``calibration.json``'s ``kind``: how a calibration directory is recognised.
+KIND = "fundgym.calibration"
+#: The files every calibration directory holds.
+CALIBRATION_FILES = ("calibration.json", "calibration.md", "config.yaml")
+
+
+class CalibrationError(EvaluateError):
+    """A calibration that cannot run as asked; the message lists what is allowed."""
+
+
+# ------------------------------------------------------------------ episodes ----
+
+
+@dataclass(frozen=True)
+class EpisodeOutcome:
+    """What the environment reported at each decision of one episode, for checks to read.
+
+    Attributes:
+        policy: The policy spec the episode ran.
+        scenario: The library scenario.
+        episode: Index of the episode in its batch.
+        seed: Seed the episode was reset with (``seed + episode``).
+        initial_open_interest_usd: Open interest as the episode started.
+        initial_fund_usd: The fund's value as the episode started.
+        steps: Every numeric ``info`` key of the environment -> one value per decision of
+            this episode (flows summed over the decision's ticks, levels at its end), e.g.
+            ``fund_balance_usd``, ``n_liquidations``, ``n_liquidations_below_bankruptcy``.
+        terminated: Whether the episode ended on insolvency before its horizon.
+    """
+
+    policy: str
+    scenario: str
+    episode: int
+    seed: int
+    initial_open_interest_usd: float
+    initial_fund_usd: float
+    steps: Mapping[str, FloatArray]
+    terminated: bool
+
+    def total(self, key: str) -> float:
+        """The sum of ``steps[key]`` over the episode (correctly rounded)."""
+        return math.fsum(np.asarray(self.steps[key], dtype=np.float64).tolist())
+
+
+def record_episodes(
+    spec: PolicySpec, env_kw: Mapping[str, Any], episodes: int, seed: int
+) -> list[EpisodeOutcome]:
+    """Run ``episodes`` episodes of ``spec`` in one batched environment (``env_kw``).
+
+    Episode ``i`` is seeded ``seed + i`` and runs to its scenario's horizon, or to insolvency;
+    its decisions are the ones :func:`~fundgym.agents.rollout.first_episodes` gives it.
+    """
+    env = InsuranceFundVectorEnv(num_envs=episodes, **env_kw)
+    runner = build_policy(spec, tuple(env.config.controlled))
+    obs, _ = env.reset(seed=seed)
+    oi0 = env.core.initial_open_interest_usd
+    fund0 = env.core.fund_value_usd().copy()
+    rows: dict[str, list[FloatArray]] = {}
+    end = np.full(episodes, -1)
+    terminated = np.zeros(episodes, dtype=bool)
+    for step in first_episodes(env, runner, obs):
+        for key, value in step.info.items():
+            if not isinstance(value, dict):
+                rows.setdefault(key, []).append(np.array(value, dtype=np.float64))
+        end[step.done] = step.t
+        terminated |= step.terminated
+    stacked = {k: np.stack(v) for k, v in rows.items()}
+    return [
+        EpisodeOutcome(
+            policy=spec.name,
+            scenario=str(env_kw["scenario"]),
+            episode=i,
+            seed=seed + i,
+            initial_open_interest_usd=float(oi0[i]),
+            initial_fund_usd=float(fund0[i]),
+            steps={k: v[: end[i] + 1, i].copy() for k, v in stacked.items()},
+            terminated=bool(terminated[i]),
+        )
+        for i in range(episodes)
+    ]
+
+
+# ------------------------------------------------------------------ checks ----
+
+
+@dataclass(frozen=True)
+class Target:
+    """The range a measured value must fall in to pass: ``low <= value <= high``.
+
+    Attributes:
+        low: The lowest passing value (``None``: no lower bound).
+        high: The highest passing value (``None``: no upper bound).
+    """
+
+    low: float | None = None
+    high: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.low is None and self.high is None:
+            raise ValueError("a Target needs low, high or both; an info line has no Target")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"Target low {self.low} is above high {self.high}")
+
+    def passes(self, value: float) -> bool:
+        """Whether ``value`` is inside the range (a value that is not a number never is)."""
+        if math.isnan(value):
+            return False
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+    def text(self, percent: bool) -> str:
+        """``<= 2%``, ``>= 0.5``, ``4% to 18%``: the range as the table prints it."""
+
+        def fmt(x: float) -> str:
+            return f"{100.0 * x:g}%" if percent else f"{x:g}"
+
+        if self.low is None:
+            return f"<= {fmt(self.high)}" if self.high is not None else ""
+        if self.high is None:
+            return f">= {fmt(self.low)}"
+        return f"{fmt(self.low)} to {fmt(self.high)}"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A check's measured value over its episodes.
+
+    Attributes:
+        value: The value the target is held to (NaN: nothing to measure, which never passes).
+        per_episode: The same quantity episode by episode (for the spread).
+        detail: One line on how it was computed (counts, the pooling).
+    """
+
+    value: float
+    per_episode: tuple[float, ...]
+    detail: str
+
+
+#: A check's measure: the episodes of its policy on its scenario -> the measured value.
+Measure = Callable[[Sequence[EpisodeOutcome]], Measurement]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the calibration table.
+
+    Attributes:
+        name: Unique name (``--check NAME``).
+        scenario: The library scenario it runs on.
+        policy: The policy spec it runs (a venue preset, usually).
+        measures: What is measured, in one line.
+        target: The passing range; ``None`` for an info line (reported, no pass mark).
+        source: The real-world line it is held to (``outcomes.md``, with the source numbers).
+        measure: Computes the measured value from the episodes.
+        percent: Print the value and target as percentages.
+    """
+
+    name: str
+    scenario: str
+    policy: str
+    measures: str
+    target: Target | None
+    source: str
+    measure: Measure
+    percent: bool = True
+
+    def format(self, value: float) -> str:
+        """The measured value as the table prints it (``n/a`` when not a number)."""
+        if math.isnan(value):
+            return "n/a"
+        return f"{100.0 * value:.2f}%" if self.percent else f"{value:.4g}"
+
+
+def below_bankruptcy_share(episodes: Sequence[EpisodeOutcome]) -> Measurement:
+    """The share of liquidation orders whose fill landed past the account's bankruptcy price.
+
+    Pooled over the episodes: ``sum(n_liquidations_below_bankruptcy) / sum(n_liquidations)``,
+    so every liquidation weighs the same whichever episode it fell in (Hyperliquid's 302 of
+    63,637 is such a count). NaN when no liquidation happened.
+    """
+    below = [e.total("n_liquidations_below_bankruptcy") for e in episodes]
+    total = [e.total("n_liquidations") for e in episodes]
+    n_below, n_total = math.fsum(below), math.fsum(total)
+    return Measurement(
+        value=n_below / n_total if n_total > 0 else math.nan,
+        per_episode=tuple(b / t if t > 0 else math.nan for b, t in zip(below, total, strict=True)),
+        detail=f"{n_below:,.0f} of {n_total:,.0f} liquidation orders over {len(episodes)} episodes",
+    )
+
+
+def fund_drawdown_from_start_frac(initial_usd: float, path_usd: FloatArray) -> float:
+    """``1 - min(fund) / starting fund``: how far the fund fell below where it started.
+
+    The start counts as a point of the path, so a fund that only grew has drawn down 0; a
+    fund emptied has drawn down 1. Unlike the evaluation's peak-to-trough
+    ``fund_max_drawdown_frac``, fee income earned before the fall does not raise the
+    reference: the venues' figures (BitMEX 35,508 -> 33,881 BTC, -4.6%) are from a starting
+    balance. NaN for a fund that started at 0.
+    """
+    if not initial_usd > 0.0:
+        return math.nan
+    low = min(initial_usd, float(np.min(path_usd))) if len(path_usd) else initial_usd
+    return 1.0 - low / initial_usd
+
+
+def fund_drawdown(episodes: Sequence[EpisodeOutcome]) -> Measurement:
+    """The mean over episodes of :func:`fund_drawdown_from_start_frac` (decision by decision)."""
+    values = [
+        fund_drawdown_from_start_frac(e.initial_fund_usd, e.steps["fund_balance_usd"])
+        for e in episodes
+    ]
+    mean = math.fsum(values) / len(values) if values else math.nan
+    spread = f", {min(values):.2%} to {max(values):.2%}" if values else ""
+    return Measurement(
+        value=mean,
+        per_episode=tuple(values),
+        detail=f"mean of {len(values)} episodes{spread}",
+    )
+
+
+#: What each crash did to real venues' funds (``outcomes.md``, "Per crash"): the real-world
+#: line of every fund-drawdown info line.
+CRASH_FUND_OUTCOMES: dict[str, str] = {
+    "black_thursday_2020": (
+        "12 Mar 2020: BitMEX fund 35,508 -> 33,881 BTC (-4.6%), no ADL; Binance 12.86M -> "
+        "6.23M USDT (-52%); Deribit 391 -> 183 BTC (-53%) plus a 500 BTC injection"
+    ),
+    "may_19_2021": "19 May 2021: Binance BTC/ETH fund 291.85M -> 288.72M USDT (-1.1%) [S30]",
+    "luna_2022": (
+        "LUNA, May 2022: perp venues cut leverage, settled or delisted early; the bad debt "
+        "landed in lending (Venus $11.2M) [S44], no perp fund figure"
+    ),
+    "ftx_2022": "FTX, Nov 2022: no insurance-fund or ADL event on major BTC perps [S10, S50]",
+    "oct_10_2025": (
+        "10 Oct 2025: Binance shared fund $1.23B -> $1.04B (-15%) [S75]; HLP earned about "
+        "$40M (+10-13%); dYdX paid $462k from its fund after an 8 h halt"
+    ),
+    "venue_flash_wick": "Binance.US flash wick, Oct 2021: no fund figure in outcomes.md",
+    "oracle_manipulation": (
+        "Mango, 11 Oct 2022: $116M borrowed against pumped unrealised PnL; the fund was "
+        "insufficient, no ADL"
+    ),
+}
+
+
+def _fund_drawdown_checks() -> tuple[Check, ...]:
+    """An info line per venue preset per historical crash: the fund's drawdown."""
+    return tuple(
+        Check(
+            name=f"fund_drawdown_{preset}_{scenario}",
+            scenario=scenario,
+            policy=f"static:{preset}",
+            measures="fund drawdown from its start, 1 - min fund / starting fund (mean)",
+            target=None,
+            source=CRASH_FUND_OUTCOMES[scenario],
+            measure=fund_drawdown,
+        )
+        for scenario in CRASHES
+        for preset in PRESETS
+    )
+
+
+#: Every calibration line, in table order.
+CHECKS: tuple[Check, ...] = (
+    Check(
+        name="hyperliquid_below_bankruptcy",
+        scenario="oct_10_2025",
+        policy="static:hyperliquid",
+        measures="share of liquidation orders filled past bankruptcy (pooled)",
+        target=Target(high=0.02),
+        source=(
+            "Hyperliquid, 10 Oct 2025: 302 of 63,637 liquidation events (0.5%) ended with "
+            "negative equity, -$23.2M on $5.5B liquidated [S76-S78]"
+        ),
+        measure=below_bankruptcy_share,
+    ),
+    *_fund_drawdown_checks(),
+)
+
+assert len({c.name for c in CHECKS}) == len(CHECKS), "check names must be unique"
+
+
+def select_checks(
+    patterns: Iterable[str] | None = None, scenarios: Iterable[str] | None = None
+) -> list[Check]:
+    """The checks named by ``patterns`` (names or shell patterns) on ``scenarios``.
+
+    Args:
+        patterns: ``--check`` values: exact names or patterns such as ``fund_drawdown_*``
+            (``None``: every check).
+        scenarios: ``--scenarios`` values, comma-separated names (``None``: every scenario).
+
+    Raises:
+        CalibrationError: A pattern that matches no check, a scenario no check runs on, or
+            a combination that leaves nothing to run; the message lists what is allowed.
+    """
+    chosen = list(CHECKS)
+    if patterns is not None:
+        names = [c.name for c in CHECKS]
+        wanted: set[str] = set()
+        for pattern in patterns:
+            hits = fnmatch.filter(names, pattern.strip())
+            if not hits:
+                raise CalibrationError(
+                    f"--check {pattern!r}: no such check; allowed (or a pattern such as "
+                    f"'fund_drawdown_*'): {', '.join(names)}"
+                )
+            wanted.update(hits)
+        chosen = [c for c in chosen if c.name in wanted]
+    if scenarios is not None:
+        known = list(dict.fromkeys(c.scenario for c in CHECKS))
+        subset: set[str] = set()
+        for item in scenarios:
+            for name in (s.strip() for s in item.split(",")):
+                if not name:
+                    continue
+                if name not in known:
+                    raise CalibrationError(
+                        f"--scenarios {name!r}: no check runs on it; allowed: {', '.join(known)}"
+                    )
+                subset.add(name)
+        if not subset:
+            raise CalibrationError(f"--scenarios: no scenario given; allowed: {', '.join(known)}")
+        chosen = [c for c in chosen if c.scenario in subset]
+    if not chosen:
+        raise CalibrationError(
+            "no check left to run: --check and --scenarios select none in common"
+        )
+    return chosen
+
+
+# ------------------------------------------------------------------ running ----
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """A check with its measurement and pass mark (``None`` for an info line)."""
+
+    check: Check
+    measurement: Measurement
+    passed: bool | None
+
+
+@dataclass(frozen=True)
+class CalibrationRun:
+    """What :func:`run_checks` did: the results in check order and how they were made.
+
+    Attributes:
+        results: One per check, in the order asked.
+        seeds: Episodes per check.
+        seed: The first episode's seed.
+        env: The evaluation environment's base settings (before each policy's overrides).
+        policies: Each policy spec run -> its note and the settings it changed (levers,
+            margin tiers, fund size).
+        wall_s: Wall time of the episodes and measurements.
+    """
+
+    results: tuple[CheckResult, ...]
+    seeds: int
+    seed: int
+    env: dict[str, Any]
+    policies: dict[str, dict[str, Any]]
+    wall_s: float
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        """The checks with a target that did not pass."""
+        return [r for r in self.results if r.passed is False]
+
+
+def calibration_env(checks: Sequence[Check], accounts: int | None) -> dict[str, Any]:
+    """The base environment settings of ``checks``: evaluation's, with ``accounts`` slots."""
+    base = base_env(None, [parse_spec(c.policy) for c in checks])
+    if accounts is not None:
+        base["n_accounts"] = accounts
+    return base
+
+
+def groups(checks: Sequence[Check]) -> dict[tuple[str, str], list[Check]]:
+    """``checks`` by (policy, scenario), in first-seen order: each group shares episodes."""
+    out: dict[tuple[str, str], list[Check]] = {}
+    for c in checks:
+        out.setdefault((c.policy, c.scenario), []).append(c)
+    return out
+
+
+def run_checks(
+    checks: Sequence[Check],
+    seeds: int,
+    seed: int = 0,
+    accounts: int | None = None,
+    on_group_done: Callable[[int], None] | None = None,
+) -> CalibrationRun:
+    """Run every (policy, scenario) of ``checks`` for ``seeds`` episodes and measure each check.
+
+    Args:
+        checks: The checks (:func:`select_checks`).
+        seeds: Episodes per (policy, scenario), seeded ``seed .. seed + seeds - 1``.
+        seed: The first episode's seed.
+        accounts: Account slots per exchange (``None``: the evaluation environment's).
+        on_group_done: Called with ``seeds`` after each (policy, scenario) (a progress bar).
+    """
+    t0 = time.perf_counter()
+    base = calibration_env(checks, accounts)
+    measured: dict[str, CheckResult] = {}
+    policies: dict[str, dict[str, Any]] = {}
+    for (policy, scenario), members in groups(checks).items():
+        spec = parse_spec(policy)
+        policies[policy] = {"note": spec.note, **spec.env_overrides()}
+        outcomes = record_episodes(spec, job_env(base, spec, scenario), seeds, seed)
+        for c in members:
+            m = c.measure(outcomes)
+            passed = None if c.target is None else c.target.passes(m.value)
+            measured[c.name] = CheckResult(c, m, passed)
+        if on_group_done is not None:
+            on_group_done(seeds)
+    return CalibrationRun(
+        results=tuple(measured[c.name] for c in checks),
+        seeds=seeds,
+        seed=seed,
+        env=base,
+        policies=policies,
+        wall_s=time.perf_counter() - t0,
+    )
+
+
+# ------------------------------------------------------------------ reporting ----
+
+#: The table's columns.
+COLUMNS = ("check", "scenario", "policy", "measured", "target", "pass")
+
+
+def _cells(r: CheckResult) -> tuple[str, ...]:
+    c = r.check
+    mark = "info" if r.passed is None else ("PASS" if r.passed else "FAIL")
+    target = "-" if c.target is None else c.target.text(c.percent)
+    return (c.name, c.scenario, c.policy, c.format(r.measurement.value), target, mark)
+
+
+def format_table(run: CalibrationRun) -> str:
+    """The fixed-width table the command prints: ``check | scenario | ... | pass``."""
+    rows = [COLUMNS, *(_cells(r) for r in run.results)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    right = {3}  # measured values line up on the decimal point
+    lines = []
+    for k, row in enumerate(rows):
+        cells = [
+            cell.rjust(w) if i in right else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append(" | ".join(cells).rstrip())
+        if k == 0:
+            lines.append("-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def summary_line(run: CalibrationRun) -> str:
+    """``1 check: 0 passed, 1 failed; 28 info lines``."""
+    marked = [r for r in run.results if r.passed is not None]
+    passed = sum(1 for r in marked if r.passed)
+    info = len(run.results) - len(marked)
+    noun = "check" if len(marked) == 1 else "checks"
+    return (
+        f"{len(marked)} {noun}: {passed} passed, {len(marked) - passed} failed; "
+        f"{info} info line{'' if info == 1 else 's'} (no pass mark)"
+    )
+
+
+def to_markdown(run: CalibrationRun, command: str) -> str:
+    """``calibration.md``: the table, how it was run, and each real-world line once."""
+    lines = [
+        "# fundgym calibrate",
+        "",
+        f"`{command}`: {run.seeds} episodes per line (seeds {run.seed} .. "
+        f"{run.seed + run.seeds - 1}), {run.env['n_accounts']:,} accounts, "
+        f"{run.wall_s:.0f} s. {summary_line(run)}.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join(["---", "---", "---", "---:", "---", "---"]) + "|",
+    ]
+    for r in run.results:
+        cells = list(_cells(r))
+        cells[0] = f"`{cells[0]}`"
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## What real venues did", ""]
+    cited: dict[str, list[str]] = {}
+    for r in run.results:
+        cited.setdefault(r.check.source, []).append(r.check.name)
+    for source, names in cited.items():
+        lines.append(f"- {source} ({', '.join(f'`{n}`' for n in names)})")
+    lines += ["", "## How each line was measured", ""]
+    for r in run.results:
+        lines.append(f"- `{r.check.name}`: {r.check.measures}; {r.measurement.detail}")
+    return "\n".join(lines) + "\n"
+
+
+def to_json(run: CalibrationRun, command: str, created_utc: str) -> dict[str, Any]:
+    """``calibration.json``: every line with its value, target, pass mark and source."""
+    marked = [r for r in run.results if r.passed is not None]
+    return {
+        "kind": KIND,
+        "fundgym": __version__,
+        "command": command,
+        "created_utc": created_utc,
+        "seeds": run.seeds,
+        "seed": run.seed,
+        "episode_seeds": f"{run.seed} .. {run.seed + run.seeds - 1} (episode i: seed + i)",
+        "accounts": run.env["n_accounts"],
+        "wall_s": round(run.wall_s, 3),
+        "passed": sum(1 for r in marked if r.passed),
+        "failed": sum(1 for r in marked if not r.passed),
+        "info": len(run.results) - len(marked),
+        "checks": [
+            {
+                "name": r.check.name,
+                "scenario": r.check.scenario,
+                "policy": r.check.policy,
+                "measures": r.check.measures,
+                "measured": r.measurement.value,
+                "target": None
+                if r.check.target is None
+                else {
+                    "low": r.check.target.low,
+                    "high": r.check.target.high,
+                    "text": r.check.target.text(r.check.percent),
+                },
+                "passed": r.passed,
+                "detail": r.measurement.detail,
+                "per_episode": list(r.measurement.per_episode),
+                "source": r.check.source,
+            }
+            for r in run.results
+        ],
+    }
+
+
+def is_calibration_dir(path: Path) -> bool:
+    """Whether ``path`` holds a fundgym calibration (``calibration.json`` of kind :data:`KIND`)."""
+    try:
+        data = json.loads((path / "calibration.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("kind") == KIND
+
+
+def write_calibration(out: Path, run: CalibrationRun, command: str) -> dict[str, Path]:
+    """Write :data:`CALIBRATION_FILES` of ``run`` into ``out``, replacing what is there.
+
+    The directory is built under a temporary name beside ``out`` and renamed into place, so
+    an interrupted or failed write leaves the previous ``out`` as it was and no partial
+    files; what a killed one left behind is removed first
+    (:func:`~fundgym.agents.outputs.remove_stale_temps`). The caller has checked ``out``
+    (:func:`fundgym.agents.cli.guards.check_output`) and holds its lock.
+
+    Returns:
+        File name -> its path inside ``out``.
+    """
+    remove_stale_temps(out.parent, out.name)
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    config = {
+        "command": command,
+        "fundgym": __version__,
+        "checks": [r.check.name for r in run.results],
+        "seeds": run.seeds,
+        "seed": run.seed,
+        "env": jsonable(run.env),
+        "each_run": "env with scenario set to the check's (a library scenario runs its own "
+        "horizon) and the policy's settings below",
+        "policies": jsonable(run.policies),
+    }
+    texts = {
+        "config.yaml": yaml.safe_dump(config, sort_keys=False),
+        "calibration.md": to_markdown(run, command),
+        "calibration.json": json.dumps(jsonable(to_json(run, command, created)), indent=2),
+    }
+    tmp = temp_sibling(out, "partial")
+    tmp.mkdir(parents=True)
+    try:
+        with naming_file(out, tmp):
+            for name, text in texts.items():
+                write_text_atomic(tmp / name, text)
+            if out.exists():
+                old = temp_sibling(out, "old")
+                out.rename(old)
+                tmp.rename(out)
+                shutil.rmtree(old)
+            else:
+                tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {name: out / name for name in CALIBRATION_FILES}

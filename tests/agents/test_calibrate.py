@@ -1,0 +1,289 @@
+"""``fundgym calibrate``: the check registry, the measures worked by hand, the command line."""
+
+import errno
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fundgym.agents.cli import main
+from fundgym.agents.evaluate import calibration as cal
+from fundgym.agents.evaluate.calibration import (
+    CALIBRATION_FILES,
+    CHECKS,
+    CalibrationError,
+    Check,
+    EpisodeOutcome,
+    Measurement,
+    Target,
+    below_bankruptcy_share,
+    fund_drawdown,
+    fund_drawdown_from_start_frac,
+    select_checks,
+)
+from fundgym.agents.outputs import write_text_atomic
+from fundgym.agents.policies import PRESETS, parse_spec
+from fundgym.agents.rollout import CRASHES, base_env, job_env
+from fundgym.envs.scenarios import library
+
+#: Small enough for CI: one episode on 64 accounts.
+TINY = ["--seeds", "1", "--accounts", "64", "--no-progress"]
+
+
+def outcome(fund0: float = 100.0, **steps: list[float]) -> EpisodeOutcome:
+    """An episode record built by hand: ``steps`` are per-decision values."""
+    return EpisodeOutcome(
+        policy="static:hyperliquid",
+        scenario="oct_10_2025",
+        episode=0,
+        seed=0,
+        initial_open_interest_usd=1_000.0,
+        initial_fund_usd=fund0,
+        steps={k: np.asarray(v, dtype=np.float64) for k, v in steps.items()},
+        terminated=False,
+    )
+
+
+# ---- the registry ----
+
+
+def test_every_check_names_a_library_scenario_and_a_static_policy() -> None:
+    names = [c.name for c in CHECKS]
+    assert len(names) == len(set(names))
+    for c in CHECKS:
+        assert c.scenario in library(), c.name
+        spec = parse_spec(c.policy)  # raises on a policy that does not parse
+        assert spec.kind == "static", c.name
+        assert c.source and c.measures, c.name
+
+
+def test_the_registry_holds_the_bankruptcy_check_and_every_drawdown_line() -> None:
+    check = next(c for c in CHECKS if c.name == "hyperliquid_below_bankruptcy")
+    assert (check.policy, check.scenario) == ("static:hyperliquid", "oct_10_2025")
+    assert check.target == Target(high=0.02) and "302 of 63,637" in check.source
+    info = {(c.policy, c.scenario) for c in CHECKS if c.target is None}
+    assert info == {(f"static:{p}", s) for p in PRESETS for s in CRASHES}
+    assert {p for p in PRESETS} == {"binance", "dydx", "hyperliquid", "bitmex"}
+
+
+# ---- measures, by hand ----
+
+
+def test_below_bankruptcy_share_pools_liquidations_over_episodes() -> None:
+    # episode 0: 3 + 0 + 5 = 8 orders, 1 past bankruptcy; episode 1: 2 orders, both past it
+    a = outcome(n_liquidations=[3, 0, 5], n_liquidations_below_bankruptcy=[1, 0, 0])
+    b = outcome(n_liquidations=[2], n_liquidations_below_bankruptcy=[2])
+    m = below_bankruptcy_share([a, b])
+    assert m.value == pytest.approx(3 / 10, rel=1e-15)  # pooled, not (1/8 + 2/2) / 2
+    assert m.per_episode == pytest.approx((1 / 8, 1.0), rel=1e-15)
+    assert m.detail == "3 of 10 liquidation orders over 2 episodes"
+
+
+def test_below_bankruptcy_share_without_liquidations_is_not_a_number_and_fails() -> None:
+    m = below_bankruptcy_share(
+        [outcome(n_liquidations=[0, 0], n_liquidations_below_bankruptcy=[0, 0])]
+    )
+    assert math.isnan(m.value) and math.isnan(m.per_episode[0])
+    assert not Target(high=0.02).passes(m.value)
+
+
+def test_fund_drawdown_is_measured_from_the_start_not_from_the_peak() -> None:
+    # 100 -> 110 -> 80 -> 120: 1 - 80/100 = 20% (peak to trough would be 1 - 80/110 = 27%)
+    assert fund_drawdown_from_start_frac(100.0, np.array([110.0, 80.0, 120.0])) == pytest.approx(
+        0.2, rel=1e-15
+    )
+    assert fund_drawdown_from_start_frac(100.0, np.array([100.0, 130.0])) == 0.0  # only grew
+    assert fund_drawdown_from_start_frac(100.0, np.array([0.0])) == 1.0  # emptied
+    assert math.isnan(fund_drawdown_from_start_frac(0.0, np.array([0.0])))  # no fund
+    m = fund_drawdown(
+        [outcome(fund_balance_usd=[90.0, 95.0]), outcome(fund_balance_usd=[70.0, 140.0])]
+    )
+    assert m.value == pytest.approx((0.1 + 0.3) / 2, rel=1e-15)
+    assert m.per_episode == pytest.approx((0.1, 0.3), rel=1e-15)
+    assert m.detail == "mean of 2 episodes, 10.00% to 30.00%"
+
+
+def test_targets_pass_inside_their_range_and_print_it() -> None:
+    at_most = Target(high=0.02)
+    assert at_most.passes(0.02) and not at_most.passes(0.0201) and not at_most.passes(math.nan)
+    assert at_most.text(percent=True) == "<= 2%"
+    band = Target(low=0.04, high=0.18)
+    assert band.passes(0.04) and band.passes(0.18) and not band.passes(0.03)
+    assert band.text(percent=True) == "4% to 18%" and band.text(percent=False) == "0.04 to 0.18"
+    assert Target(low=0.5).text(percent=False) == ">= 0.5"
+    with pytest.raises(ValueError, match="an info line has no Target"):
+        Target()
+    with pytest.raises(ValueError, match="above high"):
+        Target(low=0.5, high=0.1)
+
+
+def test_select_checks_by_name_pattern_and_scenario() -> None:
+    assert [c.name for c in select_checks(["hyperliquid_below_bankruptcy"])] == [
+        "hyperliquid_below_bankruptcy"
+    ]
+    bitmex = select_checks(["fund_drawdown_bitmex_*"])
+    assert [c.scenario for c in bitmex] == list(CRASHES)
+    oct10 = select_checks(None, ["oct_10_2025"])
+    assert len(oct10) == 1 + len(PRESETS) and {c.scenario for c in oct10} == {"oct_10_2025"}
+    first_two = "hyperliquid_below_bankruptcy, fund_drawdown_binance_black_thursday_2020"
+    with pytest.raises(CalibrationError, match=rf"--check 'nope': no such check; .*{first_two}"):
+        select_checks(["nope"])
+    with pytest.raises(CalibrationError, match=r"--scenarios 'calm': no check runs on it"):
+        select_checks(None, ["calm"])
+    with pytest.raises(CalibrationError, match="select none in common"):
+        select_checks(["hyperliquid_below_bankruptcy"], ["luna_2022"])
+
+
+# ---- episodes through evaluation's machinery ----
+
+
+def test_a_preset_runs_under_its_venues_fund_size() -> None:
+    spec = parse_spec("static:bitmex")
+    env_kw = job_env({**base_env(None, [spec]), "n_accounts": 64}, spec, "venue_flash_wick")
+    (ep,) = cal.record_episodes(spec, env_kw, 1, 5)
+    assert ep.initial_fund_usd / ep.initial_open_interest_usd == pytest.approx(0.275, rel=1e-12)
+    assert ep.seed == 5 and len(ep.steps["fund_balance_usd"]) == 18  # 180 min, 10-min decisions
+    assert {"n_liquidations", "n_liquidations_below_bankruptcy"} <= ep.steps.keys()
+
+
+# ---- the command line ----
+
+
+def test_help_documents_every_option_and_the_exit_codes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["calibrate", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--check", "--scenarios", "--seeds", "--seed", "--accounts", "--out",
+                   "--force", "--strict", "--no-progress"):  # fmt: skip
+        assert option in text
+    assert "hyperliquid_below_bankruptcy" in text and "fund_drawdown_<preset>_<crash>" in text
+    assert "1 with --strict when a check\nfailed" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--check", "nope"], "--check 'nope': no such check; allowed"),
+        (["--scenarios", "mars_2030"], "--scenarios 'mars_2030': no check runs on it; allowed"),
+        (["--seeds", "0"], "--seeds must be >= 1, got 0"),
+        (["--accounts", "0"], "--accounts must be >= 1, got 0"),
+        (["--seed", "-1"], "--seed must be an integer in [0, 2**63 - 1], got -1"),
+        (["--accounts", "20000000"], "--accounts must be <= 10,000,000 (env.n_accounts), got"),
+    ],
+)
+def test_bad_input_exits_2_naming_it_and_writes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], message: str
+) -> None:
+    out = tmp_path / "cal"
+    code = main(["calibrate", "--out", str(out), "--no-progress", *args])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no output, no lock file
+
+
+def test_an_output_that_is_not_a_calibration_needs_force(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine\n")
+    code = main(["calibrate", "--check", "hyperliquid_below_bankruptcy", "--out", str(mine), *TINY])
+    assert code == 2
+    assert "not a fundgym calibration directory" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_a_tiny_real_run_prints_the_table_and_writes_the_files(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "cal"
+    code = main(["calibrate", "--check", "hyperliquid_below_bankruptcy", "--out", str(out), *TINY])
+    assert code == 0  # without --strict, whatever the pass mark
+    text = capsys.readouterr().out
+    assert "check" in text and "| measured | target | pass" in text
+    assert sorted(p.name for p in out.iterdir()) == sorted(CALIBRATION_FILES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cal"]  # no temporaries left
+    data = json.loads((out / "calibration.json").read_text())
+    assert data["kind"] == "fundgym.calibration" and (data["seeds"], data["accounts"]) == (1, 64)
+    (line,) = data["checks"]
+    below, total = (float(x.replace(",", "")) for x in line["detail"].split()[0:3:2])
+    assert total > 0 and line["measured"] == pytest.approx(below / total, rel=1e-12)
+    assert line["per_episode"] == [line["measured"]]
+    assert line["passed"] == (line["measured"] <= 0.02)
+    mark = "PASS" if line["passed"] else "FAIL"
+    assert "hyperliquid_below_bankruptcy | oct_10_2025 | static:hyperliquid |" in text
+    assert text.splitlines()[2].endswith(f"<= 2%  | {mark}")
+    assert (
+        "| `hyperliquid_below_bankruptcy` | oct_10_2025 |" in (out / "calibration.md").read_text()
+    )
+    assert "fund_to_oi_frac: 0.022" in (out / "config.yaml").read_text()
+
+
+def fixed_check(value: float, target: Target | None) -> Check:
+    """A check on a short crash whose measure returns ``value`` whatever the episodes."""
+    return Check(
+        name="fixed",
+        scenario="venue_flash_wick",
+        policy="static:dydx",
+        measures="a fixed value",
+        target=target,
+        source="a test",
+        measure=lambda episodes: Measurement(value, (value,) * len(episodes), "fixed"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "strict", "code"),
+    [(0.5, True, 1), (0.5, False, 0), (0.01, True, 0)],
+)
+def test_strict_exits_1_only_when_a_check_fails(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    value: float,
+    strict: bool,
+    code: int,
+) -> None:
+    monkeypatch.setattr(cal, "CHECKS", (fixed_check(value, Target(high=0.02)),))
+    args = ["calibrate", "--check", "fixed", *TINY, *(["--strict"] if strict else [])]
+    assert main(args) == code
+    err = capsys.readouterr().err
+    assert ("--strict: failed: fixed" in err) == (code == 1)
+
+
+def test_info_lines_never_fail_a_strict_run(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cal, "CHECKS", (fixed_check(0.9, None),))
+    assert main(["calibrate", "--check", "fixed", "--strict", *TINY]) == 0
+    assert "| info" in capsys.readouterr().out
+
+
+def test_a_failed_write_leaves_the_previous_calibration_whole(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(cal, "CHECKS", (fixed_check(0.01, Target(high=0.02)),))
+    out = tmp_path / "cal"
+    assert main(["calibrate", "--check", "fixed", "--out", str(out), *TINY]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full_disk(path: Path, text: str) -> None:
+        if path.name == "calibration.md":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write_text_atomic(path, text)
+
+    monkeypatch.setattr(cal, "write_text_atomic", full_disk)
+    monkeypatch.setattr(cal, "CHECKS", (fixed_check(0.5, Target(high=0.02)),))
+    assert main(["calibrate", "--check", "fixed", "--out", str(out), *TINY]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cal"]  # no temporaries left
+    monkeypatch.setattr(
+        cal, "write_text_atomic", write_text_atomic
+    )  # a recognised calibration: replaced
+    assert main(["calibrate", "--check", "fixed", "--out", str(out), *TINY]) == 0
+    assert json.loads((out / "calibration.json").read_text())["failed"] == 1
