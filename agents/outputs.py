@@ -240,6 +240,34 @@ def naming_file(path: Path, *aliases: Path) -> Iterator[None]:
         raise OSError(exc.errno, exc.strerror, os.fspath(named)) from exc
 
 
+@contextmanager
+def directory_in_place(out: Path, kind: str = "partial") -> Iterator[Path]:
+    """Yield a fresh temporary directory that becomes ``out`` when the block succeeds.
+
+    The whole output is built under a hidden sibling (:func:`temp_sibling`), then renamed
+    into place in one step, replacing an earlier ``out`` (moved aside under an ``old`` name
+    first and removed after): a reader sees the old output or the new one, never half of
+    either. On any error, the temporary is removed and ``out`` is left as it was; an
+    ``OSError`` about a file being built names that file inside ``out`` (:func:`naming_file`).
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(out, kind)
+    tmp.mkdir()  # a fresh name: never another writer's directory
+    try:
+        with naming_file(out, tmp):
+            yield tmp
+            if out.exists():
+                old = temp_sibling(out, "old")
+                os.replace(out, old)
+                os.replace(tmp, out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename.
 

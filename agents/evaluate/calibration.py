@@ -32,7 +32,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,10 +43,9 @@ import yaml
 
 from fundgym.agents import __version__
 from fundgym.agents.outputs import (
+    directory_in_place,
     jsonable,
-    naming_file,
     remove_stale_temps,
-    temp_sibling,
     write_text_atomic,
 )
 from fundgym.agents.policies import PRESETS, PolicySpec, build_policy, parse_spec
@@ -635,20 +633,7 @@ def write_calibration(out: Path, run: CalibrationRun, command: str) -> dict[str,
         "calibration.md": to_markdown(run, command),
         "calibration.json": json.dumps(jsonable(to_json(run, command, created)), indent=2),
     }
-    tmp = temp_sibling(out, "partial")
-    tmp.mkdir(parents=True)
-    try:
-        with naming_file(out, tmp):
-            for name, text in texts.items():
-                write_text_atomic(tmp / name, text)
-            if out.exists():
-                old = temp_sibling(out, "old")
-                out.rename(old)
-                tmp.rename(out)
-                shutil.rmtree(old)
-            else:
-                tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with directory_in_place(out) as tmp:
+        for name, text in texts.items():
+            write_text_atomic(tmp / name, text)
     return {name: out / name for name in CALIBRATION_FILES}

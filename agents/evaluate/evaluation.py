@@ -36,7 +36,6 @@ import io
 import json
 import os
 import shlex
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -63,11 +62,10 @@ from fundgym.agents.evaluate.search import (
     search_static,
 )
 from fundgym.agents.outputs import (
+    directory_in_place,
     jsonable,
-    naming_file,
     progress_bar,
     remove_stale_temps,
-    temp_sibling,
     write_text_atomic,
 )
 from fundgym.agents.policies import PolicySpec, parse_spec
@@ -242,25 +240,12 @@ def evaluate(
             gap[n] = (v - lo) / (hi - lo) if hi - lo > 1e-9 * max(1.0, abs(hi)) else None
     traces = {(r.policy, r.scenario): r for r in records if r.episode == 0}
 
-    tmp = temp_sibling(out, "partial")
-    tmp.mkdir(parents=True)
-    try:
-        with naming_file(out, tmp):  # a full disk names the file as the user will look for it
-            files = _write_outputs(
-                tmp, out, rows, by_scenario, by_policy, traces, resolved, scenarios, episodes,
-                seed, base, searches, dom, gap, objectives, reference, argv, report, n_workers,
-                search_episodes, grid,
-            )  # fmt: skip
-            if out.exists():
-                old = temp_sibling(out, "old")
-                out.rename(old)
-                tmp.rename(out)
-                shutil.rmtree(old)
-            else:
-                tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with directory_in_place(out) as tmp:  # a full disk names the file as the user will see it
+        files = _write_outputs(
+            tmp, out, rows, by_scenario, by_policy, traces, resolved, scenarios, episodes,
+            seed, base, searches, dom, gap, objectives, reference, argv, report, n_workers,
+            search_episodes, grid,
+        )  # fmt: skip
     return EvaluationResult(
         out_dir=out,
         rows=rows,

@@ -38,8 +38,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
-import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from fundgym.agents.config import TrainConfig, dump_config
-from fundgym.agents.outputs import naming_file, temp_sibling
+from fundgym.agents.outputs import directory_in_place, naming_file
 from fundgym.agents.policies.base import FloatArray, SpecError
 
 #: What ``manifest.json`` says it is, and the version of the layout it describes.
@@ -261,35 +259,29 @@ def write_model_dir(
     """
     import torch
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(dest)
-    tmp.mkdir()  # a fresh name: never another writer's directory
-    try:
-        with naming_file(dest, tmp):  # a full disk names the file in dest, not the temporary
-            weights = io.BytesIO()  # torch.save to a path fails with a RuntimeError, no name
-            torch.save(model.policy.state_dict(), weights)
-            _write_file(tmp / WEIGHTS, weights.getvalue())
-            vecnorm = model.get_vec_normalize_env()
-            if vecnorm is not None:
-                _write_file(tmp / STATS, NormStats.of(vecnorm).to_bytes())
-            for name, write in (extras or {}).items():
-                write(tmp / name)
-            files = {p.name: sha256_hex(p.read_bytes()) for p in sorted(tmp.iterdir())}
-            manifest = {
-                "format": FORMAT,
-                "version": FORMAT_VERSION,
-                "algo": cfg.algo,
-                "policy": cfg.policy,
-                "num_timesteps": int(model.num_timesteps),
-                "observation_space": _box_spec(model.observation_space),
-                "action_space": _box_spec(model.action_space),
-                "config_sha256": sha256_hex(dump_config(cfg).encode("utf-8")),
-                "files": files,
-            }
-            _write_file(tmp / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
-            _move_into_place(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    # Built under a temporary, renamed into place whole; a full disk names the file in dest.
+    with directory_in_place(dest, "tmp") as tmp:
+        weights = io.BytesIO()  # torch.save to a path fails with a RuntimeError, no name
+        torch.save(model.policy.state_dict(), weights)
+        _write_file(tmp / WEIGHTS, weights.getvalue())
+        vecnorm = model.get_vec_normalize_env()
+        if vecnorm is not None:
+            _write_file(tmp / STATS, NormStats.of(vecnorm).to_bytes())
+        for name, write in (extras or {}).items():
+            write(tmp / name)
+        files = {p.name: sha256_hex(p.read_bytes()) for p in sorted(tmp.iterdir())}
+        manifest = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "algo": cfg.algo,
+            "policy": cfg.policy,
+            "num_timesteps": int(model.num_timesteps),
+            "observation_space": _box_spec(model.observation_space),
+            "action_space": _box_spec(model.action_space),
+            "config_sha256": sha256_hex(dump_config(cfg).encode("utf-8")),
+            "files": files,
+        }
+        _write_file(tmp / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
     return dest
 
 
@@ -297,17 +289,6 @@ def _write_file(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path``; a failure as it is flushed (a full disk) names ``path``."""
     with naming_file(path):
         path.write_bytes(data)
-
-
-def _move_into_place(tmp: Path, dest: Path) -> None:
-    """Rename directory ``tmp`` to ``dest``, replacing an existing ``dest``."""
-    if not dest.exists():
-        os.replace(tmp, dest)
-        return
-    old = temp_sibling(dest, "old")
-    os.replace(dest, old)
-    os.replace(tmp, dest)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- reading ----

@@ -16,6 +16,7 @@ import pytest
 
 from fundgym.agents.outputs import (
     TEMP_KINDS,
+    directory_in_place,
     jsonable,
     naming_file,
     process_running,
@@ -157,3 +158,18 @@ def test_temporary_kinds_are_the_ones_the_clean_up_knows(tmp_path):
     for kind in TEMP_KINDS:
         name = temp_sibling(tmp_path / "a", kind).name
         assert name.startswith(f".a.{kind}-{os.getpid()}-") and len(name.split("-")[-1]) == 8
+
+
+def test_directory_in_place_replaces_whole_or_leaves_the_old_one(tmp_path):
+    out = tmp_path / "out"
+    with directory_in_place(out) as tmp:
+        (tmp / "a.txt").write_text("first")
+    assert (out / "a.txt").read_text() == "first"
+    with pytest.raises(RuntimeError, match="midway"), directory_in_place(out) as tmp:
+        (tmp / "a.txt").write_text("second")
+        raise RuntimeError("midway")
+    assert (out / "a.txt").read_text() == "first"  # the old output, untouched
+    with directory_in_place(out) as tmp:
+        (tmp / "b.txt").write_text("third")
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]  # replaced, not merged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary left
