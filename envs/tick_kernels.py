@@ -137,31 +137,22 @@ def _funding_and_scan(coll, size, entry, e, per_unit, m, mmr, floors, rates, cum
     An account's check reads only its own funded collateral, so one pass gives what funding
     then a scan give, with one walk over the accounts instead of two.
     """
-    n_acc = size.shape[1]
+    tiered = floors.shape[0] > 0  # loop-invariant: the compiler splits the loop on it
     total = 0.0
     n = 0
-    if floors.shape[0] == 0:
-        for a in range(n_acc):
-            q = size[e, a, 0]
-            c = coll[e, a]
-            if q != 0.0:
-                x = q * per_unit
-                c -= x
-                coll[e, a] = c
-                total += x
-            idx[n] = a
-            n += liquidatable_flat(c, q, entry[e, a, 0], m, mmr)
-    else:
-        for a in range(n_acc):
-            q = size[e, a, 0]
-            c = coll[e, a]
-            if q != 0.0:
-                x = q * per_unit
-                c -= x
-                coll[e, a] = c
-                total += x
-            idx[n] = a
+    for a in range(size.shape[1]):
+        q = size[e, a, 0]
+        c = coll[e, a]
+        if q != 0.0:
+            x = q * per_unit
+            c -= x
+            coll[e, a] = c
+            total += x
+        idx[n] = a
+        if tiered:
             n += _liquidatable_1(c, q, entry[e, a, 0], m, mmr, floors, rates, cums, base_mmr)
+        else:
+            n += liquidatable_flat(c, q, entry[e, a, 0], m, mmr)
     return total, n
 
 

@@ -111,6 +111,17 @@ def value_usd(f, e, price, vol_annual):  # type: ignore[no-untyped-def]
     )
 
 
+@jit(error_model="numpy", inline="always")
+def _buckets(f, e, price, vol_annual):  # type: ignore[no-untyped-def]
+    """Exchange ``e``'s bucket values (the portfolio's :data:`BUCKETS` order) and one put's mark."""
+    unit = put_unit_value(f, e, price, vol_annual)
+    v0 = f[F_STABLE][e]
+    v1 = f[F_YIELD][e]
+    v2 = f[F_VOLATILE_UNITS][e] * price
+    v3 = f[F_PUT_UNITS][e] * unit
+    return v0, v1, v2, v3, unit
+
+
 @jit(error_model="numpy")
 def values_and_weights(f, price, vol_annual, value_out, weights_out):  # type: ignore[no-untyped-def]
     """Every exchange's :meth:`FundPortfolio.value_usd` and :meth:`FundPortfolio.weights`.
@@ -120,10 +131,7 @@ def values_and_weights(f, price, vol_annual, value_out, weights_out):  # type: i
     where the value is not positive.
     """
     for e in range(price.shape[0]):
-        v0 = f[F_STABLE][e]
-        v1 = f[F_YIELD][e]
-        v2 = f[F_VOLATILE_UNITS][e] * price[e]
-        v3 = f[F_PUT_UNITS][e] * put_unit_value(f, e, price[e], vol_annual[e])
+        v0, v1, v2, v3, _ = _buckets(f, e, price[e], vol_annual[e])
         total = v0 + v1 + v2 + v3
         value_out[e] = total
         if total <= 0.0:
@@ -259,11 +267,7 @@ def rebalance_one(f, e, w, price, vol_annual, stressed, terms):  # type: ignore[
     slip = terms[A_SLIPPAGE]
     spread = terms[A_SPREAD]
 
-    unit = put_unit_value(f, e, price, vol_annual)
-    v0 = f[F_STABLE][e]
-    v1 = f[F_YIELD][e]
-    v2 = f[F_VOLATILE_UNITS][e] * price
-    v3 = f[F_PUT_UNITS][e] * unit
+    v0, v1, v2, v3, unit = _buckets(f, e, price, vol_annual)
     total = v0 + v1 + v2 + v3
     t1 = w[1] * total
     t2 = w[2] * total
