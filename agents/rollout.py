@@ -63,6 +63,7 @@ _MUST_MATCH = (
     "insolvency_frac",
     "fallback",
     "adl_policy",
+    "liquidation_mode",
     "taker_fee_rate",
     "rebalance_threshold",
     "population_minutes",

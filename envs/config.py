@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fundgym.envs.controls import PARAMS
-from fundgym.envs.core.params import AdlPolicy
+from fundgym.envs.core.params import AdlPolicy, LiquidationMode
 from fundgym.envs.levers import LEVERS
 from fundgym.envs.market.sampler import MAX_TRAINING_HORIZON_MINUTES, SamplerSettings
 from fundgym.envs.rewards import RewardWeights
@@ -93,6 +93,9 @@ class EnvConfig:
     # Which opposite positions ADL closes and at what price (fundgym.envs.core.adl documents
     # each rule and its source): bitmex, hyperliquid, drift, water_filling, risk_pro_rata.
     adl_policy: AdlPolicy = "bitmex"
+    # Whose liquidation engine runs (fundgym.envs.core.liquidation, docs/liquidation.md):
+    # partial (25% a tick), binance, dydx_v4, hyperliquid, bitmex.
+    liquidation_mode: LiquidationMode = "partial"
     # Notional brackets for the maintenance requirement ("none": flat MMR). With a table the
     # controlled ``mmr`` scales it (``mmr`` = the first bracket's rate reproduces the venue's).
     margin_tiers: Literal["none", "binance_btcusdt_2021"] = "none"

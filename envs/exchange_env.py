@@ -327,6 +327,7 @@ class FundControlCore:
             trading_fee_fund_share=v["trading_fee_fund_share"].copy(),
             fallback=self.config.fallback,
             adl_policy=self.config.adl_policy,
+            liquidation_mode=self.config.liquidation_mode,
             tiers=self._tiers,
         )
 
@@ -734,6 +735,7 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     | insolvency_frac        | float       | 0.05         | uncovered loss that ends the episode |
     | fallback               | str         | "adl"        | "adl" or "socialize"                 |
     | adl_policy             | str         | "bitmex"     | ADL rule (docs/adl.md)               |
+    | liquidation_mode       | str         | "partial"    | venue engine (docs/liquidation.md)   |
     | margin_tiers           | str         | "none"       | "binance_btcusdt_2021": MMR brackets |
     | population_minutes     | float       | 5            | clock of arrivals, exits, volume     |
     | reward                 | dict        | see rewards  | reward weights                       |

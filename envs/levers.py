@@ -420,7 +420,10 @@ LEVERS: dict[str, Lever] = {
             unit="fraction of the position",
             bounds=Interval(0.0, 1.0, low_open=True),
             default=0.25,
-            doc="largest fraction of a position liquidated per tick (dYdX 10% per block)",
+            doc=(
+                "largest fraction of a position liquidated per tick, liquidation_mode partial "
+                "(dYdX 10% per block)"
+            ),
             venues=(
                 VenueField(
                     "dydx",
@@ -437,7 +440,10 @@ LEVERS: dict[str, Lever] = {
             unit="USD",
             bounds=Interval(0.0, math.inf, high_open=True),
             default=1000.0,
-            doc="minimum notional liquidated per tick; smaller positions close whole (dYdX $1k)",
+            doc=(
+                "minimum notional liquidated per tick, liquidation_mode partial; smaller "
+                "positions close whole (dYdX $1k)"
+            ),
             venues=(
                 VenueField(
                     "dydx",

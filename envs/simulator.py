@@ -82,6 +82,8 @@ SERIES = (
 BLOCK_SERIES = (*SERIES, "funding_paid_usd", "ledger_error_usd")
 assert BLOCK_SERIES.index("ledger_error_usd") == tk.S_LEDGER_ERROR
 assert BLOCK_SERIES.index("fund_usd") == tk.S_FUND_USD
+#: Risk-parameter fields that are names or tables, not per-exchange numbers.
+_CODED_FIELDS = ("fallback", "tiers", "socialization", "adl_policy", "liquidation_mode")
 THREADS_ENV = "FUNDGYM_THREADS"
 """Environment variable read when a simulator is built with ``threads=None``."""
 
@@ -228,6 +230,7 @@ def tick(
         book_price=p.last,
         fund_stressed=inputs.stressed,
         allocation=params.allocation,
+        tick_minutes=inputs.tick_minutes,
     )
     if trading_fees is not None and fund_trading_income is not None:
         events.trading_fees_usd = trading_fees
@@ -562,7 +565,7 @@ class ExchangeSimulator:
         row: dict[str, Any] = {}
         for f in dataclasses.fields(risk):
             value = getattr(risk, f.name)
-            if f.name not in ("fallback", "tiers", "socialization", "adl_policy"):
+            if f.name not in _CODED_FIELDS:
                 value = float(np.broadcast_to(np.asarray(value), (self.n_envs,))[env])
             row[f.name] = value
         return RiskParams.trusted(**row)
@@ -732,6 +735,7 @@ class ExchangeSimulator:
             risk.fallback_code,
             risk.socialization_code,
             risk.adl_policy_code,
+            risk.liquidation_mode_code,
             events,
             series,
             np.zeros((0, len(BOOK_STATS))) if book_out is None else book_out,

@@ -15,8 +15,10 @@ reference of one tick and documents the order of operations; :func:`advance_seri
 4. funding (as :func:`fundgym.envs.core.trading._funding_kernel`) and the margin engine's scan (as
    :func:`fundgym.envs.core.kernels.scan_kernel`) in one pass over the accounts
    (:func:`_funding_and_scan`);
-5. linear-impact fill prices, the waterfall (:mod:`fundgym.envs.core.kernels`), then the fund's
-   settlement (fee income received, shortfall paid from its buckets);
+5. linear-impact fill prices, the waterfall (:mod:`fundgym.envs.core.kernels`, under the
+   ``liquidation_mode`` of :mod:`fundgym.envs.core.liquidation`: the venue modes price each
+   sub-step of the tick themselves), then the fund's settlement (fee income received, shortfall
+   paid from its buckets);
 6. the permanent impact of the tick's liquidation flow and the clocks; the tick's series
    (``S_*`` columns: prices, open interest, fund value, the ledger check).
 
@@ -55,6 +57,7 @@ from fundgym.envs.core.kernels import (
     order_flow,
     waterfall_kernel,
 )
+from fundgym.envs.core.liquidation import LIQ_PARTIAL
 from fundgym.envs.core.params import P_MMR
 from fundgym.envs.fund.kernels import (
     F_EXTERNAL_PNL,
@@ -184,6 +187,7 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
     fallback,
     socialization,
     adl_policy,
+    liquidation_mode,
     events,
     series,
     book_out,
@@ -206,6 +210,9 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
     sell_px = np.empty(1)
     buy_px = np.empty(1)
     available = np.empty(1)
+    book_1 = np.empty(1)
+    depth_1 = np.empty(1)
+    tick_seconds = tick_minutes * 60.0
     liq_idx = np.empty((1, size.shape[1]), np.int64)  # the tick's liquidatable accounts
     for k in range(n_ticks):
         t = t_now[e]
@@ -264,7 +271,7 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
         cp_cash[e] -= cp_size[e, 0] * rate_tick * mark
         sell = 0.0
         buy = 0.0
-        if n_liq > 0:
+        if n_liq > 0 and liquidation_mode == LIQ_PARTIAL:  # the venue modes price by sub-step
             sell, buy = order_flow(size[r], 0, liq_idx[0], n_liq, packed[r], oracle_px, last_px)
         ev[0, EV_N_LIQUIDATIONS] = n_liq
         ev[0, EV_LIQUIDATION_SELL] = sell
@@ -283,9 +290,12 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
             fund_px = fund[F_MARK_PRICE][e] if fund[F_MARK_PRICE][e] > 0.0 else oracle_px
             fund_vol = fund[F_MARK_VOL][e]
             available[0] = liquid_usd(fund, e, fund_px, fund_vol, stressed, terms)
+            book_1[0] = last_px
+            depth_1[0] = depth
             waterfall_kernel(
                 coll[r], size[r], entry[r], marks, packed[r], floors, rates, cums, base,
-                sell_px, buy_px, available, fallback, socialization, adl_policy, cp_size[r],
+                sell_px, buy_px, available, fallback, socialization, adl_policy,
+                liquidation_mode, book_1, depth_1, MAX_IMPACT_FRAC, tick_seconds, cp_size[r],
                 cp_cash[r], rewards[r], unrecovered[r], ev, liq_idx,
             )  # fmt: skip
             income = ev[0, EV_FUND_FEE_INCOME]
@@ -352,15 +362,16 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
 def advance_serial(  # type: ignore[no-untyped-def]
     n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path, frozen,
     mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund, terms,
-    rng_state, packed, tiers, pop, fallback, socialization, adl_policy, events, series, book_out,
+    rng_state, packed, tiers, pop, fallback, socialization, adl_policy, liquidation_mode,
+    events, series, book_out,
 ):  # fmt: skip
     """``n_ticks`` ticks of every exchange, one exchange after another."""
     for e in range(t_now.shape[0]):
         _advance_exchange(
             e, n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
             frozen, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund,
-            terms, rng_state, packed, tiers, pop, fallback, socialization, adl_policy, events,
-            series, book_out,
+            terms, rng_state, packed, tiers, pop, fallback, socialization, adl_policy,
+            liquidation_mode, events, series, book_out,
         )  # fmt: skip
 
 
@@ -368,13 +379,14 @@ def advance_serial(  # type: ignore[no-untyped-def]
 def advance_parallel(  # type: ignore[no-untyped-def]
     n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path, frozen,
     mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund, terms,
-    rng_state, packed, tiers, pop, fallback, socialization, adl_policy, events, series, book_out,
+    rng_state, packed, tiers, pop, fallback, socialization, adl_policy, liquidation_mode,
+    events, series, book_out,
 ):  # fmt: skip
     """:func:`advance_serial` with exchanges spread over threads (bit-identical results)."""
     for e in prange(t_now.shape[0]):
         _advance_exchange(
             e, n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
             frozen, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund,
-            terms, rng_state, packed, tiers, pop, fallback, socialization, adl_policy, events,
-            series, book_out,
+            terms, rng_state, packed, tiers, pop, fallback, socialization, adl_policy,
+            liquidation_mode, events, series, book_out,
         )  # fmt: skip

@@ -1,9 +1,10 @@
 """Venue presets: real venues' published risk parameters, held fixed by a static policy.
 
 A preset is a venue as the evaluation environment can express it: its fees and margins (the
-levers a static policy holds), its margin tiers where the environment has them, and the size
-of its insurance fund (or backstop vault) as a share of open interest, which the environment
-starts the fund at. Every value cites where it comes from; ``[E]`` marks an estimate (a
+levers a static policy holds), its margin tiers where the environment has them, its liquidation
+engine (``liquidation_mode``, :mod:`fundgym.envs.core.liquidation`), and the size of its
+insurance fund (or backstop vault) as a share of open interest, which the environment starts
+the fund at. Every value cites where it comes from; ``[E]`` marks an estimate (a
 midpoint of a sourced range, or arithmetic on sourced figures) and ``fund_estimate`` says
 which fund sizes are. The fund sizes are those of ``shared/reference/outcomes.md`` ("Fund size
 relative to open interest") and ``crashes.md`` section 9.
@@ -14,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fundgym.envs.controls import ALLOCATION
+from fundgym.envs.core.params import LiquidationMode
 from fundgym.envs.levers import CONTROLLABLE, LEVERS
 
 #: The parameters a static set may name: every action lever but the fund allocation, which
@@ -28,6 +30,7 @@ class Preset:
     Attributes:
         values: Parameter name -> value (names from :data:`STATIC_PARAMS`).
         margin_tiers: The environment's ``margin_tiers`` setting for this venue.
+        liquidation_mode: The environment's ``liquidation_mode``: the venue's own engine.
         fund_to_oi_frac: The venue's insurance fund (or backstop vault) as a share of open
             interest: the environment's ``fund_to_oi_frac`` when this preset runs.
         fund_estimate: Whether ``fund_to_oi_frac`` is an estimate (``[E]``) rather than a
@@ -38,6 +41,7 @@ class Preset:
 
     values: dict[str, float]
     margin_tiers: str
+    liquidation_mode: LiquidationMode
     fund_to_oi_frac: float
     fund_estimate: bool
     note: str
@@ -55,6 +59,7 @@ PRESETS: dict[str, Preset] = {
             "trading_fee_fund_share": 0.0,
         },
         margin_tiers="binance_btcusdt_2021",
+        liquidation_mode="binance",
         fund_to_oi_frac=0.045,
         fund_estimate=True,
         note=(
@@ -65,6 +70,11 @@ PRESETS: dict[str, Preset] = {
             "MMR brackets: binance.com/en/futures/trading-rules/perpetual/leverage-margin "
             "(BTCUSDT 2021: 0.4% to $50k, 0.5% to $250k, 1% to $1M, ...)",
             "clearance fee 0.3% BTCUSDT, to the insurance fund: "
+            "binance.zendesk.com/hc/en-us/articles/360033525271-Liquidation",
+            "liquidation mode binance: IOC orders for the whole position limited at the "
+            "bankruptcy price, a bankrupt position taken over by the insurance fund, which "
+            "keeps its profits and pays its losses, counterparty liquidation (ADL) when the fund "
+            "cannot: binance.com/en/support/faq/360033525371 (Insurance Fund), "
             "binance.zendesk.com/hc/en-us/articles/360033525271-Liquidation",
             "trading fees do not feed the insurance fund",
             "fund 4.5% of OI [E]: the midpoint of 3-6%, the $1.23B shared BTC/ETH/BNB fund of "
@@ -81,6 +91,7 @@ PRESETS: dict[str, Preset] = {
             "trading_fee_fund_share": 0.0,
         },
         margin_tiers="none",
+        liquidation_mode="dydx_v4",
         fund_to_oi_frac=0.005,
         fund_estimate=True,
         note="dYdX-like large cap: MMR 3%, IMR 5%, 1.5% max liquidation fee, all to the fund",
@@ -88,6 +99,10 @@ PRESETS: dict[str, Preset] = {
             "dYdX v4 perpetual params (large-cap liquidity tier: initial 5%, maintenance "
             "fraction 60% -> MMR 3%): github.com/dydxprotocol/v4-chain x/perpetuals",
             "max liquidation fee 1.5%, paid to the insurance fund: x/clob liquidations_config",
+            "liquidation mode dydx_v4: mainnet liquidations_config (10% of a position per "
+            "block, at least $1k, at most $100k per subaccount per block, the fund losing at "
+            "most $1M per subaccount per block, bankruptcy adjustment 1, spread to maintenance "
+            "margin 1.5): dydxopsdao/networks dydx-mainnet-1/genesis.json lines 951-963",
             "trading fees go to stakers, not the insurance fund",
             "fund 0.5% of OI [E]: the fund was seeded with about $1M "
             "(dydx.forum/t/drc-seed-insurance-fund/1750, [S113]) against $0.1-0.3B of open "
@@ -96,23 +111,32 @@ PRESETS: dict[str, Preset] = {
     ),
     "hyperliquid": Preset(
         values={
-            "liquidation_fee_rate": 0.008,
+            "liquidation_fee_rate": 0.001,
             "liquidation_fee_fund_share": 1.0,
             "mmr": 0.0125,
             "imr_multiple": 2.0,
             "trading_fee_fund_share": 0.0,
         },
         margin_tiers="none",
+        liquidation_mode="hyperliquid",
         fund_to_oi_frac=0.022,
         fund_estimate=False,
         note=(
-            "Hyperliquid-like BTC: 40x max leverage (IMR 2.5%), MM half of it (1.25%); the "
-            "0.8% fee stands for the margin HLP keeps on backstop liquidations (2/3 of MM)"
+            "Hyperliquid-like BTC: 40x max leverage (IMR 2.5%), MM half of it (1.25%); market "
+            "liquidations keep the trader's margin (fee at the lever's 0.1% floor), accounts "
+            "below 2/3 of MM are taken over with their margin"
         ),
         sources=(
             "MM = 1/2 IM at max leverage; backstop below 2/3 MM to the HLP liquidator vault, "
             "which keeps the remaining margin: hyperliquid.gitbook.io/hyperliquid-docs/trading/"
             "liquidations",
+            "no clearance fee on market liquidations (Hyperliquid announcement of partial "
+            "liquidations, mirrored at docs.tings.xyz/core-mechanics/liquidations): the fee "
+            "lever at its action range's floor, 0.1% [E]; the margin kept on backstops is the "
+            "mode's takeover, not a fee",
+            "liquidation mode hyperliquid: market orders, 20% of a position over $100k first, "
+            "then the whole position during a 30 s cooldown; the backstop below 2/3 MM takes "
+            "the account over (the fund stands in for HLP's vault until the vault is built)",
             "BTC max leverage 40x: hyperliquid.gitbook.io/hyperliquid-docs/trading/margin-tiers",
             "fund 2.2% of OI: HLP, about $300M of TVL, against $13.8B of open interest on 10 Oct "
             "2025 (outcomes.md, fund size table); HLP is a vault that also makes markets and "
@@ -128,6 +152,7 @@ PRESETS: dict[str, Preset] = {
             "trading_fee_fund_share": 0.0,
         },
         margin_tiers="none",
+        liquidation_mode="bitmex",
         fund_to_oi_frac=0.275,
         fund_estimate=True,
         note=(
@@ -142,7 +167,12 @@ PRESETS: dict[str, Preset] = {
             "above 200 XBT are not modelled [E]",
             "liquidation: the engine takes over at the liquidation price and the remaining "
             "maintenance margin passes to the insurance fund (bitmex.com/app/liquidation, "
-            "[S108]): a fee of about the MMR, all to the fund [E]",
+            "[S108]): a fee of about the MMR, all to the fund [E]; under liquidation mode "
+            "bitmex the takeover itself hands the fund the whole remaining margin and the fee "
+            "lever is not read",
+            "liquidation mode bitmex: takeover of every liquidated position by the fund, ADL at "
+            "the bankruptcy price only once the fund is depleted: "
+            "bitmex.com/app/autoDeleveraging",
             "trading fees do not feed the insurance fund [E]",
             "fund 27.5% of OI [E]: the midpoint of 20-35%, 35.5k BTC (about $280M) against "
             "XBTUSD open interest of about $840M in March 2020 (outcomes.md, fund size table; "

@@ -45,6 +45,8 @@ class PolicySpec:
         path: The run directory (``trained``) or the exported file (``schedule``, ``table``).
         values: Natural-unit static values (``static``) after resolution.
         margin_tiers: Environment ``margin_tiers`` the policy runs under.
+        liquidation_mode: Environment ``liquidation_mode`` the policy runs under (a venue
+            preset's engine); ``None`` keeps the evaluation environment's.
         fund_to_oi_frac: Environment ``fund_to_oi_frac`` the policy runs under (a venue
             preset's fund size, or one a static spec names); ``None`` keeps the evaluation
             environment's.
@@ -56,17 +58,20 @@ class PolicySpec:
     path: str | None = None
     values: dict[str, float] = field(default_factory=dict)
     margin_tiers: str = "none"
+    liquidation_mode: str | None = None
     fund_to_oi_frac: float | None = None
     note: str = ""
 
     def env_overrides(self) -> dict[str, Any]:
-        """Environment settings this policy changes: parameter starts, margin tiers, fund size."""
+        """Environment settings this policy changes: starts, tiers, liquidation mode, fund."""
         if self.kind != "static":
             return {}  # trained runs and their exports keep the settings they were made in
         out: dict[str, Any] = {
             "margin_tiers": self.margin_tiers,
             "fixed": {k: self.values[k] for k in STATIC_PARAMS if k in self.values},
         }
+        if self.liquidation_mode is not None:
+            out["liquidation_mode"] = self.liquidation_mode
         if self.fund_to_oi_frac is not None:
             out[FUND_KEY] = self.fund_to_oi_frac
         return out
@@ -111,9 +116,9 @@ def _parse_static(text: str) -> PolicySpec:
     """A ``static:`` spec: a preset, a preset with ``name=value`` overrides, or a full set.
 
     ``static:binance`` is the venue; ``static:binance,mmr=0.01,fund_to_oi_frac=0.1`` the venue
-    with those values replaced (its margin tiers kept); ``static:mmr=0.05,...`` a set whose
-    other levers keep their defaults and whose fund keeps the environment's size unless
-    ``fund_to_oi_frac`` is named.
+    with those values replaced (its margin tiers and liquidation mode kept);
+    ``static:mmr=0.05,...`` a set whose other levers keep their defaults and whose fund and
+    liquidation mode keep the environment's, the fund unless ``fund_to_oi_frac`` is named.
 
     Raises:
         SpecError: An unknown preset or name, an item that is not ``name=value``, or a value
@@ -164,6 +169,7 @@ def _parse_static(text: str) -> PolicySpec:
         "static",
         values=values,
         margin_tiers=preset.margin_tiers,
+        liquidation_mode=preset.liquidation_mode,
         fund_to_oi_frac=fund_frac,
         note=note,
     )

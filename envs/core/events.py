@@ -116,13 +116,17 @@ class StepEvents:
         trading_fees_usd: Taker fees charged by trading (zero from the margin engine).
         fund_trading_fee_income_usd: The fund's share of those trading fees.
         liquidation_sell_usd: Notional the liquidation engine sold into the book (longs), at
-            the book price before impact.
+            the book price before impact; under the venue liquidation modes the sum over the
+            tick's sub-steps of the flow that priced them.
         liquidation_buy_usd: Notional it bought from the book (shorts); with the sells, the
             flow that moves the price (endogenous impact).
         n_liquidations_below_bankruptcy: Liquidation orders whose fill landed past the
             account's bankruptcy price (the account ended the fill with negative equity, before
             the fund, ADL or socialisation covered it): Hyperliquid reports 302 of 63,637
-            liquidation events so on 10 Oct 2025.
+            liquidation events so on 10 Oct 2025. Under the venue modes an account counts
+            once per tick however many sub-step orders it received (as ``n_liquidations``
+            counts it), and a takeover's close by the fund past bankruptcy, or a deficient
+            account deleveraged after a refused fill, counts too.
         adl_overshoot_usd: Notional deleveraged beyond what was needed to close the shortfall
             the fund left: the base units beyond the fewest that, moved from the book's fill
             to the ADL rule's price, would cover it, valued at that price. Zero by construction

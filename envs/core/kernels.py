@@ -41,6 +41,22 @@ from fundgym.envs.core.events import (
     EV_UNRECOVERED,
 )
 from fundgym.envs.core.formulas import DUST_NOTIONAL_USD
+from fundgym.envs.core.liquidation import (
+    DYDX_BANKRUPTCY_ADJUSTMENT,
+    DYDX_MAX_INSURANCE_LOST_USD,
+    DYDX_SPREAD_TO_MMR,
+    HL_BACKSTOP_FRACTION_OF_MM,
+    HL_SLICE_FRACTION,
+    HL_SLICE_THRESHOLD_USD,
+    LIQ_BINANCE,
+    LIQ_DYDX_V4,
+    LIQ_HYPERLIQUID,
+    LIQ_PARTIAL,
+    dydx_close_base,
+    dydx_fillable_price,
+    hl_cooldown_substeps,
+    n_substeps,
+)
 from fundgym.envs.core.params import (
     P_LIQ_FEE,
     P_LIQ_FUND_SHARE,
@@ -247,6 +263,11 @@ def waterfall_kernel(  # type: ignore[no-untyped-def]
     fallback,
     socialization,
     adl_policy,
+    liquidation_mode,
+    book,
+    depth,
+    max_impact,
+    tick_seconds,
     cp_size,
     cp_cash,
     liquidator_rewards,
@@ -259,9 +280,43 @@ def waterfall_kernel(  # type: ignore[no-untyped-def]
     Updates accounts, the counterparty, liquidator rewards and unrecovered loss in place and
     writes the events; the fund's flows are only reported (``EV_FUND_FEE_INCOME``,
     ``EV_SHORTFALL``). One market (``M == 1``).
+
+    ``liquidation_mode`` (:mod:`fundgym.envs.core.liquidation`) picks the engine: ``partial``
+    fills at ``sell_px`` / ``buy_px``, the tick's prices; the venue modes run sub-steps of
+    ``tick_seconds`` and price each on its own flow through the linear book (``book`` price,
+    ``depth`` USD per 1%, slippage capped at ``max_impact``), writing the tick's flow into
+    ``EV_LIQUIDATION_SELL`` / ``EV_LIQUIDATION_BUY``.
     """
     for i in range(size.shape[0]):
-        if ev[i, EV_N_LIQUIDATIONS] > 0.0:
+        if ev[i, EV_N_LIQUIDATIONS] > 0.0 and liquidation_mode != LIQ_PARTIAL:
+            _venue_one(
+                i,
+                coll,
+                size,
+                entry,
+                marks,
+                packed,
+                floors,
+                rates,
+                cums,
+                base[0],
+                book[i],
+                depth[i],
+                max_impact,
+                tick_seconds,
+                fund_available[i],
+                fallback,
+                socialization,
+                adl_policy,
+                liquidation_mode,
+                cp_size,
+                cp_cash,
+                liquidator_rewards,
+                unrecovered,
+                ev,
+                liq_idx[i, : int(ev[i, EV_N_LIQUIDATIONS])],
+            )
+        elif ev[i, EV_N_LIQUIDATIONS] > 0.0:
             _waterfall_one(
                 i,
                 coll,
@@ -358,9 +413,6 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
     for k in range(n):
         paid[k] = min(max(available - before, 0.0), bad[k])
         before += bad[k]
-    shortfall = 0.0
-    for k in range(n):
-        shortfall += paid[k]
 
     # 3. Auto-deleveraging of what the fund could not cover.
     adl_close = np.zeros(n)
@@ -376,12 +428,16 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
 
     # 4. Fills and deleveraged closes on the liquidated accounts; the book's side to the
     #    counterparty; what neither the fund nor ADL covered is the loss to socialise.
+    #    The fund pays only the book part's bad debt: when rounding has ADL take more than
+    #    the uncovered share (a subnormal close whose share rounds up to all of it), the
+    #    excess of its payment is not made.
     bad_debt = 0.0
     volume = 0.0
     loss = 0.0
     overshoot = 0.0
     cp_base = 0.0
     cp_quote = 0.0
+    shortfall = 0.0
     for k in range(n):
         a = idx[k]
         c = coll[i, a]
@@ -391,7 +447,9 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
         book_close = close[k] - adl_close[k]
         adl_share = adl_close[k] / close[k] if close[k] > 0.0 else 0.0
         book_bad = bad[k] * (1.0 - adl_share)  # the deleveraged part closes at bankruptcy
-        socialized = max(book_bad - paid[k], 0.0)
+        fund_paid = min(paid[k], book_bad)
+        shortfall += fund_paid
+        socialized = max(book_bad - fund_paid, 0.0)
         adl_quote = _bankruptcy_value(c, q, e, adl_close[k])
         if adl_policy == ADL_HYPERLIQUID and adl_close[k] > 0.0:
             # The deleveraged part trades at the mark instead: a deficit against bankruptcy
@@ -407,7 +465,7 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
             + s * book_close * (price[k] - e)
             + s * (adl_quote - adl_close[k] * e)
             - fee[k]
-            + paid[k]
+            + fund_paid
             + socialized
         )
         size[i, a, 0] = q - s * (book_close + adl_close[k])
@@ -440,6 +498,315 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
     ev[i, EV_SOCIALIZED_LOSS] = charged
     ev[i, EV_UNRECOVERED] = loss - charged
     unrecovered[i] += loss - charged
+
+
+@jit(error_model="numpy", inline="always")
+def _book_price(book_px, flow, depth, max_impact, sign):  # type: ignore[no-untyped-def]
+    """Average fill of ``flow`` USD through the linear book (``LinearImpact.fill_prices``).
+
+    ``book x (1 - min(0.005 x flow / depth, cap))`` for sells (``sign = -1``), ``+`` for buys:
+    :class:`~fundgym.envs.core.impact.LinearImpact`'s formula.
+    """
+    return book_px * (1.0 + sign * min(0.005 * flow / depth, max_impact))
+
+
+@jit(error_model="numpy")
+def _venue_one(  # type: ignore[no-untyped-def]
+    i,
+    coll,
+    size,
+    entry,
+    marks,
+    packed,
+    floors,
+    rates,
+    cums,
+    base_mmr,
+    book_px,
+    depth,
+    max_impact,
+    tick_seconds,
+    fund_available,
+    fallback,
+    socialization,
+    adl_policy,
+    mode,
+    cp_size,
+    cp_cash,
+    liquidator_rewards,
+    unrecovered,
+    ev,
+    idx,
+):
+    """The venue modes' waterfall of exchange ``i`` on its listed accounts ``idx``, by sub-step.
+
+    See :mod:`fundgym.envs.core.liquidation` for the sub-steps and each mode's rules. Every
+    sum is this exchange's own; the fund's flows are only reported, as in
+    :func:`_waterfall_one`, and ``fund_available`` bounds what the sub-steps pay in total
+    (each sub-step's fee income counted before its shortfalls).
+    """
+    n_acc = size.shape[1]
+    n = idx.shape[0]
+    m = marks[i, 0]
+    is_liq = np.zeros(n_acc, np.bool_)
+    for k in range(n):
+        is_liq[idx[k]] = True
+    mmr = packed[i, P_MMR]
+    fee_rate = packed[i, P_LIQ_FEE]
+    fund_share = packed[i, P_LIQ_FUND_SHARE]
+    side = np.zeros(n)
+    close = np.zeros(n)  # base sent to the book this sub-step
+    limit = np.zeros(n)  # dydx_v4: the fillable price
+    price = np.zeros(n)
+    fee = np.zeros(n)
+    bad = np.zeros(n)
+    paid = np.zeros(n)
+    need = np.zeros(n)
+    adl_close = np.zeros(n)
+    takeover = np.zeros(n, np.bool_)
+    refused = np.zeros(n, np.bool_)
+    deficient = np.zeros(n, np.bool_)
+    below = np.zeros(n, np.bool_)
+    cool_until = np.zeros(n, np.int64)  # hyperliquid: first check a slice is allowed again
+    cooldown = hl_cooldown_substeps()
+    available = fund_available
+    flow_sell_total = 0.0
+    flow_buy_total = 0.0
+    volume = 0.0
+    fees = 0.0
+    income = 0.0
+    rewards = 0.0
+    bad_debt = 0.0
+    shortfall = 0.0
+    overshoot = 0.0
+    charged_total = 0.0
+    unrecovered_total = 0.0
+    for step in range(n_substeps(mode, tick_seconds)):
+        # 1. Orders: the listed accounts still liquidatable at the oracle, sized by the mode.
+        flow_sell = 0.0
+        flow_buy = 0.0
+        n_orders = 0
+        for k in range(n):
+            close[k] = 0.0
+            refused[k] = False
+            takeover[k] = False
+            fee[k] = 0.0
+            bad[k] = 0.0
+            paid[k] = 0.0
+            need[k] = 0.0
+            adl_close[k] = 0.0
+            a = idx[k]
+            q = size[i, a, 0]
+            if q == 0.0:
+                continue
+            eq = coll[i, a] + q * (m - entry[i, a, 0])
+            req = requirement(abs(q) * m, mmr, floors, rates, cums, base_mmr)
+            if not (req > 0.0 and eq < req):
+                continue  # never liquidatable, or a slice brought it back
+            abs_q = abs(q)
+            side[k] = 1.0 if q > 0.0 else -1.0
+            deficient[k] = eq < 0.0
+            if mode == LIQ_DYDX_V4:
+                close[k] = dydx_close_base(abs_q, m)
+                limit[k] = dydx_fillable_price(
+                    q, m, eq, req, DYDX_BANKRUPTCY_ADJUSTMENT, DYDX_SPREAD_TO_MMR
+                )
+            elif mode == LIQ_HYPERLIQUID:
+                close[k] = abs_q
+                if eq < HL_BACKSTOP_FRACTION_OF_MM * req:
+                    takeover[k] = True  # the backstop (the fund until the vault exists)
+                elif abs_q * m > HL_SLICE_THRESHOLD_USD and cool_until[k] <= step:
+                    slice_base = HL_SLICE_FRACTION * abs_q
+                    close[k] = slice_base if slice_base > 0.0 else abs_q
+                    cool_until[k] = step + cooldown
+            elif mode == LIQ_BINANCE:
+                close[k] = abs_q
+                takeover[k] = deficient[k]
+            else:  # LIQ_BITMEX
+                close[k] = abs_q
+                takeover[k] = True
+            if q > 0.0:
+                flow_sell += close[k] * book_px
+            else:
+                flow_buy += close[k] * book_px
+            n_orders += 1
+        if n_orders == 0:
+            break
+        sell_px = _book_price(book_px, flow_sell, depth, max_impact, -1.0)
+        buy_px = _book_price(book_px, flow_buy, depth, max_impact, 1.0)
+
+        # 2. dYdX fills no order worse than its fillable price; the others are priced again
+        #    on their own flow (one pass: a refused order is not re-admitted). Without
+        #    deleveraging (fallback "socialize") a deficient account's order is not refused:
+        #    nothing else could close it.
+        if mode == LIQ_DYDX_V4:
+            cut = False
+            for k in range(n):
+                if close[k] > 0.0 and (fallback == FALLBACK_ADL or not deficient[k]):
+                    px = sell_px if side[k] > 0.0 else buy_px
+                    if side[k] * (px - limit[k]) < 0.0:
+                        refused[k] = True
+                        cut = True
+            if cut:
+                flow_sell = 0.0
+                flow_buy = 0.0
+                for k in range(n):
+                    if close[k] > 0.0 and not refused[k]:
+                        if side[k] > 0.0:
+                            flow_sell += close[k] * book_px
+                        else:
+                            flow_buy += close[k] * book_px
+                sell_px = _book_price(book_px, flow_sell, depth, max_impact, -1.0)
+                buy_px = _book_price(book_px, flow_buy, depth, max_impact, 1.0)
+        flow_sell_total += flow_sell
+        flow_buy_total += flow_buy
+
+        # 3. Fills: a fee capped by the surplus (split with the liquidators), or under a
+        #    takeover the whole surplus to the fund; a fill past bankruptcy is a shortfall.
+        income_now = 0.0
+        for k in range(n):
+            price[k] = sell_px if side[k] > 0.0 else buy_px
+            if close[k] > 0.0 and not refused[k]:
+                a = idx[k]
+                c = coll[i, a]
+                q = size[i, a, 0]
+                e = entry[i, a, 0]
+                if takeover[k]:
+                    raw = side[k] * (close[k] * price[k] - _bankruptcy_value(c, q, e, close[k]))
+                    fee[k] = max(raw, 0.0)
+                    bad[k] = max(-raw, 0.0)
+                    income_now += fee[k]
+                else:
+                    delta = _insurance_fund_delta(c, q, e, close[k], price[k], fee_rate)
+                    fee[k] = max(delta, 0.0)
+                    bad[k] = max(-delta, 0.0)
+                    income_now += fee[k] * fund_share
+                    rewards += fee[k] * (1.0 - fund_share)
+                fees += fee[k]
+        income += income_now
+
+        # 4. The fund: this sub-step's income first, then shortfalls in account order, never
+        #    below zero. dYdX pays a fill whole or rejects it (the fund's balance, and at most
+        #    $1M per subaccount per block; without deleveraging a deficient account's fill
+        #    goes ahead unpaid, its loss to socialisation); the others pay what they can.
+        available += income_now
+        for k in range(n):
+            if bad[k] > 0.0:
+                if mode == LIQ_DYDX_V4:
+                    if not (bad[k] <= available and bad[k] <= DYDX_MAX_INSURANCE_LOST_USD):
+                        if fallback == FALLBACK_ADL or not deficient[k]:
+                            refused[k] = True
+                            bad[k] = 0.0
+                        continue
+                    paid[k] = bad[k]
+                else:
+                    paid[k] = min(max(available, 0.0), bad[k])
+                available -= paid[k]
+
+        # 5. Auto-deleveraging of what the fund did not cover; under dydx_v4, of the entire
+        #    position of a refused order whose account is below zero equity (dYdX deleverages
+        #    only then; a refused order of a solvent account waits for the next block).
+        if fallback == FALLBACK_ADL:
+            any_need = False
+            for k in range(n):
+                if refused[k]:
+                    if deficient[k]:
+                        need[k] = abs(size[i, idx[k], 0])
+                elif close[k] > 0.0:
+                    covered = paid[k] / bad[k] if bad[k] > 0.0 else 1.0
+                    need[k] = (1.0 - covered) * close[k]
+                any_need = any_need or need[k] > 0.0
+            if any_need:
+                _deleverage(
+                    i, coll, size, entry, m, idx, is_liq, side, need, adl_close, ev, adl_policy
+                )
+
+        # 6. Fills and deleveraged closes on the accounts; the book's side to the counterparty.
+        #    A refused order of a deficient account: what ADL could not place closes in the
+        #    book at the sub-step's price, its loss (the fund refused it) to socialisation.
+        loss = 0.0
+        cp_base = 0.0
+        cp_quote = 0.0
+        for k in range(n):
+            if close[k] == 0.0:
+                continue
+            if refused[k] and not deficient[k]:
+                continue  # a solvent account waits: the next block or tick tries again
+            a = idx[k]
+            c = coll[i, a]
+            q = size[i, a, 0]
+            e = entry[i, a, 0]
+            s = side[k]
+            if refused[k]:
+                book_close = need[k] - adl_close[k]
+                raw = s * (book_close * price[k] - _bankruptcy_value(c, q, e, book_close))
+                book_bad = max(-raw, 0.0)
+                fund_paid = 0.0
+                socialized = book_bad
+                below[k] = True
+                if s > 0.0:
+                    flow_sell_total += book_close * book_px
+                else:
+                    flow_buy_total += book_close * book_px
+            else:
+                book_close = close[k] - adl_close[k]
+                book_bad = bad[k] * (1.0 - adl_close[k] / close[k])
+                fund_paid = min(paid[k], book_bad)  # as in _waterfall_one
+                available += paid[k] - fund_paid
+                socialized = max(book_bad - fund_paid, 0.0)
+                below[k] = below[k] or bad[k] > 0.0
+            adl_quote = _bankruptcy_value(c, q, e, adl_close[k])
+            if adl_policy == ADL_HYPERLIQUID and adl_close[k] > 0.0:
+                at_mark = adl_close[k] * m
+                deficit = max(s * (adl_quote - at_mark), 0.0)
+                book_bad += deficit
+                socialized += deficit
+                if not refused[k]:
+                    gain = s * (m - price[k])
+                    overshoot += _mark_overshoot(adl_close[k], bad[k] - paid[k], gain) * m
+                adl_quote = at_mark
+            coll[i, a] = (
+                c
+                + s * book_close * (price[k] - e)
+                + s * (adl_quote - adl_close[k] * e)
+                - fee[k]
+                + fund_paid
+                + socialized
+            )
+            size[i, a, 0] = q - s * (book_close + adl_close[k])
+            book_base = s * book_close
+            cp_base += book_base
+            cp_quote += book_base * price[k]
+            volume += book_close * price[k] + abs(adl_quote)
+            bad_debt += book_bad
+            shortfall += fund_paid
+            loss += socialized
+        cp_size[i, 0] += cp_base
+        cp_cash[i] -= cp_quote
+
+        # 7. Socialisation, then the exchange absorbs the rest.
+        if loss > 0.0:
+            charged = _socialize(i, coll, size, entry, m, is_liq, loss, socialization)
+            charged_total += charged
+            unrecovered_total += loss - charged
+
+    liquidator_rewards[i] += rewards
+    unrecovered[i] += unrecovered_total
+    ev[i, EV_LIQUIDATION_SELL] = flow_sell_total
+    ev[i, EV_LIQUIDATION_BUY] = flow_buy_total
+    ev[i, EV_LIQUIDATION_VOLUME] = volume
+    ev[i, EV_LIQUIDATION_FEES] = fees
+    ev[i, EV_FUND_FEE_INCOME] = income
+    ev[i, EV_LIQUIDATOR_REWARDS] = rewards
+    ev[i, EV_BAD_DEBT] = bad_debt
+    ev[i, EV_SHORTFALL] = shortfall
+    ev[i, EV_ADL_OVERSHOOT] = overshoot
+    ev[i, EV_SOCIALIZED_LOSS] = charged_total
+    ev[i, EV_UNRECOVERED] = unrecovered_total
+    n_below = 0
+    for k in range(n):
+        n_below += below[k]
+    ev[i, EV_N_BELOW_BANKRUPTCY] = n_below
 
 
 @jit(error_model="numpy", inline="always")

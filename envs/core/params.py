@@ -51,6 +51,24 @@ accounts not being liquidated that stay solvent when closed whole at the rule's 
   (our reading of Chitra 2025/26's risk-aware pro rata), at the batch bankruptcy price.
 """
 
+LiquidationMode = Literal["partial", "binance", "dydx_v4", "hyperliquid", "bitmex"]
+LIQUIDATION_MODES: tuple[str, ...] = get_args(LiquidationMode)
+"""Venue liquidation engines, in code order (the kernels take the index; each mode's rules,
+parameters and sources are in :mod:`fundgym.envs.core.liquidation` and ``docs/liquidation.md``):
+
+* ``partial`` (default): ``max_liquidation_fraction`` of each position per tick into the book,
+  at least ``min_liquidation_notional_usd`` (the engine before the venue modes).
+* ``binance``: the engine takes over the whole position with an IOC limited at the bankruptcy
+  price; a deficient or unfillable account is closed at bankruptcy against the fund.
+* ``dydx_v4``: 10% of a position per one-second block with dYdX's per-block caps, filled only
+  at or better than the fillable price; what cannot fill is deleveraged.
+* ``hyperliquid``: market orders; positions over $100k send 20% first, then the whole position
+  during a 30 s cooldown; accounts below 2/3 of maintenance margin are taken over (by the fund
+  until the backstop vault exists).
+* ``bitmex``: the fund takes over every liquidated position and its remaining margin, closes
+  it in the book, and deleverages at bankruptcy only what it cannot pay.
+"""
+
 #: Column of each numeric field in :meth:`RiskParams.packed` (the kernels read these).
 P_MMR, P_IMR, P_LIQ_FEE, P_LIQ_FUND_SHARE, P_TAKER_FEE, P_TRADE_FUND_SHARE = 0, 1, 2, 3, 4, 5
 P_MAX_LIQ_FRAC, P_MIN_LIQ_NOTIONAL = 6, 7
@@ -159,6 +177,9 @@ class RiskParams:
         socialization: How a loss nobody else covers is shared (:data:`SOCIALIZATIONS`).
         adl_policy: Which opposite positions auto-deleveraging closes, and how
             (:data:`ADL_POLICIES`).
+        liquidation_mode: The venue whose liquidation engine runs (:data:`LIQUIDATION_MODES`);
+            ``max_liquidation_fraction`` and ``min_liquidation_notional_usd`` apply under
+            ``partial`` only, the other modes carry their venue's own sizes.
     """
 
     mmr: FloatOrArray = LEVERS["mmr"].default
@@ -173,6 +194,7 @@ class RiskParams:
     tiers: MarginTiers | None = None
     socialization: Socialization = "profit_haircut"
     adl_policy: AdlPolicy = "bitmex"
+    liquidation_mode: LiquidationMode = "partial"
 
     def __post_init__(self) -> None:
         for name, lever in _LEVERS.items():
@@ -194,6 +216,11 @@ class RiskParams:
         if self.adl_policy not in ADL_POLICIES:
             raise ValueError(
                 f"RiskParams.adl_policy must be one of {ADL_POLICIES}, got {self.adl_policy!r}"
+            )
+        if self.liquidation_mode not in LIQUIDATION_MODES:
+            raise ValueError(
+                f"RiskParams.liquidation_mode must be one of {LIQUIDATION_MODES}, "
+                f"got {self.liquidation_mode!r}"
             )
         if self.tiers is not None and not isinstance(self.tiers, MarginTiers):
             raise ValueError(f"RiskParams.tiers must be a MarginTiers or None, got {self.tiers!r}")
@@ -279,6 +306,11 @@ class RiskParams:
     def adl_policy_code(self) -> int:
         """Index of ``adl_policy`` in :data:`ADL_POLICIES`."""
         return ADL_POLICIES.index(self.adl_policy)
+
+    @property
+    def liquidation_mode_code(self) -> int:
+        """Index of ``liquidation_mode`` in :data:`LIQUIDATION_MODES` (0 = ``partial``)."""
+        return LIQUIDATION_MODES.index(self.liquidation_mode)
 
     def column(self, name: str) -> np.ndarray[Any, np.dtype[np.float64]]:
         """Field ``name`` as an ``(n_envs, 1)`` or ``(1, 1)`` column for account arrays."""

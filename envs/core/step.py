@@ -38,6 +38,12 @@ same sequence as "liquidation, then insurance fund, then deleveraging"):
    bearer's equity below zero.
 5. **The exchange** absorbs what nobody can bear (``unrecovered_usd``).
 
+This is the ``partial`` liquidation mode (``RiskParams.liquidation_mode``, the default). The
+venue modes (``binance``, ``dydx_v4``, ``hyperliquid``, ``bitmex``) keep the stages' order but
+run the tick as sub-steps with their venue's order sizes, limit prices and takeovers, each
+sub-step priced on its own flow through the linear book: :mod:`fundgym.envs.core.liquidation`
+documents them and ``docs/liquidation.md`` tabulates the waterfall per mode.
+
 Every sum is the exchange's own: no running total crosses exchanges, so an exchange in a
 batch steps bit for bit as it does alone. The per-account work runs in the compiled kernels
 of :mod:`fundgym.envs.core.kernels`; this module validates, prices the flow through the impact model
@@ -56,7 +62,8 @@ from numpy.typing import ArrayLike
 
 from fundgym.envs.core import kernels
 from fundgym.envs.core.events import StepEvents
-from fundgym.envs.core.impact import ImpactModel
+from fundgym.envs.core.impact import ImpactModel, LinearImpact
+from fundgym.envs.core.liquidation import LIQ_PARTIAL
 from fundgym.envs.core.params import MarginTiers, RiskParams
 from fundgym.envs.fund.portfolio import AllocationParams, settle
 from fundgym.envs.state import SimState, marks_2d
@@ -91,6 +98,14 @@ def _marks(mark: ArrayLike, n_envs: int, n_markets: int) -> FloatArray:
     ):
         return mark.reshape(n_envs, n_markets)
     return marks_2d(mark, n_envs, n_markets)
+
+
+def _depth(impact: ImpactModel, n_envs: int) -> FloatArray:
+    """The linear book's depth per exchange, ``(E,)`` (ones for another model: unread)."""
+    if not isinstance(impact, LinearImpact):
+        return np.ones(n_envs)
+    depth = np.asarray(impact.depth_usd_per_pct, dtype=np.float64)
+    return np.ascontiguousarray(np.broadcast_to(depth, (n_envs,)))
 
 
 def margin_state(
@@ -134,6 +149,7 @@ def core_step(
     *,
     fund_stressed: ArrayLike = False,
     allocation: AllocationParams | None = None,
+    tick_minutes: float = 1.0,
 ) -> StepEvents:
     """Mark to market, check margins and liquidate, for every exchange in the batch.
 
@@ -152,6 +168,8 @@ def core_step(
         fund_stressed: ``(E,)`` bool, whether the lending market is stressed (caps how much
             of the fund's ``yield`` bucket can be withdrawn).
         allocation: The fund's bucket terms (defaults when ``None``).
+        tick_minutes: Length of the tick; the venue liquidation modes run their sub-steps
+            (a dYdX block, a Hyperliquid check: one second each) inside it.
 
     Returns:
         The tick's events per exchange. The fund's fee income and the shortfall it paid are
@@ -163,13 +181,25 @@ def core_step(
 
     Raises:
         NotImplementedError: The state has more than one market (multi-market mechanics).
-        ValueError: ``fund_available_usd`` is negative or not finite.
+        ValueError: ``fund_available_usd`` is negative or not finite, or ``tick_minutes`` is
+            not positive.
+        TypeError: A venue liquidation mode with an impact model that is not a
+            :class:`~fundgym.envs.core.impact.LinearImpact` (its sub-steps price the linear
+            book inside the kernel).
     """
     n_envs = state.n_envs
     if state.n_markets != 1:
         raise NotImplementedError(
             "core_step liquidates one market per exchange; several markets need the "
             "multi-market mechanics issue (cross-margin liquidation)"
+        )
+    if not tick_minutes > 0.0:
+        raise ValueError(f"tick_minutes must be > 0, got {tick_minutes!r}")
+    mode = params.liquidation_mode_code
+    if mode != LIQ_PARTIAL and not isinstance(impact, LinearImpact):
+        raise TypeError(
+            f"liquidation_mode {params.liquidation_mode!r} prices its sub-steps through a "
+            f"LinearImpact book; got {type(impact).__name__}"
         )
     marks = _marks(mark, n_envs, 1)
     book = marks[:, 0] if book_price is None else _marks(book_price, n_envs, 1)[:, 0]
@@ -216,6 +246,11 @@ def core_step(
         params.fallback_code,
         params.socialization_code,
         params.adl_policy_code,
+        mode,
+        np.ascontiguousarray(book, dtype=np.float64),
+        _depth(impact, n_envs),
+        float(impact.max_impact_frac) if isinstance(impact, LinearImpact) else 0.0,
+        tick_minutes * 60.0,
         state.counterparty_size,
         state.counterparty_cash_usd,
         state.liquidator_rewards_usd,

@@ -66,7 +66,7 @@ def test_policies_see_the_same_market_and_records_have_the_horizon(env_yaml):
 
 
 def test_an_insolvent_episode_ends_early_and_is_marked_terminated(env_yaml):
-    spec = parse_spec("static:dydx")
+    spec = parse_spec("static:mmr=0.03")
     recs = ev.run_episodes(spec, kw(env_yaml, spec, "oracle_manipulation"), 4, 0, "om")
     assert sum(r.terminated for r in recs) >= 2
     for r in recs:

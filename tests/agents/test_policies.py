@@ -50,6 +50,7 @@ def test_presets_parse_to_their_documented_values():
     assert dydx.values["mmr"] == 0.03 and dydx.values["liquidation_fee_rate"] == 0.015
     assert dydx.env_overrides() == {
         "margin_tiers": "none",
+        "liquidation_mode": "dydx_v4",  # the venue's own engine
         "fixed": {
             "liquidation_fee_rate": 0.015,
             "liquidation_fee_fund_share": 1.0,
@@ -90,6 +91,36 @@ def test_presets_carry_their_venues_fund_size_with_a_source(preset, fund, estima
     spec = parse_spec(f"static:{preset}")
     assert spec.fund_to_oi_frac == fund and spec.env_overrides()["fund_to_oi_frac"] == fund
     assert spec.note.endswith(f"fund {fund:.2%} of open interest" + (" [E]" if estimate else ""))
+
+
+@pytest.mark.parametrize(
+    ("preset", "mode"),
+    [
+        ("binance", "binance"),
+        ("dydx", "dydx_v4"),
+        ("hyperliquid", "hyperliquid"),
+        ("bitmex", "bitmex"),
+    ],
+)
+def test_presets_select_their_venues_liquidation_mode(preset, mode):
+    assert PRESETS[preset].liquidation_mode == mode
+    assert any(line.startswith(f"liquidation mode {mode}") for line in PRESETS[preset].sources)
+    assert parse_spec(f"static:{preset}").env_overrides()["liquidation_mode"] == mode
+    # overriding a value keeps the venue's engine; a custom set keeps the environment's
+    assert parse_spec(f"static:{preset},mmr=0.02").env_overrides()["liquidation_mode"] == mode
+    assert "liquidation_mode" not in parse_spec("static:mmr=0.05").env_overrides()
+
+
+def test_evaluation_runs_a_preset_under_its_venues_liquidation_mode():
+    from fundgym.agents.rollout import base_env, job_env
+
+    base = {**base_env(None, []), "n_accounts": 32}
+    assert base["liquidation_mode"] == "partial"
+    assert job_env(base, parse_spec("static:dydx"), "calm")["liquidation_mode"] == "dydx_v4"
+    assert job_env(base, parse_spec("rule"), "calm")["liquidation_mode"] == "partial"
+    env = InsuranceFundVectorEnv(num_envs=1, **job_env(base, parse_spec("static:bitmex"), "calm"))
+    env.reset(seed=0)
+    assert env.core.sim.risk.liquidation_mode == "bitmex"
 
 
 def test_bitmex_is_xbtusd_in_march_2020():

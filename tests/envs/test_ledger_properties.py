@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fundgym.envs.core.impact import LinearImpact
-from fundgym.envs.core.params import ADL_POLICIES, MarginTiers, RiskParams
+from fundgym.envs.core.params import ADL_POLICIES, LIQUIDATION_MODES, MarginTiers, RiskParams
 from fundgym.envs.core.step import core_step
 from fundgym.envs.core.synthetic import synthetic_book
 from fundgym.envs.core.trading import deposit, execute_trades
@@ -54,6 +54,7 @@ def risk_params(draw):
         tiers=draw(st.sampled_from([None, MarginTiers.binance_btcusdt_2021()])),
         socialization=draw(st.sampled_from(["profit_haircut", "drift"])),
         adl_policy=draw(st.sampled_from(ADL_POLICIES)),
+        liquidation_mode=draw(st.sampled_from(LIQUIDATION_MODES)),
     )
 
 
@@ -115,7 +116,8 @@ def test_ledger_closes_on_random_paths(book, steps, trades, top_up):
 def run_batched_paths(n_paths, seed, n_acc=32, n_steps=40, batch=2000):
     """``n_paths`` fuzzed exchanges (batches of ``batch``), every invariant after every tick.
 
-    Each batch runs one (fallback, socialization, ADL rule), in rotation; per exchange and per
+    Each batch runs one (fallback, socialization, ADL rule) and one liquidation mode, each in
+    its own rotation (so over ten batches every mode meets several rules); per exchange and per
     tick the returns are fat-tailed with -99% / +500% shocks, depth is drawn log-uniform
     from 1e-3 (near zero) to 1e7 USD per 1%, the oracle follows, freezes or is manipulated
     30% off the book, and mmr, fees, the fee split and the liquidation fraction and minimum
@@ -130,6 +132,7 @@ def run_batched_paths(n_paths, seed, n_acc=32, n_steps=40, batch=2000):
     while done < n_paths:
         n_envs = min(batch, n_paths - done)
         fallback, socialization, adl_policy = combos[b % len(combos)]
+        mode = LIQUIDATION_MODES[b % len(LIQUIDATION_MODES)]
         b += 1
         drawn = synthetic_book(rng, n_envs, n_acc, 100.0)
         size = drawn.size.copy()
@@ -159,6 +162,7 @@ def run_batched_paths(n_paths, seed, n_acc=32, n_steps=40, batch=2000):
                 fallback=fallback,
                 socialization=socialization,
                 adl_policy=adl_policy,
+                liquidation_mode=mode,
             )
             impact = LinearImpact(10.0 ** rng.uniform(-3.0, 7.0, n_envs))
             ev = core_step(state, params, mark, impact, book_price=book_px)

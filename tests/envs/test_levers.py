@@ -41,6 +41,7 @@ def test_every_parameter_name_in_use_is_a_lever():
         "tiers",
         "socialization",
         "adl_policy",
+        "liquidation_mode",
     }
     assert numeric <= set(LEVERS)
     assert set(PARAMS) == set(CONTROLLABLE) <= set(LEVERS)
