@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fundgym.envs.core.params import RiskParams
 from fundgym.envs.market.market import sample_market
 from fundgym.envs.scenarios import load_scenario
 from fundgym.envs.simulator import ExchangeSimulator
@@ -52,8 +53,13 @@ def time_full(
     seed: int = 0,
     threads: int = 1,
     check_ledger: bool = False,
+    liquidation_mode: str = "partial",
+    adl_policy: str = "bitmex",
 ) -> dict[str, Any]:
     """Median account-steps per second of full ticks, over ``repeats`` runs.
+
+    ``liquidation_mode`` and ``adl_policy`` set the margin engine's venue mode and ADL rule
+    (default parameters otherwise), so the cost of each stage can be read side by side.
 
     Each run builds a fresh simulator, runs one warm-up tick (compiles on first use), then
     ``steps`` ticks as one :meth:`advance` block, and again ``steps`` ticks one
@@ -67,6 +73,10 @@ def time_full(
         sims = [
             ExchangeSimulator(
                 sc,
+                RiskParams(
+                    liquidation_mode=liquidation_mode,  # type: ignore[arg-type]
+                    adl_policy=adl_policy,  # type: ignore[arg-type]
+                ),
                 n_envs=n_envs,
                 n_accounts=n_accounts,
                 seed=seed + rep,
@@ -93,6 +103,8 @@ def time_full(
         "repeats": repeats,
         "threads": threads,
         "check_ledger": check_ledger,
+        "liquidation_mode": liquidation_mode,
+        "adl_policy": adl_policy,
         "median_account_steps_per_s": statistics.median(block_rates),
         "min_account_steps_per_s": min(block_rates),
         "max_account_steps_per_s": max(block_rates),

@@ -17,6 +17,7 @@ from fundgym.agents.cli.guards import (
     load_scenario_checked,
 )
 from fundgym.agents.outputs import write_text_atomic
+from fundgym.envs.core.params import ADL_POLICIES, LIQUIDATION_MODES
 
 #: The market regimes ``bench core`` times.
 REGIMES = ("quiet", "crash")
@@ -112,6 +113,16 @@ def _bench_full(args: argparse.Namespace) -> int:
         raise UsageError("--scenarios: expected comma-separated library scenario names")
     for name in args.scenarios:
         load_scenario_checked(name, "--scenarios")
+    for mode in args.liquidation_modes:
+        if mode not in LIQUIDATION_MODES:
+            raise UsageError(
+                f"--liquidation-modes: unknown mode {mode!r}; allowed: "
+                f"{', '.join(LIQUIDATION_MODES)}"
+            )
+    if args.adl_policy not in ADL_POLICIES:
+        raise UsageError(
+            f"--adl-policy: unknown rule {args.adl_policy!r}; allowed: {', '.join(ADL_POLICIES)}"
+        )
     bench = _load_benchmarks("bench_full")
     machine = _load_benchmarks().machine()
     print(f"fundgym bench full on {machine}")
@@ -120,19 +131,25 @@ def _bench_full(args: argparse.Namespace) -> int:
         f"{args.steps} ticks\n"
     )
     print(
-        f"{'scenario':>12s} {'envs':>5s} {'accounts':>9s} {'account-steps/s':>16s} {'liq/step':>9s}"
+        f"{'scenario':>12s} {'mode':>11s} {'envs':>5s} {'accounts':>9s} {'account-steps/s':>16s} "
+        f"{'liq/step':>9s}   (ADL rule {args.adl_policy})"
     )
     rows = []
     for scenario in args.scenarios:
-        for n_envs in args.envs:
-            for n_acc in args.accounts:
-                r = bench.time_full(n_envs, n_acc, scenario, args.steps, args.repeats, args.seed)
-                rows.append(r)
-                print(
-                    f"{scenario:>12s} {n_envs:>5d} {n_acc:>9,d} "
-                    f"{r['median_account_steps_per_s']:>16.3e} {r['liquidations_per_step']:>9.1f}",
-                    flush=True,
-                )
+        for mode in args.liquidation_modes:
+            for n_envs in args.envs:
+                for n_acc in args.accounts:
+                    r = bench.time_full(
+                        n_envs, n_acc, scenario, args.steps, args.repeats, args.seed,
+                        liquidation_mode=mode, adl_policy=args.adl_policy,
+                    )  # fmt: skip
+                    rows.append(r)
+                    print(
+                        f"{scenario:>12s} {mode:>11s} {n_envs:>5d} {n_acc:>9,d} "
+                        f"{r['median_account_steps_per_s']:>16.3e} "
+                        f"{r['liquidations_per_step']:>9.1f}",
+                        flush=True,
+                    )
     paths = bench.time_paths(args.repeats)
     for name in ("calm", "volatile"):
         print(
@@ -241,6 +258,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "scenario is timed on its sharpest leg, moved to minute 5)",
     )
     p_full.add_argument("--steps", type=int, default=60, help="timed ticks per run (default 60)")
+    p_full.add_argument(
+        "--liquidation-modes",
+        type=_name_list,
+        default=["partial"],
+        help="comma-separated venue liquidation modes to time side by side (default partial; "
+        f"allowed: {', '.join(LIQUIDATION_MODES)})",
+    )
+    p_full.add_argument(
+        "--adl-policy",
+        default="bitmex",
+        help=f"the ADL rule in force (default bitmex; allowed: {', '.join(ADL_POLICIES)})",
+    )
     _add_run_arguments(p_full)
     p_full.set_defaults(func=_bench_full)
 

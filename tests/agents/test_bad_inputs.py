@@ -522,6 +522,12 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("bench-env-envs-zero", ["bench", "env", "--envs", "0"], ["--envs must be >= 1, got 0"]),
     ("bench-env-ppo-steps-negative", ["bench", "env", "--ppo-steps", "-1"],
      ["--ppo-steps must be >= 0, got -1"]),
+    ("bench-env-threads-zero", ["bench", "env", "--threads", "0"],
+     ["--threads must be >= 1, got 0"]),
+    ("bench-full-mode-unknown", ["bench", "full", "--liquidation-modes", "partial,ftx"],
+     ["--liquidation-modes: unknown mode 'ftx'", "dydx_v4"]),
+    ("bench-full-adl-unknown", ["bench", "full", "--adl-policy", "queue"],
+     ["--adl-policy: unknown rule 'queue'", "water_filling"]),
     # ---- demo
     ("demo-episodes-zero", ["demo", "--episodes", "0", "--out", "{new}"],
      ["--episodes must be >= 1, got 0"]),
