@@ -297,7 +297,15 @@ def _write_outputs(
                 **({"path": s.path} if s.path else {}),
                 **({"values": s.values} if s.values else {}),
                 "margin_tiers": s.margin_tiers,
-                **({"fund_to_oi_frac": s.fund_to_oi_frac} if s.fund_to_oi_frac is not None else {}),
+                **{
+                    key: value
+                    for key, value in (
+                        ("liquidation_mode", s.liquidation_mode),
+                        ("adl_policy", s.adl_policy),
+                        ("fund_to_oi_frac", s.fund_to_oi_frac),
+                    )
+                    if value is not None
+                },
             }
             for s in specs
         ],

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fundgym.envs.controls import ALLOCATION
-from fundgym.envs.core.params import LiquidationMode
+from fundgym.envs.core.params import AdlPolicy, LiquidationMode
 from fundgym.envs.levers import CONTROLLABLE, LEVERS
 
 #: The parameters a static set may name: every action lever but the fund allocation, which
@@ -31,6 +31,8 @@ class Preset:
         values: Parameter name -> value (names from :data:`STATIC_PARAMS`).
         margin_tiers: The environment's ``margin_tiers`` setting for this venue.
         liquidation_mode: The environment's ``liquidation_mode``: the venue's own engine.
+        adl_policy: The environment's ``adl_policy``: the venue's ADL ranking (or the closest
+            rule fundgym has, marked ``[E]`` in ``sources``).
         fund_to_oi_frac: The venue's insurance fund (or backstop vault) as a share of open
             interest: the environment's ``fund_to_oi_frac`` when this preset runs.
         fund_estimate: Whether ``fund_to_oi_frac`` is an estimate (``[E]``) rather than a
@@ -42,6 +44,7 @@ class Preset:
     values: dict[str, float]
     margin_tiers: str
     liquidation_mode: LiquidationMode
+    adl_policy: AdlPolicy
     fund_to_oi_frac: float
     fund_estimate: bool
     note: str
@@ -60,6 +63,7 @@ PRESETS: dict[str, Preset] = {
         },
         margin_tiers="binance_btcusdt_2021",
         liquidation_mode="binance",
+        adl_policy="bitmex",
         fund_to_oi_frac=0.045,
         fund_estimate=True,
         note=(
@@ -80,6 +84,9 @@ PRESETS: dict[str, Preset] = {
             "fund 4.5% of OI [E]: the midpoint of 3-6%, the $1.23B shared BTC/ETH/BNB fund of "
             "Oct 2025 [S75] against about $20-40B of open interest [E] (outcomes.md, fund size "
             "table; crashes.md section 9, [S115]); in 2020 it was about 1% [E]",
+            "ADL ranking: Binance's LeveragePnL = PnL% x margin ratio, the BitMEX family (profit "
+            "x leverage), closed at the bankruptcy price; shared/reference/mechanics.md (Binance "
+            "FAQ 360033525471) [E: the same ranking family, not Binance's exact quantile]",
         ),
     ),
     "dydx": Preset(
@@ -92,6 +99,7 @@ PRESETS: dict[str, Preset] = {
         },
         margin_tiers="none",
         liquidation_mode="dydx_v4",
+        adl_policy="bitmex",
         fund_to_oi_frac=0.005,
         fund_estimate=True,
         note="dYdX-like large cap: MMR 3%, IMR 5%, 1.5% max liquidation fee, all to the fund",
@@ -107,6 +115,9 @@ PRESETS: dict[str, Preset] = {
             "fund 0.5% of OI [E]: the fund was seeded with about $1M "
             "(dydx.forum/t/drc-seed-insurance-fund/1750, [S113]) against $0.1-0.3B of open "
             "interest [E]: 0.3-1%, at most 1% (outcomes.md, fund size table); $1M / $0.2B",
+            "ADL: dYdX v4 offsets the whole position against counterparties iterated from a "
+            "pseudo-random start (x/clob keeper/deleveraging.go), no ranking; fundgym has no "
+            "random-order rule, so BitMEX ranking at the bankruptcy price stands in [E]",
         ),
     ),
     "hyperliquid": Preset(
@@ -119,6 +130,7 @@ PRESETS: dict[str, Preset] = {
         },
         margin_tiers="none",
         liquidation_mode="hyperliquid",
+        adl_policy="hyperliquid",
         fund_to_oi_frac=0.022,
         fund_estimate=False,
         note=(
@@ -141,6 +153,8 @@ PRESETS: dict[str, Preset] = {
             "fund 2.2% of OI: HLP, about $300M of TVL, against $13.8B of open interest on 10 Oct "
             "2025 (outcomes.md, fund size table); HLP is a vault that also makes markets and "
             "takes backstop liquidations, standing in for the fund here",
+            "ADL: Hyperliquid's queue by unrealised PnL and leverage, closed at the previous "
+            "oracle/mark price (hyperliquid.gitbook.io, auto-deleveraging)",
         ),
     ),
     "bitmex": Preset(
@@ -153,6 +167,7 @@ PRESETS: dict[str, Preset] = {
         },
         margin_tiers="none",
         liquidation_mode="bitmex",
+        adl_policy="bitmex",
         fund_to_oi_frac=0.275,
         fund_estimate=True,
         note=(
@@ -177,6 +192,8 @@ PRESETS: dict[str, Preset] = {
             "fund 27.5% of OI [E]: the midpoint of 20-35%, 35.5k BTC (about $280M) against "
             "XBTUSD open interest of about $840M in March 2020 (outcomes.md, fund size table; "
             "crashes.md section 9, [S11])",
+            "ADL: BitMEX ranking (PnL% x effective leverage) at the bankruptcy price, only once "
+            "the fund is depleted (bitmex.com/app/autoDeleveraging)",
         ),
     ),
 }

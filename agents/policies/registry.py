@@ -45,6 +45,8 @@ class PolicySpec:
         path: The run directory (``trained``) or the exported file (``schedule``, ``table``).
         values: Natural-unit static values (``static``) after resolution.
         margin_tiers: Environment ``margin_tiers`` the policy runs under.
+        adl_policy: Environment ``adl_policy`` the policy runs under (a venue preset's ADL
+            rule); ``None`` keeps the evaluation environment's.
         liquidation_mode: Environment ``liquidation_mode`` the policy runs under (a venue
             preset's engine); ``None`` keeps the evaluation environment's.
         fund_to_oi_frac: Environment ``fund_to_oi_frac`` the policy runs under (a venue
@@ -59,11 +61,12 @@ class PolicySpec:
     values: dict[str, float] = field(default_factory=dict)
     margin_tiers: str = "none"
     liquidation_mode: str | None = None
+    adl_policy: str | None = None
     fund_to_oi_frac: float | None = None
     note: str = ""
 
     def env_overrides(self) -> dict[str, Any]:
-        """Environment settings this policy changes: starts, tiers, liquidation mode, fund."""
+        """Environment settings this policy changes: starts, tiers, engine, ADL rule, fund."""
         if self.kind != "static":
             return {}  # trained runs and their exports keep the settings they were made in
         out: dict[str, Any] = {
@@ -72,6 +75,8 @@ class PolicySpec:
         }
         if self.liquidation_mode is not None:
             out["liquidation_mode"] = self.liquidation_mode
+        if self.adl_policy is not None:
+            out["adl_policy"] = self.adl_policy
         if self.fund_to_oi_frac is not None:
             out[FUND_KEY] = self.fund_to_oi_frac
         return out
@@ -170,6 +175,7 @@ def _parse_static(text: str) -> PolicySpec:
         values=values,
         margin_tiers=preset.margin_tiers,
         liquidation_mode=preset.liquidation_mode,
+        adl_policy=preset.adl_policy,
         fund_to_oi_frac=fund_frac,
         note=note,
     )

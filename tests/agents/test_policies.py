@@ -51,6 +51,7 @@ def test_presets_parse_to_their_documented_values():
     assert dydx.env_overrides() == {
         "margin_tiers": "none",
         "liquidation_mode": "dydx_v4",  # the venue's own engine
+        "adl_policy": "bitmex",  # standing in for dYdX's random-start iteration [E]
         "fixed": {
             "liquidation_fee_rate": 0.015,
             "liquidation_fee_fund_share": 1.0,
@@ -109,6 +110,23 @@ def test_presets_select_their_venues_liquidation_mode(preset, mode):
     # overriding a value keeps the venue's engine; a custom set keeps the environment's
     assert parse_spec(f"static:{preset},mmr=0.02").env_overrides()["liquidation_mode"] == mode
     assert "liquidation_mode" not in parse_spec("static:mmr=0.05").env_overrides()
+
+
+@pytest.mark.parametrize(
+    ("preset", "rule"),
+    [
+        ("binance", "bitmex"),
+        ("dydx", "bitmex"),
+        ("hyperliquid", "hyperliquid"),
+        ("bitmex", "bitmex"),
+    ],
+)
+def test_presets_select_their_venues_adl_rule(preset, rule):
+    assert PRESETS[preset].adl_policy == rule
+    assert any(line.startswith("ADL") for line in PRESETS[preset].sources)
+    assert parse_spec(f"static:{preset}").env_overrides()["adl_policy"] == rule
+    assert parse_spec(f"static:{preset},mmr=0.02").env_overrides()["adl_policy"] == rule
+    assert "adl_policy" not in parse_spec("static:mmr=0.05").env_overrides()
 
 
 def test_evaluation_runs_a_preset_under_its_venues_liquidation_mode():
