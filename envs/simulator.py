@@ -120,6 +120,10 @@ class TickInputs:
         arrival_mult: Precursor multiplier of arrivals.
         leverage_mult: Precursor multiplier of new positions' leverage.
         long_share_shift: Precursor shift of the long share of arrivals.
+        prev_oracle: The previous tick's oracle, where the venue liquidation modes' intra-tick
+            path starts (0: no previous tick, the episode's first).
+        prev_last: The previous tick's last price, where the path of the book the sub-steps'
+            fills walk starts (0: none).
     """
 
     prices: Prices
@@ -132,6 +136,8 @@ class TickInputs:
     arrival_mult: FloatArray
     leverage_mult: FloatArray
     long_share_shift: FloatArray
+    prev_oracle: FloatArray
+    prev_last: FloatArray
 
 
 @dataclass
@@ -231,6 +237,8 @@ def tick(
         fund_stressed=inputs.stressed,
         allocation=params.allocation,
         tick_minutes=inputs.tick_minutes,
+        prev_mark=inputs.prev_oracle,
+        prev_book_price=inputs.prev_last,
     )
     if trading_fees is not None and fund_trading_income is not None:
         events.trading_fees_usd = trading_fees
@@ -407,7 +415,8 @@ class ExchangeSimulator:
         self.market = Market(self.n_envs)
         self.initial_open_interest_usd = np.zeros(self.n_envs)
         # The tick's drivers per exchange, one row each (tick_kernels.D_*): the volatility
-        # estimate, the last tick's index and depth, and the scenario constants the tick reads.
+        # estimate, the last tick's index, depth, oracle and last price, and the scenario
+        # constants the tick reads.
         self.drivers = np.zeros((tk.N_DRIVERS, self.n_envs))
         self.drivers[tk.D_LAST_DEPTH_MULT] = 1.0
         self.drivers[tk.D_LAST_DEPTH_USD] = 1.0
@@ -465,6 +474,10 @@ class ExchangeSimulator:
         d[tk.D_LAST_INDEX] = price
         d[tk.D_LAST_DEPTH_MULT] = 1.0
         d[tk.D_LAST_DEPTH_USD] = scenario.depth.normal_usd_per_pct
+        # No previous tick: the first tick's venue sub-steps read its own prices, not a path
+        # from the initial price (which the first oracle and last price need not equal).
+        d[tk.D_LAST_ORACLE] = 0.0
+        d[tk.D_LAST_BOOK] = 0.0
 
     def _driver(self, row: int) -> FloatArray:
         out: FloatArray = self.drivers[row]
@@ -633,6 +646,10 @@ class ExchangeSimulator:
         self.last_index = prices.index
         self.last_depth_mult = self.market.column("depth_mult")
         self.last_depth_usd_per_pct = np.asarray(prices.depth_usd_per_pct, dtype=np.float64)
+        prev_oracle = d[tk.D_LAST_ORACLE].copy()
+        prev_last = d[tk.D_LAST_BOOK].copy()
+        d[tk.D_LAST_ORACLE] = prices.oracle
+        d[tk.D_LAST_BOOK] = prices.last
         return TickInputs(
             prices=prices,
             vol_annual=self.vol_annual.copy(),
@@ -644,6 +661,8 @@ class ExchangeSimulator:
             arrival_mult=1.0 + d[tk.D_OI_BUILD] * pre,
             leverage_mult=1.0 + d[tk.D_LEVERAGE_BUILD] * pre,
             long_share_shift=d[tk.D_LONG_SKEW] * pre,
+            prev_oracle=prev_oracle,
+            prev_last=prev_last,
         )
 
     def advance(

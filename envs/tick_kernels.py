@@ -17,8 +17,9 @@ reference of one tick and documents the order of operations; :func:`advance_seri
    (:func:`_funding_and_scan`);
 5. linear-impact fill prices, the waterfall (:mod:`fundgym.envs.core.kernels`, under the
    ``liquidation_mode`` of :mod:`fundgym.envs.core.liquidation`: the venue modes price each
-   sub-step of the tick themselves), then the fund's settlement (fee income received, shortfall
-   paid from its buckets);
+   sub-step of the tick themselves, on the path from the previous tick's oracle and last
+   price, ``D_LAST_ORACLE`` / ``D_LAST_BOOK``, to this tick's), then the fund's settlement
+   (fee income received, shortfall paid from its buckets);
 6. the permanent impact of the tick's liquidation flow and the clocks; the tick's series
    (``S_*`` columns: prices, open interest, fund value, the ledger check).
 
@@ -80,10 +81,13 @@ from fundgym.envs.traders.kernels import (
     population_step_kernel,
 )
 
-# Rows of the simulator's per-exchange values (ExchangeSimulator.drivers).
+# Rows of the simulator's per-exchange values (ExchangeSimulator.drivers). D_LAST_ORACLE and
+# D_LAST_BOOK are the previous tick's oracle and last price, where the venue liquidation modes'
+# intra-tick path starts (0 at reset: no previous tick).
 D_VOL_ANNUAL, D_LAST_INDEX, D_LAST_DEPTH_MULT, D_LAST_DEPTH_USD = 0, 1, 2, 3
 D_OI_BUILD, D_LEVERAGE_BUILD, D_LONG_SKEW, D_FUNDING_INTERVAL_MIN = 4, 5, 6, 7
-N_DRIVERS = 8
+D_LAST_ORACLE, D_LAST_BOOK = 8, 9
+N_DRIVERS = 10
 
 # Columns of the per-tick series.
 S_INDEX, S_LAST, S_MARK, S_ORACLE, S_DEPTH, S_FUNDING_RATE = range(6)
@@ -212,6 +216,8 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
     available = np.empty(1)
     book_1 = np.empty(1)
     depth_1 = np.empty(1)
+    oracle_from = np.empty(1)
+    book_from = np.empty(1)
     tick_seconds = tick_minutes * 60.0
     liq_idx = np.empty((1, size.shape[1]), np.int64)  # the tick's liquidatable accounts
     for k in range(n_ticks):
@@ -231,6 +237,10 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
         depth_mult = path[PATH_DEPTH_MULT][t, e]
         drivers[D_LAST_DEPTH_MULT, e] = depth_mult
         drivers[D_LAST_DEPTH_USD, e] = depth
+        oracle_from[0] = drivers[D_LAST_ORACLE, e]
+        book_from[0] = drivers[D_LAST_BOOK, e]
+        drivers[D_LAST_ORACLE, e] = oracle_px
+        drivers[D_LAST_BOOK, e] = last_px
         stressed = depth_mult < 0.5
         pre = path[PATH_PRECURSOR][t, e]
 
@@ -295,8 +305,8 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
             waterfall_kernel(
                 coll[r], size[r], entry[r], marks, packed[r], floors, rates, cums, base,
                 sell_px, buy_px, available, fallback, socialization, adl_policy,
-                liquidation_mode, book_1, depth_1, MAX_IMPACT_FRAC, tick_seconds, cp_size[r],
-                cp_cash[r], rewards[r], unrecovered[r], ev, liq_idx,
+                liquidation_mode, book_1, depth_1, MAX_IMPACT_FRAC, tick_seconds, oracle_from,
+                book_from, cp_size[r], cp_cash[r], rewards[r], unrecovered[r], ev, liq_idx,
             )  # fmt: skip
             income = ev[0, EV_FUND_FEE_INCOME]
             owed = ev[0, EV_SHORTFALL]

@@ -56,6 +56,7 @@ from fundgym.envs.core.liquidation import (
     dydx_fillable_price,
     hl_cooldown_substeps,
     n_substeps,
+    path_price,
 )
 from fundgym.envs.core.params import (
     P_LIQ_FEE,
@@ -268,6 +269,8 @@ def waterfall_kernel(  # type: ignore[no-untyped-def]
     depth,
     max_impact,
     tick_seconds,
+    oracle_from,
+    book_from,
     cp_size,
     cp_cash,
     liquidator_rewards,
@@ -285,7 +288,10 @@ def waterfall_kernel(  # type: ignore[no-untyped-def]
     fills at ``sell_px`` / ``buy_px``, the tick's prices; the venue modes run sub-steps of
     ``tick_seconds`` and price each on its own flow through the linear book (``book`` price,
     ``depth`` USD per 1%, slippage capped at ``max_impact``), writing the tick's flow into
-    ``EV_LIQUIDATION_SELL`` / ``EV_LIQUIDATION_BUY``.
+    ``EV_LIQUIDATION_SELL`` / ``EV_LIQUIDATION_BUY``. Their sub-steps read the oracle and the
+    book on the intra-tick path from the previous tick's ``oracle_from`` / ``book_from``
+    (``(E,)``; not > 0: no previous tick) to ``marks`` / ``book``
+    (:func:`~fundgym.envs.core.liquidation.path_price`).
     """
     for i in range(size.shape[0]):
         if ev[i, EV_N_LIQUIDATIONS] > 0.0 and liquidation_mode != LIQ_PARTIAL:
@@ -304,6 +310,8 @@ def waterfall_kernel(  # type: ignore[no-untyped-def]
                 depth[i],
                 max_impact,
                 tick_seconds,
+                oracle_from[i],
+                book_from[i],
                 fund_available[i],
                 fallback,
                 socialization,
@@ -522,10 +530,12 @@ def _venue_one(  # type: ignore[no-untyped-def]
     rates,
     cums,
     base_mmr,
-    book_px,
+    book_end,
     depth,
     max_impact,
     tick_seconds,
+    oracle_from,
+    book_from,
     fund_available,
     fallback,
     socialization,
@@ -543,11 +553,15 @@ def _venue_one(  # type: ignore[no-untyped-def]
     See :mod:`fundgym.envs.core.liquidation` for the sub-steps and each mode's rules. Every
     sum is this exchange's own; the fund's flows are only reported, as in
     :func:`_waterfall_one`, and ``fund_available`` bounds what the sub-steps pay in total
-    (each sub-step's fee income counted before its shortfalls).
+    (each sub-step's fee income counted before its shortfalls). Sub-step ``step`` reads the
+    oracle ``m`` and the book ``book_px`` on the intra-tick path from ``oracle_from`` /
+    ``book_from`` to the tick's ``marks[i, 0]`` / ``book_end``
+    (:func:`~fundgym.envs.core.liquidation.path_price`); everything in the sub-step (the
+    check, the order's size and limit, ADL's and socialisation's marks) is at that oracle.
     """
     n_acc = size.shape[1]
     n = idx.shape[0]
-    m = marks[i, 0]
+    m_end = marks[i, 0]
     is_liq = np.zeros(n_acc, np.bool_)
     for k in range(n):
         is_liq[idx[k]] = True
@@ -581,8 +595,14 @@ def _venue_one(  # type: ignore[no-untyped-def]
     overshoot = 0.0
     charged_total = 0.0
     unrecovered_total = 0.0
-    for step in range(n_substeps(mode, tick_seconds)):
-        # 1. Orders: the listed accounts still liquidatable at the oracle, sized by the mode.
+    orders = np.empty(n, np.int64)  # this sub-step's orders, in account order
+    n_steps = n_substeps(mode, tick_seconds)
+    step = 0
+    while step < n_steps:
+        m = path_price(oracle_from, m_end, step, n_steps)
+        book_px = path_price(book_from, book_end, step, n_steps)
+        # 1. Orders: the listed accounts still liquidatable at the sub-step's oracle, sized by
+        #    the mode.
         flow_sell = 0.0
         flow_buy = 0.0
         n_orders = 0
@@ -602,7 +622,7 @@ def _venue_one(  # type: ignore[no-untyped-def]
             eq = coll[i, a] + q * (m - entry[i, a, 0])
             req = requirement(abs(q) * m, mmr, floors, rates, cums, base_mmr)
             if not (req > 0.0 and eq < req):
-                continue  # never liquidatable, or a slice brought it back
+                continue  # not yet on the path, never, or a slice brought it back
             abs_q = abs(q)
             side[k] = 1.0 if q > 0.0 else -1.0
             deficient[k] = eq < 0.0
@@ -629,9 +649,16 @@ def _venue_one(  # type: ignore[no-untyped-def]
                 flow_sell += close[k] * book_px
             else:
                 flow_buy += close[k] * book_px
+            orders[n_orders] = k
             n_orders += 1
         if n_orders == 0:
-            break
+            # Nothing to do until the path takes a listed account below its requirement: on
+            # to that sub-step, or done when none is below it even at the tick's oracle.
+            step = _next_order_step(
+                i, coll, size, entry, idx, oracle_from, m_end, step, n_steps, mmr, floors,
+                rates, cums, base_mmr,
+            )  # fmt: skip
+            continue
         sell_px = _book_price(book_px, flow_sell, depth, max_impact, -1.0)
         buy_px = _book_price(book_px, flow_buy, depth, max_impact, 1.0)
 
@@ -641,7 +668,8 @@ def _venue_one(  # type: ignore[no-untyped-def]
         #    nothing else could close it.
         if mode == LIQ_DYDX_V4:
             cut = False
-            for k in range(n):
+            for o in range(n_orders):
+                k = orders[o]
                 if close[k] > 0.0 and (fallback == FALLBACK_ADL or not deficient[k]):
                     px = sell_px if side[k] > 0.0 else buy_px
                     if side[k] * (px - limit[k]) < 0.0:
@@ -650,7 +678,8 @@ def _venue_one(  # type: ignore[no-untyped-def]
             if cut:
                 flow_sell = 0.0
                 flow_buy = 0.0
-                for k in range(n):
+                for o in range(n_orders):
+                    k = orders[o]
                     if close[k] > 0.0 and not refused[k]:
                         if side[k] > 0.0:
                             flow_sell += close[k] * book_px
@@ -664,7 +693,8 @@ def _venue_one(  # type: ignore[no-untyped-def]
         # 3. Fills: a fee capped by the surplus (split with the liquidators), or under a
         #    takeover the whole surplus to the fund; a fill past bankruptcy is a shortfall.
         income_now = 0.0
-        for k in range(n):
+        for o in range(n_orders):
+            k = orders[o]
             price[k] = sell_px if side[k] > 0.0 else buy_px
             if close[k] > 0.0 and not refused[k]:
                 a = idx[k]
@@ -690,7 +720,8 @@ def _venue_one(  # type: ignore[no-untyped-def]
         #    $1M per subaccount per block; without deleveraging a deficient account's fill
         #    goes ahead unpaid, its loss to socialisation); the others pay what they can.
         available += income_now
-        for k in range(n):
+        for o in range(n_orders):
+            k = orders[o]
             if bad[k] > 0.0:
                 if mode == LIQ_DYDX_V4:
                     if not (bad[k] <= available and bad[k] <= DYDX_MAX_INSURANCE_LOST_USD):
@@ -708,7 +739,8 @@ def _venue_one(  # type: ignore[no-untyped-def]
         #    only then; a refused order of a solvent account waits for the next block).
         if fallback == FALLBACK_ADL:
             any_need = False
-            for k in range(n):
+            for o in range(n_orders):
+                k = orders[o]
                 if refused[k]:
                     if deficient[k]:
                         need[k] = abs(size[i, idx[k], 0])
@@ -727,7 +759,8 @@ def _venue_one(  # type: ignore[no-untyped-def]
         loss = 0.0
         cp_base = 0.0
         cp_quote = 0.0
-        for k in range(n):
+        for o in range(n_orders):
+            k = orders[o]
             if close[k] == 0.0:
                 continue
             if refused[k] and not deficient[k]:
@@ -789,6 +822,7 @@ def _venue_one(  # type: ignore[no-untyped-def]
             charged = _socialize(i, coll, size, entry, m, is_liq, loss, socialization)
             charged_total += charged
             unrecovered_total += loss - charged
+        step += 1
 
     liquidator_rewards[i] += rewards
     unrecovered[i] += unrecovered_total
@@ -807,6 +841,50 @@ def _venue_one(  # type: ignore[no-untyped-def]
     for k in range(n):
         n_below += below[k]
     ev[i, EV_N_BELOW_BANKRUPTCY] = n_below
+
+
+@jit(error_model="numpy")
+def _any_below_requirement(i, coll, size, entry, idx, m, mmr, floors, rates, cums, base_mmr):  # type: ignore[no-untyped-def]
+    """Whether a listed open account of exchange ``i`` is liquidatable at oracle ``m``."""
+    for k in range(idx.shape[0]):
+        a = idx[k]
+        q = size[i, a, 0]
+        if q != 0.0 and _liquidatable_1(
+            coll[i, a], q, entry[i, a, 0], m, mmr, floors, rates, cums, base_mmr
+        ):
+            return True
+    return False
+
+
+@jit(error_model="numpy")
+def _next_order_step(  # type: ignore[no-untyped-def]
+    i, coll, size, entry, idx, oracle_from, m_end, step, n_steps, mmr, floors, rates, cums,
+    base_mmr,
+):  # fmt: skip
+    """The first sub-step after ``step`` (none sent an order) at which one would; ``n_steps``: none.
+
+    The path is monotone, and at ``step`` no listed account was below its requirement: a
+    long (on a falling path) once below stays below further on, a short that was above stays
+    above, and the other way round on a rising path. So whether any account is below is
+    monotone along the rest of the path and bisection finds the first sub-step where one is,
+    in ``log2(n_steps)`` passes over the listed accounts instead of one pass a sub-step: the
+    sub-steps skipped would have sent nothing. None below at the tick's own oracle (always so
+    without a path): the tick is done.
+    """
+    hi = n_steps - 1
+    if step >= hi or not _any_below_requirement(
+        i, coll, size, entry, idx, m_end, mmr, floors, rates, cums, base_mmr
+    ):
+        return n_steps
+    lo = step + 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        m = path_price(oracle_from, m_end, mid, n_steps)
+        if _any_below_requirement(i, coll, size, entry, idx, m, mmr, floors, rates, cums, base_mmr):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 @jit(error_model="numpy", inline="always")

@@ -5,15 +5,34 @@ picks the engine :func:`fundgym.envs.core.kernels.waterfall_kernel` runs. ``part
 engine before the venue modes, one order per account per tick (:func:`~fundgym.envs.core.kernels.
 _waterfall_one`, unchanged). The four venue modes run the tick as **sub-steps**
 (:func:`~fundgym.envs.core.kernels._venue_one`): a dYdX block or a Hyperliquid check is one
-second, so a one-minute tick holds 60 of them, while the takeover venues need one. Each sub-step:
+second, so a one-minute tick holds 60 of them, while the takeover venues need one.
 
-1. re-checks every account the tick's scan listed, at the tick's oracle (an account a slice
-   brought back above its maintenance requirement is left alone);
+**The intra-tick path.** Sub-step ``j`` of ``J`` reads the oracle, and the book its fills walk
+from, at :func:`path_price`: linear in log price from the previous tick's value to this tick's,
+``prev x (now / prev) ** ((j + 1) / J)``, so the last sub-step reads the tick's own price and
+an engine checking every second meets each account as the price crosses its maintenance level,
+as the venue's does, instead of finding it past bankruptcy a minute later. The path is
+monotone, so an account liquidatable anywhere on it is liquidatable at the tick's oracle and
+the tick's scan still lists every account the sub-steps can meet (except one the previous
+tick left liquidatable, by a slice or a dYdX block late in it, whose price then recovers). It
+is deterministic [E]: a Brownian bridge with the tick's volatility would bend it by about half
+the minute's volatility at mid-tick, liquidating some accounts on dips the minute's price
+recovers from (which the scan would then have to find), while one second of it, 1/60 of the
+minute's variance, is far too small to carry an account from maintenance past bankruptcy: it
+would move the liquidations' timing, not the share past bankruptcy, and is left out. An
+episode's first tick has no previous tick and reads its own prices throughout; one sub-step
+(``binance``, ``bitmex``) reads only the tick's. Each sub-step:
+
+1. re-checks every account the tick's scan listed, at the sub-step's oracle (an account a
+   slice brought back above its maintenance requirement is left alone until the path takes it
+   below again). A sub-step where none needs an order is skipped, by bisection along the path,
+   to the first where one does (:func:`~fundgym.envs.core.kernels._next_order_step`); the tick
+   is done when none is below its requirement even at the tick's oracle;
 2. sizes each remaining account's order by the mode's rule (below);
 3. prices the sub-step's orders with the tick's linear book: one average price per side,
-   ``book x (1 -/+ min(0.005 x flow / depth, 0.9))`` on *that sub-step's* flow, so the book is
-   taken to refill between sub-steps [E] (the permanent impact of the whole tick's flow still
-   moves the next tick's prices);
+   ``book x (1 -/+ min(0.005 x flow / depth, 0.9))`` from the sub-step's ``book`` on the path,
+   on *that sub-step's* flow, so the book is taken to refill between sub-steps [E] (the
+   permanent impact of the whole tick's flow still moves the next tick's prices);
 4. refuses orders whose price breaches the mode's limit (``dydx_v4``'s fillable price) and
    prices the rest again on their own flow (one pass: a refused order is not re-admitted);
 5. runs the waterfall on the fills: fee or takeover surplus, the insurance fund, ADL
@@ -75,6 +94,7 @@ __all__ = [
     "dydx_fillable_price",
     "hl_cooldown_substeps",
     "n_substeps",
+    "path_price",
 ]
 
 # ==== dYdX v4 ====
@@ -110,18 +130,17 @@ DYDX_SPREAD_TO_MMR = 1.5
 # period of 30 seconds. During this cooldown period, all market liquidation orders for that
 # user will be for the entire position."
 
-#: The engine's check interval. Hyperliquid checks every block (well under a second); one check
-#: a second is our grid [E]: within a tick the oracle is fixed, so a finer grid changes nothing
-#: but the cost.
+#: The engine's check interval. Hyperliquid checks every block (well under a second) against an
+#: oracle it updates about every 3 s; one check a second on the intra-tick path is our grid [E]:
+#: the path moves 1/60 of the minute's log move a check, far less than a maintenance margin.
 HL_CHECK_SECONDS = 1.0
 #: Positions above this notional (at the oracle) send a 20% slice first.
 HL_SLICE_THRESHOLD_USD = 100_000.0
 #: The slice.
 HL_SLICE_FRACTION = 0.20
 #: After a slice, every market liquidation order of the account is for the whole position for
-#: this long. Tracked within the tick: every slice starts at the tick's first check, so with
-#: ticks of 30 s or more the cooldown has always ended by the next tick and no per-account clock
-#: needs to cross ticks; with shorter ticks it is cut at the tick's end.
+#: this long. Tracked within the tick only and cut at its end: no per-account clock crosses
+#: ticks, so a slice in a tick's last 30 s leaves the next tick free to slice again [E].
 HL_COOLDOWN_SECONDS = 30.0
 #: Below this fraction of the maintenance requirement the backstop takes the account over.
 HL_BACKSTOP_FRACTION_OF_MM = 2.0 / 3.0
@@ -138,6 +157,21 @@ def n_substeps(mode, tick_seconds):  # type: ignore[no-untyped-def]
     if mode == LIQ_HYPERLIQUID:
         return max(1, math.floor(tick_seconds / HL_CHECK_SECONDS + 0.5))
     return 1
+
+
+@jit(error_model="numpy", inline="always")
+def path_price(start, end, step, n_steps):  # type: ignore[no-untyped-def]
+    """The price sub-step ``step`` (0-based) of ``n_steps`` reads on the tick's intra-tick path.
+
+    Linear in log price from the previous tick's value ``start`` to this tick's ``end``:
+    sub-step ``j`` of ``J`` reads ``start x (end / start) ** ((j + 1) / J)``, one sub-step past
+    the previous tick's last reading, and the last sub-step reads ``end`` itself (exactly), so a
+    mode of one sub-step sees only the tick's price. A ``start`` that is not > 0 means no
+    previous tick (an episode's first): every sub-step reads ``end``. Deterministic: no draw.
+    """
+    if step + 1 >= n_steps or not start > 0.0:
+        return end
+    return start * math.exp((step + 1) / n_steps * math.log(end / start))
 
 
 @jit(error_model="numpy", inline="always")

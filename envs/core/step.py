@@ -41,8 +41,10 @@ same sequence as "liquidation, then insurance fund, then deleveraging"):
 This is the ``partial`` liquidation mode (``RiskParams.liquidation_mode``, the default). The
 venue modes (``binance``, ``dydx_v4``, ``hyperliquid``, ``bitmex``) keep the stages' order but
 run the tick as sub-steps with their venue's order sizes, limit prices and takeovers, each
-sub-step priced on its own flow through the linear book: :mod:`fundgym.envs.core.liquidation`
-documents them and ``docs/liquidation.md`` tabulates the waterfall per mode.
+sub-step priced on its own flow through the linear book and, under ``dydx_v4`` and
+``hyperliquid``, at the oracle and book price of its moment on the path from the previous
+tick's (``prev_mark``, ``prev_book_price``): :mod:`fundgym.envs.core.liquidation` documents
+them and ``docs/liquidation.md`` tabulates the waterfall per mode.
 
 Every sum is the exchange's own: no running total crosses exchanges, so an exchange in a
 batch steps bit for bit as it does alone. The per-account work runs in the compiled kernels
@@ -108,6 +110,18 @@ def _depth(impact: ImpactModel, n_envs: int) -> FloatArray:
     return np.ascontiguousarray(np.broadcast_to(depth, (n_envs,)))
 
 
+def _path_start(name: str, value: ArrayLike | None, n_envs: int) -> FloatArray:
+    """``(E,)`` start of the venue modes' intra-tick path (zeros, meaning none, for ``None``)."""
+    if value is None:
+        return np.zeros(n_envs)
+    out = np.ascontiguousarray(
+        np.broadcast_to(np.asarray(value, dtype=np.float64), (n_envs,)), dtype=np.float64
+    )
+    if not np.isfinite(out).all():
+        raise ValueError(f"{name} must be finite, got {out}")
+    return out
+
+
 def margin_state(
     state: SimState, params: RiskParams, mark: ArrayLike
 ) -> tuple[FloatArray, FloatArray]:
@@ -150,6 +164,8 @@ def core_step(
     fund_stressed: ArrayLike = False,
     allocation: AllocationParams | None = None,
     tick_minutes: float = 1.0,
+    prev_mark: ArrayLike | None = None,
+    prev_book_price: ArrayLike | None = None,
 ) -> StepEvents:
     """Mark to market, check margins and liquidate, for every exchange in the batch.
 
@@ -170,6 +186,13 @@ def core_step(
         allocation: The fund's bucket terms (defaults when ``None``).
         tick_minutes: Length of the tick; the venue liquidation modes run their sub-steps
             (a dYdX block, a Hyperliquid check: one second each) inside it.
+        prev_mark: ``(E,)`` the previous tick's ``mark``: the sub-stepped venue modes
+            (``dydx_v4``, ``hyperliquid``) read the oracle on a path from it to ``mark``,
+            linear in log price (:func:`fundgym.envs.core.liquidation.path_price`), so their
+            engine meets each account as the price crosses its maintenance level. ``None``, or
+            an entry that is not > 0: no previous tick, every sub-step reads ``mark``.
+        prev_book_price: ``(E,)`` the previous tick's ``book_price``, where the path of the
+            book the sub-steps' fills walk starts (``None`` or not > 0: none).
 
     Returns:
         The tick's events per exchange. The fund's fee income and the shortfall it paid are
@@ -181,8 +204,8 @@ def core_step(
 
     Raises:
         NotImplementedError: The state has more than one market (multi-market mechanics).
-        ValueError: ``fund_available_usd`` is negative or not finite, or ``tick_minutes`` is
-            not positive.
+        ValueError: ``fund_available_usd`` is negative or not finite, ``tick_minutes`` is
+            not positive, or ``prev_mark`` / ``prev_book_price`` is not finite.
         TypeError: A venue liquidation mode with an impact model that is not a
             :class:`~fundgym.envs.core.impact.LinearImpact` (its sub-steps price the linear
             book inside the kernel).
@@ -230,6 +253,8 @@ def core_step(
         )
         if not np.isfinite(available).all() or (available < 0.0).any():
             raise ValueError(f"fund_available_usd must be finite and >= 0, got {available}")
+    oracle_from = _path_start("prev_mark", prev_mark, n_envs)
+    book_from = _path_start("prev_book_price", prev_book_price, n_envs)
     kernels.waterfall_kernel(
         coll,
         size,
@@ -251,6 +276,8 @@ def core_step(
         _depth(impact, n_envs),
         float(impact.max_impact_frac) if isinstance(impact, LinearImpact) else 0.0,
         tick_minutes * 60.0,
+        oracle_from,
+        book_from,
         state.counterparty_size,
         state.counterparty_cash_usd,
         state.liquidator_rewards_usd,

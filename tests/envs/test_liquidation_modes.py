@@ -352,6 +352,114 @@ def test_hyperliquid_backstop_below_two_thirds_of_maintenance_margin():
     assert s.liquidator_rewards_usd[0] == 0.0 and ev.n_liquidations_below_bankruptcy[0] == 0
 
 
+# ==== the intra-tick path: sub-steps read prices between the previous tick's and this one's ====
+#
+# Ticks of 4 s (4 sub-steps under dydx_v4 and hyperliquid). The previous tick's oracle and book
+# were 10,000; this tick's are 10,000 x 0.98^4 = 9,223.6816. Linear in log price, sub-step j
+# reads 10,000 x 0.98^(j + 1): 9,800, 9,604, 9,411.92, 9,223.6816 (oracle and book alike).
+
+
+def path_step(state, p, depth, prev=10_000.0):
+    """One 4 s tick from ``prev`` to 9,223.6816 (``prev=None``: no previous tick)."""
+    end = np.array([10_000.0 * 0.98**4])
+    start = None if prev is None else np.array([prev])
+    ev = core_step(
+        state,
+        p,
+        end,
+        LinearImpact(depth),
+        tick_minutes=4.0 / 60.0,
+        prev_mark=start,
+        prev_book_price=start,
+    )
+    assert_books_balance(state, end)
+    return ev
+
+
+def test_hyperliquid_liquidates_at_the_sub_step_where_the_path_crosses_maintenance():
+    # The single long's maintenance price: 1,000 + (L - 10,000) = 0.05 L, L = 9,473.68.
+    #
+    # | sub-step | oracle = book | equity | requirement | 2/3 of it | order          |
+    # |----------|---------------|--------|-------------|-----------|----------------|
+    # | 0        | 9,800         | 800    | 490         |           | none           |
+    # | 1        | 9,604         | 604    | 480.2       |           | none           |
+    # | 2        | 9,411.92      | 411.92 | 470.596     | 313.73    | whole (market) |
+    #
+    # Notional 9,411.92 < $100k: the whole unit, market, at 9,411.92 x (1 - 0.001) =
+    # 9,402.50808 (depth 47,059.6 slips 9,411.92 by 0.1%). Surplus 402.50808; fee
+    # min(1% x 9,402.50808, surplus) = 94.0250808, half to the fund. The account keeps
+    # 1,000 + (9,402.50808 - 10,000) - 94.0250808 = 308.4829992.
+    s = one_long()
+    depth = depth_for(9_411.92, 0.001)
+    ev = path_step(s, params("hyperliquid"), depth)
+    assert s.size[0, 0, 0] == 0.0
+    assert ev.liquidation_sell_usd[0] == pytest.approx(9_411.92, **APPROX)
+    assert ev.liquidation_volume_usd[0] == pytest.approx(9_402.50808, **APPROX)
+    assert ev.liquidation_fees_usd[0] == pytest.approx(94.0250808, **APPROX)
+    assert ev.fund_fee_income_usd[0] == pytest.approx(47.0125404, **APPROX)
+    assert s.collateral_usd[0, 0] == pytest.approx(308.4829992, **APPROX)
+    assert ev.n_liquidations_below_bankruptcy[0] == 0
+    # Without a previous tick every sub-step reads 9,223.6816: equity 223.6816 is below
+    # 2/3 of 461.18408 = 307.46, so the backstop takes the account over (it ends at zero).
+    s = one_long()
+    path_step(s, params("hyperliquid"), depth, prev=None)
+    assert s.size[0, 0, 0] == 0.0
+    assert s.collateral_usd[0, 0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_dydx_first_block_is_the_one_where_the_path_crosses_maintenance():
+    # A long of 2 from 10,000 with 2,000 (bankruptcy 9,000; maintenance price 9,473.68), fee
+    # 1% (half to the fund). Depth 9,411.92 slips 1,882.384 by 0.1%. Sub-steps 0 and 1 send
+    # nothing; then one block at each of the last two oracles:
+    #
+    # | block | oracle     | size | equity       | TMMR       | order | fillable     | fill        |
+    # |-------|------------|------|--------------|------------|-------|--------------|-------------|
+    # | 2     | 9,411.92   | 2    | 823.84       | 941.192    | 0.2   | 9,323.906    | 9,402.50808 |
+    # | 3     | 9,223.6816 | 1.8  | 464.32347984 | 830.131344 | 0.18  | 8,918.841713 | 9,215.54631 |
+    #
+    # Fills to 1e-12: 9,215.5463128288. Fees (1% of the fill, under the surplus): 18.80501616
+    # and 16.587983363.
+    #
+    # Orders: 10% of the position (0.2 x 9,411.92 = 1,882.384 and 0.18 x 9,223.6816 =
+    # 1,660.262688, both over $1,000). Fillable price m - SMMR (TMMR - TNC) / q:
+    # 9,411.92 - 1.5 x 117.352 / 2 and 9,223.6816 - 1.5 x 365.80786416 / 1.8. Slippage 0.1%
+    # and 0.005 x 1,660.262688 / 9,411.92 = 0.0882%. Collateral after block 2:
+    # 2,000 + 0.2 (9,402.50808 - 10,000) - 18.80501616 = 1,861.69659984; after block 3:
+    # 1,861.69659984 + 0.18 (9,215.5463128288 - 10,000) - 16.587983363 = 1,703.9069527861.
+    s = SimState.create([[2_000.0]], [[2.0]], [[10_000.0]], 1000.0)
+    ev = path_step(s, params("dydx_v4"), depth_for(1_882.384, 0.001))
+    assert s.size[0, 0, 0] == pytest.approx(1.62, **APPROX)
+    assert s.collateral_usd[0, 0] == pytest.approx(1_703.9069527861, **APPROX)
+    assert ev.liquidation_sell_usd[0] == pytest.approx(1_882.384 + 1_660.262688, **APPROX)
+    assert ev.liquidation_fees_usd[0] == pytest.approx(18.80501616 + 16.587983363, **APPROX)
+    assert ev.n_liquidations_below_bankruptcy[0] == 0
+    # Without a previous tick all four blocks read 9,223.6816: 2 x 0.9^4 = 1.3122 is left.
+    s = SimState.create([[2_000.0]], [[2.0]], [[10_000.0]], 1000.0)
+    path_step(s, params("dydx_v4"), depth_for(1_882.384, 0.001), prev=None)
+    assert s.size[0, 0, 0] == pytest.approx(1.3122, **APPROX)
+
+
+@pytest.mark.parametrize("mode", ["partial", "binance", "bitmex"])
+def test_modes_of_one_sub_step_read_only_the_ticks_own_prices(mode):
+    # partial, binance and bitmex run the tick as one step: a previous tick's prices change
+    # nothing, to the bit.
+    with_path, without = one_long(), one_long()
+    ev_a = path_step(with_path, params(mode), depth_for(9_223.6816, 0.001))
+    ev_b = path_step(without, params(mode), depth_for(9_223.6816, 0.001), prev=None)
+    np.testing.assert_array_equal(ev_a.data, ev_b.data)
+    np.testing.assert_array_equal(with_path.collateral_usd, without.collateral_usd)
+    assert without.size[0, 0, 0] < 1.0  # the case liquidates
+
+
+def test_a_path_start_that_is_not_positive_means_no_previous_tick_and_nan_is_an_error():
+    a, b = one_long(), one_long()
+    ev_a = path_step(a, params("hyperliquid"), 1e5, prev=0.0)
+    ev_b = path_step(b, params("hyperliquid"), 1e5, prev=None)
+    np.testing.assert_array_equal(ev_a.data, ev_b.data)
+    with pytest.raises(ValueError, match=r"prev_mark must be finite, got \[nan\]"):
+        path_step(one_long(), params("hyperliquid"), 1e5, prev=float("nan"))
+
+
 # ==== every mode ====
 
 

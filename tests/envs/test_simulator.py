@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from fundgym.envs import tick_kernels as tk
 from fundgym.envs.core.events import (
     EV_LIQUIDATION_BUY,
     EV_LIQUIDATION_SELL,
@@ -111,6 +112,25 @@ def test_resetting_one_exchange_leaves_the_others_untouched():
     for _ in range(50):
         fresh.step()
     np.testing.assert_array_equal(a.state.collateral_usd[0], fresh.state.collateral_usd[0])
+
+
+def test_an_episodes_first_tick_has_no_previous_prices_to_start_a_path_from():
+    # The venue modes' intra-tick path starts at the previous tick's oracle and last price:
+    # none at reset (0: the first tick reads its own prices), then each tick's, compiled and
+    # in the reference alike; resetting one exchange clears only its own.
+    sc = short("volatile", 60)
+    sim = ExchangeSimulator(sc, n_envs=2, n_accounts=32, seed=[1, 2])
+    rows = [tk.D_LAST_ORACLE, tk.D_LAST_BOOK]
+    np.testing.assert_array_equal(sim.drivers[rows], 0.0)
+    t = sim.step()
+    np.testing.assert_array_equal(sim.drivers[tk.D_LAST_ORACLE], t.prices.oracle)
+    np.testing.assert_array_equal(sim.drivers[tk.D_LAST_BOOK], t.prices.last)
+    t = sim.reference_step()
+    np.testing.assert_array_equal(sim.drivers[tk.D_LAST_ORACLE], t.prices.oracle)
+    np.testing.assert_array_equal(sim.drivers[tk.D_LAST_BOOK], t.prices.last)
+    sim.reset_env(0, seed=7)
+    np.testing.assert_array_equal(sim.drivers[rows, 0], 0.0)
+    np.testing.assert_array_equal(sim.drivers[tk.D_LAST_ORACLE, 1], t.prices.oracle[1])
 
 
 def test_a_batch_can_mix_scenarios_of_different_lengths():
@@ -239,6 +259,13 @@ def test_compiled_ticks_equal_the_numpy_reference(name, mode):
         np.testing.assert_array_equal(rec_c[k], rec_r[k], err_msg=k)
     for k in ("vol_annual", "last_index", "last_depth_mult", "last_depth_usd_per_pct"):
         np.testing.assert_array_equal(getattr(compiled, k), getattr(reference, k), err_msg=k)
+    # Every driver, the previous tick's oracle and last price (the venue modes' intra-tick
+    # path starts there) included.
+    np.testing.assert_array_equal(compiled.drivers, reference.drivers)
+    np.testing.assert_array_equal(
+        compiled.drivers[tk.D_LAST_ORACLE], block.column("oracle_price")[-1]
+    )
+    np.testing.assert_array_equal(compiled.drivers[tk.D_LAST_BOOK], block.column("last_price")[-1])
     np.testing.assert_array_equal(compiled.market.scalars, reference.market.scalars)
     # The ledger check sums accounts in another order: both see only rounding.
     scale = float(reference.state.initial_total_usd.max())
