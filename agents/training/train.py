@@ -58,14 +58,7 @@ import numpy as np
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 
-from fundgym.agents.config import (
-    ConfigError,
-    TrainConfig,
-    check_scenarios,
-    dump_config,
-    env_kwargs,
-    load_config,
-)
+from fundgym.agents.config import TrainConfig, check_scenarios, dump_config, env_kwargs
 from fundgym.agents.outputs import (
     naming_file,
     remove_stale_temps,
@@ -711,22 +704,6 @@ def _convert_pickled_run(cfg: TrainConfig, run_dir: Path) -> None:
         (run_dir / name).unlink()
 
 
-def _same_config(saved: Path, resolved: str) -> bool:
-    """Whether a run's saved ``config.yaml`` is the config ``resolved`` (its dumped text).
-
-    The same text, or the same config once read through today's schema: a run saved before a
-    setting existed lacks its key, and reads back with the setting's default, which is what the
-    run ran under (a new setting's default keeps the old behaviour). A saved config that no
-    longer validates is a different one.
-    """
-    if saved.read_text() == resolved:
-        return True
-    try:
-        return dump_config(load_config(saved)) == resolved
-    except (ConfigError, OSError, UnicodeDecodeError):
-        return False
-
-
 def _command_text(argv: list[str] | None) -> str:
     import shlex
 
@@ -792,7 +769,7 @@ def train(
             f"{out} already holds a run (config.yaml); pass --resume to continue it or "
             "choose another --out"
         )
-    if resume and saved.exists() and not _same_config(saved, resolved):
+    if resume and saved.exists() and saved.read_text() != resolved:
         raise RunDirError(
             f"{saved} differs from the config given; --resume continues a run only with the "
             "config that started it"
