@@ -351,6 +351,50 @@ def waterfall_kernel(  # type: ignore[no-untyped-def]
             )
 
 
+@jit(error_model="numpy", inline="always")
+def _settle_order(  # type: ignore[no-untyped-def]
+    coll, size, i, a, c, q, e, s, book_close, adl_base, fill_px, fee, fund_paid, book_bad,
+    socialized, adl_policy, m, acc,
+):  # fmt: skip
+    """Book one liquidation order on account ``a``: its fill, its deleveraged part, its flows.
+
+    ``book_close`` base units fill at ``fill_px``, ``adl_base`` are deleveraged (at the bankrupt
+    account's bankruptcy price, or at the mark under ``hyperliquid``, where a deficit against
+    bankruptcy is bad debt that continues down the waterfall and a surplus stays on the
+    account); the account pays ``fee`` and receives ``fund_paid`` and ``socialized``. Adds to
+    ``acc``: :data:`_ACC_BAD_DEBT`, ``_VOLUME``, ``_LOSS``, ``_SHORTFALL``, ``_CP_BASE``,
+    ``_CP_QUOTE`` (the book's side goes to the counterparty). Both waterfalls settle through
+    here, so the ledger of a fill is written once.
+    """
+    adl_quote = _bankruptcy_value(c, q, e, adl_base)
+    if adl_policy == ADL_HYPERLIQUID and adl_base > 0.0:
+        at_mark = adl_base * m
+        deficit = max(s * (adl_quote - at_mark), 0.0)
+        book_bad += deficit
+        socialized += deficit
+        adl_quote = at_mark
+    coll[i, a] = (
+        c
+        + s * book_close * (fill_px - e)
+        + s * (adl_quote - adl_base * e)
+        - fee
+        + fund_paid
+        + socialized
+    )
+    size[i, a, 0] = q - s * (book_close + adl_base)
+    book_base = s * book_close
+    acc[_ACC_CP_BASE] += book_base
+    acc[_ACC_CP_QUOTE] += book_base * fill_px
+    acc[_ACC_VOLUME] += book_close * fill_px + abs(adl_quote)
+    acc[_ACC_BAD_DEBT] += book_bad
+    acc[_ACC_SHORTFALL] += fund_paid
+    acc[_ACC_LOSS] += socialized
+
+
+#: Slots of the accumulator :func:`_settle_order` adds to.
+_ACC_BAD_DEBT, _ACC_VOLUME, _ACC_LOSS, _ACC_SHORTFALL, _ACC_CP_BASE, _ACC_CP_QUOTE = range(6)
+
+
 @jit(error_model="numpy")
 def _waterfall_one(  # type: ignore[no-untyped-def]
     i,
@@ -439,52 +483,28 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
     #    The fund pays only the book part's bad debt: when rounding has ADL take more than
     #    the uncovered share (a subnormal close whose share rounds up to all of it), the
     #    excess of its payment is not made.
-    bad_debt = 0.0
-    volume = 0.0
-    loss = 0.0
+    acc = np.zeros(6)
     overshoot = 0.0
-    cp_base = 0.0
-    cp_quote = 0.0
-    shortfall = 0.0
     for k in range(n):
         a = idx[k]
-        c = coll[i, a]
-        q = size[i, a, 0]
-        e = entry[i, a, 0]
         s = side[k]
         book_close = close[k] - adl_close[k]
         adl_share = adl_close[k] / close[k] if close[k] > 0.0 else 0.0
         book_bad = bad[k] * (1.0 - adl_share)  # the deleveraged part closes at bankruptcy
         fund_paid = min(paid[k], book_bad)
-        shortfall += fund_paid
         socialized = max(book_bad - fund_paid, 0.0)
-        adl_quote = _bankruptcy_value(c, q, e, adl_close[k])
         if adl_policy == ADL_HYPERLIQUID and adl_close[k] > 0.0:
-            # The deleveraged part trades at the mark instead: a deficit against bankruptcy
-            # is bad debt that continues down the waterfall; a surplus stays on the account.
-            at_mark = adl_close[k] * m
-            deficit = max(s * (adl_quote - at_mark), 0.0)
-            book_bad += deficit
-            socialized += deficit
             overshoot += _mark_overshoot(adl_close[k], bad[k] - paid[k], s * (m - price[k])) * m
-            adl_quote = at_mark
-        coll[i, a] = (
-            c
-            + s * book_close * (price[k] - e)
-            + s * (adl_quote - adl_close[k] * e)
-            - fee[k]
-            + fund_paid
-            + socialized
-        )
-        size[i, a, 0] = q - s * (book_close + adl_close[k])
-        book_base = s * book_close
-        cp_base += book_base
-        cp_quote += book_base * price[k]
-        volume += book_close * price[k] + abs(adl_quote)
-        bad_debt += book_bad
-        loss += socialized
-    cp_size[i, 0] += cp_base
-    cp_cash[i] -= cp_quote
+        _settle_order(
+            coll, size, i, a, coll[i, a], size[i, a, 0], entry[i, a, 0], s, book_close,
+            adl_close[k], price[k], fee[k], fund_paid, book_bad, socialized, adl_policy, m, acc,
+        )  # fmt: skip
+    cp_size[i, 0] += acc[_ACC_CP_BASE]
+    cp_cash[i] -= acc[_ACC_CP_QUOTE]
+    volume = acc[_ACC_VOLUME]
+    bad_debt = acc[_ACC_BAD_DEBT]
+    shortfall = acc[_ACC_SHORTFALL]
+    loss = acc[_ACC_LOSS]
     liquidator_rewards[i] += rewards
 
     ev[i, EV_LIQUIDATION_VOLUME] = volume
@@ -586,12 +606,10 @@ def _venue_one(  # type: ignore[no-untyped-def]
     available = fund_available
     flow_sell_total = 0.0
     flow_buy_total = 0.0
-    volume = 0.0
+    acc = np.zeros(6)  # volume, bad debt and shortfall run over the sub-steps
     fees = 0.0
     income = 0.0
     rewards = 0.0
-    bad_debt = 0.0
-    shortfall = 0.0
     overshoot = 0.0
     charged_total = 0.0
     unrecovered_total = 0.0
@@ -756,9 +774,9 @@ def _venue_one(  # type: ignore[no-untyped-def]
         # 6. Fills and deleveraged closes on the accounts; the book's side to the counterparty.
         #    A refused order of a deficient account: what ADL could not place closes in the
         #    book at the sub-step's price, its loss (the fund refused it) to socialisation.
-        loss = 0.0
-        cp_base = 0.0
-        cp_quote = 0.0
+        acc[_ACC_LOSS] = 0.0  # the loss to socialise and the counterparty's side: this sub-step's
+        acc[_ACC_CP_BASE] = 0.0
+        acc[_ACC_CP_QUOTE] = 0.0
         for o in range(n_orders):
             k = orders[o]
             if close[k] == 0.0:
@@ -788,34 +806,16 @@ def _venue_one(  # type: ignore[no-untyped-def]
                 available += paid[k] - fund_paid
                 socialized = max(book_bad - fund_paid, 0.0)
                 below[k] = below[k] or bad[k] > 0.0
-            adl_quote = _bankruptcy_value(c, q, e, adl_close[k])
-            if adl_policy == ADL_HYPERLIQUID and adl_close[k] > 0.0:
-                at_mark = adl_close[k] * m
-                deficit = max(s * (adl_quote - at_mark), 0.0)
-                book_bad += deficit
-                socialized += deficit
-                if not refused[k]:
-                    gain = s * (m - price[k])
-                    overshoot += _mark_overshoot(adl_close[k], bad[k] - paid[k], gain) * m
-                adl_quote = at_mark
-            coll[i, a] = (
-                c
-                + s * book_close * (price[k] - e)
-                + s * (adl_quote - adl_close[k] * e)
-                - fee[k]
-                + fund_paid
-                + socialized
-            )
-            size[i, a, 0] = q - s * (book_close + adl_close[k])
-            book_base = s * book_close
-            cp_base += book_base
-            cp_quote += book_base * price[k]
-            volume += book_close * price[k] + abs(adl_quote)
-            bad_debt += book_bad
-            shortfall += fund_paid
-            loss += socialized
-        cp_size[i, 0] += cp_base
-        cp_cash[i] -= cp_quote
+            if adl_policy == ADL_HYPERLIQUID and adl_close[k] > 0.0 and not refused[k]:
+                gain = s * (m - price[k])
+                overshoot += _mark_overshoot(adl_close[k], bad[k] - paid[k], gain) * m
+            _settle_order(
+                coll, size, i, a, c, q, e, s, book_close, adl_close[k], price[k], fee[k],
+                fund_paid, book_bad, socialized, adl_policy, m, acc,
+            )  # fmt: skip
+        cp_size[i, 0] += acc[_ACC_CP_BASE]
+        cp_cash[i] -= acc[_ACC_CP_QUOTE]
+        loss = acc[_ACC_LOSS]
 
         # 7. Socialisation, then the exchange absorbs the rest.
         if loss > 0.0:
@@ -828,12 +828,12 @@ def _venue_one(  # type: ignore[no-untyped-def]
     unrecovered[i] += unrecovered_total
     ev[i, EV_LIQUIDATION_SELL] = flow_sell_total
     ev[i, EV_LIQUIDATION_BUY] = flow_buy_total
-    ev[i, EV_LIQUIDATION_VOLUME] = volume
+    ev[i, EV_LIQUIDATION_VOLUME] = acc[_ACC_VOLUME]
     ev[i, EV_LIQUIDATION_FEES] = fees
     ev[i, EV_FUND_FEE_INCOME] = income
     ev[i, EV_LIQUIDATOR_REWARDS] = rewards
-    ev[i, EV_BAD_DEBT] = bad_debt
-    ev[i, EV_SHORTFALL] = shortfall
+    ev[i, EV_BAD_DEBT] = acc[_ACC_BAD_DEBT]
+    ev[i, EV_SHORTFALL] = acc[_ACC_SHORTFALL]
     ev[i, EV_ADL_OVERSHOOT] = overshoot
     ev[i, EV_SOCIALIZED_LOSS] = charged_total
     ev[i, EV_UNRECOVERED] = unrecovered_total
