@@ -54,6 +54,7 @@ from fundgym.envs.core.events import (
 from fundgym.envs.core.impact import LinearImpact
 from fundgym.envs.core.kernels import (
     _liquidatable_1,
+    book_price,
     liquidatable_flat,
     order_flow,
     waterfall_kernel,
@@ -95,7 +96,7 @@ S_OPEN_INTEREST, S_FUND_USD, S_N_OPEN, S_FUNDING_PAID, S_LEDGER_ERROR = range(6,
 N_SERIES = 11
 
 #: Largest average slippage of a liquidation fill: :class:`LinearImpact`'s default, whose
-#: ``fill_prices`` the tick computes inline (``book x (1 -/+ min(0.005 flow / depth, cap))``).
+#: ``fill_prices`` the tick computes with :func:`fundgym.envs.core.kernels.book_price`.
 MAX_IMPACT_FRAC = float(LinearImpact.max_impact_frac)
 MINUTES_PER_YEAR_VOL = 525_600.0
 """Minutes in the year the volatility estimate annualises with."""
@@ -291,12 +292,8 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
         #    fund's settlement.
         if n_liq > 0:
             marks[0, 0] = oracle_px
-            sell_px[0] = last_px * (
-                1.0 - min(0.005 * ev[0, EV_LIQUIDATION_SELL] / depth, MAX_IMPACT_FRAC)
-            )
-            buy_px[0] = last_px * (
-                1.0 + min(0.005 * ev[0, EV_LIQUIDATION_BUY] / depth, MAX_IMPACT_FRAC)
-            )
+            sell_px[0] = book_price(last_px, sell, depth, MAX_IMPACT_FRAC, -1.0)
+            buy_px[0] = book_price(last_px, buy, depth, MAX_IMPACT_FRAC, 1.0)
             fund_px = fund[F_MARK_PRICE][e] if fund[F_MARK_PRICE][e] > 0.0 else oracle_px
             fund_vol = fund[F_MARK_VOL][e]
             available[0] = liquid_usd(fund, e, fund_px, fund_vol, stressed, terms)

@@ -529,7 +529,7 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
 
 
 @jit(error_model="numpy", inline="always")
-def _book_price(book_px, flow, depth, max_impact, sign):  # type: ignore[no-untyped-def]
+def book_price(book_px, flow, depth, max_impact, sign):  # type: ignore[no-untyped-def]
     """Average fill of ``flow`` USD through the linear book (``LinearImpact.fill_prices``).
 
     ``book x (1 - min(0.005 x flow / depth, cap))`` for sells (``sign = -1``), ``+`` for buys:
@@ -677,8 +677,8 @@ def _venue_one(  # type: ignore[no-untyped-def]
                 rates, cums, base_mmr,
             )  # fmt: skip
             continue
-        sell_px = _book_price(book_px, flow_sell, depth, max_impact, -1.0)
-        buy_px = _book_price(book_px, flow_buy, depth, max_impact, 1.0)
+        sell_px = book_price(book_px, flow_sell, depth, max_impact, -1.0)
+        buy_px = book_price(book_px, flow_buy, depth, max_impact, 1.0)
 
         # 2. dYdX fills no order worse than its fillable price; the others are priced again
         #    on their own flow (one pass: a refused order is not re-admitted). Without
@@ -703,8 +703,8 @@ def _venue_one(  # type: ignore[no-untyped-def]
                             flow_sell += close[k] * book_px
                         else:
                             flow_buy += close[k] * book_px
-                sell_px = _book_price(book_px, flow_sell, depth, max_impact, -1.0)
-                buy_px = _book_price(book_px, flow_buy, depth, max_impact, 1.0)
+                sell_px = book_price(book_px, flow_sell, depth, max_impact, -1.0)
+                buy_px = book_price(book_px, flow_buy, depth, max_impact, 1.0)
         flow_sell_total += flow_sell
         flow_buy_total += flow_buy
 
