@@ -12,9 +12,9 @@ reference of one tick and documents the order of operations; :func:`advance_seri
    of the trading fees;
 3. the fund accrues (:func:`fundgym.envs.fund.kernels.accrue_one`), its outside gain booked as a
    deposit (the reference accrues after funding: the two touch disjoint state);
-4. funding (as :func:`fundgym.envs.core.trading._funding_kernel`) and the margin engine's scan (as
-   :func:`fundgym.envs.core.kernels.scan_kernel`) in one pass over the accounts
-   (:func:`_funding_and_scan`);
+4. funding (:func:`fundgym.envs.core.trading._funding_kernel`), then the margin engine's scan:
+   a branch-free count (:func:`fundgym.envs.core.kernels.count_liquidatable`), and only when it
+   finds some, the list of liquidatable accounts, into a buffer allocated once per call;
 5. linear-impact fill prices, the waterfall (:mod:`fundgym.envs.core.kernels`, under the
    ``liquidation_mode`` of :mod:`fundgym.envs.core.liquidation`: the venue modes price each
    sub-step of the tick themselves, on the path from the previous tick's oracle and last
@@ -53,14 +53,15 @@ from fundgym.envs.core.events import (
 )
 from fundgym.envs.core.impact import LinearImpact
 from fundgym.envs.core.kernels import (
-    _liquidatable_1,
+    _collect_liquidatable,
     book_price,
-    liquidatable_flat,
+    count_liquidatable,
     order_flow,
     waterfall_kernel,
 )
 from fundgym.envs.core.liquidation import LIQ_PARTIAL
 from fundgym.envs.core.params import P_MMR
+from fundgym.envs.core.trading import _funding_kernel
 from fundgym.envs.fund.kernels import (
     F_EXTERNAL_PNL,
     F_MARK_PRICE,
@@ -135,36 +136,6 @@ def _gross_size(size, e):  # type: ignore[no-untyped-def]
 
 
 @jit(error_model="numpy")
-def _funding_and_scan(coll, size, entry, e, per_unit, m, mmr, floors, rates, cums, base_mmr, idx):  # type: ignore[no-untyped-def]
-    """Funding and the margin check of exchange ``e`` in one pass; ``(funding paid, n)``.
-
-    Each open position pays ``size x per_unit`` (per_unit = the tick's rate x mark), as
-    :func:`fundgym.envs.core.trading._funding_kernel` charges it, and the account is then
-    checked at ``m`` (the oracle) as :func:`fundgym.envs.core.kernels.scan_kernel` checks it;
-    its index is compacted into ``idx`` when liquidatable (branch-free, in account order).
-    An account's check reads only its own funded collateral, so one pass gives what funding
-    then a scan give, with one walk over the accounts instead of two.
-    """
-    tiered = floors.shape[0] > 0  # loop-invariant: the compiler splits the loop on it
-    total = 0.0
-    n = 0
-    for a in range(size.shape[1]):
-        q = size[e, a, 0]
-        c = coll[e, a]
-        if q != 0.0:
-            x = q * per_unit
-            c -= x
-            coll[e, a] = c
-            total += x
-        idx[n] = a
-        if tiered:
-            n += _liquidatable_1(c, q, entry[e, a, 0], m, mmr, floors, rates, cums, base_mmr)
-        else:
-            n += liquidatable_flat(c, q, entry[e, a, 0], m, mmr)
-    return total, n
-
-
-@jit(error_model="numpy")
 def _advance_exchange(  # type: ignore[no-untyped-def]
     e,
     n_ticks,
@@ -215,6 +186,7 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
     sell_px = np.empty(1)
     buy_px = np.empty(1)
     available = np.empty(1)
+    rate_2d = np.empty((1, 1))
     book_1 = np.empty(1)
     depth_1 = np.empty(1)
     oracle_from = np.empty(1)
@@ -272,14 +244,18 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
 
         # 4. Funding, pro rata to the tick, and the margin engine's check at the oracle in
         #    the same pass over the accounts; the orders walk the book at last.
-        rate_tick = rate * tick_minutes / drivers[D_FUNDING_INTERVAL_MIN, e]
+        rate_2d[0, 0] = rate * tick_minutes / drivers[D_FUNDING_INTERVAL_MIN, e]
+        marks[0, 0] = mark
         paid_1[0] = 0.0
-        total, n_liq = _funding_and_scan(
-            coll, size, entry, e, rate_tick * mark, oracle_px, packed[e, P_MMR], floors, rates,
-            cums, base[0], liq_idx[0],
-        )  # fmt: skip
-        paid_1[0] += total
-        cp_cash[e] -= cp_size[e, 0] * rate_tick * mark
+        _funding_kernel(coll[r], size[r], cp_size[r], cp_cash[r], rate_2d, marks, paid_1)
+        mmr = packed[e, P_MMR]
+        n_liq = count_liquidatable(
+            coll, size, entry, e, oracle_px, mmr, floors, rates, cums, base[0]
+        )
+        if n_liq > 0:
+            _collect_liquidatable(
+                coll, size, entry, e, oracle_px, mmr, floors, rates, cums, base[0], liq_idx[0]
+            )
         sell = 0.0
         buy = 0.0
         if n_liq > 0 and liquidation_mode == LIQ_PARTIAL:  # the venue modes price by sub-step

@@ -117,6 +117,26 @@ def liquidatable_flat(c, q, e, m, mmr):  # type: ignore[no-untyped-def]
 
 
 @jit(error_model="numpy")
+def count_liquidatable(coll, size, entry, i, m, mmr, floors, rates, cums, base_mmr):  # type: ignore[no-untyped-def]
+    """How many of exchange ``i``'s accounts are liquidatable at ``m``.
+
+    Counted without branching, flat and tiered requirements in loops of their own, so the
+    common case vectorises: most ticks liquidate no one, and listing them
+    (:func:`_collect_liquidatable`) waits until the count says there are some.
+    """
+    n = 0
+    if floors.shape[0] == 0:
+        for a in range(size.shape[1]):
+            n += liquidatable_flat(coll[i, a], size[i, a, 0], entry[i, a, 0], m, mmr)
+    else:
+        for a in range(size.shape[1]):
+            n += _liquidatable_1(
+                coll[i, a], size[i, a, 0], entry[i, a, 0], m, mmr, floors, rates, cums, base_mmr
+            )
+    return n
+
+
+@jit(error_model="numpy")
 def _collect_liquidatable(coll, size, entry, i, m, mmr, floors, rates, cums, base_mmr, idx):  # type: ignore[no-untyped-def]
     """Write exchange ``i``'s liquidatable accounts, in order, into ``idx``; return how many.
 
@@ -219,16 +239,7 @@ def scan_kernel(coll, size, entry, marks, book, packed, floors, rates, cums, bas
     for i in range(n_envs):
         mmr = packed[i, P_MMR]
         m = marks[i, 0]
-        # The common case first: count without branching (the loop vectorises).
-        n = 0
-        if floors.shape[0] == 0:
-            for a in range(n_acc):
-                n += liquidatable_flat(coll[i, a], size[i, a, 0], entry[i, a, 0], m, mmr)
-        else:
-            for a in range(n_acc):
-                n += _liquidatable_1(
-                    coll[i, a], size[i, a, 0], entry[i, a, 0], m, mmr, floors, rates, cums, base[0]
-                )
+        n = count_liquidatable(coll, size, entry, i, m, mmr, floors, rates, cums, base[0])
         sell = 0.0
         buy = 0.0
         if n > 0:
