@@ -146,10 +146,28 @@ def values_and_weights(f, price, vol_annual, value_out, weights_out):  # type: i
             weights_out[e, 3] = v3 / total
 
 
+@jit(error_model="numpy", inline="always")
+def _withdraw_frac(terms, stressed):  # type: ignore[no-untyped-def]
+    """The share of ``yield`` that can be withdrawn now (the stress rule)."""
+    return terms[A_WITHDRAW_STRESSED] if stressed else terms[A_WITHDRAW_NORMAL]
+
+
+@jit(error_model="numpy", inline="always")
+def _mark_one(f, e, price, vol_annual):  # type: ignore[no-untyped-def]
+    """Re-mark exchange ``e``'s fund to ``price``, ``vol_annual``; the change is outside PnL.
+
+    The reference's ``_mark``: what :func:`pay_one` and :func:`rebalance_one` do first.
+    """
+    before = value_usd(f, e, f[F_MARK_PRICE][e], f[F_MARK_VOL][e])
+    f[F_MARK_PRICE][e] = price
+    f[F_MARK_VOL][e] = vol_annual
+    f[F_EXTERNAL_PNL][e] += value_usd(f, e, price, vol_annual) - before
+
+
 @jit(error_model="numpy")
 def liquid_usd(f, e, price, vol_annual, stressed, terms):  # type: ignore[no-untyped-def]
     """:meth:`FundPortfolio.liquid_usd` of exchange ``e``: what :func:`pay_one` could pay."""
-    frac = terms[A_WITHDRAW_STRESSED] if stressed else terms[A_WITHDRAW_NORMAL]
+    frac = _withdraw_frac(terms, stressed)
     return (
         f[F_STABLE][e]
         + frac * f[F_YIELD][e]
@@ -205,10 +223,7 @@ def pay_one(f, e, amount_usd, price, vol_annual, stressed, terms):  # type: igno
     Re-marks to ``price``, then draws ``stable``, the withdrawable part of ``yield``,
     ``volatile`` (with slippage) and the puts (at their mark minus the spread), in that order.
     """
-    before = value_usd(f, e, f[F_MARK_PRICE][e], f[F_MARK_VOL][e])
-    f[F_MARK_PRICE][e] = price
-    f[F_MARK_VOL][e] = vol_annual
-    f[F_EXTERNAL_PNL][e] += value_usd(f, e, price, vol_annual) - before
+    _mark_one(f, e, price, vol_annual)
     slip = terms[A_SLIPPAGE]
     spread = terms[A_SPREAD]
     left = amount_usd
@@ -217,7 +232,7 @@ def pay_one(f, e, amount_usd, price, vol_annual, stressed, terms):  # type: igno
     f[F_STABLE][e] -= from_stable
     left -= from_stable
 
-    frac = terms[A_WITHDRAW_STRESSED] if stressed else terms[A_WITHDRAW_NORMAL]
+    frac = _withdraw_frac(terms, stressed)
     from_yield = min(left, frac * f[F_YIELD][e])
     f[F_YIELD][e] = max(f[F_YIELD][e] - from_yield, 0.0)
     left -= from_yield
@@ -259,10 +274,7 @@ def rebalance_one(f, e, w, price, vol_annual, stressed, terms):  # type: ignore[
     ``w`` holds the four target weights (checked by the caller: >= 0, summing to 1). The
     same arithmetic as the reference, in its operation order.
     """
-    before = value_usd(f, e, f[F_MARK_PRICE][e], f[F_MARK_VOL][e])
-    f[F_MARK_PRICE][e] = price
-    f[F_MARK_VOL][e] = vol_annual
-    f[F_EXTERNAL_PNL][e] += value_usd(f, e, price, vol_annual) - before
+    _mark_one(f, e, price, vol_annual)
     fee = terms[A_REBALANCE_FEE]
     slip = terms[A_SLIPPAGE]
     spread = terms[A_SPREAD]
@@ -273,7 +285,7 @@ def rebalance_one(f, e, w, price, vol_annual, stressed, terms):  # type: ignore[
     t2 = w[2] * total
     t3 = w[3] * total
 
-    frac = terms[A_WITHDRAW_STRESSED] if stressed else terms[A_WITHDRAW_NORMAL]
+    frac = _withdraw_frac(terms, stressed)
     sell_yield = min(max(v1 - t1, 0.0), frac * v1)
     sell_vol = max(v2 - t2, 0.0)
     new_strike = terms[A_PUT_MONEYNESS] * price
