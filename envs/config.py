@@ -88,6 +88,12 @@ class EnvConfig:
     max_step: float = spec(0.2, gt=0.0, le=2.0, doc="largest move per decision, action units")
     margin_notice_minutes: float = spec(30.0, ge=0.0, le=1e6, doc="delay of margin increases")
     fund_to_oi_frac: float = spec(0.02, ge=0.0, le=10.0, doc="initial fund / open interest")
+    vault_to_oi_frac: float = spec(
+        0.0,
+        ge=0.0,
+        le=10.0,
+        doc="backstop vault capital / open interest (0: none; venue liquidation modes only)",
+    )
     insolvency_frac: float = spec(0.05, gt=0.0, le=10.0, doc="uncovered loss / OI that ends it")
     fallback: Literal["adl", "socialize"] = "adl"
     # Which opposite positions ADL closes and at what price (fundgym.envs.core.adl documents
@@ -100,6 +106,7 @@ class EnvConfig:
     # controlled ``mmr`` scales it (``mmr`` = the first bracket's rate reproduces the venue's).
     margin_tiers: Literal["none", "binance_btcusdt_2021"] = "none"
     taker_fee_rate: float = _hard("taker_fee_rate", "(not controlled)")
+    liquidator_capacity_mult: float = _hard("liquidator_capacity_mult", "(not controlled)")
     rebalance_threshold: float = spec(0.02, ge=0.0, le=2.0, doc="L1 weight change to rebalance")
     population_minutes: float = spec(5.0, gt=0.0, le=1440.0, doc="clock of the trader flows")
     reward: RewardWeights = dataclasses.field(default_factory=RewardWeights)
@@ -118,6 +125,13 @@ class EnvConfig:
         if not self.controlled or len(set(self.controlled)) != len(self.controlled):
             raise FieldError(
                 "controlled", list(self.controlled), "distinct parameters, at least one"
+            )
+        if self.vault_to_oi_frac > 0.0 and self.liquidation_mode == "partial":
+            raise FieldError(
+                "vault_to_oi_frac",
+                self.vault_to_oi_frac,
+                "0 with liquidation_mode 'partial' (it hands no account to a vault); a vault "
+                "needs liquidation_mode binance, dydx_v4, hyperliquid or bitmex",
             )
         cap = MAX_TRAINING_HORIZON_MINUTES
         if self.scenario == "training" and (self.horizon_minutes or 0.0) > cap:

@@ -20,6 +20,7 @@ from fundgym.envs.config import EnvConfig, make_config
 from fundgym.envs.controls import ALLOCATION, MARGIN_PARAMS, PARAMS, Controls
 from fundgym.envs.core.events import N_EVENTS, StepEvents
 from fundgym.envs.core.params import MarginTiers, RiskParams
+from fundgym.envs.core.vault import V_CAPITAL, V_CASH, V_MAX_DRAWDOWN, V_SIZE
 from fundgym.envs.fund.kernels import fund_arrays, values_and_weights
 from fundgym.envs.fund.portfolio import AllocationParams, FundPortfolio
 from fundgym.envs.market.price import MINUTES_PER_YEAR
@@ -56,6 +57,10 @@ _SUMMED_EVENTS = (
     "n_liquidations_below_bankruptcy",
     "adl_haircut_usd",
     "adl_overshoot_usd",
+    "vault_takeovers",
+    "vault_takeover_usd",
+    "vault_unwind_usd",
+    "liquidator_absorbed_usd",
 )
 #: Their columns in a block's event rows.
 _SUMMED_COLUMNS = tuple(StepEvents.FIELDS.index(name) for name in _SUMMED_EVENTS)
@@ -129,6 +134,23 @@ class _SavedRows:
                 a[self._rows] = saved
             else:
                 a[:, self._rows] = saved
+
+
+def _vault_info(vault: FloatArray, oracle: FloatArray) -> dict[str, FloatArray]:
+    """The backstop vault's ``info`` keys at the step's last oracle (new arrays).
+
+    Equity is cash plus inventory at the oracle (the price the vault's margin is checked at);
+    PnL is equity less the capital it started the episode with; the drawdown is the largest
+    fall from its running peak this episode (:mod:`fundgym.envs.core.vault`).
+    """
+    inventory = vault[:, V_SIZE] * oracle
+    equity = vault[:, V_CASH] + inventory
+    return {
+        "vault_equity_usd": equity,
+        "vault_pnl_usd": equity - vault[:, V_CAPITAL],
+        "vault_drawdown_frac": vault[:, V_MAX_DRAWDOWN].copy(),
+        "vault_inventory_usd": inventory,
+    }
 
 
 def _state_arrays(state: SimState) -> _Rows:
@@ -273,6 +295,7 @@ class FundControlCore:
                 n_envs=self.n_envs,
                 n_accounts=self.config.n_accounts,
                 fund_to_oi_frac=self.config.fund_to_oi_frac,
+                vault_to_oi_frac=self.config.vault_to_oi_frac,
                 seed=seeds,
                 allocation=AllocationParams(),
                 population_minutes=self.config.population_minutes,
@@ -324,6 +347,7 @@ class FundControlCore:
             liquidation_fee_rate=v["liquidation_fee_rate"].copy(),
             liquidation_fee_fund_share=v["liquidation_fee_fund_share"].copy(),
             taker_fee_rate=self.config.taker_fee_rate,
+            liquidator_capacity_mult=self.config.liquidator_capacity_mult,
             trading_fee_fund_share=v["trading_fee_fund_share"].copy(),
             fallback=self.config.fallback,
             adl_policy=self.config.adl_policy,
@@ -490,6 +514,11 @@ class FundControlCore:
             "adl_volume_usd": sums["adl_volume_usd"],
             "adl_haircut_usd": sums["adl_haircut_usd"],
             "adl_overshoot_usd": sums["adl_overshoot_usd"],
+            **_vault_info(sim.state.vault, last[:, _ORACLE]),
+            "vault_takeovers": sums["vault_takeovers"],
+            "vault_takeover_usd": sums["vault_takeover_usd"],
+            "vault_unwind_usd": sums["vault_unwind_usd"],
+            "liquidator_absorbed_usd": sums["liquidator_absorbed_usd"],
             "socialized_loss_usd": sums["socialized_loss_usd"],
             "unrecovered_usd": sums["unrecovered_usd"],
             "bad_debt_usd": sums["bad_debt_usd"],

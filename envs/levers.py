@@ -454,6 +454,16 @@ LEVERS: dict[str, Lever] = {
                 ),
             ),
         ),
+        Lever(
+            name="liquidator_capacity_mult",
+            unit="multiple of competitive capacity",
+            bounds=Interval(0.0, 100.0),
+            default=1.0,
+            doc=(
+                "outside liquidators' capacity, as a multiple of a competitive market's "
+                "100 x depth x (their fee share - oracle gap); 0: the venue admits none"
+            ),
+        ),
     )
 }
 

@@ -52,6 +52,7 @@ from fundgym.envs.core.params import RiskParams
 from fundgym.envs.core.rng import BatchStreams
 from fundgym.envs.core.step import core_step
 from fundgym.envs.core.trading import apply_funding
+from fundgym.envs.core.vault import V_ACTIVE, V_CAPITAL, V_CASH, V_PEAK
 from fundgym.envs.fund.kernels import allocation_terms, fund_arrays, rebalance_kernel
 from fundgym.envs.fund.portfolio import AllocationParams, FundPortfolio, accrue, receive
 from fundgym.envs.market.market import Market, Prices
@@ -279,6 +280,9 @@ class ExchangeSimulator:
         population: Trader-population parameters (defaults if ``None``).
         fund_to_oi_frac: Initial insurance fund as a share of initial open interest (2%,
             within the 2-6% of Hyperliquid and Binance in the calibration notes).
+        vault_to_oi_frac: The backstop vault's capital at each reset as a share of initial
+            open interest (0: no vault; :mod:`fundgym.envs.core.vault`). It runs under the
+            venue liquidation modes only: ``partial`` has no takeover for it to stand behind.
         seed: One seed (exchange ``e`` gets ``seed + e``, Gymnasium's convention for vector
             envs), one per exchange, or ``None`` for the first scenario's default seed.
         allocation: Terms of the fund's buckets (yield, withdrawal limits, option costs); the
@@ -303,6 +307,7 @@ class ExchangeSimulator:
         n_accounts: int = 2_000,
         population: PopulationParams | None = None,
         fund_to_oi_frac: float = 0.02,
+        vault_to_oi_frac: float = 0.0,
         seed: int | Sequence[int] | None = None,
         allocation: AllocationParams | None = None,
         population_minutes: float | None = None,
@@ -315,6 +320,8 @@ class ExchangeSimulator:
             )
         if not 0.0 <= fund_to_oi_frac <= 10.0:
             raise ValueError(f"fund_to_oi_frac must lie in [0, 10], got {fund_to_oi_frac!r}")
+        if not 0.0 <= vault_to_oi_frac <= 10.0:
+            raise ValueError(f"vault_to_oi_frac must lie in [0, 10], got {vault_to_oi_frac!r}")
         scenarios = [scenario] * n_envs if isinstance(scenario, Scenario) else list(scenario)
         if len(scenarios) != n_envs:
             raise ValueError(f"got {len(scenarios)} scenarios for n_envs={n_envs}")
@@ -324,6 +331,7 @@ class ExchangeSimulator:
         self.n_envs = n_envs
         self.n_accounts = n_accounts
         self.fund_to_oi_frac = fund_to_oi_frac
+        self.vault_to_oi_frac = vault_to_oi_frac
         self.population_minutes = population_minutes
         self.keep_record = record
         if threads is None:
@@ -372,7 +380,8 @@ class ExchangeSimulator:
         """Put ``risk`` in force from the next tick on.
 
         Raises:
-            ValueError: A per-exchange array does not have ``n_envs`` entries.
+            ValueError: A per-exchange array does not have ``n_envs`` entries, or the
+                simulator has a vault and ``risk`` the ``partial`` liquidation mode.
         """
         for f in dataclasses.fields(risk):
             value = getattr(risk, f.name)
@@ -381,6 +390,12 @@ class ExchangeSimulator:
                     f"RiskParams.{f.name} must be a float or an (n_envs,) = ({self.n_envs},) "
                     f"array, got shape {value.shape}"
                 )
+        if self.vault_to_oi_frac > 0.0 and risk.liquidation_mode == "partial":
+            raise ValueError(
+                f"vault_to_oi_frac = {self.vault_to_oi_frac!r} needs a venue liquidation_mode "
+                "(binance, dydx_v4, hyperliquid, bitmex): liquidation_mode 'partial' hands "
+                "no account to a backstop vault"
+            )
         self._params = dataclasses.replace(self._params, risk=risk)
         # What the compiled tick reads, built once per parameter set.
         self._packed = risk.packed(self.n_envs)
@@ -451,6 +466,7 @@ class ExchangeSimulator:
         )
         oi = float(open_interest_usd(row, price)[0, 0])
         fund_usd = self.fund_to_oi_frac * oi
+        vault_usd = self.vault_to_oi_frac * oi
         st = self.state
         st.collateral_usd[env] = row.collateral_usd[0]
         st.size[env] = row.size[0]
@@ -460,7 +476,12 @@ class ExchangeSimulator:
         for name in ("fee_revenue_usd", "liquidator_rewards_usd", "unrecovered_usd"):
             getattr(st, name)[env] = 0.0
         st.net_deposits_usd[env] = 0.0
-        st.initial_total_usd[env] = row.initial_total_usd[0] + fund_usd
+        st.initial_total_usd[env] = row.initial_total_usd[0] + fund_usd + vault_usd
+        st.vault[env] = 0.0
+        st.vault[env, V_CASH] = vault_usd
+        st.vault[env, V_CAPITAL] = vault_usd
+        st.vault[env, V_PEAK] = vault_usd
+        st.vault[env, V_ACTIVE] = 1.0 if vault_usd > 0.0 else 0.0
         fresh = FundPortfolio.from_stable(np.array([fund_usd]))
         for f in dataclasses.fields(FundPortfolio):
             getattr(st.fund, f.name)[env] = getattr(fresh, f.name)[0]
@@ -746,6 +767,7 @@ class ExchangeSimulator:
                 st.initial_total_usd,
             ),
             fund_arrays(st.fund),
+            st.vault,
             allocation_terms(self.allocation, tick_minutes),
             self.rng.state,
             self._packed,

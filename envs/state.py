@@ -18,6 +18,11 @@ field                      shape          what it holds
 ``counterparty_cash_usd``  ``(E,)``       its cash; its PnL is ``cash + sum(size x mark)``.
 ``fund``                   record         the insurance fund's portfolio (stored once: its
                                           buckets *are* the fund).
+``vault``                  ``(E, 6)``     the backstop vault (``V_*`` columns of
+                                          :mod:`fundgym.envs.core.vault`): its cash and its
+                                          inventory, worth ``cash + size x mark``, its
+                                          starting capital, whether it is active, its peak
+                                          equity and largest drawdown; zeros without one.
 ``fee_revenue_usd``        ``(E,)``       the exchange's trading-fee revenue (the part not
                                           routed to the fund).
 ``liquidator_rewards_usd`` ``(E,)``       liquidation fees paid to outside liquidators.
@@ -42,6 +47,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from fundgym.envs.core.vault import N_VAULT, V_CASH, V_SIZE
 from fundgym.envs.fund.portfolio import FundPortfolio
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -57,6 +63,7 @@ class SimState:
     counterparty_size: FloatArray
     counterparty_cash_usd: FloatArray
     fund: FundPortfolio
+    vault: FloatArray
     fee_revenue_usd: FloatArray
     liquidator_rewards_usd: FloatArray
     unrecovered_usd: FloatArray
@@ -135,6 +142,7 @@ class SimState:
             counterparty_size=-q.sum(axis=1),
             counterparty_cash_usd=(q * e).sum(axis=(1, 2)),
             fund=FundPortfolio.from_stable(fund),
+            vault=np.zeros((n_envs, N_VAULT)),
             fee_revenue_usd=zeros.copy(),
             liquidator_rewards_usd=zeros.copy(),
             unrecovered_usd=zeros.copy(),
@@ -186,8 +194,9 @@ def ledger_total(state: SimState, mark: ArrayLike) -> FloatArray:
     """Sum of every ledger line per exchange at ``mark`` (``(E,)`` or ``(E, M)``).
 
     accounts' collateral + their unrealised PnL in every market + the fund at its last mark +
-    fee revenue + liquidator rewards + the counterparty's cash and position at mark - bad debt
-    absorbed by the exchange. It must stay ``initial_total_usd + net_deposits_usd``.
+    the vault's cash and inventory at mark (one market) + fee revenue + liquidator rewards +
+    the counterparty's cash and position at mark - bad debt absorbed by the exchange. It must
+    stay ``initial_total_usd + net_deposits_usd``.
     """
     m = marks_2d(mark, state.n_envs, state.n_markets)
     upnl = (state.size * (m[:, None, :] - state.entry_price)).sum(axis=2)
@@ -195,6 +204,8 @@ def ledger_total(state: SimState, mark: ArrayLike) -> FloatArray:
     total = (
         accounts
         + state.fund_usd
+        + state.vault[:, V_CASH]
+        + state.vault[:, V_SIZE] * m[:, 0]
         + state.fee_revenue_usd
         + state.liquidator_rewards_usd
         + state.counterparty_cash_usd

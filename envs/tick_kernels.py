@@ -51,10 +51,9 @@ from fundgym.envs.core.events import (
     EV_TRADING_FEES,
     EV_UNRECOVERED,
 )
-from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.impact import LinearImpact, book_price
 from fundgym.envs.core.kernels import (
     _collect_liquidatable,
-    book_price,
     count_liquidatable,
     order_flow,
     waterfall_kernel,
@@ -62,6 +61,7 @@ from fundgym.envs.core.kernels import (
 from fundgym.envs.core.liquidation import LIQ_PARTIAL
 from fundgym.envs.core.params import P_MMR
 from fundgym.envs.core.trading import _funding_kernel
+from fundgym.envs.core.vault import V_ACTIVE, V_CASH, V_SIZE, vault_unwind_one
 from fundgym.envs.fund.kernels import (
     F_EXTERNAL_PNL,
     F_MARK_PRICE,
@@ -97,7 +97,7 @@ S_OPEN_INTEREST, S_FUND_USD, S_N_OPEN, S_FUNDING_PAID, S_LEDGER_ERROR = range(6,
 N_SERIES = 11
 
 #: Largest average slippage of a liquidation fill: :class:`LinearImpact`'s default, whose
-#: ``fill_prices`` the tick computes with :func:`fundgym.envs.core.kernels.book_price`.
+#: ``fill_prices`` the tick computes with :func:`fundgym.envs.core.impact.book_price`.
 MAX_IMPACT_FRAC = float(LinearImpact.max_impact_frac)
 MINUTES_PER_YEAR_VOL = 525_600.0
 """Minutes in the year the volatility estimate annualises with."""
@@ -155,6 +155,7 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
     accounts,
     books,
     fund,
+    vault,
     terms,
     rng_state,
     packed,
@@ -247,7 +248,7 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
         rate_2d[0, 0] = rate * tick_minutes / drivers[D_FUNDING_INTERVAL_MIN, e]
         marks[0, 0] = mark
         paid_1[0] = 0.0
-        _funding_kernel(coll[r], size[r], cp_size[r], cp_cash[r], rate_2d, marks, paid_1)
+        _funding_kernel(coll[r], size[r], cp_size[r], cp_cash[r], vault[r], rate_2d, marks, paid_1)
         mmr = packed[e, P_MMR]
         n_liq = count_liquidatable(
             coll, size, entry, e, oracle_px, mmr, floors, rates, cums, base[0]
@@ -264,14 +265,14 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
         ev[0, EV_LIQUIDATION_SELL] = sell
         ev[0, EV_LIQUIDATION_BUY] = buy
 
-        # 5. The waterfall on the listed accounts, at linear-impact fill prices; then the
-        #    fund's settlement.
+        # 5. The waterfall on the listed accounts, at linear-impact fill prices; the vault
+        #    works its inventory; then the fund's settlement.
+        fund_px = fund[F_MARK_PRICE][e] if fund[F_MARK_PRICE][e] > 0.0 else oracle_px
+        fund_vol = fund[F_MARK_VOL][e]
         if n_liq > 0:
             marks[0, 0] = oracle_px
             sell_px[0] = book_price(last_px, sell, depth, MAX_IMPACT_FRAC, -1.0)
             buy_px[0] = book_price(last_px, buy, depth, MAX_IMPACT_FRAC, 1.0)
-            fund_px = fund[F_MARK_PRICE][e] if fund[F_MARK_PRICE][e] > 0.0 else oracle_px
-            fund_vol = fund[F_MARK_VOL][e]
             available[0] = liquid_usd(fund, e, fund_px, fund_vol, stressed, terms)
             book_1[0] = last_px
             depth_1[0] = depth
@@ -279,23 +280,29 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
                 coll[r], size[r], entry[r], marks, packed[r], floors, rates, cums, base,
                 sell_px, buy_px, available, fallback, socialization, adl_policy,
                 liquidation_mode, book_1, depth_1, MAX_IMPACT_FRAC, tick_seconds, oracle_from,
-                book_from, cp_size[r], cp_cash[r], rewards[r], unrecovered[r], ev, liq_idx,
+                book_from, cp_size[r], cp_cash[r], rewards[r], unrecovered[r], vault[r], ev,
+                liq_idx,
             )  # fmt: skip
-            income = ev[0, EV_FUND_FEE_INCOME]
-            owed = ev[0, EV_SHORTFALL]
-            if income > 0.0 or owed > 0.0:
-                ext_before = fund[F_EXTERNAL_PNL][e]
-                if income > 0.0:
-                    receive_one(fund, e, income)
-                paid = 0.0
-                if owed > 0.0:
-                    paid = pay_one(fund, e, owed, fund_px, fund_vol, stressed, terms)
-                net_deposits[e] += fund[F_EXTERNAL_PNL][e] - ext_before
-                gap = owed - paid
-                if gap != 0.0:
-                    ev[0, EV_SHORTFALL] = paid
-                    ev[0, EV_UNRECOVERED] += gap
-                    unrecovered[e] += gap
+        if vault[e, V_ACTIVE] > 0.0:
+            vault_unwind_one(
+                vault[r], 0, cp_size[r], cp_cash[r], oracle_px, last_px, depth,
+                MAX_IMPACT_FRAC, packed[e, P_MMR], ev,
+            )  # fmt: skip
+        income = ev[0, EV_FUND_FEE_INCOME]
+        owed = ev[0, EV_SHORTFALL]
+        if income > 0.0 or owed > 0.0:
+            ext_before = fund[F_EXTERNAL_PNL][e]
+            if income > 0.0:
+                receive_one(fund, e, income)
+            paid = 0.0
+            if owed > 0.0:
+                paid = pay_one(fund, e, owed, fund_px, fund_vol, stressed, terms)
+            net_deposits[e] += fund[F_EXTERNAL_PNL][e] - ext_before
+            gap = owed - paid
+            if gap != 0.0:
+                ev[0, EV_SHORTFALL] = paid
+                ev[0, EV_UNRECOVERED] += gap
+                unrecovered[e] += gap
 
         # 6. Impact of the tick's flow, the clock, the series.
         advance_one(e, mk, ev[0, EV_LIQUIDATION_SELL], ev[0, EV_LIQUIDATION_BUY], depth)
@@ -323,6 +330,8 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
             total = (
                 total
                 + value_usd(fund, e, fund[F_MARK_PRICE][e], fund[F_MARK_VOL][e])
+                + vault[e, V_CASH]
+                + vault[e, V_SIZE] * mark
                 + fee_revenue[e]
                 + rewards[e]
                 + cp_cash[e]
@@ -344,7 +353,7 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
 @jit(error_model="numpy")
 def advance_serial(  # type: ignore[no-untyped-def]
     n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path, frozen,
-    mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund, terms,
+    mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund, vault, terms,
     rng_state, packed, tiers, pop, fallback, socialization, adl_policy, liquidation_mode,
     events, series, book_out,
 ):  # fmt: skip
@@ -353,7 +362,7 @@ def advance_serial(  # type: ignore[no-untyped-def]
         _advance_exchange(
             e, n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
             frozen, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund,
-            terms, rng_state, packed, tiers, pop, fallback, socialization, adl_policy,
+            vault, terms, rng_state, packed, tiers, pop, fallback, socialization, adl_policy,
             liquidation_mode, events, series, book_out,
         )  # fmt: skip
 
@@ -361,7 +370,7 @@ def advance_serial(  # type: ignore[no-untyped-def]
 @jit(error_model="numpy", parallel=True)
 def advance_parallel(  # type: ignore[no-untyped-def]
     n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path, frozen,
-    mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund, terms,
+    mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund, vault, terms,
     rng_state, packed, tiers, pop, fallback, socialization, adl_policy, liquidation_mode,
     events, series, book_out,
 ):  # fmt: skip
@@ -370,6 +379,6 @@ def advance_parallel(  # type: ignore[no-untyped-def]
         _advance_exchange(
             e, n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
             frozen, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund,
-            terms, rng_state, packed, tiers, pop, fallback, socialization, adl_policy,
+            vault, terms, rng_state, packed, tiers, pop, fallback, socialization, adl_policy,
             liquidation_mode, events, series, book_out,
         )  # fmt: skip

@@ -4,6 +4,7 @@ from dataclasses import fields
 
 import numpy as np
 
+from fundgym.envs.core.vault import V_CASH, V_SIZE
 from fundgym.envs.fund.portfolio import FundPortfolio
 from fundgym.envs.state import SimState, ledger_error, marks_2d
 
@@ -18,6 +19,8 @@ def ledger_scale(state: SimState, mark: np.ndarray) -> np.ndarray:
         + np.abs(state.counterparty_cash_usd)
         + np.abs(state.net_deposits_usd)
         + np.abs(state.unrecovered_usd)
+        + np.abs(state.vault[:, V_CASH])
+        + np.abs(state.vault[:, V_SIZE]) * m[:, 0]
     )
     return np.maximum(gross + state.fund_usd + np.abs(state.initial_total_usd), 1.0)
 

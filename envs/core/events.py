@@ -35,7 +35,12 @@ EV_LIQUIDATION_SELL = 13
 EV_LIQUIDATION_BUY = 14
 EV_N_BELOW_BANKRUPTCY = 15
 EV_ADL_OVERSHOOT = 16
-N_EVENTS = 17
+EV_VAULT_TAKEOVERS = 17
+EV_VAULT_TAKEOVER_USD = 18
+EV_VAULT_UNWIND_USD = 19
+EV_VAULT_LOSS = 20
+EV_LIQUIDATOR_ABSORBED = 21
+N_EVENTS = 22
 
 
 class _Column:
@@ -134,6 +139,17 @@ class StepEvents:
             exactly its own shortfall); under ``hyperliquid`` it is the base closed at a mark
             better than the bankrupt account's bankruptcy price beyond that need (the account
             keeps the surplus). See :mod:`fundgym.envs.core.adl`.
+        vault_takeovers: Accounts the backstop vault took over (``int64``, a copy;
+            :mod:`fundgym.envs.core.vault`).
+        vault_takeover_usd: Notional of the positions it took over, at the oracle.
+        vault_unwind_usd: Notional it sold back into the book (at the book price before
+            impact; part of ``liquidation_sell_usd`` / ``liquidation_buy_usd``).
+        vault_loss_usd: What the vault lost beyond its whole equity when it could not carry
+            its inventory: passed down the waterfall as a shortfall (the fund pays what it
+            can, the exchange the rest), so it is part of ``bad_debt_usd``.
+        liquidator_absorbed_usd: Liquidation notional outside liquidators took at the oracle
+            (the rest of the engine's orders walked the book): their capacity rises with their
+            share of the fee and with the book's depth (:mod:`fundgym.envs.core.liquidators`).
     """
 
     n_liquidations = _CountColumn(EV_N_LIQUIDATIONS)
@@ -153,6 +169,11 @@ class StepEvents:
     liquidation_buy_usd = _Column(EV_LIQUIDATION_BUY)
     n_liquidations_below_bankruptcy = _CountColumn(EV_N_BELOW_BANKRUPTCY)
     adl_overshoot_usd = _Column(EV_ADL_OVERSHOOT)
+    vault_takeovers = _CountColumn(EV_VAULT_TAKEOVERS)
+    vault_takeover_usd = _Column(EV_VAULT_TAKEOVER_USD)
+    vault_unwind_usd = _Column(EV_VAULT_UNWIND_USD)
+    vault_loss_usd = _Column(EV_VAULT_LOSS)
+    liquidator_absorbed_usd = _Column(EV_LIQUIDATOR_ABSORBED)
 
     FIELDS: ClassVar[tuple[str, ...]] = (
         "n_liquidations",
@@ -172,6 +193,11 @@ class StepEvents:
         "liquidation_buy_usd",
         "n_liquidations_below_bankruptcy",
         "adl_overshoot_usd",
+        "vault_takeovers",
+        "vault_takeover_usd",
+        "vault_unwind_usd",
+        "vault_loss_usd",
+        "liquidator_absorbed_usd",
     )
     """Field names in column order (the ``info`` keys)."""
 

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import ArrayLike
 
+from fundgym.envs.jit import jit
+
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
 
@@ -74,3 +76,13 @@ class LinearImpact:
             mark * (1.0 - self.slippage_frac(sell_notional_usd)),
             mark * (1.0 + self.slippage_frac(buy_notional_usd)),
         )
+
+
+@jit(error_model="numpy", inline="always")
+def book_price(book_px, flow, depth, max_impact, sign):  # type: ignore[no-untyped-def]
+    """Average fill of ``flow`` USD through the linear book, compiled (:class:`LinearImpact`).
+
+    ``book x (1 - min(0.005 x flow / depth, cap))`` for sells (``sign = -1``), ``+`` for buys:
+    :meth:`LinearImpact.fill_prices`'s formula, for the kernels that price inside a tick.
+    """
+    return book_px * (1.0 + sign * min(0.005 * flow / depth, max_impact))

@@ -33,6 +33,7 @@ from fundgym.envs.core.events import (
     EV_LIQUIDATION_FEES,
     EV_LIQUIDATION_SELL,
     EV_LIQUIDATION_VOLUME,
+    EV_LIQUIDATOR_ABSORBED,
     EV_LIQUIDATOR_REWARDS,
     EV_N_BELOW_BANKRUPTCY,
     EV_N_LIQUIDATIONS,
@@ -41,6 +42,7 @@ from fundgym.envs.core.events import (
     EV_UNRECOVERED,
 )
 from fundgym.envs.core.formulas import DUST_NOTIONAL_USD
+from fundgym.envs.core.impact import book_price
 from fundgym.envs.core.liquidation import (
     DYDX_BANKRUPTCY_ADJUSTMENT,
     DYDX_MAX_INSURANCE_LOST_USD,
@@ -58,13 +60,16 @@ from fundgym.envs.core.liquidation import (
     n_substeps,
     path_price,
 )
+from fundgym.envs.core.liquidators import liquidator_capacity_usd, side_fill
 from fundgym.envs.core.params import (
     P_LIQ_FEE,
     P_LIQ_FUND_SHARE,
+    P_LIQUIDATOR_MULT,
     P_MAX_LIQ_FRAC,
     P_MIN_LIQ_NOTIONAL,
     P_MMR,
 )
+from fundgym.envs.core.vault import V_ACTIVE, record_takeover, vault_takeover, vault_unwind_one
 from fundgym.envs.jit import jit
 
 FALLBACK_ADL = 0
@@ -255,6 +260,21 @@ def scan_kernel(coll, size, entry, marks, book, packed, floors, rates, cums, bas
     return total, liq_idx
 
 
+@jit(error_model="numpy")
+def vault_kernel(vault, cp_size, cp_cash, marks, book, depth, max_impact, packed, ev):  # type: ignore[no-untyped-def]
+    """Each active vault's unwind at the tick's end (:func:`.vault.vault_unwind_one`).
+
+    At the oracle ``marks[i, 0]``, into the book at ``book[i]`` with ``depth[i]`` USD per 1%,
+    its margin at the exchange's MMR.
+    """
+    for i in range(vault.shape[0]):
+        if vault[i, V_ACTIVE] > 0.0:
+            vault_unwind_one(
+                vault, i, cp_size, cp_cash, marks[i, 0], book[i], depth[i], max_impact,
+                packed[i, P_MMR], ev,
+            )  # fmt: skip
+
+
 # ==== the waterfall ====
 
 
@@ -286,6 +306,7 @@ def waterfall_kernel(  # type: ignore[no-untyped-def]
     cp_cash,
     liquidator_rewards,
     unrecovered,
+    vault,
     ev,
     liq_idx,
 ):
@@ -303,6 +324,11 @@ def waterfall_kernel(  # type: ignore[no-untyped-def]
     book on the intra-tick path from the previous tick's ``oracle_from`` / ``book_from``
     (``(E,)``; not > 0: no previous tick) to ``marks`` / ``book``
     (:func:`~fundgym.envs.core.liquidation.path_price`).
+
+    Outside liquidators (:mod:`fundgym.envs.core.liquidators`) take part of each side's flow
+    at the oracle in every mode, as their share of the fee buys (none at the default split).
+    ``vault`` (``SimState.vault``, :mod:`fundgym.envs.core.vault`) is the backstop the venue
+    modes hand accounts to; ``partial`` runs none.
     """
     for i in range(size.shape[0]):
         if ev[i, EV_N_LIQUIDATIONS] > 0.0 and liquidation_mode != LIQ_PARTIAL:
@@ -332,6 +358,7 @@ def waterfall_kernel(  # type: ignore[no-untyped-def]
                 cp_cash,
                 liquidator_rewards,
                 unrecovered,
+                vault,
                 ev,
                 liq_idx[i, : int(ev[i, EV_N_LIQUIDATIONS])],
             )
@@ -349,6 +376,9 @@ def waterfall_kernel(  # type: ignore[no-untyped-def]
                 base[0],
                 sell_px[i],
                 buy_px[i],
+                book[i],
+                depth[i],
+                max_impact,
                 fund_available[i],
                 fallback,
                 socialization,
@@ -420,6 +450,9 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
     base_mmr,
     sell_px,
     buy_px,
+    book_px,
+    depth,
+    max_impact,
     fund_available,
     fallback,
     socialization,
@@ -433,7 +466,10 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
 ):
     """The waterfall of exchange ``i`` on its liquidatable accounts ``idx`` (in order).
 
-    See :mod:`fundgym.envs.core.step` for the order of operations.
+    See :mod:`fundgym.envs.core.step` for the order of operations. ``sell_px`` / ``buy_px``
+    price each side's whole flow in the book; when the liquidators' share of the fee buys
+    capacity, they take part of it at the oracle and the rest is priced again, on its own
+    flow, through the linear book (``book_px``, ``depth``, ``max_impact``).
     """
     n_acc = size.shape[1]
     n = idx.shape[0]
@@ -447,6 +483,15 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
     min_base = packed[i, P_MIN_LIQ_NOTIONAL] / m
     fee_rate = packed[i, P_LIQ_FEE]
     fund_share = packed[i, P_LIQ_FUND_SHARE]
+    mult = packed[i, P_LIQUIDATOR_MULT]
+    if mult * fee_rate * (1.0 - fund_share) > 0.0:  # liquidators take capacity at the oracle
+        flow = ev[i, EV_LIQUIDATION_SELL]
+        cap = liquidator_capacity_usd(fee_rate, fund_share, mult, depth, m, book_px, 1.0)
+        sell_px, taken_sell = side_fill(flow, cap, m, book_px, depth, max_impact, 1.0)
+        flow = ev[i, EV_LIQUIDATION_BUY]
+        cap = liquidator_capacity_usd(fee_rate, fund_share, mult, depth, m, book_px, -1.0)
+        buy_px, taken_buy = side_fill(flow, cap, m, book_px, depth, max_impact, -1.0)
+        ev[i, EV_LIQUIDATOR_ABSORBED] = taken_sell + taken_buy
     side = np.empty(n)
     close = np.empty(n)
     price = np.empty(n)
@@ -540,13 +585,32 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
 
 
 @jit(error_model="numpy", inline="always")
-def book_price(book_px, flow, depth, max_impact, sign):  # type: ignore[no-untyped-def]
-    """Average fill of ``flow`` USD through the linear book (``LinearImpact.fill_prices``).
+def _sub_step_prices(  # type: ignore[no-untyped-def]
+    flow_sell, flow_buy, mult, fee_rate, fund_share, taken_sell, taken_buy, m, book_px, depth,
+    max_impact,
+):  # fmt: skip
+    """A sub-step's fill per side and what the liquidators took: ``(sell, buy, got_s, got_b)``.
 
-    ``book x (1 - min(0.005 x flow / depth, cap))`` for sells (``sign = -1``), ``+`` for buys:
-    :class:`~fundgym.envs.core.impact.LinearImpact`'s formula.
+    Without liquidators each side's flow walks the book. With them, each side's capacity at
+    the sub-step's oracle and book, less what they took earlier in the tick, is taken at the
+    oracle (:func:`~fundgym.envs.core.liquidators.side_fill`).
     """
-    return book_px * (1.0 + sign * min(0.005 * flow / depth, max_impact))
+    if not mult * fee_rate * (1.0 - fund_share) > 0.0:
+        return (
+            book_price(book_px, flow_sell, depth, max_impact, -1.0),
+            book_price(book_px, flow_buy, depth, max_impact, 1.0),
+            0.0,
+            0.0,
+        )
+    cap = liquidator_capacity_usd(fee_rate, fund_share, mult, depth, m, book_px, 1.0)
+    sell_px, got_sell = side_fill(
+        flow_sell, max(cap - taken_sell, 0.0), m, book_px, depth, max_impact, 1.0
+    )
+    cap = liquidator_capacity_usd(fee_rate, fund_share, mult, depth, m, book_px, -1.0)
+    buy_px, got_buy = side_fill(
+        flow_buy, max(cap - taken_buy, 0.0), m, book_px, depth, max_impact, -1.0
+    )
+    return sell_px, buy_px, got_sell, got_buy
 
 
 @jit(error_model="numpy")
@@ -576,6 +640,7 @@ def _venue_one(  # type: ignore[no-untyped-def]
     cp_cash,
     liquidator_rewards,
     unrecovered,
+    vault,
     ev,
     idx,
 ):
@@ -589,6 +654,12 @@ def _venue_one(  # type: ignore[no-untyped-def]
     ``book_from`` to the tick's ``marks[i, 0]`` / ``book_end``
     (:func:`~fundgym.envs.core.liquidation.path_price`); everything in the sub-step (the
     check, the order's size and limit, ADL's and socialisation's marks) is at that oracle.
+
+    Before the mode sizes an account's order, an active ``vault`` takes over an account with
+    equity in ``[0, 2/3)`` of its requirement, if it stays margined
+    (:func:`~fundgym.envs.core.vault.vault_takeover`); outside liquidators take their share of
+    each sub-step's flow at the oracle, out of the tick's capacity
+    (:mod:`fundgym.envs.core.liquidators`).
     """
     n_acc = size.shape[1]
     n = idx.shape[0]
@@ -625,6 +696,10 @@ def _venue_one(  # type: ignore[no-untyped-def]
     charged_total = 0.0
     unrecovered_total = 0.0
     orders = np.empty(n, np.int64)  # this sub-step's orders, in account order
+    with_vault = vault[i, V_ACTIVE] > 0.0
+    mult = packed[i, P_LIQUIDATOR_MULT]
+    taken_sell = 0.0  # what the liquidators took this tick, per side
+    taken_buy = 0.0
     n_steps = n_substeps(mode, tick_seconds)
     step = 0
     while step < n_steps:
@@ -653,6 +728,16 @@ def _venue_one(  # type: ignore[no-untyped-def]
             if not (req > 0.0 and eq < req):
                 continue  # not yet on the path, never, or a slice brought it back
             abs_q = abs(q)
+            if (
+                with_vault
+                and eq >= 0.0
+                and eq < HL_BACKSTOP_FRACTION_OF_MM * req
+                and vault_takeover(vault, i, eq, q, m, mmr)
+            ):
+                record_takeover(ev, i, abs_q * m)  # the account's equity went with it
+                coll[i, a] = 0.0
+                size[i, a, 0] = 0.0
+                continue
             side[k] = 1.0 if q > 0.0 else -1.0
             deficient[k] = eq < 0.0
             if mode == LIQ_DYDX_V4:
@@ -663,7 +748,7 @@ def _venue_one(  # type: ignore[no-untyped-def]
             elif mode == LIQ_HYPERLIQUID:
                 close[k] = abs_q
                 if eq < HL_BACKSTOP_FRACTION_OF_MM * req:
-                    takeover[k] = True  # the backstop (the fund until the vault exists)
+                    takeover[k] = True  # the backstop: no vault, an exhausted one, or eq < 0
                 elif abs_q * m > HL_SLICE_THRESHOLD_USD and cool_until[k] <= step:
                     slice_base = HL_SLICE_FRACTION * abs_q
                     close[k] = slice_base if slice_base > 0.0 else abs_q
@@ -688,8 +773,10 @@ def _venue_one(  # type: ignore[no-untyped-def]
                 rates, cums, base_mmr,
             )  # fmt: skip
             continue
-        sell_px = book_price(book_px, flow_sell, depth, max_impact, -1.0)
-        buy_px = book_price(book_px, flow_buy, depth, max_impact, 1.0)
+        sell_px, buy_px, got_sell, got_buy = _sub_step_prices(
+            flow_sell, flow_buy, mult, fee_rate, fund_share, taken_sell, taken_buy, m, book_px,
+            depth, max_impact,
+        )  # fmt: skip
 
         # 2. dYdX fills no order worse than its fillable price; the others are priced again
         #    on their own flow (one pass: a refused order is not re-admitted). Without
@@ -714,8 +801,12 @@ def _venue_one(  # type: ignore[no-untyped-def]
                             flow_sell += close[k] * book_px
                         else:
                             flow_buy += close[k] * book_px
-                sell_px = book_price(book_px, flow_sell, depth, max_impact, -1.0)
-                buy_px = book_price(book_px, flow_buy, depth, max_impact, 1.0)
+                sell_px, buy_px, got_sell, got_buy = _sub_step_prices(
+                    flow_sell, flow_buy, mult, fee_rate, fund_share, taken_sell, taken_buy,
+                    m, book_px, depth, max_impact,
+                )  # fmt: skip
+        taken_sell += got_sell
+        taken_buy += got_buy
         flow_sell_total += flow_sell
         flow_buy_total += flow_buy
 
@@ -846,6 +937,7 @@ def _venue_one(  # type: ignore[no-untyped-def]
     ev[i, EV_BAD_DEBT] = acc[_ACC_BAD_DEBT]
     ev[i, EV_SHORTFALL] = acc[_ACC_SHORTFALL]
     ev[i, EV_ADL_OVERSHOOT] = overshoot
+    ev[i, EV_LIQUIDATOR_ABSORBED] = taken_sell + taken_buy
     ev[i, EV_SOCIALIZED_LOSS] = charged_total
     ev[i, EV_UNRECOVERED] = unrecovered_total
     n_below = 0

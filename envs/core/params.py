@@ -71,8 +71,8 @@ parameters and sources are in :mod:`fundgym.envs.core.liquidation` and ``docs/li
 
 #: Column of each numeric field in :meth:`RiskParams.packed` (the kernels read these).
 P_MMR, P_IMR, P_LIQ_FEE, P_LIQ_FUND_SHARE, P_TAKER_FEE, P_TRADE_FUND_SHARE = 0, 1, 2, 3, 4, 5
-P_MAX_LIQ_FRAC, P_MIN_LIQ_NOTIONAL = 6, 7
-N_PACKED = 8
+P_MAX_LIQ_FRAC, P_MIN_LIQ_NOTIONAL, P_LIQUIDATOR_MULT = 6, 7, 8
+N_PACKED = 9
 
 #: The numeric fields in ``P_*`` column order.
 _PACKED_FIELDS: tuple[str, ...] = (
@@ -84,8 +84,9 @@ _PACKED_FIELDS: tuple[str, ...] = (
     "trading_fee_fund_share",
     "max_liquidation_fraction",
     "min_liquidation_notional_usd",
+    "liquidator_capacity_mult",
 )
-assert _PACKED_FIELDS.index("min_liquidation_notional_usd") == P_MIN_LIQ_NOTIONAL
+assert _PACKED_FIELDS.index("liquidator_capacity_mult") == P_LIQUIDATOR_MULT
 
 #: The numeric fields' levers: :meth:`Lever.check` enforces their hard bounds.
 _LEVERS: dict[str, Lever] = {name: LEVERS[name] for name in _PACKED_FIELDS}
@@ -170,6 +171,9 @@ class RiskParams:
             (0, 1]. dYdX liquidates 10% per block; with one-minute steps we default to 25%.
         min_liquidation_notional_usd: Minimum notional liquidated per step (dYdX $1,000);
             smaller positions are closed whole.
+        liquidator_capacity_mult: Outside liquidators' capacity as a multiple of a
+            competitive market's (:mod:`fundgym.envs.core.liquidators`), in [0, 100]; 0: the
+            venue admits none and every order walks the book.
         fallback: What covers a shortfall the fund cannot pay: ``"adl"`` (auto-deleverage
             opposite positions by the ``adl_policy`` rule; then socialise any remainder) or
             ``"socialize"`` (share the loss by the ``socialization`` convention).
@@ -190,6 +194,7 @@ class RiskParams:
     trading_fee_fund_share: FloatOrArray = LEVERS["trading_fee_fund_share"].default
     max_liquidation_fraction: FloatOrArray = LEVERS["max_liquidation_fraction"].default
     min_liquidation_notional_usd: FloatOrArray = LEVERS["min_liquidation_notional_usd"].default
+    liquidator_capacity_mult: FloatOrArray = LEVERS["liquidator_capacity_mult"].default
     fallback: Fallback = "adl"
     tiers: MarginTiers | None = None
     socialization: Socialization = "profit_haircut"

@@ -66,7 +66,14 @@ from fundgym.envs.core import kernels
 from fundgym.envs.core.events import StepEvents
 from fundgym.envs.core.impact import ImpactModel, LinearImpact
 from fundgym.envs.core.liquidation import LIQ_PARTIAL
-from fundgym.envs.core.params import MarginTiers, RiskParams
+from fundgym.envs.core.params import (
+    P_LIQ_FEE,
+    P_LIQ_FUND_SHARE,
+    P_LIQUIDATOR_MULT,
+    MarginTiers,
+    RiskParams,
+)
+from fundgym.envs.core.vault import V_ACTIVE
 from fundgym.envs.fund.portfolio import AllocationParams, settle
 from fundgym.envs.state import SimState, marks_2d
 
@@ -233,10 +240,16 @@ def core_step(
     total, liq_idx = kernels.scan_kernel(
         coll, size, entry, marks, book, packed, floors, rates, cums, base, ev.data
     )
-    if total == 0:  # the common case: no account is liquidatable this tick
+    vault = state.vault
+    with_vault = bool((vault[:, V_ACTIVE] > 0.0).any())
+    if total == 0 and not with_vault:  # the common case: no account is liquidatable this tick
         return ev
+    if (with_vault or _liquidators(packed)) and not isinstance(impact, LinearImpact):
+        raise TypeError(
+            "the backstop vault and outside liquidators price through a LinearImpact book; "
+            f"got {type(impact).__name__}"
+        )
 
-    sell_px, buy_px = impact.fill_prices(book, ev.liquidation_sell_usd, ev.liquidation_buy_usd)
     pf = state.fund
     # The fund is valued and paid at its last mark (the simulator marks it before the core);
     # a fund never marked is valued at the exchange's own price.
@@ -255,36 +268,54 @@ def core_step(
             raise ValueError(f"fund_available_usd must be finite and >= 0, got {available}")
     oracle_from = _path_start("prev_mark", prev_mark, n_envs)
     book_from = _path_start("prev_book_price", prev_book_price, n_envs)
-    kernels.waterfall_kernel(
-        coll,
-        size,
-        entry,
-        marks,
-        packed,
-        floors,
-        rates,
-        cums,
-        base,
-        np.ascontiguousarray(sell_px, dtype=np.float64),
-        np.ascontiguousarray(buy_px, dtype=np.float64),
-        np.ascontiguousarray(available, dtype=np.float64),
-        params.fallback_code,
-        params.socialization_code,
-        params.adl_policy_code,
-        mode,
-        np.ascontiguousarray(book, dtype=np.float64),
-        _depth(impact, n_envs),
-        float(impact.max_impact_frac) if isinstance(impact, LinearImpact) else 0.0,
-        tick_minutes * 60.0,
-        oracle_from,
-        book_from,
-        state.counterparty_size,
-        state.counterparty_cash_usd,
-        state.liquidator_rewards_usd,
-        state.unrecovered_usd,
-        ev.data,
-        liq_idx,
-    )
+    depth = _depth(impact, n_envs)
+    max_impact = float(impact.max_impact_frac) if isinstance(impact, LinearImpact) else 0.0
+    book = np.ascontiguousarray(book, dtype=np.float64)
+    if total > 0:
+        sell_px, buy_px = impact.fill_prices(book, ev.liquidation_sell_usd, ev.liquidation_buy_usd)
+        kernels.waterfall_kernel(
+            coll,
+            size,
+            entry,
+            marks,
+            packed,
+            floors,
+            rates,
+            cums,
+            base,
+            np.ascontiguousarray(sell_px, dtype=np.float64),
+            np.ascontiguousarray(buy_px, dtype=np.float64),
+            np.ascontiguousarray(available, dtype=np.float64),
+            params.fallback_code,
+            params.socialization_code,
+            params.adl_policy_code,
+            mode,
+            book,
+            depth,
+            max_impact,
+            tick_minutes * 60.0,
+            oracle_from,
+            book_from,
+            state.counterparty_size,
+            state.counterparty_cash_usd,
+            state.liquidator_rewards_usd,
+            state.unrecovered_usd,
+            vault,
+            ev.data,
+            liq_idx,
+        )
+    if with_vault:  # the vault works its inventory after the tick's liquidations
+        kernels.vault_kernel(
+            vault,
+            state.counterparty_size,
+            state.counterparty_cash_usd,
+            marks,
+            book,
+            depth,
+            max_impact,
+            packed,
+            ev.data,
+        )
 
     income = ev.fund_fee_income_usd
     owed = ev.shortfall_usd
@@ -298,3 +329,9 @@ def core_step(
             ev.unrecovered_usd += gap
             state.unrecovered_usd += gap
     return ev
+
+
+def _liquidators(packed: FloatArray) -> bool:
+    """Whether any exchange's liquidators earn a share of the fee (and so have capacity)."""
+    pay = packed[:, P_LIQUIDATOR_MULT] * packed[:, P_LIQ_FEE] * (1.0 - packed[:, P_LIQ_FUND_SHARE])
+    return bool((pay > 0.0).any())

@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from fundgym.envs.core.params import P_IMR, P_TAKER_FEE, P_TRADE_FUND_SHARE, RiskParams
+from fundgym.envs.core.vault import V_CASH, V_SIZE
 from fundgym.envs.jit import jit
 from fundgym.envs.state import SimState, marks_2d
 
@@ -169,7 +170,7 @@ def _deposit_kernel(collateral, net_deposits, amount):  # type: ignore[no-untype
 
 
 @jit
-def _funding_kernel(collateral, size, counterparty_size, counterparty_cash, rate, marks, paid):  # type: ignore[no-untyped-def]
+def _funding_kernel(collateral, size, cp_size, cp_cash, vault, rate, marks, paid):  # type: ignore[no-untyped-def]
     n_envs, n_acc, n_mkt = size.shape
     for e in range(n_envs):
         for k in range(n_mkt):
@@ -182,7 +183,10 @@ def _funding_kernel(collateral, size, counterparty_size, counterparty_cash, rate
                     collateral[e, a] -= x
                     total += x
             paid[e] += total
-            counterparty_cash[e] -= counterparty_size[e, k] * rate[e, k] * marks[e, k]
+            cp_cash[e] -= cp_size[e, k] * rate[e, k] * marks[e, k]
+        # The backstop vault's inventory (one market) pays like any position.
+        if vault[e, V_SIZE] != 0.0:
+            vault[e, V_CASH] -= vault[e, V_SIZE] * rate[e, 0] * marks[e, 0]
 
 
 class TradeResult(NamedTuple):
@@ -269,8 +273,9 @@ def deposit(state: SimState, amount_usd: ArrayLike) -> None:
 def apply_funding(state: SimState, rate: ArrayLike, mark: ArrayLike) -> FloatArray:
     """Funding transfer of ``rate`` (fraction of notional per market, ``(E, M)``) at ``mark``.
 
-    Every position pays ``size x mark x rate`` (longs pay shorts when ``rate > 0``); the
-    counterparty settles the population's net position, so the payments sum to zero. ``rate``
+    Every position pays ``size x mark x rate`` (longs pay shorts when ``rate > 0``), the
+    backstop vault's inventory included; the counterparty settles the net of the rest, so the
+    payments sum to zero. ``rate``
     and ``mark`` may be ``(E,)`` with one market. Returns the funding each exchange's accounts
     paid in total (``(E,)``, positive = net paid).
     """
@@ -281,6 +286,7 @@ def apply_funding(state: SimState, rate: ArrayLike, mark: ArrayLike) -> FloatArr
         state.size,
         state.counterparty_size,
         state.counterparty_cash_usd,
+        state.vault,
         marks_2d(rate, n_envs, n_mkt),
         marks_2d(mark, n_envs, n_mkt),
         paid,

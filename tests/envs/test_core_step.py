@@ -29,6 +29,9 @@ def params(**kw):
         liquidation_fee_fund_share=0.5,
         max_liquidation_fraction=1.0,
         min_liquidation_notional_usd=0.0,
+        # The book stage alone: outside liquidators (tests/envs/test_liquidators.py) would
+        # take part of the flow at the oracle once paid half the fee.
+        liquidator_capacity_mult=0.0,
     )
     base.update(kw)
     return RiskParams(**base)

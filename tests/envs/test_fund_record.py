@@ -22,6 +22,9 @@ def test_record_stacks_steps_and_totals():
         liquidation_fee_fund_share=0.5,
         max_liquidation_fraction=1.0,
         min_liquidation_notional_usd=0.0,
+        # The book stage alone: outside liquidators (tests/envs/test_liquidators.py) would
+        # take part of the flow at the oracle once paid half the fee.
+        liquidator_capacity_mult=0.0,
     )
     record = FundRecord(state.fund_usd)
     for mark in (9_400.0, 9_000.0, 8_000.0):

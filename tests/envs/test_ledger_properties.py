@@ -23,6 +23,7 @@ from fundgym.envs.core.params import ADL_POLICIES, LIQUIDATION_MODES, MarginTier
 from fundgym.envs.core.step import core_step
 from fundgym.envs.core.synthetic import synthetic_book
 from fundgym.envs.core.trading import deposit, execute_trades
+from fundgym.envs.core.vault import V_ACTIVE, V_CAPITAL, V_CASH, V_PEAK
 from fundgym.envs.fund.portfolio import receive
 from fundgym.envs.state import SimState
 from tests.books import assert_books_balance
@@ -55,6 +56,7 @@ def risk_params(draw):
         socialization=draw(st.sampled_from(["profit_haircut", "drift"])),
         adl_policy=draw(st.sampled_from(ADL_POLICIES)),
         liquidation_mode=draw(st.sampled_from(LIQUIDATION_MODES)),
+        liquidator_capacity_mult=draw(st.sampled_from([0.0, 1.0, 50.0])),
     )
 
 
@@ -67,7 +69,21 @@ def books(draw):
     )
     entry = np.array(draw(st.lists(st.floats(1.0, 1e5), min_size=n, max_size=n)))
     fund = draw(st.sampled_from([0.0, 10.0, 1e4, 1e7]))
-    return SimState.create(collateral, size, entry, fund), entry
+    state = SimState.create(collateral, size, entry, fund)
+    vault_usd = draw(st.sampled_from([0.0, 0.0, 10.0, 1e5, 1e8]))
+    with_vault(state, np.array([vault_usd]))
+    return state, entry
+
+
+def with_vault(state, capital_usd):
+    """Give each exchange a backstop vault of ``capital_usd`` (0: none), booked in the ledger."""
+    v = state.vault
+    v[:] = 0.0
+    v[:, V_CASH] = capital_usd
+    v[:, V_CAPITAL] = capital_usd
+    v[:, V_PEAK] = capital_usd
+    v[:, V_ACTIVE] = (capital_usd > 0.0).astype(float)
+    state.initial_total_usd += capital_usd
 
 
 def assert_waterfall_adds_up(ev, scale):
@@ -128,12 +144,15 @@ def run_batched_paths(n_paths, seed, n_acc=32, n_steps=40, batch=2000):
     tick the returns are fat-tailed with -99% / +500% shocks, depth is drawn log-uniform
     from 1e-3 (near zero) to 1e7 USD per 1%, the oracle follows, freezes or is manipulated
     30% off the book, and mmr, fees, the fee split and the liquidation fraction and minimum
-    are re-drawn. Returns the number of liquidations seen (a check that paths were hard).
+    are re-drawn, as is the liquidators' capacity multiple; a third of the exchanges have a
+    backstop vault of a drawn size. Returns the number of liquidations seen (a check that
+    paths were hard) and how often the vault took over, lost, and liquidators filled.
     """
     rng = np.random.default_rng(seed)
     combos = [("adl", "profit_haircut", policy) for policy in ADL_POLICIES]
     combos += [("socialize", "profit_haircut", "bitmex"), ("socialize", "drift", "bitmex")]
     liquidations = 0
+    exercised = dict.fromkeys(("vault_takeovers", "vault_losses", "liquidator_fills"), 0)
     done = 0
     b = 0
     while done < n_paths:
@@ -146,6 +165,10 @@ def run_batched_paths(n_paths, seed, n_acc=32, n_steps=40, batch=2000):
         size[:, :3] = 0.0  # accounts of size zero
         fund = np.where(np.arange(n_envs) < n_envs // 2, 5e4, 0.0)
         state = SimState.create(drawn.collateral_usd, size, drawn.entry_price, fund)
+        # A vault behind a third of the exchanges, from a token one to one larger than the book.
+        with_vault(
+            state, np.where(rng.random(n_envs) < 1 / 3, 10.0 ** rng.uniform(0, 6, n_envs), 0.0)
+        )
         book_px = np.full(n_envs, 100.0)
         mark = book_px.copy()
         for _ in range(n_steps):
@@ -170,10 +193,14 @@ def run_batched_paths(n_paths, seed, n_acc=32, n_steps=40, batch=2000):
                 socialization=socialization,
                 adl_policy=adl_policy,
                 liquidation_mode=mode,
+                liquidator_capacity_mult=rng.choice([0.0, 1.0, 20.0], n_envs),
             )
             impact = LinearImpact(10.0 ** rng.uniform(-3.0, 7.0, n_envs))
             ev = core_step(state, params, mark, impact, book_price=book_px)
             liquidations += int(ev.n_liquidations.sum())
+            exercised["vault_takeovers"] += int(ev.vault_takeovers.sum())
+            exercised["vault_losses"] += int((ev.vault_loss_usd > 0.0).sum())
+            exercised["liquidator_fills"] += int((ev.liquidator_absorbed_usd > 0.0).sum())
             assert_books_balance(state, mark)
             scale = 1.0 + np.abs(state.collateral_usd).sum(axis=1)
             assert_waterfall_adds_up(ev, scale)
@@ -189,9 +216,12 @@ def run_batched_paths(n_paths, seed, n_acc=32, n_steps=40, batch=2000):
             deposit(state, cash)
             assert_books_balance(state, mark)
         done += n_envs
-    return liquidations
+    return liquidations, exercised
 
 
 def test_ledger_closes_on_thousands_of_batched_crash_paths():
     n_paths = int(os.environ.get("FUNDGYM_LEDGER_PATHS", "10000"))
-    assert run_batched_paths(n_paths, seed=12345, batch=min(n_paths, 1000)) > n_paths
+    liquidations, exercised = run_batched_paths(n_paths, seed=12345, batch=min(n_paths, 1000))
+    assert liquidations > n_paths
+    print(exercised)
+    assert min(exercised.values()) > 0, exercised  # every new stage ran

@@ -1,0 +1,141 @@
+"""Outside liquidators with incentives: hand-worked capacity and fills (envs/core/liquidators.py).
+
+One long of 1 unit, collateral 1,000, entry 10,000 (bankruptcy 9,000); MMR 5%; liquidation fee
+1%; ``partial`` closes the whole position (fraction 1). Capacity per side and tick is
+``k x 100 x depth x max(fee x (1 - fund share) - oracle gap, 0)``.
+"""
+
+import numpy as np
+import pytest
+
+from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.liquidators import liquidator_capacity_usd
+from fundgym.envs.core.params import RiskParams
+from fundgym.envs.core.step import core_step
+from fundgym.envs.state import SimState
+from tests.books import assert_books_balance
+
+APPROX = {"rel": 1e-12, "abs": 1e-9}
+
+
+def params(**kw):
+    base = dict(
+        mmr=0.05,
+        imr=0.1,
+        liquidation_fee_rate=0.01,
+        liquidation_fee_fund_share=0.5,
+        max_liquidation_fraction=1.0,
+        min_liquidation_notional_usd=0.0,
+    )
+    base.update(kw)
+    return RiskParams(**base)
+
+
+def one_long():
+    return SimState.create([[1000.0]], [[1.0]], [[10_000.0]], 1000.0)
+
+
+def step(state, p, mark, depth, book=None):
+    mark_px = np.array([float(mark)])
+    book_px = None if book is None else np.array([float(book)])
+    ev = core_step(state, p, mark_px, LinearImpact(depth), book_price=book_px)
+    assert_books_balance(state, mark_px)
+    return ev
+
+
+@pytest.mark.parametrize(
+    ("fee", "share", "mult", "depth", "oracle", "book", "sign", "want"),
+    [
+        # f_L = 1% x 0.5 = 0.5%: 100 x 47,000 x 0.005 = 23,500
+        (0.01, 0.5, 1.0, 47_000.0, 9_400.0, 9_400.0, 1.0, 23_500.0),
+        # a tenth of the competitive capital
+        (0.01, 0.5, 0.1, 47_000.0, 9_400.0, 9_400.0, 1.0, 2_350.0),
+        # all of the fee to the fund: nothing to earn, nobody comes
+        (0.01, 1.0, 1.0, 47_000.0, 9_400.0, 9_400.0, 1.0, 0.0),
+        # book 0.2% under the oracle: a buyer at the oracle loses 0.2% hedging; 0.3% is left
+        (0.01, 0.5, 1.0, 10_000.0, 10_000.0, 9_980.0, 1.0, 3_000.0),
+        # the same gap helps the buys (shorts' liquidations): the book is cheaper to buy from
+        (0.01, 0.5, 1.0, 10_000.0, 10_000.0, 9_980.0, -1.0, 5_000.0),
+        # a gap wider than the fee: liquidators vanish
+        (0.01, 0.5, 1.0, 10_000.0, 10_000.0, 9_900.0, 1.0, 0.0),
+    ],
+)
+def test_capacity_table(fee, share, mult, depth, oracle, book, sign, want):
+    got = liquidator_capacity_usd(fee, share, mult, depth, oracle, book, sign)
+    assert got == pytest.approx(want, rel=1e-12, abs=1e-9)
+
+
+def test_capacity_is_linear_in_the_fee_share_and_in_depth():
+    # Elasticity 1 in the liquidators' incentive and in depth, with a live oracle.
+    base = liquidator_capacity_usd(0.01, 0.5, 1.0, 1e6, 100.0, 100.0, 1.0)
+    assert liquidator_capacity_usd(0.01, 0.0, 1.0, 1e6, 100.0, 100.0, 1.0) == pytest.approx(
+        2.0 * base, rel=1e-12
+    )
+    assert liquidator_capacity_usd(0.01, 0.5, 1.0, 5e5, 100.0, 100.0, 1.0) == pytest.approx(
+        0.5 * base, rel=1e-12
+    )
+
+
+def test_liquidators_with_room_take_the_whole_order_at_the_oracle():
+    # Oracle 9,400, depth 47,000 (the book alone would slip 0.1%, to 9,390.6). Capacity 23,500
+    # covers the 9,400 order: it fills at 9,400. Surplus 400, fee min(94, 400) = 94, 47 to
+    # the fund and 47 to the liquidators; the account keeps 1,000 - 600 - 94 = 306 (296.694
+    # through the book).
+    s = one_long()
+    ev = step(s, params(), 9_400, 47_000.0)
+    assert ev.liquidator_absorbed_usd[0] == pytest.approx(9_400.0, **APPROX)
+    assert s.collateral_usd[0, 0] == pytest.approx(306.0, **APPROX)
+    assert ev.fund_fee_income_usd[0] == pytest.approx(47.0, **APPROX)
+    assert s.liquidator_rewards_usd[0] == pytest.approx(47.0, **APPROX)
+    assert ev.liquidation_sell_usd[0] == pytest.approx(9_400.0, **APPROX)  # they hedge it
+
+
+def test_the_rest_of_the_flow_walks_the_book_on_its_own():
+    # k = 0.1: capacity 2,350 of the 9,400 order (a quarter) at 9,400; the other 7,050 slips
+    # 0.005 x 7,050 / 47,000 = 0.075%: 9,392.95. Average 0.25 x 9,400 + 0.75 x 9,392.95 =
+    # 9,394.7125; fee 93.947125; the account keeps 1,000 - 605.2875 - 93.947125 = 300.765375.
+    s = one_long()
+    ev = step(s, params(liquidator_capacity_mult=0.1), 9_400, 47_000.0)
+    assert ev.liquidator_absorbed_usd[0] == pytest.approx(2_350.0, **APPROX)
+    assert ev.liquidation_fees_usd[0] == pytest.approx(93.947125, **APPROX)
+    assert s.collateral_usd[0, 0] == pytest.approx(300.765375, **APPROX)
+
+
+def test_the_fee_split_has_a_price_the_fund_pays_in_shortfalls():
+    # Oracle 9,050 (equity 50), depth 4,525: through the book alone the order slips 1%, to
+    # 8,959.5, 40.5 past bankruptcy, which the fund pays (share 1: no liquidators).
+    s = one_long()
+    ev = step(s, params(liquidation_fee_fund_share=1.0), 9_050, 4_525.0)
+    assert ev.shortfall_usd[0] == pytest.approx(40.5, **APPROX)
+    assert ev.liquidator_absorbed_usd[0] == 0.0
+    # The whole fee to the liquidators (share 0): capacity 100 x 4,525 x 1% = 4,525, half the
+    # order at 9,050; the rest, 4,525, slips 0.5%: 9,004.75. Average 9,027.375: 27.375 over
+    # bankruptcy, all of it the capped fee, to the liquidators. No shortfall, no fund income.
+    s = one_long()
+    ev = step(s, params(liquidation_fee_fund_share=0.0), 9_050, 4_525.0)
+    assert ev.liquidator_absorbed_usd[0] == pytest.approx(4_525.0, **APPROX)
+    assert ev.shortfall_usd[0] == 0.0 and ev.bad_debt_usd[0] == 0.0
+    assert ev.fund_fee_income_usd[0] == 0.0
+    assert s.liquidator_rewards_usd[0] == pytest.approx(27.375, **APPROX)
+    assert s.collateral_usd[0, 0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_stale_oracle_above_the_book_drives_liquidators_away():
+    # Oracle 9,400, book 9,300: the gap, 1.06%, exceeds their 0.5%; the order walks the book
+    # from 9,300 (flow 9,300 through 46,500 slips 0.2%: 9,281.4) as without liquidators.
+    s, t = one_long(), one_long()
+    ev = step(s, params(), 9_400, 46_500.0, book=9_300)
+    ref = step(t, params(liquidator_capacity_mult=0.0), 9_400, 46_500.0, book=9_300)
+    assert ev.liquidator_absorbed_usd[0] == 0.0
+    assert s.collateral_usd[0, 0] == t.collateral_usd[0, 0]
+    assert ev.liquidation_fees_usd[0] == ref.liquidation_fees_usd[0]
+
+
+def test_venue_modes_share_the_ticks_capacity():
+    # binance takes the whole position with an IOC; with liquidators paid it fills at the
+    # oracle as in the partial case above: fee 94, account 306.
+    s = one_long()
+    p = params(liquidation_mode="binance")
+    ev = step(s, p, 9_400, 47_000.0)
+    assert ev.liquidator_absorbed_usd[0] == pytest.approx(9_400.0, **APPROX)
+    assert s.collateral_usd[0, 0] == pytest.approx(306.0, **APPROX)

@@ -1,0 +1,196 @@
+"""The backstop vault: hand-worked takeovers, unwinding, exhaustion and loss (envs/core/vault.py).
+
+One long of 1 unit, collateral 1,000, entry 10,000; MMR 5% (requirement 5% of notional at
+the oracle), liquidation fee 1% with half to the fund, outside liquidators off (the book stage
+alone, as tests/envs/test_liquidation_modes.py). Depth is chosen so a flow slips by a round
+fraction: ``depth_for(flow, slip)`` USD per 1%.
+"""
+
+import numpy as np
+import pytest
+
+from fundgym.envs.config import make_config
+from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.params import RiskParams
+from fundgym.envs.core.step import core_step
+from fundgym.envs.core.vault import (
+    V_ACTIVE,
+    V_CAPITAL,
+    V_CASH,
+    V_MAX_DRAWDOWN,
+    V_PEAK,
+    V_SIZE,
+    VAULT_UNWIND_DEPTH_FRAC,
+)
+from fundgym.envs.schema import SchemaError
+from fundgym.envs.simulator import ExchangeSimulator
+from fundgym.envs.state import SimState
+from tests.books import assert_books_balance
+
+APPROX = {"rel": 1e-12, "abs": 1e-9}
+
+
+def params(mode="hyperliquid", **kw):
+    base = dict(
+        mmr=0.05,
+        imr=0.1,
+        liquidation_fee_rate=0.01,
+        liquidation_fee_fund_share=0.5,
+        liquidator_capacity_mult=0.0,
+        liquidation_mode=mode,
+    )
+    base.update(kw)
+    return RiskParams(**base)
+
+
+def depth_for(flow_usd, slippage):
+    return 0.005 * flow_usd / slippage
+
+
+def one_long(vault_usd, fund=1000.0, collateral=1000.0, size=1.0):
+    s = SimState.create([[collateral]], [[size]], [[10_000.0]], fund)
+    v = s.vault
+    v[0, V_CASH] = v[0, V_CAPITAL] = v[0, V_PEAK] = vault_usd
+    v[0, V_ACTIVE] = 1.0 if vault_usd > 0.0 else 0.0
+    s.initial_total_usd += vault_usd
+    return s
+
+
+def step(state, p, mark, depth):
+    mark_px = np.array([float(mark)])
+    ev = core_step(state, p, mark_px, LinearImpact(depth))
+    assert_books_balance(state, mark_px)
+    return ev
+
+
+def test_takeover_below_two_thirds_of_mm_then_unwind_over_two_ticks():
+    # | tick | oracle | account equity | 2/3 MM | vault                                       |
+    # |------|--------|----------------|--------|---------------------------------------------|
+    # | 1    | 9,300  | 300            | 310    | takes 1 unit at 9,300 and the 300 of margin |
+    # |      |        |                |        | cash 5,000 + 300 - 9,300 = -4,000           |
+    # |      |        |                |        | sells 0.25 x 18,600 / 9,300 = 0.5 unit:     |
+    # |      |        |                |        | flow 4,650 slips 0.125%: 9,288.375          |
+    # |      |        |                |        | cash -4,000 + 4,644.1875 = 644.1875         |
+    # | 2    | 9,300  | (flat)         |        | sells the other 0.5 at 9,288.375            |
+    # |      |        |                |        | cash 5,288.375, equity 5,288.375: +288.375  |
+    #
+    # The vault is margined after the takeover: 5,000 + 300 = 5,300 >= 5% x 9,300 = 465.
+    # The fund is untouched: the vault, not the fund, stands behind the account.
+    depth = 18_600.0
+    s = one_long(5_000.0)
+    ev = step(s, params(), 9_300, depth)
+    assert s.size[0, 0, 0] == 0.0 and s.collateral_usd[0, 0] == 0.0
+    assert ev.vault_takeovers[0] == 1
+    assert ev.vault_takeover_usd[0] == pytest.approx(9_300.0, **APPROX)
+    assert s.vault[0, V_SIZE] == pytest.approx(0.5, **APPROX)
+    assert s.vault[0, V_CASH] == pytest.approx(644.1875, **APPROX)
+    assert ev.vault_unwind_usd[0] == pytest.approx(4_650.0, **APPROX)
+    assert ev.liquidation_sell_usd[0] == pytest.approx(4_650.0, **APPROX)  # moves the price
+    assert s.fund_usd[0] == pytest.approx(1_000.0, **APPROX)
+    assert ev.n_liquidations_below_bankruptcy[0] == 0 and ev.bad_debt_usd[0] == 0.0
+    assert s.counterparty_size[0, 0] == pytest.approx(-0.5, **APPROX)  # -1 + 0.5 bought
+
+    ev = step(s, params(), 9_300, depth)  # no account left to liquidate: the vault still works
+    assert ev.n_liquidations[0] == 0
+    assert s.vault[0, V_SIZE] == 0.0
+    assert s.vault[0, V_CASH] == pytest.approx(5_288.375, **APPROX)
+    assert s.vault[0, V_PEAK] == pytest.approx(5_294.1875, **APPROX)  # tick 1's equity
+    drawdown = 1.0 - 5_288.375 / 5_294.1875
+    assert s.vault[0, V_MAX_DRAWDOWN] == pytest.approx(drawdown, **APPROX)
+
+
+def test_unwind_per_tick_is_a_quarter_of_the_one_percent_depth():
+    assert VAULT_UNWIND_DEPTH_FRAC == 0.25  # the tables above assume it
+
+
+def test_an_exhausted_vault_passes_the_account_to_the_fund():
+    # A vault of 100: 100 + 300 = 400 < 465, the margin it would need. Hyperliquid's backstop
+    # then falls to the next stage, the fund's takeover (test_liquidation_modes' table): the
+    # position closes in the book at 9,300 x 0.999 = 9,290.7 and the fund keeps the surplus
+    # over bankruptcy, 290.7.
+    s = one_long(100.0)
+    ev = step(s, params(), 9_300, depth_for(9_300, 0.001))
+    assert ev.vault_takeovers[0] == 0
+    assert s.vault[0, V_CASH] == 100.0 and s.vault[0, V_SIZE] == 0.0
+    assert s.fund_usd[0] == pytest.approx(1_290.7, **APPROX)
+
+
+def test_an_account_below_zero_equity_is_not_the_vaults():
+    # Oracle 8,900: equity -100. Hyperliquid deleverages negative accounts; the vault takes
+    # only accounts it is paid to take. The fund's takeover closes at 8,900 x 0.999 = 8,891.1,
+    # 108.9 past bankruptcy, which the fund pays.
+    s = one_long(5_000.0)
+    ev = step(s, params(), 8_900, depth_for(8_900, 0.001))
+    assert ev.vault_takeovers[0] == 0 and s.vault[0, V_CASH] == 5_000.0
+    assert ev.shortfall_usd[0] == pytest.approx(108.9, **APPROX)
+    assert s.fund_usd[0] == pytest.approx(1_000.0 - 108.9, **APPROX)
+
+
+def test_a_vault_below_its_margin_unwinds_whole_and_passes_its_loss_to_the_fund():
+    # The vault holds 1 unit bought at 9,300 with cash -4,000 (equity 5,300 at 9,300). The
+    # oracle falls to 3,000: equity -1,000, below its requirement of 150: it sells everything,
+    # 3,000 of flow through depth 15,000 slips 0.1%: 2,997. Cash -4,000 + 2,997 = -1,003: a loss
+    # beyond its equity, which the fund (1,000) pays in part; the exchange absorbs 3.
+    s = SimState.create([[0.0]], [[0.0]], [[0.0]], 1000.0)
+    v = s.vault
+    v[0, V_CASH], v[0, V_SIZE] = -4_000.0, 1.0
+    v[0, V_CAPITAL] = v[0, V_PEAK] = 5_000.0
+    v[0, V_ACTIVE] = 1.0
+    s.counterparty_size[0, 0] -= 1.0
+    s.counterparty_cash_usd[0] += 9_300.0
+    s.initial_total_usd += 5_300.0  # its 5,000 and the 300 of margin it kept
+    ev = step(s, params(), 3_000, 15_000.0)
+    assert s.vault[0, V_SIZE] == 0.0 and s.vault[0, V_CASH] == 0.0
+    assert s.vault[0, V_ACTIVE] == 0.0  # wiped out: it takes nothing more
+    assert ev.vault_loss_usd[0] == pytest.approx(1_003.0, **APPROX)
+    assert ev.bad_debt_usd[0] == pytest.approx(1_003.0, **APPROX)
+    assert ev.shortfall_usd[0] == pytest.approx(1_000.0, **APPROX)
+    assert ev.unrecovered_usd[0] == pytest.approx(3.0, **APPROX)
+    assert s.fund_usd[0] == pytest.approx(0.0, abs=1e-9)
+    assert s.vault[0, V_MAX_DRAWDOWN] == 1.0
+
+
+def test_the_vault_pays_funding_on_its_inventory():
+    # A vault short 2 units pays -2 x 100 x 1% = -2 (receives 2) when longs pay 1%.
+    from fundgym.envs.core.trading import apply_funding
+
+    s = SimState.create([[1000.0]], [[2.0]], [[100.0]], 0.0)
+    s.vault[0, V_SIZE] = -2.0
+    s.vault[0, V_CASH] = 200.0
+    s.vault[0, V_ACTIVE] = 1.0
+    s.counterparty_size[0, 0] += 2.0
+    s.counterparty_cash_usd[0] -= 200.0
+    apply_funding(s, np.array([0.01]), np.array([100.0]))
+    assert s.vault[0, V_CASH] == pytest.approx(202.0, **APPROX)
+    assert_books_balance(s, np.array([100.0]))
+
+
+def test_a_vault_needs_a_venue_mode():
+    with pytest.raises(SchemaError, match="vault_to_oi_frac"):
+        make_config(None, vault_to_oi_frac=0.02)
+    from fundgym.envs.scenarios import load_scenario
+
+    with pytest.raises(ValueError, match="liquidation_mode 'partial'"):
+        ExchangeSimulator(
+            load_scenario("volatile"), RiskParams(), n_accounts=16, vault_to_oi_frac=0.02
+        )
+
+
+def test_the_simulator_books_the_vault_at_reset_and_the_ledger_closes():
+    # 2.2% of open interest, as static:hyperliquid's HLP; a crash, the ledger checked every tick.
+    from fundgym.envs.scenarios import load_scenario
+
+    sim = ExchangeSimulator(
+        load_scenario("oct_10_2025"),
+        params(mmr=0.0125, imr=0.025, liquidation_fee_rate=0.001),
+        n_envs=2,
+        n_accounts=256,
+        seed=3,
+        fund_to_oi_frac=0.0,
+        vault_to_oi_frac=0.022,
+    )
+    v = sim.state.vault
+    np.testing.assert_allclose(v[:, V_CAPITAL], 0.022 * sim.initial_open_interest_usd)
+    assert (v[:, V_ACTIVE] == 1.0).all()
+    sim.advance(600, check_ledger=True)
+    assert sim.max_ledger_error_usd <= 1e-9 * float(sim.state.initial_total_usd.max())
