@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fundgym.envs.controls import PARAMS
-from fundgym.envs.core.params import AdlPolicy, LiquidationMode
+from fundgym.envs.core.params import AdlPolicy, LiquidationMode, check_waterfall
 from fundgym.envs.levers import LEVERS
 from fundgym.envs.market.sampler import MAX_TRAINING_HORIZON_MINUTES, SamplerSettings
 from fundgym.envs.rewards import RewardWeights
@@ -102,6 +102,10 @@ class EnvConfig:
     # Whose liquidation engine runs (fundgym.envs.core.liquidation, docs/liquidation.md):
     # partial (25% a tick), binance, dydx_v4, hyperliquid, bitmex.
     liquidation_mode: LiquidationMode = "partial"
+    # The loss waterfall's stages in order (None: margin, book, vault, fund, adl, socialize,
+    # exchange, without adl when fallback is "socialize"); fundgym.envs.core.params
+    # WATERFALL_STAGES gives the rules.
+    waterfall: tuple[str, ...] | None = None
     # Notional brackets for the maintenance requirement ("none": flat MMR). With a table the
     # controlled ``mmr`` scales it (``mmr`` = the first bracket's rate reproduces the venue's).
     margin_tiers: Literal["none", "binance_btcusdt_2021"] = "none"
@@ -125,6 +129,17 @@ class EnvConfig:
         if not self.controlled or len(set(self.controlled)) != len(self.controlled):
             raise FieldError(
                 "controlled", list(self.controlled), "distinct parameters, at least one"
+            )
+        if self.waterfall is not None:
+            try:
+                check_waterfall(tuple(self.waterfall), self.fallback, self.liquidation_mode)
+            except ValueError as err:
+                raise FieldError("waterfall", list(self.waterfall), str(err)) from None
+        if self.vault_to_oi_frac > 0.0 and "vault" not in (self.waterfall or ("vault",)):
+            raise FieldError(
+                "vault_to_oi_frac",
+                self.vault_to_oi_frac,
+                "0 when the waterfall has no 'vault' stage",
             )
         if self.vault_to_oi_frac > 0.0 and self.liquidation_mode == "partial":
             raise FieldError(

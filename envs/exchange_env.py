@@ -352,6 +352,7 @@ class FundControlCore:
             fallback=self.config.fallback,
             adl_policy=self.config.adl_policy,
             liquidation_mode=self.config.liquidation_mode,
+            waterfall=None if self.config.waterfall is None else tuple(self.config.waterfall),
             tiers=self._tiers,
         )
 

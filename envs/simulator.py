@@ -84,7 +84,14 @@ BLOCK_SERIES = (*SERIES, "funding_paid_usd", "ledger_error_usd")
 assert BLOCK_SERIES.index("ledger_error_usd") == tk.S_LEDGER_ERROR
 assert BLOCK_SERIES.index("fund_usd") == tk.S_FUND_USD
 #: Risk-parameter fields that are names or tables, not per-exchange numbers.
-_CODED_FIELDS = ("fallback", "tiers", "socialization", "adl_policy", "liquidation_mode")
+_CODED_FIELDS = (
+    "fallback",
+    "tiers",
+    "socialization",
+    "adl_policy",
+    "liquidation_mode",
+    "waterfall",
+)
 THREADS_ENV = "FUNDGYM_THREADS"
 """Environment variable read when a simulator is built with ``threads=None``."""
 
@@ -390,6 +397,11 @@ class ExchangeSimulator:
                     f"RiskParams.{f.name} must be a float or an (n_envs,) = ({self.n_envs},) "
                     f"array, got shape {value.shape}"
                 )
+        if self.vault_to_oi_frac > 0.0 and "vault" not in risk.stages:
+            raise ValueError(
+                f"vault_to_oi_frac = {self.vault_to_oi_frac!r} needs a 'vault' stage in "
+                f"RiskParams.waterfall, got {list(risk.stages)}"
+            )
         if self.vault_to_oi_frac > 0.0 and risk.liquidation_mode == "partial":
             raise ValueError(
                 f"vault_to_oi_frac = {self.vault_to_oi_frac!r} needs a venue liquidation_mode "
@@ -773,7 +785,7 @@ class ExchangeSimulator:
             self._packed,
             self._tiers,
             pop,
-            risk.fallback_code,
+            risk.waterfall_code,
             risk.socialization_code,
             risk.adl_policy_code,
             risk.liquidation_mode_code,

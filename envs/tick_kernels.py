@@ -161,7 +161,7 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
     packed,
     tiers,
     pop,
-    fallback,
+    stages,
     socialization,
     adl_policy,
     liquidation_mode,
@@ -278,7 +278,7 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
             depth_1[0] = depth
             waterfall_kernel(
                 coll[r], size[r], entry[r], marks, packed[r], floors, rates, cums, base,
-                sell_px, buy_px, available, fallback, socialization, adl_policy,
+                sell_px, buy_px, available, stages, socialization, adl_policy,
                 liquidation_mode, book_1, depth_1, MAX_IMPACT_FRAC, tick_seconds, oracle_from,
                 book_from, cp_size[r], cp_cash[r], rewards[r], unrecovered[r], vault[r], ev,
                 liq_idx,
@@ -354,7 +354,7 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
 def advance_serial(  # type: ignore[no-untyped-def]
     n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path, frozen,
     mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund, vault, terms,
-    rng_state, packed, tiers, pop, fallback, socialization, adl_policy, liquidation_mode,
+    rng_state, packed, tiers, pop, stages, socialization, adl_policy, liquidation_mode,
     events, series, book_out,
 ):  # fmt: skip
     """``n_ticks`` ticks of every exchange, one exchange after another."""
@@ -362,7 +362,7 @@ def advance_serial(  # type: ignore[no-untyped-def]
         _advance_exchange(
             e, n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
             frozen, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund,
-            vault, terms, rng_state, packed, tiers, pop, fallback, socialization, adl_policy,
+            vault, terms, rng_state, packed, tiers, pop, stages, socialization, adl_policy,
             liquidation_mode, events, series, book_out,
         )  # fmt: skip
 
@@ -371,7 +371,7 @@ def advance_serial(  # type: ignore[no-untyped-def]
 def advance_parallel(  # type: ignore[no-untyped-def]
     n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path, frozen,
     mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund, vault, terms,
-    rng_state, packed, tiers, pop, fallback, socialization, adl_policy, liquidation_mode,
+    rng_state, packed, tiers, pop, stages, socialization, adl_policy, liquidation_mode,
     events, series, book_out,
 ):  # fmt: skip
     """:func:`advance_serial` with exchanges spread over threads (bit-identical results)."""
@@ -379,6 +379,6 @@ def advance_parallel(  # type: ignore[no-untyped-def]
         _advance_exchange(
             e, n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
             frozen, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund,
-            vault, terms, rng_state, packed, tiers, pop, fallback, socialization, adl_policy,
+            vault, terms, rng_state, packed, tiers, pop, stages, socialization, adl_policy,
             liquidation_mode, events, series, book_out,
         )  # fmt: skip

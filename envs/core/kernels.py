@@ -68,12 +68,15 @@ from fundgym.envs.core.params import (
     P_MAX_LIQ_FRAC,
     P_MIN_LIQ_NOTIONAL,
     P_MMR,
+    W_ADL_FIRST,
+    W_NO_ADL,
+    W_NO_FUND,
+    W_NO_SOCIALIZE,
+    W_NO_VAULT,
 )
 from fundgym.envs.core.vault import V_ACTIVE, record_takeover, vault_takeover, vault_unwind_one
 from fundgym.envs.jit import jit
 
-FALLBACK_ADL = 0
-FALLBACK_SOCIALIZE = 1
 SOCIALIZE_PROFIT_HAIRCUT = 0
 SOCIALIZE_DRIFT = 1
 __all__ = ["DUST_NOTIONAL_USD", "margin_kernel", "requirement", "scan_kernel", "waterfall_kernel"]
@@ -292,7 +295,7 @@ def waterfall_kernel(  # type: ignore[no-untyped-def]
     sell_px,
     buy_px,
     fund_available,
-    fallback,
+    stages,
     socialization,
     adl_policy,
     liquidation_mode,
@@ -350,7 +353,7 @@ def waterfall_kernel(  # type: ignore[no-untyped-def]
                 oracle_from[i],
                 book_from[i],
                 fund_available[i],
-                fallback,
+                stages,
                 socialization,
                 adl_policy,
                 liquidation_mode,
@@ -380,7 +383,7 @@ def waterfall_kernel(  # type: ignore[no-untyped-def]
                 depth[i],
                 max_impact,
                 fund_available[i],
-                fallback,
+                stages,
                 socialization,
                 adl_policy,
                 cp_size,
@@ -436,6 +439,15 @@ def _settle_order(  # type: ignore[no-untyped-def]
 _ACC_BAD_DEBT, _ACC_VOLUME, _ACC_LOSS, _ACC_SHORTFALL, _ACC_CP_BASE, _ACC_CP_QUOTE = range(6)
 
 
+@jit(error_model="numpy", inline="always")
+def _pay_in_order(paid, owed, available, n):  # type: ignore[no-untyped-def]
+    """The fund pays ``owed[k]`` in account order from ``available``, never below zero."""
+    before = 0.0
+    for k in range(n):
+        paid[k] = min(max(available - before, 0.0), owed[k])
+        before += owed[k]
+
+
 @jit(error_model="numpy")
 def _waterfall_one(  # type: ignore[no-untyped-def]
     i,
@@ -454,7 +466,7 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
     depth,
     max_impact,
     fund_available,
-    fallback,
+    stages,
     socialization,
     adl_policy,
     cp_size,
@@ -514,17 +526,18 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
         fees += fee[k]
 
     # 2. The insurance fund: this tick's fee income first, then shortfalls in account order,
-    #    never below zero. Only this exchange's own running sum.
-    available = fund_available + income
-    paid = np.empty(n)
-    before = 0.0
-    for k in range(n):
-        paid[k] = min(max(available - before, 0.0), bad[k])
-        before += bad[k]
+    #    never below zero. Only this exchange's own running sum. (A sequence without the
+    #    fund pays nothing; one with ADL first pays after step 3, what ADL could not place.)
+    adl_first = (stages & W_ADL_FIRST) != 0
+    available = fund_available + income if (stages & W_NO_FUND) == 0 else 0.0
+    paid = np.zeros(n)
+    if not adl_first:
+        _pay_in_order(paid, bad, available, n)
 
-    # 3. Auto-deleveraging of what the fund could not cover.
+    # 3. Auto-deleveraging of what the fund could not cover (or, ADL first, of every order
+    #    past bankruptcy).
     adl_close = np.zeros(n)
-    if fallback == FALLBACK_ADL:
+    if (stages & W_NO_ADL) == 0:
         need = np.zeros(n)
         any_need = False
         for k in range(n):
@@ -533,6 +546,11 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
             any_need = any_need or need[k] > 0.0
         if any_need:
             _deleverage(i, coll, size, entry, m, idx, is_liq, side, need, adl_close, ev, adl_policy)
+    if adl_first:  # the fund pays the book part's bad debt
+        left = np.empty(n)
+        for k in range(n):
+            left[k] = bad[k] * (1.0 - adl_close[k] / close[k]) if close[k] > 0.0 else bad[k]
+        _pay_in_order(paid, left, available, n)
 
     # 4. Fills and deleveraged closes on the liquidated accounts; the book's side to the
     #    counterparty; what neither the fund nor ADL covered is the loss to socialise.
@@ -550,7 +568,8 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
         fund_paid = min(paid[k], book_bad)
         socialized = max(book_bad - fund_paid, 0.0)
         if adl_policy == ADL_HYPERLIQUID and adl_close[k] > 0.0:
-            overshoot += _mark_overshoot(adl_close[k], bad[k] - paid[k], s * (m - price[k])) * m
+            uncovered = bad[k] if adl_first else bad[k] - paid[k]
+            overshoot += _mark_overshoot(adl_close[k], uncovered, s * (m - price[k])) * m
         _settle_order(
             coll, size, i, a, coll[i, a], size[i, a, 0], entry[i, a, 0], s, book_close,
             adl_close[k], price[k], fee[k], fund_paid, book_bad, socialized, adl_policy, m, acc,
@@ -577,7 +596,7 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
 
     # 5. Socialisation, then 6. the exchange absorbs the rest.
     charged = 0.0
-    if loss > 0.0:
+    if loss > 0.0 and (stages & W_NO_SOCIALIZE) == 0:
         charged = _socialize(i, coll, size, entry, m, is_liq, loss, socialization)
     ev[i, EV_SOCIALIZED_LOSS] = charged
     ev[i, EV_UNRECOVERED] = loss - charged
@@ -632,7 +651,7 @@ def _venue_one(  # type: ignore[no-untyped-def]
     oracle_from,
     book_from,
     fund_available,
-    fallback,
+    stages,
     socialization,
     adl_policy,
     mode,
@@ -685,7 +704,6 @@ def _venue_one(  # type: ignore[no-untyped-def]
     below = np.zeros(n, np.bool_)
     cool_until = np.zeros(n, np.int64)  # hyperliquid: first check a slice is allowed again
     cooldown = hl_cooldown_substeps()
-    available = fund_available
     flow_sell_total = 0.0
     flow_buy_total = 0.0
     acc = np.zeros(6)  # volume, bad debt and shortfall run over the sub-steps
@@ -696,7 +714,11 @@ def _venue_one(  # type: ignore[no-untyped-def]
     charged_total = 0.0
     unrecovered_total = 0.0
     orders = np.empty(n, np.int64)  # this sub-step's orders, in account order
-    with_vault = vault[i, V_ACTIVE] > 0.0
+    with_vault = vault[i, V_ACTIVE] > 0.0 and (stages & W_NO_VAULT) == 0
+    adl_on = (stages & W_NO_ADL) == 0
+    adl_first = (stages & W_ADL_FIRST) != 0  # never under dydx_v4 (RiskParams checks)
+    fund_on = (stages & W_NO_FUND) == 0
+    available = fund_available if fund_on else 0.0
     mult = packed[i, P_LIQUIDATOR_MULT]
     taken_sell = 0.0  # what the liquidators took this tick, per side
     taken_buy = 0.0
@@ -780,13 +802,13 @@ def _venue_one(  # type: ignore[no-untyped-def]
 
         # 2. dYdX fills no order worse than its fillable price; the others are priced again
         #    on their own flow (one pass: a refused order is not re-admitted). Without
-        #    deleveraging (fallback "socialize") a deficient account's order is not refused:
+        #    deleveraging (no "adl" stage) a deficient account's order is not refused:
         #    nothing else could close it.
         if mode == LIQ_DYDX_V4:
             cut = False
             for o in range(n_orders):
                 k = orders[o]
-                if close[k] > 0.0 and (fallback == FALLBACK_ADL or not deficient[k]):
+                if close[k] > 0.0 and (adl_on or not deficient[k]):
                     px = sell_px if side[k] > 0.0 else buy_px
                     if side[k] * (px - limit[k]) < 0.0:
                         refused[k] = True
@@ -839,13 +861,14 @@ def _venue_one(  # type: ignore[no-untyped-def]
         #    below zero. dYdX pays a fill whole or rejects it (the fund's balance, and at most
         #    $1M per subaccount per block; without deleveraging a deficient account's fill
         #    goes ahead unpaid, its loss to socialisation); the others pay what they can.
-        available += income_now
+        if fund_on:
+            available += income_now
         for o in range(n_orders):
             k = orders[o]
-            if bad[k] > 0.0:
+            if bad[k] > 0.0 and not adl_first:
                 if mode == LIQ_DYDX_V4:
                     if not (bad[k] <= available and bad[k] <= DYDX_MAX_INSURANCE_LOST_USD):
-                        if fallback == FALLBACK_ADL or not deficient[k]:
+                        if adl_on or not deficient[k]:
                             refused[k] = True
                             bad[k] = 0.0
                         continue
@@ -857,7 +880,7 @@ def _venue_one(  # type: ignore[no-untyped-def]
         # 5. Auto-deleveraging of what the fund did not cover; under dydx_v4, of the entire
         #    position of a refused order whose account is below zero equity (dYdX deleverages
         #    only then; a refused order of a solvent account waits for the next block).
-        if fallback == FALLBACK_ADL:
+        if adl_on:
             any_need = False
             for o in range(n_orders):
                 k = orders[o]
@@ -872,6 +895,12 @@ def _venue_one(  # type: ignore[no-untyped-def]
                 _deleverage(
                     i, coll, size, entry, m, idx, is_liq, side, need, adl_close, ev, adl_policy
                 )
+        if adl_first:  # the fund pays what ADL could not place, in account order
+            for o in range(n_orders):
+                k = orders[o]
+                if bad[k] > 0.0:
+                    paid[k] = min(max(available, 0.0), bad[k] * (1.0 - adl_close[k] / close[k]))
+                    available -= paid[k]
 
         # 6. Fills and deleveraged closes on the accounts; the book's side to the counterparty.
         #    A refused order of a deficient account: what ADL could not place closes in the
@@ -910,7 +939,8 @@ def _venue_one(  # type: ignore[no-untyped-def]
                 below[k] = below[k] or bad[k] > 0.0
             if adl_policy == ADL_HYPERLIQUID and adl_close[k] > 0.0 and not refused[k]:
                 gain = s * (m - price[k])
-                overshoot += _mark_overshoot(adl_close[k], bad[k] - paid[k], gain) * m
+                uncovered = bad[k] if adl_first else bad[k] - paid[k]
+                overshoot += _mark_overshoot(adl_close[k], uncovered, gain) * m
             _settle_order(
                 coll, size, i, a, c, q, e, s, book_close, adl_close[k], price[k], fee[k],
                 fund_paid, book_bad, socialized, adl_policy, m, acc,
@@ -920,10 +950,12 @@ def _venue_one(  # type: ignore[no-untyped-def]
         loss = acc[_ACC_LOSS]
 
         # 7. Socialisation, then the exchange absorbs the rest.
-        if loss > 0.0:
+        if loss > 0.0 and (stages & W_NO_SOCIALIZE) == 0:
             charged = _socialize(i, coll, size, entry, m, is_liq, loss, socialization)
             charged_total += charged
             unrecovered_total += loss - charged
+        elif loss > 0.0:
+            unrecovered_total += loss
         step += 1
 
     liquidator_rewards[i] += rewards

@@ -42,9 +42,9 @@ The waterfall's stages, in order, per mode (``docs/liquidation.md`` draws the ta
 
 | stage | partial | binance | dydx_v4 | hyperliquid | bitmex |
 |---|---|---|---|---|---|
-| own margin, book | 25%/tick | IOC, whole | 10%/block | 20%, whole | - |
+| own margin, liquidators, book | 25%/tick | IOC, whole | 10%/block | 20%, whole | - |
+| vault (if any) | - | [0, 2/3 MM) | [0, 2/3 MM) | [0, 2/3 MM) | [0, 2/3 MM) |
 | fund takeover | - | deficient | - | < 2/3 MM | all |
-| (vault) | - | - | - | not yet | - |
 | fund pays | what it can | what it can | all or refuse | what it can | what it can |
 | ADL | uncovered | uncovered | refused, TNC < 0 | uncovered | uncovered |
 | socialise, exchange | rest | rest | rest | rest | rest |
@@ -52,9 +52,11 @@ The waterfall's stages, in order, per mode (``docs/liquidation.md`` draws the ta
 A **takeover** closes the account at its bankruptcy price (it ends at zero equity: its whole
 remaining margin is lost) and the fund closes the position into the book in the same sub-step,
 keeping the whole surplus over bankruptcy or paying the loss: the fund holds no positions
-between sub-steps. The vault of issue 15's next piece is a stage between the takeover and the
-fund: until it exists, Hyperliquid's accounts below 2/3 of maintenance margin are taken over
-by the fund, then ADL, as the table says.
+between sub-steps. The backstop vault (:mod:`fundgym.envs.core.vault`), when the exchange has
+one, comes first: it takes accounts with equity in [0, 2/3) of their requirement over at the
+oracle, with their margin, and holds the positions; what it does not take (an exhausted vault,
+an account below zero) goes on to the fund's takeover. ``RiskParams.waterfall`` can reorder or
+drop the later stages (:data:`fundgym.envs.core.params.WATERFALL_STAGES`).
 
 Sources of every constant are next to it; ``[E]`` marks an estimate.
 """

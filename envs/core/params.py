@@ -63,11 +63,42 @@ parameters and sources are in :mod:`fundgym.envs.core.liquidation` and ``docs/li
 * ``dydx_v4``: 10% of a position per one-second block with dYdX's per-block caps, filled only
   at or better than the fillable price; what cannot fill is deleveraged.
 * ``hyperliquid``: market orders; positions over $100k send 20% first, then the whole position
-  during a 30 s cooldown; accounts below 2/3 of maintenance margin are taken over (by the fund
-  until the backstop vault exists).
+  during a 30 s cooldown; accounts below 2/3 of maintenance margin are taken over (by the
+  backstop vault when the exchange has one, else by the fund).
 * ``bitmex``: the fund takes over every liquidated position and its remaining margin, closes
   it in the book, and deleverages at bankruptcy only what it cannot pay.
 """
+
+WATERFALL_STAGES: tuple[str, ...] = (
+    "margin",
+    "book",
+    "vault",
+    "fund",
+    "adl",
+    "socialize",
+    "exchange",
+)
+"""The stages a loss can pass through, in the default order (``RiskParams.waterfall``):
+
+* ``margin``: the account's own margin (first, always);
+* ``book``: outside liquidators, then the book (second, always; the venue mode sizes the
+  orders, :mod:`fundgym.envs.core.liquidation`, :mod:`fundgym.envs.core.liquidators`);
+* ``vault``: the backstop vault's takeover (:mod:`fundgym.envs.core.vault`), right after the
+  book when present: it acts on accounts before their fills, not on losses;
+* ``fund``: the insurance fund pays shortfalls;
+* ``adl``: auto-deleveraging (``adl_policy``);
+* ``socialize``: socialised loss (``socialization``), after the fund and ADL;
+* ``exchange``: the exchange's own capital absorbs the rest (last, always).
+
+A sequence may leave out ``vault``, ``fund``, ``adl`` and ``socialize`` and may put ``adl``
+before ``fund`` (deleverage first, the fund pays only what ADL could not place: not under
+``dydx_v4``, whose engine deleverages only what the fund refused).
+"""
+
+#: Bits of :attr:`RiskParams.waterfall_code`, the sequence as the kernels read it. ``W_NO_ADL``
+#: is bit 0, so the default sequence is code 0 and the one without ADL code 1, the codes of
+#: ``fallback`` "adl" and "socialize".
+W_NO_ADL, W_ADL_FIRST, W_NO_FUND, W_NO_SOCIALIZE, W_NO_VAULT = 1, 2, 4, 8, 16
 
 #: Column of each numeric field in :meth:`RiskParams.packed` (the kernels read these).
 P_MMR, P_IMR, P_LIQ_FEE, P_LIQ_FUND_SHARE, P_TAKER_FEE, P_TRADE_FUND_SHARE = 0, 1, 2, 3, 4, 5
@@ -200,6 +231,7 @@ class RiskParams:
     socialization: Socialization = "profit_haircut"
     adl_policy: AdlPolicy = "bitmex"
     liquidation_mode: LiquidationMode = "partial"
+    waterfall: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         for name, lever in _LEVERS.items():
@@ -229,6 +261,9 @@ class RiskParams:
             )
         if self.tiers is not None and not isinstance(self.tiers, MarginTiers):
             raise ValueError(f"RiskParams.tiers must be a MarginTiers or None, got {self.tiers!r}")
+        if self.waterfall is not None:
+            object.__setattr__(self, "waterfall", tuple(self.waterfall))
+            check_waterfall(self.waterfall, self.fallback, self.liquidation_mode)
 
     @classmethod
     def trusted(cls, **values: Any) -> RiskParams:
@@ -303,6 +338,33 @@ class RiskParams:
         return FALLBACKS.index(self.fallback)
 
     @property
+    def stages(self) -> tuple[str, ...]:
+        """The waterfall in force: ``waterfall``, or the default order.
+
+        The default leaves ``adl`` out when ``fallback`` is "socialize".
+        """
+        if self.waterfall is not None:
+            return self.waterfall
+        return tuple(s for s in WATERFALL_STAGES if s != "adl" or self.fallback == "adl")
+
+    @property
+    def waterfall_code(self) -> int:
+        """:attr:`stages` as the kernels read it: ``W_*`` bits (0: the default sequence)."""
+        stages = self.stages
+        code = 0
+        if "adl" not in stages:
+            code |= W_NO_ADL
+        elif "fund" in stages and stages.index("adl") < stages.index("fund"):
+            code |= W_ADL_FIRST
+        if "fund" not in stages:
+            code |= W_NO_FUND
+        if "socialize" not in stages:
+            code |= W_NO_SOCIALIZE
+        if "vault" not in stages:
+            code |= W_NO_VAULT
+        return code
+
+    @property
     def socialization_code(self) -> int:
         """Index of ``socialization`` in :data:`SOCIALIZATIONS`."""
         return SOCIALIZATIONS.index(self.socialization)
@@ -340,3 +402,35 @@ class RiskParams:
             view.flags.writeable = False
             cache[key] = view
         return view
+
+
+def check_waterfall(stages: tuple[str, ...], fallback: str, liquidation_mode: str) -> None:
+    """Raise ``ValueError`` naming what is wrong with a waterfall sequence.
+
+    The rules are :data:`WATERFALL_STAGES`'s.
+    """
+    where = f"RiskParams.waterfall = {list(stages)}"
+    unknown = [s for s in stages if s not in WATERFALL_STAGES]
+    if unknown:
+        raise ValueError(f"{where}: unknown stage {unknown[0]!r}; allowed: {WATERFALL_STAGES}")
+    if len(set(stages)) != len(stages):
+        raise ValueError(f"{where}: a stage appears twice")
+    if stages[:2] != ("margin", "book") or stages[-1:] != ("exchange",):
+        raise ValueError(f"{where}: must start with 'margin', 'book' and end with 'exchange'")
+    if "vault" in stages and stages[2] != "vault":
+        raise ValueError(f"{where}: 'vault' comes right after 'book' (it takes accounts over)")
+    if "socialize" in stages:
+        i = stages.index("socialize")
+        if any(s in stages[i:] for s in ("fund", "adl")):
+            raise ValueError(f"{where}: 'socialize' comes after 'fund' and 'adl'")
+    if ("adl" in stages) != (fallback == "adl"):
+        raise ValueError(
+            f"{where} and fallback = {fallback!r} disagree: fallback 'adl' goes with an 'adl' "
+            "stage, 'socialize' with none"
+        )
+    adl_first = "adl" in stages and "fund" in stages and stages.index("adl") < stages.index("fund")
+    if adl_first and liquidation_mode == "dydx_v4":
+        raise ValueError(
+            f"{where}: 'adl' before 'fund' is not defined under liquidation_mode 'dydx_v4' "
+            "(its engine deleverages only what the fund refused)"
+        )

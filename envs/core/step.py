@@ -241,7 +241,7 @@ def core_step(
         coll, size, entry, marks, book, packed, floors, rates, cums, base, ev.data
     )
     vault = state.vault
-    with_vault = bool((vault[:, V_ACTIVE] > 0.0).any())
+    with_vault = bool((vault[:, V_ACTIVE] > 0.0).any())  # unwinds even if no longer a stage
     if total == 0 and not with_vault:  # the common case: no account is liquidatable this tick
         return ev
     if (with_vault or _liquidators(packed)) and not isinstance(impact, LinearImpact):
@@ -286,7 +286,7 @@ def core_step(
             np.ascontiguousarray(sell_px, dtype=np.float64),
             np.ascontiguousarray(buy_px, dtype=np.float64),
             np.ascontiguousarray(available, dtype=np.float64),
-            params.fallback_code,
+            params.waterfall_code,
             params.socialization_code,
             params.adl_policy_code,
             mode,

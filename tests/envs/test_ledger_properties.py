@@ -39,9 +39,23 @@ SIZES = st.one_of(st.just(0.0), st.floats(-50.0, 50.0, allow_nan=False))
 ORACLES = st.sampled_from(["follows", "frozen", "manipulated_up", "manipulated_down"])
 
 
+def waterfall_variant(variant, fallback, mode):
+    """One of four loss sequences, consistent with ``fallback`` and ``mode`` (None: default)."""
+    adl = ("adl",) if fallback == "adl" else ()
+    if variant == 1 and adl and mode != "dydx_v4":  # ADL before the fund
+        return ("margin", "book", "vault", "adl", "fund", "socialize", "exchange")
+    if variant == 2:  # no socialisation: the exchange takes the rest
+        return ("margin", "book", "vault", "fund", *adl, "exchange")
+    if variant == 3:  # no fund in front of ADL and socialisation
+        return ("margin", "book", "vault", *adl, "socialize", "exchange")
+    return None
+
+
 @st.composite
 def risk_params(draw):
     mmr = draw(st.floats(0.001, 0.3))
+    fallback = draw(st.sampled_from(["adl", "socialize"]))
+    mode = draw(st.sampled_from(LIQUIDATION_MODES))
     return RiskParams(
         mmr=mmr,
         imr=min(1.0, mmr * draw(st.floats(1.0, 3.0))),
@@ -51,12 +65,13 @@ def risk_params(draw):
         trading_fee_fund_share=draw(st.floats(0.0, 1.0)),
         max_liquidation_fraction=draw(st.floats(0.05, 1.0)),
         min_liquidation_notional_usd=draw(st.sampled_from([0.0, 1000.0])),
-        fallback=draw(st.sampled_from(["adl", "socialize"])),
+        fallback=fallback,
         tiers=draw(st.sampled_from([None, MarginTiers.binance_btcusdt_2021()])),
         socialization=draw(st.sampled_from(["profit_haircut", "drift"])),
         adl_policy=draw(st.sampled_from(ADL_POLICIES)),
-        liquidation_mode=draw(st.sampled_from(LIQUIDATION_MODES)),
+        liquidation_mode=mode,
         liquidator_capacity_mult=draw(st.sampled_from([0.0, 1.0, 50.0])),
+        waterfall=waterfall_variant(draw(st.integers(0, 3)), fallback, mode),
     )
 
 
@@ -144,7 +159,8 @@ def run_batched_paths(n_paths, seed, n_acc=32, n_steps=40, batch=2000):
     tick the returns are fat-tailed with -99% / +500% shocks, depth is drawn log-uniform
     from 1e-3 (near zero) to 1e7 USD per 1%, the oracle follows, freezes or is manipulated
     30% off the book, and mmr, fees, the fee split and the liquidation fraction and minimum
-    are re-drawn, as is the liquidators' capacity multiple; a third of the exchanges have a
+    are re-drawn, as is the liquidators' capacity multiple; the loss sequence rotates over
+    :func:`waterfall_variant`'s four; a third of the exchanges have a
     backstop vault of a drawn size. Returns the number of liquidations seen (a check that
     paths were hard) and how often the vault took over, lost, and liquidators filled.
     """
@@ -194,6 +210,7 @@ def run_batched_paths(n_paths, seed, n_acc=32, n_steps=40, batch=2000):
                 adl_policy=adl_policy,
                 liquidation_mode=mode,
                 liquidator_capacity_mult=rng.choice([0.0, 1.0, 20.0], n_envs),
+                waterfall=waterfall_variant(b // 3 % 4, fallback, mode),
             )
             impact = LinearImpact(10.0 ** rng.uniform(-3.0, 7.0, n_envs))
             ev = core_step(state, params, mark, impact, book_price=book_px)

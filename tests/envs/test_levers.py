@@ -42,6 +42,7 @@ def test_every_parameter_name_in_use_is_a_lever():
         "socialization",
         "adl_policy",
         "liquidation_mode",
+        "waterfall",
     }
     assert numeric <= set(LEVERS)
     assert set(PARAMS) == set(CONTROLLABLE) <= set(LEVERS)
