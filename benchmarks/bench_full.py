@@ -55,11 +55,15 @@ def time_full(
     check_ledger: bool = False,
     liquidation_mode: str = "partial",
     adl_policy: str = "bitmex",
+    vault_to_oi_frac: float = 0.0,
+    liquidation_fee_fund_share: float = 1.0,
 ) -> dict[str, Any]:
     """Median account-steps per second of full ticks, over ``repeats`` runs.
 
-    ``liquidation_mode`` and ``adl_policy`` set the margin engine's venue mode and ADL rule
-    (default parameters otherwise), so the cost of each stage can be read side by side.
+    ``liquidation_mode`` and ``adl_policy`` set the margin engine's venue mode and ADL rule,
+    ``vault_to_oi_frac`` a backstop vault (venue modes only) and
+    ``liquidation_fee_fund_share`` below 1 pays outside liquidators (default parameters
+    otherwise), so the cost of each stage can be read side by side.
 
     Each run builds a fresh simulator, runs one warm-up tick (compiles on first use), then
     ``steps`` ticks as one :meth:`advance` block, and again ``steps`` ticks one
@@ -76,9 +80,11 @@ def time_full(
                 RiskParams(
                     liquidation_mode=liquidation_mode,  # type: ignore[arg-type]
                     adl_policy=adl_policy,  # type: ignore[arg-type]
+                    liquidation_fee_fund_share=liquidation_fee_fund_share,
                 ),
                 n_envs=n_envs,
                 n_accounts=n_accounts,
+                vault_to_oi_frac=vault_to_oi_frac,
                 seed=seed + rep,
                 threads=threads,
                 record=False,
@@ -105,6 +111,8 @@ def time_full(
         "check_ledger": check_ledger,
         "liquidation_mode": liquidation_mode,
         "adl_policy": adl_policy,
+        "vault_to_oi_frac": vault_to_oi_frac,
+        "liquidation_fee_fund_share": liquidation_fee_fund_share,
         "median_account_steps_per_s": statistics.median(block_rates),
         "min_account_steps_per_s": min(block_rates),
         "max_account_steps_per_s": max(block_rates),

@@ -123,6 +123,17 @@ def _bench_full(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--adl-policy: unknown rule {args.adl_policy!r}; allowed: {', '.join(ADL_POLICIES)}"
         )
+    if not 0.0 <= args.vault_to_oi_frac <= 10.0:
+        raise UsageError(f"--vault-to-oi-frac: {args.vault_to_oi_frac!r} is not in [0, 10]")
+    if args.vault_to_oi_frac > 0.0 and "partial" in args.liquidation_modes:
+        raise UsageError(
+            "--vault-to-oi-frac: a vault runs only under the venue modes; drop 'partial' from "
+            "--liquidation-modes"
+        )
+    if not 0.0 <= args.liquidation_fee_fund_share <= 1.0:
+        raise UsageError(
+            f"--liquidation-fee-fund-share: {args.liquidation_fee_fund_share!r} is not in [0, 1]"
+        )
     bench = _load_benchmarks("bench_full")
     machine = _load_benchmarks().machine()
     print(f"fundgym bench full on {machine}")
@@ -132,7 +143,8 @@ def _bench_full(args: argparse.Namespace) -> int:
     )
     print(
         f"{'scenario':>12s} {'mode':>11s} {'envs':>5s} {'accounts':>9s} {'account-steps/s':>16s} "
-        f"{'liq/step':>9s}   (ADL rule {args.adl_policy})"
+        f"{'liq/step':>9s}   (ADL rule {args.adl_policy}, vault {args.vault_to_oi_frac:g} of OI, "
+        f"fund's fee share {args.liquidation_fee_fund_share:g})"
     )
     rows = []
     for scenario in args.scenarios:
@@ -142,6 +154,8 @@ def _bench_full(args: argparse.Namespace) -> int:
                     r = bench.time_full(
                         n_envs, n_acc, scenario, args.steps, args.repeats, args.seed,
                         liquidation_mode=mode, adl_policy=args.adl_policy,
+                        vault_to_oi_frac=args.vault_to_oi_frac,
+                        liquidation_fee_fund_share=args.liquidation_fee_fund_share,
                     )  # fmt: skip
                     rows.append(r)
                     print(
@@ -269,6 +283,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--adl-policy",
         default="bitmex",
         help=f"the ADL rule in force (default bitmex; allowed: {', '.join(ADL_POLICIES)})",
+    )
+    p_full.add_argument(
+        "--vault-to-oi-frac",
+        type=float,
+        default=0.0,
+        help="backstop vault capital as a share of open interest (default 0: none; venue "
+        "liquidation modes only), to time the vault's stage",
+    )
+    p_full.add_argument(
+        "--liquidation-fee-fund-share",
+        type=float,
+        default=1.0,
+        help="the fund's share of the liquidation fee (default 1: outside liquidators earn "
+        "nothing and take no flow); below 1 times their stage",
     )
     _add_run_arguments(p_full)
     p_full.set_defaults(func=_bench_full)

@@ -528,6 +528,13 @@ CASES: list[tuple[str, list[str], list[str]]] = [
      ["--liquidation-modes: unknown mode 'ftx'", "dydx_v4"]),
     ("bench-full-adl-unknown", ["bench", "full", "--adl-policy", "queue"],
      ["--adl-policy: unknown rule 'queue'", "water_filling"]),
+    ("bench-full-vault-partial", ["bench", "full", "--vault-to-oi-frac", "0.02"],
+     ["--vault-to-oi-frac", "drop 'partial'"]),
+    ("bench-full-vault-range", ["bench", "full", "--vault-to-oi-frac", "-1",
+                                "--liquidation-modes", "hyperliquid"],
+     ["--vault-to-oi-frac: -1.0 is not in [0, 10]"]),
+    ("bench-full-share-range", ["bench", "full", "--liquidation-fee-fund-share", "2"],
+     ["--liquidation-fee-fund-share: 2.0 is not in [0, 1]"]),
     # ---- demo
     ("demo-episodes-zero", ["demo", "--episodes", "0", "--out", "{new}"],
      ["--episodes must be >= 1, got 0"]),
