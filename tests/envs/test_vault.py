@@ -194,3 +194,25 @@ def test_the_simulator_books_the_vault_at_reset_and_the_ledger_closes():
     assert (v[:, V_ACTIVE] == 1.0).all()
     sim.advance(600, check_ledger=True)
     assert sim.max_ledger_error_usd <= 1e-9 * float(sim.state.initial_total_usd.max())
+
+
+def test_two_threads_run_the_vault_bit_for_bit_as_one():
+    from fundgym.envs.scenarios import load_scenario
+
+    def run(threads):
+        sim = ExchangeSimulator(
+            load_scenario("oct_10_2025"),
+            params(mmr=0.0125, imr=0.025, liquidation_fee_rate=0.001),
+            n_envs=3,
+            n_accounts=128,
+            seed=5,
+            fund_to_oi_frac=0.0,
+            vault_to_oi_frac=0.022,
+            threads=threads,
+        )
+        block = sim.advance(400)
+        return sim.state.vault.copy(), block.events.copy()
+
+    (v1, e1), (v2, e2) = run(1), run(2)
+    np.testing.assert_array_equal(v1, v2)
+    np.testing.assert_array_equal(e1, e2)
