@@ -60,7 +60,7 @@ from fundgym.envs.core.liquidation import (
     n_substeps,
     path_price,
 )
-from fundgym.envs.core.liquidators import liquidator_capacity_usd, side_fill
+from fundgym.envs.core.liquidators import liquidator_capacity_usd, side_fills
 from fundgym.envs.core.params import (
     P_LIQ_FEE,
     P_LIQ_FUND_SHARE,
@@ -496,16 +496,35 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
     fee_rate = packed[i, P_LIQ_FEE]
     fund_share = packed[i, P_LIQ_FUND_SHARE]
     mult = packed[i, P_LIQUIDATOR_MULT]
-    if mult * fee_rate * (1.0 - fund_share) > 0.0:  # liquidators take capacity at the oracle
-        flow = ev[i, EV_LIQUIDATION_SELL]
-        cap = liquidator_capacity_usd(fee_rate, fund_share, mult, depth, m, book_px, 1.0)
-        sell_px, taken_sell = side_fill(flow, cap, m, book_px, depth, max_impact, 1.0)
-        flow = ev[i, EV_LIQUIDATION_BUY]
-        cap = liquidator_capacity_usd(fee_rate, fund_share, mult, depth, m, book_px, -1.0)
-        buy_px, taken_buy = side_fill(flow, cap, m, book_px, depth, max_impact, -1.0)
-        ev[i, EV_LIQUIDATOR_ABSORBED] = taken_sell + taken_buy
     side = np.empty(n)
     close = np.empty(n)
+    paid_for = np.zeros(n, np.bool_)  # orders liquidators are paid for: solvent at the oracle
+    sell_liq_px = sell_px
+    buy_liq_px = buy_px
+    for k in range(n):
+        a = idx[k]
+        q = size[i, a, 0]
+        side[k] = 1.0 if q > 0.0 else -1.0
+        close[k] = _close_base(abs(q), max_frac, min_base)
+    if mult * fee_rate * (1.0 - fund_share) > 0.0:  # liquidators take capacity at the oracle
+        paid_sell = 0.0
+        paid_buy = 0.0
+        for k in range(n):
+            a = idx[k]
+            paid_for[k] = coll[i, a] + size[i, a, 0] * (m - entry[i, a, 0]) > 0.0
+            if paid_for[k] and side[k] > 0.0:
+                paid_sell += close[k] * book_px
+            elif paid_for[k]:
+                paid_buy += close[k] * book_px
+        cap = liquidator_capacity_usd(fee_rate, fund_share, mult, depth, m, book_px, 1.0)
+        sell_px, sell_liq_px, taken_sell = side_fills(
+            ev[i, EV_LIQUIDATION_SELL], paid_sell, cap, m, book_px, depth, max_impact, 1.0
+        )
+        cap = liquidator_capacity_usd(fee_rate, fund_share, mult, depth, m, book_px, -1.0)
+        buy_px, buy_liq_px, taken_buy = side_fills(
+            ev[i, EV_LIQUIDATION_BUY], paid_buy, cap, m, book_px, depth, max_impact, -1.0
+        )
+        ev[i, EV_LIQUIDATOR_ABSORBED] = taken_sell + taken_buy
     price = np.empty(n)
     fee = np.empty(n)
     bad = np.empty(n)
@@ -515,9 +534,10 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
     for k in range(n):
         a = idx[k]
         q = size[i, a, 0]
-        side[k] = 1.0 if q > 0.0 else -1.0
-        close[k] = _close_base(abs(q), max_frac, min_base)
-        price[k] = sell_px if q > 0.0 else buy_px
+        if paid_for[k]:
+            price[k] = sell_liq_px if q > 0.0 else buy_liq_px
+        else:
+            price[k] = sell_px if q > 0.0 else buy_px
         delta = _insurance_fund_delta(coll[i, a], q, entry[i, a, 0], close[k], price[k], fee_rate)
         fee[k] = max(delta, 0.0)
         bad[k] = max(-delta, 0.0)
@@ -604,32 +624,38 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
 
 
 @jit(error_model="numpy", inline="always")
-def _sub_step_prices(  # type: ignore[no-untyped-def]
-    flow_sell, flow_buy, mult, fee_rate, fund_share, taken_sell, taken_buy, m, book_px, depth,
-    max_impact,
-):  # fmt: skip
-    """A sub-step's fill per side and what the liquidators took: ``(sell, buy, got_s, got_b)``.
+def _order_price(side, paid_for, sell_px, sell_liq, buy_px, buy_liq):  # type: ignore[no-untyped-def]
+    """An order's fill: its side's, at the liquidators' average if they are paid for it."""
+    if side > 0.0:
+        return sell_liq if paid_for else sell_px
+    return buy_liq if paid_for else buy_px
 
-    Without liquidators each side's flow walks the book. With them, each side's capacity at
-    the sub-step's oracle and book, less what they took earlier in the tick, is taken at the
-    oracle (:func:`~fundgym.envs.core.liquidators.side_fill`).
+
+@jit(error_model="numpy", inline="always")
+def _sub_step_prices(  # type: ignore[no-untyped-def]
+    flow_sell, flow_buy, paid_sell, paid_buy, mult, fee_rate, fund_share, taken_sell, taken_buy,
+    m, book_px, depth, max_impact,
+):  # fmt: skip
+    """A sub-step's fills: ``(sell, sell_liq, buy, buy_liq, got_sell, got_buy)``.
+
+    Without liquidators each side's flow walks the book (``*_liq`` equal the book's fills).
+    With them, each side's capacity at the sub-step's oracle and book, less what they took
+    earlier in the tick, is taken at the oracle out of the orders they are paid for
+    (``paid_*`` USD; :func:`~fundgym.envs.core.liquidators.side_fills`).
     """
     if not mult * fee_rate * (1.0 - fund_share) > 0.0:
-        return (
-            book_price(book_px, flow_sell, depth, max_impact, -1.0),
-            book_price(book_px, flow_buy, depth, max_impact, 1.0),
-            0.0,
-            0.0,
-        )
+        sell_px = book_price(book_px, flow_sell, depth, max_impact, -1.0)
+        buy_px = book_price(book_px, flow_buy, depth, max_impact, 1.0)
+        return sell_px, sell_px, buy_px, buy_px, 0.0, 0.0
     cap = liquidator_capacity_usd(fee_rate, fund_share, mult, depth, m, book_px, 1.0)
-    sell_px, got_sell = side_fill(
-        flow_sell, max(cap - taken_sell, 0.0), m, book_px, depth, max_impact, 1.0
+    sell_px, sell_liq, got_sell = side_fills(
+        flow_sell, paid_sell, max(cap - taken_sell, 0.0), m, book_px, depth, max_impact, 1.0
     )
     cap = liquidator_capacity_usd(fee_rate, fund_share, mult, depth, m, book_px, -1.0)
-    buy_px, got_buy = side_fill(
-        flow_buy, max(cap - taken_buy, 0.0), m, book_px, depth, max_impact, -1.0
+    buy_px, buy_liq, got_buy = side_fills(
+        flow_buy, paid_buy, max(cap - taken_buy, 0.0), m, book_px, depth, max_impact, -1.0
     )
-    return sell_px, buy_px, got_sell, got_buy
+    return sell_px, sell_liq, buy_px, buy_liq, got_sell, got_buy
 
 
 @jit(error_model="numpy")
@@ -699,6 +725,7 @@ def _venue_one(  # type: ignore[no-untyped-def]
     need = np.zeros(n)
     adl_close = np.zeros(n)
     takeover = np.zeros(n, np.bool_)
+    paid_for = np.zeros(n, np.bool_)  # orders liquidators are paid for: solvent, no takeover
     refused = np.zeros(n, np.bool_)
     deficient = np.zeros(n, np.bool_)
     below = np.zeros(n, np.bool_)
@@ -731,6 +758,8 @@ def _venue_one(  # type: ignore[no-untyped-def]
         #    the mode.
         flow_sell = 0.0
         flow_buy = 0.0
+        paid_sell = 0.0  # the flow of orders liquidators are paid for
+        paid_buy = 0.0
         n_orders = 0
         for k in range(n):
             close[k] = 0.0
@@ -781,10 +810,13 @@ def _venue_one(  # type: ignore[no-untyped-def]
             else:  # LIQ_BITMEX
                 close[k] = abs_q
                 takeover[k] = True
+            paid_for[k] = eq > 0.0 and not takeover[k]  # liquidators earn its fee
             if q > 0.0:
                 flow_sell += close[k] * book_px
+                paid_sell += close[k] * book_px if paid_for[k] else 0.0
             else:
                 flow_buy += close[k] * book_px
+                paid_buy += close[k] * book_px if paid_for[k] else 0.0
             orders[n_orders] = k
             n_orders += 1
         if n_orders == 0:
@@ -795,9 +827,9 @@ def _venue_one(  # type: ignore[no-untyped-def]
                 rates, cums, base_mmr,
             )  # fmt: skip
             continue
-        sell_px, buy_px, got_sell, got_buy = _sub_step_prices(
-            flow_sell, flow_buy, mult, fee_rate, fund_share, taken_sell, taken_buy, m, book_px,
-            depth, max_impact,
+        sell_px, sell_liq, buy_px, buy_liq, got_sell, got_buy = _sub_step_prices(
+            flow_sell, flow_buy, paid_sell, paid_buy, mult, fee_rate, fund_share, taken_sell,
+            taken_buy, m, book_px, depth, max_impact,
         )  # fmt: skip
 
         # 2. dYdX fills no order worse than its fillable price; the others are priced again
@@ -809,23 +841,28 @@ def _venue_one(  # type: ignore[no-untyped-def]
             for o in range(n_orders):
                 k = orders[o]
                 if close[k] > 0.0 and (adl_on or not deficient[k]):
-                    px = sell_px if side[k] > 0.0 else buy_px
+                    px = _order_price(side[k], paid_for[k], sell_px, sell_liq, buy_px, buy_liq)
                     if side[k] * (px - limit[k]) < 0.0:
                         refused[k] = True
                         cut = True
             if cut:
                 flow_sell = 0.0
                 flow_buy = 0.0
+                paid_sell = 0.0
+                paid_buy = 0.0
                 for o in range(n_orders):
                     k = orders[o]
                     if close[k] > 0.0 and not refused[k]:
+                        notional = close[k] * book_px
                         if side[k] > 0.0:
-                            flow_sell += close[k] * book_px
+                            flow_sell += notional
+                            paid_sell += notional if paid_for[k] else 0.0
                         else:
-                            flow_buy += close[k] * book_px
-                sell_px, buy_px, got_sell, got_buy = _sub_step_prices(
-                    flow_sell, flow_buy, mult, fee_rate, fund_share, taken_sell, taken_buy,
-                    m, book_px, depth, max_impact,
+                            flow_buy += notional
+                            paid_buy += notional if paid_for[k] else 0.0
+                sell_px, sell_liq, buy_px, buy_liq, got_sell, got_buy = _sub_step_prices(
+                    flow_sell, flow_buy, paid_sell, paid_buy, mult, fee_rate, fund_share,
+                    taken_sell, taken_buy, m, book_px, depth, max_impact,
                 )  # fmt: skip
         taken_sell += got_sell
         taken_buy += got_buy
@@ -837,7 +874,7 @@ def _venue_one(  # type: ignore[no-untyped-def]
         income_now = 0.0
         for o in range(n_orders):
             k = orders[o]
-            price[k] = sell_px if side[k] > 0.0 else buy_px
+            price[k] = _order_price(side[k], paid_for[k], sell_px, sell_liq, buy_px, buy_liq)
             if close[k] > 0.0 and not refused[k]:
                 a = idx[k]
                 c = coll[i, a]

@@ -37,11 +37,13 @@ take nothing and the engine's orders walk the book, as before liquidators existe
 
 **Where they act.** In the waterfall's "liquidators and book" stage, before the vault, the
 fund and ADL: each tick, per side, liquidators take the first ``capacity`` of the engine's
-order flow (pro rata over the side's orders) at the oracle; the rest walks the book on its own
-flow. Their share of the fee is already their reward (``liquidator_rewards_usd``), and the
-liquidation fee is charged as before (capped by the account's surplus over bankruptcy). The
-flow they take still moves the next tick's prices: they hedge it into the same book. Under the
-sub-stepped venue modes the tick's capacity is shared by its sub-steps, in order.
+orders they are paid for (accounts solvent at the oracle, not taken over: a bankrupt
+account's capped fee is zero), pro rata over those orders, at the oracle; the rest of the
+flow walks the book on its own. Their share of the fee is already their reward
+(``liquidator_rewards_usd``), and the liquidation fee is charged as before (capped by the
+account's surplus over bankruptcy). The flow they take still moves the next tick's prices:
+they hedge it into the same book. Under the sub-stepped venue modes the tick's capacity is
+shared by its sub-steps, in order.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from __future__ import annotations
 from fundgym.envs.core.impact import book_price
 from fundgym.envs.jit import jit
 
-__all__ = ["LIQUIDATOR_MARGINAL_SLIPPAGE_PER_DEPTH", "liquidator_capacity_usd", "side_fill"]
+__all__ = ["LIQUIDATOR_MARGINAL_SLIPPAGE_PER_DEPTH", "liquidator_capacity_usd", "side_fills"]
 
 #: The marginal slippage of hedging ``x`` USD through the linear book is this x ``x / D``
 #: (twice :class:`~fundgym.envs.core.impact.LinearImpact`'s average, 0.005 per depth unit).
@@ -73,16 +75,20 @@ def liquidator_capacity_usd(fee_rate, fund_share, mult, depth, m, book_px, sign)
 
 
 @jit(error_model="numpy", inline="always")
-def side_fill(flow, capacity, m, book_px, depth, max_impact, sign):  # type: ignore[no-untyped-def]
-    """Average fill of one side's ``flow`` USD and the USD liquidators absorbed: ``(price, taken)``.
+def side_fills(flow, eligible_flow, capacity, m, book_px, depth, max_impact, sign):  # type: ignore[no-untyped-def]
+    """One side's fills: ``(book fill, liquidators' orders' fill, USD they took)``.
 
-    The liquidators take ``min(flow, capacity)`` at the oracle ``m``; the rest walks the book
-    from ``book_px`` on its own flow. ``sign`` is +1 for sells, -1 for buys. Without capacity
-    this is :func:`~fundgym.envs.core.impact.book_price` of the whole flow.
+    Of the side's ``flow`` USD, ``eligible_flow`` is the orders liquidators are paid for (an
+    account solvent at the oracle, not a takeover: the fee on a bankrupt account's order, or
+    on a takeover's, pays them nothing). They take ``min(eligible_flow, capacity)`` at the
+    oracle ``m``, pro rata over those orders; the rest of the side's flow walks the book from
+    ``book_px`` on its own. An eligible order fills at the average of the two; the others at
+    the book's. ``sign`` is +1 for sells, -1 for buys. Without capacity both fills are
+    :func:`~fundgym.envs.core.impact.book_price` of the whole flow.
     """
-    book_fill = book_price(book_px, max(flow - capacity, 0.0), depth, max_impact, -sign)
-    if not capacity > 0.0 or not flow > 0.0:
-        return book_fill, 0.0
-    taken = min(flow, capacity)
-    share = taken / flow
-    return share * m + (1.0 - share) * book_fill, taken
+    taken = min(eligible_flow, capacity) if capacity > 0.0 and eligible_flow > 0.0 else 0.0
+    book_fill = book_price(book_px, flow - taken, depth, max_impact, -sign)
+    if not taken > 0.0:
+        return book_fill, book_fill, 0.0
+    share = taken / eligible_flow
+    return book_fill, share * m + (1.0 - share) * book_fill, taken

@@ -139,3 +139,17 @@ def test_venue_modes_share_the_ticks_capacity():
     ev = step(s, p, 9_400, 47_000.0)
     assert ev.liquidator_absorbed_usd[0] == pytest.approx(9_400.0, **APPROX)
     assert s.collateral_usd[0, 0] == pytest.approx(306.0, **APPROX)
+
+
+def test_liquidators_take_only_the_orders_they_are_paid_for():
+    # Two longs of 1 unit at 10,000: account 0 with 1,000 (equity 400 at 9,400), account 1
+    # with 500 (equity -100: bankrupt at 9,500, its capped fee is zero). Capacity 23,500
+    # covers account 0's 9,400 order, filled at the oracle (keeps 306, as above); account 1's
+    # order walks the book alone: 9,400 through 47,000 slips 0.1%, 9,390.6, which is 109.4
+    # past its bankruptcy price: the fund pays it.
+    s = SimState.create([[1000.0, 500.0]], [[1.0, 1.0]], [[10_000.0, 10_000.0]], 1000.0)
+    ev = step(s, params(), 9_400, 47_000.0)
+    assert ev.liquidator_absorbed_usd[0] == pytest.approx(9_400.0, **APPROX)
+    assert s.collateral_usd[0, 0] == pytest.approx(306.0, **APPROX)
+    assert ev.shortfall_usd[0] == pytest.approx(109.4, **APPROX)
+    assert s.collateral_usd[0, 1] == pytest.approx(0.0, abs=1e-9)
