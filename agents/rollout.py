@@ -8,8 +8,8 @@ Evaluation (:mod:`fundgym.agents.evaluate`), its static searches and every expor
   own, else the default training config); :func:`job_env` fits it to one policy on one
   scenario (a library scenario runs its own horizon; a trained policy and its exports keep the
   parameters they were made with, and refuse an environment that differs where it matters; a
-  static policy starts at its values, and a venue preset runs under its venue's margin tiers
-  and fund size, :meth:`~fundgym.agents.policies.PolicySpec.env_overrides`).
+  static policy starts at its values, and a venue preset runs under its venue's margin tiers,
+  fund and vault sizes, :meth:`~fundgym.agents.policies.PolicySpec.env_overrides`).
 * **Stepping.** :func:`first_episodes` steps a policy through each exchange's first episode
   of a batched environment, one :class:`Step` per decision.
 """
@@ -60,6 +60,7 @@ _MUST_MATCH = (
     "max_step",
     "margin_notice_minutes",
     "fund_to_oi_frac",
+    "vault_to_oi_frac",
     "insolvency_frac",
     "fallback",
     "adl_policy",
@@ -192,8 +193,13 @@ def job_env(base: dict[str, Any], spec: PolicySpec, scenario: str) -> dict[str, 
 
     A library scenario runs its own horizon; the training sampler keeps the base horizon. A
     trained policy keeps the parameters it controls and starts from; a static one starts at
-    its values, under its margin tiers and, where it names one (every venue preset does), its
-    fund size as a share of open interest.
+    its values, under its margin tiers and, where it names them (every venue preset does), its
+    fund and vault sizes as shares of open interest.
+
+    Raises:
+        EvaluateError: The settings do not make a valid environment (a vault the policy names
+            under the ``partial`` liquidation mode, which hands no account to a vault); the
+            message names the policy, the scenario, the setting and what is allowed.
     """
     kw = dict(base)
     kw["scenario"] = scenario
@@ -212,10 +218,26 @@ def job_env(base: dict[str, Any], spec: PolicySpec, scenario: str) -> dict[str, 
         kw["fixed"] = own["fixed"]
         kw["margin_tiers"] = own.get("margin_tiers", "none")
     kw.update(spec.env_overrides())
+    try:
+        make_config(**kw)  # a setting the policy brings may not fit the rest (a vault, partial)
+    except SchemaError as exc:
+        raise EvaluateError(
+            f"policy {spec.name!r} on scenario {scenario!r}: env.{exc.path} = {exc.value!r}: "
+            f"{exc.allowed}"
+        ) from None
     return kw
 
 
 # ------------------------------------------------------------------ episodes ----
+
+
+def vault_capital_usd(info: dict[str, Any]) -> FloatArray:
+    """The backstop vault's capital at the start of each exchange's episode (USD; 0: none).
+
+    Read from any step's ``info`` of the episode (the first, by the callers):
+    ``vault_capital_usd``, which the environment reports every step.
+    """
+    return np.asarray(info["vault_capital_usd"], dtype=np.float64).copy()
 
 
 @dataclass

@@ -20,7 +20,7 @@ from fundgym.envs.config import EnvConfig, make_config
 from fundgym.envs.controls import ALLOCATION, MARGIN_PARAMS, PARAMS, Controls
 from fundgym.envs.core.events import N_EVENTS, StepEvents
 from fundgym.envs.core.params import MarginTiers, RiskParams
-from fundgym.envs.core.vault import V_CAPITAL, V_CASH, V_MAX_DRAWDOWN, V_SIZE
+from fundgym.envs.core.vault import V_CAPITAL, V_CASH, V_MAX_DRAWDOWN, V_PEAK_INVENTORY, V_SIZE
 from fundgym.envs.fund.kernels import fund_arrays, values_and_weights
 from fundgym.envs.fund.portfolio import AllocationParams, FundPortfolio
 from fundgym.envs.market.price import MINUTES_PER_YEAR
@@ -140,8 +140,9 @@ def _vault_info(vault: FloatArray, oracle: FloatArray) -> dict[str, FloatArray]:
     """The backstop vault's ``info`` keys at the step's last oracle (new arrays).
 
     Equity is cash plus inventory at the oracle (the price the vault's margin is checked at);
-    PnL is equity less the capital it started the episode with; the drawdown is the largest
-    fall from its running peak this episode (:mod:`fundgym.envs.core.vault`).
+    PnL is equity less the capital it started the episode with (``vault_capital_usd``); the
+    drawdown is the largest fall from its running peak this episode, and the peak inventory
+    the largest notional it held at any tick of it (:mod:`fundgym.envs.core.vault`).
     """
     inventory = vault[:, V_SIZE] * oracle
     equity = vault[:, V_CASH] + inventory
@@ -150,6 +151,8 @@ def _vault_info(vault: FloatArray, oracle: FloatArray) -> dict[str, FloatArray]:
         "vault_pnl_usd": equity - vault[:, V_CAPITAL],
         "vault_drawdown_frac": vault[:, V_MAX_DRAWDOWN].copy(),
         "vault_inventory_usd": inventory,
+        "vault_peak_inventory_usd": vault[:, V_PEAK_INVENTORY].copy(),
+        "vault_capital_usd": vault[:, V_CAPITAL].copy(),
     }
 
 

@@ -18,11 +18,12 @@ field                      shape          what it holds
 ``counterparty_cash_usd``  ``(E,)``       its cash; its PnL is ``cash + sum(size x mark)``.
 ``fund``                   record         the insurance fund's portfolio (stored once: its
                                           buckets *are* the fund).
-``vault``                  ``(E, 6)``     the backstop vault (``V_*`` columns of
+``vault``                  ``(E, 7)``     the backstop vault (``V_*`` columns of
                                           :mod:`fundgym.envs.core.vault`): its cash and its
                                           inventory, worth ``cash + size x mark``, its
                                           starting capital, whether it is active, its peak
-                                          equity and largest drawdown; zeros without one.
+                                          equity, largest drawdown and largest inventory;
+                                          zeros without one.
 ``fee_revenue_usd``        ``(E,)``       the exchange's trading-fee revenue (the part not
                                           routed to the fund).
 ``liquidator_rewards_usd`` ``(E,)``       liquidation fees paid to outside liquidators.

@@ -46,14 +46,17 @@ _LINES = "\n".join(
     if c.target is not None
 )
 
-#: The help's presets and crashes of the info lines, wrapped.
-_INFO = "\n".join(
-    textwrap.wrap(
-        f"presets {', '.join(PRESETS)}; crashes {', '.join(CRASHES)}",
-        width=90,
-        initial_indent="    ",
-        subsequent_indent="    ",
-    )
+
+def _wrapped(text: str) -> str:
+    """``text`` wrapped to the help's width, indented under its line."""
+    return "\n".join(textwrap.wrap(text, width=90, initial_indent="    ", subsequent_indent="    "))
+
+
+#: The help's presets and crashes of the info lines, and the presets that run a vault.
+_INFO = _wrapped(f"presets {', '.join(PRESETS)}; crashes {', '.join(CRASHES)}")
+_VAULT_INFO = _wrapped(
+    f"presets {', '.join(n for n, p in PRESETS.items() if p.vault_to_oi_frac > 0.0)}; "
+    "the same crashes"
 )
 
 DESCRIPTION = f"""\
@@ -67,12 +70,17 @@ Checks with a target (PASS or FAIL):
 
 Info lines (measured and reported, no pass mark yet):
   fund_drawdown_<preset>_<crash>: the fund's drawdown from its start (1 - min fund / starting
-  fund, mean over episodes) of each venue preset on each historical crash:
+  fund, mean over episodes) of each venue preset on each historical crash; n/a (no fund)
+  for a preset whose fund starts at 0:
 {_INFO}
+  vault_pnl_<preset>_<crash>, vault_drawdown_<preset>_<crash>: the backstop vault's PnL at
+  the episode's end as a share of its starting capital, and its largest fall from peak
+  equity (means over episodes), for each preset that runs a vault:
+{_VAULT_INFO}
 
 Each (policy, scenario) runs --seeds episodes (episode i seeded S + i) through the same
 environment and policies as `fundgym evaluate` (a venue preset starts at its levers, margin
-tiers and fund size); checks on the same policy and scenario share their episodes.
+tiers, fund and vault sizes); checks on the same policy and scenario share their episodes.
 
 --out DIR writes calibration.json (every line: value, target, pass mark, per-episode values,
 source), calibration.md (the table) and config.yaml (the resolved settings), built under a
@@ -88,8 +96,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     """Register ``fundgym calibrate``."""
     p = sub.add_parser(
         "calibrate",
-        help="check crash outcomes (liquidations past bankruptcy, fund drawdowns) against "
-        "what real venues saw",
+        help="check crash outcomes (liquidations past bankruptcy, fund drawdowns, the "
+        "backstop vault's PnL) against what real venues saw",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -25,7 +25,8 @@ A policy (--policy, repeatable) is one of:
   RUN_DIR                a `fundgym train` run directory (its best model by held-out evaluation)
   static:PRESET          a venue's parameters held fixed: {", ".join(PRESETS)}
   static:k=v,...         any static set, e.g. static:mmr=0.05,liquidation_fee_rate=0.01
-  static:PRESET,k=v,...  a preset with values replaced (fund_to_oi_frac too)
+  static:PRESET,k=v,...  a preset with values replaced (fund_to_oi_frac and vault_to_oi_frac
+                         too)
   rule                   a hand-written dynamic controller (volatility-scaled margin with an
                          anti-procyclicality buffer and floor, fees up as fund coverage falls,
                          fund to stable assets when volatility rises)

@@ -29,6 +29,7 @@ temporary name and renamed into place, as an evaluation is.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import math
@@ -56,6 +57,7 @@ from fundgym.agents.rollout import (
     base_env,
     first_episodes,
     job_env,
+    vault_capital_usd,
 )
 from fundgym.envs.exchange_env import InsuranceFundVectorEnv
 
@@ -83,6 +85,7 @@ class EpisodeOutcome:
         seed: Seed the episode was reset with (``seed + episode``).
         initial_open_interest_usd: Open interest as the episode started.
         initial_fund_usd: The fund's value as the episode started.
+        initial_vault_usd: The backstop vault's capital as the episode started (0: none).
         steps: Every numeric ``info`` key of the environment -> one value per decision of
             this episode (flows summed over the decision's ticks, levels at its end), e.g.
             ``fund_balance_usd``, ``n_liquidations``, ``n_liquidations_below_bankruptcy``.
@@ -95,6 +98,7 @@ class EpisodeOutcome:
     seed: int
     initial_open_interest_usd: float
     initial_fund_usd: float
+    initial_vault_usd: float
     steps: Mapping[str, FloatArray]
     terminated: bool
 
@@ -119,7 +123,10 @@ def record_episodes(
     rows: dict[str, list[FloatArray]] = {}
     end = np.full(episodes, -1)
     terminated = np.zeros(episodes, dtype=bool)
+    vault0 = np.zeros(episodes)
     for step in first_episodes(env, runner, obs):
+        if step.t == 0:
+            vault0 = vault_capital_usd(step.info)
         for key, value in step.info.items():
             if not isinstance(value, dict):
                 rows.setdefault(key, []).append(np.array(value, dtype=np.float64))
@@ -134,6 +141,7 @@ def record_episodes(
             seed=seed + i,
             initial_open_interest_usd=float(oi0[i]),
             initial_fund_usd=float(fund0[i]),
+            initial_vault_usd=float(vault0[i]),
             steps={k: v[: end[i] + 1, i].copy() for k, v in stacked.items()},
             terminated=bool(terminated[i]),
         )
@@ -189,11 +197,14 @@ class Measurement:
         value: The value the target is held to (NaN: nothing to measure, which never passes).
         per_episode: The same quantity episode by episode (for the spread).
         detail: One line on how it was computed (counts, the pooling).
+        missing: Why there is nothing to measure, when ``value`` is NaN for a reason the
+            table should say (``"no fund"``: printed ``n/a (no fund)``).
     """
 
     value: float
     per_episode: tuple[float, ...]
     detail: str
+    missing: str = ""
 
 
 #: A check's measure: the episodes of its policy on its scenario -> the measured value.
@@ -224,10 +235,10 @@ class Check:
     measure: Measure
     percent: bool = True
 
-    def format(self, value: float) -> str:
-        """The measured value as the table prints it (``n/a`` when not a number)."""
+    def format(self, value: float, missing: str = "") -> str:
+        """The measured value as the table prints it (``n/a``, or ``n/a (missing)``, if NaN)."""
         if math.isnan(value):
-            return "n/a"
+            return f"n/a ({missing})" if missing else "n/a"
         return f"{100.0 * value:.2f}%" if self.percent else f"{value:.4g}"
 
 
@@ -255,7 +266,7 @@ def fund_drawdown_from_start_frac(initial_usd: float, path_usd: FloatArray) -> f
     fund emptied has drawn down 1. Unlike the evaluation's peak-to-trough
     ``fund_max_drawdown_frac``, fee income earned before the fall does not raise the
     reference: the venues' figures (BitMEX 35,508 -> 33,881 BTC, -4.6%) are from a starting
-    balance. NaN for a fund that started at 0.
+    balance. NaN for a fund that started at 0 (a venue without one: nothing to fall from).
     """
     if not initial_usd > 0.0:
         return math.nan
@@ -264,18 +275,77 @@ def fund_drawdown_from_start_frac(initial_usd: float, path_usd: FloatArray) -> f
 
 
 def fund_drawdown(episodes: Sequence[EpisodeOutcome]) -> Measurement:
-    """The mean over episodes of :func:`fund_drawdown_from_start_frac` (decision by decision)."""
+    """The mean over episodes of :func:`fund_drawdown_from_start_frac` (decision by decision).
+
+    Episodes whose fund started at 0 have no drawdown to measure and are left out of the mean
+    (their per-episode value is NaN); when every episode's did (Hyperliquid, whose backstop is
+    its vault), the line is NaN with the reason ``no fund``, printed ``n/a (no fund)``.
+    """
     values = [
         fund_drawdown_from_start_frac(e.initial_fund_usd, e.steps["fund_balance_usd"])
         for e in episodes
     ]
-    mean = math.fsum(values) / len(values) if values else math.nan
-    spread = f", {min(values):.2%} to {max(values):.2%}" if values else ""
-    return Measurement(
-        value=mean,
-        per_episode=tuple(values),
-        detail=f"mean of {len(values)} episodes{spread}",
+    return _mean_of_episodes(values, "no fund", "episodes started with a fund of 0")
+
+
+def _mean_of_episodes(values: Sequence[float], missing: str, why: str) -> Measurement:
+    """The mean of the episodes' values that are numbers, with the spread in the detail.
+
+    NaN values (an episode with nothing to measure) are left out and counted in the detail
+    (``why`` says what they lacked); when all are NaN, the measurement is NaN with the reason
+    ``missing``.
+    """
+    measured = [v for v in values if not math.isnan(v)]
+    left_out = len(values) - len(measured)
+    if not measured:
+        return Measurement(
+            value=math.nan,
+            per_episode=tuple(values),
+            detail=f"nothing to measure: all {len(values)} {why}",
+            missing=missing,
+        )
+    mean = math.fsum(measured) / len(measured)
+    noun = "episode" if len(measured) == 1 else "episodes"
+    detail = f"mean of {len(measured)} {noun}, {min(measured):.2%} to {max(measured):.2%}"
+    if left_out:
+        detail += f"; {left_out} left out ({why})"
+    return Measurement(value=mean, per_episode=tuple(values), detail=detail)
+
+
+def vault_pnl_frac(episode: EpisodeOutcome) -> float:
+    """The vault's PnL at the episode's end over its starting capital; NaN without a vault."""
+    if not episode.initial_vault_usd > 0.0:
+        return math.nan
+    return float(episode.steps["vault_pnl_usd"][-1]) / episode.initial_vault_usd
+
+
+def vault_pnl(episodes: Sequence[EpisodeOutcome]) -> Measurement:
+    """The mean over episodes of :func:`vault_pnl_frac` (``n/a (no vault)`` without one).
+
+    The detail adds what the vault earned on: its takeovers and their notional, summed over
+    the episodes.
+    """
+    m = _mean_of_episodes(
+        [vault_pnl_frac(e) for e in episodes], "no vault", "episodes ran no vault"
     )
+    takeovers = math.fsum(e.total("vault_takeovers") for e in episodes)
+    notional = math.fsum(e.total("vault_takeover_usd") for e in episodes)
+    detail = f"{m.detail}; {takeovers:,.0f} takeovers, ${notional:,.0f}, over the episodes"
+    return dataclasses.replace(m, detail=detail)
+
+
+def vault_drawdown(episodes: Sequence[EpisodeOutcome]) -> Measurement:
+    """The mean over episodes of the vault's largest fall from peak equity, as a share of it.
+
+    The environment tracks the fall tick by tick (``vault_drawdown_frac``, the largest so far
+    at each decision's end); its largest value over the episode is the episode's. Unlike the
+    fund's line this is peak to trough: a vault is judged by what its depositors saw.
+    """
+    values = [
+        float(np.max(e.steps["vault_drawdown_frac"])) if e.initial_vault_usd > 0.0 else math.nan
+        for e in episodes
+    ]
+    return _mean_of_episodes(values, "no vault", "episodes ran no vault")
 
 
 #: What each crash did to real venues' funds (``outcomes.md``, "Per crash"): the real-world
@@ -301,6 +371,59 @@ CRASH_FUND_OUTCOMES: dict[str, str] = {
         "insufficient, no ADL"
     ),
 }
+
+
+#: What backstop vaults did in each crash (``outcomes.md``, ``crashes.md`` section 9): the
+#: real-world line of every vault info line. HLP's +10-13% on 10 Oct 2025 includes its
+#: market making, which the simulator's vault does not do: an upper reference, not a target.
+CRASH_VAULT_OUTCOMES: dict[str, str] = {
+    "oct_10_2025": (
+        "10 Oct 2025: HLP (about $300M) earned about $40M (+10-13%), market making included: "
+        "an upper reference [E] for a vault that only takes backstops [S65, S80]"
+    ),
+    "oracle_manipulation": (
+        "Hyperliquid JELLY, 26 Mar 2025: a $4-6M short dumped on HLP and squeezed 400-500%; "
+        "HLP's unrealised loss reached $10.6-13.5M of its $230M before validators settled the "
+        "market (HLP +$0.7M) [S89, S90]"
+    ),
+}
+
+
+def _vault_outcome(scenario: str) -> str:
+    """The vault line's real-world reference on ``scenario`` (or that there is none)."""
+    return CRASH_VAULT_OUTCOMES.get(
+        scenario, f"{scenario}: no backstop-vault figure for this crash in outcomes.md"
+    )
+
+
+def _vault_checks() -> tuple[Check, ...]:
+    """Two info lines per venue preset that runs a vault, per historical crash: PnL, drawdown."""
+    return tuple(
+        check
+        for scenario in CRASHES
+        for preset, spec in PRESETS.items()
+        if spec.vault_to_oi_frac > 0.0
+        for check in (
+            Check(
+                name=f"vault_pnl_{preset}_{scenario}",
+                scenario=scenario,
+                policy=f"static:{preset}",
+                measures="backstop vault PnL at the episode's end / its starting capital (mean)",
+                target=None,
+                source=_vault_outcome(scenario),
+                measure=vault_pnl,
+            ),
+            Check(
+                name=f"vault_drawdown_{preset}_{scenario}",
+                scenario=scenario,
+                policy=f"static:{preset}",
+                measures="backstop vault's largest fall from peak equity / that peak (mean)",
+                target=None,
+                source=_vault_outcome(scenario),
+                measure=vault_drawdown,
+            ),
+        )
+    )
 
 
 def _fund_drawdown_checks() -> tuple[Check, ...]:
@@ -335,6 +458,7 @@ CHECKS: tuple[Check, ...] = (
         measure=below_bankruptcy_share,
     ),
     *_fund_drawdown_checks(),
+    *_vault_checks(),
 )
 
 assert len({c.name for c in CHECKS}) == len(CHECKS), "check names must be unique"
@@ -494,7 +618,8 @@ def _cells(r: CheckResult) -> tuple[str, ...]:
     c = r.check
     mark = "info" if r.passed is None else ("PASS" if r.passed else "FAIL")
     target = "-" if c.target is None else c.target.text(c.percent)
-    return (c.name, c.scenario, c.policy, c.format(r.measurement.value), target, mark)
+    measured = c.format(r.measurement.value, r.measurement.missing)
+    return (c.name, c.scenario, c.policy, measured, target, mark)
 
 
 def format_table(run: CalibrationRun) -> str:
@@ -585,6 +710,7 @@ def to_json(run: CalibrationRun, command: str, created_utc: str) -> dict[str, An
                     "text": r.check.target.text(r.check.percent),
                 },
                 "passed": r.passed,
+                "missing": r.measurement.missing or None,
                 "detail": r.measurement.detail,
                 "per_episode": list(r.measurement.per_episode),
                 "source": r.check.source,

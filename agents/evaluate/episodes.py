@@ -34,7 +34,7 @@ from fundgym.agents.evaluate.metrics import (
     episode_metrics,
 )
 from fundgym.agents.policies import PolicySpec, build_policy
-from fundgym.agents.rollout import EvaluateError, FloatArray, first_episodes
+from fundgym.agents.rollout import EvaluateError, FloatArray, first_episodes, vault_capital_usd
 from fundgym.envs.controls import PARAMS
 from fundgym.envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
 from fundgym.envs.scenarios import load_scenario
@@ -67,7 +67,10 @@ def run_episodes(
     terminated = np.zeros(episodes, dtype=bool)
     obs, _ = env.reset(seed=seed)
     oi0, fund0 = _episode_start(env)
+    vault0 = np.zeros(episodes)
     for step in first_episodes(env, policy, obs):
+        if step.t == 0:
+            vault0 = vault_capital_usd(step.info)
         for k in keys:
             steps[k].append(np.asarray(step.info[k], dtype=np.float64).copy())
         steps["reward"].append(np.asarray(step.reward, dtype=np.float64).copy())
@@ -91,6 +94,7 @@ def run_episodes(
                 seed=seed + i,
                 initial_open_interest_usd=float(oi0[i]),
                 initial_fund_usd=float(fund0[i]),
+                initial_vault_usd=float(vault0[i]),
                 time_minutes=minutes * np.arange(1, n + 1, dtype=np.float64),
                 **{k: arrays[k][:n, i] for k in (*keys, "reward")},
                 params={k: v[:n, i] for k, v in par.items()},

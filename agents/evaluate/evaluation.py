@@ -303,6 +303,7 @@ def _write_outputs(
                         ("liquidation_mode", s.liquidation_mode),
                         ("adl_policy", s.adl_policy),
                         ("fund_to_oi_frac", s.fund_to_oi_frac),
+                        ("vault_to_oi_frac", s.vault_to_oi_frac),
                     )
                     if value is not None
                 },

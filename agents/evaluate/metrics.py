@@ -31,6 +31,10 @@ an exchange ask for:
   (``mean_capital_locked_usd``), the open interest the venue kept, the fee revenue earned;
 * the headline loss ``solvency_loss_usd = bad_debt_usd + adl_volume_usd`` ("socialised loss
   plus deleveraged notional"), which :func:`dominates` compares between policies.
+* who else carried the liquidations: the backstop vault's PnL, drawdown, peak inventory and
+  takeovers (HLP-like, ``vault_*``, all 0 where no vault runs), the notional outside
+  liquidators absorbed, and what ADL cost its counterparties (``adl_haircut_usd``) and
+  deleveraged beyond the shortfall (``adl_overshoot_usd``).
 
 Means come with two-sided Student-t intervals (:func:`mean_ci`): evaluation runs few episodes
 per scenario, where the normal interval is too narrow. SciPy is not a dependency, so the t and
@@ -91,6 +95,14 @@ STEP_FIELDS = (
     "socialized_loss_usd",
     "unrecovered_usd",
     "fee_revenue_usd",
+    "adl_haircut_usd",
+    "adl_overshoot_usd",
+    "liquidator_absorbed_usd",
+    "vault_pnl_usd",
+    "vault_drawdown_frac",
+    "vault_peak_inventory_usd",
+    "vault_takeovers",
+    "vault_takeover_usd",
     "reward",
     "cost",
 )
@@ -106,7 +118,18 @@ _NON_NEGATIVE_FIELDS = (
     "socialized_loss_usd",
     "unrecovered_usd",
     "fee_revenue_usd",
+    "adl_overshoot_usd",
+    "liquidator_absorbed_usd",
+    "vault_peak_inventory_usd",
+    "vault_takeovers",
+    "vault_takeover_usd",
 )
+
+#: Per-step fractions that cannot be negative (up to ``FRAC_TOLERANCE``, clipped to 0).
+_NON_NEGATIVE_FRAC_FIELDS = ("vault_drawdown_frac",)
+
+#: A fraction that cannot be negative may be negative by this much (floating-point round-off).
+FRAC_TOLERANCE = 1e-9
 
 #: The columns every :func:`episode_metrics` row has, in order; ``mean_<p>`` for each
 #: parameter ``p`` of the record follows them.
@@ -132,6 +155,16 @@ EPISODE_COLUMNS: tuple[str, ...] = (
     "liquidation_volume_usd",
     "liquidation_volume_pct_oi",
     "fee_revenue_usd",
+    "adl_haircut_usd",
+    "adl_overshoot_usd",
+    "liquidator_absorbed_usd",
+    "vault_initial_usd",
+    "vault_pnl_usd",
+    "vault_pnl_frac",
+    "vault_max_drawdown_frac",
+    "vault_peak_inventory_usd",
+    "vault_takeovers",
+    "vault_takeover_usd",
     "mean_open_interest_usd",
     "mean_capital_locked_usd",
     "mean_fund_usd",
@@ -231,6 +264,8 @@ class EpisodeRecord:
             ``_pct_oi`` metrics.
         initial_fund_usd: Insurance-fund value at the episode start (>= 0): the first point
             of the fund path for drawdown and minimum.
+        initial_vault_usd: The backstop vault's capital at the episode start (>= 0; 0 when
+            no vault runs): the scale of ``vault_pnl_frac``.
         time_minutes: Minutes since the episode start at the end of each step; positive and
             strictly increasing.
         fund_balance_usd: Fund value at the end of each step (>= 0).
@@ -243,6 +278,22 @@ class EpisodeRecord:
         socialized_loss_usd: Loss socialised across traders during the step (>= 0).
         unrecovered_usd: Loss nobody could bear, absorbed by the exchange (>= 0).
         fee_revenue_usd: Trading and liquidation fees charged during the step (>= 0).
+        adl_haircut_usd: Mark-to-market profit the deleveraged counterparties gave up during
+            the step (signed: negative where the ADL price paid them more than the mark).
+        adl_overshoot_usd: Notional deleveraged during the step beyond what was needed to
+            close the shortfall (>= 0).
+        liquidator_absorbed_usd: Liquidation notional outside liquidators absorbed during the
+            step (>= 0; the rest went to the book).
+        vault_pnl_usd: The backstop vault's equity at the end of the step minus the capital
+            it started the episode with (signed; 0 without a vault).
+        vault_drawdown_frac: The vault's largest fall from its running peak equity so far in
+            the episode, as a fraction of that peak, at the end of the step (>= 0; 1 when its
+            equity reached 0, above 1 while it was below 0; 0 without a vault).
+        vault_peak_inventory_usd: The largest notional the vault has held at any tick of
+            the episode so far, at the oracle (>= 0; a running peak: the vault unwinds between
+            decisions, so the step-end inventory would miss it).
+        vault_takeovers: Accounts the vault took over during the step (>= 0).
+        vault_takeover_usd: Notional of the positions it took over during the step (>= 0).
         reward: The environment's reward for the step.
         cost: The environment's cost (``info["cost"]``) for the step.
         params: Parameter name -> its value at each step in natural units (may be empty).
@@ -257,6 +308,7 @@ class EpisodeRecord:
     seed: int
     initial_open_interest_usd: float
     initial_fund_usd: float
+    initial_vault_usd: float
     time_minutes: FloatArray
     fund_balance_usd: FloatArray
     open_interest_usd: FloatArray
@@ -268,6 +320,14 @@ class EpisodeRecord:
     socialized_loss_usd: FloatArray
     unrecovered_usd: FloatArray
     fee_revenue_usd: FloatArray
+    adl_haircut_usd: FloatArray
+    adl_overshoot_usd: FloatArray
+    liquidator_absorbed_usd: FloatArray
+    vault_pnl_usd: FloatArray
+    vault_drawdown_frac: FloatArray
+    vault_peak_inventory_usd: FloatArray
+    vault_takeovers: FloatArray
+    vault_takeover_usd: FloatArray
     reward: FloatArray
     cost: FloatArray
     params: dict[str, FloatArray] = field(default_factory=dict)
@@ -295,9 +355,10 @@ class EpisodeRecord:
                 f"initial_open_interest_usd must be > 0 (it scales every _pct_oi metric), "
                 f"got {oi0!r}"
             )
-        fund0 = self._scalar("initial_fund_usd")
-        if fund0 < 0.0:
-            raise ValueError(f"initial_fund_usd must be >= 0, got {fund0!r}")
+        for name in ("initial_fund_usd", "initial_vault_usd"):
+            start = self._scalar(name)
+            if start < 0.0:
+                raise ValueError(f"{name} must be >= 0, got {start!r}")
 
         time = _as_steps("time_minutes", self.time_minutes, None)
         n_steps = time.shape[0]
@@ -323,6 +384,14 @@ class EpisodeRecord:
         for name in _NON_NEGATIVE_FIELDS:
             arr = getattr(self, name)
             negative = arr < -dust
+            if negative.any():
+                raise ValueError(
+                    f"{name} must be >= 0 at every step, got {_describe_bad(arr, negative)}"
+                )
+            np.maximum(arr, 0.0, out=arr)
+        for name in _NON_NEGATIVE_FRAC_FIELDS:
+            arr = getattr(self, name)
+            negative = arr < -FRAC_TOLERANCE
             if negative.any():
                 raise ValueError(
                     f"{name} must be >= 0 at every step, got {_describe_bad(arr, negative)}"
@@ -438,6 +507,30 @@ def max_drawdown_frac(initial_usd: float, path_usd: FloatArray) -> float:
     return float(decline.max())
 
 
+def fund_exhausted(initial_usd: float, path_usd: FloatArray, initial_oi_usd: float) -> bool:
+    """Whether the fund hit zero: fell to ``EXHAUSTED_FRAC_OI x initial OI`` after holding more.
+
+    The path starts at ``initial_usd``. A fund that starts above the threshold is exhausted
+    when its lowest point reaches it. A fund that starts at 0 (a venue with no insurance fund,
+    whose backstop is a vault or ADL) is not exhausted by starting empty: only if it grows
+    above the threshold (fee income) and then falls back to it; otherwise every episode of
+    such a venue would count as exhausted, and ``p_fund_exhausted`` would read 100% for a
+    fund that never existed.
+
+    Args:
+        initial_usd: The fund before the first step.
+        path_usd: 1-D fund values at the end of each step.
+        initial_oi_usd: Open interest at the episode start (scales the threshold).
+
+    Returns:
+        True if some point at or below the threshold follows a point above it.
+    """
+    threshold = EXHAUSTED_FRAC_OI * initial_oi_usd
+    path = np.concatenate(([float(initial_usd)], np.asarray(path_usd, dtype=np.float64)))
+    held = np.maximum.accumulate(path) > threshold
+    return bool(np.any(held & (path <= threshold)))
+
+
 def param_movement(positions: FloatArray) -> float:
     """Total parameter movement: the sum over steps of the L1 norm of position changes.
 
@@ -475,8 +568,20 @@ def episode_metrics(rec: EpisodeRecord) -> Row:
     * ``bad_debt_usd`` = socialised + unrecovered: the loss borne beyond the fund, the loss
       behind value at risk;
     * ``fund_min_usd``: the lowest fund level including the starting level;
-      ``fund_max_drawdown_frac``: see :func:`max_drawdown_frac`; ``fund_exhausted``:
-      ``fund_min_usd <= EXHAUSTED_FRAC_OI x initial OI``, i.e. the fund hit zero;
+      ``fund_max_drawdown_frac``: see :func:`max_drawdown_frac` (0 for a fund that never rose
+      above 0: a venue without one); ``fund_exhausted``: see :func:`fund_exhausted`;
+    * ``adl_haircut_usd``, ``adl_overshoot_usd``: sums of the profit ADL took from its
+      counterparties (signed: a close at a price better than the mark gives some back) and of
+      the notional it deleveraged beyond the shortfall;
+      ``liquidator_absorbed_usd``: the sum of what outside liquidators absorbed;
+    * the backstop vault (all 0 without one): ``vault_pnl_usd``, its PnL at the episode's
+      end (equity minus starting capital), and ``vault_pnl_frac``, that PnL over its
+      starting capital ``vault_initial_usd`` (0 when it started with none: there is no
+      vault to earn on); ``vault_max_drawdown_frac``, the largest of its
+      per-step ``vault_drawdown_frac`` (the environment's running fall from peak equity);
+      ``vault_peak_inventory_usd``, the largest notional it held at any tick;
+      ``vault_takeovers`` and ``vault_takeover_usd``, sums of its takeovers and their
+      notional;
     * ``mean_open_interest_usd``, ``mean_capital_locked_usd``, ``mean_fund_usd``: means of
       the end-of-step levels; ``mean_fund_to_oi_frac``: mean of fund / OI with OI floored at
       ``MIN_OPEN_INTEREST_USD``; ``open_interest_retained_frac``: last OI / initial OI;
@@ -500,6 +605,7 @@ def episode_metrics(rec: EpisodeRecord) -> Row:
     adl = _total(rec.adl_volume_usd)
     liquidations = _total(rec.liquidation_volume_usd)
     fund_min = min(rec.initial_fund_usd, float(rec.fund_balance_usd.min()))
+    vault_pnl = float(rec.vault_pnl_usd[-1])
     fund_to_oi = rec.fund_balance_usd / np.maximum(rec.open_interest_usd, MIN_OPEN_INTEREST_USD)
     row: Row = {
         "policy": rec.policy,
@@ -519,10 +625,20 @@ def episode_metrics(rec: EpisodeRecord) -> Row:
         "bad_debt_pct_oi": 100.0 * bad_debt / oi0,
         "fund_min_usd": fund_min,
         "fund_max_drawdown_frac": max_drawdown_frac(rec.initial_fund_usd, rec.fund_balance_usd),
-        "fund_exhausted": fund_min <= EXHAUSTED_FRAC_OI * oi0,
+        "fund_exhausted": fund_exhausted(rec.initial_fund_usd, rec.fund_balance_usd, oi0),
         "liquidation_volume_usd": liquidations,
         "liquidation_volume_pct_oi": 100.0 * liquidations / oi0,
         "fee_revenue_usd": _total(rec.fee_revenue_usd),
+        "adl_haircut_usd": _total(rec.adl_haircut_usd),
+        "adl_overshoot_usd": _total(rec.adl_overshoot_usd),
+        "liquidator_absorbed_usd": _total(rec.liquidator_absorbed_usd),
+        "vault_initial_usd": rec.initial_vault_usd,
+        "vault_pnl_usd": vault_pnl,
+        "vault_pnl_frac": vault_pnl / rec.initial_vault_usd if rec.initial_vault_usd > 0 else 0.0,
+        "vault_max_drawdown_frac": float(rec.vault_drawdown_frac.max()),
+        "vault_peak_inventory_usd": float(rec.vault_peak_inventory_usd.max()),
+        "vault_takeovers": _total(rec.vault_takeovers),
+        "vault_takeover_usd": _total(rec.vault_takeover_usd),
         "mean_open_interest_usd": _mean(rec.open_interest_usd),
         "mean_capital_locked_usd": _mean(rec.capital_locked_usd),
         "mean_fund_usd": _mean(rec.fund_balance_usd),

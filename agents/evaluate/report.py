@@ -14,6 +14,8 @@ crash may be no safer on the next. The report therefore shows, for each policy:
   closes;
 * a per-scenario table and grouped bars, since a policy can win on average and lose badly
   on one kind of crash;
+* where some policy ran a backstop vault (Hyperliquid's HLP), what the vault made or lost,
+  its deepest drawdown, the largest inventory it carried and the accounts it took over;
 * a scatter of solvency loss against locked capital, the trade-off a committee actually
   decides on (lower-left is better);
 * one episode per scenario as time series (price, fund, liquidations and the parameters the
@@ -1016,7 +1018,20 @@ _SCENARIO_HEADER = (
     "P(fund exhausted) [Wilson 95%]",
     "fund min",
     "liquidation volume",
+    "absorbed by liquidators",
     "fee revenue",
+)
+
+_VAULT_HEADER = (
+    "policy",
+    "scenario",
+    "vault capital",
+    "vault PnL",
+    "PnL / capital",
+    "max drawdown",
+    "peak inventory",
+    "takeovers",
+    "notional taken over",
 )
 
 _GLOSSARY: tuple[tuple[str, str], ...] = (
@@ -1039,8 +1054,14 @@ _GLOSSARY: tuple[tuple[str, str], ...] = (
     ("shortfall paid by fund", ": bankrupt positions' losses that the insurance fund covered."),
     (
         "P(fund exhausted)",
-        ": share of episodes in which the fund hit zero, with a Wilson score interval "
-        "(sensible at 0 or all episodes).",
+        ": share of episodes in which the fund hit zero after holding something (a venue "
+        "without an insurance fund, which starts at zero, never counts), with a Wilson score "
+        "interval (sensible at 0 or all episodes).",
+    ),
+    (
+        "absorbed by liquidators",
+        ": liquidation notional outside liquidators took on (the rest went to the book); "
+        "their capacity grows with their share of the liquidation fee and with book depth.",
     ),
     (
         "VaR99 / ES99",
@@ -1129,8 +1150,65 @@ def _scenario_row(row: Mapping[str, object]) -> tuple[str, ...]:
         _with_ci(row, "p_fund_exhausted", _pct),
         _usd(_number(row, "fund_min_usd")),
         _usd(_number(row, "liquidation_volume_usd")),
+        _usd(_number(row, "liquidator_absorbed_usd")),
         _usd(_number(row, "fee_revenue_usd")),
     )
+
+
+def _ran_vault(row: Mapping[str, object]) -> bool:
+    """Whether a summary line's episodes ran a backstop vault (it started with capital)."""
+    return _number(row, "vault_initial_usd") > 0.0
+
+
+def _vault_row(row: Mapping[str, object]) -> tuple[str, ...]:
+    """Cells of one (policy, scenario) line in the vault table (means over episodes).
+
+    The PnL is shown without an interval: :func:`_with_ci` floors intervals at 0, which suits
+    losses but would hide a vault's loss.
+    """
+    return (
+        str(row.get("policy")),
+        str(row.get("scenario")),
+        _usd(_number(row, "vault_initial_usd")),
+        _usd(_number(row, "vault_pnl_usd")),
+        _pct(_number(row, "vault_pnl_frac"), 2),
+        _pct(_number(row, "vault_max_drawdown_frac"), 2),
+        _usd(_number(row, "vault_peak_inventory_usd")),
+        _plain(_number(row, "vault_takeovers"), 1),
+        _usd(_number(row, "vault_takeover_usd")),
+    )
+
+
+def _vault_blocks(
+    by_scenario: Sequence[Mapping[str, object]],
+    policies: Sequence[str],
+    scenarios: Sequence[str],
+) -> list[_Block]:
+    """The backstop-vault section: one row per (policy, scenario) that ran a vault, else none."""
+    order = {(p, s): (pi, si) for pi, p in enumerate(policies) for si, s in enumerate(scenarios)}
+    rows = sorted(
+        (r for r in by_scenario if _ran_vault(r)),
+        key=lambda r: order.get((str(r.get("policy")), str(r.get("scenario"))), (10**9, 10**9)),
+    )
+    if not rows:
+        return []
+    return [
+        _Heading(2, "Backstop vault"),
+        _Paragraph(
+            "The vault (like Hyperliquid's HLP) takes over accounts the liquidation engine "
+            "hands it, with their margin, and unwinds their positions into the book. Means over "
+            "episodes: its capital at the start, its PnL at the episode's end (equity minus "
+            "that capital) and as a share of it, its largest fall from peak equity, the "
+            "largest position it carried at a decision's end (absolute notional at the mark), "
+            "and the accounts and notional it took over."
+        ),
+        _Table(
+            "backstop vault table: every policy that ran a vault, on each scenario",
+            _VAULT_HEADER,
+            tuple(_vault_row(r) for r in rows),
+            (False, False) + (True,) * (len(_VAULT_HEADER) - 2),
+        ),
+    ]
 
 
 def _build_blocks(
@@ -1214,6 +1292,7 @@ def _build_blocks(
         )
     )
     blocks.append(figures["bars"])
+    blocks += _vault_blocks(by_scenario, policies, scenarios)
     blocks.append(_Heading(2, "Episode 0 of each scenario"))
     for scenario in scenarios:
         for kind in ("timeseries", "losses"):

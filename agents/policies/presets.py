@@ -2,12 +2,13 @@
 
 A preset is a venue as the evaluation environment can express it: its fees and margins (the
 levers a static policy holds), its margin tiers where the environment has them, its liquidation
-engine (``liquidation_mode``, :mod:`fundgym.envs.core.liquidation`), and the size of its
-insurance fund (or backstop vault) as a share of open interest, which the environment starts
-the fund at. Every value cites where it comes from; ``[E]`` marks an estimate (a
-midpoint of a sourced range, or arithmetic on sourced figures) and ``fund_estimate`` says
-which fund sizes are. The fund sizes are those of ``shared/reference/outcomes.md`` ("Fund size
-relative to open interest") and ``crashes.md`` section 9.
+engine (``liquidation_mode``, :mod:`fundgym.envs.core.liquidation`), and the sizes of its
+insurance fund and of its backstop vault (Hyperliquid's HLP) as shares of open interest, which
+the environment starts them at. Every value cites where it comes from; ``[E]`` marks an
+estimate (a midpoint of a sourced range, or arithmetic on sourced figures) and
+``fund_estimate`` says which fund sizes are. The fund and vault sizes are those of
+``shared/reference/outcomes.md`` ("Fund size relative to open interest") and ``crashes.md``
+section 9.
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ class Preset:
         liquidation_mode: The environment's ``liquidation_mode``: the venue's own engine.
         adl_policy: The environment's ``adl_policy``: the venue's ADL ranking (or the closest
             rule fundgym has, marked ``[E]`` in ``sources``).
-        fund_to_oi_frac: The venue's insurance fund (or backstop vault) as a share of open
-            interest: the environment's ``fund_to_oi_frac`` when this preset runs.
+        fund_to_oi_frac: The venue's insurance fund as a share of open interest: the
+            environment's ``fund_to_oi_frac`` when this preset runs (0: no fund stands in front
+            of ADL).
         fund_estimate: Whether ``fund_to_oi_frac`` is an estimate (``[E]``) rather than a
             sourced ratio.
         note: One line for the report: what the set is.
-        sources: Where each number comes from, the fund size's included.
+        sources: Where each number comes from, the fund's and the vault's sizes included.
+        vault_to_oi_frac: The venue's backstop vault (HLP) as a share of open interest: the
+            environment's ``vault_to_oi_frac`` when this preset runs (0: no vault).
     """
 
     values: dict[str, float]
@@ -49,6 +53,7 @@ class Preset:
     fund_estimate: bool
     note: str
     sources: tuple[str, ...]
+    vault_to_oi_frac: float = 0.0
 
 
 #: Static presets modelled on real venues' large-cap perpetual markets.
@@ -131,12 +136,14 @@ PRESETS: dict[str, Preset] = {
         margin_tiers="none",
         liquidation_mode="hyperliquid",
         adl_policy="hyperliquid",
-        fund_to_oi_frac=0.022,
+        fund_to_oi_frac=0.0,
         fund_estimate=False,
+        vault_to_oi_frac=0.022,
         note=(
             "Hyperliquid-like BTC: 40x max leverage (IMR 2.5%), MM half of it (1.25%); market "
             "liquidations keep the trader's margin (fee at the lever's 0.1% floor), accounts "
-            "below 2/3 of MM are taken over with their margin"
+            "below 2/3 of MM are taken over with their margin by the HLP backstop vault, then "
+            "ADL (no insurance fund)"
         ),
         sources=(
             "MM = 1/2 IM at max leverage; backstop below 2/3 MM to the HLP liquidator vault, "
@@ -147,12 +154,15 @@ PRESETS: dict[str, Preset] = {
             "lever at its action range's floor, 0.1% [E]; the margin kept on backstops is the "
             "mode's takeover, not a fee",
             "liquidation mode hyperliquid: market orders, 20% of a position over $100k first, "
-            "then the whole position during a 30 s cooldown; the backstop below 2/3 MM takes "
-            "the account over (the fund stands in for HLP's vault until the vault is built)",
+            "then the whole position during a 30 s cooldown; the backstop below 2/3 MM hands "
+            "the account to the vault",
             "BTC max leverage 40x: hyperliquid.gitbook.io/hyperliquid-docs/trading/margin-tiers",
-            "fund 2.2% of OI: HLP, about $300M of TVL, against $13.8B of open interest on 10 Oct "
-            "2025 (outcomes.md, fund size table); HLP is a vault that also makes markets and "
-            "takes backstop liquidations, standing in for the fund here",
+            "fund 0% of OI: Hyperliquid has no insurance fund in front of ADL; its waterfall is "
+            "the HLP backstop vault, then ADL: hyperliquid.gitbook.io/hyperliquid-docs/trading/"
+            "liquidations, hyperliquid.gitbook.io/hyperliquid-docs/trading/auto-deleveraging",
+            "vault 2.2% of OI: HLP, about $300M of TVL, against $13.8B of open interest on 10 Oct "
+            "2025 (outcomes.md, fund size table); HLP also makes markets, which the vault here "
+            "does not: it only takes backstop liquidations and unwinds them",
             "ADL: Hyperliquid's queue by unrealised PnL and leverage, closed at the previous "
             "oracle/mark price (hyperliquid.gitbook.io, auto-deleveraging)",
         ),

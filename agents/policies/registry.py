@@ -23,15 +23,27 @@ from fundgym.agents.policies.trained import TrainedPolicy
 from fundgym.envs.config import EnvConfig
 from fundgym.envs.controls import DEFAULTS
 
-#: The environment setting a static spec may name besides the levers: the fund's size at the
-#: start of an episode, as a share of open interest (``EnvConfig.fund_to_oi_frac``).
+#: The environment settings a static spec may name besides the levers: the sizes, at the start
+#: of an episode and as shares of open interest, of the insurance fund
+#: (``EnvConfig.fund_to_oi_frac``) and of the backstop vault (``EnvConfig.vault_to_oi_frac``).
 FUND_KEY = "fund_to_oi_frac"
-_FUND_FIELD = next(f for f in dataclasses.fields(EnvConfig) if f.name == FUND_KEY)
-#: Its allowed range, the environment config's own (one home for the bound).
-FUND_RANGE: tuple[float, float] = (
-    float(_FUND_FIELD.metadata["ge"]),
-    float(_FUND_FIELD.metadata["le"]),
-)
+VAULT_KEY = "vault_to_oi_frac"
+#: What each of them is, for messages.
+SHARE_MEANINGS: dict[str, str] = {
+    FUND_KEY: "the fund at the start of an episode, as a share of open interest",
+    VAULT_KEY: "the backstop vault's capital at the start of an episode, as a share of open "
+    "interest",
+}
+
+
+def _env_range(name: str) -> tuple[float, float]:
+    """The allowed range of ``EnvConfig.<name>``: its field's ``ge`` and ``le``."""
+    field_ = next(f for f in dataclasses.fields(EnvConfig) if f.name == name)
+    return float(field_.metadata["ge"]), float(field_.metadata["le"])
+
+
+#: Their allowed ranges, the environment config's own (one home for the bounds).
+SHARE_RANGES: dict[str, tuple[float, float]] = {key: _env_range(key) for key in SHARE_MEANINGS}
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,9 @@ class PolicySpec:
         fund_to_oi_frac: Environment ``fund_to_oi_frac`` the policy runs under (a venue
             preset's fund size, or one a static spec names); ``None`` keeps the evaluation
             environment's.
+        vault_to_oi_frac: Environment ``vault_to_oi_frac`` the policy runs under (a venue
+            preset's backstop vault, 0 for a venue without one, or one a static spec names);
+            ``None`` keeps the evaluation environment's.
         note: One line for the report.
     """
 
@@ -63,10 +78,11 @@ class PolicySpec:
     liquidation_mode: str | None = None
     adl_policy: str | None = None
     fund_to_oi_frac: float | None = None
+    vault_to_oi_frac: float | None = None
     note: str = ""
 
     def env_overrides(self) -> dict[str, Any]:
-        """Environment settings this policy changes: starts, tiers, engine, ADL rule, fund."""
+        """Environment settings this policy changes: starts, tiers, engine, ADL, fund, vault."""
         if self.kind != "static":
             return {}  # trained runs and their exports keep the settings they were made in
         out: dict[str, Any] = {
@@ -79,6 +95,8 @@ class PolicySpec:
             out["adl_policy"] = self.adl_policy
         if self.fund_to_oi_frac is not None:
             out[FUND_KEY] = self.fund_to_oi_frac
+        if self.vault_to_oi_frac is not None:
+            out[VAULT_KEY] = self.vault_to_oi_frac
         return out
 
 
@@ -122,8 +140,9 @@ def _parse_static(text: str) -> PolicySpec:
 
     ``static:binance`` is the venue; ``static:binance,mmr=0.01,fund_to_oi_frac=0.1`` the venue
     with those values replaced (its margin tiers and liquidation mode kept);
-    ``static:mmr=0.05,...`` a set whose other levers keep their defaults and whose fund and
-    liquidation mode keep the environment's, the fund unless ``fund_to_oi_frac`` is named.
+    ``static:mmr=0.05,...`` a set whose other levers keep their defaults and whose fund, vault
+    and liquidation mode keep the environment's, the fund and the vault unless
+    ``fund_to_oi_frac`` or ``vault_to_oi_frac`` is named.
 
     Raises:
         SpecError: An unknown preset or name, an item that is not ``name=value``, or a value
@@ -139,34 +158,44 @@ def _parse_static(text: str) -> PolicySpec:
             f"{', '.join('static:' + p for p in PRESETS)}, optionally followed by "
             ",name=value overrides, or static:name=value,..."
         )
-    fund: float | None = None
+    shares: dict[str, float] = {}
     levers: list[str] = []
     for item in items:
         key, equals, raw = (s.strip() for s in item.partition("="))
         if not equals:
             raise SpecError(f"policy {text!r}: expected name=value, got {item!r}")
-        if key == FUND_KEY:
-            fund = _parse_fund(raw, text)
+        if key in SHARE_RANGES:
+            shares[key] = _parse_share(key, raw, text)
         elif key in STATIC_PARAMS:
             levers.append(item)
         else:
             raise SpecError(
-                f"policy {text!r}: unknown parameter {key!r}; allowed: {[*STATIC_PARAMS, FUND_KEY]}"
+                f"policy {text!r}: unknown parameter {key!r}; allowed: "
+                f"{[*STATIC_PARAMS, *SHARE_RANGES]}"
             )
     given = parse_static_values(",".join(levers), text) if levers else {}
     named = {item.partition("=")[0].strip() for item in levers}
+    fund, vault = shares.get(FUND_KEY), shares.get(VAULT_KEY)
     if preset is None:
         values = given or {k: DEFAULTS[k] for k in STATIC_PARAMS}
         note = "static: " + ", ".join(f"{k} {values[k]:g}" for k in STATIC_PARAMS)
         if fund is not None:
             note += f", fund {fund:.2%} of open interest"
-        return PolicySpec(text, "static", values=values, fund_to_oi_frac=fund, note=note)
+        if vault is not None:
+            note += f", vault {vault:.2%} of open interest"
+        return PolicySpec(
+            text, "static", values=values, fund_to_oi_frac=fund, vault_to_oi_frac=vault, note=note
+        )
     values = {**preset.values, **{k: given[k] for k in named}}
     fund_frac = preset.fund_to_oi_frac if fund is None else fund
+    vault_frac = preset.vault_to_oi_frac if vault is None else vault
     estimate = " [E]" if fund is None and preset.fund_estimate else ""
     note = f"{preset.note}; fund {fund_frac:.2%} of open interest{estimate}"
+    if vault_frac > 0.0:
+        note += f"; backstop vault {vault_frac:.2%} of open interest"
     changed = [f"{k} {values[k]:g}" for k in STATIC_PARAMS if k in named]
     changed += [f"fund {fund:.2%}"] if fund is not None else []
+    changed += [f"vault {vault:.2%}"] if vault is not None else []
     if changed:
         note += "; overridden: " + ", ".join(changed)
     return PolicySpec(
@@ -177,25 +206,27 @@ def _parse_static(text: str) -> PolicySpec:
         liquidation_mode=preset.liquidation_mode,
         adl_policy=preset.adl_policy,
         fund_to_oi_frac=fund_frac,
+        vault_to_oi_frac=vault_frac,
         note=note,
     )
 
 
-def _parse_fund(raw: str, spec: str) -> float:
-    """``fund_to_oi_frac=raw`` of a static spec, inside :data:`FUND_RANGE`.
+def _parse_share(key: str, raw: str, spec: str) -> float:
+    """``key=raw`` of a static spec (the fund's or the vault's size), inside its range.
 
     Raises:
-        SpecError: Not a number, or outside the range (the message names both).
+        SpecError: Not a number, or outside :data:`SHARE_RANGES` (the message names both and
+            what the setting is).
     """
     try:
         value = float(raw)
     except ValueError:
-        raise SpecError(f"policy {spec!r}: {FUND_KEY} = {raw!r} is not a number") from None
-    low, high = FUND_RANGE
+        raise SpecError(f"policy {spec!r}: {key} = {raw!r} is not a number") from None
+    low, high = SHARE_RANGES[key]
     if not (math.isfinite(value) and low <= value <= high):
         raise SpecError(
-            f"policy {spec!r}: {FUND_KEY} = {value!r} is outside [{low:g}, {high:g}] "
-            "(the fund at the start of an episode, as a share of open interest)"
+            f"policy {spec!r}: {key} = {value!r} is outside [{low:g}, {high:g}] "
+            f"({SHARE_MEANINGS[key]})"
         )
     return value
 

@@ -112,7 +112,9 @@ class StepEvents:
         adl_volume_usd: Notional deleveraged against counterparties, at the ADL rule's price
             (absolute value).
         adl_haircut_usd: Mark-to-market profit the deleveraged counterparties gave up (zero
-            under ``hyperliquid``, which closes them at the mark).
+            under ``hyperliquid``, which closes them at the mark). Signed: negative when the
+            price they close at is better for them than the mark (seen on
+            ``oracle_manipulation``, -$26.5 in a run).
         socialized_loss_usd: The part of ``bad_debt_usd`` charged to open positions (the
             ``RiskParams.socialization`` convention); never more than the loss it covers.
         unrecovered_usd: The part of ``bad_debt_usd`` nobody could be made to bear (no fund

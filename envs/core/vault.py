@@ -11,8 +11,9 @@ average". HLP then trades the inventory out; on 10 Oct 2025 it earned about $40M
 its cash (``V_CASH``, USD: deposits, the margins it kept, its realised trades, less what it
 paid for its inventory), its inventory (``V_SIZE``, base units, one market), the capital its
 depositors put in at the episode's start (``V_CAPITAL``), whether it still takes accounts over
-(``V_ACTIVE``, 1 or 0; 0 without a vault), and its running peak equity and largest drawdown
-(``V_PEAK``, ``V_MAX_DRAWDOWN``). Its equity is ``cash + size x
+(``V_ACTIVE``, 1 or 0; 0 without a vault), its running peak equity and largest drawdown
+(``V_PEAK``, ``V_MAX_DRAWDOWN``) and the largest notional it has held (``V_PEAK_INVENTORY``,
+at the oracle, each tick before it unwinds). Its equity is ``cash + size x
 mark``, a line of the one ledger (:func:`fundgym.envs.state.ledger_total`).
 
 **Takeover** (:func:`vault_takeover`, called by the venue modes' sub-steps of
@@ -62,6 +63,7 @@ __all__ = [
     "V_CASH",
     "V_MAX_DRAWDOWN",
     "V_PEAK",
+    "V_PEAK_INVENTORY",
     "V_SIZE",
     "record_takeover",
     "vault_equity",
@@ -70,8 +72,8 @@ __all__ = [
 ]
 
 #: Columns of ``SimState.vault``.
-V_CASH, V_SIZE, V_CAPITAL, V_ACTIVE, V_PEAK, V_MAX_DRAWDOWN = range(6)
-N_VAULT = 6
+V_CASH, V_SIZE, V_CAPITAL, V_ACTIVE, V_PEAK, V_MAX_DRAWDOWN, V_PEAK_INVENTORY = range(7)
+N_VAULT = 7
 
 #: Largest unwind a tick, as a share of the book's depth within 1% (USD): a quarter of it a
 #: minute costs the vault about 0.125% of slippage on what it sells and leaves the book time to
@@ -120,6 +122,7 @@ def vault_unwind_one(vault, i, cp_size, cp_cash, m, book_px, depth, max_impact, 
         return
     q = vault[i, V_SIZE]
     if q != 0.0:
+        vault[i, V_PEAK_INVENTORY] = max(vault[i, V_PEAK_INVENTORY], abs(q) * m)
         s = 1.0 if q > 0.0 else -1.0
         abs_q = abs(q)
         close = abs_q

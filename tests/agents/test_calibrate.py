@@ -3,6 +3,7 @@
 import errno
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,12 @@ from fundgym.agents.evaluate.calibration import (
     Measurement,
     Target,
     below_bankruptcy_share,
+    format_table,
     fund_drawdown,
     fund_drawdown_from_start_frac,
     select_checks,
+    vault_drawdown,
+    vault_pnl,
 )
 from fundgym.agents.outputs import write_text_atomic
 from fundgym.agents.policies import PRESETS, parse_spec
@@ -32,7 +36,7 @@ from fundgym.envs.scenarios import library
 TINY = ["--seeds", "1", "--accounts", "64", "--no-progress"]
 
 
-def outcome(fund0: float = 100.0, **steps: list[float]) -> EpisodeOutcome:
+def outcome(fund0: float = 100.0, vault0: float = 0.0, **steps: list[float]) -> EpisodeOutcome:
     """An episode record built by hand: ``steps`` are per-decision values."""
     return EpisodeOutcome(
         policy="static:hyperliquid",
@@ -41,6 +45,7 @@ def outcome(fund0: float = 100.0, **steps: list[float]) -> EpisodeOutcome:
         seed=0,
         initial_open_interest_usd=1_000.0,
         initial_fund_usd=fund0,
+        initial_vault_usd=vault0,
         steps={k: np.asarray(v, dtype=np.float64) for k, v in steps.items()},
         terminated=False,
     )
@@ -66,6 +71,22 @@ def test_the_registry_holds_the_bankruptcy_check_and_every_drawdown_line() -> No
     info = {(c.policy, c.scenario) for c in CHECKS if c.target is None}
     assert info == {(f"static:{p}", s) for p in PRESETS for s in CRASHES}
     assert {p for p in PRESETS} == {"binance", "dydx", "hyperliquid", "bitmex"}
+    fund = [c.name for c in CHECKS if c.name.startswith("fund_drawdown_")]
+    assert fund == [f"fund_drawdown_{p}_{s}" for s in CRASHES for p in PRESETS]
+
+
+def test_the_vault_lines_are_the_presets_that_run_a_vault_on_every_crash() -> None:
+    # only static:hyperliquid runs a vault (HLP, 2.2% of open interest)
+    vault = [c for c in CHECKS if c.name.startswith("vault_")]
+    assert [c.name for c in vault] == [
+        f"vault_{what}_hyperliquid_{s}" for s in CRASHES for what in ("pnl", "drawdown")
+    ]
+    assert all(c.target is None and c.policy == "static:hyperliquid" for c in vault)
+    oct10 = next(c for c in vault if c.name == "vault_pnl_hyperliquid_oct_10_2025")
+    assert "+10-13%" in oct10.source and "market making included" in oct10.source
+    assert "upper reference [E]" in oct10.source
+    luna = next(c for c in vault if c.name == "vault_pnl_hyperliquid_luna_2022")
+    assert "no backstop-vault figure" in luna.source
 
 
 # ---- measures, by hand ----
@@ -105,6 +126,70 @@ def test_fund_drawdown_is_measured_from_the_start_not_from_the_peak() -> None:
     assert m.detail == "mean of 2 episodes, 10.00% to 30.00%"
 
 
+def test_a_fund_that_starts_at_zero_prints_n_a_no_fund_never_nan() -> None:
+    # Hyperliquid has no insurance fund: every episode starts with 0, nothing to fall from
+    m = fund_drawdown(
+        [outcome(0.0, fund_balance_usd=[0.0, 5.0]), outcome(0.0, fund_balance_usd=[0.0])]
+    )
+    assert math.isnan(m.value) and m.missing == "no fund"
+    assert all(math.isnan(v) for v in m.per_episode)
+    assert m.detail == "nothing to measure: all 2 episodes started with a fund of 0"
+    check = next(c for c in CHECKS if c.name == "fund_drawdown_hyperliquid_oct_10_2025")
+    assert check.format(m.value, m.missing) == "n/a (no fund)"
+    run = cal.CalibrationRun((cal.CheckResult(check, m, None),), 2, 0, {"n_accounts": 64}, {}, 0.0)
+    assert "| n/a (no fund) | -" in format_table(run)
+    data = cal.to_json(run, "fundgym calibrate", "2026-01-01T00:00:00Z")
+    assert data["checks"][0]["missing"] == "no fund"
+    # one episode with a fund and one without: the mean of the one that had one
+    mixed = fund_drawdown(
+        [outcome(100.0, fund_balance_usd=[75.0]), outcome(0.0, fund_balance_usd=[0.0])]
+    )
+    assert mixed.value == 0.25 and mixed.missing == ""
+    assert mixed.detail == (
+        "mean of 1 episode, 25.00% to 25.00%; 1 left out (episodes started with a fund of 0)"
+    )
+
+
+def vault_outcome(
+    capital: float,
+    pnl: list[float],
+    drawdown: list[float],
+    takeovers: list[float] | None = None,
+    takeover_usd: list[float] | None = None,
+) -> EpisodeOutcome:
+    """An episode with a vault of ``capital`` (0: none) reported decision by decision."""
+    zeros = [0.0] * len(pnl)
+    return outcome(
+        0.0,
+        capital,
+        vault_pnl_usd=pnl,
+        vault_drawdown_frac=drawdown,
+        vault_takeovers=takeovers or zeros,
+        vault_takeover_usd=takeover_usd or zeros,
+        fund_balance_usd=zeros,
+    )
+
+
+def test_vault_pnl_is_the_last_pnl_over_the_starting_capital() -> None:
+    # capital 200. Episode 0: equity 200 -> 190 -> 230, PnL +30 at the end = +15%; episode 1:
+    # 200 -> 150, -50 = -25%. Mean (15 - 25) / 2 = -5%.
+    # takeovers: 1 ($40) then 2 ($60, $20) -> 3 takeovers, $120
+    a = vault_outcome(200.0, [-10.0, 30.0], [0.05, 0.05], [1.0, 0.0], [40.0, 0.0])
+    b = vault_outcome(200.0, [-50.0], [0.25], [2.0], [80.0])
+    m = vault_pnl([a, b])
+    assert m.value == pytest.approx(-0.05, rel=1e-12)
+    assert m.per_episode == pytest.approx((0.15, -0.25), rel=1e-12)
+    assert m.detail == "mean of 2 episodes, -25.00% to 15.00%; 3 takeovers, $120, over the episodes"
+    # drawdown: the largest of the running values, 5% and 25% -> 15%
+    d = vault_drawdown([a, b])
+    assert d.value == pytest.approx(0.15, rel=1e-12) and d.per_episode == (0.05, 0.25)
+    # no vault: capital 0 -> n/a (no vault)
+    none = vault_outcome(0.0, [0.0, 0.0], [0.0, 0.0])
+    for measure in (vault_pnl, vault_drawdown):
+        got = measure([none])
+        assert math.isnan(got.value) and got.missing == "no vault"
+
+
 def test_targets_pass_inside_their_range_and_print_it() -> None:
     at_most = Target(high=0.02)
     assert at_most.passes(0.02) and not at_most.passes(0.0201) and not at_most.passes(math.nan)
@@ -126,7 +211,8 @@ def test_select_checks_by_name_pattern_and_scenario() -> None:
     bitmex = select_checks(["fund_drawdown_bitmex_*"])
     assert [c.scenario for c in bitmex] == list(CRASHES)
     oct10 = select_checks(None, ["oct_10_2025"])
-    assert len(oct10) == 1 + len(PRESETS) and {c.scenario for c in oct10} == {"oct_10_2025"}
+    # the bankruptcy check, a fund line per preset, the hyperliquid vault's two lines
+    assert len(oct10) == 1 + len(PRESETS) + 2 and {c.scenario for c in oct10} == {"oct_10_2025"}
     first_two = "hyperliquid_below_bankruptcy, fund_drawdown_binance_black_thursday_2020"
     with pytest.raises(CalibrationError, match=rf"--check 'nope': no such check; .*{first_two}"):
         select_checks(["nope"])
@@ -144,6 +230,12 @@ def test_a_preset_runs_under_its_venues_fund_size() -> None:
     env_kw = job_env({**base_env(None, [spec]), "n_accounts": 64}, spec, "venue_flash_wick")
     (ep,) = cal.record_episodes(spec, env_kw, 1, 5)
     assert ep.initial_fund_usd / ep.initial_open_interest_usd == pytest.approx(0.275, rel=1e-12)
+    assert ep.initial_vault_usd == 0.0  # BitMEX runs no vault
+    spec = parse_spec("static:hyperliquid")
+    env_kw = job_env({**base_env(None, [spec]), "n_accounts": 64}, spec, "venue_flash_wick")
+    (hl,) = cal.record_episodes(spec, env_kw, 1, 5)
+    assert hl.initial_vault_usd / hl.initial_open_interest_usd == pytest.approx(0.022, rel=1e-12)
+    assert hl.initial_fund_usd == 0.0  # HLP, and no insurance fund
     assert ep.seed == 5 and len(ep.steps["fund_balance_usd"]) == 18  # 180 min, 10-min decisions
     assert {"n_liquidations", "n_liquidations_below_bankruptcy"} <= ep.steps.keys()
 
@@ -221,7 +313,28 @@ def test_a_tiny_real_run_prints_the_table_and_writes_the_files(
     assert (
         "| `hyperliquid_below_bankruptcy` | oct_10_2025 |" in (out / "calibration.md").read_text()
     )
-    assert "fund_to_oi_frac: 0.022" in (out / "config.yaml").read_text()
+    config = (out / "config.yaml").read_text()
+    assert "fund_to_oi_frac: 0.0\n" in config and "vault_to_oi_frac: 0.022\n" in config
+
+
+def test_a_tiny_real_run_of_hyperliquids_vault_and_fund_lines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    checks = [
+        "--check",
+        "vault_*_hyperliquid_oct_10_2025",
+        "--check",
+        "fund_drawdown_hyperliquid_*",
+    ]
+    assert main(["calibrate", *checks, "--scenarios", "oct_10_2025", *TINY]) == 0
+    lines = {line.split(" | ")[0].strip(): line for line in capsys.readouterr().out.splitlines()}
+    # Hyperliquid starts with no fund: its drawdown line says so instead of a number
+    fund = lines["fund_drawdown_hyperliquid_oct_10_2025"]
+    assert "| n/a (no fund) | -      | info" in fund
+    # the vault started with HLP's 2.2%: its lines are numbers (a percentage each)
+    for name in ("vault_pnl_hyperliquid_oct_10_2025", "vault_drawdown_hyperliquid_oct_10_2025"):
+        measured = lines[name].split(" | ")[3].strip()
+        assert re.fullmatch(r"-?\d+\.\d\d%", measured), lines[name]
 
 
 def fixed_check(value: float, target: Target | None) -> Check:

@@ -24,6 +24,7 @@ from fundgym.agents.evaluate.metrics import (
     check_metrics,
     dominates,
     episode_metrics,
+    fund_exhausted,
     max_drawdown_frac,
     mean_ci,
     normal_quantile,
@@ -52,6 +53,7 @@ def record_a_kwargs() -> dict[str, Any]:
         "seed": 7,
         "initial_open_interest_usd": 1000.0,
         "initial_fund_usd": 100.0,
+        "initial_vault_usd": 100.0,
         "time_minutes": [15.0, 30.0, 45.0, 60.0],
         "fund_balance_usd": [80.0, 120.0, 60.0, 90.0],
         "open_interest_usd": [1000.0, 800.0, 500.0, 400.0],
@@ -63,6 +65,15 @@ def record_a_kwargs() -> dict[str, Any]:
         "socialized_loss_usd": [0.0, 0.0, 5.0, 0.0],
         "unrecovered_usd": [0.0, 0.0, 0.0, 2.5],
         "fee_revenue_usd": [1.0, 2.0, 3.0, 0.5],
+        "adl_haircut_usd": [0.0, 0.0, 8.0, 2.0],
+        "adl_overshoot_usd": [0.0, 0.0, 4.0, 0.0],
+        "liquidator_absorbed_usd": [0.0, 30.0, 90.0, 10.0],
+        # a vault of capital 100: equity 100, 95, 80, 112.5 (peak 100 until the last step)
+        "vault_pnl_usd": [0.0, -5.0, -20.0, 12.5],
+        "vault_drawdown_frac": [0.0, 0.05, 0.2, 0.2],
+        "vault_peak_inventory_usd": [0.0, 160.0, 160.0, 160.0],
+        "vault_takeovers": [0.0, 1.0, 3.0, 0.0],
+        "vault_takeover_usd": [0.0, 160.0, 300.0, 0.0],
         "reward": [0.5, -1.0, -2.0, 0.25],
         "cost": [0.0, 0.0, 0.005, 0.0025],
         "params": {"max_leverage": [20.0, 20.0, 10.0, 10.0], "mmr": [0.03, 0.03, 0.04, 0.05]},
@@ -100,6 +111,16 @@ EXPECTED_A: dict[str, Any] = {
     "liquidation_volume_usd": 450.0,  # 100 + 300 + 50
     "liquidation_volume_pct_oi": 45.0,  # 100 * 450 / 1000
     "fee_revenue_usd": 6.5,  # 1 + 2 + 3 + 0.5
+    "adl_haircut_usd": 10.0,  # 8 + 2
+    "adl_overshoot_usd": 4.0,
+    "liquidator_absorbed_usd": 130.0,  # 30 + 90 + 10
+    "vault_initial_usd": 100.0,
+    "vault_pnl_usd": 12.5,  # the last step's, not the sum
+    "vault_pnl_frac": 0.125,  # 12.5 / 100
+    "vault_max_drawdown_frac": 0.2,  # (100 - 80) / 100
+    "vault_peak_inventory_usd": 160.0,  # the running peak's last value
+    "vault_takeovers": 4.0,  # 1 + 3
+    "vault_takeover_usd": 460.0,  # 160 + 300
     "mean_open_interest_usd": 675.0,  # (1000 + 800 + 500 + 400) / 4 = 2700 / 4
     "mean_capital_locked_usd": 107.75,  # (110 + 144 + 75 + 102) / 4 = 431 / 4
     "mean_fund_usd": 87.5,  # (80 + 120 + 60 + 90) / 4 = 350 / 4
@@ -124,6 +145,7 @@ def record_b_kwargs() -> dict[str, Any]:
         "seed": 8,
         "initial_open_interest_usd": 2000.0,
         "initial_fund_usd": 50.0,
+        "initial_vault_usd": 0.0,
         "time_minutes": [10.0, 20.0, 30.0],
         "fund_balance_usd": [20.0, 2.0, 0.0],
         "open_interest_usd": [1000.0, 0.5, 0.0],
@@ -135,6 +157,16 @@ def record_b_kwargs() -> dict[str, Any]:
         "socialized_loss_usd": [0.0, 10.0, 30.0],
         "unrecovered_usd": [0.0, 0.0, 20.0],
         "fee_revenue_usd": [4.0, 0.0, 0.0],
+        # signed: at step 2 the ADL price paid the counterparties $5 more than the mark
+        "adl_haircut_usd": [0.0, 15.0, -5.0],
+        "adl_overshoot_usd": [0.0, 0.0, 0.0],
+        "liquidator_absorbed_usd": [100.0, 0.0, 0.0],
+        # no vault: every vault series is 0
+        "vault_pnl_usd": [0.0, 0.0, 0.0],
+        "vault_drawdown_frac": [0.0, 0.0, 0.0],
+        "vault_peak_inventory_usd": [0.0, 0.0, 0.0],
+        "vault_takeovers": [0.0, 0.0, 0.0],
+        "vault_takeover_usd": [0.0, 0.0, 0.0],
         "reward": [-1.0, -5.0, -10.0],
         "cost": [0.0, 0.005, 0.025],
         "params": {},
@@ -166,6 +198,16 @@ EXPECTED_B: dict[str, Any] = {
     "liquidation_volume_usd": 1000.0,
     "liquidation_volume_pct_oi": 50.0,  # 100 * 1000 / 2000
     "fee_revenue_usd": 4.0,
+    "adl_haircut_usd": 10.0,  # 15 - 5
+    "adl_overshoot_usd": 0.0,
+    "liquidator_absorbed_usd": 100.0,
+    "vault_initial_usd": 0.0,
+    "vault_pnl_usd": 0.0,
+    "vault_pnl_frac": 0.0,  # no vault: 0 by rule, never 0 / 0
+    "vault_max_drawdown_frac": 0.0,
+    "vault_peak_inventory_usd": 0.0,
+    "vault_takeovers": 0.0,
+    "vault_takeover_usd": 0.0,
     "mean_open_interest_usd": 1000.5 / 3,  # (1000 + 0.5 + 0) / 3
     "mean_capital_locked_usd": 72.5 / 3,  # (70 + 2.5 + 0) / 3
     "mean_fund_usd": 22.0 / 3,  # (20 + 2 + 0) / 3
@@ -187,6 +229,7 @@ def record_c_kwargs() -> dict[str, Any]:
         "seed": 7,
         "initial_open_interest_usd": 500.0,
         "initial_fund_usd": 0.0,
+        "initial_vault_usd": 40.0,
         "time_minutes": [60.0],
         "fund_balance_usd": [0.0],
         "open_interest_usd": [500.0],
@@ -198,6 +241,15 @@ def record_c_kwargs() -> dict[str, Any]:
         "socialized_loss_usd": [0.0],
         "unrecovered_usd": [0.0],
         "fee_revenue_usd": [0.5],
+        "adl_haircut_usd": [0.0],
+        "adl_overshoot_usd": [0.0],
+        "liquidator_absorbed_usd": [0.0],
+        # a vault that lost all it started with: equity 0 at the end
+        "vault_pnl_usd": [-40.0],
+        "vault_drawdown_frac": [1.0],
+        "vault_peak_inventory_usd": [0.0],
+        "vault_takeovers": [2.0],
+        "vault_takeover_usd": [75.0],
         "reward": [0.0],
         "cost": [0.0],
         "params": {"mmr": [0.03]},
@@ -224,10 +276,22 @@ EXPECTED_C: dict[str, Any] = {
     "bad_debt_pct_oi": 0.0,
     "fund_min_usd": 0.0,
     "fund_max_drawdown_frac": 0.0,  # the running peak is 0 throughout: nothing to lose
-    "fund_exhausted": True,  # 0 <= 1e-6 * 500: an empty fund is exhausted
+    # 0 <= 1e-6 * 500 throughout, but it never held more: no fund to exhaust (a venue whose
+    # backstop is a vault)
+    "fund_exhausted": False,
     "liquidation_volume_usd": 0.0,
     "liquidation_volume_pct_oi": 0.0,
     "fee_revenue_usd": 0.5,
+    "adl_haircut_usd": 0.0,
+    "adl_overshoot_usd": 0.0,
+    "liquidator_absorbed_usd": 0.0,
+    "vault_initial_usd": 40.0,
+    "vault_pnl_usd": -40.0,
+    "vault_pnl_frac": -1.0,  # -40 / 40: all of it
+    "vault_max_drawdown_frac": 1.0,
+    "vault_peak_inventory_usd": 0.0,
+    "vault_takeovers": 2.0,
+    "vault_takeover_usd": 75.0,
     "mean_open_interest_usd": 500.0,
     "mean_capital_locked_usd": 15.0,
     "mean_fund_usd": 0.0,
@@ -259,7 +323,7 @@ def assert_row(row: dict[str, Any], expected: dict[str, Any]) -> None:
         (record_b_kwargs(), EXPECTED_B),
         (record_c_kwargs(), EXPECTED_C),
     ],
-    ids=["a_dip_recover_fall", "b_fund_runs_dry", "c_one_step_empty_fund"],
+    ids=["a_dip_recover_fall", "b_fund_runs_dry", "c_one_step_no_fund_vault_emptied"],
 )
 def test_episode_metrics_hand_worked(kwargs: dict[str, Any], expected: dict[str, Any]) -> None:
     assert_row(episode_metrics(EpisodeRecord(**kwargs)), expected)
@@ -283,6 +347,27 @@ def test_fund_exhausted_threshold_is_one_millionth_of_initial_oi() -> None:
     assert exhausted(1.0)
     assert exhausted(0.5)
     assert not exhausted(1.01)
+
+
+def test_a_fund_that_starts_empty_is_exhausted_only_after_holding_something() -> None:
+    # initial OI 1000: the threshold is 1e-6 * 1000 = 0.001 USD
+    assert not fund_exhausted(0.0, np.array([0.0, 0.0]), 1000.0)  # no fund ever
+    assert not fund_exhausted(0.0, np.array([0.0, 5.0, 3.0]), 1000.0)  # fees, never emptied
+    assert fund_exhausted(0.0, np.array([5.0, 0.0, 2.0]), 1000.0)  # fees, then emptied
+    assert fund_exhausted(10.0, np.array([0.001]), 1000.0)  # to the threshold from a start
+    assert not fund_exhausted(10.0, np.array([0.0011]), 1000.0)
+    # a fund that starts empty: drawdown 0 (the running peak is 0, nothing to divide by)
+    row = episode_metrics(record_a(initial_fund_usd=0.0, fund_balance_usd=[0.0] * 4))
+    assert row["fund_max_drawdown_frac"] == 0.0 and row["fund_exhausted"] is False
+
+
+def test_a_vault_below_zero_equity_draws_down_more_than_its_peak() -> None:
+    # peak equity 100, then -20 before the loss beyond its equity went down the waterfall:
+    # 1 - (-20) / 100 = 1.2; a fraction of the peak, not capped at 1
+    row = episode_metrics(record_a(vault_drawdown_frac=[0.0, 0.5, 1.2, 1.2]))
+    assert row["vault_max_drawdown_frac"] == 1.2
+    # round-off below 0 is clipped, not refused
+    assert record_a(vault_drawdown_frac=[-1e-12, 0.0, 0.0, 0.0]).vault_drawdown_frac[0] == 0.0
 
 
 def test_fund_min_counts_the_initial_value() -> None:
@@ -396,6 +481,8 @@ BAD_RECORDS: list[tuple[dict[str, Any], str]] = [
     ({"initial_open_interest_usd": "1000"}, "initial_open_interest_usd"),
     ({"initial_fund_usd": -1.0}, r"initial_fund_usd must be >= 0"),
     ({"initial_fund_usd": math.inf}, "initial_fund_usd must be finite"),
+    ({"initial_vault_usd": -1.0}, r"initial_vault_usd must be >= 0"),
+    ({"initial_vault_usd": math.nan}, "initial_vault_usd must be finite"),
     ({"time_minutes": []}, r"time_minutes must have at least one step"),
     ({"time_minutes": [[15.0, 30.0, 45.0, 60.0]]}, r"time_minutes must be a 1-D"),
     ({"time_minutes": [0.0, 30.0, 45.0, 60.0]}, r"time_minutes must be > 0"),
@@ -412,6 +499,13 @@ BAD_RECORDS: list[tuple[dict[str, Any], str]] = [
     ({"adl_volume_usd": [0.0, 0.0, -40.0, 10.0]}, "adl_volume_usd"),
     ({"liquidation_volume_usd": [0.0, -1.0, 0.0, 0.0]}, "liquidation_volume_usd"),
     ({"fee_revenue_usd": [0.0, -1.0, 0.0, 0.0]}, "fee_revenue_usd"),
+    ({"adl_overshoot_usd": [-1.0, 0.0, 0.0, 0.0]}, "adl_overshoot_usd must be >= 0"),
+    ({"liquidator_absorbed_usd": [0.0, -1.0, 0.0, 0.0]}, "liquidator_absorbed_usd must be"),
+    ({"vault_takeovers": [0.0, -1.0, 0.0, 0.0]}, r"vault_takeovers must be >= 0.*index 1"),
+    ({"vault_takeover_usd": [0.0, 0.0, -1.0, 0.0]}, "vault_takeover_usd must be >= 0"),
+    ({"vault_drawdown_frac": [0.0, -0.01, 0.2, 0.2]}, r"vault_drawdown_frac must be >= 0.*index 1"),
+    ({"vault_pnl_usd": [0.0, math.nan, 0.0, 0.0]}, r"vault_pnl_usd must be finite.*index 1"),
+    ({"vault_peak_inventory_usd": [0.0, 0.0]}, r"vault_peak_inventory_usd must have one value"),
     ({"mark_price": [100.0, 0.0, 90.0, 92.0]}, r"mark_price must be > 0.*index 1"),
     ({"cost": [0.0, 0.0]}, r"cost must have one value per step \(4"),
     ({"params": [("mmr", [0.03] * 4)]}, "params must be a dict"),
@@ -708,11 +802,14 @@ def test_summarize_hand_worked_values() -> None:
     assert ppo_crash["p_fund_exhausted"] == 0.5
     assert math.isclose(ppo_crash["p_fund_exhausted_ci_low"], 0.5 - half, rel_tol=1e-12)
     assert math.isclose(ppo_crash["p_fund_exhausted_ci_high"], 0.5 + half, rel_tol=1e-12)
-    # one episode: every t-interval is the point; Wilson for 1 of 1: low = 1 / (1 + z^2)
+    # one episode: every t-interval is the point; C never held a fund, so 0 of 1 exhausted:
+    # Wilson p = 0, centre = half = (z^2 / 2) / (1 + z^2): low 0, high z^2 / (1 + z^2)
     assert default_crash["mean_capital_locked_usd"] == 15.0
     assert default_crash["mean_capital_locked_usd_ci_low"] == 15.0
-    assert default_crash["p_fund_exhausted"] == 1.0
-    assert math.isclose(default_crash["p_fund_exhausted_ci_low"], 1 / (1 + Z975**2), rel_tol=1e-12)
+    assert default_crash["p_fund_exhausted"] == 0.0
+    assert default_crash["p_fund_exhausted_ci_low"] == 0.0
+    high = Z975**2 / (1 + Z975**2)
+    assert math.isclose(default_crash["p_fund_exhausted_ci_high"], high, rel_tol=1e-12)
 
 
 def test_summarize_policies_pools_scenarios() -> None:
@@ -951,6 +1048,7 @@ def test_episode_metrics_properties(steps: list[tuple[float, ...]], fund0: float
         seed=0,
         initial_open_interest_usd=1e6,
         initial_fund_usd=fund0,
+        initial_vault_usd=0.0,
         time_minutes=np.arange(1, n + 1) * 5.0,
         fund_balance_usd=fund,
         open_interest_usd=oi,
@@ -962,6 +1060,14 @@ def test_episode_metrics_properties(steps: list[tuple[float, ...]], fund0: float
         socialized_loss_usd=soc,
         unrecovered_usd=unrec,
         fee_revenue_usd=zeros,
+        adl_haircut_usd=zeros,
+        adl_overshoot_usd=zeros,
+        liquidator_absorbed_usd=zeros,
+        vault_pnl_usd=zeros,
+        vault_drawdown_frac=zeros,
+        vault_peak_inventory_usd=zeros,
+        vault_takeovers=zeros,
+        vault_takeover_usd=zeros,
         reward=zeros,
         cost=zeros,
         positions=pos[:, None],
@@ -969,7 +1075,12 @@ def test_episode_metrics_properties(steps: list[tuple[float, ...]], fund0: float
     row = episode_metrics(rec)
     assert 0.0 <= row["fund_max_drawdown_frac"] <= 1.0
     assert row["fund_min_usd"] <= fund0 and row["fund_min_usd"] <= fund.min()
-    assert row["fund_exhausted"] == (row["fund_min_usd"] <= 1.0)  # 1e-6 x 1e6
+    # 1e-6 x 1e6 = 1 USD: a fund that starts above it is exhausted when it reaches it; one
+    # that starts at or below it must first have held more
+    if fund0 > 1.0:
+        assert row["fund_exhausted"] == (row["fund_min_usd"] <= 1.0)
+    elif row["fund_exhausted"]:
+        assert fund.max() > 1.0 and fund.min() <= 1.0
     assert row["bad_debt_usd"] == row["socialized_loss_usd"] + row["unrecovered_usd"]
     assert math.isclose(
         row["bad_debt_pct_oi"], 100 * row["bad_debt_usd"] / 1e6, rel_tol=1e-12, abs_tol=1e-15

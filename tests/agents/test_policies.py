@@ -1,5 +1,6 @@
 """Baseline policies: spec parsing, venue presets, the rule controller worked by hand."""
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def test_presets_parse_to_their_documented_values():
             "trading_fee_fund_share": 0.0,
         },
         "fund_to_oi_frac": 0.005,  # the venue's fund size: evaluation runs it under its own
+        "vault_to_oi_frac": 0.0,  # no backstop vault: a preset fixes it, whatever the config
     }
     binance = parse_spec("static:binance")
     assert binance.margin_tiers == "binance_btcusdt_2021" and binance.values["mmr"] == 0.004
@@ -79,9 +81,10 @@ def test_presets_parse_to_their_documented_values():
     [
         # outcomes.md, "Fund size relative to open interest": Binance Oct 2025 3-6% (midpoint),
         # dYdX v4 $1M seed against $0.1-0.3B, HLP $300M against $13.8B, BitMEX 2020 20-35%
+        # Hyperliquid has no insurance fund in front of ADL: HLP is its backstop (below)
         ("binance", 0.045, True),
         ("dydx", 0.005, True),
-        ("hyperliquid", 0.022, False),
+        ("hyperliquid", 0.0, False),
         ("bitmex", 0.275, True),
     ],
 )
@@ -91,7 +94,38 @@ def test_presets_carry_their_venues_fund_size_with_a_source(preset, fund, estima
     assert any(line.startswith(f"fund {100 * fund:g}% of OI") for line in p.sources)
     spec = parse_spec(f"static:{preset}")
     assert spec.fund_to_oi_frac == fund and spec.env_overrides()["fund_to_oi_frac"] == fund
-    assert spec.note.endswith(f"fund {fund:.2%} of open interest" + (" [E]" if estimate else ""))
+    fund_note = f"fund {fund:.2%} of open interest" + (" [E]" if estimate else "")
+    assert fund_note in spec.note
+
+
+@pytest.mark.parametrize(
+    ("preset", "vault"),
+    [
+        # HLP about $300M against $13.8B of open interest on 10 Oct 2025 (outcomes.md)
+        ("hyperliquid", 0.022),
+        ("binance", 0.0),
+        ("dydx", 0.0),
+        ("bitmex", 0.0),
+    ],
+)
+def test_only_hyperliquid_runs_a_backstop_vault_sized_as_hlp(preset, vault):
+    p = PRESETS[preset]
+    assert p.vault_to_oi_frac == vault
+    spec = parse_spec(f"static:{preset}")
+    assert spec.vault_to_oi_frac == vault and spec.env_overrides()["vault_to_oi_frac"] == vault
+    assert ("backstop vault 2.20% of open interest" in spec.note) == (vault > 0)
+    if vault:
+        assert any(line.startswith("vault 2.2% of OI: HLP, about $300M") for line in p.sources)
+
+
+def test_hyperliquid_has_no_fund_in_front_of_adl_and_says_so():
+    p = PRESETS["hyperliquid"]
+    (fund_line,) = [line for line in p.sources if line.startswith("fund ")]
+    assert "no insurance fund in front of ADL" in fund_line
+    assert "hyperliquid.gitbook.io/hyperliquid-docs/trading/liquidations" in fund_line
+    assert "hyperliquid.gitbook.io/hyperliquid-docs/trading/auto-deleveraging" in fund_line
+    # the notes no longer say the fund stands in for the vault
+    assert not any("stand" in line and "vault" in line for line in (*p.sources, p.note))
 
 
 @pytest.mark.parametrize(
@@ -170,6 +204,29 @@ def test_a_preset_takes_overrides_and_keeps_the_rest():
     assert spec.values == {**PRESETS["binance"].values, "mmr": 0.01}
     assert spec.note.endswith("of open interest; overridden: mmr 0.01, fund 10.00%")
     assert parse_spec("static:dydx,fund_to_oi_frac=0").fund_to_oi_frac == 0.0
+
+
+def test_a_preset_or_a_custom_set_takes_a_vault_size():
+    spec = parse_spec("static:hyperliquid,vault_to_oi_frac=0.05")
+    assert spec.vault_to_oi_frac == 0.05 and spec.env_overrides()["vault_to_oi_frac"] == 0.05
+    assert spec.note.endswith("; overridden: vault 5.00%")
+    assert parse_spec("static:binance,vault_to_oi_frac=0.01").vault_to_oi_frac == 0.01
+    assert parse_spec("static:hyperliquid,vault_to_oi_frac=0").vault_to_oi_frac == 0.0
+    # a custom set keeps the environment's vault unless it names one
+    assert parse_spec("static:mmr=0.05").vault_to_oi_frac is None
+    assert "vault_to_oi_frac" not in parse_spec("static:mmr=0.05").env_overrides()
+    named = parse_spec("static:vault_to_oi_frac=0.1,mmr=0.05")
+    assert named.vault_to_oi_frac == 0.1 and named.fund_to_oi_frac is None
+    assert named.note.endswith(", vault 10.00% of open interest")
+
+
+def test_the_vault_range_is_the_environment_configs():
+    from fundgym.agents.policies.registry import SHARE_RANGES
+    from fundgym.envs.config import EnvConfig
+
+    field = next(f for f in dataclasses.fields(EnvConfig) if f.name == "vault_to_oi_frac")
+    assert SHARE_RANGES["vault_to_oi_frac"] == (field.metadata["ge"], field.metadata["le"])
+    assert SHARE_RANGES["vault_to_oi_frac"] == (0.0, 10.0)
 
 
 def test_a_custom_set_keeps_the_configs_fund_unless_it_names_one():
@@ -259,7 +316,7 @@ def test_custom_static_set_fills_the_rest_with_defaults():
             "static:binance,leverage=3",
             "unknown parameter 'leverage'; allowed: ['liquidation_fee_rate', "
             "'liquidation_fee_fund_share', 'mmr', 'imr_multiple', 'trading_fee_fund_share', "
-            "'fund_to_oi_frac']",
+            "'fund_to_oi_frac', 'vault_to_oi_frac']",
         ),
         ("static:binance,dydx", "expected name=value, got 'dydx'"),
         ("static:binance,mmr=0.5", "mmr = 0.5 is outside its action range [0.003, 0.1]"),
@@ -271,6 +328,14 @@ def test_custom_static_set_fills_the_rest_with_defaults():
         ("static:fund_to_oi_frac=-0.1", "fund_to_oi_frac = -0.1 is outside [0, 10]"),
         ("static:fund_to_oi_frac=nan", "fund_to_oi_frac = nan is outside [0, 10]"),
         ("static:fund_to_oi_frac=lots", "fund_to_oi_frac = 'lots' is not a number"),
+        (
+            "static:hyperliquid,vault_to_oi_frac=10.5",
+            "vault_to_oi_frac = 10.5 is outside [0, 10] (the backstop vault's capital at the "
+            "start of an episode, as a share of open interest)",
+        ),
+        ("static:vault_to_oi_frac=-0.01", "vault_to_oi_frac = -0.01 is outside [0, 10]"),
+        ("static:vault_to_oi_frac=inf", "vault_to_oi_frac = inf is outside [0, 10]"),
+        ("static:vault_to_oi_frac=big", "vault_to_oi_frac = 'big' is not a number"),
         ("static:mmr", "unknown preset 'mmr'"),
         ("nonexistent_run_dir", "not a run directory, and not one of static:<preset>"),
     ],

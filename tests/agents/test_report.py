@@ -55,12 +55,19 @@ def make_record(
     exhausted: bool = False,
     params: bool = True,
     terminated: bool = False,
+    vault_pnl_usd: float | None = None,
 ) -> EpisodeRecord:
     """4 steps of 15 min; the loss (if any) lands in step 2, the fund empties if ``exhausted``.
 
-    A ``terminated`` episode ends insolvent after step 2 (45 min), its fund empty.
+    A ``terminated`` episode ends insolvent after step 2 (45 min), its fund empty. With
+    ``vault_pnl_usd`` a $2M backstop vault runs: it takes over 2 accounts ($600k) in step 1,
+    carries a $600k long then a $250k short, falls to $1.8M (10% drawdown) and ends at its
+    capital plus ``vault_pnl_usd``; without it, no vault runs (every vault series is 0).
+    Outside liquidators absorb $500k of the $2M liquidated in step 1.
     """
     fund = [4e6, 3e6, 0.0, 0.0] if exhausted or terminated else [4e6, 3e6, 2.5e6, 2.5e6]
+    zeros = [0.0] * 4
+    vault = vault_pnl_usd is not None
     rec = EpisodeRecord(
         policy=policy,
         scenario=scenario,
@@ -68,6 +75,7 @@ def make_record(
         seed=100 + episode,
         initial_open_interest_usd=1e8,
         initial_fund_usd=5e6,
+        initial_vault_usd=2e6 if vault else 0.0,
         time_minutes=[15.0, 30.0, 45.0, 60.0],
         fund_balance_usd=fund,
         open_interest_usd=[1e8, 9e7, 8e7, 8e7],
@@ -79,6 +87,14 @@ def make_record(
         socialized_loss_usd=[0.0, 0.0, socialized_usd, 0.0],
         unrecovered_usd=[0.0, 0.0, 0.0, 0.0],
         fee_revenue_usd=[1e4, 2e4, 3e4, 1e4],
+        adl_haircut_usd=zeros,
+        adl_overshoot_usd=zeros,
+        liquidator_absorbed_usd=[0.0, 5e5, 0.0, 0.0],
+        vault_pnl_usd=[0.0, -1e5, -2e5, vault_pnl_usd] if vault_pnl_usd is not None else zeros,
+        vault_drawdown_frac=[0.0, 0.05, 0.1, 0.1] if vault else zeros,
+        vault_peak_inventory_usd=[0.0, 6e5, 6e5, 6e5] if vault else zeros,
+        vault_takeovers=[0.0, 2.0, 0.0, 0.0] if vault else zeros,
+        vault_takeover_usd=[0.0, 6e5, 0.0, 0.0] if vault else zeros,
         reward=[-0.1, -0.2, -0.3, -0.1],
         cost=[0.0, 0.0, 0.0, 0.0],
         params=(
@@ -780,6 +796,52 @@ def test_all_zero_losses_and_missing_params(tmp_path: Path) -> None:
     # Zero loss and zero capital difference: "b" matches "a", which passes rule "loss" (0 <= 0).
     assert "| a | $0 [$0, $0] |" in md
     assert "- **b**: dominates: yes (rule: loss, loss ratio 0.0%, capital ratio 100.0%)" in md
+
+
+def test_liquidators_absorbed_notional_is_in_the_per_scenario_table_and_no_vault_no_section(
+    full_report: tuple[Path, dict[str, Path]],
+) -> None:
+    md = full_report[1]["report_md"].read_text()
+    assert "| absorbed by liquidators |" in md
+    # every episode: $500k of the $8M liquidated went to outside liquidators
+    flash_best = next(line for line in md.splitlines() if line.startswith("| flash_crash | best_"))
+    assert "| $8,000,000 | $500,000 |" in flash_best
+    # no policy ran a vault: no vault section
+    assert "Backstop vault" not in md and "vault PnL" not in md
+
+
+def test_the_vault_section_lists_the_policies_that_ran_one(tmp_path: Path) -> None:
+    # static:hyperliquid's $2M vault ends at +$300k, -$100k, +$400k: mean $200,000; as a share
+    # of capital 15%, -5%, 20%: mean 10.00%. Every episode: 10% drawdown, peak inventory
+    # |$600k| (the -$250k short is smaller), 2 takeovers of $600k. static:binance runs none.
+    records = [
+        make_record("static:hyperliquid", "oct", ep, vault_pnl_usd=pnl)
+        for ep, pnl in enumerate([3e5, -1e5, 4e5])
+    ] + [make_record("static:binance", "oct", ep) for ep in range(3)]
+    out = run_report(tmp_path, records, reference=None)
+    md = out["report_md"].read_text()
+    assert "## Backstop vault" in md
+    head = (
+        "| policy | scenario | vault capital | vault PnL | PnL / capital | max drawdown | "
+        "peak inventory | takeovers | notional taken over |"
+    )
+    assert head in md
+    row = (
+        "| static:hyperliquid | oct | $2,000,000 | $200,000 | 10.00% | 10.00% | $600,000 | 2.0 | "
+        "$600,000 |"
+    )
+    assert row in md
+    assert not [line for line in md.splitlines() if line.startswith("| static:binance | oct |")]
+    # a vault that lost: the PnL is printed signed, not floored at $0
+    (tmp_path / "lost").mkdir()
+    lost = run_report(
+        tmp_path / "lost",
+        [make_record("v", "s", 0, vault_pnl_usd=-5e5)],
+        reference=None,
+    )
+    assert "| v | s | $2,000,000 | -$500,000 | -25.00% |" in lost["report_md"].read_text()
+    page = out["report_html"].read_text()
+    assert "<h2>Backstop vault</h2>" in page and 'aria-label="backstop vault table' in page
 
 
 def test_parameter_panel_only_when_parameters_recorded(tmp_path: Path) -> None:
