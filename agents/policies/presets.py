@@ -152,7 +152,9 @@ PRESETS: dict[str, Preset] = {
             "no clearance fee on market liquidations (Hyperliquid announcement of partial "
             "liquidations, mirrored at docs.tings.xyz/core-mechanics/liquidations): the fee "
             "lever at its action range's floor, 0.1% [E]; the margin kept on backstops is the "
-            "mode's takeover, not a fee",
+            "mode's takeover, not a fee. That 0.1% goes to a fund that starts at 0, so a small "
+            "fee-built fund stands in front of ADL, which Hyperliquid does not have [E] (a fund "
+            "share of 0 would instead pay outside liquidators, which it does not have either)",
             "liquidation mode hyperliquid: market orders, 20% of a position over $100k first, "
             "then the whole position during a 30 s cooldown; the backstop below 2/3 MM hands "
             "the account to the vault",
