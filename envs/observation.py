@@ -102,7 +102,9 @@ def _quantiles(values, n, qs, out, col, bins, counts, scratch):  # type: ignore[
     numpy's default method, on the exact order statistics. Quickselect over all the values
     cost about 20 ns per value here (its comparisons mispredict); instead a histogram
     brackets each order statistic and a selection runs among the few values of its bracket,
-    in passes whose branches are almost always predicted: about 6 ns per value in all.
+    in passes whose branches are almost always predicted: about 3.5 ns per value in all
+    (6 ns while the ends were found over the floats and each bucket computed beside its
+    count, which kept both loops scalar).
 
     The buckets split the range of :func:`_order_key` (the values' bit patterns, in value
     order) into :data:`N_BUCKETS` equal widths, nearly equal in log-value: a heavy tail of
@@ -125,23 +127,26 @@ def _quantiles(values, n, qs, out, col, bins, counts, scratch):  # type: ignore[
         for s in range(n_q):
             out[col + s] = 0.0
         return
-    ends = np.empty(2)
-    ends[0] = ends[1] = values[0]
+    # The ends, the buckets, then the counts: three loops, the first two branch-free over
+    # integers (so they vectorise), the scatter alone serial. The ends are taken over the
+    # keys, not the floats: the keys order like the values, so their extremes are the
+    # values' extremes' keys (-0.0 and +0.0 share a key, as they share the order).
+    bits = values[:n].view(np.int64)
+    key_min = key_max = _order_key(bits[0])
     for i in range(1, n):
-        ends[0] = min(ends[0], values[i])
-        ends[1] = max(ends[1], values[i])
-    end_bits = ends.view(np.int64)
-    base = np.uint64(_order_key(end_bits[0]))
-    span = np.uint64(_order_key(end_bits[1])) - base  # unsigned: wraps to the true width
+        key = _order_key(bits[i])
+        key_min = min(key_min, key)
+        key_max = max(key_max, key)
+    base = np.uint64(key_min)
+    span = np.uint64(key_max) - base  # unsigned: wraps to the true width
     shift = np.uint64(0)
     while (span >> shift) >= np.uint64(N_BUCKETS):
         shift += np.uint64(1)
-    counts[:] = 0
-    bits = values[:n].view(np.int64)
     for i in range(n):
-        b = min(np.int64((np.uint64(_order_key(bits[i])) - base) >> shift), N_BUCKETS - 1)
-        bins[i] = b
-        counts[b] += 1
+        bins[i] = min(np.int64((np.uint64(_order_key(bits[i])) - base) >> shift), N_BUCKETS - 1)
+    counts[:] = 0
+    for i in range(n):
+        counts[bins[i]] += 1
     # Quantile s needs ranks lo and lo + 1 (the next order statistic): the buckets from the
     # one holding lo to the one holding lo + 1 (empty in between) are its bracket, tagged
     # with bit s. Ranks ascend with s, so one walk over the counts finds them all.

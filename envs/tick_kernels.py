@@ -8,7 +8,7 @@ reference of one tick and documents the order of operations; :func:`advance_seri
 1. market prices (:func:`fundgym.envs.market.kernels.prices_one`) and the simulator's drivers: the
    one-day EWMA volatility, the stressed flag, the funding of the tick, the precursors;
 2. the trader population when its clock is due
-   (:func:`fundgym.envs.traders.kernels.population_step_kernel`), then the fund receives its share
+   (:func:`fundgym.envs.traders.kernels.population_step_exchange`), then the fund receives its share
    of the trading fees;
 3. the fund accrues (:func:`fundgym.envs.fund.kernels.accrue_one`), its outside gain booked as a
    deposit (the reference accrues after funding: the two touch disjoint state);
@@ -75,13 +75,7 @@ from fundgym.envs.fund.kernels import (
 from fundgym.envs.jit import jit
 from fundgym.envs.market.kernels import PATH_DEPTH_MULT, PATH_PRECURSOR, advance_one, prices_one
 from fundgym.envs.observation import book_stats_exchange
-from fundgym.envs.traders.kernels import (
-    E_FUND_FEE_INCOME_USD,
-    E_TRADING_FEES_USD,
-    N_COUNT_EVENTS,
-    N_USD_EVENTS,
-    population_step_kernel,
-)
+from fundgym.envs.traders.kernels import population_step_exchange
 
 # Rows of the simulator's per-exchange values (ExchangeSimulator.drivers). D_LAST_ORACLE and
 # D_LAST_BOOK are the previous tick's oracle and last price, where the venue liquidation modes'
@@ -177,13 +171,9 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
     r = slice(e, e + 1)
     marks = np.empty((1, 1))
     paid_1 = np.empty(1)
-    arrival = np.empty(1)
-    leverage = np.empty(1)
-    shift = np.empty(1)
-    volume = np.ones(1)
-    active = np.ones(1, dtype=np.bool_)
-    counts = np.empty((1, N_COUNT_EVENTS), np.int64)
-    usd = np.empty((1, N_USD_EVENTS))
+    n_acc = size.shape[1]
+    chosen = np.empty(n_acc, np.int64)  # the population's scratch, kept across ticks
+    flags = np.zeros(n_acc + 7 - (n_acc + 7) % 8, np.uint8)  # whole words, padding zero
     sell_px = np.empty(1)
     buy_px = np.empty(1)
     available = np.empty(1)
@@ -220,21 +210,16 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
 
         # 2. The population, on its clock, and the fund's share of its fees.
         if t % pop_every == 0:  # the exchange's own clock: its tick within the episode
-            marks[0, 0] = mark
-            arrival[0] = 1.0 + drivers[D_OI_BUILD, e] * pre
-            leverage[0] = 1.0 + drivers[D_LEVERAGE_BUILD, e] * pre
-            shift[0] = drivers[D_LONG_SKEW, e] * pre
-            counts[:] = 0
-            usd[:] = 0.0
-            population_step_kernel(
-                rng_state[r], coll[r], size[r], entry[r], cp_size[r], cp_cash[r],
-                fee_revenue[r], net_deposits[r], packed[r], floors, rates, cums, base, pop,
-                marks, arrival, leverage, shift, volume, active, counts, usd,
+            # One exchange, on the batch's arrays: no one-exchange view of each of them.
+            _, _, _, _, _, _, _, _, _, fees_usd, income = population_step_exchange(
+                e, rng_state, coll, size, entry, cp_size, cp_cash, fee_revenue, net_deposits,
+                packed, floors, rates, cums, base, pop, mark,
+                1.0 + drivers[D_OI_BUILD, e] * pre, 1.0 + drivers[D_LEVERAGE_BUILD, e] * pre,
+                drivers[D_LONG_SKEW, e] * pre, 1.0, chosen, flags,
             )  # fmt: skip
-            income = usd[0, E_FUND_FEE_INCOME_USD]
             if income > 0.0:
                 receive_one(fund, e, income)
-            ev[0, EV_TRADING_FEES] = usd[0, E_TRADING_FEES_USD]
+            ev[0, EV_TRADING_FEES] = fees_usd
             ev[0, EV_FUND_TRADING_FEE_INCOME] = income
 
         # 3. The fund accrues; its outside gain is a deposit. (The reference accrues after

@@ -6,9 +6,15 @@ the venue's last and mark prices, the oracle the margin engine reads, the book d
 rate. The liquidation flow of a tick moves the next tick's prices, so cascades emerge.
 
 Each exchange of the batch carries its own scenario, path and clock (``t[e]``), so one exchange
-can be reset (a vector environment's autoreset) while the others go on. Paths are stored in
-padded ``(max_ticks, n_envs)`` arrays and gathered at each exchange's own tick, and the
-scenario constants are ``(n_envs,)`` arrays: a tick is one array program over the batch.
+can be reset (a vector environment's autoreset) while the others go on. Paths are padded
+``(max_ticks, n_envs)`` arrays gathered at each exchange's own tick, and the scenario constants
+are ``(n_envs,)`` arrays: a tick is one array program over the batch.
+
+Each path array is the transpose of a C-ordered ``(n_envs, max_ticks)`` array, so one exchange's
+path lies in consecutive memory: its reset writes one contiguous row per field (a column of a
+C-ordered array touched a cache line per tick, 1,440 a field, about 0.2 ms a reset once the tick
+had evicted them), and the compiled tick, which runs one exchange's ticks in a row, reads
+consecutive addresses. Indexing is ``[t, e]`` either way; only the memory order differs.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ _PATH_FIELDS = (
 #: Path fields the compiled tick reads, in ``kernels.PATH_*`` order.
 _KERNEL_PATHS = ("index", "basis", "wick", "depth_mult", "manipulation", "precursor")
 assert _KERNEL_PATHS.index("precursor") == kernels.PATH_PRECURSOR
+_LN2 = float(np.log(2.0))
 
 
 @dataclass
@@ -110,8 +117,10 @@ class Market:
         self._grow(n)
         for name in _PATH_FIELDS:
             col = getattr(path, name)[:, 0]
-            self.paths[name][:, env] = col[-1] if name != "frozen" else False
-            self.paths[name][:n, env] = col
+            row = self.paths[name].T[env]  # the exchange's path: contiguous (module docstring)
+            row[:n] = col
+            if n < row.shape[0]:  # past the path's end: its last value (never frozen)
+                row[n:] = col[-1] if name != "frozen" else False
         sc = scenario
         dt = sc.tick_minutes
         self.scenarios[env] = sc
@@ -120,7 +129,7 @@ class Market:
         col = self.scalars[:, env]
         col[k.MK_IMPACT_LOG] = 0.0
         col[k.MK_PREMIUM_EMA] = 0.0
-        col[k.MK_IMPACT_DECAY] = np.exp(-np.log(2.0) * dt / sc.depth.impact_half_life_minutes)
+        col[k.MK_IMPACT_DECAY] = np.exp(-_LN2 * dt / sc.depth.impact_half_life_minutes)
         col[k.MK_EMA_ALPHA] = 1.0 - np.exp(-dt / sc.funding.premium_ema_minutes)
         col[k.MK_IMPACT_COEF] = sc.depth.impact_coef
         col[k.MK_DEPTH_NORMAL] = sc.depth.normal_usd_per_pct
@@ -137,11 +146,12 @@ class Market:
             return
         for name in _PATH_FIELDS:
             dtype = bool if name == "frozen" else np.float64
-            grown = np.zeros((n, self.n_envs), dtype=dtype)
+            rows = np.zeros((self.n_envs, n), dtype=dtype)  # exchange-major (module docstring)
             if have:
-                grown[:have] = self.paths[name]
-                grown[have:] = self.paths[name][have - 1] if name != "frozen" else False
-            self.paths[name] = grown
+                old = self.paths[name].T
+                rows[:, :have] = old
+                rows[:, have:] = old[:, have - 1 : have] if name != "frozen" else False
+            self.paths[name] = rows.T
 
     def column(self, name: str) -> FloatArray:
         """Path field ``name`` at each exchange's current tick, ``(n_envs,)``."""

@@ -257,6 +257,273 @@ def flag_slots(q, c, ent, m, mmr, near_mult, tiered, floor1_usd, mmr0, cum0_usd,
 
 
 @jit(error_model="numpy")
+def population_step_exchange(  # type: ignore[no-untyped-def]
+    e,
+    rng_state,
+    collateral,
+    size,
+    entry,
+    counterparty_size,
+    counterparty_cash,
+    fee_revenue,
+    net_deposits,
+    packed,
+    floor_usd,
+    tier_mmr,
+    cum_usd,
+    tier_scale_div,
+    pop,
+    mark,
+    arrival_mult,
+    leverage_mult,
+    long_share_shift,
+    volume_mult,
+    chosen,
+    flags,
+):
+    """Exchange ``e``'s population step, in place, at ``mark`` with its modulations (scalars).
+
+    The body of :func:`population_step_kernel`'s loop over exchanges, callable on its own
+    with the batch's arrays and the exchange's index, so the compiled tick steps one exchange
+    without building a one-exchange view of every array. ``chosen`` (int64, at least the
+    accounts) and ``flags`` (uint8, the accounts padded to whole words of eight, the padding
+    zero) are scratch the caller keeps across calls.
+
+    Returns:
+        The events, ``(arrivals, exits, top_ups, reductions, top_up_usd, withdrawn_usd,
+        new_collateral_usd, new_notional_usd, volume_usd, trading_fees_usd,
+        fund_trading_fee_income_usd)``, the ``E_*`` columns in order.
+    """
+    n_acc = collateral.shape[1]
+    n_tiers = floor_usd.size
+    base_mmr = tier_scale_div[0]
+    words = flags.view(np.uint64)  # eight slot flags per word
+    scale_usd, alpha = pop[C_SCALE_USD], pop[C_PARETO_ALPHA]
+    log_median, sigma = pop[C_LOG_LEV_MEDIAN], pop[C_LEV_SIGMA]
+    buffer = pop[C_BUFFER]
+    near_mult = 1.0 + buffer
+    top_up_mult = 1.0 + 2.0 * buffer
+    p_top = pop[C_P_REACT] * pop[C_TOP_UP_SHARE]
+    p_act = pop[C_P_REACT] * (pop[C_TOP_UP_SHARE] + pop[C_REDUCE_SHARE])
+    p_exit = pop[C_P_EXIT]
+    log1m_exit = math.log1p(-p_exit)
+    log1m_vol = math.log1p(-VOLUME_TRADER_FRAC)
+    vol_start, vol_thresholds, vol_log1m = _VOLUME_GAPS
+    tiered = n_tiers > 0
+    floor1_usd = floor_usd[1] if n_tiers > 1 else math.inf
+    mmr0 = tier_mmr[0] if tiered else 0.0
+    cum0_usd = cum_usd[0] if tiered else 0.0
+    qv = size[e].reshape(n_acc)  # one market: the (A, 1) row as a contiguous (A,) view
+    ev = entry[e].reshape(n_acc)
+    cv = collateral[e]
+    st = load(rng_state, e, POPULATION_STREAM)
+    sa = load(rng_state, e, ARRIVAL_STREAM)
+    m = mark
+    mmr = packed[e, P_MMR]
+    imr = packed[e, P_IMR]
+    fee_rate = packed[e, P_TAKER_FEE]
+    tier_scale = mmr / base_mmr
+    demand = demand_multiplier(imr, fee_rate, pop)
+    # Exchange-level sums, booked once at the end: orders, fees, deposits, events.
+    base = 0.0
+    fees = 0.0
+    deposits = 0.0
+    volume = 0.0
+    n_exits = 0
+    withdrawn = 0.0
+    n_top = 0
+    top_usd = 0.0
+    n_reduce = 0
+    n_new = 0
+    new_collateral = 0.0
+    new_notional = 0.0
+
+    # Arrivals: the count now, the candidates one by one as slots take them.
+    lam = pop[C_LAM_PER_TICK] * (demand * arrival_mult)
+    budget = candidate_budget(pop[C_LAM_PER_TICK] * arrival_mult)
+    u, sa = uniform(sa)
+    n_arrive = poisson_quantile(u, lam)
+    long_share = min(max(pop[C_LONG_SHARE] + long_share_shift, LONG_SHARE_LOW), LONG_SHARE_HIGH)
+    max_lev = 1.0 / imr
+    taken = 0
+    wanted = ACTS | EMPTY if taken < n_arrive else ACTS
+    wanted_word = ACTS_WORD | EMPTY_WORD if taken < n_arrive else ACTS_WORD
+
+    next_exit = n_acc
+    if p_exit > 0.0:
+        gap, st = geometric_gap(st, log1m_exit, n_acc + 1)
+        next_exit = gap - 1
+
+    flag_slots(qv, cv, ev, m, mmr, near_mult, tiered, floor1_usd, mmr0, cum0_usd,
+               tier_scale, flags)  # fmt: skip
+    gross = 0.0
+    a = 0
+    while a < n_acc:
+        # 5. Open interest of slots that do not move: eight at a time while no flag is
+        # up and no exit falls among them, one at a time otherwise.
+        if (
+            (a & 7) == 0
+            and a + 8 <= n_acc
+            and next_exit >= a + 8
+            and (words[a >> 3] & wanted_word) == 0
+        ):
+            for j in range(a, a + 8):
+                gross += abs(qv[j])
+            a += 8
+            continue
+        if (flags[a] & wanted) == 0 and a != next_exit:
+            gross += abs(qv[a])
+            a += 1
+            continue
+        q = qv[a]
+        c = cv[a]
+        exit_drawn = a == next_exit
+        if exit_drawn:
+            gap, st = geometric_gap(st, log1m_exit, n_acc + 1)
+            next_exit += gap
+        # 1-2. Exits (a bankrupt account cannot walk away) and flat accounts withdrawing.
+        leaves = False
+        if q != 0.0:
+            if exit_drawn:
+                ent = ev[a]
+                close_value = c + q * (m - ent)
+                if close_value - abs(q) * m * fee_rate >= 0.0:
+                    t = -q  # a full close: a reduction always executes
+                    ok, q, ent, cash, fee = trade(q, ent, close_value, 0.0, t, m, m, imr,
+                                                  fee_rate)  # fmt: skip
+                    qv[a] = q
+                    ev[a] = ent
+                    c += cash
+                    cv[a] = c
+                    base += t
+                    fees += fee
+                    volume += abs(t) * m
+                    leaves = q == 0.0 and c > -DUST_DEBT_USD
+        elif c != 0.0 and c > -DUST_DEBT_USD:
+            leaves = True
+        if leaves:
+            cv[a] = 0.0  # c - c: the whole balance is withdrawn
+            ev[a] = 0.0
+            deposits -= c
+            n_exits += 1
+            withdrawn += c
+            c = 0.0
+        # 3. Near liquidation: top up, halve, or nothing.
+        if q != 0.0:
+            ent = ev[a]
+            eq = c + q * (m - ent)
+            notional = abs(q) * m
+            if n_tiers == 0:
+                req = notional * mmr
+            else:
+                k = 0
+                while k + 1 < n_tiers and floor_usd[k + 1] <= notional:
+                    k += 1
+                req = (notional * tier_mmr[k] - cum_usd[k]) * tier_scale
+            if eq < near_mult * req:
+                u, st = uniform(st)
+                if u < p_top:
+                    amount = top_up_mult * req - eq
+                    cv[a] = c + amount
+                    deposits += amount
+                    n_top += 1
+                    top_usd += amount
+                elif u < p_act:  # halving is a reduction: it always executes
+                    half = -0.5 * q
+                    ok, q, ent, cash, fee = trade(q, ent, eq, 0.0, half, m, m, imr, fee_rate)
+                    qv[a] = q
+                    ev[a] = ent
+                    cv[a] = c + cash
+                    n_reduce += 1
+                    base += half
+                    fees += fee
+                    volume += abs(half) * m
+        # 4. An empty slot takes the next arrival.
+        elif taken < n_arrive and c == 0.0:
+            notional, side, lev, sa = draw_trader(
+                sa, long_share, max_lev, leverage_mult, scale_usd, alpha, log_median, sigma
+            )
+            taken += 1
+            if taken == n_arrive:
+                wanted = ACTS
+                wanted_word = ACTS_WORD
+            col = notional * (1.0 / lev * (1.0 + IMR_HEADROOM_REL) + 2.0 * fee_rate)
+            order = side * notional / m
+            ok, q, ent, cash, fee = trade(0.0, ev[a], col, 0.0, order, m, m, imr, fee_rate)
+            if ok:  # deposit, then open; a rejected order deposits nothing
+                qv[a] = q
+                ev[a] = ent
+                cv[a] = col + cash
+                deposits += col
+                base += order
+                fees += fee
+                volume += abs(order) * m
+                n_new += 1
+                new_collateral += col
+                new_notional += notional
+        # 5. Open interest after this slot's flows.
+        gross += abs(q)
+        a += 1
+
+    # The arrival stream moves by the same amount every tick: skip unused candidates.
+    for _ in range(4 * (max(budget, n_arrive) - taken)):
+        _, sa = next_u64(sa)
+
+    # Ordinary volume: round trips by about VOLUME_TRADER_FRAC of the open accounts.
+    target_usd = pop[C_TURNOVER_PER_TICK] * (0.5 * gross * m) * (demand * volume_mult)
+    if target_usd > 0.0:
+        n_chosen = 0
+        room_usd = 0.0
+        gap, st = geometric_gap_tabled(st, log1m_vol, n_acc + 1, vol_start, vol_thresholds,
+                                       vol_log1m)  # fmt: skip
+        slot = gap - 1
+        while slot < n_acc:
+            q = qv[slot]
+            if q != 0.0:
+                notional = abs(q) * m
+                eq = cv[slot] + q * (m - ev[slot])
+                if eq >= (imr + 2.0 * fee_rate) * notional * (1.0 + IMR_HEADROOM_REL):
+                    chosen[n_chosen] = slot
+                    n_chosen += 1
+                    room_usd += notional
+            gap, st = geometric_gap_tabled(st, log1m_vol, n_acc + 1, vol_start,
+                                           vol_thresholds, vol_log1m)  # fmt: skip
+            slot += gap
+        room_usd *= 2.0  # traded if every round trip were a full close and re-open
+        if room_usd > 0.0:
+            scale = min(target_usd / room_usd, 1.0)
+            for i in range(n_chosen):
+                a = chosen[i]
+                q = qv[a]
+                ent = ev[a]
+                c = cv[a]
+                first = -scale * q  # -sign(q) x scale |q|: a reduction, never rejected
+                for leg in (first, -first):
+                    ok, q, ent, cash, fee = trade(q, ent, c + q * (m - ent), 0.0, leg, m, m,
+                                                  imr, fee_rate)  # fmt: skip
+                    if ok:
+                        c += cash
+                        base += leg
+                        fees += fee
+                        volume += abs(leg) * m
+                qv[a] = q
+                ev[a] = ent
+                cv[a] = c
+
+    store(rng_state, e, POPULATION_STREAM, st)
+    store(rng_state, e, ARRIVAL_STREAM, sa)
+    net_deposits[e] += deposits
+    to_fund = book_exchange(
+        counterparty_size, counterparty_cash, fee_revenue, e, 0, base, base * m, fees,
+        packed[e, P_TRADE_FUND_SHARE],
+    )  # fmt: skip
+    return (
+        n_new, n_exits, n_top, n_reduce, top_usd, withdrawn, new_collateral, new_notional,
+        volume, fees, to_fund,
+    )  # fmt: skip
+
+
+@jit(error_model="numpy")
 def population_step_kernel(  # type: ignore[no-untyped-def]
     rng_state,
     collateral,
@@ -301,243 +568,19 @@ def population_step_kernel(  # type: ignore[no-untyped-def]
     last, as before.
     """
     n_envs, n_acc = collateral.shape
-    n_tiers = floor_usd.size
-    base_mmr = tier_scale_div[0]
     chosen = np.empty(n_acc, dtype=np.int64)
     flags = np.zeros(n_acc + 7 - (n_acc + 7) % 8, dtype=np.uint8)  # padded to whole words
-    words = flags.view(np.uint64)  # eight slot flags per word
-    scale_usd, alpha = pop[C_SCALE_USD], pop[C_PARETO_ALPHA]
-    log_median, sigma = pop[C_LOG_LEV_MEDIAN], pop[C_LEV_SIGMA]
-    buffer = pop[C_BUFFER]
-    near_mult = 1.0 + buffer
-    top_up_mult = 1.0 + 2.0 * buffer
-    p_top = pop[C_P_REACT] * pop[C_TOP_UP_SHARE]
-    p_act = pop[C_P_REACT] * (pop[C_TOP_UP_SHARE] + pop[C_REDUCE_SHARE])
-    p_exit = pop[C_P_EXIT]
-    log1m_exit = math.log1p(-p_exit)
-    log1m_vol = math.log1p(-VOLUME_TRADER_FRAC)
-    vol_start, vol_thresholds, vol_log1m = _VOLUME_GAPS
-    tiered = n_tiers > 0
-    floor1_usd = floor_usd[1] if n_tiers > 1 else math.inf
-    mmr0 = tier_mmr[0] if tiered else 0.0
-    cum0_usd = cum_usd[0] if tiered else 0.0
     for e in range(n_envs):
         if not active[e]:
             continue
-        qv = size[e].reshape(n_acc)  # one market: the (A, 1) row as a contiguous (A,) view
-        ev = entry[e].reshape(n_acc)
-        cv = collateral[e]
-        st = load(rng_state, e, POPULATION_STREAM)
-        sa = load(rng_state, e, ARRIVAL_STREAM)
-        m = marks[e, 0]
-        mmr = packed[e, P_MMR]
-        imr = packed[e, P_IMR]
-        fee_rate = packed[e, P_TAKER_FEE]
-        tier_scale = mmr / base_mmr
-        demand = demand_multiplier(imr, fee_rate, pop)
-        # Exchange-level sums, booked once at the end: orders, fees, deposits, events.
-        base = 0.0
-        fees = 0.0
-        deposits = 0.0
-        volume = 0.0
-        n_exits = 0
-        withdrawn = 0.0
-        n_top = 0
-        top_usd = 0.0
-        n_reduce = 0
-        n_new = 0
-        new_collateral = 0.0
-        new_notional = 0.0
-
-        # Arrivals: the count now, the candidates one by one as slots take them.
-        lam = pop[C_LAM_PER_TICK] * (demand * arrival_mult[e])
-        budget = candidate_budget(pop[C_LAM_PER_TICK] * arrival_mult[e])
-        u, sa = uniform(sa)
-        n_arrive = poisson_quantile(u, lam)
-        long_share = min(
-            max(pop[C_LONG_SHARE] + long_share_shift[e], LONG_SHARE_LOW), LONG_SHARE_HIGH
-        )
-        max_lev = 1.0 / imr
-        taken = 0
-        wanted = ACTS | EMPTY if taken < n_arrive else ACTS
-        wanted_word = ACTS_WORD | EMPTY_WORD if taken < n_arrive else ACTS_WORD
-
-        next_exit = n_acc
-        if p_exit > 0.0:
-            gap, st = geometric_gap(st, log1m_exit, n_acc + 1)
-            next_exit = gap - 1
-
-        flag_slots(qv, cv, ev, m, mmr, near_mult, tiered, floor1_usd, mmr0, cum0_usd,
-                   tier_scale, flags)  # fmt: skip
-        gross = 0.0
-        a = 0
-        while a < n_acc:
-            # 5. Open interest of slots that do not move: eight at a time while no flag is
-            # up and no exit falls among them, one at a time otherwise.
-            if (
-                (a & 7) == 0
-                and a + 8 <= n_acc
-                and next_exit >= a + 8
-                and (words[a >> 3] & wanted_word) == 0
-            ):
-                for j in range(a, a + 8):
-                    gross += abs(qv[j])
-                a += 8
-                continue
-            if (flags[a] & wanted) == 0 and a != next_exit:
-                gross += abs(qv[a])
-                a += 1
-                continue
-            q = qv[a]
-            c = cv[a]
-            exit_drawn = a == next_exit
-            if exit_drawn:
-                gap, st = geometric_gap(st, log1m_exit, n_acc + 1)
-                next_exit += gap
-            # 1-2. Exits (a bankrupt account cannot walk away) and flat accounts withdrawing.
-            leaves = False
-            if q != 0.0:
-                if exit_drawn:
-                    ent = ev[a]
-                    close_value = c + q * (m - ent)
-                    if close_value - abs(q) * m * fee_rate >= 0.0:
-                        t = -q  # a full close: a reduction always executes
-                        ok, q, ent, cash, fee = trade(q, ent, close_value, 0.0, t, m, m, imr,
-                                                      fee_rate)  # fmt: skip
-                        qv[a] = q
-                        ev[a] = ent
-                        c += cash
-                        cv[a] = c
-                        base += t
-                        fees += fee
-                        volume += abs(t) * m
-                        leaves = q == 0.0 and c > -DUST_DEBT_USD
-            elif c != 0.0 and c > -DUST_DEBT_USD:
-                leaves = True
-            if leaves:
-                cv[a] = 0.0  # c - c: the whole balance is withdrawn
-                ev[a] = 0.0
-                deposits -= c
-                n_exits += 1
-                withdrawn += c
-                c = 0.0
-            # 3. Near liquidation: top up, halve, or nothing.
-            if q != 0.0:
-                ent = ev[a]
-                eq = c + q * (m - ent)
-                notional = abs(q) * m
-                if n_tiers == 0:
-                    req = notional * mmr
-                else:
-                    k = 0
-                    while k + 1 < n_tiers and floor_usd[k + 1] <= notional:
-                        k += 1
-                    req = (notional * tier_mmr[k] - cum_usd[k]) * tier_scale
-                if eq < near_mult * req:
-                    u, st = uniform(st)
-                    if u < p_top:
-                        amount = top_up_mult * req - eq
-                        cv[a] = c + amount
-                        deposits += amount
-                        n_top += 1
-                        top_usd += amount
-                    elif u < p_act:  # halving is a reduction: it always executes
-                        half = -0.5 * q
-                        ok, q, ent, cash, fee = trade(q, ent, eq, 0.0, half, m, m, imr, fee_rate)
-                        qv[a] = q
-                        ev[a] = ent
-                        cv[a] = c + cash
-                        n_reduce += 1
-                        base += half
-                        fees += fee
-                        volume += abs(half) * m
-            # 4. An empty slot takes the next arrival.
-            elif taken < n_arrive and c == 0.0:
-                notional, side, lev, sa = draw_trader(
-                    sa, long_share, max_lev, leverage_mult[e], scale_usd, alpha, log_median, sigma
-                )
-                taken += 1
-                if taken == n_arrive:
-                    wanted = ACTS
-                    wanted_word = ACTS_WORD
-                col = notional * (1.0 / lev * (1.0 + IMR_HEADROOM_REL) + 2.0 * fee_rate)
-                order = side * notional / m
-                ok, q, ent, cash, fee = trade(0.0, ev[a], col, 0.0, order, m, m, imr, fee_rate)
-                if ok:  # deposit, then open; a rejected order deposits nothing
-                    qv[a] = q
-                    ev[a] = ent
-                    cv[a] = col + cash
-                    deposits += col
-                    base += order
-                    fees += fee
-                    volume += abs(order) * m
-                    n_new += 1
-                    new_collateral += col
-                    new_notional += notional
-            # 5. Open interest after this slot's flows.
-            gross += abs(q)
-            a += 1
-
-        # The arrival stream moves by the same amount every tick: skip unused candidates.
-        for _ in range(4 * (max(budget, n_arrive) - taken)):
-            _, sa = next_u64(sa)
-
-        # Ordinary volume: round trips by about VOLUME_TRADER_FRAC of the open accounts.
-        target_usd = pop[C_TURNOVER_PER_TICK] * (0.5 * gross * m) * (demand * volume_mult[e])
-        if target_usd > 0.0:
-            n_chosen = 0
-            room_usd = 0.0
-            gap, st = geometric_gap_tabled(st, log1m_vol, n_acc + 1, vol_start, vol_thresholds,
-                                           vol_log1m)  # fmt: skip
-            slot = gap - 1
-            while slot < n_acc:
-                q = qv[slot]
-                if q != 0.0:
-                    notional = abs(q) * m
-                    eq = cv[slot] + q * (m - ev[slot])
-                    if eq >= (imr + 2.0 * fee_rate) * notional * (1.0 + IMR_HEADROOM_REL):
-                        chosen[n_chosen] = slot
-                        n_chosen += 1
-                        room_usd += notional
-                gap, st = geometric_gap_tabled(st, log1m_vol, n_acc + 1, vol_start,
-                                               vol_thresholds, vol_log1m)  # fmt: skip
-                slot += gap
-            room_usd *= 2.0  # traded if every round trip were a full close and re-open
-            if room_usd > 0.0:
-                scale = min(target_usd / room_usd, 1.0)
-                for i in range(n_chosen):
-                    a = chosen[i]
-                    q = qv[a]
-                    ent = ev[a]
-                    c = cv[a]
-                    first = -scale * q  # -sign(q) x scale |q|: a reduction, never rejected
-                    for leg in (first, -first):
-                        ok, q, ent, cash, fee = trade(q, ent, c + q * (m - ent), 0.0, leg, m, m,
-                                                      imr, fee_rate)  # fmt: skip
-                        if ok:
-                            c += cash
-                            base += leg
-                            fees += fee
-                            volume += abs(leg) * m
-                    qv[a] = q
-                    ev[a] = ent
-                    cv[a] = c
-
-        store(rng_state, e, POPULATION_STREAM, st)
-        store(rng_state, e, ARRIVAL_STREAM, sa)
-        net_deposits[e] += deposits
-        to_fund = book_exchange(
-            counterparty_size, counterparty_cash, fee_revenue, e, 0, base, base * m, fees,
-            packed[e, P_TRADE_FUND_SHARE],
+        (
+            counts[e, E_ARRIVALS], counts[e, E_EXITS], counts[e, E_TOP_UPS],
+            counts[e, E_REDUCTIONS], usd[e, E_TOP_UP_USD], usd[e, E_WITHDRAWN_USD],
+            usd[e, E_NEW_COLLATERAL_USD], usd[e, E_NEW_NOTIONAL_USD], usd[e, E_VOLUME_USD],
+            usd[e, E_TRADING_FEES_USD], usd[e, E_FUND_FEE_INCOME_USD],
+        ) = population_step_exchange(
+            e, rng_state, collateral, size, entry, counterparty_size, counterparty_cash,
+            fee_revenue, net_deposits, packed, floor_usd, tier_mmr, cum_usd, tier_scale_div, pop,
+            marks[e, 0], arrival_mult[e], leverage_mult[e], long_share_shift[e], volume_mult[e],
+            chosen, flags,
         )  # fmt: skip
-        counts[e, E_ARRIVALS] = n_new
-        counts[e, E_EXITS] = n_exits
-        counts[e, E_TOP_UPS] = n_top
-        counts[e, E_REDUCTIONS] = n_reduce
-        usd[e, E_TOP_UP_USD] = top_usd
-        usd[e, E_WITHDRAWN_USD] = withdrawn
-        usd[e, E_NEW_COLLATERAL_USD] = new_collateral
-        usd[e, E_NEW_NOTIONAL_USD] = new_notional
-        usd[e, E_VOLUME_USD] = volume
-        usd[e, E_TRADING_FEES_USD] = fees
-        usd[e, E_FUND_FEE_INCOME_USD] = to_fund

@@ -13,6 +13,7 @@ from fundgym.envs.market.price import (
     merton_jump_log_returns,
     regime_path,
 )
+from fundgym.envs.scenarios import load_scenario, market_path, scenario_names
 
 
 def test_garch_t_has_target_vol_fat_tails_and_clustering():
@@ -178,3 +179,97 @@ def test_compiled_prices_equal_the_market_step_for_step():
             floored += got[3] == 0.036
     np.testing.assert_array_equal(comp.scalars, ref.scalars)
     assert floored > 0
+
+
+# ---- the path draws, bit for bit -----------------------------------------------------------
+
+
+def _garch_reference(rng, n_ticks, n_paths, vol_annual, tick_minutes, alpha, beta, nu, mult):
+    """The numpy statement of garch_t_log_returns: what its kernel must reproduce to the bit."""
+    shape = (n_ticks, n_paths)
+    sigma_tick = vol_annual * np.sqrt(tick_minutes / 525_600.0)
+    omega = (1.0 - alpha - beta) * (mult * sigma_tick) ** 2
+    if np.isinf(nu):
+        z = rng.standard_normal(shape)
+    else:
+        z = rng.standard_t(nu, shape) * np.sqrt((nu - 2.0) / nu)
+    out = np.empty(shape)
+    for p in range(n_paths):
+        var = (mult[0, p] * sigma_tick) ** 2
+        prev_r2 = var
+        for t in range(n_ticks):
+            var = omega[t, p] + alpha * prev_r2 + beta * var
+            r = np.sqrt(var) * z[t, p]
+            out[t, p] = r
+            prev_r2 = r * r
+    return out - 0.5 * (mult * sigma_tick) ** 2
+
+
+def _merton_reference(rng, n_ticks, n_paths, rate_per_day, mean_log, std_log, mult):
+    """The numpy statement of merton_jump_log_returns at one-minute ticks."""
+    counts = rng.poisson(rate_per_day / 1440.0 * mult, (n_ticks, n_paths))
+    z = rng.standard_normal((n_ticks, n_paths))
+    return counts * mean_log + np.sqrt(counts) * std_log * z
+
+
+@pytest.mark.parametrize("name", scenario_names())
+def test_path_draws_equal_their_numpy_statement_for_every_shipped_scenario(name):
+    # Every shipped scenario's market path comes from default_rng(seed) through these draws:
+    # the compiled arithmetic must give numpy's bits, and leave the stream where numpy would.
+    sc = load_scenario(name)
+    g, j = sc.price.garch, sc.price.jumps
+    gbm = sc.price.model == "gbm"
+    alpha, beta, nu = (0.0, 0.0, np.inf) if gbm else (g.alpha, g.beta, g.nu)
+    n, paths = 300, 3
+    for seed in (0, 1, 2027):
+        mult = np.random.default_rng(seed + 100).uniform(0.5, 3.0, (n, paths))
+        got_rng, want_rng = np.random.default_rng(seed), np.random.default_rng(seed)
+        got = garch_t_log_returns(got_rng, n, paths, sc.price.vol_annual, 1.0, alpha=alpha,
+                                  beta=beta, nu=nu, vol_multiplier=mult)  # fmt: skip
+        want = _garch_reference(want_rng, n, paths, sc.price.vol_annual, 1.0, alpha, beta, nu, mult)
+        np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))
+        rate = 50.0 * max(j.rate_per_day, 0.5)  # raised, so a 300-tick draw has jumps
+        got = merton_jump_log_returns(got_rng, n, paths, rate, j.mean_log, j.std_log, 1.0,
+                                      rate_multiplier=mult)  # fmt: skip
+        want = _merton_reference(want_rng, n, paths, rate, j.mean_log, j.std_log, mult)
+        assert (want != 0.0).any()
+        np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))
+        assert got_rng.random() == want_rng.random()  # the same draws consumed
+
+
+def test_garch_without_a_multiplier_is_the_multiplier_one():
+    a = garch_t_log_returns(np.random.default_rng(5), 50, 2, 0.6, 1.0, nu=5.0)
+    b = garch_t_log_returns(np.random.default_rng(5), 50, 2, 0.6, 1.0, nu=5.0,
+                            vol_multiplier=np.ones((50, 2)))  # fmt: skip
+    np.testing.assert_array_equal(a, b)
+
+
+# ---- the batch's path store ----------------------------------------------------------------
+
+
+def test_paths_are_exchange_major_and_padded_with_each_paths_last_value():
+    # A batch mixing 40- and 90-tick paths: each exchange reads its own path, then its last
+    # value (never frozen) to the end of the store, also after a longer path grew the store;
+    # each exchange's path is one contiguous row in memory (what makes its reset cheap).
+    from fundgym.envs.market.market import Market
+    from fundgym.envs.market.sampler import sample_training_scenario
+
+    short, long_ = (
+        sample_training_scenario(np.random.default_rng([s, 1]), horizon_minutes=h)
+        for s, h in ((3, 40.0), (4, 90.0))
+    )
+    market = Market(3)
+    drawn = {}
+    for e, sc in ((0, short), (2, short), (1, long_), (2, long_)):
+        drawn[e] = market_path(sc, np.random.default_rng(10 + e), 1)
+        market.reset_env(e, sc, drawn[e])
+    for name in ("index", "basis", "depth_mult", "frozen", "precursor"):
+        store = market.paths[name]
+        assert store.shape == (90, 3)
+        assert store.T.flags.c_contiguous
+        for e, path in drawn.items():
+            col = getattr(path, name)[:, 0]
+            n = col.shape[0]
+            np.testing.assert_array_equal(store[:n, e], col)
+            np.testing.assert_array_equal(store[n:, e], False if name == "frozen" else col[-1])
+    assert list(market.n_ticks) == [40, 90, 90]

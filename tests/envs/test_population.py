@@ -993,3 +993,44 @@ def test_golden_run_is_unchanged(name):
     assert got_usd == pytest.approx(usd, rel=1e-12)
     assert got_open == n_open
     assert got_words == words
+
+
+def test_one_exchange_step_equals_its_row_of_the_batch_step():
+    # The compiled tick steps one exchange at a time through population_step_exchange (the
+    # batch kernel's loop body): each exchange must come out exactly as its row of the batch
+    # step, state, streams and events, under tiers and per-exchange modulation.
+    risk = RiskParams(mmr=np.array([0.03, 0.01, 0.02]), imr=np.array([0.05, 0.02, 0.04]),
+                      tiers=MarginTiers.binance_btcusdt_2021())  # fmt: skip
+    pop = TraderPopulation(PopulationParams(arrival_rate_per_min=3.0, exit_rate_per_day=20.0))
+    mark = np.array([97.0, 101.0, 100.0])
+    mod = {
+        "arrival_mult": np.array([0.5, 2.0, 1.0]),
+        "leverage_mult": np.array([1.0, 1.5, 0.9]),
+        "long_share_shift": np.array([0.1, -0.2, 0.0]),
+        "volume_mult": np.array([1.0, 0.0, 2.5]),
+    }
+    for seed in range(3):
+        rng_a, rng_b = streams(seed, 3), streams(seed, 3)
+        batch = pop.initial_state(rng_a, 300, 100.0, risk)
+        alone = batch.copy()
+        rng_b.state[:] = rng_a.state
+        ev = pop.step(rng_a, batch, risk, mark, 5.0, **mod)
+        packed = risk.packed(3)
+        floors, rates, cums, base = risk.tier_table()
+        chosen = np.empty(300, dtype=np.int64)
+        flags = np.zeros(304, dtype=np.uint8)
+        for e in range(3):
+            got = kernels.population_step_exchange(
+                e, rng_b.state, alone.collateral_usd, alone.size, alone.entry_price,
+                alone.counterparty_size, alone.counterparty_cash_usd, alone.fee_revenue_usd,
+                alone.net_deposits_usd, packed, floors, rates, cums, base,
+                pop.params.columns(5.0), float(mark[e]), *(float(v[e]) for v in mod.values()),
+                chosen, flags,
+            )  # fmt: skip
+            want = [getattr(ev, f.name)[e] for f in fields(PopulationEvents)]
+            assert list(got) == want
+        for f in fields(SimState):
+            if f.name != "fund":
+                np.testing.assert_array_equal(getattr(alone, f.name), getattr(batch, f.name))
+        np.testing.assert_array_equal(rng_b.state, rng_a.state)
+        assert ev.exits.sum() > 0 and ev.arrivals.sum() > 0 and ev.volume_usd.sum() > 0
