@@ -60,7 +60,11 @@ from fundgym.envs.core.liquidation import (
     n_substeps,
     path_price,
 )
-from fundgym.envs.core.liquidators import liquidator_capacity_usd, side_fills
+from fundgym.envs.core.liquidators import (
+    liquidator_capacity_usd,
+    liquidators_paid,
+    side_fills,
+)
 from fundgym.envs.core.params import (
     P_LIQ_FEE,
     P_LIQ_FUND_SHARE,
@@ -506,7 +510,7 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
         q = size[i, a, 0]
         side[k] = 1.0 if q > 0.0 else -1.0
         close[k] = _close_base(abs(q), max_frac, min_base)
-    if mult * fee_rate * (1.0 - fund_share) > 0.0:  # liquidators take capacity at the oracle
+    if liquidators_paid(fee_rate, fund_share, mult):  # they take capacity at the oracle
         paid_sell = 0.0
         paid_buy = 0.0
         for k in range(n):
@@ -516,14 +520,10 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
                 paid_sell += close[k] * book_px
             elif paid_for[k]:
                 paid_buy += close[k] * book_px
-        cap = liquidator_capacity_usd(fee_rate, fund_share, mult, depth, m, book_px, 1.0)
-        sell_px, sell_liq_px, taken_sell = side_fills(
-            ev[i, EV_LIQUIDATION_SELL], paid_sell, cap, m, book_px, depth, max_impact, 1.0
-        )
-        cap = liquidator_capacity_usd(fee_rate, fund_share, mult, depth, m, book_px, -1.0)
-        buy_px, buy_liq_px, taken_buy = side_fills(
-            ev[i, EV_LIQUIDATION_BUY], paid_buy, cap, m, book_px, depth, max_impact, -1.0
-        )
+        sell_px, sell_liq_px, buy_px, buy_liq_px, taken_sell, taken_buy = _side_prices(
+            ev[i, EV_LIQUIDATION_SELL], ev[i, EV_LIQUIDATION_BUY], paid_sell, paid_buy, mult,
+            fee_rate, fund_share, 0.0, 0.0, m, book_px, depth, max_impact,
+        )  # fmt: skip
         ev[i, EV_LIQUIDATOR_ABSORBED] = taken_sell + taken_buy
     price = np.empty(n)
     fee = np.empty(n)
@@ -632,18 +632,18 @@ def _order_price(side, paid_for, sell_px, sell_liq, buy_px, buy_liq):  # type: i
 
 
 @jit(error_model="numpy", inline="always")
-def _sub_step_prices(  # type: ignore[no-untyped-def]
+def _side_prices(  # type: ignore[no-untyped-def]
     flow_sell, flow_buy, paid_sell, paid_buy, mult, fee_rate, fund_share, taken_sell, taken_buy,
     m, book_px, depth, max_impact,
 ):  # fmt: skip
-    """A sub-step's fills: ``(sell, sell_liq, buy, buy_liq, got_sell, got_buy)``.
+    """A (sub-)step's fills: ``(sell, sell_liq, buy, buy_liq, got_sell, got_buy)``.
 
     Without liquidators each side's flow walks the book (``*_liq`` equal the book's fills).
     With them, each side's capacity at the sub-step's oracle and book, less what they took
     earlier in the tick, is taken at the oracle out of the orders they are paid for
     (``paid_*`` USD; :func:`~fundgym.envs.core.liquidators.side_fills`).
     """
-    if not mult * fee_rate * (1.0 - fund_share) > 0.0:
+    if not liquidators_paid(fee_rate, fund_share, mult):
         sell_px = book_price(book_px, flow_sell, depth, max_impact, -1.0)
         buy_px = book_price(book_px, flow_buy, depth, max_impact, 1.0)
         return sell_px, sell_px, buy_px, buy_px, 0.0, 0.0
@@ -827,7 +827,7 @@ def _venue_one(  # type: ignore[no-untyped-def]
                 rates, cums, base_mmr,
             )  # fmt: skip
             continue
-        sell_px, sell_liq, buy_px, buy_liq, got_sell, got_buy = _sub_step_prices(
+        sell_px, sell_liq, buy_px, buy_liq, got_sell, got_buy = _side_prices(
             flow_sell, flow_buy, paid_sell, paid_buy, mult, fee_rate, fund_share, taken_sell,
             taken_buy, m, book_px, depth, max_impact,
         )  # fmt: skip
@@ -860,7 +860,7 @@ def _venue_one(  # type: ignore[no-untyped-def]
                         else:
                             flow_buy += notional
                             paid_buy += notional if paid_for[k] else 0.0
-                sell_px, sell_liq, buy_px, buy_liq, got_sell, got_buy = _sub_step_prices(
+                sell_px, sell_liq, buy_px, buy_liq, got_sell, got_buy = _side_prices(
                     flow_sell, flow_buy, paid_sell, paid_buy, mult, fee_rate, fund_share,
                     taken_sell, taken_buy, m, book_px, depth, max_impact,
                 )  # fmt: skip

@@ -51,11 +51,22 @@ from __future__ import annotations
 from fundgym.envs.core.impact import book_price
 from fundgym.envs.jit import jit
 
-__all__ = ["LIQUIDATOR_MARGINAL_SLIPPAGE_PER_DEPTH", "liquidator_capacity_usd", "side_fills"]
+__all__ = [
+    "LIQUIDATOR_MARGINAL_SLIPPAGE_PER_DEPTH",
+    "liquidator_capacity_usd",
+    "liquidators_paid",
+    "side_fills",
+]
 
 #: The marginal slippage of hedging ``x`` USD through the linear book is this x ``x / D``
 #: (twice :class:`~fundgym.envs.core.impact.LinearImpact`'s average, 0.005 per depth unit).
 LIQUIDATOR_MARGINAL_SLIPPAGE_PER_DEPTH = 0.01
+
+
+@jit(error_model="numpy", inline="always")
+def liquidators_paid(fee_rate, fund_share, mult):  # type: ignore[no-untyped-def]
+    """Whether outside liquidators exist and earn a share of the fee (else they take nothing)."""
+    return mult * fee_rate * (1.0 - fund_share) > 0.0
 
 
 @jit(error_model="numpy", inline="always")
