@@ -23,6 +23,8 @@ from fundgym.agents.evaluate.calibration import (
     format_table,
     fund_drawdown,
     fund_drawdown_from_start_frac,
+    liquidated_share_of_oi,
+    open_interest_end_over_start,
     select_checks,
     vault_drawdown,
     vault_pnl,
@@ -68,11 +70,37 @@ def test_the_registry_holds_the_bankruptcy_check_and_every_drawdown_line() -> No
     check = next(c for c in CHECKS if c.name == "hyperliquid_below_bankruptcy")
     assert (check.policy, check.scenario) == ("static:hyperliquid", "oct_10_2025")
     assert check.target == Target(high=0.02) and "302 of 63,637" in check.source
-    info = {(c.policy, c.scenario) for c in CHECKS if c.target is None}
-    assert info == {(f"static:{p}", s) for p in PRESETS for s in CRASHES}
     assert {p for p in PRESETS} == {"binance", "dydx", "hyperliquid", "bitmex"}
-    fund = [c.name for c in CHECKS if c.name.startswith("fund_drawdown_")]
-    assert fund == [f"fund_drawdown_{p}_{s}" for s in CRASHES for p in PRESETS]
+    fund = [c for c in CHECKS if c.name.startswith("fund_drawdown_")]
+    assert [c.name for c in fund] == [f"fund_drawdown_{p}_{s}" for s in CRASHES for p in PRESETS]
+    # the calibrated-world issue's four fund targets; every other fund line is info
+    targeted = {c.name: c.target for c in fund if c.target is not None}
+    assert targeted == {
+        "fund_drawdown_binance_oct_10_2025": Target(low=0.05, high=0.35),
+        "fund_drawdown_binance_may_19_2021": Target(high=0.10),
+        "fund_drawdown_bitmex_black_thursday_2020": Target(high=0.15),
+        "fund_drawdown_binance_black_thursday_2020": Target(low=0.25, high=0.80),
+    }
+
+
+def test_the_registry_holds_the_calibrated_worlds_liquidation_and_oi_lines() -> None:
+    lines = {c.name: c for c in CHECKS if c.name.startswith(("liquidated_oi_", "oi_change_"))}
+    assert {n: (c.policy, c.scenario, c.target) for n, c in lines.items()} == {
+        "liquidated_oi_binance_oct_10_2025": (
+            "static:binance", "oct_10_2025", Target(low=0.04, high=0.18)
+        ),
+        "oi_change_binance_oct_10_2025": ("static:binance", "oct_10_2025", Target(0.5, 0.9)),
+        "liquidated_oi_binance_may_19_2021": (
+            "static:binance", "may_19_2021", Target(low=0.10, high=0.50)
+        ),
+        "oi_change_bitmex_black_thursday_2020": (
+            "static:bitmex", "black_thursday_2020", Target(0.4, 0.85)
+        ),
+        "liquidated_oi_binance_ftx_2022": ("static:binance", "ftx_2022", Target(high=0.20)),
+    }  # fmt: skip
+    assert "8.8%" in lines["liquidated_oi_binance_oct_10_2025"].source
+    assert "48%" in lines["oi_change_bitmex_black_thursday_2020"].source
+    assert not lines["oi_change_binance_oct_10_2025"].percent  # a ratio, printed as one
 
 
 def test_the_vault_lines_are_the_presets_that_run_a_vault_on_every_crash() -> None:
@@ -100,6 +128,20 @@ def test_below_bankruptcy_share_pools_liquidations_over_episodes() -> None:
     assert m.value == pytest.approx(3 / 10, rel=1e-15)  # pooled, not (1/8 + 2/2) / 2
     assert m.per_episode == pytest.approx((1 / 8, 1.0), rel=1e-15)
     assert m.detail == "3 of 10 liquidation orders over 2 episodes"
+
+
+def test_liquidated_share_and_oi_change_by_hand() -> None:
+    # starting OI 1,000 (the helper's): episode a liquidates 100 + 50 = 150 and ends at 600
+    # OI; episode b liquidates 20 and ends at 1,100
+    a = outcome(liquidation_volume_usd=[100.0, 50.0], open_interest_usd=[900.0, 600.0])
+    b = outcome(liquidation_volume_usd=[20.0], open_interest_usd=[1_100.0])
+    liq = liquidated_share_of_oi([a, b])
+    assert liq.per_episode == pytest.approx((0.15, 0.02), rel=1e-15)
+    assert liq.value == pytest.approx(0.085, rel=1e-15)
+    oi = open_interest_end_over_start([a, b])
+    assert oi.per_episode == pytest.approx((0.6, 1.1), rel=1e-15)
+    assert oi.value == pytest.approx(0.85, rel=1e-15)
+    assert Target(0.5, 0.9).passes(oi.value) and not Target(0.04, 0.18).passes(0.2)
 
 
 def test_below_bankruptcy_share_without_liquidations_is_not_a_number_and_fails() -> None:
@@ -211,9 +253,11 @@ def test_select_checks_by_name_pattern_and_scenario() -> None:
     bitmex = select_checks(["fund_drawdown_bitmex_*"])
     assert [c.scenario for c in bitmex] == list(CRASHES)
     oct10 = select_checks(None, ["oct_10_2025"])
-    # the bankruptcy check, a fund line per preset, the hyperliquid vault's two lines
-    assert len(oct10) == 1 + len(PRESETS) + 2 and {c.scenario for c in oct10} == {"oct_10_2025"}
-    first_two = "hyperliquid_below_bankruptcy, fund_drawdown_binance_black_thursday_2020"
+    # the bankruptcy check, the liquidated and OI lines, a fund line per preset, the
+    # hyperliquid vault's two lines
+    assert len(oct10) == 1 + 2 + len(PRESETS) + 2
+    assert {c.scenario for c in oct10} == {"oct_10_2025"}
+    first_two = "hyperliquid_below_bankruptcy, liquidated_oi_binance_oct_10_2025"
     with pytest.raises(CalibrationError, match=rf"--check 'nope': no such check; .*{first_two}"):
         select_checks(["nope"])
     with pytest.raises(CalibrationError, match=r"--scenarios 'calm': no check runs on it"):
