@@ -64,6 +64,8 @@ _SUMMED_EVENTS = (
 )
 #: Their columns in a block's event rows.
 _SUMMED_COLUMNS = tuple(StepEvents.FIELDS.index(name) for name in _SUMMED_EVENTS)
+#: The liquidated notional's column, whose largest tick a decision also reports.
+_LIQUIDATION_VOLUME = StepEvents.FIELDS.index("liquidation_volume_usd")
 #: Columns of a block's series the decision reads: its last prices and every tick's index.
 _INDEX, _MARK, _ORACLE, _FUNDING = (
     BLOCK_SERIES.index(name)
@@ -514,6 +516,7 @@ class FundControlCore:
             "fund_balance_usd": fund_value.copy(),
             "open_interest_usd": oi,
             "liquidation_volume_usd": sums["liquidation_volume_usd"],
+            "peak_tick_liquidation_volume_usd": block.events[:, :, _LIQUIDATION_VOLUME].max(axis=0),
             "shortfall_usd": sums["shortfall_usd"],
             "adl_volume_usd": sums["adl_volume_usd"],
             "adl_haircut_usd": sums["adl_haircut_usd"],
@@ -807,6 +810,15 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
       returns ``_key`` masks and same-step ``final_obs``/``final_info`` as Gymnasium
       documents; a non-finite raw observation is an error naming its column and exchange
       (it was shown as 0 or +-10); thinness (4) reads a book thinner than $1 per 1% as $1.
+    * v0, after 0.4.0 (issue 15): ``liquidation_mode``, ``adl_policy``, ``waterfall``,
+      ``vault_to_oi_frac`` and ``liquidator_capacity_mult`` settings; outside liquidators are
+      paid, and take flow, whenever the fund's share of the liquidation fee is below 1; new
+      ``info`` keys ``n_liquidations``,
+      ``n_liquidations_below_bankruptcy``, ``adl_haircut_usd``, ``adl_overshoot_usd``,
+      ``liquidator_absorbed_usd``, ``peak_tick_liquidation_volume_usd`` (the decision's
+      largest tick) and the vault's ``vault_equity_usd``, ``vault_pnl_usd``,
+      ``vault_drawdown_frac``, ``vault_inventory_usd``, ``vault_peak_inventory_usd``,
+      ``vault_capital_usd``, ``vault_takeovers``, ``vault_takeover_usd``, ``vault_unwind_usd``.
     """
 
     metadata: dict[str, Any] = {  # noqa: RUF012  (Gymnasium declares it so)

@@ -303,6 +303,21 @@ def liquidated_share_of_oi(episodes: Sequence[EpisodeOutcome]) -> Measurement:
     return _mean_of_episodes(values, "no open interest", "episodes started with no positions")
 
 
+def peak_tick_liquidated_share_of_oi(episodes: Sequence[EpisodeOutcome]) -> Measurement:
+    """The largest single tick's liquidated notional / starting open interest, mean over episodes.
+
+    Each decision reports its largest tick (``peak_tick_liquidation_volume_usd``); the
+    episode's peak is the largest of those. A tick is a minute in every shipped scenario.
+    """
+    values = [
+        float(np.max(e.steps["peak_tick_liquidation_volume_usd"])) / e.initial_open_interest_usd
+        if e.initial_open_interest_usd > 0.0
+        else math.nan
+        for e in episodes
+    ]
+    return _mean_of_episodes(values, "no open interest", "episodes started with no positions")
+
+
 def open_interest_end_over_start(episodes: Sequence[EpisodeOutcome]) -> Measurement:
     """Open interest at the episode's last decision / at its start, mean over episodes."""
     values = [
@@ -503,6 +518,18 @@ def _outcome_checks() -> tuple[Check, ...]:
                 "open interest [S56, S57, S64]"
             ),
             measure=liquidated_share_of_oi,
+        ),
+        Check(
+            name="peak_minute_liquidated_oi_binance_oct_10_2025",
+            scenario="oct_10_2025",
+            policy="static:binance",
+            measures="largest one-minute tick's liquidated notional / starting open interest",
+            target=Target(low=0.005, high=0.04),
+            source=(
+                "10 Oct 2025: $3.21B liquidated in the peak minute, 1.5% of the market's open "
+                "interest [S56, S57, S64]"
+            ),
+            measure=peak_tick_liquidated_share_of_oi,
         ),
         Check(
             name="oi_change_binance_oct_10_2025",

@@ -25,6 +25,7 @@ from fundgym.agents.evaluate.calibration import (
     fund_drawdown_from_start_frac,
     liquidated_share_of_oi,
     open_interest_end_over_start,
+    peak_tick_liquidated_share_of_oi,
     select_checks,
     vault_drawdown,
     vault_pnl,
@@ -84,12 +85,16 @@ def test_the_registry_holds_the_bankruptcy_check_and_every_drawdown_line() -> No
 
 
 def test_the_registry_holds_the_calibrated_worlds_liquidation_and_oi_lines() -> None:
-    lines = {c.name: c for c in CHECKS if c.name.startswith(("liquidated_oi_", "oi_change_"))}
+    prefixes = ("liquidated_oi_", "oi_change_", "peak_minute_")
+    lines = {c.name: c for c in CHECKS if c.name.startswith(prefixes)}
     assert {n: (c.policy, c.scenario, c.target) for n, c in lines.items()} == {
         "liquidated_oi_binance_oct_10_2025": (
             "static:binance", "oct_10_2025", Target(low=0.04, high=0.18)
         ),
         "oi_change_binance_oct_10_2025": ("static:binance", "oct_10_2025", Target(0.5, 0.9)),
+        "peak_minute_liquidated_oi_binance_oct_10_2025": (
+            "static:binance", "oct_10_2025", Target(low=0.005, high=0.04)
+        ),
         "liquidated_oi_binance_may_19_2021": (
             "static:binance", "may_19_2021", Target(low=0.10, high=0.50)
         ),
@@ -142,6 +147,12 @@ def test_liquidated_share_and_oi_change_by_hand() -> None:
     assert oi.per_episode == pytest.approx((0.6, 1.1), rel=1e-15)
     assert oi.value == pytest.approx(0.85, rel=1e-15)
     assert Target(0.5, 0.9).passes(oi.value) and not Target(0.04, 0.18).passes(0.2)
+    # the peak tick: each decision reports its largest tick; the episode's is their largest
+    c = outcome(peak_tick_liquidation_volume_usd=[5.0, 30.0, 12.0])
+    d = outcome(peak_tick_liquidation_volume_usd=[10.0])
+    peak = peak_tick_liquidated_share_of_oi([c, d])
+    assert peak.per_episode == pytest.approx((0.03, 0.01), rel=1e-15)
+    assert peak.value == pytest.approx(0.02, rel=1e-15)
 
 
 def test_below_bankruptcy_share_without_liquidations_is_not_a_number_and_fails() -> None:
@@ -253,9 +264,9 @@ def test_select_checks_by_name_pattern_and_scenario() -> None:
     bitmex = select_checks(["fund_drawdown_bitmex_*"])
     assert [c.scenario for c in bitmex] == list(CRASHES)
     oct10 = select_checks(None, ["oct_10_2025"])
-    # the bankruptcy check, the liquidated and OI lines, a fund line per preset, the
-    # hyperliquid vault's two lines
-    assert len(oct10) == 1 + 2 + len(PRESETS) + 2
+    # the bankruptcy check, the liquidated, peak-minute and OI lines, a fund line per preset,
+    # the hyperliquid vault's two lines
+    assert len(oct10) == 1 + 3 + len(PRESETS) + 2
     assert {c.scenario for c in oct10} == {"oct_10_2025"}
     first_two = "hyperliquid_below_bankruptcy, liquidated_oi_binance_oct_10_2025"
     with pytest.raises(CalibrationError, match=rf"--check 'nope': no such check; .*{first_two}"):

@@ -409,3 +409,30 @@ def test_thinness_of_a_book_without_depth_is_finite():
     assert 4.0 < np.log10(oi) < 10.0
     assert again[1, k] == pytest.approx(np.log10(oi), abs=1e-9)
     np.testing.assert_array_equal(again[0].astype(np.float32), obs[0])  # the other: untouched
+
+
+def test_info_reports_the_decisions_largest_tick_of_liquidations():
+    # The decision's compiled block, captured as it returns: the info's peak is the largest of
+    # its ticks' liquidated notional, and the info's sum is their sum.
+    env = InsuranceFundVectorEnv(num_envs=2, scenario="oct_10_2025", n_accounts=128)
+    env.reset(seed=4)
+    sim = env.core.sim
+    blocks = []
+    advance = sim.advance
+
+    def capture(*args, **kwargs):
+        blocks.append(advance(*args, **kwargs))
+        return blocks[-1]
+
+    sim.advance = capture
+    action = np.zeros((2, *env.single_action_space.shape), dtype=np.float32)
+    liquidating = 0  # decisions with liquidations seen (the crash comes late in the day)
+    for _ in range(env.core.n_decisions.min() - 1):
+        _, _, _, _, info = env.step(action)
+        per_tick = blocks[-1].event("liquidation_volume_usd")
+        np.testing.assert_array_equal(info["peak_tick_liquidation_volume_usd"], per_tick.max(0))
+        np.testing.assert_allclose(info["liquidation_volume_usd"], per_tick.sum(0), rtol=1e-12)
+        liquidating += bool((per_tick > 0.0).any())
+        if liquidating == 5:
+            break
+    assert liquidating == 5
