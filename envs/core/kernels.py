@@ -444,6 +444,21 @@ _ACC_BAD_DEBT, _ACC_VOLUME, _ACC_LOSS, _ACC_SHORTFALL, _ACC_CP_BASE, _ACC_CP_QUO
 
 
 @jit(error_model="numpy", inline="always")
+def _listed_mask(mask, n_acc, idx):  # type: ignore[no-untyped-def]
+    """``mask`` if built, else a new one marking the tick's listed accounts ``idx``.
+
+    Only ADL and socialisation read it (they skip the accounts being liquidated), and most
+    ticks that liquidate need neither: the waterfalls build it on first use.
+    """
+    if mask.shape[0] == n_acc:
+        return mask
+    out = np.zeros(n_acc, np.bool_)
+    for k in range(idx.shape[0]):
+        out[idx[k]] = True
+    return out
+
+
+@jit(error_model="numpy", inline="always")
 def _pay_in_order(paid, owed, available, n):  # type: ignore[no-untyped-def]
     """The fund pays ``owed[k]`` in account order from ``available``, never below zero."""
     before = 0.0
@@ -490,9 +505,7 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
     n_acc = size.shape[1]
     n = idx.shape[0]
     m = marks[i, 0]
-    is_liq = np.zeros(n_acc, np.bool_)
-    for k in range(n):
-        is_liq[idx[k]] = True
+    is_liq = np.zeros(0, np.bool_)  # the listed accounts' mask, built when ADL or socialising
 
     # 1. The liquidation order: partial (dYdX), priced by the tick's fill price per side.
     max_frac = packed[i, P_MAX_LIQ_FRAC]
@@ -565,6 +578,7 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
             need[k] = (1.0 - covered) * close[k]
             any_need = any_need or need[k] > 0.0
         if any_need:
+            is_liq = _listed_mask(is_liq, n_acc, idx)
             _deleverage(i, coll, size, entry, m, idx, is_liq, side, need, adl_close, ev, adl_policy)
     if adl_first:  # the fund pays the book part's bad debt
         left = np.empty(n)
@@ -617,6 +631,7 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
     # 5. Socialisation, then 6. the exchange absorbs the rest.
     charged = 0.0
     if loss > 0.0 and (stages & W_NO_SOCIALIZE) == 0:
+        is_liq = _listed_mask(is_liq, n_acc, idx)
         charged = _socialize(i, coll, size, entry, m, is_liq, loss, socialization)
     ev[i, EV_SOCIALIZED_LOSS] = charged
     ev[i, EV_UNRECOVERED] = loss - charged
@@ -709,9 +724,7 @@ def _venue_one(  # type: ignore[no-untyped-def]
     n_acc = size.shape[1]
     n = idx.shape[0]
     m_end = marks[i, 0]
-    is_liq = np.zeros(n_acc, np.bool_)
-    for k in range(n):
-        is_liq[idx[k]] = True
+    is_liq = np.zeros(0, np.bool_)  # the listed accounts' mask, built when ADL or socialising
     mmr = packed[i, P_MMR]
     fee_rate = packed[i, P_LIQ_FEE]
     fund_share = packed[i, P_LIQ_FUND_SHARE]
@@ -929,6 +942,7 @@ def _venue_one(  # type: ignore[no-untyped-def]
                     need[k] = (1.0 - covered) * close[k]
                 any_need = any_need or need[k] > 0.0
             if any_need:
+                is_liq = _listed_mask(is_liq, n_acc, idx)
                 _deleverage(
                     i, coll, size, entry, m, idx, is_liq, side, need, adl_close, ev, adl_policy
                 )
@@ -988,6 +1002,7 @@ def _venue_one(  # type: ignore[no-untyped-def]
 
         # 7. Socialisation, then the exchange absorbs the rest.
         if loss > 0.0 and (stages & W_NO_SOCIALIZE) == 0:
+            is_liq = _listed_mask(is_liq, n_acc, idx)
             charged = _socialize(i, coll, size, entry, m, is_liq, loss, socialization)
             charged_total += charged
             unrecovered_total += loss - charged
