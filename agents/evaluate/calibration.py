@@ -288,19 +288,24 @@ def fund_drawdown(episodes: Sequence[EpisodeOutcome]) -> Measurement:
     return _mean_of_episodes(values, "no fund", "episodes started with a fund of 0")
 
 
+def _over_starting_oi(
+    episodes: Sequence[EpisodeOutcome], value_usd: Callable[[EpisodeOutcome], float]
+) -> Measurement:
+    """The mean over episodes of ``value_usd(episode)`` / the episode's starting open interest."""
+    values = [
+        value_usd(e) / oi if (oi := e.initial_open_interest_usd) > 0.0 else math.nan
+        for e in episodes
+    ]
+    return _mean_of_episodes(values, "no open interest", "episodes started with no positions")
+
+
 def liquidated_share_of_oi(episodes: Sequence[EpisodeOutcome]) -> Measurement:
     """Liquidated notional over the episode / open interest at its start, mean over episodes.
 
     The notional is ``liquidation_volume_usd`` summed over the decisions (book fills and
     deleveraged closes); the scenario's horizon is the window (the real figures are 24 h).
     """
-    values = [
-        e.total("liquidation_volume_usd") / e.initial_open_interest_usd
-        if e.initial_open_interest_usd > 0.0
-        else math.nan
-        for e in episodes
-    ]
-    return _mean_of_episodes(values, "no open interest", "episodes started with no positions")
+    return _over_starting_oi(episodes, lambda e: e.total("liquidation_volume_usd"))
 
 
 def peak_tick_liquidated_share_of_oi(episodes: Sequence[EpisodeOutcome]) -> Measurement:
@@ -309,24 +314,14 @@ def peak_tick_liquidated_share_of_oi(episodes: Sequence[EpisodeOutcome]) -> Meas
     Each decision reports its largest tick (``peak_tick_liquidation_volume_usd``); the
     episode's peak is the largest of those. A tick is a minute in every shipped scenario.
     """
-    values = [
-        float(np.max(e.steps["peak_tick_liquidation_volume_usd"])) / e.initial_open_interest_usd
-        if e.initial_open_interest_usd > 0.0
-        else math.nan
-        for e in episodes
-    ]
-    return _mean_of_episodes(values, "no open interest", "episodes started with no positions")
+    return _over_starting_oi(
+        episodes, lambda e: float(np.max(e.steps["peak_tick_liquidation_volume_usd"]))
+    )
 
 
 def open_interest_end_over_start(episodes: Sequence[EpisodeOutcome]) -> Measurement:
     """Open interest at the episode's last decision / at its start, mean over episodes."""
-    values = [
-        float(e.steps["open_interest_usd"][-1]) / e.initial_open_interest_usd
-        if e.initial_open_interest_usd > 0.0
-        else math.nan
-        for e in episodes
-    ]
-    return _mean_of_episodes(values, "no open interest", "episodes started with no positions")
+    return _over_starting_oi(episodes, lambda e: float(e.steps["open_interest_usd"][-1]))
 
 
 def _mean_of_episodes(values: Sequence[float], missing: str, why: str) -> Measurement:
