@@ -66,6 +66,7 @@ from fundgym.envs.core import kernels
 from fundgym.envs.core.events import StepEvents
 from fundgym.envs.core.impact import ImpactModel, LinearImpact
 from fundgym.envs.core.liquidation import LIQ_PARTIAL
+from fundgym.envs.core.liquidators import liquidators_paid
 from fundgym.envs.core.params import (
     P_LIQ_FEE,
     P_LIQ_FUND_SHARE,
@@ -333,5 +334,7 @@ def core_step(
 
 def _liquidators(packed: FloatArray) -> bool:
     """Whether any exchange's liquidators earn a share of the fee (and so have capacity)."""
-    pay = packed[:, P_LIQUIDATOR_MULT] * packed[:, P_LIQ_FEE] * (1.0 - packed[:, P_LIQ_FUND_SHARE])
-    return bool((pay > 0.0).any())
+    return any(
+        liquidators_paid(row[P_LIQ_FEE], row[P_LIQ_FUND_SHARE], row[P_LIQUIDATOR_MULT])
+        for row in packed
+    )

@@ -153,3 +153,15 @@ def test_liquidators_take_only_the_orders_they_are_paid_for():
     assert s.collateral_usd[0, 0] == pytest.approx(306.0, **APPROX)
     assert ev.shortfall_usd[0] == pytest.approx(109.4, **APPROX)
     assert s.collateral_usd[0, 1] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_paid_liquidators_need_the_linear_book_they_hedge_through():
+    class Flat:
+        def fill_prices(self, mark, sell, buy):
+            return mark, mark
+
+    with pytest.raises(TypeError, match=r"liquidators price through a LinearImpact.*Flat"):
+        core_step(one_long(), params(), np.array([9_400.0]), Flat())
+    # unpaid (the fund takes the whole fee), any impact model will do
+    ev = core_step(one_long(), params(liquidation_fee_fund_share=1.0), np.array([9_400.0]), Flat())
+    assert ev.n_liquidations[0] == 1
