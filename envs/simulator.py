@@ -127,7 +127,8 @@ class TickInputs:
             the schedule it would have alone.
         arrival_mult: Precursor multiplier of arrivals.
         leverage_mult: Precursor multiplier of new positions' leverage.
-        long_share_shift: Precursor shift of the long share of arrivals.
+        long_share_shift: Precursor and funding shift of the long share of arrivals.
+        exit_mult: The traders' exit hazard multiplier (voluntary de-risking under stress).
         prev_oracle: The previous tick's oracle, where the venue liquidation modes' intra-tick
             path starts (0: no previous tick, the episode's first).
         prev_last: The previous tick's last price, where the path of the book the sub-steps'
@@ -144,6 +145,7 @@ class TickInputs:
     arrival_mult: FloatArray
     leverage_mult: FloatArray
     long_share_shift: FloatArray
+    exit_mult: FloatArray
     prev_oracle: FloatArray
     prev_last: FloatArray
 
@@ -225,6 +227,7 @@ def tick(
             arrival_mult=inputs.arrival_mult,
             leverage_mult=inputs.leverage_mult,
             long_share_shift=inputs.long_share_shift,
+            exit_mult=inputs.exit_mult,
             active=inputs.population_active,
         )
         trading_fees = pop.trading_fees_usd
@@ -500,6 +503,8 @@ class ExchangeSimulator:
         self.initial_open_interest_usd[env] = oi
         d = self.drivers[:, env]
         d[tk.D_VOL_ANNUAL] = scenario.price.vol_annual
+        d[tk.D_BASE_VOL] = scenario.price.vol_annual
+        d[tk.D_PEAK_INDEX] = price
         d[tk.D_OI_BUILD] = scenario.precursors.oi_build
         d[tk.D_LEVERAGE_BUILD] = scenario.precursors.leverage_build
         d[tk.D_LONG_SKEW] = scenario.precursors.long_skew
@@ -677,6 +682,14 @@ class ExchangeSimulator:
         var_tick += self._ewma_weight() * (log_ret**2 - var_tick)
         self.vol_annual = np.sqrt(var_tick * tk.MINUTES_PER_YEAR_VOL / tick_minutes)
         self.last_index = prices.index
+        peak = d[tk.D_PEAK_INDEX]
+        peak = np.maximum(prices.index, peak + (prices.index - peak) * (
+            tick_minutes / tk.PEAK_MEMORY_MINUTES
+        ))  # fmt: skip
+        d[tk.D_PEAK_INDEX] = peak
+        arrival_f, exit_f, shift = self.population.market_response(
+            self.vol_annual, d[tk.D_BASE_VOL], 1.0 - prices.index / peak, prices.funding_rate
+        )
         self.last_depth_mult = self.market.column("depth_mult")
         self.last_depth_usd_per_pct = np.asarray(prices.depth_usd_per_pct, dtype=np.float64)
         prev_oracle = d[tk.D_LAST_ORACLE].copy()
@@ -691,9 +704,10 @@ class ExchangeSimulator:
             tick_minutes=tick_minutes,
             population_minutes=pop_minutes,
             population_active=active,
-            arrival_mult=1.0 + d[tk.D_OI_BUILD] * pre,
+            arrival_mult=(1.0 + d[tk.D_OI_BUILD] * pre) * arrival_f,
             leverage_mult=1.0 + d[tk.D_LEVERAGE_BUILD] * pre,
-            long_share_shift=d[tk.D_LONG_SKEW] * pre,
+            long_share_shift=d[tk.D_LONG_SKEW] * pre + shift,
+            exit_mult=exit_f,
             prev_oracle=prev_oracle,
             prev_last=prev_last,
         )

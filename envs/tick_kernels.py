@@ -75,7 +75,7 @@ from fundgym.envs.fund.kernels import (
 from fundgym.envs.jit import jit
 from fundgym.envs.market.kernels import PATH_DEPTH_MULT, PATH_PRECURSOR, advance_one, prices_one
 from fundgym.envs.observation import book_stats_exchange
-from fundgym.envs.traders.kernels import population_step_exchange
+from fundgym.envs.traders.kernels import market_response, market_stress, population_step_exchange
 
 # Rows of the simulator's per-exchange values (ExchangeSimulator.drivers). D_LAST_ORACLE and
 # D_LAST_BOOK are the previous tick's oracle and last price, where the venue liquidation modes'
@@ -83,7 +83,13 @@ from fundgym.envs.traders.kernels import population_step_exchange
 D_VOL_ANNUAL, D_LAST_INDEX, D_LAST_DEPTH_MULT, D_LAST_DEPTH_USD = 0, 1, 2, 3
 D_OI_BUILD, D_LEVERAGE_BUILD, D_LONG_SKEW, D_FUNDING_INTERVAL_MIN = 4, 5, 6, 7
 D_LAST_ORACLE, D_LAST_BOOK = 8, 9
-N_DRIVERS = 10
+# The traders' memory of the market (fundgym.envs.traders.kernels.market_stress): the
+# scenario's usual volatility and the recent peak of the index (PEAK_MEMORY_MINUTES).
+D_BASE_VOL, D_PEAK_INDEX = 10, 11
+N_DRIVERS = 12
+PEAK_MEMORY_MINUTES = 1440.0
+"""The recent peak the traders measure their drawdown from forgets at this pace: each tick it
+moves ``tick / PEAK_MEMORY_MINUTES`` of the way down to the index (never below it)."""
 
 # Columns of the per-tick series.
 S_INDEX, S_LAST, S_MARK, S_ORACLE, S_DEPTH, S_FUNDING_RATE = range(6)
@@ -207,6 +213,12 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
         drivers[D_LAST_BOOK, e] = last_px
         stressed = depth_mult < 0.5
         pre = path[PATH_PRECURSOR][t, e]
+        peak = drivers[D_PEAK_INDEX, e]
+        peak = max(index, peak + (index - peak) * (tick_minutes / PEAK_MEMORY_MINUTES))
+        drivers[D_PEAK_INDEX, e] = peak
+        arrival_f, exit_f, shift = market_response(
+            market_stress(vol, drivers[D_BASE_VOL, e], 1.0 - index / peak, pop), rate, pop
+        )
 
         # 2. The population, on its clock, and the fund's share of its fees.
         if t % pop_every == 0:  # the exchange's own clock: its tick within the episode
@@ -214,8 +226,9 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
             _, _, _, _, _, _, _, _, _, fees_usd, income = population_step_exchange(
                 e, rng_state, coll, size, entry, cp_size, cp_cash, fee_revenue, net_deposits,
                 packed, floors, rates, cums, base, pop, mark,
-                1.0 + drivers[D_OI_BUILD, e] * pre, 1.0 + drivers[D_LEVERAGE_BUILD, e] * pre,
-                drivers[D_LONG_SKEW, e] * pre, 1.0, chosen, flags,
+                (1.0 + drivers[D_OI_BUILD, e] * pre) * arrival_f,
+                1.0 + drivers[D_LEVERAGE_BUILD, e] * pre, drivers[D_LONG_SKEW, e] * pre + shift,
+                1.0, exit_f, 0, math.inf, math.inf, chosen, flags,
             )  # fmt: skip
             if income > 0.0:
                 receive_one(fund, e, income)

@@ -65,7 +65,7 @@ from fundgym.envs.core.trading import book_exchange, trade
 from fundgym.envs.jit import jit
 
 # Columns of the population vector (``PopulationParams.columns(tick_minutes)``).
-C_LAM_PER_TICK = 0  # arrival_rate_per_min x tick
+C_LAM_PER_SLOT_TICK = 0  # arrival_rate_per_slot_per_day x tick / 1 day
 C_P_EXIT = 1  # per-tick exit probability
 C_P_REACT = 2  # per-tick reaction probability
 C_BUFFER = 3  # near_liquidation_buffer_frac
@@ -81,7 +81,15 @@ C_IMR_ELASTICITY = 12
 C_FEE_ELASTICITY = 13
 C_REFERENCE_IMR = 14
 C_REFERENCE_FEE = 15
-N_POP_COLUMNS = 16
+C_CROSS_SHARE = 16
+C_LOG_CROSS_LEV_MEDIAN = 17
+C_CROSS_LEV_SIGMA = 18
+C_DERISK_PER_STRESS = 19
+C_ARRIVAL_PER_STRESS = 20
+C_FUNDING_LONG_SHIFT = 21  # shift of the long share per unit of funding rate per interval
+C_DRAWDOWN_SCALE = 22
+C_SIZE_CDF_AT_CAP = 23  # the Pareto CDF at the largest notional: sizes are truncated there
+N_POP_COLUMNS = 24
 
 # Event columns: counts (int64) and USD (float64), in PopulationEvents field order.
 E_ARRIVALS, E_EXITS, E_TOP_UPS, E_REDUCTIONS = 0, 1, 2, 3
@@ -107,6 +115,15 @@ so rounding cannot lock slots for ever."""
 IMR_HEADROOM_REL = 1e-9
 """Relative slack on the initial-margin checks the population makes before trading, so an
 order that passes in exact arithmetic is never rejected by float rounding."""
+USAGE_FLOOR = 0.01
+"""Smallest margin usage of a cross account (initial margin / equity): effective leverage
+is at least 1% of order leverage, so no account is drawn with an unbounded balance."""
+UNIFORMS_PER_TRADER = 7
+"""Uniforms :func:`draw_trader` consumes per candidate, whatever it draws."""
+HALT_WITHDRAWALS = 1
+"""``halt_mask`` bit: withdrawals are halted (exits close positions, the money stays)."""
+HALT_NEW_POSITIONS = 2
+"""``halt_mask`` bit: reduce-only (no arrivals, no ordinary round trips)."""
 ARRIVAL_CANDIDATE_DEMAND = 4.0
 """Candidates drawn per tick cover a Poisson count at this demand multiplier (plus six
 standard deviations): counts beyond it, only at extreme leverage caps, draw more and lose the
@@ -115,9 +132,16 @@ coupling for the rest of the episode, never the distribution."""
 
 @jit
 def demand_multiplier(imr, taker_fee_rate, pop):  # type: ignore[no-untyped-def]
-    """Constant-elasticity demand at one exchange's IMR and taker fee (1 at the references)."""
+    """Constant-elasticity demand at one exchange's IMR and taker fee (1 at the references).
+
+    The margin term is one-sided: an IMR above the reference deters traders, one below it
+    adds none. Traders choose leverage far below the venues' caps (order leverage median
+    10-20x against caps of 50-125x), so lowering the cap further does not bring new traders;
+    a two-sided term gave a 125x venue 4.3 times the reference demand.
+    """
     fee = max(taker_fee_rate, FEE_FLOOR_FRAC * pop[C_REFERENCE_FEE])
-    return (imr / pop[C_REFERENCE_IMR]) ** pop[C_IMR_ELASTICITY] * (
+    margin = max(imr, pop[C_REFERENCE_IMR])
+    return (margin / pop[C_REFERENCE_IMR]) ** pop[C_IMR_ELASTICITY] * (
         fee / pop[C_REFERENCE_FEE]
     ) ** pop[C_FEE_ELASTICITY]
 
@@ -127,6 +151,40 @@ def demand_multipliers(packed, pop, out):  # type: ignore[no-untyped-def]
     """:func:`demand_multiplier` per exchange into ``out``."""
     for e in range(out.size):
         out[e] = demand_multiplier(packed[e, P_IMR], packed[e, P_TAKER_FEE], pop)
+
+
+@jit
+def market_stress(vol_annual, base_vol_annual, drawdown_frac, pop):  # type: ignore[no-untyped-def]
+    """The market's stress as traders feel it: excess volatility plus drawdown, >= 0.
+
+    ``max(vol / base vol - 1, 0) + drawdown / stress_drawdown_frac``: 0 in a market at its
+    usual volatility and at its recent peak; 1 when volatility is twice its usual level, or
+    the price ``stress_drawdown_frac`` below its recent peak.
+    """
+    return max(vol_annual / base_vol_annual - 1.0, 0.0) + drawdown_frac / pop[C_DRAWDOWN_SCALE]
+
+
+@jit
+def market_response(stress, funding_rate, pop):  # type: ignore[no-untyped-def]
+    """How the population answers the market: ``(arrival factor, exit factor, long shift)``.
+
+    Arrivals fall as ``1 / (1 + k_a x stress)`` (fewer traders open positions into a crash);
+    the exit hazard rises as ``1 + k_d x stress`` (voluntary de-risking: traders close and
+    withdraw as volatility and losses rise); the long share of arrivals moves by
+    ``-k_f x funding_rate`` (a positive rate, longs paying shorts, deters longs). One home
+    for the formula: the compiled tick and the numpy reference both call it.
+    """
+    arrival = 1.0 / (1.0 + pop[C_ARRIVAL_PER_STRESS] * stress)
+    exit_factor = 1.0 + pop[C_DERISK_PER_STRESS] * stress
+    return arrival, exit_factor, -pop[C_FUNDING_LONG_SHIFT] * funding_rate
+
+
+@jit
+def market_responses(vol, base_vol, drawdown, funding_rate, pop, arrival, exit_factor, shift):  # type: ignore[no-untyped-def]
+    """:func:`market_response` of :func:`market_stress` per exchange, into the three outputs."""
+    for e in range(vol.size):
+        s = market_stress(vol[e], base_vol[e], drawdown[e], pop)
+        arrival[e], exit_factor[e], shift[e] = market_response(s, funding_rate[e], pop)
 
 
 @jit
@@ -151,21 +209,46 @@ def candidate_budget(lam_ref):  # type: ignore[no-untyped-def]
 
 
 @jit
-def draw_trader(st, long_share, max_leverage, leverage_mult, scale_usd, alpha, log_median, sigma):  # type: ignore[no-untyped-def]
-    """One new trader from four uniforms of stream ``st``: ``(notional, side, leverage, st)``.
+def draw_trader(st, long_share, max_leverage, leverage_mult, pop):  # type: ignore[no-untyped-def]
+    """One new trader from seven uniforms of stream ``st``: ``(notional, side, lev, usage, st)``.
 
-    Notional is Pareto by its inverse CDF, ``scale (1 - u) ** (-1 / alpha)``; the side is long
-    when the second uniform is below ``long_share``; leverage is lognormal (``log_median``,
-    ``sigma``; Box-Muller from the last two) times ``leverage_mult``, clipped to
-    ``[1, max_leverage]``.
+    Notional is Pareto truncated at ``max_notional_mult x`` the mean, by its inverse CDF,
+    ``scale (1 - u F(cap)) ** (-1 / alpha)`` (``F(cap)``: the CDF at the cap); the side is long
+    when the second uniform is below ``long_share``; order leverage is lognormal (Box-Muller
+    from the next two) times ``leverage_mult``, clipped to ``[1, max_leverage]``. The fifth
+    uniform makes the account cross-margined with probability ``cross_share``; a cross
+    account's effective leverage (notional / equity) is lognormal (the last two), and its
+    margin usage (initial margin / equity) is that over the order's leverage, clipped to
+    ``[USAGE_FLOOR, 1]``: a cross account never runs above its order's leverage. An isolated
+    account's usage is 1 (it posts the order's margin and nothing more). The draws are the
+    same whatever the outcome, so every candidate consumes exactly seven uniforms.
     """
     u, st = uniform(st)
-    notional = scale_usd * (1.0 - u) ** (-1.0 / alpha)
+    notional = pop[C_SCALE_USD] * (1.0 - u * pop[C_SIZE_CDF_AT_CAP]) ** (-1.0 / pop[C_PARETO_ALPHA])
     u, st = uniform(st)
     side = 1.0 if u < long_share else -1.0
     z, st = normal(st)
-    lev = min(max(math.exp(log_median + sigma * z) * leverage_mult, 1.0), max_leverage)
-    return notional, side, lev, st
+    lev = math.exp(pop[C_LOG_LEV_MEDIAN] + pop[C_LEV_SIGMA] * z) * leverage_mult
+    lev = min(max(lev, 1.0), max_leverage)
+    u, st = uniform(st)
+    z, st = normal(st)
+    usage = 1.0
+    if u < pop[C_CROSS_SHARE]:
+        effective = math.exp(pop[C_LOG_CROSS_LEV_MEDIAN] + pop[C_CROSS_LEV_SIGMA] * z)
+        usage = min(max(effective / lev, USAGE_FLOOR), 1.0)
+    return notional, side, lev, usage, st
+
+
+@jit(inline="always")
+def opening_collateral(notional, lev, usage, fee_rate):  # type: ignore[no-untyped-def]
+    """What a new account deposits: its margin at ``lev`` scaled up by ``1 / usage``, plus fees.
+
+    ``notional x (1 / (lev x usage) x (1 + IMR_HEADROOM_REL) + 2 fee)``: the initial margin
+    plus the opening and the eventual closing fee, so an order at the venue's maximum leverage
+    passes the initial-margin check after its fee; a cross account (usage < 1) brings the rest
+    of its balance as free collateral. Its effective leverage is ``lev x usage``.
+    """
+    return notional * (1.0 / (lev * usage) * (1.0 + IMR_HEADROOM_REL) + 2.0 * fee_rate)
 
 
 @jit
@@ -174,21 +257,22 @@ def coupled_candidates_kernel(  # type: ignore[no-untyped-def]
 ):
     """Each exchange's arrival count and its candidate list, as the step draws them.
 
-    Row ``e`` of ``out`` (``(E, 3, width)``: notional, side, leverage) receives candidates
-    ``0 .. max(K_e, count_e) - 1`` (the rest stays as given); ``width`` must cover them.
+    Row ``e`` of ``out`` (``(E, 4, width)``: notional, side, leverage, margin usage) receives
+    candidates ``0 .. max(K_e, count_e) - 1`` (the rest stays as given); ``width`` must cover
+    them.
     """
     for e in range(counts.size):
         sa = load(state, e, ARRIVAL_STREAM)
         u, sa = uniform(sa)
         counts[e] = poisson_quantile(u, lam[e])
         for j in range(max(candidate_budget(lam_ref[e]), counts[e])):
-            n, side, lev, sa = draw_trader(
-                sa, long_share[e], max_leverage[e], leverage_mult[e], pop[C_SCALE_USD],
-                pop[C_PARETO_ALPHA], pop[C_LOG_LEV_MEDIAN], pop[C_LEV_SIGMA],
-            )  # fmt: skip
+            n, side, lev, usage, sa = draw_trader(
+                sa, long_share[e], max_leverage[e], leverage_mult[e], pop
+            )
             out[e, 0, j] = n
             out[e, 1, j] = side
             out[e, 2, j] = lev
+            out[e, 3, j] = usage
         store(state, e, ARRIVAL_STREAM, sa)
 
 
@@ -196,20 +280,18 @@ def coupled_candidates_kernel(  # type: ignore[no-untyped-def]
 def initial_book_kernel(state, pop, packed, price, n_open, collateral, size, entry):  # type: ignore[no-untyped-def]
     """Fill slots ``0 .. n_open - 1`` of every exchange with traders drawn like arrivals.
 
-    Each holds a position opened at ``price[e]`` with collateral ``notional x (1 / leverage +
-    fee)``: what an arrival keeps after its opening fee. Draws come from the exchange's
-    population stream, four uniforms per account.
+    Each holds a position opened at ``price[e]`` with collateral ``notional x (1 / (leverage x
+    usage) + fee)``: what an arrival keeps after its opening fee (:func:`opening_collateral`
+    less the fee paid, without the rounding pad). Draws come from the exchange's population
+    stream, seven uniforms per account.
     """
     for e in range(price.size):
         st = load(state, e, POPULATION_STREAM)
         max_lev = 1.0 / packed[e, P_IMR]
         fee = packed[e, P_TAKER_FEE]
         for a in range(n_open):
-            notional, side, lev, st = draw_trader(
-                st, pop[C_LONG_SHARE], max_lev, 1.0, pop[C_SCALE_USD], pop[C_PARETO_ALPHA],
-                pop[C_LOG_LEV_MEDIAN], pop[C_LEV_SIGMA],
-            )  # fmt: skip
-            collateral[e, a] = notional * (1.0 / lev + fee)
+            notional, side, lev, usage, st = draw_trader(st, pop[C_LONG_SHARE], max_lev, 1.0, pop)
+            collateral[e, a] = notional * (1.0 / (lev * usage) + fee)
             size[e, a, 0] = side * notional / price[e]
             entry[e, a, 0] = price[e]
         store(state, e, POPULATION_STREAM, st)
@@ -278,10 +360,20 @@ def population_step_exchange(  # type: ignore[no-untyped-def]
     leverage_mult,
     long_share_shift,
     volume_mult,
+    exit_mult,
+    halt_mask,
+    leverage_cap,
+    oi_cap_usd,
     chosen,
     flags,
 ):
     """Exchange ``e``'s population step, in place, at ``mark`` with its modulations (scalars).
+
+    ``exit_mult`` scales the exit hazard (voluntary de-risking, :func:`market_response`);
+    ``halt_mask`` holds the venue's halts (``HALT_WITHDRAWALS``, ``HALT_NEW_POSITIONS``);
+    ``leverage_cap`` caps new positions' leverage below ``1 / imr`` (``inf``: none);
+    ``oi_cap_usd`` refuses an arrival that would lift open interest above it (``inf``:
+    none).
 
     The body of :func:`population_step_kernel`'s loop over exchanges, callable on its own
     with the batch's arrays and the exchange's index, so the compiled tick steps one exchange
@@ -298,15 +390,13 @@ def population_step_exchange(  # type: ignore[no-untyped-def]
     n_tiers = floor_usd.size
     base_mmr = tier_scale_div[0]
     words = flags.view(np.uint64)  # eight slot flags per word
-    scale_usd, alpha = pop[C_SCALE_USD], pop[C_PARETO_ALPHA]
-    log_median, sigma = pop[C_LOG_LEV_MEDIAN], pop[C_LEV_SIGMA]
     buffer = pop[C_BUFFER]
     near_mult = 1.0 + buffer
     top_up_mult = 1.0 + 2.0 * buffer
     p_top = pop[C_P_REACT] * pop[C_TOP_UP_SHARE]
     p_act = pop[C_P_REACT] * (pop[C_TOP_UP_SHARE] + pop[C_REDUCE_SHARE])
-    p_exit = pop[C_P_EXIT]
-    log1m_exit = math.log1p(-p_exit)
+    p_exit = pop[C_P_EXIT] if exit_mult > 0.0 else 0.0
+    log1m_exit = math.log1p(-p_exit) * exit_mult  # hazard x exit_mult: log(1 - p) scales
     log1m_vol = math.log1p(-VOLUME_TRADER_FRAC)
     vol_start, vol_thresholds, vol_log1m = _VOLUME_GAPS
     tiered = n_tiers > 0
@@ -339,12 +429,23 @@ def population_step_exchange(  # type: ignore[no-untyped-def]
     new_notional = 0.0
 
     # Arrivals: the count now, the candidates one by one as slots take them.
-    lam = pop[C_LAM_PER_TICK] * (demand * arrival_mult)
-    budget = candidate_budget(pop[C_LAM_PER_TICK] * arrival_mult)
+    # Demand, not free slots, sets the count: a rate per slot (slots scale the exchange)
+    # times the levers' demand and the market's modulation; slots are only capacity.
+    lam_base = pop[C_LAM_PER_SLOT_TICK] * n_acc
+    lam = lam_base * (demand * arrival_mult)
+    budget = candidate_budget(lam_base * arrival_mult)
     u, sa = uniform(sa)
     n_arrive = poisson_quantile(u, lam)
+    if halt_mask & HALT_NEW_POSITIONS:
+        n_arrive = 0
     long_share = min(max(pop[C_LONG_SHARE] + long_share_shift, LONG_SHARE_LOW), LONG_SHARE_HIGH)
-    max_lev = 1.0 / imr
+    max_lev = min(1.0 / imr, leverage_cap)
+    withdrawals_open = (halt_mask & HALT_WITHDRAWALS) == 0
+    oi_now_usd = 0.0
+    if oi_cap_usd < math.inf:  # one more pass over the book, only under a cap
+        for j in range(n_acc):
+            oi_now_usd += abs(qv[j])
+        oi_now_usd *= 0.5 * mark
     taken = 0
     wanted = ACTS | EMPTY if taken < n_arrive else ACTS
     wanted_word = ACTS_WORD | EMPTY_WORD if taken < n_arrive else ACTS_WORD
@@ -398,9 +499,9 @@ def population_step_exchange(  # type: ignore[no-untyped-def]
                     base += t
                     fees += fee
                     volume += abs(t) * m
-                    leaves = q == 0.0 and c > -DUST_DEBT_USD
+                    leaves = withdrawals_open and q == 0.0 and c > -DUST_DEBT_USD
         elif c != 0.0 and c > -DUST_DEBT_USD:
-            leaves = True
+            leaves = withdrawals_open
         if leaves:
             cv[a] = 0.0  # c - c: the whole balance is withdrawn
             ev[a] = 0.0
@@ -440,16 +541,18 @@ def population_step_exchange(  # type: ignore[no-untyped-def]
                     volume += abs(half) * m
         # 4. An empty slot takes the next arrival.
         elif taken < n_arrive and c == 0.0:
-            notional, side, lev, sa = draw_trader(
-                sa, long_share, max_lev, leverage_mult, scale_usd, alpha, log_median, sigma
+            notional, side, lev, usage, sa = draw_trader(
+                sa, long_share, max_lev, leverage_mult, pop
             )
             taken += 1
             if taken == n_arrive:
                 wanted = ACTS
                 wanted_word = ACTS_WORD
-            col = notional * (1.0 / lev * (1.0 + IMR_HEADROOM_REL) + 2.0 * fee_rate)
+            col = opening_collateral(notional, lev, usage, fee_rate)
             order = side * notional / m
-            ok, q, ent, cash, fee = trade(0.0, ev[a], col, 0.0, order, m, m, imr, fee_rate)
+            ok = 0.5 * notional + oi_now_usd <= oi_cap_usd  # half: OI counts one side
+            if ok:
+                ok, q, ent, cash, fee = trade(0.0, ev[a], col, 0.0, order, m, m, imr, fee_rate)
             if ok:  # deposit, then open; a rejected order deposits nothing
                 qv[a] = q
                 ev[a] = ent
@@ -461,17 +564,18 @@ def population_step_exchange(  # type: ignore[no-untyped-def]
                 n_new += 1
                 new_collateral += col
                 new_notional += notional
+                oi_now_usd += 0.5 * notional
         # 5. Open interest after this slot's flows.
         gross += abs(q)
         a += 1
 
     # The arrival stream moves by the same amount every tick: skip unused candidates.
-    for _ in range(4 * (max(budget, n_arrive) - taken)):
+    for _ in range(UNIFORMS_PER_TRADER * (max(budget, n_arrive) - taken)):
         _, sa = next_u64(sa)
 
     # Ordinary volume: round trips by about VOLUME_TRADER_FRAC of the open accounts.
     target_usd = pop[C_TURNOVER_PER_TICK] * (0.5 * gross * m) * (demand * volume_mult)
-    if target_usd > 0.0:
+    if target_usd > 0.0 and (halt_mask & HALT_NEW_POSITIONS) == 0:
         n_chosen = 0
         room_usd = 0.0
         gap, st = geometric_gap_tabled(st, log1m_vol, n_acc + 1, vol_start, vol_thresholds,
@@ -544,6 +648,10 @@ def population_step_kernel(  # type: ignore[no-untyped-def]
     leverage_mult,
     long_share_shift,
     volume_mult,
+    exit_mult,
+    halt_mask,
+    leverage_cap,
+    oi_cap_usd,
     active,
     counts,
     usd,
@@ -582,5 +690,5 @@ def population_step_kernel(  # type: ignore[no-untyped-def]
             e, rng_state, collateral, size, entry, counterparty_size, counterparty_cash,
             fee_revenue, net_deposits, packed, floor_usd, tier_mmr, cum_usd, tier_scale_div, pop,
             marks[e, 0], arrival_mult[e], leverage_mult[e], long_share_shift[e], volume_mult[e],
-            chosen, flags,
+            exit_mult[e], halt_mask[e], leverage_cap[e], oi_cap_usd[e], chosen, flags,
         )  # fmt: skip

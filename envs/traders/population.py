@@ -98,11 +98,12 @@ MULTI_MARKET_ISSUE = "multi-market mechanics"
 
 # name: (low, high, low_open, high_open); every value must also be finite.
 _RANGES: dict[str, tuple[float, float, bool, bool]] = {
-    "arrival_rate_per_min": (0.0, _INF, False, True),
+    "arrival_rate_per_slot_per_day": (0.0, _INF, False, True),
     "exit_rate_per_day": (0.0, _INF, False, True),
     "long_share": (0.0, 1.0, False, False),
     "mean_notional_usd": (0.0, _INF, True, True),
     "pareto_alpha": (1.0, _INF, True, True),
+    "max_notional_mult": (1.0, 1e6, True, False),
     "leverage_median": (1.0, _INF, False, True),
     "leverage_p95": (1.0, _INF, False, True),
     "near_liquidation_buffer_frac": (0.0, _INF, False, True),
@@ -114,11 +115,47 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "fee_elasticity": (-_INF, 0.0, True, False),
     "reference_imr": (0.0, 1.0, True, False),
     "reference_taker_fee_rate": (0.0, 0.1, True, False),
+    "cross_share": (0.0, 1.0, False, False),
+    "cross_leverage_median": (0.0, _INF, True, True),
+    "cross_leverage_p95": (0.0, _INF, True, True),
+    "derisk_per_stress": (0.0, _INF, False, True),
+    "arrival_per_stress": (0.0, _INF, False, True),
+    "funding_long_shift": (0.0, _INF, False, True),
+    "stress_drawdown_frac": (0.0, 1.0, True, False),
 }
 
 
 def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
     return f"{'(' if low_open else '['}{low!r}, {high!r}{')' if high_open else ']'}"
+
+
+def truncated_pareto_mean(scale_usd: float, alpha: float, cap_usd: float) -> float:
+    """Mean of a Pareto (minimum ``scale_usd``, index ``alpha > 1``) truncated at ``cap_usd``.
+
+    ``alpha xm^alpha (xm^(1 - alpha) - c^(1 - alpha)) / ((alpha - 1)(1 - (xm / c)^alpha))``;
+    ``alpha xm / (alpha - 1)`` as the cap goes to infinity.
+    """
+    tail = (scale_usd / cap_usd) ** alpha
+    body = scale_usd ** (1.0 - alpha) - cap_usd ** (1.0 - alpha)
+    return float(alpha * scale_usd**alpha * body / ((alpha - 1.0) * (1.0 - tail)))
+
+
+def truncated_pareto_scale(mean_usd: float, alpha: float, cap_usd: float) -> float:
+    """The Pareto minimum whose truncation at ``cap_usd > mean_usd`` has mean ``mean_usd``.
+
+    The truncated mean rises monotonically with the minimum (from 0 to the cap), so
+    bisection between 0 and ``mean_usd`` finds it to the last bits in 200 halvings.
+    """
+    low, high = 0.0, mean_usd
+    for _ in range(200):
+        mid = 0.5 * (low + high)
+        if mid in (low, high):
+            break
+        if truncated_pareto_mean(mid, alpha, cap_usd) < mean_usd:
+            low = mid
+        else:
+            high = mid
+    return 0.5 * (low + high)
 
 
 @dataclass(frozen=True)
@@ -130,8 +167,12 @@ class PopulationParams:
     [E] are estimates, not measurements.
 
     Attributes:
-        arrival_rate_per_min: Mean arrivals of new accounts per minute, a Poisson rate, at the
-            reference IMR and taker fee; >= 0. [E]
+        arrival_rate_per_slot_per_day: Mean arrivals of new accounts per day per account slot,
+            a Poisson rate, at the reference IMR and taker fee in a calm market; >= 0.
+            Demand, not free slots, sets arrivals: the slots scale the exchange and are
+            capacity only. With the exit hazard it sets the share of slots open in a calm
+            market, ``arrival rate / exit rate`` (0.3 / 0.5 = 60%: 40% of slots stay free, so
+            a crash's freed slots do not refill themselves). [E]
         exit_rate_per_day: Per-account hazard of closing out and withdrawing, per day; >= 0.
             The default 0.5 gives a mean holding time of two days. [E]
         long_share: Probability that a new position is long, in [0, 1]. The step adds its
@@ -140,6 +181,13 @@ class PopulationParams:
             ``pareto_alpha`` and this mean, so a few whales hold much of the open interest.
         pareto_alpha: Pareto tail index of sizes, > 1 (the mean is finite only above 1); 1.5
             as in :func:`fundgym.envs.core.synthetic.synthetic_book`.
+        max_notional_mult: Sizes are Pareto truncated at this multiple of
+            ``mean_notional_usd``, in (1, 1e6]. Untruncated, the largest of 614 accounts held
+            a median 11% of open interest and more than all of it in one book of 500; at 25x
+            the median is 6% and the largest under 9% ([E]: whales hold a few
+            percent of a major's open interest on a CEX, up to 10-25% on Hyperliquid in
+            2025). The Pareto minimum is solved so the truncated mean stays
+            ``mean_notional_usd`` (:func:`truncated_pareto_scale`).
         leverage_median: Median leverage of a new position, >= 1. Calibration notes section
             8: lognormal with median 10x (BitMEX/Binance retail). [E]
         leverage_p95: 95th percentile of leverage before the venue cap, >= ``leverage_median``;
@@ -167,13 +215,36 @@ class PopulationParams:
         reference_imr: IMR at which ``arrival_rate_per_min`` and ``turnover_per_day`` hold,
             in (0, 1].
         reference_taker_fee_rate: Taker fee at which they hold, in (0, 0.1].
+        cross_share: Share of new accounts that are cross-margined, in [0, 1]: their whole
+            balance backs the position, so their effective leverage (notional / equity) is
+            far below their order's. The rest are isolated and post only the order's initial
+            margin: they run at order leverage. [E] (cross margin is the default mode on
+            Binance, Bybit and Hyperliquid; 0.9 is an estimate.)
+        cross_leverage_median: Median effective leverage of a cross account, > 0. The
+            median Hyperliquid account auto-deleveraged on 10 Oct 2025 ran at 0.2x and the
+            p95 at 5.1x (outcomes.md, "Account leverage", [S78]), against order leverage of
+            median 10-20x; the defaults take those figures (a sample of profitable accounts,
+            so an estimate for the whole population [E]). Capped at the order's leverage.
+        cross_leverage_p95: Its 95th percentile, >= the median: lognormal with sigma
+            ``ln(p95 / median) / Z_95``.
+        derisk_per_stress: Voluntary de-risking: the exit hazard is multiplied by ``1 + this x
+            stress`` (stress: :func:`fundgym.envs.traders.kernels.market_stress`, 1 when
+            volatility doubles or the price is ``stress_drawdown_frac`` below its recent peak).
+            Open interest fell 22-48% through real crashes, liquidations being a third of that
+            or less (outcomes.md); de-risking and fewer arrivals are the rest. [E]
+        arrival_per_stress: Arrivals are divided by ``1 + this x stress``. [E]
+        funding_long_shift: The long share of arrivals moves by ``-this x funding rate per
+            interval`` (0.01 per basis point at 100): paying longs open fewer longs. [E]
+        stress_drawdown_frac: The drawdown from the recent peak (a one-day memory) that counts
+            as one unit of stress, in (0, 1]. [E]
     """
 
-    arrival_rate_per_min: float = 2.0
+    arrival_rate_per_slot_per_day: float = 0.3
     exit_rate_per_day: float = 0.5
     long_share: float = 0.5
     mean_notional_usd: float = 20_000.0
     pareto_alpha: float = 1.5
+    max_notional_mult: float = 25.0
     leverage_median: float = 10.0
     leverage_p95: float = 60.0
     near_liquidation_buffer_frac: float = 0.25
@@ -185,6 +256,13 @@ class PopulationParams:
     fee_elasticity: float = -0.5
     reference_imr: float = 0.05
     reference_taker_fee_rate: float = 0.0005
+    cross_share: float = 0.9
+    cross_leverage_median: float = 0.2
+    cross_leverage_p95: float = 5.1
+    derisk_per_stress: float = 0.1
+    arrival_per_stress: float = 0.1
+    funding_long_shift: float = 100.0
+    stress_drawdown_frac: float = 0.1
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -206,11 +284,33 @@ class PopulationParams:
                 f"PopulationParams.leverage_p95 must be >= leverage_median "
                 f"({self.leverage_median!r}), got {self.leverage_p95!r}"
             )
+        if self.cross_leverage_p95 < self.cross_leverage_median:
+            raise ValueError(
+                f"PopulationParams.cross_leverage_p95 must be >= cross_leverage_median "
+                f"({self.cross_leverage_median!r}), got {self.cross_leverage_p95!r}"
+            )
         if self.top_up_share + self.reduce_share > 1.0:
             raise ValueError(
                 f"PopulationParams.reduce_share must be <= 1 - top_up_share "
                 f"({1.0 - self.top_up_share!r}), got {self.reduce_share!r}"
             )
+
+    @property
+    def cross_leverage_sigma(self) -> float:
+        """Lognormal sigma of a cross account's effective leverage, ``ln(p95 / median) / Z_95``."""
+        return math.log(self.cross_leverage_p95 / self.cross_leverage_median) / Z_95
+
+    @property
+    def calm_open_frac(self) -> float:
+        """Share of slots open in a calm market at the reference levers: arrivals / exits.
+
+        The expected steady state of arrivals at ``arrival_rate_per_slot_per_day`` per slot
+        and exits at ``exit_rate_per_day`` per account, capped at 1 (the slots); 1 when
+        nobody exits. The initial book starts there.
+        """
+        if self.exit_rate_per_day == 0.0:
+            return 1.0
+        return min(self.arrival_rate_per_slot_per_day / self.exit_rate_per_day, 1.0)
 
     @property
     def leverage_sigma(self) -> float:
@@ -220,13 +320,15 @@ class PopulationParams:
     def columns(self, tick_minutes: float) -> FloatArray:
         """The parameters as the kernels read them (``kernels.C_*``), rates scaled to a tick.
 
-        Per tick: the arrival mean ``rate x tick``, the exit probability
+        Per tick: the arrival mean per slot ``rate x tick / 1 day``, the exit probability
         ``1 - exp(-rate x tick / 1 day)``, the reaction probability ``min(1, rate x tick)``
         and the turnover ``turnover x tick / 1 day``.
         """
         k = kernels
         out = np.zeros(k.N_POP_COLUMNS)
-        out[k.C_LAM_PER_TICK] = self.arrival_rate_per_min * tick_minutes
+        out[k.C_LAM_PER_SLOT_TICK] = (
+            self.arrival_rate_per_slot_per_day * tick_minutes / MINUTES_PER_DAY
+        )
         out[k.C_P_EXIT] = -math.expm1(-self.exit_rate_per_day * tick_minutes / MINUTES_PER_DAY)
         out[k.C_P_REACT] = min(1.0, self.react_rate_per_min * tick_minutes)
         out[k.C_BUFFER] = self.near_liquidation_buffer_frac
@@ -235,14 +337,23 @@ class PopulationParams:
         out[k.C_TURNOVER_PER_TICK] = self.turnover_per_day * tick_minutes / MINUTES_PER_DAY
         out[k.C_LONG_SHARE] = self.long_share
         alpha = self.pareto_alpha
-        out[k.C_SCALE_USD] = self.mean_notional_usd * (alpha - 1.0) / alpha  # Pareto minimum
+        cap_usd = self.max_notional_mult * self.mean_notional_usd
+        out[k.C_SCALE_USD] = truncated_pareto_scale(self.mean_notional_usd, alpha, cap_usd)
         out[k.C_PARETO_ALPHA] = alpha
+        out[k.C_SIZE_CDF_AT_CAP] = 1.0 - (out[k.C_SCALE_USD] / cap_usd) ** alpha
         out[k.C_LOG_LEV_MEDIAN] = math.log(self.leverage_median)
         out[k.C_LEV_SIGMA] = self.leverage_sigma
         out[k.C_IMR_ELASTICITY] = self.imr_elasticity
         out[k.C_FEE_ELASTICITY] = self.fee_elasticity
         out[k.C_REFERENCE_IMR] = self.reference_imr
         out[k.C_REFERENCE_FEE] = self.reference_taker_fee_rate
+        out[k.C_CROSS_SHARE] = self.cross_share
+        out[k.C_LOG_CROSS_LEV_MEDIAN] = math.log(self.cross_leverage_median)
+        out[k.C_CROSS_LEV_SIGMA] = self.cross_leverage_sigma
+        out[k.C_DERISK_PER_STRESS] = self.derisk_per_stress
+        out[k.C_ARRIVAL_PER_STRESS] = self.arrival_per_stress
+        out[k.C_FUNDING_LONG_SHIFT] = self.funding_long_shift
+        out[k.C_DRAWDOWN_SCALE] = self.stress_drawdown_frac
         return out
 
 
@@ -339,6 +450,26 @@ def _per_env(name: str, value: ArrayLike, n_envs: int, low: float, low_open: boo
     if bad_mask.any():
         raise ValueError(f"{name} must be finite and {bound}, got {out[bad_mask][0]!r}")
     return np.ascontiguousarray(out, dtype=np.float64)
+
+
+def _halt_mask(value: ArrayLike, n_envs: int) -> IntArray:
+    """``value`` as a contiguous ``(n_envs,)`` int64 array of halt bits, or a ValueError."""
+    arr = np.ascontiguousarray(np.broadcast_to(np.asarray(value), (n_envs,)))
+    allowed = kernels.HALT_WITHDRAWALS | kernels.HALT_NEW_POSITIONS
+    if arr.dtype.kind not in "iu" or (arr < 0).any() or (arr & ~allowed).any():
+        raise ValueError(
+            f"halt_mask must be integers of the bits {kernels.HALT_WITHDRAWALS} (withdrawals) "
+            f"and {kernels.HALT_NEW_POSITIONS} (new positions), got {value!r}"
+        )
+    return arr.astype(np.int64)
+
+
+def _capped(name: str, value: ArrayLike, n_envs: int, low: float) -> FloatArray:
+    """A cap per exchange as a contiguous ``(n_envs,)`` array: ``>= low`` or ``inf`` (none)."""
+    arr = np.ascontiguousarray(np.broadcast_to(np.asarray(value, dtype=np.float64), (n_envs,)))
+    if np.isnan(arr).any() or (arr < low).any():
+        raise ValueError(f"{name} must be >= {low!r} or inf (no cap), got {value!r}")
+    return arr
 
 
 def _active(active: ArrayLike, n_envs: int) -> BoolArray:
@@ -451,10 +582,10 @@ class TraderPopulation:
         long_share: ArrayLike,
         max_leverage: ArrayLike,
         leverage_mult: ArrayLike,
-    ) -> tuple[IntArray, tuple[FloatArray, FloatArray, FloatArray]]:
+    ) -> tuple[IntArray, tuple[FloatArray, FloatArray, FloatArray, FloatArray]]:
         """One tick's arrival count and candidate traders, drawn exactly as :meth:`step` does.
 
-        Exchange ``e`` draws ``1 + 4 max(K_e, count_e)`` uniforms from its arrival stream,
+        Exchange ``e`` draws ``1 + 7 max(K_e, count_e)`` uniforms from its arrival stream,
         ``K_e = ceil(4 lam_ref + 6 sqrt(4 lam_ref) + 6)`` set by the policy-free rate
         ``lam_ref[e]`` (the demand at reference levers, see ``ARRIVAL_CANDIDATE_DEMAND``):
         the count is the Poisson(``lam[e]``) quantile of the first, and candidate ``k``'s
@@ -464,8 +595,9 @@ class TraderPopulation:
         candidates for the first empty slots.
 
         Returns:
-            ``(count, (notional_usd, side, leverage))``, the candidates as ``(n_envs, K)``
-            arrays padded with zeros past each exchange's own ``max(K_e, count_e)``.
+            ``(count, (notional_usd, side, leverage, margin_usage))``, the candidates as
+            ``(n_envs, K)`` arrays padded with zeros past each exchange's own
+            ``max(K_e, count_e)``; margin usage is 1 for an isolated account.
         """
         n = rng.n_envs
         lam_a = _per_env("lam", lam, n, 0.0, False)
@@ -474,7 +606,7 @@ class TraderPopulation:
         # Width: every exchange's budget, or its count if larger (a quantile below its cap).
         cap = max((kernels.candidate_budget(x) for x in ref_a), default=1)
         k_max = (lam_a + 12.0 * np.sqrt(lam_a) + 21.0).max(initial=0.0)
-        out = np.zeros((n, 3, max(cap, math.ceil(k_max))))
+        out = np.zeros((n, 4, max(cap, math.ceil(k_max))))
         kernels.coupled_candidates_kernel(
             rng.state,
             lam_a,
@@ -487,7 +619,37 @@ class TraderPopulation:
             out,
         )
         width = int(max(cap, counts.max(initial=0)))
-        return counts, (out[:, 0, :width], out[:, 1, :width], out[:, 2, :width])
+        return counts, (out[:, 0, :width], out[:, 1, :width], out[:, 2, :width], out[:, 3, :width])
+
+    def market_response(
+        self,
+        vol_annual: FloatArray,
+        base_vol_annual: FloatArray,
+        drawdown_frac: FloatArray,
+        funding_rate: FloatArray,
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """How each exchange's traders answer its market: arrival factor, exit factor, shift.
+
+        :func:`fundgym.envs.traders.kernels.market_response` of
+        :func:`~fundgym.envs.traders.kernels.market_stress`, per exchange: the numpy
+        reference tick calls this, the compiled tick the same functions.
+
+        Returns:
+            ``(arrival_factor, exit_factor, long_share_shift)``, each ``(n_envs,)``.
+        """
+        n = np.asarray(vol_annual).size
+        arrival, exit_factor, shift = np.empty(n), np.empty(n), np.empty(n)
+        kernels.market_responses(
+            np.ascontiguousarray(vol_annual, dtype=np.float64),
+            np.ascontiguousarray(base_vol_annual, dtype=np.float64),
+            np.ascontiguousarray(drawdown_frac, dtype=np.float64),
+            np.ascontiguousarray(funding_rate, dtype=np.float64),
+            self._columns_for(1.0),
+            arrival,
+            exit_factor,
+            shift,
+        )
+        return arrival, exit_factor, shift
 
     # ---- the book at reset ---------------------------------------------------------------
 
@@ -497,13 +659,13 @@ class TraderPopulation:
         n_accounts: int,
         price: ArrayLike,
         risk: RiskParams,
-        fill_frac: float = 0.8,
+        fill_frac: float | None = None,
     ) -> SimState:
         """A batch whose first ``fill_frac`` of slots hold accounts drawn like new arrivals.
 
         Each account holds a position opened at ``price`` against the counterparty (no
         long/short balance is imposed: sides follow ``long_share``) and collateral
-        ``notional x (1 / leverage + fee rate)``: what an arrival keeps after paying its
+        ``notional x (1 / (leverage x usage) + fee rate)``: what an arrival keeps after paying its
         opening fee, so the book looks as if it had been built by :meth:`step`. The remaining
         slots are empty (size, collateral and entry 0), ready for arrivals. Row ``e`` is drawn
         from exchange ``e``'s population stream alone (four uniforms per account, as an
@@ -515,8 +677,11 @@ class TraderPopulation:
             n_accounts: Account slots per exchange.
             price: Entry price, scalar or ``(n_envs,)``, > 0.
             risk: Risk parameters (``imr`` caps leverage, ``taker_fee_rate`` sizes collateral).
-            fill_frac: Share of slots filled, in [0, 1].
+            fill_frac: Share of slots filled, in [0, 1]; ``None``: the calm market's steady
+                state, :attr:`PopulationParams.calm_open_frac`.
         """
+        if fill_frac is None:
+            fill_frac = self.params.calm_open_frac
         if not 0.0 <= fill_frac <= 1.0:
             raise ValueError(f"fill_frac must lie in [0, 1], got {fill_frac!r}")
         n_envs = rng.n_envs
@@ -549,6 +714,10 @@ class TraderPopulation:
         leverage_mult: FloatArray | float = 1.0,
         long_share_shift: FloatArray | float = 0.0,
         volume_mult: FloatArray | float = 1.0,
+        exit_mult: FloatArray | float = 1.0,
+        halt_mask: IntArray | int = 0,
+        leverage_cap: FloatArray | float = _INF,
+        oi_cap_usd: FloatArray | float = _INF,
         active: BoolArray | None = None,
     ) -> PopulationEvents:
         """One tick of trader behaviour, in place: exits, reactions, arrivals, volume.
@@ -609,6 +778,16 @@ class TraderPopulation:
             long_share_shift: ``(n_envs,)`` or scalar: added to ``long_share``, the sum
                 clipped to ``LONG_SHARE_BOUNDS`` (crowded longs before a long squeeze).
             volume_mult: ``(n_envs,)`` or scalar >= 0: multiplies ordinary volume.
+            exit_mult: ``(n_envs,)`` or scalar >= 0: multiplies the exit hazard (voluntary
+                de-risking, :meth:`market_response`).
+            halt_mask: ``(n_envs,)`` or scalar int: the venue's halts, bits
+                ``kernels.HALT_WITHDRAWALS`` (exits close their positions but nobody
+                withdraws; a flat account with money waits) and ``kernels.HALT_NEW_POSITIONS``
+                (reduce-only: no arrivals and no ordinary round trips).
+            leverage_cap: ``(n_envs,)`` or scalar >= 1 (``inf``: none): caps the leverage of
+                new positions below the venue's ``1 / imr``.
+            oi_cap_usd: ``(n_envs,)`` or scalar >= 0 (``inf``: none): an arrival that would
+                lift open interest (at mark, one side) above it is refused.
             active: ``(n_envs,)`` which exchanges step (``None``: all); the others are left
                 untouched and draw nothing, with zero events.
 
@@ -648,6 +827,10 @@ class TraderPopulation:
             self._modulation("leverage_mult", leverage_mult, n_envs, 0.0, True),
             self._modulation("long_share_shift", long_share_shift, n_envs, -_INF, True),
             self._modulation("volume_mult", volume_mult, n_envs, 0.0, False),
+            self._modulation("exit_mult", exit_mult, n_envs, 0.0, False),
+            _halt_mask(halt_mask, n_envs),
+            _capped("leverage_cap", leverage_cap, n_envs, 1.0),
+            _capped("oi_cap_usd", oi_cap_usd, n_envs, 0.0),
             np.ones(n_envs, dtype=np.bool_) if active is None else _active(active, n_envs),
             counts,
             usd,

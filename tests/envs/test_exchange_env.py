@@ -181,8 +181,10 @@ def test_rate_limit_and_margin_notice():
 
 
 def test_insolvency_terminates_the_episode():
+    # 19 May 2021 (-30% in a day) leaves an unfunded exchange with bad debt it socialises;
+    # Black Thursday's crash did too before traders carried free collateral (issue 16).
     env = InsuranceFundEnv(
-        scenario="black_thursday_2020",
+        scenario="may_19_2021",
         n_accounts=256,
         fund_to_oi_frac=0.0,
         insolvency_frac=1e-6,
@@ -414,8 +416,8 @@ def test_thinness_of_a_book_without_depth_is_finite():
 def test_info_reports_the_decisions_largest_tick_of_liquidations():
     # The decision's compiled block, captured as it returns: the info's peak is the largest of
     # its ticks' liquidated notional, and the info's sum is their sum.
-    env = InsuranceFundVectorEnv(num_envs=2, scenario="oct_10_2025", n_accounts=128)
-    env.reset(seed=4)
+    env = InsuranceFundVectorEnv(num_envs=2, scenario="oct_10_2025", n_accounts=256)
+    env.reset(seed=4)  # 7 decisions with liquidations (free collateral keeps most accounts)
     sim = env.core.sim
     blocks = []
     advance = sim.advance

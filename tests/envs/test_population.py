@@ -27,11 +27,17 @@ APPROX = {"rel": 1e-12, "abs": 1e-9}
 
 # Every behaviour off: each test turns on the one it checks.
 QUIET = PopulationParams(
-    arrival_rate_per_min=0.0,
+    arrival_rate_per_slot_per_day=0.0,
     exit_rate_per_day=0.0,
     react_rate_per_min=0.0,
     turnover_per_day=0.0,
+    cross_share=0.0,
 )
+
+
+def per_slot(per_min, n_slots):
+    """The per-slot daily arrival rate that gives ``per_min`` arrivals a minute on ``n_slots``."""
+    return per_min * 1440.0 / n_slots
 
 
 def quiet(**kw):
@@ -80,11 +86,12 @@ def col(state):
 # ---- parameters ----------------------------------------------------------------------------
 
 BAD_VALUES = [
-    ("arrival_rate_per_min", -1.0),
+    ("arrival_rate_per_slot_per_day", -1.0),
     ("exit_rate_per_day", float("nan")),
     ("long_share", 1.5),
     ("mean_notional_usd", 0.0),
     ("pareto_alpha", 1.0),
+    ("max_notional_mult", 1.0),
     ("leverage_median", 0.5),
     ("leverage_p95", 5.0),  # below the median of 10
     ("near_liquidation_buffer_frac", -0.1),
@@ -96,6 +103,13 @@ BAD_VALUES = [
     ("fee_elasticity", 1.0),
     ("reference_imr", 0.0),
     ("reference_taker_fee_rate", 0.2),
+    ("cross_share", -0.1),
+    ("cross_leverage_median", 0.0),
+    ("cross_leverage_p95", 0.1),  # below the median of 0.2
+    ("derisk_per_stress", -1.0),
+    ("arrival_per_stress", float("nan")),
+    ("funding_long_shift", -5.0),
+    ("stress_drawdown_frac", 0.0),
 ]
 
 
@@ -140,7 +154,7 @@ def test_step_rejects_a_bad_mark(mark):
 
 def test_a_scalar_modulation_that_changes_is_used_each_step():
     # The wrapper keeps a scalar's array while the scalar repeats: a new value must not reuse it.
-    pop = TraderPopulation(replace(QUIET, arrival_rate_per_min=50.0))
+    pop = TraderPopulation(replace(QUIET, arrival_rate_per_slot_per_day=per_slot(50.0, 400)))
     state, rng = empty(1, 400), streams(3)
     assert pop.step(rng, state, RiskParams(), 100.0, 1.0, arrival_mult=0.0).arrivals[0] == 0
     assert pop.step(rng, state, RiskParams(), 100.0, 1.0, arrival_mult=1.0).arrivals[0] > 20
@@ -208,7 +222,7 @@ def test_leverage_cap_is_one_over_imr_per_exchange_exactly():
 def test_new_accounts_respect_the_cap_and_pass_initial_margin():
     # 20x is the cap; ~26% of drawn leverage lies above it, and no arrival may be rejected.
     risk = RiskParams()
-    pop = quiet(arrival_rate_per_min=400.0)
+    pop = quiet(arrival_rate_per_slot_per_day=per_slot(400.0, 1000))
     state = empty(2, 1000)
     mark = np.array([100.0, 250.0])
     ev = pop.step(streams(3, 2), state, risk, mark, 1.0)
@@ -232,7 +246,7 @@ def test_new_accounts_respect_the_cap_and_pass_initial_margin():
 
 
 def test_long_share_shift_moves_the_side_of_new_positions():
-    pop = quiet(arrival_rate_per_min=3000.0)
+    pop = quiet(arrival_rate_per_slot_per_day=per_slot(3000.0, 4000))
     state = empty(3, 4000)
     shift = np.array([0.3, -0.3, 0.9])  # the last one clips at 0.98
     pop.step(streams(4, 3), state, RiskParams(), np.full(3, 100.0), 1.0,
@@ -261,7 +275,7 @@ def test_demand_multiplier_hand_worked():
 def test_doubling_imr_cuts_mean_arrivals_by_two_to_the_elasticity():
     # Every account exits on the next step, so slots never run out and every arrival counts.
     risk = RiskParams(imr=np.array([0.05, 0.1]))
-    pop = quiet(arrival_rate_per_min=20.0, exit_rate_per_day=1e12)
+    pop = quiet(arrival_rate_per_slot_per_day=per_slot(20.0, 200), exit_rate_per_day=1e12)
     state = empty(2, 200)
     rng = streams(5, 2)
     mark = np.full(2, 100.0)
@@ -291,7 +305,7 @@ def small_book():
 def test_arrivals_fill_exactly_the_empty_slots():
     state = small_book()
     before = state.copy()
-    ev = quiet(arrival_rate_per_min=1e6).step(
+    ev = quiet(arrival_rate_per_slot_per_day=per_slot(1e6, 8)).step(
         streams(6, 2), state, RiskParams(), np.full(2, 100.0), 1.0
     )
     c0, q0, _ = col(before)
@@ -302,7 +316,8 @@ def test_arrivals_fill_exactly_the_empty_slots():
     np.testing.assert_array_equal(ev.arrivals, [4, 6])
     np.testing.assert_array_equal(q[~was_empty], q0[~was_empty])
     assert c[0, 6] == -5.0
-    np.testing.assert_array_equal(e[was_empty], 100.0)
+    # Opened at mark: (0 x entry + size x 100) / size, exact to the last bit or one off.
+    np.testing.assert_allclose(e[was_empty], 100.0, rtol=2e-16, atol=0)
 
 
 def test_arrivals_take_the_first_empty_slots_and_counts_match():
@@ -310,7 +325,7 @@ def test_arrivals_take_the_first_empty_slots_and_counts_match():
     size, collateral, entry = np.zeros((3, n_acc)), np.zeros((3, n_acc)), np.zeros((3, n_acc))
     size[:, ::3], collateral[:, ::3], entry[:, ::3] = 1.0, 50.0, 100.0  # open among empty
     state = SimState.create(collateral, size, entry, 0.0)
-    pop = quiet(arrival_rate_per_min=2.0)
+    pop = quiet(arrival_rate_per_slot_per_day=per_slot(2.0, 40))
     rng = streams(7, 3)
     seen = 0
     for _ in range(8):
@@ -402,10 +417,14 @@ def test_coupled_candidates_have_the_population_distributions():
     p = PopulationParams()
     notional, side, lev = candidates(TraderPopulation(p), 3, 400, 10.0, long_share=0.3)
     notional, side, lev = notional[0], side[0], lev[0]  # 400 x 84 = 33,600 candidates
-    alpha, mean = p.pareto_alpha, p.mean_notional_usd
-    scale = mean * (alpha - 1.0) / alpha  # Pareto minimum: $6,667; median x 2^(1/1.5)
-    assert notional.min() >= scale
-    assert np.median(notional) == pytest.approx(scale * 2.0 ** (1.0 / alpha), rel=0.03)
+    alpha, cols = p.pareto_alpha, p.columns(1.0)
+    # Pareto truncated at 25 x the mean: minimum $7,589 (solved for a $20,000 mean), CDF at
+    # the cap F = 1 - (7,589 / 500,000)^1.5; median xm (1 - F / 2)^(-1 / 1.5).
+    scale, cdf_cap = cols[kernels.C_SCALE_USD], cols[kernels.C_SIZE_CDF_AT_CAP]
+    assert scale == pytest.approx(7589.19, rel=1e-5)
+    assert notional.min() >= scale and notional.max() <= 500_000.0 * (1 + 1e-12)
+    median = scale * (1.0 - 0.5 * cdf_cap) ** (-1.0 / alpha)
+    assert np.median(notional) == pytest.approx(median, rel=0.03)
     # Side: sd of a share at n = 33,600 is 0.0025; 0.01 is 4 sd.
     assert (side > 0).mean() == pytest.approx(0.3, abs=0.01)
     assert np.median(lev) == pytest.approx(p.leverage_median, rel=0.03)
@@ -415,7 +434,7 @@ def test_coupled_candidates_have_the_population_distributions():
 def test_coupled_arrivals_meet_the_same_traders_under_different_imr():
     # Two exchanges seeded alike, IMR 5% vs 10%: every trader the stricter exchange admits
     # arrived at the laxer one too, in the same slot with the same notional and side.
-    pop = quiet(arrival_rate_per_min=2.0)
+    pop = quiet(arrival_rate_per_slot_per_day=per_slot(2.0, 300))
     state = empty(2, 300)
     risk = RiskParams(imr=np.array([0.05, 0.1]))
     mark = np.full(2, 100.0)
@@ -436,7 +455,11 @@ def test_the_arrival_stream_moves_by_the_same_amount_whatever_the_levers():
     # Common random numbers: after a tick, the arrival stream stands at the same place under
     # any IMR and fee, any book, and whether or not slots were free (as long as the count
     # stays within the candidate budget: demand here is at most 1.6x the reference).
-    pop = quiet(arrival_rate_per_min=2.0, exit_rate_per_day=50.0, react_rate_per_min=0.5)
+    pop = quiet(
+        arrival_rate_per_slot_per_day=per_slot(2.0, 50),
+        exit_rate_per_day=50.0,
+        react_rate_per_min=0.5,
+    )
     risk = RiskParams(imr=np.array([0.05, 0.2, 0.05]), taker_fee_rate=np.array([5e-4, 1e-3, 2e-4]))
     rng = BatchStreams([9, 9, 9])
     state = pop.initial_state(BatchStreams([1, 2, 3]), 50, 100.0, risk, fill_frac=1.0)
@@ -450,7 +473,7 @@ def test_the_arrival_stream_moves_by_the_same_amount_whatever_the_levers():
 
 def test_a_full_book_takes_no_arrivals():
     risk = RiskParams()
-    pop = quiet(arrival_rate_per_min=50.0)
+    pop = quiet(arrival_rate_per_slot_per_day=per_slot(50.0, 30))
     state = pop.initial_state(streams(8, 2), 30, 100.0, risk, fill_frac=1.0)
     before = state.copy()
     ev = pop.step(streams(9, 2), state, risk, np.full(2, 100.0), 1.0)
@@ -463,16 +486,28 @@ def test_a_full_book_takes_no_arrivals():
 def test_initial_state_fills_the_first_slots_and_leaves_zeros():
     risk = RiskParams(imr=np.array([0.05, 0.1]), mmr=0.03)
     pop = TraderPopulation(PopulationParams())
-    state = pop.initial_state(streams(10, 2), 10, [100.0, 50.0], risk)
+    state = pop.initial_state(streams(10, 2), 10, [100.0, 50.0], risk, fill_frac=0.8)
     c, q, e = col(state)
     assert (q[:, :8] != 0).all()
     for arr in (q, c, e):
         np.testing.assert_array_equal(arr[:, 8:], 0.0)
     np.testing.assert_array_equal(e[:, :8], [[100.0] * 8, [50.0] * 8])
-    # Collateral after an opening fee: notional x (1 / leverage + fee), leverage <= 1 / imr.
+    # Collateral after an opening fee: notional x (1 / (leverage x usage) + fee); effective
+    # leverage (leverage x usage) <= 1 / imr, and >= USAGE_FLOOR x 1 (usage floor, leverage 1).
     notional = np.abs(q[:, :8]) * np.array([[100.0], [50.0]])
     lev = 1.0 / (c[:, :8] / notional - 0.0005)
-    assert (lev <= 1.0 / risk.column("imr") * (1 + 1e-12)).all() and (lev >= 1 - 1e-12).all()
+    assert (lev <= 1.0 / risk.column("imr") * (1 + 1e-12)).all()
+    assert (lev >= kernels.USAGE_FLOOR * (1 - 1e-12)).all()
+
+
+def test_initial_state_starts_at_the_calm_markets_share_of_open_slots():
+    # 0.3 arrivals per slot a day against 0.5 exits per account a day: 60% of slots open.
+    pop = TraderPopulation(PopulationParams(arrival_rate_per_slot_per_day=0.3))
+    assert pop.params.calm_open_frac == pytest.approx(0.6, rel=1e-15)
+    state = pop.initial_state(streams(11, 2), 50, 100.0, RiskParams())
+    np.testing.assert_array_equal((state.size[:, :, 0] != 0).sum(axis=1), [30, 30])
+    assert PopulationParams(exit_rate_per_day=0.0).calm_open_frac == 1.0
+    assert PopulationParams(arrival_rate_per_slot_per_day=9.0).calm_open_frac == 1.0
     np.testing.assert_array_equal(state.fund_usd, [0.0, 0.0])  # the caller sets the fund
     assert_books_balance(state, np.array([100.0, 50.0]))
 
@@ -714,7 +749,9 @@ def test_ledger_closes_over_500_crashy_steps_with_liquidations(risk):
     rng = np.random.default_rng(21)  # the market path and the modulation
     n_envs = 4
     pop_rng = streams(21, n_envs)
-    pop = TraderPopulation(PopulationParams(arrival_rate_per_min=3.0, exit_rate_per_day=5.0))
+    pop = TraderPopulation(
+        PopulationParams(arrival_rate_per_slot_per_day=per_slot(3.0, 500), exit_rate_per_day=5.0)
+    )
     state = pop.initial_state(pop_rng, 500, 100.0, risk)
     mark = np.full(n_envs, 100.0)
     totals = {f.name: 0.0 for f in fields(PopulationEvents)}
@@ -791,7 +828,9 @@ def per_env_risk(n_envs):
 
 def test_same_seed_same_result_and_another_seed_differs():
     risk = RiskParams()
-    pop = TraderPopulation(PopulationParams(arrival_rate_per_min=5.0, exit_rate_per_day=20.0))
+    pop = TraderPopulation(
+        PopulationParams(arrival_rate_per_slot_per_day=per_slot(5.0, 100), exit_rate_per_day=20.0)
+    )
     marks = 100.0 * np.cumprod(1.0 + np.random.default_rng(22).normal(0, 0.02, (31, 2)), axis=0)
     runs = [run_population(s, marks, risk, pop, {}, 100) for s in ([22, 23], [22, 23], [24, 25])]
     (s1, e1, _), (s2, e2, _), (s3, _, _) = runs
@@ -825,7 +864,9 @@ def test_a_batch_equals_its_exchanges_run_alone_draw_for_draw(per_env):
     risk = RiskParams(mmr=0.03, imr=0.05, tiers=tiers)
     batch_risk = replace(per_env_risk(3), tiers=tiers) if per_env else risk
     single_risk = replace(per_env_risk(1), tiers=tiers) if per_env else risk
-    pop = TraderPopulation(PopulationParams(arrival_rate_per_min=3.0, exit_rate_per_day=5.0))
+    pop = TraderPopulation(
+        PopulationParams(arrival_rate_per_slot_per_day=per_slot(3.0, 200), exit_rate_per_day=5.0)
+    )
     mults = {"arrival_mult": 1.5, "volume_mult": 2.0}
     batch_states, batch_events, _ = run_population(seeds, marks, batch_risk, pop, mults)
     totals = dict.fromkeys(batch_events[0], 0.0)
@@ -861,7 +902,9 @@ def test_exchanges_with_different_scenarios_in_one_batch_equal_each_alone():
              "leverage_mult": np.array([1.0, 2.0, 0.8]),
              "long_share_shift": np.array([0.0, 0.3, -0.2]),
              "volume_mult": np.array([1.0, 0.0, 2.5])}  # fmt: skip
-    pop = TraderPopulation(PopulationParams(arrival_rate_per_min=4.0, exit_rate_per_day=10.0))
+    # Isolated accounts (cross_share 0) run at order leverage, so some top up near liquidation.
+    pop = TraderPopulation(PopulationParams(arrival_rate_per_slot_per_day=per_slot(4.0, 300),
+                                            exit_rate_per_day=10.0, cross_share=0.0))  # fmt: skip
     batch_states, batch_events, batch_rng = run_population(seeds, marks, risk, pop, mults, 300)
     for e, seed in enumerate(seeds):
         one_risk = risk.take(np.array([e]))
@@ -882,7 +925,9 @@ def test_exchanges_with_different_scenarios_in_one_batch_equal_each_alone():
 def test_reseeding_one_exchange_mid_run_equals_a_fresh_single_exchange():
     # Vector-env autoreset: exchange 1 is reset with seed 77 after 10 steps; from then on it
     # equals a single exchange started with seed 77, and its siblings are undisturbed.
-    pop = TraderPopulation(PopulationParams(arrival_rate_per_min=3.0, exit_rate_per_day=20.0))
+    pop = TraderPopulation(
+        PopulationParams(arrival_rate_per_slot_per_day=per_slot(3.0, 100), exit_rate_per_day=20.0)
+    )
     risk = RiskParams()
     mark = np.full(3, 100.0)
     rng = BatchStreams([1, 2, 3])
@@ -926,7 +971,8 @@ def golden_run(tiers, crash, tick_minutes):
     risk = RiskParams(mmr=np.array([0.03, 0.01, 0.02]), imr=np.array([0.05, 0.02, 0.04]),
                       taker_fee_rate=np.array([5e-4, 2e-4, 1e-3]),
                       tiers=MarginTiers.binance_btcusdt_2021() if tiers else None)  # fmt: skip
-    pop = TraderPopulation(PopulationParams(arrival_rate_per_min=3.0, exit_rate_per_day=5.0))
+    pop = TraderPopulation(PopulationParams(arrival_rate_per_slot_per_day=per_slot(3.0, 2000),
+                                            exit_rate_per_day=5.0))  # fmt: skip
     rng = BatchStreams([7, 8, 9])
     state = pop.initial_state(rng, 2000, 100.0, risk)
     mark = np.full(n_envs, 100.0)
@@ -943,7 +989,8 @@ def golden_run(tiers, crash, tick_minutes):
                       arrival_mult=g.uniform(0.5, 3.0, n_envs),
                       leverage_mult=g.uniform(0.8, 2.0, n_envs),
                       long_share_shift=g.uniform(-0.3, 0.3, n_envs),
-                      volume_mult=g.uniform(0.0, 3.0, n_envs))  # fmt: skip
+                      volume_mult=g.uniform(0.0, 3.0, n_envs),
+                      exit_mult=g.uniform(0.5, 2.0, n_envs))  # fmt: skip
         for k in totals:
             totals[k] += int(getattr(ev, k).sum())
         for k in usd:
@@ -958,35 +1005,36 @@ def golden_run(tiers, crash, tick_minutes):
 GOLDEN = {
     "flat-1min": (
         (False, False, 1.0),
-        {"arrivals": 4699, "exits": 5758, "top_ups": 200, "reductions": 202},
-        {"top_up_usd": 43300.83878465547, "withdrawn_usd": 12790401.00605383,
-         "volume_usd": 169847959.23510394, "trading_fees_usd": 73208.79910471788,
-         "open_interest_base": 590851.0342482451, "collateral_usd": 13984080.13388734,
-         "counterparty_cash_usd": 19742207.039715577},
-        3229,
-        [4732832291460904255, 15091629225129011764, 15639798174507372072, 14234294058467224325,
-         15529040507075827166, 10369143276430045073, 8041120908492395613, 4303072021197538537],
+        {"arrivals": 3406, "exits": 2785, "top_ups": 16, "reductions": 12},
+        {"top_up_usd": 2265.073633286709, "withdrawn_usd": 311455165.38387513,
+         "volume_usd": 130706565.09676684, "trading_fees_usd": 62199.899058244955,
+         "open_interest_base": 639856.8865824516, "collateral_usd": 379977573.8155344,
+         "counterparty_cash_usd": -386905.2007659696},
+        3204,
+        [3705071806343067853, 8663844495795467510, 1523268277452911418, 4003186108515200237,
+         5365220377745496958, 1710578643150997523, 17595790323592162176, 13727737148365794553],
     ),
     "tiers-crash-5min": (
         (True, True, 5.0),
-        {"arrivals": 16764, "exits": 17440, "top_ups": 1292, "reductions": 1253},
-        {"top_up_usd": 451241.3758599231, "withdrawn_usd": 49280616.54203011,
-         "volume_usd": 688270218.9792274, "trading_fees_usd": 325441.5294095335,
-         "open_interest_base": 716917.3252819171, "collateral_usd": 9745974.711050615,
-         "counterparty_cash_usd": 5698978.344297763},
-        3151,
-        [2669628859193757113, 15057666797647268362, 17529189454202263916, 2448753647170437498,
-         286557529255910526, 3721384472850069596, 6797004439977272809, 2600154062006057102],
+        {"arrivals": 17416, "exits": 15978, "top_ups": 104, "reductions": 106},
+        {"top_up_usd": 23936.331811301294, "withdrawn_usd": 1666797743.4737122,
+         "volume_usd": 718189907.2606348, "trading_fees_usd": 334207.53429833654,
+         "open_interest_base": 1115647.1872436458, "collateral_usd": 422901994.27977854,
+         "counterparty_cash_usd": -2061793.0221954938},
+        3935,
+        [15595505617719103594, 8601707951761506122, 4893704751020654543, 9580174598545376970,
+         17459250632925082053, 17496195227877476481, 359544782716742107, 103980754056367188],
     ),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(GOLDEN))
 def test_golden_run_is_unchanged(name):
-    # Numbers printed from the population as first compiled (before any optimisation): a
-    # faster kernel must make the same draws in the same order and the same arithmetic per
-    # account, so counts and the streams' positions match exactly and sums to rounding of
-    # the platform's libm at most.
+    # Numbers printed from the population as of its balance sheets (issue 16: cross accounts
+    # with free collateral, seven draws per trader, the exit multiplier): a faster kernel
+    # must make the same draws in the same order and the same arithmetic per account, so
+    # counts and the streams' positions match exactly and sums to rounding of the
+    # platform's libm at most.
     args, counts, usd, n_open, words = GOLDEN[name]
     got_counts, got_usd, got_open, got_words = golden_run(*args)
     assert got_counts == counts
@@ -1001,20 +1049,27 @@ def test_one_exchange_step_equals_its_row_of_the_batch_step():
     # step, state, streams and events, under tiers and per-exchange modulation.
     risk = RiskParams(mmr=np.array([0.03, 0.01, 0.02]), imr=np.array([0.05, 0.02, 0.04]),
                       tiers=MarginTiers.binance_btcusdt_2021())  # fmt: skip
-    pop = TraderPopulation(PopulationParams(arrival_rate_per_min=3.0, exit_rate_per_day=20.0))
+    pop = TraderPopulation(PopulationParams(arrival_rate_per_slot_per_day=per_slot(3.0, 300),
+                                            exit_rate_per_day=20.0))  # fmt: skip
     mark = np.array([97.0, 101.0, 100.0])
     mod = {
         "arrival_mult": np.array([0.5, 2.0, 1.0]),
         "leverage_mult": np.array([1.0, 1.5, 0.9]),
         "long_share_shift": np.array([0.1, -0.2, 0.0]),
         "volume_mult": np.array([1.0, 0.0, 2.5]),
+        "exit_mult": np.array([1.0, 3.0, 0.5]),
+    }
+    caps = {
+        "halt_mask": np.array([0, kernels.HALT_WITHDRAWALS, 0]),
+        "leverage_cap": np.array([math.inf, 10.0, 30.0]),
+        "oi_cap_usd": np.array([math.inf, math.inf, 2e6]),
     }
     for seed in range(3):
         rng_a, rng_b = streams(seed, 3), streams(seed, 3)
         batch = pop.initial_state(rng_a, 300, 100.0, risk)
         alone = batch.copy()
         rng_b.state[:] = rng_a.state
-        ev = pop.step(rng_a, batch, risk, mark, 5.0, **mod)
+        ev = pop.step(rng_a, batch, risk, mark, 5.0, **mod, **caps)
         packed = risk.packed(3)
         floors, rates, cums, base = risk.tier_table()
         chosen = np.empty(300, dtype=np.int64)
@@ -1025,7 +1080,8 @@ def test_one_exchange_step_equals_its_row_of_the_batch_step():
                 alone.counterparty_size, alone.counterparty_cash_usd, alone.fee_revenue_usd,
                 alone.net_deposits_usd, packed, floors, rates, cums, base,
                 pop.params.columns(5.0), float(mark[e]), *(float(v[e]) for v in mod.values()),
-                chosen, flags,
+                int(caps["halt_mask"][e]), float(caps["leverage_cap"][e]),
+                float(caps["oi_cap_usd"][e]), chosen, flags,
             )  # fmt: skip
             want = [getattr(ev, f.name)[e] for f in fields(PopulationEvents)]
             assert list(got) == want
