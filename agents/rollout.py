@@ -61,6 +61,8 @@ _MUST_MATCH = (
     "margin_notice_minutes",
     "fund_to_oi_frac",
     "vault_to_oi_frac",
+    "fund_injection_frac",
+    "fund_injection_max",
     "insolvency_frac",
     "fallback",
     "adl_policy",

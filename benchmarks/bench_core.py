@@ -31,7 +31,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.impact import SqrtImpact
 from fundgym.envs.core.params import RiskParams
 from fundgym.envs.core.step import core_step
 from fundgym.envs.core.synthetic import synthetic_book
@@ -58,12 +58,12 @@ def time_core(
     # Compile (or load) every kernel first: the warm-up step below liquidates nothing, and
     # the waterfall's first compile must not land in a timed run.
     small = synthetic_book(np.random.default_rng(seed), n_envs, 50, 100.0, fund_usd=1e2)
-    core_step(small, params, np.full(n_envs, 60.0), LinearImpact(1e3))
+    core_step(small, params, np.full(n_envs, 60.0), SqrtImpact(1e3))
     for rep in range(repeats):
         rng = np.random.default_rng(seed + rep)
         state = synthetic_book(rng, n_envs, n_accounts, 100.0, fund_usd=1e4)
         marks = _marks(regime, n_envs, steps, rng)
-        impact = LinearImpact(depth_usd_per_pct=2e4 * n_accounts)
+        impact = SqrtImpact(depth_usd_per_pct=2e4 * n_accounts)
         core_step(state, params, marks[0], impact)  # warm-up
         start = time.perf_counter()
         for t in range(1, steps + 1):
@@ -88,14 +88,14 @@ _COMPILE_PROBE = """
 import time
 t0 = time.perf_counter()
 import numpy as np
-from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.impact import SqrtImpact
 from fundgym.envs.core.params import RiskParams
 from fundgym.envs.core.step import core_step, margin_state
 from fundgym.envs.core.synthetic import synthetic_book
 t1 = time.perf_counter()
 state = synthetic_book(np.random.default_rng(0), 2, 100, 100.0, fund_usd=1e3)
 margin_state(state, RiskParams(), np.full(2, 60.0))
-core_step(state, RiskParams(), np.full(2, 60.0), LinearImpact(1e3))  # compiles every kernel
+core_step(state, RiskParams(), np.full(2, 60.0), SqrtImpact(1e3))  # compiles every kernel
 t2 = time.perf_counter()
 print(t1 - t0, t2 - t1)
 """

@@ -94,6 +94,12 @@ class EnvConfig:
         le=10.0,
         doc="backstop vault capital / open interest (0: none; venue liquidation modes only)",
     )
+    # A venue's top-ups of an exhausted fund (Deribit's 500 BTC after 12 Mar 2020, Binance's
+    # $30M after 10 May 2020); fundgym.envs.fund.portfolio.inject_if_exhausted says when.
+    fund_injection_frac: float = spec(
+        0.0, ge=0.0, le=10.0, doc="one top-up of an exhausted fund / initial OI (0: none)"
+    )
+    fund_injection_max: int = spec(0, ge=0, le=1000, doc="top-ups at most per episode")
     insolvency_frac: float = spec(0.05, gt=0.0, le=10.0, doc="uncovered loss / OI that ends it")
     fallback: Literal["adl", "socialize"] = "adl"
     # Which opposite positions ADL closes and at what price (fundgym.envs.core.adl documents
@@ -111,6 +117,9 @@ class EnvConfig:
     margin_tiers: Literal["none", "binance_btcusdt_2021"] = "none"
     taker_fee_rate: float = _hard("taker_fee_rate", "(not controlled)")
     liquidator_capacity_mult: float = _hard("liquidator_capacity_mult", "(not controlled)")
+    unrealised_pnl_haircut_frac: float = _hard("unrealised_pnl_haircut_frac", "(not controlled)")
+    oi_cap_frac: float = _hard("oi_cap_frac", "(not controlled)")
+    mark_cap_mult: float = _hard("mark_cap_mult", "(not controlled)")
     rebalance_threshold: float = spec(0.02, ge=0.0, le=2.0, doc="L1 weight change to rebalance")
     population_minutes: float = spec(5.0, gt=0.0, le=1440.0, doc="clock of the trader flows")
     reward: RewardWeights = dataclasses.field(default_factory=RewardWeights)
@@ -129,6 +138,10 @@ class EnvConfig:
         if not self.controlled or len(set(self.controlled)) != len(self.controlled):
             raise FieldError(
                 "controlled", list(self.controlled), "distinct parameters, at least one"
+            )
+        if 0.0 < self.mark_cap_mult < 1.0:
+            raise FieldError(
+                "mark_cap_mult", self.mark_cap_mult, "0 (no cap) or >= 1 (a cap on the mark)"
             )
         if self.waterfall is not None:
             try:

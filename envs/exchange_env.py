@@ -29,7 +29,7 @@ from fundgym.envs.observation import BOOK_STATS, book_stats
 from fundgym.envs.render import RenderFrame, RenderHistory, render_ansi, render_rgb
 from fundgym.envs.rewards import DecisionTotals, combine, reward_components
 from fundgym.envs.scenarios import Scenario, load_scenario
-from fundgym.envs.simulator import BLOCK_SERIES, ExchangeSimulator
+from fundgym.envs.simulator import BLOCK_SERIES, ExchangeSimulator, TickBlock
 from fundgym.envs.state import SimState
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -61,6 +61,10 @@ _SUMMED_EVENTS = (
     "vault_takeover_usd",
     "vault_unwind_usd",
     "liquidator_absorbed_usd",
+    "settlement_price",
+    "floored_short_liquidation_usd",
+    "floored_fund_fee_income_usd",
+    "attacker_withdrawn_usd",
 )
 #: Their columns in a block's event rows.
 _SUMMED_COLUMNS = tuple(StepEvents.FIELDS.index(name) for name in _SUMMED_EVENTS)
@@ -136,6 +140,22 @@ class _SavedRows:
                 a[self._rows] = saved
             else:
                 a[:, self._rows] = saved
+
+
+def _venue_info(
+    scenarios: list[Scenario], block: TickBlock, sums: dict[str, FloatArray]
+) -> dict[str, FloatArray]:
+    """The venue events' ``info`` keys (:mod:`fundgym.envs.core.venue_events`)."""
+    return {
+        "market_settled": block.event("market_closed")[-1].copy(),
+        "settlement_price": sums["settlement_price"],
+        "floored_short_liquidation_usd": sums["floored_short_liquidation_usd"],
+        "floored_fund_fee_income_usd": sums["floored_fund_fee_income_usd"],
+        "attacker_withdrawn_usd": sums["attacker_withdrawn_usd"],
+        "attacker_margin_usd": np.array(
+            [0.0 if sc.attacker is None else sc.attacker.margin_usd for sc in scenarios]
+        ),
+    }
 
 
 def _vault_info(vault: FloatArray, oracle: FloatArray) -> dict[str, FloatArray]:
@@ -301,6 +321,8 @@ class FundControlCore:
                 n_accounts=self.config.n_accounts,
                 fund_to_oi_frac=self.config.fund_to_oi_frac,
                 vault_to_oi_frac=self.config.vault_to_oi_frac,
+                fund_injection_frac=self.config.fund_injection_frac,
+                fund_injection_max=self.config.fund_injection_max,
                 seed=seeds,
                 allocation=AllocationParams(),
                 population_minutes=self.config.population_minutes,
@@ -353,6 +375,9 @@ class FundControlCore:
             liquidation_fee_fund_share=v["liquidation_fee_fund_share"].copy(),
             taker_fee_rate=self.config.taker_fee_rate,
             liquidator_capacity_mult=self.config.liquidator_capacity_mult,
+            unrealised_pnl_haircut_frac=self.config.unrealised_pnl_haircut_frac,
+            oi_cap_frac=self.config.oi_cap_frac,
+            mark_cap_mult=self.config.mark_cap_mult,
             trading_fee_fund_share=v["trading_fee_fund_share"].copy(),
             fallback=self.config.fallback,
             adl_policy=self.config.adl_policy,
@@ -428,6 +453,8 @@ class FundControlCore:
         sim.set_params(self._risk(values))
         target = np.stack([values[n] for n in ALLOCATION], axis=1)
         ext0 = sim.portfolio.external_pnl_usd.copy()
+        injections0 = sim.portfolio.injections.copy()
+        injected0 = sim.portfolio.injected_usd.copy()
         change = np.abs(target - self.alloc_target).sum(axis=1) > self.config.rebalance_threshold
         if held is not None:
             change[held] = False
@@ -518,6 +545,8 @@ class FundControlCore:
             "liquidation_volume_usd": sums["liquidation_volume_usd"],
             "peak_tick_liquidation_volume_usd": block.events[:, :, _LIQUIDATION_VOLUME].max(axis=0),
             "shortfall_usd": sums["shortfall_usd"],
+            "fund_injections": sim.portfolio.injections - injections0,
+            "fund_injection_usd": sim.portfolio.injected_usd - injected0,
             "adl_volume_usd": sums["adl_volume_usd"],
             "adl_haircut_usd": sums["adl_haircut_usd"],
             "adl_overshoot_usd": sums["adl_overshoot_usd"],
@@ -526,6 +555,7 @@ class FundControlCore:
             "vault_takeover_usd": sums["vault_takeover_usd"],
             "vault_unwind_usd": sums["vault_unwind_usd"],
             "liquidator_absorbed_usd": sums["liquidator_absorbed_usd"],
+            **_venue_info(sim.scenarios, block, sums),
             "socialized_loss_usd": sums["socialized_loss_usd"],
             "unrecovered_usd": sums["unrecovered_usd"],
             "bad_debt_usd": sums["bad_debt_usd"],
@@ -738,10 +768,12 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Starting State
 
-    A book of ``n_accounts`` slots, 80% holding positions drawn from the trader population
-    (Pareto sizes, lognormal leverage capped at 1 / IMR), opened at the scenario's initial
-    price; the fund holds ``fund_to_oi_frac`` of open interest, all in the stable bucket;
-    parameters start at their ``fixed`` values (defaults: dYdX-like, MMR 3%, IMR 5%, 1.5% fee).
+    A book of ``n_accounts`` slots, 60% holding positions drawn from the trader population
+    (the calm market's steady state: arrivals per slot over exits; truncated Pareto sizes,
+    lognormal order leverage capped at 1 / IMR, 90% cross-margined accounts carrying free
+    collateral; docs/traders.md), opened at the scenario's initial price; the fund holds
+    ``fund_to_oi_frac`` of open interest, all in the stable bucket; parameters start at their
+    ``fixed`` values (defaults: dYdX-like, MMR 3%, IMR 5%, 1.5% fee).
 
     ## Episode End
 
@@ -773,6 +805,9 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     | adl_policy             | str         | "bitmex"     | ADL rule (docs/adl.md)               |
     | liquidation_mode       | str         | "partial"    | venue engine (docs/liquidation.md)   |
     | margin_tiers           | str         | "none"       | "binance_btcusdt_2021": MMR brackets |
+    | unrealised_pnl_haircut_frac | float  | 1            | unrealised profit not withdrawable   |
+    | oi_cap_frac            | float       | 0 (off)      | OI cap / starting open interest      |
+    | mark_cap_mult          | float       | 0 (off)      | mark cap / its 8-hour average        |
     | population_minutes     | float       | 5            | clock of arrivals, exits, volume     |
     | reward                 | dict        | see rewards  | reward weights                       |
     | config                 | str         | None         | a YAML file holding the above        |
@@ -819,6 +854,22 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
       largest tick) and the vault's ``vault_equity_usd``, ``vault_pnl_usd``,
       ``vault_drawdown_frac``, ``vault_inventory_usd``, ``vault_peak_inventory_usd``,
       ``vault_capital_usd``, ``vault_takeovers``, ``vault_takeover_usd``, ``vault_unwind_usd``.
+    * v0, issue 16 (fund top-ups): ``fund_injection_frac`` and ``fund_injection_max`` settings
+      (a venue's top-ups of an exhausted fund, off by default); ``info`` keys
+      ``fund_injections`` and ``fund_injection_usd`` (the decision's top-ups and what they added).
+    * v0, issue 16 (venue events): ``market_settled`` (1 once the scenario's settlement has
+      closed the market, this decision or before; 0 before), ``settlement_price`` (the
+      average index it settled at, in the decision it settled; 0 otherwise),
+      ``floored_short_liquidation_usd`` and ``floored_fund_fee_income_usd`` (shorts bought
+      back, and the fund's fee income, while the oracle sat at its floor above the mark:
+      LUNA), ``attacker_withdrawn_usd`` and
+      ``attacker_margin_usd`` (what the scenario's attacker withdrew against unrealised PnL
+      this decision, and the margin it started with: Mango; 0 without an attacker).
+    * v0, issue 16 (calibrated world): traders carry balance sheets (90% cross-margined with
+      free collateral), arrivals are bounded by demand (60% of slots open in a calm market,
+      not 80%), traders de-risk under stress; liquidations fill on a square-root book whose
+      normal depth is the starting open interest over the scenario's ``oi_to_depth``. Every
+      outcome moves: ``docs/calibration.md``, ``docs/traders.md``, ``docs/impact.md``.
     """
 
     metadata: dict[str, Any] = {  # noqa: RUF012  (Gymnasium declares it so)

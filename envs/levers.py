@@ -461,7 +461,34 @@ LEVERS: dict[str, Lever] = {
             default=1.0,
             doc=(
                 "outside liquidators' capacity, as a multiple of a competitive market's "
-                "100 x depth x (their fee share - oracle gap); 0: the venue admits none"
+                "depth x ((their fee share - oracle gap) / 1%)^2; 0: the venue admits none"
+            ),
+        ),
+        Lever(
+            name="unrealised_pnl_haircut_frac",
+            unit="fraction of unrealised profit",
+            bounds=Interval(0.0, 1.0),
+            default=1.0,
+            doc=(
+                "share of unrealised profit an account may not withdraw or borrow against "
+                "(0: all of it, as Mango allowed; 1: none)"
+            ),
+        ),
+        Lever(
+            name="oi_cap_frac",
+            unit="multiple of starting open interest",
+            bounds=Interval(0.0, 1000.0),
+            default=0.0,
+            doc="open-interest cap per market: new positions above it are refused (0: off)",
+        ),
+        Lever(
+            name="mark_cap_mult",
+            unit="multiple of the mark's 8-hour average",
+            bounds=Interval(0.0, 1000.0),
+            default=0.0,
+            doc=(
+                "mark and oracle capped at this multiple of the mark's 8-hour average "
+                "(0: off, else >= 1; Hyperliquid after XPL: 10)"
             ),
         ),
     )

@@ -327,15 +327,35 @@ class DepthSpec:
     """Book depth per 1% of price."""
 
     normal_usd_per_pct: float = spec(
-        ge=1.0, le=1e13, doc="normal depth, USD per 1% move (under $1 is no book)"
+        ge=1.0,
+        le=1e13,
+        doc="normal depth, USD per 1% move (under $1 is no book): the real venue's figure, and "
+        "the simulated book's unless oi_to_depth is given",
+    )
+    oi_to_depth: float | None = spec(
+        None,
+        gt=0.0,
+        le=1e5,
+        doc="normal depth = the exchange's starting open interest / this ratio (real BTC: "
+        "about 225); none: normal_usd_per_pct",
     )
     noise_frac: float = spec(0.05, ge=0.0, le=0.9, doc="lognormal noise on the multiplier")
     collapses: tuple[CollapseSpec, ...] = spec(
         (), doc="depth collapses; the product of their floor_mult >= 1e-6"
     )
-    impact_coef: float = spec(0.5, ge=0.0, le=1.0, doc="permanent share of liquidation impact")
+    impact_coef: float = spec(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        doc="share of the square-root book's move under a tick's net liquidation flow that "
+        "reaches the index (0: liquidations do not move the price); 0.3 [E] keeps the flow's "
+        "share of the majors' drawdowns under a third (docs/impact.md)",
+    )
+    impact_permanent_frac: float = spec(
+        0.5, ge=0.0, le=1.0, doc="share of that move that stays; the rest the book refills"
+    )
     impact_half_life_minutes: float = spec(
-        30.0, ge=MIN_DURATION_MINUTES, le=1e7, doc="decay of accumulated impact (arbitrage)"
+        30.0, ge=MIN_DURATION_MINUTES, le=1e7, doc="refill half-life of the transient share"
     )
 
     def __post_init__(self) -> None:
@@ -444,6 +464,90 @@ class TargetSpec:
     )
 
 
+EventKind = Literal["outage", "withdrawal_halt", "settlement", "leverage_cap", "reduce_only"]
+#: Fields each event kind takes beyond ``kind`` and ``start_minute`` (True: required).
+_EVENT_FIELDS: dict[str, dict[str, bool]] = {
+    "outage": {"minutes": True, "engine_runs": True},
+    "withdrawal_halt": {"minutes": True},
+    "settlement": {"index_window_minutes": True},
+    "leverage_cap": {"max_leverage": True, "minutes": False},
+    "reduce_only": {"minutes": True},
+}
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """A venue event: what the exchange did, scripted (:mod:`fundgym.envs.core.venue_events`).
+
+    ``outage``: traders cannot act for ``minutes`` (no population step); the liquidation
+    engine runs or not (``engine_runs``; BitMEX, 12 Mar 2020, 02:16-02:40 UTC).
+    ``withdrawal_halt``: no withdrawals for ``minutes`` (Binance blocked transfers, 19 May
+    2021). ``settlement``: delisting or early settlement at ``start_minute``: every position
+    closes at the average index of the ``index_window_minutes`` before it, then the market is
+    closed (BitMEX LUNA, 12 May 2022 20:00 UTC, against a 30-minute index).
+    ``leverage_cap``: new positions at most ``max_leverage``, to the end or for ``minutes``;
+    existing positions keep their size and margin (Binance LUNA: 8x). ``reduce_only``: no new
+    positions or increases for ``minutes``.
+    """
+
+    kind: EventKind
+    start_minute: float = spec(ge=0.0, le=1e7, doc="minute the event starts (or settles)")
+    minutes: float | None = spec(None, gt=0.0, le=1e7, doc="length of the event")
+    engine_runs: bool | None = spec(None, doc="outage: whether the liquidation engine runs")
+    index_window_minutes: float | None = spec(
+        None, gt=0.0, le=1e5, doc="settlement: the index is averaged over this window"
+    )
+    max_leverage: float | None = spec(
+        None, ge=1.0, le=1000.0, doc="leverage_cap: largest leverage of a new position"
+    )
+
+    def __post_init__(self) -> None:
+        allowed = _EVENT_FIELDS[self.kind]
+        for name in ("minutes", "engine_runs", "index_window_minutes", "max_leverage"):
+            value = getattr(self, name)
+            if value is None and allowed.get(name, False):
+                raise FieldError(name, value, f"required by a {self.kind!r} event")
+            if value is not None and name not in allowed:
+                takes = ", ".join(["start_minute", *allowed])
+                raise FieldError(
+                    name, value, f"not a field of a {self.kind!r} event (it takes {takes})"
+                )
+
+
+@dataclass(frozen=True)
+class AttackerSpec:
+    """An attacker's account (Mango, 11 Oct 2022): opened at minute 0, then drained.
+
+    The account holds ``margin_usd`` behind a position of ``notional_usd`` at the initial
+    price, opened against the outside counterparty (Mango's attacker matched it himself). From
+    ``withdraw_start_minute`` on it withdraws, every tick, what the venue lets it take: its
+    equity at the oracle, unrealised profit counted at ``1 - unrealised_pnl_haircut_frac``
+    (a lever), less the initial margin of the position, and in all at most ``lendable_usd``.
+    When the price reverts the account is bankrupt and the margin engine's waterfall takes
+    the loss. The account is slot 0 (:data:`fundgym.envs.core.venue_events.ATTACKER_SLOT`);
+    the trader population still treats that slot as one of its own (it may draw it for an
+    exit, a reaction or volume).
+    """
+
+    margin_usd: float = spec(gt=0.0, le=1e12, doc="collateral deposited (Mango: $5M USDC)")
+    notional_usd: float = spec(
+        gt=0.0,
+        le=1e13,
+        doc="position at the initial price (Mango: 483M MNGO x $0.038 = $18.4M)",
+    )
+    side: Literal["long", "short"] = "long"
+    withdraw_start_minute: float = spec(
+        0.0, ge=0.0, le=1e7, doc="minute from which it withdraws against unrealised PnL"
+    )
+    lendable_usd: float | None = spec(
+        None,
+        gt=0.0,
+        le=1e13,
+        doc="most the venue can pay out or lend, USD (Mango: every lendable asset, ~$116M "
+        "drained); none: no limit beyond the account's own",
+    )
+
+
 def parse_start_utc(text: str) -> datetime:
     """An ISO 8601 timestamp in UTC (``2025-10-10T14:00:00Z``) as an aware UTC datetime.
 
@@ -516,6 +620,10 @@ class Scenario:
     precursors: PrecursorSpec = dataclasses.field(default_factory=PrecursorSpec)
     targets: TargetSpec = dataclasses.field(default_factory=TargetSpec)
     training: bool = spec(False, doc="part of the training distribution (named crashes: false)")
+    events: tuple[EventSpec, ...] = spec(
+        (), doc="venue events: outages, halts, settlement, leverage caps, reduce-only"
+    )
+    attacker: AttackerSpec | None = None
 
     @property
     def n_ticks(self) -> int:
@@ -585,6 +693,19 @@ class Scenario:
                 raise ValueError(
                     f"crash ends at minute {end:g}, after horizon_minutes={self.horizon_minutes:g}"
                 )
+        for i, event in enumerate(self.events):
+            if event.start_minute >= self.horizon_minutes:
+                raise FieldError(
+                    f"events[{i}].start_minute",
+                    event.start_minute,
+                    f"before horizon_minutes = {self.horizon_minutes:g}",
+                )
+        if sum(e.kind == "settlement" for e in self.events) > 1:
+            raise FieldError(
+                "events",
+                [e.kind for e in self.events],
+                "at most one settlement (the market is closed after it)",
+            )
         bound = self.base_process_bound()
         if bound.tick_sigma > MAX_TICK_SIGMA:
             raise FieldError(

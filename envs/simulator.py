@@ -13,6 +13,14 @@ One tick, in order (:func:`tick`):
    through the scenario's depth, the fund, ADL or socialised loss (compiled:
    :func:`fundgym.envs.core.step.core_step`, which pays from the fund's *liquid* value and books the
    flows into its buckets once).
+5. **Top-up**: a venue that injects into an exhausted fund does so after the tick's settlement
+   (:func:`fundgym.envs.fund.portfolio.inject_if_exhausted`; off unless ``fund_injection_frac``
+   and ``fund_injection_max`` are set), an outside deposit in the ledger.
+
+Around these stages run the scenario's venue events (:mod:`fundgym.envs.core.venue_events`): a
+settlement first closes every position at its window's average index; an outage skips the
+population (and, if so scripted, the engine), halts and caps reach the population, and the
+attacker withdraws against its unrealised PnL before the engine runs.
 
 Before the tick the market produces its prices (:class:`fundgym.envs.market.market.Market`: the
 index is the exogenous path times the decaying impact of earlier liquidation flow; last, mark,
@@ -47,22 +55,44 @@ from fundgym.envs import libm
 from fundgym.envs import tick_kernels as tk
 from fundgym.envs.core.events import N_EVENTS, StepEvents
 from fundgym.envs.core.fund_record import FundRecord
-from fundgym.envs.core.impact import LinearImpact
-from fundgym.envs.core.params import RiskParams
+from fundgym.envs.core.impact import SqrtImpact
+from fundgym.envs.core.params import P_MARK_CAP_MULT, P_OI_CAP_FRAC, RiskParams
 from fundgym.envs.core.rng import BatchStreams
 from fundgym.envs.core.step import core_step
 from fundgym.envs.core.trading import apply_funding
 from fundgym.envs.core.vault import V_ACTIVE, V_CAPITAL, V_CASH, V_PEAK
-from fundgym.envs.fund.kernels import allocation_terms, fund_arrays, rebalance_kernel
-from fundgym.envs.fund.portfolio import AllocationParams, FundPortfolio, accrue, receive
+from fundgym.envs.core.venue_events import (
+    ATTACKER_SLOT,
+    VF_ATTACKER,
+    VF_CLOSED,
+    VF_ENGINE_OFF,
+    VF_OUTAGE,
+    VF_SETTLE,
+    VF_SETTLE_WINDOW,
+    VF_WITHDRAWAL_HALT,
+    attacker_withdrawal,
+    event_arrays,
+    halt_mask,
+    mark_average_weight,
+    settle_exchange,
+)
+from fundgym.envs.fund.kernels import allocation_terms, fund_arrays, pay_one, rebalance_kernel
+from fundgym.envs.fund.portfolio import (
+    AllocationParams,
+    FundPortfolio,
+    accrue,
+    inject_if_exhausted,
+    receive,
+)
 from fundgym.envs.market.market import Market, Prices
 from fundgym.envs.observation import BOOK_STATS
 from fundgym.envs.scenarios import Scenario, market_path
-from fundgym.envs.state import SimState, ledger_error, open_interest_usd
+from fundgym.envs.state import SimState, ledger_error, ledger_total, open_interest_usd
 from fundgym.envs.traders.population import PopulationParams, TraderPopulation
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
+IntArray = np.ndarray[Any, np.dtype[np.int64]]
 
 
 #: Per-tick series kept by :meth:`ExchangeSimulator.run`, each ``(n_ticks, n_envs)``.
@@ -131,6 +161,18 @@ class TickInputs:
         exit_mult: The traders' exit hazard multiplier (voluntary de-risking under stress).
         prev_oracle: The previous tick's oracle, where the venue liquidation modes' intra-tick
             path starts (0: no previous tick, the episode's first).
+        venue_flags: ``(E,)`` int64, the venue events in force this tick (``VF_*`` bits of
+            :mod:`fundgym.envs.core.venue_events`).
+        leverage_cap: ``(E,)`` largest leverage of a new position (``inf``: none).
+        oi_cap_usd: ``(E,)`` open interest above which new positions are refused (``inf``).
+        settlement_price: ``(E,)`` the settlement window's average index where the market
+            settles this tick (0 elsewhere).
+        oracle_floor: ``(E,)`` the oracle's floor (0: none).
+        attacker_left_usd: ``(E,)`` what the scenario's attacker may still withdraw (its
+            ``lendable_usd`` less what it took; ``inf``): a view of the simulator's driver,
+            which the tick draws down.
+        first_slot: ``(E,)`` int: slots below it hold scripted accounts (the attacker) the
+            population leaves alone.
         prev_last: The previous tick's last price, where the path of the book the sub-steps'
             fills walk starts (0: none).
     """
@@ -148,6 +190,13 @@ class TickInputs:
     exit_mult: FloatArray
     prev_oracle: FloatArray
     prev_last: FloatArray
+    venue_flags: IntArray
+    leverage_cap: FloatArray
+    oi_cap_usd: FloatArray
+    settlement_price: FloatArray
+    oracle_floor: FloatArray
+    attacker_left_usd: FloatArray
+    first_slot: IntArray
 
 
 @dataclass
@@ -216,8 +265,11 @@ def tick(
     """
     p = inputs.prices
     risk = params.risk
+    vf = inputs.venue_flags
+    settle_debt = _settle(state, vf, inputs.settlement_price)
+    active = inputs.population_active & ((vf & (VF_OUTAGE | VF_CLOSED)) == 0)
     trading_fees = fund_trading_income = None
-    if inputs.population_minutes > 0.0:
+    if inputs.population_minutes > 0.0 and active.any():
         pop = params.population.step(
             rng,
             state,
@@ -228,7 +280,11 @@ def tick(
             leverage_mult=inputs.leverage_mult,
             long_share_shift=inputs.long_share_shift,
             exit_mult=inputs.exit_mult,
-            active=inputs.population_active,
+            halt_mask=_halt_masks(vf),
+            leverage_cap=inputs.leverage_cap,
+            oi_cap_usd=inputs.oi_cap_usd,
+            first_slot=inputs.first_slot,
+            active=active,
         )
         trading_fees = pop.trading_fees_usd
         fund_trading_income = pop.fund_trading_fee_income_usd
@@ -239,22 +295,181 @@ def tick(
     ext_before = pf.external_pnl_usd.copy()
     accrue(pf, p.index, inputs.vol_annual, inputs.tick_minutes, params.allocation)
     state.net_deposits_usd += pf.external_pnl_usd - ext_before
-    events = core_step(
-        state,
-        risk,
-        p.oracle,
-        LinearImpact(p.depth_usd_per_pct),
-        book_price=p.last,
-        fund_stressed=inputs.stressed,
-        allocation=params.allocation,
-        tick_minutes=inputs.tick_minutes,
-        prev_mark=inputs.prev_oracle,
-        prev_book_price=inputs.prev_last,
+    withdrawn = _attacker_withdraws(state, risk, vf, p.oracle, inputs.attacker_left_usd)
+    engine = (vf & (VF_ENGINE_OFF | VF_CLOSED)) == 0
+    if engine.all():
+        events = core_step(
+            state,
+            risk,
+            p.oracle,
+            SqrtImpact(p.depth_usd_per_pct),
+            book_price=p.last,
+            fund_stressed=inputs.stressed,
+            allocation=params.allocation,
+            tick_minutes=inputs.tick_minutes,
+            prev_mark=inputs.prev_oracle,
+            prev_book_price=inputs.prev_last,
+        )
+    else:  # the exchanges whose engine runs, one at a time (each computes alone anyway)
+        events = StepEvents.zeros(state.n_envs)
+        for e in np.flatnonzero(engine):
+            r = slice(e, e + 1)
+            events.data[r] = core_step(
+                _rows(state, r),
+                risk.take(np.array([e])),
+                p.oracle[r],
+                SqrtImpact(p.depth_usd_per_pct[r]),
+                book_price=p.last[r],
+                fund_stressed=inputs.stressed[r],
+                allocation=params.allocation,
+                tick_minutes=inputs.tick_minutes,
+                prev_mark=inputs.prev_oracle[r],
+                prev_book_price=inputs.prev_last[r],
+            ).data
+    _pay_settlement_debt(state, events, settle_debt, p.oracle, inputs, params.allocation)
+    _venue_events_record(events, vf, inputs.settlement_price, withdrawn, p, inputs.oracle_floor)
+    # The venue's top-up of a fund the tick's bad debt exhausted: money from outside.
+    state.net_deposits_usd += inject_if_exhausted(
+        pf, events.bad_debt_usd, inputs.stressed, params.allocation
     )
     if trading_fees is not None and fund_trading_income is not None:
         events.trading_fees_usd = trading_fees
         events.fund_trading_fee_income_usd = fund_trading_income
     return events, funding_paid
+
+
+def _rows(state: SimState, rows: slice) -> SimState:
+    """A state of views onto exchanges ``rows`` of ``state`` (writes go through)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(state):
+        value = getattr(state, f.name)
+        if isinstance(value, FundPortfolio):
+            value = FundPortfolio(
+                **{g.name: getattr(value, g.name)[rows] for g in dataclasses.fields(value)}
+            )
+        else:
+            value = value[rows]
+        out[f.name] = value
+    return SimState(**out)
+
+
+def _halt_masks(flags: IntArray) -> IntArray:
+    """The population's ``halt_mask`` per exchange for the tick's ``VF_*`` flags."""
+    return np.array([halt_mask(int(f)) for f in flags], dtype=np.int64)
+
+
+def _settle(state: SimState, flags: IntArray, price: FloatArray) -> FloatArray:
+    """Settle the exchanges whose market settles this tick; their bankrupt accounts' debt."""
+    debt = np.zeros(state.n_envs)
+    for e in np.flatnonzero(flags & VF_SETTLE):
+        debt[e] = settle_exchange(
+            state.collateral_usd,
+            state.size,
+            state.entry_price,
+            state.counterparty_size,
+            state.counterparty_cash_usd,
+            state.vault,
+            int(e),
+            float(price[e]),
+        )
+    return debt
+
+
+def _attacker_withdraws(
+    state: SimState, risk: RiskParams, flags: IntArray, oracle: FloatArray, left: FloatArray
+) -> FloatArray:
+    """The attackers' withdrawals of the tick (:func:`attacker_withdrawal`), out of the ledger.
+
+    Each takes at most what its venue can still pay out, ``left`` (updated in place).
+    """
+    took = np.zeros(state.n_envs)
+    can = (flags & VF_ATTACKER != 0) & (flags & (VF_WITHDRAWAL_HALT | VF_CLOSED) == 0)
+    if not can.any():
+        return took
+    haircut = risk.per_env("unrealised_pnl_haircut_frac", state.n_envs)
+    imr = risk.per_env("imr", state.n_envs)
+    for e in np.flatnonzero(can):
+        took[e] = attacker_withdrawal(
+            state.collateral_usd,
+            state.size,
+            state.entry_price,
+            int(e),
+            float(oracle[e]),
+            float(haircut[e]),
+            float(imr[e]),
+        )
+        took[e] = min(took[e], left[e])
+        left[e] -= took[e]
+        state.collateral_usd[e, ATTACKER_SLOT] -= took[e]
+        state.net_deposits_usd[e] -= took[e]
+    return took
+
+
+def _pay_settlement_debt(
+    state: SimState,
+    events: StepEvents,
+    debt: FloatArray,
+    oracle: FloatArray,
+    inputs: TickInputs,
+    allocation: AllocationParams,
+) -> None:
+    """The fund pays the debt a settlement left, the exchange the rest (as the tick's engine)."""
+    if not (debt > 0.0).any():
+        return
+    pf = state.fund
+    fund = fund_arrays(pf)
+    terms = allocation_terms(allocation, inputs.tick_minutes)
+    events.bad_debt_usd += debt
+    for e in np.flatnonzero(debt > 0.0):
+        owed = float(debt[e])
+        px = float(pf.mark_price[e]) if pf.mark_price[e] > 0.0 else float(oracle[e])
+        ext_before = float(pf.external_pnl_usd[e])
+        paid = pay_one(
+            fund, int(e), owed, px, float(pf.mark_vol_annual[e]), bool(inputs.stressed[e]), terms
+        )
+        state.net_deposits_usd[e] += float(pf.external_pnl_usd[e]) - ext_before
+        events.shortfall_usd[e] = paid
+        gap = owed - paid
+        if gap != 0.0:
+            events.unrecovered_usd[e] += gap
+            state.unrecovered_usd[e] += gap
+
+
+def _venue_events_record(
+    events: StepEvents,
+    flags: IntArray,
+    settlement_price: FloatArray,
+    withdrawn: FloatArray,
+    prices: Prices,
+    oracle_floor: FloatArray,
+) -> None:
+    """The venue events' columns of the tick's events, as the compiled tick writes them."""
+    events.settlement_price = np.where(flags & VF_SETTLE != 0, settlement_price, 0.0)
+    events.market_closed = np.where(flags & VF_CLOSED != 0, 1.0, 0.0)
+    events.attacker_withdrawn_usd = withdrawn
+    floored = (oracle_floor > 0.0) & (prices.oracle <= oracle_floor) & (prices.mark < oracle_floor)
+    events.floored_short_liquidation_usd = np.where(floored, events.liquidation_buy_usd, 0.0)
+    events.floored_fund_fee_income_usd = np.where(floored, events.fund_fee_income_usd, 0.0)
+
+
+def _install_attacker(row: SimState, scenario: Scenario, price: float) -> None:
+    """Put the scenario's attacker in slot 0 of a freshly drawn one-exchange ``row``.
+
+    The slot's trader is dropped (its position leaves the counterparty's book with it); the
+    attacker deposits its margin and opens its position at ``price`` against the
+    counterparty. The row's starting total is recomputed, so the deposit is part of it.
+    """
+    spec = scenario.attacker
+    assert spec is not None
+    a = ATTACKER_SLOT
+    q_old, entry_old = row.size[0, a, 0], row.entry_price[0, a, 0]
+    q = (1.0 if spec.side == "long" else -1.0) * spec.notional_usd / price
+    row.counterparty_size[0, 0] += q_old - q
+    row.counterparty_cash_usd[0] += q * price - q_old * entry_old
+    row.collateral_usd[0, a] = spec.margin_usd
+    row.size[0, a, 0] = q
+    row.entry_price[0, a, 0] = price
+    row.initial_total_usd[:] = ledger_total(row, np.ones((1, 1)))
 
 
 @dataclass
@@ -293,6 +508,11 @@ class ExchangeSimulator:
         vault_to_oi_frac: The backstop vault's capital at each reset as a share of initial
             open interest (0: no vault; :mod:`fundgym.envs.core.vault`). It runs under the
             venue liquidation modes only: ``partial`` has no takeover for it to stand behind.
+        fund_injection_frac: What the venue injects into an exhausted fund, as a share of
+            initial open interest (0: never; :func:`fundgym.envs.fund.portfolio.inject_if_exhausted`
+            says when it fires): Deribit's 500 BTC after 12 Mar 2020, Binance's $30M after
+            10 May 2020.
+        fund_injection_max: Injections at most per episode (0: none).
         seed: One seed (exchange ``e`` gets ``seed + e``, Gymnasium's convention for vector
             envs), one per exchange, or ``None`` for the first scenario's default seed.
         allocation: Terms of the fund's buckets (yield, withdrawal limits, option costs); the
@@ -318,6 +538,8 @@ class ExchangeSimulator:
         population: PopulationParams | None = None,
         fund_to_oi_frac: float = 0.02,
         vault_to_oi_frac: float = 0.0,
+        fund_injection_frac: float = 0.0,
+        fund_injection_max: int = 0,
         seed: int | Sequence[int] | None = None,
         allocation: AllocationParams | None = None,
         population_minutes: float | None = None,
@@ -332,6 +554,15 @@ class ExchangeSimulator:
             raise ValueError(f"fund_to_oi_frac must lie in [0, 10], got {fund_to_oi_frac!r}")
         if not 0.0 <= vault_to_oi_frac <= 10.0:
             raise ValueError(f"vault_to_oi_frac must lie in [0, 10], got {vault_to_oi_frac!r}")
+        if not 0.0 <= fund_injection_frac <= 10.0:
+            raise ValueError(
+                f"fund_injection_frac must lie in [0, 10], got {fund_injection_frac!r}"
+            )
+        if not (float(fund_injection_max).is_integer() and 0 <= fund_injection_max <= 1000):
+            raise ValueError(
+                f"fund_injection_max must be a whole number in [0, 1000], got "
+                f"{fund_injection_max!r}"
+            )
         scenarios = [scenario] * n_envs if isinstance(scenario, Scenario) else list(scenario)
         if len(scenarios) != n_envs:
             raise ValueError(f"got {len(scenarios)} scenarios for n_envs={n_envs}")
@@ -342,6 +573,8 @@ class ExchangeSimulator:
         self.n_accounts = n_accounts
         self.fund_to_oi_frac = fund_to_oi_frac
         self.vault_to_oi_frac = vault_to_oi_frac
+        self.fund_injection_frac = fund_injection_frac
+        self.fund_injection_max = int(fund_injection_max)
         self.population_minutes = population_minutes
         self.keep_record = record
         if threads is None:
@@ -452,6 +685,10 @@ class ExchangeSimulator:
         self.drivers[tk.D_LAST_DEPTH_USD] = 1.0
         self.drivers[tk.D_FUNDING_INTERVAL_MIN] = 1.0
         self.state = self._empty_state()
+        # The venue events per exchange and tick (fundgym.envs.core.venue_events), widened
+        # to the longest episode installed.
+        self._venue_flags = np.zeros((self.n_envs, 1), dtype=np.int64)
+        self._venue_cap = np.full((self.n_envs, 1), np.inf)
         for e in range(self.n_envs):
             self._install(e, self.scenarios[e])
         self.record = FundRecord(self.state.fund_usd)
@@ -479,6 +716,8 @@ class ExchangeSimulator:
         row = self.population.initial_state(
             self.rng.env(env), self.n_accounts, price, self._risk_row(env)
         )
+        if scenario.attacker is not None:
+            _install_attacker(row, scenario, price)
         oi = float(open_interest_usd(row, price)[0, 0])
         fund_usd = self.fund_to_oi_frac * oi
         vault_usd = self.vault_to_oi_frac * oi
@@ -500,6 +739,8 @@ class ExchangeSimulator:
         fresh = FundPortfolio.from_stable(np.array([fund_usd]))
         for f in dataclasses.fields(FundPortfolio):
             getattr(st.fund, f.name)[env] = getattr(fresh, f.name)[0]
+        st.fund.injection_usd[env] = self.fund_injection_frac * oi
+        st.fund.injections_left[env] = self.fund_injection_max
         self.initial_open_interest_usd[env] = oi
         d = self.drivers[:, env]
         d[tk.D_VOL_ANNUAL] = scenario.price.vol_annual
@@ -510,8 +751,33 @@ class ExchangeSimulator:
         d[tk.D_LONG_SKEW] = scenario.precursors.long_skew
         d[tk.D_FUNDING_INTERVAL_MIN] = 60.0 * scenario.funding.interval_hours
         d[tk.D_LAST_INDEX] = price
+        d[tk.D_MARK_AVG] = price
+        d[tk.D_MARK_AVG_WEIGHT] = mark_average_weight(scenario.tick_minutes)
+        d[tk.D_SETTLE_SUM] = 0.0
+        d[tk.D_SETTLE_N] = 0.0
+        d[tk.D_START_OI] = oi
+        lendable = scenario.attacker.lendable_usd if scenario.attacker is not None else None
+        d[tk.D_ATTACKER_LEFT] = np.inf if lendable is None else lendable
+        d[tk.D_FIRST_SLOT] = 0 if scenario.attacker is None else ATTACKER_SLOT + 1
+        flags, cap = event_arrays(scenario)
+        n = flags.size
+        if n > self._venue_flags.shape[1]:
+            grown = np.zeros((self.n_envs, n), dtype=np.int64)
+            grown[:, : self._venue_flags.shape[1]] = self._venue_flags
+            self._venue_flags = grown
+            grown_cap = np.full((self.n_envs, n), np.inf)
+            grown_cap[:, : self._venue_cap.shape[1]] = self._venue_cap
+            self._venue_cap = grown_cap
+        self._venue_flags[env, :n] = flags
+        self._venue_flags[env, n:] = flags[-1] & VF_CLOSED  # past the end: as its last tick
+        self._venue_cap[env, :n] = cap
+        self._venue_cap[env, n:] = np.inf
         d[tk.D_LAST_DEPTH_MULT] = 1.0
-        d[tk.D_LAST_DEPTH_USD] = scenario.depth.normal_usd_per_pct
+        normal_depth = scenario.depth.normal_usd_per_pct
+        if scenario.depth.oi_to_depth is not None:  # the book scales with the exchange's OI
+            normal_depth = max(oi / scenario.depth.oi_to_depth, 1.0)
+            self.market.set_normal_depth(env, normal_depth)
+        d[tk.D_LAST_DEPTH_USD] = normal_depth
         # No previous tick: the first tick's venue sub-steps read its own prices, not a path
         # from the initial price (which the first oracle and last price need not equal).
         d[tk.D_LAST_ORACLE] = 0.0
@@ -710,7 +976,42 @@ class ExchangeSimulator:
             exit_mult=exit_f,
             prev_oracle=prev_oracle,
             prev_last=prev_last,
+            **self._venue_inputs(prices),
         )
+
+    def _venue_inputs(self, prices: Prices) -> dict[str, Any]:
+        """This tick's venue events; adds the index to a settlement window's running sum."""
+        d = self.drivers
+        rows = np.arange(self.n_envs)
+        flags = self._venue_flags[rows, self.market.t]
+        window = (flags & VF_SETTLE_WINDOW) != 0
+        d[tk.D_SETTLE_SUM] = np.where(window, d[tk.D_SETTLE_SUM] + prices.index, d[tk.D_SETTLE_SUM])
+        d[tk.D_SETTLE_N] = np.where(window, d[tk.D_SETTLE_N] + 1.0, d[tk.D_SETTLE_N])
+        settle = (flags & VF_SETTLE) != 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            price = np.where(settle, d[tk.D_SETTLE_SUM] / d[tk.D_SETTLE_N], 0.0)
+        oi_cap = self._packed[:, P_OI_CAP_FRAC]
+        _, _, _, floor, _, _ = self.market.oracle.kernel_arrays()
+        return {
+            "venue_flags": flags,
+            "leverage_cap": self._venue_cap[rows, self.market.t],
+            "oi_cap_usd": np.where(oi_cap > 0.0, oi_cap * d[tk.D_START_OI], np.inf),
+            "settlement_price": price,
+            "oracle_floor": floor.copy(),
+            "attacker_left_usd": d[tk.D_ATTACKER_LEFT],  # a view: withdrawals draw it down
+            "first_slot": d[tk.D_FIRST_SLOT].astype(np.int64),
+        }
+
+    def _capped_prices(self, prices: Prices) -> Prices:
+        """``prices`` with the mark and oracle under the mark cap; updates the mark's average."""
+        d = self.drivers
+        avg = d[tk.D_MARK_AVG].copy()
+        mult = self._packed[:, P_MARK_CAP_MULT]
+        on = (mult > 0.0) & (avg > 0.0)
+        mark = np.where(on, np.minimum(prices.mark, mult * avg), prices.mark)
+        oracle = np.where(on, np.minimum(prices.oracle, mult * avg), prices.oracle)
+        d[tk.D_MARK_AVG] = avg + d[tk.D_MARK_AVG_WEIGHT] * (mark - avg)
+        return dataclasses.replace(prices, mark=mark, oracle=oracle)
 
     def advance(
         self,
@@ -777,6 +1078,7 @@ class ExchangeSimulator:
             book_series,
             m.path_arrays(),
             m.paths["frozen"],
+            (self._venue_flags, self._venue_cap),
             m.scalars,
             m.mark_last,
             m.oracle_index,
@@ -833,7 +1135,7 @@ class ExchangeSimulator:
             RuntimeError: An exchange is past its horizon; reset it first.
         """
         self._check_horizon(1)
-        prices = self.market.prices()
+        prices = self._capped_prices(self.market.prices())
         inputs = self._inputs(prices)
         events, funding_paid = tick(self.state, self._params, inputs, self.rng)
         self.market.advance(

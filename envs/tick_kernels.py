@@ -6,20 +6,26 @@ reference of one tick and documents the order of operations; :func:`advance_seri
 :func:`advance_parallel` run that order ``n`` times per exchange without returning to Python:
 
 1. market prices (:func:`fundgym.envs.market.kernels.prices_one`) and the simulator's drivers: the
-   one-day EWMA volatility, the stressed flag, the funding of the tick, the precursors;
-2. the trader population when its clock is due
-   (:func:`fundgym.envs.traders.kernels.population_step_exchange`), then the fund receives its share
-   of the trading fees;
+   one-day EWMA volatility, the stressed flag, the funding of the tick, the precursors; the
+   mark cap (mark and oracle at most ``mark_cap_mult`` x the mark's 8-hour average) and the
+   scenario's venue events of the tick (:mod:`fundgym.envs.core.venue_events`: a settlement
+   closes every position at its window's average index, its debt owed to the fund in 5.);
+2. the trader population when its clock is due and no outage or closed market stops it
+   (:func:`fundgym.envs.traders.kernels.population_step_exchange`, with the tick's halts,
+   leverage cap and open-interest cap), then the fund receives its share of the trading fees;
 3. the fund accrues (:func:`fundgym.envs.fund.kernels.accrue_one`), its outside gain booked as a
    deposit (the reference accrues after funding: the two touch disjoint state);
-4. funding (:func:`fundgym.envs.core.trading._funding_kernel`), then the margin engine's scan:
+4. funding (:func:`fundgym.envs.core.trading._funding_kernel`), the attacker's withdrawal
+   against its unrealised PnL, then (unless an outage stops the engine or the market is
+   closed) the margin engine's scan:
    a branch-free count (:func:`fundgym.envs.core.kernels.count_liquidatable`), and only when it
    finds some, the list of liquidatable accounts, into a buffer allocated once per call;
-5. linear-impact fill prices, the waterfall (:mod:`fundgym.envs.core.kernels`, under the
+5. square-root-book fill prices, the waterfall (:mod:`fundgym.envs.core.kernels`, under the
    ``liquidation_mode`` of :mod:`fundgym.envs.core.liquidation`: the venue modes price each
    sub-step of the tick themselves, on the path from the previous tick's oracle and last
    price, ``D_LAST_ORACLE`` / ``D_LAST_BOOK``, to this tick's), then the fund's settlement
-   (fee income received, shortfall paid from its buckets);
+   (fee income received, shortfall paid from its buckets), and the venue's top-up of a fund
+   the tick's bad debt exhausted (:func:`fundgym.envs.fund.kernels.inject_if_exhausted_one`);
 6. the permanent impact of the tick's liquidation flow and the clocks; the tick's series
    (``S_*`` columns: prices, open interest, fund value, the ledger check).
 
@@ -42,16 +48,22 @@ import numpy as np
 from numba import prange
 
 from fundgym.envs.core.events import (
+    EV_ATTACKER_WITHDRAWN,
+    EV_BAD_DEBT,
+    EV_FLOORED_FUND_FEE_INCOME,
+    EV_FLOORED_SHORT_LIQUIDATION,
     EV_FUND_FEE_INCOME,
     EV_FUND_TRADING_FEE_INCOME,
     EV_LIQUIDATION_BUY,
     EV_LIQUIDATION_SELL,
+    EV_MARKET_CLOSED,
     EV_N_LIQUIDATIONS,
+    EV_SETTLEMENT_PRICE,
     EV_SHORTFALL,
     EV_TRADING_FEES,
     EV_UNRECOVERED,
 )
-from fundgym.envs.core.impact import LinearImpact, book_price
+from fundgym.envs.core.impact import SqrtImpact, book_price
 from fundgym.envs.core.kernels import (
     _collect_liquidatable,
     count_liquidatable,
@@ -59,14 +71,29 @@ from fundgym.envs.core.kernels import (
     waterfall_kernel,
 )
 from fundgym.envs.core.liquidation import LIQ_PARTIAL
-from fundgym.envs.core.params import P_MMR
+from fundgym.envs.core.params import P_IMR, P_MARK_CAP_MULT, P_MMR, P_OI_CAP_FRAC, P_UPNL_HAIRCUT
 from fundgym.envs.core.trading import _funding_kernel
 from fundgym.envs.core.vault import V_ACTIVE, V_CASH, V_SIZE, vault_unwind_one
+from fundgym.envs.core.venue_events import (
+    ATTACKER_SLOT,
+    VF_ATTACKER,
+    VF_CLOSED,
+    VF_ENGINE_OFF,
+    VF_OUTAGE,
+    VF_SETTLE,
+    VF_SETTLE_WINDOW,
+    VF_WITHDRAWAL_HALT,
+    attacker_withdrawal,
+    cap_mark,
+    halt_mask,
+    settle_exchange,
+)
 from fundgym.envs.fund.kernels import (
     F_EXTERNAL_PNL,
     F_MARK_PRICE,
     F_MARK_VOL,
     accrue_one,
+    inject_if_exhausted_one,
     liquid_usd,
     pay_one,
     receive_one,
@@ -86,7 +113,13 @@ D_LAST_ORACLE, D_LAST_BOOK = 8, 9
 # The traders' memory of the market (fundgym.envs.traders.kernels.market_stress): the
 # scenario's usual volatility and the recent peak of the index (PEAK_MEMORY_MINUTES).
 D_BASE_VOL, D_PEAK_INDEX = 10, 11
-N_DRIVERS = 12
+# Venue events and defences (fundgym.envs.core.venue_events): the mark's 8-hour average and
+# its weight per tick, the settlement window's index sum and ticks, the starting open interest,
+# and what the attacker may still take (its scenario's lendable_usd less what it took; inf).
+D_MARK_AVG, D_MARK_AVG_WEIGHT, D_SETTLE_SUM, D_SETTLE_N, D_START_OI = 12, 13, 14, 15, 16
+D_ATTACKER_LEFT = 17
+D_FIRST_SLOT = 18  # slots below it hold scripted accounts the population leaves alone
+N_DRIVERS = 19
 PEAK_MEMORY_MINUTES = 1440.0
 """The recent peak the traders measure their drawdown from forgets at this pace: each tick it
 moves ``tick / PEAK_MEMORY_MINUTES`` of the way down to the index (never below it)."""
@@ -96,9 +129,9 @@ S_INDEX, S_LAST, S_MARK, S_ORACLE, S_DEPTH, S_FUNDING_RATE = range(6)
 S_OPEN_INTEREST, S_FUND_USD, S_N_OPEN, S_FUNDING_PAID, S_LEDGER_ERROR = range(6, 11)
 N_SERIES = 11
 
-#: Largest average slippage of a liquidation fill: :class:`LinearImpact`'s default, whose
+#: Largest average slippage of a liquidation buy: :class:`SqrtImpact`'s default, whose
 #: ``fill_prices`` the tick computes with :func:`fundgym.envs.core.impact.book_price`.
-MAX_IMPACT_FRAC = float(LinearImpact.max_impact_frac)
+MAX_IMPACT_FRAC = float(SqrtImpact.max_impact_frac)
 MINUTES_PER_YEAR_VOL = 525_600.0
 """Minutes in the year the volatility estimate annualises with."""
 
@@ -146,6 +179,7 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
     book_series,
     path,
     frozen,
+    venue,
     mk,
     mark_last,
     oracle_index,
@@ -171,6 +205,7 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
 ):
     """``n_ticks`` ticks of exchange ``e``: the module docstring's order, in place."""
     buffer, count, delay, floor, first, last = oracle
+    venue_flags, venue_leverage_cap = venue
     coll, size, entry, cp_size = accounts
     cp_cash, fee_revenue, rewards, unrecovered, net_deposits, initial_total = books
     floors, rates, cums, base = tiers
@@ -193,11 +228,17 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
     for k in range(n_ticks):
         t = t_now[e]
         ev = events[k, r]
-        # 1. Prices and drivers (ExchangeSimulator._inputs).
+        vf = venue_flags[e, t]
+        # 1. Prices and drivers (ExchangeSimulator._inputs); the mark cap, and the mark's
+        #    8-hour average.
         index, last_px, mark, oracle_px, depth, rate = prices_one(
             e, t, path, frozen, mk, mark_last, oracle_index, buffer, count, delay, floor, first,
             last,
         )  # fmt: skip
+        mark_avg = drivers[D_MARK_AVG, e]
+        mark = cap_mark(mark, mark_avg, packed[e, P_MARK_CAP_MULT])
+        oracle_px = cap_mark(oracle_px, mark_avg, packed[e, P_MARK_CAP_MULT])
+        drivers[D_MARK_AVG, e] = mark_avg + drivers[D_MARK_AVG_WEIGHT, e] * (mark - mark_avg)
         log_ret = math.log(index / drivers[D_LAST_INDEX, e])
         var_tick = drivers[D_VOL_ANNUAL, e] ** 2 * tick_minutes / MINUTES_PER_YEAR_VOL
         var_tick += ewma * (log_ret**2 - var_tick)
@@ -220,15 +261,33 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
             market_stress(vol, drivers[D_BASE_VOL, e], 1.0 - index / peak, pop), rate, pop
         )
 
-        # 2. The population, on its clock, and the fund's share of its fees.
-        if t % pop_every == 0:  # the exchange's own clock: its tick within the episode
+        # 1b. Venue events: the settlement window's index, and the settlement itself.
+        if vf & VF_SETTLE_WINDOW:
+            drivers[D_SETTLE_SUM, e] += index
+            drivers[D_SETTLE_N, e] += 1.0
+        if vf & VF_SETTLE:
+            settle_px = drivers[D_SETTLE_SUM, e] / drivers[D_SETTLE_N, e]
+            debt = settle_exchange(coll, size, entry, cp_size, cp_cash, vault, e, settle_px)
+            ev[0, EV_SETTLEMENT_PRICE] = settle_px
+            ev[0, EV_BAD_DEBT] += debt
+            ev[0, EV_SHORTFALL] += debt  # the fund pays what it can below (5.)
+        closed = (vf & VF_CLOSED) != 0
+        if closed:
+            ev[0, EV_MARKET_CLOSED] = 1.0
+
+        # 2. The population, on its clock, and the fund's share of its fees (not while
+        #    traders cannot act, nor once the market is closed).
+        if t % pop_every == 0 and (vf & (VF_OUTAGE | VF_CLOSED)) == 0:
             # One exchange, on the batch's arrays: no one-exchange view of each of them.
             _, _, _, _, _, _, _, _, _, fees_usd, income = population_step_exchange(
                 e, rng_state, coll, size, entry, cp_size, cp_cash, fee_revenue, net_deposits,
                 packed, floors, rates, cums, base, pop, mark,
                 (1.0 + drivers[D_OI_BUILD, e] * pre) * arrival_f,
                 1.0 + drivers[D_LEVERAGE_BUILD, e] * pre, drivers[D_LONG_SKEW, e] * pre + shift,
-                1.0, exit_f, 0, math.inf, math.inf, chosen, flags,
+                1.0, exit_f, halt_mask(vf), venue_leverage_cap[e, t],
+                packed[e, P_OI_CAP_FRAC] * drivers[D_START_OI, e]
+                if packed[e, P_OI_CAP_FRAC] > 0.0 else math.inf,
+                int(drivers[D_FIRST_SLOT, e]), chosen, flags,
             )  # fmt: skip
             if income > 0.0:
                 receive_one(fund, e, income)
@@ -247,10 +306,21 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
         marks[0, 0] = mark
         paid_1[0] = 0.0
         _funding_kernel(coll[r], size[r], cp_size[r], cp_cash[r], vault[r], rate_2d, marks, paid_1)
+        if (vf & VF_ATTACKER) and (vf & (VF_WITHDRAWAL_HALT | VF_CLOSED)) == 0:
+            took = attacker_withdrawal(
+                coll, size, entry, e, oracle_px, packed[e, P_UPNL_HAIRCUT], packed[e, P_IMR]
+            )
+            took = min(took, drivers[D_ATTACKER_LEFT, e])
+            drivers[D_ATTACKER_LEFT, e] -= took
+            coll[e, ATTACKER_SLOT] -= took
+            net_deposits[e] -= took
+            ev[0, EV_ATTACKER_WITHDRAWN] = took
         mmr = packed[e, P_MMR]
-        n_liq = count_liquidatable(
-            coll, size, entry, e, oracle_px, mmr, floors, rates, cums, base[0]
-        )
+        n_liq = 0
+        if (vf & (VF_ENGINE_OFF | VF_CLOSED)) == 0:  # the engine runs
+            n_liq = count_liquidatable(
+                coll, size, entry, e, oracle_px, mmr, floors, rates, cums, base[0]
+            )
         if n_liq > 0:
             _collect_liquidatable(
                 coll, size, entry, e, oracle_px, mmr, floors, rates, cums, base[0], liq_idx[0]
@@ -263,8 +333,8 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
         ev[0, EV_LIQUIDATION_SELL] = sell
         ev[0, EV_LIQUIDATION_BUY] = buy
 
-        # 5. The waterfall on the listed accounts, at linear-impact fill prices; the vault
-        #    works its inventory; then the fund's settlement.
+        # 5. The waterfall on the listed accounts, at the square-root book's fill prices; the
+        #    vault works its inventory; then the fund's settlement.
         fund_px = fund[F_MARK_PRICE][e] if fund[F_MARK_PRICE][e] > 0.0 else oracle_px
         fund_vol = fund[F_MARK_VOL][e]
         if n_liq > 0:
@@ -281,7 +351,7 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
                 book_from, cp_size[r], cp_cash[r], rewards[r], unrecovered[r], vault[r], ev,
                 liq_idx,
             )  # fmt: skip
-        if vault[e, V_ACTIVE] > 0.0:
+        if vault[e, V_ACTIVE] > 0.0 and (vf & (VF_ENGINE_OFF | VF_CLOSED)) == 0:
             vault_unwind_one(
                 vault[r], 0, cp_size[r], cp_cash[r], oracle_px, last_px, depth,
                 MAX_IMPACT_FRAC, packed[e, P_MMR], ev,
@@ -301,6 +371,12 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
                 ev[0, EV_SHORTFALL] = paid
                 ev[0, EV_UNRECOVERED] += gap
                 unrecovered[e] += gap
+        tick_debt = ev[0, EV_BAD_DEBT]
+        if tick_debt > 0.0:  # the venue tops up a fund the tick's bad debt exhausted: a deposit
+            net_deposits[e] += inject_if_exhausted_one(fund, e, tick_debt, stressed, terms)
+        if floor[e] > 0.0 and oracle_px <= floor[e] and mark < floor[e]:  # a floored oracle
+            ev[0, EV_FLOORED_SHORT_LIQUIDATION] = ev[0, EV_LIQUIDATION_BUY]
+            ev[0, EV_FLOORED_FUND_FEE_INCOME] = ev[0, EV_FUND_FEE_INCOME]
 
         # 6. Impact of the tick's flow, the clock, the series.
         advance_one(e, mk, ev[0, EV_LIQUIDATION_SELL], ev[0, EV_LIQUIDATION_BUY], depth)
@@ -350,7 +426,7 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
 
 @jit(error_model="numpy")
 def advance_serial(  # type: ignore[no-untyped-def]
-    n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path, frozen,
+    n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path, frozen, venue,
     mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund, vault, terms,
     rng_state, packed, tiers, pop, stages, socialization, adl_policy, liquidation_mode,
     events, series, book_out,
@@ -359,15 +435,15 @@ def advance_serial(  # type: ignore[no-untyped-def]
     for e in range(t_now.shape[0]):
         _advance_exchange(
             e, n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
-            frozen, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund,
-            vault, terms, rng_state, packed, tiers, pop, stages, socialization, adl_policy,
+            frozen, venue, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books,
+            fund, vault, terms, rng_state, packed, tiers, pop, stages, socialization, adl_policy,
             liquidation_mode, events, series, book_out,
         )  # fmt: skip
 
 
 @jit(error_model="numpy", parallel=True)
 def advance_parallel(  # type: ignore[no-untyped-def]
-    n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path, frozen,
+    n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path, frozen, venue,
     mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund, vault, terms,
     rng_state, packed, tiers, pop, stages, socialization, adl_policy, liquidation_mode,
     events, series, book_out,
@@ -376,7 +452,7 @@ def advance_parallel(  # type: ignore[no-untyped-def]
     for e in prange(t_now.shape[0]):
         _advance_exchange(
             e, n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
-            frozen, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books, fund,
-            vault, terms, rng_state, packed, tiers, pop, stages, socialization, adl_policy,
+            frozen, venue, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books,
+            fund, vault, terms, rng_state, packed, tiers, pop, stages, socialization, adl_policy,
             liquidation_mode, events, series, book_out,
         )  # fmt: skip

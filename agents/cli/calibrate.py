@@ -77,10 +77,20 @@ Info lines (measured and reported, no pass mark yet):
   the episode's end as a share of its starting capital, and its largest fall from peak
   equity (means over episodes), for each preset that runs a vault:
 {_VAULT_INFO}
+  attacker_borrowed_over_margin_{{mango,haircut}}_oracle_manipulation: what the attacker
+  withdrew against pumped unrealised PnL over his margin (Mango: $116M on $5M, 23x), with
+  unrealised profit fully usable (Mango's rule) and not withdrawable (the default haircut).
 
 Each (policy, scenario) runs --seeds episodes (episode i seeded S + i) through the same
 environment and policies as `fundgym evaluate` (a venue preset starts at its levers, margin
 tiers, fund and vault sizes); checks on the same policy and scenario share their episodes.
+The liquidation_flow_drawdown_* lines also run each episode's twin on the scenario with
+depth.impact_coef 0 (built in code) and measure what the liquidations added to the index's
+drawdown.
+
+--pass-rate-seeds N judges every check with a target on each of the seeds S .. S + N - 1
+alone and adds two columns: its mark on the default seed S alone and the seeds it passes
+on (e.g. 14/20), with the default seed's verdict (do all targets hold on it?) below.
 
 --out DIR writes calibration.json (every line: value, target, pass mark, per-episode values,
 source), calibration.md (the table) and config.yaml (the resolved settings), built under a
@@ -130,6 +140,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--seed", type=int, default=0, metavar="S", help="first episode seed (default 0)"
     )
     p.add_argument(
+        "--pass-rate-seeds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also judge every check on each of the seeds S .. S + N - 1 alone (one episode "
+        "each) and report the share it passes on, with the default seed's own verdict "
+        "(issue 16 asks for 20; default: not computed)",
+    )
+    p.add_argument(
         "--accounts",
         type=int,
         default=None,
@@ -172,6 +191,9 @@ def preflight(args: argparse.Namespace) -> list[Check]:
 
     at_least("--seeds", args.seeds, 1)
     check_seed("--seed", args.seed)
+    if args.pass_rate_seeds is not None:
+        at_least("--pass-rate-seeds", args.pass_rate_seeds, 1)
+        check_seed("--seed", args.seed + args.pass_rate_seeds - 1)
     if args.accounts is not None:
         at_least("--accounts", args.accounts, 1)
         field = next(f for f in dataclasses.fields(EnvConfig) if f.name == "n_accounts")
@@ -182,8 +204,8 @@ def preflight(args: argparse.Namespace) -> list[Check]:
             )
     checks = select_checks(args.checks, args.scenarios)
     base = calibration_env(checks, args.accounts)
-    for policy, scenario in groups(checks):
-        make_config(**job_env(base, parse_spec(policy), scenario))
+    for policy, scenario, overrides in groups(checks):
+        make_config(**{**job_env(base, parse_spec(policy), scenario), **dict(overrides)})
     if args.out is not None:
         check_output(Path(args.out), OUTPUT, force=args.force)
     return checks
@@ -192,8 +214,10 @@ def preflight(args: argparse.Namespace) -> list[Check]:
 def main(args: argparse.Namespace) -> int:
     """Validate, lock --out, run the checks, print the table, write the files."""
     from fundgym.agents.evaluate.calibration import (
+        default_seed_line,
+        episode_count,
         format_table,
-        groups,
+        pass_rate_line,
         run_checks,
         summary_line,
         write_calibration,
@@ -201,15 +225,16 @@ def main(args: argparse.Namespace) -> int:
 
     checks = preflight(args)
     command = shlex.join(["fundgym", *sys.argv[1:]]) if sys.argv[1:] else "fundgym calibrate"
-    n_groups = len(groups(checks))
-    bar = progress_bar(n_groups * args.seeds, "policy x scenario x episode", not args.no_progress)
+    rate_seeds = args.pass_rate_seeds
+    total = episode_count(checks, args.seeds, rate_seeds)
+    bar = progress_bar(total, "policy x scenario x episode", not args.no_progress)
     out = None if args.out is None else Path(args.out)
     if out is None:
-        run = run_checks(checks, args.seeds, args.seed, args.accounts, bar.update)
+        run = run_checks(checks, args.seeds, args.seed, args.accounts, bar.update, rate_seeds)
         bar.close()
     else:
         with output_lock(out, command="fundgym calibrate"):
-            run = run_checks(checks, args.seeds, args.seed, args.accounts, bar.update)
+            run = run_checks(checks, args.seeds, args.seed, args.accounts, bar.update, rate_seeds)
             bar.close()
             write_calibration(out, run, command)
     print(format_table(run))
@@ -218,6 +243,9 @@ def main(args: argparse.Namespace) -> int:
         f"{summary_line(run)}; {args.seeds} episodes per policy and scenario, "
         f"{run.env['n_accounts']:,} accounts, {run.wall_s:.0f} s"
     )
+    if rate_seeds is not None:
+        print(default_seed_line(run))
+        print(pass_rate_line(run))
     if out is not None:
         print(f"wrote {out}/ (calibration.json, calibration.md, config.yaml)")
     if args.strict and run.failed:

@@ -43,6 +43,11 @@ class Preset:
         sources: Where each number comes from, the fund's and the vault's sizes included.
         vault_to_oi_frac: The venue's backstop vault (HLP) as a share of open interest: the
             environment's ``vault_to_oi_frac`` when this preset runs (0: no vault).
+        fund_injection_frac: What the venue injects into its exhausted fund, as a share of
+            open interest: the environment's ``fund_injection_frac`` when this preset runs
+            (0: no top-ups; every preset today, a spec may name one).
+        fund_injection_max: Top-ups at most per episode (the environment's
+            ``fund_injection_max``).
     """
 
     values: dict[str, float]
@@ -54,6 +59,8 @@ class Preset:
     note: str
     sources: tuple[str, ...]
     vault_to_oi_frac: float = 0.0
+    fund_injection_frac: float = 0.0
+    fund_injection_max: int = 0
 
 
 #: Static presets modelled on real venues' large-cap perpetual markets.

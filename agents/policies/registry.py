@@ -28,11 +28,17 @@ from fundgym.envs.controls import DEFAULTS
 #: (``EnvConfig.fund_to_oi_frac``) and of the backstop vault (``EnvConfig.vault_to_oi_frac``).
 FUND_KEY = "fund_to_oi_frac"
 VAULT_KEY = "vault_to_oi_frac"
+#: The venue's top-ups of an exhausted fund (``EnvConfig.fund_injection_frac``, a share of
+#: open interest, and ``EnvConfig.fund_injection_max``, a whole number of top-ups).
+INJECTION_KEY = "fund_injection_frac"
+INJECTION_MAX_KEY = "fund_injection_max"
 #: What each of them is, for messages.
 SHARE_MEANINGS: dict[str, str] = {
     FUND_KEY: "the fund at the start of an episode, as a share of open interest",
     VAULT_KEY: "the backstop vault's capital at the start of an episode, as a share of open "
     "interest",
+    INJECTION_KEY: "one top-up of an exhausted fund, as a share of open interest",
+    INJECTION_MAX_KEY: "top-ups of an exhausted fund at most per episode, a whole number",
 }
 
 
@@ -67,6 +73,10 @@ class PolicySpec:
         vault_to_oi_frac: Environment ``vault_to_oi_frac`` the policy runs under (a venue
             preset's backstop vault, 0 for a venue without one, or one a static spec names);
             ``None`` keeps the evaluation environment's.
+        fund_injection_frac: Environment ``fund_injection_frac`` the policy runs under (a
+            venue preset's top-ups, or one a static spec names); ``None`` keeps the
+            evaluation environment's.
+        fund_injection_max: Environment ``fund_injection_max``, the same way.
         note: One line for the report.
     """
 
@@ -79,6 +89,8 @@ class PolicySpec:
     adl_policy: str | None = None
     fund_to_oi_frac: float | None = None
     vault_to_oi_frac: float | None = None
+    fund_injection_frac: float | None = None
+    fund_injection_max: int | None = None
     note: str = ""
 
     def env_overrides(self) -> dict[str, Any]:
@@ -97,6 +109,10 @@ class PolicySpec:
             out[FUND_KEY] = self.fund_to_oi_frac
         if self.vault_to_oi_frac is not None:
             out[VAULT_KEY] = self.vault_to_oi_frac
+        if self.fund_injection_frac is not None:
+            out[INJECTION_KEY] = self.fund_injection_frac
+        if self.fund_injection_max is not None:
+            out[INJECTION_MAX_KEY] = self.fund_injection_max
         return out
 
 
@@ -176,6 +192,8 @@ def _parse_static(text: str) -> PolicySpec:
     given = parse_static_values(",".join(levers), text) if levers else {}
     named = {item.partition("=")[0].strip() for item in levers}
     fund, vault = shares.get(FUND_KEY), shares.get(VAULT_KEY)
+    top_up = shares.get(INJECTION_KEY)
+    top_ups = None if INJECTION_MAX_KEY not in shares else int(shares[INJECTION_MAX_KEY])
     if preset is None:
         values = given or {k: DEFAULTS[k] for k in STATIC_PARAMS}
         note = "static: " + ", ".join(f"{k} {values[k]:g}" for k in STATIC_PARAMS)
@@ -183,8 +201,17 @@ def _parse_static(text: str) -> PolicySpec:
             note += f", fund {fund:.2%} of open interest"
         if vault is not None:
             note += f", vault {vault:.2%} of open interest"
+        if top_up is not None or top_ups is not None:
+            note += f", {_top_ups_text(top_up, top_ups)}"
         return PolicySpec(
-            text, "static", values=values, fund_to_oi_frac=fund, vault_to_oi_frac=vault, note=note
+            text,
+            "static",
+            values=values,
+            fund_to_oi_frac=fund,
+            vault_to_oi_frac=vault,
+            fund_injection_frac=top_up,
+            fund_injection_max=top_ups,
+            note=note,
         )
     values = {**preset.values, **{k: given[k] for k in named}}
     fund_frac = preset.fund_to_oi_frac if fund is None else fund
@@ -196,6 +223,11 @@ def _parse_static(text: str) -> PolicySpec:
     changed = [f"{k} {values[k]:g}" for k in STATIC_PARAMS if k in named]
     changed += [f"fund {fund:.2%}"] if fund is not None else []
     changed += [f"vault {vault:.2%}"] if vault is not None else []
+    top_up_frac = preset.fund_injection_frac if top_up is None else top_up
+    top_up_max = preset.fund_injection_max if top_ups is None else top_ups
+    if top_up_frac > 0.0 and top_up_max > 0:
+        note += f"; {_top_ups_text(top_up_frac, top_up_max)}"
+    changed += [_top_ups_text(top_up, top_ups)] if (top_up, top_ups) != (None, None) else []
     if changed:
         note += "; overridden: " + ", ".join(changed)
     return PolicySpec(
@@ -207,8 +239,17 @@ def _parse_static(text: str) -> PolicySpec:
         adl_policy=preset.adl_policy,
         fund_to_oi_frac=fund_frac,
         vault_to_oi_frac=vault_frac,
+        fund_injection_frac=top_up_frac,
+        fund_injection_max=top_up_max,
         note=note,
     )
+
+
+def _top_ups_text(frac: float | None, most: int | None) -> str:
+    """``top-ups of 1.00% of open interest, at most 2``: a spec's top-ups, for its note."""
+    size = "the environment's size" if frac is None else f"{frac:.2%} of open interest"
+    count = "the environment's count" if most is None else f"at most {most}"
+    return f"fund top-ups of {size}, {count}"
 
 
 def _parse_share(key: str, raw: str, spec: str) -> float:
@@ -227,6 +268,10 @@ def _parse_share(key: str, raw: str, spec: str) -> float:
         raise SpecError(
             f"policy {spec!r}: {key} = {value!r} is outside [{low:g}, {high:g}] "
             f"({SHARE_MEANINGS[key]})"
+        )
+    if key == INJECTION_MAX_KEY and not value.is_integer():
+        raise SpecError(
+            f"policy {spec!r}: {key} = {value!r} is not a whole number ({SHARE_MEANINGS[key]})"
         )
     return value
 

@@ -40,7 +40,12 @@ EV_VAULT_TAKEOVER_USD = 18
 EV_VAULT_UNWIND_USD = 19
 EV_VAULT_LOSS = 20
 EV_LIQUIDATOR_ABSORBED = 21
-N_EVENTS = 22
+EV_SETTLEMENT_PRICE = 22
+EV_MARKET_CLOSED = 23
+EV_FLOORED_SHORT_LIQUIDATION = 24
+EV_FLOORED_FUND_FEE_INCOME = 25
+EV_ATTACKER_WITHDRAWN = 26
+N_EVENTS = 27
 
 
 class _Column:
@@ -152,6 +157,18 @@ class StepEvents:
         liquidator_absorbed_usd: Liquidation notional outside liquidators took at the oracle
             (the rest of the engine's orders walked the book): their capacity rises with their
             share of the fee and with the book's depth (:mod:`fundgym.envs.core.liquidators`).
+        settlement_price: The average index every position closed at, on the tick a
+            scenario's ``settlement`` event settled the market (0 on other ticks;
+            :mod:`fundgym.envs.core.venue_events`). The debt of accounts it left bankrupt is in
+            ``bad_debt_usd`` and covered as the engine's is (fund, then unrecovered).
+        market_closed: 1 on every tick of a settled market (no trading, arrivals, funding or
+            liquidations), 0 before.
+        floored_short_liquidation_usd: Notional of shorts the engine bought back while the
+            oracle sat at its floor above the mark: liquidations a floored oracle forced on
+            shorts opened at the real price (LUNA, May 2022).
+        floored_fund_fee_income_usd: The fund's liquidation-fee income in those ticks.
+        attacker_withdrawn_usd: What the scenario's attacker withdrew against its unrealised
+            PnL this tick (it leaves through ``net_deposits_usd``; Mango, Oct 2022).
     """
 
     n_liquidations = _CountColumn(EV_N_LIQUIDATIONS)
@@ -176,6 +193,11 @@ class StepEvents:
     vault_unwind_usd = _Column(EV_VAULT_UNWIND_USD)
     vault_loss_usd = _Column(EV_VAULT_LOSS)
     liquidator_absorbed_usd = _Column(EV_LIQUIDATOR_ABSORBED)
+    settlement_price = _Column(EV_SETTLEMENT_PRICE)
+    market_closed = _Column(EV_MARKET_CLOSED)
+    floored_short_liquidation_usd = _Column(EV_FLOORED_SHORT_LIQUIDATION)
+    floored_fund_fee_income_usd = _Column(EV_FLOORED_FUND_FEE_INCOME)
+    attacker_withdrawn_usd = _Column(EV_ATTACKER_WITHDRAWN)
 
     FIELDS: ClassVar[tuple[str, ...]] = (
         "n_liquidations",
@@ -200,6 +222,11 @@ class StepEvents:
         "vault_unwind_usd",
         "vault_loss_usd",
         "liquidator_absorbed_usd",
+        "settlement_price",
+        "market_closed",
+        "floored_short_liquidation_usd",
+        "floored_fund_fee_income_usd",
+        "attacker_withdrawn_usd",
     )
     """Field names in column order (the ``info`` keys)."""
 

@@ -325,11 +325,11 @@ def waterfall_kernel(  # type: ignore[no-untyped-def]
 
     ``liquidation_mode`` (:mod:`fundgym.envs.core.liquidation`) picks the engine: ``partial``
     fills at ``sell_px`` / ``buy_px``, the tick's prices; the venue modes run sub-steps of
-    ``tick_seconds`` and price each on its own flow through the linear book (``book`` price,
-    ``depth`` USD per 1%, slippage capped at ``max_impact``), writing the tick's flow into
-    ``EV_LIQUIDATION_SELL`` / ``EV_LIQUIDATION_BUY``. Their sub-steps read the oracle and the
-    book on the intra-tick path from the previous tick's ``oracle_from`` / ``book_from``
-    (``(E,)``; not > 0: no previous tick) to ``marks`` / ``book``
+    ``tick_seconds`` and price each on its own flow through the square-root book (``book``
+    price, ``depth`` USD per 1%, buys' slippage capped at ``max_impact``), writing the tick's
+    flow into ``EV_LIQUIDATION_SELL`` / ``EV_LIQUIDATION_BUY``. Their sub-steps read the
+    oracle and the book on the intra-tick path from the previous tick's ``oracle_from`` /
+    ``book_from`` (``(E,)``; not > 0: no previous tick) to ``marks`` / ``book``
     (:func:`~fundgym.envs.core.liquidation.path_price`).
 
     Outside liquidators (:mod:`fundgym.envs.core.liquidators`) take part of each side's flow
@@ -500,7 +500,7 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
     See :mod:`fundgym.envs.core.step` for the order of operations. ``sell_px`` / ``buy_px``
     price each side's whole flow in the book; when the liquidators' share of the fee buys
     capacity, they take part of it at the oracle and the rest is priced again, on its own
-    flow, through the linear book (``book_px``, ``depth``, ``max_impact``).
+    flow, through the square-root book (``book_px``, ``depth``, ``max_impact``).
     """
     n_acc = size.shape[1]
     n = idx.shape[0]

@@ -29,8 +29,9 @@ episode's first tick has no previous tick and reads its own prices throughout; o
    to the first where one does (:func:`~fundgym.envs.core.kernels._next_order_step`); the tick
    is done when none is below its requirement even at the tick's oracle;
 2. sizes each remaining account's order by the mode's rule (below);
-3. prices the sub-step's orders with the tick's linear book: one average price per side,
-   ``book x (1 -/+ min(0.005 x flow / depth, 0.9))`` from the sub-step's ``book`` on the path,
+3. prices the sub-step's orders with the tick's square-root book: one average price per side,
+   ``book x (1 -/+ 2/3 x |expm1(-/+ 0.01 x sqrt(flow / depth))|)`` (buys at most 0.9 above)
+   from the sub-step's ``book`` on the path,
    on *that sub-step's* flow, so the book is taken to refill between sub-steps [E] (the
    permanent impact of the whole tick's flow still moves the next tick's prices);
 4. refuses orders whose price breaches the mode's limit (``dydx_v4``'s fillable price) and

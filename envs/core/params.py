@@ -103,7 +103,8 @@ W_NO_ADL, W_ADL_FIRST, W_NO_FUND, W_NO_SOCIALIZE, W_NO_VAULT = 1, 2, 4, 8, 16
 #: Column of each numeric field in :meth:`RiskParams.packed` (the kernels read these).
 P_MMR, P_IMR, P_LIQ_FEE, P_LIQ_FUND_SHARE, P_TAKER_FEE, P_TRADE_FUND_SHARE = 0, 1, 2, 3, 4, 5
 P_MAX_LIQ_FRAC, P_MIN_LIQ_NOTIONAL, P_LIQUIDATOR_MULT = 6, 7, 8
-N_PACKED = 9
+P_UPNL_HAIRCUT, P_OI_CAP_FRAC, P_MARK_CAP_MULT = 9, 10, 11
+N_PACKED = 12
 
 #: The numeric fields in ``P_*`` column order.
 _PACKED_FIELDS: tuple[str, ...] = (
@@ -116,8 +117,12 @@ _PACKED_FIELDS: tuple[str, ...] = (
     "max_liquidation_fraction",
     "min_liquidation_notional_usd",
     "liquidator_capacity_mult",
+    "unrealised_pnl_haircut_frac",
+    "oi_cap_frac",
+    "mark_cap_mult",
 )
 assert _PACKED_FIELDS.index("liquidator_capacity_mult") == P_LIQUIDATOR_MULT
+assert _PACKED_FIELDS.index("mark_cap_mult") == P_MARK_CAP_MULT == N_PACKED - 1
 
 #: The numeric fields' levers: :meth:`Lever.check` enforces their hard bounds.
 _LEVERS: dict[str, Lever] = {name: LEVERS[name] for name in _PACKED_FIELDS}
@@ -205,6 +210,12 @@ class RiskParams:
         liquidator_capacity_mult: Outside liquidators' capacity as a multiple of a
             competitive market's (:mod:`fundgym.envs.core.liquidators`), in [0, 100]; 0: the
             venue admits none and every order walks the book.
+        unrealised_pnl_haircut_frac: Share of unrealised profit an account may not withdraw
+            or borrow against, in [0, 1]: 0 lets it take all of it (Mango, Oct 2022), 1 none.
+        oi_cap_frac: Open-interest cap as a multiple of the starting open interest; new
+            positions that would lift open interest above it are refused (0: no cap).
+        mark_cap_mult: The mark (and the oracle the margin engine reads) is capped at this
+            multiple of the mark's 8-hour average (0: no cap; Hyperliquid after XPL: 10).
         fallback: What covers a shortfall the fund cannot pay: ``"adl"`` (auto-deleverage
             opposite positions by the ``adl_policy`` rule; then socialise any remainder) or
             ``"socialize"`` (share the loss by the ``socialization`` convention).
@@ -226,6 +237,9 @@ class RiskParams:
     max_liquidation_fraction: FloatOrArray = LEVERS["max_liquidation_fraction"].default
     min_liquidation_notional_usd: FloatOrArray = LEVERS["min_liquidation_notional_usd"].default
     liquidator_capacity_mult: FloatOrArray = LEVERS["liquidator_capacity_mult"].default
+    unrealised_pnl_haircut_frac: FloatOrArray = LEVERS["unrealised_pnl_haircut_frac"].default
+    oi_cap_frac: FloatOrArray = LEVERS["oi_cap_frac"].default
+    mark_cap_mult: FloatOrArray = LEVERS["mark_cap_mult"].default
     fallback: Fallback = "adl"
     tiers: MarginTiers | None = None
     socialization: Socialization = "profit_haircut"
@@ -236,6 +250,12 @@ class RiskParams:
     def __post_init__(self) -> None:
         for name, lever in _LEVERS.items():
             object.__setattr__(self, name, lever.check(getattr(self, name), "RiskParams."))
+        cap = np.asarray(self.mark_cap_mult)
+        if np.any((cap > 0.0) & (cap < 1.0)):
+            raise ValueError(
+                f"RiskParams.mark_cap_mult must be 0 (no cap) or >= 1 (a cap below the mark's "
+                f"own average would pin it there), got {self.mark_cap_mult!r}"
+            )
         if np.any(np.asarray(self.imr) < np.asarray(self.mmr)):
             raise ValueError(
                 f"RiskParams.imr must be >= mmr (initial margin covers maintenance), "

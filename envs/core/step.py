@@ -41,7 +41,7 @@ same sequence as "liquidation, then insurance fund, then deleveraging"):
 This is the ``partial`` liquidation mode (``RiskParams.liquidation_mode``, the default). The
 venue modes (``binance``, ``dydx_v4``, ``hyperliquid``, ``bitmex``) keep the stages' order but
 run the tick as sub-steps with their venue's order sizes, limit prices and takeovers, each
-sub-step priced on its own flow through the linear book and, under ``dydx_v4`` and
+sub-step priced on its own flow through the square-root book and, under ``dydx_v4`` and
 ``hyperliquid``, at the oracle and book price of its moment on the path from the previous
 tick's (``prev_mark``, ``prev_book_price``): :mod:`fundgym.envs.core.liquidation` documents
 them and ``docs/liquidation.md`` tabulates the waterfall per mode.
@@ -64,7 +64,7 @@ from numpy.typing import ArrayLike
 
 from fundgym.envs.core import kernels
 from fundgym.envs.core.events import StepEvents
-from fundgym.envs.core.impact import ImpactModel, LinearImpact
+from fundgym.envs.core.impact import ImpactModel, SqrtImpact
 from fundgym.envs.core.liquidation import LIQ_PARTIAL
 from fundgym.envs.core.liquidators import liquidators_paid
 from fundgym.envs.core.params import (
@@ -111,8 +111,8 @@ def _marks(mark: ArrayLike, n_envs: int, n_markets: int) -> FloatArray:
 
 
 def _depth(impact: ImpactModel, n_envs: int) -> FloatArray:
-    """The linear book's depth per exchange, ``(E,)`` (ones for another model: unread)."""
-    if not isinstance(impact, LinearImpact):
+    """The square-root book's depth per exchange, ``(E,)`` (ones for another model: unread)."""
+    if not isinstance(impact, SqrtImpact):
         return np.ones(n_envs)
     depth = np.asarray(impact.depth_usd_per_pct, dtype=np.float64)
     return np.ascontiguousarray(np.broadcast_to(depth, (n_envs,)))
@@ -215,8 +215,8 @@ def core_step(
         ValueError: ``fund_available_usd`` is negative or not finite, ``tick_minutes`` is
             not positive, or ``prev_mark`` / ``prev_book_price`` is not finite.
         TypeError: A venue liquidation mode with an impact model that is not a
-            :class:`~fundgym.envs.core.impact.LinearImpact` (its sub-steps price the linear
-            book inside the kernel).
+            :class:`~fundgym.envs.core.impact.SqrtImpact` (its sub-steps price the
+            square-root book inside the kernel).
     """
     n_envs = state.n_envs
     if state.n_markets != 1:
@@ -227,10 +227,10 @@ def core_step(
     if not tick_minutes > 0.0:
         raise ValueError(f"tick_minutes must be > 0, got {tick_minutes!r}")
     mode = params.liquidation_mode_code
-    if mode != LIQ_PARTIAL and not isinstance(impact, LinearImpact):
+    if mode != LIQ_PARTIAL and not isinstance(impact, SqrtImpact):
         raise TypeError(
             f"liquidation_mode {params.liquidation_mode!r} prices its sub-steps through a "
-            f"LinearImpact book; got {type(impact).__name__}"
+            f"SqrtImpact book; got {type(impact).__name__}"
         )
     marks = _marks(mark, n_envs, 1)
     book = marks[:, 0] if book_price is None else _marks(book_price, n_envs, 1)[:, 0]
@@ -245,9 +245,9 @@ def core_step(
     with_vault = bool((vault[:, V_ACTIVE] > 0.0).any())  # unwinds even if no longer a stage
     if total == 0 and not with_vault:  # the common case: no account is liquidatable this tick
         return ev
-    if (with_vault or _liquidators(packed)) and not isinstance(impact, LinearImpact):
+    if (with_vault or _liquidators(packed)) and not isinstance(impact, SqrtImpact):
         raise TypeError(
-            "the backstop vault and outside liquidators price through a LinearImpact book; "
+            "the backstop vault and outside liquidators price through a SqrtImpact book; "
             f"got {type(impact).__name__}"
         )
 
@@ -270,7 +270,7 @@ def core_step(
     oracle_from = _path_start("prev_mark", prev_mark, n_envs)
     book_from = _path_start("prev_book_price", prev_book_price, n_envs)
     depth = _depth(impact, n_envs)
-    max_impact = float(impact.max_impact_frac) if isinstance(impact, LinearImpact) else 0.0
+    max_impact = float(impact.max_impact_frac) if isinstance(impact, SqrtImpact) else 0.0
     book = np.ascontiguousarray(book, dtype=np.float64)
     if total > 0:
         sell_px, buy_px = impact.fill_prices(book, ev.liquidation_sell_usd, ev.liquidation_buy_usd)

@@ -30,7 +30,7 @@ next stage, as the venue mode would without a vault.
 
 **Unwinding** (:func:`vault_unwind_one`, once a tick after the waterfall): the vault sells (or
 buys back) at most :data:`VAULT_UNWIND_DEPTH_FRAC` of the book's 1% depth a tick into the book,
-priced by the linear book on its own flow; its flow joins the tick's liquidation flow, which
+priced by the square-root book on its own flow; its flow joins the tick's liquidation flow, which
 moves the next tick's prices. A vault whose equity falls below its inventory's maintenance
 requirement unwinds everything at once, and a loss beyond its whole equity (a vault closed
 below zero) goes down the waterfall as a shortfall (``vault_loss_usd``): the fund pays what it

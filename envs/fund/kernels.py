@@ -3,13 +3,14 @@
 :mod:`fundgym.envs.fund.portfolio` documents the buckets, their costs and the accounting identity,
 and its numpy functions (:func:`~fundgym.envs.fund.portfolio.accrue`,
 :func:`~fundgym.envs.fund.portfolio.pay`, :func:`~fundgym.envs.fund.portfolio.receive`,
+:func:`~fundgym.envs.fund.portfolio.inject_if_exhausted`,
 :func:`~fundgym.envs.fund.portfolio.put_mark`) stay the reference the tests check these against.
 This module is the same arithmetic, in the same operation order, on one exchange's row of the
 portfolio's arrays, for the compiled tick (:mod:`fundgym.envs.tick_kernels`). Both call the C
 library's ``log`` and ``erfc`` (the reference through :mod:`fundgym.envs.libm`), so the two agree to
 the bit (tests/envs/test_fund_portfolio.py).
 
-The portfolio is passed as the tuple :func:`fund_arrays` builds (the thirteen
+The portfolio is passed as the tuple :func:`fund_arrays` builds (the seventeen
 :class:`~fundgym.envs.fund.portfolio.FundPortfolio` fields in declaration order, the ``F_*``
 indices below), the bucket terms as :func:`allocation_terms` packs them (``A_*`` columns).
 """
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from fundgym.envs.fund.portfolio import (
+    EXHAUSTED_FRAC,
     MIN_PUT_PREMIUM_FRAC,
     MINUTES_PER_YEAR,
     PUT_CRASH_DROP_FRAC,
@@ -39,7 +41,8 @@ FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 F_STABLE, F_YIELD, F_VOLATILE_UNITS, F_PUT_UNITS, F_PUT_STRIKE, F_PUT_MINUTES_LEFT = range(6)
 F_EXTERNAL_PNL, F_FEES_PAID, F_RECEIVED, F_PAID, F_INITIAL_VALUE = range(6, 11)
 F_MARK_PRICE, F_MARK_VOL = 11, 12
-N_FUND_FIELDS = 13
+F_INJECTION_USD, F_INJECTIONS_LEFT, F_INJECTIONS, F_INJECTED = 13, 14, 15, 16
+N_FUND_FIELDS = 17
 
 # Columns of the bucket terms (allocation_terms).
 A_YIELD_GROWTH = 0  # 1 + yield_apr x tick / year: one tick's accrual factor
@@ -51,6 +54,7 @@ N_ALLOCATION_TERMS = 8
 _SQRT2 = math.sqrt(2.0)
 
 assert tuple(f.name for f in fields(FundPortfolio))[F_MARK_VOL] == "mark_vol_annual"
+assert tuple(f.name for f in fields(FundPortfolio))[F_INJECTED] == "injected_usd"
 assert len(fields(FundPortfolio)) == N_FUND_FIELDS
 
 
@@ -200,6 +204,31 @@ def receive_one(f, e, amount_usd):  # type: ignore[no-untyped-def]
     """:func:`fundgym.envs.fund.portfolio.receive` for exchange ``e``: inflow into ``stable``."""
     f[F_STABLE][e] += amount_usd
     f[F_RECEIVED][e] += amount_usd
+
+
+@jit(error_model="numpy")
+def inject_one(f, e):  # type: ignore[no-untyped-def]
+    """:func:`fundgym.envs.fund.portfolio.inject` for exchange ``e``; returns the USD injected."""
+    amount = f[F_INJECTION_USD][e]
+    f[F_STABLE][e] += amount
+    f[F_INJECTED][e] += amount
+    f[F_INJECTIONS][e] += 1.0
+    f[F_INJECTIONS_LEFT][e] -= 1.0
+    return amount
+
+
+@jit(error_model="numpy")
+def inject_if_exhausted_one(f, e, bad_debt_usd, stressed, terms):  # type: ignore[no-untyped-def]
+    """:func:`~fundgym.envs.fund.portfolio.inject_if_exhausted` for exchange ``e``.
+
+    Returns the USD injected (0 when no top-up is due): the caller books it as a deposit.
+    """
+    if not (bad_debt_usd > 0.0 and f[F_INJECTIONS_LEFT][e] > 0.0 and f[F_INJECTION_USD][e] > 0.0):
+        return 0.0
+    liquid = liquid_usd(f, e, f[F_MARK_PRICE][e], f[F_MARK_VOL][e], stressed, terms)
+    if liquid > EXHAUSTED_FRAC * f[F_INJECTION_USD][e]:
+        return 0.0
+    return inject_one(f, e)
 
 
 @jit(error_model="numpy", inline="always")

@@ -37,7 +37,8 @@ A volatility spike raises the marks of the puts held and the premium of new ones
 
 Accounting convention. Every function keeps this identity, per exchange, up to rounding::
 
-    value_usd(mark) == initial_value_usd + external_pnl_usd + received_usd - paid_usd
+    value_usd(mark) == initial_value_usd + external_pnl_usd + received_usd + injected_usd
+                       - paid_usd
 
 ``value_usd`` is the portfolio's mark-to-market value at the last price and volatility it
 saw (``mark_price``, ``mark_vol_annual``). ``external_pnl_usd`` is the cumulative value
@@ -46,8 +47,9 @@ gained from outside the fund: yield, price moves of ``volatile``, option marks a
 are thus booked twice on purpose: as negative ``external_pnl_usd`` (so the identity closes)
 and, as positive numbers, in ``fees_paid_usd`` (so the cost of managing the fund can be read
 on its own). ``received_usd`` and ``paid_usd`` are the cumulative inflows and shortfall
-payments. Every function that takes a ``price`` first re-marks the portfolio to it (booking
-the revaluation to ``external_pnl_usd``) and then moves money at that mark.
+payments; ``injected_usd`` the venue's own top-ups after the fund ran dry (:func:`inject`).
+Every function that takes a ``price`` first re-marks the portfolio to it (booking the
+revaluation to ``external_pnl_usd``) and then moves money at that mark.
 
 All arrays are float64, batch-first ``(n_envs,)``; there is no Python loop over exchanges
 (the only element-wise calls are the C library's ``log`` and ``erfc`` inside
@@ -85,6 +87,10 @@ PUT_CRASH_RATE_PER_YEAR = 0.7 * 365.0
 per one-day episode), so hedging is no free lunch in the world the agent trains in."""
 PUT_CRASH_DROP_FRAC = 0.275
 """Size of the crash the premium prices: the sampler's mean severity (uniform 5%..50%)."""
+EXHAUSTED_FRAC = 1e-9
+"""A fund counts as exhausted (:func:`inject_if_exhausted`) when what it could pay is at most
+this share of one top-up: a payment capped at the fund's liquid value leaves rounding dust,
+not an exact zero, and a fund whose only holding is frozen ``yield`` can pay nothing at all."""
 
 # name: (low, high, low_open, high_open)
 _RANGES: dict[str, tuple[float, float, bool, bool]] = {
@@ -288,6 +294,10 @@ class FundPortfolio:
         initial_value_usd: Value at creation.
         mark_price: Price of the underlying at the last mark, USD (0 before the first one).
         mark_vol_annual: Volatility at the last mark.
+        injection_usd: What one top-up adds (:func:`inject`); 0: the venue never tops up.
+        injections_left: Top-ups the venue may still make this episode.
+        injections: Top-ups made so far (a count, as float64 like every field).
+        injected_usd: Cumulative top-ups, USD: outside money, like a deposit.
     """
 
     stable_usd: FloatArray
@@ -303,6 +313,10 @@ class FundPortfolio:
     initial_value_usd: FloatArray
     mark_price: FloatArray
     mark_vol_annual: FloatArray
+    injection_usd: FloatArray
+    injections_left: FloatArray
+    injections: FloatArray
+    injected_usd: FloatArray
 
     @property
     def n_envs(self) -> int:
@@ -691,6 +705,64 @@ def receive(pf: FundPortfolio, amount_usd: ArrayLike) -> None:
         raise ValueError(f"amount_usd must be >= 0, got {amount}")
     pf.stable_usd += amount
     pf.received_usd += amount
+
+
+def inject(pf: FundPortfolio, due: ArrayLike) -> FloatArray:
+    """Top up the funds in ``due`` by one injection each, into ``stable``, in place.
+
+    Each exchange in ``due`` receives its ``injection_usd``; its count goes up by one and what
+    is left of its allowance down by one. The money comes from outside the exchange (Deribit
+    injected 500 BTC after 12 Mar 2020, Binance $30M after 10 May 2020), so the caller books
+    it as a deposit (``net_deposits_usd``), and the portfolio in ``injected_usd``, apart from
+    its fee income (``received_usd``).
+
+    Args:
+        pf: The portfolio, modified in place.
+        due: ``(n_envs,)`` bool, which exchanges are topped up (the caller checks that each has
+            an allowance left).
+
+    Returns:
+        ``(n_envs,)`` USD injected (0 where not ``due``).
+    """
+    mask = np.broadcast_to(np.asarray(due, dtype=bool), (pf.n_envs,))
+    amount: FloatArray = np.where(mask, pf.injection_usd, 0.0)
+    pf.stable_usd += amount
+    pf.injected_usd += amount
+    pf.injections += mask
+    pf.injections_left -= mask
+    return amount
+
+
+def inject_if_exhausted(
+    pf: FundPortfolio, bad_debt_usd: ArrayLike, stressed: ArrayLike, params: AllocationParams
+) -> FloatArray:
+    """The venue tops up a fund that a tick's bad debt left exhausted, in place.
+
+    Checked at the end of a tick, after the fund's settlement: an exchange is topped up
+    (:func:`inject`) when the tick had bad debt (``bad_debt_usd > 0``, the losses the fund
+    stands behind), the fund's liquid value at its own mark is at most
+    :data:`EXHAUSTED_FRAC` of one top-up (it paid everything it could draw), and it has an
+    allowance left (``injections_left > 0``, ``injection_usd > 0``). The top-up pays the
+    shortfalls of later ticks, not this one's: what the fund could not pay this tick has
+    already gone down the waterfall (ADL, socialisation, the exchange), as the venues' top-ups
+    came after the crash that emptied them. A fund that starts at 0 is exhausted from the
+    start, so its first bad debt tops it up.
+
+    Args:
+        pf: The portfolio, modified in place.
+        bad_debt_usd: ``(n_envs,)`` the tick's bad debt (``StepEvents.bad_debt_usd``).
+        stressed: ``(n_envs,)`` bool, whether the lending market is stressed.
+        params: Bucket terms (the withdrawable share of ``yield``, slippage, spread).
+
+    Returns:
+        ``(n_envs,)`` USD injected.
+    """
+    bad = _vec(bad_debt_usd, pf.n_envs, "bad_debt_usd")
+    due = (bad > 0.0) & (pf.injections_left > 0.0) & (pf.injection_usd > 0.0)
+    if not due.any():
+        return np.zeros(pf.n_envs)
+    liquid = pf.liquid_usd(pf.mark_price, pf.mark_vol_annual, stressed, params)
+    return inject(pf, due & (liquid <= EXHAUSTED_FRAC * pf.injection_usd))
 
 
 def settle(

@@ -16,22 +16,37 @@ from __future__ import annotations
 
 import math
 
+from fundgym.envs.core.impact import walk_log_move_one, walked_notional_one
 from fundgym.envs.jit import jit
+from fundgym.envs.market.depth import MAX_IMPACT_LOG
 
 # Path columns (each (max_ticks, n_envs)).
 PATH_INDEX, PATH_BASIS, PATH_WICK, PATH_DEPTH_MULT, PATH_MANIPULATION, PATH_PRECURSOR = range(6)
 N_PATHS = 6
 
-# Rows of the per-exchange scalars (Market.scalars, (N_MARKET_SCALARS, n_envs)).
-MK_IMPACT_LOG, MK_PREMIUM_EMA, MK_IMPACT_DECAY, MK_EMA_ALPHA, MK_IMPACT_COEF = range(5)
-MK_DEPTH_NORMAL, MK_INTEREST, MK_CLAMP, MK_CAP = range(5, 9)
-N_MARKET_SCALARS = 9
+# Rows of the per-exchange scalars (Market.scalars, (N_MARKET_SCALARS, n_envs)). The impact of
+# liquidation flow (Market.advance): MK_BOOK_WALK_LOG is how far flow has walked the book that
+# it has not refilled (log price; times MK_IMPACT_DECAY each tick, the refill), and
+# MK_IMPACT_PERMANENT_LOG the impact that stays; the index carries the permanent impact plus
+# MK_IMPACT_TRANSIENT_COEF times the walk.
+MK_BOOK_WALK_LOG, MK_PREMIUM_EMA, MK_IMPACT_DECAY, MK_EMA_ALPHA = range(4)
+MK_IMPACT_TRANSIENT_COEF, MK_DEPTH_NORMAL, MK_INTEREST, MK_CLAMP, MK_CAP = range(4, 9)
+MK_IMPACT_PERMANENT_LOG, MK_IMPACT_PERMANENT_COEF = 9, 10
+N_MARKET_SCALARS = 11
 
 
 @jit(error_model="numpy", inline="always")
 def _clip(x, low, high):  # type: ignore[no-untyped-def]
     """``np.clip`` of one value: ``min(max(x, low), high)``."""
     return min(max(x, low), high)
+
+
+@jit(error_model="numpy", inline="always")
+def bounded_impact_log_one(impact_log):  # type: ignore[no-untyped-def]
+    """:func:`fundgym.envs.market.depth.bounded_impact_log` of one value."""
+    t = math.expm1(-2.0 * (abs(impact_log) / MAX_IMPACT_LOG))
+    out = MAX_IMPACT_LOG * (-t / (2.0 + t))
+    return -out if impact_log < 0.0 else out
 
 
 @jit(error_model="numpy")
@@ -51,7 +66,10 @@ def prices_one(  # type: ignore[no-untyped-def]
     Returns ``(index, last, mark, oracle, depth_usd_per_pct, funding_rate)``, as
     :meth:`Market.prices <fundgym.envs.market.market.Market.prices>` computes them.
     """
-    index = path[PATH_INDEX][t, e] * math.exp(mk[MK_IMPACT_LOG, e])
+    impact = (
+        mk[MK_IMPACT_PERMANENT_LOG, e] + mk[MK_IMPACT_TRANSIENT_COEF, e] * mk[MK_BOOK_WALK_LOG, e]
+    )
+    index = path[PATH_INDEX][t, e] * math.exp(bounded_impact_log_one(impact))
     basis = path[PATH_BASIS][t, e]
     last_px = index * math.exp(basis) * path[PATH_WICK][t, e]
     premium = math.expm1(basis)
@@ -91,11 +109,16 @@ def prices_one(  # type: ignore[no-untyped-def]
 def advance_one(e, mk, sell_notional_usd, buy_notional_usd, depth_usd_per_pct):  # type: ignore[no-untyped-def]
     """:meth:`Market.advance <fundgym.envs.market.market.Market.advance>`'s impact update for ``e``.
 
-    The tick's net liquidation flow moves the log price by ``-coef x clip(0.01 x net / depth, -0.5,
-    0.5)`` (:func:`fundgym.envs.market.depth.permanent_impact_log`) on top of the decayed earlier
-    impact. The caller moves the clock.
+    The book refills one tick, the tick's net liquidation flow walks it further
+    (:func:`fundgym.envs.market.depth.walk_book`), and the permanent impact takes its share of
+    the walk's move. The caller moves the clock.
     """
-    move = 0.01 * (sell_notional_usd - buy_notional_usd) / depth_usd_per_pct
-    mk[MK_IMPACT_LOG, e] = mk[MK_IMPACT_LOG, e] * mk[MK_IMPACT_DECAY, e] + (
-        -mk[MK_IMPACT_COEF, e] * _clip(move, -0.5, 0.5)
-    )
+    walk = mk[MK_BOOK_WALK_LOG, e] * mk[MK_IMPACT_DECAY, e]
+    walked = walked_notional_one(walk, depth_usd_per_pct) - (sell_notional_usd - buy_notional_usd)
+    new_walk = walk_log_move_one(abs(walked), depth_usd_per_pct)
+    if walked < 0.0:
+        new_walk = -new_walk
+    mk[MK_IMPACT_PERMANENT_LOG, e] = mk[MK_IMPACT_PERMANENT_LOG, e] + mk[
+        MK_IMPACT_PERMANENT_COEF, e
+    ] * (new_walk - walk)
+    mk[MK_BOOK_WALK_LOG, e] = new_walk

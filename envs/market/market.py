@@ -1,7 +1,8 @@
 """The online market of a batch of exchanges: one tick at a time, exogenous path plus impact.
 
 :class:`Market` turns drawn :class:`~fundgym.envs.scenarios.MarketPath` columns into the prices of
-each tick: the index (exogenous path times the accumulated, decaying impact of liquidation flow),
+each tick: the index (exogenous path times the accumulated impact of liquidation flow: a permanent
+share and a transient share the book refills, ``docs/impact.md``),
 the venue's last and mark prices, the oracle the margin engine reads, the book depth and the funding
 rate. The liquidation flow of a tick moves the next tick's prices, so cascades emerge.
 
@@ -19,6 +20,7 @@ consecutive addresses. Indexing is ``[t, e]`` either way; only the memory order 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +28,7 @@ import numpy as np
 
 from fundgym.envs import libm
 from fundgym.envs.market import kernels
-from fundgym.envs.market.depth import permanent_impact_log
+from fundgym.envs.market.depth import bounded_impact_log, walk_book
 from fundgym.envs.market.funding import funding_rate
 from fundgym.envs.market.oracle import OracleFeed, mark_price
 from fundgym.envs.scenarios import MarketPath, Scenario, market_path
@@ -82,13 +84,16 @@ class Market:
 
     @property
     def impact_log(self) -> FloatArray:
-        """Accumulated, decaying log-price impact of liquidation flow, ``(n_envs,)`` (a view)."""
-        out: FloatArray = self.scalars[kernels.MK_IMPACT_LOG]
-        return out
+        """Log-price impact of liquidation flow the index carries now, ``(n_envs,)`` (a copy).
 
-    @impact_log.setter
-    def impact_log(self, value: FloatArray) -> None:
-        self.scalars[kernels.MK_IMPACT_LOG] = value
+        The permanent impact plus the transient share of the book's walk (:meth:`advance`),
+        smoothly bounded (:func:`~fundgym.envs.market.depth.bounded_impact_log`).
+        """
+        k = kernels
+        sc = self.scalars
+        return bounded_impact_log(
+            sc[k.MK_IMPACT_PERMANENT_LOG] + sc[k.MK_IMPACT_TRANSIENT_COEF] * sc[k.MK_BOOK_WALK_LOG]
+        )
 
     @property
     def premium_ema(self) -> FloatArray:
@@ -127,11 +132,14 @@ class Market:
         self.t[env], self.n_ticks[env] = 0, n
         k, f = kernels, sc.funding
         col = self.scalars[:, env]
-        col[k.MK_IMPACT_LOG] = 0.0
+        col[k.MK_BOOK_WALK_LOG] = 0.0
+        col[k.MK_IMPACT_PERMANENT_LOG] = 0.0
         col[k.MK_PREMIUM_EMA] = 0.0
         col[k.MK_IMPACT_DECAY] = np.exp(-_LN2 * dt / sc.depth.impact_half_life_minutes)
         col[k.MK_EMA_ALPHA] = 1.0 - np.exp(-dt / sc.funding.premium_ema_minutes)
-        col[k.MK_IMPACT_COEF] = sc.depth.impact_coef
+        permanent = sc.depth.impact_permanent_frac
+        col[k.MK_IMPACT_PERMANENT_COEF] = sc.depth.impact_coef * permanent
+        col[k.MK_IMPACT_TRANSIENT_COEF] = sc.depth.impact_coef * (1.0 - permanent)
         col[k.MK_DEPTH_NORMAL] = sc.depth.normal_usd_per_pct
         col[k.MK_INTEREST] = f.interest_per_interval
         col[k.MK_CLAMP] = f.clamp_per_interval
@@ -139,6 +147,16 @@ class Market:
         self.mark_last[env] = sc.venue.mark_method == "last"
         self.oracle_index[env] = sc.oracle.source == "index"
         self.oracle.reset_env(env, round(sc.oracle.delay_minutes / dt), sc.oracle.floor_price)
+
+    def set_normal_depth(self, env: int, depth_usd_per_pct: float) -> None:
+        """Exchange ``env``'s normal book depth, USD per 1% (the scenario's, until this call).
+
+        The simulator sets it from the exchange's starting open interest when the scenario
+        gives ``depth.oi_to_depth``, once the book is drawn.
+        """
+        if not (math.isfinite(depth_usd_per_pct) and depth_usd_per_pct > 0.0):
+            raise ValueError(f"normal depth must be finite and > 0, got {depth_usd_per_pct!r}")
+        self.scalars[kernels.MK_DEPTH_NORMAL, env] = depth_usd_per_pct
 
     def _grow(self, n: int) -> None:
         have = next(iter(self.paths.values())).shape[0] if self.paths else 0
@@ -164,7 +182,7 @@ class Market:
         """
         k = kernels
         sc = self.scalars
-        index = self.column("index") * libm.exp(sc[k.MK_IMPACT_LOG])
+        index = self.column("index") * libm.exp(self.impact_log)
         basis = self.column("basis")
         last = index * libm.exp(basis) * self.column("wick")
         premium = libm.expm1(basis)
@@ -187,13 +205,22 @@ class Market:
         buy_notional_usd: FloatArray,
         depth_usd_per_pct: FloatArray,
     ) -> None:
-        """Apply this tick's liquidation flow to the price and move every clock on."""
+        """Apply this tick's liquidation flow to the price and move every clock on.
+
+        A book with resilience (``docs/impact.md``): what earlier flow walked refills with
+        ``impact_half_life_minutes`` (``MK_IMPACT_DECAY`` a tick), then the tick's net flow
+        walks the square-root book further (:func:`~fundgym.envs.market.depth.walk_book`). Of
+        the walk's move, ``impact_coef`` reaches the index: ``impact_permanent_frac`` of it for
+        good, the rest as long as the book stays walked (:attr:`impact_log`).
+        """
+        k = kernels
         sc = self.scalars
-        self.impact_log = sc[kernels.MK_IMPACT_LOG] * sc[
-            kernels.MK_IMPACT_DECAY
-        ] + permanent_impact_log(
-            sell_notional_usd, buy_notional_usd, depth_usd_per_pct, sc[kernels.MK_IMPACT_COEF]
-        )
+        walk = sc[k.MK_BOOK_WALK_LOG] * sc[k.MK_IMPACT_DECAY]
+        new_walk = walk_book(walk, sell_notional_usd, buy_notional_usd, depth_usd_per_pct)
+        sc[k.MK_IMPACT_PERMANENT_LOG] = sc[k.MK_IMPACT_PERMANENT_LOG] + sc[
+            k.MK_IMPACT_PERMANENT_COEF
+        ] * (new_walk - walk)
+        sc[k.MK_BOOK_WALK_LOG] = new_walk
         self.t += 1
 
 

@@ -8,14 +8,19 @@ precursor strength are all random. A third of the crashes arrive with no warning
 0), so evaluation can separate anticipation from reaction. The named historical scenarios stay out
 of training (``training: false`` in their files).
 
-Thin markets. With probability ``thin_prob`` the book is that of a small token, $20k-$2M per
-1% (a major's is $30M-$300M) against the same open interest. Thin books are where oracle
-manipulation pays (Mango, Oct 2022: the attacker's profit is the perp open interest he can
-mark up, his cost the spot depth he must walk through), so half of a thin market's crashes are
-pumps: the index, and with it the oracle, is pushed up 100%-2,500% in 5-30 minutes with no
-warning, sags, then is released. A major market's pump is a short squeeze of 10%-50%. A
-policy can see thinness (``oi_to_depth_log10`` in the observation) before anything happens,
-which is the only warning a manipulation gives.
+Book depth. The simulated book is set against the exchange's own open interest: each draw
+gives ``depth.oi_to_depth``, the starting open interest over the normal depth within 1%, so
+liquidation flow moves the price as much as it would on a real venue of that market, whatever
+the simulated book's size (docs/impact.md). A major sits at 100-300 (:data:`MAJOR_OI_TO_DEPTH`),
+a thin market at 1,000-10,000 (:data:`THIN_OI_TO_DEPTH`).
+
+Thin markets. With probability ``thin_prob`` the market is a small token's. Thin books are
+where oracle manipulation pays (Mango, Oct 2022: the attacker's profit is the perp open
+interest he can mark up, his cost the spot depth he must walk through), so half of a thin
+market's crashes are pumps: the index, and with it the oracle, is pushed up 100%-2,500% in
+5-30 minutes with no warning, sags, then is released. A major market's pump is a short squeeze
+of 10%-50%. A policy can see thinness (``oi_to_depth_log10`` in the observation) before
+anything happens, which is the only warning a manipulation gives.
 """
 
 from __future__ import annotations
@@ -59,7 +64,22 @@ def _leg(
     }
 
 
-#: Book depth, USD per 1% of price: a major (BTC, ETH on large venues) and a thin token.
+#: Open interest / normal depth per 1% of price (``depth.oi_to_depth``), log-uniform.
+#: A major: [E] 100-300. BTC's aggregate OI of $49.5B against about $220M per 1% (2024) gives
+#: about 225 (/work/shared/reference/outcomes.md, [S66] [S97]); the library's calibrated majors
+#: run at 100 (Black Thursday, FTX) to 330 (volatile), so 100-300 brackets them.
+MAJOR_OI_TO_DEPTH = (100.0, 300.0)
+#: A thin token: [E] 1,000-10,000. The low end is where BTC itself stood at the bottom of
+#: 10 Oct 2025's -90% depth collapse (above 2,000, outcomes.md): a thin market's normal book is
+#: at least that thin against its OI. The high end is a market whose OI was run well past its
+#: book (dYdX's YFI OI rose 84-fold, $0.8M to $67M, Nov 2023). Drawn up to 30,000, a pump's
+#: liquidation flow alone took the index to the impact's 100x bound in 3 of 49 thin training
+#: episodes (30x the starting OI liquidated, beyond Mango's whole loss): the library's
+#: ``oracle_manipulation`` keeps such a runaway; training draws stop at 10,000.
+THIN_OI_TO_DEPTH = (1e3, 1e4)
+#: The real venue's depth, USD per 1% of price, a major (BTC, ETH on large venues) and a thin
+#: token: ``depth.normal_usd_per_pct``, which the schema requires and the simulated book does
+#: not read once ``oi_to_depth`` is set (it stays the scenario's record of the venue).
 MAJOR_DEPTH_USD_PER_PCT = (3e7, 3e8)
 THIN_DEPTH_USD_PER_PCT = (2e4, 2e6)
 #: Crash shapes and their probabilities in a major and in a thin market.
@@ -70,6 +90,22 @@ THIN_KIND_PROBS = (0.10, 0.10, 0.10, 0.10, 0.10, 0.50)
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
+def _book(rng: np.random.Generator, thin: bool) -> dict[str, float]:
+    """The ``depth`` section's book: the ratio and the real venue's depth, log-uniform.
+
+    Both come from one uniform draw, the same quantile of their ranges: one draw is what the
+    sampler took for the book before the ratio existed, so every other field of a seed's
+    scenario is what it was.
+    """
+    u = float(rng.uniform())
+    ratio_low, ratio_high = THIN_OI_TO_DEPTH if thin else MAJOR_OI_TO_DEPTH
+    depth_low, depth_high = THIN_DEPTH_USD_PER_PCT if thin else MAJOR_DEPTH_USD_PER_PCT
+    return {
+        "oi_to_depth": ratio_low * (ratio_high / ratio_low) ** u,
+        "normal_usd_per_pct": depth_low * (depth_high / depth_low) ** u,
+    }
 
 
 def _pump_legs(rng: np.random.Generator, thin: bool) -> list[dict[str, Any]]:
@@ -117,7 +153,6 @@ def sample_training_scenario(
             "exceed the scenario schema's bound on the base process's log move)",
         )
     thin = bool(rng.random() < thin_prob)
-    depth_range = THIN_DEPTH_USD_PER_PCT if thin else MAJOR_DEPTH_USD_PER_PCT
     vol = float(rng.uniform(0.3, 0.8))
     regime = bool(rng.random() < 0.5)
     data: dict[str, Any] = {
@@ -141,7 +176,7 @@ def sample_training_scenario(
                 "std_log": 0.01,
             },
         },
-        "depth": {"normal_usd_per_pct": _log_uniform(rng, *depth_range)},
+        "depth": _book(rng, thin),
     }
     if regime:
         data["price"]["regimes"] = {

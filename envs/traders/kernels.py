@@ -364,6 +364,7 @@ def population_step_exchange(  # type: ignore[no-untyped-def]
     halt_mask,
     leverage_cap,
     oi_cap_usd,
+    first_slot,
     chosen,
     flags,
 ):
@@ -373,7 +374,8 @@ def population_step_exchange(  # type: ignore[no-untyped-def]
     ``halt_mask`` holds the venue's halts (``HALT_WITHDRAWALS``, ``HALT_NEW_POSITIONS``);
     ``leverage_cap`` caps new positions' leverage below ``1 / imr`` (``inf``: none);
     ``oi_cap_usd`` refuses an arrival that would lift open interest above it (``inf``:
-    none).
+    none). Slots below ``first_slot`` belong to scripted accounts (a scenario's attacker):
+    the population neither moves them nor counts them in its own open interest.
 
     The body of :func:`population_step_kernel`'s loop over exchanges, callable on its own
     with the batch's arrays and the exchange's index, so the compiled tick steps one exchange
@@ -453,12 +455,12 @@ def population_step_exchange(  # type: ignore[no-untyped-def]
     next_exit = n_acc
     if p_exit > 0.0:
         gap, st = geometric_gap(st, log1m_exit, n_acc + 1)
-        next_exit = gap - 1
+        next_exit = first_slot + gap - 1
 
     flag_slots(qv, cv, ev, m, mmr, near_mult, tiered, floor1_usd, mmr0, cum0_usd,
                tier_scale, flags)  # fmt: skip
     gross = 0.0
-    a = 0
+    a = first_slot
     while a < n_acc:
         # 5. Open interest of slots that do not move: eight at a time while no flag is
         # up and no exit falls among them, one at a time otherwise.
@@ -580,7 +582,7 @@ def population_step_exchange(  # type: ignore[no-untyped-def]
         room_usd = 0.0
         gap, st = geometric_gap_tabled(st, log1m_vol, n_acc + 1, vol_start, vol_thresholds,
                                        vol_log1m)  # fmt: skip
-        slot = gap - 1
+        slot = first_slot + gap - 1
         while slot < n_acc:
             q = qv[slot]
             if q != 0.0:
@@ -652,6 +654,7 @@ def population_step_kernel(  # type: ignore[no-untyped-def]
     halt_mask,
     leverage_cap,
     oi_cap_usd,
+    first_slot,
     active,
     counts,
     usd,
@@ -690,5 +693,6 @@ def population_step_kernel(  # type: ignore[no-untyped-def]
             e, rng_state, collateral, size, entry, counterparty_size, counterparty_cash,
             fee_revenue, net_deposits, packed, floor_usd, tier_mmr, cum_usd, tier_scale_div, pop,
             marks[e, 0], arrival_mult[e], leverage_mult[e], long_share_shift[e], volume_mult[e],
-            exit_mult[e], halt_mask[e], leverage_cap[e], oi_cap_usd[e], chosen, flags,
+            exit_mult[e], halt_mask[e], leverage_cap[e], oi_cap_usd[e], first_slot[e], chosen,
+            flags,
         )  # fmt: skip

@@ -464,6 +464,16 @@ def _halt_mask(value: ArrayLike, n_envs: int) -> IntArray:
     return arr.astype(np.int64)
 
 
+def _first_slots(value: ArrayLike, n_envs: int, n_accounts: int) -> IntArray:
+    """``value`` as a contiguous ``(n_envs,)`` int64 array in ``[0, n_accounts]``."""
+    arr = np.ascontiguousarray(np.broadcast_to(np.asarray(value), (n_envs,)))
+    if arr.dtype.kind not in "iu" or (arr < 0).any() or (arr > n_accounts).any():
+        raise ValueError(
+            f"first_slot must be integers in [0, n_accounts = {n_accounts}], got {value!r}"
+        )
+    return arr.astype(np.int64)
+
+
 def _capped(name: str, value: ArrayLike, n_envs: int, low: float) -> FloatArray:
     """A cap per exchange as a contiguous ``(n_envs,)`` array: ``>= low`` or ``inf`` (none)."""
     arr = np.ascontiguousarray(np.broadcast_to(np.asarray(value, dtype=np.float64), (n_envs,)))
@@ -718,6 +728,7 @@ class TraderPopulation:
         halt_mask: IntArray | int = 0,
         leverage_cap: FloatArray | float = _INF,
         oi_cap_usd: FloatArray | float = _INF,
+        first_slot: IntArray | int = 0,
         active: BoolArray | None = None,
     ) -> PopulationEvents:
         """One tick of trader behaviour, in place: exits, reactions, arrivals, volume.
@@ -788,6 +799,9 @@ class TraderPopulation:
                 new positions below the venue's ``1 / imr``.
             oi_cap_usd: ``(n_envs,)`` or scalar >= 0 (``inf``: none): an arrival that would
                 lift open interest (at mark, one side) above it is refused.
+            first_slot: ``(n_envs,)`` or scalar int in ``[0, n_accounts]``: slots below it
+                hold scripted accounts (a scenario's attacker) the population leaves alone
+                and leaves out of its open interest.
             active: ``(n_envs,)`` which exchanges step (``None``: all); the others are left
                 untouched and draw nothing, with zero events.
 
@@ -831,6 +845,7 @@ class TraderPopulation:
             _halt_mask(halt_mask, n_envs),
             _capped("leverage_cap", leverage_cap, n_envs, 1.0),
             _capped("oi_cap_usd", oi_cap_usd, n_envs, 0.0),
+            _first_slots(first_slot, n_envs, state.n_accounts),
             np.ones(n_envs, dtype=np.bool_) if active is None else _active(active, n_envs),
             counts,
             usd,

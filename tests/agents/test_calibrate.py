@@ -1,5 +1,6 @@
 """``fundgym calibrate``: the check registry, the measures worked by hand, the command line."""
 
+import dataclasses
 import errno
 import json
 import math
@@ -33,7 +34,7 @@ from fundgym.agents.evaluate.calibration import (
 from fundgym.agents.outputs import write_text_atomic
 from fundgym.agents.policies import PRESETS, parse_spec
 from fundgym.agents.rollout import CRASHES, base_env, job_env
-from fundgym.envs.scenarios import library
+from fundgym.envs.scenarios import library, load_scenario
 
 #: Small enough for CI: one episode on 64 accounts.
 TINY = ["--seeds", "1", "--accounts", "64", "--no-progress"]
@@ -73,15 +74,18 @@ def test_the_registry_holds_the_bankruptcy_check_and_every_drawdown_line() -> No
     assert check.target == Target(high=0.02) and "302 of 63,637" in check.source
     assert {p for p in PRESETS} == {"binance", "dydx", "hyperliquid", "bitmex"}
     fund = [c for c in CHECKS if c.name.startswith("fund_drawdown_")]
-    assert [c.name for c in fund] == [f"fund_drawdown_{p}_{s}" for s in CRASHES for p in PRESETS]
-    # the calibrated-world issue's four fund targets; every other fund line is info
+    per_preset = [f"fund_drawdown_{p}_{s}" for s in CRASHES for p in PRESETS]
+    assert [c.name for c in fund] == [*per_preset, "fund_drawdown_binance_2020_black_thursday_2020"]
+    # the calibrated-world issue's four fund targets; every other fund line is info. Black
+    # Thursday's "Binance-sized" fund is the one Binance had then, 1% of open interest [E].
     targeted = {c.name: c.target for c in fund if c.target is not None}
     assert targeted == {
         "fund_drawdown_binance_oct_10_2025": Target(low=0.05, high=0.35),
         "fund_drawdown_binance_may_19_2021": Target(high=0.10),
         "fund_drawdown_bitmex_black_thursday_2020": Target(high=0.15),
-        "fund_drawdown_binance_black_thursday_2020": Target(low=0.25, high=0.80),
+        "fund_drawdown_binance_2020_black_thursday_2020": Target(low=0.25, high=0.80),
     }
+    assert fund[-1].policy == "static:binance,fund_to_oi_frac=0.01"
 
 
 def test_the_registry_holds_the_calibrated_worlds_liquidation_and_oi_lines() -> None:
@@ -264,9 +268,9 @@ def test_select_checks_by_name_pattern_and_scenario() -> None:
     bitmex = select_checks(["fund_drawdown_bitmex_*"])
     assert [c.scenario for c in bitmex] == list(CRASHES)
     oct10 = select_checks(None, ["oct_10_2025"])
-    # the bankruptcy check, the liquidated, peak-minute and OI lines, a fund line per preset,
-    # the hyperliquid vault's two lines
-    assert len(oct10) == 1 + 3 + len(PRESETS) + 2
+    # the bankruptcy check, the liquidated, peak-minute and OI lines, the liquidation flow's
+    # two, a fund line per preset, the hyperliquid vault's two lines
+    assert len(oct10) == 1 + 3 + 2 + len(PRESETS) + 2
     assert {c.scenario for c in oct10} == {"oct_10_2025"}
     first_two = "hyperliquid_below_bankruptcy, liquidated_oi_binance_oct_10_2025"
     with pytest.raises(CalibrationError, match=rf"--check 'nope': no such check; .*{first_two}"):
@@ -306,7 +310,7 @@ def test_help_documents_every_option_and_the_exit_codes(
     assert done.value.code == 0
     text = capsys.readouterr().out
     for option in ("--check", "--scenarios", "--seeds", "--seed", "--accounts", "--out",
-                   "--force", "--strict", "--no-progress"):  # fmt: skip
+                   "--force", "--strict", "--no-progress", "--pass-rate-seeds"):  # fmt: skip
         assert option in text
     assert "hyperliquid_below_bankruptcy" in text and "fund_drawdown_<preset>_<crash>" in text
     assert "1 with --strict when a check\nfailed" in text
@@ -455,3 +459,142 @@ def test_a_failed_write_leaves_the_previous_calibration_whole(
     )  # a recognised calibration: replaced
     assert main(["calibrate", "--check", "fixed", "--out", str(out), *TINY]) == 0
     assert json.loads((out / "calibration.json").read_text())["failed"] == 1
+
+
+# ---- the calibrated world's mechanism lines (issue 16) ----
+
+
+def twin(index: list[float], twin_index: list[float]) -> EpisodeOutcome:
+    """An episode and its no-impact twin (same seed), each with a path of index prices."""
+    base = outcome(index_price=index)
+    return dataclasses.replace(base, counterfactual=outcome(index_price=twin_index))
+
+
+def test_the_registry_holds_a_flow_pair_per_major_crash_and_the_luna_and_mango_lines() -> None:
+    flow = [c for c in CHECKS if c.name.startswith("liquidation_flow_drawdown_")]
+    assert [c.name for c in flow] == [
+        f"liquidation_flow_drawdown_{what}_binance_{s}"
+        for s in ("oct_10_2025", "black_thursday_2020", "may_19_2021")
+        for what in ("pp", "share")
+    ]
+    assert all(c.counterfactual == "no_impact" and c.policy == "static:binance" for c in flow)
+    assert {c.target for c in flow} == {Target(low=0.005), Target(high=1.0 / 3.0)}
+    luna = next(c for c in CHECKS if c.name == "floored_short_fund_income_binance_luna_2022")
+    assert luna.target == Target(high=0.0) and "Venus" in luna.source
+    mango = next(c for c in CHECKS if c.name.startswith("attacker_borrowed_over_margin_"))
+    assert mango.target is None and "$116M" in mango.source and not mango.percent
+    # the counterfactual is built in code: impact off, nothing else changed
+    sc = load_scenario("oct_10_2025")
+    changed = cal.COUNTERFACTUALS["no_impact"][1](sc)
+    assert changed.depth.impact_coef == 0.0
+    assert dataclasses.replace(changed, depth=sc.depth) == sc
+
+
+def test_liquidation_flow_contribution_by_hand() -> None:
+    # With impact 100 -> 80 (20% down), its twin 100 -> 90 -> 85 (15%): 5 pp, a quarter.
+    # A second episode: 100 -> 50 (50%) against 100 -> 60 (40%): 10 pp, a fifth.
+    a = twin([100.0, 90.0, 80.0, 95.0], [100.0, 90.0, 85.0, 99.0])
+    b = twin([100.0, 50.0], [100.0, 60.0])
+    assert cal.index_drawdown_frac(np.array([100.0, 120.0, 60.0, 130.0])) == 0.5
+    pp = cal.liquidation_flow_drawdown_pp([a, b])
+    assert pp.per_episode == pytest.approx((0.05, 0.10), rel=1e-12)
+    assert pp.value == pytest.approx(0.075, rel=1e-12) and " pp" in pp.detail
+    share = cal.liquidation_flow_drawdown_share([a, b])
+    assert share.per_episode == pytest.approx((0.25, 0.2), rel=1e-12)
+    assert share.value == pytest.approx(0.225, rel=1e-12)
+    flat = twin([100.0, 101.0], [100.0, 101.0])  # never fell: nothing to share
+    assert math.isnan(cal.liquidation_flow_drawdown_share([flat]).value)
+
+
+def test_luna_and_mango_lines_by_hand_and_n_a_naming_the_missing_info_key() -> None:
+    # LUNA: $30 of floored-short fee income against a $100 fund, then none: 30% and 0%.
+    a = outcome(floored_fund_fee_income_usd=[10.0, 20.0], floored_short_liquidation_usd=[1e3, 0])
+    b = outcome(floored_fund_fee_income_usd=[0.0], floored_short_liquidation_usd=[0.0])
+    m = cal.floored_short_fund_income([a, b])
+    assert m.per_episode == (0.3, 0.0) and m.value == pytest.approx(0.15)
+    assert "$1,000 of shorts" in m.detail
+    # Mango: $116 withdrawn over three decisions against $5 of margin: 23.2x.
+    mango = outcome(
+        attacker_withdrawn_usd=[16.0, 60.0, 40.0],
+        attacker_margin_usd=[5.0, 5.0, 5.0],
+        bad_debt_usd=[0.0, 0.0, 50.0],
+        unrecovered_usd=[0.0, 0.0, 20.0],
+        socialized_loss_usd=[0.0, 0.0, 0.0],
+    )
+    m = cal.attacker_borrowed_over_margin([mango])
+    assert m.value == pytest.approx(23.2) and "bad debt $50" in m.detail
+    # Before the environment reports them, both lines say which key they need.
+    bare = outcome(fund_balance_usd=[100.0])
+    for measure, key in (
+        (cal.floored_short_fund_income, "floored_fund_fee_income_usd"),
+        (cal.attacker_borrowed_over_margin, "attacker_withdrawn_usd"),
+    ):
+        got = measure([bare])
+        assert math.isnan(got.value) and got.missing == f"no info {key}"
+
+
+def test_pass_rate_and_default_seed_verdict_per_line() -> None:
+    # A check passes on an episode alone when its value there is in the target: values
+    # 0.01, 0.5, 0.01 against <= 2% pass on seeds 0 and 2 (2/3), the default seed included.
+    check = Check(
+        name="per_episode",
+        scenario="venue_flash_wick",
+        policy="static:dydx",
+        measures="the episode's own value",
+        target=Target(high=0.02),
+        source="a test",
+        measure=lambda eps: Measurement(
+            float(np.mean([e.initial_fund_usd for e in eps])),
+            tuple(e.initial_fund_usd for e in eps),
+            "mean",
+        ),
+    )
+    episodes = [outcome(fund0=v) for v in (0.01, 0.5, 0.01)]
+    r = cal._judge(check, episodes, seeds=2, pass_rate_seeds=3)
+    assert r.measurement.value == pytest.approx(0.255) and r.passed is False
+    assert (r.seed_passed, r.seed_passes, r.pass_rate) == (True, (True, False, True), 2 / 3)
+    assert cal._judge(check, episodes, seeds=2, pass_rate_seeds=None).seed_passes is None
+
+
+def test_a_short_calibrate_through_the_cli_reports_pass_rates_and_exit_codes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # The short version of the full run: a line of each kind (a target, a counterfactual
+    # pair, the two mechanism lines), 1 episode, 64 accounts, a pass rate over 2 seeds.
+    out = tmp_path / "cal"
+    checks = [
+        "hyperliquid_below_bankruptcy",
+        "liquidation_flow_drawdown_*_binance_oct_10_2025",
+        "floored_short_fund_income_binance_luna_2022",
+        "attacker_borrowed_over_margin_mango_oracle_manipulation",
+    ]
+    args = [x for c in checks for x in ("--check", c)]
+    code = main(["calibrate", *args, *TINY, "--pass-rate-seeds", "2", "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out.splitlines()
+    header = [cell.strip() for cell in text[0].split("|")]
+    assert header == [*cal.COLUMNS, "seed 0", "pass rate (2 seeds)"]
+    assert set(text[1]) == {"-", "+"}
+    rows = {line.split(" | ")[0].strip(): line.split(" | ") for line in text[2:7]}
+    assert len(rows) == 5 and all(len(cells) == 8 for cells in rows.values())
+    for name, cells in rows.items():
+        mark, seed_mark, rate = (c.strip() for c in cells[5:])
+        if mark == "info":
+            assert (seed_mark, rate) == ("-", "-"), name
+        else:
+            assert mark in ("PASS", "FAIL") and seed_mark in ("PASS", "FAIL"), name
+            assert re.fullmatch(r"[012]/2", rate), name
+    assert any(line.startswith("on the default seed (0) alone: ") for line in text)
+    assert any(line.startswith("pass rate over 2 seeds (0 .. 1") for line in text)
+    data = json.loads((out / "calibration.json").read_text())
+    assert data["pass_rate_seeds"] == 2 and data["default_seed"]["seed"] == 0
+    flow = next(c for c in data["checks"] if c["name"].startswith("liquidation_flow_drawdown_pp"))
+    assert flow["counterfactual"].startswith("depth.impact_coef = 0")
+    assert flow["pass_rate"]["seeds"] == 2 and len(flow["pass_rate"]["per_seed"]) == 2
+    assert "| seed 0 | pass rate (2 seeds) |" in (out / "calibration.md").read_text()
+    # --strict fails when a line with a target fails, and bad counts exit 2.
+    strict = main(["calibrate", *args, *TINY, "--pass-rate-seeds", "2", "--strict"])
+    assert strict == (1 if data["failed"] else 0)
+    capsys.readouterr()
+    assert main(["calibrate", *args, *TINY, "--pass-rate-seeds", "0"]) == 2
+    assert "--pass-rate-seeds must be >= 1, got 0" in capsys.readouterr().err

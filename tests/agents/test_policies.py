@@ -62,6 +62,8 @@ def test_presets_parse_to_their_documented_values():
         },
         "fund_to_oi_frac": 0.005,  # the venue's fund size: evaluation runs it under its own
         "vault_to_oi_frac": 0.0,  # no backstop vault: a preset fixes it, whatever the config
+        "fund_injection_frac": 0.0,  # no top-ups of an exhausted fund: fixed the same way
+        "fund_injection_max": 0,
     }
     binance = parse_spec("static:binance")
     assert binance.margin_tiers == "binance_btcusdt_2021" and binance.values["mmr"] == 0.004
@@ -316,7 +318,7 @@ def test_custom_static_set_fills_the_rest_with_defaults():
             "static:binance,leverage=3",
             "unknown parameter 'leverage'; allowed: ['liquidation_fee_rate', "
             "'liquidation_fee_fund_share', 'mmr', 'imr_multiple', 'trading_fee_fund_share', "
-            "'fund_to_oi_frac', 'vault_to_oi_frac']",
+            "'fund_to_oi_frac', 'vault_to_oi_frac', 'fund_injection_frac', 'fund_injection_max']",
         ),
         ("static:binance,dydx", "expected name=value, got 'dydx'"),
         ("static:binance,mmr=0.5", "mmr = 0.5 is outside its action range [0.003, 0.1]"),

@@ -1,7 +1,7 @@
 """Auto-deleveraging rules (``RiskParams.adl_policy``): hand-worked books, then properties.
 
 **The common book.** Mark 100, MMR 1% (IMR 2%), empty fund, full closes, liquidation fee 1%,
-and a linear book whose depth gives exactly 0.1% slippage (fill 99.9). Sizes in units,
+and a square-root book whose depth gives exactly 0.1% slippage (fill 99.9). Sizes in units,
 money in USD; equity = collateral + size x (100 - entry), leverage = |size| x 100 / equity.
 
 | acct | position | entry | collateral | equity | leverage | BitMEX score | HL index |
@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from fundgym.envs.config import make_config
 from fundgym.envs.core import adl, formulas
-from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.impact import SqrtImpact
 from fundgym.envs.core.params import ADL_POLICIES, RiskParams
 from fundgym.envs.core.step import core_step, margin_state
 from fundgym.envs.schema import SchemaError
@@ -66,9 +66,9 @@ def common_book(a=1.5, a_collateral_per_unit=15.0):
 
 
 def step(state, p, mark, slippage=0.001):
-    """One core step with a linear book giving ``slippage`` on the liquidated notional."""
+    """One core step with a square-root book giving ``slippage`` on the liquidated notional."""
     sold = float(np.sum(np.maximum(state.size[0, :, 0], 0.0))) * mark  # every long liquidated
-    ev = core_step(state, p, np.array([mark]), LinearImpact(0.005 * sold / slippage))
+    ev = core_step(state, p, np.array([mark]), SqrtImpact.for_slippage(sold, slippage))
     assert abs(ledger_error(state, [mark])[0]) < 1e-9
     assert ev.bad_debt_usd[0] == pytest.approx(
         ev.shortfall_usd[0] + ev.socialized_loss_usd[0] + ev.unrecovered_usd[0], **APPROX
@@ -307,7 +307,7 @@ def test_every_rule_conserves_money_and_only_shrinks_solvent_counterparties(case
     liquidated = ((req0 > 0.0) & (eq0 < req0))[0]
     q0 = state.size[0, :, 0].copy()
     net0 = q0.sum() + state.counterparty_size[0, 0]
-    ev = core_step(state, p, m, LinearImpact(depth))
+    ev = core_step(state, p, m, SqrtImpact(depth))
     scale = ledger_scale(state, m)[0]
     tol = 1e-9 * scale
     assert_books_balance(state, m)
@@ -413,10 +413,10 @@ def test_each_side_deleverages_exactly_what_was_needed_in_the_rule_shape(case):
     liquidated = ((req0 > 0.0) & (eq0 < req0))[0]
     sell = np.sum(np.abs(q0)[liquidated & (q0 > 0.0)]) * mark
     buy = np.sum(np.abs(q0)[liquidated & (q0 < 0.0)]) * mark
-    fill_sell, fill_buy = LinearImpact(depth).fill_prices(m, np.array([sell]), np.array([buy]))
+    fill_sell, fill_buy = SqrtImpact(depth).fill_prices(m, np.array([sell]), np.array([buy]))
     scale = ledger_scale(state, m)[0]
     bkv = np.abs(q0) * e0 - np.sign(q0) * c0  # |q| x bankruptcy price
-    core_step(state, p, m, LinearImpact(depth))
+    core_step(state, p, m, SqrtImpact(depth))
     q1 = state.size[0, :, 0]
     for side, fill in ((1.0, fill_sell[0]), (-1.0, fill_buy[0])):
         mine = liquidated & (q0 * side > 0.0)

@@ -191,3 +191,17 @@ def test_sizes_stay_below_the_cap_and_keep_their_mean():
     assert notional.min() >= pop.params.columns(1.0)[kernels.C_SCALE_USD] * (1 - 1e-12)
     # A heavy tail even truncated: the sample mean is within a few percent of 20,000.
     assert notional.mean() == pytest.approx(20_000.0, rel=0.05)
+
+
+def test_slots_below_first_slot_are_left_alone():
+    # A scenario's attacker sits in slot 0: no exit, reaction or round trip may touch it.
+    pop = pop_of(exit_rate_per_day=1e6, react_rate_per_min=1.0, turnover_per_day=50.0)
+    state, rng, risk = book(pop, 17, n_accounts=64, fill_frac=1.0)
+    before = state.copy()
+    ev = pop.step(rng, state, risk, np.array([90.0]), 5.0, first_slot=1)
+    assert ev.exits[0] > 50  # every other account left
+    for name in ("collateral_usd", "size", "entry_price"):
+        np.testing.assert_array_equal(getattr(state, name)[:, 0], getattr(before, name)[:, 0])
+    state2, rng2, _ = book(pop, 17, n_accounts=64, fill_frac=1.0)
+    pop.step(rng2, state2, risk, np.array([90.0]), 5.0)
+    assert state2.size[0, 0, 0] != before.size[0, 0, 0] or state2.collateral_usd[0, 0] == 0.0

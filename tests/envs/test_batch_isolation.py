@@ -14,7 +14,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.impact import SqrtImpact
 from fundgym.envs.core.params import MarginTiers, RiskParams
 from fundgym.envs.core.step import core_step
 from fundgym.envs.fund.portfolio import FundPortfolio
@@ -71,11 +71,11 @@ def test_an_exchange_beside_a_1e17_sibling_equals_itself_alone():
         min_liquidation_notional_usd=0.0,
         fallback="socialize",
     )
-    depth = 0.005 * 17_600 / 0.001  # 0.1% slippage on the small exchange's flow
+    depth = SqrtImpact.for_slippage(17_600.0, 0.001).depth_usd_per_pct  # 0.1% on the small flow
     mark = np.array([8_800.0, 8_800.0])
-    ev = core_step(batch, p, mark, LinearImpact(np.array([depth * 1e17, depth])))
+    ev = core_step(batch, p, mark, SqrtImpact(np.array([depth * 1e17, depth])))
     alone = SimState.create(*small)
-    ev1 = core_step(alone, p, mark[1:], LinearImpact(depth))
+    ev1 = core_step(alone, p, mark[1:], SqrtImpact(depth))
     assert_row_equals(batch, 1, alone)
     np.testing.assert_array_equal(ev.data[1], ev1.data[0])
     # The small fund paid exactly what it held, 150, and never more.
@@ -156,11 +156,11 @@ def test_each_exchange_of_a_mixed_scale_batch_steps_as_if_alone(
     every = list(range(len(books)))
     for t in range(3):
         mark = np.array([b["mark"][t] for b in books])
-        impact = LinearImpact(np.array([b["depth"] for b in books]))
+        impact = SqrtImpact(np.array([b["depth"] for b in books]))
         ev = core_step(batch, params(every), mark, impact)
         err = np.abs(ledger_error(batch, mark))
         assert np.all(err <= 1e-9 * ledger_scale(batch, mark)), err
         for i, one in enumerate(alone):
-            ev1 = core_step(one, params([i]), mark[i : i + 1], LinearImpact(books[i]["depth"]))
+            ev1 = core_step(one, params([i]), mark[i : i + 1], SqrtImpact(books[i]["depth"]))
             assert_row_equals(batch, i, one)
             np.testing.assert_array_equal(ev.data[i], ev1.data[0])

@@ -2,15 +2,16 @@
 
 Common setup unless stated: a long of 1 unit entered at 10,000 with 1,000 collateral
 (bankruptcy price 10,000 - 1,000 / 1 = 9,000), MMR 5%, full closes (max fraction 1, no minimum
-notional), and a linear book whose depth is chosen so the average slippage is exactly 0.1%
-(slippage = 0.005 x notional / depth).
+notional), and a square-root book whose depth is chosen so the average slippage of the
+step's flow is exactly 0.1% (:meth:`SqrtImpact.for_slippage`: the fill pays 2/3 of the walk's
+final move, ``2/3 x (1 - exp(-0.01 sqrt(N / D))) = 0.001``).
 """
 
 import numpy as np
 import pytest
 
 from fundgym.envs.core import formulas
-from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.impact import SqrtImpact
 from fundgym.envs.core.margin import maintenance_requirement
 from fundgym.envs.core.params import MarginTiers, RiskParams
 from fundgym.envs.core.step import StepEvents, core_step, margin_state
@@ -38,7 +39,7 @@ def params(**kw):
 
 
 def impact_for(notional_usd, slippage=0.001):
-    return LinearImpact(depth_usd_per_pct=0.005 * notional_usd / slippage)
+    return SqrtImpact.for_slippage(notional_usd, slippage)
 
 
 def one_long(fund=1000.0):
@@ -259,7 +260,7 @@ def test_partial_liquidation_fraction_and_minimum(size, expected_close):
     # Leverage 10x on every size: collateral 1,000 x size, equity < requirement at 9,400.
     s = SimState.create([[1000.0 * size]], [[size]], [[10_000.0]], 1e6)
     p = params(max_liquidation_fraction=0.25, min_liquidation_notional_usd=1000.0)
-    step(s, p, 9_400, LinearImpact(1e12))
+    step(s, p, 9_400, SqrtImpact(1e12))
     assert s.size[0, 0, 0] == pytest.approx(size - expected_close, **APPROX)
 
 
@@ -274,12 +275,12 @@ def test_batch_equals_separate_exchanges():
     mmr = np.array([0.02, 0.05, 0.1])
     funds = [10.0, 1e4, 0.0]
     batch = SimState.create(c, q, e, funds)
-    ev = core_step(batch, params(mmr=mmr, imr=0.2), marks, LinearImpact(np.array([1e4, 1e5, 1e3])))
+    ev = core_step(batch, params(mmr=mmr, imr=0.2), marks, SqrtImpact(np.array([1e4, 1e5, 1e3])))
     assert ev.n_liquidations.min() > 0
     for i in range(3):
         one = SimState.create(c[i], q[i], e[i], funds[i])
         ev1 = core_step(
-            one, params(mmr=mmr[i], imr=0.2), marks[i : i + 1], LinearImpact([1e4, 1e5, 1e3][i])
+            one, params(mmr=mmr[i], imr=0.2), marks[i : i + 1], SqrtImpact([1e4, 1e5, 1e3][i])
         )
         np.testing.assert_array_equal(batch.collateral_usd[i], one.collateral_usd[0])
         np.testing.assert_array_equal(batch.size[i], one.size[0])
@@ -295,7 +296,7 @@ def test_margin_state_sums_markets_cross_margin():
     assert eq[0, 0] == pytest.approx(15.0, **APPROX)
     assert req[0, 0] == pytest.approx(8.5, **APPROX)
     with pytest.raises(NotImplementedError, match="multi-market mechanics"):
-        core_step(s, params(), np.array([[90.0, 40.0]]), LinearImpact(1e6))
+        core_step(s, params(), np.array([[90.0, 40.0]]), SqrtImpact(1e6))
 
 
 def test_margin_state_matches_the_numpy_requirement_under_tiers():

@@ -241,22 +241,30 @@ def test_first_observation_of_an_episode_does_not_leak_the_last_one():
 
 
 def test_thinness_is_open_interest_over_the_book_depth_per_pct():
-    # Hand-worked: log10(OI / depth per 1%) from the book itself. Mango's book ($5e4 per 1%)
-    # against ~$2M of open interest sits near +1.6; a major's ($2.2e8 per 1%) near -2.
+    # Hand-worked: log10(OI / depth per 1%) from the simulated book itself. Its normal depth
+    # is the scenario's normal_usd_per_pct, or, where the scenario sets depth.oi_to_depth, the
+    # exchange's starting open interest over that ratio (oct_10_2025: 225, so the reading at
+    # reset is log10(225) = 2.352 while the open interest is still the starting one).
     k = OBS_NAMES.index("oi_to_depth_log10")
-    for name, depth in (("oracle_manipulation", 5.0e4), ("oct_10_2025", 2.2e8)):
+    for name in ("oracle_manipulation", "oct_10_2025"):
         env = InsuranceFundEnv(scenario=name, n_accounts=256)
         obs, _ = env.reset(seed=4)
         sim = env.unwrapped.core.sim
+        book = sim.scenarios[0].depth
         q, price = sim.state.size[0, :, 0], sim.last_index[0]
         oi = 0.5 * np.abs(q).sum() * price
+        if book.oi_to_depth is None:
+            depth = book.normal_usd_per_pct
+        else:
+            depth = sim.initial_open_interest_usd[0] / book.oi_to_depth
+            assert obs[k] == pytest.approx(np.log10(book.oi_to_depth), abs=1e-6)
         assert obs[k] == pytest.approx(np.log10(oi / depth), abs=1e-6)
     # After a decision it reads the book in force, collapsed or not.
     obs, *_ = env.step(np.zeros(len(PARAMS), dtype=np.float32))
     info_oi = 0.5 * np.abs(sim.state.size[0]).sum() * env.unwrapped.core.last_mark[0]
     expected = np.log10(info_oi / sim.last_depth_usd_per_pct[0])
     assert obs[k] == pytest.approx(expected, abs=1e-6)
-    assert sim.last_depth_usd_per_pct[0] == pytest.approx(2.2e8 * sim.last_depth_mult[0], rel=0.5)
+    assert sim.last_depth_usd_per_pct[0] == pytest.approx(depth * sim.last_depth_mult[0], rel=0.5)
 
 
 def test_sampler_settings_reach_the_training_draws():

@@ -14,6 +14,7 @@ from fundgym.envs.fund.portfolio import (
     FundPortfolio,
     accrue,
     black_scholes_put,
+    inject_if_exhausted,
     pay,
     put_price,
     rebalance,
@@ -348,16 +349,26 @@ OPS = st.one_of(
         st.just("pay"), st.floats(0.0, 1.5), st.floats(0.01, 2.0), st.floats(0, 3), st.booleans()
     ),
     st.tuples(st.just("receive"), st.floats(0.0, 1e6)),
+    # The venue's top-up after the tick's bad debt (a 0 flag: no bad debt), under stress or not.
+    st.tuples(st.just("inject"), st.sampled_from([0.0, 1.0]), st.booleans()),
 )
+
+
+def with_top_ups(pf: FundPortfolio) -> FundPortfolio:
+    """``pf`` with an allowance of two top-ups of half its starting value each."""
+    pf.injection_usd[:] = 0.5 * pf.initial_value_usd
+    pf.injections_left[:] = 2.0
+    return pf
 
 
 @settings(max_examples=300, deadline=None)
 @given(initial=st.floats(0.0, 1e9), ops=st.lists(OPS, max_size=25))
 def test_every_movement_balances(initial, ops):
-    pf = FundPortfolio.from_stable([initial, initial / 3])
+    pf = with_top_ups(FundPortfolio.from_stable([initial, initial / 3]))
     price = np.array([100.0, 2_000.0])
     vol = np.array([0.8, 0.8])
     received = np.zeros(2)
+    injected = np.zeros(2)
     paid_total = np.zeros(2)
     accrue(pf, price, vol, 0.0, P)
     for op in ops:
@@ -383,16 +394,20 @@ def test_every_movement_balances(initial, ops):
             assert (paid <= amount * (1 + 1e-12)).all()
             assert (paid <= liquid * (1 + 1e-12) + 1e-9).all()
             paid_total += paid
+        elif kind == "inject":
+            injected += inject_if_exhausted(pf, np.full(2, op[1]), np.full(2, op[2]), P)
         else:
             receive(pf, [op[1], op[1]])
             received += op[1]
         value = pf.value_usd(price, vol)
-        expected = pf.initial_value_usd + pf.external_pnl_usd + received - paid_total
+        expected = pf.initial_value_usd + pf.external_pnl_usd + received + injected - paid_total
         scale = np.maximum.reduce(
             [np.ones(2), value, initial + received, np.abs(pf.external_pnl_usd), pf.fees_paid_usd]
         )
         assert (np.abs(value - expected) <= 1e-9 * scale).all()
         np.testing.assert_array_equal(pf.received_usd, received)
+        np.testing.assert_array_equal(pf.injected_usd, injected)
+        assert (pf.injections + pf.injections_left == 2.0).all()
         np.testing.assert_allclose(pf.paid_usd, paid_total, rtol=1e-12)
         for name in pf.__dataclass_fields__:
             arr = getattr(pf, name)
@@ -457,8 +472,8 @@ def test_compiled_fund_operations_equal_numpy_to_the_bit(initial, ops):
     # functions, on the same sequence of operations, per exchange.
     from fundgym.envs.fund import kernels as fk
 
-    ref = FundPortfolio.from_stable([initial, initial / 3])
-    comp = FundPortfolio.from_stable([initial, initial / 3])
+    ref = with_top_ups(FundPortfolio.from_stable([initial, initial / 3]))
+    comp = with_top_ups(FundPortfolio.from_stable([initial, initial / 3]))
     arrays = fk.fund_arrays(comp)
     price = np.array([100.0, 2_000.0])
     vol = np.array([0.8, 0.8])
@@ -494,6 +509,11 @@ def test_compiled_fund_operations_equal_numpy_to_the_bit(initial, ops):
                 liquid = fk.liquid_usd(arrays, e, price[e], vol[e], op[4], terms)
                 assert liquid == want_liquid[e]
                 assert fk.pay_one(arrays, e, amount[e], price[e], vol[e], op[4], terms) == want[e]
+        elif kind == "inject":
+            want = inject_if_exhausted(ref, np.full(2, op[1]), np.full(2, op[2]), P)
+            terms = fk.allocation_terms(P, 1.0)
+            for e in range(2):
+                assert fk.inject_if_exhausted_one(arrays, e, op[1], op[2], terms) == want[e]
         else:
             receive(ref, [op[1], op[1]])
             for e in range(2):

@@ -5,7 +5,7 @@ import pytest
 
 from fundgym.envs.core.events import StepEvents
 from fundgym.envs.core.fund_record import FundRecord
-from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.impact import SqrtImpact
 from fundgym.envs.core.params import MarginTiers, RiskParams
 from fundgym.envs.core.step import core_step
 from fundgym.envs.state import SimState
@@ -13,7 +13,8 @@ from fundgym.envs.state import SimState
 
 def test_record_stacks_steps_and_totals():
     # Step 1: the long of test_core_step's fee case (fee 93.906, half to the fund);
-    # step 2: nothing happens; step 3: a second exchange-wide zero step.
+    # step 2: nothing happens; step 3: a second exchange-wide zero step. The book fills the
+    # 9,400 sold 0.1% below the mark: 9,390.6, fee 1% = 93.906.
     state = SimState.create([[1000.0]], [[1.0]], [[10_000.0]], 1000.0)
     p = RiskParams(
         mmr=0.05,
@@ -28,7 +29,7 @@ def test_record_stacks_steps_and_totals():
     )
     record = FundRecord(state.fund_usd)
     for mark in (9_400.0, 9_000.0, 8_000.0):
-        ev = core_step(state, p, np.array([mark]), LinearImpact(0.005 * 9_400 / 0.001))
+        ev = core_step(state, p, np.array([mark]), SqrtImpact.for_slippage(9_400.0, 0.001))
         record.append(ev, state.fund_usd)
     arrays = record.arrays()
     assert len(record) == 3
@@ -51,7 +52,7 @@ def test_tiers_drive_the_trigger():
     def run(tiers):
         s = SimState.create([[200_000.0]], [[20.0]], [[100_000.0]], 1e9)
         ev = core_step(
-            s, RiskParams(mmr=0.004, imr=0.1, tiers=tiers), np.array([91_000.0]), LinearImpact(1e12)
+            s, RiskParams(mmr=0.004, imr=0.1, tiers=tiers), np.array([91_000.0]), SqrtImpact(1e12)
         )
         return int(ev.n_liquidations[0])
 

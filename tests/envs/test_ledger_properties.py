@@ -18,7 +18,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.impact import SqrtImpact
 from fundgym.envs.core.params import ADL_POLICIES, LIQUIDATION_MODES, MarginTiers, RiskParams
 from fundgym.envs.core.step import core_step
 from fundgym.envs.core.synthetic import synthetic_book
@@ -137,7 +137,7 @@ def test_ledger_closes_on_random_paths(book, steps, trades, top_up):
         if oracle != "frozen":
             tilt = {"manipulated_up": 1.3, "manipulated_down": 0.7}.get(oracle, 1.0)
             mark = np.maximum(book_px * tilt, 1e-6)
-        ev = core_step(state, params, mark, LinearImpact(depth), book_price=book_px)
+        ev = core_step(state, params, mark, SqrtImpact(depth), book_price=book_px)
         assert_books_balance(state, mark)
         assert_waterfall_adds_up(ev, 1.0 + np.abs(state.collateral_usd).sum())
         if k < len(trades):  # an order from one account, then a deposit by another
@@ -212,7 +212,7 @@ def run_batched_paths(n_paths, seed, n_acc=32, n_steps=40, batch=2000):
                 liquidator_capacity_mult=rng.choice([0.0, 1.0, 20.0], n_envs),
                 waterfall=waterfall_variant(b // 3 % 4, fallback, mode),
             )
-            impact = LinearImpact(10.0 ** rng.uniform(-3.0, 7.0, n_envs))
+            impact = SqrtImpact(10.0 ** rng.uniform(-3.0, 7.0, n_envs))
             ev = core_step(state, params, mark, impact, book_price=book_px)
             liquidations += int(ev.n_liquidations.sum())
             exercised["vault_takeovers"] += int(ev.vault_takeovers.sum())

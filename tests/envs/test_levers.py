@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from fundgym.envs.config import EnvConfig, FixedParams
 from fundgym.envs.controls import DEFAULTS, MARGIN_PARAMS, PARAMS, Controls
-from fundgym.envs.core.params import RiskParams
+from fundgym.envs.core.params import P_MARK_CAP_MULT, P_OI_CAP_FRAC, P_UPNL_HAIRCUT, RiskParams
 from fundgym.envs.levers import (
     CONTROLLABLE,
     LEVERS,
@@ -21,6 +21,7 @@ from fundgym.envs.levers import (
     describe,
     venue_values,
 )
+from fundgym.envs.schema import SchemaError, build
 from fundgym.envs.schema import describe as describe_schema
 
 
@@ -230,3 +231,40 @@ def test_the_docs_lever_table_is_the_registry() -> None:
 
     doc = (Path(__file__).parents[2] / "docs" / "simulator_v2.md").read_text()
     assert markdown_table() in doc, "regenerate docs/simulator_v2.md's lever table"
+
+
+@pytest.mark.parametrize(
+    ("name", "unit", "bounds", "default", "col"),
+    [
+        (
+            "unrealised_pnl_haircut_frac",
+            "fraction of unrealised profit",
+            "[0.0, 1.0]",
+            1.0,
+            P_UPNL_HAIRCUT,
+        ),
+        ("oi_cap_frac", "multiple of starting open interest", "[0.0, 1000.0]", 0.0, P_OI_CAP_FRAC),
+        (
+            "mark_cap_mult",
+            "multiple of the mark's 8-hour average",
+            "[0.0, 1000.0]",
+            0.0,
+            P_MARK_CAP_MULT,
+        ),
+    ],
+)
+def test_thin_market_defences_are_levers_off_by_default(name, unit, bounds, default, col):
+    lever = LEVERS[name]
+    assert (lever.unit, str(lever.bounds), lever.default) == (unit, bounds, default)
+    assert not lever.controllable
+    assert getattr(RiskParams(), name) == default
+    assert getattr(EnvConfig(), name) == default
+    assert RiskParams(**{name: 1.0}).packed(2)[:, col].tolist() == [1.0, 1.0]
+
+
+def test_a_mark_cap_below_one_is_refused():
+    with pytest.raises(ValueError, match=r"mark_cap_mult must be 0 \(no cap\) or >= 1"):
+        RiskParams(mark_cap_mult=0.5)
+    with pytest.raises(SchemaError, match="mark_cap_mult"):
+        build(EnvConfig, {"mark_cap_mult": 0.5}, "<test>")
+    assert RiskParams(mark_cap_mult=10.0).mark_cap_mult == 10.0

@@ -1,8 +1,9 @@
 """Hand-worked cases for the venue liquidation modes (``RiskParams.liquidation_mode``).
 
 Common setup unless stated: MMR 5%, liquidation fee 1% (half to the fund), one-minute ticks,
-and a linear book whose depth is chosen so the average slippage of the named flow is exactly
-what the case says (slippage = 0.005 x flow / depth). ``max_liquidation_fraction`` is 25%
+and a square-root book whose depth is chosen so the average slippage of the named flow is
+exactly what the case says (:meth:`SqrtImpact.for_slippage`: a sell of ``N`` through ``D``
+fills ``2/3 x (1 - exp(-0.01 sqrt(N / D)))`` below the book). ``max_liquidation_fraction`` is 25%
 everywhere: the ``partial`` engine would close a quarter per tick, and the venue modes must
 ignore it. The single long is 1 unit entered at 10,000 with 1,000 collateral: bankruptcy
 price 10,000 - 1,000 / 1 = 9,000.
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from fundgym.envs.config import make_config
-from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.impact import SqrtImpact
 from fundgym.envs.core.liquidation import (
     DYDX_SPREAD_TO_MMR,
     dydx_close_base,
@@ -47,7 +48,7 @@ def params(mode, **kw):
 
 def depth_for(flow_usd, slippage):
     """Depth (USD per 1%) at which ``flow_usd`` slips by ``slippage`` on average."""
-    return 0.005 * flow_usd / slippage
+    return SqrtImpact.for_slippage(flow_usd, slippage).depth_usd_per_pct
 
 
 def one_long(fund=1000.0):
@@ -57,7 +58,7 @@ def one_long(fund=1000.0):
 def step(state, p, mark, depth, book=None):
     book_px = None if book is None else np.array([float(book)])
     mark_px = np.array([float(mark)])
-    ev = core_step(state, p, mark_px, LinearImpact(depth), book_price=book_px)
+    ev = core_step(state, p, mark_px, SqrtImpact(depth), book_price=book_px)
     assert_books_balance(state, mark_px)
     assert ev.bad_debt_usd[0] == pytest.approx(
         ev.shortfall_usd[0] + ev.socialized_loss_usd[0] + ev.unrecovered_usd[0], **APPROX
@@ -195,7 +196,7 @@ def test_dydx_slices_under_the_subaccount_block_cap_until_the_fillable_price_ref
     # A long of 200 from 10,000 with 200,000 (bankruptcy 9,000); oracle = book = 9,400, fee
     # 1.5% all to the fund. Equity 80,000 < requirement 94,000.
     # Each block closes min(200, max(20, 0.106), 100,000 / 9,400) = x = 10.638... units: the
-    # $100k per-subaccount cap binds (10% would be $188k). Depth 500,000 makes $100k slip
+    # $100k per-subaccount cap binds (10% would be $188k). The book makes $100k slip
     # 0.1%: fill 9,390.6, fee min(1.5% x 99,900, surplus > 4,000) = 1,498.5. Per block the
     # equity at 9,400 falls by x x 9.4 + 1,498.5 = 1,598.5 and the requirement by
     # 470 x = 5,000; the fillable price is 9,400 - ABR x 1.5 x 470, ABR = 1 - eq / req:
@@ -212,7 +213,7 @@ def test_dydx_slices_under_the_subaccount_block_cap_until_the_fillable_price_ref
     # (solvent) waits; the tick ends after four $100k slices.
     s = SimState.create([[200_000.0]], [[200.0]], [[10_000.0]], 1e6)
     p = params("dydx_v4", liquidation_fee_rate=0.015, liquidation_fee_fund_share=1.0)
-    ev = step(s, p, 9_400, 500_000.0)
+    ev = step(s, p, 9_400, depth_for(100_000.0, 0.001))
     x = 100_000.0 / 9_400.0
     assert s.size[0, 0, 0] == pytest.approx(200.0 - 4 * x, **APPROX)
     # 200,000 + 4 x (x (9,390.6 - 10,000) - 1,498.5) = 200,000 - 4 x (6,482.9787... + 1,498.5)
@@ -265,18 +266,22 @@ def test_dydx_without_deleveraging_a_deficient_account_is_sliced_and_its_loss_so
     # refused. The long alone at 8,900 with an empty fund: each block sells
     # x = 1,000 / 8,900 = 0.11236 units ($1,000, 0.1% slip: 8,891.1), 108.9 a unit below the
     # bankruptcy price 9,000 (which stays 9,000: each slice is made whole to it). Eight
-    # blocks close 8x = 0.89888; the ninth sells the last 0.10112 ($900, 0.09%: 8,891.99,
-    # 108.01 below). Loss, all unrecovered (nobody else to bear it):
-    # (8,000 x 108.9 + 900 x 108.01) / 8,900 = (871,200 + 97,209) / 8,900 = 108.81.
+    # blocks close 8x = 0.89888; the ninth sells the last 0.10112 ($900). The book that slips
+    # $1,000 by 0.1% walks it exp(-0.01 sqrt(1,000 / D)) = 1 - 0.0015 (2/3 of 0.15% is 0.1%),
+    # so $900 walks sqrt(0.9) of that log move: 1 - 0.9985^0.948683 = 0.00142307, slip 2/3 of
+    # it = 0.00094872: fill 8,900 x 0.99905128 = 8,891.5564, 108.4436 below. Loss, all
+    # unrecovered (nobody else to bear it):
+    # (8,000 x 108.9 + 900 x 108.4436) / 8,900 = (871,200 + 97,599.25) / 8,900 = 108.8538.
     s = one_long(fund=0.0)
     ev = step(s, params("dydx_v4", fallback="socialize"), 8_900, depth_for(1_000.0, 0.001))
     x = 1_000.0 / 8_900.0
     last = 1.0 - 8 * x
-    want = 8 * x * 108.9 + last * (9_000.0 - 8_900.0 * (1.0 - 0.005 * 8_900.0 * last / 5_000.0))
+    last_slip = 2.0 / 3.0 * (1.0 - 0.9985 ** np.sqrt(8_900.0 * last / 1_000.0))
+    want = 8 * x * 108.9 + last * (9_000.0 - 8_900.0 * (1.0 - last_slip))
     assert s.size[0, 0, 0] == 0.0
     assert s.collateral_usd[0, 0] == pytest.approx(0.0, abs=1e-9)
     assert ev.unrecovered_usd[0] == pytest.approx(want, **APPROX)
-    assert want == pytest.approx(108.81, **APPROX)
+    assert want == pytest.approx(108.8538, abs=1e-4)
     assert ev.liquidation_sell_usd[0] == pytest.approx(8_900.0, **APPROX)
 
 
@@ -303,24 +308,30 @@ def test_dydx_caps_the_funds_loss_per_subaccount_per_block():
 
 def test_hyperliquid_slices_20_percent_then_sends_the_whole_position_during_the_cooldown():
     # A long of 20 from 10,000 with 18,500; oracle = book = 9,400, fee 1% to the fund.
-    # Notional 188,000 > $100k. Depth 188,000 makes $37,600 slip 0.1% and $150,400 0.4%.
+    # Notional 188,000 > $100k. The book makes $37,600 slip 0.1%: its walk ends at
+    # exp(-0.01 sqrt(37,600 / D)) = 1 - 0.0015. $150,400 = 4 x 37,600 walks twice as far:
+    # 1 - 0.9985^2 = 0.00299775, slip 2/3 of it = 0.0019985, fill 9,400 x 0.9980015 = 9,381.2141.
     #
-    # | check | equity (2/3 MM)       | order         | fill     | fee                   |
-    # |-------|-----------------------|---------------|----------|-----------------------|
-    # | 0 s   | 6,500 (>= 6,266.67)   | 20%: 4 units  | 9,390.6  | 1% x 37,562.4 = 375.624 |
-    # | 1 s   | 6,086.776 (>= 5,013.3)| whole: 16     | 9,362.4  | 1% x 149,798.4 = 1,497.984 |
+    # | check | equity (2/3 MM)        | order        | fill       | fee                      |
+    # |-------|------------------------|--------------|------------|--------------------------|
+    # | 0 s   | 6,500 (>= 6,266.67)    | 20%: 4 units | 9,390.6    | 1% x 37,562.4 = 375.624  |
+    # | 1 s   | 6,086.776 (>= 5,013.3) | whole: 16    | 9,381.2141 | 1% x 150,099.4256        |
+    #
+    # (the second fee: 1,500.994256)
     #
     # After check 0 the account is still below its requirement 7,520 and in its 30 s cooldown,
     # so the next order is for the entire position. Collateral:
-    # 18,500 + 4 (9,390.6 - 10,000) - 375.624 + 16 (9,362.4 - 10,000) - 1,497.984 = 3,987.192.
+    # 18,500 + 4 (9,390.6 - 10,000) - 375.624 + 16 (9,381.2141 - 10,000) - 1,500.994256
+    # = 15,686.776 - 9,900.5744 - 1,500.994256 = 4,285.207344.
     s = SimState.create([[18_500.0]], [[20.0]], [[10_000.0]], 0.0)
     p = params("hyperliquid", liquidation_fee_fund_share=1.0)
-    ev = step(s, p, 9_400, 188_000.0)
+    ev = step(s, p, 9_400, depth_for(37_600.0, 0.001))
     assert s.size[0, 0, 0] == 0.0
-    assert s.collateral_usd[0, 0] == pytest.approx(3_987.192, **APPROX)
-    assert ev.fund_fee_income_usd[0] == pytest.approx(1_873.608, **APPROX)
+    assert s.collateral_usd[0, 0] == pytest.approx(4_285.207344, **APPROX)
+    # 375.624 + 1,500.994256; volume 37,562.4 + 150,099.4256
+    assert ev.fund_fee_income_usd[0] == pytest.approx(1_876.618256, **APPROX)
     assert ev.liquidation_sell_usd[0] == pytest.approx(188_000.0, **APPROX)
-    assert ev.liquidation_volume_usd[0] == pytest.approx(187_360.8, **APPROX)
+    assert ev.liquidation_volume_usd[0] == pytest.approx(187_661.8256, **APPROX)
 
 
 def test_hyperliquid_slice_that_restores_the_margin_stops_the_liquidation():
@@ -328,7 +339,8 @@ def test_hyperliquid_slice_that_restores_the_margin_stops_the_liquidation():
     # 8,000 - 37.6 - 375.624 = 7,586.776 >= 0.05 x 16 x 9,400 = 7,520: the account keeps its
     # 16 units and nothing else is sent this tick.
     s = SimState.create([[20_000.0]], [[20.0]], [[10_000.0]], 0.0)
-    ev = step(s, params("hyperliquid", liquidation_fee_fund_share=1.0), 9_400, 188_000.0)
+    p = params("hyperliquid", liquidation_fee_fund_share=1.0)
+    ev = step(s, p, 9_400, depth_for(37_600.0, 0.001))
     assert s.size[0, 0, 0] == pytest.approx(16.0, **APPROX)
     assert s.collateral_usd[0, 0] == pytest.approx(20_000.0 - 2_437.6 - 375.624, **APPROX)
     assert ev.liquidation_sell_usd[0] == pytest.approx(37_600.0, **APPROX)
@@ -370,7 +382,7 @@ def path_step(state, p, depth, prev=10_000.0):
         state,
         p,
         end,
-        LinearImpact(depth),
+        SqrtImpact(depth),
         tick_minutes=4.0 / 60.0,
         prev_mark=start,
         prev_book_price=start,
@@ -412,29 +424,30 @@ def test_hyperliquid_liquidates_at_the_sub_step_where_the_path_crosses_maintenan
 
 def test_dydx_first_block_is_the_one_where_the_path_crosses_maintenance():
     # A long of 2 from 10,000 with 2,000 (bankruptcy 9,000; maintenance price 9,473.68), fee
-    # 1% (half to the fund). Depth 9,411.92 slips 1,882.384 by 0.1%. Sub-steps 0 and 1 send
+    # 1% (half to the fund). The book slips 1,882.384 by 0.1%. Sub-steps 0 and 1 send
     # nothing; then one block at each of the last two oracles:
     #
     # | block | oracle     | size | equity       | TMMR       | order | fillable     | fill        |
     # |-------|------------|------|--------------|------------|-------|--------------|-------------|
     # | 2     | 9,411.92   | 2    | 823.84       | 941.192    | 0.2   | 9,323.906    | 9,402.50808 |
-    # | 3     | 9,223.6816 | 1.8  | 464.32347984 | 830.131344 | 0.18  | 8,918.841713 | 9,215.54631 |
+    # | 3     | 9,223.6816 | 1.8  | 464.32347984 | 830.131344 | 0.18  | 8,918.841713 | 9,215.01880 |
     #
-    # Fills to 1e-12: 9,215.5463128288. Fees (1% of the fill, under the surplus): 18.80501616
-    # and 16.587983363.
+    # Fills to 1e-12: 9,215.0187972447. Fees (1% of the fill, under the surplus): 18.80501616
+    # and 16.587033835.
     #
     # Orders: 10% of the position (0.2 x 9,411.92 = 1,882.384 and 0.18 x 9,223.6816 =
     # 1,660.262688, both over $1,000). Fillable price m - SMMR (TMMR - TNC) / q:
     # 9,411.92 - 1.5 x 117.352 / 2 and 9,223.6816 - 1.5 x 365.80786416 / 1.8. Slippage 0.1%
-    # and 0.005 x 1,660.262688 / 9,411.92 = 0.0882%. Collateral after block 2:
+    # (the walk ends at 1 - 0.0015) and, for 1,660.262688 / 1,882.384 = 0.882 of the flow,
+    # 2/3 (1 - 0.9985^sqrt(0.882)) = 2/3 x 0.00140879 = 0.093919%. Collateral after block 2:
     # 2,000 + 0.2 (9,402.50808 - 10,000) - 18.80501616 = 1,861.69659984; after block 3:
-    # 1,861.69659984 + 0.18 (9,215.5463128288 - 10,000) - 16.587983363 = 1,703.9069527861.
+    # 1,861.69659984 + 0.18 (9,215.0187972447 - 10,000) - 16.587033835 = 1,703.8129495090.
     s = SimState.create([[2_000.0]], [[2.0]], [[10_000.0]], 1000.0)
     ev = path_step(s, params("dydx_v4"), depth_for(1_882.384, 0.001))
     assert s.size[0, 0, 0] == pytest.approx(1.62, **APPROX)
-    assert s.collateral_usd[0, 0] == pytest.approx(1_703.9069527861, **APPROX)
+    assert s.collateral_usd[0, 0] == pytest.approx(1_703.8129495090, rel=1e-12, abs=1e-9)
     assert ev.liquidation_sell_usd[0] == pytest.approx(1_882.384 + 1_660.262688, **APPROX)
-    assert ev.liquidation_fees_usd[0] == pytest.approx(18.80501616 + 16.587983363, **APPROX)
+    assert ev.liquidation_fees_usd[0] == pytest.approx(18.80501616 + 16.587033835, abs=1e-9)
     assert ev.n_liquidations_below_bankruptcy[0] == 0
     # Without a previous tick all four blocks read 9,223.6816: 2 x 0.9^4 = 1.3122 is left.
     s = SimState.create([[2_000.0]], [[2.0]], [[10_000.0]], 1000.0)
@@ -484,10 +497,10 @@ def test_unknown_mode_is_an_error_naming_the_field_the_value_and_the_modes():
     assert make_config(liquidation_mode="bitmex").liquidation_mode == "bitmex"
 
 
-def test_venue_modes_need_the_linear_book_they_price_sub_steps_with():
+def test_venue_modes_need_the_square_root_book_they_price_sub_steps_with():
     class Flat:
         def fill_prices(self, mark, sell, buy):
             return mark, mark
 
-    with pytest.raises(TypeError, match=r"dydx_v4.*LinearImpact.*Flat"):
+    with pytest.raises(TypeError, match=r"dydx_v4.*SqrtImpact.*Flat"):
         core_step(one_long(), params("dydx_v4"), np.array([9_400.0]), Flat())

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fundgym.envs.market.depth import Collapse, depth_multiplier_path, permanent_impact_log
+from fundgym.envs.market.depth import Collapse, depth_multiplier_path, walk_book
 from fundgym.envs.market.funding import funding_rate
 from fundgym.envs.market.oracle import OracleFeed, mark_price
 from fundgym.envs.market.price import (
@@ -114,10 +114,11 @@ def test_depth_collapse_ramps_holds_and_recovers():
 
 
 def test_liquidation_sells_push_the_price_down():
-    move = permanent_impact_log(
-        np.array([1e6, 0.0]), np.array([0.0, 1e6]), np.array([1e7] * 2), 0.5
+    # Net 1e6 USD through 1e7 per 1%: 0.01 x sqrt(0.1) = 0.0031623 of log price, either way.
+    move = walk_book(
+        np.zeros(3), np.array([1e6, 0.0, 3e6]), np.array([0.0, 1e6, 2e6]), np.array([1e7] * 3)
     )
-    np.testing.assert_allclose(move, [-0.0005, 0.0005])
+    np.testing.assert_allclose(move, [-0.0031622777, 0.0031622777, -0.0031622777])
 
 
 def test_oracle_delays_are_per_exchange_and_reset_independently():

@@ -1063,6 +1063,7 @@ def test_one_exchange_step_equals_its_row_of_the_batch_step():
         "halt_mask": np.array([0, kernels.HALT_WITHDRAWALS, 0]),
         "leverage_cap": np.array([math.inf, 10.0, 30.0]),
         "oi_cap_usd": np.array([math.inf, math.inf, 2e6]),
+        "first_slot": np.array([0, 1, 3]),
     }
     for seed in range(3):
         rng_a, rng_b = streams(seed, 3), streams(seed, 3)
@@ -1081,7 +1082,7 @@ def test_one_exchange_step_equals_its_row_of_the_batch_step():
                 alone.net_deposits_usd, packed, floors, rates, cums, base,
                 pop.params.columns(5.0), float(mark[e]), *(float(v[e]) for v in mod.values()),
                 int(caps["halt_mask"][e]), float(caps["leverage_cap"][e]),
-                float(caps["oi_cap_usd"][e]), chosen, flags,
+                float(caps["oi_cap_usd"][e]), int(caps["first_slot"][e]), chosen, flags,
             )  # fmt: skip
             want = [getattr(ev, f.name)[e] for f in fields(PopulationEvents)]
             assert list(got) == want

@@ -173,12 +173,10 @@ def test_training_sampler_draws_valid_varied_scenarios():
 
 
 def test_training_sampler_draws_thin_markets_and_unannounced_pumps():
-    from fundgym.envs.market.sampler import MAJOR_DEPTH_USD_PER_PCT, THIN_DEPTH_USD_PER_PCT
-
     rng = np.random.default_rng(5)
     draws = [sample_training_scenario(rng) for _ in range(600)]
-    thin = [d for d in draws if d.depth.normal_usd_per_pct <= THIN_DEPTH_USD_PER_PCT[1]]
-    major = [d for d in draws if d.depth.normal_usd_per_pct >= MAJOR_DEPTH_USD_PER_PCT[0]]
+    thin = [d for d in draws if d.depth.oi_to_depth >= 1_000.0]
+    major = [d for d in draws if d.depth.oi_to_depth <= 300.0]
     assert len(thin) + len(major) == len(draws)
     assert 110 <= len(thin) <= 190  # thin_prob 0.25 of 600: 150 +- 3.3 sigma
 
@@ -203,6 +201,37 @@ def test_training_sampler_draws_thin_markets_and_unannounced_pumps():
     assert min(d.crash.start_minute for d in thin_pumps) < 360.0  # pumps come early too
     others = [d for d in draws if d.crash is not None and not pump(d)]
     assert min(d.crash.start_minute for d in others) >= 360.0
+
+
+def test_training_sampler_sets_the_book_by_open_interest_to_depth():
+    # Majors at OI / depth(1%) of 100-300, thin markets at 1,000-10,000, each log-uniform: a
+    # quarter of the log range holds about a quarter of the draws (400 majors: 100 +- 3.5
+    # sigma; 400 thin: 100 +- 3.5 sigma). The real venue's depth stays filled, the same
+    # quantile of its own range as the ratio.
+    rng = np.random.default_rng(7)
+    major = [sample_training_scenario(rng, thin_prob=0.0).depth for _ in range(400)]
+    thin = [sample_training_scenario(rng, thin_prob=1.0).depth for _ in range(400)]
+    for books, (low, high), (d_low, d_high) in (
+        (major, (100.0, 300.0), (3e7, 3e8)),
+        (thin, (1e3, 1e4), (2e4, 2e6)),
+    ):
+        q = np.array([np.log(b.oi_to_depth / low) / np.log(high / low) for b in books])
+        assert q.min() >= 0.0 and q.max() <= 1.0
+        assert 70 <= (q < 0.25).sum() <= 130 and 70 <= (q >= 0.75).sum() <= 130
+        q_real = [np.log(b.normal_usd_per_pct / d_low) / np.log(d_high / d_low) for b in books]
+        np.testing.assert_allclose(q_real, q, atol=1e-9)
+
+
+def test_training_sampler_draws_are_reproducible_by_seed():
+    # The same seed gives the same scenarios, book included; another seed other ones.
+    def draws(seed):
+        rng = np.random.default_rng(seed)
+        return [sample_training_scenario(rng, thin_prob=0.5) for _ in range(20)]
+
+    first, again, other = draws(11), draws(11), draws(12)
+    assert first == again
+    assert [d.depth.oi_to_depth for d in first] == [d.depth.oi_to_depth for d in again]
+    assert len({d.depth.oi_to_depth for d in first} & {d.depth.oi_to_depth for d in other}) == 0
 
 
 def test_training_sampler_rejects_bad_probabilities():

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fundgym.envs.core import formulas
-from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.impact import SqrtImpact
 from fundgym.envs.core.params import RiskParams
 from fundgym.envs.core.step import core_step, margin_state
 from fundgym.envs.state import SimState
@@ -65,7 +65,7 @@ def test_socialisation_properties(case):
     eq0, req0 = margin_state(state, params, m)
     liquidated = (req0 > 0.0) & (eq0 < req0)
     before = state.copy()
-    ev = core_step(state, params, m, LinearImpact(depth))
+    ev = core_step(state, params, m, SqrtImpact(depth))
     scale = ledger_scale(state, m)[0]
     tol = 1e-9 * scale
     assert_books_balance(state, m)
@@ -123,7 +123,7 @@ def test_a_loss_larger_than_every_bearer_is_mostly_unrecovered():
             fallback="socialize",
             socialization=convention,
         )
-        ev = core_step(s, p, np.array([50.0]), LinearImpact(1.0))
+        ev = core_step(s, p, np.array([50.0]), SqrtImpact(1.0))
         loss = ev.bad_debt_usd[0]
         assert loss > 1e4
         assert ev.socialized_loss_usd[0] == taken

@@ -2,15 +2,16 @@
 
 One long of 1 unit, collateral 1,000, entry 10,000; MMR 5% (requirement 5% of notional at
 the oracle), liquidation fee 1% with half to the fund, outside liquidators off (the book stage
-alone, as tests/envs/test_liquidation_modes.py). Depth is chosen so a flow slips by a round
-fraction: ``depth_for(flow, slip)`` USD per 1%.
+alone, as tests/envs/test_liquidation_modes.py). The square-root book's depth is chosen so a
+flow slips by a round fraction: ``depth_for(flow, slip)`` USD per 1%
+(:meth:`SqrtImpact.for_slippage`).
 """
 
 import numpy as np
 import pytest
 
 from fundgym.envs.config import make_config
-from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.impact import SqrtImpact
 from fundgym.envs.core.params import RiskParams
 from fundgym.envs.core.step import core_step
 from fundgym.envs.core.vault import (
@@ -44,7 +45,7 @@ def params(mode="hyperliquid", **kw):
 
 
 def depth_for(flow_usd, slippage):
-    return 0.005 * flow_usd / slippage
+    return SqrtImpact.for_slippage(flow_usd, slippage).depth_usd_per_pct
 
 
 def one_long(vault_usd, fund=1000.0, collateral=1000.0, size=1.0):
@@ -58,7 +59,7 @@ def one_long(vault_usd, fund=1000.0, collateral=1000.0, size=1.0):
 
 def step(state, p, mark, depth):
     mark_px = np.array([float(mark)])
-    ev = core_step(state, p, mark_px, LinearImpact(depth))
+    ev = core_step(state, p, mark_px, SqrtImpact(depth))
     assert_books_balance(state, mark_px)
     return ev
 
@@ -69,21 +70,25 @@ def test_takeover_below_two_thirds_of_mm_then_unwind_over_two_ticks():
     # | 1    | 9,300  | 300            | 310    | takes 1 unit at 9,300 and the 300 of margin |
     # |      |        |                |        | cash 5,000 + 300 - 9,300 = -4,000           |
     # |      |        |                |        | sells 0.25 x 18,600 / 9,300 = 0.5 unit:     |
-    # |      |        |                |        | flow 4,650 slips 0.125%: 9,288.375          |
-    # |      |        |                |        | cash -4,000 + 4,644.1875 = 644.1875         |
-    # | 2    | 9,300  | (flat)         |        | sells the other 0.5 at 9,288.375            |
-    # |      |        |                |        | cash 5,288.375, equity 5,288.375: +288.375  |
+    # |      |        |                |        | flow 4,650, walk 0.01 sqrt(0.25) = 0.005,   |
+    # |      |        |                |        | slip 2/3 (1 - e^-0.005) = 0.332501387%:     |
+    # |      |        |                |        | fill 9,300 - 30.922629 = 9,269.077371       |
+    # |      |        |                |        | cash -4,000 + 4,634.538685 = 634.538685     |
+    # | 2    | 9,300  | (flat)         |        | sells the other 0.5 at 9,269.077371         |
+    # |      |        |                |        | cash 5,269.077371: +269.077371              |
     #
     # The vault is margined after the takeover: 5,000 + 300 = 5,300 >= 5% x 9,300 = 465.
     # The fund is untouched: the vault, not the fund, stands behind the account.
     depth = 18_600.0
+    half_fill = 0.5 * 9_300.0 * (1.0 - 2.0 / 3.0 * (1.0 - np.exp(-0.005)))  # 4,634.538685
     s = one_long(5_000.0)
     ev = step(s, params(), 9_300, depth)
     assert s.size[0, 0, 0] == 0.0 and s.collateral_usd[0, 0] == 0.0
     assert ev.vault_takeovers[0] == 1
     assert ev.vault_takeover_usd[0] == pytest.approx(9_300.0, **APPROX)
     assert s.vault[0, V_SIZE] == pytest.approx(0.5, **APPROX)
-    assert s.vault[0, V_CASH] == pytest.approx(644.1875, **APPROX)
+    assert s.vault[0, V_CASH] == pytest.approx(-4_000.0 + half_fill, **APPROX)
+    assert s.vault[0, V_CASH] == pytest.approx(634.538685, abs=1e-6)
     assert ev.vault_unwind_usd[0] == pytest.approx(4_650.0, **APPROX)
     assert ev.liquidation_sell_usd[0] == pytest.approx(4_650.0, **APPROX)  # moves the price
     assert s.fund_usd[0] == pytest.approx(1_000.0, **APPROX)
@@ -93,9 +98,11 @@ def test_takeover_below_two_thirds_of_mm_then_unwind_over_two_ticks():
     ev = step(s, params(), 9_300, depth)  # no account left to liquidate: the vault still works
     assert ev.n_liquidations[0] == 0
     assert s.vault[0, V_SIZE] == 0.0
-    assert s.vault[0, V_CASH] == pytest.approx(5_288.375, **APPROX)
-    assert s.vault[0, V_PEAK] == pytest.approx(5_294.1875, **APPROX)  # tick 1's equity
-    drawdown = 1.0 - 5_288.375 / 5_294.1875
+    assert s.vault[0, V_CASH] == pytest.approx(-4_000.0 + 2 * half_fill, **APPROX)
+    assert s.vault[0, V_CASH] == pytest.approx(5_269.077371, abs=1e-6)
+    # tick 1's equity: 634.538685 + 0.5 x 9,300 = 5,284.538685
+    assert s.vault[0, V_PEAK] == pytest.approx(half_fill + 650.0, **APPROX)
+    drawdown = 1.0 - (2 * half_fill - 4_000.0) / (half_fill + 650.0)  # 0.0029258
     assert s.vault[0, V_MAX_DRAWDOWN] == pytest.approx(drawdown, **APPROX)
 
 
@@ -129,7 +136,7 @@ def test_an_account_below_zero_equity_is_not_the_vaults():
 def test_a_vault_below_its_margin_unwinds_whole_and_passes_its_loss_to_the_fund():
     # The vault holds 1 unit bought at 9,300 with cash -4,000 (equity 5,300 at 9,300). The
     # oracle falls to 3,000: equity -1,000, below its requirement of 150: it sells everything,
-    # 3,000 of flow through depth 15,000 slips 0.1%: 2,997. Cash -4,000 + 2,997 = -1,003: a loss
+    # 3,000 of flow through a book that slips it 0.1%: 2,997. Cash -4,000 + 2,997 = -1,003: a loss
     # beyond its equity, which the fund (1,000) pays in part; the exchange absorbs 3.
     s = SimState.create([[0.0]], [[0.0]], [[0.0]], 1000.0)
     v = s.vault
@@ -139,7 +146,7 @@ def test_a_vault_below_its_margin_unwinds_whole_and_passes_its_loss_to_the_fund(
     s.counterparty_size[0, 0] -= 1.0
     s.counterparty_cash_usd[0] += 9_300.0
     s.initial_total_usd += 5_300.0  # its 5,000 and the 300 of margin it kept
-    ev = step(s, params(), 3_000, 15_000.0)
+    ev = step(s, params(), 3_000, depth_for(3_000.0, 0.001))
     assert s.vault[0, V_SIZE] == 0.0 and s.vault[0, V_CASH] == 0.0
     assert s.vault[0, V_ACTIVE] == 0.0  # wiped out: it takes nothing more
     assert ev.vault_loss_usd[0] == pytest.approx(1_003.0, **APPROX)

@@ -2,7 +2,8 @@
 
 Hand-worked on one book: account 0 long 1 unit at 10,000 with 1,000 of collateral (bankruptcy
 9,000), account 1 short 1 unit at 10,000 with 1,000 (in profit as the price falls). MMR 5%, fee
-1% all to the fund, liquidators off. At oracle 8,900 with the book slipping 0.1%, account 0's
+1% all to the fund, liquidators off. At oracle 8,900 with the square-root book's depth chosen
+to slip the 8,900 order by 0.1% (:meth:`SqrtImpact.for_slippage`), account 0's
 whole position fills at 8,891.1: 108.9 past bankruptcy. Account 1 (equity 2,100) is not
 liquidatable and is the only counterparty for ADL or socialisation.
 """
@@ -10,7 +11,7 @@ liquidatable and is the only counterparty for ADL or socialisation.
 import numpy as np
 import pytest
 
-from fundgym.envs.core.impact import LinearImpact
+from fundgym.envs.core.impact import SqrtImpact
 from fundgym.envs.core.params import (
     W_ADL_FIRST,
     W_NO_ADL,
@@ -26,7 +27,7 @@ from fundgym.envs.state import SimState
 from tests.books import assert_books_balance
 
 APPROX = {"rel": 1e-12, "abs": 1e-9}
-DEPTH = 0.005 * 8_900.0 / 0.001  # slips the 8,900 order by 0.1%
+DEPTH = SqrtImpact.for_slippage(8_900.0, 0.001).depth_usd_per_pct  # slips 8,900 by 0.1%
 
 
 def params(mode="partial", **kw):
@@ -50,7 +51,7 @@ def book(fund=1_000.0):
 
 def step(state, p, mark=8_900.0, depth=DEPTH):
     m = np.array([mark])
-    ev = core_step(state, p, m, LinearImpact(depth))
+    ev = core_step(state, p, m, SqrtImpact(depth))
     assert_books_balance(state, m)
     return ev
 
@@ -145,6 +146,6 @@ def test_a_sequence_without_the_vault_leaves_it_idle():
     v[0, V_ACTIVE] = 1.0
     s.initial_total_usd += 5_000.0
     p = params("hyperliquid", waterfall=("margin", "book", "fund", "adl", "socialize", "exchange"))
-    ev = step(s, p, mark=9_300.0, depth=0.005 * 9_300.0 / 0.001)
+    ev = step(s, p, mark=9_300.0, depth=SqrtImpact.for_slippage(9_300.0, 0.001).depth_usd_per_pct)
     assert ev.vault_takeovers[0] == 0 and s.vault[0, V_CASH] == 5_000.0
     assert s.fund_usd[0] == pytest.approx(1_290.7, **APPROX)

@@ -1,0 +1,171 @@
+"""Venue events and thin-market defences: what the exchange itself does, tick by tick.
+
+A scenario's ``events`` (:class:`fundgym.envs.scenarios.EventSpec`) become two per-tick arrays
+per exchange, built once at reset (:func:`event_arrays`), which the compiled tick and the numpy
+reference read the way they read the market's path columns: a bit mask of what is in force
+(``VF_*``) and the leverage cap of new positions (``inf``: none). What each bit does:
+
+* ``VF_OUTAGE``: traders cannot act, so the population does not step; with ``VF_ENGINE_OFF``
+  the liquidation engine does not run either (BitMEX, 12 Mar 2020; Binance, 19 May 2021).
+* ``VF_WITHDRAWAL_HALT``: nobody withdraws (the population's ``HALT_WITHDRAWALS``; the
+  attacker's withdrawals stop too).
+* ``VF_REDUCE_ONLY``: no new positions or increases (the population's ``HALT_NEW_POSITIONS``).
+* ``VF_SETTLE_WINDOW``: the tick's index counts toward the settlement price; ``VF_SETTLE``:
+  the tick every position closes at the window's average index (:func:`settle_exchange`);
+  ``VF_CLOSED``: from that tick on the market is closed: no trading, arrivals, funding or
+  liquidations.
+
+Leverage caps (``leverage_cap`` events) act on new positions only: an existing position keeps
+its size and its margin, as Binance's cut of LUNA to 8x did; a venue that also forced existing
+positions down would be a ``reduce_only`` window plus the cap.
+
+The thin-market defences are levers (:mod:`fundgym.envs.levers`): ``mark_cap_mult`` caps the
+mark and the oracle at a multiple of the mark's 8-hour average (:func:`cap_mark`, Hyperliquid
+after XPL), ``unrealised_pnl_haircut_frac`` limits what an account may withdraw against its
+unrealised profit (:func:`attacker_withdrawal`, Mango), and ``oi_cap_frac`` caps open interest
+relative to the starting open interest (the population refuses arrivals above it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fundgym.envs.core.vault import V_CASH, V_SIZE
+from fundgym.envs.jit import jit
+from fundgym.envs.traders.kernels import HALT_NEW_POSITIONS, HALT_WITHDRAWALS
+
+if TYPE_CHECKING:
+    from fundgym.envs.scenarios import Scenario
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+IntArray = np.ndarray[Any, np.dtype[np.int64]]
+
+VF_OUTAGE = 1
+VF_ENGINE_OFF = 2
+VF_WITHDRAWAL_HALT = 4
+VF_REDUCE_ONLY = 8
+VF_SETTLE_WINDOW = 16
+VF_SETTLE = 32
+VF_CLOSED = 64
+VF_ATTACKER = 128
+"""The scenario's attacker withdraws this tick (from its ``withdraw_start_minute`` on)."""
+
+#: Minutes of the mark's average the mark cap multiplies (Hyperliquid: 8 hours).
+MARK_AVERAGE_MINUTES = 480.0
+#: The attacker's account slot (:class:`fundgym.envs.scenarios.AttackerSpec`).
+ATTACKER_SLOT = 0
+
+
+def _ticks(start_minute: float, minutes: float, tick_minutes: float, n_ticks: int) -> slice:
+    """Ticks whose minute ``k x tick`` lies in ``[start, start + minutes)``."""
+    first = math.ceil(start_minute / tick_minutes - 1e-9)
+    stop = (start_minute + minutes) / tick_minutes
+    end = math.ceil(stop - 1e-9) if stop < n_ticks else n_ticks
+    return slice(min(max(first, 0), n_ticks), min(max(end, 0), n_ticks))
+
+
+def event_arrays(scenario: Scenario) -> tuple[IntArray, FloatArray]:
+    """``(flags, leverage_cap)``, ``(n_ticks,)`` each: the scenario's events per tick.
+
+    A settlement at minute ``s`` settles at the first tick at or after ``s``; its window is
+    that tick and the ``round(index_window_minutes / tick) - 1`` ticks before it (at least
+    the settling tick, at most the episode's start). Overlapping leverage caps: the lowest
+    holds.
+    """
+    n = scenario.n_ticks
+    dt = scenario.tick_minutes
+    flags = np.zeros(n, dtype=np.int64)
+    cap = np.full(n, np.inf)
+    for ev in scenario.events:
+        if ev.kind == "settlement":
+            window = ev.index_window_minutes or dt
+            k = _ticks(ev.start_minute, math.inf, dt, n).start
+            if k >= n:
+                continue
+            w = max(1, round(window / dt))
+            flags[max(0, k - w + 1) : k + 1] |= VF_SETTLE_WINDOW
+            flags[k] |= VF_SETTLE
+            flags[k:] |= VF_CLOSED
+            continue
+        ticks = _ticks(ev.start_minute, ev.minutes or math.inf, dt, n)
+        if ev.kind == "outage":
+            flags[ticks] |= VF_OUTAGE | (0 if ev.engine_runs else VF_ENGINE_OFF)
+        elif ev.kind == "withdrawal_halt":
+            flags[ticks] |= VF_WITHDRAWAL_HALT
+        elif ev.kind == "reduce_only":
+            flags[ticks] |= VF_REDUCE_ONLY
+        elif ev.kind == "leverage_cap":
+            assert ev.max_leverage is not None  # the schema requires it
+            cap[ticks] = np.minimum(cap[ticks], ev.max_leverage)
+    if scenario.attacker is not None:
+        flags[_ticks(scenario.attacker.withdraw_start_minute, math.inf, dt, n)] |= VF_ATTACKER
+    return flags, cap
+
+
+@jit(inline="always")
+def halt_mask(flags):  # type: ignore[no-untyped-def]
+    """The population's halt bits for a tick's ``VF_*`` flags (its ``halt_mask`` argument)."""
+    out = 0
+    if flags & VF_WITHDRAWAL_HALT:
+        out |= HALT_WITHDRAWALS
+    if flags & VF_REDUCE_ONLY:
+        out |= HALT_NEW_POSITIONS
+    return out
+
+
+@jit(error_model="numpy")
+def settle_exchange(coll, size, entry, cp_size, cp_cash, vault, e, price):  # type: ignore[no-untyped-def]
+    """Close every position of exchange ``e`` at ``price``; returns the bankrupt accounts' debt.
+
+    Each account's collateral takes its PnL at ``price`` and its position goes to zero; the
+    outside counterparty and the vault close theirs at the same price. Nothing changes value
+    at ``price``, so the ledger still closes there. An account left with negative collateral
+    is set to zero and its debt returned: the caller passes it down the waterfall (the fund
+    pays what it can, the exchange the rest).
+    """
+    debt = 0.0
+    for a in range(size.shape[1]):
+        q = size[e, a, 0]
+        if q != 0.0:
+            c = coll[e, a] + q * (price - entry[e, a, 0])
+            size[e, a, 0] = 0.0
+            entry[e, a, 0] = 0.0
+            if c < 0.0:
+                debt -= c
+                c = 0.0
+            coll[e, a] = c
+    cp_cash[e] += cp_size[e, 0] * price
+    cp_size[e, 0] = 0.0
+    vault[e, V_CASH] += vault[e, V_SIZE] * price
+    vault[e, V_SIZE] = 0.0
+    return debt
+
+
+@jit(error_model="numpy")
+def attacker_withdrawal(coll, size, entry, e, price, haircut_frac, imr):  # type: ignore[no-untyped-def]
+    """What the attacker's account may withdraw now, USD (>= 0); the caller moves it.
+
+    Its equity at ``price`` with unrealised profit counted at ``1 - haircut_frac`` (a loss
+    counts whole), less the initial margin of its position, ``imr x |size| x price``.
+    """
+    a = ATTACKER_SLOT
+    q = size[e, a, 0]
+    pnl = q * (price - entry[e, a, 0])
+    usable = coll[e, a] + pnl - haircut_frac * max(pnl, 0.0)
+    return max(usable - imr * abs(q) * price, 0.0)
+
+
+@jit(error_model="numpy", inline="always")
+def cap_mark(mark, average, mult):  # type: ignore[no-untyped-def]
+    """``mark`` capped at ``mult x average`` (``mult`` 0: no cap, or no average yet)."""
+    if mult > 0.0 and average > 0.0:
+        return min(mark, mult * average)
+    return mark
+
+
+def mark_average_weight(tick_minutes: float) -> float:
+    """Weight of one tick in the mark's 8-hour exponential average."""
+    return float(1.0 - np.exp(-tick_minutes / MARK_AVERAGE_MINUTES))
