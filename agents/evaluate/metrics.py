@@ -583,8 +583,10 @@ def episode_metrics(rec: EpisodeRecord) -> Row:
       ``vault_takeovers`` and ``vault_takeover_usd``, sums of its takeovers and their
       notional;
     * ``mean_open_interest_usd``, ``mean_capital_locked_usd``, ``mean_fund_usd``: means of
-      the end-of-step levels; ``mean_fund_to_oi_frac``: mean of fund / OI with OI floored at
-      ``MIN_OPEN_INTEREST_USD``; ``open_interest_retained_frac``: last OI / initial OI;
+      the end-of-step levels; ``mean_fund_to_oi_frac``: mean of fund / OI over the steps
+      that ended with open interest of at least ``MIN_OPEN_INTEREST_USD`` (a market settled
+      and closed, as ``luna_2022`` does, has none: its fund over a floored OI read 10,000x);
+      0 when no step had any; ``open_interest_retained_frac``: last OI / initial OI;
     * ``param_movement``: see :func:`param_movement` (the first step counts 0);
     * ``total_reward``, ``total_cost``: sums of the environment's reward and cost.
 
@@ -606,7 +608,8 @@ def episode_metrics(rec: EpisodeRecord) -> Row:
     liquidations = _total(rec.liquidation_volume_usd)
     fund_min = min(rec.initial_fund_usd, float(rec.fund_balance_usd.min()))
     vault_pnl = float(rec.vault_pnl_usd[-1])
-    fund_to_oi = rec.fund_balance_usd / np.maximum(rec.open_interest_usd, MIN_OPEN_INTEREST_USD)
+    open_ = rec.open_interest_usd >= MIN_OPEN_INTEREST_USD
+    fund_to_oi = rec.fund_balance_usd[open_] / rec.open_interest_usd[open_]
     row: Row = {
         "policy": rec.policy,
         "scenario": rec.scenario,
@@ -642,7 +645,7 @@ def episode_metrics(rec: EpisodeRecord) -> Row:
         "mean_open_interest_usd": _mean(rec.open_interest_usd),
         "mean_capital_locked_usd": _mean(rec.capital_locked_usd),
         "mean_fund_usd": _mean(rec.fund_balance_usd),
-        "mean_fund_to_oi_frac": _mean(fund_to_oi),
+        "mean_fund_to_oi_frac": _mean(fund_to_oi) if fund_to_oi.size else 0.0,
         "open_interest_retained_frac": float(rec.open_interest_usd[-1]) / oi0,
         "param_movement": param_movement(rec.positions),
         "total_reward": _total(rec.reward),

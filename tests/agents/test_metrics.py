@@ -211,8 +211,9 @@ EXPECTED_B: dict[str, Any] = {
     "mean_open_interest_usd": 1000.5 / 3,  # (1000 + 0.5 + 0) / 3
     "mean_capital_locked_usd": 72.5 / 3,  # (70 + 2.5 + 0) / 3
     "mean_fund_usd": 22.0 / 3,  # (20 + 2 + 0) / 3
-    # OI floored at 1 USD: 20/1000 = 0.02, 2/max(0.5, 1) = 2, 0/max(0, 1) = 0; sum 2.02, / 3
-    "mean_fund_to_oi_frac": 2.02 / 3,
+    # Only steps with OI of at least 1 USD count: 20/1000 = 0.02; the 0.5 and 0 steps have
+    # (almost) none, as a settled market has none (their fund over a floored OI read 2 and 0)
+    "mean_fund_to_oi_frac": 0.02,
     "open_interest_retained_frac": 0.0,  # 0 / 2000
     "param_movement": 0.0,  # no controlled parameters (k = 0)
     "total_reward": -16.0,  # -1 - 5 - 10
