@@ -6,12 +6,12 @@ and prints, per run, liquidated notional / OI, the share of the engine's flow ou
 liquidators took, bad debt, the fund's payments and fee income and ADL in bps of starting OI,
 and the share of liquidation orders filled past bankruptcy. Deterministic.
 
-Usage: ``python benchmarks/fee_split_price.py [MODE]``.
+Usage: ``python benchmarks/fee_split_price.py [--mode MODE]``.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 from fundgym.envs.core.events import StepEvents
 from fundgym.envs.core.params import RiskParams
@@ -58,4 +58,13 @@ def main(mode: str = "partial") -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:2])
+    from fundgym.envs.core.params import LIQUIDATION_MODES
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--mode",
+        default="partial",
+        choices=LIQUIDATION_MODES,
+        help="liquidation mode every run uses (default partial)",
+    )
+    main(parser.parse_args().mode)
