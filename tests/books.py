@@ -1,9 +1,10 @@
-"""Shared assertion: the books balance, the fund is non-negative, nothing is NaN."""
+"""Shared test helpers: the books balance (fund non-negative, nothing NaN); a book's depth."""
 
 from dataclasses import fields
 
 import numpy as np
 
+from fundgym.envs.core.impact import SqrtImpact
 from fundgym.envs.core.vault import V_CASH, V_SIZE
 from fundgym.envs.fund.portfolio import FundPortfolio
 from fundgym.envs.state import SimState, ledger_error, marks_2d
@@ -37,3 +38,8 @@ def assert_books_balance(state: SimState, mark: np.ndarray) -> None:
                 assert np.isfinite(getattr(value, g.name)).all(), f"fund.{g.name}"
         else:
             assert np.isfinite(value).all(), f.name
+
+
+def depth_for(flow_usd: float, slippage: float) -> float:
+    """Depth (USD per 1%) at which ``flow_usd`` slips by ``slippage`` on average."""
+    return float(SqrtImpact.for_slippage(flow_usd, slippage).depth_usd_per_pct)

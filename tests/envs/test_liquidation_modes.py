@@ -24,7 +24,7 @@ from fundgym.envs.core.params import LIQUIDATION_MODES, RiskParams
 from fundgym.envs.core.step import core_step
 from fundgym.envs.schema import SchemaError
 from fundgym.envs.state import SimState
-from tests.books import assert_books_balance
+from tests.books import assert_books_balance, depth_for
 
 APPROX = {"rel": 1e-12, "abs": 1e-9}
 
@@ -44,11 +44,6 @@ def params(mode, **kw):
     )
     base.update(kw)
     return RiskParams(**base)
-
-
-def depth_for(flow_usd, slippage):
-    """Depth (USD per 1%) at which ``flow_usd`` slips by ``slippage`` on average."""
-    return SqrtImpact.for_slippage(flow_usd, slippage).depth_usd_per_pct
 
 
 def one_long(fund=1000.0):

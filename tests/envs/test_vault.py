@@ -26,7 +26,7 @@ from fundgym.envs.core.vault import (
 from fundgym.envs.schema import SchemaError
 from fundgym.envs.simulator import ExchangeSimulator
 from fundgym.envs.state import SimState
-from tests.books import assert_books_balance
+from tests.books import assert_books_balance, depth_for
 
 APPROX = {"rel": 1e-12, "abs": 1e-9}
 
@@ -42,10 +42,6 @@ def params(mode="hyperliquid", **kw):
     )
     base.update(kw)
     return RiskParams(**base)
-
-
-def depth_for(flow_usd, slippage):
-    return SqrtImpact.for_slippage(flow_usd, slippage).depth_usd_per_pct
 
 
 def one_long(vault_usd, fund=1000.0, collateral=1000.0, size=1.0):
