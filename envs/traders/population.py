@@ -129,6 +129,11 @@ def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
     return f"{'(' if low_open else '['}{low!r}, {high!r}{')' if high_open else ']'}"
 
 
+def _lognormal_sigma(median: float, p95: float) -> float:
+    """The sigma of a lognormal of this median and 95th percentile, ``ln(p95 / median) / Z_95``."""
+    return math.log(p95 / median) / Z_95
+
+
 def truncated_pareto_mean(scale_usd: float, alpha: float, cap_usd: float) -> float:
     """Mean of a Pareto (minimum ``scale_usd``, index ``alpha > 1``) truncated at ``cap_usd``.
 
@@ -279,16 +284,13 @@ class PopulationParams:
                     f"{_interval(low, high, low_open, high_open)}, got {value!r}"
                 )
             object.__setattr__(self, f.name, x)
-        if self.leverage_p95 < self.leverage_median:
-            raise ValueError(
-                f"PopulationParams.leverage_p95 must be >= leverage_median "
-                f"({self.leverage_median!r}), got {self.leverage_p95!r}"
-            )
-        if self.cross_leverage_p95 < self.cross_leverage_median:
-            raise ValueError(
-                f"PopulationParams.cross_leverage_p95 must be >= cross_leverage_median "
-                f"({self.cross_leverage_median!r}), got {self.cross_leverage_p95!r}"
-            )
+        for stem in ("leverage", "cross_leverage"):  # the two lognormals' p95 >= median
+            median, p95 = getattr(self, f"{stem}_median"), getattr(self, f"{stem}_p95")
+            if p95 < median:
+                raise ValueError(
+                    f"PopulationParams.{stem}_p95 must be >= {stem}_median ({median!r}), "
+                    f"got {p95!r}"
+                )
         if self.top_up_share + self.reduce_share > 1.0:
             raise ValueError(
                 f"PopulationParams.reduce_share must be <= 1 - top_up_share "
@@ -298,7 +300,7 @@ class PopulationParams:
     @property
     def cross_leverage_sigma(self) -> float:
         """Lognormal sigma of a cross account's effective leverage, ``ln(p95 / median) / Z_95``."""
-        return math.log(self.cross_leverage_p95 / self.cross_leverage_median) / Z_95
+        return _lognormal_sigma(self.cross_leverage_median, self.cross_leverage_p95)
 
     @property
     def calm_open_frac(self) -> float:
@@ -315,7 +317,7 @@ class PopulationParams:
     @property
     def leverage_sigma(self) -> float:
         """Lognormal sigma of leverage, ``ln(p95 / median) / Z_95``."""
-        return math.log(self.leverage_p95 / self.leverage_median) / Z_95
+        return _lognormal_sigma(self.leverage_median, self.leverage_p95)
 
     def columns(self, tick_minutes: float) -> FloatArray:
         """The parameters as the kernels read them (``kernels.C_*``), rates scaled to a tick.
@@ -452,26 +454,31 @@ def _per_env(name: str, value: ArrayLike, n_envs: int, low: float, low_open: boo
     return np.ascontiguousarray(out, dtype=np.float64)
 
 
-def _halt_mask(value: ArrayLike, n_envs: int) -> IntArray:
-    """``value`` as a contiguous ``(n_envs,)`` int64 array of halt bits, or a ValueError."""
+def _int_per_env(name: str, value: ArrayLike, n_envs: int, high: int, allowed: str) -> IntArray:
+    """``value`` as a contiguous ``(n_envs,)`` int64 array in ``[0, high]``, or a ValueError.
+
+    ``allowed`` says what may be given, for the message.
+    """
     arr = np.ascontiguousarray(np.broadcast_to(np.asarray(value), (n_envs,)))
-    allowed = kernels.HALT_WITHDRAWALS | kernels.HALT_NEW_POSITIONS
-    if arr.dtype.kind not in "iu" or (arr < 0).any() or (arr & ~allowed).any():
-        raise ValueError(
-            f"halt_mask must be integers of the bits {kernels.HALT_WITHDRAWALS} (withdrawals) "
-            f"and {kernels.HALT_NEW_POSITIONS} (new positions), got {value!r}"
-        )
+    if arr.dtype.kind not in "iu" or (arr < 0).any() or (arr > high).any():
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
     return arr.astype(np.int64)
+
+
+def _halt_mask(value: ArrayLike, n_envs: int) -> IntArray:
+    """The halt bits per exchange (``kernels.HALT_*``), or a ValueError."""
+    bits = kernels.HALT_WITHDRAWALS | kernels.HALT_NEW_POSITIONS  # the two bits: 0 .. 3
+    allowed = (
+        f"integers of the bits {kernels.HALT_WITHDRAWALS} (withdrawals) and "
+        f"{kernels.HALT_NEW_POSITIONS} (new positions)"
+    )
+    return _int_per_env("halt_mask", value, n_envs, bits, allowed)
 
 
 def _first_slots(value: ArrayLike, n_envs: int, n_accounts: int) -> IntArray:
-    """``value`` as a contiguous ``(n_envs,)`` int64 array in ``[0, n_accounts]``."""
-    arr = np.ascontiguousarray(np.broadcast_to(np.asarray(value), (n_envs,)))
-    if arr.dtype.kind not in "iu" or (arr < 0).any() or (arr > n_accounts).any():
-        raise ValueError(
-            f"first_slot must be integers in [0, n_accounts = {n_accounts}], got {value!r}"
-        )
-    return arr.astype(np.int64)
+    """The first population slot per exchange, in ``[0, n_accounts]``, or a ValueError."""
+    allowed = f"integers in [0, n_accounts = {n_accounts}]"
+    return _int_per_env("first_slot", value, n_envs, n_accounts, allowed)
 
 
 def _capped(name: str, value: ArrayLike, n_envs: int, low: float) -> FloatArray:
