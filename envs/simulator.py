@@ -449,7 +449,8 @@ def _venue_events_record(
     events.attacker_withdrawn_usd = withdrawn
     floored = (oracle_floor > 0.0) & (prices.oracle <= oracle_floor) & (prices.mark < oracle_floor)
     events.floored_short_liquidation_usd = np.where(floored, events.liquidation_buy_usd, 0.0)
-    events.floored_fund_fee_income_usd = np.where(floored, events.fund_fee_income_usd, 0.0)
+    # the core wrote the fund's income from shorts bought back; it counts only when floored
+    events.floored_fund_fee_income_usd = np.where(floored, events.floored_fund_fee_income_usd, 0.0)
 
 
 def _install_attacker(row: SimState, scenario: Scenario, price: float) -> None:

@@ -376,7 +376,8 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
             net_deposits[e] += inject_if_exhausted_one(fund, e, tick_debt, stressed, terms)
         if floor[e] > 0.0 and oracle_px <= floor[e] and mark < floor[e]:  # a floored oracle
             ev[0, EV_FLOORED_SHORT_LIQUIDATION] = ev[0, EV_LIQUIDATION_BUY]
-            ev[0, EV_FLOORED_FUND_FEE_INCOME] = ev[0, EV_FUND_FEE_INCOME]
+        else:  # the core wrote the fund's income from shorts; it counts only when floored
+            ev[0, EV_FLOORED_FUND_FEE_INCOME] = 0.0
 
         # 6. Impact of the tick's flow, the clock, the series.
         advance_one(e, mk, ev[0, EV_LIQUIDATION_SELL], ev[0, EV_LIQUIDATION_BUY], depth)

@@ -88,9 +88,11 @@ The liquidation_flow_drawdown_* lines also run each episode's twin on the scenar
 depth.impact_coef 0 (built in code) and measure what the liquidations added to the index's
 drawdown.
 
---pass-rate-seeds N judges every check with a target on each of the seeds S .. S + N - 1
-alone and adds two columns: its mark on the default seed S alone and the seeds it passes
-on (e.g. 14/20), with the default seed's verdict (do all targets hold on it?) below.
+--pass-rate-seeds N judges every check with a target in N runs of --seeds episodes, run r
+from seed S + r x --seeds (disjoint episodes; run 0 is the default seed's), and adds two
+columns: the seeds it passes with (e.g. 19/20) and the episodes it passes on alone (e.g.
+250/320: how often one crash, as the real one was, lands in the target), with the default
+seed's verdict (do all targets hold on it?) below.
 
 --out DIR writes calibration.json (every line: value, target, pass mark, per-episode values,
 source), calibration.md (the table) and config.yaml (the resolved settings), built under a
@@ -144,9 +146,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=int,
         default=None,
         metavar="N",
-        help="also judge every check on each of the seeds S .. S + N - 1 alone (one episode "
-        "each) and report the share it passes on, with the default seed's own verdict "
-        "(issue 16 asks for 20; default: not computed)",
+        help="also judge every check in N runs of --seeds episodes from seeds S, S + "
+        "--seeds, ... and on each of their episodes alone, and report both pass rates "
+        "(issue 16 asks for 20; costs N times the episodes; default: not computed)",
     )
     p.add_argument(
         "--accounts",
@@ -193,7 +195,7 @@ def preflight(args: argparse.Namespace) -> list[Check]:
     check_seed("--seed", args.seed)
     if args.pass_rate_seeds is not None:
         at_least("--pass-rate-seeds", args.pass_rate_seeds, 1)
-        check_seed("--seed", args.seed + args.pass_rate_seeds - 1)
+        check_seed("--seed", args.seed + args.pass_rate_seeds * args.seeds - 1)
     if args.accounts is not None:
         at_least("--accounts", args.accounts, 1)
         field = next(f for f in dataclasses.fields(EnvConfig) if f.name == "n_accounts")

@@ -906,25 +906,35 @@ class CheckResult:
     Attributes:
         check: The line.
         measurement: Its value over the run's ``seeds`` episodes.
-        passed: Whether that value is in the target.
-        seed_passed: Whether the check passes on the first seed's episode alone (the
-            default seed's verdict: the calibrated-world issue asks every target to hold there).
-        seed_passes: With a pass rate asked for, whether it passes on each of those seeds'
-            episodes alone, in seed order; ``None`` otherwise.
+        passed: Whether that value is in the target: the verdict on the default seed, the
+            calibrated-world issue asks every target to hold there.
+        run_passes: With a pass rate asked for, whether it passes in each of those runs
+            (run ``r``: ``seeds`` episodes from seed ``seed + r x seeds``; run 0 is the
+            default one), in run order; ``None`` otherwise.
+        episode_passes: With a pass rate asked for, whether it passes on each of the runs'
+            episodes judged alone, in seed order: how often one crash, as the real one was,
+            lands in the target; ``None`` otherwise.
     """
 
     check: Check
     measurement: Measurement
     passed: bool | None
-    seed_passed: bool | None = None
-    seed_passes: tuple[bool, ...] | None = None
+    run_passes: tuple[bool, ...] | None = None
+    episode_passes: tuple[bool, ...] | None = None
 
     @property
     def pass_rate(self) -> float | None:
-        """The share of the pass-rate seeds the check passes on (``None``: not asked, info)."""
-        if not self.seed_passes:
+        """The share of the pass-rate runs the check passes in (``None``: not asked, info)."""
+        if not self.run_passes:
             return None
-        return sum(self.seed_passes) / len(self.seed_passes)
+        return sum(self.run_passes) / len(self.run_passes)
+
+    @property
+    def episode_pass_rate(self) -> float | None:
+        """The share of the runs' episodes it passes on alone (``None``: not asked, info)."""
+        if not self.episode_passes:
+            return None
+        return sum(self.episode_passes) / len(self.episode_passes)
 
 
 @dataclass(frozen=True)
@@ -939,8 +949,9 @@ class CalibrationRun:
         policies: Each policy spec run -> its note and the settings it changed (levers,
             margin tiers, fund size).
         wall_s: Wall time of the episodes and measurements.
-        pass_rate_seeds: Seeds each check was also run on one by one for its pass rate
-            (``seed .. seed + pass_rate_seeds - 1``); ``None``: no pass rate asked for.
+        pass_rate_seeds: Runs of ``seeds`` episodes each check was also judged in for its
+            pass rate (run ``r`` from seed ``seed + r x seeds``, run 0 the default one);
+            ``None``: no pass rate asked for.
     """
 
     results: tuple[CheckResult, ...]
@@ -955,11 +966,6 @@ class CalibrationRun:
     def failed(self) -> list[CheckResult]:
         """The checks with a target that did not pass."""
         return [r for r in self.results if r.passed is False]
-
-    @property
-    def seed_failed(self) -> list[CheckResult]:
-        """The checks with a target that fail on the default seed's episode alone."""
-        return [r for r in self.results if r.seed_passed is False]
 
 
 def calibration_env(checks: Sequence[Check], accounts: int | None) -> dict[str, Any]:
@@ -989,7 +995,7 @@ def _counterfactuals(members: Sequence[Check]) -> list[str]:
 
 def episode_count(checks: Sequence[Check], seeds: int, pass_rate_seeds: int | None) -> int:
     """Episodes :func:`run_checks` runs: per (policy, scenario), its batch and each twin's."""
-    n = max(seeds, pass_rate_seeds or 0)
+    n = seeds * (pass_rate_seeds or 1)
     return sum(n * (1 + len(_counterfactuals(m))) for m in groups(checks).values())
 
 
@@ -1013,18 +1019,22 @@ def _twin_episodes(
 def _judge(
     c: Check, episodes: Sequence[EpisodeOutcome], seeds: int, pass_rate_seeds: int | None
 ) -> CheckResult:
-    """``c`` measured on the first ``seeds`` episodes, on the first alone, and seed by seed."""
+    """``c`` measured on the first ``seeds`` episodes, run by run, and episode by episode."""
     m = c.measure(episodes[:seeds])
     if c.target is None:
         return CheckResult(c, m, None)
     target = c.target
-    alone = [target.passes(c.measure([e]).value) for e in episodes[: max(pass_rate_seeds or 0, 1)]]
+    if not pass_rate_seeds:
+        return CheckResult(c, m, target.passes(m.value))
+    runs = [episodes[r * seeds : (r + 1) * seeds] for r in range(pass_rate_seeds)]
     return CheckResult(
         c,
         m,
         target.passes(m.value),
-        seed_passed=alone[0],
-        seed_passes=tuple(alone) if pass_rate_seeds else None,
+        run_passes=tuple(target.passes(c.measure(run).value) for run in runs),
+        episode_passes=tuple(
+            target.passes(c.measure([e]).value) for e in episodes[: seeds * pass_rate_seeds]
+        ),
     )
 
 
@@ -1038,10 +1048,11 @@ def run_checks(
 ) -> CalibrationRun:
     """Run every (policy, scenario) of ``checks`` for ``seeds`` episodes and measure each check.
 
-    Each check is also judged on the first episode alone (the default seed's verdict) and,
-    with ``pass_rate_seeds``, on each of that many episodes alone (its pass rate). One batch
-    per (policy, scenario) serves all three: ``max(seeds, pass_rate_seeds)`` episodes, the
-    first ``seeds`` measured together (episode ``i`` is the same whatever the batch's size).
+    With ``pass_rate_seeds``, each check is also judged in that many runs of ``seeds``
+    episodes (run ``r`` from seed ``seed + r x seeds``: disjoint episodes; run 0 is the default
+    one), and on each of their episodes alone. One batch per (policy, scenario) serves all:
+    ``seeds x pass_rate_seeds`` episodes, the first ``seeds`` the default run's (episode ``i``
+    is the same whatever the batch's size).
     A check with a counterfactual also runs the batch's twin on the changed scenario.
 
     Args:
@@ -1050,11 +1061,11 @@ def run_checks(
         seed: The first episode's seed.
         accounts: Account slots per exchange (``None``: the evaluation environment's).
         on_group_done: Called with the episodes run after each batch (a progress bar).
-        pass_rate_seeds: Seeds to judge each check on one by one (``None``: no pass rate).
+        pass_rate_seeds: Runs to judge each check in (``None``: no pass rate).
     """
     t0 = time.perf_counter()
     base = calibration_env(checks, accounts)
-    n = max(seeds, pass_rate_seeds or 0)
+    n = seeds * (pass_rate_seeds or 1)
     measured: dict[str, CheckResult] = {}
     policies: dict[str, dict[str, Any]] = {}
     for (policy, scenario, overrides), members in groups(checks).items():
@@ -1097,7 +1108,8 @@ def columns(run: CalibrationRun) -> tuple[str, ...]:
     """:data:`COLUMNS`, and with a pass rate asked for, the default seed's mark and the rate."""
     if run.pass_rate_seeds is None:
         return COLUMNS
-    return (*COLUMNS, f"seed {run.seed}", f"pass rate ({run.pass_rate_seeds} seeds)")
+    n = run.pass_rate_seeds
+    return (*COLUMNS, f"pass rate ({n} seeds)", f"episodes alone ({n * run.seeds})")
 
 
 def _mark(passed: bool | None) -> str:
@@ -1110,19 +1122,21 @@ def _cells(r: CheckResult, run: CalibrationRun) -> tuple[str, ...]:
     measured = c.format(r.measurement.value, r.measurement.missing)
     cells: tuple[str, ...] = (c.name, c.scenario, c.policy, measured, target, _mark(r.passed))
     if run.pass_rate_seeds is not None:
-        if r.seed_passes is None:
+        if r.run_passes is None or r.episode_passes is None:
             cells += ("-", "-")
         else:
-            rate = f"{sum(r.seed_passes)}/{len(r.seed_passes)}"
-            cells += (_mark(r.seed_passed), rate)
+            cells += (
+                f"{sum(r.run_passes)}/{len(r.run_passes)}",
+                f"{sum(r.episode_passes)}/{len(r.episode_passes)}",
+            )
     return cells
 
 
 def format_table(run: CalibrationRun) -> str:
     """The fixed-width table the command prints: ``check | scenario | ... | pass``.
 
-    With a pass rate asked for (``run.pass_rate_seeds``), two columns follow: the mark on
-    the default seed's episode alone, and the seeds passed out of those judged one by one.
+    With a pass rate asked for (``run.pass_rate_seeds``), two columns follow: the seeds
+    (runs of ``run.seeds`` episodes) it passes in, and the episodes it passes on alone.
     """
     head = columns(run)
     rows = [head, *(_cells(r, run) for r in run.results)]
@@ -1153,30 +1167,35 @@ def summary_line(run: CalibrationRun) -> str:
 
 
 def default_seed_line(run: CalibrationRun) -> str:
-    """The default seed's verdict: whether every target holds on its episode alone.
+    """The default seed's verdict: whether every target holds in the run from it.
 
-    ``on the default seed (0) alone: all 11 targets hold`` or ``...: 3 of 11 targets hold;
-    failing: a, b``.
+    ``on the default seed (0, episodes 0 .. 15): all 11 targets hold`` or ``...: 3 of 11
+    targets hold; failing: a, b``.
     """
-    marked = [r for r in run.results if r.seed_passed is not None]
-    held = sum(1 for r in marked if r.seed_passed)
-    head = f"on the default seed ({run.seed}) alone: "
+    marked = [r for r in run.results if r.passed is not None]
+    held = sum(1 for r in marked if r.passed)
+    head = f"on the default seed ({run.seed}, episodes {run.seed} .. {run.seed + run.seeds - 1}): "
     if held == len(marked):
         return head + f"all {len(marked)} targets hold"
-    failing = ", ".join(r.check.name for r in run.seed_failed)
+    failing = ", ".join(r.check.name for r in run.failed)
     return head + f"{held} of {len(marked)} targets hold; failing: {failing}"
 
 
 def pass_rate_line(run: CalibrationRun) -> str:
-    """``pass rate over 20 seeds (0 .. 19): 7 of 11 checks pass on every seed``."""
+    """``pass rate over 20 seeds (...): 7 of 11 checks pass with every seed; ...``."""
     n = run.pass_rate_seeds
     if n is None:
         return ""
-    marked = [r for r in run.results if r.seed_passes is not None]
-    always = sum(1 for r in marked if all(r.seed_passes or ()))
+    marked = [r for r in run.results if r.run_passes is not None]
+    always = sum(1 for r in marked if all(r.run_passes or ()))
+    alone = sum(1 for r in marked if all(r.episode_passes or ()))
+    last = run.seed + n * run.seeds - 1
     return (
-        f"pass rate over {n} seeds ({run.seed} .. {run.seed + n - 1}, one episode each): "
-        f"{always} of {len(marked)} checks pass on every seed"
+        f"pass rate over {n} seeds ({run.seeds} episode{'' if run.seeds == 1 else 's'} each, "
+        f"from seeds {run.seed}, "
+        f"{run.seed + run.seeds}, ..., episodes {run.seed} .. {last}): {always} of "
+        f"{len(marked)} checks pass with every seed; {alone} of {len(marked)} on every "
+        f"episode alone"
     )
 
 
@@ -1229,9 +1248,9 @@ def to_json(run: CalibrationRun, command: str, created_utc: str) -> dict[str, An
         "info": len(run.results) - len(marked),
         "default_seed": {
             "seed": run.seed,
-            "passed": sum(1 for r in marked if r.seed_passed),
-            "failed": len(run.seed_failed),
-            "all_hold": not run.seed_failed,
+            "passed": sum(1 for r in marked if r.passed),
+            "failed": len(run.failed),
+            "all_hold": not run.failed,
         },
         "pass_rate_seeds": run.pass_rate_seeds,
         "checks": [
@@ -1249,14 +1268,21 @@ def to_json(run: CalibrationRun, command: str, created_utc: str) -> dict[str, An
                     "text": r.check.target.text(r.check.percent),
                 },
                 "passed": r.passed,
-                "default_seed_passed": r.seed_passed,
                 "pass_rate": None
-                if r.seed_passes is None
+                if r.run_passes is None
                 else {
-                    "passed": sum(r.seed_passes),
-                    "seeds": len(r.seed_passes),
+                    "passed": sum(r.run_passes),
+                    "seeds": len(r.run_passes),
+                    "episodes_per_seed": run.seeds,
                     "rate": r.pass_rate,
-                    "per_seed": list(r.seed_passes),
+                    "per_seed": list(r.run_passes),
+                },
+                "episode_pass_rate": None
+                if r.episode_passes is None
+                else {
+                    "passed": sum(r.episode_passes),
+                    "episodes": len(r.episode_passes),
+                    "rate": r.episode_pass_rate,
                 },
                 "counterfactual": None
                 if r.check.counterfactual is None

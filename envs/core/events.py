@@ -166,7 +166,10 @@ class StepEvents:
         floored_short_liquidation_usd: Notional of shorts the engine bought back while the
             oracle sat at its floor above the mark: liquidations a floored oracle forced on
             shorts opened at the real price (LUNA, May 2022).
-        floored_fund_fee_income_usd: The fund's liquidation-fee income in those ticks.
+        floored_fund_fee_income_usd: The fund's income from liquidating those shorts (fees,
+            and takeover surplus) in those ticks; a long liquidated in a floored tick is not
+            the floor's doing and is left out. (The core kernels write the shorts' income
+            every tick; the tick keeps it only while the oracle is floored.)
         attacker_withdrawn_usd: What the scenario's attacker withdrew against its unrealised
             PnL this tick (it leaves through ``net_deposits_usd``; Mango, Oct 2022).
     """

@@ -28,6 +28,7 @@ from fundgym.envs.core.events import (
     EV_ADL_OVERSHOOT,
     EV_ADL_VOLUME,
     EV_BAD_DEBT,
+    EV_FLOORED_FUND_FEE_INCOME,
     EV_FUND_FEE_INCOME,
     EV_LIQUIDATION_BUY,
     EV_LIQUIDATION_FEES,
@@ -542,6 +543,7 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
     fee = np.empty(n)
     bad = np.empty(n)
     income = 0.0
+    income_shorts = 0.0  # the part from shorts bought back (the floored-oracle check)
     rewards = 0.0
     fees = 0.0
     for k in range(n):
@@ -555,6 +557,7 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
         fee[k] = max(delta, 0.0)
         bad[k] = max(-delta, 0.0)
         income += fee[k] * fund_share
+        income_shorts += fee[k] * fund_share if q < 0.0 else 0.0
         rewards += fee[k] * (1.0 - fund_share)
         fees += fee[k]
 
@@ -619,6 +622,7 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
     ev[i, EV_LIQUIDATION_VOLUME] = volume
     ev[i, EV_LIQUIDATION_FEES] = fees
     ev[i, EV_FUND_FEE_INCOME] = income
+    ev[i, EV_FLOORED_FUND_FEE_INCOME] = income_shorts
     ev[i, EV_LIQUIDATOR_REWARDS] = rewards
     ev[i, EV_BAD_DEBT] = bad_debt
     ev[i, EV_SHORTFALL] = shortfall
@@ -749,6 +753,7 @@ def _venue_one(  # type: ignore[no-untyped-def]
     acc = np.zeros(6)  # volume, bad debt and shortfall run over the sub-steps
     fees = 0.0
     income = 0.0
+    income_shorts = 0.0  # the part from shorts bought back (the floored-oracle check)
     rewards = 0.0
     overshoot = 0.0
     charged_total = 0.0
@@ -811,8 +816,10 @@ def _venue_one(  # type: ignore[no-untyped-def]
                 )
             elif mode == LIQ_HYPERLIQUID:
                 close[k] = abs_q
+                limit[k] = m - eq / q  # the bankruptcy price: the market order fills no worse
                 if eq < HL_BACKSTOP_FRACTION_OF_MM * req:
                     takeover[k] = True  # the backstop: no vault, an exhausted one, or eq < 0
+                    limit[k] = -side[k] * np.inf  # the backstop has no limit
                 elif abs_q * m > HL_SLICE_THRESHOLD_USD and cool_until[k] <= step:
                     slice_base = HL_SLICE_FRACTION * abs_q
                     close[k] = slice_base if slice_base > 0.0 else abs_q
@@ -845,11 +852,12 @@ def _venue_one(  # type: ignore[no-untyped-def]
             taken_buy, m, book_px, depth, max_impact,
         )  # fmt: skip
 
-        # 2. dYdX fills no order worse than its fillable price; the others are priced again
-        #    on their own flow (one pass: a refused order is not re-admitted). Without
-        #    deleveraging (no "adl" stage) a deficient account's order is not refused:
-        #    nothing else could close it.
-        if mode == LIQ_DYDX_V4:
+        # 2. dYdX fills no order worse than its fillable price, Hyperliquid no market order
+        #    worse than the account's bankruptcy price; the others are priced again on their
+        #    own flow (one pass: a refused order is not re-admitted). Without deleveraging (no
+        #    "adl" stage) a deficient account's order is not refused: nothing else could
+        #    close it.
+        if mode in (LIQ_DYDX_V4, LIQ_HYPERLIQUID):
             cut = False
             for o in range(n_orders):
                 k = orders[o]
@@ -897,13 +905,15 @@ def _venue_one(  # type: ignore[no-untyped-def]
                     raw = side[k] * (close[k] * price[k] - _bankruptcy_value(c, q, e, close[k]))
                     fee[k] = max(raw, 0.0)
                     bad[k] = max(-raw, 0.0)
-                    income_now += fee[k]
+                    got = fee[k]
                 else:
                     delta = _insurance_fund_delta(c, q, e, close[k], price[k], fee_rate)
                     fee[k] = max(delta, 0.0)
                     bad[k] = max(-delta, 0.0)
-                    income_now += fee[k] * fund_share
+                    got = fee[k] * fund_share
                     rewards += fee[k] * (1.0 - fund_share)
+                income_now += got
+                income_shorts += got if side[k] < 0.0 else 0.0
                 fees += fee[k]
         income += income_now
 
@@ -1017,6 +1027,7 @@ def _venue_one(  # type: ignore[no-untyped-def]
     ev[i, EV_LIQUIDATION_VOLUME] = acc[_ACC_VOLUME]
     ev[i, EV_LIQUIDATION_FEES] = fees
     ev[i, EV_FUND_FEE_INCOME] = income
+    ev[i, EV_FLOORED_FUND_FEE_INCOME] = income_shorts
     ev[i, EV_LIQUIDATOR_REWARDS] = rewards
     ev[i, EV_BAD_DEBT] = acc[_ACC_BAD_DEBT]
     ev[i, EV_SHORTFALL] = acc[_ACC_SHORTFALL]

@@ -62,9 +62,10 @@ parameters and sources are in :mod:`fundgym.envs.core.liquidation` and ``docs/li
   price; a deficient or unfillable account is closed at bankruptcy against the fund.
 * ``dydx_v4``: 10% of a position per one-second block with dYdX's per-block caps, filled only
   at or better than the fillable price; what cannot fill is deleveraged.
-* ``hyperliquid``: market orders; positions over $100k send 20% first, then the whole position
-  during a 30 s cooldown; accounts below 2/3 of maintenance margin are taken over (by the
-  backstop vault when the exchange has one, else by the fund).
+* ``hyperliquid``: market orders, filled no worse than the account's bankruptcy price (an
+  order the book cannot fill there waits) [E]; positions over $100k send 20% first, then the
+  whole position during a 30 s cooldown; accounts below 2/3 of maintenance margin are taken
+  over (by the backstop vault when the exchange has one, else by the fund).
 * ``bitmex``: the fund takes over every liquidated position and its remaining margin, closes
   it in the book, and deleverages at bankruptcy only what it cannot pay.
 """

@@ -534,8 +534,9 @@ def test_luna_and_mango_lines_by_hand_and_n_a_naming_the_missing_info_key() -> N
 
 
 def test_pass_rate_and_default_seed_verdict_per_line() -> None:
-    # A check passes on an episode alone when its value there is in the target: values
-    # 0.01, 0.5, 0.01 against <= 2% pass on seeds 0 and 2 (2/3), the default seed included.
+    # Runs of 2 episodes from seeds 0, 2, 4: values (0.01, 0.01), (0.5, 0.01), (0.01, 0.01)
+    # have means 0.01, 0.255, 0.01 against <= 2%: the default run (seed 0) and run 2 pass
+    # (2/3); alone, 5 of the 6 episodes pass.
     check = Check(
         name="per_episode",
         scenario="venue_flash_wick",
@@ -549,11 +550,14 @@ def test_pass_rate_and_default_seed_verdict_per_line() -> None:
             "mean",
         ),
     )
-    episodes = [outcome(fund0=v) for v in (0.01, 0.5, 0.01)]
+    episodes = [outcome(fund0=v) for v in (0.01, 0.01, 0.5, 0.01, 0.01, 0.01)]
     r = cal._judge(check, episodes, seeds=2, pass_rate_seeds=3)
-    assert r.measurement.value == pytest.approx(0.255) and r.passed is False
-    assert (r.seed_passed, r.seed_passes, r.pass_rate) == (True, (True, False, True), 2 / 3)
-    assert cal._judge(check, episodes, seeds=2, pass_rate_seeds=None).seed_passes is None
+    assert r.measurement.value == pytest.approx(0.01) and r.passed is True
+    assert (r.run_passes, r.pass_rate) == ((True, False, True), 2 / 3)
+    assert r.episode_passes == (True, True, False, True, True, True)
+    assert r.episode_pass_rate == pytest.approx(5 / 6)
+    alone = cal._judge(check, episodes[2:], seeds=2, pass_rate_seeds=None)
+    assert alone.passed is False and alone.run_passes is None and alone.episode_passes is None
 
 
 def test_a_short_calibrate_through_the_cli_reports_pass_rates_and_exit_codes(
@@ -573,25 +577,27 @@ def test_a_short_calibrate_through_the_cli_reports_pass_rates_and_exit_codes(
     assert code == 0
     text = capsys.readouterr().out.splitlines()
     header = [cell.strip() for cell in text[0].split("|")]
-    assert header == [*cal.COLUMNS, "seed 0", "pass rate (2 seeds)"]
+    assert header == [*cal.COLUMNS, "pass rate (2 seeds)", "episodes alone (2)"]
     assert set(text[1]) == {"-", "+"}
     rows = {line.split(" | ")[0].strip(): line.split(" | ") for line in text[2:7]}
     assert len(rows) == 5 and all(len(cells) == 8 for cells in rows.values())
     for name, cells in rows.items():
-        mark, seed_mark, rate = (c.strip() for c in cells[5:])
+        mark, rate, alone = (c.strip() for c in cells[5:])
         if mark == "info":
-            assert (seed_mark, rate) == ("-", "-"), name
+            assert (rate, alone) == ("-", "-"), name
         else:
-            assert mark in ("PASS", "FAIL") and seed_mark in ("PASS", "FAIL"), name
-            assert re.fullmatch(r"[012]/2", rate), name
-    assert any(line.startswith("on the default seed (0) alone: ") for line in text)
-    assert any(line.startswith("pass rate over 2 seeds (0 .. 1") for line in text)
+            assert mark in ("PASS", "FAIL"), name
+            # one episode a seed: the run and the episode are the same judgement
+            assert re.fullmatch(r"[012]/2", rate) and alone == rate, name
+    assert any(line.startswith("on the default seed (0, episodes 0 .. 0): ") for line in text)
+    assert any(line.startswith("pass rate over 2 seeds (1 episode each") for line in text)
     data = json.loads((out / "calibration.json").read_text())
     assert data["pass_rate_seeds"] == 2 and data["default_seed"]["seed"] == 0
     flow = next(c for c in data["checks"] if c["name"].startswith("liquidation_flow_drawdown_pp"))
     assert flow["counterfactual"].startswith("depth.impact_coef = 0")
     assert flow["pass_rate"]["seeds"] == 2 and len(flow["pass_rate"]["per_seed"]) == 2
-    assert "| seed 0 | pass rate (2 seeds) |" in (out / "calibration.md").read_text()
+    assert flow["episode_pass_rate"]["episodes"] == 2
+    assert "| pass rate (2 seeds) | episodes alone (2) |" in (out / "calibration.md").read_text()
     # --strict fails when a line with a target fails, and bad counts exit 2.
     strict = main(["calibrate", *args, *TINY, "--pass-rate-seeds", "2", "--strict"])
     assert strict == (1 if data["failed"] else 0)

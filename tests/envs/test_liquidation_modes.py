@@ -362,6 +362,36 @@ def test_hyperliquid_backstop_below_two_thirds_of_maintenance_margin():
     assert s.liquidator_rewards_usd[0] == 0.0 and ev.n_liquidations_below_bankruptcy[0] == 0
 
 
+def test_hyperliquid_market_order_past_bankruptcy_waits_for_the_backstop():
+    # Hyperliquid's market order fills no worse than the account's bankruptcy price, 9,000
+    # [E: the docs say only that the order goes to the book; a fill past bankruptcy would
+    # leave the account negative before the backstop band is reached].
+    #
+    # | mark  | equity | 2/3 MM | path                  | book fill (5% slip) | result         |
+    # |-------|--------|--------|-----------------------|---------------------|----------------|
+    # | 9,400 | 400    | 313.33 | market order          | 8,930 < 9,000       | refused, waits |
+    # | 9,300 | 300    | 310.00 | backstop (fund, none) | 8,835               | fund pays 165  |
+    s = one_long(fund=1000.0)
+    p = params("hyperliquid")
+    ev = step(s, p, 9_400, depth_for(9_400, 0.05))
+    assert s.size[0, 0, 0] == 1.0 and s.collateral_usd[0, 0] == 1_000.0
+    assert ev.liquidation_volume_usd[0] == 0.0 and ev.liquidation_sell_usd[0] == 0.0
+    assert ev.n_liquidations_below_bankruptcy[0] == 0 and s.fund_usd[0] == 1_000.0
+    ev = step(s, p, 9_300, depth_for(9_300, 0.05))
+    assert s.size[0, 0, 0] == 0.0
+    assert s.collateral_usd[0, 0] == pytest.approx(0.0, abs=1e-9)
+    assert ev.liquidation_volume_usd[0] == pytest.approx(8_835.0, **APPROX)
+    assert ev.shortfall_usd[0] == pytest.approx(165.0, **APPROX)
+    assert s.fund_usd[0] == pytest.approx(835.0, **APPROX)
+    assert ev.n_liquidations_below_bankruptcy[0] == 1
+    # A book that slips 1% fills the same market order at 9,306 >= 9,000: no wait.
+    s = one_long(fund=1000.0)
+    ev = step(s, p, 9_400, depth_for(9_400, 0.01))
+    assert s.size[0, 0, 0] == 0.0
+    assert ev.liquidation_volume_usd[0] == pytest.approx(9_306.0, **APPROX)
+    assert ev.n_liquidations_below_bankruptcy[0] == 0
+
+
 # ==== the intra-tick path: sub-steps read prices between the previous tick's and this one's ====
 #
 # Ticks of 4 s (4 sub-steps under dydx_v4 and hyperliquid). The previous tick's oracle and book
@@ -499,3 +529,25 @@ def test_venue_modes_need_the_square_root_book_they_price_sub_steps_with():
 
     with pytest.raises(TypeError, match=r"dydx_v4.*SqrtImpact.*Flat"):
         core_step(one_long(), params("dydx_v4"), np.array([9_400.0]), Flat())
+
+
+# ==== the fund's income from shorts: the floored-oracle check's numerator ====
+
+
+@pytest.mark.parametrize("mode", ["partial", "binance", "hyperliquid"])
+def test_the_core_reports_the_funds_income_from_shorts_alone(mode):
+    # A long at mark 9,400 and a short (1 unit from 10,000 with 1,000) at 10,600: both have
+    # equity 400, below 5% of their notional. The core's floored-income column carries the
+    # fund's income from the short's liquidation only (the tick keeps it while the oracle
+    # is floored, LUNA's check): the short alone's whole income, the long alone's none.
+    depth = depth_for(10_000.0, 0.001)
+
+    def run(coll, size, mark):
+        s = SimState.create([coll], [size], [[10_000.0] * len(size)], 1000.0)
+        return step(s, params(mode, liquidation_fee_fund_share=1.0), mark, depth)
+
+    short = run([1000.0], [-1.0], 10_600)
+    assert short.fund_fee_income_usd[0] > 0.0
+    assert short.floored_fund_fee_income_usd[0] == short.fund_fee_income_usd[0]
+    long = run([1000.0], [1.0], 9_400)
+    assert long.fund_fee_income_usd[0] > 0.0 and long.floored_fund_fee_income_usd[0] == 0.0
