@@ -64,14 +64,33 @@ def prices_one(  # type: ignore[no-untyped-def]
     """Exchange ``e``'s prices at its tick ``t``; updates its premium EMA and oracle feed.
 
     Returns ``(index, last, mark, oracle, depth_usd_per_pct, funding_rate)``, as
-    :meth:`Market.prices <fundgym.envs.market.market.Market.prices>` computes them.
+    :meth:`Market.prices <fundgym.envs.market.market.Market.prices>` computes them
+    (:func:`prices_cols` on the path tuple's columns).
+    """
+    return prices_cols(
+        e, t, path[PATH_INDEX], path[PATH_BASIS], path[PATH_WICK], path[PATH_MANIPULATION],
+        path[PATH_DEPTH_MULT], frozen, mk, mark_last, oracle_index, buffer, count, delay, floor,
+        first, last,
+    )  # fmt: skip
+
+
+@jit(error_model="numpy")
+def prices_cols(  # type: ignore[no-untyped-def]
+    e, t, index_path, basis_path, wick_path, manipulation_path, depth_mult_path, frozen, mk,
+    mark_last, oracle_index, buffer, count, delay, floor, first, last,
+):  # fmt: skip
+    """:func:`prices_one` with the five path columns it reads passed as arrays.
+
+    The compiled tick takes the columns out of the path tuple once per call and calls this
+    every tick: taking an array out of a tuple costs two atomic reference-count operations
+    each time.
     """
     impact = (
         mk[MK_IMPACT_PERMANENT_LOG, e] + mk[MK_IMPACT_TRANSIENT_COEF, e] * mk[MK_BOOK_WALK_LOG, e]
     )
-    index = path[PATH_INDEX][t, e] * math.exp(bounded_impact_log_one(impact))
-    basis = path[PATH_BASIS][t, e]
-    last_px = index * math.exp(basis) * path[PATH_WICK][t, e]
+    index = index_path[t, e] * math.exp(bounded_impact_log_one(impact))
+    basis = basis_path[t, e]
+    last_px = index * math.exp(basis) * wick_path[t, e]
     premium = math.expm1(basis)
     ema = mk[MK_PREMIUM_EMA, e]
     ema += mk[MK_EMA_ALPHA, e] * (premium - ema)
@@ -94,14 +113,14 @@ def prices_one(  # type: ignore[no-untyped-def]
     count[e] = n
     lag = n - 1 - delay[e]
     delayed = buffer[lag % size, e] if lag >= 0 else first[e]
-    delayed = max(delayed * path[PATH_MANIPULATION][t, e], floor[e])
+    delayed = max(delayed * manipulation_path[t, e], floor[e])
     oracle = last[e] if (frozen[t, e] and not is_first) else delayed
     last[e] = oracle
 
     rate = funding_rate_one(
         index * (1.0 + ema), index, mk[MK_INTEREST, e], mk[MK_CLAMP, e], mk[MK_CAP, e]
     )
-    depth = mk[MK_DEPTH_NORMAL, e] * path[PATH_DEPTH_MULT][t, e]
+    depth = mk[MK_DEPTH_NORMAL, e] * depth_mult_path[t, e]
     return index, last_px, mark, oracle, depth, rate
 
 
