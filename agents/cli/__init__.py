@@ -1,9 +1,9 @@
 """The fundgym command line: one subcommand per job, each with its own --help.
 
 One module per subcommand (demo, simulate, scenarios, levers, train, evaluate, calibrate,
-export, bench); this one builds the parser, dispatches, and turns a user's mistake into one
-message. The subcommands import the heavy parts (stable-baselines3, torch, onnx, matplotlib)
-only when they run, so ``fundgym --help`` stays fast.
+size-fund, frontier, export, bench); this one builds the parser, dispatches, and turns a user's
+mistake into one message. The subcommands import the heavy parts (stable-baselines3, torch, onnx,
+matplotlib) only when they run, so ``fundgym --help`` stays fast.
 
 **Errors.** A subcommand checks everything it was given before it does any work or writes
 anything (:mod:`fundgym.agents.cli.guards`) and raises on the first problem; :func:`main` maps
@@ -32,9 +32,11 @@ from fundgym.agents.cli import (
     demo,
     evaluate,
     export,
+    frontier,
     levers,
     scenarios,
     simulate,
+    size_fund,
     train,
 )
 from fundgym.agents.cli.guards import UsageError, plain_text
@@ -115,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parser(sub)
     evaluate.add_parser(sub)
     calibrate.add_parser(sub)
+    size_fund.add_parser(sub)
+    frontier.add_parser(sub)
     export.add_parser(sub)
     bench.add_parser(sub)
     _finish(parser, top=True)

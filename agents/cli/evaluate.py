@@ -10,6 +10,7 @@ from typing import Any
 
 from fundgym.agents.cli.guards import OUTPUT_KINDS, UsageError, at_least, check_output, check_seed
 from fundgym.agents.cli.levers import lever_table
+from fundgym.agents.evaluate.backends import BACKENDS, check_backend
 from fundgym.agents.outputs import output_lock
 from fundgym.agents.policies import PRESETS, STATIC_PARAMS
 
@@ -30,8 +31,11 @@ A policy (--policy, repeatable) is one of:
   rule                   a hand-written dynamic controller (volatility-scaled margin with an
                          anti-procyclicality buffer and floor, fees up as fund coverage falls,
                          fund to stable assets when volatility rises)
-  best_static            the best static set of a grid search on training-sampler draws
-                         (cached in --cache-dir with the settings that produced it)
+  best_static            the point of the solvency-vs-capital frontier of static sets (NSGA-II
+                         on training-sampler draws, the old 24-point grid first) with the
+                         least capital among those within 10% of the lowest solvency loss
+                         (`fundgym frontier` draws the whole front; the study is cached in
+                         --cache-dir with the settings that produced it)
   hindsight_static       the same search on the evaluation scenarios and seeds themselves: an
                          upper bound for static choices no operator could have made
 
@@ -115,6 +119,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="store_true",
         help=OUTPUT_KINDS["evaluation"].force_help() + "; --force replaces it",
     )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="local",
+        help="where episodes run: local worker processes (default) or ray tasks (pip install "
+        "fundgym[ray]; a local Ray instance with --workers CPUs unless --address)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="a running Ray cluster to run on (ray://HOST:10001 or HOST:6379; --backend ray only)",
+    )
     p.add_argument("--no-report", action="store_true", help="skip report.md/html and plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     p.set_defaults(func=main)
@@ -160,6 +177,8 @@ def main(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             argv=["fundgym", *sys.argv[1:]] if sys.argv[1:] else None,
             report=not args.no_report,
+            backend=args.backend,
+            address=args.address,
         )
     print()
     print(f"per episode, mean over {len(scenarios)} scenarios x {args.episodes} episodes:")
@@ -196,6 +215,7 @@ def preflight(args: argparse.Namespace) -> list[str]:
     if args.workers is not None:
         at_least("--workers", args.workers, 1)
     check_seed("--seed", args.seed)
+    check_backend(args.backend, args.address)
     specs = [parse_spec(p) for p in args.policies]
     names = [s.name for s in specs]
     dup = sorted({n for n in names if names.count(n) > 1})

@@ -214,7 +214,8 @@ OUTPUT_KINDS: dict[str, OutputKind] = {
         "search cache",
         True,
         lambda _path: True,
-        "any folder: fundgym only adds static_search-*.json files to it",
+        "any folder: fundgym only adds static_search-*.json files (the hindsight grid) and "
+        "frontier-*.db files (best_static's Optuna study) to it",
     ),
     "simulation": OutputKind(
         "simulation directory", True, _is_simulation, "a config.yaml from fundgym simulate"

@@ -6,7 +6,13 @@
   processes;
 * :mod:`fundgym.agents.evaluate.search`: the searched static baselines (``best_static``,
   ``hindsight_static``);
+* :mod:`fundgym.agents.evaluate.frontier`: the solvency-vs-capital frontier of static sets
+  (NSGA-II, stored to resume) and the rule that picks ``best_static`` from it;
+* :mod:`fundgym.agents.evaluate.backends`: where jobs run, local worker processes or Ray tasks;
 * :mod:`fundgym.agents.evaluate.metrics`: per-episode risk metrics, intervals, dominance;
+* :mod:`fundgym.agents.evaluate.sizing` and :mod:`fundgym.agents.evaluate.sizing_report`:
+  ``fundgym size-fund``, the fund needed per episode, its VaR / ES with bootstrap intervals,
+  the fund for a target P(socialised loss or ADL), Cover-2, and their outputs;
 * :mod:`fundgym.agents.evaluate.report` and :mod:`fundgym.agents.evaluate.plots`: report.md,
   report.html and
   figures (matplotlib, imported only when a report or plot is written).

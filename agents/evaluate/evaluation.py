@@ -45,7 +45,9 @@ from typing import Any
 import yaml
 
 from fundgym.agents import __version__
-from fundgym.agents.evaluate.episodes import Job, run_jobs, score
+from fundgym.agents.evaluate.backends import run_jobs_backend
+from fundgym.agents.evaluate.episodes import Job, score
+from fundgym.agents.evaluate.frontier import DEFAULT_RULE
 from fundgym.agents.evaluate.metrics import (
     EpisodeRecord,
     Row,
@@ -54,11 +56,13 @@ from fundgym.agents.evaluate.metrics import (
     summarize_policies,
 )
 from fundgym.agents.evaluate.search import (
+    BEST_STATIC_GENERATIONS,
     GRID,
     SEARCH_EPISODES,
     SEARCH_SEED,
     SearchResult,
     objective,
+    search_best_static,
     search_static,
 )
 from fundgym.agents.outputs import (
@@ -68,7 +72,7 @@ from fundgym.agents.outputs import (
     remove_stale_temps,
     write_text_atomic,
 )
-from fundgym.agents.policies import PolicySpec, parse_spec
+from fundgym.agents.policies import STATIC_PARAMS, PolicySpec, parse_spec
 from fundgym.agents.rollout import EvaluateError, base_env, job_env
 from fundgym.envs.scenarios import load_scenario
 
@@ -134,6 +138,8 @@ def evaluate(
     argv: Sequence[str] | None = None,
     report: bool = True,
     grid: dict[str, tuple[float, ...]] | None = None,
+    backend: str = "local",
+    address: str | None = None,
 ) -> EvaluationResult:
     """Evaluate ``policies`` on ``scenarios`` and write the results to ``out_dir``.
 
@@ -153,7 +159,10 @@ def evaluate(
         progress: Show progress bars.
         argv: The command line, recorded in ``command.txt`` and the report.
         report: Write ``report.md``/``report.html`` and plots.
-        grid: Static search grid (default :data:`GRID`).
+        grid: Static search grid (default :data:`GRID`); ``best_static``'s first generation.
+        backend: Where episodes run: ``local`` worker processes or ``ray`` tasks
+            (:func:`fundgym.agents.evaluate.backends.run_jobs_backend`).
+        address: A Ray cluster to join (``ray`` only; None starts a local Ray instance).
 
     Raises:
         EvaluateError: Bad arguments, an unusable output directory, a policy that cannot
@@ -195,20 +204,25 @@ def evaluate(
             resolved.append(spec)
             continue
         if spec.name == "best_static":
-            res = search_static(
-                "best_static", base, ["training"], search_episodes, SEARCH_SEED,
-                n_workers, cache, progress, grid,
+            res = search_best_static(
+                base, search_episodes, SEARCH_SEED, n_workers, cache, progress, grid,
+                backend=backend, address=address,
             )  # fmt: skip
-            where = f"{search_episodes} training-sampler draws"
+            desc = ", ".join(f"{k} {res.best[k]:g}" for k in STATIC_PARAMS)
+            note = (
+                f"the solvency-vs-capital frontier point picked by {res.rule}; NSGA-II, "
+                f"{len(res.points)} static sets (the grid first) on {search_episodes} "
+                f"training-sampler draws: {desc}"
+            )
         else:
             res = search_static(
                 "hindsight_static", base, scenarios, episodes, seed, n_workers, cache,
-                progress, grid,
+                progress, grid, backend, address,
             )  # fmt: skip
             where = "the evaluation scenarios themselves (hindsight)"
+            desc = ", ".join(f"{k} {res.best[k]:g}" for k in GRID)
+            note = f"static set searched on {where} over {len(res.points)} grid points: {desc}"
         searches[spec.name] = res
-        desc = ", ".join(f"{k} {res.best[k]:g}" for k in GRID)
-        note = f"static set searched on {where} over {len(res.points)} grid points: {desc}"
         resolved.append(PolicySpec(spec.name, "static", values=dict(res.best), note=note))
 
     jobs = [
@@ -217,7 +231,13 @@ def evaluate(
         for sc in scenarios
     ]
     bar = progress_bar(len(jobs) * episodes, "policy x scenario x episode", progress)
-    results = run_jobs(jobs, n_workers, lambda j: bar.update(j.episodes))
+    results = run_jobs_backend(
+        jobs,
+        workers=n_workers,
+        backend=backend,
+        address=address,
+        progress=lambda j: bar.update(j.episodes),
+    )
     bar.close()
     records: list[EpisodeRecord] = [r for rs in results for r in rs]
     rows = score(records)
@@ -323,6 +343,8 @@ def _write_outputs(
                 "scenario": "training",
                 "episodes": search_episodes,
                 "seed": SEARCH_SEED,
+                "search": f"NSGA-II frontier, {BEST_STATIC_GENERATIONS} generations (grid first)",
+                "rule": DEFAULT_RULE.describe(),
             },
             "hindsight_static": {"scenarios": scenarios, "episodes": episodes, "seed": seed},
         },
@@ -356,6 +378,7 @@ def _write_outputs(
             k: {
                 "best": v.best,
                 "best_objective": v.best_objective,
+                "rule": v.rule,
                 "points": v.points,
                 "cache_file": v.cache_file,
                 "cached": v.cached,

@@ -1,0 +1,934 @@
+"""The solvency-versus-capital frontier of static parameter sets, searched with NSGA-II.
+
+A static set (the levers of :data:`fundgym.agents.policies.STATIC_PARAMS`, held fixed for an
+episode) buys safety with capital: a higher maintenance margin or liquidation fee loses less
+to socialisation, bad debt and deleveraging, and locks more of the traders' and the fund's
+money. :func:`search_frontier` maps that trade-off. Every candidate runs the same scenarios
+on the same seeds (episode ``i`` seeded ``seed + i``) and is scored on two objectives, both
+minimised, both per episode and averaged over every episode of every scenario:
+
+* ``solvency_loss_usd``: socialised loss + unrecovered loss + deleveraged notional, the user
+  loss of :mod:`fundgym.agents.evaluate.metrics`;
+* ``capital_locked_usd``: the fund's value plus the maintenance margin locked, averaged over
+  the episode (``mean_capital_locked_usd`` in the metrics).
+
+**The search.** Optuna's NSGA-II sampler (:class:`optuna.samplers.NSGAIISampler`): with two
+objectives its crowding distance spreads the candidates along the front, which is what a
+trade-off curve needs; NSGA-III's reference directions are built for three or more objectives
+and bring nothing here. The population is the size of the old hand grid
+(:data:`fundgym.agents.evaluate.search.GRID`, 24 sets), whose points are enqueued as the first
+generation, so the grid is part of every study and the comparison with it is exact. Each
+lever is searched over its action range (:data:`fundgym.envs.controls.PARAMS`), on a log
+scale where the lever's action maps logarithmically. A generation is asked for at once and
+its episodes run in parallel (:func:`fundgym.agents.evaluate.backends.run_jobs_backend`).
+
+**Resuming.** A study lives in Optuna's storage (SQLite: ``sqlite:///path.db``) together with
+the settings that produced it (environment, scenarios, episodes, seed, grid, population,
+fundgym version); asking the same study for more trials runs only the missing ones, and a
+study whose settings differ is refused rather than mixed. A study of ``N`` trials is always
+read as its first ``N`` complete trials, so a result depends on the settings and ``N`` alone.
+The sampler is seeded with ``seed`` plus the number of trials already in the study, so the
+same sequence of commands gives the same study.
+
+**The chosen point.** A :class:`SelectionRule` picks one point of the Pareto front; that point
+is ``best_static`` (:mod:`fundgym.agents.evaluate.search`). The default, ``loss_within=0.1``,
+takes the least capital among the front's points whose solvency loss is within 10% of the
+lowest solvency loss found: the safest a static set can be made, bought as cheaply as the
+search found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fundgym.agents import __version__
+from fundgym.agents.evaluate.backends import run_jobs_backend
+from fundgym.agents.evaluate.episodes import Job
+from fundgym.agents.evaluate.metrics import Row, summarize_policies
+from fundgym.agents.outputs import jsonable, progress_bar
+from fundgym.agents.policies import STATIC_PARAMS, PolicySpec
+from fundgym.agents.rollout import EvaluateError, job_env
+from fundgym.envs.controls import PARAMS
+
+if TYPE_CHECKING:
+    import optuna
+
+#: The two objectives, in the order Optuna stores them (both minimised).
+OBJECTIVES = ("solvency_loss_usd", "capital_locked_usd")
+#: The summary column (:func:`fundgym.agents.evaluate.metrics.summarize_policies`) of each.
+_SUMMARY_COLUMN = {
+    "solvency_loss_usd": "solvency_loss_usd",
+    "capital_locked_usd": "mean_capital_locked_usd",
+}
+#: The sampler, as the settings record it.
+SAMPLER = "NSGA-II (optuna.samplers.NSGAIISampler, default crossover and mutation)"
+
+
+class FrontierError(EvaluateError):
+    """A frontier search that cannot run: a bad rule, or a stored study of other settings."""
+
+
+# --------------------------------------------------------------------------------------------
+# The rule that picks best_static
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SelectionRule:
+    """How one point of the Pareto front is chosen.
+
+    Attributes:
+        kind: ``loss_within``: the least capital among front points whose solvency loss is at
+            most ``(1 + value)`` times the lowest found; ``weighted``: the least
+            ``solvency loss + value x capital locked`` (``value`` in USD of loss per USD of
+            capital, the price put on locked capital over an episode).
+        value: The rule's parameter (>= 0).
+    """
+
+    kind: str
+    value: float
+
+    def text(self) -> str:
+        """The rule as ``--rule`` takes it (``loss_within=0.1``)."""
+        return f"{self.kind}={self.value:g}"
+
+    def describe(self) -> str:
+        """The rule in words, for reports."""
+        if self.kind == "loss_within":
+            return (
+                f"the least capital locked among the Pareto front's points whose solvency loss "
+                f"is within {self.value:.0%} of the lowest found (rule {self.text()})"
+            )
+        return (
+            f"the least solvency loss + {self.value:g} x capital locked on the Pareto front "
+            f"(rule {self.text()})"
+        )
+
+    def pick(self, loss_usd: Sequence[float], capital_usd: Sequence[float]) -> int:
+        """The index of the chosen point among the given (front) points.
+
+        Ties go to the lower loss, then to the earlier point.
+
+        Raises:
+            FrontierError: No points.
+        """
+        if not loss_usd:
+            raise FrontierError("no complete trial to choose from")
+        order = range(len(loss_usd))
+        if self.kind == "loss_within":
+            bound = min(loss_usd) * (1.0 + self.value)
+            within = [i for i in order if loss_usd[i] <= bound]
+            return min(within, key=lambda i: (capital_usd[i], loss_usd[i], i))
+        return min(order, key=lambda i: (loss_usd[i] + self.value * capital_usd[i], loss_usd[i], i))
+
+
+#: The rules :func:`parse_rule` knows, with what their value means.
+RULES = {
+    "loss_within": "FRAC >= 0: least capital among points with loss <= (1 + FRAC) x the lowest",
+    "weighted": "W >= 0: least (loss + W x capital)",
+}
+#: ``best_static``'s rule unless the user names another.
+DEFAULT_RULE = SelectionRule("loss_within", 0.1)
+
+
+def parse_rule(text: str, option: str = "--rule") -> SelectionRule:
+    """A :class:`SelectionRule` from ``NAME=VALUE`` (``loss_within=0.1``, ``weighted=0.01``).
+
+    Raises:
+        FrontierError: An unknown name, or a value that is not a finite number >= 0.
+    """
+    name, sep, raw = text.strip().partition("=")
+    allowed = "; ".join(f"{k}={v}" for k, v in RULES.items())
+    if not sep or name not in RULES:
+        raise FrontierError(f"{option} {text!r}: expected NAME=VALUE, one of: {allowed}")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise FrontierError(f"{option} {text!r}: {raw!r} is not a number ({allowed})") from None
+    if not (math.isfinite(value) and value >= 0.0):
+        raise FrontierError(f"{option} {text!r}: the value must be finite and >= 0, got {raw}")
+    return SelectionRule(name, value)
+
+
+# --------------------------------------------------------------------------------------------
+# Pareto dominance
+# --------------------------------------------------------------------------------------------
+
+
+def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether point ``a`` Pareto-dominates ``b``: no worse in both, better in one (minimised)."""
+    return a[0] <= b[0] and a[1] <= b[1] and (a[0] < b[0] or a[1] < b[1])
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
+    """Whether each point is on the Pareto front (dominated by no other point)."""
+    return [not any(dominates(q, p) for q in points) for p in points]
+
+
+def dominated_by(point: tuple[float, float], front: Sequence[tuple[float, float]]) -> int | None:
+    """The index of the front point that dominates ``point`` with the least capital, or None.
+
+    The least-capital dominating point is the one that shows how much cheaper the same or
+    better safety is.
+    """
+    hits = [i for i, q in enumerate(front) if dominates(q, point)]
+    return min(hits, key=lambda i: (front[i][1], front[i][0])) if hits else None
+
+
+# --------------------------------------------------------------------------------------------
+# The search
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Trial:
+    """One scored static set of a study.
+
+    Attributes:
+        number: Optuna's trial number (the order trials were asked in).
+        values: Every lever of :data:`STATIC_PARAMS`, natural units.
+        solvency_loss_usd: Mean solvency loss per episode over every scenario and episode.
+        capital_locked_usd: Mean capital locked (fund + maintenance margin) per episode.
+        mean_reward: The old grid search's objective (mean episode reward, per scenario then
+            averaged), kept for comparison.
+        source: ``grid`` (an enqueued point of the old grid) or ``nsga2``.
+        generation: The NSGA-II generation (0: the grid).
+    """
+
+    number: int
+    values: dict[str, float]
+    solvency_loss_usd: float
+    capital_locked_usd: float
+    mean_reward: float
+    source: str
+    generation: int
+
+    @property
+    def point(self) -> tuple[float, float]:
+        """(solvency loss, capital locked): the two objectives."""
+        return (self.solvency_loss_usd, self.capital_locked_usd)
+
+
+@dataclass
+class FrontierResult:
+    """The outcome of :func:`search_frontier`.
+
+    Attributes:
+        settings: What determines the study (stored with it; a resumed study must match).
+        trials: The study's first ``trials`` complete trials, by number.
+        pareto: Per trial, whether it is on the Pareto front of ``trials``.
+        dominated_by: Per trial, the number of the front trial that dominates it with the
+            least capital (None on the front).
+        chosen: The number of the trial the rule picks (``best_static``).
+        rule: The rule.
+        new_trials: Trials run by this call (0: the study already held enough).
+        wall_s: This call's wall time.
+        storage: Where the study is stored (None: in memory only).
+        study_name: The study's name in ``storage``.
+        grid: The points enqueued as generation 0 (the old grid).
+    """
+
+    settings: dict[str, Any]
+    trials: list[Trial]
+    pareto: list[bool]
+    dominated_by: list[int | None]
+    chosen: int
+    rule: SelectionRule
+    new_trials: int
+    wall_s: float
+    storage: str | None
+    study_name: str
+    grid: list[dict[str, float]]
+
+    def trial(self, number: int) -> Trial:
+        """The trial numbered ``number``."""
+        return next(t for t in self.trials if t.number == number)
+
+    @property
+    def front(self) -> list[Trial]:
+        """The Pareto front's trials, by capital locked."""
+        on = [t for t, p in zip(self.trials, self.pareto, strict=True) if p]
+        return sorted(on, key=lambda t: (t.capital_locked_usd, t.solvency_loss_usd))
+
+
+def settings_key(
+    base: dict[str, Any],
+    scenarios: Sequence[str],
+    episodes: int,
+    seed: int,
+    grid: Sequence[dict[str, float]],
+) -> dict[str, Any]:
+    """Everything that determines a study's scores; stored with the study and checked on resume."""
+    return {
+        "env": jsonable(base),
+        "scenarios": list(scenarios),
+        "episodes": episodes,
+        "seed": seed,
+        "levers": {
+            n: {"low": PARAMS[n].low, "high": PARAMS[n].high, "log": PARAMS[n].log}
+            for n in STATIC_PARAMS
+        },
+        "grid": [jsonable(p) for p in grid],
+        "population": len(grid),
+        "objectives": list(OBJECTIVES),
+        "sampler": SAMPLER,
+        "fundgym": __version__,
+    }
+
+
+def settings_digest(settings: dict[str, Any]) -> str:
+    """A short hash of ``settings`` (names a cached study)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _point_name(values: dict[str, float]) -> str:
+    return "static:" + ",".join(f"{k}={values[k]:g}" for k in STATIC_PARAMS)
+
+
+def _load_study(
+    storage: str | None, study_name: str, settings: dict[str, Any], seed: int
+) -> optuna.Study:
+    """Open (or create) the study, check its settings, and seed its sampler for this call."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=study_name,
+            directions=["minimize", "minimize"],
+            load_if_exists=True,
+        )
+    except (ValueError, ImportError) as exc:  # a storage URL SQLAlchemy cannot open
+        raise FrontierError(f"--storage {storage!r}: cannot open the study: {exc}") from None
+    stored = study.user_attrs.get("settings")
+    if stored is None:
+        if study.trials:
+            raise FrontierError(
+                f"study {study_name!r} in {storage}: not a fundgym frontier study (it has trials "
+                "but no settings); choose another --study-name"
+            )
+        study.set_user_attr("settings", settings)
+    elif stored != settings:
+        differ = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
+        raise FrontierError(
+            f"study {study_name!r} in {storage} was searched with other settings "
+            f"({', '.join(differ)} differ); a study resumes only with the same ones: choose "
+            "another --study-name or --storage, or repeat the original settings"
+        )
+    # A run killed mid-generation leaves trials RUNNING: they are failed, and asked again.
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        _fail(study, t)
+    population = int(settings["population"])
+    study.sampler = optuna.samplers.NSGAIISampler(
+        population_size=population, seed=(seed + len(study.trials)) % 2**32
+    )
+    return study
+
+
+def _ask(study: optuna.Study) -> tuple[optuna.trial.Trial, dict[str, float]]:
+    """A new trial and its static set, its NSGA-II generation and its source recorded.
+
+    The sampler records the generation of the trials it samples, but not of an enqueued one
+    (the grid); without it the grid would not count as generation 0, and the first bred
+    generation would be drawn at random instead of from the grid. The source (``grid``: an
+    enqueued point) is told from the queue, not from the values: a bred set can land on a
+    grid point exactly (crossover swaps whole coordinates).
+    """
+    import optuna
+
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    trial = study.ask()
+    sampler = study.sampler
+    if isinstance(sampler, optuna.samplers.NSGAIISampler):
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        sampler.get_trial_generation(study, next(t for t in running if t.number == trial.number))
+    trial.set_user_attr("source", "grid" if waiting else "nsga2")
+    values = {
+        n: trial.suggest_float(n, PARAMS[n].low, PARAMS[n].high, log=PARAMS[n].log)
+        for n in STATIC_PARAMS
+    }
+    return trial, values
+
+
+def _fail(study: optuna.Study, trial: optuna.trial.Trial | optuna.trial.FrozenTrial) -> None:
+    """Mark ``trial`` failed; a grid point goes back into the queue, so the grid is never lost."""
+    import optuna
+
+    if trial.user_attrs.get("source") == "grid" and len(trial.params) == len(STATIC_PARAMS):
+        study.enqueue_trial(dict(trial.params))
+    study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
+def _to_fill(study: optuna.Study, population: int) -> int:
+    """How many trials the current generation still lacks (a whole one when it is full).
+
+    A search stopped after ``--trials 50`` with a population of 24 leaves generation 2 with 2
+    trials; resuming asks for the 22 that complete it first, so a study grown in steps has
+    the generations of one grown at once.
+    """
+    key = "NSGAIISampler:generation"
+    gens = [int(t.system_attrs.get(key, 0)) for t in _complete(study)]
+    if not gens:
+        return population
+    in_last = gens.count(max(gens))
+    return population - in_last if in_last < population else population
+
+
+def _complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return sorted(done, key=lambda t: t.number)
+
+
+def _objective_values(rows: Sequence[Row]) -> tuple[float, float, float]:
+    """(solvency loss, capital locked, mean reward) of one candidate's rows."""
+    s = summarize_policies(rows)[0]
+    by: dict[str, list[float]] = {}
+    for r in rows:
+        by.setdefault(str(r["scenario"]), []).append(float(r["total_reward"]))
+    reward = float(np.mean([np.mean(v) for v in by.values()]))
+    return (
+        float(s[_SUMMARY_COLUMN["solvency_loss_usd"]]),
+        float(s[_SUMMARY_COLUMN["capital_locked_usd"]]),
+        reward,
+    )
+
+
+def search_frontier(
+    base: dict[str, Any],
+    scenarios: Sequence[str],
+    episodes: int,
+    seed: int,
+    trials: int,
+    *,
+    grid: Sequence[dict[str, float]],
+    workers: int,
+    storage: str | None = None,
+    study_name: str = "frontier",
+    rule: SelectionRule = DEFAULT_RULE,
+    backend: str = "local",
+    address: str | None = None,
+    progress: bool = False,
+    label: str = "frontier",
+    on_generation: Callable[[int, int], None] | None = None,
+) -> FrontierResult:
+    """Search the static sets' frontier until the study holds ``trials`` complete trials.
+
+    Args:
+        base: The evaluation environment's settings (:func:`fundgym.agents.rollout.base_env`).
+        scenarios: Scenario names (``training``: training-sampler draws).
+        episodes: Episodes per scenario for every candidate (seeds ``seed + i``).
+        seed: First episode seed; also seeds the sampler.
+        trials: Complete trials the study must hold (the grid counts).
+        grid: The points enqueued as the first generation (full natural-unit values of
+            :data:`STATIC_PARAMS`); their number is the population size (>= 2).
+        workers: Worker processes, or the CPUs of a local Ray instance.
+        storage: Optuna storage URL (``sqlite:///path.db``); None keeps the study in memory.
+        study_name: The study's name in ``storage``.
+        rule: How ``best_static`` is picked from the front.
+        backend: Where episodes run (:data:`fundgym.agents.evaluate.backends.BACKENDS`).
+        address: A Ray cluster to join (``ray`` only).
+        progress: Show a progress bar.
+        label: The progress bar's name.
+        on_generation: Called after each generation with (complete trials, trials wanted).
+
+    Raises:
+        FrontierError: A grid too small, or a stored study of other settings.
+        EvaluateError: An episode that cannot be scored (its trials are failed first).
+    """
+    if len(grid) < 2:
+        raise FrontierError(f"the grid needs at least 2 points (the population), got {len(grid)}")
+    t0 = time.perf_counter()
+    settings = settings_key(base, scenarios, episodes, seed, grid)
+    study = _load_study(storage, study_name, settings, seed)
+    if not study.trials:
+        for point in grid:
+            study.enqueue_trial(dict(point))
+    population = len(grid)
+    missing = trials - len(_complete(study))
+    bar = progress_bar(max(missing, 0) * len(scenarios) * episodes, label, progress)
+    new = 0
+    while missing > 0:
+        asked = [_ask(study) for _ in range(min(_to_fill(study, population), missing))]
+        batch = [t for t, _ in asked]
+        try:
+            jobs = []
+            for _, v in asked:
+                spec = PolicySpec(_point_name(v), "static", values=v)
+                for sc in scenarios:
+                    jobs.append(Job(spec, sc, job_env(base, spec, sc), episodes, seed, True))
+            results = run_jobs_backend(
+                jobs,
+                workers=workers,
+                backend=backend,
+                address=address,
+                progress=lambda j: bar.update(j.episodes),
+            )
+        except BaseException:
+            for t in batch:
+                _fail(study, t)
+            raise
+        n_sc = len(scenarios)
+        for k, t in enumerate(batch):
+            rows = [r for rs in results[k * n_sc : (k + 1) * n_sc] for r in rs]
+            loss, capital, reward = _objective_values(rows)
+            t.set_user_attr("mean_reward", reward)
+            study.tell(t, [loss, capital])
+        new += len(batch)
+        missing = trials - len(_complete(study))
+        if on_generation is not None:
+            on_generation(trials - max(missing, 0), trials)
+    bar.close()
+    return _result(study, settings, trials, rule, new, time.perf_counter() - t0, storage, grid)
+
+
+def _result(
+    study: optuna.Study,
+    settings: dict[str, Any],
+    trials: int,
+    rule: SelectionRule,
+    new: int,
+    wall_s: float,
+    storage: str | None,
+    grid: Sequence[dict[str, float]],
+) -> FrontierResult:
+    """The first ``trials`` complete trials of ``study``, their front and the chosen point."""
+    key = "NSGAIISampler:generation"
+    done = _complete(study)[:trials]
+    scored = [
+        Trial(
+            number=t.number,
+            values={n: float(t.params[n]) for n in STATIC_PARAMS},
+            solvency_loss_usd=float(t.values[0]),
+            capital_locked_usd=float(t.values[1]),
+            mean_reward=float(t.user_attrs.get("mean_reward", math.nan)),
+            source=str(t.user_attrs.get("source", "nsga2")),
+            generation=int(t.system_attrs.get(key, 0)),
+        )
+        for t in done
+    ]
+    points = [t.point for t in scored]
+    pareto = pareto_front(points)
+    front = [t for t, p in zip(scored, pareto, strict=True) if p]
+    front_points = [t.point for t in front]
+    by: list[int | None] = []
+    for t, on in zip(scored, pareto, strict=True):
+        i = None if on else dominated_by(t.point, front_points)
+        by.append(None if i is None else front[i].number)
+    chosen = front[
+        rule.pick([t.solvency_loss_usd for t in front], [t.capital_locked_usd for t in front])
+    ].number
+    return FrontierResult(
+        settings=settings,
+        trials=scored,
+        pareto=pareto,
+        dominated_by=by,
+        chosen=chosen,
+        rule=rule,
+        new_trials=new,
+        wall_s=wall_s,
+        storage=storage,
+        study_name=study.study_name,
+        grid=[dict(p) for p in grid],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Policies placed on the same axes
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PlacedPolicy:
+    """A policy scored on the frontier's scenarios and seeds.
+
+    Attributes:
+        name: The policy's name (``static:dydx``, ``rule``, a run's folder name).
+        kind: ``static``, ``rule``, ``trained``, ...
+        solvency_loss_usd: Mean solvency loss per episode.
+        capital_locked_usd: Mean capital locked per episode.
+        dominated_by: The front trial that dominates it with the least capital (None: not
+            dominated by any searched static set).
+        note: What the policy is.
+    """
+
+    name: str
+    kind: str
+    solvency_loss_usd: float
+    capital_locked_usd: float
+    dominated_by: int | None
+    note: str = ""
+
+
+def place_policies(
+    result: FrontierResult,
+    specs: Sequence[PolicySpec],
+    base: dict[str, Any],
+    *,
+    workers: int,
+    backend: str = "local",
+    address: str | None = None,
+    progress: bool = False,
+) -> list[PlacedPolicy]:
+    """Score ``specs`` on the frontier's own scenarios, episodes and seeds, and mark dominance."""
+    s = result.settings
+    scenarios, episodes, seed = list(s["scenarios"]), int(s["episodes"]), int(s["seed"])
+    jobs = [
+        Job(spec, sc, job_env(base, spec, sc), episodes, seed, True)
+        for spec in specs
+        for sc in scenarios
+    ]
+    bar = progress_bar(len(jobs) * episodes, "policies", progress)
+    results = run_jobs_backend(
+        jobs,
+        workers=workers,
+        backend=backend,
+        address=address,
+        progress=lambda j: bar.update(j.episodes),
+    )
+    bar.close()
+    front_points = [t.point for t in result.front]
+    front_numbers = [t.number for t in result.front]
+    out = []
+    n_sc = len(scenarios)
+    for k, spec in enumerate(specs):
+        rows = [r for rs in results[k * n_sc : (k + 1) * n_sc] for r in rs]
+        loss, capital, _ = _objective_values(rows)
+        i = dominated_by((loss, capital), front_points)
+        out.append(
+            PlacedPolicy(
+                name=spec.name,
+                kind=spec.kind,
+                solvency_loss_usd=loss,
+                capital_locked_usd=capital,
+                dominated_by=None if i is None else front_numbers[i],
+                note=spec.note or "",
+            )
+        )
+    return out
+
+
+def grid_comparison(result: FrontierResult) -> list[dict[str, Any]]:
+    """For each old grid point: on the front, or dominated by which (searched) trial.
+
+    A grid point is enqueued into every study, so each is either on the front (no searched
+    set improves on it: "matched") or dominated by a front point; the row says which, and
+    whether that point came from the search or from the grid itself.
+    """
+    rows = []
+    for t, on, by in zip(result.trials, result.pareto, result.dominated_by, strict=True):
+        if t.source != "grid":
+            continue
+        winner = None if by is None else result.trial(by)
+        rows.append(
+            {
+                "trial": t.number,
+                "values": t.values,
+                "solvency_loss_usd": t.solvency_loss_usd,
+                "capital_locked_usd": t.capital_locked_usd,
+                "status": "on the front (matched)" if on else "dominated",
+                "dominated_by": by,
+                "dominated_by_source": None if winner is None else winner.source,
+            }
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------------
+
+#: The files ``fundgym frontier`` writes into its ``--out`` (the study's database besides,
+#: ``frontier.db``, unless ``--storage`` puts it elsewhere).
+FRONTIER_FILES = (
+    "frontier.json",
+    "frontier.csv",
+    "frontier.md",
+    "frontier.png",
+    "config.yaml",
+    "command.txt",
+)
+#: ``frontier.json``'s kind.
+FRONTIER_KIND = "fundgym.frontier"
+
+
+def frontier_json(
+    result: FrontierResult, policies: Sequence[PlacedPolicy], command: str, created_utc: str
+) -> dict[str, Any]:
+    """The content of ``frontier.json``: settings, rule, every trial, the front, the policies."""
+    chosen = result.trial(result.chosen)
+    content: dict[str, Any] = jsonable(
+        {
+            "kind": FRONTIER_KIND,
+            "command": command,
+            "created_utc": created_utc,
+            "objectives": {
+                "solvency_loss_usd": "mean per episode of socialised + unrecovered loss + "
+                "deleveraged notional (minimised)",
+                "capital_locked_usd": "mean per episode of the fund's value + maintenance "
+                "margin locked, averaged over the episode (minimised)",
+            },
+            "settings": result.settings,
+            "storage": result.storage,
+            "study_name": result.study_name,
+            "trials": len(result.trials),
+            "new_trials": result.new_trials,
+            "wall_s": round(result.wall_s, 3),
+            "rule": {"text": result.rule.text(), "description": result.rule.describe()},
+            "best_static": {
+                "trial": chosen.number,
+                "values": chosen.values,
+                "solvency_loss_usd": chosen.solvency_loss_usd,
+                "capital_locked_usd": chosen.capital_locked_usd,
+            },
+            "front": [t.number for t in result.front],
+            "all_trials": [
+                {
+                    "trial": t.number,
+                    "source": t.source,
+                    "generation": t.generation,
+                    "values": t.values,
+                    "solvency_loss_usd": t.solvency_loss_usd,
+                    "capital_locked_usd": t.capital_locked_usd,
+                    "mean_reward": t.mean_reward,
+                    "pareto": on,
+                    "dominated_by": by,
+                }
+                for t, on, by in zip(result.trials, result.pareto, result.dominated_by, strict=True)
+            ],
+            "policies": [
+                {
+                    "name": p.name,
+                    "kind": p.kind,
+                    "solvency_loss_usd": p.solvency_loss_usd,
+                    "capital_locked_usd": p.capital_locked_usd,
+                    "dominated": p.dominated_by is not None,
+                    "dominated_by": p.dominated_by,
+                    "note": p.note,
+                }
+                for p in policies
+            ],
+            "grid_comparison": grid_comparison(result),
+        }
+    )
+    return content
+
+
+def frontier_csv(result: FrontierResult) -> str:
+    """``frontier.csv``: one row per trial, every lever, both objectives, front flag, dominator."""
+    head = [
+        "trial",
+        "source",
+        "generation",
+        *STATIC_PARAMS,
+        *OBJECTIVES,
+        "mean_reward",
+        "pareto",
+        "dominated_by",
+        "best_static",
+    ]
+    lines = [",".join(head)]
+    for t, on, by in zip(result.trials, result.pareto, result.dominated_by, strict=True):
+        cells = [
+            str(t.number),
+            t.source,
+            str(t.generation),
+            *(repr(t.values[n]) for n in STATIC_PARAMS),
+            repr(t.solvency_loss_usd),
+            repr(t.capital_locked_usd),
+            repr(t.mean_reward),
+            str(on).lower(),
+            "" if by is None else str(by),
+            str(t.number == result.chosen).lower(),
+        ]
+        lines.append(",".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def _usd(x: float) -> str:
+    return f"${x:,.0f}"
+
+
+def _levers(values: dict[str, float]) -> str:
+    return ", ".join(f"{n} {values[n]:.4g}" for n in STATIC_PARAMS)
+
+
+def frontier_md(result: FrontierResult, policies: Sequence[PlacedPolicy], command: str) -> str:
+    """``frontier.md``: the settings, the rule and its pick, the front, policies and the grid."""
+    s = result.settings
+    chosen = result.trial(result.chosen)
+    grid = grid_comparison(result)
+    beaten = sum(1 for g in grid if g["dominated_by_source"] == "nsga2")
+    matched = sum(1 for g in grid if g["status"].startswith("on the front"))
+    lines = [
+        "# Solvency-vs-capital frontier of static parameter sets",
+        "",
+        f"`{command}`",
+        "",
+        f"{len(result.trials)} trials (NSGA-II, population {s['population']}, the "
+        f"{len(result.grid)}-point grid as generation 0) on {', '.join(s['scenarios'])}, "
+        f"{s['episodes']} episodes each (seeds {s['seed']} .. {s['seed'] + s['episodes'] - 1}, "
+        "the same for every set). Both objectives are means per episode, minimised: solvency "
+        "loss (socialised + unrecovered + deleveraged notional) and capital locked (fund + "
+        "maintenance margin).",
+        "",
+        f"**best_static** is {result.rule.describe()}: trial {chosen.number}, "
+        f"loss {_usd(chosen.solvency_loss_usd)}, capital {_usd(chosen.capital_locked_usd)} "
+        f"({_levers(chosen.values)}).",
+        "",
+        f"**The old grid:** of its {len(grid)} points, {beaten} are dominated by a searched "
+        f"set, {len(grid) - beaten - matched} by another grid point, and {matched} are on the "
+        "front (matched, not beaten).",
+        "",
+        "## The Pareto front",
+        "",
+        "| trial | source | solvency loss | capital locked | levers |",
+        "|---:|---|---:|---:|---|",
+    ]
+    for t in result.front:
+        mark = " (best_static)" if t.number == result.chosen else ""
+        lines.append(
+            f"| {t.number}{mark} | {t.source} | {_usd(t.solvency_loss_usd)} | "
+            f"{_usd(t.capital_locked_usd)} | {_levers(t.values)} |"
+        )
+    if policies:
+        lines += [
+            "",
+            "## Policies on the same scenarios and seeds",
+            "",
+            "| policy | solvency loss | capital locked | dominated by a searched static set |",
+            "|---|---:|---:|---|",
+        ]
+        for p in policies:
+            if p.dominated_by is None:
+                verdict = "no"
+            else:
+                d = result.trial(p.dominated_by)
+                verdict = (
+                    f"yes: trial {d.number} ({_usd(d.solvency_loss_usd)}, "
+                    f"{_usd(d.capital_locked_usd)})"
+                )
+            lines.append(
+                f"| {p.name} | {_usd(p.solvency_loss_usd)} | {_usd(p.capital_locked_usd)} | "
+                f"{verdict} |"
+            )
+    lines += [
+        "",
+        "## The old grid, point by point",
+        "",
+        "| trial | levers | solvency loss | capital locked | status |",
+        "|---:|---|---:|---:|---|",
+    ]
+    for g in grid:
+        status = str(g["status"])
+        if g["dominated_by"] is not None:
+            status = f"dominated by trial {g['dominated_by']} ({g['dominated_by_source']})"
+        lines.append(
+            f"| {g['trial']} | {_levers(g['values'])} | {_usd(g['solvency_loss_usd'])} | "
+            f"{_usd(g['capital_locked_usd'])} | {status} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def frontier_figure(result: FrontierResult, policies: Sequence[PlacedPolicy]) -> Any:
+    """The frontier plot: every trial, the front, the grid, best_static and the policies.
+
+    Capital locked on x, solvency loss on y (both in USD per episode; lower-left is better).
+    A policy's label says whether a searched static set dominates it.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8.5, 5.6))
+    searched = [t for t in result.trials if t.source != "grid"]
+    grid = [t for t in result.trials if t.source == "grid"]
+    ax.scatter(
+        [t.capital_locked_usd for t in searched],
+        [t.solvency_loss_usd for t in searched],
+        s=12,
+        color="0.7",
+        label=f"searched static sets ({len(searched)})",
+        zorder=1,
+    )
+    ax.scatter(
+        [t.capital_locked_usd for t in grid],
+        [t.solvency_loss_usd for t in grid],
+        s=28,
+        marker="s",
+        facecolors="none",
+        edgecolors="0.35",
+        label=f"old grid ({len(grid)})",
+        zorder=2,
+    )
+    front = result.front
+    ax.plot(
+        [t.capital_locked_usd for t in front],
+        [t.solvency_loss_usd for t in front],
+        "-o",
+        color="tab:red",
+        markersize=4,
+        label=f"Pareto front ({len(front)})",
+        zorder=3,
+    )
+    chosen = result.trial(result.chosen)
+    ax.scatter(
+        [chosen.capital_locked_usd],
+        [chosen.solvency_loss_usd],
+        s=220,
+        marker="*",
+        color="gold",
+        edgecolors="black",
+        label=f"best_static ({result.rule.text()})",
+        zorder=5,
+    )
+    markers = ["D", "^", "v", "P", "X", "h", "<", ">", "p", "8"]
+    for k, p in enumerate(policies):
+        state = "dominated" if p.dominated_by is not None else "not dominated"
+        ax.scatter(
+            [p.capital_locked_usd],
+            [p.solvency_loss_usd],
+            s=70,
+            marker=markers[k % len(markers)],
+            color=f"C{k % 10}",
+            edgecolors="black",
+            label=f"{p.name} ({state})",
+            zorder=4,
+        )
+    ax.set_xscale("log")
+    losses = [t.solvency_loss_usd for t in result.trials] + [p.solvency_loss_usd for p in policies]
+    if min(losses) > 0.0:
+        ax.set_yscale("log")
+    else:  # a zero loss: linear near 0, logarithmic above
+        ax.set_yscale("symlog", linthresh=_linthresh(losses))
+        ax.set_ylim(bottom=0.0)  # no negative losses; the points at 0 sit on the axis
+        for artist in (*ax.collections, *ax.lines):
+            artist.set_clip_on(False)
+    ax.set_xlabel("capital locked per episode (fund + maintenance margin), USD")
+    ax.set_ylabel("solvency loss per episode (socialised + unrecovered + ADL), USD")
+    s = result.settings
+    ax.set_title(
+        f"Static sets: solvency vs capital ({len(result.trials)} NSGA-II trials, "
+        f"{', '.join(s['scenarios'])} x {s['episodes']} episodes)",
+        fontsize=10,
+    )
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
+    return fig
+
+
+def _linthresh(losses: Sequence[float]) -> float:
+    """The loss below which a symlog axis is linear: a tenth of the smallest positive loss."""
+    positive = [x for x in losses if x > 0.0]
+    return max(1.0, 0.1 * min(positive)) if positive else 1.0
