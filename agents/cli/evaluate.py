@@ -8,9 +8,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fundgym.agents.cli.guards import OUTPUT_KINDS, UsageError, at_least, check_output, check_seed
+from fundgym.agents.cli.guards import (
+    OUTPUT_KINDS,
+    UsageError,
+    add_backend_options,
+    at_least,
+    check_output,
+    check_seed,
+)
 from fundgym.agents.cli.levers import lever_table
-from fundgym.agents.evaluate.backends import BACKENDS, check_backend
+from fundgym.agents.evaluate.backends import check_backend
 from fundgym.agents.outputs import output_lock
 from fundgym.agents.policies import PRESETS, STATIC_PARAMS
 
@@ -119,19 +126,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="store_true",
         help=OUTPUT_KINDS["evaluation"].force_help() + "; --force replaces it",
     )
-    p.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default="local",
-        help="where episodes run: local worker processes (default) or ray tasks (pip install "
-        "fundgym[ray]; a local Ray instance with --workers CPUs unless --address)",
-    )
-    p.add_argument(
-        "--address",
-        default=None,
-        metavar="ADDR",
-        help="a running Ray cluster to run on (ray://HOST:10001 or HOST:6379; --backend ray only)",
-    )
+    add_backend_options(p)
     p.add_argument("--no-report", action="store_true", help="skip report.md/html and plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     p.set_defaults(func=main)

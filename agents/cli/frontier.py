@@ -15,12 +15,13 @@ import yaml
 from fundgym.agents.cli.guards import (
     OutputKind,
     UsageError,
+    add_backend_options,
     at_least,
     check_output,
     check_seed,
 )
 from fundgym.agents.cli.levers import lever_table
-from fundgym.agents.evaluate.backends import BACKENDS, check_backend
+from fundgym.agents.evaluate.backends import check_backend
 from fundgym.agents.evaluate.frontier import (
     DEFAULT_RULE,
     FRONTIER_FILES,
@@ -158,19 +159,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="W",
         help="worker processes, or the CPUs of a local Ray instance (default: one per CPU)",
     )
-    p.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default="local",
-        help="where episodes run: local worker processes (default) or ray tasks (pip install "
-        "fundgym[ray])",
-    )
-    p.add_argument(
-        "--address",
-        default=None,
-        metavar="ADDR",
-        help="a running Ray cluster to run on (ray://HOST:10001 or HOST:6379; --backend ray only)",
-    )
+    add_backend_options(p)
     p.add_argument(
         "--policies",
         action="append",

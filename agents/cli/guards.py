@@ -22,6 +22,7 @@ module is the one home of the checks the subcommands share:
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fundgym.agents.evaluate.backends import BACKENDS
 from fundgym.agents.evaluate.evaluation import EVALUATION_FILES, is_evaluation_dir
 from fundgym.envs.scenarios import Scenario, load_scenario
 from fundgym.envs.schema import SchemaError
@@ -376,3 +378,21 @@ def plain_text(text: str) -> str:
     out = _STRONG.sub(r"\1", out)
     out = _HEADING.sub("", out)
     return _LITERAL_BLOCK.sub(":", out)
+
+
+def add_backend_options(p: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--address``: worded once for every command that runs episodes."""
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="local",
+        help="where episodes run: local worker processes (default) or Ray tasks (pip install "
+        "fundgym[ray])",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="a running Ray cluster to join (ray://HOST:10001 or HOST:6379; --backend ray "
+        "only; default: start a local instance)",
+    )

@@ -9,7 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fundgym.agents.cli.guards import OutputKind, UsageError, at_least, check_output, check_seed
+from fundgym.agents.cli.guards import (
+    OutputKind,
+    UsageError,
+    add_backend_options,
+    at_least,
+    check_output,
+    check_seed,
+)
 from fundgym.agents.evaluate.sizing import (
     BOOTSTRAP_RESAMPLES,
     DEFAULT_TARGET_PROB,
@@ -63,8 +70,6 @@ Exit codes: 0 done, 2 bad arguments (the message names the option, value and wha
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``fundgym size-fund``."""
-    from fundgym.agents.evaluate.backends import BACKENDS
-
     p = sub.add_parser(
         "size-fund",
         help="size the insurance fund: VaR/ES of the deficit at 95/99/99.9%%, the fund / OI "
@@ -102,19 +107,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="W",
         help="worker processes, or the CPUs of a local Ray instance (default: one per CPU)",
     )
-    p.add_argument(
-        "--backend",
-        default="local",
-        choices=BACKENDS,
-        help="where episodes run: local worker processes (default) or Ray tasks",
-    )
-    p.add_argument(
-        "--address",
-        default=None,
-        metavar="ADDR",
-        help="a running Ray cluster to join (ray://host:10001 or host:6379; --backend ray "
-        "only; default: start a local instance)",
-    )
+    add_backend_options(p)
     p.add_argument(
         "--target-prob",
         type=float,

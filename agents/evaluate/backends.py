@@ -24,7 +24,8 @@ from types import ModuleType
 from typing import Any
 
 from fundgym.agents.evaluate.episodes import Job, run_job, run_jobs
-from fundgym.agents.rollout import EvaluateError
+from fundgym.agents.policies import STATIC_PARAMS, PolicySpec
+from fundgym.agents.rollout import EvaluateError, job_env
 
 #: The places jobs can run; ``local`` is the default.
 BACKENDS = ("local", "ray")
@@ -92,6 +93,43 @@ def run_jobs_backend(
     if backend == "local":
         return run_jobs(jobs, workers, progress)
     return _run_ray(jobs, max(1, workers), address, progress)
+
+
+def static_spec(values: dict[str, float]) -> PolicySpec:
+    """The static policy of a searched point, named by its lever values (``static:k=v,...``)."""
+    name = "static:" + ",".join(f"{k}={values[k]:g}" for k in STATIC_PARAMS)
+    return PolicySpec(name, "static", values=values)
+
+
+def run_policies(
+    specs: Sequence[PolicySpec],
+    scenarios: Sequence[str],
+    base: dict[str, Any],
+    episodes: int,
+    seed: int,
+    *,
+    rows_only: bool,
+    workers: int,
+    backend: str = "local",
+    address: str | None = None,
+    progress: Callable[[Job], None] | None = None,
+) -> list[list[Any]]:
+    """Every policy on every scenario, on the same seeds; per policy, its results in order.
+
+    One job per (policy, scenario) (:func:`~fundgym.agents.rollout.job_env` fits ``base`` to
+    each), run by :func:`run_jobs_backend`; a policy's results are its jobs' concatenated in
+    scenario order: the rows (``rows_only``) or episode records of all its episodes.
+    """
+    jobs = [
+        Job(spec, sc, job_env(base, spec, sc), episodes, seed, rows_only)
+        for spec in specs
+        for sc in scenarios
+    ]
+    results = run_jobs_backend(
+        jobs, workers=workers, backend=backend, address=address, progress=progress
+    )
+    n = len(scenarios)
+    return [[r for rs in results[k * n : (k + 1) * n] for r in rs] for k in range(len(specs))]
 
 
 def _run_ray(

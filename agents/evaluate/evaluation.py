@@ -45,8 +45,8 @@ from typing import Any
 import yaml
 
 from fundgym.agents import __version__
-from fundgym.agents.evaluate.backends import run_jobs_backend
-from fundgym.agents.evaluate.episodes import Job, score
+from fundgym.agents.evaluate.backends import run_policies
+from fundgym.agents.evaluate.episodes import score
 from fundgym.agents.evaluate.frontier import DEFAULT_RULE
 from fundgym.agents.evaluate.metrics import (
     EpisodeRecord,
@@ -73,7 +73,7 @@ from fundgym.agents.outputs import (
     write_text_atomic,
 )
 from fundgym.agents.policies import STATIC_PARAMS, PolicySpec, parse_spec
-from fundgym.agents.rollout import EvaluateError, base_env, job_env
+from fundgym.agents.rollout import EvaluateError, base_env
 from fundgym.envs.scenarios import load_scenario
 
 #: The files that make a directory a fundgym evaluation (all of them are always written).
@@ -225,21 +225,14 @@ def evaluate(
         searches[spec.name] = res
         resolved.append(PolicySpec(spec.name, "static", values=dict(res.best), note=note))
 
-    jobs = [
-        Job(spec, sc, job_env(base, spec, sc), episodes, seed)
-        for spec in resolved
-        for sc in scenarios
-    ]
-    bar = progress_bar(len(jobs) * episodes, "policy x scenario x episode", progress)
-    results = run_jobs_backend(
-        jobs,
-        workers=n_workers,
-        backend=backend,
-        address=address,
-        progress=lambda j: bar.update(j.episodes),
-    )
+    total = len(resolved) * len(scenarios) * episodes
+    bar = progress_bar(total, "policy x scenario x episode", progress)
+    per_policy = run_policies(
+        resolved, scenarios, base, episodes, seed, rows_only=False, workers=n_workers,
+        backend=backend, address=address, progress=lambda j: bar.update(j.episodes),
+    )  # fmt: skip
     bar.close()
-    records: list[EpisodeRecord] = [r for rs in results for r in rs]
+    records: list[EpisodeRecord] = [r for rs in per_policy for r in rs]
     rows = score(records)
     by_scenario = summarize(rows)
     by_policy = summarize_policies(rows)

@@ -50,12 +50,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fundgym.agents import __version__
-from fundgym.agents.evaluate.backends import run_jobs_backend
-from fundgym.agents.evaluate.episodes import Job
+from fundgym.agents.evaluate.backends import run_policies, static_spec
 from fundgym.agents.evaluate.metrics import Row, summarize_policies
 from fundgym.agents.outputs import jsonable, progress_bar
 from fundgym.agents.policies import STATIC_PARAMS, PolicySpec
-from fundgym.agents.rollout import EvaluateError, job_env
+from fundgym.agents.rollout import EvaluateError
 from fundgym.envs.controls import PARAMS
 
 if TYPE_CHECKING:
@@ -289,10 +288,6 @@ def settings_digest(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _point_name(values: dict[str, float]) -> str:
-    return "static:" + ",".join(f"{k}={values[k]:g}" for k in STATIC_PARAMS)
-
-
 def _load_study(
     storage: str | None, study_name: str, settings: dict[str, Any], seed: int
 ) -> optuna.Study:
@@ -462,25 +457,16 @@ def search_frontier(
         asked = [_ask(study) for _ in range(min(_to_fill(study, population), missing))]
         batch = [t for t, _ in asked]
         try:
-            jobs = []
-            for _, v in asked:
-                spec = PolicySpec(_point_name(v), "static", values=v)
-                for sc in scenarios:
-                    jobs.append(Job(spec, sc, job_env(base, spec, sc), episodes, seed, True))
-            results = run_jobs_backend(
-                jobs,
-                workers=workers,
-                backend=backend,
-                address=address,
+            per_point = run_policies(
+                [static_spec(v) for _, v in asked], scenarios, base, episodes, seed,
+                rows_only=True, workers=workers, backend=backend, address=address,
                 progress=lambda j: bar.update(j.episodes),
-            )
+            )  # fmt: skip
         except BaseException:
             for t in batch:
                 _fail(study, t)
             raise
-        n_sc = len(scenarios)
-        for k, t in enumerate(batch):
-            rows = [r for rs in results[k * n_sc : (k + 1) * n_sc] for r in rs]
+        for t, rows in zip(batch, per_point, strict=True):
             loss, capital, reward = _objective_values(rows)
             t.set_user_attr("mean_reward", reward)
             study.tell(t, [loss, capital])
@@ -583,26 +569,16 @@ def place_policies(
     """Score ``specs`` on the frontier's own scenarios, episodes and seeds, and mark dominance."""
     s = result.settings
     scenarios, episodes, seed = list(s["scenarios"]), int(s["episodes"]), int(s["seed"])
-    jobs = [
-        Job(spec, sc, job_env(base, spec, sc), episodes, seed, True)
-        for spec in specs
-        for sc in scenarios
-    ]
-    bar = progress_bar(len(jobs) * episodes, "policies", progress)
-    results = run_jobs_backend(
-        jobs,
-        workers=workers,
-        backend=backend,
-        address=address,
-        progress=lambda j: bar.update(j.episodes),
-    )
+    bar = progress_bar(len(specs) * len(scenarios) * episodes, "policies", progress)
+    per_policy = run_policies(
+        specs, scenarios, base, episodes, seed, rows_only=True, workers=workers,
+        backend=backend, address=address, progress=lambda j: bar.update(j.episodes),
+    )  # fmt: skip
     bar.close()
     front_points = [t.point for t in result.front]
     front_numbers = [t.number for t in result.front]
     out = []
-    n_sc = len(scenarios)
-    for k, spec in enumerate(specs):
-        rows = [r for rs in results[k * n_sc : (k + 1) * n_sc] for r in rs]
+    for spec, rows in zip(specs, per_policy, strict=True):
         loss, capital, _ = _objective_values(rows)
         i = dominated_by((loss, capital), front_points)
         out.append(

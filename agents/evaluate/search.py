@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 
 from fundgym.agents import __version__
-from fundgym.agents.evaluate.backends import run_jobs_backend
-from fundgym.agents.evaluate.episodes import Job
+from fundgym.agents.evaluate.backends import run_policies, static_spec
 from fundgym.agents.evaluate.frontier import (
     DEFAULT_RULE,
     SelectionRule,
@@ -36,8 +35,7 @@ from fundgym.agents.evaluate.frontier import (
 )
 from fundgym.agents.evaluate.metrics import Row, summarize_policies
 from fundgym.agents.outputs import jsonable, progress_bar, write_text_atomic
-from fundgym.agents.policies import STATIC_PARAMS, PolicySpec
-from fundgym.agents.rollout import job_env
+from fundgym.agents.policies import STATIC_PARAMS
 from fundgym.envs.controls import DEFAULTS, PARAMS
 
 #: The static search grid: liquidation fee x MMR x trading-fee share to the fund (the fee all
@@ -82,10 +80,6 @@ def grid_points(grid: dict[str, tuple[float, ...]] | None = None) -> list[dict[s
         values.update(dict(zip(names, combo, strict=True)))
         points.append(values)
     return points
-
-
-def _point_name(values: dict[str, float]) -> str:
-    return "static:" + ",".join(f"{k}={values[k]:g}" for k in STATIC_PARAMS)
 
 
 def objective(rows: Sequence[Row]) -> float:
@@ -156,23 +150,15 @@ def search_static(
             pass  # a corrupt cache entry is recomputed and overwritten
     t0 = time.perf_counter()
     points = grid_points(g)
-    jobs = []
-    for values in points:
-        spec = PolicySpec(_point_name(values), "static", values=values)
-        for sc in scenarios:
-            jobs.append(Job(spec, sc, job_env(base, spec, sc), episodes, seed, rows_only=True))
-    bar = progress_bar(len(jobs) * episodes, f"{name} search", progress)
-    results = run_jobs_backend(
-        jobs,
-        workers=workers,
-        backend=backend,
-        address=address,
+    bar = progress_bar(len(points) * len(scenarios) * episodes, f"{name} search", progress)
+    per_point = run_policies(
+        [static_spec(v) for v in points], scenarios, base, episodes, seed, rows_only=True,
+        workers=workers, backend=backend, address=address,
         progress=lambda j: bar.update(j.episodes),
-    )
+    )  # fmt: skip
     bar.close()
     scored: list[dict[str, Any]] = []
-    for p, values in enumerate(points):
-        rows = [r for rs in results[p * len(scenarios) : (p + 1) * len(scenarios)] for r in rs]
+    for values, rows in zip(points, per_point, strict=True):
         s = summarize_policies(rows)[0]
         scored.append(
             {

@@ -138,7 +138,7 @@ def test_a_failed_generation_is_failed_in_the_study_and_asked_again(base, tmp_pa
     def boom(*args, **kwargs):
         raise ev.EvaluateError("episode cannot be scored")
 
-    monkeypatch.setattr(fr, "run_jobs_backend", boom)
+    monkeypatch.setattr(fr, "run_policies", boom)
     with pytest.raises(ev.EvaluateError, match="cannot be scored"):
         fr.search_frontier(base, ["training"], 1, 0, 4, grid=grid, workers=1, storage=url)
     monkeypatch.undo()
