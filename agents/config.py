@@ -44,7 +44,7 @@ from pydantic_core import PydanticCustomError
 
 from fundgym.envs.config import EnvConfig
 from fundgym.envs.resources import TRAIN_CONFIG_DIR
-from fundgym.envs.scenarios import load_scenario, scenario_names
+from fundgym.envs.scenarios import load_scenario, require_single_market, scenario_names
 from fundgym.envs.schema import SchemaError, build, load_yaml
 
 #: The config ``fundgym train`` and ``fundgym demo`` use, and evaluation falls back to: the
@@ -443,7 +443,7 @@ def check_scenarios(cfg: TrainConfig, source: str) -> None:
         if name == "training":
             continue
         try:
-            load_scenario(name)
+            require_single_market(load_scenario(name))
         except SchemaError as exc:
             problems.append(f"{source}: {where} = {name!r}: the scenario file is invalid: {exc}")
         except FileNotFoundError:

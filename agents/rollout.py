@@ -35,7 +35,7 @@ from fundgym.agents.policies import (
 )
 from fundgym.envs.config import EnvConfig, make_config
 from fundgym.envs.exchange_env import InsuranceFundVectorEnv
-from fundgym.envs.scenarios import library, load_scenario
+from fundgym.envs.scenarios import library, load_scenario, require_single_market
 from fundgym.envs.schema import SchemaError, build, load_yaml
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -96,7 +96,7 @@ def parse_scenarios(items: Iterable[str], option: str = "--scenarios") -> list[s
             for n in names:
                 if n != "training":
                     try:
-                        load_scenario(n)
+                        require_single_market(load_scenario(n))
                     except (FileNotFoundError, SchemaError) as exc:
                         raise EvaluateError(f"{option}: {exc}") from exc
                     except UnicodeDecodeError as exc:

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from fundgym.envs.scenarios import Scenario, load_scenario, scenario_names
+from fundgym.envs.scenarios import Scenario, load_scenario, single_market_names
 from fundgym.envs.simulator import ExchangeSimulator
 
 FloatArray = np.ndarray[tuple[int], np.dtype[np.float64]]
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--accounts", type=int, default=1000, help="account slots per exchange")
     ap.add_argument("--out", help="also write the Markdown table to this file")
     args = ap.parse_args(argv)
-    known = scenario_names()
+    known = single_market_names()
     for name in args.scenarios:
         if name not in known:
             ap.error(f"--scenarios: unknown scenario {name!r}; known: {', '.join(known)}")

@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from fundgym.envs.core.params import RiskParams
-from fundgym.envs.scenarios import library, load_scenario
+from fundgym.envs.scenarios import load_scenario, single_market_names
 from fundgym.envs.simulator import ExchangeSimulator
 
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     seeds = [1000 + i for i in range(args.seeds)]
     table = {}
-    for name in sorted(library()):
+    for name in single_market_names():
         table[name] = outcomes(name, args.accounts, seeds, args.fallback)
         print(name, json.dumps(table[name]), file=sys.stderr)
     text = json.dumps(table, indent=1)

@@ -13,6 +13,12 @@ the calibration facts the scenario reproduces; tests check them.
 :func:`market_path` draws the exogenous parts for a batch of exchanges; the simulator adds
 what is endogenous (liquidation flow moving the price, funding from the resulting premium).
 
+An optional ``markets`` section lists several markets moving together through a factor model
+(:class:`MarketSpec`, ``docs/markets.md``); :mod:`fundgym.envs.market.factor` draws them.
+The simulator runs one market until multi-market simulation lands, so :func:`market_path`
+refuses a scenario with several (:func:`require_single_market`), and
+:func:`single_market_names` lists the library scenarios it can run.
+
 Finite or refused: the schema's ranges and cross-field budgets (the comment above
 :data:`MAX_HORIZON_MINUTES`) keep every drawn price and depth finite and positive, and
 :func:`market_path` checks each draw anyway, raising :class:`NonFinitePathError` (a
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -92,6 +99,8 @@ MIN_DEPTH_FLOOR_PRODUCT = 1e-6
 #: Shortest half-life, smoothing or lead time, minutes (0.6 s): anything shorter acts at once
 #: on any clock, and a floor keeps ``tick / duration`` finite (5e-324 would overflow it).
 MIN_DURATION_MINUTES = 0.01
+#: The one market's name in a scenario without a ``markets`` section.
+SINGLE_MARKET_NAME = "market"
 #: Most negative return of one crash leg, wick or manipulation: a 10,000-fold fall (GDAX ETH
 #: 2017: -99.97%). A return of -1 would be a price of 0.
 MIN_RETURN_FRAC = -0.9999
@@ -548,6 +557,127 @@ class AttackerSpec:
     )
 
 
+@dataclass(frozen=True)
+class IdioCrashSpec:
+    """A crash of one market alone (LUNA in May 2022), added to what the factor gives it."""
+
+    start_minute: float = spec(ge=0.0, le=1e7, doc="minute the first leg starts")
+    legs: tuple[LegSpec, ...] = spec(
+        doc="legs in order, as crash.legs; with the market's share of the common crash, the "
+        "running log move stays within ln 1e10 = 23.0 either way"
+    )
+
+
+#: A market's name: a ticker (``BTC``, ``1000PEPE``, ``USDe``), unique in its scenario.
+_MARKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+
+
+@dataclass(frozen=True)
+class MarketSpec:
+    """One market of a multi-market exchange (``docs/markets.md``).
+
+    Market ``i``'s log return each tick is ``beta x`` the factor's base log return (market 0's
+    GARCH or GBM draw plus its jumps), plus its share of the scripted crash
+    (:attr:`crash_scale` times its legs' log moves, or :meth:`crash_legs`), plus its own
+    Gaussian noise, jumps and crash. ``markets[0]`` is the factor market itself: its
+    parameters are the scenario's own sections, so it takes a name and nothing else
+    (:meth:`Scenario.__post_init__` says which field to leave out).
+
+    The optional sections: ``jumps``, the market's own Merton jumps (their rate scaled by the
+    factor's regime; none: no jumps of its own); ``idio_crash``, a crash of this market alone;
+    ``venue``, ``oracle`` and ``funding``, this market's own (none: the scenario's).
+    """
+
+    name: str = spec(doc="ticker, unique in the scenario: 1-32 of A-Z a-z 0-9 _ . -, e.g. ETH")
+    initial: float | None = spec(
+        None,
+        ge=1e-9,
+        le=1e12,
+        doc="starting price, USD; required from markets[1] on (markets[0] starts at price.initial)",
+    )
+    beta: float = spec(
+        1.0,
+        ge=0.0,
+        le=10.0,
+        doc="loading on the factor's log returns (markets[0]: 1); the scripted crash too "
+        "unless crash_beta or crash_returns is given",
+    )
+    idio_vol_annual: float = spec(
+        0.0,
+        ge=0.0,
+        le=5.0,
+        doc="annualised volatility of the market's own Gaussian noise, scaled by the factor's "
+        "volatility multiplier (regimes, crash, precursors)",
+    )
+    jumps: JumpSpec | None = None
+    crash_beta: float | None = spec(
+        None,
+        ge=0.0,
+        le=20.0,
+        doc="multiple of each crash leg's log move this market makes (10 Oct 2025 alts: 4-6 "
+        "[E]); none: beta",
+    )
+    crash_returns: tuple[float, ...] | None = spec(
+        None,
+        ge=MIN_RETURN_FRAC,
+        le=1e3,
+        doc="this market's total simple return of each crash leg, in order (same timing and "
+        "shapes; a pause leg's is 0); replaces crash_beta",
+    )
+    idio_crash: IdioCrashSpec | None = None
+    depth_scale: float = spec(
+        1.0,
+        ge=1e-6,
+        le=1e3,
+        doc="normal book depth as a multiple of the scenario's (depth.normal_usd_per_pct, or "
+        "open interest / depth.oi_to_depth); the collapses and noise of depth apply as they are",
+    )
+    venue: VenueSpec | None = None
+    oracle: OracleSpec | None = None
+    funding: FundingSpec | None = None
+    target_drawdown_frac: float | None = spec(
+        None,
+        ge=0.0,
+        le=1.0,
+        doc="peak-to-trough drawdown of this market's index on the default seed (tests check "
+        "it within 5 pp; markets[0] uses targets)",
+    )
+
+    def __post_init__(self) -> None:
+        if not _MARKET_NAME.match(self.name):
+            raise FieldError("name", self.name, "1-32 of A-Z a-z 0-9 _ . -, starting with one")
+        if self.crash_beta is not None and self.crash_returns is not None:
+            raise FieldError(
+                "crash_returns", list(self.crash_returns), "give crash_beta or crash_returns"
+            )
+
+    @property
+    def crash_scale(self) -> float:
+        """Multiple of the crash legs' log moves this market makes (without ``crash_returns``)."""
+        return self.beta if self.crash_beta is None else self.crash_beta
+
+    def crash_legs(self, crash: CrashSpec) -> tuple[LegSpec, ...]:
+        """The scenario's crash legs with this market's ``crash_returns``: same timing, shapes.
+
+        Raises:
+            ValueError: The market has no ``crash_returns`` (its share is :attr:`crash_scale`
+                times the legs' log moves, scaled exactly in log terms by the drawing).
+        """
+        if self.crash_returns is None:
+            raise ValueError(f"market {self.name!r} has no crash_returns")
+        return tuple(
+            dataclasses.replace(leg, return_frac=r)
+            for leg, r in zip(crash.legs, self.crash_returns, strict=True)
+        )
+
+    def crash_log_range(self, crash: CrashSpec) -> tuple[float, float]:
+        """Lowest and highest running log move of this market's share of ``crash``."""
+        if self.crash_returns is not None:
+            return crash_log_range(self.crash_legs(crash))
+        low, high = crash_log_range(crash.legs)
+        return self.crash_scale * low, self.crash_scale * high
+
+
 def parse_start_utc(text: str) -> datetime:
     """An ISO 8601 timestamp in UTC (``2025-10-10T14:00:00Z``) as an aware UTC datetime.
 
@@ -624,11 +754,26 @@ class Scenario:
         (), doc="venue events: outages, halts, settlement, leverage caps, reduce-only"
     )
     attacker: AttackerSpec | None = None
+    markets: tuple[MarketSpec, ...] = spec(
+        (),
+        doc="the exchange's markets, moving together through a factor model (docs/markets.md); "
+        "markets[0] is the factor market, priced by the sections above; none: one market",
+    )
 
     @property
     def n_ticks(self) -> int:
         """Ticks in one episode."""
         return max(1, round(self.horizon_minutes / self.tick_minutes))
+
+    @property
+    def n_markets(self) -> int:
+        """Markets the exchange lists: 1 without a ``markets`` section."""
+        return max(1, len(self.markets))
+
+    @property
+    def market_names(self) -> tuple[str, ...]:
+        """The markets' names, in order (:data:`SINGLE_MARKET_NAME` without a section)."""
+        return tuple(m.name for m in self.markets) or (SINGLE_MARKET_NAME,)
 
     @property
     def start_datetime(self) -> datetime | None:
@@ -637,6 +782,14 @@ class Scenario:
 
     def base_process_bound(self) -> BaseProcessBound:
         """How far the base process can move the log price (see :class:`BaseProcessBound`)."""
+        return self.process_bound(self.price.vol_annual, self.price.jumps)
+
+    def process_bound(self, vol_annual: float, jumps: JumpSpec | None) -> BaseProcessBound:
+        """:class:`BaseProcessBound` of a process with this volatility and these jumps.
+
+        Under this scenario's multipliers (regimes, crash, precursors): the base process, or a
+        market's own noise and jumps (:class:`MarketSpec`), which the same multipliers scale.
+        """
         dt = self.tick_minutes
         n = self.n_ticks
         regime_max = max(self.price.regimes.vol_multipliers) if self.price.regimes else 1.0
@@ -649,22 +802,22 @@ class Scenario:
             lead = min(self.precursors.lead_minutes, self.crash.start_minute)
             precursor_ticks = min(n, lead / dt + 1.0)
         max_mult = regime_max * max(1.0, crash_mult, precursor_mult)
-        sigma2_tick = self.price.vol_annual**2 * dt / MINUTES_PER_YEAR
+        sigma2_tick = vol_annual**2 * dt / MINUTES_PER_YEAR
         sum_mult2 = regime_max**2 * (
             n
             + crash_ticks * max(crash_mult**2 - 1.0, 0.0)
             + precursor_ticks * (precursor_mult**2 - 1.0)
         )
         variance = sigma2_tick * sum_mult2
-        j = self.price.jumps
-        jumps = j.rate_per_day * dt / MINUTES_PER_DAY * regime_max * n
-        drift = 0.5 * variance + jumps * abs(j.mean_log)
-        spread = math.sqrt(variance + jumps * (j.mean_log**2 + j.std_log**2))
+        j = JumpSpec(rate_per_day=0.0) if jumps is None else jumps
+        n_jumps = j.rate_per_day * dt / MINUTES_PER_DAY * regime_max * n
+        drift = 0.5 * variance + n_jumps * abs(j.mean_log)
+        spread = math.sqrt(variance + n_jumps * (j.mean_log**2 + j.std_log**2))
         return BaseProcessBound(
             max_vol_multiplier=max_mult,
             tick_sigma=math.sqrt(sigma2_tick) * max_mult,
             variance=variance,
-            jumps=jumps,
+            jumps=n_jumps,
             log_move=drift + TAIL_SIGMAS * spread,
         )
 
@@ -728,6 +881,115 @@ class Scenario:
                 + _log_moves_text(bound.log_move, MAX_RANDOM_LOG_MOVE)
                 + " (lower the volatility, the multipliers, price.jumps or horizon_minutes)",
             )
+        if self.markets:
+            self._check_markets(bound)
+
+    def _check_markets(self, factor: BaseProcessBound) -> None:
+        """The ``markets`` section's cross-field rules, naming the field to change.
+
+        Each market keeps the single market's budgets (module comment above
+        :data:`MAX_HORIZON_MINUTES`): one tick's std at most :data:`MAX_TICK_SIGMA`, its random
+        log move (``beta x`` the factor's plus its own noise and jumps) at most
+        :data:`MAX_RANDOM_LOG_MOVE`, and its scripted log move (its legs of the crash plus its
+        own crash, taken as if their extremes coincided) at most :data:`MAX_CRASH_LOG_MOVE`.
+        """
+        first = self.markets[0]
+        for f in dataclasses.fields(MarketSpec):
+            if f.name != "name" and getattr(first, f.name) != f.default:
+                raise FieldError(
+                    f"markets[0].{f.name}",
+                    getattr(first, f.name),
+                    "leave it out: markets[0] is the factor market (beta 1), priced by the "
+                    "scenario's own price, crash, depth, venue, oracle, funding and targets",
+                )
+        seen: set[str] = set()
+        for i, m in enumerate(self.markets):
+            where = f"markets[{i}]"
+            if m.name in seen:
+                raise FieldError(f"{where}.name", m.name, "a name no other market has")
+            seen.add(m.name)
+            if i == 0:
+                continue
+            if m.initial is None:
+                raise FieldError(f"{where}.initial", None, "required from markets[1] on")
+            if (m.crash_beta is not None or m.crash_returns is not None) and self.crash is None:
+                field = "crash_beta" if m.crash_beta is not None else "crash_returns"
+                raise FieldError(
+                    f"{where}.{field}", getattr(m, field), "needs the scenario's crash section"
+                )
+            if m.crash_returns is not None and self.crash is not None:
+                self._check_crash_returns(where, m.crash_returns, self.crash)
+            if m.idio_crash is not None:
+                end = m.idio_crash.start_minute + sum(leg.minutes for leg in m.idio_crash.legs)
+                if end > self.horizon_minutes:
+                    raise FieldError(
+                        f"{where}.idio_crash.start_minute",
+                        m.idio_crash.start_minute,
+                        f"its legs end at minute {end:g}, after horizon_minutes = "
+                        f"{self.horizon_minutes:g}",
+                    )
+            self._check_market_budgets(where, m, factor)
+
+    @staticmethod
+    def _check_crash_returns(where: str, returns: tuple[float, ...], crash: CrashSpec) -> None:
+        """One return per crash leg, 0 for a pause (a pause does not move)."""
+        if len(returns) != len(crash.legs):
+            raise FieldError(
+                f"{where}.crash_returns",
+                list(returns),
+                f"one return per leg of crash.legs ({len(crash.legs)})",
+            )
+        for k, (leg, r) in enumerate(zip(crash.legs, returns, strict=True)):
+            if leg.kind == "pause" and r != 0.0:
+                raise FieldError(f"{where}.crash_returns[{k}]", r, f"0: crash.legs[{k}] is a pause")
+
+    def _check_market_budgets(self, where: str, m: MarketSpec, factor: BaseProcessBound) -> None:
+        """Market ``m``'s tick std, random log move and scripted log move within budget."""
+        own = self.process_bound(m.idio_vol_annual, m.jumps)
+        tick_sigma = math.hypot(m.beta * factor.tick_sigma, own.tick_sigma)
+        if tick_sigma > MAX_TICK_SIGMA:
+            raise FieldError(
+                f"{where}.idio_vol_annual" if m.idio_vol_annual > 0.0 else f"{where}.beta",
+                m.idio_vol_annual if m.idio_vol_annual > 0.0 else m.beta,
+                f"one tick's log-return std, sqrt((beta x {factor.tick_sigma:.3g})^2 + "
+                f"{own.tick_sigma:.3g}^2) = {tick_sigma:.3g} at the largest volatility "
+                f"multiplier (x{factor.max_vol_multiplier:g}); at most {MAX_TICK_SIGMA:g}",
+            )
+        log_move = m.beta * factor.log_move + own.log_move
+        if log_move > MAX_RANDOM_LOG_MOVE:
+            field = "beta" if m.beta * factor.log_move >= own.log_move else "idio_vol_annual"
+            raise FieldError(
+                f"{where}.{field}",
+                getattr(m, field),
+                f"beta x the factor's log-move bound ({factor.log_move:.3g}) + the market's "
+                f"own ({own.log_move:.3g}) = "
+                + _log_moves_text(log_move, MAX_RANDOM_LOG_MOVE)
+                + " (lower beta, idio_vol_annual or jumps)",
+            )
+        common = 0.0
+        if self.crash is not None:
+            low, high = m.crash_log_range(self.crash)
+            common = max(-low, high)
+        alone = 0.0
+        if m.idio_crash is not None:
+            low, high = crash_log_range(m.idio_crash.legs)
+            alone = max(-low, high)
+        if common + alone > MAX_CRASH_LOG_MOVE:
+            if m.idio_crash is not None and common <= MAX_CRASH_LOG_MOVE:
+                field, value = "idio_crash.legs", [leg.return_frac for leg in m.idio_crash.legs]
+            elif m.crash_returns is not None:
+                field, value = "crash_returns", list(m.crash_returns)
+            else:
+                field = "beta" if m.crash_beta is None else "crash_beta"
+                value = getattr(m, field)
+            raise FieldError(
+                f"{where}.{field}",
+                value,
+                "the market's scripted log move (its legs of crash, then idio_crash, as if "
+                "their extremes coincided) reaches "
+                + _log_moves_text(common + alone, MAX_CRASH_LOG_MOVE)
+                + " (a factor 1e10)",
+            )
 
 
 # ---------------------------------------------------------------- loading ----
@@ -741,6 +1003,44 @@ def library() -> dict[str, Path]:
 def scenario_names() -> list[str]:
     """The names of the packaged scenario library, sorted."""
     return sorted(library())
+
+
+def single_market_names() -> list[str]:
+    """The library scenarios the simulator runs today: those with one market, sorted.
+
+    Every library file is loaded to read its ``markets`` section. What simulates every library
+    scenario (benchmarks, calibration sweeps) iterates these; listing and loading use
+    :func:`scenario_names`, which includes multi-market scenarios.
+    """
+    return [name for name, path in library().items() if load_scenario(path).n_markets == 1]
+
+
+class MultiMarketError(SchemaError):
+    """A scenario with several markets was given to something that simulates one market.
+
+    A :class:`~fundgym.envs.schema.SchemaError`, so every command reports it as a bad scenario
+    (exit 2) rather than a crash.
+    """
+
+
+def require_single_market(scenario: Scenario) -> None:
+    """Refuse a multi-market scenario where only one market can be simulated.
+
+    The simulator's tick runs one market until multi-market simulation (issue 17) lands; a
+    scenario with several markets must not silently run its first market alone.
+
+    Raises:
+        MultiMarketError: Naming the scenario and its markets.
+    """
+    if scenario.n_markets > 1:
+        raise MultiMarketError(
+            f"scenario {scenario.name!r}",
+            "markets",
+            list(scenario.market_names),
+            f"{scenario.n_markets} markets: multi-market simulation is not built yet (issue "
+            "17); the simulator runs one market. Draw the paths with "
+            "fundgym.envs.market.factor.draw_markets, or simulate a one-market scenario",
+        )
 
 
 def scenario_from_dict(data: Any, source: str = "<dict>") -> Scenario:
@@ -806,15 +1106,18 @@ _POSITIVE_COLUMNS = ("index", "depth_mult")
 _FINITE_COLUMNS = ("basis",)
 
 
-def check_path(scenario: Scenario, path: MarketPath) -> None:
+def check_path(scenario: Scenario, path: MarketPath, market: str | None = None) -> None:
     """Refuse a path with a non-finite or non-positive value, naming where it first appears.
 
     Two reductions per column, its minimum and maximum (a NaN makes both NaN, which fails
-    either comparison); the location is only looked up on failure.
+    either comparison); the location is only looked up on failure. ``market`` names the
+    market of a multi-market scenario the path belongs to.
 
     Raises:
-        NonFinitePathError: Naming the scenario, the column, the value, the tick and minute.
+        NonFinitePathError: Naming the scenario (and market), the column, the value, the tick
+            and minute.
     """
+    source = f"scenario {scenario.name!r}" + ("" if market is None else f", market {market!r}")
     for name in _POSITIVE_COLUMNS + _FINITE_COLUMNS:
         values: FloatArray = getattr(path, name)
         positive = name in _POSITIVE_COLUMNS
@@ -825,7 +1128,7 @@ def check_path(scenario: Scenario, path: MarketPath) -> None:
         tick, env = np.unravel_index(int(np.argmin(ok)), ok.shape)
         where = f" of exchange {env}" if ok.shape[1] > 1 else ""
         raise NonFinitePathError(
-            f"scenario {scenario.name!r}",
+            source,
             name,
             float(values[tick, env]),
             f"{rule}; first broken at tick {tick} (minute {tick * scenario.tick_minutes:g})"
@@ -862,12 +1165,67 @@ def _window(t: FloatArray, start: float, minutes: float) -> np.ndarray[Any, np.d
     return (t >= start) & (t < start + minutes)
 
 
+def crash_path(
+    start_minute: float, legs: tuple[LegSpec, ...], n_ticks: int, tick_minutes: float
+) -> tuple[FloatArray, np.ndarray[Any, np.dtype[np.bool_]]]:
+    """Scripted legs as ``(n_ticks,)`` log returns from ``start_minute``, and where they run.
+
+    Legs running past the last tick are cut there.
+    """
+    crash_ret = np.zeros(n_ticks)
+    crash_mask = np.zeros(n_ticks, dtype=bool)
+    seg = crash_log_returns(
+        [CrashLeg(leg.kind, leg.minutes, leg.return_frac, leg.shape, leg.n_steps) for leg in legs],
+        tick_minutes,
+    )
+    i0 = round(start_minute / tick_minutes)
+    seg = seg[: max(0, n_ticks - i0)]
+    crash_ret[i0 : i0 + seg.size] = seg
+    crash_mask[i0 : i0 + seg.size] = True
+    return crash_ret, crash_mask
+
+
+@dataclass
+class FactorDraw:
+    """Market 0's path and what the other markets of a factor model share with it.
+
+    Attributes:
+        path: Market 0's path: :func:`market_path` of the scenario, to the bit.
+        t: ``(n_ticks,)`` minute of each tick.
+        base_log_ret: ``(n_ticks, n_envs)`` the base process's log returns (GARCH or GBM plus
+            jumps, before the scripted crash): the factor the markets load on.
+        jump_mult: The jumps' rate multiplier (the regime's volatility multiplier, or 1),
+            broadcastable to ``(n_ticks, n_envs)``.
+        crash_ret: ``(n_ticks,)`` the scenario's crash legs as log returns (0 outside them).
+        crash_mask: ``(n_ticks,)`` whether the scenario's crash legs run at each tick.
+    """
+
+    path: MarketPath
+    t: FloatArray
+    base_log_ret: FloatArray
+    jump_mult: FloatArray
+    crash_ret: FloatArray
+    crash_mask: np.ndarray[Any, np.dtype[np.bool_]]
+
+
 def market_path(scenario: Scenario, rng: np.random.Generator, n_envs: int = 1) -> MarketPath:
     """Draw the exogenous market of ``scenario`` for ``n_envs`` exchanges.
 
     Raises:
+        MultiMarketError: The scenario lists several markets (:func:`require_single_market`);
+            :func:`fundgym.envs.market.factor.draw_markets` draws them.
         NonFinitePathError: A drawn value is not finite (or a price or multiplier not > 0);
             the message names the scenario, the column and the tick (:func:`check_path`).
+    """
+    require_single_market(scenario)
+    return draw_factor(scenario, rng, n_envs).path
+
+
+def draw_factor(scenario: Scenario, rng: np.random.Generator, n_envs: int) -> FactorDraw:
+    """Draw market 0 (the only market, or the factor market) and keep its parts.
+
+    :func:`market_path` returns its ``path``; the factor model
+    (:mod:`fundgym.envs.market.factor`) draws the other markets from the rest.
     """
     sc = scenario
     n = sc.n_ticks
@@ -880,15 +1238,7 @@ def market_path(scenario: Scenario, rng: np.random.Generator, n_envs: int = 1) -
     crash_ret = np.zeros(n)
     crash_mask = np.zeros(n, dtype=bool)
     if sc.crash is not None:
-        legs = [
-            CrashLeg(leg.kind, leg.minutes, leg.return_frac, leg.shape, leg.n_steps)
-            for leg in sc.crash.legs
-        ]
-        seg = crash_log_returns(legs, dt)
-        i0 = round(sc.crash.start_minute / dt)
-        seg = seg[: max(0, n - i0)]
-        crash_ret[i0 : i0 + seg.size] = seg
-        crash_mask[i0 : i0 + seg.size] = True
+        crash_ret, crash_mask = crash_path(sc.crash.start_minute, sc.crash.legs, n, dt)
         lead = sc.precursors.lead_minutes
         ramp = np.clip((t - (sc.crash.start_minute - lead)) / lead, 0.0, 1.0)
         ramp[t >= sc.crash.start_minute] = 0.0
@@ -910,7 +1260,7 @@ def market_path(scenario: Scenario, rng: np.random.Generator, n_envs: int = 1) -
     g = sc.price.garch
     # GBM is GARCH with no reaction, no persistence and Gaussian innovations.
     gbm = sc.price.model == "gbm"
-    log_ret = garch_t_log_returns(
+    base_log_ret = garch_t_log_returns(
         rng,
         n,
         n_envs,
@@ -922,17 +1272,52 @@ def market_path(scenario: Scenario, rng: np.random.Generator, n_envs: int = 1) -
         vol_multiplier=vol_mult,
     )
     j = sc.price.jumps
-    log_ret += merton_jump_log_returns(
+    base_log_ret += merton_jump_log_returns(
         rng, n, n_envs, j.rate_per_day, j.mean_log, j.std_log, dt, rate_multiplier=jump_mult
     )
-    log_ret += crash_ret[:, None]
+    log_ret = base_log_ret + crash_ret[:, None]
     log_ret[0] = 0.0
     with np.errstate(over="ignore"):  # an overflow is reported by check_path, with its tick
         index = sc.price.initial * np.exp(np.cumsum(log_ret, axis=0))
 
+    basis, wick, depth_mult, frozen, manipulation = venue_columns(
+        sc, sc.venue, sc.oracle, sc.funding, rng, n_envs, t, crash_mask, precursor
+    )
+    path = MarketPath(
+        index=index,
+        basis=basis,
+        wick=wick,
+        depth_mult=depth_mult,
+        frozen=frozen,
+        manipulation=manipulation,
+        vol_mult=np.asarray(vol_mult, dtype=np.float64),
+        precursor=precursor,
+    )
+    check_path(sc, path, None if not sc.markets else sc.markets[0].name)
+    return FactorDraw(path, t, base_log_ret, jump_mult, crash_ret, crash_mask)
+
+
+def venue_columns(
+    sc: Scenario,
+    venue: VenueSpec,
+    oracle: OracleSpec,
+    funding: FundingSpec,
+    rng: np.random.Generator,
+    n_envs: int,
+    t: FloatArray,
+    crash_mask: np.ndarray[Any, np.dtype[np.bool_]],
+    precursor: FloatArray,
+) -> tuple[FloatArray, FloatArray, FloatArray, np.ndarray[Any, np.dtype[np.bool_]], FloatArray]:
+    """One market's basis, wick, depth multiplier, oracle freezes and manipulation.
+
+    From its own ``venue``, ``oracle`` and ``funding`` sections and the scenario's crash,
+    depth and precursors (one exchange: one crash, one book regime). Draws the basis noise,
+    then the depth noise, from ``rng``.
+    """
+    shape = (t.size, n_envs)
     # Venue basis: noise, a discount growing through the crash legs, a premium when funding is
     # hot (premium ~ funding APR / intervals per year).
-    basis = rng.normal(0.0, sc.venue.basis_noise_bps * 1e-4, shape)
+    basis = rng.normal(0.0, venue.basis_noise_bps * 1e-4, shape)
     if sc.crash is not None and sc.crash.basis_frac != 0.0:
         progress = np.cumsum(crash_mask) / max(1, crash_mask.sum())
         crash_basis = np.where(crash_mask, np.log1p(sc.crash.basis_frac) * progress, 0.0)
@@ -942,19 +1327,20 @@ def market_path(scenario: Scenario, rng: np.random.Generator, n_envs: int = 1) -
     # Funding running hot: the premium that makes Binance's formula pay the target rate. The
     # formula pins funding at the interest rate I while |I - P| <= clamp, so a rate F above I
     # needs P = F + clamp.
-    intervals_per_year = 365.0 * 24.0 / sc.funding.interval_hours
-    f = sc.funding
+    intervals_per_year = 365.0 * 24.0 / funding.interval_hours
+    f = funding
     hot_rate = sc.precursors.hot_funding_apr / intervals_per_year
     target = f.interest_per_interval + (hot_rate - f.interest_per_interval) * precursor
     premium = np.where(target > f.interest_per_interval, target + f.clamp_per_interval, target)
     basis += np.where(precursor > 0.0, np.log1p(premium), 0.0)
 
+    dt = sc.tick_minutes
     wick = np.ones(shape)
-    for w in sc.venue.wicks:
+    for w in venue.wicks:
         wick[_window(t, w.minute, w.ticks * dt)] *= 1.0 + w.return_frac
 
     depth_mult = depth_multiplier_path(
-        n,
+        t.size,
         dt,
         [
             Collapse(
@@ -974,24 +1360,12 @@ def market_path(scenario: Scenario, rng: np.random.Generator, n_envs: int = 1) -
     depth_mult = np.minimum(depth_mult, 1.5)
 
     frozen = np.zeros(shape, dtype=bool)
-    for window in sc.oracle.freezes:
+    for window in oracle.freezes:
         frozen[_window(t, window.start_minute, window.minutes)] = True
     manipulation = np.ones(shape)
-    for mspec in sc.oracle.manipulations:
+    for mspec in oracle.manipulations:
         inside = _window(t, mspec.start_minute, mspec.minutes)
         x = (t[inside] - mspec.start_minute) / mspec.minutes
         bump = np.log1p(mspec.return_frac) * np.sin(np.pi * x)  # up, then released
         manipulation[inside] *= np.exp(bump)[:, None]
-
-    path = MarketPath(
-        index=index,
-        basis=basis,
-        wick=wick,
-        depth_mult=depth_mult,
-        frozen=frozen,
-        manipulation=manipulation,
-        vol_mult=np.asarray(vol_mult, dtype=np.float64),
-        precursor=precursor,
-    )
-    check_path(sc, path)
-    return path
+    return basis, wick, depth_mult, frozen, manipulation

@@ -36,16 +36,23 @@ CSV_COLUMNS = (
 def cmd_list(args: argparse.Namespace) -> int:
     """Print every library scenario with its one-line description."""
     rows = []
+    multi = False
     for name in library():
         sc = load_scenario_checked(name, "library scenario")
         tag = "train" if sc.training else "eval"
-        rows.append((name, tag, f"{sc.horizon_minutes / 60:g} h", sc.description))
+        desc = sc.description
+        if sc.n_markets > 1:  # drawn, not yet simulated (fundgym.envs.market.factor)
+            desc = f"[{sc.n_markets} markets: {', '.join(sc.market_names)}] {desc}"
+            multi = True
+        rows.append((name, tag, f"{sc.horizon_minutes / 60:g} h", desc))
     if not rows:
         raise UsageError(f"the scenario library {SCENARIO_DIR} holds no scenario files")
     width = max(len(r[0]) for r in rows)
     for name, tag, hours, desc in rows:
         print(f"{name:<{width}}  {tag:<5}  {hours:>6}  {desc}")
     print("\ntrain: part of the training distribution; eval: held out for evaluation")
+    if multi:
+        print("[N markets]: loads and draws its paths; multi-market simulation is not built yet")
     return 0
 
 
