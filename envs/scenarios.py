@@ -15,9 +15,12 @@ what is endogenous (liquidation flow moving the price, funding from the resultin
 
 An optional ``markets`` section lists several markets moving together through a factor model
 (:class:`MarketSpec`, ``docs/markets.md``); :mod:`fundgym.envs.market.factor` draws them.
-The simulator runs one market until multi-market simulation lands, so :func:`market_path`
-refuses a scenario with several (:func:`require_single_market`), and
-:func:`single_market_names` lists the library scenarios it can run.
+An optional ``collateral`` section lists collateral assets besides USD with their scripted
+depegs (:class:`CollateralSpec`); :mod:`fundgym.envs.market.collateral` draws their prices.
+The simulator runs one market with USD collateral until multi-market simulation lands, so
+:func:`market_path` refuses a scenario with several markets or with collateral assets
+(:func:`require_single_market`), and :func:`single_market_names` lists the library scenarios
+it can run.
 
 Finite or refused: the schema's ranges and cross-field budgets (the comment above
 :data:`MAX_HORIZON_MINUTES`) keep every drawn price and depth finite and positive, and
@@ -368,14 +371,23 @@ class DepthSpec:
     )
 
     def __post_init__(self) -> None:
-        product = math.prod(c.floor_mult for c in self.collapses)
-        if product < MIN_DEPTH_FLOOR_PRODUCT:
-            raise FieldError(
-                "collapses",
-                [c.floor_mult for c in self.collapses],
-                f"the floor_mult values multiply to {product:.3g} (as they do where collapses "
-                f"overlap); at least {MIN_DEPTH_FLOOR_PRODUCT:g} of normal depth must remain",
-            )
+        check_floor_product("collapses", self.collapses)
+
+
+def check_floor_product(field: str, collapses: tuple[CollapseSpec, ...]) -> None:
+    """Collapses that overlap multiply: at least :data:`MIN_DEPTH_FLOOR_PRODUCT` must remain.
+
+    Raises:
+        FieldError: Naming ``field`` and the floors.
+    """
+    product = math.prod(c.floor_mult for c in collapses)
+    if product < MIN_DEPTH_FLOOR_PRODUCT:
+        raise FieldError(
+            field,
+            [c.floor_mult for c in collapses],
+            f"the floor_mult values multiply to {product:.3g} (as they do where collapses "
+            f"overlap); at least {MIN_DEPTH_FLOOR_PRODUCT:g} of normal depth must remain",
+        )
 
 
 @dataclass(frozen=True)
@@ -585,7 +597,8 @@ class MarketSpec:
 
     The optional sections: ``jumps``, the market's own Merton jumps (their rate scaled by the
     factor's regime; none: no jumps of its own); ``idio_crash``, a crash of this market alone;
-    ``venue``, ``oracle`` and ``funding``, this market's own (none: the scenario's).
+    ``depth_collapses``, ``venue``, ``oracle`` and ``funding``, this market's own (none: the
+    scenario's).
     """
 
     name: str = spec(doc="ticker, unique in the scenario: 1-32 of A-Z a-z 0-9 _ . -, e.g. ETH")
@@ -630,7 +643,14 @@ class MarketSpec:
         ge=1e-6,
         le=1e3,
         doc="normal book depth as a multiple of the scenario's (depth.normal_usd_per_pct, or "
-        "open interest / depth.oi_to_depth); the collapses and noise of depth apply as they are",
+        "open interest / depth.oi_to_depth); the depth noise, and the collapses unless "
+        "depth_collapses is given, apply as they are",
+    )
+    depth_collapses: tuple[CollapseSpec, ...] | None = spec(
+        None,
+        doc="this market's own depth collapses, fields as depth.collapses (a thin alt's book "
+        "emptying while BTC's holds); the product of their floor_mult >= 1e-6; none: the "
+        "scenario's",
     )
     venue: VenueSpec | None = None
     oracle: OracleSpec | None = None
@@ -646,6 +666,8 @@ class MarketSpec:
     def __post_init__(self) -> None:
         if not _MARKET_NAME.match(self.name):
             raise FieldError("name", self.name, "1-32 of A-Z a-z 0-9 _ . -, starting with one")
+        if self.depth_collapses is not None:
+            check_floor_product("depth_collapses", self.depth_collapses)
         if self.crash_beta is not None and self.crash_returns is not None:
             raise FieldError(
                 "crash_returns", list(self.crash_returns), "give crash_beta or crash_returns"
@@ -676,6 +698,140 @@ class MarketSpec:
             return crash_log_range(self.crash_legs(crash))
         low, high = crash_log_range(crash.legs)
         return self.crash_scale * low, self.crash_scale * high
+
+
+#: The unit of account: every balance is in USD, accepted at 1 with no haircut, so a
+#: ``collateral`` section lists only the other assets and none of them may take this name.
+UNIT_OF_ACCOUNT = "USD"
+
+
+@dataclass(frozen=True)
+class DepegPointSpec:
+    """A waypoint of a scripted depeg: the price at ``minute`` as a multiple of its reference.
+
+    Depegs are reported as prices at times (UST $0.68 on 9 May 2022, USDe $0.6567 on Binance's
+    book), so a depeg is scripted by its waypoints, each carrying its own source.
+    """
+
+    minute: float = spec(ge=0.0, le=1e7, doc="minute of the waypoint")
+    level: float = spec(
+        ge=1e-4,
+        le=10.0,
+        doc="price as a multiple of the reference (1: on it; UST on 13 May 2022: 0.037); "
+        "1e-4 is a 10,000-fold fall, as a crash leg's floor",
+    )
+
+
+def _check_waypoints(field: str, points: tuple[DepegPointSpec, ...]) -> None:
+    """Waypoint minutes strictly increase: a depeg is a function of time."""
+    for k in range(1, len(points)):
+        if points[k].minute <= points[k - 1].minute:
+            raise FieldError(
+                f"{field}[{k}].minute",
+                points[k].minute,
+                f"after {field}[{k - 1}].minute = {points[k - 1].minute:g}: waypoints in time "
+                "order",
+            )
+
+
+@dataclass(frozen=True)
+class CollateralSpec:
+    """A collateral asset accounts can post besides USD (``docs/markets.md``, Collateral).
+
+    Three prices per asset, each ``(n_ticks, n_envs)``
+    (:func:`fundgym.envs.market.collateral.draw_collateral`):
+
+    * **redemption**: what one token redeems for: 1 USD for a stable; for a liquid-staking
+      token (``lst``), ``conversion_ratio`` times its market's index (wBETH: ETH);
+    * **index**: its external price across venues: redemption x ``index_depeg`` x noise (UST
+      fell to $0.037 everywhere);
+    * **book**: the venue's own thin book: index x ``book_depeg`` x noise (Binance's USDe book
+      printed $0.6567 on 10 Oct 2025, a depeg of that book alone).
+
+    Which of the three a venue marks collateral at is its choice, each with its failure mode;
+    ``haircut_frac`` is the venue's default haircut (a lever once collateral is simulated).
+    """
+
+    name: str = spec(
+        doc="ticker, unique among the scenario's markets and collateral, not USD: 1-32 of "
+        "A-Z a-z 0-9 _ . -, e.g. USDe"
+    )
+    kind: Literal["stable", "yield_stable", "algo_stable", "lst"] = spec(
+        doc="stable (fiat-backed, USDT-like), yield_stable (USDe-like), algo_stable "
+        "(UST-like): pegged to USD; lst (wBETH-like): a liquid-staking token of a market"
+    )
+    haircut_frac: float = spec(
+        ge=0.0,
+        lt=1.0,
+        doc="the venue's default haircut: the share of the collateral's value it does not "
+        "count (Binance Multi-Assets: USDT 0.0001, ETH 0.05, SOL 0.1); give its source",
+    )
+    linked_to: str = spec(
+        UNIT_OF_ACCOUNT,
+        doc="what a token redeems for: USD for the stables, one of the scenario's markets "
+        "for an lst (wBETH: ETH)",
+    )
+    conversion_ratio: float | None = spec(
+        None,
+        ge=1e-3,
+        le=1e3,
+        doc="lst: units of its market's asset one token redeems for (wBETH: about 1.07 ETH "
+        "[E]); required for an lst, none for a stable",
+    )
+    index_noise_bps: float = spec(
+        0.0,
+        ge=0.0,
+        le=1000.0,
+        doc="std of the index's log deviation from redemption x index_depeg, per tick, "
+        "independent across ticks (10% at most)",
+    )
+    book_noise_bps: float = spec(
+        0.0,
+        ge=0.0,
+        le=1000.0,
+        doc="std of the venue book's log deviation from index x book_depeg, per tick, "
+        "independent across ticks (10% at most)",
+    )
+    index_depeg: tuple[DepegPointSpec, ...] = spec(
+        (),
+        doc="the index as a multiple of redemption, by waypoints: log-linear between them, "
+        "held before the first and after the last (UST: 0.9857, 0.68, 0.25, 0.037); none: 1",
+    )
+    book_depeg: tuple[DepegPointSpec, ...] = spec(
+        (),
+        doc="the venue's own book as a multiple of the index, by waypoints as index_depeg "
+        "(Binance's USDe book, 21:36-22:16 UTC on 10 Oct 2025: down to 0.6567); none: 1",
+    )
+
+    def __post_init__(self) -> None:
+        if not _MARKET_NAME.match(self.name):
+            raise FieldError("name", self.name, "1-32 of A-Z a-z 0-9 _ . -, starting with one")
+        if self.name == UNIT_OF_ACCOUNT:
+            raise FieldError(
+                "name", self.name, "not USD: the unit of account is always collateral, at 1"
+            )
+        if self.kind == "lst":
+            if self.linked_to == UNIT_OF_ACCOUNT:
+                raise FieldError(
+                    "linked_to", self.linked_to, "an lst links to one of the scenario's markets"
+                )
+            if self.conversion_ratio is None:
+                raise FieldError("conversion_ratio", None, "required for an lst")
+        else:
+            if self.linked_to != UNIT_OF_ACCOUNT:
+                raise FieldError(
+                    "linked_to",
+                    self.linked_to,
+                    f"USD: a {self.kind} redeems for dollars (only an lst links to a market)",
+                )
+            if self.conversion_ratio is not None:
+                raise FieldError(
+                    "conversion_ratio",
+                    self.conversion_ratio,
+                    f"leave it out: a {self.kind} redeems for 1 USD",
+                )
+        _check_waypoints("index_depeg", self.index_depeg)
+        _check_waypoints("book_depeg", self.book_depeg)
 
 
 def parse_start_utc(text: str) -> datetime:
@@ -759,6 +915,11 @@ class Scenario:
         doc="the exchange's markets, moving together through a factor model (docs/markets.md); "
         "markets[0] is the factor market, priced by the sections above; none: one market",
     )
+    collateral: tuple[CollateralSpec, ...] = spec(
+        (),
+        doc="collateral assets besides USD, with their scripted depegs (docs/markets.md); "
+        "none: USD only",
+    )
 
     @property
     def n_ticks(self) -> int:
@@ -774,6 +935,11 @@ class Scenario:
     def market_names(self) -> tuple[str, ...]:
         """The markets' names, in order (:data:`SINGLE_MARKET_NAME` without a section)."""
         return tuple(m.name for m in self.markets) or (SINGLE_MARKET_NAME,)
+
+    @property
+    def collateral_names(self) -> tuple[str, ...]:
+        """The collateral assets' names besides USD, in order (empty without a section)."""
+        return tuple(c.name for c in self.collateral)
 
     @property
     def start_datetime(self) -> datetime | None:
@@ -883,6 +1049,38 @@ class Scenario:
             )
         if self.markets:
             self._check_markets(bound)
+        if self.collateral:
+            self._check_collateral()
+
+    def _check_collateral(self) -> None:
+        """The ``collateral`` section's rules that need the rest of the scenario.
+
+        Names are unique across markets and collateral, an lst links to a listed market, and
+        every depeg waypoint lies within the episode.
+        """
+        seen = {m.name for m in self.markets}
+        for i, c in enumerate(self.collateral):
+            where = f"collateral[{i}]"
+            if c.name in seen:
+                raise FieldError(
+                    f"{where}.name", c.name, "a name no market or other collateral asset has"
+                )
+            seen.add(c.name)
+            if c.kind == "lst" and c.linked_to not in self.market_names:
+                raise FieldError(
+                    f"{where}.linked_to",
+                    c.linked_to,
+                    f"one of the scenario's markets {list(self.market_names)}",
+                )
+            for field in ("index_depeg", "book_depeg"):
+                points: tuple[DepegPointSpec, ...] = getattr(c, field)
+                if points and points[-1].minute > self.horizon_minutes:
+                    k = len(points) - 1
+                    raise FieldError(
+                        f"{where}.{field}[{k}].minute",
+                        points[-1].minute,
+                        f"within horizon_minutes = {self.horizon_minutes:g}",
+                    )
 
     def _check_markets(self, factor: BaseProcessBound) -> None:
         """The ``markets`` section's cross-field rules, naming the field to change.
@@ -1006,17 +1204,22 @@ def scenario_names() -> list[str]:
 
 
 def single_market_names() -> list[str]:
-    """The library scenarios the simulator runs today: those with one market, sorted.
+    """The library scenarios the simulator runs today, sorted (:func:`simulated_today`).
 
-    Every library file is loaded to read its ``markets`` section. What simulates every library
-    scenario (benchmarks, calibration sweeps) iterates these; listing and loading use
-    :func:`scenario_names`, which includes multi-market scenarios.
+    Every library file is loaded to read its ``markets`` and ``collateral`` sections. What
+    simulates every library scenario (benchmarks, calibration sweeps) iterates these; listing
+    and loading use :func:`scenario_names`, which includes multi-market scenarios.
     """
-    return [name for name, path in library().items() if load_scenario(path).n_markets == 1]
+    return [name for name, path in library().items() if simulated_today(load_scenario(path))]
+
+
+def simulated_today(scenario: Scenario) -> bool:
+    """Whether the simulator runs ``scenario``: one market and USD collateral only."""
+    return scenario.n_markets == 1 and not scenario.collateral
 
 
 class MultiMarketError(SchemaError):
-    """A scenario with several markets was given to something that simulates one market.
+    """A scenario with several markets or collateral assets was given to the simulator.
 
     A :class:`~fundgym.envs.schema.SchemaError`, so every command reports it as a bad scenario
     (exit 2) rather than a crash.
@@ -1024,14 +1227,24 @@ class MultiMarketError(SchemaError):
 
 
 def require_single_market(scenario: Scenario) -> None:
-    """Refuse a multi-market scenario where only one market can be simulated.
+    """Refuse what the simulator cannot run: several markets, or collateral besides USD.
 
-    The simulator's tick runs one market until multi-market simulation (issue 17) lands; a
-    scenario with several markets must not silently run its first market alone.
+    The simulator's tick runs one market with USD collateral until multi-market simulation
+    (issue 17) lands; a scenario with several markets must not silently run its first market
+    alone, nor one with collateral assets silently ignore their depegs.
 
     Raises:
-        MultiMarketError: Naming the scenario and its markets.
+        MultiMarketError: Naming the scenario and its markets, or its collateral.
     """
+    if scenario.n_markets == 1 and scenario.collateral:
+        raise MultiMarketError(
+            f"scenario {scenario.name!r}",
+            "collateral",
+            list(scenario.collateral_names),
+            "collateral assets besides USD are not simulated yet (issue 17); the simulator "
+            "takes USD collateral only. Draw their prices with "
+            "fundgym.envs.market.factor.draw_markets, or leave the collateral section out",
+        )
     if scenario.n_markets > 1:
         raise MultiMarketError(
             f"scenario {scenario.name!r}",
@@ -1281,7 +1494,16 @@ def draw_factor(scenario: Scenario, rng: np.random.Generator, n_envs: int) -> Fa
         index = sc.price.initial * np.exp(np.cumsum(log_ret, axis=0))
 
     basis, wick, depth_mult, frozen, manipulation = venue_columns(
-        sc, sc.venue, sc.oracle, sc.funding, rng, n_envs, t, crash_mask, precursor
+        sc,
+        sc.venue,
+        sc.oracle,
+        sc.funding,
+        sc.depth.collapses,
+        rng,
+        n_envs,
+        t,
+        crash_mask,
+        precursor,
     )
     path = MarketPath(
         index=index,
@@ -1302,6 +1524,7 @@ def venue_columns(
     venue: VenueSpec,
     oracle: OracleSpec,
     funding: FundingSpec,
+    collapses: tuple[CollapseSpec, ...],
     rng: np.random.Generator,
     n_envs: int,
     t: FloatArray,
@@ -1310,9 +1533,9 @@ def venue_columns(
 ) -> tuple[FloatArray, FloatArray, FloatArray, np.ndarray[Any, np.dtype[np.bool_]], FloatArray]:
     """One market's basis, wick, depth multiplier, oracle freezes and manipulation.
 
-    From its own ``venue``, ``oracle`` and ``funding`` sections and the scenario's crash,
-    depth and precursors (one exchange: one crash, one book regime). Draws the basis noise,
-    then the depth noise, from ``rng``.
+    From its own ``venue``, ``oracle``, ``funding`` and depth ``collapses`` and the scenario's
+    crash, depth noise and precursors (one exchange: one crash, one precursor ramp). Draws
+    the basis noise, then the depth noise, from ``rng``.
     """
     shape = (t.size, n_envs)
     # Venue basis: noise, a discount growing through the crash legs, a premium when funding is
@@ -1350,7 +1573,7 @@ def venue_columns(
                 c.hold_minutes,
                 c.recovery_half_life_minutes,
             )
-            for c in sc.depth.collapses
+            for c in collapses
         ],
     )[:, None] * (1.0 - sc.precursors.depth_thinning * precursor)
     if sc.depth.noise_frac > 0:

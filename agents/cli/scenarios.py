@@ -16,7 +16,7 @@ from fundgym.agents.cli.guards import (
 from fundgym.agents.outputs import temp_sibling
 from fundgym.envs.market.market import sample_market
 from fundgym.envs.resources import SCENARIO_DIR
-from fundgym.envs.scenarios import Scenario, library
+from fundgym.envs.scenarios import Scenario, library, simulated_today
 from fundgym.envs.schema import describe
 
 CSV_COLUMNS = (
@@ -41,8 +41,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         sc = load_scenario_checked(name, "library scenario")
         tag = "train" if sc.training else "eval"
         desc = sc.description
-        if sc.n_markets > 1:  # drawn, not yet simulated (fundgym.envs.market.factor)
-            desc = f"[{sc.n_markets} markets: {', '.join(sc.market_names)}] {desc}"
+        if not simulated_today(sc):  # drawn, not yet simulated (fundgym.envs.market.factor)
+            held = f"; collateral: {', '.join(sc.collateral_names)}" if sc.collateral else ""
+            desc = f"[{sc.n_markets} markets: {', '.join(sc.market_names)}{held}] {desc}"
             multi = True
         rows.append((name, tag, f"{sc.horizon_minutes / 60:g} h", desc))
     if not rows:
@@ -52,7 +53,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{name:<{width}}  {tag:<5}  {hours:>6}  {desc}")
     print("\ntrain: part of the training distribution; eval: held out for evaluation")
     if multi:
-        print("[N markets]: loads and draws its paths; multi-market simulation is not built yet")
+        print(
+            "[N markets; collateral]: loads and draws its paths; multi-market simulation and "
+            "collateral besides USD are not built yet"
+        )
     return 0
 
 

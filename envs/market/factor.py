@@ -15,13 +15,16 @@ normals, ``J_i`` its own Merton jumps (rate scaled by the factor's regime) and
 ``idio_crash_i`` a crash of its own. With ``crash_beta`` left at ``beta``, ``r_i = beta_i x
 r_0 + noise``: the regression of a market's log returns on market 0's recovers ``beta_i``.
 The basis, wicks, depth multiplier and oracle columns come from the market's own ``venue``,
-``oracle`` and ``funding`` sections (the scenario's where it gives none), with its own noise;
-the depth collapses, precursors and volatility multiplier are the exchange's, shared.
+``oracle``, ``funding`` and ``depth_collapses`` (the scenario's where it gives none), with its
+own noise; the depth noise level, precursors and volatility multiplier are the exchange's,
+shared.
 
 Randomness: market 0 draws from ``rng`` exactly as a one-market scenario does; markets 1..N-1
-draw from ``rng.spawn(N - 1)``, one independent child stream each (numpy's ``SeedSequence``
-spawning), so the same seed gives the same numbers, adding a market leaves the others' paths
-unchanged, and changing one market's parameters changes no other market.
+draw from ``rng.spawn(N - 1 + K)``'s first N - 1 children, one independent stream each
+(numpy's ``SeedSequence`` spawning), and the scenario's K collateral assets from the last K
+(:mod:`fundgym.envs.market.collateral`), so the same seed gives the same numbers, adding a
+market at the end or any collateral asset leaves the markets' paths unchanged, and changing
+one market's parameters changes no other market.
 
 Layout: every column of :class:`MarketsPath` is indexed ``[tick, exchange, market]``, shape
 ``(n_ticks, n_envs, n_markets)``: :class:`~fundgym.envs.scenarios.MarketPath`'s ``[tick,
@@ -46,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from fundgym.envs.market.collateral import CollateralPath, draw_collateral
 from fundgym.envs.market.price import MINUTES_PER_YEAR, merton_jump_log_returns
 from fundgym.envs.scenarios import (
     FactorDraw,
@@ -80,6 +84,8 @@ class MarketsPath:
         manipulation: Multiplier on the oracle's source price.
         vol_mult: Volatility multiplier (regimes, crash, precursors).
         precursor: Precursor intensity in [0, strength].
+        collateral: The collateral assets' redemption, index and book prices (an empty
+            asset axis without a ``collateral`` section).
     """
 
     names: tuple[str, ...]
@@ -91,6 +97,7 @@ class MarketsPath:
     manipulation: FloatArray
     vol_mult: FloatArray
     precursor: FloatArray
+    collateral: CollateralPath
 
     @property
     def n_markets(self) -> int:
@@ -111,22 +118,28 @@ def draw_markets(scenario: Scenario, rng: np.random.Generator, n_envs: int = 1) 
     """Draw every market of ``scenario`` for ``n_envs`` exchanges (module docstring).
 
     A scenario without a ``markets`` section gives one market, its
-    :func:`~fundgym.envs.scenarios.market_path`.
+    :func:`~fundgym.envs.scenarios.market_path`; its ``collateral`` section, the assets'
+    prices in :attr:`MarketsPath.collateral`.
 
     Raises:
         NonFinitePathError: A drawn value is not finite (or a price or multiplier not > 0);
-            the message names the scenario, the market, the column and the tick.
+            the message names the scenario, the market or collateral asset, the column and
+            the tick.
     """
     factor = draw_factor(scenario, rng, n_envs)
     paths = [factor.path]
     others = scenario.markets[1:]
-    if others:
-        children = rng.spawn(len(others))
-        paths += [
-            _draw_market(scenario, spec, factor, child, n_envs)
-            for spec, child in zip(others, children, strict=True)
-        ]
-    return _stack(scenario.market_names, paths)
+    n_children = len(others) + len(scenario.collateral)
+    children = rng.spawn(n_children) if n_children else []
+    paths += [
+        _draw_market(scenario, spec, factor, child, n_envs)
+        for spec, child in zip(others, children[: len(others)], strict=True)
+    ]
+    columns = _stack(paths)
+    collateral = draw_collateral(
+        scenario, columns["index"], factor.t, children[len(others) :], n_envs
+    )
+    return MarketsPath(names=scenario.market_names, collateral=collateral, **columns)
 
 
 def _draw_market(
@@ -171,6 +184,7 @@ def _draw_market(
         sc.venue if spec.venue is None else spec.venue,
         sc.oracle if spec.oracle is None else spec.oracle,
         sc.funding if spec.funding is None else spec.funding,
+        sc.depth.collapses if spec.depth_collapses is None else spec.depth_collapses,
         rng,
         n_envs,
         factor.t,
@@ -191,7 +205,7 @@ def _draw_market(
     return path
 
 
-def _stack(names: tuple[str, ...], paths: list[MarketPath]) -> MarketsPath:
+def _stack(paths: list[MarketPath]) -> dict[str, Any]:
     """One ``[tick, exchange, market]`` array per column, exchange-major in memory."""
     columns: dict[str, Any] = {}
     for f in fields(MarketPath):
@@ -201,4 +215,4 @@ def _stack(names: tuple[str, ...], paths: list[MarketPath]) -> MarketsPath:
         for m, path in enumerate(paths):
             out[:, :, m] = getattr(path, f.name).T
         columns[f.name] = out.transpose(1, 0, 2)
-    return MarketsPath(names=names, **columns)
+    return columns
