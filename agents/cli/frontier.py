@@ -23,16 +23,21 @@ from fundgym.agents.cli.guards import (
 from fundgym.agents.cli.levers import lever_table
 from fundgym.agents.evaluate.backends import check_backend
 from fundgym.agents.evaluate.frontier import (
+    BACKSTOPS,
     DEFAULT_RULE,
     FRONTIER_FILES,
     FRONTIER_KIND,
+    FUND_RANGE,
     RULES,
+    VAULT_RANGE,
     SelectionRule,
     parse_rule,
 )
 from fundgym.agents.evaluate.search import GRID, SEARCH_EPISODES, SEARCH_SEED
 from fundgym.agents.outputs import jsonable, output_lock, write_text_atomic
 from fundgym.agents.policies import PRESETS, STATIC_PARAMS, PolicySpec
+from fundgym.agents.policies.presets import MARGIN_TIERS
+from fundgym.envs.core.params import ADL_POLICIES, LIQUIDATION_MODES
 
 #: The study's database inside ``--out`` unless ``--storage`` names another.
 DEFAULT_DB = "frontier.db"
@@ -69,18 +74,32 @@ _RULES = "\n".join(f"  {k}=VALUE  {v}" for k, v in RULES.items())
 DESCRIPTION = f"""\
 Search static parameter sets for the trade-off between solvency loss (socialised +
 unrecovered loss + deleveraged notional) and capital locked (the fund + the maintenance
-margin), both per episode, both minimised, every set on the same scenarios and seeds.
+margin + the backstop vault's starting capital), both per episode, both minimised, every set
+on the same scenarios and seeds. A set is the levers and the engine it runs under, as a venue
+preset is.
 
 The search is Optuna's NSGA-II (two objectives: its crowding distance spreads the sets along
-the front; NSGA-III is built for three or more). Its population is the old 24-point grid of
-best_static, enqueued as the first generation, so the comparison with the grid is exact. The
-study is stored (Optuna's SQLite storage, --out/{DEFAULT_DB} by default), so a longer search
-resumes: --trials 200 after --trials 50 runs 150 more. A stored study searched with other
-settings (scenarios, episodes, seed, environment) is refused, never mixed.
+the front; NSGA-III is built for three or more). Its first generation is the old 24-point grid
+of best_static (under the environment's engine) and the venue presets (each under its own):
+{", ".join(PRESETS)}, enqueued, so the comparison with both is exact; their number (28) is
+the population. The study is stored (Optuna's SQLite storage, --out/{DEFAULT_DB} by default),
+so a longer search resumes: --trials 200 after --trials 50 runs 150 more. A stored study
+searched with other settings (scenarios, episodes, seed, environment, search space) is
+refused, never mixed.
 
 Levers searched (each over its action range, log-scaled where its action is; fundgym
 levers lists every lever):
 {lever_table(STATIC_PARAMS)}
+
+Engine searched (environment settings a venue preset sets):
+  liquidation_mode  {", ".join(LIQUIDATION_MODES)}
+  adl_policy        {", ".join(ADL_POLICIES)}
+  margin_tiers      {", ".join(MARGIN_TIERS)}
+  backstop          {", ".join(BACKSTOPS)}: which of the fund and the vault
+                    start with capital (the other at 0; no vault under liquidation_mode
+                    partial)
+  fund_to_oi_frac   fund at the start / OI, [{FUND_RANGE[0]:g}, {FUND_RANGE[1]:g}] (log)
+  vault_to_oi_frac  vault at the start / OI, [{VAULT_RANGE[0]:g}, {VAULT_RANGE[1]:g}] (log)
 
 The policies (--policies) are placed on the same axes, scored on the same scenarios and
 seeds, each marked dominated or not by a searched static set: presets (the venue presets
@@ -92,9 +111,10 @@ The defaults (training-sampler draws, {SEARCH_EPISODES} episodes, seed {SEARCH_S
 fundgym evaluate searches best_static with.
 
 Writes into --out: frontier.json (settings, rule, every trial, the front, the policies, the
-grid point by point), frontier.csv (one row per trial: every lever, both objectives, the
-Pareto flag, the trial that dominates it), frontier.md, frontier.png, config.yaml (the
-resolved arguments) and command.txt. Each file is written whole or not at all.
+grid and the presets point by point), frontier.csv (one row per trial: every lever, the
+engine, both objectives, the Pareto flag, the trial that dominates it), frontier.md,
+frontier.png, config.yaml (the resolved arguments) and command.txt. Each file is written
+whole or not at all.
 
 Everything is checked before any work. Exit codes: 0 done, 2 bad arguments (the message
 names the option, value and what is allowed).
@@ -114,8 +134,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=int,
         required=True,
         metavar="N",
-        help="trials the study must hold, the grid's 24 included (a stored study with fewer "
-        "runs the missing ones)",
+        help="trials the study must hold, the grid's 24 and the 4 presets included (a stored "
+        "study with fewer runs the missing ones)",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument(
@@ -230,6 +250,8 @@ def preflight(args: argparse.Namespace) -> dict[str, Any]:
         UsageError, SpecError, EvaluateError, FrontierError: The first problem, naming the
             option or file, the value and what is allowed.
     """
+    from fundgym.agents.evaluate.frontier import first_generation
+    from fundgym.agents.evaluate.search import grid_points
     from fundgym.agents.policies import build_policy
     from fundgym.agents.rollout import base_env, job_env, parse_scenarios
 
@@ -251,6 +273,7 @@ def preflight(args: argparse.Namespace) -> dict[str, Any]:
             kw = job_env(base, spec, scenario)  # a trained policy's settings must match
         if spec.kind in ("trained", "schedule", "table"):
             build_policy(spec, tuple(kw["controlled"]))
+    first_generation(base, grid_points(GRID), tuple(PRESETS))  # the env's engine in the space
     check_output(Path(args.out), OUTPUT, force=args.force)
     storage = _storage(args)
     return {"rule": rule, "scenarios": scenarios, "specs": specs, "base": base, "storage": storage}
@@ -334,8 +357,9 @@ def main(args: argparse.Namespace) -> int:
         f"{len(front)} on the Pareto front"
     )
     print(
-        f"best_static ({rule.text()}): trial {chosen.number}, solvency loss "
-        f"${chosen.solvency_loss_usd:,.0f}, capital ${chosen.capital_locked_usd:,.0f}"
+        f"best_static ({rule.text()}): trial {chosen.number} ({chosen.source}), solvency loss "
+        f"${chosen.solvency_loss_usd:,.0f}, capital ${chosen.capital_locked_usd:,.0f}; "
+        f"{chosen.engine.describe()}"
     )
     for p in placed:
         verdict = (

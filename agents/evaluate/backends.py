@@ -25,6 +25,7 @@ from typing import Any
 
 from fundgym.agents.evaluate.episodes import Job, run_job, run_jobs
 from fundgym.agents.policies import STATIC_PARAMS, PolicySpec
+from fundgym.agents.policies.presets import Engine
 from fundgym.agents.rollout import EvaluateError, job_env
 
 #: The places jobs can run; ``local`` is the default.
@@ -95,10 +96,22 @@ def run_jobs_backend(
     return _run_ray(jobs, max(1, workers), address, progress)
 
 
-def static_spec(values: dict[str, float]) -> PolicySpec:
-    """The static policy of a searched point, named by its lever values (``static:k=v,...``)."""
-    name = "static:" + ",".join(f"{k}={values[k]:g}" for k in STATIC_PARAMS)
-    return PolicySpec(name, "static", values=values)
+def static_spec(values: dict[str, float], engine: Engine | None = None) -> PolicySpec:
+    """The static policy of a searched point, named by its values (``static:k=v,...``).
+
+    The name is a spec :func:`fundgym.agents.policies.parse_spec` reads back to the same
+    policy, bit for bit (each number as its shortest exact text).
+
+    Args:
+        values: Every lever of :data:`STATIC_PARAMS`, natural units.
+        engine: The engine it runs under (liquidation mode, ADL, tiers, fund and vault);
+            ``None`` keeps the evaluation environment's.
+    """
+    items = [f"{k}={values[k]!r}" for k in STATIC_PARAMS]  # shortest text that parses back exact
+    if engine is None:
+        return PolicySpec("static:" + ",".join(items), "static", values=values)
+    name = "static:" + ",".join([*items, engine.text()])
+    return PolicySpec(name, "static", values=values, **engine.settings())
 
 
 def run_policies(

@@ -72,7 +72,7 @@ from fundgym.agents.outputs import (
     remove_stale_temps,
     write_text_atomic,
 )
-from fundgym.agents.policies import STATIC_PARAMS, PolicySpec, parse_spec
+from fundgym.agents.policies import PolicySpec, parse_spec
 from fundgym.agents.rollout import EvaluateError, base_env
 from fundgym.envs.scenarios import load_scenario
 
@@ -208,11 +208,10 @@ def evaluate(
                 base, search_episodes, SEARCH_SEED, n_workers, cache, progress, grid,
                 backend=backend, address=address,
             )  # fmt: skip
-            desc = ", ".join(f"{k} {res.best[k]:g}" for k in STATIC_PARAMS)
             note = (
                 f"the solvency-vs-capital frontier point picked by {res.rule}; NSGA-II, "
-                f"{len(res.points)} static sets (the grid first) on {search_episodes} "
-                f"training-sampler draws: {desc}"
+                f"{len(res.points)} static sets (the grid and the venue presets first) on "
+                f"{search_episodes} training-sampler draws: {res.describe()}"
             )
         else:
             res = search_static(
@@ -223,7 +222,7 @@ def evaluate(
             desc = ", ".join(f"{k} {res.best[k]:g}" for k in GRID)
             note = f"static set searched on {where} over {len(res.points)} grid points: {desc}"
         searches[spec.name] = res
-        resolved.append(PolicySpec(spec.name, "static", values=dict(res.best), note=note))
+        resolved.append(res.spec(note))  # best_static runs under the engine it was picked with
 
     total = len(resolved) * len(scenarios) * episodes
     bar = progress_bar(total, "policy x scenario x episode", progress)
@@ -336,7 +335,8 @@ def _write_outputs(
                 "scenario": "training",
                 "episodes": search_episodes,
                 "seed": SEARCH_SEED,
-                "search": f"NSGA-II frontier, {BEST_STATIC_GENERATIONS} generations (grid first)",
+                "search": f"NSGA-II frontier of levers and engine, {BEST_STATIC_GENERATIONS} "
+                "generations (the grid and the venue presets first)",
                 "rule": DEFAULT_RULE.describe(),
             },
             "hindsight_static": {"scenarios": scenarios, "episodes": episodes, "seed": seed},
@@ -370,6 +370,7 @@ def _write_outputs(
         "searches": {
             k: {
                 "best": v.best,
+                "engine": v.engine,
                 "best_objective": v.best_objective,
                 "rule": v.rule,
                 "points": v.points,

@@ -1,32 +1,46 @@
 """The solvency-versus-capital frontier of static parameter sets, searched with NSGA-II.
 
-A static set (the levers of :data:`fundgym.agents.policies.STATIC_PARAMS`, held fixed for an
-episode) buys safety with capital: a higher maintenance margin or liquidation fee loses less
-to socialisation, bad debt and deleveraging, and locks more of the traders' and the fund's
-money. :func:`search_frontier` maps that trade-off. Every candidate runs the same scenarios
-on the same seeds (episode ``i`` seeded ``seed + i``) and is scored on two objectives, both
+A static set is the levers of :data:`fundgym.agents.policies.STATIC_PARAMS`, held fixed for an
+episode, and the engine it runs under (:class:`fundgym.agents.policies.presets.Engine`: the
+liquidation mode, the ADL ranking, the margin tiers, the fund's and the backstop vault's
+starting sizes), exactly what a venue preset sets. It buys safety with capital: a higher
+maintenance margin, liquidation fee, fund or vault loses less to socialisation, bad debt and
+deleveraging, and locks more of the traders', the fund's and the vault's money.
+:func:`search_frontier` maps that trade-off. Every candidate runs the same scenarios on the
+same seeds (episode ``i`` seeded ``seed + i``) and is scored on two objectives, both
 minimised, both per episode and averaged over every episode of every scenario:
 
 * ``solvency_loss_usd``: socialised loss + unrecovered loss + deleveraged notional, the user
   loss of :mod:`fundgym.agents.evaluate.metrics`;
 * ``capital_locked_usd``: the fund's value plus the maintenance margin locked, averaged over
-  the episode (``mean_capital_locked_usd`` in the metrics).
+  the episode (``mean_capital_locked_usd`` in the metrics), plus the backstop vault's capital
+  at the start of the episode (``vault_initial_usd``, 0 without a vault). The environment's own
+  ``capital_locked_usd`` leaves the vault out; counted here, a vault is capital like the fund,
+  and the search cannot buy safety with it for free.
+
+**The search space.** Each lever over its action range (:data:`fundgym.envs.controls.PARAMS`),
+on a log scale where the lever's action maps logarithmically; the liquidation mode, the ADL
+ranking and the margin tiers over every choice the environment has; the fund's and the
+vault's sizes (shares of open interest) on a log scale over :data:`FUND_RANGE` and
+:data:`VAULT_RANGE`, and which of them start with capital at all (:data:`BACKSTOPS`: a venue
+without a fund, like Hyperliquid, starts it at 0). Every venue preset is a point of it.
 
 **The search.** Optuna's NSGA-II sampler (:class:`optuna.samplers.NSGAIISampler`): with two
 objectives its crowding distance spreads the candidates along the front, which is what a
 trade-off curve needs; NSGA-III's reference directions are built for three or more objectives
-and bring nothing here. The population is the size of the old hand grid
-(:data:`fundgym.agents.evaluate.search.GRID`, 24 sets), whose points are enqueued as the first
-generation, so the grid is part of every study and the comparison with it is exact. Each
-lever is searched over its action range (:data:`fundgym.envs.controls.PARAMS`), on a log
-scale where the lever's action maps logarithmically. A generation is asked for at once and
-its episodes run in parallel (:func:`fundgym.agents.evaluate.backends.run_jobs_backend`).
+and bring nothing here. The first generation is the old hand grid
+(:data:`fundgym.agents.evaluate.search.GRID`, 24 sets, under the evaluation environment's
+engine) and the venue presets (:data:`fundgym.agents.policies.PRESETS`, each under its own
+engine), enqueued; their number is the population. So the grid and the presets are part of
+every study and the comparison with them is exact. A generation is asked for at once and its
+episodes run in parallel (:func:`fundgym.agents.evaluate.backends.run_jobs_backend`).
 
 **Resuming.** A study lives in Optuna's storage (SQLite: ``sqlite:///path.db``) together with
-the settings that produced it (environment, scenarios, episodes, seed, grid, population,
-fundgym version); asking the same study for more trials runs only the missing ones, and a
-study whose settings differ is refused rather than mixed. A study of ``N`` trials is always
-read as its first ``N`` complete trials, so a result depends on the settings and ``N`` alone.
+the settings that produced it (environment, scenarios, episodes, seed, search space, grid,
+presets, population, objectives, fundgym version); asking the same study for more trials
+runs only the missing ones, and a study whose settings differ is refused rather than mixed.
+A study of ``N`` trials is always read as its first ``N`` complete trials, so a result
+depends on the settings and ``N`` alone.
 The sampler is seeded with ``seed`` plus the number of trials already in the study, so the
 same sequence of commands gives the same study.
 
@@ -45,7 +59,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -53,20 +67,34 @@ from fundgym.agents import __version__
 from fundgym.agents.evaluate.backends import run_policies, static_spec
 from fundgym.agents.evaluate.metrics import Row, summarize_policies
 from fundgym.agents.outputs import jsonable, progress_bar
-from fundgym.agents.policies import STATIC_PARAMS, PolicySpec
+from fundgym.agents.policies import PRESETS, STATIC_PARAMS, PolicySpec
+from fundgym.agents.policies.presets import ENGINE_KEYS, MARGIN_TIERS, Engine, env_engine
 from fundgym.agents.rollout import EvaluateError
 from fundgym.envs.controls import PARAMS
+from fundgym.envs.core.params import ADL_POLICIES, LIQUIDATION_MODES, AdlPolicy, LiquidationMode
 
 if TYPE_CHECKING:
     import optuna
 
 #: The two objectives, in the order Optuna stores them (both minimised).
 OBJECTIVES = ("solvency_loss_usd", "capital_locked_usd")
-#: The summary column (:func:`fundgym.agents.evaluate.metrics.summarize_policies`) of each.
-_SUMMARY_COLUMN = {
-    "solvency_loss_usd": "solvency_loss_usd",
-    "capital_locked_usd": "mean_capital_locked_usd",
+#: What each objective adds up: summary columns of
+#: :func:`fundgym.agents.evaluate.metrics.summarize_policies` (recorded with every study).
+OBJECTIVE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "solvency_loss_usd": ("solvency_loss_usd",),
+    "capital_locked_usd": ("mean_capital_locked_usd", "vault_initial_usd"),
 }
+#: Which of the insurance fund and the backstop vault start an episode with capital (the
+#: other starts at 0; a fund at 0 still collects the fees routed to it). ``vault`` and
+#: ``fund_and_vault`` under liquidation mode ``partial``, which hands no account to a vault,
+#: run as ``none`` and ``fund``.
+BACKSTOPS = ("fund", "vault", "fund_and_vault", "none")
+#: The searched starting fund, as a share of open interest (log scale): from a tenth of
+#: dYdX's 0.5% to about twice BitMEX's 27.5% of March 2020, the largest preset.
+FUND_RANGE = (0.001, 0.5)
+#: The searched starting vault, as a share of open interest (log scale), around Hyperliquid's
+#: 2.2% (HLP) on both sides.
+VAULT_RANGE = (0.001, 0.5)
 #: The sampler, as the settings record it.
 SAMPLER = "NSGA-II (optuna.samplers.NSGAIISampler, default crossover and mutation)"
 
@@ -194,16 +222,20 @@ class Trial:
     Attributes:
         number: Optuna's trial number (the order trials were asked in).
         values: Every lever of :data:`STATIC_PARAMS`, natural units.
+        engine: The engine it ran under (the fund and vault it actually started with).
         solvency_loss_usd: Mean solvency loss per episode over every scenario and episode.
-        capital_locked_usd: Mean capital locked (fund + maintenance margin) per episode.
+        capital_locked_usd: Mean capital locked (fund + maintenance margin + vault) per
+            episode.
         mean_reward: The old grid search's objective (mean episode reward, per scenario then
             averaged), kept for comparison.
-        source: ``grid`` (an enqueued point of the old grid) or ``nsga2``.
-        generation: The NSGA-II generation (0: the grid).
+        source: ``grid`` (an enqueued point of the old grid), ``preset:<name>`` (an enqueued
+            venue preset) or ``nsga2``.
+        generation: The NSGA-II generation (0: the grid and the presets).
     """
 
     number: int
     values: dict[str, float]
+    engine: Engine
     solvency_loss_usd: float
     capital_locked_usd: float
     mean_reward: float
@@ -214,6 +246,10 @@ class Trial:
     def point(self) -> tuple[float, float]:
         """(solvency loss, capital locked): the two objectives."""
         return (self.solvency_loss_usd, self.capital_locked_usd)
+
+    def spec(self) -> PolicySpec:
+        """The static policy this trial ran: its levers under its engine."""
+        return static_spec(self.values, self.engine)
 
 
 @dataclass
@@ -232,7 +268,9 @@ class FrontierResult:
         wall_s: This call's wall time.
         storage: Where the study is stored (None: in memory only).
         study_name: The study's name in ``storage``.
-        grid: The points enqueued as generation 0 (the old grid).
+        grid: The old grid's points (levers), enqueued in generation 0 under the
+            environment's engine.
+        presets: The venue presets enqueued in generation 0, after the grid.
     """
 
     settings: dict[str, Any]
@@ -246,6 +284,7 @@ class FrontierResult:
     storage: str | None
     study_name: str
     grid: list[dict[str, float]]
+    presets: list[str]
 
     def trial(self, number: int) -> Trial:
         """The trial numbered ``number``."""
@@ -264,8 +303,13 @@ def settings_key(
     episodes: int,
     seed: int,
     grid: Sequence[dict[str, float]],
+    presets: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Everything that determines a study's scores; stored with the study and checked on resume."""
+    """Everything that determines a study's scores; stored with the study and checked on resume.
+
+    A study of another search space (the levers alone, before the engine was searched), other
+    first-generation points or other objectives has other settings, so it is refused.
+    """
     return {
         "env": jsonable(base),
         "scenarios": list(scenarios),
@@ -275,9 +319,22 @@ def settings_key(
             n: {"low": PARAMS[n].low, "high": PARAMS[n].high, "log": PARAMS[n].log}
             for n in STATIC_PARAMS
         },
+        "engine": {
+            "liquidation_mode": list(LIQUIDATION_MODES),
+            "adl_policy": list(ADL_POLICIES),
+            "margin_tiers": list(MARGIN_TIERS),
+            "backstop": list(BACKSTOPS),
+            "fund_to_oi_frac": {"low": FUND_RANGE[0], "high": FUND_RANGE[1], "log": True},
+            "vault_to_oi_frac": {"low": VAULT_RANGE[0], "high": VAULT_RANGE[1], "log": True},
+        },
         "grid": [jsonable(p) for p in grid],
-        "population": len(grid),
-        "objectives": list(OBJECTIVES),
+        "grid_engine": env_engine(base).settings(),
+        "presets": {
+            name: {"values": PRESETS[name].values, "engine": PRESETS[name].engine.settings()}
+            for name in presets
+        },
+        "population": len(grid) + len(presets),
+        "objectives": {k: list(v) for k, v in OBJECTIVE_COLUMNS.items()},
         "sampler": SAMPLER,
         "fundgym": __version__,
     }
@@ -329,37 +386,129 @@ def _load_study(
     return study
 
 
-def _ask(study: optuna.Study) -> tuple[optuna.trial.Trial, dict[str, float]]:
-    """A new trial and its static set, its NSGA-II generation and its source recorded.
+def _ask(study: optuna.Study) -> tuple[optuna.trial.Trial, dict[str, float], Engine]:
+    """A new trial, its static set and engine, its NSGA-II generation and its source recorded.
 
     The sampler records the generation of the trials it samples, but not of an enqueued one
-    (the grid); without it the grid would not count as generation 0, and the first bred
-    generation would be drawn at random instead of from the grid. The source (``grid``: an
-    enqueued point) is told from the queue, not from the values: a bred set can land on a
-    grid point exactly (crossover swaps whole coordinates).
+    (the grid and the presets); without it they would not count as generation 0, and the
+    first bred generation would be drawn at random instead of from them. The source of an
+    enqueued point came with it from the queue (:func:`_enqueue`), not from its values: a
+    bred set can land on a grid point exactly (crossover swaps whole coordinates).
     """
     import optuna
 
-    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
     trial = study.ask()
     sampler = study.sampler
     if isinstance(sampler, optuna.samplers.NSGAIISampler):
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         sampler.get_trial_generation(study, next(t for t in running if t.number == trial.number))
-    trial.set_user_attr("source", "grid" if waiting else "nsga2")
+    if "source" not in trial.user_attrs:
+        trial.set_user_attr("source", "nsga2")
     values = {
         n: trial.suggest_float(n, PARAMS[n].low, PARAMS[n].high, log=PARAMS[n].log)
         for n in STATIC_PARAMS
     }
-    return trial, values
+    params: dict[str, Any] = {
+        "liquidation_mode": trial.suggest_categorical("liquidation_mode", LIQUIDATION_MODES),
+        "adl_policy": trial.suggest_categorical("adl_policy", ADL_POLICIES),
+        "margin_tiers": trial.suggest_categorical("margin_tiers", MARGIN_TIERS),
+        "backstop": trial.suggest_categorical("backstop", BACKSTOPS),
+        "fund_to_oi_frac": trial.suggest_float("fund_to_oi_frac", *FUND_RANGE, log=True),
+        "vault_to_oi_frac": trial.suggest_float("vault_to_oi_frac", *VAULT_RANGE, log=True),
+    }
+    return trial, values, decode_engine(params)
+
+
+def decode_engine(params: dict[str, Any]) -> Engine:
+    """The engine a trial's parameters run: a size counts only where ``backstop`` starts it.
+
+    A fund (vault) that ``backstop`` leaves out starts at 0, whatever its size parameter (the
+    sampler still draws one, which a child may inherit with a ``backstop`` that uses it); a
+    vault under liquidation mode ``partial``, which hands no account to one, is 0.
+    """
+    backstop = str(params["backstop"])
+    mode = cast(LiquidationMode, str(params["liquidation_mode"]))
+    with_fund = backstop in ("fund", "fund_and_vault")
+    with_vault = backstop in ("vault", "fund_and_vault") and mode != "partial"
+    return Engine(
+        liquidation_mode=mode,
+        adl_policy=cast(AdlPolicy, str(params["adl_policy"])),
+        margin_tiers=str(params["margin_tiers"]),
+        fund_to_oi_frac=float(params["fund_to_oi_frac"]) if with_fund else 0.0,
+        vault_to_oi_frac=float(params["vault_to_oi_frac"]) if with_vault else 0.0,
+    )
+
+
+def encode_engine(engine: Engine, what: str) -> dict[str, Any]:
+    """The trial parameters of ``engine`` (an enqueued point); the inverse of :func:`decode_engine`.
+
+    A size the engine does not start with is left out: the sampler draws it, and it does not
+    act (:func:`decode_engine`).
+
+    Raises:
+        FrontierError: A setting outside the search space (``what`` names the point).
+    """
+    fund, vault = engine.fund_to_oi_frac, engine.vault_to_oi_frac
+    for name, value, (low, high) in (
+        ("fund_to_oi_frac", fund, FUND_RANGE),
+        ("vault_to_oi_frac", vault, VAULT_RANGE),
+    ):
+        if value != 0.0 and not low <= value <= high:
+            raise FrontierError(
+                f"{what}: {name} = {value:g} is outside the searched range [{low:g}, {high:g}] "
+                "(or 0: none)"
+            )
+    if vault > 0.0 and engine.liquidation_mode == "partial":
+        raise FrontierError(f"{what}: a vault needs a liquidation mode other than 'partial'")
+    backstop = {(True, False): "fund", (False, True): "vault", (True, True): "fund_and_vault"}
+    params: dict[str, Any] = {
+        "liquidation_mode": engine.liquidation_mode,
+        "adl_policy": engine.adl_policy,
+        "margin_tiers": engine.margin_tiers,
+        "backstop": backstop.get((fund > 0.0, vault > 0.0), "none"),
+    }
+    if fund > 0.0:
+        params["fund_to_oi_frac"] = fund
+    if vault > 0.0:
+        params["vault_to_oi_frac"] = vault
+    return params
+
+
+def first_generation(
+    base: dict[str, Any], grid: Sequence[dict[str, float]], presets: Sequence[str]
+) -> list[tuple[str, dict[str, Any]]]:
+    """The enqueued points, (source, trial parameters): the grid, then the venue presets.
+
+    The grid's points run under the evaluation environment's engine, so they are the old
+    grid exactly; each preset under its own.
+
+    Raises:
+        FrontierError: An unknown preset, or a point outside the search space.
+    """
+    unknown = [p for p in presets if p not in PRESETS]
+    if unknown:
+        raise FrontierError(f"preset {unknown[0]!r}: allowed {list(PRESETS)}")
+    grid_engine = encode_engine(env_engine(base), "the environment's engine (the grid's)")
+    points = [("grid", {**dict(p), **grid_engine}) for p in grid]
+    for name in presets:
+        preset = PRESETS[name]
+        engine = encode_engine(preset.engine, f"preset {name!r}")
+        points.append((f"preset:{name}", {**preset.values, **engine}))
+    return points
+
+
+def _enqueue(study: optuna.Study, source: str, params: dict[str, Any]) -> None:
+    """Queue a point for the next ask, with its source (``grid``, ``preset:<name>``)."""
+    study.enqueue_trial(params, user_attrs={"source": source, "enqueued": params})
 
 
 def _fail(study: optuna.Study, trial: optuna.trial.Trial | optuna.trial.FrozenTrial) -> None:
-    """Mark ``trial`` failed; a grid point goes back into the queue, so the grid is never lost."""
+    """Mark ``trial`` failed; an enqueued point goes back into the queue, so it is never lost."""
     import optuna
 
-    if trial.user_attrs.get("source") == "grid" and len(trial.params) == len(STATIC_PARAMS):
-        study.enqueue_trial(dict(trial.params))
+    enqueued = trial.user_attrs.get("enqueued")
+    if enqueued is not None:
+        _enqueue(study, str(trial.user_attrs["source"]), dict(enqueued))
     study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
@@ -392,11 +541,8 @@ def _objective_values(rows: Sequence[Row]) -> tuple[float, float, float]:
     for r in rows:
         by.setdefault(str(r["scenario"]), []).append(float(r["total_reward"]))
     reward = float(np.mean([np.mean(v) for v in by.values()]))
-    return (
-        float(s[_SUMMARY_COLUMN["solvency_loss_usd"]]),
-        float(s[_SUMMARY_COLUMN["capital_locked_usd"]]),
-        reward,
-    )
+    loss, capital = (sum(float(s[c]) for c in OBJECTIVE_COLUMNS[o]) for o in OBJECTIVES)
+    return loss, capital, reward
 
 
 def search_frontier(
@@ -407,6 +553,7 @@ def search_frontier(
     trials: int,
     *,
     grid: Sequence[dict[str, float]],
+    presets: Sequence[str] = tuple(PRESETS),
     workers: int,
     storage: str | None = None,
     study_name: str = "frontier",
@@ -424,9 +571,11 @@ def search_frontier(
         scenarios: Scenario names (``training``: training-sampler draws).
         episodes: Episodes per scenario for every candidate (seeds ``seed + i``).
         seed: First episode seed; also seeds the sampler.
-        trials: Complete trials the study must hold (the grid counts).
-        grid: The points enqueued as the first generation (full natural-unit values of
-            :data:`STATIC_PARAMS`); their number is the population size (>= 2).
+        trials: Complete trials the study must hold (the grid and the presets count).
+        grid: Points enqueued first (full natural-unit values of :data:`STATIC_PARAMS`), run
+            under the environment's engine (the old grid).
+        presets: Venue presets (:data:`PRESETS` names) enqueued after the grid, each under
+            its own engine. The grid's and the presets' number is the population (>= 2).
         workers: Worker processes, or the CPUs of a local Ray instance.
         storage: Optuna storage URL (``sqlite:///path.db``); None keeps the study in memory.
         study_name: The study's name in ``storage``.
@@ -438,27 +587,31 @@ def search_frontier(
         on_generation: Called after each generation with (complete trials, trials wanted).
 
     Raises:
-        FrontierError: A grid too small, or a stored study of other settings.
+        FrontierError: A first generation too small or outside the search space, or a
+            stored study of other settings.
         EvaluateError: An episode that cannot be scored (its trials are failed first).
     """
-    if len(grid) < 2:
-        raise FrontierError(f"the grid needs at least 2 points (the population), got {len(grid)}")
+    first = first_generation(base, grid, presets)
+    if len(first) < 2:
+        raise FrontierError(
+            f"the grid and the presets need at least 2 points (the population), got {len(first)}"
+        )
     t0 = time.perf_counter()
-    settings = settings_key(base, scenarios, episodes, seed, grid)
+    settings = settings_key(base, scenarios, episodes, seed, grid, presets)
     study = _load_study(storage, study_name, settings, seed)
     if not study.trials:
-        for point in grid:
-            study.enqueue_trial(dict(point))
-    population = len(grid)
+        for source, params in first:
+            _enqueue(study, source, params)
+    population = len(first)
     missing = trials - len(_complete(study))
     bar = progress_bar(max(missing, 0) * len(scenarios) * episodes, label, progress)
     new = 0
     while missing > 0:
         asked = [_ask(study) for _ in range(min(_to_fill(study, population), missing))]
-        batch = [t for t, _ in asked]
+        batch = [t for t, _, _ in asked]
         try:
             per_point = run_policies(
-                [static_spec(v) for _, v in asked], scenarios, base, episodes, seed,
+                [static_spec(v, e) for _, v, e in asked], scenarios, base, episodes, seed,
                 rows_only=True, workers=workers, backend=backend, address=address,
                 progress=lambda j: bar.update(j.episodes),
             )  # fmt: skip
@@ -475,7 +628,8 @@ def search_frontier(
         if on_generation is not None:
             on_generation(trials - max(missing, 0), trials)
     bar.close()
-    return _result(study, settings, trials, rule, new, time.perf_counter() - t0, storage, grid)
+    wall_s = time.perf_counter() - t0
+    return _result(study, settings, trials, rule, new, wall_s, storage, grid, presets)
 
 
 def _result(
@@ -487,6 +641,7 @@ def _result(
     wall_s: float,
     storage: str | None,
     grid: Sequence[dict[str, float]],
+    presets: Sequence[str],
 ) -> FrontierResult:
     """The first ``trials`` complete trials of ``study``, their front and the chosen point."""
     key = "NSGAIISampler:generation"
@@ -495,6 +650,7 @@ def _result(
         Trial(
             number=t.number,
             values={n: float(t.params[n]) for n in STATIC_PARAMS},
+            engine=decode_engine(t.params),
             solvency_loss_usd=float(t.values[0]),
             capital_locked_usd=float(t.values[1]),
             mean_reward=float(t.user_attrs.get("mean_reward", math.nan)),
@@ -526,6 +682,7 @@ def _result(
         storage=storage,
         study_name=study.study_name,
         grid=[dict(p) for p in grid],
+        presets=list(presets),
     )
 
 
@@ -594,22 +751,28 @@ def place_policies(
     return out
 
 
-def grid_comparison(result: FrontierResult) -> list[dict[str, Any]]:
-    """For each old grid point: on the front, or dominated by which (searched) trial.
+def grid_comparison(result: FrontierResult, source: str = "grid") -> list[dict[str, Any]]:
+    """For each enqueued point: on the front, or dominated by which trial.
 
-    A grid point is enqueued into every study, so each is either on the front (no searched
-    set improves on it: "matched") or dominated by a front point; the row says which, and
-    whether that point came from the search or from the grid itself.
+    The grid's points and the presets are enqueued into every study, so each is either on
+    the front (no searched set improves on it: "matched") or dominated by a front point; the
+    row says which, and whether that point came from the search, the grid or a preset.
+
+    Args:
+        result: The search.
+        source: ``grid`` (the old grid's points) or ``preset`` (the venue presets).
     """
     rows = []
     for t, on, by in zip(result.trials, result.pareto, result.dominated_by, strict=True):
-        if t.source != "grid":
+        if t.source.partition(":")[0] != source:
             continue
         winner = None if by is None else result.trial(by)
         rows.append(
             {
                 "trial": t.number,
+                "source": t.source,
                 "values": t.values,
+                "engine": t.engine.settings(),
                 "solvency_loss_usd": t.solvency_loss_usd,
                 "capital_locked_usd": t.capital_locked_usd,
                 "status": "on the front (matched)" if on else "dominated",
@@ -664,6 +827,8 @@ def frontier_json(
             "best_static": {
                 "trial": chosen.number,
                 "values": chosen.values,
+                "engine": chosen.engine.settings(),
+                "spec": chosen.spec().name,
                 "solvency_loss_usd": chosen.solvency_loss_usd,
                 "capital_locked_usd": chosen.capital_locked_usd,
             },
@@ -674,6 +839,7 @@ def frontier_json(
                     "source": t.source,
                     "generation": t.generation,
                     "values": t.values,
+                    "engine": t.engine.settings(),
                     "solvency_loss_usd": t.solvency_loss_usd,
                     "capital_locked_usd": t.capital_locked_usd,
                     "mean_reward": t.mean_reward,
@@ -695,18 +861,20 @@ def frontier_json(
                 for p in policies
             ],
             "grid_comparison": grid_comparison(result),
+            "preset_comparison": grid_comparison(result, "preset"),
         }
     )
     return content
 
 
 def frontier_csv(result: FrontierResult) -> str:
-    """``frontier.csv``: one row per trial, every lever, both objectives, front flag, dominator."""
+    """``frontier.csv``: one row per trial: levers, engine, objectives, front flag, dominator."""
     head = [
         "trial",
         "source",
         "generation",
         *STATIC_PARAMS,
+        *ENGINE_KEYS,
         *OBJECTIVES,
         "mean_reward",
         "pareto",
@@ -720,6 +888,7 @@ def frontier_csv(result: FrontierResult) -> str:
             t.source,
             str(t.generation),
             *(repr(t.values[n]) for n in STATIC_PARAMS),
+            *(str(v) for v in t.engine.settings().values()),
             repr(t.solvency_loss_usd),
             repr(t.capital_locked_usd),
             repr(t.mean_reward),
@@ -735,47 +904,57 @@ def _usd(x: float) -> str:
     return f"${x:,.0f}"
 
 
-def _levers(values: dict[str, float]) -> str:
-    return ", ".join(f"{n} {values[n]:.4g}" for n in STATIC_PARAMS)
+def _levers(values: dict[str, float], engine: Engine | dict[str, Any] | None = None) -> str:
+    """The levers, and the engine when given, for a table cell."""
+    text = ", ".join(f"{n} {values[n]:.4g}" for n in STATIC_PARAMS)
+    if engine is None:
+        return text
+    e = engine if isinstance(engine, Engine) else Engine(**engine)
+    return f"{text}; {e.describe()}"
 
 
 def frontier_md(result: FrontierResult, policies: Sequence[PlacedPolicy], command: str) -> str:
-    """``frontier.md``: the settings, the rule and its pick, the front, policies and the grid."""
+    """``frontier.md``: the settings, the rule and its pick, the front, policies, grid, presets."""
     s = result.settings
     chosen = result.trial(result.chosen)
     grid = grid_comparison(result)
+    presets = grid_comparison(result, "preset")
     beaten = sum(1 for g in grid if g["dominated_by_source"] == "nsga2")
     matched = sum(1 for g in grid if g["status"].startswith("on the front"))
+    first = f"the {len(result.grid)}-point grid"
+    if result.presets:
+        first += f" and the presets {', '.join(result.presets)}"
     lines = [
         "# Solvency-vs-capital frontier of static parameter sets",
         "",
         f"`{command}`",
         "",
-        f"{len(result.trials)} trials (NSGA-II, population {s['population']}, the "
-        f"{len(result.grid)}-point grid as generation 0) on {', '.join(s['scenarios'])}, "
-        f"{s['episodes']} episodes each (seeds {s['seed']} .. {s['seed'] + s['episodes'] - 1}, "
-        "the same for every set). Both objectives are means per episode, minimised: solvency "
-        "loss (socialised + unrecovered + deleveraged notional) and capital locked (fund + "
-        "maintenance margin).",
+        f"{len(result.trials)} trials (NSGA-II, population {s['population']}, {first} as "
+        f"generation 0) on {', '.join(s['scenarios'])}, {s['episodes']} episodes each (seeds "
+        f"{s['seed']} .. {s['seed'] + s['episodes'] - 1}, the same for every set). A set is "
+        "the levers and the engine (liquidation mode, ADL ranking, margin tiers, the fund's "
+        "and the vault's starting sizes). Both objectives are means per episode, minimised: "
+        "solvency loss (socialised + unrecovered + deleveraged notional) and capital locked "
+        "(fund + maintenance margin + the backstop vault's starting capital).",
         "",
-        f"**best_static** is {result.rule.describe()}: trial {chosen.number}, "
-        f"loss {_usd(chosen.solvency_loss_usd)}, capital {_usd(chosen.capital_locked_usd)} "
-        f"({_levers(chosen.values)}).",
+        f"**best_static** is {result.rule.describe()}: trial {chosen.number} "
+        f"({chosen.source}), loss {_usd(chosen.solvency_loss_usd)}, capital "
+        f"{_usd(chosen.capital_locked_usd)} ({_levers(chosen.values, chosen.engine)}).",
         "",
         f"**The old grid:** of its {len(grid)} points, {beaten} are dominated by a searched "
-        f"set, {len(grid) - beaten - matched} by another grid point, and {matched} are on the "
-        "front (matched, not beaten).",
+        f"set, {len(grid) - beaten - matched} by another enqueued point, and {matched} are on "
+        "the front (matched, not beaten).",
         "",
         "## The Pareto front",
         "",
-        "| trial | source | solvency loss | capital locked | levers |",
+        "| trial | source | solvency loss | capital locked | levers; engine |",
         "|---:|---|---:|---:|---|",
     ]
     for t in result.front:
         mark = " (best_static)" if t.number == result.chosen else ""
         lines.append(
             f"| {t.number}{mark} | {t.source} | {_usd(t.solvency_loss_usd)} | "
-            f"{_usd(t.capital_locked_usd)} | {_levers(t.values)} |"
+            f"{_usd(t.capital_locked_usd)} | {_levers(t.values, t.engine)} |"
         )
     if policies:
         lines += [
@@ -791,36 +970,40 @@ def frontier_md(result: FrontierResult, policies: Sequence[PlacedPolicy], comman
             else:
                 d = result.trial(p.dominated_by)
                 verdict = (
-                    f"yes: trial {d.number} ({_usd(d.solvency_loss_usd)}, "
+                    f"yes: trial {d.number} ({d.source}; {_usd(d.solvency_loss_usd)}, "
                     f"{_usd(d.capital_locked_usd)})"
                 )
             lines.append(
                 f"| {p.name} | {_usd(p.solvency_loss_usd)} | {_usd(p.capital_locked_usd)} | "
                 f"{verdict} |"
             )
-    lines += [
-        "",
-        "## The old grid, point by point",
-        "",
-        "| trial | levers | solvency loss | capital locked | status |",
-        "|---:|---|---:|---:|---|",
-    ]
-    for g in grid:
-        status = str(g["status"])
-        if g["dominated_by"] is not None:
-            status = f"dominated by trial {g['dominated_by']} ({g['dominated_by_source']})"
-        lines.append(
-            f"| {g['trial']} | {_levers(g['values'])} | {_usd(g['solvency_loss_usd'])} | "
-            f"{_usd(g['capital_locked_usd'])} | {status} |"
-        )
+    for title, rows in (("The venue presets", presets), ("The old grid", grid)):
+        if not rows:
+            continue
+        lines += [
+            "",
+            f"## {title}, point by point",
+            "",
+            "| trial | source | levers; engine | solvency loss | capital locked | status |",
+            "|---:|---|---|---:|---:|---|",
+        ]
+        for g in rows:
+            status = str(g["status"])
+            if g["dominated_by"] is not None:
+                status = f"dominated by trial {g['dominated_by']} ({g['dominated_by_source']})"
+            lines.append(
+                f"| {g['trial']} | {g['source']} | {_levers(g['values'], g['engine'])} | "
+                f"{_usd(g['solvency_loss_usd'])} | {_usd(g['capital_locked_usd'])} | {status} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def frontier_figure(result: FrontierResult, policies: Sequence[PlacedPolicy]) -> Any:
-    """The frontier plot: every trial, the front, the grid, best_static and the policies.
+    """The frontier plot: every trial, the front, the grid, the presets, best_static, policies.
 
     Capital locked on x, solvency loss on y (both in USD per episode; lower-left is better).
-    A policy's label says whether a searched static set dominates it.
+    A policy's label says whether a searched static set dominates it; a venue preset placed
+    as a policy sits on its own enqueued trial (the same set, seeds and scores).
     """
     import matplotlib
 
@@ -828,8 +1011,9 @@ def frontier_figure(result: FrontierResult, policies: Sequence[PlacedPolicy]) ->
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8.5, 5.6))
-    searched = [t for t in result.trials if t.source != "grid"]
+    searched = [t for t in result.trials if t.source == "nsga2"]
     grid = [t for t in result.trials if t.source == "grid"]
+    enqueued = [t for t in result.trials if t.source.startswith("preset:")]
     ax.scatter(
         [t.capital_locked_usd for t in searched],
         [t.solvency_loss_usd for t in searched],
@@ -848,6 +1032,17 @@ def frontier_figure(result: FrontierResult, policies: Sequence[PlacedPolicy]) ->
         label=f"old grid ({len(grid)})",
         zorder=2,
     )
+    if enqueued:
+        ax.scatter(
+            [t.capital_locked_usd for t in enqueued],
+            [t.solvency_loss_usd for t in enqueued],
+            s=60,
+            marker="o",
+            facecolors="none",
+            edgecolors="black",
+            label=f"venue presets as trials ({len(enqueued)})",
+            zorder=2,
+        )
     front = result.front
     ax.plot(
         [t.capital_locked_usd for t in front],
@@ -891,7 +1086,7 @@ def frontier_figure(result: FrontierResult, policies: Sequence[PlacedPolicy]) ->
         ax.set_ylim(bottom=0.0)  # no negative losses; the points at 0 sit on the axis
         for artist in (*ax.collections, *ax.lines):
             artist.set_clip_on(False)
-    ax.set_xlabel("capital locked per episode (fund + maintenance margin), USD")
+    ax.set_xlabel("capital locked per episode (fund + maintenance margin + vault), USD")
     ax.set_ylabel("solvency loss per episode (socialised + unrecovered + ADL), USD")
     s = result.settings
     ax.set_title(

@@ -4,15 +4,19 @@
 (:mod:`fundgym.agents.evaluate.frontier`) that a stated rule picks (by default the least
 capital within 10% of the lowest solvency loss), searched with NSGA-II on fresh draws of the
 training sampler, the only data an operator has before a crash: the 24 points of :data:`GRID`
-first, then :data:`BEST_STATIC_GENERATIONS` - 1 generations bred from them
-(:func:`search_best_static`). The study is cached in ``cache_dir`` under a hash of the
-settings that produced it. ``hindsight_static`` is the best point of :data:`GRID` by mean
-episode reward on the evaluation scenarios and seeds themselves (:func:`search_static`): an
-upper bound for a static choice, which no operator could have made.
+and the four venue presets first, then :data:`BEST_STATIC_GENERATIONS` - 1 generations bred
+from them (:func:`search_best_static`). A point is the levers and the engine they run under
+(liquidation mode, ADL ranking, margin tiers, fund and vault sizes), so ``best_static`` is
+both: :meth:`SearchResult.spec` is the policy that runs it, engine included. The study is
+cached in ``cache_dir`` under a hash of the settings that produced it. ``hindsight_static``
+is the best point of :data:`GRID` by mean episode reward on the evaluation scenarios and
+seeds themselves (:func:`search_static`), under the evaluation environment's engine: an upper
+bound for a static choice of levers, which no operator could have made.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -35,7 +39,8 @@ from fundgym.agents.evaluate.frontier import (
 )
 from fundgym.agents.evaluate.metrics import Row, summarize_policies
 from fundgym.agents.outputs import jsonable, progress_bar, write_text_atomic
-from fundgym.agents.policies import STATIC_PARAMS
+from fundgym.agents.policies import PRESETS, STATIC_PARAMS, PolicySpec
+from fundgym.agents.policies.presets import Engine
 from fundgym.envs.controls import DEFAULTS, PARAMS
 
 #: The static search grid: liquidation fee x MMR x trading-fee share to the fund (the fee all
@@ -56,8 +61,8 @@ GRID: dict[str, tuple[float, ...]] = {
 #: model-selection episode uses them).
 SEARCH_SEED = 2_000_003
 SEARCH_EPISODES = 16
-#: Generations of ``best_static``'s NSGA-II search, the grid included: 3 x 24 = 72 trials
-#: (about 15 s of the demo on 2 cores, against 5 s for the grid alone).
+#: Generations of ``best_static``'s NSGA-II search, the grid and the presets included:
+#: 3 x 28 = 84 trials.
 BEST_STATIC_GENERATIONS = 3
 
 
@@ -92,7 +97,21 @@ def objective(rows: Sequence[Row]) -> float:
 
 @dataclass
 class SearchResult:
-    """The outcome of a static grid search (also the cache file's content)."""
+    """The outcome of a static search (a grid search's is also its cache file's content).
+
+    Attributes:
+        name: ``best_static`` or ``hindsight_static``.
+        key: The settings that determine it.
+        points: Every scored set.
+        best: The chosen set's levers (every one of :data:`STATIC_PARAMS`).
+        best_objective: Its mean episode reward.
+        wall_s: The search's wall time (this call's).
+        cache_file: Where it is cached (None: not cached).
+        cached: Whether it was read from the cache.
+        rule: The rule that picked ``best`` from the frontier, in words (None: by reward).
+        engine: The engine the chosen set runs under (:class:`Engine` settings; None: the
+            evaluation environment's, as every grid point of ``hindsight_static``).
+    """
 
     name: str
     key: dict[str, Any]
@@ -103,6 +122,17 @@ class SearchResult:
     cache_file: str | None = None
     cached: bool = False
     rule: str | None = None
+    engine: dict[str, Any] | None = None
+
+    def spec(self, note: str = "") -> PolicySpec:
+        """The policy that runs the chosen set, named ``name``: its levers under its engine."""
+        engine = None if self.engine is None else Engine(**self.engine)
+        return dataclasses.replace(static_spec(self.best, engine), name=self.name, note=note)
+
+    def describe(self) -> str:
+        """The chosen set in words: its levers and, where searched, its engine."""
+        text = ", ".join(f"{k} {self.best[k]:g}" for k in STATIC_PARAMS)
+        return text if self.engine is None else f"{text}; {Engine(**self.engine).describe()}"
 
 
 def search_static(
@@ -141,7 +171,9 @@ def search_static(
         try:
             data = json.loads(cache_file.read_text())
             if data.get("key") == key:
-                fields = [k for k in SearchResult.__annotations__ if k not in ("cached", "rule")]
+                fields = [
+                    k for k in SearchResult.__annotations__ if k not in ("cached", "rule", "engine")
+                ]
                 res = SearchResult(**{k: data[k] for k in fields})
                 res.cached = True
                 res.cache_file = str(cache_file)
@@ -182,6 +214,7 @@ def search_static(
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         payload = {k: getattr(res, k) for k in SearchResult.__annotations__}
         payload.pop("cached")
+        payload.pop("engine")  # always the environment's: the grid is not searched over engines
         write_text_atomic(cache_file, json.dumps(jsonable(payload), indent=2))
     return res
 
@@ -195,20 +228,22 @@ def search_best_static(
     progress: bool,
     grid: dict[str, tuple[float, ...]] | None = None,
     *,
+    presets: Sequence[str] = tuple(PRESETS),
     rule: SelectionRule = DEFAULT_RULE,
     backend: str = "local",
     address: str | None = None,
 ) -> SearchResult:
     """``best_static``: the frontier point ``rule`` picks, on ``episodes`` training-sampler draws.
 
-    The grid's points are the first generation and the population size;
+    The grid's points (under the environment's engine) and the venue ``presets`` (each
+    under its own) are the first generation and the population size;
     :data:`BEST_STATIC_GENERATIONS` generations are run. With ``cache_dir`` the Optuna study
     is stored there (``frontier-<hash of the settings>.db``) and a repeated call with the same
     settings runs nothing.
     """
     points = grid_points(grid)
-    trials = BEST_STATIC_GENERATIONS * len(points)
-    settings = settings_key(base, ["training"], episodes, seed, points)
+    trials = BEST_STATIC_GENERATIONS * (len(points) + len(presets))
+    settings = settings_key(base, ["training"], episodes, seed, points, presets)
     db = None
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -220,6 +255,7 @@ def search_best_static(
         seed,
         trials,
         grid=points,
+        presets=presets,
         workers=workers,
         storage=None if db is None else f"sqlite:///{db.resolve()}",
         study_name="best_static",
@@ -235,6 +271,7 @@ def search_best_static(
             "trial": t.number,
             "source": t.source,
             "values": t.values,
+            "engine": t.engine.settings(),
             "objective": t.mean_reward,
             "solvency_loss_usd": t.solvency_loss_usd,
             "mean_capital_locked_usd": t.capital_locked_usd,
@@ -252,4 +289,5 @@ def search_best_static(
         cache_file=None if db is None else str(db),
         cached=db is not None and res.new_trials == 0,
         rule=rule.describe(),
+        engine=chosen.engine.settings(),
     )

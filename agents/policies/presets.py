@@ -4,17 +4,25 @@ A preset is a venue as the evaluation environment can express it: its fees and m
 levers a static policy holds), its margin tiers where the environment has them, its liquidation
 engine (``liquidation_mode``, :mod:`fundgym.envs.core.liquidation`), and the sizes of its
 insurance fund and of its backstop vault (Hyperliquid's HLP) as shares of open interest, which
-the environment starts them at. Every value cites where it comes from; ``[E]`` marks an
-estimate (a midpoint of a sourced range, or arithmetic on sourced figures) and
-``fund_estimate`` says which fund sizes are. The fund and vault sizes are those of
+the environment starts them at. What is not a lever (the engine, the margin tiers, the fund and
+the vault) is a preset's :attr:`Preset.engine`, an :class:`Engine`: the one description of it
+that a searched static set shares (:mod:`fundgym.agents.evaluate.frontier`,
+:func:`fundgym.agents.evaluate.backends.static_spec`). Every value cites where it comes
+from; ``[E]`` marks an estimate (a midpoint of a sourced range, or arithmetic on sourced
+figures) and ``fund_estimate`` says which fund sizes are. The fund and vault sizes are those of
 ``shared/reference/outcomes.md`` ("Fund size relative to open interest") and ``crashes.md``
 section 9.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, cast
 
+from fundgym.envs.config import EnvConfig
 from fundgym.envs.controls import ALLOCATION
 from fundgym.envs.core.params import AdlPolicy, LiquidationMode
 from fundgym.envs.levers import CONTROLLABLE, LEVERS
@@ -22,6 +30,71 @@ from fundgym.envs.levers import CONTROLLABLE, LEVERS
 #: The parameters a static set may name: every action lever but the fund allocation, which
 #: stays all-stable (see ``STATIC_ALLOC``).
 STATIC_PARAMS: tuple[str, ...] = tuple(n for n in CONTROLLABLE if n not in ALLOCATION)
+
+#: The environment's margin tier tables (``EnvConfig.margin_tiers``; ``none``: a flat MMR).
+MARGIN_TIERS: tuple[str, ...] = typing.get_args(typing.get_type_hints(EnvConfig)["margin_tiers"])
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What a static set runs under besides its levers: the venue's machinery and capital.
+
+    A lever is an action the policy holds; these are environment settings an episode starts
+    with and keeps (``EnvConfig`` fields of the same names), so a static policy that names them
+    runs a different exchange, not a different action. A venue preset is its levers plus its
+    engine (:attr:`Preset.engine`), and a frontier point is the same pair
+    (:mod:`fundgym.agents.evaluate.frontier`), so the two compare on equal terms; the top-ups
+    of an exhausted fund are not part of it (no venue preset has any; a spec may still name
+    them, :class:`Preset`).
+
+    Attributes:
+        liquidation_mode: Whose liquidation engine runs (``EnvConfig.liquidation_mode``).
+        adl_policy: The ADL ranking and price (``EnvConfig.adl_policy``).
+        margin_tiers: The maintenance-margin bracket table (``EnvConfig.margin_tiers``).
+        fund_to_oi_frac: The insurance fund at the start of an episode / open interest.
+        vault_to_oi_frac: The backstop vault's capital at the start / open interest (0: none).
+    """
+
+    liquidation_mode: LiquidationMode
+    adl_policy: AdlPolicy
+    margin_tiers: str
+    fund_to_oi_frac: float
+    vault_to_oi_frac: float
+
+    def settings(self) -> dict[str, Any]:
+        """The environment settings (``EnvConfig`` field -> value) this engine sets."""
+        return dataclasses.asdict(self)
+
+    def text(self) -> str:
+        """``liquidation_mode=hyperliquid,adl_policy=...``: the engine as ``name=value`` items."""
+        items = self.settings().items()
+        return ",".join(f"{k}={v!r}" if isinstance(v, float) else f"{k}={v}" for k, v in items)
+
+    def describe(self) -> str:
+        """The engine in words, for reports."""
+        tiers = "" if self.margin_tiers == "none" else f", {self.margin_tiers} margin tiers"
+        vault = f", vault {self.vault_to_oi_frac:.2%} of OI" if self.vault_to_oi_frac else ""
+        return (
+            f"{self.liquidation_mode} liquidations, {self.adl_policy} ADL{tiers}, "
+            f"fund {self.fund_to_oi_frac:.2%} of OI{vault}"
+        )
+
+
+#: The engine settings' names (``EnvConfig`` fields), in :class:`Engine` order.
+ENGINE_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Engine))
+
+
+def env_engine(env: Mapping[str, Any]) -> Engine:
+    """The engine of environment settings (``EnvConfig`` keyword arguments; absent: defaults)."""
+    defaults = EnvConfig()
+    get = {k: env.get(k, getattr(defaults, k)) for k in ENGINE_KEYS}
+    return Engine(
+        liquidation_mode=cast(LiquidationMode, str(get["liquidation_mode"])),
+        adl_policy=cast(AdlPolicy, str(get["adl_policy"])),
+        margin_tiers=str(get["margin_tiers"]),
+        fund_to_oi_frac=float(get["fund_to_oi_frac"]),
+        vault_to_oi_frac=float(get["vault_to_oi_frac"]),
+    )
 
 
 @dataclass(frozen=True)
@@ -61,6 +134,17 @@ class Preset:
     vault_to_oi_frac: float = 0.0
     fund_injection_frac: float = 0.0
     fund_injection_max: int = 0
+
+    @property
+    def engine(self) -> Engine:
+        """The venue's engine: what it runs under besides its levers."""
+        return Engine(
+            liquidation_mode=self.liquidation_mode,
+            adl_policy=self.adl_policy,
+            margin_tiers=self.margin_tiers,
+            fund_to_oi_frac=self.fund_to_oi_frac,
+            vault_to_oi_frac=self.vault_to_oi_frac,
+        )
 
 
 #: Static presets modelled on real venues' large-cap perpetual markets.

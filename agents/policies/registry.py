@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fundgym.agents.policies.base import Policy, SpecError
-from fundgym.agents.policies.presets import PRESETS, STATIC_PARAMS
+from fundgym.agents.policies.presets import MARGIN_TIERS, PRESETS, STATIC_PARAMS
 from fundgym.agents.policies.replay import SchedulePolicy, TablePolicy
 from fundgym.agents.policies.rule import RulePolicy
 from fundgym.agents.policies.runs import default_model_dir
@@ -22,6 +23,7 @@ from fundgym.agents.policies.static import StaticPolicy, parse_static_values
 from fundgym.agents.policies.trained import TrainedPolicy
 from fundgym.envs.config import EnvConfig
 from fundgym.envs.controls import DEFAULTS
+from fundgym.envs.core.params import AdlPolicy, LiquidationMode
 
 #: The environment settings a static spec may name besides the levers: the sizes, at the start
 #: of an episode and as shares of open interest, of the insurance fund
@@ -50,6 +52,15 @@ def _env_range(name: str) -> tuple[float, float]:
 
 #: Their allowed ranges, the environment config's own (one home for the bounds).
 SHARE_RANGES: dict[str, tuple[float, float]] = {key: _env_range(key) for key in SHARE_MEANINGS}
+
+#: The engine's named choices a static spec may set (``EnvConfig`` fields of the same names):
+#: so the spec text of a searched set that carries its engine (``best_static``'s,
+#: :meth:`fundgym.agents.policies.presets.Engine.text`) can be pasted back as a policy.
+ENGINE_CHOICES: dict[str, tuple[str, ...]] = {
+    "liquidation_mode": typing.get_args(LiquidationMode),
+    "adl_policy": typing.get_args(AdlPolicy),
+    "margin_tiers": MARGIN_TIERS,
+}
 
 
 @dataclass(frozen=True)
@@ -158,7 +169,9 @@ def _parse_static(text: str) -> PolicySpec:
     with those values replaced (its margin tiers and liquidation mode kept);
     ``static:mmr=0.05,...`` a set whose other levers keep their defaults and whose fund, vault
     and liquidation mode keep the environment's, the fund and the vault unless
-    ``fund_to_oi_frac`` or ``vault_to_oi_frac`` is named.
+    ``fund_to_oi_frac`` or ``vault_to_oi_frac`` is named. ``liquidation_mode=``,
+    ``adl_policy=`` and ``margin_tiers=`` (:data:`ENGINE_CHOICES`) set the engine, over the
+    preset's or the environment's.
 
     Raises:
         SpecError: An unknown preset or name, an item that is not ``name=value``, or a value
@@ -175,6 +188,7 @@ def _parse_static(text: str) -> PolicySpec:
             ",name=value overrides, or static:name=value,..."
         )
     shares: dict[str, float] = {}
+    engine: dict[str, str] = {}
     levers: list[str] = []
     for item in items:
         key, equals, raw = (s.strip() for s in item.partition("="))
@@ -182,12 +196,18 @@ def _parse_static(text: str) -> PolicySpec:
             raise SpecError(f"policy {text!r}: expected name=value, got {item!r}")
         if key in SHARE_RANGES:
             shares[key] = _parse_share(key, raw, text)
+        elif key in ENGINE_CHOICES:
+            if raw not in ENGINE_CHOICES[key]:
+                raise SpecError(
+                    f"policy {text!r}: {key}={raw!r} is not one of {', '.join(ENGINE_CHOICES[key])}"
+                )
+            engine[key] = raw
         elif key in STATIC_PARAMS:
             levers.append(item)
         else:
             raise SpecError(
                 f"policy {text!r}: unknown parameter {key!r}; allowed: "
-                f"{[*STATIC_PARAMS, *SHARE_RANGES]}"
+                f"{[*STATIC_PARAMS, *SHARE_RANGES, *ENGINE_CHOICES]}"
             )
     given = parse_static_values(",".join(levers), text) if levers else {}
     named = {item.partition("=")[0].strip() for item in levers}
@@ -203,10 +223,12 @@ def _parse_static(text: str) -> PolicySpec:
             note += f", vault {vault:.2%} of open interest"
         if top_up is not None or top_ups is not None:
             note += f", {_top_ups_text(top_up, top_ups)}"
+        note += "".join(f", {k} {v}" for k, v in engine.items())
         return PolicySpec(
             text,
             "static",
             values=values,
+            **engine,  # checked against ENGINE_CHOICES above
             fund_to_oi_frac=fund,
             vault_to_oi_frac=vault,
             fund_injection_frac=top_up,
@@ -228,15 +250,16 @@ def _parse_static(text: str) -> PolicySpec:
     if top_up_frac > 0.0 and top_up_max > 0:
         note += f"; {_top_ups_text(top_up_frac, top_up_max)}"
     changed += [_top_ups_text(top_up, top_ups)] if (top_up, top_ups) != (None, None) else []
+    changed += [f"{k} {v}" for k, v in engine.items()]
     if changed:
         note += "; overridden: " + ", ".join(changed)
     return PolicySpec(
         text,
         "static",
         values=values,
-        margin_tiers=preset.margin_tiers,
-        liquidation_mode=preset.liquidation_mode,
-        adl_policy=preset.adl_policy,
+        margin_tiers=engine.get("margin_tiers", preset.margin_tiers),
+        liquidation_mode=engine.get("liquidation_mode", preset.liquidation_mode),
+        adl_policy=engine.get("adl_policy", preset.adl_policy),
         fund_to_oi_frac=fund_frac,
         vault_to_oi_frac=vault_frac,
         fund_injection_frac=top_up_frac,

@@ -212,7 +212,12 @@ def test_summary_has_gap_closure_dominance_and_searches(small_run):
     assert config["seed"] == 5 and config["episodes"] == 2 and config["scenarios"] == FAST
     assert config["env"]["n_accounts"] == 32
     best = next(p for p in config["policies"] if p["name"] == "best_static")
-    assert best["kind"] == "static" and best["values"]["mmr"] in (0.01, 0.1)
+    assert best["kind"] == "static" and 0.003 <= best["values"]["mmr"] <= 0.1
+    # it runs under the engine the frontier picked it with, named in full in config.yaml
+    assert best["liquidation_mode"] in ("partial", "binance", "dydx_v4", "hyperliquid", "bitmex")
+    assert best["adl_policy"] and 0.0 <= best["fund_to_oi_frac"] <= 0.5
+    engine = summary["searches"]["best_static"]["engine"]
+    assert engine["liquidation_mode"] == best["liquidation_mode"]
     assert "fundgym evaluate --test" in (out / "command.txt").read_text()
 
 

@@ -1,6 +1,7 @@
 """The solvency-vs-capital frontier: Pareto sets, the rule, the NSGA-II study and its resume."""
 
 import csv
+import dataclasses
 import json
 
 import optuna
@@ -10,10 +11,13 @@ import yaml
 from fundgym.agents import evaluate as ev
 from fundgym.agents.cli import main
 from fundgym.agents.evaluate import frontier as fr
+from fundgym.agents.evaluate.backends import static_spec
 from fundgym.agents.evaluate.episodes import Job, run_jobs, score
 from fundgym.agents.evaluate.metrics import summarize_policies
 from fundgym.agents.evaluate.search import grid_points, search_best_static
-from fundgym.agents.policies import STATIC_PARAMS, PolicySpec
+from fundgym.agents.policies import PRESETS, STATIC_PARAMS, PolicySpec, parse_spec
+from fundgym.agents.policies.presets import Engine
+from fundgym.envs.controls import PARAMS
 
 # A 2 x 2 grid: population 4 (the grid is generation 0).
 GRID4 = {"mmr": (0.01, 0.1), "liquidation_fee_rate": (0.005, 0.02)}
@@ -91,11 +95,13 @@ def test_rules_parse_and_bad_ones_name_what_is_allowed():
 def test_grid_first_same_seeds_and_a_resumed_study_extends_the_first(base, tmp_path):
     grid = grid_points(GRID4)
     url = f"sqlite:///{tmp_path / 'f.db'}"
-    kw = dict(grid=grid, workers=1, storage=url, study_name="s")
+    kw = dict(grid=grid, presets=(), workers=1, storage=url, study_name="s")
     first = fr.search_frontier(base, ["training"], 2, 7, 6, **kw)
     assert first.new_trials == 6 and len(first.trials) == 6
     # the grid is the first generation, exactly, then NSGA-II breeds from it
     assert [t.values for t in first.trials[:4]] == grid
+    # under the environment's own engine: the old grid exactly
+    assert {t.engine for t in first.trials[:4]} == {Engine("partial", "bitmex", "none", 0.02, 0.0)}
     assert [t.source for t in first.trials] == ["grid"] * 4 + ["nsga2"] * 2
     assert [t.generation for t in first.trials] == [0, 0, 0, 0, 1, 1]
     # a candidate's objectives are the pooled means of its own episodes, seeds 7 and 8
@@ -105,6 +111,7 @@ def test_grid_first_same_seeds_and_a_resumed_study_extends_the_first(base, tmp_p
     assert [r["seed"] for r in rows] == [7, 8]
     s = summarize_policies(rows)[0]
     assert g.solvency_loss_usd == pytest.approx(s["solvency_loss_usd"], rel=1e-12)
+    assert s["vault_initial_usd"] == 0.0  # no vault under the partial engine
     assert g.capital_locked_usd == pytest.approx(s["mean_capital_locked_usd"], rel=1e-12)
     # solvency loss = socialised + unrecovered + deleveraged, per episode, then the mean
     parts = ("socialized_loss_usd", "unrecovered_usd", "adl_volume_usd")
@@ -132,37 +139,166 @@ def test_grid_first_same_seeds_and_a_resumed_study_extends_the_first(base, tmp_p
 
 
 def test_a_failed_generation_is_failed_in_the_study_and_asked_again(base, tmp_path, monkeypatch):
-    grid = grid_points(GRID4)
+    grid = grid_points({"mmr": (0.01, 0.1)})
     url = f"sqlite:///{tmp_path / 'f.db'}"
+    kw = dict(grid=grid, presets=("dydx",), workers=1, storage=url)
 
     def boom(*args, **kwargs):
         raise ev.EvaluateError("episode cannot be scored")
 
     monkeypatch.setattr(fr, "run_policies", boom)
     with pytest.raises(ev.EvaluateError, match="cannot be scored"):
-        fr.search_frontier(base, ["training"], 1, 0, 4, grid=grid, workers=1, storage=url)
+        fr.search_frontier(base, ["training"], 1, 0, 3, **kw)
     monkeypatch.undo()
     study = optuna.load_study(study_name="frontier", storage=url)
-    assert [t.state.name for t in study.trials] == ["FAIL"] * 4 + ["WAITING"] * 4
-    # the failed grid points went back into the queue: the resumed study starts with them
-    res = fr.search_frontier(base, ["training"], 1, 0, 4, grid=grid, workers=1, storage=url)
-    assert res.new_trials == 4 and [t.values for t in res.trials] == grid
-    assert [t.source for t in res.trials] == ["grid"] * 4
+    assert [t.state.name for t in study.trials] == ["FAIL"] * 3 + ["WAITING"] * 3
+    # the failed grid points and the preset went back into the queue, in order, with their
+    # sources: the resumed study starts with them
+    res = fr.search_frontier(base, ["training"], 1, 0, 3, **kw)
+    assert res.new_trials == 3 and [t.values for t in res.trials[:2]] == grid
+    assert [t.source for t in res.trials] == ["grid", "grid", "preset:dydx"]
+    assert res.trials[2].values == PRESETS["dydx"].values
+    assert res.trials[2].engine == PRESETS["dydx"].engine
 
 
-def test_best_static_is_the_rules_pick_and_is_cached(base, tmp_path):
+def test_best_static_is_the_rules_pick_with_its_engine_and_is_cached(base, tmp_path):
     tiny = {"mmr": (0.01, 0.1)}
-    first = search_best_static(base, 2, 3, 1, tmp_path, False, tiny)
-    assert not first.cached and len(first.points) == 6  # 3 generations of 2
+    kw = dict(presets=("hyperliquid",))
+    first = search_best_static(base, 2, 3, 1, tmp_path, False, tiny, **kw)
+    assert not first.cached and len(first.points) == 9  # 3 generations of 2 + 1
+    assert [p["source"] for p in first.points[:3]] == ["grid", "grid", "preset:hyperliquid"]
     front = [p for p in first.points if p["pareto"]]
     loss = [p["solvency_loss_usd"] for p in front]
     cap = [p["mean_capital_locked_usd"] for p in front]
-    assert first.best == front[fr.DEFAULT_RULE.pick(loss, cap)]["values"]
+    pick = front[fr.DEFAULT_RULE.pick(loss, cap)]
+    assert first.best == pick["values"] and first.engine == pick["engine"]
     assert set(first.best) == set(STATIC_PARAMS)
     assert "within 10% of the lowest" in first.rule
+    # the policy that runs it carries the engine it was scored under, named best_static
+    spec = first.spec("note")
+    assert (spec.name, spec.kind, spec.note) == ("best_static", "static", "note")
+    assert spec.values == first.best
+    overrides = spec.env_overrides()
+    assert {k: overrides[k] for k in pick["engine"]} == pick["engine"]
+    assert Engine(**pick["engine"]).describe() in first.describe()
     assert len(list(tmp_path.glob("frontier-*.db"))) == 1
-    again = search_best_static(base, 2, 3, 1, tmp_path, False, tiny)
+    again = search_best_static(base, 2, 3, 1, tmp_path, False, tiny, **kw)
     assert again.cached and again.best == first.best and again.points == first.points
+    assert again.engine == first.engine
+    # the same grid without the preset is another study, in another file
+    assert search_best_static(base, 2, 3, 1, tmp_path, False, tiny, presets=()).cached is False
+    assert len(list(tmp_path.glob("frontier-*.db"))) == 2
+
+
+# ---- the engine in the search space ----
+
+
+def _inside(name, value):
+    """Whether a trial parameter lies in the study's search space."""
+    if name in STATIC_PARAMS:
+        return PARAMS[name].low <= value <= PARAMS[name].high
+    if name in ("fund_to_oi_frac", "vault_to_oi_frac"):
+        low, high = fr.FUND_RANGE if name == "fund_to_oi_frac" else fr.VAULT_RANGE
+        return low <= value <= high
+    choices = {
+        "liquidation_mode": fr.LIQUIDATION_MODES,
+        "adl_policy": fr.ADL_POLICIES,
+        "margin_tiers": fr.MARGIN_TIERS,
+        "backstop": fr.BACKSTOPS,
+    }
+    return value in choices[name]
+
+
+def test_every_venue_preset_is_a_point_of_the_search_space(base):
+    points = fr.first_generation(base, grid_points(GRID4), tuple(PRESETS))
+    assert [s for s, _ in points] == ["grid"] * 4 + [f"preset:{p}" for p in PRESETS]
+    for source, params in points:
+        assert all(_inside(k, v) for k, v in params.items()), (source, params)
+    by = dict(points)
+    # Hyperliquid: no fund, a 2.2% vault; BitMEX: a 27.5% fund and no vault
+    assert by["preset:hyperliquid"]["backstop"] == "vault"
+    assert "fund_to_oi_frac" not in by["preset:hyperliquid"]
+    assert by["preset:bitmex"]["backstop"] == "fund"
+    assert by["preset:bitmex"]["fund_to_oi_frac"] == 0.275
+    for name, preset in PRESETS.items():
+        params = by[f"preset:{name}"]
+        assert {k: params[k] for k in STATIC_PARAMS} == preset.values
+        # an undrawn size does not act, whatever the sampler draws for it
+        full = {"fund_to_oi_frac": 0.3, "vault_to_oi_frac": 0.4, **params}
+        assert fr.decode_engine(full) == preset.engine
+        # and the policy the search runs is the preset's environment, setting for setting
+        ours = fr.Trial(0, preset.values, preset.engine, 0.0, 0.0, 0.0, "x", 0).spec()
+        assert ours == static_spec(preset.values, preset.engine)
+        assert ours.name.endswith(preset.engine.text())  # named by its levers and engine
+        assert ev.job_env(base, ours, "training") == ev.job_env(
+            base, parse_spec(f"static:{name}"), "training"
+        )
+
+
+def test_decode_engine_counts_only_the_backstops_it_starts():
+    drawn = {"adl_policy": "drift", "margin_tiers": "none"}
+    drawn |= {"fund_to_oi_frac": 0.01, "vault_to_oi_frac": 0.05}
+    cases = [
+        ("bitmex", "fund", 0.01, 0.0),
+        ("bitmex", "vault", 0.0, 0.05),
+        ("bitmex", "fund_and_vault", 0.01, 0.05),
+        ("bitmex", "none", 0.0, 0.0),
+        # partial hands no account to a vault: a vault there is none
+        ("partial", "vault", 0.0, 0.0),
+        ("partial", "fund_and_vault", 0.01, 0.0),
+    ]
+    for mode, backstop, fund, vault in cases:
+        e = fr.decode_engine({**drawn, "liquidation_mode": mode, "backstop": backstop})
+        assert (e.fund_to_oi_frac, e.vault_to_oi_frac) == (fund, vault), (mode, backstop)
+        assert (e.liquidation_mode, e.adl_policy) == (mode, "drift")
+
+
+def test_a_point_outside_the_engine_space_is_refused_by_name(base):
+    big = dataclasses.replace(PRESETS["bitmex"].engine, fund_to_oi_frac=0.9)
+    message = r"preset 'x': fund_to_oi_frac = 0.9 is outside the searched range \[0.001, 0.5\]"
+    with pytest.raises(fr.FrontierError, match=message):
+        fr.encode_engine(big, "preset 'x'")
+    vault = Engine("partial", "bitmex", "none", 0.02, 0.01)
+    with pytest.raises(fr.FrontierError, match="a vault needs a liquidation mode other than"):
+        fr.encode_engine(vault, "the environment's engine")
+    with pytest.raises(fr.FrontierError, match=r"preset 'ftx': allowed \['binance'"):
+        fr.first_generation(base, grid_points(GRID4), ("ftx",))
+
+
+def test_a_preset_as_a_trial_scores_as_the_preset_and_its_vault_is_capital(base):
+    res = fr.search_frontier(
+        base, ["training"], 1, 5, 3, grid=grid_points({"mmr": (0.01, 0.1)}),
+        presets=("hyperliquid",), workers=1,
+    )  # fmt: skip
+    hl = res.trials[2]
+    assert hl.source == "preset:hyperliquid" and hl.generation == 0
+    spec = parse_spec("static:hyperliquid")
+    (placed,) = fr.place_policies(res, [spec], base, workers=1)
+    assert (placed.solvency_loss_usd, placed.capital_locked_usd) == hl.point
+    rows = score(run_jobs([Job(spec, "training", ev.job_env(base, spec, "training"), 1, 5)], 1)[0])
+    s = summarize_policies(rows)[0]
+    # the vault's starting capital (2.2% of open interest) is capital locked, like the fund
+    assert s["vault_initial_usd"] > 0.0
+    assert hl.capital_locked_usd == pytest.approx(
+        s["mean_capital_locked_usd"] + s["vault_initial_usd"], rel=1e-12
+    )
+    # a preset on the front or dominated: the placed preset says the same
+    on = res.pareto[2]
+    assert (placed.dominated_by is None) == on
+
+
+def test_a_study_of_the_old_lever_only_space_is_refused(base, tmp_path):
+    grid = grid_points(GRID4)
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = fr.settings_key(base, ["training"], 1, 0, grid)
+    for key in ("engine", "grid_engine", "presets"):
+        old.pop(key)
+    old["objectives"] = list(fr.OBJECTIVES)  # the old space's record of its objectives
+    study = optuna.create_study(storage=url, study_name="frontier", directions=["minimize"] * 2)
+    study.set_user_attr("settings", old)
+    with pytest.raises(fr.FrontierError, match=r"other settings \(engine, grid_engine, "):
+        fr.search_frontier(base, ["training"], 1, 0, 4, grid=grid, workers=1, storage=url)
+    assert len(study.trials) == 0  # nothing was mixed in
 
 
 # ---- the command ----
@@ -182,11 +318,14 @@ def test_cli_writes_the_frontier_and_resumes(capsys, tmp_path, env_yaml):
     data = json.loads((out / "frontier.json").read_text())
     assert data["kind"] == "fundgym.frontier" and data["trials"] == 5
     assert data["rule"]["text"] == "loss_within=0.1"
+    assert data["best_static"]["engine"]["liquidation_mode"] == "partial"
+    assert data["settings"]["population"] == 28  # the 24 grid points and the 4 presets
     assert [p["name"] for p in data["policies"]] == ["static:dydx", "rule"]
     with (out / "frontier.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 5 and [r["source"] for r in rows] == ["grid"] * 5
     assert set(STATIC_PARAMS) <= set(rows[0])
+    assert {r["liquidation_mode"] for r in rows} == {"partial"}  # the grid: the env's engine
     assert sum(r["best_static"] == "true" for r in rows) == 1
     for r in rows:
         assert (r["pareto"] == "true") == (r["dominated_by"] == "")
@@ -202,7 +341,14 @@ def test_cli_refuses_bad_input_with_exit_code_2(capsys, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")
     out = str(tmp_path / "x")
+    big = tmp_path / "big_fund.yaml"
+    big.write_text(yaml.safe_dump({"env": {"n_accounts": 64, "fund_to_oi_frac": 0.8}}))
     cases = [
+        (
+            ["--trials", "2", "--out", out, "--config", str(big)],
+            "the environment's engine (the grid's): fund_to_oi_frac = 0.8 is outside the "
+            "searched range [0.001, 0.5]",
+        ),
         (["--trials", "0", "--out", out], "--trials must be >= 1, got 0"),
         (["--trials", "2", "--out", out, "--rule", "knee"], "--rule 'knee': expected NAME=VALUE"),
         (["--trials", "2", "--out", out, "--address", "h:1"], "--address 'h:1' needs --backend"),

@@ -318,7 +318,8 @@ def test_custom_static_set_fills_the_rest_with_defaults():
             "static:binance,leverage=3",
             "unknown parameter 'leverage'; allowed: ['liquidation_fee_rate', "
             "'liquidation_fee_fund_share', 'mmr', 'imr_multiple', 'trading_fee_fund_share', "
-            "'fund_to_oi_frac', 'vault_to_oi_frac', 'fund_injection_frac', 'fund_injection_max']",
+            "'fund_to_oi_frac', 'vault_to_oi_frac', 'fund_injection_frac', 'fund_injection_max', "
+            "'liquidation_mode', 'adl_policy', 'margin_tiers']",
         ),
         ("static:binance,dydx", "expected name=value, got 'dydx'"),
         ("static:binance,mmr=0.5", "mmr = 0.5 is outside its action range [0.003, 0.1]"),
