@@ -32,6 +32,9 @@ ALLOCATION = ("alloc_stable", "alloc_yield", "alloc_volatile", "alloc_hedge")
 MARGIN_PARAMS = ("mmr", "imr_multiple")  # increases wait for the notice period
 ALLOCATION_SHARPNESS = 3.0
 
+#: The levers mapped one by one (the allocation's four logits map together, as weights).
+_LEVER_PARAMS = {name: lever for name, lever in PARAMS.items() if name not in ALLOCATION}
+
 #: Values used for parameters that are not controlled (the levers' defaults: dYdX-like; the
 #: fund all in stable).
 DEFAULTS: dict[str, float] = {name: lever.default for name, lever in PARAMS.items()}
@@ -161,7 +164,7 @@ class Controls:
 
     def values(self) -> dict[str, FloatArray]:
         """Parameters in force, natural units, ``(n_envs,)`` each (allocation as weights)."""
-        out = {name: PARAMS[name].to_value(self.position[name]) for name in PARAMS}
+        out = {name: _LEVER_PARAMS[name].to_value(self.position[name]) for name in _LEVER_PARAMS}
         weights = allocation_weights(np.stack([self.position[n] for n in ALLOCATION], axis=1))
         for k, name in enumerate(ALLOCATION):
             out[name] = weights[:, k]

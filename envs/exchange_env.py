@@ -25,7 +25,7 @@ from fundgym.envs.fund.kernels import fund_arrays, values_and_weights
 from fundgym.envs.fund.portfolio import AllocationParams, FundPortfolio
 from fundgym.envs.market.price import MINUTES_PER_YEAR
 from fundgym.envs.market.sampler import sample_training_scenario
-from fundgym.envs.observation import BOOK_STATS, book_stats
+from fundgym.envs.observation import BOOK_STATS, book_stats, decision_totals
 from fundgym.envs.render import RenderFrame, RenderHistory, render_ansi, render_rgb
 from fundgym.envs.rewards import DecisionTotals, combine, reward_components
 from fundgym.envs.scenarios import Scenario, load_scenario
@@ -298,6 +298,21 @@ class FundControlCore:
         self.start_episodes(mask)
         return self.observe()
 
+    def restart(self, mask: BoolArray) -> FloatArray:
+        """:meth:`reset` right after :meth:`step` (same-step autoreset); every observation.
+
+        Only the restarted exchanges' book statistics are computed: the others have not moved
+        since the step computed theirs (the same accounts, levers and mark), so their rows of
+        the step's :attr:`last_book` are kept, bit for bit.
+        """
+        self.start_episodes(mask)
+        sim = self.sim
+        assert sim is not None
+        rows = np.flatnonzero(mask)
+        book = self.last_book.copy()
+        book[rows] = book_stats(sim.state, sim.risk, self.last_mark, rows=rows)[rows]
+        return self.observe(book)
+
     def start_episodes(self, mask: BoolArray) -> None:
         """Start new episodes on the exchanges in ``mask`` (the others are not touched).
 
@@ -471,21 +486,19 @@ class FundControlCore:
         )
         if held is not None:
             saved_sim.restore()
-        total = np.zeros((self.n_envs, N_EVENTS))
-        for k in range(len(block)):  # tick by tick, as the ticks accumulate
-            total += block.events[k]
-        sums = dict(zip(_SUMMED_EVENTS, total[:, _SUMMED_COLUMNS].T, strict=True))
         index = block.series[:, :, _INDEX]
         # Every tick's squared log return at once (np.log is elementwise: the same bits as
-        # tick by tick); the EWMAs then run tick by tick.
+        # tick by tick); the event sums and the EWMAs then run tick by tick, compiled.
         before = np.empty_like(index)
         before[0] = start_index
         before[1:] = index[:-1]
         r2 = np.log(index / before) ** 2
-        a_short, a_long = self._ewma_short, self._ewma_long
-        for k in range(len(block)):
-            self.var_short += a_short * (r2[k] - self.var_short)
-            self.var_long += a_long * (r2[k] - self.var_long)
+        total = np.zeros((self.n_envs, N_EVENTS))
+        decision_totals(
+            block.events, r2, self._ewma_short, self._ewma_long, self.var_short, self.var_long,
+            total,
+        )  # fmt: skip
+        sums = dict(zip(_SUMMED_EVENTS, total[:, _SUMMED_COLUMNS].T, strict=True))
         last = block.series[-1]
         self.last_mark = last[:, _MARK].copy()
         self.last_oracle = last[:, _ORACLE].copy()
@@ -1074,22 +1087,31 @@ class InsuranceFundVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         self._ended[mask] = False
         if self._histories is not None:
             self._record(mask, np.zeros(n, dtype=bool))
-        return obs.astype(np.float32), self._reset_info(mask)
+        return obs.astype(np.float32), self.reset_info(mask)
 
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step every exchange, resetting ended episodes as ``autoreset_mode`` says."""
-        if not self._started:
-            raise RuntimeError("call reset() before step()")
-        a = np.asarray(actions, dtype=np.float64)
-        expected = (self.num_envs, self.core.action_dim)
-        if a.shape != expected:
-            # Reshaping would silently scramble a transposed (action_dim, num_envs) array.
-            raise ValueError(
-                f"actions must have shape (num_envs, action_dim) = {expected}, got {a.shape}"
-            )
+        a = self._checked_actions(actions)
         mode = self.autoreset_mode
+        if mode is AutoresetMode.SAME_STEP:
+            obs32, reward, term, trunc, info, last = self._step_same(a)
+            done = term | trunc
+            if not done.any():
+                return obs32, reward, term, trunc, _vector_info(info, ~done)
+            final_obs = np.full(self.num_envs, None, dtype=object)
+            for e in np.flatnonzero(done):
+                final_obs[e] = last[e].copy()
+            infos = {
+                **_vector_info(info, ~done),
+                "final_obs": final_obs,
+                "_final_obs": done.copy(),
+                "final_info": _vector_info(info, done),
+                "_final_info": done.copy(),
+                **self.reset_info(done),
+            }
+            return obs32, reward, term, trunc, infos
         frozen = None
         if self._ended.any():
             if mode is AutoresetMode.DISABLED:
@@ -1102,32 +1124,70 @@ class InsuranceFundVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
             self.core.start_episodes(frozen)
         obs, reward, term, trunc, info = self.core.step(a, frozen)
         done = term | trunc
-        obs32 = obs.astype(np.float32)
         if self._histories is not None:
             self._record(np.ones(self.num_envs, dtype=bool), term)
         if frozen is not None:
-            infos = {**_vector_info(info, ~frozen), **self._reset_info(frozen)}
-        elif mode is AutoresetMode.SAME_STEP and done.any():
-            final_obs = np.full(self.num_envs, None, dtype=object)
-            for e in np.flatnonzero(done):
-                final_obs[e] = obs32[e].copy()
-            fresh = self.core.reset(done)
-            obs32 = np.where(done[:, None], fresh, obs).astype(np.float32)
-            infos = {
-                **_vector_info(info, ~done),
-                "final_obs": final_obs,
-                "_final_obs": done.copy(),
-                "final_info": _vector_info(info, done),
-                "_final_info": done.copy(),
-                **self._reset_info(done),
-            }
-            if self._histories is not None:
-                self._record(done, np.zeros(self.num_envs, dtype=bool))
+            infos = {**_vector_info(info, ~frozen), **self.reset_info(frozen)}
         else:
             infos = _vector_info(info, np.ones(self.num_envs, dtype=bool))
-        if mode is not AutoresetMode.SAME_STEP:
-            self._ended = done
-        return obs32, reward, term, trunc, infos
+        self._ended = done
+        return obs.astype(np.float32), reward, term, trunc, infos
+
+    def step_arrays(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any], np.ndarray]:
+        """A same-step autoreset step whose info is one plain array per key, without masks.
+
+        For callers that read the step's values as arrays (the stable-baselines3 adapter):
+        every exchange reports every step key, an ended one its ended step's, so Gymnasium's
+        ``_key`` masks, ``final_info`` and the copies they take are left out. :meth:`step`
+        returns the same values in Gymnasium's layout.
+
+        Returns:
+            ``(obs, rewards, terminations, truncations, info, last_obs)``: ``obs`` holds the
+            new episode's first observation where an episode ended, ``last_obs`` (float32,
+            ``(num_envs, obs_dim)``) every exchange's observation before those resets;
+            :meth:`reset_info` gives the resets' info.
+
+        Raises:
+            RuntimeError: ``autoreset_mode`` is not ``SAME_STEP``, or no reset yet.
+        """
+        if self.autoreset_mode is not AutoresetMode.SAME_STEP:
+            raise RuntimeError(
+                f"step_arrays() resets ended exchanges within the step: make the environment "
+                f"with autoreset_mode=SAME_STEP (it has {self.autoreset_mode})"
+            )
+        return self._step_same(self._checked_actions(actions))
+
+    def _checked_actions(self, actions: np.ndarray) -> FloatArray:
+        """``actions`` as float64 of shape exactly ``(num_envs, action_dim)``, after a reset."""
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        a = np.asarray(actions, dtype=np.float64)
+        expected = (self.num_envs, self.core.action_dim)
+        if a.shape != expected:
+            # Reshaping would silently scramble a transposed (action_dim, num_envs) array.
+            raise ValueError(
+                f"actions must have shape (num_envs, action_dim) = {expected}, got {a.shape}"
+            )
+        return a
+
+    def _step_same(
+        self, a: FloatArray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any], np.ndarray]:
+        """One step under same-step autoreset: :meth:`step_arrays`'s return."""
+        obs, reward, term, trunc, info = self.core.step(a)
+        done = term | trunc
+        last = obs.astype(np.float32)
+        if self._histories is not None:
+            self._record(np.ones(self.num_envs, dtype=bool), term)
+        if not done.any():
+            return last, reward, term, trunc, info, last
+        fresh = self.core.restart(done)
+        obs32 = np.where(done[:, None], fresh, obs).astype(np.float32)
+        if self._histories is not None:
+            self._record(done, np.zeros(self.num_envs, dtype=bool))
+        return obs32, reward, term, trunc, info, last
 
     def render(self) -> tuple[Any, ...] | None:
         """Every exchange's state drawn in ``render_mode``, one entry per exchange.
@@ -1174,8 +1234,11 @@ class InsuranceFundVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
             raise ValueError("options['reset_mask'] must select at least one exchange, got none")
         return mask
 
-    def _reset_info(self, mask: BoolArray) -> dict[str, Any]:
-        """The reset info of the exchanges in ``mask`` (their scenario), with its mask."""
+    def reset_info(self, mask: BoolArray) -> dict[str, Any]:
+        """The reset info of the exchanges in ``mask`` (their scenario), with its mask.
+
+        What :meth:`reset` returns for them, and a same-step autoreset's top-level keys.
+        """
         sim = self.core.sim
         assert sim is not None
         names = np.full(self.num_envs, None, dtype=object)

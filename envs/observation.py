@@ -194,14 +194,19 @@ def _quantiles(values, n, qs, out, col, bins, counts, scratch):  # type: ignore[
 
 
 @jit(error_model="numpy")
-def _flat_one_market(coll, size, entry, m, mmr, i, lev, within):  # type: ignore[no-untyped-def]
-    """Exchange ``i``'s book under a flat MMR and one market: the common case, branch-light.
+def _flat_one_market(coll, size, entry, m, mmr, lev, within):  # type: ignore[no-untyped-def]
+    """An exchange's book under a flat MMR and one market, on its contiguous ``(A,)`` rows.
 
     With ``req = mmr |q| x``, equity minus requirement at price ``x`` is
     ``c - q e + k x`` with ``k = q - mmr |q|``, a line: an adverse move of ``s`` (``x = m (1 -
     s)`` for a long, ``m (1 + s)`` for a short) makes the account liquidatable exactly when
     ``t - |k m| s < 0`` with ``t = c - q e + k m``. Three comparisons instead of three
     re-evaluations, and no branch on the side (a long/short branch mispredicts half the time).
+
+    No branch on empty slots either: an empty slot goes through the same arithmetic and adds
+    nothing. Its notional is +0, which leaves every running sum's bits as they were (each
+    starts at +0 and adds terms >= 0), and its leverage is written one past the list's end
+    (the count moves only for an open account with positive equity), to be overwritten.
 
     Returns:
         ``(gross, long_oi, short_oi, locked, n_lev)``; ``lev[:n_lev]`` and ``within`` filled.
@@ -211,20 +216,17 @@ def _flat_one_market(coll, size, entry, m, mmr, i, lev, within):  # type: ignore
     locked = 0.0
     w1 = w2 = w5 = 0.0  # in registers, not ``within``: a store per account would chain them
     n_lev = 0
-    for a in range(size.shape[1]):
-        q = size[i, a, 0]
-        if q == 0.0:
-            continue
-        c = coll[i, a]
-        e = entry[i, a, 0]
+    for a in range(size.shape[0]):
+        q = size[a]
+        c = coll[a]
+        e = entry[a]
         notional = abs(q) * m
         gross += notional
         long_oi += max(q, 0.0) * m
         locked += notional * mmr
         eq = c + q * (m - e)
-        if eq > 0.0:
-            lev[n_lev] = notional / eq
-            n_lev += 1
+        lev[n_lev] = notional / eq
+        n_lev += (q != 0.0) & (eq > 0.0)
         km = (q - mmr * abs(q)) * m
         t = c - q * e + km
         a_km = abs(km)
@@ -300,7 +302,13 @@ def book_stats_exchange(coll, size, entry, marks, packed, floors, rates, cums, b
     mmr = packed[i, P_MMR]
     if floors.shape[0] == 0 and n_mk == 1:
         gross, long_oi, short_oi, locked, n_lev = _flat_one_market(
-            coll, size, entry, marks[i, 0], mmr, i, lev, within
+            coll[i],
+            size[i].reshape(n_acc),
+            entry[i].reshape(n_acc),
+            marks[i, 0],
+            mmr,
+            lev,
+            within,
         )
     else:
         shocks = np.array(SHOCKS_FRAC)
@@ -328,8 +336,18 @@ def _book_stats_parallel(coll, size, entry, marks, packed, floors, rates, cums, 
         book_stats_exchange(coll, size, entry, marks, packed, floors, rates, cums, base, out, i)
 
 
+@jit(error_model="numpy")
+def _book_stats_rows(coll, size, entry, marks, packed, floors, rates, cums, base, out, rows):  # type: ignore[no-untyped-def]
+    for i in rows:
+        book_stats_exchange(coll, size, entry, marks, packed, floors, rates, cums, base, out, i)
+
+
 def book_stats(
-    state: SimState, params: RiskParams, mark: FloatArray, parallel: bool = False
+    state: SimState,
+    params: RiskParams,
+    mark: FloatArray,
+    parallel: bool = False,
+    rows: np.ndarray[Any, np.dtype[np.int64]] | None = None,
 ) -> FloatArray:
     """The :data:`BOOK_STATS` columns per exchange, ``(E, len(BOOK_STATS))``.
 
@@ -339,6 +357,8 @@ def book_stats(
         mark: ``(E,)`` or ``(E, M)`` price the margin engine reads.
         parallel: Spread exchanges over numba's threads (as many as
             ``numba.set_num_threads`` allows); each row is the same either way, bit for bit.
+        rows: Only these exchanges' rows (int64 indices), one after another; the others
+            are left 0. ``None``: every exchange.
 
     Returns:
         Open interest (one side), long and short notional in USD; leverage quantiles of open
@@ -349,8 +369,7 @@ def book_stats(
     n_envs, n_mk = state.n_envs, state.n_markets
     floors, rates, cums, base = params.tier_table()
     out = np.zeros((n_envs, len(BOOK_STATS)))
-    kernel = _book_stats_parallel if parallel else _book_stats_serial
-    kernel(
+    args = (
         state.collateral_usd,
         state.size,
         state.entry_price,
@@ -362,4 +381,26 @@ def book_stats(
         float(base[0]),
         out,
     )
+    if rows is not None:
+        _book_stats_rows(*args, np.asarray(rows, dtype=np.int64))
+    elif parallel:
+        _book_stats_parallel(*args)
+    else:
+        _book_stats_serial(*args)
     return out
+
+
+@jit(error_model="numpy")
+def decision_totals(events, r2, a_short, a_long, var_short, var_long, total):  # type: ignore[no-untyped-def]
+    """A decision's summed events and the observation's volatility EWMAs, in place.
+
+    For each tick ``k`` in order, ``total[e] += events[k, e]`` and ``var += a x (r2[k, e] -
+    var)`` (``r2``: the tick's squared log return): numpy's element-by-element arithmetic,
+    the same bits, in one call instead of four array operations per tick.
+    """
+    for k in range(events.shape[0]):
+        for e in range(events.shape[1]):
+            for c in range(events.shape[2]):
+                total[e, c] += events[k, e, c]
+            var_short[e] += a_short * (r2[k, e] - var_short[e])
+            var_long[e] += a_long * (r2[k, e] - var_long[e])

@@ -108,8 +108,8 @@ SERIES = (
     "n_accounts_open",
 )
 #: Every per-tick series of a :class:`TickBlock`, in its column order (``tick_kernels.S_*``):
-#: :data:`SERIES`, then the funding the accounts paid and the ledger error at the mark (0
-#: when the ledger was not checked).
+#: :data:`SERIES`, then the funding the accounts paid (NaN when ``advance`` skips the book
+#: series) and the ledger error at the mark (0 when the ledger was not checked).
 BLOCK_SERIES = (*SERIES, "funding_paid_usd", "ledger_error_usd")
 assert BLOCK_SERIES.index("ledger_error_usd") == tk.S_LEDGER_ERROR
 assert BLOCK_SERIES.index("fund_usd") == tk.S_FUND_USD
@@ -122,6 +122,9 @@ _CODED_FIELDS = (
     "liquidation_mode",
     "waterfall",
 )
+#: Every risk-parameter field's name, in declaration order (``dataclasses.fields`` costs
+#: microseconds a call, and the parameters are set every decision).
+_RISK_FIELDS = tuple(f.name for f in dataclasses.fields(RiskParams))
 THREADS_ENV = "FUNDGYM_THREADS"
 """Environment variable read when a simulator is built with ``threads=None``."""
 
@@ -627,11 +630,11 @@ class ExchangeSimulator:
             ValueError: A per-exchange array does not have ``n_envs`` entries, or the
                 simulator has a vault and ``risk`` the ``partial`` liquidation mode.
         """
-        for f in dataclasses.fields(risk):
-            value = getattr(risk, f.name)
+        for name in _RISK_FIELDS:
+            value = getattr(risk, name)
             if isinstance(value, np.ndarray) and value.shape not in ((), (self.n_envs,)):
                 raise ValueError(
-                    f"RiskParams.{f.name} must be a float or an (n_envs,) = ({self.n_envs},) "
+                    f"RiskParams.{name} must be a float or an (n_envs,) = ({self.n_envs},) "
                     f"array, got shape {value.shape}"
                 )
         if self.vault_to_oi_frac > 0.0 and "vault" not in risk.stages:
@@ -883,12 +886,12 @@ class ExchangeSimulator:
         """
         risk = self.risk
         row: dict[str, Any] = {}
-        for f in dataclasses.fields(risk):
-            value = getattr(risk, f.name)
-            if f.name not in _CODED_FIELDS:  # a scalar, or one entry per exchange
+        for name in _RISK_FIELDS:
+            value = getattr(risk, name)
+            if name not in _CODED_FIELDS:  # a scalar, or one entry per exchange
                 a = np.asarray(value)
                 value = float(a.item() if a.size == 1 else a[env])
-            row[f.name] = value
+            row[name] = value
         return RiskParams.trusted(**row)
 
     @property
@@ -1035,9 +1038,10 @@ class ExchangeSimulator:
             n_ticks: Ticks to run, >= 0; every exchange needs that many left.
             check_ledger: Compute each tick's ledger error (:func:`fundgym.envs.state.ledger_error`
                 at the mark) and keep the largest in ``max_ledger_error_usd``.
-            book_series: Compute each tick's open interest and open accounts (a pass over
-                the accounts); ``False`` leaves them NaN and -1 (the environment reads the
-                book once per decision instead).
+            book_series: Compute each tick's open interest, open accounts and funding paid
+                (a pass over the accounts, and a running sum of the payments); ``False``
+                leaves them NaN, -1 and NaN (the environment reads the book once per
+                decision instead, and never the funding total).
             book_out: An ``(n_envs, len(BOOK_STATS))`` array to fill with
                 :func:`fundgym.envs.observation.book_stats` of each exchange at its last
                 tick's mark, computed inside the compiled call while the accounts are in

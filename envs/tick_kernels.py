@@ -15,10 +15,12 @@ reference of one tick and documents the order of operations; :func:`advance_seri
    leverage cap and open-interest cap), then the fund receives its share of the trading fees;
 3. the fund accrues (:func:`fundgym.envs.fund.kernels.accrue_one`), its outside gain booked as a
    deposit (the reference accrues after funding: the two touch disjoint state);
-4. funding (:func:`fundgym.envs.core.trading._funding_kernel`), the attacker's withdrawal
+4. funding (:func:`fundgym.envs.core.trading.funding_row`, the order of
+   :func:`~fundgym.envs.core.trading._funding_kernel`), the attacker's withdrawal
    against its unrealised PnL, then (unless an outage stops the engine or the market is
    closed) the margin engine's scan:
-   a branch-free count (:func:`fundgym.envs.core.kernels.count_liquidatable`), and only when it
+   a branch-free count (:func:`fundgym.envs.core.kernels.count_liquidatable`; without margin
+   tiers :func:`~fundgym.envs.core.kernels.count_liquidatable_flat_row`), and only when it
    finds some, the list of liquidatable accounts, into a buffer allocated once per call;
 5. square-root-book fill prices, the waterfall (:mod:`fundgym.envs.core.kernels`, under the
    ``liquidation_mode`` of :mod:`fundgym.envs.core.liquidation`: the venue modes price each
@@ -33,7 +35,8 @@ The existing kernels are called on one-row slices of the batch arrays (``a[e:e +
 so every rule lives once. The loop runs over exchanges outside and ticks inside: exchanges do
 not interact within a call, so the order changes nothing, one exchange's accounts stay in cache
 across its ticks, and :func:`advance_parallel` can hand exchanges to threads (``prange``) with
-results bit-identical to :func:`advance_serial`, which runs the same per-exchange function.
+results bit-identical to :func:`advance_serial`: both run :func:`_advance_exchanges`, the
+serial tick on every exchange in one call, the parallel one on each exchange alone.
 
 Kernels are declared with :func:`fundgym.envs.jit.jit`: this module links in kernels from other
 files,
@@ -67,12 +70,13 @@ from fundgym.envs.core.impact import SqrtImpact, book_price
 from fundgym.envs.core.kernels import (
     _collect_liquidatable,
     count_liquidatable,
+    count_liquidatable_flat_row,
     order_flow,
     waterfall_kernel,
 )
 from fundgym.envs.core.liquidation import LIQ_PARTIAL
 from fundgym.envs.core.params import P_IMR, P_MARK_CAP_MULT, P_MMR, P_OI_CAP_FRAC, P_UPNL_HAIRCUT
-from fundgym.envs.core.trading import _funding_kernel
+from fundgym.envs.core.trading import funding_row
 from fundgym.envs.core.vault import V_ACTIVE, V_CASH, V_SIZE, vault_unwind_one
 from fundgym.envs.core.venue_events import (
     ATTACKER_SLOT,
@@ -178,8 +182,9 @@ def _gross_size(size, e):  # type: ignore[no-untyped-def]
 
 
 @jit(error_model="numpy")
-def _advance_exchange(  # type: ignore[no-untyped-def]
-    e,
+def _advance_exchanges(  # type: ignore[no-untyped-def]
+    e_lo,
+    e_hi,
     n_ticks,
     pop_every,
     tick_minutes,
@@ -212,35 +217,33 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
     series,
     book_out,
 ):
-    """``n_ticks`` ticks of exchange ``e``: the module docstring's order, in place."""
+    """``n_ticks`` ticks of exchanges ``e_lo`` to ``e_hi - 1``, in turn, in the module's order.
+
+    The serial tick passes every exchange in one call: a call's entry and exit cost two atomic
+    reference-count operations for each array it is passed (about seventy, most inside
+    tuples), so calling once per exchange cost as much as the reference counting of all its
+    ticks. The scratch arrays are allocated once and reused by each exchange (every entry is
+    written before it is read).
+    """
     buffer, count, delay, floor, first, last = oracle
     venue_flags, venue_leverage_cap = venue
     coll, size, entry, cp_size = accounts
     cp_cash, fee_revenue, rewards, unrecovered, net_deposits, initial_total = books
     floors, rates, cums, base = tiers
-    r = slice(e, e + 1)
     marks = np.empty((1, 1))
-    paid_1 = np.empty(1)
     n_acc = size.shape[1]
     chosen = np.empty(n_acc, np.int64)  # the population's scratch, kept across ticks
     flags = np.zeros(n_acc + 7 - (n_acc + 7) % 8, np.uint8)  # whole words, padding zero
     sell_px = np.empty(1)
     buy_px = np.empty(1)
     available = np.empty(1)
-    rate_2d = np.empty((1, 1))
     book_1 = np.empty(1)
     depth_1 = np.empty(1)
     oracle_from = np.empty(1)
     book_from = np.empty(1)
     tick_seconds = tick_minutes * 60.0
     liq_idx = np.empty((1, size.shape[1]), np.int64)  # the tick's liquidatable accounts
-    # The exchange's one-row views and the tuples' arrays, taken once per call: each view
-    # made or array taken out of a tuple inside the tick loop costs two atomic
-    # reference-count operations per tick (about a tenth of a decision's time, measured).
-    coll_r, size_r, entry_r, packed_r = coll[r], size[r], entry[r], packed[r]
-    cp_size_r, cp_cash_r, vault_r = cp_size[r], cp_cash[r], vault[r]
-    rewards_r, unrecovered_r = rewards[r], unrecovered[r]
-    events_r = events[:, r]
+    flat = floors.shape[0] == 0
     liq_row = liq_idx[0]
     index_path, basis_path, wick_path = path[PATH_INDEX], path[PATH_BASIS], path[PATH_WICK]
     manipulation_path, depth_mult_path = path[PATH_MANIPULATION], path[PATH_DEPTH_MULT]
@@ -249,203 +252,221 @@ def _advance_exchange(  # type: ignore[no-untyped-def]
     fund_mark_price = fund[F_MARK_PRICE]
     fund_mark_vol = fund[F_MARK_VOL]
     base_0 = base[0]
-    for k in range(n_ticks):
-        t = t_now[e]
-        ev = events_r[k]
-        vf = venue_flags[e, t]
-        # 1. Prices and drivers (ExchangeSimulator._inputs); the mark cap, and the mark's
-        #    8-hour average.
-        index, last_px, mark, oracle_px, depth, rate = prices_cols(
-            e, t, index_path, basis_path, wick_path, manipulation_path, depth_mult_path, frozen,
-            mk, mark_last, oracle_index, buffer, count, delay, floor, first, last,
-        )  # fmt: skip
-        mark_avg = drivers[D_MARK_AVG, e]
-        mark = cap_mark(mark, mark_avg, packed[e, P_MARK_CAP_MULT])
-        oracle_px = cap_mark(oracle_px, mark_avg, packed[e, P_MARK_CAP_MULT])
-        drivers[D_MARK_AVG, e] = mark_avg + drivers[D_MARK_AVG_WEIGHT, e] * (mark - mark_avg)
-        log_ret = math.log(index / drivers[D_LAST_INDEX, e])
-        var_tick = drivers[D_VOL_ANNUAL, e] ** 2 * tick_minutes / MINUTES_PER_YEAR_VOL
-        var_tick += ewma * (log_ret**2 - var_tick)
-        vol = math.sqrt(var_tick * MINUTES_PER_YEAR_VOL / tick_minutes)
-        drivers[D_VOL_ANNUAL, e] = vol
-        drivers[D_LAST_INDEX, e] = index
-        depth_mult = depth_mult_path[t, e]
-        drivers[D_LAST_DEPTH_MULT, e] = depth_mult
-        drivers[D_LAST_DEPTH_USD, e] = depth
-        oracle_from[0] = drivers[D_LAST_ORACLE, e]
-        book_from[0] = drivers[D_LAST_BOOK, e]
-        drivers[D_LAST_ORACLE, e] = oracle_px
-        drivers[D_LAST_BOOK, e] = last_px
-        stressed = depth_mult < 0.5
-        pre = precursor_path[t, e]
-        peak = drivers[D_PEAK_INDEX, e]
-        peak = max(index, peak + (index - peak) * (tick_minutes / PEAK_MEMORY_MINUTES))
-        drivers[D_PEAK_INDEX, e] = peak
-        arrival_f, exit_f, shift = market_response(
-            market_stress(vol, drivers[D_BASE_VOL, e], 1.0 - index / peak, pop), rate, pop
-        )
-
-        # 1b. Venue events: the settlement window's index, and the settlement itself.
-        if vf & VF_SETTLE_WINDOW:
-            drivers[D_SETTLE_SUM, e] += index
-            drivers[D_SETTLE_N, e] += 1.0
-        if vf & VF_SETTLE:
-            settle_px = drivers[D_SETTLE_SUM, e] / drivers[D_SETTLE_N, e]
-            debt = settle_exchange(coll, size, entry, cp_size, cp_cash, vault, e, settle_px)
-            ev[0, EV_SETTLEMENT_PRICE] = settle_px
-            ev[0, EV_BAD_DEBT] += debt
-            ev[0, EV_SHORTFALL] += debt  # the fund pays what it can below (5.)
-        closed = (vf & VF_CLOSED) != 0
-        if closed:
-            ev[0, EV_MARKET_CLOSED] = 1.0
-
-        # 2. The population, on its clock, and the fund's share of its fees (not while
-        #    traders cannot act, nor once the market is closed).
-        if t % pop_every == 0 and (vf & (VF_OUTAGE | VF_CLOSED)) == 0:
-            # One exchange, on the batch's arrays: no one-exchange view of each of them.
-            _, _, _, _, _, _, _, _, _, fees_usd, income = population_step_exchange(
-                e, rng_state, coll, size, entry, cp_size, cp_cash, fee_revenue, net_deposits,
-                packed, floors, rates, cums, base, pop, mark,
-                (1.0 + drivers[D_OI_BUILD, e] * pre) * arrival_f,
-                1.0 + drivers[D_LEVERAGE_BUILD, e] * pre, drivers[D_LONG_SKEW, e] * pre + shift,
-                1.0, exit_f, halt_mask(vf), venue_leverage_cap[e, t],
-                packed[e, P_OI_CAP_FRAC] * drivers[D_START_OI, e]
-                if packed[e, P_OI_CAP_FRAC] > 0.0 else math.inf,
-                int(drivers[D_FIRST_SLOT, e]), chosen, flags,
+    for e in range(e_lo, e_hi):
+        # The exchange's one-row views and the tuples' arrays, taken once per exchange: each
+        # view made or array taken out of a tuple inside the tick loop costs two atomic
+        # reference-count operations per tick (about a tenth of a decision's time, measured).
+        r = slice(e, e + 1)
+        coll_r, size_r, entry_r, packed_r = coll[r], size[r], entry[r], packed[r]
+        cp_size_r, cp_cash_r, vault_r = cp_size[r], cp_cash[r], vault[r]
+        rewards_r, unrecovered_r = rewards[r], unrecovered[r]
+        events_r = events[:, r]
+        # One market: the exchange's contiguous (A,) rows, whose unit strides let the account
+        # loops of funding and the margin check vectorise.
+        coll_v, size_v, entry_v = coll[e], size[e].reshape(n_acc), entry[e].reshape(n_acc)
+        for k in range(n_ticks):
+            t = t_now[e]
+            ev = events_r[k]
+            vf = venue_flags[e, t]
+            # 1. Prices and drivers (ExchangeSimulator._inputs); the mark cap, and the mark's
+            #    8-hour average.
+            index, last_px, mark, oracle_px, depth, rate = prices_cols(
+                e, t, index_path, basis_path, wick_path, manipulation_path, depth_mult_path, frozen,
+                mk, mark_last, oracle_index, buffer, count, delay, floor, first, last,
             )  # fmt: skip
-            if income > 0.0:
-                receive_one(fund, e, income)
-            ev[0, EV_TRADING_FEES] = fees_usd
-            ev[0, EV_FUND_TRADING_FEE_INCOME] = income
-
-        # 3. The fund accrues; its outside gain is a deposit. (The reference accrues after
-        #    funding; the two touch disjoint state, so the order changes nothing.)
-        ext_before = fund_external_pnl[e]
-        accrue_one(fund, e, index, vol, tick_minutes, terms)
-        net_deposits[e] += fund_external_pnl[e] - ext_before
-
-        # 4. Funding, pro rata to the tick, and the margin engine's check at the oracle in
-        #    the same pass over the accounts; the orders walk the book at last.
-        rate_2d[0, 0] = rate * tick_minutes / drivers[D_FUNDING_INTERVAL_MIN, e]
-        marks[0, 0] = mark
-        paid_1[0] = 0.0
-        _funding_kernel(coll_r, size_r, cp_size_r, cp_cash_r, vault_r, rate_2d, marks, paid_1)
-        if (vf & VF_ATTACKER) and (vf & (VF_WITHDRAWAL_HALT | VF_CLOSED)) == 0:
-            took = attacker_withdrawal(
-                coll, size, entry, e, oracle_px, packed[e, P_UPNL_HAIRCUT], packed[e, P_IMR]
+            mark_avg = drivers[D_MARK_AVG, e]
+            mark = cap_mark(mark, mark_avg, packed[e, P_MARK_CAP_MULT])
+            oracle_px = cap_mark(oracle_px, mark_avg, packed[e, P_MARK_CAP_MULT])
+            drivers[D_MARK_AVG, e] = mark_avg + drivers[D_MARK_AVG_WEIGHT, e] * (mark - mark_avg)
+            log_ret = math.log(index / drivers[D_LAST_INDEX, e])
+            var_tick = drivers[D_VOL_ANNUAL, e] ** 2 * tick_minutes / MINUTES_PER_YEAR_VOL
+            var_tick += ewma * (log_ret**2 - var_tick)
+            vol = math.sqrt(var_tick * MINUTES_PER_YEAR_VOL / tick_minutes)
+            drivers[D_VOL_ANNUAL, e] = vol
+            drivers[D_LAST_INDEX, e] = index
+            depth_mult = depth_mult_path[t, e]
+            drivers[D_LAST_DEPTH_MULT, e] = depth_mult
+            drivers[D_LAST_DEPTH_USD, e] = depth
+            oracle_from[0] = drivers[D_LAST_ORACLE, e]
+            book_from[0] = drivers[D_LAST_BOOK, e]
+            drivers[D_LAST_ORACLE, e] = oracle_px
+            drivers[D_LAST_BOOK, e] = last_px
+            stressed = depth_mult < 0.5
+            pre = precursor_path[t, e]
+            peak = drivers[D_PEAK_INDEX, e]
+            peak = max(index, peak + (index - peak) * (tick_minutes / PEAK_MEMORY_MINUTES))
+            drivers[D_PEAK_INDEX, e] = peak
+            arrival_f, exit_f, shift = market_response(
+                market_stress(vol, drivers[D_BASE_VOL, e], 1.0 - index / peak, pop), rate, pop
             )
-            took = min(took, drivers[D_ATTACKER_LEFT, e])
-            drivers[D_ATTACKER_LEFT, e] -= took
-            coll[e, ATTACKER_SLOT] -= took
-            net_deposits[e] -= took
-            ev[0, EV_ATTACKER_WITHDRAWN] = took
-        mmr = packed[e, P_MMR]
-        n_liq = 0
-        if (vf & (VF_ENGINE_OFF | VF_CLOSED)) == 0:  # the engine runs
-            n_liq = count_liquidatable(
-                coll, size, entry, e, oracle_px, mmr, floors, rates, cums, base_0
-            )
-        if n_liq > 0:
-            _collect_liquidatable(
-                coll, size, entry, e, oracle_px, mmr, floors, rates, cums, base_0, liq_row
-            )
-        sell = 0.0
-        buy = 0.0
-        if n_liq > 0 and liquidation_mode == LIQ_PARTIAL:  # the venue modes price by sub-step
-            sell, buy = order_flow(size_r, 0, liq_row, n_liq, packed_r, oracle_px, last_px)
-        ev[0, EV_N_LIQUIDATIONS] = n_liq
-        ev[0, EV_LIQUIDATION_SELL] = sell
-        ev[0, EV_LIQUIDATION_BUY] = buy
 
-        # 5. The waterfall on the listed accounts, at the square-root book's fill prices; the
-        #    vault works its inventory; then the fund's settlement.
-        fund_px = fund_mark_price[e] if fund_mark_price[e] > 0.0 else oracle_px
-        fund_vol = fund_mark_vol[e]
-        if n_liq > 0:
-            marks[0, 0] = oracle_px
-            sell_px[0] = book_price(last_px, sell, depth, MAX_IMPACT_FRAC, -1.0)
-            buy_px[0] = book_price(last_px, buy, depth, MAX_IMPACT_FRAC, 1.0)
-            available[0] = liquid_usd(fund, e, fund_px, fund_vol, stressed, terms)
-            book_1[0] = last_px
-            depth_1[0] = depth
-            waterfall_kernel(
-                coll_r, size_r, entry_r, marks, packed_r, floors, rates, cums, base,
-                sell_px, buy_px, available, stages, socialization, adl_policy,
-                liquidation_mode, book_1, depth_1, MAX_IMPACT_FRAC, tick_seconds, oracle_from,
-                book_from, cp_size_r, cp_cash_r, rewards_r, unrecovered_r, vault_r, ev,
-                liq_idx,
-            )  # fmt: skip
-        if vault[e, V_ACTIVE] > 0.0 and (vf & (VF_ENGINE_OFF | VF_CLOSED)) == 0:
-            vault_unwind_one(
-                vault_r, 0, cp_size_r, cp_cash_r, oracle_px, last_px, depth,
-                MAX_IMPACT_FRAC, packed[e, P_MMR], ev,
-            )  # fmt: skip
-        income = ev[0, EV_FUND_FEE_INCOME]
-        owed = ev[0, EV_SHORTFALL]
-        if income > 0.0 or owed > 0.0:
+            # 1b. Venue events: the settlement window's index, and the settlement itself.
+            if vf & VF_SETTLE_WINDOW:
+                drivers[D_SETTLE_SUM, e] += index
+                drivers[D_SETTLE_N, e] += 1.0
+            if vf & VF_SETTLE:
+                settle_px = drivers[D_SETTLE_SUM, e] / drivers[D_SETTLE_N, e]
+                debt = settle_exchange(coll, size, entry, cp_size, cp_cash, vault, e, settle_px)
+                ev[0, EV_SETTLEMENT_PRICE] = settle_px
+                ev[0, EV_BAD_DEBT] += debt
+                ev[0, EV_SHORTFALL] += debt  # the fund pays what it can below (5.)
+            closed = (vf & VF_CLOSED) != 0
+            if closed:
+                ev[0, EV_MARKET_CLOSED] = 1.0
+
+            # 2. The population, on its clock, and the fund's share of its fees (not while
+            #    traders cannot act, nor once the market is closed).
+            if t % pop_every == 0 and (vf & (VF_OUTAGE | VF_CLOSED)) == 0:
+                # One exchange, on the batch's arrays: no one-exchange view of each of them.
+                _, _, _, _, _, _, _, _, _, fees_usd, income = population_step_exchange(
+                    e, rng_state, coll, size, entry, cp_size, cp_cash, fee_revenue, net_deposits,
+                    packed, floors, rates, cums, base, pop, mark,
+                    (1.0 + drivers[D_OI_BUILD, e] * pre) * arrival_f,
+                    1.0 + drivers[D_LEVERAGE_BUILD, e] * pre, drivers[D_LONG_SKEW, e] * pre + shift,
+                    1.0, exit_f, halt_mask(vf), venue_leverage_cap[e, t],
+                    packed[e, P_OI_CAP_FRAC] * drivers[D_START_OI, e]
+                    if packed[e, P_OI_CAP_FRAC] > 0.0 else math.inf,
+                    int(drivers[D_FIRST_SLOT, e]), chosen, flags,
+                )  # fmt: skip
+                if income > 0.0:
+                    receive_one(fund, e, income)
+                ev[0, EV_TRADING_FEES] = fees_usd
+                ev[0, EV_FUND_TRADING_FEE_INCOME] = income
+
+            # 3. The fund accrues; its outside gain is a deposit. (The reference accrues after
+            #    funding; the two touch disjoint state, so the order changes nothing.)
             ext_before = fund_external_pnl[e]
-            if income > 0.0:
-                receive_one(fund, e, income)
-            paid = 0.0
-            if owed > 0.0:
-                paid = pay_one(fund, e, owed, fund_px, fund_vol, stressed, terms)
+            accrue_one(fund, e, index, vol, tick_minutes, terms)
             net_deposits[e] += fund_external_pnl[e] - ext_before
-            gap = owed - paid
-            if gap != 0.0:
-                ev[0, EV_SHORTFALL] = paid
-                ev[0, EV_UNRECOVERED] += gap
-                unrecovered[e] += gap
-        tick_debt = ev[0, EV_BAD_DEBT]
-        if tick_debt > 0.0:  # the venue tops up a fund the tick's bad debt exhausted: a deposit
-            net_deposits[e] += inject_if_exhausted_one(fund, e, tick_debt, stressed, terms)
-        if floor[e] > 0.0 and oracle_px <= floor[e] and mark < floor[e]:  # a floored oracle
-            ev[0, EV_FLOORED_SHORT_LIQUIDATION] = ev[0, EV_LIQUIDATION_BUY]
-        else:  # the core wrote the fund's income from shorts; it counts only when floored
-            ev[0, EV_FLOORED_FUND_FEE_INCOME] = 0.0
 
-        # 6. Impact of the tick's flow, the clock, the series.
-        advance_one(e, mk, ev[0, EV_LIQUIDATION_SELL], ev[0, EV_LIQUIDATION_BUY], depth)
-        t_now[e] = t + 1
-        gross = np.nan
-        n_open = -1
-        if book_series:  # a pass over the accounts: only when asked for
-            gross, n_open = _gross_size(size, e)
-        fund_value = value_usd(fund, e, index, vol)
-        series[k, e, S_INDEX] = index
-        series[k, e, S_LAST] = last_px
-        series[k, e, S_MARK] = mark
-        series[k, e, S_ORACLE] = oracle_px
-        series[k, e, S_DEPTH] = depth
-        series[k, e, S_FUNDING_RATE] = rate
-        series[k, e, S_OPEN_INTEREST] = 0.5 * gross * mark
-        series[k, e, S_FUND_USD] = fund_value
-        series[k, e, S_N_OPEN] = n_open
-        series[k, e, S_FUNDING_PAID] = paid_1[0]
-        if check_ledger:  # fundgym.envs.state.ledger_error at the mark
-            total = 0.0
-            for a in range(size.shape[1]):
-                total += coll[e, a] + size[e, a, 0] * (mark - entry[e, a, 0])
-            total = (
-                total
-                + value_usd(fund, e, fund_mark_price[e], fund_mark_vol[e])
-                + vault[e, V_CASH]
-                + vault[e, V_SIZE] * mark
-                + fee_revenue[e]
-                + rewards[e]
-                + cp_cash[e]
-                + cp_size[e, 0] * mark
-                - unrecovered[e]
-            )
-            series[k, e, S_LEDGER_ERROR] = total - (initial_total[e] + net_deposits[e])
+            # 4. Funding, pro rata to the tick, and the margin engine's check at the oracle in
+            #    the same pass over the accounts; the orders walk the book at last.
+            #    (fundgym.envs.core.trading._funding_kernel's order: accounts, counterparty, vault;
+            #    the total paid only when the series are asked for.)
+            rate_tick = rate * tick_minutes / drivers[D_FUNDING_INTERVAL_MIN, e]
+            funding_paid = funding_row(coll_v, size_v, rate_tick * mark, book_series)
+            cp_cash[e] -= cp_size[e, 0] * rate_tick * mark
+            if vault[e, V_SIZE] != 0.0:
+                vault[e, V_CASH] -= vault[e, V_SIZE] * rate_tick * mark
+            if (vf & VF_ATTACKER) and (vf & (VF_WITHDRAWAL_HALT | VF_CLOSED)) == 0:
+                took = attacker_withdrawal(
+                    coll, size, entry, e, oracle_px, packed[e, P_UPNL_HAIRCUT], packed[e, P_IMR]
+                )
+                took = min(took, drivers[D_ATTACKER_LEFT, e])
+                drivers[D_ATTACKER_LEFT, e] -= took
+                coll[e, ATTACKER_SLOT] -= took
+                net_deposits[e] -= took
+                ev[0, EV_ATTACKER_WITHDRAWN] = took
+            mmr = packed[e, P_MMR]
+            n_liq = 0
+            if (vf & (VF_ENGINE_OFF | VF_CLOSED)) == 0:  # the engine runs
+                if flat:
+                    n_liq = count_liquidatable_flat_row(coll_v, size_v, entry_v, oracle_px, mmr)
+                else:
+                    n_liq = count_liquidatable(
+                        coll, size, entry, e, oracle_px, mmr, floors, rates, cums, base_0
+                    )
+            if n_liq > 0:
+                _collect_liquidatable(
+                    coll, size, entry, e, oracle_px, mmr, floors, rates, cums, base_0, liq_row
+                )
+            sell = 0.0
+            buy = 0.0
+            if n_liq > 0 and liquidation_mode == LIQ_PARTIAL:  # the venue modes price by sub-step
+                sell, buy = order_flow(size_r, 0, liq_row, n_liq, packed_r, oracle_px, last_px)
+            ev[0, EV_N_LIQUIDATIONS] = n_liq
+            ev[0, EV_LIQUIDATION_SELL] = sell
+            ev[0, EV_LIQUIDATION_BUY] = buy
 
-    # 7. The book as the observation reads it, at the last tick's mark, while the accounts
-    #    are in cache (fundgym.envs.observation.book_stats; an empty book_out skips it).
-    if book_out.shape[0] > 0 and n_ticks > 0:
-        marks[0, 0] = series[n_ticks - 1, e, S_MARK]
-        book_stats_exchange(
-            coll_r, size_r, entry_r, marks, packed_r, floors, rates, cums, base_0, book_out[r],
-            0,
-        )  # fmt: skip
+            # 5. The waterfall on the listed accounts, at the square-root book's fill prices; the
+            #    vault works its inventory; then the fund's settlement.
+            fund_px = fund_mark_price[e] if fund_mark_price[e] > 0.0 else oracle_px
+            fund_vol = fund_mark_vol[e]
+            if n_liq > 0:
+                marks[0, 0] = oracle_px
+                sell_px[0] = book_price(last_px, sell, depth, MAX_IMPACT_FRAC, -1.0)
+                buy_px[0] = book_price(last_px, buy, depth, MAX_IMPACT_FRAC, 1.0)
+                available[0] = liquid_usd(fund, e, fund_px, fund_vol, stressed, terms)
+                book_1[0] = last_px
+                depth_1[0] = depth
+                waterfall_kernel(
+                    coll_r, size_r, entry_r, marks, packed_r, floors, rates, cums, base,
+                    sell_px, buy_px, available, stages, socialization, adl_policy,
+                    liquidation_mode, book_1, depth_1, MAX_IMPACT_FRAC, tick_seconds, oracle_from,
+                    book_from, cp_size_r, cp_cash_r, rewards_r, unrecovered_r, vault_r, ev,
+                    liq_idx,
+                )  # fmt: skip
+            if vault[e, V_ACTIVE] > 0.0 and (vf & (VF_ENGINE_OFF | VF_CLOSED)) == 0:
+                vault_unwind_one(
+                    vault_r, 0, cp_size_r, cp_cash_r, oracle_px, last_px, depth,
+                    MAX_IMPACT_FRAC, packed[e, P_MMR], ev,
+                )  # fmt: skip
+            income = ev[0, EV_FUND_FEE_INCOME]
+            owed = ev[0, EV_SHORTFALL]
+            if income > 0.0 or owed > 0.0:
+                ext_before = fund_external_pnl[e]
+                if income > 0.0:
+                    receive_one(fund, e, income)
+                paid = 0.0
+                if owed > 0.0:
+                    paid = pay_one(fund, e, owed, fund_px, fund_vol, stressed, terms)
+                net_deposits[e] += fund_external_pnl[e] - ext_before
+                gap = owed - paid
+                if gap != 0.0:
+                    ev[0, EV_SHORTFALL] = paid
+                    ev[0, EV_UNRECOVERED] += gap
+                    unrecovered[e] += gap
+            tick_debt = ev[0, EV_BAD_DEBT]
+            if tick_debt > 0.0:  # the venue tops up a fund the tick's bad debt exhausted: a deposit
+                net_deposits[e] += inject_if_exhausted_one(fund, e, tick_debt, stressed, terms)
+            if floor[e] > 0.0 and oracle_px <= floor[e] and mark < floor[e]:  # a floored oracle
+                ev[0, EV_FLOORED_SHORT_LIQUIDATION] = ev[0, EV_LIQUIDATION_BUY]
+            else:  # the core wrote the fund's income from shorts; it counts only when floored
+                ev[0, EV_FLOORED_FUND_FEE_INCOME] = 0.0
+
+            # 6. Impact of the tick's flow, the clock, the series.
+            advance_one(e, mk, ev[0, EV_LIQUIDATION_SELL], ev[0, EV_LIQUIDATION_BUY], depth)
+            t_now[e] = t + 1
+            gross = np.nan
+            n_open = -1
+            if book_series:  # a pass over the accounts: only when asked for
+                gross, n_open = _gross_size(size, e)
+            fund_value = value_usd(fund, e, index, vol)
+            series[k, e, S_INDEX] = index
+            series[k, e, S_LAST] = last_px
+            series[k, e, S_MARK] = mark
+            series[k, e, S_ORACLE] = oracle_px
+            series[k, e, S_DEPTH] = depth
+            series[k, e, S_FUNDING_RATE] = rate
+            series[k, e, S_OPEN_INTEREST] = 0.5 * gross * mark
+            series[k, e, S_FUND_USD] = fund_value
+            series[k, e, S_N_OPEN] = n_open
+            series[k, e, S_FUNDING_PAID] = funding_paid
+            if check_ledger:  # fundgym.envs.state.ledger_error at the mark
+                total = 0.0
+                for a in range(size.shape[1]):
+                    total += coll[e, a] + size[e, a, 0] * (mark - entry[e, a, 0])
+                total = (
+                    total
+                    + value_usd(fund, e, fund_mark_price[e], fund_mark_vol[e])
+                    + vault[e, V_CASH]
+                    + vault[e, V_SIZE] * mark
+                    + fee_revenue[e]
+                    + rewards[e]
+                    + cp_cash[e]
+                    + cp_size[e, 0] * mark
+                    - unrecovered[e]
+                )
+                series[k, e, S_LEDGER_ERROR] = total - (initial_total[e] + net_deposits[e])
+
+        # 7. The book as the observation reads it, at the last tick's mark, while the accounts
+        #    are in cache (fundgym.envs.observation.book_stats; an empty book_out skips it).
+        if book_out.shape[0] > 0 and n_ticks > 0:
+            marks[0, 0] = series[n_ticks - 1, e, S_MARK]
+            book_stats_exchange(
+                coll_r, size_r, entry_r, marks, packed_r, floors, rates, cums, base_0, book_out[r],
+                0,
+            )  # fmt: skip
 
 
 @jit(error_model="numpy")
@@ -456,13 +477,12 @@ def advance_serial(  # type: ignore[no-untyped-def]
     events, series, book_out,
 ):  # fmt: skip
     """``n_ticks`` ticks of every exchange, one exchange after another."""
-    for e in range(t_now.shape[0]):
-        _advance_exchange(
-            e, n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
-            frozen, venue, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books,
-            fund, vault, terms, rng_state, packed, tiers, pop, stages, socialization, adl_policy,
-            liquidation_mode, events, series, book_out,
-        )  # fmt: skip
+    _advance_exchanges(
+        0, t_now.shape[0], n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series,
+        path, frozen, venue, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts,
+        books, fund, vault, terms, rng_state, packed, tiers, pop, stages, socialization,
+        adl_policy, liquidation_mode, events, series, book_out,
+    )  # fmt: skip
 
 
 @jit(error_model="numpy", parallel=True)
@@ -474,8 +494,8 @@ def advance_parallel(  # type: ignore[no-untyped-def]
 ):  # fmt: skip
     """:func:`advance_serial` with exchanges spread over threads (bit-identical results)."""
     for e in prange(t_now.shape[0]):
-        _advance_exchange(
-            e, n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
+        _advance_exchanges(
+            e, e + 1, n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
             frozen, venue, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books,
             fund, vault, terms, rng_state, packed, tiers, pop, stages, socialization, adl_policy,
             liquidation_mode, events, series, book_out,

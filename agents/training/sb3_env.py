@@ -7,13 +7,14 @@ autoreset (SB3's ``VecEnv`` contract, asked of the vector env explicitly) with
 ``infos[i]["terminal_observation"]`` and ``"TimeLimit.truncated"``, the new episode's reset
 info in ``reset_infos[i]``, seeds from :meth:`VecEnv.seed` applied at the next reset (exchange
 ``i`` gets ``seed + i``), each step's ``info`` entries (``cost``, ``fund_balance_usd``,
-``reward_components``, ...) copied per exchange, and ``render_mode="rgb_array"`` frames for
+``reward_components``, ...) per exchange (copied out of the step's arrays when first read,
+:class:`ExchangeInfo`), and ``render_mode="rgb_array"`` frames for
 SB3's ``VecVideoRecorder``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Sequence, ValuesView
 from typing import Any
 
 import numpy as np
@@ -61,7 +62,7 @@ class FundGymVecEnv(VecEnv):
         """Reset every exchange (with the seeds set by :meth:`seed`, once)."""
         seeds = None if all(s is None for s in self._seeds) else list(self._seeds)
         obs, info = self.venv.reset(seed=seeds)
-        self.reset_infos = _per_exchange(info, self.num_envs)
+        self.reset_infos = [_row(info, i) for i in range(self.num_envs)]
         self._reset_seeds()
         self._reset_options()
         return obs
@@ -73,24 +74,31 @@ class FundGymVecEnv(VecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         """Step every exchange; finished ones restart in the same step.
 
-        The vector env reports a finished exchange's step under ``final_info`` and its reset
-        under the top-level keys (Gymnasium's convention); SB3 wants the step's info in
-        ``infos[i]`` and the reset's in ``reset_infos[i]``, so the two are put back together.
+        SB3 wants each exchange's step info in ``infos[i]`` (the ended step's, where an
+        episode ended) and its reset's in ``reset_infos[i]``. The vector env's
+        :meth:`~fundgym.envs.exchange_env.InsuranceFundVectorEnv.step_arrays` gives the
+        step's values as one array per key without Gymnasium's masks, and each ``infos[i]``
+        is an :class:`ExchangeInfo` over them: what SB3 and training read every step
+        (``cost``, ``terminal_observation``, ``TimeLimit.truncated``) is there at once, the
+        other keys are copied out of the arrays when first asked for.
         """
         assert self._actions is not None, "step_async() first"
-        obs, reward, term, trunc, info = self.venv.step(self._actions)
+        obs, reward, term, trunc, info, last = self.venv.step_arrays(self._actions)
         dones = term | trunc
-        if dones.any():
-            step_info = _merge(info, info["final_info"], dones)
-            for i, reset in enumerate(_per_exchange(info, self.num_envs)):
-                if dones[i]:
-                    self.reset_infos[i] = reset
-        else:
-            step_info = info
-        infos = _per_exchange(step_info, self.num_envs)
-        for i in np.flatnonzero(dones).tolist():
-            infos[i]["terminal_observation"] = info["final_obs"][i]
-            infos[i]["TimeLimit.truncated"] = bool(trunc[i] and not term[i])
+        keys = frozenset(info)
+        names = [key for key in EAGER_INFO_KEYS if key in info]
+        columns = [np.asarray(info[key]).tolist() for key in names]
+        infos: list[dict[str, Any]] = [
+            ExchangeInfo(info, i, keys, dict(zip(names, values, strict=True)))
+            for i, values in enumerate(zip(*columns, strict=True))
+        ]
+        ended = np.flatnonzero(dones).tolist()
+        if ended:
+            reset = self.venv.reset_info(dones)
+            for i in ended:
+                self.reset_infos[i] = _row(reset, i)
+                infos[i]["terminal_observation"] = last[i].copy()
+                infos[i]["TimeLimit.truncated"] = bool(trunc[i] and not term[i])
         return obs, reward.astype(np.float32), dones, infos
 
     def get_images(self) -> Sequence[np.ndarray | None]:
@@ -137,53 +145,176 @@ class FundGymVecEnv(VecEnv):
         return list(indices)
 
 
-def _merge(info: dict[str, Any], final: dict[str, Any], dones: np.ndarray) -> dict[str, Any]:
-    """The step's info of every exchange: ``final`` where ``dones``, ``info`` elsewhere.
+#: Keys put into every :class:`ExchangeInfo` at once: training reads them every step
+#: (``EpisodeStats`` sums ``cost``); any other key would copy the exchange's whole row.
+EAGER_INFO_KEYS = ("cost",)
 
-    Both are Gymnasium vector infos of the same step keys with disjoint ``_key`` masks (an
-    exchange reports its step at the top level or, when it finished, under ``final_info``).
+
+class ExchangeInfo(dict[str, Any]):
+    """One exchange's step info: a ``dict`` whose simulator values are copied when first read.
+
+    A step's info holds about 60 values per exchange (``fund_balance_usd``, ``params``,
+    ``reward_components``, ...); copying them into 64 exchanges' dicts every step cost 10% of
+    PPO's step, while SB3 reads only ``terminal_observation`` and ``TimeLimit.truncated`` and
+    training only ``cost``. Those are stored at once; the first look at any other key of the
+    step (indexing, iterating, ``len``, ``copy``, ``==``, printing, pickling) copies the
+    exchange's row of the vector info in, after which this is an ordinary ``dict`` with the
+    same keys, values and order as an eager copy. Asking for a key the step does not hold
+    (``get("episode")``, ``"is_success" in info``) copies nothing.
+
+    The vector info's arrays are the step's own (the core never writes into an array it has
+    reported), so a row copied steps later holds this step's values.
+
+    Args:
+        source: The step's info: one array per key (``_key`` masks, where present, say which
+            exchanges hold the key), nested dicts of arrays.
+        row: The exchange's index.
+        keys: The keys ``source`` may hold for this exchange.
+        eager: The exchange's values of :data:`EAGER_INFO_KEYS`.
+    """
+
+    __slots__ = ("_keys", "_row", "_source")  # 64 are made every step
+
+    def __init__(
+        self, source: dict[str, Any], row: int, keys: frozenset[str], eager: dict[str, Any]
+    ) -> None:
+        dict.__init__(self, eager)
+        self._source: dict[str, Any] | None = source
+        self._row = row
+        self._keys = keys
+
+    def _fill(self) -> None:
+        """Copy the row in (once); values set on this dict since win over the step's."""
+        if self._source is None:
+            return
+        merged = _row(self._source, self._row)
+        merged.update(dict.items(self))
+        self._source = None
+        dict.clear(self)
+        dict.update(self, merged)
+
+    def __missing__(self, key: str) -> Any:
+        if self._source is not None and key in self._keys:
+            self._fill()
+            if dict.__contains__(self, key):
+                return dict.__getitem__(self, key)
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        if dict.__contains__(self, key):
+            return True
+        if self._source is not None and key in self._keys:
+            self._fill()
+            return dict.__contains__(self, key)
+        return False
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``self[key]`` if the step holds ``key``, else ``default``."""
+        if self.__contains__(key):  # copies the row in only for a key the step holds
+            return dict.__getitem__(self, key)
+        return default
+
+    def __iter__(self) -> Iterator[str]:
+        self._fill()
+        return dict.__iter__(self)
+
+    def __reversed__(self) -> Iterator[str]:
+        self._fill()
+        return dict.__reversed__(self)
+
+    def __len__(self) -> int:
+        self._fill()
+        return dict.__len__(self)
+
+    def __repr__(self) -> str:
+        self._fill()
+        return dict.__repr__(self)
+
+    def __eq__(self, other: object) -> bool:
+        self._fill()
+        if isinstance(other, ExchangeInfo):
+            other._fill()
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __delitem__(self, key: str) -> None:
+        self._fill()
+        dict.__delitem__(self, key)
+
+    def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
+        self._fill()
+        return dict.__or__(self, other)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (and ``copy.copy``-ed) as the plain ``dict`` it stands for."""
+        return (dict, (self.copy(),))
+
+    def keys(self) -> KeysView[str]:  # type: ignore[override]
+        """The keys, the step's all copied in."""
+        self._fill()
+        return dict.keys(self)
+
+    def values(self) -> ValuesView[Any]:  # type: ignore[override]
+        """The values, the step's all copied in."""
+        self._fill()
+        return dict.values(self)
+
+    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
+        """The items, the step's all copied in."""
+        self._fill()
+        return dict.items(self)
+
+    def copy(self) -> dict[str, Any]:
+        """A plain ``dict`` of every key (SB3's ``VecMonitor`` copies an ended step's info)."""
+        self._fill()
+        return dict.copy(self)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        """``dict.pop``, the step's keys included."""
+        self._fill()
+        return dict.pop(self, key, *default)
+
+    def popitem(self) -> tuple[str, Any]:
+        """``dict.popitem``, the step's keys included."""
+        self._fill()
+        return dict.popitem(self)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        """``dict.setdefault``, the step's keys included."""
+        self._fill()
+        return dict.setdefault(self, key, default)
+
+    def clear(self) -> None:
+        """Empty the dict (the step's keys are not copied in later)."""
+        self._source = None
+        dict.clear(self)
+
+
+_NOT_ROWS = ("final_obs", "final_info")
+
+
+def _present(info: dict[str, Any], key: str, row: int) -> bool:
+    """Whether exchange ``row`` reports ``key`` (its ``_key`` mask is set, or there is none)."""
+    mask = info.get(f"_{key}")
+    return mask is None or bool(mask[row])
+
+
+def _item(value: Any, row: int) -> Any:
+    """Exchange ``row``'s entry of a per-exchange array as a Python value (as ``tolist``)."""
+    return (value if isinstance(value, np.ndarray) else np.asarray(value)).item(row)
+
+
+def _row(info: dict[str, Any], row: int) -> dict[str, Any]:
+    """Exchange ``row``'s dict of a vector info: each key its ``_key`` mask sets, in order.
+
+    Nested dicts (``params``, ``reward_components``) become dicts of their own; ``final_obs``
+    and ``final_info`` are left to the caller.
     """
     out: dict[str, Any] = {}
-    for key, value in final.items():
-        if key.startswith("_"):
-            continue
-        if isinstance(value, dict):
-            out[key] = _merge(info.get(key, {}), value, dones)
-        elif key in info:
-            out[key] = np.where(dones, value, info[key])
-        else:
-            out[key] = value  # every exchange finished: nothing at the top level
-        out[f"_{key}"] = np.ones(len(dones), dtype=bool)
-    return out
-
-
-def _per_exchange(info: dict[str, Any], n: int) -> list[dict[str, Any]]:
-    """One dict per exchange from a vector info, each key where its ``_key`` mask is set.
-
-    Each array becomes a Python list once (``tolist`` converts every element in C) and each
-    exchange's dict is zipped from the lists' rows: an element-by-element ``.item()`` over
-    64 exchanges x ~35 values cost more than a decision of the simulator. Only keys some
-    exchanges lack (a reset's ``scenario``) go exchange by exchange. ``final_obs`` and
-    ``final_info`` are left to the caller.
-    """
-    keys: list[str] = []
-    columns: list[list[Any]] = []
-    partial: list[tuple[str, list[Any], list[bool]]] = []
     for key, value in info.items():
-        if key.startswith("_") or key in ("final_obs", "final_info"):
+        if key.startswith("_") or key in _NOT_ROWS or not _present(info, key, row):
             continue
-        column = _per_exchange(value, n) if isinstance(value, dict) else np.asarray(value).tolist()
-        mask = info.get(f"_{key}")
-        if mask is None or mask.all():
-            keys.append(key)
-            columns.append(column)
-        else:
-            partial.append((key, column, np.asarray(mask).tolist()))
-    out = [dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)]
-    if not keys:
-        out = [{} for _ in range(n)]
-    for key, column, present in partial:
-        for item, value, here in zip(out, column, present, strict=True):
-            if here:
-                item[key] = value
+        out[key] = _row(value, row) if isinstance(value, dict) else _item(value, row)
     return out

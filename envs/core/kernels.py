@@ -149,6 +149,19 @@ def count_liquidatable(coll, size, entry, i, m, mmr, floors, rates, cums, base_m
     return n
 
 
+@jit(error_model="numpy", inline="always")
+def count_liquidatable_flat_row(coll, size, entry, m, mmr):  # type: ignore[no-untyped-def]
+    """:func:`count_liquidatable` under a flat MMR on one exchange's contiguous ``(A,)`` rows.
+
+    Unit strides let the branch-free loop vectorise (the batch arrays' strides are known only
+    at run time); the count is an integer, the same in any order.
+    """
+    n = 0
+    for a in range(size.shape[0]):
+        n += liquidatable_flat(coll[a], size[a], entry[a], m, mmr)
+    return n
+
+
 @jit(error_model="numpy")
 def _collect_liquidatable(coll, size, entry, i, m, mmr, floors, rates, cums, base_mmr, idx):  # type: ignore[no-untyped-def]
     """Write exchange ``i``'s liquidatable accounts, in order, into ``idx``; return how many.

@@ -189,6 +189,31 @@ def _funding_kernel(collateral, size, cp_size, cp_cash, vault, rate, marks, paid
             vault[e, V_CASH] -= vault[e, V_SIZE] * rate[e, 0] * marks[e, 0]
 
 
+@jit(error_model="numpy", inline="always")
+def funding_row(collateral, size, per_unit, want_total):  # type: ignore[no-untyped-def]
+    """:func:`_funding_kernel`'s account loop for one exchange and market, bit for bit.
+
+    ``collateral`` and ``size`` are the exchange's contiguous ``(A,)`` rows; each open
+    position pays ``size x per_unit``. An empty slot is written too, paying ``+0.0``
+    (``c - 0.0`` is ``c`` to the bit, -0 and NaN included), so the loop has no branch and
+    vectorises. The total paid, a running sum whose adds keep slot order (adding +0 to a
+    sum that starts at +0 changes no bit), runs only when ``want_total``: its chain of
+    dependent adds costs more than the payments; otherwise it is NaN.
+    """
+    if want_total:
+        total = 0.0
+        for a in range(size.shape[0]):
+            q = size[a]
+            x = q * per_unit if q != 0.0 else 0.0
+            collateral[a] -= x
+            total += x
+        return total
+    for a in range(size.shape[0]):
+        q = size[a]
+        collateral[a] -= q * per_unit if q != 0.0 else 0.0
+    return np.nan
+
+
 class TradeResult(NamedTuple):
     """What :func:`execute_trades` did.
 
