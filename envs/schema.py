@@ -348,10 +348,9 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
         rows.append((name, _type_text(tp), default, doc))
         candidates = get_args(tp) or (tp,)
         for sub in candidates:
-            if get_origin(sub) in (tuple, list):
+            many = get_origin(tp) in (tuple, list) or get_origin(sub) in (tuple, list)
+            if get_origin(sub) in (tuple, list):  # an optional list: tuple[X, ...] | None
                 sub = get_args(sub)[0]
             if dataclasses.is_dataclass(sub) and isinstance(sub, type):
-                rows.extend(
-                    describe(sub, f"{name}[]." if get_origin(tp) in (tuple, list) else f"{name}.")
-                )
+                rows.extend(describe(sub, f"{name}[]." if many else f"{name}."))
     return rows
