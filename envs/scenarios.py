@@ -1493,8 +1493,10 @@ def draw_factor(scenario: Scenario, rng: np.random.Generator, n_envs: int) -> Fa
     with np.errstate(over="ignore"):  # an overflow is reported by check_path, with its tick
         index = sc.price.initial * np.exp(np.cumsum(log_ret, axis=0))
 
-    basis, wick, depth_mult, frozen, manipulation = venue_columns(
+    path = venue_path(
         sc,
+        index,
+        np.asarray(vol_mult, dtype=np.float64),
         sc.venue,
         sc.oracle,
         sc.funding,
@@ -1505,22 +1507,14 @@ def draw_factor(scenario: Scenario, rng: np.random.Generator, n_envs: int) -> Fa
         crash_mask,
         precursor,
     )
-    path = MarketPath(
-        index=index,
-        basis=basis,
-        wick=wick,
-        depth_mult=depth_mult,
-        frozen=frozen,
-        manipulation=manipulation,
-        vol_mult=np.asarray(vol_mult, dtype=np.float64),
-        precursor=precursor,
-    )
     check_path(sc, path, None if not sc.markets else sc.markets[0].name)
     return FactorDraw(path, t, base_log_ret, jump_mult, crash_ret, crash_mask)
 
 
-def venue_columns(
+def venue_path(
     sc: Scenario,
+    index: FloatArray,
+    vol_mult: FloatArray,
     venue: VenueSpec,
     oracle: OracleSpec,
     funding: FundingSpec,
@@ -1530,8 +1524,10 @@ def venue_columns(
     t: FloatArray,
     crash_mask: np.ndarray[Any, np.dtype[np.bool_]],
     precursor: FloatArray,
-) -> tuple[FloatArray, FloatArray, FloatArray, np.ndarray[Any, np.dtype[np.bool_]], FloatArray]:
-    """One market's basis, wick, depth multiplier, oracle freezes and manipulation.
+) -> MarketPath:
+    """One market's path: its ``index`` and ``vol_mult``, and the venue's columns drawn here.
+
+    The venue's columns: basis, wick, depth multiplier, oracle freezes and manipulation.
 
     From its own ``venue``, ``oracle``, ``funding`` and depth ``collapses`` and the scenario's
     crash, depth noise and precursors (one exchange: one crash, one precursor ramp). Draws
@@ -1591,4 +1587,13 @@ def venue_columns(
         x = (t[inside] - mspec.start_minute) / mspec.minutes
         bump = np.log1p(mspec.return_frac) * np.sin(np.pi * x)  # up, then released
         manipulation[inside] *= np.exp(bump)[:, None]
-    return basis, wick, depth_mult, frozen, manipulation
+    return MarketPath(
+        index=index,
+        basis=basis,
+        wick=wick,
+        depth_mult=depth_mult,
+        frozen=frozen,
+        manipulation=manipulation,
+        vol_mult=vol_mult,
+        precursor=precursor,
+    )

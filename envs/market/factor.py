@@ -59,7 +59,7 @@ from fundgym.envs.scenarios import (
     check_path,
     crash_path,
     draw_factor,
-    venue_columns,
+    venue_path,
 )
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -179,8 +179,10 @@ def _draw_market(
     assert spec.initial is not None  # required from markets[1] on (Scenario's rules)
     with np.errstate(over="ignore"):  # an overflow is reported by check_path, with its tick
         index = spec.initial * np.exp(np.cumsum(log_ret, axis=0))
-    basis, wick, depth_mult, frozen, manipulation = venue_columns(
+    path = venue_path(
         sc,
+        index,
+        factor.path.vol_mult,
         sc.venue if spec.venue is None else spec.venue,
         sc.oracle if spec.oracle is None else spec.oracle,
         sc.funding if spec.funding is None else spec.funding,
@@ -190,16 +192,6 @@ def _draw_market(
         factor.t,
         factor.crash_mask,
         factor.path.precursor,
-    )
-    path = MarketPath(
-        index=index,
-        basis=basis,
-        wick=wick,
-        depth_mult=depth_mult,
-        frozen=frozen,
-        manipulation=manipulation,
-        vol_mult=factor.path.vol_mult,
-        precursor=factor.path.precursor,
     )
     check_path(sc, path, spec.name)
     return path
