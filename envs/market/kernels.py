@@ -83,7 +83,7 @@ def prices_cols(  # type: ignore[no-untyped-def]
 
     The compiled tick takes the columns out of the path tuple once per call and calls this
     every tick: taking an array out of a tuple costs two atomic reference-count operations
-    each time. Inlined into its callers: a call passing 17 arguments, 12 of them arrays, cost
+    each time. Inlined into its callers: a call passing 17 arguments, 15 of them arrays, cost
     as many reference-count pairs per exchange-tick.
     """
     impact = (
