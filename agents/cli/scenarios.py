@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import csv
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from fundgym.agents.cli.guards import (
     OUTPUT_KINDS,
@@ -14,10 +17,13 @@ from fundgym.agents.cli.guards import (
     load_scenario_checked,
 )
 from fundgym.agents.outputs import temp_sibling
+from fundgym.envs.market.factor import draw_markets
 from fundgym.envs.market.market import sample_market
 from fundgym.envs.resources import SCENARIO_DIR
 from fundgym.envs.scenarios import Scenario, library, simulated_today
 from fundgym.envs.schema import describe
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
 CSV_COLUMNS = (
     "step",
@@ -69,21 +75,49 @@ def _checked(args: argparse.Namespace, kind: str) -> tuple[Scenario, Path]:
     return sc, out
 
 
+def _drawn(sc: Scenario, seed: int | None) -> tuple[FloatArray, dict[str, FloatArray]]:
+    """A multi-market scenario's drawn paths, one exchange: minutes and named columns.
+
+    Columns ``<market>_index``, ``<market>_depth_mult``, ``<market>_basis`` for each market,
+    then ``<asset>_redemption``, ``<asset>_index``, ``<asset>_book`` for each collateral asset.
+    These are the exogenous paths (:func:`fundgym.envs.market.factor.draw_markets`): the
+    simulator does not run several markets yet, so there is no mark, oracle or funding.
+    """
+    paths = draw_markets(sc, np.random.default_rng(sc.seed if seed is None else seed), 1)
+    cols: dict[str, FloatArray] = {}
+    for m, name in enumerate(paths.names):
+        for field in ("index", "depth_mult", "basis"):
+            cols[f"{name}_{field}"] = getattr(paths, field)[:, 0, m]
+    coll = paths.collateral
+    for a, name in enumerate(coll.names):
+        for field in ("redemption", "index", "book"):
+            cols[f"{name}_{field}"] = getattr(coll, field)[:, 0, a]
+    time_min = np.arange(sc.n_ticks, dtype=np.float64) * sc.tick_minutes
+    return time_min, cols
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     """Write one sampled path of the scenario to CSV (atomically)."""
     sc, out = _checked(args, "scenario_csv")
-    cols = sample_market(sc, args.seed)
+    cols: dict[str, Any]
+    if not simulated_today(sc):
+        time_min, drawn = _drawn(sc, args.seed)
+        cols = {"step": np.arange(time_min.size), "time_min": time_min, **drawn}
+        columns: tuple[str, ...] = ("step", "time_min", *drawn)
+    else:
+        cols = sample_market(sc, args.seed)
+        columns = CSV_COLUMNS
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(out)
     try:
         with tmp.open("x", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(CSV_COLUMNS)
+            writer.writerow(columns)
             n = cols["step"].size
             for i in range(n):
                 writer.writerow(
                     [int(cols["step"][i]), f"{cols['time_min'][i]:g}"]
-                    + [f"{cols[c][i]:.10g}" for c in CSV_COLUMNS[2:]]
+                    + [f"{cols[c][i]:.10g}" for c in columns[2:]]
                 )
         tmp.replace(out)
     finally:
@@ -97,10 +131,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     """Plot price, oracle, depth and funding of one sampled path."""
     sc, out = _checked(args, "plot")
-    from fundgym.agents.evaluate.plots import plot_scenario  # matplotlib only when plotting
+    from fundgym.agents.evaluate.plots import plot_markets, plot_scenario  # matplotlib here only
 
-    cols = sample_market(sc, args.seed)
     seed = sc.seed if args.seed is None else args.seed
+    if not simulated_today(sc):
+        time_min, drawn = _drawn(sc, args.seed)
+        markets = {n: {f: drawn[f"{n}_{f}"] for f in ("index", "depth_mult")} for n in
+                   sc.market_names}  # fmt: skip
+        collateral = {
+            n: {f: drawn[f"{n}_{f}"] for f in ("redemption", "index", "book")}
+            for n in sc.collateral_names
+        }
+        title = f"{sc.name} (seed {seed}, drawn paths): {sc.description}"
+        plot_markets(time_min, markets, collateral, title, out, start_utc=sc.start_utc)
+        print(f"wrote {out}")
+        return 0
+    cols = sample_market(sc, args.seed)
     plot_scenario(cols, f"{sc.name} (seed {seed}): {sc.description}", out, start_utc=sc.start_utc)
     print(f"wrote {out}")
     return 0

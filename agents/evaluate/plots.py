@@ -345,6 +345,65 @@ def plot_scenario(
     save_atomic(fig, out)
 
 
+def plot_markets(
+    time_min: FloatArray,
+    markets: dict[str, dict[str, FloatArray]],
+    collateral: dict[str, dict[str, FloatArray]],
+    title: str,
+    out: Path,
+    *,
+    start_utc: str | None = None,
+) -> None:
+    """Every market's index and depth, and every collateral asset's prices, of one drawn path.
+
+    The drawn (exogenous) paths of a multi-market scenario
+    (:func:`fundgym.envs.market.factor.draw_markets`): the markets' indexes as a share of
+    their starting price, so BTC and a $1 alt read on one axis; their depth multipliers; and
+    each collateral asset's external index and venue-book price over what it redeems for, the
+    gap a venue that marks collateral on its own book exposes.
+
+    Args:
+        time_min: Minutes since the path start at each tick.
+        markets: Market name -> its ``index`` and ``depth_mult`` per tick.
+        collateral: Asset name -> its ``redemption``, ``index`` and ``book`` per tick (may be
+            empty: no panel).
+        title: Figure title.
+        out: PNG path.
+        start_utc: The scenario's ``start_utc``, or None (see :func:`plot_scenario`).
+    """
+    time = TimeAxis.of(start_utc, title, "path start")
+    x = time.x(time_min)
+    n_panels = 3 if collateral else 2
+    ratios = [3, 1.3, 2][:n_panels]
+    fig, axes = plt.subplots(
+        n_panels, 1, figsize=(10, 2.6 * n_panels + 1), sharex=True, height_ratios=ratios
+    )
+    colors = plt.get_cmap("tab10")
+    low = 1.0
+    for k, (name, cols) in enumerate(markets.items()):
+        rel = cols["index"] / cols["index"][0]
+        low = min(low, float(rel.min()))
+        axes[0].plot(x, rel * 100.0, lw=1.4 if k == 0 else 0.9, color=colors(k % 10), label=name)
+        axes[1].plot(x, cols["depth_mult"], lw=0.9, color=colors(k % 10))
+    if low < 0.02:
+        axes[0].set_yscale("log")
+    axes[0].set_ylabel("index, % of start")
+    axes[0].legend(loc="best", fontsize=8, ncol=3)
+    axes[0].set_title(title)
+    axes[1].set_ylabel("depth\n(x normal)")
+    if collateral:
+        ax = axes[2]
+        for k, (name, cols) in enumerate(collateral.items()):
+            c = colors((k + 3) % 10)
+            ax.plot(x, cols["index"] / cols["redemption"], lw=0.9, color=c, label=f"{name} index")
+            ax.plot(x, cols["book"] / cols["redemption"], lw=0.9, ls="--", color=c,
+                    label=f"{name} venue book")  # fmt: skip
+        ax.set_ylabel("price / redemption")
+        ax.legend(loc="best", fontsize=7, ncol=2)
+    time.format(axes[-1])
+    save_atomic(fig, out)
+
+
 def plot_crash(
     hours: FloatArray,
     mark: FloatArray,

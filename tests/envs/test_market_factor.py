@@ -6,6 +6,7 @@ GBM and GARCH-t paths on fixed seeds and compare realised betas and correlations
 configured ones within standard-error tolerances.
 """
 
+import csv
 import dataclasses
 import math
 from pathlib import Path
@@ -449,15 +450,31 @@ def test_simulating_a_multi_market_scenario_is_refused_naming_it():
     assert "oct_10_2025" in names and "oct_10_2025_multi" not in names
 
 
-def test_the_cli_lists_a_multi_market_scenario_and_refuses_to_sample_it(capsys, tmp_path):
+def test_the_cli_lists_samples_and_plots_a_multi_market_scenarios_drawn_paths(capsys, tmp_path):
     assert main(["scenarios", "list"]) == 0
     listed = capsys.readouterr().out
     line = next(x for x in listed.splitlines() if x.startswith("oct_10_2025_multi "))
     assert "[9 markets: BTC, ETH, SOL," in line
+    # sample: the drawn (exogenous) paths, every market and collateral asset, as draw_markets
     out = tmp_path / "path.csv"
-    assert main(["scenarios", "sample", "oct_10_2025_multi", "--out", str(out)]) == 2
-    assert "multi-market simulation is not built yet" in capsys.readouterr().err
-    assert not out.exists()
+    assert main(["scenarios", "sample", "oct_10_2025_multi", "--seed", "3", "--out", str(out)]) == 0
+    with out.open() as fh:
+        rows = list(csv.DictReader(fh))
+    sc = load_scenario("oct_10_2025_multi")
+    paths = draw_markets(sc, np.random.default_rng(3), 1)
+    assert len(rows) == sc.n_ticks
+    assert list(rows[0])[:4] == ["step", "time_min", "BTC_index", "BTC_depth_mult"]
+    alt = paths.names.index("ALT_A")
+    usde = paths.collateral.names.index("USDe")
+    for i in (0, 600, sc.n_ticks - 1):
+        assert float(rows[i]["ALT_A_index"]) == pytest.approx(paths.index[i, 0, alt], rel=1e-9)
+        assert float(rows[i]["USDe_book"]) == pytest.approx(
+            paths.collateral.book[i, 0, usde], rel=1e-9
+        )
+    # plot: one figure of the markets, their depth and the collateral's prices
+    png = tmp_path / "multi.png"
+    assert main(["scenarios", "plot", "oct_10_2025_multi", "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_non_finite_market_path_names_its_market():
