@@ -1014,34 +1014,21 @@ def frontier_figure(result: FrontierResult, policies: Sequence[PlacedPolicy]) ->
     searched = [t for t in result.trials if t.source == "nsga2"]
     grid = [t for t in result.trials if t.source == "grid"]
     enqueued = [t for t in result.trials if t.source.startswith("preset:")]
-    ax.scatter(
-        [t.capital_locked_usd for t in searched],
-        [t.solvency_loss_usd for t in searched],
-        s=12,
-        color="0.7",
-        label=f"searched static sets ({len(searched)})",
-        zorder=1,
-    )
-    ax.scatter(
-        [t.capital_locked_usd for t in grid],
-        [t.solvency_loss_usd for t in grid],
-        s=28,
-        marker="s",
-        facecolors="none",
-        edgecolors="0.35",
-        label=f"old grid ({len(grid)})",
-        zorder=2,
-    )
+    hollow = {"facecolors": "none", "zorder": 2}
+    groups: list[tuple[list[Trial], str, dict[str, Any]]] = [
+        (searched, "searched static sets", {"s": 12, "color": "0.7", "zorder": 1}),
+        (grid, "old grid", {"s": 28, "marker": "s", "edgecolors": "0.35", **hollow}),
+    ]
     if enqueued:
+        groups.append(
+            (enqueued, "venue presets as trials", {"s": 60, "edgecolors": "black", **hollow})
+        )
+    for trials, what, style in groups:
         ax.scatter(
-            [t.capital_locked_usd for t in enqueued],
-            [t.solvency_loss_usd for t in enqueued],
-            s=60,
-            marker="o",
-            facecolors="none",
-            edgecolors="black",
-            label=f"venue presets as trials ({len(enqueued)})",
-            zorder=2,
+            [t.capital_locked_usd for t in trials],
+            [t.solvency_loss_usd for t in trials],
+            label=f"{what} ({len(trials)})",
+            **style,
         )
     front = result.front
     ax.plot(

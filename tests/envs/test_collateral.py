@@ -16,7 +16,7 @@ import pytest
 
 from fundgym.envs.market.collateral import CollateralPath, depeg_levels, draw_collateral
 from fundgym.envs.market.depth import Collapse, depth_multiplier_path
-from fundgym.envs.market.factor import MarketsPath, draw_markets
+from fundgym.envs.market.factor import MarketsPath
 from fundgym.envs.market.price import drawdown_stats
 from fundgym.envs.scenarios import (
     SCENARIO_DIR,
@@ -33,7 +33,8 @@ from fundgym.envs.scenarios import (
     simulated_today,
     single_market_names,
 )
-from fundgym.envs.schema import SchemaError, load_yaml
+from fundgym.envs.schema import SchemaError
+from tests.multi_market import assert_field_error, draw, library_dict
 
 MARKET_COLUMNS = ("index", "basis", "wick", "depth_mult", "frozen", "manipulation")
 LEGS = [
@@ -63,14 +64,6 @@ def silent(collateral: list[dict[str, Any]], **extra: Any) -> Scenario:
         **extra,
     }
     return scenario_from_dict(data, "silent.yaml")
-
-
-def draw(sc: Scenario, seed: int = 0, n_envs: int = 1) -> MarketsPath:
-    return draw_markets(sc, np.random.default_rng(seed), n_envs)
-
-
-def library_dict(name: str) -> dict[str, Any]:
-    return load_yaml((SCENARIO_DIR / f"{name}.yaml").read_text())
 
 
 STABLE = {
@@ -341,11 +334,7 @@ def with_collateral(**changes: Any) -> dict[str, Any]:
     ],
 )
 def test_bad_collateral_fields_name_the_field_value_and_rule(data, field, fragment):
-    with pytest.raises(SchemaError) as info:
-        scenario_from_dict(data, "multi.yaml")
-    assert info.value.source == "multi.yaml"
-    assert info.value.path == field, str(info.value)
-    assert fragment in str(info.value)
+    assert_field_error(data, field, fragment)
 
 
 def test_a_markets_own_depth_collapses_keep_the_floor_budget_and_the_factor_takes_none():

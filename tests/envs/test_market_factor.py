@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fundgym.agents.cli import main
-from fundgym.envs.market.factor import MarketsPath, draw_markets
+from fundgym.envs.market.factor import draw_markets
 from fundgym.envs.market.price import drawdown_stats
 from fundgym.envs.scenarios import (
     SCENARIO_DIR,
@@ -37,7 +37,8 @@ from fundgym.envs.scenarios import (
     scenario_from_dict,
     single_market_names,
 )
-from fundgym.envs.schema import SchemaError, load_yaml
+from fundgym.envs.schema import SchemaError
+from tests.multi_market import assert_field_error, draw, library_dict
 
 COLUMNS = [f.name for f in dataclasses.fields(MarketPath)]
 
@@ -47,10 +48,6 @@ def assert_same_bits(a: MarketPath, b: MarketPath) -> None:
         x, y = np.ascontiguousarray(getattr(a, name)), np.ascontiguousarray(getattr(b, name))
         assert x.dtype == y.dtype and x.shape == y.shape, name
         np.testing.assert_array_equal(x.view(np.uint8), y.view(np.uint8), err_msg=name)
-
-
-def library_dict(name: str) -> dict[str, Any]:
-    return load_yaml((SCENARIO_DIR / f"{name}.yaml").read_text())
 
 
 def silent(markets: list[dict[str, Any]], legs: list[dict[str, Any]] | None = None) -> Scenario:
@@ -79,10 +76,6 @@ DECLINE_RECOVERY = [
     {"kind": "pause", "minutes": 5},
     {"kind": "recovery", "minutes": 10, "return_frac": 0.1},
 ]
-
-
-def draw(sc: Scenario, seed: int = 0, n_envs: int = 1) -> MarketsPath:
-    return draw_markets(sc, np.random.default_rng(seed), n_envs)
 
 
 # ---------------------------------------------------------------- one market, unchanged ----
@@ -550,11 +543,7 @@ def multi(**changes: Any) -> dict[str, Any]:
     ],
 )
 def test_bad_market_fields_name_the_field_value_and_rule(data, field, fragment):
-    with pytest.raises(SchemaError) as info:
-        scenario_from_dict(data, "multi.yaml")
-    assert info.value.source == "multi.yaml"
-    assert info.value.path == field, str(info.value)
-    assert fragment in str(info.value)
+    assert_field_error(data, field, fragment)
 
 
 def test_a_pause_leg_takes_no_return():
