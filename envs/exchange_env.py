@@ -18,7 +18,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from fundgym.envs.config import EnvConfig, make_config
 from fundgym.envs.controls import ALLOCATION, MARGIN_PARAMS, PARAMS, Controls
-from fundgym.envs.core.events import N_EVENTS, StepEvents
+from fundgym.envs.core.events import EV_ADL_HAIRCUT, N_EVENTS, StepEvents
 from fundgym.envs.core.params import MarginTiers, RiskParams
 from fundgym.envs.core.vault import V_CAPITAL, V_CASH, V_MAX_DRAWDOWN, V_PEAK_INVENTORY, V_SIZE
 from fundgym.envs.fund.kernels import fund_arrays, values_and_weights
@@ -509,7 +509,12 @@ class FundControlCore:
             sums["shortfall_usd"] + sums["socialized_loss_usd"] + sums["unrecovered_usd"]
         )
         self.decision += 1
-        self.uncovered_usd += sums["socialized_loss_usd"] + sums["unrecovered_usd"]
+        # What ends an episode must not depend on the ADL rule: a counterparty's haircut
+        # (BitMEX, dYdX: closed at bankruptcy, worse than the mark) is the same dollars that
+        # the Hyperliquid rule socialises. Its positive part per tick counts, since a tick
+        # where the bankruptcy price is better than the mark is a gain, not a loss netted off.
+        haircut = np.maximum(block.events[:, :, EV_ADL_HAIRCUT], 0.0).sum(axis=0)
+        self.uncovered_usd += sums["socialized_loss_usd"] + sums["unrecovered_usd"] + haircut
         if held is not None:
             saved_decision.restore()
 
@@ -552,6 +557,7 @@ class FundControlCore:
             truncated[held] = False
         # No info array is one the core keeps: a reset right after (same-step autoreset)
         # writes the core's arrays in place, and must not rewrite what this step reported.
+        vault = _vault_info(sim.state.vault, last[:, _ORACLE])
         info: dict[str, Any] = {
             "fund_balance_usd": fund_value.copy(),
             "open_interest_usd": oi,
@@ -563,7 +569,7 @@ class FundControlCore:
             "adl_volume_usd": sums["adl_volume_usd"],
             "adl_haircut_usd": sums["adl_haircut_usd"],
             "adl_overshoot_usd": sums["adl_overshoot_usd"],
-            **_vault_info(sim.state.vault, last[:, _ORACLE]),
+            **vault,
             "vault_takeovers": sums["vault_takeovers"],
             "vault_takeover_usd": sums["vault_takeover_usd"],
             "vault_unwind_usd": sums["vault_unwind_usd"],
@@ -575,7 +581,9 @@ class FundControlCore:
             "n_liquidations": sums["n_liquidations"],
             "n_liquidations_below_bankruptcy": sums["n_liquidations_below_bankruptcy"],
             "fee_revenue_usd": sums["trading_fees_usd"] + sums["liquidation_fees_usd"],
-            "capital_locked_usd": fund_value + totals.margin_locked_usd,
+            # The vault is backstop capital like the fund: a policy must not buy safety with
+            # it for free (the frontier and evaluate compare policies on this number).
+            "capital_locked_usd": fund_value + vault["vault_equity_usd"] + totals.margin_locked_usd,
             "mark_price": last[:, _MARK].copy(),
             "index_price": last[:, _INDEX].copy(),
             "cost": comps["solvency"],
@@ -790,8 +798,10 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Episode End
 
-    1. Termination: socialised plus unrecovered losses exceed ``insolvency_frac`` of the
-       initial open interest (the exchange is insolvent).
+    1. Termination: socialised and unrecovered losses plus the losses ADL imposed on
+       counterparties (closed at bankruptcy worse than the mark) exceed ``insolvency_frac`` of
+       the initial open interest (the exchange is insolvent; the same dollars under every ADL
+       rule).
     2. Truncation: the scenario's horizon (or ``horizon_minutes``) is reached.
 
     ## Arguments

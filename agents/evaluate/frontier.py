@@ -12,11 +12,10 @@ minimised, both per episode and averaged over every episode of every scenario:
 
 * ``solvency_loss_usd``: socialised loss + unrecovered loss + deleveraged notional, the user
   loss of :mod:`fundgym.agents.evaluate.metrics`;
-* ``capital_locked_usd``: the fund's value plus the maintenance margin locked, averaged over
-  the episode (``mean_capital_locked_usd`` in the metrics), plus the backstop vault's capital
-  at the start of the episode (``vault_initial_usd``, 0 without a vault). The environment's own
-  ``capital_locked_usd`` leaves the vault out; counted here, a vault is capital like the fund,
-  and the search cannot buy safety with it for free.
+* ``capital_locked_usd``: the fund's value plus the backstop vault's equity plus the
+  maintenance margin locked, averaged over the episode (``mean_capital_locked_usd`` in the
+  metrics, from the environment's own ``capital_locked_usd``): a vault is capital like the
+  fund, and the search cannot buy safety with it for free.
 
 **The search space.** Each lever over its action range (:data:`fundgym.envs.controls.PARAMS`),
 on a log scale where the lever's action maps logarithmically; the liquidation mode, the ADL
@@ -82,7 +81,7 @@ OBJECTIVES = ("solvency_loss_usd", "capital_locked_usd")
 #: :func:`fundgym.agents.evaluate.metrics.summarize_policies` (recorded with every study).
 OBJECTIVE_COLUMNS: dict[str, tuple[str, ...]] = {
     "solvency_loss_usd": ("solvency_loss_usd",),
-    "capital_locked_usd": ("mean_capital_locked_usd", "vault_initial_usd"),
+    "capital_locked_usd": ("mean_capital_locked_usd",),
 }
 #: Which of the insurance fund and the backstop vault start an episode with capital (the
 #: other starts at 0; a fund at 0 still collects the fees routed to it). ``vault`` and

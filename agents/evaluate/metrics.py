@@ -270,7 +270,8 @@ class EpisodeRecord:
             strictly increasing.
         fund_balance_usd: Fund value at the end of each step (>= 0).
         open_interest_usd: Open interest at the end of each step (>= 0).
-        capital_locked_usd: Fund value plus maintenance margin locked, end of step (>= 0).
+        capital_locked_usd: Fund value plus the backstop vault's equity plus maintenance
+            margin locked, end of step (>= 0).
         mark_price: Mark price at the end of each step (> 0).
         liquidation_volume_usd: Notional liquidated during the step (>= 0).
         shortfall_usd: Bad debt the fund paid during the step (>= 0).

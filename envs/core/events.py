@@ -129,7 +129,9 @@ class StepEvents:
         fund_trading_fee_income_usd: The fund's share of those trading fees.
         liquidation_sell_usd: Notional the liquidation engine sold into the book (longs), at
             the book price before impact; under the venue liquidation modes the sum over the
-            tick's sub-steps of the flow that priced them.
+            tick's sub-steps of the flow that priced them. The base that ADL then closed
+            against counterparties is taken off: it never reached the book, so it does not
+            move the price (the fills were priced on the whole flow, before ADL was known).
         liquidation_buy_usd: Notional it bought from the book (shorts); with the sells, the
             flow that moves the price (endogenous impact).
         n_liquidations_below_bankruptcy: Liquidation orders whose fill landed past the

@@ -596,6 +596,7 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
         if any_need:
             is_liq = _listed_mask(is_liq, n_acc, idx)
             _deleverage(i, coll, size, entry, m, idx, is_liq, side, need, adl_close, ev, adl_policy)
+            _off_book_flow(ev, i, side, adl_close, n, book_px)
     if adl_first:  # the fund pays the book part's bad debt
         left = np.empty(n)
         for k in range(n):
@@ -1006,6 +1007,11 @@ def _venue_one(  # type: ignore[no-untyped-def]
                     flow_buy_total += book_close * book_px
             else:
                 book_close = close[k] - adl_close[k]
+                # What ADL closed never reached the book: off the flow the impact model reads.
+                if s > 0.0:
+                    flow_sell_total = max(flow_sell_total - adl_close[k] * book_px, 0.0)
+                else:
+                    flow_buy_total = max(flow_buy_total - adl_close[k] * book_px, 0.0)
                 book_bad = bad[k] * (1.0 - adl_close[k] / close[k])
                 fund_paid = min(paid[k], book_bad)  # as in _waterfall_one
                 available += paid[k] - fund_paid
@@ -1180,6 +1186,22 @@ def _deleverage(i, coll, size, entry, m, idx, is_liq, side, need, adl_close, ev,
             )
         ev[i, EV_ADL_VOLUME] += abs(quote)
         ev[i, EV_ADL_HAIRCUT] += bankrupt_side * (quote - amount * m)
+
+
+@jit(error_model="numpy", inline="always")
+def _off_book_flow(ev, i, side, adl_close, n, book_px):  # type: ignore[no-untyped-def]
+    """Take the base ADL closed off exchange ``i``'s liquidation flow (``EV_LIQUIDATION_*``).
+
+    The scan counted every order's whole size at the book price; the part deleveraged
+    against counterparties never reached the book, so it must not move the price (the
+    tick's permanent impact reads these columns). The fills of the book part stay priced on
+    the whole flow: conservative, and decided before ADL could be known. Floored at zero
+    against rounding when ADL took every order.
+    """
+    for k in range(n):
+        if adl_close[k] > 0.0:
+            col = EV_LIQUIDATION_SELL if side[k] > 0.0 else EV_LIQUIDATION_BUY
+            ev[i, col] = max(ev[i, col] - adl_close[k] * book_px, 0.0)
 
 
 @jit(error_model="numpy")

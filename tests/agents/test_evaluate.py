@@ -70,9 +70,11 @@ def test_an_insolvent_episode_ends_early_and_is_marked_terminated(env_yaml):
     recs = ev.run_episodes(spec, kw(env_yaml, spec, "oracle_manipulation"), 4, 0, "om")
     assert sum(r.terminated for r in recs) >= 2
     for r in recs:
-        uncovered = (r.socialized_loss_usd.sum() + r.unrecovered_usd.sum()) / (
-            r.initial_open_interest_usd
-        )
+        # the losses that end an episode: socialised, unrecovered and what ADL cost its
+        # counterparties (the environment counts each tick's positive haircut; each decision's
+        # here, which nets a decision's ticks, though in this crash they all lose)
+        lost = r.socialized_loss_usd + r.unrecovered_usd + np.maximum(r.adl_haircut_usd, 0.0)
+        uncovered = lost.sum() / r.initial_open_interest_usd
         # insolvency (uncovered loss > 5% of open interest) cuts the 4-hour horizon short
         assert r.terminated == (r.n_steps < 24) == (uncovered > 0.05)
 

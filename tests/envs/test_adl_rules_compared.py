@@ -32,6 +32,8 @@ of the order: ``need = (1 - paid / bad) x 10``. The two rules receive the same `
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -217,3 +219,30 @@ def test_solvent_hyperliquid_deleverages_a_positive_account_which_keeps_a_surplu
          "socialised": 0.0, "unrecovered": 0.0},
         rel=REL, abs=ABS,
     )  # fmt: skip
+
+
+# ---- what ADL closed never reaches the book ----
+#
+# In both books A's order is 10 units at the book price 100, 1,000 of sell flow; ADL takes 6 of
+# them against a counterparty, so only 4 reach the book: 400 of flow is what the tick's
+# permanent impact may read. (Before this was fixed the whole 1,000 moved the price, and on one
+# frontier seed a BitMEX-rule run's mark went from 239k to 91.7M in 18 ticks: docs/frontier.md.)
+
+
+@pytest.mark.parametrize("policy", ["bitmex", "hyperliquid"])
+@pytest.mark.parametrize("make", [underwater, solvent], ids=["underwater", "solvent"])
+@pytest.mark.parametrize("mode", ["partial", "bitmex", "binance"])
+def test_deleveraged_base_is_taken_off_the_flow_that_moves_the_price(
+    policy: str, make: object, mode: str
+) -> None:
+    # The venue modes close the whole position in one order too here (no slices: 1,000 of
+    # notional), and their fund pays what it can, so need = 6 in every mode.
+    state = make()  # type: ignore[operator]
+    p = dataclasses.replace(params(policy), liquidation_mode=mode)  # type: ignore[arg-type]
+    ev = core_step(state, p, np.array([MARK]), SqrtImpact.for_slippage(1000.0, 0.1))
+    # ADL closed 6 units: at the mark (600) or at bankruptcy (630 at 105, 570 at 95).
+    expected_adl = {"hyperliquid": 600.0, "underwater": 630.0, "solvent": 570.0}
+    key = "hyperliquid" if policy == "hyperliquid" else make.__name__  # type: ignore[attr-defined]
+    assert float(ev.adl_volume_usd[0]) == pytest.approx(expected_adl[key], rel=REL)
+    assert float(ev.liquidation_sell_usd[0]) == pytest.approx(400.0, rel=REL, abs=ABS)
+    assert float(ev.liquidation_buy_usd[0]) == 0.0
