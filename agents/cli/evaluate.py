@@ -31,6 +31,13 @@ plots/ into --out.
 
 A policy (--policy, repeatable) is one of:
   RUN_DIR                a `fundgym train` run directory (its best model by held-out evaluation)
+  SEEDS_DIR              a `fundgym train --seeds` directory (seed_<S>/ runs of one config):
+                         every seed runs as policy NAME@seed_<S>, and seeds.csv (also in
+                         summary.json and the report) gives, per scenario and over all, the
+                         interquartile mean of user loss and capital across seeds with 95%
+                         bootstrap intervals, the probability of improvement over every other
+                         policy, the probability that its user loss exceeds theirs, and each
+                         seed's mean (docs/seeds.md)
   static:PRESET          a venue's parameters held fixed: {", ".join(PRESETS)}
   static:k=v,...         any static set, e.g. static:mmr=0.05,liquidation_fee_rate=0.01
   static:PRESET,k=v,...  a preset with values replaced (fund_to_oi_frac and vault_to_oi_frac
@@ -150,6 +157,42 @@ def format_table(by_policy: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def format_seed_table(rows: Sequence[Mapping[str, Any]], references: Sequence[str]) -> str:
+    """A multi-seed policy's user loss across seeds, per scenario and over all (ALL).
+
+    The interquartile mean with its 95% interval, the seeds' lowest and highest means, and,
+    against the first reference (``best_static`` when evaluated), the probabilities of
+    improvement and of exceeding its loss, with their intervals.
+    """
+    loss = {
+        (str(r["scenario"]), str(r["statistic"]), str(r["reference"])): r
+        for r in rows
+        if r["metric"] == "solvency_loss_usd" and r["seed"] == ""
+    }
+
+    def usd(r: Mapping[str, Any]) -> str:
+        return f"{r['value']:,.0f} [{r['ci_low']:,.0f}, {r['ci_high']:,.0f}]"
+
+    def prob(r: Mapping[str, Any]) -> str:
+        return f"{r['value']:.0%} [{r['ci_low']:.0%}, {r['ci_high']:.0%}]"
+
+    ref = references[0] if references else None
+    head = f"{'scenario':24s} {'user loss IQM [95% CI] $':>36s} {'seeds min..max $':>26s}"
+    if ref is not None:
+        head += f" {'P(improve) vs ' + ref:>30s} {'P(loss > ' + ref + ')':>26s}"
+    lines = [head, "-" * len(head)]
+    for scenario in dict.fromkeys(str(r["scenario"]) for r in rows):
+        low, high = loss[(scenario, "seed_min", "")], loss[(scenario, "seed_max", "")]
+        spread = f"{low['value']:,.0f}..{high['value']:,.0f}"
+        line = f"{scenario[:24]:24s} {usd(loss[(scenario, 'iqm', '')]):>36s} {spread:>26s}"
+        if ref is not None:
+            improve = prob(loss[(scenario, "probability_of_improvement", ref)])
+            exceeds = prob(loss[(scenario, "probability_exceeds", ref)])
+            line += f" {improve:>30s} {exceeds:>26s}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def main(args: argparse.Namespace) -> int:
     """Validate every argument and input file, lock --out, evaluate, print the table."""
     from fundgym.agents.evaluate import evaluate
@@ -186,6 +229,9 @@ def main(args: argparse.Namespace) -> int:
             f"{name} {verdict} best_static: loss x{d['loss_ratio']:.2f}, "
             f"capital x{d['capital_ratio']:.2f}{closes}"
         )
+    for group, entry in result.seeds.items():
+        print(f"\n{group} across seeds {', '.join(str(s) for s in entry['seeds'])}:")
+        print(format_seed_table(entry["rows"], entry["references"]))
     print(f"\nwrote {result.out_dir}/ ({', '.join(sorted(p.name for p in result.files.values()))})")
     print(f"took {result.wall_s:.0f} s")
     return 0
@@ -202,7 +248,8 @@ def preflight(args: argparse.Namespace) -> list[str]:
         UsageError, SpecError, EvaluateError, ScheduleError, TableError: The first problem,
             naming the option or file, the value and what is allowed.
     """
-    from fundgym.agents.policies import build_policy, parse_spec
+    from fundgym.agents.policies import build_policy
+    from fundgym.agents.policies.registry import parse_specs
     from fundgym.agents.rollout import base_env, job_env, parse_scenarios
 
     at_least("--episodes", args.episodes, 1)
@@ -211,7 +258,7 @@ def preflight(args: argparse.Namespace) -> list[str]:
         at_least("--workers", args.workers, 1)
     check_seed("--seed", args.seed)
     check_backend(args.backend, args.address)
-    specs = [parse_spec(p) for p in args.policies]
+    specs = parse_specs(args.policies)
     names = [s.name for s in specs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

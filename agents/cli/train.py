@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fundgym.agents.cli.guards import OUTPUT_KINDS, check_output, check_seed
 from fundgym.agents.cli.levers import lever_table
@@ -14,7 +17,12 @@ from fundgym.agents.config import (
     check_scenarios,
     load_config,
 )
+from fundgym.agents.evaluate.backends import BACKENDS, check_backend
 from fundgym.agents.outputs import output_lock
+from fundgym.agents.policies.runs import seed_dir_name
+
+if TYPE_CHECKING:
+    from fundgym.agents.training.train import TrainResult
 
 DESCRIPTION = f"""\
 Train an agent from a YAML config (see configs/train/). The config is validated before anything
@@ -33,6 +41,14 @@ One process writes a run directory at a time: a second fundgym command on the sa
 exits with code 2 at once, naming the PID that holds it (the lock is the hidden file
 .NAME.lock beside DIR; a killed process releases it). --resume drops a last evaluations.csv
 row that a kill cut short, and says so.
+
+--seeds S1,S2,... trains one run per seed into DIR/seed_<S>/ (`fundgym evaluate --policy DIR`
+then reports statistics across the seeds): one after another in this process (--backend
+local, the default), or in parallel as Ray tasks on this machine, one CPU each (--backend ray;
+pip install fundgym[ray]). A seed's run is the same on either backend: same seed, same torch
+thread count (this process's, unless the config sets torch_threads), same numbers. To train
+seeds in parallel without oversubscribing the cores, --set torch_threads=1 (on both backends,
+to compare them).
 Watch training with
   tensorboard --logdir DIR/tensorboard
 
@@ -98,6 +114,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="continue the run in DIR from its latest checkpoint (after an interruption); "
         "the config must be the one that started it",
     )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="local",
+        help="where the seeds train: one after another in this process (local, default) or in "
+        "parallel as Ray tasks on this machine (pip install fundgym[ray]); the same runs either "
+        "way",
+    )
     p.add_argument("--force", action="store_true", help=OUTPUT_KINDS["run"].force_help())
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     p.set_defaults(func=main)
@@ -110,6 +134,7 @@ def main(args: argparse.Namespace) -> int:
     unwritable --out leaves no config.yaml behind to refuse the corrected command.
     """
     check_seed("--seed", args.seed)
+    check_backend(args.backend, None)
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
@@ -125,18 +150,36 @@ def main(args: argparse.Namespace) -> int:
         base = Path(args.out)
     else:
         base = Path("runs") / "train" / (stem if args.seeds else f"{stem}-seed{cfg.seed}")
-    run_dirs = [base / f"seed_{seed}" if args.seeds else base for seed, _ in seed_cfgs]
+    run_dirs = [base / seed_dir_name(seed) if args.seeds else base for seed, _ in seed_cfgs]
     for path in dict.fromkeys([base, *run_dirs]):
         check_output(path, OUTPUT_KINDS["run"], force=args.force)
+    runs = list(zip(run_dirs, seed_cfgs, strict=True))
     with output_lock(base, *run_dirs, command="fundgym train"):
-        return _train_seeds(args, list(zip(run_dirs, seed_cfgs, strict=True)))
+        if args.backend == "ray":
+            return _train_seeds_ray(args, runs)
+        return _train_seeds(args, runs)
+
+
+def _argv() -> list[str] | None:
+    """The command line, recorded in each run's ``command.txt``."""
+    return ["fundgym", *sys.argv[1:]] if sys.argv[1:] else None
+
+
+def _report(seed: int, run_dir: Path, result: TrainResult) -> None:
+    """One line per finished seed: timesteps, time, last evaluation, where it was written."""
+    evals = ", ".join(f"{k} {r:.1f} (cost {c:.2f})" for k, (r, c) in result.last_eval.items())
+    resumed = f", resumed at {result.resumed_from:,}" if result.resumed_from else ""
+    print(
+        f"seed {seed}: {result.num_timesteps:,} timesteps in {result.wall_s:.0f} s{resumed}; "
+        f"evaluation reward {evals}; wrote {run_dir}/final/"
+    )
 
 
 def _train_seeds(args: argparse.Namespace, runs: list[tuple[Path, tuple[int, TrainConfig]]]) -> int:
     """Train each (run directory, (seed, config)) in turn; the command's exit code."""
     from fundgym.agents.training.train import train
 
-    argv = ["fundgym", *sys.argv[1:]] if sys.argv[1:] else None
+    argv = _argv()
     for run_dir, (seed, scfg) in runs:
         try:
             result = train(
@@ -148,10 +191,73 @@ def _train_seeds(args: argparse.Namespace, runs: list[tuple[Path, tuple[int, Tra
                 file=sys.stderr,
             )
             return 130
-        evals = ", ".join(f"{k} {r:.1f} (cost {c:.2f})" for k, (r, c) in result.last_eval.items())
-        resumed = f", resumed at {result.resumed_from:,}" if result.resumed_from else ""
+        _report(seed, run_dir, result)
+    return 0
+
+
+def train_in_task(
+    cfg: TrainConfig, run_dir: Path, resume: bool, argv: list[str] | None, torch_threads: int
+) -> TrainResult:
+    """One seed's training inside a Ray task, as the local backend would run it.
+
+    Ray starts its workers with one thread for torch; the local backend trains with the
+    calling process's thread count, and a different count can change the arithmetic, so the
+    task uses ``torch_threads`` (the caller's) unless the config sets its own.
+    """
+    import torch
+
+    from fundgym.agents.training.train import train
+
+    if cfg.torch_threads is None:
+        torch.set_num_threads(torch_threads)
+    return train(cfg, run_dir, resume=resume, progress=False, argv=argv)
+
+
+def _train_seeds_ray(
+    args: argparse.Namespace, runs: list[tuple[Path, tuple[int, TrainConfig]]]
+) -> int:
+    """Train every seed at once as a Ray task (one CPU each); the command's exit code.
+
+    As :func:`fundgym.agents.evaluate.backends.run_jobs_backend` does, a Ray instance already
+    up in this process is used and left running; otherwise a local one is started with one CPU
+    per seed (at most this machine's) and shut down at the end. The first seed that fails
+    cancels the others and its error is raised as the local backend would raise it (a run
+    directory it cannot use: exit 2, naming it).
+    """
+    import torch
+
+    ray: Any = importlib.import_module("ray")  # check_backend has checked that it imports
+    started = not ray.is_initialized()
+    if started:
+        cpus = min(len(runs), os.cpu_count() or 1)
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=1)(train_in_task)
+        argv, threads = _argv(), torch.get_num_threads()
+        refs = {
+            task.remote(scfg, run_dir, args.resume, argv, threads): (seed, run_dir)
+            for run_dir, (seed, scfg) in runs
+        }
+        print(f"training seeds {', '.join(str(s) for s, _ in refs.values())} on Ray")
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    for other in pending:
+                        ray.cancel(other, force=True)
+                    cause = getattr(exc, "cause", None)
+                    raise (cause if isinstance(cause, Exception) else exc) from None
+                _report(*refs[ref], result)
+    except KeyboardInterrupt:
         print(
-            f"seed {seed}: {result.num_timesteps:,} timesteps in {result.wall_s:.0f} s{resumed}; "
-            f"evaluation reward {evals}; wrote {run_dir}/final/"
+            "\nfundgym train: interrupted; continue with --resume and the same --seeds and --out",
+            file=sys.stderr,
         )
+        return 130
+    finally:
+        if started:
+            ray.shutdown()
     return 0

@@ -10,6 +10,9 @@
   (NSGA-II, stored to resume) and the rule that picks ``best_static`` from it;
 * :mod:`fundgym.agents.evaluate.backends`: where jobs run, local worker processes or Ray tasks;
 * :mod:`fundgym.agents.evaluate.metrics`: per-episode risk metrics, intervals, dominance;
+* :mod:`fundgym.agents.evaluate.seeds`: statistics across the seeds of a multi-seed training
+  (interquartile mean with bootstrap intervals, probability of improvement and of exceeding a
+  reference's loss, per-seed spread), ``seeds.csv``;
 * :mod:`fundgym.agents.evaluate.sizing` and :mod:`fundgym.agents.evaluate.sizing_report`:
   ``fundgym size-fund``, the fund needed per episode, its VaR / ES with bootstrap intervals,
   the fund for a target P(socialised loss or ADL), Cover-2, and their outputs;

@@ -11,6 +11,11 @@ step (:class:`fundgym.agents.evaluate.metrics.EpisodeRecord`), and writes into t
   interval, bad-debt VaR/ES and the probability the fund is exhausted; each policy's dominance
   test against ``best_static`` and the share of the ``best_static`` -> ``hindsight_static``
   gap it closes; the static searches' results;
+* ``seeds.csv`` (only when a policy is a multi-seed directory, ``fundgym train --seeds``
+  output, whose seeds run as policies ``NAME@seed_<S>``): per scenario and over all, the
+  interquartile mean across seeds with bootstrap intervals, the probability of improvement
+  over every other policy and of exceeding its loss, the per-seed spread
+  (:mod:`fundgym.agents.evaluate.seeds`); the same rows in ``summary.json`` under ``seeds``;
 * ``report.md``, ``report.html`` and ``plots/`` (:mod:`fundgym.agents.evaluate.report`);
 * ``config.yaml``: everything that made the run (policies as resolved, scenarios, seeds,
   environment settings, search grid), and ``command.txt``.
@@ -65,6 +70,14 @@ from fundgym.agents.evaluate.search import (
     search_best_static,
     search_static,
 )
+from fundgym.agents.evaluate.seeds import (
+    BOOTSTRAP_REPS,
+    BOOTSTRAP_SEED,
+    LEVEL,
+    SEED_COLUMNS,
+    seed_rows,
+    tables_from_rows,
+)
 from fundgym.agents.outputs import (
     directory_in_place,
     jsonable,
@@ -72,7 +85,8 @@ from fundgym.agents.outputs import (
     remove_stale_temps,
     write_text_atomic,
 )
-from fundgym.agents.policies import PolicySpec, parse_spec
+from fundgym.agents.policies import PolicySpec
+from fundgym.agents.policies.registry import parse_specs
 from fundgym.agents.rollout import EvaluateError, base_env
 from fundgym.envs.scenarios import load_scenario
 
@@ -117,6 +131,7 @@ class EvaluationResult:
     gap_closure: dict[str, float | None]
     objective: dict[str, float]
     searches: dict[str, SearchResult] = field(default_factory=dict)
+    seeds: dict[str, dict[str, Any]] = field(default_factory=dict)
     wall_s: float = 0.0
     files: dict[str, Path] = field(default_factory=dict)
 
@@ -144,7 +159,8 @@ def evaluate(
     """Evaluate ``policies`` on ``scenarios`` and write the results to ``out_dir``.
 
     Args:
-        policies: Policy specs (:func:`fundgym.agents.policies.parse_spec`).
+        policies: Policy specs (:func:`fundgym.agents.policies.registry.parse_specs`: a
+            multi-seed directory runs each seed as a policy, and adds ``seeds.csv``).
         scenarios: Scenario names (:func:`parse_scenarios` output).
         episodes: Episodes per policy and scenario (seeds ``seed .. seed + episodes - 1``).
         out_dir: Output directory; must not exist (or be empty) unless ``overwrite``.
@@ -187,7 +203,7 @@ def evaluate(
                 "--overwrite replaces only an evaluation: pass --force to "
                 "replace it anyway, or choose another --out"
             )
-    specs = [parse_spec(p) for p in policies]
+    specs = parse_specs(policies)
     names = [s.name for s in specs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -251,12 +267,13 @@ def evaluate(
         for n, v in objectives.items():
             gap[n] = (v - lo) / (hi - lo) if hi - lo > 1e-9 * max(1.0, abs(hi)) else None
     traces = {(r.policy, r.scenario): r for r in records if r.episode == 0}
+    seeds = seed_statistics(rows, resolved, scenarios)
 
     with directory_in_place(out) as tmp:  # a full disk names the file as the user will see it
         files = _write_outputs(
             tmp, out, rows, by_scenario, by_policy, traces, resolved, scenarios, episodes,
             seed, base, searches, dom, gap, objectives, reference, argv, report, n_workers,
-            search_episodes, grid,
+            search_episodes, grid, seeds,
         )  # fmt: skip
     return EvaluationResult(
         out_dir=out,
@@ -267,6 +284,7 @@ def evaluate(
         gap_closure=gap,
         objective=objectives,
         searches=searches,
+        seeds=seeds,
         wall_s=time.perf_counter() - t_start,
         files={k: out / v.relative_to(tmp) for k, v in files.items()},
     )
@@ -294,6 +312,7 @@ def _write_outputs(
     workers: int,
     search_episodes: int,
     grid: dict[str, tuple[float, ...]] | None,
+    seeds: dict[str, dict[str, Any]],
 ) -> dict[str, Path]:
     command = shlex.join(argv) if argv else "(called from Python: fundgym.agents.evaluate.evaluate)"
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -309,6 +328,7 @@ def _write_outputs(
                 **({"path": s.path} if s.path else {}),
                 **({"values": s.values} if s.values else {}),
                 "margin_tiers": s.margin_tiers,
+                **({"group": s.group, "train_seed": s.train_seed} if s.group else {}),
                 **{
                     key: value
                     for key, value in (
@@ -381,6 +401,11 @@ def _write_outputs(
             for k, v in searches.items()
         },
     }
+    if seeds:
+        summary["seeds"] = seeds
+        files["seeds_csv"] = tmp / "seeds.csv"
+        all_rows = [r for g in seeds.values() for r in g["rows"]]
+        write_text_atomic(files["seeds_csv"], rows_to_csv(all_rows))
     files["summary"] = tmp / "summary.json"
     write_text_atomic(files["summary"], json.dumps(jsonable(summary), indent=2))
     if report:
@@ -389,6 +414,7 @@ def _write_outputs(
         # The report's run description: the summary's own fields, its horizon as a note.
         meta = {k: summary[k] for k in _REPORT_META_KEYS}
         meta["horizon_note"] = summary["horizon"]
+        meta["seeds"] = seeds
         written = write_report(
             tmp, by_scenario=by_scenario, by_policy=by_policy, traces=traces, meta=meta
         )
@@ -397,6 +423,46 @@ def _write_outputs(
 
 
 # ------------------------------------------------------------------ helpers ----
+
+
+def seed_statistics(
+    rows: Sequence[Row], specs: Sequence[PolicySpec], scenarios: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Each multi-seed policy's statistics across its seeds (:mod:`.seeds`), by its name.
+
+    Every policy that is not a seed of a group is a reference (``best_static`` first); each
+    group's entry holds its seeds, the policy name of each, the references, the bootstrap
+    settings and the rows of ``seeds.csv`` (:data:`fundgym.agents.evaluate.seeds.SEED_COLUMNS`).
+    Empty when no policy is a multi-seed directory.
+    """
+    members: dict[str, dict[int, str]] = {}
+    for s in specs:
+        if s.group is not None and s.train_seed is not None:
+            members.setdefault(s.group, {})[s.train_seed] = s.name
+    singles = [s.name for s in specs if s.group is None]
+    references = sorted(singles, key=lambda n: n != "best_static")  # stable: best_static first
+    out: dict[str, dict[str, Any]] = {}
+    for group, by_seed in members.items():
+        stats = [
+            row
+            for table in tables_from_rows(rows, group, by_seed, references, scenarios)
+            for row in seed_rows(table)
+        ]
+        out[group] = {
+            "seeds": list(by_seed),
+            "policies": {str(k): v for k, v in by_seed.items()},
+            "references": references,
+            "bootstrap": {
+                "reps": BOOTSTRAP_REPS,
+                "seed": BOOTSTRAP_SEED,
+                "level": LEVEL,
+                "scheme": "percentile; seeds and episodes resampled within each scenario "
+                "(one episode draw for every seed and reference)",
+            },
+            "columns": list(SEED_COLUMNS),
+            "rows": stats,
+        }
+    return out
 
 
 def rows_to_csv(rows: Sequence[Row]) -> str:

@@ -1211,6 +1211,152 @@ def _vault_blocks(
     ]
 
 
+@dataclass(frozen=True)
+class _SeedRows:
+    """One multi-seed policy's ``seeds.csv`` rows, looked up by what they describe."""
+
+    rows: dict[tuple[object, ...], Mapping[str, object]]
+
+    @classmethod
+    def of(cls, rows: Sequence[Mapping[str, object]]) -> _SeedRows:
+        keys = ("metric", "scenario", "statistic", "reference", "seed")
+        return cls({tuple(r.get(k) for k in keys): r for r in rows})
+
+    def value(self, metric: str, scenario: str, statistic: str, reference: str = "") -> float:
+        """The statistic's value; NaN when the evaluation did not record it."""
+        return _number(self.rows.get((metric, scenario, statistic, reference, "")), "value")
+
+    def cell(
+        self,
+        metric: str,
+        scenario: str,
+        statistic: str,
+        fmt: Callable[[float], str],
+        reference: str = "",
+        seed: object = "",
+    ) -> str:
+        """``value [low, high]`` (``value`` alone for a statistic without an interval)."""
+        row = self.rows.get((metric, scenario, statistic, reference, seed))
+        value = fmt(_number(row, "value"))
+        low, high = _number(row, "ci_low"), _number(row, "ci_high")
+        if math.isnan(low) or math.isnan(high):
+            return value
+        return f"{value} [{fmt(low)}, {fmt(high)}]"
+
+    def worst_seed(self, scenario: str) -> str:
+        """The seed with the highest mean user loss on ``scenario``."""
+        for metric, label, statistic, _reference, seed in self.rows:
+            if (metric, label, statistic) == (_LOSS, scenario, "worst_seed"):
+                return str(seed)
+        return NOT_AVAILABLE
+
+    def yes_no(self, scenario: str, reference: str) -> str:
+        """Whether the worst seed's user loss is no worse than ``reference``'s."""
+        flag = self.value(_LOSS, scenario, "worst_seed_no_worse", reference)
+        return NOT_AVAILABLE if math.isnan(flag) else ("yes" if flag else "no")
+
+
+_LOSS, _CAPITAL = "solvency_loss_usd", "mean_capital_locked_usd"
+
+_SEEDS_INTRO = (
+    "Each seed of a multi-seed training ran as its own policy (NAME@seed_S) on the same "
+    "episodes. IQM is the interquartile mean across seeds of each seed's mean (the middle half "
+    "of the seeds); P(improvement) is the probability that a seed's episode has less user loss "
+    "than the reference's (Mann-Whitney over episode pairs, ties one half, averaged over "
+    "seeds); P(loss > reference) is the share of episodes on which a seed's user loss is above "
+    "the reference's on the same episode. Intervals: 95% percentile bootstrap, seeds and "
+    "episodes resampled within each scenario (docs/seeds.md). Over all scenarios (ALL), a "
+    "seed's score is its mean over scenarios and the probabilities are means over scenarios."
+)
+
+
+def _seed_blocks(seeds: Mapping[str, Mapping[str, Any]]) -> list[_Block]:
+    """The section on multi-seed policies: IQM, probabilities and spread across seeds.
+
+    ``seeds`` is the summary's ``seeds`` entry (group -> its seeds, references and the rows of
+    ``seeds.csv``, :func:`fundgym.agents.evaluate.evaluation.seed_statistics`).
+    """
+    if not seeds:
+        return []
+    blocks: list[_Block] = [_Heading(2, "Across training seeds"), _Paragraph(_SEEDS_INTRO)]
+    for group, entry in seeds.items():
+        rows: Sequence[Mapping[str, object]] = entry.get("rows") or []
+        look = _SeedRows.of(rows)
+        refs = [str(r) for r in entry.get("references") or []]
+        labels = list(dict.fromkeys(str(r.get("scenario")) for r in rows))
+        seed_list = list(entry.get("seeds") or [])
+        blocks.append(_Heading(3, f"{group}: {_count(len(seed_list), 'seed')}"))
+        header = ["scenario", "user loss IQM", "capital locked IQM", "seeds' user loss"]
+        ref = refs[0] if refs else None
+        if ref is not None:
+            header += [f"P(improvement) vs {ref}", f"P(loss > {ref})", f"worst seed <= {ref}"]
+        table: list[tuple[str, ...]] = []
+        for label in labels:
+            spread = (
+                f"{look.cell(_LOSS, label, 'seed_min', _usd)} to "
+                f"{look.cell(_LOSS, label, 'seed_max', _usd)} "
+                f"(worst: seed {look.worst_seed(label)})"
+            )
+            line = [
+                label,
+                look.cell(_LOSS, label, "iqm", _usd),
+                look.cell(_CAPITAL, label, "iqm", _usd),
+                spread,
+            ]
+            if ref is not None:
+                line += [
+                    look.cell(_LOSS, label, "probability_of_improvement", _pct, ref),
+                    look.cell(_LOSS, label, "probability_exceeds", _pct, ref),
+                    look.yes_no(label, ref),
+                ]
+            table.append(tuple(line))
+        blocks.append(
+            _Table(
+                f"{group} across seeds: interquartile means, probabilities and spread",
+                tuple(header),
+                tuple(table),
+                (False,)
+                + (True,) * (len(header) - 1 - (ref is not None))
+                + (False,) * (ref is not None),
+            )
+        )
+        per_seed = tuple(
+            (
+                str(sd),
+                look.cell(_LOSS, "ALL", "seed_mean", _usd, seed=sd),
+                look.cell(_CAPITAL, "ALL", "seed_mean", _usd, seed=sd),
+            )
+            for sd in seed_list
+        )
+        blocks.append(
+            _Table(
+                f"{group}: each seed over all scenarios",
+                ("seed", "user loss", "capital locked"),
+                per_seed,
+                (False, True, True),
+            )
+        )
+        if len(refs) > 1:
+            versus = tuple(
+                (
+                    r,
+                    look.cell(_LOSS, "ALL", "probability_of_improvement", _pct, r),
+                    look.cell(_LOSS, "ALL", "probability_exceeds", _pct, r),
+                    look.yes_no("ALL", r),
+                )
+                for r in refs
+            )
+            blocks.append(
+                _Table(
+                    f"{group} against every compared policy, user loss over all scenarios",
+                    ("reference", "P(improvement)", "P(loss > reference)", "worst seed no worse"),
+                    versus,
+                    (False, True, True, False),
+                )
+            )
+    return blocks
+
+
 def _build_blocks(
     *,
     by_scenario: Sequence[Mapping[str, object]],
@@ -1275,6 +1421,7 @@ def _build_blocks(
         blocks.append(_Items(items) if items else _Paragraph("No other policy was evaluated."))
     else:
         blocks.append(_Paragraph("No reference policy: dominance was not assessed."))
+    blocks += _seed_blocks(meta.get("seeds") or {})
     blocks.append(_Heading(2, "Solvency vs capital efficiency"))
     blocks.append(figures["scatter"])
     blocks.append(_Heading(2, "Per scenario"))
@@ -1346,7 +1493,9 @@ def write_report(
             ``gap_closure`` (policy -> fraction or None), ``objective`` (policy -> mean
             reward), ``policy_notes`` (policy -> one line) and, optionally,
             ``scenario_start_utc`` (scenario -> its ``Scenario.start_utc``, an ISO 8601 UTC
-            timestamp of its minute 0, or None).
+            timestamp of its minute 0, or None) and ``seeds`` (the statistics across seeds
+            of each multi-seed policy, :func:`fundgym.agents.evaluate.evaluation.
+            seed_statistics`; a section "Across training seeds" when not empty).
 
     Returns:
         Paths written: ``report_md``, ``report_html``, ``scatter``, ``bars``, and

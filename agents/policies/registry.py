@@ -3,6 +3,11 @@
 A spec names a policy (see :mod:`fundgym.agents.policies` for the forms); :func:`parse_spec` checks
 it and :func:`build_policy` turns the resolved spec into the object the stepping loop calls. Specs
 are plain data, so evaluation workers in other processes can rebuild the same policy.
+
+:func:`parse_specs` also takes a multi-seed directory (``fundgym train --seeds`` output: no run of
+its own, one run per seed in ``seed_<S>/``) and expands it into one trained policy per seed, named
+``NAME@seed_<S>`` (:func:`seed_policy_name`) and marked with their ``group`` and ``train_seed``, so
+the evaluation can report statistics across seeds (:mod:`fundgym.agents.evaluate.seeds`).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +24,12 @@ from fundgym.agents.policies.base import Policy, SpecError
 from fundgym.agents.policies.presets import MARGIN_TIERS, PRESETS, STATIC_PARAMS
 from fundgym.agents.policies.replay import SchedulePolicy, TablePolicy
 from fundgym.agents.policies.rule import RulePolicy
-from fundgym.agents.policies.runs import default_model_dir
+from fundgym.agents.policies.runs import (
+    default_model_dir,
+    is_seed_group,
+    seed_dir_name,
+    seed_runs,
+)
 from fundgym.agents.policies.static import StaticPolicy, parse_static_values
 from fundgym.agents.policies.trained import TrainedPolicy
 from fundgym.envs.config import EnvConfig
@@ -89,6 +100,9 @@ class PolicySpec:
             evaluation environment's.
         fund_injection_max: Environment ``fund_injection_max``, the same way.
         note: One line for the report.
+        group: The multi-seed directory's name (``trained`` runs expanded by
+            :func:`parse_specs`); ``None`` for a policy of its own.
+        train_seed: The training seed of such a run (``None`` outside a group).
     """
 
     name: str
@@ -103,6 +117,8 @@ class PolicySpec:
     fund_injection_frac: float | None = None
     fund_injection_max: int | None = None
     note: str = ""
+    group: str | None = None
+    train_seed: int | None = None
 
     def env_overrides(self) -> dict[str, Any]:
         """Environment settings this policy changes: starts, tiers, engine, ADL, fund, vault."""
@@ -151,8 +167,16 @@ def parse_spec(spec: str) -> PolicySpec:
             return PolicySpec(text, kind, path=str(path.resolve()), note=note)
     path = Path(text)
     if path.is_dir():
+        if is_seed_group(path):
+            raise SpecError(
+                f"policy {spec!r}: {path} holds one run per seed (seed_<S>/); name one of "
+                "them (fundgym evaluate takes the whole directory)"
+            )
         if not (path / "config.yaml").is_file():
-            raise SpecError(f"policy {spec!r}: {path} has no config.yaml (not a fundgym run)")
+            raise SpecError(
+                f"policy {spec!r}: {path} has no config.yaml and no seed_<S>/ runs (not a "
+                "fundgym run, nor a multi-seed training directory)"
+            )
         default_model_dir(path)  # RunError (a SpecError) naming what is missing, or an old run
         return PolicySpec(path.resolve().name, "trained", path=str(path.resolve()))
     raise SpecError(
@@ -160,6 +184,45 @@ def parse_spec(spec: str) -> PolicySpec:
         f"({', '.join(PRESETS)}), static:name=value,..., rule, best_static, hindsight_static, "
         "schedule:FILE, table:FILE"
     )
+
+
+def seed_policy_name(group: str, seed: int) -> str:
+    """Seed ``seed``'s policy name in multi-seed directory ``group``: ``group@seed_<seed>``."""
+    return f"{group}@{seed_dir_name(seed)}"
+
+
+def parse_specs(specs: Sequence[str]) -> list[PolicySpec]:
+    """Parse ``--policy`` arguments, expanding each multi-seed directory into its seeds' runs.
+
+    A multi-seed directory (:func:`fundgym.agents.policies.runs.is_seed_group`) becomes one
+    ``trained`` spec per seed, ascending, named by :func:`seed_policy_name` with ``group`` (the
+    directory's name) and ``train_seed`` set; every other argument is :func:`parse_spec`'s.
+
+    Raises:
+        SpecError: As :func:`parse_spec`; for a multi-seed directory, a seed folder that is
+            not a run (naming what it lacks) or seeds trained from different configs
+            (:func:`fundgym.agents.policies.runs.seed_runs`).
+    """
+    out: list[PolicySpec] = []
+    for text in specs:
+        path = Path(text.strip())
+        if not is_seed_group(path):
+            out.append(parse_spec(text))
+            continue
+        group = path.resolve().name
+        for seed, run in seed_runs(path).items():
+            one = parse_spec(str(run))
+            note = f"seed {seed} of the multi-seed training {group}"
+            out.append(
+                dataclasses.replace(
+                    one,
+                    name=seed_policy_name(group, seed),
+                    group=group,
+                    train_seed=seed,
+                    note=note,
+                )
+            )
+    return out
 
 
 def _parse_static(text: str) -> PolicySpec:
@@ -228,7 +291,9 @@ def _parse_static(text: str) -> PolicySpec:
             text,
             "static",
             values=values,
-            **engine,  # checked against ENGINE_CHOICES above
+            margin_tiers=engine.get("margin_tiers", "none"),  # checked against ENGINE_CHOICES
+            liquidation_mode=engine.get("liquidation_mode"),
+            adl_policy=engine.get("adl_policy"),
             fund_to_oi_frac=fund,
             vault_to_oi_frac=vault,
             fund_injection_frac=top_up,

@@ -8,6 +8,10 @@ from someone else cannot run code::
     RUN/checkpoints/step_<N>/   a model directory plus the training state for --resume
     RUN/command.txt  evaluations.csv  train_summary.json  tensorboard/   records, never loaded
 
+``fundgym train --seeds S1,S2,...`` writes one run per seed into ``DIR/seed_<S>/``
+(:func:`seed_dir_name`); :func:`seed_runs` reads such a **multi-seed directory** back, checking
+that its runs differ only in their seed.
+
 A **model directory** holds:
 
 * ``policy.pt``: the SB3 policy's ``state_dict``, tensors only, read with
@@ -38,12 +42,14 @@ import dataclasses
 import hashlib
 import io
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from fundgym.agents.config import TrainConfig, dump_config
 from fundgym.agents.outputs import directory_in_place, naming_file
@@ -523,3 +529,92 @@ def load_model(run_dir: Path, path: Path, cfg: TrainConfig) -> LoadedModel:
         ) from exc
     policy.set_training_mode(False)
     return LoadedModel(files, policy)
+
+
+# ---------------------------------------------------------------- multi-seed directories ----
+
+#: A multi-seed directory's run of seed ``S`` is ``seed_<S>/``.
+_SEED_DIR = re.compile(r"seed_(0|[1-9][0-9]*)")
+
+
+def seed_dir_name(seed: int) -> str:
+    """The folder of seed ``seed``'s run inside a multi-seed directory: ``seed_<seed>``."""
+    return f"seed_{seed}"
+
+
+def is_seed_group(path: Path) -> bool:
+    """Whether ``path`` is a multi-seed directory: no run of its own, ``seed_<S>/`` folders in it.
+
+    A run directory (one with ``config.yaml``) is never a group, even if it holds such folders.
+    """
+    if not path.is_dir() or (path / "config.yaml").exists():
+        return False
+    return any(p.is_dir() and _SEED_DIR.fullmatch(p.name) for p in path.iterdir())
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` as ``{"a.b": 1}``: a config's fields by dotted name."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _run_fields(run_dir: Path) -> dict[str, Any]:
+    """A run's ``config.yaml`` by dotted field name, its ``seed`` left out."""
+    path = run_dir / "config.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(
+            f"{path}: missing; {run_dir} is named like a seed's run but is not a fundgym run"
+        ) from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise RunError(f"{path}: cannot be read as YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise RunError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
+    fields = _flat(data)
+    fields.pop("seed", None)
+    return fields
+
+
+def seed_runs(group: Path) -> dict[int, Path]:
+    """The runs of a multi-seed directory by seed, ascending; checked to differ only in seed.
+
+    A comparison across seeds means something only if every seed trained the same config, so
+    the runs' ``config.yaml`` files must agree in every field but ``seed`` (each run's model is
+    checked against its own config when it is loaded).
+
+    Raises:
+        RunError: ``group`` holds no ``seed_<S>/`` folder, one of them has no readable
+            ``config.yaml``, or two runs' configs differ (naming both runs, the field and the
+            two values).
+    """
+    folders = list(group.iterdir()) if group.is_dir() else []
+    runs = {
+        int(p.name[len("seed_") :]): p
+        for p in folders
+        if p.is_dir() and _SEED_DIR.fullmatch(p.name)
+    }
+    if not runs:
+        raise RunError(
+            f"{group}: holds no seed_<S>/ runs (what `fundgym train --seeds S1,S2,... --out "
+            f"{group}` writes) and no config.yaml of its own: not a fundgym run"
+        )
+    ordered = dict(sorted(runs.items()))
+    first_seed, first = next(iter(ordered.items()))
+    expected = _run_fields(first)
+    for seed, run in ordered.items():
+        fields = _run_fields(run)
+        if fields == expected:
+            continue
+        key = next(k for k in sorted({*expected, *fields}) if expected.get(k) != fields.get(k))
+        raise RunError(
+            f"{group}: seeds {first_seed} and {seed} were trained from different configs "
+            f"({key}: {expected.get(key, '(absent)')!r} in {first / 'config.yaml'}, "
+            f"{fields.get(key, '(absent)')!r} in {run / 'config.yaml'}); a multi-seed "
+            "directory must hold one config trained with several seeds"
+        )
+    return ordered
