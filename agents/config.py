@@ -51,8 +51,18 @@ from fundgym.envs.schema import SchemaError, build, load_yaml
 #: packaged ``ppo.yaml`` (found through importlib.resources, so an installed wheel has it).
 DEFAULT_TRAIN_CONFIG = TRAIN_CONFIG_DIR / "ppo.yaml"
 
-ALGOS = ("ppo", "sac", "td3", "a2c")
-Algo = Literal["ppo", "sac", "td3", "a2c"]
+ALGOS = ("ppo", "sac", "td3", "a2c", "ppo_lagrangian")
+Algo = Literal["ppo", "sac", "td3", "a2c", "ppo_lagrangian"]
+#: The stable-baselines3 algorithm whose policy network a run of each ``algo`` saves: what
+#: loading a run and exporting its actor read (PPO-Lagrangian saves PPO's actor-critic; its
+#: cost critic lives in the training state only).
+POLICY_ALGO: dict[str, str] = {
+    "ppo": "PPO",
+    "sac": "SAC",
+    "td3": "TD3",
+    "a2c": "A2C",
+    "ppo_lagrangian": "PPO",
+}
 
 
 class ConfigError(ValueError):
@@ -127,6 +137,24 @@ class PPOHyper(_Common):
     normalize_advantage: StrictBool = True
 
 
+class PPOLagrangianHyper(PPOHyper):
+    """PPO-Lagrangian's: PPO's plus the constraint (:mod:`fundgym.agents.training.lagrangian`).
+
+    The constraint is ``mean episode cost <= cost_budget_bps``, the cost being ``info["cost"]``
+    summed over an episode: its solvency loss in basis points of open interest.
+    """
+
+    cost_budget_bps: Float = Field(
+        default=3000.0, gt=0.0, le=1e6, description="budget: mean episode cost, bps of OI"
+    )
+    cost_gae_lambda: Float = Field(default=0.95, ge=0.0, le=1.0)
+    multiplier_init: Float = Field(default=0.5, ge=0.0, le=1e6)
+    multiplier_lr: Float = Field(
+        default=5e-4, gt=0.0, le=1e3, description="step per bps of episode cost over budget"
+    )
+    multiplier_max: Float = Field(default=20.0, gt=0.0, le=1e6)
+
+
 class A2CHyper(_Common):
     """A2C's hyperparameters (names as in ``stable_baselines3.A2C``)."""
 
@@ -176,6 +204,7 @@ HYPER_MODELS: dict[str, type[_Common]] = {
     "a2c": A2CHyper,
     "sac": SACHyper,
     "td3": TD3Hyper,
+    "ppo_lagrangian": PPOLagrangianHyper,
 }
 
 
@@ -221,7 +250,7 @@ class TrainConfig(_Strict):
     env: EnvConfig
     algo: Algo = "ppo"
     policy: Literal["MlpPolicy"] = "MlpPolicy"
-    hyperparameters: PPOHyper | A2CHyper | SACHyper | TD3Hyper
+    hyperparameters: PPOLagrangianHyper | PPOHyper | A2CHyper | SACHyper | TD3Hyper
     n_envs: Int = Field(default=16, ge=1, le=4096)
     normalize: NormalizeConfig = NormalizeConfig()
     total_timesteps: Int = Field(default=1_000_000, ge=1, le=10**10)
@@ -414,6 +443,13 @@ def validate(data: dict[str, Any], source: str) -> TrainConfig:
             [
                 f"{source}: hyperparameters.batch_size = {hp.batch_size}: at most n_steps x "
                 f"n_envs = {hp.n_steps * cfg.n_envs} (one rollout)"
+            ]
+        )
+    if isinstance(hp, PPOLagrangianHyper) and hp.multiplier_init > hp.multiplier_max:
+        raise ConfigError(
+            [
+                f"{source}: hyperparameters.multiplier_init = {hp.multiplier_init}: at most "
+                f"multiplier_max = {hp.multiplier_max}"
             ]
         )
     return cfg

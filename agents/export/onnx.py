@@ -45,7 +45,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fundgym.agents.config import ConfigError, TrainConfig, env_kwargs, load_config
+from fundgym.agents.config import (
+    POLICY_ALGO,
+    ConfigError,
+    TrainConfig,
+    env_kwargs,
+    load_config,
+)
 from fundgym.agents.outputs import write_bytes_atomic
 from fundgym.agents.policies import run_config_file, space_mismatch
 from fundgym.agents.policies.runs import (
@@ -315,7 +321,7 @@ def _graph(run: _Run) -> torch.nn.Module:
         def actor(self, x: torch.Tensor) -> torch.Tensor:
             """The deterministic action before SB3's post-processing in ``predict``."""
             p = self.policy
-            if algo in ("ppo", "a2c"):
+            if POLICY_ALGO[algo] in ("PPO", "A2C"):
                 features = BaseModel.extract_features(p, x, p.pi_features_extractor)
                 mean: torch.Tensor = p.action_net(p.mlp_extractor.forward_actor(features))
                 return torch.tanh(mean) if p.squash_output else mean  # gSDE squashes

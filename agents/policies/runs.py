@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from fundgym.agents.config import TrainConfig, dump_config
+from fundgym.agents.config import POLICY_ALGO, TrainConfig, dump_config
 from fundgym.agents.outputs import directory_in_place, naming_file
 from fundgym.agents.policies.base import FloatArray, SpecError
 
@@ -518,7 +518,7 @@ def load_model(run_dir: Path, path: Path, cfg: TrainConfig) -> LoadedModel:
         )
     observation_space = _box(files.manifest.get("observation_space"), f"{where}: observation")
     action_space = _box(files.manifest.get("action_space"), f"{where}: action")
-    policy_class = getattr(sb3, cfg.algo.upper()).policy_aliases[cfg.policy]
+    policy_class = getattr(sb3, POLICY_ALGO[cfg.algo]).policy_aliases[cfg.policy]
     policy = policy_class(observation_space, action_space, _no_learning, **policy_kwargs(cfg))
     try:
         policy.load_state_dict(files.weights, strict=True)

@@ -2,20 +2,24 @@
 
 :func:`train` builds the batched environment through the SB3 adapter (one ``(n_envs,
 n_accounts)`` array program behind a ``VecMonitor`` and a ``VecNormalize``), trains PPO, SAC,
-TD3 or A2C with the config's hyperparameters, and writes into the run directory:
+TD3, A2C or PPO-Lagrangian (:mod:`fundgym.agents.training.lagrangian`: PPO under a budget on
+the episode's solvency cost) with the config's hyperparameters, and writes into the run
+directory:
 
 * ``config.yaml``: the resolved config (every default written out) and ``command.txt``;
 * ``final/``: the model at the end, a model directory (:mod:`fundgym.agents.policies.runs`: weights
   as plain tensors, normalisation statistics as plain arrays, a manifest of their hashes);
 * ``best/``: the best model by mean episode reward on the held-out evaluation scenarios
-  (evaluation statistics frozen, same seeds at every evaluation), and ``evaluations.csv`` with
-  every evaluation;
+  (evaluation statistics frozen, same seeds at every evaluation; for PPO-Lagrangian the best
+  within the cost budget, :func:`selection_key`), and ``evaluations.csv`` with every evaluation;
 * ``checkpoints/step_<N>/``: what ``--resume`` continues from: a model directory plus the
-  training state (``training_state.pt``: the optimisers, SAC's entropy coefficient and the
-  update counter, tensors and numbers only) and, for off-policy algorithms, the replay buffer
+  training state (``training_state.pt``: the optimisers, SAC's entropy coefficient,
+  PPO-Lagrangian's cost critic and multiplier, and the update counter, tensors and numbers
+  only) and, for off-policy algorithms, the replay buffer
   (``replay_buffer.npz``: plain arrays);
-* ``tensorboard/``: SB3's logs plus ``rollout/ep_cost_mean`` and ``eval/*``, the resolved
-  config as text (``config``) and the hyperparameters on TensorBoard's HParams tab;
+* ``tensorboard/``: SB3's logs plus ``rollout/ep_cost_mean`` and ``eval/*`` (PPO-Lagrangian:
+  also ``lagrangian/*``, the multiplier, episode cost and budget), the resolved config as text
+  (``config``) and the hyperparameters on TensorBoard's HParams tab;
 * ``train_summary.json``: timesteps, wall time, the best evaluation.
 
 Every model directory is written complete in a temporary sibling and renamed into place, so a
@@ -58,7 +62,13 @@ import numpy as np
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 
-from fundgym.agents.config import TrainConfig, check_scenarios, dump_config, env_kwargs
+from fundgym.agents.config import (
+    PPOLagrangianHyper,
+    TrainConfig,
+    check_scenarios,
+    dump_config,
+    env_kwargs,
+)
 from fundgym.agents.outputs import (
     naming_file,
     remove_stale_temps,
@@ -122,9 +132,19 @@ def wrap_normalize(cfg: TrainConfig, venv: Any, training: bool) -> Any:
 # ---------------------------------------------------------------- the model ----
 
 
+def algorithm_class(algo: str) -> Any:
+    """The class that trains ``algo``: stable-baselines3's, or :class:`PPOLagrangian`."""
+    if algo == "ppo_lagrangian":
+        from fundgym.agents.training.lagrangian import PPOLagrangian
+
+        return PPOLagrangian
+    import stable_baselines3 as sb3
+
+    return getattr(sb3, algo.upper())
+
+
 def build_model(cfg: TrainConfig, venv: Any, tensorboard_dir: str | None) -> Any:
     """The SB3 algorithm for ``cfg`` on ``venv`` (seeded by the caller)."""
-    import stable_baselines3 as sb3
     from stable_baselines3.common.noise import NormalActionNoise
 
     hp = cfg.hyperparameters.model_dump(exclude={"policy_kwargs"})
@@ -143,8 +163,7 @@ def build_model(cfg: TrainConfig, venv: Any, tensorboard_dir: str | None) -> Any
         std = kwargs.pop("action_noise_std")
         dim = venv.action_space.shape[0]
         kwargs["action_noise"] = NormalActionNoise(np.zeros(dim), np.full(dim, std))
-    cls = getattr(sb3, cfg.algo.upper())
-    return cls(cfg.policy, venv, **kwargs)
+    return algorithm_class(cfg.algo)(cfg.policy, venv, **kwargs)
 
 
 def _seed_everything(model: Any, venv: Any, seed: int, stream: int) -> None:
@@ -175,6 +194,20 @@ class EvalResult:
     def mean_cost(self) -> float:
         """Equal-weight mean solvency cost (bps of open interest, summed over the episode)."""
         return float(np.mean([c for _, c in self.per_scenario.values()]))
+
+
+def selection_key(cfg: TrainConfig, result: EvalResult) -> tuple[float, float]:
+    """How ``best/`` is chosen among evaluations: the highest key wins.
+
+    The mean reward, for every algorithm but PPO-Lagrangian. Its reward leaves the solvency loss
+    to the constraint (``ppo_lagrangian.yaml`` weighs it 0), so reward alone would pick the least
+    solvent model: an evaluation within the cost budget beats any over it, those within rank by
+    reward, and those over by how far over (the first element: minus the overshoot in bps).
+    """
+    hp = cfg.hyperparameters
+    if isinstance(hp, PPOLagrangianHyper):
+        return (-max(result.mean_cost - hp.cost_budget_bps, 0.0), result.mean_reward)
+    return (0.0, result.mean_reward)
 
 
 def evaluate_episodes(
@@ -304,7 +337,7 @@ def make_callbacks(
             super().__init__()
             self.envs: dict[str, Any] = {}
             prior = _read_evaluations(run_dir)  # a resumed run keeps its best so far
-            self.best = max((r.mean_reward for r in prior), default=-np.inf)
+            self.best = max((selection_key(cfg, r) for r in prior), default=(-np.inf, -np.inf))
             self.last_at = prior[-1].timesteps if prior else -1
             # Next after the last evaluation recorded, which may lie past the checkpoint a
             # resumed run continues from: no step is evaluated twice, and one due at or
@@ -335,8 +368,8 @@ def make_callbacks(
             _append_evaluation(run_dir, result)
             self.last_at = result.timesteps
             stats.last_eval = result
-            if result.mean_reward > self.best:
-                self.best = result.mean_reward
+            if selection_key(cfg, result) > self.best:
+                self.best = selection_key(cfg, result)
                 write_model_dir(run_dir / BEST, self.model, cfg)
             return result
 
@@ -674,10 +707,9 @@ def _convert_pickled_run(cfg: TrainConfig, run_dir: Path) -> None:
     New directories are written before the old files go, so a crash midway leaves a run the
     next resume finishes.
     """
-    import stable_baselines3 as sb3
     from stable_baselines3.common.vec_env import VecNormalize
 
-    cls = getattr(sb3, cfg.algo.upper())
+    cls = algorithm_class(cfg.algo)
 
     def load(model_zip: Path, stats_pkl: Path) -> Any:
         venv = make_vec_env(cfg, 1)
@@ -819,12 +851,13 @@ def train(
         evaluator.run()
     wall = time.perf_counter() - start
     evals = _read_evaluations(out)
+    best = max(evals, key=functools.partial(selection_key, cfg), default=None)
     result = TrainResult(
         run_dir=out,
         num_timesteps=int(model.num_timesteps),
         wall_s=wall,
         resumed_from=resumed_from,
-        best_eval_mean_reward=max((e.mean_reward for e in evals), default=None),
+        best_eval_mean_reward=best.mean_reward if best is not None else None,
         last_eval=evals[-1].per_scenario if evals else {},
     )
     summary = {

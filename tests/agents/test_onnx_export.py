@@ -30,6 +30,7 @@ from tests.tiny_runs import ALL_NINE
 ROOT = Path(__file__).resolve().parents[2]
 PPO = ROOT / "configs" / "train" / "ppo.yaml"
 SAC = ROOT / "configs" / "train" / "sac.yaml"
+LAGRANGIAN = ROOT / "configs" / "train" / "ppo_lagrangian.yaml"
 
 # Tiny runs (a second or two each): 4 exchanges x 32 accounts, one-hour episodes.
 # Every lever controlled, so the four buckets' softmax inside the graph is exercised.
@@ -51,6 +52,11 @@ RUNS = {
     "sac": (SAC, [*SHORT, OFF_POLICY]),
     "td3": (PPO, [*SHORT, "algo=td3", OFF_POLICY]),
     "a2c": (PPO, [*SHORT, "algo=a2c", "hyperparameters={n_steps: 4}"]),
+    # PPO's actor-critic; the cost critic stays in the training state, out of the graph.
+    "ppo_lagrangian": (
+        LAGRANGIAN,
+        [*SHORT, "hyperparameters={n_steps: 16, batch_size: 32, n_epochs: 2}"],
+    ),
     # Raw observations into the network (rewards still normalised: normalize.npz exists),
     # and only some parameters controlled: two allocation buckets keep their default logits.
     "subset": (
@@ -102,7 +108,7 @@ def props_of(path: Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
 
 
-@pytest.mark.parametrize("algo", ["ppo", "sac", "td3", "a2c"])
+@pytest.mark.parametrize("algo", ["ppo", "sac", "td3", "a2c", "ppo_lagrangian"])
 def test_export_matches_the_sb3_model(runs, tmp_path, algo):
     out = tmp_path / "policy.onnx"
     result = export_onnx(runs[algo], out)
