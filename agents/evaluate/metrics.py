@@ -1135,6 +1135,18 @@ def var_es(losses: npt.ArrayLike, level: float) -> tuple[float, float]:
 # --------------------------------------------------------------------------------------------
 
 
+def episode_solvency_loss_usd(row: Mapping[str, object], i: int = 0) -> float:
+    """Episode row ``i``'s user loss: bad debt (socialised + unrecovered) + deleveraged notional.
+
+    The one home of the headline loss per episode; the summaries, the frontier and the
+    statistics across seeds all read it from here.
+
+    Raises:
+        ValueError: The row lacks either column or holds a non-finite or non-numeric value.
+    """
+    return _number(row, "bad_debt_usd", i) + _number(row, "adl_volume_usd", i)
+
+
 def _number(row: Mapping[str, object], key: str, i: int) -> float:
     """Row ``i``'s finite numeric ``key``, else a ValueError naming both."""
     if key not in row:
@@ -1194,9 +1206,7 @@ def _summarize_group(
     out["bad_debt_es95_usd"] = es95
     out["bad_debt_var99_usd"] = var99
     out["bad_debt_es99_usd"] = es99
-    solvency = [
-        b + _number(r, "adl_volume_usd", i) for b, r, i in zip(bad_debt, rows, index, strict=True)
-    ]
+    solvency = [episode_solvency_loss_usd(r, i) for r, i in zip(rows, index, strict=True)]
     mean, low, high = mean_ci(solvency, SUMMARY_LEVEL)
     out["solvency_loss_usd"] = mean
     out["solvency_loss_usd_ci_low"] = low

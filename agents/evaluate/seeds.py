@@ -45,6 +45,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fundgym.agents.evaluate.metrics import episode_solvency_loss_usd
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
@@ -350,8 +352,8 @@ def tables_from_rows(
             or missing.
     """
     costs: dict[tuple[str, str], dict[int, tuple[float, float]]] = {}
-    for r in rows:
-        loss = _number(r, "bad_debt_usd") + _number(r, "adl_volume_usd")  # the solvency loss
+    for i, r in enumerate(rows):
+        loss = episode_solvency_loss_usd(r, i)
         key = (str(r["policy"]), str(r["scenario"]))
         episode = int(_number(r, "episode"))
         costs.setdefault(key, {})[episode] = (loss, _number(r, "mean_capital_locked_usd"))

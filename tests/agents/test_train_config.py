@@ -160,7 +160,10 @@ def test_overrides_parse_values_as_yaml():
             r"net_arch widths must lie in \[1, 4096\]",
         ),
         # enumerations
-        (["algo=dqn"], r"algo = 'dqn': Input should be 'ppo', 'sac', 'td3', 'a2c' or 'ppo_lagrangian'"),
+        (
+            ["algo=dqn"],
+            r"algo = 'dqn': Input should be 'ppo', 'sac', 'td3', 'a2c' or 'ppo_lagrangian'",
+        ),
         (["device=tpu"], r"device = 'tpu': Input should be 'cpu', 'cuda' or 'auto'"),
         (["env.fallback=pray"], r"env\.fallback = 'pray': one of \['adl', 'socialize'\]"),
         # the environment's schema names a bad lever (agents does not check it twice)
