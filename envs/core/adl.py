@@ -17,6 +17,11 @@ decides how much each counterparty closes:
 
 ("bankruptcy": the bankrupt side's size-weighted bankruptcy price, one per side and tick.)
 
+With several markets, :func:`fundgym.envs.core.kernels._deleverage_market` does the same per
+market and side through :func:`close_market_counterparties`: only that market's opposite
+positions close, and each counterparty is judged, ranked and sized on its whole cross
+account's equity.
+
 Under every rule the counterparties close ``amount`` in total (up to rounding, never more), no
 counterparty closes more than it holds (sizes move toward zero and never flip), and each pays
 or receives its share of the offset's cash (``closed / amount x quote``), so the bankrupt side's
@@ -59,6 +64,7 @@ __all__ = [
     "ADL_RISK_PRO_RATA",
     "ADL_WATER_FILLING",
     "close_counterparties",
+    "close_market_counterparties",
 ]
 
 
@@ -101,6 +107,14 @@ def hyperliquid_score(c, q, e, m):  # type: ignore[no-untyped-def]
     return ratio * (abs(q) * m / eq)
 
 
+@jit(error_model="numpy", inline="always")
+def _base_collateral(coll, other, i, a):  # type: ignore[no-untyped-def]
+    """Account ``a``'s collateral plus its PnL in the other markets (``other`` empty: none)."""
+    if other.shape[0] == 0:
+        return coll[i, a]
+    return coll[i, a] + other[a]
+
+
 # ==== the queue: greedy from the top score ====
 
 
@@ -127,8 +141,8 @@ def _sift_down(heap, size, start, key, who):  # type: ignore[no-untyped-def]
 
 
 @jit(error_model="numpy")
-def _close_queue(i, coll, size, entry, m, cand, amount, quote, bankrupt_side, policy):  # type: ignore[no-untyped-def]
-    """Close ``amount`` base units against ``cand`` greedily from the top score.
+def _close_queue(i, j, coll, other, size, entry, m, cand, amount, quote, bankrupt_side, policy):  # type: ignore[no-untyped-def]
+    """Close ``amount`` base units of market ``j`` against ``cand`` greedily from the top score.
 
     The score is BitMEX's or Hyperliquid's (``policy``). The candidates form a heap keyed on
     (score, lower index first), and only as many are popped as the amount needs: a stable sort
@@ -139,48 +153,52 @@ def _close_queue(i, coll, size, entry, m, cand, amount, quote, bankrupt_side, po
     n_cand = cand.shape[0]
     key = np.empty(n_cand)
     heap = np.empty(n_cand, np.int64)
-    for j in range(n_cand):
-        a = cand[j]
+    for r in range(n_cand):
+        a = cand[r]
+        c = _base_collateral(coll, other, i, a)
         if policy == ADL_HYPERLIQUID:
-            score = hyperliquid_score(coll[i, a], size[i, a, 0], entry[i, a, 0], m)
+            score = hyperliquid_score(c, size[i, a, j], entry[i, a, j], m)
         else:
-            score = bitmex_score(coll[i, a], size[i, a, 0], entry[i, a, 0], m)
-        key[j] = score if score == score else -np.inf  # NaN (a subnormal size) ranks last
-        heap[j] = j
+            score = bitmex_score(c, size[i, a, j], entry[i, a, j], m)
+        key[r] = score if score == score else -np.inf  # NaN (a subnormal size) ranks last
+        heap[r] = r
     for start in range(n_cand // 2 - 1, -1, -1):
         _sift_down(heap, n_cand, start, key, cand)
     left = n_cand
     before = 0.0
     while left > 0 and before < amount:
-        j = heap[0]
+        top = heap[0]
         left -= 1
         heap[0] = heap[left]
         _sift_down(heap, left, 0, key, cand)
-        a = cand[j]
-        q = size[i, a, 0]
+        a = cand[top]
+        q = size[i, a, j]
         closed = min(max(amount - before, 0.0), abs(q))
         before += abs(q)
         cash = (closed / amount) * quote
-        coll[i, a] = coll[i, a] - bankrupt_side * (cash - closed * entry[i, a, 0])
-        size[i, a, 0] = q + closed * bankrupt_side
+        coll[i, a] = coll[i, a] - bankrupt_side * (cash - closed * entry[i, a, j])
+        size[i, a, j] = q + closed * bankrupt_side
 
 
 # ==== allocation rules: how much of each eligible position ====
 
 
 @jit(error_model="numpy")
-def _positions(i, coll, size, entry, m, cand):  # type: ignore[no-untyped-def]
-    """Each candidate's ``|size|``, equity at mark and leverage (``inf`` at zero equity)."""
+def _positions(i, j, coll, other, size, entry, m, cand):  # type: ignore[no-untyped-def]
+    """Each candidate's ``|size|`` in market ``j``, its equity at mark and its leverage.
+
+    Leverage is ``inf`` at zero equity; with ``other`` the equity is the whole cross account's.
+    """
     n = cand.shape[0]
     cap = np.empty(n)
     eq = np.empty(n)
     lev = np.empty(n)
-    for j in range(n):
-        a = cand[j]
-        q = size[i, a, 0]
-        cap[j] = abs(q)
-        eq[j] = coll[i, a] + q * (m - entry[i, a, 0])
-        lev[j] = cap[j] * m / eq[j] if eq[j] > 0.0 else np.inf
+    for r in range(n):
+        a = cand[r]
+        q = size[i, a, j]
+        cap[r] = abs(q)
+        eq[r] = _base_collateral(coll, other, i, a) + q * (m - entry[i, a, j])
+        lev[r] = cap[r] * m / eq[r] if eq[r] > 0.0 else np.inf
     return cap, eq, lev
 
 
@@ -313,7 +331,13 @@ def _risk_pro_rata(cap, lev, amount, closed):  # type: ignore[no-untyped-def]
 
 @jit(error_model="numpy")
 def _settle(i, coll, size, entry, cand, closed, amount, quote, bankrupt_side):  # type: ignore[no-untyped-def]
-    """Apply an allocation: candidate ``j`` closes ``closed[j]``, the total made ``amount``.
+    """:func:`_settle_market` in market 0 (a one-market exchange)."""
+    _settle_market(i, 0, coll, size, entry, cand, closed, amount, quote, bankrupt_side)
+
+
+@jit(error_model="numpy")
+def _settle_market(i, j, coll, size, entry, cand, closed, amount, quote, bankrupt_side):  # type: ignore[no-untyped-def]
+    """Apply an allocation in market ``j``: candidate ``r`` closes ``closed[r]``, in all ``amount``.
 
     An allocation's closed forms round, so its sum can miss ``amount`` by a few ulps: the
     excess is trimmed in candidate order, and what rounding left unplaced goes, in the same
@@ -324,24 +348,24 @@ def _settle(i, coll, size, entry, cand, closed, amount, quote, bankrupt_side):  
     """
     n = cand.shape[0]
     before = 0.0
-    for j in range(n):
-        closed[j] = min(closed[j], max(amount - before, 0.0))
-        before += closed[j]
-    j = 0
-    while before < amount and j < n:
+    for r in range(n):
+        closed[r] = min(closed[r], max(amount - before, 0.0))
+        before += closed[r]
+    r = 0
+    while before < amount and r < n:
         # Clamp the sum, not the addend: closed + (|size| - closed) can round past |size|.
-        grown = min(closed[j] + (amount - before), abs(size[i, cand[j], 0]))
-        before += grown - closed[j]
-        closed[j] = grown
-        j += 1
-    for j in range(n):
-        x = closed[j]
+        grown = min(closed[r] + (amount - before), abs(size[i, cand[r], j]))
+        before += grown - closed[r]
+        closed[r] = grown
+        r += 1
+    for r in range(n):
+        x = closed[r]
         if not x > 0.0:
             continue
-        a = cand[j]
+        a = cand[r]
         cash = (x / amount) * quote
-        coll[i, a] = coll[i, a] - bankrupt_side * (cash - x * entry[i, a, 0])
-        size[i, a, 0] = size[i, a, 0] + x * bankrupt_side
+        coll[i, a] = coll[i, a] - bankrupt_side * (cash - x * entry[i, a, j])
+        size[i, a, j] = size[i, a, j] + x * bankrupt_side
 
 
 # ==== the entry point ====
@@ -366,10 +390,28 @@ def close_counterparties(  # type: ignore[no-untyped-def]
         bankrupt_side: ``+1.0`` when the bankrupt accounts are long, ``-1.0`` when short.
         policy: Rule code (``ADL_*``).
     """
+    close_market_counterparties(
+        i, 0, coll, np.empty(0), size, entry, m, cand, amount, quote, batch_price,
+        bankrupt_side, policy,
+    )  # fmt: skip
+
+
+@jit(error_model="numpy")
+def close_market_counterparties(  # type: ignore[no-untyped-def]
+    i, j, coll, other, size, entry, m, cand, amount, quote, batch_price, bankrupt_side, policy
+):
+    """:func:`close_counterparties` in market ``j`` of a cross-margined exchange.
+
+    The rules rank and size each counterparty on its whole cross account: its equity is
+    ``coll + other + size x (m - entry)`` in market ``j``, where ``other[a]`` is account
+    ``a``'s unrealised PnL in every other market (``(A,)``; an empty array: one market, the
+    equity is ``coll + size x (m - entry)``, operation for operation). Only market ``j``'s
+    positions close; the cash changes each account's one collateral balance.
+    """
     if policy in (ADL_BITMEX, ADL_HYPERLIQUID):
-        _close_queue(i, coll, size, entry, m, cand, amount, quote, bankrupt_side, policy)
+        _close_queue(i, j, coll, other, size, entry, m, cand, amount, quote, bankrupt_side, policy)
         return
-    cap, eq, lev = _positions(i, coll, size, entry, m, cand)
+    cap, eq, lev = _positions(i, j, coll, other, size, entry, m, cand)
     closed = np.zeros(cand.shape[0])
     if policy == ADL_DRIFT:
         _pro_rata_by_size(cap, amount, closed)
@@ -378,4 +420,4 @@ def close_counterparties(  # type: ignore[no-untyped-def]
         _water_filling(cap, eq, lev, haircut, m, amount, closed)
     else:
         _risk_pro_rata(cap, lev, amount, closed)
-    _settle(i, coll, size, entry, cand, closed, amount, quote, bankrupt_side)
+    _settle_market(i, j, coll, size, entry, cand, closed, amount, quote, bankrupt_side)

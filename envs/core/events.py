@@ -100,6 +100,14 @@ class StepEvents:
 
     Attributes:
         data: The ``(n_envs, N_EVENTS)`` float64 array behind every field (``EV_*`` columns).
+        market_flow_usd: ``(n_envs, n_markets, 2)`` liquidation flow per market, ``[..., 0]``
+            sold (longs) and ``[..., 1]`` bought (shorts), at each market's book price before
+            impact and after ADL took its part off: what moves each market's own price.
+            Set by a step over several markets (``None`` for one market, whose flow is
+            ``liquidation_sell_usd`` / ``liquidation_buy_usd``); those two columns are then
+            the sums over markets. Every other column of a multi-market step is likewise the
+            exchange's total over its markets, and ``n_liquidations`` counts accounts, not
+            positions.
         n_liquidations: Accounts that received a liquidation order (``int64``, a copy).
         liquidation_volume_usd: Notional closed by the liquidation engine: book fills at the
             fill price plus deleveraged size at the ADL rule's price (the bankruptcy price, or
@@ -235,16 +243,30 @@ class StepEvents:
     )
     """Field names in column order (the ``info`` keys)."""
 
-    __slots__ = ("data",)
+    __slots__ = ("data", "market_flow_usd")
 
-    def __init__(self, data: FloatArray) -> None:
-        """Wrap ``data``, an ``(n_envs, N_EVENTS)`` float64 array (not copied)."""
+    def __init__(self, data: FloatArray, market_flow_usd: FloatArray | None = None) -> None:
+        """Wrap ``data``, an ``(n_envs, N_EVENTS)`` float64 array (not copied).
+
+        ``market_flow_usd``, when given, is the ``(n_envs, n_markets, 2)`` per-market split of
+        the liquidation flow (not copied): see :attr:`market_flow_usd`.
+        """
         if data.ndim != 2 or data.shape[1] != N_EVENTS or data.dtype != np.float64:
             raise ValueError(
                 f"StepEvents.data must be a float64 (n_envs, {N_EVENTS}) array, "
                 f"got {data.dtype} {data.shape}"
             )
+        if market_flow_usd is not None and (
+            market_flow_usd.ndim != 3
+            or market_flow_usd.shape[0] != data.shape[0]
+            or market_flow_usd.shape[2] != 2
+        ):
+            raise ValueError(
+                "StepEvents.market_flow_usd must be (n_envs, n_markets, 2), "
+                f"got {market_flow_usd.shape}"
+            )
         self.data = data
+        self.market_flow_usd = market_flow_usd
 
     @classmethod
     def zeros(cls, n_envs: int) -> StepEvents:
@@ -258,7 +280,8 @@ class StepEvents:
 
     def copy(self) -> StepEvents:
         """An independent copy."""
-        return StepEvents(self.data.copy())
+        flow = None if self.market_flow_usd is None else self.market_flow_usd.copy()
+        return StepEvents(self.data.copy(), flow)
 
     def as_dict(self) -> dict[str, FloatArray | IntArray]:
         """Field name to ``(n_envs,)`` array (views, except ``n_liquidations``)."""

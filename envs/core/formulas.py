@@ -57,6 +57,52 @@ def bankruptcy_price(collateral: ArrayLike, size: ArrayLike, entry_price: ArrayL
     return np.where(q == 0.0, np.nan, out)[()]
 
 
+def cross_leg_collateral(
+    collateral: ArrayLike,
+    size: ArrayLike,
+    entry_price: ArrayLike,
+    mark: ArrayLike,
+    requirement_usd: ArrayLike,
+) -> Any:
+    """Each position's share of a cross account's collateral, for its bankruptcy price (dYdX v4).
+
+    dYdX's bankruptcy quote for closing ``delta`` of one position of a multi-position
+    subaccount, ``-DNNV - TNC x |DMMR| / TMMR``, apportions the account's equity ``TNC`` to
+    the position by its share ``w_j = req_j / req`` of the maintenance requirement. As a
+    one-position account, that equity is collateral ``c_j = w_j x TNC - u_j`` (``u_j`` the
+    position's unrealised PnL at ``mark``), computed as
+    ``w_j x c + (w_j x U_other - (1 - w_j) x u_j)`` so that an account with one open
+    position gets exactly its collateral. :func:`bankruptcy_price` and
+    :func:`bankruptcy_value` of ``(c_j, q_j, e_j)`` are then the position's; the ``c_j``
+    sum to ``c``, so closing every position at its bankruptcy price leaves zero equity. With
+    a flat MMR and one position this is dYdX's ``e - c / q`` exactly.
+
+    Args:
+        collateral: The account's collateral, shape ``S``.
+        size: Positions, shape ``S + (M,)`` (markets on the last axis).
+        entry_price: Same shape as ``size``.
+        mark: Prices, broadcast against ``size``.
+        requirement_usd: Each position's maintenance requirement, same shape as ``size``;
+            their sum over markets must be > 0.
+
+    Returns:
+        ``c_j``, shape ``S + (M,)``: the formula of the margin engine's
+        ``fundgym.envs.core.kernels._leg_collateral``.
+    """
+    q = np.asarray(size, dtype=np.float64)
+    req = np.asarray(requirement_usd, dtype=np.float64)
+    upnl = q * (np.asarray(mark, dtype=np.float64) - np.asarray(entry_price, dtype=np.float64))
+    n_mk = q.shape[-1]
+    other = np.zeros_like(upnl)
+    for j in range(n_mk):
+        for k in range(n_mk):
+            if k != j:
+                other[..., j] += upnl[..., k]
+    w = req / req.sum(axis=-1, keepdims=True)
+    c = np.asarray(collateral, dtype=np.float64)[..., None]
+    return w * c + (w * other - (1.0 - w) * upnl)
+
+
 def liquidation_price(
     collateral: ArrayLike,
     size: ArrayLike,

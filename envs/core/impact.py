@@ -177,6 +177,26 @@ class SqrtImpact:
         )
 
 
+def market_books(book: SqrtImpact, depth_scale: ArrayLike) -> tuple[SqrtImpact, ...]:
+    """One square-root book per market, broadcast from one model.
+
+    Market ``j``'s book holds ``depth_scale[j]`` times ``book``'s depth (a scenario's
+    ``markets[j].depth_scale``). :func:`fundgym.envs.core.step.core_step` takes the tuple as
+    ``impact`` for several markets and prices each market's liquidation flow in its own book.
+
+    Raises:
+        ValueError: ``depth_scale`` is not a non-empty 1-D list of finite numbers > 0.
+    """
+    scale = np.asarray(depth_scale, dtype=np.float64)
+    if scale.ndim != 1 or scale.size == 0 or not np.isfinite(scale).all() or (scale <= 0).any():
+        raise ValueError(
+            f"depth_scale must be a non-empty list of finite numbers > 0 (one per market), "
+            f"got {depth_scale!r}"
+        )
+    depth = np.asarray(book.depth_usd_per_pct, dtype=np.float64)
+    return tuple(SqrtImpact(depth * float(x), book.max_impact_frac) for x in scale)
+
+
 @jit(error_model="numpy", inline="always")
 def book_price(book_px, flow, depth, max_impact, sign):  # type: ignore[no-untyped-def]
     """Average fill of ``flow`` USD through the square-root book, compiled (:class:`SqrtImpact`).

@@ -22,7 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from fundgym.envs.core.adl import ADL_HYPERLIQUID, close_counterparties
+from fundgym.envs.core.adl import (
+    ADL_HYPERLIQUID,
+    close_counterparties,
+    close_market_counterparties,
+)
 from fundgym.envs.core.events import (
     EV_ADL_HAIRCUT,
     EV_ADL_OVERSHOOT,
@@ -84,7 +88,15 @@ from fundgym.envs.jit import jit
 
 SOCIALIZE_PROFIT_HAIRCUT = 0
 SOCIALIZE_DRIFT = 1
-__all__ = ["DUST_NOTIONAL_USD", "margin_kernel", "requirement", "scan_kernel", "waterfall_kernel"]
+__all__ = [
+    "DUST_NOTIONAL_USD",
+    "margin_kernel",
+    "requirement",
+    "scan_cross_kernel",
+    "scan_kernel",
+    "waterfall_cross_kernel",
+    "waterfall_kernel",
+]
 
 
 # ==== scalar formulas (the operation order of fundgym.envs.core.formulas) ====
@@ -1237,6 +1249,406 @@ def _socialize(i, coll, size, entry, m, is_liq, loss, socialization):  # type: i
             charge = min(charge, w)
         q = size[i, a, 0]
         charge = min(charge, max(coll[i, a] + q * (m - entry[i, a, 0]), 0.0))
+        coll[i, a] -= charge
+        charged += charge
+    return charged
+
+
+# ==== several markets: cross-margined accounts (the partial mode) ====
+
+
+@jit(error_model="numpy")
+def scan_cross_kernel(coll, size, entry, marks, book, packed, floors, rates, cums, base, ev, flow):  # type: ignore[no-untyped-def]
+    """:func:`scan_kernel` over ``M`` markets: liquidatable cross accounts and their legs' flow.
+
+    An account is liquidatable when its requirement, summed over its positions, is positive
+    and its cross equity is below it (:func:`_account_margin`). Its order in each market
+    where it holds a position (a leg) closes :func:`_close_base` of that position, the
+    minimum notional read at that market's mark. ``flow[i, j, 0]`` sums market ``j``'s sells
+    (longs) at its book price ``book[i, j]``, ``flow[i, j, 1]`` its buys (``flow`` arrives
+    zeroed); ``EV_LIQUIDATION_SELL`` / ``_BUY`` hold their sums over markets and
+    ``EV_N_LIQUIDATIONS`` the accounts. ``liq_idx`` as :func:`scan_kernel`'s.
+    """
+    n_envs, n_acc, n_mk = size.shape
+    total = 0
+    liq_idx = np.empty((0, 0), np.int64)
+    for i in range(n_envs):
+        mmr = packed[i, P_MMR]
+        max_frac = packed[i, P_MAX_LIQ_FRAC]
+        min_notional = packed[i, P_MIN_LIQ_NOTIONAL]
+        n = 0
+        for a in range(n_acc):
+            eq, req = _account_margin(
+                coll, size, entry, marks, i, a, mmr, floors, rates, cums, base[0]
+            )
+            if not (req > 0.0 and eq < req):
+                continue
+            if liq_idx.shape[0] == 0:
+                liq_idx = np.empty((n_envs, n_acc), np.int64)
+            liq_idx[i, n] = a
+            n += 1
+            for j in range(n_mk):
+                q = size[i, a, j]
+                if q == 0.0:
+                    continue
+                notional = _close_base(abs(q), max_frac, min_notional / marks[i, j]) * book[i, j]
+                flow[i, j, 0 if q > 0.0 else 1] += notional
+        sell = 0.0
+        buy = 0.0
+        for j in range(n_mk):
+            sell += flow[i, j, 0]
+            buy += flow[i, j, 1]
+        ev[i, EV_N_LIQUIDATIONS] = n
+        ev[i, EV_LIQUIDATION_SELL] = sell
+        ev[i, EV_LIQUIDATION_BUY] = buy
+        total += n
+    return total, liq_idx
+
+
+@jit(error_model="numpy")
+def waterfall_cross_kernel(  # type: ignore[no-untyped-def]
+    coll, size, entry, marks, packed, floors, rates, cums, base, sell_px, buy_px,
+    fund_available, stages, socialization, adl_policy, book, cp_size, cp_cash,
+    liquidator_rewards, unrecovered, ev, flow, liq_idx,
+):  # fmt: skip
+    """:func:`waterfall_kernel`'s ``partial`` mode over ``M`` markets (cross-margined accounts).
+
+    ``sell_px`` / ``buy_px`` / ``book`` are ``(E, M)``: each market's fills are priced on its
+    own flow. ``flow`` (``(E, M, 2)``, from :func:`scan_cross_kernel`) loses what ADL took off
+    the book, market by market, and the ``EV_LIQUIDATION_*`` columns are set to its sums.
+    See :func:`_waterfall_cross_one` and :mod:`fundgym.envs.core.step` for the rules.
+    """
+    for i in range(size.shape[0]):
+        if ev[i, EV_N_LIQUIDATIONS] > 0.0:
+            _waterfall_cross_one(
+                i, coll, size, entry, marks, packed, floors, rates, cums, base[0], sell_px[i],
+                buy_px[i], fund_available[i], stages, socialization, adl_policy, book[i],
+                cp_size, cp_cash, liquidator_rewards, unrecovered, ev, flow,
+                liq_idx[i, : int(ev[i, EV_N_LIQUIDATIONS])],
+            )  # fmt: skip
+
+
+@jit(error_model="numpy")
+def _leg_collateral(coll, size, entry, marks, i, a, j, req, mmr, floors, rates, cums, base_mmr):  # type: ignore[no-untyped-def]
+    """The collateral account ``a``'s leg in market ``j`` is bankrupt against (dYdX v4).
+
+    dYdX's bankruptcy quote for closing ``delta`` of one position of a multi-position
+    subaccount is ``-DNNV - TNC x |DMMR| / TMMR``: the account's equity is apportioned to the
+    position by its share ``w = req_j / req`` of the maintenance requirement. As a
+    one-position account that equity ``w x eq`` is collateral ``c_j = w x eq - u_j`` (``u_j``
+    the leg's unrealised PnL), written ``w x c + (w x U_other - (1 - w) x u_j)`` so that an
+    account with one open position gets exactly its collateral (``w = 1``, the others zero).
+    The legs' ``c_j`` sum to the account's collateral, so closing every leg whole at its
+    bankruptcy price (:func:`_bankruptcy_value` with ``c_j``) leaves zero equity.
+    """
+    q = size[i, a, j]
+    m = marks[i, j]
+    w = requirement(abs(q) * m, mmr, floors, rates, cums, base_mmr) / req
+    other = 0.0
+    for k in range(size.shape[2]):
+        if k != j:
+            other += size[i, a, k] * (marks[i, k] - entry[i, a, k])
+    return w * coll[i, a] + (w * other - (1.0 - w) * (q * (m - entry[i, a, j])))
+
+
+@jit(error_model="numpy")
+def _waterfall_cross_one(  # type: ignore[no-untyped-def]
+    i, coll, size, entry, marks, packed, floors, rates, cums, base_mmr, sell_px, buy_px,
+    fund_available, stages, socialization, adl_policy, book, cp_size, cp_cash,
+    liquidator_rewards, unrecovered, ev, flow, idx,
+):  # fmt: skip
+    """The waterfall of exchange ``i`` on its liquidatable cross accounts ``idx`` (in order).
+
+    One order (a leg) per listed account and market where it holds a position, in account
+    order and, within an account, market order. Each leg is :func:`_waterfall_one`'s order
+    with the leg's apportioned collateral (:func:`_leg_collateral`) in place of the
+    account's: its fee, shortfall and deleveraged part are priced against the leg's
+    bankruptcy price. The fund pays the legs' shortfalls in leg order; ADL runs per market
+    (:func:`_deleverage_market`); socialisation per market (:func:`_socialize_market`).
+    """
+    n_acc = size.shape[1]
+    n_mk = size.shape[2]
+    n = idx.shape[0]
+    mmr = packed[i, P_MMR]
+    max_frac = packed[i, P_MAX_LIQ_FRAC]
+    min_notional = packed[i, P_MIN_LIQ_NOTIONAL]
+    fee_rate = packed[i, P_LIQ_FEE]
+    fund_share = packed[i, P_LIQ_FUND_SHARE]
+    is_liq = np.zeros(0, np.bool_)
+
+    # 1. The legs and their orders, each priced by its market's fill for its side.
+    n_legs = 0
+    for k in range(n):
+        for j in range(n_mk):
+            n_legs += size[i, idx[k], j] != 0.0
+    leg_k = np.empty(n_legs, np.int64)  # position in idx
+    leg_j = np.empty(n_legs, np.int64)  # market
+    alloc = np.empty(n_legs)
+    side = np.empty(n_legs)
+    close = np.empty(n_legs)
+    price = np.empty(n_legs)
+    fee = np.empty(n_legs)
+    bad = np.empty(n_legs)
+    income = 0.0
+    income_shorts = 0.0
+    rewards = 0.0
+    fees = 0.0
+    o = 0
+    for k in range(n):
+        a = idx[k]
+        _, req = _account_margin(coll, size, entry, marks, i, a, mmr, floors, rates, cums, base_mmr)
+        for j in range(n_mk):
+            q = size[i, a, j]
+            if q == 0.0:
+                continue
+            m = marks[i, j]
+            leg_k[o] = k
+            leg_j[o] = j
+            alloc[o] = _leg_collateral(
+                coll, size, entry, marks, i, a, j, req, mmr, floors, rates, cums, base_mmr
+            )
+            side[o] = 1.0 if q > 0.0 else -1.0
+            close[o] = _close_base(abs(q), max_frac, min_notional / m)
+            price[o] = sell_px[j] if q > 0.0 else buy_px[j]
+            delta = _insurance_fund_delta(alloc[o], q, entry[i, a, j], close[o], price[o], fee_rate)
+            fee[o] = max(delta, 0.0)
+            bad[o] = max(-delta, 0.0)
+            income += fee[o] * fund_share
+            income_shorts += fee[o] * fund_share if q < 0.0 else 0.0
+            rewards += fee[o] * (1.0 - fund_share)
+            fees += fee[o]
+            o += 1
+
+    # 2. The fund: fee income first, then each leg's shortfall in leg order, never below zero.
+    adl_first = (stages & W_ADL_FIRST) != 0
+    available = fund_available + income if (stages & W_NO_FUND) == 0 else 0.0
+    paid = np.zeros(n_legs)
+    if not adl_first:
+        _pay_in_order(paid, bad, available, n_legs)
+
+    # 3. ADL of what the fund did not cover, market by market, against that market's
+    #    opposite positions; its base leaves that market's book flow.
+    adl_close = np.zeros(n_legs)
+    if (stages & W_NO_ADL) == 0:
+        need = np.zeros(n_legs)
+        any_need = False
+        for o in range(n_legs):
+            covered = paid[o] / bad[o] if bad[o] > 0.0 else 1.0
+            need[o] = (1.0 - covered) * close[o]
+            any_need = any_need or need[o] > 0.0
+        if any_need:
+            is_liq = _listed_mask(is_liq, n_acc, idx)
+            for j in range(n_mk):
+                _deleverage_market(
+                    i, j, coll, size, entry, marks, idx, leg_k, leg_j, alloc, is_liq, side,
+                    need, adl_close, ev, adl_policy,
+                )  # fmt: skip
+            for o in range(n_legs):
+                if adl_close[o] > 0.0:
+                    j = leg_j[o]
+                    col = 0 if side[o] > 0.0 else 1
+                    flow[i, j, col] = max(flow[i, j, col] - adl_close[o] * book[j], 0.0)
+    if adl_first:
+        left = np.empty(n_legs)
+        for o in range(n_legs):
+            left[o] = bad[o] * (1.0 - adl_close[o] / close[o]) if close[o] > 0.0 else bad[o]
+        _pay_in_order(paid, left, available, n_legs)
+
+    # 4. Fills and deleveraged closes on the legs; each market's book side to the
+    #    counterparty; what neither the fund nor ADL covered is that market's loss.
+    loss_m = np.zeros(n_mk)
+    cp_quote = 0.0
+    volume = 0.0
+    bad_debt = 0.0
+    shortfall = 0.0
+    overshoot = 0.0
+    below = np.zeros(n, np.bool_)
+    for o in range(n_legs):
+        a = idx[leg_k[o]]
+        j = leg_j[o]
+        m = marks[i, j]
+        s = side[o]
+        q = size[i, a, j]
+        e = entry[i, a, j]
+        book_close = close[o] - adl_close[o]
+        adl_share = adl_close[o] / close[o] if close[o] > 0.0 else 0.0
+        book_bad = bad[o] * (1.0 - adl_share)
+        fund_paid = min(paid[o], book_bad)
+        socialized = max(book_bad - fund_paid, 0.0)
+        adl_quote = _bankruptcy_value(alloc[o], q, e, adl_close[o])
+        if adl_policy == ADL_HYPERLIQUID and adl_close[o] > 0.0:
+            uncovered = bad[o] if adl_first else bad[o] - paid[o]
+            overshoot += _mark_overshoot(adl_close[o], uncovered, s * (m - price[o])) * m
+            at_mark = adl_close[o] * m
+            deficit = max(s * (adl_quote - at_mark), 0.0)
+            book_bad += deficit
+            socialized += deficit
+            adl_quote = at_mark
+        coll[i, a] = (
+            coll[i, a]
+            + s * book_close * (price[o] - e)
+            + s * (adl_quote - adl_close[o] * e)
+            - fee[o]
+            + fund_paid
+            + socialized
+        )
+        size[i, a, j] = q - s * (book_close + adl_close[o])
+        book_base = s * book_close
+        cp_size[i, j] += book_base
+        cp_quote += book_base * price[o]
+        volume += book_close * price[o] + abs(adl_quote)
+        bad_debt += book_bad
+        shortfall += fund_paid
+        loss_m[j] += socialized
+        below[leg_k[o]] = below[leg_k[o]] or bad[o] > 0.0
+    cp_cash[i] -= cp_quote
+    liquidator_rewards[i] += rewards
+
+    sell = 0.0
+    buy = 0.0
+    for j in range(n_mk):
+        sell += flow[i, j, 0]
+        buy += flow[i, j, 1]
+    n_below = 0
+    for k in range(n):
+        n_below += below[k]
+    ev[i, EV_LIQUIDATION_SELL] = sell
+    ev[i, EV_LIQUIDATION_BUY] = buy
+    ev[i, EV_LIQUIDATION_VOLUME] = volume
+    ev[i, EV_LIQUIDATION_FEES] = fees
+    ev[i, EV_FUND_FEE_INCOME] = income
+    ev[i, EV_FLOORED_FUND_FEE_INCOME] = income_shorts
+    ev[i, EV_LIQUIDATOR_REWARDS] = rewards
+    ev[i, EV_BAD_DEBT] = bad_debt
+    ev[i, EV_SHORTFALL] = shortfall
+    ev[i, EV_ADL_OVERSHOOT] = overshoot
+    ev[i, EV_N_BELOW_BANKRUPTCY] = n_below
+
+    # 5. Socialisation per market, then 6. the exchange absorbs the rest.
+    charged = 0.0
+    lost = 0.0
+    for j in range(n_mk):
+        if loss_m[j] > 0.0 and (stages & W_NO_SOCIALIZE) == 0:
+            is_liq = _listed_mask(is_liq, n_acc, idx)
+            got = _socialize_market(
+                i, j, coll, size, entry, marks, is_liq, loss_m[j], socialization
+            )
+            charged += got
+            lost += loss_m[j] - got
+        else:
+            lost += loss_m[j]
+    ev[i, EV_SOCIALIZED_LOSS] = charged
+    ev[i, EV_UNRECOVERED] = lost
+    unrecovered[i] += lost
+
+
+@jit(error_model="numpy", inline="always")
+def _cross_equity(coll, size, entry, marks, i, a):  # type: ignore[no-untyped-def]
+    """Account ``a``'s equity over every market: collateral plus unrealised PnL."""
+    eq = coll[i, a]
+    for j in range(size.shape[2]):
+        eq += size[i, a, j] * (marks[i, j] - entry[i, a, j])
+    return eq
+
+
+@jit(error_model="numpy")
+def _deleverage_market(  # type: ignore[no-untyped-def]
+    i, j, coll, size, entry, marks, idx, leg_k, leg_j, alloc, is_liq, side, need, adl_close, ev,
+    adl_policy,
+):  # fmt: skip
+    """:func:`_deleverage` in market ``j``: its legs' ``need`` against its opposite positions.
+
+    Per bankrupt side, market ``j``'s legs are one batch: each closes at its own bankruptcy
+    price (its apportioned collateral ``alloc``), the counterparties at the batch's
+    size-weighted bankruptcy price (``hyperliquid``: the market's mark). Counterparties are
+    accounts not being liquidated, with an opposite position in market ``j``, whose whole
+    cross account stays at or above zero equity when that position closes whole at that
+    price; the ``adl_policy`` rule ranks and sizes them on their cross equity
+    (:func:`~fundgym.envs.core.adl.close_market_counterparties`).
+    """
+    n_acc = size.shape[1]
+    n_mk = size.shape[2]
+    m = marks[i, j]
+    at_mark = adl_policy == ADL_HYPERLIQUID
+    other = np.empty(0)
+    for bankrupt_side in (1.0, -1.0):
+        need_total = 0.0
+        value_total = 0.0
+        for o in range(leg_j.shape[0]):
+            if leg_j[o] == j and side[o] == bankrupt_side and need[o] > 0.0:
+                a = idx[leg_k[o]]
+                need_total += need[o]
+                value_total += _bankruptcy_value(alloc[o], size[i, a, j], entry[i, a, j], need[o])
+        if not need_total > 0.0:
+            continue
+        batch_price = m if at_mark else value_total / need_total
+        if other.shape[0] == 0:  # the other markets' PnL: ADL in market j does not change it
+            other = np.zeros(n_acc)
+            for a in range(n_acc):
+                for k in range(n_mk):
+                    if k != j:
+                        other[a] += size[i, a, k] * (marks[i, k] - entry[i, a, k])
+        cand = np.empty(n_acc, np.int64)
+        n_cand = 0
+        capacity = 0.0
+        for a in range(n_acc):
+            q = size[i, a, j]
+            equity_now = coll[i, a] + other[a] + q * (m - entry[i, a, j])
+            haircut = abs(q) * (batch_price - m) * bankrupt_side
+            ok = (
+                (not is_liq[a])
+                & (q * bankrupt_side < 0.0)
+                & (equity_now - max(haircut, 0.0) >= 0.0)
+            )
+            cand[n_cand] = a
+            n_cand += ok
+            capacity += abs(q) * ok
+        ratio = min(1.0, capacity / need_total)
+        for o in range(leg_j.shape[0]):
+            if leg_j[o] == j and side[o] == bankrupt_side and need[o] > 0.0:
+                adl_close[o] = need[o] * ratio
+        amount = need_total * ratio
+        quote = amount * m if at_mark else value_total * ratio
+        if amount > 0.0:
+            close_market_counterparties(
+                i, j, coll, other, size, entry, m, cand[:n_cand], amount, quote, batch_price,
+                bankrupt_side, adl_policy,
+            )  # fmt: skip
+        ev[i, EV_ADL_VOLUME] += abs(quote)
+        ev[i, EV_ADL_HAIRCUT] += bankrupt_side * (quote - amount * m)
+
+
+@jit(error_model="numpy")
+def _socialize_market(i, j, coll, size, entry, marks, is_liq, loss, socialization):  # type: ignore[no-untyped-def]
+    """:func:`_socialize` of market ``j``'s loss to market ``j``'s bearers; return the charge.
+
+    Bearers and weights are the market's (a position worth at least ``DUST_NOTIONAL_USD``;
+    its positive unrealised PnL or its ``|size|``), as Drift charges a market's loss through
+    that market's funding index; each charge is capped at the bearer's whole cross-account
+    equity (``max(equity, 0)``), which it comes out of.
+    """
+    n_acc = size.shape[1]
+    m = marks[i, j]
+    weight = np.zeros(n_acc)
+    total = 0.0
+    for a in range(n_acc):
+        q = size[i, a, j]
+        if is_liq[a] or not abs(q) * m >= DUST_NOTIONAL_USD:
+            continue
+        w = abs(q) if socialization == SOCIALIZE_DRIFT else max(q * (m - entry[i, a, j]), 0.0)
+        weight[a] = w
+        total += w
+    if not total > 0.0:
+        return 0.0
+    charged = 0.0
+    for a in range(n_acc):
+        w = weight[a]
+        if w == 0.0:
+            continue
+        charge = loss * (w / total)
+        if socialization == SOCIALIZE_PROFIT_HAIRCUT:
+            charge = min(charge, w)
+        charge = min(charge, max(_cross_equity(coll, size, entry, marks, i, a), 0.0))
         coll[i, a] -= charge
         charged += charge
     return charged

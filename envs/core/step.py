@@ -51,19 +51,32 @@ batch steps bit for bit as it does alone. The per-account work runs in the compi
 of :mod:`fundgym.envs.core.kernels`; this module validates, prices the flow through the impact model
 between the scan and the waterfall, and books the fund's flows into ``state.fund`` (the
 kernels never write the fund). The step updates ``state`` in place: at 1e5 accounts a
-functional copy of every array per tick would cost more than the step itself. Liquidation
-assumes one market (``M == 1``); margin sums over any number.
+functional copy of every array per tick would cost more than the step itself.
+
+**Several markets** (``M > 1``, the ``partial`` mode only). An account slot is one
+cross-margined account; an isolated position is a slot of its own. A liquidatable account
+sends an order in every market where it holds a position (a *leg*), each sized by the
+partial rule on that position and priced by that market's book and flow (``impact`` per
+market). Each leg's bankruptcy price apportions the account's equity by the leg's share of
+its maintenance requirement (dYdX v4), so closing every leg at its bankruptcy price leaves
+zero equity. The fund pays the legs' shortfalls in account then market order; ADL runs per
+market against that market's opposite positions, counterparties judged on their whole cross
+account; socialisation charges each market's loss to that market's bearers, capped by their
+cross-account equity. ``StepEvents.market_flow_usd`` reports each market's flow; the
+per-exchange columns are sums over markets. With one market the step is the single-market
+code, unchanged. ``docs/markets.md`` ("The margin engine across markets") has the formulas.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from fundgym.envs.core import kernels
-from fundgym.envs.core.events import StepEvents
+from fundgym.envs.core.events import N_EVENTS, StepEvents
 from fundgym.envs.core.impact import ImpactModel, SqrtImpact
 from fundgym.envs.core.liquidation import LIQ_PARTIAL
 from fundgym.envs.core.liquidators import liquidators_paid
@@ -165,7 +178,7 @@ def core_step(
     state: SimState,
     params: RiskParams,
     mark: ArrayLike,
-    impact: ImpactModel,
+    impact: ImpactModel | Sequence[ImpactModel],
     book_price: ArrayLike | None = None,
     fund_available_usd: ArrayLike | None = None,
     *,
@@ -182,10 +195,15 @@ def core_step(
             unrecovered loss, and the fund's portfolio through
             :func:`~fundgym.envs.fund.portfolio.settle`).
         params: Risk parameters (scalars or ``(E,)`` arrays).
-        mark: ``(E,)`` or ``(E, 1)`` price the margin engine reads (the oracle or mark price).
-        impact: Depth model that prices the tick's liquidation flow.
-        book_price: ``(E,)`` price of the venue's book that liquidation orders walk (default
-            ``mark``); differs from ``mark`` when the oracle is stale, floored or manipulated.
+        mark: ``(E, M)`` price the margin engine reads (the oracle or mark price); ``(E,)``
+            for one market.
+        impact: Depth model that prices the tick's liquidation flow, or one per market
+            (a sequence of ``M``; :func:`fundgym.envs.core.impact.market_books` broadcasts
+            one square-root book by each market's depth scale). One model for several
+            markets gives every market that book; each market's flow is priced on its own.
+        book_price: ``(E, M)`` (one market: ``(E,)``) price of the venue's book that
+            liquidation orders walk (default ``mark``); differs from ``mark`` when the oracle
+            is stale, floored or manipulated.
         fund_available_usd: ``(E,)`` what the fund can pay this tick, >= 0 (default: its
             liquid value, :meth:`~fundgym.envs.fund.portfolio.FundPortfolio.liquid_usd`, at its last
             mark; all of it for a fund held in cash).
@@ -211,21 +229,33 @@ def core_step(
         unrecovered.
 
     Raises:
-        NotImplementedError: The state has more than one market (multi-market mechanics).
-        ValueError: ``fund_available_usd`` is negative or not finite, ``tick_minutes`` is
-            not positive, or ``prev_mark`` / ``prev_book_price`` is not finite.
+        NotImplementedError: More than one market with what is built for one only: a venue
+            liquidation mode, an active backstop vault, or paid outside liquidators.
+        ValueError: ``impact`` lists a number of models other than ``M``, or ``mark`` /
+            ``book_price`` is not ``(E, M)`` with several markets;
+            ``fund_available_usd`` is negative or not finite, ``tick_minutes`` is not
+            positive, or ``prev_mark`` / ``prev_book_price`` is not finite.
         TypeError: A venue liquidation mode with an impact model that is not a
             :class:`~fundgym.envs.core.impact.SqrtImpact` (its sub-steps price the
             square-root book inside the kernel).
     """
     n_envs = state.n_envs
-    if state.n_markets != 1:
-        raise NotImplementedError(
-            "core_step liquidates one market per exchange; several markets need the "
-            "multi-market mechanics issue (cross-margin liquidation)"
-        )
     if not tick_minutes > 0.0:
         raise ValueError(f"tick_minutes must be > 0, got {tick_minutes!r}")
+    if state.n_markets != 1:
+        return _cross_step(
+            state,
+            params,
+            mark,
+            impact,
+            book_price,
+            fund_available_usd,
+            fund_stressed=fund_stressed,
+            allocation=allocation,
+        )
+    if type(impact) in (tuple, list):  # one market: a list of one book is that book
+        impact = _market_impacts(impact, 1)[0]
+    impact = cast("ImpactModel", impact)
     mode = params.liquidation_mode_code
     if mode != LIQ_PARTIAL and not isinstance(impact, SqrtImpact):
         raise TypeError(
@@ -262,11 +292,7 @@ def core_step(
         else:
             available = pf.liquid_usd(fund_px, pf.mark_vol_annual, fund_stressed, alloc)
     else:
-        available = np.array(
-            np.broadcast_to(np.asarray(fund_available_usd, dtype=np.float64), (n_envs,))
-        )
-        if not np.isfinite(available).all() or (available < 0.0).any():
-            raise ValueError(f"fund_available_usd must be finite and >= 0, got {available}")
+        available = _fund_available(fund_available_usd, n_envs)
     oracle_from = _path_start("prev_mark", prev_mark, n_envs)
     book_from = _path_start("prev_book_price", prev_book_price, n_envs)
     depth = _depth(impact, n_envs)
@@ -318,6 +344,29 @@ def core_step(
             ev.data,
         )
 
+    _book_fund(state, ev, fund_px, fund_stressed, alloc)
+    return ev
+
+
+def _fund_available(fund_available_usd: ArrayLike, n_envs: int) -> FloatArray:
+    """``fund_available_usd`` as a checked ``(E,)`` array."""
+    available = np.array(
+        np.broadcast_to(np.asarray(fund_available_usd, dtype=np.float64), (n_envs,))
+    )
+    if not np.isfinite(available).all() or (available < 0.0).any():
+        raise ValueError(f"fund_available_usd must be finite and >= 0, got {available}")
+    return available
+
+
+def _book_fund(
+    state: SimState,
+    ev: StepEvents,
+    fund_px: FloatArray,
+    fund_stressed: ArrayLike,
+    alloc: AllocationParams,
+) -> None:
+    """Book the tick's fee income and paid shortfall into the fund (income first)."""
+    pf = state.fund
     income = ev.fund_fee_income_usd
     owed = ev.shortfall_usd
     if (income > 0.0).any() or (owed > 0.0).any():
@@ -329,6 +378,123 @@ def core_step(
             ev.shortfall_usd = paid
             ev.unrecovered_usd += gap
             state.unrecovered_usd += gap
+
+
+def _market_impacts(
+    impact: ImpactModel | Sequence[ImpactModel], n_markets: int
+) -> tuple[ImpactModel, ...]:
+    """One impact model per market: ``impact`` itself for every market, or its ``M`` entries."""
+    if isinstance(impact, Sequence):
+        if len(impact) != n_markets:
+            raise ValueError(
+                f"impact must be one model or one per market ({n_markets}), "
+                f"got {len(impact)} models"
+            )
+        return tuple(impact)
+    return (impact,) * n_markets
+
+
+def _cross_step(
+    state: SimState,
+    params: RiskParams,
+    mark: ArrayLike,
+    impact: ImpactModel | Sequence[ImpactModel],
+    book_price: ArrayLike | None,
+    fund_available_usd: ArrayLike | None,
+    *,
+    fund_stressed: ArrayLike,
+    allocation: AllocationParams | None,
+) -> StepEvents:
+    """:func:`core_step` over several markets: cross-margined accounts, the ``partial`` mode.
+
+    The rules are the module docstring's, per leg (an account's position in one market):
+    each liquidatable account sends an order in every market where it holds a position, each
+    market's orders are priced together through that market's book, each leg's bankruptcy
+    price apportions the account's equity by the leg's share of its requirement, the fund
+    pays the legs' shortfalls in account then market order, ADL and socialisation run per
+    market. ``docs/markets.md`` ("The margin engine across markets") tabulates them.
+    """
+    n_envs, n_mk = state.n_envs, state.n_markets
+    if params.liquidation_mode_code != LIQ_PARTIAL:
+        raise NotImplementedError(
+            f"liquidation_mode {params.liquidation_mode!r} runs one market; with "
+            f"{n_mk} markets only 'partial' is built (the venue modes' sub-steps, "
+            "takeovers and limit prices per market are not)"
+        )
+    if (state.vault[:, V_ACTIVE] > 0.0).any():
+        raise NotImplementedError(
+            f"the backstop vault holds one market's inventory; a state with {n_mk} markets "
+            "cannot run an active vault (not built yet)"
+        )
+    impacts = _market_impacts(impact, n_mk)
+    for name, value in (("mark", mark), ("book_price", book_price)):
+        if value is not None and np.shape(value) not in ((n_envs, n_mk), (1, n_mk)):
+            raise ValueError(
+                f"{name} must be (n_envs, n_markets) = ({n_envs}, {n_mk}) with several "
+                f"markets, got shape {np.shape(value)}"
+            )
+    marks = _marks(mark, n_envs, n_mk)
+    book = marks if book_price is None else marks_2d(book_price, n_envs, n_mk)
+    floors, rates, cums, base = _tier_table(params)
+    packed = params.packed(n_envs)
+    flow = np.zeros((n_envs, n_mk, 2))
+    ev = StepEvents(np.zeros((n_envs, N_EVENTS)), flow)
+    coll, size, entry = state.collateral_usd, state.size, state.entry_price
+    total, liq_idx = kernels.scan_cross_kernel(
+        coll, size, entry, marks, book, packed, floors, rates, cums, base, ev.data, flow
+    )
+    if total == 0:
+        return ev
+    if _liquidators(packed):
+        raise NotImplementedError(
+            "outside liquidators (a liquidation fee share that buys them capacity) take flow "
+            f"at the oracle of one market; with {n_mk} markets they are not built yet: set "
+            "liquidator_capacity_mult to 0 or liquidation_fee_fund_share to 1"
+        )
+    pf = state.fund
+    # The fund is valued at its last mark; one never marked, at the first (factor) market.
+    fund_px = np.where(pf.mark_price > 0.0, pf.mark_price, marks[:, 0])
+    alloc = _DEFAULT_ALLOCATION if allocation is None else allocation
+    if fund_available_usd is None:
+        if not (pf.yield_usd.any() or pf.volatile_units.any() or pf.put_units.any()):
+            available = pf.stable_usd.copy()  # a cash fund: its liquid value is its cash
+        else:
+            available = pf.liquid_usd(fund_px, pf.mark_vol_annual, fund_stressed, alloc)
+    else:
+        available = _fund_available(fund_available_usd, n_envs)
+    sell_px = np.empty((n_envs, n_mk))
+    buy_px = np.empty((n_envs, n_mk))
+    for j, model in enumerate(impacts):
+        col = np.ascontiguousarray(book[:, j])
+        sell_px[:, j], buy_px[:, j] = model.fill_prices(
+            col, np.ascontiguousarray(flow[:, j, 0]), np.ascontiguousarray(flow[:, j, 1])
+        )
+    kernels.waterfall_cross_kernel(
+        coll,
+        size,
+        entry,
+        marks,
+        packed,
+        floors,
+        rates,
+        cums,
+        base,
+        sell_px,
+        buy_px,
+        np.ascontiguousarray(available, dtype=np.float64),
+        params.waterfall_code,
+        params.socialization_code,
+        params.adl_policy_code,
+        book,
+        state.counterparty_size,
+        state.counterparty_cash_usd,
+        state.liquidator_rewards_usd,
+        state.unrecovered_usd,
+        ev.data,
+        flow,
+        liq_idx,
+    )
+    _book_fund(state, ev, fund_px, fund_stressed, alloc)
     return ev
 
 
