@@ -485,6 +485,21 @@ def _listed_mask(mask, n_acc, idx):  # type: ignore[no-untyped-def]
 
 
 @jit(error_model="numpy", inline="always")
+def _uncovered_base(need, paid, bad, close, n):  # type: ignore[no-untyped-def]
+    """Write into ``need`` the base of each order the fund did not cover; whether any is > 0.
+
+    An order's uncovered share is ``1 - paid / bad`` of its close (all of it covered when it
+    has no bad debt): what ADL must place against counterparties.
+    """
+    any_need = False
+    for k in range(n):
+        covered = paid[k] / bad[k] if bad[k] > 0.0 else 1.0
+        need[k] = (1.0 - covered) * close[k]
+        any_need = any_need or need[k] > 0.0
+    return any_need
+
+
+@jit(error_model="numpy", inline="always")
 def _pay_in_order(paid, owed, available, n):  # type: ignore[no-untyped-def]
     """The fund pays ``owed[k]`` in account order from ``available``, never below zero."""
     before = 0.0
@@ -600,12 +615,7 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
     adl_close = np.zeros(n)
     if (stages & W_NO_ADL) == 0:
         need = np.zeros(n)
-        any_need = False
-        for k in range(n):
-            covered = paid[k] / bad[k] if bad[k] > 0.0 else 1.0
-            need[k] = (1.0 - covered) * close[k]
-            any_need = any_need or need[k] > 0.0
-        if any_need:
+        if _uncovered_base(need, paid, bad, close, n):
             is_liq = _listed_mask(is_liq, n_acc, idx)
             _deleverage(i, coll, size, entry, m, idx, is_liq, side, need, adl_close, ev, adl_policy)
             _off_book_flow(ev, i, side, adl_close, n, book_px)
@@ -1431,12 +1441,7 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
     adl_close = np.zeros(n_legs)
     if (stages & W_NO_ADL) == 0:
         need = np.zeros(n_legs)
-        any_need = False
-        for o in range(n_legs):
-            covered = paid[o] / bad[o] if bad[o] > 0.0 else 1.0
-            need[o] = (1.0 - covered) * close[o]
-            any_need = any_need or need[o] > 0.0
-        if any_need:
+        if _uncovered_base(need, paid, bad, close, n_legs):
             is_liq = _listed_mask(is_liq, n_acc, idx)
             for j in range(n_mk):
                 _deleverage_market(

@@ -281,18 +281,9 @@ def core_step(
             f"got {type(impact).__name__}"
         )
 
-    pf = state.fund
-    # The fund is valued and paid at its last mark (the simulator marks it before the core);
-    # a fund never marked is valued at the exchange's own price.
-    fund_px = np.where(pf.mark_price > 0.0, pf.mark_price, marks[:, 0])
-    alloc = _DEFAULT_ALLOCATION if allocation is None else allocation
-    if fund_available_usd is None:
-        if not (pf.yield_usd.any() or pf.volatile_units.any() or pf.put_units.any()):
-            available = pf.stable_usd.copy()  # a cash fund: its liquid value is its cash
-        else:
-            available = pf.liquid_usd(fund_px, pf.mark_vol_annual, fund_stressed, alloc)
-    else:
-        available = _fund_available(fund_available_usd, n_envs)
+    fund_px, alloc, available = _fund_terms(
+        state, marks, fund_available_usd, fund_stressed, allocation
+    )
     oracle_from = _path_start("prev_mark", prev_mark, n_envs)
     book_from = _path_start("prev_book_price", prev_book_price, n_envs)
     depth = _depth(impact, n_envs)
@@ -356,6 +347,31 @@ def _fund_available(fund_available_usd: ArrayLike, n_envs: int) -> FloatArray:
     if not np.isfinite(available).all() or (available < 0.0).any():
         raise ValueError(f"fund_available_usd must be finite and >= 0, got {available}")
     return available
+
+
+def _fund_terms(
+    state: SimState,
+    marks: FloatArray,
+    fund_available_usd: ArrayLike | None,
+    fund_stressed: ArrayLike,
+    allocation: AllocationParams | None,
+) -> tuple[FloatArray, AllocationParams, FloatArray]:
+    """The fund's price, bucket terms and what it can pay this tick: ``(px, alloc, available)``.
+
+    The fund is valued and paid at its last mark (the simulator marks it before the core); a
+    fund never marked is valued at the exchange's own price, the first (factor) market's.
+    """
+    pf = state.fund
+    fund_px = np.where(pf.mark_price > 0.0, pf.mark_price, marks[:, 0])
+    alloc = _DEFAULT_ALLOCATION if allocation is None else allocation
+    if fund_available_usd is None:
+        if not (pf.yield_usd.any() or pf.volatile_units.any() or pf.put_units.any()):
+            available = pf.stable_usd.copy()  # a cash fund: its liquid value is its cash
+        else:
+            available = pf.liquid_usd(fund_px, pf.mark_vol_annual, fund_stressed, alloc)
+    else:
+        available = _fund_available(fund_available_usd, state.n_envs)
+    return fund_px, alloc, available
 
 
 def _book_fund(
@@ -451,17 +467,9 @@ def _cross_step(
             f"at the oracle of one market; with {n_mk} markets they are not built yet: set "
             "liquidator_capacity_mult to 0 or liquidation_fee_fund_share to 1"
         )
-    pf = state.fund
-    # The fund is valued at its last mark; one never marked, at the first (factor) market.
-    fund_px = np.where(pf.mark_price > 0.0, pf.mark_price, marks[:, 0])
-    alloc = _DEFAULT_ALLOCATION if allocation is None else allocation
-    if fund_available_usd is None:
-        if not (pf.yield_usd.any() or pf.volatile_units.any() or pf.put_units.any()):
-            available = pf.stable_usd.copy()  # a cash fund: its liquid value is its cash
-        else:
-            available = pf.liquid_usd(fund_px, pf.mark_vol_annual, fund_stressed, alloc)
-    else:
-        available = _fund_available(fund_available_usd, n_envs)
+    fund_px, alloc, available = _fund_terms(
+        state, marks, fund_available_usd, fund_stressed, allocation
+    )
     sell_px = np.empty((n_envs, n_mk))
     buy_px = np.empty((n_envs, n_mk))
     for j, model in enumerate(impacts):
