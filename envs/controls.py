@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from fundgym.envs.jit import jit
 from fundgym.envs.levers import CONTROLLABLE, LEVERS, Lever, LeverError
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -48,9 +49,52 @@ def allocation_weights(logits: FloatArray) -> FloatArray:
     return np.asarray(e / e.sum(axis=-1, keepdims=True), dtype=np.float64)
 
 
-def _clip_step(move: FloatArray, max_step: float) -> FloatArray:
-    """``move`` limited to [-max_step, max_step]: np.clip's result without its dispatch cost."""
-    return np.minimum(np.maximum(move, -max_step), max_step)
+@jit(error_model="numpy")
+def _apply_kernel(  # type: ignore[no-untyped-def]
+    a, pos, pending, due, decision, cols, notice_rows, margin_rows, notice, max_step, moved
+):
+    """:meth:`Controls.apply` after its checks, exchange by exchange, in place.
+
+    ``pos`` holds every lever's position (``PARAMS`` order, one row each), ``pending`` and
+    ``due`` the margin levers' (``MARGIN_PARAMS`` order); action column ``j`` moves row
+    ``cols[j]``, with notice through ``pending`` row ``notice_rows[j]`` (-1: none).
+    ``margin_rows[m]`` is the ``pos`` row of margin lever ``m``. Only comparisons, additions,
+    subtractions and ``abs``: the bits of the lever-by-lever numpy arithmetic it replaced
+    (a move limited by ``min(max(move, -max_step), max_step)``; the moves summed per exchange
+    from 0 in action order).
+    """
+    for e in range(a.shape[0]):
+        decision[e] += 1
+        now = decision[e]
+        for m in range(margin_rows.shape[0]):  # pending increases that come due now
+            if not np.isnan(pending[m, e]) and now >= due[m, e]:
+                pos[margin_rows[m], e] = pending[m, e]
+                pending[m, e] = np.nan
+        total = 0.0
+        for j in range(cols.shape[0]):
+            row = cols[j]
+            in_force = pos[row, e]
+            wanted = a[e, j]
+            m = notice_rows[j]
+            if m < 0:
+                target = in_force + min(max(wanted - in_force, -max_step), max_step)
+                total += abs(target - in_force)
+                pos[row, e] = target
+                continue
+            pend = pending[m, e]
+            # A cut is measured from the level in force (and cancels what is pending); a
+            # raise from the announced level, so raises during a notice add up.
+            reference = in_force if (wanted < in_force or np.isnan(pend)) else pend
+            target = reference + min(max(wanted - reference, -max_step), max_step)
+            total += abs(target - reference)
+            if target <= in_force:
+                pos[row, e] = target
+                pending[m, e] = np.nan
+            else:
+                if np.isnan(pend):
+                    due[m, e] = now + notice
+                pending[m, e] = target
+        moved[e] = total
 
 
 class Controls:
@@ -95,22 +139,55 @@ class Controls:
                 self._initial[name] = float(lever.to_position(start[name]))
             except LeverError as exc:
                 raise LeverError(f"fixed {exc}") from None
-        self.position: dict[str, FloatArray] = {}
-        self.pending: dict[str, FloatArray] = {}
-        self.due: dict[str, np.ndarray[Any, np.dtype[np.int64]]] = {
-            name: np.zeros(n_envs, dtype=np.int64) for name in MARGIN_PARAMS
-        }
+        # One row per lever (PARAMS order) and per margin lever (MARGIN_PARAMS order); the
+        # dicts hold views of the rows, which ``apply`` and ``reset`` write in place.
+        self._position = np.zeros((len(PARAMS), n_envs))
+        self._pending = np.full((len(MARGIN_PARAMS), n_envs), np.nan)
+        self._due = np.zeros((len(MARGIN_PARAMS), n_envs), dtype=np.int64)
+        self._make_views()
         self.decision = np.zeros(n_envs, dtype=np.int64)
+        names = list(PARAMS)
+        self._cols = np.array([names.index(n) for n in self.controlled], dtype=np.int64)
+        self._notice_rows = np.array(
+            [
+                MARGIN_PARAMS.index(n) if n in MARGIN_PARAMS and self.notice > 0 else -1
+                for n in self.controlled
+            ],
+            dtype=np.int64,
+        )
+        self._margin_rows = np.array([names.index(n) for n in MARGIN_PARAMS], dtype=np.int64)
         self.reset(np.ones(n_envs, dtype=bool))
+
+    def _make_views(self) -> None:
+        """``position``, ``pending`` and ``due``: name -> that lever's row of the arrays."""
+        self.position: dict[str, FloatArray] = {
+            name: self._position[i] for i, name in enumerate(PARAMS)
+        }
+        self.pending: dict[str, FloatArray] = {
+            name: self._pending[m] for m, name in enumerate(MARGIN_PARAMS)
+        }
+        self.due: dict[str, np.ndarray[Any, np.dtype[np.int64]]] = {
+            name: self._due[m] for m, name in enumerate(MARGIN_PARAMS)
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (and deep-copied) without the views: a copied view is no longer one."""
+        state = self.__dict__.copy()
+        for name in ("position", "pending", "due"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore the arrays, then make the views of the new arrays."""
+        self.__dict__.update(state)
+        self._make_views()
 
     def reset(self, mask: np.ndarray[Any, np.dtype[np.bool_]]) -> None:
         """Exchanges in ``mask`` start again from the initial parameters."""
         for name, pos in self._initial.items():
-            arr = self.position.setdefault(name, np.full(self.n_envs, pos))
-            arr[mask] = pos
+            self.position[name][mask] = pos
         for name in MARGIN_PARAMS:
-            arr = self.pending.setdefault(name, np.full(self.n_envs, np.nan))
-            arr[mask] = np.nan
+            self.pending[name][mask] = np.nan
             self.due[name][mask] = 0
         self.decision[mask] = 0
 
@@ -134,32 +211,11 @@ class Controls:
         if not (np.abs(a) <= 1.0).all():
             bad = float(a[~(np.abs(a) <= 1.0)].flat[0])
             raise ValueError(f"action targets must lie in [-1, 1], got {bad!r}")
-        self.decision += 1
-        moved = np.zeros(self.n_envs)
-        for name in MARGIN_PARAMS:  # pending increases that come due now
-            ready = ~np.isnan(self.pending[name]) & (self.decision >= self.due[name])
-            self.position[name] = np.where(ready, self.pending[name], self.position[name])
-            self.pending[name] = np.where(ready, np.nan, self.pending[name])
-        for j, name in enumerate(self.controlled):
-            in_force = self.position[name]
-            if name in MARGIN_PARAMS and self.notice > 0:
-                pend = self.pending[name]
-                # A cut is measured from the level in force (and cancels what is pending); a
-                # raise from the announced level, so raises during a notice add up.
-                down = a[:, j] < in_force
-                reference = np.where(down | np.isnan(pend), in_force, pend)
-                target = reference + _clip_step(a[:, j] - reference, self.max_step)
-                moved += np.abs(target - reference)
-                lower = target <= in_force
-                self.position[name] = np.where(lower, target, in_force)
-                self.due[name] = np.where(
-                    ~lower & np.isnan(pend), self.decision + self.notice, self.due[name]
-                )
-                self.pending[name] = np.where(lower, np.nan, target)
-            else:
-                target = in_force + _clip_step(a[:, j] - in_force, self.max_step)
-                moved += np.abs(target - in_force)
-                self.position[name] = target
+        moved = np.empty(self.n_envs)
+        _apply_kernel(
+            a, self._position, self._pending, self._due, self.decision, self._cols,
+            self._notice_rows, self._margin_rows, self.notice, self.max_step, moved,
+        )  # fmt: skip
         return moved
 
     def values(self) -> dict[str, FloatArray]:
@@ -173,4 +229,4 @@ class Controls:
 
     def normalised(self) -> FloatArray:
         """Positions of every parameter in force, ``(n_envs, len(PARAMS))``, in [-1, 1]."""
-        return np.stack([self.position[name] for name in PARAMS], axis=1)
+        return self._position.T.copy()

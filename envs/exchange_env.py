@@ -25,7 +25,12 @@ from fundgym.envs.fund.kernels import fund_arrays, values_and_weights
 from fundgym.envs.fund.portfolio import AllocationParams, FundPortfolio
 from fundgym.envs.market.price import MINUTES_PER_YEAR
 from fundgym.envs.market.sampler import sample_training_scenario
-from fundgym.envs.observation import BOOK_STATS, book_stats, decision_totals
+from fundgym.envs.observation import (
+    BOOK_STATS,
+    book_stats,
+    decision_totals,
+    observation_columns,
+)
 from fundgym.envs.render import RenderFrame, RenderHistory, render_ansi, render_rgb
 from fundgym.envs.rewards import DecisionTotals, combine, reward_components
 from fundgym.envs.scenarios import Scenario, load_scenario
@@ -104,6 +109,7 @@ OBS_NAMES: tuple[str, ...] = (
     "episode_progress",
 )
 _PARAMS_COL = OBS_NAMES.index("param_liquidation_fee_rate")  # first lever's column
+_THINNESS_COL = OBS_NAMES.index("oi_to_depth_log10")
 _OI_COL = BOOK_STATS.index("open_interest_usd")
 
 
@@ -617,31 +623,21 @@ class FundControlCore:
         if book is None:
             book = book_stats(state, sim.risk, mark, parallel=sim.threads > 1)
         self.last_book = book
-        oi, long_oi, short_oi = book[:, 0], book[:, 1], book[:, 2]
         fund_value = self.last_fund_value_usd = np.empty(self.n_envs)
         weights = np.empty((self.n_envs, 4))
         values_and_weights(fund_arrays(sim.portfolio), index, sim.vol_annual, fund_value, weights)
-        oi0 = np.maximum(sim.initial_open_interest_usd, 1.0)
-        depth = np.maximum(sim.last_depth_usd_per_pct, MIN_DEPTH_USD_PER_PCT)
-        # Each column written in place (in OBS_NAMES order), checked, then clipped in place.
+        # Every column in one compiled pass (OBS_NAMES order; the thinness column's log10 by
+        # numpy, as before), checked, then clipped in place.
         obs = np.empty((self.n_envs, len(OBS_NAMES)))
-        obs[:, 0] = np.sqrt(self.var_short * per_year)
-        obs[:, 1] = np.sqrt(self.var_long * per_year)
-        obs[:, 2] = 100.0 * self.last_return
-        obs[:, 3] = sim.last_depth_mult
-        obs[:, 4] = np.log10(np.maximum(oi, 1.0) / depth)
-        obs[:, 5] = 100.0 * (oracle / mark - 1.0)
-        obs[:, 6] = 1e3 * funding
-        obs[:, 7] = oi / oi0
-        obs[:, 8] = (long_oi - short_oi) / np.maximum(long_oi + short_oi, 1e-12)
-        obs[:, 9:12] = book[:, 3:6] / 50.0  # leverage p50, p90, p99
-        obs[:, 12:15] = book[:, 6:9]  # OI within 1%, 2%, 5%
-        obs[:, 15] = 10.0 * fund_value / np.maximum(oi, 1.0)
-        obs[:, 16:20] = weights
-        obs[:, 20] = 100.0 * self.last_liq_usd / oi0
-        obs[:, 21] = 1e3 * self.last_shortfall_usd / oi0
-        obs[:, _PARAMS_COL : _PARAMS_COL + len(PARAMS)] = self.controls.normalised()
-        obs[:, -1] = self.decision / np.maximum(self.n_decisions, 1)
+        thinness = np.empty(self.n_envs)
+        observation_columns(
+            self.var_short, self.var_long, per_year, self.last_return, sim.last_depth_mult,
+            sim.last_depth_usd_per_pct, MIN_DEPTH_USD_PER_PCT, oracle, mark, funding, book,
+            sim.initial_open_interest_usd, fund_value, weights, self.last_liq_usd,
+            self.last_shortfall_usd, self.controls.normalised(), _PARAMS_COL, self.decision,
+            self.n_decisions, obs, thinness,
+        )  # fmt: skip
+        obs[:, _THINNESS_COL] = np.log10(thinness)
         if not np.isfinite(obs).all():
             e, col = (int(i) for i in np.argwhere(~np.isfinite(obs))[0])
             raise FloatingPointError(

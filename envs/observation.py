@@ -404,3 +404,53 @@ def decision_totals(events, r2, a_short, a_long, var_short, var_long, total):  #
                 total[e, c] += events[k, e, c]
             var_short[e] += a_short * (r2[k, e] - var_short[e])
             var_long[e] += a_long * (r2[k, e] - var_long[e])
+
+
+@jit(error_model="numpy", inline="always")
+def _at_least(x, floor):  # type: ignore[no-untyped-def]
+    """``np.maximum(x, floor)`` of one value: ``x`` when NaN (it propagates, as numpy's)."""
+    return floor if x < floor else x
+
+
+@jit(error_model="numpy")
+def observation_columns(  # type: ignore[no-untyped-def]
+    var_short, var_long, per_year, last_return, depth_mult, depth_usd, min_depth_usd, oracle,
+    mark, funding, book, initial_oi, fund_value, weights, last_liq, last_shortfall, positions,
+    params_col, decision, n_decisions, obs, thinness,
+):  # fmt: skip
+    """The environment's raw observation (``OBS_NAMES`` order, before clipping), in place.
+
+    Every column but the thinness one (4), whose ``log10`` stays with numpy (its vectorised
+    logarithm is not the C library's to the bit): ``thinness`` gets its argument,
+    ``max(OI, 1) / max(depth, min_depth_usd)``. Each value has the operations, in the
+    order, of the numpy expressions this replaces (``InsuranceFundEnv``'s docstring gives the
+    scaling of each column); ``positions`` is ``(n_envs, n_levers)``, the levers' positions,
+    written from column ``params_col`` on; the episode's progress is the last column.
+    """
+    n_params = positions.shape[1]
+    for e in range(obs.shape[0]):
+        oi = book[e, 0]
+        long_oi = book[e, 1]
+        short_oi = book[e, 2]
+        oi0 = _at_least(initial_oi[e], 1.0)
+        oi_floor = _at_least(oi, 1.0)
+        obs[e, 0] = np.sqrt(var_short[e] * per_year)
+        obs[e, 1] = np.sqrt(var_long[e] * per_year)
+        obs[e, 2] = 100.0 * last_return[e]
+        obs[e, 3] = depth_mult[e]
+        thinness[e] = oi_floor / _at_least(depth_usd[e], min_depth_usd)
+        obs[e, 5] = 100.0 * (oracle[e] / mark[e] - 1.0)
+        obs[e, 6] = 1e3 * funding[e]
+        obs[e, 7] = oi / oi0
+        obs[e, 8] = (long_oi - short_oi) / _at_least(long_oi + short_oi, 1e-12)
+        for k in range(3):
+            obs[e, 9 + k] = book[e, 3 + k] / 50.0  # leverage p50, p90, p99
+            obs[e, 12 + k] = book[e, 6 + k]  # OI within 1%, 2%, 5%
+        obs[e, 15] = 10.0 * fund_value[e] / oi_floor
+        for k in range(4):
+            obs[e, 16 + k] = weights[e, k]
+        obs[e, 20] = 100.0 * last_liq[e] / oi0
+        obs[e, 21] = 1e3 * last_shortfall[e] / oi0
+        for k in range(n_params):
+            obs[e, params_col + k] = positions[e, k]
+        obs[e, params_col + n_params] = float(decision[e]) / float(max(n_decisions[e], 1))

@@ -135,24 +135,37 @@ class SimState:
         fund = np.array(np.broadcast_to(np.asarray(fund_usd, dtype=np.float64), (n_envs,)))
         if not np.isfinite(fund).all() or (fund < 0.0).any():
             raise ValueError(f"fund_usd must be finite and >= 0, got {fund_usd!r}")
-        zeros = np.zeros(n_envs)
-        state = cls(
+        counterparty_size = -q.sum(axis=1)
+        counterparty_cash = (q * e).sum(axis=(1, 2))
+        portfolio = FundPortfolio.from_stable(fund)
+        # The ledger total at a mark of 1 (it does not depend on the mark once the counterparty
+        # balances the book): ledger_total's sum, in its order, of what a new state holds.
+        # The fund's value is its stable bucket plus the empty buckets' zeros; the vault,
+        # fees, rewards and bad debt add (and subtract) zeros, of which only the first can
+        # change a bit (-0.0 + 0.0 is +0.0). tests/envs/test_fast_paths.py checks this
+        # against ledger_total, bit for bit.
+        upnl = (q * (1.0 - e)).sum(axis=2)
+        initial_total = (
+            (c + upnl).sum(axis=1)
+            + (portfolio.stable_usd + 0.0)
+            + 0.0
+            + counterparty_cash
+            + counterparty_size.sum(axis=1)
+        )
+        return cls(
             collateral_usd=c,
             size=q,
             entry_price=e,
-            counterparty_size=-q.sum(axis=1),
-            counterparty_cash_usd=(q * e).sum(axis=(1, 2)),
-            fund=FundPortfolio.from_stable(fund),
+            counterparty_size=counterparty_size,
+            counterparty_cash_usd=counterparty_cash,
+            fund=portfolio,
             vault=np.zeros((n_envs, N_VAULT)),
-            fee_revenue_usd=zeros.copy(),
-            liquidator_rewards_usd=zeros.copy(),
-            unrecovered_usd=zeros.copy(),
-            net_deposits_usd=zeros.copy(),
-            initial_total_usd=zeros.copy(),
+            fee_revenue_usd=np.zeros(n_envs),
+            liquidator_rewards_usd=np.zeros(n_envs),
+            unrecovered_usd=np.zeros(n_envs),
+            net_deposits_usd=np.zeros(n_envs),
+            initial_total_usd=initial_total,
         )
-        # The total does not depend on the mark once the counterparty balances the book.
-        state.initial_total_usd = ledger_total(state, np.ones((n_envs, state.n_markets)))
-        return state
 
     def copy(self) -> SimState:
         """Deep copy (every array copied, the fund's too)."""

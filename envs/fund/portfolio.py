@@ -326,7 +326,7 @@ class FundPortfolio:
     @classmethod
     def zeros(cls, n_envs: int) -> FundPortfolio:
         """An empty portfolio for ``n_envs`` exchanges."""
-        return cls(**{f.name: np.zeros(n_envs, dtype=np.float64) for f in fields(cls)})
+        return cls(*(np.zeros(n_envs, dtype=np.float64) for _ in range(_N_FIELDS)))
 
     @classmethod
     def from_stable(cls, amount_usd: ArrayLike) -> FundPortfolio:
@@ -419,6 +419,9 @@ class FundPortfolio:
             self.value_usd(self.mark_price, self.mark_vol_annual) - expected + self.paid_usd
         )
         return out
+
+
+_N_FIELDS = len(fields(FundPortfolio))  # the positional arguments of FundPortfolio.zeros
 
 
 def _withdraw_frac(stressed: ArrayLike, params: AllocationParams, n_envs: int) -> FloatArray:

@@ -25,12 +25,13 @@ anything happens, which is the only warning a manipulation gives.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from fundgym.envs.scenarios import Scenario, scenario_from_dict
+from fundgym.envs.scenarios import Scenario, scenario_from_dict, scenario_from_draw
 from fundgym.envs.schema import SchemaError, spec
 
 #: Longest training episode, minutes (90 days). The draws' largest volatility (80% x regimes up
@@ -125,6 +126,29 @@ def _pump_legs(rng: np.random.Generator, thin: bool) -> list[dict[str, Any]]:
     ]
 
 
+@functools.lru_cache(maxsize=64)
+def _check_settings(horizon_minutes: float, tick_minutes: float, price: float) -> None:
+    """The caller's clock, horizon and price through the scenario schema, once per setting.
+
+    Every other value of a draw is drawn inside its field's range, so a draw is built
+    without re-checking each value (:func:`~fundgym.envs.scenarios.scenario_from_draw`);
+    what the caller chooses is checked here, by the schema itself, on the calmest scenario
+    the sampler can draw (its lowest volatility, no jumps, regimes or crash), whose bounds
+    every draw's include. A failing setting raises and is not cached.
+    """
+    scenario_from_dict(
+        {
+            "name": "training_sample",
+            "description": "randomised training scenario",
+            "tick_minutes": tick_minutes,
+            "horizon_minutes": horizon_minutes,
+            "price": {"initial": price, "vol_annual": 0.3, "jumps": {"rate_per_day": 0.0}},
+            "depth": {"normal_usd_per_pct": MAJOR_DEPTH_USD_PER_PCT[0]},
+        },
+        "<training sampler>",
+    )
+
+
 def sample_training_scenario(
     rng: np.random.Generator,
     *,
@@ -152,6 +176,7 @@ def sample_training_scenario(
             f"a number in (0, {MAX_TRAINING_HORIZON_MINUTES:g}] (90 days: longer random draws can "
             "exceed the scenario schema's bound on the base process's log move)",
         )
+    _check_settings(horizon_minutes, tick_minutes, price)
     thin = bool(rng.random() < thin_prob)
     vol = float(rng.uniform(0.3, 0.8))
     regime = bool(rng.random() < 0.5)
@@ -247,4 +272,4 @@ def sample_training_scenario(
             "strength": strength,
             "lead_minutes": float(max(30.0, min(start, 720.0))),
         }
-    return scenario_from_dict(data, "<training sampler>")
+    return scenario_from_draw(data, "<training sampler>")
