@@ -177,7 +177,7 @@ def _demo(args: argparse.Namespace, cfg: TrainConfig) -> int:
     print(
         f"\nper episode, mean over {len(scenarios)} crashes x {episodes} episodes "
         "(solvency loss = socialised + unrecovered + deleveraged notional; capital = fund + "
-        "maintenance margin):"
+        "vault + maintenance margin):"
     )
     print(format_table(result.by_policy))
     d = result.dominance.get(name)

@@ -223,7 +223,7 @@ class Trial:
         values: Every lever of :data:`STATIC_PARAMS`, natural units.
         engine: The engine it ran under (the fund and vault it actually started with).
         solvency_loss_usd: Mean solvency loss per episode over every scenario and episode.
-        capital_locked_usd: Mean capital locked (fund + maintenance margin + vault) per
+        capital_locked_usd: Mean capital locked (fund + vault equity + maintenance margin) per
             episode.
         mean_reward: The old grid search's objective (mean episode reward, per scenario then
             averaged), kept for comparison.
@@ -813,8 +813,9 @@ def frontier_json(
             "objectives": {
                 "solvency_loss_usd": "mean per episode of socialised + unrecovered loss + "
                 "deleveraged notional (minimised)",
-                "capital_locked_usd": "mean per episode of the fund's value + maintenance "
-                "margin locked, averaged over the episode (minimised)",
+                "capital_locked_usd": "mean per episode of the fund's value + the backstop "
+                "vault's equity + maintenance margin locked, averaged over the episode "
+                "(minimised)",
             },
             "settings": result.settings,
             "storage": result.storage,
@@ -934,7 +935,7 @@ def frontier_md(result: FrontierResult, policies: Sequence[PlacedPolicy], comman
         "the levers and the engine (liquidation mode, ADL ranking, margin tiers, the fund's "
         "and the vault's starting sizes). Both objectives are means per episode, minimised: "
         "solvency loss (socialised + unrecovered + deleveraged notional) and capital locked "
-        "(fund + maintenance margin + the backstop vault's starting capital).",
+        "(fund + the backstop vault's equity + maintenance margin).",
         "",
         f"**best_static** is {result.rule.describe()}: trial {chosen.number} "
         f"({chosen.source}), loss {_usd(chosen.solvency_loss_usd)}, capital "

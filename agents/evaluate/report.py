@@ -592,7 +592,7 @@ def scenario_bars_figure(
     ax_loss.legend(
         loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="policy", title_fontsize=8
     )
-    ax_cap.set_ylabel("mean capital locked (USD)\nfund + maintenance margin")
+    ax_cap.set_ylabel("mean capital locked (USD)\nfund + vault + maintenance margin")
     ax_cap.set_ylim(bottom=0.0)
     ax_cap.yaxis.set_major_formatter(FuncFormatter(_usd_tick))
     fig.tight_layout()
@@ -684,7 +684,7 @@ def scatter_figure(
     ax.set_xlim(x_left, x_right)
     _loss_axis(ax, ys_all, room_below=True)
     ax.xaxis.set_major_formatter(FuncFormatter(_usd_tick))
-    ax.set_xlabel("mean capital locked (USD): fund + maintenance margin")
+    ax.set_xlabel("mean capital locked (USD): fund + vault + maintenance margin")
     ax.set_ylabel("solvency loss (USD): bad debt + ADL notional")
     ax.set_title(
         "Solvency vs capital efficiency, all scenarios "
@@ -1070,8 +1070,8 @@ _GLOSSARY: tuple[tuple[str, str], ...] = (
     ),
     (
         "capital locked",
-        ": insurance fund + maintenance margin, averaged over decision steps: the capital "
-        "that sits idle to buy the safety.",
+        ": insurance fund + backstop vault equity + maintenance margin, averaged over "
+        "decision steps: the capital that sits idle to buy the safety.",
     ),
     ("fund / OI", ": mean of fund balance / open interest over decision steps."),
     ("OI retained", ": open interest at the episode end / at its start."),
