@@ -32,7 +32,18 @@ field                      shape          what it holds
 ``net_deposits_usd``       ``(E,)``       external deposits minus withdrawals, plus the fund's
                                           gains from outside (yield, option marks, costs).
 ``initial_total_usd``      ``(E,)``       ledger total at creation.
+``collateral_units``       ``(E, A, K)``  units of ``K`` collateral assets each account posts
+                                          besides USD (a USDe-like stable, a wBETH-like
+                                          LST); ``K = 0`` (a zero-size axis) by default.
 =========================  =============  ====================================================
+
+Collateral assets have no price of their own in the state: the margin engine reads the one its
+caller passes (the venue's book, an external index or the redemption value; ``docs/markets.md``,
+"Collateral assets in the margin engine"), and :func:`ledger_total` counts them at the price
+it is given, ``units x price`` (no haircut: the haircut is a margin discount, not a loss).
+A move of that price between two ledger readings is a revaluation of an outside asset, not
+money the engine moved: the ledger closes when read at the price it was built (or the step
+run) at.
 
 The compiled kernels (:mod:`fundgym.envs.core.kernels`, :mod:`fundgym.envs.traders.kernels`) take
 these arrays directly; nothing outside them keeps a second copy of any balance. Each exchange's sums
@@ -70,6 +81,7 @@ class SimState:
     unrecovered_usd: FloatArray
     net_deposits_usd: FloatArray
     initial_total_usd: FloatArray
+    collateral_units: FloatArray
 
     @property
     def n_envs(self) -> int:
@@ -87,6 +99,11 @@ class SimState:
         return int(self.size.shape[2])
 
     @property
+    def n_collateral(self) -> int:
+        """Collateral assets (besides USD) an account can post; 0 for USD only."""
+        return int(self.collateral_units.shape[2])
+
+    @property
     def fund_usd(self) -> FloatArray:
         """The fund's value at its last mark, ``(E,)`` (read-only: the buckets hold it)."""
         pf = self.fund
@@ -100,6 +117,8 @@ class SimState:
         size: ArrayLike,
         entry_price: ArrayLike,
         fund_usd: ArrayLike,
+        collateral_units: ArrayLike | None = None,
+        collateral_price: ArrayLike | None = None,
     ) -> SimState:
         """Build a state whose open positions were opened against the counterparty at entry.
 
@@ -109,10 +128,16 @@ class SimState:
             entry_price: Same shape as ``size``, > 0 where ``size != 0``.
             fund_usd: Initial insurance fund (held in stable assets), scalar or ``(E,)``,
                 >= 0.
+            collateral_units: ``(E, A, K)`` units of ``K`` collateral assets per account,
+                >= 0 (default none: ``K = 0``).
+            collateral_price: ``(E, K)`` or ``(K,)`` price, > 0, at which the initial
+                ledger total counts those units (default 1: par); read the ledger at the
+                same price for it to close.
 
         Raises:
             ValueError: Shapes disagree, a value is not finite, an open position has no
-                positive entry price, or the fund is negative.
+                positive entry price, the fund or a collateral balance is negative, or a
+                collateral price is not > 0.
         """
         c = np.array(collateral_usd, dtype=np.float64, ndmin=2, order="C")
         q = np.array(size, dtype=np.float64, ndmin=2, order="C")
@@ -135,6 +160,7 @@ class SimState:
         fund = np.array(np.broadcast_to(np.asarray(fund_usd, dtype=np.float64), (n_envs,)))
         if not np.isfinite(fund).all() or (fund < 0.0).any():
             raise ValueError(f"fund_usd must be finite and >= 0, got {fund_usd!r}")
+        units = _collateral_units(collateral_units, c.shape)
         counterparty_size = -q.sum(axis=1)
         counterparty_cash = (q * e).sum(axis=(1, 2))
         portfolio = FundPortfolio.from_stable(fund)
@@ -152,6 +178,14 @@ class SimState:
             + counterparty_cash
             + counterparty_size.sum(axis=1)
         )
+        if units.shape[2] > 0:  # K = 0 adds nothing, not even a rounding
+            price = collateral_prices(
+                "collateral_price",
+                1.0 if collateral_price is None else collateral_price,
+                n_envs,
+                units.shape[2],
+            )
+            initial_total = initial_total + (units * price[:, None, :]).sum(axis=(1, 2))
         return cls(
             collateral_usd=c,
             size=q,
@@ -165,6 +199,7 @@ class SimState:
             unrecovered_usd=np.zeros(n_envs),
             net_deposits_usd=np.zeros(n_envs),
             initial_total_usd=initial_total,
+            collateral_units=units,
         )
 
     def copy(self) -> SimState:
@@ -190,6 +225,43 @@ class SimState:
         return SimState(**out)
 
 
+def _collateral_units(units: ArrayLike | None, shape: tuple[int, ...]) -> FloatArray:
+    """``units`` as a checked ``(E, A, K)`` array; ``(E, A, 0)`` for ``None``."""
+    if units is None:
+        return np.zeros((*shape, 0))
+    u = np.array(units, dtype=np.float64, order="C")
+    if u.ndim != 3 or u.shape[:2] != shape:
+        raise ValueError(
+            f"collateral_units must be (n_envs, n_accounts, n_assets) with (n_envs, "
+            f"n_accounts) = {shape}, got shape {u.shape}"
+        )
+    if not np.isfinite(u).all() or (u < 0.0).any():
+        bad = u[~(np.isfinite(u) & (u >= 0.0))].flat[0]
+        raise ValueError(f"collateral_units must be finite and >= 0, got {bad!r}")
+    return u
+
+
+def collateral_prices(name: str, value: ArrayLike, n_envs: int, n_assets: int) -> FloatArray:
+    """A collateral price ``value`` (``(E, K)``, ``(K,)`` or scalar) as a checked ``(E, K)``.
+
+    Raises:
+        ValueError: It does not broadcast to ``(E, K)``, or an entry is not finite and > 0
+            (the message names ``name``, the value and the allowed range).
+    """
+    v = np.asarray(value, dtype=np.float64)
+    try:
+        out = np.ascontiguousarray(np.broadcast_to(v, (n_envs, n_assets)), dtype=np.float64)
+    except ValueError:
+        raise ValueError(
+            f"{name} must be (n_envs, n_assets) = ({n_envs}, {n_assets}) or (n_assets,), "
+            f"got shape {v.shape}"
+        ) from None
+    ok = np.isfinite(out) & (out > 0.0)
+    if not ok.all():
+        raise ValueError(f"{name} must be finite and > 0 (USD per unit), got {out[~ok].flat[0]!r}")
+    return out
+
+
 def marks_2d(mark: ArrayLike, n_envs: int, n_markets: int) -> FloatArray:
     """``mark`` as an ``(E, M)`` array: ``(E,)`` (one market) and scalars broadcast."""
     m = np.asarray(mark, dtype=np.float64)
@@ -204,10 +276,14 @@ def open_interest_usd(state: SimState, mark: ArrayLike) -> FloatArray:
     return np.asarray(0.5 * np.abs(state.size).sum(axis=1) * m, dtype=np.float64)
 
 
-def ledger_total(state: SimState, mark: ArrayLike) -> FloatArray:
+def ledger_total(
+    state: SimState, mark: ArrayLike, collateral_px: ArrayLike | None = None
+) -> FloatArray:
     """Sum of every ledger line per exchange at ``mark`` (``(E,)`` or ``(E, M)``).
 
-    accounts' collateral + their unrealised PnL in every market + the fund at its last mark +
+    accounts' collateral + their collateral assets at ``collateral_px`` (``(E, K)`` or
+    ``(K,)``; required when the state has collateral assets, ignored with none) + their
+    unrealised PnL in every market + the fund at its last mark +
     the vault's cash and inventory at mark (one market) + fee revenue + liquidator rewards +
     the counterparty's cash and position at mark - bad debt absorbed by the exchange. It must
     stay ``initial_total_usd + net_deposits_usd``.
@@ -215,6 +291,14 @@ def ledger_total(state: SimState, mark: ArrayLike) -> FloatArray:
     m = marks_2d(mark, state.n_envs, state.n_markets)
     upnl = (state.size * (m[:, None, :] - state.entry_price)).sum(axis=2)
     accounts = (state.collateral_usd + upnl).sum(axis=1)
+    n_assets = state.n_collateral
+    if n_assets > 0:
+        if collateral_px is None:
+            raise ValueError(
+                f"collateral_px is required: the state holds {n_assets} collateral assets"
+            )
+        px = collateral_prices("collateral_px", collateral_px, state.n_envs, n_assets)
+        accounts = accounts + (state.collateral_units * px[:, None, :]).sum(axis=(1, 2))
     total = (
         accounts
         + state.fund_usd
@@ -229,6 +313,13 @@ def ledger_total(state: SimState, mark: ArrayLike) -> FloatArray:
     return np.asarray(total, dtype=np.float64)
 
 
-def ledger_error(state: SimState, mark: ArrayLike) -> FloatArray:
-    """``ledger_total - (initial_total + net deposits)`` per exchange; zero up to rounding."""
-    return ledger_total(state, mark) - (state.initial_total_usd + state.net_deposits_usd)
+def ledger_error(
+    state: SimState, mark: ArrayLike, collateral_px: ArrayLike | None = None
+) -> FloatArray:
+    """``ledger_total - (initial_total + net deposits)`` per exchange; zero up to rounding.
+
+    With collateral assets, zero when ``collateral_px`` is the price the state was created
+    at (see the module docstring).
+    """
+    total = ledger_total(state, mark, collateral_px)
+    return total - (state.initial_total_usd + state.net_deposits_usd)

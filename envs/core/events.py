@@ -108,6 +108,14 @@ class StepEvents:
             the sums over markets. Every other column of a multi-market step is likewise the
             exchange's total over its markets, and ``n_liquidations`` counts accounts, not
             positions.
+        collateral_seized_usd: ``(n_envs,)`` collateral assets seized from liquidated
+            accounts, valued at the price the venue uses for them (``units x price``, before
+            the haircut). Set by a step over a state with collateral assets (``None`` when it
+            has none).
+        collateral_depeg_loss_usd: ``(n_envs,)`` what those seized units were worth at their
+            redemption value minus what they fetched (``units x (redemption - price x (1 -
+            haircut))``; signed, zero when no redemption price was given). Set with
+            ``collateral_seized_usd``.
         n_liquidations: Accounts that received a liquidation order (``int64``, a copy).
         liquidation_volume_usd: Notional closed by the liquidation engine: book fills at the
             fill price plus deleveraged size at the ADL rule's price (the bankruptcy price, or
@@ -243,13 +251,21 @@ class StepEvents:
     )
     """Field names in column order (the ``info`` keys)."""
 
-    __slots__ = ("data", "market_flow_usd")
+    __slots__ = ("collateral_depeg_loss_usd", "collateral_seized_usd", "data", "market_flow_usd")
 
-    def __init__(self, data: FloatArray, market_flow_usd: FloatArray | None = None) -> None:
+    def __init__(
+        self,
+        data: FloatArray,
+        market_flow_usd: FloatArray | None = None,
+        collateral_seized_usd: FloatArray | None = None,
+        collateral_depeg_loss_usd: FloatArray | None = None,
+    ) -> None:
         """Wrap ``data``, an ``(n_envs, N_EVENTS)`` float64 array (not copied).
 
         ``market_flow_usd``, when given, is the ``(n_envs, n_markets, 2)`` per-market split of
         the liquidation flow (not copied): see :attr:`market_flow_usd`.
+        ``collateral_seized_usd`` and ``collateral_depeg_loss_usd``, when given, are
+        ``(n_envs,)`` (not copied): see their attributes.
         """
         if data.ndim != 2 or data.shape[1] != N_EVENTS or data.dtype != np.float64:
             raise ValueError(
@@ -265,8 +281,16 @@ class StepEvents:
                 "StepEvents.market_flow_usd must be (n_envs, n_markets, 2), "
                 f"got {market_flow_usd.shape}"
             )
+        for name, arr in (
+            ("collateral_seized_usd", collateral_seized_usd),
+            ("collateral_depeg_loss_usd", collateral_depeg_loss_usd),
+        ):
+            if arr is not None and arr.shape != (data.shape[0],):
+                raise ValueError(f"StepEvents.{name} must be (n_envs,), got {arr.shape}")
         self.data = data
         self.market_flow_usd = market_flow_usd
+        self.collateral_seized_usd = collateral_seized_usd
+        self.collateral_depeg_loss_usd = collateral_depeg_loss_usd
 
     @classmethod
     def zeros(cls, n_envs: int) -> StepEvents:
@@ -281,7 +305,14 @@ class StepEvents:
     def copy(self) -> StepEvents:
         """An independent copy."""
         flow = None if self.market_flow_usd is None else self.market_flow_usd.copy()
-        return StepEvents(self.data.copy(), flow)
+        seized = self.collateral_seized_usd
+        depeg = self.collateral_depeg_loss_usd
+        return StepEvents(
+            self.data.copy(),
+            flow,
+            None if seized is None else seized.copy(),
+            None if depeg is None else depeg.copy(),
+        )
 
     def as_dict(self) -> dict[str, FloatArray | IntArray]:
         """Field name to ``(n_envs,)`` array (views, except ``n_liquidations``)."""

@@ -65,6 +65,19 @@ account; socialisation charges each market's loss to that market's bearers, capp
 cross-account equity. ``StepEvents.market_flow_usd`` reports each market's flow; the
 per-exchange columns are sums over markets. With one market the step is the single-market
 code, unchanged. ``docs/markets.md`` ("The margin engine across markets") has the formulas.
+
+**Collateral assets** (``state.n_collateral = K > 0``). An account's equity counts each
+asset it posts at ``units x price x (1 - haircut)``, at the price the caller passes
+(``collateral_price``: the venue's book, an external index or the redemption value, the
+caller's choice). A state with collateral assets runs the several-markets path, one market
+included. A liquidated account's assets are all seized and sold before its legs' bankruptcy
+accounting, at ``price x (1 - haircut)`` (the haircut is the venue's conversion discount),
+into its USD collateral; the haircut's value, ``units x price x haircut``, goes to the
+outside counterparty that buys them (its cash). A depeg that leaves the account below zero
+then yields bad debt for the fund, ADL and socialisation exactly as a price move does.
+Accounts that are not liquidated keep their assets; ADL judges and socialisation caps them on
+their equity with the assets counted. ``docs/markets.md`` ("Collateral assets in the margin
+engine") has the formulas and the price choice's failure modes.
 """
 
 from __future__ import annotations
@@ -76,7 +89,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from fundgym.envs.core import kernels
-from fundgym.envs.core.events import N_EVENTS, StepEvents
+from fundgym.envs.core.events import EV_N_LIQUIDATIONS, N_EVENTS, StepEvents
 from fundgym.envs.core.impact import ImpactModel, SqrtImpact
 from fundgym.envs.core.liquidation import LIQ_PARTIAL
 from fundgym.envs.core.liquidators import liquidators_paid
@@ -89,7 +102,7 @@ from fundgym.envs.core.params import (
 )
 from fundgym.envs.core.vault import V_ACTIVE
 from fundgym.envs.fund.portfolio import AllocationParams, settle
-from fundgym.envs.state import SimState, marks_2d
+from fundgym.envs.state import SimState, collateral_prices, marks_2d
 
 __all__ = ["StepEvents", "core_step", "margin_state"]
 
@@ -143,8 +156,69 @@ def _path_start(name: str, value: ArrayLike | None, n_envs: int) -> FloatArray:
     return out
 
 
+class _Collateral:
+    """One tick's collateral-asset terms, checked: what the margin engine counts and sells.
+
+    Attributes:
+        price: ``(E, K)`` the price the venue uses, USD per unit.
+        haircut: ``(E, K)`` the venue's discount, in [0, 1).
+        redemption: ``(E, K)`` the redemption value (``None`` when not given).
+        value_usd: ``(E, A)`` each account's assets at ``price x (1 - haircut)``: what
+            counts toward its equity and what they fetch when seized.
+    """
+
+    __slots__ = ("haircut", "price", "redemption", "value_usd")
+
+    def __init__(
+        self,
+        state: SimState,
+        price: ArrayLike | None,
+        haircut: ArrayLike | None,
+        redemption: ArrayLike | None,
+    ) -> None:
+        n_envs, n_assets = state.n_envs, state.n_collateral
+        if price is None:
+            raise ValueError(
+                f"collateral_price is required: the state holds {n_assets} collateral assets"
+            )
+        self.price = collateral_prices("collateral_price", price, n_envs, n_assets)
+        self.haircut = _haircuts(haircut, n_envs, n_assets)
+        self.redemption = (
+            None
+            if redemption is None
+            else collateral_prices("collateral_redemption_price", redemption, n_envs, n_assets)
+        )
+        per_unit = self.price * (1.0 - self.haircut)
+        self.value_usd = (state.collateral_units * per_unit[:, None, :]).sum(axis=2)
+
+
+def _haircuts(haircut: ArrayLike | None, n_envs: int, n_assets: int) -> FloatArray:
+    """``collateral_haircut`` (``(K,)``, ``(E, K)`` or scalar; default 0) as checked ``(E, K)``."""
+    if haircut is None:
+        return np.zeros((n_envs, n_assets))
+    h = np.asarray(haircut, dtype=np.float64)
+    try:
+        out = np.ascontiguousarray(np.broadcast_to(h, (n_envs, n_assets)), dtype=np.float64)
+    except ValueError:
+        raise ValueError(
+            f"collateral_haircut must be (n_assets,) or (n_envs, n_assets) = ({n_envs}, "
+            f"{n_assets}), got shape {h.shape}"
+        ) from None
+    ok = np.isfinite(out) & (out >= 0.0) & (out < 1.0)
+    if not ok.all():
+        raise ValueError(
+            f"collateral_haircut must be finite and in [0, 1), got {out[~ok].flat[0]!r}"
+        )
+    return out
+
+
 def margin_state(
-    state: SimState, params: RiskParams, mark: ArrayLike
+    state: SimState,
+    params: RiskParams,
+    mark: ArrayLike,
+    *,
+    collateral_price: ArrayLike | None = None,
+    collateral_haircut: ArrayLike | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """Cross-margin equity and maintenance requirement of every account, each ``(E, A)``.
 
@@ -152,14 +226,20 @@ def margin_state(
         state: Batch state (read only).
         params: Risk parameters (``mmr`` and ``tiers`` are read).
         mark: ``(E,)`` (one market) or ``(E, M)`` prices the margin engine reads.
+        collateral_price: ``(E, K)`` or ``(K,)`` price of the collateral assets, > 0;
+            required when the state has any (:func:`core_step`'s).
+        collateral_haircut: ``(K,)`` or ``(E, K)`` haircut in [0, 1) (default 0).
     """
     n_envs, n_acc = state.n_envs, state.n_accounts
     marks = _marks(mark, n_envs, state.n_markets)
     floors, rates, cums, base = _tier_table(params)
     eq = np.empty((n_envs, n_acc))
     req = np.empty((n_envs, n_acc))
+    coll = state.collateral_usd
+    if state.n_collateral > 0:
+        coll = coll + _Collateral(state, collateral_price, collateral_haircut, None).value_usd
     kernels.margin_kernel(
-        state.collateral_usd,
+        coll,
         state.size,
         state.entry_price,
         marks,
@@ -187,6 +267,9 @@ def core_step(
     tick_minutes: float = 1.0,
     prev_mark: ArrayLike | None = None,
     prev_book_price: ArrayLike | None = None,
+    collateral_price: ArrayLike | None = None,
+    collateral_haircut: ArrayLike | None = None,
+    collateral_redemption_price: ArrayLike | None = None,
 ) -> StepEvents:
     """Mark to market, check margins and liquidate, for every exchange in the batch.
 
@@ -219,6 +302,16 @@ def core_step(
             an entry that is not > 0: no previous tick, every sub-step reads ``mark``.
         prev_book_price: ``(E,)`` the previous tick's ``book_price``, where the path of the
             book the sub-steps' fills walk starts (``None`` or not > 0: none).
+        collateral_price: ``(E, K)`` or ``(K,)`` price, > 0, at which the margin engine
+            counts and sells the state's ``K`` collateral assets; required when ``K > 0``
+            (ignored when ``K = 0``). Which price (the venue's book, an external index, the
+            redemption value) is the caller's choice: ``docs/markets.md`` tables each one's
+            failure mode.
+        collateral_haircut: ``(K,)`` or ``(E, K)`` the assets' haircut in [0, 1) (default
+            0): equity counts ``units x price x (1 - haircut)``, and a seized asset sells at
+            that price.
+        collateral_redemption_price: ``(E, K)`` or ``(K,)`` the assets' redemption value,
+            > 0, read only for ``StepEvents.collateral_depeg_loss_usd`` (zero without it).
 
     Returns:
         The tick's events per exchange. The fund's fee income and the shortfall it paid are
@@ -229,12 +322,14 @@ def core_step(
         unrecovered.
 
     Raises:
-        NotImplementedError: More than one market with what is built for one only: a venue
-            liquidation mode, an active backstop vault, or paid outside liquidators.
+        NotImplementedError: More than one market, or collateral assets, with what is built
+            for one market of USD collateral only: a venue liquidation mode, an active
+            backstop vault, or paid outside liquidators.
         ValueError: ``impact`` lists a number of models other than ``M``, or ``mark`` /
             ``book_price`` is not ``(E, M)`` with several markets;
             ``fund_available_usd`` is negative or not finite, ``tick_minutes`` is not
-            positive, or ``prev_mark`` / ``prev_book_price`` is not finite.
+            positive, or ``prev_mark`` / ``prev_book_price`` is not finite; a collateral
+            price is missing, not finite or not > 0, or a haircut is not in [0, 1).
         TypeError: A venue liquidation mode with an impact model that is not a
             :class:`~fundgym.envs.core.impact.SqrtImpact` (its sub-steps price the
             square-root book inside the kernel).
@@ -242,7 +337,12 @@ def core_step(
     n_envs = state.n_envs
     if not tick_minutes > 0.0:
         raise ValueError(f"tick_minutes must be > 0, got {tick_minutes!r}")
-    if state.n_markets != 1:
+    collateral = None
+    if state.n_collateral > 0:
+        collateral = _Collateral(
+            state, collateral_price, collateral_haircut, collateral_redemption_price
+        )
+    if state.n_markets != 1 or collateral is not None:
         return _cross_step(
             state,
             params,
@@ -252,6 +352,7 @@ def core_step(
             fund_available_usd,
             fund_stressed=fund_stressed,
             allocation=allocation,
+            collateral=collateral,
         )
     if type(impact) in (tuple, list):  # one market: a list of one book is that book
         impact = _market_impacts(impact, 1)[0]
@@ -420,6 +521,7 @@ def _cross_step(
     *,
     fund_stressed: ArrayLike,
     allocation: AllocationParams | None,
+    collateral: _Collateral | None = None,
 ) -> StepEvents:
     """:func:`core_step` over several markets: cross-margined accounts, the ``partial`` mode.
 
@@ -429,22 +531,29 @@ def _cross_step(
     price apportions the account's equity by the leg's share of its requirement, the fund
     pays the legs' shortfalls in account then market order, ADL and socialisation run per
     market. ``docs/markets.md`` ("The margin engine across markets") tabulates them.
+
+    With ``collateral`` (a state with collateral assets, any ``M``): the scan and the
+    waterfall read each account's USD collateral plus its assets' haircut value; the
+    liquidated accounts' assets are seized first (:func:`_seize_collateral`), and what the
+    waterfall did to the others' balances is booked back to their USD collateral.
     """
     n_envs, n_mk = state.n_envs, state.n_markets
+    what = f"{n_mk} markets" if collateral is None else "collateral assets"
     if params.liquidation_mode_code != LIQ_PARTIAL:
         raise NotImplementedError(
-            f"liquidation_mode {params.liquidation_mode!r} runs one market; with "
-            f"{n_mk} markets only 'partial' is built (the venue modes' sub-steps, "
+            f"liquidation_mode {params.liquidation_mode!r} runs one market of USD "
+            f"collateral; with {what} only 'partial' is built (the venue modes' sub-steps, "
             "takeovers and limit prices per market are not)"
         )
     if (state.vault[:, V_ACTIVE] > 0.0).any():
         raise NotImplementedError(
-            f"the backstop vault holds one market's inventory; a state with {n_mk} markets "
+            f"the backstop vault holds one market's inventory; a state with {what} "
             "cannot run an active vault (not built yet)"
         )
     impacts = _market_impacts(impact, n_mk)
+    shapes = ((n_envs, n_mk), (1, n_mk)) + (((n_envs,), ()) if n_mk == 1 else ())
     for name, value in (("mark", mark), ("book_price", book_price)):
-        if value is not None and np.shape(value) not in ((n_envs, n_mk), (1, n_mk)):
+        if value is not None and np.shape(value) not in shapes:
             raise ValueError(
                 f"{name} must be (n_envs, n_markets) = ({n_envs}, {n_mk}) with several "
                 f"markets, got shape {np.shape(value)}"
@@ -456,6 +565,10 @@ def _cross_step(
     flow = np.zeros((n_envs, n_mk, 2))
     ev = StepEvents(np.zeros((n_envs, N_EVENTS)), flow)
     coll, size, entry = state.collateral_usd, state.size, state.entry_price
+    if collateral is not None:  # the kernels read USD plus the assets' haircut value
+        coll = coll + collateral.value_usd
+        ev.collateral_seized_usd = np.zeros(n_envs)
+        ev.collateral_depeg_loss_usd = np.zeros(n_envs)
     total, liq_idx = kernels.scan_cross_kernel(
         coll, size, entry, marks, book, packed, floors, rates, cums, base, ev.data, flow
     )
@@ -477,6 +590,9 @@ def _cross_step(
         sell_px[:, j], buy_px[:, j] = model.fill_prices(
             col, np.ascontiguousarray(flow[:, j, 0]), np.ascontiguousarray(flow[:, j, 1])
         )
+    if collateral is not None:
+        _seize_collateral(state, collateral, ev, coll, liq_idx)
+        before = coll.copy()
     kernels.waterfall_cross_kernel(
         coll,
         size,
@@ -502,8 +618,62 @@ def _cross_step(
         flow,
         liq_idx,
     )
+    if collateral is not None:
+        _book_back(state, collateral, coll, before)
     _book_fund(state, ev, fund_px, fund_stressed, alloc)
     return ev
+
+
+def _seize_collateral(
+    state: SimState,
+    collateral: _Collateral,
+    ev: StepEvents,
+    coll: FloatArray,
+    liq_idx: np.ndarray[Any, np.dtype[np.int64]],
+) -> None:
+    """Sell every liquidated account's collateral assets into its USD collateral.
+
+    Each seized unit leaves the account at the venue's price and fetches ``price x (1 -
+    haircut)``, credited to the account's USD collateral (which then equals ``coll``, the
+    balance the scan read: the waterfall's bankruptcy accounting sees the proceeds); the
+    haircut's value ``units x price x haircut`` goes to the outside counterparty's cash,
+    the buyer that takes the assets at a discount. ``ev`` gains the seized value at the
+    venue's price and, with a redemption price, the depeg loss.
+    """
+    units = state.collateral_units
+    seized = ev.collateral_seized_usd
+    depeg = ev.collateral_depeg_loss_usd
+    assert seized is not None and depeg is not None  # set by _cross_step with collateral
+    for i in range(state.n_envs):
+        rows = liq_idx[i, : int(ev.data[i, EV_N_LIQUIDATIONS])]
+        held = units[i, rows]  # (n, K)
+        if not held.any():
+            continue
+        venue_usd = held * collateral.price[i]
+        fetched_usd = held * (collateral.price[i] * (1.0 - collateral.haircut[i]))
+        state.collateral_usd[i, rows] = coll[i, rows]  # usd + fetched, as the scan read it
+        state.counterparty_cash_usd[i] += float((venue_usd - fetched_usd).sum())
+        seized[i] = float(venue_usd.sum())
+        if collateral.redemption is not None:
+            depeg[i] = float((held * collateral.redemption[i]).sum() - fetched_usd.sum())
+        units[i, rows] = 0.0
+        collateral.value_usd[i, rows] = 0.0
+
+
+def _book_back(
+    state: SimState, collateral: _Collateral, coll: FloatArray, before: FloatArray
+) -> None:
+    """Book what the waterfall did to ``coll`` (USD plus assets) into USD collateral.
+
+    An account without assets (the seized ones included) gets the waterfall's balance
+    itself; one still holding assets gets the waterfall's change to its balance (an ADL
+    counterparty's close, a socialised charge) added to its USD collateral, so an account
+    the waterfall did not touch keeps its balance bit for bit.
+    """
+    usd = state.collateral_usd
+    changed = coll != before
+    holds = collateral.value_usd != 0.0
+    usd[...] = np.where(holds, np.where(changed, usd + (coll - before), usd), coll)
 
 
 def _liquidators(packed: FloatArray) -> bool:

@@ -21,7 +21,7 @@ from fundgym.envs.fund.portfolio import FundPortfolio
 from fundgym.envs.state import SimState, ledger_error
 from tests.books import ledger_scale
 
-ACCOUNT_FIELDS = ("collateral_usd", "size", "entry_price")
+ACCOUNT_FIELDS = ("collateral_usd", "collateral_units", "size", "entry_price")
 
 
 def assert_row_equals(batch, i, one):
