@@ -14,6 +14,12 @@
 It prints the results table, whether the trained policy dominates ``best_static``, how long
 each stage took and where everything went. ``--quick`` runs every stage at toy size (about a
 minute): a check that the pipeline works, not a result.
+
+``--seeds N`` trains N seeds (``--seed`` .. ``--seed + N - 1``) into ``OUT/ppo/seed_<S>``
+and judges them together, as one draw of training cannot be: the verdict is the dominance
+bar applied to the interquartile mean across seeds of loss and capital, beside the
+probability of improvement over ``best_static`` with its bootstrap interval and whether the
+worst seed is no worse (:mod:`fundgym.agents.evaluate.seeds`). The export is the first seed's.
 """
 
 from __future__ import annotations
@@ -22,9 +28,16 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from fundgym.agents.cli.evaluate import format_table
-from fundgym.agents.cli.guards import OUTPUT_KINDS, at_least, check_output, check_seed
+from fundgym.agents.cli.guards import (
+    OUTPUT_KINDS,
+    UsageError,
+    at_least,
+    check_output,
+    check_seed,
+)
 from fundgym.agents.config import (
     DEFAULT_TRAIN_CONFIG,
     TrainConfig,
@@ -86,7 +99,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="evaluation worker processes (default: one per CPU)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="training seed, the first of --seeds (default 0)"
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train N seeds (--seed .. --seed + N - 1) into OUT/ppo/seed_<S> and judge them by "
+        "the interquartile mean across seeds, with bootstrap intervals (default 1)",
+    )
     parser.add_argument("--force", action="store_true", help=OUTPUT_KINDS["demo"].force_help())
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -97,19 +120,30 @@ def main(args: argparse.Namespace) -> int:
         at_least("--episodes", args.episodes, 1)
     if args.workers is not None:
         at_least("--workers", args.workers, 1)
+    at_least("--seeds", args.seeds, 1)
     check_seed("--seed", args.seed)
-    overrides = [*(QUICK_TRAIN if args.quick else []), f"seed={args.seed}"]
-    cfg = load_config(DEFAULT_TRAIN_CONFIG, overrides)
-    check_scenarios(cfg, str(DEFAULT_TRAIN_CONFIG))
+    check_seed("--seed + --seeds - 1", args.seed + args.seeds - 1)
+    quick = [*(QUICK_TRAIN if args.quick else [])]
+    cfgs = [
+        load_config(DEFAULT_TRAIN_CONFIG, [*quick, f"seed={args.seed + k}"])
+        for k in range(args.seeds)
+    ]
+    check_scenarios(cfgs[0], str(DEFAULT_TRAIN_CONFIG))
     out = Path(args.out)
     check_output(out, OUTPUT_KINDS["demo"], force=args.force)
+    single = out / "ppo" / "config.yaml"
+    if args.seeds > 1 and single.exists() and not args.force:
+        raise UsageError(
+            f"--seeds {args.seeds}: {single.parent} holds a single-seed run (its config.yaml); "
+            "use another --out, or --force to replace the demo"
+        )
     # Its run and evaluation directories too: no `fundgym train --out DIR/ppo` meanwhile.
     with output_lock(out, out / "ppo", out / "evaluate", command="fundgym demo"):
-        return _demo(args, cfg)
+        return _demo(args, cfgs)
 
 
-def _demo(args: argparse.Namespace, cfg: TrainConfig) -> int:
-    """Train ``cfg``, evaluate, export; print the table, the verdict, the timings and paths."""
+def _demo(args: argparse.Namespace, cfgs: list[TrainConfig]) -> int:
+    """Train ``cfgs`` (one per seed), evaluate, export; print the table, verdict, times, paths."""
     from fundgym.agents.evaluate import evaluate
     from fundgym.agents.export import export_onnx, export_schedule
     from fundgym.agents.training.train import train  # stable-baselines3 only when training
@@ -124,19 +158,29 @@ def _demo(args: argparse.Namespace, cfg: TrainConfig) -> int:
     t_all = time.perf_counter()
 
     # 1. train
-    run_dir = out / "ppo"
-    _stage(f"1/3 train {DEFAULT_TRAIN_CONFIG.name}{' (quick)' if quick else ''} -> {run_dir}")
+    policy_dir = out / "ppo"
+    multi = len(cfgs) > 1
+    runs = [(policy_dir / f"seed_{c.seed}" if multi else policy_dir, c) for c in cfgs]
+    run_dir = runs[0][0]  # the one exported
+    seeds_text = f", seeds {cfgs[0].seed} .. {cfgs[-1].seed}" if multi else ""
+    _stage(
+        f"1/3 train {DEFAULT_TRAIN_CONFIG.name}{' (quick)' if quick else ''}{seeds_text} "
+        f"-> {policy_dir}"
+    )
     t0 = time.perf_counter()
-    trained = train(cfg, run_dir, resume=True, progress=progress, argv=argv)
+    for path, cfg in runs:
+        t_run = time.perf_counter()
+        trained = train(cfg, path, resume=True, progress=progress, argv=argv)
+        took = time.perf_counter() - t_run
+        if trained.resumed_from is not None and trained.resumed_from >= cfg.total_timesteps:
+            print(f"reused the finished run in {path} ({trained.num_timesteps:,} timesteps)")
+        else:
+            print(f"trained {trained.num_timesteps:,} timesteps in {took:.0f} s -> {path}")
     times["train"] = time.perf_counter() - t0
-    if trained.resumed_from is not None and trained.resumed_from >= cfg.total_timesteps:
-        print(f"reused the finished run in {run_dir} ({trained.num_timesteps:,} timesteps)")
-    else:
-        print(f"trained {trained.num_timesteps:,} timesteps in {times['train']:.0f} s")
 
     # 2. evaluate
     eval_dir = out / "evaluate"
-    policies = [str(run_dir), *BASELINES]
+    policies = [str(policy_dir), *BASELINES]
     _stage(
         f"2/3 evaluate {len(policies)} policies x {len(scenarios)} crashes x {episodes} "
         f"episodes -> {eval_dir}"
@@ -173,15 +217,17 @@ def _demo(args: argparse.Namespace, cfg: TrainConfig) -> int:
     times["export"] = time.perf_counter() - t0
     times["total"] = time.perf_counter() - t_all
 
-    name = run_dir.resolve().name
+    name = policy_dir.resolve().name
     print(
         f"\nper episode, mean over {len(scenarios)} crashes x {episodes} episodes "
         "(solvency loss = socialised + unrecovered + deleveraged notional; capital = fund + "
         "vault + maintenance margin):"
     )
     print(format_table(result.by_policy))
-    d = result.dominance.get(name)
-    if d is not None:
+    d = None if multi else result.dominance.get(name)
+    if multi:
+        _seed_verdict(seed_rows_of(result.seeds, name), name)
+    elif d is not None:
         verdict = (
             f"DOMINATES best_static ({d['rule']} rule)"
             if d["dominates"]
@@ -212,6 +258,39 @@ def _demo(args: argparse.Namespace, cfg: TrainConfig) -> int:
     ):
         print(f"  {label:18s} {path}")
     return 0
+
+
+def seed_rows_of(seeds: dict[str, dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """The ``seeds.csv`` rows of multi-seed policy ``name`` from an evaluation's ``seeds``."""
+    rows: list[dict[str, Any]] = seeds[name]["rows"]
+    return rows
+
+
+def _seed_verdict(rows: list[dict[str, Any]], name: str) -> None:
+    """Print the verdict of ``name``'s seeds against ``best_static`` (IQM, intervals)."""
+    from fundgym.agents.evaluate.seeds import seed_verdict
+
+    v = seed_verdict(rows, name)
+    d = v.dominance
+    verdict = (
+        f"DOMINATES best_static ({d['rule']} rule)"
+        if d["dominates"]
+        else "does NOT dominate best_static"
+    )
+    loss, cap = v.loss_iqm_usd, v.capital_iqm_usd
+    p, pe = v.p_improvement, v.p_exceeds
+    worst = "no worse" if v.worst_seed_no_worse else "WORSE"
+    lines = [
+        f"\ntrained policy over {v.n_seeds} seeds (interquartile mean) {verdict}: loss "
+        f"x{d['loss_ratio']:.2f}, capital x{d['capital_ratio']:.2f} (bar: loss <= 0.5x at "
+        "<= 1x capital, or loss <= 1x at <= 0.8x capital)",
+        f"  loss IQM ${loss[0]:,.0f} [95% CI ${loss[1]:,.0f}, ${loss[2]:,.0f}], capital IQM "
+        f"${cap[0]:,.0f} [${cap[1]:,.0f}, ${cap[2]:,.0f}]",
+        f"  P(improvement over best_static) {p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}]; P(loss above "
+        f"best_static's on the same episode) {pe[0]:.2f} [{pe[1]:.2f}, {pe[2]:.2f}]; worst seed "
+        f"{worst} than best_static on loss",
+    ]
+    print("\n".join(lines))
 
 
 def _stage(text: str) -> None:

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fundgym.agents.evaluate.metrics import episode_solvency_loss_usd
+from fundgym.agents.evaluate.metrics import dominates, episode_solvency_loss_usd
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -386,3 +386,86 @@ def _number(row: Mapping[str, object], key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"episode row {key} = {value!r}: expected a number")
     return float(value)
+
+
+@dataclass(frozen=True)
+class SeedVerdict:
+    """A multi-seed policy against a reference over all scenarios, from :func:`seed_rows`.
+
+    Attributes:
+        policy: The multi-seed policy.
+        reference: The reference policy (``best_static`` in the demo).
+        loss_iqm_usd: IQM across seeds of the user loss per episode, with its interval.
+        capital_iqm_usd: IQM across seeds of the capital locked per episode, with its interval.
+        dominance: :func:`fundgym.agents.evaluate.metrics.dominates` applied to the two IQMs
+            against the reference's means: the demo's bar, judged on the IQM, not one seed.
+        p_improvement: Probability of improvement in loss over the reference, with interval.
+        p_exceeds: Probability that a seed's loss exceeds the reference's on the same episode.
+        worst_seed_no_worse: Whether the worst seed's mean loss is at most the reference's.
+        n_seeds: Seeds in the policy.
+    """
+
+    policy: str
+    reference: str
+    loss_iqm_usd: tuple[float, float, float]
+    capital_iqm_usd: tuple[float, float, float]
+    dominance: dict[str, bool | str | float | None]
+    p_improvement: tuple[float, float, float]
+    p_exceeds: tuple[float, float, float]
+    worst_seed_no_worse: bool
+    n_seeds: int
+
+
+def seed_verdict(
+    rows: Sequence[Mapping[str, Any]], policy: str, reference: str = "best_static"
+) -> SeedVerdict:
+    """The verdict of ``policy``'s seeds against ``reference`` over all scenarios.
+
+    Args:
+        rows: The rows of ``seeds.csv`` for ``policy`` (:func:`seed_rows` of both metrics).
+        policy: The multi-seed policy's name.
+        reference: A policy evaluated beside it.
+
+    Raises:
+        ValueError: A statistic the verdict needs is missing from ``rows``.
+    """
+
+    def pick(metric: str, statistic: str, ref: str = "") -> Mapping[str, Any]:
+        for r in rows:
+            if (
+                r["policy"] == policy
+                and r["metric"] == metric
+                and r["scenario"] == ALL
+                and r["statistic"] == statistic
+                and (r["reference"] or "") == ref
+            ):
+                return r
+        raise ValueError(
+            f"no {statistic!r} of {metric} over all scenarios for {policy!r}"
+            + (f" against {ref!r}" if ref else "")
+        )
+
+    def triple(r: Mapping[str, Any]) -> tuple[float, float, float]:
+        return (float(r["value"]), float(r["ci_low"]), float(r["ci_high"]))
+
+    loss, cap = SEED_METRICS
+    loss_iqm = triple(pick(loss, "iqm"))
+    cap_iqm = triple(pick(cap, "iqm"))
+    dominance = dominates(
+        {"solvency_loss_usd": loss_iqm[0], "mean_capital_locked_usd": cap_iqm[0]},
+        {
+            "solvency_loss_usd": float(pick(loss, "reference_mean", reference)["value"]),
+            "mean_capital_locked_usd": float(pick(cap, "reference_mean", reference)["value"]),
+        },
+    )
+    return SeedVerdict(
+        policy=policy,
+        reference=reference,
+        loss_iqm_usd=loss_iqm,
+        capital_iqm_usd=cap_iqm,
+        dominance=dominance,
+        p_improvement=triple(pick(loss, "probability_of_improvement", reference)),
+        p_exceeds=triple(pick(loss, "probability_exceeds", reference)),
+        worst_seed_no_worse=float(pick(loss, "worst_seed_no_worse", reference)["value"]) == 1.0,
+        n_seeds=int(pick(loss, "iqm")["seeds"]),
+    )

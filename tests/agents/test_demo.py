@@ -47,3 +47,28 @@ def test_quick_demo_trains_evaluates_and_exports(tmp_path, capsys):
 def test_demo_rejects_bad_episodes(tmp_path, capsys):
     assert main(["demo", "--episodes", "0", "--out", str(tmp_path / "d")]) == 2
     assert "--episodes must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_quick_demo_with_seeds_judges_the_interquartile_mean(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--quick", "--seeds", "2", "--seed", "5", "--out", str(out), "--no-progress"]
+    assert main([*args, "--workers", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "seeds 5 .. 6" in text
+    for seed in (5, 6):
+        assert (out / "ppo" / f"seed_{seed}" / "best" / "policy.pt").is_file()
+        assert f"\nppo@seed_{seed} " in text
+    assert "trained policy over 2 seeds (interquartile mean)" in text
+    assert "P(improvement over best_static)" in text and "worst seed" in text
+    assert (out / "evaluate" / "seeds.csv").is_file()
+    assert (out / "export" / "policy.onnx").is_file()  # the first seed's
+
+
+def test_demo_seeds_refuses_a_single_seed_run_in_place(tmp_path, capsys):
+    (tmp_path / "d" / "ppo").mkdir(parents=True)
+    (tmp_path / "d" / "ppo" / "config.yaml").write_text("algo: ppo\n")
+    assert main(["demo", "--seeds", "3", "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "--seeds 3:" in err and "holds a single-seed run" in err and "Traceback" not in err
+    assert main(["demo", "--seeds", "0", "--out", str(tmp_path / "e")]) == 2
+    assert "--seeds must be >= 1, got 0" in capsys.readouterr().err

@@ -19,11 +19,13 @@ from fundgym.agents.cli import main
 from fundgym.agents.evaluate.metrics import EPISODE_COLUMNS
 from fundgym.agents.evaluate.seeds import (
     SEED_COLUMNS,
+    SEED_METRICS,
     SeedTable,
     iqm,
     probability_exceeds,
     probability_of_improvement,
     seed_rows,
+    seed_verdict,
     tables_from_rows,
 )
 from fundgym.agents.policies import SpecError, parse_spec
@@ -313,3 +315,36 @@ def test_ray_trains_every_seed_as_the_local_backend_does(trained, tmp_path):
         assert (two_seeds / f"seed_{seed}" / evals).read_text() == (
             out / f"seed_{seed}" / evals
         ).read_text()
+
+
+def test_seed_verdict_applies_the_dominance_bar_to_the_iqms():
+    # Hand-made rows: IQM loss 40 against best_static's 100 (x0.40 <= 0.5) and IQM capital 90
+    # against 100 (no more): the loss rule holds.
+    def row(metric, statistic, value, ref="", lo=0.0, hi=0.0):
+        return {
+            "policy": "ppo", "metric": metric, "scenario": "ALL", "statistic": statistic,
+            "reference": ref, "seed": "", "value": value, "ci_low": lo, "ci_high": hi,
+            "seeds": 5, "episodes": 8,
+        }  # fmt: skip
+
+    loss, cap = SEED_METRICS
+    rows = [
+        row(loss, "iqm", 40.0, lo=30.0, hi=55.0),
+        row(cap, "iqm", 90.0, lo=80.0, hi=95.0),
+        row(loss, "reference_mean", 100.0, "best_static"),
+        row(cap, "reference_mean", 100.0, "best_static"),
+        row(loss, "probability_of_improvement", 0.8, "best_static", 0.7, 0.9),
+        row(loss, "probability_exceeds", 0.1, "best_static", 0.05, 0.2),
+        row(loss, "worst_seed_no_worse", 1.0, "best_static"),
+    ]
+    v = seed_verdict(rows, "ppo")
+    assert v.dominance["dominates"] and v.dominance["rule"] == "loss"
+    assert v.dominance["loss_ratio"] == pytest.approx(0.4)
+    assert v.dominance["capital_ratio"] == pytest.approx(0.9)
+    assert v.loss_iqm_usd == (40.0, 30.0, 55.0) and v.p_improvement == (0.8, 0.7, 0.9)
+    assert v.worst_seed_no_worse and v.n_seeds == 5
+    # capital above the reference's and loss above half: neither rule
+    rows[1] = row(cap, "iqm", 120.0)
+    assert not seed_verdict(rows, "ppo").dominance["dominates"]
+    with pytest.raises(ValueError, match="no 'reference_mean' of solvency_loss_usd"):
+        seed_verdict(rows, "ppo", reference="rule")
