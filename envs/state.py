@@ -35,7 +35,19 @@ field                      shape          what it holds
 ``collateral_units``       ``(E, A, K)``  units of ``K`` collateral assets each account posts
                                           besides USD (a USDe-like stable, a wBETH-like
                                           LST); ``K = 0`` (a zero-size axis) by default.
+``fund_segments_usd``      ``(E, G)``     the cash of ``G`` segmented insurance funds, one
+                                          per market group (``fund_mode="segmented"`` of
+                                          :func:`fundgym.envs.core.step.core_step`);
+                                          ``G = 0`` (a zero-size axis) by default.
 =========================  =============  ====================================================
+
+**Shared or segmented fund.** A dollar of insurance sits in exactly one place: ``fund`` is the
+shared fund (one portfolio that pays every market's shortfalls), ``fund_segments_usd`` the
+segments (each pays only its own markets' shortfalls and earns only their fees; no transfer
+between segments or to the shared fund exists). An exchange is run in one mode: the shared
+mode refuses a state holding segments, and the segmented mode never reads or writes ``fund``
+(create the state with ``fund_usd=0`` and the segments' cash). Segments are cash: their
+value is their balance, at any mark.
 
 Collateral assets have no price of their own in the state: the margin engine reads the one its
 caller passes (the venue's book, an external index or the redemption value; ``docs/markets.md``,
@@ -82,6 +94,7 @@ class SimState:
     net_deposits_usd: FloatArray
     initial_total_usd: FloatArray
     collateral_units: FloatArray
+    fund_segments_usd: FloatArray
 
     @property
     def n_envs(self) -> int:
@@ -104,6 +117,11 @@ class SimState:
         return int(self.collateral_units.shape[2])
 
     @property
+    def n_fund_segments(self) -> int:
+        """Segmented insurance funds (market groups); 0 when the fund is shared."""
+        return int(self.fund_segments_usd.shape[1])
+
+    @property
     def fund_usd(self) -> FloatArray:
         """The fund's value at its last mark, ``(E,)`` (read-only: the buckets hold it)."""
         pf = self.fund
@@ -119,6 +137,7 @@ class SimState:
         fund_usd: ArrayLike,
         collateral_units: ArrayLike | None = None,
         collateral_price: ArrayLike | None = None,
+        fund_segments_usd: ArrayLike | None = None,
     ) -> SimState:
         """Build a state whose open positions were opened against the counterparty at entry.
 
@@ -133,11 +152,14 @@ class SimState:
             collateral_price: ``(E, K)`` or ``(K,)`` price, > 0, at which the initial
                 ledger total counts those units (default 1: par); read the ledger at the
                 same price for it to close.
+            fund_segments_usd: ``(E, G)`` or ``(G,)`` cash of ``G`` segmented insurance
+                funds, >= 0 (default none: ``G = 0``, the fund is shared). Pair it with
+                ``fund_usd=0``: a segmented exchange never uses the shared fund.
 
         Raises:
             ValueError: Shapes disagree, a value is not finite, an open position has no
-                positive entry price, the fund or a collateral balance is negative, or a
-                collateral price is not > 0.
+                positive entry price, the fund, a fund segment or a collateral balance is
+                negative, or a collateral price is not > 0.
         """
         c = np.array(collateral_usd, dtype=np.float64, ndmin=2, order="C")
         q = np.array(size, dtype=np.float64, ndmin=2, order="C")
@@ -186,6 +208,9 @@ class SimState:
                 units.shape[2],
             )
             initial_total = initial_total + (units * price[:, None, :]).sum(axis=(1, 2))
+        segments = _fund_segments(fund_segments_usd, n_envs)
+        if segments.shape[1] > 0:  # G = 0 adds nothing, not even a rounding
+            initial_total = initial_total + segments.sum(axis=1)
         return cls(
             collateral_usd=c,
             size=q,
@@ -200,6 +225,7 @@ class SimState:
             net_deposits_usd=np.zeros(n_envs),
             initial_total_usd=initial_total,
             collateral_units=units,
+            fund_segments_usd=segments,
         )
 
     def copy(self) -> SimState:
@@ -239,6 +265,24 @@ def _collateral_units(units: ArrayLike | None, shape: tuple[int, ...]) -> FloatA
         bad = u[~(np.isfinite(u) & (u >= 0.0))].flat[0]
         raise ValueError(f"collateral_units must be finite and >= 0, got {bad!r}")
     return u
+
+
+def _fund_segments(segments: ArrayLike | None, n_envs: int) -> FloatArray:
+    """``segments`` (``(E, G)`` or ``(G,)``) as a checked ``(E, G)``; ``(E, 0)`` for ``None``."""
+    if segments is None:
+        return np.zeros((n_envs, 0))
+    s = np.asarray(segments, dtype=np.float64)
+    if s.ndim == 1:
+        s = np.broadcast_to(s, (n_envs, s.shape[0]))
+    if s.ndim != 2 or s.shape[0] != n_envs:
+        raise ValueError(
+            f"fund_segments_usd must be (n_envs, n_segments) with n_envs = {n_envs}, or "
+            f"(n_segments,), got shape {np.shape(segments)}"
+        )
+    ok = np.isfinite(s) & (s >= 0.0)
+    if not ok.all():
+        raise ValueError(f"fund_segments_usd must be finite and >= 0, got {s[~ok].flat[0]!r}")
+    return np.array(s, dtype=np.float64, order="C")
 
 
 def collateral_prices(name: str, value: ArrayLike, n_envs: int, n_assets: int) -> FloatArray:
@@ -284,7 +328,8 @@ def ledger_total(
     accounts' collateral + their collateral assets at ``collateral_px`` (``(E, K)`` or
     ``(K,)``; required when the state has collateral assets, ignored with none) + their
     unrealised PnL in every market + the fund at its last mark +
-    the vault's cash and inventory at mark (one market) + fee revenue + liquidator rewards +
+    the fund's segments (their cash) + the vault's cash and inventory at mark (one market) +
+    fee revenue + liquidator rewards +
     the counterparty's cash and position at mark - bad debt absorbed by the exchange. It must
     stay ``initial_total_usd + net_deposits_usd``.
     """
@@ -299,6 +344,8 @@ def ledger_total(
             )
         px = collateral_prices("collateral_px", collateral_px, state.n_envs, n_assets)
         accounts = accounts + (state.collateral_units * px[:, None, :]).sum(axis=(1, 2))
+    if state.n_fund_segments > 0:  # G = 0 adds nothing, not even a rounding
+        accounts = accounts + state.fund_segments_usd.sum(axis=1)
     total = (
         accounts
         + state.fund_usd

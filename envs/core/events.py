@@ -116,6 +116,11 @@ class StepEvents:
             redemption value minus what they fetched (``units x (redemption - price x (1 -
             haircut))``; signed, zero when no redemption price was given). Set with
             ``collateral_seized_usd``.
+        market_fund_paid_usd: ``(n_envs, n_markets)`` what the insurance fund (the shared
+            fund, or the market's segment when segmented) paid toward each market's
+            shortfalls, within the market's cap: the per-market split of ``shortfall_usd``,
+            for contagion reports (which market's losses the fund carried). Set by a step
+            on the several-markets path that liquidated someone (``None`` otherwise).
         n_liquidations: Accounts that received a liquidation order (``int64``, a copy).
         liquidation_volume_usd: Notional closed by the liquidation engine: book fills at the
             fill price plus deleveraged size at the ADL rule's price (the bankruptcy price, or
@@ -251,7 +256,13 @@ class StepEvents:
     )
     """Field names in column order (the ``info`` keys)."""
 
-    __slots__ = ("collateral_depeg_loss_usd", "collateral_seized_usd", "data", "market_flow_usd")
+    __slots__ = (
+        "collateral_depeg_loss_usd",
+        "collateral_seized_usd",
+        "data",
+        "market_flow_usd",
+        "market_fund_paid_usd",
+    )
 
     def __init__(
         self,
@@ -291,6 +302,7 @@ class StepEvents:
         self.market_flow_usd = market_flow_usd
         self.collateral_seized_usd = collateral_seized_usd
         self.collateral_depeg_loss_usd = collateral_depeg_loss_usd
+        self.market_fund_paid_usd: FloatArray | None = None
 
     @classmethod
     def zeros(cls, n_envs: int) -> StepEvents:
@@ -307,12 +319,15 @@ class StepEvents:
         flow = None if self.market_flow_usd is None else self.market_flow_usd.copy()
         seized = self.collateral_seized_usd
         depeg = self.collateral_depeg_loss_usd
-        return StepEvents(
+        out = StepEvents(
             self.data.copy(),
             flow,
             None if seized is None else seized.copy(),
             None if depeg is None else depeg.copy(),
         )
+        paid = self.market_fund_paid_usd
+        out.market_fund_paid_usd = None if paid is None else paid.copy()
+        return out
 
     def as_dict(self) -> dict[str, FloatArray | IntArray]:
         """Field name to ``(n_envs,)`` array (views, except ``n_liquidations``)."""

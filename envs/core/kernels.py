@@ -1318,24 +1318,54 @@ def scan_cross_kernel(coll, size, entry, marks, book, packed, floors, rates, cum
 @jit(error_model="numpy")
 def waterfall_cross_kernel(  # type: ignore[no-untyped-def]
     coll, size, entry, marks, packed, floors, rates, cums, base, sell_px, buy_px,
-    fund_available, stages, socialization, adl_policy, book, cp_size, cp_cash,
-    liquidator_rewards, unrecovered, ev, flow, liq_idx,
+    fund_available, fund_group, fund_cap, stages, socialization, adl_policy, book, cp_size,
+    cp_cash, liquidator_rewards, unrecovered, ev, flow, market_paid, market_income, liq_idx,
 ):  # fmt: skip
     """:func:`waterfall_kernel`'s ``partial`` mode over ``M`` markets (cross-margined accounts).
 
     ``sell_px`` / ``buy_px`` / ``book`` are ``(E, M)``: each market's fills are priced on its
     own flow. ``flow`` (``(E, M, 2)``, from :func:`scan_cross_kernel`) loses what ADL took off
     the book, market by market, and the ``EV_LIQUIDATION_*`` columns are set to its sums.
-    See :func:`_waterfall_cross_one` and :mod:`fundgym.envs.core.step` for the rules.
+
+    The fund is ``P`` pots: ``fund_available`` ``(E, P)`` is what each can pay this tick
+    before its fee income, ``fund_group`` ``(M,)`` the pot that pays (and earns) each market's
+    legs (one pot, every market 0, for the shared fund; one per segment when segmented), and
+    ``fund_cap`` ``(E, M)`` the most each market's legs may be paid this tick (``inf``: no
+    cap). ``market_paid`` / ``market_income`` ``(E, M)`` (zeroed) receive what each market's
+    legs were paid and the fund's share of their fees: the caller books them into the pots
+    (the kernel never writes a fund). See :func:`_waterfall_cross_one` and
+    :mod:`fundgym.envs.core.step` for the rules.
     """
     for i in range(size.shape[0]):
         if ev[i, EV_N_LIQUIDATIONS] > 0.0:
             _waterfall_cross_one(
                 i, coll, size, entry, marks, packed, floors, rates, cums, base[0], sell_px[i],
-                buy_px[i], fund_available[i], stages, socialization, adl_policy, book[i],
-                cp_size, cp_cash, liquidator_rewards, unrecovered, ev, flow,
+                buy_px[i], fund_available[i], fund_group, fund_cap[i], stages, socialization,
+                adl_policy, book[i], cp_size, cp_cash, liquidator_rewards, unrecovered, ev,
+                flow, market_paid[i], market_income[i],
                 liq_idx[i, : int(ev[i, EV_N_LIQUIDATIONS])],
             )  # fmt: skip
+
+
+@jit(error_model="numpy", inline="always")
+def _pay_from_pots(paid, owed, leg_j, group, cap, available, n):  # type: ignore[no-untyped-def]
+    """Pay ``owed[o]`` in leg order, each leg from its market's pot, capped per market.
+
+    Leg ``o`` in market ``j`` asks ``min(owed[o], what j's cap has left)`` of pot
+    ``group[j]``, which pays it from ``available[group[j]]``, never below zero. A pot counts
+    what its legs asked, so a shortfall it could not pay in full exhausts it for the legs
+    after; with one pot and no cap (``inf``) this is :func:`_pay_in_order`, bit for bit.
+    What a cap or an empty pot refuses stays uncovered (ADL, socialisation, the exchange).
+    """
+    spent = np.zeros(available.shape[0])
+    cap_left = cap.copy()
+    for o in range(n):
+        j = leg_j[o]
+        g = group[j]
+        ask = min(owed[o], cap_left[j])
+        paid[o] = min(max(available[g] - spent[g], 0.0), ask)
+        spent[g] += ask
+        cap_left[j] -= paid[o]
 
 
 @jit(error_model="numpy")
@@ -1364,8 +1394,8 @@ def _leg_collateral(coll, size, entry, marks, i, a, j, req, mmr, floors, rates, 
 @jit(error_model="numpy")
 def _waterfall_cross_one(  # type: ignore[no-untyped-def]
     i, coll, size, entry, marks, packed, floors, rates, cums, base_mmr, sell_px, buy_px,
-    fund_available, stages, socialization, adl_policy, book, cp_size, cp_cash,
-    liquidator_rewards, unrecovered, ev, flow, idx,
+    fund_available, fund_group, fund_cap, stages, socialization, adl_policy, book, cp_size,
+    cp_cash, liquidator_rewards, unrecovered, ev, flow, market_paid, market_income, idx,
 ):  # fmt: skip
     """The waterfall of exchange ``i`` on its liquidatable cross accounts ``idx`` (in order).
 
@@ -1373,8 +1403,10 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
     order and, within an account, market order. Each leg is :func:`_waterfall_one`'s order
     with the leg's apportioned collateral (:func:`_leg_collateral`) in place of the
     account's: its fee, shortfall and deleveraged part are priced against the leg's
-    bankruptcy price. The fund pays the legs' shortfalls in leg order; ADL runs per market
-    (:func:`_deleverage_market`); socialisation per market (:func:`_socialize_market`).
+    bankruptcy price. The fund pays the legs' shortfalls in leg order, each from its
+    market's pot (``fund_group``) and within its market's cap (:func:`_pay_from_pots`); ADL
+    runs per market (:func:`_deleverage_market`); socialisation per market
+    (:func:`_socialize_market`).
     """
     n_acc = size.shape[1]
     n_mk = size.shape[2]
@@ -1427,14 +1459,23 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
             income_shorts += fee[o] * fund_share if q < 0.0 else 0.0
             rewards += fee[o] * (1.0 - fund_share)
             fees += fee[o]
+            market_income[j] += fee[o] * fund_share
             o += 1
 
-    # 2. The fund: fee income first, then each leg's shortfall in leg order, never below zero.
+    # 2. The fund: each pot's fee income first, then each leg's shortfall in leg order from
+    #    its market's pot, within its market's cap, never below zero.
     adl_first = (stages & W_ADL_FIRST) != 0
-    available = fund_available + income if (stages & W_NO_FUND) == 0 else 0.0
+    n_pots = fund_available.shape[0]
+    pot_income = np.zeros(n_pots)
+    for o in range(n_legs):
+        pot_income[fund_group[leg_j[o]]] += fee[o] * fund_share
+    available = np.zeros(n_pots)
+    if (stages & W_NO_FUND) == 0:
+        for g in range(n_pots):
+            available[g] = fund_available[g] + pot_income[g]
     paid = np.zeros(n_legs)
     if not adl_first:
-        _pay_in_order(paid, bad, available, n_legs)
+        _pay_from_pots(paid, bad, leg_j, fund_group, fund_cap, available, n_legs)
 
     # 3. ADL of what the fund did not cover, market by market, against that market's
     #    opposite positions; its base leaves that market's book flow.
@@ -1457,7 +1498,7 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
         left = np.empty(n_legs)
         for o in range(n_legs):
             left[o] = bad[o] * (1.0 - adl_close[o] / close[o]) if close[o] > 0.0 else bad[o]
-        _pay_in_order(paid, left, available, n_legs)
+        _pay_from_pots(paid, left, leg_j, fund_group, fund_cap, available, n_legs)
 
     # 4. Fills and deleveraged closes on the legs; each market's book side to the
     #    counterparty; what neither the fund nor ADL covered is that market's loss.
@@ -1504,6 +1545,7 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
         volume += book_close * price[o] + abs(adl_quote)
         bad_debt += book_bad
         shortfall += fund_paid
+        market_paid[j] += fund_paid
         loss_m[j] += socialized
         below[leg_k[o]] = below[leg_k[o]] or bad[o] > 0.0
     cp_cash[i] -= cp_quote

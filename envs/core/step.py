@@ -78,6 +78,16 @@ then yields bad debt for the fund, ADL and socialisation exactly as a price move
 Accounts that are not liquidated keep their assets; ADL judges and socialisation caps them on
 their equity with the assets counted. ``docs/markets.md`` ("Collateral assets in the margin
 engine") has the formulas and the price choice's failure modes.
+
+**Shared or segmented funds, capped payments** (the cross path). ``fund_mode="shared"`` (the
+default) pays every market's legs from ``state.fund``. ``fund_mode="segmented"`` pays each
+leg from the cash segment of its market's group (``fund_groups``, market -> segment of
+``state.fund_segments_usd``), which also earns that market's fee income; a segment never pays
+another group's legs, so a thin alt's crash cannot drain the BTC segment. ``fund_cap_usd``
+(per market, ``inf`` for none; Drift's tier caps) bounds what a market's legs are paid per
+tick, whatever the fund holds. What a cap or an empty segment refuses is uncovered like any
+shortfall: ADL, socialisation, the exchange. Segments or finite caps run the cross path,
+one market included. ``docs/markets.md`` ("Shared and segmented funds") has the rules.
 """
 
 from __future__ import annotations
@@ -107,6 +117,7 @@ from fundgym.envs.state import SimState, collateral_prices, marks_2d
 __all__ = ["StepEvents", "core_step", "margin_state"]
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+IntArray = np.ndarray[Any, np.dtype[np.int64]]
 
 _DEFAULT_ALLOCATION = AllocationParams()
 _TIER_CACHE: dict[int, tuple[MarginTiers | None, tuple[FloatArray, ...]]] = {}
@@ -212,6 +223,104 @@ def _haircuts(haircut: ArrayLike | None, n_envs: int, n_assets: int) -> FloatArr
     return out
 
 
+_FUND_MODES = ("shared", "segmented")
+
+
+class _FundPots:
+    """One tick's fund terms for the cross path, checked: which pot pays each market, caps.
+
+    Attributes:
+        segmented: Whether the segments of ``state.fund_segments_usd`` pay (else the shared
+            fund, ``state.fund``, as one pot).
+        group: ``(M,)`` int64, the pot of each market (zeros when shared).
+        cap: ``(E, M)`` the most each market's legs are paid per tick (``inf``: no cap).
+        needs_cross: Whether a one-market state must take the cross path (segments or a
+            finite cap; the one-market kernels have neither).
+    """
+
+    __slots__ = ("cap", "group", "needs_cross", "segmented")
+
+    def __init__(
+        self,
+        state: SimState,
+        mode: str,
+        groups: ArrayLike | None,
+        cap_usd: ArrayLike | None,
+        fund_available_usd: ArrayLike | None,
+    ) -> None:
+        n_envs, n_mk, n_seg = state.n_envs, state.n_markets, state.n_fund_segments
+        if mode not in _FUND_MODES:
+            raise ValueError(f"fund_mode must be one of {_FUND_MODES}, got {mode!r}")
+        self.segmented = mode == "segmented"
+        if not self.segmented:
+            if n_seg > 0:
+                raise ValueError(
+                    f"fund_mode 'shared' pays from state.fund, but the state holds {n_seg} "
+                    "fund segments (state.fund_segments_usd): use fund_mode 'segmented'"
+                )
+            if groups is not None:
+                raise ValueError("fund_groups maps markets to segments: fund_mode 'segmented' only")
+            self.group = np.zeros(n_mk, dtype=np.int64)
+        else:
+            if fund_available_usd is not None:
+                raise ValueError(
+                    "fund_available_usd bounds the shared fund; a segmented fund pays its "
+                    "segments' cash (leave it None)"
+                )
+            self.group = _fund_groups(groups, n_mk, n_seg)
+        self.cap = _fund_caps(cap_usd, n_envs, n_mk)
+        self.needs_cross = self.segmented or (
+            cap_usd is not None and bool(np.isfinite(self.cap).any())
+        )
+
+
+def _fund_groups(groups: ArrayLike | None, n_markets: int, n_segments: int) -> IntArray:
+    """``fund_groups`` as a checked ``(M,)`` int64 array of segments (default: one per market)."""
+    if n_segments == 0:
+        raise ValueError(
+            "fund_mode 'segmented' needs fund segments: create the state with "
+            "fund_segments_usd (n_envs, n_segments)"
+        )
+    if groups is None:
+        if n_segments != n_markets:
+            raise ValueError(
+                f"fund_groups is required: the state has {n_segments} fund segments for "
+                f"{n_markets} markets (the default is one segment per market)"
+            )
+        return np.arange(n_markets, dtype=np.int64)
+    g = np.asarray(groups)
+    if g.shape != (n_markets,):
+        raise ValueError(f"fund_groups must be (n_markets,) = ({n_markets},), got shape {g.shape}")
+    whole = np.issubdtype(g.dtype, np.integer) or (
+        np.issubdtype(g.dtype, np.floating) and bool((g == np.round(g)).all())
+    )
+    if not whole or not ((g >= 0) & (g < n_segments)).all():
+        raise ValueError(
+            f"fund_groups entries must be segment indices 0 .. {n_segments - 1}, got {g.tolist()}"
+        )
+    return np.ascontiguousarray(g, dtype=np.int64)
+
+
+def _fund_caps(cap_usd: ArrayLike | None, n_envs: int, n_markets: int) -> FloatArray:
+    """``fund_cap_usd`` (``(M,)``, ``(E, M)`` or scalar; default ``inf``) as checked ``(E, M)``."""
+    if cap_usd is None:
+        return np.full((n_envs, n_markets), np.inf)
+    c = np.asarray(cap_usd, dtype=np.float64)
+    try:
+        out = np.ascontiguousarray(np.broadcast_to(c, (n_envs, n_markets)), dtype=np.float64)
+    except ValueError:
+        raise ValueError(
+            f"fund_cap_usd must be (n_markets,) or (n_envs, n_markets) = ({n_envs}, "
+            f"{n_markets}), got shape {c.shape}"
+        ) from None
+    ok = out >= 0.0  # NaN fails; inf (no cap) passes
+    if not ok.all():
+        raise ValueError(
+            f"fund_cap_usd must be >= 0 USD per tick (inf for no cap), got {out[~ok].flat[0]!r}"
+        )
+    return out
+
+
 def margin_state(
     state: SimState,
     params: RiskParams,
@@ -270,6 +379,9 @@ def core_step(
     collateral_price: ArrayLike | None = None,
     collateral_haircut: ArrayLike | None = None,
     collateral_redemption_price: ArrayLike | None = None,
+    fund_mode: str = "shared",
+    fund_groups: ArrayLike | None = None,
+    fund_cap_usd: ArrayLike | None = None,
 ) -> StepEvents:
     """Mark to market, check margins and liquidate, for every exchange in the batch.
 
@@ -312,6 +424,13 @@ def core_step(
             that price.
         collateral_redemption_price: ``(E, K)`` or ``(K,)`` the assets' redemption value,
             > 0, read only for ``StepEvents.collateral_depeg_loss_usd`` (zero without it).
+        fund_mode: ``"shared"`` (one fund, ``state.fund``, pays every market) or
+            ``"segmented"`` (each market's legs are paid by, and pay fees to, their group's
+            segment of ``state.fund_segments_usd``; ``state.fund`` is not touched).
+        fund_groups: ``(M,)`` the segment (``0 .. G - 1``) of each market, segmented mode
+            only (default: one segment per market, which needs ``G = M``).
+        fund_cap_usd: ``(M,)`` or ``(E, M)`` the most the fund pays toward each market's
+            shortfalls per tick, >= 0 (``inf``, the default, for no cap).
 
     Returns:
         The tick's events per exchange. The fund's fee income and the shortfall it paid are
@@ -319,7 +438,9 @@ def core_step(
         raising the payment from non-cash buckets is booked to ``state.net_deposits_usd``
         with the fund's other outside gains and losses. Should the fund pay less than
         ``fund_available_usd`` promised, the difference is reported and booked as
-        unrecovered.
+        unrecovered. Segmented: each segment gains its markets' fee income and pays their
+        legs; a rounding that would take a segment below zero is booked as unrecovered.
+        ``StepEvents.market_fund_paid_usd`` reports what each market's legs were paid.
 
     Raises:
         NotImplementedError: More than one market, or collateral assets, with what is built
@@ -329,7 +450,10 @@ def core_step(
             ``book_price`` is not ``(E, M)`` with several markets;
             ``fund_available_usd`` is negative or not finite, ``tick_minutes`` is not
             positive, or ``prev_mark`` / ``prev_book_price`` is not finite; a collateral
-            price is missing, not finite or not > 0, or a haircut is not in [0, 1).
+            price is missing, not finite or not > 0, or a haircut is not in [0, 1);
+            ``fund_mode`` is neither mode, the shared mode meets a state holding segments
+            (or the segmented one a state with none, or ``fund_available_usd``), a
+            ``fund_groups`` entry is not a segment, or a ``fund_cap_usd`` is NaN or < 0.
         TypeError: A venue liquidation mode with an impact model that is not a
             :class:`~fundgym.envs.core.impact.SqrtImpact` (its sub-steps price the
             square-root book inside the kernel).
@@ -342,7 +466,15 @@ def core_step(
         collateral = _Collateral(
             state, collateral_price, collateral_haircut, collateral_redemption_price
         )
-    if state.n_markets != 1 or collateral is not None:
+    pots = None  # the default terms (one shared fund, no cap) cost the one-market path nothing
+    if (
+        fund_mode != "shared"
+        or fund_groups is not None
+        or fund_cap_usd is not None
+        or state.n_fund_segments > 0
+    ):
+        pots = _FundPots(state, fund_mode, fund_groups, fund_cap_usd, fund_available_usd)
+    if state.n_markets != 1 or collateral is not None or (pots is not None and pots.needs_cross):
         return _cross_step(
             state,
             params,
@@ -353,6 +485,7 @@ def core_step(
             fund_stressed=fund_stressed,
             allocation=allocation,
             collateral=collateral,
+            pots=pots,
         )
     if type(impact) in (tuple, list):  # one market: a list of one book is that book
         impact = _market_impacts(impact, 1)[0]
@@ -521,7 +654,8 @@ def _cross_step(
     *,
     fund_stressed: ArrayLike,
     allocation: AllocationParams | None,
-    collateral: _Collateral | None = None,
+    collateral: _Collateral | None,
+    pots: _FundPots | None,
 ) -> StepEvents:
     """:func:`core_step` over several markets: cross-margined accounts, the ``partial`` mode.
 
@@ -536,6 +670,10 @@ def _cross_step(
     waterfall read each account's USD collateral plus its assets' haircut value; the
     liquidated accounts' assets are seized first (:func:`_seize_collateral`), and what the
     waterfall did to the others' balances is booked back to their USD collateral.
+
+    ``pots`` says which fund pays each market's legs and each market's cap: the shared
+    fund as one pot (booked by :func:`_book_fund`), or the segments (:func:`_book_segments`);
+    ``None`` is the shared fund without caps.
     """
     n_envs, n_mk = state.n_envs, state.n_markets
     what = f"{n_mk} markets" if collateral is None else "collateral assets"
@@ -580,9 +718,17 @@ def _cross_step(
             f"at the oracle of one market; with {n_mk} markets they are not built yet: set "
             "liquidator_capacity_mult to 0 or liquidation_fee_fund_share to 1"
         )
-    fund_px, alloc, available = _fund_terms(
-        state, marks, fund_available_usd, fund_stressed, allocation
-    )
+    if pots is None:
+        pots = _FundPots(state, "shared", None, None, None)
+    if pots.segmented:
+        pot_available = state.fund_segments_usd.copy()
+    else:
+        fund_px, alloc, available = _fund_terms(
+            state, marks, fund_available_usd, fund_stressed, allocation
+        )
+        pot_available = np.ascontiguousarray(available, dtype=np.float64)[:, None]
+    market_paid = np.zeros((n_envs, n_mk))
+    market_income = np.zeros((n_envs, n_mk))
     sell_px = np.empty((n_envs, n_mk))
     buy_px = np.empty((n_envs, n_mk))
     for j, model in enumerate(impacts):
@@ -605,7 +751,9 @@ def _cross_step(
         base,
         sell_px,
         buy_px,
-        np.ascontiguousarray(available, dtype=np.float64),
+        pot_available,
+        pots.group,
+        pots.cap,
         params.waterfall_code,
         params.socialization_code,
         params.adl_policy_code,
@@ -616,12 +764,42 @@ def _cross_step(
         state.unrecovered_usd,
         ev.data,
         flow,
+        market_paid,
+        market_income,
         liq_idx,
     )
     if collateral is not None:
         _book_back(state, collateral, coll, before)
-    _book_fund(state, ev, fund_px, fund_stressed, alloc)
+    ev.market_fund_paid_usd = market_paid
+    if pots.segmented:
+        _book_segments(state, ev, pots.group, market_paid, market_income)
+    else:
+        _book_fund(state, ev, fund_px, fund_stressed, alloc)
     return ev
+
+
+def _book_segments(
+    state: SimState,
+    ev: StepEvents,
+    group: IntArray,
+    market_paid: FloatArray,
+    market_income: FloatArray,
+) -> None:
+    """Book each market's fee income and paid shortfall into its group's segment.
+
+    A segment paid at most its cash plus its income (the kernel's pot), so only rounding can
+    take it below zero; that sliver is not paid by the segment but booked as unrecovered,
+    as :func:`_book_fund` books what the shared fund could not pay.
+    """
+    seg = state.fund_segments_usd
+    for j in range(group.shape[0]):
+        seg[:, group[j]] += market_income[:, j] - market_paid[:, j]
+    gap = np.maximum(-seg, 0.0).sum(axis=1)
+    if (gap > 0.0).any():
+        np.maximum(seg, 0.0, out=seg)
+        ev.shortfall_usd -= gap
+        ev.unrecovered_usd += gap
+        state.unrecovered_usd += gap
 
 
 def _seize_collateral(

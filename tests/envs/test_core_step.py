@@ -298,9 +298,7 @@ def test_margin_state_sums_markets_cross_margin():
     # Several markets are liquidated under "partial" (tests/envs/test_cross_margin.py); the
     # venue modes still refuse them.
     with pytest.raises(NotImplementedError, match="only 'partial' is built"):
-        core_step(
-            s, params(liquidation_mode="dydx_v4"), np.array([[90.0, 40.0]]), SqrtImpact(1e6)
-        )
+        core_step(s, params(liquidation_mode="dydx_v4"), np.array([[90.0, 40.0]]), SqrtImpact(1e6))
 
 
 def test_margin_state_matches_the_numpy_requirement_under_tiers():
