@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 
 from fundgym.envs.jit import jit
-from fundgym.envs.levers import CONTROLLABLE, LEVERS, Lever, LeverError
+from fundgym.envs.levers import (
+    CONTROLLABLE,
+    LEVERS,
+    Lever,
+    LeverError,
+    action_columns,
+    positions_to_values,
+)
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -35,6 +42,12 @@ ALLOCATION_SHARPNESS = 3.0
 
 #: The levers mapped one by one (the allocation's four logits map together, as weights).
 _LEVER_PARAMS = {name: lever for name, lever in PARAMS.items() if name not in ALLOCATION}
+#: Their rows of the positions (``PARAMS`` order) and action ranges as columns, so that
+#: :meth:`Controls.values` maps them all in one call.
+_LEVER_ROWS = np.array([list(PARAMS).index(name) for name in _LEVER_PARAMS], dtype=np.int64)
+_LEVER_LOW, _LEVER_HIGH, _LEVER_LOG = action_columns(tuple(_LEVER_PARAMS.values()))
+#: The allocation logits' rows of the positions.
+_ALLOCATION_ROWS = np.array([list(PARAMS).index(name) for name in ALLOCATION], dtype=np.int64)
 
 #: Values used for parameters that are not controlled (the levers' defaults: dYdX-like; the
 #: fund all in stable).
@@ -43,10 +56,12 @@ DEFAULTS: dict[str, float] = {name: lever.default for name, lever in PARAMS.item
 
 def allocation_weights(logits: FloatArray) -> FloatArray:
     """Softmax of ``ALLOCATION_SHARPNESS x logits`` over the last axis (4 buckets)."""
+    # The ufuncs' reductions called directly: what ``max`` and ``sum`` call, without their
+    # Python-level wrappers (every decision maps the allocation).
     z = ALLOCATION_SHARPNESS * np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
+    z = z - np.maximum.reduce(z, axis=-1, keepdims=True)
     e = np.exp(z)
-    return np.asarray(e / e.sum(axis=-1, keepdims=True), dtype=np.float64)
+    return np.asarray(e / np.add.reduce(e, axis=-1, keepdims=True), dtype=np.float64)
 
 
 @jit(error_model="numpy")
@@ -220,8 +235,11 @@ class Controls:
 
     def values(self) -> dict[str, FloatArray]:
         """Parameters in force, natural units, ``(n_envs,)`` each (allocation as weights)."""
-        out = {name: _LEVER_PARAMS[name].to_value(self.position[name]) for name in _LEVER_PARAMS}
-        weights = allocation_weights(np.stack([self.position[n] for n in ALLOCATION], axis=1))
+        mapped = positions_to_values(
+            self._position[_LEVER_ROWS], _LEVER_LOW, _LEVER_HIGH, _LEVER_LOG
+        )
+        out = dict(zip(_LEVER_PARAMS, mapped, strict=True))
+        weights = allocation_weights(self._position[_ALLOCATION_ROWS].T.copy())
         for k, name in enumerate(ALLOCATION):
             out[name] = weights[:, k]
         out["imr"] = np.minimum(out["mmr"] * out["imr_multiple"], 1.0)

@@ -139,6 +139,62 @@ class VenueField:
         return float(round(x)) if self.integer else x
 
 
+def positions_to_values(
+    position: FloatOrArray,
+    low: FloatOrArray,
+    high: FloatOrArray,
+    log: bool | np.ndarray[Any, np.dtype[np.bool_]],
+) -> FloatArray:
+    """Natural-unit values of action positions, one lever or many at once.
+
+    The one home of the action mapping: :meth:`Lever.to_value` maps one lever with it, and
+    :meth:`fundgym.envs.controls.Controls.values` maps every lever of a batch in one call (a
+    decision would otherwise pay numpy's dispatch once per lever). Positions are clipped to
+    [-1, 1], as Box actions are; a NaN position gives a NaN value.
+
+    Every element goes through the same operations in the same order whatever the batch: a
+    linear lever's value is ``low + u x (high - low)``, a logarithmic one's
+    ``low x (high / low) ** u``, with ``u = (clip(position) + 1) / 2``. One lever given as
+    floats with a scalar position stays on numpy's scalar arithmetic, as it always has (its
+    ``**`` is the C library's ``pow``, while the array loop may be a vectorised one that can
+    differ in the last bit), so scalar and array callers keep their results.
+
+    Args:
+        position: Positions; with arrays of levers, lever ``i``'s along the first axis.
+        low: Value at position -1: a float, or a ``(n_levers, 1, ...)`` array broadcasting
+            against ``position``.
+        high: Value at position +1, shaped as ``low``.
+        log: Whether each lever maps logarithmically, shaped as ``low`` (a log lever's
+            ``low`` is > 0).
+    """
+    # minimum(maximum()) is np.clip's result (the bounds are not zero, so no signed-zero
+    # tie) without its Python-level dispatch.
+    p = np.asarray(position, dtype=np.float64)
+    u = (np.minimum(np.maximum(p, -1.0), 1.0) + 1.0) / 2.0
+    if not isinstance(log, np.ndarray):  # one lever: only its own formula
+        if log:
+            return np.asarray(low * (high / low) ** u, dtype=np.float64)
+        return np.asarray(low + u * (high - low), dtype=np.float64)
+    # Both formulas for every lever, each keeping its own; a linear lever's low may be 0 or
+    # negative, so its ratio is taken as 1 (its logarithmic value is never used).
+    ratio = np.where(log, high, 1.0) / np.where(log, low, 1.0)
+    return np.asarray(np.where(log, low * ratio**u, low + u * (high - low)), dtype=np.float64)
+
+
+def action_columns(
+    levers: tuple[Lever, ...],
+) -> tuple[FloatArray, FloatArray, np.ndarray[Any, np.dtype[np.bool_]]]:
+    """``(low, high, log)`` of controllable ``levers`` as ``(n_levers, 1)`` columns.
+
+    What :func:`positions_to_values` reads to map ``(n_levers, n)`` positions in one call;
+    built once by a caller that maps the same levers every decision.
+    """
+    low = np.array([[lever.low] for lever in levers], dtype=np.float64)
+    high = np.array([[lever.high] for lever in levers], dtype=np.float64)
+    log = np.array([[lever.log] for lever in levers], dtype=bool)
+    return low, high, log
+
+
 @dataclass(frozen=True)
 class Lever:
     """One risk parameter: everything any part of fundgym needs to know about it.
@@ -203,14 +259,7 @@ class Lever:
     def to_value(self, position: FloatOrArray) -> FloatArray:
         """Natural-unit values of action positions (clipped to [-1, 1], as Box actions are)."""
         a = self._action()
-        # minimum(maximum()) is np.clip's result (the bounds are not zero, so no signed-zero
-        # tie) without its Python-level dispatch: the controls call this for every lever,
-        # every decision.
-        p = np.asarray(position, dtype=np.float64)
-        u = (np.minimum(np.maximum(p, -1.0), 1.0) + 1.0) / 2.0
-        if a.log:
-            return np.asarray(a.low * (a.high / a.low) ** u, dtype=np.float64)
-        return np.asarray(a.low + u * (a.high - a.low), dtype=np.float64)
+        return positions_to_values(position, a.low, a.high, a.log)
 
     def to_position(self, value: FloatOrArray) -> FloatArray:
         """Action positions of natural-unit values (inverse of :meth:`to_value`).

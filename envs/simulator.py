@@ -125,6 +125,10 @@ _CODED_FIELDS = (
 #: Every risk-parameter field's name, in declaration order (``dataclasses.fields`` costs
 #: microseconds a call, and the parameters are set every decision).
 _RISK_FIELDS = tuple(f.name for f in dataclasses.fields(RiskParams))
+#: The fields that may hold a per-exchange array (the others are names or tables).
+_NUMERIC_RISK_FIELDS = tuple(name for name in _RISK_FIELDS if name not in _CODED_FIELDS)
+#: The fund portfolio's fields, in declaration order (read at every reset of an exchange).
+_FUND_FIELDS = tuple(f.name for f in dataclasses.fields(FundPortfolio))
 THREADS_ENV = "FUNDGYM_THREADS"
 """Environment variable read when a simulator is built with ``threads=None``."""
 
@@ -630,7 +634,7 @@ class ExchangeSimulator:
             ValueError: A per-exchange array does not have ``n_envs`` entries, or the
                 simulator has a vault and ``risk`` the ``partial`` liquidation mode.
         """
-        for name in _RISK_FIELDS:
+        for name in _NUMERIC_RISK_FIELDS:
             value = getattr(risk, name)
             if isinstance(value, np.ndarray) and value.shape not in ((), (self.n_envs,)):
                 raise ValueError(
@@ -648,10 +652,16 @@ class ExchangeSimulator:
                 "(binance, dydx_v4, hyperliquid, bitmex): liquidation_mode 'partial' hands "
                 "no account to a backstop vault"
             )
-        self._params = dataclasses.replace(self._params, risk=risk)
-        # What the compiled tick reads, built once per parameter set.
+        # Built directly: ``dataclasses.replace`` re-reads the fields every decision.
+        self._params = SimParams(risk, self._params.population, self._params.allocation)
+        # What the compiled tick reads, built once per parameter set; the tier table once per
+        # tier schedule (the environment passes the same frozen one every decision).
         self._packed = risk.packed(self.n_envs)
-        self._tiers = risk.tier_table()
+        cached = getattr(self, "_tier_table_cache", None)
+        if cached is None or cached[0] is not risk.tiers:
+            cached = (risk.tiers, risk.tier_table())
+            self._tier_table_cache = cached
+        self._tiers = cached[1]
 
     # ------------------------------------------------------------------ state ----
 
@@ -741,8 +751,8 @@ class ExchangeSimulator:
         st.vault[env, V_PEAK] = vault_usd
         st.vault[env, V_ACTIVE] = 1.0 if vault_usd > 0.0 else 0.0
         fresh = FundPortfolio.from_stable(np.array([fund_usd]))
-        for f in dataclasses.fields(FundPortfolio):
-            getattr(st.fund, f.name)[env] = getattr(fresh, f.name)[0]
+        for name in _FUND_FIELDS:
+            getattr(st.fund, name)[env] = getattr(fresh, name)[0]
         st.fund.injection_usd[env] = self.fund_injection_frac * oi
         st.fund.injections_left[env] = self.fund_injection_max
         self.initial_open_interest_usd[env] = oi
@@ -854,12 +864,15 @@ class ExchangeSimulator:
         Raises:
             ValueError: A row of ``weights`` is negative, not finite or does not sum to 1.
         """
-        w = np.ascontiguousarray(
-            np.broadcast_to(np.asarray(weights, dtype=np.float64), (self.n_envs, 4))
-        )
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (self.n_envs, 4):  # the environment's (n_envs, 4) needs no broadcast
+            w = np.broadcast_to(w, (self.n_envs, 4))
+        w = np.ascontiguousarray(w)
         # np.allclose(sums, 1.0) written out: its general machinery cost ~25 us a decision.
+        # ``w >= 0`` is False for NaN, and an infinite entry makes its row's sum miss 1, so
+        # this rejects every row that is negative, not finite or not summing to 1.
         sum_ok = (np.abs(w.sum(axis=1) - 1.0) <= 1e-8 + 1e-5).all()
-        if not np.isfinite(w).all() or (w < 0).any() or not sum_ok:
+        if not ((w >= 0).all() and sum_ok):
             raise ValueError(f"target_weights rows must be >= 0 and sum to 1, got {w}")
         move = np.ones(self.n_envs, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
         pf = self.state.fund
@@ -872,11 +885,26 @@ class ExchangeSimulator:
             self.last_index,
             self.vol_annual,
             self.stressed,
-            allocation_terms(self.allocation, self._tick_minutes),
+            self._allocation_terms(),
             cost,
         )
         self.state.net_deposits_usd += pf.external_pnl_usd - ext_before
         return cost
+
+    def _allocation_terms(self) -> FloatArray:
+        """:func:`allocation_terms` of the fund's terms at the tick's clock, built once.
+
+        Both are fixed for the simulator's life (the terms are frozen and set at construction;
+        every scenario shares one ``tick_minutes``), and a decision rebalances every time.
+        """
+        key = (self.allocation, self._tick_minutes)
+        cached: tuple[tuple[AllocationParams, float], FloatArray] | None = getattr(
+            self, "_allocation_terms_cache", None
+        )
+        if cached is None or cached[0][0] is not key[0] or cached[0][1] != key[1]:
+            cached = (key, allocation_terms(*key))
+            self._allocation_terms_cache = cached
+        return cached[1]
 
     def _risk_row(self, env: int) -> RiskParams:
         """Exchange ``env``'s risk parameters as scalars (for drawing its book alone).
@@ -885,13 +913,12 @@ class ExchangeSimulator:
         (:meth:`RiskParams.trusted`); a vector env resets every exchange at once.
         """
         risk = self.risk
-        row: dict[str, Any] = {}
-        for name in _RISK_FIELDS:
+        row: dict[str, Any] = {name: getattr(risk, name) for name in _CODED_FIELDS}
+        for name in _NUMERIC_RISK_FIELDS:  # a scalar, or one entry per exchange
             value = getattr(risk, name)
-            if name not in _CODED_FIELDS:  # a scalar, or one entry per exchange
-                a = np.asarray(value)
-                value = float(a.item() if a.size == 1 else a[env])
-            row[name] = value
+            if isinstance(value, np.ndarray):
+                value = value.item() if value.size == 1 else value[env]
+            row[name] = float(value)
         return RiskParams.trusted(**row)
 
     @property
