@@ -1,6 +1,9 @@
-"""Shared test helpers: the books balance (fund non-negative, nothing NaN); a book's depth."""
+"""Shared test helpers: the books balance (fund non-negative, nothing NaN); a book's depth;
+a fixed-slippage impact model for hand-worked books."""
 
+import dataclasses
 from dataclasses import fields
+from typing import Any
 
 import numpy as np
 
@@ -43,3 +46,22 @@ def assert_books_balance(state: SimState, mark: np.ndarray) -> None:
 def depth_for(flow_usd: float, slippage: float) -> float:
     """Depth (USD per 1%) at which ``flow_usd`` slips by ``slippage`` on average."""
     return float(SqrtImpact.for_slippage(flow_usd, slippage).depth_usd_per_pct)
+
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedSlippage:
+    """Hand-worked books' impact: sells ``slippage_frac`` below the book, buys as far above.
+
+    Whatever the flow; shared by the cross-market, collateral and fund-segment tests.
+    """
+
+    slippage_frac: float
+
+    def fill_prices(
+        self, mark: FloatArray, sell_notional_usd: FloatArray, buy_notional_usd: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """Sells at ``book x (1 - s)``, buys at ``book x (1 + s)``, whatever the flow."""
+        return mark * (1.0 - self.slippage_frac), mark * (1.0 + self.slippage_frac)

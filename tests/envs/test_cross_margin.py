@@ -93,6 +93,7 @@ from fundgym.envs.core.impact import SqrtImpact, market_books
 from fundgym.envs.core.params import RiskParams
 from fundgym.envs.core.step import core_step, margin_state
 from fundgym.envs.state import SimState, ledger_error
+from tests.books import FixedSlippage
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -103,19 +104,6 @@ PARAMS = RiskParams(
     max_liquidation_fraction=1.0,
     min_liquidation_notional_usd=0.0,
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class FixedSlippage:
-    """Fills every sell ``slippage_frac`` below the book and every buy as far above it."""
-
-    slippage_frac: float
-
-    def fill_prices(
-        self, mark: FloatArray, sell_notional_usd: FloatArray, buy_notional_usd: FloatArray
-    ) -> tuple[FloatArray, FloatArray]:
-        """Sells at ``book x (1 - s)``, buys at ``book x (1 + s)``, whatever the flow."""
-        return mark * (1.0 - self.slippage_frac), mark * (1.0 + self.slippage_frac)
 
 
 def book(rows: list[tuple[float, float, float, float, float]], fund_usd: float) -> SimState:

@@ -60,6 +60,7 @@ from fundgym.envs.core.impact import SqrtImpact, market_books
 from fundgym.envs.core.params import RiskParams
 from fundgym.envs.core.step import _book_segments, core_step
 from fundgym.envs.state import SimState, ledger_error, ledger_total
+from tests.books import FixedSlippage
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -72,19 +73,6 @@ PARAMS = RiskParams(
     min_liquidation_notional_usd=0.0,
 )
 MARKS = np.array([[9_000.0, 80.0]])
-
-
-@dataclasses.dataclass(frozen=True)
-class FixedSlippage:
-    """Fills every sell ``slippage_frac`` below the book and every buy as far above it."""
-
-    slippage_frac: float
-
-    def fill_prices(
-        self, mark: FloatArray, sell_notional_usd: FloatArray, buy_notional_usd: FloatArray
-    ) -> tuple[FloatArray, FloatArray]:
-        """Sells at ``book x (1 - s)``, buys at ``book x (1 + s)``, whatever the flow."""
-        return mark * (1.0 - self.slippage_frac), mark * (1.0 + self.slippage_frac)
 
 
 AT_MARK = FixedSlippage(0.0)
