@@ -485,6 +485,25 @@ def _listed_mask(mask, n_acc, idx):  # type: ignore[no-untyped-def]
 
 
 @jit(error_model="numpy", inline="always")
+def _record_orders(  # type: ignore[no-untyped-def]
+    ev, i, volume, fees, income, income_shorts, rewards, bad_debt, shortfall, overshoot, n_below
+):
+    """Write exchange ``i``'s liquidation orders' totals into their ``EV_*`` columns.
+
+    One home for what every waterfall (one market, the venue modes, across markets) reports.
+    """
+    ev[i, EV_LIQUIDATION_VOLUME] = volume
+    ev[i, EV_LIQUIDATION_FEES] = fees
+    ev[i, EV_FUND_FEE_INCOME] = income
+    ev[i, EV_FLOORED_FUND_FEE_INCOME] = income_shorts
+    ev[i, EV_LIQUIDATOR_REWARDS] = rewards
+    ev[i, EV_BAD_DEBT] = bad_debt
+    ev[i, EV_SHORTFALL] = shortfall
+    ev[i, EV_ADL_OVERSHOOT] = overshoot
+    ev[i, EV_N_BELOW_BANKRUPTCY] = n_below
+
+
+@jit(error_model="numpy", inline="always")
 def _uncovered_base(need, paid, bad, close, n):  # type: ignore[no-untyped-def]
     """Write into ``need`` the base of each order the fund did not cover; whether any is > 0.
 
@@ -655,18 +674,12 @@ def _waterfall_one(  # type: ignore[no-untyped-def]
     loss = acc[_ACC_LOSS]
     liquidator_rewards[i] += rewards
 
-    ev[i, EV_LIQUIDATION_VOLUME] = volume
-    ev[i, EV_LIQUIDATION_FEES] = fees
-    ev[i, EV_FUND_FEE_INCOME] = income
-    ev[i, EV_FLOORED_FUND_FEE_INCOME] = income_shorts
-    ev[i, EV_LIQUIDATOR_REWARDS] = rewards
-    ev[i, EV_BAD_DEBT] = bad_debt
-    ev[i, EV_SHORTFALL] = shortfall
-    ev[i, EV_ADL_OVERSHOOT] = overshoot
     below = 0
     for k in range(n):
         below += bad[k] > 0.0
-    ev[i, EV_N_BELOW_BANKRUPTCY] = below
+    _record_orders(
+        ev, i, volume, fees, income, income_shorts, rewards, bad_debt, shortfall, overshoot, below
+    )
 
     # 5. Socialisation, then 6. the exchange absorbs the rest.
     charged = 0.0
@@ -1065,21 +1078,16 @@ def _venue_one(  # type: ignore[no-untyped-def]
     unrecovered[i] += unrecovered_total
     ev[i, EV_LIQUIDATION_SELL] = flow_sell_total
     ev[i, EV_LIQUIDATION_BUY] = flow_buy_total
-    ev[i, EV_LIQUIDATION_VOLUME] = acc[_ACC_VOLUME]
-    ev[i, EV_LIQUIDATION_FEES] = fees
-    ev[i, EV_FUND_FEE_INCOME] = income
-    ev[i, EV_FLOORED_FUND_FEE_INCOME] = income_shorts
-    ev[i, EV_LIQUIDATOR_REWARDS] = rewards
-    ev[i, EV_BAD_DEBT] = acc[_ACC_BAD_DEBT]
-    ev[i, EV_SHORTFALL] = acc[_ACC_SHORTFALL]
-    ev[i, EV_ADL_OVERSHOOT] = overshoot
     ev[i, EV_LIQUIDATOR_ABSORBED] = taken_sell + taken_buy
     ev[i, EV_SOCIALIZED_LOSS] = charged_total
     ev[i, EV_UNRECOVERED] = unrecovered_total
     n_below = 0
     for k in range(n):
         n_below += below[k]
-    ev[i, EV_N_BELOW_BANKRUPTCY] = n_below
+    _record_orders(
+        ev, i, acc[_ACC_VOLUME], fees, income, income_shorts, rewards, acc[_ACC_BAD_DEBT],
+        acc[_ACC_SHORTFALL], overshoot, n_below,
+    )  # fmt: skip
 
 
 @jit(error_model="numpy")
@@ -1561,15 +1569,9 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
         n_below += below[k]
     ev[i, EV_LIQUIDATION_SELL] = sell
     ev[i, EV_LIQUIDATION_BUY] = buy
-    ev[i, EV_LIQUIDATION_VOLUME] = volume
-    ev[i, EV_LIQUIDATION_FEES] = fees
-    ev[i, EV_FUND_FEE_INCOME] = income
-    ev[i, EV_FLOORED_FUND_FEE_INCOME] = income_shorts
-    ev[i, EV_LIQUIDATOR_REWARDS] = rewards
-    ev[i, EV_BAD_DEBT] = bad_debt
-    ev[i, EV_SHORTFALL] = shortfall
-    ev[i, EV_ADL_OVERSHOOT] = overshoot
-    ev[i, EV_N_BELOW_BANKRUPTCY] = n_below
+    _record_orders(
+        ev, i, volume, fees, income, income_shorts, rewards, bad_debt, shortfall, overshoot, n_below
+    )
 
     # 5. Socialisation per market, then 6. the exchange absorbs the rest.
     charged = 0.0
