@@ -285,6 +285,22 @@ def _fund_segments(segments: ArrayLike | None, n_envs: int) -> FloatArray:
     return np.array(s, dtype=np.float64, order="C")
 
 
+def per_asset(name: str, value: ArrayLike, n_envs: int, n_assets: int) -> FloatArray:
+    """``value`` (``(E, K)``, ``(K,)`` or scalar) broadcast to a contiguous ``(E, K)`` copy.
+
+    Raises:
+        ValueError: It does not broadcast; the message names ``name`` and the shapes allowed.
+    """
+    v = np.asarray(value, dtype=np.float64)
+    try:
+        return np.ascontiguousarray(np.broadcast_to(v, (n_envs, n_assets)), dtype=np.float64)
+    except ValueError:
+        raise ValueError(
+            f"{name} must be (n_envs, n_assets) = ({n_envs}, {n_assets}) or (n_assets,), "
+            f"got shape {v.shape}"
+        ) from None
+
+
 def collateral_prices(name: str, value: ArrayLike, n_envs: int, n_assets: int) -> FloatArray:
     """A collateral price ``value`` (``(E, K)``, ``(K,)`` or scalar) as a checked ``(E, K)``.
 
@@ -292,14 +308,7 @@ def collateral_prices(name: str, value: ArrayLike, n_envs: int, n_assets: int) -
         ValueError: It does not broadcast to ``(E, K)``, or an entry is not finite and > 0
             (the message names ``name``, the value and the allowed range).
     """
-    v = np.asarray(value, dtype=np.float64)
-    try:
-        out = np.ascontiguousarray(np.broadcast_to(v, (n_envs, n_assets)), dtype=np.float64)
-    except ValueError:
-        raise ValueError(
-            f"{name} must be (n_envs, n_assets) = ({n_envs}, {n_assets}) or (n_assets,), "
-            f"got shape {v.shape}"
-        ) from None
+    out = per_asset(name, value, n_envs, n_assets)
     ok = np.isfinite(out) & (out > 0.0)
     if not ok.all():
         raise ValueError(f"{name} must be finite and > 0 (USD per unit), got {out[~ok].flat[0]!r}")

@@ -1234,6 +1234,25 @@ def _off_book_flow(ev, i, side, adl_close, n, book_px):  # type: ignore[no-untyp
             ev[i, col] = max(ev[i, col] - adl_close[k] * book_px, 0.0)
 
 
+@jit(error_model="numpy", inline="always")
+def _bearer_weights(weight, size, entry, i, j, m, is_liq, socialization):  # type: ignore[no-untyped-def]
+    """Write market ``j``'s socialisation weights into ``weight``; return their sum.
+
+    Bearers: accounts not liquidated this tick whose position in the market is worth at least
+    ``DUST_NOTIONAL_USD`` at ``m``. Weight: the position's positive unrealised PnL
+    (``profit_haircut``) or its ``|size|`` (``drift``); others keep 0.
+    """
+    total = 0.0
+    for a in range(size.shape[1]):
+        q = size[i, a, j]
+        if is_liq[a] or not abs(q) * m >= DUST_NOTIONAL_USD:
+            continue
+        w = abs(q) if socialization == SOCIALIZE_DRIFT else max(q * (m - entry[i, a, j]), 0.0)
+        weight[a] = w
+        total += w
+    return total
+
+
 @jit(error_model="numpy")
 def _socialize(i, coll, size, entry, m, is_liq, loss, socialization):  # type: ignore[no-untyped-def]
     """Charge ``loss`` to exchange ``i``'s bearers; return the total charged (``<= loss``).
@@ -1246,14 +1265,7 @@ def _socialize(i, coll, size, entry, m, is_liq, loss, socialization):  # type: i
     """
     n_acc = size.shape[1]
     weight = np.zeros(n_acc)
-    total = 0.0
-    for a in range(n_acc):
-        q = size[i, a, 0]
-        if is_liq[a] or not abs(q) * m >= DUST_NOTIONAL_USD:
-            continue
-        w = abs(q) if socialization == SOCIALIZE_DRIFT else max(q * (m - entry[i, a, 0]), 0.0)
-        weight[a] = w
-        total += w
+    total = _bearer_weights(weight, size, entry, i, 0, m, is_liq, socialization)
     if not total > 0.0:
         return 0.0
     charged = 0.0
@@ -1679,14 +1691,7 @@ def _socialize_market(i, j, coll, size, entry, marks, is_liq, loss, socializatio
     n_acc = size.shape[1]
     m = marks[i, j]
     weight = np.zeros(n_acc)
-    total = 0.0
-    for a in range(n_acc):
-        q = size[i, a, j]
-        if is_liq[a] or not abs(q) * m >= DUST_NOTIONAL_USD:
-            continue
-        w = abs(q) if socialization == SOCIALIZE_DRIFT else max(q * (m - entry[i, a, j]), 0.0)
-        weight[a] = w
-        total += w
+    total = _bearer_weights(weight, size, entry, i, j, m, is_liq, socialization)
     if not total > 0.0:
         return 0.0
     charged = 0.0

@@ -112,7 +112,7 @@ from fundgym.envs.core.params import (
 )
 from fundgym.envs.core.vault import V_ACTIVE
 from fundgym.envs.fund.portfolio import AllocationParams, settle
-from fundgym.envs.state import SimState, collateral_prices, marks_2d
+from fundgym.envs.state import SimState, collateral_prices, marks_2d, per_asset
 
 __all__ = ["StepEvents", "core_step", "margin_state"]
 
@@ -207,14 +207,7 @@ def _haircuts(haircut: ArrayLike | None, n_envs: int, n_assets: int) -> FloatArr
     """``collateral_haircut`` (``(K,)``, ``(E, K)`` or scalar; default 0) as checked ``(E, K)``."""
     if haircut is None:
         return np.zeros((n_envs, n_assets))
-    h = np.asarray(haircut, dtype=np.float64)
-    try:
-        out = np.ascontiguousarray(np.broadcast_to(h, (n_envs, n_assets)), dtype=np.float64)
-    except ValueError:
-        raise ValueError(
-            f"collateral_haircut must be (n_assets,) or (n_envs, n_assets) = ({n_envs}, "
-            f"{n_assets}), got shape {h.shape}"
-        ) from None
+    out = per_asset("collateral_haircut", haircut, n_envs, n_assets)
     ok = np.isfinite(out) & (out >= 0.0) & (out < 1.0)
     if not ok.all():
         raise ValueError(

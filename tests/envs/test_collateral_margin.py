@@ -219,6 +219,11 @@ def test_refuses_bad_collateral_terms() -> None:
             accounts([X], 0.0, 1.0), PARAMS, mark, BOOK, collateral_price=[1.0],
             collateral_haircut=[1.0],
         )  # fmt: skip
+    with pytest.raises(ValueError, match=r"collateral_haircut must be \(n_envs, n_assets\)"):
+        core_step(
+            accounts([X], 0.0, 1.0), PARAMS, mark, BOOK, collateral_price=[1.0],
+            collateral_haircut=[0.1, 0.2],
+        )  # fmt: skip
     with pytest.raises(ValueError, match="collateral_redemption_price"):
         core_step(
             accounts([X], 0.0, 1.0), PARAMS, mark, BOOK, collateral_price=[1.0],
