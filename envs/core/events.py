@@ -91,6 +91,17 @@ class _CountColumn:
         obj.data[:, self.col] = value
 
 
+#: The ``(n_envs, n_markets)`` per-market splits a cross-path step sets (``None`` otherwise),
+#: set after construction and copied by :meth:`StepEvents.copy`.
+_MARKET_FIELDS = (
+    "market_fund_paid_usd",
+    "market_adl_volume_usd",
+    "market_adl_haircut_usd",
+    "market_socialized_usd",
+    "market_unrecovered_usd",
+)
+
+
 class StepEvents:
     """What one tick did, per exchange: every field is an ``(n_envs,)`` array.
 
@@ -121,6 +132,28 @@ class StepEvents:
             shortfalls, within the market's cap: the per-market split of ``shortfall_usd``,
             for contagion reports (which market's losses the fund carried). Set by a step
             on the several-markets path that liquidated someone (``None`` otherwise).
+        market_adl_volume_usd: ``(n_envs, n_markets)`` notional deleveraged in each market
+            (its legs' uncovered base against that market's opposite positions): the
+            per-market split of ``adl_volume_usd`` (each row sums to it, to rounding of the
+            sum's order), so a report can say whose positions an alt's crash closed. Set
+            with ``market_fund_paid_usd`` (``None`` otherwise); like the next three, zero in
+            a market without a liquidated leg.
+        market_adl_haircut_usd: ``(n_envs, n_markets)`` the ADL haircut each market's
+            counterparties bore, signed as ``adl_haircut_usd`` (each row sums to it). Set
+            with ``market_fund_paid_usd``.
+        market_socialized_usd: ``(n_envs, n_markets)`` the loss charged to each market's
+            bearers (socialisation runs per market, on that market's own loss): the split
+            of ``socialized_loss_usd`` (each row sums to it). Set with
+            ``market_fund_paid_usd``.
+        market_unrecovered_usd: ``(n_envs, n_markets)`` what each market's legs left to the
+            exchange after the fund, ADL and socialisation: the waterfall's part of
+            ``unrecovered_usd``. Unrecovered that belongs to no market is left out: the
+            shared fund paying less than it promised, or a rounding that would take a
+            segment below zero, is booked as unrecovered (and taken off ``shortfall_usd``)
+            after the waterfall, per fund, not per market. So a row sums to at most
+            ``unrecovered_usd``, and exactly to ``unrecovered_usd - (market_fund_paid_usd
+            row sum - shortfall_usd)`` (that gap is zero when the funds paid what they
+            held). Set with ``market_fund_paid_usd``.
         n_liquidations: Accounts that received a liquidation order (``int64``, a copy).
         liquidation_volume_usd: Notional closed by the liquidation engine: book fills at the
             fill price plus deleveraged size at the ADL rule's price (the bankruptcy price, or
@@ -260,8 +293,12 @@ class StepEvents:
         "collateral_depeg_loss_usd",
         "collateral_seized_usd",
         "data",
+        "market_adl_haircut_usd",
+        "market_adl_volume_usd",
         "market_flow_usd",
         "market_fund_paid_usd",
+        "market_socialized_usd",
+        "market_unrecovered_usd",
     )
 
     def __init__(
@@ -303,6 +340,10 @@ class StepEvents:
         self.collateral_seized_usd = collateral_seized_usd
         self.collateral_depeg_loss_usd = collateral_depeg_loss_usd
         self.market_fund_paid_usd: FloatArray | None = None
+        self.market_adl_volume_usd: FloatArray | None = None
+        self.market_adl_haircut_usd: FloatArray | None = None
+        self.market_socialized_usd: FloatArray | None = None
+        self.market_unrecovered_usd: FloatArray | None = None
 
     @classmethod
     def zeros(cls, n_envs: int) -> StepEvents:
@@ -325,8 +366,9 @@ class StepEvents:
             None if seized is None else seized.copy(),
             None if depeg is None else depeg.copy(),
         )
-        paid = self.market_fund_paid_usd
-        out.market_fund_paid_usd = None if paid is None else paid.copy()
+        for name in _MARKET_FIELDS:
+            arr = getattr(self, name)
+            setattr(out, name, None if arr is None else arr.copy())
         return out
 
     def as_dict(self) -> dict[str, FloatArray | IntArray]:

@@ -115,15 +115,20 @@ def requirement(notional_usd, mmr, floors, rates, cums, base_mmr):  # type: igno
 
 
 @jit(error_model="numpy", inline="always")
-def _account_margin(coll, size, entry, marks, i, a, mmr, floors, rates, cums, base_mmr):  # type: ignore[no-untyped-def]
-    """Cross-margin equity and maintenance requirement of account ``a`` of exchange ``i``."""
+def _account_margin(coll, size, entry, marks, mmr_mult, i, a, mmr, floors, rates, cums, base_mmr):  # type: ignore[no-untyped-def]
+    """Cross-margin equity and maintenance requirement of account ``a`` of exchange ``i``.
+
+    Market ``j``'s position requires :func:`requirement` times ``mmr_mult[i, j]`` (the
+    market's margin multiple, ``core_step``'s ``market_mmr_mult``; ones by default, and
+    ``x * 1.0`` is ``x`` exactly, so the default costs no bit of the sum).
+    """
     eq = coll[i, a]
     req = 0.0
     for j in range(size.shape[2]):
         q = size[i, a, j]
         m = marks[i, j]
         eq += q * (m - entry[i, a, j])
-        req += requirement(abs(q) * m, mmr, floors, rates, cums, base_mmr)
+        req += requirement(abs(q) * m, mmr, floors, rates, cums, base_mmr) * mmr_mult[i, j]
     return eq, req
 
 
@@ -247,14 +252,19 @@ def _close_base(abs_q, max_frac, min_base):  # type: ignore[no-untyped-def]
 
 
 @jit(error_model="numpy")
-def margin_kernel(coll, size, entry, marks, packed, floors, rates, cums, base, eq_out, req_out):  # type: ignore[no-untyped-def]
-    """Equity and maintenance requirement of every account, into ``eq_out``, ``req_out``."""
+def margin_kernel(  # type: ignore[no-untyped-def]
+    coll, size, entry, marks, mmr_mult, packed, floors, rates, cums, base, eq_out, req_out,
+):  # fmt: skip
+    """Equity and maintenance requirement of every account, into ``eq_out``, ``req_out``.
+
+    ``mmr_mult`` ``(E, M)`` scales each market's requirement (:func:`_account_margin`).
+    """
     n_envs, n_acc, _ = size.shape
     for i in range(n_envs):
         mmr = packed[i, P_MMR]
         for a in range(n_acc):
             eq, req = _account_margin(
-                coll, size, entry, marks, i, a, mmr, floors, rates, cums, base[0]
+                coll, size, entry, marks, mmr_mult, i, a, mmr, floors, rates, cums, base[0]
             )
             eq_out[i, a] = eq
             req_out[i, a] = req
@@ -1288,15 +1298,18 @@ def _socialize(i, coll, size, entry, m, is_liq, loss, socialization):  # type: i
 
 
 @jit(error_model="numpy")
-def scan_cross_kernel(coll, size, entry, marks, book, packed, floors, rates, cums, base, ev, flow):  # type: ignore[no-untyped-def]
+def scan_cross_kernel(  # type: ignore[no-untyped-def]
+    coll, size, entry, marks, mmr_mult, book, packed, floors, rates, cums, base, ev, flow,
+):  # fmt: skip
     """:func:`scan_kernel` over ``M`` markets: liquidatable cross accounts and their legs' flow.
 
-    An account is liquidatable when its requirement, summed over its positions, is positive
-    and its cross equity is below it (:func:`_account_margin`). Its order in each market
-    where it holds a position (a leg) closes :func:`_close_base` of that position, the
-    minimum notional read at that market's mark. ``flow[i, j, 0]`` sums market ``j``'s sells
-    (longs) at its book price ``book[i, j]``, ``flow[i, j, 1]`` its buys (``flow`` arrives
-    zeroed); ``EV_LIQUIDATION_SELL`` / ``_BUY`` hold their sums over markets and
+    An account is liquidatable when its requirement, summed over its positions (market
+    ``j``'s scaled by ``mmr_mult[i, j]``), is positive and its cross equity is below it
+    (:func:`_account_margin`). Its order in each market where it holds a position (a leg)
+    closes :func:`_close_base` of that position, the minimum notional read at that market's
+    mark. ``flow[i, j, 0]`` sums market ``j``'s sells (longs) at its book price
+    ``book[i, j]``, ``flow[i, j, 1]`` its buys (``flow`` arrives zeroed);
+    ``EV_LIQUIDATION_SELL`` / ``_BUY`` hold their sums over markets and
     ``EV_N_LIQUIDATIONS`` the accounts. ``liq_idx`` as :func:`scan_kernel`'s.
     """
     n_envs, n_acc, n_mk = size.shape
@@ -1309,7 +1322,7 @@ def scan_cross_kernel(coll, size, entry, marks, book, packed, floors, rates, cum
         n = 0
         for a in range(n_acc):
             eq, req = _account_margin(
-                coll, size, entry, marks, i, a, mmr, floors, rates, cums, base[0]
+                coll, size, entry, marks, mmr_mult, i, a, mmr, floors, rates, cums, base[0]
             )
             if not (req > 0.0 and eq < req):
                 continue
@@ -1337,11 +1350,15 @@ def scan_cross_kernel(coll, size, entry, marks, book, packed, floors, rates, cum
 
 @jit(error_model="numpy")
 def waterfall_cross_kernel(  # type: ignore[no-untyped-def]
-    coll, size, entry, marks, packed, floors, rates, cums, base, sell_px, buy_px,
+    coll, size, entry, marks, mmr_mult, packed, floors, rates, cums, base, sell_px, buy_px,
     fund_available, fund_group, fund_cap, stages, socialization, adl_policy, book, cp_size,
-    cp_cash, liquidator_rewards, unrecovered, ev, flow, market_paid, market_income, liq_idx,
+    cp_cash, liquidator_rewards, unrecovered, ev, flow, market_paid, market_income,
+    market_adl_volume, market_adl_haircut, market_socialized, market_unrecovered, liq_idx,
 ):  # fmt: skip
     """:func:`waterfall_kernel`'s ``partial`` mode over ``M`` markets (cross-margined accounts).
+
+    ``mmr_mult`` ``(E, M)`` scales each market's requirement, as in :func:`scan_cross_kernel`:
+    the legs' collateral is apportioned by the scaled requirements (:func:`_leg_collateral`).
 
     ``sell_px`` / ``buy_px`` / ``book`` are ``(E, M)``: each market's fills are priced on its
     own flow. ``flow`` (``(E, M, 2)``, from :func:`scan_cross_kernel`) loses what ADL took off
@@ -1355,14 +1372,22 @@ def waterfall_cross_kernel(  # type: ignore[no-untyped-def]
     legs were paid and the fund's share of their fees: the caller books them into the pots
     (the kernel never writes a fund). See :func:`_waterfall_cross_one` and
     :mod:`fundgym.envs.core.step` for the rules.
+
+    ``market_adl_volume`` / ``market_adl_haircut`` / ``market_socialized`` /
+    ``market_unrecovered`` ``(E, M)`` (zeroed) receive each market's share of
+    ``EV_ADL_VOLUME`` / ``EV_ADL_HAIRCUT`` / ``EV_SOCIALIZED_LOSS`` / ``EV_UNRECOVERED``,
+    written where the market's amount is known (:func:`_deleverage_market`, step 5 of
+    :func:`_waterfall_cross_one`): each row sums to its column, to rounding of the sum's
+    order. They are reports only; nothing in the kernel reads them back.
     """
     for i in range(size.shape[0]):
         if ev[i, EV_N_LIQUIDATIONS] > 0.0:
             _waterfall_cross_one(
-                i, coll, size, entry, marks, packed, floors, rates, cums, base[0], sell_px[i],
-                buy_px[i], fund_available[i], fund_group, fund_cap[i], stages, socialization,
-                adl_policy, book[i], cp_size, cp_cash, liquidator_rewards, unrecovered, ev,
-                flow, market_paid[i], market_income[i],
+                i, coll, size, entry, marks, mmr_mult, packed, floors, rates, cums, base[0],
+                sell_px[i], buy_px[i], fund_available[i], fund_group, fund_cap[i], stages,
+                socialization, adl_policy, book[i], cp_size, cp_cash, liquidator_rewards,
+                unrecovered, ev, flow, market_paid[i], market_income[i], market_adl_volume[i],
+                market_adl_haircut[i], market_socialized[i], market_unrecovered[i],
                 liq_idx[i, : int(ev[i, EV_N_LIQUIDATIONS])],
             )  # fmt: skip
 
@@ -1389,12 +1414,15 @@ def _pay_from_pots(paid, owed, leg_j, group, cap, available, n):  # type: ignore
 
 
 @jit(error_model="numpy")
-def _leg_collateral(coll, size, entry, marks, i, a, j, req, mmr, floors, rates, cums, base_mmr):  # type: ignore[no-untyped-def]
+def _leg_collateral(  # type: ignore[no-untyped-def]
+    coll, size, entry, marks, mmr_mult, i, a, j, req, mmr, floors, rates, cums, base_mmr,
+):  # fmt: skip
     """The collateral account ``a``'s leg in market ``j`` is bankrupt against (dYdX v4).
 
     dYdX's bankruptcy quote for closing ``delta`` of one position of a multi-position
     subaccount is ``-DNNV - TNC x |DMMR| / TMMR``: the account's equity is apportioned to the
-    position by its share ``w = req_j / req`` of the maintenance requirement. As a
+    position by its share ``w = req_j / req`` of the maintenance requirement (``req_j``
+    scaled by ``mmr_mult[i, j]``, ``req`` the scaled sum :func:`_account_margin` returns). As a
     one-position account that equity ``w x eq`` is collateral ``c_j = w x eq - u_j`` (``u_j``
     the leg's unrealised PnL), written ``w x c + (w x U_other - (1 - w) x u_j)`` so that an
     account with one open position gets exactly its collateral (``w = 1``, the others zero).
@@ -1403,7 +1431,7 @@ def _leg_collateral(coll, size, entry, marks, i, a, j, req, mmr, floors, rates, 
     """
     q = size[i, a, j]
     m = marks[i, j]
-    w = requirement(abs(q) * m, mmr, floors, rates, cums, base_mmr) / req
+    w = requirement(abs(q) * m, mmr, floors, rates, cums, base_mmr) * mmr_mult[i, j] / req
     other = 0.0
     for k in range(size.shape[2]):
         if k != j:
@@ -1413,9 +1441,10 @@ def _leg_collateral(coll, size, entry, marks, i, a, j, req, mmr, floors, rates, 
 
 @jit(error_model="numpy")
 def _waterfall_cross_one(  # type: ignore[no-untyped-def]
-    i, coll, size, entry, marks, packed, floors, rates, cums, base_mmr, sell_px, buy_px,
+    i, coll, size, entry, marks, mmr_mult, packed, floors, rates, cums, base_mmr, sell_px, buy_px,
     fund_available, fund_group, fund_cap, stages, socialization, adl_policy, book, cp_size,
-    cp_cash, liquidator_rewards, unrecovered, ev, flow, market_paid, market_income, idx,
+    cp_cash, liquidator_rewards, unrecovered, ev, flow, market_paid, market_income,
+    market_adl_volume, market_adl_haircut, market_socialized, market_unrecovered, idx,
 ):  # fmt: skip
     """The waterfall of exchange ``i`` on its liquidatable cross accounts ``idx`` (in order).
 
@@ -1427,6 +1456,12 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
     market's pot (``fund_group``) and within its market's cap (:func:`_pay_from_pots`); ADL
     runs per market (:func:`_deleverage_market`); socialisation per market
     (:func:`_socialize_market`).
+
+    The rows ``market_paid`` .. ``market_unrecovered`` (``(M,)``, exchange ``i``'s) gain
+    each market's part of the tick's fund payments, fee income, ADL volume and haircut,
+    socialised charge and unrecovered loss, where each is decided: the contagion report
+    reads which market's legs the fund, the counterparties, the bearers and the exchange
+    paid for.
     """
     n_acc = size.shape[1]
     n_mk = size.shape[2]
@@ -1458,7 +1493,9 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
     o = 0
     for k in range(n):
         a = idx[k]
-        _, req = _account_margin(coll, size, entry, marks, i, a, mmr, floors, rates, cums, base_mmr)
+        _, req = _account_margin(
+            coll, size, entry, marks, mmr_mult, i, a, mmr, floors, rates, cums, base_mmr
+        )
         for j in range(n_mk):
             q = size[i, a, j]
             if q == 0.0:
@@ -1467,8 +1504,9 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
             leg_k[o] = k
             leg_j[o] = j
             alloc[o] = _leg_collateral(
-                coll, size, entry, marks, i, a, j, req, mmr, floors, rates, cums, base_mmr
-            )
+                coll, size, entry, marks, mmr_mult, i, a, j, req, mmr, floors, rates, cums,
+                base_mmr,
+            )  # fmt: skip
             side[o] = 1.0 if q > 0.0 else -1.0
             close[o] = _close_base(abs(q), max_frac, min_notional / m)
             price[o] = sell_px[j] if q > 0.0 else buy_px[j]
@@ -1507,7 +1545,7 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
             for j in range(n_mk):
                 _deleverage_market(
                     i, j, coll, size, entry, marks, idx, leg_k, leg_j, alloc, is_liq, side,
-                    need, adl_close, ev, adl_policy,
+                    need, adl_close, ev, adl_policy, market_adl_volume, market_adl_haircut,
                 )  # fmt: skip
             for o in range(n_legs):
                 if adl_close[o] > 0.0:
@@ -1585,7 +1623,8 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
         ev, i, volume, fees, income, income_shorts, rewards, bad_debt, shortfall, overshoot, n_below
     )
 
-    # 5. Socialisation per market, then 6. the exchange absorbs the rest.
+    # 5. Socialisation per market, then 6. the exchange absorbs the rest; each market's
+    #    part of both is recorded as it is decided.
     charged = 0.0
     lost = 0.0
     for j in range(n_mk):
@@ -1595,9 +1634,13 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
                 i, j, coll, size, entry, marks, is_liq, loss_m[j], socialization
             )
             charged += got
-            lost += loss_m[j] - got
+            left = loss_m[j] - got
+            lost += left
+            market_socialized[j] += got
+            market_unrecovered[j] += left
         else:
             lost += loss_m[j]
+            market_unrecovered[j] += loss_m[j]
     ev[i, EV_SOCIALIZED_LOSS] = charged
     ev[i, EV_UNRECOVERED] = lost
     unrecovered[i] += lost
@@ -1615,7 +1658,7 @@ def _cross_equity(coll, size, entry, marks, i, a):  # type: ignore[no-untyped-de
 @jit(error_model="numpy")
 def _deleverage_market(  # type: ignore[no-untyped-def]
     i, j, coll, size, entry, marks, idx, leg_k, leg_j, alloc, is_liq, side, need, adl_close, ev,
-    adl_policy,
+    adl_policy, market_adl_volume, market_adl_haircut,
 ):  # fmt: skip
     """:func:`_deleverage` in market ``j``: its legs' ``need`` against its opposite positions.
 
@@ -1626,6 +1669,10 @@ def _deleverage_market(  # type: ignore[no-untyped-def]
     cross account stays at or above zero equity when that position closes whole at that
     price; the ``adl_policy`` rule ranks and sizes them on their cross equity
     (:func:`~fundgym.envs.core.adl.close_market_counterparties`).
+
+    The volume and haircut go to the exchange's ``EV_ADL_VOLUME`` / ``EV_ADL_HAIRCUT`` and to
+    market ``j``'s entry of the rows ``market_adl_volume`` / ``market_adl_haircut``
+    (``(M,)``), the same two numbers added to both.
     """
     n_acc = size.shape[1]
     n_mk = size.shape[2]
@@ -1675,8 +1722,12 @@ def _deleverage_market(  # type: ignore[no-untyped-def]
                 i, j, coll, other, size, entry, m, cand[:n_cand], amount, quote, batch_price,
                 bankrupt_side, adl_policy,
             )  # fmt: skip
-        ev[i, EV_ADL_VOLUME] += abs(quote)
-        ev[i, EV_ADL_HAIRCUT] += bankrupt_side * (quote - amount * m)
+        volume = abs(quote)
+        haircut_usd = bankrupt_side * (quote - amount * m)
+        ev[i, EV_ADL_VOLUME] += volume
+        ev[i, EV_ADL_HAIRCUT] += haircut_usd
+        market_adl_volume[j] += volume
+        market_adl_haircut[j] += haircut_usd
 
 
 @jit(error_model="numpy")

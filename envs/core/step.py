@@ -88,6 +88,18 @@ another group's legs, so a thin alt's crash cannot drain the BTC segment. ``fund
 tick, whatever the fund holds. What a cap or an empty segment refuses is uncovered like any
 shortfall: ADL, socialisation, the exchange. Segments or finite caps run the cross path,
 one market included. ``docs/markets.md`` ("Shared and segmented funds") has the rules.
+
+**Per-market margin** (the cross path). Real venues ask more margin of a thin alt than of
+BTC. ``market_mmr_mult`` (``(M,)`` or ``(E, M)``, each > 0) scales market ``j``'s
+maintenance requirement: a position's requirement is the exchange's (flat ``mmr`` or the
+tier table, as above) times ``market_mmr_mult[j]``. The scaled requirements are the ones the
+cross path reads everywhere it reads one: the trigger (equity below their sum) and the legs'
+apportioned collateral (each leg's share of the scaled sum), hence every bankruptcy price;
+ADL and socialisation judge counterparties on equity alone and need no change. The default
+(``None``) is all ones, bit for bit today's step. A multiple other than one runs the cross
+path, one market included (the one-market kernels read one ``mmr``); so the venue modes,
+which the cross path does not run, refuse it. :func:`market_requirements` gives each
+position's scaled requirement, for :func:`~fundgym.envs.core.formulas.cross_leg_collateral`.
 """
 
 from __future__ import annotations
@@ -103,6 +115,7 @@ from fundgym.envs.core.events import EV_N_LIQUIDATIONS, N_EVENTS, StepEvents
 from fundgym.envs.core.impact import ImpactModel, SqrtImpact
 from fundgym.envs.core.liquidation import LIQ_PARTIAL
 from fundgym.envs.core.liquidators import liquidators_paid
+from fundgym.envs.core.margin import maintenance_requirement
 from fundgym.envs.core.params import (
     P_LIQ_FEE,
     P_LIQ_FUND_SHARE,
@@ -114,7 +127,7 @@ from fundgym.envs.core.vault import V_ACTIVE
 from fundgym.envs.fund.portfolio import AllocationParams, settle
 from fundgym.envs.state import SimState, collateral_prices, marks_2d, per_asset
 
-__all__ = ["StepEvents", "core_step", "margin_state"]
+__all__ = ["StepEvents", "core_step", "margin_state", "market_requirements"]
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
@@ -314,6 +327,64 @@ def _fund_caps(cap_usd: ArrayLike | None, n_envs: int, n_markets: int) -> FloatA
     return out
 
 
+def _mmr_mults(mult: ArrayLike | None, n_envs: int, n_markets: int) -> FloatArray:
+    """``market_mmr_mult`` (``(M,)`` or ``(E, M)``; default ones) as a checked ``(E, M)``.
+
+    Always a fresh C-contiguous float64 array, so the kernels compile one layout for it.
+    A scalar is refused: one multiple for every market is the exchange's ``mmr``, a
+    ``RiskParams`` lever of its own.
+    """
+    if mult is None:
+        return np.ones((n_envs, n_markets))
+    m = np.asarray(mult, dtype=np.float64)
+    if m.shape not in ((n_markets,), (n_envs, n_markets)):
+        raise ValueError(
+            f"market_mmr_mult must be (n_markets,) = ({n_markets},) or (n_envs, n_markets) = "
+            f"({n_envs}, {n_markets}), got shape {m.shape}"
+        )
+    out = np.ascontiguousarray(np.broadcast_to(m, (n_envs, n_markets)), dtype=np.float64)
+    ok = np.isfinite(out) & (out > 0.0)
+    if not ok.all():
+        raise ValueError(
+            "market_mmr_mult must be finite and > 0 (a multiple of the exchange's "
+            f"maintenance requirement, in (0, inf)), got {float(out[~ok].flat[0])!r}"
+        )
+    return out
+
+
+def market_requirements(
+    state: SimState,
+    params: RiskParams,
+    mark: ArrayLike,
+    *,
+    market_mmr_mult: ArrayLike | None = None,
+) -> FloatArray:
+    """Each position's maintenance requirement in USD, ``(E, A, M)``, per-market margin applied.
+
+    Market ``j``'s position of exchange ``i`` requires the exchange's requirement of its
+    notional ``|size| x mark`` (flat ``mmr`` or the tier table,
+    :func:`~fundgym.envs.core.margin.maintenance_requirement`) times
+    ``market_mmr_mult[i, j]``: the ``req_j`` the cross path's kernels compute, in the same
+    operation order (so the same bits per position). Their sum over markets is
+    :func:`margin_state`'s requirement (to rounding of the sum's order); feed them to
+    :func:`~fundgym.envs.core.formulas.cross_leg_collateral` for the legs' bankruptcy prices.
+
+    Args:
+        state: Batch state (read only).
+        params: Risk parameters (``mmr`` and ``tiers`` are read).
+        mark: ``(E,)`` (one market) or ``(E, M)`` prices the margin engine reads.
+        market_mmr_mult: ``(M,)`` or ``(E, M)`` multiple of each market's requirement,
+            finite and > 0 (default ones): :func:`core_step`'s.
+    """
+    n_envs, n_mk = state.n_envs, state.n_markets
+    marks = _marks(mark, n_envs, n_mk)
+    mult = _mmr_mults(market_mmr_mult, n_envs, n_mk)
+    mmr = params.per_env("mmr", n_envs)[:, None, None]
+    notional_usd = np.abs(state.size) * marks[:, None, :]
+    req = maintenance_requirement(notional_usd, mmr, params.tiers)
+    return np.asarray(req * mult[:, None, :], dtype=np.float64)
+
+
 def margin_state(
     state: SimState,
     params: RiskParams,
@@ -321,8 +392,12 @@ def margin_state(
     *,
     collateral_price: ArrayLike | None = None,
     collateral_haircut: ArrayLike | None = None,
+    market_mmr_mult: ArrayLike | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """Cross-margin equity and maintenance requirement of every account, each ``(E, A)``.
+
+    The requirement is the one :func:`core_step`'s trigger reads: the sum over markets of
+    each position's requirement times its market's ``market_mmr_mult``.
 
     Args:
         state: Batch state (read only).
@@ -331,9 +406,12 @@ def margin_state(
         collateral_price: ``(E, K)`` or ``(K,)`` price of the collateral assets, > 0;
             required when the state has any (:func:`core_step`'s).
         collateral_haircut: ``(K,)`` or ``(E, K)`` haircut in [0, 1) (default 0).
+        market_mmr_mult: ``(M,)`` or ``(E, M)`` multiple of each market's requirement,
+            finite and > 0 (default ones): :func:`core_step`'s.
     """
     n_envs, n_acc = state.n_envs, state.n_accounts
     marks = _marks(mark, n_envs, state.n_markets)
+    mult = _mmr_mults(market_mmr_mult, n_envs, state.n_markets)
     floors, rates, cums, base = _tier_table(params)
     eq = np.empty((n_envs, n_acc))
     req = np.empty((n_envs, n_acc))
@@ -345,6 +423,7 @@ def margin_state(
         state.size,
         state.entry_price,
         marks,
+        mult,
         params.packed(n_envs),
         floors,
         rates,
@@ -375,6 +454,7 @@ def core_step(
     fund_mode: str = "shared",
     fund_groups: ArrayLike | None = None,
     fund_cap_usd: ArrayLike | None = None,
+    market_mmr_mult: ArrayLike | None = None,
 ) -> StepEvents:
     """Mark to market, check margins and liquidate, for every exchange in the batch.
 
@@ -424,6 +504,12 @@ def core_step(
             only (default: one segment per market, which needs ``G = M``).
         fund_cap_usd: ``(M,)`` or ``(E, M)`` the most the fund pays toward each market's
             shortfalls per tick, >= 0 (``inf``, the default, for no cap).
+        market_mmr_mult: ``(M,)`` or ``(E, M)`` multiple of each market's maintenance
+            requirement, finite and > 0 (default ``None``: ones, today's step bit for bit).
+            Market ``j``'s position requires the exchange's requirement (flat ``mmr`` or
+            tiers) times ``market_mmr_mult[i, j]``, in the trigger and in the legs'
+            apportioned collateral. A multiple other than one runs the cross path, one
+            market included (and so is refused with a venue liquidation mode).
 
     Returns:
         The tick's events per exchange. The fund's fee income and the shortfall it paid are
@@ -433,7 +519,11 @@ def core_step(
         ``fund_available_usd`` promised, the difference is reported and booked as
         unrecovered. Segmented: each segment gains its markets' fee income and pays their
         legs; a rounding that would take a segment below zero is booked as unrecovered.
-        ``StepEvents.market_fund_paid_usd`` reports what each market's legs were paid.
+        ``StepEvents.market_fund_paid_usd`` reports what each market's legs were paid, and
+        ``market_adl_volume_usd``, ``market_adl_haircut_usd``, ``market_socialized_usd`` and
+        ``market_unrecovered_usd`` each market's part of the ADL, socialisation and
+        unrecovered columns (the unrecovered booked for the fund's or a segment's gap is no
+        market's, and is left out of those rows).
 
     Raises:
         NotImplementedError: More than one market, or collateral assets, with what is built
@@ -446,7 +536,9 @@ def core_step(
             price is missing, not finite or not > 0, or a haircut is not in [0, 1);
             ``fund_mode`` is neither mode, the shared mode meets a state holding segments
             (or the segmented one a state with none, or ``fund_available_usd``), a
-            ``fund_groups`` entry is not a segment, or a ``fund_cap_usd`` is NaN or < 0.
+            ``fund_groups`` entry is not a segment, or a ``fund_cap_usd`` is NaN or < 0;
+            ``market_mmr_mult`` is not ``(M,)`` or ``(E, M)``, or an entry is not finite
+            and > 0.
         TypeError: A venue liquidation mode with an impact model that is not a
             :class:`~fundgym.envs.core.impact.SqrtImpact` (its sub-steps price the
             square-root book inside the kernel).
@@ -467,7 +559,15 @@ def core_step(
         or state.n_fund_segments > 0
     ):
         pots = _FundPots(state, fund_mode, fund_groups, fund_cap_usd, fund_available_usd)
-    if state.n_markets != 1 or collateral is not None or (pots is not None and pots.needs_cross):
+    mmr_mult = None  # checked here; the one-market kernels never read it
+    if market_mmr_mult is not None:
+        mmr_mult = _mmr_mults(market_mmr_mult, n_envs, state.n_markets)
+    if (
+        state.n_markets != 1
+        or collateral is not None
+        or (pots is not None and pots.needs_cross)
+        or (mmr_mult is not None and bool((mmr_mult != 1.0).any()))
+    ):
         return _cross_step(
             state,
             params,
@@ -479,6 +579,7 @@ def core_step(
             allocation=allocation,
             collateral=collateral,
             pots=pots,
+            mmr_mult=mmr_mult,
         )
     if type(impact) in (tuple, list):  # one market: a list of one book is that book
         impact = _market_impacts(impact, 1)[0]
@@ -649,6 +750,7 @@ def _cross_step(
     allocation: AllocationParams | None,
     collateral: _Collateral | None,
     pots: _FundPots | None,
+    mmr_mult: FloatArray | None,
 ) -> StepEvents:
     """:func:`core_step` over several markets: cross-margined accounts, the ``partial`` mode.
 
@@ -667,9 +769,22 @@ def _cross_step(
     ``pots`` says which fund pays each market's legs and each market's cap: the shared
     fund as one pot (booked by :func:`_book_fund`), or the segments (:func:`_book_segments`);
     ``None`` is the shared fund without caps.
+
+    ``mmr_mult`` (checked ``(E, M)``, ``None`` for ones) scales each market's maintenance
+    requirement in the scan's trigger and the waterfall's apportioned leg collateral.
+
+    When someone is liquidated, the waterfall's per-market splits (fund paid, ADL volume and
+    haircut, socialised, unrecovered) are set on the events as the kernel wrote them; the
+    unrecovered that :func:`_book_fund` / :func:`_book_segments` add afterwards, per fund,
+    stays out of ``market_unrecovered_usd``.
     """
     n_envs, n_mk = state.n_envs, state.n_markets
-    what = f"{n_mk} markets" if collateral is None else "collateral assets"
+    if collateral is not None:
+        what = "collateral assets"
+    elif n_mk > 1:
+        what = f"{n_mk} markets"
+    else:  # one market sent here by its per-market terms
+        what = "per-market terms (market_mmr_mult, fund segments or caps)"
     if params.liquidation_mode_code != LIQ_PARTIAL:
         raise NotImplementedError(
             f"liquidation_mode {params.liquidation_mode!r} runs one market of USD "
@@ -693,6 +808,8 @@ def _cross_step(
     book = marks if book_price is None else marks_2d(book_price, n_envs, n_mk)
     floors, rates, cums, base = _tier_table(params)
     packed = params.packed(n_envs)
+    if mmr_mult is None:
+        mmr_mult = np.ones((n_envs, n_mk))
     flow = np.zeros((n_envs, n_mk, 2))
     ev = StepEvents(np.zeros((n_envs, N_EVENTS)), flow)
     coll, size, entry = state.collateral_usd, state.size, state.entry_price
@@ -701,7 +818,7 @@ def _cross_step(
         ev.collateral_seized_usd = np.zeros(n_envs)
         ev.collateral_depeg_loss_usd = np.zeros(n_envs)
     total, liq_idx = kernels.scan_cross_kernel(
-        coll, size, entry, marks, book, packed, floors, rates, cums, base, ev.data, flow
+        coll, size, entry, marks, mmr_mult, book, packed, floors, rates, cums, base, ev.data, flow
     )
     if total == 0:
         return ev
@@ -722,6 +839,10 @@ def _cross_step(
         pot_available = np.ascontiguousarray(available, dtype=np.float64)[:, None]
     market_paid = np.zeros((n_envs, n_mk))
     market_income = np.zeros((n_envs, n_mk))
+    market_adl_volume = np.zeros((n_envs, n_mk))
+    market_adl_haircut = np.zeros((n_envs, n_mk))
+    market_socialized = np.zeros((n_envs, n_mk))
+    market_unrecovered = np.zeros((n_envs, n_mk))
     sell_px = np.empty((n_envs, n_mk))
     buy_px = np.empty((n_envs, n_mk))
     for j, model in enumerate(impacts):
@@ -737,6 +858,7 @@ def _cross_step(
         size,
         entry,
         marks,
+        mmr_mult,
         packed,
         floors,
         rates,
@@ -759,11 +881,19 @@ def _cross_step(
         flow,
         market_paid,
         market_income,
+        market_adl_volume,
+        market_adl_haircut,
+        market_socialized,
+        market_unrecovered,
         liq_idx,
     )
     if collateral is not None:
         _book_back(state, collateral, coll, before)
     ev.market_fund_paid_usd = market_paid
+    ev.market_adl_volume_usd = market_adl_volume
+    ev.market_adl_haircut_usd = market_adl_haircut
+    ev.market_socialized_usd = market_socialized
+    ev.market_unrecovered_usd = market_unrecovered  # the waterfall's; the booking's gap is not
     if pots.segmented:
         _book_segments(state, ev, pots.group, market_paid, market_income)
     else:
