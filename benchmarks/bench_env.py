@@ -154,3 +154,58 @@ def time_ppo(
         "env_s": spent[0],
         "env_share": spent[0] / wall,
     }
+
+
+def markets_scenario(n_markets: int) -> Any:
+    """``alt_contagion``'s quiet day with ``n_markets`` markets: BTC and ``n - 1`` alike alts.
+
+    Each market after BTC is the file's ETH (beta 1.15, its own noise, 0.4 of BTC's depth),
+    renamed, with an equal share of 60% of open interest; no market crashes, so every N times
+    the same kind of tick (the decision's cost, not a cascade's).
+    """
+    from fundgym.envs.resources import SCENARIO_DIR
+    from fundgym.envs.scenarios import scenario_from_dict
+    from fundgym.envs.schema import load_yaml
+
+    data = load_yaml((SCENARIO_DIR / "alt_contagion.yaml").read_text())
+    eth = dict(data["markets"][1])
+    markets = [data["markets"][0]]
+    for i in range(1, n_markets):
+        m = dict(eth)
+        m["name"] = f"M{i}"
+        m["oi_share"] = 0.6 / (n_markets - 1)
+        markets.append(m)
+    data["markets"] = markets
+    data["name"] = f"bench_{n_markets}_markets"
+    return scenario_from_dict(data, f"bench_{n_markets}_markets")
+
+
+def time_markets_env(
+    markets: list[int], n_accounts: int, steps: int, repeats: int
+) -> dict[str, Any]:
+    """``MarketsInsuranceFundEnv`` decisions per second for each market count, random actions.
+
+    Each row: the count, decisions/s (median, min, max of ``repeats`` runs of ``steps``
+    decisions after one warm-up decision), milliseconds per decision, and that cost per market.
+    """
+    from fundgym.envs.markets_env import MarketsInsuranceFundEnv
+
+    rows = []
+    for n in markets:
+        env = MarketsInsuranceFundEnv(markets_scenario(n), n_accounts=n_accounts)
+        env.reset(seed=0)
+        rng = np.random.default_rng(0)
+        env.step(rng.uniform(-1, 1, env.action_space.shape))  # compile, warm caches
+
+        def run(k: int, env: Any = env, rng: Any = rng) -> None:
+            for _ in range(k):
+                _, _, _, trunc, _ = env.step(rng.uniform(-1, 1, env.action_space.shape))
+                if trunc:
+                    env.reset(seed=int(rng.integers(1 << 30)))
+
+        r = _rate(run, steps, repeats, 1)
+        ms = 1e3 / r["median"]
+        rows.append(
+            {"markets": n, **r, "ms_per_decision": ms, "ms_per_decision_per_market": ms / n}
+        )
+    return {"accounts": n_accounts, "steps": steps, "repeats": repeats, "rows": rows}

@@ -5,12 +5,15 @@ never torch or stable-baselines3, so that a risk engine or a JAX/NumPy user can 
 simulator without the training stack. Importing it registers the environment:
 
 * ``fundgym/InsuranceFund-v0``: :class:`fundgym.envs.exchange_env.InsuranceFundEnv`, with the
-  batched :class:`fundgym.envs.exchange_env.InsuranceFundVectorEnv` as its ``vector_entry_point``.
+  batched :class:`fundgym.envs.exchange_env.InsuranceFundVectorEnv` as its ``vector_entry_point``;
+* ``fundgym/MarketsInsuranceFund-v0``: :class:`fundgym.envs.markets_env.MarketsInsuranceFundEnv`,
+  an exchange listing several markets (per-market margins, shared or segmented funds).
 """
 
 from gymnasium.envs.registration import register, registry
 
 ENV_ID = "fundgym/InsuranceFund-v0"
+MARKETS_ENV_ID = "fundgym/MarketsInsuranceFund-v0"
 
 # ---- fundgym environments ----------------------------------------------------------------
 if ENV_ID not in registry:
@@ -19,5 +22,10 @@ if ENV_ID not in registry:
         entry_point="fundgym.envs.exchange_env:InsuranceFundEnv",
         vector_entry_point="fundgym.envs.exchange_env:InsuranceFundVectorEnv",
     )
+if MARKETS_ENV_ID not in registry:
+    register(
+        id=MARKETS_ENV_ID,
+        entry_point="fundgym.envs.markets_env:MarketsInsuranceFundEnv",
+    )
 
-__all__ = ["ENV_ID"]
+__all__ = ["ENV_ID", "MARKETS_ENV_ID"]

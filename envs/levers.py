@@ -546,6 +546,26 @@ LEVERS: dict[str, Lever] = {
 #: Levers an action can set, in action order when all are controlled.
 CONTROLLABLE: tuple[str, ...] = tuple(n for n, lever in LEVERS.items() if lever.controllable)
 
+#: Levers set per market on an exchange listing several markets
+#: (:class:`fundgym.envs.markets_simulator.MarketsSimulator`,
+#: :class:`fundgym.envs.markets_env.MarketsInsuranceFundEnv`): one value per market. Kept apart
+#: from :data:`LEVERS`, whose levers are one per exchange and make up the one-market
+#: environment's action.
+MARKET_LEVERS: dict[str, Lever] = {
+    lever.name: lever
+    for lever in (
+        Lever(
+            name="market_mmr_mult",
+            unit="multiple of the exchange's margin",
+            bounds=Interval(0.0, 100.0, low_open=True),
+            default=1.0,
+            doc="a market's maintenance and initial margin as a multiple of the exchange's "
+            "(a thin alt asks more; Binance and Hyperliquid set margin per market)",
+            action=ActionRange(0.5, 4.0, True),
+        ),
+    )
+}
+
 
 def venue_values(venue: Venue, values: dict[str, float]) -> dict[str, float]:
     """``venue``'s configuration fields for natural-unit ``values`` (levers it names).

@@ -655,6 +655,14 @@ class MarketSpec:
     venue: VenueSpec | None = None
     oracle: OracleSpec | None = None
     funding: FundingSpec | None = None
+    oi_share: float | None = spec(
+        None,
+        gt=0.0,
+        lt=1.0,
+        doc="this market's share of the exchange's open interest at the start (the "
+        "population's market mix); give it on every market from markets[1] on or on none "
+        "(then shares follow depth_scale); markets[0] holds the rest",
+    )
     target_drawdown_frac: float | None = spec(
         None,
         ge=0.0,
@@ -1127,6 +1135,43 @@ class Scenario:
                         f"{self.horizon_minutes:g}",
                     )
             self._check_market_budgets(where, m, factor)
+        self._check_oi_shares()
+
+    def _check_oi_shares(self) -> None:
+        """Every market from markets[1] on gives ``oi_share``, or none does; they sum below 1."""
+        given = [m.oi_share is not None for m in self.markets[1:]]
+        if any(given) and not all(given):
+            i = 1 + given.index(False)
+            raise FieldError(
+                f"markets[{i}].oi_share",
+                None,
+                "a share in (0, 1): give oi_share on every market from markets[1] on, or on none",
+            )
+        total = sum(m.oi_share or 0.0 for m in self.markets[1:])
+        if total >= 1.0:
+            raise FieldError(
+                f"markets[{len(self.markets) - 1}].oi_share",
+                self.markets[-1].oi_share,
+                f"shares of markets[1:] summing below 1 (markets[0] holds the rest); they sum "
+                f"to {total:g}",
+            )
+
+    @property
+    def market_oi_shares(self) -> tuple[float, ...]:
+        """Each market's share of the starting open interest, in market order, summing to 1.
+
+        The markets' ``oi_share`` with markets[0] holding the rest; without them, shares in
+        proportion to ``depth_scale`` (markets[0]: 1), open interest following book depth [E].
+        """
+        if len(self.markets) <= 1:
+            return (1.0,)
+        rest = [m.oi_share for m in self.markets[1:]]
+        if all(r is not None for r in rest):
+            shares = [1.0 - sum(r for r in rest if r is not None), *(r or 0.0 for r in rest)]
+        else:
+            scales = [1.0, *(m.depth_scale for m in self.markets[1:])]
+            shares = [x / sum(scales) for x in scales]
+        return tuple(shares)
 
     @staticmethod
     def _check_crash_returns(where: str, returns: tuple[float, ...], crash: CrashSpec) -> None:
@@ -1214,7 +1259,10 @@ def single_market_names() -> list[str]:
 
 
 def simulated_today(scenario: Scenario) -> bool:
-    """Whether the simulator runs ``scenario``: one market and USD collateral only."""
+    """Whether the one-market simulator runs ``scenario``: one market, USD collateral only.
+
+    The others run in :class:`~fundgym.envs.markets_simulator.MarketsSimulator`.
+    """
     return scenario.n_markets == 1 and not scenario.collateral
 
 
@@ -1227,11 +1275,12 @@ class MultiMarketError(SchemaError):
 
 
 def require_single_market(scenario: Scenario) -> None:
-    """Refuse what the simulator cannot run: several markets, or collateral besides USD.
+    """Refuse what the one-market simulator cannot run: several markets, or collateral assets.
 
-    The simulator's tick runs one market with USD collateral until multi-market simulation
-    (issue 17) lands; a scenario with several markets must not silently run its first market
-    alone, nor one with collateral assets silently ignore their depegs.
+    :class:`~fundgym.envs.simulator.ExchangeSimulator` and the environment run one market with
+    USD collateral; :class:`~fundgym.envs.markets_simulator.MarketsSimulator` runs the rest. A
+    scenario with several markets must not silently run its first market alone, nor one with
+    collateral assets silently ignore their depegs.
 
     Raises:
         MultiMarketError: Naming the scenario and its markets, or its collateral.
@@ -1241,18 +1290,19 @@ def require_single_market(scenario: Scenario) -> None:
             f"scenario {scenario.name!r}",
             "collateral",
             list(scenario.collateral_names),
-            "collateral assets besides USD are not simulated yet (issue 17); the simulator "
-            "takes USD collateral only. Draw their prices with "
-            "fundgym.envs.market.factor.draw_markets, or leave the collateral section out",
+            "collateral assets besides USD are not simulated by this simulator, which takes "
+            "USD collateral only: run the scenario with `fundgym markets` "
+            "(fundgym.envs.markets_simulator.MarketsSimulator), or leave the collateral "
+            "section out",
         )
     if scenario.n_markets > 1:
         raise MultiMarketError(
             f"scenario {scenario.name!r}",
             "markets",
             list(scenario.market_names),
-            f"{scenario.n_markets} markets: multi-market simulation is not built yet (issue "
-            "17); the simulator runs one market. Draw the paths with "
-            "fundgym.envs.market.factor.draw_markets, or simulate a one-market scenario",
+            f"{scenario.n_markets} markets: this simulator and the environment run one "
+            "market. Run it with `fundgym markets` "
+            "(fundgym.envs.markets_simulator.MarketsSimulator), or use a one-market scenario",
         )
 
 

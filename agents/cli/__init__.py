@@ -1,6 +1,6 @@
 """The fundgym command line: one subcommand per job, each with its own --help.
 
-One module per subcommand (demo, simulate, scenarios, levers, train, evaluate, calibrate,
+One module per subcommand (demo, simulate, scenarios, markets, levers, train, evaluate, calibrate,
 size-fund, frontier, export, bench); this one builds the parser, dispatches, and turns a user's
 mistake into one message. The subcommands import the heavy parts (stable-baselines3, torch, onnx,
 matplotlib) only when they run, so ``fundgym --help`` stays fast.
@@ -34,6 +34,7 @@ from fundgym.agents.cli import (
     export,
     frontier,
     levers,
+    markets,
     scenarios,
     simulate,
     size_fund,
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_sim.set_defaults(func=simulate.main)
 
     scenarios.add_parser(sub)
+    markets.add_parser(sub)
     levers.add_parser(sub)
     train.add_parser(sub)
     evaluate.add_parser(sub)

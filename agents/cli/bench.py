@@ -205,6 +205,8 @@ def _bench_env(args: argparse.Namespace) -> int:
     _check(args)
     bench = _load_benchmarks("bench_env")
     machine = _load_benchmarks().machine()
+    if args.markets is not None:
+        return _bench_markets_env(args, bench, machine)
     print(
         f"fundgym bench env on {machine}; {args.accounts:,} accounts, training sampler, "
         f"{args.threads} thread{'s' if args.threads > 1 else ''} per batch"
@@ -224,6 +226,32 @@ def _bench_env(args: argparse.Namespace) -> int:
         payload["ppo"] = p
     if args.json:
         _write_json(args.json, payload)
+    return 0
+
+
+def _bench_markets_env(args: argparse.Namespace, bench: ModuleType, machine: str) -> int:
+    """``bench env --markets N,...``: the multi-market env's decision cost against N."""
+    print(
+        f"fundgym bench env --markets on {machine}; MarketsInsuranceFundEnv, {args.accounts:,} "
+        f"accounts, random actions, {args.steps} decisions x {args.repeats} runs per count"
+    )
+    r = bench.time_markets_env(args.markets, args.accounts, args.steps, args.repeats)
+    first = r["rows"][0]
+    print(
+        f"{'markets':>8} {'decisions/s':>12} {'ms/decision':>12} {'per market':>11} {'cost x':>7}"
+    )
+    for row in r["rows"]:
+        grow = row["ms_per_decision"] / first["ms_per_decision"]
+        print(
+            f"{row['markets']:>8d} {row['median']:>12.1f} {row['ms_per_decision']:>12.2f} "
+            f"{row['ms_per_decision_per_market']:>11.2f} {grow:>6.2f}x"
+        )
+    print(
+        "linear growth in N keeps 'per market' flat or falling; the issue's bar is decision "
+        "cost no worse than linear in N"
+    )
+    if args.json:
+        _write_json(args.json, {"machine": machine, "markets_env": r})
     return 0
 
 
@@ -320,6 +348,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=1,
         help="threads the batched env spreads its exchanges over (FUNDGYM_THREADS; results "
         "are bit-identical to one thread; default 1). Torch keeps one thread under PPO",
+    )
+    p_env.add_argument(
+        "--markets",
+        type=_int_list,
+        default=None,
+        metavar="N[,N...]",
+        help="time the multi-market env (fundgym/MarketsInsuranceFund-v0) instead, at each "
+        "market count (BTC plus N-1 ETH-like markets, a quiet day): decisions/s and ms per "
+        "decision against N; --envs and --ppo-steps do not apply",
     )
     p_env.add_argument(
         "--ppo-steps",

@@ -47,7 +47,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         sc = load_scenario_checked(name, "library scenario")
         tag = "train" if sc.training else "eval"
         desc = sc.description
-        if not simulated_today(sc):  # drawn, not yet simulated (fundgym.envs.market.factor)
+        if not simulated_today(sc):  # run by `fundgym markets`, not by the env
             held = f"; collateral: {', '.join(sc.collateral_names)}" if sc.collateral else ""
             desc = f"[{sc.n_markets} markets: {', '.join(sc.market_names)}{held}] {desc}"
             multi = True
@@ -60,8 +60,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("\ntrain: part of the training distribution; eval: held out for evaluation")
     if multi:
         print(
-            "[N markets; collateral]: loads and draws its paths; multi-market simulation and "
-            "collateral besides USD are not built yet"
+            "[N markets; collateral]: simulated by `fundgym markets` "
+            "(fundgym.envs.markets_simulator); the environment, training and evaluation run "
+            "one market"
         )
     return 0
 

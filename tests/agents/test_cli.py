@@ -239,7 +239,7 @@ MARKUP = ("``", "`", "**", ":func:", ":mod:", ":class:", ":meth:", ":data:", ":a
 def test_every_help_text_is_plain_text():
     parsers = _parsers(build_parser())
     progs = {p.prog for p in parsers}
-    assert len(parsers) == 19  # fundgym, 11 subcommands, 4 scenarios actions, 3 bench targets
+    assert len(parsers) == 20  # fundgym, 12 subcommands, 4 scenarios actions, 3 bench targets
     assert {"fundgym demo", "fundgym scenarios sample", "fundgym bench env"} <= progs
     for p in parsers:
         text = p.format_help()

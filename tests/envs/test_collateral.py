@@ -270,7 +270,9 @@ def test_collateral_is_refused_wherever_one_market_would_be_simulated():
         with pytest.raises(MultiMarketError) as info:
             call()
         assert info.value.path == "collateral" and info.value.value == ["USDe"]
-        assert "collateral assets besides USD are not simulated yet" in str(info.value)
+        assert "collateral assets besides USD are not simulated by this simulator" in str(
+            info.value
+        )
     assert draw(sc).collateral.names == ("USDe",)  # drawn all the same
     names = single_market_names()
     for name in ("oct_10_2025_multi", "luna_2022_multi", "alt_contagion"):

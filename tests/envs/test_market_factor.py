@@ -438,7 +438,7 @@ def test_simulating_a_multi_market_scenario_is_refused_naming_it():
         assert isinstance(info.value, SchemaError)
         text = str(info.value)
         assert "'oct_10_2025_multi'" in text and "markets" in text
-        assert "multi-market simulation is not built yet" in text
+        assert "fundgym markets" in text
     names = single_market_names()
     assert "oct_10_2025" in names and "oct_10_2025_multi" not in names
 

@@ -1,0 +1,392 @@
+"""``fundgym markets``: run a multi-market scenario under each fund mode and collateral price.
+
+Compares how an exchange listing several markets carries a crash: one insurance fund shared by
+every market, or one per market (or per group), and collateral assets marked on the venue's own
+book, an external index or their redemption value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from fundgym.agents.cli.guards import (
+    OutputKind,
+    UsageError,
+    at_least,
+    check_output,
+    check_seed,
+    load_scenario_checked,
+)
+from fundgym.agents.outputs import directory_in_place, output_lock, progress_bar
+from fundgym.envs.markets_simulator import (
+    COLLATERAL_SOURCES,
+    FUND_MODES,
+    MarketsResult,
+    MarketsSimulator,
+)
+from fundgym.envs.scenarios import Scenario
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+FILES = ("markets.csv", "per_market.csv", "markets.md", "config.yaml", "command.txt")
+
+
+def _is_markets_dir(path: Path) -> bool:
+    return (path / "markets.csv").is_file() and (path / "config.yaml").is_file()
+
+
+OUTPUT = OutputKind("markets comparison directory", True, _is_markets_dir, ", ".join(FILES))
+
+DESCRIPTION = """\
+Run a multi-market scenario (one with a markets: section, such as alt_contagion,
+oct_10_2025_multi or luna_2022_multi) through fundgym.envs.markets_simulator: every market
+priced on its own path and book, cross-margined accounts across markets, collateral assets
+marked at the venue's chosen price, and the margin engine across markets (partial
+liquidation, default levers). Each configuration, a fund mode times a collateral price, runs
+the same --episodes seeds, so the rows differ only by the configuration.
+
+Per configuration, the means over episodes of: user loss (socialised + unrecovered +
+deleveraged notional), the loss beyond the fund, the shortfall the fund paid, deleveraged
+notional, liquidations as a share of starting open interest, the share of liquidations that
+filled below bankruptcy, the collateral-depeg loss of seized assets, the fund's mean value
+(the capital it locks) and each pot's largest drawdown. Per market: what the fund paid toward
+it, the notional deleveraged and the loss socialised in it, and the drawdown of the pot that
+backs it: under a shared fund, an alt's bad debt is paid
+out of what backs BTC and ETH (contagion); segmented, it stays in the alt's pot and what the
+pot cannot pay goes to ADL of the alt's own winners.
+
+--out DIR (optional) receives markets.csv (one row per configuration and episode),
+per_market.csv (one row per configuration, episode and market), markets.md (the tables),
+config.yaml (the resolved arguments and scenario name) and command.txt, built under a
+temporary name and renamed into place.
+
+Exit codes: 0 done, 2 bad arguments (the message names the option, value and what is allowed).
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``fundgym markets``."""
+    p = sub.add_parser(
+        "markets",
+        help="run a multi-market scenario under shared and segmented funds and collateral "
+        "prices; per-market contagion",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--scenario",
+        default="alt_contagion",
+        metavar="NAME_OR_PATH",
+        help="scenario by library name or YAML path (default alt_contagion)",
+    )
+    p.add_argument(
+        "--fund-mode",
+        default="shared,segmented",
+        metavar="MODES",
+        help=f"comma-separated fund modes, of {', '.join(FUND_MODES)} (default both)",
+    )
+    p.add_argument(
+        "--fund-groups",
+        default=None,
+        metavar="G,G,...",
+        help="segmented: each market's segment index, in market order, using every index "
+        "0 .. G-1 (default: one segment per market)",
+    )
+    p.add_argument(
+        "--collateral-price",
+        default="book",
+        metavar="SOURCES",
+        help=f"comma-separated prices collateral assets are marked at, of "
+        f"{', '.join(COLLATERAL_SOURCES)} (default book; ignored without collateral assets)",
+    )
+    p.add_argument(
+        "--market-mmr-mult",
+        default=None,
+        metavar="K,K,...",
+        help="each market's maintenance (and initial) margin as a multiple of the exchange's, "
+        "in market order, each > 0 (default all 1): a thin alt asks more",
+    )
+    p.add_argument(
+        "--episodes", type=int, default=5, metavar="N", help="episodes per configuration (5)"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        metavar="S",
+        help="episode i is seeded S + i (default: the scenario's seed)",
+    )
+    p.add_argument("--accounts", type=int, default=2_000, metavar="N", help="account slots (2,000)")
+    p.add_argument(
+        "--fund-frac",
+        type=float,
+        default=0.02,
+        metavar="F",
+        help="the fund at the start as a share of open interest, in [0, 10] (default 0.02); "
+        "segmented, each segment gets its markets' share of it",
+    )
+    p.add_argument("--out", default=None, metavar="DIR", help="write the tables and CSVs here")
+    p.add_argument("--force", action="store_true", help=OUTPUT.force_help())
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=main)
+
+
+def _choices(option: str, text: str, allowed: tuple[str, ...]) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise UsageError(f"{option} must list at least one of {list(allowed)}, got {text!r}")
+    for x in items:
+        if x not in allowed:
+            raise UsageError(f"{option}: {x!r} is not one of {list(allowed)}")
+    return list(dict.fromkeys(items))
+
+
+def _groups(text: str | None, scenario: Scenario) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        groups = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--fund-groups must be comma-separated integers, got {text!r}") from None
+    n = scenario.n_markets
+    if len(groups) != n or min(groups) < 0 or sorted(set(groups)) != list(range(max(groups) + 1)):
+        raise UsageError(
+            f"--fund-groups must give one segment index per market ({n}: "
+            f"{', '.join(scenario.market_names)}), using every index 0 .. G-1, got {text!r}"
+        )
+    return groups
+
+
+def _mults(text: str | None, scenario: Scenario) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        mults = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise UsageError(
+            f"--market-mmr-mult must be comma-separated numbers, got {text!r}"
+        ) from None
+    n = scenario.n_markets
+    if len(mults) != n or not all(math.isfinite(k) and k > 0.0 for k in mults):
+        raise UsageError(
+            f"--market-mmr-mult must give one finite multiple > 0 per market ({n}: "
+            f"{', '.join(scenario.market_names)}), got {text!r}"
+        )
+    return mults
+
+
+def main(args: argparse.Namespace) -> int:
+    """Check everything, then run each configuration and print (and write) the tables."""
+    at_least("--episodes", args.episodes, 1)
+    at_least("--accounts", args.accounts, 1)
+    check_seed("--seed", args.seed)
+    if not (math.isfinite(args.fund_frac) and 0.0 <= args.fund_frac <= 10.0):
+        raise UsageError(f"--fund-frac must lie in [0, 10], got {args.fund_frac}")
+    modes = _choices("--fund-mode", args.fund_mode, FUND_MODES)
+    sources = _choices("--collateral-price", args.collateral_price, COLLATERAL_SOURCES)
+    scenario = load_scenario_checked(args.scenario)
+    groups = _groups(args.fund_groups, scenario)
+    mults = _mults(args.market_mmr_mult, scenario)
+    if groups is not None and "segmented" not in modes:
+        raise UsageError("--fund-groups applies to --fund-mode segmented, which is not asked for")
+    if not scenario.collateral:
+        sources = sources[:1]
+    out = None if args.out is None else Path(args.out)
+    if out is not None:
+        check_output(out, OUTPUT, force=args.force)
+    seed = scenario.seed if args.seed is None else args.seed
+    configs = [(m, s) for m in modes for s in sources]
+    results: dict[str, MarketsResult] = {}
+    start = time.perf_counter()
+    bar = progress_bar(len(configs), "configurations", not args.no_progress)
+    for mode, source in configs:
+        sim = MarketsSimulator(
+            scenario,
+            n_envs=args.episodes,
+            n_accounts=args.accounts,
+            fund_to_oi_frac=args.fund_frac,
+            fund_mode=mode,
+            fund_groups=groups if mode == "segmented" else None,
+            collateral_price=source,
+            market_mmr_mult=mults,
+            seed=seed,
+        )
+        results[_label(mode, source, scenario)] = sim.run()
+        bar.update(1)
+    bar.close()
+    elapsed = time.perf_counter() - start
+    rows, market_rows = _rows(results, seed)
+    text = _tables(scenario, seed, args, rows, market_rows, elapsed)
+    print(text)
+    if out is not None:
+        with output_lock(out, command="fundgym markets"), directory_in_place(out) as tmp:
+            (tmp / "markets.csv").write_text(_csv(rows), encoding="utf-8")
+            (tmp / "per_market.csv").write_text(_csv(market_rows), encoding="utf-8")
+            (tmp / "markets.md").write_text(text + "\n", encoding="utf-8")
+            config = {
+                "command": "fundgym markets",
+                "scenario": scenario.name,
+                "fund_modes": modes,
+                "fund_groups": groups,
+                "market_mmr_mult": mults,
+                "collateral_prices": sources,
+                "episodes": args.episodes,
+                "seed": seed,
+                "accounts": args.accounts,
+                "fund_frac": args.fund_frac,
+            }
+            (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            (tmp / "command.txt").write_text(shlex.join(["fundgym", *sys.argv[1:]]) + "\n")
+        print(f"\nwrote {out}/: {', '.join(FILES)}")
+    return 0
+
+
+def _label(mode: str, source: str, scenario: Scenario) -> str:
+    return f"{mode}, {source}" if scenario.collateral else mode
+
+
+def _rows(
+    results: dict[str, MarketsResult], seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One row per configuration and episode, and one per configuration, episode and market."""
+    rows: list[dict[str, Any]] = []
+    market_rows: list[dict[str, Any]] = []
+    for label, res in results.items():
+        tot = res.totals()
+        fund_mean = np.concatenate([res.initial_fund_usd[None], res.fund_usd]).sum(axis=2)
+        fund_mean = fund_mean.mean(axis=0)
+        for e in range(res.events.shape[1]):
+            oi0 = float(tot["open_interest_start_usd"][e])
+            n_liq = float(tot["n_liquidations"][e])
+            rows.append(
+                {
+                    "config": label,
+                    "seed": seed + e,
+                    "user_loss_usd": float(tot["user_loss_usd"][e]),
+                    "loss_beyond_fund_usd": float(tot["loss_beyond_fund_usd"][e]),
+                    "fund_paid_usd": float(tot["shortfall_usd"][e]),
+                    "adl_volume_usd": float(tot["adl_volume_usd"][e]),
+                    "adl_haircut_usd": float(tot["adl_haircut_usd"][e]),
+                    "liquidations_to_oi": float(tot["liquidation_volume_usd"][e]) / oi0,
+                    "below_bankruptcy_share": float(tot["n_below_bankruptcy"][e]) / n_liq
+                    if n_liq
+                    else 0.0,
+                    "collateral_seized_usd": float(tot["collateral_seized_usd"][e]),
+                    "collateral_depeg_loss_usd": float(tot["collateral_depeg_loss_usd"][e]),
+                    "fund_start_usd": float(tot["fund_start_usd"][e]),
+                    "fund_mean_usd": float(fund_mean[e]),
+                    "fund_end_usd": float(tot["fund_end_usd"][e]),
+                    "worst_pot_drawdown_frac": float(tot["fund_drawdown_frac"][e].max()),
+                    "open_interest_start_usd": oi0,
+                    "open_interest_change_frac": float(tot["open_interest_end_usd"][e]) / oi0 - 1.0,
+                }
+            )
+            for m, name in enumerate(res.market_names):
+                pot = int(res.fund_groups[m]) if res.fund_mode == "segmented" else 0
+                market_rows.append(
+                    {
+                        "config": label,
+                        "seed": seed + e,
+                        "market": name,
+                        "pot": pot,
+                        "fund_paid_usd": float(tot["market_fund_paid_usd"][e, m]),
+                        "adl_volume_usd": float(tot["market_adl_volume_usd"][e, m]),
+                        "socialized_usd": float(tot["market_socialized_usd"][e, m]),
+                        "unrecovered_usd": float(tot["market_unrecovered_usd"][e, m]),
+                        "pot_drawdown_frac": float(tot["fund_drawdown_frac"][e, pot]),
+                        "open_interest_start_usd": float(res.initial_open_interest_usd[e, m]),
+                        "open_interest_end_usd": float(res.open_interest_usd[-1, e, m]),
+                        "index_drawdown_frac": float(
+                            1.0
+                            - (
+                                res.index_price[:, e, m]
+                                / np.maximum.accumulate(res.index_price[:, e, m])
+                            ).min()
+                        ),
+                    }
+                )
+    return rows, market_rows
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _mean(rows: list[dict[str, Any]], config: str, key: str, market: str | None = None) -> float:
+    vals = [
+        r[key] for r in rows if r["config"] == config and (market is None or r["market"] == market)
+    ]
+    return float(np.mean(vals))
+
+
+def _usd(x: float) -> str:
+    return f"${x / 1e6:,.3f}M" if abs(x) >= 1e5 else f"${x:,.0f}"
+
+
+def _tables(
+    scenario: Scenario,
+    seed: int,
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    market_rows: list[dict[str, Any]],
+    elapsed: float,
+) -> str:
+    configs = list(dict.fromkeys(r["config"] for r in rows))
+    n = args.episodes
+    lines = [
+        f"fundgym markets: {scenario.name}, {n} episodes per configuration (seeds {seed}.."
+        f"{seed + n - 1}), {args.accounts:,} account slots, fund {args.fund_frac:.2%} of OI, "
+        f"{elapsed:.1f} s",
+        "",
+        "| configuration | user loss | beyond the fund | fund paid | ADL notional | "
+        "liquidations / OI | below bankruptcy | collateral-depeg loss | fund (mean) | "
+        "worst pot drawdown |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in configs:
+        lines.append(
+            f"| {c} | {_usd(_mean(rows, c, 'user_loss_usd'))} | "
+            f"{_usd(_mean(rows, c, 'loss_beyond_fund_usd'))} | "
+            f"{_usd(_mean(rows, c, 'fund_paid_usd'))} | {_usd(_mean(rows, c, 'adl_volume_usd'))} | "
+            f"{_mean(rows, c, 'liquidations_to_oi'):.1%} | "
+            f"{_mean(rows, c, 'below_bankruptcy_share'):.1%} | "
+            f"{_usd(_mean(rows, c, 'collateral_depeg_loss_usd'))} | "
+            f"{_usd(_mean(rows, c, 'fund_mean_usd'))} | "
+            f"{_mean(rows, c, 'worst_pot_drawdown_frac'):.1%} |"
+        )
+    lines += [
+        "",
+        "Per market: what the fund paid toward the market's shortfalls, the notional "
+        "deleveraged and the loss socialised in it, and the largest drawdown of the pot that "
+        "backs it (the shared fund, or the market's segment).",
+        "",
+        "| configuration | market | index drawdown | fund paid | ADL notional | socialised | "
+        "its pot's drawdown |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    markets = list(dict.fromkeys(r["market"] for r in market_rows))
+    for c in configs:
+        for m in markets:
+            lines.append(
+                f"| {c} | {m} | {_mean(market_rows, c, 'index_drawdown_frac', m):.1%} | "
+                f"{_usd(_mean(market_rows, c, 'fund_paid_usd', m))} | "
+                f"{_usd(_mean(market_rows, c, 'adl_volume_usd', m))} | "
+                f"{_usd(_mean(market_rows, c, 'socialized_usd', m))} | "
+                f"{_mean(market_rows, c, 'pot_drawdown_frac', m):.1%} |"
+            )
+    return "\n".join(lines)

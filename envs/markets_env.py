@@ -1,0 +1,386 @@
+"""``fundgym/MarketsInsuranceFund-v0``: a risk desk's levers over an exchange listing many markets.
+
+One exchange per environment, on :class:`~fundgym.envs.markets_simulator.MarketsSimulator`: the
+exchange-wide levers plus one margin multiple per market, observed through an exchange block, a
+cross-market stress summary and one block per market. The spaces are flat ``Box``es with the
+layouts :meth:`MarketsInsuranceFundEnv.action_names` and
+:meth:`MarketsInsuranceFundEnv.observation_names` give, so any Gymnasium or SB3 agent takes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from fundgym.envs.core.params import RiskParams
+from fundgym.envs.core.step import margin_state
+from fundgym.envs.levers import LEVERS, MARKET_LEVERS, Lever
+from fundgym.envs.market.price import MINUTES_PER_YEAR
+from fundgym.envs.markets_simulator import MarketsPopulation, MarketsSimulator
+from fundgym.envs.rewards import DecisionTotals, RewardWeights, combine, reward_components
+from fundgym.envs.scenarios import Scenario, load_scenario
+from fundgym.envs.state import open_interest_usd
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+
+#: The exchange-wide levers an action sets, in action order (the lever registry's).
+EXCHANGE_LEVERS: tuple[str, ...] = (
+    "liquidation_fee_rate",
+    "liquidation_fee_fund_share",
+    "trading_fee_fund_share",
+)
+#: The per-market levers, one action coordinate per market each, after the exchange's.
+PER_MARKET_LEVERS: tuple[str, ...] = tuple(MARKET_LEVERS)
+#: The exchange block of the observation (then one :data:`MARKET_OBS` block per market).
+EXCHANGE_OBS: tuple[str, ...] = (
+    "fund_coverage",
+    "worst_pot_left",
+    "open_interest_rel",
+    "stress_max_drawdown",
+    "stress_near_liquidation",
+    "collateral_discount",
+    "user_loss_per_mille_oi",
+    "episode_progress",
+    *(f"param_{name}" for name in EXCHANGE_LEVERS),
+)
+#: One market's block.
+MARKET_OBS: tuple[str, ...] = (
+    "vol_ratio_log",
+    "depth_rel",
+    "oi_share",
+    "long_short_skew",
+    "near_liquidation",
+    "drawdown",
+    *(f"param_{name}" for name in PER_MARKET_LEVERS),
+)
+OBS_CLIP = 10.0
+NEAR_LIQUIDATION_BUFFER = 0.25
+"""An account is near liquidation when its equity is below ``1.25 x`` its requirement (the
+one-market population's ``near_liquidation_buffer_frac``)."""
+
+
+class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]]):
+    """An exchange listing several markets: its liquidation fees, fund shares and market margins.
+
+    ## Description
+
+    A perpetual-futures exchange lists the scenario's markets (BTC-, ETH-, SOL-like majors and
+    thin alts; ``docs/markets.md``). Cross-margined accounts hold positions in several markets
+    against one balance, some in collateral assets that can depeg; one insurance fund backs
+    every market, or one per market (``fund_mode``). Each decision the desk sets the exchange's
+    liquidation fee and the shares of fees paid into the fund, and each market's margin as a
+    multiple of the exchange's; the exchange then runs ``decision_minutes`` of the scenario.
+
+    ## Action Space
+
+    A ``Box(-1, 1, (3 + M,), float32)``: the levers' positions, mapped onto their action ranges
+    by the lever registry (:data:`fundgym.envs.levers.LEVERS` and ``MARKET_LEVERS``).
+
+    | Num | Lever | Range | Scale |
+    |-----|-------|-------|-------|
+    | 0 | liquidation_fee_rate | 0.1% .. 3% of notional | log |
+    | 1 | liquidation_fee_fund_share | 0 .. 1 | lin |
+    | 2 | trading_fee_fund_share | 0 .. 1 | lin |
+    | 3 .. 3+M-1 | market_mmr_mult of market 0 .. M-1 | 0.5 .. 4 x the exchange's margin | log |
+
+    ## Observation Space
+
+    A ``Box(-10, 10, (11 + 7 M,), float32)``: the exchange block, then one block per market.
+
+    | Num | Observation | Scaling |
+    |-----|-------------|---------|
+    | 0 | fund coverage: all pots / starting open interest | x 10 |
+    | 1 | the emptiest pot's value / its start (shared: the fund) | fraction |
+    | 2 | open interest / its start | ratio |
+    | 3 | stress: the largest drawdown of any market from its recent peak | fraction |
+    | 4 | stress: share of open interest held by accounts near liquidation | fraction |
+    | 5 | collateral discount: the largest ``1 - price / redemption`` of any asset | fraction |
+    | 6 | user loss (socialised, unrecovered, deleveraged), last decision | per mille of OI |
+    | 7 | episode progress | fraction |
+    | 8-10 | the exchange levers in force | action units |
+    | 11 + 7m | market m: log(its one-day volatility / its usual volatility) | log ratio |
+    | 12 + 7m | market m: book depth / normal | fraction |
+    | 13 + 7m | market m: its share of open interest | fraction |
+    | 14 + 7m | market m: long/short skew | (L - S) / (L + S) |
+    | 15 + 7m | market m: share of its OI held by accounts near liquidation | fraction |
+    | 16 + 7m | market m: drawdown from its recent peak | fraction |
+    | 17 + 7m | market m: its margin multiple in force | action units |
+
+    ## Rewards
+
+    :mod:`fundgym.envs.rewards`'s, per decision, in basis points of the starting open interest:
+    revenue (trading fees, the fund's liquidation-fee income and outside gains) minus the
+    fund's cost of capital, the solvency loss (socialised + unrecovered + ``adl_weight`` x
+    deleveraged notional), the cost of locked maintenance margin and lever churn. The demand
+    term is 0 here: the multi-market population does not yet price demand per market.
+    ``info["cost"]`` is the solvency term alone.
+
+    The fee's share not paid into the fund goes to liquidator rewards; outside liquidators
+    who absorb flow off the book (``liquidator_capacity_mult``) are not built across markets,
+    so it is 0 here.
+
+    ## Starting State
+
+    :class:`~fundgym.envs.markets_simulator.MarketsSimulator`'s book at the scenario's initial
+    prices and the fund at ``fund_to_oi_frac`` of open interest; levers at their defaults.
+
+    ## Episode End
+
+    Truncation at the scenario's horizon. No termination: a multi-market exchange's insolvency
+    rule is not built.
+
+    ## Arguments
+
+    ``scenario`` (name, path or :class:`Scenario`, default ``alt_contagion``), ``n_accounts``,
+    ``decision_minutes`` (10), ``fund_mode`` (``shared`` or ``segmented``), ``fund_groups``,
+    ``collateral_price`` (``book``, ``index``, ``redemption``), ``fund_to_oi_frac``,
+    ``markets_population``, ``reward`` (:class:`RewardWeights`).
+    """
+
+    metadata = {"render_modes": []}  # noqa: RUF012 (Gymnasium's convention)
+
+    def __init__(
+        self,
+        scenario: str | Scenario = "alt_contagion",
+        *,
+        n_accounts: int = 1_000,
+        decision_minutes: float = 10.0,
+        fund_mode: str = "shared",
+        fund_groups: Sequence[int] | None = None,
+        collateral_price: str = "book",
+        fund_to_oi_frac: float = 0.02,
+        markets_population: MarketsPopulation | None = None,
+        reward: RewardWeights | None = None,
+    ) -> None:
+        sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        if not (np.isfinite(decision_minutes) and decision_minutes >= sc.tick_minutes):
+            raise ValueError(
+                f"decision_minutes must be >= the scenario's tick ({sc.tick_minutes:g} min), "
+                f"got {decision_minutes!r}"
+            )
+        self.scenario = sc
+        self.ticks_per_decision = max(1, round(decision_minutes / sc.tick_minutes))
+        self.decision_minutes = self.ticks_per_decision * sc.tick_minutes
+        self.weights = reward or RewardWeights()
+        self.n_markets = sc.n_markets
+        self.sim = MarketsSimulator(
+            sc,
+            n_accounts=n_accounts,
+            fund_mode=fund_mode,
+            fund_groups=fund_groups,
+            collateral_price=collateral_price,
+            fund_to_oi_frac=fund_to_oi_frac,
+            markets_population=markets_population,
+        )
+        self.levers: tuple[Lever, ...] = (
+            *(LEVERS[name] for name in EXCHANGE_LEVERS),
+            *(MARKET_LEVERS[name] for name in PER_MARKET_LEVERS for _ in range(self.n_markets)),
+        )
+        n_act = len(self.levers)
+        self.action_space = spaces.Box(-1.0, 1.0, (n_act,), np.float32)
+        n_obs = len(EXCHANGE_OBS) + len(MARKET_OBS) * self.n_markets
+        self.observation_space = spaces.Box(-OBS_CLIP, OBS_CLIP, (n_obs,), np.float32)
+        self._default_positions = np.array(
+            [float(lever.to_position(lever.default)) for lever in self.levers]
+        )
+        self.positions = self._default_positions.copy()
+        self._last_loss_usd = 0.0
+
+    # ---- layouts ---------------------------------------------------------------------------
+
+    def action_names(self) -> tuple[str, ...]:
+        """Each action coordinate's lever, ``name`` or ``name[MARKET]``, in order."""
+        per_market = tuple(
+            f"{name}[{m}]" for name in PER_MARKET_LEVERS for m in self.scenario.market_names
+        )
+        return (*EXCHANGE_LEVERS, *per_market)
+
+    def observation_names(self) -> tuple[str, ...]:
+        """Each observation coordinate's name, ``name`` or ``name[MARKET]``, in order."""
+        blocks = tuple(f"{name}[{m}]" for m in self.scenario.market_names for name in MARKET_OBS)
+        return (*EXCHANGE_OBS, *blocks)
+
+    # ---- Gymnasium -------------------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray[Any, Any], dict[str, Any]]:
+        """A fresh exchange: new paths and book (seeded by ``seed`` or the env's generator)."""
+        super().reset(seed=seed)
+        episode_seed = int(self.np_random.integers(0, 2**31 - 1))
+        self.positions = self._default_positions.copy()
+        self._apply(self.positions)
+        self.sim.reset(episode_seed)
+        self._last_loss_usd = 0.0
+        self._oi0 = float(self.sim.initial_open_interest_usd.sum())
+        self._pots0 = self.sim.initial_fund_usd[0].copy()
+        return self._observation(None), {"seed": episode_seed}
+
+    def step(self, action: Any) -> tuple[np.ndarray[Any, Any], float, bool, bool, dict[str, Any]]:
+        """Set the levers, run one decision's ticks, and score them."""
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != self.action_space.shape:
+            raise ValueError(
+                f"action must have shape {self.action_space.shape} (3 exchange levers + one "
+                f"margin multiple per market), got {a.shape}"
+            )
+        if not np.isfinite(a).all():
+            raise ValueError(f"action must be finite, got {a.tolist()}")
+        new = np.clip(a, -1.0, 1.0)
+        change = float(np.abs(new - self.positions).sum())
+        self.positions = new
+        self._apply(new)
+        sim = self.sim
+        ext_before = float(sim.state.fund.external_pnl_usd[0])
+        sums: dict[str, float] = {}
+        paid = np.zeros(self.n_markets)
+        row: dict[str, Any] | None = None
+        for _ in range(self.ticks_per_decision):
+            if sim.done:
+                break
+            row = sim.step()
+            ev = row["events"]
+            for name in (
+                "trading_fees_usd",
+                "fund_fee_income_usd",
+                "socialized_loss_usd",
+                "unrecovered_usd",
+                "adl_volume_usd",
+                "shortfall_usd",
+                "liquidation_volume_usd",
+            ):
+                sums[name] = sums.get(name, 0.0) + float(getattr(ev, name)[0])
+            paid += row["market_fund_paid_usd"][0]
+        ext = float(sim.state.fund.external_pnl_usd[0]) - ext_before if self._shared else 0.0
+        margin = self._margin_locked(row)
+        pots = sim.fund_pots_usd()[0]
+        one = np.ones(1)
+        totals = DecisionTotals(
+            trading_fees_usd=one * sums.get("trading_fees_usd", 0.0),
+            fund_liquidation_fees_usd=one * sums.get("fund_fee_income_usd", 0.0),
+            fund_external_pnl_usd=one * ext,
+            fund_value_usd=one * float(pots.sum()),
+            socialized_loss_usd=one * sums.get("socialized_loss_usd", 0.0),
+            unrecovered_usd=one * sums.get("unrecovered_usd", 0.0),
+            adl_volume_usd=one * sums.get("adl_volume_usd", 0.0),
+            margin_locked_usd=one * margin,
+            lost_fee_revenue_usd=np.zeros(1),
+            change=one * change,
+            years=self.decision_minutes / MINUTES_PER_YEAR,
+        )
+        components = reward_components(totals, np.array([self._oi0]), self.weights)
+        reward = float(combine(components, self.weights)[0])
+        loss = (
+            sums.get("socialized_loss_usd", 0.0)
+            + sums.get("unrecovered_usd", 0.0)
+            + sums.get("adl_volume_usd", 0.0)
+        )
+        self._last_loss_usd = loss
+        info = {
+            "reward_components": {k: float(v[0]) for k, v in components.items()},
+            "cost": float(components["solvency"][0]),
+            "user_loss_usd": loss,
+            "capital_locked_usd": float(pots.sum()) + margin,
+            "fund_pots_usd": pots.copy(),
+            "market_fund_paid_usd": paid,
+            "levers": self.lever_values(),
+            **sums,
+        }
+        truncated = sim.done
+        return self._observation(row), reward, False, truncated, info
+
+    # ---- internals -------------------------------------------------------------------------
+
+    @property
+    def _shared(self) -> bool:
+        return self.sim.fund_mode == "shared"
+
+    def lever_values(self) -> dict[str, Any]:
+        """The levers in force in natural units (per-market ones as ``(M,)`` arrays)."""
+        out: dict[str, Any] = {}
+        for i, name in enumerate(EXCHANGE_LEVERS):
+            out[name] = float(self.levers[i].to_value(self.positions[i]))
+        k = len(EXCHANGE_LEVERS)
+        for j, name in enumerate(PER_MARKET_LEVERS):
+            rows = self.positions[k + j * self.n_markets : k + (j + 1) * self.n_markets]
+            out[name] = MARKET_LEVERS[name].to_value(rows)
+        return out
+
+    def _apply(self, positions: FloatArray) -> None:
+        self.positions = positions
+        values = self.lever_values()
+        # Outside liquidators with capacity are not built across markets: the fee's share not
+        # paid to the fund goes to liquidator rewards, but none absorbs flow off the book.
+        risk = RiskParams(
+            **{name: values[name] for name in EXCHANGE_LEVERS}, liquidator_capacity_mult=0.0
+        )
+        self.sim.set_levers(risk, values["market_mmr_mult"])
+
+    def _margin(self, row: dict[str, Any] | None) -> tuple[FloatArray, FloatArray]:
+        """Each account's equity and requirement at the last oracle (the engine's view)."""
+        sim = self.sim
+        mark = sim.last_index if row is None else row["oracle"]
+        kw: dict[str, Any] = {"market_mmr_mult": sim.market_mmr_mult}
+        if sim.n_assets:
+            kw.update(collateral_price=sim.unit_price, collateral_haircut=sim.haircut)
+        return margin_state(sim.state, sim.risk, mark, **kw)
+
+    def _margin_locked(self, row: dict[str, Any] | None) -> float:
+        return float(self._margin(row)[1].sum())
+
+    def _observation(self, row: dict[str, Any] | None) -> np.ndarray[Any, Any]:
+        sim = self.sim
+        st = sim.state
+        index = sim.last_index[0]
+        mark = sim.last_index if row is None else row["mark"]
+        oi = open_interest_usd(st, mark)[0]
+        oi_total = max(float(oi.sum()), 1e-9)
+        eq, req = self._margin(row)
+        near = (req[0] > 0.0) & (eq[0] < (1.0 + NEAR_LIQUIDATION_BUFFER) * req[0])
+        gross = np.abs(st.size[0]) * mark[0]  # (A, M)
+        near_m = gross[near].sum(axis=0) / np.maximum(gross.sum(axis=0), 1e-9)
+        near_total = float(gross[near].sum()) / max(float(gross.sum()), 1e-9)
+        drawdown = 1.0 - index / sim.peak_index[0]
+        pots = sim.fund_pots_usd()[0]
+        left = pots / np.maximum(self._pots0, 1e-9)
+        discount = 0.0
+        t = min(sim.t, sim.redemption_path.shape[1] - 1)
+        if sim.n_assets:
+            ratio = sim.unit_price[0] / sim.redemption_path[0, t]
+            discount = float(max(0.0, (1.0 - ratio).max()))
+        exchange = [
+            10.0 * float(pots.sum()) / self._oi0,
+            float(left.min()),
+            oi_total / self._oi0,
+            float(drawdown.max()),
+            near_total,
+            discount,
+            1e3 * self._last_loss_usd / self._oi0,
+            sim.t / max(self.scenario.n_ticks, 1),
+            *self.positions[: len(EXCHANGE_LEVERS)],
+        ]
+        q = st.size[0]
+        longs = np.where(q > 0.0, q, 0.0).sum(axis=0)
+        shorts = np.where(q < 0.0, -q, 0.0).sum(axis=0)
+        skew = (longs - shorts) / np.maximum(longs + shorts, 1e-12)
+        normal = np.array([sim.normal_depth(m)[0] for m in range(self.n_markets)])
+        depth_now = normal if row is None else row["depth"][0]
+        k = len(EXCHANGE_LEVERS)
+        blocks = []
+        for m in range(self.n_markets):
+            blocks += [
+                float(np.log(max(sim.vol_annual[0, m], 1e-12) / sim.base_vol[m])),
+                float(depth_now[m] / normal[m]),
+                float(oi[m] / oi_total),
+                float(skew[m]),
+                float(near_m[m]),
+                float(drawdown[m]),
+                *self.positions[k + m :: self.n_markets][: len(PER_MARKET_LEVERS)],
+            ]
+        obs = np.asarray([*exchange, *blocks], dtype=np.float64)
+        obs = np.nan_to_num(obs, nan=0.0, posinf=OBS_CLIP, neginf=-OBS_CLIP)
+        return np.clip(obs, -OBS_CLIP, OBS_CLIP).astype(np.float32)

@@ -1,0 +1,771 @@
+"""A batch of exchanges listing several markets: prices per market, one margin engine across them.
+
+:class:`MarketsSimulator` runs a scenario with a ``markets:`` section (and its ``collateral:``
+assets) tick by tick, as :class:`~fundgym.envs.simulator.ExchangeSimulator` runs a one-market
+scenario. One tick, in order:
+
+1. **Prices, per market.** Each market has its own :class:`~fundgym.envs.market.market.Market`
+   over its drawn path (:func:`~fundgym.envs.market.factor.draw_markets`): its own index, last,
+   mark, oracle (its ``oracle`` section), funding (its ``funding`` section) and book depth,
+   ``depth_scale`` x the factor market's. Each market's one-day EWMA volatility and recent peak
+   give its stress (:func:`~fundgym.envs.traders.kernels.market_stress`).
+2. **Collateral prices.** Each asset is priced at the venue's choice (``collateral_price``:
+   its own ``book``, the external ``index`` or the ``redemption`` value; ``docs/markets.md``
+   tables each one's failure mode). The move since the last tick revalues the assets the
+   accounts hold, an outside revaluation booked to ``net_deposits_usd`` as the fund's outside
+   gains are, so the ledger closes at every tick.
+3. **Population** (on its clock): per-leg exits at each market's stressed hazard, reactions
+   near liquidation, leavers, and arrivals per market (:mod:`fundgym.envs.traders.markets`).
+   The fund's share of each market's fees goes to the shared fund or to that market's segment.
+4. **Funding**, per market at its own rate and interval.
+5. **Fund**: the shared fund accrues (stable, yield; :func:`~fundgym.envs.fund.portfolio.accrue`
+   at market 0's index). Segments are cash.
+6. **Margin engine** across markets (:func:`~fundgym.envs.core.step.core_step`): cross
+   accounts' requirement summed over markets, every leg priced on its own market's book,
+   collateral assets seized and sold at the venue's price less the haircut, the shortfall paid
+   by the shared fund or the market's segment (``fund_mode``, per-market caps), ADL and
+   socialisation per market.
+7. **Impact**: each market's liquidation flow (``StepEvents.market_flow_usd``) walks that
+   market's book and moves its next prices, so an alt's cascade moves the alt.
+
+What it does not do yet, compared with the one-market tick: venue liquidation modes, the
+backstop vault and paid outside liquidators (``core_step`` refuses them with several markets;
+:class:`MarketsSimulator` refuses them when built), venue events, the attacker, the mark cap,
+the fund's allocation and injections, and ordinary volume in the population. It is not
+compiled across ticks: each tick is a few compiled calls joined in Python.
+
+Every exchange draws its paths from ``default_rng(seed)`` and its traders from its own streams,
+so exchange ``e`` of a batch evolves exactly as a single exchange seeded alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from fundgym.envs.core.events import StepEvents
+from fundgym.envs.core.impact import SqrtImpact
+from fundgym.envs.core.liquidators import liquidators_paid
+from fundgym.envs.core.params import P_LIQ_FEE, P_LIQ_FUND_SHARE, P_LIQUIDATOR_MULT, RiskParams
+from fundgym.envs.core.rng import POPULATION_STREAM, BatchStreams
+from fundgym.envs.core.step import core_step
+from fundgym.envs.core.trading import apply_funding
+from fundgym.envs.fund.portfolio import AllocationParams, FundPortfolio, accrue, receive
+from fundgym.envs.levers import MARKET_LEVERS
+from fundgym.envs.market.factor import MarketsPath, draw_markets
+from fundgym.envs.market.kernels import MK_DEPTH_NORMAL
+from fundgym.envs.market.market import Market
+from fundgym.envs.scenarios import Scenario
+from fundgym.envs.state import SimState, ledger_error, ledger_total, open_interest_usd
+from fundgym.envs.tick_kernels import MINUTES_PER_YEAR_VOL, PEAK_MEMORY_MINUTES
+from fundgym.envs.traders import kernels as pk
+from fundgym.envs.traders.markets import (
+    ME_ARRIVALS,
+    ME_EXITS,
+    ME_FEES_USD,
+    N_MARKETS_EVENTS,
+    markets_population_exchange,
+    place_accounts,
+)
+from fundgym.envs.traders.population import PopulationParams
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+CollateralSource = Literal["book", "index", "redemption"]
+FundMode = Literal["shared", "segmented"]
+#: The venue's choices of the price collateral assets are marked at.
+COLLATERAL_SOURCES: tuple[str, ...] = ("book", "index", "redemption")
+#: Fund modes.
+FUND_MODES: tuple[str, ...] = ("shared", "segmented")
+LEDGER_TOLERANCE_REL = 1e-9
+"""Largest ledger error accepted, relative to the exchange's starting total (plus $1e-6)."""
+
+
+@dataclass(frozen=True)
+class MarketsPopulation:
+    """How a multi-market exchange's accounts spread across markets and collateral ([E] all).
+
+    Attributes:
+        second_leg_frac: Share of cross accounts holding a second position in another market,
+            in [0, 1] ([E]: cross margin exists to net several positions; 0.3 is an estimate).
+        asset_share: Share of cross accounts posting part of their margin in a collateral
+            asset, in [0, 1] ([E]: Binance's Multi-Assets Mode is opt-in; 0.2 is an estimate).
+        asset_margin_frac: Share of such an account's margin posted in the asset, in [0, 1].
+    """
+
+    second_leg_frac: float = 0.3
+    asset_share: float = 0.2
+    asset_margin_frac: float = 0.5
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not (
+                isinstance(value, int | float) and 0.0 <= float(value) <= 1.0
+            ):
+                raise ValueError(f"MarketsPopulation.{f.name} must lie in [0, 1], got {value!r}")
+
+
+@dataclass
+class MarketsResult:
+    """A whole episode of a multi-market batch (arrays ``(n_ticks, n_envs, ...)``).
+
+    Attributes:
+        scenario: The scenario run.
+        market_names: The markets, in order.
+        fund_mode: ``shared`` or ``segmented``.
+        fund_groups: ``(M,)`` each market's segment (all 0 when shared).
+        events: ``(n, E, N_EVENTS)`` each tick's :class:`StepEvents` rows.
+        index_price, mark_price, oracle_price, depth_usd_per_pct, open_interest_usd:
+            ``(n, E, M)`` per market.
+        market_fund_paid_usd: ``(n, E, M)`` what the fund paid toward each market's
+            shortfalls.
+        market_adl_volume_usd, market_adl_haircut_usd, market_socialized_usd,
+            market_unrecovered_usd: ``(n, E, M)`` each market's share of the exchange's
+            deleveraged notional, ADL haircut, socialised and unrecovered loss
+            (:class:`StepEvents`'s; the fund's own shortfall against its promise belongs to
+            no market).
+        market_flow_usd: ``(n, E, M, 2)`` each market's liquidation sells and buys.
+        fund_usd: ``(n, E, G)`` each pot after the tick: the shared fund's value (``G = 1``)
+            or each segment's cash.
+        collateral_seized_usd, collateral_depeg_loss_usd: ``(n, E)``.
+        collateral_price: ``(n, E, K)`` the venue's price of each asset.
+        arrivals, exits, trading_fees_usd: ``(n, E)`` the population's.
+        initial_fund_usd: ``(E, G)`` each pot at the start.
+        initial_open_interest_usd: ``(E, M)``.
+        max_ledger_error_usd: Largest ledger error over the episode.
+    """
+
+    scenario: Scenario
+    market_names: tuple[str, ...]
+    fund_mode: str
+    fund_groups: np.ndarray[Any, np.dtype[np.int64]]
+    events: FloatArray
+    index_price: FloatArray
+    mark_price: FloatArray
+    oracle_price: FloatArray
+    depth_usd_per_pct: FloatArray
+    open_interest_usd: FloatArray
+    market_fund_paid_usd: FloatArray
+    market_adl_volume_usd: FloatArray
+    market_adl_haircut_usd: FloatArray
+    market_socialized_usd: FloatArray
+    market_unrecovered_usd: FloatArray
+    market_flow_usd: FloatArray
+    fund_usd: FloatArray
+    collateral_seized_usd: FloatArray
+    collateral_depeg_loss_usd: FloatArray
+    collateral_price: FloatArray
+    arrivals: FloatArray
+    exits: FloatArray
+    trading_fees_usd: FloatArray
+    initial_fund_usd: FloatArray
+    initial_open_interest_usd: FloatArray
+    max_ledger_error_usd: float
+
+    def event(self, name: str) -> FloatArray:
+        """Event field ``name`` (a :attr:`StepEvents.FIELDS` name) per tick, ``(n, E)``."""
+        out: FloatArray = self.events[:, :, StepEvents.FIELDS.index(name)]
+        return out
+
+    def totals(self) -> dict[str, FloatArray]:
+        """Per-exchange episode totals, ``(E,)`` each unless noted.
+
+        ``bad_debt_usd`` is every dollar below bankruptcy, the fund's share included;
+        ``loss_beyond_fund_usd`` the part the fund did not pay (socialised plus
+        unrecovered), and ``user_loss_usd`` that plus the deleveraged notional: the headline
+        loss of the one-market evaluation (``agents.evaluate.metrics``). ``fund_drawdown_frac`` is
+        ``(E, G)``: each pot's largest fall below its running peak, as a share of that peak.
+        """
+        out = {
+            name: self.event(name).sum(axis=0)
+            for name in (
+                "liquidation_volume_usd",
+                "shortfall_usd",
+                "adl_volume_usd",
+                "adl_haircut_usd",
+                "socialized_loss_usd",
+                "unrecovered_usd",
+                "bad_debt_usd",
+                "fund_fee_income_usd",
+                "fund_trading_fee_income_usd",
+                "liquidation_sell_usd",
+                "liquidation_buy_usd",
+            )
+        }
+        out["n_liquidations"] = self.event("n_liquidations").sum(axis=0)
+        out["n_below_bankruptcy"] = self.event("n_liquidations_below_bankruptcy").sum(axis=0)
+        beyond = out["socialized_loss_usd"] + out["unrecovered_usd"]
+        out["loss_beyond_fund_usd"] = beyond
+        out["user_loss_usd"] = beyond + out["adl_volume_usd"]
+        out["collateral_seized_usd"] = self.collateral_seized_usd.sum(axis=0)
+        out["collateral_depeg_loss_usd"] = self.collateral_depeg_loss_usd.sum(axis=0)
+        for name in MARKET_EVENTS:
+            out[name] = getattr(self, name).sum(axis=0)
+        pots = np.concatenate([self.initial_fund_usd[None], self.fund_usd], axis=0)
+        peak = np.maximum.accumulate(pots, axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fall = np.where(peak > 0.0, (peak - pots) / peak, 0.0)
+        out["fund_drawdown_frac"] = fall.max(axis=0)
+        out["fund_start_usd"] = self.initial_fund_usd.sum(axis=1)
+        out["fund_end_usd"] = self.fund_usd[-1].sum(axis=1)
+        out["open_interest_start_usd"] = self.initial_open_interest_usd.sum(axis=1)
+        out["open_interest_end_usd"] = self.open_interest_usd[-1].sum(axis=1)
+        return out
+
+
+class MarketsSimulator:
+    """A batch of ``n_envs`` exchanges, each listing a scenario's ``M`` markets (module docstring).
+
+    Args:
+        scenario: The scenario, with or without a ``markets:`` section (without one it is
+            one market; the population is this module's, not the one-market tick's).
+        risk: Risk parameters (scalars or ``(n_envs,)`` arrays). ``liquidation_mode`` must
+            be ``partial`` and the waterfall without a vault or paid liquidators: the venue
+            modes are not built across markets.
+        n_envs: Exchanges simulated together.
+        n_accounts: Account slots per exchange (cross accounts hold several markets in one).
+        population: The traders' behaviour (sizes, leverage, hazards), as in one market.
+        markets_population: How accounts spread across markets and collateral assets.
+        fund_to_oi_frac: The insurance fund at reset as a share of the starting open
+            interest; segmented, each segment gets its markets' share of that open interest.
+        fund_mode: ``shared`` (one fund for every market) or ``segmented`` (one per group).
+        fund_groups: ``(M,)`` each market's segment ``0 .. G - 1`` (segmented only; default
+            one per market).
+        fund_cap_usd: ``(M,)`` the most the fund pays toward each market per tick (``inf``:
+            none; Drift's tier caps).
+        collateral_price: The price the venue marks collateral assets at: ``book``,
+            ``index`` or ``redemption``.
+        collateral_haircut_frac: ``(K,)`` haircuts in [0, 1) (default: the scenario's
+            ``haircut_frac`` per asset).
+        market_mmr_mult: ``(M,)`` each market's margin as a multiple of the exchange's
+            (``core_step``'s ``market_mmr_mult``; > 0, default all 1): a thin alt asks more.
+            New positions' initial margin scales alike, so their leverage is capped at
+            ``1 / (imr x multiple)``.
+        population_minutes: Clock of the population (default 5 minutes, or every tick when
+            ticks are longer).
+        seed: One seed (exchange ``e`` gets ``seed + e``), one per exchange, or ``None`` for
+            the scenario's.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        risk: RiskParams | None = None,
+        *,
+        n_envs: int = 1,
+        n_accounts: int = 2_000,
+        population: PopulationParams | None = None,
+        markets_population: MarketsPopulation | None = None,
+        fund_to_oi_frac: float = 0.02,
+        fund_mode: str = "shared",
+        fund_groups: Sequence[int] | None = None,
+        fund_cap_usd: Sequence[float] | None = None,
+        collateral_price: str = "book",
+        collateral_haircut_frac: Sequence[float] | None = None,
+        market_mmr_mult: Sequence[float] | None = None,
+        population_minutes: float | None = None,
+        seed: int | Sequence[int] | None = None,
+    ) -> None:
+        if n_envs < 1 or n_accounts < 1:
+            raise ValueError(
+                f"n_envs and n_accounts must be >= 1, got n_envs={n_envs}, n_accounts={n_accounts}"
+            )
+        if not (math.isfinite(fund_to_oi_frac) and 0.0 <= fund_to_oi_frac <= 10.0):
+            raise ValueError(f"fund_to_oi_frac must lie in [0, 10], got {fund_to_oi_frac!r}")
+        if fund_mode not in FUND_MODES:
+            raise ValueError(f"fund_mode must be one of {list(FUND_MODES)}, got {fund_mode!r}")
+        if collateral_price not in COLLATERAL_SOURCES:
+            raise ValueError(
+                f"collateral_price must be one of {list(COLLATERAL_SOURCES)}, "
+                f"got {collateral_price!r}"
+            )
+        risk = risk if risk is not None else RiskParams()
+        _check_risk(risk)
+        n_mkt = scenario.n_markets
+        self.scenario = scenario
+        self.market_names = scenario.market_names
+        self.n_envs, self.n_accounts, self.n_markets = n_envs, n_accounts, n_mkt
+        self.n_assets = len(scenario.collateral)
+        self.risk = risk
+        self.population = population or PopulationParams()
+        self.markets_population = markets_population or MarketsPopulation()
+        self.fund_to_oi_frac = float(fund_to_oi_frac)
+        self.fund_mode = fund_mode
+        self.fund_groups = _groups(fund_mode, fund_groups, n_mkt)
+        self.n_pots = int(self.fund_groups.max()) + 1 if fund_mode == "segmented" else 1
+        self.fund_cap_usd = _caps(fund_cap_usd, n_mkt)
+        self.collateral_source = collateral_price
+        self.haircut = _haircuts(scenario, collateral_haircut_frac)
+        self.market_mmr_mult = _mmr_mults(market_mmr_mult, scenario)
+        tick = scenario.tick_minutes
+        every = 5.0 if population_minutes is None else float(population_minutes)
+        if not (math.isfinite(every) and every > 0.0):
+            raise ValueError(f"population_minutes must be > 0, got {population_minutes!r}")
+        self.pop_every = max(1, round(every / tick))
+        self.pop_columns = self.population.columns(self.pop_every * tick)
+        shares = np.asarray(scenario.market_oi_shares, dtype=np.float64)
+        self.mix_cdf = np.cumsum(shares)
+        self.mix_cdf[-1] = 1.0
+        self.oi_shares = shares
+        self.market_scenarios = tuple(_market_scenario(scenario, m) for m in range(n_mkt))
+        self.depth_scale = np.array(
+            [1.0, *(spec.depth_scale for spec in scenario.markets[1:])], dtype=np.float64
+        )
+        self.base_vol = _base_vols(scenario)
+        self.funding_interval_min = np.array(
+            [60.0 * s.funding.interval_hours for s in self.market_scenarios]
+        )
+        self.reset(seed)
+
+    def set_levers(self, risk: RiskParams, market_mmr_mult: Sequence[float] | None = None) -> None:
+        """Put ``risk`` and each market's margin multiple in force from the next tick on.
+
+        Raises:
+            ValueError: What the constructor refuses (a venue mode, paid liquidators, a
+                multiple that is not finite and > 0, or not one per market).
+        """
+        _check_risk(risk)
+        mults = _mmr_mults(market_mmr_mult, self.scenario)
+        self.risk = risk
+        self.market_mmr_mult = mults
+
+    # ---------------------------------------------------------------- reset ----
+
+    def _seeds(self, seed: int | Sequence[int] | None) -> list[int]:
+        if seed is None:
+            return [self.scenario.seed + e for e in range(self.n_envs)]
+        if isinstance(seed, int | np.integer):
+            return [int(seed) + e for e in range(self.n_envs)]
+        seeds = [int(s) for s in seed]
+        if len(seeds) != self.n_envs:
+            raise ValueError(f"got {len(seeds)} seeds for n_envs={self.n_envs}")
+        return seeds
+
+    def reset(self, seed: int | Sequence[int] | None = None) -> None:
+        """Every exchange anew: paths, books and funds, tick 0."""
+        E, A, M, K = self.n_envs, self.n_accounts, self.n_markets, self.n_assets
+        self.seeds = self._seeds(seed)
+        self.rng = BatchStreams(self.seeds)
+        self.markets = [Market(E) for _ in range(M)]
+        n = self.scenario.n_ticks
+        self.collateral_path = np.ones((E, n, K))
+        self.redemption_path = np.ones((E, n, K))
+        self.t = 0
+        segments = np.zeros((E, self.n_pots)) if self.fund_mode == "segmented" else None
+        self.state = SimState.create(
+            np.zeros((E, A)),
+            np.zeros((E, A, M)),
+            np.zeros((E, A, M)),
+            0.0,
+            collateral_units=np.zeros((E, A, K)),
+            fund_segments_usd=segments,
+        )
+        self.vol_annual = np.tile(self.base_vol, (E, 1))
+        self.last_index = np.zeros((E, M))
+        self.peak_index = np.zeros((E, M))
+        self.initial_open_interest_usd = np.zeros((E, M))
+        self.initial_fund_usd = np.zeros((E, self.n_pots))
+        self.unit_price = np.ones((E, K))
+        for e in range(E):
+            self._install(e)
+        self.max_ledger_error_usd = 0.0
+
+    def _install(self, e: int) -> None:
+        """Draw exchange ``e``'s paths (its own generator) and book (its own streams)."""
+        sc = self.scenario
+        paths: MarketsPath = draw_markets(sc, np.random.default_rng(self.seeds[e]), 1)
+        for m, market in enumerate(self.markets):
+            market.reset_env(e, self.market_scenarios[m], paths.market(m))
+        source = getattr(paths.collateral, self.collateral_source)  # (n, 1, K)
+        self.collateral_path[e] = source[:, 0, :]
+        self.redemption_path[e] = paths.collateral.redemption[:, 0, :]
+        st = self.state
+        price0 = paths.index[0, 0, :].copy()
+        self.last_index[e] = price0
+        self.peak_index[e] = price0
+        self.unit_price[e] = self.collateral_path[e, 0]
+        unit_value = self.unit_price[e] * (1.0 - self.haircut)
+        mp = self.markets_population
+        packed = self.risk.packed(self.n_envs)
+        scratch = np.zeros(self.n_markets)
+        n_open = round(self.population.calm_open_frac * self.n_accounts)
+        place_accounts(
+            e, self.rng.state, POPULATION_STREAM, n_open, -1, True, st.collateral_usd, st.size,
+            st.entry_price, st.collateral_units, st.counterparty_size, st.counterparty_cash_usd,
+            packed, self.pop_columns, price0, self.mix_cdf, self.market_mmr_mult,
+            mp.second_leg_frac, mp.asset_share,
+            mp.asset_margin_frac, unit_value, self.unit_price[e], 0, scratch, scratch.copy(),
+            scratch.copy(),
+        )  # fmt: skip
+        oi = open_interest_usd(st.take([e]), price0[None, :])[0]
+        self.initial_open_interest_usd[e] = oi
+        fund = self.fund_to_oi_frac * float(oi.sum())
+        if self.fund_mode == "segmented":
+            per_group = np.bincount(self.fund_groups, weights=oi, minlength=self.n_pots)
+            st.fund_segments_usd[e] = self.fund_to_oi_frac * per_group
+            self.initial_fund_usd[e] = st.fund_segments_usd[e]
+        else:
+            fresh = FundPortfolio.from_stable(np.array([fund]))
+            for f in dataclasses.fields(FundPortfolio):
+                getattr(st.fund, f.name)[e] = getattr(fresh, f.name)[0]
+            self.initial_fund_usd[e, 0] = fund
+        base_depth = self.scenario.depth.normal_usd_per_pct
+        if self.scenario.depth.oi_to_depth is not None:
+            base_depth = max(float(oi[0]) / self.scenario.depth.oi_to_depth, 1.0)
+        for m, market in enumerate(self.markets):
+            market.set_normal_depth(e, max(base_depth * float(self.depth_scale[m]), 1.0))
+        row = st.take([e])
+        st.initial_total_usd[e] = ledger_total(row, price0[None, :], self.unit_price[e][None])[0]
+
+    # ---------------------------------------------------------------- tick ----
+
+    @property
+    def done(self) -> bool:
+        """Whether the episode has run its scenario's ticks."""
+        return self.t >= self.scenario.n_ticks
+
+    def fund_pots_usd(self) -> FloatArray:
+        """``(E, G)`` each pot's value now: the shared fund at its last mark, or the segments."""
+        if self.fund_mode == "segmented":
+            return self.state.fund_segments_usd.copy()
+        return self.state.fund_usd[:, None].copy()
+
+    def step(self) -> dict[str, Any]:
+        """Advance every exchange one tick (module docstring); what it produced."""
+        st, risk = self.state, self.risk
+        E, M = self.n_envs, self.n_markets
+        tick = self.scenario.tick_minutes
+        prices = [market.prices() for market in self.markets]
+        index = np.stack([p.index for p in prices], axis=1)
+        last = np.stack([p.last for p in prices], axis=1)
+        mark = np.stack([p.mark for p in prices], axis=1)
+        oracle = np.stack([p.oracle for p in prices], axis=1)
+        depth = np.stack([p.depth_usd_per_pct for p in prices], axis=1)
+        rate = np.stack([p.funding_rate for p in prices], axis=1)
+        # 1. Drivers per market: one-day EWMA volatility and the recent peak (as one market).
+        log_ret = np.log(index / self.last_index)
+        var = self.vol_annual**2 * tick / MINUTES_PER_YEAR_VOL
+        var += (1.0 - math.exp(-tick / 1440.0)) * (log_ret**2 - var)
+        self.vol_annual = np.sqrt(var * MINUTES_PER_YEAR_VOL / tick)
+        self.last_index = index
+        self.peak_index = np.maximum(
+            index, self.peak_index + (index - self.peak_index) * (tick / PEAK_MEMORY_MINUTES)
+        )
+        # 2. Collateral at the venue's price; its move is an outside revaluation.
+        t = min(self.t, self.collateral_path.shape[1] - 1)
+        px = self.collateral_path[:, t, :]
+        if self.n_assets:
+            held = st.collateral_units.sum(axis=1)  # (E, K)
+            st.net_deposits_usd += (held * (px - self.unit_price)).sum(axis=1)
+        self.unit_price = px.copy()
+        # 3. Population, on its clock.
+        pop_events = np.zeros((E, N_MARKETS_EVENTS))
+        fund_income = np.zeros((E, M))
+        if self.t % self.pop_every == 0:
+            pop_events, fund_income = self._population(mark, rate, index)
+        # 4. Funding per market; 5. the shared fund's accrual at market 0's index.
+        apply_funding(st, rate * tick / self.funding_interval_min, mark)
+        if self.fund_mode == "shared":
+            pf = st.fund
+            ext = pf.external_pnl_usd.copy()
+            accrue(pf, index[:, 0], self.vol_annual[:, 0], tick, AllocationParams())
+            st.net_deposits_usd += pf.external_pnl_usd - ext
+        # 6. The margin engine across markets.
+        segmented = self.fund_mode == "segmented"
+        kwargs: dict[str, Any] = {}
+        if (self.market_mmr_mult != 1.0).any():
+            kwargs["market_mmr_mult"] = self.market_mmr_mult
+        if self.n_assets:
+            kwargs.update(
+                collateral_price=px,
+                collateral_haircut=self.haircut,
+                collateral_redemption_price=self.redemption_path[:, t, :],
+            )
+        events = core_step(
+            st,
+            risk,
+            oracle if M > 1 else oracle[:, 0],
+            [SqrtImpact(depth[:, m]) for m in range(M)] if M > 1 else SqrtImpact(depth[:, 0]),
+            book_price=last if M > 1 else last[:, 0],
+            fund_stressed=depth[:, 0] < 0.5 * self.normal_depth(0),
+            tick_minutes=tick,
+            fund_mode=self.fund_mode,
+            fund_groups=self.fund_groups if segmented else None,
+            fund_cap_usd=None if np.isinf(self.fund_cap_usd).all() else self.fund_cap_usd,
+            **kwargs,
+        )
+        flow: FloatArray
+        if events.market_flow_usd is not None:
+            flow = events.market_flow_usd
+        else:  # one market: the per-exchange columns are its flow
+            pair = np.stack([events.liquidation_sell_usd, events.liquidation_buy_usd], axis=1)
+            flow = pair[:, None, :]
+        for m, market in enumerate(self.markets):
+            market.advance(flow[:, m, 0], flow[:, m, 1], depth[:, m])
+        events.trading_fees_usd = pop_events[:, ME_FEES_USD]
+        events.fund_trading_fee_income_usd = fund_income.sum(axis=1)
+        err = ledger_error(st, mark, px if self.n_assets else None)
+        scale = np.abs(st.initial_total_usd) * LEDGER_TOLERANCE_REL + 1e-6
+        worst = float(np.max(np.abs(err)))
+        self.max_ledger_error_usd = max(self.max_ledger_error_usd, worst)
+        if not (np.abs(err) <= scale).all():
+            e = int(np.argmax(np.abs(err) / scale))
+            raise RuntimeError(
+                f"ledger error {err[e]!r} USD in exchange {e} at tick {self.t} of "
+                f"{self.scenario.name!r}: money was created or lost"
+            )
+        self.t += 1
+        return {
+            "events": events,
+            "index": index,
+            "mark": mark,
+            "oracle": oracle,
+            "depth": depth,
+            "open_interest_usd": open_interest_usd(st, mark),
+            **{name: _per_market(events, name, M) for name in MARKET_EVENTS},
+            "market_flow_usd": flow,
+            "fund_usd": self.fund_pots_usd(),
+            "collateral_seized_usd": _or_zeros(events.collateral_seized_usd, E),
+            "collateral_depeg_loss_usd": _or_zeros(events.collateral_depeg_loss_usd, E),
+            "collateral_price": px.copy(),
+            "arrivals": pop_events[:, ME_ARRIVALS],
+            "exits": pop_events[:, ME_EXITS],
+            "trading_fees_usd": pop_events[:, ME_FEES_USD],
+        }
+
+    def normal_depth(self, m: int) -> FloatArray:
+        """Market ``m``'s normal book depth per exchange, USD per 1%."""
+        out: FloatArray = self.markets[m].scalars[MK_DEPTH_NORMAL]
+        return out
+
+    def _population(
+        self, mark: FloatArray, rate: FloatArray, index: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """Each exchange's population step across markets; events and fund income per market."""
+        st = self.state
+        E, M = self.n_envs, self.n_markets
+        cols = self.pop_columns
+        arrival = np.zeros(E * M)
+        exit_factor = np.zeros(E * M)
+        shift = np.zeros(E * M)
+        drawdown = 1.0 - index / self.peak_index
+        pk.market_responses(
+            self.vol_annual.ravel(),
+            np.tile(self.base_vol, E),
+            np.ascontiguousarray(drawdown.ravel()),
+            np.ascontiguousarray(rate.ravel()),
+            cols,
+            arrival,
+            exit_factor,
+            shift,
+        )
+        arrival_em = arrival.reshape(E, M)
+        exit_em = exit_factor.reshape(E, M)
+        packed = self.risk.packed(E)
+        demand = np.zeros(E)
+        pk.demand_multipliers(packed, cols, demand)
+        p_exit = -np.expm1(np.log1p(-cols[pk.C_P_EXIT]) * exit_em)
+        lam = cols[pk.C_LAM_PER_SLOT_TICK] * self.n_accounts * demand[:, None] * arrival_em
+        lam = lam * self.oi_shares[None, :]
+        mp = self.markets_population
+        unit_value = self.unit_price * (1.0 - self.haircut)
+        events = np.zeros((E, N_MARKETS_EVENTS))
+        income = np.zeros((E, M))
+        scratch = [np.zeros(M) for _ in range(3)]
+        for e in range(E):
+            markets_population_exchange(
+                e, self.rng.state, st.collateral_usd, st.size, st.entry_price,
+                st.collateral_units, st.counterparty_size, st.counterparty_cash_usd,
+                st.fee_revenue_usd, st.net_deposits_usd, packed, cols,
+                np.ascontiguousarray(mark[e]), np.ascontiguousarray(p_exit[e]),
+                np.ascontiguousarray(lam[e]), self.mix_cdf, self.market_mmr_mult,
+                mp.second_leg_frac,
+                mp.asset_share, mp.asset_margin_frac, np.ascontiguousarray(unit_value[e]),
+                np.ascontiguousarray(self.unit_price[e]), 0, scratch[0], scratch[1],
+                scratch[2], income[e], events[e],
+            )  # fmt: skip
+        if self.fund_mode == "segmented":
+            for g in range(self.n_pots):
+                st.fund_segments_usd[:, g] += income[:, self.fund_groups == g].sum(axis=1)
+        else:
+            total = income.sum(axis=1)
+            if (total > 0.0).any():
+                receive(st.fund, total)
+        return events, income
+
+    def run(self) -> MarketsResult:
+        """Run every exchange to the end of its scenario from where it stands."""
+        rows: list[dict[str, Any]] = []
+        while not self.done:
+            rows.append(self.step())
+        if not rows:
+            raise ValueError("the episode has already run to its end: call reset() first")
+
+        def col(name: str) -> FloatArray:
+            return np.stack([r[name] for r in rows])
+
+        return MarketsResult(
+            scenario=self.scenario,
+            market_names=self.market_names,
+            fund_mode=self.fund_mode,
+            fund_groups=self.fund_groups.copy(),
+            events=np.stack([r["events"].data for r in rows]),
+            index_price=col("index"),
+            mark_price=col("mark"),
+            oracle_price=col("oracle"),
+            depth_usd_per_pct=col("depth"),
+            open_interest_usd=col("open_interest_usd"),
+            market_fund_paid_usd=col("market_fund_paid_usd"),
+            market_adl_volume_usd=col("market_adl_volume_usd"),
+            market_adl_haircut_usd=col("market_adl_haircut_usd"),
+            market_socialized_usd=col("market_socialized_usd"),
+            market_unrecovered_usd=col("market_unrecovered_usd"),
+            market_flow_usd=col("market_flow_usd"),
+            fund_usd=col("fund_usd"),
+            collateral_seized_usd=col("collateral_seized_usd"),
+            collateral_depeg_loss_usd=col("collateral_depeg_loss_usd"),
+            collateral_price=col("collateral_price"),
+            arrivals=col("arrivals"),
+            exits=col("exits"),
+            trading_fees_usd=col("trading_fees_usd"),
+            initial_fund_usd=self.initial_fund_usd.copy(),
+            initial_open_interest_usd=self.initial_open_interest_usd.copy(),
+            max_ledger_error_usd=self.max_ledger_error_usd,
+        )
+
+
+#: Per-market event arrays of the several-markets step and the exchange column each splits.
+MARKET_EVENTS: dict[str, str] = {
+    "market_fund_paid_usd": "shortfall_usd",
+    "market_adl_volume_usd": "adl_volume_usd",
+    "market_adl_haircut_usd": "adl_haircut_usd",
+    "market_socialized_usd": "socialized_loss_usd",
+    "market_unrecovered_usd": "unrecovered_usd",
+}
+
+
+def _per_market(events: StepEvents, name: str, n_markets: int) -> FloatArray:
+    """``(E, M)`` per-market event ``name`` (zeros on a tick that liquidated nobody).
+
+    One market's step sets none of them: its exchange column is then the market's.
+    """
+    value = getattr(events, name)
+    if value is not None:
+        return np.asarray(value, dtype=np.float64)
+    column = getattr(events, MARKET_EVENTS[name])
+    if n_markets == 1:
+        return np.asarray(column, dtype=np.float64)[:, None].copy()
+    return np.zeros((column.size, n_markets))
+
+
+def _or_zeros(value: FloatArray | None, n: int) -> FloatArray:
+    return np.zeros(n) if value is None else np.asarray(value, dtype=np.float64)
+
+
+def _check_risk(risk: RiskParams) -> None:
+    """Refuse what the margin engine does not run across markets, naming the field."""
+    if risk.liquidation_mode != "partial":
+        raise ValueError(
+            f"RiskParams.liquidation_mode must be 'partial' across several markets, got "
+            f"{risk.liquidation_mode!r}: the venue modes are not built across markets"
+        )
+    packed = risk.packed(1)
+    if any(
+        liquidators_paid(row[P_LIQ_FEE], row[P_LIQ_FUND_SHARE], row[P_LIQUIDATOR_MULT])
+        for row in packed
+    ):
+        raise ValueError(
+            "RiskParams.liquidation_fee_fund_share must be 1 (or liquidator_capacity_mult 0) "
+            "across several markets: outside liquidators paid a share of the fee are not "
+            "built across markets"
+        )
+
+
+def _groups(mode: str, groups: Sequence[int] | None, n_mkt: int) -> np.ndarray[Any, Any]:
+    if mode == "shared":
+        if groups is not None:
+            raise ValueError("fund_groups applies to fund_mode 'segmented' only")
+        return np.zeros(n_mkt, dtype=np.int64)
+    if groups is None:
+        return np.arange(n_mkt, dtype=np.int64)
+    g = np.asarray(groups)
+    if g.shape != (n_mkt,) or g.dtype.kind not in "iu" or (g < 0).any():
+        raise ValueError(
+            f"fund_groups must list one segment index >= 0 per market ({n_mkt}), got {groups!r}"
+        )
+    used = np.unique(g)
+    if not np.array_equal(used, np.arange(used.size)):
+        raise ValueError(f"fund_groups must use every segment 0 .. G - 1, got {groups!r}")
+    return g.astype(np.int64)
+
+
+def _caps(caps: Sequence[float] | None, n_mkt: int) -> FloatArray:
+    if caps is None:
+        return np.full(n_mkt, np.inf)
+    c = np.asarray(caps, dtype=np.float64)
+    if c.shape != (n_mkt,) or np.isnan(c).any() or (c < 0).any():
+        raise ValueError(f"fund_cap_usd must list one cap >= 0 per market ({n_mkt}), got {caps!r}")
+    return c
+
+
+def _haircuts(scenario: Scenario, haircuts: Sequence[float] | None) -> FloatArray:
+    if haircuts is None:
+        return np.array([c.haircut_frac for c in scenario.collateral], dtype=np.float64)
+    h = np.asarray(haircuts, dtype=np.float64)
+    k = len(scenario.collateral)
+    if h.shape != (k,) or not ((h >= 0.0) & (h < 1.0)).all():
+        raise ValueError(
+            f"collateral_haircut_frac must list one haircut in [0, 1) per collateral asset "
+            f"({k}: {list(scenario.collateral_names)}), got {haircuts!r}"
+        )
+    return h
+
+
+def _mmr_mults(mults: Sequence[float] | None, scenario: Scenario) -> FloatArray:
+    n = scenario.n_markets
+    if mults is None:
+        return np.ones(n)
+    k = np.asarray(mults, dtype=np.float64)
+    bounds = MARKET_LEVERS["market_mmr_mult"].bounds
+    if k.shape != (n,) or not bounds.contains(k).all():
+        raise ValueError(
+            f"market_mmr_mult must list one multiple in {bounds} per market ({n}: "
+            f"{', '.join(scenario.market_names)}), got {mults!r}"
+        )
+    return k
+
+
+def _market_scenario(scenario: Scenario, m: int) -> Scenario:
+    """The scenario as market ``m``'s :class:`Market` reads it: its own venue, oracle, funding."""
+    if m == 0 or not scenario.markets:
+        return scenario
+    spec = scenario.markets[m]
+    return dataclasses.replace(
+        scenario,
+        venue=spec.venue or scenario.venue,
+        oracle=spec.oracle or scenario.oracle,
+        funding=spec.funding or scenario.funding,
+    )
+
+
+def _base_vols(scenario: Scenario) -> FloatArray:
+    """Each market's usual annual volatility: ``sqrt((beta x factor)^2 + own^2)``."""
+    v0 = scenario.price.vol_annual
+    out = [v0]
+    for spec in scenario.markets[1:]:
+        out.append(math.hypot(spec.beta * v0, spec.idio_vol_annual))
+    return np.asarray(out, dtype=np.float64)
+
+
+__all__ = [
+    "COLLATERAL_SOURCES",
+    "FUND_MODES",
+    "MarketsPopulation",
+    "MarketsResult",
+    "MarketsSimulator",
+]

@@ -1,0 +1,118 @@
+"""``fundgym markets``: the fund modes and collateral prices compared, files and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fundgym.agents.cli import main
+
+
+def test_markets_writes_tables_csvs_and_the_resolved_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cmp"
+    code = main(
+        ["markets", "--episodes", "2", "--accounts", "300", "--out", str(out), "--no-progress"]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "| shared |" in text and "| segmented |" in text and "| segmented | ALT |" in text
+    rows = list(csv.DictReader((out / "markets.csv").open()))
+    assert [r["config"] for r in rows] == ["shared", "shared", "segmented", "segmented"]
+    assert [int(r["seed"]) for r in rows] == [17, 18, 17, 18]
+    per_market = list(csv.DictReader((out / "per_market.csv").open()))
+    assert len(per_market) == 2 * 2 * 3
+    assert {r["market"] for r in per_market} == {"BTC", "ETH", "ALT"}
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["scenario"] == "alt_contagion" and config["fund_modes"] == [
+        "shared",
+        "segmented",
+    ]
+    assert (out / "markets.md").read_text().startswith("fundgym markets: alt_contagion")
+    assert (out / "command.txt").is_file()
+    # every pot's payments toward a market add up to the episode's shortfall paid
+    for r in rows:
+        paid = sum(
+            float(m["fund_paid_usd"])
+            for m in per_market
+            if m["config"] == r["config"] and m["seed"] == r["seed"]
+        )
+        assert paid == pytest.approx(float(r["fund_paid_usd"]), rel=1e-5, abs=1e-3)
+
+
+def test_collateral_prices_are_configurations(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "markets",
+            "--scenario",
+            "oct_10_2025_multi",
+            "--fund-mode",
+            "shared",
+            "--collateral-price",
+            "book,index",
+            "--episodes",
+            "1",
+            "--accounts",
+            "300",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "| shared, book |" in text and "| shared, index |" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--fund-mode", "pooled"], "--fund-mode: 'pooled' is not one of"),
+        (["--collateral-price", "oracle"], "--collateral-price: 'oracle' is not one of"),
+        (["--fund-groups", "0,1"], "one segment index per market (3: BTC, ETH, ALT)"),
+        (["--fund-groups", "0,x,1"], "comma-separated integers"),
+        (["--fund-mode", "shared", "--fund-groups", "0,0,1"], "applies to --fund-mode segmented"),
+        (["--episodes", "0"], "--episodes must be >= 1"),
+        (["--market-mmr-mult", "1,1"], "one finite multiple > 0 per market (3: BTC, ETH, ALT)"),
+        (["--market-mmr-mult", "1,0,1"], "one finite multiple > 0 per market"),
+        (["--market-mmr-mult", "1,a,1"], "comma-separated numbers"),
+        (["--fund-frac", "-1"], "--fund-frac must lie in [0, 10]"),
+        (["--scenario", "no_such_scenario"], "no_such_scenario"),
+    ],
+)
+def test_bad_arguments_exit_2_naming_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], fragment: str
+) -> None:
+    out = tmp_path / "never"
+    code = main(["markets", *args, "--out", str(out), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_bench_env_markets_times_each_market_count(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    code = main(
+        [
+            "bench",
+            "env",
+            "--markets",
+            "1,3",
+            "--steps",
+            "2",
+            "--repeats",
+            "1",
+            "--accounts",
+            "50",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    rows = json.loads(out.read_text())["markets_env"]["rows"]
+    assert [r["markets"] for r in rows] == [1, 3]
+    assert all(r["median"] > 0 and r["ms_per_decision"] > 0 for r in rows)

@@ -1,0 +1,147 @@
+"""``fundgym/MarketsInsuranceFund-v0``: spaces, layouts, levers, determinism, reward (issue 17)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import fundgym  # noqa: F401 (registers the environments)
+from fundgym.envs import MARKETS_ENV_ID
+from fundgym.envs.levers import LEVERS, MARKET_LEVERS
+from fundgym.envs.markets_env import (
+    EXCHANGE_LEVERS,
+    EXCHANGE_OBS,
+    MARKET_OBS,
+    MarketsInsuranceFundEnv,
+)
+from fundgym.envs.rewards import combine
+from fundgym.envs.scenarios import load_scenario, scenario_from_dict
+from tests.multi_market import library_dict
+
+
+def _short(minutes: float = 120.0) -> Any:
+    """``alt_contagion`` in two hours: the alt's crash and book collapse from minute 30."""
+    data = library_dict("alt_contagion")
+    data["horizon_minutes"] = minutes
+    data["markets"][2]["idio_crash"]["start_minute"] = 30
+    data["markets"][2]["depth_collapses"][0]["start_minute"] = 30
+    return scenario_from_dict(data, "alt_contagion.yaml")
+
+
+def _env(**kw: Any) -> MarketsInsuranceFundEnv:
+    kw.setdefault("n_accounts", 200)
+    return MarketsInsuranceFundEnv(kw.pop("scenario", _short()), **kw)
+
+
+def test_passes_gymnasiums_checker_and_is_registered() -> None:
+    check_env(_env(), skip_render_check=True)
+    env = gym.make(MARKETS_ENV_ID, scenario=_short(), n_accounts=100)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+
+
+def test_layouts_are_flat_and_named() -> None:
+    env = _env(scenario=load_scenario("oct_10_2025_multi"))
+    m = 9
+    assert env.action_space.shape == (3 + m,)
+    assert env.observation_space.shape == (len(EXCHANGE_OBS) + len(MARKET_OBS) * m,) == (74,)
+    names = env.action_names()
+    assert names[:3] == EXCHANGE_LEVERS and names[3] == "market_mmr_mult[BTC]"
+    assert names[-1] == "market_mmr_mult[ENJ]"
+    obs_names = env.observation_names()
+    assert len(obs_names) == 74 and obs_names[len(EXCHANGE_OBS)] == "vol_ratio_log[BTC]"
+    assert obs_names[-1] == "param_market_mmr_mult[ENJ]"
+
+
+def test_actions_map_through_the_lever_registry() -> None:
+    env = _env()
+    env.reset(seed=1)
+    _, _, _, _, info = env.step(np.full(env.action_space.shape, -1.0, dtype=np.float32))
+    lv = info["levers"]
+    for name in EXCHANGE_LEVERS:
+        assert lv[name] == pytest.approx(LEVERS[name].low)
+    assert np.allclose(lv["market_mmr_mult"], MARKET_LEVERS["market_mmr_mult"].low)
+    assert env.sim.risk.liquidation_fee_rate == pytest.approx(0.001)
+    assert np.allclose(env.sim.market_mmr_mult, 0.5)
+    _, _, _, _, info = env.step(np.ones(env.action_space.shape, dtype=np.float32))
+    assert np.allclose(info["levers"]["market_mmr_mult"], 4.0)
+    obs = env._observation(None)
+    assert obs[EXCHANGE_OBS.index("param_liquidation_fee_rate")] == pytest.approx(1.0)
+    alt_param = len(EXCHANGE_OBS) + 2 * len(MARKET_OBS) + MARKET_OBS.index("param_market_mmr_mult")
+    assert obs[alt_param] == pytest.approx(1.0)
+
+
+def test_same_seed_same_trajectory_and_truncation_at_the_horizon() -> None:
+    def run(seed: int) -> tuple[list[float], np.ndarray[Any, Any], int]:
+        env = _env()
+        obs, _ = env.reset(seed=seed)
+        rng = np.random.default_rng(0)
+        rewards, n = [], 0
+        while True:
+            action = rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
+            obs, r, term, trunc, _ = env.step(action)
+            rewards.append(r)
+            n += 1
+            assert not term
+            if trunc:
+                return rewards, obs, n
+
+    a, b, c = run(3), run(3), run(4)
+    assert a[0] == b[0] and np.array_equal(a[1], b[1])
+    assert a[0] != c[0]
+    assert a[2] == math.ceil(120 / 10)
+
+
+def test_reward_is_the_registry_of_terms_and_cost_is_solvency() -> None:
+    env = _env()
+    env.reset(seed=5)
+    _, reward, _, _, info = env.step(np.zeros(env.action_space.shape, dtype=np.float32))
+    comps = {k: np.array([v]) for k, v in info["reward_components"].items()}
+    assert reward == pytest.approx(float(combine(comps, env.weights)[0]))
+    assert info["cost"] == info["reward_components"]["solvency"]
+    assert info["capital_locked_usd"] > info["fund_pots_usd"].sum() > 0.0
+
+
+def test_bad_actions_are_refused() -> None:
+    env = _env()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"action must have shape \(6,\)"):
+        env.step(np.zeros(5))
+    with pytest.raises(ValueError, match="finite"):
+        env.step(np.full(6, np.nan))
+
+
+def test_a_higher_alt_margin_liquidates_and_locks_more_at_once() -> None:
+    """Raising one market's multiple raises its requirement from the next tick on.
+
+    At 4x the alt's 3% MMR asks 12%, more than a 10x isolated position's margin: those are
+    liquidated in the first decision, and the margin the alt's survivors lock rises.
+    """
+    seen: dict[float, dict[str, Any]] = {}
+    for pos in (-1.0, 1.0):
+        env = _env(n_accounts=2_000)
+        env.reset(seed=7)
+        action = np.zeros(env.action_space.shape, dtype=np.float32)
+        action[-1] = pos  # the alt's margin multiple: 0.5x or 4x
+        _, _, _, _, info = env.step(action)
+        seen[pos] = info
+    assert seen[1.0]["liquidation_volume_usd"] > seen[-1.0]["liquidation_volume_usd"]
+    assert seen[1.0]["capital_locked_usd"] > seen[-1.0]["capital_locked_usd"]
+
+
+def test_segmented_funds_are_observed_per_pot() -> None:
+    env = _env(fund_mode="segmented")
+    obs, _ = env.reset(seed=2)
+    assert obs[EXCHANGE_OBS.index("worst_pot_left")] == pytest.approx(1.0)
+    _, _, _, _, info = env.step(np.zeros(env.action_space.shape, dtype=np.float32))
+    assert info["fund_pots_usd"].shape == (3,)
+
+
+def test_decision_minutes_below_a_tick_is_refused() -> None:
+    with pytest.raises(ValueError, match="decision_minutes"):
+        _env(decision_minutes=0.5)

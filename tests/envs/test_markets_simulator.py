@@ -1,0 +1,381 @@
+"""The multi-market simulator (issue 17): books, ledger, funds, collateral, contagion."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fundgym.envs.core.params import RiskParams
+from fundgym.envs.markets_simulator import MarketsPopulation, MarketsResult, MarketsSimulator
+from fundgym.envs.scenarios import Scenario, load_scenario, scenario_from_dict
+from fundgym.envs.state import open_interest_usd
+from tests.multi_market import assert_field_error, library_dict
+
+
+def _short(name: str, minutes: float) -> Scenario:
+    """Library scenario ``name`` cut to its first ``minutes`` (its crash must end inside)."""
+    data = library_dict(name)
+    data["horizon_minutes"] = minutes
+    return scenario_from_dict(data, f"{name}.yaml")
+
+
+def _run(sc: Scenario, **kw: Any) -> MarketsResult:
+    return MarketsSimulator(sc, **kw).run()
+
+
+def _same(a: MarketsResult, b: MarketsResult, row_a: int, row_b: int) -> None:
+    for name in ("events", "mark_price", "open_interest_usd", "fund_usd", "market_fund_paid_usd"):
+        x, y = getattr(a, name)[:, row_a], getattr(b, name)[:, row_b]
+        assert np.array_equal(x, y), name
+
+
+# ---- the book across markets ---------------------------------------------------------------
+
+
+def test_book_spreads_accounts_by_the_scenarios_shares() -> None:
+    """20,000 slots, one leg each: each market's share of accounts is its share of OI.
+
+    Sizes are drawn alike in every market, so account shares are the expected OI shares; the
+    count is binomial (12,000 open accounts: a standard error under 0.5 pp), where the OI
+    itself, Pareto-sized, is noisy.
+    """
+    sc = load_scenario("alt_contagion")
+    assert sc.market_oi_shares == pytest.approx((0.70, 0.25, 0.05))
+    mp = MarketsPopulation(second_leg_frac=0.0)
+    sim = MarketsSimulator(sc, n_accounts=20_000, markets_population=mp, seed=3)
+    held = (sim.state.size[0] != 0.0).sum(axis=0)
+    assert held / held.sum() == pytest.approx([0.70, 0.25, 0.05], abs=0.02)
+
+
+def test_second_legs_assets_and_isolated_accounts() -> None:
+    """Cross accounts take a second leg and post assets as told; isolated ones never do."""
+    sc = load_scenario("oct_10_2025_multi")
+    mp = MarketsPopulation(second_leg_frac=1.0, asset_share=1.0, asset_margin_frac=0.5)
+    sim = MarketsSimulator(sc, n_accounts=3_000, markets_population=mp, seed=1)
+    st = sim.state
+    legs = (st.size[0] != 0.0).sum(axis=1)
+    open_ = legs > 0
+    assert set(np.unique(legs[open_])) <= {1, 2}
+    two = legs == 2
+    # every cross account (about 90% of accounts: PopulationParams.cross_share) holds two legs
+    assert 0.85 < two[open_].mean() < 0.95
+    px0 = np.array([m.initial or sc.price.initial for m in sc.markets])
+    notional = np.abs(st.size[0]) * px0
+    both = notional[two]
+    legs_usd = np.sort(both, axis=1)[:, -2:]
+    assert np.allclose(legs_usd[:, 0], legs_usd[:, 1], rtol=1e-12)  # split in half
+    sides = np.sign(st.size[0][two])
+    assert (np.abs(sides.sum(axis=1)) == 2).all()  # both legs on one side
+    held = st.collateral_units[0] != 0.0
+    assert (held.sum(axis=1) <= 1).all()
+    assert not held[open_ & ~two].any()  # isolated accounts post USD only
+    # asset_margin_frac = 0.5: the asset counts (at price less haircut) for half the margin
+    price = sim.unit_price[0]
+    value = (st.collateral_units[0] * price * (1.0 - sim.haircut)).sum(axis=1)
+    with_asset = held.any(axis=1)
+    assert with_asset[two].all()
+    assert np.allclose(value[with_asset], st.collateral_usd[0][with_asset], rtol=1e-12)
+
+
+def test_no_second_leg_and_no_assets_when_asked() -> None:
+    sc = load_scenario("oct_10_2025_multi")
+    mp = MarketsPopulation(second_leg_frac=0.0, asset_share=0.0)
+    st = MarketsSimulator(sc, n_accounts=2_000, markets_population=mp).state
+    assert ((st.size[0] != 0.0).sum(axis=1) <= 1).all()
+    assert not st.collateral_units.any()
+
+
+def test_counterparty_takes_the_other_side_of_every_market() -> None:
+    st = MarketsSimulator(load_scenario("oct_10_2025_multi"), n_accounts=1_000).state
+    assert np.allclose(st.size.sum(axis=1) + st.counterparty_size, 0.0, atol=1e-9)
+
+
+def test_a_market_asking_three_times_the_margin_caps_its_leverage() -> None:
+    """``market_mmr_mult`` (3 on the alt): isolated alt positions open at most 1 / (3 imr).
+
+    An isolated account keeps ``notional x (1 / lev + fee)``, so its order leverage is
+    ``notional / (collateral - notional x fee)``.
+    """
+    sc = load_scenario("alt_contagion")
+    risk = RiskParams()
+    mp = MarketsPopulation(second_leg_frac=0.0, asset_share=0.0)
+    kw: dict[str, Any] = {"n_accounts": 5_000, "markets_population": mp, "seed": 4}
+    levs = {}
+    for k in (1.0, 3.0):
+        st = MarketsSimulator(sc, risk, market_mmr_mult=[1.0, 1.0, k], **kw).state
+        alt = st.size[0, :, 2] != 0.0
+        notional = np.abs(st.size[0, alt, 2]) * sc.markets[2].initial
+        lev = notional / (st.collateral_usd[0, alt] - notional * risk.taker_fee_rate)
+        levs[k] = lev.max()
+    assert levs[1.0] <= 1.0 / risk.imr * (1 + 1e-9)
+    assert levs[3.0] <= 1.0 / (3.0 * risk.imr) * (1 + 1e-9)
+    assert levs[1.0] > 1.0 / (3.0 * risk.imr)  # the cap binds: some traders wanted more
+
+
+def test_a_larger_alt_margin_liquidates_earlier_on_alt_contagion() -> None:
+    sc = load_scenario("alt_contagion")
+    kw: dict[str, Any] = {"n_envs": 2, "n_accounts": 1_000, "seed": 17}
+    base = _run(sc, **kw).totals()
+    alt3 = _run(sc, market_mmr_mult=[1.0, 1.0, 3.0], **kw).totals()
+    # lower alt leverage and an earlier trigger: less of the alt's crash falls past bankruptcy
+    assert alt3["market_fund_paid_usd"][:, 2].sum() < base["market_fund_paid_usd"][:, 2].sum()
+
+
+# ---- ledger, determinism, batch ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["shared", "segmented"])
+def test_alt_contagion_ledger_closes_and_pots_stay_non_negative(mode: str) -> None:
+    res = _run(load_scenario("alt_contagion"), n_envs=2, n_accounts=1_000, fund_mode=mode)
+    assert res.max_ledger_error_usd < 1e-6
+    assert (res.fund_usd >= 0.0).all()
+    assert np.isfinite(res.events).all() and np.isfinite(res.mark_price).all()
+    paid = res.market_fund_paid_usd.sum(axis=2)
+    assert np.allclose(paid, res.event("shortfall_usd"), rtol=1e-12, atol=1e-9)
+
+
+def test_same_seed_same_numbers_and_exchange_e_equals_its_single_twin() -> None:
+    sc = _short("alt_contagion", 700.0)
+    kw: dict[str, Any] = {"n_accounts": 400, "fund_mode": "segmented"}
+    batch = _run(sc, n_envs=3, seed=[11, 12, 13], **kw)
+    again = _run(sc, n_envs=3, seed=[11, 12, 13], **kw)
+    single = _run(sc, n_envs=1, seed=12, **kw)
+    for row in range(3):
+        _same(batch, again, row, row)
+    _same(batch, single, 1, 0)
+    assert batch.event("n_liquidations").sum() > 0  # the comparison saw liquidations
+
+
+# ---- funds: shared against segmented ---------------------------------------------------------
+
+
+def test_segmented_contains_the_alt_crash_that_a_shared_fund_pays() -> None:
+    """alt_contagion: shared, BTC's and ETH's backing pays the alt; segmented, the alt's pot.
+
+    The alt falls 80% on a thin book, so its liquidations fill below bankruptcy. With a fund of
+    1% of open interest, shared, the fund pays them out of what backs every market and nobody
+    is deleveraged; segmented, the alt's own segment is exhausted, the rest is deleveraged
+    against the alt's winners, and the BTC and ETH segments lose (almost) nothing.
+    """
+    sc = load_scenario("alt_contagion")
+    kw: dict[str, Any] = {"n_envs": 4, "n_accounts": 2_000, "seed": 17, "fund_to_oi_frac": 0.01}
+    shared = _run(sc, fund_mode="shared", **kw)
+    seg = _run(sc, fund_mode="segmented", **kw)
+    t_sh, t_seg = shared.totals(), seg.totals()
+    alt = sc.market_names.index("ALT")
+    alt_paid = t_sh["market_fund_paid_usd"][:, alt]
+    assert (alt_paid > seg.initial_fund_usd[:, alt]).all()  # more than the alt's segment held
+    assert (t_sh["adl_volume_usd"] == 0.0).all()
+    assert (t_seg["adl_volume_usd"] > 0.0).all()
+    assert (t_seg["fund_drawdown_frac"][:, alt] > 0.99).all()  # the alt's segment exhausted
+    others = [m for m in range(sc.n_markets) if m != alt]
+    assert (t_seg["fund_drawdown_frac"][:, others] < 0.05).all()
+    assert (t_sh["fund_drawdown_frac"][:, 0] > 0.05).all()
+    assert (
+        t_sh["fund_drawdown_frac"][:, 0] > 5 * t_seg["fund_drawdown_frac"][:, others].max()
+    ).all()
+    # segmented pays the alt at most what its segment had plus the alt's own fee income
+    fee_room = seg.initial_fund_usd[:, alt] + 0.1 * seg.initial_fund_usd.sum(axis=1)
+    assert (t_seg["market_fund_paid_usd"][:, alt] <= fee_room).all()
+
+
+def test_per_market_cap_limits_what_the_fund_pays_the_alt() -> None:
+    sc = load_scenario("alt_contagion")
+    caps = [np.inf, np.inf, 100.0]  # Drift-like tier: $100 a tick toward the alt
+    res = _run(sc, n_envs=1, n_accounts=1_000, fund_cap_usd=caps, seed=17)
+    assert (res.market_fund_paid_usd[:, :, 2] <= 100.0 + 1e-9).all()
+    assert res.totals()["adl_volume_usd"][0] > 0.0
+
+
+# ---- collateral ---------------------------------------------------------------------------
+
+
+def test_depeg_loss_is_larger_marked_on_the_venues_book_than_on_an_index() -> None:
+    """10 Oct 2025: USDe at $0.6567 on Binance's book while the index held near $1."""
+    sc = load_scenario("oct_10_2025_multi")
+    kw: dict[str, Any] = {"n_envs": 2, "n_accounts": 2_000, "seed": 2025}
+    book = _run(sc, collateral_price="book", **kw).totals()
+    index = _run(sc, collateral_price="index", **kw).totals()
+    assert book["collateral_depeg_loss_usd"].sum() > 0.0
+    assert book["collateral_depeg_loss_usd"].sum() > 2.0 * index["collateral_depeg_loss_usd"].sum()
+    assert book["collateral_seized_usd"].sum() > index["collateral_seized_usd"].sum()
+
+
+def test_redemption_pricing_never_marks_the_depeg() -> None:
+    """At redemption value the seized units fetch ``r (1 - h)``: the loss is the haircut alone.
+
+    ``collateral_depeg_loss = units x (r - p (1 - h))`` with ``p = r`` is ``units x r x h``:
+    between the smallest and largest haircut (5% and 10%) of what was seized.
+    """
+    sc = load_scenario("oct_10_2025_multi")
+    tot = _run(sc, n_accounts=2_000, collateral_price="redemption", seed=2025).totals()
+    seized, loss = tot["collateral_seized_usd"][0], tot["collateral_depeg_loss_usd"][0]
+    assert seized > 0.0
+    assert 0.05 * seized * (1 - 1e-9) <= loss <= 0.10 * seized * (1 + 1e-9)
+
+
+# ---- fuzz: ledger and non-negative pots over random multi-market paths with depegs ----------
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    alt_move=st.floats(-0.9, 0.5),
+    alt_start=st.floats(10.0, 100.0),
+    depeg=st.floats(0.05, 1.0),
+    mode=st.sampled_from(["shared", "segmented"]),
+    source=st.sampled_from(["book", "index", "redemption"]),
+    seed=st.integers(0, 10_000),
+)
+def test_fuzzed_paths_conserve_money_and_keep_pots_non_negative(
+    alt_move: float, alt_start: float, depeg: float, mode: str, source: str, seed: int
+) -> None:
+    data = copy.deepcopy(library_dict("alt_contagion"))
+    data["horizon_minutes"] = 180
+    alt = data["markets"][2]
+    alt["idio_crash"] = {
+        "start_minute": alt_start,
+        "legs": [{"kind": "decline", "minutes": 20, "return_frac": alt_move, "shape": "linear"}],
+    }
+    alt["depth_collapses"][0]["start_minute"] = alt_start
+    data["collateral"] = [
+        {
+            "name": "USDx",
+            "kind": "yield_stable",
+            "haircut_frac": 0.05,
+            "book_noise_bps": 20,
+            "book_depeg": [
+                {"minute": alt_start, "level": 1.0},
+                {"minute": alt_start + 5, "level": depeg},
+            ],
+        },
+        {
+            "name": "stETH",
+            "kind": "lst",
+            "linked_to": "ETH",
+            "conversion_ratio": 1.1,
+            "haircut_frac": 0.1,
+            "index_depeg": [{"minute": 60, "level": 1.0}, {"minute": 90, "level": depeg}],
+        },
+    ]
+    sc = scenario_from_dict(data, "fuzz.yaml")
+    mp = MarketsPopulation(second_leg_frac=0.6, asset_share=0.6)
+    res = _run(
+        sc,
+        n_envs=2,
+        n_accounts=300,
+        fund_mode=mode,
+        collateral_price=source,
+        markets_population=mp,
+        seed=seed,
+    )
+    assert res.max_ledger_error_usd < 1e-5  # the simulator also raises on any tick above it
+    assert (res.fund_usd >= 0.0).all()
+    assert np.isfinite(res.events).all()
+    assert np.isfinite(res.collateral_depeg_loss_usd).all()
+
+
+# ---- errors -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"fund_mode": "pooled"}, "fund_mode must be one of"),
+        ({"collateral_price": "oracle"}, "collateral_price must be one of"),
+        ({"risk": RiskParams(liquidation_mode="binance")}, "RiskParams.liquidation_mode"),
+        ({"fund_mode": "segmented", "fund_groups": [0, 0]}, "fund_groups must list"),
+        ({"fund_mode": "segmented", "fund_groups": [0, 2, 2]}, "every segment 0 .. G - 1"),
+        ({"fund_groups": [0, 0, 1]}, "fund_mode 'segmented' only"),
+        ({"fund_cap_usd": [1.0, -1.0, 1.0]}, "fund_cap_usd must list"),
+        ({"n_accounts": 0}, "n_accounts must be >= 1"),
+        ({"fund_to_oi_frac": -0.1}, "fund_to_oi_frac"),
+        ({"market_mmr_mult": [1.0, 0.0, 1.0]}, "market_mmr_mult must list"),
+        ({"market_mmr_mult": [1.0, 1.0]}, "(3: BTC, ETH, ALT)"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ValueError) as info:
+        MarketsSimulator(load_scenario("alt_contagion"), **kwargs)
+    assert fragment in str(info.value)
+
+
+def test_bad_haircuts_are_named() -> None:
+    with pytest.raises(ValueError) as info:
+        MarketsSimulator(load_scenario("oct_10_2025_multi"), collateral_haircut_frac=[0.1, 1.0])
+    assert "collateral_haircut_frac" in str(info.value) and "USDe" in str(info.value)
+
+
+def test_markets_population_bounds() -> None:
+    with pytest.raises(ValueError, match="second_leg_frac"):
+        MarketsPopulation(second_leg_frac=1.5)
+
+
+def test_oi_share_rules_name_the_field() -> None:
+    data = library_dict("alt_contagion")
+    del data["markets"][2]["oi_share"]
+    assert_field_error(data, "markets[2].oi_share", "on every market from markets[1] on")
+    data = library_dict("alt_contagion")
+    data["markets"][1]["oi_share"] = 0.6
+    data["markets"][2]["oi_share"] = 0.5
+    assert_field_error(data, "markets[2].oi_share", "sum to 1.1")
+    data = library_dict("alt_contagion")
+    data["markets"][0]["oi_share"] = 0.5
+    assert_field_error(data, "markets[0].oi_share", "leave it out")
+
+
+def test_oi_shares_follow_depth_without_the_field() -> None:
+    sc = load_scenario("oct_10_2025_multi")
+    scales = np.array([1.0, *(m.depth_scale for m in sc.markets[1:])])
+    assert np.allclose(sc.market_oi_shares, scales / scales.sum())
+    assert load_scenario("calm").market_oi_shares == (1.0,)
+
+
+def test_one_market_scenario_runs_too() -> None:
+    """Without a markets section it is one market (this module's population, not the tick's)."""
+    sc = _short("volatile", 240.0)
+    res = _run(sc, n_accounts=500)
+    assert res.market_names == ("BTC",) or len(res.market_names) == 1
+    assert res.max_ledger_error_usd < 1e-6
+    oi = open_interest_usd(MarketsSimulator(sc, n_accounts=500).state, sc.price.initial)
+    assert oi.shape == (1, 1) and oi[0, 0] > 0.0
+
+
+def test_arrivals_come_to_the_market_whose_count_drew_them() -> None:
+    """``lam`` per market: only ALT's is positive, so every arrival holds an ALT position."""
+    from fundgym.envs.core.rng import BatchStreams
+    from fundgym.envs.traders.markets import (
+        ME_ARRIVALS,
+        N_MARKETS_EVENTS,
+        markets_population_exchange,
+    )
+    from fundgym.envs.traders.population import PopulationParams
+
+    n_acc, n_mkt = 400, 3
+    coll = np.zeros((1, n_acc))
+    size = np.zeros((1, n_acc, n_mkt))
+    entry = np.zeros((1, n_acc, n_mkt))
+    units = np.zeros((1, n_acc, 0))
+    cp_size, cp_cash = np.zeros((1, n_mkt)), np.zeros(1)
+    fee_rev, deposits = np.zeros(1), np.zeros(1)
+    events = np.zeros(N_MARKETS_EVENTS)
+    income = np.zeros(n_mkt)
+    rng = BatchStreams([5])
+    markets_population_exchange(
+        0, rng.state, coll, size, entry, units, cp_size, cp_cash, fee_rev, deposits,
+        RiskParams().packed(1), PopulationParams().columns(5.0),
+        np.array([100_000.0, 3_500.0, 1.0]), np.zeros(n_mkt), np.array([0.0, 0.0, 60.0]),
+        np.array([0.7, 0.95, 1.0]), np.ones(n_mkt), 0.5, 0.0, 0.5, np.zeros(0), np.zeros(0),
+        0, np.zeros(n_mkt), np.zeros(n_mkt), np.zeros(n_mkt), income, events,
+    )  # fmt: skip
+    held = size[0] != 0.0
+    opened = held.any(axis=1)
+    assert 30 <= events[ME_ARRIVALS] == opened.sum()
+    assert held[opened, 2].all()  # the home leg is ALT's; a second leg may be elsewhere
+    assert held[opened][:, :2].any()  # some cross accounts took a second leg
+    # the counterparty holds the other side of every position, market by market
+    assert np.allclose(size[0].sum(axis=0) + cp_size[0], 0.0)
