@@ -61,6 +61,7 @@ from fundgym.envs.market.factor import MarketsPath, draw_markets
 from fundgym.envs.market.kernels import MK_DEPTH_NORMAL
 from fundgym.envs.market.market import Market
 from fundgym.envs.scenarios import Scenario
+from fundgym.envs.simulator import batch_seeds
 from fundgym.envs.state import SimState, ledger_error, ledger_total, open_interest_usd
 from fundgym.envs.tick_kernels import MINUTES_PER_YEAR_VOL, PEAK_MEMORY_MINUTES
 from fundgym.envs.traders import kernels as pk
@@ -249,7 +250,7 @@ class MarketsSimulator:
         population_minutes: Clock of the population (default 5 minutes, or every tick when
             ticks are longer).
         seed: One seed (exchange ``e`` gets ``seed + e``), one per exchange, or ``None`` for
-            the scenario's.
+            the scenario's for every exchange (as the one-market simulator's).
     """
 
     def __init__(
@@ -336,20 +337,10 @@ class MarketsSimulator:
 
     # ---------------------------------------------------------------- reset ----
 
-    def _seeds(self, seed: int | Sequence[int] | None) -> list[int]:
-        if seed is None:
-            return [self.scenario.seed + e for e in range(self.n_envs)]
-        if isinstance(seed, int | np.integer):
-            return [int(seed) + e for e in range(self.n_envs)]
-        seeds = [int(s) for s in seed]
-        if len(seeds) != self.n_envs:
-            raise ValueError(f"got {len(seeds)} seeds for n_envs={self.n_envs}")
-        return seeds
-
     def reset(self, seed: int | Sequence[int] | None = None) -> None:
-        """Every exchange anew: paths, books and funds, tick 0."""
+        """Every exchange anew: paths, books and funds, tick 0 (seeds as the constructor's)."""
         E, A, M, K = self.n_envs, self.n_accounts, self.n_markets, self.n_assets
-        self.seeds = self._seeds(seed)
+        self.seeds = batch_seeds(seed, [self.scenario.seed] * E)
         self.rng = BatchStreams(self.seeds)
         self.markets = [Market(E) for _ in range(M)]
         n = self.scenario.n_ticks

@@ -345,6 +345,26 @@ def tick(
     return events, funding_paid
 
 
+def batch_seeds(seed: int | Sequence[int] | None, defaults: Sequence[int]) -> list[int]:
+    """Each exchange's seed, from one seed, one per exchange, or none.
+
+    ``None`` gives ``defaults`` (each exchange's scenario's seed); one seed gives exchange ``e``
+    ``seed + e`` (Gymnasium's convention for vector envs); a list gives one per exchange.
+
+    Raises:
+        ValueError: A list of seeds whose length is not the number of exchanges.
+    """
+    n_envs = len(defaults)
+    if seed is None:
+        return [int(s) for s in defaults]
+    if isinstance(seed, int | np.integer):
+        return [int(seed) + e for e in range(n_envs)]
+    seeds = [int(s) for s in seed]
+    if len(seeds) != n_envs:
+        raise ValueError(f"got {len(seeds)} seeds for n_envs={n_envs}")
+    return seeds
+
+
 def _rows(state: SimState, rows: slice) -> SimState:
     """A state of views onto exchanges ``rows`` of ``state`` (writes go through)."""
     out: dict[str, Any] = {}
@@ -676,14 +696,7 @@ class ExchangeSimulator:
         return self.state.fund
 
     def _seeds(self, seed: int | Sequence[int] | None) -> list[int]:
-        if seed is None:
-            return [sc.seed for sc in self.scenarios]
-        if isinstance(seed, int | np.integer):
-            return [int(seed) + e for e in range(self.n_envs)]
-        seeds = [int(s) for s in seed]
-        if len(seeds) != self.n_envs:
-            raise ValueError(f"got {len(seeds)} seeds for n_envs={self.n_envs}")
-        return seeds
+        return batch_seeds(seed, [sc.seed for sc in self.scenarios])
 
     def reset(self, seed: int | Sequence[int] | None = None) -> None:
         """Reset every exchange: new market paths and trader books, tick 0."""
