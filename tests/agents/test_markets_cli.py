@@ -116,3 +116,34 @@ def test_bench_env_markets_times_each_market_count(tmp_path: Path) -> None:
     rows = json.loads(out.read_text())["markets_env"]["rows"]
     assert [r["markets"] for r in rows] == [1, 3]
     assert all(r["median"] > 0 and r["ms_per_decision"] > 0 for r in rows)
+
+
+def test_a_venue_presets_levers_and_adl_rule_run_under_the_partial_engine(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """static:hyperliquid with the partial engine and no vault: its levers, HL ADL, no fund."""
+    spec = "static:hyperliquid,liquidation_mode=partial,vault_to_oi_frac=0"
+    code = main(
+        ["markets", "--policy", spec, "--fund-mode", "shared", "--episodes", "1",
+         "--accounts", "300", "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "fund 0.00% of OI" in out and "Hyperliquid-like" in out and "(the partial engine)" in out
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ("static:hyperliquid", "liquidation_mode 'hyperliquid' is not built across markets"),
+        ("static:hyperliquid,liquidation_mode=partial", "add ',vault_to_oi_frac=0'"),
+        ("rule", "a static:... set is needed"),
+        ("static:nowhere", "unknown preset"),
+    ],
+)
+def test_policies_not_built_across_markets_are_refused(
+    capsys: pytest.CaptureFixture[str], spec: str, fragment: str
+) -> None:
+    assert main(["markets", "--policy", spec, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
