@@ -115,7 +115,9 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     :mod:`fundgym.envs.rewards`'s, per decision, in basis points of the starting open interest:
     revenue (trading fees, the fund's liquidation-fee income and outside gains) minus the
     fund's cost of capital, the solvency loss (socialised + unrecovered + ``adl_weight`` x
-    deleveraged notional), the cost of locked maintenance margin and lever churn. The demand
+    deleveraged notional), the cost of locked maintenance margin and lever churn.
+    ``info`` adds what the fund paid toward each market and the notional deleveraged in each
+    (``market_fund_paid_usd``, ``market_adl_volume_usd``, ``(M,)``): the contagion. The demand
     term is 0 here: the multi-market population does not yet price demand per market.
     ``info["cost"]`` is the solvency term alone.
 
@@ -238,6 +240,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         ext_before = float(sim.state.fund.external_pnl_usd[0])
         sums: dict[str, float] = {}
         paid = np.zeros(self.n_markets)
+        adl = np.zeros(self.n_markets)
         row: dict[str, Any] | None = None
         for _ in range(self.ticks_per_decision):
             if sim.done:
@@ -255,8 +258,10 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             ):
                 sums[name] = sums.get(name, 0.0) + float(getattr(ev, name)[0])
             paid += row["market_fund_paid_usd"][0]
+            adl += row["market_adl_volume_usd"][0]
         ext = float(sim.state.fund.external_pnl_usd[0]) - ext_before if self._shared else 0.0
-        margin = self._margin_locked(row)
+        margins = self._margin(row)
+        margin = float(margins[1].sum())
         pots = sim.fund_pots_usd()[0]
         one = np.ones(1)
         totals = DecisionTotals(
@@ -287,11 +292,12 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             "capital_locked_usd": float(pots.sum()) + margin,
             "fund_pots_usd": pots.copy(),
             "market_fund_paid_usd": paid,
+            "market_adl_volume_usd": adl,
             "levers": self.lever_values(),
             **sums,
         }
         truncated = sim.done
-        return self._observation(row), reward, False, truncated, info
+        return self._observation(row, margins), reward, False, truncated, info
 
     # ---- internals -------------------------------------------------------------------------
 
@@ -329,17 +335,18 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             kw.update(collateral_price=sim.unit_price, collateral_haircut=sim.haircut)
         return margin_state(sim.state, sim.risk, mark, **kw)
 
-    def _margin_locked(self, row: dict[str, Any] | None) -> float:
-        return float(self._margin(row)[1].sum())
-
-    def _observation(self, row: dict[str, Any] | None) -> np.ndarray[Any, Any]:
+    def _observation(
+        self,
+        row: dict[str, Any] | None,
+        margins: tuple[FloatArray, FloatArray] | None = None,
+    ) -> np.ndarray[Any, Any]:
         sim = self.sim
         st = sim.state
         index = sim.last_index[0]
         mark = sim.last_index if row is None else row["mark"]
         oi = open_interest_usd(st, mark)[0]
         oi_total = max(float(oi.sum()), 1e-9)
-        eq, req = self._margin(row)
+        eq, req = self._margin(row) if margins is None else margins
         near = (req[0] > 0.0) & (eq[0] < (1.0 + NEAR_LIQUIDATION_BUFFER) * req[0])
         gross = np.abs(st.size[0]) * mark[0]  # (A, M)
         near_m = gross[near].sum(axis=0) / np.maximum(gross.sum(axis=0), 1e-9)

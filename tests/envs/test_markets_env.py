@@ -105,6 +105,12 @@ def test_reward_is_the_registry_of_terms_and_cost_is_solvency() -> None:
     assert reward == pytest.approx(float(combine(comps, env.weights)[0]))
     assert info["cost"] == info["reward_components"]["solvency"]
     assert info["capital_locked_usd"] > info["fund_pots_usd"].sum() > 0.0
+    for name, total in (
+        ("market_adl_volume_usd", "adl_volume_usd"),
+        ("market_fund_paid_usd", "shortfall_usd"),
+    ):
+        assert info[name].shape == (3,)
+        assert info[name].sum() == pytest.approx(info[total], abs=1e-6)
 
 
 def test_bad_actions_are_refused() -> None:
