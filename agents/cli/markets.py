@@ -122,6 +122,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--fund-frac",
     )
     p.add_argument(
+        "--fund-cap-usd",
+        default=None,
+        metavar="C,C,...",
+        help="the most the fund pays toward each market's shortfalls per tick, USD, in market "
+        "order, each >= 0 or inf (Drift's tier caps: 1e8, 1e6, 1e5, 0; default: no cap)",
+    )
+    p.add_argument(
+        "--collateral-haircut",
+        default=None,
+        metavar="H,H,...",
+        help="each collateral asset's haircut, in the scenario's asset order, each in [0, 1) "
+        "(default: the scenario's haircut_frac)",
+    )
+    p.add_argument(
         "--market-mmr-mult",
         default=None,
         metavar="K,K,...",
@@ -177,6 +191,43 @@ def _groups(text: str | None, scenario: Scenario) -> list[int] | None:
             f"{', '.join(scenario.market_names)}), using every index 0 .. G-1, got {text!r}"
         )
     return groups
+
+
+def _numbers(option: str, text: str | None, names: tuple[str, ...], allowed: str) -> list[float]:
+    """One number per name from a comma-separated ``text`` (range checked by the caller)."""
+    assert text is not None
+    try:
+        values = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{option} must be comma-separated numbers, got {text!r}") from None
+    if len(values) != len(names) or any(v != v for v in values):
+        raise UsageError(
+            f"{option} must give one number {allowed} for each of {len(names)}: "
+            f"{', '.join(names)}; got {text!r}"
+        )
+    return values
+
+
+def _caps(text: str | None, scenario: Scenario) -> list[float] | None:
+    if text is None:
+        return None
+    caps = _numbers("--fund-cap-usd", text, scenario.market_names, ">= 0 (or inf)")
+    if min(caps) < 0.0:
+        raise UsageError(f"--fund-cap-usd: each cap must be >= 0 (or inf), got {text!r}")
+    return caps
+
+
+def _haircuts(text: str | None, scenario: Scenario) -> list[float] | None:
+    if text is None:
+        return None
+    if not scenario.collateral:
+        raise UsageError(
+            f"--collateral-haircut: scenario {scenario.name!r} has no collateral assets"
+        )
+    cuts = _numbers("--collateral-haircut", text, scenario.collateral_names, "in [0, 1)")
+    if not all(0.0 <= h < 1.0 for h in cuts):
+        raise UsageError(f"--collateral-haircut: each haircut must lie in [0, 1), got {text!r}")
+    return cuts
 
 
 def _mults(text: str | None, scenario: Scenario) -> list[float] | None:
@@ -253,6 +304,8 @@ def main(args: argparse.Namespace) -> int:
     scenario = load_scenario_checked(args.scenario)
     groups = _groups(args.fund_groups, scenario)
     mults = _mults(args.market_mmr_mult, scenario)
+    caps = _caps(args.fund_cap_usd, scenario)
+    haircuts = _haircuts(args.collateral_haircut, scenario)
     risk, policy_fund, policy_note = _policy(args.policy)
     fund_frac = args.fund_frac if policy_fund is None else policy_fund
     if groups is not None and "segmented" not in modes:
@@ -278,6 +331,8 @@ def main(args: argparse.Namespace) -> int:
             fund_groups=groups if mode == "segmented" else None,
             collateral_price=source,
             market_mmr_mult=mults,
+            fund_cap_usd=caps,
+            collateral_haircut_frac=haircuts,
             seed=seed,
         )
         results[_label(mode, source, scenario)] = sim.run()
@@ -298,6 +353,8 @@ def main(args: argparse.Namespace) -> int:
                 "fund_modes": modes,
                 "fund_groups": groups,
                 "market_mmr_mult": mults,
+                "fund_cap_usd": caps,
+                "collateral_haircut": haircuts,
                 "collateral_prices": sources,
                 "episodes": args.episodes,
                 "seed": seed,

@@ -79,6 +79,9 @@ def test_collateral_prices_are_configurations(capsys: pytest.CaptureFixture[str]
         (["--market-mmr-mult", "1,1"], "one finite multiple > 0 per market (3: BTC, ETH, ALT)"),
         (["--market-mmr-mult", "1,0,1"], "one finite multiple > 0 per market"),
         (["--market-mmr-mult", "1,a,1"], "comma-separated numbers"),
+        (["--fund-cap-usd", "1e6,1e6"], "one number >= 0 (or inf) for each of 3: BTC, ETH, ALT"),
+        (["--fund-cap-usd", "1e6,-1,inf"], "each cap must be >= 0"),
+        (["--collateral-haircut", "0.1"], "has no collateral assets"),
         (["--fund-frac", "-1"], "--fund-frac must lie in [0, 10]"),
         (["--scenario", "no_such_scenario"], "no_such_scenario"),
     ],
@@ -147,3 +150,20 @@ def test_policies_not_built_across_markets_are_refused(
     assert main(["markets", "--policy", spec, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err
+
+
+def test_caps_and_haircuts_reach_the_simulator(tmp_path: Path) -> None:
+    out = tmp_path / "caps"
+    args = ["markets", "--fund-mode", "shared", "--fund-cap-usd", "inf,inf,0", "--episodes",
+            "1", "--accounts", "400", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    rows = [r for r in csv.DictReader((out / "per_market.csv").open()) if r["market"] == "ALT"]
+    assert float(rows[0]["fund_paid_usd"]) == 0.0  # a $0 cap: the fund never pays the alt
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["fund_cap_usd"] == [float("inf"), float("inf"), 0.0]
+    out2 = tmp_path / "cuts"
+    args = ["markets", "--scenario", "oct_10_2025_multi", "--fund-mode", "shared",
+            "--collateral-haircut", "0.5,0.5,0.5", "--episodes", "1", "--accounts", "300",
+            "--out", str(out2), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    assert yaml.safe_load((out2 / "config.yaml").read_text())["collateral_haircut"] == [0.5] * 3
