@@ -28,9 +28,10 @@ scenario. One tick, in order:
 7. **Impact**: each market's liquidation flow (``StepEvents.market_flow_usd``) walks that
    market's book and moves its next prices, so an alt's cascade moves the alt.
 
-What it does not do yet, compared with the one-market tick: venue liquidation modes, the
-backstop vault and paid outside liquidators (``core_step`` refuses them with several markets;
-:class:`MarketsSimulator` refuses them when built), venue events, the attacker, the mark cap,
+What it does not do yet, compared with the one-market tick: the venue liquidation modes
+other than ``binance`` (:func:`engine_risk`), the backstop vault and paid outside liquidators
+(``core_step`` refuses them with several markets; :class:`MarketsSimulator` refuses them when
+built), venue events, the attacker, the mark cap,
 the fund's allocation and injections, and ordinary volume in the population. It is not
 compiled across ticks: each tick is a few compiled calls joined in Python.
 
@@ -225,9 +226,9 @@ class MarketsSimulator:
     Args:
         scenario: The scenario, with or without a ``markets:`` section (without one it is
             one market; the population is this module's, not the one-market tick's).
-        risk: Risk parameters (scalars or ``(n_envs,)`` arrays). ``liquidation_mode`` must
-            be ``partial`` and the waterfall without a vault or paid liquidators: the venue
-            modes are not built across markets.
+        risk: Risk parameters (scalars or ``(n_envs,)`` arrays). ``liquidation_mode``
+            ``partial``, or ``binance`` (run as :func:`engine_risk` says), without paid
+            outside liquidators: the other venue modes are not built across markets.
         n_envs: Exchanges simulated together.
         n_accounts: Account slots per exchange (cross accounts hold several markets in one).
         population: The traders' behaviour (sizes, leverage, hazards), as in one market.
@@ -285,8 +286,7 @@ class MarketsSimulator:
                 f"collateral_price must be one of {list(COLLATERAL_SOURCES)}, "
                 f"got {collateral_price!r}"
             )
-        risk = risk if risk is not None else RiskParams()
-        _check_risk(risk)
+        risk = engine_risk(risk if risk is not None else RiskParams())
         n_mkt = scenario.n_markets
         self.scenario = scenario
         self.market_names = scenario.market_names
@@ -330,7 +330,7 @@ class MarketsSimulator:
             ValueError: What the constructor refuses (a venue mode, paid liquidators, a
                 multiple that is not finite and > 0, or not one per market).
         """
-        _check_risk(risk)
+        risk = engine_risk(risk)
         mults = _mmr_mults(market_mmr_mult, self.scenario)
         self.risk = risk
         self.market_mmr_mult = mults
@@ -658,12 +658,36 @@ def _or_zeros(value: FloatArray | None, n: int) -> FloatArray:
     return np.zeros(n) if value is None else np.asarray(value, dtype=np.float64)
 
 
+def engine_risk(risk: RiskParams) -> RiskParams:
+    """The risk parameters the margin engine runs across markets for ``risk``.
+
+    ``partial`` runs as it is. ``binance`` runs as the partial waterfall closing every leg
+    whole in one step (``max_liquidation_fraction`` 1): Binance's engine sends the whole
+    position as one IOC order to the book, and its fund takes over a deficient account at
+    its bankruptcy price and closes it into the same book, keeping the surplus or paying the
+    loss, which is what the partial waterfall books for a whole close (a fee capped by the
+    surplus to the fund, a fill past bankruptcy a shortfall the fund pays). The one-market
+    ``binance`` mode does the same in one sub-step; across markets each leg fills on its own
+    market's book.
+
+    Raises:
+        ValueError: Another venue mode (``dydx_v4``, ``hyperliquid``, ``bitmex``: their
+            sub-steps, limit prices and takeovers are not built across markets), or outside
+            liquidators paid a share of the fee.
+    """
+    _check_risk(risk)
+    if risk.liquidation_mode == "binance":
+        return dataclasses.replace(risk, liquidation_mode="partial", max_liquidation_fraction=1.0)
+    return risk
+
+
 def _check_risk(risk: RiskParams) -> None:
     """Refuse what the margin engine does not run across markets, naming the field."""
-    if risk.liquidation_mode != "partial":
+    if risk.liquidation_mode not in ("partial", "binance"):
         raise ValueError(
-            f"RiskParams.liquidation_mode must be 'partial' across several markets, got "
-            f"{risk.liquidation_mode!r}: the venue modes are not built across markets"
+            f"RiskParams.liquidation_mode must be 'partial' or 'binance' across several "
+            f"markets, got {risk.liquidation_mode!r}: the other venue modes are not built "
+            "across markets"
         )
     packed = risk.packed(1)
     if any(

@@ -15,7 +15,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import yaml
@@ -28,9 +28,8 @@ from fundgym.agents.cli.guards import (
     check_seed,
     load_scenario_checked,
 )
+from fundgym.agents.evaluate.markets_policy import market_risk
 from fundgym.agents.outputs import directory_in_place, output_lock, progress_bar
-from fundgym.agents.policies.registry import PolicySpec, parse_spec
-from fundgym.envs.core.params import AdlPolicy, MarginTiers, RiskParams
 from fundgym.envs.markets_simulator import (
     COLLATERAL_SOURCES,
     FUND_MODES,
@@ -117,9 +116,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="SPEC",
         help="the levers, ADL rule, margin tiers and fund size: a static spec as in "
         "`fundgym evaluate` (static:PRESET, static:PRESET,name=value,..., static:name=value,...); "
-        "the partial engine only (add ,liquidation_mode=partial to a venue preset, and "
-        ",vault_to_oi_frac=0 to one with a vault). Default: the levers' defaults, bitmex ADL, "
-        "--fund-frac",
+        "the partial engine, or binance's (add ,liquidation_mode=partial to another venue's "
+        "preset, and ,vault_to_oi_frac=0 to one with a vault). Default: the levers' defaults, "
+        "bitmex ADL, --fund-frac",
     )
     p.add_argument(
         "--fund-cap-usd",
@@ -248,50 +247,6 @@ def _mults(text: str | None, scenario: Scenario) -> list[float] | None:
     return mults
 
 
-def _policy(text: str | None) -> tuple[RiskParams, float | None, str]:
-    """The risk parameters, fund size (``None``: --fund-frac's) and a note for ``--policy``.
-
-    Raises:
-        UsageError: Not a static spec, or one naming what is not built across markets (a
-            venue liquidation mode, a backstop vault, fund top-ups).
-    """
-    if text is None:
-        return RiskParams(liquidator_capacity_mult=0.0), None, "the levers' defaults"
-    spec: PolicySpec = parse_spec(text)
-    if spec.kind != "static":
-        raise UsageError(
-            f"--policy {text!r}: a static:... set is needed (a venue preset or name=value "
-            "levers); trained policies and schedules act through the one-market environment"
-        )
-    mode = spec.liquidation_mode or "partial"
-    if mode != "partial":
-        raise UsageError(
-            f"--policy {text!r}: liquidation_mode {mode!r} is not built across markets; add "
-            "',liquidation_mode=partial' to run its levers, ADL rule and fund under the "
-            "partial engine"
-        )
-    if spec.vault_to_oi_frac:
-        raise UsageError(
-            f"--policy {text!r}: a backstop vault ({spec.vault_to_oi_frac:g} of OI) is not "
-            "built across markets; add ',vault_to_oi_frac=0'"
-        )
-    if spec.fund_injection_frac:
-        raise UsageError(f"--policy {text!r}: fund top-ups are not built across markets")
-    v = spec.values
-    risk = RiskParams(
-        mmr=v["mmr"],
-        imr=min(v["mmr"] * v["imr_multiple"], 1.0),
-        liquidation_fee_rate=v["liquidation_fee_rate"],
-        liquidation_fee_fund_share=v["liquidation_fee_fund_share"],
-        trading_fee_fund_share=v["trading_fee_fund_share"],
-        adl_policy=cast(AdlPolicy, spec.adl_policy or "bitmex"),
-        tiers=None if spec.margin_tiers == "none" else MarginTiers.binance_btcusdt_2021(),
-        # outside liquidators with capacity are not built across markets
-        liquidator_capacity_mult=0.0,
-    )
-    return risk, spec.fund_to_oi_frac, spec.note or text
-
-
 def main(args: argparse.Namespace) -> int:
     """Check everything, then run each configuration and print (and write) the tables."""
     at_least("--episodes", args.episodes, 1)
@@ -306,7 +261,7 @@ def main(args: argparse.Namespace) -> int:
     mults = _mults(args.market_mmr_mult, scenario)
     caps = _caps(args.fund_cap_usd, scenario)
     haircuts = _haircuts(args.collateral_haircut, scenario)
-    risk, policy_fund, policy_note = _policy(args.policy)
+    risk, policy_fund, policy_note = market_risk(args.policy)
     fund_frac = args.fund_frac if policy_fund is None else policy_fund
     if groups is not None and "segmented" not in modes:
         raise UsageError("--fund-groups applies to --fund-mode segmented, which is not asked for")
@@ -471,7 +426,7 @@ def _tables(
         f"fundgym markets: {scenario.name}, {n} episodes per configuration (seeds {seed}.."
         f"{seed + n - 1}), {args.accounts:,} account slots, fund {fund_frac:.2%} of OI, "
         f"{elapsed:.1f} s",
-        f"policy: {policy_note} (the partial engine)",
+        f"policy: {policy_note}",
         "",
         "| configuration | user loss | beyond the fund | fund paid | ADL notional | "
         "liquidations / OI | below bankruptcy | collateral-depeg loss | fund (mean) | "

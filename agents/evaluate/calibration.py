@@ -44,6 +44,7 @@ import numpy as np
 import yaml
 
 from fundgym.agents import __version__
+from fundgym.agents.evaluate.markets_policy import market_risk
 from fundgym.agents.outputs import (
     directory_in_place,
     jsonable,
@@ -61,7 +62,8 @@ from fundgym.agents.rollout import (
     vault_capital_usd,
 )
 from fundgym.envs.exchange_env import InsuranceFundVectorEnv
-from fundgym.envs.scenarios import Scenario, load_scenario
+from fundgym.envs.markets_simulator import MarketsSimulator
+from fundgym.envs.scenarios import Scenario, load_scenario, simulated_today
 
 #: ``calibration.json``'s ``kind``: how a calibration directory is recognised.
 KIND = "fundgym.calibration"
@@ -156,6 +158,66 @@ def record_episodes(
             initial_vault_usd=float(vault0[i]),
             steps={k: v[: end[i] + 1, i].copy() for k, v in stacked.items()},
             terminated=bool(terminated[i]),
+        )
+        for i in range(episodes)
+    ]
+
+
+#: What a multi-market episode reports per tick, as :attr:`EpisodeOutcome.steps` keys: the
+#: shared fund's value (or its segments' sum) and the tick's events.
+MARKET_STEP_EVENTS: tuple[str, ...] = (
+    "n_liquidations",
+    "n_liquidations_below_bankruptcy",
+    "liquidation_volume_usd",
+    "adl_volume_usd",
+    "shortfall_usd",
+)
+
+
+def record_market_episodes(
+    policy: str,
+    scenario_name: str,
+    episodes: int,
+    seed: int,
+    n_accounts: int,
+    **simulator_kw: Any,
+) -> list[EpisodeOutcome]:
+    """Run ``episodes`` episodes of a multi-market scenario on the multi-market simulator.
+
+    :class:`~fundgym.envs.markets_simulator.MarketsSimulator` with the policy's levers, ADL
+    rule, tiers and fund size (:func:`~fundgym.agents.evaluate.markets_policy.market_risk`),
+    episode ``i`` seeded ``seed + i``, to the scenario's horizon (no insolvency end across
+    markets). ``steps`` are per tick: ``fund_balance_usd`` (after the tick), the collateral
+    seized and its depeg loss, and :data:`MARKET_STEP_EVENTS`. ``simulator_kw`` go to the
+    simulator (``collateral_price``, ``fund_mode``).
+    """
+    risk, fund_frac, _ = market_risk(policy)
+    sim = MarketsSimulator(
+        load_scenario(scenario_name),
+        risk,
+        n_envs=episodes,
+        n_accounts=n_accounts,
+        fund_to_oi_frac=0.02 if fund_frac is None else fund_frac,
+        seed=seed,
+        **simulator_kw,
+    )
+    res = sim.run()
+    fund = res.fund_usd.sum(axis=2)
+    steps_all = {name: res.event(name) for name in MARKET_STEP_EVENTS}
+    steps_all["fund_balance_usd"] = fund
+    steps_all["collateral_seized_usd"] = res.collateral_seized_usd
+    steps_all["collateral_depeg_loss_usd"] = res.collateral_depeg_loss_usd
+    return [
+        EpisodeOutcome(
+            policy=policy,
+            scenario=scenario_name,
+            episode=i,
+            seed=seed + i,
+            initial_open_interest_usd=float(res.initial_open_interest_usd[i].sum()),
+            initial_fund_usd=float(res.initial_fund_usd[i].sum()),
+            initial_vault_usd=0.0,
+            steps={k: np.asarray(v[:, i], dtype=np.float64).copy() for k, v in steps_all.items()},
+            terminated=False,
         )
         for i in range(episodes)
     ]
@@ -418,6 +480,43 @@ COUNTERFACTUALS: dict[str, tuple[str, Callable[[Scenario], Scenario]]] = {
         _without_impact,
     ),
 }
+
+
+#: The multi-market simulator's changes a check may compare against: name -> (what it
+#: changes, the :class:`~fundgym.envs.markets_simulator.MarketsSimulator` settings).
+MARKET_COUNTERFACTUALS: dict[str, tuple[str, dict[str, Any]]] = {
+    "index_collateral": (
+        "collateral assets marked at their external index instead of the venue's own book",
+        {"collateral_price": "index"},
+    ),
+}
+
+
+def collateral_depeg_loss_share(episodes: Sequence[EpisodeOutcome]) -> Measurement:
+    """The collateral-depeg loss of seized assets over starting open interest (mean)."""
+    return _over_starting_oi(episodes, lambda e: e.total("collateral_depeg_loss_usd"))
+
+
+def collateral_depeg_book_over_index(episodes: Sequence[EpisodeOutcome]) -> Measurement:
+    """Depeg loss marked on the venue's book over the same episodes' loss marked on the index.
+
+    Pooled: the episodes' losses summed on each side, then divided (per episode the same
+    ratio, NaN where the index side lost nothing). Needs the ``index_collateral`` twins.
+    """
+    book = [e.total("collateral_depeg_loss_usd") for e in episodes]
+    index = [
+        e.counterfactual.total("collateral_depeg_loss_usd") if e.counterfactual else math.nan
+        for e in episodes
+    ]
+    total_index = math.fsum(index)
+    value = math.fsum(book) / total_index if total_index > 0.0 else math.nan
+    per = tuple(b / x if x > 0.0 else math.nan for b, x in zip(book, index, strict=True))
+    detail = (
+        f"book ${math.fsum(book):,.0f} over index ${total_index:,.0f}, summed over "
+        f"{len(episodes)} episodes"
+    )
+    missing = "" if total_index > 0.0 else "no depeg loss on the index"
+    return Measurement(value, per, detail, missing)
 
 
 def index_drawdown_frac(index_price: FloatArray) -> float:
@@ -823,6 +922,66 @@ def _mechanism_checks() -> tuple[Check, ...]:
     )
 
 
+#: 10-11 Oct 2025 across markets: Binance's shared fund and its collateral pricing.
+_BINANCE_OCT_10_SOURCE = (
+    "Binance, 10-11 Oct 2025: its fund, shared by BTC, ETH and BNB, $1.23B -> $1.04B (-15%) "
+    "[S75]; it priced collateral from its own books (USDe $0.6567, wBETH $430) and paid "
+    "$283M in compensation [S72,S73,S118]"
+)
+
+
+def _market_checks() -> tuple[Check, ...]:
+    """Issue 17's 10 Oct lines that run today: Binance's shared fund and collateral pricing.
+
+    ``oct_10_2025_multi`` on the multi-market simulator (:func:`record_market_episodes`),
+    Binance's levers, ADL rule, tiers and 4.5% fund, its engine as
+    :func:`~fundgym.envs.markets_simulator.engine_risk` runs it across markets, collateral
+    marked on the venue's own book. Hyperliquid's lines (ADL share, HLP's PnL, fills past
+    bankruptcy) need its engine and vault across markets, which are not built.
+    """
+    scenario = "oct_10_2025_multi"
+    return (
+        Check(
+            name="fund_drawdown_binance_oct_10_2025_multi",
+            scenario=scenario,
+            policy="static:binance",
+            measures=(
+                "shared fund's drawdown from its start across nine markets, 1 - min fund / "
+                "starting fund (mean)"
+            ),
+            target=Target(low=0.05, high=0.35),
+            source=_BINANCE_OCT_10_SOURCE,
+            measure=fund_drawdown,
+        ),
+        Check(
+            name="collateral_depeg_loss_binance_oct_10_2025_multi",
+            scenario=scenario,
+            policy="static:binance",
+            measures=(
+                "collateral-depeg loss of seized assets (redemption value less what they "
+                "fetched), marked on the venue's book, / starting open interest (mean)"
+            ),
+            target=None,
+            source=_BINANCE_OCT_10_SOURCE,
+            measure=collateral_depeg_loss_share,
+        ),
+        Check(
+            name="collateral_depeg_book_over_index_binance_oct_10_2025_multi",
+            scenario=scenario,
+            policy="static:binance",
+            measures=(
+                "collateral-depeg loss marked on the venue's book / the same episodes marked "
+                "on the external index (pooled): larger on the book"
+            ),
+            target=Target(low=1.0),
+            source=_BINANCE_OCT_10_SOURCE,
+            measure=collateral_depeg_book_over_index,
+            percent=False,
+            counterfactual="index_collateral",
+        ),
+    )
+
+
 #: Every calibration line, in table order.
 CHECKS: tuple[Check, ...] = (
     Check(
@@ -842,6 +1001,7 @@ CHECKS: tuple[Check, ...] = (
     *_mechanism_checks(),
     *_fund_drawdown_checks(),
     *_vault_checks(),
+    *_market_checks(),
 )
 
 assert len({c.name for c in CHECKS}) == len(CHECKS), "check names must be unique"
@@ -1071,13 +1231,22 @@ def run_checks(
     for (policy, scenario, overrides), members in groups(checks).items():
         spec = parse_spec(policy)
         policies[policy] = {"note": spec.note, **spec.env_overrides()}
-        env_kw = {**job_env(base, spec, scenario), **dict(overrides)}
-        outcomes = record_episodes(spec, env_kw, n, seed)
+        markets = not simulated_today(load_scenario(scenario))
+        accounts = int(base["n_accounts"])
+        if markets:  # several markets or collateral assets: the multi-market simulator
+            outcomes = record_market_episodes(policy, scenario, n, seed, accounts)
+        else:
+            env_kw = {**job_env(base, spec, scenario), **dict(overrides)}
+            outcomes = record_episodes(spec, env_kw, n, seed)
         if on_group_done is not None:
             on_group_done(n)
         paired: dict[str, list[EpisodeOutcome]] = {}
         for name in _counterfactuals(members):
-            twins = _twin_episodes(spec, env_kw, name, n, seed)
+            if markets:
+                settings = MARKET_COUNTERFACTUALS[name][1]
+                twins = record_market_episodes(policy, scenario, n, seed, accounts, **settings)
+            else:
+                twins = _twin_episodes(spec, env_kw, name, n, seed)
             paired[name] = [
                 dataclasses.replace(o, counterfactual=t)
                 for o, t in zip(outcomes, twins, strict=True)

@@ -132,7 +132,8 @@ def test_a_venue_presets_levers_and_adl_rule_run_under_the_partial_engine(
     )  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
-    assert "fund 0.00% of OI" in out and "Hyperliquid-like" in out and "(the partial engine)" in out
+    assert "fund 0.00% of OI" in out and "Hyperliquid-like" in out
+    assert "liquidation_mode partial" in out
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,8 @@ def _short(name: str, minutes: float) -> Scenario:
     return scenario_from_dict(data, f"{name}.yaml")
 
 
-def _run(sc: Scenario, **kw: Any) -> MarketsResult:
-    return MarketsSimulator(sc, **kw).run()
+def _run(sc: Scenario, risk: RiskParams | None = None, **kw: Any) -> MarketsResult:
+    return MarketsSimulator(sc, risk, **kw).run()
 
 
 def _same(a: MarketsResult, b: MarketsResult, row_a: int, row_b: int) -> None:
@@ -287,7 +287,8 @@ def test_fuzzed_paths_conserve_money_and_keep_pots_non_negative(
     [
         ({"fund_mode": "pooled"}, "fund_mode must be one of"),
         ({"collateral_price": "oracle"}, "collateral_price must be one of"),
-        ({"risk": RiskParams(liquidation_mode="binance")}, "RiskParams.liquidation_mode"),
+        ({"risk": RiskParams(liquidation_mode="hyperliquid")}, "RiskParams.liquidation_mode"),
+        ({"risk": RiskParams(liquidation_mode="dydx_v4")}, "'partial' or 'binance'"),
         ({"fund_mode": "segmented", "fund_groups": [0, 0]}, "fund_groups must list"),
         ({"fund_mode": "segmented", "fund_groups": [0, 2, 2]}, "every segment 0 .. G - 1"),
         ({"fund_groups": [0, 0, 1]}, "fund_mode 'segmented' only"),
@@ -379,3 +380,20 @@ def test_arrivals_come_to_the_market_whose_count_drew_them() -> None:
     assert held[opened][:, :2].any()  # some cross accounts took a second leg
     # the counterparty holds the other side of every position, market by market
     assert np.allclose(size[0].sum(axis=0) + cp_size[0], 0.0)
+
+
+def test_binance_runs_as_the_partial_waterfall_closing_whole_positions() -> None:
+    """engine_risk: Binance's IOC whole close and fund takeover, across markets, bit for bit."""
+    from fundgym.envs.markets_simulator import engine_risk
+
+    sc = _short("alt_contagion", 700.0)
+    kw: dict[str, Any] = {"n_envs": 2, "n_accounts": 500, "seed": 3}
+    binance = _run(sc, RiskParams(liquidation_mode="binance", liquidation_fee_rate=0.005), **kw)
+    whole = RiskParams(liquidation_fee_rate=0.005, max_liquidation_fraction=1.0)
+    partial = _run(sc, whole, **kw)
+    quarter = _run(sc, RiskParams(liquidation_fee_rate=0.005), **kw)
+    for row in range(2):
+        _same(binance, partial, row, row)
+    assert binance.event("n_liquidations").sum() > 0
+    assert not np.array_equal(binance.events, quarter.events)  # whole closes differ from 25%
+    assert engine_risk(RiskParams()).liquidation_mode == "partial"
