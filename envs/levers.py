@@ -563,6 +563,16 @@ MARKET_LEVERS: dict[str, Lever] = {
             "(a thin alt asks more; Binance and Hyperliquid set margin per market)",
             action=ActionRange(0.5, 4.0, True),
         ),
+        Lever(
+            name="market_oi_cap_frac",
+            unit="multiple of the market's starting open interest",
+            bounds=Interval(0.0, 1000.0, low_open=True),
+            default=4.0,
+            doc="a market's open-interest cap: new positions that would lift its open interest "
+            "above this multiple of its start are refused (the default, 4x, never binds in a "
+            "day's crash; venues cap a thin market's OI, as Hyperliquid did after XPL)",
+            action=ActionRange(0.25, 4.0, True),
+        ),
     )
 }
 

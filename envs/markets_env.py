@@ -72,13 +72,14 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     thin alts; ``docs/markets.md``). Cross-margined accounts hold positions in several markets
     against one balance, some in collateral assets that can depeg; one insurance fund backs
     every market, or one per market (``fund_mode``). Each decision the desk sets the exchange's
-    liquidation fee and the shares of fees paid into the fund, and each market's margin as a
-    multiple of the exchange's; the exchange then runs ``decision_minutes`` of the scenario.
+    liquidation fee and the shares of fees paid into the fund, each market's margin as a
+    multiple of the exchange's and each market's open-interest cap; the exchange then runs
+    ``decision_minutes`` of the scenario.
 
     ## Action Space
 
-    A ``Box(-1, 1, (3 + M,), float32)``: the levers' positions, mapped onto their action ranges
-    by the lever registry (:data:`fundgym.envs.levers.LEVERS` and ``MARKET_LEVERS``).
+    A ``Box(-1, 1, (3 + 2 M,), float32)``: the levers' positions, mapped onto their action
+    ranges by the lever registry (:data:`fundgym.envs.levers.LEVERS` and ``MARKET_LEVERS``).
 
     | Num | Lever | Range | Scale |
     |-----|-------|-------|-------|
@@ -86,10 +87,14 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     | 1 | liquidation_fee_fund_share | 0 .. 1 | lin |
     | 2 | trading_fee_fund_share | 0 .. 1 | lin |
     | 3 .. 3+M-1 | market_mmr_mult of market 0 .. M-1 | 0.5 .. 4 x the exchange's margin | log |
+    | 3+M .. 3+2M-1 | market_oi_cap_frac of market 0 .. M-1 | 0.25 .. 4 x its starting OI | log |
+
+    An OI cap refuses new positions that would lift the market's open interest above it; the
+    default, 4x (position +1), never binds in a day's crash, and position 0 is a cap at 1x.
 
     ## Observation Space
 
-    A ``Box(-10, 10, (11 + 7 M,), float32)``: the exchange block, then one block per market.
+    A ``Box(-10, 10, (11 + 8 M,), float32)``: the exchange block, then one block per market.
 
     | Num | Observation | Scaling |
     |-----|-------------|---------|
@@ -102,13 +107,14 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     | 6 | user loss (socialised, unrecovered, deleveraged), last decision | per mille of OI |
     | 7 | episode progress | fraction |
     | 8-10 | the exchange levers in force | action units |
-    | 11 + 7m | market m: log(its one-day volatility / its usual volatility) | log ratio |
-    | 12 + 7m | market m: book depth / normal | fraction |
-    | 13 + 7m | market m: its share of open interest | fraction |
-    | 14 + 7m | market m: long/short skew | (L - S) / (L + S) |
-    | 15 + 7m | market m: share of its OI held by accounts near liquidation | fraction |
-    | 16 + 7m | market m: drawdown from its recent peak | fraction |
-    | 17 + 7m | market m: its margin multiple in force | action units |
+    | 11 + 8m | market m: log(its one-day volatility / its usual volatility) | log ratio |
+    | 12 + 8m | market m: book depth / normal | fraction |
+    | 13 + 8m | market m: its share of open interest | fraction |
+    | 14 + 8m | market m: long/short skew | (L - S) / (L + S) |
+    | 15 + 8m | market m: share of its OI held by accounts near liquidation | fraction |
+    | 16 + 8m | market m: drawdown from its recent peak | fraction |
+    | 17 + 8m | market m: its margin multiple in force | action units |
+    | 18 + 8m | market m: its OI cap in force | action units |
 
     ## Rewards
 
@@ -227,8 +233,8 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         a = np.asarray(action, dtype=np.float64)
         if a.shape != self.action_space.shape:
             raise ValueError(
-                f"action must have shape {self.action_space.shape} (3 exchange levers + one "
-                f"margin multiple per market), got {a.shape}"
+                f"action must have shape {self.action_space.shape} (3 exchange levers, then "
+                f"each per-market lever for every market), got {a.shape}"
             )
         if not np.isfinite(a).all():
             raise ValueError(f"action must be finite, got {a.tolist()}")
@@ -324,7 +330,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         risk = RiskParams(
             **{name: values[name] for name in EXCHANGE_LEVERS}, liquidator_capacity_mult=0.0
         )
-        self.sim.set_levers(risk, values["market_mmr_mult"])
+        self.sim.set_levers(risk, values["market_mmr_mult"], values["market_oi_cap_frac"])
 
     def _margin(self, row: dict[str, Any] | None) -> tuple[FloatArray, FloatArray]:
         """Each account's equity and requirement at the last oracle (the engine's view)."""

@@ -248,6 +248,9 @@ class MarketsSimulator:
             (``core_step``'s ``market_mmr_mult``; > 0, default all 1): a thin alt asks more.
             New positions' initial margin scales alike, so their leverage is capped at
             ``1 / (imr x multiple)``.
+        market_oi_cap_frac: ``(M,)`` each market's open-interest cap as a multiple of its
+            open interest at the reset (> 0; default none): arrivals that would lift it above
+            are refused (``MARKET_LEVERS["market_oi_cap_frac"]``).
         population_minutes: Clock of the population (default 5 minutes, or every tick when
             ticks are longer).
         seed: One seed (exchange ``e`` gets ``seed + e``), one per exchange, or ``None`` for
@@ -270,6 +273,7 @@ class MarketsSimulator:
         collateral_price: str = "book",
         collateral_haircut_frac: Sequence[float] | None = None,
         market_mmr_mult: Sequence[float] | None = None,
+        market_oi_cap_frac: Sequence[float] | None = None,
         population_minutes: float | None = None,
         seed: int | Sequence[int] | None = None,
     ) -> None:
@@ -303,6 +307,7 @@ class MarketsSimulator:
         self.collateral_source = collateral_price
         self.haircut = _haircuts(scenario, collateral_haircut_frac)
         self.market_mmr_mult = _mmr_mults(market_mmr_mult, scenario)
+        self.market_oi_cap_frac = _oi_caps(market_oi_cap_frac, scenario)
         tick = scenario.tick_minutes
         every = 5.0 if population_minutes is None else float(population_minutes)
         if not (math.isfinite(every) and every > 0.0):
@@ -323,8 +328,13 @@ class MarketsSimulator:
         )
         self.reset(seed)
 
-    def set_levers(self, risk: RiskParams, market_mmr_mult: Sequence[float] | None = None) -> None:
-        """Put ``risk`` and each market's margin multiple in force from the next tick on.
+    def set_levers(
+        self,
+        risk: RiskParams,
+        market_mmr_mult: Sequence[float] | None = None,
+        market_oi_cap_frac: Sequence[float] | None = None,
+    ) -> None:
+        """Put ``risk``, each market's margin multiple and OI cap in force from the next tick.
 
         Raises:
             ValueError: What the constructor refuses (a venue mode, paid liquidators, a
@@ -332,8 +342,10 @@ class MarketsSimulator:
         """
         risk = engine_risk(risk)
         mults = _mmr_mults(market_mmr_mult, self.scenario)
+        caps = _oi_caps(market_oi_cap_frac, self.scenario)
         self.risk = risk
         self.market_mmr_mult = mults
+        self.market_oi_cap_frac = caps
 
     # ---------------------------------------------------------------- reset ----
 
@@ -389,7 +401,7 @@ class MarketsSimulator:
             e, self.rng.state, POPULATION_STREAM, n_open, -1, True, st.collateral_usd, st.size,
             st.entry_price, st.collateral_units, st.counterparty_size, st.counterparty_cash_usd,
             packed, self.pop_columns, price0, self.mix_cdf, self.market_mmr_mult,
-            mp.second_leg_frac, mp.asset_share,
+            np.full(self.n_markets, np.inf), mp.second_leg_frac, mp.asset_share,
             mp.asset_margin_frac, unit_value, self.unit_price[e], 0, scratch, scratch.copy(),
             scratch.copy(),
         )  # fmt: skip
@@ -567,6 +579,12 @@ class MarketsSimulator:
         unit_value = self.unit_price * (1.0 - self.haircut)
         events = np.zeros((E, N_MARKETS_EVENTS))
         income = np.zeros((E, M))
+        room = np.full((E, M), np.inf)
+        caps = self.market_oi_cap_frac
+        if np.isfinite(caps).any():  # what each capped market's open interest may still grow by
+            allowed = np.where(np.isfinite(caps), caps, 0.0) * self.initial_open_interest_usd
+            now = open_interest_usd(st, mark)
+            room = np.ascontiguousarray(np.where(np.isfinite(caps), allowed - now, np.inf))
         scratch = [np.zeros(M) for _ in range(3)]
         for e in range(E):
             markets_population_exchange(
@@ -574,9 +592,9 @@ class MarketsSimulator:
                 st.collateral_units, st.counterparty_size, st.counterparty_cash_usd,
                 st.fee_revenue_usd, st.net_deposits_usd, packed, cols,
                 np.ascontiguousarray(mark[e]), np.ascontiguousarray(p_exit[e]),
-                np.ascontiguousarray(lam[e]), self.mix_cdf, self.market_mmr_mult,
-                mp.second_leg_frac,
-                mp.asset_share, mp.asset_margin_frac, np.ascontiguousarray(unit_value[e]),
+                np.ascontiguousarray(lam[e]), self.mix_cdf, self.market_mmr_mult, room[e],
+                mp.second_leg_frac, mp.asset_share, mp.asset_margin_frac,
+                np.ascontiguousarray(unit_value[e]),
                 np.ascontiguousarray(self.unit_price[e]), 0, scratch[0], scratch[1],
                 scratch[2], income[e], events[e],
             )  # fmt: skip
@@ -751,6 +769,20 @@ def _mmr_mults(mults: Sequence[float] | None, scenario: Scenario) -> FloatArray:
         raise ValueError(
             f"market_mmr_mult must list one multiple in {bounds} per market ({n}: "
             f"{', '.join(scenario.market_names)}), got {mults!r}"
+        )
+    return k
+
+
+def _oi_caps(caps: Sequence[float] | None, scenario: Scenario) -> FloatArray:
+    n = scenario.n_markets
+    if caps is None:
+        return np.full(n, np.inf)
+    k = np.asarray(caps, dtype=np.float64)
+    bounds = MARKET_LEVERS["market_oi_cap_frac"].bounds
+    if k.shape != (n,) or not bounds.contains(k).all():
+        raise ValueError(
+            f"market_oi_cap_frac must list one multiple in {bounds} per market ({n}: "
+            f"{', '.join(scenario.market_names)}), got {caps!r}"
         )
     return k
 

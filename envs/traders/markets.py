@@ -37,7 +37,7 @@ Each population step, in slot order (slots below ``first_slot`` are scripted and
 4. **Arrivals.** Market ``m`` draws ``Poisson(lam[m])`` new accounts whose home it is (one
    uniform per market from the arrival stream, then each account's draws); they fill empty
    slots in slot order, as above, paying the opening fee. A market's stress thins its own
-   arrivals, not the others'.
+   arrivals, not the others'; a market's open-interest cap refuses what would lift it above.
 
 Not modelled here, unlike the one-market population: ordinary round-trip volume, the
 precursors' leverage build-up and venue halts. Each
@@ -123,6 +123,7 @@ def place_accounts(  # type: ignore[no-untyped-def]
     mark,
     mix_cdf,
     margin_mult,
+    oi_room,
     second_leg_frac,
     asset_share,
     asset_margin_frac,
@@ -144,7 +145,10 @@ def place_accounts(  # type: ignore[no-untyped-def]
     ``margin_mult`` ``(M,)`` scales each market's margin as the engine's
     ``market_mmr_mult`` does, initial margin included: the order's leverage is capped at
     ``1 / (imr x margin_mult[home])``, and a second leg is taken only where that leverage
-    is allowed. ``initial``: the book at reset, whose accounts keep
+    is allowed. ``oi_room`` ``(M,)`` is what each market's open-interest cap still allows
+    (USD, one side; ``inf``: no cap), drawn down as accounts are placed: an account whose home
+    leg does not fit is refused (its draws are spent), a second leg that does not fit is not
+    taken. ``initial``: the book at reset, whose accounts keep
     ``notional x (1 / (leverage x usage) + fee)`` as the one-market initial book does and pay
     nothing (the caller counts the book in the starting total); otherwise they are arrivals,
     depositing :func:`opening_collateral` and paying the opening fee, whose per-market
@@ -175,6 +179,8 @@ def place_accounts(  # type: ignore[no-untyped-def]
             a += 1
         if a >= n_acc:
             continue
+        if 0.5 * notional > oi_room[home]:  # the home market's OI cap refuses the order
+            continue
         legs = 1
         other = home
         if n_mkt > 1 and usage < 1.0 and u_leg < second_leg_frac:
@@ -186,7 +192,8 @@ def place_accounts(  # type: ignore[no-untyped-def]
             other = _draw_market(v if v < lo else v + width, mix_cdf)
             if other == home:  # rounding at a boundary
                 other = (home + 1) % n_mkt
-            if lev * imr * margin_mult[other] > 1.0:  # the order's leverage is too high there
+            # the order's leverage is too high there, or its OI cap has no room: one leg
+            if lev * imr * margin_mult[other] > 1.0 or 0.25 * notional > oi_room[other]:
                 legs = 1
                 other = home
         if initial:
@@ -205,6 +212,7 @@ def place_accounts(  # type: ignore[no-untyped-def]
         leg_notional = notional / legs
         for j in range(legs):
             m = home if j == 0 else other
+            oi_room[m] -= 0.5 * leg_notional  # open interest counts one side
             q = side * leg_notional / mark[m]
             size[e, a, m] = q
             entry[e, a, m] = mark[m]
@@ -244,6 +252,7 @@ def markets_population_exchange(  # type: ignore[no-untyped-def]
     lam,
     mix_cdf,
     margin_mult,
+    oi_room,
     second_leg_frac,
     asset_share,
     asset_margin_frac,
@@ -261,9 +270,11 @@ def markets_population_exchange(  # type: ignore[no-untyped-def]
     ``mark`` ``(M,)`` prices the trades; ``p_exit`` ``(M,)`` is each leg's exit probability
     this step and ``lam`` ``(M,)`` each market's expected arrivals; ``unit_value`` ``(K,)`` is
     each asset's price less its haircut (what a unit counts for) and ``unit_price`` ``(K,)``
-    its price (what a unit is worth outside). ``base``, ``quote``, ``fees`` and
-    ``fund_income`` are ``(M,)`` scratch and outputs (overwritten): the fund's share of each
-    market's fees lands in ``fund_income``. ``events`` ``(N_MARKETS_EVENTS,)`` is overwritten.
+    its price (what a unit is worth outside). ``oi_room`` ``(M,)``: what each market's
+    open-interest cap still allows new positions (:func:`place_accounts`; ``inf``: no cap;
+    drawn down in place). ``base``, ``quote``, ``fees`` and ``fund_income`` are ``(M,)``
+    scratch and outputs (overwritten): the fund's share of each market's fees lands in
+    ``fund_income``. ``events`` ``(N_MARKETS_EVENTS,)`` is overwritten.
     """
     n_acc = collateral.shape[1]
     n_mkt = mark.size
@@ -379,7 +390,7 @@ def markets_population_exchange(  # type: ignore[no-untyped-def]
         got, brought = place_accounts(
             e, rng_state, ARRIVAL_STREAM, counts[m], m, False, collateral, size, entry, units,
             counterparty_size, counterparty_cash, packed, pop, mark, mix_cdf, margin_mult,
-            second_leg_frac, asset_share, asset_margin_frac, unit_value, unit_price,
+            oi_room, second_leg_frac, asset_share, asset_margin_frac, unit_value, unit_price,
             first_slot, base, quote, fees,
         )  # fmt: skip
         placed += got

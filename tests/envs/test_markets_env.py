@@ -21,6 +21,7 @@ from fundgym.envs.markets_env import (
 )
 from fundgym.envs.rewards import combine
 from fundgym.envs.scenarios import load_scenario, scenario_from_dict
+from fundgym.envs.state import open_interest_usd
 from tests.multi_market import library_dict
 
 
@@ -48,14 +49,15 @@ def test_passes_gymnasiums_checker_and_is_registered() -> None:
 def test_layouts_are_flat_and_named() -> None:
     env = _env(scenario=load_scenario("oct_10_2025_multi"))
     m = 9
-    assert env.action_space.shape == (3 + m,)
-    assert env.observation_space.shape == (len(EXCHANGE_OBS) + len(MARKET_OBS) * m,) == (74,)
+    assert env.action_space.shape == (3 + 2 * m,)
+    assert env.observation_space.shape == (len(EXCHANGE_OBS) + len(MARKET_OBS) * m,) == (83,)
     names = env.action_names()
     assert names[:3] == EXCHANGE_LEVERS and names[3] == "market_mmr_mult[BTC]"
-    assert names[-1] == "market_mmr_mult[ENJ]"
+    assert names[3 + m - 1] == "market_mmr_mult[ENJ]" and names[3 + m] == "market_oi_cap_frac[BTC]"
+    assert names[-1] == "market_oi_cap_frac[ENJ]"
     obs_names = env.observation_names()
-    assert len(obs_names) == 74 and obs_names[len(EXCHANGE_OBS)] == "vol_ratio_log[BTC]"
-    assert obs_names[-1] == "param_market_mmr_mult[ENJ]"
+    assert len(obs_names) == 83 and obs_names[len(EXCHANGE_OBS)] == "vol_ratio_log[BTC]"
+    assert obs_names[-2:] == ("param_market_mmr_mult[ENJ]", "param_market_oi_cap_frac[ENJ]")
 
 
 def test_actions_map_through_the_lever_registry() -> None:
@@ -66,6 +68,8 @@ def test_actions_map_through_the_lever_registry() -> None:
     for name in EXCHANGE_LEVERS:
         assert lv[name] == pytest.approx(LEVERS[name].low)
     assert np.allclose(lv["market_mmr_mult"], MARKET_LEVERS["market_mmr_mult"].low)
+    assert np.allclose(lv["market_oi_cap_frac"], 0.25)
+    assert np.allclose(env.sim.market_oi_cap_frac, 0.25)
     assert env.sim.risk.liquidation_fee_rate == pytest.approx(0.001)
     assert np.allclose(env.sim.market_mmr_mult, 0.5)
     _, _, _, _, info = env.step(np.ones(env.action_space.shape, dtype=np.float32))
@@ -116,10 +120,10 @@ def test_reward_is_the_registry_of_terms_and_cost_is_solvency() -> None:
 def test_bad_actions_are_refused() -> None:
     env = _env()
     env.reset(seed=0)
-    with pytest.raises(ValueError, match=r"action must have shape \(6,\)"):
-        env.step(np.zeros(5))
+    with pytest.raises(ValueError, match=r"action must have shape \(9,\)"):
+        env.step(np.zeros(6))
     with pytest.raises(ValueError, match="finite"):
-        env.step(np.full(6, np.nan))
+        env.step(np.full(9, np.nan))
 
 
 def test_a_higher_alt_margin_liquidates_and_locks_more_at_once() -> None:
@@ -132,8 +136,9 @@ def test_a_higher_alt_margin_liquidates_and_locks_more_at_once() -> None:
     for pos in (-1.0, 1.0):
         env = _env(n_accounts=2_000)
         env.reset(seed=7)
-        action = np.zeros(env.action_space.shape, dtype=np.float32)
-        action[-1] = pos  # the alt's margin multiple: 0.5x or 4x
+        action = np.ones(env.action_space.shape, dtype=np.float32)  # OI caps at 4x: loose
+        action[:3] = 0.0
+        action[env.action_names().index("market_mmr_mult[ALT]")] = pos  # 0.5x or 4x
         _, _, _, _, info = env.step(action)
         seen[pos] = info
     assert seen[1.0]["liquidation_volume_usd"] > seen[-1.0]["liquidation_volume_usd"]
@@ -151,3 +156,20 @@ def test_segmented_funds_are_observed_per_pot() -> None:
 def test_decision_minutes_below_a_tick_is_refused() -> None:
     with pytest.raises(ValueError, match="decision_minutes"):
         _env(decision_minutes=0.5)
+
+
+def test_a_tight_oi_cap_refuses_the_alts_arrivals() -> None:
+    """The alt's OI cap at 0.25x its start (position -1): its open interest cannot regrow."""
+    shares = {}
+    for pos in (-1.0, 1.0):
+        env = _env(n_accounts=1_000)
+        env.reset(seed=3)
+        action = np.ones(env.action_space.shape, dtype=np.float32)
+        action[:3] = 0.0
+        action[env.action_names().index("market_oi_cap_frac[ALT]")] = pos
+        for _ in range(6):
+            env.step(action)
+        oi = open_interest_usd(env.sim.state, env.sim.last_index)[0]
+        shares[pos] = oi[2] / env.sim.initial_open_interest_usd[0, 2]
+    assert shares[-1.0] < shares[1.0]
+    assert shares[-1.0] <= 1.0

@@ -297,6 +297,7 @@ def test_fuzzed_paths_conserve_money_and_keep_pots_non_negative(
         ({"fund_to_oi_frac": -0.1}, "fund_to_oi_frac"),
         ({"market_mmr_mult": [1.0, 0.0, 1.0]}, "market_mmr_mult must list"),
         ({"market_mmr_mult": [1.0, 1.0]}, "(3: BTC, ETH, ALT)"),
+        ({"market_oi_cap_frac": [1.0, 0.0, 1.0]}, "market_oi_cap_frac must list"),
     ],
 )
 def test_bad_arguments_are_named(kwargs: dict[str, Any], fragment: str) -> None:
@@ -370,7 +371,8 @@ def test_arrivals_come_to_the_market_whose_count_drew_them() -> None:
         0, rng.state, coll, size, entry, units, cp_size, cp_cash, fee_rev, deposits,
         RiskParams().packed(1), PopulationParams().columns(5.0),
         np.array([100_000.0, 3_500.0, 1.0]), np.zeros(n_mkt), np.array([0.0, 0.0, 60.0]),
-        np.array([0.7, 0.95, 1.0]), np.ones(n_mkt), 0.5, 0.0, 0.5, np.zeros(0), np.zeros(0),
+        np.array([0.7, 0.95, 1.0]), np.ones(n_mkt), np.full(n_mkt, np.inf), 0.5, 0.0, 0.5,
+        np.zeros(0), np.zeros(0),
         0, np.zeros(n_mkt), np.zeros(n_mkt), np.zeros(n_mkt), income, events,
     )  # fmt: skip
     held = size[0] != 0.0
