@@ -759,32 +759,32 @@ def _haircuts(scenario: Scenario, haircuts: Sequence[float] | None) -> FloatArra
     return h
 
 
-def _mmr_mults(mults: Sequence[float] | None, scenario: Scenario) -> FloatArray:
+def _market_lever(
+    name: str, values: Sequence[float] | None, scenario: Scenario, default: float
+) -> FloatArray:
+    """Per-market lever ``name`` (``MARKET_LEVERS``) as ``(M,)``: one value per market, checked.
+
+    ``None`` gives ``default`` in every market.
+    """
     n = scenario.n_markets
-    if mults is None:
-        return np.ones(n)
-    k = np.asarray(mults, dtype=np.float64)
-    bounds = MARKET_LEVERS["market_mmr_mult"].bounds
+    if values is None:
+        return np.full(n, default)
+    k = np.asarray(values, dtype=np.float64)
+    bounds = MARKET_LEVERS[name].bounds
     if k.shape != (n,) or not bounds.contains(k).all():
         raise ValueError(
-            f"market_mmr_mult must list one multiple in {bounds} per market ({n}: "
-            f"{', '.join(scenario.market_names)}), got {mults!r}"
+            f"{name} must list one multiple in {bounds} per market ({n}: "
+            f"{', '.join(scenario.market_names)}), got {values!r}"
         )
     return k
+
+
+def _mmr_mults(mults: Sequence[float] | None, scenario: Scenario) -> FloatArray:
+    return _market_lever("market_mmr_mult", mults, scenario, 1.0)
 
 
 def _oi_caps(caps: Sequence[float] | None, scenario: Scenario) -> FloatArray:
-    n = scenario.n_markets
-    if caps is None:
-        return np.full(n, np.inf)
-    k = np.asarray(caps, dtype=np.float64)
-    bounds = MARKET_LEVERS["market_oi_cap_frac"].bounds
-    if k.shape != (n,) or not bounds.contains(k).all():
-        raise ValueError(
-            f"market_oi_cap_frac must list one multiple in {bounds} per market ({n}: "
-            f"{', '.join(scenario.market_names)}), got {caps!r}"
-        )
-    return k
+    return _market_lever("market_oi_cap_frac", caps, scenario, np.inf)
 
 
 def _market_scenario(scenario: Scenario, m: int) -> Scenario:

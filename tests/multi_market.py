@@ -1,16 +1,81 @@
-"""Shared helpers of the multi-market and collateral tests (issue 17's scenario schema)."""
+"""Shared helpers of the multi-market tests (issue 17): scenario files and fuzzed books."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from fundgym.envs.core.impact import SqrtImpact, market_books
+from fundgym.envs.core.params import RiskParams
 from fundgym.envs.market.factor import MarketsPath, draw_markets
 from fundgym.envs.resources import SCENARIO_DIR
 from fundgym.envs.scenarios import Scenario, scenario_from_dict
 from fundgym.envs.schema import SchemaError, load_yaml
+from fundgym.envs.state import SimState
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+
+#: The ADL rules the fuzzed margin-engine tests draw from.
+POLICIES = ("bitmex", "hyperliquid", "drift", "water_filling", "risk_pro_rata")
+#: Waterfall orders (``RiskParams.waterfall``) with their fallback, as the fuzz draws them.
+SEQUENCES: tuple[tuple[tuple[str, ...] | None, str], ...] = (
+    (None, "adl"),
+    (("margin", "book", "adl", "fund", "socialize", "exchange"), "adl"),
+    (("margin", "book", "fund", "socialize", "exchange"), "socialize"),
+    (("margin", "book", "exchange"), "socialize"),
+)
+#: Three markets' square-root books: BTC's, and 0.3 and 0.05 of it.
+FUZZ_BOOKS = market_books(SqrtImpact(2e4), [1.0, 0.3, 0.05])
+
+
+def fuzz_engine(**extra: Any) -> Any:
+    """Hypothesis's ``given`` over a fuzzed engine (seed, ADL rule, socialisation, close
+    fraction, waterfall order) and ``extra`` strategies of the test's own."""
+    return given(
+        seed=st.integers(0, 2**31 - 1),
+        policy=st.sampled_from(POLICIES),
+        social=st.sampled_from(("profit_haircut", "drift")),
+        max_frac=st.sampled_from((0.25, 1.0)),
+        sequence=st.sampled_from(SEQUENCES),
+        **extra,
+    )
+
+
+def fuzz_params(
+    base: RiskParams,
+    sequence: tuple[tuple[str, ...] | None, str],
+    policy: str,
+    social: str,
+    max_frac: float,
+) -> RiskParams:
+    """``base`` with a fuzzed waterfall, ADL rule, socialisation and close fraction."""
+    return dataclasses.replace(
+        base,
+        waterfall=sequence[0],
+        fallback=sequence[1],  # type: ignore[arg-type]
+        adl_policy=policy,  # type: ignore[arg-type]
+        socialization=social,  # type: ignore[arg-type]
+        max_liquidation_fraction=max_frac,
+        min_liquidation_notional_usd=100.0,
+    )
+
+
+def random_books(seed: int, n_envs: int, n_acc: int, n_mk: int) -> tuple[SimState, FloatArray]:
+    """A batch of books near their margin: random sizes, entries, collateral and marks."""
+    rng = np.random.default_rng(seed)
+    entry = rng.uniform(50.0, 150.0, (n_envs, n_acc, n_mk))
+    size = rng.normal(0.0, 10.0, (n_envs, n_acc, n_mk))
+    size[rng.random((n_envs, n_acc, n_mk)) < 0.3] = 0.0
+    notional = (np.abs(size) * entry).sum(axis=2)
+    coll = notional * rng.uniform(0.0, 0.3, (n_envs, n_acc))
+    fund = rng.uniform(0.0, 500.0, n_envs)
+    marks = entry.mean(axis=1) * rng.uniform(0.7, 1.3, (n_envs, n_mk))
+    return SimState.create(coll, np.where(size == 0.0, 0.0, size), entry, fund), marks
 
 
 def library_dict(name: str) -> dict[str, Any]:

@@ -85,15 +85,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, settings
 
 from fundgym.envs.core.formulas import bankruptcy_price, cross_leg_collateral
-from fundgym.envs.core.impact import SqrtImpact, market_books
+from fundgym.envs.core.impact import SqrtImpact
 from fundgym.envs.core.params import RiskParams
 from fundgym.envs.core.step import core_step, margin_state
 from fundgym.envs.state import SimState, ledger_error
 from tests.books import FixedSlippage
+from tests.multi_market import FUZZ_BOOKS, fuzz_engine, fuzz_params, random_books
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -269,36 +269,8 @@ def test_refuses_what_is_not_built_for_several_markets() -> None:
         core_step(book([A, A], 0.0), PARAMS, np.array([9_000.0, 900.0]), SqrtImpact())
 
 
-POLICIES = ("bitmex", "hyperliquid", "drift", "water_filling", "risk_pro_rata")
-SEQUENCES: tuple[tuple[tuple[str, ...] | None, str], ...] = (
-    (None, "adl"),
-    (("margin", "book", "adl", "fund", "socialize", "exchange"), "adl"),
-    (("margin", "book", "fund", "socialize", "exchange"), "socialize"),
-    (("margin", "book", "exchange"), "socialize"),
-)
-
-
-def random_books(seed: int, n_envs: int, n_acc: int, n_mk: int) -> tuple[SimState, FloatArray]:
-    """A batch of books near their margin: random sizes, entries, collateral and marks."""
-    rng = np.random.default_rng(seed)
-    entry = rng.uniform(50.0, 150.0, (n_envs, n_acc, n_mk))
-    size = rng.normal(0.0, 10.0, (n_envs, n_acc, n_mk))
-    size[rng.random((n_envs, n_acc, n_mk)) < 0.3] = 0.0
-    notional = (np.abs(size) * entry).sum(axis=2)
-    coll = notional * rng.uniform(0.0, 0.3, (n_envs, n_acc))
-    fund = rng.uniform(0.0, 500.0, n_envs)
-    marks = entry.mean(axis=1) * rng.uniform(0.7, 1.3, (n_envs, n_mk))
-    return SimState.create(coll, np.where(size == 0.0, 0.0, size), entry, fund), marks
-
-
 @settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    seed=st.integers(0, 2**31 - 1),
-    policy=st.sampled_from(POLICIES),
-    social=st.sampled_from(("profit_haircut", "drift")),
-    max_frac=st.sampled_from((0.25, 1.0)),
-    sequence=st.sampled_from(SEQUENCES),
-)
+@fuzz_engine()
 def test_fuzzed_books_conserve_and_batch(
     seed: int,
     policy: str,
@@ -306,16 +278,8 @@ def test_fuzzed_books_conserve_and_batch(
     max_frac: float,
     sequence: tuple[tuple[str, ...] | None, str],
 ) -> None:
-    params = dataclasses.replace(
-        PARAMS,
-        waterfall=sequence[0],
-        fallback=sequence[1],  # type: ignore[arg-type]
-        adl_policy=policy,  # type: ignore[arg-type]
-        socialization=social,  # type: ignore[arg-type]
-        max_liquidation_fraction=max_frac,
-        min_liquidation_notional_usd=100.0,
-    )
-    books = market_books(SqrtImpact(2e4), [1.0, 0.3, 0.05])
+    params = fuzz_params(PARAMS, sequence, policy, social, max_frac)
+    books = FUZZ_BOOKS
     state, marks = random_books(seed, 3, 12, 3)
     start = state.copy()
     ev = core_step(state, params, marks, books)

@@ -36,15 +36,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from fundgym.envs.core.events import StepEvents
-from fundgym.envs.core.impact import SqrtImpact, market_books
 from fundgym.envs.core.params import RiskParams
 from fundgym.envs.core.step import core_step, margin_state
 from fundgym.envs.state import SimState, ledger_error
 from tests.books import FixedSlippage
+from tests.multi_market import FUZZ_BOOKS, fuzz_engine, fuzz_params
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -206,15 +206,6 @@ def test_set_on_the_cross_path_only() -> None:
         assert dup.shape == (1, 2)
 
 
-POLICIES = ("bitmex", "hyperliquid", "drift", "water_filling", "risk_pro_rata")
-SEQUENCES: tuple[tuple[tuple[str, ...] | None, str], ...] = (
-    (None, "adl"),
-    (("margin", "book", "adl", "fund", "socialize", "exchange"), "adl"),
-    (("margin", "book", "fund", "socialize", "exchange"), "socialize"),
-    (("margin", "book", "exchange"), "socialize"),
-)
-
-
 def random_books(seed: int, segmented: bool) -> tuple[SimState, FloatArray]:
     """Three exchanges, twelve accounts, three markets near their margin.
 
@@ -241,15 +232,7 @@ def random_books(seed: int, segmented: bool) -> tuple[SimState, FloatArray]:
 
 
 @settings(max_examples=24, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    seed=st.integers(0, 2**31 - 1),
-    policy=st.sampled_from(POLICIES),
-    social=st.sampled_from(("profit_haircut", "drift")),
-    max_frac=st.sampled_from((0.25, 1.0)),
-    sequence=st.sampled_from(SEQUENCES),
-    segmented=st.booleans(),
-    capped=st.booleans(),
-)
+@fuzz_engine(segmented=st.booleans(), capped=st.booleans())
 def test_fuzzed_rows_sum_to_the_exchange_columns(
     seed: int,
     policy: str,
@@ -259,16 +242,8 @@ def test_fuzzed_rows_sum_to_the_exchange_columns(
     segmented: bool,
     capped: bool,
 ) -> None:
-    params = dataclasses.replace(
-        PARAMS,
-        waterfall=sequence[0],
-        fallback=sequence[1],  # type: ignore[arg-type]
-        adl_policy=policy,  # type: ignore[arg-type]
-        socialization=social,  # type: ignore[arg-type]
-        max_liquidation_fraction=max_frac,
-        min_liquidation_notional_usd=100.0,
-    )
-    books = market_books(SqrtImpact(2e4), [1.0, 0.3, 0.05])
+    params = fuzz_params(PARAMS, sequence, policy, social, max_frac)
+    books = FUZZ_BOOKS
     state, marks = random_books(seed, segmented)
     eq, req = margin_state(state, params, marks)
     liquidated = (req > 0.0) & (eq < req)
