@@ -20,6 +20,26 @@ from fundgym.envs.state import SimState
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
+#: The hand-worked cross-margin cases' terms: flat MMR 5%, IMR 10%, a 1.5% fee, whole closes.
+CROSS_PARAMS = RiskParams(
+    mmr=0.05,
+    imr=0.1,
+    liquidation_fee_rate=0.015,
+    max_liquidation_fraction=1.0,
+    min_liquidation_notional_usd=0.0,
+)
+
+
+def two_market_book(
+    rows: list[tuple[float, float, float, float, float]], fund_usd: float
+) -> SimState:
+    """One exchange, two markets: rows of (collateral, size 0, entry 0, size 1, entry 1)."""
+    coll = [[r[0] for r in rows]]
+    size = [[[r[1], r[3]] for r in rows]]
+    entry = [[[r[2], r[4]] for r in rows]]
+    return SimState.create(coll, size, entry, fund_usd)
+
+
 #: The ADL rules the fuzzed margin-engine tests draw from.
 POLICIES = ("bitmex", "hyperliquid", "drift", "water_filling", "risk_pro_rata")
 #: Waterfall orders (``RiskParams.waterfall``) with their fallback, as the fuzz draws them.

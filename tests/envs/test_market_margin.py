@@ -53,29 +53,25 @@ from hypothesis import HealthCheck, settings
 
 from fundgym.envs.core.formulas import bankruptcy_price, cross_leg_collateral
 from fundgym.envs.core.impact import SqrtImpact
-from fundgym.envs.core.params import MarginTiers, RiskParams
+from fundgym.envs.core.params import MarginTiers
 from fundgym.envs.core.step import core_step, margin_state, market_requirements
 from fundgym.envs.state import SimState, ledger_error
 from tests.books import FixedSlippage
-from tests.multi_market import FUZZ_BOOKS, fuzz_engine, fuzz_params, random_books
+from tests.multi_market import (
+    CROSS_PARAMS,
+    FUZZ_BOOKS,
+    fuzz_engine,
+    fuzz_params,
+    random_books,
+    two_market_book,
+)
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
-PARAMS = RiskParams(
-    mmr=0.05,
-    imr=0.1,
-    liquidation_fee_rate=0.015,
-    max_liquidation_fraction=1.0,
-    min_liquidation_notional_usd=0.0,
-)
+PARAMS = CROSS_PARAMS
 
 
-def book(rows: list[tuple[float, float, float, float, float]], fund_usd: float) -> SimState:
-    """One exchange, two markets: rows of (collateral, size 0, entry 0, size 1, entry 1)."""
-    coll = [[r[0] for r in rows]]
-    size = [[[r[1], r[3]] for r in rows]]
-    entry = [[[r[2], r[4]] for r in rows]]
-    return SimState.create(coll, size, entry, fund_usd)
+book = two_market_book
 
 
 T = (700.0, 1.0, 10_000.0, 100.0, 10.0)
