@@ -31,13 +31,19 @@ CROSS_PARAMS = RiskParams(
 
 
 def two_market_book(
-    rows: list[tuple[float, float, float, float, float]], fund_usd: float
+    rows: list[tuple[float, float, float, float, float]],
+    fund_usd: float,
+    segments: list[float] | None = None,
 ) -> SimState:
-    """One exchange, two markets: rows of (collateral, size 0, entry 0, size 1, entry 1)."""
+    """One exchange, two markets: rows of (collateral, size 0, entry 0, size 1, entry 1).
+
+    ``segments``: the cash of segmented funds (then ``fund_usd`` is the shared fund's, 0).
+    """
     coll = [[r[0] for r in rows]]
     size = [[[r[1], r[3]] for r in rows]]
     entry = [[[r[2], r[4]] for r in rows]]
-    return SimState.create(coll, size, entry, fund_usd)
+    seg = None if segments is None else [segments]
+    return SimState.create(coll, size, entry, fund_usd, fund_segments_usd=seg)
 
 
 #: The ADL rules the fuzzed margin-engine tests draw from.

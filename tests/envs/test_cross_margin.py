@@ -92,21 +92,16 @@ from fundgym.envs.core.impact import SqrtImpact
 from fundgym.envs.core.step import core_step, margin_state
 from fundgym.envs.state import SimState, ledger_error
 from tests.books import FixedSlippage
+from tests.multi_market import CROSS_PARAMS as PARAMS
 from tests.multi_market import (
-    CROSS_PARAMS,
     FUZZ_BOOKS,
     fuzz_engine,
     fuzz_params,
     random_books,
-    two_market_book,
 )
+from tests.multi_market import two_market_book as book
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
-
-PARAMS = CROSS_PARAMS
-
-
-book = two_market_book
 
 
 A = (800.0, 1.0, 10_500.0, -10.0, 1_000.0)

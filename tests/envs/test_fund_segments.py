@@ -61,6 +61,7 @@ from fundgym.envs.core.params import RiskParams
 from fundgym.envs.core.step import _book_segments, core_step
 from fundgym.envs.state import SimState, ledger_error, ledger_total
 from tests.books import FixedSlippage
+from tests.multi_market import two_market_book as book
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -80,19 +81,6 @@ X = (1_000.0, 0.0, 0.0, 100.0, 100.0)
 Y = (500.0, 1.0, 10_000.0, 0.0, 0.0)
 P = (5_000.0, -2.0, 10_000.0, 0.0, 0.0)
 Q = (5_000.0, 0.0, 0.0, -200.0, 100.0)
-
-
-def book(
-    rows: list[tuple[float, float, float, float, float]],
-    fund_usd: float,
-    segments: list[float] | None = None,
-) -> SimState:
-    """One exchange, two markets: rows of (collateral, BTC size, BTC entry, ALT size, ALT entry)."""
-    coll = [[r[0] for r in rows]]
-    size = [[[r[1], r[3]] for r in rows]]
-    entry = [[[r[2], r[4]] for r in rows]]
-    seg = None if segments is None else [segments]
-    return SimState.create(coll, size, entry, fund_usd, fund_segments_usd=seg)
 
 
 def test_shared_fund_pays_the_alt_then_btc_is_deleveraged() -> None:

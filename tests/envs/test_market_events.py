@@ -45,6 +45,7 @@ from fundgym.envs.core.step import core_step, margin_state
 from fundgym.envs.state import SimState, ledger_error
 from tests.books import FixedSlippage
 from tests.multi_market import FUZZ_BOOKS, fuzz_engine, fuzz_params
+from tests.multi_market import two_market_book as book
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -71,19 +72,6 @@ NEW_FIELDS = (
     "market_socialized_usd",
     "market_unrecovered_usd",
 )
-
-
-def book(
-    rows: list[tuple[float, float, float, float, float]],
-    fund_usd: float,
-    segments: list[float] | None = None,
-) -> SimState:
-    """One exchange, two markets: rows of (collateral, BTC size, BTC entry, ALT size, ALT entry)."""
-    coll = [[r[0] for r in rows]]
-    size = [[[r[1], r[3]] for r in rows]]
-    entry = [[[r[2], r[4]] for r in rows]]
-    seg = None if segments is None else [segments]
-    return SimState.create(coll, size, entry, fund_usd, fund_segments_usd=seg)
 
 
 def per_market(ev: StepEvents) -> dict[str, FloatArray]:

@@ -57,21 +57,16 @@ from fundgym.envs.core.params import MarginTiers
 from fundgym.envs.core.step import core_step, margin_state, market_requirements
 from fundgym.envs.state import SimState, ledger_error
 from tests.books import FixedSlippage
+from tests.multi_market import CROSS_PARAMS as PARAMS
 from tests.multi_market import (
-    CROSS_PARAMS,
     FUZZ_BOOKS,
     fuzz_engine,
     fuzz_params,
     random_books,
-    two_market_book,
 )
+from tests.multi_market import two_market_book as book
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
-
-PARAMS = CROSS_PARAMS
-
-
-book = two_market_book
 
 
 T = (700.0, 1.0, 10_000.0, 100.0, 10.0)
