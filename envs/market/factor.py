@@ -36,9 +36,9 @@ addresses, and an exchange's reset writes one contiguous block. ``[:, :, m]`` is
 ``m``'s ``(n_ticks, n_envs)`` view; :meth:`MarketsPath.market` copies it into a
 :class:`~fundgym.envs.scenarios.MarketPath`.
 
-Nothing here simulates: the tick runs one market until multi-market simulation lands (issue
-17), and :func:`~fundgym.envs.scenarios.require_single_market` refuses a multi-market scenario
-there.
+Nothing here simulates: :class:`~fundgym.envs.markets_simulator.MarketsSimulator` runs the
+markets drawn here; the one-market tick refuses a multi-market scenario
+(:func:`~fundgym.envs.scenarios.require_single_market`).
 """
 
 from __future__ import annotations
