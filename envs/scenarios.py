@@ -17,10 +17,10 @@ An optional ``markets`` section lists several markets moving together through a 
 (:class:`MarketSpec`, ``docs/markets.md``); :mod:`fundgym.envs.market.factor` draws them.
 An optional ``collateral`` section lists collateral assets besides USD with their scripted
 depegs (:class:`CollateralSpec`); :mod:`fundgym.envs.market.collateral` draws their prices.
-The simulator runs one market with USD collateral until multi-market simulation lands, so
-:func:`market_path` refuses a scenario with several markets or with collateral assets
-(:func:`require_single_market`), and :func:`single_market_names` lists the library scenarios
-it can run.
+The one-market simulator runs one market with USD collateral, so :func:`market_path` refuses
+a scenario with several markets or with collateral assets (:func:`require_single_market`),
+and :func:`single_market_names` lists the library scenarios it can run; the others run on
+:class:`~fundgym.envs.markets_simulator.MarketsSimulator`.
 
 Finite or refused: the schema's ranges and cross-field budgets (the comment above
 :data:`MAX_HORIZON_MINUTES`) keep every drawn price and depth finite and positive, and
