@@ -220,8 +220,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         """A fresh exchange: new paths and book (seeded by ``seed`` or the env's generator)."""
         super().reset(seed=seed)
         episode_seed = int(self.np_random.integers(0, 2**31 - 1))
-        self.positions = self._default_positions.copy()
-        self._apply(self.positions)
+        self._apply(self._default_positions.copy())
         self.sim.reset(episode_seed)
         self._last_loss_usd = 0.0
         self._oi0 = float(self.sim.initial_open_interest_usd.sum())
@@ -240,7 +239,6 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             raise ValueError(f"action must be finite, got {a.tolist()}")
         new = np.clip(a, -1.0, 1.0)
         change = float(np.abs(new - self.positions).sum())
-        self.positions = new
         self._apply(new)
         sim = self.sim
         ext_before = float(sim.state.fund.external_pnl_usd[0])
@@ -323,6 +321,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         return out
 
     def _apply(self, positions: FloatArray) -> None:
+        """Hold ``positions`` and put their levers in force in the simulator."""
         self.positions = positions
         values = self.lever_values()
         # Outside liquidators with capacity are not built across markets: the fee's share not

@@ -62,9 +62,8 @@ from fundgym.envs.market.factor import MarketsPath, draw_markets
 from fundgym.envs.market.kernels import MK_DEPTH_NORMAL
 from fundgym.envs.market.market import Market
 from fundgym.envs.scenarios import Scenario
-from fundgym.envs.simulator import batch_seeds
+from fundgym.envs.simulator import batch_seeds, vol_and_peak
 from fundgym.envs.state import SimState, ledger_error, ledger_total, open_interest_usd
-from fundgym.envs.tick_kernels import MINUTES_PER_YEAR_VOL, PEAK_MEMORY_MINUTES
 from fundgym.envs.traders import kernels as pk
 from fundgym.envs.traders.markets import (
     ME_ARRIVALS,
@@ -451,14 +450,10 @@ class MarketsSimulator:
         depth = np.stack([p.depth_usd_per_pct for p in prices], axis=1)
         rate = np.stack([p.funding_rate for p in prices], axis=1)
         # 1. Drivers per market: one-day EWMA volatility and the recent peak (as one market).
-        log_ret = np.log(index / self.last_index)
-        var = self.vol_annual**2 * tick / MINUTES_PER_YEAR_VOL
-        var += (1.0 - math.exp(-tick / 1440.0)) * (log_ret**2 - var)
-        self.vol_annual = np.sqrt(var * MINUTES_PER_YEAR_VOL / tick)
-        self.last_index = index
-        self.peak_index = np.maximum(
-            index, self.peak_index + (index - self.peak_index) * (tick / PEAK_MEMORY_MINUTES)
+        self.vol_annual, self.peak_index = vol_and_peak(
+            self.vol_annual, self.last_index, self.peak_index, index, tick
         )
+        self.last_index = index
         # 2. Collateral at the venue's price; its move is an outside revaluation.
         t = min(self.t, self.collateral_path.shape[1] - 1)
         px = self.collateral_path[:, t, :]

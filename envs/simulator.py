@@ -345,6 +345,36 @@ def tick(
     return events, funding_paid
 
 
+def ewma_weight(tick_minutes: float) -> float:
+    """Weight of one tick in the volatility's one-day EWMA."""
+    return float(1.0 - np.exp(-tick_minutes / 1440.0))
+
+
+def vol_and_peak(
+    vol_annual: FloatArray,
+    last_index: FloatArray,
+    peak: FloatArray,
+    index: FloatArray,
+    tick_minutes: float,
+) -> tuple[FloatArray, FloatArray]:
+    """The tick's drivers from its index: the one-day EWMA volatility and the recent peak.
+
+    The numpy statement of what the compiled tick computes inline (``tick_kernels``), for
+    one market or a market axis alike: the variance per tick moves ``1 - exp(-tick / 1 day)``
+    of the way to the squared log return, and the peak moves ``tick / PEAK_MEMORY_MINUTES``
+    of the way down to the index, never below it.
+
+    Returns:
+        ``(vol_annual, peak)``, new arrays shaped as ``index``.
+    """
+    log_ret = libm.log(index / last_index)
+    var_tick = (vol_annual**2) * tick_minutes / tk.MINUTES_PER_YEAR_VOL
+    var_tick += ewma_weight(tick_minutes) * (log_ret**2 - var_tick)
+    vol = np.sqrt(var_tick * tk.MINUTES_PER_YEAR_VOL / tick_minutes)
+    memory = tick_minutes / tk.PEAK_MEMORY_MINUTES
+    return vol, np.maximum(index, peak + (index - peak) * memory)
+
+
 def batch_seeds(seed: int | Sequence[int] | None, defaults: Sequence[int]) -> list[int]:
     """Each exchange's seed, from one seed, one per exchange, or none.
 
@@ -967,8 +997,8 @@ class ExchangeSimulator:
         return max(1, round(self.population_minutes / self._tick_minutes))
 
     def _ewma_weight(self) -> float:
-        """Weight of one tick in the volatility's one-day EWMA."""
-        return float(1.0 - np.exp(-self._tick_minutes / 1440.0))
+        """Weight of one tick in the volatility's one-day EWMA (:func:`ewma_weight`)."""
+        return ewma_weight(self._tick_minutes)
 
     def _check_horizon(self, n_ticks: int) -> None:
         left = self.market.n_ticks - self.market.t
@@ -990,15 +1020,10 @@ class ExchangeSimulator:
         # Implied volatility for the fund's options: a one-day EWMA of squared returns. Implied
         # vol is sticky; an hourly estimate from one-minute returns is so noisy that buying
         # puts at a low reading and marking them at a high one would print money.
-        log_ret = libm.log(prices.index / self.last_index)
-        var_tick = (self.vol_annual**2) * tick_minutes / tk.MINUTES_PER_YEAR_VOL
-        var_tick += self._ewma_weight() * (log_ret**2 - var_tick)
-        self.vol_annual = np.sqrt(var_tick * tk.MINUTES_PER_YEAR_VOL / tick_minutes)
+        self.vol_annual, peak = vol_and_peak(
+            self.vol_annual, self.last_index, d[tk.D_PEAK_INDEX], prices.index, tick_minutes
+        )
         self.last_index = prices.index
-        peak = d[tk.D_PEAK_INDEX]
-        peak = np.maximum(prices.index, peak + (prices.index - peak) * (
-            tick_minutes / tk.PEAK_MEMORY_MINUTES
-        ))  # fmt: skip
         d[tk.D_PEAK_INDEX] = peak
         arrival_f, exit_f, shift = self.population.market_response(
             self.vol_annual, d[tk.D_BASE_VOL], 1.0 - prices.index / peak, prices.funding_rate

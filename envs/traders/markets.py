@@ -81,27 +81,32 @@ def _draw_market(u, mix_cdf):  # type: ignore[no-untyped-def]
     return n - 1
 
 
-@jit
-def _is_empty(size, collateral, units, e, a):  # type: ignore[no-untyped-def]
-    """Slot ``a`` of exchange ``e`` holds nothing: no position, no balance, no asset."""
-    if collateral[e, a] != 0.0:
-        return False
-    for m in range(size.shape[2]):
-        if size[e, a, m] != 0.0:
-            return False
-    for k in range(units.shape[2]):  # noqa: SIM110 (a loop compiles; a generator does not)
-        if units[e, a, k] != 0.0:
-            return False
-    return True
-
-
-@jit
-def _has_position(size, e, a):  # type: ignore[no-untyped-def]
-    """Account ``a`` of exchange ``e`` holds a position in some market."""
-    for m in range(size.shape[2]):  # noqa: SIM110 (a loop compiles; a generator does not)
-        if size[e, a, m] != 0.0:
+@jit(inline="always")
+def _any_nonzero(rows, e, a):  # type: ignore[no-untyped-def]
+    """Whether ``rows[e, a, :]`` (positions by market, or asset units) holds anything."""
+    for j in range(rows.shape[2]):  # noqa: SIM110 (a loop compiles; a generator does not)
+        if rows[e, a, j] != 0.0:
             return True
     return False
+
+
+@jit(inline="always")
+def _is_empty(size, collateral, units, e, a):  # type: ignore[no-untyped-def]
+    """Slot ``a`` of exchange ``e`` holds nothing: no position, no balance, no asset."""
+    return (
+        collateral[e, a] == 0.0 and not _any_nonzero(size, e, a) and not _any_nonzero(units, e, a)
+    )
+
+
+@jit(inline="always")
+def _equity(collateral, size, entry, units, mark, unit_value, e, a):  # type: ignore[no-untyped-def]
+    """Account ``a``'s cross equity: USD, every market's unrealised PnL, its assets' value."""
+    equity = collateral[e, a]
+    for j in range(size.shape[2]):
+        equity += size[e, a, j] * (mark[j] - entry[e, a, j])
+    for k in range(units.shape[2]):
+        equity += units[e, a, k] * unit_value[k]
+    return equity
 
 
 @jit
@@ -306,11 +311,7 @@ def markets_population_exchange(  # type: ignore[no-untyped-def]
             u, st = uniform(st)
             if u >= p_exit[m]:
                 continue
-            equity = collateral[e, a]
-            for j in range(n_mkt):
-                equity += size[e, a, j] * (mark[j] - entry[e, a, j])
-            for k in range(n_assets):
-                equity += units[e, a, k] * unit_value[k]
+            equity = _equity(collateral, size, entry, units, mark, unit_value, e, a)
             if equity - abs(q) * mark[m] * fee_rate < 0.0:  # a bankrupt account cannot walk away
                 continue
             _, new_q, new_entry, cash, fee = trade(
@@ -323,18 +324,14 @@ def markets_population_exchange(  # type: ignore[no-untyped-def]
             quote[m] -= q * mark[m]
             fees[m] += fee
             n_exits += 1
-        if _has_position(size, e, a):
+        if _any_nonzero(size, e, a):
             # 2b. Near liquidation (equity below (1 + buffer) x its requirement, each market's
             #     flat MMR x its multiple): top up to (1 + 2 buffer) x, halve every leg, or
             #     nothing, as one market's accounts do.
-            equity = collateral[e, a]
+            equity = _equity(collateral, size, entry, units, mark, unit_value, e, a)
             req = 0.0
             for j in range(n_mkt):
-                q = size[e, a, j]
-                equity += q * (mark[j] - entry[e, a, j])
-                req += abs(q) * mark[j] * mmr * margin_mult[j]
-            for k in range(n_assets):
-                equity += units[e, a, k] * unit_value[k]
+                req += abs(size[e, a, j]) * mark[j] * mmr * margin_mult[j]
             if req > 0.0 and equity < near_mult * req:
                 u, st = uniform(st)
                 if u < p_top:
@@ -362,11 +359,7 @@ def markets_population_exchange(  # type: ignore[no-untyped-def]
                     n_reduce += 1
             continue
         c = collateral[e, a]
-        held = False
-        for k in range(n_assets):
-            if units[e, a, k] != 0.0:
-                held = True
-        if c > 0.0 or held or (-DUST_DEBT_USD < c < 0.0):
+        if c > 0.0 or _any_nonzero(units, e, a) or (-DUST_DEBT_USD < c < 0.0):
             out = c
             for k in range(n_assets):
                 out += units[e, a, k] * unit_price[k]
