@@ -399,3 +399,77 @@ def test_binance_runs_as_the_partial_waterfall_closing_whole_positions() -> None
     assert binance.event("n_liquidations").sum() > 0
     assert not np.array_equal(binance.events, quarter.events)  # whole closes differ from 25%
     assert engine_risk(RiskParams()).liquidation_mode == "partial"
+
+
+def _one_exchange_step(
+    rows: list[tuple[float, float, float, float, float]],
+    pop: Any,
+    p_exit: float,
+    mark: tuple[float, float] = (100.0, 10.0),
+) -> tuple[np.ndarray[Any, Any], ...]:
+    """The population kernel on one exchange of two markets, no arrivals, no assets.
+
+    Rows are (collateral, size 0, entry 0, size 1, entry 1); MMR 5%, taker fee 0.
+    """
+    from fundgym.envs.core.rng import BatchStreams
+    from fundgym.envs.traders.markets import N_MARKETS_EVENTS, markets_population_exchange
+
+    coll = np.array([[r[0] for r in rows]], dtype=np.float64)
+    size = np.array([[[r[1], r[3]] for r in rows]], dtype=np.float64)
+    entry = np.array([[[r[2], r[4]] for r in rows]], dtype=np.float64)
+    cp_size, cp_cash = -size.sum(axis=1), np.zeros(1)
+    deposits, events = np.zeros(1), np.zeros(N_MARKETS_EVENTS)
+    packed = RiskParams(mmr=0.05, imr=0.1, taker_fee_rate=0.0).packed(1)
+    markets_population_exchange(
+        0, BatchStreams([1]).state, coll, size, entry, np.zeros((1, len(rows), 0)), cp_size,
+        cp_cash, np.zeros(1), deposits, packed, pop.columns(5.0), np.array(mark),
+        np.full(2, p_exit), np.zeros(2), np.array([0.5, 1.0]), np.ones(2), np.full(2, np.inf),
+        0.0, 0.0, 0.5, np.zeros(0), np.zeros(0), 0, np.zeros(2), np.zeros(2), np.zeros(2),
+        np.zeros(2), events,
+    )  # fmt: skip
+    return coll, size, deposits, events
+
+
+def test_an_account_near_liquidation_tops_up_to_one_and_a_half_times_its_requirement() -> None:
+    """Equity 100 + 1 x (100 - 110) + 10 x (10 - 10) = 90; requirement 5% x (100 + 100) = 10.
+
+    Not near (90 >= 12.5): untouched. With collateral 21, equity 11 < 12.5: it tops up to
+    1.5 x 10 = 15, a deposit of 4.
+    """
+    from fundgym.envs.traders.markets import ME_TOP_UP_USD, ME_TOP_UPS
+    from fundgym.envs.traders.population import PopulationParams
+
+    pop = PopulationParams(react_rate_per_min=1.0, top_up_share=1.0, reduce_share=0.0)
+    rows = [(100.0, 1.0, 110.0, 10.0, 10.0), (21.0, 1.0, 110.0, 10.0, 10.0)]
+    coll, size, deposits, events = _one_exchange_step(rows, pop, p_exit=0.0)
+    assert coll[0, 0] == 100.0
+    assert coll[0, 1] == pytest.approx(25.0)  # equity 21 - 10 = 11 -> 15
+    assert deposits[0] == pytest.approx(4.0) and events[ME_TOP_UPS] == 1
+    assert events[ME_TOP_UP_USD] == pytest.approx(4.0)
+    assert np.array_equal(size[0], [[1.0, 10.0], [1.0, 10.0]])
+
+
+def test_an_account_near_liquidation_halves_every_leg() -> None:
+    from fundgym.envs.traders.markets import ME_REDUCTIONS
+    from fundgym.envs.traders.population import PopulationParams
+
+    pop = PopulationParams(react_rate_per_min=1.0, top_up_share=0.0, reduce_share=1.0)
+    rows = [(21.0, 1.0, 110.0, -10.0, 10.0)]
+    coll, size, _, events = _one_exchange_step(rows, pop, p_exit=0.0)
+    assert np.array_equal(size[0, 0], [0.5, -5.0]) and events[ME_REDUCTIONS] == 1
+    assert coll[0, 0] == pytest.approx(21.0 - 5.0)  # half the BTC leg's loss of 10 realised
+
+
+def test_a_bankrupt_account_cannot_walk_away_a_solvent_one_exits_and_leaves() -> None:
+    """Every leg draws an exit (p_exit 1): the solvent account closes both and withdraws 90;
+    the one at equity -9 keeps its positions and its debt."""
+    from fundgym.envs.traders.markets import ME_EXITS, ME_LEAVERS
+    from fundgym.envs.traders.population import PopulationParams
+
+    pop = PopulationParams(react_rate_per_min=0.0)
+    rows = [(100.0, 1.0, 110.0, 10.0, 10.0), (1.0, 1.0, 110.0, 10.0, 10.0)]
+    coll, size, deposits, events = _one_exchange_step(rows, pop, p_exit=1.0)
+    assert np.array_equal(size[0, 0], [0.0, 0.0]) and coll[0, 0] == 0.0
+    assert deposits[0] == pytest.approx(-90.0)  # withdrew its equity
+    assert np.array_equal(size[0, 1], [1.0, 10.0]) and coll[0, 1] == 1.0
+    assert events[ME_EXITS] == 2 and events[ME_LEAVERS] == 1
