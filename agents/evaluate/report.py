@@ -99,22 +99,23 @@ body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; mar
 h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
 h2 { border-bottom: 1px solid #bbb; padding-bottom: .15em; margin-top: 1.8em; }
 .table-wrap { max-width: 100%; overflow-x: auto; margin: 1em 0; }
-table { border-collapse: collapse; font-size: 0.85em; }
-th, td { border: 1px solid #ccc; padding: .3em .5em; vertical-align: top; }
+p, li, figcaption, h1, h2, h3 { overflow-wrap: break-word; }
+table { border-collapse: collapse; font-size: 0.8em; }
+th, td { border: 1px solid #ccc; padding: .25em .4em; vertical-align: top; }
 th { background: #f0f0f0; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .nw { white-space: nowrap; }
 tr:nth-child(even) td { background: #fafafa; }
 pre { background: #f6f6f6; border: 1px solid #ddd; padding: .6em; overflow-x: auto; }
 figure { margin: 1.2em 0; }
-figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
+figure img { max-width: 100%; height: auto; border: 1px solid #ddd; box-sizing: border-box; }
 figcaption { font-size: .9em; color: #555; }
 @media print {
   @page { margin: 12mm; }
   body { max-width: none; margin: 0; padding: 0; font-size: 10pt; }
   .table-wrap { overflow: visible; }
   table { table-layout: auto; width: 100%; font-size: 7pt; }
-  th, td { padding: .15em .25em; overflow-wrap: anywhere; word-wrap: break-word; }
+  th, td { padding: .15em .25em; overflow-wrap: anywhere; }
   .nw { white-space: normal; }
   thead { display: table-header-group; }
   tr, figure { break-inside: avoid; }
