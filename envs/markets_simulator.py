@@ -28,10 +28,12 @@ scenario. One tick, in order:
 7. **Impact**: each market's liquidation flow (``StepEvents.market_flow_usd``) walks that
    market's book and moves its next prices, so an alt's cascade moves the alt.
 
-What it does not do yet, compared with the one-market tick: the venue liquidation modes
-other than ``binance`` (:func:`engine_risk`), the backstop vault and paid outside liquidators
-(``core_step`` refuses them with several markets; :class:`MarketsSimulator` refuses them when
-built), venue events, the attacker, the mark cap,
+Venue modes: ``partial``, ``binance`` (run as the partial waterfall closing every leg whole,
+:func:`engine_risk`), and ``hyperliquid`` and ``bitmex`` with their sub-steps, takeovers and
+(Hyperliquid's) backstop vault across markets (:mod:`fundgym.envs.core.venue_cross`): each
+market's oracle and book on a path from the previous tick's. What it does not do yet, compared
+with the one-market tick: ``dydx_v4`` and paid outside liquidators (refused when built), venue
+events, the attacker, the mark cap,
 the fund's allocation and injections, and ordinary volume in the population. It is not
 compiled across ticks: each tick is a few compiled calls joined in Python.
 
@@ -56,6 +58,7 @@ from fundgym.envs.core.params import P_LIQ_FEE, P_LIQ_FUND_SHARE, P_LIQUIDATOR_M
 from fundgym.envs.core.rng import POPULATION_STREAM, BatchStreams
 from fundgym.envs.core.step import core_step
 from fundgym.envs.core.trading import apply_funding
+from fundgym.envs.core.vault import V_ACTIVE, V_CAPITAL, V_CASH, V_PEAK, inventory_column
 from fundgym.envs.fund.portfolio import AllocationParams, FundPortfolio, accrue, receive
 from fundgym.envs.levers import MARKET_LEVERS
 from fundgym.envs.market.factor import MarketsPath, draw_markets
@@ -80,6 +83,8 @@ CollateralSource = Literal["book", "index", "redemption"]
 FundMode = Literal["shared", "segmented"]
 #: The venue's choices of the price collateral assets are marked at.
 COLLATERAL_SOURCES: tuple[str, ...] = ("book", "index", "redemption")
+#: The liquidation modes the margin engine runs across markets.
+MARKET_LIQUIDATION_MODES: tuple[str, ...] = ("partial", "binance", "hyperliquid", "bitmex")
 #: Fund modes.
 FUND_MODES: tuple[str, ...] = ("shared", "segmented")
 LEDGER_TOLERANCE_REL = 1e-9
@@ -136,6 +141,9 @@ class MarketsResult:
         collateral_seized_usd, collateral_depeg_loss_usd: ``(n, E)``.
         collateral_price: ``(n, E, K)`` the venue's price of each asset.
         arrivals, exits, trading_fees_usd: ``(n, E)`` the population's.
+        vault_equity_usd: ``(n, E)`` the backstop vault's equity after each tick (cash plus
+            every market's inventory at mark; zeros without a vault).
+        vault_capital_usd: ``(E,)`` its depositors' capital at the start.
         initial_fund_usd: ``(E, G)`` each pot at the start.
         initial_open_interest_usd: ``(E, M)``.
         max_ledger_error_usd: Largest ledger error over the episode.
@@ -164,6 +172,8 @@ class MarketsResult:
     arrivals: FloatArray
     exits: FloatArray
     trading_fees_usd: FloatArray
+    vault_equity_usd: FloatArray
+    vault_capital_usd: FloatArray
     initial_fund_usd: FloatArray
     initial_open_interest_usd: FloatArray
     max_ledger_error_usd: float
@@ -181,6 +191,8 @@ class MarketsResult:
         unrecovered), and ``user_loss_usd`` that plus the deleveraged notional: the headline
         loss of the one-market evaluation (``agents.evaluate.metrics``). ``fund_drawdown_frac`` is
         ``(E, G)``: each pot's largest fall below its running peak, as a share of that peak.
+        ``vault_pnl_usd`` is the backstop vault's equity at the end less its depositors'
+        capital (HLP's PnL on 10 Oct 2025: about +$40M on $300M).
         """
         out = {
             name: self.event(name).sum(axis=0)
@@ -196,8 +208,13 @@ class MarketsResult:
                 "fund_trading_fee_income_usd",
                 "liquidation_sell_usd",
                 "liquidation_buy_usd",
+                "vault_takeover_usd",
+                "vault_unwind_usd",
+                "vault_loss_usd",
             )
         }
+        out["vault_takeovers"] = self.event("vault_takeovers").sum(axis=0)
+        out["vault_pnl_usd"] = self.vault_equity_usd[-1] - self.vault_capital_usd
         out["n_liquidations"] = self.event("n_liquidations").sum(axis=0)
         out["n_below_bankruptcy"] = self.event("n_liquidations_below_bankruptcy").sum(axis=0)
         beyond = out["socialized_loss_usd"] + out["unrecovered_usd"]
@@ -226,14 +243,18 @@ class MarketsSimulator:
         scenario: The scenario, with or without a ``markets:`` section (without one it is
             one market; the population is this module's, not the one-market tick's).
         risk: Risk parameters (scalars or ``(n_envs,)`` arrays). ``liquidation_mode``
-            ``partial``, or ``binance`` (run as :func:`engine_risk` says), without paid
-            outside liquidators: the other venue modes are not built across markets.
+            ``partial``, ``binance`` (run as :func:`engine_risk` says), ``hyperliquid`` or
+            ``bitmex``, without paid outside liquidators (``dydx_v4`` is not built across
+            markets).
         n_envs: Exchanges simulated together.
         n_accounts: Account slots per exchange (cross accounts hold several markets in one).
         population: The traders' behaviour (sizes, leverage, hazards), as in one market.
         markets_population: How accounts spread across markets and collateral assets.
         fund_to_oi_frac: The insurance fund at reset as a share of the starting open
             interest; segmented, each segment gets its markets' share of that open interest.
+        vault_to_oi_frac: The backstop vault's capital at reset as a share of the starting
+            open interest over every market, in [0, 10] (Hyperliquid's HLP: about 0.022);
+            > 0 needs a venue mode and a ``vault`` stage in ``risk.waterfall``.
         fund_mode: ``shared`` (one fund for every market) or ``segmented`` (one per group).
         fund_groups: ``(M,)`` each market's segment ``0 .. G - 1`` (segmented only; default
             one per market).
@@ -266,6 +287,7 @@ class MarketsSimulator:
         population: PopulationParams | None = None,
         markets_population: MarketsPopulation | None = None,
         fund_to_oi_frac: float = 0.02,
+        vault_to_oi_frac: float = 0.0,
         fund_mode: str = "shared",
         fund_groups: Sequence[int] | None = None,
         fund_cap_usd: Sequence[float] | None = None,
@@ -282,6 +304,8 @@ class MarketsSimulator:
             )
         if not (math.isfinite(fund_to_oi_frac) and 0.0 <= fund_to_oi_frac <= 10.0):
             raise ValueError(f"fund_to_oi_frac must lie in [0, 10], got {fund_to_oi_frac!r}")
+        if not (math.isfinite(vault_to_oi_frac) and 0.0 <= vault_to_oi_frac <= 10.0):
+            raise ValueError(f"vault_to_oi_frac must lie in [0, 10], got {vault_to_oi_frac!r}")
         if fund_mode not in FUND_MODES:
             raise ValueError(f"fund_mode must be one of {list(FUND_MODES)}, got {fund_mode!r}")
         if collateral_price not in COLLATERAL_SOURCES:
@@ -289,7 +313,8 @@ class MarketsSimulator:
                 f"collateral_price must be one of {list(COLLATERAL_SOURCES)}, "
                 f"got {collateral_price!r}"
             )
-        risk = engine_risk(risk if risk is not None else RiskParams())
+        self.vault_to_oi_frac = float(vault_to_oi_frac)
+        risk = self._engine(risk if risk is not None else RiskParams())
         n_mkt = scenario.n_markets
         self.scenario = scenario
         self.market_names = scenario.market_names
@@ -339,12 +364,29 @@ class MarketsSimulator:
             ValueError: What the constructor refuses (a venue mode, paid liquidators, a
                 multiple that is not finite and > 0, or not one per market).
         """
-        risk = engine_risk(risk)
+        risk = self._engine(risk)
         mults = _mmr_mults(market_mmr_mult, self.scenario)
         caps = _oi_caps(market_oi_cap_frac, self.scenario)
         self.risk = risk
         self.market_mmr_mult = mults
         self.market_oi_cap_frac = caps
+
+    def _engine(self, risk: RiskParams) -> RiskParams:
+        """:func:`engine_risk` of ``risk``, checked against this simulator's vault."""
+        out = engine_risk(risk)
+        if self.vault_to_oi_frac > 0.0:
+            if "vault" not in out.stages:
+                raise ValueError(
+                    f"vault_to_oi_frac = {self.vault_to_oi_frac!r} needs a 'vault' stage in "
+                    f"RiskParams.waterfall, got {list(out.stages)}"
+                )
+            if out.liquidation_mode == "partial":
+                raise ValueError(
+                    f"vault_to_oi_frac = {self.vault_to_oi_frac!r} needs a venue "
+                    f"liquidation_mode (hyperliquid, bitmex), got {risk.liquidation_mode!r}: "
+                    "the partial waterfall hands no account to a backstop vault"
+                )
+        return out
 
     # ---------------------------------------------------------------- reset ----
 
@@ -373,6 +415,9 @@ class MarketsSimulator:
         self.initial_open_interest_usd = np.zeros((E, M))
         self.initial_fund_usd = np.zeros((E, self.n_pots))
         self.unit_price = np.ones((E, K))
+        self.prev_oracle = np.zeros((E, M))  # the venue modes' intra-tick paths start here
+        self.prev_book = np.zeros((E, M))
+        self.vault_capital_usd = np.zeros(E)
         for e in range(E):
             self._install(e)
         self.max_ledger_error_usd = 0.0
@@ -421,6 +466,13 @@ class MarketsSimulator:
             base_depth = max(float(oi[0]) / self.scenario.depth.oi_to_depth, 1.0)
         for m, market in enumerate(self.markets):
             market.set_normal_depth(e, max(base_depth * float(self.depth_scale[m]), 1.0))
+        vault_usd = self.vault_to_oi_frac * float(oi.sum())
+        st.vault[e] = 0.0
+        st.vault[e, V_CASH] = vault_usd
+        st.vault[e, V_CAPITAL] = vault_usd
+        st.vault[e, V_PEAK] = vault_usd
+        st.vault[e, V_ACTIVE] = 1.0 if vault_usd > 0.0 else 0.0
+        self.vault_capital_usd[e] = vault_usd
         row = st.take([e])
         st.initial_total_usd[e] = ledger_total(row, price0[None, :], self.unit_price[e][None])[0]
 
@@ -495,8 +547,12 @@ class MarketsSimulator:
             fund_mode=self.fund_mode,
             fund_groups=self.fund_groups if segmented else None,
             fund_cap_usd=None if np.isinf(self.fund_cap_usd).all() else self.fund_cap_usd,
+            prev_mark=self.prev_oracle if M > 1 else self.prev_oracle[:, 0],
+            prev_book_price=self.prev_book if M > 1 else self.prev_book[:, 0],
             **kwargs,
         )
+        self.prev_oracle = oracle.copy()
+        self.prev_book = last.copy()
         flow: FloatArray
         if events.market_flow_usd is not None:
             flow = events.market_flow_usd
@@ -534,7 +590,16 @@ class MarketsSimulator:
             "arrivals": pop_events[:, ME_ARRIVALS],
             "exits": pop_events[:, ME_EXITS],
             "trading_fees_usd": pop_events[:, ME_FEES_USD],
+            "vault_equity_usd": self.vault_equity_usd(mark),
         }
+
+    def vault_equity_usd(self, mark: FloatArray) -> FloatArray:
+        """``(E,)`` the vault's cash plus every market's inventory at ``mark`` ``(E, M)``."""
+        vault = self.state.vault
+        out: FloatArray = vault[:, V_CASH].copy()
+        for j in range(self.n_markets):
+            out += vault[:, inventory_column(j)] * mark[:, j]
+        return out
 
     def normal_depth(self, m: int) -> FloatArray:
         """Market ``m``'s normal book depth per exchange, USD per 1%."""
@@ -637,6 +702,8 @@ class MarketsSimulator:
             arrivals=col("arrivals"),
             exits=col("exits"),
             trading_fees_usd=col("trading_fees_usd"),
+            vault_equity_usd=col("vault_equity_usd"),
+            vault_capital_usd=self.vault_capital_usd.copy(),
             initial_fund_usd=self.initial_fund_usd.copy(),
             initial_open_interest_usd=self.initial_open_interest_usd.copy(),
             max_ledger_error_usd=self.max_ledger_error_usd,
@@ -683,10 +750,12 @@ def engine_risk(risk: RiskParams) -> RiskParams:
     ``binance`` mode does the same in one sub-step; across markets each leg fills on its own
     market's book.
 
+    ``hyperliquid`` and ``bitmex`` run as they are, with their sub-steps, takeovers and
+    (Hyperliquid's) vault across markets (:mod:`fundgym.envs.core.venue_cross`).
+
     Raises:
-        ValueError: Another venue mode (``dydx_v4``, ``hyperliquid``, ``bitmex``: their
-            sub-steps, limit prices and takeovers are not built across markets), or outside
-            liquidators paid a share of the fee.
+        ValueError: ``dydx_v4`` (its fillable price and per-block caps per subaccount are not
+            built across markets), or outside liquidators paid a share of the fee.
     """
     _check_risk(risk)
     if risk.liquidation_mode == "binance":
@@ -696,11 +765,11 @@ def engine_risk(risk: RiskParams) -> RiskParams:
 
 def _check_risk(risk: RiskParams) -> None:
     """Refuse what the margin engine does not run across markets, naming the field."""
-    if risk.liquidation_mode not in ("partial", "binance"):
+    if risk.liquidation_mode not in MARKET_LIQUIDATION_MODES:
         raise ValueError(
-            f"RiskParams.liquidation_mode must be 'partial' or 'binance' across several "
-            f"markets, got {risk.liquidation_mode!r}: the other venue modes are not built "
-            "across markets"
+            f"RiskParams.liquidation_mode must be one of {list(MARKET_LIQUIDATION_MODES)} "
+            f"across several markets, got {risk.liquidation_mode!r}: dYdX v4's fillable price "
+            "and per-block caps per subaccount are not built across markets"
         )
     packed = risk.packed(1)
     if any(

@@ -71,7 +71,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fundgym.envs.core.vault import N_VAULT, V_CASH, V_SIZE
+from fundgym.envs.core.vault import V_CASH, V_SIZE, inventory_column, vault_width
 from fundgym.envs.fund.portfolio import FundPortfolio
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -218,7 +218,7 @@ class SimState:
             counterparty_size=counterparty_size,
             counterparty_cash_usd=counterparty_cash,
             fund=portfolio,
-            vault=np.zeros((n_envs, N_VAULT)),
+            vault=np.zeros((n_envs, vault_width(q.shape[2]))),
             fee_revenue_usd=np.zeros(n_envs),
             liquidator_rewards_usd=np.zeros(n_envs),
             unrecovered_usd=np.zeros(n_envs),
@@ -337,7 +337,7 @@ def ledger_total(
     accounts' collateral + their collateral assets at ``collateral_px`` (``(E, K)`` or
     ``(K,)``; required when the state has collateral assets, ignored with none) + their
     unrealised PnL in every market + the fund at its last mark +
-    the fund's segments (their cash) + the vault's cash and inventory at mark (one market) +
+    the fund's segments (their cash) + the vault's cash and inventory at mark (in every market) +
     fee revenue + liquidator rewards +
     the counterparty's cash and position at mark - bad debt absorbed by the exchange. It must
     stay ``initial_total_usd + net_deposits_usd``.
@@ -360,6 +360,7 @@ def ledger_total(
         + state.fund_usd
         + state.vault[:, V_CASH]
         + state.vault[:, V_SIZE] * m[:, 0]
+        + _vault_other_markets(state, m)
         + state.fee_revenue_usd
         + state.liquidator_rewards_usd
         + state.counterparty_cash_usd
@@ -367,6 +368,15 @@ def ledger_total(
         - state.unrecovered_usd
     )
     return np.asarray(total, dtype=np.float64)
+
+
+def _vault_other_markets(state: SimState, m: FloatArray) -> FloatArray | float:
+    """The vault's inventory in markets 1 .. M - 1 at mark (0.0 with one market: no rounding)."""
+    if state.n_markets == 1:
+        return 0.0
+    cols = [inventory_column(j) for j in range(1, state.n_markets)]
+    out: FloatArray = (state.vault[:, cols] * m[:, 1:]).sum(axis=1)
+    return out
 
 
 def ledger_error(

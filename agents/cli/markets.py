@@ -261,8 +261,9 @@ def main(args: argparse.Namespace) -> int:
     mults = _mults(args.market_mmr_mult, scenario)
     caps = _caps(args.fund_cap_usd, scenario)
     haircuts = _haircuts(args.collateral_haircut, scenario)
-    risk, policy_fund, policy_note = market_risk(args.policy)
-    fund_frac = args.fund_frac if policy_fund is None else policy_fund
+    spec = market_risk(args.policy)
+    risk, policy_note = spec.risk, spec.note
+    fund_frac = args.fund_frac if spec.fund_to_oi_frac is None else spec.fund_to_oi_frac
     if groups is not None and "segmented" not in modes:
         raise UsageError("--fund-groups applies to --fund-mode segmented, which is not asked for")
     if not scenario.collateral:
@@ -282,6 +283,7 @@ def main(args: argparse.Namespace) -> int:
             n_envs=args.episodes,
             n_accounts=args.accounts,
             fund_to_oi_frac=fund_frac,
+            vault_to_oi_frac=spec.vault_to_oi_frac,
             fund_mode=mode,
             fund_groups=groups if mode == "segmented" else None,
             collateral_price=source,

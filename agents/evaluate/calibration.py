@@ -191,13 +191,14 @@ def record_market_episodes(
     seized and its depeg loss, and :data:`MARKET_STEP_EVENTS`. ``simulator_kw`` go to the
     simulator (``collateral_price``, ``fund_mode``).
     """
-    risk, fund_frac, _ = market_risk(policy)
+    spec = market_risk(policy)
     sim = MarketsSimulator(
         load_scenario(scenario_name),
-        risk,
+        spec.risk,
         n_envs=episodes,
         n_accounts=n_accounts,
-        fund_to_oi_frac=0.02 if fund_frac is None else fund_frac,
+        fund_to_oi_frac=0.02 if spec.fund_to_oi_frac is None else spec.fund_to_oi_frac,
+        vault_to_oi_frac=spec.vault_to_oi_frac,
         seed=seed,
         **simulator_kw,
     )

@@ -3,28 +3,43 @@
 ``fundgym markets --policy`` and the calibration's multi-market lines run a venue preset (or
 any ``static:`` spec of ``fundgym evaluate``) on
 :class:`~fundgym.envs.markets_simulator.MarketsSimulator`: its levers, ADL rule, margin tiers
-and fund size. What the simulator does not build across markets (the venue engines other than
-``binance``'s, a backstop vault, fund top-ups) is refused with the spec, what is missing and
-what to add.
+fund size and backstop vault. What the simulator does not build across markets (dYdX v4's
+engine, fund top-ups) is refused with the spec, what is missing and what to add.
 """
 
 from __future__ import annotations
 
-from typing import cast
+from typing import NamedTuple, cast
 
 from fundgym.agents.policies.base import SpecError
 from fundgym.agents.policies.registry import PolicySpec, parse_spec
 from fundgym.envs.core.params import AdlPolicy, LiquidationMode, MarginTiers, RiskParams
 
 #: The liquidation engines the multi-market simulator runs (``engine_risk``).
-MARKET_MODES: tuple[str, ...] = ("partial", "binance")
+MARKET_MODES: tuple[str, ...] = ("partial", "binance", "hyperliquid", "bitmex")
 
 
-def market_risk(text: str | None) -> tuple[RiskParams, float | None, str]:
-    """``(risk, fund_to_oi_frac, note)`` of a static spec; ``None``: the levers' defaults.
+class MarketRisk(NamedTuple):
+    """A static spec as the multi-market simulator takes it.
 
-    ``fund_to_oi_frac`` is the spec's fund (a venue preset's, or one it names), ``None`` to
-    keep the caller's. Outside liquidators with capacity are not built across markets, so
+    Attributes:
+        risk: The risk parameters.
+        fund_to_oi_frac: The spec's fund (a venue preset's, or one it names); ``None`` to keep
+            the caller's.
+        vault_to_oi_frac: The spec's backstop vault (Hyperliquid's HLP: 0.022), 0 for none.
+        note: What the spec is, for tables.
+    """
+
+    risk: RiskParams
+    fund_to_oi_frac: float | None
+    vault_to_oi_frac: float
+    note: str
+
+
+def market_risk(text: str | None) -> MarketRisk:
+    """The :class:`MarketRisk` of a static spec; ``None``: the levers' defaults.
+
+    Outside liquidators with capacity are not built across markets, so
     ``liquidator_capacity_mult`` is 0: the fee's non-fund share is paid as rewards and nobody
     absorbs flow off the book.
 
@@ -33,7 +48,8 @@ def market_risk(text: str | None) -> tuple[RiskParams, float | None, str]:
             says), or one naming what is not built across markets.
     """
     if text is None:
-        return RiskParams(liquidator_capacity_mult=0.0), None, "the levers' defaults"
+        defaults = RiskParams(liquidator_capacity_mult=0.0)
+        return MarketRisk(defaults, None, 0.0, "the levers' defaults")
     spec: PolicySpec = parse_spec(text)
     if spec.kind != "static":
         raise SpecError(
@@ -47,10 +63,11 @@ def market_risk(text: str | None) -> tuple[RiskParams, float | None, str]:
             f"{', '.join(MARKET_MODES)}); add ',liquidation_mode=partial' to run its levers, "
             "ADL rule and fund under the partial engine"
         )
-    if spec.vault_to_oi_frac:
+    if spec.vault_to_oi_frac and mode == "partial":
         raise SpecError(
-            f"policy {text!r}: a backstop vault ({spec.vault_to_oi_frac:g} of OI) is not built "
-            "across markets; add ',vault_to_oi_frac=0'"
+            f"policy {text!r}: a backstop vault ({spec.vault_to_oi_frac:g} of OI) takes accounts "
+            "over in a venue liquidation mode (hyperliquid, bitmex), not under 'partial'; add "
+            "',vault_to_oi_frac=0'"
         )
     if spec.fund_injection_frac:
         raise SpecError(f"policy {text!r}: fund top-ups are not built across markets")
@@ -66,4 +83,5 @@ def market_risk(text: str | None) -> tuple[RiskParams, float | None, str]:
         tiers=None if spec.margin_tiers == "none" else MarginTiers.binance_btcusdt_2021(),
         liquidator_capacity_mult=0.0,
     )
-    return risk, spec.fund_to_oi_frac, spec.note or text
+    vault = float(spec.vault_to_oi_frac or 0.0)
+    return MarketRisk(risk, spec.fund_to_oi_frac, vault, spec.note or text)

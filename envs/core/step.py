@@ -110,7 +110,7 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fundgym.envs.core import kernels
+from fundgym.envs.core import kernels, venue_cross
 from fundgym.envs.core.events import EV_N_LIQUIDATIONS, N_EVENTS, StepEvents
 from fundgym.envs.core.impact import ImpactModel, SqrtImpact
 from fundgym.envs.core.liquidation import LIQ_PARTIAL
@@ -120,10 +120,12 @@ from fundgym.envs.core.params import (
     P_LIQ_FEE,
     P_LIQ_FUND_SHARE,
     P_LIQUIDATOR_MULT,
+    W_ADL_FIRST,
     MarginTiers,
     RiskParams,
 )
 from fundgym.envs.core.vault import V_ACTIVE
+from fundgym.envs.core.venue_cross import CROSS_VENUE_MODES
 from fundgym.envs.fund.portfolio import AllocationParams, settle
 from fundgym.envs.state import SimState, collateral_prices, marks_2d, per_asset
 
@@ -580,6 +582,9 @@ def core_step(
             collateral=collateral,
             pots=pots,
             mmr_mult=mmr_mult,
+            tick_minutes=tick_minutes,
+            prev_mark=prev_mark,
+            prev_book_price=prev_book_price,
         )
     if type(impact) in (tuple, list):  # one market: a list of one book is that book
         impact = _market_impacts(impact, 1)[0]
@@ -751,8 +756,11 @@ def _cross_step(
     collateral: _Collateral | None,
     pots: _FundPots | None,
     mmr_mult: FloatArray | None,
+    tick_minutes: float = 1.0,
+    prev_mark: ArrayLike | None = None,
+    prev_book_price: ArrayLike | None = None,
 ) -> StepEvents:
-    """:func:`core_step` over several markets: cross-margined accounts, the ``partial`` mode.
+    """:func:`core_step` over several markets: cross-margined accounts, ``partial`` or a venue mode.
 
     The rules are the module docstring's, per leg (an account's position in one market):
     each liquidatable account sends an order in every market where it holds a position, each
@@ -773,6 +781,14 @@ def _cross_step(
     ``mmr_mult`` (checked ``(E, M)``, ``None`` for ones) scales each market's maintenance
     requirement in the scan's trigger and the waterfall's apportioned leg collateral.
 
+    ``hyperliquid``, ``binance`` and ``bitmex`` run their sub-steps, orders and takeovers
+    per leg (:mod:`fundgym.envs.core.venue_cross`), reading each market's oracle and book on a
+    path from ``prev_mark`` / ``prev_book_price`` (``(E, M)``; ``None``: no previous tick);
+    an active backstop vault (``hyperliquid``'s HLP) takes accounts over with every leg and
+    unwinds its inventory market by market after the tick's liquidations. A vault closed
+    below zero passes its loss to the shared fund as a shortfall, or, segmented (no pot is
+    the vault's), to the exchange as unrecovered.
+
     When someone is liquidated, the waterfall's per-market splits (fund paid, ADL volume and
     haircut, socialised, unrecovered) are set on the events as the kernel wrote them; the
     unrecovered that :func:`_book_fund` / :func:`_book_segments` add afterwards, per fund,
@@ -785,18 +801,31 @@ def _cross_step(
         what = f"{n_mk} markets"
     else:  # one market sent here by its per-market terms
         what = "per-market terms (market_mmr_mult, fund segments or caps)"
-    if params.liquidation_mode_code != LIQ_PARTIAL:
+    mode = params.liquidation_mode_code
+    venue = mode != LIQ_PARTIAL
+    if venue and mode not in CROSS_VENUE_MODES:
         raise NotImplementedError(
             f"liquidation_mode {params.liquidation_mode!r} runs one market of USD "
-            f"collateral; with {what} only 'partial' is built (the venue modes' sub-steps, "
-            "takeovers and limit prices per market are not)"
+            f"collateral; with {what} 'partial', 'hyperliquid', 'binance' and 'bitmex' are "
+            "built (dYdX v4's fillable price and per-block caps per subaccount are not)"
         )
-    if (state.vault[:, V_ACTIVE] > 0.0).any():
+    with_vault = bool((state.vault[:, V_ACTIVE] > 0.0).any())
+    if with_vault and not venue:
         raise NotImplementedError(
-            f"the backstop vault holds one market's inventory; a state with {what} "
-            "cannot run an active vault (not built yet)"
+            f"an active backstop vault takes accounts over in a venue liquidation mode; with "
+            f"{what} the 'partial' mode has no takeover (use 'hyperliquid')"
+        )
+    if venue and params.waterfall_code & W_ADL_FIRST:
+        raise NotImplementedError(
+            f"stages {params.stages!r}: ADL before the fund is not built for the venue modes "
+            f"with {what}"
         )
     impacts = _market_impacts(impact, n_mk)
+    if venue and not all(isinstance(model, SqrtImpact) for model in impacts):
+        raise TypeError(
+            f"liquidation_mode {params.liquidation_mode!r} prices its sub-steps through a "
+            "SqrtImpact book in every market"
+        )
     shapes = ((n_envs, n_mk), (1, n_mk)) + (((n_envs,), ()) if n_mk == 1 else ())
     for name, value in (("mark", mark), ("book_price", book_price)):
         if value is not None and np.shape(value) not in shapes:
@@ -820,7 +849,7 @@ def _cross_step(
     total, liq_idx = kernels.scan_cross_kernel(
         coll, size, entry, marks, mmr_mult, book, packed, floors, rates, cums, base, ev.data, flow
     )
-    if total == 0:
+    if total == 0 and not with_vault:
         return ev
     if _liquidators(packed):
         raise NotImplementedError(
@@ -850,43 +879,58 @@ def _cross_step(
         sell_px[:, j], buy_px[:, j] = model.fill_prices(
             col, np.ascontiguousarray(flow[:, j, 0]), np.ascontiguousarray(flow[:, j, 1])
         )
-    if collateral is not None:
+    if collateral is not None and total > 0:
         _seize_collateral(state, collateral, ev, coll, liq_idx)
-        before = coll.copy()
-    kernels.waterfall_cross_kernel(
-        coll,
-        size,
-        entry,
-        marks,
-        mmr_mult,
-        packed,
-        floors,
-        rates,
-        cums,
-        base,
-        sell_px,
-        buy_px,
-        pot_available,
-        pots.group,
-        pots.cap,
-        params.waterfall_code,
-        params.socialization_code,
-        params.adl_policy_code,
-        book,
-        state.counterparty_size,
-        state.counterparty_cash_usd,
-        state.liquidator_rewards_usd,
-        state.unrecovered_usd,
-        ev.data,
-        flow,
-        market_paid,
-        market_income,
-        market_adl_volume,
-        market_adl_haircut,
-        market_socialized,
-        market_unrecovered,
-        liq_idx,
-    )
+    before = coll.copy() if collateral is not None else coll
+    if venue:
+        if total > 0:
+            _venue_step(
+                state, params, packed, coll, marks, mmr_mult, book, impacts, tick_minutes,
+                prev_mark, prev_book_price, pot_available, pots, ev, flow, market_paid,
+                market_income, market_adl_volume, market_adl_haircut, market_socialized,
+                market_unrecovered, liq_idx,
+            )  # fmt: skip
+        if with_vault:  # the vault works its inventory after the tick's liquidations
+            venue_cross.vault_cross_kernel(
+                state.vault, state.counterparty_size, state.counterparty_cash_usd, marks, book,
+                _market_depths(impacts, n_envs), _market_caps(impacts), packed,
+                not pots.segmented, ev.data, flow, state.unrecovered_usd,
+            )  # fmt: skip
+    else:
+        kernels.waterfall_cross_kernel(
+            coll,
+            size,
+            entry,
+            marks,
+            mmr_mult,
+            packed,
+            floors,
+            rates,
+            cums,
+            base,
+            sell_px,
+            buy_px,
+            pot_available,
+            pots.group,
+            pots.cap,
+            params.waterfall_code,
+            params.socialization_code,
+            params.adl_policy_code,
+            book,
+            state.counterparty_size,
+            state.counterparty_cash_usd,
+            state.liquidator_rewards_usd,
+            state.unrecovered_usd,
+            ev.data,
+            flow,
+            market_paid,
+            market_income,
+            market_adl_volume,
+            market_adl_haircut,
+            market_socialized,
+            market_unrecovered,
+            liq_idx,
+        )
     if collateral is not None:
         _book_back(state, collateral, coll, before)
     ev.market_fund_paid_usd = market_paid
@@ -899,6 +943,69 @@ def _cross_step(
     else:
         _book_fund(state, ev, fund_px, fund_stressed, alloc)
     return ev
+
+
+def _venue_step(
+    state: SimState,
+    params: RiskParams,
+    packed: FloatArray,
+    coll: FloatArray,
+    marks: FloatArray,
+    mmr_mult: FloatArray,
+    book: FloatArray,
+    impacts: tuple[ImpactModel, ...],
+    tick_minutes: float,
+    prev_mark: ArrayLike | None,
+    prev_book_price: ArrayLike | None,
+    pot_available: FloatArray,
+    pots: _FundPots,
+    ev: StepEvents,
+    flow: FloatArray,
+    market_paid: FloatArray,
+    market_income: FloatArray,
+    market_adl_volume: FloatArray,
+    market_adl_haircut: FloatArray,
+    market_socialized: FloatArray,
+    market_unrecovered: FloatArray,
+    liq_idx: np.ndarray[Any, np.dtype[np.int64]],
+) -> None:
+    """Run :func:`~fundgym.envs.core.venue_cross.venue_cross_kernel` for the cross step."""
+    n_envs, n_mk = marks.shape
+    floors, rates, cums, base = _tier_table(params)
+    venue_cross.venue_cross_kernel(
+        coll, state.size, state.entry_price, marks, mmr_mult, packed, floors, rates, cums, base,
+        np.ascontiguousarray(book), _market_depths(impacts, n_envs), _market_caps(impacts),
+        tick_minutes * 60.0, _path_starts("prev_mark", prev_mark, n_envs, n_mk),
+        _path_starts("prev_book_price", prev_book_price, n_envs, n_mk), pot_available,
+        pots.group, pots.cap, params.waterfall_code, params.socialization_code,
+        params.adl_policy_code, params.liquidation_mode_code, state.counterparty_size,
+        state.counterparty_cash_usd, state.liquidator_rewards_usd, state.unrecovered_usd,
+        state.vault, ev.data, flow, market_paid, market_income, market_adl_volume,
+        market_adl_haircut, market_socialized, market_unrecovered, liq_idx,
+    )  # fmt: skip
+
+
+def _market_depths(impacts: tuple[ImpactModel, ...], n_envs: int) -> FloatArray:
+    """``(E, M)`` each market's square-root book depth, USD per 1%."""
+    return np.ascontiguousarray(np.stack([_depth(model, n_envs) for model in impacts], axis=1))
+
+
+def _market_caps(impacts: tuple[ImpactModel, ...]) -> FloatArray:
+    """``(M,)`` each market's cap on a fill's slippage."""
+    caps = [float(m.max_impact_frac) if isinstance(m, SqrtImpact) else 0.0 for m in impacts]
+    return np.array(caps)
+
+
+def _path_starts(name: str, value: ArrayLike | None, n_envs: int, n_mk: int) -> FloatArray:
+    """``(E, M)`` start of each market's intra-tick path (zeros, meaning none, for ``None``)."""
+    if value is None:
+        return np.zeros((n_envs, n_mk))
+    out = np.ascontiguousarray(
+        np.broadcast_to(np.asarray(value, dtype=np.float64), (n_envs, n_mk)), dtype=np.float64
+    )
+    if not np.isfinite(out).all():
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return out
 
 
 def _book_segments(

@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from fundgym.envs.core.params import P_IMR, P_TAKER_FEE, P_TRADE_FUND_SHARE, RiskParams
-from fundgym.envs.core.vault import V_CASH, V_SIZE
+from fundgym.envs.core.vault import V_CASH, V_SIZE, inventory_column
 from fundgym.envs.jit import jit
 from fundgym.envs.state import SimState, marks_2d
 
@@ -184,9 +184,13 @@ def _funding_kernel(collateral, size, cp_size, cp_cash, vault, rate, marks, paid
                     total += x
             paid[e] += total
             cp_cash[e] -= cp_size[e, k] * rate[e, k] * marks[e, k]
-        # The backstop vault's inventory (one market) pays like any position.
+        # The backstop vault's inventory pays like any position, in every market it holds.
         if vault[e, V_SIZE] != 0.0:
             vault[e, V_CASH] -= vault[e, V_SIZE] * rate[e, 0] * marks[e, 0]
+        for k in range(1, n_mkt):
+            held = vault[e, inventory_column(k)]
+            if held != 0.0:
+                vault[e, V_CASH] -= held * rate[e, k] * marks[e, k]
 
 
 @jit(error_model="numpy", inline="always")

@@ -139,7 +139,7 @@ def test_a_venue_presets_levers_and_adl_rule_run_under_the_partial_engine(
 @pytest.mark.parametrize(
     ("spec", "fragment"),
     [
-        ("static:hyperliquid", "liquidation_mode 'hyperliquid' is not built across markets"),
+        ("static:dydx", "liquidation_mode 'dydx_v4' is not built across markets"),
         ("static:hyperliquid,liquidation_mode=partial", "add ',vault_to_oi_frac=0'"),
         ("rule", "a static:... set is needed"),
         ("static:nowhere", "unknown preset"),

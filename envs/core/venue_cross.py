@@ -1,0 +1,492 @@
+"""The venue liquidation modes across markets: Hyperliquid's engine, its vault and its ADL.
+
+:func:`fundgym.envs.core.kernels.waterfall_cross_kernel` runs the ``partial`` waterfall over
+cross-margined accounts in ``M`` markets, in one pass a tick. Hyperliquid's engine is not a
+waterfall over one snapshot: it checks every account once a second, sends market orders that
+fill no worse than the account's bankruptcy price, slices big positions, hands accounts below
+2/3 of their requirement to the HLP vault with all their positions, and deleverages what an
+account below zero equity leaves (``../shared/reference/mechanics.md``, section 4). On 10 Oct
+2025 that engine deleveraged $2.10B over 162 tickers while only 302 of 63,637 liquidations ended
+below zero: the ADL notional is the whole position of the few accounts that went negative.
+:func:`venue_cross_kernel` is that engine over several markets, with
+:func:`~fundgym.envs.core.kernels._venue_one`'s rules per leg:
+
+* **Sub-steps.** One check a second (:func:`~fundgym.envs.core.liquidation.n_substeps`); each
+  market's oracle and book read a path from the previous tick's to this tick's
+  (:func:`~fundgym.envs.core.liquidation.path_price`), every market on its own path. The
+  accounts checked are those the scan listed at the tick's end.
+* **The check** is the cross account's: equity over every market against the sum of its legs'
+  requirements (each scaled by ``mmr_mult``), as in the scan.
+* **The vault** (``hyperliquid`` with an active vault): an account with equity in ``[0, 2/3)``
+  of its requirement goes to the vault with every leg and its equity
+  (:func:`~fundgym.envs.core.vault.vault_takeover_cross`), if the vault stays margined.
+* **Orders**, one per leg (an account's position in one market), priced together through that
+  market's book on that market's flow:
+
+  - ``hyperliquid``: the whole leg, or 20% of a leg worth more than $100k first, then a 30 s
+    cooldown for the account; the order fills no worse than the leg's bankruptcy price (its
+    apportioned collateral, :func:`~fundgym.envs.core.kernels._leg_collateral`), or is
+    refused. Below 2/3 of the requirement without a vault (or with one that cannot take it,
+    or below zero equity), every leg closes whole with no limit: the backstop.
+  - ``binance``: every leg whole; a deficient account's legs are taken over (the whole
+    surplus to the fund, the deficit a shortfall).
+  - ``bitmex``: every leg whole, always taken over at bankruptcy by the fund.
+
+* **Fills, fund, ADL, socialisation** per leg and per market as in
+  :func:`~fundgym.envs.core.kernels._waterfall_cross_one`: the fund's pots pay each market's
+  legs within its cap (over the whole tick), what they do not cover is deleveraged in that
+  market against its counterparties (:func:`~fundgym.envs.core.kernels._deleverage_market`,
+  ranked on their cross equity; ``hyperliquid``'s rule closes them at the sub-step's oracle),
+  and a refused order of an account below zero equity is deleveraged whole (Hyperliquid's ADL
+  fires "when account value is negative"); what ADL cannot place closes in the book, its loss
+  socialised in that market.
+
+After the sub-steps, :func:`~fundgym.envs.core.vault.vault_unwind_cross` works the vault's
+inventory into each market's book (:func:`vault_cross_kernel`).
+
+Every sum is exchange ``i``'s own, as in every kernel here: exchange ``i`` of a batch computes
+bit for bit what it computes alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fundgym.envs.core.adl import ADL_HYPERLIQUID
+from fundgym.envs.core.events import (
+    EV_LIQUIDATION_BUY,
+    EV_LIQUIDATION_SELL,
+    EV_N_LIQUIDATIONS,
+    EV_SOCIALIZED_LOSS,
+    EV_UNRECOVERED,
+)
+from fundgym.envs.core.impact import book_price
+from fundgym.envs.core.kernels import (
+    _account_margin,
+    _bankruptcy_value,
+    _deleverage_market,
+    _insurance_fund_delta,
+    _leg_collateral,
+    _listed_mask,
+    _mark_overshoot,
+    _record_orders,
+    _socialize_market,
+)
+from fundgym.envs.core.liquidation import (
+    HL_BACKSTOP_FRACTION_OF_MM,
+    HL_SLICE_FRACTION,
+    HL_SLICE_THRESHOLD_USD,
+    LIQ_BINANCE,
+    LIQ_BITMEX,
+    LIQ_HYPERLIQUID,
+    hl_cooldown_substeps,
+    n_substeps,
+    path_price,
+)
+from fundgym.envs.core.params import (
+    P_LIQ_FEE,
+    P_LIQ_FUND_SHARE,
+    P_MMR,
+    W_NO_ADL,
+    W_NO_FUND,
+    W_NO_SOCIALIZE,
+    W_NO_VAULT,
+)
+from fundgym.envs.core.vault import (
+    V_ACTIVE,
+    record_takeover,
+    vault_takeover_cross,
+    vault_unwind_cross,
+)
+from fundgym.envs.jit import jit
+
+__all__ = ["CROSS_VENUE_MODES", "vault_cross_kernel", "venue_cross_kernel"]
+
+#: The venue modes :func:`venue_cross_kernel` runs (codes of
+#: :data:`fundgym.envs.core.params.LIQUIDATION_MODES`); ``dydx_v4``'s fillable price and
+#: per-block caps are per subaccount and are not built across markets.
+CROSS_VENUE_MODES: tuple[int, ...] = (LIQ_HYPERLIQUID, LIQ_BINANCE, LIQ_BITMEX)
+
+
+@jit(error_model="numpy")
+def venue_cross_kernel(  # type: ignore[no-untyped-def]
+    coll, size, entry, marks, mmr_mult, packed, floors, rates, cums, base, book_end, depth,
+    max_impact, tick_seconds, oracle_from, book_from, fund_available, fund_group, fund_cap,
+    stages, socialization, adl_policy, mode, cp_size, cp_cash, liquidator_rewards, unrecovered,
+    vault, ev, flow, market_paid, market_income, market_adl_volume, market_adl_haircut,
+    market_socialized, market_unrecovered, liq_idx,
+):  # fmt: skip
+    """The venue mode ``mode`` over ``M`` markets for every exchange with a listed account.
+
+    Arrays as :func:`~fundgym.envs.core.kernels.waterfall_cross_kernel`'s, plus: ``book_end``
+    ``(E, M)`` each market's book at the tick's end, ``depth`` ``(E, M)`` its depth (USD per
+    1%), ``max_impact`` ``(M,)`` its book's cap, ``oracle_from`` / ``book_from`` ``(E, M)`` the
+    previous tick's oracle and book (not > 0: no previous tick), ``vault`` the vault rows
+    (one inventory column per market). ``flow`` is rewritten with the orders actually sent.
+    """
+    for i in range(size.shape[0]):
+        n = int(ev[i, EV_N_LIQUIDATIONS])
+        if n > 0:
+            _venue_cross_one(
+                i, coll, size, entry, marks, mmr_mult, packed, floors, rates, cums, base[0],
+                book_end[i], depth[i], max_impact, tick_seconds, oracle_from[i], book_from[i],
+                fund_available[i], fund_group, fund_cap[i], stages, socialization, adl_policy,
+                mode, cp_size, cp_cash, liquidator_rewards, unrecovered, vault, ev, flow,
+                market_paid[i], market_income[i], market_adl_volume[i], market_adl_haircut[i],
+                market_socialized[i], market_unrecovered[i], liq_idx[i, :n],
+            )  # fmt: skip
+
+
+@jit(error_model="numpy")
+def vault_cross_kernel(  # type: ignore[no-untyped-def]
+    vault, cp_size, cp_cash, marks, book, depth, max_impact, packed, loss_to_fund, ev, flow,
+    unrecovered,
+):  # fmt: skip
+    """Each active vault's unwind over every market at the tick's end (``vault_unwind_cross``)."""
+    for i in range(vault.shape[0]):
+        if vault[i, V_ACTIVE] > 0.0:
+            vault_unwind_cross(
+                vault, i, cp_size, cp_cash, marks[i], book[i], depth[i], max_impact,
+                packed[i, P_MMR], loss_to_fund, ev, flow, unrecovered,
+            )  # fmt: skip
+
+
+@jit(error_model="numpy")
+def _venue_cross_one(  # type: ignore[no-untyped-def]
+    i, coll, size, entry, marks, mmr_mult, packed, floors, rates, cums, base_mmr, book_end, depth,
+    max_impact, tick_seconds, oracle_from, book_from, fund_available, fund_group, fund_cap,
+    stages, socialization, adl_policy, mode, cp_size, cp_cash, liquidator_rewards, unrecovered,
+    vault, ev, flow, market_paid, market_income, market_adl_volume, market_adl_haircut,
+    market_socialized, market_unrecovered, idx,
+):  # fmt: skip
+    """Exchange ``i``'s sub-steps on its listed accounts ``idx`` (module docstring)."""
+    n_acc = size.shape[1]
+    n_mk = size.shape[2]
+    n = idx.shape[0]
+    n_max = n * n_mk
+    mmr = packed[i, P_MMR]
+    fee_rate = packed[i, P_LIQ_FEE]
+    fund_share = packed[i, P_LIQ_FUND_SHARE]
+    with_vault = vault[i, V_ACTIVE] > 0.0 and (stages & W_NO_VAULT) == 0
+    adl_on = (stages & W_NO_ADL) == 0
+    fund_on = (stages & W_NO_FUND) == 0
+    social_on = (stages & W_NO_SOCIALIZE) == 0
+    n_pots = fund_available.shape[0]
+    available = np.zeros(n_pots)
+    if fund_on:
+        for g in range(n_pots):
+            available[g] = fund_available[g]
+    cap_left = fund_cap.copy()
+    # The sub-step's oracle of every market sits in row i of `sub`, so that the shared
+    # helpers (which read marks[i, j]) price this exchange at it.
+    sub = np.zeros((size.shape[0], n_mk))
+    bp = np.zeros(n_mk)
+    for j in range(n_mk):
+        flow[i, j, 0] = 0.0
+        flow[i, j, 1] = 0.0
+    leg_k = np.empty(n_max, np.int64)
+    leg_j = np.empty(n_max, np.int64)
+    alloc = np.zeros(n_max)
+    side = np.zeros(n_max)
+    close = np.zeros(n_max)
+    limit = np.zeros(n_max)
+    price = np.zeros(n_max)
+    fee = np.zeros(n_max)
+    bad = np.zeros(n_max)
+    paid = np.zeros(n_max)
+    need = np.zeros(n_max)
+    adl_close = np.zeros(n_max)
+    takeover = np.zeros(n_max, np.bool_)
+    refused = np.zeros(n_max, np.bool_)
+    deficient = np.zeros(n_max, np.bool_)
+    cool_until = np.zeros(n, np.int64)
+    below = np.zeros(n, np.bool_)
+    is_liq = np.zeros(0, np.bool_)
+    sells = np.zeros(n_mk)
+    buys = np.zeros(n_mk)
+    sell_px = np.zeros(n_mk)
+    buy_px = np.zeros(n_mk)
+    loss_m = np.zeros(n_mk)
+    pot_income = np.zeros(n_pots)
+    cooldown = hl_cooldown_substeps()
+    volume = 0.0
+    fees = 0.0
+    income = 0.0
+    income_shorts = 0.0
+    rewards = 0.0
+    bad_debt = 0.0
+    shortfall = 0.0
+    overshoot = 0.0
+    cp_quote = 0.0
+    charged_total = 0.0
+    unrecovered_total = 0.0
+    n_steps = n_substeps(mode, tick_seconds)
+    for step in range(n_steps):
+        for j in range(n_mk):
+            sub[i, j] = path_price(oracle_from[j], marks[i, j], step, n_steps)
+            bp[j] = path_price(book_from[j], book_end[j], step, n_steps)
+        # 1. The legs of every listed account below its requirement at the sub-step's oracles.
+        n_legs = 0
+        for k in range(n):
+            a = idx[k]
+            eq, req = _account_margin(
+                coll, size, entry, sub, mmr_mult, i, a, mmr, floors, rates, cums, base_mmr
+            )
+            if not (req > 0.0 and eq < req):
+                continue  # not yet on the path, never, or a slice brought it back
+            if (
+                with_vault
+                and eq >= 0.0
+                and eq < HL_BACKSTOP_FRACTION_OF_MM * req
+                and vault_takeover_cross(vault, i, eq, size, a, sub[i], mmr)
+            ):
+                notional = 0.0
+                for j in range(n_mk):
+                    notional += abs(size[i, a, j]) * sub[i, j]
+                    size[i, a, j] = 0.0
+                record_takeover(ev, i, notional)  # the account's equity went with it
+                coll[i, a] = 0.0
+                continue
+            backstop = mode == LIQ_BITMEX or (mode == LIQ_BINANCE and eq < 0.0)
+            if mode == LIQ_HYPERLIQUID:
+                backstop = eq < HL_BACKSTOP_FRACTION_OF_MM * req
+            may_slice = mode == LIQ_HYPERLIQUID and not backstop and cool_until[k] <= step
+            sliced = False
+            for j in range(n_mk):
+                q = size[i, a, j]
+                if q == 0.0:
+                    continue
+                o = n_legs
+                n_legs += 1
+                leg_k[o] = k
+                leg_j[o] = j
+                alloc[o] = _leg_collateral(
+                    coll, size, entry, sub, mmr_mult, i, a, j, req, mmr, floors, rates, cums,
+                    base_mmr,
+                )  # fmt: skip
+                s = 1.0 if q > 0.0 else -1.0
+                side[o] = s
+                abs_q = abs(q)
+                close[o] = abs_q
+                takeover[o] = backstop
+                deficient[o] = eq < 0.0
+                refused[o] = False
+                adl_close[o] = 0.0
+                need[o] = 0.0
+                paid[o] = 0.0
+                fee[o] = 0.0
+                bad[o] = 0.0
+                # The leg's bankruptcy price: its apportioned collateral is gone there.
+                limit[o] = -s * np.inf if backstop else entry[i, a, j] - alloc[o] / q
+                if may_slice and abs_q * sub[i, j] > HL_SLICE_THRESHOLD_USD:
+                    part = HL_SLICE_FRACTION * abs_q
+                    close[o] = part if part > 0.0 else abs_q
+                    sliced = True
+            if sliced:
+                cool_until[k] = step + cooldown
+        if n_legs == 0:
+            continue
+
+        # 2. Each market's orders priced together on its book; Hyperliquid's market orders
+        #    fill no worse than their leg's bankruptcy price (one pass: a refused order is not
+        #    re-admitted). Without ADL a deficient account's order is not refused.
+        _price_legs(n_legs, leg_j, side, close, refused, bp, depth, max_impact, sells, buys,
+                    sell_px, buy_px, price)  # fmt: skip
+        if mode == LIQ_HYPERLIQUID:
+            cut = False
+            for o in range(n_legs):
+                may_refuse = not takeover[o] and (adl_on or not deficient[o])
+                if may_refuse and side[o] * (price[o] - limit[o]) < 0.0:
+                    refused[o] = True
+                    cut = True
+            if cut:
+                _price_legs(n_legs, leg_j, side, close, refused, bp, depth, max_impact, sells,
+                            buys, sell_px, buy_px, price)  # fmt: skip
+        for j in range(n_mk):
+            flow[i, j, 0] += sells[j]
+            flow[i, j, 1] += buys[j]
+
+        # 3. Fills: a fee capped by the surplus (its fund share to the leg's pot), or under a
+        #    takeover the whole surplus; a fill past bankruptcy is a shortfall.
+        for g in range(n_pots):
+            pot_income[g] = 0.0
+        for o in range(n_legs):
+            if refused[o]:
+                continue
+            a = idx[leg_k[o]]
+            j = leg_j[o]
+            q = size[i, a, j]
+            e = entry[i, a, j]
+            if takeover[o]:
+                raw = side[o] * (close[o] * price[o] - _bankruptcy_value(alloc[o], q, e, close[o]))
+                fee[o] = max(raw, 0.0)
+                bad[o] = max(-raw, 0.0)
+                got = fee[o]
+            else:
+                delta = _insurance_fund_delta(alloc[o], q, e, close[o], price[o], fee_rate)
+                fee[o] = max(delta, 0.0)
+                bad[o] = max(-delta, 0.0)
+                got = fee[o] * fund_share
+                rewards += fee[o] - got
+            income += got
+            income_shorts += got if q < 0.0 else 0.0
+            fees += fee[o]
+            market_income[j] += got
+            pot_income[fund_group[j]] += got
+
+        # 4. The pots: this sub-step's income first, then each leg's shortfall in leg order
+        #    from its market's pot, within what its market's cap has left this tick.
+        if fund_on:
+            for g in range(n_pots):
+                available[g] += pot_income[g]
+        for o in range(n_legs):
+            if bad[o] > 0.0:
+                j = leg_j[o]
+                g = fund_group[j]
+                paid[o] = min(max(available[g], 0.0), min(bad[o], cap_left[j]))
+                available[g] -= paid[o]
+                cap_left[j] -= paid[o]
+
+        # 5. ADL of what the pots did not cover, per market; a refused order of an account
+        #    below zero equity is deleveraged whole.
+        if adl_on:
+            any_need = False
+            for o in range(n_legs):
+                if refused[o]:
+                    if deficient[o]:
+                        need[o] = abs(size[i, idx[leg_k[o]], leg_j[o]])
+                else:
+                    covered = paid[o] / bad[o] if bad[o] > 0.0 else 1.0
+                    need[o] = (1.0 - covered) * close[o]
+                any_need = any_need or need[o] > 0.0
+            if any_need:
+                is_liq = _listed_mask(is_liq, n_acc, idx)
+                for j in range(n_mk):
+                    _deleverage_market(
+                        i, j, coll, size, entry, sub, idx, leg_k[:n_legs], leg_j[:n_legs],
+                        alloc[:n_legs], is_liq, side[:n_legs], need[:n_legs],
+                        adl_close[:n_legs], ev, adl_policy, market_adl_volume,
+                        market_adl_haircut,
+                    )  # fmt: skip
+
+        # 6. Fills and deleveraged closes on the legs; each book's side to the counterparty;
+        #    what neither a pot nor ADL covered is its market's loss.
+        for j in range(n_mk):
+            loss_m[j] = 0.0
+        for o in range(n_legs):
+            if refused[o] and not deficient[o]:
+                continue  # a solvent account waits for the next check
+            a = idx[leg_k[o]]
+            j = leg_j[o]
+            m = sub[i, j]
+            s = side[o]
+            q = size[i, a, j]
+            e = entry[i, a, j]
+            col = 0 if s > 0.0 else 1
+            if refused[o]:
+                book_close = need[o] - adl_close[o] if adl_on else 0.0
+                raw = s * (book_close * price[o] - _bankruptcy_value(alloc[o], q, e, book_close))
+                book_bad = max(-raw, 0.0)
+                fund_paid = 0.0
+                socialized = book_bad
+                flow[i, j, col] += book_close * bp[j]
+                below[leg_k[o]] = True
+            else:
+                book_close = close[o] - adl_close[o]
+                flow[i, j, col] = max(flow[i, j, col] - adl_close[o] * bp[j], 0.0)
+                book_bad = bad[o] * (1.0 - adl_close[o] / close[o])
+                fund_paid = min(paid[o], book_bad)
+                back = paid[o] - fund_paid  # ADL placed it: the pot keeps it
+                available[fund_group[j]] += back
+                cap_left[j] += back
+                socialized = max(book_bad - fund_paid, 0.0)
+                below[leg_k[o]] = below[leg_k[o]] or bad[o] > 0.0
+            adl_quote = _bankruptcy_value(alloc[o], q, e, adl_close[o])
+            if adl_policy == ADL_HYPERLIQUID and adl_close[o] > 0.0:
+                if not refused[o]:
+                    overshoot += (
+                        _mark_overshoot(adl_close[o], bad[o] - paid[o], s * (m - price[o])) * m
+                    )
+                at_mark = adl_close[o] * m
+                deficit = max(s * (adl_quote - at_mark), 0.0)
+                book_bad += deficit
+                socialized += deficit
+                adl_quote = at_mark
+            coll[i, a] = (
+                coll[i, a]
+                + s * book_close * (price[o] - e)
+                + s * (adl_quote - adl_close[o] * e)
+                - fee[o]
+                + fund_paid
+                + socialized
+            )
+            size[i, a, j] = q - s * (book_close + adl_close[o])
+            cp_size[i, j] += s * book_close
+            cp_quote += s * book_close * price[o]
+            volume += book_close * price[o] + abs(adl_quote)
+            bad_debt += book_bad
+            shortfall += fund_paid
+            market_paid[j] += fund_paid
+            loss_m[j] += socialized
+
+        # 7. Socialisation per market, then the exchange absorbs the rest.
+        for j in range(n_mk):
+            if loss_m[j] > 0.0 and social_on:
+                is_liq = _listed_mask(is_liq, n_acc, idx)
+                got = _socialize_market(
+                    i, j, coll, size, entry, sub, is_liq, loss_m[j], socialization
+                )
+                charged_total += got
+                unrecovered_total += loss_m[j] - got
+                market_socialized[j] += got
+                market_unrecovered[j] += loss_m[j] - got
+            elif loss_m[j] > 0.0:
+                unrecovered_total += loss_m[j]
+                market_unrecovered[j] += loss_m[j]
+
+    cp_cash[i] -= cp_quote
+    liquidator_rewards[i] += rewards
+    unrecovered[i] += unrecovered_total
+    sell = 0.0
+    buy = 0.0
+    for j in range(n_mk):
+        sell += flow[i, j, 0]
+        buy += flow[i, j, 1]
+    ev[i, EV_LIQUIDATION_SELL] = sell
+    ev[i, EV_LIQUIDATION_BUY] = buy
+    ev[i, EV_SOCIALIZED_LOSS] = charged_total
+    ev[i, EV_UNRECOVERED] = unrecovered_total
+    n_below = 0
+    for k in range(n):
+        n_below += below[k]
+    _record_orders(
+        ev, i, volume, fees, income, income_shorts, rewards, bad_debt, shortfall, overshoot, n_below
+    )
+
+
+@jit(error_model="numpy", inline="always")
+def _price_legs(  # type: ignore[no-untyped-def]
+    n_legs, leg_j, side, close, refused, bp, depth, max_impact, sells, buys, sell_px, buy_px,
+    price,
+):  # fmt: skip
+    """Each market's sells and buys at its book (the legs not refused), and each leg's fill.
+
+    A market's sells fill together at the square-root book's average price for their summed
+    notional, its buys likewise (:func:`~fundgym.envs.core.impact.book_price`).
+    """
+    n_mk = bp.shape[0]
+    for j in range(n_mk):
+        sells[j] = 0.0
+        buys[j] = 0.0
+    for o in range(n_legs):
+        if not refused[o]:
+            usd = close[o] * bp[leg_j[o]]
+            if side[o] > 0.0:
+                sells[leg_j[o]] += usd
+            else:
+                buys[leg_j[o]] += usd
+    for j in range(n_mk):
+        sell_px[j] = book_price(bp[j], sells[j], depth[j], max_impact[j], -1.0)
+        buy_px[j] = book_price(bp[j], buys[j], depth[j], max_impact[j], 1.0)
+    for o in range(n_legs):
+        price[o] = sell_px[leg_j[o]] if side[o] > 0.0 else buy_px[leg_j[o]]
