@@ -171,6 +171,8 @@ MARKET_STEP_EVENTS: tuple[str, ...] = (
     "liquidation_volume_usd",
     "adl_volume_usd",
     "shortfall_usd",
+    "vault_takeovers",
+    "vault_takeover_usd",
 )
 
 
@@ -188,7 +190,8 @@ def record_market_episodes(
     rule, tiers and fund size (:func:`~fundgym.agents.evaluate.markets_policy.market_risk`),
     episode ``i`` seeded ``seed + i``, to the scenario's horizon (no insolvency end across
     markets). ``steps`` are per tick: ``fund_balance_usd`` (after the tick), the collateral
-    seized and its depeg loss, and :data:`MARKET_STEP_EVENTS`. ``simulator_kw`` go to the
+    seized and its depeg loss, the vault's PnL (``vault_pnl_usd``, its equity less its
+    capital), and :data:`MARKET_STEP_EVENTS`. ``simulator_kw`` go to the
     simulator (``collateral_price``, ``fund_mode``).
     """
     spec = market_risk(policy)
@@ -208,6 +211,7 @@ def record_market_episodes(
     steps_all["fund_balance_usd"] = fund
     steps_all["collateral_seized_usd"] = res.collateral_seized_usd
     steps_all["collateral_depeg_loss_usd"] = res.collateral_depeg_loss_usd
+    steps_all["vault_pnl_usd"] = res.vault_equity_usd - res.vault_capital_usd[None, :]
     return [
         EpisodeOutcome(
             policy=policy,
@@ -216,7 +220,7 @@ def record_market_episodes(
             seed=seed + i,
             initial_open_interest_usd=float(res.initial_open_interest_usd[i].sum()),
             initial_fund_usd=float(res.initial_fund_usd[i].sum()),
-            initial_vault_usd=0.0,
+            initial_vault_usd=float(res.vault_capital_usd[i]),
             steps={k: np.asarray(v[:, i], dtype=np.float64).copy() for k, v in steps_all.items()},
             terminated=False,
         )
@@ -931,17 +935,57 @@ _BINANCE_OCT_10_SOURCE = (
 )
 
 
-def _market_checks() -> tuple[Check, ...]:
-    """Issue 17's 10 Oct lines that run today: Binance's shared fund and collateral pricing.
+def adl_share_of_oi(episodes: Sequence[EpisodeOutcome]) -> Measurement:
+    """Deleveraged notional over the episode / open interest at its start, mean over episodes."""
+    return _over_starting_oi(episodes, lambda e: e.total("adl_volume_usd"))
 
-    ``oct_10_2025_multi`` on the multi-market simulator (:func:`record_market_episodes`),
-    Binance's levers, ADL rule, tiers and 4.5% fund, its engine as
+
+_HYPERLIQUID_OCT_10_SOURCE = (
+    "Hyperliquid, 10 Oct 2025: $2.10B auto-deleveraged over 162 tickers in 11 minutes against "
+    "$13.8B of open interest (about 15%); HLP (about $300M) earned about $40M; 302 of 63,637 "
+    "liquidations (0.5%) ended below zero equity [S76-S78]"
+)
+
+
+def _market_checks() -> tuple[Check, ...]:
+    """Issue 17's 10 Oct lines: Hyperliquid's engine, vault and ADL; Binance's fund and collateral.
+
+    ``oct_10_2025_multi`` on the multi-market simulator (:func:`record_market_episodes`).
+    Hyperliquid: its levers, queue ADL at the mark, no fund and the HLP vault at 2.2% of OI,
+    its engine across markets (:mod:`fundgym.envs.core.venue_cross`). Binance: its levers, ADL
+    rule, tiers and 4.5% fund, its engine as
     :func:`~fundgym.envs.markets_simulator.engine_risk` runs it across markets, collateral
-    marked on the venue's own book. Hyperliquid's lines (ADL share, HLP's PnL, fills past
-    bankruptcy) need its engine and vault across markets, which are not built.
+    marked on the venue's own book.
     """
     scenario = "oct_10_2025_multi"
     return (
+        Check(
+            name="adl_share_hyperliquid_oct_10_2025_multi",
+            scenario=scenario,
+            policy="static:hyperliquid",
+            measures="notional deleveraged across nine markets / starting open interest (mean)",
+            target=Target(low=0.05, high=0.30),
+            source=_HYPERLIQUID_OCT_10_SOURCE,
+            measure=adl_share_of_oi,
+        ),
+        Check(
+            name="vault_pnl_hyperliquid_oct_10_2025_multi",
+            scenario=scenario,
+            policy="static:hyperliquid",
+            measures="HLP vault's PnL at the episode's end / its starting capital (mean): positive",
+            target=Target(low=0.0),
+            source=_HYPERLIQUID_OCT_10_SOURCE,
+            measure=vault_pnl,
+        ),
+        Check(
+            name="below_bankruptcy_hyperliquid_oct_10_2025_multi",
+            scenario=scenario,
+            policy="static:hyperliquid",
+            measures="share of liquidation orders filled past bankruptcy across markets (pooled)",
+            target=Target(high=0.02),
+            source=_HYPERLIQUID_OCT_10_SOURCE,
+            measure=below_bankruptcy_share,
+        ),
         Check(
             name="fund_drawdown_binance_oct_10_2025_multi",
             scenario=scenario,
