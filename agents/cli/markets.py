@@ -64,7 +64,9 @@ filled below bankruptcy, the collateral-depeg loss of seized assets, the fund's 
 it, the notional deleveraged and the loss socialised in it, and the drawdown of the pot that
 backs it: under a shared fund, an alt's bad debt is paid
 out of what backs BTC and ETH (contagion); segmented, it stays in the alt's pot and what the
-pot cannot pay goes to ADL of the alt's own winners.
+pot cannot pay goes to ADL of the alt's own winners. With a backstop vault (a preset that runs
+one, e.g. static:hyperliquid, whose HLP takes accounts below 2/3 of their requirement over with
+every leg): its capital, its PnL at the end and the accounts it took over.
 
 --out DIR (optional) receives markets.csv (one row per configuration and episode),
 per_market.csv (one row per configuration, episode and market), markets.md (the tables),
@@ -363,6 +365,10 @@ def _rows(
                     "worst_pot_drawdown_frac": float(tot["fund_drawdown_frac"][e].max()),
                     "open_interest_start_usd": oi0,
                     "open_interest_change_frac": float(tot["open_interest_end_usd"][e]) / oi0 - 1.0,
+                    "vault_capital_usd": float(res.vault_capital_usd[e]),
+                    "vault_pnl_usd": float(tot["vault_pnl_usd"][e]),
+                    "vault_takeovers": float(tot["vault_takeovers"][e]),
+                    "vault_takeover_usd": float(tot["vault_takeover_usd"][e]),
                 }
             )
             for m, name in enumerate(res.market_names):
@@ -446,6 +452,24 @@ def _tables(
             f"{_usd(_mean(rows, c, 'fund_mean_usd'))} | "
             f"{_mean(rows, c, 'worst_pot_drawdown_frac'):.1%} |"
         )
+    if any(r["vault_capital_usd"] > 0.0 for r in rows):
+        lines += [
+            "",
+            "The backstop vault: its PnL at the end against its capital, and the accounts it "
+            "took over (with every leg).",
+            "",
+            "| configuration | vault capital | vault PnL | of capital | takeovers | taken over |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for c in configs:
+            capital = _mean(rows, c, "vault_capital_usd")
+            pnl = _mean(rows, c, "vault_pnl_usd")
+            share = f"{pnl / capital:+.1%}" if capital > 0.0 else "n/a"
+            lines.append(
+                f"| {c} | {_usd(capital)} | {_usd(pnl)} | {share} | "
+                f"{_mean(rows, c, 'vault_takeovers'):.1f} | "
+                f"{_usd(_mean(rows, c, 'vault_takeover_usd'))} |"
+            )
     lines += [
         "",
         "Per market: what the fund paid toward the market's shortfalls, the notional "

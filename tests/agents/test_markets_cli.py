@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,26 @@ def test_a_venue_presets_levers_and_adl_rule_run_under_the_partial_engine(
     out = capsys.readouterr().out
     assert "fund 0.00% of OI" in out and "Hyperliquid-like" in out
     assert "liquidation_mode partial" in out
+
+
+def test_hyperliquids_engine_and_vault_run_across_markets_and_are_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """static:hyperliquid whole: its engine and HLP vault, reported in a table and the CSV."""
+    out = tmp_path / "hl"
+    code = main(
+        ["markets", "--policy", "static:hyperliquid", "--fund-mode", "shared", "--episodes",
+         "1", "--accounts", "300", "--no-progress", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "backstop vault 2.20% of open interest" in text
+    assert "| configuration | vault capital | vault PnL | of capital |" in text
+    with (out / "markets.csv").open() as f:
+        row = next(csv.DictReader(f))
+    capital = float(row["vault_capital_usd"])
+    assert capital == pytest.approx(0.022 * float(row["open_interest_start_usd"]), rel=1e-5)
+    assert math.isfinite(float(row["vault_pnl_usd"])) and float(row["vault_takeovers"]) >= 0.0
 
 
 @pytest.mark.parametrize(
