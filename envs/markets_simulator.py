@@ -138,6 +138,8 @@ class MarketsResult:
         market_flow_usd: ``(n, E, M, 2)`` each market's liquidation sells and buys.
         fund_usd: ``(n, E, G)`` each pot after the tick: the shared fund's value (``G = 1``)
             or each segment's cash.
+        fund_transfer_usd: ``(n, E, G)`` what each segment lent the other segments' markets
+            that tick, less what it borrowed (zeros when transfers are forbidden or shared).
         collateral_seized_usd, collateral_depeg_loss_usd: ``(n, E)``.
         collateral_price: ``(n, E, K)`` the venue's price of each asset.
         arrivals, exits, trading_fees_usd: ``(n, E)`` the population's.
@@ -166,6 +168,7 @@ class MarketsResult:
     market_unrecovered_usd: FloatArray
     market_flow_usd: FloatArray
     fund_usd: FloatArray
+    fund_transfer_usd: FloatArray
     collateral_seized_usd: FloatArray
     collateral_depeg_loss_usd: FloatArray
     collateral_price: FloatArray
@@ -191,6 +194,7 @@ class MarketsResult:
         unrecovered), and ``user_loss_usd`` that plus the deleveraged notional: the headline
         loss of the one-market evaluation (``agents.evaluate.metrics``). ``fund_drawdown_frac`` is
         ``(E, G)``: each pot's largest fall below its running peak, as a share of that peak.
+        ``fund_transfer_usd`` is what the segments lent one another over the episode.
         ``vault_pnl_usd`` is the backstop vault's equity at the end less its depositors'
         capital (HLP's PnL on 10 Oct 2025: about +$40M on $300M).
         """
@@ -229,6 +233,7 @@ class MarketsResult:
         with np.errstate(invalid="ignore", divide="ignore"):
             fall = np.where(peak > 0.0, (peak - pots) / peak, 0.0)
         out["fund_drawdown_frac"] = fall.max(axis=0)
+        out["fund_transfer_usd"] = np.maximum(self.fund_transfer_usd, 0.0).sum(axis=(0, 2))
         out["fund_start_usd"] = self.initial_fund_usd.sum(axis=1)
         out["fund_end_usd"] = self.fund_usd[-1].sum(axis=1)
         out["open_interest_start_usd"] = self.initial_open_interest_usd.sum(axis=1)
@@ -260,6 +265,9 @@ class MarketsSimulator:
             one per market).
         fund_cap_usd: ``(M,)`` the most the fund pays toward each market per tick (``inf``:
             none; Drift's tier caps).
+        segment_transfer_cap_usd: Segmented: the most the segments may lend one another per
+            tick toward a market's shortfalls its own segment cannot pay, >= 0 (0, the
+            default: transfers forbidden; ``inf``: the segments pool for shortfalls).
         collateral_price: The price the venue marks collateral assets at: ``book``,
             ``index`` or ``redemption``.
         collateral_haircut_frac: ``(K,)`` haircuts in [0, 1) (default: the scenario's
@@ -291,6 +299,7 @@ class MarketsSimulator:
         fund_mode: str = "shared",
         fund_groups: Sequence[int] | None = None,
         fund_cap_usd: Sequence[float] | None = None,
+        segment_transfer_cap_usd: float = 0.0,
         collateral_price: str = "book",
         collateral_haircut_frac: Sequence[float] | None = None,
         market_mmr_mult: Sequence[float] | None = None,
@@ -308,6 +317,17 @@ class MarketsSimulator:
             raise ValueError(f"vault_to_oi_frac must lie in [0, 10], got {vault_to_oi_frac!r}")
         if fund_mode not in FUND_MODES:
             raise ValueError(f"fund_mode must be one of {list(FUND_MODES)}, got {fund_mode!r}")
+        if isinstance(segment_transfer_cap_usd, bool) or not segment_transfer_cap_usd >= 0.0:
+            raise ValueError(
+                "segment_transfer_cap_usd must be >= 0 USD per tick (0: forbidden, inf: "
+                f"pooled), got {segment_transfer_cap_usd!r}"
+            )
+        if segment_transfer_cap_usd > 0.0 and fund_mode != "segmented":
+            raise ValueError(
+                "segment_transfer_cap_usd caps transfers between segments: fund_mode "
+                f"'segmented' only, got fund_mode {fund_mode!r}"
+            )
+        self.segment_transfer_cap_usd = float(segment_transfer_cap_usd)
         if collateral_price not in COLLATERAL_SOURCES:
             raise ValueError(
                 f"collateral_price must be one of {list(COLLATERAL_SOURCES)}, "
@@ -536,6 +556,7 @@ class MarketsSimulator:
                 collateral_haircut=self.haircut,
                 collateral_redemption_price=self.redemption_path[:, t, :],
             )
+        transfer_cap = self.segment_transfer_cap_usd if self.segment_transfer_cap_usd else None
         events = core_step(
             st,
             risk,
@@ -547,6 +568,7 @@ class MarketsSimulator:
             fund_mode=self.fund_mode,
             fund_groups=self.fund_groups if segmented else None,
             fund_cap_usd=None if np.isinf(self.fund_cap_usd).all() else self.fund_cap_usd,
+            fund_transfer_cap_usd=transfer_cap,
             prev_mark=self.prev_oracle if M > 1 else self.prev_oracle[:, 0],
             prev_book_price=self.prev_book if M > 1 else self.prev_book[:, 0],
             **kwargs,
@@ -584,6 +606,9 @@ class MarketsSimulator:
             **{name: _per_market(events, name, M) for name in MARKET_EVENTS},
             "market_flow_usd": flow,
             "fund_usd": self.fund_pots_usd(),
+            "fund_transfer_usd": np.zeros((E, self.n_pots))
+            if events.fund_transfer_usd is None
+            else events.fund_transfer_usd.copy(),
             "collateral_seized_usd": _or_zeros(events.collateral_seized_usd, E),
             "collateral_depeg_loss_usd": _or_zeros(events.collateral_depeg_loss_usd, E),
             "collateral_price": px.copy(),
@@ -696,6 +721,7 @@ class MarketsSimulator:
             market_unrecovered_usd=col("market_unrecovered_usd"),
             market_flow_usd=col("market_flow_usd"),
             fund_usd=col("fund_usd"),
+            fund_transfer_usd=col("fund_transfer_usd"),
             collateral_seized_usd=col("collateral_seized_usd"),
             collateral_depeg_loss_usd=col("collateral_depeg_loss_usd"),
             collateral_price=col("collateral_price"),

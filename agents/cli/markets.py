@@ -130,6 +130,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "order, each >= 0 or inf (Drift's tier caps: 1e8, 1e6, 1e5, 0; default: no cap)",
     )
     p.add_argument(
+        "--segment-transfer-cap-usd",
+        type=float,
+        default=0.0,
+        metavar="USD",
+        help="segmented funds: the most the segments may lend one another per tick toward a "
+        "market's shortfall its own segment cannot pay, >= 0 (default 0: transfers "
+        "forbidden; inf: the segments pool for shortfalls)",
+    )
+    p.add_argument(
         "--collateral-haircut",
         default=None,
         metavar="H,H,...",
@@ -262,12 +271,21 @@ def main(args: argparse.Namespace) -> int:
     groups = _groups(args.fund_groups, scenario)
     mults = _mults(args.market_mmr_mult, scenario)
     caps = _caps(args.fund_cap_usd, scenario)
+    transfer = args.segment_transfer_cap_usd
+    if math.isnan(transfer) or transfer < 0.0:
+        raise UsageError(
+            f"--segment-transfer-cap-usd must be >= 0 USD per tick (or inf), got {transfer}"
+        )
     haircuts = _haircuts(args.collateral_haircut, scenario)
     spec = market_risk(args.policy)
     risk, policy_note = spec.risk, spec.note
     fund_frac = args.fund_frac if spec.fund_to_oi_frac is None else spec.fund_to_oi_frac
     if groups is not None and "segmented" not in modes:
         raise UsageError("--fund-groups applies to --fund-mode segmented, which is not asked for")
+    if transfer > 0.0 and "segmented" not in modes:
+        raise UsageError(
+            "--segment-transfer-cap-usd applies to --fund-mode segmented, which is not asked for"
+        )
     if not scenario.collateral:
         sources = sources[:1]
     out = None if args.out is None else Path(args.out)
@@ -291,6 +309,7 @@ def main(args: argparse.Namespace) -> int:
             collateral_price=source,
             market_mmr_mult=mults,
             fund_cap_usd=caps,
+            segment_transfer_cap_usd=transfer if mode == "segmented" else 0.0,
             collateral_haircut_frac=haircuts,
             seed=seed,
         )
@@ -313,6 +332,7 @@ def main(args: argparse.Namespace) -> int:
                 "fund_groups": groups,
                 "market_mmr_mult": mults,
                 "fund_cap_usd": caps,
+                "segment_transfer_cap_usd": transfer,
                 "collateral_haircut": haircuts,
                 "collateral_prices": sources,
                 "episodes": args.episodes,
@@ -363,6 +383,7 @@ def _rows(
                     "fund_mean_usd": float(fund_mean[e]),
                     "fund_end_usd": float(tot["fund_end_usd"][e]),
                     "worst_pot_drawdown_frac": float(tot["fund_drawdown_frac"][e].max()),
+                    "fund_transfer_usd": float(tot["fund_transfer_usd"][e]),
                     "open_interest_start_usd": oi0,
                     "open_interest_change_frac": float(tot["open_interest_end_usd"][e]) / oi0 - 1.0,
                     "vault_capital_usd": float(res.vault_capital_usd[e]),

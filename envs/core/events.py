@@ -145,6 +145,9 @@ class StepEvents:
             bearers (socialisation runs per market, on that market's own loss): the split
             of ``socialized_loss_usd`` (each row sums to it). Set with
             ``market_fund_paid_usd``.
+        fund_transfer_usd: ``(n_envs, n_segments)`` what each fund segment lent the other
+            segments' legs this tick, less what it borrowed (rows sum to zero): set by a
+            segmented step with a transfer cap above zero (``None`` otherwise).
         market_unrecovered_usd: ``(n_envs, n_markets)`` what each market's legs left to the
             exchange after the fund, ADL and socialisation: the waterfall's part of
             ``unrecovered_usd``. Unrecovered that belongs to no market is left out: the
@@ -293,6 +296,7 @@ class StepEvents:
         "collateral_depeg_loss_usd",
         "collateral_seized_usd",
         "data",
+        "fund_transfer_usd",
         "market_adl_haircut_usd",
         "market_adl_volume_usd",
         "market_flow_usd",
@@ -339,6 +343,7 @@ class StepEvents:
         self.market_flow_usd = market_flow_usd
         self.collateral_seized_usd = collateral_seized_usd
         self.collateral_depeg_loss_usd = collateral_depeg_loss_usd
+        self.fund_transfer_usd: FloatArray | None = None
         self.market_fund_paid_usd: FloatArray | None = None
         self.market_adl_volume_usd: FloatArray | None = None
         self.market_adl_haircut_usd: FloatArray | None = None
@@ -366,7 +371,7 @@ class StepEvents:
             None if seized is None else seized.copy(),
             None if depeg is None else depeg.copy(),
         )
-        for name in _MARKET_FIELDS:
+        for name in (*_MARKET_FIELDS, "fund_transfer_usd"):
             arr = getattr(self, name)
             setattr(out, name, None if arr is None else arr.copy())
         return out

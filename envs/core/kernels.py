@@ -1354,6 +1354,7 @@ def waterfall_cross_kernel(  # type: ignore[no-untyped-def]
     fund_available, fund_group, fund_cap, stages, socialization, adl_policy, book, cp_size,
     cp_cash, liquidator_rewards, unrecovered, ev, flow, market_paid, market_income,
     market_adl_volume, market_adl_haircut, market_socialized, market_unrecovered, liq_idx,
+    transfer_cap, pot_lent,
 ):  # fmt: skip
     """:func:`waterfall_kernel`'s ``partial`` mode over ``M`` markets (cross-margined accounts).
 
@@ -1373,6 +1374,10 @@ def waterfall_cross_kernel(  # type: ignore[no-untyped-def]
     (the kernel never writes a fund). See :func:`_waterfall_cross_one` and
     :mod:`fundgym.envs.core.step` for the rules.
 
+    ``transfer_cap`` ``(E,)`` caps what the pots may lend one another this tick
+    (:func:`lend_between_pots`; 0 forbids it) and ``pot_lent`` ``(E, P)`` (zeroed) receives
+    what each pot sent less what it received: the caller books it out of the pots.
+
     ``market_adl_volume`` / ``market_adl_haircut`` / ``market_socialized`` /
     ``market_unrecovered`` ``(E, M)`` (zeroed) receive each market's share of
     ``EV_ADL_VOLUME`` / ``EV_ADL_HAIRCUT`` / ``EV_SOCIALIZED_LOSS`` / ``EV_UNRECOVERED``,
@@ -1388,22 +1393,23 @@ def waterfall_cross_kernel(  # type: ignore[no-untyped-def]
                 socialization, adl_policy, book[i], cp_size, cp_cash, liquidator_rewards,
                 unrecovered, ev, flow, market_paid[i], market_income[i], market_adl_volume[i],
                 market_adl_haircut[i], market_socialized[i], market_unrecovered[i],
-                liq_idx[i, : int(ev[i, EV_N_LIQUIDATIONS])],
+                liq_idx[i, : int(ev[i, EV_N_LIQUIDATIONS])], transfer_cap[i : i + 1].copy(),
+                pot_lent[i],
             )  # fmt: skip
 
 
 @jit(error_model="numpy", inline="always")
-def _pay_from_pots(paid, owed, leg_j, group, cap, available, n):  # type: ignore[no-untyped-def]
+def _pay_from_pots(paid, owed, leg_j, group, cap_left, available, spent, n):  # type: ignore[no-untyped-def]
     """Pay ``owed[o]`` in leg order, each leg from its market's pot, capped per market.
 
     Leg ``o`` in market ``j`` asks ``min(owed[o], what j's cap has left)`` of pot
     ``group[j]``, which pays it from ``available[group[j]]``, never below zero. A pot counts
-    what its legs asked, so a shortfall it could not pay in full exhausts it for the legs
-    after; with one pot and no cap (``inf``) this is :func:`_pay_in_order`, bit for bit.
-    What a cap or an empty pot refuses stays uncovered (ADL, socialisation, the exchange).
+    what its legs asked (``spent``, zeroed by the caller), so a shortfall it could not pay in
+    full exhausts it for the legs after; with one pot and no cap (``inf``) this is
+    :func:`_pay_in_order`, bit for bit. ``cap_left`` (a copy of the caps) loses what each
+    market was paid. What a cap or an empty pot refuses stays uncovered (ADL,
+    socialisation, the exchange), unless :func:`lend_between_pots` covers it.
     """
-    spent = np.zeros(available.shape[0])
-    cap_left = cap.copy()
     for o in range(n):
         j = leg_j[o]
         g = group[j]
@@ -1411,6 +1417,43 @@ def _pay_from_pots(paid, owed, leg_j, group, cap, available, n):  # type: ignore
         paid[o] = min(max(available[g] - spent[g], 0.0), ask)
         spent[g] += ask
         cap_left[j] -= paid[o]
+
+
+@jit(error_model="numpy", inline="always")
+def lend_between_pots(paid, owed, leg_j, group, cap_left, available, spent, transfer_left, lent, n):  # type: ignore[no-untyped-def]
+    """Cover what each leg's own pot could not from the other pots, within a transfer cap.
+
+    After every pot has paid its own legs (:func:`_pay_from_pots`), leg ``o`` still short
+    (``owed[o] - paid[o]``, within what its market's cap has left) draws from the other pots in
+    pot order, each at most what it has left (``available - spent``), and all of them at most
+    ``transfer_left[0]`` this tick (a segmented fund's cap on transfers between segments; 0
+    forbids them, ``inf`` pools the segments for shortfalls). ``lent[h]`` gains what pot
+    ``h`` sent and loses what it received, so the caller books ``segment -= lent``. With one
+    pot, or a cap of 0, nothing moves.
+    """
+    n_pots = available.shape[0]
+    if n_pots < 2 or not transfer_left[0] > 0.0:
+        return
+    for o in range(n):
+        j = leg_j[o]
+        short = min(owed[o] - paid[o], cap_left[j])
+        if not short > 0.0:
+            continue
+        g = group[j]
+        for h in range(n_pots):
+            if h == g:
+                continue
+            take = min(max(available[h] - spent[h], 0.0), short, transfer_left[0])
+            if take > 0.0:
+                paid[o] += take
+                spent[h] += take
+                lent[h] += take
+                lent[g] -= take
+                cap_left[j] -= take
+                transfer_left[0] -= take
+                short -= take
+            if not (short > 0.0 and transfer_left[0] > 0.0):
+                break
 
 
 @jit(error_model="numpy")
@@ -1445,6 +1488,7 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
     fund_available, fund_group, fund_cap, stages, socialization, adl_policy, book, cp_size,
     cp_cash, liquidator_rewards, unrecovered, ev, flow, market_paid, market_income,
     market_adl_volume, market_adl_haircut, market_socialized, market_unrecovered, idx,
+    transfer_left, lent,
 ):  # fmt: skip
     """The waterfall of exchange ``i`` on its liquidatable cross accounts ``idx`` (in order).
 
@@ -1453,7 +1497,8 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
     with the leg's apportioned collateral (:func:`_leg_collateral`) in place of the
     account's: its fee, shortfall and deleveraged part are priced against the leg's
     bankruptcy price. The fund pays the legs' shortfalls in leg order, each from its
-    market's pot (``fund_group``) and within its market's cap (:func:`_pay_from_pots`); ADL
+    market's pot (``fund_group``) and within its market's cap (:func:`_pay_from_pots`), the
+    other pots lending what it could not within ``transfer_left`` (:func:`lend_between_pots`); ADL
     runs per market (:func:`_deleverage_market`); socialisation per market
     (:func:`_socialize_market`).
 
@@ -1532,8 +1577,13 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
         for g in range(n_pots):
             available[g] = fund_available[g] + pot_income[g]
     paid = np.zeros(n_legs)
+    spent = np.zeros(n_pots)
+    cap_left = fund_cap.copy()
     if not adl_first:
-        _pay_from_pots(paid, bad, leg_j, fund_group, fund_cap, available, n_legs)
+        _pay_from_pots(paid, bad, leg_j, fund_group, cap_left, available, spent, n_legs)
+        lend_between_pots(
+            paid, bad, leg_j, fund_group, cap_left, available, spent, transfer_left, lent, n_legs
+        )
 
     # 3. ADL of what the fund did not cover, market by market, against that market's
     #    opposite positions; its base leaves that market's book flow.
@@ -1556,7 +1606,10 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
         left = np.empty(n_legs)
         for o in range(n_legs):
             left[o] = bad[o] * (1.0 - adl_close[o] / close[o]) if close[o] > 0.0 else bad[o]
-        _pay_from_pots(paid, left, leg_j, fund_group, fund_cap, available, n_legs)
+        _pay_from_pots(paid, left, leg_j, fund_group, cap_left, available, spent, n_legs)
+        lend_between_pots(
+            paid, left, leg_j, fund_group, cap_left, available, spent, transfer_left, lent, n_legs
+        )
 
     # 4. Fills and deleveraged closes on the legs; each market's book side to the
     #    counterparty; what neither the fund nor ADL covered is that market's loss.

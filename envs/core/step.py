@@ -83,7 +83,8 @@ engine") has the formulas and the price choice's failure modes.
 default) pays every market's legs from ``state.fund``. ``fund_mode="segmented"`` pays each
 leg from the cash segment of its market's group (``fund_groups``, market -> segment of
 ``state.fund_segments_usd``), which also earns that market's fee income; a segment never pays
-another group's legs, so a thin alt's crash cannot drain the BTC segment. ``fund_cap_usd``
+another group's legs unless the venue allows transfers (``fund_transfer_cap_usd``, per tick;
+forbidden by default), so a thin alt's crash cannot drain the BTC segment. ``fund_cap_usd``
 (per market, ``inf`` for none; Drift's tier caps) bounds what a market's legs are paid per
 tick, whatever the fund holds. What a cap or an empty segment refuses is uncovered like any
 shortfall: ADL, socialisation, the exchange. Segments or finite caps run the cross path,
@@ -242,11 +243,13 @@ class _FundPots:
             fund, ``state.fund``, as one pot).
         group: ``(M,)`` int64, the pot of each market (zeros when shared).
         cap: ``(E, M)`` the most each market's legs are paid per tick (``inf``: no cap).
+        transfer_cap: ``(E,)`` the most the segments may lend one another per tick (0: none;
+            zeros when shared).
         needs_cross: Whether a one-market state must take the cross path (segments or a
             finite cap; the one-market kernels have neither).
     """
 
-    __slots__ = ("cap", "group", "needs_cross", "segmented")
+    __slots__ = ("cap", "group", "needs_cross", "segmented", "transfer_cap")
 
     def __init__(
         self,
@@ -255,6 +258,7 @@ class _FundPots:
         groups: ArrayLike | None,
         cap_usd: ArrayLike | None,
         fund_available_usd: ArrayLike | None,
+        transfer_cap_usd: ArrayLike | None = None,
     ) -> None:
         n_envs, n_mk, n_seg = state.n_envs, state.n_markets, state.n_fund_segments
         if mode not in _FUND_MODES:
@@ -277,6 +281,20 @@ class _FundPots:
                 )
             self.group = _fund_groups(groups, n_mk, n_seg)
         self.cap = _fund_caps(cap_usd, n_envs, n_mk)
+        self.transfer_cap = np.zeros(n_envs)
+        if transfer_cap_usd is not None:
+            if not self.segmented:
+                raise ValueError(
+                    "fund_transfer_cap_usd caps transfers between segments: fund_mode "
+                    "'segmented' only"
+                )
+            t = np.asarray(transfer_cap_usd, dtype=np.float64)
+            if t.shape not in ((), (n_envs,)) or not (t >= 0.0).all():
+                raise ValueError(
+                    f"fund_transfer_cap_usd must be a number or (n_envs,) = ({n_envs},) of "
+                    f"USD per tick >= 0 (inf: the segments pool), got {transfer_cap_usd!r}"
+                )
+            self.transfer_cap = np.ascontiguousarray(np.broadcast_to(t, (n_envs,)), np.float64)
         self.needs_cross = self.segmented or (
             cap_usd is not None and bool(np.isfinite(self.cap).any())
         )
@@ -457,6 +475,7 @@ def core_step(
     fund_groups: ArrayLike | None = None,
     fund_cap_usd: ArrayLike | None = None,
     market_mmr_mult: ArrayLike | None = None,
+    fund_transfer_cap_usd: ArrayLike | None = None,
 ) -> StepEvents:
     """Mark to market, check margins and liquidate, for every exchange in the batch.
 
@@ -506,6 +525,11 @@ def core_step(
             only (default: one segment per market, which needs ``G = M``).
         fund_cap_usd: ``(M,)`` or ``(E, M)`` the most the fund pays toward each market's
             shortfalls per tick, >= 0 (``inf``, the default, for no cap).
+        fund_transfer_cap_usd: Segmented only: the most the segments may lend one another
+            per tick, a number or ``(E,)``, >= 0 (default ``None``: transfers forbidden;
+            ``inf`` pools the segments for shortfalls). A leg its own segment cannot cover
+            draws from the other segments in segment order (``kernels.lend_between_pots``);
+            ``StepEvents.fund_transfer_usd`` reports what each segment sent, net.
         market_mmr_mult: ``(M,)`` or ``(E, M)`` multiple of each market's maintenance
             requirement, finite and > 0 (default ``None``: ones, today's step bit for bit).
             Market ``j``'s position requires the exchange's requirement (flat ``mmr`` or
@@ -558,9 +582,12 @@ def core_step(
         fund_mode != "shared"
         or fund_groups is not None
         or fund_cap_usd is not None
+        or fund_transfer_cap_usd is not None
         or state.n_fund_segments > 0
     ):
-        pots = _FundPots(state, fund_mode, fund_groups, fund_cap_usd, fund_available_usd)
+        pots = _FundPots(
+            state, fund_mode, fund_groups, fund_cap_usd, fund_available_usd, fund_transfer_cap_usd
+        )
     mmr_mult = None  # checked here; the one-market kernels never read it
     if market_mmr_mult is not None:
         mmr_mult = _mmr_mults(market_mmr_mult, n_envs, state.n_markets)
@@ -872,6 +899,7 @@ def _cross_step(
     market_adl_haircut = np.zeros((n_envs, n_mk))
     market_socialized = np.zeros((n_envs, n_mk))
     market_unrecovered = np.zeros((n_envs, n_mk))
+    pot_lent = np.zeros((n_envs, pot_available.shape[1]))
     sell_px = np.empty((n_envs, n_mk))
     buy_px = np.empty((n_envs, n_mk))
     for j, model in enumerate(impacts):
@@ -888,7 +916,7 @@ def _cross_step(
                 state, params, packed, coll, marks, mmr_mult, book, impacts, tick_minutes,
                 prev_mark, prev_book_price, pot_available, pots, ev, flow, market_paid,
                 market_income, market_adl_volume, market_adl_haircut, market_socialized,
-                market_unrecovered, liq_idx,
+                market_unrecovered, liq_idx, pot_lent,
             )  # fmt: skip
         if with_vault:  # the vault works its inventory after the tick's liquidations
             venue_cross.vault_cross_kernel(
@@ -930,6 +958,8 @@ def _cross_step(
             market_socialized,
             market_unrecovered,
             liq_idx,
+            pots.transfer_cap,
+            pot_lent,
         )
     if collateral is not None:
         _book_back(state, collateral, coll, before)
@@ -939,7 +969,9 @@ def _cross_step(
     ev.market_socialized_usd = market_socialized
     ev.market_unrecovered_usd = market_unrecovered  # the waterfall's; the booking's gap is not
     if pots.segmented:
-        _book_segments(state, ev, pots.group, market_paid, market_income)
+        if (pots.transfer_cap > 0.0).any():
+            ev.fund_transfer_usd = pot_lent
+        _book_segments(state, ev, pots.group, market_paid, market_income, pot_lent)
     else:
         _book_fund(state, ev, fund_px, fund_stressed, alloc)
     return ev
@@ -968,6 +1000,7 @@ def _venue_step(
     market_socialized: FloatArray,
     market_unrecovered: FloatArray,
     liq_idx: np.ndarray[Any, np.dtype[np.int64]],
+    pot_lent: FloatArray,
 ) -> None:
     """Run :func:`~fundgym.envs.core.venue_cross.venue_cross_kernel` for the cross step."""
     n_envs, n_mk = marks.shape
@@ -981,7 +1014,8 @@ def _venue_step(
         params.adl_policy_code, params.liquidation_mode_code, state.counterparty_size,
         state.counterparty_cash_usd, state.liquidator_rewards_usd, state.unrecovered_usd,
         state.vault, ev.data, flow, market_paid, market_income, market_adl_volume,
-        market_adl_haircut, market_socialized, market_unrecovered, liq_idx,
+        market_adl_haircut, market_socialized, market_unrecovered, liq_idx, pots.transfer_cap,
+        pot_lent,
     )  # fmt: skip
 
 
@@ -1014,8 +1048,13 @@ def _book_segments(
     group: IntArray,
     market_paid: FloatArray,
     market_income: FloatArray,
+    pot_lent: FloatArray,
 ) -> None:
     """Book each market's fee income and paid shortfall into its group's segment.
+
+    ``pot_lent`` ``(E, G)`` is what each segment lent the others' legs, net of what it
+    borrowed (:func:`~fundgym.envs.core.kernels.lend_between_pots`): out of the lender, into
+    the borrower, whose market's payments then leave it as its own.
 
     A segment paid at most its cash plus its income (the kernel's pot), so only rounding can
     take it below zero; that sliver is not paid by the segment but booked as unrecovered,
@@ -1024,6 +1063,8 @@ def _book_segments(
     seg = state.fund_segments_usd
     for j in range(group.shape[0]):
         seg[:, group[j]] += market_income[:, j] - market_paid[:, j]
+    if pot_lent.any():
+        seg -= pot_lent
     gap = np.maximum(-seg, 0.0).sum(axis=1)
     if (gap > 0.0).any():
         np.maximum(seg, 0.0, out=seg)

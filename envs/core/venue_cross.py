@@ -34,7 +34,8 @@ below zero: the ADL notional is the whole position of the few accounts that went
 
 * **Fills, fund, ADL, socialisation** per leg and per market as in
   :func:`~fundgym.envs.core.kernels._waterfall_cross_one`: the fund's pots pay each market's
-  legs within its cap (over the whole tick), what they do not cover is deleveraged in that
+  legs within its cap (over the whole tick; segments lend one another within
+  ``transfer_cap``), what they do not cover is deleveraged in that
   market against its counterparties (:func:`~fundgym.envs.core.kernels._deleverage_market`,
   ranked on their cross equity; ``hyperliquid``'s rule closes them at the sub-step's oracle),
   and a refused order of an account below zero equity is deleveraged whole (Hyperliquid's ADL
@@ -71,6 +72,7 @@ from fundgym.envs.core.kernels import (
     _mark_overshoot,
     _record_orders,
     _socialize_market,
+    lend_between_pots,
 )
 from fundgym.envs.core.liquidation import (
     HL_BACKSTOP_FRACTION_OF_MM,
@@ -114,7 +116,7 @@ def venue_cross_kernel(  # type: ignore[no-untyped-def]
     max_impact, tick_seconds, oracle_from, book_from, fund_available, fund_group, fund_cap,
     stages, socialization, adl_policy, mode, cp_size, cp_cash, liquidator_rewards, unrecovered,
     vault, ev, flow, market_paid, market_income, market_adl_volume, market_adl_haircut,
-    market_socialized, market_unrecovered, liq_idx,
+    market_socialized, market_unrecovered, liq_idx, transfer_cap, pot_lent,
 ):  # fmt: skip
     """The venue mode ``mode`` over ``M`` markets for every exchange with a listed account.
 
@@ -122,7 +124,9 @@ def venue_cross_kernel(  # type: ignore[no-untyped-def]
     ``(E, M)`` each market's book at the tick's end, ``depth`` ``(E, M)`` its depth (USD per
     1%), ``max_impact`` ``(M,)`` its book's cap, ``oracle_from`` / ``book_from`` ``(E, M)`` the
     previous tick's oracle and book (not > 0: no previous tick), ``vault`` the vault rows
-    (one inventory column per market). ``flow`` is rewritten with the orders actually sent.
+    (one inventory column per market), ``transfer_cap`` / ``pot_lent`` as
+    :func:`~fundgym.envs.core.kernels.waterfall_cross_kernel`'s (the cap holds over the whole
+    tick). ``flow`` is rewritten with the orders actually sent.
     """
     for i in range(size.shape[0]):
         n = int(ev[i, EV_N_LIQUIDATIONS])
@@ -134,6 +138,7 @@ def venue_cross_kernel(  # type: ignore[no-untyped-def]
                 mode, cp_size, cp_cash, liquidator_rewards, unrecovered, vault, ev, flow,
                 market_paid[i], market_income[i], market_adl_volume[i], market_adl_haircut[i],
                 market_socialized[i], market_unrecovered[i], liq_idx[i, :n],
+                transfer_cap[i : i + 1].copy(), pot_lent[i],
             )  # fmt: skip
 
 
@@ -157,7 +162,7 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
     max_impact, tick_seconds, oracle_from, book_from, fund_available, fund_group, fund_cap,
     stages, socialization, adl_policy, mode, cp_size, cp_cash, liquidator_rewards, unrecovered,
     vault, ev, flow, market_paid, market_income, market_adl_volume, market_adl_haircut,
-    market_socialized, market_unrecovered, idx,
+    market_socialized, market_unrecovered, idx, transfer_left, lent,
 ):  # fmt: skip
     """Exchange ``i``'s sub-steps on its listed accounts ``idx`` (module docstring)."""
     n_acc = size.shape[1]
@@ -208,6 +213,7 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
     buy_px = np.zeros(n_mk)
     loss_m = np.zeros(n_mk)
     pot_income = np.zeros(n_pots)
+    lent_now = np.zeros(n_pots)  # what each pot lent this sub-step (its "spent")
     cooldown = hl_cooldown_substeps()
     volume = 0.0
     fees = 0.0
@@ -346,6 +352,15 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
                 paid[o] = min(max(available[g], 0.0), min(bad[o], cap_left[j]))
                 available[g] -= paid[o]
                 cap_left[j] -= paid[o]
+        if n_pots > 1 and transfer_left[0] > 0.0:  # the other pots lend what one could not
+            for g in range(n_pots):
+                lent_now[g] = 0.0
+            lend_between_pots(
+                paid, bad, leg_j, fund_group, cap_left, available, lent_now, transfer_left,
+                lent, n_legs,
+            )  # fmt: skip
+            for g in range(n_pots):
+                available[g] -= lent_now[g]
 
         # 5. ADL of what the pots did not cover, per market; a refused order of an account
         #    below zero equity is deleveraged whole.

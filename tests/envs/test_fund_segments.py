@@ -41,7 +41,21 @@ ends at ``50,000 - 6,666.67 x 20 - 3,333.33 x 5 + 100,000 = 0``; the fund at 900
 no cap it pays all 150,000 and nobody is deleveraged; with a $0 cap it pays nothing and ADL
 takes all 10,000. The same holds with ALT as the only market (a cap runs the cross path).
 
-**3. Fuzzed books** (hypothesis): ledger conservation, non-negative segments, each segment
+**3. Capped transfers between segments.** Case 1's segments (BTC 1,000, ALT 400) when the
+venue lets a segment lend the others' legs what their own segment could not pay, within a cap
+per tick. Each segment first pays its own legs (ALT 400 to ``X``, BTC 500 to ``Y``); then
+``X``'s leg, 600 short, borrows from BTC's 500 left:
+
+| cap | BTC lends | ``X`` paid | ADL of ``X`` at 90 | segments (BTC, ALT) | ``Q`` after |
+|---|---|---|---|---|---|
+| 0 (forbidden, the default) | 0 | 400 | 60 (5,400) | 500, 0 | 5,600, -140 |
+| 300 | 300 | 700 | 30 (2,700) | 200, 0 | 5,300, -170 |
+| ``inf`` (pooled) | 500 | 900 | 10 (900) | 0, 0 | 5,100, -190 |
+
+``StepEvents.fund_transfer_usd`` is ``[300, -300]`` and ``[500, -500]``: what each segment
+sent, net.
+
+**4. Fuzzed books** (hypothesis): ledger conservation, non-negative segments, each segment
 moved only by its own markets' fee income and payments, and every cap respected.
 """
 
@@ -110,6 +124,44 @@ def test_segmented_fund_keeps_the_alt_loss_in_the_alt_market() -> None:
     assert ev.adl_volume_usd[0] == pytest.approx(5_400.0, rel=1e-12)
     assert ev.shortfall_usd[0] == pytest.approx(900.0, rel=1e-12)
     assert ledger_error(state, MARKS)[0] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("cap", "lent", "adl_base", "segments"),
+    [(300.0, 300.0, 30.0, [200.0, 0.0]), (np.inf, 500.0, 10.0, [0.0, 0.0])],
+)
+def test_a_capped_transfer_lends_the_alt_what_its_segment_could_not_pay(
+    cap: float, lent: float, adl_base: float, segments: list[float]
+) -> None:
+    state = book([X, Y, P, Q], 0.0, [1_000.0, 400.0])
+    ev = core_step(state, PARAMS, MARKS, AT_MARK, fund_mode="segmented", fund_transfer_cap_usd=cap)
+    assert ev.fund_transfer_usd is not None
+    np.testing.assert_allclose(ev.fund_transfer_usd[0], [lent, -lent], rtol=1e-12)
+    assert ev.market_fund_paid_usd is not None
+    np.testing.assert_allclose(ev.market_fund_paid_usd[0], [500.0, 400.0 + lent], rtol=1e-12)
+    np.testing.assert_allclose(state.fund_segments_usd[0], segments, atol=1e-9)
+    assert ev.adl_volume_usd[0] == pytest.approx(adl_base * 90.0, rel=1e-12)
+    np.testing.assert_allclose(state.size[0, 3], [0.0, -200.0 + adl_base], rtol=1e-12)
+    assert state.collateral_usd[0, 3] == pytest.approx(5_000.0 + adl_base * 10.0, rel=1e-12)
+    assert state.collateral_usd[0, 0] == pytest.approx(0.0, abs=1e-9)
+    assert ledger_error(state, MARKS)[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_zero_transfer_cap_is_the_forbidden_default_and_shared_refuses_one() -> None:
+    forbidden = book([X, Y, P, Q], 0.0, [1_000.0, 400.0])
+    zero = book([X, Y, P, Q], 0.0, [1_000.0, 400.0])
+    core_step(forbidden, PARAMS, MARKS, AT_MARK, fund_mode="segmented")
+    ev = core_step(zero, PARAMS, MARKS, AT_MARK, fund_mode="segmented", fund_transfer_cap_usd=0.0)
+    assert ev.fund_transfer_usd is None
+    np.testing.assert_array_equal(zero.fund_segments_usd, forbidden.fund_segments_usd)
+    np.testing.assert_array_equal(zero.collateral_usd, forbidden.collateral_usd)
+    with pytest.raises(ValueError, match="fund_mode 'segmented' only"):
+        core_step(book([X, Y, P, Q], 1_400.0), PARAMS, MARKS, AT_MARK, fund_transfer_cap_usd=1.0)
+    with pytest.raises(ValueError, match="fund_transfer_cap_usd must be"):
+        core_step(
+            book([X, Y, P, Q], 0.0, [1_000.0, 400.0]), PARAMS, MARKS, AT_MARK,
+            fund_mode="segmented", fund_transfer_cap_usd=-1.0,
+        )  # fmt: skip
 
 
 def test_the_btc_segment_is_untouched_by_an_alt_crash_alone() -> None:
@@ -281,7 +333,7 @@ def test_a_rounding_below_zero_is_booked_as_unrecovered() -> None:
     ev = StepEvents.zeros(1)
     paid = np.array([[1.0 + 2.0**-52, 0.0]])
     ev.shortfall_usd = paid.sum(axis=1)
-    _book_segments(state, ev, np.array([0, 1]), paid, np.zeros((1, 2)))
+    _book_segments(state, ev, np.array([0, 1]), paid, np.zeros((1, 2)), np.zeros((1, 2)))
     np.testing.assert_array_equal(state.fund_segments_usd[0], [0.0, 5.0])
     assert state.unrecovered_usd[0] == 2.0**-52 == ev.unrecovered_usd[0]
     assert ev.shortfall_usd[0] == 1.0

@@ -184,6 +184,34 @@ def test_segmented_contains_the_alt_crash_that_a_shared_fund_pays() -> None:
     assert (t_seg["market_fund_paid_usd"][:, alt] <= fee_room).all()
 
 
+def test_capped_transfers_between_segments_cut_the_alts_adl_within_the_cap() -> None:
+    """alt_contagion, segmented: BTC's and ETH's segments lend the alt what its own cannot pay.
+
+    Forbidden (the default), the alt's winners are deleveraged; at $500 a tick they lend at
+    most $500 a tick and less is deleveraged; pooled (``inf``), the fund pays it all.
+    """
+    sc = _short("alt_contagion", 700.0)
+    kw: dict[str, Any] = {"n_envs": 2, "n_accounts": 1_000, "seed": 17, "fund_to_oi_frac": 0.01}
+    runs = {
+        cap: _run(sc, fund_mode="segmented", segment_transfer_cap_usd=cap, **kw)
+        for cap in (0.0, 500.0, np.inf)
+    }
+    adl = {cap: r.totals()["adl_volume_usd"] for cap, r in runs.items()}
+    lent = {cap: r.totals()["fund_transfer_usd"] for cap, r in runs.items()}
+    assert (adl[0.0] > 0.0).all() and (lent[0.0] == 0.0).all()
+    assert (lent[500.0] > 0.0).all() and (adl[500.0] < adl[0.0]).all()
+    assert (adl[np.inf] <= adl[500.0]).all() and (lent[np.inf] >= lent[500.0]).all()
+    capped = runs[500.0].fund_transfer_usd
+    assert (np.maximum(capped, 0.0).sum(axis=2) <= 500.0 + 1e-9).all()  # per tick
+    np.testing.assert_allclose(capped.sum(axis=2), 0.0, atol=1e-9)  # lent = borrowed
+    for r in runs.values():
+        assert r.max_ledger_error_usd < 1e-6 and (r.fund_usd >= 0.0).all()
+    with pytest.raises(ValueError, match="fund_mode 'segmented' only"):
+        MarketsSimulator(sc, segment_transfer_cap_usd=1.0)
+    with pytest.raises(ValueError, match="segment_transfer_cap_usd must be >= 0"):
+        MarketsSimulator(sc, fund_mode="segmented", segment_transfer_cap_usd=-1.0)
+
+
 def test_per_market_cap_limits_what_the_fund_pays_the_alt() -> None:
     sc = _short("alt_contagion", 700.0)  # the alt's crash ends at minute 630
     caps = [np.inf, np.inf, 100.0]  # Drift-like tier: $100 a tick toward the alt

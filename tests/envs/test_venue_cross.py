@@ -30,7 +30,7 @@ No vault and no fund.
 |---|---|---|---|
 | unrealised PnL ``u_j`` | -100 | -50 | equity -100 |
 | requirement | 45 | 47.5 | 92.5 |
-| leg collateral ``w_j x equity - u_j`` | 45/92.5 x -100 + 100 = 51.35 | 47.5/92.5 x -100 + 50 = -1.35 | 50 |
+| leg collateral ``w_j E - u_j`` | 45/92.5 x -100 + 100 = 51.35 | 47.5/92.5 x -100 + 50 = -1.35 | |
 | bankruptcy value of the leg | 1,000 - 51.35 = 948.65 | 1,000 + 1.35 = 1,001.35 | |
 
 Below 2/3 of its requirement with no vault, every leg closes whole with no limit; its fill is
@@ -212,10 +212,11 @@ def test_hyperliquid_across_markets_exchange_e_equals_its_single_twin() -> None:
     mode=st.sampled_from(["hyperliquid", "bitmex"]),
     fund=st.sampled_from(["shared", "segmented"]),
     vault=st.sampled_from([0.0, 0.005, 0.05]),
+    transfer=st.sampled_from([0.0, 50.0, np.inf]),
     seed=st.integers(0, 10_000),
 )
 def test_fuzzed_venue_modes_conserve_money_keep_pots_and_vault_sane(
-    alt_move: float, mode: str, fund: str, vault: float, seed: int
+    alt_move: float, mode: str, fund: str, vault: float, transfer: float, seed: int
 ) -> None:
     data = copy.deepcopy(library_dict("alt_contagion"))
     data["horizon_minutes"] = 120
@@ -229,9 +230,11 @@ def test_fuzzed_venue_modes_conserve_money_keep_pots_and_vault_sane(
     risk = dataclasses.replace(HL, liquidation_mode=mode)
     res = MarketsSimulator(
         sc, risk, n_envs=2, n_accounts=200, fund_to_oi_frac=0.005, vault_to_oi_frac=vault,
-        fund_mode=fund, seed=seed,
+        fund_mode=fund, segment_transfer_cap_usd=transfer if fund == "segmented" else 0.0,
+        seed=seed,
     ).run()  # fmt: skip
     assert res.max_ledger_error_usd < 1e-5  # the simulator also raises on any tick above it
     assert (res.fund_usd >= 0.0).all()
     assert np.isfinite(res.events).all() and np.isfinite(res.vault_equity_usd).all()
     assert (res.vault_equity_usd >= -1e-9).all()  # a vault below zero is closed, its loss passed on
+    np.testing.assert_allclose(res.fund_transfer_usd.sum(axis=2), 0.0, atol=1e-9)
