@@ -16,8 +16,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from fundgym.envs.controls import allocation_weights
 from fundgym.envs.core.params import RiskParams
 from fundgym.envs.core.step import margin_state
+from fundgym.envs.fund.portfolio import BUCKETS
 from fundgym.envs.levers import LEVERS, MARKET_LEVERS, Lever
 from fundgym.envs.market.price import MINUTES_PER_YEAR
 from fundgym.envs.markets_simulator import MarketsPopulation, MarketsSimulator
@@ -33,6 +35,9 @@ EXCHANGE_LEVERS: tuple[str, ...] = (
     "liquidation_fee_fund_share",
     "trading_fee_fund_share",
 )
+#: The shared fund's allocation logits (weights = softmax(3 x logits)), after the exchange
+#: levers when the fund is shared; a segmented fund's segments are cash and have none.
+ALLOCATION_LEVERS: tuple[str, ...] = tuple(f"alloc_{bucket}" for bucket in BUCKETS)
 #: The per-market levers, one action coordinate per market each, after the exchange's.
 PER_MARKET_LEVERS: tuple[str, ...] = tuple(MARKET_LEVERS)
 #: The exchange block of the observation (then one :data:`MARKET_OBS` block per market).
@@ -46,6 +51,7 @@ EXCHANGE_OBS: tuple[str, ...] = (
     "user_loss_per_mille_oi",
     "episode_progress",
     *(f"param_{name}" for name in EXCHANGE_LEVERS),
+    *(f"fund_weight_{bucket}" for bucket in BUCKETS),
 )
 #: One market's block.
 MARKET_OBS: tuple[str, ...] = (
@@ -72,29 +78,38 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     thin alts; ``docs/markets.md``). Cross-margined accounts hold positions in several markets
     against one balance, some in collateral assets that can depeg; one insurance fund backs
     every market, or one per market (``fund_mode``). Each decision the desk sets the exchange's
-    liquidation fee and the shares of fees paid into the fund, each market's margin as a
-    multiple of the exchange's and each market's open-interest cap; the exchange then runs
+    liquidation fee and the shares of fees paid into the fund, the shared fund's allocation
+    (stable, yield, the listed asset ``fund_asset`` itself, puts on it), each market's margin
+    as a multiple of the exchange's and each market's open-interest cap; the exchange then runs
     ``decision_minutes`` of the scenario.
 
     ## Action Space
 
-    A ``Box(-1, 1, (3 + 2 M,), float32)``: the levers' positions, mapped onto their action
+    A ``Box(-1, 1, (K + 2 M,), float32)``: the levers' positions, mapped onto their action
     ranges by the lever registry (:data:`fundgym.envs.levers.LEVERS` and ``MARKET_LEVERS``).
+    ``K = 7`` with a shared fund (three exchange levers and four allocation logits), ``K = 3``
+    with a segmented one (its segments are cash).
 
     | Num | Lever | Range | Scale |
     |-----|-------|-------|-------|
     | 0 | liquidation_fee_rate | 0.1% .. 3% of notional | log |
     | 1 | liquidation_fee_fund_share | 0 .. 1 | lin |
     | 2 | trading_fee_fund_share | 0 .. 1 | lin |
-    | 3 .. 3+M-1 | market_mmr_mult of market 0 .. M-1 | 0.5 .. 4 x the exchange's margin | log |
-    | 3+M .. 3+2M-1 | market_oi_cap_frac of market 0 .. M-1 | 0.25 .. 4 x its starting OI | log |
+    | 3-6 (shared) | alloc_stable/yield/volatile/hedge | logits: softmax(3 x logits) | lin |
+    | K .. K+M-1 | market_mmr_mult of market 0 .. M-1 | 0.5 .. 4 x the exchange's margin | log |
+    | K+M .. K+2M-1 | market_oi_cap_frac of market 0 .. M-1 | 0.25 .. 4 x its starting OI | log |
+
+    The fund is rebalanced toward the allocation when the weights move by more than
+    ``rebalance_threshold`` (L1, 0.02), at the fund asset's index: its ``volatile`` bucket is
+    units of that market's asset (wrong-way risk: it falls in the crash the fund pays for), its
+    ``hedge`` bucket puts on it; rebalancing pays fees, spreads and slippage.
 
     An OI cap refuses new positions that would lift the market's open interest above it; the
     default, 4x (position +1), never binds in a day's crash, and position 0 is a cap at 1x.
 
     ## Observation Space
 
-    A ``Box(-10, 10, (11 + 8 M,), float32)``: the exchange block, then one block per market.
+    A ``Box(-10, 10, (15 + 8 M,), float32)``: the exchange block, then one block per market.
 
     | Num | Observation | Scaling |
     |-----|-------------|---------|
@@ -107,14 +122,15 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     | 6 | user loss (socialised, unrecovered, deleveraged), last decision | per mille of OI |
     | 7 | episode progress | fraction |
     | 8-10 | the exchange levers in force | action units |
-    | 11 + 8m | market m: log(its one-day volatility / its usual volatility) | log ratio |
-    | 12 + 8m | market m: book depth / normal | fraction |
-    | 13 + 8m | market m: its share of open interest | fraction |
-    | 14 + 8m | market m: long/short skew | (L - S) / (L + S) |
-    | 15 + 8m | market m: share of its OI held by accounts near liquidation | fraction |
-    | 16 + 8m | market m: drawdown from its recent peak | fraction |
-    | 17 + 8m | market m: its margin multiple in force | action units |
-    | 18 + 8m | market m: its OI cap in force | action units |
+    | 11-14 | the fund's weights: stable, yield, volatile, hedge (segmented: 1, 0, 0, 0) | share |
+    | 15 + 8m | market m: log(its one-day volatility / its usual volatility) | log ratio |
+    | 16 + 8m | market m: book depth / normal | fraction |
+    | 17 + 8m | market m: its share of open interest | fraction |
+    | 18 + 8m | market m: long/short skew | (L - S) / (L + S) |
+    | 19 + 8m | market m: share of its OI held by accounts near liquidation | fraction |
+    | 20 + 8m | market m: drawdown from its recent peak | fraction |
+    | 21 + 8m | market m: its margin multiple in force | action units |
+    | 22 + 8m | market m: its OI cap in force | action units |
 
     ## Rewards
 
@@ -146,7 +162,13 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     ``scenario`` (name, path or :class:`Scenario`, default ``alt_contagion``), ``n_accounts``,
     ``decision_minutes`` (10), ``fund_mode`` (``shared`` or ``segmented``), ``fund_groups``,
     ``collateral_price`` (``book``, ``index``, ``redemption``), ``fund_to_oi_frac``,
-    ``markets_population``, ``reward`` (:class:`RewardWeights`).
+    ``fund_asset`` (the market whose asset and puts the fund can hold, default market 0),
+    ``rebalance_threshold`` (0.02), ``markets_population``, ``reward`` (:class:`RewardWeights`).
+
+    ## Version History
+
+    * v0, issue 17: the shared fund's allocation in the action (four logits after the exchange
+      levers) and its weights in the observation (after the exchange levers in force).
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 (Gymnasium's convention)
@@ -161,6 +183,8 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         fund_groups: Sequence[int] | None = None,
         collateral_price: str = "book",
         fund_to_oi_frac: float = 0.02,
+        fund_asset: str | int = 0,
+        rebalance_threshold: float = 0.02,
         markets_population: MarketsPopulation | None = None,
         reward: RewardWeights | None = None,
     ) -> None:
@@ -173,6 +197,9 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         self.scenario = sc
         self.ticks_per_decision = max(1, round(decision_minutes / sc.tick_minutes))
         self.decision_minutes = self.ticks_per_decision * sc.tick_minutes
+        if not (np.isfinite(rebalance_threshold) and 0.0 <= rebalance_threshold <= 2.0):
+            raise ValueError(f"rebalance_threshold must lie in [0, 2], got {rebalance_threshold!r}")
+        self.rebalance_threshold = float(rebalance_threshold)
         self.weights = reward or RewardWeights()
         self.n_markets = sc.n_markets
         self.sim = MarketsSimulator(
@@ -182,10 +209,12 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             fund_groups=fund_groups,
             collateral_price=collateral_price,
             fund_to_oi_frac=fund_to_oi_frac,
+            fund_asset=fund_asset,
             markets_population=markets_population,
         )
+        self.exchange_levers = EXCHANGE_LEVERS + (ALLOCATION_LEVERS if self._shared else ())
         self.levers: tuple[Lever, ...] = (
-            *(LEVERS[name] for name in EXCHANGE_LEVERS),
+            *(LEVERS[name] for name in self.exchange_levers),
             *(MARKET_LEVERS[name] for name in PER_MARKET_LEVERS for _ in range(self.n_markets)),
         )
         n_act = len(self.levers)
@@ -196,6 +225,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             [float(lever.to_position(lever.default)) for lever in self.levers]
         )
         self.positions = self._default_positions.copy()
+        self.alloc_target = np.array([1.0, 0.0, 0.0, 0.0])
         self._last_loss_usd = 0.0
 
     # ---- layouts ---------------------------------------------------------------------------
@@ -205,7 +235,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         per_market = tuple(
             f"{name}[{m}]" for name in PER_MARKET_LEVERS for m in self.scenario.market_names
         )
-        return (*EXCHANGE_LEVERS, *per_market)
+        return (*self.exchange_levers, *per_market)
 
     def observation_names(self) -> tuple[str, ...]:
         """Each observation coordinate's name, ``name`` or ``name[MARKET]``, in order."""
@@ -220,8 +250,10 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         """A fresh exchange: new paths and book (seeded by ``seed`` or the env's generator)."""
         super().reset(seed=seed)
         episode_seed = int(self.np_random.integers(0, 2**31 - 1))
-        self._apply(self._default_positions.copy())
+        self._apply(self._default_positions.copy(), rebalance=False)  # the book's levers
         self.sim.reset(episode_seed)
+        self.alloc_target = np.array([1.0, 0.0, 0.0, 0.0])  # a reset fund is all stable
+        self._rebalance()
         self._last_loss_usd = 0.0
         self._oi0 = float(self.sim.initial_open_interest_usd.sum())
         self._pots0 = self.sim.initial_fund_usd[0].copy()
@@ -232,16 +264,17 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         a = np.asarray(action, dtype=np.float64)
         if a.shape != self.action_space.shape:
             raise ValueError(
-                f"action must have shape {self.action_space.shape} (3 exchange levers, then "
-                f"each per-market lever for every market), got {a.shape}"
+                f"action must have shape {self.action_space.shape} ({len(self.exchange_levers)} "
+                "exchange levers, then each per-market lever for every market), got "
+                f"{a.shape}"
             )
         if not np.isfinite(a).all():
             raise ValueError(f"action must be finite, got {a.tolist()}")
         new = np.clip(a, -1.0, 1.0)
         change = float(np.abs(new - self.positions).sum())
-        self._apply(new)
         sim = self.sim
-        ext_before = float(sim.state.fund.external_pnl_usd[0])
+        ext_before = float(sim.state.fund.external_pnl_usd[0])  # the rebalance's costs count
+        self._apply(new)
         sums: dict[str, float] = {}
         paid = np.zeros(self.n_markets)
         adl = np.zeros(self.n_markets)
@@ -298,6 +331,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             "market_fund_paid_usd": paid,
             "market_adl_volume_usd": adl,
             "levers": self.lever_values(),
+            "fund_weights": sim.fund_weights()[0],
             **sums,
         }
         truncated = sim.done
@@ -312,16 +346,16 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     def lever_values(self) -> dict[str, Any]:
         """The levers in force in natural units (per-market ones as ``(M,)`` arrays)."""
         out: dict[str, Any] = {}
-        for i, name in enumerate(EXCHANGE_LEVERS):
+        for i, name in enumerate(self.exchange_levers):
             out[name] = float(self.levers[i].to_value(self.positions[i]))
-        k = len(EXCHANGE_LEVERS)
+        k = len(self.exchange_levers)
         for j, name in enumerate(PER_MARKET_LEVERS):
             rows = self.positions[k + j * self.n_markets : k + (j + 1) * self.n_markets]
             out[name] = MARKET_LEVERS[name].to_value(rows)
         return out
 
-    def _apply(self, positions: FloatArray) -> None:
-        """Hold ``positions`` and put their levers in force in the simulator."""
+    def _apply(self, positions: FloatArray, rebalance: bool = True) -> None:
+        """Hold ``positions`` and put their levers in force (the allocation if ``rebalance``)."""
         self.positions = positions
         values = self.lever_values()
         # Outside liquidators with capacity are not built across markets: the fee's share not
@@ -330,6 +364,18 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             **{name: values[name] for name in EXCHANGE_LEVERS}, liquidator_capacity_mult=0.0
         )
         self.sim.set_levers(risk, values["market_mmr_mult"], values["market_oi_cap_frac"])
+        if rebalance:
+            self._rebalance()
+
+    def _rebalance(self) -> None:
+        """Move the shared fund toward the allocation in force, when it moved enough to pay."""
+        if not self._shared:
+            return
+        values = self.lever_values()
+        target = allocation_weights(np.array([values[name] for name in ALLOCATION_LEVERS]))
+        if float(np.abs(target - self.alloc_target).sum()) > self.rebalance_threshold:
+            self.sim.set_allocation(target)
+            self.alloc_target = target
 
     def _margin(self, row: dict[str, Any] | None) -> tuple[FloatArray, FloatArray]:
         """Each account's equity and requirement at the last oracle (the engine's view)."""
@@ -374,6 +420,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             1e3 * self._last_loss_usd / self._oi0,
             sim.t / max(self.scenario.n_ticks, 1),
             *self.positions[: len(EXCHANGE_LEVERS)],
+            *sim.fund_weights()[0],
         ]
         q = st.size[0]
         longs = np.where(q > 0.0, q, 0.0).sum(axis=0)
@@ -381,7 +428,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         skew = (longs - shorts) / np.maximum(longs + shorts, 1e-12)
         normal = np.array([sim.normal_depth(m)[0] for m in range(self.n_markets)])
         depth_now = normal if row is None else row["depth"][0]
-        k = len(EXCHANGE_LEVERS)
+        k = len(self.exchange_levers)
         blocks = []
         for m in range(self.n_markets):
             blocks += [

@@ -18,8 +18,11 @@ scenario. One tick, in order:
    near liquidation, leavers, and arrivals per market (:mod:`fundgym.envs.traders.markets`).
    The fund's share of each market's fees goes to the shared fund or to that market's segment.
 4. **Funding**, per market at its own rate and interval.
-5. **Fund**: the shared fund accrues (stable, yield; :func:`~fundgym.envs.fund.portfolio.accrue`
-   at market 0's index). Segments are cash.
+5. **Fund**: the shared fund accrues (:func:`~fundgym.envs.fund.portfolio.accrue`) at the
+   index and volatility of the listed market it holds (``fund_asset``, market 0 by default):
+   its ``volatile`` bucket is units of that market's asset and its ``hedge`` bucket puts on
+   it, so a fund that holds an alt carries the alt's wrong-way risk. :meth:`set_allocation`
+   moves it between the buckets. Segments are cash.
 6. **Margin engine** across markets (:func:`~fundgym.envs.core.step.core_step`): cross
    accounts' requirement summed over markets, every leg priced on its own market's book,
    collateral assets seized and sold at the venue's price less the haircut, the shortfall paid
@@ -34,7 +37,8 @@ Venue modes: ``partial``, ``binance`` (run as the partial waterfall closing ever
 market's oracle and book on a path from the previous tick's. What it does not do yet, compared
 with the one-market tick: ``dydx_v4`` and paid outside liquidators (refused when built), venue
 events, the attacker, the mark cap,
-the fund's allocation and injections, and ordinary volume in the population. It is not
+injections, a fund holding several listed assets (or puts on several) at once, and ordinary
+volume in the population. It is not
 compiled across ticks: each tick is a few compiled calls joined in Python.
 
 Every exchange draws its paths from ``default_rng(seed)`` and its traders from its own streams,
@@ -59,7 +63,13 @@ from fundgym.envs.core.rng import POPULATION_STREAM, BatchStreams
 from fundgym.envs.core.step import core_step
 from fundgym.envs.core.trading import apply_funding
 from fundgym.envs.core.vault import V_ACTIVE, V_CAPITAL, V_CASH, V_PEAK, inventory_column
-from fundgym.envs.fund.portfolio import AllocationParams, FundPortfolio, accrue, receive
+from fundgym.envs.fund.portfolio import (
+    AllocationParams,
+    FundPortfolio,
+    accrue,
+    rebalance,
+    receive,
+)
 from fundgym.envs.levers import MARKET_LEVERS
 from fundgym.envs.market.factor import MarketsPath, draw_markets
 from fundgym.envs.market.kernels import MK_DEPTH_NORMAL
@@ -261,6 +271,12 @@ class MarketsSimulator:
             open interest over every market, in [0, 10] (Hyperliquid's HLP: about 0.022);
             > 0 needs a venue mode and a ``vault`` stage in ``risk.waterfall``.
         fund_mode: ``shared`` (one fund for every market) or ``segmented`` (one per group).
+        fund_asset: The listed market (name or index) whose asset the shared fund's
+            ``volatile`` bucket holds and whose puts its ``hedge`` bucket buys (default market
+            0, the factor market); the fund is marked at that market's index.
+        allocation: The fund's bucket terms (yield, withdrawal limits, option costs).
+        fund_allocation: The shared fund's weights (stable, yield, volatile, hedge) at each
+            reset, rebalanced into at the starting prices (default all stable).
         fund_groups: ``(M,)`` each market's segment ``0 .. G - 1`` (segmented only; default
             one per market).
         fund_cap_usd: ``(M,)`` the most the fund pays toward each market per tick (``inf``:
@@ -297,6 +313,9 @@ class MarketsSimulator:
         fund_to_oi_frac: float = 0.02,
         vault_to_oi_frac: float = 0.0,
         fund_mode: str = "shared",
+        fund_asset: str | int = 0,
+        allocation: AllocationParams | None = None,
+        fund_allocation: Sequence[float] | None = None,
         fund_groups: Sequence[int] | None = None,
         fund_cap_usd: Sequence[float] | None = None,
         segment_transfer_cap_usd: float = 0.0,
@@ -336,6 +355,14 @@ class MarketsSimulator:
         self.vault_to_oi_frac = float(vault_to_oi_frac)
         risk = self._engine(risk if risk is not None else RiskParams())
         n_mkt = scenario.n_markets
+        self.fund_asset = _market_index("fund_asset", fund_asset, scenario)
+        self.allocation = allocation or AllocationParams()
+        self.fund_allocation = None if fund_allocation is None else _weights(fund_allocation)
+        if self.fund_allocation is not None and fund_mode != "shared":
+            raise ValueError(
+                "fund_allocation applies to fund_mode 'shared': segments are cash, got "
+                f"fund_mode {fund_mode!r}"
+            )
         self.scenario = scenario
         self.market_names = scenario.market_names
         self.n_envs, self.n_accounts, self.n_markets = n_envs, n_accounts, n_mkt
@@ -408,6 +435,42 @@ class MarketsSimulator:
                 )
         return out
 
+    def set_allocation(self, weights: Sequence[float] | FloatArray) -> FloatArray:
+        """Rebalance the shared fund toward ``weights``; the cost per exchange, USD.
+
+        ``weights`` is ``(4,)`` or ``(n_envs, 4)`` (stable, yield, volatile, hedge), each row
+        >= 0 and summing to 1, applied at the fund asset's last index and volatility
+        (:func:`~fundgym.envs.fund.portfolio.rebalance`); the costs and the revaluation are
+        outside gains or losses of the fund, booked with its others.
+
+        Raises:
+            ValueError: A segmented fund (its segments are cash), or weights that are not
+                four non-negative shares summing to 1.
+        """
+        if self.fund_mode != "shared":
+            raise ValueError("set_allocation moves the shared fund: segments are cash")
+        w = np.broadcast_to(_weights(weights), (self.n_envs, 4))
+        k = self.fund_asset
+        pf = self.state.fund
+        ext = pf.external_pnl_usd.copy()
+        cost = rebalance(
+            pf,
+            w,
+            self.last_index[:, k],
+            self.vol_annual[:, k],
+            self.fund_stressed,
+            self.allocation,
+        )
+        self.state.net_deposits_usd += pf.external_pnl_usd - ext
+        return cost
+
+    def fund_weights(self) -> FloatArray:
+        """``(E, 4)`` the shared fund's bucket weights now (all stable for segments)."""
+        if self.fund_mode != "shared":
+            return np.tile([1.0, 0.0, 0.0, 0.0], (self.n_envs, 1))
+        k = self.fund_asset
+        return self.state.fund.weights(self.last_index[:, k], self.vol_annual[:, k])
+
     # ---------------------------------------------------------------- reset ----
 
     def reset(self, seed: int | Sequence[int] | None = None) -> None:
@@ -435,12 +498,15 @@ class MarketsSimulator:
         self.initial_open_interest_usd = np.zeros((E, M))
         self.initial_fund_usd = np.zeros((E, self.n_pots))
         self.unit_price = np.ones((E, K))
+        self.fund_stressed = np.zeros(E, dtype=bool)
         self.prev_oracle = np.zeros((E, M))  # the venue modes' intra-tick paths start here
         self.prev_book = np.zeros((E, M))
         self.vault_capital_usd = np.zeros(E)
         for e in range(E):
             self._install(e)
         self.max_ledger_error_usd = 0.0
+        if self.fund_allocation is not None:
+            self.set_allocation(self.fund_allocation)
 
     def _install(self, e: int) -> None:
         """Draw exchange ``e``'s paths (its own generator) and book (its own streams)."""
@@ -538,14 +604,17 @@ class MarketsSimulator:
         fund_income = np.zeros((E, M))
         if self.t % self.pop_every == 0:
             pop_events, fund_income = self._population(mark, rate, index)
-        # 4. Funding per market; 5. the shared fund's accrual at market 0's index.
+        # 4. Funding per market; 5. the shared fund's accrual at its asset's index.
         apply_funding(st, rate * tick / self.funding_interval_min, mark)
         if self.fund_mode == "shared":
             pf = st.fund
             ext = pf.external_pnl_usd.copy()
-            accrue(pf, index[:, 0], self.vol_annual[:, 0], tick, AllocationParams())
+            k = self.fund_asset
+            accrue(pf, index[:, k], self.vol_annual[:, k], tick, self.allocation)
             st.net_deposits_usd += pf.external_pnl_usd - ext
-        # 6. The margin engine across markets.
+        # 6. The margin engine across markets; the lending market is stressed when the factor
+        #    market's book is below half its normal depth (as in one market).
+        self.fund_stressed = depth[:, 0] < 0.5 * self.normal_depth(0)
         segmented = self.fund_mode == "segmented"
         kwargs: dict[str, Any] = {}
         if (self.market_mmr_mult != 1.0).any():
@@ -563,7 +632,8 @@ class MarketsSimulator:
             oracle if M > 1 else oracle[:, 0],
             [SqrtImpact(depth[:, m]) for m in range(M)] if M > 1 else SqrtImpact(depth[:, 0]),
             book_price=last if M > 1 else last[:, 0],
-            fund_stressed=depth[:, 0] < 0.5 * self.normal_depth(0),
+            fund_stressed=self.fund_stressed,
+            allocation=self.allocation,
             tick_minutes=tick,
             fund_mode=self.fund_mode,
             fund_groups=self.fund_groups if segmented else None,
@@ -807,6 +877,37 @@ def _check_risk(risk: RiskParams) -> None:
             "across several markets: outside liquidators paid a share of the fee are not "
             "built across markets"
         )
+
+
+def _market_index(name: str, value: str | int, scenario: Scenario) -> int:
+    """A market given by name or index, checked against the scenario's markets."""
+    names = scenario.market_names
+    if isinstance(value, str):
+        if value not in names:
+            raise ValueError(f"{name} must be one of the markets {list(names)}, got {value!r}")
+        return names.index(value)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | np.integer)
+        or not (0 <= int(value) < len(names))
+    ):
+        raise ValueError(
+            f"{name} must be a market name {list(names)} or index 0 .. {len(names) - 1}, "
+            f"got {value!r}"
+        )
+    return int(value)
+
+
+def _weights(weights: Sequence[float] | FloatArray) -> FloatArray:
+    """Bucket weights, ``(4,)`` or ``(E, 4)``, each row >= 0 and summing to 1, checked."""
+    w = np.asarray(weights, dtype=np.float64)
+    ok = w.ndim in (1, 2) and w.shape[-1] == 4 and bool(np.isfinite(w).all())
+    if not (ok and (w >= 0.0).all() and bool((np.abs(w.sum(axis=-1) - 1.0) <= 1e-8).all())):
+        raise ValueError(
+            "fund weights must be four shares (stable, yield, volatile, hedge), each >= 0, "
+            f"summing to 1, got {np.asarray(weights).tolist()!r}"
+        )
+    return w
 
 
 def _groups(mode: str, groups: Sequence[int] | None, n_mkt: int) -> np.ndarray[Any, Any]:

@@ -130,6 +130,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "order, each >= 0 or inf (Drift's tier caps: 1e8, 1e6, 1e5, 0; default: no cap)",
     )
     p.add_argument(
+        "--fund-allocation",
+        default=None,
+        metavar="S,Y,V,H",
+        help="the shared fund's weights at the start: stable, yield, volatile (units of the "
+        "--fund-asset market's asset) and hedge (puts on it), each >= 0, summing to 1 "
+        "(default 1,0,0,0: all stable)",
+    )
+    p.add_argument(
+        "--fund-asset",
+        default=None,
+        metavar="MARKET",
+        help="the listed market whose asset the shared fund's volatile bucket holds and whose "
+        "puts its hedge buys (default: the scenario's first market)",
+    )
+    p.add_argument(
         "--segment-transfer-cap-usd",
         type=float,
         default=0.0,
@@ -227,6 +242,22 @@ def _caps(text: str | None, scenario: Scenario) -> list[float] | None:
     return caps
 
 
+def _allocation(text: str | None) -> list[float] | None:
+    """``--fund-allocation``: four shares >= 0 summing to 1, or ``None``."""
+    if text is None:
+        return None
+    try:
+        w = [float(x) for x in text.split(",")]
+    except ValueError:
+        w = []
+    if len(w) != 4 or not all(math.isfinite(x) and x >= 0.0 for x in w) or abs(sum(w) - 1) > 1e-8:
+        raise UsageError(
+            "--fund-allocation must be four shares S,Y,V,H (stable, yield, volatile, hedge), "
+            f"each >= 0, summing to 1, got {text!r}"
+        )
+    return w
+
+
 def _haircuts(text: str | None, scenario: Scenario) -> list[float] | None:
     if text is None:
         return None
@@ -271,6 +302,15 @@ def main(args: argparse.Namespace) -> int:
     groups = _groups(args.fund_groups, scenario)
     mults = _mults(args.market_mmr_mult, scenario)
     caps = _caps(args.fund_cap_usd, scenario)
+    allocation = _allocation(args.fund_allocation)
+    asset = args.fund_asset if args.fund_asset is not None else scenario.market_names[0]
+    if asset not in scenario.market_names:
+        raise UsageError(
+            f"--fund-asset: {asset!r} is not a market of {scenario.name!r}; allowed: "
+            f"{', '.join(scenario.market_names)}"
+        )
+    if allocation is not None and "shared" not in modes:
+        raise UsageError("--fund-allocation applies to --fund-mode shared (segments are cash)")
     transfer = args.segment_transfer_cap_usd
     if math.isnan(transfer) or transfer < 0.0:
         raise UsageError(
@@ -310,6 +350,8 @@ def main(args: argparse.Namespace) -> int:
             market_mmr_mult=mults,
             fund_cap_usd=caps,
             segment_transfer_cap_usd=transfer if mode == "segmented" else 0.0,
+            fund_asset=asset,
+            fund_allocation=allocation if mode == "shared" else None,
             collateral_haircut_frac=haircuts,
             seed=seed,
         )
@@ -333,6 +375,8 @@ def main(args: argparse.Namespace) -> int:
                 "market_mmr_mult": mults,
                 "fund_cap_usd": caps,
                 "segment_transfer_cap_usd": transfer,
+                "fund_allocation": allocation,
+                "fund_asset": asset,
                 "collateral_haircut": haircuts,
                 "collateral_prices": sources,
                 "episodes": args.episodes,

@@ -12,8 +12,10 @@ from gymnasium.utils.env_checker import check_env
 
 import fundgym  # noqa: F401 (registers the environments)
 from fundgym.envs import MARKETS_ENV_ID
+from fundgym.envs.fund.portfolio import BUCKETS
 from fundgym.envs.levers import LEVERS, MARKET_LEVERS
 from fundgym.envs.markets_env import (
+    ALLOCATION_LEVERS,
     EXCHANGE_LEVERS,
     EXCHANGE_OBS,
     MARKET_OBS,
@@ -49,15 +51,21 @@ def test_passes_gymnasiums_checker_and_is_registered() -> None:
 def test_layouts_are_flat_and_named() -> None:
     env = _env(scenario=load_scenario("oct_10_2025_multi"))
     m = 9
-    assert env.action_space.shape == (3 + 2 * m,)
-    assert env.observation_space.shape == (len(EXCHANGE_OBS) + len(MARKET_OBS) * m,) == (83,)
+    assert env.action_space.shape == (7 + 2 * m,)
+    assert env.observation_space.shape == (len(EXCHANGE_OBS) + len(MARKET_OBS) * m,) == (87,)
     names = env.action_names()
-    assert names[:3] == EXCHANGE_LEVERS and names[3] == "market_mmr_mult[BTC]"
-    assert names[3 + m - 1] == "market_mmr_mult[ENJ]" and names[3 + m] == "market_oi_cap_frac[BTC]"
+    assert names[:7] == EXCHANGE_LEVERS + ALLOCATION_LEVERS and names[7] == "market_mmr_mult[BTC]"
+    assert names[7 + m - 1] == "market_mmr_mult[ENJ]" and names[7 + m] == "market_oi_cap_frac[BTC]"
     assert names[-1] == "market_oi_cap_frac[ENJ]"
     obs_names = env.observation_names()
-    assert len(obs_names) == 83 and obs_names[len(EXCHANGE_OBS)] == "vol_ratio_log[BTC]"
+    assert len(obs_names) == 87 and obs_names[len(EXCHANGE_OBS)] == "vol_ratio_log[BTC]"
+    assert obs_names[11:15] == tuple(f"fund_weight_{b}" for b in BUCKETS)
     assert obs_names[-2:] == ("param_market_mmr_mult[ENJ]", "param_market_oi_cap_frac[ENJ]")
+    # a segmented fund's segments are cash: no allocation levers
+    seg = _env(scenario=load_scenario("oct_10_2025_multi"), fund_mode="segmented")
+    assert (
+        seg.action_space.shape == (3 + 2 * m,) and seg.action_names()[3] == "market_mmr_mult[BTC]"
+    )
 
 
 def test_actions_map_through_the_lever_registry() -> None:
@@ -120,10 +128,44 @@ def test_reward_is_the_registry_of_terms_and_cost_is_solvency() -> None:
 def test_bad_actions_are_refused() -> None:
     env = _env()
     env.reset(seed=0)
-    with pytest.raises(ValueError, match=r"action must have shape \(9,\)"):
-        env.step(np.zeros(6))
+    with pytest.raises(ValueError, match=r"action must have shape \(13,\)"):
+        env.step(np.zeros(9))
     with pytest.raises(ValueError, match="finite"):
-        env.step(np.full(9, np.nan))
+        env.step(np.full(13, np.nan))
+
+
+def _allocation_action(env: MarketsInsuranceFundEnv, bucket: str) -> np.ndarray[Any, Any]:
+    """Levers at their defaults except the allocation: all logits at -1 but ``bucket`` at +1."""
+    action = env._default_positions.astype(np.float32).copy()
+    for name in ALLOCATION_LEVERS:
+        action[env.action_names().index(name)] = 1.0 if name == f"alloc_{bucket}" else -1.0
+    return action
+
+
+def test_the_allocation_holds_the_chosen_listed_asset_and_its_wrong_way_risk() -> None:
+    """The fund in the alt's own asset loses with the alt's crash; in stable it does not."""
+    values = {}
+    for bucket in ("stable", "volatile"):
+        env = _env(fund_asset="ALT")
+        env.reset(seed=2)
+        _, _, _, _, info = env.step(_allocation_action(env, bucket))
+        w = info["fund_weights"]
+        assert w.sum() == pytest.approx(1.0) and w[BUCKETS.index(bucket)] > 0.99
+        obs = env._observation(None)
+        assert obs[EXCHANGE_OBS.index(f"fund_weight_{bucket}")] == pytest.approx(
+            w[BUCKETS.index(bucket)], rel=1e-6
+        )
+        start = float(env.sim.fund_pots_usd()[0].sum())
+        truncated = False
+        while not truncated:  # hold it through the alt's crash at minute 30
+            _, _, _, truncated, info = env.step(_allocation_action(env, bucket))
+        values[bucket] = float(env.sim.fund_pots_usd()[0].sum()) / start
+        assert env.sim.max_ledger_error_usd < 1e-6
+    alt = env.scenario.market_names.index("ALT")
+    assert env.sim.fund_asset == alt
+    alt_move = env.sim.last_index[0, alt] / env.scenario.markets[alt].initial
+    assert alt_move < 0.5  # the alt fell more than half
+    assert values["volatile"] < values["stable"] - 0.3  # wrong-way: the fund fell with it
 
 
 def test_a_higher_alt_margin_liquidates_and_locks_more_at_once() -> None:

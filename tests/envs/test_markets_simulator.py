@@ -212,6 +212,45 @@ def test_capped_transfers_between_segments_cut_the_alts_adl_within_the_cap() -> 
         MarketsSimulator(sc, fund_mode="segmented", segment_transfer_cap_usd=-1.0)
 
 
+def test_the_fund_holding_the_alt_falls_with_it_and_puts_on_it_pay() -> None:
+    """alt_contagion: half the fund in the crashing alt loses; puts on the alt gain; ledger closes.
+
+    The alt falls 80% while BTC and ETH barely move, so holding BTC costs little, holding the
+    alt costs about half the fund's half, and puts on the alt pay off in the crash.
+    """
+    sc = _short("alt_contagion", 700.0)
+    kw: dict[str, Any] = {"n_envs": 2, "n_accounts": 500, "seed": 17}
+    end = {}
+    for label, asset, weights in (
+        ("stable", "BTC", None),
+        ("btc", "BTC", [0.5, 0.0, 0.5, 0.0]),
+        ("alt", "ALT", [0.5, 0.0, 0.5, 0.0]),
+        ("alt_puts", "ALT", [0.9, 0.0, 0.0, 0.1]),
+    ):
+        res = _run(sc, fund_asset=asset, fund_allocation=weights, **kw)
+        assert res.max_ledger_error_usd < 1e-6 and (res.fund_usd >= 0.0).all()
+        end[label] = res.fund_usd[-1, :, 0] / res.initial_fund_usd[:, 0]
+    assert (end["alt"] < end["stable"] - 0.3).all()  # wrong-way: half the fund, -80%
+    assert (np.abs(end["btc"] - end["stable"]) < 0.1).all()  # BTC barely moved
+    assert (end["alt_puts"] > end["stable"]).all()  # the puts paid in the alt's crash
+
+
+def test_allocation_arguments_are_named() -> None:
+    sc = load_scenario("alt_contagion")
+    with pytest.raises(ValueError, match="fund_asset must be one of the markets"):
+        MarketsSimulator(sc, fund_asset="DOGE")
+    with pytest.raises(ValueError, match="fund_asset must be a market name"):
+        MarketsSimulator(sc, fund_asset=7)
+    with pytest.raises(ValueError, match="four shares"):
+        MarketsSimulator(sc, fund_allocation=[0.5, 0.5, 0.5, 0.0])
+    with pytest.raises(ValueError, match="segments are cash"):
+        MarketsSimulator(sc, fund_mode="segmented", fund_allocation=[1.0, 0.0, 0.0, 0.0])
+    seg = MarketsSimulator(sc, fund_mode="segmented", n_accounts=50)
+    with pytest.raises(ValueError, match="segments are cash"):
+        seg.set_allocation([1.0, 0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(seg.fund_weights(), [[1.0, 0.0, 0.0, 0.0]])
+
+
 def test_per_market_cap_limits_what_the_fund_pays_the_alt() -> None:
     sc = _short("alt_contagion", 700.0)  # the alt's crash ends at minute 630
     caps = [np.inf, np.inf, 100.0]  # Drift-like tier: $100 a tick toward the alt
