@@ -480,7 +480,10 @@ def _mean(rows: list[dict[str, Any]], config: str, key: str, market: str | None 
 
 
 def _usd(x: float) -> str:
-    return f"${x / 1e6:,.3f}M" if abs(x) >= 1e5 else f"${x:,.0f}"
+    """``$1,234``, ``$0.123M``, ``-$1,234``: dollars as the tables print them."""
+    sign = "-" if x <= -0.5 else ""  # no "-$0"
+    x = abs(x)
+    return f"{sign}${x / 1e6:,.3f}M" if x >= 1e5 else f"{sign}${x:,.0f}"
 
 
 def _tables(
