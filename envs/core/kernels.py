@@ -1482,6 +1482,49 @@ def _leg_collateral(  # type: ignore[no-untyped-def]
     return w * coll[i, a] + (w * other - (1.0 - w) * (q * (m - entry[i, a, j])))
 
 
+@jit(error_model="numpy", inline="always")
+def settle_leg(  # type: ignore[no-untyped-def]
+    coll, size, entry, cp_size, i, a, j, s, m, alloc, book_close, adl_close, price, fee,
+    fund_paid, book_bad, socialized, adl_policy, uncovered, with_overshoot,
+):  # fmt: skip
+    """Book one leg's fill and deleveraged close on account ``a`` and the counterparty's size.
+
+    The leg (side ``s``, market ``j`` at oracle ``m``, apportioned collateral ``alloc``)
+    closes ``book_close`` in the book at ``price`` and ``adl_close`` against counterparties
+    at its bankruptcy price, or at the mark under Hyperliquid's rule, whose shortfall against
+    the bankruptcy price joins the leg's bad debt and its socialised loss. The account's
+    collateral gains the fills' PnL less the fee, plus what the fund paid and what was
+    socialised for it; ``cp_size[i, j]`` takes the book's side. Returns ``(book_bad,
+    socialized, adl_quote, overshoot)``: the leg's bad debt and socialised loss after the
+    mark's shortfall, the deleveraged close's quote, and (``with_overshoot``) the ADL
+    overshoot against ``uncovered`` (:func:`_mark_overshoot`). One home for the partial and
+    the venue waterfalls across markets.
+    """
+    q = size[i, a, j]
+    e = entry[i, a, j]
+    adl_quote = _bankruptcy_value(alloc, q, e, adl_close)
+    overshoot = 0.0
+    if adl_policy == ADL_HYPERLIQUID and adl_close > 0.0:
+        if with_overshoot:
+            overshoot = _mark_overshoot(adl_close, uncovered, s * (m - price)) * m
+        at_mark = adl_close * m
+        deficit = max(s * (adl_quote - at_mark), 0.0)
+        book_bad += deficit
+        socialized += deficit
+        adl_quote = at_mark
+    coll[i, a] = (
+        coll[i, a]
+        + s * book_close * (price - e)
+        + s * (adl_quote - adl_close * e)
+        - fee
+        + fund_paid
+        + socialized
+    )
+    size[i, a, j] = q - s * (book_close + adl_close)
+    cp_size[i, j] += s * book_close
+    return book_bad, socialized, adl_quote, overshoot
+
+
 @jit(error_model="numpy")
 def _waterfall_cross_one(  # type: ignore[no-untyped-def]
     i, coll, size, entry, marks, mmr_mult, packed, floors, rates, cums, base_mmr, sell_px, buy_px,
@@ -1625,34 +1668,18 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
         j = leg_j[o]
         m = marks[i, j]
         s = side[o]
-        q = size[i, a, j]
-        e = entry[i, a, j]
         book_close = close[o] - adl_close[o]
         adl_share = adl_close[o] / close[o] if close[o] > 0.0 else 0.0
         book_bad = bad[o] * (1.0 - adl_share)
         fund_paid = min(paid[o], book_bad)
         socialized = max(book_bad - fund_paid, 0.0)
-        adl_quote = _bankruptcy_value(alloc[o], q, e, adl_close[o])
-        if adl_policy == ADL_HYPERLIQUID and adl_close[o] > 0.0:
-            uncovered = bad[o] if adl_first else bad[o] - paid[o]
-            overshoot += _mark_overshoot(adl_close[o], uncovered, s * (m - price[o])) * m
-            at_mark = adl_close[o] * m
-            deficit = max(s * (adl_quote - at_mark), 0.0)
-            book_bad += deficit
-            socialized += deficit
-            adl_quote = at_mark
-        coll[i, a] = (
-            coll[i, a]
-            + s * book_close * (price[o] - e)
-            + s * (adl_quote - adl_close[o] * e)
-            - fee[o]
-            + fund_paid
-            + socialized
-        )
-        size[i, a, j] = q - s * (book_close + adl_close[o])
-        book_base = s * book_close
-        cp_size[i, j] += book_base
-        cp_quote += book_base * price[o]
+        uncovered = bad[o] if adl_first else bad[o] - paid[o]
+        book_bad, socialized, adl_quote, over = settle_leg(
+            coll, size, entry, cp_size, i, a, j, s, m, alloc[o], book_close, adl_close[o],
+            price[o], fee[o], fund_paid, book_bad, socialized, adl_policy, uncovered, True,
+        )  # fmt: skip
+        overshoot += over
+        cp_quote += s * book_close * price[o]
         volume += book_close * price[o] + abs(adl_quote)
         bad_debt += book_bad
         shortfall += fund_paid

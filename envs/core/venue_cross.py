@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from fundgym.envs.core.adl import ADL_HYPERLIQUID
 from fundgym.envs.core.events import (
     EV_LIQUIDATION_BUY,
     EV_LIQUIDATION_SELL,
@@ -69,10 +68,10 @@ from fundgym.envs.core.kernels import (
     _insurance_fund_delta,
     _leg_collateral,
     _listed_mask,
-    _mark_overshoot,
     _record_orders,
     _socialize_market,
     lend_between_pots,
+    settle_leg,
 )
 from fundgym.envs.core.liquidation import (
     HL_BACKSTOP_FRACTION_OF_MM,
@@ -416,27 +415,12 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
                 cap_left[j] += back
                 socialized = max(book_bad - fund_paid, 0.0)
                 below[leg_k[o]] = below[leg_k[o]] or bad[o] > 0.0
-            adl_quote = _bankruptcy_value(alloc[o], q, e, adl_close[o])
-            if adl_policy == ADL_HYPERLIQUID and adl_close[o] > 0.0:
-                if not refused[o]:
-                    overshoot += (
-                        _mark_overshoot(adl_close[o], bad[o] - paid[o], s * (m - price[o])) * m
-                    )
-                at_mark = adl_close[o] * m
-                deficit = max(s * (adl_quote - at_mark), 0.0)
-                book_bad += deficit
-                socialized += deficit
-                adl_quote = at_mark
-            coll[i, a] = (
-                coll[i, a]
-                + s * book_close * (price[o] - e)
-                + s * (adl_quote - adl_close[o] * e)
-                - fee[o]
-                + fund_paid
-                + socialized
-            )
-            size[i, a, j] = q - s * (book_close + adl_close[o])
-            cp_size[i, j] += s * book_close
+            book_bad, socialized, adl_quote, over = settle_leg(
+                coll, size, entry, cp_size, i, a, j, s, m, alloc[o], book_close, adl_close[o],
+                price[o], fee[o], fund_paid, book_bad, socialized, adl_policy,
+                bad[o] - paid[o], not refused[o],
+            )  # fmt: skip
+            overshoot += over
             cp_quote += s * book_close * price[o]
             volume += book_close * price[o] + abs(adl_quote)
             bad_debt += book_bad
