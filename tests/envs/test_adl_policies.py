@@ -394,7 +394,11 @@ def _allocation_has_the_rule_shape(policy, closed, cap, eq, score, mark, haircut
         touched = closed > 0.0
         assert np.sum(touched & (cap - closed > 1e-9 * cap)) <= 1
         if touched.any() and (~touched).any():
-            assert score[touched].min() >= score[~touched].max()
+            # Scores tied to the last bits may rank either way: the kernel and this test round
+            # the same formula in their own operation order (hypothesis found 1.5760441292356187
+            # touched before 1.5760441292356189).
+            top_untouched = score[~touched].max()
+            assert score[touched].min() >= top_untouched - 1e-12 * abs(top_untouched)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
