@@ -1,0 +1,116 @@
+"""Compile the simulator's kernels once into numba's on-disk cache, before the test workers start.
+
+``make test`` runs ``python -m tests.warmup`` in the background while ruff and mypy run, and waits
+for it before pytest. Why: on a fresh clone (CI) numba's cache is empty, and both xdist workers
+compile the same kernels at the same time on their first tests, each a minute or more of CPU
+(measured: a CLI test that takes 3 s with the cache filled took 63 s cold). Compiled here once,
+beside mypy, the workers load the kernels from the cache instead. Nothing here is a test: a
+failure shows again, with its test, in the suite.
+
+The runs are tiny: each touches the kernels of one path (the one-market env under every
+liquidation mode, the vault and an allocation; the simulator's serial and parallel ticks and its
+tick-by-tick path; ``fundgym simulate``; the multi-market simulator under the partial
+waterfall, segmented funds with transfers, and Hyperliquid's engine with its vault).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def _one_market() -> None:
+    from fundgym.envs.exchange_env import InsuranceFundVectorEnv
+
+    settings: tuple[dict[str, object], ...] = (
+        {},
+        {"liquidation_mode": "binance"},
+        {"liquidation_mode": "dydx_v4"},
+        {"liquidation_mode": "hyperliquid", "adl_policy": "hyperliquid", "vault_to_oi_frac": 0.02},
+        {"liquidation_mode": "bitmex"},
+    )
+    for kw in settings:
+        env = InsuranceFundVectorEnv(num_envs=2, n_accounts=64, scenario="oct_10_2025", **kw)
+        env.reset(seed=0)
+        rng = np.random.default_rng(0)
+        for _ in range(3):
+            env.step(rng.uniform(-1.0, 1.0, env.action_space.shape).astype(np.float32))
+        env.close()
+
+
+def _simulator() -> None:
+    from fundgym.envs.scenarios import load_scenario
+    from fundgym.envs.simulator import ExchangeSimulator
+
+    names = ("oct_10_2025", "volatile", "luna_2022", "venue_flash_wick", "oracle_manipulation")
+    scenarios = [load_scenario(name) for name in names]  # venue events and the attacker too
+    n = len(scenarios)
+    for threads in (1, 2):  # the serial and the parallel compiled tick
+        sim = ExchangeSimulator(
+            scenarios, n_envs=n, n_accounts=64, seed=list(range(n)), threads=threads
+        )
+        sim.set_allocation(np.tile([0.4, 0.2, 0.2, 0.2], (n, 1)))
+        sim.advance(20)
+        for _ in range(3):  # the tick-by-tick path (fundgym simulate)
+            sim.step()
+
+
+def _simulate_command() -> None:
+    import contextlib
+    import io
+    import tempfile
+
+    from fundgym.agents.cli import main as fundgym
+
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        argv = ["simulate", "--scenario", "venue_flash_wick", "--accounts", "64"]
+        if fundgym([*argv, "--out", tmp, "--force"]) != 0:
+            raise SystemExit("tests.warmup: fundgym simulate failed")
+
+
+def _markets() -> None:
+    from fundgym.envs.core.params import RiskParams
+    from fundgym.envs.markets_env import MarketsInsuranceFundEnv
+    from fundgym.envs.markets_simulator import MarketsSimulator
+    from fundgym.envs.scenarios import load_scenario, scenario_from_dict
+    from tests.multi_market import library_dict
+
+    data = library_dict("alt_contagion")
+    data["horizon_minutes"] = 60
+    data["markets"][2]["idio_crash"]["start_minute"] = 10
+    data["markets"][2]["depth_collapses"][0]["start_minute"] = 10
+    sc = scenario_from_dict(data, "alt_contagion.yaml")
+    hl = RiskParams(
+        liquidation_mode="hyperliquid", adl_policy="hyperliquid", liquidator_capacity_mult=0.0
+    )
+    runs: tuple[dict[str, object], ...] = (
+        {},
+        {"fund_mode": "segmented", "segment_transfer_cap_usd": 100.0},
+        {"risk": hl, "vault_to_oi_frac": 0.02, "fund_to_oi_frac": 0.0},
+        {"fund_allocation": [0.5, 0.0, 0.4, 0.1]},
+    )
+    for kw in runs:
+        MarketsSimulator(sc, n_accounts=100, **kw).run()  # type: ignore[arg-type]
+    multi = load_scenario("oct_10_2025_multi")  # collateral assets
+    sim = MarketsSimulator(multi, n_accounts=100)
+    for _ in range(5):
+        sim.step()
+    env = MarketsInsuranceFundEnv(sc, n_accounts=100)
+    env.reset(seed=0)
+    env.step(np.zeros(env.action_space.shape, dtype=np.float32))
+
+
+def main() -> None:
+    """Run every path once; print how long it took."""
+    start = time.perf_counter()
+    _one_market()
+    _simulator()
+    _simulate_command()
+    _markets()
+    took = time.perf_counter() - start
+    print(f"tests.warmup: numba kernels compiled into the cache in {took:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
