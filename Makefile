@@ -33,14 +33,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-# While ruff and mypy run, tests/warmup.py compiles the numba kernels once into the cache, so
-# the two pytest workers load them instead of both compiling them on a fresh clone. Files go to
-# the workers whole (loadfile) and in collection order (no reorder by test count), which
-# tests/conftest.py starts with the longest file, tests/test_wheel.py.
+# While ruff and mypy run, tests/warmup.py compiles the numba kernels once into the cache (in
+# two parts at once), so the two pytest workers load them instead of both compiling them on a
+# fresh clone. Files go to the workers whole (loadfile) and in collection order (no reorder by
+# test count), which tests/conftest.py starts with the longest file, tests/test_wheel.py.
 test: $(STAMP)
-	@$(PY) -m tests.warmup & warm=$$!; \
-	$(MAKE) --no-print-directory lint typecheck || { kill $$warm 2>/dev/null; exit 1; }; \
-	wait $$warm || echo "tests.warmup failed: the tests below say where"; \
+	@$(PY) -m tests.warmup one-market & w1=$$!; $(PY) -m tests.warmup markets & w2=$$!; \
+	$(MAKE) --no-print-directory lint typecheck || { kill $$w1 $$w2 2>/dev/null; exit 1; }; \
+	{ wait $$w1 && wait $$w2; } || echo "tests.warmup failed: the tests below say where"; \
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
 bench: $(STAMP)

@@ -1,11 +1,11 @@
 """Compile the simulator's kernels once into numba's on-disk cache, before the test workers start.
 
-``make test`` runs ``python -m tests.warmup`` in the background while ruff and mypy run, and waits
-for it before pytest. Why: on a fresh clone (CI) numba's cache is empty, and both xdist workers
-compile the same kernels at the same time on their first tests, each a minute or more of CPU
-(measured: a CLI test that takes 3 s with the cache filled took 63 s cold). Compiled here once,
-beside mypy, the workers load the kernels from the cache instead. Nothing here is a test: a
-failure shows again, with its test, in the suite.
+``make test`` runs ``python -m tests.warmup one-market`` and ``... markets`` in the background
+while ruff and mypy run, and waits for them before pytest. Why: on a fresh clone (CI) numba's
+cache is empty, and both xdist workers compile the same kernels at the same time on their first
+tests, each a minute or more of CPU (measured: a CLI test that takes 3 s with the cache filled
+took 63 s cold). Compiled here once, beside mypy, the workers load the kernels from the cache
+instead. Nothing here is a test: a failure shows again, with its test, in the suite.
 
 The runs are tiny: each touches the kernels of one path (the one-market env under every
 liquidation mode, the vault and an allocation; the simulator's serial and parallel ticks and its
@@ -15,6 +15,7 @@ waterfall, segmented funds with transfers, and Hyperliquid's engine with its vau
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -101,16 +102,26 @@ def _markets() -> None:
     env.step(np.zeros(env.action_space.shape, dtype=np.float32))
 
 
-def main() -> None:
-    """Run every path once; print how long it took."""
+#: The parts ``python -m tests.warmup PART`` runs: the Makefile starts both at once, so the
+#: two cores compile while mypy (one core) runs.
+PARTS = {
+    "one-market": (lambda: (_one_market(), _simulator(), _simulate_command())),
+    "markets": _markets,
+}
+
+
+def main(argv: list[str]) -> None:
+    """Run the named parts (default: all) once; print how long it took."""
+    names = argv or list(PARTS)
+    unknown = [n for n in names if n not in PARTS]
+    if unknown:
+        raise SystemExit(f"tests.warmup: unknown part {unknown[0]!r}; allowed: {list(PARTS)}")
     start = time.perf_counter()
-    _one_market()
-    _simulator()
-    _simulate_command()
-    _markets()
+    for name in names:
+        PARTS[name]()
     took = time.perf_counter() - start
-    print(f"tests.warmup: numba kernels compiled into the cache in {took:.0f} s")
+    print(f"tests.warmup {' '.join(names)}: numba kernels compiled into the cache in {took:.0f} s")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
