@@ -71,6 +71,13 @@ QUICK_TRAIN = [
     "checkpoint.freq=1024",
 ]
 QUICK_SCENARIOS = ("venue_flash_wick", "oracle_manipulation")
+#: ``--quick``: ``best_static``'s search on a 2 x 2 x 1 grid (3 x 8 trials instead of 3 x 28):
+#: the pipeline's every stage runs, at toy size.
+QUICK_GRID: dict[str, tuple[float, ...]] = {
+    "liquidation_fee_rate": (0.005, 0.015),
+    "mmr": (0.01, 0.06),
+    "trading_fee_fund_share": (0.5,),
+}
 
 DESCRIPTION = __doc__
 
@@ -194,6 +201,7 @@ def _demo(args: argparse.Namespace, cfgs: list[TrainConfig]) -> int:
         seed=0,
         workers=args.workers,
         search_episodes=4 if quick else 16,
+        grid=QUICK_GRID if quick else None,
         cache_dir=out / "cache",
         overwrite=True,
         progress=progress,
