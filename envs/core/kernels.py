@@ -1705,10 +1705,33 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
 
     # 5. Socialisation per market, then 6. the exchange absorbs the rest; each market's
     #    part of both is recorded as it is decided.
+    charged, lost, is_liq = socialize_markets(
+        i, coll, size, entry, marks, is_liq, idx, loss_m, (stages & W_NO_SOCIALIZE) == 0,
+        socialization, market_socialized, market_unrecovered,
+    )  # fmt: skip
+    ev[i, EV_SOCIALIZED_LOSS] = charged
+    ev[i, EV_UNRECOVERED] = lost
+    unrecovered[i] += lost
+
+
+@jit(error_model="numpy", inline="always")
+def socialize_markets(  # type: ignore[no-untyped-def]
+    i, coll, size, entry, marks, is_liq, idx, loss_m, social_on, socialization,
+    market_socialized, market_unrecovered,
+):  # fmt: skip
+    """Each market's loss ``loss_m[j]`` to its bearers, the rest to the exchange; the totals.
+
+    :func:`_socialize_market` per market with a loss (when ``social_on``); what it could not
+    charge, and every loss when socialisation is off, is the exchange's. Each market's part of
+    both goes to ``market_socialized`` / ``market_unrecovered`` (``(M,)``) as it is decided.
+    Returns ``(charged, lost, is_liq)`` (the listed mask, built on first use). One home for the
+    partial and the venue waterfalls across markets.
+    """
     charged = 0.0
     lost = 0.0
-    for j in range(n_mk):
-        if loss_m[j] > 0.0 and (stages & W_NO_SOCIALIZE) == 0:
+    n_acc = size.shape[1]
+    for j in range(size.shape[2]):
+        if loss_m[j] > 0.0 and social_on:
             is_liq = _listed_mask(is_liq, n_acc, idx)
             got = _socialize_market(
                 i, j, coll, size, entry, marks, is_liq, loss_m[j], socialization
@@ -1721,9 +1744,7 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
         else:
             lost += loss_m[j]
             market_unrecovered[j] += loss_m[j]
-    ev[i, EV_SOCIALIZED_LOSS] = charged
-    ev[i, EV_UNRECOVERED] = lost
-    unrecovered[i] += lost
+    return charged, lost, is_liq
 
 
 @jit(error_model="numpy", inline="always")

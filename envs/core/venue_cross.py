@@ -69,9 +69,9 @@ from fundgym.envs.core.kernels import (
     _leg_collateral,
     _listed_mask,
     _record_orders,
-    _socialize_market,
     lend_between_pots,
     settle_leg,
+    socialize_markets,
 )
 from fundgym.envs.core.liquidation import (
     HL_BACKSTOP_FRACTION_OF_MM,
@@ -429,19 +429,12 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
             loss_m[j] += socialized
 
         # 7. Socialisation per market, then the exchange absorbs the rest.
-        for j in range(n_mk):
-            if loss_m[j] > 0.0 and social_on:
-                is_liq = _listed_mask(is_liq, n_acc, idx)
-                got = _socialize_market(
-                    i, j, coll, size, entry, sub, is_liq, loss_m[j], socialization
-                )
-                charged_total += got
-                unrecovered_total += loss_m[j] - got
-                market_socialized[j] += got
-                market_unrecovered[j] += loss_m[j] - got
-            elif loss_m[j] > 0.0:
-                unrecovered_total += loss_m[j]
-                market_unrecovered[j] += loss_m[j]
+        charged, lost, is_liq = socialize_markets(
+            i, coll, size, entry, sub, is_liq, idx, loss_m, social_on, socialization,
+            market_socialized, market_unrecovered,
+        )  # fmt: skip
+        charged_total += charged
+        unrecovered_total += lost
 
     cp_cash[i] -= cp_quote
     liquidator_rewards[i] += rewards
