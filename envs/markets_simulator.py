@@ -429,9 +429,10 @@ class MarketsSimulator:
                 )
             if out.liquidation_mode == "partial":
                 raise ValueError(
-                    f"vault_to_oi_frac = {self.vault_to_oi_frac!r} needs a venue "
-                    f"liquidation_mode (hyperliquid, bitmex), got {risk.liquidation_mode!r}: "
-                    "the partial waterfall hands no account to a backstop vault"
+                    f"vault_to_oi_frac = {self.vault_to_oi_frac!r} needs a liquidation_mode "
+                    f"that hands accounts to a vault across markets (hyperliquid, bitmex), got "
+                    f"{risk.liquidation_mode!r}: the partial waterfall (binance's engine across "
+                    "markets, engine_risk) takes no account over"
                 )
         return out
 

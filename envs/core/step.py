@@ -900,31 +900,38 @@ def _cross_step(
     market_socialized = np.zeros((n_envs, n_mk))
     market_unrecovered = np.zeros((n_envs, n_mk))
     pot_lent = np.zeros((n_envs, pot_available.shape[1]))
-    sell_px = np.empty((n_envs, n_mk))
-    buy_px = np.empty((n_envs, n_mk))
-    for j, model in enumerate(impacts):
-        col = np.ascontiguousarray(book[:, j])
-        sell_px[:, j], buy_px[:, j] = model.fill_prices(
-            col, np.ascontiguousarray(flow[:, j, 0]), np.ascontiguousarray(flow[:, j, 1])
-        )
     if collateral is not None and total > 0:
         _seize_collateral(state, collateral, ev, coll, liq_idx)
     before = coll.copy() if collateral is not None else coll
-    if venue:
+    if venue:  # the venue kernel prices each sub-step's flow on each market's book itself
+        depths = np.ascontiguousarray(np.stack([_depth(m, n_envs) for m in impacts], axis=1))
+        caps = np.array([float(cast("SqrtImpact", m).max_impact_frac) for m in impacts])
         if total > 0:
-            _venue_step(
-                state, params, packed, coll, marks, mmr_mult, book, impacts, tick_minutes,
-                prev_mark, prev_book_price, pot_available, pots, ev, flow, market_paid,
-                market_income, market_adl_volume, market_adl_haircut, market_socialized,
-                market_unrecovered, liq_idx, pot_lent,
+            venue_cross.venue_cross_kernel(
+                coll, size, entry, marks, mmr_mult, packed, floors, rates, cums, base,
+                np.ascontiguousarray(book), depths, caps, tick_minutes * 60.0,
+                _path_starts("prev_mark", prev_mark, n_envs, n_mk),
+                _path_starts("prev_book_price", prev_book_price, n_envs, n_mk), pot_available,
+                pots.group, pots.cap, params.waterfall_code, params.socialization_code,
+                params.adl_policy_code, params.liquidation_mode_code, state.counterparty_size,
+                state.counterparty_cash_usd, state.liquidator_rewards_usd, state.unrecovered_usd,
+                state.vault, ev.data, flow, market_paid, market_income, market_adl_volume,
+                market_adl_haircut, market_socialized, market_unrecovered, liq_idx,
+                pots.transfer_cap, pot_lent,
             )  # fmt: skip
         if with_vault:  # the vault works its inventory after the tick's liquidations
             venue_cross.vault_cross_kernel(
                 state.vault, state.counterparty_size, state.counterparty_cash_usd, marks, book,
-                _market_depths(impacts, n_envs), _market_caps(impacts), packed,
-                not pots.segmented, ev.data, flow, state.unrecovered_usd,
+                depths, caps, packed, not pots.segmented, ev.data, flow, state.unrecovered_usd,
             )  # fmt: skip
-    else:
+    else:  # one pass: each market's orders fill together at its book's price for their flow
+        sell_px = np.empty((n_envs, n_mk))
+        buy_px = np.empty((n_envs, n_mk))
+        for j, model in enumerate(impacts):
+            col = np.ascontiguousarray(book[:, j])
+            sell_px[:, j], buy_px[:, j] = model.fill_prices(
+                col, np.ascontiguousarray(flow[:, j, 0]), np.ascontiguousarray(flow[:, j, 1])
+            )
         kernels.waterfall_cross_kernel(
             coll,
             size,
@@ -975,59 +982,6 @@ def _cross_step(
     else:
         _book_fund(state, ev, fund_px, fund_stressed, alloc)
     return ev
-
-
-def _venue_step(
-    state: SimState,
-    params: RiskParams,
-    packed: FloatArray,
-    coll: FloatArray,
-    marks: FloatArray,
-    mmr_mult: FloatArray,
-    book: FloatArray,
-    impacts: tuple[ImpactModel, ...],
-    tick_minutes: float,
-    prev_mark: ArrayLike | None,
-    prev_book_price: ArrayLike | None,
-    pot_available: FloatArray,
-    pots: _FundPots,
-    ev: StepEvents,
-    flow: FloatArray,
-    market_paid: FloatArray,
-    market_income: FloatArray,
-    market_adl_volume: FloatArray,
-    market_adl_haircut: FloatArray,
-    market_socialized: FloatArray,
-    market_unrecovered: FloatArray,
-    liq_idx: np.ndarray[Any, np.dtype[np.int64]],
-    pot_lent: FloatArray,
-) -> None:
-    """Run :func:`~fundgym.envs.core.venue_cross.venue_cross_kernel` for the cross step."""
-    n_envs, n_mk = marks.shape
-    floors, rates, cums, base = _tier_table(params)
-    venue_cross.venue_cross_kernel(
-        coll, state.size, state.entry_price, marks, mmr_mult, packed, floors, rates, cums, base,
-        np.ascontiguousarray(book), _market_depths(impacts, n_envs), _market_caps(impacts),
-        tick_minutes * 60.0, _path_starts("prev_mark", prev_mark, n_envs, n_mk),
-        _path_starts("prev_book_price", prev_book_price, n_envs, n_mk), pot_available,
-        pots.group, pots.cap, params.waterfall_code, params.socialization_code,
-        params.adl_policy_code, params.liquidation_mode_code, state.counterparty_size,
-        state.counterparty_cash_usd, state.liquidator_rewards_usd, state.unrecovered_usd,
-        state.vault, ev.data, flow, market_paid, market_income, market_adl_volume,
-        market_adl_haircut, market_socialized, market_unrecovered, liq_idx, pots.transfer_cap,
-        pot_lent,
-    )  # fmt: skip
-
-
-def _market_depths(impacts: tuple[ImpactModel, ...], n_envs: int) -> FloatArray:
-    """``(E, M)`` each market's square-root book depth, USD per 1%."""
-    return np.ascontiguousarray(np.stack([_depth(model, n_envs) for model in impacts], axis=1))
-
-
-def _market_caps(impacts: tuple[ImpactModel, ...]) -> FloatArray:
-    """``(M,)`` each market's cap on a fill's slippage."""
-    caps = [float(m.max_impact_frac) if isinstance(m, SqrtImpact) else 0.0 for m in impacts]
-    return np.array(caps)
 
 
 def _path_starts(name: str, value: ArrayLike | None, n_envs: int, n_mk: int) -> FloatArray:

@@ -356,7 +356,11 @@ def test_fuzzed_paths_conserve_money_and_keep_pots_non_negative(
         ({"collateral_price": "oracle"}, "collateral_price must be one of"),
         ({"risk": RiskParams(liquidation_mode="dydx_v4")}, "RiskParams.liquidation_mode"),
         ({"risk": RiskParams(liquidation_mode="dydx_v4")}, "dYdX v4's fillable price"),
-        ({"vault_to_oi_frac": 0.02}, "needs a venue liquidation_mode"),
+        ({"vault_to_oi_frac": 0.02}, "hands accounts to a vault across markets"),
+        (
+            {"vault_to_oi_frac": 0.02, "risk": RiskParams(liquidation_mode="binance")},
+            "got 'binance'",
+        ),
         ({"vault_to_oi_frac": -0.1}, "vault_to_oi_frac must lie in [0, 10]"),
         ({"fund_mode": "segmented", "fund_groups": [0, 0]}, "fund_groups must list"),
         ({"fund_mode": "segmented", "fund_groups": [0, 2, 2]}, "every segment 0 .. G - 1"),
