@@ -85,6 +85,19 @@ def test_collateral_prices_are_configurations(capsys: pytest.CaptureFixture[str]
         (["--collateral-haircut", "0.1"], "has no collateral assets"),
         (["--fund-frac", "-1"], "--fund-frac must lie in [0, 10]"),
         (["--scenario", "no_such_scenario"], "no_such_scenario"),
+        (["--fund-allocation", "0.5,0.5,0.5,0"], "--fund-allocation must be four shares"),
+        (["--fund-allocation", "1,0,0"], "--fund-allocation must be four shares"),
+        (
+            ["--fund-mode", "segmented", "--fund-allocation", "1,0,0,0"],
+            "--fund-allocation applies to --fund-mode shared",
+        ),
+        (["--fund-asset", "DOGE"], "--fund-asset: 'DOGE' is not a market of"),
+        (["--segment-transfer-cap-usd", "-1"], "--segment-transfer-cap-usd must be >= 0"),
+        (["--segment-transfer-cap-usd", "nan"], "--segment-transfer-cap-usd must be >= 0"),
+        (
+            ["--fund-mode", "shared", "--segment-transfer-cap-usd", "100"],
+            "--segment-transfer-cap-usd applies to --fund-mode segmented",
+        ),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_option(
@@ -189,3 +202,29 @@ def test_caps_and_haircuts_reach_the_simulator(tmp_path: Path) -> None:
             "--out", str(out2), "--no-progress"]  # fmt: skip
     assert main(args) == 0
     assert yaml.safe_load((out2 / "config.yaml").read_text())["collateral_haircut"] == [0.5] * 3
+
+
+def test_allocation_and_transfers_reach_the_simulator(tmp_path: Path) -> None:
+    """Half the fund in the crashing alt ends lower than all stable; pooled segments lend."""
+    ends = {}
+    for label, extra in (("stable", []), ("alt", ["--fund-allocation", "0.5,0,0.5,0"])):
+        out = tmp_path / label
+        args = ["markets", "--fund-mode", "shared", "--fund-asset", "ALT", "--episodes", "1",
+                "--accounts", "400", "--out", str(out), "--no-progress", *extra]  # fmt: skip
+        assert main(args) == 0
+        row = next(csv.DictReader((out / "markets.csv").open()))
+        ends[label] = float(row["fund_end_usd"])
+        config = yaml.safe_load((out / "config.yaml").read_text())
+        assert config["fund_asset"] == "ALT"
+    assert ends["alt"] < 0.8 * ends["stable"]  # the alt fell 80%: wrong-way risk
+    assert config["fund_allocation"] == [0.5, 0.0, 0.5, 0.0]
+    out = tmp_path / "pooled"
+    args = ["markets", "--fund-mode", "segmented", "--segment-transfer-cap-usd", "inf",
+            "--fund-frac", "0.01", "--episodes", "1", "--accounts", "2000", "--out", str(out),
+            "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    row = next(csv.DictReader((out / "markets.csv").open()))
+    assert float(row["fund_transfer_usd"]) > 0.0  # BTC's and ETH's segments lent the alt's
+    assert yaml.safe_load((out / "config.yaml").read_text())["segment_transfer_cap_usd"] == float(
+        "inf"
+    )
