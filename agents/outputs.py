@@ -82,7 +82,9 @@ def process_running(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(directory: Path, name: str | None = None) -> list[Path]:
+def remove_stale_temps(
+    directory: Path, name: str | None = None, *, restore_old: bool = False
+) -> list[Path]:
     """Remove the temporaries that killed fundgym processes left in ``directory``.
 
     A temporary (:func:`temp_sibling`) normally lives only while its writer runs: the writer
@@ -96,14 +98,18 @@ def remove_stale_temps(directory: Path, name: str | None = None) -> list[Path]:
       clean-up to a later run);
     * an ``old`` one (the previous version of an output being replaced) only while ``NAME``
       itself exists: without it, the ``old`` copy is the only one left (a kill between the
-      two renames of a replacement), and it stays for the user to rename back.
+      two renames of a replacement), and it stays for the user to rename back, or, with
+      ``restore_old`` (a folder only fundgym writes, such as a run directory being resumed),
+      is renamed back to ``NAME`` here: the complete previous version is what was in place.
 
-    Each removal is said in one line on stderr.
+    Each removal (and restoration) is said in one line on stderr.
 
     Args:
         directory: The folder to clean; a missing one holds nothing.
         name: The output whose temporaries to remove (``None``: every output's, for a folder
             only fundgym writes, such as a run directory).
+        restore_old: Rename a dead writer's ``old`` copy back to ``NAME`` when ``NAME`` is
+            missing (a folder only fundgym writes).
 
     Returns:
         The paths removed.
@@ -120,6 +126,13 @@ def remove_stale_temps(directory: Path, name: str | None = None) -> list[Path]:
         if process_running(int(match["pid"])):
             continue
         if match["kind"] == "old" and not (directory / match["name"]).exists():
+            if restore_old:
+                os.replace(path, directory / match["name"])
+                print(
+                    f"fundgym: restored {directory / match['name']} from {path.name}, left by "
+                    f"process {match['pid']} (killed while replacing it)",
+                    file=sys.stderr,
+                )
             continue
         try:
             if path.is_dir() and not path.is_symlink():

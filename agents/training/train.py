@@ -808,8 +808,11 @@ def train(
         )
     # Scenario names are files to the config schema; a typo must fail before the run dir exists.
     check_scenarios(cfg, "config")
-    for directory, name in ((out.parent, out.name), (out, None), (out / CHECKPOINTS, None)):
-        remove_stale_temps(directory, name)  # what a killed run left (a run dir is fundgym's)
+    # What a killed run left; in the run dir (fundgym's own) a model directory caught between
+    # the two renames of its replacement is put back from its complete previous version.
+    remove_stale_temps(out.parent, out.name)
+    for directory in (out, out / CHECKPOINTS):
+        remove_stale_temps(directory, restore_old=True)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(saved, resolved)
     write_text_atomic(out / "command.txt", _command_text(argv))

@@ -144,6 +144,19 @@ def test_stale_temporaries_of_dead_writers_are_removed_and_nothing_else(tmp_path
     assert remove_stale_temps(tmp_path / "missing") == []
 
 
+def test_a_run_directory_gets_back_a_model_dir_killed_between_its_two_renames(tmp_path, capsys):
+    # A kill between "best -> .best.old-..." and ".best.tmp-... -> best" leaves no best/: the
+    # old copy stays for the user, and a run being resumed (restore_old) puts it back.
+    dead = a_dead_pid()
+    old = tmp_path / f".best.old-{dead}-0123abcd"
+    old.mkdir()
+    (old / "manifest.json").write_text("{}")
+    assert remove_stale_temps(tmp_path) == [] and old.is_dir()  # kept: the only copy
+    assert remove_stale_temps(tmp_path, restore_old=True) == []
+    assert (tmp_path / "best" / "manifest.json").read_text() == "{}" and not old.exists()
+    assert f"restored {tmp_path / 'best'} from {old.name}" in capsys.readouterr().err
+
+
 def test_an_old_copy_without_its_output_is_kept(tmp_path):
     # A kill between the two renames of a replacement: the old copy is the only one left.
     old = tmp_path / f".out.old-{a_dead_pid()}-0123abcd"
