@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numba
+import numpy as np
 from numba import config as numba_config
 
 _ENVS_DIR = Path(__file__).resolve().parent
@@ -115,3 +116,23 @@ def jit(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
             numba_config.CACHE_DIR = previous  # type: ignore[attr-defined]
 
     return wrap if fn is None else wrap(fn)
+
+
+def kernel_array(
+    value: Any, shape: int | tuple[int, ...], dtype: Any = None
+) -> np.ndarray[Any, np.dtype[Any]]:
+    """``value`` broadcast to ``shape`` as a fresh, writable, C-ordered array for a kernel.
+
+    numba compiles a kernel once per argument type, and a read-only array and an F-ordered
+    one are types of their own: ``np.ascontiguousarray(np.broadcast_to(v, shape))`` returns
+    the read-only broadcast view itself when ``v`` already has ``shape``, so the same call
+    compiled a second copy of every kernel it reached (about 40 s of the tick's first call).
+    ``dtype`` ``None`` keeps ``value``'s.
+
+    Raises:
+        ValueError: ``value`` does not broadcast to ``shape`` (numpy's message).
+    """
+    src = np.asarray(value, dtype=dtype)
+    out = np.empty(shape, dtype=src.dtype)
+    out[...] = src
+    return out

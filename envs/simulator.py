@@ -1150,7 +1150,7 @@ class ExchangeSimulator:
             check_ledger,
             book_series,
             m.path_arrays(),
-            m.paths["frozen"],
+            m.frozen_rows(),
             (self._venue_flags, self._venue_cap),
             m.scalars,
             m.mark_last,

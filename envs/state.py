@@ -73,6 +73,7 @@ from numpy.typing import ArrayLike
 
 from fundgym.envs.core.vault import V_CASH, V_SIZE, inventory_column, vault_width
 from fundgym.envs.fund.portfolio import FundPortfolio
+from fundgym.envs.jit import kernel_array
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -293,7 +294,7 @@ def per_asset(name: str, value: ArrayLike, n_envs: int, n_assets: int) -> FloatA
     """
     v = np.asarray(value, dtype=np.float64)
     try:
-        return np.ascontiguousarray(np.broadcast_to(v, (n_envs, n_assets)), dtype=np.float64)
+        return kernel_array(v, (n_envs, n_assets))
     except ValueError:
         raise ValueError(
             f"{name} must be (n_envs, n_assets) = ({n_envs}, {n_assets}) or (n_assets,), "
@@ -320,7 +321,7 @@ def marks_2d(mark: ArrayLike, n_envs: int, n_markets: int) -> FloatArray:
     m = np.asarray(mark, dtype=np.float64)
     if m.ndim == 1 and n_markets == 1:
         m = m[:, None]
-    return np.ascontiguousarray(np.broadcast_to(m, (n_envs, n_markets)), dtype=np.float64)
+    return kernel_array(m, (n_envs, n_markets))
 
 
 def open_interest_usd(state: SimState, mark: ArrayLike) -> FloatArray:

@@ -284,7 +284,7 @@ def _advance_exchanges(  # type: ignore[no-untyped-def]
             vol = math.sqrt(var_tick * MINUTES_PER_YEAR_VOL / tick_minutes)
             drivers[D_VOL_ANNUAL, e] = vol
             drivers[D_LAST_INDEX, e] = index
-            depth_mult = depth_mult_path[t, e]
+            depth_mult = depth_mult_path[e, t]
             drivers[D_LAST_DEPTH_MULT, e] = depth_mult
             drivers[D_LAST_DEPTH_USD, e] = depth
             oracle_from[0] = drivers[D_LAST_ORACLE, e]
@@ -292,7 +292,7 @@ def _advance_exchanges(  # type: ignore[no-untyped-def]
             drivers[D_LAST_ORACLE, e] = oracle_px
             drivers[D_LAST_BOOK, e] = last_px
             stressed = depth_mult < 0.5
-            pre = precursor_path[t, e]
+            pre = precursor_path[e, t]
             peak = drivers[D_PEAK_INDEX, e]
             peak = max(index, peak + (index - peak) * (tick_minutes / PEAK_MEMORY_MINUTES))
             drivers[D_PEAK_INDEX, e] = peak
@@ -465,7 +465,7 @@ def _advance_exchanges(  # type: ignore[no-untyped-def]
             marks[0, 0] = series[n_ticks - 1, e, S_MARK]
             book_stats_exchange(
                 coll_r, size_r, entry_r, marks, packed_r, floors, rates, cums, base_0, book_out[r],
-                0,
+                np.int64(0),  # not the literal 0: the observation's calls pass an int64
             )  # fmt: skip
 
 
@@ -477,11 +477,12 @@ def advance_serial(  # type: ignore[no-untyped-def]
     events, series, book_out,
 ):  # fmt: skip
     """``n_ticks`` ticks of every exchange, one exchange after another."""
+    # np.int64(0), not the literal 0, as advance_parallel passes: one compile of the tick.
     _advance_exchanges(
-        0, t_now.shape[0], n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series,
-        path, frozen, venue, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts,
-        books, fund, vault, terms, rng_state, packed, tiers, pop, stages, socialization,
-        adl_policy, liquidation_mode, events, series, book_out,
+        np.int64(0), t_now.shape[0], n_ticks, pop_every, tick_minutes, ewma, check_ledger,
+        book_series, path, frozen, venue, mk, mark_last, oracle_index, oracle, t_now, drivers,
+        accounts, books, fund, vault, terms, rng_state, packed, tiers, pop, stages,
+        socialization, adl_policy, liquidation_mode, events, series, book_out,
     )  # fmt: skip
 
 
@@ -493,7 +494,8 @@ def advance_parallel(  # type: ignore[no-untyped-def]
     events, series, book_out,
 ):  # fmt: skip
     """:func:`advance_serial` with exchanges spread over threads (bit-identical results)."""
-    for e in prange(t_now.shape[0]):
+    for i in prange(t_now.shape[0]):
+        e = np.int64(i)  # prange's index is unsigned: calling with it compiled a second tick
         _advance_exchanges(
             e, e + 1, n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
             frozen, venue, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books,

@@ -170,7 +170,7 @@ def _close_queue(i, j, coll, other, size, entry, m, cand, amount, quote, bankrup
         top = heap[0]
         left -= 1
         heap[0] = heap[left]
-        _sift_down(heap, left, 0, key, cand)
+        _sift_down(heap, left, np.int64(0), key, cand)  # int64 as above: one compile
         a = cand[top]
         q = size[i, a, j]
         closed = min(max(amount - before, 0.0), abs(q))

@@ -128,6 +128,7 @@ from fundgym.envs.core.params import (
 from fundgym.envs.core.vault import V_ACTIVE
 from fundgym.envs.core.venue_cross import CROSS_VENUE_MODES
 from fundgym.envs.fund.portfolio import AllocationParams, settle
+from fundgym.envs.jit import kernel_array
 from fundgym.envs.state import SimState, collateral_prices, marks_2d, per_asset
 
 __all__ = ["StepEvents", "core_step", "margin_state", "market_requirements"]
@@ -168,7 +169,7 @@ def _depth(impact: ImpactModel, n_envs: int) -> FloatArray:
     if not isinstance(impact, SqrtImpact):
         return np.ones(n_envs)
     depth = np.asarray(impact.depth_usd_per_pct, dtype=np.float64)
-    return np.ascontiguousarray(np.broadcast_to(depth, (n_envs,)))
+    return kernel_array(depth, (n_envs,))
 
 
 def _path_start(name: str, value: ArrayLike | None, n_envs: int) -> FloatArray:
@@ -294,7 +295,7 @@ class _FundPots:
                     f"fund_transfer_cap_usd must be a number or (n_envs,) = ({n_envs},) of "
                     f"USD per tick >= 0 (inf: the segments pool), got {transfer_cap_usd!r}"
                 )
-            self.transfer_cap = np.ascontiguousarray(np.broadcast_to(t, (n_envs,)), np.float64)
+            self.transfer_cap = kernel_array(t, (n_envs,))
         self.needs_cross = self.segmented or (
             cap_usd is not None and bool(np.isfinite(self.cap).any())
         )
@@ -333,7 +334,7 @@ def _fund_caps(cap_usd: ArrayLike | None, n_envs: int, n_markets: int) -> FloatA
         return np.full((n_envs, n_markets), np.inf)
     c = np.asarray(cap_usd, dtype=np.float64)
     try:
-        out = np.ascontiguousarray(np.broadcast_to(c, (n_envs, n_markets)), dtype=np.float64)
+        out = kernel_array(c, (n_envs, n_markets))
     except ValueError:
         raise ValueError(
             f"fund_cap_usd must be (n_markets,) or (n_envs, n_markets) = ({n_envs}, "
@@ -362,7 +363,7 @@ def _mmr_mults(mult: ArrayLike | None, n_envs: int, n_markets: int) -> FloatArra
             f"market_mmr_mult must be (n_markets,) = ({n_markets},) or (n_envs, n_markets) = "
             f"({n_envs}, {n_markets}), got shape {m.shape}"
         )
-    out = np.ascontiguousarray(np.broadcast_to(m, (n_envs, n_markets)), dtype=np.float64)
+    out = kernel_array(m, (n_envs, n_markets))
     ok = np.isfinite(out) & (out > 0.0)
     if not ok.all():
         raise ValueError(

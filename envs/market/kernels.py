@@ -65,7 +65,9 @@ def prices_one(  # type: ignore[no-untyped-def]
 
     Returns ``(index, last, mark, oracle, depth_usd_per_pct, funding_rate)``, as
     :meth:`Market.prices <fundgym.envs.market.market.Market.prices>` computes them
-    (:func:`prices_cols` on the path tuple's columns).
+    (:func:`prices_cols` on the path tuple's columns). The paths are
+    :meth:`Market.path_arrays <fundgym.envs.market.market.Market.path_arrays>`' exchange-major
+    ``(n_envs, ticks)`` arrays, read at ``[e, t]``.
     """
     return prices_cols(
         e, t, path[PATH_INDEX], path[PATH_BASIS], path[PATH_WICK], path[PATH_MANIPULATION],
@@ -89,9 +91,9 @@ def prices_cols(  # type: ignore[no-untyped-def]
     impact = (
         mk[MK_IMPACT_PERMANENT_LOG, e] + mk[MK_IMPACT_TRANSIENT_COEF, e] * mk[MK_BOOK_WALK_LOG, e]
     )
-    index = index_path[t, e] * math.exp(bounded_impact_log_one(impact))
-    basis = basis_path[t, e]
-    last_px = index * math.exp(basis) * wick_path[t, e]
+    index = index_path[e, t] * math.exp(bounded_impact_log_one(impact))
+    basis = basis_path[e, t]
+    last_px = index * math.exp(basis) * wick_path[e, t]
     premium = math.expm1(basis)
     ema = mk[MK_PREMIUM_EMA, e]
     ema += mk[MK_EMA_ALPHA, e] * (premium - ema)
@@ -114,14 +116,14 @@ def prices_cols(  # type: ignore[no-untyped-def]
     count[e] = n
     lag = n - 1 - delay[e]
     delayed = buffer[lag % size, e] if lag >= 0 else first[e]
-    delayed = max(delayed * manipulation_path[t, e], floor[e])
-    oracle = last[e] if (frozen[t, e] and not is_first) else delayed
+    delayed = max(delayed * manipulation_path[e, t], floor[e])
+    oracle = last[e] if (frozen[e, t] and not is_first) else delayed
     last[e] = oracle
 
     rate = funding_rate_one(
         index * (1.0 + ema), index, mk[MK_INTEREST, e], mk[MK_CLAMP, e], mk[MK_CAP, e]
     )
-    depth = mk[MK_DEPTH_NORMAL, e] * depth_mult_path[t, e]
+    depth = mk[MK_DEPTH_NORMAL, e] * depth_mult_path[e, t]
     return index, last_px, mark, oracle, depth, rate
 
 

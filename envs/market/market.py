@@ -15,7 +15,8 @@ Each path array is the transpose of a C-ordered ``(n_envs, max_ticks)`` array, s
 path lies in consecutive memory: its reset writes one contiguous row per field (a column of a
 C-ordered array touched a cache line per tick, 1,440 a field, about 0.2 ms a reset once the tick
 had evicted them), and the compiled tick, which runs one exchange's ticks in a row, reads
-consecutive addresses. Indexing is ``[t, e]`` either way; only the memory order differs.
+consecutive addresses. Python indexes ``paths[name][t, e]``; the compiled tick takes the
+C-ordered arrays themselves (:meth:`Market.path_arrays`) and indexes ``[e, t]``.
 """
 
 from __future__ import annotations
@@ -106,8 +107,18 @@ class Market:
         self.scalars[kernels.MK_PREMIUM_EMA] = value
 
     def path_arrays(self) -> tuple[FloatArray, ...]:
-        """The float path columns in ``kernels.PATH_*`` order, for the compiled tick."""
-        return tuple(self.paths[name] for name in _KERNEL_PATHS)
+        """The float paths in ``kernels.PATH_*`` order for the compiled tick, ``(n_envs, ticks)``.
+
+        Exchange-major (the C-ordered arrays :attr:`paths` are transposes of), indexed
+        ``[e, t]``: C-ordered whatever the batch size, so the compiled tick has one signature.
+        (``paths[name]`` itself is C- and F-contiguous at one exchange and F-ordered above,
+        which numba types as two layouts: the tick was compiled twice, about a minute each.)
+        """
+        return tuple(self.paths[name].T for name in _KERNEL_PATHS)
+
+    def frozen_rows(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        """The oracle-freeze path as :meth:`path_arrays` gives the others: ``(n_envs, ticks)``."""
+        return self.paths["frozen"].T
 
     def reset_env(self, env: int, scenario: Scenario, path: MarketPath) -> None:
         """Install a fresh path (one column) and the scenario's constants for exchange ``env``."""

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fundgym.envs.jit import jit
+from fundgym.envs.jit import jit, kernel_array
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
@@ -69,7 +69,7 @@ def garch_t_log_returns(
     sigma_tick = float(vol_annual * np.sqrt(tick_minutes / MINUTES_PER_YEAR))
     shape = (n_ticks, n_paths)
     mult = np.ones(shape) if vol_multiplier is None else vol_multiplier
-    mult = np.ascontiguousarray(np.broadcast_to(mult, shape), dtype=np.float64)
+    mult = kernel_array(mult, shape, np.float64)
     z = student_t_unit(rng, nu, shape)
     _garch_recursion(mult, sigma_tick, 1.0 - alpha - beta, float(alpha), float(beta), z)
     return z

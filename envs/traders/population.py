@@ -56,6 +56,7 @@ from numpy.typing import ArrayLike
 
 from fundgym.envs.core.params import RiskParams
 from fundgym.envs.core.rng import BatchStreams
+from fundgym.envs.jit import kernel_array
 from fundgym.envs.state import SimState
 from fundgym.envs.traders import kernels
 from fundgym.envs.traders.kernels import (
@@ -459,7 +460,7 @@ def _int_per_env(name: str, value: ArrayLike, n_envs: int, high: int, allowed: s
 
     ``allowed`` says what may be given, for the message.
     """
-    arr = np.ascontiguousarray(np.broadcast_to(np.asarray(value), (n_envs,)))
+    arr = kernel_array(value, (n_envs,))
     if arr.dtype.kind not in "iu" or (arr < 0).any() or (arr > high).any():
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
     return arr.astype(np.int64)
@@ -483,7 +484,7 @@ def _first_slots(value: ArrayLike, n_envs: int, n_accounts: int) -> IntArray:
 
 def _capped(name: str, value: ArrayLike, n_envs: int, low: float) -> FloatArray:
     """A cap per exchange as a contiguous ``(n_envs,)`` array: ``>= low`` or ``inf`` (none)."""
-    arr = np.ascontiguousarray(np.broadcast_to(np.asarray(value, dtype=np.float64), (n_envs,)))
+    arr = kernel_array(value, (n_envs,), np.float64)
     if np.isnan(arr).any() or (arr < low).any():
         raise ValueError(f"{name} must be >= {low!r} or inf (no cap), got {value!r}")
     return arr

@@ -170,7 +170,7 @@ def test_compiled_prices_equal_the_market_step_for_step():
         ref.advance(flows[0], flows[1], p.depth_usd_per_pct)
         for e in range(2):
             got = prices_one(
-                e, comp.t[e], comp.path_arrays(), comp.paths["frozen"], comp.scalars,
+                e, comp.t[e], comp.path_arrays(), comp.frozen_rows(), comp.scalars,
                 comp.mark_last, comp.oracle_index, *comp.oracle.kernel_arrays(),
             )  # fmt: skip
             want = (p.index, p.last, p.mark, p.oracle, p.depth_usd_per_pct, p.funding_rate)
