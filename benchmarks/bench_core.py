@@ -106,13 +106,16 @@ def compile_seconds(cached: bool) -> dict[str, float]:
 
     Args:
         cached: Whether numba may use its on-disk cache (``cache=True``). ``False`` points
-            ``NUMBA_CACHE_DIR`` at an empty directory, so every kernel compiles from scratch;
-            ``True`` fills a cache directory first, then measures a second process that
-            loads the kernels from it.
+            the cache (numba's ``NUMBA_CACHE_DIR`` and fundgym's ``FUNDGYM_NUMBA_CACHE_DIR``,
+            :mod:`fundgym.envs.jit`, which fundgym's kernels use) at an empty directory, so
+            every kernel compiles from scratch; ``True`` fills that directory first, then
+            measures a second process that loads the kernels from it.
     """
     root = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as cache_dir:
-        env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
+        # fundgym's kernels read FUNDGYM_NUMBA_CACHE_DIR; with NUMBA_CACHE_DIR alone, the "no
+        # cache" run loaded them from the user's cache and timed no compile.
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir, "FUNDGYM_NUMBA_CACHE_DIR": cache_dir}
         run = [sys.executable, "-c", _COMPILE_PROBE]
         if cached:
             subprocess.run(run, env=env, cwd=root, check=True, capture_output=True)
