@@ -70,6 +70,7 @@ _MUST_MATCH = (
     "taker_fee_rate",
     "rebalance_threshold",
     "population_minutes",
+    "allocation_minutes",
 )
 
 

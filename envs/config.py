@@ -121,6 +121,12 @@ class EnvConfig:
     oi_cap_frac: float = _hard("oi_cap_frac", "(not controlled)")
     mark_cap_mult: float = _hard("mark_cap_mult", "(not controlled)")
     rebalance_threshold: float = spec(0.02, ge=0.0, le=2.0, doc="L1 weight change to rebalance")
+    # The allocation's own clock (issue 21: "decide allocation on a slower clock"): the fund
+    # moves toward the action's allocation only at decisions on this clock, a whole multiple of
+    # decision_minutes (None: every decision). The other levers keep the decision clock.
+    allocation_minutes: float | None = spec(
+        None, gt=0.0, le=10_080.0, doc="minutes between allocation moves (None: every decision)"
+    )
     population_minutes: float = spec(5.0, gt=0.0, le=1440.0, doc="clock of the trader flows")
     reward: RewardWeights = dataclasses.field(default_factory=RewardWeights)
 
@@ -161,6 +167,15 @@ class EnvConfig:
                 "0 with liquidation_mode 'partial' (it hands no account to a vault); a vault "
                 "needs liquidation_mode binance, dydx_v4, hyperliquid or bitmex",
             )
+        if self.allocation_minutes is not None:
+            ratio = self.allocation_minutes / self.decision_minutes
+            if ratio < 1.0 - 1e-9 or abs(ratio - round(ratio)) > 1e-9:
+                raise FieldError(
+                    "allocation_minutes",
+                    self.allocation_minutes,
+                    f"a whole multiple of decision_minutes ({self.decision_minutes:g}), or "
+                    "None (every decision)",
+                )
         cap = MAX_TRAINING_HORIZON_MINUTES
         if self.scenario == "training" and (self.horizon_minutes or 0.0) > cap:
             # Checked here so the error comes before any work, not at the first reset.

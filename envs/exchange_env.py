@@ -231,6 +231,12 @@ class FundControlCore:
         self._ewma_short = 1.0 - np.exp(-tick / 60.0)
         self._ewma_long = 1.0 - np.exp(-tick / 1440.0)
         notice = int(np.ceil(config.margin_notice_minutes / config.decision_minutes))
+        # Decisions between allocation moves (EnvConfig.allocation_minutes; 1: every decision).
+        self.allocation_every = (
+            1
+            if config.allocation_minutes is None
+            else round(config.allocation_minutes / config.decision_minutes)
+        )
         fixed = {k: v for k, v in dataclasses.asdict(config.fixed).items() if v is not None}
         self.controls = Controls(config.controlled, fixed, config.max_step, notice, n_envs)
         self._tiers: MarginTiers | None = (
@@ -477,6 +483,8 @@ class FundControlCore:
         injections0 = sim.portfolio.injections.copy()
         injected0 = sim.portfolio.injected_usd.copy()
         change = np.abs(target - self.alloc_target).sum(axis=1) > self.config.rebalance_threshold
+        if self.allocation_every > 1:  # the allocation's slower clock: decisions 0, k, 2k, ...
+            change &= self.decision % self.allocation_every == 0
         if held is not None:
             change[held] = False
         if change.any():
@@ -742,7 +750,10 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     | 5-8 | alloc_stable/yield/volatile/hedge | logits; weights = softmax(3 x logits) | |
 
     The fund is rebalanced toward the allocation when the weights move by more than
-    ``rebalance_threshold`` (L1); rebalancing pays fees, option spreads and slippage.
+    ``rebalance_threshold`` (L1); rebalancing pays fees, option spreads and slippage. With
+    ``allocation_minutes`` the allocation has a slower clock of its own: the fund moves only
+    at decisions 0, k, 2k, ... of the episode (k = ``allocation_minutes`` /
+    ``decision_minutes``); in between, the allocation logits are ignored.
 
     ## Observation Space
 
@@ -828,6 +839,7 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     | oi_cap_frac            | float       | 0 (off)      | OI cap / starting open interest      |
     | mark_cap_mult          | float       | 0 (off)      | mark cap / its 8-hour average        |
     | population_minutes     | float       | 5            | clock of arrivals, exits, volume     |
+    | allocation_minutes     | float, None | None         | clock of allocation moves            |
     | reward                 | dict        | see rewards  | reward weights                       |
     | config                 | str         | None         | a YAML file holding the above        |
     | render_mode            | str, None   | None         | "ansi", "rgb_array" (not config) |
