@@ -1,0 +1,100 @@
+"""The fund's value at each crash's trough: a trained run as is, and with its allocation stable.
+
+Issue 21's allocation bar reads "the learned allocation's mean fund value at each crash's
+trough is at least the stable-only fund's". The fairest stable-only fund is the same
+controller on the same episodes with only its allocation taken away: each episode runs twice,
+once as trained and once with the run's four allocation action coordinates forced to stable's
+logits (+1, -1, -1, -1), the other levers still acting (they see the fund they get). The trough
+is the decision at which the index is lowest. A run that does not control the allocation runs
+once.
+
+Usage: ``python benchmarks/allocation_trough.py RUN [RUN ...] [--episodes 4]
+[--scenarios a,b] [--out FILE.json]``. Episode ``i`` is seeded ``i``, as ``fundgym evaluate
+--seed 0`` seeds it. Prints one line per run and crash; ``--out`` writes every episode's fund at
+the trough, at the end and at its lowest (JSON). docs/benchmarks.md has the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fundgym.agents.config import env_kwargs, load_config
+from fundgym.agents.policies.trained import TrainedPolicy
+from fundgym.agents.rollout import CRASHES
+from fundgym.envs.controls import ALLOCATION
+from fundgym.envs.exchange_env import InsuranceFundVectorEnv
+
+#: Stable's logits: softmax(3 x logits) puts 99.3% in stable.
+STABLE_LOGITS = np.array([1.0, -1.0, -1.0, -1.0], dtype=np.float32)
+
+
+def episode(run: Path, scenario: str, seed: int, hold_stable: bool) -> dict[str, float]:
+    """One episode of ``run`` on ``scenario``: the fund at the index's trough, end and lowest."""
+    cfg = load_config(run / "config.yaml")
+    controlled = list(cfg.env.controlled)
+    cols = [controlled.index(n) for n in ALLOCATION if n in controlled]
+    policy = TrainedPolicy(run.name, run)
+    env = InsuranceFundVectorEnv(num_envs=1, **env_kwargs(cfg, scenario))
+    obs, _ = env.reset(seed=seed)
+    policy.reset(1)
+    fund: list[float] = []
+    index: list[float] = []
+    done = False
+    while not done:
+        action = np.array(policy.act(obs), dtype=np.float32)
+        if hold_stable and cols:
+            action[:, cols] = STABLE_LOGITS
+        obs, _, terminated, truncated, info = env.step(action)
+        fund.append(float(info["fund_balance_usd"][0]))
+        index.append(float(info["index_price"][0]))
+        done = bool(terminated[0] or truncated[0])
+    env.close()
+    trough = int(np.argmin(index))
+    return {"fund_at_trough_usd": fund[trough], "fund_end_usd": fund[-1], "fund_min_usd": min(fund)}
+
+
+def main() -> None:
+    """Run every run on every crash; print the means and write ``--out``."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="fundgym train run directories")
+    ap.add_argument("--episodes", type=int, default=4, help="episodes per crash (default 4)")
+    ap.add_argument("--scenarios", default=",".join(CRASHES), help="default: the crash library")
+    ap.add_argument("--out", type=Path, help="also write every episode's figures (JSON)")
+    args = ap.parse_args()
+    result: dict[str, Any] = {}
+    for run in args.runs:
+        allocation = any(n in load_config(run / "config.yaml").env.controlled for n in ALLOCATION)
+        per_run: dict[str, Any] = {}
+        for scenario in args.scenarios.split(","):
+            rows = [
+                {
+                    variant: episode(run, scenario, seed, hold)
+                    for variant, hold in (("as_trained", False), ("held_stable", True))
+                    if allocation or not hold
+                }
+                for seed in range(args.episodes)
+            ]
+            per_run[scenario] = rows
+            line = f"{run} {scenario}: mean fund at the trough, as trained $" + format(
+                statistics.mean(r["as_trained"]["fund_at_trough_usd"] for r in rows), ",.0f"
+            )
+            if allocation:
+                held = statistics.mean(r["held_stable"]["fund_at_trough_usd"] for r in rows)
+                line += f", allocation held stable ${held:,.0f}"
+            print(line, flush=True)
+        result[str(run)] = per_run
+    if args.out is not None:
+        tmp = args.out.with_name(args.out.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        os.replace(tmp, args.out)  # whole or absent
+
+
+if __name__ == "__main__":
+    main()
