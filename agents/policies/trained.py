@@ -82,10 +82,15 @@ def space_mismatch(model: Any, n_actions: int) -> str | None:
 
 @functools.lru_cache(maxsize=8)
 def _load_run(run_dir: str) -> Callable[[FloatArray], FloatArray]:
-    """Load a run's model once per process (workers evaluate many scenarios with it)."""
+    """Load a run's model once per process (workers evaluate many scenarios with it).
+
+    The returned ``predict`` runs torch on one thread (the same actions however many cores a
+    worker has) and puts the process's thread count back after each call: set once here for
+    the whole process, it used to change the numbers of a training that followed an
+    evaluation in the same process (a demo, a notebook). Setting it costs about a microsecond.
+    """
     import torch
 
-    torch.set_num_threads(1)
     path = Path(run_dir)
     config_path = run_config_file(path)
     try:
@@ -97,4 +102,16 @@ def _load_run(run_dir: str) -> Callable[[FloatArray], FloatArray]:
     mismatch = space_mismatch(loaded.policy, len(cfg.env.controlled))
     if mismatch:
         raise RunError(f"{model_path / WEIGHTS}: {mismatch}")
-    return loaded.predict
+    inner = loaded.predict
+
+    def predict(obs: FloatArray) -> FloatArray:
+        threads = torch.get_num_threads()
+        if threads == 1:
+            return inner(obs)
+        torch.set_num_threads(1)
+        try:
+            return inner(obs)
+        finally:
+            torch.set_num_threads(threads)
+
+    return predict

@@ -407,3 +407,19 @@ def test_resume_rewrites_an_own_old_run_as_model_directories(run, tmp_path):
     assert np.array_equal(converted, TrainedPolicy("run", run).act(obs))
     final, before = (torch.load(d / "final" / WEIGHTS, weights_only=True) for d in (old, run))
     assert all(torch.equal(final[k], before[k]) for k in before)  # nothing trained: kept
+
+
+def test_acting_leaves_the_process_thread_count_as_it_was(run):
+    # A trained policy acts on one torch thread (the same actions on any machine) but must not
+    # leave the process there: a training after an in-process evaluation would change.
+    obs = np.random.default_rng(0).normal(size=(4, 32))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = TrainedPolicy("run", run).act(obs)
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        assert np.array_equal(TrainedPolicy("run", run).act(obs), two)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
