@@ -126,8 +126,8 @@ def kernel_array(
     numba compiles a kernel once per argument type, and a read-only array and an F-ordered
     one are types of their own: ``np.ascontiguousarray(np.broadcast_to(v, shape))`` returns
     the read-only broadcast view itself when ``v`` already has ``shape``, so the same call
-    compiled a second copy of every kernel it reached (about 40 s of the tick's first call).
-    ``dtype`` ``None`` keeps ``value``'s.
+    compiled a second copy of every kernel it reached (the book statistics, the cross-margin
+    scan and waterfall: seconds each on a first call). ``dtype`` ``None`` keeps ``value``'s.
 
     Raises:
         ValueError: ``value`` does not broadcast to ``shape`` (numpy's message).
