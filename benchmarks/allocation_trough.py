@@ -25,22 +25,25 @@ from typing import Any
 
 import numpy as np
 
-from fundgym.agents.config import env_kwargs, load_config
+from fundgym.agents.config import TrainConfig, env_kwargs, load_config
 from fundgym.agents.policies.trained import TrainedPolicy
 from fundgym.agents.rollout import CRASHES
 from fundgym.envs.controls import ALLOCATION
 from fundgym.envs.exchange_env import InsuranceFundVectorEnv
 
 #: Stable's logits: softmax(3 x logits) puts 99.3% in stable.
-STABLE_LOGITS = np.array([1.0, -1.0, -1.0, -1.0], dtype=np.float32)
+STABLE_LOGITS = dict(zip(ALLOCATION, (1.0, -1.0, -1.0, -1.0), strict=True))
 
 
-def episode(run: Path, scenario: str, seed: int, hold_stable: bool) -> dict[str, float]:
-    """One episode of ``run`` on ``scenario``: the fund at the index's trough, end and lowest."""
-    cfg = load_config(run / "config.yaml")
-    controlled = list(cfg.env.controlled)
-    cols = [controlled.index(n) for n in ALLOCATION if n in controlled]
-    policy = TrainedPolicy(run.name, run)
+def episode(
+    policy: TrainedPolicy, cfg: TrainConfig, scenario: str, seed: int, hold_stable: bool
+) -> dict[str, float]:
+    """One episode on ``scenario``: the fund at the index's trough, at the end and lowest.
+
+    ``hold_stable`` forces the run's allocation coordinates (those it controls) to stable's.
+    """
+    controlled = cfg.env.controlled if hold_stable else ()
+    held = {k: STABLE_LOGITS[n] for k, n in enumerate(controlled) if n in STABLE_LOGITS}
     env = InsuranceFundVectorEnv(num_envs=1, **env_kwargs(cfg, scenario))
     obs, _ = env.reset(seed=seed)
     policy.reset(1)
@@ -49,8 +52,8 @@ def episode(run: Path, scenario: str, seed: int, hold_stable: bool) -> dict[str,
     done = False
     while not done:
         action = np.array(policy.act(obs), dtype=np.float32)
-        if hold_stable and cols:
-            action[:, cols] = STABLE_LOGITS
+        for k, logit in held.items():
+            action[:, k] = logit
         obs, _, terminated, truncated, info = env.step(action)
         fund.append(float(info["fund_balance_usd"][0]))
         index.append(float(info["index_price"][0]))
@@ -70,12 +73,14 @@ def main() -> None:
     args = ap.parse_args()
     result: dict[str, Any] = {}
     for run in args.runs:
-        allocation = any(n in load_config(run / "config.yaml").env.controlled for n in ALLOCATION)
+        cfg = load_config(run / "config.yaml")
+        policy = TrainedPolicy(run.name, run)
+        allocation = any(n in STABLE_LOGITS for n in cfg.env.controlled)
         per_run: dict[str, Any] = {}
         for scenario in args.scenarios.split(","):
             rows = [
                 {
-                    variant: episode(run, scenario, seed, hold)
+                    variant: episode(policy, cfg, scenario, seed, hold)
                     for variant, hold in (("as_trained", False), ("held_stable", True))
                     if allocation or not hold
                 }
