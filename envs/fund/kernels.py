@@ -10,12 +10,12 @@ portfolio's arrays, for the compiled tick (:mod:`fundgym.envs.tick_kernels`). Bo
 library's ``log`` and ``erfc`` (the reference through :mod:`fundgym.envs.libm`), so the two agree to
 the bit (tests/envs/test_fund_portfolio.py).
 
-The portfolio is passed as the tuple :func:`fund_arrays` builds (the seventeen
+The portfolio is passed as the tuple :func:`fund_arrays` builds (the eighteen
 :class:`~fundgym.envs.fund.portfolio.FundPortfolio` fields in declaration order, the ``F_*``
 indices below), the bucket terms as :func:`allocation_terms` packs them (``A_*`` columns).
 The helpers the tick calls every tick (:func:`accrue_one`, :func:`receive_one`,
 :func:`value_usd`, :func:`put_unit_value`) are inlined into their callers (numba's
-``inline="always"``): a call that passes the seventeen-array tuple costs two atomic
+``inline="always"``): a call that passes the eighteen-array tuple costs two atomic
 reference-count operations per array, which measured an eighth of a decision's time.
 """
 
@@ -46,7 +46,8 @@ F_STABLE, F_YIELD, F_VOLATILE_UNITS, F_PUT_UNITS, F_PUT_STRIKE, F_PUT_MINUTES_LE
 F_EXTERNAL_PNL, F_FEES_PAID, F_RECEIVED, F_PAID, F_INITIAL_VALUE = range(6, 11)
 F_MARK_PRICE, F_MARK_VOL = 11, 12
 F_INJECTION_USD, F_INJECTIONS_LEFT, F_INJECTIONS, F_INJECTED = 13, 14, 15, 16
-N_FUND_FIELDS = 17
+F_PUT_COST = 17
+N_FUND_FIELDS = 18
 
 # Columns of the bucket terms (allocation_terms).
 A_YIELD_GROWTH = 0  # 1 + yield_apr x tick / year: one tick's accrual factor
@@ -62,6 +63,7 @@ _FIELD_NAMES = tuple(f.name for f in fields(FundPortfolio))
 a call, and a decision builds the tuple three times)."""
 assert _FIELD_NAMES[F_MARK_VOL] == "mark_vol_annual"
 assert _FIELD_NAMES[F_INJECTED] == "injected_usd"
+assert _FIELD_NAMES[F_PUT_COST] == "put_cost_usd"
 assert len(_FIELD_NAMES) == N_FUND_FIELDS
 
 
@@ -203,6 +205,7 @@ def accrue_one(f, e, price, vol_annual, tick_minutes, terms):  # type: ignore[no
         f[F_PUT_UNITS][e] = 0.0
     if expired or not held:
         f[F_PUT_STRIKE][e] = 0.0
+        f[F_PUT_COST][e] = 0.0
     f[F_EXTERNAL_PNL][e] += value_usd(f, e, price, vol_annual) - before
 
 
@@ -252,6 +255,18 @@ def _sell_down(left_usd, value_usd, cost_frac):  # type: ignore[no-untyped-def]
     return raised, sold, all_sold
 
 
+@jit(error_model="numpy", inline="always")
+def _close_or_scale_puts(f, e, units_before):  # type: ignore[no-untyped-def]
+    """The portfolio's ``_close_or_scale_puts`` for exchange ``e``: clear or scale the cost."""
+    units = f[F_PUT_UNITS][e]
+    if units <= 0.0:
+        f[F_PUT_STRIKE][e] = 0.0
+        f[F_PUT_MINUTES_LEFT][e] = 0.0
+        f[F_PUT_COST][e] = 0.0
+    else:
+        f[F_PUT_COST][e] = f[F_PUT_COST][e] * (units / units_before)
+
+
 @jit(error_model="numpy")
 def pay_one(f, e, amount_usd, price, vol_annual, stressed, terms):  # type: ignore[no-untyped-def]
     """:func:`fundgym.envs.fund.portfolio.pay` for exchange ``e``; returns the USD paid.
@@ -283,9 +298,7 @@ def pay_one(f, e, amount_usd, price, vol_annual, stressed, terms):  # type: igno
     from_puts, puts_sold, all_puts = _sell_down(left, puts * unit, spread)
     safe_unit = unit if unit > 0.0 else 1.0
     f[F_PUT_UNITS][e] = 0.0 if all_puts else max(puts - puts_sold / safe_unit, 0.0)
-    if f[F_PUT_UNITS][e] <= 0.0:
-        f[F_PUT_STRIKE][e] = 0.0
-        f[F_PUT_MINUTES_LEFT][e] = 0.0
+    _close_or_scale_puts(f, e, puts)
     left -= from_puts
 
     paid = amount_usd - max(left, 0.0)
@@ -331,12 +344,30 @@ def rebalance_one(f, e, w, price, vol_annual, stressed, terms):  # type: ignore[
         price, new_strike, tenor, max(vol_annual, PUT_VOL_FLOOR_ANNUAL)
     )
     new_put_value = new_put_mark + _crash_premium(price, new_strike, tenor)
-    buy_puts = (t3 > v3) and (new_put_value > MIN_PUT_PREMIUM_FRAC * price)
-    sell_hedge = v3 if buy_puts else max(v3 - t3, 0.0)
+    units = f[F_PUT_UNITS][e]
+    live = units > 0.0 and f[F_PUT_MINUTES_LEFT][e] > 0.0
+    committed = f[F_PUT_COST][e] if live else 0.0
+    size = max(v3, committed)
+    live_put_value = unit + _crash_premium(
+        price, f[F_PUT_STRIKE][e], f[F_PUT_MINUTES_LEFT][e] / MINUTES_PER_YEAR
+    )
+    top_up = live and live_put_value > MIN_PUT_PREMIUM_FRAC * price
+    buy_mark = unit if top_up else new_put_mark
+    buy_value = live_put_value if top_up else new_put_value
+    buy_puts = (t3 > size) and (buy_value > MIN_PUT_PREMIUM_FRAC * price)
+    roll = buy_puts and not top_up
+    trim = max(size - t3, 0.0) / (size if size > 0.0 else 1.0)
+    if roll:
+        sell_hedge = v3
+    else:
+        sell_hedge = 0.0 if buy_puts else v3 * trim
 
     buy_yield = max(t1 - v1, 0.0)
     buy_vol = max(t2 - v2, 0.0)
-    buy_hedge = t3 if buy_puts else 0.0
+    if buy_puts:
+        buy_hedge = t3 if roll else t3 - size
+    else:
+        buy_hedge = 0.0
 
     sold = sell_yield + sell_vol + sell_hedge
     cash = (
@@ -354,7 +385,7 @@ def rebalance_one(f, e, w, price, vol_annual, stressed, terms):  # type: ignore[
         buy_hedge = buy_hedge * scale
     bought = buy_yield + buy_vol + buy_hedge
 
-    premium = buy_hedge * (1.0 - new_put_mark / (new_put_value if buy_puts else 1.0))
+    premium = buy_hedge * (1.0 - buy_mark / (buy_value if buy_puts else 1.0))
     cost = (
         sell_vol * slip + sell_hedge * spread + buy_hedge * spread + fee * (sold + bought) + premium
     )
@@ -374,18 +405,21 @@ def rebalance_one(f, e, w, price, vol_annual, stressed, terms):  # type: ignore[
         f[F_VOLATILE_UNITS][e] = 0.0
     else:
         f[F_VOLATILE_UNITS][e] = max(f[F_VOLATILE_UNITS][e] + (buy_vol - sell_vol) / price, 0.0)
-    if buy_puts:
-        f[F_PUT_UNITS][e] = buy_hedge / new_put_value
+    bought_units = buy_hedge / (buy_value if buy_puts else 1.0)
+    if roll:
+        f[F_PUT_UNITS][e] = bought_units
         f[F_PUT_STRIKE][e] = new_strike
         f[F_PUT_MINUTES_LEFT][e] = new_minutes
+        f[F_PUT_COST][e] = buy_hedge
+    elif buy_puts:
+        f[F_PUT_UNITS][e] = units + bought_units
+        f[F_PUT_COST][e] = committed + buy_hedge
     elif sell_hedge >= v3 and v3 > 0.0:
         f[F_PUT_UNITS][e] = 0.0
     else:
         safe_unit = unit if unit > 0.0 else 1.0
-        f[F_PUT_UNITS][e] = max(f[F_PUT_UNITS][e] - sell_hedge / safe_unit, 0.0)
-    if f[F_PUT_UNITS][e] <= 0.0:
-        f[F_PUT_STRIKE][e] = 0.0
-        f[F_PUT_MINUTES_LEFT][e] = 0.0
+        f[F_PUT_UNITS][e] = max(units - sell_hedge / safe_unit, 0.0)
+    _close_or_scale_puts(f, e, f[F_PUT_UNITS][e] if buy_puts else units)
     f[F_EXTERNAL_PNL][e] -= cost
     f[F_FEES_PAID][e] += cost
     return cost

@@ -17,7 +17,10 @@ carries, so the controller has to trade return against the fund being there in a
   price at purchase, tenor ``put_tenor_days``). They cost premium (theta) in calm markets and
   gain in a crash. Their risk is basis and cost: the premium and the ``option_spread_frac``
   paid on every purchase and sale. At expiry they pay ``max(K - S, 0)`` into ``stable``; a
-  new series is bought only by :func:`rebalance`.
+  new series is bought only by :func:`rebalance`. The hedge's weight is a premium budget: the
+  bucket is sized by the larger of its mark and the premium committed to the series held
+  (``put_cost_usd``), so a series is bought once and topped up or trimmed, never re-bought at
+  every decision (see :func:`rebalance`).
 
 Options are bought at the simulated market's quote, :func:`put_price`: Black-Scholes with zero
 rates from the *current* volatility (the ``vol_annual`` each call carries, floored at
@@ -298,6 +301,10 @@ class FundPortfolio:
         injections_left: Top-ups the venue may still make this episode.
         injections: Top-ups made so far (a count, as float64 like every field).
         injected_usd: Cumulative top-ups, USD: outside money, like a deposit.
+        put_cost_usd: What the puts still held of the current series cost at the quote, USD
+            (spread and fee apart): the premium committed to the hedge, which
+            :func:`rebalance` sizes the hedge by (0 when none is held). Last in the order, so
+            the compiled kernels' indices of the other fields stay put.
     """
 
     stable_usd: FloatArray
@@ -317,6 +324,7 @@ class FundPortfolio:
     injections_left: FloatArray
     injections: FloatArray
     injected_usd: FloatArray
+    put_cost_usd: FloatArray
 
     @property
     def n_envs(self) -> int:
@@ -455,6 +463,19 @@ def _book_cost(pf: FundPortfolio, cost_usd: FloatArray) -> None:
     pf.fees_paid_usd += cost_usd
 
 
+def _close_or_scale_puts(pf: FundPortfolio, units_before: FloatArray) -> None:
+    """After puts were sold: a closed series is cleared, a cut one keeps its share of the cost.
+
+    ``units_before`` is what was held before the sale (where nothing was sold, the units now
+    held: ``x / x`` is exactly 1, so the cost is left as it is).
+    """
+    closed = pf.put_units <= 0
+    kept = pf.put_units / np.where(closed, 1.0, units_before)
+    pf.put_strike[:] = np.where(closed, 0.0, pf.put_strike)
+    pf.put_minutes_left[:] = np.where(closed, 0.0, pf.put_minutes_left)
+    pf.put_cost_usd[:] = np.where(closed, 0.0, pf.put_cost_usd * kept)
+
+
 def accrue(
     pf: FundPortfolio,
     price: ArrayLike,
@@ -492,6 +513,7 @@ def accrue(
     pf.stable_usd += payoff
     pf.put_units[:] = np.where(expired, 0.0, pf.put_units)
     pf.put_strike[:] = np.where(expired | ~held, 0.0, pf.put_strike)
+    pf.put_cost_usd[:] = np.where(expired | ~held, 0.0, pf.put_cost_usd)
     pf.external_pnl_usd += pf.value_usd(p, v) - before
 
 
@@ -513,10 +535,25 @@ def rebalance(
     above the mark is expensed). A fee of ``rebalance_fee_bps`` is charged on the USD value
     moved into or out of each non-stable bucket. All costs come out of ``stable``.
 
-    Buying puts opens a fresh series for the whole holding: strike ``put_moneyness * price``,
-    tenor ``put_tenor_days``; any puts held are sold first (spread and fee on that sale too),
-    so a slightly under-weight hedge costs a full roll. Where the new put would be worth less
-    than ``MIN_PUT_PREMIUM_FRAC`` of spot (zero or tiny volatility), no puts are bought.
+    The hedge is sized by ``max(mark, committed premium)`` (``put_cost_usd``), not by its
+    mark alone: a put is bought at the quote and marked without the quote's crash premium, at
+    about 2.5% of its cost for the default weekly put, so a hedge sized by its mark looked under
+    target a moment after its purchase and was bought again at every decision (measured: a
+    learned allocation bought eleven series in one Black Thursday episode and spent $122k of
+    a $115k fund on premium). Now, against the target ``w_hedge * value``:
+
+    - above the size: more puts of the *live* series (same strike and expiry) are bought at its
+      quote for the difference; with no live series, or one quoted below
+      ``MIN_PUT_PREMIUM_FRAC`` of spot (far out of the money after a rally), any puts held are
+      sold and a fresh series is bought for the whole target (strike ``put_moneyness * price``,
+      tenor ``put_tenor_days``), the roll;
+    - below the size: the share ``(size - target) / size`` of the puts is sold at the mark
+      minus the spread, and the committed premium shrinks with the units;
+    - so a hedge in the money after a crash is trimmed to the target by its mark (profit
+      taken) and is not bought back at the next decision, and one out of the money is held.
+
+    Where the put bought would be worth less than ``MIN_PUT_PREMIUM_FRAC`` of spot (zero or
+    tiny volatility), no puts are bought.
 
     Targets are approximate by design: costs make ``stable`` end below its target, a frozen
     ``yield`` bucket may stay above its target, and where ``stable`` plus the sale proceeds
@@ -559,17 +596,35 @@ def rebalance(
     # The quote (put_price for a live tenor), with its Black-Scholes term computed once.
     new_put_mark = put_mark(p, new_strike, new_minutes / MINUTES_PER_YEAR, v)
     new_put_value = new_put_mark + crash_premium(p, new_strike, new_minutes / MINUTES_PER_YEAR)
+    # The hedge is sized by the larger of its mark and the premium committed to it: puts are
+    # bought at the quote and marked without its crash premium, so sizing by the mark alone
+    # would find a hedge bought a moment ago under target and buy it again at every decision.
+    live = (pf.put_units > 0) & (pf.put_minutes_left > 0)
+    committed = np.where(live, pf.put_cost_usd, 0.0)
+    size = np.maximum(values[:, HEDGE], committed)
+    # More puts go into the live series at its own quote (same strike and expiry), unless it
+    # is quoted below MIN_PUT_PREMIUM_FRAC of spot (far out of the money after a rally): then
+    # it is sold and a fresh series bought, the "roll".
+    live_put_value = put_unit_value + crash_premium(
+        p, pf.put_strike, pf.put_minutes_left / MINUTES_PER_YEAR
+    )
+    top_up = live & (live_put_value > MIN_PUT_PREMIUM_FRAC * p)
+    buy_mark = np.where(top_up, put_unit_value, new_put_mark)
+    buy_value = np.where(top_up, live_put_value, new_put_value)
     # A put worth less than MIN_PUT_PREMIUM_FRAC of spot buys no protection worth the name;
     # buying 1e22 of them would only make the hedge a bet on volatility.
-    buy_puts = (target[:, HEDGE] > values[:, HEDGE]) & (new_put_value > MIN_PUT_PREMIUM_FRAC * p)
-    sell_hedge = np.where(
-        buy_puts, values[:, HEDGE], np.maximum(values[:, HEDGE] - target[:, HEDGE], 0)
-    )
+    buy_puts = (target[:, HEDGE] > size) & (buy_value > MIN_PUT_PREMIUM_FRAC * p)
+    roll = buy_puts & ~top_up
+    # A hedge above target sells the same share of its puts as its size is above target.
+    trim = np.maximum(size - target[:, HEDGE], 0.0) / np.where(size > 0, size, 1.0)
+    sell_hedge = np.where(roll, values[:, HEDGE], np.where(buy_puts, 0.0, values[:, HEDGE] * trim))
 
     # Purchases (USD value put into each bucket), before scaling.
     buy_yield = np.maximum(target[:, YIELD] - values[:, YIELD], 0.0)
     buy_vol = np.maximum(target[:, VOLATILE] - values[:, VOLATILE], 0.0)
-    buy_hedge = np.where(buy_puts, target[:, HEDGE], 0.0)
+    buy_hedge = np.where(
+        buy_puts, np.where(roll, target[:, HEDGE], target[:, HEDGE] - size), 0.0
+    )
 
     sold = sell_yield + sell_vol + sell_hedge
     cash = (
@@ -587,7 +642,7 @@ def rebalance(
     bought = buy_yield + buy_vol + buy_hedge
 
     # The crash premium (quote minus mark) is expensed on purchase, like an insurance policy.
-    premium = buy_hedge * (1.0 - new_put_mark / np.where(buy_puts, new_put_value, 1.0))
+    premium = buy_hedge * (1.0 - buy_mark / np.where(buy_puts, buy_value, 1.0))
     cost = (
         sell_vol * slip
         + sell_hedge * spread
@@ -611,19 +666,23 @@ def rebalance(
     pf.volatile_units[:] = np.where(
         sells_all_vol, 0.0, np.maximum(pf.volatile_units + (buy_vol - sell_vol) / p, 0.0)
     )
-    # Puts: a purchase replaces the series; otherwise sell down the current one.
+    # Puts: a roll replaces the series, a top-up adds to it, otherwise sell down what is held.
+    units_before = pf.put_units.copy()
     sells_all_puts = (sell_hedge >= values[:, HEDGE]) & (values[:, HEDGE] > 0)
     safe_unit = np.where(put_unit_value > 0, put_unit_value, 1.0)
     kept_units = np.where(
         sells_all_puts, 0.0, np.maximum(pf.put_units - sell_hedge / safe_unit, 0.0)
     )
-    bought_units = buy_hedge / np.where(buy_puts, new_put_value, 1.0)
-    pf.put_units[:] = np.where(buy_puts, bought_units, kept_units)
-    pf.put_strike[:] = np.where(buy_puts, new_strike, pf.put_strike)
-    pf.put_minutes_left[:] = np.where(buy_puts, new_minutes, pf.put_minutes_left)
-    closed = pf.put_units <= 0
-    pf.put_strike[:] = np.where(closed, 0.0, pf.put_strike)
-    pf.put_minutes_left[:] = np.where(closed, 0.0, pf.put_minutes_left)
+    bought_units = buy_hedge / np.where(buy_puts, buy_value, 1.0)
+    pf.put_units[:] = np.where(
+        roll, bought_units, np.where(buy_puts, pf.put_units + bought_units, kept_units)
+    )
+    pf.put_strike[:] = np.where(roll, new_strike, pf.put_strike)
+    pf.put_minutes_left[:] = np.where(roll, new_minutes, pf.put_minutes_left)
+    pf.put_cost_usd[:] = np.where(
+        roll, buy_hedge, np.where(buy_puts, committed + buy_hedge, pf.put_cost_usd)
+    )
+    _close_or_scale_puts(pf, np.where(buy_puts, pf.put_units, units_before))
     _book_cost(pf, cost)
     out: FloatArray = cost
     return out
@@ -688,10 +747,9 @@ def pay(
     all_puts = from_puts >= put_proceeds
     puts_sold = np.where(all_puts, put_value, from_puts / (1.0 - spread))
     safe_unit = np.where(unit > 0, unit, 1.0)
+    units_before = pf.put_units.copy()
     pf.put_units[:] = np.where(all_puts, 0.0, np.maximum(pf.put_units - puts_sold / safe_unit, 0))
-    closed = pf.put_units <= 0
-    pf.put_strike[:] = np.where(closed, 0.0, pf.put_strike)
-    pf.put_minutes_left[:] = np.where(closed, 0.0, pf.put_minutes_left)
+    _close_or_scale_puts(pf, units_before)
     left -= from_puts
 
     paid = amount - np.maximum(left, 0.0)

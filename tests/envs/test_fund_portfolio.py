@@ -267,6 +267,115 @@ def test_puts_expire_into_stable():
     assert pf.put_units[0] > 0
 
 
+# ==== Sizing the hedge by the premium committed to it ====
+
+
+def hedged(weights=(0.9, 0.0, 0.0, 0.1)):
+    """1M in stable, then one rebalance to ``weights`` at 100 with 80% vol."""
+    pf = FundPortfolio.from_stable([1_000_000.0])
+    rebalance(pf, list(weights), 100.0, 0.8, np.array([False]), P)
+    return pf
+
+
+def test_the_hedge_is_not_bought_again_at_every_decision():
+    # The churn that drained the fund: a hedge marked at 2.5% of its cost looked under target at
+    # every decision and bought a fresh series each time. Ten hourly decisions at the same
+    # weights, flat price: the premium is expensed once (97,468 on the 100k bought).
+    pf = hedged()
+    first_fees = pf.fees_paid_usd[0]
+    strike, units = pf.put_strike[0], pf.put_units[0]
+    assert pf.put_cost_usd[0] == pytest.approx(100_000.0, rel=1e-12)
+    for _ in range(10):
+        accrue(pf, 100.0, 0.8, 60.0, P)
+        rebalance(pf, [0.9, 0.0, 0.0, 0.1], 100.0, 0.8, np.array([False]), P)
+    assert pf.put_strike[0] == strike  # the same series, ten hours older
+    assert pf.put_minutes_left[0] == 7 * 1440 - 600
+    # Only trims: the fund fell by the premium, so 10% of it is now ~89.7k of committed premium.
+    assert pf.put_units[0] < units
+    assert pf.fees_paid_usd[0] - first_fees < 100.0
+    assert pf.ledger_gap_usd()[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_hedge_above_target_sells_its_excess_share_at_the_mark():
+    pf = hedged()
+    units = pf.put_units[0]
+    stable = pf.stable_usd[0]
+    value = pf.value_usd(100.0, 0.8)[0]  # 894,900 stable + the puts' mark
+    cost = rebalance(pf, [0.95, 0.0, 0.0, 0.05], 100.0, 0.8, np.array([False]), P)[0]
+    # Size 100k (the premium, above the mark), target 5% of the value: sell that share of units.
+    share = (100_000.0 - 0.05 * value) / 100_000.0
+    sold = units * MARK * share
+    assert pf.put_units[0] == pytest.approx(units * (1 - share), rel=1e-12)
+    assert pf.put_cost_usd[0] == pytest.approx(0.05 * value, rel=1e-12)
+    assert cost == pytest.approx(sold * (0.05 + 0.001), rel=1e-9)  # spread + 10 bps, no premium
+    assert pf.stable_usd[0] == pytest.approx(stable + sold * (1 - 0.05 - 0.001), rel=1e-12)
+    assert pf.ledger_gap_usd()[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_hedge_below_target_tops_up_the_live_series_at_its_quote():
+    pf = hedged()
+    units = pf.put_units[0]
+    accrue(pf, 95.0, 0.8, 1440.0, P)  # a day later, 5% lower: six days left on the 85 strike
+    value = pf.value_usd(95.0, 0.8)[0]
+    cost = rebalance(pf, [0.8, 0.0, 0.0, 0.2], 95.0, 0.8, np.array([False]), P)[0]
+    six_days = 6 * 1440 / MINUTES_PER_YEAR
+    quote = bs_put_ref(95.0, 85.0, six_days, 0.8) + (1 - math.exp(-0.7 * 6)) * (85 - 95 * 0.725)
+    buy = 0.2 * value - 100_000.0  # the target less the premium already committed
+    assert pf.put_strike[0] == 85.0  # no new series
+    assert pf.put_minutes_left[0] == 6 * 1440
+    assert pf.put_units[0] == pytest.approx(units + buy / quote, rel=1e-9)
+    assert pf.put_cost_usd[0] == pytest.approx(0.2 * value, rel=1e-12)
+    premium = buy * (1 - bs_put_ref(95.0, 85.0, six_days, 0.8) / quote)
+    assert cost == pytest.approx(buy * (0.05 + 0.001) + premium, rel=1e-9)
+    assert pf.ledger_gap_usd()[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_hedge_in_the_money_is_sized_by_its_mark_and_does_not_flip():
+    pf = hedged()
+    accrue(pf, 70.0, 0.8, 0.0, P)  # the crash: each put marked 15.14, 1.19x its cost
+    mark = pf.bucket_values_usd(70.0, 0.8)[0, 3]
+    assert mark > pf.put_cost_usd[0]
+    rebalance(pf, [0.9, 0.0, 0.0, 0.1], 70.0, 0.8, np.array([False]), P)
+    target = 0.1 * pf.value_usd(70.0, 0.8)[0]
+    after = pf.bucket_values_usd(70.0, 0.8)[0, 3]
+    assert after < mark  # profit taken down to the target, by the mark
+    assert after == pytest.approx(target, rel=1e-2)
+    units, fees = pf.put_units[0], pf.fees_paid_usd[0]
+    # The next decision at the same state neither buys back nor sells more than rounding.
+    rebalance(pf, [0.9, 0.0, 0.0, 0.1], 70.0, 0.8, np.array([False]), P)
+    assert pf.put_units[0] == pytest.approx(units, rel=1e-3)
+    assert pf.fees_paid_usd[0] - fees < 1e-3 * fees
+    assert pf.ledger_gap_usd()[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_worthless_live_series_is_rolled():
+    pf = hedged()
+    accrue(pf, 400.0, 0.4, 1440.0, P)  # a 4x rally: the 85 strike is worth nothing
+    value = pf.value_usd(400.0, 0.4)[0]
+    # Target 50% is above the 100k committed, but topping up a series quoted below
+    # MIN_PUT_PREMIUM_FRAC of spot buys no protection: it is sold, a new one bought.
+    rebalance(pf, [0.5, 0.0, 0.0, 0.5], 400.0, 0.4, np.array([False]), P)
+    assert pf.put_strike[0] == pytest.approx(340.0)  # a fresh series at 85% of 400
+    assert pf.put_minutes_left[0] == 7 * 1440
+    assert pf.put_cost_usd[0] == pytest.approx(0.5 * value, rel=1e-12)
+    assert pf.ledger_gap_usd()[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_paying_from_puts_and_expiry_shrink_the_committed_premium():
+    pf = hedged((0.0, 0.0, 0.0, 1.0))
+    units, committed = pf.put_units[0], pf.put_cost_usd[0]
+    accrue(pf, 70.0, 0.8, 0.0, P)
+    liquid = pf.liquid_usd(70.0, 0.8, np.array([False]), P)[0]
+    pay(pf, [pf.stable_usd[0] + 0.5 * (liquid - pf.stable_usd[0])], 70.0, 0.8, [False], P)
+    kept = pf.put_units[0] / units
+    assert kept == pytest.approx(0.5, rel=1e-9)
+    assert pf.put_cost_usd[0] == pytest.approx(committed * kept, rel=1e-12)
+    for _ in range(7):
+        accrue(pf, 70.0, 0.8, 1440.0, P)
+    assert pf.put_units[0] == 0.0
+    assert pf.put_cost_usd[0] == 0.0
+
+
 def test_rebalance_frozen_yield_and_selling_costs():
     pf = portfolio(yield_=1000.0, volatile_units=10.0, price=100.0)  # value 2,000
     cost = rebalance(pf, [1.0, 0.0, 0.0, 0.0], 100.0, 0.8, np.array([True]), P)

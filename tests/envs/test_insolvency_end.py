@@ -12,12 +12,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fundgym.envs.controls import ALLOCATION, PARAMS
 from fundgym.envs.exchange_env import InsuranceFundEnv
+
+RISK_LEVERS = tuple(p for p in PARAMS if p not in ALLOCATION)
 
 
 def run(policy: str, seed: int) -> tuple[int, bool, dict[str, float], float, float]:
-    """Hold the default levers through ``oracle_manipulation``; decisions, end, loss sums."""
-    env = InsuranceFundEnv(scenario="oracle_manipulation", n_accounts=64, adl_policy=policy)
+    """Hold the default levers through ``oracle_manipulation``; decisions, end, loss sums.
+
+    The fund stays in stable assets (the allocation is not controlled): what is compared is
+    the ADL rule, not the path of a hedge bought with the fund.
+    """
+    env = InsuranceFundEnv(
+        scenario="oracle_manipulation", n_accounts=64, adl_policy=policy, controlled=RISK_LEVERS
+    )
     env.reset(seed=seed)
     sums = dict.fromkeys(("socialized_loss_usd", "unrecovered_usd", "adl_haircut_usd"), 0.0)
     n, terminated, truncated = 0, False, False
