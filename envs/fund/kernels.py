@@ -329,7 +329,11 @@ def rebalance_one(f, e, w, price, vol_annual, stressed, terms):  # type: ignore[
     spread = terms[A_SPREAD]
 
     v0, v1, v2, v3, unit = _buckets(f, e, price, vol_annual)
-    total = v0 + v1 + v2 + v3
+    units = f[F_PUT_UNITS][e]
+    live = units > 0.0 and f[F_PUT_MINUTES_LEFT][e] > 0.0
+    committed = f[F_PUT_COST][e] if live else 0.0
+    size = max(v3, committed)
+    total = v0 + v1 + v2 + size
     t1 = w[1] * total
     t2 = w[2] * total
     t3 = w[3] * total
@@ -344,10 +348,6 @@ def rebalance_one(f, e, w, price, vol_annual, stressed, terms):  # type: ignore[
         price, new_strike, tenor, max(vol_annual, PUT_VOL_FLOOR_ANNUAL)
     )
     new_put_value = new_put_mark + _crash_premium(price, new_strike, tenor)
-    units = f[F_PUT_UNITS][e]
-    live = units > 0.0 and f[F_PUT_MINUTES_LEFT][e] > 0.0
-    committed = f[F_PUT_COST][e] if live else 0.0
-    size = max(v3, committed)
     live_put_value = unit + _crash_premium(
         price, f[F_PUT_STRIKE][e], f[F_PUT_MINUTES_LEFT][e] / MINUTES_PER_YEAR
     )
@@ -356,11 +356,10 @@ def rebalance_one(f, e, w, price, vol_annual, stressed, terms):  # type: ignore[
     buy_value = live_put_value if top_up else new_put_value
     buy_puts = (t3 > size) and (buy_value > MIN_PUT_PREMIUM_FRAC * price)
     roll = buy_puts and not top_up
-    trim = max(size - t3, 0.0) / (size if size > 0.0 else 1.0)
     if roll:
         sell_hedge = v3
     else:
-        sell_hedge = 0.0 if buy_puts else v3 * trim
+        sell_hedge = 0.0 if buy_puts else max(v3 - t3, 0.0)
 
     buy_yield = max(t1 - v1, 0.0)
     buy_vol = max(t2 - v2, 0.0)

@@ -547,10 +547,15 @@ def rebalance(
       ``MIN_PUT_PREMIUM_FRAC`` of spot (far out of the money after a rally), any puts held are
       sold and a fresh series is bought for the whole target (strike ``put_moneyness * price``,
       tenor ``put_tenor_days``), the roll;
-    - below the size: the share ``(size - target) / size`` of the puts is sold at the mark
-      minus the spread, and the committed premium shrinks with the units;
-    - so a hedge in the money after a crash is trimmed to the target by its mark (profit
-      taken) and is not bought back at the next decision, and one out of the money is held.
+    - below the mark: puts worth ``mark - target`` are sold at the mark minus the spread, and
+      the committed premium shrinks with the units (a hedge in the money after a crash is
+      trimmed to the target: profit taken, and not bought back at the next decision);
+    - between the two: held. The premium above the mark is sunk; selling puts at their mark to
+      move toward a lower weight would give up protection for a few cents on the dollar.
+
+    The weights are shares of the fund valued with the hedge at its size (the same sum as
+    :meth:`FundPortfolio.value_usd` with the mark replaced), so the same weights after a
+    purchase ask for the same hedge, not one shrunk by the premium just expensed.
 
     Where the put bought would be worth less than ``MIN_PUT_PREMIUM_FRAC`` of spot (zero or
     tiny volatility), no puts are bought.
@@ -583,7 +588,17 @@ def rebalance(
 
     put_unit_value = pf.put_value_per_unit(p, v)
     values = pf.bucket_values_usd(p, v)
-    target = w * values.sum(axis=1, keepdims=True)
+    # The hedge is sized by the larger of its mark and the premium committed to it: puts are
+    # bought at the quote and marked without its crash premium, so sizing by the mark alone
+    # would find a hedge bought a moment ago under target and buy it again at every decision.
+    # The weights are shares of the fund valued with the hedge at that size, so the same
+    # weights after a purchase ask for the same hedge, not one shrunk by the premium expensed.
+    live = (pf.put_units > 0) & (pf.put_minutes_left > 0)
+    committed = np.where(live, pf.put_cost_usd, 0.0)
+    size = np.maximum(values[:, HEDGE], committed)
+    sized = values.copy()
+    sized[:, HEDGE] = size
+    target = w * sized.sum(axis=1, keepdims=True)
 
     # Sales (USD value taken out of each bucket).
     sell_yield = np.minimum(
@@ -596,12 +611,6 @@ def rebalance(
     # The quote (put_price for a live tenor), with its Black-Scholes term computed once.
     new_put_mark = put_mark(p, new_strike, new_minutes / MINUTES_PER_YEAR, v)
     new_put_value = new_put_mark + crash_premium(p, new_strike, new_minutes / MINUTES_PER_YEAR)
-    # The hedge is sized by the larger of its mark and the premium committed to it: puts are
-    # bought at the quote and marked without its crash premium, so sizing by the mark alone
-    # would find a hedge bought a moment ago under target and buy it again at every decision.
-    live = (pf.put_units > 0) & (pf.put_minutes_left > 0)
-    committed = np.where(live, pf.put_cost_usd, 0.0)
-    size = np.maximum(values[:, HEDGE], committed)
     # More puts go into the live series at its own quote (same strike and expiry), unless it
     # is quoted below MIN_PUT_PREMIUM_FRAC of spot (far out of the money after a rally): then
     # it is sold and a fresh series bought, the "roll".
@@ -615,9 +624,13 @@ def rebalance(
     # buying 1e22 of them would only make the hedge a bet on volatility.
     buy_puts = (target[:, HEDGE] > size) & (buy_value > MIN_PUT_PREMIUM_FRAC * p)
     roll = buy_puts & ~top_up
-    # A hedge above target sells the same share of its puts as its size is above target.
-    trim = np.maximum(size - target[:, HEDGE], 0.0) / np.where(size > 0, size, 1.0)
-    sell_hedge = np.where(roll, values[:, HEDGE], np.where(buy_puts, 0.0, values[:, HEDGE] * trim))
+    # Puts are sold only down to a target below their mark: the premium above the mark is
+    # sunk, and selling at 2.5 cents on the dollar would only give up protection.
+    sell_hedge = np.where(
+        roll,
+        values[:, HEDGE],
+        np.where(buy_puts, 0.0, np.maximum(values[:, HEDGE] - target[:, HEDGE], 0.0)),
+    )
 
     # Purchases (USD value put into each bucket), before scaling.
     buy_yield = np.maximum(target[:, YIELD] - values[:, YIELD], 0.0)

@@ -290,25 +290,48 @@ def test_the_hedge_is_not_bought_again_at_every_decision():
         rebalance(pf, [0.9, 0.0, 0.0, 0.1], 100.0, 0.8, np.array([False]), P)
     assert pf.put_strike[0] == strike  # the same series, ten hours older
     assert pf.put_minutes_left[0] == 7 * 1440 - 600
-    # Only trims: the fund fell by the premium, so 10% of it is now ~89.7k of committed premium.
-    assert pf.put_units[0] < units
-    assert pf.fees_paid_usd[0] - first_fees < 100.0
+    assert pf.put_units[0] == units
+    assert pf.put_cost_usd[0] == 100_000.0
+    assert pf.fees_paid_usd[0] - first_fees < 1.0  # rebalancing stable's hourly drift only
     assert pf.ledger_gap_usd()[0] == pytest.approx(0.0, abs=1e-6)
 
 
-def test_hedge_above_target_sells_its_excess_share_at_the_mark():
+def test_a_fund_almost_all_in_puts_keeps_them_at_the_same_weights():
+    # 96% of the fund in puts leaves ~2.5% of its value by mark: the weights are taken of the
+    # fund with the hedge at its cost, so the same weights later ask for the same hedge.
+    pf = hedged((0.04, 0.0, 0.0, 0.96))
+    units, committed = pf.put_units[0], pf.put_cost_usd[0]
+    for _ in range(10):
+        accrue(pf, 100.0, 0.8, 60.0, P)
+        rebalance(pf, [0.04, 0.0, 0.0, 0.96], 100.0, 0.8, np.array([False]), P)
+    assert pf.put_units[0] == units
+    assert pf.put_cost_usd[0] == committed
+
+
+def test_a_hedge_out_of_the_money_is_held_until_its_target_falls_below_its_mark():
     pf = hedged()
     units = pf.put_units[0]
     stable = pf.stable_usd[0]
-    value = pf.value_usd(100.0, 0.8)[0]  # 894,900 stable + the puts' mark
+    # Weights are shares of the fund with the hedge at its size, the 100k premium committed
+    # (above its 2,532 mark): 894,900 + 100,000. A 5% target (49,745) lies between the mark and
+    # the cost: the premium is sunk, the puts are held, nothing is paid.
     cost = rebalance(pf, [0.95, 0.0, 0.0, 0.05], 100.0, 0.8, np.array([False]), P)[0]
-    # Size 100k (the premium, above the mark), target 5% of the value: sell that share of units.
-    share = (100_000.0 - 0.05 * value) / 100_000.0
-    sold = units * MARK * share
-    assert pf.put_units[0] == pytest.approx(units * (1 - share), rel=1e-12)
-    assert pf.put_cost_usd[0] == pytest.approx(0.05 * value, rel=1e-12)
-    assert cost == pytest.approx(sold * (0.05 + 0.001), rel=1e-9)  # spread + 10 bps, no premium
+    assert pf.put_units[0] == units
+    assert pf.put_cost_usd[0] == 100_000.0
+    assert cost == pytest.approx(0.0, abs=1e-9)  # stable is already at 95% (894,900 of 994,900)
+    assert pf.stable_usd[0] == stable
+    # A 0.1% target (994.90) is below the mark: puts worth the difference are sold.
+    cost = rebalance(pf, [0.999, 0.0, 0.0, 0.001], 100.0, 0.8, np.array([False]), P)[0]
+    mark = units * MARK
+    sold = mark - 0.001 * (stable + 100_000.0)
+    assert pf.put_units[0] == pytest.approx(units * (1 - sold / mark), rel=1e-12)
+    assert pf.put_cost_usd[0] == pytest.approx(100_000.0 * (1 - sold / mark), rel=1e-12)
+    assert cost == pytest.approx(sold * (0.05 + 0.001), rel=1e-9)  # spread + 10 bps
     assert pf.stable_usd[0] == pytest.approx(stable + sold * (1 - 0.05 - 0.001), rel=1e-12)
+    # A zero target sells them all.
+    rebalance(pf, [1.0, 0.0, 0.0, 0.0], 100.0, 0.8, np.array([False]), P)
+    assert pf.put_units[0] == 0.0
+    assert pf.put_cost_usd[0] == 0.0
     assert pf.ledger_gap_usd()[0] == pytest.approx(0.0, abs=1e-6)
 
 
@@ -316,7 +339,8 @@ def test_hedge_below_target_tops_up_the_live_series_at_its_quote():
     pf = hedged()
     units = pf.put_units[0]
     accrue(pf, 95.0, 0.8, 1440.0, P)  # a day later, 5% lower: six days left on the 85 strike
-    value = pf.value_usd(95.0, 0.8)[0]
+    assert pf.bucket_values_usd(95.0, 0.8)[0, 3] < 100_000.0  # sized by its cost, not its mark
+    value = pf.stable_usd[0] + 100_000.0
     cost = rebalance(pf, [0.8, 0.0, 0.0, 0.2], 95.0, 0.8, np.array([False]), P)[0]
     six_days = 6 * 1440 / MINUTES_PER_YEAR
     quote = bs_put_ref(95.0, 85.0, six_days, 0.8) + (1 - math.exp(-0.7 * 6)) * (85 - 95 * 0.725)
@@ -351,7 +375,7 @@ def test_a_hedge_in_the_money_is_sized_by_its_mark_and_does_not_flip():
 def test_a_worthless_live_series_is_rolled():
     pf = hedged()
     accrue(pf, 400.0, 0.4, 1440.0, P)  # a 4x rally: the 85 strike is worth nothing
-    value = pf.value_usd(400.0, 0.4)[0]
+    value = pf.stable_usd[0] + 100_000.0  # the hedge still sized by its cost
     # Target 50% is above the 100k committed, but topping up a series quoted below
     # MIN_PUT_PREMIUM_FRAC of spot buys no protection: it is sold, a new one bought.
     rebalance(pf, [0.5, 0.0, 0.0, 0.5], 400.0, 0.4, np.array([False]), P)
