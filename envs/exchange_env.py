@@ -791,8 +791,10 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     fund's buckets earned) minus the fund's cost of capital, minus ``solvency`` x (socialised
     and unrecovered losses + ``adl_weight`` x deleveraged notional), minus the cost of the
     margin traders lock, minus the fee revenue lost to demand that high margins and fees drive
-    away, minus a small penalty on parameter moves. ``info["reward_components"]`` holds each
-    term unweighted; ``info["cost"]`` the solvency loss alone (Safety-Gymnasium convention).
+    away, minus a small penalty on parameter moves, plus ``fund_pnl`` x what the fund's buckets
+    earned (an extra weight on the allocation's PnL against holding stable assets, 0 by
+    default). ``info["reward_components"]`` holds each term unweighted (``fund_pnl`` is also
+    inside ``revenue``); ``info["cost"]`` the solvency loss alone (Safety-Gymnasium convention).
 
     ## Starting State
 

@@ -13,11 +13,18 @@ interest and multiplied by 1e4, so a reward of -1 is one basis point of open int
   the decision's length: high margins cost users, which is why venues compete on them;
 * ``lost_demand``: the trading-fee revenue forgone because margins and fees drive demand away
   (``1 - demand multiplier`` of the volume at reference parameters);
-* ``change``: the sum of parameter moves in action units: risk committees dislike churn.
+* ``change``: the sum of parameter moves in action units: risk committees dislike churn;
+* ``fund_pnl``: what the fund's buckets earned (yield, hedge and volatile marks, minus costs),
+  the part of ``revenue`` that the allocation moves. A stable-only fund earns nothing, so this
+  is the allocation's PnL against holding stable assets. Its weight is *extra* (default 0):
+  the fund's PnL is already in ``revenue`` at ``w_revenue``, a fund of 2% of open interest can
+  lose at most about 200 bps, and beside ``w_solvency`` x user loss that signal is too small
+  for PPO to learn the allocation from (docs/benchmarks.md); ``w_fund_pnl`` = 19 counts a
+  dollar of the fund like a dollar of users' loss.
 
 ``reward = w_revenue revenue - w_capital capital_cost - w_solvency solvency - w_margin
-margin_cost - w_demand lost_demand - w_change change``. ``cost`` (the Safety-Gymnasium
-convention, ``info["cost"]``) is the unweighted ``solvency`` term alone.
+margin_cost - w_demand lost_demand - w_change change + w_fund_pnl fund_pnl``. ``cost`` (the
+Safety-Gymnasium convention, ``info["cost"]``) is the unweighted ``solvency`` term alone.
 """
 
 from __future__ import annotations
@@ -31,7 +38,15 @@ from fundgym.envs.schema import spec
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
-COMPONENTS = ("revenue", "capital_cost", "solvency", "margin_cost", "lost_demand", "change")
+COMPONENTS = (
+    "revenue",
+    "capital_cost",
+    "solvency",
+    "margin_cost",
+    "lost_demand",
+    "change",
+    "fund_pnl",
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +61,9 @@ class RewardWeights:
     change: float = spec(0.05, ge=0.0, le=1e6, doc="weight of parameter churn (per unit)")
     adl_weight: float = spec(0.05, ge=0.0, le=1.0, doc="loss-equivalent of 1 USD deleveraged")
     cost_of_capital_apr: float = spec(0.10, ge=0.0, le=1.0, doc="price of locked capital")
+    fund_pnl: float = spec(
+        0.0, ge=0.0, le=1e6, doc="extra weight of the fund's own PnL (already in revenue)"
+    )
 
 
 @dataclass
@@ -88,12 +106,13 @@ def reward_components(
         "margin_cost": totals.margin_locked_usd * coc * scale,
         "lost_demand": totals.lost_fee_revenue_usd * scale,
         "change": np.asarray(totals.change, dtype=np.float64),
+        "fund_pnl": totals.fund_external_pnl_usd * scale,
     }
 
 
 def combine(components: dict[str, FloatArray], weights: RewardWeights) -> FloatArray:
     """The scalar reward per exchange from the unweighted components."""
-    return np.asarray(
+    out = np.asarray(
         weights.revenue * components["revenue"]
         - weights.capital_cost * components["capital_cost"]
         - weights.solvency * components["solvency"]
@@ -102,3 +121,6 @@ def combine(components: dict[str, FloatArray], weights: RewardWeights) -> FloatA
         - weights.change * components["change"],
         dtype=np.float64,
     )
+    if weights.fund_pnl:  # added only when weighted: at 0 the reward stays the same to the bit
+        out = out + weights.fund_pnl * components["fund_pnl"]
+    return out

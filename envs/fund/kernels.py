@@ -356,17 +356,12 @@ def rebalance_one(f, e, w, price, vol_annual, stressed, terms):  # type: ignore[
     buy_value = live_put_value if top_up else new_put_value
     buy_puts = (t3 > size) and (buy_value > MIN_PUT_PREMIUM_FRAC * price)
     roll = buy_puts and not top_up
-    if roll:
-        sell_hedge = v3
-    else:
-        sell_hedge = 0.0 if buy_puts else max(v3 - t3, 0.0)
+    # A roll sells the series held; a top-up sells nothing; otherwise the mark above target.
+    sell_hedge = v3 if roll else (0.0 if buy_puts else max(v3 - t3, 0.0))
 
     buy_yield = max(t1 - v1, 0.0)
     buy_vol = max(t2 - v2, 0.0)
-    if buy_puts:
-        buy_hedge = t3 if roll else t3 - size
-    else:
-        buy_hedge = 0.0
+    buy_hedge = (t3 if roll else t3 - size) if buy_puts else 0.0
 
     sold = sell_yield + sell_vol + sell_hedge
     cash = (

@@ -635,9 +635,7 @@ def rebalance(
     # Purchases (USD value put into each bucket), before scaling.
     buy_yield = np.maximum(target[:, YIELD] - values[:, YIELD], 0.0)
     buy_vol = np.maximum(target[:, VOLATILE] - values[:, VOLATILE], 0.0)
-    buy_hedge = np.where(
-        buy_puts, np.where(roll, target[:, HEDGE], target[:, HEDGE] - size), 0.0
-    )
+    buy_hedge = np.where(buy_puts, np.where(roll, target[:, HEDGE], target[:, HEDGE] - size), 0.0)
 
     sold = sell_yield + sell_vol + sell_hedge
     cash = (

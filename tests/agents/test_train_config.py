@@ -1,5 +1,6 @@
 """Training configs: defaults files, overrides, and every validation error path."""
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +45,7 @@ def test_shipped_configs_validate_and_share_base():
     assert sac.normalize.reward is False and ppo.normalize.reward is True  # sac overrides one key
 
 
-def test_allocation_config_is_the_default_plus_the_four_fund_buckets():
+def test_allocation_config_is_the_default_plus_the_four_fund_buckets_and_the_fund_pnl_weight():
     from fundgym.envs.controls import ALLOCATION, PARAMS
 
     ppo = load_config(PPO)
@@ -61,7 +62,10 @@ def test_allocation_config_is_the_default_plus_the_four_fund_buckets():
     # Everything else comes from ppo.yaml through the defaults chain.
     assert alloc.hyperparameters == ppo.hyperparameters
     assert alloc.total_timesteps == ppo.total_timesteps and alloc.seed == ppo.seed
-    assert alloc.env.reward == ppo.env.reward and alloc.env.reward.adl_weight == 1.0
+    # The reward too, but for the extra weight on the fund's own PnL (docs/benchmarks.md).
+    assert alloc.env.reward.fund_pnl == 19.0 and ppo.env.reward.fund_pnl == 0.0
+    assert dataclasses.replace(alloc.env.reward, fund_pnl=0.0) == ppo.env.reward
+    assert alloc.env.reward.adl_weight == 1.0
 
 
 def test_resolved_config_round_trips(tmp_path):

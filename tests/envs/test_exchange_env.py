@@ -155,6 +155,7 @@ def test_info_carries_the_documented_keys():
         "margin_cost",
         "lost_demand",
         "change",
+        "fund_pnl",
     }
     assert info["cost"] == info["reward_components"]["solvency"]
     assert 0.003 <= info["params"]["mmr"] <= 0.10

@@ -45,6 +45,24 @@ def test_reward_terms_in_basis_points_of_open_interest():
     assert r == pytest.approx(expected)
 
 
+def test_fund_pnl_is_the_funds_share_of_revenue_with_its_own_extra_weight():
+    # The fund earned $200 of the $1,000 revenue (0.02 bp of $100M); at the default extra
+    # weight 0 the reward is the same as without the term, at 19 a fund dollar counts 20 times.
+    oi = np.array([100e6])
+    c = reward_components(totals(), oi, RewardWeights())
+    assert c["fund_pnl"][0] == pytest.approx(200 / 1e4)
+    base = combine(c, RewardWeights())[0]
+    assert combine(c, RewardWeights(fund_pnl=19.0))[0] == pytest.approx(base + 19 * 0.02)
+    lost = reward_components(
+        totals(fund_external_pnl_usd=np.array([-30_000.0])), oi, RewardWeights()
+    )
+    # A $30k loss of the fund: -3 bp in revenue, -60 bp in all at weight 19.
+    drop = (
+        combine(c, RewardWeights(fund_pnl=19.0))[0] - combine(lost, RewardWeights(fund_pnl=19.0))[0]
+    )
+    assert drop == pytest.approx(20 * (200 + 30_000) / 1e4)
+
+
 def test_solvency_counts_uncovered_losses_and_weighted_adl():
     # $20k socialised + $5k unrecovered + $1M deleveraged at weight 0.05 = $75k = 7.5 bp.
     c = reward_components(
