@@ -19,8 +19,9 @@ carries, so the controller has to trade return against the fund being there in a
   paid on every purchase and sale. At expiry they pay ``max(K - S, 0)`` into ``stable``; a
   new series is bought only by :func:`rebalance`. The hedge's weight is a premium budget: the
   bucket is sized by the larger of its mark and the premium committed to the series held
-  (``put_cost_usd``), so a series is bought once and topped up or trimmed, never re-bought at
-  every decision (see :func:`rebalance`).
+  (``put_cost_usd``), so a series is bought once, topped up when the weight rises above that
+  size and sold down only when the weight falls below its mark, never re-bought at every
+  decision (see :func:`rebalance`).
 
 Options are bought at the simulated market's quote, :func:`put_price`: Black-Scholes with zero
 rates from the *current* volatility (the ``vol_annual`` each call carries, floored at
