@@ -529,7 +529,8 @@ def rebalance(
     """Move value toward ``target_weights``, in place; return the cost paid, ``(n_envs,)`` USD.
 
     After re-marking to ``price``/``vol_annual``, the target of bucket ``i`` is
-    ``target_weights[:, i] * value`` with the value *before* costs. Buckets above target are
+    ``target_weights[:, i] * value`` with the value *before* costs (and the hedge counted at
+    its size, below). Buckets above target are
     sold into ``stable`` (``volatile`` loses the slippage, puts the spread; a ``yield``
     withdrawal is capped by the stress rule, see :func:`pay`); buckets below target are bought
     from ``stable`` (puts at the market quote, :func:`put_price`, plus the spread; the quote
