@@ -10,8 +10,10 @@ once.
 
 Usage: ``python benchmarks/allocation_trough.py RUN [RUN ...] [--episodes 4]
 [--scenarios a,b] [--out FILE.json]``. Episode ``i`` is seeded ``i``, as ``fundgym evaluate
---seed 0`` seeds it. Prints one line per run and crash; ``--out`` writes every episode's fund at
-the trough, at the end and at its lowest (JSON). docs/benchmarks.md has the figures.
+--seed 0`` seeds it. Prints one line per run and crash, then per run the mean over crashes of
+the as-trained / held-stable ratio and on how many it is at least 1; ``--out`` writes every
+episode's fund at the trough, at the end and at its lowest (JSON). docs/benchmarks.md has the
+figures.
 """
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ def episode(
     return {"fund_at_trough_usd": fund[trough], "fund_end_usd": fund[-1], "fund_min_usd": min(fund)}
 
 
+def mean_at_trough(rows: list[dict[str, dict[str, float]]], variant: str) -> float:
+    """The mean over episodes of ``variant``'s fund at the trough, USD."""
+    return statistics.mean(r[variant]["fund_at_trough_usd"] for r in rows)
+
+
 def main() -> None:
     """Run every run on every crash; print the means and write ``--out``."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -77,6 +84,7 @@ def main() -> None:
         policy = TrainedPolicy(run.name, run)
         allocation = any(n in STABLE_LOGITS for n in cfg.env.controlled)
         per_run: dict[str, Any] = {}
+        ratios: list[float] = []
         for scenario in args.scenarios.split(","):
             rows = [
                 {
@@ -88,12 +96,20 @@ def main() -> None:
             ]
             per_run[scenario] = rows
             line = f"{run} {scenario}: mean fund at the trough, as trained $" + format(
-                statistics.mean(r["as_trained"]["fund_at_trough_usd"] for r in rows), ",.0f"
+                mean_at_trough(rows, "as_trained"), ",.0f"
             )
             if allocation:
-                held = statistics.mean(r["held_stable"]["fund_at_trough_usd"] for r in rows)
+                held = mean_at_trough(rows, "held_stable")
                 line += f", allocation held stable ${held:,.0f}"
+                ratios.append(mean_at_trough(rows, "as_trained") / held if held > 0 else 1.0)
             print(line, flush=True)
+        if ratios:  # the figures docs/benchmarks.md quotes per run
+            print(
+                f"{run}: as trained / held stable, mean over {len(ratios)} scenarios "
+                f"{statistics.mean(ratios):.3f}; at or above stable on "
+                f"{sum(r >= 1.0 for r in ratios)} of {len(ratios)}",
+                flush=True,
+            )
         result[str(run)] = per_run
     if args.out is not None:
         tmp = args.out.with_name(args.out.name + ".tmp")
