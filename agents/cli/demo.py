@@ -1,32 +1,39 @@
 """``fundgym demo``: the main job in one command: train, evaluate against baselines, export.
 
 1. **Train** the default config (``configs/train/ppo.yaml``: PPO on 128 batched exchanges)
-   into ``OUT/ppo`` (a finished run there with the same config is reused, an interrupted one
-   resumed from its last checkpoint).
-2. **Evaluate** it on the seven calibrated historical crashes beside the venue presets
-   (``static:binance``, ``static:dydx``, ``static:hyperliquid``), the hand-written ``rule``,
-   ``best_static`` (searched on the training sampler) and ``hindsight_static`` (searched on the
-   crashes themselves), every policy on the same seeds, into ``OUT/evaluate`` (metrics.csv,
-   summary.json, report.md, report.html, plots/).
-3. **Export** the trained policy's parameter schedule along ``oct_10_2025`` (CSV) and its ONNX
+   over five seeds (``--seed`` .. ``--seed + 4``) into ``OUT/ppo/seed_<S>``, as many at once
+   as there are CPUs (``--train-workers``), each on one torch thread (a finished run there
+   with the same config is reused, an interrupted one resumed from its last checkpoint).
+2. **Evaluate on the crashes**: the seven calibrated historical crashes beside the venue
+   presets (``static:binance``, ``static:dydx``, ``static:hyperliquid``), the hand-written
+   ``rule``, ``best_static`` (the frontier's, searched on the training sampler) and
+   ``hindsight_static`` (searched on the crashes themselves), every policy on the same
+   seeds, into ``OUT/evaluate`` (metrics.csv, seeds.csv, summary.json, report.md,
+   report.html, plots/).
+3. **Evaluate on fresh stress draws**: 256 episodes of the training sampler from episode seed
+   5,000,000 on (seeds no training episode used), the trained seeds beside ``best_static``,
+   into ``OUT/evaluate_stress``.
+4. **Export** the first seed's parameter schedule along ``oct_10_2025`` (CSV) and its ONNX
    graph into ``OUT/export``.
 
-It prints the results table, whether the trained policy dominates ``best_static``, how long
-each stage took and where everything went. ``--quick`` runs every stage at toy size (about a
+It prints each results table and the verdict on each set: one draw of training cannot be
+judged alone, so the verdict is the dominance bar applied to the interquartile mean across
+seeds of loss and capital, beside the probability of improvement over ``best_static`` with
+its bootstrap interval and whether the worst seed is no worse
+(:mod:`fundgym.agents.evaluate.seeds`). Then how long each stage took and where everything
+went. ``--seeds 1`` trains one seed into ``OUT/ppo`` and judges it alone (the dominance
+ratios of its mean episode). ``--quick`` runs every stage at toy size with one seed (about a
 minute): a check that the pipeline works, not a result.
-
-``--seeds N`` trains N seeds (``--seed`` .. ``--seed + N - 1``) into ``OUT/ppo/seed_<S>``
-and judges them together, as one draw of training cannot be: the verdict is the dominance
-bar applied to the interquartile mean across seeds of loss and capital, beside the
-probability of improvement over ``best_static`` with its bootstrap interval and whether the
-worst seed is no worse (:mod:`fundgym.agents.evaluate.seeds`). The export is the first seed's.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import sys
 import time
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +63,12 @@ BASELINES = (
     "hindsight_static",
 )
 EXPORT_SCENARIO = "oct_10_2025"
+#: Seeds trained by default: the issue's "at least 5 seeds", judged by their interquartile mean.
+SEEDS = 5
+#: Stress draws of the training sampler, from this episode seed on: far from any seed a
+#: training run's episodes or its held-out evaluation use, so the draws are fresh.
+STRESS_EPISODES = 256
+STRESS_SEED = 5_000_000
 
 #: ``--quick``: every stage at toy size (training of a few seconds, short crashes).
 QUICK_TRAIN = [
@@ -112,10 +125,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seeds",
         type=int,
-        default=1,
+        default=None,
         metavar="N",
-        help="train N seeds (--seed .. --seed + N - 1) into OUT/ppo/seed_<S> and judge them by "
-        "the interquartile mean across seeds, with bootstrap intervals (default 1)",
+        help=f"train N seeds (--seed .. --seed + N - 1) into OUT/ppo/seed_<S> and judge them by "
+        f"the interquartile mean across seeds, with bootstrap intervals; 1 trains into OUT/ppo "
+        f"and judges that run alone (default {SEEDS}; --quick: 1)",
+    )
+    parser.add_argument(
+        "--train-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="seeds trained at once, each in its own process on one torch thread (default: one "
+        "per CPU, at most --seeds); a seed's run is the same whatever N",
+    )
+    parser.add_argument(
+        "--stress-episodes",
+        type=int,
+        default=None,
+        metavar="K",
+        help=f"fresh draws of the training sampler (episode seeds {STRESS_SEED:,} on) the "
+        f"trained seeds and best_static are judged on after the crashes; 0 skips that stage "
+        f"(default {STRESS_EPISODES}; --quick: 4)",
     )
     parser.add_argument("--force", action="store_true", help=OUTPUT_KINDS["demo"].force_help())
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -127,12 +158,22 @@ def main(args: argparse.Namespace) -> int:
         at_least("--episodes", args.episodes, 1)
     if args.workers is not None:
         at_least("--workers", args.workers, 1)
+    if args.seeds is None:
+        args.seeds = 1 if args.quick else SEEDS
     at_least("--seeds", args.seeds, 1)
+    if args.train_workers is not None:
+        at_least("--train-workers", args.train_workers, 1)
+    if args.stress_episodes is not None:
+        at_least("--stress-episodes", args.stress_episodes, 0)
     check_seed("--seed", args.seed)
     check_seed("--seed + --seeds - 1", args.seed + args.seeds - 1)
     quick = [*(QUICK_TRAIN if args.quick else [])]
+    # Several seeds train on one torch thread each, however many run at once, so that a seed's
+    # numbers do not depend on --train-workers (torch's thread count changes its arithmetic);
+    # the setting is recorded in each run's config.yaml.
+    threads = ["torch_threads=1"] if args.seeds > 1 else []
     cfgs = [
-        load_config(DEFAULT_TRAIN_CONFIG, [*quick, f"seed={args.seed + k}"])
+        load_config(DEFAULT_TRAIN_CONFIG, [*quick, *threads, f"seed={args.seed + k}"])
         for k in range(args.seeds)
     ]
     check_scenarios(cfgs[0], str(DEFAULT_TRAIN_CONFIG))
@@ -145,54 +186,57 @@ def main(args: argparse.Namespace) -> int:
             "use another --out, or --force to replace the demo"
         )
     # Its run and evaluation directories too: no `fundgym train --out DIR/ppo` meanwhile.
-    with output_lock(out, out / "ppo", out / "evaluate", command="fundgym demo"):
+    with output_lock(
+        out, out / "ppo", out / "evaluate", out / "evaluate_stress", command="fundgym demo"
+    ):
         return _demo(args, cfgs)
 
 
 def _demo(args: argparse.Namespace, cfgs: list[TrainConfig]) -> int:
-    """Train ``cfgs`` (one per seed), evaluate, export; print the table, verdict, times, paths."""
+    """Train ``cfgs`` (one per seed), evaluate, export; print the tables, verdicts, times, paths."""
     from fundgym.agents.evaluate import evaluate
     from fundgym.agents.export import export_onnx, export_schedule
-    from fundgym.agents.training.train import train  # stable-baselines3 only when training
 
     out = Path(args.out)
     quick = bool(args.quick)
     progress = not args.no_progress
     episodes = args.episodes or (2 if quick else 8)
+    stress = (
+        args.stress_episodes
+        if args.stress_episodes is not None
+        else (4 if quick else STRESS_EPISODES)
+    )
     scenarios = list(QUICK_SCENARIOS if quick else CRASHES)
     argv = ["fundgym", *sys.argv[1:]] if sys.argv[1:] else ["fundgym", "demo"]
     times: dict[str, float] = {}
     t_all = time.perf_counter()
+    stages = 4 if stress else 3
 
     # 1. train
     policy_dir = out / "ppo"
     multi = len(cfgs) > 1
     runs = [(policy_dir / f"seed_{c.seed}" if multi else policy_dir, c) for c in cfgs]
     run_dir = runs[0][0]  # the one exported
-    seeds_text = f", seeds {cfgs[0].seed} .. {cfgs[-1].seed}" if multi else ""
+    workers = min(len(runs), args.train_workers or os.cpu_count() or 1)
+    seeds_text = f", seeds {cfgs[0].seed} .. {cfgs[-1].seed}, {workers} at a time" if multi else ""
     _stage(
-        f"1/3 train {DEFAULT_TRAIN_CONFIG.name}{' (quick)' if quick else ''}{seeds_text} "
+        f"1/{stages} train {DEFAULT_TRAIN_CONFIG.name}{' (quick)' if quick else ''}{seeds_text} "
         f"-> {policy_dir}"
     )
     t0 = time.perf_counter()
-    for path, cfg in runs:
-        t_run = time.perf_counter()
-        trained = train(cfg, path, resume=True, progress=progress, argv=argv)
-        took = time.perf_counter() - t_run
-        if trained.resumed_from is not None and trained.resumed_from >= cfg.total_timesteps:
-            print(f"reused the finished run in {path} ({trained.num_timesteps:,} timesteps)")
-        else:
-            print(f"trained {trained.num_timesteps:,} timesteps in {took:.0f} s -> {path}")
+    _train_runs(runs, workers, progress=progress, argv=argv)
     times["train"] = time.perf_counter() - t0
 
-    # 2. evaluate
+    # 2. evaluate on the crashes
     eval_dir = out / "evaluate"
     policies = [str(policy_dir), *BASELINES]
     _stage(
-        f"2/3 evaluate {len(policies)} policies x {len(scenarios)} crashes x {episodes} "
+        f"2/{stages} evaluate {len(policies)} policies x {len(scenarios)} crashes x {episodes} "
         f"episodes -> {eval_dir}"
     )
     t0 = time.perf_counter()
+    search_episodes = 4 if quick else 16
+    grid = QUICK_GRID if quick else None
     result = evaluate(
         policies,
         scenarios,
@@ -200,8 +244,8 @@ def _demo(args: argparse.Namespace, cfgs: list[TrainConfig]) -> int:
         eval_dir,
         seed=0,
         workers=args.workers,
-        search_episodes=4 if quick else 16,
-        grid=QUICK_GRID if quick else None,
+        search_episodes=search_episodes,
+        grid=grid,
         cache_dir=out / "cache",
         overwrite=True,
         progress=progress,
@@ -209,9 +253,37 @@ def _demo(args: argparse.Namespace, cfgs: list[TrainConfig]) -> int:
     )
     times["evaluate"] = time.perf_counter() - t0
 
-    # 3. export
+    # 3. evaluate on fresh stress draws (the same frontier cache: the same best_static)
+    stress_dir = out / "evaluate_stress"
+    stress_result = None
+    if stress:
+        _stage(
+            f"3/{stages} evaluate the trained policy and best_static on {stress} fresh stress "
+            f"draws of the training sampler (episode seeds {STRESS_SEED:,} on) -> {stress_dir}"
+        )
+        t0 = time.perf_counter()
+        stress_result = evaluate(
+            [str(policy_dir), "best_static"],
+            ["training"],
+            stress,
+            stress_dir,
+            seed=STRESS_SEED,
+            workers=args.workers,
+            search_episodes=search_episodes,
+            grid=grid,
+            cache_dir=out / "cache",
+            overwrite=True,
+            progress=progress,
+            argv=argv,
+        )
+        times["stress"] = time.perf_counter() - t0
+
+    # 4. export
     export_dir = out / "export"
-    _stage(f"3/3 export the schedule along {EXPORT_SCENARIO} and the ONNX graph -> {export_dir}")
+    _stage(
+        f"{stages}/{stages} export the schedule along {EXPORT_SCENARIO} and the ONNX graph "
+        f"-> {export_dir}"
+    )
     t0 = time.perf_counter()
     schedule = export_schedule(
         run_dir,
@@ -232,20 +304,11 @@ def _demo(args: argparse.Namespace, cfgs: list[TrainConfig]) -> int:
         "vault + maintenance margin):"
     )
     print(format_table(result.by_policy))
-    d = None if multi else result.dominance.get(name)
-    if multi:
-        _seed_verdict(seed_rows_of(result.seeds, name), name)
-    elif d is not None:
-        verdict = (
-            f"DOMINATES best_static ({d['rule']} rule)"
-            if d["dominates"]
-            else "does NOT dominate best_static"
-        )
-        print(
-            f"\ntrained policy {verdict}: loss x{d['loss_ratio']:.2f}, capital "
-            f"x{d['capital_ratio']:.2f} (bar: loss <= 0.5x at <= 1x capital, or loss <= 1x at "
-            "<= 0.8x capital)"
-        )
+    _verdict(result, name, multi, "the crashes")
+    if stress_result is not None:
+        print(f"\nper episode, mean over {stress} fresh stress draws:")
+        print(format_table(stress_result.by_policy))
+        _verdict(stress_result, name, multi, "the stress draws")
     if quick:
         print("(--quick: toy sizes; the numbers check the pipeline, they are not a result)")
     print(
@@ -254,18 +317,91 @@ def _demo(args: argparse.Namespace, cfgs: list[TrainConfig]) -> int:
         + f"; total {times['total']:.0f} s ({times['total'] / 60:.1f} min)"
     )
     print("wrote:")
-    for label, path in (
-        ("trained model", run_dir / "best" / "policy.pt"),
+    model = run_dir / "best" / "policy.pt"
+    written = [
+        (f"trained models ({len(runs)})" if multi else "trained model", model),
         ("report", eval_dir / "report.html"),
         ("report (markdown)", eval_dir / "report.md"),
         ("metrics", eval_dir / "metrics.csv"),
         ("summary", eval_dir / "summary.json"),
         ("scatter plot", eval_dir / "plots" / "scatter.png"),
-        ("schedule", schedule.path),
-        ("ONNX policy", graph.path),
-    ):
+    ]
+    if stress_result is not None:
+        written.append(("stress report", stress_dir / "report.html"))
+    written += [("schedule", schedule.path), ("ONNX policy", graph.path)]
+    for label, path in written:
         print(f"  {label:18s} {path}")
     return 0
+
+
+def _train_runs(
+    runs: list[tuple[Path, TrainConfig]], workers: int, *, progress: bool, argv: list[str]
+) -> None:
+    """Train each (run directory, config), ``workers`` at a time; print a line per run.
+
+    One at a time runs in this process with its progress bar. More run in spawned processes
+    (torch and numba do not survive a fork with threads started), each seed's config on one
+    torch thread, so the runs are the same as one at a time. The first run to fail stops the
+    others and its error propagates as it would have in this process (a run directory that
+    cannot be used: exit 2, naming it); an interrupted demo resumes from each run's last
+    checkpoint when started again.
+    """
+    if workers <= 1:
+        for path, cfg in runs:
+            _report_run(path, cfg, _train_one(cfg, path, argv, progress))
+        return
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {
+            pool.submit(_train_one, cfg, path, argv, False): (path, cfg) for path, cfg in runs
+        }
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                _report_run(*futures[future], future.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _train_one(
+    cfg: TrainConfig, path: Path, argv: list[str], progress: bool
+) -> tuple[int, int | None, float]:
+    """Train (or reuse, or resume) one run; (timesteps, resumed from, seconds)."""
+    from fundgym.agents.training.train import train  # stable-baselines3 only when training
+
+    t0 = time.perf_counter()
+    trained = train(cfg, path, resume=True, progress=progress, argv=argv)
+    return trained.num_timesteps, trained.resumed_from, time.perf_counter() - t0
+
+
+def _report_run(path: Path, cfg: TrainConfig, done: tuple[int, int | None, float]) -> None:
+    """Say whether ``path`` was reused or trained, and in how long."""
+    timesteps, resumed_from, took = done
+    if resumed_from is not None and resumed_from >= cfg.total_timesteps:
+        print(f"reused the finished run in {path} ({timesteps:,} timesteps)", flush=True)
+    else:
+        print(f"trained {timesteps:,} timesteps in {took:.0f} s -> {path}", flush=True)
+
+
+def _verdict(result: Any, name: str, multi: bool, where: str) -> None:
+    """Print the trained policy's verdict against ``best_static`` on one evaluation."""
+    if multi:
+        _seed_verdict(seed_rows_of(result.seeds, name), name, where)
+        return
+    d = result.dominance.get(name)
+    if d is None:
+        return
+    verdict = (
+        f"DOMINATES best_static ({d['rule']} rule)"
+        if d["dominates"]
+        else "does NOT dominate best_static"
+    )
+    print(
+        f"\ntrained policy, on {where}, {verdict}: loss x{d['loss_ratio']:.2f}, capital "
+        f"x{d['capital_ratio']:.2f} (bar: loss <= 0.5x at <= 1x capital, or loss <= 1x at "
+        "<= 0.8x capital)"
+    )
 
 
 def seed_rows_of(seeds: dict[str, dict[str, Any]], name: str) -> list[dict[str, Any]]:
@@ -274,7 +410,7 @@ def seed_rows_of(seeds: dict[str, dict[str, Any]], name: str) -> list[dict[str, 
     return rows
 
 
-def _seed_verdict(rows: list[dict[str, Any]], name: str) -> None:
+def _seed_verdict(rows: list[dict[str, Any]], name: str, where: str) -> None:
     """Print the verdict of ``name``'s seeds against ``best_static`` (IQM, intervals)."""
     from fundgym.agents.evaluate.seeds import seed_verdict
 
@@ -289,8 +425,8 @@ def _seed_verdict(rows: list[dict[str, Any]], name: str) -> None:
     p, pe = v.p_improvement, v.p_exceeds
     worst = "no worse" if v.worst_seed_no_worse else "WORSE"
     lines = [
-        f"\ntrained policy over {v.n_seeds} seeds (interquartile mean) {verdict}: loss "
-        f"x{d['loss_ratio']:.2f}, capital x{d['capital_ratio']:.2f} (bar: loss <= 0.5x at "
+        f"\ntrained policy over {v.n_seeds} seeds (interquartile mean), on {where}, {verdict}: "
+        f"loss x{d['loss_ratio']:.2f}, capital x{d['capital_ratio']:.2f} (bar: loss <= 0.5x at "
         "<= 1x capital, or loss <= 1x at <= 0.8x capital)",
         f"  loss IQM ${loss[0]:,.0f} [95% CI ${loss[1]:,.0f}, ${loss[2]:,.0f}], capital IQM "
         f"${cap[0]:,.0f} [${cap[1]:,.0f}, ${cap[2]:,.0f}]",

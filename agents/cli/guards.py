@@ -195,7 +195,13 @@ def _is_simulation(path: Path) -> bool:
 
 
 def _is_demo(path: Path) -> bool:
-    return {p.name for p in _entries(path)} <= {"ppo", "evaluate", "export", "cache"}
+    return {p.name for p in _entries(path)} <= {
+        "ppo",
+        "evaluate",
+        "evaluate_stress",
+        "export",
+        "cache",
+    }
 
 
 #: Every kind of output, by the subcommand that writes it.
@@ -223,7 +229,10 @@ OUTPUT_KINDS: dict[str, OutputKind] = {
         "simulation directory", True, _is_simulation, "a config.yaml from fundgym simulate"
     ),
     "demo": OutputKind(
-        "demo directory", True, _is_demo, "nothing but ppo/, evaluate/, export/ and cache/"
+        "demo directory",
+        True,
+        _is_demo,
+        "nothing but ppo/, evaluate/, evaluate_stress/, export/ and cache/",
     ),
     "schedule": OutputKind(
         "schedule file",

@@ -5,6 +5,8 @@ import json
 import onnx
 
 from fundgym.agents.cli import main
+from fundgym.agents.cli.demo import _train_runs
+from fundgym.agents.config import load_config
 from fundgym.agents.policies import read_schedule
 
 
@@ -12,8 +14,14 @@ def test_quick_demo_trains_evaluates_and_exports(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
-    for stage in ("== 1/3 train", "== 2/3 evaluate 7 policies", "== 3/3 export"):
+    for stage in (
+        "== 1/4 train",
+        "== 2/4 evaluate 7 policies",
+        "== 3/4 evaluate the trained policy and best_static on 4 fresh stress draws",
+        "== 4/4 export",
+    ):
         assert stage in text
+    assert "on the crashes, " in text and "on the stress draws, " in text
     for policy in ("ppo", "static:binance", "static:dydx", "static:hyperliquid", "rule"):
         assert f"\n{policy} " in text
     assert "best_static" in text and "hindsight_static" in text
@@ -26,6 +34,7 @@ def test_quick_demo_trains_evaluates_and_exports(tmp_path, capsys):
         "evaluate/report.md",
         "evaluate/report.html",
         "evaluate/plots/scatter.png",
+        "evaluate_stress/report.html",
         "export/schedule_oct_10_2025.csv",
         "export/policy.onnx",
     ):
@@ -34,6 +43,9 @@ def test_quick_demo_trains_evaluates_and_exports(tmp_path, capsys):
             assert str(out / path) in text
     summary = json.loads((out / "evaluate" / "summary.json").read_text())
     assert summary["policies"][0] == "ppo" and "ppo" in summary["dominance"]
+    stress = json.loads((out / "evaluate_stress" / "summary.json").read_text())
+    assert stress["policies"] == ["ppo", "best_static"]
+    assert stress["scenarios"] == ["training"] and stress["episodes"] == 4
     meta, rows = read_schedule(out / "export" / "schedule_oct_10_2025.csv")
     assert meta["scenario"] == "oct_10_2025" and len(rows) == 204  # 2,040 minutes / 10
     assert "max_liquidation_fee_ppm" in rows[0]
@@ -47,14 +59,21 @@ def test_quick_demo_trains_evaluates_and_exports(tmp_path, capsys):
 def test_demo_rejects_bad_episodes(tmp_path, capsys):
     assert main(["demo", "--episodes", "0", "--out", str(tmp_path / "d")]) == 2
     assert "--episodes must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["demo", "--train-workers", "0", "--out", str(tmp_path / "d")]) == 2
+    assert "--train-workers must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["demo", "--stress-episodes", "-1", "--out", str(tmp_path / "d")]) == 2
+    assert "--stress-episodes must be >= 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
 
 
 def test_quick_demo_with_seeds_judges_the_interquartile_mean(tmp_path, capsys):
     out = tmp_path / "demo"
     args = ["demo", "--quick", "--seeds", "2", "--seed", "5", "--out", str(out), "--no-progress"]
-    assert main([*args, "--workers", "1"]) == 0
+    more = ["--workers", "1", "--train-workers", "2", "--stress-episodes", "0"]
+    assert main([*args, *more]) == 0
     text = capsys.readouterr().out
-    assert "seeds 5 .. 6" in text
+    assert "seeds 5 .. 6, 2 at a time" in text and "== 3/3 export" in text
+    assert not (out / "evaluate_stress").exists()
     for seed in (5, 6):
         assert (out / "ppo" / f"seed_{seed}" / "best" / "policy.pt").is_file()
         assert f"\nppo@seed_{seed} " in text
@@ -62,6 +81,13 @@ def test_quick_demo_with_seeds_judges_the_interquartile_mean(tmp_path, capsys):
     assert "P(improvement over best_static)" in text and "worst seed" in text
     assert (out / "evaluate" / "seeds.csv").is_file()
     assert (out / "export" / "policy.onnx").is_file()  # the first seed's
+
+    # Trained two at a time in spawned processes, seed 6 is the run it is trained alone.
+    cfg = load_config(out / "ppo" / "seed_6" / "config.yaml")
+    assert cfg.seed == 6 and cfg.torch_threads == 1
+    _train_runs([(tmp_path / "alone", cfg)], 1, progress=False, argv=["fundgym", "demo"])
+    alone = (tmp_path / "alone" / "evaluations.csv").read_text()
+    assert alone == (out / "ppo" / "seed_6" / "evaluations.csv").read_text()
 
 
 def test_demo_seeds_refuses_a_single_seed_run_in_place(tmp_path, capsys):
