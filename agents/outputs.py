@@ -330,10 +330,10 @@ class _NoBar:
         """Nothing to close."""
 
 
-def progress_bar(total: int, desc: str, progress: bool) -> Any:
-    """A tqdm bar on stderr counting episodes, or a silent stand-in when ``progress`` is off."""
+def progress_bar(total: int, desc: str, progress: bool, unit: str = "ep") -> Any:
+    """A tqdm bar on stderr counting ``unit`` (episodes), or a silent stand-in when off."""
     if not progress:
         return _NoBar()
     from tqdm import tqdm  # type: ignore[import-untyped]
 
-    return tqdm(total=total, desc=desc, unit="ep", file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)

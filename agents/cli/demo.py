@@ -33,7 +33,7 @@ import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ from fundgym.agents.config import (
     check_scenarios,
     load_config,
 )
-from fundgym.agents.outputs import output_lock
+from fundgym.agents.outputs import output_lock, progress_bar
 from fundgym.agents.rollout import CRASHES
 
 BASELINES = (
@@ -351,17 +351,49 @@ def _train_runs(
             _report_run(path, cfg, _train_one(cfg, path, argv, progress))
         return
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    total = sum(cfg.total_timesteps for _, cfg in runs)
+    bar = progress_bar(total, f"train {len(runs)} seeds, {workers} at a time", progress, "step")
+    shown, finished = 0, set()
     try:
         futures = {
             pool.submit(_train_one, cfg, path, argv, False): (path, cfg) for path, cfg in runs
         }
         pending = set(futures)
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            done, pending = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
             for future in done:
-                _report_run(*futures[future], future.result())
+                path, cfg = futures[future]
+                result = future.result()  # a failed run raises here and stops the others
+                finished.add(path)
+                _report_run(path, cfg, result)
+            now = sum(
+                cfg.total_timesteps if path in finished else _evaluated_timesteps(path)
+                for path, cfg in runs
+            )
+            bar.update(max(now - shown, 0))
+            shown = max(now, shown)
     finally:
+        bar.close()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _evaluated_timesteps(path: Path) -> int:
+    """Timesteps of a training run's last held-out evaluation so far (0 before the first).
+
+    The progress a run in another process has made, as its ``evaluations.csv`` says (a row per
+    evaluation, ``eval.freq`` apart); a row being written (fewer fields than the header) is
+    passed over for the one before it.
+    """
+    try:
+        header, *rows = (path / "evaluations.csv").read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError):  # no file yet, or an empty one
+        return 0
+    fields = header.count(",")
+    for row in reversed(rows):
+        first = row.split(",", 1)[0]
+        if row.count(",") == fields and first.isdigit():
+            return int(first)
+    return 0
 
 
 def _train_one(

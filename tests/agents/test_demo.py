@@ -5,7 +5,7 @@ import json
 import onnx
 
 from fundgym.agents.cli import main
-from fundgym.agents.cli.demo import _train_runs
+from fundgym.agents.cli.demo import _evaluated_timesteps, _train_runs
 from fundgym.agents.config import load_config
 from fundgym.agents.policies import read_schedule
 
@@ -98,3 +98,21 @@ def test_demo_seeds_refuses_a_single_seed_run_in_place(tmp_path, capsys):
     assert "--seeds 3:" in err and "holds a single-seed run" in err and "Traceback" not in err
     assert main(["demo", "--seeds", "0", "--out", str(tmp_path / "e")]) == 2
     assert "--seeds must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_evaluated_timesteps_reads_a_runs_last_evaluation(tmp_path):
+    assert _evaluated_timesteps(tmp_path) == 0  # no evaluations.csv yet
+    csv = tmp_path / "evaluations.csv"
+    csv.write_text("timesteps,scenario,mean_reward,mean_cost\n")
+    assert _evaluated_timesteps(tmp_path) == 0
+    csv.write_text(
+        "timesteps,scenario,mean_reward,mean_cost\n250112,training,-1.0,2.0\n500224,training,-1"
+    )
+    assert _evaluated_timesteps(tmp_path) == 250112  # the last row is being written
+    csv.write_text(
+        "timesteps,scenario,mean_reward,mean_cost\n250112,training,-1.0,2.0\n"
+        "500224,training,-3.0,4.0\n"
+    )
+    assert _evaluated_timesteps(tmp_path) == 500224
+    csv.write_text("")
+    assert _evaluated_timesteps(tmp_path) == 0
