@@ -259,6 +259,9 @@ class TrainConfig(_Strict):
     checkpoint: CheckpointConfig = CheckpointConfig()
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     torch_threads: OptionalInt = Field(default=None, ge=1, le=256)
+    #: Controlled levers whose action is a move from where they start rather than a position
+    #: in their range (:mod:`fundgym.agents.action_map`): action 0 holds the start.
+    centred_levers: list[str] = Field(default_factory=list, max_length=64)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain YAML-ready data (every default written out)."""
@@ -443,6 +446,15 @@ def validate(data: dict[str, Any], source: str) -> TrainConfig:
             [
                 f"{source}: hyperparameters.batch_size = {hp.batch_size}: at most n_steps x "
                 f"n_envs = {hp.n_steps * cfg.n_envs} (one rollout)"
+            ]
+        )
+    controlled = list(cfg.env.controlled)
+    stray = [n for n in cfg.centred_levers if n not in controlled]
+    if stray or len(set(cfg.centred_levers)) != len(cfg.centred_levers):
+        raise ConfigError(
+            [
+                f"{source}: centred_levers = {cfg.centred_levers}: distinct levers of "
+                f"env.controlled ({controlled})"
             ]
         )
     if isinstance(hp, PPOLagrangianHyper) and hp.multiplier_init > hp.multiplier_max:

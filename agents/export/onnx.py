@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fundgym.agents.action_map import CENTRED_SPAN, action_map, start_positions
 from fundgym.agents.config import (
     POLICY_ALGO,
     ConfigError,
@@ -68,7 +69,6 @@ from fundgym.agents.policies.runs import (
 from fundgym.envs.controls import (
     ALLOCATION,
     ALLOCATION_SHARPNESS,
-    DEFAULTS,
     PARAMS,
     allocation_weights,
 )
@@ -189,13 +189,8 @@ def _load_run(run_dir: Path, model: str) -> _Run:
 
 def _allocation_logits(cfg: TrainConfig) -> dict[str, float]:
     """Positions (logits) of the allocation buckets the policy does not control."""
-    fixed = {k: v for k, v in dataclasses.asdict(cfg.env.fixed).items() if v is not None}
-    start = {**DEFAULTS, **fixed}
-    return {
-        name: float(PARAMS[name].to_position(start[name]))
-        for name in ALLOCATION
-        if name not in cfg.env.controlled
-    }
+    start = start_positions(dataclasses.asdict(cfg.env.fixed))
+    return {name: start[name] for name in ALLOCATION if name not in cfg.env.controlled}
 
 
 # ---------------------------------------------------------------- the reference ----
@@ -226,7 +221,8 @@ def _reference(run: _Run, observations: np.ndarray) -> dict[str, np.ndarray]:
     obs = np.asarray(observations, dtype=np.float32)
     if obs.ndim != 2 or obs.shape[1] != len(OBS_NAMES):
         raise ValueError(f"observations must have shape (batch, {len(OBS_NAMES)}), got {obs.shape}")
-    action = run.model.predict(obs).astype(np.float32).reshape(obs.shape[0], -1)
+    amap = action_map(run.cfg.env, run.cfg.centred_levers)
+    action = amap(run.model.predict(obs)).astype(np.float32).reshape(obs.shape[0], -1)
     return {"action": action, "params": _natural_units(run.cfg, action)}
 
 
@@ -300,6 +296,8 @@ def _graph(run: _Run) -> torch.nn.Module:
     controlled = run.cfg.env.controlled
     fixed_logits = _allocation_logits(run.cfg)
     vecnorm = run.vecnorm
+    amap = action_map(run.cfg.env, run.cfg.centred_levers)
+    centred = dict(zip(amap.columns, amap.start, strict=True))
 
     if vecnorm is not None:
         obs_mean = torch.as_tensor(vecnorm.obs_mean)
@@ -338,6 +336,16 @@ def _graph(run: _Run) -> torch.nn.Module:
                 action = low + 0.5 * (a + 1.0) * (high - low)
             else:
                 action = torch.minimum(torch.maximum(a, low), high)
+            if centred:  # fundgym.agents.action_map: a move from the lever's start
+                action = torch.stack(
+                    [
+                        (CENTRED_SPAN * action[:, j] + centred[j]).clamp(-1.0, 1.0)
+                        if j in centred
+                        else action[:, j]
+                        for j in range(action.shape[1])
+                    ],
+                    dim=1,
+                )
             return action, self.params(action)
 
         def params(self, action: torch.Tensor) -> torch.Tensor:

@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from fundgym.agents.action_map import start_positions
 from fundgym.agents.outputs import jsonable, progress_bar
 from fundgym.agents.policies import (
     Policy,
@@ -69,7 +70,7 @@ from fundgym.agents.policies import (
 )
 from fundgym.agents.policies.replay import TABLE_KIND, TABLE_SCHEMA_VERSION, TableGrid
 from fundgym.agents.rollout import CRASHES, base_env, first_episodes, job_env, parse_scenarios
-from fundgym.envs.controls import ALLOCATION, DEFAULTS, PARAMS, allocation_weights
+from fundgym.envs.controls import ALLOCATION, PARAMS, allocation_weights
 from fundgym.envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -221,9 +222,7 @@ def compare_params(
 
 def _start_positions(env: dict[str, Any]) -> dict[str, float]:
     """Every parameter's starting position: the env's fixed values, else the defaults."""
-    fixed = {k: v for k, v in (env.get("fixed") or {}).items() if v is not None}
-    start = {**DEFAULTS, **fixed}
-    return {name: float(PARAMS[name].to_position(start[name])) for name in PARAMS}
+    return start_positions(env.get("fixed") or {})
 
 
 def natural_units(

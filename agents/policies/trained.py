@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fundgym.agents.action_map import action_map
 from fundgym.agents.config import ConfigError, load_config
 from fundgym.agents.policies.base import FloatArray, SpecError
 from fundgym.agents.policies.runs import STATS, WEIGHTS, RunError, default_model_dir, load_model
@@ -102,7 +103,11 @@ def _load_run(run_dir: str) -> Callable[[FloatArray], FloatArray]:
     mismatch = space_mismatch(loaded.policy, len(cfg.env.controlled))
     if mismatch:
         raise RunError(f"{model_path / WEIGHTS}: {mismatch}")
-    inner = loaded.predict
+    network = loaded.predict
+    amap = action_map(cfg.env, cfg.centred_levers)
+
+    def inner(obs: FloatArray) -> FloatArray:
+        return amap(network(obs))
 
     def predict(obs: FloatArray) -> FloatArray:
         threads = torch.get_num_threads()

@@ -9,7 +9,8 @@ info in ``reset_infos[i]``, seeds from :meth:`VecEnv.seed` applied at the next r
 ``i`` gets ``seed + i``), each step's ``info`` entries (``cost``, ``fund_balance_usd``,
 ``reward_components``, ...) per exchange (copied out of the step's arrays when first read,
 :class:`ExchangeInfo`), and ``render_mode="rgb_array"`` frames for
-SB3's ``VecVideoRecorder``.
+SB3's ``VecVideoRecorder``. An ``action_map`` (:mod:`fundgym.agents.action_map`) turns the
+network's actions into the environment's target positions when a config centres levers.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnvStepReturn,
 )
 
+from fundgym.agents.action_map import ActionMap
 from fundgym.envs.exchange_env import InsuranceFundVectorEnv
 
 
@@ -36,6 +38,7 @@ class FundGymVecEnv(VecEnv):
         num_envs: Exchanges stepped together.
         config: Optional YAML file of environment settings.
         render_mode: ``None``, ``"ansi"`` or ``"rgb_array"`` (what :meth:`get_images` draws).
+        action_map: The network's action -> the environment's (``None``: the same).
         **env_kwargs: Environment keyword arguments (see ``InsuranceFundEnv``).
     """
 
@@ -44,6 +47,7 @@ class FundGymVecEnv(VecEnv):
         num_envs: int,
         config: str | None = None,
         render_mode: str | None = None,
+        action_map: ActionMap | None = None,
         **env_kwargs: Any,
     ) -> None:
         self.venv = InsuranceFundVectorEnv(
@@ -57,6 +61,7 @@ class FundGymVecEnv(VecEnv):
             num_envs, self.venv.single_observation_space, self.venv.single_action_space
         )
         self._actions: np.ndarray | None = None
+        self._action_map = action_map or ActionMap()
 
     def reset(self) -> VecEnvObs:
         """Reset every exchange (with the seeds set by :meth:`seed`, once)."""
@@ -68,8 +73,8 @@ class FundGymVecEnv(VecEnv):
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
-        """Remember the actions for :meth:`step_wait`."""
-        self._actions = actions
+        """Remember the actions (as the environment reads them) for :meth:`step_wait`."""
+        self._actions = self._action_map(actions)
 
     def step_wait(self) -> VecEnvStepReturn:
         """Step every exchange; finished ones restart in the same step.

@@ -62,6 +62,7 @@ import numpy as np
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 
+from fundgym.agents.action_map import action_map
 from fundgym.agents.config import (
     PPOLagrangianHyper,
     TrainConfig,
@@ -108,7 +109,8 @@ def make_vec_env(cfg: TrainConfig, n_envs: int, scenario: str | None = None) -> 
     """The batched env as an SB3 ``VecEnv`` behind ``VecMonitor`` (raw episode returns)."""
     from stable_baselines3.common.vec_env import VecMonitor
 
-    return VecMonitor(FundGymVecEnv(n_envs, **env_kwargs(cfg, scenario)))
+    amap = action_map(cfg.env, cfg.centred_levers)
+    return VecMonitor(FundGymVecEnv(n_envs, action_map=amap, **env_kwargs(cfg, scenario)))
 
 
 def wrap_normalize(cfg: TrainConfig, venv: Any, training: bool) -> Any:

@@ -68,6 +68,15 @@ RUNS = {
             "hyperparameters={n_steps: 16, batch_size: 32, n_epochs: 2}",
         ],
     ),
+    # The allocation's actions centred on the buckets' start (all stable), the rest not.
+    "centred": (
+        PPO,
+        [
+            *SHORT,
+            "centred_levers=[alloc_hedge, alloc_stable, alloc_yield, alloc_volatile]",
+            "hyperparameters={n_steps: 16, batch_size: 32, n_epochs: 2}",
+        ],
+    ),
 }
 
 
@@ -264,3 +273,24 @@ def test_a_failed_check_leaves_the_previous_file_untouched(runs, tmp_path, monke
 def test_reference_outputs_want_a_batch_of_observations(runs):
     with pytest.raises(ValueError, match=r"shape \(batch, 32\), got \(32,\)"):
         reference_outputs(runs["ppo"], np.zeros(len(OBS_NAMES)))
+
+
+def test_a_centred_run_exports_its_actions_as_moves_from_the_start(runs, tmp_path):
+    """The graph's ``action`` is what the environment gets: ``clip(start + 2 a, -1, 1)`` on the
+    centred allocation columns (start: stable +1, the others -1), the network's own ``a`` on
+    the rest."""
+    run = runs["centred"]
+    out = export_onnx(run, tmp_path / "policy.onnx")
+    assert out.max_abs_diff < 1e-4
+    obs = fresh_observations(run)
+    got = run_onnx(out.path, obs)
+    cfg = load_config(run / "config.yaml")
+    raw = load_model(run, run / "best", cfg).predict(obs)  # the network's own actions
+    want = raw.copy()
+    for name, start in zip(ALLOCATION, (1.0, -1.0, -1.0, -1.0), strict=True):
+        j = cfg.env.controlled.index(name)
+        want[:, j] = np.clip(start + 2.0 * raw[:, j], -1.0, 1.0)
+    np.testing.assert_allclose(got["action"], want, rtol=0, atol=1e-5)
+    moved = [cfg.env.controlled.index(n) for n in ALLOCATION]
+    assert not np.allclose(want[:, moved], raw[:, moved], atol=1e-3)  # the map did something
+    np.testing.assert_allclose(got["params"], reference_outputs(run, obs)["params"], atol=1e-4)
