@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -179,17 +180,33 @@ def main(args: argparse.Namespace) -> int:
     check_scenarios(cfgs[0], str(DEFAULT_TRAIN_CONFIG))
     out = Path(args.out)
     check_output(out, OUTPUT_KINDS["demo"], force=args.force)
-    single = out / "ppo" / "config.yaml"
-    if args.seeds > 1 and single.exists() and not args.force:
+    stale = _other_layout(out / "ppo", multi=args.seeds > 1)
+    if stale and not args.force:
         raise UsageError(
-            f"--seeds {args.seeds}: {single.parent} holds a single-seed run (its config.yaml); "
-            "use another --out, or --force to replace the demo"
+            f"--seeds {args.seeds}: {out / 'ppo'} holds {stale}; use another --out, or --force "
+            "to replace its training runs"
         )
     # Its run and evaluation directories too: no `fundgym train --out DIR/ppo` meanwhile.
     with output_lock(
         out, out / "ppo", out / "evaluate", out / "evaluate_stress", command="fundgym demo"
     ):
+        if stale:  # --force: the other layout's runs go, or evaluation would mix the two
+            shutil.rmtree(out / "ppo")
         return _demo(args, cfgs)
+
+
+def _other_layout(policy_dir: Path, *, multi: bool) -> str:
+    """What in ``policy_dir`` belongs to the other layout than ``multi``'s ('' if nothing).
+
+    One seed trains into ``OUT/ppo`` itself, several into ``OUT/ppo/seed_<S>``; a directory
+    holding both would be read as one run, so a demo with the other count must not train
+    beside them.
+    """
+    if multi:
+        single = policy_dir / "config.yaml"
+        return "a single-seed run (its config.yaml)" if single.exists() else ""
+    seeds = sorted(p.name for p in policy_dir.glob("seed_*") if p.is_dir())
+    return f"runs of several seeds ({', '.join(seeds)})" if seeds else ""
 
 
 def _demo(args: argparse.Namespace, cfgs: list[TrainConfig]) -> int:

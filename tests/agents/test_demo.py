@@ -4,7 +4,7 @@ import json
 
 import onnx
 
-from fundgym.agents.cli import main
+from fundgym.agents.cli import demo, main
 from fundgym.agents.cli.demo import _evaluated_timesteps, _train_runs
 from fundgym.agents.config import load_config
 from fundgym.agents.policies import read_schedule
@@ -96,8 +96,28 @@ def test_demo_seeds_refuses_a_single_seed_run_in_place(tmp_path, capsys):
     assert main(["demo", "--seeds", "3", "--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert "--seeds 3:" in err and "holds a single-seed run" in err and "Traceback" not in err
+    assert (tmp_path / "d" / "ppo" / "config.yaml").is_file()  # refused: nothing touched
+    (tmp_path / "f" / "ppo" / "seed_0").mkdir(parents=True)
+    assert main(["demo", "--seeds", "1", "--out", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err
+    assert "--seeds 1:" in err and "runs of several seeds (seed_0)" in err
     assert main(["demo", "--seeds", "0", "--out", str(tmp_path / "e")]) == 2
     assert "--seeds must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_demo_force_replaces_the_other_layouts_runs(tmp_path, monkeypatch):
+    """--force: the single-seed run goes before several seeds train (and is kept without it)."""
+    seen = []
+    monkeypatch.setattr(demo, "_demo", lambda args, cfgs: seen.append(len(cfgs)) or 0)
+    run = tmp_path / "d" / "ppo"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("algo: ppo\n")
+    (tmp_path / "d" / "evaluate").mkdir()
+    assert main(["demo", "--seeds", "3", "--force", "--out", str(tmp_path / "d")]) == 0
+    assert seen == [3] and not run.exists() and (tmp_path / "d" / "evaluate").is_dir()
+    (run / "seed_0").mkdir(parents=True)
+    assert main(["demo", "--seeds", "2", "--out", str(tmp_path / "d")]) == 0  # same layout
+    assert seen == [3, 2] and (run / "seed_0").is_dir()
 
 
 def test_evaluated_timesteps_reads_a_runs_last_evaluation(tmp_path):
