@@ -127,6 +127,13 @@ class EnvConfig:
     allocation_minutes: float | None = spec(
         None, gt=0.0, le=10_080.0, doc="minutes between allocation moves (None: every decision)"
     )
+    # A turnover budget on the allocation (issue 21: "a target with a turnover budget"): each
+    # allocation move shifts at most this share of the fund (half the L1 distance between the
+    # weights), toward the action's allocation along a straight line; later moves continue
+    # (None: the whole way at once).
+    allocation_turnover_frac: float | None = spec(
+        None, gt=0.0, le=1.0, doc="largest share of the fund moved per allocation move (None: all)"
+    )
     population_minutes: float = spec(5.0, gt=0.0, le=1440.0, doc="clock of the trader flows")
     reward: RewardWeights = dataclasses.field(default_factory=RewardWeights)
 

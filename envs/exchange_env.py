@@ -488,6 +488,12 @@ class FundControlCore:
         if held is not None:
             change[held] = False
         if change.any():
+            budget = self.config.allocation_turnover_frac
+            if budget is not None:  # a move shifts at most `budget` of the fund, on the line
+                delta = target - self.alloc_target
+                turnover = 0.5 * np.abs(delta).sum(axis=1)
+                scale = np.minimum(1.0, budget / np.maximum(turnover, 1e-300))
+                target = self.alloc_target + delta * scale[:, None]
             sim.set_allocation(target, change)
             self.alloc_target = np.where(change[:, None], target, self.alloc_target)
         start_index = sim.last_index.copy()
@@ -753,7 +759,10 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     ``rebalance_threshold`` (L1); rebalancing pays fees, option spreads and slippage. With
     ``allocation_minutes`` the allocation has a slower clock of its own: the fund moves only
     at decisions 0, k, 2k, ... of the episode (k = ``allocation_minutes`` /
-    ``decision_minutes``); in between, the allocation logits are ignored.
+    ``decision_minutes``); in between, the allocation logits are ignored. With
+    ``allocation_turnover_frac`` each move shifts at most that share of the fund (half the L1
+    distance between the weights held and asked for), along the straight line toward the
+    allocation asked for; the next moves go on from there.
 
     ## Observation Space
 
@@ -842,6 +851,7 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     | mark_cap_mult          | float       | 0 (off)      | mark cap / its 8-hour average        |
     | population_minutes     | float       | 5            | clock of arrivals, exits, volume     |
     | allocation_minutes     | float, None | None         | clock of allocation moves            |
+    | allocation_turnover_frac | float, None | None       | share of the fund moved per move     |
     | reward                 | dict        | see rewards  | reward weights                       |
     | config                 | str         | None         | a YAML file holding the above        |
     | render_mode            | str, None   | None         | "ansi", "rgb_array" (not config) |
