@@ -11,7 +11,8 @@ each package above it that is not also above the importer (those have run alread
 
 ``agents`` is layered, lowest first (:data:`LAYERS`): a module imports only from its own unit
 or from a lower layer, so imports flow ``cli -> evaluate/export/training -> rollout ->
-policies -> config (and action_map) -> outputs -> envs``, and the units of one layer never import each other.
+policies -> config (and action_map) -> outputs -> envs``, and the units of one layer never
+import each other.
 """
 
 from __future__ import annotations
