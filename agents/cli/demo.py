@@ -23,8 +23,8 @@ seeds of loss and capital, beside the probability of improvement over ``best_sta
 its bootstrap interval and whether the worst seed is no worse
 (:mod:`fundgym.agents.evaluate.seeds`). Then how long each stage took and where everything
 went. ``--seeds 1`` trains one seed into ``OUT/ppo`` and judges it alone (the dominance
-ratios of its mean episode). ``--quick`` runs every stage at toy size with one seed (about a
-minute): a check that the pipeline works, not a result.
+ratios of its mean episode). ``--quick`` runs every stage at toy size with one seed and one
+evaluation process (about 20 seconds): a check that the pipeline works, not a result.
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="every stage at toy size, about a minute (checks the pipeline; not a result)",
+        help="every stage at toy size, one seed, one evaluation process, about 20 seconds "
+        "(checks the pipeline; not a result)",
     )
     parser.add_argument(
         "--episodes",
@@ -120,7 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="evaluation worker processes (default: one per CPU)",
+        help="evaluation worker processes (default: one per CPU; --quick: 1)",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="training seed, the first of --seeds (default 0)"
@@ -226,6 +227,8 @@ def _demo(args: argparse.Namespace, cfgs: list[TrainConfig]) -> int:
         else (4 if quick else STRESS_EPISODES)
     )
     scenarios = list(QUICK_SCENARIOS if quick else CRASHES)
+    # At toy size a pool of evaluation processes costs more to start than its episodes take.
+    workers_eval = args.workers if args.workers is not None else (1 if quick else None)
     argv = ["fundgym", *sys.argv[1:]] if sys.argv[1:] else ["fundgym", "demo"]
     times: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -262,7 +265,7 @@ def _demo(args: argparse.Namespace, cfgs: list[TrainConfig]) -> int:
         episodes,
         eval_dir,
         seed=0,
-        workers=args.workers,
+        workers=workers_eval,
         search_episodes=search_episodes,
         grid=grid,
         cache_dir=out / "cache",
@@ -287,7 +290,7 @@ def _demo(args: argparse.Namespace, cfgs: list[TrainConfig]) -> int:
             stress,
             stress_dir,
             seed=STRESS_SEED,
-            workers=args.workers,
+            workers=workers_eval,
             search_episodes=search_episodes,
             grid=grid,
             cache_dir=out / "cache",
