@@ -257,25 +257,20 @@ def _demo(args: argparse.Namespace, cfgs: list[TrainConfig]) -> int:
         f"episodes -> {eval_dir}"
     )
     t0 = time.perf_counter()
-    search_episodes = 4 if quick else 16
-    grid = QUICK_GRID if quick else None
-    result = evaluate(
-        policies,
-        scenarios,
-        episodes,
-        eval_dir,
-        seed=0,
-        workers=workers_eval,
-        search_episodes=search_episodes,
-        grid=grid,
-        cache_dir=out / "cache",
-        overwrite=True,
-        progress=progress,
-        argv=argv,
-    )
+    # Both evaluations share these, the frontier cache included: the same best_static.
+    shared: dict[str, Any] = {
+        "workers": workers_eval,
+        "search_episodes": 4 if quick else 16,
+        "grid": QUICK_GRID if quick else None,
+        "cache_dir": out / "cache",
+        "overwrite": True,
+        "progress": progress,
+        "argv": argv,
+    }
+    result = evaluate(policies, scenarios, episodes, eval_dir, seed=0, **shared)
     times["evaluate"] = time.perf_counter() - t0
 
-    # 3. evaluate on fresh stress draws (the same frontier cache: the same best_static)
+    # 3. evaluate on fresh stress draws
     stress_dir = out / "evaluate_stress"
     stress_result = None
     if stress:
@@ -284,19 +279,9 @@ def _demo(args: argparse.Namespace, cfgs: list[TrainConfig]) -> int:
             f"draws of the training sampler (episode seeds {STRESS_SEED:,} on) -> {stress_dir}"
         )
         t0 = time.perf_counter()
+        policies = [str(policy_dir), "best_static"]
         stress_result = evaluate(
-            [str(policy_dir), "best_static"],
-            ["training"],
-            stress,
-            stress_dir,
-            seed=STRESS_SEED,
-            workers=workers_eval,
-            search_episodes=search_episodes,
-            grid=grid,
-            cache_dir=out / "cache",
-            overwrite=True,
-            progress=progress,
-            argv=argv,
+            policies, ["training"], stress, stress_dir, seed=STRESS_SEED, **shared
         )
         times["stress"] = time.perf_counter() - t0
 
