@@ -252,9 +252,14 @@ def _demo(args: argparse.Namespace, cfgs: list[TrainConfig]) -> int:
     # 2. evaluate on the crashes
     eval_dir = out / "evaluate"
     policies = [str(policy_dir), *BASELINES]
+    # A seed directory is one policy spec that evaluates as one policy per seed.
+    what = (
+        f"{len(runs)} seeds and {len(BASELINES)} baselines"
+        if multi
+        else f"{len(policies)} policies"
+    )
     _stage(
-        f"2/{stages} evaluate {len(policies)} policies x {len(scenarios)} crashes x {episodes} "
-        f"episodes -> {eval_dir}"
+        f"2/{stages} evaluate {what} x {len(scenarios)} crashes x {episodes} episodes -> {eval_dir}"
     )
     t0 = time.perf_counter()
     # Both evaluations share these, the frontier cache included: the same best_static.

@@ -73,6 +73,7 @@ def test_quick_demo_with_seeds_judges_the_interquartile_mean(tmp_path, capsys):
     assert main([*args, *more]) == 0
     text = capsys.readouterr().out
     assert "seeds 5 .. 6, 2 at a time" in text and "== 3/3 export" in text
+    assert "== 2/3 evaluate 2 seeds and 6 baselines x 2 crashes x 2 episodes" in text
     assert not (out / "evaluate_stress").exists()
     for seed in (5, 6):
         assert (out / "ppo" / f"seed_{seed}" / "best" / "policy.pt").is_file()
