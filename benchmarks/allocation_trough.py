@@ -95,13 +95,12 @@ def main() -> None:
                 for seed in range(args.episodes)
             ]
             per_run[scenario] = rows
-            line = f"{run} {scenario}: mean fund at the trough, as trained $" + format(
-                mean_at_trough(rows, "as_trained"), ",.0f"
-            )
+            trained = mean_at_trough(rows, "as_trained")
+            line = f"{run} {scenario}: mean fund at the trough, as trained ${trained:,.0f}"
             if allocation:
                 held = mean_at_trough(rows, "held_stable")
                 line += f", allocation held stable ${held:,.0f}"
-                ratios.append(mean_at_trough(rows, "as_trained") / held if held > 0 else 1.0)
+                ratios.append(trained / held if held > 0 else 1.0)
             print(line, flush=True)
         if ratios:  # the figures docs/benchmarks.md quotes per run
             print(

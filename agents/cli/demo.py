@@ -284,10 +284,10 @@ def _demo(args: argparse.Namespace, cfgs: list[TrainConfig]) -> int:
             f"draws of the training sampler (episode seeds {STRESS_SEED:,} on) -> {stress_dir}"
         )
         t0 = time.perf_counter()
-        policies = [str(policy_dir), "best_static"]
         stress_result = evaluate(
-            policies, ["training"], stress, stress_dir, seed=STRESS_SEED, **shared
-        )
+            [str(policy_dir), "best_static"], ["training"], stress, stress_dir,
+            seed=STRESS_SEED, **shared,
+        )  # fmt: skip
         times["stress"] = time.perf_counter() - t0
 
     # 4. export

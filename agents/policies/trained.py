@@ -103,11 +103,13 @@ def _load_run(run_dir: str) -> Callable[[FloatArray], FloatArray]:
     mismatch = space_mismatch(loaded.policy, len(cfg.env.controlled))
     if mismatch:
         raise RunError(f"{model_path / WEIGHTS}: {mismatch}")
-    network = loaded.predict
     amap = action_map(cfg.env, cfg.centred_levers)
+    network = loaded.predict
 
-    def inner(obs: FloatArray) -> FloatArray:
+    def centred(obs: FloatArray) -> FloatArray:
         return amap(network(obs))
+
+    inner = centred if amap.columns else network  # nothing centred: the network's own
 
     def predict(obs: FloatArray) -> FloatArray:
         threads = torch.get_num_threads()
