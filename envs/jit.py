@@ -10,15 +10,21 @@ Any change to any of them starts a fresh cache, and a stale kernel can never run
 module no kernel can reach (the Gymnasium env, the scenario loader) keeps the cache.
 
 Where: ``$FUNDGYM_NUMBA_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/fundgym/numba`` (by default
-``~/.cache/fundgym/numba``), then ``<digest>/``. numba's global ``CACHE_DIR`` is set only while
-a fundgym kernel is being declared and restored right after, so other numba code in the same
-process keeps its own cache. ``fundgym`` never needs the cache: without it (no writable
+``~/.cache/fundgym/numba``), then ``numba-<version>-<digest>/``, then the kernel's folder below
+``envs`` (``core/`` for ``envs/core/step.py``). numba's own locators name a file's cache folder
+after a hash of its absolute path, so a second clone, or the same sources installed from the
+wheel into a virtual environment, compiled every kernel again (a minute or more) although the
+digest said the sources were the same; fundgym's locator (:class:`_EnvsCacheLocator`) drops the
+absolute path, and numba still checks each file's content hash and each function's bytecode
+before it loads. Only fundgym's kernels use it: other numba code in the same process keeps
+numba's locators and ``CACHE_DIR``. ``fundgym`` never needs the cache: without it (no writable
 directory) kernels compile on first call, which takes seconds.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable
@@ -27,7 +33,7 @@ from typing import Any
 
 import numba
 import numpy as np
-from numba import config as numba_config
+from numba.core.caching import CompileResultCacheImpl, FunctionCache, UserProvidedCacheLocator
 
 _ENVS_DIR = Path(__file__).resolve().parent
 
@@ -101,6 +107,39 @@ def cache_dir() -> Path:
 _DIGEST = _source_digest()
 
 
+class _EnvsCacheLocator(UserProvidedCacheLocator):
+    """numba's cache locator for a kernel under ``envs/``: :func:`cache_dir`, then its folder.
+
+    The folder is the kernel file's, relative to ``envs/``: the same wherever the sources sit
+    (see the module docstring). numba's source stamp (the file's SHA-256) and its index key
+    (the function's bytecode, the CPU, numba's version) are unchanged.
+    """
+
+    def __init__(self, py_func: Callable[..., Any], py_file: str) -> None:
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno
+        folder = Path(py_file).resolve().parent.relative_to(_ENVS_DIR)
+        self._cache_path = str(cache_dir().joinpath("envs", *folder.parts))
+
+    @classmethod
+    def from_function(cls, py_func: Callable[..., Any], py_file: str) -> Any:
+        """The locator, or None where the file is not under ``envs/`` or the folder not writable."""
+        if not Path(py_file).resolve().is_relative_to(_ENVS_DIR):
+            return None
+        # numba's source-file mixin: the file exists, and the folder is made and writable
+        return super(UserProvidedCacheLocator, cls).from_function(  # type: ignore[no-untyped-call]
+            py_func, py_file
+        )
+
+
+class _EnvsCacheImpl(CompileResultCacheImpl):
+    _locator_classes = [_EnvsCacheLocator]  # noqa: RUF012 (numba's class attribute)
+
+
+class _EnvsFunctionCache(FunctionCache):
+    _impl_class = _EnvsCacheImpl
+
+
 def jit(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
     """``numba.njit(cache=True, **options)``, cached under :func:`cache_dir`.
 
@@ -108,12 +147,13 @@ def jit(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
     """
 
     def wrap(f: Callable[..., Any]) -> Any:
-        previous = numba_config.CACHE_DIR  # type: ignore[attr-defined]
-        numba_config.CACHE_DIR = str(cache_dir())  # type: ignore[attr-defined]
-        try:
-            return numba.njit(cache=True, **options)(f)
-        finally:
-            numba_config.CACHE_DIR = previous  # type: ignore[attr-defined]
+        dispatcher = numba.njit(**options)(f)
+        # What njit(cache=True) does (Dispatcher.enable_caching), with fundgym's locator. No
+        # locator (no writable cache folder) raises: then numba's NullCache stays, and the
+        # kernel compiles on each process's first call.
+        with contextlib.suppress(RuntimeError):
+            dispatcher._cache = _EnvsFunctionCache(f)  # type: ignore[no-untyped-call]
+        return dispatcher
 
     return wrap if fn is None else wrap(fn)
 

@@ -16,9 +16,13 @@ half of it the install and the first compile; it runs in ``make test``):
   another build. ``--no-compile`` skips writing ``.pyc`` files for every installed module
   (torch alone has thousands), which roughly halves the install (about 30 s) and changes
   nothing that is imported: Python compiles a module when it is first imported.
-* The compiled kernels are cached in a folder of this test (``FUNDGYM_NUMBA_CACHE_DIR``): the
-  first command that steps the simulator compiles them (about 40 s), the later ones load
-  them, and no run leaves kernels for a deleted venv in the user's cache.
+* The compiled kernels are cached in a folder of this test (``FUNDGYM_NUMBA_CACHE_DIR``), so
+  no run writes to the user's cache, seeded with a copy of the checkout's: fundgym keys its
+  kernel cache on the sources' digest and each file's place below ``envs/``, not on where the
+  sources sit (:mod:`fundgym.envs.jit`), so the installed package loads the kernels that
+  ``make test``'s warm-up compiled instead of compiling them again (76-105 s of this file's
+  time on the 2-core machine). A test below checks that the installed sources give the
+  checkout's cache folder and load from it.
 * Training and evaluation are tiny (2 exchanges x 64 accounts, 64 steps; one episode).
 """
 
@@ -34,11 +38,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fundgym.envs.jit import cache_dir
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 # The one torch the project installs (the local CPU wheel): the Makefile is its home.
 TORCH_PIN = re.search(r"^TORCH_PIN\s*:=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M)[1]
+
+# Where this checkout's kernels are cached (numba and source digest in the name).
+CHECKOUT_KERNELS = cache_dir()
 
 # `fundgym train` at toy size: 2 exchanges x 64 accounts, one-hour episodes, 64 steps with one
 # evaluation and one checkpoint, at the end.
@@ -112,6 +121,9 @@ class Installed:
             PATH=f"{self.venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
             FUNDGYM_NUMBA_CACHE_DIR=str(root / "numba"),
         )
+        self.kernels = root / "numba" / CHECKOUT_KERNELS.name  # the checkout's, if it holds any
+        if CHECKOUT_KERNELS.is_dir():
+            shutil.copytree(CHECKOUT_KERNELS, self.kernels)
 
     def run(self, *args, cwd=None, timeout=300):
         """Run a command of the venv (``fundgym``, ``python``) from the outside folder."""
@@ -175,6 +187,26 @@ def test_the_command_lists_its_subcommands_and_the_packaged_scenarios(installed)
     listed = installed.run("fundgym", "scenarios", "list").stdout
     names = {line.split()[0] for line in listed.splitlines() if line.strip()}
     assert {p.stem for p in (ROOT / "configs" / "scenarios").glob("*.yaml")} <= names
+
+
+def test_the_installed_package_loads_the_kernels_the_checkout_compiled(installed):
+    from fundgym.envs.fund.kernels import black_scholes_put
+
+    black_scholes_put(100.0, 90.0, 0.1, 0.8)  # compiled or loaded here, into the checkout's cache
+    folder = Path(black_scholes_put.stats.cache_path)
+    assert folder == CHECKOUT_KERNELS / "envs" / "fund"
+    shutil.copytree(folder, installed.kernels / "envs" / "fund", dirs_exist_ok=True)
+    out = installed.python_c(
+        "from fundgym.envs.jit import cache_dir\n"
+        "from fundgym.envs.fund.kernels import black_scholes_put as f\n"
+        "print(f(100.0, 90.0, 0.1, 0.8))\n"
+        "print(cache_dir())\n"
+        "print(f.stats.cache_path)\n"
+        "print(sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))"
+    ).splitlines()
+    # the same sources, the same cache folder: loaded, not compiled again
+    assert float(out[0]) == black_scholes_put(100.0, 90.0, 0.1, 0.8)
+    assert out[1:] == [str(installed.kernels), str(installed.kernels / "envs" / "fund"), "1 0"]
 
 
 def test_gym_make_finds_a_packaged_scenario(installed):

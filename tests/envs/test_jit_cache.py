@@ -1,11 +1,16 @@
 """The compiled-kernel cache key (every source a kernel can reach, and nothing else), and the
 arrays handed to kernels (one numba type each)."""
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import fundgym
 import fundgym.envs.jit as jit_module
 from fundgym.envs.jit import kernel_array
 
@@ -64,3 +69,66 @@ def test_kernel_array_is_a_fresh_writable_c_array_of_the_shape():
     assert kernel_array(5, (3,), np.float64).dtype == np.float64
     with pytest.raises(ValueError, match="broadcast"):
         kernel_array([1.0, 2.0, 3.0], (2,))
+
+
+# The package as installed: fundgym/ with its envs, agents and configs (links followed).
+PACKAGE = Path(fundgym.__file__).parent
+IGNORED = shutil.ignore_patterns("__pycache__")
+
+KERNEL_CALL = """
+from fundgym.envs.fund.kernels import black_scholes_put as f
+import fundgym.envs.fund.kernels as k
+print(f(100.0, 90.0, 0.1, 0.8))
+print(k.__file__)
+print(f.stats.cache_path)
+print(sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))
+"""
+
+
+def _kernel_call(cache: Path, pythonpath: Path | None = None) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["FUNDGYM_NUMBA_CACHE_DIR"] = str(cache)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    done = subprocess.run(
+        [sys.executable, "-c", KERNEL_CALL], env=env, cwd=Path(__file__).parent,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.splitlines()
+
+
+def test_the_cache_holds_for_the_same_sources_wherever_they_sit(tmp_path):
+    # numba's own locators name a cache folder after the file's absolute path: a second clone
+    # or the installed wheel compiled everything again. fundgym's keys on the place below envs/.
+    cache = tmp_path / "cache"
+    first = _kernel_call(cache)
+    folder = jit_module.cache_dir().name  # this checkout's digest (and numba's version)
+    assert first[2] == str(cache / folder / "envs" / "fund")
+    assert first[3] == "0 1"  # compiled
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(PACKAGE, copy / "fundgym", ignore=IGNORED)
+    moved = _kernel_call(cache, pythonpath=copy)
+    assert moved[1] == str(copy / "fundgym" / "envs" / "fund" / "kernels.py")  # the copy ran
+    assert moved[2] == first[2] and moved[3] == "1 0"  # loaded, not compiled
+    assert moved[0] == first[0]
+
+
+def test_the_copy_of_edited_sources_gets_a_fresh_cache(tmp_path):
+    cache = tmp_path / "cache"
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(PACKAGE, copy / "fundgym", ignore=IGNORED)
+    kernels = copy / "fundgym" / "envs" / "fund" / "kernels.py"
+    kernels.write_text(kernels.read_text() + "\n# edited\n")
+    _kernel_call(cache)
+    edited = _kernel_call(cache, pythonpath=copy)
+    assert Path(edited[2]).parent.parent != cache / jit_module.cache_dir().name
+    assert edited[3] == "0 1"
+
+
+def test_kernels_run_without_a_writable_cache(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    out = _kernel_call(blocker / "cache")  # cannot be made: compiled, not cached
+    assert float(out[0]) > 0
+    assert out[2] == "None"  # numba's NullCache: nothing read or written
