@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from fundgym.envs.controls import PARAMS
+from fundgym.envs.controls import BUCKETS, PARAMS
 from fundgym.envs.core.params import AdlPolicy, LiquidationMode, check_waterfall
 from fundgym.envs.levers import LEVERS
 from fundgym.envs.market.sampler import MAX_TRAINING_HORIZON_MINUTES, SamplerSettings
@@ -134,6 +134,11 @@ class EnvConfig:
     allocation_turnover_frac: float | None = spec(
         None, gt=0.0, le=1.0, doc="largest share of the fund moved per allocation move (None: all)"
     )
+    # The buckets the fund may hold (issue 21): the others weigh exactly 0 whatever the
+    # action, and their logits may not be controlled. Leaving a logit uncontrolled does not
+    # exclude its bucket: at its start it keeps a share of the softmax, which grows as the
+    # controlled logits fall (fundgym.envs.controls).
+    allocation_buckets: tuple[str, ...] = BUCKETS
     population_minutes: float = spec(5.0, gt=0.0, le=1440.0, doc="clock of the trader flows")
     reward: RewardWeights = dataclasses.field(default_factory=RewardWeights)
 
@@ -151,6 +156,25 @@ class EnvConfig:
         if not self.controlled or len(set(self.controlled)) != len(self.controlled):
             raise FieldError(
                 "controlled", list(self.controlled), "distinct parameters, at least one"
+            )
+        held = self.allocation_buckets
+        bad_buckets = [b for b in held if b not in BUCKETS]
+        if bad_buckets or not held or len(set(held)) != len(held):
+            what = (
+                f"unknown bucket {bad_buckets[0]!r}"
+                if bad_buckets
+                else "distinct buckets, at least one"
+            )
+            raise FieldError("allocation_buckets", list(held), f"{what}; allowed: {list(BUCKETS)}")
+        dropped = [
+            f"alloc_{b}" for b in BUCKETS if b not in held and f"alloc_{b}" in self.controlled
+        ]
+        if dropped:
+            raise FieldError(
+                "allocation_buckets",
+                list(held),
+                f"every bucket whose logit is controlled ({dropped[0]!r} is in controlled); "
+                f"allowed: a subset of {list(BUCKETS)}",
             )
         if 0.0 < self.mark_cap_mult < 1.0:
             raise FieldError(
@@ -213,6 +237,7 @@ def make_config(config: str | Path | EnvConfig | None = None, **overrides: Any) 
             raise ValueError("pass scenario by name or path, not as a Scenario object")
         is_instance = dataclasses.is_dataclass(value) and not isinstance(value, type)
         data[key] = dataclasses.asdict(value) if is_instance else value
-    if isinstance(data.get("controlled"), tuple):
-        data["controlled"] = list(data["controlled"])
+    for key in ("controlled", "allocation_buckets"):
+        if isinstance(data.get(key), tuple):
+            data[key] = list(data[key])
     return build(EnvConfig, data, source)

@@ -11,7 +11,10 @@ into a crash, an increase can itself force liquidations: that procyclicality is 
 houses have anti-procyclicality floors, and why a controller should act early.
 
 The fund allocation is four logits (stable, yield, volatile, hedge), turned into weights by a
-softmax with temperature ``ALLOCATION_SHARPNESS``.
+softmax with temperature ``ALLOCATION_SHARPNESS``. A bucket the configuration excludes
+(``EnvConfig.allocation_buckets``) weighs exactly 0: the softmax runs over the others. An
+uncontrolled logit cannot do that: at its default it still takes a share whenever the
+controlled logits fall below it.
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 #: controlled. Each maps positions to values (``to_value``, ``to_position``);
 #: ``low``/``high``/``log`` are its action range.
 PARAMS: dict[str, Lever] = {name: LEVERS[name] for name in CONTROLLABLE}
-ALLOCATION = ("alloc_stable", "alloc_yield", "alloc_volatile", "alloc_hedge")
+#: The fund's allocation buckets, and their logits' levers in the same order.
+BUCKETS = ("stable", "yield", "volatile", "hedge")
+ALLOCATION = tuple(f"alloc_{bucket}" for bucket in BUCKETS)
 MARGIN_PARAMS = ("mmr", "imr_multiple")  # increases wait for the notice period
 ALLOCATION_SHARPNESS = 3.0
 
@@ -54,14 +59,35 @@ _ALLOCATION_ROWS = np.array([list(PARAMS).index(name) for name in ALLOCATION], d
 DEFAULTS: dict[str, float] = {name: lever.default for name, lever in PARAMS.items()}
 
 
-def allocation_weights(logits: FloatArray) -> FloatArray:
-    """Softmax of ``ALLOCATION_SHARPNESS x logits`` over the last axis (4 buckets)."""
+def allocation_weights(logits: FloatArray, held: tuple[str, ...] = BUCKETS) -> FloatArray:
+    """Softmax of ``ALLOCATION_SHARPNESS x logits`` over the last axis (4 buckets).
+
+    Args:
+        logits: ``(..., 4)``, :data:`BUCKETS` order.
+        held: The buckets the fund may hold (a non-empty subset of :data:`BUCKETS`); the
+            others weigh exactly 0, and the softmax runs over these.
+    """
     # The ufuncs' reductions called directly: what ``max`` and ``sum`` call, without their
     # Python-level wrappers (every decision maps the allocation).
     z = ALLOCATION_SHARPNESS * np.asarray(logits, dtype=np.float64)
+    if held != BUCKETS:
+        z = np.where(held_mask(held), z, -np.inf)  # exp(-inf - max) = 0 exactly
     z = z - np.maximum.reduce(z, axis=-1, keepdims=True)
     e = np.exp(z)
     return np.asarray(e / np.add.reduce(e, axis=-1, keepdims=True), dtype=np.float64)
+
+
+def held_mask(held: tuple[str, ...]) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """``(4,)``: whether each bucket of :data:`BUCKETS` is held.
+
+    Raises:
+        ValueError: An unknown or repeated bucket, or none.
+    """
+    bad = [b for b in held if b not in BUCKETS]
+    if bad or not held or len(set(held)) != len(held):
+        what = f"unknown bucket {bad[0]!r}" if bad else "distinct buckets, at least one"
+        raise ValueError(f"allocation buckets {list(held)}: {what}; allowed: {list(BUCKETS)}")
+    return np.array([b in held for b in BUCKETS])
 
 
 @jit(error_model="numpy")
@@ -122,9 +148,12 @@ class Controls:
         max_step: Largest move of a position per decision, in action units (0, 2].
         margin_notice_decisions: Decisions before a margin increase takes effect.
         n_envs: Exchanges in the batch.
+        held: The allocation buckets the fund may hold (:data:`BUCKETS` order kept); the
+            others weigh 0, and their logits may not be controlled.
 
     Raises:
-        ValueError: An unknown or repeated name, or ``max_step`` outside (0, 2].
+        ValueError: An unknown or repeated name, ``max_step`` outside (0, 2], an unknown,
+            repeated or empty ``held``, or a controlled logit of a bucket not held.
         LeverError: A ``fixed`` value outside its lever's action range (never clipped).
     """
 
@@ -135,6 +164,7 @@ class Controls:
         max_step: float,
         margin_notice_decisions: int,
         n_envs: int,
+        held: tuple[str, ...] = BUCKETS,
     ) -> None:
         unknown = [n for n in (*controlled, *fixed) if n not in PARAMS]
         if unknown:
@@ -143,6 +173,14 @@ class Controls:
             raise ValueError(f"controlled must list distinct parameters, got {controlled}")
         if not 0.0 < max_step <= 2.0:
             raise ValueError(f"max_step must lie in (0, 2], got {max_step!r}")
+        mask = held_mask(held)
+        dropped = [n for n, h in zip(ALLOCATION, mask, strict=True) if not h and n in controlled]
+        if dropped:
+            raise ValueError(
+                f"{dropped[0]!r} is controlled, but its bucket is not held: allocation buckets "
+                f"{list(held)}"
+            )
+        self.held = tuple(b for b in BUCKETS if b in held)
         self.controlled = tuple(controlled)
         self.max_step = float(max_step)
         self.notice = int(margin_notice_decisions)
@@ -239,7 +277,7 @@ class Controls:
             self._position[_LEVER_ROWS], _LEVER_LOW, _LEVER_HIGH, _LEVER_LOG
         )
         out = dict(zip(_LEVER_PARAMS, mapped, strict=True))
-        weights = allocation_weights(self._position[_ALLOCATION_ROWS].T.copy())
+        weights = allocation_weights(self._position[_ALLOCATION_ROWS].T.copy(), self.held)
         for k, name in enumerate(ALLOCATION):
             out[name] = weights[:, k]
         out["imr"] = np.minimum(out["mmr"] * out["imr_multiple"], 1.0)

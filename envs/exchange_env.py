@@ -238,7 +238,9 @@ class FundControlCore:
             else round(config.allocation_minutes / config.decision_minutes)
         )
         fixed = {k: v for k, v in dataclasses.asdict(config.fixed).items() if v is not None}
-        self.controls = Controls(config.controlled, fixed, config.max_step, notice, n_envs)
+        self.controls = Controls(
+            config.controlled, fixed, config.max_step, notice, n_envs, config.allocation_buckets
+        )
         self._tiers: MarginTiers | None = (
             None if config.margin_tiers == "none" else getattr(MarginTiers, config.margin_tiers)()
         )
@@ -762,7 +764,9 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     ``decision_minutes``); in between, the allocation logits are ignored. With
     ``allocation_turnover_frac`` each move shifts at most that share of the fund (half the L1
     distance between the weights held and asked for), along the straight line toward the
-    allocation asked for; the next moves go on from there.
+    allocation asked for; the next moves go on from there. A bucket left out of
+    ``allocation_buckets`` weighs exactly 0 (the softmax runs over the buckets held); an
+    uncontrolled logit is not enough, since at its start it keeps a share of the softmax.
 
     ## Observation Space
 
@@ -852,6 +856,7 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     | population_minutes     | float       | 5            | clock of arrivals, exits, volume     |
     | allocation_minutes     | float, None | None         | clock of allocation moves            |
     | allocation_turnover_frac | float, None | None       | share of the fund moved per move     |
+    | allocation_buckets     | tuple[str]  | all four     | buckets the fund may hold            |
     | reward                 | dict        | see rewards  | reward weights                       |
     | config                 | str         | None         | a YAML file holding the above        |
     | render_mode            | str, None   | None         | "ansi", "rgb_array" (not config) |

@@ -69,6 +69,7 @@ from fundgym.agents.policies.runs import (
 from fundgym.envs.controls import (
     ALLOCATION,
     ALLOCATION_SHARPNESS,
+    BUCKETS,
     PARAMS,
     allocation_weights,
 )
@@ -193,6 +194,11 @@ def _allocation_logits(cfg: TrainConfig) -> dict[str, float]:
     return {name: start[name] for name in ALLOCATION if name not in cfg.env.controlled}
 
 
+def _held(cfg: TrainConfig) -> tuple[str, ...]:
+    """The buckets the fund may hold, :data:`BUCKETS` order (the others weigh 0)."""
+    return tuple(b for b in BUCKETS if b in cfg.env.allocation_buckets)
+
+
 # ---------------------------------------------------------------- the reference ----
 
 
@@ -208,7 +214,7 @@ def _natural_units(cfg: TrainConfig, action: np.ndarray) -> np.ndarray:
             logits[:, k] = np.clip(a[:, controlled.index(name)], -1.0, 1.0)
         else:
             logits[:, k] = fixed_logits[name]
-    weights = allocation_weights(logits)
+    weights = allocation_weights(logits, _held(cfg))
     for j, name in enumerate(controlled):
         if name in ALLOCATION:
             out[:, j] = weights[:, ALLOCATION.index(name)]
@@ -295,6 +301,7 @@ def _graph(run: _Run) -> torch.nn.Module:
     high = torch.as_tensor(space.high, dtype=torch.float32)
     controlled = run.cfg.env.controlled
     fixed_logits = _allocation_logits(run.cfg)
+    held = _held(run.cfg)
     vecnorm = run.vecnorm
     amap = action_map(run.cfg.env, run.cfg.centred_levers)
     centred = dict(zip(amap.columns, amap.start, strict=True))
@@ -351,10 +358,12 @@ def _graph(run: _Run) -> torch.nn.Module:
         def params(self, action: torch.Tensor) -> torch.Tensor:
             a = action.double().clamp(-1.0, 1.0)
             logits = [
-                a[:, controlled.index(name)]
+                torch.full_like(a[:, 0], -math.inf)  # not held: exp(-inf) = 0 in the softmax
+                if bucket not in held
+                else a[:, controlled.index(name)]
                 if name in controlled
                 else torch.full_like(a[:, 0], fixed_logits[name])
-                for name in ALLOCATION
+                for bucket, name in zip(BUCKETS, ALLOCATION, strict=True)
             ]
             weights = torch.softmax(ALLOCATION_SHARPNESS * torch.stack(logits, dim=1), dim=1)
             cols = []
@@ -435,6 +444,7 @@ def _metadata(run: _Run) -> dict[str, str]:
         "params": json.dumps(params),
         "fixed_allocation_logits": json.dumps(_allocation_logits(run.cfg)),
         "allocation_sharpness": repr(ALLOCATION_SHARPNESS),
+        "allocation_buckets": json.dumps(list(_held(run.cfg))),
         "observation_normalisation": json.dumps(normalisation),
         "targets": (
             "action and params are targets: the environment moves each position toward its "

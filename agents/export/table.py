@@ -70,7 +70,7 @@ from fundgym.agents.policies import (
 )
 from fundgym.agents.policies.replay import TABLE_KIND, TABLE_SCHEMA_VERSION, TableGrid
 from fundgym.agents.rollout import CRASHES, base_env, first_episodes, job_env, parse_scenarios
-from fundgym.envs.controls import ALLOCATION, PARAMS, allocation_weights
+from fundgym.envs.controls import ALLOCATION, BUCKETS, PARAMS, allocation_weights
 from fundgym.envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -225,15 +225,24 @@ def _start_positions(env: dict[str, Any]) -> dict[str, float]:
     return start_positions(env.get("fixed") or {})
 
 
+def _held(env: dict[str, Any]) -> tuple[str, ...]:
+    """The allocation buckets the env's fund may hold (``allocation_buckets``; all four)."""
+    return tuple(env.get("allocation_buckets") or BUCKETS)
+
+
 def natural_units(
-    actions: FloatArray, controlled: Sequence[str], start: dict[str, float]
+    actions: FloatArray,
+    controlled: Sequence[str],
+    start: dict[str, float],
+    held: tuple[str, ...] = BUCKETS,
 ) -> dict[str, FloatArray]:
     """Targets in natural units, column per name, for actions ``(n, n_controlled)``.
 
     Each controlled parameter through ``PARAMS[name].to_value``; ``imr`` (= mmr x imr_multiple,
     capped at 1) when either is controlled; when an allocation logit is controlled, the
     weights of all four buckets (``alloc_<bucket>``, softmax of the logits with uncontrolled
-    buckets at ``start``) and each controlled logit as ``alloc_<bucket>_logit``.
+    buckets at ``start``; a bucket outside ``held`` weighs 0) and each controlled logit as
+    ``alloc_<bucket>_logit``.
     """
     a = np.clip(np.asarray(actions, dtype=np.float64), -1.0, 1.0)
     n = a.shape[0]
@@ -248,7 +257,8 @@ def natural_units(
         mmr, multiple = (PARAMS[k].to_value(pos[k]) for k in ("mmr", "imr_multiple"))
         out["imr"] = np.minimum(mmr * multiple, 1.0)
     if any(name in ALLOCATION for name in controlled):
-        weights = allocation_weights(np.stack([pos[name] for name in ALLOCATION], axis=1))
+        logits = np.stack([pos[name] for name in ALLOCATION], axis=1)
+        weights = allocation_weights(logits, tuple(b for b in BUCKETS if b in held))
         for k, name in enumerate(ALLOCATION):
             out[name] = weights[:, k]
         for name in controlled:
@@ -327,10 +337,11 @@ def _open_loop(
     controlled: Sequence[str],
     start: dict[str, float],
     constant: FloatArray,
+    held: tuple[str, ...],
 ) -> dict[str, Any]:
     got = table.act(obs)
-    nat_got = natural_units(got, controlled, start)
-    nat_want = natural_units(actions, controlled, start)
+    nat_got = natural_units(got, controlled, start, held)
+    nat_want = natural_units(actions, controlled, start, held)
     per: dict[str, Any] = {}
     for j, name in enumerate(controlled):
         per[name] = {
@@ -459,7 +470,9 @@ def distill_table(
     check_actions = np.concatenate([r.actions for r in check_runs])
     open_loop = {
         **settings,
-        **_open_loop(policy, check_obs, check_actions, controlled, start, actions.mean(axis=0)),
+        **_open_loop(
+            policy, check_obs, check_actions, controlled, start, actions.mean(axis=0), _held(env)
+        ),
     }
     model_params = [p for r in check_runs for p in r.params]
     table_params = [p for r in table_runs for p in r.params]
@@ -514,7 +527,7 @@ def _table_document(
     ]
     full = [np.concatenate([[-np.inf], e, [np.inf]]) for e in grid.inner_edges]
     flat_actions = grid.actions.reshape(-1, len(grid.controlled))
-    params = natural_units(flat_actions, grid.controlled, start)
+    params = natural_units(flat_actions, grid.controlled, start, _held(env))
     cells: list[dict[str, Any]] = []
     for c, b in enumerate(np.ndindex(*shape)):
         state = {

@@ -368,3 +368,19 @@ def test_applying_a_table_needs_neither_torch_nor_sb3(exported):
         "assert 'torch' not in sys.modules and 'stable_baselines3' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_natural_units_give_buckets_not_held_no_weight():
+    # controlled: the stable and hedge logits; yield's stays at its start (-1); volatile is
+    # not held (env.allocation_buckets), so its logit's start counts for nothing.
+    actions = np.array([[1.0, -1.0], [-1.0, -1.0]])
+    start = {name: -1.0 for name in PARAMS}
+    held = ("stable", "yield", "hedge")
+    got = distill.natural_units(actions, ["alloc_stable", "alloc_hedge"], start, held)
+    e3, em3 = math.exp(3.0), math.exp(-3.0)
+    assert got["alloc_stable"][0] == pytest.approx(e3 / (e3 + 2 * em3))
+    assert got["alloc_volatile"].tolist() == [0.0, 0.0]
+    np.testing.assert_allclose(got["alloc_stable"][1], 1 / 3)  # three equal logits held
+    everything = distill.natural_units(actions, ["alloc_stable", "alloc_hedge"], start)
+    assert everything["alloc_volatile"][1] == pytest.approx(0.25)  # held by default
+    assert distill._held({"allocation_buckets": ["hedge", "stable"]}) == ("hedge", "stable")

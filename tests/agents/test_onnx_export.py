@@ -68,6 +68,16 @@ RUNS = {
             "hyperparameters={n_steps: 16, batch_size: 32, n_epochs: 2}",
         ],
     ),
+    # The same levers with the fund kept out of yield and hedge (env.allocation_buckets).
+    "held": (
+        PPO,
+        [
+            *SHORT,
+            "env.controlled=[mmr, imr_multiple, alloc_stable, alloc_volatile]",
+            "env.allocation_buckets=[volatile, stable]",  # any order
+            "hyperparameters={n_steps: 16, batch_size: 32, n_epochs: 2}",
+        ],
+    ),
     # The allocation's actions centred on the buckets' start (all stable), the rest not.
     "centred": (
         PPO,
@@ -209,6 +219,21 @@ def test_run_without_observation_normalisation_and_a_subset_controlled(runs, tmp
         got["params"][:, 2:], e[:, :2] / e.sum(axis=1, keepdims=True), atol=1e-6
     )
     assert np.all(got["params"][:, 2:].sum(axis=1) < 1.0)  # the other two buckets hold the rest
+
+
+def test_buckets_not_held_weigh_zero_in_the_graph(runs, tmp_path):
+    # The fund kept out of yield and hedge: the softmax runs over the two controlled logits.
+    run = runs["held"]
+    out = tmp_path / "policy.onnx"
+    assert export_onnx(run, out, n_check=64).max_abs_diff < 1e-4
+    assert json.loads(props_of(out)["allocation_buckets"]) == ["stable", "volatile"]
+    obs = fresh_observations(run)
+    got = run_onnx(out, obs)
+    e = np.exp(ALLOCATION_SHARPNESS * got["action"][:, 2:].astype(np.float64))
+    np.testing.assert_allclose(got["params"][:, 2:], e / e.sum(axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(got["params"][:, 2:].sum(axis=1), 1.0, atol=1e-6)
+    want = reference_outputs(run, obs)
+    np.testing.assert_allclose(got["params"], want["params"], rtol=0, atol=1e-4)
 
 
 def test_final_model_and_fallback_when_no_best_model(runs, tmp_path):
