@@ -45,8 +45,8 @@ def test_shipped_configs_validate_and_share_base():
     assert sac.normalize.reward is False and ppo.normalize.reward is True  # sac overrides one key
 
 
-def test_allocation_config_is_the_default_plus_the_four_fund_buckets_and_the_fund_pnl_weight():
-    from fundgym.envs.controls import ALLOCATION, PARAMS
+def test_allocation_config_is_the_default_plus_three_fund_buckets_and_the_fund_pnl_weight():
+    from fundgym.envs.controls import PARAMS
 
     ppo = load_config(PPO)
     alloc = load_config(ROOT / "configs" / "train" / "ppo_allocation.yaml")
@@ -57,8 +57,14 @@ def test_allocation_config_is_the_default_plus_the_four_fund_buckets_and_the_fun
         "imr_multiple",
         "trading_fee_fund_share",
     )
-    assert alloc.env.controlled == tuple(PARAMS)
-    assert set(alloc.env.controlled) - set(ppo.env.controlled) == set(ALLOCATION)
+    held = ("alloc_stable", "alloc_yield", "alloc_hedge")
+    assert alloc.env.controlled == tuple(n for n in PARAMS if n != "alloc_volatile")
+    assert set(alloc.env.controlled) - set(ppo.env.controlled) == set(held)
+    # the volatile bucket excluded, not merely uncontrolled (its logit would keep a share)
+    assert alloc.env.allocation_buckets == ("stable", "yield", "hedge")
+    assert ppo.env.allocation_buckets == ("stable", "yield", "volatile", "hedge")
+    assert alloc.centred_levers == held
+    assert (alloc.env.allocation_minutes, alloc.env.allocation_turnover_frac) == (240.0, 0.05)
     # Everything else comes from ppo.yaml through the defaults chain.
     assert alloc.hyperparameters == ppo.hyperparameters
     assert alloc.total_timesteps == ppo.total_timesteps and alloc.seed == ppo.seed
