@@ -63,7 +63,7 @@ def test_allocation_config_is_the_default_plus_three_fund_buckets_and_the_fund_p
     # the volatile bucket excluded, not merely uncontrolled (its logit would keep a share)
     assert alloc.env.allocation_buckets == ("stable", "yield", "hedge")
     assert ppo.env.allocation_buckets == ("stable", "yield", "volatile", "hedge")
-    assert alloc.centred_levers == held
+    assert tuple(alloc.centred_levers) == held
     assert (alloc.env.allocation_minutes, alloc.env.allocation_turnover_frac) == (240.0, 0.05)
     # Everything else comes from ppo.yaml through the defaults chain.
     assert alloc.hyperparameters == ppo.hyperparameters
