@@ -195,7 +195,8 @@ def job_env(base: dict[str, Any], spec: PolicySpec, scenario: str) -> dict[str, 
     """Environment keyword arguments for ``spec`` on ``scenario``.
 
     A library scenario runs its own horizon; the training sampler keeps the base horizon. A
-    trained policy keeps the parameters it controls and starts from; a static one starts at
+    trained policy keeps the parameters it controls and starts from, and the allocation
+    buckets it was trained to hold; a static one starts at
     its values, under its margin tiers and, where it names them (every venue preset does), its
     fund and vault sizes as shares of open interest.
 
@@ -218,6 +219,8 @@ def job_env(base: dict[str, Any], spec: PolicySpec, scenario: str) -> dict[str, 
                     "set to its run's config.yaml, or retrain"
                 )
         kw["controlled"] = tuple(own["controlled"])
+        # the buckets its actions were mapped over: a bucket it never held would take a share
+        kw["allocation_buckets"] = tuple(own["allocation_buckets"])
         kw["fixed"] = own["fixed"]
         kw["margin_tiers"] = own.get("margin_tiers", "none")
     kw.update(spec.env_overrides())

@@ -452,6 +452,8 @@ def replay_env(table: dict[str, Any], scenario: str) -> dict[str, Any]:
     """
     kw = dict(table["env"])
     kw["controlled"] = tuple(kw["controlled"])
+    if "allocation_buckets" in kw:  # tables written before the field hold all four
+        kw["allocation_buckets"] = tuple(kw["allocation_buckets"])
     kw["scenario"] = scenario
     if scenario != "training":
         kw["horizon_minutes"] = None

@@ -380,3 +380,27 @@ def test_a_worker_exits_when_its_parent_is_gone():
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60)
     assert proc.returncode == 1
+
+
+def test_a_trained_policy_keeps_the_allocation_buckets_it_was_trained_to_hold(tmp_path):
+    # A run that never held the volatile bucket, evaluated in the default env (all four held):
+    # its actions must map over its own buckets, or the volatile bucket would take a share.
+    from fundgym.agents.config import dump_config, load_config
+    from fundgym.agents.policies import PolicySpec
+
+    cfg = load_config(
+        ROOT / "configs" / "train" / "ppo_allocation.yaml",
+        ["env.allocation_minutes=null"],  # the default's clock, which must match
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_config(cfg))
+    base = ev.base_env(ROOT / "configs" / "train" / "ppo.yaml", [parse_spec("static:dydx")])
+    assert base["allocation_buckets"] == ("stable", "yield", "volatile", "hedge")
+    got = ev.job_env(base, PolicySpec("alloc", "trained", path=str(run)), "luna_2022")
+    assert got["allocation_buckets"] == ("stable", "yield", "hedge")
+    assert got["controlled"] == cfg.env.controlled
+    # a static policy in the same evaluation keeps the base's
+    assert ev.job_env(base, parse_spec("static:dydx"), "luna_2022")["allocation_buckets"] == (
+        "stable", "yield", "volatile", "hedge",
+    )  # fmt: skip
