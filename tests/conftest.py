@@ -1,21 +1,34 @@
-"""Suite-wide test order: the installed-wheel file first, so that ``make test`` ends sooner.
+"""Suite-wide test order: the longest files first, so that ``make test`` ends sooner.
 
 ``make test`` runs ``pytest -n 2 --dist loadfile --no-loadscope-reorder``: each file runs whole
-on one of CI's two workers, handed out in collection order. ``tests/test_wheel.py`` is by far
-the longest file (about three minutes: a wheel build, a fresh venv, a cold numba compile in it,
-tiny trainings) and is collected last, so it used to start near the end and leave the other
-worker idle for minutes. Collected first, it runs on one worker from the start while the other
-takes the rest; that worker also compiles the checkout's kernels alone, into the shared cache,
-instead of both workers compiling the same kernels at once (the wheel's venv has a cache of its
-own). The order inside a file is unchanged, and a serial run only runs the wheel file first.
+on one of CI's two workers, handed out in collection order. A long file collected late (the
+installed-wheel test, collected last, takes two minutes) starts near the end and leaves the
+other worker idle while it finishes. So the files of :data:`FIRST`, the longest measured,
+go out first, longest first (the longest-processing-time rule), and the many short files fill
+in behind them; the order inside a file is unchanged, and a serial run only changes order.
 """
 
 from __future__ import annotations
 
 import pytest
 
-#: Files run before all others, in this order (paths relative to the repository root).
-FIRST = ("tests/test_wheel.py",)
+#: Files run before all others, in this order (paths relative to the repository root): the
+#: longest, by their seconds in a fresh-clone ``make test`` at 2d1f4b6 (JUnit times: setup,
+#: call and teardown), longest first.
+FIRST = (
+    "tests/test_wheel.py",  # 128 s: a wheel, a fresh venv, tiny trainings from outside
+    "tests/agents/test_cli.py",  # 71 s
+    "tests/agents/test_faults.py",  # 69 s: kill -9, a full disk, two writers
+    "tests/agents/test_demo.py",  # 52 s: two quick demos
+    "tests/agents/test_train.py",  # 51 s
+    "tests/envs/test_markets_simulator.py",  # 45 s
+    "tests/agents/test_markets_cli.py",  # 31 s
+    "tests/agents/test_seed_stats.py",  # 27 s: Ray
+    "tests/agents/test_report.py",  # 25 s
+    "tests/agents/test_evaluate.py",  # 24 s
+    "tests/envs/test_ledger_properties.py",  # 21 s: hypothesis
+    "tests/envs/test_venue_cross.py",  # 19 s
+)
 
 
 def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.Item]) -> None:

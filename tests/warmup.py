@@ -10,7 +10,8 @@ instead. Nothing here is a test: a failure shows again, with its test, in the su
 The runs are tiny: each touches the kernels of one path (the one-market env under every
 liquidation mode, the vault and an allocation; the simulator's serial and parallel ticks and its
 tick-by-tick path; ``fundgym simulate``; the multi-market simulator under the partial
-waterfall, segmented funds with transfers, and Hyperliquid's engine with its vault).
+waterfall, segmented funds with transfers, and Hyperliquid's engine with its vault; the margin
+engine called alone).
 """
 
 from __future__ import annotations
@@ -102,11 +103,41 @@ def _markets() -> None:
     env.step(np.zeros(env.action_space.shape, dtype=np.float32))
 
 
+def _margin_engine() -> None:
+    """The margin engine called alone: ``fundgym bench core`` and the engine's worked cases.
+
+    Called on its own, ``core_step`` compiles its kernels for array types of its own (a
+    synthetic book; a hand-made two-market state with a vault), which no env path reaches:
+    in a fresh-clone ``make test`` they compiled inside the tests (the CLI's bench test, the
+    cross-margin venue cases), 10-20 s each, while this part ends well before the other.
+    """
+    from fundgym.envs.core.impact import SqrtImpact
+    from fundgym.envs.core.params import RiskParams
+    from fundgym.envs.core.step import core_step, margin_state
+    from fundgym.envs.core.synthetic import synthetic_book
+    from fundgym.envs.state import SimState
+
+    book = synthetic_book(np.random.default_rng(0), 2, 100, 100.0, fund_usd=1e3)
+    margin_state(book, RiskParams(), np.full(2, 60.0))
+    core_step(book, RiskParams(), np.full(2, 60.0), SqrtImpact(1e3))
+    hyperliquid = RiskParams(
+        mmr=0.05,
+        imr=0.1,
+        liquidation_mode="hyperliquid",
+        adl_policy="hyperliquid",
+        liquidator_capacity_mult=0.0,
+    )
+    two = SimState.create([[100.0]], [[[1.0, -10.0]]], [[[1_000.0, 100.0]]], 0.0)
+    marks = np.array([[960.0, 100.0]])
+    deep = [SqrtImpact(1e9), SqrtImpact(1e9)]
+    core_step(two, hyperliquid, marks, deep, book_price=marks, tick_minutes=1.0)
+
+
 #: The parts ``python -m tests.warmup PART`` runs: the Makefile starts both at once, so the
 #: two cores compile while mypy (one core) runs.
 PARTS = {
     "one-market": (lambda: (_one_market(), _simulator(), _simulate_command())),
-    "markets": _markets,
+    "markets": (lambda: (_markets(), _margin_engine())),
 }
 
 
