@@ -15,20 +15,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from allocation_trough import episode  # run as a script: benchmarks/ is on the path
 
-from fundgym.agents.config import env_kwargs, load_config
+from fundgym.agents.config import load_config
 from fundgym.agents.policies.trained import TrainedPolicy
 from fundgym.envs.exchange_env import InsuranceFundVectorEnv
-
-#: Stable's logits: softmax(3 x logits) puts 99.3% in stable.
-STABLE_LOGITS = {
-    "alloc_stable": 1.0,
-    "alloc_yield": -1.0,
-    "alloc_volatile": -1.0,
-    "alloc_hedge": -1.0,
-}
 
 
 def main() -> None:
@@ -40,40 +34,28 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=24, help="decisions between lines (default 24)")
     ap.add_argument("--held-stable", action="store_true", help="force the allocation to stable")
     args = ap.parse_args()
-    cfg = load_config(args.run / "config.yaml")
-    policy = TrainedPolicy("run", args.run)
-    held = {
-        k: STABLE_LOGITS[n]
-        for k, n in enumerate(cfg.env.controlled)
-        if args.held_stable and n in STABLE_LOGITS
-    }
-    env = InsuranceFundVectorEnv(num_envs=1, **env_kwargs(cfg, args.scenario))
-    obs, _ = env.reset(seed=args.seed)
-    policy.reset(1)
-    sim = env.core.sim
-    index: list[float] = []
-    fund: list[float] = []
-    done = False
-    while not done:
-        action = np.asarray(policy.act(obs), dtype=np.float32)
-        for k, logit in held.items():
-            action[:, k] = logit
-        obs, _, terminated, truncated, info = env.step(action)
-        pf = sim.portfolio
-        index.append(float(info["index_price"][0]))
-        fund.append(float(info["fund_balance_usd"][0]))
-        if (len(index) - 1) % args.every == 0:
+    decision = 0
+
+    def line(env: InsuranceFundVectorEnv, info: dict[str, Any]) -> None:
+        nonlocal decision
+        if decision % args.every == 0:
+            sim = env.core.sim
+            pf = sim.portfolio
             buckets = pf.bucket_values_usd(sim.last_index, sim.vol_annual)[0]
             print(
-                f"{len(index) - 1:5d} index {index[-1]:10.1f} fund {fund[-1]:11,.0f} buckets "
+                f"{decision:5d} index {info['index_price'][0]:10.1f} fund "
+                f"{info['fund_balance_usd'][0]:11,.0f} buckets "
                 f"{', '.join(f'{b:,.0f}' for b in buckets)} premium {pf.put_cost_usd[0]:,.0f} "
                 f"fees {pf.fees_paid_usd[0]:,.0f} target {np.round(env.core.alloc_target[0], 2)}"
             )
-        done = bool(terminated[0] or truncated[0])
-    env.close()
-    t = int(np.argmin(index))
+        decision += 1
+
+    cfg = load_config(args.run / "config.yaml")
+    policy = TrainedPolicy("run", args.run)
+    out = episode(policy, cfg, args.scenario, args.seed, args.held_stable, trace=line)
     print(
-        f"trough at decision {t}: index {index[t]:,.1f}, fund {fund[t]:,.0f}; end {fund[-1]:,.0f}"
+        f"trough at decision {out['trough_decision']:.0f}: index {out['index_at_trough']:,.1f}, "
+        f"fund {out['fund_at_trough_usd']:,.0f}; end {out['fund_end_usd']:,.0f}"
     )
 
 

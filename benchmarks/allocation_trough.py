@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,18 @@ STABLE_LOGITS = dict(zip(ALLOCATION, (1.0, -1.0, -1.0, -1.0), strict=True))
 
 
 def episode(
-    policy: TrainedPolicy, cfg: TrainConfig, scenario: str, seed: int, hold_stable: bool
+    policy: TrainedPolicy,
+    cfg: TrainConfig,
+    scenario: str,
+    seed: int,
+    hold_stable: bool,
+    trace: Callable[[InsuranceFundVectorEnv, dict[str, Any]], None] | None = None,
 ) -> dict[str, float]:
     """One episode on ``scenario``: the fund at the index's trough, at the end and lowest.
 
-    ``hold_stable`` forces the run's allocation coordinates (those it controls) to stable's.
+    ``hold_stable`` forces the run's allocation coordinates (those it controls) to stable's;
+    ``trace``, if given, is called with the env and the step's info after every decision
+    (``benchmarks/allocation_trace.py``).
     """
     controlled = cfg.env.controlled if hold_stable else ()
     held = {k: STABLE_LOGITS[n] for k, n in enumerate(controlled) if n in STABLE_LOGITS}
@@ -59,10 +67,18 @@ def episode(
         obs, _, terminated, truncated, info = env.step(action)
         fund.append(float(info["fund_balance_usd"][0]))
         index.append(float(info["index_price"][0]))
+        if trace is not None:
+            trace(env, info)
         done = bool(terminated[0] or truncated[0])
     env.close()
     trough = int(np.argmin(index))
-    return {"fund_at_trough_usd": fund[trough], "fund_end_usd": fund[-1], "fund_min_usd": min(fund)}
+    return {
+        "fund_at_trough_usd": fund[trough],
+        "fund_end_usd": fund[-1],
+        "fund_min_usd": min(fund),
+        "trough_decision": trough,
+        "index_at_trough": index[trough],
+    }
 
 
 def mean_at_trough(rows: list[dict[str, dict[str, float]]], variant: str) -> float:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -71,8 +72,16 @@ def _simulate_command() -> None:
             raise SystemExit("tests.warmup: fundgym simulate failed")
 
 
-def _markets() -> None:
+def _hyperliquid() -> Any:
+    """Hyperliquid's engine and ADL rule, no liquidators: the vault takes what the book cannot."""
     from fundgym.envs.core.params import RiskParams
+
+    return RiskParams(
+        liquidation_mode="hyperliquid", adl_policy="hyperliquid", liquidator_capacity_mult=0.0
+    )
+
+
+def _markets() -> None:
     from fundgym.envs.markets_env import MarketsInsuranceFundEnv
     from fundgym.envs.markets_simulator import MarketsSimulator
     from fundgym.envs.scenarios import load_scenario, scenario_from_dict
@@ -83,9 +92,7 @@ def _markets() -> None:
     data["markets"][2]["idio_crash"]["start_minute"] = 10
     data["markets"][2]["depth_collapses"][0]["start_minute"] = 10
     sc = scenario_from_dict(data, "alt_contagion.yaml")
-    hl = RiskParams(
-        liquidation_mode="hyperliquid", adl_policy="hyperliquid", liquidator_capacity_mult=0.0
-    )
+    hl = _hyperliquid()
     runs: tuple[dict[str, object], ...] = (
         {},
         {"fund_mode": "segmented", "segment_transfer_cap_usd": 100.0},
@@ -120,17 +127,10 @@ def _margin_engine() -> None:
     book = synthetic_book(np.random.default_rng(0), 2, 100, 100.0, fund_usd=1e3)
     margin_state(book, RiskParams(), np.full(2, 60.0))
     core_step(book, RiskParams(), np.full(2, 60.0), SqrtImpact(1e3))
-    hyperliquid = RiskParams(
-        mmr=0.05,
-        imr=0.1,
-        liquidation_mode="hyperliquid",
-        adl_policy="hyperliquid",
-        liquidator_capacity_mult=0.0,
-    )
     two = SimState.create([[100.0]], [[[1.0, -10.0]]], [[[1_000.0, 100.0]]], 0.0)
     marks = np.array([[960.0, 100.0]])
     deep = [SqrtImpact(1e9), SqrtImpact(1e9)]
-    core_step(two, hyperliquid, marks, deep, book_price=marks, tick_minutes=1.0)
+    core_step(two, _hyperliquid(), marks, deep, book_price=marks, tick_minutes=1.0)
 
 
 #: The parts ``python -m tests.warmup PART`` runs: the Makefile starts both at once, so the
