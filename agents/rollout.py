@@ -71,6 +71,7 @@ _MUST_MATCH = (
     "rebalance_threshold",
     "population_minutes",
     "allocation_minutes",
+    "allocation_turnover_frac",
 )
 
 

@@ -390,7 +390,8 @@ def test_a_trained_policy_keeps_the_allocation_buckets_it_was_trained_to_hold(tm
 
     cfg = load_config(
         ROOT / "configs" / "train" / "ppo_allocation.yaml",
-        ["env.allocation_minutes=null"],  # the default's clock, which must match
+        # the default's clock and no turnover budget, which must match
+        ["env.allocation_minutes=null", "env.allocation_turnover_frac=null"],
     )
     run = tmp_path / "run"
     run.mkdir()
@@ -404,3 +405,21 @@ def test_a_trained_policy_keeps_the_allocation_buckets_it_was_trained_to_hold(tm
     assert ev.job_env(base, parse_spec("static:dydx"), "luna_2022")["allocation_buckets"] == (
         "stable", "yield", "volatile", "hedge",
     )  # fmt: skip
+
+
+def test_a_trained_policy_with_another_turnover_budget_is_refused_naming_it(tmp_path):
+    from fundgym.agents.config import dump_config, load_config
+    from fundgym.agents.policies import PolicySpec
+    from fundgym.agents.rollout import EvaluateError
+
+    cfg = load_config(
+        ROOT / "configs" / "train" / "ppo_allocation.yaml", ["env.allocation_minutes=null"]
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_config(cfg))
+    base = ev.base_env(ROOT / "configs" / "train" / "ppo.yaml", [parse_spec("static:dydx")])
+    with pytest.raises(EvaluateError) as err:
+        ev.job_env(base, PolicySpec("alloc", "trained", path=str(run)), "luna_2022")
+    msg = str(err.value)
+    assert "env.allocation_turnover_frac = 0.05" in msg and "has None" in msg
