@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from fundgym.envs.controls import BUCKETS, PARAMS
+from fundgym.envs.controls import BUCKETS, PARAMS, buckets_problem
 from fundgym.envs.core.params import AdlPolicy, LiquidationMode, check_waterfall
 from fundgym.envs.levers import LEVERS
 from fundgym.envs.market.sampler import MAX_TRAINING_HORIZON_MINUTES, SamplerSettings
@@ -158,14 +158,9 @@ class EnvConfig:
                 "controlled", list(self.controlled), "distinct parameters, at least one"
             )
         held = self.allocation_buckets
-        bad_buckets = [b for b in held if b not in BUCKETS]
-        if bad_buckets or not held or len(set(held)) != len(held):
-            what = (
-                f"unknown bucket {bad_buckets[0]!r}"
-                if bad_buckets
-                else "distinct buckets, at least one"
-            )
-            raise FieldError("allocation_buckets", list(held), f"{what}; allowed: {list(BUCKETS)}")
+        problem = buckets_problem(held)
+        if problem is not None:
+            raise FieldError("allocation_buckets", list(held), problem)
         dropped = [
             f"alloc_{b}" for b in BUCKETS if b not in held and f"alloc_{b}" in self.controlled
         ]

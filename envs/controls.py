@@ -77,16 +77,24 @@ def allocation_weights(logits: FloatArray, held: tuple[str, ...] = BUCKETS) -> F
     return np.asarray(e / np.add.reduce(e, axis=-1, keepdims=True), dtype=np.float64)
 
 
+def buckets_problem(held: tuple[str, ...]) -> str | None:
+    """What is wrong with ``held`` as a list of buckets to hold, and what is allowed; or None."""
+    bad = [b for b in held if b not in BUCKETS]
+    if bad or not held or len(set(held)) != len(held):
+        what = f"unknown bucket {bad[0]!r}" if bad else "distinct buckets, at least one"
+        return f"{what}; allowed: {list(BUCKETS)}"
+    return None
+
+
 def held_mask(held: tuple[str, ...]) -> np.ndarray[Any, np.dtype[np.bool_]]:
     """``(4,)``: whether each bucket of :data:`BUCKETS` is held.
 
     Raises:
         ValueError: An unknown or repeated bucket, or none.
     """
-    bad = [b for b in held if b not in BUCKETS]
-    if bad or not held or len(set(held)) != len(held):
-        what = f"unknown bucket {bad[0]!r}" if bad else "distinct buckets, at least one"
-        raise ValueError(f"allocation buckets {list(held)}: {what}; allowed: {list(BUCKETS)}")
+    problem = buckets_problem(held)
+    if problem is not None:
+        raise ValueError(f"allocation buckets {list(held)}: {problem}")
     return np.array([b in held for b in BUCKETS])
 
 
