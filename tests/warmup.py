@@ -72,12 +72,12 @@ def _simulate_command() -> None:
             raise SystemExit("tests.warmup: fundgym simulate failed")
 
 
-def _hyperliquid() -> Any:
+def _hyperliquid(**kw: float) -> Any:
     """Hyperliquid's engine and ADL rule, no liquidators: the vault takes what the book cannot."""
     from fundgym.envs.core.params import RiskParams
 
     return RiskParams(
-        liquidation_mode="hyperliquid", adl_policy="hyperliquid", liquidator_capacity_mult=0.0
+        liquidation_mode="hyperliquid", adl_policy="hyperliquid", liquidator_capacity_mult=0.0, **kw
     )
 
 
@@ -130,7 +130,9 @@ def _margin_engine() -> None:
     two = SimState.create([[100.0]], [[[1.0, -10.0]]], [[[1_000.0, 100.0]]], 0.0)
     marks = np.array([[960.0, 100.0]])
     deep = [SqrtImpact(1e9), SqrtImpact(1e9)]
-    core_step(two, _hyperliquid(), marks, deep, book_price=marks, tick_minutes=1.0)
+    # MMR 5%: the account (equity 60 against a requirement of 98) is liquidated, which is what
+    # reaches the cross-margin venue kernels; at the default MMR it would not be
+    core_step(two, _hyperliquid(mmr=0.05, imr=0.1), marks, deep, book_price=marks, tick_minutes=1.0)
 
 
 #: The parts ``python -m tests.warmup PART`` runs: the Makefile starts both at once, so the
