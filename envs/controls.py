@@ -19,6 +19,7 @@ controlled logits fall below it.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -70,8 +71,8 @@ def allocation_weights(logits: FloatArray, held: tuple[str, ...] = BUCKETS) -> F
     # The ufuncs' reductions called directly: what ``max`` and ``sum`` call, without their
     # Python-level wrappers (every decision maps the allocation).
     z = ALLOCATION_SHARPNESS * np.asarray(logits, dtype=np.float64)
-    if held != BUCKETS:
-        z = np.where(held_mask(held), z, -np.inf)  # exp(-inf - max) = 0 exactly
+    if held != BUCKETS and not (mask := held_mask(held)).all():
+        z = np.where(mask, z, -np.inf)  # exp(-inf - max) = 0 exactly
     z = z - np.maximum.reduce(z, axis=-1, keepdims=True)
     e = np.exp(z)
     return np.asarray(e / np.add.reduce(e, axis=-1, keepdims=True), dtype=np.float64)
@@ -86,8 +87,11 @@ def buckets_problem(held: tuple[str, ...]) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=32)
 def held_mask(held: tuple[str, ...]) -> np.ndarray[Any, np.dtype[np.bool_]]:
-    """``(4,)``: whether each bucket of :data:`BUCKETS` is held.
+    """``(4,)``, read-only: whether each bucket of :data:`BUCKETS` is held (in any order).
+
+    Cached: a config's buckets are checked once, not at every decision that maps them.
 
     Raises:
         ValueError: An unknown or repeated bucket, or none.
@@ -95,7 +99,9 @@ def held_mask(held: tuple[str, ...]) -> np.ndarray[Any, np.dtype[np.bool_]]:
     problem = buckets_problem(held)
     if problem is not None:
         raise ValueError(f"allocation buckets {list(held)}: {problem}")
-    return np.array([b in held for b in BUCKETS])
+    mask = np.array([b in held for b in BUCKETS])
+    mask.flags.writeable = False
+    return mask
 
 
 @jit(error_model="numpy")

@@ -114,7 +114,8 @@ def _margin_engine() -> None:
     """The margin engine called alone: ``fundgym bench core`` and the engine's worked cases.
 
     Called on its own, ``core_step`` compiles its kernels for array types of its own (a
-    synthetic book; a hand-made two-market state with a vault), which no env path reaches:
+    synthetic book; a hand-made two-market cross account liquidated under Hyperliquid's
+    engine, as the cross-margin venue cases do), which no env path reaches:
     in a fresh-clone ``make test`` they compiled inside the tests (the CLI's bench test, the
     cross-margin venue cases), 10-20 s each, while this part ends well before the other.
     """

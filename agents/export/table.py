@@ -258,7 +258,7 @@ def natural_units(
         out["imr"] = np.minimum(mmr * multiple, 1.0)
     if any(name in ALLOCATION for name in controlled):
         logits = np.stack([pos[name] for name in ALLOCATION], axis=1)
-        weights = allocation_weights(logits, tuple(b for b in BUCKETS if b in held))
+        weights = allocation_weights(logits, held)
         for k, name in enumerate(ALLOCATION):
             out[name] = weights[:, k]
         for name in controlled:
