@@ -119,9 +119,15 @@ def time_ppo(
     from fundgym.agents.training.sb3_env import FundGymVecEnv
 
     torch.set_num_threads(1)
+    # The simulator is built at the first reset, which SB3 calls inside ``learn``: the
+    # setting must hold until then (set only around the constructor, it never reached the
+    # simulator, and every two-thread PPO figure before 2026-12-02 ran the env on one).
     with _threads(threads):
         venv = FundGymVecEnv(n_envs, n_accounts=n_accounts)
-    venv.seed(0)
+        venv.seed(0)
+        venv.reset()
+    sim = venv.venv.core.sim
+    assert sim is not None
     spent = [0.0]
     inner = venv.step_wait
 
@@ -149,7 +155,7 @@ def time_ppo(
         "n_envs": n_envs,
         "n_accounts": n_accounts,
         "total_timesteps": total_timesteps,
-        "threads": threads,
+        "threads": sim.threads,  # what the simulator runs on (capped at numba's threads)
         "wall_s": wall,
         "env_s": spent[0],
         "env_share": spent[0] / wall,

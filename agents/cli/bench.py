@@ -220,7 +220,8 @@ def _bench_env(args: argparse.Namespace) -> int:
     if args.ppo_steps > 0:
         p = bench.time_ppo(args.envs, args.accounts, args.ppo_steps, threads=args.threads)
         print(
-            f"PPO {p['total_timesteps']:,} steps on the batched env: {p['wall_s']:.1f} s, "
+            f"PPO {p['total_timesteps']:,} steps on the batched env (env on {p['threads']} "
+            f"thread{'s' if p['threads'] > 1 else ''}): {p['wall_s']:.1f} s, "
             f"{p['env_share']:.0%} of it inside the environment"
         )
         payload["ppo"] = p
