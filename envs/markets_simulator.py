@@ -32,11 +32,12 @@ scenario. One tick, in order:
    market's book and moves its next prices, so an alt's cascade moves the alt.
 
 Venue modes: ``partial``, ``binance`` (run as the partial waterfall closing every leg whole,
-:func:`engine_risk`), and ``hyperliquid`` and ``bitmex`` with their sub-steps, takeovers and
-(Hyperliquid's) backstop vault across markets (:mod:`fundgym.envs.core.venue_cross`): each
-market's oracle and book on a path from the previous tick's. What it does not do yet, compared
-with the one-market tick: ``dydx_v4`` and paid outside liquidators (refused when built), venue
-events, the attacker, the mark cap,
+:func:`engine_risk`), and ``hyperliquid``, ``bitmex`` and ``dydx_v4`` with their sub-steps,
+takeovers, (Hyperliquid's) backstop vault and (dYdX's) one order per subaccount a block at its
+fillable price across markets (:mod:`fundgym.envs.core.venue_cross`): each market's oracle and
+book on a path from the previous tick's. What it does not do yet, compared with the one-market
+tick: paid outside liquidators (refused when built), under ``dydx_v4`` lending between fund
+segments (refused), venue events, the attacker, the mark cap,
 injections, a fund holding several listed assets (or puts on several) at once, and ordinary
 volume in the population. It is not
 compiled across ticks: each tick is a few compiled calls joined in Python.
@@ -94,7 +95,13 @@ FundMode = Literal["shared", "segmented"]
 #: The venue's choices of the price collateral assets are marked at.
 COLLATERAL_SOURCES: tuple[str, ...] = ("book", "index", "redemption")
 #: The liquidation modes the margin engine runs across markets.
-MARKET_LIQUIDATION_MODES: tuple[str, ...] = ("partial", "binance", "hyperliquid", "bitmex")
+MARKET_LIQUIDATION_MODES: tuple[str, ...] = (
+    "partial",
+    "binance",
+    "hyperliquid",
+    "bitmex",
+    "dydx_v4",
+)
 #: Fund modes.
 FUND_MODES: tuple[str, ...] = ("shared", "segmented")
 LEDGER_TOLERANCE_REL = 1e-9
@@ -258,9 +265,8 @@ class MarketsSimulator:
         scenario: The scenario, with or without a ``markets:`` section (without one it is
             one market; the population is this module's, not the one-market tick's).
         risk: Risk parameters (scalars or ``(n_envs,)`` arrays). ``liquidation_mode``
-            ``partial``, ``binance`` (run as :func:`engine_risk` says), ``hyperliquid`` or
-            ``bitmex``, without paid outside liquidators (``dydx_v4`` is not built across
-            markets).
+            ``partial``, ``binance`` (run as :func:`engine_risk` says), ``hyperliquid``,
+            ``bitmex`` or ``dydx_v4``, without paid outside liquidators.
         n_envs: Exchanges simulated together.
         n_accounts: Account slots per exchange (cross accounts hold several markets in one).
         population: The traders' behaviour (sizes, leverage, hazards), as in one market.
@@ -354,6 +360,12 @@ class MarketsSimulator:
             )
         self.vault_to_oi_frac = float(vault_to_oi_frac)
         risk = self._engine(risk if risk is not None else RiskParams())
+        if segment_transfer_cap_usd > 0.0 and risk.liquidation_mode == "dydx_v4":
+            raise ValueError(
+                f"segment_transfer_cap_usd = {segment_transfer_cap_usd!r} with liquidation_mode "
+                "'dydx_v4': dYdX pays a fill whole from its market's fund or rejects it, and "
+                "lending between segments is not built for it; allowed: 0"
+            )
         n_mkt = scenario.n_markets
         self.fund_asset = _market_index("fund_asset", fund_asset, scenario)
         self.allocation = allocation or AllocationParams()
@@ -847,12 +859,13 @@ def engine_risk(risk: RiskParams) -> RiskParams:
     ``binance`` mode does the same in one sub-step; across markets each leg fills on its own
     market's book.
 
-    ``hyperliquid`` and ``bitmex`` run as they are, with their sub-steps, takeovers and
-    (Hyperliquid's) vault across markets (:mod:`fundgym.envs.core.venue_cross`).
+    ``hyperliquid``, ``bitmex`` and ``dydx_v4`` run as they are, with their sub-steps,
+    takeovers, (Hyperliquid's) vault and (dYdX's) one order per subaccount a block across
+    markets (:mod:`fundgym.envs.core.venue_cross`).
 
     Raises:
-        ValueError: ``dydx_v4`` (its fillable price and per-block caps per subaccount are not
-            built across markets), or outside liquidators paid a share of the fee.
+        ValueError: A mode outside :data:`MARKET_LIQUIDATION_MODES`, or outside liquidators
+            paid a share of the fee.
     """
     _check_risk(risk)
     if risk.liquidation_mode == "binance":
@@ -865,8 +878,7 @@ def _check_risk(risk: RiskParams) -> None:
     if risk.liquidation_mode not in MARKET_LIQUIDATION_MODES:
         raise ValueError(
             f"RiskParams.liquidation_mode must be one of {list(MARKET_LIQUIDATION_MODES)} "
-            f"across several markets, got {risk.liquidation_mode!r}: dYdX v4's fillable price "
-            "and per-block caps per subaccount are not built across markets"
+            f"across several markets, got {risk.liquidation_mode!r}"
         )
     packed = risk.packed(1)
     if any(

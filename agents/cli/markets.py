@@ -322,6 +322,12 @@ def main(args: argparse.Namespace) -> int:
     fund_frac = args.fund_frac if spec.fund_to_oi_frac is None else spec.fund_to_oi_frac
     if groups is not None and "segmented" not in modes:
         raise UsageError("--fund-groups applies to --fund-mode segmented, which is not asked for")
+    if transfer > 0.0 and "segmented" in modes and risk.liquidation_mode == "dydx_v4":
+        raise UsageError(
+            f"--segment-transfer-cap-usd {transfer:g} with policy {args.policy!r} "
+            "(liquidation_mode dydx_v4): dYdX pays a fill whole from its market's fund or "
+            "rejects it, and lending between segments is not built for it; allowed: 0"
+        )
     if transfer > 0.0 and "segmented" not in modes:
         raise UsageError(
             "--segment-transfer-cap-usd applies to --fund-mode segmented, which is not asked for"

@@ -15,9 +15,6 @@ from fundgym.agents.policies.base import SpecError
 from fundgym.agents.policies.registry import PolicySpec, parse_spec
 from fundgym.envs.core.params import AdlPolicy, LiquidationMode, MarginTiers, RiskParams
 
-#: The liquidation engines the multi-market simulator runs (``engine_risk``).
-MARKET_MODES: tuple[str, ...] = ("partial", "binance", "hyperliquid", "bitmex")
-
 
 class MarketRisk(NamedTuple):
     """A static spec as the multi-market simulator takes it.
@@ -45,7 +42,8 @@ def market_risk(text: str | None) -> MarketRisk:
 
     Raises:
         SpecError: Not a static spec, an unknown preset or value (as ``fundgym evaluate``
-            says), or one naming what is not built across markets.
+            says), or one naming what is not built across markets (a vault under
+            ``partial``, fund top-ups).
     """
     if text is None:
         defaults = RiskParams(liquidator_capacity_mult=0.0)
@@ -57,16 +55,11 @@ def market_risk(text: str | None) -> MarketRisk:
             "levers); trained policies and schedules act through the one-market environment"
         )
     mode = spec.liquidation_mode or "partial"
-    if mode not in MARKET_MODES:
-        raise SpecError(
-            f"policy {text!r}: liquidation_mode {mode!r} is not built across markets (only "
-            f"{', '.join(MARKET_MODES)}); add ',liquidation_mode=partial' to run its levers, "
-            "ADL rule and fund under the partial engine"
-        )
     if spec.vault_to_oi_frac and mode == "partial":
         raise SpecError(
             f"policy {text!r}: a backstop vault ({spec.vault_to_oi_frac:g} of OI) takes accounts "
-            "over in a venue liquidation mode (hyperliquid, bitmex), not under 'partial'; add "
+            "over in a venue liquidation mode (hyperliquid, bitmex, dydx_v4), not under "
+            "'partial'; add "
             "',vault_to_oi_frac=0'"
         )
     if spec.fund_injection_frac:

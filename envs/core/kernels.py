@@ -871,7 +871,7 @@ def _venue_one(  # type: ignore[no-untyped-def]
             if mode == LIQ_DYDX_V4:
                 close[k] = dydx_close_base(abs_q, m)
                 limit[k] = dydx_fillable_price(
-                    q, m, eq, req, DYDX_BANKRUPTCY_ADJUSTMENT, DYDX_SPREAD_TO_MMR
+                    q, m, eq, req, DYDX_BANKRUPTCY_ADJUSTMENT, DYDX_SPREAD_TO_MMR, req
                 )
             elif mode == LIQ_HYPERLIQUID:
                 close[k] = abs_q

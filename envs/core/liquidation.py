@@ -207,14 +207,15 @@ def dydx_close_base(abs_q, m):  # type: ignore[no-untyped-def]
 
 
 @jit(error_model="numpy", inline="always")
-def dydx_fillable_price(q, m, equity, requirement, adjustment, spread_to_mmr):  # type: ignore[no-untyped-def]
-    """dYdX's fillable price: the worst price a liquidation order of ``q`` may fill at.
+def dydx_fillable_price(q, m, equity, requirement, adjustment, spread_to_mmr, position_requirement):  # type: ignore[no-untyped-def]
+    """dYdX's fillable price: the worst price a liquidation order of position ``q`` may fill at.
 
-    ``GetFillablePrice`` for a one-market subaccount: the adjusted bankruptcy rating
-    ``ABR = clamp(BA x (1 - TNC / TMMR), 0, 1)`` and ``FP = (PNNV - ABR x SMMR x PMMR) / PS``,
-    with ``PNNV = q x m``, ``PMMR = TMMR`` (one position) and ``PS = q``: a long sells at no
-    less than ``m - ABR x SMMR x TMMR / q``, a short buys at no more. A healthier account
-    (``TNC`` nearer ``TMMR``) gets a limit nearer the oracle.
+    ``GetFillablePrice``: the subaccount's adjusted bankruptcy rating ``ABR = clamp(BA x (1 -
+    TNC / TMMR), 0, 1)`` (``equity`` TNC and ``requirement`` TMMR are the whole account's) and
+    ``FP = (PNNV - ABR x SMMR x PMMR) / PS``, with ``PNNV = q x m``, ``PMMR`` the position's own
+    requirement (``position_requirement``; ``requirement`` itself for a one-market account) and
+    ``PS = q``: a long sells at no less than ``m - ABR x SMMR x PMMR / q``, a short buys at no
+    more. A healthier account (``TNC`` nearer ``TMMR``) gets a limit nearer the oracle.
     """
     abr = min(max(adjustment * (1.0 - equity / requirement), 0.0), 1.0)
-    return (q * m - abr * spread_to_mmr * requirement) / q
+    return (q * m - abr * spread_to_mmr * position_requirement) / q

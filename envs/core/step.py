@@ -114,7 +114,7 @@ from numpy.typing import ArrayLike
 from fundgym.envs.core import kernels, venue_cross
 from fundgym.envs.core.events import EV_N_LIQUIDATIONS, N_EVENTS, StepEvents
 from fundgym.envs.core.impact import ImpactModel, SqrtImpact
-from fundgym.envs.core.liquidation import LIQ_PARTIAL
+from fundgym.envs.core.liquidation import LIQ_DYDX_V4, LIQ_PARTIAL
 from fundgym.envs.core.liquidators import liquidators_paid
 from fundgym.envs.core.margin import maintenance_requirement
 from fundgym.envs.core.params import (
@@ -834,8 +834,14 @@ def _cross_step(
     if venue and mode not in CROSS_VENUE_MODES:
         raise NotImplementedError(
             f"liquidation_mode {params.liquidation_mode!r} runs one market of USD "
-            f"collateral; with {what} 'partial', 'hyperliquid', 'binance' and 'bitmex' are "
-            "built (dYdX v4's fillable price and per-block caps per subaccount are not)"
+            f"collateral; with {what} 'partial', 'hyperliquid', 'binance', 'bitmex' and "
+            "'dydx_v4' are built"
+        )
+    if mode == LIQ_DYDX_V4 and pots is not None and (pots.transfer_cap > 0.0).any():
+        raise NotImplementedError(
+            "fund_transfer_cap_usd > 0 with liquidation_mode 'dydx_v4': dYdX pays a fill "
+            "whole from its market's fund or rejects it; lending between segments is not "
+            "built for it"
         )
     with_vault = bool((state.vault[:, V_ACTIVE] > 0.0).any())
     if with_vault and not venue:

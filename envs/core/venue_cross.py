@@ -1,4 +1,4 @@
-"""The venue liquidation modes across markets: Hyperliquid's engine, its vault and its ADL.
+"""The venue liquidation modes across markets: Hyperliquid's engine, vault and ADL, and dYdX v4's.
 
 :func:`fundgym.envs.core.kernels.waterfall_cross_kernel` runs the ``partial`` waterfall over
 cross-margined accounts in ``M`` markets, in one pass a tick. Hyperliquid's engine is not a
@@ -31,6 +31,13 @@ below zero: the ADL notional is the whole position of the few accounts that went
   - ``binance``: every leg whole; a deficient account's legs are taken over (the whole
     surplus to the fund, the deficit a shortfall).
   - ``bitmex``: every leg whole, always taken over at bankruptcy by the fund.
+  - ``dydx_v4``: one order a block per subaccount, on one of its positions (the first from an
+    offset that rotates with the block, :func:`_dydx_leg`; dYdX draws it pseudo-randomly), of
+    10% of the position (at least $1,000, at most $100,000 a block), no worse than the
+    fillable price: the subaccount's bankruptcy rating times the position's own requirement.
+    The fund pays a fill past the leg's bankruptcy price whole (its market's pot and cap,
+    and at most $1M a block) or rejects it; a rejected or refused order of an account below
+    zero equity deleverages that whole position, at its bankruptcy price under dYdX's rule.
 
 * **Fills, fund, ADL, socialisation** per leg and per market as in
   :func:`~fundgym.envs.core.kernels._waterfall_cross_one`: the fund's pots pay each market's
@@ -70,16 +77,23 @@ from fundgym.envs.core.kernels import (
     _listed_mask,
     _record_orders,
     lend_between_pots,
+    requirement,
     settle_leg,
     socialize_markets,
 )
 from fundgym.envs.core.liquidation import (
+    DYDX_BANKRUPTCY_ADJUSTMENT,
+    DYDX_MAX_INSURANCE_LOST_USD,
+    DYDX_SPREAD_TO_MMR,
     HL_BACKSTOP_FRACTION_OF_MM,
     HL_SLICE_FRACTION,
     HL_SLICE_THRESHOLD_USD,
     LIQ_BINANCE,
     LIQ_BITMEX,
+    LIQ_DYDX_V4,
     LIQ_HYPERLIQUID,
+    dydx_close_base,
+    dydx_fillable_price,
     hl_cooldown_substeps,
     n_substeps,
     path_price,
@@ -104,9 +118,8 @@ from fundgym.envs.jit import jit
 __all__ = ["CROSS_VENUE_MODES", "vault_cross_kernel", "venue_cross_kernel"]
 
 #: The venue modes :func:`venue_cross_kernel` runs (codes of
-#: :data:`fundgym.envs.core.params.LIQUIDATION_MODES`); ``dydx_v4``'s fillable price and
-#: per-block caps are per subaccount and are not built across markets.
-CROSS_VENUE_MODES: tuple[int, ...] = (LIQ_HYPERLIQUID, LIQ_BINANCE, LIQ_BITMEX)
+#: :data:`fundgym.envs.core.params.LIQUIDATION_MODES`): every venue mode.
+CROSS_VENUE_MODES: tuple[int, ...] = (LIQ_HYPERLIQUID, LIQ_BINANCE, LIQ_BITMEX, LIQ_DYDX_V4)
 
 
 @jit(error_model="numpy")
@@ -252,6 +265,13 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
                 record_takeover(ev, i, notional)  # the account's equity went with it
                 coll[i, a] = 0.0
                 continue
+            if mode == LIQ_DYDX_V4:
+                n_legs = _dydx_leg(
+                    n_legs, k, a, i, step, eq, req, coll, size, entry, sub, mmr_mult, mmr, floors,
+                    rates, cums, base_mmr, leg_k, leg_j, alloc, side, close, limit, takeover,
+                    deficient, refused, adl_close, need, paid, fee, bad,
+                )  # fmt: skip
+                continue
             backstop = mode == LIQ_BITMEX or (mode == LIQ_BINANCE and eq < 0.0)
             if mode == LIQ_HYPERLIQUID:
                 backstop = eq < HL_BACKSTOP_FRACTION_OF_MM * req
@@ -293,11 +313,12 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
             continue
 
         # 2. Each market's orders priced together on its book; Hyperliquid's market orders
-        #    fill no worse than their leg's bankruptcy price (one pass: a refused order is not
-        #    re-admitted). Without ADL a deficient account's order is not refused.
+        #    fill no worse than their leg's bankruptcy price, dYdX's orders no worse than their
+        #    fillable price (one pass: a refused order is not re-admitted). Without ADL a
+        #    deficient account's order is not refused.
         _price_legs(n_legs, leg_j, side, close, refused, bp, depth, max_impact, sells, buys,
                     sell_px, buy_px, price)  # fmt: skip
-        if mode == LIQ_HYPERLIQUID:
+        if mode in (LIQ_HYPERLIQUID, LIQ_DYDX_V4):
             cut = False
             for o in range(n_legs):
                 may_refuse = not takeover[o] and (adl_on or not deficient[o])
@@ -340,7 +361,10 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
             pot_income[fund_group[j]] += got
 
         # 4. The pots: this sub-step's income first, then each leg's shortfall in leg order
-        #    from its market's pot, within what its market's cap has left this tick.
+        #    from its market's pot, within what its market's cap has left this tick. dYdX pays
+        #    a fill whole or rejects it (its pot, its cap and $1M per subaccount per block;
+        #    without ADL a deficient account's fill goes ahead unpaid, its loss socialised):
+        #    a rejected order leaves the book's flow.
         if fund_on:
             for g in range(n_pots):
                 available[g] += pot_income[g]
@@ -348,7 +372,18 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
             if bad[o] > 0.0:
                 j = leg_j[o]
                 g = fund_group[j]
-                paid[o] = min(max(available[g], 0.0), min(bad[o], cap_left[j]))
+                if mode == LIQ_DYDX_V4:
+                    whole = min(available[g], cap_left[j], DYDX_MAX_INSURANCE_LOST_USD)
+                    if not bad[o] <= whole:
+                        if adl_on or not deficient[o]:
+                            refused[o] = True
+                            bad[o] = 0.0
+                            col = 0 if side[o] > 0.0 else 1
+                            flow[i, j, col] = max(flow[i, j, col] - close[o] * bp[j], 0.0)
+                        continue
+                    paid[o] = bad[o]
+                else:
+                    paid[o] = min(max(available[g], 0.0), min(bad[o], cap_left[j]))
                 available[g] -= paid[o]
                 cap_left[j] -= paid[o]
         if n_pots > 1 and transfer_left[0] > 0.0:  # the other pots lend what one could not
@@ -454,6 +489,56 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
     _record_orders(
         ev, i, volume, fees, income, income_shorts, rewards, bad_debt, shortfall, overshoot, n_below
     )
+
+
+@jit(error_model="numpy")
+def _dydx_leg(  # type: ignore[no-untyped-def]
+    n_legs, k, a, i, step, eq, req, coll, size, entry, sub, mmr_mult, mmr, floors, rates, cums,
+    base_mmr, leg_k, leg_j, alloc, side, close, limit, takeover, deficient, refused, adl_close,
+    need, paid, fee, bad,
+):  # fmt: skip
+    """dYdX's one order a block for liquidatable subaccount ``a``: returns the new leg count.
+
+    dYdX liquidates one perpetual of a subaccount per block, the first position from a
+    pseudo-random offset (``GetPerpetualPositionToLiquidate``); here the offset rotates with
+    the block and the account, ``(a + step) mod M`` [E: deterministic, no draw], so that every
+    position is reached in turn. The order is :func:`dydx_close_base` of the position (10%,
+    at least $1,000, at most the subaccount's $100,000 a block) with the fillable price of
+    :func:`dydx_fillable_price` as its limit: the subaccount's rating (equity ``eq`` against
+    requirement ``req``) times the position's own requirement. Its bankruptcy price is the
+    leg's apportioned collateral's (:func:`~fundgym.envs.core.kernels._leg_collateral`).
+    """
+    n_mk = size.shape[2]
+    start = (a + step) % n_mk
+    for t in range(n_mk):
+        j = (start + t) % n_mk
+        q = size[i, a, j]
+        if q == 0.0:
+            continue
+        m = sub[i, j]
+        abs_q = abs(q)
+        o = n_legs
+        leg_k[o] = k
+        leg_j[o] = j
+        alloc[o] = _leg_collateral(
+            coll, size, entry, sub, mmr_mult, i, a, j, req, mmr, floors, rates, cums, base_mmr
+        )
+        side[o] = 1.0 if q > 0.0 else -1.0
+        close[o] = dydx_close_base(abs_q, m)
+        leg_req = requirement(abs_q * m, mmr, floors, rates, cums, base_mmr) * mmr_mult[i, j]
+        limit[o] = dydx_fillable_price(
+            q, m, eq, req, DYDX_BANKRUPTCY_ADJUSTMENT, DYDX_SPREAD_TO_MMR, leg_req
+        )
+        takeover[o] = False
+        deficient[o] = eq < 0.0
+        refused[o] = False
+        adl_close[o] = 0.0
+        need[o] = 0.0
+        paid[o] = 0.0
+        fee[o] = 0.0
+        bad[o] = 0.0
+        return n_legs + 1
+    return n_legs
 
 
 @jit(error_model="numpy", inline="always")

@@ -173,7 +173,7 @@ def test_hyperliquids_engine_and_vault_run_across_markets_and_are_reported(
 @pytest.mark.parametrize(
     ("spec", "fragment"),
     [
-        ("static:dydx", "liquidation_mode 'dydx_v4' is not built across markets"),
+        ("static:binance,fund_injection_frac=0.1", "fund top-ups are not built across markets"),
         ("static:hyperliquid,liquidation_mode=partial", "add ',vault_to_oi_frac=0'"),
         ("rule", "a static:... set is needed"),
         ("static:nowhere", "unknown preset"),

@@ -80,7 +80,6 @@ batch equal to it stepped alone, and a second market nobody holds changes nothin
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -250,9 +249,6 @@ def test_adl_counterparties_judged_on_their_cross_account() -> None:
 
 
 def test_refuses_what_is_not_built_for_several_markets() -> None:
-    venue = dataclasses.replace(PARAMS, liquidation_mode="dydx_v4")
-    with pytest.raises(NotImplementedError, match="dydx_v4"):
-        core_step(book([A], 0.0), venue, MARK_1, SqrtImpact())
     with pytest.raises(ValueError, match="one per market"):
         core_step(book([A], 0.0), PARAMS, MARK_1, [SqrtImpact()] * 3)
     with pytest.raises(ValueError, match="mark must be"):

@@ -163,16 +163,21 @@ def test_dydx_fillable_price_matches_dydx_own_test_case():
     # x/clob/keeper/liquidations_test.go: oracle 50,000, maintenance 10%, BA 1, SMMR 0.1; quote
     # -4,501 with +0.1 BTC: TNC = 499, TMMR = 500, ABR = 1 - 499/500 = 0.002;
     # FP = (5,000 - 0.002 x 0.1 x 500) / 0.1 = 49,999.
-    assert dydx_fillable_price(0.1, 50_000.0, 499.0, 500.0, 1.0, 0.1) == pytest.approx(
+    assert dydx_fillable_price(0.1, 50_000.0, 499.0, 500.0, 1.0, 0.1, 500.0) == pytest.approx(
         49_999.0, **APPROX
     )
     # A short mirrors it: FP = 50,000 + 1 = 50,001.
-    assert dydx_fillable_price(-0.1, 50_000.0, 499.0, 500.0, 1.0, 0.1) == pytest.approx(
+    assert dydx_fillable_price(-0.1, 50_000.0, 499.0, 500.0, 1.0, 0.1, 500.0) == pytest.approx(
         50_001.0, **APPROX
     )
     # ABR is clamped to [0, 1]: below zero equity the spread is the whole SMMR x TMMR.
-    assert dydx_fillable_price(1.0, 8_900.0, -100.0, 445.0, 1.0, DYDX_SPREAD_TO_MMR) == (
+    assert dydx_fillable_price(1.0, 8_900.0, -100.0, 445.0, 1.0, DYDX_SPREAD_TO_MMR, 445.0) == (
         pytest.approx(8_900.0 - 1.5 * 445.0, **APPROX)
+    )
+    # Two positions: ABR is the subaccount's (TNC 499, TMMR 500), the spread the position's
+    # own requirement (PMMR 300 of the 500): FP = (5,000 - 0.002 x 0.1 x 300) / 0.1 = 49,999.4.
+    assert dydx_fillable_price(0.1, 50_000.0, 499.0, 500.0, 1.0, 0.1, 300.0) == pytest.approx(
+        49_999.4, **APPROX
     )
 
 

@@ -354,8 +354,14 @@ def test_fuzzed_paths_conserve_money_and_keep_pots_non_negative(
     [
         ({"fund_mode": "pooled"}, "fund_mode must be one of"),
         ({"collateral_price": "oracle"}, "collateral_price must be one of"),
-        ({"risk": RiskParams(liquidation_mode="dydx_v4")}, "RiskParams.liquidation_mode"),
-        ({"risk": RiskParams(liquidation_mode="dydx_v4")}, "dYdX v4's fillable price"),
+        (
+            {
+                "risk": RiskParams(liquidation_mode="dydx_v4"),
+                "fund_mode": "segmented",
+                "segment_transfer_cap_usd": 5.0,
+            },
+            "lending between segments is not built",
+        ),
         ({"vault_to_oi_frac": 0.02}, "hands accounts to a vault across markets"),
         (
             {"vault_to_oi_frac": 0.02, "risk": RiskParams(liquidation_mode="binance")},

@@ -1,4 +1,4 @@
-"""Hyperliquid's engine, its vault and its ADL across markets, worked by hand (issue 17).
+"""Hyperliquid's and dYdX v4's engines, the vault and ADL across markets, worked by hand (issue 17).
 
 **The books.** Two markets (0 and 1), USD collateral, flat MMR 5% (1.25% in the slice case),
 ``hyperliquid`` mode and ADL rule, fee 0.1% all to the fund. Books are square-root books 1e9
@@ -43,6 +43,29 @@ socialised in each market to its bearers (``P`` and ``Q``). ``N`` ends flat at z
 ($194k at 970) and long 10 from 100 in market 1; MMR 1.25%: equity ``8,000 - 6,000 = 2,000``
 against ``1.25% x 195,000 = 2,437.5`` (2/3 of it 1,625): a market liquidation. In one
 one-second check the big leg sends 20% (40 of 200: over $100k), the small one all of it.
+
+**4. dYdX v4: one order a block per subaccount, at its fillable price.** ``dydx_v4`` mode,
+``bitmex`` ADL rule (closes at the bankruptcy price), otherwise as above. ``D``: collateral 100,
+long 1 from 1,000 in market 0 and long 10 from 100 in market 1.
+
+| at marks 960 / 98 | market 0 | market 1 | account ``D`` |
+|---|---|---|---|
+| unrealised PnL | -40 | -20 | equity 40 |
+| requirement ``PMMR`` | 48 | 49 | ``TMMR`` 97 |
+| order (10%, at least $1,000) | 1 (all: $960) | 10 (all: $980) | one a block |
+| fillable price ``m - ABR 1.5 PMMR / q`` | ``960 - 0.5876 x 72 = 917.7`` | | ``ABR = 1 - 40/97`` |
+
+Block 0 sends market 0's leg (the offset ``(account + block) mod 2`` is 0); it fills at the
+deep book's 960 (above 917.7), a hair's impact aside. Market 1 waits for the next block, which
+sends it. On a book 1 USD deep per 1% the fill falls far below 917.7: refused, and ``D``
+(equity >= 0) keeps both positions for the next block.
+
+``N`` of case 2 at marks 900 / 95 (equity -100; ``P`` and ``Q`` as there), no fund: block 0
+sends leg 0 (1, ``FP = 900 - 1 x 1.5 x 45 = 832.5``); it would fill at 900 against its
+bankruptcy value 948.65, a shortfall of 48.65 that the empty fund rejects. ``N`` is below zero,
+so dYdX deleverages the whole position against ``P`` at the bankruptcy price: ADL notional
+948.65, ``P``'s collateral ``1,000 + (1,000 - 948.65) = 1,051.35``, and ``N`` keeps leg 1 with
+its apportioned collateral -1.35.
 """
 
 from __future__ import annotations
@@ -171,11 +194,73 @@ def test_hyperliquid_slices_a_leg_over_100k_and_closes_a_small_one_whole() -> No
     assert ledger_error(state, marks)[0] == pytest.approx(0.0, abs=1e-6)
 
 
-def test_dydx_v4_is_still_refused_across_markets() -> None:
-    state = SimState.create([[100.0]], [[[1.0, -10.0]]], [[[1_000.0, 100.0]]], 0.0)
-    venue = dataclasses.replace(HL, liquidation_mode="dydx_v4", adl_policy="bitmex")
+DX = dataclasses.replace(HL, liquidation_mode="dydx_v4", adl_policy="bitmex")
+BLOCK = 1.0 / 60.0  # one dYdX block a tick
+
+
+def _d() -> SimState:
+    return SimState.create([[100.0]], [[[1.0, 10.0]]], [[[1_000.0, 100.0]]], 0.0)
+
+
+def test_dydx_v4_liquidates_one_position_a_block_per_subaccount() -> None:
+    state = _d()
+    marks = np.array([[960.0, 98.0]])
+    ev = core_step(state, DX, marks, DEEP, book_price=marks, tick_minutes=BLOCK)
+    np.testing.assert_array_equal(state.size[0, 0], [0.0, 10.0])  # market 0's leg, whole
+    fill_0 = book_price(960.0, 960.0, 1e9, 0.9, -1.0)
+    assert ev.liquidation_sell_usd[0] == pytest.approx(960.0, rel=1e-12)
+    fee_0 = 0.001 * fill_0  # the surplus over bankruptcy (19.8) is above the fee cap
+    assert state.collateral_usd[0, 0] == pytest.approx(100.0 + fill_0 - 1_000.0 - fee_0, rel=1e-12)
+    assert ledger_error(state, marks)[0] == pytest.approx(0.0, abs=1e-9)
+    ev = core_step(state, DX, marks, DEEP, book_price=marks, tick_minutes=BLOCK)
+    np.testing.assert_array_equal(state.size[0, 0], [0.0, 0.0])  # the next block: market 1
+    assert ev.liquidation_sell_usd[0] == pytest.approx(980.0, rel=1e-12)
+    assert ledger_error(state, marks)[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_dydx_v4_refuses_an_order_past_its_fillable_price_and_the_account_waits() -> None:
+    state = _d()
+    marks = np.array([[960.0, 98.0]])
+    fill_0 = book_price(960.0, 960.0, 1.0, 0.9, -1.0)
+    assert fill_0 < 960.0 - (1.0 - 40.0 / 97.0) * 1.5 * 48.0  # below the fillable price
+    ev = core_step(
+        state, DX, marks, [SqrtImpact(1.0), DEEP[1]], book_price=marks, tick_minutes=BLOCK
+    )
+    np.testing.assert_array_equal(state.size[0, 0], [1.0, 10.0])
+    assert state.collateral_usd[0, 0] == 100.0
+    assert ev.liquidation_volume_usd[0] == 0.0 and ev.adl_volume_usd[0] == 0.0
+
+
+def test_dydx_v4_deleverages_the_whole_position_of_a_bankrupt_subaccount_at_bankruptcy() -> None:
+    state = SimState.create(
+        [[50.0, 1_000.0, 1_000.0]],
+        [[[1.0, 10.0], [-2.0, 0.0], [0.0, -20.0]]],
+        [[[1_000.0, 100.0], [1_000.0, 100.0], [1_000.0, 100.0]]],
+        0.0,
+    )
+    marks = np.array([[900.0, 95.0]])
+    ev = core_step(state, DX, marks, DEEP, book_price=marks, tick_minutes=BLOCK)
+    alloc_0 = 45.0 / 92.5 * -100.0 + 100.0  # leg 0's collateral, 51.35
+    assert ev.adl_volume_usd[0] == pytest.approx(1_000.0 - alloc_0, rel=1e-12)
+    np.testing.assert_array_equal(state.size[0, :, 0], [0.0, -1.0, 0.0])
+    np.testing.assert_array_equal(state.size[0, :, 1], [10.0, 0.0, -20.0])  # leg 1 waits
+    assert state.collateral_usd[0, 1] == pytest.approx(1_000.0 + alloc_0, rel=1e-12)
+    assert state.collateral_usd[0, 0] == pytest.approx(50.0 - alloc_0, rel=1e-12)  # -1.35
+    assert ev.liquidation_volume_usd[0] == pytest.approx(1_000.0 - alloc_0, rel=1e-12)
+    assert ledger_error(state, marks)[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_dydx_v4_refuses_lending_between_fund_segments() -> None:
+    state = SimState.create(
+        [[100.0]], [[[1.0, 10.0]]], [[[1_000.0, 100.0]]], 0.0, fund_segments_usd=[10.0, 10.0]
+    )
+    marks = np.array([[960.0, 98.0]])
     with pytest.raises(NotImplementedError, match="dydx_v4"):
-        core_step(state, venue, np.array([[960.0, 100.0]]), DEEP)
+        core_step(state, DX, marks, DEEP, fund_mode="segmented", fund_transfer_cap_usd=5.0)
+    core_step(state, DX, marks, DEEP, fund_mode="segmented", fund_transfer_cap_usd=0.0)  # forbidden
+    sc = _short("alt_contagion", 700.0)
+    with pytest.raises(ValueError, match=r"segment_transfer_cap_usd = 5\.0 with liquidation_mode"):
+        MarketsSimulator(sc, DX, fund_mode="segmented", segment_transfer_cap_usd=5.0)
 
 
 # ---- the simulator: twins, ledger, vault over real paths -------------------------------------
@@ -206,10 +291,24 @@ def test_hyperliquid_across_markets_exchange_e_equals_its_single_twin() -> None:
     np.testing.assert_allclose(pnl, batch.vault_equity_usd[-1] - batch.vault_capital_usd)
 
 
+def test_dydx_v4_across_markets_exchange_e_equals_its_single_twin() -> None:
+    sc = _short("alt_contagion", 700.0)
+
+    def run(**kw: Any) -> MarketsResult:
+        return MarketsSimulator(sc, DX, fund_to_oi_frac=0.001, n_accounts=300, **kw).run()
+
+    batch = run(n_envs=2, seed=[21, 22])
+    single = run(n_envs=1, seed=22)
+    for name in ("events", "mark_price", "open_interest_usd", "fund_usd"):
+        assert np.array_equal(getattr(batch, name)[:, 1], getattr(single, name)[:, 0]), name
+    assert batch.event("n_liquidations").sum() > 0
+    assert batch.max_ledger_error_usd < 1e-6
+
+
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     alt_move=st.floats(-0.9, 0.3),
-    mode=st.sampled_from(["hyperliquid", "bitmex"]),
+    mode=st.sampled_from(["hyperliquid", "bitmex", "dydx_v4"]),
     fund=st.sampled_from(["shared", "segmented"]),
     vault=st.sampled_from([0.0, 0.005, 0.05]),
     transfer=st.sampled_from([0.0, 50.0, np.inf]),
@@ -228,10 +327,10 @@ def test_fuzzed_venue_modes_conserve_money_keep_pots_and_vault_sane(
     alt["depth_collapses"][0]["start_minute"] = 30
     sc = scenario_from_dict(data, "fuzz.yaml")
     risk = dataclasses.replace(HL, liquidation_mode=mode)
+    lends = fund == "segmented" and mode != "dydx_v4"  # dYdX pays whole or rejects: no lending
     res = MarketsSimulator(
         sc, risk, n_envs=2, n_accounts=200, fund_to_oi_frac=0.005, vault_to_oi_frac=vault,
-        fund_mode=fund, segment_transfer_cap_usd=transfer if fund == "segmented" else 0.0,
-        seed=seed,
+        fund_mode=fund, segment_transfer_cap_usd=transfer if lends else 0.0, seed=seed,
     ).run()  # fmt: skip
     assert res.max_ledger_error_usd < 1e-5  # the simulator also raises on any tick above it
     assert (res.fund_usd >= 0.0).all()
