@@ -104,6 +104,8 @@ MARKET_LIQUIDATION_MODES: tuple[str, ...] = (
 )
 #: Fund modes.
 FUND_MODES: tuple[str, ...] = ("shared", "segmented")
+#: What a per-market fund cap holds over: one tick, or the episode.
+FUND_CAP_PERIODS: tuple[str, ...] = ("tick", "episode")
 LEDGER_TOLERANCE_REL = 1e-9
 """Largest ledger error accepted, relative to the exchange's starting total (plus $1e-6)."""
 
@@ -285,8 +287,13 @@ class MarketsSimulator:
             reset, rebalanced into at the starting prices (default all stable).
         fund_groups: ``(M,)`` each market's segment ``0 .. G - 1`` (segmented only; default
             one per market).
-        fund_cap_usd: ``(M,)`` the most the fund pays toward each market per tick (``inf``:
-            none; Drift's tier caps).
+        fund_cap_usd: ``(M,)`` the most the fund pays toward each market per tick, or per
+            episode (``fund_cap_period``) (``inf``: none; Drift's tier caps).
+        fund_cap_period: ``"tick"`` (the default): each cap holds per tick, anew every
+            tick; ``"episode"``: each market's cap is spent over the episode, what the fund
+            paid toward the market so far counting against it (Drift's ``quote_max_insurance``
+            less ``quote_settled_insurance``: a market's claim on the fund is cumulative
+            until governance raises the cap), restored at each reset.
         segment_transfer_cap_usd: Segmented: the most the segments may lend one another per
             tick toward a market's shortfalls its own segment cannot pay, >= 0 (0, the
             default: transfers forbidden; ``inf``: the segments pool for shortfalls).
@@ -324,6 +331,7 @@ class MarketsSimulator:
         fund_allocation: Sequence[float] | None = None,
         fund_groups: Sequence[int] | None = None,
         fund_cap_usd: Sequence[float] | None = None,
+        fund_cap_period: str = "tick",
         segment_transfer_cap_usd: float = 0.0,
         collateral_price: str = "book",
         collateral_haircut_frac: Sequence[float] | None = None,
@@ -387,6 +395,11 @@ class MarketsSimulator:
         self.fund_groups = _groups(fund_mode, fund_groups, n_mkt)
         self.n_pots = int(self.fund_groups.max()) + 1 if fund_mode == "segmented" else 1
         self.fund_cap_usd = _caps(fund_cap_usd, n_mkt)
+        if fund_cap_period not in FUND_CAP_PERIODS:
+            raise ValueError(
+                f"fund_cap_period must be one of {list(FUND_CAP_PERIODS)}, got {fund_cap_period!r}"
+            )
+        self.fund_cap_period = fund_cap_period
         self.collateral_source = collateral_price
         self.haircut = _haircuts(scenario, collateral_haircut_frac)
         self.market_mmr_mult = _mmr_mults(market_mmr_mult, scenario)
@@ -486,6 +499,16 @@ class MarketsSimulator:
 
     # ---------------------------------------------------------------- reset ----
 
+    def _cap_left(self) -> FloatArray | None:
+        """The caps this tick's payments may use: ``None`` (no cap), ``(M,)`` or ``(E, M)``."""
+        if np.isinf(self.fund_cap_usd).all():
+            return None
+        if self.fund_cap_period == "tick":
+            return self.fund_cap_usd
+        # inf - spent stays inf; a spent cap leaves 0 (the kernels read >= 0).
+        left: FloatArray = np.maximum(self.fund_cap_usd[None, :] - self.fund_cap_spent_usd, 0.0)
+        return left
+
     def reset(self, seed: int | Sequence[int] | None = None) -> None:
         """Every exchange anew: paths, books and funds, tick 0 (seeds as the constructor's)."""
         E, A, M, K = self.n_envs, self.n_accounts, self.n_markets, self.n_assets
@@ -496,6 +519,8 @@ class MarketsSimulator:
         self.collateral_path = np.ones((E, n, K))
         self.redemption_path = np.ones((E, n, K))
         self.t = 0
+        # What the fund has paid toward each market this episode (fund_cap_period "episode").
+        self.fund_cap_spent_usd = np.zeros((E, M))
         segments = np.zeros((E, self.n_pots)) if self.fund_mode == "segmented" else None
         self.state = SimState.create(
             np.zeros((E, A)),
@@ -650,7 +675,7 @@ class MarketsSimulator:
             tick_minutes=tick,
             fund_mode=self.fund_mode,
             fund_groups=self.fund_groups if segmented else None,
-            fund_cap_usd=None if np.isinf(self.fund_cap_usd).all() else self.fund_cap_usd,
+            fund_cap_usd=self._cap_left(),
             fund_transfer_cap_usd=transfer_cap,
             prev_mark=self.prev_oracle if M > 1 else self.prev_oracle[:, 0],
             prev_book_price=self.prev_book if M > 1 else self.prev_book[:, 0],
@@ -658,6 +683,7 @@ class MarketsSimulator:
         )
         self.prev_oracle = oracle.copy()
         self.prev_book = last.copy()
+        self.fund_cap_spent_usd += _per_market(events, "market_fund_paid_usd", M)
         flow: FloatArray
         if events.market_flow_usd is not None:
             flow = events.market_flow_usd

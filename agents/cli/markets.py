@@ -32,6 +32,7 @@ from fundgym.agents.evaluate.markets_policy import market_risk
 from fundgym.agents.outputs import directory_in_place, output_lock, progress_bar
 from fundgym.envs.markets_simulator import (
     COLLATERAL_SOURCES,
+    FUND_CAP_PERIODS,
     FUND_MODES,
     MarketsResult,
     MarketsSimulator,
@@ -126,8 +127,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--fund-cap-usd",
         default=None,
         metavar="C,C,...",
-        help="the most the fund pays toward each market's shortfalls per tick, USD, in market "
-        "order, each >= 0 or inf (Drift's tier caps: 1e8, 1e6, 1e5, 0; default: no cap)",
+        help="the most the fund pays toward each market's shortfalls per tick (or per episode: "
+        "--fund-cap-period), USD, in market order, each >= 0 or inf (Drift's tier caps: 1e8, "
+        "1e6, 1e5, 0; default: no cap)",
+    )
+    p.add_argument(
+        "--fund-cap-period",
+        default="tick",
+        choices=FUND_CAP_PERIODS,
+        help="what --fund-cap-usd holds over: each tick anew (default), or the episode, what the "
+        "fund paid toward a market so far counting against its cap (Drift's quote_max_insurance "
+        "less quote_settled_insurance)",
     )
     p.add_argument(
         "--fund-allocation",
@@ -355,6 +365,7 @@ def main(args: argparse.Namespace) -> int:
             collateral_price=source,
             market_mmr_mult=mults,
             fund_cap_usd=caps,
+            fund_cap_period=args.fund_cap_period,
             segment_transfer_cap_usd=transfer if mode == "segmented" else 0.0,
             fund_asset=asset,
             fund_allocation=allocation if mode == "shared" else None,
@@ -380,6 +391,7 @@ def main(args: argparse.Namespace) -> int:
                 "fund_groups": groups,
                 "market_mmr_mult": mults,
                 "fund_cap_usd": caps,
+                "fund_cap_period": args.fund_cap_period,
                 "segment_transfer_cap_usd": transfer,
                 "fund_allocation": allocation,
                 "fund_asset": asset,

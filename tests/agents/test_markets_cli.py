@@ -190,12 +190,14 @@ def test_policies_not_built_across_markets_are_refused(
 def test_caps_and_haircuts_reach_the_simulator(tmp_path: Path) -> None:
     out = tmp_path / "caps"
     args = ["markets", "--fund-mode", "shared", "--fund-cap-usd", "inf,inf,0", "--episodes",
-            "1", "--accounts", "400", "--out", str(out), "--no-progress"]  # fmt: skip
+            "1", "--accounts", "400", "--fund-cap-period", "episode", "--out", str(out),
+            "--no-progress"]  # fmt: skip
     assert main(args) == 0
     rows = [r for r in csv.DictReader((out / "per_market.csv").open()) if r["market"] == "ALT"]
     assert float(rows[0]["fund_paid_usd"]) == 0.0  # a $0 cap: the fund never pays the alt
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["fund_cap_usd"] == [float("inf"), float("inf"), 0.0]
+    assert config["fund_cap_period"] == "episode"
     out2 = tmp_path / "cuts"
     args = ["markets", "--scenario", "oct_10_2025_multi", "--fund-mode", "shared",
             "--collateral-haircut", "0.5,0.5,0.5", "--episodes", "1", "--accounts", "300",

@@ -259,6 +259,32 @@ def test_per_market_cap_limits_what_the_fund_pays_the_alt() -> None:
     assert res.totals()["adl_volume_usd"][0] > 0.0
 
 
+def test_a_cap_over_the_episode_is_spent_once_and_restored_at_reset() -> None:
+    """Drift's cap is cumulative (quote_max_insurance less quote_settled_insurance).
+
+    The same seed under $100 a tick toward the alt pays it more than $100 over the crash;
+    under $100 for the episode, the alt's payments sum to at most $100 and the rest is
+    deleveraged, while BTC's and ETH's (no cap) are paid as before the cap bit.
+    """
+    sc = _short("alt_contagion", 700.0)
+    caps = [np.inf, np.inf, 100.0]
+    kw: dict[str, Any] = {"n_envs": 2, "n_accounts": 1_000, "fund_cap_usd": caps, "seed": 17}
+    per_tick = _run(sc, **kw)
+    sim = MarketsSimulator(sc, fund_cap_period="episode", **kw)
+    episode = sim.run()
+    alt_tick = per_tick.market_fund_paid_usd[:, :, 2].sum(axis=0)
+    alt_episode = episode.market_fund_paid_usd[:, :, 2].sum(axis=0)
+    assert (alt_tick > 100.0).all()  # a per-tick cap pays again every tick
+    assert (alt_episode <= 100.0 + 1e-9).all() and (alt_episode > 99.0).all()
+    np.testing.assert_allclose(sim.fund_cap_spent_usd[:, 2], alt_episode, rtol=1e-12)
+    assert (episode.totals()["adl_volume_usd"] > per_tick.totals()["adl_volume_usd"]).all()
+    assert episode.max_ledger_error_usd < 1e-6
+    sim.reset(seed=17)
+    np.testing.assert_array_equal(sim.fund_cap_spent_usd, 0.0)
+    with pytest.raises(ValueError, match="fund_cap_period must be one of"):
+        MarketsSimulator(sc, fund_cap_period="block")
+
+
 # ---- collateral ---------------------------------------------------------------------------
 
 
