@@ -114,11 +114,20 @@ def time_ppo(
     are stepped as one batch); the env's exchanges on ``threads`` threads.
     """
     import torch
+
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _time_ppo(n_envs, n_accounts, total_timesteps, threads)
+    finally:  # the caller's torch as it was (a test process goes on training)
+        torch.set_num_threads(torch_threads)
+
+
+def _time_ppo(n_envs: int, n_accounts: int, total_timesteps: int, threads: int) -> dict[str, Any]:
     from stable_baselines3 import PPO
 
     from fundgym.agents.training.sb3_env import FundGymVecEnv
 
-    torch.set_num_threads(1)
     # The simulator is built at the first reset, which SB3 calls inside ``learn``: the
     # setting must hold until then (set only around the constructor, it never reached the
     # simulator, and every two-thread PPO figure before 2026-12-02 ran the env on one).

@@ -177,23 +177,26 @@ def test_bench_core_writes_json(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_bench_env_ppo_share_runs_the_env_on_the_threads_asked(tmp_path):
+def test_bench_env_ppo_share_runs_the_env_on_the_threads_asked(tmp_path, capsys):
     """The PPO share's env is built at SB3's first reset: ``--threads`` must reach it there.
 
     (Set only around the adapter's constructor, it never did, and two-thread PPO shares were
     one-thread ones.)
     """
     import numba
+    import torch
 
+    torch_threads = torch.get_num_threads()
     target = tmp_path / "bench.json"
-    out = run_cli(
-        "bench", "env", "--envs", "2", "--accounts", "8", "--steps", "2", "--repeats", "1",
-        "--ppo-steps", "64", "--threads", "2", "--json", str(target),
+    code = main(
+        ["bench", "env", "--envs", "2", "--accounts", "8", "--steps", "2", "--repeats", "1",
+         "--ppo-steps", "64", "--threads", "2", "--json", str(target)]
     )  # fmt: skip
-    assert out.returncode == 0, out.stderr
+    assert code == 0
     ppo = json.loads(target.read_text())["ppo"]
     assert ppo["threads"] == min(2, numba.config.NUMBA_NUM_THREADS)
-    assert f"env on {ppo['threads']} thread" in out.stdout
+    assert f"env on {ppo['threads']} thread" in capsys.readouterr().out
+    assert torch.get_num_threads() == torch_threads  # the measurement's one thread undone
     assert 0.0 < ppo["env_s"] < ppo["wall_s"]
 
 
