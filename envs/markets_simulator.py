@@ -499,16 +499,6 @@ class MarketsSimulator:
 
     # ---------------------------------------------------------------- reset ----
 
-    def _cap_left(self) -> FloatArray | None:
-        """The caps this tick's payments may use: ``None`` (no cap), ``(M,)`` or ``(E, M)``."""
-        if np.isinf(self.fund_cap_usd).all():
-            return None
-        if self.fund_cap_period == "tick":
-            return self.fund_cap_usd
-        # inf - spent stays inf; a spent cap leaves 0 (the kernels read >= 0).
-        left: FloatArray = np.maximum(self.fund_cap_usd[None, :] - self.fund_cap_spent_usd, 0.0)
-        return left
-
     def reset(self, seed: int | Sequence[int] | None = None) -> None:
         """Every exchange anew: paths, books and funds, tick 0 (seeds as the constructor's)."""
         E, A, M, K = self.n_envs, self.n_accounts, self.n_markets, self.n_assets
@@ -612,6 +602,16 @@ class MarketsSimulator:
         if self.fund_mode == "segmented":
             return self.state.fund_segments_usd.copy()
         return self.state.fund_usd[:, None].copy()
+
+    def _cap_left(self) -> FloatArray | None:
+        """The caps this tick's payments may use: ``None`` (no cap), ``(M,)`` or ``(E, M)``."""
+        if np.isinf(self.fund_cap_usd).all():
+            return None
+        if self.fund_cap_period == "tick":
+            return self.fund_cap_usd
+        # inf - spent stays inf; a spent cap leaves 0 (the kernels read >= 0).
+        left: FloatArray = np.maximum(self.fund_cap_usd[None, :] - self.fund_cap_spent_usd, 0.0)
+        return left
 
     def step(self) -> dict[str, Any]:
         """Advance every exchange one tick (module docstring); what it produced."""

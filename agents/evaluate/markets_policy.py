@@ -59,8 +59,7 @@ def market_risk(text: str | None) -> MarketRisk:
         raise SpecError(
             f"policy {text!r}: a backstop vault ({spec.vault_to_oi_frac:g} of OI) takes accounts "
             "over in a venue liquidation mode (hyperliquid, bitmex, dydx_v4), not under "
-            "'partial'; add "
-            "',vault_to_oi_frac=0'"
+            "'partial'; add ',vault_to_oi_frac=0'"
         )
     if spec.fund_injection_frac:
         raise SpecError(f"policy {text!r}: fund top-ups are not built across markets")

@@ -187,6 +187,19 @@ def test_policies_not_built_across_markets_are_refused(
     assert fragment in err and "Traceback" not in err
 
 
+def test_dydx_with_lending_between_segments_is_refused_before_any_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "never"
+    args = ["markets", "--policy", "static:dydx", "--fund-mode", "segmented",
+            "--segment-transfer-cap-usd", "5", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--segment-transfer-cap-usd 5 with policy 'static:dydx'" in err
+    assert "allowed: 0" in err and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_caps_and_haircuts_reach_the_simulator(tmp_path: Path) -> None:
     out = tmp_path / "caps"
     args = ["markets", "--fund-mode", "shared", "--fund-cap-usd", "inf,inf,0", "--episodes",
