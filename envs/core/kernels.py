@@ -1204,12 +1204,23 @@ def _deleverage(i, coll, size, entry, m, idx, is_liq, side, need, adl_close, ev,
             n_cand += ok
             capacity += abs(q) * ok  # + 0.0 for the others: the sum is unchanged
         ratio = min(1.0, capacity / need_total)
+        # The units and USD that change hands are summed from the closes made, each at its
+        # account's bankruptcy value, as the caller settles them: scaling the totals by
+        # ``ratio`` instead let a dust position (5e-324 units carrying -1 USD) whose share
+        # underflowed to 0 keep its part of the quote, which the counterparties paid and
+        # nobody received. With ``ratio`` 1 these are the totals above, bit for bit.
+        amount = 0.0
+        value_closed = 0.0
         for k in range(n):
             if side[k] == bankrupt_side and need[k] > 0.0:
+                a = idx[k]
                 adl_close[k] = need[k] * ratio
-        amount = need_total * ratio
+                amount += adl_close[k]
+                value_closed += _bankruptcy_value(
+                    coll[i, a], size[i, a, 0], entry[i, a, 0], adl_close[k]
+                )
         # USD that changes hands: at the bankruptcy prices, or at the mark.
-        quote = amount * m if at_mark else value_total * ratio
+        quote = amount * m if at_mark else value_closed
         if amount > 0.0:
             close_counterparties(
                 i,
@@ -1813,11 +1824,18 @@ def _deleverage_market(  # type: ignore[no-untyped-def]
             n_cand += ok
             capacity += abs(q) * ok
         ratio = min(1.0, capacity / need_total)
+        # Summed from the closes made, as :func:`_deleverage` does (a dust leg's share).
+        amount = 0.0
+        value_closed = 0.0
         for o in range(leg_j.shape[0]):
             if leg_j[o] == j and side[o] == bankrupt_side and need[o] > 0.0:
+                a = idx[leg_k[o]]
                 adl_close[o] = need[o] * ratio
-        amount = need_total * ratio
-        quote = amount * m if at_mark else value_total * ratio
+                amount += adl_close[o]
+                value_closed += _bankruptcy_value(
+                    alloc[o], size[i, a, j], entry[i, a, j], adl_close[o]
+                )
+        quote = amount * m if at_mark else value_closed
         if amount > 0.0:
             close_market_counterparties(
                 i, j, coll, other, size, entry, m, cand[:n_cand], amount, quote, batch_price,

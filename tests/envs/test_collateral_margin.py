@@ -233,9 +233,12 @@ def test_refuses_bad_collateral_terms() -> None:
         SimState.create([[0.0]], [[[1.0]]], [[[1.0]]], 0.0, [[[-1.0]]])
     with pytest.raises(ValueError, match="collateral_px is required"):
         ledger_total(accounts([X], 0.0, 1.0), mark)
+    # Every venue mode runs with collateral assets (dYdX v4's too, since 2026-12-02).
     venue = dataclasses.replace(PARAMS, liquidation_mode="dydx_v4")
-    with pytest.raises(NotImplementedError, match="collateral assets"):
-        core_step(accounts([X], 0.0, 1.0), venue, mark, SqrtImpact(), collateral_price=[1.0])
+    state = accounts([X], 0.0, 1.0)
+    ev = core_step(state, venue, mark, SqrtImpact(), collateral_price=[1.0])
+    assert np.isfinite(ev.liquidation_volume_usd).all()
+    assert ledger_error(state, mark, np.array([[1.0]]))[0] == pytest.approx(0.0, abs=1e-6)
 
 
 def random_books(

@@ -295,10 +295,11 @@ def test_margin_state_sums_markets_cross_margin():
     eq, req = margin_state(s, params(), np.array([[90.0, 40.0]]))
     assert eq[0, 0] == pytest.approx(15.0, **APPROX)
     assert req[0, 0] == pytest.approx(8.5, **APPROX)
-    # Several markets are liquidated under "partial" and three venue modes
-    # (tests/envs/test_cross_margin.py, tests/envs/test_venue_cross.py); dYdX's still refuses.
-    with pytest.raises(NotImplementedError, match="dYdX v4's fillable price"):
-        core_step(s, params(liquidation_mode="dydx_v4"), np.array([[90.0, 40.0]]), SqrtImpact(1e6))
+    # Several markets are liquidated under "partial" and every venue mode
+    # (tests/envs/test_cross_margin.py, tests/envs/test_venue_cross.py): dYdX's leaves this
+    # account, above its requirement, alone.
+    ev = core_step(s, params(liquidation_mode="dydx_v4"), np.array([[90.0, 40.0]]), SqrtImpact(1e6))
+    assert ev.n_liquidations[0] == 0 and s.collateral_usd[0, 0] == 5.0
 
 
 def test_margin_state_matches_the_numpy_requirement_under_tiers():

@@ -151,6 +151,35 @@ def test_ledger_closes_on_random_paths(book, steps, trades, top_up):
             assert_books_balance(state, mark)
 
 
+def test_a_dust_positions_adl_share_that_underflows_keeps_no_part_of_the_quote():
+    """Found by the property above (2026-12-02): ADL scaled the batch's totals by its ratio.
+
+    Two bankrupt longs at mark 2.5 (250 x (1 - 0.99)): ``D`` holds 5e-324 units from 1 with
+    -1 USD of collateral (bankruptcy value 1 USD), ``L`` 2 units from 250 with nothing
+    (bankruptcy value 500). One short ``S`` (1 from 251) is the only counterparty, so half the
+    batch is deleveraged (ratio 0.5): ``L`` closes 1 unit at 250. ``D``'s share, 2.5e-324
+    units, underflows to 0, so it closes nothing and receives nothing, but the quote was the
+    batch's ``501 x 0.5 = 250.5``: ``S`` paid 0.5 USD more than anybody received. The quote
+    is now the closes' own values (250): ``S`` ends with 1 USD (251 - 250) and the ledger
+    closes.
+    """
+    coll = np.zeros((1, 3))
+    coll[0, 0] = -1.0
+    size = np.array([[[5e-324], [2.0], [-1.0]]])
+    entry = np.array([[[1.0], [250.0], [251.0]]])
+    state = SimState.create(coll, size, entry, 0.0)
+    params = RiskParams(
+        mmr=0.25, imr=0.25, liquidation_fee_rate=0.0, liquidation_fee_fund_share=0.0,
+        taker_fee_rate=0.0, liquidator_capacity_mult=0.0, fallback="adl",
+        adl_policy="bitmex",
+    )  # fmt: skip
+    px = np.maximum(np.array([250.0]) * (1.0 + -0.99), 1e-6)
+    ev = core_step(state, params, px, SqrtImpact(1e-3), book_price=px)
+    assert ev.adl_volume_usd[0] == 250.0
+    assert state.collateral_usd[0, 2] == 1.0 and state.size[0, 2, 0] == 0.0
+    assert_books_balance(state, px)
+
+
 def run_batched_paths(n_paths, seed, n_acc=32, n_steps=40, batch=2000):
     """``n_paths`` fuzzed exchanges (batches of ``batch``), every invariant after every tick.
 

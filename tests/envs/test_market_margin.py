@@ -199,11 +199,14 @@ def test_one_market_multiple_runs_the_cross_path() -> None:
     core_step(flat, dataclasses.replace(PARAMS, mmr=0.15, imr=0.2), mark, FixedSlippage(0.01))
     assert state.collateral_usd[0, 0] == pytest.approx(flat.collateral_usd[0, 0], rel=1e-12)
 
-    # Ones keep the one-market path (and its venue modes); another multiple is refused there.
+    # Ones keep the one-market path (and its venue modes); another multiple takes the cross
+    # path, where every venue mode runs: dYdX's liquidates the account the 3x makes short.
     venue = dataclasses.replace(PARAMS, liquidation_mode="dydx_v4")
-    core_step(one(), venue, mark, SqrtImpact(), market_mmr_mult=[1.0])
-    with pytest.raises(NotImplementedError, match="market_mmr_mult"):
-        core_step(one(), venue, mark, SqrtImpact(), market_mmr_mult=[3.0])
+    assert core_step(one(), venue, mark, SqrtImpact(), market_mmr_mult=[1.0]).n_liquidations[0] == 0
+    tripled = one()
+    ev = core_step(tripled, venue, mark, SqrtImpact(), market_mmr_mult=[3.0])
+    assert ev.n_liquidations[0] == 1 and 0.0 < tripled.size[0, 0, 0] < 1.0
+    assert ledger_error(tripled, mark[:, None])[0] == pytest.approx(0.0, abs=1e-6)
 
 
 # ---- 4. the default is today's step; shapes broadcast ----
