@@ -283,26 +283,18 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
                     continue
                 o = n_legs
                 n_legs += 1
-                leg_k[o] = k
-                leg_j[o] = j
-                alloc[o] = _leg_collateral(
+                c_j = _leg_collateral(
                     coll, size, entry, sub, mmr_mult, i, a, j, req, mmr, floors, rates, cums,
                     base_mmr,
                 )  # fmt: skip
                 s = 1.0 if q > 0.0 else -1.0
-                side[o] = s
                 abs_q = abs(q)
-                close[o] = abs_q
-                takeover[o] = backstop
-                deficient[o] = eq < 0.0
-                refused[o] = False
-                adl_close[o] = 0.0
-                need[o] = 0.0
-                paid[o] = 0.0
-                fee[o] = 0.0
-                bad[o] = 0.0
                 # The leg's bankruptcy price: its apportioned collateral is gone there.
-                limit[o] = -s * np.inf if backstop else entry[i, a, j] - alloc[o] / q
+                _new_leg(
+                    o, k, j, c_j, s, abs_q, -s * np.inf if backstop else entry[i, a, j] - c_j / q,
+                    backstop, eq < 0.0, leg_k, leg_j, alloc, side, close, limit, takeover,
+                    deficient, refused, adl_close, need, paid, fee, bad,
+                )  # fmt: skip
                 if may_slice and abs_q * sub[i, j] > HL_SLICE_THRESHOLD_USD:
                     part = HL_SLICE_FRACTION * abs_q
                     close[o] = part if part > 0.0 else abs_q
@@ -517,28 +509,48 @@ def _dydx_leg(  # type: ignore[no-untyped-def]
             continue
         m = sub[i, j]
         abs_q = abs(q)
-        o = n_legs
-        leg_k[o] = k
-        leg_j[o] = j
-        alloc[o] = _leg_collateral(
+        c_j = _leg_collateral(
             coll, size, entry, sub, mmr_mult, i, a, j, req, mmr, floors, rates, cums, base_mmr
         )
-        side[o] = 1.0 if q > 0.0 else -1.0
-        close[o] = dydx_close_base(abs_q, m)
         leg_req = requirement(abs_q * m, mmr, floors, rates, cums, base_mmr) * mmr_mult[i, j]
-        limit[o] = dydx_fillable_price(
+        fillable = dydx_fillable_price(
             q, m, eq, req, DYDX_BANKRUPTCY_ADJUSTMENT, DYDX_SPREAD_TO_MMR, leg_req
         )
-        takeover[o] = False
-        deficient[o] = eq < 0.0
-        refused[o] = False
-        adl_close[o] = 0.0
-        need[o] = 0.0
-        paid[o] = 0.0
-        fee[o] = 0.0
-        bad[o] = 0.0
+        _new_leg(
+            n_legs, k, j, c_j, 1.0 if q > 0.0 else -1.0, dydx_close_base(abs_q, m), fillable,
+            False, eq < 0.0, leg_k, leg_j, alloc, side, close, limit, takeover, deficient,
+            refused, adl_close, need, paid, fee, bad,
+        )  # fmt: skip
         return n_legs + 1
     return n_legs
+
+
+@jit(error_model="numpy")
+def _new_leg(  # type: ignore[no-untyped-def]
+    o, k, j, c_j, s, close_base, limit_price, is_takeover, is_deficient, leg_k, leg_j, alloc,
+    side, close, limit, takeover, deficient, refused, adl_close, need, paid, fee, bad,
+):  # fmt: skip
+    """Write leg ``o`` (account ``k``'s position in market ``j``) and clear what a sub-step fills.
+
+    One home for a leg's fields, whichever engine sized it: its apportioned collateral
+    ``c_j``, side ``s``, the base it sends, its limit price, whether it is taken over and
+    whether its account is below zero; the fill's fee, shortfall, payment and deleveraged
+    parts start at zero.
+    """
+    leg_k[o] = k
+    leg_j[o] = j
+    alloc[o] = c_j
+    side[o] = s
+    close[o] = close_base
+    limit[o] = limit_price
+    takeover[o] = is_takeover
+    deficient[o] = is_deficient
+    refused[o] = False
+    adl_close[o] = 0.0
+    need[o] = 0.0
+    paid[o] = 0.0
+    fee[o] = 0.0
+    bad[o] = 0.0
 
 
 @jit(error_model="numpy", inline="always")
