@@ -259,6 +259,9 @@ class TrainConfig(_Strict):
     checkpoint: CheckpointConfig = CheckpointConfig()
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     torch_threads: OptionalInt = Field(default=None, ge=1, le=256)
+    #: Threads the training env steps its exchanges on (bit-identical results; None: the
+    #: FUNDGYM_THREADS variable, default 1). With torch on one thread, 2 uses the other core.
+    env_threads: OptionalInt = Field(default=None, ge=1, le=256)
     #: Controlled levers whose action is a move from where they start rather than a position
     #: in their range (:mod:`fundgym.agents.action_map`): action 0 holds the start.
     centred_levers: list[str] = Field(default_factory=list, max_length=64)

@@ -9,33 +9,17 @@
 
 Every env runs 1,024 accounts on the training sampler by default (1-day episodes, decisions
 every 10 minutes, each decision 10 one-minute ticks, the population every 5 minutes).
-``threads`` sets ``FUNDGYM_THREADS`` for the envs built (exchanges of a batch on threads).
+``threads`` goes to the batched envs built (their exchanges on that many threads).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
-
-@contextlib.contextmanager
-def _threads(threads: int) -> Iterator[None]:
-    """``FUNDGYM_THREADS=threads`` while the envs are built (the simulator reads it then)."""
-    old = os.environ.get("FUNDGYM_THREADS")
-    os.environ["FUNDGYM_THREADS"] = str(threads)
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["FUNDGYM_THREADS"]
-        else:
-            os.environ["FUNDGYM_THREADS"] = old
 
 
 def _rate(fn: Callable[[int], None], steps: int, repeats: int, per_call: int) -> dict[str, float]:
@@ -58,11 +42,12 @@ def time_env(
     """Env steps per second of the single env, the batched twin and (optionally) DummyVecEnv."""
     from fundgym.envs.exchange_env import InsuranceFundEnv, InsuranceFundVectorEnv
 
-    with _threads(threads):
-        single = InsuranceFundEnv(n_accounts=n_accounts)
-        batched = InsuranceFundVectorEnv(num_envs=n_envs, n_accounts=n_accounts)
+    # One exchange has nothing to spread over threads: only the batched env takes them.
+    single = InsuranceFundEnv(n_accounts=n_accounts)
+    batched = InsuranceFundVectorEnv(num_envs=n_envs, n_accounts=n_accounts, threads=threads)
     single.reset(seed=0)
     batched.reset(seed=0)
+    assert batched.core.sim is not None
     rng = np.random.default_rng(0)
     shape = single.action_space.shape
     assert shape is not None
@@ -81,17 +66,14 @@ def time_env(
     out: dict[str, Any] = {
         "n_envs": n_envs,
         "n_accounts": n_accounts,
-        "threads": threads,
+        "threads": batched.core.sim.threads,  # the simulator's (capped at numba's threads)
         "single": _rate(run_single, steps, repeats, 1),
         "batched": _rate(run_batched, steps, repeats, n_envs),
     }
     if dummy:
         from stable_baselines3.common.vec_env import DummyVecEnv
 
-        with _threads(threads):
-            venv = DummyVecEnv(
-                [lambda: InsuranceFundEnv(n_accounts=n_accounts) for _ in range(n_envs)]
-            )
+        venv = DummyVecEnv([lambda: InsuranceFundEnv(n_accounts=n_accounts) for _ in range(n_envs)])
         venv.seed(0)
         venv.reset()
 
@@ -128,13 +110,12 @@ def _time_ppo(n_envs: int, n_accounts: int, total_timesteps: int, threads: int) 
 
     from fundgym.agents.training.sb3_env import FundGymVecEnv
 
-    # The simulator is built at the first reset, which SB3 calls inside ``learn``: the
-    # setting must hold until then (set only around the constructor, it never reached the
-    # simulator, and every two-thread PPO figure before 2026-12-02 ran the env on one).
-    with _threads(threads):
-        venv = FundGymVecEnv(n_envs, n_accounts=n_accounts)
-        venv.seed(0)
-        venv.reset()
+    # The threads go to the env itself: set as FUNDGYM_THREADS only around the constructor,
+    # they never reached the simulator, which is built at the first reset (every two-thread
+    # figure before 2026-12-02, PPO's and the batched rate's, ran the env on one thread).
+    venv = FundGymVecEnv(n_envs, n_accounts=n_accounts, threads=threads)
+    venv.seed(0)
+    venv.reset()
     sim = venv.venv.core.sim
     assert sim is not None
     spent = [0.0]

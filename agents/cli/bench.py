@@ -347,8 +347,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--threads",
         type=int,
         default=1,
-        help="threads the batched env spreads its exchanges over (FUNDGYM_THREADS; results "
-        "are bit-identical to one thread; default 1). Torch keeps one thread under PPO",
+        help="threads the batched env spreads its exchanges over (its threads argument; "
+        "results are bit-identical to one thread; default 1). Torch keeps one thread under PPO",
     )
     p_env.add_argument(
         "--markets",

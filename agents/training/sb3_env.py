@@ -39,6 +39,8 @@ class FundGymVecEnv(VecEnv):
         config: Optional YAML file of environment settings.
         render_mode: ``None``, ``"ansi"`` or ``"rgb_array"`` (what :meth:`get_images` draws).
         action_map: The network's action -> the environment's (``None``: the same).
+        threads: Threads the exchanges are stepped on (bit-identical; ``None``:
+            ``FUNDGYM_THREADS``, default 1).
         **env_kwargs: Environment keyword arguments (see ``InsuranceFundEnv``).
     """
 
@@ -48,6 +50,7 @@ class FundGymVecEnv(VecEnv):
         config: str | None = None,
         render_mode: str | None = None,
         action_map: ActionMap | None = None,
+        threads: int | None = None,
         **env_kwargs: Any,
     ) -> None:
         self.venv = InsuranceFundVectorEnv(
@@ -55,6 +58,7 @@ class FundGymVecEnv(VecEnv):
             config=config,
             render_mode=render_mode,
             autoreset_mode=AutoresetMode.SAME_STEP,
+            threads=threads,
             **env_kwargs,
         )
         super().__init__(

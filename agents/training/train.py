@@ -110,7 +110,9 @@ def make_vec_env(cfg: TrainConfig, n_envs: int, scenario: str | None = None) -> 
     from stable_baselines3.common.vec_env import VecMonitor
 
     amap = action_map(cfg.env, cfg.centred_levers)
-    return VecMonitor(FundGymVecEnv(n_envs, action_map=amap, **env_kwargs(cfg, scenario)))
+    return VecMonitor(
+        FundGymVecEnv(n_envs, action_map=amap, threads=cfg.env_threads, **env_kwargs(cfg, scenario))
+    )
 
 
 def wrap_normalize(cfg: TrainConfig, venv: Any, training: bool) -> Any:

@@ -193,8 +193,10 @@ def test_bench_env_ppo_share_runs_the_env_on_the_threads_asked(tmp_path, capsys)
          "--ppo-steps", "64", "--threads", "2", "--json", str(target)]
     )  # fmt: skip
     assert code == 0
-    ppo = json.loads(target.read_text())["ppo"]
+    data = json.loads(target.read_text())
+    ppo = data["ppo"]
     assert ppo["threads"] == min(2, numba.config.NUMBA_NUM_THREADS)
+    assert data["env"]["threads"] == ppo["threads"]  # the batched rate's env too
     assert f"env on {ppo['threads']} thread" in capsys.readouterr().out
     assert torch.get_num_threads() == torch_threads  # the measurement's one thread undone
     assert 0.0 < ppo["env_s"] < ppo["wall_s"]

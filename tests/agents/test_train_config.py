@@ -207,6 +207,7 @@ BAD_TYPES = [
     ("seed=true", "seed = True: a number (int), not true/false"),
     ("n_envs=false", "n_envs = False: a number (int), not true/false"),
     ("torch_threads=true", "torch_threads = True: a number (int), not true/false"),
+    ("env_threads=true", "env_threads = True: a number (int), not true/false"),
     (
         "hyperparameters.learning_rate=true",
         "hyperparameters.learning_rate = True: a number (float), not true/false",
@@ -381,3 +382,28 @@ def test_validate_fills_defaults_in_a_minimal_config():
     assert cfg.hyperparameters.n_epochs == 10
     assert cfg.env.n_accounts == 1024  # the environment's own default
     assert cfg.algo == "ppo" and cfg.total_timesteps == 1_000_000
+
+
+def test_env_threads_reach_the_training_env_and_change_no_number(monkeypatch):
+    """``env_threads`` spreads the training env's exchanges over threads, bit for bit."""
+    import numba
+    import numpy as np
+
+    from fundgym.agents.training.train import make_vec_env
+
+    monkeypatch.delenv("FUNDGYM_THREADS", raising=False)
+    with pytest.raises(ConfigError, match="env_threads = 0"):
+        load_config(PPO, ["env_threads=0"])
+    rows = []
+    for threads in ("2", "null"):
+        cfg = load_config(PPO, ["env.n_accounts=16", f"env_threads={threads}"])
+        assert cfg.to_dict()["env_threads"] == (2 if threads == "2" else None)  # recorded
+        venv = make_vec_env(cfg, 4)
+        venv.seed(3)
+        obs = [venv.reset()]
+        rng = np.random.default_rng(0)
+        for _ in range(5):
+            obs.append(venv.step(rng.uniform(-1, 1, (4, venv.action_space.shape[0])))[0])
+        rows.append((venv.venv.venv.core.sim.threads, np.stack(obs)))
+    assert rows[0][0] == min(2, numba.config.NUMBA_NUM_THREADS) and rows[1][0] == 1
+    np.testing.assert_array_equal(rows[0][1], rows[1][1])
