@@ -17,12 +17,16 @@ import numpy as np
 from gymnasium import spaces
 
 from fundgym.envs.controls import allocation_weights
-from fundgym.envs.core.params import RiskParams
+from fundgym.envs.core.params import ADL_POLICIES, RiskParams
 from fundgym.envs.core.step import margin_state
 from fundgym.envs.fund.portfolio import BUCKETS
 from fundgym.envs.levers import LEVERS, MARKET_LEVERS, Lever
 from fundgym.envs.market.price import MINUTES_PER_YEAR
-from fundgym.envs.markets_simulator import MarketsPopulation, MarketsSimulator
+from fundgym.envs.markets_simulator import (
+    MARKET_LIQUIDATION_MODES,
+    MarketsPopulation,
+    MarketsSimulator,
+)
 from fundgym.envs.rewards import DecisionTotals, RewardWeights, combine, reward_components
 from fundgym.envs.scenarios import Scenario, load_scenario
 from fundgym.envs.state import open_interest_usd
@@ -163,12 +167,18 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     ``decision_minutes`` (10), ``fund_mode`` (``shared`` or ``segmented``), ``fund_groups``,
     ``collateral_price`` (``book``, ``index``, ``redemption``), ``fund_to_oi_frac``,
     ``fund_asset`` (the market whose asset and puts the fund can hold, default market 0),
-    ``rebalance_threshold`` (0.02), ``markets_population``, ``reward`` (:class:`RewardWeights`).
+    ``rebalance_threshold`` (0.02), ``markets_population``, ``reward`` (:class:`RewardWeights`),
+    the engine the levers run under: ``liquidation_mode`` (``partial``, the default, or a venue's:
+    ``binance``, ``hyperliquid``, ``bitmex``, ``dydx_v4``; :mod:`fundgym.envs.core.venue_cross`),
+    ``adl_policy`` (``bitmex``) and ``vault_to_oi_frac`` (0: no backstop vault; a vault needs a
+    venue mode that hands accounts to it).
 
     ## Version History
 
     * v0, issue 17: the shared fund's allocation in the action (four logits after the exchange
-      levers) and its weights in the observation (after the exchange levers in force).
+      levers) and its weights in the observation (after the exchange levers in force); the
+      engine (``liquidation_mode``, ``adl_policy``, ``vault_to_oi_frac``; the default
+      ``partial`` engine as before).
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 (Gymnasium's convention)
@@ -187,8 +197,20 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         rebalance_threshold: float = 0.02,
         markets_population: MarketsPopulation | None = None,
         reward: RewardWeights | None = None,
+        liquidation_mode: str = "partial",
+        adl_policy: str = "bitmex",
+        vault_to_oi_frac: float = 0.0,
     ) -> None:
         sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        if liquidation_mode not in MARKET_LIQUIDATION_MODES:
+            raise ValueError(
+                f"liquidation_mode must be one of {list(MARKET_LIQUIDATION_MODES)}, got "
+                f"{liquidation_mode!r}"
+            )
+        if adl_policy not in ADL_POLICIES:
+            raise ValueError(f"adl_policy must be one of {list(ADL_POLICIES)}, got {adl_policy!r}")
+        # The engine the levers run under (RiskParams checks the pair; the simulator the vault).
+        self.engine = {"liquidation_mode": liquidation_mode, "adl_policy": adl_policy}
         if not (np.isfinite(decision_minutes) and decision_minutes >= sc.tick_minutes):
             raise ValueError(
                 f"decision_minutes must be >= the scenario's tick ({sc.tick_minutes:g} min), "
@@ -211,6 +233,9 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             fund_to_oi_frac=fund_to_oi_frac,
             fund_asset=fund_asset,
             markets_population=markets_population,
+            # The levers' defaults under the engine; each decision puts the levers in force.
+            risk=RiskParams(liquidator_capacity_mult=0.0, **self.engine),  # type: ignore[arg-type]
+            vault_to_oi_frac=vault_to_oi_frac,
         )
         self.exchange_levers = EXCHANGE_LEVERS + (ALLOCATION_LEVERS if self._shared else ())
         self.levers: tuple[Lever, ...] = (
@@ -361,7 +386,9 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         # Outside liquidators with capacity are not built across markets: the fee's share not
         # paid to the fund goes to liquidator rewards, but none absorbs flow off the book.
         risk = RiskParams(
-            **{name: values[name] for name in EXCHANGE_LEVERS}, liquidator_capacity_mult=0.0
+            **{name: values[name] for name in EXCHANGE_LEVERS},
+            liquidator_capacity_mult=0.0,
+            **self.engine,  # type: ignore[arg-type]
         )
         self.sim.set_levers(risk, values["market_mmr_mult"], values["market_oi_cap_frac"])
         if rebalance:

@@ -12,6 +12,7 @@ from gymnasium.utils.env_checker import check_env
 
 import fundgym  # noqa: F401 (registers the environments)
 from fundgym.envs import MARKETS_ENV_ID
+from fundgym.envs.core.vault import V_ACTIVE
 from fundgym.envs.fund.portfolio import BUCKETS
 from fundgym.envs.levers import LEVERS, MARKET_LEVERS
 from fundgym.envs.markets_env import (
@@ -215,3 +216,33 @@ def test_a_tight_oi_cap_refuses_the_alts_arrivals() -> None:
         shares[pos] = oi[2] / env.sim.initial_open_interest_usd[0, 2]
     assert shares[-1.0] < shares[1.0]
     assert shares[-1.0] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("engine", "vault"),
+    [({"liquidation_mode": "hyperliquid", "adl_policy": "hyperliquid"}, 0.02),
+     ({"liquidation_mode": "dydx_v4", "adl_policy": "bitmex"}, 0.0)],
+)  # fmt: skip
+def test_the_levers_run_under_a_venue_engine_across_markets(
+    engine: dict[str, str], vault: float
+) -> None:
+    """The engine the levers run under is the env's: Hyperliquid's with its vault, dYdX's."""
+    env = _env(vault_to_oi_frac=vault, **engine)
+    env.reset(seed=5)
+    zero = np.zeros(env.action_space.shape, dtype=np.float32)
+    for _ in range(4):
+        env.step(zero)
+    risk = env.sim.risk
+    assert (risk.liquidation_mode, risk.adl_policy) == tuple(engine.values())
+    assert env.sim.vault_to_oi_frac == vault
+    assert bool(env.sim.state.vault[0, V_ACTIVE] > 0.0) == (vault > 0.0)
+    assert env.sim.max_ledger_error_usd < 1e-6
+
+
+def test_an_unknown_engine_or_a_vault_without_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="liquidation_mode must be one of"):
+        _env(liquidation_mode="ftx")
+    with pytest.raises(ValueError, match="adl_policy must be one of"):
+        _env(adl_policy="random")
+    with pytest.raises(ValueError, match="vault_to_oi_frac"):
+        _env(vault_to_oi_frac=0.02)  # the partial engine hands nobody to a vault
