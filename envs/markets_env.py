@@ -9,24 +9,21 @@ layouts :meth:`MarketsInsuranceFundEnv.action_names` and
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from fundgym.envs.controls import allocation_weights
-from fundgym.envs.core.params import ADL_POLICIES, RiskParams
+from fundgym.envs.core.params import AdlPolicy, LiquidationMode, RiskParams
 from fundgym.envs.core.step import margin_state
 from fundgym.envs.fund.portfolio import BUCKETS
 from fundgym.envs.levers import LEVERS, MARKET_LEVERS, Lever
 from fundgym.envs.market.price import MINUTES_PER_YEAR
-from fundgym.envs.markets_simulator import (
-    MARKET_LIQUIDATION_MODES,
-    MarketsPopulation,
-    MarketsSimulator,
-)
+from fundgym.envs.markets_simulator import MarketsPopulation, MarketsSimulator
 from fundgym.envs.rewards import DecisionTotals, RewardWeights, combine, reward_components
 from fundgym.envs.scenarios import Scenario, load_scenario
 from fundgym.envs.state import open_interest_usd
@@ -202,15 +199,15 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         vault_to_oi_frac: float = 0.0,
     ) -> None:
         sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
-        if liquidation_mode not in MARKET_LIQUIDATION_MODES:
-            raise ValueError(
-                f"liquidation_mode must be one of {list(MARKET_LIQUIDATION_MODES)}, got "
-                f"{liquidation_mode!r}"
-            )
-        if adl_policy not in ADL_POLICIES:
-            raise ValueError(f"adl_policy must be one of {list(ADL_POLICIES)}, got {adl_policy!r}")
-        # The engine the levers run under (RiskParams checks the pair; the simulator the vault).
-        self.engine = {"liquidation_mode": liquidation_mode, "adl_policy": adl_policy}
+        # The engine the levers run under, at the levers' defaults: RiskParams checks the names
+        # (every liquidation mode runs across markets), the simulator the vault. Outside
+        # liquidators with capacity are not built across markets: the fee's share not paid to
+        # the fund goes to liquidator rewards, but none absorbs flow off the book.
+        self._engine = RiskParams(
+            liquidation_mode=cast(LiquidationMode, liquidation_mode),
+            adl_policy=cast(AdlPolicy, adl_policy),
+            liquidator_capacity_mult=0.0,
+        )
         if not (np.isfinite(decision_minutes) and decision_minutes >= sc.tick_minutes):
             raise ValueError(
                 f"decision_minutes must be >= the scenario's tick ({sc.tick_minutes:g} min), "
@@ -233,8 +230,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             fund_to_oi_frac=fund_to_oi_frac,
             fund_asset=fund_asset,
             markets_population=markets_population,
-            # The levers' defaults under the engine; each decision puts the levers in force.
-            risk=RiskParams(liquidator_capacity_mult=0.0, **self.engine),  # type: ignore[arg-type]
+            risk=self._engine,  # each decision puts the levers in force
             vault_to_oi_frac=vault_to_oi_frac,
         )
         self.exchange_levers = EXCHANGE_LEVERS + (ALLOCATION_LEVERS if self._shared else ())
@@ -383,13 +379,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         """Hold ``positions`` and put their levers in force (the allocation if ``rebalance``)."""
         self.positions = positions
         values = self.lever_values()
-        # Outside liquidators with capacity are not built across markets: the fee's share not
-        # paid to the fund goes to liquidator rewards, but none absorbs flow off the book.
-        risk = RiskParams(
-            **{name: values[name] for name in EXCHANGE_LEVERS},
-            liquidator_capacity_mult=0.0,
-            **self.engine,  # type: ignore[arg-type]
-        )
+        risk = dataclasses.replace(self._engine, **{name: values[name] for name in EXCHANGE_LEVERS})
         self.sim.set_levers(risk, values["market_mmr_mult"], values["market_oi_cap_frac"])
         if rebalance:
             self._rebalance()
