@@ -94,14 +94,6 @@ CollateralSource = Literal["book", "index", "redemption"]
 FundMode = Literal["shared", "segmented"]
 #: The venue's choices of the price collateral assets are marked at.
 COLLATERAL_SOURCES: tuple[str, ...] = ("book", "index", "redemption")
-#: The liquidation modes the margin engine runs across markets.
-MARKET_LIQUIDATION_MODES: tuple[str, ...] = (
-    "partial",
-    "binance",
-    "hyperliquid",
-    "bitmex",
-    "dydx_v4",
-)
 #: Fund modes.
 FUND_MODES: tuple[str, ...] = ("shared", "segmented")
 #: What a per-market fund cap holds over: one tick, or the episode.
@@ -890,8 +882,8 @@ def engine_risk(risk: RiskParams) -> RiskParams:
     markets (:mod:`fundgym.envs.core.venue_cross`).
 
     Raises:
-        ValueError: A mode outside :data:`MARKET_LIQUIDATION_MODES`, or outside liquidators
-            paid a share of the fee.
+        ValueError: Outside liquidators paid a share of the fee (every liquidation mode runs
+            across markets; :class:`RiskParams` checks the name).
     """
     _check_risk(risk)
     if risk.liquidation_mode == "binance":
@@ -901,11 +893,6 @@ def engine_risk(risk: RiskParams) -> RiskParams:
 
 def _check_risk(risk: RiskParams) -> None:
     """Refuse what the margin engine does not run across markets, naming the field."""
-    if risk.liquidation_mode not in MARKET_LIQUIDATION_MODES:
-        raise ValueError(
-            f"RiskParams.liquidation_mode must be one of {list(MARKET_LIQUIDATION_MODES)} "
-            f"across several markets, got {risk.liquidation_mode!r}"
-        )
     packed = risk.packed(1)
     if any(
         liquidators_paid(row[P_LIQ_FEE], row[P_LIQ_FUND_SHARE], row[P_LIQUIDATOR_MULT])
