@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from fundgym.envs.core.impact import walk_log_move_one, walked_notional_one
 from fundgym.envs.jit import jit
 from fundgym.envs.market.depth import MAX_IMPACT_LOG
@@ -88,42 +90,54 @@ def prices_cols(  # type: ignore[no-untyped-def]
     each time. Inlined into its callers: a call passing 17 arguments, 15 of them arrays, cost
     as many reference-count pairs per exchange-tick.
     """
+    # Every array is read first, then written, with no branch in between where possible: an
+    # array argument of this inlined helper is referenced from its first use to its last, and
+    # a reference held across a branch costs two atomic reference-count operations every tick
+    # (numba prunes a pair only inside one basic block; measured, docs/benchmarks.md). So the
+    # reads come before the ring buffer's remainders (whose 64-bit division LLVM branches on),
+    # and each choice is made between values already computed (a select): the median is
+    # computed either way, ``first`` is stored back unchanged after the first tick, and the
+    # load at a negative lag reads a slot in range that is then not chosen. Same values, same
+    # operations in the same order as the branching form.
     impact = (
         mk[MK_IMPACT_PERMANENT_LOG, e] + mk[MK_IMPACT_TRANSIENT_COEF, e] * mk[MK_BOOK_WALK_LOG, e]
     )
-    index = index_path[e, t] * math.exp(bounded_impact_log_one(impact))
-    basis = basis_path[e, t]
-    last_px = index * math.exp(basis) * wick_path[e, t]
-    premium = math.expm1(basis)
     ema = mk[MK_PREMIUM_EMA, e]
-    ema += mk[MK_EMA_ALPHA, e] * (premium - ema)
+    ema_alpha = mk[MK_EMA_ALPHA, e]
+    interest, clamp, cap = mk[MK_INTEREST, e], mk[MK_CLAMP, e], mk[MK_CAP, e]
+    depth = mk[MK_DEPTH_NORMAL, e] * depth_mult_path[e, t]
+    index_px, basis, wick = index_path[e, t], basis_path[e, t], wick_path[e, t]
+    manipulation = manipulation_path[e, t]
+    frozen_now = frozen[e, t]
+    use_last, use_index = mark_last[e], oracle_index[e]
+    n = count[e]
+    lag = n - delay[e]  # the slot read after this tick's is written (n - 1 - delay, n += 1)
+    first_before, floor_px, held = first[e], floor[e], last[e]
+
+    index = index_px * math.exp(bounded_impact_log_one(impact))
+    last_px = index * math.exp(basis) * wick
+    premium = math.expm1(basis)
+    ema += ema_alpha * (premium - ema)
     mk[MK_PREMIUM_EMA, e] = ema
-    if mark_last[e]:
-        mark = last_px
-    else:  # median of last, index with the smoothed premium, and index
-        b = index * (1.0 + ema)
-        mark = max(min(last_px, b), min(max(last_px, b), index))
-    source = index if oracle_index[e] else mark
+    b = index * (1.0 + ema)
+    median = max(min(last_px, b), min(max(last_px, b), index))  # last, index with premium, index
+    mark = last_px if use_last else median
+    source = index if use_index else mark
 
     # The oracle (fundgym.envs.market.oracle.OracleFeed.update): delay, manipulation, floor, freeze.
-    size = buffer.shape[0]
-    n = count[e]
-    buffer[n % size, e] = source
     is_first = n == 0
-    if is_first:
-        first[e] = source
-    n += 1
-    count[e] = n
-    lag = n - 1 - delay[e]
-    delayed = buffer[lag % size, e] if lag >= 0 else first[e]
-    delayed = max(delayed * manipulation_path[e, t], floor[e])
-    oracle = last[e] if (frozen[e, t] and not is_first) else delayed
+    first_px = source if is_first else first_before
+    first[e] = first_px
+    count[e] = n + 1
+    size = np.uint64(buffer.shape[0])
+    buffer[np.uint64(n) % size, e] = source  # n >= 0: an unsigned remainder, no sign fix-up
+    at_lag = buffer[np.uint64(max(lag, 0)) % size, e]
+    delayed = at_lag if lag >= 0 else first_px
+    delayed = max(delayed * manipulation, floor_px)
+    oracle = held if frozen_now & (not is_first) else delayed  # ``&``: no short-circuit branch
     last[e] = oracle
 
-    rate = funding_rate_one(
-        index * (1.0 + ema), index, mk[MK_INTEREST, e], mk[MK_CLAMP, e], mk[MK_CAP, e]
-    )
-    depth = mk[MK_DEPTH_NORMAL, e] * depth_mult_path[e, t]
+    rate = funding_rate_one(index * (1.0 + ema), index, interest, clamp, cap)
     return index, last_px, mark, oracle, depth, rate
 
 
