@@ -338,7 +338,14 @@ def flag_slots(q, c, ent, m, mmr, near_mult, tiered, floor1_usd, mmr0, cum0_usd,
             flags[a] = np.uint8(near | money) * np.uint8(ACTS) | np.uint8(empty) * np.uint8(EMPTY)
 
 
-@jit(error_model="numpy")
+# numba's runtime off (``_nrt=False``): the step allocates nothing (its views of the batch's
+# rows and the scratch's words borrow the caller's arrays, which outlive the call), and with
+# the runtime on, each array variable it holds across its branches cost a pair of atomic
+# reference-count operations per call: 7.6 of the compiled tick's 22.8 operations per
+# exchange-tick, amortised over the step's clock (docs/benchmarks.md). An allocation added
+# here does not compile (numba has no ``np.zeros`` without its runtime), so the flag cannot
+# hide a leak.
+@jit(error_model="numpy", _nrt=False)
 def population_step_exchange(  # type: ignore[no-untyped-def]
     e,
     rng_state,
