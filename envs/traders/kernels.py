@@ -344,7 +344,8 @@ def flag_slots(q, c, ent, m, mmr, near_mult, tiered, floor1_usd, mmr0, cum0_usd,
 # reference-count operations per call: 7.6 of the compiled tick's 22.8 operations per
 # exchange-tick, amortised over the step's clock (docs/benchmarks.md). An allocation added
 # here does not compile (numba has no ``np.zeros`` without its runtime), so the flag cannot
-# hide a leak.
+# hide a leak. ``_nrt`` is numba's own (underscored) option; a numba without it would refuse
+# it at the first compile (an unknown option is an error there), not ignore it.
 @jit(error_model="numpy", _nrt=False)
 def population_step_exchange(  # type: ignore[no-untyped-def]
     e,
