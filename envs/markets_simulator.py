@@ -37,7 +37,8 @@ takeovers, (Hyperliquid's) backstop vault and (dYdX's) one order per subaccount 
 fillable price across markets (:mod:`fundgym.envs.core.venue_cross`): each market's oracle and
 book on a path from the previous tick's. What it does not do yet, compared with the one-market
 tick: paid outside liquidators (refused when built), under ``dydx_v4`` lending between fund
-segments (refused), venue events, the attacker, the mark cap,
+segments (refused), venue events and the attacker (a scenario with either is refused when it
+loads), the mark cap,
 injections, a fund holding several listed assets (or puts on several) at once, and ordinary
 volume in the population. It is not
 compiled across ticks: each tick is a few compiled calls joined in Python.
@@ -365,6 +366,13 @@ class MarketsSimulator:
                 f"segment_transfer_cap_usd = {segment_transfer_cap_usd!r} with liquidation_mode "
                 "'dydx_v4': dYdX pays a fill whole from its market's fund or rejects it, and "
                 "lending between segments is not built for it; allowed: 0"
+            )
+        if scenario.events or scenario.attacker is not None:  # a one-market scenario's
+            section = "events" if scenario.events else "attacker"
+            raise ValueError(
+                f"scenario {scenario.name!r} has {section}: this simulator runs neither venue "
+                "events nor the attacker (docs/markets.md); run it with ExchangeSimulator "
+                "(fundgym simulate)"
             )
         n_mkt = scenario.n_markets
         self.fund_asset = _market_index("fund_asset", fund_asset, scenario)

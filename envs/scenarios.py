@@ -1059,6 +1059,32 @@ class Scenario:
             self._check_markets(bound)
         if self.collateral:
             self._check_collateral()
+        if self.n_markets > 1 or self.collateral:
+            self._check_simulated_across_markets()
+
+    def _check_simulated_across_markets(self) -> None:
+        """Refuse what the multi-market simulator does not run, rather than ignore it.
+
+        Only :class:`~fundgym.envs.markets_simulator.MarketsSimulator` runs a scenario with
+        several markets or collateral assets (:func:`require_single_market`), and it has no
+        venue events and no attacker: such a scenario would run as if it had neither.
+        """
+        if self.events:
+            raise FieldError(
+                "events",
+                [e.kind for e in self.events],
+                "none in a scenario with several markets or collateral assets: venue events "
+                "across markets are not built yet (docs/markets.md); run them on a one-market "
+                "scenario",
+            )
+        if self.attacker is not None:
+            raise FieldError(
+                "attacker",
+                self.attacker.side,
+                "none in a scenario with several markets or collateral assets: the attacker "
+                "across markets is not built yet (docs/markets.md); run it on a one-market "
+                "scenario",
+            )
 
     def _check_collateral(self) -> None:
         """The ``collateral`` section's rules that need the rest of the scenario.

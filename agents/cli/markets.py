@@ -309,6 +309,12 @@ def main(args: argparse.Namespace) -> int:
     modes = _choices("--fund-mode", args.fund_mode, FUND_MODES)
     sources = _choices("--collateral-price", args.collateral_price, COLLATERAL_SOURCES)
     scenario = load_scenario_checked(args.scenario)
+    if scenario.events or scenario.attacker is not None:
+        section = "events" if scenario.events else "attacker"
+        raise UsageError(
+            f"--scenario: {scenario.name!r} has {section}, which the multi-market simulator does "
+            "not run (docs/markets.md); run it with `fundgym simulate`"
+        )
     groups = _groups(args.fund_groups, scenario)
     mults = _mults(args.market_mmr_mult, scenario)
     caps = _caps(args.fund_cap_usd, scenario)

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from fundgym.agents.cli import main
 from fundgym.envs.market.factor import draw_markets
 from fundgym.envs.market.price import drawdown_stats
+from fundgym.envs.markets_simulator import MarketsSimulator
 from fundgym.envs.scenarios import (
     SCENARIO_DIR,
     SINGLE_MARKET_NAME,
@@ -346,6 +347,10 @@ LEG_KINDS = ("decline", "recovery", "pause", "steps", "wick")
 def with_markets(draw: st.DrawFn) -> dict[str, Any]:
     """A library scenario (LUNA's -99.9999%, Mango's +2,295%, regimes) with drawn markets."""
     data = library_dict(draw(st.sampled_from(["luna_2022", "oracle_manipulation", "volatile"])))
+    # Their paths, not their venue events or attacker, which run in one market only (refused
+    # with several markets).
+    data.pop("events", None)
+    data.pop("attacker", None)
     horizon = float(data.get("horizon_minutes", 1440.0))
     legs = data.get("crash", {}).get("legs", [])
     markets: list[dict[str, Any]] = [{"name": "M0"}]
@@ -556,6 +561,38 @@ def test_a_pause_leg_takes_no_return():
         SchemaError, match=r"markets\[7\]\.crash_returns\[1\] = -0.2: 0: crash.legs\[1\] is a pause"
     ):
         scenario_from_dict(data, "multi.yaml")
+
+
+def test_what_the_multi_market_simulator_does_not_run_is_refused_not_ignored():
+    # LUNA's venue actions (8x cap, reduce-only, BitMEX's settlement) and Mango's attacker,
+    # put in a scenario with markets: MarketsSimulator would run it as if they were absent.
+    data = library_dict("luna_2022")
+    data["markets"] = [{"name": "LUNA"}, {"name": "BTC", "initial": 30000.0}]
+    with pytest.raises(
+        SchemaError,
+        match=r"luna_multi\.yaml: events = \['leverage_cap', 'reduce_only', 'settlement'\]: "
+        r"none in a scenario with several markets or collateral assets",
+    ):
+        scenario_from_dict(data, "luna_multi.yaml")
+    data = library_dict("oracle_manipulation")
+    data["markets"] = [{"name": "MNGO"}, {"name": "BTC", "initial": 30000.0}]
+    with pytest.raises(
+        SchemaError,
+        match=r"mango_multi\.yaml: attacker = 'long': none in a scenario with several markets",
+    ):
+        scenario_from_dict(data, "mango_multi.yaml")
+    # One market with a one-entry list is still the one-market simulator's: events stay.
+    data = library_dict("luna_2022")
+    data["markets"] = [{"name": "LUNA"}]
+    assert [e.kind for e in scenario_from_dict(data, "luna_one.yaml").events] == [
+        "leverage_cap",
+        "reduce_only",
+        "settlement",
+    ]
+    # The multi-market simulator refuses a one-market scenario it would run without them.
+    for name, section in (("luna_2022", "events"), ("oracle_manipulation", "attacker")):
+        with pytest.raises(ValueError, match=f"'{name}' has {section}: this simulator runs"):
+            MarketsSimulator(load_scenario(name), n_envs=1, n_accounts=8)
 
 
 def test_crash_overrides_need_a_crash():
