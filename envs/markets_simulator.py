@@ -17,6 +17,8 @@ scenario. One tick, in order:
 3. **Population** (on its clock): per-leg exits at each market's stressed hazard, reactions
    near liquidation, leavers, and arrivals per market (:mod:`fundgym.envs.traders.markets`).
    The fund's share of each market's fees goes to the shared fund or to that market's segment.
+   Not during an ``outage``; under a ``withdrawal_halt`` nobody leaves, under ``reduce_only``
+   nobody arrives, under a ``leverage_cap`` arrivals are capped (the scenario's venue events).
 4. **Funding**, per market at its own rate and interval.
 5. **Fund**: the shared fund accrues (:func:`~fundgym.envs.fund.portfolio.accrue`) at the
    index and volatility of the listed market it holds (``fund_asset``, market 0 by default):
@@ -27,7 +29,7 @@ scenario. One tick, in order:
    accounts' requirement summed over markets, every leg priced on its own market's book,
    collateral assets seized and sold at the venue's price less the haircut, the shortfall paid
    by the shared fund or the market's segment (``fund_mode``, per-market caps), ADL and
-   socialisation per market.
+   socialisation per market. Not during an ``outage`` with ``engine_runs: false``.
 7. **Impact**: each market's liquidation flow (``StepEvents.market_flow_usd``) walks that
    market's book and moves its next prices, so an alt's cascade moves the alt.
 
@@ -37,8 +39,8 @@ takeovers, (Hyperliquid's) backstop vault and (dYdX's) one order per subaccount 
 fillable price across markets (:mod:`fundgym.envs.core.venue_cross`): each market's oracle and
 book on a path from the previous tick's. What it does not do yet, compared with the one-market
 tick: paid outside liquidators (refused when built), under ``dydx_v4`` lending between fund
-segments (refused), venue events and the attacker (a scenario with either is refused when it
-loads), the mark cap,
+segments (refused), a settlement event and the attacker (refused; the other venue events
+run on every market, step 3 and 6), the mark cap,
 injections, a fund holding several listed assets (or puts on several) at once, and ordinary
 volume in the population. It is not
 compiled across ticks: each tick is a few compiled calls joined in Python.
@@ -65,6 +67,7 @@ from fundgym.envs.core.rng import POPULATION_STREAM, BatchStreams
 from fundgym.envs.core.step import core_step
 from fundgym.envs.core.trading import apply_funding
 from fundgym.envs.core.vault import V_ACTIVE, V_CAPITAL, V_CASH, V_PEAK, inventory_column
+from fundgym.envs.core.venue_events import VF_ENGINE_OFF, VF_OUTAGE, event_arrays, halt_mask
 from fundgym.envs.fund.portfolio import (
     AllocationParams,
     FundPortfolio,
@@ -76,7 +79,7 @@ from fundgym.envs.levers import MARKET_LEVERS
 from fundgym.envs.market.factor import MarketsPath, draw_markets
 from fundgym.envs.market.kernels import MK_DEPTH_NORMAL
 from fundgym.envs.market.market import Market
-from fundgym.envs.scenarios import Scenario
+from fundgym.envs.scenarios import Scenario, unsupported_across_markets
 from fundgym.envs.simulator import batch_seeds, vol_and_peak
 from fundgym.envs.state import SimState, ledger_error, ledger_total, open_interest_usd
 from fundgym.envs.traders import kernels as pk
@@ -367,12 +370,12 @@ class MarketsSimulator:
                 "'dydx_v4': dYdX pays a fill whole from its market's fund or rejects it, and "
                 "lending between segments is not built for it; allowed: 0"
             )
-        if scenario.events or scenario.attacker is not None:  # a one-market scenario's
-            section = "events" if scenario.events else "attacker"
+        refused = unsupported_across_markets(scenario)
+        if refused is not None:  # a one-market scenario's (a multi-market one is refused at load)
+            field, value = refused
             raise ValueError(
-                f"scenario {scenario.name!r} has {section}: this simulator runs neither venue "
-                "events nor the attacker (docs/markets.md); run it with ExchangeSimulator "
-                "(fundgym simulate)"
+                f"scenario {scenario.name!r}: {field} = {value!r}, which this simulator does not "
+                "run (docs/markets.md); run it with ExchangeSimulator (fundgym simulate)"
             )
         n_mkt = scenario.n_markets
         self.fund_asset = _market_index("fund_asset", fund_asset, scenario)
@@ -509,6 +512,8 @@ class MarketsSimulator:
         self.collateral_path = np.ones((E, n, K))
         self.redemption_path = np.ones((E, n, K))
         self.t = 0
+        # The venue's events per tick (one scenario: every exchange's the same).
+        self.venue_flags, self.venue_leverage_cap = event_arrays(self.scenario)
         # What the fund has paid toward each market this episode (fund_cap_period "episode").
         self.fund_cap_spent_usd = np.zeros((E, M))
         segments = np.zeros((E, self.n_pots)) if self.fund_mode == "segmented" else None
@@ -560,8 +565,8 @@ class MarketsSimulator:
             st.entry_price, st.collateral_units, st.counterparty_size, st.counterparty_cash_usd,
             packed, self.pop_columns, price0, self.mix_cdf, self.market_mmr_mult,
             np.full(self.n_markets, np.inf), mp.second_leg_frac, mp.asset_share,
-            mp.asset_margin_frac, unit_value, self.unit_price[e], 0, scratch, scratch.copy(),
-            scratch.copy(),
+            mp.asset_margin_frac, unit_value, self.unit_price[e], 0, math.inf, scratch,
+            scratch.copy(), scratch.copy(),
         )  # fmt: skip
         oi = open_interest_usd(st.take([e]), price0[None, :])[0]
         self.initial_open_interest_usd[e] = oi
@@ -637,11 +642,13 @@ class MarketsSimulator:
             held = st.collateral_units.sum(axis=1)  # (E, K)
             st.net_deposits_usd += (held * (px - self.unit_price)).sum(axis=1)
         self.unit_price = px.copy()
-        # 3. Population, on its clock.
+        # 3. Population, on its clock, unless an outage keeps traders out (venue events: the
+        #    scenario's, the same tick for every exchange of the batch).
+        vf = int(self.venue_flags[min(self.t, self.venue_flags.size - 1)])
         pop_events = np.zeros((E, N_MARKETS_EVENTS))
         fund_income = np.zeros((E, M))
-        if self.t % self.pop_every == 0:
-            pop_events, fund_income = self._population(mark, rate, index)
+        if self.t % self.pop_every == 0 and not vf & VF_OUTAGE:
+            pop_events, fund_income = self._population(mark, rate, index, vf)
         # 4. Funding per market; 5. the shared fund's accrual at its asset's index.
         apply_funding(st, rate * tick / self.funding_interval_min, mark)
         if self.fund_mode == "shared":
@@ -664,23 +671,28 @@ class MarketsSimulator:
                 collateral_redemption_price=self.redemption_path[:, t, :],
             )
         transfer_cap = self.segment_transfer_cap_usd if self.segment_transfer_cap_usd else None
-        events = core_step(
-            st,
-            risk,
-            oracle if M > 1 else oracle[:, 0],
-            [SqrtImpact(depth[:, m]) for m in range(M)] if M > 1 else SqrtImpact(depth[:, 0]),
-            book_price=last if M > 1 else last[:, 0],
-            fund_stressed=self.fund_stressed,
-            allocation=self.allocation,
-            tick_minutes=tick,
-            fund_mode=self.fund_mode,
-            fund_groups=self.fund_groups if segmented else None,
-            fund_cap_usd=self._cap_left(),
-            fund_transfer_cap_usd=transfer_cap,
-            prev_mark=self.prev_oracle if M > 1 else self.prev_oracle[:, 0],
-            prev_book_price=self.prev_book if M > 1 else self.prev_book[:, 0],
-            **kwargs,
-        )
+        if vf & VF_ENGINE_OFF:  # an outage that stops the liquidation engine: nothing closes
+            events = StepEvents.zeros(E)
+            if M > 1:
+                events.market_flow_usd = np.zeros((E, M, 2))
+        else:
+            events = core_step(
+                st,
+                risk,
+                oracle if M > 1 else oracle[:, 0],
+                [SqrtImpact(depth[:, m]) for m in range(M)] if M > 1 else SqrtImpact(depth[:, 0]),
+                book_price=last if M > 1 else last[:, 0],
+                fund_stressed=self.fund_stressed,
+                allocation=self.allocation,
+                tick_minutes=tick,
+                fund_mode=self.fund_mode,
+                fund_groups=self.fund_groups if segmented else None,
+                fund_cap_usd=self._cap_left(),
+                fund_transfer_cap_usd=transfer_cap,
+                prev_mark=self.prev_oracle if M > 1 else self.prev_oracle[:, 0],
+                prev_book_price=self.prev_book if M > 1 else self.prev_book[:, 0],
+                **kwargs,
+            )
         self.prev_oracle = oracle.copy()
         self.prev_book = last.copy()
         self.fund_cap_spent_usd += _per_market(events, "market_fund_paid_usd", M)
@@ -741,9 +753,13 @@ class MarketsSimulator:
         return out
 
     def _population(
-        self, mark: FloatArray, rate: FloatArray, index: FloatArray
+        self, mark: FloatArray, rate: FloatArray, index: FloatArray, venue_flags: int = 0
     ) -> tuple[FloatArray, FloatArray]:
-        """Each exchange's population step across markets; events and fund income per market."""
+        """Each exchange's population step across markets; events and fund income per market.
+
+        ``venue_flags``: the tick's venue events (``VF_*``): its halts and leverage cap act on
+        the traders as in one market.
+        """
         st = self.state
         E, M = self.n_envs, self.n_markets
         cols = self.pop_columns
@@ -780,6 +796,8 @@ class MarketsSimulator:
             now = open_interest_usd(st, mark)
             room = np.ascontiguousarray(np.where(np.isfinite(caps), allowed - now, np.inf))
         scratch = [np.zeros(M) for _ in range(3)]
+        halt = int(halt_mask(venue_flags))
+        cap = float(self.venue_leverage_cap[min(self.t, self.venue_leverage_cap.size - 1)])
         for e in range(E):
             markets_population_exchange(
                 e, self.rng.state, st.collateral_usd, st.size, st.entry_price,
@@ -789,8 +807,8 @@ class MarketsSimulator:
                 np.ascontiguousarray(lam[e]), self.mix_cdf, self.market_mmr_mult, room[e],
                 mp.second_leg_frac, mp.asset_share, mp.asset_margin_frac,
                 np.ascontiguousarray(unit_value[e]),
-                np.ascontiguousarray(self.unit_price[e]), 0, scratch[0], scratch[1],
-                scratch[2], income[e], events[e],
+                np.ascontiguousarray(self.unit_price[e]), 0, halt, cap, scratch[0],
+                scratch[1], scratch[2], income[e], events[e],
             )  # fmt: skip
         if self.fund_mode == "segmented":
             for g in range(self.n_pots):

@@ -1066,24 +1066,18 @@ class Scenario:
         """Refuse what the multi-market simulator does not run, rather than ignore it.
 
         Only :class:`~fundgym.envs.markets_simulator.MarketsSimulator` runs a scenario with
-        several markets or collateral assets (:func:`require_single_market`), and it has no
-        venue events and no attacker: such a scenario would run as if it had neither.
+        several markets or collateral assets (:func:`require_single_market`), and it runs
+        neither a settlement nor the attacker (:func:`unsupported_across_markets`): such a
+        scenario would run as if it had neither.
         """
-        if self.events:
+        refused = unsupported_across_markets(self)
+        if refused is not None:
+            field, value = refused
             raise FieldError(
-                "events",
-                [e.kind for e in self.events],
-                "none in a scenario with several markets or collateral assets: venue events "
-                "across markets are not built yet (docs/markets.md); run them on a one-market "
-                "scenario",
-            )
-        if self.attacker is not None:
-            raise FieldError(
-                "attacker",
-                self.attacker.side,
-                "none in a scenario with several markets or collateral assets: the attacker "
-                "across markets is not built yet (docs/markets.md); run it on a one-market "
-                "scenario",
+                field,
+                value,
+                "none in a scenario with several markets or collateral assets: "
+                + NOT_ACROSS_MARKETS[field.split("[")[0]],
             )
 
     def _check_collateral(self) -> None:
@@ -1298,6 +1292,32 @@ class MultiMarketError(SchemaError):
     A :class:`~fundgym.envs.schema.SchemaError`, so every command reports it as a bad scenario
     (exit 2) rather than a crash.
     """
+
+
+NOT_ACROSS_MARKETS = {
+    "events": "a settlement across markets is not built yet (docs/markets.md); the other venue "
+    "events run",
+    "attacker": "the attacker across markets is not built yet (docs/markets.md); run it on a "
+    "one-market scenario",
+}
+"""Why each section :func:`unsupported_across_markets` names is refused across markets."""
+
+
+def unsupported_across_markets(scenario: Scenario) -> tuple[str, Any] | None:
+    """What of ``scenario`` the multi-market simulator does not run, or ``None``.
+
+    Its venue events run across markets (outages, halts, reduce-only, leverage caps) except a
+    settlement: ``("events[i].kind", "settlement")``. The attacker does not:
+    ``("attacker", side)``. The one home of the rule: the schema refuses a scenario with
+    several markets or collateral that has either, and the multi-market simulator and
+    ``fundgym markets`` refuse a one-market scenario that has either.
+    """
+    for i, event in enumerate(scenario.events):
+        if event.kind == "settlement":
+            return f"events[{i}].kind", event.kind
+    if scenario.attacker is not None:
+        return "attacker", scenario.attacker.side
+    return None
 
 
 def require_single_market(scenario: Scenario) -> None:

@@ -39,8 +39,8 @@ Each population step, in slot order (slots below ``first_slot`` are scripted and
    slots in slot order, as above, paying the opening fee. A market's stress thins its own
    arrivals, not the others'; a market's open-interest cap refuses what would lift it above.
 
-Not modelled here, unlike the one-market population: ordinary round-trip volume, the
-precursors' leverage build-up and venue halts. Each
+Venue halts act as in one market (``halt``, ``leverage_cap``). Not modelled here, unlike the
+one-market population: ordinary round-trip volume and the precursors' leverage build-up. Each
 market's fees are booked per market (:func:`~fundgym.envs.core.trading.book_exchange`) and the
 fund's share is returned per market, for the shared fund or its market's segment.
 """
@@ -61,6 +61,8 @@ from fundgym.envs.traders.kernels import (
     C_REDUCE_SHARE,
     C_TOP_UP_SHARE,
     DUST_DEBT_USD,
+    HALT_NEW_POSITIONS,
+    HALT_WITHDRAWALS,
     draw_trader,
     opening_collateral,
 )
@@ -135,6 +137,7 @@ def place_accounts(  # type: ignore[no-untyped-def]
     unit_value,
     unit_price,
     first_slot,
+    leverage_cap,
     base,
     quote,
     fees,
@@ -149,11 +152,12 @@ def place_accounts(  # type: ignore[no-untyped-def]
     (the book at reset; arrivals come per market, each market's own count).
     ``margin_mult`` ``(M,)`` scales each market's margin as the engine's
     ``market_mmr_mult`` does, initial margin included: the order's leverage is capped at
-    ``1 / (imr x margin_mult[home])``, and a second leg is taken only where that leverage
-    is allowed. ``oi_room`` ``(M,)`` is what each market's open-interest cap still allows
-    (USD, one side; ``inf``: no cap), drawn down as accounts are placed: an account whose home
-    leg does not fit is refused (its draws are spent), a second leg that does not fit is not
-    taken. ``initial``: the book at reset, whose accounts keep
+    ``1 / (imr x margin_mult[home])`` and at ``leverage_cap`` (a venue's cap on new
+    positions, ``inf``: none), and a second leg is taken only where that leverage is allowed.
+    ``oi_room`` ``(M,)`` is what each market's open-interest cap still allows (USD, one side;
+    ``inf``: no cap), drawn down as accounts are placed: an account whose home leg does not
+    fit is refused (its draws are spent), a second leg that does not fit is not taken.
+    ``initial``: the book at reset, whose accounts keep
     ``notional x (1 / (leverage x usage) + fee)`` as the one-market initial book does and pay
     nothing (the caller counts the book in the starting total); otherwise they are arrivals,
     depositing :func:`opening_collateral` and paying the opening fee, whose per-market
@@ -175,7 +179,7 @@ def place_accounts(  # type: ignore[no-untyped-def]
     for _ in range(n_new):
         u_home, st = uniform(st)
         home = _draw_market(u_home, mix_cdf) if home_market < 0 else home_market
-        max_lev = 1.0 / (imr * margin_mult[home])
+        max_lev = min(1.0 / (imr * margin_mult[home]), leverage_cap)
         notional, side, lev, usage, st = draw_trader(st, pop[C_LONG_SHARE], max_lev, 1.0, pop)
         u_leg, st = uniform(st)
         u_asset, st = uniform(st)
@@ -264,6 +268,8 @@ def markets_population_exchange(  # type: ignore[no-untyped-def]
     unit_value,
     unit_price,
     first_slot,
+    halt,
+    leverage_cap,
     base,
     quote,
     fees,
@@ -275,7 +281,10 @@ def markets_population_exchange(  # type: ignore[no-untyped-def]
     ``mark`` ``(M,)`` prices the trades; ``p_exit`` ``(M,)`` is each leg's exit probability
     this step and ``lam`` ``(M,)`` each market's expected arrivals; ``unit_value`` ``(K,)`` is
     each asset's price less its haircut (what a unit counts for) and ``unit_price`` ``(K,)``
-    its price (what a unit is worth outside). ``oi_room`` ``(M,)``: what each market's
+    its price (what a unit is worth outside). ``halt`` holds the venue's halts
+    (``HALT_WITHDRAWALS``: nobody leaves with money, exits still close; ``HALT_NEW_POSITIONS``:
+    no arrivals, their draws still spent), ``leverage_cap`` caps new positions' leverage
+    (``inf``: none), as in the one-market population. ``oi_room`` ``(M,)``: what each market's
     open-interest cap still allows new positions (:func:`place_accounts`; ``inf``: no cap;
     drawn down in place). ``base``, ``quote``, ``fees`` and ``fund_income`` are ``(M,)``
     scratch and outputs (overwritten): the fund's share of each market's fees lands in
@@ -359,6 +368,8 @@ def markets_population_exchange(  # type: ignore[no-untyped-def]
                     n_reduce += 1
             continue
         c = collateral[e, a]
+        if halt & HALT_WITHDRAWALS:
+            continue
         if c > 0.0 or _any_nonzero(units, e, a) or (-DUST_DEBT_USD < c < 0.0):
             out = c
             for k in range(n_assets):
@@ -373,7 +384,7 @@ def markets_population_exchange(  # type: ignore[no-untyped-def]
     counts = np.zeros(n_mkt, np.int64)
     for m in range(n_mkt):
         u, sa = uniform(sa)
-        counts[m] = poisson_quantile(u, lam[m])
+        counts[m] = poisson_quantile(u, lam[m]) if (halt & HALT_NEW_POSITIONS) == 0 else 0
     store(rng_state, e, ARRIVAL_STREAM, sa)
     placed = 0
     deposited = 0.0
@@ -384,7 +395,7 @@ def markets_population_exchange(  # type: ignore[no-untyped-def]
             e, rng_state, ARRIVAL_STREAM, counts[m], m, False, collateral, size, entry, units,
             counterparty_size, counterparty_cash, packed, pop, mark, mix_cdf, margin_mult,
             oi_room, second_leg_frac, asset_share, asset_margin_frac, unit_value, unit_price,
-            first_slot, base, quote, fees,
+            first_slot, leverage_cap, base, quote, fees,
         )  # fmt: skip
         placed += got
         deposited += brought

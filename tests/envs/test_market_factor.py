@@ -347,8 +347,8 @@ LEG_KINDS = ("decline", "recovery", "pause", "steps", "wick")
 def with_markets(draw: st.DrawFn) -> dict[str, Any]:
     """A library scenario (LUNA's -99.9999%, Mango's +2,295%, regimes) with drawn markets."""
     data = library_dict(draw(st.sampled_from(["luna_2022", "oracle_manipulation", "volatile"])))
-    # Their paths, not their venue events or attacker, which run in one market only (refused
-    # with several markets).
+    # Their paths, not LUNA's settlement or Mango's attacker, which run in one market only
+    # (refused with several markets).
     data.pop("events", None)
     data.pop("attacker", None)
     horizon = float(data.get("horizon_minutes", 1440.0))
@@ -564,16 +564,22 @@ def test_a_pause_leg_takes_no_return():
 
 
 def test_what_the_multi_market_simulator_does_not_run_is_refused_not_ignored():
-    # LUNA's venue actions (8x cap, reduce-only, BitMEX's settlement) and Mango's attacker,
-    # put in a scenario with markets: MarketsSimulator would run it as if they were absent.
+    # LUNA's settlement (BitMEX, 12 May 2022) and Mango's attacker, put in a scenario with
+    # markets: MarketsSimulator runs the other venue events, not these, and would run the
+    # scenario as if they were absent.
     data = library_dict("luna_2022")
     data["markets"] = [{"name": "LUNA"}, {"name": "BTC", "initial": 30000.0}]
     with pytest.raises(
         SchemaError,
-        match=r"luna_multi\.yaml: events = \['leverage_cap', 'reduce_only', 'settlement'\]: "
-        r"none in a scenario with several markets or collateral assets",
+        match=r"luna_multi\.yaml: events\[2\]\.kind = 'settlement': none in a scenario with "
+        r"several markets or collateral assets: a settlement across markets is not built",
     ):
         scenario_from_dict(data, "luna_multi.yaml")
+    data["events"] = data["events"][:2]  # the leverage cap and reduce-only run across markets
+    assert [e.kind for e in scenario_from_dict(data, "luna_multi.yaml").events] == [
+        "leverage_cap",
+        "reduce_only",
+    ]
     data = library_dict("oracle_manipulation")
     data["markets"] = [{"name": "MNGO"}, {"name": "BTC", "initial": 30000.0}]
     with pytest.raises(
@@ -584,14 +590,11 @@ def test_what_the_multi_market_simulator_does_not_run_is_refused_not_ignored():
     # One market with a one-entry list is still the one-market simulator's: events stay.
     data = library_dict("luna_2022")
     data["markets"] = [{"name": "LUNA"}]
-    assert [e.kind for e in scenario_from_dict(data, "luna_one.yaml").events] == [
-        "leverage_cap",
-        "reduce_only",
-        "settlement",
-    ]
+    assert len(scenario_from_dict(data, "luna_one.yaml").events) == 3
     # The multi-market simulator refuses a one-market scenario it would run without them.
-    for name, section in (("luna_2022", "events"), ("oracle_manipulation", "attacker")):
-        with pytest.raises(ValueError, match=f"'{name}' has {section}: this simulator runs"):
+    for name, field in (("luna_2022", r"events\[2\]\.kind = 'settlement'"),
+                        ("oracle_manipulation", "attacker = 'long'")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"'{name}': {field}, which this simulator"):
             MarketsSimulator(load_scenario(name), n_envs=1, n_accounts=8)
 
 

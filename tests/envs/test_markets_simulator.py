@@ -10,9 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fundgym.envs.core.events import StepEvents
 from fundgym.envs.core.params import RiskParams
 from fundgym.envs.markets_simulator import MarketsPopulation, MarketsResult, MarketsSimulator
 from fundgym.envs.scenarios import Scenario, load_scenario, scenario_from_dict
+from fundgym.envs.schema import SchemaError
 from fundgym.envs.state import open_interest_usd
 from tests.multi_market import assert_field_error, library_dict
 
@@ -323,12 +325,28 @@ def test_redemption_pricing_never_marks_the_depeg() -> None:
     mode=st.sampled_from(["shared", "segmented"]),
     source=st.sampled_from(["book", "index", "redemption"]),
     seed=st.integers(0, 10_000),
+    event=st.sampled_from(["none", "outage", "outage_engine", "withdrawal_halt", "cap"]),
 )
 def test_fuzzed_paths_conserve_money_and_keep_pots_non_negative(
-    alt_move: float, alt_start: float, depeg: float, mode: str, source: str, seed: int
+    alt_move: float,
+    alt_start: float,
+    depeg: float,
+    mode: str,
+    source: str,
+    seed: int,
+    event: str,
 ) -> None:
     data = copy.deepcopy(library_dict("alt_contagion"))
     data["horizon_minutes"] = 180
+    # A venue event over the alt's crash (the engine stopped, or running, in an outage).
+    window = {"start_minute": alt_start, "minutes": 30.0}
+    data["events"] = {
+        "none": [],
+        "outage": [{"kind": "outage", **window, "engine_runs": False}],
+        "outage_engine": [{"kind": "outage", **window, "engine_runs": True}],
+        "withdrawal_halt": [{"kind": "withdrawal_halt", **window}],
+        "cap": [{"kind": "leverage_cap", **window, "max_leverage": 2.0}],
+    }[event]
     alt = data["markets"][2]
     alt["idio_crash"] = {
         "start_minute": alt_start,
@@ -478,7 +496,7 @@ def test_arrivals_come_to_the_market_whose_count_drew_them() -> None:
         np.array([100_000.0, 3_500.0, 1.0]), np.zeros(n_mkt), np.array([0.0, 0.0, 60.0]),
         np.array([0.7, 0.95, 1.0]), np.ones(n_mkt), np.full(n_mkt, np.inf), 0.5, 0.0, 0.5,
         np.zeros(0), np.zeros(0),
-        0, np.zeros(n_mkt), np.zeros(n_mkt), np.zeros(n_mkt), income, events,
+        0, 0, np.inf, np.zeros(n_mkt), np.zeros(n_mkt), np.zeros(n_mkt), income, events,
     )  # fmt: skip
     held = size[0] != 0.0
     opened = held.any(axis=1)
@@ -511,6 +529,7 @@ def _one_exchange_step(
     pop: Any,
     p_exit: float,
     mark: tuple[float, float] = (100.0, 10.0),
+    halt: int = 0,
 ) -> tuple[np.ndarray[Any, Any], ...]:
     """The population kernel on one exchange of two markets, no arrivals, no assets.
 
@@ -529,8 +548,8 @@ def _one_exchange_step(
         0, BatchStreams([1]).state, coll, size, entry, np.zeros((1, len(rows), 0)), cp_size,
         cp_cash, np.zeros(1), deposits, packed, pop.columns(5.0), np.array(mark),
         np.full(2, p_exit), np.zeros(2), np.array([0.5, 1.0]), np.ones(2), np.full(2, np.inf),
-        0.0, 0.0, 0.5, np.zeros(0), np.zeros(0), 0, np.zeros(2), np.zeros(2), np.zeros(2),
-        np.zeros(2), events,
+        0.0, 0.0, 0.5, np.zeros(0), np.zeros(0), 0, halt, np.inf, np.zeros(2), np.zeros(2),
+        np.zeros(2), np.zeros(2), events,
     )  # fmt: skip
     return coll, size, deposits, events
 
@@ -578,3 +597,93 @@ def test_a_bankrupt_account_cannot_walk_away_a_solvent_one_exits_and_leaves() ->
     assert deposits[0] == pytest.approx(-90.0)  # withdrew its equity
     assert np.array_equal(size[0, 1], [1.0, 10.0]) and coll[0, 1] == 1.0
     assert events[ME_EXITS] == 2 and events[ME_LEAVERS] == 1
+
+
+# ---- venue events across markets ------------------------------------------------------------
+
+
+def test_a_withdrawal_halt_keeps_the_exited_account_and_its_money_in() -> None:
+    """The case above under a withdrawal halt: the solvent account still closes both legs
+    (an exit is a trade), but its 90 stays as collateral; nobody leaves."""
+    from fundgym.envs.traders.kernels import HALT_WITHDRAWALS
+    from fundgym.envs.traders.markets import ME_EXITS, ME_LEAVERS
+    from fundgym.envs.traders.population import PopulationParams
+
+    pop = PopulationParams(react_rate_per_min=0.0)
+    rows = [(100.0, 1.0, 110.0, 10.0, 10.0), (1.0, 1.0, 110.0, 10.0, 10.0)]
+    coll, size, deposits, events = _one_exchange_step(rows, pop, 1.0, halt=HALT_WITHDRAWALS)
+    assert np.array_equal(size[0, 0], [0.0, 0.0]) and coll[0, 0] == pytest.approx(90.0)
+    assert deposits[0] == 0.0
+    assert events[ME_EXITS] == 2 and events[ME_LEAVERS] == 0
+
+
+def _with_events(events: list[dict[str, Any]], minutes: float = 900.0) -> Scenario:
+    data = library_dict("alt_contagion")
+    data["horizon_minutes"] = minutes
+    data["events"] = events
+    return scenario_from_dict(data, "alt_contagion_events.yaml")
+
+
+def test_venue_events_act_on_every_market_as_in_one() -> None:
+    """alt_contagion's crash (minute 600) under an outage, reduce-only and a leverage cap.
+
+    An outage that stops the engine (590-700) liquidates nobody and admits nobody in its
+    window, then the engine closes what it deferred; one with the engine running admits
+    nobody but liquidates; reduce-only admits nobody; a settlement is refused, naming it.
+    """
+    kw: dict[str, Any] = {"n_envs": 2, "n_accounts": 400, "seed": 4}
+    n_liq = StepEvents.FIELDS.index("n_liquidations")
+    base = _run(_with_events([]), **kw)
+    window = slice(590, 700)
+    assert base.events[window, :, n_liq].sum() > 0 and base.arrivals[window].sum() > 0
+
+    off = _run(_with_events([{"kind": "outage", "start_minute": 590, "minutes": 110,
+                              "engine_runs": False}]), **kw)  # fmt: skip
+    assert off.events[window, :, n_liq].sum() == 0 and off.arrivals[window].sum() == 0
+    assert off.events[700:, :, n_liq].sum() > 0  # deferred, not forgiven
+    assert off.max_ledger_error_usd < 1e-6 * float(np.abs(off.initial_open_interest_usd).sum())
+    assert np.array_equal(off.events[:590], base.events[:590])  # the same until it starts
+
+    on = _run(_with_events([{"kind": "outage", "start_minute": 590, "minutes": 110,
+                             "engine_runs": True}]), **kw)  # fmt: skip
+    assert on.events[window, :, n_liq].sum() > 0 and on.arrivals[window].sum() == 0
+
+    reduce_only = _run(_with_events([{"kind": "reduce_only", "start_minute": 0,
+                                      "minutes": 900}]), **kw)  # fmt: skip
+    assert reduce_only.arrivals.sum() == 0 and base.arrivals.sum() > 0
+
+    with pytest.raises(SchemaError, match=r"events\[1\]\.kind = 'settlement': none in a scenario"):
+        _with_events([
+            {"kind": "reduce_only", "start_minute": 0, "minutes": 10},
+            {"kind": "settlement", "start_minute": 800, "index_window_minutes": 30},
+        ])  # fmt: skip
+
+
+def test_a_leverage_cap_bounds_every_arrivals_leverage() -> None:
+    """Arrivals under a 2x cap: every new account's home leg is at most twice its collateral
+    (its margin is notional / (leverage x usage) plus the fee, usage <= 1); without the cap
+    some exceed it."""
+    from fundgym.envs.core.rng import BatchStreams
+    from fundgym.envs.traders.markets import N_MARKETS_EVENTS, markets_population_exchange
+    from fundgym.envs.traders.population import PopulationParams
+
+    def arrivals(cap: float) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        n_acc, n_mkt = 400, 3
+        coll = np.zeros((1, n_acc))
+        size = np.zeros((1, n_acc, n_mkt))
+        markets_population_exchange(
+            0, BatchStreams([5]).state, coll, size, np.zeros((1, n_acc, n_mkt)),
+            np.zeros((1, n_acc, 0)), np.zeros((1, n_mkt)), np.zeros(1), np.zeros(1),
+            np.zeros(1), RiskParams().packed(1), PopulationParams().columns(5.0),
+            np.array([100_000.0, 3_500.0, 1.0]), np.zeros(n_mkt), np.array([0.0, 0.0, 60.0]),
+            np.array([0.7, 0.95, 1.0]), np.ones(n_mkt), np.full(n_mkt, np.inf), 0.0, 0.0, 0.5,
+            np.zeros(0), np.zeros(0), 0, 0, cap, np.zeros(n_mkt), np.zeros(n_mkt),
+            np.zeros(n_mkt), np.zeros(n_mkt), np.zeros(N_MARKETS_EVENTS),
+        )  # fmt: skip
+        opened = size[0, :, 2] != 0.0
+        return np.abs(size[0, opened, 2]) * 1.0, coll[0, opened]
+
+    notional, collateral = arrivals(2.0)
+    assert notional.size >= 30 and (notional <= 2.0 * collateral).all()
+    notional, collateral = arrivals(np.inf)
+    assert (notional > 2.0 * collateral).any()
