@@ -317,16 +317,22 @@ def _advance_exchanges(  # type: ignore[no-untyped-def]
             # 2. The population, on its clock, and the fund's share of its fees (not while
             #    traders cannot act, nor once the market is closed).
             if t % pop_every == 0 and (vf & (VF_OUTAGE | VF_CLOSED)) == 0:
+                # The call's scalars first: a choice among its arguments would put a branch
+                # between the references the call takes to its arrays and their release, and
+                # numba would count them (two atomic operations per array per call).
+                arrival_mult = (1.0 + drivers[D_OI_BUILD, e] * pre) * arrival_f
+                leverage_mult = 1.0 + drivers[D_LEVERAGE_BUILD, e] * pre
+                skew = drivers[D_LONG_SKEW, e] * pre + shift
+                halts = halt_mask(vf)
+                leverage_cap = venue_leverage_cap[e, t]
+                oi_cap_frac = packed[e, P_OI_CAP_FRAC]
+                oi_cap = oi_cap_frac * drivers[D_START_OI, e] if oi_cap_frac > 0.0 else math.inf
+                slot0 = int(drivers[D_FIRST_SLOT, e])
                 # One exchange, on the batch's arrays: no one-exchange view of each of them.
                 _, _, _, _, _, _, _, _, _, fees_usd, income = population_step_exchange(
                     e, rng_state, coll, size, entry, cp_size, cp_cash, fee_revenue, net_deposits,
-                    packed, floors, rates, cums, base, pop, mark,
-                    (1.0 + drivers[D_OI_BUILD, e] * pre) * arrival_f,
-                    1.0 + drivers[D_LEVERAGE_BUILD, e] * pre, drivers[D_LONG_SKEW, e] * pre + shift,
-                    1.0, exit_f, halt_mask(vf), venue_leverage_cap[e, t],
-                    packed[e, P_OI_CAP_FRAC] * drivers[D_START_OI, e]
-                    if packed[e, P_OI_CAP_FRAC] > 0.0 else math.inf,
-                    int(drivers[D_FIRST_SLOT, e]), chosen, flags,
+                    packed, floors, rates, cums, base, pop, mark, arrival_mult, leverage_mult,
+                    skew, 1.0, exit_f, halts, leverage_cap, oi_cap, slot0, chosen, flags,
                 )  # fmt: skip
                 if income > 0.0:
                     receive_one(fund, e, income)
@@ -486,6 +492,11 @@ def advance_serial(  # type: ignore[no-untyped-def]
     )  # fmt: skip
 
 
+PARALLEL_CHUNKS = 8
+"""Runs of exchanges :func:`advance_parallel` hands out: a few per thread of a two-core machine,
+so an exchange in a cascade (slower ticks) does not leave the other thread idle for long."""
+
+
 @jit(error_model="numpy", parallel=True)
 def advance_parallel(  # type: ignore[no-untyped-def]
     n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path, frozen, venue,
@@ -493,12 +504,23 @@ def advance_parallel(  # type: ignore[no-untyped-def]
     rng_state, packed, tiers, pop, stages, socialization, adl_policy, liquidation_mode,
     events, series, book_out,
 ):  # fmt: skip
-    """:func:`advance_serial` with exchanges spread over threads (bit-identical results)."""
-    for i in prange(t_now.shape[0]):
-        e = np.int64(i)  # prange's index is unsigned: calling with it compiled a second tick
+    """:func:`advance_serial` with exchanges spread over threads (bit-identical results).
+
+    The exchanges go to the threads in :data:`PARALLEL_CHUNKS` contiguous runs, each one call
+    of :func:`_advance_exchanges`, not one call per exchange: a call's entry and exit count
+    references to each of the seventy-odd arrays it is passed, atomically, on counters every
+    thread shares, which cost more than the ticks of a small exchange (docs/benchmarks.md).
+    Each exchange's arithmetic does not depend on its run, so the results are those of one
+    thread, bit for bit.
+    """
+    n_envs = t_now.shape[0]
+    n_chunks = min(n_envs, PARALLEL_CHUNKS)
+    for i in prange(n_chunks):
+        c = np.int64(i)  # prange's index is unsigned: calling with it compiled a second tick
         _advance_exchanges(
-            e, e + 1, n_ticks, pop_every, tick_minutes, ewma, check_ledger, book_series, path,
-            frozen, venue, mk, mark_last, oracle_index, oracle, t_now, drivers, accounts, books,
-            fund, vault, terms, rng_state, packed, tiers, pop, stages, socialization, adl_policy,
-            liquidation_mode, events, series, book_out,
+            c * n_envs // n_chunks, (c + 1) * n_envs // n_chunks, n_ticks, pop_every,
+            tick_minutes, ewma, check_ledger, book_series, path, frozen, venue, mk, mark_last,
+            oracle_index, oracle, t_now, drivers, accounts, books, fund, vault, terms, rng_state,
+            packed, tiers, pop, stages, socialization, adl_policy, liquidation_mode, events,
+            series, book_out,
         )  # fmt: skip

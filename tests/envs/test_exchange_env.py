@@ -95,7 +95,8 @@ def test_vector_env_equals_single_envs_step_for_step_across_autoreset(mode):
 def test_vector_env_on_two_threads_equals_one_bit_for_bit(monkeypatch):
     # Threads step exchanges (the tick) and read their books (the observation) in parallel;
     # every exchange's arithmetic is its own, so observations, rewards and infos are equal.
-    n, steps = 3, 25  # across the autoreset
+    # 11 exchanges: advance_parallel's runs of them (PARALLEL_CHUNKS = 8) hold one or two each.
+    n, steps = 11, 25  # across the autoreset
     acts = np.random.default_rng(2).uniform(-1.2, 1.2, (steps, n, len(PARAMS)))
     runs = []
     for threads in ("1", "2"):
