@@ -17,8 +17,9 @@ scenario. One tick, in order:
 3. **Population** (on its clock): per-leg exits at each market's stressed hazard, reactions
    near liquidation, leavers, and arrivals per market (:mod:`fundgym.envs.traders.markets`).
    The fund's share of each market's fees goes to the shared fund or to that market's segment.
-   Not during an ``outage``; under a ``withdrawal_halt`` nobody leaves, under ``reduce_only``
-   nobody arrives, under a ``leverage_cap`` arrivals are capped (the scenario's venue events).
+   Not during an ``outage``; under a ``withdrawal_halt`` nobody leaves; a market under
+   ``reduce_only`` admits nobody, one under a ``leverage_cap`` caps its arrivals (the
+   scenario's venue events, each on its ``market`` or on all).
 4. **Funding**, per market at its own rate and interval.
 5. **Fund**: the shared fund accrues (:func:`~fundgym.envs.fund.portfolio.accrue`) at the
    index and volatility of the listed market it holds (``fund_asset``, market 0 by default):
@@ -67,7 +68,12 @@ from fundgym.envs.core.rng import POPULATION_STREAM, BatchStreams
 from fundgym.envs.core.step import core_step
 from fundgym.envs.core.trading import apply_funding
 from fundgym.envs.core.vault import V_ACTIVE, V_CAPITAL, V_CASH, V_PEAK, inventory_column
-from fundgym.envs.core.venue_events import VF_ENGINE_OFF, VF_OUTAGE, event_arrays, halt_mask
+from fundgym.envs.core.venue_events import (
+    VF_ENGINE_OFF,
+    VF_OUTAGE,
+    halt_mask,
+    market_event_arrays,
+)
 from fundgym.envs.fund.portfolio import (
     AllocationParams,
     FundPortfolio,
@@ -512,8 +518,11 @@ class MarketsSimulator:
         self.collateral_path = np.ones((E, n, K))
         self.redemption_path = np.ones((E, n, K))
         self.t = 0
-        # The venue's events per tick (one scenario: every exchange's the same).
-        self.venue_flags, self.venue_leverage_cap = event_arrays(self.scenario)
+        # The venue's events per tick (one scenario: every exchange's the same): the exchange's
+        # flags, and each market's reduce-only windows and leverage caps.
+        self.venue_flags, self.market_reduce_only, self.market_leverage_cap = market_event_arrays(
+            self.scenario
+        )
         # What the fund has paid toward each market this episode (fund_cap_period "episode").
         self.fund_cap_spent_usd = np.zeros((E, M))
         segments = np.zeros((E, self.n_pots)) if self.fund_mode == "segmented" else None
@@ -565,7 +574,8 @@ class MarketsSimulator:
             st.entry_price, st.collateral_units, st.counterparty_size, st.counterparty_cash_usd,
             packed, self.pop_columns, price0, self.mix_cdf, self.market_mmr_mult,
             np.full(self.n_markets, np.inf), mp.second_leg_frac, mp.asset_share,
-            mp.asset_margin_frac, unit_value, self.unit_price[e], 0, math.inf, scratch,
+            mp.asset_margin_frac, unit_value, self.unit_price[e], 0,
+            np.full(self.n_markets, np.inf), np.zeros(self.n_markets, np.bool_), scratch,
             scratch.copy(), scratch.copy(),
         )  # fmt: skip
         oi = open_interest_usd(st.take([e]), price0[None, :])[0]
@@ -797,7 +807,9 @@ class MarketsSimulator:
             room = np.ascontiguousarray(np.where(np.isfinite(caps), allowed - now, np.inf))
         scratch = [np.zeros(M) for _ in range(3)]
         halt = int(halt_mask(venue_flags))
-        cap = float(self.venue_leverage_cap[min(self.t, self.venue_leverage_cap.size - 1)])
+        k = min(self.t, self.market_leverage_cap.shape[0] - 1)
+        cap = np.ascontiguousarray(self.market_leverage_cap[k])
+        reduce_only = np.ascontiguousarray(self.market_reduce_only[k])
         for e in range(E):
             markets_population_exchange(
                 e, self.rng.state, st.collateral_usd, st.size, st.entry_price,
@@ -807,8 +819,8 @@ class MarketsSimulator:
                 np.ascontiguousarray(lam[e]), self.mix_cdf, self.market_mmr_mult, room[e],
                 mp.second_leg_frac, mp.asset_share, mp.asset_margin_frac,
                 np.ascontiguousarray(unit_value[e]),
-                np.ascontiguousarray(self.unit_price[e]), 0, halt, cap, scratch[0],
-                scratch[1], scratch[2], income[e], events[e],
+                np.ascontiguousarray(self.unit_price[e]), 0, halt, cap, reduce_only,
+                scratch[0], scratch[1], scratch[2], income[e], events[e],
             )  # fmt: skip
         if self.fund_mode == "segmented":
             for g in range(self.n_pots):

@@ -490,9 +490,9 @@ EventKind = Literal["outage", "withdrawal_halt", "settlement", "leverage_cap", "
 _EVENT_FIELDS: dict[str, dict[str, bool]] = {
     "outage": {"minutes": True, "engine_runs": True},
     "withdrawal_halt": {"minutes": True},
-    "settlement": {"index_window_minutes": True},
-    "leverage_cap": {"max_leverage": True, "minutes": False},
-    "reduce_only": {"minutes": True},
+    "settlement": {"index_window_minutes": True, "market": False},
+    "leverage_cap": {"max_leverage": True, "minutes": False, "market": False},
+    "reduce_only": {"minutes": True, "market": False},
 }
 
 
@@ -508,7 +508,9 @@ class EventSpec:
     closed (BitMEX LUNA, 12 May 2022 20:00 UTC, against a 30-minute index).
     ``leverage_cap``: new positions at most ``max_leverage``, to the end or for ``minutes``;
     existing positions keep their size and margin (Binance LUNA: 8x). ``reduce_only``: no new
-    positions or increases for ``minutes``.
+    positions or increases for ``minutes``. The last three can name the ``market`` they act
+    on, as venues act on one contract (Binance capped LUNA, not BTC); without it they act on
+    every market. Outages and withdrawal halts are the exchange's, every market's.
     """
 
     kind: EventKind
@@ -521,10 +523,15 @@ class EventSpec:
     max_leverage: float | None = spec(
         None, ge=1.0, le=1000.0, doc="leverage_cap: largest leverage of a new position"
     )
+    market: str | None = spec(
+        None,
+        doc="settlement, leverage_cap, reduce_only: the market it acts on (a name from "
+        "markets:); none: every market",
+    )
 
     def __post_init__(self) -> None:
         allowed = _EVENT_FIELDS[self.kind]
-        for name in ("minutes", "engine_runs", "index_window_minutes", "max_leverage"):
+        for name in ("minutes", "engine_runs", "index_window_minutes", "max_leverage", "market"):
             value = getattr(self, name)
             if value is None and allowed.get(name, False):
                 raise FieldError(name, value, f"required by a {self.kind!r} event")
@@ -1026,6 +1033,12 @@ class Scenario:
                     f"events[{i}].start_minute",
                     event.start_minute,
                     f"before horizon_minutes = {self.horizon_minutes:g}",
+                )
+            if event.market is not None and event.market not in self.market_names:
+                raise FieldError(
+                    f"events[{i}].market",
+                    event.market,
+                    f"one of the scenario's markets: {', '.join(self.market_names)}",
                 )
         if sum(e.kind == "settlement" for e in self.events) > 1:
             raise FieldError(

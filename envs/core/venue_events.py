@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
+BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 
 VF_OUTAGE = 1
 VF_ENGINE_OFF = 2
@@ -103,6 +104,44 @@ def event_arrays(scenario: Scenario) -> tuple[IntArray, FloatArray]:
     if scenario.attacker is not None:
         flags[_ticks(scenario.attacker.withdraw_start_minute, math.inf, dt, n)] |= VF_ATTACKER
     return flags, cap
+
+
+def market_event_arrays(scenario: Scenario) -> tuple[IntArray, BoolArray, FloatArray]:
+    """``(flags, reduce_only, leverage_cap)``: the events of a scenario with several markets.
+
+    ``flags`` ``(n_ticks,)`` holds the exchange's events (``VF_OUTAGE``, ``VF_ENGINE_OFF``,
+    ``VF_WITHDRAWAL_HALT``); ``reduce_only`` ``(n_ticks, M)`` and ``leverage_cap``
+    ``(n_ticks, M)`` the per-market ones, on the event's ``market`` or, without one, on every
+    market (overlapping caps: the lowest holds). A settlement and an attacker are not run
+    across markets (:func:`fundgym.envs.scenarios.unsupported_across_markets` refuses them
+    first).
+
+    Raises:
+        ValueError: The scenario has a settlement or an attacker.
+    """
+    n = scenario.n_ticks
+    dt = scenario.tick_minutes
+    names = scenario.market_names
+    flags = np.zeros(n, dtype=np.int64)
+    reduce_only = np.zeros((n, len(names)), dtype=np.bool_)
+    cap = np.full((n, len(names)), np.inf)
+    if scenario.attacker is not None:
+        raise ValueError(f"scenario {scenario.name!r}: the attacker is not run across markets")
+    for ev in scenario.events:
+        if ev.kind == "settlement":
+            raise ValueError(f"scenario {scenario.name!r}: a settlement is not run across markets")
+        ticks = _ticks(ev.start_minute, ev.minutes or math.inf, dt, n)
+        cols = slice(None) if ev.market is None else names.index(ev.market)
+        if ev.kind == "outage":
+            flags[ticks] |= VF_OUTAGE | (0 if ev.engine_runs else VF_ENGINE_OFF)
+        elif ev.kind == "withdrawal_halt":
+            flags[ticks] |= VF_WITHDRAWAL_HALT
+        elif ev.kind == "reduce_only":
+            reduce_only[ticks, cols] = True
+        elif ev.kind == "leverage_cap":
+            assert ev.max_leverage is not None  # the schema requires it
+            cap[ticks, cols] = np.minimum(cap[ticks, cols], ev.max_leverage)
+    return flags, reduce_only, cap
 
 
 @jit(inline="always")

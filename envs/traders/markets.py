@@ -138,6 +138,7 @@ def place_accounts(  # type: ignore[no-untyped-def]
     unit_price,
     first_slot,
     leverage_cap,
+    reduce_only,
     base,
     quote,
     fees,
@@ -152,8 +153,10 @@ def place_accounts(  # type: ignore[no-untyped-def]
     (the book at reset; arrivals come per market, each market's own count).
     ``margin_mult`` ``(M,)`` scales each market's margin as the engine's
     ``market_mmr_mult`` does, initial margin included: the order's leverage is capped at
-    ``1 / (imr x margin_mult[home])`` and at ``leverage_cap`` (a venue's cap on new
-    positions, ``inf``: none), and a second leg is taken only where that leverage is allowed.
+    ``1 / (imr x margin_mult[home])`` and at ``leverage_cap[home]`` (``(M,)``: a venue's cap
+    on new positions, ``inf``: none), and a second leg is taken only where that leverage is
+    allowed and the market is not ``reduce_only`` (``(M,)``; the caller sends no arrival home
+    to such a market).
     ``oi_room`` ``(M,)`` is what each market's open-interest cap still allows (USD, one side;
     ``inf``: no cap), drawn down as accounts are placed: an account whose home leg does not
     fit is refused (its draws are spent), a second leg that does not fit is not taken.
@@ -179,7 +182,7 @@ def place_accounts(  # type: ignore[no-untyped-def]
     for _ in range(n_new):
         u_home, st = uniform(st)
         home = _draw_market(u_home, mix_cdf) if home_market < 0 else home_market
-        max_lev = min(1.0 / (imr * margin_mult[home]), leverage_cap)
+        max_lev = min(1.0 / (imr * margin_mult[home]), leverage_cap[home])
         notional, side, lev, usage, st = draw_trader(st, pop[C_LONG_SHARE], max_lev, 1.0, pop)
         u_leg, st = uniform(st)
         u_asset, st = uniform(st)
@@ -201,8 +204,14 @@ def place_accounts(  # type: ignore[no-untyped-def]
             other = _draw_market(v if v < lo else v + width, mix_cdf)
             if other == home:  # rounding at a boundary
                 other = (home + 1) % n_mkt
-            # the order's leverage is too high there, or its OI cap has no room: one leg
-            if lev * imr * margin_mult[other] > 1.0 or 0.25 * notional > oi_room[other]:
+            # the order's leverage is too high there, the venue takes no new positions there
+            # or its OI cap has no room: one leg
+            if (
+                lev * imr * margin_mult[other] > 1.0
+                or lev > leverage_cap[other]
+                or reduce_only[other]
+                or 0.25 * notional > oi_room[other]
+            ):
                 legs = 1
                 other = home
         if initial:
@@ -270,6 +279,7 @@ def markets_population_exchange(  # type: ignore[no-untyped-def]
     first_slot,
     halt,
     leverage_cap,
+    reduce_only,
     base,
     quote,
     fees,
@@ -283,12 +293,13 @@ def markets_population_exchange(  # type: ignore[no-untyped-def]
     each asset's price less its haircut (what a unit counts for) and ``unit_price`` ``(K,)``
     its price (what a unit is worth outside). ``halt`` holds the venue's halts
     (``HALT_WITHDRAWALS``: nobody leaves with money, exits still close; ``HALT_NEW_POSITIONS``:
-    no arrivals, their draws still spent), ``leverage_cap`` caps new positions' leverage
-    (``inf``: none), as in the one-market population. ``oi_room`` ``(M,)``: what each market's
-    open-interest cap still allows new positions (:func:`place_accounts`; ``inf``: no cap;
-    drawn down in place). ``base``, ``quote``, ``fees`` and ``fund_income`` are ``(M,)``
-    scratch and outputs (overwritten): the fund's share of each market's fees lands in
-    ``fund_income``. ``events`` ``(N_MARKETS_EVENTS,)`` is overwritten.
+    no arrivals anywhere), and per market ``leverage_cap`` ``(M,)`` caps new positions'
+    leverage (``inf``: none) and ``reduce_only`` ``(M,)`` admits no arrival (nor second leg)
+    there, their draws still spent, as in the one-market population. ``oi_room`` ``(M,)``:
+    what each market's open-interest cap still allows new positions (:func:`place_accounts`;
+    ``inf``: no cap; drawn down in place). ``base``, ``quote``, ``fees`` and ``fund_income``
+    are ``(M,)`` scratch and outputs (overwritten): the fund's share of each market's fees
+    lands in ``fund_income``. ``events`` ``(N_MARKETS_EVENTS,)`` is overwritten.
     """
     n_acc = collateral.shape[1]
     n_mkt = mark.size
@@ -384,7 +395,8 @@ def markets_population_exchange(  # type: ignore[no-untyped-def]
     counts = np.zeros(n_mkt, np.int64)
     for m in range(n_mkt):
         u, sa = uniform(sa)
-        counts[m] = poisson_quantile(u, lam[m]) if (halt & HALT_NEW_POSITIONS) == 0 else 0
+        closed = (halt & HALT_NEW_POSITIONS) != 0 or reduce_only[m]
+        counts[m] = 0 if closed else poisson_quantile(u, lam[m])
     store(rng_state, e, ARRIVAL_STREAM, sa)
     placed = 0
     deposited = 0.0
@@ -395,7 +407,7 @@ def markets_population_exchange(  # type: ignore[no-untyped-def]
             e, rng_state, ARRIVAL_STREAM, counts[m], m, False, collateral, size, entry, units,
             counterparty_size, counterparty_cash, packed, pop, mark, mix_cdf, margin_mult,
             oi_room, second_leg_frac, asset_share, asset_margin_frac, unit_value, unit_price,
-            first_slot, leverage_cap, base, quote, fees,
+            first_slot, leverage_cap, reduce_only, base, quote, fees,
         )  # fmt: skip
         placed += got
         deposited += brought

@@ -598,6 +598,26 @@ def test_what_the_multi_market_simulator_does_not_run_is_refused_not_ignored():
             MarketsSimulator(load_scenario(name), n_envs=1, n_accounts=8)
 
 
+def test_an_events_market_is_one_of_the_scenarios_and_only_where_its_kind_takes_one():
+    data = library_dict("alt_contagion")
+    data["events"] = [{"kind": "leverage_cap", "start_minute": 0, "max_leverage": 8.0,
+                       "market": "ALT"}]  # fmt: skip
+    assert scenario_from_dict(data, "alt.yaml").events[0].market == "ALT"
+    data["events"][0]["market"] = "LUNA"
+    with pytest.raises(
+        SchemaError,
+        match=r"alt\.yaml: events\[0\]\.market = 'LUNA': one of the scenario's "
+        r"markets: BTC, ETH, ALT",
+    ):
+        scenario_from_dict(data, "alt.yaml")
+    data["events"] = [{"kind": "outage", "start_minute": 0, "minutes": 5, "engine_runs": True,
+                       "market": "ALT"}]  # fmt: skip
+    with pytest.raises(
+        SchemaError, match=r"events\[0\]\.market = 'ALT': not a field of a 'outage' event"
+    ):
+        scenario_from_dict(data, "alt.yaml")
+
+
 def test_crash_overrides_need_a_crash():
     data = library_dict("calm")
     data["markets"] = [{"name": "F"}, {"name": "A", "initial": 1.0, "crash_beta": 3.0}]

@@ -496,7 +496,8 @@ def test_arrivals_come_to_the_market_whose_count_drew_them() -> None:
         np.array([100_000.0, 3_500.0, 1.0]), np.zeros(n_mkt), np.array([0.0, 0.0, 60.0]),
         np.array([0.7, 0.95, 1.0]), np.ones(n_mkt), np.full(n_mkt, np.inf), 0.5, 0.0, 0.5,
         np.zeros(0), np.zeros(0),
-        0, 0, np.inf, np.zeros(n_mkt), np.zeros(n_mkt), np.zeros(n_mkt), income, events,
+        0, 0, np.full(n_mkt, np.inf), np.zeros(n_mkt, np.bool_), np.zeros(n_mkt),
+        np.zeros(n_mkt), np.zeros(n_mkt), income, events,
     )  # fmt: skip
     held = size[0] != 0.0
     opened = held.any(axis=1)
@@ -548,8 +549,8 @@ def _one_exchange_step(
         0, BatchStreams([1]).state, coll, size, entry, np.zeros((1, len(rows), 0)), cp_size,
         cp_cash, np.zeros(1), deposits, packed, pop.columns(5.0), np.array(mark),
         np.full(2, p_exit), np.zeros(2), np.array([0.5, 1.0]), np.ones(2), np.full(2, np.inf),
-        0.0, 0.0, 0.5, np.zeros(0), np.zeros(0), 0, halt, np.inf, np.zeros(2), np.zeros(2),
-        np.zeros(2), np.zeros(2), events,
+        0.0, 0.0, 0.5, np.zeros(0), np.zeros(0), 0, halt, np.full(2, np.inf),
+        np.zeros(2, np.bool_), np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2), events,
     )  # fmt: skip
     return coll, size, deposits, events
 
@@ -651,6 +652,9 @@ def test_venue_events_act_on_every_market_as_in_one() -> None:
     reduce_only = _run(_with_events([{"kind": "reduce_only", "start_minute": 0,
                                       "minutes": 900}]), **kw)  # fmt: skip
     assert reduce_only.arrivals.sum() == 0 and base.arrivals.sum() > 0
+    btc_only = _run(_with_events([{"kind": "reduce_only", "start_minute": 0, "minutes": 900,
+                                   "market": "BTC"}]), **kw)  # fmt: skip
+    assert 0 < btc_only.arrivals.sum() < 0.5 * base.arrivals.sum()  # ETH and ALT still admit
 
     with pytest.raises(SchemaError, match=r"events\[1\]\.kind = 'settlement': none in a scenario"):
         _with_events([
@@ -659,31 +663,53 @@ def test_venue_events_act_on_every_market_as_in_one() -> None:
         ])  # fmt: skip
 
 
-def test_a_leverage_cap_bounds_every_arrivals_leverage() -> None:
-    """Arrivals under a 2x cap: every new account's home leg is at most twice its collateral
-    (its margin is notional / (leverage x usage) plus the fee, usage <= 1); without the cap
-    some exceed it."""
+def test_per_market_caps_and_reduce_only_act_on_their_market_alone() -> None:
+    """Arrivals in BTC, ETH and ALT (homes by ``lam``) under one market's events.
+
+    Isolated accounts (``cross_share`` 0) post the order's margin, so notional / collateral is
+    the order's leverage less the fee: under a 2x cap on ALT every ALT arrival is at most 2x
+    (without it some are above), and BTC's arrivals still go above it. Cross accounts take a
+    second leg in ALT only at an order leverage the cap allows: fewer of them do. Reduce-only
+    on ALT: BTC and ETH still admit accounts, none of which takes a leg in ALT.
+    """
     from fundgym.envs.core.rng import BatchStreams
-    from fundgym.envs.traders.markets import N_MARKETS_EVENTS, markets_population_exchange
+    from fundgym.envs.traders.markets import ME_ARRIVALS, N_MARKETS_EVENTS
+    from fundgym.envs.traders.markets import markets_population_exchange as step
     from fundgym.envs.traders.population import PopulationParams
 
-    def arrivals(cap: float) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-        n_acc, n_mkt = 400, 3
+    def arrivals(lam: list[float], cap: list[float], reduce_only: list[bool], **pop: Any) -> Any:
+        n_acc, n_mkt = 600, 3
         coll = np.zeros((1, n_acc))
         size = np.zeros((1, n_acc, n_mkt))
-        markets_population_exchange(
+        events = np.zeros(N_MARKETS_EVENTS)
+        step(
             0, BatchStreams([5]).state, coll, size, np.zeros((1, n_acc, n_mkt)),
             np.zeros((1, n_acc, 0)), np.zeros((1, n_mkt)), np.zeros(1), np.zeros(1),
-            np.zeros(1), RiskParams().packed(1), PopulationParams().columns(5.0),
-            np.array([100_000.0, 3_500.0, 1.0]), np.zeros(n_mkt), np.array([0.0, 0.0, 60.0]),
-            np.array([0.7, 0.95, 1.0]), np.ones(n_mkt), np.full(n_mkt, np.inf), 0.0, 0.0, 0.5,
-            np.zeros(0), np.zeros(0), 0, 0, cap, np.zeros(n_mkt), np.zeros(n_mkt),
-            np.zeros(n_mkt), np.zeros(n_mkt), np.zeros(N_MARKETS_EVENTS),
+            np.zeros(1), RiskParams().packed(1), PopulationParams(**pop).columns(5.0),
+            np.array([100_000.0, 3_500.0, 1.0]), np.zeros(n_mkt), np.array(lam),
+            np.array([0.7, 0.95, 1.0]), np.ones(n_mkt), np.full(n_mkt, np.inf), 0.6, 0.0, 0.5,
+            np.zeros(0), np.zeros(0), 0, 0, np.array(cap), np.array(reduce_only),
+            np.zeros(n_mkt), np.zeros(n_mkt), np.zeros(n_mkt), np.zeros(n_mkt), events,
         )  # fmt: skip
-        opened = size[0, :, 2] != 0.0
-        return np.abs(size[0, opened, 2]) * 1.0, coll[0, opened]
+        notional = np.abs(size[0]) * np.array([100_000.0, 3_500.0, 1.0])
+        return notional, coll[0], events[ME_ARRIVALS]
 
-    notional, collateral = arrivals(2.0)
-    assert notional.size >= 30 and (notional <= 2.0 * collateral).all()
-    notional, collateral = arrivals(np.inf)
-    assert (notional > 2.0 * collateral).any()
+    inf = np.inf
+    for lam, home, capped in (([0.0, 0.0, 60.0], 2, True), ([60.0, 0.0, 0.0], 0, False)):
+        for cap in (2.0, inf):
+            notional, coll, n = arrivals(lam, [inf, inf, cap], [False] * 3, cross_share=0.0)
+            held = notional[:, home] > 0.0
+            lev = notional[held, home] / coll[held]
+            assert n >= 30 and held.sum() == n
+            assert (lev <= 2.0).all() if capped and cap == 2.0 else (lev > 2.0).any()
+    second = []
+    for cap in (inf, 2.0):
+        notional, _, n = arrivals([60.0, 0.0, 0.0], [inf, inf, cap], [False] * 3)
+        second.append(int(((notional[:, 0] > 0.0) & (notional[:, 2] > 0.0)).sum()))
+    assert second[0] > second[1]
+    notional, coll, n = arrivals([0.0, 0.0, 60.0], [inf] * 3, [False, False, True])
+    assert n == 0 and not notional.any()
+    notional, coll, n = arrivals([40.0, 40.0, 60.0], [inf] * 3, [False, False, True])
+    assert n >= 30 and not notional[:, 2].any() and notional[:, :2].any(axis=1).sum() == n
+    notional, _, n = arrivals([40.0, 40.0, 60.0], [inf] * 3, [False] * 3)
+    assert notional[:, 2].any()  # without it ALT admits accounts
