@@ -654,11 +654,12 @@ class MarketsSimulator:
         self.unit_price = px.copy()
         # 3. Population, on its clock, unless an outage keeps traders out (venue events: the
         #    scenario's, the same tick for every exchange of the batch).
-        vf = int(self.venue_flags[min(self.t, self.venue_flags.size - 1)])
+        row = min(self.t, self.venue_flags.size - 1)  # the events' row of this tick
+        vf = int(self.venue_flags[row])
         pop_events = np.zeros((E, N_MARKETS_EVENTS))
         fund_income = np.zeros((E, M))
         if self.t % self.pop_every == 0 and not vf & VF_OUTAGE:
-            pop_events, fund_income = self._population(mark, rate, index, vf)
+            pop_events, fund_income = self._population(mark, rate, index, row)
         # 4. Funding per market; 5. the shared fund's accrual at its asset's index.
         apply_funding(st, rate * tick / self.funding_interval_min, mark)
         if self.fund_mode == "shared":
@@ -763,12 +764,13 @@ class MarketsSimulator:
         return out
 
     def _population(
-        self, mark: FloatArray, rate: FloatArray, index: FloatArray, venue_flags: int = 0
+        self, mark: FloatArray, rate: FloatArray, index: FloatArray, row: int
     ) -> tuple[FloatArray, FloatArray]:
         """Each exchange's population step across markets; events and fund income per market.
 
-        ``venue_flags``: the tick's venue events (``VF_*``): its halts and leverage cap act on
-        the traders as in one market.
+        ``row``: the tick's row of the venue events (:func:`market_event_arrays`): the
+        exchange's withdrawal halt and each market's reduce-only window and leverage cap act
+        on the traders as in one market.
         """
         st = self.state
         E, M = self.n_envs, self.n_markets
@@ -806,10 +808,9 @@ class MarketsSimulator:
             now = open_interest_usd(st, mark)
             room = np.ascontiguousarray(np.where(np.isfinite(caps), allowed - now, np.inf))
         scratch = [np.zeros(M) for _ in range(3)]
-        halt = int(halt_mask(venue_flags))
-        k = min(self.t, self.market_leverage_cap.shape[0] - 1)
-        cap = np.ascontiguousarray(self.market_leverage_cap[k])
-        reduce_only = np.ascontiguousarray(self.market_reduce_only[k])
+        halt = int(halt_mask(self.venue_flags[row]))
+        cap = np.ascontiguousarray(self.market_leverage_cap[row])
+        reduce_only = np.ascontiguousarray(self.market_reduce_only[row])
         for e in range(E):
             markets_population_exchange(
                 e, self.rng.state, st.collateral_usd, st.size, st.entry_price,

@@ -112,12 +112,12 @@ def market_event_arrays(scenario: Scenario) -> tuple[IntArray, BoolArray, FloatA
     ``flags`` ``(n_ticks,)`` holds the exchange's events (``VF_OUTAGE``, ``VF_ENGINE_OFF``,
     ``VF_WITHDRAWAL_HALT``); ``reduce_only`` ``(n_ticks, M)`` and ``leverage_cap``
     ``(n_ticks, M)`` the per-market ones, on the event's ``market`` or, without one, on every
-    market (overlapping caps: the lowest holds). A settlement and an attacker are not run
-    across markets (:func:`fundgym.envs.scenarios.unsupported_across_markets` refuses them
+    market (overlapping caps: the lowest holds). A settlement is not run across markets
+    (:func:`fundgym.envs.scenarios.unsupported_across_markets` refuses it, and the attacker,
     first).
 
     Raises:
-        ValueError: The scenario has a settlement or an attacker.
+        ValueError: The scenario has a settlement.
     """
     n = scenario.n_ticks
     dt = scenario.tick_minutes
@@ -125,8 +125,6 @@ def market_event_arrays(scenario: Scenario) -> tuple[IntArray, BoolArray, FloatA
     flags = np.zeros(n, dtype=np.int64)
     reduce_only = np.zeros((n, len(names)), dtype=np.bool_)
     cap = np.full((n, len(names)), np.inf)
-    if scenario.attacker is not None:
-        raise ValueError(f"scenario {scenario.name!r}: the attacker is not run across markets")
     for ev in scenario.events:
         if ev.kind == "settlement":
             raise ValueError(f"scenario {scenario.name!r}: a settlement is not run across markets")

@@ -61,7 +61,6 @@ from fundgym.envs.traders.kernels import (
     C_REDUCE_SHARE,
     C_TOP_UP_SHARE,
     DUST_DEBT_USD,
-    HALT_NEW_POSITIONS,
     HALT_WITHDRAWALS,
     draw_trader,
     opening_collateral,
@@ -291,11 +290,11 @@ def markets_population_exchange(  # type: ignore[no-untyped-def]
     ``mark`` ``(M,)`` prices the trades; ``p_exit`` ``(M,)`` is each leg's exit probability
     this step and ``lam`` ``(M,)`` each market's expected arrivals; ``unit_value`` ``(K,)`` is
     each asset's price less its haircut (what a unit counts for) and ``unit_price`` ``(K,)``
-    its price (what a unit is worth outside). ``halt`` holds the venue's halts
-    (``HALT_WITHDRAWALS``: nobody leaves with money, exits still close; ``HALT_NEW_POSITIONS``:
-    no arrivals anywhere), and per market ``leverage_cap`` ``(M,)`` caps new positions'
-    leverage (``inf``: none) and ``reduce_only`` ``(M,)`` admits no arrival (nor second leg)
-    there, their draws still spent, as in the one-market population. ``oi_room`` ``(M,)``:
+    its price (what a unit is worth outside). ``halt`` holds the venue's exchange-wide halt
+    (``HALT_WITHDRAWALS``: nobody leaves with money, exits still close), and per market
+    ``leverage_cap`` ``(M,)`` caps new positions' leverage (``inf``: none) and ``reduce_only``
+    ``(M,)`` admits no arrival (nor second leg) there, their draws still spent, as in the
+    one-market population (whose reduce-only is the whole exchange's). ``oi_room`` ``(M,)``:
     what each market's open-interest cap still allows new positions (:func:`place_accounts`;
     ``inf``: no cap; drawn down in place). ``base``, ``quote``, ``fees`` and ``fund_income``
     are ``(M,)`` scratch and outputs (overwritten): the fund's share of each market's fees
@@ -395,8 +394,7 @@ def markets_population_exchange(  # type: ignore[no-untyped-def]
     counts = np.zeros(n_mkt, np.int64)
     for m in range(n_mkt):
         u, sa = uniform(sa)
-        closed = (halt & HALT_NEW_POSITIONS) != 0 or reduce_only[m]
-        counts[m] = 0 if closed else poisson_quantile(u, lam[m])
+        counts[m] = 0 if reduce_only[m] else poisson_quantile(u, lam[m])
     store(rng_state, e, ARRIVAL_STREAM, sa)
     placed = 0
     deposited = 0.0
