@@ -61,6 +61,7 @@ _MUST_MATCH = (
     "margin_notice_minutes",
     "fund_to_oi_frac",
     "vault_to_oi_frac",
+    "vault_adl_loss_frac",
     "fund_injection_frac",
     "fund_injection_max",
     "insolvency_frac",

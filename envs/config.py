@@ -94,6 +94,13 @@ class EnvConfig:
         le=10.0,
         doc="backstop vault capital / open interest (0: none; venue liquidation modes only)",
     )
+    vault_adl_loss_frac: float | None = spec(
+        None,
+        ge=0.0,
+        le=1.0,
+        doc="the vault's loss limit / its capital, its inventory deleveraged beyond it (None: "
+        "the liquidation mode's own, hyperliquid 2%)",
+    )
     # A venue's top-ups of an exhausted fund (Deribit's 500 BTC after 12 Mar 2020, Binance's
     # $30M after 10 May 2020); fundgym.envs.fund.portfolio.inject_if_exhausted says when.
     fund_injection_frac: float = spec(

@@ -65,6 +65,7 @@ _SUMMED_EVENTS = (
     "vault_takeovers",
     "vault_takeover_usd",
     "vault_unwind_usd",
+    "vault_adl_usd",
     "liquidator_absorbed_usd",
     "settlement_price",
     "floored_short_liquidation_usd",
@@ -352,6 +353,7 @@ class FundControlCore:
                 n_accounts=self.config.n_accounts,
                 fund_to_oi_frac=self.config.fund_to_oi_frac,
                 vault_to_oi_frac=self.config.vault_to_oi_frac,
+                vault_adl_loss_frac=self.config.vault_adl_loss_frac,
                 fund_injection_frac=self.config.fund_injection_frac,
                 fund_injection_max=self.config.fund_injection_max,
                 seed=seeds,
@@ -598,6 +600,7 @@ class FundControlCore:
             "vault_takeovers": sums["vault_takeovers"],
             "vault_takeover_usd": sums["vault_takeover_usd"],
             "vault_unwind_usd": sums["vault_unwind_usd"],
+            "vault_adl_usd": sums["vault_adl_usd"],
             "liquidator_absorbed_usd": sums["liquidator_absorbed_usd"],
             **_venue_info(sim.scenarios, block, sums),
             "socialized_loss_usd": sums["socialized_loss_usd"],
@@ -921,6 +924,10 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
       not 80%), traders de-risk under stress; liquidations fill on a square-root book whose
       normal depth is the starting open interest over the scenario's ``oi_to_depth``. Every
       outcome moves: ``docs/calibration.md``, ``docs/traders.md``, ``docs/impact.md``.
+    * v0, issue 17 (the vault's loss limit): ``vault_adl_loss_frac`` setting (``None``: the
+      liquidation mode's own, ``hyperliquid``'s Liquidator deleveraged beyond a loss of 2% of
+      its capital); ``info`` key ``vault_adl_usd`` (the vault's inventory deleveraged, part of
+      ``adl_volume_usd``). ``hyperliquid``'s outcomes move: ``docs/liquidation.md``.
     """
 
     metadata: dict[str, Any] = {  # noqa: RUF012  (Gymnasium declares it so)

@@ -167,8 +167,9 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     ``rebalance_threshold`` (0.02), ``markets_population``, ``reward`` (:class:`RewardWeights`),
     the engine the levers run under: ``liquidation_mode`` (``partial``, the default, or a venue's:
     ``binance``, ``hyperliquid``, ``bitmex``, ``dydx_v4``; :mod:`fundgym.envs.core.venue_cross`),
-    ``adl_policy`` (``bitmex``) and ``vault_to_oi_frac`` (0: no backstop vault; a vault needs a
-    venue mode that hands accounts to it).
+    ``adl_policy`` (``bitmex``), ``vault_to_oi_frac`` (0: no backstop vault; a vault needs a
+    venue mode that hands accounts to it) and ``vault_adl_loss_frac`` (the vault's loss limit,
+    ``None``: the mode's own, :mod:`fundgym.envs.core.vault`).
 
     ## Version History
 
@@ -197,6 +198,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         liquidation_mode: str = "partial",
         adl_policy: str = "bitmex",
         vault_to_oi_frac: float = 0.0,
+        vault_adl_loss_frac: float | None = None,
     ) -> None:
         sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         # The engine the levers run under, at the levers' defaults: RiskParams checks the names
@@ -232,6 +234,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             markets_population=markets_population,
             risk=self._engine,  # each decision puts the levers in force
             vault_to_oi_frac=vault_to_oi_frac,
+            vault_adl_loss_frac=vault_adl_loss_frac,
         )
         self.exchange_levers = EXCHANGE_LEVERS + (ALLOCATION_LEVERS if self._shared else ())
         self.levers: tuple[Lever, ...] = (

@@ -67,7 +67,7 @@ from fundgym.envs.core.params import P_LIQ_FEE, P_LIQ_FUND_SHARE, P_LIQUIDATOR_M
 from fundgym.envs.core.rng import POPULATION_STREAM, BatchStreams
 from fundgym.envs.core.step import core_step
 from fundgym.envs.core.trading import apply_funding
-from fundgym.envs.core.vault import V_ACTIVE, V_CAPITAL, V_CASH, V_PEAK, inventory_column
+from fundgym.envs.core.vault import V_CASH, inventory_column, open_vault, vault_loss_frac
 from fundgym.envs.core.venue_events import (
     VF_ENGINE_OFF,
     VF_OUTAGE,
@@ -280,6 +280,11 @@ class MarketsSimulator:
         vault_to_oi_frac: The backstop vault's capital at reset as a share of the starting
             open interest over every market, in [0, 10] (Hyperliquid's HLP: about 0.022);
             > 0 needs a venue mode and a ``vault`` stage in ``risk.waterfall``.
+        vault_adl_loss_frac: The vault's loss limit as a share of its capital, in [0, 1]:
+            beyond it, its inventory is deleveraged against the opposite side's accounts
+            (Hyperliquid's Liquidator vault; :mod:`fundgym.envs.core.vault`, "Loss limit").
+            ``None`` (the default): the liquidation mode's own (``hyperliquid``: 2% [E]; the
+            other modes: none); ``inf``: none, the vault unwinds whatever it loses.
         fund_mode: ``shared`` (one fund for every market) or ``segmented`` (one per group).
         fund_asset: The listed market (name or index) whose asset the shared fund's
             ``volatile`` bucket holds and whose puts its ``hedge`` bucket buys (default market
@@ -327,6 +332,7 @@ class MarketsSimulator:
         markets_population: MarketsPopulation | None = None,
         fund_to_oi_frac: float = 0.02,
         vault_to_oi_frac: float = 0.0,
+        vault_adl_loss_frac: float | None = None,
         fund_mode: str = "shared",
         fund_asset: str | int = 0,
         allocation: AllocationParams | None = None,
@@ -369,6 +375,8 @@ class MarketsSimulator:
                 f"got {collateral_price!r}"
             )
         self.vault_to_oi_frac = float(vault_to_oi_frac)
+        vault_loss_frac("partial", vault_adl_loss_frac)  # checked before any work
+        self.vault_adl_loss_frac = vault_adl_loss_frac
         risk = self._engine(risk if risk is not None else RiskParams())
         if segment_transfer_cap_usd > 0.0 and risk.liquidation_mode == "dydx_v4":
             raise ValueError(
@@ -596,11 +604,8 @@ class MarketsSimulator:
         for m, market in enumerate(self.markets):
             market.set_normal_depth(e, max(base_depth * float(self.depth_scale[m]), 1.0))
         vault_usd = self.vault_to_oi_frac * float(oi.sum())
-        st.vault[e] = 0.0
-        st.vault[e, V_CASH] = vault_usd
-        st.vault[e, V_CAPITAL] = vault_usd
-        st.vault[e, V_PEAK] = vault_usd
-        st.vault[e, V_ACTIVE] = 1.0 if vault_usd > 0.0 else 0.0
+        loss_frac = vault_loss_frac(self.risk.liquidation_mode, self.vault_adl_loss_frac)
+        open_vault(st.vault, e, vault_usd, loss_frac)
         self.vault_capital_usd[e] = vault_usd
         row = st.take([e])
         st.initial_total_usd[e] = ledger_total(row, price0[None, :], self.unit_price[e][None])[0]

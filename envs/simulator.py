@@ -60,7 +60,7 @@ from fundgym.envs.core.params import P_MARK_CAP_MULT, P_OI_CAP_FRAC, RiskParams
 from fundgym.envs.core.rng import BatchStreams
 from fundgym.envs.core.step import core_step
 from fundgym.envs.core.trading import apply_funding
-from fundgym.envs.core.vault import V_ACTIVE, V_CAPITAL, V_CASH, V_PEAK
+from fundgym.envs.core.vault import open_vault, vault_loss_frac
 from fundgym.envs.core.venue_events import (
     ATTACKER_SLOT,
     VF_ATTACKER,
@@ -566,6 +566,11 @@ class ExchangeSimulator:
         vault_to_oi_frac: The backstop vault's capital at each reset as a share of initial
             open interest (0: no vault; :mod:`fundgym.envs.core.vault`). It runs under the
             venue liquidation modes only: ``partial`` has no takeover for it to stand behind.
+        vault_adl_loss_frac: The vault's loss limit as a share of its capital, in [0, 1]:
+            beyond it, its inventory is deleveraged against the opposite side's accounts
+            (Hyperliquid's Liquidator vault; :mod:`fundgym.envs.core.vault`, "Loss limit").
+            ``None`` (the default): the liquidation mode's own (``hyperliquid``: 2% [E]; the
+            other modes: none); ``inf``: none, the vault unwinds whatever it loses.
         fund_injection_frac: What the venue injects into an exhausted fund, as a share of
             initial open interest (0: never; :func:`fundgym.envs.fund.portfolio.inject_if_exhausted`
             says when it fires): Deribit's 500 BTC after 12 Mar 2020, Binance's $30M after
@@ -596,6 +601,7 @@ class ExchangeSimulator:
         population: PopulationParams | None = None,
         fund_to_oi_frac: float = 0.02,
         vault_to_oi_frac: float = 0.0,
+        vault_adl_loss_frac: float | None = None,
         fund_injection_frac: float = 0.0,
         fund_injection_max: int = 0,
         seed: int | Sequence[int] | None = None,
@@ -631,6 +637,8 @@ class ExchangeSimulator:
         self.n_accounts = n_accounts
         self.fund_to_oi_frac = fund_to_oi_frac
         self.vault_to_oi_frac = vault_to_oi_frac
+        vault_loss_frac("partial", vault_adl_loss_frac)  # checked before any work
+        self.vault_adl_loss_frac = vault_adl_loss_frac
         self.fund_injection_frac = fund_injection_frac
         self.fund_injection_max = int(fund_injection_max)
         self.population_minutes = population_minutes
@@ -788,11 +796,8 @@ class ExchangeSimulator:
             getattr(st, name)[env] = 0.0
         st.net_deposits_usd[env] = 0.0
         st.initial_total_usd[env] = row.initial_total_usd[0] + fund_usd + vault_usd
-        st.vault[env] = 0.0
-        st.vault[env, V_CASH] = vault_usd
-        st.vault[env, V_CAPITAL] = vault_usd
-        st.vault[env, V_PEAK] = vault_usd
-        st.vault[env, V_ACTIVE] = 1.0 if vault_usd > 0.0 else 0.0
+        loss_frac = vault_loss_frac(self.risk.liquidation_mode, self.vault_adl_loss_frac)
+        open_vault(st.vault, env, vault_usd, loss_frac)
         fresh = FundPortfolio.from_stable(np.array([fund_usd]))
         for name in _FUND_FIELDS:
             getattr(st.fund, name)[env] = getattr(fresh, name)[0]

@@ -77,7 +77,13 @@ from fundgym.envs.core.kernels import (
 from fundgym.envs.core.liquidation import LIQ_PARTIAL
 from fundgym.envs.core.params import P_IMR, P_MARK_CAP_MULT, P_MMR, P_OI_CAP_FRAC, P_UPNL_HAIRCUT
 from fundgym.envs.core.trading import funding_row
-from fundgym.envs.core.vault import V_ACTIVE, V_CASH, V_SIZE, vault_unwind_one
+from fundgym.envs.core.vault import (
+    V_ACTIVE,
+    V_CASH,
+    V_SIZE,
+    vault_tick_end_limit,
+    vault_unwind_one,
+)
 from fundgym.envs.core.venue_events import (
     ATTACKER_SLOT,
     VF_ATTACKER,
@@ -231,6 +237,7 @@ def _advance_exchanges(  # type: ignore[no-untyped-def]
     cp_cash, fee_revenue, rewards, unrecovered, net_deposits, initial_total = books
     floors, rates, cums, base = tiers
     marks = np.empty((1, 1))
+    no_market = np.zeros(1)  # the vault's per-market ADL record: one market keeps none
     n_acc = size.shape[1]
     chosen = np.empty(n_acc, np.int64)  # the population's scratch, kept across ticks
     flags = np.zeros(n_acc + 7 - (n_acc + 7) % 8, np.uint8)  # whole words, padding zero
@@ -403,6 +410,11 @@ def _advance_exchanges(  # type: ignore[no-untyped-def]
                     liq_idx,
                 )  # fmt: skip
             if vault[e, V_ACTIVE] > 0.0 and (vf & (VF_ENGINE_OFF | VF_CLOSED)) == 0:
+                marks[0, 0] = oracle_px
+                vault_tick_end_limit(
+                    vault_r, 0, coll_r, size_r, entry_r, marks[0], stages, adl_policy, ev,
+                    no_market,
+                )  # fmt: skip
                 vault_unwind_one(
                     vault_r, 0, cp_size_r, cp_cash_r, oracle_px, last_px, depth,
                     MAX_IMPACT_FRAC, packed[e, P_MMR], ev,

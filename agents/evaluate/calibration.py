@@ -173,6 +173,7 @@ MARKET_STEP_EVENTS: tuple[str, ...] = (
     "shortfall_usd",
     "vault_takeovers",
     "vault_takeover_usd",
+    "vault_adl_usd",
 )
 
 
@@ -940,6 +941,22 @@ def adl_share_of_oi(episodes: Sequence[EpisodeOutcome]) -> Measurement:
     return _over_starting_oi(episodes, lambda e: e.total("adl_volume_usd"))
 
 
+def vault_adl_share(episodes: Sequence[EpisodeOutcome]) -> Measurement:
+    """The share of the deleveraged notional that was the backstop vault's own inventory.
+
+    Pooled: ``sum(vault_adl_usd) / sum(adl_volume_usd)`` (the vault deleveraged beyond its
+    loss limit, :mod:`fundgym.envs.core.vault`). NaN when nothing was deleveraged.
+    """
+    vault = [e.total("vault_adl_usd") for e in episodes]
+    total = [e.total("adl_volume_usd") for e in episodes]
+    v, t = math.fsum(vault), math.fsum(total)
+    return Measurement(
+        value=v / t if t > 0 else math.nan,
+        per_episode=tuple(a / b if b > 0 else math.nan for a, b in zip(vault, total, strict=True)),
+        detail=f"${v:,.0f} of ${t:,.0f} deleveraged over {len(episodes)} episodes",
+    )
+
+
 _HYPERLIQUID_OCT_10_SOURCE = (
     "Hyperliquid, 10 Oct 2025: $2.10B auto-deleveraged over 162 tickers in 11 minutes against "
     "$13.8B of open interest (about 15%); HLP (about $300M) earned about $40M; 302 of 63,637 "
@@ -976,6 +993,21 @@ def _market_checks() -> tuple[Check, ...]:
             target=Target(low=0.0),
             source=_HYPERLIQUID_OCT_10_SOURCE,
             measure=vault_pnl,
+        ),
+        Check(
+            name="vault_adl_share_hyperliquid_oct_10_2025_multi",
+            scenario=scenario,
+            policy="static:hyperliquid",
+            measures=(
+                "share of the deleveraged notional that was the HLP vault's own inventory, "
+                "deleveraged beyond its loss limit (pooled)"
+            ),
+            target=None,
+            source=(
+                "Hyperliquid, 10 Oct 2025: 95.1% of the ADL notional came from the HLP and "
+                "Liquidator vaults' positions [S77]"
+            ),
+            measure=vault_adl_share,
         ),
         Check(
             name="below_bankruptcy_hyperliquid_oct_10_2025_multi",

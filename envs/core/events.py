@@ -45,7 +45,8 @@ EV_MARKET_CLOSED = 23
 EV_FLOORED_SHORT_LIQUIDATION = 24
 EV_FLOORED_FUND_FEE_INCOME = 25
 EV_ATTACKER_WITHDRAWN = 26
-N_EVENTS = 27
+EV_VAULT_ADL = 27
+N_EVENTS = 28
 
 
 class _Column:
@@ -231,6 +232,10 @@ class StepEvents:
             every tick; the tick keeps it only while the oracle is floored.)
         attacker_withdrawn_usd: What the scenario's attacker withdrew against its unrealised
             PnL this tick (it leaves through ``net_deposits_usd``; Mango, Oct 2022).
+        vault_adl_usd: Notional of the backstop vault's own inventory deleveraged at the
+            oracle against the opposite side's accounts, after the vault lost more than its
+            loss limit (Hyperliquid's Liquidator vault; :mod:`fundgym.envs.core.vault`). Part
+            of ``adl_volume_usd``.
     """
 
     n_liquidations = _CountColumn(EV_N_LIQUIDATIONS)
@@ -260,6 +265,7 @@ class StepEvents:
     floored_short_liquidation_usd = _Column(EV_FLOORED_SHORT_LIQUIDATION)
     floored_fund_fee_income_usd = _Column(EV_FLOORED_FUND_FEE_INCOME)
     attacker_withdrawn_usd = _Column(EV_ATTACKER_WITHDRAWN)
+    vault_adl_usd = _Column(EV_VAULT_ADL)
 
     FIELDS: ClassVar[tuple[str, ...]] = (
         "n_liquidations",
@@ -289,6 +295,7 @@ class StepEvents:
         "floored_short_liquidation_usd",
         "floored_fund_fee_income_usd",
         "attacker_withdrawn_usd",
+        "vault_adl_usd",
     )
     """Field names in column order (the ``info`` keys)."""
 

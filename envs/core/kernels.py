@@ -83,7 +83,15 @@ from fundgym.envs.core.params import (
     W_NO_SOCIALIZE,
     W_NO_VAULT,
 )
-from fundgym.envs.core.vault import V_ACTIVE, record_takeover, vault_takeover, vault_unwind_one
+from fundgym.envs.core.vault import (
+    V_ACTIVE,
+    record_takeover,
+    vault_deleverage,
+    vault_over_loss_limit,
+    vault_takeover,
+    vault_tick_end_limit,
+    vault_unwind_one,
+)
 from fundgym.envs.jit import jit
 
 SOCIALIZE_PROFIT_HAIRCUT = 0
@@ -304,14 +312,22 @@ def scan_kernel(coll, size, entry, marks, book, packed, floors, rates, cums, bas
 
 
 @jit(error_model="numpy")
-def vault_kernel(vault, cp_size, cp_cash, marks, book, depth, max_impact, packed, ev):  # type: ignore[no-untyped-def]
+def vault_kernel(  # type: ignore[no-untyped-def]
+    vault, cp_size, cp_cash, marks, book, depth, max_impact, packed, ev, coll, size, entry,
+    stages, adl_policy,
+):  # fmt: skip
     """Each active vault's unwind at the tick's end (:func:`.vault.vault_unwind_one`).
 
     At the oracle ``marks[i, 0]``, into the book at ``book[i]`` with ``depth[i]`` USD per 1%,
-    its margin at the exchange's MMR.
+    its margin at the exchange's MMR. A vault beyond its loss limit is first deleveraged at
+    the oracle against every account (:func:`.vault.vault_deleverage`; with ADL a stage).
     """
+    per_market = np.zeros(size.shape[2])  # the one-market path keeps no per-market record
     for i in range(vault.shape[0]):
         if vault[i, V_ACTIVE] > 0.0:
+            vault_tick_end_limit(
+                vault, i, coll, size, entry, marks[i], stages, adl_policy, ev, per_market
+            )
             vault_unwind_one(
                 vault, i, cp_size, cp_cash, marks[i, 0], book[i], depth[i], max_impact,
                 packed[i, P_MMR], ev,
@@ -826,6 +842,8 @@ def _venue_one(  # type: ignore[no-untyped-def]
     mult = packed[i, P_LIQUIDATOR_MULT]
     taken_sell = 0.0  # what the liquidators took this tick, per side
     taken_buy = 0.0
+    at_m = np.zeros(1)  # the check's oracle as a market row, for the vault's loss limit
+    per_market = np.zeros(1)
     n_steps = n_substeps(mode, tick_seconds)
     step = 0
     while step < n_steps:
@@ -898,6 +916,13 @@ def _venue_one(  # type: ignore[no-untyped-def]
                 paid_buy += close[k] * book_px if paid_for[k] else 0.0
             orders[n_orders] = k
             n_orders += 1
+        if with_vault and adl_on:  # the vault's loss limit, after this check's takeovers
+            at_m[0] = m
+            if vault_over_loss_limit(vault, i, at_m):
+                is_liq = _listed_mask(is_liq, n_acc, idx)
+                vault_deleverage(
+                    vault, i, coll, size, entry, at_m, is_liq, adl_policy, ev, per_market
+                )
         if n_orders == 0:
             # Nothing to do until the path takes a listed account below its requirement: on
             # to that sub-step, or done when none is below it even at the tick's oracle.

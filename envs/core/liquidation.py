@@ -88,6 +88,7 @@ __all__ = [
     "HL_BACKSTOP_FRACTION_OF_MM",
     "HL_CHECK_SECONDS",
     "HL_COOLDOWN_SECONDS",
+    "HL_LIQUIDATOR_LOSS_FRAC",
     "HL_SLICE_FRACTION",
     "HL_SLICE_THRESHOLD_USD",
     "LIQ_BINANCE",
@@ -154,6 +155,13 @@ HL_COOLDOWN_SECONDS = 30.0
 #: left the account negative would bypass the backstop built to catch it. On 10 Oct 2025, 302
 #: of 63,637 liquidations ended below zero equity: the gaps past both bands, not the book.
 HL_BACKSTOP_FRACTION_OF_MM = 2.0 / 3.0
+#: Hyperliquid's Liquidator vault: its loss, as a share of its capital, beyond which its own
+#: inventory is deleveraged (:mod:`fundgym.envs.core.vault`, "Loss limit"). Hyperliquid set
+#: such a threshold after the JELLY squeeze of March 2025 without publishing it; 2% [E] lies
+#: under the JELLY squeeze's unrealised loss that prompted it ($10.6-13.5M on a $230M vault,
+#: 4.6-5.9% [S89, S90]) and near the $4M ETH loss (1.7%) HLP had absorbed two weeks before
+#: [S91]. The simulators' ``vault_adl_loss_frac`` overrides it.
+HL_LIQUIDATOR_LOSS_FRAC = 0.02
 
 
 @jit(error_model="numpy", inline="always")

@@ -694,6 +694,11 @@ def core_step(
             max_impact,
             packed,
             ev.data,
+            coll,
+            size,
+            entry,
+            params.waterfall_code,
+            params.adl_policy_code,
         )
 
     _book_fund(state, ev, fund_px, fund_stressed, alloc)
@@ -930,6 +935,8 @@ def _cross_step(
             venue_cross.vault_cross_kernel(
                 state.vault, state.counterparty_size, state.counterparty_cash_usd, marks, book,
                 depths, caps, packed, not pots.segmented, ev.data, flow, state.unrecovered_usd,
+                coll, size, entry, params.waterfall_code, params.adl_policy_code,
+                market_adl_volume,
             )  # fmt: skip
     else:  # one pass: each market's orders fill together at its book's price for their flow
         sell_px = np.empty((n_envs, n_mk))

@@ -12,8 +12,9 @@ its cash (``V_CASH``, USD: deposits, the margins it kept, its realised trades, l
 paid for its inventory), its inventory (``V_SIZE``, base units, one market), the capital its
 depositors put in at the episode's start (``V_CAPITAL``), whether it still takes accounts over
 (``V_ACTIVE``, 1 or 0; 0 without a vault), its running peak equity and largest drawdown
-(``V_PEAK``, ``V_MAX_DRAWDOWN``) and the largest notional it has held (``V_PEAK_INVENTORY``,
-at the oracle, each tick before it unwinds). Its equity is ``cash + size x
+(``V_PEAK``, ``V_MAX_DRAWDOWN``), the largest notional it has held (``V_PEAK_INVENTORY``,
+at the oracle, each tick before it unwinds) and its loss limit (``V_LOSS_LIMITED``,
+``V_LOSS_LIMIT_USD``, below). Its equity is ``cash + size x
 mark``, a line of the one ledger (:func:`fundgym.envs.state.ledger_total`).
 
 **Takeover** (:func:`vault_takeover`, called by the venue modes' sub-steps of
@@ -37,6 +38,27 @@ below zero) goes down the waterfall as a shortfall (``vault_loss_usd``): the fun
 can and the exchange the rest. Its depositors are then wiped out and it takes nothing more
 (``V_ACTIVE`` = 0).
 
+**Loss limit** (:func:`vault_over_loss_limit`, :func:`vault_deleverage`). Hyperliquid split
+HLP into component vaults after the JELLY squeeze of March 2025 and capped the Liquidator
+among them: "ADL will be triggered if the Liquidator loses above a certain threshold, instead
+of moving collateral automatically from the other component vaults" (Hyperliquid's
+announcement after JELLY, 27 Mar 2025, mirrored at tglist.com/ru/channel/vIeNxn; the squeeze
+is [S89, S90] of ``../shared/reference/crashes.md``), and its docs: "the liquidator has one
+last option to avoid liquidations that would cause a sufficiently large drawdown, at which
+point auto-deleveraging is triggered" (hyperliquid.gitbook.io, auto-deleveraging). On 10 Oct
+2025 95.1% of the ADL notional came from the HLP and Liquidator vaults' own positions [S77],
+in bursts of takeovers followed by as many ADLs in the same millisecond [S78], and "some HLP
+sub-vaults were temporarily undercollateralized due to excessive liquidation burdens"
+(Hyperliquid's founder, followin.io/feed/20737074). A row with a limit (``V_LOSS_LIMITED``
+= 1) whose equity falls more than ``V_LOSS_LIMIT_USD`` below its starting capital has its whole
+inventory deleveraged at the oracle against the opposite side's accounts, ranked by the ADL
+rule, at the check where it happens (after that check's takeovers) and at each tick's end
+before it unwinds. The vault carries on taking accounts over while it stays margined, and is
+deleveraged again whenever it is beyond the limit. The simulators set the limit at reset
+(:func:`open_vault`) to :func:`vault_loss_frac` x the capital: ``hyperliquid``'s 2% [E] unless
+their ``vault_adl_loss_frac`` says otherwise; a zeroed row has none (the vault unwinds into
+the book whatever it loses, as before the rule).
+
 **Several markets.** A state with ``M`` markets gives the vault row one inventory column per
 market: ``V_SIZE`` for market 0 (the factor market, so a one-market row is unchanged), then
 ``N_VAULT + j - 1`` for market ``j >= 1`` (:func:`inventory_column`, :func:`vault_width`). It
@@ -47,18 +69,27 @@ every market) and unwinds each market's inventory into that market's book
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
+from fundgym.envs.core.adl import close_market_counterparties
 from fundgym.envs.core.events import (
+    EV_ADL_VOLUME,
     EV_BAD_DEBT,
     EV_LIQUIDATION_BUY,
     EV_LIQUIDATION_SELL,
     EV_SHORTFALL,
     EV_UNRECOVERED,
+    EV_VAULT_ADL,
     EV_VAULT_LOSS,
     EV_VAULT_TAKEOVER_USD,
     EV_VAULT_TAKEOVERS,
     EV_VAULT_UNWIND_USD,
 )
 from fundgym.envs.core.impact import book_price
+from fundgym.envs.core.liquidation import HL_LIQUIDATOR_LOSS_FRAC
+from fundgym.envs.core.params import W_NO_ADL
 from fundgym.envs.jit import jit
 
 __all__ = [
@@ -67,16 +98,23 @@ __all__ = [
     "V_ACTIVE",
     "V_CAPITAL",
     "V_CASH",
+    "V_LOSS_LIMITED",
+    "V_LOSS_LIMIT_USD",
     "V_MAX_DRAWDOWN",
     "V_PEAK",
     "V_PEAK_INVENTORY",
     "V_SIZE",
     "inventory_column",
+    "open_vault",
     "record_takeover",
+    "vault_deleverage",
     "vault_equity",
     "vault_equity_cross",
+    "vault_loss_frac",
+    "vault_over_loss_limit",
     "vault_takeover",
     "vault_takeover_cross",
+    "vault_tick_end_limit",
     "vault_unwind_cross",
     "vault_unwind_one",
     "vault_width",
@@ -84,13 +122,59 @@ __all__ = [
 
 #: Columns of ``SimState.vault``.
 V_CASH, V_SIZE, V_CAPITAL, V_ACTIVE, V_PEAK, V_MAX_DRAWDOWN, V_PEAK_INVENTORY = range(7)
-N_VAULT = 7
+#: The loss limit: 1 when it applies (0, as a zeroed row has it: none), and the loss in USD
+#: below the vault's starting capital beyond which its inventory is deleveraged
+#: (:func:`vault_deleverage`).
+V_LOSS_LIMITED, V_LOSS_LIMIT_USD = 7, 8
+N_VAULT = 9
 
 #: Largest unwind a tick, as a share of the book's depth within 1% (USD): a quarter of it a
 #: minute costs the vault about 0.125% of slippage on what it sells and leaves the book time to
 #: refill [E]: HLP makes markets and works its inventory through its own quotes, which we do
 #: not model.
 VAULT_UNWIND_DEPTH_FRAC = 0.25
+
+
+def vault_loss_frac(liquidation_mode: str, override: float | None = None) -> float | None:
+    """The vault's loss limit under ``liquidation_mode`` as a share of its capital, or ``None``.
+
+    ``override`` ``None`` gives the mode's own: ``hyperliquid``'s Liquidator
+    (:data:`~fundgym.envs.core.liquidation.HL_LIQUIDATOR_LOSS_FRAC`), no limit under the other
+    modes (their venues run no vault; a vault a configuration adds to them unwinds whatever it
+    loses). A number in [0, 1] is the limit under any mode; ``inf`` is none.
+
+    Raises:
+        ValueError: ``override`` is not ``None``, a number in [0, 1] or ``inf`` (a boolean
+            included).
+    """
+    if override is None:
+        return HL_LIQUIDATOR_LOSS_FRAC if liquidation_mode == "hyperliquid" else None
+    ok = not isinstance(override, bool) and isinstance(override, int | float)
+    if not (ok and (0.0 <= override <= 1.0 or override == math.inf)):
+        raise ValueError(
+            "vault_adl_loss_frac must be None (the liquidation mode's own), a number in [0, 1] "
+            f"or inf (no loss limit), got {override!r}"
+        )
+    return None if override == math.inf else float(override)
+
+
+def open_vault(
+    vault: np.ndarray, env: int, capital_usd: float, loss_frac: float | None = None
+) -> None:
+    """Reset exchange ``env``'s vault row: ``capital_usd`` of cash, no inventory.
+
+    Active when ``capital_usd > 0``. ``loss_frac`` (``None``: none) sets the loss limit to
+    that share of the capital (module docstring, "Loss limit"); the simulators call this at
+    every reset.
+    """
+    vault[env] = 0.0
+    vault[env, V_CASH] = capital_usd
+    vault[env, V_CAPITAL] = capital_usd
+    vault[env, V_PEAK] = capital_usd
+    vault[env, V_ACTIVE] = 1.0 if capital_usd > 0.0 else 0.0
+    if loss_frac is not None:
+        vault[env, V_LOSS_LIMITED] = 1.0
+        vault[env, V_LOSS_LIMIT_USD] = loss_frac * capital_usd
 
 
 def vault_width(n_markets: int) -> int:
@@ -292,3 +376,98 @@ def vault_unwind_cross(  # type: ignore[no-untyped-def]
     vault[i, V_PEAK] = peak
     if peak > 0.0:
         vault[i, V_MAX_DRAWDOWN] = max(vault[i, V_MAX_DRAWDOWN], 1.0 - equity / peak)
+
+
+@jit(error_model="numpy", inline="always")
+def vault_over_loss_limit(vault, i, marks_i):  # type: ignore[no-untyped-def]
+    """Whether exchange ``i``'s vault has lost more than its loss limit at ``marks_i`` ``(M,)``.
+
+    Its equity over every market below its starting capital less ``V_LOSS_LIMIT_USD``, for an
+    active vault whose row has a limit (``V_LOSS_LIMITED``).
+    """
+    return (
+        vault[i, V_ACTIVE] > 0.0
+        and vault[i, V_LOSS_LIMITED] > 0.0
+        and vault_equity_cross(vault, i, marks_i) < vault[i, V_CAPITAL] - vault[i, V_LOSS_LIMIT_USD]
+    )
+
+
+@jit(error_model="numpy")
+def vault_deleverage(  # type: ignore[no-untyped-def]
+    vault, i, coll, size, entry, marks_i, is_liq, adl_policy, ev, market_adl_volume
+):
+    """Deleverage exchange ``i``'s vault: each market's inventory against that market's winners.
+
+    Hyperliquid's ADL with the vault as the losing side (module docstring, "Loss limit"): in
+    market ``j`` the inventory closes at the oracle ``marks_i[j]`` against the accounts with an
+    opposite position there, ranked and sized by ``adl_policy``
+    (:func:`~fundgym.envs.core.adl.close_market_counterparties`, on each account's equity over
+    every market). An account is eligible unless ``is_liq`` marks it (the accounts being
+    liquidated this tick; an empty mask marks none) or its equity is below zero. What the
+    eligible positions cannot absorb stays in the inventory. The vault receives the quote,
+    the counterparties realise their PnL at the oracle: the ledger moves cash and base between
+    them, and the vault's equity at the oracle does not change. The notional goes to
+    ``EV_ADL_VOLUME``, ``EV_VAULT_ADL`` and ``market_adl_volume[j]``.
+    """
+    n_acc = size.shape[1]
+    n_mk = size.shape[2]
+    other = np.empty(0)  # one market: no other PnL, the one-market ranking op for op
+    if n_mk > 1:
+        other = np.zeros(n_acc)
+    cand = np.empty(n_acc, np.int64)
+    for j in range(n_mk):
+        col = inventory_column(j)
+        inv = vault[i, col]
+        if inv == 0.0:
+            continue
+        m = marks_i[j]
+        s = 1.0 if inv > 0.0 else -1.0
+        if n_mk > 1:
+            for a in range(n_acc):
+                pnl = 0.0
+                for k in range(n_mk):
+                    if k != j:
+                        pnl += size[i, a, k] * (marks_i[k] - entry[i, a, k])
+                other[a] = pnl
+        n_cand = 0
+        capacity = 0.0
+        for a in range(n_acc):
+            q = size[i, a, j]
+            if not q * s < 0.0 or (is_liq.shape[0] > 0 and is_liq[a]):
+                continue
+            equity = coll[i, a] + q * (m - entry[i, a, j])
+            if n_mk > 1:
+                equity += other[a]
+            if equity >= 0.0:
+                cand[n_cand] = a
+                n_cand += 1
+                capacity += abs(q)
+        amount = min(abs(inv), capacity)
+        if not amount > 0.0:
+            continue
+        quote = amount * m
+        close_market_counterparties(
+            i, j, coll, other, size, entry, m, cand[:n_cand], amount, quote, m, s, adl_policy
+        )
+        vault[i, col] = inv - s * amount if amount < abs(inv) else 0.0
+        vault[i, V_CASH] += s * quote
+        ev[i, EV_ADL_VOLUME] += quote
+        ev[i, EV_VAULT_ADL] += quote
+        market_adl_volume[j] += quote
+
+
+@jit(error_model="numpy")
+def vault_tick_end_limit(  # type: ignore[no-untyped-def]
+    vault, i, coll, size, entry, marks_i, stages, adl_policy, ev, market_adl_volume
+):
+    """At a tick's end, before the unwind: the loss limit's check against every account.
+
+    With ADL a stage (``stages``, the waterfall's code), a vault beyond its loss limit at the
+    oracles ``marks_i`` is deleveraged (:func:`vault_deleverage`, nobody excluded: the
+    tick's liquidations are done).
+    """
+    if (stages & W_NO_ADL) == 0 and vault_over_loss_limit(vault, i, marks_i):
+        nobody = np.zeros(0, np.bool_)
+        vault_deleverage(
+            vault, i, coll, size, entry, marks_i, nobody, adl_policy, ev, market_adl_volume
+        )

@@ -110,7 +110,10 @@ from fundgym.envs.core.params import (
 from fundgym.envs.core.vault import (
     V_ACTIVE,
     record_takeover,
+    vault_deleverage,
+    vault_over_loss_limit,
     vault_takeover_cross,
+    vault_tick_end_limit,
     vault_unwind_cross,
 )
 from fundgym.envs.jit import jit
@@ -157,11 +160,19 @@ def venue_cross_kernel(  # type: ignore[no-untyped-def]
 @jit(error_model="numpy")
 def vault_cross_kernel(  # type: ignore[no-untyped-def]
     vault, cp_size, cp_cash, marks, book, depth, max_impact, packed, loss_to_fund, ev, flow,
-    unrecovered,
+    unrecovered, coll, size, entry, stages, adl_policy, market_adl_volume,
 ):  # fmt: skip
-    """Each active vault's unwind over every market at the tick's end (``vault_unwind_cross``)."""
+    """Each active vault's unwind over every market at the tick's end (``vault_unwind_cross``).
+
+    A vault beyond its loss limit is first deleveraged at the markets' oracles against every
+    account (:func:`~fundgym.envs.core.vault.vault_deleverage`; with ADL a stage).
+    """
     for i in range(vault.shape[0]):
         if vault[i, V_ACTIVE] > 0.0:
+            vault_tick_end_limit(
+                vault, i, coll, size, entry, marks[i], stages, adl_policy, ev,
+                market_adl_volume[i],
+            )  # fmt: skip
             vault_unwind_cross(
                 vault, i, cp_size, cp_cash, marks[i], book[i], depth[i], max_impact,
                 packed[i, P_MMR], loss_to_fund, ev, flow, unrecovered,
@@ -301,6 +312,12 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
                     sliced = True
             if sliced:
                 cool_until[k] = step + cooldown
+        if with_vault and adl_on and vault_over_loss_limit(vault, i, sub[i]):
+            # The vault's loss limit, after this check's takeovers.
+            is_liq = _listed_mask(is_liq, n_acc, idx)
+            vault_deleverage(
+                vault, i, coll, size, entry, sub[i], is_liq, adl_policy, ev, market_adl_volume
+            )
         if n_legs == 0:
             continue
 

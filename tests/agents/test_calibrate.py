@@ -626,6 +626,7 @@ def test_the_registry_holds_the_10_oct_lines_across_markets() -> None:
         "below_bankruptcy_hyperliquid_oct_10_2025_multi": (
             "static:hyperliquid", Target(high=0.02), None
         ),
+        "vault_adl_share_hyperliquid_oct_10_2025_multi": ("static:hyperliquid", None, None),
         "fund_drawdown_binance_oct_10_2025_multi": (
             "static:binance", Target(low=0.05, high=0.35), None
         ),
@@ -636,9 +637,23 @@ def test_the_registry_holds_the_10_oct_lines_across_markets() -> None:
     }  # fmt: skip
     binance = [c for c in multi.values() if c.policy == "static:binance"]
     assert all("$0.6567" in c.source and "-15%" in c.source for c in binance)
-    hyperliquid = [c for c in multi.values() if c.policy == "static:hyperliquid"]
+    hyperliquid = [c for c in multi.values() if c.policy == "static:hyperliquid" and c.target]
+    assert len(hyperliquid) == 3
     assert all("$2.10B" in c.source and "$40M" in c.source for c in hyperliquid)
+    assert "95.1%" in multi["vault_adl_share_hyperliquid_oct_10_2025_multi"].source
     assert cal.MARKET_COUNTERFACTUALS["index_collateral"][1] == {"collateral_price": "index"}
+
+
+def test_the_vaults_share_of_adl_pools_the_episodes_by_hand() -> None:
+    # The vault's own inventory: 90 of 100 deleveraged, then 0 of 0 (nothing deleveraged):
+    # pooled 90 / 100 = 90%, per episode 90% and n/a.
+    episodes = [
+        outcome(vault_adl_usd=v, adl_volume_usd=t)
+        for v, t in (([40.0, 50.0], [50.0, 50.0]), ([0.0], [0.0]))
+    ]
+    got = cal.vault_adl_share(episodes)
+    assert got.value == pytest.approx(0.9, rel=1e-15)
+    assert got.per_episode[0] == pytest.approx(0.9) and math.isnan(got.per_episode[1])
 
 
 def test_depeg_book_over_index_pools_the_twins_by_hand() -> None:

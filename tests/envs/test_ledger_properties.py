@@ -23,7 +23,14 @@ from fundgym.envs.core.params import ADL_POLICIES, LIQUIDATION_MODES, MarginTier
 from fundgym.envs.core.step import core_step
 from fundgym.envs.core.synthetic import synthetic_book
 from fundgym.envs.core.trading import deposit, execute_trades
-from fundgym.envs.core.vault import V_ACTIVE, V_CAPITAL, V_CASH, V_PEAK
+from fundgym.envs.core.vault import (
+    V_ACTIVE,
+    V_CAPITAL,
+    V_CASH,
+    V_LOSS_LIMIT_USD,
+    V_LOSS_LIMITED,
+    V_PEAK,
+)
 from fundgym.envs.fund.portfolio import receive
 from fundgym.envs.state import SimState
 from tests.books import assert_books_balance
@@ -90,14 +97,21 @@ def books(draw):
     return state, entry
 
 
-def with_vault(state, capital_usd):
-    """Give each exchange a backstop vault of ``capital_usd`` (0: none), booked in the ledger."""
+def with_vault(state, capital_usd, loss_frac=None):
+    """Give each exchange a backstop vault of ``capital_usd`` (0: none), booked in the ledger.
+
+    ``loss_frac`` ``(E,)``: each vault's loss limit as a share of its capital (NaN: none).
+    """
     v = state.vault
     v[:] = 0.0
     v[:, V_CASH] = capital_usd
     v[:, V_CAPITAL] = capital_usd
     v[:, V_PEAK] = capital_usd
     v[:, V_ACTIVE] = (capital_usd > 0.0).astype(float)
+    if loss_frac is not None:
+        limited = ~np.isnan(loss_frac)
+        v[:, V_LOSS_LIMITED] = limited.astype(float)
+        v[:, V_LOSS_LIMIT_USD] = np.where(limited, loss_frac, 0.0) * capital_usd
     state.initial_total_usd += capital_usd
 
 
@@ -197,7 +211,9 @@ def run_batched_paths(n_paths, seed, n_acc=32, n_steps=40, batch=2000):
     combos = [("adl", "profit_haircut", policy) for policy in ADL_POLICIES]
     combos += [("socialize", "profit_haircut", "bitmex"), ("socialize", "drift", "bitmex")]
     liquidations = 0
-    exercised = dict.fromkeys(("vault_takeovers", "vault_losses", "liquidator_fills"), 0)
+    exercised = dict.fromkeys(
+        ("vault_takeovers", "vault_losses", "vault_adl", "liquidator_fills"), 0
+    )
     done = 0
     b = 0
     while done < n_paths:
@@ -211,9 +227,10 @@ def run_batched_paths(n_paths, seed, n_acc=32, n_steps=40, batch=2000):
         fund = np.where(np.arange(n_envs) < n_envs // 2, 5e4, 0.0)
         state = SimState.create(drawn.collateral_usd, size, drawn.entry_price, fund)
         # A vault behind a third of the exchanges, from a token one to one larger than the book.
-        with_vault(
-            state, np.where(rng.random(n_envs) < 1 / 3, 10.0 ** rng.uniform(0, 6, n_envs), 0.0)
-        )
+        # Half of them with a loss limit of 0-10% of the capital (the Liquidator's ADL).
+        vault_usd = np.where(rng.random(n_envs) < 1 / 3, 10.0 ** rng.uniform(0, 6, n_envs), 0.0)
+        limit = np.where(rng.random(n_envs) < 0.5, rng.uniform(0.0, 0.1, n_envs), np.nan)
+        with_vault(state, vault_usd, limit)
         book_px = np.full(n_envs, 100.0)
         mark = book_px.copy()
         for _ in range(n_steps):
@@ -246,6 +263,7 @@ def run_batched_paths(n_paths, seed, n_acc=32, n_steps=40, batch=2000):
             liquidations += int(ev.n_liquidations.sum())
             exercised["vault_takeovers"] += int(ev.vault_takeovers.sum())
             exercised["vault_losses"] += int((ev.vault_loss_usd > 0.0).sum())
+            exercised["vault_adl"] += int((ev.vault_adl_usd > 0.0).sum())
             exercised["liquidator_fills"] += int((ev.liquidator_absorbed_usd > 0.0).sum())
             assert_books_balance(state, mark)
             scale = 1.0 + np.abs(state.collateral_usd).sum(axis=1)

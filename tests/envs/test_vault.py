@@ -18,10 +18,14 @@ from fundgym.envs.core.vault import (
     V_ACTIVE,
     V_CAPITAL,
     V_CASH,
+    V_LOSS_LIMIT_USD,
+    V_LOSS_LIMITED,
     V_MAX_DRAWDOWN,
     V_PEAK,
     V_SIZE,
     VAULT_UNWIND_DEPTH_FRAC,
+    open_vault,
+    vault_loss_frac,
 )
 from fundgym.envs.schema import SchemaError
 from fundgym.envs.simulator import ExchangeSimulator
@@ -219,3 +223,155 @@ def test_two_threads_run_the_vault_bit_for_bit_as_one():
     (v1, e1), (v2, e2) = run(1), run(2)
     np.testing.assert_array_equal(v1, v2)
     np.testing.assert_array_equal(e1, e2)
+
+
+# ---- the loss limit: Hyperliquid's Liquidator deleveraged beyond its threshold ----
+
+
+def vault_long_against_shorts(shorts, limit_frac):
+    """A vault of capital 10,000 that bought 10 units at 1,000 from ``shorts`` (coll, size).
+
+    Each short opened at 1,000; the vault is their counterparty (the outside counterparty
+    holds nothing), its cash 10,000 - 10 x 1,000 = 0, its loss limit ``limit_frac`` of its
+    capital (``None``: none).
+    """
+    coll = [[c for c, _ in shorts]]
+    size = [[q for _, q in shorts]]
+    s = SimState.create(coll, size, [[1_000.0] * len(shorts)], 0.0)
+    held = -sum(q for _, q in shorts)
+    s.counterparty_size[0, 0] -= held
+    s.counterparty_cash_usd[0] += held * 1_000.0
+    open_vault(s.vault, 0, 10_000.0, limit_frac)
+    s.vault[0, V_CASH] -= held * 1_000.0
+    s.vault[0, V_SIZE] = held
+    s.initial_total_usd += 10_000.0
+    assert_books_balance(s, np.array([1_000.0]))
+    return s
+
+
+def test_a_vault_beyond_its_loss_limit_is_deleveraged_against_the_winners_at_the_oracle():
+    # | oracle | vault equity        | limit: 2% of 10,000   | ADL at the oracle, 950       |
+    # |--------|---------------------|-----------------------|------------------------------|
+    # | 990    | 0 + 10 x 990 = 9,900| 9,900 >= 9,800: holds | none; it unwinds 25% of the  |
+    # |        |                     |                       | book's depth as before       |
+    # | 950    | 0 + 10 x 950 = 9,500| 9,500 < 9,800: beyond | its 10 units against the two |
+    # |        |                     |                       | shorts (Hyperliquid's queue: |
+    # |        |                     |                       | 6 then 4 units)              |
+    #
+    # After the ADL at 950: the vault's cash 9,500 and no inventory (its equity unchanged at
+    # the oracle, 5% below its capital); the shorts realise (1,000 - 950) a unit: 6 x 50 = 300
+    # and 4 x 50 = 200. Nothing reaches the book.
+    depth = 20_000.0
+    hl = params(mmr=0.0125, imr=0.025, adl_policy="hyperliquid")
+    s = vault_long_against_shorts([(3_000.0, -6.0), (3_000.0, -4.0)], 0.02)
+    assert s.vault[0, V_LOSS_LIMITED] == 1.0 and s.vault[0, V_LOSS_LIMIT_USD] == 200.0
+    ev = step(s, hl, 990.0, depth)
+    assert ev.vault_adl_usd[0] == 0.0 and ev.vault_unwind_usd[0] > 0.0
+    held = s.vault[0, V_SIZE]
+    assert held == pytest.approx(10.0 - VAULT_UNWIND_DEPTH_FRAC * depth / 990.0, **APPROX)
+
+    s = vault_long_against_shorts([(3_000.0, -6.0), (3_000.0, -4.0)], 0.02)
+    ev = step(s, hl, 950.0, depth)
+    assert ev.vault_adl_usd[0] == pytest.approx(9_500.0, **APPROX)
+    assert ev.adl_volume_usd[0] == pytest.approx(9_500.0, **APPROX)
+    assert ev.vault_unwind_usd[0] == 0.0 and ev.n_liquidations[0] == 0
+    assert s.vault[0, V_SIZE] == 0.0
+    assert s.vault[0, V_CASH] == pytest.approx(9_500.0, **APPROX)
+    np.testing.assert_allclose(s.size[0, :, 0], [0.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(s.collateral_usd[0], [3_300.0, 3_200.0], rtol=1e-12)
+
+
+def test_without_a_loss_limit_the_vault_keeps_its_inventory_and_unwinds_into_the_book():
+    depth = 20_000.0
+    hl = params(mmr=0.0125, imr=0.025, adl_policy="hyperliquid")
+    s = vault_long_against_shorts([(3_000.0, -6.0), (3_000.0, -4.0)], None)
+    ev = step(s, hl, 950.0, depth)
+    assert ev.vault_adl_usd[0] == 0.0 and ev.adl_volume_usd[0] == 0.0
+    assert s.vault[0, V_SIZE] == pytest.approx(10.0 - VAULT_UNWIND_DEPTH_FRAC * depth / 950.0)
+    np.testing.assert_array_equal(s.size[0, :, 0], [-6.0, -4.0])
+
+
+def test_the_loss_limit_acts_through_adl_and_only_with_adl_a_stage():
+    no_adl = params(
+        mmr=0.0125,
+        imr=0.025,
+        adl_policy="hyperliquid",
+        waterfall=("margin", "book", "vault", "fund", "socialize", "exchange"),
+        fallback="socialize",
+    )
+    s = vault_long_against_shorts([(3_000.0, -6.0), (3_000.0, -4.0)], 0.02)
+    ev = step(s, no_adl, 950.0, 1e6)
+    assert ev.vault_adl_usd[0] == 0.0 and ev.vault_unwind_usd[0] > 0.0
+    np.testing.assert_array_equal(s.size[0, :, 0], [-6.0, -4.0])
+
+
+def test_the_loss_limit_is_hyperliquids_own_unless_set():
+    assert vault_loss_frac("hyperliquid") == 0.02
+    for mode in ("binance", "bitmex", "dydx_v4", "partial"):
+        assert vault_loss_frac(mode) is None
+    assert vault_loss_frac("binance", 0.1) == 0.1
+    assert vault_loss_frac("hyperliquid", float("inf")) is None
+    for bad in (-0.1, 1.5, float("nan"), True, "0.1"):
+        with pytest.raises(ValueError, match="vault_adl_loss_frac"):
+            vault_loss_frac("hyperliquid", bad)
+    with pytest.raises(ValueError, match="vault_adl_loss_frac"):
+        ExchangeSimulator(_scenario(), vault_adl_loss_frac=2.0)
+
+
+def _scenario():
+    from fundgym.envs.scenarios import load_scenario
+
+    return load_scenario("oct_10_2025")
+
+
+def test_the_simulator_arms_hyperliquids_vault_with_its_loss_limit_at_reset():
+    def vault_row(**kw):
+        sim = ExchangeSimulator(
+            _scenario(),
+            params(mmr=0.0125, imr=0.025, liquidation_fee_rate=0.001, **kw.pop("risk", {})),
+            n_envs=2,
+            n_accounts=64,
+            seed=3,
+            fund_to_oi_frac=0.0,
+            vault_to_oi_frac=0.022,
+            **kw,
+        )
+        return sim.state.vault
+
+    v = vault_row()
+    assert (v[:, V_LOSS_LIMITED] == 1.0).all()
+    np.testing.assert_allclose(v[:, V_LOSS_LIMIT_USD], 0.02 * v[:, V_CAPITAL])
+    v = vault_row(vault_adl_loss_frac=0.1)
+    np.testing.assert_allclose(v[:, V_LOSS_LIMIT_USD], 0.1 * v[:, V_CAPITAL])
+    assert (vault_row(vault_adl_loss_frac=float("inf"))[:, V_LOSS_LIMITED] == 0.0).all()
+    assert (vault_row(risk={"liquidation_mode": "binance"})[:, V_LOSS_LIMITED] == 0.0).all()
+
+
+def test_on_10_oct_the_loss_limited_vault_is_the_deleveraged_side():
+    # Hyperliquid, 10 Oct 2025: 95.1% of the ADL notional came from the vaults' own positions
+    # [S77]. Here, one market: without the limit the vault carries its inventory through the
+    # cascade and nothing is deleveraged; with it, the vault is deleveraged and loses less.
+    def run(frac):
+        sim = ExchangeSimulator(
+            _scenario(),
+            params(mmr=0.0125, imr=0.025, liquidation_fee_rate=0.001, adl_policy="hyperliquid"),
+            n_envs=4,
+            n_accounts=256,
+            seed=0,
+            fund_to_oi_frac=0.0,
+            vault_to_oi_frac=0.022,
+            vault_adl_loss_frac=frac,
+        )
+        res = sim.run()
+        assert res.max_ledger_error_usd <= 1e-9 * float(sim.state.initial_total_usd.max())
+        tot = res.totals()
+        v = sim.state.vault
+        m = res.series["oracle_price"][-1]
+        pnl = (v[:, V_CASH] + v[:, V_SIZE] * m - v[:, V_CAPITAL]) / v[:, V_CAPITAL]
+        return tot["adl_volume_usd"].sum(), tot["vault_adl_usd"].sum(), pnl.mean()
+
+    adl_off, vault_off, pnl_off = run(float("inf"))
+    adl_on, vault_on, pnl_on = run(None)
+    assert vault_off == 0.0
+    assert vault_on > 0.9 * adl_on and adl_on > 10.0 * max(adl_off, 1.0)
+    assert pnl_on > pnl_off

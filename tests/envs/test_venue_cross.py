@@ -87,7 +87,9 @@ from fundgym.envs.core.vault import (
     V_CAPITAL,
     V_CASH,
     V_PEAK,
+    V_SIZE,
     inventory_column,
+    open_vault,
     vault_width,
 )
 from fundgym.envs.markets_simulator import MarketsResult, MarketsSimulator
@@ -117,9 +119,48 @@ def _with_vault(state: SimState, cash: float) -> None:
 
 
 def test_the_vault_row_holds_one_inventory_column_per_market() -> None:
-    assert vault_width(1) == 7 and vault_width(3) == 9
-    assert [inventory_column(j) for j in range(3)] == [1, 7, 8]
-    assert SimState.create([[0.0]], [[[0.0, 0.0, 0.0]]], [[[1.0] * 3]], 0.0).vault.shape == (1, 9)
+    # Nine columns of the vault itself (V_CASH .. V_LOSS_LIMIT_USD), then markets 1 .. M - 1.
+    assert vault_width(1) == 9 and vault_width(3) == 11
+    assert [inventory_column(j) for j in range(3)] == [1, 9, 10]
+    assert SimState.create([[0.0]], [[[0.0, 0.0, 0.0]]], [[[1.0] * 3]], 0.0).vault.shape == (1, 11)
+
+
+def test_a_vault_beyond_its_loss_limit_is_deleveraged_in_the_check_of_its_takeover() -> None:
+    # Two markets, HL (MM 5%), flat paths. The vault (capital 10,000, loss limit 2%: 200)
+    # bought 10 units of market 0 at 1,000 from W (short 10, collateral 3,000); L is long 10
+    # of market 1 at 100 with collateral 20.
+    #
+    # | check at 950 / 100 | vault cash  | vault equity                 | what happens          |
+    # |--------------------|-------------|------------------------------|-----------------------|
+    # | before             | 0           | 10 x 950 = 9,500             |                       |
+    # | L: equity 20 < 2/3 | -1,000 + 20 | -980 + 9,500 + 1,000 = 9,520 | takeover of L's leg   |
+    # | of 5% x 1,000 = 33 | = -980      |                              |                       |
+    # | 9,520 < 9,800      | 8,520       | 9,520 (unchanged at oracles) | ADL: 10 units of      |
+    # |                    |             |                              | market 0 against W at |
+    # |                    |             |                              | 950; market 1 has no  |
+    # |                    |             |                              | account short: kept   |
+    #
+    # W realises 10 x 50 = 500 (collateral 3,500, flat). The market-1 units stay in inventory
+    # and unwind into the deep book at the tick's end.
+    state = SimState.create(
+        [[3_000.0, 20.0]], [[[-10.0, 0.0], [0.0, 10.0]]], [[[1_000.0, 100.0]] * 2], 0.0
+    )
+    state.counterparty_size[0, 0] -= 10.0
+    state.counterparty_cash_usd[0] += 10_000.0
+    open_vault(state.vault, 0, 10_000.0, 0.02)
+    state.vault[0, V_CASH] -= 10_000.0
+    state.vault[0, V_SIZE] = 10.0
+    state.initial_total_usd[0] += 10_000.0
+    marks = np.array([[950.0, 100.0]])
+    ev = core_step(state, HL, marks, DEEP, book_price=marks, tick_minutes=1.0)
+    assert ev.vault_takeovers[0] == 1
+    assert ev.vault_adl_usd[0] == pytest.approx(9_500.0, rel=1e-12)
+    np.testing.assert_allclose(ev.market_adl_volume_usd[0], [9_500.0, 0.0], rtol=1e-12)
+    assert state.vault[0, V_SIZE] == 0.0
+    np.testing.assert_allclose(state.size[0], [[0.0, 0.0], [0.0, 0.0]], atol=1e-12)
+    assert state.collateral_usd[0, 0] == pytest.approx(3_500.0, rel=1e-12)
+    assert state.vault[0, inventory_column(1)] == pytest.approx(0.0, abs=1e-12)  # unwound
+    assert abs(ledger_error(state, marks)[0]) <= 1e-9 * 20_000.0
 
 
 def test_the_vault_takes_a_cross_account_over_with_every_leg_and_unwinds_each_market() -> None:
@@ -311,11 +352,18 @@ def test_dydx_v4_across_markets_exchange_e_equals_its_single_twin() -> None:
     mode=st.sampled_from(["hyperliquid", "bitmex", "dydx_v4"]),
     fund=st.sampled_from(["shared", "segmented"]),
     vault=st.sampled_from([0.0, 0.005, 0.05]),
+    loss_limit=st.sampled_from([None, 0.0, 0.05, np.inf]),
     transfer=st.sampled_from([0.0, 50.0, np.inf]),
     seed=st.integers(0, 10_000),
 )
 def test_fuzzed_venue_modes_conserve_money_keep_pots_and_vault_sane(
-    alt_move: float, mode: str, fund: str, vault: float, transfer: float, seed: int
+    alt_move: float,
+    mode: str,
+    fund: str,
+    vault: float,
+    loss_limit: float | None,
+    transfer: float,
+    seed: int,
 ) -> None:
     data = copy.deepcopy(library_dict("alt_contagion"))
     data["horizon_minutes"] = 120
@@ -330,7 +378,8 @@ def test_fuzzed_venue_modes_conserve_money_keep_pots_and_vault_sane(
     lends = fund == "segmented" and mode != "dydx_v4"  # dYdX pays whole or rejects: no lending
     res = MarketsSimulator(
         sc, risk, n_envs=2, n_accounts=200, fund_to_oi_frac=0.005, vault_to_oi_frac=vault,
-        fund_mode=fund, segment_transfer_cap_usd=transfer if lends else 0.0, seed=seed,
+        vault_adl_loss_frac=loss_limit, fund_mode=fund,
+        segment_transfer_cap_usd=transfer if lends else 0.0, seed=seed,
     ).run()  # fmt: skip
     assert res.max_ledger_error_usd < 1e-5  # the simulator also raises on any tick above it
     assert (res.fund_usd >= 0.0).all()
