@@ -498,6 +498,13 @@ MARKET_COUNTERFACTUALS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+def counterfactual_text(name: str) -> str:
+    """What counterfactual ``name`` changes, in words (a one-market or a multi-market twin)."""
+    if name in COUNTERFACTUALS:
+        return COUNTERFACTUALS[name][0]
+    return MARKET_COUNTERFACTUALS[name][0]
+
+
 def collateral_depeg_loss_share(episodes: Sequence[EpisodeOutcome]) -> Measurement:
     """The collateral-depeg loss of seized assets over starting open interest (mean)."""
     return _over_starting_oi(episodes, lambda e: e.total("collateral_depeg_loss_usd"))
@@ -1532,7 +1539,7 @@ def to_json(run: CalibrationRun, command: str, created_utc: str) -> dict[str, An
                 },
                 "counterfactual": None
                 if r.check.counterfactual is None
-                else COUNTERFACTUALS[r.check.counterfactual][0],
+                else counterfactual_text(r.check.counterfactual),
                 "missing": r.measurement.missing or None,
                 "detail": r.measurement.detail,
                 "per_episode": list(r.measurement.per_episode),

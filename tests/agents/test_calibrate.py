@@ -656,6 +656,17 @@ def test_the_vaults_share_of_adl_pools_the_episodes_by_hand() -> None:
     assert got.per_episode[0] == pytest.approx(0.9) and math.isnan(got.per_episode[1])
 
 
+def test_the_json_names_a_multi_market_counterfactual() -> None:
+    # calibration.json of a run holding the depeg ratio (its twin marks collateral at the
+    # index): it raised KeyError before 2026-12-02, so `fundgym calibrate --out` died there.
+    check = next(c for c in CHECKS if c.counterfactual == "index_collateral")
+    m = cal.Measurement(value=2.0, per_episode=(2.0,), detail="by hand")
+    run = cal.CalibrationRun((cal.CheckResult(check, m, True),), 1, 0, {"n_accounts": 64}, {}, 0.0)
+    data = cal.to_json(run, "fundgym calibrate", "2026-01-01T00:00:00Z")
+    assert data["checks"][0]["counterfactual"] == cal.MARKET_COUNTERFACTUALS["index_collateral"][0]
+    assert cal.counterfactual_text("no_impact") == cal.COUNTERFACTUALS["no_impact"][0]
+
+
 def test_depeg_book_over_index_pools_the_twins_by_hand() -> None:
     # book losses 30 and 10 against index losses 2 and 0: pooled 40 / 2 = 20, per episode 15
     # and n/a (nothing lost on the index)
