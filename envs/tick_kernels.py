@@ -81,6 +81,7 @@ from fundgym.envs.core.vault import (
     V_ACTIVE,
     V_CASH,
     V_SIZE,
+    vault_over_loss_limit_1,
     vault_tick_end_limit,
     vault_unwind_one,
 )
@@ -410,11 +411,12 @@ def _advance_exchanges(  # type: ignore[no-untyped-def]
                     liq_idx,
                 )  # fmt: skip
             if vault[e, V_ACTIVE] > 0.0 and (vf & (VF_ENGINE_OFF | VF_CLOSED)) == 0:
-                marks[0, 0] = oracle_px
-                vault_tick_end_limit(
-                    vault_r, 0, coll_r, size_r, entry_r, marks[0], stages, adl_policy, ev,
-                    no_market,
-                )  # fmt: skip
+                if vault_over_loss_limit_1(vault, e, oracle_px):
+                    marks[0, 0] = oracle_px
+                    vault_tick_end_limit(
+                        vault_r, 0, coll_r, size_r, entry_r, marks[0], stages, adl_policy, ev,
+                        no_market,
+                    )  # fmt: skip
                 vault_unwind_one(
                     vault_r, 0, cp_size_r, cp_cash_r, oracle_px, last_px, depth,
                     MAX_IMPACT_FRAC, packed[e, P_MMR], ev,

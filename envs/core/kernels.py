@@ -87,7 +87,7 @@ from fundgym.envs.core.vault import (
     V_ACTIVE,
     record_takeover,
     vault_deleverage,
-    vault_over_loss_limit,
+    vault_over_loss_limit_1,
     vault_takeover,
     vault_tick_end_limit,
     vault_unwind_one,
@@ -842,8 +842,6 @@ def _venue_one(  # type: ignore[no-untyped-def]
     mult = packed[i, P_LIQUIDATOR_MULT]
     taken_sell = 0.0  # what the liquidators took this tick, per side
     taken_buy = 0.0
-    at_m = np.zeros(1)  # the check's oracle as a market row, for the vault's loss limit
-    per_market = np.zeros(1)
     n_steps = n_substeps(mode, tick_seconds)
     step = 0
     while step < n_steps:
@@ -916,13 +914,13 @@ def _venue_one(  # type: ignore[no-untyped-def]
                 paid_buy += close[k] * book_px if paid_for[k] else 0.0
             orders[n_orders] = k
             n_orders += 1
-        if with_vault and adl_on:  # the vault's loss limit, after this check's takeovers
-            at_m[0] = m
-            if vault_over_loss_limit(vault, i, at_m):
-                is_liq = _listed_mask(is_liq, n_acc, idx)
-                vault_deleverage(
-                    vault, i, coll, size, entry, at_m, is_liq, adl_policy, ev, per_market
-                )
+        if with_vault and adl_on and vault_over_loss_limit_1(vault, i, m):
+            # The vault's loss limit, after this check's takeovers (one market: no per-market
+            # record).
+            is_liq = _listed_mask(is_liq, n_acc, idx)
+            vault_deleverage(
+                vault, i, coll, size, entry, np.full(1, m), is_liq, adl_policy, ev, np.zeros(1)
+            )
         if n_orders == 0:
             # Nothing to do until the path takes a listed account below its requirement: on
             # to that sub-step, or done when none is below it even at the tick's oracle.

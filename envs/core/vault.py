@@ -112,6 +112,7 @@ __all__ = [
     "vault_equity_cross",
     "vault_loss_frac",
     "vault_over_loss_limit",
+    "vault_over_loss_limit_1",
     "vault_takeover",
     "vault_takeover_cross",
     "vault_tick_end_limit",
@@ -389,6 +390,19 @@ def vault_over_loss_limit(vault, i, marks_i):  # type: ignore[no-untyped-def]
         vault[i, V_ACTIVE] > 0.0
         and vault[i, V_LOSS_LIMITED] > 0.0
         and vault_equity_cross(vault, i, marks_i) < vault[i, V_CAPITAL] - vault[i, V_LOSS_LIMIT_USD]
+    )
+
+
+@jit(error_model="numpy", inline="always")
+def vault_over_loss_limit_1(vault, i, m):  # type: ignore[no-untyped-def]
+    """:func:`vault_over_loss_limit` for one market at the oracle ``m``, on scalars only.
+
+    The compiled tick asks it of every exchange every tick: no array view is made for it.
+    """
+    return (
+        vault[i, V_ACTIVE] > 0.0
+        and vault[i, V_LOSS_LIMITED] > 0.0
+        and vault_equity(vault, i, m) < vault[i, V_CAPITAL] - vault[i, V_LOSS_LIMIT_USD]
     )
 
 
