@@ -236,6 +236,7 @@ class MarketsResult:
                 "vault_takeover_usd",
                 "vault_unwind_usd",
                 "vault_loss_usd",
+                "vault_adl_usd",
             )
         }
         out["vault_takeovers"] = self.event("vault_takeovers").sum(axis=0)

@@ -40,8 +40,8 @@ A policy (--policy, repeatable) is one of:
                          seed's mean (docs/seeds.md)
   static:PRESET          a venue's parameters held fixed: {", ".join(PRESETS)}
   static:k=v,...         any static set, e.g. static:mmr=0.05,liquidation_fee_rate=0.01
-  static:PRESET,k=v,...  a preset with values replaced (fund_to_oi_frac and vault_to_oi_frac
-                         too)
+  static:PRESET,k=v,...  a preset with values replaced (fund_to_oi_frac, vault_to_oi_frac
+                         and the vault's loss limit vault_adl_loss_frac too)
   rule                   a hand-written dynamic controller (volatility-scaled margin with an
                          anti-procyclicality buffer and floor, fees up as fund coverage falls,
                          fund to stable assets when volatility rises)

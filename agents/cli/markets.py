@@ -367,6 +367,7 @@ def main(args: argparse.Namespace) -> int:
             n_accounts=args.accounts,
             fund_to_oi_frac=fund_frac,
             vault_to_oi_frac=spec.vault_to_oi_frac,
+            vault_adl_loss_frac=spec.vault_adl_loss_frac,
             fund_mode=mode,
             fund_groups=groups if mode == "segmented" else None,
             collateral_price=source,
@@ -459,6 +460,7 @@ def _rows(
                     "vault_pnl_usd": float(tot["vault_pnl_usd"][e]),
                     "vault_takeovers": float(tot["vault_takeovers"][e]),
                     "vault_takeover_usd": float(tot["vault_takeover_usd"][e]),
+                    "vault_adl_usd": float(tot["vault_adl_usd"][e]),
                 }
             )
             for m, name in enumerate(res.market_names):
@@ -548,11 +550,13 @@ def _tables(
     if any(r["vault_capital_usd"] > 0.0 for r in rows):
         lines += [
             "",
-            "The backstop vault: its PnL at the end against its capital, and the accounts it "
-            "took over (with every leg).",
+            "The backstop vault: its PnL at the end against its capital, the accounts it "
+            "took over (with every leg), and its own inventory deleveraged beyond its loss "
+            "limit (part of the ADL notional above).",
             "",
-            "| configuration | vault capital | vault PnL | of capital | takeovers | taken over |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| configuration | vault capital | vault PnL | of capital | takeovers | taken over "
+            "| vault deleveraged |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for c in configs:
             capital = _mean(rows, c, "vault_capital_usd")
@@ -561,7 +565,8 @@ def _tables(
             lines.append(
                 f"| {c} | {_usd(capital)} | {_usd(pnl)} | {share} | "
                 f"{_mean(rows, c, 'vault_takeovers'):.1f} | "
-                f"{_usd(_mean(rows, c, 'vault_takeover_usd'))} |"
+                f"{_usd(_mean(rows, c, 'vault_takeover_usd'))} | "
+                f"{_usd(_mean(rows, c, 'vault_adl_usd'))} |"
             )
     lines += [
         "",

@@ -203,6 +203,7 @@ def record_market_episodes(
         n_accounts=n_accounts,
         fund_to_oi_frac=0.02 if spec.fund_to_oi_frac is None else spec.fund_to_oi_frac,
         vault_to_oi_frac=spec.vault_to_oi_frac,
+        vault_adl_loss_frac=spec.vault_adl_loss_frac,
         seed=seed,
         **simulator_kw,
     )

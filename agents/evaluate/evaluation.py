@@ -336,6 +336,7 @@ def _write_outputs(
                         ("adl_policy", s.adl_policy),
                         ("fund_to_oi_frac", s.fund_to_oi_frac),
                         ("vault_to_oi_frac", s.vault_to_oi_frac),
+                        ("vault_adl_loss_frac", s.vault_adl_loss_frac),
                         ("fund_injection_frac", s.fund_injection_frac),
                         ("fund_injection_max", s.fund_injection_max),
                     )

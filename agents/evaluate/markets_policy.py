@@ -25,12 +25,15 @@ class MarketRisk(NamedTuple):
             the caller's.
         vault_to_oi_frac: The spec's backstop vault (Hyperliquid's HLP: 0.022), 0 for none.
         note: What the spec is, for tables.
+        vault_adl_loss_frac: The vault's loss limit the spec names; ``None``: the liquidation
+            mode's own (:func:`~fundgym.envs.core.vault.vault_loss_frac`).
     """
 
     risk: RiskParams
     fund_to_oi_frac: float | None
     vault_to_oi_frac: float
     note: str
+    vault_adl_loss_frac: float | None = None
 
 
 def market_risk(text: str | None) -> MarketRisk:
@@ -76,4 +79,6 @@ def market_risk(text: str | None) -> MarketRisk:
         liquidator_capacity_mult=0.0,
     )
     vault = float(spec.vault_to_oi_frac or 0.0)
-    return MarketRisk(risk, spec.fund_to_oi_frac, vault, spec.note or text)
+    return MarketRisk(
+        risk, spec.fund_to_oi_frac, vault, spec.note or text, spec.vault_adl_loss_frac
+    )

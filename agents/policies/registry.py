@@ -41,6 +41,9 @@ from fundgym.envs.core.params import AdlPolicy, LiquidationMode
 #: (``EnvConfig.fund_to_oi_frac``) and of the backstop vault (``EnvConfig.vault_to_oi_frac``).
 FUND_KEY = "fund_to_oi_frac"
 VAULT_KEY = "vault_to_oi_frac"
+#: The backstop vault's loss limit as a share of its capital (``EnvConfig.vault_adl_loss_frac``;
+#: a spec that does not name it keeps the environment's, by default the liquidation mode's own).
+VAULT_LOSS_KEY = "vault_adl_loss_frac"
 #: The venue's top-ups of an exhausted fund (``EnvConfig.fund_injection_frac``, a share of
 #: open interest, and ``EnvConfig.fund_injection_max``, a whole number of top-ups).
 INJECTION_KEY = "fund_injection_frac"
@@ -50,6 +53,8 @@ SHARE_MEANINGS: dict[str, str] = {
     FUND_KEY: "the fund at the start of an episode, as a share of open interest",
     VAULT_KEY: "the backstop vault's capital at the start of an episode, as a share of open "
     "interest",
+    VAULT_LOSS_KEY: "the backstop vault's loss, as a share of its capital, beyond which its "
+    "inventory is deleveraged",
     INJECTION_KEY: "one top-up of an exhausted fund, as a share of open interest",
     INJECTION_MAX_KEY: "top-ups of an exhausted fund at most per episode, a whole number",
 }
@@ -95,6 +100,8 @@ class PolicySpec:
         vault_to_oi_frac: Environment ``vault_to_oi_frac`` the policy runs under (a venue
             preset's backstop vault, 0 for a venue without one, or one a static spec names);
             ``None`` keeps the evaluation environment's.
+        vault_adl_loss_frac: Environment ``vault_adl_loss_frac`` the policy runs under (one a
+            static spec names); ``None`` keeps the evaluation environment's.
         fund_injection_frac: Environment ``fund_injection_frac`` the policy runs under (a
             venue preset's top-ups, or one a static spec names); ``None`` keeps the
             evaluation environment's.
@@ -114,6 +121,7 @@ class PolicySpec:
     adl_policy: str | None = None
     fund_to_oi_frac: float | None = None
     vault_to_oi_frac: float | None = None
+    vault_adl_loss_frac: float | None = None
     fund_injection_frac: float | None = None
     fund_injection_max: int | None = None
     note: str = ""
@@ -136,6 +144,8 @@ class PolicySpec:
             out[FUND_KEY] = self.fund_to_oi_frac
         if self.vault_to_oi_frac is not None:
             out[VAULT_KEY] = self.vault_to_oi_frac
+        if self.vault_adl_loss_frac is not None:
+            out[VAULT_LOSS_KEY] = self.vault_adl_loss_frac
         if self.fund_injection_frac is not None:
             out[INJECTION_KEY] = self.fund_injection_frac
         if self.fund_injection_max is not None:
@@ -275,6 +285,7 @@ def _parse_static(text: str) -> PolicySpec:
     given = parse_static_values(",".join(levers), text) if levers else {}
     named = {item.partition("=")[0].strip() for item in levers}
     fund, vault = shares.get(FUND_KEY), shares.get(VAULT_KEY)
+    vault_loss = shares.get(VAULT_LOSS_KEY)
     top_up = shares.get(INJECTION_KEY)
     top_ups = None if INJECTION_MAX_KEY not in shares else int(shares[INJECTION_MAX_KEY])
     if preset is None:
@@ -284,6 +295,8 @@ def _parse_static(text: str) -> PolicySpec:
             note += f", fund {fund:.2%} of open interest"
         if vault is not None:
             note += f", vault {vault:.2%} of open interest"
+        if vault_loss is not None:
+            note += f", vault loss limit {vault_loss:.2%} of its capital"
         if top_up is not None or top_ups is not None:
             note += f", {_top_ups_text(top_up, top_ups)}"
         note += "".join(f", {k} {v}" for k, v in engine.items())
@@ -296,6 +309,7 @@ def _parse_static(text: str) -> PolicySpec:
             adl_policy=engine.get("adl_policy"),
             fund_to_oi_frac=fund,
             vault_to_oi_frac=vault,
+            vault_adl_loss_frac=vault_loss,
             fund_injection_frac=top_up,
             fund_injection_max=top_ups,
             note=note,
@@ -310,6 +324,7 @@ def _parse_static(text: str) -> PolicySpec:
     changed = [f"{k} {values[k]:g}" for k in STATIC_PARAMS if k in named]
     changed += [f"fund {fund:.2%}"] if fund is not None else []
     changed += [f"vault {vault:.2%}"] if vault is not None else []
+    changed += [f"vault loss limit {vault_loss:.2%}"] if vault_loss is not None else []
     top_up_frac = preset.fund_injection_frac if top_up is None else top_up
     top_up_max = preset.fund_injection_max if top_ups is None else top_ups
     if top_up_frac > 0.0 and top_up_max > 0:
@@ -327,6 +342,7 @@ def _parse_static(text: str) -> PolicySpec:
         adl_policy=engine.get("adl_policy", preset.adl_policy),
         fund_to_oi_frac=fund_frac,
         vault_to_oi_frac=vault_frac,
+        vault_adl_loss_frac=vault_loss,
         fund_injection_frac=top_up_frac,
         fund_injection_max=top_up_max,
         note=note,

@@ -170,6 +170,9 @@ def test_hyperliquids_engine_and_vault_run_across_markets_and_are_reported(
     capital = float(row["vault_capital_usd"])
     assert capital == pytest.approx(0.022 * float(row["open_interest_start_usd"]), rel=1e-5)
     assert math.isfinite(float(row["vault_pnl_usd"])) and float(row["vault_takeovers"]) >= 0.0
+    # The vault's own ADL (its loss limit) is part of the ADL notional.
+    assert 0.0 <= float(row["vault_adl_usd"]) <= float(row["adl_volume_usd"]) + 1e-6
+    assert "| vault deleveraged |" in text
 
 
 @pytest.mark.parametrize(

@@ -222,6 +222,23 @@ def test_a_preset_or_a_custom_set_takes_a_vault_size():
     assert named.note.endswith(", vault 10.00% of open interest")
 
 
+def test_a_spec_sets_the_vaults_loss_limit_and_the_multi_market_simulator_takes_it():
+    from fundgym.agents.evaluate.markets_policy import market_risk
+
+    spec = parse_spec("static:hyperliquid,vault_adl_loss_frac=0.05")
+    assert spec.vault_adl_loss_frac == 0.05
+    assert spec.env_overrides()["vault_adl_loss_frac"] == 0.05
+    assert spec.note.endswith("; overridden: vault loss limit 5.00%")
+    assert market_risk("static:hyperliquid,vault_adl_loss_frac=0.05").vault_adl_loss_frac == 0.05
+    # A preset that does not name one keeps the environment's: the liquidation mode's own.
+    assert parse_spec("static:hyperliquid").vault_adl_loss_frac is None
+    assert "vault_adl_loss_frac" not in parse_spec("static:hyperliquid").env_overrides()
+    assert market_risk("static:hyperliquid").vault_adl_loss_frac is None
+    custom = parse_spec("static:vault_adl_loss_frac=0,mmr=0.05")
+    assert custom.vault_adl_loss_frac == 0.0
+    assert custom.note.endswith(", vault loss limit 0.00% of its capital")
+
+
 def test_the_vault_range_is_the_environment_configs():
     from fundgym.agents.policies.registry import SHARE_RANGES
     from fundgym.envs.config import EnvConfig
@@ -318,8 +335,8 @@ def test_custom_static_set_fills_the_rest_with_defaults():
             "static:binance,leverage=3",
             "unknown parameter 'leverage'; allowed: ['liquidation_fee_rate', "
             "'liquidation_fee_fund_share', 'mmr', 'imr_multiple', 'trading_fee_fund_share', "
-            "'fund_to_oi_frac', 'vault_to_oi_frac', 'fund_injection_frac', 'fund_injection_max', "
-            "'liquidation_mode', 'adl_policy', 'margin_tiers']",
+            "'fund_to_oi_frac', 'vault_to_oi_frac', 'vault_adl_loss_frac', 'fund_injection_frac', "
+            "'fund_injection_max', 'liquidation_mode', 'adl_policy', 'margin_tiers']",
         ),
         ("static:binance,dydx", "expected name=value, got 'dydx'"),
         ("static:binance,mmr=0.5", "mmr = 0.5 is outside its action range [0.003, 0.1]"),
@@ -339,6 +356,11 @@ def test_custom_static_set_fills_the_rest_with_defaults():
         ("static:vault_to_oi_frac=-0.01", "vault_to_oi_frac = -0.01 is outside [0, 10]"),
         ("static:vault_to_oi_frac=inf", "vault_to_oi_frac = inf is outside [0, 10]"),
         ("static:vault_to_oi_frac=big", "vault_to_oi_frac = 'big' is not a number"),
+        (
+            "static:hyperliquid,vault_adl_loss_frac=1.5",
+            "vault_adl_loss_frac = 1.5 is outside [0, 1] (the backstop vault's loss, as a share "
+            "of its capital, beyond which its inventory is deleveraged)",
+        ),
         ("static:mmr", "unknown preset 'mmr'"),
         ("nonexistent_run_dir", "not a run directory, and not one of static:<preset>"),
     ],
