@@ -40,8 +40,8 @@ takeovers, (Hyperliquid's) backstop vault and (dYdX's) one order per subaccount 
 fillable price across markets (:mod:`fundgym.envs.core.venue_cross`): each market's oracle and
 book on a path from the previous tick's. What it does not do yet, compared with the one-market
 tick: paid outside liquidators (refused when built), under ``dydx_v4`` lending between fund
-segments (refused), a settlement event and the attacker (refused; the other venue events
-run on every market, step 3 and 6), the mark cap,
+segments (refused), the attacker (refused; the venue events run on every market, a
+settlement on its market, steps 2b, 3 and 6), the mark cap,
 injections, a fund holding several listed assets (or puts on several) at once, and ordinary
 volume in the population. It is not
 compiled across ticks: each tick is a few compiled calls joined in Python.
@@ -73,11 +73,14 @@ from fundgym.envs.core.venue_events import (
     VF_OUTAGE,
     halt_mask,
     market_event_arrays,
+    market_settlements,
+    settle_market,
 )
 from fundgym.envs.fund.portfolio import (
     AllocationParams,
     FundPortfolio,
     accrue,
+    pay,
     rebalance,
     receive,
 )
@@ -100,6 +103,7 @@ from fundgym.envs.traders.markets import (
 from fundgym.envs.traders.population import PopulationParams
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 CollateralSource = Literal["book", "index", "redemption"]
 FundMode = Literal["shared", "segmented"]
 #: The venue's choices of the price collateral assets are marked at.
@@ -532,6 +536,10 @@ class MarketsSimulator:
         self.venue_flags, self.market_reduce_only, self.market_leverage_cap = market_event_arrays(
             self.scenario
         )
+        # Each market's settlement (a tick, or -1) and the first tick of its index window;
+        # the window's index sum so far, per exchange.
+        self.settle_tick, self.settle_from = market_settlements(self.scenario)
+        self.settle_sum = np.zeros((E, M))
         # What the fund has paid toward each market this episode (fund_cap_period "episode").
         self.fund_cap_spent_usd = np.zeros((E, M))
         segments = np.zeros((E, self.n_pots)) if self.fund_mode == "segmented" else None
@@ -658,6 +666,9 @@ class MarketsSimulator:
             held = st.collateral_units.sum(axis=1)  # (E, K)
             st.net_deposits_usd += (held * (px - self.unit_price)).sum(axis=1)
         self.unit_price = px.copy()
+        # 2b. Settlements: a market's every position closes at its window's average index,
+        #     and the market is closed (reduce-only from then on: market_event_arrays).
+        settled = self._settle(index, depth)
         # 3. Population, on its clock, unless an outage keeps traders out (venue events: the
         #    scenario's, the same tick for every exchange of the batch).
         row = min(self.t, self.venue_flags.size - 1)  # the events' row of this tick
@@ -710,6 +721,12 @@ class MarketsSimulator:
                 prev_book_price=self.prev_book if M > 1 else self.prev_book[:, 0],
                 **kwargs,
             )
+        if settled is not None:  # the settlements' debt, paid before this tick's engine
+            price, debt, paid = settled
+            events.settlement_price = price
+            events.bad_debt_usd += debt
+            events.shortfall_usd += paid
+            events.unrecovered_usd += debt - paid
         self.prev_oracle = oracle.copy()
         self.prev_book = last.copy()
         self.fund_cap_spent_usd += _per_market(events, "market_fund_paid_usd", M)
@@ -755,6 +772,50 @@ class MarketsSimulator:
             "trading_fees_usd": pop_events[:, ME_FEES_USD],
             "vault_equity_usd": self.vault_equity_usd(mark),
         }
+
+    def _settle(
+        self, index: FloatArray, depth: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray] | None:
+        """This tick's settlements (``docs/markets.md``, "Settlement across markets").
+
+        Adds the tick's index to each settling market's window; a market whose settling tick
+        this is closes every position at the window's average index
+        (:func:`~fundgym.envs.core.venue_events.settle_market`). The debt of accounts it left
+        flat below zero goes to the shared fund, or under segmented funds to the market's own
+        segment, within what it holds (no cap); the rest is unrecovered, the exchange's.
+        Returns ``(price, debt, paid)`` ``(E,)`` each (the last settling market's price, the
+        debts summed), or ``None`` when nothing settles this tick.
+        """
+        t = self.t
+        st = self.state
+        out = None
+        for j in np.flatnonzero((self.settle_from <= t) & (t <= self.settle_tick)):
+            self.settle_sum[:, j] += index[:, j]
+            if t != self.settle_tick[j]:
+                continue
+            price = self.settle_sum[:, j] / float(t - self.settle_from[j] + 1)
+            has_assets: BoolArray = np.asarray((st.collateral_units > 0.0).any(axis=2))
+            debt = settle_market(
+                st.collateral_usd, st.size, st.entry_price, st.counterparty_size,
+                st.counterparty_cash_usd, st.vault, inventory_column(j), int(j), price,
+                has_assets,
+            )  # fmt: skip
+            paid = np.zeros(self.n_envs)
+            if (debt > 0.0).any():
+                if self.fund_mode == "shared":
+                    pf, k = st.fund, self.fund_asset
+                    ext = pf.external_pnl_usd.copy()
+                    stressed = depth[:, 0] < 0.5 * self.normal_depth(0)
+                    paid = pay(pf, debt, index[:, k], self.vol_annual[:, k], stressed,
+                               self.allocation)  # fmt: skip
+                    st.net_deposits_usd += pf.external_pnl_usd - ext
+                else:
+                    g = int(self.fund_groups[j])
+                    paid = np.minimum(np.maximum(st.fund_segments_usd[:, g], 0.0), debt)
+                    st.fund_segments_usd[:, g] -= paid
+                st.unrecovered_usd += debt - paid
+            out = (price, debt, paid) if out is None else (price, out[1] + debt, out[2] + paid)
+        return out
 
     def vault_equity_usd(self, mark: FloatArray) -> FloatArray:
         """``(E,)`` the vault's cash plus every market's inventory at ``mark`` ``(E, M)``."""

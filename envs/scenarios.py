@@ -1079,9 +1079,9 @@ class Scenario:
         """Refuse what the multi-market simulator does not run, rather than ignore it.
 
         Only :class:`~fundgym.envs.markets_simulator.MarketsSimulator` runs a scenario with
-        several markets or collateral assets (:func:`require_single_market`), and it runs
-        neither a settlement nor the attacker (:func:`unsupported_across_markets`): such a
-        scenario would run as if it had neither.
+        several markets or collateral assets (:func:`require_single_market`), and it does not
+        run the attacker (:func:`unsupported_across_markets`): such a scenario would run as if
+        it had none.
         """
         refused = unsupported_across_markets(self)
         if refused is not None:
@@ -1308,8 +1308,6 @@ class MultiMarketError(SchemaError):
 
 
 NOT_ACROSS_MARKETS = {
-    "events": "a settlement across markets is not built yet (docs/markets.md); the other venue "
-    "events run",
     "attacker": "the attacker across markets is not built yet (docs/markets.md); run it on a "
     "one-market scenario",
 }
@@ -1319,15 +1317,12 @@ NOT_ACROSS_MARKETS = {
 def unsupported_across_markets(scenario: Scenario) -> tuple[str, Any] | None:
     """What of ``scenario`` the multi-market simulator does not run, or ``None``.
 
-    Its venue events run across markets (outages, halts, reduce-only, leverage caps) except a
-    settlement: ``("events[i].kind", "settlement")``. The attacker does not:
+    Its venue events run across markets (outages, halts, reduce-only, leverage caps and, since
+    2026-12-02, settlements of one market or all). The attacker does not:
     ``("attacker", side)``. The one home of the rule: the schema refuses a scenario with
-    several markets or collateral that has either, and the multi-market simulator and
-    ``fundgym markets`` refuse a one-market scenario that has either.
+    several markets or collateral that has one, and the multi-market simulator and
+    ``fundgym markets`` refuse a one-market scenario that has one.
     """
-    for i, event in enumerate(scenario.events):
-        if event.kind == "settlement":
-            return f"events[{i}].kind", event.kind
     if scenario.attacker is not None:
         return "attacker", scenario.attacker.side
     return None

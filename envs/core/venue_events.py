@@ -112,12 +112,8 @@ def market_event_arrays(scenario: Scenario) -> tuple[IntArray, BoolArray, FloatA
     ``flags`` ``(n_ticks,)`` holds the exchange's events (``VF_OUTAGE``, ``VF_ENGINE_OFF``,
     ``VF_WITHDRAWAL_HALT``); ``reduce_only`` ``(n_ticks, M)`` and ``leverage_cap``
     ``(n_ticks, M)`` the per-market ones, on the event's ``market`` or, without one, on every
-    market (overlapping caps: the lowest holds). A settlement is not run across markets
-    (:func:`fundgym.envs.scenarios.unsupported_across_markets` refuses it, and the attacker,
-    first).
-
-    Raises:
-        ValueError: The scenario has a settlement.
+    market (overlapping caps: the lowest holds). A settled market is reduce-only from its
+    settling tick on (:func:`market_settlements`): it is closed, nothing opens there again.
     """
     n = scenario.n_ticks
     dt = scenario.tick_minutes
@@ -127,7 +123,7 @@ def market_event_arrays(scenario: Scenario) -> tuple[IntArray, BoolArray, FloatA
     cap = np.full((n, len(names)), np.inf)
     for ev in scenario.events:
         if ev.kind == "settlement":
-            raise ValueError(f"scenario {scenario.name!r}: a settlement is not run across markets")
+            continue  # market_settlements
         ticks = _ticks(ev.start_minute, ev.minutes or math.inf, dt, n)
         cols = slice(None) if ev.market is None else names.index(ev.market)
         if ev.kind == "outage":
@@ -139,7 +135,78 @@ def market_event_arrays(scenario: Scenario) -> tuple[IntArray, BoolArray, FloatA
         elif ev.kind == "leverage_cap":
             assert ev.max_leverage is not None  # the schema requires it
             cap[ticks, cols] = np.minimum(cap[ticks, cols], ev.max_leverage)
+    settle_tick, _ = market_settlements(scenario)
+    for j, k in enumerate(settle_tick):
+        if k >= 0:
+            reduce_only[k:, j] = True
     return flags, reduce_only, cap
+
+
+def market_settlements(scenario: Scenario) -> tuple[IntArray, IntArray]:
+    """``(settle_tick, window_start)``, ``(M,)`` each: when each market settles, from which tick.
+
+    As :func:`event_arrays`'s settlement, per market: a ``settlement`` on its ``market`` (every
+    market without one) settles at the first tick at or after its ``start_minute``, at the
+    average index of the ticks ``window_start .. settle_tick``. ``-1``: the market does not
+    settle (or only after the episode). Two settlements of one market: the earlier holds.
+    """
+    n = scenario.n_ticks
+    dt = scenario.tick_minutes
+    names = scenario.market_names
+    settle_tick = np.full(len(names), -1, dtype=np.int64)
+    window_start = np.full(len(names), -1, dtype=np.int64)
+    for ev in scenario.events:
+        if ev.kind != "settlement":
+            continue
+        k = _ticks(ev.start_minute, math.inf, dt, n).start
+        if k >= n:
+            continue
+        w = max(1, round((ev.index_window_minutes or dt) / dt))
+        cols = range(len(names)) if ev.market is None else [names.index(ev.market)]
+        for j in cols:
+            if settle_tick[j] < 0 or k < settle_tick[j]:
+                settle_tick[j] = k
+                window_start[j] = max(0, k - w + 1)
+    return settle_tick, window_start
+
+
+def settle_market(
+    coll: FloatArray,
+    size: FloatArray,
+    entry: FloatArray,
+    cp_size: FloatArray,
+    cp_cash: FloatArray,
+    vault: FloatArray,
+    inventory_col: int,
+    j: int,
+    price: FloatArray,
+    has_assets: BoolArray,
+) -> FloatArray:
+    """Close every position in market ``j`` at ``price`` ``(E,)``; each exchange's debt ``(E,)``.
+
+    :func:`settle_exchange` for one market of several: each account's one collateral balance
+    takes its market-``j`` PnL at its exchange's price and its position there goes to zero;
+    the outside counterparty and the vault (its column ``inventory_col``) close theirs at the
+    same price. Nothing changes value at ``price``. An account left with no position in any
+    market, no collateral asset (``has_assets`` ``(E, A)``) and negative collateral is set
+    to zero and its debt returned, for the caller to pass down the waterfall; a cross account
+    that still holds positions elsewhere keeps its balance, and the margin engine judges its
+    equity over those positions as any account's (the settled loss may liquidate them).
+    """
+    q = size[:, :, j]
+    had = q != 0.0
+    coll += q * (price[:, None] - entry[:, :, j])
+    q[...] = 0.0
+    entry[:, :, j] = 0.0
+    flat = ~(size != 0.0).any(axis=2) & ~has_assets
+    bankrupt = had & flat & (coll < 0.0)
+    debt: FloatArray = np.where(bankrupt, -coll, 0.0).sum(axis=1)
+    coll[bankrupt] = 0.0
+    cp_cash += cp_size[:, j] * price
+    cp_size[:, j] = 0.0
+    vault[:, V_CASH] += vault[:, inventory_col] * price
+    vault[:, inventory_col] = 0.0
+    return debt
 
 
 @jit(inline="always")

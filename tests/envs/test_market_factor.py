@@ -564,21 +564,15 @@ def test_a_pause_leg_takes_no_return():
 
 
 def test_what_the_multi_market_simulator_does_not_run_is_refused_not_ignored():
-    # LUNA's settlement (BitMEX, 12 May 2022) and Mango's attacker, put in a scenario with
-    # markets: MarketsSimulator runs the other venue events, not these, and would run the
-    # scenario as if they were absent.
+    # Mango's attacker, put in a scenario with markets: MarketsSimulator runs the venue
+    # events (a settlement too, since 2026-12-02), not the attacker, and would run the
+    # scenario as if it were absent.
     data = library_dict("luna_2022")
     data["markets"] = [{"name": "LUNA"}, {"name": "BTC", "initial": 30000.0}]
-    with pytest.raises(
-        SchemaError,
-        match=r"luna_multi\.yaml: events\[2\]\.kind = 'settlement': none in a scenario with "
-        r"several markets or collateral assets: a settlement across markets is not built",
-    ):
-        scenario_from_dict(data, "luna_multi.yaml")
-    data["events"] = data["events"][:2]  # the leverage cap and reduce-only run across markets
     assert [e.kind for e in scenario_from_dict(data, "luna_multi.yaml").events] == [
         "leverage_cap",
         "reduce_only",
+        "settlement",
     ]
     data = library_dict("oracle_manipulation")
     data["markets"] = [{"name": "MNGO"}, {"name": "BTC", "initial": 30000.0}]
@@ -592,10 +586,8 @@ def test_what_the_multi_market_simulator_does_not_run_is_refused_not_ignored():
     data["markets"] = [{"name": "LUNA"}]
     assert len(scenario_from_dict(data, "luna_one.yaml").events) == 3
     # The multi-market simulator refuses a one-market scenario it would run without them.
-    for name, field in (("luna_2022", r"events\[2\]\.kind = 'settlement'"),
-                        ("oracle_manipulation", "attacker = 'long'")):  # fmt: skip
-        with pytest.raises(ValueError, match=f"'{name}': {field}, which this simulator"):
-            MarketsSimulator(load_scenario(name), n_envs=1, n_accounts=8)
+    with pytest.raises(ValueError, match="'oracle_manipulation': attacker = 'long', which this"):
+        MarketsSimulator(load_scenario("oracle_manipulation"), n_envs=1, n_accounts=8)
 
 
 def test_an_events_market_is_one_of_the_scenarios_and_only_where_its_kind_takes_one():

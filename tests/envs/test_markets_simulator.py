@@ -14,7 +14,6 @@ from fundgym.envs.core.events import StepEvents
 from fundgym.envs.core.params import RiskParams
 from fundgym.envs.markets_simulator import MarketsPopulation, MarketsResult, MarketsSimulator
 from fundgym.envs.scenarios import Scenario, load_scenario, scenario_from_dict
-from fundgym.envs.schema import SchemaError
 from fundgym.envs.state import open_interest_usd
 from tests.multi_market import assert_field_error, library_dict
 
@@ -325,7 +324,9 @@ def test_redemption_pricing_never_marks_the_depeg() -> None:
     mode=st.sampled_from(["shared", "segmented"]),
     source=st.sampled_from(["book", "index", "redemption"]),
     seed=st.integers(0, 10_000),
-    event=st.sampled_from(["none", "outage", "outage_engine", "withdrawal_halt", "cap"]),
+    event=st.sampled_from(
+        ["none", "outage", "outage_engine", "withdrawal_halt", "cap", "settle", "settle_all"]
+    ),
 )
 def test_fuzzed_paths_conserve_money_and_keep_pots_non_negative(
     alt_move: float,
@@ -346,7 +347,12 @@ def test_fuzzed_paths_conserve_money_and_keep_pots_non_negative(
         "outage_engine": [{"kind": "outage", **window, "engine_runs": True}],
         "withdrawal_halt": [{"kind": "withdrawal_halt", **window}],
         "cap": [{"kind": "leverage_cap", **window, "max_leverage": 2.0}],
-    }[event]
+        # The alt settled mid-crash (its window's mean), or every market at once.
+        "settle": [{"kind": "settlement", "start_minute": alt_start + 10.0,
+                    "index_window_minutes": 15.0, "market": "ALT"}],
+        "settle_all": [{"kind": "settlement", "start_minute": alt_start + 10.0,
+                        "index_window_minutes": 15.0}],
+    }[event]  # fmt: skip
     alt = data["markets"][2]
     alt["idio_crash"] = {
         "start_minute": alt_start,
@@ -630,7 +636,7 @@ def test_venue_events_act_on_every_market_as_in_one() -> None:
 
     An outage that stops the engine (590-700) liquidates nobody and admits nobody in its
     window, then the engine closes what it deferred; one with the engine running admits
-    nobody but liquidates; reduce-only admits nobody; a settlement is refused, naming it.
+    nobody but liquidates; reduce-only admits nobody.
     """
     kw: dict[str, Any] = {"n_envs": 2, "n_accounts": 400, "seed": 4}
     n_liq = StepEvents.FIELDS.index("n_liquidations")
@@ -656,11 +662,93 @@ def test_venue_events_act_on_every_market_as_in_one() -> None:
                                    "market": "BTC"}]), **kw)  # fmt: skip
     assert 0 < btc_only.arrivals.sum() < 0.5 * base.arrivals.sum()  # ETH and ALT still admit
 
-    with pytest.raises(SchemaError, match=r"events\[1\]\.kind = 'settlement': none in a scenario"):
-        _with_events([
-            {"kind": "reduce_only", "start_minute": 0, "minutes": 10},
-            {"kind": "settlement", "start_minute": 800, "index_window_minutes": 30},
-        ])  # fmt: skip
+
+def test_a_settlement_closes_one_market_at_its_window_average_and_the_others_trade_on() -> None:
+    """ALT settles at minute 800 against a 30-minute index window (alt_contagion, one tick a
+    minute), as BitMEX settled LUNA: every ALT position closes at the mean of ALT's index over
+    ticks 771-800, into each account's one collateral balance; BTC and ETH trade on; nothing
+    opens in ALT again; the ledger closes every tick.
+    """
+    kw: dict[str, Any] = {"n_envs": 2, "n_accounts": 400, "seed": 4}
+    sc = _with_events([{"kind": "settlement", "start_minute": 800, "index_window_minutes": 30,
+                        "market": "ALT"}])  # fmt: skip
+    sim = MarketsSimulator(sc, **kw)
+    assert sim.settle_tick.tolist() == [-1, -1, 800] and sim.settle_from.tolist() == [-1, -1, 771]
+    index_alt = []
+    while sim.t < 800:
+        out = sim.step()
+        index_alt.append(out["index"][:, 2])
+    before = sim.state.size.copy()
+    out = sim.step()  # tick 800: the settlement, then the tick as usual
+    index_alt.append(out["index"][:, 2])
+    price = np.mean(index_alt[771:801], axis=0)
+    np.testing.assert_allclose(out["events"].settlement_price, price, rtol=1e-12)
+    assert (before[:, :, 2] != 0.0).sum() > 10  # there was something to settle
+    # Hand-worked PnL: test_a_settlement_leaves_a_flat_account_below_zero_as_debt_the_fund_pays
+    # (the rest of the tick moves collateral too: leavers, fees, funding).
+    assert (sim.state.size[:, :, 2] == 0.0).all()
+    assert (sim.state.counterparty_size[:, 2] == 0.0).all()
+    assert (sim.state.size[:, :, :2] != 0.0).sum() > 0  # cross accounts keep BTC and ETH legs
+    arrivals = [sim.step()["arrivals"] for _ in range(60)]
+    assert sum(a.sum() for a in arrivals) > 0  # BTC and ETH still admit traders
+    assert (sim.state.size[:, :, 2] == 0.0).all()  # closed: nothing opens in ALT again
+    assert sim.max_ledger_error_usd < 1e-6 * float(np.abs(sim.state.initial_total_usd).max())
+
+
+def test_a_settlement_leaves_a_flat_account_below_zero_as_debt_the_fund_pays() -> None:
+    # | account | before (ALT at entry 10) | settles at 4 | after                        |
+    # |---------|--------------------------|--------------|------------------------------|
+    # | 0       | long 10 ALT, coll 20      | PnL -60      | coll -40, flat: debt 40, 0   |
+    # | 1       | long 10 ALT + 1 BTC, 20   | PnL -60      | coll -40, keeps BTC: no debt |
+    # | 2       | short 20 ALT, coll 50     | PnL +120     | coll 170                     |
+    # The counterparty held +0 ALT after these three (10 + 10 - 20); the fund pays the 40.
+    from fundgym.envs.core.vault import inventory_column, vault_width
+    from fundgym.envs.core.venue_events import settle_market
+
+    coll = np.array([[20.0, 20.0, 50.0]])
+    size = np.zeros((1, 3, 2))
+    size[0, :, 1] = [10.0, 10.0, -20.0]
+    size[0, 1, 0] = 1.0
+    entry = np.zeros((1, 3, 2))
+    entry[0, :, 1] = 10.0
+    entry[0, 1, 0] = 100.0
+    cp_size = np.array([[-1.0, 0.0]])
+    cp_cash = np.array([100.0])
+    vault = np.zeros((1, vault_width(2)))
+    vault[0, inventory_column(1)] = 2.0
+    debt = settle_market(
+        coll,
+        size,
+        entry,
+        cp_size,
+        cp_cash,
+        vault,
+        inventory_column(1),
+        1,
+        np.array([4.0]),
+        np.zeros((1, 3), dtype=bool),
+    )
+    assert debt.tolist() == [40.0]
+    assert coll.tolist() == [[0.0, -40.0, 170.0]]
+    assert (size[:, :, 1] == 0.0).all() and size[0, 1, 0] == 1.0
+    assert vault[0, inventory_column(1)] == 0.0 and vault[0, 0] == 8.0
+    # With a collateral asset the flat account is not bankrupt here: its asset stays its own.
+    coll = np.array([[20.0]])
+    size = np.array([[[0.0, 10.0]]])
+    entry = np.array([[[0.0, 10.0]]])
+    debt = settle_market(
+        coll,
+        size,
+        entry,
+        np.zeros((1, 2)),
+        np.zeros(1),
+        np.zeros((1, vault_width(2))),
+        inventory_column(1),
+        1,
+        np.array([4.0]),
+        np.ones((1, 1), dtype=bool),
+    )
+    assert debt.tolist() == [0.0] and coll.tolist() == [[-40.0]]
 
 
 def test_per_market_caps_and_reduce_only_act_on_their_market_alone() -> None:
