@@ -338,14 +338,30 @@ def below_bankruptcy_share(episodes: Sequence[EpisodeOutcome]) -> Measurement:
     so every liquidation weighs the same whichever episode it fell in (Hyperliquid's 302 of
     63,637 is such a count). NaN when no liquidation happened.
     """
-    below = [e.total("n_liquidations_below_bankruptcy") for e in episodes]
-    total = [e.total("n_liquidations") for e in episodes]
-    n_below, n_total = math.fsum(below), math.fsum(total)
-    return Measurement(
-        value=n_below / n_total if n_total > 0 else math.nan,
-        per_episode=tuple(b / t if t > 0 else math.nan for b, t in zip(below, total, strict=True)),
-        detail=f"{n_below:,.0f} of {n_total:,.0f} liquidation orders over {len(episodes)} episodes",
+    share, n_below, n_total = _pooled_share(
+        episodes, "n_liquidations_below_bankruptcy", "n_liquidations"
     )
+    detail = f"{n_below:,.0f} of {n_total:,.0f} liquidation orders over {len(episodes)} episodes"
+    return dataclasses.replace(share, detail=detail)
+
+
+def _pooled_share(
+    episodes: Sequence[EpisodeOutcome], part: str, whole: str
+) -> tuple[Measurement, float, float]:
+    """``sum(part) / sum(whole)`` over the episodes' steps, and the two sums.
+
+    Pooled, so every unit weighs the same whichever episode it fell in; the per-episode
+    values are each episode's own ratio. NaN where ``whole`` sums to nothing.
+    """
+    parts = [e.total(part) for e in episodes]
+    wholes = [e.total(whole) for e in episodes]
+    p, w = math.fsum(parts), math.fsum(wholes)
+    share = Measurement(
+        value=p / w if w > 0 else math.nan,
+        per_episode=tuple(a / b if b > 0 else math.nan for a, b in zip(parts, wholes, strict=True)),
+        detail="",
+    )
+    return share, p, w
 
 
 def fund_drawdown_from_start_frac(initial_usd: float, path_usd: FloatArray) -> float:
@@ -955,13 +971,9 @@ def vault_adl_share(episodes: Sequence[EpisodeOutcome]) -> Measurement:
     Pooled: ``sum(vault_adl_usd) / sum(adl_volume_usd)`` (the vault deleveraged beyond its
     loss limit, :mod:`fundgym.envs.core.vault`). NaN when nothing was deleveraged.
     """
-    vault = [e.total("vault_adl_usd") for e in episodes]
-    total = [e.total("adl_volume_usd") for e in episodes]
-    v, t = math.fsum(vault), math.fsum(total)
-    return Measurement(
-        value=v / t if t > 0 else math.nan,
-        per_episode=tuple(a / b if b > 0 else math.nan for a, b in zip(vault, total, strict=True)),
-        detail=f"${v:,.0f} of ${t:,.0f} deleveraged over {len(episodes)} episodes",
+    share, v, t = _pooled_share(episodes, "vault_adl_usd", "adl_volume_usd")
+    return dataclasses.replace(
+        share, detail=f"${v:,.0f} of ${t:,.0f} deleveraged over {len(episodes)} episodes"
     )
 
 
