@@ -67,7 +67,9 @@ backs it: under a shared fund, an alt's bad debt is paid
 out of what backs BTC and ETH (contagion); segmented, it stays in the alt's pot and what the
 pot cannot pay goes to ADL of the alt's own winners. With a backstop vault (a preset that runs
 one, e.g. static:hyperliquid, whose HLP takes accounts below 2/3 of their requirement over with
-every leg): its capital, its PnL at the end and the accounts it took over.
+every leg): its capital, its PnL at the end, the accounts it took over and its own inventory
+deleveraged once it lost more than its loss limit (static:...,vault_adl_loss_frac=F; Hyperliquid's
+own is 2% of its capital).
 
 --out DIR (optional) receives markets.csv (one row per configuration and episode),
 per_market.csv (one row per configuration, episode and market), markets.md (the tables),
