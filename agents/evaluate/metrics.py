@@ -103,6 +103,7 @@ STEP_FIELDS = (
     "vault_peak_inventory_usd",
     "vault_takeovers",
     "vault_takeover_usd",
+    "vault_adl_usd",
     "reward",
     "cost",
 )
@@ -123,6 +124,7 @@ _NON_NEGATIVE_FIELDS = (
     "vault_peak_inventory_usd",
     "vault_takeovers",
     "vault_takeover_usd",
+    "vault_adl_usd",
 )
 
 #: Per-step fractions that cannot be negative (up to ``FRAC_TOLERANCE``, clipped to 0).
@@ -165,6 +167,7 @@ EPISODE_COLUMNS: tuple[str, ...] = (
     "vault_peak_inventory_usd",
     "vault_takeovers",
     "vault_takeover_usd",
+    "vault_adl_usd",
     "mean_open_interest_usd",
     "mean_capital_locked_usd",
     "mean_fund_usd",
@@ -295,6 +298,8 @@ class EpisodeRecord:
             decisions, so the step-end inventory would miss it).
         vault_takeovers: Accounts the vault took over during the step (>= 0).
         vault_takeover_usd: Notional of the positions it took over during the step (>= 0).
+        vault_adl_usd: Notional of its own inventory deleveraged during the step, beyond its
+            loss limit (>= 0; part of ``adl_volume_usd``).
         reward: The environment's reward for the step.
         cost: The environment's cost (``info["cost"]``) for the step.
         params: Parameter name -> its value at each step in natural units (may be empty).
@@ -329,6 +334,7 @@ class EpisodeRecord:
     vault_peak_inventory_usd: FloatArray
     vault_takeovers: FloatArray
     vault_takeover_usd: FloatArray
+    vault_adl_usd: FloatArray
     reward: FloatArray
     cost: FloatArray
     params: dict[str, FloatArray] = field(default_factory=dict)
@@ -582,7 +588,8 @@ def episode_metrics(rec: EpisodeRecord) -> Row:
       per-step ``vault_drawdown_frac`` (the environment's running fall from peak equity);
       ``vault_peak_inventory_usd``, the largest notional it held at any tick;
       ``vault_takeovers`` and ``vault_takeover_usd``, sums of its takeovers and their
-      notional;
+      notional; ``vault_adl_usd``, the sum of its own inventory deleveraged beyond its loss
+      limit (part of ``adl_volume_usd``);
     * ``mean_open_interest_usd``, ``mean_capital_locked_usd``, ``mean_fund_usd``: means of
       the end-of-step levels; ``mean_fund_to_oi_frac``: mean of fund / OI over the steps
       that ended with open interest of at least ``MIN_OPEN_INTEREST_USD`` (a market settled
@@ -643,6 +650,7 @@ def episode_metrics(rec: EpisodeRecord) -> Row:
         "vault_peak_inventory_usd": float(rec.vault_peak_inventory_usd.max()),
         "vault_takeovers": _total(rec.vault_takeovers),
         "vault_takeover_usd": _total(rec.vault_takeover_usd),
+        "vault_adl_usd": _total(rec.vault_adl_usd),
         "mean_open_interest_usd": _mean(rec.open_interest_usd),
         "mean_capital_locked_usd": _mean(rec.capital_locked_usd),
         "mean_fund_usd": _mean(rec.fund_balance_usd),

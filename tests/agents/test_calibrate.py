@@ -230,6 +230,7 @@ def vault_outcome(
         vault_drawdown_frac=drawdown,
         vault_takeovers=takeovers or zeros,
         vault_takeover_usd=takeover_usd or zeros,
+        vault_adl_usd=zeros,
         fund_balance_usd=zeros,
     )
 

@@ -74,6 +74,7 @@ def record_a_kwargs() -> dict[str, Any]:
         "vault_peak_inventory_usd": [0.0, 160.0, 160.0, 160.0],
         "vault_takeovers": [0.0, 1.0, 3.0, 0.0],
         "vault_takeover_usd": [0.0, 160.0, 300.0, 0.0],
+        "vault_adl_usd": [0.0, 50.0, 100.0, 0.0],
         "reward": [0.5, -1.0, -2.0, 0.25],
         "cost": [0.0, 0.0, 0.005, 0.0025],
         "params": {"max_leverage": [20.0, 20.0, 10.0, 10.0], "mmr": [0.03, 0.03, 0.04, 0.05]},
@@ -121,6 +122,7 @@ EXPECTED_A: dict[str, Any] = {
     "vault_peak_inventory_usd": 160.0,  # the running peak's last value
     "vault_takeovers": 4.0,  # 1 + 3
     "vault_takeover_usd": 460.0,  # 160 + 300
+    "vault_adl_usd": 150.0,  # 50 + 100
     "mean_open_interest_usd": 675.0,  # (1000 + 800 + 500 + 400) / 4 = 2700 / 4
     "mean_capital_locked_usd": 107.75,  # (110 + 144 + 75 + 102) / 4 = 431 / 4
     "mean_fund_usd": 87.5,  # (80 + 120 + 60 + 90) / 4 = 350 / 4
@@ -167,6 +169,7 @@ def record_b_kwargs() -> dict[str, Any]:
         "vault_peak_inventory_usd": [0.0, 0.0, 0.0],
         "vault_takeovers": [0.0, 0.0, 0.0],
         "vault_takeover_usd": [0.0, 0.0, 0.0],
+        "vault_adl_usd": [0.0, 0.0, 0.0],
         "reward": [-1.0, -5.0, -10.0],
         "cost": [0.0, 0.005, 0.025],
         "params": {},
@@ -208,6 +211,7 @@ EXPECTED_B: dict[str, Any] = {
     "vault_peak_inventory_usd": 0.0,
     "vault_takeovers": 0.0,
     "vault_takeover_usd": 0.0,
+    "vault_adl_usd": 0.0,
     "mean_open_interest_usd": 1000.5 / 3,  # (1000 + 0.5 + 0) / 3
     "mean_capital_locked_usd": 72.5 / 3,  # (70 + 2.5 + 0) / 3
     "mean_fund_usd": 22.0 / 3,  # (20 + 2 + 0) / 3
@@ -251,6 +255,7 @@ def record_c_kwargs() -> dict[str, Any]:
         "vault_peak_inventory_usd": [0.0],
         "vault_takeovers": [2.0],
         "vault_takeover_usd": [75.0],
+        "vault_adl_usd": [25.0],
         "reward": [0.0],
         "cost": [0.0],
         "params": {"mmr": [0.03]},
@@ -293,6 +298,7 @@ EXPECTED_C: dict[str, Any] = {
     "vault_peak_inventory_usd": 0.0,
     "vault_takeovers": 2.0,
     "vault_takeover_usd": 75.0,
+    "vault_adl_usd": 25.0,
     "mean_open_interest_usd": 500.0,
     "mean_capital_locked_usd": 15.0,
     "mean_fund_usd": 0.0,
@@ -1069,6 +1075,7 @@ def test_episode_metrics_properties(steps: list[tuple[float, ...]], fund0: float
         vault_peak_inventory_usd=zeros,
         vault_takeovers=zeros,
         vault_takeover_usd=zeros,
+        vault_adl_usd=zeros,
         reward=zeros,
         cost=zeros,
         positions=pos[:, None],

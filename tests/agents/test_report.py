@@ -95,6 +95,7 @@ def make_record(
         vault_peak_inventory_usd=[0.0, 6e5, 6e5, 6e5] if vault else zeros,
         vault_takeovers=[0.0, 2.0, 0.0, 0.0] if vault else zeros,
         vault_takeover_usd=[0.0, 6e5, 0.0, 0.0] if vault else zeros,
+        vault_adl_usd=[0.0, 2e5, 0.0, 0.0] if vault else zeros,
         reward=[-0.1, -0.2, -0.3, -0.1],
         cost=[0.0, 0.0, 0.0, 0.0],
         params=(
