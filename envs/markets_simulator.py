@@ -40,8 +40,8 @@ takeovers, (Hyperliquid's) backstop vault and (dYdX's) one order per subaccount 
 fillable price across markets (:mod:`fundgym.envs.core.venue_cross`): each market's oracle and
 book on a path from the previous tick's. What it does not do yet, compared with the one-market
 tick: paid outside liquidators (refused when built), under ``dydx_v4`` lending between fund
-segments (refused), the attacker (refused; the venue events run on every market, a
-settlement on its market, steps 2b, 3 and 6), the mark cap,
+segments (refused), the mark cap (the venue events run on every market, a settlement on
+its market, steps 2b, 3 and 6; the attacker in its market, step 5b),
 injections, a fund holding several listed assets (or puts on several) at once, and ordinary
 volume in the population. It is not
 compiled across ticks: each tick is a few compiled calls joined in Python.
@@ -63,14 +63,24 @@ import numpy as np
 from fundgym.envs.core.events import StepEvents
 from fundgym.envs.core.impact import SqrtImpact
 from fundgym.envs.core.liquidators import liquidators_paid
-from fundgym.envs.core.params import P_LIQ_FEE, P_LIQ_FUND_SHARE, P_LIQUIDATOR_MULT, RiskParams
+from fundgym.envs.core.params import (
+    P_IMR,
+    P_LIQ_FEE,
+    P_LIQ_FUND_SHARE,
+    P_LIQUIDATOR_MULT,
+    P_UPNL_HAIRCUT,
+    RiskParams,
+)
 from fundgym.envs.core.rng import POPULATION_STREAM, BatchStreams
 from fundgym.envs.core.step import core_step
 from fundgym.envs.core.trading import apply_funding
 from fundgym.envs.core.vault import V_CASH, inventory_column, open_vault, vault_loss_frac
 from fundgym.envs.core.venue_events import (
+    ATTACKER_SLOT,
     VF_ENGINE_OFF,
     VF_OUTAGE,
+    VF_WITHDRAWAL_HALT,
+    attacker_withdrawal_markets,
     halt_mask,
     market_event_arrays,
     market_settlements,
@@ -88,7 +98,7 @@ from fundgym.envs.levers import MARKET_LEVERS
 from fundgym.envs.market.factor import MarketsPath, draw_markets
 from fundgym.envs.market.kernels import MK_DEPTH_NORMAL
 from fundgym.envs.market.market import Market
-from fundgym.envs.scenarios import Scenario, unsupported_across_markets
+from fundgym.envs.scenarios import Scenario
 from fundgym.envs.simulator import batch_seeds, vol_and_peak
 from fundgym.envs.state import SimState, ledger_error, ledger_total, open_interest_usd
 from fundgym.envs.traders import kernels as pk
@@ -389,13 +399,6 @@ class MarketsSimulator:
                 "'dydx_v4': dYdX pays a fill whole from its market's fund or rejects it, and "
                 "lending between segments is not built for it; allowed: 0"
             )
-        refused = unsupported_across_markets(scenario)
-        if refused is not None:  # a one-market scenario's (a multi-market one is refused at load)
-            field, value = refused
-            raise ValueError(
-                f"scenario {scenario.name!r}: {field} = {value!r}, which this simulator does not "
-                "run (docs/markets.md); run it with ExchangeSimulator (fundgym simulate)"
-            )
         n_mkt = scenario.n_markets
         self.fund_asset = _market_index("fund_asset", fund_asset, scenario)
         self.allocation = allocation or AllocationParams()
@@ -540,6 +543,17 @@ class MarketsSimulator:
         # the window's index sum so far, per exchange.
         self.settle_tick, self.settle_from = market_settlements(self.scenario)
         self.settle_sum = np.zeros((E, M))
+        # The scenario's attacker (Mango): its slot, the tick it starts withdrawing and what the
+        # venue has left to pay out (inf: no limit).
+        att = self.scenario.attacker
+        self.first_slot = 0 if att is None else ATTACKER_SLOT + 1
+        self.attacker_from = (
+            -1
+            if att is None
+            else int(np.ceil(att.withdraw_start_minute / self.scenario.tick_minutes - 1e-9))
+        )
+        lendable = np.inf if att is None or att.lendable_usd is None else att.lendable_usd
+        self.attacker_left_usd = np.full(E, lendable)
         # What the fund has paid toward each market this episode (fund_cap_period "episode").
         self.fund_cap_spent_usd = np.zeros((E, M))
         segments = np.zeros((E, self.n_pots)) if self.fund_mode == "segmented" else None
@@ -591,10 +605,12 @@ class MarketsSimulator:
             st.entry_price, st.collateral_units, st.counterparty_size, st.counterparty_cash_usd,
             packed, self.pop_columns, price0, self.mix_cdf, self.market_mmr_mult,
             np.full(self.n_markets, np.inf), mp.second_leg_frac, mp.asset_share,
-            mp.asset_margin_frac, unit_value, self.unit_price[e], 0,
+            mp.asset_margin_frac, unit_value, self.unit_price[e], self.first_slot,
             np.full(self.n_markets, np.inf), np.zeros(self.n_markets, np.bool_), scratch,
             scratch.copy(), scratch.copy(),
         )  # fmt: skip
+        if sc.attacker is not None:
+            self._install_attacker(e, price0)
         oi = open_interest_usd(st.take([e]), price0[None, :])[0]
         self.initial_open_interest_usd[e] = oi
         fund = self.fund_to_oi_frac * float(oi.sum())
@@ -685,6 +701,8 @@ class MarketsSimulator:
             k = self.fund_asset
             accrue(pf, index[:, k], self.vol_annual[:, k], tick, self.allocation)
             st.net_deposits_usd += pf.external_pnl_usd - ext
+        # 5b. The attacker's withdrawal against its unrealised PnL (Mango), before the engine.
+        withdrawn = self._attacker_withdraws(oracle, vf)
         # 6. The margin engine across markets; the lending market is stressed when the factor
         #    market's book is below half its normal depth (as in one market).
         self.fund_stressed = depth[:, 0] < 0.5 * self.normal_depth(0)
@@ -721,6 +739,7 @@ class MarketsSimulator:
                 prev_book_price=self.prev_book if M > 1 else self.prev_book[:, 0],
                 **kwargs,
             )
+        events.attacker_withdrawn_usd = withdrawn
         if settled is not None:  # the settlements' debt, paid before this tick's engine
             price, debt, paid = settled
             events.settlement_price = price
@@ -772,6 +791,53 @@ class MarketsSimulator:
             "trading_fees_usd": pop_events[:, ME_FEES_USD],
             "vault_equity_usd": self.vault_equity_usd(mark),
         }
+
+    def _install_attacker(self, e: int, price0: FloatArray) -> None:
+        """Put the scenario's attacker in exchange ``e``'s slot 0 (the population's start at 1).
+
+        As in one market (``fundgym.envs.simulator._install_attacker``): it deposits its
+        margin and opens its position in its market (``attacker.market``, the first without
+        one) at the starting index against the outside counterparty.
+        """
+        spec = self.scenario.attacker
+        assert spec is not None
+        st, a = self.state, ATTACKER_SLOT
+        j = 0 if spec.market is None else self.scenario.market_names.index(spec.market)
+        q = (1.0 if spec.side == "long" else -1.0) * spec.notional_usd / float(price0[j])
+        st.collateral_usd[e, a] = spec.margin_usd
+        st.size[e, a, j] = q
+        st.entry_price[e, a, j] = price0[j]
+        st.counterparty_size[e, j] -= q
+        st.counterparty_cash_usd[e] += q * price0[j]
+
+    def _attacker_withdraws(self, oracle: FloatArray, vf: int) -> FloatArray:
+        """What the attacker takes this tick, ``(E,)`` USD: against its unrealised PnL.
+
+        From its ``withdraw_start_minute``, unless withdrawals are halted: its equity at the
+        oracles with profit counted at ``1 - unrealised_pnl_haircut_frac``, less the initial
+        margin of its positions (the exchange's IMR times each market's margin multiple), in
+        all at most ``lendable_usd`` over the episode
+        (:func:`~fundgym.envs.core.venue_events.attacker_withdrawal_markets`). It leaves
+        through ``net_deposits_usd``.
+        """
+        took = np.zeros(self.n_envs)
+        if self.attacker_from < 0 or self.t < self.attacker_from or vf & VF_WITHDRAWAL_HALT:
+            return took
+        st, a = self.state, ATTACKER_SLOT
+        packed = self.risk.packed(self.n_envs)
+        for e in range(self.n_envs):
+            imr = packed[e, P_IMR] * self.market_mmr_mult
+            took[e] = min(
+                attacker_withdrawal_markets(
+                    float(st.collateral_usd[e, a]), st.size[e, a], st.entry_price[e, a],
+                    oracle[e], float(packed[e, P_UPNL_HAIRCUT]), imr,
+                ),
+                self.attacker_left_usd[e],
+            )  # fmt: skip
+        self.attacker_left_usd -= took
+        st.collateral_usd[:, a] -= took
+        st.net_deposits_usd -= took
+        return took
 
     def _settle(
         self, index: FloatArray, depth: FloatArray
@@ -887,7 +953,7 @@ class MarketsSimulator:
                 np.ascontiguousarray(lam[e]), self.mix_cdf, self.market_mmr_mult, room[e],
                 mp.second_leg_frac, mp.asset_share, mp.asset_margin_frac,
                 np.ascontiguousarray(unit_value[e]),
-                np.ascontiguousarray(self.unit_price[e]), 0, halt, cap, reduce_only,
+                np.ascontiguousarray(self.unit_price[e]), self.first_slot, halt, cap, reduce_only,
                 scratch[0], scratch[1], scratch[2], income[e], events[e],
             )  # fmt: skip
         if self.fund_mode == "segmented":

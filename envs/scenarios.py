@@ -574,6 +574,10 @@ class AttackerSpec:
         doc="most the venue can pay out or lend, USD (Mango: every lendable asset, ~$116M "
         "drained); none: no limit beyond the account's own",
     )
+    market: str | None = spec(
+        None,
+        doc="the market its position is in (a name from markets:); none: the first market",
+    )
 
 
 @dataclass(frozen=True)
@@ -1040,6 +1044,13 @@ class Scenario:
                     event.market,
                     f"one of the scenario's markets: {', '.join(self.market_names)}",
                 )
+        attacker = self.attacker
+        if attacker is not None and attacker.market not in (None, *self.market_names):
+            raise FieldError(
+                "attacker.market",
+                attacker.market,
+                f"one of the scenario's markets: {', '.join(self.market_names)}",
+            )
         if sum(e.kind == "settlement" for e in self.events) > 1:
             raise FieldError(
                 "events",
@@ -1072,26 +1083,6 @@ class Scenario:
             self._check_markets(bound)
         if self.collateral:
             self._check_collateral()
-        if self.n_markets > 1 or self.collateral:
-            self._check_simulated_across_markets()
-
-    def _check_simulated_across_markets(self) -> None:
-        """Refuse what the multi-market simulator does not run, rather than ignore it.
-
-        Only :class:`~fundgym.envs.markets_simulator.MarketsSimulator` runs a scenario with
-        several markets or collateral assets (:func:`require_single_market`), and it does not
-        run the attacker (:func:`unsupported_across_markets`): such a scenario would run as if
-        it had none.
-        """
-        refused = unsupported_across_markets(self)
-        if refused is not None:
-            field, value = refused
-            raise FieldError(
-                field,
-                value,
-                "none in a scenario with several markets or collateral assets: "
-                + NOT_ACROSS_MARKETS[field.split("[")[0]],
-            )
 
     def _check_collateral(self) -> None:
         """The ``collateral`` section's rules that need the rest of the scenario.
@@ -1305,27 +1296,6 @@ class MultiMarketError(SchemaError):
     A :class:`~fundgym.envs.schema.SchemaError`, so every command reports it as a bad scenario
     (exit 2) rather than a crash.
     """
-
-
-NOT_ACROSS_MARKETS = {
-    "attacker": "the attacker across markets is not built yet (docs/markets.md); run it on a "
-    "one-market scenario",
-}
-"""Why each section :func:`unsupported_across_markets` names is refused across markets."""
-
-
-def unsupported_across_markets(scenario: Scenario) -> tuple[str, Any] | None:
-    """What of ``scenario`` the multi-market simulator does not run, or ``None``.
-
-    Its venue events run across markets (outages, halts, reduce-only, leverage caps and, since
-    2026-12-02, settlements of one market or all). The attacker does not:
-    ``("attacker", side)``. The one home of the rule: the schema refuses a scenario with
-    several markets or collateral that has one, and the multi-market simulator and
-    ``fundgym markets`` refuse a one-market scenario that has one.
-    """
-    if scenario.attacker is not None:
-        return "attacker", scenario.attacker.side
-    return None
 
 
 def require_single_market(scenario: Scenario) -> None:

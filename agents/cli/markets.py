@@ -37,7 +37,7 @@ from fundgym.envs.markets_simulator import (
     MarketsResult,
     MarketsSimulator,
 )
-from fundgym.envs.scenarios import Scenario, unsupported_across_markets
+from fundgym.envs.scenarios import Scenario
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 FILES = ("markets.csv", "per_market.csv", "markets.md", "config.yaml", "command.txt")
@@ -311,13 +311,6 @@ def main(args: argparse.Namespace) -> int:
     modes = _choices("--fund-mode", args.fund_mode, FUND_MODES)
     sources = _choices("--collateral-price", args.collateral_price, COLLATERAL_SOURCES)
     scenario = load_scenario_checked(args.scenario)
-    refused = unsupported_across_markets(scenario)
-    if refused is not None:
-        field, value = refused
-        raise UsageError(
-            f"--scenario: {scenario.name!r}: {field} = {value!r}, which the multi-market "
-            "simulator does not run (docs/markets.md); run it with `fundgym simulate`"
-        )
     groups = _groups(args.fund_groups, scenario)
     mults = _mults(args.market_mmr_mult, scenario)
     caps = _caps(args.fund_cap_usd, scenario)

@@ -262,6 +262,26 @@ def attacker_withdrawal(coll, size, entry, e, price, haircut_frac, imr):  # type
     return max(usable - imr * abs(q) * price, 0.0)
 
 
+def attacker_withdrawal_markets(
+    coll_usd: float,
+    size: FloatArray,
+    entry: FloatArray,
+    price: FloatArray,
+    haircut_frac: float,
+    imr: FloatArray,
+) -> float:
+    """:func:`attacker_withdrawal` for an account with positions in several markets, USD (>= 0).
+
+    ``size``, ``entry``, ``price`` and ``imr`` are ``(M,)``: its collateral plus its PnL over
+    every market, the profit counted at ``1 - haircut_frac`` (a loss whole), less each
+    position's initial margin ``imr_j x |size_j| x price_j``. With one market, the same sums
+    as :func:`attacker_withdrawal`.
+    """
+    pnl = float((size * (price - entry)).sum())
+    usable = coll_usd + pnl - haircut_frac * max(pnl, 0.0)
+    return max(usable - float((imr * np.abs(size) * price).sum()), 0.0)
+
+
 @jit(error_model="numpy", inline="always")
 def cap_mark(mark, average, mult):  # type: ignore[no-untyped-def]
     """``mark`` capped at ``mult x average`` (``mult`` 0: no cap, or no average yet)."""

@@ -92,7 +92,6 @@ def test_collateral_prices_are_configurations(capsys: pytest.CaptureFixture[str]
             "--fund-allocation applies to --fund-mode shared",
         ),
         (["--fund-asset", "DOGE"], "--fund-asset: 'DOGE' is not a market of"),
-        (["--scenario", "oracle_manipulation"], "'oracle_manipulation': attacker = 'long'"),
         (["--segment-transfer-cap-usd", "-1"], "--segment-transfer-cap-usd must be >= 0"),
         (["--segment-transfer-cap-usd", "nan"], "--segment-transfer-cap-usd must be >= 0"),
         (

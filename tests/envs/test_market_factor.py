@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from fundgym.agents.cli import main
 from fundgym.envs.market.factor import draw_markets
 from fundgym.envs.market.price import drawdown_stats
-from fundgym.envs.markets_simulator import MarketsSimulator
 from fundgym.envs.scenarios import (
     SCENARIO_DIR,
     SINGLE_MARKET_NAME,
@@ -563,10 +562,10 @@ def test_a_pause_leg_takes_no_return():
         scenario_from_dict(data, "multi.yaml")
 
 
-def test_what_the_multi_market_simulator_does_not_run_is_refused_not_ignored():
-    # Mango's attacker, put in a scenario with markets: MarketsSimulator runs the venue
-    # events (a settlement too, since 2026-12-02), not the attacker, and would run the
-    # scenario as if it were absent.
+def test_venue_events_and_the_attacker_load_across_markets_and_name_their_market():
+    # LUNA's settlement and Mango's attacker in scenarios with markets: the multi-market
+    # simulator runs both (since 2026-12-02; before, the schema refused them, and earlier still
+    # they were silently ignored). An attacker's market must be one of the scenario's.
     data = library_dict("luna_2022")
     data["markets"] = [{"name": "LUNA"}, {"name": "BTC", "initial": 30000.0}]
     assert [e.kind for e in scenario_from_dict(data, "luna_multi.yaml").events] == [
@@ -576,18 +575,18 @@ def test_what_the_multi_market_simulator_does_not_run_is_refused_not_ignored():
     ]
     data = library_dict("oracle_manipulation")
     data["markets"] = [{"name": "MNGO"}, {"name": "BTC", "initial": 30000.0}]
+    assert scenario_from_dict(data, "mango_multi.yaml").attacker.market is None
+    data["attacker"]["market"] = "SOL"
     with pytest.raises(
         SchemaError,
-        match=r"mango_multi\.yaml: attacker = 'long': none in a scenario with several markets",
+        match=r"mango_multi\.yaml: attacker\.market = 'SOL': one of the scenario's markets: "
+        r"MNGO, BTC",
     ):
         scenario_from_dict(data, "mango_multi.yaml")
     # One market with a one-entry list is still the one-market simulator's: events stay.
     data = library_dict("luna_2022")
     data["markets"] = [{"name": "LUNA"}]
     assert len(scenario_from_dict(data, "luna_one.yaml").events) == 3
-    # The multi-market simulator refuses a one-market scenario it would run without them.
-    with pytest.raises(ValueError, match="'oracle_manipulation': attacker = 'long', which this"):
-        MarketsSimulator(load_scenario("oracle_manipulation"), n_envs=1, n_accounts=8)
 
 
 def test_an_events_market_is_one_of_the_scenarios_and_only_where_its_kind_takes_one():

@@ -751,6 +751,74 @@ def test_a_settlement_leaves_a_flat_account_below_zero_as_debt_the_fund_pays() -
     assert debt.tolist() == [0.0] and coll.tolist() == [[-40.0]]
 
 
+def test_the_attackers_withdrawal_across_markets_by_hand() -> None:
+    from fundgym.envs.core.venue_events import attacker_withdrawal, attacker_withdrawal_markets
+
+    # | market | size | entry | oracle | PnL | IMR x |size| x oracle |
+    # |--------|------|-------|--------|-----|------------------------|
+    # | ALT    | 100  | 1     | 5      | 400 | 0.1 x 500 = 50         |
+    # | BTC    | -1   | 100   | 110    | -10 | 0.2 x 110 = 22         |
+    # Collateral 20: PnL 390, counted at 1 - 0.5 of its profit: 20 + 390 - 195 = 215; less
+    # 72 of initial margin: 143.
+    size, entry = np.array([100.0, -1.0]), np.array([1.0, 100.0])
+    got = attacker_withdrawal_markets(
+        20.0, size, entry, np.array([5.0, 110.0]), 0.5, np.array([0.1, 0.2])
+    )
+    assert got == pytest.approx(143.0, rel=1e-15)
+    # A loss counts whole, and nothing is owed back: 20 - 400 ... floored at 0.
+    assert attacker_withdrawal_markets(20.0, size, entry, np.array([-3.0, 100.0]), 0.5,
+                                       np.array([0.1, 0.2])) == 0.0  # fmt: skip
+    # One market: the one-market formula's value.
+    one = attacker_withdrawal(
+        np.array([[20.0]]), np.array([[[100.0]]]), np.array([[[1.0]]]), 0, 5.0, 0.5, 0.1
+    )
+    assert attacker_withdrawal_markets(
+        20.0, np.array([100.0]), np.array([1.0]), np.array([5.0]), 0.5, np.array([0.1])
+    ) == pytest.approx(one, rel=1e-15)
+
+
+def test_an_attacker_in_a_thin_alt_drains_a_shared_fund_and_a_segment_contains_it() -> None:
+    """Mango in one market of three: alt_contagion with ALT pumped 5x from minute 600 and
+    back down, an attacker long ALT from minute 0 ($20k behind $80k) who withdraws against
+    his unrealised profit from minute 600 (the haircut lever at 0, as Mango's venue had it),
+    at most $1M. He takes nothing before 600 and far less with the default haircut (1); the
+    ledger closes every tick; the shared fund pays his bad debt out of what backs BTC and ETH,
+    the segmented funds confine it to ALT's.
+    """
+    data = copy.deepcopy(library_dict("alt_contagion"))
+    data["horizon_minutes"] = 900
+    data["attacker"] = {
+        "margin_usd": 2e4,
+        "notional_usd": 8e4,
+        "side": "long",
+        "withdraw_start_minute": 600,
+        "lendable_usd": 1e6,
+        "market": "ALT",
+    }
+    data["markets"][2]["idio_crash"] = {"start_minute": 600, "legs": [
+        {"kind": "recovery", "minutes": 15, "return_frac": 4.0},
+        {"kind": "decline", "minutes": 60, "return_frac": -0.9}]}  # fmt: skip
+    sc = scenario_from_dict(data, "alt_attack.yaml")
+    kw: dict[str, Any] = {"n_envs": 2, "n_accounts": 400, "seed": 4}
+    mango = RiskParams(unrealised_pnl_haircut_frac=0.0)
+    runs = {mode: MarketsSimulator(sc, mango, fund_mode=mode, **kw).run()
+            for mode in ("shared", "segmented")}  # fmt: skip
+    col = StepEvents.FIELDS.index("attacker_withdrawn_usd")
+    for res in runs.values():
+        took = res.events[:, :, col]
+        assert (took[:600] == 0.0).all() and (took.sum(axis=0) > 1e4).all()
+        assert (took.sum(axis=0) <= 1e6 + 1e-6).all()
+        assert res.max_ledger_error_usd < 1e-6 * float(np.abs(res.initial_open_interest_usd).sum())
+    shared = runs["shared"].fund_usd.sum(axis=2)
+    assert (shared.min(axis=0) < 0.05 * shared[0]).all()  # drained
+    seg = runs["segmented"].fund_usd  # (T, E, pots): BTC's and ETH's hold
+    assert (seg[:, :, :2].min(axis=0) > 0.8 * seg[0, :, :2]).all()
+    # The haircut lever's default (1) lends nothing against unrealised profit: what he takes
+    # then is free margin and profit ADL realised for him, far less.
+    default = MarketsSimulator(sc, fund_mode="shared", **kw).run()
+    assert default.events[:, :, col].sum() < 0.75 * runs["shared"].events[:, :, col].sum()
+
+
 def test_per_market_caps_and_reduce_only_act_on_their_market_alone() -> None:
     """Arrivals in BTC, ETH and ALT (homes by ``lam``) under one market's events.
 
