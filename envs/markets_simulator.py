@@ -77,6 +77,7 @@ from fundgym.envs.core.trading import apply_funding
 from fundgym.envs.core.vault import V_CASH, inventory_column, open_vault, vault_loss_frac
 from fundgym.envs.core.venue_events import (
     ATTACKER_SLOT,
+    VF_ATTACKER,
     VF_ENGINE_OFF,
     VF_OUTAGE,
     VF_WITHDRAWAL_HALT,
@@ -543,15 +544,10 @@ class MarketsSimulator:
         # the window's index sum so far, per exchange.
         self.settle_tick, self.settle_from = market_settlements(self.scenario)
         self.settle_sum = np.zeros((E, M))
-        # The scenario's attacker (Mango): its slot, the tick it starts withdrawing and what the
-        # venue has left to pay out (inf: no limit).
+        # The scenario's attacker (Mango): its slot (it withdraws from the ticks flagged
+        # VF_ATTACKER) and what the venue has left to pay out (inf: no limit).
         att = self.scenario.attacker
         self.first_slot = 0 if att is None else ATTACKER_SLOT + 1
-        self.attacker_from = (
-            -1
-            if att is None
-            else int(np.ceil(att.withdraw_start_minute / self.scenario.tick_minutes - 1e-9))
-        )
         lendable = np.inf if att is None or att.lendable_usd is None else att.lendable_usd
         self.attacker_left_usd = np.full(E, lendable)
         # What the fund has paid toward each market this episode (fund_cap_period "episode").
@@ -821,7 +817,7 @@ class MarketsSimulator:
         through ``net_deposits_usd``.
         """
         took = np.zeros(self.n_envs)
-        if self.attacker_from < 0 or self.t < self.attacker_from or vf & VF_WITHDRAWAL_HALT:
+        if not vf & VF_ATTACKER or vf & VF_WITHDRAWAL_HALT:
             return took
         st, a = self.state, ATTACKER_SLOT
         packed = self.risk.packed(self.n_envs)

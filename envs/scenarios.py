@@ -1038,19 +1038,9 @@ class Scenario:
                     event.start_minute,
                     f"before horizon_minutes = {self.horizon_minutes:g}",
                 )
-            if event.market is not None and event.market not in self.market_names:
-                raise FieldError(
-                    f"events[{i}].market",
-                    event.market,
-                    f"one of the scenario's markets: {', '.join(self.market_names)}",
-                )
-        attacker = self.attacker
-        if attacker is not None and attacker.market not in (None, *self.market_names):
-            raise FieldError(
-                "attacker.market",
-                attacker.market,
-                f"one of the scenario's markets: {', '.join(self.market_names)}",
-            )
+            self._check_market_name(f"events[{i}].market", event.market)
+        if self.attacker is not None:
+            self._check_market_name("attacker.market", self.attacker.market)
         if sum(e.kind == "settlement" for e in self.events) > 1:
             raise FieldError(
                 "events",
@@ -1083,6 +1073,13 @@ class Scenario:
             self._check_markets(bound)
         if self.collateral:
             self._check_collateral()
+
+    def _check_market_name(self, field_name: str, name: str | None) -> None:
+        """Refuse a ``market`` that names none of the scenario's markets (``None``: all/first)."""
+        if name is not None and name not in self.market_names:
+            raise FieldError(
+                field_name, name, f"one of the scenario's markets: {', '.join(self.market_names)}"
+            )
 
     def _check_collateral(self) -> None:
         """The ``collateral`` section's rules that need the rest of the scenario.

@@ -38,7 +38,7 @@ from fundgym.envs.jit import jit
 from fundgym.envs.traders.kernels import HALT_NEW_POSITIONS, HALT_WITHDRAWALS
 
 if TYPE_CHECKING:
-    from fundgym.envs.scenarios import Scenario
+    from fundgym.envs.scenarios import EventSpec, Scenario
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
@@ -82,14 +82,12 @@ def event_arrays(scenario: Scenario) -> tuple[IntArray, FloatArray]:
     cap = np.full(n, np.inf)
     for ev in scenario.events:
         if ev.kind == "settlement":
-            window = ev.index_window_minutes or dt
-            k = _ticks(ev.start_minute, math.inf, dt, n).start
-            if k >= n:
-                continue
-            w = max(1, round(window / dt))
-            flags[max(0, k - w + 1) : k + 1] |= VF_SETTLE_WINDOW
-            flags[k] |= VF_SETTLE
-            flags[k:] |= VF_CLOSED
+            settles = _settlement_ticks(ev, dt, n)
+            if settles is not None:
+                k, first = settles
+                flags[first : k + 1] |= VF_SETTLE_WINDOW
+                flags[k] |= VF_SETTLE
+                flags[k:] |= VF_CLOSED
             continue
         ticks = _ticks(ev.start_minute, ev.minutes or math.inf, dt, n)
         if ev.kind == "outage":
@@ -101,19 +99,42 @@ def event_arrays(scenario: Scenario) -> tuple[IntArray, FloatArray]:
         elif ev.kind == "leverage_cap":
             assert ev.max_leverage is not None  # the schema requires it
             cap[ticks] = np.minimum(cap[ticks], ev.max_leverage)
-    if scenario.attacker is not None:
-        flags[_ticks(scenario.attacker.withdraw_start_minute, math.inf, dt, n)] |= VF_ATTACKER
+    flags |= _attacker_flags(scenario)
     return flags, cap
+
+
+def _settlement_ticks(ev: EventSpec, dt: float, n: int) -> tuple[int, int] | None:
+    """A settlement's tick and the first tick of its index window; ``None``: after the episode.
+
+    It settles at the first tick at or after ``start_minute``; its window is that tick and
+    the ``round(index_window_minutes / tick) - 1`` ticks before it (at least the settling
+    tick, at most back to the episode's start).
+    """
+    k = _ticks(ev.start_minute, math.inf, dt, n).start
+    if k >= n:
+        return None
+    w = max(1, round((ev.index_window_minutes or dt) / dt))
+    return k, max(0, k - w + 1)
+
+
+def _attacker_flags(scenario: Scenario) -> IntArray:
+    """``VF_ATTACKER`` on every tick from the scenario's attacker's ``withdraw_start_minute``."""
+    flags = np.zeros(scenario.n_ticks, dtype=np.int64)
+    if scenario.attacker is not None:
+        start = scenario.attacker.withdraw_start_minute
+        flags[_ticks(start, math.inf, scenario.tick_minutes, scenario.n_ticks)] = VF_ATTACKER
+    return flags
 
 
 def market_event_arrays(scenario: Scenario) -> tuple[IntArray, BoolArray, FloatArray]:
     """``(flags, reduce_only, leverage_cap)``: the events of a scenario with several markets.
 
     ``flags`` ``(n_ticks,)`` holds the exchange's events (``VF_OUTAGE``, ``VF_ENGINE_OFF``,
-    ``VF_WITHDRAWAL_HALT``); ``reduce_only`` ``(n_ticks, M)`` and ``leverage_cap``
-    ``(n_ticks, M)`` the per-market ones, on the event's ``market`` or, without one, on every
-    market (overlapping caps: the lowest holds). A settled market is reduce-only from its
-    settling tick on (:func:`market_settlements`): it is closed, nothing opens there again.
+    ``VF_WITHDRAWAL_HALT``, and ``VF_ATTACKER`` from the attacker's start); ``reduce_only``
+    ``(n_ticks, M)`` and ``leverage_cap`` ``(n_ticks, M)`` the per-market ones, on the event's
+    ``market`` or, without one, on every market (overlapping caps: the lowest holds). A
+    settled market is reduce-only from its settling tick on (:func:`market_settlements`): it
+    is closed, nothing opens there again.
     """
     n = scenario.n_ticks
     dt = scenario.tick_minutes
@@ -139,7 +160,7 @@ def market_event_arrays(scenario: Scenario) -> tuple[IntArray, BoolArray, FloatA
     for j, k in enumerate(settle_tick):
         if k >= 0:
             reduce_only[k:, j] = True
-    return flags, reduce_only, cap
+    return flags | _attacker_flags(scenario), reduce_only, cap
 
 
 def market_settlements(scenario: Scenario) -> tuple[IntArray, IntArray]:
@@ -156,17 +177,15 @@ def market_settlements(scenario: Scenario) -> tuple[IntArray, IntArray]:
     settle_tick = np.full(len(names), -1, dtype=np.int64)
     window_start = np.full(len(names), -1, dtype=np.int64)
     for ev in scenario.events:
-        if ev.kind != "settlement":
+        settles = _settlement_ticks(ev, dt, n) if ev.kind == "settlement" else None
+        if settles is None:
             continue
-        k = _ticks(ev.start_minute, math.inf, dt, n).start
-        if k >= n:
-            continue
-        w = max(1, round((ev.index_window_minutes or dt) / dt))
+        k, first = settles
         cols = range(len(names)) if ev.market is None else [names.index(ev.market)]
         for j in cols:
             if settle_tick[j] < 0 or k < settle_tick[j]:
                 settle_tick[j] = k
-                window_start[j] = max(0, k - w + 1)
+                window_start[j] = first
     return settle_tick, window_start
 
 
