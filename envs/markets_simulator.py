@@ -678,9 +678,12 @@ class MarketsSimulator:
             held = st.collateral_units.sum(axis=1)  # (E, K)
             st.net_deposits_usd += (held * (px - self.unit_price)).sum(axis=1)
         self.unit_price = px.copy()
+        # The lending market is stressed when the factor market's book is below half its
+        # normal depth (as in one market): the settlements' and the engine's fund payments.
+        self.fund_stressed = depth[:, 0] < 0.5 * self.normal_depth(0)
         # 2b. Settlements: a market's every position closes at its window's average index,
         #     and the market is closed (reduce-only from then on: market_event_arrays).
-        settled = self._settle(index, depth)
+        settled = self._settle(index)
         # 3. Population, on its clock, unless an outage keeps traders out (venue events: the
         #    scenario's, the same tick for every exchange of the batch).
         row = min(self.t, self.venue_flags.size - 1)  # the events' row of this tick
@@ -699,9 +702,7 @@ class MarketsSimulator:
             st.net_deposits_usd += pf.external_pnl_usd - ext
         # 5b. The attacker's withdrawal against its unrealised PnL (Mango), before the engine.
         withdrawn = self._attacker_withdraws(oracle, vf)
-        # 6. The margin engine across markets; the lending market is stressed when the factor
-        #    market's book is below half its normal depth (as in one market).
-        self.fund_stressed = depth[:, 0] < 0.5 * self.normal_depth(0)
+        # 6. The margin engine across markets.
         segmented = self.fund_mode == "segmented"
         kwargs: dict[str, Any] = {}
         if (self.market_mmr_mult != 1.0).any():
@@ -835,9 +836,7 @@ class MarketsSimulator:
         st.net_deposits_usd -= took
         return took
 
-    def _settle(
-        self, index: FloatArray, depth: FloatArray
-    ) -> tuple[FloatArray, FloatArray, FloatArray] | None:
+    def _settle(self, index: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray] | None:
         """This tick's settlements (``docs/markets.md``, "Settlement across markets").
 
         Adds the tick's index to each settling market's window; a market whose settling tick
@@ -867,8 +866,7 @@ class MarketsSimulator:
                 if self.fund_mode == "shared":
                     pf, k = st.fund, self.fund_asset
                     ext = pf.external_pnl_usd.copy()
-                    stressed = depth[:, 0] < 0.5 * self.normal_depth(0)
-                    paid = pay(pf, debt, index[:, k], self.vol_annual[:, k], stressed,
+                    paid = pay(pf, debt, index[:, k], self.vol_annual[:, k], self.fund_stressed,
                                self.allocation)  # fmt: skip
                     st.net_deposits_usd += pf.external_pnl_usd - ext
                 else:

@@ -380,17 +380,24 @@ def vault_unwind_cross(  # type: ignore[no-untyped-def]
 
 
 @jit(error_model="numpy", inline="always")
+def _loss_floor_usd(vault, i):  # type: ignore[no-untyped-def]
+    """The equity below which exchange ``i``'s vault is beyond its loss limit (``-inf``: none).
+
+    Its starting capital less ``V_LOSS_LIMIT_USD``, for an active vault whose row has a
+    limit (``V_LOSS_LIMITED``).
+    """
+    if vault[i, V_ACTIVE] > 0.0 and vault[i, V_LOSS_LIMITED] > 0.0:
+        return vault[i, V_CAPITAL] - vault[i, V_LOSS_LIMIT_USD]
+    return -np.inf
+
+
+@jit(error_model="numpy", inline="always")
 def vault_over_loss_limit(vault, i, marks_i):  # type: ignore[no-untyped-def]
     """Whether exchange ``i``'s vault has lost more than its loss limit at ``marks_i`` ``(M,)``.
 
-    Its equity over every market below its starting capital less ``V_LOSS_LIMIT_USD``, for an
-    active vault whose row has a limit (``V_LOSS_LIMITED``).
+    Its equity over every market below :func:`_loss_floor_usd`.
     """
-    return (
-        vault[i, V_ACTIVE] > 0.0
-        and vault[i, V_LOSS_LIMITED] > 0.0
-        and vault_equity_cross(vault, i, marks_i) < vault[i, V_CAPITAL] - vault[i, V_LOSS_LIMIT_USD]
-    )
+    return vault_equity_cross(vault, i, marks_i) < _loss_floor_usd(vault, i)
 
 
 @jit(error_model="numpy", inline="always")
@@ -399,11 +406,7 @@ def vault_over_loss_limit_1(vault, i, m):  # type: ignore[no-untyped-def]
 
     The compiled tick asks it of every exchange every tick: no array view is made for it.
     """
-    return (
-        vault[i, V_ACTIVE] > 0.0
-        and vault[i, V_LOSS_LIMITED] > 0.0
-        and vault_equity(vault, i, m) < vault[i, V_CAPITAL] - vault[i, V_LOSS_LIMIT_USD]
-    )
+    return vault_equity(vault, i, m) < _loss_floor_usd(vault, i)
 
 
 @jit(error_model="numpy")
