@@ -64,6 +64,20 @@ def step(state, p, mark, depth):
     return ev
 
 
+def hl_on_10_oct(n_envs, n_accounts, seed, risk=None, **kw):
+    """``oct_10_2025`` under Hyperliquid's levers (MM 1.25%, 0.1% fee), no fund, HLP at 2.2%."""
+    return ExchangeSimulator(
+        _scenario(),
+        params(mmr=0.0125, imr=0.025, liquidation_fee_rate=0.001, **(risk or {})),
+        n_envs=n_envs,
+        n_accounts=n_accounts,
+        seed=seed,
+        fund_to_oi_frac=0.0,
+        vault_to_oi_frac=0.022,
+        **kw,
+    )
+
+
 def test_takeover_below_two_thirds_of_mm_then_unwind_over_two_ticks():
     # | tick | oracle | account equity | 2/3 MM | vault                                       |
     # |------|--------|----------------|--------|---------------------------------------------|
@@ -185,17 +199,7 @@ def test_a_vault_needs_a_venue_mode():
 
 def test_the_simulator_books_the_vault_at_reset_and_the_ledger_closes():
     # 2.2% of open interest, as static:hyperliquid's HLP; a crash, the ledger checked every tick.
-    from fundgym.envs.scenarios import load_scenario
-
-    sim = ExchangeSimulator(
-        load_scenario("oct_10_2025"),
-        params(mmr=0.0125, imr=0.025, liquidation_fee_rate=0.001),
-        n_envs=2,
-        n_accounts=256,
-        seed=3,
-        fund_to_oi_frac=0.0,
-        vault_to_oi_frac=0.022,
-    )
+    sim = hl_on_10_oct(2, 256, 3)
     v = sim.state.vault
     np.testing.assert_allclose(v[:, V_CAPITAL], 0.022 * sim.initial_open_interest_usd)
     assert (v[:, V_ACTIVE] == 1.0).all()
@@ -204,19 +208,8 @@ def test_the_simulator_books_the_vault_at_reset_and_the_ledger_closes():
 
 
 def test_two_threads_run_the_vault_bit_for_bit_as_one():
-    from fundgym.envs.scenarios import load_scenario
-
     def run(threads):
-        sim = ExchangeSimulator(
-            load_scenario("oct_10_2025"),
-            params(mmr=0.0125, imr=0.025, liquidation_fee_rate=0.001),
-            n_envs=3,
-            n_accounts=128,
-            seed=5,
-            fund_to_oi_frac=0.0,
-            vault_to_oi_frac=0.022,
-            threads=threads,
-        )
+        sim = hl_on_10_oct(3, 128, 5, threads=threads)
         block = sim.advance(400)
         return sim.state.vault.copy(), block.events.copy()
 
@@ -326,17 +319,7 @@ def _scenario():
 
 def test_the_simulator_arms_hyperliquids_vault_with_its_loss_limit_at_reset():
     def vault_row(**kw):
-        sim = ExchangeSimulator(
-            _scenario(),
-            params(mmr=0.0125, imr=0.025, liquidation_fee_rate=0.001, **kw.pop("risk", {})),
-            n_envs=2,
-            n_accounts=64,
-            seed=3,
-            fund_to_oi_frac=0.0,
-            vault_to_oi_frac=0.022,
-            **kw,
-        )
-        return sim.state.vault
+        return hl_on_10_oct(2, 64, 3, **kw).state.vault
 
     v = vault_row()
     assert (v[:, V_LOSS_LIMITED] == 1.0).all()
@@ -352,16 +335,7 @@ def test_on_10_oct_the_loss_limited_vault_is_the_deleveraged_side():
     # [S77]. Here, one market: without the limit the vault carries its inventory through the
     # cascade and nothing is deleveraged; with it, the vault is deleveraged and loses less.
     def run(frac):
-        sim = ExchangeSimulator(
-            _scenario(),
-            params(mmr=0.0125, imr=0.025, liquidation_fee_rate=0.001, adl_policy="hyperliquid"),
-            n_envs=4,
-            n_accounts=256,
-            seed=0,
-            fund_to_oi_frac=0.0,
-            vault_to_oi_frac=0.022,
-            vault_adl_loss_frac=frac,
-        )
+        sim = hl_on_10_oct(4, 256, 0, risk={"adl_policy": "hyperliquid"}, vault_adl_loss_frac=frac)
         res = sim.run()
         assert res.max_ledger_error_usd <= 1e-9 * float(sim.state.initial_total_usd.max())
         tot = res.totals()
