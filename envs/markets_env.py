@@ -144,9 +144,11 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     term is 0 here: the multi-market population does not yet price demand per market.
     ``info["cost"]`` is the solvency term alone.
 
-    The fee's share not paid into the fund goes to liquidator rewards; outside liquidators
-    who absorb flow off the book (``liquidator_capacity_mult``) are not built across markets,
-    so it is 0 here.
+    The fee's share not paid into the fund buys outside liquidators capacity in each market
+    at its oracle (``liquidator_capacity_mult``, default the lever's 1, as in the one-market
+    environment: :mod:`fundgym.envs.core.liquidators`); under ``hyperliquid``, ``bitmex`` and
+    ``dydx_v4`` across markets they are not built, so it is 0 there and that share is paid as
+    liquidator rewards only.
 
     ## Starting State
 
@@ -168,15 +170,18 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     the engine the levers run under: ``liquidation_mode`` (``partial``, the default, or a venue's:
     ``binance``, ``hyperliquid``, ``bitmex``, ``dydx_v4``; :mod:`fundgym.envs.core.venue_cross`),
     ``adl_policy`` (``bitmex``), ``vault_to_oi_frac`` (0: no backstop vault; a vault needs a
-    venue mode that hands accounts to it) and ``vault_adl_loss_frac`` (the vault's loss limit,
-    ``None``: the mode's own, :mod:`fundgym.envs.core.vault`).
+    venue mode that hands accounts to it), ``vault_adl_loss_frac`` (the vault's loss limit,
+    ``None``: the mode's own, :mod:`fundgym.envs.core.vault`) and ``liquidator_capacity_mult``
+    (outside liquidators' capacity, ``None``: the lever's default 1 under ``partial`` and
+    ``binance``, 0 under the other modes, which refuse any other value).
 
     ## Version History
 
     * v0, issue 17: the shared fund's allocation in the action (four logits after the exchange
       levers) and its weights in the observation (after the exchange levers in force); the
       engine (``liquidation_mode``, ``adl_policy``, ``vault_to_oi_frac``; the default
-      ``partial`` engine as before).
+      ``partial`` engine as before); outside liquidators across markets
+      (``liquidator_capacity_mult``, default 1 under ``partial`` and ``binance``: before, 0).
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 (Gymnasium's convention)
@@ -199,16 +204,30 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         adl_policy: str = "bitmex",
         vault_to_oi_frac: float = 0.0,
         vault_adl_loss_frac: float | None = None,
+        liquidator_capacity_mult: float | None = None,
     ) -> None:
         sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         # The engine the levers run under, at the levers' defaults: RiskParams checks the names
-        # (every liquidation mode runs across markets), the simulator the vault. Outside
-        # liquidators with capacity are not built across markets: the fee's share not paid to
-        # the fund goes to liquidator rewards, but none absorbs flow off the book.
+        # (every liquidation mode runs across markets) and the capacity's range, the
+        # simulator the vault. Outside liquidators run across markets under 'partial' and
+        # 'binance' only: the venue modes' sub-steps keep none (the fee's share not paid to
+        # the fund goes to liquidator rewards), and asking them for some is refused here,
+        # not at a decision that lowers the fund's share.
+        venue = liquidation_mode not in ("partial", "binance")
+        if liquidator_capacity_mult is None:
+            capacity = 0.0 if venue else LEVERS["liquidator_capacity_mult"].default
+        elif venue and liquidator_capacity_mult != 0.0:
+            raise ValueError(
+                f"liquidator_capacity_mult = {liquidator_capacity_mult!r} with liquidation_mode "
+                f"{liquidation_mode!r}: outside liquidators run across markets under 'partial' "
+                "and 'binance' only; allowed: 0 (or None)"
+            )
+        else:
+            capacity = liquidator_capacity_mult
         self._engine = RiskParams(
             liquidation_mode=cast(LiquidationMode, liquidation_mode),
             adl_policy=cast(AdlPolicy, adl_policy),
-            liquidator_capacity_mult=0.0,
+            liquidator_capacity_mult=capacity,
         )
         if not (np.isfinite(decision_minutes) and decision_minutes >= sc.tick_minutes):
             raise ValueError(

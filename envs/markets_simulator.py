@@ -39,8 +39,9 @@ Venue modes: ``partial``, ``binance`` (run as the partial waterfall closing ever
 takeovers, (Hyperliquid's) backstop vault and (dYdX's) one order per subaccount a block at its
 fillable price across markets (:mod:`fundgym.envs.core.venue_cross`): each market's oracle and
 book on a path from the previous tick's. What it does not do yet, compared with the one-market
-tick: paid outside liquidators (refused when built), under ``dydx_v4`` lending between fund
-segments (refused), the mark cap (the venue events run on every market, a settlement on
+tick: paid outside liquidators under the venue modes (refused when built; under ``partial``
+and ``binance`` they take each market's capacity at its oracle), under ``dydx_v4`` lending
+between fund segments (refused), the mark cap (the venue events run on every market, a settlement on
 its market, steps 2b, 3 and 6; the attacker in its market, step 5b),
 injections, a fund holding several listed assets (or puts on several) at once, and ordinary
 volume in the population. It is not
@@ -233,6 +234,8 @@ class MarketsResult:
         ``fund_transfer_usd`` is what the segments lent one another over the episode.
         ``vault_pnl_usd`` is the backstop vault's equity at the end less its depositors'
         capital (HLP's PnL on 10 Oct 2025: about +$40M on $300M).
+        ``liquidator_absorbed_usd`` is the liquidation flow outside liquidators took at the
+        oracles (every market's).
         """
         out = {
             name: self.event(name).sum(axis=0)
@@ -252,6 +255,7 @@ class MarketsResult:
                 "vault_unwind_usd",
                 "vault_loss_usd",
                 "vault_adl_usd",
+                "liquidator_absorbed_usd",
             )
         }
         out["vault_takeovers"] = self.event("vault_takeovers").sum(axis=0)
@@ -286,7 +290,8 @@ class MarketsSimulator:
             one market; the population is this module's, not the one-market tick's).
         risk: Risk parameters (scalars or ``(n_envs,)`` arrays). ``liquidation_mode``
             ``partial``, ``binance`` (run as :func:`engine_risk` says), ``hyperliquid``,
-            ``bitmex`` or ``dydx_v4``, without paid outside liquidators.
+            ``bitmex`` or ``dydx_v4``; paid outside liquidators under ``partial`` and
+            ``binance`` only.
         n_envs: Exchanges simulated together.
         n_accounts: Account slots per exchange (cross accounts hold several markets in one).
         population: The traders' behaviour (sizes, leverage, hazards), as in one market.
@@ -459,7 +464,7 @@ class MarketsSimulator:
         """Put ``risk``, each market's margin multiple and OI cap in force from the next tick.
 
         Raises:
-            ValueError: What the constructor refuses (a venue mode, paid liquidators, a
+            ValueError: What the constructor refuses (paid liquidators under a venue mode, a
                 multiple that is not finite and > 0, or not one per market).
         """
         risk = self._engine(risk)
@@ -1048,8 +1053,9 @@ def engine_risk(risk: RiskParams) -> RiskParams:
     markets (:mod:`fundgym.envs.core.venue_cross`).
 
     Raises:
-        ValueError: Outside liquidators paid a share of the fee (every liquidation mode runs
-            across markets; :class:`RiskParams` checks the name).
+        ValueError: Outside liquidators paid a share of the fee under ``hyperliquid``,
+            ``bitmex`` or ``dydx_v4`` (every liquidation mode runs across markets;
+            :class:`RiskParams` checks the name).
     """
     _check_risk(risk)
     if risk.liquidation_mode == "binance":
@@ -1058,7 +1064,15 @@ def engine_risk(risk: RiskParams) -> RiskParams:
 
 
 def _check_risk(risk: RiskParams) -> None:
-    """Refuse what the margin engine does not run across markets, naming the field."""
+    """Refuse what the margin engine does not run across markets, naming the field.
+
+    Outside liquidators paid a share of the fee run across markets under the ``partial``
+    engine (and ``binance``, run as ``partial``): each market's capacity at its own oracle and
+    book. Under ``hyperliquid``, ``bitmex`` and ``dydx_v4`` (whose sub-steps price each
+    market's book themselves) they are not built.
+    """
+    if risk.liquidation_mode in ("partial", "binance"):
+        return
     packed = risk.packed(1)
     if any(
         liquidators_paid(row[P_LIQ_FEE], row[P_LIQ_FUND_SHARE], row[P_LIQUIDATOR_MULT])
@@ -1066,8 +1080,9 @@ def _check_risk(risk: RiskParams) -> None:
     ):
         raise ValueError(
             "RiskParams.liquidation_fee_fund_share must be 1 (or liquidator_capacity_mult 0) "
-            "across several markets: outside liquidators paid a share of the fee are not "
-            "built across markets"
+            f"with liquidation_mode {risk.liquidation_mode!r} across several markets: outside "
+            "liquidators paid a share of the fee run across markets under 'partial' and "
+            "'binance' only"
         )
 
 

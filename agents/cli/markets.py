@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import math
 import shlex
@@ -30,6 +31,8 @@ from fundgym.agents.cli.guards import (
 )
 from fundgym.agents.evaluate.markets_policy import market_risk
 from fundgym.agents.outputs import directory_in_place, output_lock, progress_bar
+from fundgym.envs.core.params import RiskParams
+from fundgym.envs.levers import LEVERS
 from fundgym.envs.markets_simulator import (
     COLLATERAL_SOURCES,
     FUND_CAP_PERIODS,
@@ -191,6 +194,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--accounts", type=int, default=2_000, metavar="N", help="account slots (2,000)")
     p.add_argument(
+        "--liquidator-capacity-mult",
+        type=float,
+        default=None,
+        metavar="K",
+        help="outside liquidators' capacity in each market, a multiple of the competitive "
+        "market's, in [0, 100] (default: 1 under partial and binance, as in one market; 0 under "
+        "the other modes, which take no other value); they come only where the policy pays "
+        "them a share of the liquidation fee",
+    )
+    p.add_argument(
         "--fund-frac",
         type=float,
         default=0.02,
@@ -331,6 +344,7 @@ def main(args: argparse.Namespace) -> int:
     haircuts = _haircuts(args.collateral_haircut, scenario)
     spec = market_risk(args.policy)
     risk, policy_note = spec.risk, spec.note
+    risk = _with_liquidators(risk, args.liquidator_capacity_mult, args.policy)
     fund_frac = args.fund_frac if spec.fund_to_oi_frac is None else spec.fund_to_oi_frac
     if groups is not None and "segmented" not in modes:
         raise UsageError("--fund-groups applies to --fund-mode segmented, which is not asked for")
@@ -405,11 +419,38 @@ def main(args: argparse.Namespace) -> int:
                 "accounts": args.accounts,
                 "fund_frac": fund_frac,
                 "policy": args.policy,
+                "liquidator_capacity_mult": float(risk.liquidator_capacity_mult),
             }
             (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
             (tmp / "command.txt").write_text(shlex.join(["fundgym", *sys.argv[1:]]) + "\n")
         print(f"\nwrote {out}/: {', '.join(FILES)}")
     return 0
+
+
+def _with_liquidators(risk: RiskParams, mult: float | None, policy: str | None) -> RiskParams:
+    """``risk`` with ``--liquidator-capacity-mult``; ``None``: the engine's default.
+
+    Under ``partial`` and ``binance`` the lever's default (1, the one-market environment's);
+    under the venue modes 0, the only value they take across markets.
+    """
+    venue = risk.liquidation_mode not in ("partial", "binance")
+    if mult is None:
+        return dataclasses.replace(
+            risk,
+            liquidator_capacity_mult=0.0 if venue else LEVERS["liquidator_capacity_mult"].default,
+        )
+    bounds = LEVERS["liquidator_capacity_mult"].bounds
+    if not (math.isfinite(mult) and bounds.low <= mult <= bounds.high):
+        raise UsageError(
+            f"--liquidator-capacity-mult must lie in [{bounds.low:g}, {bounds.high:g}], got {mult}"
+        )
+    if venue and mult != 0.0:
+        raise UsageError(
+            f"--liquidator-capacity-mult {mult:g} with policy {policy!r} (liquidation_mode "
+            f"{risk.liquidation_mode}): outside liquidators run across markets under partial "
+            "and binance only; allowed: 0"
+        )
+    return dataclasses.replace(risk, liquidator_capacity_mult=mult)
 
 
 def _label(mode: str, source: str, scenario: Scenario) -> str:
@@ -456,6 +497,7 @@ def _rows(
                     "vault_takeovers": float(tot["vault_takeovers"][e]),
                     "vault_takeover_usd": float(tot["vault_takeover_usd"][e]),
                     "vault_adl_usd": float(tot["vault_adl_usd"][e]),
+                    "liquidator_absorbed_usd": float(tot["liquidator_absorbed_usd"][e]),
                 }
             )
             for m, name in enumerate(res.market_names):
@@ -542,6 +584,11 @@ def _tables(
             f"{_usd(_mean(rows, c, 'fund_mean_usd'))} | "
             f"{_mean(rows, c, 'worst_pot_drawdown_frac'):.1%} |"
         )
+    if any(r["liquidator_absorbed_usd"] > 0.0 for r in rows):
+        lines += ["", "Outside liquidators took, at the oracles (mean per episode):", ""]
+        for c in configs:
+            taken = _mean(rows, c, "liquidator_absorbed_usd")
+            lines.append(f"- {c}: {_usd(taken)}")
     if any(r["vault_capital_usd"] > 0.0 for r in rows):
         lines += [
             "",

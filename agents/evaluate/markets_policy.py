@@ -39,9 +39,10 @@ class MarketRisk(NamedTuple):
 def market_risk(text: str | None) -> MarketRisk:
     """The :class:`MarketRisk` of a static spec; ``None``: the levers' defaults.
 
-    Outside liquidators with capacity are not built across markets, so
-    ``liquidator_capacity_mult`` is 0: the fee's non-fund share is paid as rewards and nobody
-    absorbs flow off the book.
+    Outside liquidators take the capacity their share of the fee buys them in each market
+    (``liquidator_capacity_mult`` at its lever's default, 1, as in the one-market
+    environment); every venue preset pays its whole liquidation fee into the fund, so they
+    take nothing under a preset.
 
     Raises:
         SpecError: Not a static spec, an unknown preset or value (as ``fundgym evaluate``
@@ -49,7 +50,7 @@ def market_risk(text: str | None) -> MarketRisk:
             ``partial``, fund top-ups).
     """
     if text is None:
-        defaults = RiskParams(liquidator_capacity_mult=0.0)
+        defaults = RiskParams()
         return MarketRisk(defaults, None, 0.0, "the levers' defaults")
     spec: PolicySpec = parse_spec(text)
     if spec.kind != "static":
@@ -76,7 +77,6 @@ def market_risk(text: str | None) -> MarketRisk:
         adl_policy=cast(AdlPolicy, spec.adl_policy or "bitmex"),
         liquidation_mode=cast(LiquidationMode, mode),
         tiers=None if spec.margin_tiers == "none" else MarginTiers.binance_btcusdt_2021(),
-        liquidator_capacity_mult=0.0,
     )
     vault = float(spec.vault_to_oi_frac or 0.0)
     return MarketRisk(

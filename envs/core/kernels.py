@@ -1385,10 +1385,10 @@ def scan_cross_kernel(  # type: ignore[no-untyped-def]
 @jit(error_model="numpy")
 def waterfall_cross_kernel(  # type: ignore[no-untyped-def]
     coll, size, entry, marks, mmr_mult, packed, floors, rates, cums, base, sell_px, buy_px,
-    fund_available, fund_group, fund_cap, stages, socialization, adl_policy, book, cp_size,
-    cp_cash, liquidator_rewards, unrecovered, ev, flow, market_paid, market_income,
-    market_adl_volume, market_adl_haircut, market_socialized, market_unrecovered, liq_idx,
-    transfer_cap, pot_lent,
+    fund_available, fund_group, fund_cap, stages, socialization, adl_policy, book, depth,
+    max_impact, cp_size, cp_cash, liquidator_rewards, unrecovered, ev, flow, market_paid,
+    market_income, market_adl_volume, market_adl_haircut, market_socialized, market_unrecovered,
+    liq_idx, transfer_cap, pot_lent,
 ):  # fmt: skip
     """:func:`waterfall_kernel`'s ``partial`` mode over ``M`` markets (cross-margined accounts).
 
@@ -1398,6 +1398,10 @@ def waterfall_cross_kernel(  # type: ignore[no-untyped-def]
     ``sell_px`` / ``buy_px`` / ``book`` are ``(E, M)``: each market's fills are priced on its
     own flow. ``flow`` (``(E, M, 2)``, from :func:`scan_cross_kernel`) loses what ADL took off
     the book, market by market, and the ``EV_LIQUIDATION_*`` columns are set to its sums.
+    ``depth`` ``(E, M)`` (USD per 1%) and ``max_impact`` ``(M,)`` are each market's
+    square-root book, read only where outside liquidators are paid a share of the fee: they
+    then take each market's capacity at that market's oracle
+    (:mod:`fundgym.envs.core.liquidators`, :func:`_waterfall_cross_one`).
 
     The fund is ``P`` pots: ``fund_available`` ``(E, P)`` is what each can pay this tick
     before its fee income, ``fund_group`` ``(M,)`` the pot that pays (and earns) each market's
@@ -1424,7 +1428,8 @@ def waterfall_cross_kernel(  # type: ignore[no-untyped-def]
             _waterfall_cross_one(
                 i, coll, size, entry, marks, mmr_mult, packed, floors, rates, cums, base[0],
                 sell_px[i], buy_px[i], fund_available[i], fund_group, fund_cap[i], stages,
-                socialization, adl_policy, book[i], cp_size, cp_cash, liquidator_rewards,
+                socialization, adl_policy, book[i], depth[i], max_impact, cp_size, cp_cash,
+                liquidator_rewards,
                 unrecovered, ev, flow, market_paid[i], market_income[i], market_adl_volume[i],
                 market_adl_haircut[i], market_socialized[i], market_unrecovered[i],
                 liq_idx[i, : int(ev[i, EV_N_LIQUIDATIONS])], transfer_cap[i : i + 1].copy(),
@@ -1562,10 +1567,10 @@ def settle_leg(  # type: ignore[no-untyped-def]
 @jit(error_model="numpy")
 def _waterfall_cross_one(  # type: ignore[no-untyped-def]
     i, coll, size, entry, marks, mmr_mult, packed, floors, rates, cums, base_mmr, sell_px, buy_px,
-    fund_available, fund_group, fund_cap, stages, socialization, adl_policy, book, cp_size,
-    cp_cash, liquidator_rewards, unrecovered, ev, flow, market_paid, market_income,
-    market_adl_volume, market_adl_haircut, market_socialized, market_unrecovered, idx,
-    transfer_left, lent,
+    fund_available, fund_group, fund_cap, stages, socialization, adl_policy, book, depth,
+    max_impact, cp_size, cp_cash, liquidator_rewards, unrecovered, ev, flow, market_paid,
+    market_income, market_adl_volume, market_adl_haircut, market_socialized, market_unrecovered,
+    idx, transfer_left, lent,
 ):  # fmt: skip
     """The waterfall of exchange ``i`` on its liquidatable cross accounts ``idx`` (in order).
 
@@ -1578,6 +1583,15 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
     other pots lending what it could not within ``transfer_left`` (:func:`lend_between_pots`); ADL
     runs per market (:func:`_deleverage_market`); socialisation per market
     (:func:`_socialize_market`).
+
+    **Outside liquidators** (where their share of the fee buys them capacity,
+    :func:`~fundgym.envs.core.liquidators.liquidators_paid`): in each market, per side, they
+    take the first ``capacity`` of the orders they are paid for at that market's oracle, out
+    of that market's book (``depth[j]``, its oracle gap), pro rata over those orders, as in
+    one market (:func:`_side_prices`); the rest of the market's flow walks its book. They are
+    paid for the legs of accounts solvent at the oracles (cross equity above zero): a
+    bankrupt account's fee is zero. Each market's capacity is its own: a thin alt's book
+    gives its liquidators little room, whatever BTC's gives.
 
     The rows ``market_paid`` .. ``market_unrecovered`` (``(M,)``, exchange ``i``'s) gain
     each market's part of the tick's fund payments, fee income, ADL volume and haircut,
@@ -1593,9 +1607,11 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
     min_notional = packed[i, P_MIN_LIQ_NOTIONAL]
     fee_rate = packed[i, P_LIQ_FEE]
     fund_share = packed[i, P_LIQ_FUND_SHARE]
+    mult = packed[i, P_LIQUIDATOR_MULT]
     is_liq = np.zeros(0, np.bool_)
 
-    # 1. The legs and their orders, each priced by its market's fill for its side.
+    # 1. The legs and their orders, each priced by its market's fill for its side (and, where
+    #    liquidators are paid, at their average in the orders they take part of).
     n_legs = 0
     for k in range(n):
         for j in range(n_mk):
@@ -1608,6 +1624,7 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
     price = np.empty(n_legs)
     fee = np.empty(n_legs)
     bad = np.empty(n_legs)
+    paid_for = np.zeros(n_legs, np.bool_)  # liquidators earn the leg's fee: account solvent
     income = 0.0
     income_shorts = 0.0
     rewards = 0.0
@@ -1615,7 +1632,7 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
     o = 0
     for k in range(n):
         a = idx[k]
-        _, req = _account_margin(
+        eq, req = _account_margin(
             coll, size, entry, marks, mmr_mult, i, a, mmr, floors, rates, cums, base_mmr
         )
         for j in range(n_mk):
@@ -1631,16 +1648,48 @@ def _waterfall_cross_one(  # type: ignore[no-untyped-def]
             )  # fmt: skip
             side[o] = 1.0 if q > 0.0 else -1.0
             close[o] = _close_base(abs(q), max_frac, min_notional / m)
-            price[o] = sell_px[j] if q > 0.0 else buy_px[j]
-            delta = _insurance_fund_delta(alloc[o], q, entry[i, a, j], close[o], price[o], fee_rate)
-            fee[o] = max(delta, 0.0)
-            bad[o] = max(-delta, 0.0)
-            income += fee[o] * fund_share
-            income_shorts += fee[o] * fund_share if q < 0.0 else 0.0
-            rewards += fee[o] * (1.0 - fund_share)
-            fees += fee[o]
-            market_income[j] += fee[o] * fund_share
+            paid_for[o] = eq > 0.0
             o += 1
+    sell_liq = sell_px
+    buy_liq = buy_px
+    if liquidators_paid(fee_rate, fund_share, mult):  # each market's capacity at its oracle
+        sell_px = sell_px.copy()
+        buy_px = buy_px.copy()
+        sell_liq = sell_px.copy()
+        buy_liq = buy_px.copy()
+        paid_sell = np.zeros(n_mk)
+        paid_buy = np.zeros(n_mk)
+        for o in range(n_legs):
+            if paid_for[o]:
+                j = leg_j[o]
+                if side[o] > 0.0:
+                    paid_sell[j] += close[o] * book[j]
+                else:
+                    paid_buy[j] += close[o] * book[j]
+        absorbed = 0.0
+        for j in range(n_mk):
+            sell_px[j], sell_liq[j], buy_px[j], buy_liq[j], got_sell, got_buy = _side_prices(
+                flow[i, j, 0], flow[i, j, 1], paid_sell[j], paid_buy[j], mult, fee_rate,
+                fund_share, 0.0, 0.0, marks[i, j], book[j], depth[j], max_impact[j],
+            )  # fmt: skip
+            absorbed += got_sell + got_buy
+        ev[i, EV_LIQUIDATOR_ABSORBED] = absorbed
+    for o in range(n_legs):
+        a = idx[leg_k[o]]
+        j = leg_j[o]
+        q = size[i, a, j]
+        if paid_for[o]:
+            price[o] = sell_liq[j] if q > 0.0 else buy_liq[j]
+        else:
+            price[o] = sell_px[j] if q > 0.0 else buy_px[j]
+        delta = _insurance_fund_delta(alloc[o], q, entry[i, a, j], close[o], price[o], fee_rate)
+        fee[o] = max(delta, 0.0)
+        bad[o] = max(-delta, 0.0)
+        income += fee[o] * fund_share
+        income_shorts += fee[o] * fund_share if q < 0.0 else 0.0
+        rewards += fee[o] * (1.0 - fund_share)
+        fees += fee[o]
+        market_income[j] += fee[o] * fund_share
 
     # 2. The fund: each pot's fee income first, then each leg's shortfall in leg order from
     #    its market's pot, within its market's cap, never below zero.

@@ -172,6 +172,11 @@ def _depth(impact: ImpactModel, n_envs: int) -> FloatArray:
     return kernel_array(depth, (n_envs,))
 
 
+def _max_impact(impact: ImpactModel) -> float:
+    """The square-root book's cap on a walk's move (1.0 for another model: unread)."""
+    return float(impact.max_impact_frac) if isinstance(impact, SqrtImpact) else 1.0
+
+
 def _path_start(name: str, value: ArrayLike | None, n_envs: int) -> FloatArray:
     """``(E,)`` start of the venue modes' intra-tick path (zeros, meaning none, for ``None``)."""
     if value is None:
@@ -554,8 +559,9 @@ def core_step(
 
     Raises:
         NotImplementedError: More than one market, or collateral assets, with what is built
-            for one market of USD collateral only: a venue liquidation mode, an active
-            backstop vault, or paid outside liquidators.
+            for one market of USD collateral only: an active backstop vault under
+            ``partial``, paid outside liquidators under a venue mode, ``dydx_v4`` with a
+            transfer cap between fund segments, ADL before the fund under a venue mode.
         ValueError: ``impact`` lists a number of models other than ``M``, or ``mark`` /
             ``book_price`` is not ``(E, M)`` with several markets;
             ``fund_available_usd`` is negative or not finite, ``tick_minutes`` is not
@@ -865,6 +871,18 @@ def _cross_step(
             f"liquidation_mode {params.liquidation_mode!r} prices its sub-steps through a "
             "SqrtImpact book in every market"
         )
+    liquidators = _liquidators(params.packed(n_envs))
+    if liquidators and venue:
+        raise NotImplementedError(
+            "outside liquidators (a liquidation fee share that buys them capacity) take flow "
+            f"with {what} under the 'partial' engine; under liquidation_mode "
+            f"{params.liquidation_mode!r} they are not built yet: set liquidator_capacity_mult "
+            "to 0 or liquidation_fee_fund_share to 1"
+        )
+    if liquidators and not all(isinstance(model, SqrtImpact) for model in impacts):
+        raise TypeError(
+            "outside liquidators price their hedge through a SqrtImpact book in every market"
+        )
     shapes = ((n_envs, n_mk), (1, n_mk)) + (((n_envs,), ()) if n_mk == 1 else ())
     for name, value in (("mark", mark), ("book_price", book_price)):
         if value is not None and np.shape(value) not in shapes:
@@ -890,12 +908,6 @@ def _cross_step(
     )
     if total == 0 and not with_vault:
         return ev
-    if _liquidators(packed):
-        raise NotImplementedError(
-            "outside liquidators (a liquidation fee share that buys them capacity) take flow "
-            f"at the oracle of one market; with {n_mk} markets they are not built yet: set "
-            "liquidator_capacity_mult to 0 or liquidation_fee_fund_share to 1"
-        )
     if pots is None:
         pots = _FundPots(state, "shared", None, None, None)
     if pots.segmented:
@@ -915,9 +927,9 @@ def _cross_step(
     if collateral is not None and total > 0:
         _seize_collateral(state, collateral, ev, coll, liq_idx)
     before = coll.copy() if collateral is not None else coll
+    depths = np.ascontiguousarray(np.stack([_depth(m, n_envs) for m in impacts], axis=1))
+    caps = np.array([_max_impact(m) for m in impacts])
     if venue:  # the venue kernel prices each sub-step's flow on each market's book itself
-        depths = np.ascontiguousarray(np.stack([_depth(m, n_envs) for m in impacts], axis=1))
-        caps = np.array([float(cast("SqrtImpact", m).max_impact_frac) for m in impacts])
         if total > 0:
             venue_cross.venue_cross_kernel(
                 coll, size, entry, marks, mmr_mult, packed, floors, rates, cums, base,
@@ -966,6 +978,8 @@ def _cross_step(
             params.socialization_code,
             params.adl_policy_code,
             book,
+            depths,
+            caps,
             state.counterparty_size,
             state.counterparty_cash_usd,
             state.liquidator_rewards_usd,

@@ -246,3 +246,48 @@ def test_allocation_and_transfers_reach_the_simulator(tmp_path: Path) -> None:
     assert yaml.safe_load((out / "config.yaml").read_text())["segment_transfer_cap_usd"] == float(
         "inf"
     )
+
+
+def test_outside_liquidators_take_flow_across_markets_when_paid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Half the liquidation fee to the liquidators: under partial they take flow at the
+    # oracles (the lever's default capacity) on 10 Oct's slide, where some accounts are still
+    # solvent when liquidated; with --liquidator-capacity-mult 0 none. (On alt_contagion's
+    # -16% ticks every liquidated account is already bankrupt: it pays them nothing.)
+    absorbed = {}
+    for mult in ("1", "0"):
+        out = tmp_path / f"k{mult}"
+        args = ["markets", "--policy", "static:liquidation_fee_fund_share=0.5",
+                "--scenario", "oct_10_2025_multi", "--collateral-price", "book",
+                "--fund-mode", "shared", "--episodes", "1", "--accounts", "300",
+                "--liquidator-capacity-mult", mult, "--out", str(out), "--no-progress"]  # fmt: skip
+        assert main(args) == 0
+        rows = list(csv.DictReader((out / "markets.csv").open()))
+        absorbed[mult] = sum(float(r["liquidator_absorbed_usd"]) for r in rows)
+        config = yaml.safe_load((out / "config.yaml").read_text())
+        assert config["liquidator_capacity_mult"] == float(mult)
+        text = capsys.readouterr().out
+        assert ("Outside liquidators took, at the oracles" in text) == (mult == "1")
+    assert absorbed["1"] > 0.0 and absorbed["0"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--liquidator-capacity-mult", "-1"], "--liquidator-capacity-mult must lie in [0, 100]"),
+        (["--liquidator-capacity-mult", "nan"], "--liquidator-capacity-mult must lie in [0, 100]"),
+        (
+            ["--policy", "static:hyperliquid", "--liquidator-capacity-mult", "1"],
+            "under partial and binance only; allowed: 0",
+        ),
+    ],
+)
+def test_bad_liquidator_capacity_is_refused_before_any_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], fragment: str
+) -> None:
+    out = tmp_path / "never"
+    assert main(["markets", *args, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+    assert not out.exists()

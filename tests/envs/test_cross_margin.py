@@ -80,11 +80,13 @@ batch equal to it stepped alone, and a second market nobody holds changes nothin
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 from fundgym.envs.core.formulas import bankruptcy_price, cross_leg_collateral
 from fundgym.envs.core.impact import SqrtImpact
@@ -256,15 +258,24 @@ def test_refuses_what_is_not_built_for_several_markets() -> None:
 
 
 @settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@fuzz_engine()
+@fuzz_engine(
+    # (the fee's fund share, the outside liquidators' capacity): none paid, the competitive
+    # market on half the fee, fifty times it on the whole fee
+    liquidators=st.sampled_from([(1.0, 1.0), (0.5, 1.0), (0.0, 50.0)]),
+)
 def test_fuzzed_books_conserve_and_batch(
     seed: int,
     policy: str,
     social: str,
     max_frac: float,
     sequence: tuple[tuple[str, ...] | None, str],
+    liquidators: tuple[float, float],
 ) -> None:
-    params = fuzz_params(PARAMS, sequence, policy, social, max_frac)
+    params = dataclasses.replace(
+        fuzz_params(PARAMS, sequence, policy, social, max_frac),
+        liquidation_fee_fund_share=liquidators[0],
+        liquidator_capacity_mult=liquidators[1],
+    )
     books = FUZZ_BOOKS
     state, marks = random_books(seed, 3, 12, 3)
     start = state.copy()
