@@ -10,7 +10,7 @@ layouts :meth:`MarketsInsuranceFundEnv.action_names` and
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import gymnasium as gym
@@ -165,7 +165,8 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     ``scenario`` (name, path or :class:`Scenario`, default ``alt_contagion``), ``n_accounts``,
     ``decision_minutes`` (10), ``fund_mode`` (``shared`` or ``segmented``), ``fund_groups``,
     ``collateral_price`` (``book``, ``index``, ``redemption``), ``fund_to_oi_frac``,
-    ``fund_asset`` (the market whose asset and puts the fund can hold, default market 0),
+    ``fund_asset`` (the market whose asset and puts the fund can hold, default market 0, or a
+    basket of markets and weights, ``{"BTC": 0.6, "ETH": 0.4}``: units of each, puts on each),
     ``rebalance_threshold`` (0.02), ``markets_population``, ``reward`` (:class:`RewardWeights`),
     the engine the levers run under: ``liquidation_mode`` (``partial``, the default, or a venue's:
     ``binance``, ``hyperliquid``, ``bitmex``, ``dydx_v4``; :mod:`fundgym.envs.core.venue_cross`),
@@ -196,7 +197,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         fund_groups: Sequence[int] | None = None,
         collateral_price: str = "book",
         fund_to_oi_frac: float = 0.02,
-        fund_asset: str | int = 0,
+        fund_asset: str | int | Mapping[Any, float] = 0,
         rebalance_threshold: float = 0.02,
         markets_population: MarketsPopulation | None = None,
         reward: RewardWeights | None = None,

@@ -22,10 +22,10 @@ scenario. One tick, in order:
    scenario's venue events, each on its ``market`` or on all).
 4. **Funding**, per market at its own rate and interval.
 5. **Fund**: the shared fund accrues (:func:`~fundgym.envs.fund.portfolio.accrue`) at the
-   index and volatility of the listed market it holds (``fund_asset``, market 0 by default):
-   its ``volatile`` bucket is units of that market's asset and its ``hedge`` bucket puts on
-   it, so a fund that holds an alt carries the alt's wrong-way risk. :meth:`set_allocation`
-   moves it between the buckets. Segments are cash.
+   index and volatility of the listed market it holds (``fund_asset``, market 0 by default),
+   or of each market of a basket of them: its ``volatile`` bucket is units of those assets and
+   its ``hedge`` bucket puts on each, so a fund that holds an alt carries the alt's wrong-way
+   risk. :meth:`set_allocation` moves it between the buckets. Segments are cash.
 6. **Margin engine** across markets (:func:`~fundgym.envs.core.step.core_step`): cross
    accounts' requirement summed over markets, every leg priced on its own market's book,
    collateral assets seized and sold at the venue's price less the haircut, the shortfall paid
@@ -43,8 +43,7 @@ tick: paid outside liquidators under the venue modes (refused when built; under 
 and ``binance`` they take each market's capacity at its oracle), under ``dydx_v4`` lending
 between fund segments (refused), the mark cap (the venue events run on every market, a settlement on
 its market, steps 2b, 3 and 6; the attacker in its market, step 5b),
-injections, a fund holding several listed assets (or puts on several) at once, and ordinary
-volume in the population. It is not
+injections, and ordinary volume in the population. It is not
 compiled across ticks: each tick is a few compiled calls joined in Python.
 
 Every exchange draws its paths from ``default_rng(seed)`` and its traders from its own streams,
@@ -55,7 +54,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -309,7 +308,12 @@ class MarketsSimulator:
         fund_mode: ``shared`` (one fund for every market) or ``segmented`` (one per group).
         fund_asset: The listed market (name or index) whose asset the shared fund's
             ``volatile`` bucket holds and whose puts its ``hedge`` bucket buys (default market
-            0, the factor market); the fund is marked at that market's index.
+            0, the factor market); the fund is marked at that market's index. Or a basket:
+            a mapping of markets (names or indices) to weights > 0 summing to 1 (``{"BTC":
+            0.6, "ETH": 0.4}``): the fund holds units of each and a put series on each, its
+            ``volatile`` and ``hedge`` targets split by the weights, each marked at its
+            market's index (:class:`~fundgym.envs.fund.portfolio.FundPortfolio`, "Several
+            assets").
         allocation: The fund's bucket terms (yield, withdrawal limits, option costs).
         fund_allocation: The shared fund's weights (stable, yield, volatile, hedge) at each
             reset, rebalanced into at the starting prices (default all stable).
@@ -355,7 +359,7 @@ class MarketsSimulator:
         vault_to_oi_frac: float = 0.0,
         vault_adl_loss_frac: float | None = None,
         fund_mode: str = "shared",
-        fund_asset: str | int = 0,
+        fund_asset: str | int | Mapping[Any, float] = 0,
         allocation: AllocationParams | None = None,
         fund_allocation: Sequence[float] | None = None,
         fund_groups: Sequence[int] | None = None,
@@ -406,7 +410,14 @@ class MarketsSimulator:
                 "lending between segments is not built for it; allowed: 0"
             )
         n_mkt = scenario.n_markets
-        self.fund_asset = _market_index("fund_asset", fund_asset, scenario)
+        # The markets whose assets (and puts) the shared fund holds, and their weights (None:
+        # one market, the one-asset fund of one market's arithmetic).
+        self.fund_markets, self.fund_basket = _fund_basket(fund_asset, scenario)
+        self.fund_asset: int | dict[int, float] = (
+            self.fund_markets[0]
+            if self.fund_basket is None
+            else dict(zip(self.fund_markets, self.fund_basket.tolist(), strict=True))
+        )
         self.allocation = allocation or AllocationParams()
         self.fund_allocation = None if fund_allocation is None else _weights(fund_allocation)
         if self.fund_allocation is not None and fund_mode != "shared":
@@ -507,16 +518,11 @@ class MarketsSimulator:
         if self.fund_mode != "shared":
             raise ValueError("set_allocation moves the shared fund: segments are cash")
         w = np.broadcast_to(_weights(weights), (self.n_envs, 4))
-        k = self.fund_asset
         pf = self.state.fund
         ext = pf.external_pnl_usd.copy()
+        px, vol = self._fund_marks(self.last_index)
         cost = rebalance(
-            pf,
-            w,
-            self.last_index[:, k],
-            self.vol_annual[:, k],
-            self.fund_stressed,
-            self.allocation,
+            pf, w, px, vol, self.fund_stressed, self.allocation, basket=self.fund_basket
         )
         self.state.net_deposits_usd += pf.external_pnl_usd - ext
         return cost
@@ -525,8 +531,18 @@ class MarketsSimulator:
         """``(E, 4)`` the shared fund's bucket weights now (all stable for segments)."""
         if self.fund_mode != "shared":
             return np.tile([1.0, 0.0, 0.0, 0.0], (self.n_envs, 1))
-        k = self.fund_asset
-        return self.state.fund.weights(self.last_index[:, k], self.vol_annual[:, k])
+        return self.state.fund.weights(*self._fund_marks(self.last_index))
+
+    def _fund_marks(self, index: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """The fund's assets' prices at ``index`` ``(E, M)`` and their volatilities.
+
+        ``(E,)`` each for a one-market fund, ``(E, K)`` for a basket of ``K`` markets.
+        """
+        if self.fund_basket is None:
+            k = self.fund_markets[0]
+            return index[:, k], self.vol_annual[:, k]
+        cols = list(self.fund_markets)
+        return index[:, cols], self.vol_annual[:, cols]
 
     # ---------------------------------------------------------------- reset ----
 
@@ -566,6 +582,8 @@ class MarketsSimulator:
             collateral_units=np.zeros((E, A, K)),
             fund_segments_usd=segments,
         )
+        if self.fund_basket is not None:  # one column per asset of the basket
+            self.state.fund = FundPortfolio.zeros(E, len(self.fund_markets))
         self.vol_annual = np.tile(self.base_vol, (E, 1))
         self.last_index = np.zeros((E, M))
         self.peak_index = np.zeros((E, M))
@@ -620,7 +638,7 @@ class MarketsSimulator:
             st.fund_segments_usd[e] = self.fund_to_oi_frac * per_group
             self.initial_fund_usd[e] = st.fund_segments_usd[e]
         else:
-            fresh = FundPortfolio.from_stable(np.array([fund]))
+            fresh = FundPortfolio.from_stable(np.array([fund]), st.fund.n_assets)
             for f in dataclasses.fields(FundPortfolio):
                 getattr(st.fund, f.name)[e] = getattr(fresh, f.name)[0]
             self.initial_fund_usd[e, 0] = fund
@@ -702,8 +720,7 @@ class MarketsSimulator:
         if self.fund_mode == "shared":
             pf = st.fund
             ext = pf.external_pnl_usd.copy()
-            k = self.fund_asset
-            accrue(pf, index[:, k], self.vol_annual[:, k], tick, self.allocation)
+            accrue(pf, *self._fund_marks(index), tick, self.allocation)
             st.net_deposits_usd += pf.external_pnl_usd - ext
         # 5b. The attacker's withdrawal against its unrealised PnL (Mango), before the engine.
         withdrawn = self._attacker_withdraws(oracle, vf)
@@ -869,10 +886,10 @@ class MarketsSimulator:
             paid = np.zeros(self.n_envs)
             if (debt > 0.0).any():
                 if self.fund_mode == "shared":
-                    pf, k = st.fund, self.fund_asset
+                    pf = st.fund
                     ext = pf.external_pnl_usd.copy()
-                    paid = pay(pf, debt, index[:, k], self.vol_annual[:, k], self.fund_stressed,
-                               self.allocation)  # fmt: skip
+                    px, vol = self._fund_marks(index)
+                    paid = pay(pf, debt, px, vol, self.fund_stressed, self.allocation)
                     st.net_deposits_usd += pf.external_pnl_usd - ext
                 else:
                     g = int(self.fund_groups[j])
@@ -1084,6 +1101,37 @@ def _check_risk(risk: RiskParams) -> None:
             "liquidators paid a share of the fee run across markets under 'partial' and "
             "'binance' only"
         )
+
+
+def _fund_basket(
+    value: str | int | Mapping[Any, float], scenario: Scenario
+) -> tuple[tuple[int, ...], FloatArray | None]:
+    """``fund_asset``'s markets and weights: one market (weights ``None``) or a basket.
+
+    A mapping names each market once (by name or index), with weights > 0 summing to 1; a
+    mapping of one market is that market.
+    """
+    if not isinstance(value, Mapping):
+        return (_market_index("fund_asset", value, scenario),), None
+    if not value:
+        raise ValueError("fund_asset: a basket needs at least one market, got {}")
+    markets: list[int] = []
+    weights: list[float] = []
+    for key, w in value.items():
+        k = _market_index("fund_asset", key, scenario)
+        if k in markets:
+            raise ValueError(f"fund_asset: market {key!r} is named twice in {dict(value)!r}")
+        ok = isinstance(w, int | float | np.integer | np.floating) and not isinstance(w, bool)
+        if not (ok and math.isfinite(float(w)) and float(w) > 0.0):
+            raise ValueError(f"fund_asset: the weight of {key!r} must be a number > 0, got {w!r}")
+        markets.append(k)
+        weights.append(float(w))
+    total = math.fsum(weights)
+    if abs(total - 1.0) > 1e-9:
+        raise ValueError(f"fund_asset: the basket's weights must sum to 1, got {total!r}")
+    if len(markets) == 1:
+        return (markets[0],), None
+    return tuple(markets), np.asarray(weights, dtype=np.float64)
 
 
 def _market_index(name: str, value: str | int, scenario: Scenario) -> int:

@@ -155,9 +155,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--fund-asset",
         default=None,
-        metavar="MARKET",
+        metavar="MARKET[:W,...]",
         help="the listed market whose asset the shared fund's volatile bucket holds and whose "
-        "puts its hedge buys (default: the scenario's first market)",
+        "puts its hedge buys (default: the scenario's first market); or a basket, MARKET:W "
+        "pairs with weights > 0 summing to 1 (BTC:0.6,ETH:0.4): units of each and puts on each",
     )
     p.add_argument(
         "--segment-transfer-cap-usd",
@@ -328,12 +329,7 @@ def main(args: argparse.Namespace) -> int:
     mults = _mults(args.market_mmr_mult, scenario)
     caps = _caps(args.fund_cap_usd, scenario)
     allocation = _allocation(args.fund_allocation)
-    asset = args.fund_asset if args.fund_asset is not None else scenario.market_names[0]
-    if asset not in scenario.market_names:
-        raise UsageError(
-            f"--fund-asset: {asset!r} is not a market of {scenario.name!r}; allowed: "
-            f"{', '.join(scenario.market_names)}"
-        )
+    asset = _fund_asset(args.fund_asset, scenario)
     if allocation is not None and "shared" not in modes:
         raise UsageError("--fund-allocation applies to --fund-mode shared (segments are cash)")
     transfer = args.segment_transfer_cap_usd
@@ -425,6 +421,43 @@ def main(args: argparse.Namespace) -> int:
             (tmp / "command.txt").write_text(shlex.join(["fundgym", *sys.argv[1:]]) + "\n")
         print(f"\nwrote {out}/: {', '.join(FILES)}")
     return 0
+
+
+def _fund_asset(text: str | None, scenario: Scenario) -> str | dict[str | int, float]:
+    """``--fund-asset``: one market's name, or a basket of ``MARKET:W`` pairs."""
+    if text is None:
+        return scenario.market_names[0]
+    names = scenario.market_names
+    allowed = f"allowed: {', '.join(names)}"
+    if ":" not in text:
+        if text not in names:
+            raise UsageError(
+                f"--fund-asset: {text!r} is not a market of {scenario.name!r}; {allowed}"
+            )
+        return text
+    basket: dict[str | int, float] = {}
+    for item in text.split(","):
+        name, colon, raw = (part.strip() for part in item.partition(":"))
+        if not colon or name not in names:
+            raise UsageError(
+                f"--fund-asset: {item!r} is not MARKET:WEIGHT with a market of {scenario.name!r}; "
+                f"{allowed}"
+            )
+        if name in basket:
+            raise UsageError(f"--fund-asset: {name!r} is named twice in {text!r}")
+        try:
+            weight = float(raw)
+        except ValueError:
+            weight = math.nan
+        if not (math.isfinite(weight) and weight > 0.0):
+            raise UsageError(
+                f"--fund-asset: the weight of {name!r} must be a number > 0, got {raw!r}"
+            )
+        basket[name] = weight
+    total = math.fsum(basket.values())
+    if abs(total - 1.0) > 1e-9:
+        raise UsageError(f"--fund-asset: the weights must sum to 1, got {total:g} in {text!r}")
+    return basket
 
 
 def _with_liquidators(risk: RiskParams, mult: float | None, policy: str | None) -> RiskParams:

@@ -731,10 +731,13 @@ def _fund_terms(
     """The fund's price, bucket terms and what it can pay this tick: ``(px, alloc, available)``.
 
     The fund is valued and paid at its last mark (the simulator marks it before the core); a
-    fund never marked is valued at the exchange's own price, the first (factor) market's.
+    fund never marked is valued at the exchange's own price, the first (factor) market's (a
+    fund of several assets, which the multi-market simulator marks every tick before the
+    core, at 1 per unit: never marked, it holds only stable and yield).
     """
     pf = state.fund
-    fund_px = np.where(pf.mark_price > 0.0, pf.mark_price, marks[:, 0])
+    fallback = marks[:, 0] if pf.n_assets is None else 1.0
+    fund_px = np.where(pf.mark_price > 0.0, pf.mark_price, fallback)
     alloc = _DEFAULT_ALLOCATION if allocation is None else allocation
     if fund_available_usd is None:
         if not (pf.yield_usd.any() or pf.volatile_units.any() or pf.put_units.any()):

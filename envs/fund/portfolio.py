@@ -55,6 +55,10 @@ payments; ``injected_usd`` the venue's own top-ups after the fund ran dry (:func
 Every function that takes a ``price`` first re-marks the portfolio to it (booking the
 revaluation to ``external_pnl_usd``) and then moves money at that mark.
 
+A fund may hold several listed assets at once (a multi-market exchange's): its asset fields
+then carry an asset axis, ``(n_envs, K)``, one put series per asset (:class:`FundPortfolio`,
+"Several assets"; :func:`rebalance`'s ``basket``); a one-asset fund's arithmetic is unchanged.
+
 All arrays are float64, batch-first ``(n_envs,)``; there is no Python loop over exchanges
 (the only element-wise calls are the C library's ``log`` and ``erfc`` inside
 :func:`black_scholes_put`, :mod:`fundgym.envs.libm`, which the compiled twins in
@@ -278,9 +282,50 @@ def _vec(x: ArrayLike, n_envs: int, name: str) -> FloatArray:
     return arr
 
 
+def _vec_like(x: ArrayLike, shape: tuple[int, ...], name: str) -> FloatArray:
+    """``x`` broadcast to an asset field's shape, ``(n_envs,)`` or ``(n_envs, K)``; finite."""
+    try:
+        arr = np.broadcast_to(np.asarray(x, dtype=np.float64), shape)
+    except ValueError:
+        raise ValueError(
+            f"{name} must broadcast to {shape} (n_envs{', K assets' if len(shape) == 2 else ''}), "
+            f"got shape {np.shape(x)}"
+        ) from None
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite, got {arr}")
+    return arr
+
+
+def _over_assets(x: FloatArray) -> FloatArray:
+    """A per-asset amount summed over the fund's assets: ``(n_envs,)``.
+
+    The identity for a one-asset fund (``(n_envs,)`` fields), so its arithmetic is exactly what
+    it was before funds held several assets.
+    """
+    if x.ndim == 1:
+        return x
+    out: FloatArray = x.sum(axis=1)
+    return out
+
+
+def _per_asset(x: FloatArray, like: FloatArray) -> FloatArray:
+    """A per-exchange ``(n_envs,)`` amount against per-asset ones shaped like ``like``."""
+    return x if like.ndim == 1 else x[:, None]
+
+
 @dataclass
 class FundPortfolio:
     """The fund's holdings in each bucket, per exchange. Every field is ``(n_envs,)`` float64.
+
+    **Several assets.** A fund may hold ``K`` listed assets at once (a multi-market exchange's
+    shared fund, :mod:`fundgym.envs.markets_simulator`): then the asset fields
+    (:data:`ASSET_FIELDS`: ``volatile_units``, the put series' ``put_units``, ``put_strike``,
+    ``put_minutes_left`` and ``put_cost_usd``, and the marks ``mark_price`` and
+    ``mark_vol_annual``) are ``(n_envs, K)``: units of each asset, one put series on each, each
+    marked at its own price and volatility. Every function takes prices and volatilities of
+    the same shape, values the ``volatile`` and ``hedge`` buckets as the sums over the assets,
+    and :func:`rebalance` splits their targets by a ``basket`` of weights. A one-asset fund
+    keeps ``(n_envs,)`` fields and the arithmetic it always had, to the bit.
 
     Attributes:
         stable_usd: Stablecoin balance.
@@ -332,18 +377,30 @@ class FundPortfolio:
         """Number of exchanges in the batch."""
         return int(self.stable_usd.shape[0])
 
-    @classmethod
-    def zeros(cls, n_envs: int) -> FundPortfolio:
-        """An empty portfolio for ``n_envs`` exchanges."""
-        return cls(*(np.zeros(n_envs, dtype=np.float64) for _ in range(_N_FIELDS)))
+    @property
+    def n_assets(self) -> int | None:
+        """``K``, the listed assets the fund can hold; ``None`` for a one-asset fund."""
+        return None if self.volatile_units.ndim == 1 else int(self.volatile_units.shape[1])
 
     @classmethod
-    def from_stable(cls, amount_usd: ArrayLike) -> FundPortfolio:
+    def zeros(cls, n_envs: int, n_assets: int | None = None) -> FundPortfolio:
+        """An empty portfolio for ``n_envs`` exchanges (``n_assets``: ``K`` assets, above)."""
+        if n_assets is not None and not (isinstance(n_assets, int) and n_assets >= 1):
+            raise ValueError(f"n_assets must be an int >= 1 or None, got {n_assets!r}")
+
+        def field(name: str) -> FloatArray:
+            several = n_assets is not None and name in ASSET_FIELDS
+            return np.zeros((n_envs, n_assets) if several else (n_envs,), dtype=np.float64)
+
+        return cls(*(field(f.name) for f in fields(cls)))
+
+    @classmethod
+    def from_stable(cls, amount_usd: ArrayLike, n_assets: int | None = None) -> FundPortfolio:
         """A portfolio holding ``amount_usd`` (``(n_envs,)``, >= 0) in ``stable`` only."""
         amount = np.array(amount_usd, dtype=np.float64, ndmin=1)
         if amount.ndim != 1 or not (np.isfinite(amount).all() and (amount >= 0).all()):
             raise ValueError(f"amount_usd must be a finite (n_envs,) array >= 0, got {amount}")
-        pf = cls.zeros(amount.shape[0])
+        pf = cls.zeros(amount.shape[0], n_assets)
         pf.stable_usd[:] = amount
         pf.initial_value_usd[:] = amount
         return pf
@@ -365,14 +422,17 @@ class FundPortfolio:
         return value
 
     def bucket_values_usd(self, price: ArrayLike, vol_annual: ArrayLike) -> FloatArray:
-        """``(n_envs, 4)`` mark-to-market value of each bucket, in :data:`BUCKETS` order."""
+        """``(n_envs, 4)`` mark-to-market value of each bucket, in :data:`BUCKETS` order.
+
+        ``price`` and ``vol_annual`` are shaped like :attr:`mark_price` (one per asset).
+        """
         price_ = np.asarray(price, dtype=np.float64)
         return np.stack(
             [
                 self.stable_usd,
                 self.yield_usd,
-                self.volatile_units * price_,
-                self.put_units * self.put_value_per_unit(price_, vol_annual),
+                _over_assets(self.volatile_units * price_),
+                _over_assets(self.put_units * self.put_value_per_unit(price_, vol_annual)),
             ],
             axis=-1,
         )
@@ -430,7 +490,16 @@ class FundPortfolio:
         return out
 
 
-_N_FIELDS = len(fields(FundPortfolio))  # the positional arguments of FundPortfolio.zeros
+ASSET_FIELDS: tuple[str, ...] = (
+    "volatile_units",
+    "put_units",
+    "put_strike",
+    "put_minutes_left",
+    "mark_price",
+    "mark_vol_annual",
+    "put_cost_usd",
+)
+"""The fields with one column per asset in a fund that holds several (``(n_envs, K)``)."""
 
 
 def _withdraw_frac(stressed: ArrayLike, params: AllocationParams, n_envs: int) -> FloatArray:
@@ -444,8 +513,8 @@ def _withdraw_frac(stressed: ArrayLike, params: AllocationParams, n_envs: int) -
 def _check_market(
     pf: FundPortfolio, price: ArrayLike, vol_annual: ArrayLike
 ) -> tuple[FloatArray, FloatArray]:
-    p = _vec(price, pf.n_envs, "price")
-    v = _vec(vol_annual, pf.n_envs, "vol_annual")
+    p = _vec_like(price, pf.mark_price.shape, "price")
+    v = _vec_like(vol_annual, pf.mark_price.shape, "vol_annual")
     if (p <= 0).any() or (v < 0).any():
         raise ValueError(f"price must be > 0 and vol_annual >= 0, got {p} and {v}")
     return p, v
@@ -495,8 +564,8 @@ def accrue(
 
     Args:
         pf: The portfolio, modified in place.
-        price: ``(n_envs,)`` price of the underlying, > 0.
-        vol_annual: ``(n_envs,)`` current annualised volatility, >= 0.
+        price: ``(n_envs,)`` price of the underlying, > 0 (``(n_envs, K)``: each asset's).
+        vol_annual: ``(n_envs,)`` current annualised volatility, >= 0 (likewise).
         tick_minutes: Length of the tick in minutes.
         params: Bucket terms.
     """
@@ -511,7 +580,7 @@ def accrue(
     pf.put_minutes_left[:] = np.where(held, np.maximum(pf.put_minutes_left - tick_minutes, 0), 0)
     expired = held & (pf.put_minutes_left <= 0)
     payoff = np.where(expired, pf.put_units * np.maximum(pf.put_strike - p, 0.0), 0.0)
-    pf.stable_usd += payoff
+    pf.stable_usd += _over_assets(payoff)
     pf.put_units[:] = np.where(expired, 0.0, pf.put_units)
     pf.put_strike[:] = np.where(expired | ~held, 0.0, pf.put_strike)
     pf.put_cost_usd[:] = np.where(expired | ~held, 0.0, pf.put_cost_usd)
@@ -525,6 +594,7 @@ def rebalance(
     vol_annual: ArrayLike,
     stressed: ArrayLike,
     params: AllocationParams,
+    basket: ArrayLike | None = None,
 ) -> FloatArray:
     """Move value toward ``target_weights``, in place; return the cost paid, ``(n_envs,)`` USD.
 
@@ -562,6 +632,12 @@ def rebalance(
     Where the put bought would be worth less than ``MIN_PUT_PREMIUM_FRAC`` of spot (zero or
     tiny volatility), no puts are bought.
 
+    **Several assets** (``(n_envs, K)`` asset fields): the ``volatile`` and ``hedge`` targets
+    are split over the assets by ``basket`` (``(K,)`` weights >= 0 summing to 1; default
+    equal), and each asset's part follows the rules above on its own (its units, its put
+    series, sized by its own committed premium); the sales, purchases and costs of every asset
+    share the one ``stable`` bucket, so a shortage of cash scales every purchase alike.
+
     Targets are approximate by design: costs make ``stable`` end below its target, a frozen
     ``yield`` bucket may stay above its target, and where ``stable`` plus the sale proceeds
     cannot pay for every purchase and fee, all purchases are scaled down by the same factor.
@@ -570,10 +646,12 @@ def rebalance(
         pf: The portfolio, modified in place.
         target_weights: ``(n_envs, 4)`` (or ``(4,)``) weights in :data:`BUCKETS` order, each
             >= 0, rows summing to 1.
-        price: ``(n_envs,)`` price of the underlying, > 0.
-        vol_annual: ``(n_envs,)`` current annualised volatility, >= 0.
+        price: ``(n_envs,)`` price of the underlying, > 0 (``(n_envs, K)``: each asset's).
+        vol_annual: ``(n_envs,)`` current annualised volatility, >= 0 (likewise).
         stressed: ``(n_envs,)`` bool, whether the lending market is stressed.
         params: Bucket terms.
+        basket: ``(K,)`` each asset's share of the ``volatile`` and ``hedge`` targets (a fund
+            of several assets only; ``None``: equal shares).
 
     Returns:
         ``(n_envs,)`` total cost (fees + spreads + slippage), also booked to the portfolio.
@@ -583,13 +661,17 @@ def rebalance(
     if not np.isfinite(w).all() or (w < 0).any() or not np.allclose(w.sum(axis=1), 1.0):
         raise ValueError(f"target_weights rows must be >= 0 and sum to 1, got {w}")
     p, v = _check_market(pf, price, vol_annual)
+    share = _basket(basket, pf)
     _mark(pf, p, v)
     fee = params.rebalance_fee_frac
     slip = params.volatile_sell_slippage_frac
     spread = params.option_spread_frac
 
+    # Per asset (one column each in a fund of several; the exchange's own arrays otherwise).
     put_unit_value = pf.put_value_per_unit(p, v)
     values = pf.bucket_values_usd(p, v)
+    vol_value = pf.volatile_units * p
+    hedge_value = pf.put_units * put_unit_value
     # The hedge is sized by the larger of its mark and the premium committed to it: puts are
     # bought at the quote and marked without its crash premium, so sizing by the mark alone
     # would find a hedge bought a moment ago under target and buy it again at every decision.
@@ -597,19 +679,21 @@ def rebalance(
     # weights after a purchase ask for the same hedge, not one shrunk by the premium expensed.
     live = (pf.put_units > 0) & (pf.put_minutes_left > 0)
     committed = np.where(live, pf.put_cost_usd, 0.0)
-    size = np.maximum(values[:, HEDGE], committed)
+    size = np.maximum(hedge_value, committed)
     sized = values.copy()
-    sized[:, HEDGE] = size
+    sized[:, HEDGE] = _over_assets(size)
     target = w * sized.sum(axis=1, keepdims=True)
+    target_vol = _split(target[:, VOLATILE], share)
+    target_hedge = _split(target[:, HEDGE], share)
 
     # Sales (USD value taken out of each bucket).
     sell_yield = np.minimum(
         np.maximum(values[:, YIELD] - target[:, YIELD], 0.0),
         _withdraw_frac(stressed, params, n) * values[:, YIELD],
     )
-    sell_vol = np.maximum(values[:, VOLATILE] - target[:, VOLATILE], 0.0)
+    sell_vol = np.maximum(vol_value - target_vol, 0.0)
     new_strike = params.put_moneyness * p
-    new_minutes = np.full(n, params.put_tenor_days * 24.0 * 60.0)
+    new_minutes = np.full(p.shape, params.put_tenor_days * 24.0 * 60.0)
     # The quote (put_price for a live tenor), with its Black-Scholes term computed once.
     new_put_mark = put_mark(p, new_strike, new_minutes / MINUTES_PER_YEAR, v)
     new_put_value = new_put_mark + crash_premium(p, new_strike, new_minutes / MINUTES_PER_YEAR)
@@ -624,64 +708,68 @@ def rebalance(
     buy_value = np.where(top_up, live_put_value, new_put_value)
     # A put worth less than MIN_PUT_PREMIUM_FRAC of spot buys no protection worth the name;
     # buying 1e22 of them would only make the hedge a bet on volatility.
-    buy_puts = (target[:, HEDGE] > size) & (buy_value > MIN_PUT_PREMIUM_FRAC * p)
+    buy_puts = (target_hedge > size) & (buy_value > MIN_PUT_PREMIUM_FRAC * p)
     roll = buy_puts & ~top_up
     # Puts are sold only down to a target below their mark: the premium above the mark is
     # sunk, and selling at 2.5 cents on the dollar would only give up protection.
     sell_hedge = np.where(
         roll,
-        values[:, HEDGE],
-        np.where(buy_puts, 0.0, np.maximum(values[:, HEDGE] - target[:, HEDGE], 0.0)),
+        hedge_value,
+        np.where(buy_puts, 0.0, np.maximum(hedge_value - target_hedge, 0.0)),
     )
 
     # Purchases (USD value put into each bucket), before scaling.
     buy_yield = np.maximum(target[:, YIELD] - values[:, YIELD], 0.0)
-    buy_vol = np.maximum(target[:, VOLATILE] - values[:, VOLATILE], 0.0)
-    buy_hedge = np.where(buy_puts, np.where(roll, target[:, HEDGE], target[:, HEDGE] - size), 0.0)
+    buy_vol = np.maximum(target_vol - vol_value, 0.0)
+    buy_hedge = np.where(buy_puts, np.where(roll, target_hedge, target_hedge - size), 0.0)
 
-    sold = sell_yield + sell_vol + sell_hedge
+    sold = sell_yield + _over_assets(sell_vol) + _over_assets(sell_hedge)
     cash = (
         pf.stable_usd
         + sell_yield
-        + sell_vol * (1.0 - slip)
-        + sell_hedge * (1.0 - spread)
+        + _over_assets(sell_vol * (1.0 - slip))
+        + _over_assets(sell_hedge * (1.0 - spread))
         - fee * sold
     )
-    need = buy_yield * (1.0 + fee) + buy_vol * (1.0 + fee) + buy_hedge * (1.0 + spread + fee)
+    need = (
+        buy_yield * (1.0 + fee)
+        + _over_assets(buy_vol * (1.0 + fee))
+        + _over_assets(buy_hedge * (1.0 + spread + fee))
+    )
     scale = np.where(need > cash, np.maximum(cash, 0.0) / np.where(need > 0, need, 1.0), 1.0)
     buy_yield = buy_yield * scale
-    buy_vol = buy_vol * scale
-    buy_hedge = buy_hedge * scale
-    bought = buy_yield + buy_vol + buy_hedge
+    buy_vol = buy_vol * _per_asset(scale, buy_vol)
+    buy_hedge = buy_hedge * _per_asset(scale, buy_hedge)
+    bought = buy_yield + _over_assets(buy_vol) + _over_assets(buy_hedge)
 
     # The crash premium (quote minus mark) is expensed on purchase, like an insurance policy.
     premium = buy_hedge * (1.0 - buy_mark / np.where(buy_puts, buy_value, 1.0))
     cost = (
-        sell_vol * slip
-        + sell_hedge * spread
-        + buy_hedge * spread
+        _over_assets(sell_vol * slip)
+        + _over_assets(sell_hedge * spread)
+        + _over_assets(buy_hedge * spread)
         + fee * (sold + bought)
-        + premium  # buy_hedge, hence premium, is zero where no puts are bought
+        + _over_assets(premium)  # buy_hedge, hence premium, is zero where no puts are bought
     )
     pf.stable_usd[:] = np.maximum(
         pf.stable_usd
         + sell_yield
-        + sell_vol * (1.0 - slip)
-        + sell_hedge * (1.0 - spread)
+        + _over_assets(sell_vol * (1.0 - slip))
+        + _over_assets(sell_hedge * (1.0 - spread))
         - buy_yield
-        - buy_vol
-        - buy_hedge * (1.0 + spread)
+        - _over_assets(buy_vol)
+        - _over_assets(buy_hedge * (1.0 + spread))
         - fee * (sold + bought),
         0.0,
     )
     pf.yield_usd[:] = np.maximum(pf.yield_usd - sell_yield + buy_yield, 0.0)
-    sells_all_vol = (sell_vol >= values[:, VOLATILE]) & (values[:, VOLATILE] > 0)
+    sells_all_vol = (sell_vol >= vol_value) & (vol_value > 0)
     pf.volatile_units[:] = np.where(
         sells_all_vol, 0.0, np.maximum(pf.volatile_units + (buy_vol - sell_vol) / p, 0.0)
     )
     # Puts: a roll replaces the series, a top-up adds to it, otherwise sell down what is held.
     units_before = pf.put_units.copy()
-    sells_all_puts = (sell_hedge >= values[:, HEDGE]) & (values[:, HEDGE] > 0)
+    sells_all_puts = (sell_hedge >= hedge_value) & (hedge_value > 0)
     safe_unit = np.where(put_unit_value > 0, put_unit_value, 1.0)
     kept_units = np.where(
         sells_all_puts, 0.0, np.maximum(pf.put_units - sell_hedge / safe_unit, 0.0)
@@ -701,6 +789,29 @@ def rebalance(
     return out
 
 
+def _basket(basket: ArrayLike | None, pf: FundPortfolio) -> FloatArray | None:
+    """The ``(K,)`` shares of a fund of ``K`` assets (equal by default); ``None`` for one."""
+    k = pf.n_assets
+    if k is None:
+        if basket is not None:
+            raise ValueError("basket splits a fund of several assets; this fund holds one")
+        return None
+    if basket is None:
+        return np.full(k, 1.0 / k)
+    b = np.asarray(basket, dtype=np.float64)
+    if b.shape != (k,) or not np.isfinite(b).all() or (b < 0).any() or abs(b.sum() - 1.0) > 1e-9:
+        raise ValueError(f"basket must be {k} weights >= 0 summing to 1, got {basket!r}")
+    return b
+
+
+def _split(total: FloatArray, share: FloatArray | None) -> FloatArray:
+    """A bucket's per-exchange target split over the assets by ``share`` (itself for one)."""
+    if share is None:
+        return total
+    out: FloatArray = total[:, None] * share[None, :]
+    return out
+
+
 def pay(
     pf: FundPortfolio,
     amount_usd: ArrayLike,
@@ -715,12 +826,13 @@ def pay(
     ``yield_withdraw_frac_stressed`` where ``stressed`` else ``..._normal``, of the bucket),
     ``volatile`` (sold with slippage: paying ``x`` sells ``x / (1 - slippage)`` of value) and
     ``hedge`` (sold at their mark minus the spread). Slippage and spreads are booked as
-    costs; there is no rebalance fee on a payment.
+    costs; there is no rebalance fee on a payment. A fund of several assets sells each of
+    ``volatile`` (then of ``hedge``) pro rata to what it would raise, every asset alike.
 
     Args:
         pf: The portfolio, modified in place.
         amount_usd: ``(n_envs,)`` shortfall to pay, >= 0.
-        price: ``(n_envs,)`` price of the underlying, > 0.
+        price: ``(n_envs,)`` price of the underlying, > 0 (``(n_envs, K)``: each asset's).
         vol_annual: ``(n_envs,)`` current annualised volatility, >= 0.
         stressed: ``(n_envs,)`` bool, whether the lending market is stressed.
         params: Bucket terms.
@@ -747,29 +859,50 @@ def pay(
 
     vol_value = pf.volatile_units * p
     vol_proceeds = vol_value * (1.0 - slip)
-    from_vol = np.minimum(left, vol_proceeds)
-    all_vol = from_vol >= vol_proceeds
+    from_vol, all_vol = _draw(left, vol_proceeds)
     vol_sold = np.where(all_vol, vol_value, from_vol / (1.0 - slip))
     pf.volatile_units[:] = np.where(all_vol, 0.0, np.maximum(pf.volatile_units - vol_sold / p, 0))
-    left -= from_vol
+    left -= _over_assets(from_vol)
 
     unit = pf.put_value_per_unit(p, v)
     put_value = pf.put_units * unit
     put_proceeds = put_value * (1.0 - spread)
-    from_puts = np.minimum(left, put_proceeds)
-    all_puts = from_puts >= put_proceeds
+    from_puts, all_puts = _draw(left, put_proceeds)
     puts_sold = np.where(all_puts, put_value, from_puts / (1.0 - spread))
     safe_unit = np.where(unit > 0, unit, 1.0)
     units_before = pf.put_units.copy()
     pf.put_units[:] = np.where(all_puts, 0.0, np.maximum(pf.put_units - puts_sold / safe_unit, 0))
     _close_or_scale_puts(pf, units_before)
-    left -= from_puts
+    left -= _over_assets(from_puts)
 
     paid = amount - np.maximum(left, 0.0)
-    _book_cost(pf, (vol_sold - from_vol) + (puts_sold - from_puts))
+    _book_cost(
+        pf,
+        (_over_assets(vol_sold) - _over_assets(from_vol))
+        + (_over_assets(puts_sold) - _over_assets(from_puts)),
+    )
     pf.paid_usd += paid
     out: FloatArray = paid
     return out
+
+
+def _draw(left: FloatArray, proceeds: FloatArray) -> tuple[FloatArray, BoolArray]:
+    """What a payment of ``left`` draws from a bucket's ``proceeds``, and whether it is all.
+
+    One asset: ``(min(left, proceeds), min(...) >= proceeds)``. Several: the bucket's assets
+    are drawn pro rata to their proceeds (each asset gives the same share of itself), so a
+    payment sells every asset of the basket alike; the second array then says, per asset,
+    whether the whole bucket went.
+    """
+    if proceeds.ndim == 1:
+        taken = np.minimum(left, proceeds)
+        return taken, taken >= proceeds
+    total = proceeds.sum(axis=1)
+    taken_total = np.minimum(left, total)
+    everything = taken_total >= total
+    share = proceeds / np.where(total > 0.0, total, 1.0)[:, None]
+    taken = np.where(everything[:, None], proceeds, taken_total[:, None] * share)
+    return taken, np.broadcast_to(everything[:, None], proceeds.shape)
 
 
 def receive(pf: FundPortfolio, amount_usd: ArrayLike) -> None:
@@ -859,7 +992,8 @@ def settle(
         pf: The portfolio, modified in place.
         income_usd: ``(n_envs,)`` fee income, >= 0.
         paid_usd: ``(n_envs,)`` shortfall the engine paid out of the fund, >= 0.
-        price: ``(n_envs,)`` price of the underlying, > 0 (used only when paying).
+        price: ``(n_envs,)`` price of the underlying, > 0 (used only when paying;
+            ``(n_envs, K)``: each asset's).
         vol_annual: ``(n_envs,)`` current annualised volatility, >= 0.
         stressed: ``(n_envs,)`` bool, whether the lending market is stressed.
         params: Bucket terms.
@@ -882,8 +1016,8 @@ def settle(
         paid[rows] = pay(
             sub,
             owed[rows],
-            _vec(price, n, "price")[rows],
-            _vec(vol_annual, n, "vol_annual")[rows],
+            _vec_like(price, pf.mark_price.shape, "price")[rows],
+            _vec_like(vol_annual, pf.mark_price.shape, "vol_annual")[rows],
             np.broadcast_to(np.asarray(stressed, dtype=bool), (n,))[rows],
             params,
         )

@@ -291,3 +291,38 @@ def test_bad_liquidator_capacity_is_refused_before_any_run(
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_a_basket_fund_asset_is_held_and_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "basket"
+    args = ["markets", "--fund-mode", "shared", "--fund-asset", "BTC:0.5,ALT:0.5",
+            "--fund-allocation", "0.5,0,0.5,0", "--episodes", "1", "--accounts", "200",
+            "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["fund_asset"] == {"BTC": 0.5, "ALT": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("DOGE", "'DOGE' is not a market of 'alt_contagion'"),
+        ("BTC:0.5,DOGE:0.5", "'DOGE:0.5' is not MARKET:WEIGHT with a market"),
+        ("BTC:0.5,BTC:0.5", "'BTC' is named twice"),
+        ("BTC:0.5,ALT:x", "the weight of 'ALT' must be a number > 0, got 'x'"),
+        ("BTC:0.5,ALT:0", "the weight of 'ALT' must be a number > 0, got '0'"),
+        ("BTC:0.5,ALT:0.6", "the weights must sum to 1, got 1.1"),
+    ],
+)
+def test_a_bad_fund_asset_is_refused_before_any_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, fragment: str
+) -> None:
+    out = tmp_path / "never"
+    args = ["markets", "--fund-asset", value, "--out", str(out), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+    assert not out.exists()

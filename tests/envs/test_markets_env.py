@@ -169,6 +169,23 @@ def test_the_allocation_holds_the_chosen_listed_asset_and_its_wrong_way_risk() -
     assert values["volatile"] < values["stable"] - 0.3  # wrong-way: the fund fell with it
 
 
+def test_a_basket_fund_in_the_env_holds_both_assets() -> None:
+    """fund_asset as a basket: the volatile bucket holds BTC and the alt; the alt's half falls."""
+    env = _env(fund_asset={"BTC": 0.5, "ALT": 0.5})
+    env.reset(seed=2)
+    _, _, _, _, info = env.step(_allocation_action(env, "volatile"))
+    assert info["fund_weights"][BUCKETS.index("volatile")] > 0.99
+    assert (env.sim.state.fund.volatile_units > 0.0).all()
+    start = float(env.sim.fund_pots_usd()[0].sum())
+    truncated = False
+    while not truncated:
+        obs, _, _, truncated, info = env.step(_allocation_action(env, "volatile"))
+        assert np.isfinite(obs).all()
+    end = float(env.sim.fund_pots_usd()[0].sum()) / start
+    assert env.sim.max_ledger_error_usd < 1e-6
+    assert 0.3 < end < 0.9  # half the fund in an alt that fell more than half, half in BTC
+
+
 def test_a_higher_alt_margin_liquidates_and_locks_more_at_once() -> None:
     """Raising one market's multiple raises its requirement from the next tick on.
 

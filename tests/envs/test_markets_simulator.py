@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import numpy as np
@@ -234,6 +235,54 @@ def test_the_fund_holding_the_alt_falls_with_it_and_puts_on_it_pay() -> None:
     assert (end["alt"] < end["stable"] - 0.3).all()  # wrong-way: half the fund, -80%
     assert (np.abs(end["btc"] - end["stable"]) < 0.1).all()  # BTC barely moved
     assert (end["alt_puts"] > end["stable"]).all()  # the puts paid in the alt's crash
+
+
+def test_a_basket_fund_holds_each_asset_and_puts_on_each() -> None:
+    """alt_contagion: half the fund in a BTC/ALT basket loses about half of the ALT fund's loss.
+
+    The basket holds units of BTC and of the alt (weights 0.5 each) and a put series on each;
+    each is marked at its own market's index. BTC barely moves and the alt falls 80%, so the
+    basket's fund ends between the BTC fund and the alt fund, and near their mean (the fund
+    pays the same episodes' shortfalls either way, so not exactly). A basket of one market is
+    that market's fund, bit for bit.
+    """
+    sc = _short("alt_contagion", 700.0)
+    kw: dict[str, Any] = {"n_envs": 2, "n_accounts": 500, "seed": 17}
+    half = [0.5, 0.0, 0.5, 0.0]
+    end = {}
+    for label, asset in (("btc", "BTC"), ("alt", "ALT"), ("basket", {"BTC": 0.5, "ALT": 0.5})):
+        sim = MarketsSimulator(sc, fund_asset=asset, fund_allocation=half, **kw)
+        res = sim.run()
+        assert res.max_ledger_error_usd < 1e-6 and (res.fund_usd >= 0.0).all()
+        end[label] = res.fund_usd[-1, :, 0] / res.initial_fund_usd[:, 0]
+        if label == "basket":
+            assert sim.state.fund.n_assets == 2 and sim.fund_asset == {0: 0.5, 2: 0.5}
+            assert (sim.state.fund.volatile_units > 0.0).all()  # both assets held
+    assert (end["alt"] < end["basket"]).all() and (end["basket"] < end["btc"]).all()
+    np.testing.assert_allclose(end["basket"], 0.5 * (end["alt"] + end["btc"]), atol=0.05)
+    puts = MarketsSimulator(
+        sc, fund_asset={"BTC": 0.5, "ALT": 0.5}, fund_allocation=[0.9, 0.0, 0.0, 0.1], **kw
+    )
+    assert (puts.state.fund.put_units > 0.0).all() and (puts.state.fund.put_strike > 0.0).all()
+    assert puts.run().max_ledger_error_usd < 1e-6
+    one = _run(sc, fund_asset={"ALT": 1.0}, fund_allocation=half, **kw)
+    _same(one, _run(sc, fund_asset="ALT", fund_allocation=half, **kw), 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("basket", "fragment"),
+    [
+        ({"BTC": 0.5, "ETH": 0.6}, "the basket's weights must sum to 1, got 1.1"),
+        ({"BTC": 0.5, 0: 0.5}, "market 0 is named twice"),
+        ({"BTC": 1.0, "ALT": 0.0}, "the weight of 'ALT' must be a number > 0, got 0.0"),
+        ({"BTC": 0.5, "DOGE": 0.5}, "fund_asset must be one of the markets"),
+        ({"BTC": True}, "the weight of 'BTC' must be a number > 0, got True"),
+        ({}, "a basket needs at least one market"),
+    ],
+)
+def test_a_bad_basket_is_named(basket: dict[Any, Any], fragment: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        MarketsSimulator(load_scenario("alt_contagion"), fund_asset=basket, n_accounts=8)
 
 
 def test_allocation_arguments_are_named() -> None:
