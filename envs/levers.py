@@ -573,6 +573,17 @@ MARKET_LEVERS: dict[str, Lever] = {
             "day's crash; venues cap a thin market's OI, as Hyperliquid did after XPL)",
             action=ActionRange(0.25, 4.0, True),
         ),
+        Lever(
+            name="market_fund_cap_frac",
+            unit="share of the starting value of the pot that backs the market",
+            bounds=Interval(0.0, math.inf, high_open=True),
+            default=1.0,
+            doc="the most the fund pays toward a market's shortfalls (per tick or over the "
+            "episode, fund_cap_period), as a share of its pot's value at the start: Drift's "
+            "per-market caps by contract tier ($100M, $1M, $100k, $0); 0: the fund never pays "
+            "the market; 1: at most the pot's start",
+            action=ActionRange(0.0, 1.0, False),
+        ),
     )
 }
 

@@ -86,7 +86,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
 
     ## Action Space
 
-    A ``Box(-1, 1, (K + 2 M,), float32)``: the levers' positions, mapped onto their action
+    A ``Box(-1, 1, (K + 3 M,), float32)``: the levers' positions, mapped onto their action
     ranges by the lever registry (:data:`fundgym.envs.levers.LEVERS` and ``MARKET_LEVERS``).
     ``K = 7`` with a shared fund (three exchange levers and four allocation logits), ``K = 3``
     with a segmented one (its segments are cash).
@@ -99,6 +99,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     | 3-6 (shared) | alloc_stable/yield/volatile/hedge | logits: softmax(3 x logits) | lin |
     | K .. K+M-1 | market_mmr_mult of market 0 .. M-1 | 0.5 .. 4 x the exchange's margin | log |
     | K+M .. K+2M-1 | market_oi_cap_frac of market 0 .. M-1 | 0.25 .. 4 x its starting OI | log |
+    | K+2M .. K+3M-1 | market_fund_cap_frac of market 0 .. M-1 | 0 .. 1 x its pot's start | lin |
 
     The fund is rebalanced toward the allocation when the weights move by more than
     ``rebalance_threshold`` (L1, 0.02), at the fund asset's index: its ``volatile`` bucket is
@@ -108,9 +109,17 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     An OI cap refuses new positions that would lift the market's open interest above it; the
     default, 4x (position +1), never binds in a day's crash, and position 0 is a cap at 1x.
 
+    A fund cap is the most the fund pays toward the market's shortfalls over the episode
+    (``fund_cap_period``, default ``episode``, Drift's cumulative cap; ``tick``: anew every
+    tick), as a share of the starting value of the pot that backs it: position -1 (0) and the
+    fund never pays the market, its shortfalls go to ADL and socialisation (Drift's $0 tier);
+    the default, +1 (the pot's start), binds only if fee income lets one market draw more than
+    the whole starting fund. Capping a thin alt keeps its crash from draining a shared fund
+    that BTC and ETH also rely on.
+
     ## Observation Space
 
-    A ``Box(-10, 10, (15 + 8 M,), float32)``: the exchange block, then one block per market.
+    A ``Box(-10, 10, (15 + 9 M,), float32)``: the exchange block, then one block per market.
 
     | Num | Observation | Scaling |
     |-----|-------------|---------|
@@ -124,14 +133,15 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     | 7 | episode progress | fraction |
     | 8-10 | the exchange levers in force | action units |
     | 11-14 | the fund's weights: stable, yield, volatile, hedge (segmented: 1, 0, 0, 0) | share |
-    | 15 + 8m | market m: log(its one-day volatility / its usual volatility) | log ratio |
-    | 16 + 8m | market m: book depth / normal | fraction |
-    | 17 + 8m | market m: its share of open interest | fraction |
-    | 18 + 8m | market m: long/short skew | (L - S) / (L + S) |
-    | 19 + 8m | market m: share of its OI held by accounts near liquidation | fraction |
-    | 20 + 8m | market m: drawdown from its recent peak | fraction |
-    | 21 + 8m | market m: its margin multiple in force | action units |
-    | 22 + 8m | market m: its OI cap in force | action units |
+    | 15 + 9m | market m: log(its one-day volatility / its usual volatility) | log ratio |
+    | 16 + 9m | market m: book depth / normal | fraction |
+    | 17 + 9m | market m: its share of open interest | fraction |
+    | 18 + 9m | market m: long/short skew | (L - S) / (L + S) |
+    | 19 + 9m | market m: share of its OI held by accounts near liquidation | fraction |
+    | 20 + 9m | market m: drawdown from its recent peak | fraction |
+    | 21 + 9m | market m: its margin multiple in force | action units |
+    | 22 + 9m | market m: its OI cap in force | action units |
+    | 23 + 9m | market m: its fund cap in force | action units |
 
     ## Rewards
 
@@ -172,9 +182,10 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     ``binance``, ``hyperliquid``, ``bitmex``, ``dydx_v4``; :mod:`fundgym.envs.core.venue_cross`),
     ``adl_policy`` (``bitmex``), ``vault_to_oi_frac`` (0: no backstop vault; a vault needs a
     venue mode that hands accounts to it), ``vault_adl_loss_frac`` (the vault's loss limit,
-    ``None``: the mode's own, :mod:`fundgym.envs.core.vault`) and ``liquidator_capacity_mult``
+    ``None``: the mode's own, :mod:`fundgym.envs.core.vault`), ``liquidator_capacity_mult``
     (outside liquidators' capacity, ``None``: the lever's default 1 under ``partial`` and
-    ``binance``, 0 under the other modes, which refuse any other value).
+    ``binance``, 0 under the other modes, which refuse any other value) and ``fund_cap_period``
+    (``episode``, the default, or ``tick``: what the per-market fund caps hold over).
 
     ## Version History
 
@@ -182,7 +193,9 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
       levers) and its weights in the observation (after the exchange levers in force); the
       engine (``liquidation_mode``, ``adl_policy``, ``vault_to_oi_frac``; the default
       ``partial`` engine as before); outside liquidators across markets
-      (``liquidator_capacity_mult``, default 1 under ``partial`` and ``binance``: before, 0).
+      (``liquidator_capacity_mult``, default 1 under ``partial`` and ``binance``: before, 0);
+      a fund cap per market in the action (``market_fund_cap_frac``, after the OI caps) and
+      in each market's observation block (last), ``fund_cap_period``.
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 (Gymnasium's convention)
@@ -206,6 +219,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         vault_to_oi_frac: float = 0.0,
         vault_adl_loss_frac: float | None = None,
         liquidator_capacity_mult: float | None = None,
+        fund_cap_period: str = "episode",
     ) -> None:
         sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         # The engine the levers run under, at the levers' defaults: RiskParams checks the names
@@ -255,6 +269,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             risk=self._engine,  # each decision puts the levers in force
             vault_to_oi_frac=vault_to_oi_frac,
             vault_adl_loss_frac=vault_adl_loss_frac,
+            fund_cap_period=fund_cap_period,
         )
         self.exchange_levers = EXCHANGE_LEVERS + (ALLOCATION_LEVERS if self._shared else ())
         self.levers: tuple[Lever, ...] = (
@@ -403,7 +418,12 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         self.positions = positions
         values = self.lever_values()
         risk = dataclasses.replace(self._engine, **{name: values[name] for name in EXCHANGE_LEVERS})
-        self.sim.set_levers(risk, values["market_mmr_mult"], values["market_oi_cap_frac"])
+        self.sim.set_levers(
+            risk,
+            values["market_mmr_mult"],
+            values["market_oi_cap_frac"],
+            values["market_fund_cap_frac"],
+        )
         if rebalance:
             self._rebalance()
 

@@ -321,6 +321,10 @@ class MarketsSimulator:
             one per market).
         fund_cap_usd: ``(M,)`` the most the fund pays toward each market per tick, or per
             episode (``fund_cap_period``) (``inf``: none; Drift's tier caps).
+        market_fund_cap_frac: ``(M,)`` each market's cap as a share of the starting value of
+            the pot that backs it (``market_fund_cap_frac``, :data:`~fundgym.envs.levers.
+            MARKET_LEVERS`; ``inf``: none, the default): the cap in force is the smaller of
+            this and ``fund_cap_usd``, per exchange, for the same period.
         fund_cap_period: ``"tick"`` (the default): each cap holds per tick, anew every
             tick; ``"episode"``: each market's cap is spent over the episode, what the fund
             paid toward the market so far counting against it (Drift's ``quote_max_insurance``
@@ -365,6 +369,7 @@ class MarketsSimulator:
         fund_groups: Sequence[int] | None = None,
         fund_cap_usd: Sequence[float] | None = None,
         fund_cap_period: str = "tick",
+        market_fund_cap_frac: Sequence[float] | None = None,
         segment_transfer_cap_usd: float = 0.0,
         collateral_price: str = "book",
         collateral_haircut_frac: Sequence[float] | None = None,
@@ -437,6 +442,7 @@ class MarketsSimulator:
         self.fund_groups = _groups(fund_mode, fund_groups, n_mkt)
         self.n_pots = int(self.fund_groups.max()) + 1 if fund_mode == "segmented" else 1
         self.fund_cap_usd = _caps(fund_cap_usd, n_mkt)
+        self.market_fund_cap_frac = _fund_cap_fracs(market_fund_cap_frac, scenario)
         if fund_cap_period not in FUND_CAP_PERIODS:
             raise ValueError(
                 f"fund_cap_period must be one of {list(FUND_CAP_PERIODS)}, got {fund_cap_period!r}"
@@ -471,8 +477,12 @@ class MarketsSimulator:
         risk: RiskParams,
         market_mmr_mult: Sequence[float] | None = None,
         market_oi_cap_frac: Sequence[float] | None = None,
+        market_fund_cap_frac: Sequence[float] | None = None,
     ) -> None:
-        """Put ``risk``, each market's margin multiple and OI cap in force from the next tick.
+        """Put ``risk`` and each market's margin multiple, OI cap and fund cap in force.
+
+        From the next tick; ``None`` for a per-market lever: none (all ones for the margin).
+        A fund cap over the episode counts what the fund has already paid the market.
 
         Raises:
             ValueError: What the constructor refuses (paid liquidators under a venue mode, a
@@ -481,9 +491,11 @@ class MarketsSimulator:
         risk = self._engine(risk)
         mults = _mmr_mults(market_mmr_mult, self.scenario)
         caps = _oi_caps(market_oi_cap_frac, self.scenario)
+        fund_caps = _fund_cap_fracs(market_fund_cap_frac, self.scenario)
         self.risk = risk
         self.market_mmr_mult = mults
         self.market_oi_cap_frac = caps
+        self.market_fund_cap_frac = fund_caps
 
     def _engine(self, risk: RiskParams) -> RiskParams:
         """:func:`engine_risk` of ``risk``, checked against this simulator's vault."""
@@ -667,14 +679,34 @@ class MarketsSimulator:
             return self.state.fund_segments_usd.copy()
         return self.state.fund_usd[:, None].copy()
 
+    def fund_caps_usd(self) -> FloatArray:
+        """Each market's cap in force, USD: ``(M,)``, or ``(E, M)`` with a share of its pot.
+
+        The smaller of ``fund_cap_usd`` and ``market_fund_cap_frac`` x the starting value of
+        the pot that backs the market (``inf``: none).
+        """
+        if np.isinf(self.market_fund_cap_frac).all():
+            return self.fund_cap_usd
+        start = self.initial_fund_usd[:, self.fund_groups if self.fund_mode == "segmented" else 0]
+        if start.ndim == 1:  # the shared fund: one pot for every market
+            start = np.repeat(start[:, None], self.n_markets, axis=1)
+        share = np.where(
+            np.isinf(self.market_fund_cap_frac)[None, :],
+            np.inf,
+            self.market_fund_cap_frac[None, :] * start,
+        )
+        out: FloatArray = np.minimum(self.fund_cap_usd[None, :], share)
+        return out
+
     def _cap_left(self) -> FloatArray | None:
         """The caps this tick's payments may use: ``None`` (no cap), ``(M,)`` or ``(E, M)``."""
-        if np.isinf(self.fund_cap_usd).all():
+        caps = self.fund_caps_usd()
+        if np.isinf(caps).all():
             return None
         if self.fund_cap_period == "tick":
-            return self.fund_cap_usd
+            return caps
         # inf - spent stays inf; a spent cap leaves 0 (the kernels read >= 0).
-        left: FloatArray = np.maximum(self.fund_cap_usd[None, :] - self.fund_cap_spent_usd, 0.0)
+        left: FloatArray = np.maximum(caps - self.fund_cap_spent_usd, 0.0)
         return left
 
     def step(self) -> dict[str, Any]:
@@ -1181,6 +1213,21 @@ def _groups(mode: str, groups: Sequence[int] | None, n_mkt: int) -> np.ndarray[A
     if not np.array_equal(used, np.arange(used.size)):
         raise ValueError(f"fund_groups must use every segment 0 .. G - 1, got {groups!r}")
     return g.astype(np.int64)
+
+
+def _fund_cap_fracs(fracs: Sequence[float] | None, scenario: Scenario) -> FloatArray:
+    """``market_fund_cap_frac``: one share >= 0 per market (``inf``: none; ``None``: none)."""
+    if fracs is None:
+        return np.full(scenario.n_markets, np.inf)
+    lever = MARKET_LEVERS["market_fund_cap_frac"]
+    out = np.asarray(fracs, dtype=np.float64)
+    ok = out.shape == (scenario.n_markets,) and not np.isnan(out).any() and (out >= 0.0).all()
+    if not ok:
+        raise ValueError(
+            f"market_fund_cap_frac must list one {lever.unit} >= 0 (inf: none) per market "
+            f"({scenario.n_markets}: {', '.join(scenario.market_names)}), got {fracs!r}"
+        )
+    return out
 
 
 def _caps(caps: Sequence[float] | None, n_mkt: int) -> FloatArray:

@@ -137,6 +137,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "1e6, 1e5, 0; default: no cap)",
     )
     p.add_argument(
+        "--market-fund-cap-frac",
+        default=None,
+        metavar="F,F,...",
+        help="the same caps as shares of the starting value of the pot that backs each market, "
+        "in market order, each >= 0 or inf (0: the fund never pays the market; default: none); "
+        "with --fund-cap-usd the smaller cap holds",
+    )
+    p.add_argument(
         "--fund-cap-period",
         default="tick",
         choices=FUND_CAP_PERIODS,
@@ -268,6 +276,15 @@ def _caps(text: str | None, scenario: Scenario) -> list[float] | None:
     return caps
 
 
+def _cap_fracs(text: str | None, scenario: Scenario) -> list[float] | None:
+    if text is None:
+        return None
+    fracs = _numbers("--market-fund-cap-frac", text, scenario.market_names, ">= 0 (or inf)")
+    if min(fracs) < 0.0:
+        raise UsageError(f"--market-fund-cap-frac: each share must be >= 0 (or inf), got {text!r}")
+    return fracs
+
+
 def _allocation(text: str | None) -> list[float] | None:
     """``--fund-allocation``: four shares >= 0 summing to 1, or ``None``."""
     if text is None:
@@ -328,6 +345,7 @@ def main(args: argparse.Namespace) -> int:
     groups = _groups(args.fund_groups, scenario)
     mults = _mults(args.market_mmr_mult, scenario)
     caps = _caps(args.fund_cap_usd, scenario)
+    cap_fracs = _cap_fracs(args.market_fund_cap_frac, scenario)
     allocation = _allocation(args.fund_allocation)
     asset = _fund_asset(args.fund_asset, scenario)
     if allocation is not None and "shared" not in modes:
@@ -378,6 +396,7 @@ def main(args: argparse.Namespace) -> int:
             collateral_price=source,
             market_mmr_mult=mults,
             fund_cap_usd=caps,
+            market_fund_cap_frac=cap_fracs,
             fund_cap_period=args.fund_cap_period,
             segment_transfer_cap_usd=transfer if mode == "segmented" else 0.0,
             fund_asset=asset,
@@ -404,6 +423,7 @@ def main(args: argparse.Namespace) -> int:
                 "fund_groups": groups,
                 "market_mmr_mult": mults,
                 "fund_cap_usd": caps,
+                "market_fund_cap_frac": cap_fracs,
                 "fund_cap_period": args.fund_cap_period,
                 "segment_transfer_cap_usd": transfer,
                 "fund_allocation": allocation,

@@ -326,3 +326,33 @@ def test_a_bad_fund_asset_is_refused_before_any_run(
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_a_fund_cap_as_a_share_of_the_pot_reaches_the_simulator(tmp_path: Path) -> None:
+    out = tmp_path / "share"
+    args = ["markets", "--fund-mode", "segmented", "--market-fund-cap-frac", "inf,inf,0",
+            "--episodes", "1", "--accounts", "400", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    rows = [r for r in csv.DictReader((out / "per_market.csv").open()) if r["market"] == "ALT"]
+    assert float(rows[0]["fund_paid_usd"]) == 0.0
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["market_fund_cap_frac"] == [float("inf"), float("inf"), 0.0]
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("1,1,-1", "--market-fund-cap-frac: each share must be >= 0 (or inf)"),
+        ("1,1", "--market-fund-cap-frac must give one number >= 0 (or inf) for each of 3"),
+        ("1,x,1", "--market-fund-cap-frac must be comma-separated numbers"),
+    ],
+)
+def test_a_bad_fund_cap_share_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, fragment: str
+) -> None:
+    out = tmp_path / "never"
+    args = ["markets", "--market-fund-cap-frac", value, "--out", str(out), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+    assert not out.exists()

@@ -52,20 +52,25 @@ def test_passes_gymnasiums_checker_and_is_registered() -> None:
 def test_layouts_are_flat_and_named() -> None:
     env = _env(scenario=load_scenario("oct_10_2025_multi"))
     m = 9
-    assert env.action_space.shape == (7 + 2 * m,)
-    assert env.observation_space.shape == (len(EXCHANGE_OBS) + len(MARKET_OBS) * m,) == (87,)
+    assert env.action_space.shape == (7 + 3 * m,)
+    assert env.observation_space.shape == (len(EXCHANGE_OBS) + len(MARKET_OBS) * m,) == (96,)
     names = env.action_names()
     assert names[:7] == EXCHANGE_LEVERS + ALLOCATION_LEVERS and names[7] == "market_mmr_mult[BTC]"
     assert names[7 + m - 1] == "market_mmr_mult[ENJ]" and names[7 + m] == "market_oi_cap_frac[BTC]"
-    assert names[-1] == "market_oi_cap_frac[ENJ]"
+    assert names[7 + 2 * m] == "market_fund_cap_frac[BTC]"
+    assert names[-1] == "market_fund_cap_frac[ENJ]"
     obs_names = env.observation_names()
-    assert len(obs_names) == 87 and obs_names[len(EXCHANGE_OBS)] == "vol_ratio_log[BTC]"
+    assert len(obs_names) == 96 and obs_names[len(EXCHANGE_OBS)] == "vol_ratio_log[BTC]"
     assert obs_names[11:15] == tuple(f"fund_weight_{b}" for b in BUCKETS)
-    assert obs_names[-2:] == ("param_market_mmr_mult[ENJ]", "param_market_oi_cap_frac[ENJ]")
+    assert obs_names[-3:] == (
+        "param_market_mmr_mult[ENJ]",
+        "param_market_oi_cap_frac[ENJ]",
+        "param_market_fund_cap_frac[ENJ]",
+    )
     # a segmented fund's segments are cash: no allocation levers
     seg = _env(scenario=load_scenario("oct_10_2025_multi"), fund_mode="segmented")
     assert (
-        seg.action_space.shape == (3 + 2 * m,) and seg.action_names()[3] == "market_mmr_mult[BTC]"
+        seg.action_space.shape == (3 + 3 * m,) and seg.action_names()[3] == "market_mmr_mult[BTC]"
     )
 
 
@@ -129,10 +134,10 @@ def test_reward_is_the_registry_of_terms_and_cost_is_solvency() -> None:
 def test_bad_actions_are_refused() -> None:
     env = _env()
     env.reset(seed=0)
-    with pytest.raises(ValueError, match=r"action must have shape \(13,\)"):
+    with pytest.raises(ValueError, match=r"action must have shape \(16,\)"):
         env.step(np.zeros(9))
     with pytest.raises(ValueError, match="finite"):
-        env.step(np.full(13, np.nan))
+        env.step(np.full(16, np.nan))
 
 
 def _allocation_action(env: MarketsInsuranceFundEnv, bucket: str) -> np.ndarray[Any, Any]:
@@ -184,6 +189,28 @@ def test_a_basket_fund_in_the_env_holds_both_assets() -> None:
     end = float(env.sim.fund_pots_usd()[0].sum()) / start
     assert env.sim.max_ledger_error_usd < 1e-6
     assert 0.3 < end < 0.9  # half the fund in an alt that fell more than half, half in BTC
+
+
+def test_capping_the_alts_draw_keeps_the_shared_fund_for_the_others() -> None:
+    """market_fund_cap_frac[ALT] at -1 (0): the fund pays the alt nothing; at +1 it pays it."""
+    paid = {}
+    for position in (-1.0, 1.0):
+        env = _env()
+        env.reset(seed=3)
+        action = env._default_positions.astype(np.float32).copy()
+        action[env.action_names().index("market_fund_cap_frac[ALT]")] = position
+        total = np.zeros(env.n_markets)
+        truncated = False
+        while not truncated:
+            obs, _, _, truncated, info = env.step(action)
+            total += info["market_fund_paid_usd"]
+        assert info["levers"]["market_fund_cap_frac"][2] == (0.0 if position < 0 else 1.0)
+        at = (
+            len(EXCHANGE_OBS) + 2 * len(MARKET_OBS) + MARKET_OBS.index("param_market_fund_cap_frac")
+        )
+        assert obs[at] == pytest.approx(position)
+        paid[position] = total
+    assert paid[-1.0][2] == 0.0 and paid[1.0][2] > 0.0
 
 
 def test_a_higher_alt_margin_liquidates_and_locks_more_at_once() -> None:

@@ -309,6 +309,34 @@ def test_per_market_cap_limits_what_the_fund_pays_the_alt() -> None:
     assert res.totals()["adl_volume_usd"][0] > 0.0
 
 
+@pytest.mark.parametrize("mode", ["shared", "segmented"])
+def test_a_fund_cap_as_a_share_of_the_pot_is_that_many_dollars(mode: str) -> None:
+    """market_fund_cap_frac f is fund_cap_usd = f x the starting value of the market's pot.
+
+    The same seed under either gives the same run to the bit, per tick and over the episode;
+    a share of 0 and the fund never pays the alt (Drift's $0 tier).
+    """
+    sc = _short("alt_contagion", 700.0)
+    kw: dict[str, Any] = {"n_envs": 1, "n_accounts": 1_000, "seed": 17, "fund_mode": mode}
+    start = MarketsSimulator(sc, **kw).initial_fund_usd[0]
+    alt_pot = start[-1] if mode == "segmented" else start[0]
+    for period in ("tick", "episode"):
+        frac = _run(sc, market_fund_cap_frac=[np.inf, np.inf, 0.002], fund_cap_period=period, **kw)
+        usd = _run(sc, fund_cap_usd=[np.inf, np.inf, 0.002 * alt_pot], fund_cap_period=period, **kw)
+        _same(frac, usd, 0, 0)
+        assert frac.market_fund_paid_usd[:, 0, 2].sum() > 0.0
+    capped = frac.market_fund_paid_usd[:, 0, 2].sum()  # over the episode: at most the cap
+    assert capped <= 0.002 * alt_pot * (1 + 1e-12)
+    assert _run(sc, **kw).market_fund_paid_usd[:, 0, 2].sum() > capped  # it binds
+    none = _run(sc, market_fund_cap_frac=[np.inf, np.inf, 0.0], **kw)
+    assert (none.market_fund_paid_usd[:, :, 2] == 0.0).all()
+    assert none.totals()["adl_volume_usd"][0] > 0.0
+    with pytest.raises(ValueError, match=r"market_fund_cap_frac must list one share .* per market"):
+        MarketsSimulator(sc, market_fund_cap_frac=[1.0, -1.0, 1.0])
+    with pytest.raises(ValueError, match=r"market_fund_cap_frac must list one"):
+        MarketsSimulator(sc, market_fund_cap_frac=[1.0, 1.0])
+
+
 def test_a_cap_over_the_episode_is_spent_once_and_restored_at_reset() -> None:
     """Drift's cap is cumulative (quote_max_insurance less quote_settled_insurance).
 
