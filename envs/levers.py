@@ -588,6 +588,27 @@ MARKET_LEVERS: dict[str, Lever] = {
 }
 
 
+#: Levers set per collateral asset on an exchange whose accounts post collateral assets
+#: (:class:`fundgym.envs.markets_simulator.MarketsSimulator`,
+#: :class:`fundgym.envs.markets_env.MarketsInsuranceFundEnv`): one value per asset. Its default
+#: is the scenario's ``haircut_frac`` for the asset; the one here stands for an asset without one.
+COLLATERAL_LEVERS: dict[str, Lever] = {
+    lever.name: lever
+    for lever in (
+        Lever(
+            name="collateral_haircut_frac",
+            unit="share of the asset's price",
+            bounds=Interval(0.0, 1.0, high_open=True),
+            default=0.1,
+            doc="the share of a collateral asset's price the venue does not count toward "
+            "margin (Binance's collateral ratio is one minus it); a deeper haircut leaves "
+            "less margin to a depeg",
+            action=ActionRange(0.0, 0.9, False),
+        ),
+    )
+}
+
+
 def venue_values(venue: Venue, values: dict[str, float]) -> dict[str, float]:
     """``venue``'s configuration fields for natural-unit ``values`` (levers it names).
 

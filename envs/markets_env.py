@@ -21,7 +21,7 @@ from fundgym.envs.controls import allocation_weights
 from fundgym.envs.core.params import AdlPolicy, LiquidationMode, RiskParams
 from fundgym.envs.core.step import margin_state
 from fundgym.envs.fund.portfolio import BUCKETS
-from fundgym.envs.levers import LEVERS, MARKET_LEVERS, Lever
+from fundgym.envs.levers import COLLATERAL_LEVERS, LEVERS, MARKET_LEVERS, Lever
 from fundgym.envs.market.price import MINUTES_PER_YEAR
 from fundgym.envs.markets_simulator import MarketsPopulation, MarketsSimulator
 from fundgym.envs.rewards import DecisionTotals, RewardWeights, combine, reward_components
@@ -86,8 +86,9 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
 
     ## Action Space
 
-    A ``Box(-1, 1, (K + 3 M,), float32)``: the levers' positions, mapped onto their action
-    ranges by the lever registry (:data:`fundgym.envs.levers.LEVERS` and ``MARKET_LEVERS``).
+    A ``Box(-1, 1, (K + 3 M + A,), float32)``: the levers' positions, mapped onto their action
+    ranges by the lever registry (:data:`fundgym.envs.levers.LEVERS`, ``MARKET_LEVERS`` and
+    ``COLLATERAL_LEVERS``), ``A`` the scenario's collateral assets.
     ``K = 7`` with a shared fund (three exchange levers and four allocation logits), ``K = 3``
     with a segmented one (its segments are cash).
 
@@ -100,6 +101,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     | K .. K+M-1 | market_mmr_mult of market 0 .. M-1 | 0.5 .. 4 x the exchange's margin | log |
     | K+M .. K+2M-1 | market_oi_cap_frac of market 0 .. M-1 | 0.25 .. 4 x its starting OI | log |
     | K+2M .. K+3M-1 | market_fund_cap_frac of market 0 .. M-1 | 0 .. 1 x its pot's start | lin |
+    | K+3M .. K+3M+A-1 | collateral_haircut_frac of asset 0 .. A-1 | 0 .. 90% of its price | lin |
 
     The fund is rebalanced toward the allocation when the weights move by more than
     ``rebalance_threshold`` (L1, 0.02), at the fund asset's index: its ``volatile`` bucket is
@@ -117,9 +119,15 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     the whole starting fund. Capping a thin alt keeps its crash from draining a shared fund
     that BTC and ETH also rely on.
 
+    A haircut is the share of a collateral asset's price the venue does not count toward
+    margin, in force from the next tick for every account holding the asset (the default
+    position is the scenario's own haircut): a deeper one leaves less margin to a depeg, and
+    liquidates accounts whose margin rests on the asset at once.
+
     ## Observation Space
 
-    A ``Box(-10, 10, (15 + 9 M,), float32)``: the exchange block, then one block per market.
+    A ``Box(-10, 10, (15 + 9 M + A,), float32)``: the exchange block, one block per market,
+    then each collateral asset's haircut in force.
 
     | Num | Observation | Scaling |
     |-----|-------------|---------|
@@ -142,6 +150,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     | 21 + 9m | market m: its margin multiple in force | action units |
     | 22 + 9m | market m: its OI cap in force | action units |
     | 23 + 9m | market m: its fund cap in force | action units |
+    | 15 + 9M + a | collateral asset a: its haircut in force | action units |
 
     ## Rewards
 
@@ -195,7 +204,8 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
       ``partial`` engine as before); outside liquidators across markets
       (``liquidator_capacity_mult``, default 1 under ``partial`` and ``binance``: before, 0);
       a fund cap per market in the action (``market_fund_cap_frac``, after the OI caps) and
-      in each market's observation block (last), ``fund_cap_period``.
+      in each market's observation block (last), ``fund_cap_period``; each collateral
+      asset's haircut in the action and the observation (last, after the markets).
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 (Gymnasium's convention)
@@ -272,16 +282,23 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             fund_cap_period=fund_cap_period,
         )
         self.exchange_levers = EXCHANGE_LEVERS + (ALLOCATION_LEVERS if self._shared else ())
+        self.n_assets = self.sim.n_assets  # collateral assets: one haircut each
+        haircut = COLLATERAL_LEVERS["collateral_haircut_frac"]
         self.levers: tuple[Lever, ...] = (
             *(LEVERS[name] for name in self.exchange_levers),
             *(MARKET_LEVERS[name] for name in PER_MARKET_LEVERS for _ in range(self.n_markets)),
+            *(haircut for _ in range(self.n_assets)),
         )
         n_act = len(self.levers)
         self.action_space = spaces.Box(-1.0, 1.0, (n_act,), np.float32)
-        n_obs = len(EXCHANGE_OBS) + len(MARKET_OBS) * self.n_markets
+        n_obs = len(EXCHANGE_OBS) + len(MARKET_OBS) * self.n_markets + self.n_assets
         self.observation_space = spaces.Box(-OBS_CLIP, OBS_CLIP, (n_obs,), np.float32)
+        # The levers' defaults; each haircut's is the scenario's for its asset (or the one the
+        # simulator was given), so the default action runs the scenario as written.
+        defaults = [lever.default for lever in self.levers[: n_act - self.n_assets]]
         self._default_positions = np.array(
-            [float(lever.to_position(lever.default)) for lever in self.levers]
+            [float(lever.to_position(v)) for lever, v in zip(self.levers, defaults, strict=False)]
+            + [float(haircut.to_position(h)) for h in self.sim.haircut]
         )
         self.positions = self._default_positions.copy()
         self.alloc_target = np.array([1.0, 0.0, 0.0, 0.0])
@@ -294,12 +311,20 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         per_market = tuple(
             f"{name}[{m}]" for name in PER_MARKET_LEVERS for m in self.scenario.market_names
         )
-        return (*self.exchange_levers, *per_market)
+        per_asset = tuple(
+            f"{name}[{a}]" for name in COLLATERAL_LEVERS for a in self.scenario.collateral_names
+        )
+        return (*self.exchange_levers, *per_market, *per_asset)
 
     def observation_names(self) -> tuple[str, ...]:
         """Each observation coordinate's name, ``name`` or ``name[MARKET]``, in order."""
         blocks = tuple(f"{name}[{m}]" for m in self.scenario.market_names for name in MARKET_OBS)
-        return (*EXCHANGE_OBS, *blocks)
+        assets = tuple(
+            f"param_{name}[{a}]"
+            for name in COLLATERAL_LEVERS
+            for a in self.scenario.collateral_names
+        )
+        return (*EXCHANGE_OBS, *blocks, *assets)
 
     # ---- Gymnasium -------------------------------------------------------------------------
 
@@ -411,6 +436,11 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         for j, name in enumerate(PER_MARKET_LEVERS):
             rows = self.positions[k + j * self.n_markets : k + (j + 1) * self.n_markets]
             out[name] = MARKET_LEVERS[name].to_value(rows)
+        if self.n_assets:
+            rows = self.positions[len(self.positions) - self.n_assets :]
+            out["collateral_haircut_frac"] = COLLATERAL_LEVERS["collateral_haircut_frac"].to_value(
+                rows
+            )
         return out
 
     def _apply(self, positions: FloatArray, rebalance: bool = True) -> None:
@@ -423,6 +453,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             values["market_mmr_mult"],
             values["market_oi_cap_frac"],
             values["market_fund_cap_frac"],
+            values.get("collateral_haircut_frac"),
         )
         if rebalance:
             self._rebalance()
@@ -500,6 +531,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
                 float(drawdown[m]),
                 *self.positions[k + m :: self.n_markets][: len(PER_MARKET_LEVERS)],
             ]
-        obs = np.asarray([*exchange, *blocks], dtype=np.float64)
+        assets = self.positions[len(self.positions) - self.n_assets :].tolist()
+        obs = np.asarray([*exchange, *blocks, *assets], dtype=np.float64)
         obs = np.nan_to_num(obs, nan=0.0, posinf=OBS_CLIP, neginf=-OBS_CLIP)
         return np.clip(obs, -OBS_CLIP, OBS_CLIP).astype(np.float32)

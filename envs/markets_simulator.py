@@ -478,11 +478,15 @@ class MarketsSimulator:
         market_mmr_mult: Sequence[float] | None = None,
         market_oi_cap_frac: Sequence[float] | None = None,
         market_fund_cap_frac: Sequence[float] | None = None,
+        collateral_haircut_frac: Sequence[float] | None = None,
     ) -> None:
-        """Put ``risk`` and each market's margin multiple, OI cap and fund cap in force.
+        """Put ``risk``, each market's levers and each collateral asset's haircut in force.
 
-        From the next tick; ``None`` for a per-market lever: none (all ones for the margin).
-        A fund cap over the episode counts what the fund has already paid the market.
+        From the next tick; ``None`` for a per-market lever: none (all ones for the margin);
+        for the haircuts: those in force (the constructor's, or the scenario's). A fund cap
+        over the episode counts what the fund has already paid the market. A haircut moves
+        every account's margin at once (the assets they hold are valued at the venue's price
+        less it), not the ledger, which counts collateral at its price.
 
         Raises:
             ValueError: What the constructor refuses (paid liquidators under a venue mode, a
@@ -492,10 +496,16 @@ class MarketsSimulator:
         mults = _mmr_mults(market_mmr_mult, self.scenario)
         caps = _oi_caps(market_oi_cap_frac, self.scenario)
         fund_caps = _fund_cap_fracs(market_fund_cap_frac, self.scenario)
+        haircuts = (
+            self.haircut
+            if collateral_haircut_frac is None
+            else _haircuts(self.scenario, collateral_haircut_frac)
+        )
         self.risk = risk
         self.market_mmr_mult = mults
         self.market_oi_cap_frac = caps
         self.market_fund_cap_frac = fund_caps
+        self.haircut = haircuts
 
     def _engine(self, risk: RiskParams) -> RiskParams:
         """:func:`engine_risk` of ``risk``, checked against this simulator's vault."""

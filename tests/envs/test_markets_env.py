@@ -52,25 +52,31 @@ def test_passes_gymnasiums_checker_and_is_registered() -> None:
 def test_layouts_are_flat_and_named() -> None:
     env = _env(scenario=load_scenario("oct_10_2025_multi"))
     m = 9
-    assert env.action_space.shape == (7 + 3 * m,)
-    assert env.observation_space.shape == (len(EXCHANGE_OBS) + len(MARKET_OBS) * m,) == (96,)
+    a = 3  # its collateral assets: USDe, wBETH, BNSOL
+    assert env.action_space.shape == (7 + 3 * m + a,)
+    assert env.observation_space.shape == (len(EXCHANGE_OBS) + len(MARKET_OBS) * m + a,) == (99,)
     names = env.action_names()
     assert names[:7] == EXCHANGE_LEVERS + ALLOCATION_LEVERS and names[7] == "market_mmr_mult[BTC]"
     assert names[7 + m - 1] == "market_mmr_mult[ENJ]" and names[7 + m] == "market_oi_cap_frac[BTC]"
     assert names[7 + 2 * m] == "market_fund_cap_frac[BTC]"
-    assert names[-1] == "market_fund_cap_frac[ENJ]"
+    assert names[7 + 3 * m - 1] == "market_fund_cap_frac[ENJ]"
+    assert names[-a:] == tuple(
+        f"collateral_haircut_frac[{x}]" for x in env.scenario.collateral_names
+    )
     obs_names = env.observation_names()
-    assert len(obs_names) == 96 and obs_names[len(EXCHANGE_OBS)] == "vol_ratio_log[BTC]"
+    assert len(obs_names) == 99 and obs_names[len(EXCHANGE_OBS)] == "vol_ratio_log[BTC]"
     assert obs_names[11:15] == tuple(f"fund_weight_{b}" for b in BUCKETS)
-    assert obs_names[-3:] == (
+    assert obs_names[-a - 3 : -a] == (
         "param_market_mmr_mult[ENJ]",
         "param_market_oi_cap_frac[ENJ]",
         "param_market_fund_cap_frac[ENJ]",
     )
+    assert obs_names[-1] == f"param_collateral_haircut_frac[{env.scenario.collateral_names[-1]}]"
     # a segmented fund's segments are cash: no allocation levers
     seg = _env(scenario=load_scenario("oct_10_2025_multi"), fund_mode="segmented")
     assert (
-        seg.action_space.shape == (3 + 3 * m,) and seg.action_names()[3] == "market_mmr_mult[BTC]"
+        seg.action_space.shape == (3 + 3 * m + a,)
+        and seg.action_names()[3] == "market_mmr_mult[BTC]"
     )
 
 
@@ -211,6 +217,25 @@ def test_capping_the_alts_draw_keeps_the_shared_fund_for_the_others() -> None:
         assert obs[at] == pytest.approx(position)
         paid[position] = total
     assert paid[-1.0][2] == 0.0 and paid[1.0][2] > 0.0
+
+
+def test_a_deeper_haircut_leaves_less_margin_at_once() -> None:
+    """The default action keeps the scenario's haircuts; +1 (90%) cuts asset holders' margin."""
+    env = _env(scenario=load_scenario("oct_10_2025_multi"), n_accounts=300)
+    env.reset(seed=0)
+    scenario_cuts = [c.haircut_frac for c in env.scenario.collateral]
+    np.testing.assert_allclose(env.sim.haircut, scenario_cuts, rtol=1e-12)
+    eq0, _ = env._margin(None)
+    action = env._default_positions.astype(np.float32).copy()
+    action[-env.n_assets :] = 1.0
+    _, _, _, _, info = env.step(action)
+    np.testing.assert_allclose(info["levers"]["collateral_haircut_frac"], 0.9, rtol=1e-6)
+    np.testing.assert_allclose(env.sim.haircut, 0.9, rtol=1e-6)
+    holders = (env.sim.state.collateral_units[0] > 0.0).any(axis=1)
+    assert holders.any()
+    eq1, _ = env._margin(None)
+    assert (eq1[0, holders] < eq0[0, holders]).mean() > 0.9  # their assets count for less
+    assert env._observation(None)[-1] == pytest.approx(1.0)
 
 
 def test_a_higher_alt_margin_liquidates_and_locks_more_at_once() -> None:
