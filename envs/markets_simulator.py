@@ -43,7 +43,7 @@ tick: paid outside liquidators under the venue modes (refused when built; under 
 and ``binance`` they take each market's capacity at its oracle), under ``dydx_v4`` lending
 between fund segments (refused), the mark cap (the venue events run on every market, a settlement on
 its market, steps 2b, 3 and 6; the attacker in its market, step 5b),
-injections, and ordinary volume in the population. It is not
+top-ups of a segment, and ordinary volume in the population. It is not
 compiled across ticks: each tick is a few compiled calls joined in Python.
 
 Every exchange draws its paths from ``default_rng(seed)`` and its traders from its own streams,
@@ -91,6 +91,7 @@ from fundgym.envs.fund.portfolio import (
     AllocationParams,
     FundPortfolio,
     accrue,
+    inject_if_exhausted,
     pay,
     rebalance,
     receive,
@@ -185,6 +186,8 @@ class MarketsResult:
         initial_fund_usd: ``(E, G)`` each pot at the start.
         initial_open_interest_usd: ``(E, M)``.
         max_ledger_error_usd: Largest ledger error over the episode.
+        fund_injections, fund_injected_usd: ``(E,)`` the venue's top-ups of the shared fund
+            over the episode (``fund_injection_frac``) and what they added, USD.
     """
 
     scenario: Scenario
@@ -216,6 +219,8 @@ class MarketsResult:
     initial_fund_usd: FloatArray
     initial_open_interest_usd: FloatArray
     max_ledger_error_usd: float
+    fund_injections: FloatArray
+    fund_injected_usd: FloatArray
 
     def event(self, name: str) -> FloatArray:
         """Event field ``name`` (a :attr:`StepEvents.FIELDS` name) per tick, ``(n, E)``."""
@@ -321,6 +326,12 @@ class MarketsSimulator:
             one per market).
         fund_cap_usd: ``(M,)`` the most the fund pays toward each market per tick, or per
             episode (``fund_cap_period``) (``inf``: none; Drift's tier caps).
+        fund_injection_frac: What the venue injects into the shared fund when a tick's bad
+            debt leaves it exhausted, as a share of the starting open interest over every
+            market, in [0, 10] (0: never; :func:`~fundgym.envs.fund.portfolio.
+            inject_if_exhausted` says when; Deribit's 500 BTC after 12 Mar 2020, Binance's $30M
+            after 10 May 2020), as in one market; a segmented fund takes none.
+        fund_injection_max: Top-ups at most per episode, a whole number in [0, 1000].
         market_fund_cap_frac: ``(M,)`` each market's cap as a share of the starting value of
             the pot that backs it (``market_fund_cap_frac``, :data:`~fundgym.envs.levers.
             MARKET_LEVERS`; ``inf``: none, the default): the cap in force is the smaller of
@@ -377,6 +388,8 @@ class MarketsSimulator:
         market_oi_cap_frac: Sequence[float] | None = None,
         population_minutes: float | None = None,
         seed: int | Sequence[int] | None = None,
+        fund_injection_frac: float = 0.0,
+        fund_injection_max: int = 0,
     ) -> None:
         if n_envs < 1 or n_accounts < 1:
             raise ValueError(
@@ -388,6 +401,24 @@ class MarketsSimulator:
             raise ValueError(f"vault_to_oi_frac must lie in [0, 10], got {vault_to_oi_frac!r}")
         if fund_mode not in FUND_MODES:
             raise ValueError(f"fund_mode must be one of {list(FUND_MODES)}, got {fund_mode!r}")
+        ok = not isinstance(fund_injection_frac, bool) and math.isfinite(fund_injection_frac)
+        if not (ok and 0.0 <= fund_injection_frac <= 10.0):
+            raise ValueError(
+                f"fund_injection_frac must lie in [0, 10], got {fund_injection_frac!r}"
+            )
+        ok = not isinstance(fund_injection_max, bool)
+        if not (ok and float(fund_injection_max).is_integer() and 0 <= fund_injection_max <= 1000):
+            raise ValueError(
+                "fund_injection_max must be a whole number in [0, 1000], got "
+                f"{fund_injection_max!r}"
+            )
+        if fund_injection_frac > 0.0 and fund_injection_max > 0 and fund_mode != "shared":
+            raise ValueError(
+                "fund_injection_frac tops up the shared fund: fund_mode 'shared' only (a "
+                f"segment's top-ups are not built), got fund_mode {fund_mode!r}"
+            )
+        self.fund_injection_frac = float(fund_injection_frac)
+        self.fund_injection_max = int(fund_injection_max)
         if isinstance(segment_transfer_cap_usd, bool) or not segment_transfer_cap_usd >= 0.0:
             raise ValueError(
                 "segment_transfer_cap_usd must be >= 0 USD per tick (0: forbidden, inf: "
@@ -663,6 +694,8 @@ class MarketsSimulator:
             fresh = FundPortfolio.from_stable(np.array([fund]), st.fund.n_assets)
             for f in dataclasses.fields(FundPortfolio):
                 getattr(st.fund, f.name)[e] = getattr(fresh, f.name)[0]
+            st.fund.injection_usd[e] = self.fund_injection_frac * float(oi.sum())
+            st.fund.injections_left[e] = self.fund_injection_max
             self.initial_fund_usd[e, 0] = fund
         base_depth = self.scenario.depth.normal_usd_per_pct
         if self.scenario.depth.oi_to_depth is not None:
@@ -807,6 +840,11 @@ class MarketsSimulator:
             events.bad_debt_usd += debt
             events.shortfall_usd += paid
             events.unrecovered_usd += debt - paid
+        if self.fund_mode == "shared" and self.fund_injection_max > 0:
+            # 6b. The venue's top-up of a fund the tick's bad debt exhausted: outside money.
+            st.net_deposits_usd += inject_if_exhausted(
+                st.fund, events.bad_debt_usd, self.fund_stressed, self.allocation
+            )
         self.prev_oracle = oracle.copy()
         self.prev_book = last.copy()
         self.fund_cap_spent_usd += _per_market(events, "market_fund_paid_usd", M)
@@ -1064,6 +1102,8 @@ class MarketsSimulator:
             initial_fund_usd=self.initial_fund_usd.copy(),
             initial_open_interest_usd=self.initial_open_interest_usd.copy(),
             max_ledger_error_usd=self.max_ledger_error_usd,
+            fund_injections=self.state.fund.injections.copy(),
+            fund_injected_usd=self.state.fund.injected_usd.copy(),
         )
 
 

@@ -360,6 +360,11 @@ def main(args: argparse.Namespace) -> int:
     risk, policy_note = spec.risk, spec.note
     risk = _with_liquidators(risk, args.liquidator_capacity_mult, args.policy)
     fund_frac = args.fund_frac if spec.fund_to_oi_frac is None else spec.fund_to_oi_frac
+    if spec.fund_injection_frac > 0.0 and spec.fund_injection_max > 0 and "segmented" in modes:
+        raise UsageError(
+            f"policy {args.policy!r} tops up an exhausted fund (fund_injection_frac "
+            f"{spec.fund_injection_frac:g}): the shared fund only; add --fund-mode shared"
+        )
     if groups is not None and "segmented" not in modes:
         raise UsageError("--fund-groups applies to --fund-mode segmented, which is not asked for")
     if transfer > 0.0 and "segmented" in modes and risk.liquidation_mode == "dydx_v4":
@@ -391,6 +396,8 @@ def main(args: argparse.Namespace) -> int:
             fund_to_oi_frac=fund_frac,
             vault_to_oi_frac=spec.vault_to_oi_frac,
             vault_adl_loss_frac=spec.vault_adl_loss_frac,
+            fund_injection_frac=spec.fund_injection_frac,
+            fund_injection_max=spec.fund_injection_max,
             fund_mode=mode,
             fund_groups=groups if mode == "segmented" else None,
             collateral_price=source,
@@ -551,6 +558,8 @@ def _rows(
                     "vault_takeover_usd": float(tot["vault_takeover_usd"][e]),
                     "vault_adl_usd": float(tot["vault_adl_usd"][e]),
                     "liquidator_absorbed_usd": float(tot["liquidator_absorbed_usd"][e]),
+                    "fund_injections": float(res.fund_injections[e]),
+                    "fund_injected_usd": float(res.fund_injected_usd[e]),
                 }
             )
             for m, name in enumerate(res.market_names):
@@ -637,6 +646,13 @@ def _tables(
             f"{_usd(_mean(rows, c, 'fund_mean_usd'))} | "
             f"{_mean(rows, c, 'worst_pot_drawdown_frac'):.1%} |"
         )
+    if any(r["fund_injections"] > 0.0 for r in rows):
+        lines += ["", "The venue topped up the exhausted fund (mean per episode):", ""]
+        for c in configs:
+            lines.append(
+                f"- {c}: {_mean(rows, c, 'fund_injections'):.2f} top-ups, "
+                f"{_usd(_mean(rows, c, 'fund_injected_usd'))}"
+            )
     if any(r["liquidator_absorbed_usd"] > 0.0 for r in rows):
         lines += ["", "Outside liquidators took, at the oracles (mean per episode):", ""]
         for c in configs:

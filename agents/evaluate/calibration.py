@@ -204,6 +204,8 @@ def record_market_episodes(
         fund_to_oi_frac=0.02 if spec.fund_to_oi_frac is None else spec.fund_to_oi_frac,
         vault_to_oi_frac=spec.vault_to_oi_frac,
         vault_adl_loss_frac=spec.vault_adl_loss_frac,
+        fund_injection_frac=spec.fund_injection_frac,
+        fund_injection_max=spec.fund_injection_max,
         seed=seed,
         **simulator_kw,
     )

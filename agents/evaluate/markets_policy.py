@@ -3,8 +3,8 @@
 ``fundgym markets --policy`` and the calibration's multi-market lines run a venue preset (or
 any ``static:`` spec of ``fundgym evaluate``) on
 :class:`~fundgym.envs.markets_simulator.MarketsSimulator`: its levers, ADL rule, margin tiers
-fund size and backstop vault. What the simulator does not build across markets (dYdX v4's
-engine, fund top-ups) is refused with the spec, what is missing and what to add.
+fund size, backstop vault and fund top-ups. What the simulator does not build across markets
+(a vault under ``partial``) is refused with the spec, what is missing and what to add.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ class MarketRisk(NamedTuple):
         note: What the spec is, for tables.
         vault_adl_loss_frac: The vault's loss limit the spec names; ``None``: the liquidation
             mode's own (:func:`~fundgym.envs.core.vault.vault_loss_frac`).
+        fund_injection_frac: The venue's top-ups of an exhausted fund, a share of open
+            interest (0: none), and ``fund_injection_max`` how many.
     """
 
     risk: RiskParams
@@ -34,6 +36,8 @@ class MarketRisk(NamedTuple):
     vault_to_oi_frac: float
     note: str
     vault_adl_loss_frac: float | None = None
+    fund_injection_frac: float = 0.0
+    fund_injection_max: int = 0
 
 
 def market_risk(text: str | None) -> MarketRisk:
@@ -47,7 +51,7 @@ def market_risk(text: str | None) -> MarketRisk:
     Raises:
         SpecError: Not a static spec, an unknown preset or value (as ``fundgym evaluate``
             says), or one naming what is not built across markets (a vault under
-            ``partial``, fund top-ups).
+            ``partial``).
     """
     if text is None:
         defaults = RiskParams()
@@ -65,8 +69,6 @@ def market_risk(text: str | None) -> MarketRisk:
             "over in a venue liquidation mode (hyperliquid, bitmex, dydx_v4), not under "
             "'partial'; add ',vault_to_oi_frac=0'"
         )
-    if spec.fund_injection_frac:
-        raise SpecError(f"policy {text!r}: fund top-ups are not built across markets")
     v = spec.values
     risk = RiskParams(
         mmr=v["mmr"],
@@ -80,5 +82,11 @@ def market_risk(text: str | None) -> MarketRisk:
     )
     vault = float(spec.vault_to_oi_frac or 0.0)
     return MarketRisk(
-        risk, spec.fund_to_oi_frac, vault, spec.note or text, spec.vault_adl_loss_frac
+        risk,
+        spec.fund_to_oi_frac,
+        vault,
+        spec.note or text,
+        spec.vault_adl_loss_frac,
+        float(spec.fund_injection_frac or 0.0),
+        int(spec.fund_injection_max or 0),
     )

@@ -176,7 +176,10 @@ def test_hyperliquids_engine_and_vault_run_across_markets_and_are_reported(
 @pytest.mark.parametrize(
     ("spec", "fragment"),
     [
-        ("static:binance,fund_injection_frac=0.1", "fund top-ups are not built across markets"),
+        (
+            "static:binance,fund_injection_frac=0.1,fund_injection_max=1",
+            "tops up an exhausted fund (fund_injection_frac 0.1): the shared fund only",
+        ),
         ("static:hyperliquid,liquidation_mode=partial", "add ',vault_to_oi_frac=0'"),
         ("rule", "a static:... set is needed"),
         ("static:nowhere", "unknown preset"),
@@ -356,3 +359,19 @@ def test_a_bad_fund_cap_share_is_refused(
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_a_policys_fund_top_ups_run_across_markets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "topped"
+    spec = "static:fund_to_oi_frac=0,fund_injection_frac=0.01,fund_injection_max=2"  # empty
+    args = ["markets", "--policy", spec, "--fund-mode", "shared", "--episodes", "1",
+            "--accounts", "1000", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    assert "The venue topped up the exhausted fund" in capsys.readouterr().out
+    row = next(csv.DictReader((out / "markets.csv").open()))
+    assert 1.0 <= float(row["fund_injections"]) <= 2.0
+    assert float(row["fund_injected_usd"]) == pytest.approx(
+        0.01 * float(row["open_interest_start_usd"]) * float(row["fund_injections"]), rel=1e-5
+    )

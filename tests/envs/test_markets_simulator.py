@@ -337,6 +337,36 @@ def test_a_fund_cap_as_a_share_of_the_pot_is_that_many_dollars(mode: str) -> Non
         MarketsSimulator(sc, market_fund_cap_frac=[1.0, 1.0])
 
 
+def test_the_venue_tops_up_an_exhausted_shared_fund() -> None:
+    """A fund of 0.1% of OI runs dry in the alt's crash; the venue injects 1% of OI, twice at most.
+
+    The top-ups are outside money (the ledger closes every tick), they come only after a tick
+    whose bad debt left the fund exhausted, and they pay later ticks' shortfalls: the alt's
+    ADL falls. Without an allowance nothing is injected.
+    """
+    sc = _short("alt_contagion", 700.0)
+    kw: dict[str, Any] = {"n_envs": 2, "n_accounts": 1_000, "seed": 17, "fund_to_oi_frac": 0.001}
+    dry = _run(sc, **kw)
+    topped = _run(sc, fund_injection_frac=0.01, fund_injection_max=2, **kw)
+    assert topped.max_ledger_error_usd < 1e-6 and (topped.fund_usd >= 0.0).all()
+    np.testing.assert_array_equal(dry.fund_injections, 0.0)
+    assert ((topped.fund_injections >= 1) & (topped.fund_injections <= 2)).all()
+    oi = topped.initial_open_interest_usd.sum(axis=1)
+    np.testing.assert_allclose(topped.fund_injected_usd, topped.fund_injections * 0.01 * oi)
+    assert (topped.totals()["adl_volume_usd"] < dry.totals()["adl_volume_usd"]).all()
+    assert (topped.totals()["shortfall_usd"] > dry.totals()["shortfall_usd"]).all()
+    for bad, fragment in (
+        ({"fund_injection_frac": -0.1}, "fund_injection_frac must lie in [0, 10], got -0.1"),
+        ({"fund_injection_max": 1.5}, "fund_injection_max must be a whole number in [0, 1000]"),
+        (
+            {"fund_injection_frac": 0.1, "fund_injection_max": 1, "fund_mode": "segmented"},
+            "fund_injection_frac tops up the shared fund: fund_mode 'shared' only",
+        ),
+    ):
+        with pytest.raises(ValueError, match=re.escape(fragment)):
+            MarketsSimulator(sc, n_accounts=8, **bad)
+
+
 def test_a_cap_over_the_episode_is_spent_once_and_restored_at_reset() -> None:
     """Drift's cap is cumulative (quote_max_insurance less quote_settled_insurance).
 
