@@ -8,7 +8,10 @@ scenario. One tick, in order:
    over its drawn path (:func:`~fundgym.envs.market.factor.draw_markets`): its own index, last,
    mark, oracle (its ``oracle`` section), funding (its ``funding`` section) and book depth,
    ``depth_scale`` x the factor market's. Each market's one-day EWMA volatility and recent peak
-   give its stress (:func:`~fundgym.envs.traders.kernels.market_stress`).
+   give its stress (:func:`~fundgym.envs.traders.kernels.market_stress`). Under a mark cap
+   (``RiskParams.mark_cap_mult``) each market's mark and oracle are held at most that multiple
+   of its own 8-hour average of its mark (:func:`~fundgym.envs.core.venue_events.
+   capped_marks`, as in one market).
 2. **Collateral prices.** Each asset is priced at the venue's choice (``collateral_price``:
    its own ``book``, the external ``index`` or the ``redemption`` value; ``docs/markets.md``
    tables each one's failure mode). The move since the last tick revalues the assets the
@@ -41,9 +44,9 @@ fillable price across markets (:mod:`fundgym.envs.core.venue_cross`): each marke
 book on a path from the previous tick's. What it does not do yet, compared with the one-market
 tick: paid outside liquidators under the venue modes (refused when built; under ``partial``
 and ``binance`` they take each market's capacity at its oracle), under ``dydx_v4`` lending
-between fund segments (refused), the mark cap (the venue events run on every market, a settlement on
-its market, steps 2b, 3 and 6; the attacker in its market, step 5b),
-top-ups of a segment, and ordinary volume in the population. It is not
+between fund segments (refused), top-ups of a segment, and ordinary volume in the population
+(the venue events run on every market, a settlement on its market, steps 2b, 3 and 6; the
+attacker in its market, step 5b; the mark cap on each market's own average, step 1). It is not
 compiled across ticks: each tick is a few compiled calls joined in Python.
 
 Every exchange draws its paths from ``default_rng(seed)`` and its traders from its own streams,
@@ -68,6 +71,7 @@ from fundgym.envs.core.params import (
     P_LIQ_FEE,
     P_LIQ_FUND_SHARE,
     P_LIQUIDATOR_MULT,
+    P_MARK_CAP_MULT,
     P_UPNL_HAIRCUT,
     RiskParams,
 )
@@ -82,7 +86,9 @@ from fundgym.envs.core.venue_events import (
     VF_OUTAGE,
     VF_WITHDRAWAL_HALT,
     attacker_withdrawal_markets,
+    capped_marks,
     halt_mask,
+    mark_average_weight,
     market_event_arrays,
     market_settlements,
     settle_market,
@@ -640,6 +646,9 @@ class MarketsSimulator:
         self.vol_annual = np.tile(self.base_vol, (E, 1))
         self.last_index = np.zeros((E, M))
         self.peak_index = np.zeros((E, M))
+        # The mark cap's 8-hour average of each market's mark (from its first price).
+        self.mark_average = np.zeros((E, M))
+        self.mark_average_weight = mark_average_weight(self.scenario.tick_minutes)
         self.initial_open_interest_usd = np.zeros((E, M))
         self.initial_fund_usd = np.zeros((E, self.n_pots))
         self.unit_price = np.ones((E, K))
@@ -666,6 +675,7 @@ class MarketsSimulator:
         price0 = paths.index[0, 0, :].copy()
         self.last_index[e] = price0
         self.peak_index[e] = price0
+        self.mark_average[e] = price0
         self.unit_price[e] = self.collateral_path[e, 0]
         unit_value = self.unit_price[e] * (1.0 - self.haircut)
         mp = self.markets_population
@@ -762,6 +772,17 @@ class MarketsSimulator:
         last = np.stack([p.last for p in prices], axis=1)
         mark = np.stack([p.mark for p in prices], axis=1)
         oracle = np.stack([p.oracle for p in prices], axis=1)
+        # 1b. The mark cap per market (mark_cap_mult: mark and oracle at most that multiple of
+        #    the market's own 8-hour average of its mark, Hyperliquid after XPL), as in one market.
+        mult = risk.packed(E)[:, P_MARK_CAP_MULT]
+        if (mult > 0.0).any():
+            mark, oracle, self.mark_average = capped_marks(
+                mark, oracle, self.mark_average, mult, self.mark_average_weight
+            )
+        else:  # the average still follows the mark, so a cap set later has it
+            self.mark_average = self.mark_average + self.mark_average_weight * (
+                mark - self.mark_average
+            )
         depth = np.stack([p.depth_usd_per_pct for p in prices], axis=1)
         rate = np.stack([p.funding_rate for p in prices], axis=1)
         # 1. Drivers per market: one-day EWMA volatility and the recent peak (as one market).

@@ -71,6 +71,7 @@ from fundgym.envs.core.venue_events import (
     VF_SETTLE_WINDOW,
     VF_WITHDRAWAL_HALT,
     attacker_withdrawal,
+    capped_marks,
     event_arrays,
     halt_mask,
     mark_average_weight,
@@ -1082,12 +1083,13 @@ class ExchangeSimulator:
     def _capped_prices(self, prices: Prices) -> Prices:
         """``prices`` with the mark and oracle under the mark cap; updates the mark's average."""
         d = self.drivers
-        avg = d[tk.D_MARK_AVG].copy()
-        mult = self._packed[:, P_MARK_CAP_MULT]
-        on = (mult > 0.0) & (avg > 0.0)
-        mark = np.where(on, np.minimum(prices.mark, mult * avg), prices.mark)
-        oracle = np.where(on, np.minimum(prices.oracle, mult * avg), prices.oracle)
-        d[tk.D_MARK_AVG] = avg + d[tk.D_MARK_AVG_WEIGHT] * (mark - avg)
+        mark, oracle, d[tk.D_MARK_AVG] = capped_marks(
+            prices.mark,
+            prices.oracle,
+            d[tk.D_MARK_AVG].copy(),
+            self._packed[:, P_MARK_CAP_MULT],
+            d[tk.D_MARK_AVG_WEIGHT],
+        )
         return dataclasses.replace(prices, mark=mark, oracle=oracle)
 
     def advance(

@@ -309,6 +309,29 @@ def cap_mark(mark, average, mult):  # type: ignore[no-untyped-def]
     return mark
 
 
+def capped_marks(
+    mark: FloatArray,
+    oracle: FloatArray,
+    average: FloatArray,
+    mult: FloatArray,
+    weight: float | FloatArray,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """The mark cap on a batch: ``(mark, oracle, average)`` after one tick.
+
+    :func:`cap_mark`'s rule in numpy, for the simulators that step in Python: ``mark`` and
+    ``oracle`` (``(E,)``, or ``(E, M)`` with one column per market) at most ``mult x
+    average`` where ``mult`` (``(E,)``, the exchange's ``mark_cap_mult``) is above 0 and the
+    market has an average; the mark's 8-hour average then moves toward the capped mark by
+    ``weight`` (:func:`mark_average_weight`). Each market keeps its own average.
+    """
+    m = np.asarray(mult, dtype=np.float64).reshape((-1,) + (1,) * (mark.ndim - 1))
+    on = (m > 0.0) & (average > 0.0)
+    mark = np.where(on, np.minimum(mark, m * average), mark)
+    oracle = np.where(on, np.minimum(oracle, m * average), oracle)
+    new_average: FloatArray = average + weight * (mark - average)
+    return mark, oracle, new_average
+
+
 def mark_average_weight(tick_minutes: float) -> float:
     """Weight of one tick in the mark's 8-hour exponential average."""
     return float(1.0 - np.exp(-tick_minutes / MARK_AVERAGE_MINUTES))
