@@ -72,6 +72,7 @@ from fundgym.envs.core.params import (
     P_LIQ_FUND_SHARE,
     P_LIQUIDATOR_MULT,
     P_MARK_CAP_MULT,
+    P_OI_CAP_FRAC,
     P_UPNL_HAIRCUT,
     RiskParams,
 )
@@ -1052,7 +1053,13 @@ class MarketsSimulator:
         events = np.zeros((E, N_MARKETS_EVENTS))
         income = np.zeros((E, M))
         room = np.full((E, M), np.inf)
-        caps = self.market_oi_cap_frac
+        # Each market's cap: its own (market_oi_cap_frac) and the exchange's oi_cap_frac,
+        # which caps every market at that multiple of its starting open interest (0: off).
+        exchange_cap = packed[:, P_OI_CAP_FRAC]
+        caps = np.minimum(
+            self.market_oi_cap_frac[None, :],
+            np.where(exchange_cap > 0.0, exchange_cap, np.inf)[:, None],
+        )
         if np.isfinite(caps).any():  # what each capped market's open interest may still grow by
             allowed = np.where(np.isfinite(caps), caps, 0.0) * self.initial_open_interest_usd
             now = open_interest_usd(st, mark)

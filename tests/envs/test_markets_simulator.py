@@ -399,6 +399,23 @@ def test_the_mark_cap_holds_each_markets_mark_under_its_own_average() -> None:
     assert (capped.mark_price[:, :, :2] < 1.2 * capped.mark_price[0, :, :2]).all()
 
 
+def test_the_exchanges_oi_cap_caps_every_market_as_the_per_market_caps_would() -> None:
+    """RiskParams.oi_cap_frac f is market_oi_cap_frac f in every market, to the bit.
+
+    MarketsSimulator used to ignore the exchange's lever; with both, the smaller cap holds.
+    """
+    sc = _short("alt_contagion", 700.0)
+    kw: dict[str, Any] = {"n_envs": 2, "n_accounts": 400, "seed": 3}
+    exchange = _run(sc, RiskParams(oi_cap_frac=1.0), **kw)
+    markets = _run(sc, market_oi_cap_frac=[1.0, 1.0, 1.0], **kw)
+    _same(exchange, markets, 0, 0)
+    _same(exchange, markets, 1, 1)
+    assert not np.array_equal(_run(sc, **kw).events, exchange.events)  # the cap binds
+    both = _run(sc, RiskParams(oi_cap_frac=1.0), market_oi_cap_frac=[4.0, 4.0, 0.5], **kw)
+    smaller = _run(sc, market_oi_cap_frac=[1.0, 1.0, 0.5], **kw)
+    _same(both, smaller, 0, 0)
+
+
 def test_a_cap_over_the_episode_is_spent_once_and_restored_at_reset() -> None:
     """Drift's cap is cumulative (quote_max_insurance less quote_settled_insurance).
 
