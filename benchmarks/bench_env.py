@@ -195,8 +195,8 @@ def time_markets_env(
 
         def run(k: int, env: Any = env, rng: Any = rng) -> None:
             for _ in range(k):
-                _, _, _, trunc, _ = env.step(rng.uniform(-1, 1, env.action_space.shape))
-                if trunc:
+                _, _, term, trunc, _ = env.step(rng.uniform(-1, 1, env.action_space.shape))
+                if term or trunc:
                     env.reset(seed=int(rng.integers(1 << 30)))
 
         r = _rate(run, steps, repeats, 1)

@@ -10,6 +10,7 @@ layouts :meth:`MarketsInsuranceFundEnv.action_names` and
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -176,8 +177,11 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
 
     ## Episode End
 
-    Truncation at the scenario's horizon. No termination: a multi-market exchange's insolvency
-    rule is not built.
+    1. Termination, as in one market: the episode's socialised and unrecovered losses plus the
+       losses ADL imposed on counterparties (closed at bankruptcy worse than the mark) exceed
+       ``insolvency_frac`` (0.05) of the starting open interest over every market (``info
+       ["uncovered_usd"]``): the exchange is insolvent, the same dollars under every ADL rule.
+    2. Truncation: the scenario's horizon.
 
     ## Arguments
 
@@ -194,7 +198,9 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     ``None``: the mode's own, :mod:`fundgym.envs.core.vault`), ``liquidator_capacity_mult``
     (outside liquidators' capacity, ``None``: the lever's default 1 under ``partial`` and
     ``binance``, 0 under the other modes, which refuse any other value) and ``fund_cap_period``
-    (``episode``, the default, or ``tick``: what the per-market fund caps hold over).
+    (``episode``, the default, or ``tick``: what the per-market fund caps hold over) and
+    ``insolvency_frac`` (0.05: the uncovered loss, as a share of the starting open interest,
+    that ends the episode).
 
     ## Version History
 
@@ -205,7 +211,9 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
       (``liquidator_capacity_mult``, default 1 under ``partial`` and ``binance``: before, 0);
       a fund cap per market in the action (``market_fund_cap_frac``, after the OI caps) and
       in each market's observation block (last), ``fund_cap_period``; each collateral
-      asset's haircut in the action and the observation (last, after the markets).
+      asset's haircut in the action and the observation (last, after the markets); the
+      insolvency end (``insolvency_frac``, ``info["uncovered_usd"]``; before, truncation
+      only).
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 (Gymnasium's convention)
@@ -230,8 +238,16 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         vault_adl_loss_frac: float | None = None,
         liquidator_capacity_mult: float | None = None,
         fund_cap_period: str = "episode",
+        insolvency_frac: float = 0.05,
     ) -> None:
         sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        ok = not isinstance(insolvency_frac, bool) and math.isfinite(insolvency_frac)
+        if not (ok and 0.0 < insolvency_frac <= 10.0):
+            raise ValueError(
+                f"insolvency_frac must lie in (0, 10] (uncovered loss / starting open interest "
+                f"that ends the episode), got {insolvency_frac!r}"
+            )
+        self.insolvency_frac = float(insolvency_frac)
         # The engine the levers run under, at the levers' defaults: RiskParams checks the names
         # (every liquidation mode runs across markets) and the capacity's range, the
         # simulator the vault. Outside liquidators run across markets under 'partial' and
@@ -301,6 +317,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             + [float(haircut.to_position(h)) for h in self.sim.haircut]
         )
         self.positions = self._default_positions.copy()
+        self.uncovered_usd = 0.0  # losses no fund covered this episode (the insolvency end)
         self.alloc_target = np.array([1.0, 0.0, 0.0, 0.0])
         self._last_loss_usd = 0.0
 
@@ -339,6 +356,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         self.alloc_target = np.array([1.0, 0.0, 0.0, 0.0])  # a reset fund is all stable
         self._rebalance()
         self._last_loss_usd = 0.0
+        self.uncovered_usd = 0.0
         self._oi0 = float(self.sim.initial_open_interest_usd.sum())
         self._pots0 = self.sim.initial_fund_usd[0].copy()
         return self._observation(None), {"seed": episode_seed}
@@ -378,6 +396,13 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
                 "liquidation_volume_usd",
             ):
                 sums[name] = sums.get(name, 0.0) + float(getattr(ev, name)[0])
+            # What ends the episode, as in one market: losses no fund covered, the same
+            # dollars under every ADL rule (a counterparty's haircut past the mark counts).
+            self.uncovered_usd += (
+                float(ev.socialized_loss_usd[0])
+                + float(ev.unrecovered_usd[0])
+                + max(float(ev.adl_haircut_usd[0]), 0.0)
+            )
             paid += row["market_fund_paid_usd"][0]
             adl += row["market_adl_volume_usd"][0]
         ext = float(sim.state.fund.external_pnl_usd[0]) - ext_before if self._shared else 0.0
@@ -418,8 +443,10 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             "fund_weights": sim.fund_weights()[0],
             **sums,
         }
-        truncated = sim.done
-        return self._observation(row, margins), reward, False, truncated, info
+        terminated = self.uncovered_usd > self.insolvency_frac * self._oi0
+        truncated = sim.done and not terminated
+        info["uncovered_usd"] = self.uncovered_usd
+        return self._observation(row, margins), reward, terminated, truncated, info
 
     # ---- internals -------------------------------------------------------------------------
 

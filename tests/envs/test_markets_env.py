@@ -238,6 +238,32 @@ def test_a_deeper_haircut_leaves_less_margin_at_once() -> None:
     assert env._observation(None)[-1] == pytest.approx(1.0)
 
 
+def test_an_insolvent_exchange_ends_the_episode() -> None:
+    """No fund and a 0.01% insolvency threshold: the alt's crash ends the episode early.
+
+    The uncovered loss (socialised, unrecovered, ADL haircuts past the mark) crosses the
+    threshold at the decision that terminates, not before; with the threshold at 10x open
+    interest the same episode runs to its horizon.
+    """
+    lengths = {}
+    for frac in (1e-4, 10.0):
+        env = _env(fund_to_oi_frac=0.0, insolvency_frac=frac)
+        env.reset(seed=3)
+        n, terminated, truncated = 0, False, False
+        while not (terminated or truncated):
+            _, _, terminated, truncated, info = env.step(env._default_positions.astype(np.float32))
+            n += 1
+            limit = frac * env._oi0
+            assert terminated == (info["uncovered_usd"] > limit)
+        lengths[frac] = (n, terminated, truncated)
+    assert lengths[1e-4][1] and not lengths[1e-4][2]
+    assert lengths[10.0][2] and not lengths[10.0][1]
+    assert lengths[1e-4][0] < lengths[10.0][0]
+    for bad in (0.0, -1.0, float("nan"), 11.0, True):
+        with pytest.raises(ValueError, match="insolvency_frac must lie in"):
+            _env(insolvency_frac=bad)
+
+
 def test_a_higher_alt_margin_liquidates_and_locks_more_at_once() -> None:
     """Raising one market's multiple raises its requirement from the next tick on.
 
