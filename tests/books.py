@@ -1,5 +1,6 @@
 """Shared test helpers: the books balance (fund non-negative, nothing NaN); a book's depth;
-a fixed-slippage impact model for hand-worked books."""
+a fixed-slippage impact model for hand-worked books; the outside liquidators' hand-worked
+risk parameters."""
 
 import dataclasses
 from dataclasses import fields
@@ -8,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from fundgym.envs.core.impact import SqrtImpact
+from fundgym.envs.core.params import RiskParams
 from fundgym.envs.core.vault import V_CASH, V_SIZE
 from fundgym.envs.fund.portfolio import FundPortfolio
 from fundgym.envs.state import SimState, ledger_error, marks_2d
@@ -65,3 +67,18 @@ class FixedSlippage:
     ) -> tuple[FloatArray, FloatArray]:
         """Sells at ``book x (1 - s)``, buys at ``book x (1 + s)``, whatever the flow."""
         return mark * (1.0 - self.slippage_frac), mark * (1.0 + self.slippage_frac)
+
+
+def liquidator_params(**kw: Any) -> RiskParams:
+    """MMR 5%, IMR 10%, a 1% liquidation fee half to the fund, whole closes, no minimum: the
+    outside liquidators' hand-worked cases (one market and across markets), with ``kw``."""
+    base: dict[str, Any] = dict(
+        mmr=0.05,
+        imr=0.1,
+        liquidation_fee_rate=0.01,
+        liquidation_fee_fund_share=0.5,
+        max_liquidation_fraction=1.0,
+        min_liquidation_notional_usd=0.0,
+    )
+    base.update(kw)
+    return RiskParams(**base)

@@ -267,22 +267,14 @@ def _numbers(option: str, text: str | None, names: tuple[str, ...], allowed: str
     return values
 
 
-def _caps(text: str | None, scenario: Scenario) -> list[float] | None:
+def _caps(option: str, what: str, text: str | None, scenario: Scenario) -> list[float] | None:
+    """A per-market cap option: one number >= 0 (or ``inf``) per market, or ``None``."""
     if text is None:
         return None
-    caps = _numbers("--fund-cap-usd", text, scenario.market_names, ">= 0 (or inf)")
+    caps = _numbers(option, text, scenario.market_names, ">= 0 (or inf)")
     if min(caps) < 0.0:
-        raise UsageError(f"--fund-cap-usd: each cap must be >= 0 (or inf), got {text!r}")
+        raise UsageError(f"{option}: each {what} must be >= 0 (or inf), got {text!r}")
     return caps
-
-
-def _cap_fracs(text: str | None, scenario: Scenario) -> list[float] | None:
-    if text is None:
-        return None
-    fracs = _numbers("--market-fund-cap-frac", text, scenario.market_names, ">= 0 (or inf)")
-    if min(fracs) < 0.0:
-        raise UsageError(f"--market-fund-cap-frac: each share must be >= 0 (or inf), got {text!r}")
-    return fracs
 
 
 def _allocation(text: str | None) -> list[float] | None:
@@ -344,8 +336,8 @@ def main(args: argparse.Namespace) -> int:
     scenario = load_scenario_checked(args.scenario)
     groups = _groups(args.fund_groups, scenario)
     mults = _mults(args.market_mmr_mult, scenario)
-    caps = _caps(args.fund_cap_usd, scenario)
-    cap_fracs = _cap_fracs(args.market_fund_cap_frac, scenario)
+    caps = _caps("--fund-cap-usd", "cap", args.fund_cap_usd, scenario)
+    cap_fracs = _caps("--market-fund-cap-frac", "share", args.market_fund_cap_frac, scenario)
     allocation = _allocation(args.fund_allocation)
     asset = _fund_asset(args.fund_asset, scenario)
     if allocation is not None and "shared" not in modes:

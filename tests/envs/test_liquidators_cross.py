@@ -26,30 +26,17 @@ import numpy as np
 import pytest
 
 from fundgym.envs.core.impact import SqrtImpact
-from fundgym.envs.core.params import RiskParams
 from fundgym.envs.core.step import core_step
 from fundgym.envs.markets_env import MarketsInsuranceFundEnv
 from fundgym.envs.markets_simulator import MarketsSimulator
 from fundgym.envs.scenarios import load_scenario
 from fundgym.envs.state import SimState
 from tests.books import assert_books_balance
+from tests.books import liquidator_params as params
 
 APPROX = {"rel": 1e-12, "abs": 1e-9}
 MARKS = np.array([[9_400.0, 940.0]])
 DEPTHS = (47_000.0, 1_000.0)
-
-
-def params(**kw):
-    base = dict(
-        mmr=0.05,
-        imr=0.1,
-        liquidation_fee_rate=0.01,
-        liquidation_fee_fund_share=0.5,
-        max_liquidation_fraction=1.0,
-        min_liquidation_notional_usd=0.0,
-    )
-    base.update(kw)
-    return RiskParams(**base)
 
 
 def two_markets(coll=(1_000.0, 100.0)):
