@@ -166,9 +166,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
 
     The fee's share not paid into the fund buys outside liquidators capacity in each market
     at its oracle (``liquidator_capacity_mult``, default the lever's 1, as in the one-market
-    environment: :mod:`fundgym.envs.core.liquidators`); under ``hyperliquid``, ``bitmex`` and
-    ``dydx_v4`` across markets they are not built, so it is 0 there and that share is paid as
-    liquidator rewards only.
+    environment: :mod:`fundgym.envs.core.liquidators`), under every liquidation mode.
 
     ## Starting State
 
@@ -196,8 +194,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     ``adl_policy`` (``bitmex``), ``vault_to_oi_frac`` (0: no backstop vault; a vault needs a
     venue mode that hands accounts to it), ``vault_adl_loss_frac`` (the vault's loss limit,
     ``None``: the mode's own, :mod:`fundgym.envs.core.vault`), ``liquidator_capacity_mult``
-    (outside liquidators' capacity, ``None``: the lever's default 1 under ``partial`` and
-    ``binance``, 0 under the other modes, which refuse any other value) and ``fund_cap_period``
+    (outside liquidators' capacity, ``None``: the lever's default, 1) and ``fund_cap_period``
     (``episode``, the default, or ``tick``: what the per-market fund caps hold over) and
     ``insolvency_frac`` (0.05: the uncovered loss, as a share of the starting open interest,
     that ends the episode).
@@ -208,7 +205,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
       levers) and its weights in the observation (after the exchange levers in force); the
       engine (``liquidation_mode``, ``adl_policy``, ``vault_to_oi_frac``; the default
       ``partial`` engine as before); outside liquidators across markets
-      (``liquidator_capacity_mult``, default 1 under ``partial`` and ``binance``: before, 0);
+      (``liquidator_capacity_mult``, default 1: before, 0);
       a fund cap per market in the action (``market_fund_cap_frac``, after the OI caps) and
       in each market's observation block (last), ``fund_cap_period``; each collateral
       asset's haircut in the action and the observation (last, after the markets); the
@@ -250,21 +247,12 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         self.insolvency_frac = float(insolvency_frac)
         # The engine the levers run under, at the levers' defaults: RiskParams checks the names
         # (every liquidation mode runs across markets) and the capacity's range, the
-        # simulator the vault. Outside liquidators run across markets under 'partial' and
-        # 'binance' only: the venue modes' sub-steps keep none (the fee's share not paid to
-        # the fund goes to liquidator rewards), and asking them for some is refused here,
-        # not at a decision that lowers the fund's share.
-        venue = liquidation_mode not in ("partial", "binance")
-        if liquidator_capacity_mult is None:
-            capacity = 0.0 if venue else LEVERS["liquidator_capacity_mult"].default
-        elif venue and liquidator_capacity_mult != 0.0:
-            raise ValueError(
-                f"liquidator_capacity_mult = {liquidator_capacity_mult!r} with liquidation_mode "
-                f"{liquidation_mode!r}: outside liquidators run across markets under 'partial' "
-                "and 'binance' only; allowed: 0 (or None)"
-            )
-        else:
-            capacity = liquidator_capacity_mult
+        # simulator the vault.
+        capacity = (
+            LEVERS["liquidator_capacity_mult"].default
+            if liquidator_capacity_mult is None
+            else liquidator_capacity_mult
+        )
         self._engine = RiskParams(
             liquidation_mode=cast(LiquidationMode, liquidation_mode),
             adl_policy=cast(AdlPolicy, adl_policy),

@@ -41,10 +41,10 @@ Venue modes: ``partial``, ``binance`` (run as the partial waterfall closing ever
 :func:`engine_risk`), and ``hyperliquid``, ``bitmex`` and ``dydx_v4`` with their sub-steps,
 takeovers, (Hyperliquid's) backstop vault and (dYdX's) one order per subaccount a block at its
 fillable price across markets (:mod:`fundgym.envs.core.venue_cross`): each market's oracle and
-book on a path from the previous tick's. What it does not do yet, compared with the one-market
-tick: paid outside liquidators under the venue modes (refused when built; under ``partial``
-and ``binance`` they take each market's capacity at its oracle), under ``dydx_v4`` lending
-between fund segments (refused), top-ups of a segment, and ordinary volume in the population
+book on a path from the previous tick's. Paid outside liquidators take each market's capacity
+at its oracle in every mode. What it does not do yet, compared with the one-market tick: under
+``dydx_v4`` lending between fund segments (refused), top-ups of a segment, and ordinary
+volume in the population
 (the venue events run on every market, a settlement on its market, steps 2b, 3 and 6; the
 attacker in its market, step 5b; the mark cap on each market's own average, step 1). It is not
 compiled across ticks: each tick is a few compiled calls joined in Python.
@@ -65,12 +65,8 @@ import numpy as np
 
 from fundgym.envs.core.events import StepEvents
 from fundgym.envs.core.impact import SqrtImpact
-from fundgym.envs.core.liquidators import liquidators_paid
 from fundgym.envs.core.params import (
     P_IMR,
-    P_LIQ_FEE,
-    P_LIQ_FUND_SHARE,
-    P_LIQUIDATOR_MULT,
     P_MARK_CAP_MULT,
     P_OI_CAP_FRAC,
     P_UPNL_HAIRCUT,
@@ -301,8 +297,7 @@ class MarketsSimulator:
             one market; the population is this module's, not the one-market tick's).
         risk: Risk parameters (scalars or ``(n_envs,)`` arrays). ``liquidation_mode``
             ``partial``, ``binance`` (run as :func:`engine_risk` says), ``hyperliquid``,
-            ``bitmex`` or ``dydx_v4``; paid outside liquidators under ``partial`` and
-            ``binance`` only.
+            ``bitmex`` or ``dydx_v4``.
         n_envs: Exchanges simulated together.
         n_accounts: Account slots per exchange (cross accounts hold several markets in one).
         population: The traders' behaviour (sizes, leverage, hazards), as in one market.
@@ -527,7 +522,7 @@ class MarketsSimulator:
         less it), not the ledger, which counts collateral at its price.
 
         Raises:
-            ValueError: What the constructor refuses (paid liquidators under a venue mode, a
+            ValueError: What the constructor refuses (a vault without a venue mode, a
                 multiple that is not finite and > 0, or not one per market).
         """
         risk = self._engine(risk)
@@ -1178,39 +1173,10 @@ def engine_risk(risk: RiskParams) -> RiskParams:
     ``hyperliquid``, ``bitmex`` and ``dydx_v4`` run as they are, with their sub-steps,
     takeovers, (Hyperliquid's) vault and (dYdX's) one order per subaccount a block across
     markets (:mod:`fundgym.envs.core.venue_cross`).
-
-    Raises:
-        ValueError: Outside liquidators paid a share of the fee under ``hyperliquid``,
-            ``bitmex`` or ``dydx_v4`` (every liquidation mode runs across markets;
-            :class:`RiskParams` checks the name).
     """
-    _check_risk(risk)
     if risk.liquidation_mode == "binance":
         return dataclasses.replace(risk, liquidation_mode="partial", max_liquidation_fraction=1.0)
     return risk
-
-
-def _check_risk(risk: RiskParams) -> None:
-    """Refuse what the margin engine does not run across markets, naming the field.
-
-    Outside liquidators paid a share of the fee run across markets under the ``partial``
-    engine (and ``binance``, run as ``partial``): each market's capacity at its own oracle and
-    book. Under ``hyperliquid``, ``bitmex`` and ``dydx_v4`` (whose sub-steps price each
-    market's book themselves) they are not built.
-    """
-    if risk.liquidation_mode in ("partial", "binance"):
-        return
-    packed = risk.packed(1)
-    if any(
-        liquidators_paid(row[P_LIQ_FEE], row[P_LIQ_FUND_SHARE], row[P_LIQUIDATOR_MULT])
-        for row in packed
-    ):
-        raise ValueError(
-            "RiskParams.liquidation_fee_fund_share must be 1 (or liquidator_capacity_mult 0) "
-            f"with liquidation_mode {risk.liquidation_mode!r} across several markets: outside "
-            "liquidators paid a share of the fee run across markets under 'partial' and "
-            "'binance' only"
-        )
 
 
 def _fund_basket(

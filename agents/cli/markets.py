@@ -208,9 +208,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=None,
         metavar="K",
         help="outside liquidators' capacity in each market, a multiple of the competitive "
-        "market's, in [0, 100] (default: 1 under partial and binance, as in one market; 0 under "
-        "the other modes, which take no other value); they come only where the policy pays "
-        "them a share of the liquidation fee",
+        "market's, in [0, 100] (default 1, as in one market); they come only where the policy "
+        "pays them a share of the liquidation fee",
     )
     p.add_argument(
         "--fund-frac",
@@ -350,7 +349,7 @@ def main(args: argparse.Namespace) -> int:
     haircuts = _haircuts(args.collateral_haircut, scenario)
     spec = market_risk(args.policy)
     risk, policy_note = spec.risk, spec.note
-    risk = _with_liquidators(risk, args.liquidator_capacity_mult, args.policy)
+    risk = _with_liquidators(risk, args.liquidator_capacity_mult)
     fund_frac = args.fund_frac if spec.fund_to_oi_frac is None else spec.fund_to_oi_frac
     if spec.fund_injection_frac > 0.0 and spec.fund_injection_max > 0 and "segmented" in modes:
         raise UsageError(
@@ -479,28 +478,16 @@ def _fund_asset(text: str | None, scenario: Scenario) -> str | dict[str | int, f
     return basket
 
 
-def _with_liquidators(risk: RiskParams, mult: float | None, policy: str | None) -> RiskParams:
-    """``risk`` with ``--liquidator-capacity-mult``; ``None``: the engine's default.
-
-    Under ``partial`` and ``binance`` the lever's default (1, the one-market environment's);
-    under the venue modes 0, the only value they take across markets.
-    """
-    venue = risk.liquidation_mode not in ("partial", "binance")
+def _with_liquidators(risk: RiskParams, mult: float | None) -> RiskParams:
+    """``risk`` with ``--liquidator-capacity-mult``; ``None``: the lever's default (1)."""
     if mult is None:
         return dataclasses.replace(
-            risk,
-            liquidator_capacity_mult=0.0 if venue else LEVERS["liquidator_capacity_mult"].default,
+            risk, liquidator_capacity_mult=LEVERS["liquidator_capacity_mult"].default
         )
     bounds = LEVERS["liquidator_capacity_mult"].bounds
     if not (math.isfinite(mult) and bounds.low <= mult <= bounds.high):
         raise UsageError(
             f"--liquidator-capacity-mult must lie in [{bounds.low:g}, {bounds.high:g}], got {mult}"
-        )
-    if venue and mult != 0.0:
-        raise UsageError(
-            f"--liquidator-capacity-mult {mult:g} with policy {policy!r} (liquidation_mode "
-            f"{risk.liquidation_mode}): outside liquidators run across markets under partial "
-            "and binance only; allowed: 0"
         )
     return dataclasses.replace(risk, liquidator_capacity_mult=mult)
 

@@ -560,8 +560,8 @@ def core_step(
     Raises:
         NotImplementedError: More than one market, or collateral assets, with what is built
             for one market of USD collateral only: an active backstop vault under
-            ``partial``, paid outside liquidators under a venue mode, ``dydx_v4`` with a
-            transfer cap between fund segments, ADL before the fund under a venue mode.
+            ``partial``, ``dydx_v4`` with a transfer cap between fund segments, ADL before
+            the fund under a venue mode.
         ValueError: ``impact`` lists a number of models other than ``M``, or ``mark`` /
             ``book_price`` is not ``(E, M)`` with several markets;
             ``fund_available_usd`` is negative or not finite, ``tick_minutes`` is not
@@ -875,13 +875,6 @@ def _cross_step(
             "SqrtImpact book in every market"
         )
     liquidators = _liquidators(params.packed(n_envs))
-    if liquidators and venue:
-        raise NotImplementedError(
-            "outside liquidators (a liquidation fee share that buys them capacity) take flow "
-            f"with {what} under the 'partial' engine; under liquidation_mode "
-            f"{params.liquidation_mode!r} they are not built yet: set liquidator_capacity_mult "
-            "to 0 or liquidation_fee_fund_share to 1"
-        )
     if liquidators and not all(isinstance(model, SqrtImpact) for model in impacts):
         raise TypeError(
             "outside liquidators price their hedge through a SqrtImpact book in every market"

@@ -63,11 +63,11 @@ import numpy as np
 from fundgym.envs.core.events import (
     EV_LIQUIDATION_BUY,
     EV_LIQUIDATION_SELL,
+    EV_LIQUIDATOR_ABSORBED,
     EV_N_LIQUIDATIONS,
     EV_SOCIALIZED_LOSS,
     EV_UNRECOVERED,
 )
-from fundgym.envs.core.impact import book_price
 from fundgym.envs.core.kernels import (
     _account_margin,
     _bankruptcy_value,
@@ -76,6 +76,7 @@ from fundgym.envs.core.kernels import (
     _leg_collateral,
     _listed_mask,
     _record_orders,
+    _side_prices,
     lend_between_pots,
     requirement,
     settle_leg,
@@ -101,6 +102,7 @@ from fundgym.envs.core.liquidation import (
 from fundgym.envs.core.params import (
     P_LIQ_FEE,
     P_LIQ_FUND_SHARE,
+    P_LIQUIDATOR_MULT,
     P_MMR,
     W_NO_ADL,
     W_NO_FUND,
@@ -195,6 +197,7 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
     mmr = packed[i, P_MMR]
     fee_rate = packed[i, P_LIQ_FEE]
     fund_share = packed[i, P_LIQ_FUND_SHARE]
+    mult = packed[i, P_LIQUIDATOR_MULT]
     with_vault = vault[i, V_ACTIVE] > 0.0 and (stages & W_NO_VAULT) == 0
     adl_on = (stages & W_NO_ADL) == 0
     fund_on = (stages & W_NO_FUND) == 0
@@ -232,8 +235,14 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
     is_liq = np.zeros(0, np.bool_)
     sells = np.zeros(n_mk)
     buys = np.zeros(n_mk)
-    sell_px = np.zeros(n_mk)
-    buy_px = np.zeros(n_mk)
+    paid_sells = np.zeros(n_mk)  # the orders outside liquidators are paid for, per market
+    paid_buys = np.zeros(n_mk)
+    taken_sell = np.zeros(n_mk)  # what they took in each market this tick (their capacity)
+    taken_buy = np.zeros(n_mk)
+    got_sell = np.zeros(n_mk)
+    got_buy = np.zeros(n_mk)
+    paid_for = np.zeros(n_max, np.bool_)  # a leg whose fee pays them: solvent, no takeover
+    solvent = np.zeros(n, np.bool_)
     loss_m = np.zeros(n_mk)
     pot_income = np.zeros(n_pots)
     lent_now = np.zeros(n_pots)  # what each pot lent this sub-step (its "spent")
@@ -261,6 +270,7 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
             eq, req = _account_margin(
                 coll, size, entry, sub, mmr_mult, i, a, mmr, floors, rates, cums, base_mmr
             )
+            solvent[k] = eq > 0.0
             if not (req > 0.0 and eq < req):
                 continue  # not yet on the path, never, or a slice brought it back
             if (
@@ -320,13 +330,20 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
             )
         if n_legs == 0:
             continue
+        for o in range(n_legs):
+            paid_for[o] = solvent[leg_k[o]] and not takeover[o]
 
-        # 2. Each market's orders priced together on its book; Hyperliquid's market orders
+        # 2. Each market's orders priced together on its book (outside liquidators, where paid,
+        #    taking their capacity at the market's oracle, out of what they took this tick, as
+        #    in one market); Hyperliquid's market orders
         #    fill no worse than their leg's bankruptcy price, dYdX's orders no worse than their
         #    fillable price (one pass: a refused order is not re-admitted). Without ADL a
         #    deficient account's order is not refused.
-        _price_legs(n_legs, leg_j, side, close, refused, bp, depth, max_impact, sells, buys,
-                    sell_px, buy_px, price)  # fmt: skip
+        _price_legs(
+            n_legs, leg_j, side, close, refused, paid_for, bp, sub[i], depth, max_impact, mult,
+            fee_rate, fund_share, taken_sell, taken_buy, sells, buys, paid_sells, paid_buys,
+            got_sell, got_buy, price,
+        )  # fmt: skip
         if mode in (LIQ_HYPERLIQUID, LIQ_DYDX_V4):
             cut = False
             for o in range(n_legs):
@@ -335,11 +352,16 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
                     refused[o] = True
                     cut = True
             if cut:
-                _price_legs(n_legs, leg_j, side, close, refused, bp, depth, max_impact, sells,
-                            buys, sell_px, buy_px, price)  # fmt: skip
+                _price_legs(
+                    n_legs, leg_j, side, close, refused, paid_for, bp, sub[i], depth,
+                    max_impact, mult, fee_rate, fund_share, taken_sell, taken_buy, sells, buys,
+                    paid_sells, paid_buys, got_sell, got_buy, price,
+                )  # fmt: skip
         for j in range(n_mk):
-            flow[i, j, 0] += sells[j]
+            flow[i, j, 0] += sells[j]  # they hedge what they take: the whole flow moves prices
             flow[i, j, 1] += buys[j]
+            taken_sell[j] += got_sell[j]
+            taken_buy[j] += got_buy[j]
 
         # 3. Fills: a fee capped by the surplus (its fund share to the leg's pot), or under a
         #    takeover the whole surplus; a fill past bankruptcy is a shortfall.
@@ -490,6 +512,10 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
         buy += flow[i, j, 1]
     ev[i, EV_LIQUIDATION_SELL] = sell
     ev[i, EV_LIQUIDATION_BUY] = buy
+    absorbed = 0.0
+    for j in range(n_mk):
+        absorbed += taken_sell[j] + taken_buy[j]
+    ev[i, EV_LIQUIDATOR_ABSORBED] = absorbed
     ev[i, EV_SOCIALIZED_LOSS] = charged_total
     ev[i, EV_UNRECOVERED] = unrecovered_total
     n_below = 0
@@ -572,27 +598,48 @@ def _new_leg(  # type: ignore[no-untyped-def]
 
 @jit(error_model="numpy", inline="always")
 def _price_legs(  # type: ignore[no-untyped-def]
-    n_legs, leg_j, side, close, refused, bp, depth, max_impact, sells, buys, sell_px, buy_px,
+    n_legs, leg_j, side, close, refused, paid_for, bp, oracle, depth, max_impact, mult, fee_rate,
+    fund_share, taken_sell, taken_buy, sells, buys, paid_sells, paid_buys, got_sell, got_buy,
     price,
 ):  # fmt: skip
     """Each market's sells and buys at its book (the legs not refused), and each leg's fill.
 
     A market's sells fill together at the square-root book's average price for their summed
-    notional, its buys likewise (:func:`~fundgym.envs.core.impact.book_price`).
+    notional, its buys likewise (:func:`~fundgym.envs.core.impact.book_price`). Where outside
+    liquidators are paid, each market's are the one-market rule's
+    (:func:`~fundgym.envs.core.kernels._side_prices`): of the legs they are paid for
+    (``paid_for``), they take what that market's capacity at its ``oracle`` has left this
+    tick (``taken_*``) at the oracle, the rest walking the book alone; a paid leg fills at
+    the average. ``got_*`` (``(M,)``) is what they took now.
     """
     n_mk = bp.shape[0]
     for j in range(n_mk):
         sells[j] = 0.0
         buys[j] = 0.0
+        paid_sells[j] = 0.0
+        paid_buys[j] = 0.0
     for o in range(n_legs):
         if not refused[o]:
-            usd = close[o] * bp[leg_j[o]]
+            j = leg_j[o]
+            usd = close[o] * bp[j]
             if side[o] > 0.0:
-                sells[leg_j[o]] += usd
+                sells[j] += usd
+                paid_sells[j] += usd if paid_for[o] else 0.0
             else:
-                buys[leg_j[o]] += usd
+                buys[j] += usd
+                paid_buys[j] += usd if paid_for[o] else 0.0
+    sell_px = np.empty(n_mk)
+    sell_liq = np.empty(n_mk)
+    buy_px = np.empty(n_mk)
+    buy_liq = np.empty(n_mk)
     for j in range(n_mk):
-        sell_px[j] = book_price(bp[j], sells[j], depth[j], max_impact[j], -1.0)
-        buy_px[j] = book_price(bp[j], buys[j], depth[j], max_impact[j], 1.0)
+        sell_px[j], sell_liq[j], buy_px[j], buy_liq[j], got_sell[j], got_buy[j] = _side_prices(
+            sells[j], buys[j], paid_sells[j], paid_buys[j], mult, fee_rate, fund_share,
+            taken_sell[j], taken_buy[j], oracle[j], bp[j], depth[j], max_impact[j],
+        )  # fmt: skip
     for o in range(n_legs):
-        price[o] = sell_px[leg_j[o]] if side[o] > 0.0 else buy_px[leg_j[o]]
+        j = leg_j[o]
+        if side[o] > 0.0:
+            price[o] = sell_liq[j] if paid_for[o] else sell_px[j]
+        else:
+            price[o] = buy_liq[j] if paid_for[o] else buy_px[j]

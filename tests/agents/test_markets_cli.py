@@ -280,10 +280,6 @@ def test_outside_liquidators_take_flow_across_markets_when_paid(
     [
         (["--liquidator-capacity-mult", "-1"], "--liquidator-capacity-mult must lie in [0, 100]"),
         (["--liquidator-capacity-mult", "nan"], "--liquidator-capacity-mult must lie in [0, 100]"),
-        (
-            ["--policy", "static:hyperliquid", "--liquidator-capacity-mult", "1"],
-            "under partial and binance only; allowed: 0",
-        ),
     ],
 )
 def test_bad_liquidator_capacity_is_refused_before_any_run(

@@ -141,27 +141,33 @@ def test_paid_liquidators_need_a_square_root_book_in_every_market():
     assert ev.n_liquidations[0] == 2
 
 
-def test_the_venue_modes_across_markets_refuse_them_by_name():
-    with pytest.raises(
-        NotImplementedError,
-        match=r"2 markets under the .partial. engine; under liquidation_mode .hyperl",
-    ):
-        step(two_markets(), params(liquidation_mode="hyperliquid", adl_policy="hyperliquid"))
-    sc = load_scenario("alt_contagion")
-    with pytest.raises(ValueError, match=r"with liquidation_mode 'bitmex' across several"):
-        MarketsSimulator(sc, params(liquidation_mode="bitmex"), n_envs=1, n_accounts=8)
-    MarketsSimulator(sc, params(liquidation_mode="binance"), n_envs=1, n_accounts=8)
-    with pytest.raises(ValueError, match=r"liquidator_capacity_mult = 1.0 with liquidation_mode"):
-        MarketsInsuranceFundEnv(
-            sc, n_accounts=8, liquidation_mode="dydx_v4", liquidator_capacity_mult=1.0
-        )
+@pytest.mark.parametrize(
+    ("mode", "adl"), [("hyperliquid", "hyperliquid"), ("bitmex", "bitmex"), ("dydx_v4", "bitmex")]
+)
+def test_under_a_venue_mode_each_leg_is_its_one_market_order_bit_for_bit(mode, adl):
+    # The venue modes' sub-steps across markets (venue_cross) with liquidators paid: each
+    # account alone in its market gets what the one-market venue engine gives it, with the
+    # same book, oracle path and liquidators; what they took sums over the markets.
+    p = params(liquidation_mode=mode, adl_policy=adl)
+    s = two_markets()
+    ev = step(s, p)
+    absorbed = 0.0
+    for j, (c, q, e) in enumerate(((1_000.0, 1.0, 10_000.0), (100.0, 1.0, 1_000.0))):
+        one = SimState.create([[c]], [[q]], [[e]], 1_000.0)
+        ev1 = core_step(one, p, MARKS[:, j], SqrtImpact(DEPTHS[j]))
+        assert s.collateral_usd[0, j] == one.collateral_usd[0, 0], (mode, j)
+        assert s.size[0, j, j] == one.size[0, 0, 0], (mode, j)
+        absorbed += ev1.liquidator_absorbed_usd[0]
+    # BitMEX's engine takes every account over at its bankruptcy price: no fee pays them.
+    assert (absorbed > 0.0) == (mode != "bitmex")
+    assert ev.liquidator_absorbed_usd[0] == pytest.approx(absorbed, rel=1e-12)
 
 
-def test_the_markets_env_gives_them_the_levers_default_under_partial():
+def test_the_markets_env_and_simulator_take_them_in_every_mode():
     sc = load_scenario("alt_contagion")
-    env = MarketsInsuranceFundEnv(sc, n_accounts=8)
-    assert env.sim.risk.liquidator_capacity_mult == 1.0
-    venue = MarketsInsuranceFundEnv(sc, n_accounts=8, liquidation_mode="hyperliquid")
-    assert venue.sim.risk.liquidator_capacity_mult == 0.0
+    for mode in ("partial", "hyperliquid", "bitmex", "dydx_v4"):
+        env = MarketsInsuranceFundEnv(sc, n_accounts=8, liquidation_mode=mode)
+        assert env.sim.risk.liquidator_capacity_mult == 1.0  # the lever's default, as in one market
+        MarketsSimulator(sc, params(liquidation_mode=mode), n_envs=1, n_accounts=8)
     off = MarketsInsuranceFundEnv(sc, n_accounts=8, liquidator_capacity_mult=0.0)
     assert off.sim.risk.liquidator_capacity_mult == 0.0

@@ -355,6 +355,8 @@ def test_dydx_v4_across_markets_exchange_e_equals_its_single_twin() -> None:
     loss_limit=st.sampled_from([None, 0.0, 0.05, np.inf]),
     transfer=st.sampled_from([0.0, 50.0, np.inf]),
     seed=st.integers(0, 10_000),
+    # (the fee's fund share, the outside liquidators' capacity): none paid, or paid
+    liquidators=st.sampled_from([(1.0, 0.0), (0.5, 1.0), (0.0, 20.0)]),
 )
 def test_fuzzed_venue_modes_conserve_money_keep_pots_and_vault_sane(
     alt_move: float,
@@ -364,6 +366,7 @@ def test_fuzzed_venue_modes_conserve_money_keep_pots_and_vault_sane(
     loss_limit: float | None,
     transfer: float,
     seed: int,
+    liquidators: tuple[float, float],
 ) -> None:
     data = copy.deepcopy(library_dict("alt_contagion"))
     data["horizon_minutes"] = 120
@@ -374,7 +377,13 @@ def test_fuzzed_venue_modes_conserve_money_keep_pots_and_vault_sane(
     }
     alt["depth_collapses"][0]["start_minute"] = 30
     sc = scenario_from_dict(data, "fuzz.yaml")
-    risk = dataclasses.replace(HL, liquidation_mode=mode)
+    risk = dataclasses.replace(
+        HL,
+        liquidation_mode=mode,
+        liquidation_fee_rate=0.01,
+        liquidation_fee_fund_share=liquidators[0],
+        liquidator_capacity_mult=liquidators[1],
+    )
     lends = fund == "segmented" and mode != "dydx_v4"  # dYdX pays whole or rejects: no lending
     res = MarketsSimulator(
         sc, risk, n_envs=2, n_accounts=200, fund_to_oi_frac=0.005, vault_to_oi_frac=vault,
