@@ -739,11 +739,9 @@ class MarketsSimulator:
         start = self.initial_fund_usd[:, self.fund_groups if self.fund_mode == "segmented" else 0]
         if start.ndim == 1:  # the shared fund: one pot for every market
             start = np.repeat(start[:, None], self.n_markets, axis=1)
-        share = np.where(
-            np.isinf(self.market_fund_cap_frac)[None, :],
-            np.inf,
-            self.market_fund_cap_frac[None, :] * start,
-        )
+        none = np.isinf(self.market_fund_cap_frac)[None, :]
+        finite = np.where(none, 0.0, self.market_fund_cap_frac[None, :])  # no inf x 0 below
+        share = np.where(none, np.inf, finite * start)
         out: FloatArray = np.minimum(self.fund_cap_usd[None, :], share)
         return out
 
