@@ -43,8 +43,7 @@ takeovers, (Hyperliquid's) backstop vault and (dYdX's) one order per subaccount 
 fillable price across markets (:mod:`fundgym.envs.core.venue_cross`): each market's oracle and
 book on a path from the previous tick's. Paid outside liquidators take each market's capacity
 at its oracle in every mode. What it does not do yet, compared with the one-market tick: under
-``dydx_v4`` lending between fund segments (refused), top-ups of a segment, and ordinary
-volume in the population
+``dydx_v4`` lending between fund segments (refused) and ordinary volume in the population
 (the venue events run on every market, a settlement on its market, steps 2b, 3 and 6; the
 attacker in its market, step 5b; the mark cap on each market's own average, step 1). It is not
 compiled across ticks: each tick is a few compiled calls joined in Python.
@@ -91,6 +90,7 @@ from fundgym.envs.core.venue_events import (
     settle_market,
 )
 from fundgym.envs.fund.portfolio import (
+    EXHAUSTED_FRAC,
     AllocationParams,
     FundPortfolio,
     accrue,
@@ -332,8 +332,10 @@ class MarketsSimulator:
             debt leaves it exhausted, as a share of the starting open interest over every
             market, in [0, 10] (0: never; :func:`~fundgym.envs.fund.portfolio.
             inject_if_exhausted` says when; Deribit's 500 BTC after 12 Mar 2020, Binance's $30M
-            after 10 May 2020), as in one market; a segmented fund takes none.
-        fund_injection_max: Top-ups at most per episode, a whole number in [0, 1000].
+            after 10 May 2020), as in one market; segmented, each segment its markets' share of
+            it, when its markets' losses exhaust it (:meth:`_top_up_segments`).
+        fund_injection_max: Top-ups at most per episode (per segment, segmented), a whole
+            number in [0, 1000].
         market_fund_cap_frac: ``(M,)`` each market's cap as a share of the starting value of
             the pot that backs it (``market_fund_cap_frac``, :data:`~fundgym.envs.levers.
             MARKET_LEVERS`; ``inf``: none, the default): the cap in force is the smaller of
@@ -413,11 +415,6 @@ class MarketsSimulator:
             raise ValueError(
                 "fund_injection_max must be a whole number in [0, 1000], got "
                 f"{fund_injection_max!r}"
-            )
-        if fund_injection_frac > 0.0 and fund_injection_max > 0 and fund_mode != "shared":
-            raise ValueError(
-                "fund_injection_frac tops up the shared fund: fund_mode 'shared' only (a "
-                f"segment's top-ups are not built), got fund_mode {fund_mode!r}"
             )
         self.fund_injection_frac = float(fund_injection_frac)
         self.fund_injection_max = int(fund_injection_max)
@@ -652,6 +649,11 @@ class MarketsSimulator:
         self.prev_oracle = np.zeros((E, M))  # the venue modes' intra-tick paths start here
         self.prev_book = np.zeros((E, M))
         self.vault_capital_usd = np.zeros(E)
+        # Segmented top-ups (fund_injection_frac): each segment's size, allowance and count.
+        self.segment_injection_usd = np.zeros((E, self.n_pots))
+        self.segment_injections_left = np.zeros((E, self.n_pots))
+        self.segment_injections = np.zeros((E, self.n_pots))
+        self.segment_injected_usd = np.zeros((E, self.n_pots))
         for e in range(E):
             self._install(e)
         self.max_ledger_error_usd = 0.0
@@ -696,6 +698,9 @@ class MarketsSimulator:
             per_group = np.bincount(self.fund_groups, weights=oi, minlength=self.n_pots)
             st.fund_segments_usd[e] = self.fund_to_oi_frac * per_group
             self.initial_fund_usd[e] = st.fund_segments_usd[e]
+            # Each segment's top-up: its markets' share of the exchange's.
+            self.segment_injection_usd[e] = self.fund_injection_frac * per_group
+            self.segment_injections_left[e] = self.fund_injection_max
         else:
             fresh = FundPortfolio.from_stable(np.array([fund]), st.fund.n_assets)
             for f in dataclasses.fields(FundPortfolio):
@@ -855,11 +860,14 @@ class MarketsSimulator:
             events.bad_debt_usd += debt
             events.shortfall_usd += paid
             events.unrecovered_usd += debt - paid
-        if self.fund_mode == "shared" and self.fund_injection_max > 0:
+        if self.fund_injection_max > 0:
             # 6b. The venue's top-up of a fund the tick's bad debt exhausted: outside money.
-            st.net_deposits_usd += inject_if_exhausted(
-                st.fund, events.bad_debt_usd, self.fund_stressed, self.allocation
-            )
+            if self.fund_mode == "shared":
+                st.net_deposits_usd += inject_if_exhausted(
+                    st.fund, events.bad_debt_usd, self.fund_stressed, self.allocation
+                )
+            else:
+                self._top_up_segments(events, settled)
         self.prev_oracle = oracle.copy()
         self.prev_book = last.copy()
         self.fund_cap_spent_usd += _per_market(events, "market_fund_paid_usd", M)
@@ -994,6 +1002,44 @@ class MarketsSimulator:
             out = (price, debt, paid) if out is None else (price, out[1] + debt, out[2] + paid)
         return out
 
+    def _top_up_segments(self, events: StepEvents, settled: Any) -> None:
+        """The venue's top-ups of segments, as ``inject_if_exhausted`` tops up the shared fund.
+
+        A segment is topped up by its own ``segment_injection_usd`` (``fund_injection_frac`` x
+        its markets' starting open interest) when this tick brought losses in its markets (what
+        a pot paid toward them, or what was socialised or left unrecovered there; a
+        settlement's debt counts for every segment) and left its cash at most
+        :data:`~fundgym.envs.fund.portfolio.EXHAUSTED_FRAC` of one top-up, and it has an
+        allowance left; the money comes from outside (a deposit).
+        """
+        st = self.state
+        M = self.n_markets
+        lost = (
+            _per_market(events, "market_fund_paid_usd", M)
+            + _per_market(events, "market_socialized_usd", M)
+            + _per_market(events, "market_unrecovered_usd", M)
+        )
+        per_pot = np.zeros((self.n_envs, self.n_pots))
+        for g in range(self.n_pots):
+            per_pot[:, g] = lost[:, self.fund_groups == g].sum(axis=1)
+        if settled is not None:  # a settlement's debt: every pot stands behind it
+            per_pot += settled[1][:, None]
+        size = self.segment_injection_usd
+        due = (
+            (per_pot > 0.0)
+            & (self.segment_injections_left > 0.0)
+            & (size > 0.0)
+            & (st.fund_segments_usd <= EXHAUSTED_FRAC * size)
+        )
+        if not due.any():
+            return
+        amount = np.where(due, size, 0.0)
+        st.fund_segments_usd += amount
+        st.net_deposits_usd += amount.sum(axis=1)
+        self.segment_injections += due
+        self.segment_injections_left -= due
+        self.segment_injected_usd += amount
+
     def vault_equity_usd(self, mark: FloatArray) -> FloatArray:
         """``(E,)`` the vault's cash plus every market's inventory at ``mark`` ``(E, M)``."""
         vault = self.state.vault
@@ -1123,8 +1169,12 @@ class MarketsSimulator:
             initial_fund_usd=self.initial_fund_usd.copy(),
             initial_open_interest_usd=self.initial_open_interest_usd.copy(),
             max_ledger_error_usd=self.max_ledger_error_usd,
-            fund_injections=self.state.fund.injections.copy(),
-            fund_injected_usd=self.state.fund.injected_usd.copy(),
+            fund_injections=self.state.fund.injections.copy()
+            if self.fund_mode == "shared"
+            else self.segment_injections.sum(axis=1),
+            fund_injected_usd=self.state.fund.injected_usd.copy()
+            if self.fund_mode == "shared"
+            else self.segment_injected_usd.sum(axis=1),
         )
 
 

@@ -351,11 +351,6 @@ def main(args: argparse.Namespace) -> int:
     risk, policy_note = spec.risk, spec.note
     risk = _with_liquidators(risk, args.liquidator_capacity_mult)
     fund_frac = args.fund_frac if spec.fund_to_oi_frac is None else spec.fund_to_oi_frac
-    if spec.fund_injection_frac > 0.0 and spec.fund_injection_max > 0 and "segmented" in modes:
-        raise UsageError(
-            f"policy {args.policy!r} tops up an exhausted fund (fund_injection_frac "
-            f"{spec.fund_injection_frac:g}): the shared fund only; add --fund-mode shared"
-        )
     if groups is not None and "segmented" not in modes:
         raise UsageError("--fund-groups applies to --fund-mode segmented, which is not asked for")
     if transfer > 0.0 and "segmented" in modes and risk.liquidation_mode == "dydx_v4":

@@ -176,10 +176,6 @@ def test_hyperliquids_engine_and_vault_run_across_markets_and_are_reported(
 @pytest.mark.parametrize(
     ("spec", "fragment"),
     [
-        (
-            "static:binance,fund_injection_frac=0.1,fund_injection_max=1",
-            "tops up an exhausted fund (fund_injection_frac 0.1): the shared fund only",
-        ),
         ("static:hyperliquid,liquidation_mode=partial", "add ',vault_to_oi_frac=0'"),
         ("rule", "a static:... set is needed"),
         ("static:nowhere", "unknown preset"),
@@ -362,12 +358,15 @@ def test_a_policys_fund_top_ups_run_across_markets(
 ) -> None:
     out = tmp_path / "topped"
     spec = "static:fund_to_oi_frac=0,fund_injection_frac=0.01,fund_injection_max=2"  # empty
-    args = ["markets", "--policy", spec, "--fund-mode", "shared", "--episodes", "1",
+    args = ["markets", "--policy", spec, "--episodes", "1",
             "--accounts", "1000", "--out", str(out), "--no-progress"]  # fmt: skip
     assert main(args) == 0
     assert "The venue topped up the exhausted fund" in capsys.readouterr().out
-    row = next(csv.DictReader((out / "markets.csv").open()))
-    assert 1.0 <= float(row["fund_injections"]) <= 2.0
-    assert float(row["fund_injected_usd"]) == pytest.approx(
-        0.01 * float(row["open_interest_start_usd"]) * float(row["fund_injections"]), rel=1e-5
+    rows = {r["config"]: r for r in csv.DictReader((out / "markets.csv").open())}
+    shared = rows["shared"]
+    assert 1.0 <= float(shared["fund_injections"]) <= 2.0
+    assert float(shared["fund_injected_usd"]) == pytest.approx(
+        0.01 * float(shared["open_interest_start_usd"]) * float(shared["fund_injections"]),
+        rel=1e-5,
     )
+    assert float(rows["segmented"]["fund_injections"]) >= 1.0  # the segments' own top-ups

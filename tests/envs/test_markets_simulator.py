@@ -358,10 +358,6 @@ def test_the_venue_tops_up_an_exhausted_shared_fund() -> None:
     for bad, fragment in (
         ({"fund_injection_frac": -0.1}, "fund_injection_frac must lie in [0, 10], got -0.1"),
         ({"fund_injection_max": 1.5}, "fund_injection_max must be a whole number in [0, 1000]"),
-        (
-            {"fund_injection_frac": 0.1, "fund_injection_max": 1, "fund_mode": "segmented"},
-            "fund_injection_frac tops up the shared fund: fund_mode 'shared' only",
-        ),
     ):
         with pytest.raises(ValueError, match=re.escape(fragment)):
             MarketsSimulator(sc, n_accounts=8, **bad)
@@ -414,6 +410,31 @@ def test_the_exchanges_oi_cap_caps_every_market_as_the_per_market_caps_would() -
     both = _run(sc, RiskParams(oi_cap_frac=1.0), market_oi_cap_frac=[4.0, 4.0, 0.5], **kw)
     smaller = _run(sc, market_oi_cap_frac=[1.0, 1.0, 0.5], **kw)
     _same(both, smaller, 0, 0)
+
+
+def test_the_venue_tops_up_the_segment_its_markets_exhausted() -> None:
+    """Segmented, every pot starts at 0.1% of its markets' OI: the alt's crash exhausts the
+    alt's segment, which the venue tops up by 1% of the alt's starting OI (twice at most);
+    segments whose markets lose nothing get nothing. The ledger closes every tick.
+    """
+    sc = _short("alt_contagion", 700.0)
+    kw: dict[str, Any] = {"n_envs": 2, "n_accounts": 1_000, "seed": 17, "fund_to_oi_frac": 0.001}
+    sim = MarketsSimulator(
+        sc, fund_mode="segmented", fund_injection_frac=0.01, fund_injection_max=2, **kw
+    )
+    res = sim.run()
+    assert res.max_ledger_error_usd < 1e-6 and (res.fund_usd >= 0.0).all()
+    alt = 2
+    assert ((sim.segment_injections[:, alt] >= 1) & (sim.segment_injections[:, alt] <= 2)).all()
+    np.testing.assert_allclose(
+        sim.segment_injected_usd[:, alt],
+        sim.segment_injections[:, alt] * 0.01 * res.initial_open_interest_usd[:, alt],
+    )
+    paid = res.market_fund_paid_usd.sum(axis=0)
+    for m in (0, 1):  # a segment whose market's pot never paid is never topped up
+        lost = res.market_socialized_usd[:, :, m].sum(axis=0) + paid[:, m]
+        assert ((lost == 0.0) <= (sim.segment_injections[:, m] == 0)).all()
+    np.testing.assert_allclose(res.fund_injections, sim.segment_injections.sum(axis=1))
 
 
 def test_a_cap_over_the_episode_is_spent_once_and_restored_at_reset() -> None:
