@@ -575,18 +575,37 @@ MARKET_LEVERS: dict[str, Lever] = {
         ),
         Lever(
             name="market_fund_cap_frac",
-            unit="share of the starting value of the pot that backs the market",
+            unit="share of the exchange's starting insurance (every pot)",
             bounds=Interval(0.0, math.inf, high_open=True),
             default=1.0,
             doc="the most the fund pays toward a market's shortfalls (per tick or over the "
-            "episode, fund_cap_period), as a share of its pot's value at the start: Drift's "
-            "per-market caps by contract tier ($100M, $1M, $100k, $0); 0: the fund never pays "
-            "the market; 1: at most the pot's start",
+            "episode, fund_cap_period), as a share of the exchange's insurance at the start, "
+            "every pot: Drift's per-market caps by contract tier ($100M, $1M, $100k, $0); 0: "
+            "the fund never pays the market; 1: at most the whole starting fund",
             action=ActionRange(0.0, 1.0, False),
         ),
     )
 }
 
+
+#: Levers of a segmented fund on an exchange listing several markets
+#: (:class:`fundgym.envs.markets_env.MarketsInsuranceFundEnv` with ``fund_mode="segmented"``):
+#: one value per exchange, kept apart from :data:`LEVERS` (the one-market environment's action).
+SEGMENT_LEVERS: dict[str, Lever] = {
+    lever.name: lever
+    for lever in (
+        Lever(
+            name="segment_transfer_cap_frac",
+            unit="share of the segments' starting total, per tick",
+            bounds=Interval(0.0, math.inf),
+            default=0.0,
+            doc="the most a segmented fund's segments may lend one another per tick toward a "
+            "market its own segment cannot pay, as a share of the segments' starting total "
+            "(0: forbidden, isolation; inf: pooled)",
+            action=ActionRange(0.0, 0.05, False),
+        ),
+    )
+}
 
 #: Levers set per collateral asset on an exchange whose accounts post collateral assets
 #: (:class:`fundgym.envs.markets_simulator.MarketsSimulator`,

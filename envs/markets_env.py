@@ -22,7 +22,7 @@ from fundgym.envs.controls import allocation_weights
 from fundgym.envs.core.params import AdlPolicy, LiquidationMode, RiskParams
 from fundgym.envs.core.step import margin_state
 from fundgym.envs.fund.portfolio import BUCKETS
-from fundgym.envs.levers import COLLATERAL_LEVERS, LEVERS, MARKET_LEVERS, Lever
+from fundgym.envs.levers import COLLATERAL_LEVERS, LEVERS, MARKET_LEVERS, SEGMENT_LEVERS, Lever
 from fundgym.envs.market.price import MINUTES_PER_YEAR
 from fundgym.envs.markets_simulator import MarketsPopulation, MarketsSimulator
 from fundgym.envs.rewards import DecisionTotals, RewardWeights, combine, reward_components
@@ -88,10 +88,11 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     ## Action Space
 
     A ``Box(-1, 1, (K + 3 M + A,), float32)``: the levers' positions, mapped onto their action
-    ranges by the lever registry (:data:`fundgym.envs.levers.LEVERS`, ``MARKET_LEVERS`` and
-    ``COLLATERAL_LEVERS``), ``A`` the scenario's collateral assets.
-    ``K = 7`` with a shared fund (three exchange levers and four allocation logits), ``K = 3``
-    with a segmented one (its segments are cash).
+    ranges by the lever registry (:data:`fundgym.envs.levers.LEVERS`, ``MARKET_LEVERS``,
+    ``COLLATERAL_LEVERS`` and ``SEGMENT_LEVERS``), ``A`` the scenario's collateral assets.
+    ``K = 7`` with a shared fund (three exchange levers and four allocation logits), ``K = 4``
+    with a segmented one (its segments are cash; the cap on what they lend one another), 3
+    under ``dydx_v4`` (whose segments never lend).
 
     | Num | Lever | Range | Scale |
     |-----|-------|-------|-------|
@@ -99,9 +100,10 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     | 1 | liquidation_fee_fund_share | 0 .. 1 | lin |
     | 2 | trading_fee_fund_share | 0 .. 1 | lin |
     | 3-6 (shared) | alloc_stable/yield/volatile/hedge | logits: softmax(3 x logits) | lin |
+    | 3 (segmented) | segment_transfer_cap_frac | 0 .. 5% of the segments' start a tick | lin |
     | K .. K+M-1 | market_mmr_mult of market 0 .. M-1 | 0.5 .. 4 x the exchange's margin | log |
     | K+M .. K+2M-1 | market_oi_cap_frac of market 0 .. M-1 | 0.25 .. 4 x its starting OI | log |
-    | K+2M .. K+3M-1 | market_fund_cap_frac of market 0 .. M-1 | 0 .. 1 x its pot's start | lin |
+    | K+2M .. K+3M-1 | market_fund_cap_frac of market 0 .. M-1 | 0 .. 1 x the fund's start | lin |
     | K+3M .. K+3M+A-1 | collateral_haircut_frac of asset 0 .. A-1 | 0 .. 90% of its price | lin |
 
     The fund is rebalanced toward the allocation when the weights move by more than
@@ -114,11 +116,11 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
 
     A fund cap is the most the fund pays toward the market's shortfalls over the episode
     (``fund_cap_period``, default ``episode``, Drift's cumulative cap; ``tick``: anew every
-    tick), as a share of the starting value of the pot that backs it: position -1 (0) and the
+    tick), as a share of the exchange's starting insurance (every pot): position -1 (0) and the
     fund never pays the market, its shortfalls go to ADL and socialisation (Drift's $0 tier);
-    the default, +1 (the pot's start), binds only if fee income lets one market draw more than
-    the whole starting fund. Capping a thin alt keeps its crash from draining a shared fund
-    that BTC and ETH also rely on.
+    the default, +1 (the whole starting fund), binds only if fee income lets one market draw
+    more than that. Capping a thin alt keeps its crash from draining a shared fund that BTC
+    and ETH also rely on; segmented, what other segments lend a market counts against it.
 
     A haircut is the share of a collateral asset's price the venue does not count toward
     margin, in force from the next tick for every account holding the asset (the default
@@ -152,6 +154,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     | 22 + 9m | market m: its OI cap in force | action units |
     | 23 + 9m | market m: its fund cap in force | action units |
     | 15 + 9M + a | collateral asset a: its haircut in force | action units |
+    | 15 + 9M + A | segmented: the transfer cap in force (last) | action units |
 
     ## Rewards
 
@@ -208,7 +211,9 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
       (``liquidator_capacity_mult``, default 1: before, 0);
       a fund cap per market in the action (``market_fund_cap_frac``, after the OI caps) and
       in each market's observation block (last), ``fund_cap_period``; each collateral
-      asset's haircut in the action and the observation (last, after the markets); the
+      asset's haircut in the action and the observation (last, after the markets); a
+      segmented fund's transfer cap (``segment_transfer_cap_frac``, after the exchange levers;
+      its value last in the observation) and ``info["fund_transfer_usd"]``; the
       insolvency end (``insolvency_frac``, ``info["uncovered_usd"]``; before, truncation
       only).
     """
@@ -285,17 +290,28 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             vault_adl_loss_frac=vault_adl_loss_frac,
             fund_cap_period=fund_cap_period,
         )
-        self.exchange_levers = EXCHANGE_LEVERS + (ALLOCATION_LEVERS if self._shared else ())
+        # A shared fund's allocation; a segmented fund's transfer cap between its segments
+        # (not under dydx_v4, which pays a fill whole from its market's fund or rejects it).
+        lends = not self._shared and self._engine.liquidation_mode != "dydx_v4"
+        self.segment_levers: tuple[str, ...] = tuple(SEGMENT_LEVERS) if lends else ()
+        self.exchange_levers = (
+            EXCHANGE_LEVERS + (ALLOCATION_LEVERS if self._shared else ()) + self.segment_levers
+        )
         self.n_assets = self.sim.n_assets  # collateral assets: one haircut each
         haircut = COLLATERAL_LEVERS["collateral_haircut_frac"]
         self.levers: tuple[Lever, ...] = (
-            *(LEVERS[name] for name in self.exchange_levers),
+            *(LEVERS.get(name) or SEGMENT_LEVERS[name] for name in self.exchange_levers),
             *(MARKET_LEVERS[name] for name in PER_MARKET_LEVERS for _ in range(self.n_markets)),
             *(haircut for _ in range(self.n_assets)),
         )
         n_act = len(self.levers)
         self.action_space = spaces.Box(-1.0, 1.0, (n_act,), np.float32)
-        n_obs = len(EXCHANGE_OBS) + len(MARKET_OBS) * self.n_markets + self.n_assets
+        n_obs = (
+            len(EXCHANGE_OBS)
+            + len(MARKET_OBS) * self.n_markets
+            + self.n_assets
+            + len(self.segment_levers)
+        )
         self.observation_space = spaces.Box(-OBS_CLIP, OBS_CLIP, (n_obs,), np.float32)
         # The levers' defaults; each haircut's is the scenario's for its asset (or the one the
         # simulator was given), so the default action runs the scenario as written.
@@ -329,7 +345,8 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             for name in COLLATERAL_LEVERS
             for a in self.scenario.collateral_names
         )
-        return (*EXCHANGE_OBS, *blocks, *assets)
+        segments = tuple(f"param_{name}" for name in self.segment_levers)
+        return (*EXCHANGE_OBS, *blocks, *assets, *segments)
 
     # ---- Gymnasium -------------------------------------------------------------------------
 
@@ -368,6 +385,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         sums: dict[str, float] = {}
         paid = np.zeros(self.n_markets)
         adl = np.zeros(self.n_markets)
+        lent = np.zeros(sim.n_pots)
         row: dict[str, Any] | None = None
         for _ in range(self.ticks_per_decision):
             if sim.done:
@@ -393,6 +411,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             )
             paid += row["market_fund_paid_usd"][0]
             adl += row["market_adl_volume_usd"][0]
+            lent += row["fund_transfer_usd"][0]
         ext = float(sim.state.fund.external_pnl_usd[0]) - ext_before if self._shared else 0.0
         margins = self._margin(row)
         margin = float(margins[1].sum())
@@ -427,6 +446,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             "fund_pots_usd": pots.copy(),
             "market_fund_paid_usd": paid,
             "market_adl_volume_usd": adl,
+            "fund_transfer_usd": lent,
             "levers": self.lever_values(),
             "fund_weights": sim.fund_weights()[0],
             **sums,
@@ -469,6 +489,10 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             values["market_oi_cap_frac"],
             values["market_fund_cap_frac"],
             values.get("collateral_haircut_frac"),
+            # the segments' transfer cap, a share of their starting total per tick
+            None
+            if not self.segment_levers
+            else values["segment_transfer_cap_frac"] * float(self.sim.initial_fund_usd[0].sum()),
         )
         if rebalance:
             self._rebalance()
@@ -547,6 +571,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
                 *self.positions[k + m :: self.n_markets][: len(PER_MARKET_LEVERS)],
             ]
         assets = self.positions[len(self.positions) - self.n_assets :].tolist()
-        obs = np.asarray([*exchange, *blocks, *assets], dtype=np.float64)
+        segments = [self.positions[self.exchange_levers.index(n)] for n in self.segment_levers]
+        obs = np.asarray([*exchange, *blocks, *assets, *segments], dtype=np.float64)
         obs = np.nan_to_num(obs, nan=0.0, posinf=OBS_CLIP, neginf=-OBS_CLIP)
         return np.clip(obs, -OBS_CLIP, OBS_CLIP).astype(np.float32)

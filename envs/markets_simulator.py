@@ -336,8 +336,8 @@ class MarketsSimulator:
             it, when its markets' losses exhaust it (:meth:`_top_up_segments`).
         fund_injection_max: Top-ups at most per episode (per segment, segmented), a whole
             number in [0, 1000].
-        market_fund_cap_frac: ``(M,)`` each market's cap as a share of the starting value of
-            the pot that backs it (``market_fund_cap_frac``, :data:`~fundgym.envs.levers.
+        market_fund_cap_frac: ``(M,)`` each market's cap as a share of the exchange's starting
+            insurance, every pot (``market_fund_cap_frac``, :data:`~fundgym.envs.levers.
             MARKET_LEVERS`; ``inf``: none, the default): the cap in force is the smaller of
             this and ``fund_cap_usd``, per exchange, for the same period.
         fund_cap_period: ``"tick"`` (the default): each cap holds per tick, anew every
@@ -418,17 +418,6 @@ class MarketsSimulator:
             )
         self.fund_injection_frac = float(fund_injection_frac)
         self.fund_injection_max = int(fund_injection_max)
-        if isinstance(segment_transfer_cap_usd, bool) or not segment_transfer_cap_usd >= 0.0:
-            raise ValueError(
-                "segment_transfer_cap_usd must be >= 0 USD per tick (0: forbidden, inf: "
-                f"pooled), got {segment_transfer_cap_usd!r}"
-            )
-        if segment_transfer_cap_usd > 0.0 and fund_mode != "segmented":
-            raise ValueError(
-                "segment_transfer_cap_usd caps transfers between segments: fund_mode "
-                f"'segmented' only, got fund_mode {fund_mode!r}"
-            )
-        self.segment_transfer_cap_usd = float(segment_transfer_cap_usd)
         if collateral_price not in COLLATERAL_SOURCES:
             raise ValueError(
                 f"collateral_price must be one of {list(COLLATERAL_SOURCES)}, "
@@ -438,12 +427,8 @@ class MarketsSimulator:
         vault_loss_frac("partial", vault_adl_loss_frac)  # checked before any work
         self.vault_adl_loss_frac = vault_adl_loss_frac
         risk = self._engine(risk if risk is not None else RiskParams())
-        if segment_transfer_cap_usd > 0.0 and risk.liquidation_mode == "dydx_v4":
-            raise ValueError(
-                f"segment_transfer_cap_usd = {segment_transfer_cap_usd!r} with liquidation_mode "
-                "'dydx_v4': dYdX pays a fill whole from its market's fund or rejects it, and "
-                "lending between segments is not built for it; allowed: 0"
-            )
+        _check_transfer_cap(segment_transfer_cap_usd, fund_mode, risk.liquidation_mode)
+        self.segment_transfer_cap_usd = float(segment_transfer_cap_usd)
         n_mkt = scenario.n_markets
         # The markets whose assets (and puts) the shared fund holds, and their weights (None:
         # one market, the one-asset fund of one market's arithmetic).
@@ -509,6 +494,7 @@ class MarketsSimulator:
         market_oi_cap_frac: Sequence[float] | None = None,
         market_fund_cap_frac: Sequence[float] | None = None,
         collateral_haircut_frac: Sequence[float] | None = None,
+        segment_transfer_cap_usd: float | None = None,
     ) -> None:
         """Put ``risk``, each market's levers and each collateral asset's haircut in force.
 
@@ -517,6 +503,8 @@ class MarketsSimulator:
         over the episode counts what the fund has already paid the market. A haircut moves
         every account's margin at once (the assets they hold are valued at the venue's price
         less it), not the ledger, which counts collateral at its price.
+        ``segment_transfer_cap_usd``: what the segments may lend one another per tick from
+        the next tick (``None``: the one in force; checked as the constructor's).
 
         Raises:
             ValueError: What the constructor refuses (a vault without a venue mode, a
@@ -531,6 +519,9 @@ class MarketsSimulator:
             if collateral_haircut_frac is None
             else _haircuts(self.scenario, collateral_haircut_frac)
         )
+        if segment_transfer_cap_usd is not None:
+            _check_transfer_cap(segment_transfer_cap_usd, self.fund_mode, risk.liquidation_mode)
+            self.segment_transfer_cap_usd = float(segment_transfer_cap_usd)
         self.risk = risk
         self.market_mmr_mult = mults
         self.market_oi_cap_frac = caps
@@ -734,16 +725,16 @@ class MarketsSimulator:
         return self.state.fund_usd[:, None].copy()
 
     def fund_caps_usd(self) -> FloatArray:
-        """Each market's cap in force, USD: ``(M,)``, or ``(E, M)`` with a share of its pot.
+        """Each market's cap in force, USD: ``(M,)``, or ``(E, M)`` with a share of the fund.
 
-        The smaller of ``fund_cap_usd`` and ``market_fund_cap_frac`` x the starting value of
-        the pot that backs the market (``inf``: none).
+        The smaller of ``fund_cap_usd`` and ``market_fund_cap_frac`` x the exchange's
+        starting insurance (every pot: the shared fund, or the segments' total, so that what
+        other segments lend a market counts against its cap but a cap of 1 never stops it;
+        ``inf``: none).
         """
         if np.isinf(self.market_fund_cap_frac).all():
             return self.fund_cap_usd
-        start = self.initial_fund_usd[:, self.fund_groups if self.fund_mode == "segmented" else 0]
-        if start.ndim == 1:  # the shared fund: one pot for every market
-            start = np.repeat(start[:, None], self.n_markets, axis=1)
+        start = np.repeat(self.initial_fund_usd.sum(axis=1)[:, None], self.n_markets, axis=1)
         none = np.isinf(self.market_fund_cap_frac)[None, :]
         finite = np.where(none, 0.0, self.market_fund_cap_frac[None, :])  # no inf x 0 below
         share = np.where(none, np.inf, finite * start)
@@ -1305,6 +1296,26 @@ def _groups(mode: str, groups: Sequence[int] | None, n_mkt: int) -> np.ndarray[A
     if not np.array_equal(used, np.arange(used.size)):
         raise ValueError(f"fund_groups must use every segment 0 .. G - 1, got {groups!r}")
     return g.astype(np.int64)
+
+
+def _check_transfer_cap(cap: float, fund_mode: str, liquidation_mode: str | None) -> None:
+    """A segment transfer cap: >= 0 USD a tick, segmented only, not under ``dydx_v4``."""
+    if isinstance(cap, bool) or not cap >= 0.0:
+        raise ValueError(
+            "segment_transfer_cap_usd must be >= 0 USD per tick (0: forbidden, inf: "
+            f"pooled), got {cap!r}"
+        )
+    if cap > 0.0 and fund_mode != "segmented":
+        raise ValueError(
+            "segment_transfer_cap_usd caps transfers between segments: fund_mode "
+            f"'segmented' only, got fund_mode {fund_mode!r}"
+        )
+    if cap > 0.0 and liquidation_mode == "dydx_v4":
+        raise ValueError(
+            f"segment_transfer_cap_usd = {cap!r} with liquidation_mode "
+            "'dydx_v4': dYdX pays a fill whole from its market's fund or rejects it, and "
+            "lending between segments is not built for it; allowed: 0"
+        )
 
 
 def _fund_cap_fracs(fracs: Sequence[float] | None, scenario: Scenario) -> FloatArray:

@@ -140,7 +140,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--market-fund-cap-frac",
         default=None,
         metavar="F,F,...",
-        help="the same caps as shares of the starting value of the pot that backs each market, "
+        help="the same caps as shares of the exchange's starting insurance (every pot), "
         "in market order, each >= 0 or inf (0: the fund never pays the market; default: none); "
         "with --fund-cap-usd the smaller cap holds",
     )

@@ -72,12 +72,19 @@ def test_layouts_are_flat_and_named() -> None:
         "param_market_fund_cap_frac[ENJ]",
     )
     assert obs_names[-1] == f"param_collateral_haircut_frac[{env.scenario.collateral_names[-1]}]"
-    # a segmented fund's segments are cash: no allocation levers
+    # a segmented fund's segments are cash: no allocation levers, but the cap on what they
+    # may lend one another (last in the observation); not under dydx_v4, which never lends
     seg = _env(scenario=load_scenario("oct_10_2025_multi"), fund_mode="segmented")
-    assert (
-        seg.action_space.shape == (3 + 3 * m + a,)
-        and seg.action_names()[3] == "market_mmr_mult[BTC]"
+    assert seg.action_space.shape == (4 + 3 * m + a,)
+    assert seg.action_names()[3:5] == ("segment_transfer_cap_frac", "market_mmr_mult[BTC]")
+    assert seg.observation_space.shape == (len(EXCHANGE_OBS) + len(MARKET_OBS) * m + a + 1,)
+    assert seg.observation_names()[-1] == "param_segment_transfer_cap_frac"
+    dydx = _env(
+        scenario=load_scenario("oct_10_2025_multi"),
+        fund_mode="segmented",
+        liquidation_mode="dydx_v4",
     )
+    assert dydx.action_space.shape == (3 + 3 * m + a,)
 
 
 def test_actions_map_through_the_lever_registry() -> None:
@@ -262,6 +269,34 @@ def test_an_insolvent_exchange_ends_the_episode() -> None:
     for bad in (0.0, -1.0, float("nan"), 11.0, True):
         with pytest.raises(ValueError, match="insolvency_frac must lie in"):
             _env(insolvency_frac=bad)
+
+
+def test_the_segments_lend_the_alt_within_the_cap_the_action_sets() -> None:
+    """Segmented on the alt's crash: at -1 (0, the default) no segment lends; at +1 (5% of the
+    segments' starting total a tick) BTC's and ETH's segments lend the alt's, within the cap.
+
+    ``info["fund_transfer_usd"]`` is what each segment lent less what it borrowed over the
+    decision: its entries sum to zero.
+    """
+    lent = {}
+    for position in (-1.0, 1.0):
+        env = _env(fund_mode="segmented", fund_to_oi_frac=0.002)
+        env.reset(seed=3)
+        action = env._default_positions.astype(np.float32).copy()
+        action[env.action_names().index("segment_transfer_cap_frac")] = position
+        total = np.zeros(env.sim.n_pots)
+        truncated = terminated = False
+        while not (truncated or terminated):
+            obs, _, terminated, truncated, info = env.step(action)
+            assert abs(info["fund_transfer_usd"].sum()) < 1e-9
+            total += np.maximum(info["fund_transfer_usd"], 0.0)
+        cap = info["levers"]["segment_transfer_cap_frac"] * float(env._pots0.sum())
+        assert env.sim.segment_transfer_cap_usd == pytest.approx(cap)
+        assert obs[-1] == pytest.approx(position)
+        assert env.sim.max_ledger_error_usd < 1e-6
+        assert total.sum() <= cap * env.sim.t + 1e-9
+        lent[position] = total.sum()
+    assert lent[-1.0] == 0.0 and lent[1.0] > 0.0
 
 
 def test_a_higher_alt_margin_liquidates_and_locks_more_at_once() -> None:

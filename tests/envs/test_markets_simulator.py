@@ -311,22 +311,22 @@ def test_per_market_cap_limits_what_the_fund_pays_the_alt() -> None:
 
 @pytest.mark.parametrize("mode", ["shared", "segmented"])
 def test_a_fund_cap_as_a_share_of_the_pot_is_that_many_dollars(mode: str) -> None:
-    """market_fund_cap_frac f is fund_cap_usd = f x the starting value of the market's pot.
+    """market_fund_cap_frac f is fund_cap_usd = f x the exchange's starting insurance.
 
     The same seed under either gives the same run to the bit, per tick and over the episode;
     a share of 0 and the fund never pays the alt (Drift's $0 tier).
     """
     sc = _short("alt_contagion", 700.0)
     kw: dict[str, Any] = {"n_envs": 1, "n_accounts": 1_000, "seed": 17, "fund_mode": mode}
-    start = MarketsSimulator(sc, **kw).initial_fund_usd[0]
-    alt_pot = start[-1] if mode == "segmented" else start[0]
+    start_usd = MarketsSimulator(sc, **kw).initial_fund_usd[0].sum()  # every pot's start
     for period in ("tick", "episode"):
         frac = _run(sc, market_fund_cap_frac=[np.inf, np.inf, 0.002], fund_cap_period=period, **kw)
-        usd = _run(sc, fund_cap_usd=[np.inf, np.inf, 0.002 * alt_pot], fund_cap_period=period, **kw)
+        caps = [np.inf, np.inf, 0.002 * start_usd]
+        usd = _run(sc, fund_cap_usd=caps, fund_cap_period=period, **kw)
         _same(frac, usd, 0, 0)
         assert frac.market_fund_paid_usd[:, 0, 2].sum() > 0.0
     capped = frac.market_fund_paid_usd[:, 0, 2].sum()  # over the episode: at most the cap
-    assert capped <= 0.002 * alt_pot * (1 + 1e-12)
+    assert capped <= 0.002 * start_usd * (1 + 1e-12)
     assert _run(sc, **kw).market_fund_paid_usd[:, 0, 2].sum() > capped  # it binds
     none = _run(sc, market_fund_cap_frac=[np.inf, np.inf, 0.0], **kw)
     assert (none.market_fund_paid_usd[:, :, 2] == 0.0).all()
