@@ -197,7 +197,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     ``adl_policy`` (``bitmex``), ``vault_to_oi_frac`` (0: no backstop vault; a vault needs a
     venue mode that hands accounts to it), ``vault_adl_loss_frac`` (the vault's loss limit,
     ``None``: the mode's own, :mod:`fundgym.envs.core.vault`), ``liquidator_capacity_mult``
-    (outside liquidators' capacity, ``None``: the lever's default, 1) and ``fund_cap_period``
+    (outside liquidators' capacity, ``None``: the lever's default, 1), ``fund_cap_period``
     (``episode``, the default, or ``tick``: what the per-market fund caps hold over) and
     ``insolvency_frac`` (0.05: the uncovered loss, as a share of the starting open interest,
     that ends the episode).
@@ -372,8 +372,8 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         if a.shape != self.action_space.shape:
             raise ValueError(
                 f"action must have shape {self.action_space.shape} ({len(self.exchange_levers)} "
-                "exchange levers, then each per-market lever for every market), got "
-                f"{a.shape}"
+                "exchange levers, then each per-market lever for every market, then a haircut "
+                f"per collateral asset: env.action_names()), got {a.shape}"
             )
         if not np.isfinite(a).all():
             raise ValueError(f"action must be finite, got {a.tolist()}")
