@@ -271,23 +271,6 @@ def test_outside_liquidators_take_flow_across_markets_when_paid(
     assert absorbed["1"] > 0.0 and absorbed["0"] == 0.0
 
 
-@pytest.mark.parametrize(
-    ("args", "fragment"),
-    [
-        (["--liquidator-capacity-mult", "-1"], "--liquidator-capacity-mult must lie in [0, 100]"),
-        (["--liquidator-capacity-mult", "nan"], "--liquidator-capacity-mult must lie in [0, 100]"),
-    ],
-)
-def test_bad_liquidator_capacity_is_refused_before_any_run(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], fragment: str
-) -> None:
-    out = tmp_path / "never"
-    assert main(["markets", *args, "--out", str(out), "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert fragment in err and "Traceback" not in err
-    assert not out.exists()
-
-
 def test_a_basket_fund_asset_is_held_and_recorded(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -299,28 +282,6 @@ def test_a_basket_fund_asset_is_held_and_recorded(
     capsys.readouterr()
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["fund_asset"] == {"BTC": 0.5, "ALT": 0.5}
-
-
-@pytest.mark.parametrize(
-    ("value", "fragment"),
-    [
-        ("DOGE", "'DOGE' is not a market of 'alt_contagion'"),
-        ("BTC:0.5,DOGE:0.5", "'DOGE:0.5' is not MARKET:WEIGHT with a market"),
-        ("BTC:0.5,BTC:0.5", "'BTC' is named twice"),
-        ("BTC:0.5,ALT:x", "the weight of 'ALT' must be a number > 0, got 'x'"),
-        ("BTC:0.5,ALT:0", "the weight of 'ALT' must be a number > 0, got '0'"),
-        ("BTC:0.5,ALT:0.6", "the weights must sum to 1, got 1.1"),
-    ],
-)
-def test_a_bad_fund_asset_is_refused_before_any_run(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, fragment: str
-) -> None:
-    out = tmp_path / "never"
-    args = ["markets", "--fund-asset", value, "--out", str(out), "--no-progress"]
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert fragment in err and "Traceback" not in err
-    assert not out.exists()
 
 
 def test_a_fund_cap_as_a_share_of_the_pot_reaches_the_simulator(tmp_path: Path) -> None:
@@ -335,19 +296,26 @@ def test_a_fund_cap_as_a_share_of_the_pot_reaches_the_simulator(tmp_path: Path) 
 
 
 @pytest.mark.parametrize(
-    ("value", "fragment"),
+    ("option", "value", "fragment"),
     [
-        ("1,1,-1", "--market-fund-cap-frac: each share must be >= 0 (or inf)"),
-        ("1,1", "--market-fund-cap-frac must give one number >= 0 (or inf) for each of 3"),
-        ("1,x,1", "--market-fund-cap-frac must be comma-separated numbers"),
+        ("--liquidator-capacity-mult", "-1", "--liquidator-capacity-mult must lie in [0, 100]"),
+        ("--liquidator-capacity-mult", "nan", "--liquidator-capacity-mult must lie in [0, 100]"),
+        ("--fund-asset", "DOGE", "'DOGE' is not a market of 'alt_contagion'"),
+        ("--fund-asset", "BTC:0.5,DOGE:0.5", "'DOGE:0.5' is not MARKET:WEIGHT with a market"),
+        ("--fund-asset", "BTC:0.5,BTC:0.5", "'BTC' is named twice"),
+        ("--fund-asset", "BTC:0.5,ALT:x", "the weight of 'ALT' must be a number > 0, got 'x'"),
+        ("--fund-asset", "BTC:0.5,ALT:0", "the weight of 'ALT' must be a number > 0, got '0'"),
+        ("--fund-asset", "BTC:0.5,ALT:0.6", "the weights must sum to 1, got 1.1"),
+        ("--market-fund-cap-frac", "1,1,-1", "--market-fund-cap-frac: each share must be >= 0"),
+        ("--market-fund-cap-frac", "1,1", "must give one number >= 0 (or inf) for each of 3"),
+        ("--market-fund-cap-frac", "1,x,1", "--market-fund-cap-frac must be comma-separated"),
     ],
 )
-def test_a_bad_fund_cap_share_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, fragment: str
+def test_a_bad_new_option_is_refused_before_any_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, fragment: str
 ) -> None:
     out = tmp_path / "never"
-    args = ["markets", "--market-fund-cap-frac", value, "--out", str(out), "--no-progress"]
-    assert main(args) == 2
+    assert main(["markets", option, value, "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err
     assert not out.exists()
