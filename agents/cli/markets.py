@@ -30,6 +30,7 @@ from fundgym.agents.cli.guards import (
     load_scenario_checked,
 )
 from fundgym.agents.evaluate.markets_policy import market_risk
+from fundgym.agents.evaluate.plots import plot_markets_run
 from fundgym.agents.outputs import directory_in_place, output_lock, progress_bar
 from fundgym.envs.core.params import RiskParams
 from fundgym.envs.levers import LEVERS
@@ -43,7 +44,14 @@ from fundgym.envs.markets_simulator import (
 from fundgym.envs.scenarios import Scenario
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
-FILES = ("markets.csv", "per_market.csv", "markets.md", "config.yaml", "command.txt")
+FILES = (
+    "markets.csv",
+    "per_market.csv",
+    "markets.md",
+    "markets.png",
+    "config.yaml",
+    "command.txt",
+)
 
 
 def _is_markets_dir(path: Path) -> bool:
@@ -76,8 +84,9 @@ own is 2% of its capital).
 
 --out DIR (optional) receives markets.csv (one row per configuration and episode),
 per_market.csv (one row per configuration, episode and market), markets.md (the tables),
-config.yaml (the resolved arguments and scenario name) and command.txt, built under a
-temporary name and renamed into place.
+markets.png (each configuration's insurance and users' loss over the episode, beside the
+markets' indexes), config.yaml (the resolved arguments and scenario name) and command.txt,
+built under a temporary name and renamed into place.
 
 Exit codes: 0 done, 2 bad arguments (the message names the option, value and what is allowed).
 """
@@ -409,6 +418,7 @@ def main(args: argparse.Namespace) -> int:
             (tmp / "markets.csv").write_text(_csv(rows), encoding="utf-8")
             (tmp / "per_market.csv").write_text(_csv(market_rows), encoding="utf-8")
             (tmp / "markets.md").write_text(text + "\n", encoding="utf-8")
+            _plot(results, scenario, tmp / "markets.png")
             config = {
                 "command": "fundgym markets",
                 "scenario": scenario.name,
@@ -485,6 +495,31 @@ def _with_liquidators(risk: RiskParams, mult: float | None) -> RiskParams:
             f"--liquidator-capacity-mult must lie in [{bounds.low:g}, {bounds.high:g}], got {mult}"
         )
     return dataclasses.replace(risk, liquidator_capacity_mult=mult)
+
+
+def _plot(results: dict[str, MarketsResult], scenario: Scenario, out: Path) -> None:
+    """``markets.png``: each configuration's insurance and users' loss, and the markets' paths."""
+    first = next(iter(results.values()))
+    n = first.fund_usd.shape[0]
+    time_min = np.arange(1, n + 1, dtype=np.float64) * scenario.tick_minutes
+    configs = {}
+    for label, res in results.items():
+        start = res.initial_fund_usd.sum(axis=1)  # (E,)
+        pots = res.fund_usd.sum(axis=2)  # (n, E)
+        fund_frac = np.where(start > 0.0, pots / np.where(start > 0.0, start, 1.0), 0.0)
+        oi0 = res.initial_open_interest_usd.sum(axis=1)
+        loss = (
+            res.event("socialized_loss_usd")
+            + res.event("unrecovered_usd")
+            + res.event("adl_volume_usd")
+        )
+        configs[label] = {
+            "fund_frac": fund_frac.mean(axis=1),
+            "user_loss_frac": (np.cumsum(loss, axis=0) / oi0[None, :]).mean(axis=1),
+        }
+    index = {name: first.index_price[:, 0, m] for m, name in enumerate(first.market_names)}
+    title = f"fundgym markets: {scenario.name}"
+    plot_markets_run(time_min, configs, index, title, out, start_utc=scenario.start_utc)
 
 
 def _label(mode: str, source: str, scenario: Scenario) -> str:

@@ -404,6 +404,55 @@ def plot_markets(
     save_atomic(fig, out)
 
 
+def plot_markets_run(
+    time_min: FloatArray,
+    configs: dict[str, dict[str, FloatArray]],
+    index: dict[str, FloatArray],
+    title: str,
+    out: Path,
+    *,
+    start_utc: str | None = None,
+) -> None:
+    """What ``fundgym markets`` compared, over the episode: the funds, the users' loss, the prices.
+
+    One line per configuration (a fund mode, a collateral price): the insurance it holds (every
+    pot) as a share of its start, and the users' cumulative loss (socialised, unrecovered,
+    deleveraged notional) as a share of the starting open interest, each the mean over the
+    episodes; below, each market's index as a share of its start (the first configuration's
+    first episode), so the crash that drives them is on the same time axis.
+
+    Args:
+        time_min: Minutes since the episode start at each tick.
+        configs: Configuration label -> its ``fund_frac`` and ``user_loss_frac`` per tick.
+        index: Market name -> its index per tick.
+        title: Figure title.
+        out: PNG path.
+        start_utc: The scenario's ``start_utc``, or None (see :func:`plot_scenario`).
+    """
+    time = TimeAxis.of(start_utc, title)
+    x = time.x(time_min)
+    fig, axes = plt.subplots(3, 1, figsize=(10, 8.5), sharex=True, height_ratios=[2, 2, 2])
+    colors = plt.get_cmap("tab10")
+    for k, (label, cols) in enumerate(configs.items()):
+        axes[0].plot(x, cols["fund_frac"] * 100.0, lw=1.2, color=colors(k % 10), label=label)
+        axes[1].plot(x, cols["user_loss_frac"] * 1e4, lw=1.2, color=colors(k % 10), label=label)
+    axes[0].set_ylabel("insurance, % of start")
+    axes[0].legend(loc="best", fontsize=8)
+    axes[0].set_title(title)
+    axes[1].set_ylabel("users' loss,\nbps of start OI")
+    low = 1.0
+    for k, (name, series) in enumerate(index.items()):
+        rel = series / series[0]
+        low = min(low, float(rel.min()))
+        axes[2].plot(x, rel * 100.0, lw=1.4 if k == 0 else 0.9, color=colors(k % 10), label=name)
+    if low < 0.02:
+        axes[2].set_yscale("log")
+    axes[2].set_ylabel("index, % of start")
+    axes[2].legend(loc="best", fontsize=7, ncol=3)
+    time.format(axes[-1])
+    save_atomic(fig, out)
+
+
 def plot_crash(
     hours: FloatArray,
     mark: FloatArray,

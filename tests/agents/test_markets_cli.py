@@ -36,6 +36,7 @@ def test_markets_writes_tables_csvs_and_the_resolved_config(
     ]
     assert (out / "markets.md").read_text().startswith("fundgym markets: alt_contagion")
     assert (out / "command.txt").is_file()
+    assert (out / "markets.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the plot
     # every pot's payments toward a market add up to the episode's shortfall paid
     for r in rows:
         paid = sum(
