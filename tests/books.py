@@ -1,6 +1,6 @@
 """Shared test helpers: the books balance (fund non-negative, nothing NaN); a book's depth;
-a fixed-slippage impact model for hand-worked books; the outside liquidators' hand-worked
-risk parameters."""
+a fixed-slippage impact model for hand-worked books; the hand-worked cases' risk
+parameters."""
 
 import dataclasses
 from dataclasses import fields
@@ -69,9 +69,10 @@ class FixedSlippage:
         return mark * (1.0 - self.slippage_frac), mark * (1.0 + self.slippage_frac)
 
 
-def liquidator_params(**kw: Any) -> RiskParams:
+def worked_params(**kw: Any) -> RiskParams:
     """MMR 5%, IMR 10%, a 1% liquidation fee half to the fund, whole closes, no minimum: the
-    outside liquidators' hand-worked cases (one market and across markets), with ``kw``."""
+    hand-worked cases' risk parameters (the core step, the fund record, the venue modes, the
+    outside liquidators in one market and across markets), with ``kw`` replacing any."""
     base: dict[str, Any] = dict(
         mmr=0.05,
         imr=0.1,

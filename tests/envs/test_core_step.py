@@ -18,24 +18,15 @@ from fundgym.envs.core.step import StepEvents, core_step, margin_state
 from fundgym.envs.core.trading import deposit, execute_trades
 from fundgym.envs.fund.portfolio import receive
 from fundgym.envs.state import SimState, ledger_error
+from tests.books import worked_params
 
 APPROX = {"rel": 1e-12, "abs": 1e-9}
 
 
 def params(**kw):
-    base = dict(
-        mmr=0.05,
-        imr=0.1,
-        liquidation_fee_rate=0.01,
-        liquidation_fee_fund_share=0.5,
-        max_liquidation_fraction=1.0,
-        min_liquidation_notional_usd=0.0,
-        # The book stage alone: outside liquidators (tests/envs/test_liquidators.py) would
-        # take part of the flow at the oracle once paid half the fee.
-        liquidator_capacity_mult=0.0,
-    )
-    base.update(kw)
-    return RiskParams(**base)
+    # The book stage alone: outside liquidators (tests/envs/test_liquidators.py) would take
+    # part of the flow at the oracle once paid half the fee.
+    return worked_params(**{"liquidator_capacity_mult": 0.0, **kw})
 
 
 def impact_for(notional_usd, slippage=0.001):

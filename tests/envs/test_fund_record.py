@@ -9,6 +9,7 @@ from fundgym.envs.core.impact import SqrtImpact
 from fundgym.envs.core.params import MarginTiers, RiskParams
 from fundgym.envs.core.step import core_step
 from fundgym.envs.state import SimState
+from tests.books import worked_params
 
 
 def test_record_stacks_steps_and_totals():
@@ -16,17 +17,9 @@ def test_record_stacks_steps_and_totals():
     # step 2: nothing happens; step 3: a second exchange-wide zero step. The book fills the
     # 9,400 sold 0.1% below the mark: 9,390.6, fee 1% = 93.906.
     state = SimState.create([[1000.0]], [[1.0]], [[10_000.0]], 1000.0)
-    p = RiskParams(
-        mmr=0.05,
-        imr=0.1,
-        liquidation_fee_rate=0.01,
-        liquidation_fee_fund_share=0.5,
-        max_liquidation_fraction=1.0,
-        min_liquidation_notional_usd=0.0,
-        # The book stage alone: outside liquidators (tests/envs/test_liquidators.py) would
-        # take part of the flow at the oracle once paid half the fee.
-        liquidator_capacity_mult=0.0,
-    )
+    # The book stage alone: outside liquidators (tests/envs/test_liquidators.py) would take
+    # part of the flow at the oracle once paid half the fee.
+    p = worked_params(liquidator_capacity_mult=0.0)
     record = FundRecord(state.fund_usd)
     for mark in (9_400.0, 9_000.0, 8_000.0):
         ev = core_step(state, p, np.array([mark]), SqrtImpact.for_slippage(9_400.0, 0.001))

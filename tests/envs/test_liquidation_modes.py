@@ -24,26 +24,16 @@ from fundgym.envs.core.params import LIQUIDATION_MODES, RiskParams
 from fundgym.envs.core.step import core_step
 from fundgym.envs.schema import SchemaError
 from fundgym.envs.state import SimState
-from tests.books import assert_books_balance, depth_for
+from tests.books import assert_books_balance, depth_for, worked_params
 
 APPROX = {"rel": 1e-12, "abs": 1e-9}
 
 
 def params(mode, **kw):
-    base = dict(
-        mmr=0.05,
-        imr=0.1,
-        liquidation_fee_rate=0.01,
-        liquidation_fee_fund_share=0.5,
-        max_liquidation_fraction=0.25,
-        min_liquidation_notional_usd=0.0,
-        # The book stage alone: outside liquidators (tests/envs/test_liquidators.py) would
-        # take part of the flow at the oracle once paid half the fee.
-        liquidator_capacity_mult=0.0,
-        liquidation_mode=mode,
-    )
-    base.update(kw)
-    return RiskParams(**base)
+    # The book stage alone: outside liquidators (tests/envs/test_liquidators.py) would take
+    # part of the flow at the oracle once paid half the fee.
+    base = {"max_liquidation_fraction": 0.25, "liquidator_capacity_mult": 0.0}
+    return worked_params(**{**base, "liquidation_mode": mode, **kw})
 
 
 def one_long(fund=1000.0):

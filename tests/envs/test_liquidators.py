@@ -16,7 +16,7 @@ from fundgym.envs.core.liquidators import liquidator_capacity_usd
 from fundgym.envs.core.step import core_step
 from fundgym.envs.state import SimState
 from tests.books import assert_books_balance
-from tests.books import liquidator_params as params
+from tests.books import worked_params as params
 
 APPROX = {"rel": 1e-12, "abs": 1e-9}
 

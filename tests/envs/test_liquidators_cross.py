@@ -32,7 +32,7 @@ from fundgym.envs.markets_simulator import MarketsSimulator
 from fundgym.envs.scenarios import load_scenario
 from fundgym.envs.state import SimState
 from tests.books import assert_books_balance
-from tests.books import liquidator_params as params
+from tests.books import worked_params as params
 
 APPROX = {"rel": 1e-12, "abs": 1e-9}
 MARKS = np.array([[9_400.0, 940.0]])
