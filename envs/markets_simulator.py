@@ -433,11 +433,6 @@ class MarketsSimulator:
         # The markets whose assets (and puts) the shared fund holds, and their weights (None:
         # one market, the one-asset fund of one market's arithmetic).
         self.fund_markets, self.fund_basket = _fund_basket(fund_asset, scenario)
-        self.fund_asset: int | dict[int, float] = (
-            self.fund_markets[0]
-            if self.fund_basket is None
-            else dict(zip(self.fund_markets, self.fund_basket.tolist(), strict=True))
-        )
         self.allocation = allocation or AllocationParams()
         self.fund_allocation = None if fund_allocation is None else _weights(fund_allocation)
         if self.fund_allocation is not None and fund_mode != "shared":
@@ -576,6 +571,13 @@ class MarketsSimulator:
             return np.tile([1.0, 0.0, 0.0, 0.0], (self.n_envs, 1))
         return self.state.fund.weights(*self._fund_marks(self.last_index))
 
+    @property
+    def fund_asset(self) -> int | dict[int, float]:
+        """The shared fund's listed asset: a market's index, or a basket ``{index: weight}``."""
+        if self.fund_basket is None:
+            return self.fund_markets[0]
+        return dict(zip(self.fund_markets, self.fund_basket.tolist(), strict=True))
+
     def _fund_marks(self, index: FloatArray) -> tuple[FloatArray, FloatArray]:
         """The fund's assets' prices at ``index`` ``(E, M)`` and their volatilities.
 
@@ -640,11 +642,9 @@ class MarketsSimulator:
         self.prev_oracle = np.zeros((E, M))  # the venue modes' intra-tick paths start here
         self.prev_book = np.zeros((E, M))
         self.vault_capital_usd = np.zeros(E)
-        # Segmented top-ups (fund_injection_frac): each segment's size, allowance and count.
+        # Segmented top-ups (fund_injection_frac): each segment's size and allowance left.
         self.segment_injection_usd = np.zeros((E, self.n_pots))
         self.segment_injections_left = np.zeros((E, self.n_pots))
-        self.segment_injections = np.zeros((E, self.n_pots))
-        self.segment_injected_usd = np.zeros((E, self.n_pots))
         for e in range(E):
             self._install(e)
         self.max_ledger_error_usd = 0.0
@@ -846,7 +846,7 @@ class MarketsSimulator:
             )
         events.attacker_withdrawn_usd = withdrawn
         if settled is not None:  # the settlements' debt, paid before this tick's engine
-            price, debt, paid = settled
+            price, debt, paid, _ = settled
             events.settlement_price = price
             events.bad_debt_usd += debt
             events.shortfall_usd += paid
@@ -952,7 +952,9 @@ class MarketsSimulator:
         st.net_deposits_usd -= took
         return took
 
-    def _settle(self, index: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray] | None:
+    def _settle(
+        self, index: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray] | None:
         """This tick's settlements (``docs/markets.md``, "Settlement across markets").
 
         Adds the tick's index to each settling market's window; a market whose settling tick
@@ -960,12 +962,14 @@ class MarketsSimulator:
         (:func:`~fundgym.envs.core.venue_events.settle_market`). The debt of accounts it left
         flat below zero goes to the shared fund, or under segmented funds to the market's own
         segment, within what it holds (no cap); the rest is unrecovered, the exchange's.
-        Returns ``(price, debt, paid)`` ``(E,)`` each (the last settling market's price, the
-        debts summed), or ``None`` when nothing settles this tick.
+        Returns ``(price, debt, paid, pot_debt)``: ``(E,)`` each (the last settling market's
+        price, the debts summed) and each pot's share of the debt ``(E, G)`` (its markets'),
+        or ``None`` when nothing settles this tick.
         """
         t = self.t
         st = self.state
         out = None
+        pot_debt = np.zeros((self.n_envs, self.n_pots))
         for j in np.flatnonzero((self.settle_from <= t) & (t <= self.settle_tick)):
             self.settle_sum[:, j] += index[:, j]
             if t != self.settle_tick[j]:
@@ -978,6 +982,7 @@ class MarketsSimulator:
                 has_assets,
             )  # fmt: skip
             paid = np.zeros(self.n_envs)
+            pot_debt[:, int(self.fund_groups[j])] += debt
             if (debt > 0.0).any():
                 if self.fund_mode == "shared":
                     pf = st.fund
@@ -991,15 +996,15 @@ class MarketsSimulator:
                     st.fund_segments_usd[:, g] -= paid
                 st.unrecovered_usd += debt - paid
             out = (price, debt, paid) if out is None else (price, out[1] + debt, out[2] + paid)
-        return out
+        return None if out is None else (*out, pot_debt)
 
     def _top_up_segments(self, events: StepEvents, settled: Any) -> None:
         """The venue's top-ups of segments, as ``inject_if_exhausted`` tops up the shared fund.
 
         A segment is topped up by its own ``segment_injection_usd`` (``fund_injection_frac`` x
         its markets' starting open interest) when this tick brought losses in its markets (what
-        a pot paid toward them, or what was socialised or left unrecovered there; a
-        settlement's debt counts for every segment) and left its cash at most
+        a pot paid toward them, or what was socialised or left unrecovered there, or a
+        settlement's debt in them) and left its cash at most
         :data:`~fundgym.envs.fund.portfolio.EXHAUSTED_FRAC` of one top-up, and it has an
         allowance left; the money comes from outside (a deposit).
         """
@@ -1013,8 +1018,8 @@ class MarketsSimulator:
         per_pot = np.zeros((self.n_envs, self.n_pots))
         for g in range(self.n_pots):
             per_pot[:, g] = lost[:, self.fund_groups == g].sum(axis=1)
-        if settled is not None:  # a settlement's debt: every pot stands behind it
-            per_pot += settled[1][:, None]
+        if settled is not None:  # a settlement's debt, on the segment that paid it
+            per_pot += settled[3]
         size = self.segment_injection_usd
         due = (
             (per_pot > 0.0)
@@ -1027,9 +1032,21 @@ class MarketsSimulator:
         amount = np.where(due, size, 0.0)
         st.fund_segments_usd += amount
         st.net_deposits_usd += amount.sum(axis=1)
-        self.segment_injections += due
         self.segment_injections_left -= due
-        self.segment_injected_usd += amount
+
+    @property
+    def segment_injections(self) -> FloatArray:
+        """``(E, G)`` top-ups each segment has had this episode (its allowance spent)."""
+        if self.fund_mode != "segmented":
+            return np.zeros((self.n_envs, self.n_pots))
+        out: FloatArray = self.fund_injection_max - self.segment_injections_left
+        return out
+
+    @property
+    def segment_injected_usd(self) -> FloatArray:
+        """``(E, G)`` what the top-ups added to each segment this episode, USD."""
+        out: FloatArray = self.segment_injections * self.segment_injection_usd
+        return out
 
     def vault_equity_usd(self, mark: FloatArray) -> FloatArray:
         """``(E,)`` the vault's cash plus every market's inventory at ``mark`` ``(E, M)``."""
