@@ -437,6 +437,21 @@ def test_the_venue_tops_up_the_segment_its_markets_exhausted() -> None:
     np.testing.assert_allclose(res.fund_injections, sim.segment_injections.sum(axis=1))
 
 
+def test_a_settlements_debt_tops_up_only_the_segment_that_paid_it() -> None:
+    """Every segment empty; a tick with no engine losses and a settlement's debt on the alt's
+    segment alone: the alt's segment is topped up, BTC's and ETH's are not."""
+    sim = MarketsSimulator(
+        load_scenario("alt_contagion"), n_accounts=50, fund_mode="segmented",
+        fund_injection_frac=0.01, fund_injection_max=1,
+    )  # fmt: skip
+    sim.state.fund_segments_usd[:] = 0.0
+    pot_debt = np.array([[0.0, 0.0, 100.0]])
+    one = np.array([100.0])
+    sim._top_up_segments(StepEvents.zeros(1), (one, one, np.zeros(1), pot_debt))
+    np.testing.assert_array_equal(sim.segment_injections, [[0.0, 0.0, 1.0]])
+    assert sim.state.fund_segments_usd[0, 2] == sim.segment_injection_usd[0, 2] > 0.0
+
+
 def test_a_cap_over_the_episode_is_spent_once_and_restored_at_reset() -> None:
     """Drift's cap is cumulative (quote_max_insurance less quote_settled_insurance).
 
