@@ -724,13 +724,9 @@ def rebalance(
     buy_hedge = np.where(buy_puts, np.where(roll, target_hedge, target_hedge - size), 0.0)
 
     sold = sell_yield + _over_assets(sell_vol) + _over_assets(sell_hedge)
-    cash = (
-        pf.stable_usd
-        + sell_yield
-        + _over_assets(sell_vol * (1.0 - slip))
-        + _over_assets(sell_hedge * (1.0 - spread))
-        - fee * sold
-    )
+    vol_proceeds = _over_assets(sell_vol * (1.0 - slip))  # what the sales bring, every asset
+    hedge_proceeds = _over_assets(sell_hedge * (1.0 - spread))
+    cash = pf.stable_usd + sell_yield + vol_proceeds + hedge_proceeds - fee * sold
     need = (
         buy_yield * (1.0 + fee)
         + _over_assets(buy_vol * (1.0 + fee))
@@ -754,8 +750,8 @@ def rebalance(
     pf.stable_usd[:] = np.maximum(
         pf.stable_usd
         + sell_yield
-        + _over_assets(sell_vol * (1.0 - slip))
-        + _over_assets(sell_hedge * (1.0 - spread))
+        + vol_proceeds
+        + hedge_proceeds
         - buy_yield
         - _over_assets(buy_vol)
         - _over_assets(buy_hedge * (1.0 + spread))
@@ -862,7 +858,8 @@ def pay(
     from_vol, all_vol = _draw(left, vol_proceeds)
     vol_sold = np.where(all_vol, vol_value, from_vol / (1.0 - slip))
     pf.volatile_units[:] = np.where(all_vol, 0.0, np.maximum(pf.volatile_units - vol_sold / p, 0))
-    left -= _over_assets(from_vol)
+    from_vol_usd = _over_assets(from_vol)
+    left -= from_vol_usd
 
     unit = pf.put_value_per_unit(p, v)
     put_value = pf.put_units * unit
@@ -873,13 +870,13 @@ def pay(
     units_before = pf.put_units.copy()
     pf.put_units[:] = np.where(all_puts, 0.0, np.maximum(pf.put_units - puts_sold / safe_unit, 0))
     _close_or_scale_puts(pf, units_before)
-    left -= _over_assets(from_puts)
+    from_puts_usd = _over_assets(from_puts)
+    left -= from_puts_usd
 
     paid = amount - np.maximum(left, 0.0)
     _book_cost(
         pf,
-        (_over_assets(vol_sold) - _over_assets(from_vol))
-        + (_over_assets(puts_sold) - _over_assets(from_puts)),
+        (_over_assets(vol_sold) - from_vol_usd) + (_over_assets(puts_sold) - from_puts_usd),
     )
     pf.paid_usd += paid
     out: FloatArray = paid
