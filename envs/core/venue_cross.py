@@ -241,6 +241,7 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
     taken_buy = np.zeros(n_mk)
     got_sell = np.zeros(n_mk)
     got_buy = np.zeros(n_mk)
+    fills = np.empty((4, n_mk))  # each market's book and liquidators' fills, per side
     paid_for = np.zeros(n_max, np.bool_)  # a leg whose fee pays them: solvent, no takeover
     solvent = np.zeros(n, np.bool_)
     loss_m = np.zeros(n_mk)
@@ -342,7 +343,7 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
         _price_legs(
             n_legs, leg_j, side, close, refused, paid_for, bp, sub[i], depth, max_impact, mult,
             fee_rate, fund_share, taken_sell, taken_buy, sells, buys, paid_sells, paid_buys,
-            got_sell, got_buy, price,
+            got_sell, got_buy, fills, price,
         )  # fmt: skip
         if mode in (LIQ_HYPERLIQUID, LIQ_DYDX_V4):
             cut = False
@@ -355,7 +356,7 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
                 _price_legs(
                     n_legs, leg_j, side, close, refused, paid_for, bp, sub[i], depth,
                     max_impact, mult, fee_rate, fund_share, taken_sell, taken_buy, sells, buys,
-                    paid_sells, paid_buys, got_sell, got_buy, price,
+                    paid_sells, paid_buys, got_sell, got_buy, fills, price,
                 )  # fmt: skip
         for j in range(n_mk):
             flow[i, j, 0] += sells[j]  # they hedge what they take: the whole flow moves prices
@@ -600,7 +601,7 @@ def _new_leg(  # type: ignore[no-untyped-def]
 def _price_legs(  # type: ignore[no-untyped-def]
     n_legs, leg_j, side, close, refused, paid_for, bp, oracle, depth, max_impact, mult, fee_rate,
     fund_share, taken_sell, taken_buy, sells, buys, paid_sells, paid_buys, got_sell, got_buy,
-    price,
+    fills, price,
 ):  # fmt: skip
     """Each market's sells and buys at its book (the legs not refused), and each leg's fill.
 
@@ -610,7 +611,8 @@ def _price_legs(  # type: ignore[no-untyped-def]
     (:func:`~fundgym.envs.core.kernels._side_prices`): of the legs they are paid for
     (``paid_for``), they take what that market's capacity at its ``oracle`` has left this
     tick (``taken_*``) at the oracle, the rest walking the book alone; a paid leg fills at
-    the average. ``got_*`` (``(M,)``) is what they took now.
+    the average. ``got_*`` (``(M,)``) is what they took now; ``fills`` ``(4, M)`` is scratch
+    (each market's book sell, liquidators' sell, book buy and liquidators' buy fill).
     """
     n_mk = bp.shape[0]
     for j in range(n_mk):
@@ -628,10 +630,7 @@ def _price_legs(  # type: ignore[no-untyped-def]
             else:
                 buys[j] += usd
                 paid_buys[j] += usd if paid_for[o] else 0.0
-    sell_px = np.empty(n_mk)
-    sell_liq = np.empty(n_mk)
-    buy_px = np.empty(n_mk)
-    buy_liq = np.empty(n_mk)
+    sell_px, sell_liq, buy_px, buy_liq = fills[0], fills[1], fills[2], fills[3]
     for j in range(n_mk):
         sell_px[j], sell_liq[j], buy_px[j], buy_liq[j], got_sell[j], got_buy[j] = _side_prices(
             sells[j], buys[j], paid_sells[j], paid_buys[j], mult, fee_rate, fund_share,
