@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from fundgym.envs.config import EnvConfig
@@ -79,3 +80,30 @@ def action_map(env: EnvConfig, centred: Sequence[str]) -> ActionMap:
     start = start_positions(dataclasses.asdict(env.fixed))
     cols = sorted(env.controlled.index(name) for name in centred)
     return ActionMap(tuple(cols), tuple(start[env.controlled[j]] for j in cols))
+
+
+def centred_on(start: Sequence[float] | FloatArray) -> ActionMap:
+    """Every action column centred on ``start`` (the positions action 0 holds).
+
+    The multi-market env's map with ``markets.centred``: ``start`` is its
+    :meth:`~fundgym.envs.markets_env.MarketsInsuranceFundEnv.default_action`, so a fresh
+    network's mean action runs the scenario as written.
+    """
+    return ActionMap(tuple(range(len(start))), tuple(float(x) for x in start))
+
+
+class CentredActions(gym.ActionWrapper[Any, Any, Any]):
+    """A multi-market env whose actions are moves from its levers' defaults (:func:`centred_on`).
+
+    What ``markets.centred`` trains on; a loaded run applies the same map to its network's
+    action before the unwrapped env (:mod:`fundgym.agents.evaluate.markets_runs`).
+    """
+
+    def __init__(self, env: Any) -> None:
+        """Wrap ``env``, which must have ``default_action()`` (the positions action 0 holds)."""
+        super().__init__(env)
+        self.map = centred_on(env.default_action())
+
+    def action(self, action: Any) -> Any:
+        """The env's target positions for the network's ``action``."""
+        return self.map(np.asarray(action, dtype=np.float64)[None])[0]

@@ -43,7 +43,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from fundgym.envs.config import EnvConfig
+from fundgym.envs.core.params import AdlPolicy, LiquidationMode
 from fundgym.envs.resources import TRAIN_CONFIG_DIR
+from fundgym.envs.rewards import RewardWeights
 from fundgym.envs.scenarios import load_scenario, require_single_market, scenario_names
 from fundgym.envs.schema import SchemaError, build, load_yaml
 
@@ -242,12 +244,50 @@ class CheckpointConfig(_Strict):
     keep: Int = Field(default=2, ge=1, le=1000)
 
 
+class MarketsConfig(_Strict):
+    """The multi-market environment a config trains on (``fundgym/MarketsInsuranceFund-v0``).
+
+    Its keys are :class:`~fundgym.envs.markets_env.MarketsInsuranceFundEnv`'s arguments. The
+    env controls every lever it has (the exchange's, one per market, a haircut per collateral
+    asset), so there is no ``controlled`` list; ``reward`` holds
+    :class:`~fundgym.envs.rewards.RewardWeights` fields (checked by the env's schema). Each
+    training exchange is one env, stepped by SB3's ``DummyVecEnv``.
+    """
+
+    scenario: str = "alt_contagion"
+    n_accounts: Int = Field(default=1_000, ge=1, le=1_000_000)
+    decision_minutes: Float = Field(default=10.0, gt=0.0, le=10_080.0)
+    fund_mode: Literal["shared", "segmented"] = "shared"
+    fund_groups: list[Int] | None = Field(default=None, max_length=4096)
+    collateral_price: Literal["book", "index", "redemption"] = "book"
+    fund_to_oi_frac: Float = Field(default=0.02, ge=0.0, le=1.0)
+    fund_asset: Int | str | dict[str, Float] = 0
+    rebalance_threshold: Float = Field(default=0.02, ge=0.0, le=2.0)
+    liquidation_mode: LiquidationMode = "partial"
+    adl_policy: AdlPolicy = "bitmex"
+    vault_to_oi_frac: Float = Field(default=0.0, ge=0.0, le=1.0)
+    vault_adl_loss_frac: OptionalFloat = Field(default=None, ge=0.0, le=1.0)
+    liquidator_capacity_mult: OptionalFloat = Field(default=None, ge=0.0, le=100.0)
+    fund_cap_period: Literal["tick", "episode"] = "episode"
+    insolvency_frac: Float = Field(default=0.05, gt=0.0, le=10.0)
+    reward: dict[str, Float] = Field(default_factory=dict)
+    #: Each action a move from its lever's default (``clip(default + 2 a, -1, 1)``,
+    #: :func:`fundgym.agents.action_map.centred_on`): action 0 runs the scenario as written,
+    #: where otherwise it asks for the middle of every lever's range. Not an env argument.
+    centred: StrictBool = False
+
+
 class TrainConfig(_Strict):
-    """A validated training config (the ``env`` section is an :class:`EnvConfig`)."""
+    """A validated training config (the ``env`` section is an :class:`EnvConfig`).
+
+    With a ``markets`` section (:class:`MarketsConfig`) the run trains on the multi-market
+    environment instead, and ``env`` holds the one-market defaults, unused.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     env: EnvConfig
+    markets: MarketsConfig | None = None
     algo: Algo = "ppo"
     policy: Literal["MlpPolicy"] = "MlpPolicy"
     hyperparameters: PPOLagrangianHyper | PPOHyper | A2CHyper | SACHyper | TD3Hyper
@@ -268,7 +308,9 @@ class TrainConfig(_Strict):
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain YAML-ready data (every default written out)."""
-        data = self.model_dump(mode="python", exclude={"env"})
+        if self.markets is not None:  # the one-market section is a placeholder: not written
+            return self.model_dump(mode="python", exclude={"env"})
+        data = self.model_dump(mode="python", exclude={"env", "markets"})
         env = dataclasses.asdict(self.env)
         env["controlled"] = list(env["controlled"])
         return {"env": env, **data}
@@ -411,6 +453,18 @@ def validate(data: dict[str, Any], source: str) -> TrainConfig:
     """Validate raw config data; raise :class:`ConfigError` listing every problem found."""
     problems: list[str] = []
     raw = dict(data)
+    if "markets" in raw and "env" in raw:
+        problems.append(
+            f"{source}: env = {raw['env']!r}: a multi-market config sets its environment in "
+            "markets: (MarketsInsuranceFund-v0); remove env (from the file and from the "
+            "defaults it names)"
+        )
+    markets_raw = raw.get("markets")
+    if isinstance(markets_raw, dict) and isinstance(markets_raw.get("reward"), dict):
+        try:  # the env's own schema: names the weight, its value and its range
+            build(RewardWeights, markets_raw["reward"], source, "markets.reward")
+        except SchemaError as exc:
+            problems.append(str(exc))
     env_raw = raw.pop("env", {})
     hyper_raw = raw.pop("hyperparameters", {}) or {}
     env: EnvConfig | None = None
@@ -451,6 +505,13 @@ def validate(data: dict[str, Any], source: str) -> TrainConfig:
                 f"n_envs = {hp.n_steps * cfg.n_envs} (one rollout)"
             ]
         )
+    if cfg.markets is not None and cfg.centred_levers:
+        raise ConfigError(
+            [
+                f"{source}: centred_levers = {cfg.centred_levers}: none with markets: (the "
+                "multi-market env's actions are positions in each lever's range)"
+            ]
+        )
     controlled = list(cfg.env.controlled)
     stray = [n for n in cfg.centred_levers if n not in controlled]
     if stray or len(set(cfg.centred_levers)) != len(cfg.centred_levers):
@@ -487,6 +548,9 @@ def check_scenarios(cfg: TrainConfig, source: str) -> None:
     Raises:
         ConfigError: One line per name that is neither, or a file the scenario schema refuses.
     """
+    if cfg.markets is not None:
+        _check_markets(cfg, cfg.markets, source)
+        return
     problems: list[str] = []
     named = [("env.scenario", cfg.env.scenario)]
     named += [(f"eval.scenarios.{i}", n) for i, n in enumerate(cfg.eval.scenarios)]
@@ -506,6 +570,69 @@ def check_scenarios(cfg: TrainConfig, source: str) -> None:
             problems.append(f"{source}: {where} = {name!r}: the file cannot be read ({exc})")
     if problems:
         raise ConfigError(problems)
+
+
+def _check_markets(cfg: TrainConfig, markets: MarketsConfig, source: str) -> None:
+    """:func:`check_scenarios` for a multi-market config: every scenario builds the same spaces.
+
+    Each scenario (``markets.scenario``; ``eval.scenarios``, where ``training`` is the training
+    scenario on held-out seeds) must list several markets, and build the env with the config's
+    settings (its fund groups, fund asset and engine checked against its markets) with the
+    training scenario's action and observation layout: one network acts on all of them.
+    """
+    from fundgym.envs.markets_env import MarketsInsuranceFundEnv
+
+    problems: list[str] = []
+    named = [("markets.scenario", markets.scenario)]
+    named += [
+        (f"eval.scenarios.{i}", n) for i, n in enumerate(cfg.eval.scenarios) if n != "training"
+    ]
+    layout: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    for where, name in named:
+        try:
+            scenario = load_scenario(name)
+        except SchemaError as exc:
+            problems.append(f"{source}: {where} = {name!r}: the scenario file is invalid: {exc}")
+            continue
+        except FileNotFoundError:
+            problems.append(
+                f"{source}: {where} = {name!r}: not a library scenario "
+                f"({', '.join(scenario_names())}) or a YAML file"
+            )
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{source}: {where} = {name!r}: the file cannot be read ({exc})")
+            continue
+        if scenario.n_markets < 2:
+            problems.append(
+                f"{source}: {where} = {name!r}: lists one market; markets: trains on a scenario "
+                "with a markets: section (alt_contagion, oct_10_2025_multi, luna_2022_multi)"
+            )
+            continue
+        try:  # one slot: the settings are checked against the scenario, nothing is simulated
+            env = MarketsInsuranceFundEnv(scenario, **markets_env_kwargs(markets, n_accounts=1))
+        except ValueError as exc:
+            problems.append(f"{source}: markets (with {where} = {name!r}): {exc}")
+            continue
+        here = (env.action_names(), env.observation_names())
+        if layout is None:
+            layout = here
+        elif here != layout:
+            problems.append(
+                f"{source}: {where} = {name!r}: its actions ({len(here[0])}) and observations "
+                f"({len(here[1])}) differ from markets.scenario's ({len(layout[0])}, "
+                f"{len(layout[1])}): a multi-market policy acts on scenarios listing the same "
+                "markets and collateral assets"
+            )
+    if problems:
+        raise ConfigError(problems)
+
+
+def markets_env_kwargs(markets: MarketsConfig, **override: Any) -> dict[str, Any]:
+    """``MarketsInsuranceFundEnv``'s keyword arguments (all but the scenario) from ``markets``."""
+    kw = markets.model_dump(mode="python", exclude={"scenario", "reward", "centred"})
+    kw["reward"] = build(RewardWeights, dict(markets.reward), "config", "markets.reward")
+    return {**kw, **override}
 
 
 def dump_config(cfg: TrainConfig) -> str:

@@ -157,9 +157,15 @@ def base_env(config: str | Path | None, specs: Sequence[PolicySpec]) -> dict[str
 
 def _train_env(path: Path) -> dict[str, Any]:
     try:
-        return env_settings(load_config(path).env)
+        cfg = load_config(path)
     except ConfigError as exc:
         raise EvaluateError(f"invalid training config {path}:\n{exc}") from exc
+    if cfg.markets is not None:
+        raise EvaluateError(
+            f"{path}: a multi-market run (its config has markets:); fundgym evaluate scores "
+            f"one-market policies: score it with `fundgym markets --run {path.parent}`"
+        )
+    return env_settings(cfg.env)
 
 
 def policy_env(spec: PolicySpec) -> dict[str, Any] | None:

@@ -325,6 +325,14 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         self.alloc_target = np.array([1.0, 0.0, 0.0, 0.0])
         self._last_loss_usd = 0.0
 
+    def default_action(self) -> np.ndarray[Any, Any]:
+        """The action holding every lever at its default: the scenario as written.
+
+        The static baseline a trained multi-market policy is scored against
+        (``fundgym markets --run``); each haircut's default is the scenario's for its asset.
+        """
+        return self._default_positions.copy()
+
     # ---- layouts ---------------------------------------------------------------------------
 
     def action_names(self) -> tuple[str, ...]:

@@ -30,8 +30,15 @@ from fundgym.agents.cli.guards import (
     load_scenario_checked,
 )
 from fundgym.agents.evaluate.markets_policy import market_risk
+from fundgym.agents.evaluate.markets_runs import (
+    load_markets_run,
+    markets_env,
+    score_episodes,
+    summary_table,
+)
 from fundgym.agents.evaluate.plots import plot_markets_run
 from fundgym.agents.outputs import directory_in_place, output_lock, progress_bar
+from fundgym.agents.policies.base import SpecError
 from fundgym.envs.core.params import RiskParams
 from fundgym.envs.levers import LEVERS
 from fundgym.envs.markets_simulator import (
@@ -54,8 +61,31 @@ FILES = (
 )
 
 
+#: What ``--run`` writes instead of the configurations' files.
+RUN_FILES = ("policies.csv", "markets.md", "config.yaml", "command.txt")
+#: The configuration options ``--run`` does not take: the run's own settings hold.
+RUN_FIXED = (
+    "fund_mode",
+    "fund_groups",
+    "collateral_price",
+    "policy",
+    "fund_cap_usd",
+    "market_fund_cap_frac",
+    "fund_cap_period",
+    "fund_allocation",
+    "fund_asset",
+    "segment_transfer_cap_usd",
+    "collateral_haircut",
+    "market_mmr_mult",
+    "accounts",
+    "liquidator_capacity_mult",
+    "fund_frac",
+)
+
+
 def _is_markets_dir(path: Path) -> bool:
-    return (path / "markets.csv").is_file() and (path / "config.yaml").is_file()
+    table = (path / "markets.csv").is_file() or (path / "policies.csv").is_file()
+    return table and (path / "config.yaml").is_file()
 
 
 OUTPUT = OutputKind("markets comparison directory", True, _is_markets_dir, ", ".join(FILES))
@@ -88,6 +118,13 @@ markets.png (each configuration's insurance and users' loss over the episode, be
 markets' indexes), config.yaml (the resolved arguments and scenario name) and command.txt,
 built under a temporary name and renamed into place.
 
+--run DIR scores a policy trained on the multi-market env (fundgym train --config
+configs/train/ppo_markets.yaml) instead: each episode is played by the run's model and by the
+levers' defaults on the same seed, under the run's own settings, and the table gives each
+policy's return, solvency cost, users' loss, capital locked and fund drawdown; --out then
+receives policies.csv (one row per policy and episode), markets.md, config.yaml and
+command.txt.
+
 Exit codes: 0 done, 2 bad arguments (the message names the option, value and what is allowed).
 """
 
@@ -103,9 +140,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument(
         "--scenario",
-        default="alt_contagion",
+        default=None,
         metavar="NAME_OR_PATH",
-        help="scenario by library name or YAML path (default alt_contagion)",
+        help="scenario by library name or YAML path (default alt_contagion; with --run, the "
+        "scenario the run trained on)",
+    )
+    p.add_argument(
+        "--run",
+        default=None,
+        metavar="DIR",
+        help="score a run fundgym train made from a markets: config (its best/ model, else "
+        "final/) beside the levers' defaults, each episode played by both on the same seed, "
+        "under the run's own settings (the configuration options below do not apply); "
+        "writes policies.csv instead of markets.csv",
     )
     p.add_argument(
         "--fund-mode",
@@ -231,7 +278,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--out", default=None, metavar="DIR", help="write the tables and CSVs here")
     p.add_argument("--force", action="store_true", help=OUTPUT.force_help())
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p.set_defaults(func=main)
+    p.set_defaults(func=main, run_fixed={k: p.get_default(k) for k in RUN_FIXED})
 
 
 def _choices(option: str, text: str, allowed: tuple[str, ...]) -> list[str]:
@@ -337,6 +384,10 @@ def main(args: argparse.Namespace) -> int:
     at_least("--episodes", args.episodes, 1)
     at_least("--accounts", args.accounts, 1)
     check_seed("--seed", args.seed)
+    if args.run is not None:
+        return _main_run(args)
+    if args.scenario is None:
+        args.scenario = "alt_contagion"
     if not (math.isfinite(args.fund_frac) and 0.0 <= args.fund_frac <= 10.0):
         raise UsageError(f"--fund-frac must lie in [0, 10], got {args.fund_frac}")
     modes = _choices("--fund-mode", args.fund_mode, FUND_MODES)
@@ -443,6 +494,61 @@ def main(args: argparse.Namespace) -> int:
             (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
             (tmp / "command.txt").write_text(shlex.join(["fundgym", *sys.argv[1:]]) + "\n")
         print(f"\nwrote {out}/: {', '.join(FILES)}")
+    return 0
+
+
+def _main_run(args: argparse.Namespace) -> int:
+    """``--run DIR``: the trained multi-market policy beside the levers' defaults."""
+    given = [k for k, v in args.run_fixed.items() if getattr(args, k) != v]
+    if given:
+        options = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise UsageError(
+            f"{options}: not with --run, which scores the run under its own settings (its "
+            "config.yaml's markets: section); allowed with --run: --scenario, --episodes, "
+            "--seed, --out, --force, --no-progress"
+        )
+    try:
+        run = load_markets_run(Path(args.run))
+        scenario = load_scenario_checked(args.scenario or run.markets.scenario)
+        markets_env(run, scenario)  # the network fits the scenario, before any work
+    except SpecError as exc:
+        raise UsageError(f"--run {args.run}: {exc}") from exc
+    out = None if args.out is None else Path(args.out)
+    if out is not None:
+        check_output(out, OUTPUT, force=args.force)
+    seed = scenario.seed if args.seed is None else args.seed
+    start = time.perf_counter()
+    bar = progress_bar(2 * args.episodes, "episodes", not args.no_progress)
+    rows = []
+    for row in score_episodes(run, scenario, args.episodes, seed):
+        rows.append(row)
+        bar.update(1)
+    bar.close()
+    text = "\n".join(
+        [
+            f"fundgym markets --run {args.run}: {scenario.name}, {args.episodes} episodes per "
+            f"policy (seeds {seed}..{seed + args.episodes - 1}), {run.markets.n_accounts:,} "
+            f"accounts, fund {run.markets.fund_mode}, {time.perf_counter() - start:.0f} s",
+            "",
+            summary_table(rows),
+        ]
+    )
+    print(text)
+    if out is not None:
+        with output_lock(out, command="fundgym markets"), directory_in_place(out) as tmp:
+            (tmp / "policies.csv").write_text(_csv(rows), encoding="utf-8")
+            (tmp / "markets.md").write_text(text + "\n", encoding="utf-8")
+            config = {
+                "command": "fundgym markets",
+                "run": str(args.run),
+                "scenario": scenario.name,
+                "episodes": args.episodes,
+                "seed": seed,
+                "markets": run.markets.model_dump(mode="python"),
+            }
+            (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            (tmp / "command.txt").write_text(shlex.join(["fundgym", *sys.argv[1:]]) + "\n")
+        print(f"\nwrote {out}/: {', '.join(RUN_FILES)}")
     return 0
 
 

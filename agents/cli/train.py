@@ -49,6 +49,12 @@ pip install fundgym[ray]). A seed's run is the same on either backend: same seed
 thread count (this process's, unless the config sets torch_threads), same numbers. To train
 seeds in parallel without oversubscribing the cores, --set torch_threads=1 (on both backends,
 to compare them).
+
+A config with a markets: section (configs/train/ppo_markets.yaml) trains on the multi-market
+env, fundgym/MarketsInsuranceFund-v0, with every lever it has (the exchange's, one per market,
+a haircut per collateral asset) and no env: section; its scenarios must list the same markets
+and collateral assets. Score such a run with fundgym markets --run DIR (fundgym evaluate and
+fundgym export take one-market runs and refuse it by name).
 Watch training with
   tensorboard --logdir DIR/tensorboard
 

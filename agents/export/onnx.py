@@ -161,6 +161,11 @@ def _load_run(run_dir: Path, model: str) -> _Run:
         cfg = load_config(config_path)
     except ConfigError as exc:
         raise ExportError(f"{config_path}: not a valid training config:\n{exc}") from exc
+    if cfg.markets is not None:
+        raise ExportError(
+            f"{config_path}: a multi-market run (its config has markets:); export writes "
+            "one-market schedules, tables and networks, and has no multi-market format yet"
+        )
     which = MODEL_DIRS[model]
     if which == BEST and not (run_dir / BEST).is_dir() and (run_dir / FINAL).is_dir():
         warnings.warn(

@@ -98,6 +98,11 @@ def _load_run(run_dir: str) -> Callable[[FloatArray], FloatArray]:
         cfg = load_config(config_path)
     except ConfigError as exc:
         raise SpecError(f"{config_path}: not a valid training config:\n{exc}") from exc
+    if cfg.markets is not None:
+        raise SpecError(
+            f"{config_path}: a multi-market run (its config has markets:), which acts on "
+            f"MarketsInsuranceFund-v0: score it with `fundgym markets --run {path}`"
+        )
     model_path = default_model_dir(path)
     loaded = load_model(path, model_path, cfg)
     mismatch = space_mismatch(loaded.policy, len(cfg.env.controlled))

@@ -64,12 +64,14 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from fundgym.agents.action_map import action_map
 from fundgym.agents.config import (
+    MarketsConfig,
     PPOLagrangianHyper,
     TrainConfig,
     check_scenarios,
     dump_config,
     env_kwargs,
 )
+from fundgym.agents.evaluate.markets_runs import training_env
 from fundgym.agents.outputs import (
     naming_file,
     remove_stale_temps,
@@ -90,6 +92,7 @@ from fundgym.agents.policies.runs import (
     write_model_dir,
 )
 from fundgym.agents.training.sb3_env import FundGymVecEnv
+from fundgym.envs.scenarios import load_scenario
 
 
 class RunDirError(ValueError):
@@ -109,10 +112,25 @@ def make_vec_env(cfg: TrainConfig, n_envs: int, scenario: str | None = None) -> 
     """The batched env as an SB3 ``VecEnv`` behind ``VecMonitor`` (raw episode returns)."""
     from stable_baselines3.common.vec_env import VecMonitor
 
+    if cfg.markets is not None:
+        return VecMonitor(_markets_vec_env(cfg.markets, n_envs, scenario))
     amap = action_map(cfg.env, cfg.centred_levers)
     return VecMonitor(
         FundGymVecEnv(n_envs, action_map=amap, threads=cfg.env_threads, **env_kwargs(cfg, scenario))
     )
+
+
+def _markets_vec_env(markets: MarketsConfig, n_envs: int, scenario: str | None) -> Any:
+    """``n_envs`` multi-market envs in SB3's ``DummyVecEnv`` (``training``: the config's own).
+
+    One exchange per env (:class:`MarketsInsuranceFundEnv` simulates one); ``seed(s)`` seeds
+    env ``i`` with ``s + i`` at the next reset, so a run's episodes follow from its seed.
+    """
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    name = markets.scenario if scenario in (None, "training") else scenario
+    sc = load_scenario(name)
+    return DummyVecEnv([functools.partial(training_env, sc, markets) for _ in range(n_envs)])
 
 
 def wrap_normalize(cfg: TrainConfig, venv: Any, training: bool) -> Any:

@@ -1,0 +1,203 @@
+"""A trained multi-market policy beside the levers' defaults, on the same episodes.
+
+``fundgym train`` with a ``markets:`` section trains on ``fundgym/MarketsInsuranceFund-v0``;
+``fundgym markets --run DIR`` scores the run here. Each episode is played twice on the same
+seed, once by the run's model (``best/``, else ``final/``; observations normalised with its
+statistics, deterministic actions) and once holding every lever at its default (the scenario
+as written: :meth:`~fundgym.envs.markets_env.MarketsInsuranceFundEnv.default_action`), so
+the two rows of an episode differ only by the levers. Per episode: the return, the solvency
+cost (bps of open interest, summed), the users' loss (socialised, unrecovered and deleveraged
+notional), the capital locked (insurance plus traders' margin, mean over decisions) and the
+insurance's largest drawdown from its start (every pot together).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fundgym.agents.action_map import CentredActions, centred_on
+from fundgym.agents.config import ConfigError, MarketsConfig, load_config, markets_env_kwargs
+from fundgym.agents.policies.base import SpecError
+from fundgym.agents.policies.runs import default_model_dir, load_model
+from fundgym.agents.policies.trained import run_config_file
+from fundgym.envs.markets_env import MarketsInsuranceFundEnv
+from fundgym.envs.scenarios import Scenario
+
+#: The two policies of every episode, in row order.
+POLICIES = ("trained", "defaults")
+#: Per-episode columns (after ``policy``, ``episode`` and ``seed``).
+COLUMNS = (
+    "return",
+    "cost_bps",
+    "user_loss_usd",
+    "capital_locked_usd",
+    "fund_drawdown_frac",
+    "decisions",
+    "terminated",
+)
+
+
+Act = Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]]
+"""A policy as one observation in, one action (the env's target positions) out."""
+
+
+@dataclass(frozen=True)
+class MarketsRun:
+    """A multi-market run loaded for scoring: its settings and its network.
+
+    Attributes:
+        network: The model's deterministic action for one observation, before the
+            centring map (``markets.centred``: :meth:`act` applies it on a scenario's env).
+    """
+
+    run_dir: Path
+    markets: MarketsConfig
+    network: Act
+    n_obs: int
+    n_act: int
+
+    def act(self, env: MarketsInsuranceFundEnv) -> Act:
+        """The run's policy on ``env``: its network, centred on ``env``'s defaults if asked."""
+        if not self.markets.centred:
+            return self.network
+        amap = centred_on(env.default_action())
+        network = self.network
+
+        def centred(obs: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+            out: np.ndarray[Any, Any] = amap(network(obs)[None])[0]
+            return out
+
+        return centred
+
+
+def training_env(scenario: Scenario, markets: MarketsConfig) -> Any:
+    """One training (or held-out evaluation) env of a ``markets:`` config on ``scenario``."""
+    env = MarketsInsuranceFundEnv(scenario, **markets_env_kwargs(markets))
+    return CentredActions(env) if markets.centred else env
+
+
+def load_markets_run(run_dir: Path) -> MarketsRun:
+    """Load a run ``fundgym train`` made from a ``markets:`` config.
+
+    Raises:
+        SpecError: Not a run directory, an invalid config, a one-market run, or a model
+            directory that is missing or changed (the message names the file).
+    """
+    config_path = run_config_file(run_dir)
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        raise SpecError(f"{config_path}: not a valid training config:\n{exc}") from exc
+    if cfg.markets is None:
+        raise SpecError(
+            f"{config_path}: a one-market run (no markets: section); score it with "
+            f"`fundgym evaluate --policies run:{run_dir}`"
+        )
+    loaded = load_model(run_dir, default_model_dir(run_dir), cfg)
+    obs_shape = loaded.policy.observation_space.shape
+    act_shape = loaded.policy.action_space.shape
+
+    def act(obs: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        action: np.ndarray[Any, Any] = loaded.predict(obs[None].astype(np.float32))[0]
+        return action
+
+    return MarketsRun(run_dir, cfg.markets, act, int(obs_shape[0]), int(act_shape[0]))
+
+
+def markets_env(run: MarketsRun, scenario: Scenario) -> MarketsInsuranceFundEnv:
+    """The run's environment on ``scenario``, checked to fit its network.
+
+    Raises:
+        SpecError: The scenario gives other action or observation sizes than the run's
+            network (other markets or collateral assets).
+    """
+    try:
+        env = MarketsInsuranceFundEnv(scenario, **markets_env_kwargs(run.markets))
+    except ValueError as exc:
+        raise SpecError(f"{run.run_dir}: its markets settings on {scenario.name!r}: {exc}") from exc
+    n_obs = env.observation_space.shape[0]  # type: ignore[index]
+    n_act = env.action_space.shape[0]  # type: ignore[index]
+    if (n_obs, n_act) != (run.n_obs, run.n_act):
+        raise SpecError(
+            f"{run.run_dir}: its network takes {run.n_obs} observations and gives {run.n_act} "
+            f"actions; {scenario.name!r} under its settings has {n_obs} and {n_act} (other "
+            f"markets or collateral assets; it was trained on {run.markets.scenario!r})"
+        )
+    return env
+
+
+def _episode(env: MarketsInsuranceFundEnv, act: Act, seed: int) -> dict[str, float | int]:
+    obs, _ = env.reset(seed=seed)
+    start = float(env.sim.fund_pots_usd()[0].sum())
+    low = start
+    total = cost = loss = locked = 0.0
+    n = 0
+    terminated = truncated = False
+    while not (terminated or truncated):
+        obs, reward, terminated, truncated, info = env.step(act(obs))
+        total += reward
+        cost += float(info["cost"])
+        loss += float(info["user_loss_usd"])
+        locked += float(info["capital_locked_usd"])
+        low = min(low, float(np.sum(info["fund_pots_usd"])))
+        n += 1
+    return {
+        "return": total,
+        "cost_bps": cost,
+        "user_loss_usd": loss,
+        "capital_locked_usd": locked / max(n, 1),
+        "fund_drawdown_frac": (start - low) / start if start > 0.0 else 0.0,
+        "decisions": n,
+        "terminated": int(terminated),
+    }
+
+
+def score_episodes(
+    run: MarketsRun, scenario: Scenario, episodes: int, seed: int
+) -> Iterator[dict[str, Any]]:
+    """One row per episode and policy (:data:`POLICIES`), episode ``i`` seeded ``seed + i``."""
+    env = markets_env(run, scenario)
+    defaults = env.default_action()
+
+    def hold(_obs: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        return defaults
+
+    for i in range(episodes):
+        for name, act in zip(POLICIES, (run.act(env), hold), strict=True):
+            yield {"policy": name, "episode": i, "seed": seed + i, **_episode(env, act, seed + i)}
+
+
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """Means per policy over the episodes, and the trained policy's ratio to the defaults."""
+    means = {
+        p: {c: float(np.mean([r[c] for r in rows if r["policy"] == p])) for c in COLUMNS}
+        for p in POLICIES
+    }
+    lines = [
+        "| policy | return | cost (bps of OI) | users' loss | capital locked | fund drawdown "
+        "| decisions | ended insolvent |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in POLICIES:
+        m = means[p]
+        lines.append(
+            f"| {p} | {m['return']:.1f} | {m['cost_bps']:.2f} | ${m['user_loss_usd'] / 1e6:.3f}M "
+            f"| ${m['capital_locked_usd'] / 1e6:.2f}M | {m['fund_drawdown_frac']:.1%} "
+            f"| {m['decisions']:.0f} | {m['terminated']:.0%} |"
+        )
+    t, d = means["trained"], means["defaults"]
+
+    def ratio(key: str) -> str:
+        return f"x{t[key] / d[key]:.2f}" if d[key] > 0.0 else "n/a (defaults 0)"
+
+    lines += [
+        "",
+        f"trained over defaults: users' loss {ratio('user_loss_usd')}, capital locked "
+        f"{ratio('capital_locked_usd')}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,254 @@
+"""Training on the multi-market env from a ``markets:`` config, and ``fundgym markets --run``."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from fundgym.agents.action_map import CentredActions
+from fundgym.agents.cli import main
+from fundgym.agents.config import (
+    ConfigError,
+    MarketsConfig,
+    check_scenarios,
+    dump_config,
+    load_config,
+    validate,
+)
+from fundgym.agents.evaluate.markets_runs import (
+    MarketsRun,
+    load_markets_run,
+    score_episodes,
+)
+from fundgym.agents.training.train import make_vec_env, train
+from fundgym.envs.markets_env import MarketsInsuranceFundEnv
+from fundgym.envs.scenarios import load_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "configs" / "train" / "ppo_markets.yaml"
+
+
+def tiny(**markets: Any) -> dict[str, Any]:
+    """A markets config that trains in seconds: 2 exchanges of 24 accounts, 2 updates."""
+    return {
+        "algo": "ppo",
+        "n_envs": 2,
+        "total_timesteps": 256,
+        "seed": 3,
+        "markets": {"scenario": "alt_contagion", "n_accounts": 24, **markets},
+        "hyperparameters": {"n_steps": 64, "batch_size": 64, "n_epochs": 2},
+        "eval": {"scenarios": ["training"], "episodes": 1, "freq": 128},
+        "checkpoint": {"freq": 128},
+    }
+
+
+def test_the_shipped_config_validates_and_names_a_multi_market_scenario() -> None:
+    cfg = load_config(SHIPPED)
+    assert cfg.markets is not None and cfg.markets.scenario == "alt_contagion"
+    assert cfg.markets.centred and cfg.torch_threads == 1
+    check_scenarios(cfg, str(SHIPPED))  # builds each scenario's env: the layouts agree
+    data = yaml.safe_load(dump_config(cfg))
+    assert "env" not in data and data["markets"]["n_accounts"] == 1000
+    assert validate(data, "again") == cfg  # what a run directory holds reads back the same
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"env": {"n_accounts": 64}}, "c: env = {'n_accounts': 64}: a multi-market config sets"),
+        ({"markets": {"reward": {"solvency": -1.0}}}, "markets.reward.solvency"),
+        ({"markets": {"reward": {"solvancy": 1.0}}}, "markets.reward.solvancy"),
+        ({"markets": {"fund_mode": "pooled"}}, "markets.fund_mode = 'pooled'"),
+        ({"markets": {"n_accounts": True}}, "markets.n_accounts = True: a number"),
+        ({"markets": {"insolvency_frac": 0.0}}, "markets.insolvency_frac = 0.0"),
+        ({"centred_levers": ["mmr"]}, "centred_levers = ['mmr']: none with markets"),
+    ],
+)
+def test_bad_markets_configs_are_named(change: dict[str, Any], message: str) -> None:
+    data = tiny()
+    for key, value in change.items():
+        if key == "markets":
+            data["markets"] = {**data["markets"], **value}
+        else:
+            data[key] = value
+    with pytest.raises(ConfigError) as err:
+        validate(data, "c")
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("markets", "evals", "message"),
+    [
+        ({"scenario": "calm"}, ["training"], "markets.scenario = 'calm': lists one market"),
+        ({"scenario": "no_such"}, ["training"], "markets.scenario = 'no_such': not a library"),
+        (
+            {},
+            ["oct_10_2025_multi"],
+            "eval.scenarios.0 = 'oct_10_2025_multi': its actions (37) and observations (99) "
+            "differ from markets.scenario's (16, 42)",
+        ),
+        ({"fund_groups": [0, 1]}, ["training"], "markets (with markets.scenario"),
+    ],
+)
+def test_scenarios_are_checked_before_anything_is_written(
+    tmp_path: Path, markets: dict[str, Any], evals: list[str], message: str
+) -> None:
+    data = tiny(**markets)
+    data["eval"]["scenarios"] = evals
+    cfg = validate(data, "c")
+    with pytest.raises(ConfigError) as err:
+        check_scenarios(cfg, "c")
+    assert message in str(err.value)
+    with pytest.raises(ConfigError):
+        train(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_training_env_is_the_multi_market_env_seeded_per_exchange() -> None:
+    cfg = validate(tiny(), "c")
+    venv = make_vec_env(cfg, 2)
+    venv.seed(11)
+    obs = venv.reset()
+    env = venv.venv.envs[1]
+    assert isinstance(env, MarketsInsuranceFundEnv) and env.sim.n_accounts == 24
+    twin = MarketsInsuranceFundEnv(load_scenario("alt_contagion"), n_accounts=24)
+    own, _ = twin.reset(seed=12)  # DummyVecEnv seeds env i with seed + i
+    np.testing.assert_array_equal(obs[1], own)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cfg_path = tmp_path_factory.mktemp("cfg") / "markets.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny()))
+    out = tmp_path_factory.mktemp("runs") / "run"
+    assert main(["train", "--config", str(cfg_path), "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_a_markets_run_trains_from_its_config_and_is_reproducible(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    for model in ("best", "final"):
+        assert (run_dir / model / "policy.pt").is_file()
+        assert (run_dir / model / "normalize.npz").is_file()
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["markets"]["scenario"] == "alt_contagion" and "env" not in saved
+    # The same config and seed train the same network, byte for byte.
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(run_dir / "config.yaml"), "--out", str(again),
+                 "--no-progress"]) == 0  # fmt: skip
+    assert _sha(again / "final" / "policy.pt") == _sha(run_dir / "final" / "policy.pt")
+    run = load_markets_run(run_dir)
+    env = MarketsInsuranceFundEnv(load_scenario("alt_contagion"), n_accounts=24)
+    assert (run.n_obs, run.n_act) == (env.observation_space.shape[0], env.action_space.shape[0])
+
+
+def test_markets_run_scores_the_model_beside_the_defaults_on_the_same_seeds(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "scored"
+    args = ["markets", "--run", str(run_dir), "--episodes", "2", "--seed", "5", "--no-progress"]
+    assert main([*args, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| trained |" in text and "| defaults |" in text and "trained over defaults" in text
+    rows = list(csv.DictReader((out / "policies.csv").open()))
+    assert [(r["policy"], r["seed"]) for r in rows] == [
+        ("trained", "5"), ("defaults", "5"), ("trained", "6"), ("defaults", "6"),
+    ]  # fmt: skip
+    assert all(r["decisions"] == "144" for r in rows)  # alt_contagion's day, 10-minute decisions
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["run"] == str(run_dir) and config["markets"]["n_accounts"] == 24
+    # Reproducible: the same command gives the same rows.
+    again = tmp_path / "again"
+    assert main([*args, "--out", str(again)]) == 0
+    assert (again / "policies.csv").read_text() == (out / "policies.csv").read_text()
+
+
+def test_the_two_policies_of_an_episode_share_its_seed(run_dir: Path) -> None:
+    """A "trained" policy that holds the defaults scores exactly as the defaults do."""
+    run = load_markets_run(run_dir)
+    env = MarketsInsuranceFundEnv(load_scenario("alt_contagion"), n_accounts=24)
+    held = env.default_action()
+    same = MarketsRun(run.run_dir, run.markets, lambda _obs: held, run.n_obs, run.n_act)
+    rows = list(score_episodes(same, load_scenario("alt_contagion"), 2, 9))
+    for trained, defaults in zip(rows[::2], rows[1::2], strict=True):
+        assert {k: v for k, v in trained.items() if k != "policy"} == {
+            k: v for k, v in defaults.items() if k != "policy"
+        }
+    assert [r["seed"] for r in rows] == [9, 9, 10, 10]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--fund-mode", "shared"], "--fund-mode: not with --run"),
+        (["--accounts", "300", "--policy", "static:binance"], "--policy, --accounts: not with"),
+        (["--scenario", "oct_10_2025_multi"], "its network takes 42 observations and gives 16"),
+    ],
+)
+def test_markets_run_refuses_what_does_not_apply(
+    run_dir: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert main(["markets", "--run", str(run_dir), *args, "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_one_market_commands_refuse_a_markets_run_by_name(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    evaluate = ["evaluate", "--policy", str(run_dir), "--scenarios", "calm", "--no-progress"]
+    assert main([*evaluate, "--out", str(tmp_path / "ev")]) == 2
+    assert "a multi-market run (its config has markets:)" in capsys.readouterr().err
+    export = ["export", "--policy", str(run_dir), "--format", "onnx"]
+    assert main([*export, "--out", str(tmp_path / "x.onnx")]) == 2
+    assert f"fundgym markets --run {run_dir}" in capsys.readouterr().err
+    assert not (tmp_path / "ev").exists() and not (tmp_path / "x.onnx").exists()
+
+
+def test_a_one_market_run_is_refused_by_markets_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    one = tmp_path / "one"
+    one.mkdir()
+    cfg = load_config(ROOT / "configs" / "train" / "ppo.yaml")
+    (one / "config.yaml").write_text(dump_config(cfg))
+    assert main(["markets", "--run", str(one), "--no-progress"]) == 2
+    assert "a one-market run (no markets: section)" in capsys.readouterr().err
+
+
+def test_markets_config_keys_are_the_env_arguments() -> None:
+    """Every key but scenario, reward and centred is a keyword of the env (one home each)."""
+    import inspect
+
+    params = inspect.signature(MarketsInsuranceFundEnv.__init__).parameters
+    keys = set(MarketsConfig.model_fields) - {"scenario", "reward", "centred"}
+    assert keys <= set(params), keys - set(params)
+
+
+def test_centred_actions_hold_the_defaults_at_zero_and_reach_every_position() -> None:
+    """``markets.centred``: action 0 is the defaults' episode, bit for bit; +-1 reach the edges."""
+    cfg = validate(tiny(centred=True), "c")
+    venv = make_vec_env(cfg, 1)
+    wrapped = venv.venv.envs[0]
+    assert isinstance(wrapped, CentredActions)
+    plain = MarketsInsuranceFundEnv(load_scenario("alt_contagion"), n_accounts=24)
+    zero = np.zeros(plain.action_space.shape)
+    a, _ = wrapped.reset(seed=4)
+    b, _ = plain.reset(seed=4)
+    for _ in range(20):
+        a, ra, *_ = wrapped.step(zero)
+        b, rb, *_ = plain.step(plain.default_action())
+        np.testing.assert_array_equal(a, b)
+        assert ra == rb
+    assert np.all(wrapped.action(np.ones_like(zero)) == 1.0)
+    assert np.all(wrapped.action(-np.ones_like(zero)) == -1.0)
