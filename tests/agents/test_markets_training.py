@@ -252,3 +252,23 @@ def test_centred_actions_hold_the_defaults_at_zero_and_reach_every_position() ->
         assert ra == rb
     assert np.all(wrapped.action(np.ones_like(zero)) == 1.0)
     assert np.all(wrapped.action(-np.ones_like(zero)) == -1.0)
+
+
+@pytest.mark.parametrize(
+    ("algo", "hyper"),
+    [
+        ("sac", {"learning_starts": 64, "buffer_size": 1000, "batch_size": 32}),
+        ("ppo_lagrangian", {"n_steps": 64, "batch_size": 64, "n_epochs": 1}),
+    ],
+)
+def test_other_algorithms_train_on_markets_and_are_scored(
+    tmp_path: Path, algo: str, hyper: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Off-policy SAC and the Lagrangian (which reads ``info["cost"]``) run from YAML too."""
+    data = {**tiny(centred=True), "algo": algo, "hyperparameters": hyper}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(path), "--out", str(run), "--no-progress"]) == 0
+    assert main(["markets", "--run", str(run), "--episodes", "1", "--no-progress"]) == 0
+    assert "| trained |" in capsys.readouterr().out
