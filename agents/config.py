@@ -270,6 +270,7 @@ class MarketsConfig(_Strict):
     liquidator_capacity_mult: OptionalFloat = Field(default=None, ge=0.0, le=100.0)
     fund_cap_period: Literal["tick", "episode"] = "episode"
     insolvency_frac: Float = Field(default=0.05, gt=0.0, le=10.0)
+    max_step: Float = Field(default=2.0, gt=0.0, le=2.0)
     reward: dict[str, Float] = Field(default_factory=dict)
     #: Each action a move from its lever's default (``clip(default + 2 a, -1, 1)``,
     #: :func:`fundgym.agents.action_map.centred_on`): action 0 runs the scenario as written,

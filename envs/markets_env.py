@@ -200,7 +200,11 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     (outside liquidators' capacity, ``None``: the lever's default, 1), ``fund_cap_period``
     (``episode``, the default, or ``tick``: what the per-market fund caps hold over) and
     ``insolvency_frac`` (0.05: the uncovered loss, as a share of the starting open interest,
-    that ends the episode).
+    that ends the episode) and ``max_step`` (the largest move of a lever's position in one
+    decision, action units in (0, 2]; 2, the default, lets every move land at once, as before
+    it existed; the one-market env's ``max_step`` is 0.2 by default, and so is
+    ``configs/train/ppo_markets.yaml``'s: a policy's exploration noise then moves the levers a
+    little each decision instead of throwing them across their ranges).
 
     ## Version History
 
@@ -215,7 +219,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
       segmented fund's transfer cap (``segment_transfer_cap_frac``, after the exchange levers;
       its value last in the observation) and ``info["fund_transfer_usd"]``; the
       insolvency end (``insolvency_frac``, ``info["uncovered_usd"]``; before, truncation
-      only).
+      only); ``max_step`` (default 2: as before).
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 (Gymnasium's convention)
@@ -241,6 +245,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         liquidator_capacity_mult: float | None = None,
         fund_cap_period: str = "episode",
         insolvency_frac: float = 0.05,
+        max_step: float = 2.0,
     ) -> None:
         sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         ok = not isinstance(insolvency_frac, bool) and math.isfinite(insolvency_frac)
@@ -250,6 +255,13 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
                 f"that ends the episode), got {insolvency_frac!r}"
             )
         self.insolvency_frac = float(insolvency_frac)
+        ok = not isinstance(max_step, bool) and math.isfinite(max_step)
+        if not (ok and 0.0 < max_step <= 2.0):
+            raise ValueError(
+                f"max_step must lie in (0, 2] (the largest move of a lever's position in one "
+                f"decision, action units; 2: none), got {max_step!r}"
+            )
+        self.max_step = float(max_step)
         # The engine the levers run under, at the levers' defaults: RiskParams checks the names
         # (every liquidation mode runs across markets) and the capacity's range, the
         # simulator the vault.
@@ -386,6 +398,8 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         if not np.isfinite(a).all():
             raise ValueError(f"action must be finite, got {a.tolist()}")
         new = np.clip(a, -1.0, 1.0)
+        if self.max_step < 2.0:  # each lever moves toward its target by at most max_step
+            new = self.positions + np.clip(new - self.positions, -self.max_step, self.max_step)
         change = float(np.abs(new - self.positions).sum())
         sim = self.sim
         ext_before = float(sim.state.fund.external_pnl_usd[0])  # the rebalance's costs count

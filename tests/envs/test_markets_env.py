@@ -107,6 +107,25 @@ def test_actions_map_through_the_lever_registry() -> None:
     assert obs[alt_param] == pytest.approx(1.0)
 
 
+def test_max_step_moves_each_lever_toward_its_target_a_step_a_decision() -> None:
+    """``max_step`` 0.2: from the defaults to +1 in steps of 0.2, then held; 2: at once."""
+    env = MarketsInsuranceFundEnv("alt_contagion", n_accounts=200, max_step=0.2)
+    env.reset(seed=1)
+    start = env.positions.copy()
+    up = np.ones(env.action_space.shape, dtype=np.float32)
+    for k in range(1, 12):
+        env.step(up)
+        np.testing.assert_allclose(env.positions, np.minimum(start + 0.2 * k, 1.0), atol=1e-12)
+    change = np.abs(env.positions - start).sum()
+    assert change > 0.0 and np.all(env.positions == 1.0)
+    free = MarketsInsuranceFundEnv("alt_contagion", n_accounts=200)
+    free.reset(seed=1)
+    free.step(up)
+    assert np.all(free.positions == 1.0)
+    with pytest.raises(ValueError, match=r"max_step must lie in \(0, 2\].*got 0"):
+        MarketsInsuranceFundEnv("alt_contagion", n_accounts=200, max_step=0)
+
+
 def test_same_seed_same_trajectory_and_truncation_at_the_horizon() -> None:
     def run(seed: int) -> tuple[list[float], np.ndarray[Any, Any], int]:
         env = _env()
