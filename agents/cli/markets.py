@@ -31,9 +31,11 @@ from fundgym.agents.cli.guards import (
 )
 from fundgym.agents.evaluate.markets_policy import market_risk
 from fundgym.agents.evaluate.markets_runs import (
-    load_markets_run,
+    load_markets_runs,
     markets_env,
     score_episodes,
+    seed_statistics,
+    seed_summary,
     summary_table,
 )
 from fundgym.agents.evaluate.plots import plot_markets_run
@@ -123,7 +125,11 @@ configs/train/ppo_markets.yaml) instead: each episode is played by the run's mod
 levers' defaults on the same seed, under the run's own settings, and the table gives each
 policy's return, solvency cost, users' loss, capital locked and fund drawdown; --out then
 receives policies.csv (one row per policy and episode), markets.md, config.yaml and
-command.txt.
+command.txt. DIR may be a multi-seed directory (fundgym train --seeds S1,S2,...): every seed's
+model plays the same episodes, and the table adds the interquartile mean across seeds of the
+users' loss and the capital locked with 95% bootstrap intervals, the probability of
+improvement over the defaults, the probability that a seed's loss exceeds the defaults' on the
+same episode and whether the worst seed is no worse (seeds.csv, as fundgym evaluate's).
 
 Exit codes: 0 done, 2 bad arguments (the message names the option, value and what is allowed).
 """
@@ -508,35 +514,45 @@ def _main_run(args: argparse.Namespace) -> int:
             "--seed, --out, --force, --no-progress"
         )
     try:
-        run = load_markets_run(Path(args.run))
+        runs = load_markets_runs(Path(args.run))
+        run = next(iter(runs.values()))
         scenario = load_scenario_checked(args.scenario or run.markets.scenario)
-        markets_env(run, scenario)  # the network fits the scenario, before any work
+        for each in runs.values():
+            markets_env(each, scenario)  # every network fits the scenario, before any work
     except SpecError as exc:
         raise UsageError(f"--run {args.run}: {exc}") from exc
+    group = None not in runs
     out = None if args.out is None else Path(args.out)
     if out is not None:
         check_output(out, OUTPUT, force=args.force)
     seed = scenario.seed if args.seed is None else args.seed
     start = time.perf_counter()
-    bar = progress_bar(2 * args.episodes, "episodes", not args.no_progress)
+    bar = progress_bar((len(runs) + 1) * args.episodes, "episodes", not args.no_progress)
     rows = []
-    for row in score_episodes(run, scenario, args.episodes, seed):
+    for row in score_episodes(runs, scenario, args.episodes, seed):
         rows.append(row)
         bar.update(1)
     bar.close()
-    text = "\n".join(
-        [
-            f"fundgym markets --run {args.run}: {scenario.name}, {args.episodes} episodes per "
-            f"policy (seeds {seed}..{seed + args.episodes - 1}), {run.markets.n_accounts:,} "
-            f"accounts, fund {run.markets.fund_mode}, {time.perf_counter() - start:.0f} s",
-            "",
-            summary_table(rows),
-        ]
-    )
+    name = Path(args.run).name
+    stats = seed_statistics(rows, scenario.name, name) if group else []
+    trained = f"{len(runs)} training seeds ({', '.join(map(str, runs))})" if group else "one run"
+    parts = [
+        f"fundgym markets --run {args.run}: {scenario.name}, {args.episodes} episodes per "
+        f"policy (seeds {seed}..{seed + args.episodes - 1}), {trained}, "
+        f"{run.markets.n_accounts:,} accounts, fund {run.markets.fund_mode}, "
+        f"{time.perf_counter() - start:.0f} s",
+        "",
+        summary_table(rows),
+    ]
+    if group:
+        parts += ["", seed_summary(stats, name)]
+    text = "\n".join(parts)
     print(text)
     if out is not None:
         with output_lock(out, command="fundgym markets"), directory_in_place(out) as tmp:
             (tmp / "policies.csv").write_text(_csv(rows), encoding="utf-8")
+            if group:
+                (tmp / "seeds.csv").write_text(_csv(stats), encoding="utf-8")
             (tmp / "markets.md").write_text(text + "\n", encoding="utf-8")
             config = {
                 "command": "fundgym markets",
@@ -548,7 +564,8 @@ def _main_run(args: argparse.Namespace) -> int:
             }
             (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
             (tmp / "command.txt").write_text(shlex.join(["fundgym", *sys.argv[1:]]) + "\n")
-        print(f"\nwrote {out}/: {', '.join(RUN_FILES)}")
+        files = [*RUN_FILES[:1], "seeds.csv", *RUN_FILES[1:]] if group else RUN_FILES
+        print(f"\nwrote {out}/: {', '.join(files)}")
     return 0
 
 

@@ -13,7 +13,7 @@ insurance's largest drawdown from its start (every pot together).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,9 @@ import numpy as np
 
 from fundgym.agents.action_map import CentredActions, centred_on
 from fundgym.agents.config import ConfigError, MarketsConfig, load_config, markets_env_kwargs
+from fundgym.agents.evaluate.seeds import SEED_METRICS, SeedTable, seed_rows, seed_verdict
 from fundgym.agents.policies.base import SpecError
-from fundgym.agents.policies.runs import default_model_dir, load_model
+from fundgym.agents.policies.runs import default_model_dir, is_seed_group, load_model, seed_runs
 from fundgym.agents.policies.trained import run_config_file
 from fundgym.envs.markets_env import MarketsInsuranceFundEnv
 from fundgym.envs.scenarios import Scenario
@@ -157,27 +158,53 @@ def _episode(env: MarketsInsuranceFundEnv, act: Act, seed: int) -> dict[str, flo
     }
 
 
+def load_markets_runs(path: Path) -> dict[int | None, MarketsRun]:
+    """A run (key ``None``) or a multi-seed directory's runs by training seed.
+
+    Raises:
+        SpecError: As :func:`load_markets_run`, or seeds trained from different configs.
+    """
+    if not is_seed_group(path):
+        return {None: load_markets_run(path)}
+    return {seed: load_markets_run(run) for seed, run in seed_runs(path).items()}
+
+
 def score_episodes(
-    run: MarketsRun, scenario: Scenario, episodes: int, seed: int
+    runs: Mapping[int | None, MarketsRun], scenario: Scenario, episodes: int, seed: int
 ) -> Iterator[dict[str, Any]]:
-    """One row per episode and policy (:data:`POLICIES`), episode ``i`` seeded ``seed + i``."""
-    env = markets_env(run, scenario)
-    defaults = env.default_action()
+    """One row per episode and policy, episode ``i`` seeded ``seed + i`` for every policy.
+
+    Each run's model (``policy`` "trained", ``run_seed`` its training seed, empty for a lone
+    run), then the levers' defaults ("defaults"), on the same episode. The runs share their
+    settings (a multi-seed directory's configs differ only in seed).
+    """
+    first = next(iter(runs.values()))
+    envs = {key: markets_env(run, scenario) for key, run in runs.items()}
+    defaults = envs[next(iter(runs))].default_action()
 
     def hold(_obs: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         return defaults
 
+    players = [("trained", key, run.act(envs[key]), envs[key]) for key, run in runs.items()]
+    players.append(("defaults", None, hold, markets_env(first, scenario)))
     for i in range(episodes):
-        for name, act in zip(POLICIES, (run.act(env), hold), strict=True):
-            yield {"policy": name, "episode": i, "seed": seed + i, **_episode(env, act, seed + i)}
+        for name, key, act, env in players:
+            yield {
+                "policy": name,
+                "run_seed": "" if key is None else key,
+                "episode": i,
+                "seed": seed + i,
+                **_episode(env, act, seed + i),
+            }
+
+
+def _means(rows: list[dict[str, Any]], policy: str) -> dict[str, float]:
+    return {c: float(np.mean([r[c] for r in rows if r["policy"] == policy])) for c in COLUMNS}
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
-    """Means per policy over the episodes, and the trained policy's ratio to the defaults."""
-    means = {
-        p: {c: float(np.mean([r[c] for r in rows if r["policy"] == p])) for c in COLUMNS}
-        for p in POLICIES
-    }
+    """Means per policy over the episodes (every seed's pooled), the ratio to the defaults."""
+    means = {p: _means(rows, p) for p in POLICIES}
     lines = [
         "| policy | return | cost (bps of OI) | users' loss | capital locked | fund drawdown "
         "| decisions | ended insolvent |",
@@ -201,3 +228,57 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
         f"{ratio('capital_locked_usd')}",
     ]
     return "\n".join(lines)
+
+
+#: ``rows``' columns behind the seed statistics' two metrics (:data:`SEED_METRICS`): the
+#: users' loss is the solvency loss (socialised + unrecovered + deleveraged notional).
+_SEED_COLUMNS = dict(zip(SEED_METRICS, ("user_loss_usd", "capital_locked_usd"), strict=True))
+
+
+def seed_statistics(rows: list[dict[str, Any]], scenario: str, policy: str) -> list[dict[str, Any]]:
+    """:func:`~fundgym.agents.evaluate.seeds.seed_rows` of a multi-seed run's episodes.
+
+    The rows of ``seeds.csv`` (IQM across seeds with intervals, probabilities of improvement
+    and of exceeding the defaults on the same episode, each seed's mean), for the users' loss
+    and the capital locked, the defaults as the reference.
+    """
+    seeds = sorted({int(r["run_seed"]) for r in rows if r["policy"] == "trained"})
+    n_ep = 1 + max(int(r["episode"]) for r in rows)
+    out: list[dict[str, Any]] = []
+    for metric, column in _SEED_COLUMNS.items():
+        values = np.zeros((1, len(seeds), n_ep))
+        reference = np.zeros((1, n_ep))
+        for r in rows:
+            if r["policy"] == "trained":
+                values[0, seeds.index(int(r["run_seed"])), int(r["episode"])] = r[column]
+            else:
+                reference[0, int(r["episode"])] = r[column]
+        table = SeedTable(
+            policy, metric, (scenario,), tuple(seeds), values, {"defaults": reference}
+        )
+        out += seed_rows(table)
+    return out
+
+
+def seed_summary(rows: list[dict[str, Any]], policy: str) -> str:
+    """The seed statistics' verdict against the defaults, as a few lines of text."""
+    v = seed_verdict(rows, policy, reference="defaults")
+
+    def usd(t: tuple[float, float, float]) -> str:
+        return f"${t[0] / 1e6:.4f}M [{t[1] / 1e6:.4f}, {t[2] / 1e6:.4f}]"
+
+    def prob(t: tuple[float, float, float]) -> str:
+        return f"{t[0]:.2f} [{t[1]:.2f}, {t[2]:.2f}]"
+
+    return "\n".join(
+        [
+            f"over {v.n_seeds} training seeds (IQM across seeds, 95% bootstrap intervals):",
+            f"- users' loss {usd(v.loss_iqm_usd)}; capital locked {usd(v.capital_iqm_usd)}",
+            f"- probability of improvement over the defaults {prob(v.p_improvement)}; "
+            f"probability a seed's loss exceeds the defaults' on the same episode "
+            f"{prob(v.p_exceeds)}",
+            f"- worst seed no worse than the defaults on loss: "
+            f"{'yes' if v.worst_seed_no_worse else 'no'}; dominates the defaults: "
+            f"{'yes' if v.dominance.get('dominates') else 'no'}",
+        ]
+    )

@@ -180,7 +180,7 @@ def test_the_two_policies_of_an_episode_share_its_seed(run_dir: Path) -> None:
     env = MarketsInsuranceFundEnv(load_scenario("alt_contagion"), n_accounts=24)
     held = env.default_action()
     same = MarketsRun(run.run_dir, run.markets, lambda _obs: held, run.n_obs, run.n_act)
-    rows = list(score_episodes(same, load_scenario("alt_contagion"), 2, 9))
+    rows = list(score_episodes({None: same}, load_scenario("alt_contagion"), 2, 9))
     for trained, defaults in zip(rows[::2], rows[1::2], strict=True):
         assert {k: v for k, v in trained.items() if k != "policy"} == {
             k: v for k, v in defaults.items() if k != "policy"
@@ -272,3 +272,46 @@ def test_other_algorithms_train_on_markets_and_are_scored(
     assert main(["train", "--config", str(path), "--out", str(run), "--no-progress"]) == 0
     assert main(["markets", "--run", str(run), "--episodes", "1", "--no-progress"]) == 0
     assert "| trained |" in capsys.readouterr().out
+
+
+def test_markets_run_of_several_seeds_reports_their_statistics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--seeds``: every seed plays the same episodes; seeds.csv's IQM is their mean (2 seeds)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny(centred=True)))
+    group = tmp_path / "seeds"
+    args = ["train", "--config", str(path), "--seeds", "3,4", "--out", str(group)]
+    assert main([*args, "--no-progress"]) == 0
+    out = tmp_path / "scored"
+    score = ["markets", "--run", str(group), "--episodes", "2", "--seed", "7", "--no-progress"]
+    assert main([*score, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "2 training seeds (3, 4)" in text and "over 2 training seeds" in text
+    rows = list(csv.DictReader((out / "policies.csv").open()))
+    assert [(r["policy"], r["run_seed"], r["seed"]) for r in rows] == [
+        ("trained", "3", "7"), ("trained", "4", "7"), ("defaults", "", "7"),
+        ("trained", "3", "8"), ("trained", "4", "8"), ("defaults", "", "8"),
+    ]  # fmt: skip
+    stats = list(csv.DictReader((out / "seeds.csv").open()))
+    for metric, column in (
+        ("solvency_loss_usd", "user_loss_usd"),
+        ("mean_capital_locked_usd", "capital_locked_usd"),
+    ):
+        per_seed = [
+            np.mean([float(r[column]) for r in rows if r["run_seed"] == s]) for s in ("3", "4")
+        ]
+        (iqm,) = [
+            r for r in stats
+            if r["metric"] == metric and r["statistic"] == "iqm" and r["scenario"] == "ALL"
+        ]  # fmt: skip
+        assert float(iqm["value"]) == pytest.approx(
+            np.mean(per_seed), rel=1e-5
+        )  # the CSV keeps 6 digits
+        ref = [
+            r for r in stats
+            if r["metric"] == metric and r["statistic"] == "reference_mean"
+            and r["scenario"] == "ALL"
+        ]  # fmt: skip
+        defaults = [float(r[column]) for r in rows if r["policy"] == "defaults"]
+        assert float(ref[0]["value"]) == pytest.approx(np.mean(defaults), rel=1e-5)
