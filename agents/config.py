@@ -509,8 +509,8 @@ def validate(data: dict[str, Any], source: str) -> TrainConfig:
     if cfg.markets is not None and cfg.centred_levers:
         raise ConfigError(
             [
-                f"{source}: centred_levers = {cfg.centred_levers}: none with markets: (the "
-                "multi-market env's actions are positions in each lever's range)"
+                f"{source}: centred_levers = {cfg.centred_levers}: none with markets: "
+                "(markets.centred: true centres every lever on its default)"
             ]
         )
     controlled = list(cfg.env.controlled)

@@ -71,6 +71,14 @@ NEAR_LIQUIDATION_BUFFER = 0.25
 one-market population's ``near_liquidation_buffer_frac``)."""
 
 
+def _positive_up_to(name: str, value: float, high: float, meaning: str) -> float:
+    """``value`` as a float if it is a number in ``(0, high]``, else a ValueError naming it."""
+    ok = not isinstance(value, bool) and math.isfinite(value)
+    if not (ok and 0.0 < value <= high):
+        raise ValueError(f"{name} must lie in (0, {high:g}] ({meaning}), got {value!r}")
+    return float(value)
+
+
 class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]]):
     """An exchange listing several markets: its liquidation fees, fund shares and market margins.
 
@@ -248,20 +256,18 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         max_step: float = 2.0,
     ) -> None:
         sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
-        ok = not isinstance(insolvency_frac, bool) and math.isfinite(insolvency_frac)
-        if not (ok and 0.0 < insolvency_frac <= 10.0):
-            raise ValueError(
-                f"insolvency_frac must lie in (0, 10] (uncovered loss / starting open interest "
-                f"that ends the episode), got {insolvency_frac!r}"
-            )
-        self.insolvency_frac = float(insolvency_frac)
-        ok = not isinstance(max_step, bool) and math.isfinite(max_step)
-        if not (ok and 0.0 < max_step <= 2.0):
-            raise ValueError(
-                f"max_step must lie in (0, 2] (the largest move of a lever's position in one "
-                f"decision, action units; 2: none), got {max_step!r}"
-            )
-        self.max_step = float(max_step)
+        self.insolvency_frac = _positive_up_to(
+            "insolvency_frac",
+            insolvency_frac,
+            10.0,
+            "uncovered loss / starting open interest that ends the episode",
+        )
+        self.max_step = _positive_up_to(
+            "max_step",
+            max_step,
+            2.0,
+            "the largest move of a lever's position in one decision, action units; 2: none",
+        )
         # The engine the levers run under, at the levers' defaults: RiskParams checks the names
         # (every liquidation mode runs across markets) and the capacity's range, the
         # simulator the vault.
