@@ -12,6 +12,9 @@ Evaluation (:mod:`fundgym.agents.evaluate`), its static searches and every expor
   fund and vault sizes, :meth:`~fundgym.agents.policies.PolicySpec.env_overrides`).
 * **Stepping.** :func:`first_episodes` steps a policy through each exchange's first episode
   of a batched environment, one :class:`Step` per decision.
+* **Many markets.** :func:`markets_training_env` is a ``markets:`` config's environment on a
+  scenario, what training steps and scoring (:mod:`fundgym.agents.evaluate.markets_runs`)
+  builds its policy's map for.
 """
 
 from __future__ import annotations
@@ -24,7 +27,15 @@ from typing import Any
 import numpy as np
 import yaml
 
-from fundgym.agents.config import DEFAULT_TRAIN_CONFIG, ConfigError, env_settings, load_config
+from fundgym.agents.action_map import CentredActions
+from fundgym.agents.config import (
+    DEFAULT_TRAIN_CONFIG,
+    ConfigError,
+    MarketsConfig,
+    env_settings,
+    load_config,
+    markets_env_kwargs,
+)
 from fundgym.agents.policies import (
     Policy,
     PolicySpec,
@@ -35,7 +46,8 @@ from fundgym.agents.policies import (
 )
 from fundgym.envs.config import EnvConfig, make_config
 from fundgym.envs.exchange_env import InsuranceFundVectorEnv
-from fundgym.envs.scenarios import library, load_scenario, require_single_market
+from fundgym.envs.markets_env import MarketsInsuranceFundEnv
+from fundgym.envs.scenarios import Scenario, library, load_scenario, require_single_market
 from fundgym.envs.schema import SchemaError, build, load_yaml
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -306,3 +318,13 @@ def first_episodes(env: InsuranceFundVectorEnv, policy: Policy, obs: FloatArray)
             new_obs = np.where(ended[:, None], fresh, new_obs)
         obs64 = np.asarray(new_obs, dtype=np.float64)
         t += 1
+
+
+def markets_training_env(scenario: Scenario, markets: MarketsConfig) -> Any:
+    """One env of a ``markets:`` config on ``scenario``: training's, or held-out evaluation's.
+
+    ``MarketsInsuranceFundEnv`` with the config's arguments, behind :class:`CentredActions`
+    when ``markets.centred`` (the network's actions are moves from the levers' defaults).
+    """
+    env = MarketsInsuranceFundEnv(scenario, **markets_env_kwargs(markets))
+    return CentredActions(env) if markets.centred else env

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from fundgym.agents.action_map import CentredActions, centred_on
+from fundgym.agents.action_map import centred_on
 from fundgym.agents.config import ConfigError, MarketsConfig, load_config, markets_env_kwargs
 from fundgym.agents.evaluate.seeds import SEED_METRICS, SeedTable, seed_rows, seed_verdict
 from fundgym.agents.policies.base import SpecError
@@ -74,12 +74,6 @@ class MarketsRun:
             return out
 
         return centred
-
-
-def training_env(scenario: Scenario, markets: MarketsConfig) -> Any:
-    """One training (or held-out evaluation) env of a ``markets:`` config on ``scenario``."""
-    env = MarketsInsuranceFundEnv(scenario, **markets_env_kwargs(markets))
-    return CentredActions(env) if markets.centred else env
 
 
 def load_markets_run(run_dir: Path) -> MarketsRun:

@@ -71,7 +71,6 @@ from fundgym.agents.config import (
     dump_config,
     env_kwargs,
 )
-from fundgym.agents.evaluate.markets_runs import training_env
 from fundgym.agents.outputs import (
     naming_file,
     remove_stale_temps,
@@ -91,6 +90,7 @@ from fundgym.agents.policies.runs import (
     read_model_dir,
     write_model_dir,
 )
+from fundgym.agents.rollout import markets_training_env
 from fundgym.agents.training.sb3_env import FundGymVecEnv
 from fundgym.envs.scenarios import load_scenario
 
@@ -130,7 +130,8 @@ def _markets_vec_env(markets: MarketsConfig, n_envs: int, scenario: str | None) 
 
     name = markets.scenario if scenario in (None, "training") else scenario
     sc = load_scenario(name)
-    return DummyVecEnv([functools.partial(training_env, sc, markets) for _ in range(n_envs)])
+    make = functools.partial(markets_training_env, sc, markets)
+    return DummyVecEnv([make for _ in range(n_envs)])
 
 
 def wrap_normalize(cfg: TrainConfig, venv: Any, training: bool) -> Any:
