@@ -31,8 +31,10 @@ from fundgym.agents.cli.guards import (
 )
 from fundgym.agents.evaluate.markets_policy import market_risk
 from fundgym.agents.evaluate.markets_runs import (
+    Trace,
     load_markets_runs,
     markets_env,
+    plot_policies,
     score_episodes,
     seed_statistics,
     seed_summary,
@@ -64,7 +66,7 @@ FILES = (
 
 
 #: What ``--run`` writes instead of the configurations' files.
-RUN_FILES = ("policies.csv", "markets.md", "config.yaml", "command.txt")
+RUN_FILES = ("policies.csv", "markets.md", "policies.png", "config.yaml", "command.txt")
 #: The configuration options ``--run`` does not take: the run's own settings hold.
 RUN_FIXED = (
     "fund_mode",
@@ -124,9 +126,11 @@ built under a temporary name and renamed into place.
 configs/train/ppo_markets.yaml) instead: each episode is played by the run's model and by the
 levers' defaults on the same seed, under the run's own settings, and the table gives each
 policy's return, solvency cost, users' loss, capital locked and fund drawdown; --out then
-receives policies.csv (one row per policy and episode), markets.md, config.yaml and
-command.txt. DIR may be a multi-seed directory (fundgym train --seeds S1,S2,...): every seed's
-model plays the same episodes, and the table adds the interquartile mean across seeds of the
+receives policies.csv (one row per policy and episode), markets.md, policies.png (each
+policy's insurance and users' loss over the episode, means over the episodes, beside the
+markets' indexes), config.yaml and command.txt. DIR may be a multi-seed directory
+(fundgym train --seeds S1,S2,...): every seed's model plays the same episodes, and the table
+adds the interquartile mean across seeds of the
 users' loss and the capital locked with 95% bootstrap intervals, the probability of
 improvement over the defaults, the probability that a seed's loss exceeds the defaults' on the
 same episode and whether the worst seed is no worse (seeds.csv, as fundgym evaluate's).
@@ -529,7 +533,8 @@ def _main_run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     bar = progress_bar((len(runs) + 1) * args.episodes, "episodes", not args.no_progress)
     rows = []
-    for row in score_episodes(runs, scenario, args.episodes, seed):
+    traces: dict[str, list[Trace]] = {}
+    for row in score_episodes(runs, scenario, args.episodes, seed, traces):
         rows.append(row)
         bar.update(1)
     bar.close()
@@ -553,6 +558,8 @@ def _main_run(args: argparse.Namespace) -> int:
             (tmp / "policies.csv").write_text(_csv(rows), encoding="utf-8")
             if group:
                 (tmp / "seeds.csv").write_text(_csv(stats), encoding="utf-8")
+            minutes = markets_env(run, scenario).decision_minutes
+            plot_policies(traces, scenario, minutes, tmp / "policies.png")
             (tmp / "markets.md").write_text(text + "\n", encoding="utf-8")
             config = {
                 "command": "fundgym markets",

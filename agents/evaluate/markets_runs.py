@@ -14,7 +14,7 @@ insurance's largest drawdown from its start (every pot together).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import numpy as np
 
 from fundgym.agents.action_map import centred_on
 from fundgym.agents.config import ConfigError, MarketsConfig, load_config, markets_env_kwargs
+from fundgym.agents.evaluate.plots import plot_markets_run
 from fundgym.agents.evaluate.seeds import SEED_METRICS, SeedTable, seed_rows, seed_verdict
 from fundgym.agents.policies.base import SpecError
 from fundgym.agents.policies.runs import default_model_dir, is_seed_group, load_model, seed_runs
@@ -126,9 +127,28 @@ def markets_env(run: MarketsRun, scenario: Scenario) -> MarketsInsuranceFundEnv:
     return env
 
 
-def _episode(env: MarketsInsuranceFundEnv, act: Act, seed: int) -> dict[str, float | int]:
+@dataclass
+class Trace:
+    """One episode decision by decision: what ``policies.png`` draws.
+
+    Attributes:
+        fund_frac: The insurance (every pot) after each decision, as a share of its start.
+        user_loss_frac: The users' cumulative loss after each decision, as a share of the
+            starting open interest.
+        index: ``(decisions, M)`` each market's index after each decision.
+    """
+
+    fund_frac: list[float] = field(default_factory=list)
+    user_loss_frac: list[float] = field(default_factory=list)
+    index: list[np.ndarray[Any, Any]] = field(default_factory=list)
+
+
+def _episode(
+    env: MarketsInsuranceFundEnv, act: Act, seed: int, trace: Trace | None = None
+) -> dict[str, float | int]:
     obs, _ = env.reset(seed=seed)
     start = float(env.sim.fund_pots_usd()[0].sum())
+    oi0 = float(env.sim.initial_open_interest_usd[0].sum())
     low = start
     total = cost = loss = locked = 0.0
     n = 0
@@ -139,8 +159,13 @@ def _episode(env: MarketsInsuranceFundEnv, act: Act, seed: int) -> dict[str, flo
         cost += float(info["cost"])
         loss += float(info["user_loss_usd"])
         locked += float(info["capital_locked_usd"])
-        low = min(low, float(np.sum(info["fund_pots_usd"])))
+        pots = float(np.sum(info["fund_pots_usd"]))
+        low = min(low, pots)
         n += 1
+        if trace is not None:
+            trace.fund_frac.append(pots / start if start > 0.0 else 0.0)
+            trace.user_loss_frac.append(loss / oi0 if oi0 > 0.0 else 0.0)
+            trace.index.append(env.sim.last_index[0].copy())
     return {
         "return": total,
         "cost_bps": cost,
@@ -164,13 +189,19 @@ def load_markets_runs(path: Path) -> dict[int | None, MarketsRun]:
 
 
 def score_episodes(
-    runs: Mapping[int | None, MarketsRun], scenario: Scenario, episodes: int, seed: int
+    runs: Mapping[int | None, MarketsRun],
+    scenario: Scenario,
+    episodes: int,
+    seed: int,
+    traces: dict[str, list[Trace]] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One row per episode and policy, episode ``i`` seeded ``seed + i`` for every policy.
 
     Each run's model (``policy`` "trained", ``run_seed`` its training seed, empty for a lone
     run), then the levers' defaults ("defaults"), on the same episode. The runs share their
-    settings (a multi-seed directory's configs differ only in seed).
+    settings (a multi-seed directory's configs differ only in seed). With ``traces``, each
+    episode's :class:`Trace` is appended under its policy's label (``trained``, ``trained,
+    seed S``, ``defaults``).
     """
     first = next(iter(runs.values()))
     envs = {key: markets_env(run, scenario) for key, run in runs.items()}
@@ -183,13 +214,48 @@ def score_episodes(
     players.append(("defaults", None, hold, markets_env(first, scenario)))
     for i in range(episodes):
         for name, key, act, env in players:
+            trace = None
+            if traces is not None:
+                trace = Trace()
+                traces.setdefault(name if key is None else f"{name}, seed {key}", []).append(trace)
             yield {
                 "policy": name,
                 "run_seed": "" if key is None else key,
                 "episode": i,
                 "seed": seed + i,
-                **_episode(env, act, seed + i),
+                **_episode(env, act, seed + i, trace),
             }
+
+
+def plot_policies(
+    traces: dict[str, list[Trace]], scenario: Scenario, decision_minutes: float, out: Path
+) -> None:
+    """``policies.png``: each policy's insurance and users' loss, means over the episodes.
+
+    Drawn by :func:`~fundgym.agents.evaluate.plots.plot_markets_run` (``fundgym markets``' own
+    plot), decision by decision, above the markets' indexes of the defaults' first episode.
+    An episode that ended early holds its last values to the horizon.
+    """
+    n = max(len(t.fund_frac) for ts in traces.values() for t in ts)
+
+    def padded(values: list[float]) -> np.ndarray[Any, Any]:
+        return np.array(values + [values[-1]] * (n - len(values)))
+
+    configs = {
+        label: {
+            "fund_frac": np.mean([padded(t.fund_frac) for t in ts], axis=0),
+            "user_loss_frac": np.mean([padded(t.user_loss_frac) for t in ts], axis=0),
+        }
+        for label, ts in traces.items()
+    }
+    first = np.array(traces["defaults"][0].index)  # (decisions, M)
+    index = {name: first[:, m] for m, name in enumerate(scenario.market_names)}
+    time_min = np.arange(1, first.shape[0] + 1, dtype=np.float64) * decision_minutes
+    if first.shape[0] < n:  # the defaults' first episode ended early: the others' axis
+        time_min = np.arange(1, n + 1, dtype=np.float64) * decision_minutes
+        index = {k: np.concatenate([v, np.full(n - v.size, v[-1])]) for k, v in index.items()}
+    title = f"fundgym markets --run: {scenario.name}"
+    plot_markets_run(time_min, configs, index, title, out, start_utc=scenario.start_utc)
 
 
 def _means(rows: list[dict[str, Any]], policy: str) -> dict[str, float]:

@@ -168,6 +168,7 @@ def test_markets_run_scores_the_model_beside_the_defaults_on_the_same_seeds(
     assert all(r["decisions"] == "144" for r in rows)  # alt_contagion's day, 10-minute decisions
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["run"] == str(run_dir) and config["markets"]["n_accounts"] == 24
+    assert (out / "policies.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the plot
     # Reproducible: the same command gives the same rows.
     again = tmp_path / "again"
     assert main([*args, "--out", str(again)]) == 0
