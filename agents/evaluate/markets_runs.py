@@ -1,11 +1,12 @@
 """A trained multi-market policy beside the levers' defaults, on the same episodes.
 
 ``fundgym train`` with a ``markets:`` section trains on ``fundgym/MarketsInsuranceFund-v0``;
-``fundgym markets --run DIR`` scores the run here. Each episode is played twice on the same
-seed, once by the run's model (``best/``, else ``final/``; observations normalised with its
-statistics, deterministic actions) and once holding every lever at its default (the scenario
-as written: :meth:`~fundgym.envs.markets_env.MarketsInsuranceFundEnv.default_action`), so
-the two rows of an episode differ only by the levers. Per episode: the return, the solvency
+``fundgym markets --run DIR`` scores the run here (or each run of a multi-seed directory).
+Each episode is played on the same seed by every run's model (``best/``, else ``final/``;
+observations normalised with its statistics, deterministic actions, centred as trained) and
+by the levers held at their defaults (the scenario as written:
+:meth:`~fundgym.envs.markets_env.MarketsInsuranceFundEnv.default_action`), so the rows of an
+episode differ only by the levers. Per episode: the return, the solvency
 cost (bps of open interest, summed), the users' loss (socialised, unrecovered and deleveraged
 notional), the capital locked (insurance plus traders' margin, mean over decisions) and the
 insurance's largest drawdown from its start (every pot together).
@@ -32,7 +33,7 @@ from fundgym.envs.scenarios import Scenario
 
 #: The two policies of every episode, in row order.
 POLICIES = ("trained", "defaults")
-#: Per-episode columns (after ``policy``, ``episode`` and ``seed``).
+#: Per-episode columns (after ``policy``, ``run_seed``, ``episode`` and ``seed``).
 COLUMNS = (
     "return",
     "cost_bps",
