@@ -340,208 +340,215 @@ def _alloc(bucket: str, default: float, what: str) -> Lever:
     )
 
 
+def _registry(*levers: Lever) -> dict[str, Lever]:
+    """Levers by name, in declaration order (a registry's action order).
+
+    Raises:
+        ValueError: A name declared twice: each lever has one declaration.
+    """
+    out: dict[str, Lever] = {}
+    for lever in levers:
+        if lever.name in out:
+            raise ValueError(f"lever {lever.name!r} is declared twice")
+        out[lever.name] = lever
+    return out
+
+
 #: Every risk parameter, declared once. Controllable levers come first, in action order.
-LEVERS: dict[str, Lever] = {
-    lever.name: lever
-    for lever in (
-        Lever(
-            name="liquidation_fee_rate",
-            unit="fraction of liquidated notional",
-            bounds=Interval(0.0, 1.0, high_open=True),
-            default=0.015,
-            doc="max liquidation fee, of fill notional (dYdX 1.5%)",
-            action=ActionRange(0.001, 0.03, True),
-            # Drift splits its fee in two: liquidator_fee + if_liquidation_fee (both 1e-6,
-            # LIQUIDATION_FEE_PRECISION): the sum is this lever, the IF part x fund share.
-            venues=(
-                VenueField("dydx", "max_liquidation_fee_ppm", 1e6, _DYDX_CLOB, integer=True),
-                VenueField(
-                    "binance",
-                    "liquidationFee",
-                    1.0,
-                    "Binance USD-M futures GET /fapi/v1/exchangeInfo symbols[].liquidationFee",
-                ),
+LEVERS: dict[str, Lever] = _registry(
+    Lever(
+        name="liquidation_fee_rate",
+        unit="fraction of liquidated notional",
+        bounds=Interval(0.0, 1.0, high_open=True),
+        default=0.015,
+        doc="max liquidation fee, of fill notional (dYdX 1.5%)",
+        action=ActionRange(0.001, 0.03, True),
+        # Drift splits its fee in two: liquidator_fee + if_liquidation_fee (both 1e-6,
+        # LIQUIDATION_FEE_PRECISION): the sum is this lever, the IF part x fund share.
+        venues=(
+            VenueField("dydx", "max_liquidation_fee_ppm", 1e6, _DYDX_CLOB, integer=True),
+            VenueField(
+                "binance",
+                "liquidationFee",
+                1.0,
+                "Binance USD-M futures GET /fapi/v1/exchangeInfo symbols[].liquidationFee",
             ),
         ),
-        Lever(
-            name="liquidation_fee_fund_share",
-            unit="fraction of the liquidation fee",
-            bounds=Interval(0.0, 1.0),
-            default=1.0,
-            doc="share of the liquidation fee paid to the insurance fund (dYdX: all of it)",
-            action=ActionRange(0.0, 1.0, False),
+    ),
+    Lever(
+        name="liquidation_fee_fund_share",
+        unit="fraction of the liquidation fee",
+        bounds=Interval(0.0, 1.0),
+        default=1.0,
+        doc="share of the liquidation fee paid to the insurance fund (dYdX: all of it)",
+        action=ActionRange(0.0, 1.0, False),
+    ),
+    Lever(
+        name="mmr",
+        unit="fraction of notional",
+        bounds=Interval(0.0, 1.0, low_open=True, high_open=True),
+        default=0.03,
+        doc="maintenance margin ratio (dYdX large cap 3%); scales a tier table when set",
+        action=ActionRange(0.003, 0.10, True),
+        venues=(
+            VenueField(
+                "dydx",
+                "maintenance_fraction_ppm",
+                1e6,
+                _DYDX_TIER + ": maintenance margin as a fraction of the initial margin",
+                per="imr",
+                integer=True,
+            ),
+            VenueField(
+                "drift", "margin_ratio_maintenance", 1e4, _DRIFT_PERP + " (MARGIN_PRECISION)"
+            ),
+            VenueField("binance", "maintMarginRatio", 1.0, _BINANCE_BRACKET + " (first bracket)"),
         ),
-        Lever(
-            name="mmr",
-            unit="fraction of notional",
-            bounds=Interval(0.0, 1.0, low_open=True, high_open=True),
-            default=0.03,
-            doc="maintenance margin ratio (dYdX large cap 3%); scales a tier table when set",
-            action=ActionRange(0.003, 0.10, True),
-            venues=(
-                VenueField(
-                    "dydx",
-                    "maintenance_fraction_ppm",
-                    1e6,
-                    _DYDX_TIER + ": maintenance margin as a fraction of the initial margin",
-                    per="imr",
-                    integer=True,
-                ),
-                VenueField(
-                    "drift", "margin_ratio_maintenance", 1e4, _DRIFT_PERP + " (MARGIN_PRECISION)"
-                ),
-                VenueField(
-                    "binance", "maintMarginRatio", 1.0, _BINANCE_BRACKET + " (first bracket)"
-                ),
+    ),
+    Lever(
+        name="imr_multiple",
+        unit="multiple of mmr",
+        bounds=Interval(1.0, 100.0),
+        default=5.0 / 3.0,
+        doc="initial margin as a multiple of MMR (IMR = mmr x this, capped at 1)",
+        action=ActionRange(1.2, 3.0, False),
+    ),
+    Lever(
+        name="trading_fee_fund_share",
+        unit="fraction of taker fees",
+        bounds=Interval(0.0, 1.0),
+        default=0.1,
+        doc="share of taker fees routed to the insurance fund",
+        action=ActionRange(0.0, 1.0, False),
+    ),
+    _alloc("stable", 1.0, "stablecoin cash, pays shortfalls first"),
+    _alloc("yield", -1.0, "lent out; withdrawals limited under stress"),
+    _alloc("volatile", -1.0, "units of the underlying: wrong-way risk"),
+    _alloc("hedge", -1.0, "out-of-the-money puts on the underlying"),
+    Lever(
+        name="imr",
+        unit="fraction of notional",
+        bounds=Interval(0.0, 1.0, low_open=True),
+        default=0.05,
+        doc="initial margin ratio, >= mmr: max leverage on opening is 1 / imr (dYdX 5%)",
+        venues=(
+            VenueField("dydx", "initial_margin_ppm", 1e6, _DYDX_TIER, integer=True),
+            VenueField("drift", "margin_ratio_initial", 1e4, _DRIFT_PERP + " (MARGIN_PRECISION)"),
+            VenueField(
+                "binance",
+                "initialLeverage",
+                1.0,
+                _BINANCE_BRACKET + " (first bracket; a leverage: 1 / imr)",
+                inverse=True,
+            ),
+            VenueField(
+                "hyperliquid",
+                "maxLeverage",
+                1.0,
+                "Hyperliquid info API meta universe[].maxLeverage (a leverage: 1 / imr)",
+                inverse=True,
             ),
         ),
-        Lever(
-            name="imr_multiple",
-            unit="multiple of mmr",
-            bounds=Interval(1.0, 100.0),
-            default=5.0 / 3.0,
-            doc="initial margin as a multiple of MMR (IMR = mmr x this, capped at 1)",
-            action=ActionRange(1.2, 3.0, False),
-        ),
-        Lever(
-            name="trading_fee_fund_share",
-            unit="fraction of taker fees",
-            bounds=Interval(0.0, 1.0),
-            default=0.1,
-            doc="share of taker fees routed to the insurance fund",
-            action=ActionRange(0.0, 1.0, False),
-        ),
-        _alloc("stable", 1.0, "stablecoin cash, pays shortfalls first"),
-        _alloc("yield", -1.0, "lent out; withdrawals limited under stress"),
-        _alloc("volatile", -1.0, "units of the underlying: wrong-way risk"),
-        _alloc("hedge", -1.0, "out-of-the-money puts on the underlying"),
-        Lever(
-            name="imr",
-            unit="fraction of notional",
-            bounds=Interval(0.0, 1.0, low_open=True),
-            default=0.05,
-            doc="initial margin ratio, >= mmr: max leverage on opening is 1 / imr (dYdX 5%)",
-            venues=(
-                VenueField("dydx", "initial_margin_ppm", 1e6, _DYDX_TIER, integer=True),
-                VenueField(
-                    "drift", "margin_ratio_initial", 1e4, _DRIFT_PERP + " (MARGIN_PRECISION)"
-                ),
-                VenueField(
-                    "binance",
-                    "initialLeverage",
-                    1.0,
-                    _BINANCE_BRACKET + " (first bracket; a leverage: 1 / imr)",
-                    inverse=True,
-                ),
-                VenueField(
-                    "hyperliquid",
-                    "maxLeverage",
-                    1.0,
-                    "Hyperliquid info API meta universe[].maxLeverage (a leverage: 1 / imr)",
-                    inverse=True,
-                ),
+    ),
+    Lever(
+        name="taker_fee_rate",
+        unit="fraction of traded notional",
+        bounds=Interval(0.0, 0.1),
+        default=0.0005,
+        doc="trading fee on traded notional (5 bps)",
+        venues=(
+            VenueField(
+                "dydx",
+                "taker_fee_ppm",
+                1e6,
+                "dYdX v4 x/feetiers PerpetualFeeTier (base tier 500 ppm)",
+                integer=True,
+            ),
+            VenueField(
+                "binance",
+                "takerCommissionRate",
+                1.0,
+                "Binance USD-M futures GET /fapi/v1/commissionRate",
             ),
         ),
-        Lever(
-            name="taker_fee_rate",
-            unit="fraction of traded notional",
-            bounds=Interval(0.0, 0.1),
-            default=0.0005,
-            doc="trading fee on traded notional (5 bps)",
-            venues=(
-                VenueField(
-                    "dydx",
-                    "taker_fee_ppm",
-                    1e6,
-                    "dYdX v4 x/feetiers PerpetualFeeTier (base tier 500 ppm)",
-                    integer=True,
-                ),
-                VenueField(
-                    "binance",
-                    "takerCommissionRate",
-                    1.0,
-                    "Binance USD-M futures GET /fapi/v1/commissionRate",
-                ),
+    ),
+    Lever(
+        name="max_liquidation_fraction",
+        unit="fraction of the position",
+        bounds=Interval(0.0, 1.0, low_open=True),
+        default=0.25,
+        doc=(
+            "largest fraction of a position liquidated per tick, liquidation_mode partial "
+            "(dYdX 10% per block)"
+        ),
+        venues=(
+            VenueField(
+                "dydx",
+                "max_position_portion_liquidated_ppm",
+                1e6,
+                _DYDX_CLOB + " position_block_limits; per block, not per one-minute tick",
+                integer=True,
+                estimate=True,
             ),
         ),
-        Lever(
-            name="max_liquidation_fraction",
-            unit="fraction of the position",
-            bounds=Interval(0.0, 1.0, low_open=True),
-            default=0.25,
-            doc=(
-                "largest fraction of a position liquidated per tick, liquidation_mode partial "
-                "(dYdX 10% per block)"
-            ),
-            venues=(
-                VenueField(
-                    "dydx",
-                    "max_position_portion_liquidated_ppm",
-                    1e6,
-                    _DYDX_CLOB + " position_block_limits; per block, not per one-minute tick",
-                    integer=True,
-                    estimate=True,
-                ),
+    ),
+    Lever(
+        name="min_liquidation_notional_usd",
+        unit="USD",
+        bounds=Interval(0.0, math.inf, high_open=True),
+        default=1000.0,
+        doc=(
+            "minimum notional liquidated per tick, liquidation_mode partial; smaller "
+            "positions close whole (dYdX $1k)"
+        ),
+        venues=(
+            VenueField(
+                "dydx",
+                "min_position_notional_liquidated",
+                1e6,
+                _DYDX_CLOB + " position_block_limits (USDC quote quantums, 1e6 per USD)",
+                integer=True,
             ),
         ),
-        Lever(
-            name="min_liquidation_notional_usd",
-            unit="USD",
-            bounds=Interval(0.0, math.inf, high_open=True),
-            default=1000.0,
-            doc=(
-                "minimum notional liquidated per tick, liquidation_mode partial; smaller "
-                "positions close whole (dYdX $1k)"
-            ),
-            venues=(
-                VenueField(
-                    "dydx",
-                    "min_position_notional_liquidated",
-                    1e6,
-                    _DYDX_CLOB + " position_block_limits (USDC quote quantums, 1e6 per USD)",
-                    integer=True,
-                ),
-            ),
+    ),
+    Lever(
+        name="liquidator_capacity_mult",
+        unit="multiple of competitive capacity",
+        bounds=Interval(0.0, 100.0),
+        default=1.0,
+        doc=(
+            "outside liquidators' capacity, as a multiple of a competitive market's "
+            "depth x ((their fee share - oracle gap) / 1%)^2; 0: the venue admits none"
         ),
-        Lever(
-            name="liquidator_capacity_mult",
-            unit="multiple of competitive capacity",
-            bounds=Interval(0.0, 100.0),
-            default=1.0,
-            doc=(
-                "outside liquidators' capacity, as a multiple of a competitive market's "
-                "depth x ((their fee share - oracle gap) / 1%)^2; 0: the venue admits none"
-            ),
+    ),
+    Lever(
+        name="unrealised_pnl_haircut_frac",
+        unit="fraction of unrealised profit",
+        bounds=Interval(0.0, 1.0),
+        default=1.0,
+        doc=(
+            "share of unrealised profit an account may not withdraw or borrow against "
+            "(0: all of it, as Mango allowed; 1: none)"
         ),
-        Lever(
-            name="unrealised_pnl_haircut_frac",
-            unit="fraction of unrealised profit",
-            bounds=Interval(0.0, 1.0),
-            default=1.0,
-            doc=(
-                "share of unrealised profit an account may not withdraw or borrow against "
-                "(0: all of it, as Mango allowed; 1: none)"
-            ),
+    ),
+    Lever(
+        name="oi_cap_frac",
+        unit="multiple of starting open interest",
+        bounds=Interval(0.0, 1000.0),
+        default=0.0,
+        doc="open-interest cap per market: new positions above it are refused (0: off)",
+    ),
+    Lever(
+        name="mark_cap_mult",
+        unit="multiple of the mark's 8-hour average",
+        bounds=Interval(0.0, 1000.0),
+        default=0.0,
+        doc=(
+            "mark and oracle capped at this multiple of the mark's 8-hour average "
+            "(0: off, else >= 1; Hyperliquid after XPL: 10)"
         ),
-        Lever(
-            name="oi_cap_frac",
-            unit="multiple of starting open interest",
-            bounds=Interval(0.0, 1000.0),
-            default=0.0,
-            doc="open-interest cap per market: new positions above it are refused (0: off)",
-        ),
-        Lever(
-            name="mark_cap_mult",
-            unit="multiple of the mark's 8-hour average",
-            bounds=Interval(0.0, 1000.0),
-            default=0.0,
-            doc=(
-                "mark and oracle capped at this multiple of the mark's 8-hour average "
-                "(0: off, else >= 1; Hyperliquid after XPL: 10)"
-            ),
-        ),
-    )
-}
+    ),
+)
 
 #: Levers an action can set, in action order when all are controlled.
 CONTROLLABLE: tuple[str, ...] = tuple(n for n, lever in LEVERS.items() if lever.controllable)
@@ -551,81 +558,72 @@ CONTROLLABLE: tuple[str, ...] = tuple(n for n, lever in LEVERS.items() if lever.
 #: :class:`fundgym.envs.markets_env.MarketsInsuranceFundEnv`): one value per market. Kept apart
 #: from :data:`LEVERS`, whose levers are one per exchange and make up the one-market
 #: environment's action.
-MARKET_LEVERS: dict[str, Lever] = {
-    lever.name: lever
-    for lever in (
-        Lever(
-            name="market_mmr_mult",
-            unit="multiple of the exchange's margin",
-            bounds=Interval(0.0, 100.0, low_open=True),
-            default=1.0,
-            doc="a market's maintenance and initial margin as a multiple of the exchange's "
-            "(a thin alt asks more; Binance and Hyperliquid set margin per market)",
-            action=ActionRange(0.5, 4.0, True),
-        ),
-        Lever(
-            name="market_oi_cap_frac",
-            unit="multiple of the market's starting open interest",
-            bounds=Interval(0.0, 1000.0, low_open=True),
-            default=4.0,
-            doc="a market's open-interest cap: new positions that would lift its open interest "
-            "above this multiple of its start are refused (the default, 4x, never binds in a "
-            "day's crash; venues cap a thin market's OI, as Hyperliquid did after XPL)",
-            action=ActionRange(0.25, 4.0, True),
-        ),
-        Lever(
-            name="market_fund_cap_frac",
-            unit="share of the exchange's starting insurance (every pot)",
-            bounds=Interval(0.0, math.inf, high_open=True),
-            default=1.0,
-            doc="the most the fund pays toward a market's shortfalls (per tick or over the "
-            "episode, fund_cap_period), as a share of the exchange's insurance at the start, "
-            "every pot: Drift's per-market caps by contract tier ($100M, $1M, $100k, $0); 0: "
-            "the fund never pays the market; 1: at most the whole starting fund",
-            action=ActionRange(0.0, 1.0, False),
-        ),
-    )
-}
+MARKET_LEVERS: dict[str, Lever] = _registry(
+    Lever(
+        name="market_mmr_mult",
+        unit="multiple of the exchange's margin",
+        bounds=Interval(0.0, 100.0, low_open=True),
+        default=1.0,
+        doc="a market's maintenance and initial margin as a multiple of the exchange's "
+        "(a thin alt asks more; Binance and Hyperliquid set margin per market)",
+        action=ActionRange(0.5, 4.0, True),
+    ),
+    Lever(
+        name="market_oi_cap_frac",
+        unit="multiple of the market's starting open interest",
+        bounds=Interval(0.0, 1000.0, low_open=True),
+        default=4.0,
+        doc="a market's open-interest cap: new positions that would lift its open interest "
+        "above this multiple of its start are refused (the default, 4x, never binds in a "
+        "day's crash; venues cap a thin market's OI, as Hyperliquid did after XPL)",
+        action=ActionRange(0.25, 4.0, True),
+    ),
+    Lever(
+        name="market_fund_cap_frac",
+        unit="share of the exchange's starting insurance (every pot)",
+        bounds=Interval(0.0, math.inf, high_open=True),
+        default=1.0,
+        doc="the most the fund pays toward a market's shortfalls (per tick or over the "
+        "episode, fund_cap_period), as a share of the exchange's insurance at the start, "
+        "every pot: Drift's per-market caps by contract tier ($100M, $1M, $100k, $0); 0: "
+        "the fund never pays the market; 1: at most the whole starting fund",
+        action=ActionRange(0.0, 1.0, False),
+    ),
+)
 
 
 #: Levers of a segmented fund on an exchange listing several markets
 #: (:class:`fundgym.envs.markets_env.MarketsInsuranceFundEnv` with ``fund_mode="segmented"``):
 #: one value per exchange, kept apart from :data:`LEVERS` (the one-market environment's action).
-SEGMENT_LEVERS: dict[str, Lever] = {
-    lever.name: lever
-    for lever in (
-        Lever(
-            name="segment_transfer_cap_frac",
-            unit="share of the segments' starting total, per tick",
-            bounds=Interval(0.0, math.inf),
-            default=0.0,
-            doc="the most a segmented fund's segments may lend one another per tick toward a "
-            "market its own segment cannot pay, as a share of the segments' starting total "
-            "(0: forbidden, isolation; inf: pooled)",
-            action=ActionRange(0.0, 0.05, False),
-        ),
-    )
-}
+SEGMENT_LEVERS: dict[str, Lever] = _registry(
+    Lever(
+        name="segment_transfer_cap_frac",
+        unit="share of the segments' starting total, per tick",
+        bounds=Interval(0.0, math.inf),
+        default=0.0,
+        doc="the most a segmented fund's segments may lend one another per tick toward a "
+        "market its own segment cannot pay, as a share of the segments' starting total "
+        "(0: forbidden, isolation; inf: pooled)",
+        action=ActionRange(0.0, 0.05, False),
+    ),
+)
 
 #: Levers set per collateral asset on an exchange whose accounts post collateral assets
 #: (:class:`fundgym.envs.markets_simulator.MarketsSimulator`,
 #: :class:`fundgym.envs.markets_env.MarketsInsuranceFundEnv`): one value per asset. Its default
 #: is the scenario's ``haircut_frac`` for the asset; the one here stands for an asset without one.
-COLLATERAL_LEVERS: dict[str, Lever] = {
-    lever.name: lever
-    for lever in (
-        Lever(
-            name="collateral_haircut_frac",
-            unit="share of the asset's price",
-            bounds=Interval(0.0, 1.0, high_open=True),
-            default=0.1,
-            doc="the share of a collateral asset's price the venue does not count toward "
-            "margin (Binance's collateral ratio is one minus it); a deeper haircut leaves "
-            "less margin to a depeg",
-            action=ActionRange(0.0, 0.9, False),
-        ),
-    )
-}
+COLLATERAL_LEVERS: dict[str, Lever] = _registry(
+    Lever(
+        name="collateral_haircut_frac",
+        unit="share of the asset's price",
+        bounds=Interval(0.0, 1.0, high_open=True),
+        default=0.1,
+        doc="the share of a collateral asset's price the venue does not count toward "
+        "margin (Binance's collateral ratio is one minus it); a deeper haircut leaves "
+        "less margin to a depeg",
+        action=ActionRange(0.0, 0.9, False),
+    ),
+)
 
 
 def venue_values(venue: Venue, values: dict[str, float]) -> dict[str, float]:

@@ -268,3 +268,12 @@ def test_a_mark_cap_below_one_is_refused():
     with pytest.raises(SchemaError, match="mark_cap_mult"):
         build(EnvConfig, {"mark_cap_mult": 0.5}, "<test>")
     assert RiskParams(mark_cap_mult=10.0).mark_cap_mult == 10.0
+
+
+def test_a_registry_refuses_a_lever_declared_twice():
+    from fundgym.envs.levers import _registry
+
+    fee = LEVERS["liquidation_fee_rate"]
+    assert list(_registry(fee, LEVERS["mmr"])) == ["liquidation_fee_rate", "mmr"]
+    with pytest.raises(ValueError, match="lever 'liquidation_fee_rate' is declared twice"):
+        _registry(fee, LEVERS["mmr"], fee)
