@@ -210,9 +210,10 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     ``insolvency_frac`` (0.05: the uncovered loss, as a share of the starting open interest,
     that ends the episode) and ``max_step`` (the largest move of a lever's position in one
     decision, action units in (0, 2]; 2, the default, lets every move land at once, as before
-    it existed; the one-market env's ``max_step`` is 0.2 by default, and so is
-    ``configs/train/ppo_markets.yaml``'s: a policy's exploration noise then moves the levers a
-    little each decision instead of throwing them across their ranges).
+    it existed; the one-market env's is 0.2 by default. A limit damps a policy's exploration
+    noise, but on ``alt_contagion`` 0.2 made the levers lag the crash, so
+    ``configs/train/ppo_markets.yaml`` keeps 2: ``docs/markets.md``, "Training across
+    markets").
 
     ## Version History
 
