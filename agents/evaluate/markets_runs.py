@@ -204,17 +204,17 @@ def score_episodes(
     episode's :class:`Trace` is appended under its policy's label (``trained``, ``trained,
     seed S``, ``defaults``).
     """
-    first = next(iter(runs.values()))
-    envs = {key: markets_env(run, scenario) for key, run in runs.items()}
-    defaults = envs[next(iter(runs))].default_action()
+    # One env for every policy: a reset with the episode's seed draws it anew whoever plays.
+    env = markets_env(next(iter(runs.values())), scenario)
+    defaults = env.default_action()
 
     def hold(_obs: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         return defaults
 
-    players = [("trained", key, run.act(envs[key]), envs[key]) for key, run in runs.items()]
-    players.append(("defaults", None, hold, markets_env(first, scenario)))
+    players = [("trained", key, run.act(env)) for key, run in runs.items()]
+    players.append(("defaults", None, hold))
     for i in range(episodes):
-        for name, key, act, env in players:
+        for name, key, act in players:
             trace = None
             if traces is not None:
                 trace = Trace()
