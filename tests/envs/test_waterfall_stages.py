@@ -24,25 +24,16 @@ from fundgym.envs.core.params import (
 from fundgym.envs.core.step import core_step
 from fundgym.envs.core.vault import V_ACTIVE, V_CAPITAL, V_CASH, V_PEAK
 from fundgym.envs.state import SimState
-from tests.books import assert_books_balance
+from tests.books import assert_books_balance, worked_params
 
 APPROX = {"rel": 1e-12, "abs": 1e-9}
 DEPTH = SqrtImpact.for_slippage(8_900.0, 0.001).depth_usd_per_pct  # slips 8,900 by 0.1%
 
 
 def params(mode="partial", **kw):
-    base = dict(
-        mmr=0.05,
-        imr=0.1,
-        liquidation_fee_rate=0.01,
-        liquidation_fee_fund_share=1.0,
-        max_liquidation_fraction=1.0,
-        min_liquidation_notional_usd=0.0,
-        liquidator_capacity_mult=0.0,
-        liquidation_mode=mode,
-    )
-    base.update(kw)
-    return RiskParams(**base)
+    """The hand-worked parameters with the whole fee to the fund and no outside liquidators."""
+    base = dict(liquidation_fee_fund_share=1.0, liquidator_capacity_mult=0.0, liquidation_mode=mode)
+    return worked_params(**{**base, **kw})
 
 
 def book(fund=1_000.0):
