@@ -71,22 +71,14 @@ from hypothesis import strategies as st
 
 from fundgym.envs.core.events import StepEvents
 from fundgym.envs.core.impact import SqrtImpact, market_books
-from fundgym.envs.core.params import RiskParams
 from fundgym.envs.core.step import _book_segments, core_step
 from fundgym.envs.state import SimState, ledger_error, ledger_total
-from tests.books import FixedSlippage
+from tests.books import FixedSlippage, worked_params
 from tests.multi_market import two_market_book as book
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
-PARAMS = RiskParams(
-    mmr=0.05,
-    imr=0.1,
-    liquidation_fee_rate=0.015,
-    liquidation_fee_fund_share=1.0,
-    max_liquidation_fraction=1.0,
-    min_liquidation_notional_usd=0.0,
-)
+PARAMS = worked_params(liquidation_fee_rate=0.015, liquidation_fee_fund_share=1.0)
 MARKS = np.array([[9_000.0, 80.0]])
 
 

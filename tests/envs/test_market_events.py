@@ -40,23 +40,15 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from fundgym.envs.core.events import StepEvents
-from fundgym.envs.core.params import RiskParams
 from fundgym.envs.core.step import core_step, margin_state
 from fundgym.envs.state import SimState, ledger_error
-from tests.books import FixedSlippage
+from tests.books import FixedSlippage, worked_params
 from tests.multi_market import FUZZ_BOOKS, fuzz_engine, fuzz_params
 from tests.multi_market import two_market_book as book
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
-PARAMS = RiskParams(
-    mmr=0.05,
-    imr=0.1,
-    liquidation_fee_rate=0.015,
-    liquidation_fee_fund_share=1.0,
-    max_liquidation_fraction=1.0,
-    min_liquidation_notional_usd=0.0,
-)
+PARAMS = worked_params(liquidation_fee_rate=0.015, liquidation_fee_fund_share=1.0)
 SOCIALIZE = dataclasses.replace(PARAMS, fallback="socialize")
 MARKS = np.array([[9_000.0, 80.0]])
 AT_MARK = FixedSlippage(0.0)
