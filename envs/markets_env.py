@@ -1,82 +1,54 @@
 """``fundgym/MarketsInsuranceFund-v0``: a risk desk's levers over an exchange listing many markets.
 
-One exchange per environment, on :class:`~fundgym.envs.markets_simulator.MarketsSimulator`: the
-exchange-wide levers plus one margin multiple per market, observed through an exchange block, a
-cross-market stress summary and one block per market. The spaces are flat ``Box``es with the
-layouts :meth:`MarketsInsuranceFundEnv.action_names` and
-:meth:`MarketsInsuranceFundEnv.observation_names` give, so any Gymnasium or SB3 agent takes them.
+One exchange per environment (:class:`MarketsInsuranceFundEnv`), or ``num_envs`` of them stepped
+together (:class:`MarketsInsuranceFundVectorEnv`), on
+:class:`~fundgym.envs.markets_simulator.MarketsSimulator`: the exchange-wide levers plus one
+margin multiple per market, observed through an exchange block, a cross-market stress summary
+and one block per market. The spaces are flat ``Box``es with the layouts
+:meth:`MarketsInsuranceFundEnv.action_names` and :meth:`MarketsInsuranceFundEnv.observation_names`
+give, so any Gymnasium or SB3 agent takes them. Both faces run one decision,
+:class:`~fundgym.envs.markets_core.MarketsControlCore`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
 
-from fundgym.envs.controls import allocation_weights
-from fundgym.envs.core.params import AdlPolicy, LiquidationMode, RiskParams
-from fundgym.envs.core.step import margin_state
-from fundgym.envs.fund.portfolio import BUCKETS
-from fundgym.envs.levers import COLLATERAL_LEVERS, LEVERS, MARKET_LEVERS, SEGMENT_LEVERS, Lever
-from fundgym.envs.market.price import MINUTES_PER_YEAR
+from fundgym.envs.markets_core import (
+    ALLOCATION_LEVERS,
+    EXCHANGE_LEVERS,
+    EXCHANGE_OBS,
+    MARKET_OBS,
+    OBS_CLIP,
+    PER_MARKET_LEVERS,
+    MarketsControlCore,
+)
 from fundgym.envs.markets_simulator import MarketsPopulation, MarketsSimulator
-from fundgym.envs.rewards import DecisionTotals, RewardWeights, combine, reward_components
+from fundgym.envs.rewards import RewardWeights
 from fundgym.envs.scenarios import Scenario, load_scenario
-from fundgym.envs.state import open_interest_usd
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 
-#: The exchange-wide levers an action sets, in action order (the lever registry's).
-EXCHANGE_LEVERS: tuple[str, ...] = (
-    "liquidation_fee_rate",
-    "liquidation_fee_fund_share",
-    "trading_fee_fund_share",
-)
-#: The shared fund's allocation logits (weights = softmax(3 x logits)), after the exchange
-#: levers when the fund is shared; a segmented fund's segments are cash and have none.
-ALLOCATION_LEVERS: tuple[str, ...] = tuple(f"alloc_{bucket}" for bucket in BUCKETS)
-#: The per-market levers, one action coordinate per market each, after the exchange's.
-PER_MARKET_LEVERS: tuple[str, ...] = tuple(MARKET_LEVERS)
-#: The exchange block of the observation (then one :data:`MARKET_OBS` block per market).
-EXCHANGE_OBS: tuple[str, ...] = (
-    "fund_coverage",
-    "worst_pot_left",
-    "open_interest_rel",
-    "stress_max_drawdown",
-    "stress_near_liquidation",
-    "collateral_discount",
-    "user_loss_per_mille_oi",
-    "episode_progress",
-    *(f"param_{name}" for name in EXCHANGE_LEVERS),
-    *(f"fund_weight_{bucket}" for bucket in BUCKETS),
-)
-#: One market's block.
-MARKET_OBS: tuple[str, ...] = (
-    "vol_ratio_log",
-    "depth_rel",
-    "oi_share",
-    "long_short_skew",
-    "near_liquidation",
-    "drawdown",
-    *(f"param_{name}" for name in PER_MARKET_LEVERS),
-)
-OBS_CLIP = 10.0
-NEAR_LIQUIDATION_BUFFER = 0.25
-"""An account is near liquidation when its equity is below ``1.25 x`` its requirement (the
-one-market population's ``near_liquidation_buffer_frac``)."""
+__all__ = [
+    "ALLOCATION_LEVERS",
+    "EXCHANGE_LEVERS",
+    "EXCHANGE_OBS",
+    "MARKET_OBS",
+    "PER_MARKET_LEVERS",
+    "MarketsInsuranceFundEnv",
+    "MarketsInsuranceFundVectorEnv",
+]
 
-
-def _positive_up_to(name: str, value: float, high: float, meaning: str) -> float:
-    """``value`` as a float if it is a number in ``(0, high]``, else a ValueError naming it."""
-    ok = not isinstance(value, bool) and math.isfinite(value)
-    if not (ok and 0.0 < value <= high):
-        raise ValueError(f"{name} must lie in (0, {high:g}] ({meaning}), got {value!r}")
-    return float(value)
+#: The largest seed an episode draws (the one-exchange env's, kept for its episodes).
+_EPISODE_SEED_HIGH = 2**31 - 1
 
 
 class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]]):
@@ -257,92 +229,69 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         max_step: float = 2.0,
     ) -> None:
         sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
-        self.insolvency_frac = _positive_up_to(
-            "insolvency_frac",
-            insolvency_frac,
-            10.0,
-            "uncovered loss / starting open interest that ends the episode",
-        )
-        self.max_step = _positive_up_to(
-            "max_step",
-            max_step,
-            2.0,
-            "the largest move of a lever's position in one decision, action units; 2: none",
-        )
-        # The engine the levers run under, at the levers' defaults: RiskParams checks the names
-        # (every liquidation mode runs across markets) and the capacity's range, the
-        # simulator the vault.
-        capacity = (
-            LEVERS["liquidator_capacity_mult"].default
-            if liquidator_capacity_mult is None
-            else liquidator_capacity_mult
-        )
-        self._engine = RiskParams(
-            liquidation_mode=cast(LiquidationMode, liquidation_mode),
-            adl_policy=cast(AdlPolicy, adl_policy),
-            liquidator_capacity_mult=capacity,
-        )
-        if not (np.isfinite(decision_minutes) and decision_minutes >= sc.tick_minutes):
-            raise ValueError(
-                f"decision_minutes must be >= the scenario's tick ({sc.tick_minutes:g} min), "
-                f"got {decision_minutes!r}"
-            )
-        self.scenario = sc
-        self.ticks_per_decision = max(1, round(decision_minutes / sc.tick_minutes))
-        self.decision_minutes = self.ticks_per_decision * sc.tick_minutes
-        if not (np.isfinite(rebalance_threshold) and 0.0 <= rebalance_threshold <= 2.0):
-            raise ValueError(f"rebalance_threshold must lie in [0, 2], got {rebalance_threshold!r}")
-        self.rebalance_threshold = float(rebalance_threshold)
-        self.weights = reward or RewardWeights()
-        self.n_markets = sc.n_markets
-        self.sim = MarketsSimulator(
+        self.core = MarketsControlCore(
             sc,
+            1,
             n_accounts=n_accounts,
+            decision_minutes=decision_minutes,
             fund_mode=fund_mode,
             fund_groups=fund_groups,
             collateral_price=collateral_price,
             fund_to_oi_frac=fund_to_oi_frac,
             fund_asset=fund_asset,
+            rebalance_threshold=rebalance_threshold,
             markets_population=markets_population,
-            risk=self._engine,  # each decision puts the levers in force
+            reward=reward,
+            liquidation_mode=liquidation_mode,
+            adl_policy=adl_policy,
             vault_to_oi_frac=vault_to_oi_frac,
             vault_adl_loss_frac=vault_adl_loss_frac,
+            liquidator_capacity_mult=liquidator_capacity_mult,
             fund_cap_period=fund_cap_period,
+            insolvency_frac=insolvency_frac,
+            max_step=max_step,
         )
-        # A shared fund's allocation; a segmented fund's transfer cap between its segments
-        # (not under dydx_v4, which pays a fill whole from its market's fund or rejects it).
-        lends = not self._shared and self._engine.liquidation_mode != "dydx_v4"
-        self.segment_levers: tuple[str, ...] = tuple(SEGMENT_LEVERS) if lends else ()
-        self.exchange_levers = (
-            EXCHANGE_LEVERS + (ALLOCATION_LEVERS if self._shared else ()) + self.segment_levers
-        )
-        self.n_assets = self.sim.n_assets  # collateral assets: one haircut each
-        haircut = COLLATERAL_LEVERS["collateral_haircut_frac"]
-        self.levers: tuple[Lever, ...] = (
-            *(LEVERS.get(name) or SEGMENT_LEVERS[name] for name in self.exchange_levers),
-            *(MARKET_LEVERS[name] for name in PER_MARKET_LEVERS for _ in range(self.n_markets)),
-            *(haircut for _ in range(self.n_assets)),
-        )
-        n_act = len(self.levers)
-        self.action_space = spaces.Box(-1.0, 1.0, (n_act,), np.float32)
-        n_obs = (
-            len(EXCHANGE_OBS)
-            + len(MARKET_OBS) * self.n_markets
-            + self.n_assets
-            + len(self.segment_levers)
-        )
-        self.observation_space = spaces.Box(-OBS_CLIP, OBS_CLIP, (n_obs,), np.float32)
-        # The levers' defaults; each haircut's is the scenario's for its asset (or the one the
-        # simulator was given), so the default action runs the scenario as written.
-        defaults = [lever.default for lever in self.levers[: n_act - self.n_assets]]
-        self._default_positions = np.array(
-            [float(lever.to_position(v)) for lever, v in zip(self.levers, defaults, strict=False)]
-            + [float(haircut.to_position(h)) for h in self.sim.haircut]
-        )
-        self.positions = self._default_positions.copy()
-        self.uncovered_usd = 0.0  # losses no fund covered this episode (the insolvency end)
-        self.alloc_target = np.array([1.0, 0.0, 0.0, 0.0])
-        self._last_loss_usd = 0.0
+        core = self.core
+        self.scenario = sc
+        self.n_markets = core.n_markets
+        self.n_assets = core.n_assets  # collateral assets: one haircut each
+        self.ticks_per_decision = core.ticks_per_decision
+        self.decision_minutes = core.decision_minutes
+        self.weights = core.weights
+        self.exchange_levers = core.exchange_levers
+        self.segment_levers = core.segment_levers
+        self.levers = core.levers
+        self.action_space = spaces.Box(-1.0, 1.0, (core.action_dim,), np.float32)
+        self.observation_space = spaces.Box(-OBS_CLIP, OBS_CLIP, (core.obs_dim,), np.float32)
+
+    @property
+    def sim(self) -> MarketsSimulator:
+        """The simulator of this one exchange (row 0 of its arrays)."""
+        return self.core.sim
+
+    @property
+    def positions(self) -> FloatArray:
+        """The levers' positions in force, ``(action_dim,)``."""
+        out: FloatArray = self.core.positions[0]
+        return out
+
+    @property
+    def uncovered_usd(self) -> float:
+        """Losses no fund covered this episode (what ends it past ``insolvency_frac``)."""
+        return float(self.core.uncovered_usd[0])
+
+    @property
+    def _default_positions(self) -> FloatArray:
+        return self.core.default_positions
+
+    @property
+    def _oi0(self) -> float:
+        return float(self.core.oi0[0])
+
+    @property
+    def _pots0(self) -> FloatArray:
+        out: FloatArray = self.core.pots0[0]
+        return out
 
     def default_action(self) -> np.ndarray[Any, Any]:
         """The action holding every lever at its default: the scenario as written.
@@ -350,30 +299,17 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         The static baseline a trained multi-market policy is scored against
         (``fundgym markets --run``); each haircut's default is the scenario's for its asset.
         """
-        return self._default_positions.copy()
+        return self.core.default_positions.copy()
 
     # ---- layouts ---------------------------------------------------------------------------
 
     def action_names(self) -> tuple[str, ...]:
         """Each action coordinate's lever, ``name`` or ``name[MARKET]``, in order."""
-        per_market = tuple(
-            f"{name}[{m}]" for name in PER_MARKET_LEVERS for m in self.scenario.market_names
-        )
-        per_asset = tuple(
-            f"{name}[{a}]" for name in COLLATERAL_LEVERS for a in self.scenario.collateral_names
-        )
-        return (*self.exchange_levers, *per_market, *per_asset)
+        return self.core.action_names()
 
     def observation_names(self) -> tuple[str, ...]:
         """Each observation coordinate's name, ``name`` or ``name[MARKET]``, in order."""
-        blocks = tuple(f"{name}[{m}]" for m in self.scenario.market_names for name in MARKET_OBS)
-        assets = tuple(
-            f"param_{name}[{a}]"
-            for name in COLLATERAL_LEVERS
-            for a in self.scenario.collateral_names
-        )
-        segments = tuple(f"param_{name}" for name in self.segment_levers)
-        return (*EXCHANGE_OBS, *blocks, *assets, *segments)
+        return self.core.observation_names()
 
     # ---- Gymnasium -------------------------------------------------------------------------
 
@@ -382,16 +318,9 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     ) -> tuple[np.ndarray[Any, Any], dict[str, Any]]:
         """A fresh exchange: new paths and book (seeded by ``seed`` or the env's generator)."""
         super().reset(seed=seed)
-        episode_seed = int(self.np_random.integers(0, 2**31 - 1))
-        self._apply(self._default_positions.copy(), rebalance=False)  # the book's levers
-        self.sim.reset(episode_seed)
-        self.alloc_target = np.array([1.0, 0.0, 0.0, 0.0])  # a reset fund is all stable
-        self._rebalance()
-        self._last_loss_usd = 0.0
-        self.uncovered_usd = 0.0
-        self._oi0 = float(self.sim.initial_open_interest_usd.sum())
-        self._pots0 = self.sim.initial_fund_usd[0].copy()
-        return self._observation(None), {"seed": episode_seed}
+        episode_seed = int(self.np_random.integers(0, _EPISODE_SEED_HIGH))
+        obs = self.core.reset([episode_seed])
+        return obs[0], {"seed": episode_seed}
 
     def step(self, action: Any) -> tuple[np.ndarray[Any, Any], float, bool, bool, dict[str, Any]]:
         """Set the levers, run one decision's ticks, and score them."""
@@ -402,205 +331,276 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
                 "exchange levers, then each per-market lever for every market, then a haircut "
                 f"per collateral asset: env.action_names()), got {a.shape}"
             )
-        if not np.isfinite(a).all():
-            raise ValueError(f"action must be finite, got {a.tolist()}")
-        new = np.clip(a, -1.0, 1.0)
-        if self.max_step < 2.0:  # each lever moves toward its target by at most max_step
-            new = self.positions + np.clip(new - self.positions, -self.max_step, self.max_step)
-        change = float(np.abs(new - self.positions).sum())
-        sim = self.sim
-        ext_before = float(sim.state.fund.external_pnl_usd[0])  # the rebalance's costs count
-        self._apply(new)
-        sums: dict[str, float] = {}
-        paid = np.zeros(self.n_markets)
-        adl = np.zeros(self.n_markets)
-        lent = np.zeros(sim.n_pots)
-        row: dict[str, Any] | None = None
-        for _ in range(self.ticks_per_decision):
-            if sim.done:
-                break
-            row = sim.step()
-            ev = row["events"]
-            for name in (
-                "trading_fees_usd",
-                "fund_fee_income_usd",
-                "socialized_loss_usd",
-                "unrecovered_usd",
-                "adl_volume_usd",
-                "shortfall_usd",
-                "liquidation_volume_usd",
-            ):
-                sums[name] = sums.get(name, 0.0) + float(getattr(ev, name)[0])
-            # What ends the episode, as in one market: losses no fund covered, the same
-            # dollars under every ADL rule (a counterparty's haircut past the mark counts).
-            self.uncovered_usd += (
-                float(ev.socialized_loss_usd[0])
-                + float(ev.unrecovered_usd[0])
-                + max(float(ev.adl_haircut_usd[0]), 0.0)
-            )
-            paid += row["market_fund_paid_usd"][0]
-            adl += row["market_adl_volume_usd"][0]
-            lent += row["fund_transfer_usd"][0]
-        ext = float(sim.state.fund.external_pnl_usd[0]) - ext_before if self._shared else 0.0
-        margins = self._margin(row)
-        margin = float(margins[1].sum())
-        pots = sim.fund_pots_usd()[0]
-        one = np.ones(1)
-        totals = DecisionTotals(
-            trading_fees_usd=one * sums.get("trading_fees_usd", 0.0),
-            fund_liquidation_fees_usd=one * sums.get("fund_fee_income_usd", 0.0),
-            fund_external_pnl_usd=one * ext,
-            fund_value_usd=one * float(pots.sum()),
-            socialized_loss_usd=one * sums.get("socialized_loss_usd", 0.0),
-            unrecovered_usd=one * sums.get("unrecovered_usd", 0.0),
-            adl_volume_usd=one * sums.get("adl_volume_usd", 0.0),
-            margin_locked_usd=one * margin,
-            lost_fee_revenue_usd=np.zeros(1),
-            change=one * change,
-            years=self.decision_minutes / MINUTES_PER_YEAR,
-        )
-        components = reward_components(totals, np.array([self._oi0]), self.weights)
-        reward = float(combine(components, self.weights)[0])
-        loss = (
-            sums.get("socialized_loss_usd", 0.0)
-            + sums.get("unrecovered_usd", 0.0)
-            + sums.get("adl_volume_usd", 0.0)
-        )
-        self._last_loss_usd = loss
-        info = {
-            "reward_components": {k: float(v[0]) for k, v in components.items()},
-            "cost": float(components["solvency"][0]),
-            "user_loss_usd": loss,
-            "capital_locked_usd": float(pots.sum()) + margin,
-            "fund_pots_usd": pots.copy(),
-            "market_fund_paid_usd": paid,
-            "market_adl_volume_usd": adl,
-            "fund_transfer_usd": lent,
-            "levers": self.lever_values(),
-            "fund_weights": sim.fund_weights()[0],
-            **sums,
-        }
-        terminated = self.uncovered_usd > self.insolvency_frac * self._oi0
-        truncated = sim.done and not terminated
-        info["uncovered_usd"] = self.uncovered_usd
-        return self._observation(row, margins), reward, terminated, truncated, info
-
-    # ---- internals -------------------------------------------------------------------------
-
-    @property
-    def _shared(self) -> bool:
-        return self.sim.fund_mode == "shared"
+        obs, reward, terminated, truncated, infos = self.core.step(a[None, :])
+        return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), infos[0]
 
     def lever_values(self) -> dict[str, Any]:
         """The levers in force in natural units (per-market ones as ``(M,)`` arrays)."""
-        out: dict[str, Any] = {}
-        for i, name in enumerate(self.exchange_levers):
-            out[name] = float(self.levers[i].to_value(self.positions[i]))
-        k = len(self.exchange_levers)
-        for j, name in enumerate(PER_MARKET_LEVERS):
-            rows = self.positions[k + j * self.n_markets : k + (j + 1) * self.n_markets]
-            out[name] = MARKET_LEVERS[name].to_value(rows)
-        if self.n_assets:
-            rows = self.positions[len(self.positions) - self.n_assets :]
-            out["collateral_haircut_frac"] = COLLATERAL_LEVERS["collateral_haircut_frac"].to_value(
-                rows
-            )
-        return out
+        return self.core.lever_values(0)
 
-    def _apply(self, positions: FloatArray, rebalance: bool = True) -> None:
-        """Hold ``positions`` and put their levers in force (the allocation if ``rebalance``)."""
-        self.positions = positions
-        values = self.lever_values()
-        risk = dataclasses.replace(self._engine, **{name: values[name] for name in EXCHANGE_LEVERS})
-        self.sim.set_levers(
-            risk,
-            values["market_mmr_mult"],
-            values["market_oi_cap_frac"],
-            values["market_fund_cap_frac"],
-            values.get("collateral_haircut_frac"),
-            # the segments' transfer cap, a share of their starting total per tick
-            None
-            if not self.segment_levers
-            else values["segment_transfer_cap_frac"] * float(self.sim.initial_fund_usd[0].sum()),
-        )
-        if rebalance:
-            self._rebalance()
 
-    def _rebalance(self) -> None:
-        """Move the shared fund toward the allocation in force, when it moved enough to pay."""
-        if not self._shared:
-            return
-        values = self.lever_values()
-        target = allocation_weights(np.array([values[name] for name in ALLOCATION_LEVERS]))
-        if float(np.abs(target - self.alloc_target).sum()) > self.rebalance_threshold:
-            self.sim.set_allocation(target)
-            self.alloc_target = target
+class MarketsInsuranceFundVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
+    """``num_envs`` exchanges of :class:`MarketsInsuranceFundEnv` stepped as one batch.
 
-    def _margin(self, row: dict[str, Any] | None) -> tuple[FloatArray, FloatArray]:
-        """Each account's equity and requirement at the last oracle (the engine's view)."""
-        sim = self.sim
-        mark = sim.last_index if row is None else row["oracle"]
-        kw: dict[str, Any] = {"market_mmr_mult": sim.market_mmr_mult}
-        if sim.n_assets:
-            kw.update(collateral_price=sim.unit_price, collateral_haircut=sim.haircut)
-        return margin_state(sim.state, sim.risk, mark, **kw)
+    ## Description
 
-    def _observation(
+    The same MDP as :class:`MarketsInsuranceFundEnv` (its spaces, levers, reward and
+    ``info``), for ``num_envs`` exchanges of one
+    :class:`~fundgym.envs.markets_simulator.MarketsSimulator`: a tick's Python runs once for
+    the batch and its per-exchange work is compiled, so a decision costs several times less
+    per exchange than one environment per exchange (``docs/benchmarks.md``). Exchange ``i``
+    of a batch seeded ``s`` equals :class:`MarketsInsuranceFundEnv` seeded ``s + i`` step for
+    step, bit for bit, while every exchange of the batch is in its episode (below).
+
+    ## One clock
+
+    The exchanges share the simulator's clock, so their episodes start and end together:
+    every exchange draws its next episode (its own seed, from its own generator, as the
+    one-exchange env draws it) when the batch's episode ends. That is at the scenario's
+    horizon (every exchange truncated) or at the decision where some exchange is insolvent
+    (``insolvency_frac``): it terminates and the others are **truncated** there, a time limit
+    like any other (a learner bootstraps their value from the last observation). Exchanges
+    that would have run on alone differ from their one-exchange twins from that decision on.
+
+    ## Autoreset
+
+    ``autoreset_mode`` (a :class:`gymnasium.vector.AutoresetMode` or its value):
+
+    * ``NEXT_STEP`` (default, Gymnasium's): the step where the episode ends returns its last
+      observations, rewards and flags; the next ``step()`` ignores the actions and returns the
+      new episode's first observations, rewards 0 and flags ``False``.
+    * ``SAME_STEP`` (the stable-baselines3 adapter's): the episode restarts within the step
+      that ended it; the returned observations are the new episode's, the last ones are in
+      ``infos["final_obs"]`` (an object array) with the step's info in
+      ``infos["final_info"]``.
+    * ``DISABLED``: stepping after the episode ended is an error until ``reset()``.
+
+    ``reset(options={"reset_mask": mask})`` must select every exchange (one clock).
+
+    ## Infos
+
+    One array per key of the one-exchange env's ``info`` (``reward_components`` and ``levers``
+    as dicts of arrays, per-market values ``(num_envs, M)``), each with its ``_key`` mask, as
+    ``gymnasium.vector.SyncVectorEnv`` returns them; ``reset()`` returns each exchange's
+    episode ``seed``.
+
+    ## Arguments
+
+    ``num_envs`` (exchanges), ``scenario`` and the keyword arguments of
+    :class:`MarketsInsuranceFundEnv`, and ``autoreset_mode``.
+    """
+
+    metadata: dict[str, Any] = {  # noqa: RUF012  (Gymnasium declares it so)
+        "render_modes": [],
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+    }
+
+    def __init__(
         self,
-        row: dict[str, Any] | None,
-        margins: tuple[FloatArray, FloatArray] | None = None,
-    ) -> np.ndarray[Any, Any]:
-        sim = self.sim
-        st = sim.state
-        index = sim.last_index[0]
-        mark = sim.last_index if row is None else row["mark"]
-        oi = open_interest_usd(st, mark)[0]
-        oi_total = max(float(oi.sum()), 1e-9)
-        eq, req = self._margin(row) if margins is None else margins
-        near = (req[0] > 0.0) & (eq[0] < (1.0 + NEAR_LIQUIDATION_BUFFER) * req[0])
-        gross = np.abs(st.size[0]) * mark[0]  # (A, M)
-        near_m = gross[near].sum(axis=0) / np.maximum(gross.sum(axis=0), 1e-9)
-        near_total = float(gross[near].sum()) / max(float(gross.sum()), 1e-9)
-        drawdown = 1.0 - index / sim.peak_index[0]
-        pots = sim.fund_pots_usd()[0]
-        left = pots / np.maximum(self._pots0, 1e-9)
-        discount = 0.0
-        t = min(sim.t, sim.redemption_path.shape[1] - 1)
-        if sim.n_assets:
-            ratio = sim.unit_price[0] / sim.redemption_path[0, t]
-            discount = float(max(0.0, (1.0 - ratio).max()))
-        exchange = [
-            10.0 * float(pots.sum()) / self._oi0,
-            float(left.min()),
-            oi_total / self._oi0,
-            float(drawdown.max()),
-            near_total,
-            discount,
-            1e3 * self._last_loss_usd / self._oi0,
-            sim.t / max(self.scenario.n_ticks, 1),
-            *self.positions[: len(EXCHANGE_LEVERS)],
-            *sim.fund_weights()[0],
+        num_envs: int = 1,
+        scenario: str | Scenario = "alt_contagion",
+        *,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        **kwargs: Any,
+    ) -> None:
+        self.autoreset_mode = _autoreset_mode(autoreset_mode)
+        self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
+        sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        self.core = MarketsControlCore(sc, num_envs, **kwargs)
+        self.num_envs = num_envs
+        self.scenario = sc
+        self.single_action_space = spaces.Box(-1.0, 1.0, (self.core.action_dim,), np.float32)
+        self.single_observation_space = spaces.Box(
+            -OBS_CLIP, OBS_CLIP, (self.core.obs_dim,), np.float32
+        )
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self.observation_space = gym.vector.utils.batch_space(
+            self.single_observation_space, num_envs
+        )
+        self._rngs: list[np.random.Generator] = [
+            seeding.np_random(None)[0] for _ in range(num_envs)
         ]
-        q = st.size[0]
-        longs = np.where(q > 0.0, q, 0.0).sum(axis=0)
-        shorts = np.where(q < 0.0, -q, 0.0).sum(axis=0)
-        skew = (longs - shorts) / np.maximum(longs + shorts, 1e-12)
-        normal = np.array([sim.normal_depth(m)[0] for m in range(self.n_markets)])
-        depth_now = normal if row is None else row["depth"][0]
-        k = len(self.exchange_levers)
-        blocks = []
-        for m in range(self.n_markets):
-            blocks += [
-                float(np.log(max(sim.vol_annual[0, m], 1e-12) / sim.base_vol[m])),
-                float(depth_now[m] / normal[m]),
-                float(oi[m] / oi_total),
-                float(skew[m]),
-                float(near_m[m]),
-                float(drawdown[m]),
-                *self.positions[k + m :: self.n_markets][: len(PER_MARKET_LEVERS)],
-            ]
-        assets = self.positions[len(self.positions) - self.n_assets :].tolist()
-        segments = [self.positions[self.exchange_levers.index(n)] for n in self.segment_levers]
-        obs = np.asarray([*exchange, *blocks, *assets, *segments], dtype=np.float64)
-        obs = np.nan_to_num(obs, nan=0.0, posinf=OBS_CLIP, neginf=-OBS_CLIP)
-        return np.clip(obs, -OBS_CLIP, OBS_CLIP).astype(np.float32)
+        self._started = False
+        self._ended = False  # the batch's episode ended at the last step (next-step reset)
+        #: Each exchange's episode seed (its generator's draw at the last restart).
+        self.episode_seeds = np.zeros(num_envs, dtype=np.int64)
+
+    @property
+    def sim(self) -> MarketsSimulator:
+        """The simulator of every exchange (row ``i`` of its arrays: exchange ``i``)."""
+        return self.core.sim
+
+    def default_action(self) -> np.ndarray[Any, Any]:
+        """One exchange's action holding every lever at its default (each row of a batch's)."""
+        return self.core.default_positions.copy()
+
+    def action_names(self) -> tuple[str, ...]:
+        """Each action coordinate's lever (one exchange's row), as the one-exchange env's."""
+        return self.core.action_names()
+
+    def observation_names(self) -> tuple[str, ...]:
+        """Each observation coordinate's name (one exchange's row)."""
+        return self.core.observation_names()
+
+    def reset(
+        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start every exchange's next episode.
+
+        Args:
+            seed: An int gives exchange ``i`` the seed ``seed + i``; a list one seed (or
+                ``None``) per exchange; an exchange without a seed continues its stream (the
+                first reset without one: fresh entropy).
+            options: ``{"reset_mask": mask}`` is accepted only when it selects every exchange
+                (their episodes share one clock).
+
+        Raises:
+            ValueError: A seed list of the wrong length, or a mask that leaves an exchange out.
+        """
+        n = self.num_envs
+        if options and "reset_mask" in options:
+            mask = np.asarray(options["reset_mask"])
+            if mask.shape != (n,) or mask.dtype != np.bool_ or not mask.all():
+                raise ValueError(
+                    "options['reset_mask']: the exchanges of MarketsInsuranceFundVectorEnv share "
+                    f"one clock and reset together; pass every exchange ({n} x True) or no mask, "
+                    f"got {options['reset_mask']!r}"
+                )
+        seeds: list[int | None]
+        if seed is None:
+            seeds = [None] * n
+        elif isinstance(seed, Sequence):
+            seeds = list(seed)
+            if len(seeds) != n:
+                raise ValueError(f"seed must list one seed per exchange ({n}), got {len(seeds)}")
+        else:
+            seeds = [int(seed) + i for i in range(n)]
+        for i, s in enumerate(seeds):
+            if s is not None:
+                self._rngs[i] = seeding.np_random(int(s))[0]
+        obs, info = self._restart()
+        self._started = True
+        return obs, info
+
+    def _restart(self) -> tuple[np.ndarray, dict[str, Any]]:
+        """Every exchange's next episode from its own stream: observations and reset info."""
+        seeds = [int(g.integers(0, _EPISODE_SEED_HIGH)) for g in self._rngs]
+        obs = self.core.reset(seeds)
+        self._ended = False
+        self.episode_seeds = np.array(seeds, dtype=np.int64)
+        every = np.ones(self.num_envs, dtype=bool)
+        return obs, {"seed": self.episode_seeds.copy(), "_seed": every}
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step every exchange; a finished episode restarts as ``autoreset_mode`` says."""
+        a = self._checked_actions(actions)
+        n = self.num_envs
+        if self._ended:
+            if self.autoreset_mode is AutoresetMode.DISABLED:
+                raise RuntimeError(
+                    "the episode ended at the last step and autoreset_mode is DISABLED: "
+                    "call reset() first"
+                )
+            if self.autoreset_mode is AutoresetMode.NEXT_STEP:
+                obs, info = self._restart()
+                flags = np.zeros(n, dtype=bool)
+                return obs, np.zeros(n), flags, flags.copy(), info
+        obs, reward, term, trunc, infos = self._step_batch(a)
+        info = stack_infos(infos)
+        if self.autoreset_mode is AutoresetMode.SAME_STEP and self._ended:
+            final = np.empty(n, dtype=object)
+            for e in range(n):
+                final[e] = obs[e].copy()
+            obs, reset_info = self._restart()
+            every = np.ones(n, dtype=bool)
+            info = {
+                **info,
+                "final_obs": final,
+                "_final_obs": every,
+                "final_info": stack_infos(infos),
+                "_final_info": every.copy(),
+                **reset_info,
+            }
+        return obs, reward, term, trunc, info
+
+    def step_list(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]], np.ndarray]:
+        """A same-step autoreset step with one info dict per exchange (the adapters' form).
+
+        Returns:
+            ``(obs, rewards, terminations, truncations, infos, last_obs)``: ``obs`` holds the
+            new episode's first observations when the episode ended, ``last_obs`` every
+            exchange's observation before that reset; ``infos[i]`` is exchange ``i``'s
+            one-exchange ``info``.
+
+        Raises:
+            RuntimeError: ``autoreset_mode`` is not ``SAME_STEP``, or no reset yet.
+        """
+        if self.autoreset_mode is not AutoresetMode.SAME_STEP:
+            raise RuntimeError(
+                "step_list() restarts the episode within the step: make the environment with "
+                f"autoreset_mode=SAME_STEP (it has {self.autoreset_mode})"
+            )
+        obs, reward, term, trunc, infos = self._step_batch(self._checked_actions(actions))
+        last = obs
+        if self._ended:
+            obs, _ = self._restart()
+        return obs, reward, term, trunc, infos, last
+
+    def _step_batch(
+        self, a: FloatArray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        """One decision of every exchange; one insolvent exchange ends the batch's episode."""
+        obs, reward, term, trunc, infos = self.core.step(a)
+        if term.any():  # one clock: the others' episodes end here too, as a time limit
+            trunc = ~term
+        self._ended = bool((term | trunc).any())
+        return obs, reward, term, trunc, infos
+
+    def _checked_actions(self, actions: np.ndarray) -> FloatArray:
+        """``actions`` as float64 of shape exactly ``(num_envs, action_dim)``, after a reset."""
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        a = np.asarray(actions, dtype=np.float64)
+        expected = (self.num_envs, self.core.action_dim)
+        if a.shape != expected:
+            # Reshaping would silently scramble a transposed (action_dim, num_envs) array.
+            raise ValueError(
+                f"actions must have shape (num_envs, action_dim) = {expected}, got {a.shape}"
+            )
+        return a
+
+
+def stack_infos(infos: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One info dict per exchange as Gymnasium's vector info: an array per key, ``_key`` masks.
+
+    Every exchange reports every key (a batch steps together), so each mask is all ``True``;
+    nested dicts (``reward_components``, ``levers``) become dicts of arrays.
+    """
+    every = np.ones(len(infos), dtype=bool)
+    out: dict[str, Any] = {}
+    for key, first in infos[0].items():
+        values = [info[key] for info in infos]
+        out[key] = (
+            stack_infos(values)
+            if isinstance(first, dict)
+            else np.stack([np.asarray(v) for v in values])
+        )
+        out[f"_{key}"] = every.copy()
+    return out
+
+
+def _autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:
+    """``mode`` as an :class:`AutoresetMode` (the enum or its value), else a ValueError."""
+    if isinstance(mode, AutoresetMode):
+        return mode
+    try:
+        return AutoresetMode(mode)
+    except ValueError:
+        allowed = [m.value for m in AutoresetMode]
+        raise ValueError(
+            f"autoreset_mode = {mode!r}: not one of {allowed} (or gymnasium.vector.AutoresetMode)"
+        ) from None

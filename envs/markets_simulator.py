@@ -61,6 +61,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fundgym.envs.core.events import StepEvents
 from fundgym.envs.core.impact import SqrtImpact
@@ -428,7 +429,7 @@ class MarketsSimulator:
         self.vault_adl_loss_frac = vault_adl_loss_frac
         risk = self._engine(risk if risk is not None else RiskParams())
         _check_transfer_cap(segment_transfer_cap_usd, fund_mode, risk.liquidation_mode)
-        self.segment_transfer_cap_usd = float(segment_transfer_cap_usd)
+        self.segment_transfer_cap_usd: float | FloatArray = float(segment_transfer_cap_usd)
         n_mkt = scenario.n_markets
         # The markets whose assets (and puts) the shared fund holds, and their weights (None:
         # one market, the one-asset fund of one market's arithmetic).
@@ -452,16 +453,16 @@ class MarketsSimulator:
         self.fund_groups = _groups(fund_mode, fund_groups, n_mkt)
         self.n_pots = int(self.fund_groups.max()) + 1 if fund_mode == "segmented" else 1
         self.fund_cap_usd = _caps(fund_cap_usd, n_mkt)
-        self.market_fund_cap_frac = _fund_cap_fracs(market_fund_cap_frac, scenario)
+        self.market_fund_cap_frac = _fund_cap_fracs(market_fund_cap_frac, scenario, n_envs)
         if fund_cap_period not in FUND_CAP_PERIODS:
             raise ValueError(
                 f"fund_cap_period must be one of {list(FUND_CAP_PERIODS)}, got {fund_cap_period!r}"
             )
         self.fund_cap_period = fund_cap_period
         self.collateral_source = collateral_price
-        self.haircut = _haircuts(scenario, collateral_haircut_frac)
-        self.market_mmr_mult = _mmr_mults(market_mmr_mult, scenario)
-        self.market_oi_cap_frac = _oi_caps(market_oi_cap_frac, scenario)
+        self.haircut = _haircuts(scenario, collateral_haircut_frac, n_envs)
+        self.market_mmr_mult = _mmr_mults(market_mmr_mult, scenario, n_envs)
+        self.market_oi_cap_frac = _oi_caps(market_oi_cap_frac, scenario, n_envs)
         tick = scenario.tick_minutes
         every = 5.0 if population_minutes is None else float(population_minutes)
         if not (math.isfinite(every) and every > 0.0):
@@ -485,11 +486,11 @@ class MarketsSimulator:
     def set_levers(
         self,
         risk: RiskParams,
-        market_mmr_mult: Sequence[float] | None = None,
-        market_oi_cap_frac: Sequence[float] | None = None,
-        market_fund_cap_frac: Sequence[float] | None = None,
-        collateral_haircut_frac: Sequence[float] | None = None,
-        segment_transfer_cap_usd: float | None = None,
+        market_mmr_mult: ArrayLike | None = None,
+        market_oi_cap_frac: ArrayLike | None = None,
+        market_fund_cap_frac: ArrayLike | None = None,
+        collateral_haircut_frac: ArrayLike | None = None,
+        segment_transfer_cap_usd: ArrayLike | None = None,
     ) -> None:
         """Put ``risk``, each market's levers and each collateral asset's haircut in force.
 
@@ -501,22 +502,29 @@ class MarketsSimulator:
         ``segment_transfer_cap_usd``: what the segments may lend one another per tick from
         the next tick (``None``: the one in force; checked as the constructor's).
 
+        Every lever may differ between the exchanges of the batch, as ``risk``'s arrays may
+        (a batched environment sets each exchange's own): a per-market lever is ``(M,)`` for
+        every exchange or ``(n_envs, M)``, a haircut ``(K,)`` or ``(n_envs, K)``, the
+        transfer cap a number or ``(n_envs,)``.
+
         Raises:
             ValueError: What the constructor refuses (a vault without a venue mode, a
                 multiple that is not finite and > 0, or not one per market).
         """
         risk = self._engine(risk)
-        mults = _mmr_mults(market_mmr_mult, self.scenario)
-        caps = _oi_caps(market_oi_cap_frac, self.scenario)
-        fund_caps = _fund_cap_fracs(market_fund_cap_frac, self.scenario)
+        E = self.n_envs
+        mults = _mmr_mults(market_mmr_mult, self.scenario, E)
+        caps = _oi_caps(market_oi_cap_frac, self.scenario, E)
+        fund_caps = _fund_cap_fracs(market_fund_cap_frac, self.scenario, E)
         haircuts = (
             self.haircut
             if collateral_haircut_frac is None
-            else _haircuts(self.scenario, collateral_haircut_frac)
+            else _haircuts(self.scenario, collateral_haircut_frac, E)
         )
         if segment_transfer_cap_usd is not None:
-            _check_transfer_cap(segment_transfer_cap_usd, self.fund_mode, risk.liquidation_mode)
-            self.segment_transfer_cap_usd = float(segment_transfer_cap_usd)
+            transfer = _transfer_caps(segment_transfer_cap_usd, E)
+            _check_transfer_cap(transfer, self.fund_mode, risk.liquidation_mode)
+            self.segment_transfer_cap_usd = transfer
         self.risk = risk
         self.market_mmr_mult = mults
         self.market_oi_cap_frac = caps
@@ -541,13 +549,18 @@ class MarketsSimulator:
                 )
         return out
 
-    def set_allocation(self, weights: Sequence[float] | FloatArray) -> FloatArray:
+    def set_allocation(
+        self, weights: Sequence[float] | FloatArray, mask: BoolArray | None = None
+    ) -> FloatArray:
         """Rebalance the shared fund toward ``weights``; the cost per exchange, USD.
 
         ``weights`` is ``(4,)`` or ``(n_envs, 4)`` (stable, yield, volatile, hedge), each row
         >= 0 and summing to 1, applied at the fund asset's last index and volatility
         (:func:`~fundgym.envs.fund.portfolio.rebalance`); the costs and the revaluation are
-        outside gains or losses of the fund, booked with its others.
+        outside gains or losses of the fund, booked with its others. Only the exchanges in
+        ``mask`` (``(n_envs,)`` bools; default: all) are touched: the others keep their
+        portfolio exactly, since even a rebalance to the weights in force trades (a batched
+        environment moves only the funds whose targets moved).
 
         Raises:
             ValueError: A segmented fund (its segments are cash), or weights that are not
@@ -559,9 +572,22 @@ class MarketsSimulator:
         pf = self.state.fund
         ext = pf.external_pnl_usd.copy()
         px, vol = self._fund_marks(self.last_index)
-        cost = rebalance(
-            pf, w, px, vol, self.fund_stressed, self.allocation, basket=self.fund_basket
-        )
+        cost = np.zeros(self.n_envs)
+        if mask is None or bool(np.all(mask)):
+            cost = rebalance(
+                pf, w, px, vol, self.fund_stressed, self.allocation, basket=self.fund_basket
+            )
+        elif np.any(mask):  # the rows in the mask, rebalanced apart and written back
+            rows = np.flatnonzero(mask)
+            part = FundPortfolio(
+                **{f.name: getattr(pf, f.name)[rows] for f in dataclasses.fields(FundPortfolio)}
+            )
+            cost[rows] = rebalance(
+                part, w[rows], px[rows], vol[rows], self.fund_stressed[rows], self.allocation,
+                basket=self.fund_basket,
+            )  # fmt: skip
+            for f in dataclasses.fields(FundPortfolio):
+                getattr(pf, f.name)[rows] = getattr(part, f.name)
         self.state.net_deposits_usd += pf.external_pnl_usd - ext
         return cost
 
@@ -666,7 +692,7 @@ class MarketsSimulator:
         self.peak_index[e] = price0
         self.mark_average[e] = price0
         self.unit_price[e] = self.collateral_path[e, 0]
-        unit_value = self.unit_price[e] * (1.0 - self.haircut)
+        unit_value = self.unit_price[e] * (1.0 - _row(self.haircut, e))
         mp = self.markets_population
         packed = self.risk.packed(self.n_envs)
         scratch = np.zeros(self.n_markets)
@@ -674,7 +700,7 @@ class MarketsSimulator:
         place_accounts(
             e, self.rng.state, POPULATION_STREAM, n_open, -1, True, st.collateral_usd, st.size,
             st.entry_price, st.collateral_units, st.counterparty_size, st.counterparty_cash_usd,
-            packed, self.pop_columns, price0, self.mix_cdf, self.market_mmr_mult,
+            packed, self.pop_columns, price0, self.mix_cdf, _row(self.market_mmr_mult, e),
             np.full(self.n_markets, np.inf), mp.second_leg_frac, mp.asset_share,
             mp.asset_margin_frac, unit_value, self.unit_price[e], self.first_slot,
             np.full(self.n_markets, np.inf), np.zeros(self.n_markets, np.bool_), scratch,
@@ -735,8 +761,9 @@ class MarketsSimulator:
         if np.isinf(self.market_fund_cap_frac).all():
             return self.fund_cap_usd
         start = np.repeat(self.initial_fund_usd.sum(axis=1)[:, None], self.n_markets, axis=1)
-        none = np.isinf(self.market_fund_cap_frac)[None, :]
-        finite = np.where(none, 0.0, self.market_fund_cap_frac[None, :])  # no inf x 0 below
+        frac = _rows(self.market_fund_cap_frac, self.n_envs)
+        none = np.isinf(frac)
+        finite = np.where(none, 0.0, frac)  # no inf x 0 below
         share = np.where(none, np.inf, finite * start)
         out: FloatArray = np.minimum(self.fund_cap_usd[None, :], share)
         return out
@@ -821,7 +848,8 @@ class MarketsSimulator:
                 collateral_haircut=self.haircut,
                 collateral_redemption_price=self.redemption_path[:, t, :],
             )
-        transfer_cap = self.segment_transfer_cap_usd if self.segment_transfer_cap_usd else None
+        lend = self.segment_transfer_cap_usd
+        transfer_cap = lend if np.any(lend) else None
         if vf & VF_ENGINE_OFF:  # an outage that stops the liquidation engine: nothing closes
             events = StepEvents.zeros(E)
             if M > 1:
@@ -939,7 +967,7 @@ class MarketsSimulator:
         st, a = self.state, ATTACKER_SLOT
         packed = self.risk.packed(self.n_envs)
         for e in range(self.n_envs):
-            imr = packed[e, P_IMR] * self.market_mmr_mult
+            imr = packed[e, P_IMR] * _row(self.market_mmr_mult, e)
             took[e] = min(
                 attacker_withdrawal_markets(
                     float(st.collateral_usd[e, a]), st.size[e, a], st.entry_price[e, a],
@@ -1104,7 +1132,7 @@ class MarketsSimulator:
         # which caps every market at that multiple of its starting open interest (0: off).
         exchange_cap = packed[:, P_OI_CAP_FRAC]
         caps = np.minimum(
-            self.market_oi_cap_frac[None, :],
+            _rows(self.market_oi_cap_frac, E),
             np.where(exchange_cap > 0.0, exchange_cap, np.inf)[:, None],
         )
         if np.isfinite(caps).any():  # what each capped market's open interest may still grow by
@@ -1121,7 +1149,7 @@ class MarketsSimulator:
                 st.collateral_units, st.counterparty_size, st.counterparty_cash_usd,
                 st.fee_revenue_usd, st.net_deposits_usd, packed, cols,
                 np.ascontiguousarray(mark[e]), np.ascontiguousarray(p_exit[e]),
-                np.ascontiguousarray(lam[e]), self.mix_cdf, self.market_mmr_mult, room[e],
+                np.ascontiguousarray(lam[e]), self.mix_cdf, _row(self.market_mmr_mult, e), room[e],
                 mp.second_leg_frac, mp.asset_share, mp.asset_margin_frac,
                 np.ascontiguousarray(unit_value[e]),
                 np.ascontiguousarray(self.unit_price[e]), self.first_slot, halt, cap, reduce_only,
@@ -1315,19 +1343,49 @@ def _groups(mode: str, groups: Sequence[int] | None, n_mkt: int) -> np.ndarray[A
     return g.astype(np.int64)
 
 
-def _check_transfer_cap(cap: float, fund_mode: str, liquidation_mode: str | None) -> None:
-    """A segment transfer cap: >= 0 USD a tick, segmented only, not under ``dydx_v4``."""
-    if isinstance(cap, bool) or not cap >= 0.0:
+def _row(values: FloatArray, e: int) -> FloatArray:
+    """Exchange ``e``'s row of a lever held as ``(n,)`` (every exchange's) or ``(E, n)``."""
+    out: FloatArray = values if values.ndim == 1 else values[e]
+    return out
+
+
+def _rows(values: FloatArray, n_envs: int) -> FloatArray:
+    """A lever held as ``(n,)`` or ``(E, n)`` as ``(E, n)`` (a read-only view)."""
+    return np.broadcast_to(values, (n_envs, values.shape[-1]))
+
+
+def _transfer_caps(cap: ArrayLike, n_envs: int) -> float | FloatArray:
+    """``segment_transfer_cap_usd`` as a float, or ``(n_envs,)`` floats, shape checked."""
+    if isinstance(cap, bool) or np.ndim(cap) == 0:
+        return cap if isinstance(cap, bool) else float(cap)  # type: ignore[arg-type]
+    out = np.asarray(cap, dtype=np.float64)
+    if out.shape != (n_envs,):
+        raise ValueError(
+            f"segment_transfer_cap_usd must be a number or (n_envs,) = ({n_envs},) of them, "
+            f"got shape {out.shape}"
+        )
+    return out
+
+
+def _check_transfer_cap(
+    cap: float | FloatArray, fund_mode: str, liquidation_mode: str | None
+) -> None:
+    """A segment transfer cap: >= 0 USD a tick, segmented only, not under ``dydx_v4``.
+
+    ``cap`` is a number or one per exchange; each must hold.
+    """
+    c = np.asarray(cap, dtype=np.float64)
+    if isinstance(cap, bool) or not (c >= 0.0).all():
         raise ValueError(
             "segment_transfer_cap_usd must be >= 0 USD per tick (0: forbidden, inf: "
             f"pooled), got {cap!r}"
         )
-    if cap > 0.0 and fund_mode != "segmented":
+    if (c > 0.0).any() and fund_mode != "segmented":
         raise ValueError(
             "segment_transfer_cap_usd caps transfers between segments: fund_mode "
             f"'segmented' only, got fund_mode {fund_mode!r}"
         )
-    if cap > 0.0 and liquidation_mode == "dydx_v4":
+    if (c > 0.0).any() and liquidation_mode == "dydx_v4":
         raise ValueError(
             f"segment_transfer_cap_usd = {cap!r} with liquidation_mode "
             "'dydx_v4': dYdX pays a fill whole from its market's fund or rejects it, and "
@@ -1335,17 +1393,26 @@ def _check_transfer_cap(cap: float, fund_mode: str, liquidation_mode: str | None
         )
 
 
-def _fund_cap_fracs(fracs: Sequence[float] | None, scenario: Scenario) -> FloatArray:
-    """``market_fund_cap_frac``: one share >= 0 per market (``inf``: none; ``None``: none)."""
+def _per_exchange_shape(shape: tuple[int, ...], n: int, n_envs: int) -> bool:
+    """Whether ``shape`` is one value per item (``(n,)``) or per exchange and item."""
+    return shape in ((n,), (n_envs, n))
+
+
+def _fund_cap_fracs(fracs: ArrayLike | None, scenario: Scenario, n_envs: int = 1) -> FloatArray:
+    """``market_fund_cap_frac``: one share >= 0 per market (``inf``: none; ``None``: none).
+
+    ``(M,)`` for every exchange or ``(n_envs, M)``.
+    """
     if fracs is None:
         return np.full(scenario.n_markets, np.inf)
     lever = MARKET_LEVERS["market_fund_cap_frac"]
     out = np.asarray(fracs, dtype=np.float64)
-    ok = out.shape == (scenario.n_markets,) and not np.isnan(out).any() and (out >= 0.0).all()
-    if not ok:
+    ok = _per_exchange_shape(out.shape, scenario.n_markets, n_envs)
+    if not (ok and not np.isnan(out).any() and (out >= 0.0).all()):
         raise ValueError(
             f"market_fund_cap_frac must list one {lever.unit} >= 0 (inf: none) per market "
-            f"({scenario.n_markets}: {', '.join(scenario.market_names)}), got {fracs!r}"
+            f"({scenario.n_markets}: {', '.join(scenario.market_names)}), or one such row per "
+            f"exchange ({n_envs}), got {fracs!r}"
         )
     return out
 
@@ -1359,45 +1426,49 @@ def _caps(caps: Sequence[float] | None, n_mkt: int) -> FloatArray:
     return c
 
 
-def _haircuts(scenario: Scenario, haircuts: Sequence[float] | None) -> FloatArray:
+def _haircuts(scenario: Scenario, haircuts: ArrayLike | None, n_envs: int = 1) -> FloatArray:
+    """The collateral haircuts: ``(K,)`` for every exchange or ``(n_envs, K)``."""
     if haircuts is None:
         return np.array([c.haircut_frac for c in scenario.collateral], dtype=np.float64)
     h = np.asarray(haircuts, dtype=np.float64)
     k = len(scenario.collateral)
-    if h.shape != (k,) or not ((h >= 0.0) & (h < 1.0)).all():
+    if not _per_exchange_shape(h.shape, k, n_envs) or not ((h >= 0.0) & (h < 1.0)).all():
         raise ValueError(
             f"collateral_haircut_frac must list one haircut in [0, 1) per collateral asset "
-            f"({k}: {list(scenario.collateral_names)}), got {haircuts!r}"
+            f"({k}: {list(scenario.collateral_names)}), or one such row per exchange "
+            f"({n_envs}), got {haircuts!r}"
         )
     return h
 
 
 def _market_lever(
-    name: str, values: Sequence[float] | None, scenario: Scenario, default: float
+    name: str, values: ArrayLike | None, scenario: Scenario, default: float, n_envs: int
 ) -> FloatArray:
-    """Per-market lever ``name`` (``MARKET_LEVERS``) as ``(M,)``: one value per market, checked.
+    """Per-market lever ``name`` (``MARKET_LEVERS``): one value per market, checked.
 
-    ``None`` gives ``default`` in every market.
+    ``(M,)`` for every exchange or ``(n_envs, M)`` one row each; ``None`` gives ``default``
+    in every market.
     """
     n = scenario.n_markets
     if values is None:
         return np.full(n, default)
     k = np.asarray(values, dtype=np.float64)
     bounds = MARKET_LEVERS[name].bounds
-    if k.shape != (n,) or not bounds.contains(k).all():
+    if not _per_exchange_shape(k.shape, n, n_envs) or not bounds.contains(k).all():
         raise ValueError(
             f"{name} must list one multiple in {bounds} per market ({n}: "
-            f"{', '.join(scenario.market_names)}), got {values!r}"
+            f"{', '.join(scenario.market_names)}), or one such row per exchange ({n_envs}), "
+            f"got {values!r}"
         )
     return k
 
 
-def _mmr_mults(mults: Sequence[float] | None, scenario: Scenario) -> FloatArray:
-    return _market_lever("market_mmr_mult", mults, scenario, 1.0)
+def _mmr_mults(mults: ArrayLike | None, scenario: Scenario, n_envs: int = 1) -> FloatArray:
+    return _market_lever("market_mmr_mult", mults, scenario, 1.0, n_envs)
 
 
-def _oi_caps(caps: Sequence[float] | None, scenario: Scenario) -> FloatArray:
-    return _market_lever("market_oi_cap_frac", caps, scenario, np.inf)
+def _oi_caps(caps: ArrayLike | None, scenario: Scenario, n_envs: int = 1) -> FloatArray:
+    return _market_lever("market_oi_cap_frac", caps, scenario, np.inf, n_envs)
 
 
 def _market_scenario(scenario: Scenario, m: int) -> Scenario:

@@ -70,6 +70,7 @@ from fundgym.agents.config import (
     check_scenarios,
     dump_config,
     env_kwargs,
+    markets_env_kwargs,
 )
 from fundgym.agents.outputs import (
     naming_file,
@@ -92,6 +93,7 @@ from fundgym.agents.policies.runs import (
 )
 from fundgym.agents.rollout import markets_training_env
 from fundgym.agents.training.sb3_env import FundGymVecEnv
+from fundgym.agents.training.sb3_markets_env import MarketsVecEnv
 from fundgym.envs.scenarios import load_scenario
 
 
@@ -108,28 +110,42 @@ def derived_seed(seed: int, stream: int) -> int:
     return int(state[0] >> 1)
 
 
-def make_vec_env(cfg: TrainConfig, n_envs: int, scenario: str | None = None) -> Any:
-    """The batched env as an SB3 ``VecEnv`` behind ``VecMonitor`` (raw episode returns)."""
+def make_vec_env(
+    cfg: TrainConfig, n_envs: int, scenario: str | None = None, whole_episodes: bool = False
+) -> Any:
+    """The batched env as an SB3 ``VecEnv`` behind ``VecMonitor`` (raw episode returns).
+
+    ``whole_episodes`` (a ``markets:`` config's evaluation): every exchange runs each episode
+    to its own end, as one environment per exchange does, rather than on the batch's one
+    clock, where an insolvent exchange ends its siblings' episodes.
+    """
     from stable_baselines3.common.vec_env import VecMonitor
 
     if cfg.markets is not None:
-        return VecMonitor(_markets_vec_env(cfg.markets, n_envs, scenario))
+        return VecMonitor(_markets_vec_env(cfg.markets, n_envs, scenario, whole_episodes))
     amap = action_map(cfg.env, cfg.centred_levers)
     return VecMonitor(
         FundGymVecEnv(n_envs, action_map=amap, threads=cfg.env_threads, **env_kwargs(cfg, scenario))
     )
 
 
-def _markets_vec_env(markets: MarketsConfig, n_envs: int, scenario: str | None) -> Any:
-    """``n_envs`` multi-market envs in SB3's ``DummyVecEnv`` (``training``: the config's own).
+def _markets_vec_env(
+    markets: MarketsConfig, n_envs: int, scenario: str | None, whole_episodes: bool
+) -> Any:
+    """``n_envs`` exchanges of the multi-market env (``training``: the config's scenario).
 
-    One exchange per env (:class:`MarketsInsuranceFundEnv` simulates one); ``seed(s)`` seeds
-    env ``i`` with ``s + i`` at the next reset, so a run's episodes follow from its seed.
+    For training, one batch of the multi-market simulator (:class:`MarketsVecEnv`: several
+    times faster per exchange; the exchanges share a clock). With ``whole_episodes``, one env
+    per exchange in SB3's ``DummyVecEnv``, each episode run to its own end. Either way
+    ``seed(s)`` seeds exchange ``i`` with ``s + i`` at the next reset, and exchange ``i``'s
+    episodes are the same until a sibling's insolvency ends the batch's.
     """
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     name = markets.scenario if scenario in (None, "training") else scenario
     sc = load_scenario(name)
+    if not whole_episodes:
+        return MarketsVecEnv(n_envs, sc, centred=markets.centred, **markets_env_kwargs(markets))
     make = functools.partial(markets_training_env, sc, markets)
     return DummyVecEnv([make for _ in range(n_envs)])
 
@@ -369,7 +385,7 @@ def make_callbacks(
 
         def _env(self, scenario: str) -> Any:
             if scenario not in self.envs:
-                venv = make_vec_env(cfg, cfg.eval.episodes, scenario)
+                venv = make_vec_env(cfg, cfg.eval.episodes, scenario, whole_episodes=True)
                 self.envs[scenario] = wrap_normalize(cfg, venv, training=False)
             return self.envs[scenario]
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 from fundgym.agents.action_map import CentredActions
 from fundgym.agents.cli import main
@@ -26,6 +27,7 @@ from fundgym.agents.evaluate.markets_runs import (
     load_markets_run,
     score_episodes,
 )
+from fundgym.agents.training.sb3_markets_env import MarketsVecEnv
 from fundgym.agents.training.train import make_vec_env, train
 from fundgym.envs.markets_env import MarketsInsuranceFundEnv
 from fundgym.envs.scenarios import load_scenario
@@ -110,16 +112,39 @@ def test_scenarios_are_checked_before_anything_is_written(
     assert not (tmp_path / "run").exists()
 
 
-def test_the_training_env_is_the_multi_market_env_seeded_per_exchange() -> None:
+def test_the_training_env_is_one_batch_of_the_multi_market_env_seeded_per_exchange() -> None:
+    """Training steps its exchanges as one batch; exchange ``i`` is the env seeded ``seed + i``.
+
+    ``DummyVecEnv`` of one env per exchange (what evaluation keeps, each episode to its own
+    end) and the batch give the same observations, rewards and flags, bit for bit, while the
+    batch's episode runs: an episode and the start of the next.
+    """
     cfg = validate(tiny(), "c")
-    venv = make_vec_env(cfg, 2)
-    venv.seed(11)
-    obs = venv.reset()
-    env = venv.venv.envs[1]
-    assert isinstance(env, MarketsInsuranceFundEnv) and env.sim.n_accounts == 24
+    venv = make_vec_env(cfg, 3)
+    assert isinstance(venv.venv, MarketsVecEnv) and venv.venv.venv.sim.n_accounts == 24
+    apart = make_vec_env(cfg, 3, whole_episodes=True)
+    assert isinstance(apart.venv, DummyVecEnv)
+    for v in (venv, apart):
+        v.seed(11)
+    obs, own = venv.reset(), apart.reset()
+    np.testing.assert_array_equal(obs, own)
     twin = MarketsInsuranceFundEnv(load_scenario("alt_contagion"), n_accounts=24)
-    own, _ = twin.reset(seed=12)  # DummyVecEnv seeds env i with seed + i
-    np.testing.assert_array_equal(obs[1], own)
+    first, _ = twin.reset(seed=12)
+    np.testing.assert_array_equal(obs[1], first)
+    rng = np.random.default_rng(0)
+    ended = 0
+    for _ in range(160):  # alt_contagion: 144 decisions an episode
+        action = rng.uniform(-1, 1, (3, *venv.action_space.shape)).astype(np.float32)
+        a, b = venv.step(action), apart.step(action)
+        for x, y in zip(a[:3], b[:3], strict=True):
+            np.testing.assert_array_equal(x, y)
+        ended += int(a[2].all())
+        for i in np.flatnonzero(a[2]):
+            np.testing.assert_array_equal(
+                a[3][i]["terminal_observation"], b[3][i]["terminal_observation"]
+            )
+            assert a[3][i]["TimeLimit.truncated"] == b[3][i]["TimeLimit.truncated"]
+    assert ended == 1
 
 
 def _sha(path: Path) -> str:
@@ -237,20 +262,28 @@ def test_markets_config_keys_are_the_env_arguments() -> None:
 
 
 def test_centred_actions_hold_the_defaults_at_zero_and_reach_every_position() -> None:
-    """``markets.centred``: action 0 is the defaults' episode, bit for bit; +-1 reach the edges."""
+    """``markets.centred``: action 0 is the defaults' episode, bit for bit; +-1 reach the edges.
+
+    In the training batch and in evaluation's one env per exchange alike.
+    """
     cfg = validate(tiny(centred=True), "c")
-    venv = make_vec_env(cfg, 1)
-    wrapped = venv.venv.envs[0]
+    batch = make_vec_env(cfg, 1)
+    apart = make_vec_env(cfg, 1, whole_episodes=True)
+    wrapped = apart.venv.envs[0]
     assert isinstance(wrapped, CentredActions)
     plain = MarketsInsuranceFundEnv(load_scenario("alt_contagion"), n_accounts=24)
     zero = np.zeros(plain.action_space.shape)
-    a, _ = wrapped.reset(seed=4)
+    for v in (batch, apart):
+        v.seed(4)
+    a, c = batch.reset()[0], apart.reset()[0]
     b, _ = plain.reset(seed=4)
     for _ in range(20):
-        a, ra, *_ = wrapped.step(zero)
+        a, ra, *_ = (x[0] for x in batch.step(zero[None]))
+        c, rc, *_ = (x[0] for x in apart.step(zero[None]))
         b, rb, *_ = plain.step(plain.default_action())
         np.testing.assert_array_equal(a, b)
-        assert ra == rb
+        np.testing.assert_array_equal(c, b)
+        assert ra == rb == rc
     assert np.all(wrapped.action(np.ones_like(zero)) == 1.0)
     assert np.all(wrapped.action(-np.ones_like(zero)) == -1.0)
 

@@ -101,7 +101,7 @@ def test_actions_map_through_the_lever_registry() -> None:
     assert np.allclose(env.sim.market_mmr_mult, 0.5)
     _, _, _, _, info = env.step(np.ones(env.action_space.shape, dtype=np.float32))
     assert np.allclose(info["levers"]["market_mmr_mult"], 4.0)
-    obs = env._observation(None)
+    obs = env.core.observe(None)[0]
     assert obs[EXCHANGE_OBS.index("param_liquidation_fee_rate")] == pytest.approx(1.0)
     alt_param = len(EXCHANGE_OBS) + 2 * len(MARKET_OBS) + MARKET_OBS.index("param_market_mmr_mult")
     assert obs[alt_param] == pytest.approx(1.0)
@@ -189,7 +189,7 @@ def test_the_allocation_holds_the_chosen_listed_asset_and_its_wrong_way_risk() -
         _, _, _, _, info = env.step(_allocation_action(env, bucket))
         w = info["fund_weights"]
         assert w.sum() == pytest.approx(1.0) and w[BUCKETS.index(bucket)] > 0.99
-        obs = env._observation(None)
+        obs = env.core.observe(None)[0]
         assert obs[EXCHANGE_OBS.index(f"fund_weight_{bucket}")] == pytest.approx(
             w[BUCKETS.index(bucket)], rel=1e-6
         )
@@ -250,8 +250,8 @@ def test_a_deeper_haircut_leaves_less_margin_at_once() -> None:
     env = _env(scenario=load_scenario("oct_10_2025_multi"), n_accounts=300)
     env.reset(seed=0)
     scenario_cuts = [c.haircut_frac for c in env.scenario.collateral]
-    np.testing.assert_allclose(env.sim.haircut, scenario_cuts, rtol=1e-12)
-    eq0, _ = env._margin(None)
+    np.testing.assert_allclose(env.sim.haircut[0], scenario_cuts, rtol=1e-12)
+    eq0, _ = env.core.margins(None)
     action = env._default_positions.astype(np.float32).copy()
     action[-env.n_assets :] = 1.0
     _, _, _, _, info = env.step(action)
@@ -259,9 +259,9 @@ def test_a_deeper_haircut_leaves_less_margin_at_once() -> None:
     np.testing.assert_allclose(env.sim.haircut, 0.9, rtol=1e-6)
     holders = (env.sim.state.collateral_units[0] > 0.0).any(axis=1)
     assert holders.any()
-    eq1, _ = env._margin(None)
+    eq1, _ = env.core.margins(None)
     assert (eq1[0, holders] < eq0[0, holders]).mean() > 0.9  # their assets count for less
-    assert env._observation(None)[-1] == pytest.approx(1.0)
+    assert env.core.observe(None)[0][-1] == pytest.approx(1.0)
 
 
 def test_an_insolvent_exchange_ends_the_episode() -> None:
