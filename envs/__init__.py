@@ -7,7 +7,9 @@ simulator without the training stack. Importing it registers the environment:
 * ``fundgym/InsuranceFund-v0``: :class:`fundgym.envs.exchange_env.InsuranceFundEnv`, with the
   batched :class:`fundgym.envs.exchange_env.InsuranceFundVectorEnv` as its ``vector_entry_point``;
 * ``fundgym/MarketsInsuranceFund-v0``: :class:`fundgym.envs.markets_env.MarketsInsuranceFundEnv`,
-  an exchange listing several markets (per-market margins, shared or segmented funds).
+  an exchange listing several markets (per-market margins, shared or segmented funds), with
+  the batched :class:`fundgym.envs.markets_env.MarketsInsuranceFundVectorEnv` as its
+  ``vector_entry_point``.
 """
 
 from gymnasium.envs.registration import register, registry
@@ -26,6 +28,7 @@ if MARKETS_ENV_ID not in registry:
     register(
         id=MARKETS_ENV_ID,
         entry_point="fundgym.envs.markets_env:MarketsInsuranceFundEnv",
+        vector_entry_point="fundgym.envs.markets_env:MarketsInsuranceFundVectorEnv",
     )
 
 __all__ = ["ENV_ID", "MARKETS_ENV_ID"]

@@ -226,6 +226,7 @@ class MarketsControlCore:
         self.last_loss_usd = np.zeros(n_envs)
         self.oi0 = np.ones(n_envs)  # set by reset()
         self.pots0 = np.ones((n_envs, self.sim.n_pots))
+        self._values: list[dict[str, Any]] = []  # lever_values of each exchange, in force
 
     @property
     def shared(self) -> bool:
@@ -362,7 +363,7 @@ class MarketsControlCore:
                 "market_fund_paid_usd": paid[e].copy(),
                 "market_adl_volume_usd": adl[e].copy(),
                 "fund_transfer_usd": lent[e].copy(),
-                "levers": self.lever_values(e),
+                "levers": self._values[e],
                 "fund_weights": weights[e].copy(),
                 **{name: float(value[e]) for name, value in sums.items()},
                 "uncovered_usd": float(self.uncovered_usd[e]),
@@ -392,6 +393,7 @@ class MarketsControlCore:
         """Hold ``positions`` (``(n_envs, action_dim)``) and put their levers in force."""
         self.positions = positions
         rows = [self.lever_values(e) for e in range(self.n_envs)]
+        self._values = rows  # the decision's rebalance and info read them
 
         def column(name: str) -> FloatArray:
             return np.array([r[name] for r in rows], dtype=np.float64)
@@ -429,7 +431,7 @@ class MarketsControlCore:
         target = self.alloc_target.copy()
         move = np.zeros(self.n_envs, dtype=bool)
         for e in range(self.n_envs):
-            values = self.lever_values(e)
+            values = self._values[e]
             t = allocation_weights(np.array([values[name] for name in ALLOCATION_LEVERS]))
             if float(np.abs(t - self.alloc_target[e]).sum()) > self.rebalance_threshold:
                 target[e], move[e] = t, True

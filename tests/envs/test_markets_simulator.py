@@ -1107,3 +1107,78 @@ def test_per_market_caps_and_reduce_only_act_on_their_market_alone() -> None:
     assert n >= 30 and not notional[:, 2].any() and notional[:, :2].any(axis=1).sum() == n
     notional, _, n = arrivals([40.0, 40.0, 60.0], [inf] * 3, [False] * 3)
     assert notional[:, 2].any()  # without it ALT admits accounts
+
+
+# ---- levers per exchange -------------------------------------------------------------------
+
+
+def test_each_exchange_runs_its_own_levers_as_its_single_twin() -> None:
+    """``set_levers`` with one row per exchange: exchange ``e`` is a batch of one with row ``e``.
+
+    Segmented funds that may lend, with every lever different across the three exchanges:
+    fees and fee shares (``RiskParams`` arrays), each market's margin multiple, OI cap and
+    fund cap, and the transfer cap; each exchange equals its twin bit for bit.
+    """
+    sc = _short("alt_contagion", 700.0)
+    kw: dict[str, Any] = {"n_accounts": 300, "fund_mode": "segmented"}
+    fee = np.array([0.002, 0.01, 0.03])
+    share = np.array([0.0, 0.5, 1.0])
+    mmr_mult = np.array([[1.0, 1.0, 1.0], [0.5, 1.5, 4.0], [2.0, 1.0, 0.5]])
+    oi_cap = np.array([[4.0, 4.0, 4.0], [1.0, 2.0, 0.25], [4.0, 0.5, 1.0]])
+    fund_cap = np.array([[1.0, 1.0, 1.0], [0.0, 0.5, 0.1], [1.0, 1.0, 0.0]])
+    transfer = np.array([0.0, 1e4, np.inf])
+
+    def levers(rows: Any) -> dict[str, Any]:
+        return {
+            "market_mmr_mult": mmr_mult[rows],
+            "market_oi_cap_frac": oi_cap[rows],
+            "market_fund_cap_frac": fund_cap[rows],
+            "segment_transfer_cap_usd": transfer[rows],
+        }
+
+    def risk(rows: Any) -> RiskParams:
+        return RiskParams(liquidation_fee_rate=fee[rows], liquidation_fee_fund_share=share[rows])
+
+    batch = MarketsSimulator(sc, n_envs=3, seed=[11, 12, 13], **kw)
+    batch.set_levers(risk(slice(None)), **levers(slice(None)))
+    res = batch.run()
+    for e in range(3):
+        single = MarketsSimulator(sc, n_envs=1, seed=11 + e, **kw)
+        single.set_levers(risk([e]), **levers([e]))
+        _same(res, single.run(), e, 0)
+    assert res.event("n_liquidations").sum() > 0
+    # The levers differ, and so do the exchanges' outcomes.
+    paid = res.market_fund_paid_usd.sum(axis=0)
+    assert not np.array_equal(paid[0], paid[1])
+
+
+def test_per_exchange_levers_of_the_wrong_shape_are_named() -> None:
+    sim = MarketsSimulator(_short("alt_contagion", 700.0), n_envs=2, n_accounts=50)
+    with pytest.raises(
+        ValueError, match=r"market_mmr_mult must list one multiple .* per exchange \(2\)"
+    ):
+        sim.set_levers(RiskParams(), market_mmr_mult=np.ones((3, 3)))
+    with pytest.raises(ValueError, match=r"market_fund_cap_frac must list .* per exchange \(2\)"):
+        sim.set_levers(RiskParams(), market_fund_cap_frac=np.ones((2, 2)))
+    with pytest.raises(
+        ValueError, match=r"segment_transfer_cap_usd must be a number or \(n_envs,\)"
+    ):
+        sim.set_levers(RiskParams(), segment_transfer_cap_usd=np.zeros(3))
+
+
+def test_a_masked_rebalance_moves_only_the_masked_funds() -> None:
+    """``set_allocation(w, mask)``: the masked exchange is rebalanced as alone; the other's fund
+    is untouched to the bit (a rebalance to the weights in force would still trade)."""
+    sc = _short("alt_contagion", 700.0)
+    sim = MarketsSimulator(sc, n_envs=2, n_accounts=200, seed=[5, 6])
+    alone = MarketsSimulator(sc, n_envs=1, n_accounts=200, seed=6)
+    for s in (sim, alone):
+        s.step()
+    before = copy.deepcopy(sim.state.fund)
+    w = np.array([[0.5, 0.2, 0.2, 0.1], [0.5, 0.2, 0.2, 0.1]])
+    cost = sim.set_allocation(w, np.array([False, True]))
+    cost_alone = alone.set_allocation(w[1])
+    assert cost[0] == 0.0 and cost[1] == cost_alone[0] > 0.0
+    for name in ("stable_usd", "yield_usd", "volatile_units", "put_units", "external_pnl_usd"):
+        assert getattr(sim.state.fund, name)[0] == getattr(before, name)[0], name
+        assert getattr(sim.state.fund, name)[1] == getattr(alone.state.fund, name)[0], name
