@@ -177,14 +177,19 @@ def markets_scenario(n_markets: int) -> Any:
 
 
 def time_markets_env(
-    markets: list[int], n_accounts: int, steps: int, repeats: int
+    markets: list[int], n_accounts: int, steps: int, repeats: int, n_envs: int = 1
 ) -> dict[str, Any]:
     """``MarketsInsuranceFundEnv`` decisions per second for each market count, random actions.
 
     Each row: the count, decisions/s (median, min, max of ``repeats`` runs of ``steps``
     decisions after one warm-up decision), milliseconds per decision, and that cost per market.
+    With ``n_envs`` > 1 each row also times ``MarketsInsuranceFundVectorEnv`` with that many
+    exchanges (``batch``: exchange-decisions/s, the same statistics, milliseconds per
+    exchange-decision and the speed-up over one env per exchange).
     """
-    from fundgym.envs.markets_env import MarketsInsuranceFundEnv
+    from gymnasium.vector import AutoresetMode
+
+    from fundgym.envs.markets_env import MarketsInsuranceFundEnv, MarketsInsuranceFundVectorEnv
 
     rows = []
     for n in markets:
@@ -201,7 +206,35 @@ def time_markets_env(
 
         r = _rate(run, steps, repeats, 1)
         ms = 1e3 / r["median"]
-        rows.append(
-            {"markets": n, **r, "ms_per_decision": ms, "ms_per_decision_per_market": ms / n}
-        )
-    return {"accounts": n_accounts, "steps": steps, "repeats": repeats, "rows": rows}
+        row: dict[str, Any] = {
+            "markets": n,
+            **r,
+            "ms_per_decision": ms,
+            "ms_per_decision_per_market": ms / n,
+        }
+        if n_envs > 1:
+            venv = MarketsInsuranceFundVectorEnv(
+                n_envs,
+                markets_scenario(n),
+                n_accounts=n_accounts,
+                autoreset_mode=AutoresetMode.SAME_STEP,
+            )
+            venv.reset(seed=0)
+            shape = (n_envs, venv.core.action_dim)
+            venv.step(rng.uniform(-1, 1, shape))
+
+            def run_batch(k: int, venv: Any = venv, rng: Any = rng, shape: Any = shape) -> None:
+                for _ in range(k):  # same-step autoreset: an ended episode restarts inside
+                    venv.step(rng.uniform(-1, 1, shape))
+
+            b = _rate(run_batch, steps, repeats, n_envs)
+            ms_b = 1e3 / b["median"]
+            row["batch"] = {**b, "n_envs": n_envs, "ms_per_decision": ms_b, "speedup": ms / ms_b}
+        rows.append(row)
+    return {
+        "accounts": n_accounts,
+        "steps": steps,
+        "repeats": repeats,
+        "n_envs": n_envs,
+        "rows": rows,
+    }

@@ -200,7 +200,9 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
       segmented fund's transfer cap (``segment_transfer_cap_frac``, after the exchange levers;
       its value last in the observation) and ``info["fund_transfer_usd"]``; the
       insolvency end (``insolvency_frac``, ``info["uncovered_usd"]``; before, truncation
-      only); ``max_step`` (default 2: as before).
+      only); ``max_step`` (default 2: as before); the batched form,
+      :class:`MarketsInsuranceFundVectorEnv` (``gym.make_vec``'s ``vector_entry_point``), with
+      this env's numbers unchanged, bit for bit.
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 (Gymnasium's convention)

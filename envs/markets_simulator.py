@@ -360,6 +360,8 @@ class MarketsSimulator:
         market_oi_cap_frac: ``(M,)`` each market's open-interest cap as a multiple of its
             open interest at the reset (> 0; default none): arrivals that would lift it above
             are refused (``MARKET_LEVERS["market_oi_cap_frac"]``).
+            Each per-market lever, and the haircuts, may also be one row per exchange
+            (``(n_envs, M)``, ``(n_envs, K)``), as :meth:`set_levers` takes them.
         population_minutes: Clock of the population (default 5 minutes, or every tick when
             ticks are longer).
         seed: One seed (exchange ``e`` gets ``seed + e``), one per exchange, or ``None`` for
@@ -385,12 +387,12 @@ class MarketsSimulator:
         fund_groups: Sequence[int] | None = None,
         fund_cap_usd: Sequence[float] | None = None,
         fund_cap_period: str = "tick",
-        market_fund_cap_frac: Sequence[float] | None = None,
+        market_fund_cap_frac: ArrayLike | None = None,
         segment_transfer_cap_usd: float = 0.0,
         collateral_price: str = "book",
-        collateral_haircut_frac: Sequence[float] | None = None,
-        market_mmr_mult: Sequence[float] | None = None,
-        market_oi_cap_frac: Sequence[float] | None = None,
+        collateral_haircut_frac: ArrayLike | None = None,
+        market_mmr_mult: ArrayLike | None = None,
+        market_oi_cap_frac: ArrayLike | None = None,
         population_minutes: float | None = None,
         seed: int | Sequence[int] | None = None,
         fund_injection_frac: float = 0.0,

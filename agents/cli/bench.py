@@ -236,21 +236,35 @@ def _bench_markets_env(args: argparse.Namespace, bench: ModuleType, machine: str
         f"fundgym bench env --markets on {machine}; MarketsInsuranceFundEnv, {args.accounts:,} "
         f"accounts, random actions, {args.steps} decisions x {args.repeats} runs per count"
     )
-    r = bench.time_markets_env(args.markets, args.accounts, args.steps, args.repeats)
+    r = bench.time_markets_env(
+        args.markets, args.accounts, args.steps, args.repeats, n_envs=args.envs
+    )
     first = r["rows"][0]
+    batched = args.envs > 1
+    extra = f" {f'batch of {args.envs}: ms/exchange':>25} {'faster':>7}" if batched else ""
     print(
-        f"{'markets':>8} {'decisions/s':>12} {'ms/decision':>12} {'per market':>11} {'cost x':>7}"
+        f"{'markets':>8} {'decisions/s':>12} {'ms/decision':>12} {'per market':>11} "
+        f"{'cost x':>7}{extra}"
     )
     for row in r["rows"]:
         grow = row["ms_per_decision"] / first["ms_per_decision"]
-        print(
+        line = (
             f"{row['markets']:>8d} {row['median']:>12.1f} {row['ms_per_decision']:>12.2f} "
             f"{row['ms_per_decision_per_market']:>11.2f} {grow:>6.2f}x"
         )
+        if batched:
+            b = row["batch"]
+            line += f" {b['ms_per_decision']:>25.2f} {b['speedup']:>6.2f}x"
+        print(line)
     print(
         "linear growth in N keeps 'per market' flat or falling; the issue's bar is decision "
         "cost no worse than linear in N"
     )
+    if batched:
+        print(
+            f"batch: MarketsInsuranceFundVectorEnv, {args.envs} exchanges on one simulator "
+            "(ms per exchange-decision; 'faster': one env per exchange / the batch)"
+        )
     if args.json:
         _write_json(args.json, {"machine": machine, "markets_env": r})
     return 0
@@ -357,7 +371,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="N[,N...]",
         help="time the multi-market env (fundgym/MarketsInsuranceFund-v0) instead, at each "
         "market count (BTC plus N-1 ETH-like markets, a quiet day): decisions/s and ms per "
-        "decision against N; --envs and --ppo-steps do not apply",
+        "decision against N, and with --envs above 1 the batch of that many exchanges "
+        "(MarketsInsuranceFundVectorEnv: ms per exchange-decision; --envs 1 skips it); "
+        "--ppo-steps does not apply",
     )
     p_env.add_argument(
         "--ppo-steps",

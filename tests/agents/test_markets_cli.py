@@ -126,6 +126,8 @@ def test_bench_env_markets_times_each_market_count(tmp_path: Path) -> None:
             "1",
             "--accounts",
             "50",
+            "--envs",
+            "3",
             "--json",
             str(out),
         ]
@@ -134,6 +136,11 @@ def test_bench_env_markets_times_each_market_count(tmp_path: Path) -> None:
     rows = json.loads(out.read_text())["markets_env"]["rows"]
     assert [r["markets"] for r in rows] == [1, 3]
     assert all(r["median"] > 0 and r["ms_per_decision"] > 0 for r in rows)
+    for r in rows:  # the batch of --envs exchanges beside one env, per exchange-decision
+        b = r["batch"]
+        assert b["n_envs"] == 3 and b["median"] > 0
+        assert b["ms_per_decision"] == pytest.approx(1e3 / b["median"])
+        assert b["speedup"] == pytest.approx(r["ms_per_decision"] / b["ms_per_decision"])
 
 
 def test_a_venue_presets_levers_and_adl_rule_run_under_the_partial_engine(
