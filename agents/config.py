@@ -44,6 +44,7 @@ from pydantic_core import PydanticCustomError
 
 from fundgym.envs.config import EnvConfig
 from fundgym.envs.core.params import AdlPolicy, LiquidationMode
+from fundgym.envs.market.sampler import MarketsSamplerSettings
 from fundgym.envs.resources import TRAIN_CONFIG_DIR
 from fundgym.envs.rewards import RewardWeights
 from fundgym.envs.scenarios import load_scenario, require_single_market, scenario_names
@@ -250,8 +251,9 @@ class MarketsConfig(_Strict):
     Its keys are :class:`~fundgym.envs.markets_env.MarketsInsuranceFundEnv`'s arguments. The
     env controls every lever it has (the exchange's, one per market, a haircut per collateral
     asset), so there is no ``controlled`` list; ``reward`` holds
-    :class:`~fundgym.envs.rewards.RewardWeights` fields (checked by the env's schema). Each
-    training exchange is one env, stepped by SB3's ``DummyVecEnv``.
+    :class:`~fundgym.envs.rewards.RewardWeights` fields (checked by the env's schema). The
+    training exchanges step as one batch (``MarketsInsuranceFundVectorEnv``), held-out
+    evaluation as one env each.
     """
 
     scenario: str = "alt_contagion"
@@ -272,6 +274,11 @@ class MarketsConfig(_Strict):
     insolvency_frac: Float = Field(default=0.05, gt=0.0, le=10.0)
     max_step: Float = Field(default=2.0, gt=0.0, le=2.0)
     reward: dict[str, Float] = Field(default_factory=dict)
+    #: The multi-market training distribution (``MarketsSamplerSettings`` fields, checked by
+    #: the env's schema: ``crash_prob``, ``idio_prob``): each training episode a new day
+    #: around ``scenario``'s markets. None: every episode is ``scenario`` as written. Named
+    #: evaluation scenarios and ``fundgym markets --run`` run as written either way.
+    sampler: dict[str, Float] | None = None
     #: Each action a move from its lever's default (``clip(default + 2 a, -1, 1)``,
     #: :func:`fundgym.agents.action_map.centred_on`): action 0 runs the scenario as written,
     #: where otherwise it asks for the middle of every lever's range. Not an env argument.
@@ -631,8 +638,13 @@ def _check_markets(cfg: TrainConfig, markets: MarketsConfig, source: str) -> Non
 
 def markets_env_kwargs(markets: MarketsConfig, **override: Any) -> dict[str, Any]:
     """``MarketsInsuranceFundEnv``'s keyword arguments (all but the scenario) from ``markets``."""
-    kw = markets.model_dump(mode="python", exclude={"scenario", "reward", "centred"})
+    kw = markets.model_dump(mode="python", exclude={"scenario", "reward", "centred", "sampler"})
     kw["reward"] = build(RewardWeights, dict(markets.reward), "config", "markets.reward")
+    kw["sampler"] = (
+        None
+        if markets.sampler is None
+        else build(MarketsSamplerSettings, dict(markets.sampler), "config", "markets.sampler")
+    )
     return {**kw, **override}
 
 

@@ -31,6 +31,7 @@ from fundgym.envs.core.step import margin_state
 from fundgym.envs.fund.portfolio import BUCKETS
 from fundgym.envs.levers import COLLATERAL_LEVERS, LEVERS, MARKET_LEVERS, SEGMENT_LEVERS, Lever
 from fundgym.envs.market.price import MINUTES_PER_YEAR
+from fundgym.envs.market.sampler import MarketsSamplerSettings, sample_markets_scenario
 from fundgym.envs.markets_simulator import MarketsPopulation, MarketsSimulator
 from fundgym.envs.rewards import DecisionTotals, RewardWeights, combine, reward_components
 from fundgym.envs.scenarios import Scenario
@@ -132,6 +133,7 @@ class MarketsControlCore:
         fund_cap_period: str = "episode",
         insolvency_frac: float = 0.05,
         max_step: float = 2.0,
+        sampler: MarketsSamplerSettings | None = None,
     ) -> None:
         sc = scenario
         if isinstance(n_envs, bool) or not (isinstance(n_envs, int) and n_envs >= 1):
@@ -168,6 +170,15 @@ class MarketsControlCore:
                 f"got {decision_minutes!r}"
             )
         self.scenario = sc
+        if sampler is not None and not isinstance(sampler, MarketsSamplerSettings):
+            raise ValueError(
+                f"sampler must be a MarketsSamplerSettings or None, got {type(sampler).__name__}"
+            )
+        if sampler is not None and sc.n_markets < 2:
+            raise ValueError(
+                f"sampler draws days around a scenario of several markets; {sc.name!r} lists one"
+            )
+        self.sampler = sampler
         self.ticks_per_decision = max(1, round(decision_minutes / sc.tick_minutes))
         self.decision_minutes = self.ticks_per_decision * sc.tick_minutes
         if not (np.isfinite(rebalance_threshold) and 0.0 <= rebalance_threshold <= 2.0):
@@ -259,12 +270,21 @@ class MarketsControlCore:
     # ---- episodes and decisions ------------------------------------------------------------
 
     def reset(self, seeds: Sequence[int]) -> FloatArray:
-        """Every exchange anew (exchange ``e`` on ``seeds[e]``); ``(n_envs, obs_dim)``."""
+        """Every exchange anew (exchange ``e`` on ``seeds[e]``); ``(n_envs, obs_dim)``.
+
+        With a ``sampler``, the batch's day is drawn around the scenario's markets from
+        ``default_rng([seeds[0], 1])`` (as the one-market env draws a training scenario from
+        its episode seed) and every exchange runs it on its own paths and book.
+        """
         if len(seeds) != self.n_envs:
             raise ValueError(f"reset needs one seed per exchange ({self.n_envs}), got {seeds!r}")
         # The book is drawn under the levers' defaults (its leverage and margin multiples).
         self._apply(np.tile(self.default_positions, (self.n_envs, 1)), rebalance=False)
-        self.sim.reset([int(s) for s in seeds])
+        day = None
+        if self.sampler is not None:  # the batch's day, drawn from exchange 0's episode seed
+            rng = np.random.default_rng([int(seeds[0]), 1])
+            day = sample_markets_scenario(rng, self.scenario, self.sampler)
+        self.sim.reset([int(s) for s in seeds], scenario=day)
         self.alloc_target = np.tile([1.0, 0.0, 0.0, 0.0], (self.n_envs, 1))  # all stable
         self._rebalance()
         self.last_loss_usd = np.zeros(self.n_envs)

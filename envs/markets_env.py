@@ -21,6 +21,7 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+from fundgym.envs.market.sampler import MarketsSamplerSettings
 from fundgym.envs.markets_core import (
     ALLOCATION_LEVERS,
     EXCHANGE_LEVERS,
@@ -185,7 +186,11 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     it existed; the one-market env's is 0.2 by default. A limit damps a policy's exploration
     noise, but on ``alt_contagion`` 0.2 made the levers lag the crash, so
     ``configs/train/ppo_markets.yaml`` keeps 2: ``docs/markets.md``, "Training across
-    markets").
+    markets") and ``sampler`` (``None``, the default: every episode is the scenario as
+    written, on its seed; a :class:`~fundgym.envs.market.sampler.MarketsSamplerSettings`:
+    each episode a new day around the scenario's markets, drawn from the episode's seed by
+    :func:`~fundgym.envs.market.sampler.sample_markets_scenario`, the multi-market training
+    distribution).
 
     ## Version History
 
@@ -202,7 +207,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
       insolvency end (``insolvency_frac``, ``info["uncovered_usd"]``; before, truncation
       only); ``max_step`` (default 2: as before); the batched form,
       :class:`MarketsInsuranceFundVectorEnv` (``gym.make_vec``'s ``vector_entry_point``), with
-      this env's numbers unchanged, bit for bit.
+      this env's numbers unchanged, bit for bit; ``sampler`` (default ``None``: as before).
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 (Gymnasium's convention)
@@ -229,6 +234,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         fund_cap_period: str = "episode",
         insolvency_frac: float = 0.05,
         max_step: float = 2.0,
+        sampler: MarketsSamplerSettings | None = None,
     ) -> None:
         sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         self.core = MarketsControlCore(
@@ -252,6 +258,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
             fund_cap_period=fund_cap_period,
             insolvency_frac=insolvency_frac,
             max_step=max_step,
+            sampler=sampler,
         )
         core = self.core
         self.scenario = sc

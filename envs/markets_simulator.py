@@ -471,11 +471,19 @@ class MarketsSimulator:
             raise ValueError(f"population_minutes must be > 0, got {population_minutes!r}")
         self.pop_every = max(1, round(every / tick))
         self.pop_columns = self.population.columns(self.pop_every * tick)
+        self._scenario_arrays()
+        self.reset(seed)
+
+    def _scenario_arrays(self) -> None:
+        """What the tick reads of the scenario's markets: the mix, books, volatility, funding."""
+        scenario = self.scenario
         shares = np.asarray(scenario.market_oi_shares, dtype=np.float64)
         self.mix_cdf = np.cumsum(shares)
         self.mix_cdf[-1] = 1.0
         self.oi_shares = shares
-        self.market_scenarios = tuple(_market_scenario(scenario, m) for m in range(n_mkt))
+        self.market_scenarios = tuple(
+            _market_scenario(scenario, m) for m in range(scenario.n_markets)
+        )
         self.depth_scale = np.array(
             [1.0, *(spec.depth_scale for spec in scenario.markets[1:])], dtype=np.float64
         )
@@ -483,7 +491,6 @@ class MarketsSimulator:
         self.funding_interval_min = np.array(
             [60.0 * s.funding.interval_hours for s in self.market_scenarios]
         )
-        self.reset(seed)
 
     def set_levers(
         self,
@@ -619,8 +626,21 @@ class MarketsSimulator:
 
     # ---------------------------------------------------------------- reset ----
 
-    def reset(self, seed: int | Sequence[int] | None = None) -> None:
-        """Every exchange anew: paths, books and funds, tick 0 (seeds as the constructor's)."""
+    def reset(
+        self, seed: int | Sequence[int] | None = None, scenario: Scenario | None = None
+    ) -> None:
+        """Every exchange anew: paths, books and funds, tick 0 (seeds as the constructor's).
+
+        ``scenario``: a new day for every exchange of the batch (a training sampler's draw,
+        :func:`~fundgym.envs.market.sampler.sample_markets_scenario`), listing the same
+        markets and collateral assets on the same clock, so that every array keeps its
+        layout; ``None`` keeps the one in force.
+
+        Raises:
+            ValueError: ``scenario`` lists other markets or assets, or ticks on another clock.
+        """
+        if scenario is not None:
+            self._use_scenario(scenario)
         E, A, M, K = self.n_envs, self.n_accounts, self.n_markets, self.n_assets
         self.seeds = batch_seeds(seed, [self.scenario.seed] * E)
         self.rng = BatchStreams(self.seeds)
@@ -678,6 +698,24 @@ class MarketsSimulator:
         self.max_ledger_error_usd = 0.0
         if self.fund_allocation is not None:
             self.set_allocation(self.fund_allocation)
+
+    def _use_scenario(self, scenario: Scenario) -> None:
+        """Put ``scenario`` in force for the next reset (checked against the one in force)."""
+        now = self.scenario
+        same = (
+            scenario.market_names == now.market_names
+            and scenario.collateral_names == now.collateral_names
+            and scenario.tick_minutes == now.tick_minutes
+        )
+        if not same:
+            raise ValueError(
+                f"scenario {scenario.name!r} must list the markets {list(now.market_names)} "
+                f"and collateral assets {list(now.collateral_names)} of {now.name!r} on its "
+                f"{now.tick_minutes:g}-minute clock, got {list(scenario.market_names)}, "
+                f"{list(scenario.collateral_names)}, {scenario.tick_minutes:g} minutes"
+            )
+        self.scenario = scenario
+        self._scenario_arrays()
 
     def _install(self, e: int) -> None:
         """Draw exchange ``e``'s paths (its own generator) and book (its own streams)."""

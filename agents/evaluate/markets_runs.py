@@ -107,14 +107,18 @@ def load_markets_run(run_dir: Path) -> MarketsRun:
 
 
 def markets_env(run: MarketsRun, scenario: Scenario) -> MarketsInsuranceFundEnv:
-    """The run's environment on ``scenario``, checked to fit its network.
+    """The run's environment on ``scenario`` as written, checked to fit its network.
+
+    Under the run's settings but its training sampler (``markets.sampler``): scoring plays
+    ``scenario`` itself, the same day for the run's model and for the defaults.
 
     Raises:
         SpecError: The scenario gives other action or observation sizes than the run's
             network (other markets or collateral assets).
     """
     try:
-        env = MarketsInsuranceFundEnv(scenario, **markets_env_kwargs(run.markets))
+        # The scenario as written: a run trained on a sampler's days is scored on the day.
+        env = MarketsInsuranceFundEnv(scenario, **markets_env_kwargs(run.markets, sampler=None))
     except ValueError as exc:
         raise SpecError(f"{run.run_dir}: its markets settings on {scenario.name!r}: {exc}") from exc
     n_obs = env.observation_space.shape[0]  # type: ignore[index]

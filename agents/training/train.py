@@ -142,8 +142,10 @@ def _markets_vec_env(
     """
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    name = markets.scenario if scenario in (None, "training") else scenario
-    sc = load_scenario(name)
+    training = scenario in (None, "training")
+    sc = load_scenario(markets.scenario if training else str(scenario))
+    if not training:  # a named scenario runs as written, whatever trains on a sampler
+        markets = markets.model_copy(update={"sampler": None})
     if not whole_episodes:
         return MarketsVecEnv(n_envs, sc, centred=markets.centred, **markets_env_kwargs(markets))
     make = functools.partial(markets_training_env, sc, markets)

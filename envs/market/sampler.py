@@ -25,13 +25,21 @@ anything happens, which is the only warning a manipulation gives.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from fundgym.envs.scenarios import Scenario, scenario_from_dict, scenario_from_draw
+from fundgym.envs.scenarios import (
+    CollapseSpec,
+    IdioCrashSpec,
+    LegSpec,
+    Scenario,
+    scenario_from_dict,
+    scenario_from_draw,
+)
 from fundgym.envs.schema import SchemaError, spec
 
 #: Longest training episode, minutes (90 days). The draws' largest volatility (80% x regimes up
@@ -273,3 +281,135 @@ def sample_training_scenario(
             "lead_minutes": float(max(30.0, min(start, 720.0))),
         }
     return scenario_from_draw(data, "<training sampler>")
+
+
+# ==== many markets ====
+
+#: A market listed beside the factor is *thin* when its normal book is below this share of the
+#: factor market's (``depth_scale``): ``alt_contagion``'s ALT sits at 0.005, ETH at 0.4. [E]
+THIN_DEPTH_SCALE = 0.05
+#: A thin market's multiple of the common crash's log move (10 Oct 2025: the alts fell 4-6 x
+#: BTC's log move, ``oct_10_2025_multi``'s ``crash_beta``; 2 keeps milder days in). [E]
+THIN_CRASH_BETA = (2.0, 6.0)
+#: A thin market's own crash: its total fall and its duration, minutes. ``alt_contagion``'s ALT
+#: falls 80% in 30 minutes; 10 Oct's alts fell 40-70% in minutes, LUNA 99.9% over days. [E]
+IDIO_CRASH_FALL = (0.3, 0.9)
+IDIO_CRASH_MINUTES = (5.0, 60.0)
+
+
+@dataclass(frozen=True)
+class MarketsSamplerSettings:
+    """The multi-market training distribution (``markets.sampler`` in a config).
+
+    Each draw keeps the template scenario's markets (names, prices, betas, books, open-interest
+    shares, collateral) and draws the day around them: the factor market's process, crash and
+    book collapse as the one-market sampler draws a major's, and each thin market's share of
+    that crash and its own crash.
+    """
+
+    crash_prob: float = spec(0.7, ge=0.0, le=1.0, doc="share of draws with a common crash")
+    idio_prob: float = spec(
+        0.5, ge=0.0, le=1.0, doc="chance that each thin market crashes on its own"
+    )
+
+
+def _thin_market(rng: np.random.Generator, market: Any, start: float | None, horizon: float) -> Any:
+    """``market`` (a thin one) with its share of the common crash and, maybe, its own crash.
+
+    ``start``: the common crash's first minute (``None``: no common crash). The market's own
+    crash comes with probability the caller drew: this draws its shape and moment.
+    """
+    fall = float(rng.uniform(*IDIO_CRASH_FALL))
+    minutes = float(rng.uniform(*IDIO_CRASH_MINUTES))
+    if rng.random() < 0.5:  # one accelerating leg
+        legs: tuple[Any, ...] = (LegSpec("decline", minutes, -fall, "accelerating"),)
+    else:  # two: the first a share of the fall, then the rest (alt_contagion's shape)
+        first = fall * float(rng.uniform(0.3, 0.8))
+        second = 1.0 - (1.0 - fall) / (1.0 - first)
+        legs = (
+            LegSpec("decline", minutes / 3.0, -first, "accelerating"),
+            LegSpec("decline", 2.0 * minutes / 3.0, -second, "front_loaded"),
+        )
+    latest = max(0.0, horizon - minutes - 1.0)
+    if start is not None and rng.random() < 0.5:  # with the common crash, within the hour
+        at = float(np.clip(start + rng.uniform(-60.0, 60.0), 0.0, latest))
+    else:  # on its own, after the first quarter of the day
+        at = float(rng.uniform(min(0.25 * horizon, latest), latest))
+    collapse = CollapseSpec(
+        start_minute=at,
+        minutes_to_floor=float(rng.uniform(1.0, 15.0)),
+        floor_mult=_log_uniform(rng, 0.01, 0.3),
+        hold_minutes=float(rng.uniform(10.0, 120.0)),
+        recovery_half_life_minutes=float(rng.uniform(30.0, 240.0)),
+    )
+    return dataclasses.replace(
+        market,
+        idio_crash=IdioCrashSpec(start_minute=at, legs=legs),
+        depth_collapses=(collapse,),
+        target_drawdown_frac=None,
+    )
+
+
+def sample_markets_scenario(
+    rng: np.random.Generator,
+    template: Scenario,
+    settings: MarketsSamplerSettings | None = None,
+) -> Scenario:
+    """Draw one multi-market training day on ``template``'s markets.
+
+    The factor market (``markets[0]``) gets a major's day from :func:`sample_training_scenario`
+    at the template's horizon, clock and price (its process, and with probability
+    ``crash_prob`` a crash with its book collapse and precursors; never a thin market's
+    pump). Every other market keeps the template's listing (price, beta, own noise and jumps,
+    book share, open-interest share) and follows the factor's crash by its beta; a thin one
+    (``depth_scale`` below :data:`THIN_DEPTH_SCALE`) falls :data:`THIN_CRASH_BETA` times the
+    crash's log move instead, and with probability ``idio_prob`` crashes on its own
+    (:data:`IDIO_CRASH_FALL` in :data:`IDIO_CRASH_MINUTES`, one leg or two, its book
+    collapsing with it), half the time within an hour of the common crash. The draw keeps
+    the template's collateral, events and attacker; its name is the template's with
+    ``~sampled``.
+
+    Raises:
+        ValueError: ``template`` lists fewer than two markets.
+    """
+    s = settings or MarketsSamplerSettings()
+    if len(template.markets) < 2:
+        raise ValueError(
+            f"the multi-market sampler draws around a scenario of several markets; "
+            f"{template.name!r} lists {len(template.markets)}"
+        )
+    day = sample_training_scenario(
+        rng,
+        horizon_minutes=template.horizon_minutes,
+        tick_minutes=template.tick_minutes,
+        crash_prob=s.crash_prob,
+        thin_prob=0.0,
+        price=template.price.initial,
+    )
+    start = None if day.crash is None else day.crash.start_minute
+    markets = [template.markets[0]]
+    for m in template.markets[1:]:
+        m = dataclasses.replace(
+            m, crash_returns=None, crash_beta=None, idio_crash=None, target_drawdown_frac=None
+        )
+        if m.depth_scale < THIN_DEPTH_SCALE:
+            beta = float(rng.uniform(*THIN_CRASH_BETA))
+            if day.crash is not None:  # drawn either way: a day's draws keep their order
+                m = dataclasses.replace(m, crash_beta=beta)
+            if rng.random() < s.idio_prob:
+                m = _thin_market(rng, m, start, template.horizon_minutes)
+            else:
+                m = dataclasses.replace(m, depth_collapses=None)
+        markets.append(m)
+    return dataclasses.replace(
+        template,
+        name=f"{template.name}~sampled",
+        seed=day.seed,
+        price=day.price,
+        crash=day.crash,
+        depth=day.depth,
+        precursors=day.precursors,
+        targets=day.targets,
+        training=True,
+        markets=tuple(markets),
+    )

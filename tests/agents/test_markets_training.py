@@ -25,10 +25,12 @@ from fundgym.agents.config import (
 from fundgym.agents.evaluate.markets_runs import (
     MarketsRun,
     load_markets_run,
+    markets_env,
     score_episodes,
 )
 from fundgym.agents.training.sb3_markets_env import MarketsVecEnv
 from fundgym.agents.training.train import make_vec_env, train
+from fundgym.envs.market.sampler import MarketsSamplerSettings
 from fundgym.envs.markets_env import MarketsInsuranceFundEnv
 from fundgym.envs.scenarios import load_scenario
 
@@ -349,3 +351,29 @@ def test_markets_run_of_several_seeds_reports_their_statistics(
         ]  # fmt: skip
         defaults = [float(r[column]) for r in rows if r["policy"] == "defaults"]
         assert float(ref[0]["value"]) == pytest.approx(np.mean(defaults), rel=1e-5)
+
+
+def test_a_sampler_trains_on_drawn_days_and_named_scenarios_run_as_written() -> None:
+    """``markets.sampler``: training and the held-out ``training`` evaluation draw days around
+    the scenario; a named evaluation scenario and ``fundgym markets --run`` play it as written."""
+    cfg = validate(tiny(sampler={"crash_prob": 1.0}), "c")
+    venv = make_vec_env(cfg, 2)
+    assert venv.venv.venv.core.sampler == MarketsSamplerSettings(crash_prob=1.0)
+    venv.seed(0)
+    venv.reset()
+    assert venv.venv.venv.sim.scenario.name == "alt_contagion~sampled"
+    held_out = make_vec_env(cfg, 1, "training", whole_episodes=True)
+    assert held_out.venv.envs[0].core.sampler is not None
+    named = make_vec_env(cfg, 1, "alt_contagion", whole_episodes=True)
+    assert named.venv.envs[0].core.sampler is None
+    assert cfg.markets is not None
+    run = MarketsRun(Path("r"), cfg.markets, lambda obs: obs, 42, 16)
+    assert markets_env(run, load_scenario("alt_contagion")).core.sampler is None
+    for bad, message in (
+        ({"crash_prob": 2.0}, "markets.sampler.crash_prob = 2.0: a number in [0.0, 1.0]"),
+        ({"crash": 0.5}, "markets.sampler.crash = 0.5: unknown key"),
+    ):
+        wrong = validate(tiny(sampler=bad), "c")
+        with pytest.raises(ConfigError) as err:
+            check_scenarios(wrong, "c")
+        assert message in str(err.value)
