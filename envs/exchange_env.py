@@ -36,6 +36,7 @@ from fundgym.envs.rewards import DecisionTotals, combine, reward_components
 from fundgym.envs.scenarios import Scenario, load_scenario
 from fundgym.envs.simulator import BLOCK_SERIES, ExchangeSimulator, TickBlock
 from fundgym.envs.state import SimState
+from fundgym.envs.vector import checked_actions, checked_autoreset_mode
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
@@ -1081,7 +1082,7 @@ class InsuranceFundVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
     ) -> None:
         """See :class:`InsuranceFundEnv` for the keyword arguments, the class for the others."""
         self.render_mode = _checked_render_mode(render_mode)
-        self.autoreset_mode = _checked_autoreset_mode(autoreset_mode)
+        self.autoreset_mode = checked_autoreset_mode(autoreset_mode)
         self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.config = make_config(config, **kwargs)
         self.num_envs = num_envs
@@ -1211,16 +1212,7 @@ class InsuranceFundVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
 
     def _checked_actions(self, actions: np.ndarray) -> FloatArray:
         """``actions`` as float64 of shape exactly ``(num_envs, action_dim)``, after a reset."""
-        if not self._started:
-            raise RuntimeError("call reset() before step()")
-        a = np.asarray(actions, dtype=np.float64)
-        expected = (self.num_envs, self.core.action_dim)
-        if a.shape != expected:
-            # Reshaping would silently scramble a transposed (action_dim, num_envs) array.
-            raise ValueError(
-                f"actions must have shape (num_envs, action_dim) = {expected}, got {a.shape}"
-            )
-        return a
+        return checked_actions(actions, self._started, self.num_envs, self.core.action_dim)
 
     def _step_same(
         self, a: FloatArray
@@ -1305,19 +1297,6 @@ def _checked_render_mode(render_mode: str | None) -> str | None:
             "mode draws on screen; 'rgb_array' frames can be shown or recorded)"
         )
     return render_mode
-
-
-def _checked_autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:
-    """``mode`` as an :class:`AutoresetMode` (the enum or its value)."""
-    if isinstance(mode, AutoresetMode):
-        return mode
-    try:
-        return AutoresetMode(mode)
-    except ValueError:
-        allowed = [m.value for m in AutoresetMode]
-        raise ValueError(
-            f"autoreset_mode = {mode!r}: not one of {allowed} (or gymnasium.vector.AutoresetMode)"
-        ) from None
 
 
 def _vector_info(info: dict[str, Any], mask: BoolArray) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from fundgym.envs.markets_core import (
 from fundgym.envs.markets_simulator import MarketsPopulation, MarketsSimulator
 from fundgym.envs.rewards import RewardWeights
 from fundgym.envs.scenarios import Scenario, load_scenario
+from fundgym.envs.vector import checked_actions, checked_autoreset_mode
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
@@ -412,7 +413,7 @@ class MarketsInsuranceFundVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         **kwargs: Any,
     ) -> None:
-        self.autoreset_mode = _autoreset_mode(autoreset_mode)
+        self.autoreset_mode = checked_autoreset_mode(autoreset_mode)
         self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         self.core = MarketsControlCore(sc, num_envs, **kwargs)
@@ -571,16 +572,7 @@ class MarketsInsuranceFundVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray
 
     def _checked_actions(self, actions: np.ndarray) -> FloatArray:
         """``actions`` as float64 of shape exactly ``(num_envs, action_dim)``, after a reset."""
-        if not self._started:
-            raise RuntimeError("call reset() before step()")
-        a = np.asarray(actions, dtype=np.float64)
-        expected = (self.num_envs, self.core.action_dim)
-        if a.shape != expected:
-            # Reshaping would silently scramble a transposed (action_dim, num_envs) array.
-            raise ValueError(
-                f"actions must have shape (num_envs, action_dim) = {expected}, got {a.shape}"
-            )
-        return a
+        return checked_actions(actions, self._started, self.num_envs, self.core.action_dim)
 
 
 def stack_infos(infos: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -600,16 +592,3 @@ def stack_infos(infos: Sequence[dict[str, Any]]) -> dict[str, Any]:
         )
         out[f"_{key}"] = every.copy()
     return out
-
-
-def _autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:
-    """``mode`` as an :class:`AutoresetMode` (the enum or its value), else a ValueError."""
-    if isinstance(mode, AutoresetMode):
-        return mode
-    try:
-        return AutoresetMode(mode)
-    except ValueError:
-        allowed = [m.value for m in AutoresetMode]
-        raise ValueError(
-            f"autoreset_mode = {mode!r}: not one of {allowed} (or gymnasium.vector.AutoresetMode)"
-        ) from None

@@ -121,3 +121,16 @@ def assert_field_error(data: dict[str, Any], field: str, fragment: str) -> None:
     assert info.value.source == "multi.yaml"
     assert info.value.path == field, str(info.value)
     assert fragment in str(info.value)
+
+
+def short_alt_contagion(minutes: float = 120.0) -> Scenario:
+    """``alt_contagion`` in ``minutes`` (two hours: 12 decisions), the alt's crash at minute 30.
+
+    The alt's crash and its book's collapse move from minute 600 to 30, so a short episode
+    holds them (their legs end at minute 60).
+    """
+    data = library_dict("alt_contagion")
+    data["horizon_minutes"] = minutes
+    data["markets"][2]["idio_crash"]["start_minute"] = 30
+    data["markets"][2]["depth_collapses"][0]["start_minute"] = 30
+    return scenario_from_dict(data, "alt_contagion.yaml")

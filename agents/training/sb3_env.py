@@ -31,7 +31,71 @@ from fundgym.agents.action_map import ActionMap
 from fundgym.envs.exchange_env import InsuranceFundVectorEnv
 
 
-class FundGymVecEnv(VecEnv):
+class BatchVecEnv(VecEnv):
+    """What an SB3 ``VecEnv`` over one batched vector env (``self.venv``) does alike.
+
+    The exchanges live in one vector env, so an attribute or method is the batch's, returned
+    once per selected exchange, and nothing is wrapped per exchange or needs closing.
+    """
+
+    venv: Any
+    _actions: np.ndarray | None
+    _action_map: ActionMap
+
+    def reset(self) -> VecEnvObs:
+        """Reset every exchange (with the seeds set by :meth:`seed`, once)."""
+        seeds = None if all(s is None for s in self._seeds) else list(self._seeds)
+        obs, info = self.venv.reset(seed=seeds)
+        self.reset_infos = self.reset_rows(info)
+        self._reset_seeds()
+        self._reset_options()
+        return obs  # type: ignore[no-any-return]
+
+    def reset_rows(self, info: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each exchange's reset info from the vector env's (the subclass's layout)."""
+        raise NotImplementedError
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Remember the actions (as the environment reads them) for :meth:`step_wait`."""
+        self._actions = self._action_map(actions)
+
+    def close(self) -> None:
+        """Nothing to release (no subprocesses)."""
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """The vector env's attribute, once per selected exchange."""
+        return [getattr(self.venv, attr_name) for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Set an attribute of the (shared) vector env."""
+        setattr(self.venv, attr_name, value)
+
+    def env_method(
+        self,
+        method_name: str,
+        *method_args: Any,
+        indices: VecEnvIndices = None,
+        **method_kwargs: Any,
+    ) -> list[Any]:
+        """Call a method of the vector env once per selected exchange."""
+        return [
+            getattr(self.venv, method_name)(*method_args, **method_kwargs)
+            for _ in self._get_indices(indices)
+        ]
+
+    def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
+        """No exchange is wrapped by Gymnasium wrappers."""
+        return [False for _ in self._get_indices(indices)]
+
+    def _get_indices(self, indices: VecEnvIndices) -> Iterable[int]:
+        if indices is None:
+            return range(self.num_envs)
+        if isinstance(indices, int):
+            return [indices]
+        return list(indices)
+
+
+class FundGymVecEnv(BatchVecEnv):
     """SB3 ``VecEnv`` over ``num_envs`` exchanges of ``fundgym/InsuranceFund-v0``.
 
     Args:
@@ -43,6 +107,8 @@ class FundGymVecEnv(VecEnv):
             ``FUNDGYM_THREADS``, default 1).
         **env_kwargs: Environment keyword arguments (see ``InsuranceFundEnv``).
     """
+
+    venv: InsuranceFundVectorEnv
 
     def __init__(
         self,
@@ -67,18 +133,9 @@ class FundGymVecEnv(VecEnv):
         self._actions: np.ndarray | None = None
         self._action_map = action_map or ActionMap()
 
-    def reset(self) -> VecEnvObs:
-        """Reset every exchange (with the seeds set by :meth:`seed`, once)."""
-        seeds = None if all(s is None for s in self._seeds) else list(self._seeds)
-        obs, info = self.venv.reset(seed=seeds)
-        self.reset_infos = [_row(info, i) for i in range(self.num_envs)]
-        self._reset_seeds()
-        self._reset_options()
-        return obs
-
-    def step_async(self, actions: np.ndarray) -> None:
-        """Remember the actions (as the environment reads them) for :meth:`step_wait`."""
-        self._actions = self._action_map(actions)
+    def reset_rows(self, info: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each exchange's reset info from the vector env's."""
+        return [_row(info, i) for i in range(self.num_envs)]
 
     def step_wait(self) -> VecEnvStepReturn:
         """Step every exchange; finished ones restart in the same step.
@@ -117,41 +174,6 @@ class FundGymVecEnv(VecEnv):
         frames = self.venv.render()
         assert frames is not None
         return list(frames)
-
-    def close(self) -> None:
-        """Nothing to release (no subprocesses)."""
-
-    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        """The vector env's attribute, once per selected exchange."""
-        return [getattr(self.venv, attr_name) for _ in self._get_indices(indices)]
-
-    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        """Set an attribute of the (shared) vector env."""
-        setattr(self.venv, attr_name, value)
-
-    def env_method(
-        self,
-        method_name: str,
-        *method_args: Any,
-        indices: VecEnvIndices = None,
-        **method_kwargs: Any,
-    ) -> list[Any]:
-        """Call a method of the vector env once per selected exchange."""
-        return [
-            getattr(self.venv, method_name)(*method_args, **method_kwargs)
-            for _ in self._get_indices(indices)
-        ]
-
-    def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
-        """No exchange is wrapped by Gymnasium wrappers."""
-        return [False for _ in self._get_indices(indices)]
-
-    def _get_indices(self, indices: VecEnvIndices) -> Iterable[int]:
-        if indices is None:
-            return range(self.num_envs)
-        if isinstance(indices, int):
-            return [indices]
-        return list(indices)
 
 
 #: Keys put into every :class:`ExchangeInfo` at once: training reads them every step

@@ -14,24 +14,22 @@ siblings' episodes (truncated), where ``DummyVecEnv``'s would run on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import (
-    VecEnv,
-    VecEnvIndices,
-    VecEnvObs,
     VecEnvStepReturn,
 )
 
 from fundgym.agents.action_map import ActionMap, centred_on
+from fundgym.agents.training.sb3_env import BatchVecEnv
 from fundgym.envs.markets_env import MarketsInsuranceFundVectorEnv
 from fundgym.envs.scenarios import Scenario
 
 
-class MarketsVecEnv(VecEnv):
+class MarketsVecEnv(BatchVecEnv):
     """SB3 ``VecEnv`` over ``num_envs`` exchanges of ``fundgym/MarketsInsuranceFund-v0``.
 
     Args:
@@ -41,6 +39,8 @@ class MarketsVecEnv(VecEnv):
             (:func:`~fundgym.agents.action_map.centred_on`; ``markets.centred``).
         **env_kwargs: ``MarketsInsuranceFundEnv``'s keyword arguments.
     """
+
+    venv: MarketsInsuranceFundVectorEnv
 
     def __init__(
         self,
@@ -58,18 +58,9 @@ class MarketsVecEnv(VecEnv):
         self._actions: np.ndarray | None = None
         self._action_map = centred_on(self.venv.default_action()) if centred else ActionMap()
 
-    def reset(self) -> VecEnvObs:
-        """Reset every exchange (with the seeds set by :meth:`seed`, once)."""
-        seeds = None if all(s is None for s in self._seeds) else list(self._seeds)
-        obs, info = self.venv.reset(seed=seeds)
-        self.reset_infos = _reset_infos(info, self.num_envs)
-        self._reset_seeds()
-        self._reset_options()
-        return obs
-
-    def step_async(self, actions: np.ndarray) -> None:
-        """Remember the actions (as the environment reads them) for :meth:`step_wait`."""
-        self._actions = self._action_map(actions)
+    def reset_rows(self, info: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each exchange's reset info (its episode seed) from the vector env's."""
+        return [{"seed": int(info["seed"][i])} for i in range(self.num_envs)]
 
     def step_wait(self) -> VecEnvStepReturn:
         """Step every exchange; when the batch's episode ends, every exchange restarts."""
@@ -85,46 +76,6 @@ class MarketsVecEnv(VecEnv):
             self.reset_infos = [{"seed": int(s)} for s in seeds]
         return obs, reward.astype(np.float32), dones, infos
 
-    def close(self) -> None:
-        """Nothing to release (no subprocesses)."""
-
-    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        """The vector env's attribute, once per selected exchange."""
-        return [getattr(self.venv, attr_name) for _ in self._get_indices(indices)]
-
-    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        """Set an attribute of the (shared) vector env."""
-        setattr(self.venv, attr_name, value)
-
-    def env_method(
-        self,
-        method_name: str,
-        *method_args: Any,
-        indices: VecEnvIndices = None,
-        **method_kwargs: Any,
-    ) -> list[Any]:
-        """Call a method of the vector env once per selected exchange."""
-        return [
-            getattr(self.venv, method_name)(*method_args, **method_kwargs)
-            for _ in self._get_indices(indices)
-        ]
-
-    def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
-        """No exchange is wrapped by Gymnasium wrappers."""
-        return [False for _ in self._get_indices(indices)]
-
     def get_images(self) -> Sequence[np.ndarray | None]:
         """No frames: the multi-market env does not render."""
         return [None] * self.num_envs
-
-    def _get_indices(self, indices: VecEnvIndices) -> Iterable[int]:
-        if indices is None:
-            return range(self.num_envs)
-        if isinstance(indices, int):
-            return [indices]
-        return list(indices)
-
-
-def _reset_infos(info: dict[str, Any], n: int) -> list[dict[str, Any]]:
-    """Each exchange's reset info (its episode seed) from the vector env's."""
-    return [{"seed": int(info["seed"][i])} for i in range(n)]

@@ -23,28 +23,19 @@ from fundgym.envs.markets_env import (
     MarketsInsuranceFundEnv,
 )
 from fundgym.envs.rewards import combine
-from fundgym.envs.scenarios import load_scenario, scenario_from_dict
+from fundgym.envs.scenarios import load_scenario
 from fundgym.envs.state import open_interest_usd
-from tests.multi_market import library_dict
-
-
-def _short(minutes: float = 120.0) -> Any:
-    """``alt_contagion`` in two hours: the alt's crash and book collapse from minute 30."""
-    data = library_dict("alt_contagion")
-    data["horizon_minutes"] = minutes
-    data["markets"][2]["idio_crash"]["start_minute"] = 30
-    data["markets"][2]["depth_collapses"][0]["start_minute"] = 30
-    return scenario_from_dict(data, "alt_contagion.yaml")
+from tests.multi_market import short_alt_contagion
 
 
 def _env(**kw: Any) -> MarketsInsuranceFundEnv:
     kw.setdefault("n_accounts", 200)
-    return MarketsInsuranceFundEnv(kw.pop("scenario", _short()), **kw)
+    return MarketsInsuranceFundEnv(kw.pop("scenario", short_alt_contagion()), **kw)
 
 
 def test_passes_gymnasiums_checker_and_is_registered() -> None:
     check_env(_env(), skip_render_check=True)
-    env = gym.make(MARKETS_ENV_ID, scenario=_short(), n_accounts=100)
+    env = gym.make(MARKETS_ENV_ID, scenario=short_alt_contagion(), n_accounts=100)
     obs, _ = env.reset(seed=0)
     assert env.observation_space.contains(obs)
 

@@ -12,17 +12,8 @@ from gymnasium.vector import AutoresetMode
 import fundgym  # noqa: F401 (registers the environments)
 from fundgym.envs import MARKETS_ENV_ID
 from fundgym.envs.markets_env import MarketsInsuranceFundEnv, MarketsInsuranceFundVectorEnv
-from fundgym.envs.scenarios import Scenario, load_scenario, scenario_from_dict
-from tests.multi_market import library_dict
-
-
-def _short(minutes: float = 120.0) -> Scenario:
-    """``alt_contagion`` in two hours (12 decisions): the alt's crash from minute 30."""
-    data = library_dict("alt_contagion")
-    data["horizon_minutes"] = minutes
-    data["markets"][2]["idio_crash"]["start_minute"] = 30
-    data["markets"][2]["depth_collapses"][0]["start_minute"] = 30
-    return scenario_from_dict(data, "alt_contagion.yaml")
+from fundgym.envs.scenarios import Scenario, load_scenario
+from tests.multi_market import short_alt_contagion
 
 
 def _twins(n: int, sc: Scenario, seed: int, **kw: Any) -> list[MarketsInsuranceFundEnv]:
@@ -42,7 +33,7 @@ def test_exchange_i_is_the_env_seeded_seed_plus_i_across_episodes(
     Observations, rewards, flags and every ``info`` value equal the one-exchange envs', bit
     for bit; each new episode's first observation is the twin's next ``reset()``.
     """
-    sc, n = _short(), 3
+    sc, n = short_alt_contagion(), 3
     kw: dict[str, Any] = {"n_accounts": 150, "fund_mode": fund_mode}
     venv = MarketsInsuranceFundVectorEnv(n, sc, autoreset_mode=mode, **kw)
     obs, info = venv.reset(seed=7)
@@ -107,7 +98,7 @@ def test_an_insolvent_exchange_ends_the_batchs_episode() -> None:
     """No fund and a 0.01% threshold: the first insolvency terminates its exchange and
     truncates the others at the same decision; the next step starts every exchange anew."""
     venv = MarketsInsuranceFundVectorEnv(
-        3, _short(), n_accounts=150, fund_to_oi_frac=0.0, insolvency_frac=1e-4
+        3, short_alt_contagion(), n_accounts=150, fund_to_oi_frac=0.0, insolvency_frac=1e-4
     )
     venv.reset(seed=3)
     zero = np.tile(venv.default_action(), (3, 1))
@@ -130,7 +121,7 @@ def test_make_vec_builds_the_batch_and_infos_are_masked_arrays() -> None:
         MARKETS_ENV_ID,
         num_envs=2,
         vectorization_mode="vector_entry_point",
-        scenario=_short(),
+        scenario=short_alt_contagion(),
         n_accounts=100,
     )
     assert isinstance(venv.unwrapped, MarketsInsuranceFundVectorEnv)
@@ -145,7 +136,7 @@ def test_make_vec_builds_the_batch_and_infos_are_masked_arrays() -> None:
 
 
 def test_bad_use_is_refused_by_name() -> None:
-    venv = MarketsInsuranceFundVectorEnv(2, _short(), n_accounts=100)
+    venv = MarketsInsuranceFundVectorEnv(2, short_alt_contagion(), n_accounts=100)
     with pytest.raises(RuntimeError, match="call reset"):
         venv.step(np.zeros((2, venv.core.action_dim)))
     venv.reset(seed=0)
@@ -158,9 +149,11 @@ def test_bad_use_is_refused_by_name() -> None:
     with pytest.raises(RuntimeError, match="SAME_STEP"):
         venv.step_list(np.zeros((2, venv.core.action_dim)))
     with pytest.raises(ValueError, match="autoreset_mode = 'later'"):
-        MarketsInsuranceFundVectorEnv(2, _short(), n_accounts=100, autoreset_mode="later")
+        MarketsInsuranceFundVectorEnv(
+            2, short_alt_contagion(), n_accounts=100, autoreset_mode="later"
+        )
     off = MarketsInsuranceFundVectorEnv(
-        1, _short(60.0), n_accounts=100, autoreset_mode=AutoresetMode.DISABLED
+        1, short_alt_contagion(60.0), n_accounts=100, autoreset_mode=AutoresetMode.DISABLED
     )
     off.reset(seed=0)
     for _ in range(6):  # the horizon: 6 decisions of 10 minutes
