@@ -12,7 +12,7 @@ give, so any Gymnasium or SB3 agent takes them. Both faces run one decision,
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -21,7 +21,6 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from fundgym.envs.market.sampler import MarketsSamplerSettings
 from fundgym.envs.markets_core import (
     ALLOCATION_LEVERS,
     EXCHANGE_LEVERS,
@@ -31,8 +30,7 @@ from fundgym.envs.markets_core import (
     PER_MARKET_LEVERS,
     MarketsControlCore,
 )
-from fundgym.envs.markets_simulator import MarketsPopulation, MarketsSimulator
-from fundgym.envs.rewards import RewardWeights
+from fundgym.envs.markets_simulator import MarketsSimulator
 from fundgym.envs.scenarios import Scenario, load_scenario
 from fundgym.envs.vector import checked_actions, checked_autoreset_mode
 
@@ -213,54 +211,17 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
 
     metadata = {"render_modes": []}  # noqa: RUF012 (Gymnasium's convention)
 
-    def __init__(
-        self,
-        scenario: str | Scenario = "alt_contagion",
-        *,
-        n_accounts: int = 1_000,
-        decision_minutes: float = 10.0,
-        fund_mode: str = "shared",
-        fund_groups: Sequence[int] | None = None,
-        collateral_price: str = "book",
-        fund_to_oi_frac: float = 0.02,
-        fund_asset: str | int | Mapping[Any, float] = 0,
-        rebalance_threshold: float = 0.02,
-        markets_population: MarketsPopulation | None = None,
-        reward: RewardWeights | None = None,
-        liquidation_mode: str = "partial",
-        adl_policy: str = "bitmex",
-        vault_to_oi_frac: float = 0.0,
-        vault_adl_loss_frac: float | None = None,
-        liquidator_capacity_mult: float | None = None,
-        fund_cap_period: str = "episode",
-        insolvency_frac: float = 0.05,
-        max_step: float = 2.0,
-        sampler: MarketsSamplerSettings | None = None,
-    ) -> None:
+    def __init__(self, scenario: str | Scenario = "alt_contagion", **kwargs: Any) -> None:
+        """One exchange on ``scenario``; ``kwargs`` as "Arguments" above lists them.
+
+        :class:`~fundgym.envs.markets_core.MarketsControlCore` takes them (their one home, with
+        their defaults and checks).
+
+        Raises:
+            ValueError: An argument out of its range, named.
+        """
         sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
-        self.core = MarketsControlCore(
-            sc,
-            1,
-            n_accounts=n_accounts,
-            decision_minutes=decision_minutes,
-            fund_mode=fund_mode,
-            fund_groups=fund_groups,
-            collateral_price=collateral_price,
-            fund_to_oi_frac=fund_to_oi_frac,
-            fund_asset=fund_asset,
-            rebalance_threshold=rebalance_threshold,
-            markets_population=markets_population,
-            reward=reward,
-            liquidation_mode=liquidation_mode,
-            adl_policy=adl_policy,
-            vault_to_oi_frac=vault_to_oi_frac,
-            vault_adl_loss_frac=vault_adl_loss_frac,
-            liquidator_capacity_mult=liquidator_capacity_mult,
-            fund_cap_period=fund_cap_period,
-            insolvency_frac=insolvency_frac,
-            max_step=max_step,
-            sampler=sampler,
-        )
+        self.core = MarketsControlCore(sc, 1, **kwargs)
         core = self.core
         self.scenario = sc
         self.n_markets = core.n_markets

@@ -31,6 +31,7 @@ from fundgym.agents.evaluate.markets_runs import (
 from fundgym.agents.training.sb3_markets_env import MarketsVecEnv
 from fundgym.agents.training.train import make_vec_env, train
 from fundgym.envs.market.sampler import MarketsSamplerSettings
+from fundgym.envs.markets_core import MarketsControlCore
 from fundgym.envs.markets_env import MarketsInsuranceFundEnv
 from fundgym.envs.scenarios import load_scenario
 
@@ -258,7 +259,7 @@ def test_markets_config_keys_are_the_env_arguments() -> None:
     """Every key but scenario, reward and centred is a keyword of the env (one home each)."""
     import inspect
 
-    params = inspect.signature(MarketsInsuranceFundEnv.__init__).parameters
+    params = inspect.signature(MarketsControlCore.__init__).parameters
     keys = set(MarketsConfig.model_fields) - {"scenario", "reward", "centred"}
     assert keys <= set(params), keys - set(params)
 
