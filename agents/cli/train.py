@@ -53,8 +53,11 @@ to compare them).
 A config with a markets: section (configs/train/ppo_markets.yaml) trains on the multi-market
 env, fundgym/MarketsInsuranceFund-v0, with every lever it has (the exchange's, one per market,
 a haircut per collateral asset) and no env: section; its scenarios must list the same markets
-and collateral assets. Score such a run with fundgym markets --run DIR (fundgym evaluate and
-fundgym export take one-market runs and refuse it by name).
+and collateral assets. Its n_envs exchanges step as one batch of the multi-market simulator
+(held-out evaluation: one env each); markets.sampler: {{crash_prob: P, idio_prob: Q}} trains on
+days drawn around the scenario's markets instead of the scenario as written. Score such a run
+with fundgym markets --run DIR (fundgym evaluate and fundgym export take one-market runs and
+refuse it by name).
 Watch training with
   tensorboard --logdir DIR/tensorboard
 
