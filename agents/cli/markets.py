@@ -31,6 +31,7 @@ from fundgym.agents.cli.guards import (
 )
 from fundgym.agents.evaluate.markets_policy import market_risk
 from fundgym.agents.evaluate.markets_runs import (
+    MarketsRun,
     Trace,
     load_markets_runs,
     markets_env,
@@ -45,6 +46,7 @@ from fundgym.agents.outputs import directory_in_place, output_lock, progress_bar
 from fundgym.agents.policies.base import SpecError
 from fundgym.envs.core.params import RiskParams
 from fundgym.envs.levers import LEVERS
+from fundgym.envs.market.sampler import MarketsSamplerSettings
 from fundgym.envs.markets_simulator import (
     COLLATERAL_SOURCES,
     FUND_CAP_PERIODS,
@@ -53,6 +55,7 @@ from fundgym.envs.markets_simulator import (
     MarketsSimulator,
 )
 from fundgym.envs.scenarios import Scenario
+from fundgym.envs.schema import build
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 FILES = (
@@ -163,6 +166,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "final/) beside the levers' defaults, each episode played by both on the same seed, "
         "under the run's own settings (the configuration options below do not apply); "
         "writes policies.csv instead of markets.csv",
+    )
+    p.add_argument(
+        "--sampled",
+        action="store_true",
+        help="with --run: play each episode on a day drawn around the scenario's markets from "
+        "its seed (the run's markets.sampler settings, else the sampler's defaults: "
+        "crash_prob 0.7, idio_prob 0.5), the same day for the model and the defaults, "
+        "instead of the scenario as written",
     )
     p.add_argument(
         "--fund-mode",
@@ -396,6 +407,11 @@ def main(args: argparse.Namespace) -> int:
     check_seed("--seed", args.seed)
     if args.run is not None:
         return _main_run(args)
+    if args.sampled:
+        raise UsageError(
+            "--sampled plays a trained run's episodes on drawn days: give --run DIR (without "
+            "it, fundgym markets runs the scenario as written)"
+        )
     if args.scenario is None:
         args.scenario = "alt_contagion"
     if not (math.isfinite(args.fund_frac) and 0.0 <= args.fund_frac <= 10.0):
@@ -514,15 +530,16 @@ def _main_run(args: argparse.Namespace) -> int:
         options = ", ".join("--" + k.replace("_", "-") for k in given)
         raise UsageError(
             f"{options}: not with --run, which scores the run under its own settings (its "
-            "config.yaml's markets: section); allowed with --run: --scenario, --episodes, "
-            "--seed, --out, --force, --no-progress"
+            "config.yaml's markets: section); allowed with --run: --scenario, --sampled, "
+            "--episodes, --seed, --out, --force, --no-progress"
         )
     try:
         runs = load_markets_runs(Path(args.run))
         run = next(iter(runs.values()))
         scenario = load_scenario_checked(args.scenario or run.markets.scenario)
+        sampler = _sampler(run) if args.sampled else None
         for each in runs.values():
-            markets_env(each, scenario)  # every network fits the scenario, before any work
+            markets_env(each, scenario, sampler)  # every network fits, before any work
     except SpecError as exc:
         raise UsageError(f"--run {args.run}: {exc}") from exc
     group = None not in runs
@@ -534,15 +551,16 @@ def _main_run(args: argparse.Namespace) -> int:
     bar = progress_bar((len(runs) + 1) * args.episodes, "episodes", not args.no_progress)
     rows = []
     traces: dict[str, list[Trace]] = {}
-    for row in score_episodes(runs, scenario, args.episodes, seed, traces):
+    for row in score_episodes(runs, scenario, args.episodes, seed, traces, sampler):
         rows.append(row)
         bar.update(1)
     bar.close()
     name = Path(args.run).name
     stats = seed_statistics(rows, scenario.name, name) if group else []
     trained = f"{len(runs)} training seeds ({', '.join(map(str, runs))})" if group else "one run"
+    days = " (drawn days around it: --sampled)" if sampler is not None else ""
     parts = [
-        f"fundgym markets --run {args.run}: {scenario.name}, {args.episodes} episodes per "
+        f"fundgym markets --run {args.run}: {scenario.name}{days}, {args.episodes} episodes per "
         f"policy (seeds {seed}..{seed + args.episodes - 1}), {trained}, "
         f"{run.markets.n_accounts:,} accounts, fund {run.markets.fund_mode}, "
         f"{time.perf_counter() - start:.0f} s",
@@ -565,6 +583,7 @@ def _main_run(args: argparse.Namespace) -> int:
                 "command": "fundgym markets",
                 "run": str(args.run),
                 "scenario": scenario.name,
+                "sampled": None if sampler is None else dataclasses.asdict(sampler),
                 "episodes": args.episodes,
                 "seed": seed,
                 "markets": run.markets.model_dump(mode="python"),
@@ -574,6 +593,13 @@ def _main_run(args: argparse.Namespace) -> int:
         files = [*RUN_FILES[:1], "seeds.csv", *RUN_FILES[1:]] if group else RUN_FILES
         print(f"\nwrote {out}/: {', '.join(files)}")
     return 0
+
+
+def _sampler(run: MarketsRun) -> MarketsSamplerSettings:
+    """``--sampled``: the run's training sampler, or the sampler's defaults."""
+    if run.markets.sampler is None:
+        return MarketsSamplerSettings()
+    return build(MarketsSamplerSettings, dict(run.markets.sampler), "config", "markets.sampler")
 
 
 def _fund_asset(text: str | None, scenario: Scenario) -> str | dict[str | int, float]:

@@ -28,6 +28,7 @@ from fundgym.agents.evaluate.seeds import SEED_METRICS, SeedTable, seed_rows, se
 from fundgym.agents.policies.base import SpecError
 from fundgym.agents.policies.runs import default_model_dir, is_seed_group, load_model, seed_runs
 from fundgym.agents.policies.trained import run_config_file
+from fundgym.envs.market.sampler import MarketsSamplerSettings
 from fundgym.envs.markets_env import MarketsInsuranceFundEnv
 from fundgym.envs.scenarios import Scenario
 
@@ -106,11 +107,14 @@ def load_markets_run(run_dir: Path) -> MarketsRun:
     return MarketsRun(run_dir, cfg.markets, act, int(obs_shape[0]), int(act_shape[0]))
 
 
-def markets_env(run: MarketsRun, scenario: Scenario) -> MarketsInsuranceFundEnv:
-    """The run's environment on ``scenario`` as written, checked to fit its network.
+def markets_env(
+    run: MarketsRun, scenario: Scenario, sampler: MarketsSamplerSettings | None = None
+) -> MarketsInsuranceFundEnv:
+    """The run's environment on ``scenario``, checked to fit its network.
 
     Under the run's settings but its training sampler (``markets.sampler``): scoring plays
-    ``scenario`` itself, the same day for the run's model and for the defaults.
+    ``scenario`` as written, unless ``sampler`` draws each episode's day around it (from the
+    episode's seed: the same day for the run's model and for the defaults).
 
     Raises:
         SpecError: The scenario gives other action or observation sizes than the run's
@@ -118,7 +122,7 @@ def markets_env(run: MarketsRun, scenario: Scenario) -> MarketsInsuranceFundEnv:
     """
     try:
         # The scenario as written: a run trained on a sampler's days is scored on the day.
-        env = MarketsInsuranceFundEnv(scenario, **markets_env_kwargs(run.markets, sampler=None))
+        env = MarketsInsuranceFundEnv(scenario, **markets_env_kwargs(run.markets, sampler=sampler))
     except ValueError as exc:
         raise SpecError(f"{run.run_dir}: its markets settings on {scenario.name!r}: {exc}") from exc
     n_obs = env.observation_space.shape[0]  # type: ignore[index]
@@ -199,8 +203,12 @@ def score_episodes(
     episodes: int,
     seed: int,
     traces: dict[str, list[Trace]] | None = None,
+    sampler: MarketsSamplerSettings | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One row per episode and policy, episode ``i`` seeded ``seed + i`` for every policy.
+
+    ``sampler``: each episode a day drawn around ``scenario``'s markets from its seed (the
+    same day for every policy; :func:`markets_env`), instead of ``scenario`` as written.
 
     Each run's model (``policy`` "trained", ``run_seed`` its training seed, empty for a lone
     run), then the levers' defaults ("defaults"), on the same episode. The runs share their
@@ -209,7 +217,7 @@ def score_episodes(
     seed S``, ``defaults``).
     """
     # One env for every policy: a reset with the episode's seed draws it anew whoever plays.
-    env = markets_env(next(iter(runs.values())), scenario)
+    env = markets_env(next(iter(runs.values())), scenario, sampler)
     defaults = env.default_action()
 
     def hold(_obs: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

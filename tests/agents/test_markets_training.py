@@ -378,3 +378,31 @@ def test_a_sampler_trains_on_drawn_days_and_named_scenarios_run_as_written() -> 
         with pytest.raises(ConfigError) as err:
             check_scenarios(wrong, "c")
         assert message in str(err.value)
+
+
+def test_sampled_scoring_plays_each_episode_on_one_drawn_day_for_both_policies(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--sampled``: each episode's day is drawn from its seed, the same for every policy;
+    the days are not the scenario as written, and ``--sampled`` needs ``--run``."""
+    run = load_markets_run(run_dir)
+    env = MarketsInsuranceFundEnv(load_scenario("alt_contagion"), n_accounts=24)
+    held = env.default_action()
+    same = MarketsRun(run.run_dir, run.markets, lambda _obs: held, run.n_obs, run.n_act)
+    days = MarketsSamplerSettings(crash_prob=1.0, idio_prob=1.0)
+    sc = load_scenario("alt_contagion")
+    drawn = list(score_episodes({None: same}, sc, 2, 9, sampler=days))
+    for trained, defaults in zip(drawn[::2], drawn[1::2], strict=True):
+        assert {k: v for k, v in trained.items() if k != "policy"} == {
+            k: v for k, v in defaults.items() if k != "policy"
+        }
+    written = list(score_episodes({None: same}, sc, 2, 9))
+    assert [r["return"] for r in drawn] != [r["return"] for r in written]
+    out = tmp_path / "sampled"
+    args = ["markets", "--run", str(run_dir), "--episodes", "1", "--sampled", "--no-progress"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert "(drawn days around it: --sampled)" in capsys.readouterr().out
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["sampled"] == {"crash_prob": 0.7, "idio_prob": 0.5}  # the run has none
+    assert main(["markets", "--sampled", "--no-progress"]) == 2
+    assert "--sampled plays a trained run's episodes" in capsys.readouterr().err
