@@ -36,6 +36,7 @@ from fundgym.envs.scenarios import (
     CollapseSpec,
     IdioCrashSpec,
     LegSpec,
+    MarketSpec,
     Scenario,
     scenario_from_dict,
     scenario_from_draw,
@@ -313,11 +314,13 @@ class MarketsSamplerSettings:
     )
 
 
-def _thin_market(rng: np.random.Generator, market: Any, start: float | None, horizon: float) -> Any:
-    """``market`` (a thin one) with its share of the common crash and, maybe, its own crash.
+def _thin_market(
+    rng: np.random.Generator, market: MarketSpec, start: float | None, horizon: float
+) -> MarketSpec:
+    """``market`` (a thin one) with a crash of its own, its book collapsing with it.
 
-    ``start``: the common crash's first minute (``None``: no common crash). The market's own
-    crash comes with probability the caller drew: this draws its shape and moment.
+    The caller decided that it crashes (``idio_prob``); this draws the fall, its legs and its
+    moment. ``start``: the common crash's first minute (``None``: no common crash).
     """
     fall = float(rng.uniform(*IDIO_CRASH_FALL))
     minutes = float(rng.uniform(*IDIO_CRASH_MINUTES))
