@@ -45,10 +45,20 @@ __all__ = [
     "PER_MARKET_LEVERS",
     "MarketsInsuranceFundEnv",
     "MarketsInsuranceFundVectorEnv",
+    "first_episode_seed",
 ]
 
 #: The largest seed an episode draws (the one-exchange env's, kept for its episodes).
 _EPISODE_SEED_HIGH = 2**31 - 1
+
+
+def first_episode_seed(seed: int) -> int:
+    """The episode seed :class:`MarketsInsuranceFundEnv` draws at ``reset(seed=seed)``.
+
+    Its paths, book and (with a ``sampler``) its day follow from it: a batch whose exchanges
+    all reset on it plays that episode in each of them (scoring several policies at once).
+    """
+    return int(seeding.np_random(int(seed))[0].integers(0, _EPISODE_SEED_HIGH))
 
 
 class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]]):

@@ -29,7 +29,8 @@ from fundgym.agents.policies.base import SpecError
 from fundgym.agents.policies.runs import default_model_dir, is_seed_group, load_model, seed_runs
 from fundgym.agents.policies.trained import run_config_file
 from fundgym.envs.market.sampler import MarketsSamplerSettings
-from fundgym.envs.markets_env import MarketsInsuranceFundEnv
+from fundgym.envs.markets_core import MarketsControlCore
+from fundgym.envs.markets_env import MarketsInsuranceFundEnv, first_episode_seed
 from fundgym.envs.scenarios import Scenario
 
 #: The two policies of every episode, in row order.
@@ -153,37 +154,65 @@ class Trace:
 
 
 def _episode(
-    env: MarketsInsuranceFundEnv, act: Act, seed: int, trace: Trace | None = None
-) -> dict[str, float | int]:
-    obs, _ = env.reset(seed=seed)
-    start = float(env.sim.fund_pots_usd()[0].sum())
-    oi0 = float(env.sim.initial_open_interest_usd[0].sum())
-    low = start
-    total = cost = loss = locked = 0.0
-    n = 0
-    terminated = truncated = False
-    while not (terminated or truncated):
-        obs, reward, terminated, truncated, info = env.step(act(obs))
-        total += reward
-        cost += float(info["cost"])
-        loss += float(info["user_loss_usd"])
-        locked += float(info["capital_locked_usd"])
-        pots = float(np.sum(info["fund_pots_usd"]))
-        low = min(low, pots)
-        n += 1
-        if trace is not None:
-            trace.fund_frac.append(pots / start if start > 0.0 else 0.0)
-            trace.user_loss_frac.append(loss / oi0 if oi0 > 0.0 else 0.0)
-            trace.index.append(env.sim.last_index[0].copy())
-    return {
-        "return": total,
-        "cost_bps": cost,
-        "user_loss_usd": loss,
-        "capital_locked_usd": locked / max(n, 1),
-        "fund_drawdown_frac": (start - low) / start if start > 0.0 else 0.0,
-        "decisions": n,
-        "terminated": int(terminated),
-    }
+    core: MarketsControlCore,
+    acts: list[Act],
+    seed: int,
+    traces: list[Trace] | None = None,
+) -> list[dict[str, float | int]]:
+    """Episode ``seed`` played by every policy of ``acts`` at once, one exchange each.
+
+    Every exchange of ``core`` starts the episode the one-exchange env seeded ``seed`` starts
+    (:func:`~fundgym.envs.markets_env.first_episode_seed`: its paths, book and, with a
+    sampler, its day), so exchange ``p`` is policy ``p``'s episode alone, bit for bit (the
+    batch's twin property); an exchange whose episode has ended keeps stepping, unread,
+    until every one has. One row per policy, with :class:`Trace` ``traces[p]`` filled.
+    """
+    n = len(acts)
+    obs = core.reset([first_episode_seed(seed)] * n)
+    sim = core.sim
+    start = [float(sim.fund_pots_usd()[p].sum()) for p in range(n)]
+    oi0 = [float(sim.initial_open_interest_usd[p].sum()) for p in range(n)]
+    low = list(start)
+    total, cost, loss, locked = ([0.0] * n for _ in range(4))
+    steps = [0] * n
+    ended = [False] * n
+    terminated = [False] * n
+    last = np.tile(core.default_positions, (n, 1))
+    while not all(ended):
+        for p in range(n):
+            if not ended[p]:
+                last[p] = acts[p](obs[p])
+        obs, reward, term, trunc, infos = core.step(last)
+        for p in range(n):
+            if ended[p]:
+                continue
+            info = infos[p]
+            total[p] += float(reward[p])
+            cost[p] += float(info["cost"])
+            loss[p] += float(info["user_loss_usd"])
+            locked[p] += float(info["capital_locked_usd"])
+            pots = float(np.sum(info["fund_pots_usd"]))
+            low[p] = min(low[p], pots)
+            steps[p] += 1
+            if traces is not None:
+                t = traces[p]
+                t.fund_frac.append(pots / start[p] if start[p] > 0.0 else 0.0)
+                t.user_loss_frac.append(loss[p] / oi0[p] if oi0[p] > 0.0 else 0.0)
+                t.index.append(sim.last_index[p].copy())
+            if term[p] or trunc[p]:
+                ended[p], terminated[p] = True, bool(term[p])
+    return [
+        {
+            "return": total[p],
+            "cost_bps": cost[p],
+            "user_loss_usd": loss[p],
+            "capital_locked_usd": locked[p] / max(steps[p], 1),
+            "fund_drawdown_frac": (start[p] - low[p]) / start[p] if start[p] > 0.0 else 0.0,
+            "decisions": steps[p],
+            "terminated": int(terminated[p]),
+        }
+        for p in range(n)
+    ]
 
 
 def load_markets_runs(path: Path) -> dict[int | None, MarketsRun]:
@@ -216,8 +245,9 @@ def score_episodes(
     episode's :class:`Trace` is appended under its policy's label (``trained``, ``trained,
     seed S``, ``defaults``).
     """
-    # One env for every policy: a reset with the episode's seed draws it anew whoever plays.
-    env = markets_env(next(iter(runs.values())), scenario, sampler)
+    # One batch, one exchange per policy: each episode's seed draws it anew for all of them.
+    first = next(iter(runs.values()))
+    env = markets_env(first, scenario, sampler)  # checked against the networks
     defaults = env.default_action()
 
     def hold(_obs: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -225,18 +255,24 @@ def score_episodes(
 
     players = [("trained", key, run.act(env)) for key, run in runs.items()]
     players.append(("defaults", None, hold))
+    core = MarketsControlCore(
+        scenario, len(players), **markets_env_kwargs(first.markets, sampler=sampler)
+    )
+    labels = [name if key is None else f"{name}, seed {key}" for name, key, _ in players]
     for i in range(episodes):
-        for name, key, act in players:
-            trace = None
-            if traces is not None:
-                trace = Trace()
-                traces.setdefault(name if key is None else f"{name}, seed {key}", []).append(trace)
+        episode = None
+        if traces is not None:
+            episode = [Trace() for _ in players]
+            for label, trace in zip(labels, episode, strict=True):
+                traces.setdefault(label, []).append(trace)
+        scores = _episode(core, [act for _, _, act in players], seed + i, episode)
+        for (name, key, _), score in zip(players, scores, strict=True):
             yield {
                 "policy": name,
                 "run_seed": "" if key is None else key,
                 "episode": i,
                 "seed": seed + i,
-                **_episode(env, act, seed + i, trace),
+                **score,
             }
 
 

@@ -11,7 +11,11 @@ from gymnasium.vector import AutoresetMode
 
 import fundgym  # noqa: F401 (registers the environments)
 from fundgym.envs import MARKETS_ENV_ID
-from fundgym.envs.markets_env import MarketsInsuranceFundEnv, MarketsInsuranceFundVectorEnv
+from fundgym.envs.markets_env import (
+    MarketsInsuranceFundEnv,
+    MarketsInsuranceFundVectorEnv,
+    first_episode_seed,
+)
 from fundgym.envs.scenarios import Scenario, load_scenario
 from tests.multi_market import short_alt_contagion
 
@@ -161,3 +165,11 @@ def test_bad_use_is_refused_by_name() -> None:
     assert trunc.all()
     with pytest.raises(RuntimeError, match="DISABLED"):
         off.step(np.zeros((1, off.core.action_dim)))
+
+
+def test_first_episode_seed_is_the_seed_a_seeded_reset_draws() -> None:
+    """Scoring resets a batch on it to play the one-exchange env's episode in every exchange."""
+    env = MarketsInsuranceFundEnv(short_alt_contagion(), n_accounts=50)
+    for seed in (0, 7, 9000):
+        _, info = env.reset(seed=seed)
+        assert info["seed"] == first_episode_seed(seed)
