@@ -390,7 +390,7 @@ class MarketsControlCore:
             }
             for e in range(E)
         ]
-        return self.observe(row, margins), reward, terminated, truncated, infos
+        return self.observe(row, margins, weights), reward, terminated, truncated, infos
 
     # ---- levers ----------------------------------------------------------------------------
 
@@ -474,14 +474,22 @@ class MarketsControlCore:
         self,
         row: dict[str, Any] | None,
         margins: tuple[FloatArray, FloatArray] | None = None,
+        fund_weights: FloatArray | None = None,
     ) -> FloatArray:
-        """Every exchange's observation, ``(n_envs, obs_dim)`` float32 (the env's layout)."""
+        """Every exchange's observation, ``(n_envs, obs_dim)`` float32 (the env's layout).
+
+        ``row``: the decision's last tick (``None``: the episode's start), whose open interest
+        and pots are the state's now; ``margins`` and ``fund_weights``, where the decision
+        computed them already.
+        """
         sim = self.sim
-        mark = sim.last_index if row is None else row["mark"]
-        oi = open_interest_usd(sim.state, mark)
+        if row is None:
+            mark = sim.last_index
+            oi, pots = open_interest_usd(sim.state, mark), sim.fund_pots_usd()
+        else:
+            mark, oi, pots = row["mark"], row["open_interest_usd"], row["fund_usd"]
         eq, req = self.margins(row) if margins is None else margins
-        weights = sim.fund_weights()
-        pots = sim.fund_pots_usd()
+        weights = sim.fund_weights() if fund_weights is None else fund_weights
         normal = np.stack([sim.normal_depth(m) for m in range(self.n_markets)], axis=1)
         depth = normal if row is None else row["depth"]
         rows = [

@@ -52,16 +52,48 @@ __all__ = [
 _EPISODE_SEED_HIGH = 2**31 - 1
 
 
+def draw_episode_seed(rng: np.random.Generator) -> int:
+    """An episode's seed from an exchange's generator: its paths, book and drawn day follow."""
+    return int(rng.integers(0, _EPISODE_SEED_HIGH))
+
+
 def first_episode_seed(seed: int) -> int:
     """The episode seed :class:`MarketsInsuranceFundEnv` draws at ``reset(seed=seed)``.
 
     Its paths, book and (with a ``sampler``) its day follow from it: a batch whose exchanges
     all reset on it plays that episode in each of them (scoring several policies at once).
     """
-    return int(seeding.np_random(int(seed))[0].integers(0, _EPISODE_SEED_HIGH))
+    return draw_episode_seed(seeding.np_random(int(seed))[0])
 
 
-class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]]):
+class _MarketsLayouts:
+    """What both faces of the multi-market env read off their core: simulator and layouts."""
+
+    core: MarketsControlCore
+
+    @property
+    def sim(self) -> MarketsSimulator:
+        """The simulator (row ``i`` of its arrays: exchange ``i``; one exchange: row 0)."""
+        return self.core.sim
+
+    def default_action(self) -> np.ndarray[Any, Any]:
+        """One exchange's action holding every lever at its default: the scenario as written.
+
+        The static baseline a trained multi-market policy is scored against
+        (``fundgym markets --run``); each haircut's default is the scenario's for its asset.
+        """
+        return self.core.default_positions.copy()
+
+    def action_names(self) -> tuple[str, ...]:
+        """Each action coordinate's lever, ``name`` or ``name[MARKET]``, in order."""
+        return self.core.action_names()
+
+    def observation_names(self) -> tuple[str, ...]:
+        """Each observation coordinate's name, ``name`` or ``name[MARKET]``, in order."""
+        return self.core.observation_names()
+
+
+class MarketsInsuranceFundEnv(_MarketsLayouts, gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]]):
     """An exchange listing several markets: its liquidation fees, fund shares and market margins.
 
     ## Description
@@ -246,11 +278,6 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         self.observation_space = spaces.Box(-OBS_CLIP, OBS_CLIP, (core.obs_dim,), np.float32)
 
     @property
-    def sim(self) -> MarketsSimulator:
-        """The simulator of this one exchange (row 0 of its arrays)."""
-        return self.core.sim
-
-    @property
     def positions(self) -> FloatArray:
         """The levers' positions in force, ``(action_dim,)``."""
         out: FloatArray = self.core.positions[0]
@@ -274,24 +301,6 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         out: FloatArray = self.core.pots0[0]
         return out
 
-    def default_action(self) -> np.ndarray[Any, Any]:
-        """The action holding every lever at its default: the scenario as written.
-
-        The static baseline a trained multi-market policy is scored against
-        (``fundgym markets --run``); each haircut's default is the scenario's for its asset.
-        """
-        return self.core.default_positions.copy()
-
-    # ---- layouts ---------------------------------------------------------------------------
-
-    def action_names(self) -> tuple[str, ...]:
-        """Each action coordinate's lever, ``name`` or ``name[MARKET]``, in order."""
-        return self.core.action_names()
-
-    def observation_names(self) -> tuple[str, ...]:
-        """Each observation coordinate's name, ``name`` or ``name[MARKET]``, in order."""
-        return self.core.observation_names()
-
     # ---- Gymnasium -------------------------------------------------------------------------
 
     def reset(
@@ -299,7 +308,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
     ) -> tuple[np.ndarray[Any, Any], dict[str, Any]]:
         """A fresh exchange: new paths and book (seeded by ``seed`` or the env's generator)."""
         super().reset(seed=seed)
-        episode_seed = int(self.np_random.integers(0, _EPISODE_SEED_HIGH))
+        episode_seed = draw_episode_seed(self.np_random)
         obs = self.core.reset([episode_seed])
         return obs[0], {"seed": episode_seed}
 
@@ -320,7 +329,7 @@ class MarketsInsuranceFundEnv(gym.Env[np.ndarray[Any, Any], np.ndarray[Any, Any]
         return self.core.lever_values(0)
 
 
-class MarketsInsuranceFundVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
+class MarketsInsuranceFundVectorEnv(_MarketsLayouts, VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
     """``num_envs`` exchanges of :class:`MarketsInsuranceFundEnv` stepped as one batch.
 
     ## Description
@@ -406,23 +415,6 @@ class MarketsInsuranceFundVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray
         #: Each exchange's episode seed (its generator's draw at the last restart).
         self.episode_seeds = np.zeros(num_envs, dtype=np.int64)
 
-    @property
-    def sim(self) -> MarketsSimulator:
-        """The simulator of every exchange (row ``i`` of its arrays: exchange ``i``)."""
-        return self.core.sim
-
-    def default_action(self) -> np.ndarray[Any, Any]:
-        """One exchange's action holding every lever at its default (each row of a batch's)."""
-        return self.core.default_positions.copy()
-
-    def action_names(self) -> tuple[str, ...]:
-        """Each action coordinate's lever (one exchange's row), as the one-exchange env's."""
-        return self.core.action_names()
-
-    def observation_names(self) -> tuple[str, ...]:
-        """Each observation coordinate's name (one exchange's row)."""
-        return self.core.observation_names()
-
     def reset(
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -465,7 +457,7 @@ class MarketsInsuranceFundVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray
 
     def _restart(self) -> tuple[np.ndarray, dict[str, Any]]:
         """Every exchange's next episode from its own stream: observations and reset info."""
-        seeds = [int(g.integers(0, _EPISODE_SEED_HIGH)) for g in self._rngs]
+        seeds = [draw_episode_seed(g) for g in self._rngs]
         obs = self.core.reset(seeds)
         self._ended = False
         self.episode_seeds = np.array(seeds, dtype=np.int64)

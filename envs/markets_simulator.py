@@ -1394,11 +1394,13 @@ def _rows(values: FloatArray, n_envs: int) -> FloatArray:
     return np.broadcast_to(values, (n_envs, values.shape[-1]))
 
 
-def _transfer_caps(cap: ArrayLike, n_envs: int) -> float | FloatArray:
+def _transfer_caps(cap: ArrayLike | bool, n_envs: int) -> float | FloatArray:
     """``segment_transfer_cap_usd`` as a float, or ``(n_envs,)`` floats, shape checked."""
-    if isinstance(cap, bool) or np.ndim(cap) == 0:
-        return cap if isinstance(cap, bool) else float(cap)  # type: ignore[arg-type]
+    if isinstance(cap, bool):  # refused by _check_transfer_cap, naming the value
+        return cap
     out = np.asarray(cap, dtype=np.float64)
+    if out.ndim == 0:
+        return float(out)
     if out.shape != (n_envs,):
         raise ValueError(
             f"segment_transfer_cap_usd must be a number or (n_envs,) = ({n_envs},) of them, "

@@ -1164,6 +1164,8 @@ def test_per_exchange_levers_of_the_wrong_shape_are_named() -> None:
         ValueError, match=r"segment_transfer_cap_usd must be a number or \(n_envs,\)"
     ):
         sim.set_levers(RiskParams(), segment_transfer_cap_usd=np.zeros(3))
+    with pytest.raises(ValueError, match=r"segment_transfer_cap_usd must be >= 0 .* got True"):
+        sim.set_levers(RiskParams(), segment_transfer_cap_usd=True)
 
 
 def test_a_masked_rebalance_moves_only_the_masked_funds() -> None:
