@@ -122,7 +122,7 @@ def markets_env(
             network (other markets or collateral assets).
     """
     try:
-        # The scenario as written: a run trained on a sampler's days is scored on the day.
+        # The run's training sampler never: the scenario as written, or the caller's days.
         env = MarketsInsuranceFundEnv(scenario, **markets_env_kwargs(run.markets, sampler=sampler))
     except ValueError as exc:
         raise SpecError(f"{run.run_dir}: its markets settings on {scenario.name!r}: {exc}") from exc

@@ -72,8 +72,7 @@ class MarketsVecEnv(BatchVecEnv):
         if dones.any():
             for i in np.flatnonzero(dones).tolist():
                 infos[i]["terminal_observation"] = last[i].copy()
-            seeds = self.venv.episode_seeds
-            self.reset_infos = [{"seed": int(s)} for s in seeds]
+            self.reset_infos = self.reset_rows({"seed": self.venv.episode_seeds})
         return obs, reward.astype(np.float32), dones, infos
 
     def get_images(self) -> Sequence[np.ndarray | None]:
