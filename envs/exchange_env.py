@@ -363,24 +363,22 @@ class FundControlCore:
                 record=False,
                 threads=self.threads,
             )
-        else:
-            for e, s in zip(envs, seeds, strict=True):
-                self.sim.reset_env(int(e), s, self._scenario_for(s))
+        else:  # every restarted exchange at once (ExchangeSimulator.reset_envs)
+            self.sim.reset_envs(envs.tolist(), seeds, [self._scenario_for(s) for s in seeds])
         sim = self.sim
-        for e in envs:
-            n_ticks = int(sim.market.n_ticks[e])
-            cap = self.config.horizon_minutes
-            n_dec = n_ticks // self.ticks_per_decision
-            if cap is not None:
-                n_dec = min(n_dec, int(cap // self.config.decision_minutes))
-            if n_dec < 1:
-                raise ValueError(
-                    f"scenario {sim.scenarios[e].name!r} is shorter than one decision "
-                    f"({self.config.decision_minutes} min)"
-                )
-            self.n_decisions[e] = n_dec
-            vol = sim.scenarios[e].price.vol_annual
-            self.var_short[e] = self.var_long[e] = vol**2 * self.tick_minutes / MINUTES_PER_YEAR
+        n_dec = sim.market.n_ticks[envs] // self.ticks_per_decision
+        cap = self.config.horizon_minutes
+        if cap is not None:
+            n_dec = np.minimum(n_dec, int(cap // self.config.decision_minutes))
+        if (n_dec < 1).any():
+            e = int(envs[np.argmax(n_dec < 1)])
+            raise ValueError(
+                f"scenario {sim.scenarios[e].name!r} is shorter than one decision "
+                f"({self.config.decision_minutes} min)"
+            )
+        self.n_decisions[envs] = n_dec
+        vol = np.array([sim.scenarios[e].price.vol_annual for e in envs.tolist()])
+        self.var_short[envs] = self.var_long[envs] = vol**2 * self.tick_minutes / MINUTES_PER_YEAR
         self.decision[mask] = 0
         self.uncovered_usd[mask] = 0.0
         self.last_return[mask] = 0.0

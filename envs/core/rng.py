@@ -118,6 +118,22 @@ class BatchStreams:
         out.state = self.state[env : env + 1]
         return out
 
+    def take(self, rows: Sequence[int] | np.ndarray[Any, Any]) -> BatchStreams:
+        """Exchanges ``rows``' streams as a batch of their own (a copy, in ``rows`` order).
+
+        Draw through it, then :meth:`put` it back: the rows end where drawing them here one
+        by one would leave them.
+        """
+        out = object.__new__(BatchStreams)
+        idx = np.asarray(rows, dtype=np.int64)
+        out.seeds = [self.seeds[int(e)] for e in idx]
+        out.state = self.state[idx]
+        return out
+
+    def put(self, rows: Sequence[int] | np.ndarray[Any, Any], part: BatchStreams) -> None:
+        """Write ``part`` (from :meth:`take` of the same ``rows``) back into its rows."""
+        self.state[np.asarray(rows, dtype=np.int64)] = part.state
+
     def copy(self) -> BatchStreams:
         """An independent copy (same seeds, same positions in every stream)."""
         out = object.__new__(BatchStreams)

@@ -160,22 +160,27 @@ def vault_loss_frac(liquidation_mode: str, override: float | None = None) -> flo
 
 
 def open_vault(
-    vault: np.ndarray, env: int, capital_usd: float, loss_frac: float | None = None
+    vault: np.ndarray,
+    env: int | np.ndarray,
+    capital_usd: float | np.ndarray,
+    loss_frac: float | None = None,
 ) -> None:
     """Reset exchange ``env``'s vault row: ``capital_usd`` of cash, no inventory.
 
+    ``env`` may be an array of rows with ``capital_usd`` one entry each (a batch's resets).
     Active when ``capital_usd > 0``. ``loss_frac`` (``None``: none) sets the loss limit to
     that share of the capital (module docstring, "Loss limit"); the simulators call this at
     every reset.
     """
+    capital = np.asarray(capital_usd, dtype=np.float64)
     vault[env] = 0.0
-    vault[env, V_CASH] = capital_usd
-    vault[env, V_CAPITAL] = capital_usd
-    vault[env, V_PEAK] = capital_usd
-    vault[env, V_ACTIVE] = 1.0 if capital_usd > 0.0 else 0.0
+    vault[env, V_CASH] = capital
+    vault[env, V_CAPITAL] = capital
+    vault[env, V_PEAK] = capital
+    vault[env, V_ACTIVE] = np.where(capital > 0.0, 1.0, 0.0)
     if loss_frac is not None:
         vault[env, V_LOSS_LIMITED] = 1.0
-        vault[env, V_LOSS_LIMIT_USD] = loss_frac * capital_usd
+        vault[env, V_LOSS_LIMIT_USD] = loss_frac * capital
 
 
 def vault_width(n_markets: int) -> int:

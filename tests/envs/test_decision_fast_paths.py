@@ -187,14 +187,17 @@ def test_set_allocation_broadcasts_one_row_as_a_full_batch_does() -> None:
     )
 
 
-def test_an_exchanges_risk_row_takes_its_own_entries_as_floats() -> None:
+def test_exchanges_risk_rows_take_their_own_entries() -> None:
     sim = _sim()
     tiers = MarginTiers.binance_btcusdt_2021()
     sim.set_params(RiskParams(mmr=np.array([0.01, 0.03]), imr=np.array([0.02, 0.05]), tiers=tiers))
-    row = sim._risk_row(1)
-    assert row.mmr == 0.03 and row.imr == 0.05 and type(row.mmr) is float
-    assert row.taker_fee_rate == RiskParams().taker_fee_rate
-    assert row.tiers is tiers and row.liquidation_mode == RiskParams().liquidation_mode
+    rows = sim._risk_rows(np.array([1]))
+    assert rows.mmr.tolist() == [0.03] and rows.imr.tolist() == [0.05]
+    assert rows.packed(1).tolist() == [sim.risk.packed(2)[1].tolist()]
+    both = sim._risk_rows(np.array([1, 0]))
+    assert both.packed(2).tolist() == sim.risk.packed(2)[[1, 0]].tolist()
+    assert rows.taker_fee_rate == RiskParams().taker_fee_rate
+    assert rows.tiers is tiers and rows.liquidation_mode == RiskParams().liquidation_mode
     one = ExchangeSimulator(load_scenario("volatile"), n_envs=1, n_accounts=64, seed=3)
     one.set_params(RiskParams(mmr=np.array([0.02]), imr=np.array([0.04])))
-    assert one._risk_row(0).mmr == 0.02 and type(one._risk_row(0).mmr) is float
+    assert one._risk_rows(np.array([0])).packed(1).tolist() == one.risk.packed(1).tolist()

@@ -114,6 +114,59 @@ def test_resetting_one_exchange_leaves_the_others_untouched():
     np.testing.assert_array_equal(a.state.collateral_usd[0], fresh.state.collateral_usd[0])
 
 
+def _state_bytes(sim: ExchangeSimulator, env: int) -> list[bytes]:
+    st = sim.state
+    out = [
+        getattr(st, f.name)[env].tobytes()
+        for f in dataclasses.fields(st)
+        if isinstance(getattr(st, f.name), np.ndarray)
+    ]
+    out += [getattr(st.fund, f.name)[env].tobytes() for f in dataclasses.fields(st.fund)]
+    out += [sim.drivers[:, env].tobytes(), sim.rng.state[env].tobytes()]
+    out += [sim.market.paths[name][:, env].tobytes() for name in sim.market.paths]
+    out += [sim._venue_flags[env].tobytes(), sim._venue_cap[env].tobytes()]
+    return [*out, sim.initial_open_interest_usd[env].tobytes()]
+
+
+def test_resetting_several_exchanges_at_once_equals_resetting_them_one_by_one():
+    # A vector env restarts many exchanges in one call (reset_envs: their books drawn in one
+    # kernel call, their funds, vaults and drivers by array operations); every row must be
+    # what resetting each alone gives, bit for bit, whatever the order: an attacker's slot,
+    # a book scaled from open interest and a scenario of another length included.
+    scenarios = [load_scenario(n) for n in ("calm", "oracle_manipulation", "black_thursday_2020")]
+    risk = RiskParams(
+        mmr=np.array([0.03, 0.05, 0.04, 0.06]),
+        imr=np.array([0.06, 0.1, 0.1, 0.2]),
+        liquidation_mode="hyperliquid",
+    )
+    batch, single = (
+        ExchangeSimulator(
+            short("volatile", 120),
+            risk,
+            n_envs=4,
+            n_accounts=64,
+            seed=[1, 2, 3, 4],
+            vault_to_oi_frac=0.02,
+            vault_adl_loss_frac=0.02,
+        )
+        for _ in range(2)
+    )
+    for sim in (batch, single):
+        for _ in range(7):
+            sim.step()
+    batch.reset_envs([3, 0, 2], [30, 10, 20], scenarios)
+    for env, seed, sc in ((0, 10, scenarios[1]), (2, 20, scenarios[2]), (3, 30, scenarios[0])):
+        single.reset_env(env, seed, sc)
+    for env in range(4):
+        assert _state_bytes(batch, env) == _state_bytes(single, env), env
+    assert batch.market.t.tolist() == [0, 7, 0, 0]
+    for _ in range(30):
+        a, b = batch.step(), single.step()
+        assert a.prices.mark.tobytes() == b.prices.mark.tobytes()
+    with pytest.raises(ValueError, match=r"one seed .* per exchange: 2 exchanges, 1 seeds"):
+        batch.reset_envs([0, 1], [5])
+
+
 def test_an_episodes_first_tick_has_no_previous_prices_to_start_a_path_from():
     # The venue modes' intra-tick path starts at the previous tick's oracle and last price:
     # none at reset (0: the first tick reads its own prices), then each tick's, compiled and
