@@ -18,14 +18,19 @@ Export what a trained policy does, in a form a production risk engine can apply:
              shares, allocation weights), the targets it asked for, and the state it reacted
              to; self-describing (schema version, units, run and config). Replay it with
              `fundgym evaluate --policy schedule:FILE` (exact on the same scenario and seed).
+             A multi-market run (a `markets:` config) writes its levers per market
+             (market_mmr_mult[BTC], mmr[BTC], ...) along a multi-market --scenario, and
+             --naming adds the venue's fields per market (maxLeverage[ALT], ...).
   table      a lookup table distilled from the policy: market state (realised volatility,
              book depth, fund coverage; quantile bins) -> parameters, a JSON file plus a CSV
              view next to it, with its fidelity to the policy measured open- and closed-loop.
              Replay it with `fundgym evaluate --policy table:FILE`.
   onnx       the policy network with its observation normalisation, clipping and action
-             scaling inside the graph: raw observations (32 floats) in, action and
-             parameters in natural units out; checked against the SB3 model with
-             onnxruntime (maximum absolute difference printed, must be < 1e-4).
+             scaling inside the graph: raw observations (32 floats; a multi-market run's
+             own layout, named in the graph's metadata) in, action and parameters in
+             natural units out; checked against the SB3 model with onnxruntime (maximum
+             absolute difference printed, must be < 1e-4). A multi-market run cannot be
+             distilled to a table.
 
 The run directory, the scenario and --out are checked before any work; an existing --out is
 replaced only when it is a fundgym export of the same format (see --force).
@@ -104,6 +109,7 @@ def preflight(args: argparse.Namespace) -> str:
         UsageError, SpecError, EvaluateError: The first problem, naming the option or file,
             the value and what is allowed.
     """
+    from fundgym.agents.evaluate.markets_runs import load_markets_run
     from fundgym.agents.policies import SpecError, TrainedPolicy, parse_spec
     from fundgym.agents.policies.runs import model_dir
     from fundgym.agents.rollout import parse_scenarios
@@ -115,8 +121,19 @@ def preflight(args: argparse.Namespace) -> str:
     if args.format == "table":
         at_least("--episodes", args.episodes, 1)
         at_least("--bins", args.bins, 1)
+    spec = parse_spec(args.policy)
+    if spec.kind != "trained" or spec.path is None:
+        raise SpecError(f"--policy {args.policy!r}: export needs a `fundgym train` run directory")
+    markets = is_markets_run(Path(spec.path))
+    if markets and args.format == "table":
+        raise UsageError(
+            f"--format table: {spec.path} is a multi-market run; the state table distils one "
+            "market's state. Export its schedule (csv, json) or its network (onnx)"
+        )
     scenario = ""
-    if schedule:
+    if schedule and markets:
+        scenario = _markets_scenario(args.scenario, Path(spec.path))
+    elif schedule:
         names = parse_scenarios([args.scenario], "--scenario")
         if len(names) != 1:
             raise UsageError(
@@ -124,9 +141,6 @@ def preflight(args: argparse.Namespace) -> str:
                 "follows one"
             )
         scenario = names[0]
-    spec = parse_spec(args.policy)
-    if spec.kind != "trained" or spec.path is None:
-        raise SpecError(f"--policy {args.policy!r}: export needs a `fundgym train` run directory")
     out = Path(args.out)
     if args.format == "table":
         if out.suffix == ".csv":
@@ -139,17 +153,62 @@ def preflight(args: argparse.Namespace) -> str:
     run_dir = Path(spec.path)
     if args.format == "onnx" and args.model == "final":
         model_dir(run_dir, "final")
-    TrainedPolicy(spec.name, run_dir)  # config, manifest and hashes checked; nothing unpickled
+    if not markets:  # config, manifest and hashes checked; nothing unpickled
+        TrainedPolicy(spec.name, run_dir)
+    elif not schedule:  # the schedule's scenario check loaded it already
+        load_markets_run(run_dir)
     return scenario
+
+
+def is_markets_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` was trained from a ``markets:`` config (on the multi-market env).
+
+    Raises:
+        SpecError: Not a run directory, or its config is not a valid training config.
+    """
+    from fundgym.agents.config import ConfigError, load_config
+    from fundgym.agents.policies import SpecError, run_config_file
+
+    config_path = run_config_file(run_dir)
+    try:
+        return load_config(config_path).markets is not None
+    except ConfigError as exc:
+        raise SpecError(f"{config_path}: not a valid training config:\n{exc}") from exc
+
+
+def _markets_scenario(name: str, run_dir: Path) -> str:
+    """``--scenario`` for a multi-market run: one scenario that fits the run's network.
+
+    Raises:
+        UsageError: Not one loadable scenario.
+        SpecError: The run cannot be loaded, or the scenario gives its network other sizes
+            (other markets or collateral assets).
+    """
+    from fundgym.agents.evaluate.markets_runs import load_markets_run, markets_env
+    from fundgym.envs.scenarios import load_scenario
+    from fundgym.envs.schema import SchemaError
+
+    if "," in name or name in ("crashes", "training"):
+        raise UsageError(
+            f"--scenario {name!r}: a multi-market schedule follows one named scenario (a "
+            "library name or a YAML path), not a list or the training sampler"
+        )
+    try:
+        scenario = load_scenario(name)
+    except (FileNotFoundError, SchemaError, OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--scenario: {exc}") from exc
+    markets_env(load_markets_run(run_dir), scenario).close()
+    return name
 
 
 def _export(args: argparse.Namespace, run_dir: Path, scenario: str) -> int:
     """Write the export ``args.format`` asks for (``scenario``: csv/json only)."""
     out = Path(args.out)
     if args.format in ("csv", "json"):
-        from fundgym.agents.export import export_schedule
+        from fundgym.agents.export import export_markets_schedule, export_schedule
 
-        res = export_schedule(
+        export = export_markets_schedule if is_markets_run(run_dir) else export_schedule
+        res = export(
             run_dir,
             out,
             scenario=scenario,
@@ -167,7 +226,7 @@ def _export(args: argparse.Namespace, run_dir: Path, scenario: str) -> int:
 
         onnx_res = export_onnx(run_dir, out, model=args.model, seed=args.seed)
         print(
-            f"wrote {out}: input {onnx_res.input_name!r} (batch, 32) float32 -> "
+            f"wrote {out}: input {onnx_res.input_name!r} (batch, {onnx_res.n_obs}) float32 -> "
             f"{', '.join(onnx_res.output_names)}; max |onnx - SB3| = "
             f"{onnx_res.max_abs_diff:.2e} over {onnx_res.n_checked} observations"
         )

@@ -27,6 +27,12 @@ absolute difference is below :data:`TOLERANCE`. The file is written atomically, 
 ``metadata_props`` say what it is (:data:`SCHEMA_VERSION`): parameter names, units and scales,
 observation names, the algorithm, the model files, the run's config and the check's result.
 
+A multi-market run (a ``markets:`` config, ``fundgym/MarketsInsuranceFund-v0``) exports the
+same graph over its own layouts (:class:`Columns`): the environment's
+``observation_names()`` in, one output column per ``action_names()`` entry (``lever`` or
+``lever[MARKET]``; the shared fund's allocation logits as their buckets' weights), the
+actions centred on the scenario's defaults when ``markets.centred``.
+
 The torch exporter used is the TorchScript-based one (``dynamo=False``): torch 2.13 still
 ships it (deprecated), and it needs no extra package; the network is a plain MLP, which it
 traces exactly.
@@ -45,7 +51,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fundgym.agents.action_map import CENTRED_SPAN, action_map, start_positions
+from fundgym.agents.action_map import (
+    CENTRED_SPAN,
+    ActionMap,
+    action_map,
+    centred_on,
+    start_positions,
+)
 from fundgym.agents.config import (
     POLICY_ALGO,
     ConfigError,
@@ -54,7 +66,7 @@ from fundgym.agents.config import (
     load_config,
 )
 from fundgym.agents.outputs import write_bytes_atomic
-from fundgym.agents.policies import run_config_file, space_mismatch
+from fundgym.agents.policies import run_config_file
 from fundgym.agents.policies.runs import (
     BEST,
     FINAL,
@@ -66,6 +78,7 @@ from fundgym.agents.policies.runs import (
     load_model,
     model_dir,
 )
+from fundgym.envs import ENV_ID, MARKETS_ENV_ID
 from fundgym.envs.controls import (
     ALLOCATION,
     ALLOCATION_SHARPNESS,
@@ -74,7 +87,7 @@ from fundgym.envs.controls import (
     allocation_weights,
 )
 from fundgym.envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
-from fundgym.envs.levers import CONTROLLABLE, LEVERS
+from fundgym.envs.levers import CONTROLLABLE, LEVERS, Lever
 
 if TYPE_CHECKING:
     import onnx
@@ -116,9 +129,75 @@ class OnnxExport:
     output_names: tuple[str, ...]
     max_abs_diff: float
     n_checked: int
+    n_obs: int = len(OBS_NAMES)
 
 
 # ---------------------------------------------------------------- the run ----
+
+
+@dataclass(frozen=True)
+class Columns:
+    """What the graph's input and output columns are: the environment's layouts.
+
+    Attributes:
+        obs_names: The observation's columns (the graph's input).
+        names: The action's columns, each a lever (``name`` or ``name[MARKET]``).
+        levers: Each action column's lever; ``None`` for an allocation logit, whose
+            ``params`` column is its bucket's weight.
+        logits: Per bucket (:data:`BUCKETS` order) where its allocation logit comes from: an
+            action column (``int``) or a constant position (``float``; the run does not
+            control it); the buckets the fund may not hold are not listed.
+        amap: The network's action -> the environment's target positions.
+        environment: The environment the run acts on (its Gymnasium id).
+    """
+
+    obs_names: tuple[str, ...]
+    names: tuple[str, ...]
+    levers: tuple[Lever | None, ...]
+    logits: dict[str, int | float]
+    amap: ActionMap
+    environment: str
+
+
+def one_market_columns(cfg: TrainConfig) -> Columns:
+    """The columns of a one-market run (``env.controlled``, :data:`OBS_NAMES`)."""
+    controlled = tuple(cfg.env.controlled)
+    fixed = _allocation_logits(cfg)
+    logits: dict[str, int | float] = {}
+    for bucket, name in zip(BUCKETS, ALLOCATION, strict=True):
+        if bucket in _held(cfg):
+            logits[bucket] = controlled.index(name) if name in controlled else fixed[name]
+    return Columns(
+        obs_names=OBS_NAMES,
+        names=controlled,
+        levers=tuple(None if n in ALLOCATION else PARAMS[n] for n in controlled),
+        logits=logits,
+        amap=action_map(cfg.env, cfg.centred_levers),
+        environment=ENV_ID,
+    )
+
+
+def markets_columns(cfg: TrainConfig) -> Columns:
+    """The columns of a multi-market run, from its environment on its training scenario.
+
+    The environment's action and observation names; the shared fund's four allocation
+    logits are action columns (a segmented fund has none, so ``params`` holds no weights);
+    with ``markets.centred`` the actions are moves from the scenario's defaults.
+    """
+    from fundgym.agents.config import markets_env_kwargs
+    from fundgym.envs.markets_env import MarketsInsuranceFundEnv
+
+    assert cfg.markets is not None
+    env = MarketsInsuranceFundEnv(cfg.markets.scenario, **markets_env_kwargs(cfg.markets))
+    names = env.action_names()
+    return Columns(
+        obs_names=env.observation_names(),
+        names=names,
+        levers=tuple(None if n in ALLOCATION else env.levers[j] for j, n in enumerate(names)),
+        logits={b: names.index(n) for b, n in zip(BUCKETS, ALLOCATION, strict=True) if n in names},
+        amap=centred_on(env.default_action()) if cfg.markets.centred else ActionMap(),
+        environment=MARKETS_ENV_ID,
+    )
 
 
 @dataclass(frozen=True)
@@ -129,6 +208,7 @@ class _Run:
     cfg: TrainConfig
     config_text: str
     model: LoadedModel
+    columns: Columns
 
     @property
     def policy(self) -> Any:
@@ -161,11 +241,7 @@ def _load_run(run_dir: Path, model: str) -> _Run:
         cfg = load_config(config_path)
     except ConfigError as exc:
         raise ExportError(f"{config_path}: not a valid training config:\n{exc}") from exc
-    if cfg.markets is not None:
-        raise ExportError(
-            f"{config_path}: a multi-market run (its config has markets:); export writes "
-            "one-market schedules, tables and networks, and has no multi-market format yet"
-        )
+    columns = one_market_columns(cfg) if cfg.markets is None else markets_columns(cfg)
     which = MODEL_DIRS[model]
     if which == BEST and not (run_dir / BEST).is_dir() and (run_dir / FINAL).is_dir():
         warnings.warn(
@@ -180,17 +256,21 @@ def _load_run(run_dir: Path, model: str) -> _Run:
     except RunError as exc:
         raise ExportError(str(exc)) from exc
     model_file = loaded.files.path / WEIGHTS
-    mismatch = space_mismatch(loaded.policy, len(cfg.env.controlled))
-    if mismatch:
-        raise ExportError(f"{model_file}: {mismatch} (config {config_path})")
-    n_obs = len(OBS_NAMES)
+    n_obs, n_act = len(columns.obs_names), len(columns.names)
+    spaces = (loaded.policy.observation_space.shape, loaded.policy.action_space.shape)
+    if spaces != ((n_obs,), (n_act,)):
+        raise ExportError(
+            f"{model_file}: the model maps observations {spaces[0]} to actions {spaces[1]}, "
+            f"but the run's environment has {n_obs} observations and {n_act} actions "
+            f"(config {config_path}: another fundgym version or config made it)"
+        )
     stats = loaded.stats  # observation statistics, when the run normalises observations
     if stats is not None and stats.obs_mean.shape != (n_obs,):
         raise ExportError(
             f"{loaded.files.path / STATS}: statistics of shape {stats.obs_mean.shape}; "
             f"expected ({n_obs},)"
         )
-    return _Run(run_dir, cfg, config_path.read_text(), loaded)
+    return _Run(run_dir, cfg, config_path.read_text(), loaded, columns)
 
 
 def _allocation_logits(cfg: TrainConfig) -> dict[str, float]:
@@ -207,34 +287,37 @@ def _held(cfg: TrainConfig) -> tuple[str, ...]:
 # ---------------------------------------------------------------- the reference ----
 
 
-def _natural_units(cfg: TrainConfig, action: np.ndarray) -> np.ndarray:
-    """``params`` from ``action`` in numpy (float64), through :mod:`fundgym.envs.controls`."""
+def _natural_units(columns: Columns, action: np.ndarray) -> np.ndarray:
+    """``params`` from ``action`` in numpy (float64), as the graph computes them.
+
+    Each lever's ``to_value``, and for each allocation column its bucket's weight
+    (:func:`fundgym.envs.controls.allocation_weights`).
+    """
     a = np.asarray(action, dtype=np.float64)
-    controlled = cfg.env.controlled
     out = np.empty_like(a)
-    fixed_logits = _allocation_logits(cfg)
-    logits = np.empty((a.shape[0], len(ALLOCATION)))
-    for k, name in enumerate(ALLOCATION):
-        if name in controlled:
-            logits[:, k] = np.clip(a[:, controlled.index(name)], -1.0, 1.0)
-        else:
-            logits[:, k] = fixed_logits[name]
-    weights = allocation_weights(logits, _held(cfg))
-    for j, name in enumerate(controlled):
-        if name in ALLOCATION:
+    if columns.logits:
+        logits = np.zeros((a.shape[0], len(BUCKETS)))
+        for k, bucket in enumerate(BUCKETS):
+            source = columns.logits.get(bucket, 0.0)
+            logits[:, k] = np.clip(a[:, source], -1.0, 1.0) if isinstance(source, int) else source
+        held = tuple(b for b in BUCKETS if b in columns.logits)
+        weights = allocation_weights(logits, held)
+    for j, (name, lever) in enumerate(zip(columns.names, columns.levers, strict=True)):
+        if lever is None:
             out[:, j] = weights[:, ALLOCATION.index(name)]
         else:
-            out[:, j] = PARAMS[name].to_value(a[:, j])
+            out[:, j] = lever.to_value(a[:, j])
     return out
 
 
 def _reference(run: _Run, observations: np.ndarray) -> dict[str, np.ndarray]:
     obs = np.asarray(observations, dtype=np.float32)
-    if obs.ndim != 2 or obs.shape[1] != len(OBS_NAMES):
-        raise ValueError(f"observations must have shape (batch, {len(OBS_NAMES)}), got {obs.shape}")
-    amap = action_map(run.cfg.env, run.cfg.centred_levers)
-    action = amap(run.model.predict(obs)).astype(np.float32).reshape(obs.shape[0], -1)
-    return {"action": action, "params": _natural_units(run.cfg, action)}
+    n_obs = len(run.columns.obs_names)
+    if obs.ndim != 2 or obs.shape[1] != n_obs:
+        raise ValueError(f"observations must have shape (batch, {n_obs}), got {obs.shape}")
+    action = run.columns.amap(run.model.predict(obs)).astype(np.float32)
+    action = action.reshape(obs.shape[0], -1)
+    return {"action": action, "params": _natural_units(run.columns, action)}
 
 
 def reference_outputs(
@@ -269,24 +352,35 @@ def reference_outputs(
 def check_observations(cfg: TrainConfig, n: int, seed: int) -> np.ndarray:
     """``n`` float32 observations: half from the run's environment, half uniform in ±10.
 
-    The real half comes from a few exchanges of the run's environment stepped with uniform
-    random actions (seeded ``seed``), the other half covers the whole observation box, far
-    outside what training saw, where clipping and saturation are exercised.
+    The real half comes from a few exchanges of the run's environment (a multi-market run's
+    on its training scenario) stepped with uniform random actions (seeded ``seed``), the
+    other half covers the whole observation box, far outside what training saw, where
+    clipping and saturation are exercised.
     """
     rng = np.random.default_rng(seed)
     n_real = n // 2
     rows: list[np.ndarray] = []
-    if n_real > 0:
-        n_envs = min(8, n_real)
+    if cfg.markets is not None:
+        from fundgym.agents.config import markets_env_kwargs
+        from fundgym.envs.markets_env import MarketsInsuranceFundVectorEnv
+
+        n_envs = min(4, max(n_real, 1))
+        env: Any = MarketsInsuranceFundVectorEnv(
+            n_envs, cfg.markets.scenario, **markets_env_kwargs(cfg.markets)
+        )
+    else:
+        n_envs = min(8, max(n_real, 1))
         env = InsuranceFundVectorEnv(num_envs=n_envs, **env_kwargs(cfg))
+    n_obs = env.single_observation_space.shape[0]
+    n_act = env.single_action_space.shape[0]
+    if n_real > 0:
         obs, _ = env.reset(seed=seed)
         rows.append(obs)
-        n_act = len(cfg.env.controlled)
         for _ in range(math.ceil(n_real / n_envs) - 1):
             obs, *_ = env.step(rng.uniform(-1.0, 1.0, (n_envs, n_act)))
             rows.append(obs)
-    real = np.concatenate(rows)[:n_real] if rows else np.empty((0, len(OBS_NAMES)))
-    box = rng.uniform(-10.0, 10.0, (n - n_real, len(OBS_NAMES)))
+    real = np.concatenate(rows)[:n_real] if rows else np.empty((0, n_obs))
+    box = rng.uniform(-10.0, 10.0, (n - n_real, n_obs))
     return np.concatenate([real, box]).astype(np.float32)
 
 
@@ -304,12 +398,9 @@ def _graph(run: _Run) -> torch.nn.Module:
     space = policy.action_space
     low = torch.as_tensor(space.low, dtype=torch.float32)
     high = torch.as_tensor(space.high, dtype=torch.float32)
-    controlled = run.cfg.env.controlled
-    fixed_logits = _allocation_logits(run.cfg)
-    held = _held(run.cfg)
+    columns = run.columns
     vecnorm = run.vecnorm
-    amap = action_map(run.cfg.env, run.cfg.centred_levers)
-    centred = dict(zip(amap.columns, amap.start, strict=True))
+    centred = dict(zip(columns.amap.columns, columns.amap.start, strict=True))
 
     if vecnorm is not None:
         obs_mean = torch.as_tensor(vecnorm.obs_mean)
@@ -362,21 +453,23 @@ def _graph(run: _Run) -> torch.nn.Module:
 
         def params(self, action: torch.Tensor) -> torch.Tensor:
             a = action.double().clamp(-1.0, 1.0)
-            logits = [
-                torch.full_like(a[:, 0], -math.inf)  # not held: exp(-inf) = 0 in the softmax
-                if bucket not in held
-                else a[:, controlled.index(name)]
-                if name in controlled
-                else torch.full_like(a[:, 0], fixed_logits[name])
-                for bucket, name in zip(BUCKETS, ALLOCATION, strict=True)
-            ]
-            weights = torch.softmax(ALLOCATION_SHARPNESS * torch.stack(logits, dim=1), dim=1)
+            if columns.logits:
+                logits = []
+                for bucket in BUCKETS:
+                    source = columns.logits.get(bucket)
+                    if source is None:  # not held: exp(-inf) = 0 in the softmax
+                        logits.append(torch.full_like(a[:, 0], -math.inf))
+                    elif isinstance(source, int):
+                        logits.append(a[:, source])
+                    else:
+                        logits.append(torch.full_like(a[:, 0], source))
+                stacked = ALLOCATION_SHARPNESS * torch.stack(logits, dim=1)
+                weights = torch.softmax(stacked, dim=1)
             cols = []
-            for j, name in enumerate(controlled):
-                if name in ALLOCATION:
+            for j, (name, r) in enumerate(zip(columns.names, columns.levers, strict=True)):
+                if r is None:
                     cols.append(weights[:, ALLOCATION.index(name)])
                     continue
-                r = PARAMS[name]
                 u = (a[:, j] + 1.0) / 2.0
                 cols.append(
                     r.low * (r.high / r.low) ** u if r.log else r.low + u * (r.high - r.low)
@@ -386,11 +479,11 @@ def _graph(run: _Run) -> torch.nn.Module:
     return Graph().eval()
 
 
-def _to_onnx(module: torch.nn.Module) -> onnx.ModelProto:
+def _to_onnx(module: torch.nn.Module, n_obs: int) -> onnx.ModelProto:
     import onnx
     import torch
 
-    example = torch.zeros(2, len(OBS_NAMES), dtype=torch.float32)
+    example = torch.zeros(2, n_obs, dtype=torch.float32)
     batch = {0: "batch"}
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad(), warnings.catch_warnings():
         path = Path(tmp) / "policy.onnx"
@@ -419,15 +512,17 @@ def _metadata(run: _Run) -> dict[str, str]:
         fundgym_version = version("fundgym")
     except PackageNotFoundError:
         fundgym_version = "unknown"
+    columns = run.columns
     params = []
-    for j, name in enumerate(run.cfg.env.controlled):
-        r = PARAMS[name]
-        item: dict[str, Any] = {"name": name, "index": j, "unit": UNITS[name]}
-        if name in ALLOCATION:
-            item.update(scale="softmax", low=0.0, high=1.0)
+    for j, (name, r) in enumerate(zip(columns.names, columns.levers, strict=True)):
+        item: dict[str, Any] = {"name": name, "index": j}
+        if r is None:
+            item.update(unit=UNITS[name], scale="softmax", low=0.0, high=1.0)
         else:
-            item.update(scale="log" if r.log else "linear", low=r.low, high=r.high)
+            item.update(unit=r.unit, scale="log" if r.log else "linear", low=r.low, high=r.high)
         params.append(item)
+    # The allocation logits the policy does not control (a multi-market run controls all).
+    fixed = _allocation_logits(run.cfg) if run.cfg.markets is None else {}
     vn = run.vecnorm
     normalisation = (
         {"observation": True, "clip_obs": float(vn.clip_obs), "epsilon": float(vn.epsilon)}
@@ -444,12 +539,13 @@ def _metadata(run: _Run) -> dict[str, str]:
         "config": run.config_text,
         "input": INPUT_NAME,
         "outputs": json.dumps(list(OUTPUT_NAMES)),
-        "obs_names": json.dumps(list(OBS_NAMES)),
-        "param_names": json.dumps(list(run.cfg.env.controlled)),
+        "environment": columns.environment,
+        "obs_names": json.dumps(list(columns.obs_names)),
+        "param_names": json.dumps(list(columns.names)),
         "params": json.dumps(params),
-        "fixed_allocation_logits": json.dumps(_allocation_logits(run.cfg)),
+        "fixed_allocation_logits": json.dumps(fixed),
         "allocation_sharpness": repr(ALLOCATION_SHARPNESS),
-        "allocation_buckets": json.dumps(list(_held(run.cfg))),
+        "allocation_buckets": json.dumps(list(columns.logits)),
         "observation_normalisation": json.dumps(normalisation),
         "targets": (
             "action and params are targets: the environment moves each position toward its "
@@ -521,7 +617,7 @@ def export_onnx(
     run = _load_run(Path(run_dir), model)
     import onnx
 
-    proto = _to_onnx(_graph(run))
+    proto = _to_onnx(_graph(run), len(run.columns.obs_names))
     observations = check_observations(run.cfg, n_check, seed)
     expected = _reference(run, observations)
     got = _run_onnx(proto.SerializeToString(), observations)
@@ -543,4 +639,4 @@ def export_onnx(
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(out, proto.SerializeToString())
-    return OnnxExport(out, INPUT_NAME, OUTPUT_NAMES, diff, n_check)
+    return OnnxExport(out, INPUT_NAME, OUTPUT_NAMES, diff, n_check, len(run.columns.obs_names))

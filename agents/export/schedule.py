@@ -92,17 +92,20 @@ OUTCOME_UNITS: dict[str, str] = {
 }
 
 
-def _venue_fields(venue: str) -> dict[str, tuple[str, VenueField]]:
+def _venue_fields(
+    venue: str, in_force: tuple[str, ...] = IN_FORCE
+) -> dict[str, tuple[str, VenueField]]:
     """``venue``'s fields a schedule can fill: field name -> (lever name, field).
 
-    Those whose lever (and the lever it is stated per) is in force (:data:`IN_FORCE`), in
+    Those whose lever (and the lever it is stated per) is in force (``in_force``: the
+    one-market schedule's :data:`IN_FORCE`, or a multi-market schedule's per-market set), in
     registry order.
     """
     return {
         f.name: (name, f)
         for name, lever in LEVERS.items()
         for f in lever.venues
-        if f.venue == venue and name in IN_FORCE and f.per in (None, *IN_FORCE)
+        if f.venue == venue and name in in_force and f.per in (None, *in_force)
     }
 
 
@@ -117,20 +120,24 @@ def _venue_unit(lever: str, field: VenueField) -> str:
     return f"{field.source}: {formula}{rounded}{estimate}"
 
 
-def venue_units(venue: str) -> dict[str, str]:
+def venue_units(venue: str, in_force: tuple[str, ...] = IN_FORCE) -> dict[str, str]:
     """The columns ``naming=venue`` adds, with units (:data:`fundgym.envs.levers.LEVERS`)."""
-    return {col: _venue_unit(lever, f) for col, (lever, f) in _venue_fields(venue).items()}
+    return {
+        col: _venue_unit(lever, f) for col, (lever, f) in _venue_fields(venue, in_force).items()
+    }
 
 
-def venue_columns(venue: Venue, row: dict[str, float]) -> dict[str, float | int]:
+def venue_columns(
+    venue: Venue, row: dict[str, float], in_force: tuple[str, ...] = IN_FORCE
+) -> dict[str, float | int]:
     """``venue``'s configuration fields for a schedule row (integers where the venue stores them).
 
-    The row's in-force levers (:data:`IN_FORCE`) are converted by
+    The row's in-force levers (``in_force``, default :data:`IN_FORCE`) are converted by
     :func:`fundgym.envs.levers.venue_values`; a venue field of a lever the environment does not move
     (a taker fee, the liquidation block limits) is not a column.
     """
-    fields = _venue_fields(venue)
-    values = venue_values(venue, {name: row[name] for name in IN_FORCE})
+    fields = _venue_fields(venue, in_force)
+    values = venue_values(venue, {name: row[name] for name in in_force})
     return {col: int(v) if fields[col][1].integer else v for col, v in values.items()}
 
 
@@ -221,8 +228,40 @@ def export_schedule(
     units.update({col: unit for col, unit, _ in STATE_COLUMNS.values()})
     units.update(OUTCOME_UNITS)
     units.update(venue_units(naming))
+    meta = schedule_metadata(
+        run_dir,
+        scenario=scenario,
+        seed=seed,
+        decision_minutes=kw["decision_minutes"],
+        controlled=controlled,
+        units=units,
+        env=jsonable(kw),
+        argv=argv,
+        notes=(
+            "Parameters in force at the end of each decision (the environment moves toward "
+            "the targets by at most max_step per decision and applies margin increases after "
+            "margin_notice_minutes). action_* columns replay the policy exactly."
+        ),
+    )
+    meta["naming"] = naming
+    return write_schedule(out, fmt, meta, rows)
+
+
+def schedule_metadata(
+    run_dir: Path,
+    *,
+    scenario: str,
+    seed: int,
+    decision_minutes: float,
+    controlled: list[str],
+    units: dict[str, str],
+    env: dict[str, Any],
+    argv: list[str] | None,
+    notes: str,
+) -> dict[str, Any]:
+    """A schedule's self-description: format, run, model files, episode, units, settings."""
     model_file, norm_file = run_model_files(run_dir)
-    meta: dict[str, Any] = {
+    return {
         "schema_version": SCHEDULE_SCHEMA_VERSION,
         "kind": SCHEDULE_KIND,
         "fundgym_version": __version__,
@@ -231,19 +270,27 @@ def export_schedule(
         "vecnormalize_file": norm_file.relative_to(run_dir).as_posix() if norm_file else None,
         "scenario": scenario,
         "seed": seed,
-        "decision_minutes": kw["decision_minutes"],
+        "decision_minutes": decision_minutes,
         "controlled": controlled,
-        "naming": naming,
-        "notes": (
-            "Parameters in force at the end of each decision (the environment moves toward "
-            "the targets by at most max_step per decision and applies margin increases after "
-            "margin_notice_minutes). action_* columns replay the policy exactly."
-        ),
+        "notes": notes,
         "units": units,
-        "env": jsonable(kw),
+        "env": env,
         "config": (run_dir / "config.yaml").read_text(),
         "command": " ".join(argv) if argv else None,
     }
+
+
+def write_schedule(
+    out: Path,
+    fmt: Literal["csv", "json"],
+    meta: dict[str, Any],
+    rows: list[dict[str, float]],
+) -> ScheduleExport:
+    """Write a schedule atomically: JSON (metadata, columns, rows) or CSV (metadata line first).
+
+    Floats are written at full precision (``repr``), so ``action_*`` columns replay exactly.
+    """
+    columns = list(rows[0])
     if fmt == "json":
         text = json.dumps({**meta, "columns": columns, "rows": rows}, indent=1)
     else:
@@ -270,6 +317,8 @@ __all__ = [
     "ScheduleExport",
     "export_schedule",
     "rollout_schedule",
+    "schedule_metadata",
     "venue_columns",
     "venue_units",
+    "write_schedule",
 ]

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from fundgym.agents.policies.base import FloatArray
+from fundgym.envs import MARKETS_ENV_ID
 from fundgym.envs.controls import PARAMS
 from fundgym.envs.exchange_env import OBS_NAMES
 
@@ -34,6 +35,9 @@ IntArray = np.ndarray[Any, np.dtype[np.int64]]
 SCHEDULE_SCHEMA_VERSION = "1"
 SCHEDULE_KIND = "fundgym.schedule"
 CSV_MARKER = "# fundgym-schedule: "
+#: A schedule's ``environment`` when a multi-market run wrote it
+#: (:mod:`fundgym.agents.export.markets_schedule`); a one-market schedule has none.
+MARKETS_ENVIRONMENT = MARKETS_ENV_ID
 
 TABLE_SCHEMA_VERSION = "1"
 TABLE_KIND = "fundgym.state_table"
@@ -46,8 +50,16 @@ class ScheduleError(ValueError):
     """A schedule file that cannot be read or replayed (the message names file and field)."""
 
 
-def read_schedule(path: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
+def read_schedule(
+    path: Path, environment: str | None = None
+) -> tuple[dict[str, Any], list[dict[str, float]]]:
     """Metadata and rows of a schedule file (CSV or JSON, by content).
+
+    ``environment`` is the environment the caller replays on: ``None`` the one-market
+    environment (the schedule's ``controlled`` levers are checked, and each row's
+    ``action_*``), :data:`MARKETS_ENVIRONMENT` a multi-market schedule (its levers are
+    per market, checked where it is replayed). A schedule of the other environment is
+    refused, naming both.
 
     Raises:
         ScheduleError: The file is missing or unreadable, not UTF-8 text, not a fundgym
@@ -81,8 +93,19 @@ def read_schedule(path: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
             f"{path}: schema_version = {meta.get('schema_version')!r}; this fundgym reads "
             f"{SCHEDULE_SCHEMA_VERSION!r}"
         )
+    written = meta.get("environment")
+    if written != environment:
+        raise ScheduleError(
+            f"{path}: a schedule of {_env_label(written)}; this replays on "
+            f"{_env_label(environment)}"
+            + (
+                ": replay it with fundgym.agents.export.markets_schedule.replay_markets_schedule"
+                if written == MARKETS_ENVIRONMENT
+                else ""
+            )
+        )
     controlled = meta.get("controlled")
-    if (
+    if environment is None and (
         not isinstance(controlled, list)
         or not controlled
         or not all(isinstance(n, str) and n in PARAMS for n in controlled)
@@ -94,6 +117,8 @@ def read_schedule(path: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
         )
     if not rows:
         raise ScheduleError(f"{path}: the schedule has no rows")
+    if environment is not None or not isinstance(controlled, list):
+        return meta, rows  # multi-market levers are checked where they are replayed
     for i, row in enumerate(rows):
         for name in controlled:
             value = row.get(f"action_{name}")
@@ -107,6 +132,11 @@ def read_schedule(path: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
                     f"{path}: row {i}: action_{name} = {value!r}: expected a finite number"
                 )
     return meta, rows
+
+
+def _env_label(environment: Any) -> str:
+    """How a message names a schedule's environment."""
+    return "the one-market environment" if environment is None else repr(environment)
 
 
 def _number(value: Any, path: Path, where: str) -> float:

@@ -238,10 +238,7 @@ def test_one_market_commands_refuse_a_markets_run_by_name(
     evaluate = ["evaluate", "--policy", str(run_dir), "--scenarios", "calm", "--no-progress"]
     assert main([*evaluate, "--out", str(tmp_path / "ev")]) == 2
     assert "a multi-market run (its config has markets:)" in capsys.readouterr().err
-    export = ["export", "--policy", str(run_dir), "--format", "onnx"]
-    assert main([*export, "--out", str(tmp_path / "x.onnx")]) == 2
-    assert f"fundgym markets --run {run_dir}" in capsys.readouterr().err
-    assert not (tmp_path / "ev").exists() and not (tmp_path / "x.onnx").exists()
+    assert not (tmp_path / "ev").exists()
 
 
 def test_a_one_market_run_is_refused_by_markets_run(
