@@ -273,6 +273,7 @@ class MarketsConfig(_Strict):
     fund_cap_period: Literal["tick", "episode"] = "episode"
     insolvency_frac: Float = Field(default=0.05, gt=0.0, le=10.0)
     max_step: Float = Field(default=2.0, gt=0.0, le=2.0)
+    dead_band: Float = Field(default=0.0, ge=0.0, lt=2.0)
     reward: dict[str, Float] = Field(default_factory=dict)
     #: The multi-market training distribution (``MarketsSamplerSettings`` fields, checked by
     #: the env's schema: ``crash_prob``, ``idio_prob``): each training episode a new day

@@ -133,6 +133,7 @@ class MarketsControlCore:
         fund_cap_period: str = "episode",
         insolvency_frac: float = 0.05,
         max_step: float = 2.0,
+        dead_band: float = 0.0,
         sampler: MarketsSamplerSettings | None = None,
     ) -> None:
         sc = scenario
@@ -151,6 +152,13 @@ class MarketsControlCore:
             2.0,
             "the largest move of a lever's position in one decision, action units; 2: none",
         )
+        ok = not isinstance(dead_band, bool) and math.isfinite(dead_band)
+        if not (ok and 0.0 <= dead_band < 2.0):
+            raise ValueError(
+                "dead_band must lie in [0, 2) (a lever whose target lies within it of its "
+                f"position holds, action units; 0: none), got {dead_band!r}"
+            )
+        self.dead_band = float(dead_band)
         # The engine the levers run under, at the levers' defaults: RiskParams checks the names
         # (every liquidation mode runs across markets) and the capacity's range, the
         # simulator the vault.
@@ -314,6 +322,8 @@ class MarketsControlCore:
         if not np.isfinite(a).all():
             raise ValueError(f"action must be finite, got {a.tolist()}")
         new = np.clip(a, -1.0, 1.0)
+        if self.dead_band > 0.0:  # a target within the band of its position: the lever holds
+            new = np.where(np.abs(new - self.positions) <= self.dead_band, self.positions, new)
         if self.max_step < 2.0:  # each lever moves toward its target by at most max_step
             new = self.positions + np.clip(new - self.positions, -self.max_step, self.max_step)
         change = np.array(

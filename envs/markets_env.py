@@ -227,7 +227,11 @@ class MarketsInsuranceFundEnv(_MarketsLayouts, gym.Env[np.ndarray[Any, Any], np.
     it existed; the one-market env's is 0.2 by default. A limit damps a policy's exploration
     noise, but on ``alt_contagion`` 0.2 made the levers lag the crash, so
     ``configs/train/ppo_markets.yaml`` keeps 2: ``docs/markets.md``, "Training across
-    markets") and ``sampler`` (``None``, the default: every episode is the scenario as
+    markets"), ``dead_band`` (a lever whose target lies within ``dead_band`` action units of
+    its position holds where it is, in [0, 2); 0, the default: none. A risk desk does not
+    move a margin for a small difference, and the band keeps a policy's small jitter from
+    churning the levers and the fund's allocation) and ``sampler`` (``None``, the default:
+    every episode is the scenario as
     written, on its seed; a :class:`~fundgym.envs.market.sampler.MarketsSamplerSettings`:
     each episode a new day around the scenario's markets, drawn from the episode's seed by
     :func:`~fundgym.envs.market.sampler.sample_markets_scenario`, the multi-market training
@@ -248,7 +252,8 @@ class MarketsInsuranceFundEnv(_MarketsLayouts, gym.Env[np.ndarray[Any, Any], np.
       insolvency end (``insolvency_frac``, ``info["uncovered_usd"]``; before, truncation
       only); ``max_step`` (default 2: as before); the batched form,
       :class:`MarketsInsuranceFundVectorEnv` (``gym.make_vec``'s ``vector_entry_point``), with
-      this env's numbers unchanged, bit for bit; ``sampler`` (default ``None``: as before).
+      this env's numbers unchanged, bit for bit; ``sampler`` (default ``None``: as before);
+      ``dead_band`` (default 0: as before).
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 (Gymnasium's convention)

@@ -117,6 +117,31 @@ def test_max_step_moves_each_lever_toward_its_target_a_step_a_decision() -> None
         MarketsInsuranceFundEnv("alt_contagion", n_accounts=200, max_step=0)
 
 
+def test_a_dead_band_holds_a_lever_whose_target_is_near_its_position() -> None:
+    """``dead_band`` 0.3: a target 0.2 away holds the lever (no churn, no change cost); one
+    0.5 away lands; with ``max_step`` too, a move beyond the band is limited as before."""
+    env = MarketsInsuranceFundEnv("alt_contagion", n_accounts=200, dead_band=0.3)
+    env.reset(seed=1)
+    start = env.positions.copy()
+    near = np.clip(start + np.where(np.arange(start.size) % 2 == 0, 0.2, -0.2), -1.0, 1.0)
+    *_, info = env.step(near.astype(np.float64))
+    np.testing.assert_array_equal(env.positions, start)
+    assert info["reward_components"]["change"] == 0.0
+    far = start.copy()
+    far[0] = min(start[0] + 0.5, 1.0) if start[0] <= 0.5 else start[0] - 0.5
+    far[7] = near[7]  # still within the band of its position
+    *_, info = env.step(far)
+    assert env.positions[0] == far[0] and env.positions[7] == start[7]
+    assert info["reward_components"]["change"] == pytest.approx(0.5)
+    limited = MarketsInsuranceFundEnv("alt_contagion", n_accounts=200, dead_band=0.3, max_step=0.2)
+    limited.reset(seed=1)
+    limited.step(far)
+    assert limited.positions[0] == pytest.approx(start[0] + np.sign(far[0] - start[0]) * 0.2)
+    for bad in (-0.1, 2.0, True):
+        with pytest.raises(ValueError, match=r"dead_band must lie in \[0, 2\)"):
+            MarketsInsuranceFundEnv("alt_contagion", n_accounts=200, dead_band=bad)
+
+
 def test_same_seed_same_trajectory_and_truncation_at_the_horizon() -> None:
     def run(seed: int) -> tuple[list[float], np.ndarray[Any, Any], int]:
         env = _env()
