@@ -44,8 +44,8 @@ import numpy as np
 
 from fundgym.agents.evaluate.markets_runs import load_markets_run, markets_env
 from fundgym.agents.export.schedule import (
-    NAMINGS,
     ScheduleExport,
+    check_schedule_options,
     schedule_metadata,
     venue_columns,
     venue_units,
@@ -244,10 +244,7 @@ def export_markets_schedule(
         ScheduleError: An unknown format or naming.
         SpecError: As :func:`rollout_markets_schedule`.
     """
-    if fmt not in ("csv", "json"):
-        raise ScheduleError(f"format {fmt!r}: allowed csv, json")
-    if naming not in NAMINGS:
-        raise ScheduleError(f"naming {naming!r}: allowed {', '.join(NAMINGS)}")
+    check_schedule_options(fmt, naming)
     rows, env = rollout_markets_schedule(run_dir, scenario, seed, naming)
     run = load_markets_run(run_dir)
     columns = list(rows[0])

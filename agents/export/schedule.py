@@ -207,10 +207,7 @@ def export_schedule(
     Raises:
         ScheduleError: An unknown format or naming.
     """
-    if fmt not in ("csv", "json"):
-        raise ScheduleError(f"format {fmt!r}: allowed csv, json")
-    if naming not in NAMINGS:
-        raise ScheduleError(f"naming {naming!r}: allowed {', '.join(NAMINGS)}")
+    check_schedule_options(fmt, naming)
     rows, kw = rollout_schedule(run_dir, scenario, seed)
     controlled = list(kw["controlled"])
     if naming != "fundgym":
@@ -245,6 +242,18 @@ def export_schedule(
     )
     meta["naming"] = naming
     return write_schedule(out, fmt, meta, rows)
+
+
+def check_schedule_options(fmt: str, naming: str) -> None:
+    """Refuse a format or naming a schedule does not have.
+
+    Raises:
+        ScheduleError: Naming the value and the allowed ones.
+    """
+    if fmt not in ("csv", "json"):
+        raise ScheduleError(f"format {fmt!r}: allowed csv, json")
+    if naming not in NAMINGS:
+        raise ScheduleError(f"naming {naming!r}: allowed {', '.join(NAMINGS)}")
 
 
 def schedule_metadata(
@@ -315,6 +324,7 @@ __all__ = [
     "STATE_COLUMNS",
     "ScheduleError",
     "ScheduleExport",
+    "check_schedule_options",
     "export_schedule",
     "rollout_schedule",
     "schedule_metadata",
