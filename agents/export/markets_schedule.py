@@ -152,7 +152,7 @@ def rollout_markets_schedule(
         action = np.asarray(act(obs), dtype=np.float64)
         before = obs
         obs, reward, terminated, truncated, info = env.step(action)
-        row: dict[str, float] = {"step": float(t), "time_minutes": minutes * (t + 1)}
+        row: dict[str, float] = {"step": t, "time_minutes": minutes * (t + 1)}
         row.update(_in_force(info["levers"], names))
         mmr, imr = market_margins(env, info["levers"]["market_mmr_mult"])
         for m, market in enumerate(markets):
