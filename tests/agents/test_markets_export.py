@@ -139,3 +139,32 @@ def test_what_a_markets_run_cannot_export_is_refused_by_name(
     assert main(command) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_segmented_run_with_collateral_exports_its_haircuts_and_transfer_cap(
+    tmp_path: Path,
+) -> None:
+    """No allocation (segments are cash): no weights in the schedule or the graph's params;
+    each collateral asset's haircut and the segments' transfer cap are levers like the rest."""
+    import onnx
+
+    cfg_path = tmp_path / "segmented.yaml"
+    cfg = tiny(scenario="oct_10_2025_multi", fund_mode="segmented", n_accounts=40)
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg_path), "--out", str(run), "--no-progress"]) == 0
+    out = tmp_path / "schedule.csv"
+    args = ["export", "--policy", str(run), "--scenario", "oct_10_2025_multi", "--out", str(out)]
+    assert main([*args, "--format", "csv"]) == 0
+    meta, rows = read_schedule(out, environment=MARKETS_ENVIRONMENT)
+    assets = meta["collateral_assets"]
+    assert assets and "segment_transfer_cap_frac" in rows[0]
+    assert all(f"collateral_haircut_frac[{a}]" in rows[0] for a in assets)
+    assert not any(c.startswith(("fund_weight_", "alloc_")) for c in rows[0])
+    replayed = replay_markets_schedule(out)
+    assert all(got == {k: row[k] for k in got} for got, row in zip(replayed, rows, strict=True))
+    graph = tmp_path / "policy.onnx"
+    assert main(["export", "--policy", str(run), "--format", "onnx", "--out", str(graph)]) == 0
+    props = {p.key: p.value for p in onnx.load(graph).metadata_props}
+    assert json.loads(props["allocation_buckets"]) == []
+    assert json.loads(props["param_names"]) == meta["controlled"]
