@@ -55,7 +55,7 @@ from fundgym.envs.markets_simulator import (
     MarketsSimulator,
 )
 from fundgym.envs.scenarios import Scenario
-from fundgym.envs.schema import build
+from fundgym.envs.schema import SchemaError, build
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 FILES = (
@@ -174,6 +174,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "its seed (the run's markets.sampler settings, else the sampler's defaults: "
         "crash_prob 0.7, idio_prob 0.5), the same day for the model and the defaults, "
         "instead of the scenario as written",
+    )
+    p.add_argument(
+        "--sampler",
+        metavar="KEY=VALUE[,...]",
+        help="with --run: draw the days with these sampler settings instead of the run's "
+        "(crash_prob, idio_prob; each in [0, 1], the others at their defaults), so that runs "
+        "trained on different distributions are scored on the same days; implies --sampled",
     )
     p.add_argument(
         "--fund-mode",
@@ -407,9 +414,10 @@ def main(args: argparse.Namespace) -> int:
     check_seed("--seed", args.seed)
     if args.run is not None:
         return _main_run(args)
-    if args.sampled:
+    if args.sampled or args.sampler is not None:
+        option = "--sampled" if args.sampled else "--sampler"
         raise UsageError(
-            "--sampled plays a trained run's episodes on drawn days: give --run DIR (without "
+            f"{option} plays a trained run's episodes on drawn days: give --run DIR (without "
             "it, fundgym markets runs the scenario as written)"
         )
     if args.scenario is None:
@@ -531,13 +539,14 @@ def _main_run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{options}: not with --run, which scores the run under its own settings (its "
             "config.yaml's markets: section); allowed with --run: --scenario, --sampled, "
-            "--episodes, --seed, --out, --force, --no-progress"
+            "--sampler, --episodes, --seed, --out, --force, --no-progress"
         )
+    given_sampler = None if args.sampler is None else _sampler_option(args.sampler)
     try:
         runs = load_markets_runs(Path(args.run))
         run = next(iter(runs.values()))
         scenario = load_scenario_checked(args.scenario or run.markets.scenario)
-        sampler = _sampler(run) if args.sampled else None
+        sampler = given_sampler or (_sampler(run) if args.sampled else None)
         for each in runs.values():
             markets_env(each, scenario, sampler)  # every network fits, before any work
     except SpecError as exc:
@@ -593,6 +602,31 @@ def _main_run(args: argparse.Namespace) -> int:
         files = [*RUN_FILES[:1], "seeds.csv", *RUN_FILES[1:]] if group else RUN_FILES
         print(f"\nwrote {out}/: {', '.join(files)}")
     return 0
+
+
+def _sampler_option(text: str) -> MarketsSamplerSettings:
+    """``--sampler crash_prob=0.7,idio_prob=0.5``: the scoring days' sampler settings.
+
+    Raises:
+        UsageError: A malformed pair, an unknown key, or a value that is not a number in its
+            range (the sampler's schema names it).
+    """
+    fields = [f.name for f in dataclasses.fields(MarketsSamplerSettings)]
+    data: dict[str, float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise UsageError(f"--sampler {text!r}: {item!r} is not KEY=VALUE; keys: {fields}")
+        if key not in fields:
+            raise UsageError(f"--sampler: unknown key {key!r}; allowed: {', '.join(fields)}")
+        try:
+            data[key] = float(value)
+        except ValueError:
+            raise UsageError(f"--sampler: {key} = {value!r}: a number in [0, 1]") from None
+    try:
+        return build(MarketsSamplerSettings, data, "--sampler")
+    except SchemaError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _sampler(run: MarketsRun) -> MarketsSamplerSettings:

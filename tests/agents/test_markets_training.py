@@ -403,3 +403,29 @@ def test_sampled_scoring_plays_each_episode_on_one_drawn_day_for_both_policies(
     assert config["sampled"] == {"crash_prob": 0.7, "idio_prob": 0.5}  # the run has none
     assert main(["markets", "--sampled", "--no-progress"]) == 2
     assert "--sampled plays a trained run's episodes" in capsys.readouterr().err
+
+
+def test_sampler_scores_a_run_on_days_drawn_with_the_settings_given(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--sampler``: the days the settings draw, whatever the run trained on, so runs of
+    different training distributions can be scored on the same days."""
+    args = ["markets", "--run", str(run_dir), "--episodes", "1", "--no-progress"]
+    assert main([*args, "--sampled", "--out", str(tmp_path / "own")]) == 0
+    same = ["--sampler", "crash_prob=0.7,idio_prob=0.5"]
+    assert main([*args, *same, "--out", str(tmp_path / "given")]) == 0
+    own = (tmp_path / "own" / "policies.csv").read_text()
+    assert (tmp_path / "given" / "policies.csv").read_text() == own  # the run has no sampler
+    assert main([*args, "--sampler", "crash_prob=1", "--out", str(tmp_path / "other")]) == 0
+    config = yaml.safe_load((tmp_path / "other" / "config.yaml").read_text())
+    assert config["sampled"] == {"crash_prob": 1.0, "idio_prob": 0.5}
+    capsys.readouterr()
+    for bad, message in (
+        ("crash_prob=2", "--sampler: crash_prob = 2.0: a number in [0.0, 1.0]"),
+        ("crush=1", "--sampler: unknown key 'crush'; allowed: crash_prob, idio_prob"),
+        ("crash_prob", "is not KEY=VALUE"),
+    ):
+        assert main([*args, "--sampler", bad]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["markets", "--sampler", "crash_prob=1", "--no-progress"]) == 2
+    assert "--sampler plays a trained run's episodes" in capsys.readouterr().err
