@@ -109,8 +109,8 @@ def preflight(args: argparse.Namespace) -> str:
         UsageError, SpecError, EvaluateError: The first problem, naming the option or file,
             the value and what is allowed.
     """
-    from fundgym.agents.evaluate.markets_runs import load_markets_run
     from fundgym.agents.policies import SpecError, TrainedPolicy, parse_spec
+    from fundgym.agents.policies.markets_run import load_markets_run
     from fundgym.agents.policies.runs import model_dir
     from fundgym.agents.rollout import parse_scenarios
 
@@ -184,7 +184,7 @@ def _markets_scenario(name: str, run_dir: Path) -> str:
         SpecError: The run cannot be loaded, or the scenario gives its network other sizes
             (other markets or collateral assets).
     """
-    from fundgym.agents.evaluate.markets_runs import load_markets_run, markets_env
+    from fundgym.agents.policies.markets_run import load_markets_run, markets_env
     from fundgym.envs.scenarios import load_scenario
     from fundgym.envs.schema import SchemaError
 

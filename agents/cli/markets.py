@@ -31,10 +31,7 @@ from fundgym.agents.cli.guards import (
 )
 from fundgym.agents.evaluate.markets_policy import market_risk
 from fundgym.agents.evaluate.markets_runs import (
-    MarketsRun,
     Trace,
-    load_markets_runs,
-    markets_env,
     plot_policies,
     score_episodes,
     seed_statistics,
@@ -44,6 +41,7 @@ from fundgym.agents.evaluate.markets_runs import (
 from fundgym.agents.evaluate.plots import plot_markets_run
 from fundgym.agents.outputs import directory_in_place, output_lock, progress_bar
 from fundgym.agents.policies.base import SpecError
+from fundgym.agents.policies.markets_run import MarketsRun, load_markets_runs, markets_env
 from fundgym.envs.core.params import RiskParams
 from fundgym.envs.levers import LEVERS
 from fundgym.envs.market.sampler import MarketsSamplerSettings

@@ -14,23 +14,20 @@ insurance's largest drawdown from its start (every pot together).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fundgym.agents.action_map import centred_on
-from fundgym.agents.config import ConfigError, MarketsConfig, load_config, markets_env_kwargs
+from fundgym.agents.config import markets_env_kwargs
 from fundgym.agents.evaluate.plots import plot_markets_run
 from fundgym.agents.evaluate.seeds import SEED_METRICS, SeedTable, seed_rows, seed_verdict
-from fundgym.agents.policies.base import SpecError
-from fundgym.agents.policies.runs import default_model_dir, is_seed_group, load_model, seed_runs
-from fundgym.agents.policies.trained import run_config_file
+from fundgym.agents.policies.markets_run import Act, MarketsRun, markets_env
 from fundgym.envs.market.sampler import MarketsSamplerSettings
 from fundgym.envs.markets_core import MarketsControlCore
-from fundgym.envs.markets_env import MarketsInsuranceFundEnv, first_episode_seed
+from fundgym.envs.markets_env import first_episode_seed
 from fundgym.envs.scenarios import Scenario
 
 #: The two policies of every episode, in row order.
@@ -45,96 +42,6 @@ COLUMNS = (
     "decisions",
     "terminated",
 )
-
-
-Act = Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]]
-"""A policy as one observation in, one action (the env's target positions) out."""
-
-
-@dataclass(frozen=True)
-class MarketsRun:
-    """A multi-market run loaded for scoring: its settings and its network.
-
-    Attributes:
-        network: The model's deterministic action for one observation, before the
-            centring map (``markets.centred``: :meth:`act` applies it on a scenario's env).
-    """
-
-    run_dir: Path
-    markets: MarketsConfig
-    network: Act
-    n_obs: int
-    n_act: int
-
-    def act(self, env: MarketsInsuranceFundEnv) -> Act:
-        """The run's policy on ``env``: its network, centred on ``env``'s defaults if asked."""
-        if not self.markets.centred:
-            return self.network
-        amap = centred_on(env.default_action())
-        network = self.network
-
-        def centred(obs: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-            out: np.ndarray[Any, Any] = amap(network(obs)[None])[0]
-            return out
-
-        return centred
-
-
-def load_markets_run(run_dir: Path) -> MarketsRun:
-    """Load a run ``fundgym train`` made from a ``markets:`` config.
-
-    Raises:
-        SpecError: Not a run directory, an invalid config, a one-market run, or a model
-            directory that is missing or changed (the message names the file).
-    """
-    config_path = run_config_file(run_dir)
-    try:
-        cfg = load_config(config_path)
-    except ConfigError as exc:
-        raise SpecError(f"{config_path}: not a valid training config:\n{exc}") from exc
-    if cfg.markets is None:
-        raise SpecError(
-            f"{config_path}: a one-market run (no markets: section); score it with "
-            f"`fundgym evaluate --policies run:{run_dir}`"
-        )
-    loaded = load_model(run_dir, default_model_dir(run_dir), cfg)
-    obs_shape = loaded.policy.observation_space.shape
-    act_shape = loaded.policy.action_space.shape
-
-    def act(obs: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        action: np.ndarray[Any, Any] = loaded.predict(obs[None].astype(np.float32))[0]
-        return action
-
-    return MarketsRun(run_dir, cfg.markets, act, int(obs_shape[0]), int(act_shape[0]))
-
-
-def markets_env(
-    run: MarketsRun, scenario: Scenario, sampler: MarketsSamplerSettings | None = None
-) -> MarketsInsuranceFundEnv:
-    """The run's environment on ``scenario``, checked to fit its network.
-
-    Under the run's settings but its training sampler (``markets.sampler``): scoring plays
-    ``scenario`` as written, unless ``sampler`` draws each episode's day around it (from the
-    episode's seed: the same day for the run's model and for the defaults).
-
-    Raises:
-        SpecError: The scenario gives other action or observation sizes than the run's
-            network (other markets or collateral assets).
-    """
-    try:
-        # The run's training sampler never: the scenario as written, or the caller's days.
-        env = MarketsInsuranceFundEnv(scenario, **markets_env_kwargs(run.markets, sampler=sampler))
-    except ValueError as exc:
-        raise SpecError(f"{run.run_dir}: its markets settings on {scenario.name!r}: {exc}") from exc
-    n_obs = env.observation_space.shape[0]  # type: ignore[index]
-    n_act = env.action_space.shape[0]  # type: ignore[index]
-    if (n_obs, n_act) != (run.n_obs, run.n_act):
-        raise SpecError(
-            f"{run.run_dir}: its network takes {run.n_obs} observations and gives {run.n_act} "
-            f"actions; {scenario.name!r} under its settings has {n_obs} and {n_act} (other "
-            f"markets or collateral assets; it was trained on {run.markets.scenario!r})"
-        )
-    return env
 
 
 @dataclass
@@ -213,17 +120,6 @@ def _episode(
         }
         for p in range(n)
     ]
-
-
-def load_markets_runs(path: Path) -> dict[int | None, MarketsRun]:
-    """A run (key ``None``) or a multi-seed directory's runs by training seed.
-
-    Raises:
-        SpecError: As :func:`load_markets_run`, or seeds trained from different configs.
-    """
-    if not is_seed_group(path):
-        return {None: load_markets_run(path)}
-    return {seed: load_markets_run(run) for seed, run in seed_runs(path).items()}
 
 
 def score_episodes(

@@ -42,7 +42,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fundgym.agents.evaluate.markets_runs import load_markets_run, markets_env
 from fundgym.agents.export.schedule import (
     ScheduleExport,
     check_schedule_options,
@@ -52,6 +51,7 @@ from fundgym.agents.export.schedule import (
     write_schedule,
 )
 from fundgym.agents.outputs import jsonable
+from fundgym.agents.policies.markets_run import load_markets_run, markets_env
 from fundgym.agents.policies.replay import MARKETS_ENVIRONMENT, ScheduleError, read_schedule
 from fundgym.envs.controls import BUCKETS
 from fundgym.envs.levers import LEVERS, Lever, Venue

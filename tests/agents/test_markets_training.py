@@ -22,12 +22,8 @@ from fundgym.agents.config import (
     load_config,
     validate,
 )
-from fundgym.agents.evaluate.markets_runs import (
-    MarketsRun,
-    load_markets_run,
-    markets_env,
-    score_episodes,
-)
+from fundgym.agents.evaluate.markets_runs import score_episodes
+from fundgym.agents.policies.markets_run import MarketsRun, load_markets_run, markets_env
 from fundgym.agents.training.sb3_markets_env import MarketsVecEnv
 from fundgym.agents.training.train import make_vec_env, train
 from fundgym.envs.market.sampler import MarketsSamplerSettings
