@@ -56,8 +56,8 @@ a haircut per collateral asset) and no env: section; its scenarios must list the
 and collateral assets. Its n_envs exchanges step as one batch of the multi-market simulator
 (held-out evaluation: one env each); markets.sampler: {{crash_prob: P, idio_prob: Q}} trains on
 days drawn around the scenario's markets instead of the scenario as written. Score such a run
-with fundgym markets --run DIR (fundgym evaluate and fundgym export take one-market runs and
-refuse it by name).
+with fundgym markets --run DIR (fundgym evaluate takes one-market runs and refuses it by name);
+fundgym export writes its schedule per market and its ONNX graph.
 Watch training with
   tensorboard --logdir DIR/tensorboard
 

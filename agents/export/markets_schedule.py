@@ -51,10 +51,10 @@ from fundgym.agents.export.schedule import (
     write_schedule,
 )
 from fundgym.agents.outputs import jsonable
-from fundgym.agents.policies.markets_run import load_markets_run, markets_env
+from fundgym.agents.policies.markets_run import MarketsRun, load_markets_run, markets_env
 from fundgym.agents.policies.replay import MARKETS_ENVIRONMENT, ScheduleError, read_schedule
 from fundgym.envs.controls import BUCKETS
-from fundgym.envs.levers import LEVERS, Lever, Venue
+from fundgym.envs.levers import LEVERS, Venue
 from fundgym.envs.markets_core import ALLOCATION_LEVERS
 from fundgym.envs.markets_env import MarketsInsuranceFundEnv
 from fundgym.envs.scenarios import load_scenario
@@ -102,12 +102,6 @@ def market_margins(env: MarketsInsuranceFundEnv, mults: Any) -> tuple[list[float
     return [float(x) for x in mmr], [float(x) for x in imr]
 
 
-def _lever_of(env: MarketsInsuranceFundEnv, j: int) -> Lever:
-    """The lever behind action coordinate ``j``."""
-    lever: Lever = env.levers[j]
-    return lever
-
-
 def _in_force(levers: dict[str, Any], names: tuple[str, ...]) -> dict[str, float]:
     """``info["levers"]`` flattened to one value per action name (``name[X]`` per market)."""
     out: dict[str, float] = {}
@@ -125,19 +119,18 @@ def _in_force(levers: dict[str, Any], names: tuple[str, ...]) -> dict[str, float
 
 
 def rollout_markets_schedule(
-    run_dir: Path, scenario: str, seed: int, naming: Literal["fundgym"] | Venue = "fundgym"
+    run: MarketsRun, scenario: str, seed: int, naming: Literal["fundgym"] | Venue = "fundgym"
 ) -> tuple[list[dict[str, float]], MarketsInsuranceFundEnv]:
-    """One episode of the run's policy on ``scenario`` (seeded ``seed``): rows and the env.
+    """One episode of ``run``'s policy on ``scenario`` (seeded ``seed``): rows and the env.
 
     The environment ``fundgym markets --run`` scores the run in (its settings, the scenario
     as written). ``naming`` adds a venue's configuration fields per market
     (``maintenance_fraction_ppm[BTC]``), converted from :data:`MARKET_IN_FORCE`.
 
     Raises:
-        SpecError: Not a multi-market run, or the scenario gives the network other sizes
-            (other markets or collateral assets).
+        SpecError: The scenario gives the run's network other sizes (other markets or
+            collateral assets).
     """
-    run = load_markets_run(run_dir)
     env = markets_env(run, load_scenario(scenario))
     act = run.act(env)
     names = env.action_names()
@@ -170,7 +163,7 @@ def rollout_markets_schedule(
         for j, name in enumerate(names):
             target = float(np.clip(action[j], -1.0, 1.0))
             if name not in ALLOCATION_LEVERS:
-                target = float(_lever_of(env, j).to_value(np.array(target)))
+                target = float(env.levers[j].to_value(np.array(target)))
             row[f"target_{name}"] = target
         for k, name in enumerate(obs_names):
             row[f"obs_{name}"] = float(before[k])
@@ -208,7 +201,7 @@ def _units(env: MarketsInsuranceFundEnv, columns: list[str], naming: str) -> dic
             for col, unit in venue_units(naming, MARKET_IN_FORCE).items():
                 units[f"{col}[{market}]"] = f"{unit}, the market's"
     for j, name in enumerate(env.action_names()):
-        lever = _lever_of(env, j)
+        lever = env.levers[j]
         if name in ALLOCATION_LEVERS:
             units[name] = "allocation logit position in [-1, 1] (weights = softmax(3 x logits))"
             units[f"target_{name}"] = units[name]
@@ -242,11 +235,12 @@ def export_markets_schedule(
 
     Raises:
         ScheduleError: An unknown format or naming.
-        SpecError: As :func:`rollout_markets_schedule`.
+        SpecError: Not a multi-market run (:func:`load_markets_run`), or as
+            :func:`rollout_markets_schedule`.
     """
     check_schedule_options(fmt, naming)
-    rows, env = rollout_markets_schedule(run_dir, scenario, seed, naming)
     run = load_markets_run(run_dir)
+    rows, env = rollout_markets_schedule(run, scenario, seed, naming)
     columns = list(rows[0])
     meta = schedule_metadata(
         run_dir,
@@ -254,6 +248,7 @@ def export_markets_schedule(
         seed=seed,
         decision_minutes=env.core.decision_minutes,
         controlled=list(env.action_names()),
+        naming=naming,
         units=_units(env, columns, naming),
         env=jsonable(run.markets.model_dump(mode="python")),
         argv=argv,
@@ -269,7 +264,6 @@ def export_markets_schedule(
         markets=list(env.core.scenario.market_names),
         collateral_assets=list(env.core.scenario.collateral_names),
         observation_names=list(env.observation_names()),
-        naming=naming,
     )
     return write_schedule(out, fmt, meta, rows)
 

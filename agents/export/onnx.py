@@ -163,9 +163,10 @@ def one_market_columns(cfg: TrainConfig) -> Columns:
     """The columns of a one-market run (``env.controlled``, :data:`OBS_NAMES`)."""
     controlled = tuple(cfg.env.controlled)
     fixed = _allocation_logits(cfg)
+    held = _held(cfg)
     logits: dict[str, int | float] = {}
     for bucket, name in zip(BUCKETS, ALLOCATION, strict=True):
-        if bucket in _held(cfg):
+        if bucket in held:
             logits[bucket] = controlled.index(name) if name in controlled else fixed[name]
     return Columns(
         obs_names=OBS_NAMES,

@@ -231,6 +231,7 @@ def export_schedule(
         seed=seed,
         decision_minutes=kw["decision_minutes"],
         controlled=controlled,
+        naming=naming,
         units=units,
         env=jsonable(kw),
         argv=argv,
@@ -240,7 +241,6 @@ def export_schedule(
             "margin_notice_minutes). action_* columns replay the policy exactly."
         ),
     )
-    meta["naming"] = naming
     return write_schedule(out, fmt, meta, rows)
 
 
@@ -263,6 +263,7 @@ def schedule_metadata(
     seed: int,
     decision_minutes: float,
     controlled: list[str],
+    naming: str,
     units: dict[str, str],
     env: dict[str, Any],
     argv: list[str] | None,
@@ -281,6 +282,7 @@ def schedule_metadata(
         "seed": seed,
         "decision_minutes": decision_minutes,
         "controlled": controlled,
+        "naming": naming,
         "notes": notes,
         "units": units,
         "env": env,
