@@ -41,7 +41,12 @@ from fundgym.agents.evaluate.markets_runs import (
 from fundgym.agents.evaluate.plots import plot_markets_run
 from fundgym.agents.outputs import directory_in_place, output_lock, progress_bar
 from fundgym.agents.policies.base import SpecError
-from fundgym.agents.policies.markets_run import MarketsRun, load_markets_runs, markets_env
+from fundgym.agents.policies.markets_run import (
+    MODELS,
+    MarketsRun,
+    load_markets_runs,
+    markets_env,
+)
 from fundgym.envs.core.params import RiskParams
 from fundgym.envs.levers import LEVERS
 from fundgym.envs.market.sampler import MarketsSamplerSettings
@@ -161,9 +166,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=None,
         metavar="DIR",
         help="score a run fundgym train made from a markets: config (its best/ model, else "
-        "final/) beside the levers' defaults, each episode played by both on the same seed, "
-        "under the run's own settings (the configuration options below do not apply); "
+        "final/; --model final for final/) beside the levers' defaults, each episode played "
+        "by both on the same seed, under the run's own settings (the configuration options "
+        "below do not apply); "
         "writes policies.csv instead of markets.csv",
+    )
+    p.add_argument(
+        "--model",
+        choices=MODELS,
+        default=None,
+        help="with --run: which model of each run plays, best (the held-out evaluation's "
+        "best/, else final/; the default) or final (final/, the model at the last step)",
     )
     p.add_argument(
         "--sampled",
@@ -418,6 +431,11 @@ def main(args: argparse.Namespace) -> int:
             f"{option} plays a trained run's episodes on drawn days: give --run DIR (without "
             "it, fundgym markets runs the scenario as written)"
         )
+    if args.model is not None:
+        raise UsageError(
+            f"--model {args.model}: chooses a trained run's model; give --run DIR (without it, "
+            "fundgym markets runs the levers' defaults and the configurations given)"
+        )
     if args.scenario is None:
         args.scenario = "alt_contagion"
     if not (math.isfinite(args.fund_frac) and 0.0 <= args.fund_frac <= 10.0):
@@ -537,11 +555,11 @@ def _main_run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{options}: not with --run, which scores the run under its own settings (its "
             "config.yaml's markets: section); allowed with --run: --scenario, --sampled, "
-            "--sampler, --episodes, --seed, --out, --force, --no-progress"
+            "--sampler, --model, --episodes, --seed, --out, --force, --no-progress"
         )
     given_sampler = None if args.sampler is None else _sampler_option(args.sampler)
     try:
-        runs = load_markets_runs(Path(args.run))
+        runs = load_markets_runs(Path(args.run), args.model or "best")
         run = next(iter(runs.values()))
         scenario = load_scenario_checked(args.scenario or run.markets.scenario)
         sampler = given_sampler or (_sampler(run) if args.sampled else None)
@@ -565,6 +583,8 @@ def _main_run(args: argparse.Namespace) -> int:
     name = Path(args.run).name
     stats = seed_statistics(rows, scenario.name, name) if group else []
     trained = f"{len(runs)} training seeds ({', '.join(map(str, runs))})" if group else "one run"
+    used = sorted({r.model_dir.name for r in runs.values() if r.model_dir is not None})
+    trained += f", {' and '.join(f'{m}/' for m in used)} model{'s' if group else ''}"
     days = " (drawn days around it: --sampled)" if sampler is not None else ""
     parts = [
         f"fundgym markets --run {args.run}: {scenario.name}{days}, {args.episodes} episodes per "
@@ -589,6 +609,8 @@ def _main_run(args: argparse.Namespace) -> int:
             config = {
                 "command": "fundgym markets",
                 "run": str(args.run),
+                "model": args.model or "best",
+                "models": {str(k): str(r.model_dir) for k, r in runs.items()},
                 "scenario": scenario.name,
                 "sampled": None if sampler is None else dataclasses.asdict(sampler),
                 "episodes": args.episodes,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from fundgym.agents.config import (
     validate,
 )
 from fundgym.agents.evaluate.markets_runs import score_episodes
+from fundgym.agents.policies import SpecError
 from fundgym.agents.policies.markets_run import MarketsRun, load_markets_run, markets_env
 from fundgym.agents.training.sb3_markets_env import MarketsVecEnv
 from fundgym.agents.training.train import make_vec_env, train
@@ -211,6 +213,40 @@ def test_the_two_policies_of_an_episode_share_its_seed(run_dir: Path) -> None:
             k: v for k, v in defaults.items() if k != "policy"
         }
     assert [r["seed"] for r in rows] == [9, 9, 10, 10]
+
+
+def test_model_chooses_which_of_a_runs_models_plays(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--model final`` plays final/, the default best/ (else final/), and either is named."""
+    assert load_markets_run(run_dir).model_dir == run_dir / "best"
+    assert load_markets_run(run_dir, "final").model_dir == run_dir / "final"
+    with pytest.raises(SpecError, match=r"model 'last': allowed: \['best', 'final'\]"):
+        load_markets_run(run_dir, "last")
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    args = ["markets", "--run", str(run), "--episodes", "1", "--seed", "5", "--no-progress"]
+    assert main([*args, "--model", "final", "--out", str(tmp_path / "final")]) == 0
+    assert "one run, final/ model" in capsys.readouterr().out
+    config = yaml.safe_load((tmp_path / "final" / "config.yaml").read_text())
+    assert config["model"] == "final" and config["models"] == {"None": str(run / "final")}
+    assert main([*args, "--out", str(tmp_path / "best")]) == 0
+    assert "one run, best/ model" in capsys.readouterr().out
+    # Without best/ (no evaluation finished) the default falls back to final/ and says so.
+    shutil.rmtree(run / "best")
+    assert main([*args, "--out", str(tmp_path / "fallback")]) == 0
+    assert "one run, final/ model" in capsys.readouterr().out
+    rows = (tmp_path / "fallback" / "policies.csv").read_text()
+    assert rows == (tmp_path / "final" / "policies.csv").read_text()
+    # final/ missing: named, exit 2, nothing written; --model needs --run.
+    shutil.rmtree(run / "final")
+    shutil.copytree(run_dir / "best", run / "best")
+    assert main([*args, "--model", "final", "--out", str(tmp_path / "gone")]) == 2
+    assert "final: missing" in capsys.readouterr().err and not (tmp_path / "gone").exists()
+    assert main(["markets", "--model", "final", "--episodes", "1", "--no-progress"]) == 2
+    assert "--model final: chooses a trained run's model; give --run DIR" in (
+        capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize(
