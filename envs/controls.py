@@ -287,6 +287,14 @@ class Controls:
 
     def values(self) -> dict[str, FloatArray]:
         """Parameters in force, natural units, ``(n_envs,)`` each (allocation as weights)."""
+        return self.in_force()[0]
+
+    def in_force(self) -> tuple[dict[str, FloatArray], FloatArray]:
+        """:meth:`values`, and the allocation weights as one ``(n_envs, 4)`` array.
+
+        The dict's ``alloc_*`` entries are the array's columns (views): a decision that
+        rebalances toward the weights reads them without stacking the columns again.
+        """
         mapped = positions_to_values(
             self._position[_LEVER_ROWS], _LEVER_LOW, _LEVER_HIGH, _LEVER_LOG
         )
@@ -295,7 +303,7 @@ class Controls:
         for k, name in enumerate(ALLOCATION):
             out[name] = weights[:, k]
         out["imr"] = np.minimum(out["mmr"] * out["imr_multiple"], 1.0)
-        return out
+        return out, weights
 
     def normalised(self) -> FloatArray:
         """Positions of every parameter in force, ``(n_envs, len(PARAMS))``, in [-1, 1]."""

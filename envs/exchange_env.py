@@ -75,6 +75,7 @@ _SUMMED_EVENTS = (
 )
 #: Their columns in a block's event rows.
 _SUMMED_COLUMNS = tuple(StepEvents.FIELDS.index(name) for name in _SUMMED_EVENTS)
+_SUMS = tuple(zip(_SUMMED_EVENTS, _SUMMED_COLUMNS, strict=True))
 #: The liquidated notional's column, whose largest tick a decision also reports.
 _LIQUIDATION_VOLUME = StepEvents.FIELDS.index("liquidation_volume_usd")
 #: Columns of a block's series the decision reads: its last prices and every tick's index.
@@ -151,18 +152,19 @@ class _SavedRows:
 
 
 def _venue_info(
-    scenarios: list[Scenario], block: TickBlock, sums: dict[str, FloatArray]
+    attacker_margin_usd: FloatArray, block: TickBlock, sums: dict[str, FloatArray]
 ) -> dict[str, FloatArray]:
-    """The venue events' ``info`` keys (:mod:`fundgym.envs.core.venue_events`)."""
+    """The venue events' ``info`` keys (:mod:`fundgym.envs.core.venue_events`).
+
+    ``attacker_margin_usd``: each exchange's scenario's attacker margin (0 without one).
+    """
     return {
         "market_settled": block.event("market_closed")[-1].copy(),
         "settlement_price": sums["settlement_price"],
         "floored_short_liquidation_usd": sums["floored_short_liquidation_usd"],
         "floored_fund_fee_income_usd": sums["floored_fund_fee_income_usd"],
         "attacker_withdrawn_usd": sums["attacker_withdrawn_usd"],
-        "attacker_margin_usd": np.array(
-            [0.0 if sc.attacker is None else sc.attacker.margin_usd for sc in scenarios]
-        ),
+        "attacker_margin_usd": attacker_margin_usd.copy(),
     }
 
 
@@ -251,6 +253,9 @@ class FundControlCore:
         self.sim: ExchangeSimulator | None = None
         self._episode_rngs = [np.random.default_rng() for _ in range(n_envs)]
         self.n_decisions = np.zeros(n_envs, dtype=np.int64)
+        #: Each exchange's scenario's attacker margin (0 without one), set at its reset: the
+        #: step's ``info`` reports it without walking the scenarios every decision.
+        self.attacker_margin_usd = np.zeros(n_envs)
         self.decision = np.zeros(n_envs, dtype=np.int64)
         self.uncovered_usd = np.zeros(n_envs)
         self.var_short = np.zeros(n_envs)
@@ -377,6 +382,9 @@ class FundControlCore:
                 f"({self.config.decision_minutes} min)"
             )
         self.n_decisions[envs] = n_dec
+        self.attacker_margin_usd[envs] = [
+            0.0 if (a := sim.scenarios[e].attacker) is None else a.margin_usd for e in envs.tolist()
+        ]
         vol = np.array([sim.scenarios[e].price.vol_annual for e in envs.tolist()])
         self.var_short[envs] = self.var_long[envs] = vol**2 * self.tick_minutes / MINUTES_PER_YEAR
         self.decision[mask] = 0
@@ -482,9 +490,8 @@ class FundControlCore:
         if held is not None:
             saved_controls.restore()
             moved[held] = 0.0
-        values = self.controls.values()
+        values, target = self.controls.in_force()
         sim.set_params(self._risk(values))
-        target = np.stack([values[n] for n in ALLOCATION], axis=1)
         ext0 = sim.portfolio.external_pnl_usd.copy()
         injections0 = sim.portfolio.injections.copy()
         injected0 = sim.portfolio.injected_usd.copy()
@@ -524,7 +531,9 @@ class FundControlCore:
             block.events, r2, self._ewma_short, self._ewma_long, self.var_short, self.var_long,
             total,
         )  # fmt: skip
-        sums = dict(zip(_SUMMED_EVENTS, total[:, _SUMMED_COLUMNS].T, strict=True))
+        # Rows of the transposed totals: views of this decision's own array, no copy.
+        by_event = total.T
+        sums = {name: by_event[col] for name, col in _SUMS}
         last = block.series[-1]
         self.last_mark = last[:, _MARK].copy()
         self.last_oracle = last[:, _ORACLE].copy()
@@ -601,7 +610,7 @@ class FundControlCore:
             "vault_unwind_usd": sums["vault_unwind_usd"],
             "vault_adl_usd": sums["vault_adl_usd"],
             "liquidator_absorbed_usd": sums["liquidator_absorbed_usd"],
-            **_venue_info(sim.scenarios, block, sums),
+            **_venue_info(self.attacker_margin_usd, block, sums),
             "socialized_loss_usd": sums["socialized_loss_usd"],
             "unrecovered_usd": sums["unrecovered_usd"],
             "bad_debt_usd": sums["bad_debt_usd"],

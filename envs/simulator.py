@@ -1229,7 +1229,7 @@ class ExchangeSimulator:
             ),
             fund_arrays(st.fund),
             st.vault,
-            allocation_terms(self.allocation, tick_minutes),
+            self._allocation_terms(),
             self.rng.state,
             self._packed,
             self._tiers,
