@@ -127,6 +127,19 @@ def test_controls_values_equal_the_per_lever_mapping_to_the_bit() -> None:
             assert got[name].tobytes() == expected[name].tobytes(), name
 
 
+def test_in_force_weights_are_the_allocation_columns_stacked() -> None:
+    """The decision rebalances toward ``in_force()``'s array: the weights ``values()`` maps."""
+    controls = Controls(tuple(PARAMS), {}, 0.2, 3, n_envs=16)
+    rng = np.random.default_rng(4)
+    controls.apply(rng.uniform(-1.0, 1.0, (16, len(PARAMS))))
+    values, weights = controls.in_force()
+    stacked = np.stack([controls.values()[name] for name in ALLOCATION], axis=1)
+    assert weights.shape == (16, 4) and weights.tobytes() == stacked.tobytes()
+    assert np.allclose(weights.sum(axis=1), 1.0) and (weights > 0).all()
+    for k, name in enumerate(ALLOCATION):  # the dict's columns are views of the array
+        assert np.shares_memory(values[name], weights) and (values[name] == weights[:, k]).all()
+
+
 def _sim(**kw: Any) -> ExchangeSimulator:
     return ExchangeSimulator(load_scenario("volatile"), n_envs=2, n_accounts=64, seed=3, **kw)
 
