@@ -73,9 +73,8 @@ _SUMMED_EVENTS = (
     "floored_fund_fee_income_usd",
     "attacker_withdrawn_usd",
 )
-#: Their columns in a block's event rows.
-_SUMMED_COLUMNS = tuple(StepEvents.FIELDS.index(name) for name in _SUMMED_EVENTS)
-_SUMS = tuple(zip(_SUMMED_EVENTS, _SUMMED_COLUMNS, strict=True))
+#: Each, with its column in a block's event rows.
+_SUMS = tuple((name, StepEvents.FIELDS.index(name)) for name in _SUMMED_EVENTS)
 #: The liquidated notional's column, whose largest tick a decision also reports.
 _LIQUIDATION_VOLUME = StepEvents.FIELDS.index("liquidation_volume_usd")
 #: Columns of a block's series the decision reads: its last prices and every tick's index.

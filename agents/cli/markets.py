@@ -47,6 +47,7 @@ from fundgym.agents.policies.markets_run import (
     load_markets_runs,
     markets_env,
 )
+from fundgym.agents.policies.runs import BEST
 from fundgym.envs.core.params import RiskParams
 from fundgym.envs.levers import LEVERS
 from fundgym.envs.market.sampler import MarketsSamplerSettings
@@ -558,8 +559,9 @@ def _main_run(args: argparse.Namespace) -> int:
             "--sampler, --model, --episodes, --seed, --out, --force, --no-progress"
         )
     given_sampler = None if args.sampler is None else _sampler_option(args.sampler)
+    model = args.model or BEST  # None when not given, so that main can refuse it without --run
     try:
-        runs = load_markets_runs(Path(args.run), args.model or "best")
+        runs = load_markets_runs(Path(args.run), model)
         run = next(iter(runs.values()))
         scenario = load_scenario_checked(args.scenario or run.markets.scenario)
         sampler = given_sampler or (_sampler(run) if args.sampled else None)
@@ -609,7 +611,7 @@ def _main_run(args: argparse.Namespace) -> int:
             config = {
                 "command": "fundgym markets",
                 "run": str(args.run),
-                "model": args.model or "best",
+                "model": model,
                 "models": {str(k): str(r.model_dir) for k, r in runs.items()},
                 "scenario": scenario.name,
                 "sampled": None if sampler is None else dataclasses.asdict(sampler),
