@@ -55,6 +55,17 @@ _LEVER_LOW, _LEVER_HIGH, _LEVER_LOG = action_columns(tuple(_LEVER_PARAMS.values(
 #: The allocation logits' rows of the positions.
 _ALLOCATION_ROWS = np.array([list(PARAMS).index(name) for name in ALLOCATION], dtype=np.int64)
 
+
+def _rows_index(rows: np.ndarray[Any, np.dtype[np.int64]]) -> slice | np.ndarray[Any, Any]:
+    """``rows`` as a slice when they are consecutive (a view, not a copy, every decision)."""
+    if rows.size and (np.diff(rows) == 1).all():
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows
+
+
+_LEVER_TAKE = _rows_index(_LEVER_ROWS)
+_ALLOCATION_TAKE = _rows_index(_ALLOCATION_ROWS)
+
 #: Values used for parameters that are not controlled (the levers' defaults: dYdX-like; the
 #: fund all in stable).
 DEFAULTS: dict[str, float] = {name: lever.default for name, lever in PARAMS.items()}
@@ -296,10 +307,10 @@ class Controls:
         rebalances toward the weights reads them without stacking the columns again.
         """
         mapped = positions_to_values(
-            self._position[_LEVER_ROWS], _LEVER_LOW, _LEVER_HIGH, _LEVER_LOG
+            self._position[_LEVER_TAKE], _LEVER_LOW, _LEVER_HIGH, _LEVER_LOG
         )
         out = dict(zip(_LEVER_PARAMS, mapped, strict=True))
-        weights = allocation_weights(self._position[_ALLOCATION_ROWS].T.copy(), self.held)
+        weights = allocation_weights(self._position[_ALLOCATION_TAKE].T.copy(), self.held)
         for k, name in enumerate(ALLOCATION):
             out[name] = weights[:, k]
         out["imr"] = np.minimum(out["mmr"] * out["imr_multiple"], 1.0)

@@ -693,9 +693,11 @@ class ExchangeSimulator:
             ValueError: A per-exchange array does not have ``n_envs`` entries, or the
                 simulator has a vault and ``risk`` the ``partial`` liquidation mode.
         """
+        attrs = risk.__dict__  # the fields, without a getattr each
+        allowed = ((), (self.n_envs,))
         for name in _NUMERIC_RISK_FIELDS:
-            value = getattr(risk, name)
-            if isinstance(value, np.ndarray) and value.shape not in ((), (self.n_envs,)):
+            value = attrs[name]
+            if isinstance(value, np.ndarray) and value.shape not in allowed:
                 raise ValueError(
                     f"RiskParams.{name} must be a float or an (n_envs,) = ({self.n_envs},) "
                     f"array, got shape {value.shape}"

@@ -9,6 +9,7 @@ naming the field, the value and the bounds.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
@@ -303,8 +304,12 @@ class RiskParams:
             TypeError: A name that is not a field.
         """
         out = object.__new__(cls)
-        for f in fields(cls):
-            object.__setattr__(out, f.name, values.pop(f.name, f.default))
+        # The instance's dict filled directly, from the fields' (name, default) pairs read
+        # once (``dataclasses.fields`` and a frozen ``__setattr__`` per field were most of a
+        # decision's cost of building its parameters).
+        attrs = out.__dict__
+        for name, default in _trusted_defaults(cls):
+            attrs[name] = values.pop(name, default)
         if values:
             raise TypeError(f"RiskParams has no field {next(iter(values))!r}")
         return out
@@ -423,6 +428,12 @@ class RiskParams:
             view.flags.writeable = False
             cache[key] = view
         return view
+
+
+@functools.cache
+def _trusted_defaults(cls: type[RiskParams]) -> tuple[tuple[str, Any], ...]:
+    """``cls``'s fields as ``(name, default)`` pairs, in declaration order (for ``trusted``)."""
+    return tuple((f.name, f.default) for f in fields(cls))
 
 
 def check_waterfall(stages: tuple[str, ...], fallback: str, liquidation_mode: str) -> None:
