@@ -114,20 +114,22 @@ def put_unit_value(f, e, price, vol_annual):  # type: ignore[no-untyped-def]
 
 
 @jit(error_model="numpy", inline="always")
-def value_usd(f, e, price, vol_annual):  # type: ignore[no-untyped-def]
-    """:meth:`FundPortfolio.value_usd` of exchange ``e``: the buckets summed in order."""
+def _value_at(f, e, price, unit):  # type: ignore[no-untyped-def]
+    """The buckets of exchange ``e`` summed in order, one put marked at ``unit``."""
     return (
-        f[F_STABLE][e]
-        + f[F_YIELD][e]
-        + f[F_VOLATILE_UNITS][e] * price
-        + f[F_PUT_UNITS][e] * put_unit_value(f, e, price, vol_annual)
+        f[F_STABLE][e] + f[F_YIELD][e] + f[F_VOLATILE_UNITS][e] * price + f[F_PUT_UNITS][e] * unit
     )
 
 
 @jit(error_model="numpy", inline="always")
-def _buckets(f, e, price, vol_annual):  # type: ignore[no-untyped-def]
-    """Exchange ``e``'s bucket values (the portfolio's :data:`BUCKETS` order) and one put's mark."""
-    unit = put_unit_value(f, e, price, vol_annual)
+def value_usd(f, e, price, vol_annual):  # type: ignore[no-untyped-def]
+    """:meth:`FundPortfolio.value_usd` of exchange ``e``: the buckets summed in order."""
+    return _value_at(f, e, price, put_unit_value(f, e, price, vol_annual))
+
+
+@jit(error_model="numpy", inline="always")
+def _buckets(f, e, price, unit):  # type: ignore[no-untyped-def]
+    """Exchange ``e``'s bucket values (:data:`BUCKETS` order), one put marked at ``unit``."""
     v0 = f[F_STABLE][e]
     v1 = f[F_YIELD][e]
     v2 = f[F_VOLATILE_UNITS][e] * price
@@ -144,7 +146,7 @@ def values_and_weights(f, price, vol_annual, value_out, weights_out):  # type: i
     where the value is not positive.
     """
     for e in range(price.shape[0]):
-        v0, v1, v2, v3, _ = _buckets(f, e, price[e], vol_annual[e])
+        v0, v1, v2, v3, _ = _buckets(f, e, price[e], put_unit_value(f, e, price[e], vol_annual[e]))
         total = v0 + v1 + v2 + v3
         value_out[e] = total
         if total <= 0.0:
@@ -170,11 +172,20 @@ def _mark_one(f, e, price, vol_annual):  # type: ignore[no-untyped-def]
     """Re-mark exchange ``e``'s fund to ``price``, ``vol_annual``; the change is outside PnL.
 
     The reference's ``_mark``: what :func:`pay_one` and :func:`rebalance_one` do first.
+    Returns one put's mark at ``price`` and ``vol_annual``, which they read next. A fund
+    already marked there (the usual case: the tick marked it last) prices its put once: a
+    put's mark depends on the price, the volatility, its strike and its tenor alone.
     """
-    before = value_usd(f, e, f[F_MARK_PRICE][e], f[F_MARK_VOL][e])
+    mark_px = f[F_MARK_PRICE][e]
+    mark_vol = f[F_MARK_VOL][e]
+    unit_before = put_unit_value(f, e, mark_px, mark_vol)
+    same = (mark_px == price) & (mark_vol == vol_annual)
+    unit = unit_before if same else put_unit_value(f, e, price, vol_annual)
+    before = _value_at(f, e, mark_px, unit_before)
     f[F_MARK_PRICE][e] = price
     f[F_MARK_VOL][e] = vol_annual
-    f[F_EXTERNAL_PNL][e] += value_usd(f, e, price, vol_annual) - before
+    f[F_EXTERNAL_PNL][e] += _value_at(f, e, price, unit) - before
+    return unit
 
 
 @jit(error_model="numpy")
@@ -274,7 +285,7 @@ def pay_one(f, e, amount_usd, price, vol_annual, stressed, terms):  # type: igno
     Re-marks to ``price``, then draws ``stable``, the withdrawable part of ``yield``,
     ``volatile`` (with slippage) and the puts (at their mark minus the spread), in that order.
     """
-    _mark_one(f, e, price, vol_annual)
+    unit = _mark_one(f, e, price, vol_annual)
     slip = terms[A_SLIPPAGE]
     spread = terms[A_SPREAD]
     left = amount_usd
@@ -293,8 +304,7 @@ def pay_one(f, e, amount_usd, price, vol_annual, stressed, terms):  # type: igno
     f[F_VOLATILE_UNITS][e] = 0.0 if all_vol else max(units - vol_sold / price, 0.0)
     left -= from_vol
 
-    unit = put_unit_value(f, e, price, vol_annual)
-    puts = f[F_PUT_UNITS][e]
+    puts = f[F_PUT_UNITS][e]  # ``unit``: the put's mark, from the re-mark (strike, tenor kept)
     from_puts, puts_sold, all_puts = _sell_down(left, puts * unit, spread)
     safe_unit = unit if unit > 0.0 else 1.0
     f[F_PUT_UNITS][e] = 0.0 if all_puts else max(puts - puts_sold / safe_unit, 0.0)
@@ -316,19 +326,19 @@ def _crash_premium(s, k, t):  # type: ignore[no-untyped-def]
     return -math.expm1(-PUT_CRASH_RATE_PER_YEAR * max(t, 0.0)) * payoff
 
 
-@jit(error_model="numpy")
+@jit(error_model="numpy", inline="always")
 def rebalance_one(f, e, w, price, vol_annual, stressed, terms):  # type: ignore[no-untyped-def]
     """:func:`~fundgym.envs.fund.portfolio.rebalance` for exchange ``e``; returns the cost.
 
     ``w`` holds the four target weights (checked by the caller: >= 0, summing to 1). The
     same arithmetic as the reference, in its operation order.
     """
-    _mark_one(f, e, price, vol_annual)
+    unit = _mark_one(f, e, price, vol_annual)
     fee = terms[A_REBALANCE_FEE]
     slip = terms[A_SLIPPAGE]
     spread = terms[A_SPREAD]
 
-    v0, v1, v2, v3, unit = _buckets(f, e, price, vol_annual)
+    v0, v1, v2, v3, unit = _buckets(f, e, price, unit)
     units = f[F_PUT_UNITS][e]
     live = units > 0.0 and f[F_PUT_MINUTES_LEFT][e] > 0.0
     committed = f[F_PUT_COST][e] if live else 0.0
