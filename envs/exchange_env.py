@@ -28,13 +28,13 @@ from fundgym.envs.market.sampler import sample_training_scenario
 from fundgym.envs.observation import (
     BOOK_STATS,
     book_stats,
-    decision_totals,
+    decision_close,
     observation_columns,
 )
 from fundgym.envs.render import RenderFrame, RenderHistory, render_ansi, render_rgb
 from fundgym.envs.rewards import DecisionTotals, combine, reward_components
 from fundgym.envs.scenarios import Scenario, load_scenario
-from fundgym.envs.simulator import BLOCK_SERIES, ExchangeSimulator, TickBlock
+from fundgym.envs.simulator import BLOCK_SERIES, ExchangeSimulator
 from fundgym.envs.state import SimState
 from fundgym.envs.vector import checked_actions, checked_autoreset_mode
 
@@ -81,6 +81,23 @@ _LIQUIDATION_VOLUME = StepEvents.FIELDS.index("liquidation_volume_usd")
 _INDEX, _MARK, _ORACLE, _FUNDING = (
     BLOCK_SERIES.index(name)
     for name in ("index_price", "mark_price", "oracle_price", "funding_rate")
+)
+#: What :func:`~fundgym.envs.observation.decision_close` reads: the series' last mark, oracle
+#: and funding columns, then the events' columns it sums, floors or takes the last of.
+_CLOSE_COLUMNS = np.array(
+    [
+        _MARK,
+        _ORACLE,
+        _FUNDING,
+        _LIQUIDATION_VOLUME,
+        *(
+            StepEvents.FIELDS.index(name)
+            for name in ("shortfall_usd", "socialized_loss_usd", "unrecovered_usd")
+        ),
+        EV_ADL_HAIRCUT,
+        StepEvents.FIELDS.index("market_closed"),
+    ],
+    dtype=np.int64,
 )
 
 #: Observation names, in vector order (see the environment docstring for their scaling).
@@ -151,14 +168,15 @@ class _SavedRows:
 
 
 def _venue_info(
-    attacker_margin_usd: FloatArray, block: TickBlock, sums: dict[str, FloatArray]
+    attacker_margin_usd: FloatArray, market_closed: FloatArray, sums: dict[str, FloatArray]
 ) -> dict[str, FloatArray]:
     """The venue events' ``info`` keys (:mod:`fundgym.envs.core.venue_events`).
 
-    ``attacker_margin_usd``: each exchange's scenario's attacker margin (0 without one).
+    ``attacker_margin_usd``: each exchange's scenario's attacker margin (0 without one);
+    ``market_closed``: the decision's last tick's market-closed flag (a new array).
     """
     return {
-        "market_settled": block.event("market_closed")[-1].copy(),
+        "market_settled": market_closed,
         "settlement_price": sums["settlement_price"],
         "floored_short_liquidation_usd": sums["floored_short_liquidation_usd"],
         "floored_fund_fee_income_usd": sums["floored_fund_fee_income_usd"],
@@ -525,30 +543,29 @@ class FundControlCore:
         before[0] = start_index
         before[1:] = index[:-1]
         r2 = np.log(index / before) ** 2
+        # The sums, EWMAs and last prices in one compiled call (observation.decision_close):
+        # the core's new last values are rows of this decision's own array. What ends an
+        # episode must not depend on the ADL rule: a counterparty's haircut (BitMEX, dYdX:
+        # closed at bankruptcy, worse than the mark) is the same dollars that the Hyperliquid
+        # rule socialises, so the uncovered loss counts each tick's positive haircut (a tick
+        # where the bankruptcy price is better than the mark is a gain, not a loss netted off).
         total = np.zeros((self.n_envs, N_EVENTS))
-        decision_totals(
+        new_last = np.empty((5, self.n_envs))
+        peak_liquidation = np.empty(self.n_envs)
+        market_closed = np.empty(self.n_envs)
+        last = block.series[-1]
+        decision_close(
             block.events, r2, self._ewma_short, self._ewma_long, self.var_short, self.var_long,
-            total,
+            total, last, _CLOSE_COLUMNS, new_last, self.uncovered_usd, peak_liquidation,
+            market_closed,
         )  # fmt: skip
         # Rows of the transposed totals: views of this decision's own array, no copy.
         by_event = total.T
         sums = {name: by_event[col] for name, col in _SUMS}
-        last = block.series[-1]
-        self.last_mark = last[:, _MARK].copy()
-        self.last_oracle = last[:, _ORACLE].copy()
-        self.last_funding = last[:, _FUNDING].copy()
+        self.last_mark, self.last_oracle, self.last_funding = new_last[0], new_last[1], new_last[2]
+        self.last_liq_usd, self.last_shortfall_usd = new_last[3], new_last[4]
         self.last_return = np.log(sim.last_index / start_index)
-        self.last_liq_usd = sums["liquidation_volume_usd"].copy()
-        self.last_shortfall_usd = (
-            sums["shortfall_usd"] + sums["socialized_loss_usd"] + sums["unrecovered_usd"]
-        )
         self.decision += 1
-        # What ends an episode must not depend on the ADL rule: a counterparty's haircut
-        # (BitMEX, dYdX: closed at bankruptcy, worse than the mark) is the same dollars that
-        # the Hyperliquid rule socialises. Its positive part per tick counts, since a tick
-        # where the bankruptcy price is better than the mark is a gain, not a loss netted off.
-        haircut = np.maximum(block.events[:, :, EV_ADL_HAIRCUT], 0.0).sum(axis=0)
-        self.uncovered_usd += sums["socialized_loss_usd"] + sums["unrecovered_usd"] + haircut
         if held is not None:
             saved_decision.restore()
 
@@ -596,7 +613,7 @@ class FundControlCore:
             "fund_balance_usd": fund_value.copy(),
             "open_interest_usd": oi,
             "liquidation_volume_usd": sums["liquidation_volume_usd"],
-            "peak_tick_liquidation_volume_usd": block.events[:, :, _LIQUIDATION_VOLUME].max(axis=0),
+            "peak_tick_liquidation_volume_usd": peak_liquidation,
             "shortfall_usd": sums["shortfall_usd"],
             "fund_injections": sim.portfolio.injections - injections0,
             "fund_injection_usd": sim.portfolio.injected_usd - injected0,
@@ -609,7 +626,7 @@ class FundControlCore:
             "vault_unwind_usd": sums["vault_unwind_usd"],
             "vault_adl_usd": sums["vault_adl_usd"],
             "liquidator_absorbed_usd": sums["liquidator_absorbed_usd"],
-            **_venue_info(self.attacker_margin_usd, block, sums),
+            **_venue_info(self.attacker_margin_usd, market_closed, sums),
             "socialized_loss_usd": sums["socialized_loss_usd"],
             "unrecovered_usd": sums["unrecovered_usd"],
             "bad_debt_usd": sums["bad_debt_usd"],

@@ -406,6 +406,57 @@ def decision_totals(events, r2, a_short, a_long, var_short, var_long, total):  #
             var_long[e] += a_long * (r2[k, e] - var_long[e])
 
 
+@jit(error_model="numpy")
+def decision_close(  # type: ignore[no-untyped-def]
+    events, r2, a_short, a_long, var_short, var_long, total, last_row, columns, last_out,
+    uncovered, peak_liquidation, closed,
+):  # fmt: skip
+    """A decision's bookkeeping after its ticks, in one call: what the core reads next.
+
+    :func:`decision_totals` first (the summed events into ``total``, the EWMAs in place), then
+    per exchange, each value by the numpy expression it replaces, in its order (the
+    environment's step documents them):
+
+    * ``last_out`` ``(5, E)``: the last tick's mark, oracle and funding rate (``last_row``,
+      the block's last series row, at ``columns[0:3]``), the decision's liquidated notional,
+      and its shortfall plus the loss socialised and unrecovered (``(shortfall + socialised)
+      + unrecovered`` of ``total``);
+    * ``uncovered`` (in place): ``+= (socialised + unrecovered) + haircut``, the haircut being
+      the sum over ticks of each tick's ADL haircut floored at 0 (numpy's ``maximum`` then
+      ``sum``: from the first tick's term on, NaN kept);
+    * ``peak_liquidation``: the largest tick's liquidated notional; ``closed``: the last
+      tick's market-closed flag.
+
+    ``columns`` (int64): the series' mark, oracle and funding columns, then the events'
+    liquidation volume, shortfall, socialised loss, unrecovered loss, ADL haircut and
+    market-closed columns.
+    """
+    decision_totals(events, r2, a_short, a_long, var_short, var_long, total)
+    n_ticks = events.shape[0]
+    mark_c, oracle_c, funding_c = columns[0], columns[1], columns[2]
+    liq_c, short_c, soc_c, unrec_c, hair_c, closed_c = (
+        columns[3], columns[4], columns[5], columns[6], columns[7], columns[8]
+    )  # fmt: skip
+    for e in range(total.shape[0]):
+        last_out[0, e] = last_row[e, mark_c]
+        last_out[1, e] = last_row[e, oracle_c]
+        last_out[2, e] = last_row[e, funding_c]
+        last_out[3, e] = total[e, liq_c]
+        last_out[4, e] = (total[e, short_c] + total[e, soc_c]) + total[e, unrec_c]
+        h = events[0, e, hair_c]
+        h = 0.0 if h < 0.0 else h
+        peak = events[0, e, liq_c]
+        for k in range(1, n_ticks):
+            x = events[k, e, hair_c]
+            h += 0.0 if x < 0.0 else x
+            v = events[k, e, liq_c]
+            if v > peak or v != v:
+                peak = v
+        uncovered[e] += (total[e, soc_c] + total[e, unrec_c]) + h
+        peak_liquidation[e] = peak
+        closed[e] = events[n_ticks - 1, e, closed_c]
+
+
 @jit(error_model="numpy", inline="always")
 def _at_least(x, floor):  # type: ignore[no-untyped-def]
     """``np.maximum(x, floor)`` of one value: ``x`` when NaN (it propagates, as numpy's)."""

@@ -4,7 +4,7 @@ import numpy as np
 
 from fundgym.envs.core.kernels import count_liquidatable, count_liquidatable_flat_row
 from fundgym.envs.core.trading import _funding_kernel, funding_row
-from fundgym.envs.observation import decision_totals
+from fundgym.envs.observation import decision_close, decision_totals
 from fundgym.envs.scenarios import load_scenario
 from fundgym.envs.simulator import ExchangeSimulator
 from fundgym.envs.state import SimState
@@ -80,6 +80,48 @@ def test_decision_totals_equal_numpy_tick_by_tick():
     decision_totals(events, r2, 0.3, 0.01, var_s, var_l, total)
     assert total.tobytes() == want_total.tobytes()
     assert var_s.tobytes() == want_s.tobytes() and var_l.tobytes() == want_l.tobytes()
+
+
+def test_decision_close_equals_the_numpy_expressions_it_replaces():
+    # The step's bookkeeping after its ticks, against the numpy it replaced: the last prices,
+    # the liquidated and shortfall sums, the uncovered loss with each tick's haircut floored at
+    # zero (negative haircuts are gains, not netted), the largest tick and the last flag.
+    rng = np.random.default_rng(11)
+    t, e, n_ev, n_series = 10, 5, 24, 8
+    events = rng.normal(size=(t, e, n_ev)) * rng.choice([0.0, 1.0, 1e6], size=(t, e, n_ev))
+    events[:, :, 23] = rng.integers(0, 2, size=(t, e))
+    r2 = rng.random((t, e)) * 1e-4
+    var_s, var_l = rng.random(e) * 1e-5, rng.random(e) * 1e-5
+    last_row = rng.normal(size=(e, n_series))
+    columns = np.array([2, 3, 5, 1, 6, 9, 10, 8, 23], dtype=np.int64)
+    uncovered = rng.random(e) * 1e3
+    want_total = np.zeros((e, n_ev))
+    decision_totals(events, r2, 0.3, 0.01, var_s.copy(), var_l.copy(), want_total)
+    want_uncovered = uncovered.copy()
+    want_uncovered += (
+        want_total[:, 9] + want_total[:, 10] + np.maximum(events[:, :, 8], 0.0).sum(axis=0)
+    )
+    total, last, peak, closed = np.zeros((e, n_ev)), np.empty((5, e)), np.empty(e), np.empty(e)
+    decision_close(
+        events, r2, 0.3, 0.01, var_s, var_l, total, last_row, columns, last, uncovered, peak,
+        closed,
+    )  # fmt: skip
+    assert total.tobytes() == want_total.tobytes()
+    for row, want in zip(
+        last,
+        [
+            last_row[:, 2],
+            last_row[:, 3],
+            last_row[:, 5],
+            want_total[:, 1],
+            want_total[:, 6] + want_total[:, 9] + want_total[:, 10],
+        ],
+        strict=True,
+    ):
+        assert row.tobytes() == want.tobytes()
+    np.testing.assert_array_equal(uncovered, want_uncovered)
+    assert peak.tobytes() == events[:, :, 1].max(axis=0).tobytes()
+    assert closed.tobytes() == events[-1, :, 23].tobytes()
 
 
 def test_skipping_the_book_series_skips_the_funding_total_and_nothing_else():
