@@ -9,7 +9,6 @@ naming the field, the value and the bounds.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
@@ -430,10 +429,18 @@ class RiskParams:
         return view
 
 
-@functools.cache
+_TRUSTED_DEFAULTS: dict[type, tuple[tuple[str, Any], ...]] = {}
+
+
 def _trusted_defaults(cls: type[RiskParams]) -> tuple[tuple[str, Any], ...]:
-    """``cls``'s fields as ``(name, default)`` pairs, in declaration order (for ``trusted``)."""
-    return tuple((f.name, f.default) for f in fields(cls))
+    """``cls``'s fields as ``(name, default)`` pairs, in declaration order (for ``trusted``).
+
+    Read once per class (kept in ``_TRUSTED_DEFAULTS``).
+    """
+    out = _TRUSTED_DEFAULTS.get(cls)
+    if out is None:
+        out = _TRUSTED_DEFAULTS[cls] = tuple((f.name, f.default) for f in fields(cls))
+    return out
 
 
 def check_waterfall(stages: tuple[str, ...], fallback: str, liquidation_mode: str) -> None:
