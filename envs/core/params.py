@@ -307,7 +307,7 @@ class RiskParams:
         # once (``dataclasses.fields`` and a frozen ``__setattr__`` per field were most of a
         # decision's cost of building its parameters).
         attrs = out.__dict__
-        for name, default in _trusted_defaults(cls):
+        for name, default in _TRUSTED_FIELDS:
             attrs[name] = values.pop(name, default)
         if values:
             raise TypeError(f"RiskParams has no field {next(iter(values))!r}")
@@ -429,18 +429,11 @@ class RiskParams:
         return view
 
 
-_TRUSTED_DEFAULTS: dict[type, tuple[tuple[str, Any], ...]] = {}
-
-
-def _trusted_defaults(cls: type[RiskParams]) -> tuple[tuple[str, Any], ...]:
-    """``cls``'s fields as ``(name, default)`` pairs, in declaration order (for ``trusted``).
-
-    Read once per class (kept in ``_TRUSTED_DEFAULTS``).
-    """
-    out = _TRUSTED_DEFAULTS.get(cls)
-    if out is None:
-        out = _TRUSTED_DEFAULTS[cls] = tuple((f.name, f.default) for f in fields(cls))
-    return out
+#: :class:`RiskParams`' fields as ``(name, default)`` pairs in declaration order, read once for
+#: :meth:`RiskParams.trusted`.
+_TRUSTED_FIELDS: tuple[tuple[str, Any], ...] = tuple(
+    (f.name, f.default) for f in fields(RiskParams)
+)
 
 
 def check_waterfall(stages: tuple[str, ...], fallback: str, liquidation_mode: str) -> None:
