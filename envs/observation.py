@@ -78,8 +78,13 @@ def _select(a, lo, hi, k):  # type: ignore[no-untyped-def]
             return
 
 
-#: Buckets of the histogram that brackets each order statistic (:func:`_quantiles`).
+#: Most buckets of the histogram that brackets each order statistic (:func:`_quantiles`).
 N_BUCKETS = 1024
+#: Fewest buckets, for the smallest books (a walk over 16 counts costs next to nothing).
+MIN_BUCKETS = 16
+#: The leverage quantiles of :data:`BOOK_STATS` (``leverage_p50``, ``_p90``, ``_p99``).
+LEVERAGE_QS = np.array([0.5, 0.9, 0.99])
+_SHOCKS = np.array(SHOCKS_FRAC)
 #: The low 63 bits of an int64 (see :func:`_order_key`).
 _LOW_BITS = 0x7FFF_FFFF_FFFF_FFFF
 
@@ -95,8 +100,23 @@ def _order_key(bits):  # type: ignore[no-untyped-def]
     return (bits ^ (sign & _LOW_BITS)) - sign
 
 
+@jit(error_model="numpy", inline="always")
+def n_buckets(n):  # type: ignore[no-untyped-def]
+    """Buckets for ``n`` values: the power of two at least ``n``, within [16, 1,024].
+
+    About one value a bucket: fewer would put more values in each bracket's selection, more
+    would lengthen the walk over the counts. Zeroing and walking 1,024 buckets for a book of
+    16 accounts was most of its statistics' cost (docs/benchmarks.md). The order statistics
+    are exact for any number of buckets.
+    """
+    nb = MIN_BUCKETS
+    while nb < n and nb < N_BUCKETS:
+        nb *= 2
+    return nb
+
+
 @jit(error_model="numpy")
-def _quantiles(values, n, qs, out, col, bins, counts, scratch):  # type: ignore[no-untyped-def]
+def _quantiles(values, bits, n, qs, out, col, bins, counts, tag, ranks, scratch):  # type: ignore[no-untyped-def]
     """Linear-interpolation quantiles ``qs`` (ascending) of ``values[:n]`` into ``out[col:]``.
 
     numpy's default method, on the exact order statistics. Quickselect over all the values
@@ -107,20 +127,28 @@ def _quantiles(values, n, qs, out, col, bins, counts, scratch):  # type: ignore[
     count, which kept both loops scalar).
 
     The buckets split the range of :func:`_order_key` (the values' bit patterns, in value
-    order) into :data:`N_BUCKETS` equal widths, nearly equal in log-value: a heavy tail of
+    order) into :func:`n_buckets` equal widths, nearly equal in log-value: a heavy tail of
     leverage widens the range without emptying the buckets where the quantiles lie. A value
     smaller than another is in the same bucket or an earlier one, so counting the buckets
     locates every rank exactly.
 
     Args:
         values: Contiguous float64 array; ``values[:n]`` are read (not modified), none NaN.
+        bits: ``values.view(np.int64)``, made once by the caller.
         n: How many values.
         qs: Quantiles in [0, 1], ascending.
         out: Row written at ``out[col + s]`` for each quantile (0 when ``n`` is 0).
         col: First column written.
         bins: Int64 scratch of at least ``n`` entries (each value's bucket).
         counts: Int64 scratch of :data:`N_BUCKETS` entries.
-        scratch: ``(len(qs), >= n)`` float64 scratch (each quantile's bracket).
+        tag: Uint8 scratch of :data:`N_BUCKETS` entries.
+        ranks: Int64 scratch of ``2 len(qs)`` entries.
+        scratch: Float64 scratch of ``len(qs)`` times at least ``n`` entries, one run per
+            quantile (each quantile's bracket).
+
+    The caller owns the scratch (allocated once, not per call), and nothing here takes a
+    view of an array (a view costs two atomic reference-count operations). Both were small
+    beside the 1,024 buckets every call walked before :func:`n_buckets` (docs/benchmarks.md).
     """
     n_q = qs.shape[0]
     if n == 0:
@@ -131,7 +159,6 @@ def _quantiles(values, n, qs, out, col, bins, counts, scratch):  # type: ignore[
     # integers (so they vectorise), the scatter alone serial. The ends are taken over the
     # keys, not the floats: the keys order like the values, so their extremes are the
     # values' extremes' keys (-0.0 and +0.0 share a key, as they share the order).
-    bits = values[:n].view(np.int64)
     key_min = key_max = _order_key(bits[0])
     for i in range(1, n):
         key = _order_key(bits[i])
@@ -139,19 +166,21 @@ def _quantiles(values, n, qs, out, col, bins, counts, scratch):  # type: ignore[
         key_max = max(key_max, key)
     base = np.uint64(key_min)
     span = np.uint64(key_max) - base  # unsigned: wraps to the true width
+    nb = n_buckets(n)
     shift = np.uint64(0)
-    while (span >> shift) >= np.uint64(N_BUCKETS):
+    while (span >> shift) >= np.uint64(nb):
         shift += np.uint64(1)
     for i in range(n):
-        bins[i] = min(np.int64((np.uint64(_order_key(bits[i])) - base) >> shift), N_BUCKETS - 1)
-    counts[:] = 0
+        bins[i] = min(np.int64((np.uint64(_order_key(bits[i])) - base) >> shift), nb - 1)
+    for b in range(nb):
+        counts[b] = 0
+        tag[b] = 0
     for i in range(n):
         counts[bins[i]] += 1
     # Quantile s needs ranks lo and lo + 1 (the next order statistic): the buckets from the
     # one holding lo to the one holding lo + 1 (empty in between) are its bracket, tagged
     # with bit s. Ranks ascend with s, so one walk over the counts finds them all.
-    tag = np.zeros(N_BUCKETS, dtype=np.uint8)
-    below = np.empty(n_q, dtype=np.int64)  # values in buckets before quantile s's bracket
+    # ranks[s]: values in buckets before quantile s's bracket; ranks[n_q + s]: its fill.
     b = 0
     before = 0
     for s in range(n_q):
@@ -159,7 +188,7 @@ def _quantiles(values, n, qs, out, col, bins, counts, scratch):  # type: ignore[
         while before + counts[b] <= lo:
             before += counts[b]
             b += 1
-        below[s] = before
+        ranks[s] = before
         hi = min(lo + 1, n - 1)
         b_hi = b
         upto = before + counts[b]  # values in buckets up to b_hi
@@ -168,33 +197,35 @@ def _quantiles(values, n, qs, out, col, bins, counts, scratch):  # type: ignore[
             upto += counts[b_hi]
         for k in range(b, b_hi + 1):
             tag[k] |= np.uint8(1 << s)
-    filled = np.zeros(n_q, dtype=np.int64)
+    width = scratch.shape[0] // n_q  # quantile s's bracket: scratch[s * width:]
+    for s in range(n_q):
+        ranks[n_q + s] = s * width
     for i in range(n):
         t = tag[bins[i]]
         if t != 0:  # rarely: a few values per bracket
             for s in range(n_q):
                 if t & (1 << s):
-                    scratch[s, filled[s]] = values[i]
-                    filled[s] += 1
+                    scratch[ranks[n_q + s]] = values[i]
+                    ranks[n_q + s] += 1
     for s in range(n_q):
         pos = qs[s] * (n - 1)
         lo = int(np.floor(pos))
-        k = lo - below[s]
-        m = filled[s]
-        row = scratch[s]
-        _select(row, 0, m, k)
-        a = row[k]
+        start = s * width
+        k = start + lo - ranks[s]
+        end = ranks[n_q + s]
+        _select(scratch, start, end, k)
+        a = scratch[k]
         nxt = a
         if lo + 1 < n:  # the next order statistic: the smallest value right of rank lo
-            nxt = row[k + 1]
-            for j in range(k + 2, m):
-                if row[j] < nxt:
-                    nxt = row[j]
+            nxt = scratch[k + 1]
+            for j in range(k + 2, end):
+                if scratch[j] < nxt:
+                    nxt = scratch[j]
         out[col + s] = a + (pos - lo) * (nxt - a)
 
 
 @jit(error_model="numpy")
-def _flat_one_market(coll, size, entry, m, mmr, lev, within):  # type: ignore[no-untyped-def]
+def _flat_one_market(coll, size, entry, m, mmr, lev, within, terms, ok):  # type: ignore[no-untyped-def]
     """An exchange's book under a flat MMR and one market, on its contiguous ``(A,)`` rows.
 
     With ``req = mmr |q| x``, equity minus requirement at price ``x`` is
@@ -208,31 +239,47 @@ def _flat_one_market(coll, size, entry, m, mmr, lev, within):  # type: ignore[no
     starts at +0 and adds terms >= 0), and its leverage is written one past the list's end
     (the count moves only for an open account with positive equity), to be overwritten.
 
+    Two passes: the first computes every account's terms into ``terms`` (``(7, A)``) and
+    ``ok`` (``(A,)`` bool) with no dependence between accounts, so it vectorises, the
+    leverage's division included; the second adds them up in slot order (the same bits as
+    one pass) and lists the leverages. One fused pass ran scalar: 3.0 ns an account against
+    2.1-2.5 (docs/benchmarks.md).
+
     Returns:
         ``(gross, long_oi, short_oi, locked, n_lev)``; ``lev[:n_lev]`` and ``within`` filled.
     """
+    n_acc = size.shape[0]
+    for a in range(n_acc):  # terms[j, a], not rows of terms: a view costs two atomic operations
+        q = size[a]
+        c = coll[a]
+        e = entry[a]
+        notional = abs(q) * m
+        eq = c + q * (m - e)
+        km = (q - mmr * abs(q)) * m
+        t = c - q * e + km
+        a_km = abs(km)
+        terms[0, a] = notional
+        terms[1, a] = max(q, 0.0) * m
+        terms[2, a] = notional * mmr
+        terms[3, a] = notional * (t - a_km * 0.01 < 0.0)
+        terms[4, a] = notional * (t - a_km * 0.02 < 0.0)
+        terms[5, a] = notional * (t - a_km * 0.05 < 0.0)
+        terms[6, a] = notional / eq
+        ok[a] = (q != 0.0) & (eq > 0.0)
     gross = 0.0
     long_oi = 0.0
     locked = 0.0
     w1 = w2 = w5 = 0.0  # in registers, not ``within``: a store per account would chain them
     n_lev = 0
-    for a in range(size.shape[0]):
-        q = size[a]
-        c = coll[a]
-        e = entry[a]
-        notional = abs(q) * m
-        gross += notional
-        long_oi += max(q, 0.0) * m
-        locked += notional * mmr
-        eq = c + q * (m - e)
-        lev[n_lev] = notional / eq
-        n_lev += (q != 0.0) & (eq > 0.0)
-        km = (q - mmr * abs(q)) * m
-        t = c - q * e + km
-        a_km = abs(km)
-        w1 += notional * (t - a_km * 0.01 < 0.0)
-        w2 += notional * (t - a_km * 0.02 < 0.0)
-        w5 += notional * (t - a_km * 0.05 < 0.0)
+    for a in range(n_acc):
+        gross += terms[0, a]
+        long_oi += terms[1, a]
+        locked += terms[2, a]
+        w1 += terms[3, a]
+        w2 += terms[4, a]
+        w5 += terms[5, a]
+        lev[n_lev] = terms[6, a]
+        n_lev += ok[a]
     within[0] += w1
     within[1] += w2
     within[2] += w5
@@ -290,15 +337,36 @@ def _general(coll, size, entry, marks, mmr, floors, rates, cums, base, i, lev, w
 
 
 @jit(error_model="numpy")
-def book_stats_exchange(coll, size, entry, marks, packed, floors, rates, cums, base, out, i):  # type: ignore[no-untyped-def]
-    """Exchange ``i``'s row of ``out``, with its own scratch (so exchanges can run on threads)."""
-    n_acc, n_mk = size.shape[1], size.shape[2]
-    qs = np.array([0.5, 0.9, 0.99])
+def book_work(n_acc):  # type: ignore[no-untyped-def]
+    """Scratch for :func:`book_stats_exchange` over books of ``n_acc`` accounts, allocated once.
+
+    ``(lev, lev_bits, bins, counts, tag, ranks, brackets, within, terms, ok)``, ``lev_bits``
+    the int64 view of ``lev``: a caller that runs exchanges on threads keeps one per thread.
+    """
+    n_q = LEVERAGE_QS.shape[0]
     lev = np.empty(n_acc)
-    bins = np.empty(n_acc, dtype=np.int64)
-    counts = np.empty(N_BUCKETS, dtype=np.int64)
-    scratch = np.empty((qs.shape[0], n_acc))
-    within = np.zeros(3)
+    return (
+        lev,
+        lev.view(np.int64),
+        np.empty(n_acc, dtype=np.int64),
+        np.empty(N_BUCKETS, dtype=np.int64),
+        np.empty(N_BUCKETS, dtype=np.uint8),
+        np.empty(2 * n_q, dtype=np.int64),
+        np.empty(n_q * n_acc),
+        np.empty(3),
+        np.empty((7, n_acc)),
+        np.empty(n_acc, dtype=np.bool_),
+    )
+
+
+@jit(error_model="numpy")
+def book_stats_exchange(  # type: ignore[no-untyped-def]
+    coll, size, entry, marks, packed, floors, rates, cums, base, out, i,
+    lev, lev_bits, bins, counts, tag, ranks, brackets, within, terms, ok,
+):  # fmt: skip
+    """Exchange ``i``'s row of ``out``; the rest is :func:`book_work`'s scratch."""
+    n_acc, n_mk = size.shape[1], size.shape[2]
+    within[0] = within[1] = within[2] = 0.0
     mmr = packed[i, P_MMR]
     if floors.shape[0] == 0 and n_mk == 1:
         gross, long_oi, short_oi, locked, n_lev = _flat_one_market(
@@ -309,16 +377,17 @@ def book_stats_exchange(coll, size, entry, marks, packed, floors, rates, cums, b
             mmr,
             lev,
             within,
+            terms,
+            ok,
         )
     else:
-        shocks = np.array(SHOCKS_FRAC)
         gross, long_oi, short_oi, locked, n_lev = _general(
-            coll, size, entry, marks, mmr, floors, rates, cums, base, i, lev, within, shocks
+            coll, size, entry, marks, mmr, floors, rates, cums, base, i, lev, within, _SHOCKS
         )
     out[i, 0] = 0.5 * gross
     out[i, 1] = long_oi
     out[i, 2] = short_oi
-    _quantiles(lev, n_lev, qs, out[i], 3, bins, counts, scratch)
+    _quantiles(lev, lev_bits, n_lev, LEVERAGE_QS, out[i], 3, bins, counts, tag, ranks, brackets)
     for s in range(3):
         out[i, 6 + s] = within[s] / gross if gross > 0.0 else 0.0
     out[i, 9] = locked
@@ -326,20 +395,33 @@ def book_stats_exchange(coll, size, entry, marks, packed, floors, rates, cums, b
 
 @jit(error_model="numpy")
 def _book_stats_serial(coll, size, entry, marks, packed, floors, rates, cums, base, out):  # type: ignore[no-untyped-def]
+    lev, lev_bits, bins, counts, tag, ranks, brackets, within, terms, ok = book_work(size.shape[1])
     for i in range(size.shape[0]):
-        book_stats_exchange(coll, size, entry, marks, packed, floors, rates, cums, base, out, i)
+        book_stats_exchange(
+            coll, size, entry, marks, packed, floors, rates, cums, base, out, i,
+            lev, lev_bits, bins, counts, tag, ranks, brackets, within, terms, ok,
+        )  # fmt: skip
 
 
 @jit(error_model="numpy", parallel=True)
 def _book_stats_parallel(coll, size, entry, marks, packed, floors, rates, cums, base, out):  # type: ignore[no-untyped-def]
     for i in prange(size.shape[0]):
-        book_stats_exchange(coll, size, entry, marks, packed, floors, rates, cums, base, out, i)
+        work = book_work(size.shape[1])  # each exchange its own: they run on threads
+        lev, lev_bits, bins, counts, tag, ranks, brackets, within, terms, ok = work
+        book_stats_exchange(
+            coll, size, entry, marks, packed, floors, rates, cums, base, out, i,
+            lev, lev_bits, bins, counts, tag, ranks, brackets, within, terms, ok,
+        )  # fmt: skip
 
 
 @jit(error_model="numpy")
 def _book_stats_rows(coll, size, entry, marks, packed, floors, rates, cums, base, out, rows):  # type: ignore[no-untyped-def]
+    lev, lev_bits, bins, counts, tag, ranks, brackets, within, terms, ok = book_work(size.shape[1])
     for i in rows:
-        book_stats_exchange(coll, size, entry, marks, packed, floors, rates, cums, base, out, i)
+        book_stats_exchange(
+            coll, size, entry, marks, packed, floors, rates, cums, base, out, i,
+            lev, lev_bits, bins, counts, tag, ranks, brackets, within, terms, ok,
+        )  # fmt: skip
 
 
 def book_stats(

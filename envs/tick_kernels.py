@@ -121,7 +121,7 @@ from fundgym.envs.market.kernels import (
     advance_one,
     prices_cols,
 )
-from fundgym.envs.observation import book_stats_exchange
+from fundgym.envs.observation import book_stats_exchange, book_work
 from fundgym.envs.traders.kernels import market_response, market_stress, population_step_exchange
 
 # Rows of the simulator's per-exchange values (ExchangeSimulator.drivers). D_LAST_ORACLE and
@@ -260,6 +260,10 @@ def _advance_exchanges(  # type: ignore[no-untyped-def]
     fund_mark_price = fund[F_MARK_PRICE]
     fund_mark_vol = fund[F_MARK_VOL]
     base_0 = base[0]
+    # The book statistics' scratch (7.), allocated once per call, not once per exchange.
+    lev, lev_bits, bins, counts, tag, ranks, brackets, within, flat_terms, flat_ok = book_work(
+        n_acc
+    )
     for e in range(e_lo, e_hi):
         # The exchange's one-row views and the tuples' arrays, taken once per exchange: each
         # view made or array taken out of a tuple inside the tick loop costs two atomic
@@ -486,6 +490,7 @@ def _advance_exchanges(  # type: ignore[no-untyped-def]
             book_stats_exchange(
                 coll_r, size_r, entry_r, marks, packed_r, floors, rates, cums, base_0, book_out[r],
                 np.int64(0),  # not the literal 0: the observation's calls pass an int64
+                lev, lev_bits, bins, counts, tag, ranks, brackets, within, flat_terms, flat_ok,
             )  # fmt: skip
 
 
