@@ -418,8 +418,8 @@ def _advance_exchanges(  # type: ignore[no-untyped-def]
                 if vault_over_loss_limit_1(vault, e, oracle_px):
                     marks[0, 0] = oracle_px
                     vault_tick_end_limit(
-                        vault_r, 0, coll_r, size_r, entry_r, marks[0], stages, adl_policy, ev,
-                        no_market,
+                        vault_r, 0, coll_r, size_r, entry_r, cp_size_r, cp_cash_r, marks[0],
+                        stages, adl_policy, ev, no_market,
                     )  # fmt: skip
                 vault_unwind_one(
                     vault_r, 0, cp_size_r, cp_cash_r, oracle_px, last_px, depth,

@@ -85,6 +85,8 @@ from fundgym.envs.core.params import (
 )
 from fundgym.envs.core.vault import (
     V_ACTIVE,
+    V_LOSS_LIMITED,
+    book_unwind_loss,
     record_takeover,
     vault_deleverage,
     vault_over_loss_limit_1,
@@ -326,8 +328,9 @@ def vault_kernel(  # type: ignore[no-untyped-def]
     for i in range(vault.shape[0]):
         if vault[i, V_ACTIVE] > 0.0:
             vault_tick_end_limit(
-                vault, i, coll, size, entry, marks[i], stages, adl_policy, ev, per_market
-            )
+                vault, i, coll, size, entry, cp_size, cp_cash, marks[i], stages, adl_policy, ev,
+                per_market,
+            )  # fmt: skip
             vault_unwind_one(
                 vault, i, cp_size, cp_cash, marks[i, 0], book[i], depth[i], max_impact,
                 packed[i, P_MMR], ev,
@@ -854,6 +857,7 @@ def _venue_one(  # type: ignore[no-untyped-def]
         paid_sell = 0.0  # the flow of orders liquidators are paid for
         paid_buy = 0.0
         n_orders = 0
+        book_cannot = False  # a takeover the book could not take from the vault at once
         for k in range(n):
             close[k] = 0.0
             refused[k] = False
@@ -878,6 +882,8 @@ def _venue_one(  # type: ignore[no-untyped-def]
                 and eq < HL_BACKSTOP_FRACTION_OF_MM * req
                 and vault_takeover(vault, i, eq, q, m, mmr)
             ):
+                if vault[i, V_LOSS_LIMITED] > 0.0:  # a liquidator that deleverages
+                    book_cannot |= book_unwind_loss(q, m, book_px, depth, max_impact) > eq
                 record_takeover(ev, i, abs_q * m)  # the account's equity went with it
                 coll[i, a] = 0.0
                 size[i, a, 0] = 0.0
@@ -914,13 +920,14 @@ def _venue_one(  # type: ignore[no-untyped-def]
                 paid_buy += close[k] * book_px if paid_for[k] else 0.0
             orders[n_orders] = k
             n_orders += 1
-        if with_vault and adl_on and vault_over_loss_limit_1(vault, i, m):
-            # The vault's loss limit, after this check's takeovers (one market: no per-market
-            # record).
+        if with_vault and adl_on and (book_cannot or vault_over_loss_limit_1(vault, i, m)):
+            # A takeover the book cannot take, or the vault's loss limit, after this check's
+            # takeovers (one market: no per-market record).
             is_liq = _listed_mask(is_liq, n_acc, idx)
             vault_deleverage(
-                vault, i, coll, size, entry, np.full(1, m), is_liq, adl_policy, ev, np.zeros(1)
-            )
+                vault, i, coll, size, entry, cp_size, cp_cash, np.full(1, m), is_liq,
+                adl_policy, ev, np.zeros(1),
+            )  # fmt: skip
         if n_orders == 0:
             # Nothing to do until the path takes a listed account below its requirement: on
             # to that sub-step, or done when none is below it even at the tick's oracle.

@@ -59,6 +59,27 @@ deleveraged again whenever it is beyond the limit. The simulators set the limit 
 their ``vault_adl_loss_frac`` says otherwise; a zeroed row has none (the vault unwinds into
 the book whatever it loses, as before the rule).
 
+**Deleveraging what the book cannot take** (the venue modes' checks, one market and across
+markets). A loss-limited vault (``V_LOSS_LIMITED`` = 1) that takes over an account whose
+position the book could not take back at once for less than the margin that came with it
+(:func:`book_unwind_loss`: the whole position through the square-root book at the check's
+book price, against the oracle it was taken at) is deleveraged at the same check, after the
+check's takeovers, whatever its equity: Hyperliquid's "one last option to avoid liquidations
+that would cause a sufficiently large drawdown, at which point auto-deleveraging is
+triggered" (its auto-deleveraging page), read per takeover. On 10 Oct 2025 the largest burst
+was "11,279 liquidations then 11,279 ADLs in one millisecond" [S78]: the takeovers in a book
+that could not absorb them were deleveraged as they came. The vault keeps the margin of each
+such takeover and carries no inventory into a book that cannot take it; a takeover the book
+can take is held and unwound into it, as before. Without a limit (``vault_adl_loss_frac``
+``inf``) neither rule acts.
+
+**Whom the vault is deleveraged against** (:func:`vault_deleverage`): the accounts with an
+opposite position, ranked by the ADL rule, then what they cannot absorb against the rest of
+the venue's opposite side, the counterparty (the positions no sampled account holds: every
+long on a venue has a short on it, makers among them), at the oracle, up to its opposite
+position. Without it, a thin market's takeovers whose opposite side the sampled accounts did
+not hold stayed in the vault, to be sold into a collapsed book.
+
 **Several markets.** A state with ``M`` markets gives the vault row one inventory column per
 market: ``V_SIZE`` for market 0 (the factor market, so a one-market row is unchanged), then
 ``N_VAULT + j - 1`` for market ``j >= 1`` (:func:`inventory_column`, :func:`vault_width`). It
@@ -294,6 +315,22 @@ def _inventory_requirement(vault, i, marks_i, mmr):  # type: ignore[no-untyped-d
     return mmr * notional
 
 
+@jit(error_model="numpy", inline="always")
+def book_unwind_loss(q, m, book_px, depth, max_impact):  # type: ignore[no-untyped-def]
+    """What closing ``q`` base at once through the book would lose against the oracle ``m``.
+
+    The square-root book's average fill for the whole position (``book_px``, ``depth`` USD
+    per 1%, capped at ``max_impact``; :func:`~fundgym.envs.core.impact.book_price`), against
+    the price the vault took it over at. A takeover whose loss exceeds the margin it came
+    with is one the book cannot take from the vault: the venue modes deleverage it at the
+    check (module docstring, "Deleveraging what the book cannot take").
+    """
+    if q == 0.0:
+        return 0.0
+    s = 1.0 if q > 0.0 else -1.0
+    return q * (m - book_price(book_px, abs(q) * book_px, depth, max_impact, -s))
+
+
 @jit(error_model="numpy")
 def vault_takeover_cross(vault, i, eq, size, a, marks_i, mmr):  # type: ignore[no-untyped-def]
     """Take over cross account ``a`` (equity ``eq >= 0``, legs ``size[i, a, :]``) at ``marks_i``.
@@ -416,8 +453,9 @@ def vault_over_loss_limit_1(vault, i, m):  # type: ignore[no-untyped-def]
 
 @jit(error_model="numpy")
 def vault_deleverage(  # type: ignore[no-untyped-def]
-    vault, i, coll, size, entry, marks_i, is_liq, adl_policy, ev, market_adl_volume
-):
+    vault, i, coll, size, entry, cp_size, cp_cash, marks_i, is_liq, adl_policy, ev,
+    market_adl_volume,
+):  # fmt: skip
     """Deleverage exchange ``i``'s vault: each market's inventory against that market's winners.
 
     Hyperliquid's ADL with the vault as the losing side (module docstring, "Loss limit"): in
@@ -425,11 +463,13 @@ def vault_deleverage(  # type: ignore[no-untyped-def]
     opposite position there, ranked and sized by ``adl_policy``
     (:func:`~fundgym.envs.core.adl.close_market_counterparties`, on each account's equity over
     every market). An account is eligible unless ``is_liq`` marks it (the accounts being
-    liquidated this tick; an empty mask marks none) or its equity is below zero. What the
-    eligible positions cannot absorb stays in the inventory. The vault receives the quote,
-    the counterparties realise their PnL at the oracle: the ledger moves cash and base between
-    them, and the vault's equity at the oracle does not change. The notional goes to
-    ``EV_ADL_VOLUME``, ``EV_VAULT_ADL`` and ``market_adl_volume[j]``.
+    liquidated this tick; an empty mask marks none) or its equity is below zero. The vault
+    receives the quote, the counterparties realise their PnL at the oracle: the ledger moves
+    cash and base between them, and the vault's equity at the oracle does not change. The
+    notional goes to ``EV_ADL_VOLUME``, ``EV_VAULT_ADL`` and ``market_adl_volume[j]``. What
+    the eligible accounts cannot absorb closes against the counterparty (``cp_size``,
+    ``cp_cash``) at the oracle, up to its opposite position, and is reported the same way;
+    what is left after both stays in the inventory.
     """
     n_acc = size.shape[1]
     n_mk = size.shape[2]
@@ -465,23 +505,38 @@ def vault_deleverage(  # type: ignore[no-untyped-def]
                 n_cand += 1
                 capacity += abs(q)
         amount = min(abs(inv), capacity)
-        if not amount > 0.0:
-            continue
-        quote = amount * m
-        close_market_counterparties(
-            i, j, coll, other, size, entry, m, cand[:n_cand], amount, quote, m, s, adl_policy
-        )
-        vault[i, col] = inv - s * amount if amount < abs(inv) else 0.0
-        vault[i, V_CASH] += s * quote
-        ev[i, EV_ADL_VOLUME] += quote
-        ev[i, EV_VAULT_ADL] += quote
-        market_adl_volume[j] += quote
+        if amount > 0.0:
+            quote = amount * m
+            close_market_counterparties(
+                i, j, coll, other, size, entry, m, cand[:n_cand], amount, quote, m, s, adl_policy
+            )
+            inv = inv - s * amount if amount < abs(inv) else 0.0
+            vault[i, col] = inv
+            vault[i, V_CASH] += s * quote
+            ev[i, EV_ADL_VOLUME] += quote
+            ev[i, EV_VAULT_ADL] += quote
+            market_adl_volume[j] += quote
+        # What the accounts cannot absorb closes against the rest of the venue's opposite
+        # side, the counterparty (the positions no sampled account holds: makers among them),
+        # at the oracle, up to its opposite position: last in the queue.
+        rest = min(abs(inv), max(-s * cp_size[i, j], 0.0))
+        if rest > 0.0:
+            quote = rest * m
+            cp_size[i, j] += s * rest
+            cp_cash[i] -= s * quote
+            inv = inv - s * rest if rest < abs(inv) else 0.0
+            vault[i, col] = inv
+            vault[i, V_CASH] += s * quote
+            ev[i, EV_ADL_VOLUME] += quote
+            ev[i, EV_VAULT_ADL] += quote
+            market_adl_volume[j] += quote
 
 
 @jit(error_model="numpy")
 def vault_tick_end_limit(  # type: ignore[no-untyped-def]
-    vault, i, coll, size, entry, marks_i, stages, adl_policy, ev, market_adl_volume
-):
+    vault, i, coll, size, entry, cp_size, cp_cash, marks_i, stages, adl_policy, ev,
+    market_adl_volume,
+):  # fmt: skip
     """At a tick's end, before the unwind: the loss limit's check against every account.
 
     With ADL a stage (``stages``, the waterfall's code), a vault beyond its loss limit at the
@@ -491,5 +546,6 @@ def vault_tick_end_limit(  # type: ignore[no-untyped-def]
     if (stages & W_NO_ADL) == 0 and vault_over_loss_limit(vault, i, marks_i):
         nobody = np.zeros(0, np.bool_)
         vault_deleverage(
-            vault, i, coll, size, entry, marks_i, nobody, adl_policy, ev, market_adl_volume
-        )
+            vault, i, coll, size, entry, cp_size, cp_cash, marks_i, nobody, adl_policy, ev,
+            market_adl_volume,
+        )  # fmt: skip

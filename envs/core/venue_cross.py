@@ -111,6 +111,8 @@ from fundgym.envs.core.params import (
 )
 from fundgym.envs.core.vault import (
     V_ACTIVE,
+    V_LOSS_LIMITED,
+    book_unwind_loss,
     record_takeover,
     vault_deleverage,
     vault_over_loss_limit,
@@ -172,7 +174,7 @@ def vault_cross_kernel(  # type: ignore[no-untyped-def]
     for i in range(vault.shape[0]):
         if vault[i, V_ACTIVE] > 0.0:
             vault_tick_end_limit(
-                vault, i, coll, size, entry, marks[i], stages, adl_policy, ev,
+                vault, i, coll, size, entry, cp_size, cp_cash, marks[i], stages, adl_policy, ev,
                 market_adl_volume[i],
             )  # fmt: skip
             vault_unwind_cross(
@@ -266,6 +268,7 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
             bp[j] = path_price(book_from[j], book_end[j], step, n_steps)
         # 1. The legs of every listed account below its requirement at the sub-step's oracles.
         n_legs = 0
+        book_cannot = False  # a takeover the books could not take from the vault at once
         for k in range(n):
             a = idx[k]
             eq, req = _account_margin(
@@ -280,6 +283,13 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
                 and eq < HL_BACKSTOP_FRACTION_OF_MM * req
                 and vault_takeover_cross(vault, i, eq, size, a, sub[i], mmr)
             ):
+                # Taken over at once into every market's book, would the legs lose more than
+                # the margin that came with them? Then the vault deleverages at this check.
+                loss = 0.0
+                for j in range(n_mk):
+                    q = size[i, a, j]
+                    loss += book_unwind_loss(q, sub[i, j], bp[j], depth[j], max_impact[j])
+                book_cannot |= vault[i, V_LOSS_LIMITED] > 0.0 and loss > eq
                 notional = 0.0
                 for j in range(n_mk):
                     notional += abs(size[i, a, j]) * sub[i, j]
@@ -323,12 +333,14 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
                     sliced = True
             if sliced:
                 cool_until[k] = step + cooldown
-        if with_vault and adl_on and vault_over_loss_limit(vault, i, sub[i]):
-            # The vault's loss limit, after this check's takeovers.
+        if with_vault and adl_on and (book_cannot or vault_over_loss_limit(vault, i, sub[i])):
+            # A takeover the books cannot take, or the vault's loss limit, after this check's
+            # takeovers.
             is_liq = _listed_mask(is_liq, n_acc, idx)
             vault_deleverage(
-                vault, i, coll, size, entry, sub[i], is_liq, adl_policy, ev, market_adl_volume
-            )
+                vault, i, coll, size, entry, cp_size, cp_cash, sub[i], is_liq, adl_policy, ev,
+                market_adl_volume,
+            )  # fmt: skip
         if n_legs == 0:
             continue
         for o in range(n_legs):

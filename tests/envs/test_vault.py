@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from fundgym.envs.config import make_config
+from fundgym.envs.core.adl import ADL_HYPERLIQUID
+from fundgym.envs.core.events import EV_VAULT_ADL, N_EVENTS
 from fundgym.envs.core.impact import SqrtImpact
 from fundgym.envs.core.params import RiskParams
 from fundgym.envs.core.step import core_step
@@ -25,6 +27,7 @@ from fundgym.envs.core.vault import (
     V_SIZE,
     VAULT_UNWIND_DEPTH_FRAC,
     open_vault,
+    vault_deleverage,
     vault_loss_frac,
 )
 from fundgym.envs.schema import SchemaError
@@ -272,6 +275,81 @@ def test_a_vault_beyond_its_loss_limit_is_deleveraged_against_the_winners_at_the
     assert s.vault[0, V_CASH] == pytest.approx(9_500.0, **APPROX)
     np.testing.assert_allclose(s.size[0, :, 0], [0.0, 0.0], atol=1e-12)
     np.testing.assert_allclose(s.collateral_usd[0], [3_300.0, 3_200.0], rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("depth", "deleveraged"),
+    [(18_600.0, False), (100.0, True)],
+)
+def test_a_takeover_the_book_cannot_take_is_deleveraged_in_its_check(depth, deleveraged):
+    # The first test's takeover (1 unit at 9,300 with 300 of margin) by a loss-limited vault
+    # (limit 2% of 5,000 = 100; after the takeover its equity, 5,300, is far above 4,900).
+    # Sold at once through the book, the unit would fill at 9,300 (1 - 2/3 (1 - e^-w)) with
+    # w = 0.01 sqrt(9,300 / depth):
+    #
+    # | depth  | w         | fill        | loss against 9,300 | vs the margin 300 | then     |
+    # |--------|-----------|-------------|--------------------|-------------------|----------|
+    # | 18,600 | 0.0070711 | 9,256.3146  | 43.69              | less: the book    | held and |
+    # |        |           |             |                    | can take it       | unwound  |
+    # | 100    | 0.0964365 | 8,730.0188  | 569.98             | more: it cannot   | ADL      |
+    #
+    # The ADL finds no account short, so the unit closes at the oracle against the rest of
+    # the venue's short side, the counterparty (short 1): the vault keeps the 300 of margin.
+    s = one_long(5_000.0)
+    open_vault(s.vault, 0, 5_000.0, 0.02)
+    assert s.vault[0, V_LOSS_LIMITED] == 1.0 and s.vault[0, V_LOSS_LIMIT_USD] == 100.0
+    w = 0.01 * np.sqrt(9_300.0 / depth)
+    fill = 9_300.0 * (1.0 - 2.0 / 3.0 * (1.0 - np.exp(-w)))
+    assert 9_300.0 - fill == pytest.approx(43.69 if depth > 1_000.0 else 569.98, abs=0.01)
+    ev = step(s, params(adl_policy="hyperliquid"), 9_300, depth)
+    assert ev.vault_takeovers[0] == 1
+    if deleveraged:
+        assert ev.vault_adl_usd[0] == pytest.approx(9_300.0, **APPROX)
+        assert ev.vault_unwind_usd[0] == 0.0 and ev.liquidation_sell_usd[0] == 0.0
+        assert s.vault[0, V_SIZE] == 0.0
+        assert s.vault[0, V_CASH] == pytest.approx(5_300.0, **APPROX)
+        assert s.counterparty_size[0, 0] == 0.0  # -1 + 1
+        assert s.counterparty_cash_usd[0] == pytest.approx(10_000.0 - 9_300.0, **APPROX)
+    else:
+        assert ev.vault_adl_usd[0] == 0.0 and ev.vault_unwind_usd[0] > 0.0
+        assert s.vault[0, V_SIZE] > 0.0
+
+
+def test_the_counterparty_absorbs_what_the_accounts_cannot_up_to_its_opposite_side():
+    # The loss-limit case below, the vault long 10 at 950: the account short 6 goes first
+    # (6 units at 950) and the counterparty, short 4, takes the other 4 at 950.
+    hl = params(mmr=0.0125, imr=0.025, adl_policy="hyperliquid")
+    s = vault_long_against_shorts([(3_000.0, -6.0)], 0.02)
+    s.counterparty_size[0, 0] -= 4.0  # the vault bought its other 4 units from it
+    s.counterparty_cash_usd[0] += 4_000.0
+    s.vault[0, V_CASH] -= 4_000.0
+    s.vault[0, V_SIZE] += 4.0
+    assert_books_balance(s, np.array([1_000.0]))
+    ev = step(s, hl, 950.0, 20_000.0)
+    assert ev.vault_adl_usd[0] == pytest.approx(9_500.0, **APPROX)
+    assert s.vault[0, V_SIZE] == 0.0 and ev.vault_unwind_usd[0] == 0.0
+    assert s.size[0, 0, 0] == 0.0 and s.counterparty_size[0, 0] == 0.0
+    assert s.collateral_usd[0, 0] == pytest.approx(3_300.0, **APPROX)
+    assert s.counterparty_cash_usd[0] == pytest.approx(4_000.0 - 3_800.0, **APPROX)
+
+    # | vault | the account (short 6)      | the counterparty (short 4) | left in the vault |
+    # |-------|----------------------------|----------------------------|-------------------|
+    # | 10    | being liquidated: excluded | 4 at 950: 3,800            | 6, for the book   |
+    s = vault_long_against_shorts([(3_000.0, -6.0)], 0.02)
+    s.counterparty_size[0, 0] -= 4.0
+    s.counterparty_cash_usd[0] += 4_000.0
+    s.vault[0, V_CASH] -= 4_000.0
+    s.vault[0, V_SIZE] += 4.0
+    ev_rows = np.zeros((1, N_EVENTS))
+    vault_deleverage(
+        s.vault, 0, s.collateral_usd, s.size, s.entry_price, s.counterparty_size,
+        s.counterparty_cash_usd, np.array([950.0]), np.array([True]), ADL_HYPERLIQUID,
+        ev_rows, np.zeros(1),
+    )  # fmt: skip
+    assert s.vault[0, V_SIZE] == 6.0 and s.size[0, 0, 0] == -6.0
+    assert s.counterparty_size[0, 0] == 0.0
+    assert ev_rows[0, EV_VAULT_ADL] == pytest.approx(3_800.0, **APPROX)
+    assert_books_balance(s, np.array([950.0]))
 
 
 def test_without_a_loss_limit_the_vault_keeps_its_inventory_and_unwinds_into_the_book():

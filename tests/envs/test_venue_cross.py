@@ -136,12 +136,15 @@ def test_a_vault_beyond_its_loss_limit_is_deleveraged_in_the_check_of_its_takeov
     # | L: equity 20 < 2/3 | -1,000 + 20 | -980 + 9,500 + 1,000 = 9,520 | takeover of L's leg   |
     # | of 5% x 1,000 = 33 | = -980      |                              |                       |
     # | 9,520 < 9,800      | 8,520       | 9,520 (unchanged at oracles) | ADL: 10 units of      |
-    # |                    |             |                              | market 0 against W at |
-    # |                    |             |                              | 950; market 1 has no  |
-    # |                    |             |                              | account short: kept   |
+    # |                    | + 1,000     |                              | market 0 against W at |
+    # |                    | = 9,520     |                              | 950; market 1 has no  |
+    # |                    |             |                              | account short: its 10 |
+    # |                    |             |                              | units close against   |
+    # |                    |             |                              | the counterparty      |
+    # |                    |             |                              | (short 10) at 100     |
     #
-    # W realises 10 x 50 = 500 (collateral 3,500, flat). The market-1 units stay in inventory
-    # and unwind into the deep book at the tick's end.
+    # W realises 10 x 50 = 500 (collateral 3,500, flat). The deep book could take L's leg for
+    # less than its margin (20), so only the loss limit deleverages here.
     state = SimState.create(
         [[3_000.0, 20.0]], [[[-10.0, 0.0], [0.0, 10.0]]], [[[1_000.0, 100.0]] * 2], 0.0
     )
@@ -154,12 +157,15 @@ def test_a_vault_beyond_its_loss_limit_is_deleveraged_in_the_check_of_its_takeov
     marks = np.array([[950.0, 100.0]])
     ev = core_step(state, HL, marks, DEEP, book_price=marks, tick_minutes=1.0)
     assert ev.vault_takeovers[0] == 1
-    assert ev.vault_adl_usd[0] == pytest.approx(9_500.0, rel=1e-12)
-    np.testing.assert_allclose(ev.market_adl_volume_usd[0], [9_500.0, 0.0], rtol=1e-12)
+    assert ev.vault_adl_usd[0] == pytest.approx(10_500.0, rel=1e-12)
+    np.testing.assert_allclose(ev.market_adl_volume_usd[0], [9_500.0, 1_000.0], rtol=1e-12)
     assert state.vault[0, V_SIZE] == 0.0
     np.testing.assert_allclose(state.size[0], [[0.0, 0.0], [0.0, 0.0]], atol=1e-12)
     assert state.collateral_usd[0, 0] == pytest.approx(3_500.0, rel=1e-12)
-    assert state.vault[0, inventory_column(1)] == pytest.approx(0.0, abs=1e-12)  # unwound
+    assert state.vault[0, inventory_column(1)] == 0.0  # deleveraged, not unwound
+    assert state.vault[0, V_CASH] == pytest.approx(9_520.0, rel=1e-12)
+    np.testing.assert_allclose(state.counterparty_size[0], [0.0, 0.0], atol=1e-12)
+    assert ev.vault_unwind_usd[0] == 0.0
     assert abs(ledger_error(state, marks)[0]) <= 1e-9 * 20_000.0
 
 
