@@ -13,6 +13,7 @@ PRINTS = {
     "first": ["fund after the first 10-minute decision: $", "45010.0", "'oct_10_2025'"],
     "static_parameters": ["MMR 5.0%; users' losses", "bps of OI"],
     "markets_env": ["ALT margin x4.0; users' loss $", "; fund pots $"],
+    "markets_oct_10": ["9 markets: liquidated $", ", deleveraged $"],
     "gymnasium_loop": ["return ", " bps of OI; fund $"],
     "gymnasium_vector": ["16 exchanges: observations (16, 32), mean reward"],
     "stable_baselines3": ["PPO acted on 4 exchanges: actions of shape (4, 9)"],
