@@ -451,6 +451,23 @@ def vault_over_loss_limit_1(vault, i, m):  # type: ignore[no-untyped-def]
     return vault_equity(vault, i, m) < _loss_floor_usd(vault, i)
 
 
+@jit(error_model="numpy", inline="always")
+def _vault_sold(vault, i, col, inv, s, amount, m, ev, market_adl_volume, j):  # type: ignore[no-untyped-def]
+    """Book ``amount`` base of the vault's inventory ``inv`` (side ``s``) deleveraged at ``m``.
+
+    Its cash takes the quote, the events and market ``j``'s ADL record the notional; returns
+    the inventory left (exactly 0 once all of it is gone).
+    """
+    quote = amount * m
+    inv = inv - s * amount if amount < abs(inv) else 0.0
+    vault[i, col] = inv
+    vault[i, V_CASH] += s * quote
+    ev[i, EV_ADL_VOLUME] += quote
+    ev[i, EV_VAULT_ADL] += quote
+    market_adl_volume[j] += quote
+    return inv
+
+
 @jit(error_model="numpy")
 def vault_deleverage(  # type: ignore[no-untyped-def]
     vault, i, coll, size, entry, cp_size, cp_cash, marks_i, is_liq, adl_policy, ev,
@@ -506,30 +523,19 @@ def vault_deleverage(  # type: ignore[no-untyped-def]
                 capacity += abs(q)
         amount = min(abs(inv), capacity)
         if amount > 0.0:
-            quote = amount * m
             close_market_counterparties(
-                i, j, coll, other, size, entry, m, cand[:n_cand], amount, quote, m, s, adl_policy
-            )
-            inv = inv - s * amount if amount < abs(inv) else 0.0
-            vault[i, col] = inv
-            vault[i, V_CASH] += s * quote
-            ev[i, EV_ADL_VOLUME] += quote
-            ev[i, EV_VAULT_ADL] += quote
-            market_adl_volume[j] += quote
+                i, j, coll, other, size, entry, m, cand[:n_cand], amount, amount * m, m, s,
+                adl_policy,
+            )  # fmt: skip
+            inv = _vault_sold(vault, i, col, inv, s, amount, m, ev, market_adl_volume, j)
         # What the accounts cannot absorb closes against the rest of the venue's opposite
         # side, the counterparty (the positions no sampled account holds: makers among them),
         # at the oracle, up to its opposite position: last in the queue.
         rest = min(abs(inv), max(-s * cp_size[i, j], 0.0))
         if rest > 0.0:
-            quote = rest * m
             cp_size[i, j] += s * rest
-            cp_cash[i] -= s * quote
-            inv = inv - s * rest if rest < abs(inv) else 0.0
-            vault[i, col] = inv
-            vault[i, V_CASH] += s * quote
-            ev[i, EV_ADL_VOLUME] += quote
-            ev[i, EV_VAULT_ADL] += quote
-            market_adl_volume[j] += quote
+            cp_cash[i] -= s * (rest * m)
+            _vault_sold(vault, i, col, inv, s, rest, m, ev, market_adl_volume, j)
 
 
 @jit(error_model="numpy")
