@@ -360,11 +360,9 @@ def book_work(n_acc):  # type: ignore[no-untyped-def]
 
 
 @jit(error_model="numpy")
-def book_stats_exchange(  # type: ignore[no-untyped-def]
-    coll, size, entry, marks, packed, floors, rates, cums, base, out, i,
-    lev, lev_bits, bins, counts, tag, ranks, brackets, within, terms, ok,
-):  # fmt: skip
-    """Exchange ``i``'s row of ``out``; the rest is :func:`book_work`'s scratch."""
+def book_stats_exchange(coll, size, entry, marks, packed, floors, rates, cums, base, out, i, work):  # type: ignore[no-untyped-def]
+    """Exchange ``i``'s row of ``out``; ``work`` is :func:`book_work`'s scratch."""
+    lev, lev_bits, bins, counts, tag, ranks, brackets, within, terms, ok = work
     n_acc, n_mk = size.shape[1], size.shape[2]
     within[0] = within[1] = within[2] = 0.0
     mmr = packed[i, P_MMR]
@@ -395,33 +393,29 @@ def book_stats_exchange(  # type: ignore[no-untyped-def]
 
 @jit(error_model="numpy")
 def _book_stats_serial(coll, size, entry, marks, packed, floors, rates, cums, base, out):  # type: ignore[no-untyped-def]
-    lev, lev_bits, bins, counts, tag, ranks, brackets, within, terms, ok = book_work(size.shape[1])
+    work = book_work(size.shape[1])
     for i in range(size.shape[0]):
         book_stats_exchange(
-            coll, size, entry, marks, packed, floors, rates, cums, base, out, i,
-            lev, lev_bits, bins, counts, tag, ranks, brackets, within, terms, ok,
-        )  # fmt: skip
+            coll, size, entry, marks, packed, floors, rates, cums, base, out, i, work
+        )
 
 
 @jit(error_model="numpy", parallel=True)
 def _book_stats_parallel(coll, size, entry, marks, packed, floors, rates, cums, base, out):  # type: ignore[no-untyped-def]
     for i in prange(size.shape[0]):
         work = book_work(size.shape[1])  # each exchange its own: they run on threads
-        lev, lev_bits, bins, counts, tag, ranks, brackets, within, terms, ok = work
         book_stats_exchange(
-            coll, size, entry, marks, packed, floors, rates, cums, base, out, i,
-            lev, lev_bits, bins, counts, tag, ranks, brackets, within, terms, ok,
-        )  # fmt: skip
+            coll, size, entry, marks, packed, floors, rates, cums, base, out, i, work
+        )
 
 
 @jit(error_model="numpy")
 def _book_stats_rows(coll, size, entry, marks, packed, floors, rates, cums, base, out, rows):  # type: ignore[no-untyped-def]
-    lev, lev_bits, bins, counts, tag, ranks, brackets, within, terms, ok = book_work(size.shape[1])
+    work = book_work(size.shape[1])
     for i in rows:
         book_stats_exchange(
-            coll, size, entry, marks, packed, floors, rates, cums, base, out, i,
-            lev, lev_bits, bins, counts, tag, ranks, brackets, within, terms, ok,
-        )  # fmt: skip
+            coll, size, entry, marks, packed, floors, rates, cums, base, out, i, work
+        )
 
 
 def book_stats(

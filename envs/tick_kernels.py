@@ -261,9 +261,7 @@ def _advance_exchanges(  # type: ignore[no-untyped-def]
     fund_mark_vol = fund[F_MARK_VOL]
     base_0 = base[0]
     # The book statistics' scratch (7.), allocated once per call, not once per exchange.
-    lev, lev_bits, bins, counts, tag, ranks, brackets, within, flat_terms, flat_ok = book_work(
-        n_acc
-    )
+    book_scratch = book_work(n_acc)
     for e in range(e_lo, e_hi):
         # The exchange's one-row views and the tuples' arrays, taken once per exchange: each
         # view made or array taken out of a tuple inside the tick loop costs two atomic
@@ -490,7 +488,7 @@ def _advance_exchanges(  # type: ignore[no-untyped-def]
             book_stats_exchange(
                 coll_r, size_r, entry_r, marks, packed_r, floors, rates, cums, base_0, book_out[r],
                 np.int64(0),  # not the literal 0: the observation's calls pass an int64
-                lev, lev_bits, bins, counts, tag, ranks, brackets, within, flat_terms, flat_ok,
+                book_scratch,
             )  # fmt: skip
 
 

@@ -285,11 +285,12 @@ def _venue_cross_one(  # type: ignore[no-untyped-def]
             ):
                 # Taken over at once into every market's book, would the legs lose more than
                 # the margin that came with them? Then the vault deleverages at this check.
-                loss = 0.0
-                for j in range(n_mk):
-                    q = size[i, a, j]
-                    loss += book_unwind_loss(q, sub[i, j], bp[j], depth[j], max_impact[j])
-                book_cannot |= vault[i, V_LOSS_LIMITED] > 0.0 and loss > eq
+                if vault[i, V_LOSS_LIMITED] > 0.0:  # a liquidator that deleverages
+                    loss = 0.0
+                    for j in range(n_mk):
+                        q = size[i, a, j]
+                        loss += book_unwind_loss(q, sub[i, j], bp[j], depth[j], max_impact[j])
+                    book_cannot |= loss > eq
                 notional = 0.0
                 for j in range(n_mk):
                     notional += abs(size[i, a, j]) * sub[i, j]

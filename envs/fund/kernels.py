@@ -114,27 +114,27 @@ def put_unit_value(f, e, price, vol_annual):  # type: ignore[no-untyped-def]
 
 
 @jit(error_model="numpy", inline="always")
+def _buckets(f, e, price, unit):  # type: ignore[no-untyped-def]
+    """Exchange ``e``'s bucket values (:data:`BUCKETS` order), one put marked at ``unit``."""
+    return (
+        f[F_STABLE][e],
+        f[F_YIELD][e],
+        f[F_VOLATILE_UNITS][e] * price,
+        f[F_PUT_UNITS][e] * unit,
+    )
+
+
+@jit(error_model="numpy", inline="always")
 def _value_at(f, e, price, unit):  # type: ignore[no-untyped-def]
     """The buckets of exchange ``e`` summed in order, one put marked at ``unit``."""
-    return (
-        f[F_STABLE][e] + f[F_YIELD][e] + f[F_VOLATILE_UNITS][e] * price + f[F_PUT_UNITS][e] * unit
-    )
+    v0, v1, v2, v3 = _buckets(f, e, price, unit)
+    return v0 + v1 + v2 + v3
 
 
 @jit(error_model="numpy", inline="always")
 def value_usd(f, e, price, vol_annual):  # type: ignore[no-untyped-def]
     """:meth:`FundPortfolio.value_usd` of exchange ``e``: the buckets summed in order."""
     return _value_at(f, e, price, put_unit_value(f, e, price, vol_annual))
-
-
-@jit(error_model="numpy", inline="always")
-def _buckets(f, e, price, unit):  # type: ignore[no-untyped-def]
-    """Exchange ``e``'s bucket values (:data:`BUCKETS` order), one put marked at ``unit``."""
-    v0 = f[F_STABLE][e]
-    v1 = f[F_YIELD][e]
-    v2 = f[F_VOLATILE_UNITS][e] * price
-    v3 = f[F_PUT_UNITS][e] * unit
-    return v0, v1, v2, v3, unit
 
 
 @jit(error_model="numpy")
@@ -146,7 +146,7 @@ def values_and_weights(f, price, vol_annual, value_out, weights_out):  # type: i
     where the value is not positive.
     """
     for e in range(price.shape[0]):
-        v0, v1, v2, v3, _ = _buckets(f, e, price[e], put_unit_value(f, e, price[e], vol_annual[e]))
+        v0, v1, v2, v3 = _buckets(f, e, price[e], put_unit_value(f, e, price[e], vol_annual[e]))
         total = v0 + v1 + v2 + v3
         value_out[e] = total
         if total <= 0.0:
@@ -338,7 +338,7 @@ def rebalance_one(f, e, w, price, vol_annual, stressed, terms):  # type: ignore[
     slip = terms[A_SLIPPAGE]
     spread = terms[A_SPREAD]
 
-    v0, v1, v2, v3, unit = _buckets(f, e, price, unit)
+    v0, v1, v2, v3 = _buckets(f, e, price, unit)
     units = f[F_PUT_UNITS][e]
     live = units > 0.0 and f[F_PUT_MINUTES_LEFT][e] > 0.0
     committed = f[F_PUT_COST][e] if live else 0.0
