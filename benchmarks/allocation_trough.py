@@ -8,6 +8,15 @@ logits (+1, -1, -1, -1), the other levers still acting (they see the fund they g
 is the decision at which the index is lowest. A run that does not control the allocation runs
 once.
 
+The two runs part ways: the allocation's action coordinates are part of the levers' positions
+the policy observes, so its other levers act differently and the paths (liquidations, fees,
+even the index, which liquidation flow moves) differ, however little the fund moved. So each
+episode also reports what the allocation itself earned against holding stable assets on the
+same path (``allocation_pnl_at_trough_usd``: the fund's external PnL, yield, option marks and
+payoffs less every cost, which is 0 for a fund held in stable assets), and each crash's
+"same path" ratio is the mean fund at the trough over the mean of that fund less its
+allocation PnL.
+
 Usage: ``python benchmarks/allocation_trough.py RUN [RUN ...] [--episodes 4]
 [--scenarios a,b] [--out FILE.json]``. Episode ``i`` is seeded ``i``, as ``fundgym evaluate
 --seed 0`` seeds it. Prints one line per run and crash, then per run the mean over crashes of
@@ -45,20 +54,29 @@ def episode(
     seed: int,
     hold_stable: bool,
     trace: Callable[[InsuranceFundVectorEnv, dict[str, Any]], None] | None = None,
+    put_crash_rate_per_year: float | None = None,
 ) -> dict[str, float]:
     """One episode on ``scenario``: the fund at the index's trough, at the end and lowest.
 
     ``hold_stable`` forces the run's allocation coordinates (those it controls) to stable's;
     ``trace``, if given, is called with the env and the step's info after every decision
-    (``benchmarks/allocation_trace.py``).
+    (``benchmarks/allocation_trace.py``); ``put_crash_rate_per_year``, if given, replaces
+    the run's (``None``: the environment's own for the scenario, as ``fundgym evaluate`` has it).
     """
     controlled = cfg.env.controlled if hold_stable else ()
     held = {k: STABLE_LOGITS[n] for k, n in enumerate(controlled) if n in STABLE_LOGITS}
-    env = InsuranceFundVectorEnv(num_envs=1, **env_kwargs(cfg, scenario))
+    kwargs = env_kwargs(cfg, scenario)
+    if put_crash_rate_per_year is not None:
+        kwargs["put_crash_rate_per_year"] = put_crash_rate_per_year
+    env = InsuranceFundVectorEnv(num_envs=1, **kwargs)
     obs, _ = env.reset(seed=seed)
     policy.reset(1)
     fund: list[float] = []
     index: list[float] = []
+    # What the allocation earned against holding stable assets on this very path: the sum of
+    # the decisions' fund_pnl (bps of the starting open interest) in USD.
+    alloc_pnl: list[float] = []
+    oi0 = float(env.core.initial_open_interest_usd[0])
     done = False
     while not done:
         action = np.array(policy.act(obs), dtype=np.float32)
@@ -67,6 +85,8 @@ def episode(
         obs, _, terminated, truncated, info = env.step(action)
         fund.append(float(info["fund_balance_usd"][0]))
         index.append(float(info["index_price"][0]))
+        earned = float(info["reward_components"]["fund_pnl"][0]) * oi0 / 1e4
+        alloc_pnl.append((alloc_pnl[-1] if alloc_pnl else 0.0) + earned)
         if trace is not None:
             trace(env, info)
         done = bool(terminated[0] or truncated[0])
@@ -78,6 +98,7 @@ def episode(
         "fund_min_usd": min(fund),
         "trough_decision": trough,
         "index_at_trough": index[trough],
+        "allocation_pnl_at_trough_usd": alloc_pnl[trough],
     }
 
 
@@ -93,8 +114,15 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=4, help="episodes per crash (default 4)")
     ap.add_argument("--scenarios", default=",".join(CRASHES), help="default: the crash library")
     ap.add_argument("--out", type=Path, help="also write every episode's figures (JSON)")
+    ap.add_argument(
+        "--put-crash-rate",
+        type=float,
+        default=None,
+        help="crashes a year the option market prices (default: the environment's own)",
+    )
     args = ap.parse_args()
     result: dict[str, Any] = {}
+    pooled: dict[str, dict[str, list[float]]] = {}
     for run in args.runs:
         cfg = load_config(run / "config.yaml")
         policy = TrainedPolicy(run.name, run)
@@ -104,15 +132,26 @@ def main() -> None:
         for scenario in args.scenarios.split(","):
             rows = [
                 {
-                    variant: episode(policy, cfg, scenario, seed, hold)
+                    variant: episode(policy, cfg, scenario, seed, hold, None, args.put_crash_rate)
                     for variant, hold in (("as_trained", False), ("held_stable", True))
                     if allocation or not hold
                 }
                 for seed in range(args.episodes)
             ]
             per_run[scenario] = rows
+            for variant in rows[0]:
+                pooled.setdefault(scenario, {}).setdefault(variant, []).extend(
+                    r[variant]["fund_at_trough_usd"] for r in rows
+                )
+            pooled[scenario].setdefault("allocation_pnl", []).extend(
+                r["as_trained"]["allocation_pnl_at_trough_usd"] for r in rows
+            )
             trained = mean_at_trough(rows, "as_trained")
-            line = f"{run} {scenario}: mean fund at the trough, as trained ${trained:,.0f}"
+            pnl = statistics.mean(r["as_trained"]["allocation_pnl_at_trough_usd"] for r in rows)
+            line = (
+                f"{run} {scenario}: mean fund at the trough, as trained ${trained:,.0f} "
+                f"(the allocation's own PnL ${pnl:,.0f})"
+            )
             if allocation:
                 held = mean_at_trough(rows, "held_stable")
                 line += f", allocation held stable ${held:,.0f}"
@@ -126,6 +165,25 @@ def main() -> None:
                 flush=True,
             )
         result[str(run)] = per_run
+    if len(args.runs) > 1 and all("held_stable" in v for v in pooled.values()):
+        # The issue's bar as written: each crash's mean over every run's episodes.
+        at_least = same_path = 0
+        for scenario, v in pooled.items():
+            ratio = statistics.mean(v["as_trained"]) / statistics.mean(v["held_stable"])
+            pnl = statistics.mean(v["allocation_pnl"])
+            on_path = statistics.mean(v["as_trained"]) / (statistics.mean(v["as_trained"]) - pnl)
+            at_least += ratio >= 1.0
+            same_path += pnl >= 0.0
+            print(
+                f"pooled over {len(args.runs)} runs, {scenario}: {ratio:.4f}; same path "
+                f"{on_path:.4f} (the allocation's mean PnL at the trough ${pnl:,.0f})",
+                flush=True,
+            )
+        print(
+            f"pooled: at or above stable on {at_least} of {len(pooled)} crashes; on the same "
+            f"path, {same_path} of {len(pooled)}",
+            flush=True,
+        )
     if args.out is not None:
         tmp = args.out.with_name(args.out.name + ".tmp")
         tmp.write_text(json.dumps(result, indent=1))

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from fundgym.envs.controls import BUCKETS, PARAMS, buckets_problem
 from fundgym.envs.core.params import AdlPolicy, LiquidationMode, check_waterfall
+from fundgym.envs.fund.portfolio import world_put_crash_rate_per_year
 from fundgym.envs.levers import LEVERS
 from fundgym.envs.market.sampler import MAX_TRAINING_HORIZON_MINUTES, SamplerSettings
 from fundgym.envs.rewards import RewardWeights
@@ -146,6 +147,16 @@ class EnvConfig:
     # exclude its bucket: at its start it keeps a share of the softmax, which grows as the
     # controlled logits fall (fundgym.envs.controls).
     allocation_buckets: tuple[str, ...] = BUCKETS
+    # What a put costs the fund (issue 21, "price puts with the fund's actual execution
+    # costs"): the option market prices the crash rate of the world the fund lives in.
+    # None: the world's own, put_crash_rate_per_year() below.
+    put_crash_rate_per_year: float | None = spec(
+        None,
+        ge=0.0,
+        le=36_500.0,
+        doc="crashes a year a put's quote prices (None: the sampler's crash_prob per episode "
+        "for training draws, 2 a year [estimate] for named scenarios)",
+    )
     population_minutes: float = spec(5.0, gt=0.0, le=1440.0, doc="clock of the trader flows")
     reward: RewardWeights = dataclasses.field(default_factory=RewardWeights)
 
@@ -217,6 +228,21 @@ class EnvConfig:
                 self.horizon_minutes,
                 f"at most {cap:g} with scenario 'training' (the sampler draws up to 90 days)",
             )
+
+
+def put_crash_rate_per_year(config: EnvConfig) -> float:
+    """Crashes a year the fund's option market prices: the world's own unless configured.
+
+    :func:`~fundgym.envs.fund.portfolio.world_put_crash_rate_per_year`: training draws'
+    ``sampler.crash_prob`` per episode (``horizon_minutes``, one day by default), a named
+    scenario's real market's rate (an estimate).
+    """
+    if config.put_crash_rate_per_year is not None:
+        return config.put_crash_rate_per_year
+    draws = config.scenario == "training"
+    return world_put_crash_rate_per_year(
+        config.sampler.crash_prob if draws else None, config.horizon_minutes or 1440.0
+    )
 
 
 def make_config(config: str | Path | EnvConfig | None = None, **overrides: Any) -> EnvConfig:

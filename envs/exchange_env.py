@@ -16,7 +16,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from fundgym.envs.config import EnvConfig, make_config
+from fundgym.envs.config import EnvConfig, make_config, put_crash_rate_per_year
 from fundgym.envs.controls import ALLOCATION, MARGIN_PARAMS, PARAMS, Controls
 from fundgym.envs.core.events import EV_ADL_HAIRCUT, N_EVENTS, StepEvents
 from fundgym.envs.core.params import MarginTiers, RiskParams
@@ -380,7 +380,9 @@ class FundControlCore:
                 fund_injection_frac=self.config.fund_injection_frac,
                 fund_injection_max=self.config.fund_injection_max,
                 seed=seeds,
-                allocation=AllocationParams(),
+                allocation=AllocationParams(
+                    put_crash_rate_per_year=put_crash_rate_per_year(self.config)
+                ),
                 population_minutes=self.config.population_minutes,
                 record=False,
                 threads=self.threads,
@@ -798,6 +800,12 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     ``allocation_buckets`` weighs exactly 0 (the softmax runs over the buckets held); an
     uncontrolled logit is not enough, since at its start it keeps a share of the softmax.
 
+    Puts are quoted at Black-Scholes plus a crash premium: the chance of a crash before expiry
+    at the rate the fund's option market prices, ``put_crash_rate_per_year``. By default it is
+    the world's own: the sampler's ``crash_prob`` per episode on training draws (255.5 a year
+    with the defaults: the hedge is no free lunch where a policy learns) and a real market's
+    rate on a named scenario (2 a year, an estimate; :mod:`fundgym.envs.fund.portfolio`).
+
     ## Observation Space
 
     A ``Box(-10, 10, (32,), float32)``, leading indicators first; values are clipped to
@@ -887,6 +895,7 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     | allocation_minutes     | float, None | None         | clock of allocation moves            |
     | allocation_turnover_frac | float, None | None       | share of the fund moved per move     |
     | allocation_buckets     | tuple[str]  | all four     | buckets the fund may hold            |
+    | put_crash_rate_per_year | float, None | None       | crashes a year a put's quote prices  |
     | reward                 | dict        | see rewards  | reward weights                       |
     | config                 | str         | None         | a YAML file holding the above        |
     | render_mode            | str, None   | None         | "ansi", "rgb_array" (not config) |
@@ -952,6 +961,10 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
       liquidation mode's own, ``hyperliquid``'s Liquidator deleveraged beyond a loss of 2% of
       its capital); ``info`` key ``vault_adl_usd`` (the vault's inventory deleveraged, part of
       ``adl_volume_usd``). ``hyperliquid``'s outcomes move: ``docs/liquidation.md``.
+    * v0, issue 21 (what a put costs): ``put_crash_rate_per_year`` setting (``None``: the
+      world's own). A named scenario's fund now buys puts at a real option market's price (2
+      crashes a year, an estimate) where it paid the training sampler's 255.5 a year; training
+      draws keep theirs, bit for bit. Only a fund that holds puts moves.
     """
 
     metadata: dict[str, Any] = {  # noqa: RUF012  (Gymnasium declares it so)

@@ -28,7 +28,7 @@ import numpy as np
 from fundgym.envs.controls import allocation_weights
 from fundgym.envs.core.params import AdlPolicy, LiquidationMode, RiskParams
 from fundgym.envs.core.step import margin_state
-from fundgym.envs.fund.portfolio import BUCKETS
+from fundgym.envs.fund.portfolio import BUCKETS, AllocationParams, world_put_crash_rate_per_year
 from fundgym.envs.levers import COLLATERAL_LEVERS, LEVERS, MARKET_LEVERS, SEGMENT_LEVERS, Lever
 from fundgym.envs.market.price import MINUTES_PER_YEAR
 from fundgym.envs.market.sampler import MarketsSamplerSettings, sample_markets_scenario
@@ -135,6 +135,7 @@ class MarketsControlCore:
         max_step: float = 2.0,
         dead_band: float = 0.0,
         sampler: MarketsSamplerSettings | None = None,
+        put_crash_rate_per_year: float | None = None,
     ) -> None:
         sc = scenario
         if isinstance(n_envs, bool) or not (isinstance(n_envs, int) and n_envs >= 1):
@@ -187,6 +188,17 @@ class MarketsControlCore:
                 f"sampler draws days around a scenario of several markets; {sc.name!r} lists one"
             )
         self.sampler = sampler
+        if put_crash_rate_per_year is None:  # the world's own (the one-market env's rule)
+            crash_prob = None if sampler is None else sampler.crash_prob
+            put_crash_rate_per_year = world_put_crash_rate_per_year(crash_prob, sc.horizon_minutes)
+        ok = not isinstance(put_crash_rate_per_year, bool) and isinstance(
+            put_crash_rate_per_year, int | float
+        )
+        if not (ok and 0.0 <= put_crash_rate_per_year <= 36_500.0):
+            raise ValueError(
+                "put_crash_rate_per_year must be None (the world's own) or a number in "
+                f"[0, 36500], crashes a year a put's quote prices, got {put_crash_rate_per_year!r}"
+            )
         self.ticks_per_decision = max(1, round(decision_minutes / sc.tick_minutes))
         self.decision_minutes = self.ticks_per_decision * sc.tick_minutes
         if not (np.isfinite(rebalance_threshold) and 0.0 <= rebalance_threshold <= 2.0):
@@ -208,6 +220,7 @@ class MarketsControlCore:
             vault_to_oi_frac=vault_to_oi_frac,
             vault_adl_loss_frac=vault_adl_loss_frac,
             fund_cap_period=fund_cap_period,
+            allocation=AllocationParams(put_crash_rate_per_year=float(put_crash_rate_per_year)),
         )
         # A shared fund's allocation; a segmented fund's transfer cap between its segments
         # (not under dydx_v4, which pays a fill whole from its market's fund or rejects it).

@@ -235,7 +235,11 @@ class MarketsInsuranceFundEnv(_MarketsLayouts, gym.Env[np.ndarray[Any, Any], np.
     written, on its seed; a :class:`~fundgym.envs.market.sampler.MarketsSamplerSettings`:
     each episode a new day around the scenario's markets, drawn from the episode's seed by
     :func:`~fundgym.envs.market.sampler.sample_markets_scenario`, the multi-market training
-    distribution).
+    distribution). ``put_crash_rate_per_year`` (``None``, the default: the world's own, the
+    sampler's ``crash_prob`` per episode for drawn days and a real market's rate, an estimate of
+    2 a year, for the scenario as written; :func:`~fundgym.envs.fund.portfolio.
+    world_put_crash_rate_per_year`) is the crash rate the shared fund's option market prices
+    into a put's quote.
 
     ## Version History
 
@@ -253,7 +257,9 @@ class MarketsInsuranceFundEnv(_MarketsLayouts, gym.Env[np.ndarray[Any, Any], np.
       only); ``max_step`` (default 2: as before); the batched form,
       :class:`MarketsInsuranceFundVectorEnv` (``gym.make_vec``'s ``vector_entry_point``), with
       this env's numbers unchanged, bit for bit; ``sampler`` (default ``None``: as before);
-      ``dead_band`` (default 0: as before).
+      ``dead_band`` (default 0: as before); ``put_crash_rate_per_year`` (2026-12-03: a
+      scenario as written now quotes puts at a real market's rate, 2 crashes a year, where
+      before every fund paid the training sampler's 255.5; drawn days keep theirs).
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 (Gymnasium's convention)

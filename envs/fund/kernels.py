@@ -32,7 +32,6 @@ from fundgym.envs.fund.portfolio import (
     MIN_PUT_PREMIUM_FRAC,
     MINUTES_PER_YEAR,
     PUT_CRASH_DROP_FRAC,
-    PUT_CRASH_RATE_PER_YEAR,
     PUT_VOL_FLOOR_ANNUAL,
     AllocationParams,
     FundPortfolio,
@@ -54,7 +53,8 @@ A_YIELD_GROWTH = 0  # 1 + yield_apr x tick / year: one tick's accrual factor
 A_WITHDRAW_NORMAL, A_WITHDRAW_STRESSED = 1, 2
 A_SLIPPAGE, A_SPREAD = 3, 4
 A_REBALANCE_FEE, A_PUT_MONEYNESS, A_PUT_TENOR_MINUTES = 5, 6, 7  # read by rebalance_one
-N_ALLOCATION_TERMS = 8
+A_PUT_CRASH_RATE = 8  # the option market's crashes a year (read by rebalance_one)
+N_ALLOCATION_TERMS = 9
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -83,6 +83,7 @@ def allocation_terms(params: AllocationParams, tick_minutes: float) -> FloatArra
     out[A_REBALANCE_FEE] = params.rebalance_fee_frac
     out[A_PUT_MONEYNESS] = params.put_moneyness
     out[A_PUT_TENOR_MINUTES] = params.put_tenor_days * 24.0 * 60.0  # as rebalance() has it
+    out[A_PUT_CRASH_RATE] = params.put_crash_rate_per_year
     return out
 
 
@@ -320,10 +321,10 @@ def pay_one(f, e, amount_usd, price, vol_annual, stressed, terms):  # type: igno
 
 
 @jit(error_model="numpy")
-def _crash_premium(s, k, t):  # type: ignore[no-untyped-def]
-    """:func:`~fundgym.envs.fund.portfolio.crash_premium` for one put."""
+def _crash_premium(s, k, t, rate):  # type: ignore[no-untyped-def]
+    """:func:`~fundgym.envs.fund.portfolio.crash_premium` for one put (``rate`` a year)."""
     payoff = max(k - s * (1.0 - PUT_CRASH_DROP_FRAC), 0.0)
-    return -math.expm1(-PUT_CRASH_RATE_PER_YEAR * max(t, 0.0)) * payoff
+    return -math.expm1(-rate * max(t, 0.0)) * payoff
 
 
 @jit(error_model="numpy", inline="always")
@@ -357,9 +358,10 @@ def rebalance_one(f, e, w, price, vol_annual, stressed, terms):  # type: ignore[
     new_put_mark = black_scholes_put(
         price, new_strike, tenor, max(vol_annual, PUT_VOL_FLOOR_ANNUAL)
     )
-    new_put_value = new_put_mark + _crash_premium(price, new_strike, tenor)
+    rate = terms[A_PUT_CRASH_RATE]
+    new_put_value = new_put_mark + _crash_premium(price, new_strike, tenor, rate)
     live_put_value = unit + _crash_premium(
-        price, f[F_PUT_STRIKE][e], f[F_PUT_MINUTES_LEFT][e] / MINUTES_PER_YEAR
+        price, f[F_PUT_STRIKE][e], f[F_PUT_MINUTES_LEFT][e] / MINUTES_PER_YEAR, rate
     )
     top_up = live and live_put_value > MIN_PUT_PREMIUM_FRAC * price
     buy_mark = unit if top_up else new_put_mark

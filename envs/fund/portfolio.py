@@ -26,8 +26,8 @@ carries, so the controller has to trade return against the fund being there in a
 Options are bought at the simulated market's quote, :func:`put_price`: Black-Scholes with zero
 rates from the *current* volatility (the ``vol_annual`` each call carries, floored at
 ``PUT_VOL_FLOOR_ANNUAL``) plus a crash premium, the probability of at least one crash before
-expiry at the rate the simulated world produces them (``PUT_CRASH_RATE_PER_YEAR``) times the
-put's payoff after a crash of ``PUT_CRASH_DROP_FRAC``. Held puts are *marked* at the
+expiry at the rate the fund's world produces them (``AllocationParams.put_crash_rate_per_year``)
+times the put's payoff after a crash of ``PUT_CRASH_DROP_FRAC``. Held puts are *marked* at the
 Black-Scholes term alone (:func:`put_mark`), so the crash premium is expensed on purchase like
 an insurance policy's cost (booked with the other costs in ``fees_paid_usd``), and a crash pays
 through the put's intrinsic value. Why: with lognormal tails only, a 15%-out-of-the-money weekly
@@ -91,10 +91,35 @@ PUT_VOL_FLOOR_ANNUAL = 0.4
 """Lowest implied volatility the option market quotes (BTC's 1-week implied rarely trades
 below ~35-40%, even when realised volatility is lower)."""
 PUT_CRASH_RATE_PER_YEAR = 0.7 * 365.0
-"""Crashes per year the option market prices: the training sampler's rate (``crash_prob`` 0.7
-per one-day episode), so hedging is no free lunch in the world the agent trains in."""
+"""Crashes per year the option market prices by default (``AllocationParams``): the training
+sampler's default rate (``crash_prob`` 0.7 per one-day episode), so hedging is no free lunch in
+the world the agent trains in. The environment prices each world's own rate
+(:meth:`fundgym.envs.config.EnvConfig.put_crash_rate_per_year`)."""
+REAL_WORLD_CRASH_RATE_PER_YEAR = 2.0
+"""**[E]** Crashes of about ``PUT_CRASH_DROP_FRAC`` a year that a real option market prices:
+BTC fell 25-50% within days about five times in 2020-2025 (12 Mar 2020, 19 May 2021, June and
+November 2022 with LUNA in May; the reference's crashes.md), 0.8 a year, and option markets
+charge more than the realised rate for crash protection (the put skew's risk premium), put here
+at 2.5x. Only a rough anchor: no option prices are in the reference."""
 PUT_CRASH_DROP_FRAC = 0.275
 """Size of the crash the premium prices: the sampler's mean severity (uniform 5%..50%)."""
+
+
+def world_put_crash_rate_per_year(draw_crash_prob: float | None, episode_minutes: float) -> float:
+    """Crashes a year the fund's option market prices: the rate of the world the fund is in.
+
+    Training draws crash with probability ``draw_crash_prob`` per episode of
+    ``episode_minutes``, so their option market quotes that rate and a hedge is no free lunch
+    where a policy learns. A named scenario (``draw_crash_prob=None``) replays a real or
+    realistic market, whose option market priced real crashes:
+    :data:`REAL_WORLD_CRASH_RATE_PER_YEAR`. With the training defaults (0.7, one day) this is
+    :data:`PUT_CRASH_RATE_PER_YEAR` to the bit.
+    """
+    if draw_crash_prob is None:
+        return REAL_WORLD_CRASH_RATE_PER_YEAR
+    return draw_crash_prob * (MINUTES_PER_YEAR / episode_minutes)
+
+
 EXHAUSTED_FRAC = 1e-9
 """A fund counts as exhausted (:func:`inject_if_exhausted`) when what it could pay is at most
 this share of one top-up: a payment capped at the fund's liquid value leaves rounding dust,
@@ -110,6 +135,7 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "put_moneyness": (0.0, 1.0, True, False),
     "put_tenor_days": (0.0, 365.0, True, False),
     "option_spread_frac": (0.0, 0.5, False, False),
+    "put_crash_rate_per_year": (0.0, 36_500.0, False, False),
 }
 
 
@@ -132,6 +158,10 @@ class AllocationParams:
         put_tenor_days: Tenor of a newly bought put series, in days, in (0, 365].
         option_spread_frac: Fraction of the quote (:func:`put_price`) paid on every purchase,
             and of the mark lost on every sale, of puts, in [0, 0.5].
+        put_crash_rate_per_year: Crashes a year the option market prices into its quote
+            (:func:`crash_premium`), in [0, 36,500]: the rate of the world the fund lives in,
+            so a hedge is neither a free lunch nor a tax there (issue 21, "price puts with the
+            fund's actual execution costs"). Default: the training sampler's default rate.
     """
 
     yield_apr: float = 0.05
@@ -142,6 +172,7 @@ class AllocationParams:
     put_moneyness: float = 0.85
     put_tenor_days: float = 7.0
     option_spread_frac: float = 0.05
+    put_crash_rate_per_year: float = PUT_CRASH_RATE_PER_YEAR
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -224,12 +255,16 @@ def put_mark(
 
 
 def put_price(
-    spot: ArrayLike, strike: ArrayLike, tenor_years: ArrayLike, vol_annual: ArrayLike
+    spot: ArrayLike,
+    strike: ArrayLike,
+    tenor_years: ArrayLike,
+    vol_annual: ArrayLike,
+    crash_rate_per_year: float = PUT_CRASH_RATE_PER_YEAR,
 ) -> FloatArray:
     """What the simulated option market charges for one put (see the module docstring).
 
     ``BS(S, K, T, max(vol, PUT_VOL_FLOOR_ANNUAL)) + (1 - exp(-rate T)) max(K - S (1 - drop), 0)``
-    with ``rate = PUT_CRASH_RATE_PER_YEAR`` and ``drop = PUT_CRASH_DROP_FRAC``: Black-Scholes
+    with ``rate = crash_rate_per_year`` and ``drop = PUT_CRASH_DROP_FRAC``: Black-Scholes
     plus a one-jump crash premium (the first term of Merton's jump-diffusion series, with the
     probability of at least one crash in place of the expected count, so the premium stays
     below the post-crash payoff however long the tenor). Never below intrinsic; intrinsic at
@@ -240,6 +275,8 @@ def put_price(
         strike: Strike, USD; broadcastable.
         tenor_years: Time to expiry in years; broadcastable.
         vol_annual: Current annualised volatility; broadcastable.
+        crash_rate_per_year: Crashes a year the quote prices
+            (:attr:`AllocationParams.put_crash_rate_per_year`).
 
     Returns:
         USD per put, the broadcast shape of the inputs.
@@ -251,20 +288,28 @@ def put_price(
         np.asarray(vol_annual, dtype=np.float64),
     )
     t_live = np.maximum(t, 0.0)
-    quote = put_mark(s, k, t_live, v) + crash_premium(s, k, t_live)
+    quote = put_mark(s, k, t_live, v) + crash_premium(s, k, t_live, crash_rate_per_year)
     out: FloatArray = np.where(t > 0, quote, np.maximum(k - s, 0.0))
     return out
 
 
-def crash_premium(spot: ArrayLike, strike: ArrayLike, tenor_years: ArrayLike) -> FloatArray:
-    """The quote's crash term: P(at least one crash before expiry) x the payoff after it."""
+def crash_premium(
+    spot: ArrayLike,
+    strike: ArrayLike,
+    tenor_years: ArrayLike,
+    crash_rate_per_year: float = PUT_CRASH_RATE_PER_YEAR,
+) -> FloatArray:
+    """The quote's crash term: P(at least one crash before expiry) x the payoff after it.
+
+    The probability is ``1 - exp(-crash_rate_per_year T)``: the rate the option market prices.
+    """
     t = np.maximum(np.asarray(tenor_years, dtype=np.float64), 0.0)
     payoff = np.maximum(
         np.asarray(strike, dtype=np.float64)
         - np.asarray(spot, dtype=np.float64) * (1.0 - PUT_CRASH_DROP_FRAC),
         0.0,
     )
-    out: FloatArray = -libm.expm1(-PUT_CRASH_RATE_PER_YEAR * t) * payoff
+    out: FloatArray = -libm.expm1(-crash_rate_per_year * t) * payoff
     return out
 
 
@@ -696,12 +741,15 @@ def rebalance(
     new_minutes = np.full(p.shape, params.put_tenor_days * 24.0 * 60.0)
     # The quote (put_price for a live tenor), with its Black-Scholes term computed once.
     new_put_mark = put_mark(p, new_strike, new_minutes / MINUTES_PER_YEAR, v)
-    new_put_value = new_put_mark + crash_premium(p, new_strike, new_minutes / MINUTES_PER_YEAR)
+    rate = params.put_crash_rate_per_year
+    new_put_value = new_put_mark + crash_premium(
+        p, new_strike, new_minutes / MINUTES_PER_YEAR, rate
+    )
     # More puts go into the live series at its own quote (same strike and expiry), unless it
     # is quoted below MIN_PUT_PREMIUM_FRAC of spot (far out of the money after a rally): then
     # it is sold and a fresh series bought, the "roll".
     live_put_value = put_unit_value + crash_premium(
-        p, pf.put_strike, pf.put_minutes_left / MINUTES_PER_YEAR
+        p, pf.put_strike, pf.put_minutes_left / MINUTES_PER_YEAR, rate
     )
     top_up = live & (live_put_value > MIN_PUT_PREMIUM_FRAC * p)
     buy_mark = np.where(top_up, put_unit_value, new_put_mark)

@@ -198,3 +198,48 @@ def test_a_valid_config_keeps_the_values_it_was_given():
     cfg = make_config(fixed={"mmr": 0.004, "liquidation_fee_rate": 0.003})
     assert (cfg.fixed.mmr, cfg.fixed.liquidation_fee_rate) == (0.004, 0.003)
     assert EnvConfig(fixed=cfg.fixed).fixed == cfg.fixed
+
+
+# ==== The option market's crash rate (issue 21: puts priced at the fund's actual costs) ====
+
+# fmt: off
+CRASH_RATES = [
+    # overrides,                                                   crashes a year priced
+    ({},                                                           2.0),       # named: real [E]
+    ({"scenario": "training"},                                     0.7 * 365.0),
+    ({"scenario": "training", "sampler": {"crash_prob": 0.35}},    0.35 * 365.0),
+    ({"scenario": "training", "horizon_minutes": 2880.0},          0.7 * 182.5),
+    ({"scenario": "training", "put_crash_rate_per_year": 12.0},    12.0),
+    ({"put_crash_rate_per_year": 0.0},                             0.0),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("overrides", "rate"), CRASH_RATES)
+def test_puts_are_quoted_at_the_crash_rate_of_the_fund_s_world(overrides, rate):
+    from fundgym.envs.config import put_crash_rate_per_year
+
+    kwargs = {"scenario": "black_thursday_2020", **overrides}
+    assert put_crash_rate_per_year(make_config(**kwargs)) == rate
+
+
+def test_the_training_draws_keep_the_quote_s_former_constant_to_the_bit():
+    from fundgym.envs.config import put_crash_rate_per_year
+    from fundgym.envs.fund.portfolio import PUT_CRASH_RATE_PER_YEAR
+
+    assert put_crash_rate_per_year(make_config(scenario="training")) == PUT_CRASH_RATE_PER_YEAR
+
+
+@pytest.mark.parametrize("value", [-1.0, 40_000.0, True, "2/yr"])
+def test_a_bad_put_crash_rate_names_the_field(value):
+    with pytest.raises(SchemaError, match=r"put_crash_rate_per_year"):
+        make_config(put_crash_rate_per_year=value)
+
+
+def test_the_environment_s_fund_prices_its_world_s_rate():
+    from fundgym.envs.exchange_env import InsuranceFundVectorEnv
+
+    for scenario, rate in (("black_thursday_2020", 2.0), ("training", 0.7 * 365.0)):
+        env = InsuranceFundVectorEnv(num_envs=1, scenario=scenario, n_accounts=16)
+        env.reset(seed=0)
+        assert env.core.sim.allocation.put_crash_rate_per_year == rate

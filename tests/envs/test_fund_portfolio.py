@@ -14,6 +14,7 @@ from fundgym.envs.fund.portfolio import (
     FundPortfolio,
     accrue,
     black_scholes_put,
+    crash_premium,
     inject_if_exhausted,
     pay,
     put_price,
@@ -74,6 +75,41 @@ def test_put_price_crash_premium_makes_the_weekly_hedge_cost_what_a_crash_pays()
     quote = float(put_price(100.0, 85.0, WEEK_YEARS, 0.5))
     assert 12.0 < quote < 13.5
     assert float(black_scholes_put(100.0, 85.0, WEEK_YEARS, 0.5)) < 0.7
+
+
+# fmt: off
+CRASH_RATE_TABLE = [
+    # crashes a year, P(a crash within the week) = 1 - exp(-rate x 7/365), premium (x 12.5)
+    (255.5,  1 - math.exp(-4.9),          (1 - math.exp(-4.9)) * 12.5),           # 12.4070
+    (2.0,    1 - math.exp(-14 / 365),     (1 - math.exp(-14 / 365)) * 12.5),      # 0.470447
+    (0.0,    0.0,                         0.0),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("rate", "p_crash", "premium"), CRASH_RATE_TABLE)
+def test_put_quote_prices_the_configured_crash_rate(rate, p_crash, premium):
+    # A 15%-OTM weekly put on 100: the crash term is P(a crash) x (85 - 100 x 0.725) = 12.5;
+    # the quote adds it to Black-Scholes at 80% (0.3222841, PUT_PRICE_TABLE).
+    assert float(crash_premium(100.0, 85.0, WEEK_YEARS, rate)) == pytest.approx(premium, rel=1e-12)
+    assert premium == pytest.approx(p_crash * 12.5)
+    quote = float(put_price(100.0, 85.0, WEEK_YEARS, 0.8, rate))
+    assert quote == pytest.approx(bs_put_ref(100.0, 85.0, WEEK_YEARS, 0.8) + premium, rel=1e-12)
+
+
+def test_rebalance_buys_more_protection_where_the_market_prices_fewer_crashes():
+    # The same 10% hedge budget buys 0.470447 / 12.4070 of the puts at the training rate
+    # that it buys at a real market's 2 a year: the premium, not the mark, is what differs.
+    units = {}
+    for rate in (255.5, 2.0):
+        pf = FundPortfolio.from_stable([1_000.0])
+        params = AllocationParams(put_crash_rate_per_year=rate, rebalance_fee_bps=0.0)
+        w = np.array([[0.9, 0.0, 0.0, 0.1]])
+        rebalance(pf, w, np.full(1, 100.0), np.full(1, 0.8), np.zeros(1, bool), params)
+        units[rate] = float(pf.put_units[0])
+    mark = bs_put_ref(100.0, 85.0, WEEK_YEARS, 0.8)
+    quote = {r: mark + p * 12.5 for r, p, _ in CRASH_RATE_TABLE[:2]}
+    assert units[2.0] / units[255.5] == pytest.approx(quote[255.5] / quote[2.0], rel=1e-6)
 
 
 def portfolio(stable=0.0, yield_=0.0, volatile_units=0.0, price=100.0, vol=0.8):
@@ -564,6 +600,9 @@ def test_every_movement_balances(initial, ops):
         ("put_moneyness", 1.2),
         ("put_tenor_days", 0.0),
         ("option_spread_frac", -1.0),
+        ("put_crash_rate_per_year", -1.0),
+        ("put_crash_rate_per_year", 40_000.0),
+        ("put_crash_rate_per_year", float("inf")),
         ("yield_apr", "5%"),
     ],
 )
@@ -599,11 +638,18 @@ def test_puts_with_negligible_premium_are_not_bought():
 
 
 @settings(max_examples=200, deadline=None)
-@given(initial=st.floats(1.0, 1e9), ops=st.lists(OPS, max_size=25))
-def test_compiled_fund_operations_equal_numpy_to_the_bit(initial, ops):
+@given(
+    initial=st.floats(1.0, 1e9),
+    ops=st.lists(OPS, max_size=25),
+    rate=st.sampled_from([P.put_crash_rate_per_year, 2.0, 0.0, 36_500.0]),
+)
+def test_compiled_fund_operations_equal_numpy_to_the_bit(initial, ops, rate):
     # The compiled accrue/pay/receive/rebalance/value/liquid value/weights against the numpy
-    # functions, on the same sequence of operations, per exchange.
+    # functions, on the same sequence of operations, per exchange, under option markets that
+    # price crashes at the training rate, a real market's, none and one a day x 100.
     from fundgym.envs.fund import kernels as fk
+
+    params = AllocationParams(put_crash_rate_per_year=rate)
 
     ref = with_top_ups(FundPortfolio.from_stable([initial, initial / 3]))
     comp = with_top_ups(FundPortfolio.from_stable([initial, initial / 3]))
@@ -615,8 +661,8 @@ def test_compiled_fund_operations_equal_numpy_to_the_bit(initial, ops):
         if kind == "accrue":
             price = price * op[1]
             vol = np.full(2, op[2])
-            accrue(ref, price, vol, op[3], P)
-            terms = fk.allocation_terms(P, op[3])
+            accrue(ref, price, vol, op[3], params)
+            terms = fk.allocation_terms(params, op[3])
             for e in range(2):
                 fk.accrue_one(arrays, e, price[e], vol[e], op[3], terms)
         elif kind == "rebalance":
@@ -624,27 +670,34 @@ def test_compiled_fund_operations_equal_numpy_to_the_bit(initial, ops):
             price = price * op[2]
             vol = np.full(2, op[3])
             w = np.ascontiguousarray(np.broadcast_to(raw / raw.sum(), (2, 4)))
-            want = rebalance(ref, w, price, vol, np.full(2, op[4]), P)
+            want = rebalance(ref, w, price, vol, np.full(2, op[4]), params)
             cost = np.full(2, np.nan)
             mask = np.array([True, True])
             fk.rebalance_kernel(
-                arrays, w, mask, price, vol, np.full(2, op[4]), fk.allocation_terms(P, 1.0), cost
+                arrays,
+                w,
+                mask,
+                price,
+                vol,
+                np.full(2, op[4]),
+                fk.allocation_terms(params, 1.0),
+                cost,
             )
             np.testing.assert_array_equal(cost, want)
         elif kind == "pay":
             price = price * op[2]
             vol = np.full(2, op[3])
-            terms = fk.allocation_terms(P, 1.0)
-            want_liquid = ref.liquid_usd(price, vol, np.full(2, op[4]), P)
+            terms = fk.allocation_terms(params, 1.0)
+            want_liquid = ref.liquid_usd(price, vol, np.full(2, op[4]), params)
             amount = op[1] * ref.value_usd(price, vol)
-            want = pay(ref, amount, price, vol, np.full(2, op[4]), P)
+            want = pay(ref, amount, price, vol, np.full(2, op[4]), params)
             for e in range(2):
                 liquid = fk.liquid_usd(arrays, e, price[e], vol[e], op[4], terms)
                 assert liquid == want_liquid[e]
                 assert fk.pay_one(arrays, e, amount[e], price[e], vol[e], op[4], terms) == want[e]
         elif kind == "inject":
-            want = inject_if_exhausted(ref, np.full(2, op[1]), np.full(2, op[2]), P)
-            terms = fk.allocation_terms(P, 1.0)
+            want = inject_if_exhausted(ref, np.full(2, op[1]), np.full(2, op[2]), params)
+            terms = fk.allocation_terms(params, 1.0)
             for e in range(2):
                 assert fk.inject_if_exhausted_one(arrays, e, op[1], op[2], terms) == want[e]
         else:
