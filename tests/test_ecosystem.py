@@ -68,8 +68,8 @@ def test_rl_zoo3_trains_by_id_with_the_readme_line(tmp_path):
     model = PPO.load(run / "fundgym-InsuranceFund-v0.zip", device="cpu")
     obs, _ = fundgym.make(**{**ZOO["env_kwargs"], "n_accounts": 64}).reset(seed=0)
     action, _ = model.predict(obs, deterministic=True)
-    # the file's env_kwargs reached the environment: five levers, not the default nine
-    assert action.shape == (len(ZOO["env_kwargs"]["controlled"]),) == (5,)
+    # the file's env_kwargs reached the environment: eight levers, not the env's default nine
+    assert action.shape == (len(ZOO["env_kwargs"]["controlled"]),) == (8,)
 
 
 def test_fundgym_make_is_gymnasium_make_by_id():

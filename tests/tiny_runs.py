@@ -17,6 +17,15 @@ TINY_TRAIN = [
     "checkpoint.freq=128",
 ]
 
-# Every lever controlled (the default config leaves the fund's allocation out), for tests of
-# what the allocation adds: softmax weights, allocation columns.
-ALL_NINE = "env.controlled=[" + ", ".join(PARAMS) + "]"
+# Every lever controlled, the volatile bucket included, on plain actions (the default's
+# allocation settings reset: no centred levers, every decision, no turnover budget, no extra
+# weight on the fund's PnL), for tests of what the allocation adds: softmax weights, allocation
+# columns.
+ALL_NINE = [
+    "env.controlled=[" + ", ".join(PARAMS) + "]",
+    "env.allocation_buckets=[stable, yield, volatile, hedge]",
+    "centred_levers=[]",
+    "env.allocation_minutes=null",
+    "env.allocation_turnover_frac=null",
+    "env.reward.fund_pnl=0",
+]

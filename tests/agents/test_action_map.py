@@ -49,12 +49,12 @@ def test_moves_from_the_start_by_hand():
 def test_nothing_centred_is_the_same_object():
     action = np.array([[0.25, -0.5]], dtype=np.float32)
     assert ActionMap()(action) is action
-    cfg = load_config(PPO)
+    cfg = load_config(ROOT / "configs" / "train" / "sac.yaml")  # base.yaml centres nothing
     assert cfg.centred_levers == [] and action_map(cfg.env, cfg.centred_levers) == ActionMap()
 
 
 def test_the_map_of_a_config_starts_at_the_levers_start():
-    cfg = load_config(PPO, [ALL_NINE, "centred_levers=[alloc_stable, mmr]", "env.fixed.mmr=0.05"])
+    cfg = load_config(PPO, [*ALL_NINE, "centred_levers=[alloc_stable, mmr]", "env.fixed.mmr=0.05"])
     amap = action_map(cfg.env, cfg.centred_levers)
     start = start_positions({"mmr": 0.05})
     assert start["mmr"] == PARAMS["mmr"].to_position(0.05) and start["alloc_stable"] == 1.0
@@ -68,10 +68,10 @@ def test_the_map_of_a_config_starts_at_the_levers_start():
 
 @pytest.mark.parametrize(
     "value",
-    ["[alloc_stable]", "[mmr, mmr]", "[margin]"],
+    ["[alloc_volatile]", "[mmr, mmr]", "[margin]"],
 )
 def test_a_centred_lever_must_be_a_controlled_one(value):
-    # The default config does not control the allocation; "margin" is no lever at all.
+    # The default config leaves the volatile bucket out; "margin" is no lever at all.
     with pytest.raises(ConfigError) as err:
         load_config(PPO, [f"centred_levers={value}"])
     text = str(err.value)
@@ -84,7 +84,7 @@ def test_the_training_env_hands_the_environment_the_mapped_action():
     in each bucket (the middle of the logits' range)."""
     weights = {}
     for label, extra in (("centred", [CENTRED]), ("plain", [])):
-        cfg = load_config(PPO, [ALL_NINE, *extra])
+        cfg = load_config(PPO, [*ALL_NINE, *extra])
         env = FundGymVecEnv(
             2,
             action_map=action_map(cfg.env, cfg.centred_levers),
@@ -101,7 +101,7 @@ def test_the_training_env_hands_the_environment_the_mapped_action():
 
 
 def test_a_trained_policy_acts_through_the_map(tmp_path):
-    cfg = load_config(PPO, [*TINY_TRAIN, ALL_NINE, CENTRED])
+    cfg = load_config(PPO, [*TINY_TRAIN, *ALL_NINE, CENTRED])
     train(cfg, tmp_path / "run", progress=False)
     run = tmp_path / "run"
     obs = np.random.default_rng(0).normal(size=(16, 32)).astype(np.float32)

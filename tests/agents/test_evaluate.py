@@ -389,14 +389,15 @@ def test_a_trained_policy_keeps_the_allocation_buckets_it_was_trained_to_hold(tm
     from fundgym.agents.policies import PolicySpec
 
     cfg = load_config(
-        ROOT / "configs" / "train" / "ppo_allocation.yaml",
-        # the default's clock and no turnover budget, which must match
+        ROOT / "configs" / "train" / "ppo.yaml",
+        # sac.yaml's clock and no turnover budget, which must match
         ["env.allocation_minutes=null", "env.allocation_turnover_frac=null"],
     )
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(dump_config(cfg))
-    base = ev.base_env(ROOT / "configs" / "train" / "ppo.yaml", [parse_spec("static:dydx")])
+    # sac.yaml holds the fund in stable assets, with every bucket allowed (base.yaml's env)
+    base = ev.base_env(ROOT / "configs" / "train" / "sac.yaml", [parse_spec("static:dydx")])
     assert base["allocation_buckets"] == ("stable", "yield", "volatile", "hedge")
     got = ev.job_env(base, PolicySpec("alloc", "trained", path=str(run)), "luna_2022")
     assert got["allocation_buckets"] == ("stable", "yield", "hedge")
@@ -412,13 +413,11 @@ def test_a_trained_policy_with_another_turnover_budget_is_refused_naming_it(tmp_
     from fundgym.agents.policies import PolicySpec
     from fundgym.agents.rollout import EvaluateError
 
-    cfg = load_config(
-        ROOT / "configs" / "train" / "ppo_allocation.yaml", ["env.allocation_minutes=null"]
-    )
+    cfg = load_config(ROOT / "configs" / "train" / "ppo.yaml", ["env.allocation_minutes=null"])
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(dump_config(cfg))
-    base = ev.base_env(ROOT / "configs" / "train" / "ppo.yaml", [parse_spec("static:dydx")])
+    base = ev.base_env(ROOT / "configs" / "train" / "sac.yaml", [parse_spec("static:dydx")])
     with pytest.raises(EvaluateError) as err:
         ev.job_env(base, PolicySpec("alloc", "trained", path=str(run)), "luna_2022")
     msg = str(err.value)

@@ -34,7 +34,7 @@ LAGRANGIAN = ROOT / "configs" / "train" / "ppo_lagrangian.yaml"
 
 # Tiny runs (a second or two each): 4 exchanges x 32 accounts, one-hour episodes.
 # Every lever controlled, so the four buckets' softmax inside the graph is exercised.
-SMALL = ["n_envs=4", "env.n_accounts=32", "env.horizon_minutes=60", "eval.episodes=2", ALL_NINE]
+SMALL = ["n_envs=4", "env.n_accounts=32", "env.horizon_minutes=60", "eval.episodes=2", *ALL_NINE]
 SHORT = ["total_timesteps=64", "eval.freq=64", "checkpoint.freq=1000"]
 OFF_POLICY = "hyperparameters={learning_starts: 16, buffer_size: 1000}"
 RUNS = {

@@ -405,7 +405,7 @@ def test_a_run_from_another_observation_layout_says_retrain(tmp_path):
     spec = parse_spec(str(tmp_path))
     with pytest.raises(SpecError, match=r"final/policy\.pt: the model maps observations \(3,\) "
                        r"to actions \(1,\), but this environment has \(32,\) observations and "
-                       r"\(5,\) actions; .* retrain it"):  # fmt: skip
+                       r"\(8,\) actions; .* retrain it"):  # fmt: skip
         build_policy(spec, ALL)
 
 

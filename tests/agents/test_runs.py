@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from fundgym.agents.action_map import action_map
 from fundgym.agents.cli import main
 from fundgym.agents.config import dump_config, load_config
 from fundgym.agents.export.onnx import (
@@ -143,8 +144,10 @@ def test_the_rebuilt_policy_acts_bit_for_bit_as_the_sb3_loaded_model(tmp_path, a
     venv.save(str(tmp_path / "vecnormalize.pkl"))
     obs = check_observations(cfg, 256, seed=5)  # real states and the whole ±10 box
 
-    before = _old_predict(tmp_path / "model.zip", tmp_path / "vecnormalize.pkl", algo, obs)
-    assert np.abs(before).max() > 0
+    raw = _old_predict(tmp_path / "model.zip", tmp_path / "vecnormalize.pkl", algo, obs)
+    assert np.abs(raw).max() > 0
+    # A loaded run acts through its config's action map (the default centres the allocation).
+    before = action_map(cfg.env, cfg.centred_levers)(raw)
     now = TrainedPolicy("run", run_dir).act(obs.astype(np.float64))
     assert now.dtype == np.float64 and np.array_equal(now, before)
     if algo == "ppo":  # the export's reference is the same computation

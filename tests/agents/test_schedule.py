@@ -16,7 +16,7 @@ from fundgym.envs.controls import PARAMS
 from tests.tiny_runs import ALL_NINE, TINY_TRAIN
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = [*TINY_TRAIN, "total_timesteps=128", "hyperparameters.n_epochs=1", ALL_NINE]
+TINY = [*TINY_TRAIN, "total_timesteps=128", "hyperparameters.n_epochs=1", *ALL_NINE]
 SCENARIO = "venue_flash_wick"  # 180 minutes: 18 decisions
 
 
