@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from fundgym.envs.controls import BUCKETS, PARAMS, buckets_problem
 from fundgym.envs.core.params import AdlPolicy, LiquidationMode, check_waterfall
-from fundgym.envs.fund.portfolio import world_put_crash_rate_per_year
+from fundgym.envs.fund.portfolio import MAX_PUT_CRASH_RATE_PER_YEAR, world_put_crash_rate_per_year
 from fundgym.envs.levers import LEVERS
 from fundgym.envs.market.sampler import MAX_TRAINING_HORIZON_MINUTES, SamplerSettings
 from fundgym.envs.rewards import RewardWeights
@@ -153,7 +153,7 @@ class EnvConfig:
     put_crash_rate_per_year: float | None = spec(
         None,
         ge=0.0,
-        le=36_500.0,
+        le=MAX_PUT_CRASH_RATE_PER_YEAR,
         doc="crashes a year a put's quote prices (None: the sampler's crash_prob per episode "
         "for training draws, 2 a year [estimate] for named scenarios)",
     )

@@ -191,14 +191,8 @@ class MarketsControlCore:
         if put_crash_rate_per_year is None:  # the world's own (the one-market env's rule)
             crash_prob = None if sampler is None else sampler.crash_prob
             put_crash_rate_per_year = world_put_crash_rate_per_year(crash_prob, sc.horizon_minutes)
-        ok = not isinstance(put_crash_rate_per_year, bool) and isinstance(
-            put_crash_rate_per_year, int | float
-        )
-        if not (ok and 0.0 <= put_crash_rate_per_year <= 36_500.0):
-            raise ValueError(
-                "put_crash_rate_per_year must be None (the world's own) or a number in "
-                f"[0, 36500], crashes a year a put's quote prices, got {put_crash_rate_per_year!r}"
-            )
+        # AllocationParams checks it: the message names the field, the value and the range.
+        terms = AllocationParams(put_crash_rate_per_year=put_crash_rate_per_year)
         self.ticks_per_decision = max(1, round(decision_minutes / sc.tick_minutes))
         self.decision_minutes = self.ticks_per_decision * sc.tick_minutes
         if not (np.isfinite(rebalance_threshold) and 0.0 <= rebalance_threshold <= 2.0):
@@ -220,7 +214,7 @@ class MarketsControlCore:
             vault_to_oi_frac=vault_to_oi_frac,
             vault_adl_loss_frac=vault_adl_loss_frac,
             fund_cap_period=fund_cap_period,
-            allocation=AllocationParams(put_crash_rate_per_year=float(put_crash_rate_per_year)),
+            allocation=terms,
         )
         # A shared fund's allocation; a segmented fund's transfer cap between its segments
         # (not under dydx_v4, which pays a fill whole from its market's fund or rejects it).

@@ -93,14 +93,16 @@ below ~35-40%, even when realised volatility is lower)."""
 PUT_CRASH_RATE_PER_YEAR = 0.7 * 365.0
 """Crashes per year the option market prices by default (``AllocationParams``): the training
 sampler's default rate (``crash_prob`` 0.7 per one-day episode), so hedging is no free lunch in
-the world the agent trains in. The environment prices each world's own rate
-(:meth:`fundgym.envs.config.EnvConfig.put_crash_rate_per_year`)."""
+the world the agent trains in. The environments price each world's own rate
+(:func:`world_put_crash_rate_per_year`)."""
 REAL_WORLD_CRASH_RATE_PER_YEAR = 2.0
 """**[E]** Crashes of about ``PUT_CRASH_DROP_FRAC`` a year that a real option market prices:
-BTC fell 25-50% within days about five times in 2020-2025 (12 Mar 2020, 19 May 2021, June and
-November 2022 with LUNA in May; the reference's crashes.md), 0.8 a year, and option markets
-charge more than the realised rate for crash protection (the put skew's risk premium), put here
-at 2.5x. Only a rough anchor: no option prices are in the reference."""
+BTC fell 25-50% within days about five times in 2020-2025 (12 Mar 2020, 19 May 2021, LUNA in
+May 2022 and FTX in November, in the reference's crashes.md; June 2022, [E]), 0.8 a year, and
+option markets charge more than the realised rate for crash protection (the put skew's risk
+premium), put here at 2.5x. Only a rough anchor: no option prices are in the reference."""
+MAX_PUT_CRASH_RATE_PER_YEAR = 36_500.0
+"""The most crashes a year a quote may price (100 a day): beyond, every put costs its payoff."""
 PUT_CRASH_DROP_FRAC = 0.275
 """Size of the crash the premium prices: the sampler's mean severity (uniform 5%..50%)."""
 
@@ -135,7 +137,7 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "put_moneyness": (0.0, 1.0, True, False),
     "put_tenor_days": (0.0, 365.0, True, False),
     "option_spread_frac": (0.0, 0.5, False, False),
-    "put_crash_rate_per_year": (0.0, 36_500.0, False, False),
+    "put_crash_rate_per_year": (0.0, MAX_PUT_CRASH_RATE_PER_YEAR, False, False),
 }
 
 

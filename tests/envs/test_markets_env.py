@@ -411,3 +411,23 @@ def test_an_unknown_engine_or_a_vault_without_one_is_refused() -> None:
         _env(adl_policy="random")
     with pytest.raises(ValueError, match="vault_to_oi_frac"):
         _env(vault_to_oi_frac=0.02)  # the partial engine hands nobody to a vault
+
+
+def test_the_shared_fund_s_puts_are_quoted_at_its_world_s_crash_rate():
+    # The one-market env's rule (fundgym.envs.fund.portfolio.world_put_crash_rate_per_year):
+    # the scenario as written, a real market's 2 a year; drawn days, the sampler's crash_prob
+    # per episode (alt_contagion runs one day: 0.35 x 365); a number, as given.
+    from fundgym.envs.market.sampler import MarketsSamplerSettings
+    from fundgym.envs.markets_env import MarketsInsuranceFundEnv
+
+    def rate(**kw: Any) -> float:
+        env = MarketsInsuranceFundEnv("alt_contagion", n_accounts=16, **kw)
+        return float(env.core.sim.allocation.put_crash_rate_per_year)
+
+    horizon = MarketsInsuranceFundEnv("alt_contagion", n_accounts=16).scenario.horizon_minutes
+    assert rate() == 2.0
+    drawn = rate(sampler=MarketsSamplerSettings(crash_prob=0.35))
+    assert drawn == 0.35 * (525_600.0 / horizon)
+    assert rate(put_crash_rate_per_year=12.0) == 12.0
+    with pytest.raises(ValueError, match=r"put_crash_rate_per_year must be .* got -1"):
+        rate(put_crash_rate_per_year=-1)
