@@ -619,6 +619,9 @@ class FundControlCore:
             "shortfall_usd": sums["shortfall_usd"],
             "fund_injections": sim.portfolio.injections - injections0,
             "fund_injection_usd": sim.portfolio.injected_usd - injected0,
+            # What the fund's allocation earned this decision against holding stable assets:
+            # yield, option marks and payoffs, the listed asset's moves, less every cost.
+            "fund_external_pnl_usd": totals.fund_external_pnl_usd,
             "adl_volume_usd": sums["adl_volume_usd"],
             "adl_haircut_usd": sums["adl_haircut_usd"],
             "adl_overshoot_usd": sums["adl_overshoot_usd"],
@@ -964,7 +967,10 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     * v0, issue 21 (what a put costs): ``put_crash_rate_per_year`` setting (``None``: the
       world's own). A named scenario's fund now buys puts at a real option market's price (2
       crashes a year, an estimate) where it paid the training sampler's 255.5 a year; training
-      draws keep theirs, bit for bit. Only a fund that holds puts moves.
+      draws keep theirs, bit for bit. Only a fund that holds puts moves. ``info`` key
+      ``fund_external_pnl_usd``: what the fund's allocation earned in the decision against
+      holding stable assets (yield, the listed asset's moves, option marks and payoffs, less
+      every cost of moving the fund; 0 for a fund in stable assets).
     """
 
     metadata: dict[str, Any] = {  # noqa: RUF012  (Gymnasium declares it so)

@@ -104,6 +104,8 @@ STEP_FIELDS = (
     "vault_takeovers",
     "vault_takeover_usd",
     "vault_adl_usd",
+    "index_price",
+    "fund_external_pnl_usd",
     "reward",
     "cost",
 )
@@ -154,6 +156,8 @@ EPISODE_COLUMNS: tuple[str, ...] = (
     "fund_min_usd",
     "fund_max_drawdown_frac",
     "fund_exhausted",
+    "fund_at_trough_usd",
+    "allocation_pnl_at_trough_usd",
     "liquidation_volume_usd",
     "liquidation_volume_pct_oi",
     "fee_revenue_usd",
@@ -300,6 +304,11 @@ class EpisodeRecord:
         vault_takeover_usd: Notional of the positions it took over during the step (>= 0).
         vault_adl_usd: Notional of its own inventory deleveraged during the step, beyond its
             loss limit (>= 0; part of ``adl_volume_usd``).
+        index_price: The index (the underlying's price) at the end of each step (> 0): where
+            a crash's trough is.
+        fund_external_pnl_usd: What the fund's allocation earned during the step against
+            holding stable assets: yield, option marks and payoffs, the listed asset's moves,
+            less every cost of moving the fund (signed; 0 for a fund in stable assets).
         reward: The environment's reward for the step.
         cost: The environment's cost (``info["cost"]``) for the step.
         params: Parameter name -> its value at each step in natural units (may be empty).
@@ -335,6 +344,8 @@ class EpisodeRecord:
     vault_takeovers: FloatArray
     vault_takeover_usd: FloatArray
     vault_adl_usd: FloatArray
+    index_price: FloatArray
+    fund_external_pnl_usd: FloatArray
     reward: FloatArray
     cost: FloatArray
     params: dict[str, FloatArray] = field(default_factory=dict)
@@ -404,11 +415,12 @@ class EpisodeRecord:
                     f"{name} must be >= 0 at every step, got {_describe_bad(arr, negative)}"
                 )
             np.maximum(arr, 0.0, out=arr)
-        if not (self.mark_price > 0.0).all():
-            raise ValueError(
-                "mark_price must be > 0 at every step, got "
-                f"{_describe_bad(self.mark_price, ~(self.mark_price > 0.0))}"
-            )
+        for name in ("mark_price", "index_price"):
+            arr = getattr(self, name)
+            if not (arr > 0.0).all():
+                raise ValueError(
+                    f"{name} must be > 0 at every step, got {_describe_bad(arr, ~(arr > 0.0))}"
+                )
 
         if not isinstance(self.params, Mapping):
             raise ValueError(
@@ -577,6 +589,12 @@ def episode_metrics(rec: EpisodeRecord) -> Row:
     * ``fund_min_usd``: the lowest fund level including the starting level;
       ``fund_max_drawdown_frac``: see :func:`max_drawdown_frac` (0 for a fund that never rose
       above 0: a venue without one); ``fund_exhausted``: see :func:`fund_exhausted`;
+    * ``fund_at_trough_usd``: the fund at the end of the step whose index is lowest (the
+      first such step), the crash's trough; ``allocation_pnl_at_trough_usd``: what the fund's
+      allocation had earned by then against holding stable assets (the sum of the steps'
+      ``fund_external_pnl_usd`` up to the trough; 0 for a fund in stable assets): issue 21's
+      bar, on the episode's own path (a second run with the allocation held stable parts
+      ways with this one);
     * ``adl_haircut_usd``, ``adl_overshoot_usd``: sums of the profit ADL took from its
       counterparties (signed: a close at a price better than the mark gives some back) and of
       the notional it deleveraged beyond the shortfall;
@@ -618,6 +636,7 @@ def episode_metrics(rec: EpisodeRecord) -> Row:
     vault_pnl = float(rec.vault_pnl_usd[-1])
     open_ = rec.open_interest_usd >= MIN_OPEN_INTEREST_USD
     fund_to_oi = rec.fund_balance_usd[open_] / rec.open_interest_usd[open_]
+    trough = int(np.argmin(rec.index_price))  # the first step at the lowest index
     row: Row = {
         "policy": rec.policy,
         "scenario": rec.scenario,
@@ -637,6 +656,8 @@ def episode_metrics(rec: EpisodeRecord) -> Row:
         "fund_min_usd": fund_min,
         "fund_max_drawdown_frac": max_drawdown_frac(rec.initial_fund_usd, rec.fund_balance_usd),
         "fund_exhausted": fund_exhausted(rec.initial_fund_usd, rec.fund_balance_usd, oi0),
+        "fund_at_trough_usd": float(rec.fund_balance_usd[trough]),
+        "allocation_pnl_at_trough_usd": _total(rec.fund_external_pnl_usd[: trough + 1]),
         "liquidation_volume_usd": liquidations,
         "liquidation_volume_pct_oi": 100.0 * liquidations / oi0,
         "fee_revenue_usd": _total(rec.fee_revenue_usd),

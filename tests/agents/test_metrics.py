@@ -75,6 +75,9 @@ def record_a_kwargs() -> dict[str, Any]:
         "vault_takeovers": [0.0, 1.0, 3.0, 0.0],
         "vault_takeover_usd": [0.0, 160.0, 300.0, 0.0],
         "vault_adl_usd": [0.0, 50.0, 100.0, 0.0],
+        # the index bottoms at step 2; the fund's allocation earned 1, lost 3, earned 0.5, 2
+        "index_price": [100.0, 94.0, 88.0, 91.0],
+        "fund_external_pnl_usd": [1.0, -3.0, 0.5, 2.0],
         "reward": [0.5, -1.0, -2.0, 0.25],
         "cost": [0.0, 0.0, 0.005, 0.0025],
         "params": {"max_leverage": [20.0, 20.0, 10.0, 10.0], "mmr": [0.03, 0.03, 0.04, 0.05]},
@@ -109,6 +112,8 @@ EXPECTED_A: dict[str, Any] = {
     # declines 0, 0.2, 0, 0.5, 0.25 -> 0.5 (from the later peak 120, not the start 100)
     "fund_max_drawdown_frac": 0.5,
     "fund_exhausted": False,  # 60 > 1e-6 * 1000
+    "fund_at_trough_usd": 60.0,  # the fund at step 2, where the index is lowest (88)
+    "allocation_pnl_at_trough_usd": -1.5,  # 1 - 3 + 0.5: the steps up to the trough
     "liquidation_volume_usd": 450.0,  # 100 + 300 + 50
     "liquidation_volume_pct_oi": 45.0,  # 100 * 450 / 1000
     "fee_revenue_usd": 6.5,  # 1 + 2 + 3 + 0.5
@@ -170,6 +175,9 @@ def record_b_kwargs() -> dict[str, Any]:
         "vault_takeovers": [0.0, 0.0, 0.0],
         "vault_takeover_usd": [0.0, 0.0, 0.0],
         "vault_adl_usd": [0.0, 0.0, 0.0],
+        # the lowest index twice (steps 1 and 2): the trough is the first
+        "index_price": [50.0, 40.0, 40.0],
+        "fund_external_pnl_usd": [0.0, -4.0, 10.0],
         "reward": [-1.0, -5.0, -10.0],
         "cost": [0.0, 0.005, 0.025],
         "params": {},
@@ -198,6 +206,8 @@ EXPECTED_B: dict[str, Any] = {
     "fund_min_usd": 0.0,
     "fund_max_drawdown_frac": 1.0,  # path 50, 20, 2, 0: peak 50, trough 0 -> 50 / 50
     "fund_exhausted": True,  # 0 <= 1e-6 * 2000
+    "fund_at_trough_usd": 2.0,  # step 1: the first of the two steps at the lowest index
+    "allocation_pnl_at_trough_usd": -4.0,  # 0 - 4; step 2's +10 comes after the trough
     "liquidation_volume_usd": 1000.0,
     "liquidation_volume_pct_oi": 50.0,  # 100 * 1000 / 2000
     "fee_revenue_usd": 4.0,
@@ -256,6 +266,8 @@ def record_c_kwargs() -> dict[str, Any]:
         "vault_takeovers": [2.0],
         "vault_takeover_usd": [75.0],
         "vault_adl_usd": [25.0],
+        "index_price": [100.0],
+        "fund_external_pnl_usd": [0.0],
         "reward": [0.0],
         "cost": [0.0],
         "params": {"mmr": [0.03]},
@@ -285,6 +297,8 @@ EXPECTED_C: dict[str, Any] = {
     # 0 <= 1e-6 * 500 throughout, but it never held more: no fund to exhaust (a venue whose
     # backstop is a vault)
     "fund_exhausted": False,
+    "fund_at_trough_usd": 0.0,
+    "allocation_pnl_at_trough_usd": 0.0,
     "liquidation_volume_usd": 0.0,
     "liquidation_volume_pct_oi": 0.0,
     "fee_revenue_usd": 0.5,
@@ -1076,6 +1090,8 @@ def test_episode_metrics_properties(steps: list[tuple[float, ...]], fund0: float
         vault_takeovers=zeros,
         vault_takeover_usd=zeros,
         vault_adl_usd=zeros,
+        index_price=np.ones(n),
+        fund_external_pnl_usd=zeros,
         reward=zeros,
         cost=zeros,
         positions=pos[:, None],

@@ -96,6 +96,8 @@ def make_record(
         vault_takeovers=[0.0, 2.0, 0.0, 0.0] if vault else zeros,
         vault_takeover_usd=[0.0, 6e5, 0.0, 0.0] if vault else zeros,
         vault_adl_usd=[0.0, 2e5, 0.0, 0.0] if vault else zeros,
+        index_price=[100.0, 80.0, 70.0, 75.0],
+        fund_external_pnl_usd=zeros,
         reward=[-0.1, -0.2, -0.3, -0.1],
         cost=[0.0, 0.0, 0.0, 0.0],
         params=(

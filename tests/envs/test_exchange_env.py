@@ -448,3 +448,28 @@ def test_info_reports_the_decisions_largest_tick_of_liquidations():
         if liquidating == 5:
             break
     assert liquidating == 5
+
+
+def test_the_fund_s_external_pnl_info_sums_to_what_its_allocation_earned():
+    # A fund moved into yield and puts on Black Thursday: every decision's
+    # info["fund_external_pnl_usd"] summed over the episode is the portfolio's own external
+    # PnL (yield, option marks and payoffs, less the costs of moving it), to rounding; a fund
+    # held in stable assets earns exactly 0 at every decision.
+    levers = ("alloc_stable", "alloc_yield", "alloc_hedge")
+    kw = {"scenario": "black_thursday_2020", "n_accounts": 128, "horizon_minutes": 600.0}
+    for action, moves in (((0.0, 1.0, 1.0), True), ((1.0, -1.0, -1.0), False)):
+        env = InsuranceFundEnv(controlled=levers, **kw)
+        env.reset(seed=0)
+        pf = env.core.sim.portfolio
+        start = float(pf.external_pnl_usd[0])
+        earned = []
+        done = False
+        while not done:
+            _, _, term, trunc, info = env.step(np.array(action, dtype=np.float32))
+            earned.append(info["fund_external_pnl_usd"])
+            done = term or trunc
+        total = float(pf.external_pnl_usd[0]) - start
+        assert sum(earned) == pytest.approx(total, rel=1e-12, abs=1e-9)
+        assert (total != 0.0) is moves
+        if not moves:
+            assert all(x == 0.0 for x in earned)
