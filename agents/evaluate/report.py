@@ -1035,6 +1035,15 @@ _VAULT_HEADER = (
     "notional taken over",
 )
 
+_ALLOCATION_HEADER = (
+    "policy",
+    "scenario",
+    "fund at the trough",
+    "allocation's PnL by then",
+    "against the fund held stable",
+    "at least stable",
+)
+
 _GLOSSARY: tuple[tuple[str, str], ...] = (
     (
         "horizon",
@@ -1208,6 +1217,67 @@ def _vault_blocks(
             _VAULT_HEADER,
             tuple(_vault_row(r) for r in rows),
             (False, False) + (True,) * (len(_VAULT_HEADER) - 2),
+        ),
+    ]
+
+
+def _allocation_row(row: Mapping[str, object]) -> tuple[str, ...]:
+    """Cells of one (policy, scenario) line in the allocation table (means over episodes).
+
+    "Against the fund held stable" is the fund at the trough over that fund less what its
+    allocation earned: the same path with the allocation's earnings taken out. Signed, as
+    :func:`_vault_row` prints PnL, not floored at 0.
+    """
+    fund = _number(row, "fund_at_trough_usd")
+    pnl = _number(row, "allocation_pnl_at_trough_usd")
+    stable = fund - pnl
+    return (
+        str(row.get("policy")),
+        str(row.get("scenario")),
+        _usd(fund),
+        _usd(pnl),
+        f"x{fund / stable:.4f}" if stable > 0 else "n/a",
+        "yes" if pnl >= 0.0 else "no",
+    )
+
+
+def _allocation_blocks(
+    by_scenario: Sequence[Mapping[str, object]],
+    policies: Sequence[str],
+    scenarios: Sequence[str],
+) -> list[_Block]:
+    """The allocation section: every scenario of each policy whose fund left stable assets.
+
+    Issue 21's bar (the learned allocation's fund at each crash's trough at least the
+    stable-only fund's), read on each episode's own path: a policy whose allocation earned or
+    lost anything on some scenario gets a row for every scenario; none, no section.
+    """
+    moved = {
+        str(r.get("policy"))
+        for r in by_scenario
+        if _number(r, "allocation_pnl_at_trough_usd") != 0.0
+    }
+    if not moved:
+        return []
+    order = {(p, s): (pi, si) for pi, p in enumerate(policies) for si, s in enumerate(scenarios)}
+    rows = sorted(
+        (r for r in by_scenario if str(r.get("policy")) in moved),
+        key=lambda r: order.get((str(r.get("policy")), str(r.get("scenario"))), (10**9, 10**9)),
+    )
+    return [
+        _Heading(2, "The fund's allocation at the trough"),
+        _Paragraph(
+            "Where the fund's allocation (yield, put hedges, the listed asset) left it at each "
+            "scenario's trough, the step of the lowest index: the fund then, what its "
+            "allocation had earned by then against holding stable assets on the same path "
+            "(yield, option marks and payoffs, less every cost of moving the fund), and the "
+            "fund over that fund without those earnings. Means over episodes."
+        ),
+        _Table(
+            "allocation table: every scenario of each policy whose fund left stable assets",
+            _ALLOCATION_HEADER,
+            tuple(_allocation_row(r) for r in rows),
+            (False, False) + (True,) * (len(_ALLOCATION_HEADER) - 3) + (False,),
         ),
     ]
 
@@ -1441,6 +1511,7 @@ def _build_blocks(
     )
     blocks.append(figures["bars"])
     blocks += _vault_blocks(by_scenario, policies, scenarios)
+    blocks += _allocation_blocks(by_scenario, policies, scenarios)
     blocks.append(_Heading(2, "Episode 0 of each scenario"))
     for scenario in scenarios:
         for kind in ("timeseries", "losses"):

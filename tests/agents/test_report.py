@@ -9,6 +9,7 @@ import dataclasses
 import datetime as dt
 import itertools
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ def make_record(
     params: bool = True,
     terminated: bool = False,
     vault_pnl_usd: float | None = None,
+    fund_external_pnl_usd: Sequence[float] | None = None,
 ) -> EpisodeRecord:
     """4 steps of 15 min; the loss (if any) lands in step 2, the fund empties if ``exhausted``.
 
@@ -63,7 +65,9 @@ def make_record(
     ``vault_pnl_usd`` a $2M backstop vault runs: it takes over 2 accounts ($600k) in step 1,
     carries a $600k long then a $250k short, falls to $1.8M (10% drawdown) and ends at its
     capital plus ``vault_pnl_usd``; without it, no vault runs (every vault series is 0).
-    Outside liquidators absorb $500k of the $2M liquidated in step 1.
+    Outside liquidators absorb $500k of the $2M liquidated in step 1. The index is lowest at
+    step 2 (70); ``fund_external_pnl_usd`` is what the fund's allocation earned each step
+    (default none: a fund held in stable assets).
     """
     fund = [4e6, 3e6, 0.0, 0.0] if exhausted or terminated else [4e6, 3e6, 2.5e6, 2.5e6]
     zeros = [0.0] * 4
@@ -97,7 +101,7 @@ def make_record(
         vault_takeover_usd=[0.0, 6e5, 0.0, 0.0] if vault else zeros,
         vault_adl_usd=[0.0, 2e5, 0.0, 0.0] if vault else zeros,
         index_price=[100.0, 80.0, 70.0, 75.0],
-        fund_external_pnl_usd=zeros,
+        fund_external_pnl_usd=zeros if fund_external_pnl_usd is None else fund_external_pnl_usd,
         reward=[-0.1, -0.2, -0.3, -0.1],
         cost=[0.0, 0.0, 0.0, 0.0],
         params=(
@@ -845,6 +849,37 @@ def test_the_vault_section_lists_the_policies_that_ran_one(tmp_path: Path) -> No
     assert "| v | s | $2,000,000 | -$500,000 | -25.00% |" in lost["report_md"].read_text()
     page = out["report_html"].read_text()
     assert "<h2>Backstop vault</h2>" in page and 'aria-label="backstop vault table' in page
+
+
+def test_the_allocation_section_lists_every_scenario_of_a_policy_whose_fund_moved(
+    tmp_path: Path,
+) -> None:
+    # ppo's allocation earned 0 + 50k - 10k = 40k by the trough (step 2: the index at 70) in
+    # episode 0 and -20k - 40k = -60k in episode 1: mean -$10,000, on a fund of $2.5M at the
+    # trough; held stable it would have been $2,510,000: x0.9960, below stable. On "calm" it
+    # never moved: $0, x1.0000, at stable. static:dydx holds stable assets: no row.
+    records = [
+        make_record("ppo", "oct", 0, fund_external_pnl_usd=[0.0, 5e4, -1e4, 9e4]),
+        make_record("ppo", "oct", 1, fund_external_pnl_usd=[0.0, -2e4, -4e4, 0.0]),
+        make_record("ppo", "calm", 0),
+        make_record("static:dydx", "oct", 0),
+        make_record("static:dydx", "calm", 0),
+    ]
+    out = run_report(tmp_path, records, reference=None)
+    md = out["report_md"].read_text()
+    assert "## The fund's allocation at the trough" in md
+    assert (
+        "| policy | scenario | fund at the trough | allocation's PnL by then | "
+        "against the fund held stable | at least stable |"
+    ) in md
+    assert "| ppo | oct | $2,500,000 | -$10,000 | x0.9960 | no |" in md
+    assert "| ppo | calm | $2,500,000 | $0 | x1.0000 | yes |" in md
+    section = md.split("## The fund's allocation at the trough")[1].split("\n## ")[0]
+    assert "static:dydx" not in section
+    # no policy moved its fund (the shared fixture): no section
+    (tmp_path / "still").mkdir()
+    still = run_report(tmp_path / "still", records[2:], reference=None)
+    assert "allocation at the trough" not in still["report_md"].read_text()
 
 
 def test_parameter_panel_only_when_parameters_recorded(tmp_path: Path) -> None:
