@@ -1252,10 +1252,10 @@ def _allocation_blocks(
     stable-only fund's), read on each episode's own path: a policy whose allocation earned or
     lost anything on some scenario gets a row for every scenario; none, no section.
     """
-    moved = {
+    moved = {  # NaN (a summary written before the metric existed) is not a move
         str(r.get("policy"))
         for r in by_scenario
-        if _number(r, "allocation_pnl_at_trough_usd") != 0.0
+        if abs(_number(r, "allocation_pnl_at_trough_usd")) > 0.0
     }
     if not moved:
         return []

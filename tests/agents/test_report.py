@@ -929,3 +929,14 @@ def test_rejects_empty_by_policy_and_missing_folder(tmp_path: Path) -> None:
             meta=meta,
         )
     assert not list(tmp_path.iterdir())
+
+
+def test_a_summary_without_the_trough_metrics_adds_no_allocation_section() -> None:
+    # A summary written before the metric existed reads NaN: not a move, no section.
+    from fundgym.agents.evaluate.report import _allocation_blocks
+
+    assert _allocation_blocks([{"policy": "p", "scenario": "s"}], ["p"], ["s"]) == []
+    moved = _allocation_blocks(
+        [{"policy": "p", "scenario": "s", "allocation_pnl_at_trough_usd": -1.0}], ["p"], ["s"]
+    )
+    assert len(moved) == 3  # heading, paragraph, table
