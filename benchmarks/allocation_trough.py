@@ -73,10 +73,8 @@ def episode(
     policy.reset(1)
     fund: list[float] = []
     index: list[float] = []
-    # What the allocation earned against holding stable assets on this very path: the sum of
-    # the decisions' fund_pnl (bps of the starting open interest) in USD.
+    # What the allocation earned against holding stable assets on this very path, to date.
     alloc_pnl: list[float] = []
-    oi0 = float(env.core.initial_open_interest_usd[0])
     done = False
     while not done:
         action = np.array(policy.act(obs), dtype=np.float32)
@@ -85,7 +83,7 @@ def episode(
         obs, _, terminated, truncated, info = env.step(action)
         fund.append(float(info["fund_balance_usd"][0]))
         index.append(float(info["index_price"][0]))
-        earned = float(info["reward_components"]["fund_pnl"][0]) * oi0 / 1e4
+        earned = float(info["fund_external_pnl_usd"][0])
         alloc_pnl.append((alloc_pnl[-1] if alloc_pnl else 0.0) + earned)
         if trace is not None:
             trace(env, info)
