@@ -40,7 +40,7 @@ import base64
 import html
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -1189,17 +1189,34 @@ def _vault_row(row: Mapping[str, object]) -> tuple[str, ...]:
     )
 
 
+def _sorted_rows(
+    rows: Iterable[Mapping[str, object]],
+    policies: Sequence[str],
+    scenarios: Sequence[str],
+    scenario_first: bool = False,
+) -> list[Mapping[str, object]]:
+    """``rows`` in the report's order: by policy then scenario (or scenario then policy).
+
+    Rows of a policy or scenario not listed go last.
+    """
+    order = {
+        (p, s): (si, pi) if scenario_first else (pi, si)
+        for pi, p in enumerate(policies)
+        for si, s in enumerate(scenarios)
+    }
+    return sorted(
+        rows,
+        key=lambda r: order.get((str(r.get("policy")), str(r.get("scenario"))), (10**9, 10**9)),
+    )
+
+
 def _vault_blocks(
     by_scenario: Sequence[Mapping[str, object]],
     policies: Sequence[str],
     scenarios: Sequence[str],
 ) -> list[_Block]:
     """The backstop-vault section: one row per (policy, scenario) that ran a vault, else none."""
-    order = {(p, s): (pi, si) for pi, p in enumerate(policies) for si, s in enumerate(scenarios)}
-    rows = sorted(
-        (r for r in by_scenario if _ran_vault(r)),
-        key=lambda r: order.get((str(r.get("policy")), str(r.get("scenario"))), (10**9, 10**9)),
-    )
+    rows = _sorted_rows((r for r in by_scenario if _ran_vault(r)), policies, scenarios)
     if not rows:
         return []
     return [
@@ -1259,10 +1276,8 @@ def _allocation_blocks(
     }
     if not moved:
         return []
-    order = {(p, s): (pi, si) for pi, p in enumerate(policies) for si, s in enumerate(scenarios)}
-    rows = sorted(
-        (r for r in by_scenario if str(r.get("policy")) in moved),
-        key=lambda r: order.get((str(r.get("policy")), str(r.get("scenario"))), (10**9, 10**9)),
+    rows = _sorted_rows(
+        (r for r in by_scenario if str(r.get("policy")) in moved), policies, scenarios
     )
     return [
         _Heading(2, "The fund's allocation at the trough"),
@@ -1496,11 +1511,7 @@ def _build_blocks(
     blocks.append(_Heading(2, "Solvency vs capital efficiency"))
     blocks.append(figures["scatter"])
     blocks.append(_Heading(2, "Per scenario"))
-    order = {(p, s): (si, pi) for si, s in enumerate(scenarios) for pi, p in enumerate(policies)}
-    rows = sorted(
-        by_scenario,
-        key=lambda r: order.get((str(r.get("policy")), str(r.get("scenario"))), (10**9, 10**9)),
-    )
+    rows = _sorted_rows(by_scenario, policies, scenarios, scenario_first=True)
     blocks.append(
         _Table(
             "per-scenario table: every policy on each scenario",
