@@ -3,7 +3,9 @@
 1. **Train** the default config (``configs/train/ppo.yaml``: PPO on 128 batched exchanges)
    over five seeds (``--seed`` .. ``--seed + 4``) into ``OUT/ppo/seed_<S>``, as many at once
    as there are CPUs (``--train-workers``), each on one torch thread (a finished run there
-   with the same config is reused, an interrupted one resumed from its last checkpoint).
+   with the same config is reused, an interrupted one resumed from its last checkpoint; one
+   saved with another config, as after the default changes, is refused before any work, and
+   trained afresh with ``--force``).
 2. **Evaluate on the crashes**: the seven calibrated historical crashes beside the venue
    presets (``static:binance``, ``static:dydx``, ``static:hyperliquid``), the hand-written
    ``rule``, ``best_static`` (the frontier's, searched on the training sampler) and
@@ -51,6 +53,7 @@ from fundgym.agents.config import (
     DEFAULT_TRAIN_CONFIG,
     TrainConfig,
     check_scenarios,
+    dump_config,
     load_config,
 )
 from fundgym.agents.outputs import output_lock, progress_bar
@@ -152,7 +155,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"trained seeds and best_static are judged on after the crashes; 0 skips that stage "
         f"(default {STRESS_EPISODES}; --quick: 4)",
     )
-    parser.add_argument("--force", action="store_true", help=OUTPUT_KINDS["demo"].force_help())
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help=OUTPUT_KINDS["demo"].force_help()
+        + "; and train afresh, replacing them, the runs in OUT/ppo saved with another config "
+        "than the default gives now, or in the other layout (one seed, several)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -189,13 +198,40 @@ def main(args: argparse.Namespace) -> int:
             f"--seeds {args.seeds}: {out / 'ppo'} holds {stale}; use another --out, or --force "
             "to replace its training runs"
         )
+    outdated = [] if stale else _outdated_runs(out / "ppo", cfgs)
+    if outdated and not args.force:
+        more = f" (and {len(outdated) - 1} more)" if len(outdated) > 1 else ""
+        raise UsageError(
+            f"{outdated[0]}{more} was trained with another config than {DEFAULT_TRAIN_CONFIG} "
+            "gives now (its config.yaml differs: the default changed since, or the run was "
+            "trained by hand); use another --out, or --force to train it afresh"
+        )
     # Its run and evaluation directories too: no `fundgym train --out DIR/ppo` meanwhile.
     with output_lock(
         out, out / "ppo", out / "evaluate", out / "evaluate_stress", command="fundgym demo"
     ):
         if stale:  # --force: the other layout's runs go, or evaluation would mix the two
             shutil.rmtree(out / "ppo")
+        for run in outdated:  # --force: a run of another config cannot be resumed or reused
+            shutil.rmtree(run)
         return _demo(args, cfgs)
+
+
+def _outdated_runs(policy_dir: Path, cfgs: list[TrainConfig]) -> list[Path]:
+    """The demo's run directories in ``policy_dir`` saved with another config than ``cfgs``.
+
+    A finished run is reused and an interrupted one resumed only under the config that started
+    it; after the default config changes (a new version, a local edit) the old runs must be
+    trained again, which replaces them, so the demo asks first (``--force``).
+    """
+    multi = len(cfgs) > 1
+    out = []
+    for cfg in cfgs:
+        run = policy_dir / f"seed_{cfg.seed}" if multi else policy_dir
+        saved = run / "config.yaml"
+        if saved.is_file() and saved.read_text(encoding="utf-8") != dump_config(cfg):
+            out.append(run)
+    return out
 
 
 def _other_layout(policy_dir: Path, *, multi: bool) -> str:

@@ -6,7 +6,7 @@ import onnx
 
 from fundgym.agents.cli import demo, main
 from fundgym.agents.cli.demo import _evaluated_timesteps, _train_runs
-from fundgym.agents.config import load_config
+from fundgym.agents.config import dump_config, load_config
 from fundgym.agents.policies import read_schedule
 
 
@@ -137,3 +137,26 @@ def test_evaluated_timesteps_reads_a_runs_last_evaluation(tmp_path):
     assert _evaluated_timesteps(tmp_path) == 500224
     csv.write_text("")
     assert _evaluated_timesteps(tmp_path) == 0
+
+
+def test_demo_refuses_runs_of_another_config_and_force_trains_them_afresh(
+    tmp_path, capsys, monkeypatch
+):
+    """After the default config changes, a saved run is neither reused nor resumed: the demo
+    refuses before any work (exit 2, the run named, nothing touched); --force removes it."""
+    seen = []
+    monkeypatch.setattr(demo, "_demo", lambda args, cfgs: seen.append(len(cfgs)) or 0)
+    out = tmp_path / "d"
+    cfg = load_config(demo.DEFAULT_TRAIN_CONFIG, ["torch_threads=1", "seed=1"])
+    same, other = out / "ppo" / "seed_1", out / "ppo" / "seed_0"
+    for run, text in ((same, dump_config(cfg)), (other, "algo: ppo\n")):
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(text)
+    assert main(["demo", "--seeds", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{other} was trained with another config than" in err and "--force" in err
+    assert "Traceback" not in err and str(same) not in err
+    assert other.is_dir() and same.is_dir() and seen == []
+    assert main(["demo", "--seeds", "2", "--force", "--out", str(out)]) == 0
+    assert seen == [2] and not other.exists() and (same / "config.yaml").is_file()
+    assert demo._outdated_runs(out / "ppo", [cfg]) == []  # one seed: OUT/ppo itself

@@ -76,10 +76,13 @@ def test_the_default_is_base_plus_three_fund_buckets_and_the_fund_pnl_weight():
     assert sac.env.allocation_buckets == ("stable", "yield", "volatile", "hedge")
     assert tuple(ppo.centred_levers) == held
     assert (ppo.env.allocation_minutes, ppo.env.allocation_turnover_frac) == (240.0, 0.05)
-    # The reward is base.yaml's but for the extra weight on the fund's own PnL
-    # (docs/benchmarks.md).
+    # The reward is base.yaml's but for the extra weight on the fund's own PnL and the price
+    # of locked capital, the fund's and the maintenance margin's (docs/benchmarks.md).
     assert ppo.env.reward.fund_pnl == 19.0 and sac.env.reward.fund_pnl == 0.0
-    assert dataclasses.replace(ppo.env.reward, fund_pnl=0.0) == sac.env.reward
+    assert (ppo.env.reward.capital_cost, ppo.env.reward.margin_cost) == (10_000.0, 10_000.0)
+    assert (sac.env.reward.capital_cost, sac.env.reward.margin_cost) == (1.0, 1.0)
+    unpriced = dataclasses.replace(ppo.env.reward, fund_pnl=0.0, capital_cost=1.0, margin_cost=1.0)
+    assert unpriced == sac.env.reward
     assert ppo.env.reward.adl_weight == 1.0
 
 
