@@ -75,6 +75,7 @@ def episode(
     index: list[float] = []
     # What the allocation earned against holding stable assets on this very path, to date.
     alloc_pnl: list[float] = []
+    earned = 0.0
     done = False
     while not done:
         action = np.array(policy.act(obs), dtype=np.float32)
@@ -83,8 +84,8 @@ def episode(
         obs, _, terminated, truncated, info = env.step(action)
         fund.append(float(info["fund_balance_usd"][0]))
         index.append(float(info["index_price"][0]))
-        earned = float(info["fund_external_pnl_usd"][0])
-        alloc_pnl.append((alloc_pnl[-1] if alloc_pnl else 0.0) + earned)
+        earned += float(info["fund_external_pnl_usd"][0])
+        alloc_pnl.append(earned)
         if trace is not None:
             trace(env, info)
         done = bool(terminated[0] or truncated[0])
@@ -167,9 +168,10 @@ def main() -> None:
         # The bar as written: each crash's mean over every run's episodes.
         at_least = same_path = 0
         for scenario, v in pooled.items():
-            ratio = statistics.mean(v["as_trained"]) / statistics.mean(v["held_stable"])
+            trained = statistics.mean(v["as_trained"])
+            ratio = trained / statistics.mean(v["held_stable"])
             pnl = statistics.mean(v["allocation_pnl"])
-            on_path = statistics.mean(v["as_trained"]) / (statistics.mean(v["as_trained"]) - pnl)
+            on_path = trained / (trained - pnl)
             at_least += ratio >= 1.0
             same_path += pnl >= 0.0
             print(

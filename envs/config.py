@@ -16,7 +16,11 @@ from fundgym.envs.controls import BUCKETS, PARAMS, buckets_problem
 from fundgym.envs.core.params import AdlPolicy, LiquidationMode, check_waterfall
 from fundgym.envs.fund.portfolio import MAX_PUT_CRASH_RATE_PER_YEAR, world_put_crash_rate_per_year
 from fundgym.envs.levers import LEVERS
-from fundgym.envs.market.sampler import MAX_TRAINING_HORIZON_MINUTES, SamplerSettings
+from fundgym.envs.market.sampler import (
+    DEFAULT_TRAINING_HORIZON_MINUTES,
+    MAX_TRAINING_HORIZON_MINUTES,
+    SamplerSettings,
+)
 from fundgym.envs.rewards import RewardWeights
 from fundgym.envs.scenarios import Scenario
 from fundgym.envs.schema import FieldError, SchemaError, build, load_yaml, spec
@@ -160,6 +164,11 @@ class EnvConfig:
     population_minutes: float = spec(5.0, gt=0.0, le=1440.0, doc="clock of the trader flows")
     reward: RewardWeights = dataclasses.field(default_factory=RewardWeights)
 
+    @property
+    def training_horizon_minutes(self) -> float:
+        """A training draw's length: ``horizon_minutes``, else one day (the sampler's default)."""
+        return self.horizon_minutes or DEFAULT_TRAINING_HORIZON_MINUTES
+
     def __post_init__(self) -> None:
         bad = [n for n in self.controlled if n not in PARAMS]
         if bad:
@@ -241,7 +250,7 @@ def put_crash_rate_per_year(config: EnvConfig) -> float:
         return config.put_crash_rate_per_year
     draws = config.scenario == "training"
     return world_put_crash_rate_per_year(
-        config.sampler.crash_prob if draws else None, config.horizon_minutes or 1440.0
+        config.sampler.crash_prob if draws else None, config.training_horizon_minutes
     )
 
 

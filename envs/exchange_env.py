@@ -327,7 +327,7 @@ class FundControlCore:
         else:
             sc = sample_training_scenario(
                 np.random.default_rng([episode_seed, 1]),
-                horizon_minutes=self.config.horizon_minutes or 1440.0,
+                horizon_minutes=self.config.training_horizon_minutes,
                 crash_prob=self.config.sampler.crash_prob,
                 thin_prob=self.config.sampler.thin_prob,
             )

@@ -37,6 +37,7 @@ from fundgym.agents.policies import PolicySpec, build_policy
 from fundgym.agents.rollout import EvaluateError, FloatArray, first_episodes, vault_capital_usd
 from fundgym.envs.controls import PARAMS
 from fundgym.envs.exchange_env import OBS_NAMES, InsuranceFundVectorEnv
+from fundgym.envs.market.sampler import DEFAULT_TRAINING_HORIZON_MINUTES
 from fundgym.envs.scenarios import load_scenario
 
 #: Observation columns holding the position of every parameter in force (in [-1, 1], never
@@ -209,7 +210,7 @@ def run_jobs(
 
 def _job_size(job: Job) -> float:
     if job.scenario == "training":
-        minutes = float(job.env_kw.get("horizon_minutes") or 1440.0)
+        minutes = float(job.env_kw.get("horizon_minutes") or DEFAULT_TRAINING_HORIZON_MINUTES)
     else:
         minutes = float(load_scenario(job.scenario).horizon_minutes)
     return minutes * job.episodes

@@ -48,6 +48,8 @@ from fundgym.envs.schema import SchemaError, spec
 #: (drift + 10 sd of the log move <= ln 1e10) at about 95 days; a longer horizon is refused here,
 #: naming the horizon, rather than by the budget at some later draw.
 MAX_TRAINING_HORIZON_MINUTES = 90 * 1440.0
+#: A training draw's length when none is set (one day: ``EnvConfig.horizon_minutes`` None).
+DEFAULT_TRAINING_HORIZON_MINUTES = 1440.0
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ def _check_settings(horizon_minutes: float, tick_minutes: float, price: float) -
 def sample_training_scenario(
     rng: np.random.Generator,
     *,
-    horizon_minutes: float = 1440.0,
+    horizon_minutes: float = DEFAULT_TRAINING_HORIZON_MINUTES,
     tick_minutes: float = 1.0,
     crash_prob: float = 0.7,
     thin_prob: float = 0.25,
