@@ -598,6 +598,7 @@ class FundControlCore:
             lost_fee_revenue_usd=lost,
             change=moved,
             years=years,
+            fund_shortfall_usd=sums["shortfall_usd"],
         )
         weights = self.config.reward
         comps = reward_components(totals, oi0, weights)
@@ -847,8 +848,10 @@ class InsuranceFundEnv(gym.Env[np.ndarray, np.ndarray]):
     margin traders lock, minus the fee revenue lost to demand that high margins and fees drive
     away, minus a small penalty on parameter moves, plus ``fund_pnl`` x what the fund's buckets
     earned (an extra weight on the allocation's PnL against holding stable assets, 0 by
-    default). ``info["reward_components"]`` holds each term unweighted (``fund_pnl`` is also
-    inside ``revenue``); ``info["cost"]`` the solvency loss alone (Safety-Gymnasium convention).
+    default), minus ``fund_shortfall`` x the bad debt the fund paid (its outgo beside the
+    fee income in revenue, 0 by default). ``info["reward_components"]`` holds each term
+    unweighted (``fund_pnl`` is also inside ``revenue``); ``info["cost"]`` the solvency loss
+    alone (Safety-Gymnasium convention).
 
     ## Starting State
 

@@ -378,6 +378,7 @@ class MarketsControlCore:
             lost_fee_revenue_usd=np.zeros(E),
             change=change,
             years=self.decision_minutes / MINUTES_PER_YEAR,
+            fund_shortfall_usd=sums.get("shortfall_usd", zero),
         )
         components = reward_components(totals, self.oi0, self.weights)
         reward = combine(components, self.weights)

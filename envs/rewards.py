@@ -21,9 +21,15 @@ interest and multiplied by 1e4, so a reward of -1 is one basis point of open int
   lose at most about 200 bps, and beside ``w_solvency`` x user loss that signal is too small
   for PPO to learn the allocation from (docs/benchmarks.md); ``w_fund_pnl`` = 19 counts a
   dollar of the fund like a dollar of users' loss.
+* ``fund_shortfall``: the bad debt the fund paid (liquidations filled worse than bankruptcy):
+  the fund's outgo beside the liquidation-fee income ``revenue`` counts. Weight default 0
+  (the reward until 2026-12-03 counted the fund's income and not its payouts, so a controller
+  that drained the fund by lowering margins saw only the capital it saved); at 1 the fund's
+  net (fees in, shortfalls out) is in the reward as the exchange's money, dollar for dollar.
 
 ``reward = w_revenue revenue - w_capital capital_cost - w_solvency solvency - w_margin
-margin_cost - w_demand lost_demand - w_change change + w_fund_pnl fund_pnl``. ``cost`` (the
+margin_cost - w_demand lost_demand - w_change change + w_fund_pnl fund_pnl - w_fund_shortfall
+fund_shortfall``. ``cost`` (the
 Safety-Gymnasium convention, ``info["cost"]``) is the unweighted ``solvency`` term alone.
 """
 
@@ -46,6 +52,7 @@ COMPONENTS = (
     "lost_demand",
     "change",
     "fund_pnl",
+    "fund_shortfall",
 )
 
 
@@ -64,6 +71,9 @@ class RewardWeights:
     fund_pnl: float = spec(
         0.0, ge=0.0, le=1e6, doc="extra weight of the fund's own PnL (already in revenue)"
     )
+    fund_shortfall: float = spec(
+        0.0, ge=0.0, le=1e6, doc="weight of the bad debt the fund paid (its outgo)"
+    )
 
 
 @dataclass
@@ -81,6 +91,7 @@ class DecisionTotals:
     lost_fee_revenue_usd: FloatArray
     change: FloatArray  # action units
     years: float
+    fund_shortfall_usd: FloatArray | None = None  # bad debt the fund paid (None: not reported)
 
 
 def reward_components(
@@ -107,6 +118,11 @@ def reward_components(
         "lost_demand": totals.lost_fee_revenue_usd * scale,
         "change": np.asarray(totals.change, dtype=np.float64),
         "fund_pnl": totals.fund_external_pnl_usd * scale,
+        "fund_shortfall": (
+            np.zeros_like(scale)
+            if totals.fund_shortfall_usd is None
+            else totals.fund_shortfall_usd * scale
+        ),
     }
 
 
@@ -123,4 +139,6 @@ def combine(components: dict[str, FloatArray], weights: RewardWeights) -> FloatA
     )
     if weights.fund_pnl:  # added only when weighted: at 0 the reward stays the same to the bit
         out = out + weights.fund_pnl * components["fund_pnl"]
+    if weights.fund_shortfall:  # likewise
+        out = out - weights.fund_shortfall * components["fund_shortfall"]
     return out

@@ -157,6 +157,7 @@ def test_info_carries_the_documented_keys():
         "lost_demand",
         "change",
         "fund_pnl",
+        "fund_shortfall",
     }
     assert info["cost"] == info["reward_components"]["solvency"]
     assert 0.003 <= info["params"]["mmr"] <= 0.10
@@ -473,3 +474,28 @@ def test_the_fund_s_external_pnl_info_sums_to_what_its_allocation_earned():
         assert (total != 0.0) is moves
         if not moves:
             assert all(x == 0.0 for x in earned)
+
+
+def test_fund_shortfall_term_prices_what_the_fund_paid_out():
+    # At a 0.5% MMR Black Thursday leaves liquidations below bankruptcy that the fund pays:
+    # the term is that bad debt in basis points of the starting open interest, and its
+    # weight moves the reward by exactly weight x term, every decision, nothing else.
+    kw = {"scenario": "black_thursday_2020", "n_accounts": 128, "fixed": {"mmr": 0.005}}
+    plain = InsuranceFundEnv(**kw)
+    priced = InsuranceFundEnv(**kw, reward={"fund_shortfall": 2.0})
+    plain.reset(seed=0)
+    priced.reset(seed=0)
+    oi0 = float(plain.core.initial_open_interest_usd[0])
+    hold = np.zeros(plain.action_space.shape, dtype=np.float32)
+    paid = 0.0
+    while True:
+        _, r0, term, trunc, i0 = plain.step(hold)
+        _, r2, _, _, i2 = priced.step(hold)
+        term_bps = i0["reward_components"]["fund_shortfall"]
+        assert term_bps == pytest.approx(i0["shortfall_usd"] * 1e4 / oi0, rel=1e-12, abs=0.0)
+        assert i2["reward_components"] == i0["reward_components"]
+        assert r2 == pytest.approx(r0 - 2.0 * term_bps, rel=1e-12, abs=1e-12)
+        paid += i0["shortfall_usd"]
+        if term or trunc:
+            break
+    assert paid > 0.0  # the test saw the fund pay

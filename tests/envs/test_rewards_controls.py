@@ -63,6 +63,23 @@ def test_fund_pnl_is_the_funds_share_of_revenue_with_its_own_extra_weight():
     assert drop == pytest.approx(20 * (200 + 30_000) / 1e4)
 
 
+def test_fund_shortfall_is_the_bad_debt_the_fund_paid_with_its_own_weight():
+    # The fund paid $45,000 of bad debt on $100M of open interest: 4.5 bp. At the default
+    # weight 0 the reward is the same as without the term, to the bit; at 1 it falls by 4.5 bp
+    # (a dollar paid out counts like a dollar of fee income lost); at 20 by 90 bp.
+    oi = np.array([100e6])
+    paid = totals(fund_shortfall_usd=np.array([45_000.0]))
+    c = reward_components(paid, oi, RewardWeights())
+    assert c["fund_shortfall"][0] == pytest.approx(4.5)
+    assert reward_components(totals(), oi, RewardWeights())["fund_shortfall"][0] == 0.0
+    base = combine(c, RewardWeights())[0]
+    assert base == combine(reward_components(totals(), oi, RewardWeights()), RewardWeights())[0]
+    assert combine(c, RewardWeights(fund_shortfall=1.0))[0] == pytest.approx(base - 4.5)
+    assert combine(c, RewardWeights(fund_shortfall=20.0))[0] == pytest.approx(base - 90.0)
+    # Users' losses are another term: the fund's payout is not in ``solvency`` (the cost).
+    assert c["solvency"][0] == 0.0
+
+
 def test_solvency_counts_uncovered_losses_and_weighted_adl():
     # $20k socialised + $5k unrecovered + $1M deleveraged at weight 0.05 = $75k = 7.5 bp.
     c = reward_components(

@@ -1,0 +1,120 @@
+"""Where users' loss sits: the decision that crossed the insolvency line, and the rest.
+
+An episode ends when the losses no fund covered pass ``insolvency_frac`` of the starting open
+interest, checked once a decision. Issue 21's headline loss (socialised plus unrecovered plus
+deleveraged notional) keeps everything up to that check, including the decision that crossed
+it, where a pump or a crash's last leg may deleverage several times the open interest within
+ten minutes. This script splits each policy's mean user loss into that decision's and the
+rest's, so the part a policy's levers move before the exchange fails can be read apart from
+the blow-up that ends it; and it counts the insolvent episodes whose ending decision differs
+between policies (one decision earlier can leave a policy millions of dollars less loss on
+the same draw).
+
+It re-runs the episodes of an evaluation directory (``fundgym evaluate --out DIR``): the
+policies, scenarios, episode count, first seed and environment of its ``config.yaml``, through
+the same :func:`~fundgym.agents.evaluate.episodes.run_episodes` (the same numbers as its
+``metrics.csv``, to the dollar). ``--mmr 0.005,0.03`` adds, per value, a copy of every static
+policy with its MMR replaced (a sweep of one lever around ``best_static``).
+
+Usage: ``python benchmarks/stress_loss_split.py EVAL_DIR [--mmr V,V,...] [--workers 2]
+[--out FILE.json]``. docs/benchmarks.md has the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+from multiprocessing import Pool
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from fundgym.agents.evaluate.episodes import run_episodes
+from fundgym.agents.policies.registry import PolicySpec
+from fundgym.agents.rollout import job_env
+
+#: Episodes per batched environment (the evaluation's own batches are one job per policy).
+CHUNK = 64
+
+
+def policy_rows(
+    policy: dict[str, Any], env: dict[str, Any], scenarios: list[str], episodes: int, seed: int
+) -> tuple[str, list[list[float]]]:
+    """Per episode: user loss, the part in the decision that ended it, insolvent, decisions."""
+    fields = dict(policy)
+    name = fields.pop("name")
+    spec = PolicySpec(name, **fields)
+    rows = []
+    for scenario in scenarios:
+        kw = job_env(env, spec, scenario)
+        for start in range(0, episodes, CHUNK):
+            for rec in run_episodes(spec, kw, min(CHUNK, episodes - start), seed + start, scenario):
+                loss = rec.socialized_loss_usd + rec.unrecovered_usd + rec.adl_volume_usd
+                last = float(loss[-1]) if rec.terminated else 0.0
+                rows.append([float(loss.sum()), last, float(rec.terminated), float(loss.size)])
+    return name, rows
+
+
+def _times(x: float, ref: float) -> str:
+    """``x`` as a multiple of ``ref`` (``n/a`` where the reference is 0)."""
+    return f"x{x / ref:.3f}" if ref > 0 else "n/a"
+
+
+def _share(part: float, whole: float) -> str:
+    """``part`` as a percentage of ``whole`` (``n/a`` where the whole is 0)."""
+    return f"{part / whole:.0%}" if whole > 0 else "n/a"
+
+
+def _run(args: tuple[dict[str, Any], dict[str, Any], list[str], int, int]) -> Any:
+    return policy_rows(*args)
+
+
+def main() -> None:
+    """Print the split per policy; ``--out`` writes every episode's figures (JSON)."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("eval_dir", type=Path, help="a fundgym evaluate --out directory")
+    ap.add_argument("--mmr", default="", help="comma-separated MMRs: a static copy per value")
+    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--out", type=Path, default=None, help="JSON file of every episode")
+    a = ap.parse_args()
+    cfg = yaml.safe_load((a.eval_dir / "config.yaml").read_text())
+    policies = list(cfg["policies"])
+    for value in [float(v) for v in a.mmr.split(",") if v]:
+        for p in [p for p in cfg["policies"] if p["kind"] == "static"]:
+            q = copy.deepcopy(p)
+            q["values"]["mmr"] = value
+            q["name"] = f"{p['name']} mmr={value:g}"
+            policies.append(q)
+    jobs = [(p, cfg["env"], list(cfg["scenarios"]), cfg["episodes"], cfg["seed"]) for p in policies]
+    with Pool(max(1, a.workers)) as pool:
+        results = dict(pool.map(_run, jobs))
+    ref_name = "best_static" if "best_static" in results else next(iter(results))
+    ref = np.array(results[ref_name])
+    ref_before = ref[:, 0].mean() - ref[:, 1].mean()
+    print(f"per episode, mean over {len(ref)} episodes; multiples of {ref_name}'s")
+    for name, rows in results.items():
+        x = np.array(rows)
+        total, crossing = x[:, 0].mean(), x[:, 1].mean()
+        print(
+            f"{name:40s} user loss ${total:12,.0f} ({_times(total, ref[:, 0].mean())}); in the "
+            f"decision that crossed the line ${crossing:12,.0f} ({_share(crossing, total)}); "
+            f"before it ${total - crossing:10,.0f} ({_times(total - crossing, ref_before)}); "
+            f"insolvent {int(x[:, 2].sum())}"
+        )
+    steps = np.array([np.array(r)[:, 3] for r in results.values()])
+    ended = np.array([np.array(r)[:, 2] > 0 for r in results.values()]).any(axis=0)
+    differ = ended & (steps.min(axis=0) != steps.max(axis=0))
+    print(
+        f"insolvent under some policy: {int(ended.sum())} episodes; their ending decision "
+        f"differs between policies on {int(differ.sum())}"
+    )
+    if a.out is not None:
+        a.out.write_text(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
