@@ -150,6 +150,7 @@ EPISODE_COLUMNS: tuple[str, ...] = (
     "bad_debt_usd",
     "adl_volume_usd",
     "shortfall_usd",
+    "insolvency_decision_loss_usd",
     "socialized_loss_pct_oi",
     "adl_volume_pct_oi",
     "bad_debt_pct_oi",
@@ -586,6 +587,13 @@ def episode_metrics(rec: EpisodeRecord) -> Row:
       ``liquidation_volume_usd``, ``fee_revenue_usd``: sums of the flows;
     * ``bad_debt_usd`` = socialised + unrecovered: the loss borne beyond the fund, the loss
       behind value at risk;
+    * ``insolvency_decision_loss_usd``: the solvency loss (socialised + unrecovered + ADL
+      notional) of the last decision of an episode that ended on insolvency, the one that
+      crossed the line; 0 for an episode that ran to its end. On the training sampler's
+      stress draws 86-91% of every policy's loss is there (a pump's next leg deleverages
+      several times the open interest in ten minutes), and which decision crosses decides
+      millions on one draw (docs/benchmarks.md), so the rest, the loss before the exchange
+      failed, is what a policy's levers move;
     * ``fund_min_usd``: the lowest fund level including the starting level;
       ``fund_max_drawdown_frac``: see :func:`max_drawdown_frac` (0 for a fund that never rose
       above 0: a venue without one); ``fund_exhausted``: see :func:`fund_exhausted`;
@@ -650,6 +658,11 @@ def episode_metrics(rec: EpisodeRecord) -> Row:
         "bad_debt_usd": bad_debt,
         "adl_volume_usd": adl,
         "shortfall_usd": _total(rec.shortfall_usd),
+        "insolvency_decision_loss_usd": (
+            float(rec.socialized_loss_usd[-1] + rec.unrecovered_usd[-1] + rec.adl_volume_usd[-1])
+            if rec.terminated
+            else 0.0
+        ),
         "socialized_loss_pct_oi": 100.0 * socialized / oi0,
         "adl_volume_pct_oi": 100.0 * adl / oi0,
         "bad_debt_pct_oi": 100.0 * bad_debt / oi0,

@@ -1013,6 +1013,7 @@ _SCENARIO_HEADER = (
     "scenario",
     "policy",
     "solvency loss [95% CI]",
+    "of it, at insolvency",
     "bad debt",
     "ADL notional",
     "capital locked [95% CI]",
@@ -1054,6 +1055,13 @@ _GLOSSARY: tuple[tuple[str, str], ...] = (
     (
         "solvency loss",
         ": bad debt + ADL notional per episode: what users lose beyond the insurance fund.",
+    ),
+    (
+        "of it, at insolvency",
+        ": the part of the solvency loss in the decision that crossed the insolvency line "
+        "(the uncovered loss passing the environment's insolvency_frac of the starting open "
+        "interest), which ends the episode; the rest is the loss before the exchange failed, "
+        "where the levers act.",
     ),
     (
         "bad debt",
@@ -1154,6 +1162,7 @@ def _scenario_row(row: Mapping[str, object]) -> tuple[str, ...]:
         str(row.get("scenario")),
         str(row.get("policy")),
         _with_ci(row, "solvency_loss_usd", _usd),
+        _usd(_number(row, "insolvency_decision_loss_usd")),
         _usd(_number(row, "bad_debt_usd")),
         _usd(_number(row, "adl_volume_usd")),
         _with_ci(row, "mean_capital_locked_usd", _usd),

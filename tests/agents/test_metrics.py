@@ -104,6 +104,7 @@ EXPECTED_A: dict[str, Any] = {
     "bad_debt_usd": 7.5,  # 5 + 2.5
     "adl_volume_usd": 50.0,  # 40 + 10
     "shortfall_usd": 80.0,  # 20 + 60
+    "insolvency_decision_loss_usd": 0.0,  # ran to its end
     "socialized_loss_pct_oi": 0.5,  # 100 * 5 / 1000
     "adl_volume_pct_oi": 5.0,  # 100 * 50 / 1000
     "bad_debt_pct_oi": 0.75,  # 100 * 7.5 / 1000
@@ -200,6 +201,8 @@ EXPECTED_B: dict[str, Any] = {
     "bad_debt_usd": 60.0,  # 40 + 20
     "adl_volume_usd": 300.0,  # 200 + 100
     "shortfall_usd": 48.0,  # 30 + 18
+    # ended on insolvency: its last decision's socialised 30 + unrecovered 20 + ADL 100
+    "insolvency_decision_loss_usd": 150.0,
     "socialized_loss_pct_oi": 2.0,  # 100 * 40 / 2000
     "adl_volume_pct_oi": 15.0,  # 100 * 300 / 2000
     "bad_debt_pct_oi": 3.0,  # 100 * 60 / 2000
@@ -289,6 +292,7 @@ EXPECTED_C: dict[str, Any] = {
     "bad_debt_usd": 0.0,
     "adl_volume_usd": 0.0,
     "shortfall_usd": 0.0,
+    "insolvency_decision_loss_usd": 0.0,
     "socialized_loss_pct_oi": 0.0,
     "adl_volume_pct_oi": 0.0,
     "bad_debt_pct_oi": 0.0,
