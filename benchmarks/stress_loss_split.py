@@ -8,7 +8,10 @@ ten minutes. This script splits each policy's mean user loss into that decision'
 rest's, so the part a policy's levers move before the exchange fails can be read apart from
 the blow-up that ends it; and it counts the insolvent episodes whose ending decision differs
 between policies (one decision earlier can leave a policy millions of dollars less loss on
-the same draw).
+the same draw). It also reports what a tick-level end would count: each insolvent episode's
+loss up to the tick at which its uncovered loss (socialised + unrecovered + each tick's positive
+ADL haircut, as the environment sums it) passed the line, from the ticks' own events (the
+ticks before it are the same in either world).
 
 It re-runs the episodes of an evaluation directory (``fundgym evaluate --out DIR``): the
 policies, scenarios, episode count, first seed and environment of its ``config.yaml``, through
@@ -36,15 +39,39 @@ import yaml
 from fundgym.agents.evaluate.episodes import run_episodes
 from fundgym.agents.policies.registry import PolicySpec
 from fundgym.agents.rollout import job_env
+from fundgym.envs import simulator
+from fundgym.envs.core.events import StepEvents
 
 #: Episodes per batched environment (the evaluation's own batches are one job per policy).
 CHUNK = 64
+
+SOC, UNREC, HAIRCUT, ADL = (
+    StepEvents.FIELDS.index(name)
+    for name in ("socialized_loss_usd", "unrecovered_usd", "adl_haircut_usd", "adl_volume_usd")
+)
+
+#: Every decision's per-tick events, ``(ticks, n_envs, N_EVENTS)``, in the order they ran.
+_BLOCKS: list[np.ndarray] = []
+_advance = simulator.ExchangeSimulator.advance
+
+
+def _recording_advance(self: Any, *args: Any, **kwargs: Any) -> Any:
+    """``ExchangeSimulator.advance``, keeping a copy of its per-tick events (this script only)."""
+    block = _advance(self, *args, **kwargs)
+    _BLOCKS.append(block.events.copy())
+    return block
+
+
+simulator.ExchangeSimulator.advance = _recording_advance  # type: ignore[method-assign]
 
 
 def policy_rows(
     policy: dict[str, Any], env: dict[str, Any], scenarios: list[str], episodes: int, seed: int
 ) -> tuple[str, list[list[float]]]:
-    """Per episode: user loss, the part in the decision that ended it, insolvent, decisions."""
+    """Per episode: user loss, its part in the ending decision, insolvent, decisions, tick end.
+
+    The last is the loss up to the tick that crossed the line (the whole loss where none did).
+    """
     fields = dict(policy)
     name = fields.pop("name")
     spec = PolicySpec(name, **fields)
@@ -52,10 +79,23 @@ def policy_rows(
     for scenario in scenarios:
         kw = job_env(env, spec, scenario)
         for start in range(0, episodes, CHUNK):
-            for rec in run_episodes(spec, kw, min(CHUNK, episodes - start), seed + start, scenario):
+            _BLOCKS.clear()
+            recs = run_episodes(spec, kw, min(CHUNK, episodes - start), seed + start, scenario)
+            events = np.stack(_BLOCKS)  # (decisions, ticks, exchanges, events)
+            for e, rec in enumerate(recs):
                 loss = rec.socialized_loss_usd + rec.unrecovered_usd + rec.adl_volume_usd
                 last = float(loss[-1]) if rec.terminated else 0.0
-                rows.append([float(loss.sum()), last, float(rec.terminated), float(loss.size)])
+                tick_end = float(loss.sum())
+                if rec.terminated:
+                    x = events[: loss.size, :, e, :].reshape(-1, events.shape[-1])
+                    uncovered = np.cumsum(x[:, SOC] + x[:, UNREC] + np.maximum(x[:, HAIRCUT], 0.0))
+                    line = kw["insolvency_frac"] * rec.initial_open_interest_usd
+                    crossed = int(np.argmax(uncovered > line))
+                    tick_end = float((x[: crossed + 1, SOC] + x[: crossed + 1, UNREC]).sum())
+                    tick_end += float(x[: crossed + 1, ADL].sum())
+                rows.append(
+                    [float(loss.sum()), last, float(rec.terminated), float(loss.size), tick_end]
+                )
     return name, rows
 
 
@@ -103,7 +143,8 @@ def main() -> None:
             f"{name:40s} user loss ${total:12,.0f} ({_times(total, ref[:, 0].mean())}); in the "
             f"decision that crossed the line ${crossing:12,.0f} ({_share(crossing, total)}); "
             f"before it ${total - crossing:10,.0f} ({_times(total - crossing, ref_before)}); "
-            f"insolvent {int(x[:, 2].sum())}"
+            f"insolvent {int(x[:, 2].sum())}; ended at the tick ${x[:, 4].mean():10,.0f} "
+            f"({_times(x[:, 4].mean(), ref[:, 4].mean())})"
         )
     steps = np.array([np.array(r)[:, 3] for r in results.values()])
     ended = np.array([np.array(r)[:, 2] > 0 for r in results.values()]).any(axis=0)
