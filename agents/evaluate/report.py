@@ -165,6 +165,11 @@ def _pct(frac: float, digits: int = 1) -> str:
     return f"{100.0 * frac:.{digits}f}%"
 
 
+def _times(value: float) -> str:
+    """A ratio as ``x1.016`` (``n/a`` when not a number)."""
+    return NOT_AVAILABLE if math.isnan(value) else f"x{value:.3f}"
+
+
 def _plain(value: float, digits: int = 3) -> str:
     """A unitless number with thousands separators; "n/a" if NaN."""
     if math.isnan(value):
@@ -1361,7 +1366,9 @@ _SEEDS_INTRO = (
     "seeds); P(loss > reference) is the share of episodes on which a seed's user loss is above "
     "the reference's on the same episode. Intervals: 95% percentile bootstrap, seeds and "
     "episodes resampled within each scenario (docs/seeds.md). Over all scenarios (ALL), a "
-    "seed's score is its mean over scenarios and the probabilities are means over scenarios."
+    "seed's score is its mean over scenarios and the probabilities are means over scenarios. "
+    "A seed's user loss over the reference's has a paired interval: the episodes resampled "
+    "alike for both, the seed kept, so it says whether that seed is distinguishably worse."
 )
 
 
@@ -1421,14 +1428,16 @@ def _seed_blocks(seeds: Mapping[str, Mapping[str, Any]]) -> list[_Block]:
                 look.cell(_LOSS, "ALL", "seed_mean", _usd, seed=sd),
                 look.cell(_CAPITAL, "ALL", "seed_mean", _usd, seed=sd),
             )
+            + (() if ref is None else (look.cell(_LOSS, "ALL", "seed_ratio", _times, ref, sd),))
             for sd in seed_list
         )
         blocks.append(
             _Table(
                 f"{group}: each seed over all scenarios",
-                ("seed", "user loss", "capital locked"),
+                ("seed", "user loss", "capital locked")
+                + (() if ref is None else (f"user loss / {ref}'s (paired 95%)",)),
                 per_seed,
-                (False, True, True),
+                (False, True, True) + (() if ref is None else (True,)),
             )
         )
         if len(refs) > 1:

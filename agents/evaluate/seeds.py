@@ -207,6 +207,24 @@ def _exceeds_draws(xs: FloatArray, y: FloatArray, draws: Draws) -> FloatArray:
     return _drawn_seeds_mean(np.einsum("sre,bse->bsr", above, draws.episode_weights), draws)
 
 
+def _ratio_draws(xs: FloatArray, y: FloatArray, draws: Draws) -> FloatArray:
+    """``(reps, scenarios + 1, seeds)``: each seed's mean over the reference's, paired.
+
+    Per draw, the seed and the reference are averaged over the *same* drawn episodes (the
+    seeds themselves are not resampled: each keeps its own ratio), per scenario and, last,
+    over all scenarios (the means over scenarios, as a seed's score there). A draw whose
+    reference mean is 0 gives NaN or inf (no ratio: the reference lost nothing on it).
+    """
+    w = draws.episode_weights
+    seed_means = np.einsum("sre,bse->bsr", xs, w)  # (reps, scenarios, seeds)
+    ref_means = np.einsum("se,bse->bs", y, w)  # (reps, scenarios)
+    num = np.concatenate([seed_means, seed_means.mean(axis=1, keepdims=True)], axis=1)
+    den = np.concatenate([ref_means, ref_means.mean(axis=1, keepdims=True)], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out: FloatArray = num / den[:, :, None]
+    return out
+
+
 def _interval(samples: FloatArray, level: float) -> tuple[float, float]:
     tail = 100.0 * (1.0 - level) / 2.0
     low, high = np.percentile(samples, [tail, 100.0 - tail])
@@ -254,7 +272,10 @@ def seed_rows(
       ``worst_seed`` (the seed with the highest mean cost, ``seed`` set);
     * per reference (``reference`` set): ``reference_mean``; ``probability_of_improvement``
       and ``probability_exceeds`` with their intervals; ``worst_seed_no_worse``, 1.0 when the
-      worst seed's mean is at most the reference's, else 0.0.
+      worst seed's mean is at most the reference's, else 0.0; ``seed_ratio`` (one row per
+      seed, ``seed`` set), the seed's mean over the reference's, with a paired interval
+      (episodes resampled alike for both; draws where the reference's mean is 0 left out),
+      omitted where the reference lost nothing.
 
     Raises:
         ValueError: Shapes that do not match, or values that are not finite.
@@ -293,6 +314,7 @@ def seed_rows(
         )
 
     probabilities: dict[str, tuple[FloatArray, FloatArray, FloatArray, FloatArray]] = {}
+    ratios = {name: _ratio_draws(xs, y, draws) for name, y in refs.items()}
     for name, y in refs.items():
         improve = np.array([probability_of_improvement(xs[s], y[s]) for s in range(n_sc)])
         exceed = np.array([probability_exceeds(xs[s], y[s]) for s in range(n_sc)])
@@ -326,6 +348,12 @@ def seed_rows(
                 ci=_interval(exceed_draws[:, k], level),
             )  # fmt: skip
             add(k, "worst_seed_no_worse", float(means[worst] <= ref_mean), reference=name)
+            if ref_mean > 0.0:
+                for j, sd in enumerate(table.seeds):
+                    r = ratios[name][:, k, j]
+                    r = r[np.isfinite(r)]  # a draw whose reference mean is 0 has no ratio
+                    ci = _interval(r, level) if r.size else ("", "")
+                    add(k, "seed_ratio", means[j] / ref_mean, reference=name, seed=sd, ci=ci)
     return rows
 
 

@@ -121,6 +121,45 @@ def test_exceedance_improvement_and_spread_on_a_hand_made_table():
     assert {r["seeds"] for r in rows} == {2}
 
 
+def test_seed_ratio_is_each_seeds_loss_over_the_references_with_a_paired_interval():
+    rows = seed_rows(HAND, reps=300)
+    ref = "best_static"
+    # a: seed 4 mean 5 over the reference's 5 = 1; seed 7 16/3 over 5. b: seed 4 3 / 2 = 1.5,
+    # seed 7 (2/3) / 2 = 1/3. Over all: the seeds' means over scenarios over the reference's,
+    # 4 / 3.5 and (16/3 + 2/3) / 2 / 3.5 = 3 / 3.5.
+    assert pick(rows, "a", "seed_ratio", ref, 4)["value"] == pytest.approx(1.0)
+    assert pick(rows, "a", "seed_ratio", ref, 7)["value"] == pytest.approx(16 / 15)
+    assert pick(rows, "b", "seed_ratio", ref, 4)["value"] == pytest.approx(1.5)
+    assert pick(rows, "b", "seed_ratio", ref, 7)["value"] == pytest.approx(1 / 3)
+    assert pick(rows, "ALL", "seed_ratio", ref, 4)["value"] == pytest.approx(4 / 3.5)
+    assert pick(rows, "ALL", "seed_ratio", ref, 7)["value"] == pytest.approx(3 / 3.5)
+    # Paired: on b the reference is 2 on every episode and seed 4 is 3, so every resample of
+    # the episodes gives 3 / 2: the interval is the point. Unpaired it would not be.
+    b4 = pick(rows, "b", "seed_ratio", ref, 4)
+    assert b4["ci_low"] == pytest.approx(1.5) and b4["ci_high"] == pytest.approx(1.5)
+    for scenario in ("a", "b", "ALL"):
+        for sd in (4, 7):
+            r = pick(rows, scenario, "seed_ratio", ref, sd)
+            assert r["ci_low"] <= r["value"] <= r["ci_high"]
+
+
+def test_seed_ratio_is_left_out_where_the_reference_lost_nothing():
+    zero = SeedTable(
+        "ppo", "solvency_loss_usd", ("calm", "crash"), (0, 1),
+        np.array([[[0.0, 1.0], [0.0, 0.0]], [[4.0, 2.0], [3.0, 3.0]]]),
+        {"best_static": np.array([[0.0, 0.0], [0.0, 6.0]])},
+    )  # fmt: skip
+    rows = seed_rows(zero, reps=400, seed=1)
+    assert not [r for r in rows if r["scenario"] == "calm" and r["statistic"] == "seed_ratio"]
+    # crash: reference mean 3; seed 0 mean 3 -> 1, seed 1 mean 3 -> 1. A resample drawing the
+    # first episode twice gives the reference 0 and no ratio (4/0, 3/0): it is left out; the
+    # others give 2/6 or 1 (seed 0) and 3/6 or 1 (seed 1).
+    for sd, low in ((0, 2 / 6), (1, 3 / 6)):
+        r = pick(rows, "crash", "seed_ratio", "best_static", sd)
+        assert r["value"] == pytest.approx(1.0)
+        assert r["ci_low"] == pytest.approx(low) and r["ci_high"] == pytest.approx(1.0)
+
+
 def test_bootstrap_intervals_are_reproducible_and_contain_the_estimate():
     rng = np.random.default_rng(3)
     values = rng.gamma(2.0, 50.0, size=(3, 5, 8))  # 3 scenarios x 5 seeds x 8 episodes
