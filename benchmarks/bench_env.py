@@ -107,6 +107,7 @@ def time_ppo(
 
 def _time_ppo(n_envs: int, n_accounts: int, total_timesteps: int, threads: int) -> dict[str, Any]:
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
 
     from fundgym.agents.training.sb3_env import FundGymVecEnv
 
@@ -138,6 +139,8 @@ def _time_ppo(n_envs: int, n_accounts: int, total_timesteps: int, threads: int) 
         device="cpu",
         verbose=0,
     )
+    # No logger: SB3 would make an empty SB3-<time> directory under the temp dir every run.
+    model.set_logger(Logger(None, []))
     start = time.perf_counter()
     model.learn(total_timesteps=total_timesteps)
     wall = time.perf_counter() - start

@@ -10,6 +10,9 @@ in behind them; the order inside a file is unchanged, and a serial run only chan
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import pytest
 
 #: Files run before all others, in this order (paths relative to the repository root): the
@@ -39,3 +42,20 @@ def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.It
         return rank.get(item.nodeid.split("::", 1)[0], len(FIRST))
 
     items.sort(key=key)  # stable: the order within a file and among the rest is kept
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sb3_logs_in_the_session_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Point SB3's default log folder at the session's temporary directory.
+
+    A model learning without a logger of its own (the tests that run SB3 as a user would)
+    makes an ``SB3-<time>`` directory under the system's temp dir at every ``learn()``; the
+    suite made hundreds a day. Subprocesses the tests start inherit the setting.
+    """
+    old = os.environ.get("SB3_LOGDIR")
+    os.environ["SB3_LOGDIR"] = str(tmp_path_factory.mktemp("sb3_logs"))
+    yield
+    if old is None:
+        os.environ.pop("SB3_LOGDIR", None)
+    else:
+        os.environ["SB3_LOGDIR"] = old

@@ -186,6 +186,7 @@ def algorithm_class(algo: str) -> Any:
 
 def build_model(cfg: TrainConfig, venv: Any, tensorboard_dir: str | None) -> Any:
     """The SB3 algorithm for ``cfg`` on ``venv`` (seeded by the caller)."""
+    from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.noise import NormalActionNoise
 
     hp = cfg.hyperparameters.model_dump(exclude={"policy_kwargs"})
@@ -204,7 +205,12 @@ def build_model(cfg: TrainConfig, venv: Any, tensorboard_dir: str | None) -> Any
         std = kwargs.pop("action_noise_std")
         dim = venv.action_space.shape[0]
         kwargs["action_noise"] = NormalActionNoise(np.zeros(dim), np.full(dim, std))
-    return algorithm_class(cfg.algo)(cfg.policy, venv, **kwargs)
+    model = algorithm_class(cfg.algo)(cfg.policy, venv, **kwargs)
+    if tensorboard_dir is None:
+        # Nothing to log to. Without a logger of its own, SB3 configures one at every learn()
+        # and makes an empty SB3-<time> directory under the system's temp dir for it.
+        model.set_logger(Logger(None, []))
+    return model
 
 
 def _seed_everything(model: Any, venv: Any, seed: int, stream: int) -> None:

@@ -235,6 +235,22 @@ def test_resume_checks_its_checkpoint(run, tmp_path):
     assert result.resumed_from == 128 and result.num_timesteps == 256
 
 
+def test_a_model_without_tensorboard_leaves_nothing_in_the_temp_dir(tmp_path, monkeypatch):
+    # SB3 without a logger of its own makes an SB3-<time> directory under the temp dir at
+    # every learn(); a model built without a TensorBoard directory logs nowhere instead.
+    import tempfile
+
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    base, extra = ALGOS["ppo"]
+    cfg = load_config(base, [*SMALL, *extra])
+    venv = wrap_normalize(cfg, make_vec_env(cfg, cfg.n_envs), training=True)
+    model = build_model(cfg, venv, None)
+    model.learn(64)
+    assert model.num_timesteps >= 64
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("SB3-")] == []
+
+
 def test_statistics_restore_into_vecnormalize_as_its_own_pickle_did(tmp_path):
     # What --resume continues from: plain arrays restored into a fresh VecNormalize give the
     # same normalisation, reward scaling and settings as SB3's VecNormalize.load did.
