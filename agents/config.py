@@ -654,6 +654,27 @@ def dump_config(cfg: TrainConfig) -> str:
     return str(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
+def saved_config_matches(saved: Path, cfg: TrainConfig) -> bool:
+    """Whether the run config saved at ``saved`` resolves to ``cfg``.
+
+    Compared resolved, not as text: the saved YAML is validated again, so a setting added to
+    the schema since the run was saved (a new reward weight, at its default) takes its default
+    on both sides, and a run from before it is still the same run (``--resume``, the demo's
+    reuse). A saved file that no longer validates (a setting since removed or narrowed) does
+    not match.
+    """
+    text = saved.read_text(encoding="utf-8")
+    if text == dump_config(cfg):
+        return True
+    try:
+        data = yaml.safe_load(text)
+        return isinstance(data, dict) and dump_config(validate(data, str(saved))) == dump_config(
+            cfg
+        )
+    except (yaml.YAMLError, ConfigError):
+        return False
+
+
 # ---------------------------------------------------------------- environment kwargs ----
 
 

@@ -53,8 +53,8 @@ from fundgym.agents.config import (
     DEFAULT_TRAIN_CONFIG,
     TrainConfig,
     check_scenarios,
-    dump_config,
     load_config,
+    saved_config_matches,
 )
 from fundgym.agents.outputs import output_lock, progress_bar
 from fundgym.agents.rollout import CRASHES
@@ -229,7 +229,7 @@ def _outdated_runs(policy_dir: Path, cfgs: list[TrainConfig]) -> list[Path]:
     for cfg in cfgs:
         run = policy_dir / f"seed_{cfg.seed}" if multi else policy_dir
         saved = run / "config.yaml"
-        if saved.is_file() and saved.read_text(encoding="utf-8") != dump_config(cfg):
+        if saved.is_file() and not saved_config_matches(saved, cfg):
             out.append(run)
     return out
 

@@ -71,6 +71,7 @@ from fundgym.agents.config import (
     dump_config,
     env_kwargs,
     markets_env_kwargs,
+    saved_config_matches,
 )
 from fundgym.agents.outputs import (
     naming_file,
@@ -848,7 +849,7 @@ def train(
             f"{out} already holds a run (config.yaml); pass --resume to continue it or "
             "choose another --out"
         )
-    if resume and saved.exists() and saved.read_text() != resolved:
+    if resume and saved.exists() and not saved_config_matches(saved, cfg):
         raise RunDirError(
             f"{saved} differs from the config given; --resume continues a run only with the "
             "config that started it"

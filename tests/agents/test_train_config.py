@@ -18,6 +18,7 @@ from fundgym.agents.config import (
     load_config,
     load_yaml,
     parse_override,
+    saved_config_matches,
     validate,
 )
 
@@ -419,3 +420,24 @@ def test_env_threads_reach_the_training_env_and_change_no_number(monkeypatch):
         rows.append((venv.venv.venv.core.sim.threads, np.stack(obs)))
     assert rows[0][0] == min(2, numba.config.NUMBA_NUM_THREADS) and rows[1][0] == 1
     np.testing.assert_array_equal(rows[0][1], rows[1][1])
+
+
+def test_a_saved_config_matches_when_it_resolves_alike(tmp_path):
+    # A run saved before a setting was added (here the reward's fund_shortfall weight, at its
+    # default 0) is the same run: --resume and the demo's reuse compare resolved configs.
+    cfg = load_config(PPO)
+    text = dump_config(cfg)
+    assert "    fund_shortfall: 0.0\n" in text
+    saved = tmp_path / "config.yaml"
+    saved.write_text(text.replace("    fund_shortfall: 0.0\n", ""))
+    assert saved.read_text() != text and saved_config_matches(saved, cfg)
+    saved.write_text(text)
+    assert saved_config_matches(saved, cfg)
+    # a different value, an unknown setting or a file that is not a config do not match
+    saved.write_text(text.replace("    fund_shortfall: 0.0\n", "    fund_shortfall: 1.0\n"))
+    assert not saved_config_matches(saved, cfg)
+    saved.write_text(text.replace("algo: ppo\n", "algo: ppo\nmystery: 1\n"))
+    assert not saved_config_matches(saved, cfg)
+    for junk in ("[1, 2", "- a list\n", ""):
+        saved.write_text(junk)
+        assert not saved_config_matches(saved, cfg)
