@@ -862,7 +862,10 @@ def train(
     for directory in (out, out / CHECKPOINTS):
         remove_stale_temps(directory, restore_old=True)
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(saved, resolved)
+    if not (resume and saved.exists()):
+        # A resumed run keeps its own file: the text its checkpoints' manifests hash, which may
+        # predate a setting added since (saved_config_matches resolved it to ``cfg``).
+        write_text_atomic(saved, resolved)
     write_text_atomic(out / "command.txt", _command_text(argv))
     if resume:
         _convert_pickled_run(cfg, out)

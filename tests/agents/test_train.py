@@ -125,6 +125,33 @@ def test_existing_run_is_not_overwritten_and_resume_needs_the_same_config(tmp_pa
     assert (out / "final" / "manifest.json").read_bytes() == final
 
 
+def test_a_run_saved_before_a_setting_was_added_resumes_and_keeps_its_file(tmp_path, monkeypatch):
+    # The run as an older fundgym saved it: its config.yaml, and the hash its checkpoints'
+    # manifests record, without the reward's fund_shortfall line (added since, default 0).
+    import fundgym.agents.policies.runs as runs_module
+    import fundgym.agents.training.train as train_module
+
+    real = train_module.dump_config
+
+    def older(cfg):
+        return real(cfg).replace("    fund_shortfall: 0.0\n", "")
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "dump_config", older)
+        m.setattr(runs_module, "dump_config", older)
+        train(tiny(), out, progress=False)
+    saved = (out / "config.yaml").read_text()
+    assert "fund_shortfall" not in saved
+    # Today's resolved config has the line; the run is the same run, resumed from its
+    # checkpoint (whose manifest hashes the file as saved), and keeps its file.
+    again = train(tiny(), out, resume=True, progress=False)
+    assert again.resumed_from == 256 and again.num_timesteps == 256
+    assert (out / "config.yaml").read_text() == saved
+    with pytest.raises(RunDirError, match="differs from the config given"):
+        train(tiny("env.reward.fund_shortfall=1"), out, resume=True, progress=False)
+
+
 @pytest.mark.parametrize(
     ("base", "extra"),
     [
