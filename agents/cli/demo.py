@@ -503,7 +503,10 @@ def _seed_verdict(rows: list[dict[str, Any]], name: str, where: str) -> None:
     )
     loss, cap = v.loss_iqm_usd, v.capital_iqm_usd
     p, pe = v.p_improvement, v.p_exceeds
-    worst = "no worse" if v.worst_seed_no_worse else "WORSE"
+    which = "worst seed" if v.worst_seed is None else f"worst seed ({v.worst_seed})"
+    worst = f"{which} " + ("no worse" if v.worst_seed_no_worse else "WORSE")
+    ratio = v.worst_seed_ratio
+    paired = "" if ratio is None else f": x{ratio[0]:.3f} [{ratio[1]:.3f}, {ratio[2]:.3f}] paired"
     lines = [
         f"\ntrained policy over {v.n_seeds} seeds (interquartile mean), on {where}, {verdict}: "
         f"loss x{d['loss_ratio']:.2f}, capital x{d['capital_ratio']:.2f} (bar: loss <= 0.5x at "
@@ -511,8 +514,8 @@ def _seed_verdict(rows: list[dict[str, Any]], name: str, where: str) -> None:
         f"  loss IQM ${loss[0]:,.0f} [95% CI ${loss[1]:,.0f}, ${loss[2]:,.0f}], capital IQM "
         f"${cap[0]:,.0f} [${cap[1]:,.0f}, ${cap[2]:,.0f}]",
         f"  P(improvement over best_static) {p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}]; P(loss above "
-        f"best_static's on the same episode) {pe[0]:.2f} [{pe[1]:.2f}, {pe[2]:.2f}]; worst seed "
-        f"{worst} than best_static on loss",
+        f"best_static's on the same episode) {pe[0]:.2f} [{pe[1]:.2f}, {pe[2]:.2f}]; {worst} "
+        f"than best_static on loss{paired}",
     ]
     print("\n".join(lines))
 

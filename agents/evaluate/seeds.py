@@ -431,6 +431,9 @@ class SeedVerdict:
         p_exceeds: Probability that a seed's loss exceeds the reference's on the same episode.
         worst_seed_no_worse: Whether the worst seed's mean loss is at most the reference's.
         n_seeds: Seeds in the policy.
+        worst_seed: The seed with the highest mean loss (``None``: not in ``rows``).
+        worst_seed_ratio: Its mean loss over the reference's with the paired interval
+            (``seed_ratio``); ``None`` where the reference lost nothing.
     """
 
     policy: str
@@ -442,6 +445,8 @@ class SeedVerdict:
     p_exceeds: tuple[float, float, float]
     worst_seed_no_worse: bool
     n_seeds: int
+    worst_seed: int | None = None
+    worst_seed_ratio: tuple[float, float, float] | None = None
 
 
 def seed_verdict(
@@ -486,6 +491,21 @@ def seed_verdict(
             "mean_capital_locked_usd": float(pick(cap, "reference_mean", reference)["value"]),
         },
     )
+
+    def over_all(statistic: str, ref: str = "") -> list[Mapping[str, Any]]:
+        return [
+            r
+            for r in rows
+            if r["policy"] == policy
+            and r["metric"] == loss
+            and r["scenario"] == ALL
+            and r["statistic"] == statistic
+            and (r["reference"] or "") == ref
+        ]
+
+    # Rows from before the worst seed's ratio was recorded have no such row: no ratio then.
+    worst = next((r["seed"] for r in over_all("worst_seed")), None)
+    ratio = [r for r in over_all("seed_ratio", reference) if str(r["seed"]) == str(worst)]
     return SeedVerdict(
         policy=policy,
         reference=reference,
@@ -496,4 +516,6 @@ def seed_verdict(
         p_exceeds=triple(pick(loss, "probability_exceeds", reference)),
         worst_seed_no_worse=float(pick(loss, "worst_seed_no_worse", reference)["value"]) == 1.0,
         n_seeds=int(pick(loss, "iqm")["seeds"]),
+        worst_seed=None if worst is None else int(worst),
+        worst_seed_ratio=triple(ratio[0]) if ratio and ratio[0]["ci_low"] != "" else None,
     )

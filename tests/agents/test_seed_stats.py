@@ -382,6 +382,15 @@ def test_seed_verdict_applies_the_dominance_bar_to_the_iqms():
     assert v.dominance["capital_ratio"] == pytest.approx(0.9)
     assert v.loss_iqm_usd == (40.0, 30.0, 55.0) and v.p_improvement == (0.8, 0.7, 0.9)
     assert v.worst_seed_no_worse and v.n_seeds == 5
+    assert v.worst_seed is None and v.worst_seed_ratio is None  # rows without them: none
+    with_worst = [
+        *rows,
+        {**row(loss, "worst_seed", 44.0), "seed": 3},
+        {**row(loss, "seed_ratio", 0.44, "best_static", 0.3, 0.6), "seed": 3},
+        {**row(loss, "seed_ratio", 0.36, "best_static", 0.2, 0.5), "seed": 1},
+    ]
+    v = seed_verdict(with_worst, "ppo")
+    assert v.worst_seed == 3 and v.worst_seed_ratio == (0.44, 0.3, 0.6)
     # capital above the reference's and loss above half: neither rule
     rows[1] = row(cap, "iqm", 120.0)
     assert not seed_verdict(rows, "ppo").dominance["dominates"]
