@@ -140,15 +140,22 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def format_table(by_policy: Sequence[Mapping[str, Any]]) -> str:
-    """The per-policy headline table printed at the end (USD per episode)."""
+    """The per-policy headline table printed at the end (USD per episode).
+
+    "at insolvency $" is the part of the solvency loss in the decision that crossed the
+    insolvency line (``insolvency_decision_loss_usd``; "n/a" in a summary without it).
+    """
     head = (
-        f"{'policy':34s} {'solvency loss $':>16s} {'bad debt $':>13s} {'ADL $':>13s} "
-        f"{'P(exhausted)':>12s} {'capital $':>12s} {'reward':>10s}"
+        f"{'policy':34s} {'solvency loss $':>16s} {'at insolvency $':>16s} {'bad debt $':>13s} "
+        f"{'ADL $':>13s} {'P(exhausted)':>12s} {'capital $':>12s} {'reward':>10s}"
     )
     lines = [head, "-" * len(head)]
     for r in by_policy:
+        at = r.get("insolvency_decision_loss_usd")
+        at_text = "n/a" if at is None else f"{float(at):,.0f}"
         lines.append(
             f"{str(r['policy'])[:34]:34s} {float(r['solvency_loss_usd']):>16,.0f} "
+            f"{at_text:>16s} "
             f"{float(r['bad_debt_usd']):>13,.0f} {float(r['adl_volume_usd']):>13,.0f} "
             f"{float(r['p_fund_exhausted']):>12.0%} "
             f"{float(r['mean_capital_locked_usd']):>12,.0f} "

@@ -296,6 +296,22 @@ def test_cli_prints_the_table_and_writes_the_directory(capsys, tmp_path, env_yam
     assert (out / "metrics.csv").is_file() and (out / "summary.json").is_file()
 
 
+def test_the_printed_table_shows_the_loss_at_insolvency():
+    from fundgym.agents.cli.evaluate import format_table
+
+    row = {
+        "policy": "best_static", "solvency_loss_usd": 591_050.4, "bad_debt_usd": 0.0,
+        "adl_volume_usd": 591_050.4, "p_fund_exhausted": 0.18,
+        "mean_capital_locked_usd": 445_361.1, "total_reward": -20_869.2,
+    }  # fmt: skip
+    text = format_table([{**row, "insolvency_decision_loss_usd": 521_889.2}])
+    head, _, line = text.splitlines()
+    assert "at insolvency $" in head
+    assert line.split()[1:3] == ["591,050", "521,889"]
+    # a summary written before the column existed: n/a, not a failure
+    assert format_table([row]).splitlines()[2].split()[1:3] == ["591,050", "n/a"]
+
+
 # ---- numbers that cannot be scored; what a killed evaluation leaves ----
 
 
