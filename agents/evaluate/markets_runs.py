@@ -275,6 +275,9 @@ def seed_summary(rows: list[dict[str, Any]], policy: str) -> str:
     def prob(t: tuple[float, float, float]) -> str:
         return f"{t[0]:.2f} [{t[1]:.2f}, {t[2]:.2f}]"
 
+    worst = "worst seed" if v.worst_seed is None else f"worst seed ({v.worst_seed})"
+    r = v.worst_seed_ratio
+    paired = "" if r is None else f" (x{r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}] paired)"
     return "\n".join(
         [
             f"over {v.n_seeds} training seeds (IQM across seeds, 95% bootstrap intervals):",
@@ -282,8 +285,8 @@ def seed_summary(rows: list[dict[str, Any]], policy: str) -> str:
             f"- probability of improvement over the defaults {prob(v.p_improvement)}; "
             f"probability a seed's loss exceeds the defaults' on the same episode "
             f"{prob(v.p_exceeds)}",
-            f"- worst seed no worse than the defaults on loss: "
-            f"{'yes' if v.worst_seed_no_worse else 'no'}; dominates the defaults: "
+            f"- {worst} no worse than the defaults on loss: "
+            f"{'yes' if v.worst_seed_no_worse else 'no'}{paired}; dominates the defaults: "
             f"{'yes' if v.dominance.get('dominates') else 'no'}",
         ]
     )

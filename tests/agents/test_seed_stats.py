@@ -391,6 +391,18 @@ def test_seed_verdict_applies_the_dominance_bar_to_the_iqms():
     ]
     v = seed_verdict(with_worst, "ppo")
     assert v.worst_seed == 3 and v.worst_seed_ratio == (0.44, 0.3, 0.6)
+    # the multi-market command's summary, against its defaults, prints the same
+    from fundgym.agents.evaluate.markets_runs import seed_summary
+
+    as_defaults = [{**r, "reference": "defaults" if r["reference"] else ""} for r in with_worst]
+    text = seed_summary(as_defaults, "ppo")
+    assert (
+        "worst seed (3) no worse than the defaults on loss: yes (x0.440 [0.300, 0.600] paired)"
+        in text
+    )
+    assert "worst seed no worse than the defaults on loss: yes;" in seed_summary(
+        [{**r, "reference": "defaults" if r["reference"] else ""} for r in rows], "ppo"
+    )
     # capital above the reference's and loss above half: neither rule
     rows[1] = row(cap, "iqm", 120.0)
     assert not seed_verdict(rows, "ppo").dominance["dominates"]
