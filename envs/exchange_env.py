@@ -594,11 +594,11 @@ class FundControlCore:
             socialized_loss_usd=sums["socialized_loss_usd"],
             unrecovered_usd=sums["unrecovered_usd"],
             adl_volume_usd=sums["adl_volume_usd"],
+            fund_shortfall_usd=sums["shortfall_usd"],
             margin_locked_usd=self.last_book[:, BOOK_STATS.index("margin_locked_usd")],
             lost_fee_revenue_usd=lost,
             change=moved,
             years=years,
-            fund_shortfall_usd=sums["shortfall_usd"],
         )
         weights = self.config.reward
         comps = reward_components(totals, oi0, weights)

@@ -374,11 +374,11 @@ class MarketsControlCore:
             socialized_loss_usd=sums.get("socialized_loss_usd", zero),
             unrecovered_usd=sums.get("unrecovered_usd", zero),
             adl_volume_usd=sums.get("adl_volume_usd", zero),
+            fund_shortfall_usd=sums.get("shortfall_usd", zero),
             margin_locked_usd=margin,
             lost_fee_revenue_usd=np.zeros(E),
             change=change,
             years=self.decision_minutes / MINUTES_PER_YEAR,
-            fund_shortfall_usd=sums.get("shortfall_usd", zero),
         )
         components = reward_components(totals, self.oi0, self.weights)
         reward = combine(components, self.weights)

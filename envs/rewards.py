@@ -87,11 +87,11 @@ class DecisionTotals:
     socialized_loss_usd: FloatArray
     unrecovered_usd: FloatArray
     adl_volume_usd: FloatArray
+    fund_shortfall_usd: FloatArray  # bad debt the fund paid
     margin_locked_usd: FloatArray
     lost_fee_revenue_usd: FloatArray
     change: FloatArray  # action units
     years: float
-    fund_shortfall_usd: FloatArray | None = None  # bad debt the fund paid (None: not reported)
 
 
 def reward_components(
@@ -118,11 +118,7 @@ def reward_components(
         "lost_demand": totals.lost_fee_revenue_usd * scale,
         "change": np.asarray(totals.change, dtype=np.float64),
         "fund_pnl": totals.fund_external_pnl_usd * scale,
-        "fund_shortfall": (
-            np.zeros_like(scale)
-            if totals.fund_shortfall_usd is None
-            else totals.fund_shortfall_usd * scale
-        ),
+        "fund_shortfall": totals.fund_shortfall_usd * scale,
     }
 
 

@@ -19,6 +19,7 @@ def totals(**kw):
         socialized_loss_usd=np.array([0.0]),
         unrecovered_usd=np.array([0.0]),
         adl_volume_usd=np.array([0.0]),
+        fund_shortfall_usd=np.array([0.0]),
         margin_locked_usd=np.array([3_000_000.0]),
         lost_fee_revenue_usd=np.array([50.0]),
         change=np.array([0.4]),
