@@ -503,10 +503,8 @@ def _seed_verdict(rows: list[dict[str, Any]], name: str, where: str) -> None:
     )
     loss, cap = v.loss_iqm_usd, v.capital_iqm_usd
     p, pe = v.p_improvement, v.p_exceeds
-    which = "worst seed" if v.worst_seed is None else f"worst seed ({v.worst_seed})"
-    worst = f"{which} " + ("no worse" if v.worst_seed_no_worse else "WORSE")
-    ratio = v.worst_seed_ratio
-    paired = "" if ratio is None else f": x{ratio[0]:.3f} [{ratio[1]:.3f}, {ratio[2]:.3f}] paired"
+    worst = f"{v.worst_seed_label()} " + ("no worse" if v.worst_seed_no_worse else "WORSE")
+    paired = f": {v.worst_seed_paired()}" if v.worst_seed_paired() else ""
     lines = [
         f"\ntrained policy over {v.n_seeds} seeds (interquartile mean), on {where}, {verdict}: "
         f"loss x{d['loss_ratio']:.2f}, capital x{d['capital_ratio']:.2f} (bar: loss <= 0.5x at "

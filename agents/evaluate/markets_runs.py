@@ -275,9 +275,8 @@ def seed_summary(rows: list[dict[str, Any]], policy: str) -> str:
     def prob(t: tuple[float, float, float]) -> str:
         return f"{t[0]:.2f} [{t[1]:.2f}, {t[2]:.2f}]"
 
-    worst = "worst seed" if v.worst_seed is None else f"worst seed ({v.worst_seed})"
-    r = v.worst_seed_ratio
-    paired = "" if r is None else f" (x{r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}] paired)"
+    worst = v.worst_seed_label()
+    paired = f" ({v.worst_seed_paired()})" if v.worst_seed_paired() else ""
     return "\n".join(
         [
             f"over {v.n_seeds} training seeds (IQM across seeds, 95% bootstrap intervals):",

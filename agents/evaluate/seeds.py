@@ -448,6 +448,15 @@ class SeedVerdict:
     worst_seed: int | None = None
     worst_seed_ratio: tuple[float, float, float] | None = None
 
+    def worst_seed_label(self) -> str:
+        """``worst seed (4)``, or ``worst seed`` where the rows did not name it."""
+        return "worst seed" if self.worst_seed is None else f"worst seed ({self.worst_seed})"
+
+    def worst_seed_paired(self) -> str:
+        """``x1.105 [1.011, 1.232] paired``: its loss ratio and interval ('' if not recorded)."""
+        r = self.worst_seed_ratio
+        return "" if r is None else f"x{r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}] paired"
+
 
 def seed_verdict(
     rows: Sequence[Mapping[str, Any]], policy: str, reference: str = "best_static"
@@ -463,20 +472,25 @@ def seed_verdict(
         ValueError: A statistic the verdict needs is missing from ``rows``.
     """
 
+    def over_all(metric: str, statistic: str, ref: str = "") -> list[Mapping[str, Any]]:
+        return [
+            r
+            for r in rows
+            if r["policy"] == policy
+            and r["metric"] == metric
+            and r["scenario"] == ALL
+            and r["statistic"] == statistic
+            and (r["reference"] or "") == ref
+        ]
+
     def pick(metric: str, statistic: str, ref: str = "") -> Mapping[str, Any]:
-        for r in rows:
-            if (
-                r["policy"] == policy
-                and r["metric"] == metric
-                and r["scenario"] == ALL
-                and r["statistic"] == statistic
-                and (r["reference"] or "") == ref
-            ):
-                return r
-        raise ValueError(
-            f"no {statistic!r} of {metric} over all scenarios for {policy!r}"
-            + (f" against {ref!r}" if ref else "")
-        )
+        found = over_all(metric, statistic, ref)
+        if not found:
+            raise ValueError(
+                f"no {statistic!r} of {metric} over all scenarios for {policy!r}"
+                + (f" against {ref!r}" if ref else "")
+            )
+        return found[0]
 
     def triple(r: Mapping[str, Any]) -> tuple[float, float, float]:
         return (float(r["value"]), float(r["ci_low"]), float(r["ci_high"]))
@@ -491,21 +505,9 @@ def seed_verdict(
             "mean_capital_locked_usd": float(pick(cap, "reference_mean", reference)["value"]),
         },
     )
-
-    def over_all(statistic: str, ref: str = "") -> list[Mapping[str, Any]]:
-        return [
-            r
-            for r in rows
-            if r["policy"] == policy
-            and r["metric"] == loss
-            and r["scenario"] == ALL
-            and r["statistic"] == statistic
-            and (r["reference"] or "") == ref
-        ]
-
     # Rows from before the worst seed's ratio was recorded have no such row: no ratio then.
-    worst = next((r["seed"] for r in over_all("worst_seed")), None)
-    ratio = [r for r in over_all("seed_ratio", reference) if str(r["seed"]) == str(worst)]
+    worst = next((r["seed"] for r in over_all(loss, "worst_seed")), None)
+    ratio = [r for r in over_all(loss, "seed_ratio", reference) if str(r["seed"]) == str(worst)]
     return SeedVerdict(
         policy=policy,
         reference=reference,
