@@ -663,14 +663,13 @@ def saved_config_matches(saved: Path, cfg: TrainConfig) -> bool:
     reuse). A saved file that no longer validates (a setting since removed or narrowed) does
     not match.
     """
+    resolved = dump_config(cfg)
     text = saved.read_text(encoding="utf-8")
-    if text == dump_config(cfg):
+    if text == resolved:
         return True
     try:
         data = yaml.safe_load(text)
-        return isinstance(data, dict) and dump_config(validate(data, str(saved))) == dump_config(
-            cfg
-        )
+        return isinstance(data, dict) and dump_config(validate(data, str(saved))) == resolved
     except (yaml.YAMLError, ConfigError):
         return False
 

@@ -37,6 +37,7 @@ import numpy as np
 import yaml
 
 from fundgym.agents.evaluate.episodes import run_episodes
+from fundgym.agents.evaluate.metrics import episode_metrics
 from fundgym.agents.policies.registry import PolicySpec
 from fundgym.agents.rollout import job_env
 from fundgym.envs import simulator
@@ -83,19 +84,17 @@ def policy_rows(
             recs = run_episodes(spec, kw, min(CHUNK, episodes - start), seed + start, scenario)
             events = np.stack(_BLOCKS)  # (decisions, ticks, exchanges, events)
             for e, rec in enumerate(recs):
-                loss = rec.socialized_loss_usd + rec.unrecovered_usd + rec.adl_volume_usd
-                last = float(loss[-1]) if rec.terminated else 0.0
-                tick_end = float(loss.sum())
+                row = episode_metrics(rec)  # the evaluation's own sums
+                total = float(row["bad_debt_usd"]) + float(row["adl_volume_usd"])
+                tick_end = total
                 if rec.terminated:
-                    x = events[: loss.size, :, e, :].reshape(-1, events.shape[-1])
+                    x = events[: rec.n_steps, :, e, :].reshape(-1, events.shape[-1])
                     uncovered = np.cumsum(x[:, SOC] + x[:, UNREC] + np.maximum(x[:, HAIRCUT], 0.0))
                     line = kw["insolvency_frac"] * rec.initial_open_interest_usd
                     crossed = int(np.argmax(uncovered > line))
-                    tick_end = float((x[: crossed + 1, SOC] + x[: crossed + 1, UNREC]).sum())
-                    tick_end += float(x[: crossed + 1, ADL].sum())
-                rows.append(
-                    [float(loss.sum()), last, float(rec.terminated), float(loss.size), tick_end]
-                )
+                    tick_end = float((x[: crossed + 1][:, [SOC, UNREC, ADL]]).sum())
+                last = float(row["insolvency_decision_loss_usd"])
+                rows.append([total, last, float(rec.terminated), float(rec.n_steps), tick_end])
     return name, rows
 
 
