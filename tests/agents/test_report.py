@@ -810,6 +810,9 @@ def test_liquidators_absorbed_notional_is_in_the_per_scenario_table_and_no_vault
 ) -> None:
     md = full_report[1]["report_md"].read_text()
     assert "| absorbed by liquidators |" in md
+    # the loss of the decision that crossed the insolvency line, beside the loss it is part of
+    assert "| solvency loss [95% CI] | of it, at insolvency | bad debt |" in md
+    assert "**of it, at insolvency**: the part of the solvency loss" in md
     # every episode: $500k of the $8M liquidated went to outside liquidators
     flash_best = next(line for line in md.splitlines() if line.startswith("| flash_crash | best_"))
     assert "| $8,000,000 | $500,000 |" in flash_best

@@ -311,12 +311,33 @@ def test_evaluate_a_multi_seed_directory(two_seeds, tmp_path, capsys):
         assert float(row["value"]) == pytest.approx(loss)
     references = {r["reference"] for r in seeds if r["statistic"] == "probability_exceeds"}
     assert references == {"rule", "static:dydx"}
+    # each seed's loss over a reference's that lost something; no ratio where it lost nothing
+    for ref in references:
+        theirs = [r for r in metrics if r["policy"] == ref]
+        ref_loss = np.mean([float(r["bad_debt_usd"]) + float(r["adl_volume_usd"]) for r in theirs])
+        ratios = {
+            r["seed"]: float(r["value"])
+            for r in seeds
+            if (r["metric"], r["scenario"], r["statistic"], r["reference"])
+            == ("solvency_loss_usd", "ALL", "seed_ratio", ref)
+        }
+        if ref_loss > 0:
+            means = {
+                r["seed"]: float(r["value"])
+                for r in seeds
+                if (r["metric"], r["scenario"], r["statistic"])
+                == ("solvency_loss_usd", "ALL", "seed_mean")
+            }
+            assert ratios == pytest.approx({sd: m / ref_loss for sd, m in means.items()})
+        else:
+            assert ratios == {}
     # summary.json carries the same rows; the report has its section; the result too
     summary = json.loads((out / "summary.json").read_text())
     assert summary["seeds"]["ppo"]["seeds"] == [0, 1]
     assert len(summary["seeds"]["ppo"]["rows"]) == len(seeds)
     report = (out / "report.md").read_text()
     assert "## Across training seeds" in report and "P(loss > rule)" in report
+    assert "| seed | user loss | capital locked | user loss / rule's (paired 95%) |" in report
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert [p.get("train_seed") for p in config["policies"]] == [0, 1, None, None]
 
