@@ -87,25 +87,34 @@ def time_env(
 
 
 def time_ppo(
-    n_envs: int, n_accounts: int, total_timesteps: int, threads: int = 1
+    n_envs: int,
+    n_accounts: int,
+    total_timesteps: int,
+    threads: int = 1,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Share of PPO's wall time spent stepping the environment.
 
     The configuration the simulator issue names: SB3 PPO, ``MlpPolicy`` 64x64, ``n_steps`` 32,
     batch 1,024, torch on one thread (the training default's shape, whose ``n_envs`` exchanges
-    are stepped as one batch); the env's exchanges on ``threads`` threads.
+    are stepped as one batch); the env's exchanges on ``threads`` threads. ``env_kwargs``
+    (environment settings, default none: the environment's own) is for bounds such as
+    ``benchmarks/share_without_restarts.py``'s; the result counts the episodes that ended
+    during ``learn`` (``episodes_ended``), each of which restarted an exchange.
     """
     import torch
 
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _time_ppo(n_envs, n_accounts, total_timesteps, threads)
+        return _time_ppo(n_envs, n_accounts, total_timesteps, threads, env_kwargs or {})
     finally:  # the caller's torch as it was (a test process goes on training)
         torch.set_num_threads(torch_threads)
 
 
-def _time_ppo(n_envs: int, n_accounts: int, total_timesteps: int, threads: int) -> dict[str, Any]:
+def _time_ppo(
+    n_envs: int, n_accounts: int, total_timesteps: int, threads: int, env_kwargs: dict[str, Any]
+) -> dict[str, Any]:
     from stable_baselines3 import PPO
     from stable_baselines3.common.logger import Logger
 
@@ -114,18 +123,20 @@ def _time_ppo(n_envs: int, n_accounts: int, total_timesteps: int, threads: int) 
     # The threads go to the env itself: set as FUNDGYM_THREADS only around the constructor,
     # they never reached the simulator, which is built at the first reset (every two-thread
     # figure before 2026-12-02, PPO's and the batched rate's, ran the env on one thread).
-    venv = FundGymVecEnv(n_envs, n_accounts=n_accounts, threads=threads)
+    venv = FundGymVecEnv(n_envs, n_accounts=n_accounts, threads=threads, **env_kwargs)
     venv.seed(0)
     venv.reset()
     sim = venv.venv.core.sim
     assert sim is not None
     spent = [0.0]
+    ended = [0]
     inner = venv.step_wait
 
     def timed() -> Any:
         start = time.perf_counter()
         result = inner()
         spent[0] += time.perf_counter() - start
+        ended[0] += int(np.count_nonzero(result[2]))
         return result
 
     venv.step_wait = timed  # type: ignore[method-assign]
@@ -152,6 +163,7 @@ def _time_ppo(n_envs: int, n_accounts: int, total_timesteps: int, threads: int) 
         "wall_s": wall,
         "env_s": spent[0],
         "env_share": spent[0] / wall,
+        "episodes_ended": ended[0],
     }
 
 
