@@ -20,7 +20,7 @@ from typing import Any
 
 from bench_env import time_ppo  # this folder's module: a script's folder is first on sys.path
 
-DECISION_MINUTES = 10  # configs/train/base.yaml's and the environment's default
+from fundgym.envs.config import EnvConfig
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     decisions = -(-args.steps // args.envs)
     # Every decision of the run, and one more for the reset before it, inside one episode.
     no_end: dict[str, Any] = {
-        "horizon_minutes": (decisions + 2) * DECISION_MINUTES,
+        "horizon_minutes": (decisions + 2) * EnvConfig().decision_minutes,
         "insolvency_frac": 10.0,
     }
     runs: dict[str, list[dict[str, Any]]] = {"as built": [], "no episode ends": []}
