@@ -86,6 +86,11 @@ def time_env(
     return out
 
 
+#: PPO's rollout length in the share's run (the simulator issue's configuration): ``learn``
+#: steps the env in whole rollouts of this many decisions.
+PPO_N_STEPS = 32
+
+
 def time_ppo(
     n_envs: int,
     n_accounts: int,
@@ -99,8 +104,9 @@ def time_ppo(
     batch 1,024, torch on one thread (the training default's shape, whose ``n_envs`` exchanges
     are stepped as one batch); the env's exchanges on ``threads`` threads. ``env_kwargs``
     (environment settings, default none: the environment's own) is for bounds such as
-    ``benchmarks/share_without_restarts.py``'s; the result counts the episodes that ended
-    during ``learn`` (``episodes_ended``), each of which restarted an exchange.
+    ``benchmarks/share_without_restarts.py``'s; the result counts the decisions stepped
+    (``decisions``, whole rollouts) and the episodes that ended during ``learn``
+    (``episodes_ended``), each of which restarted an exchange.
     """
     import torch
 
@@ -129,6 +135,7 @@ def _time_ppo(
     sim = venv.venv.core.sim
     assert sim is not None
     spent = [0.0]
+    decisions = [0]
     ended = [0]
     inner = venv.step_wait
 
@@ -136,6 +143,7 @@ def _time_ppo(
         start = time.perf_counter()
         result = inner()
         spent[0] += time.perf_counter() - start
+        decisions[0] += 1
         ended[0] += int(np.count_nonzero(result[2]))
         return result
 
@@ -143,7 +151,7 @@ def _time_ppo(
     model = PPO(
         "MlpPolicy",
         venv,
-        n_steps=32,
+        n_steps=PPO_N_STEPS,
         batch_size=1024,
         policy_kwargs={"net_arch": [64, 64]},
         seed=0,
@@ -163,6 +171,7 @@ def _time_ppo(
         "wall_s": wall,
         "env_s": spent[0],
         "env_share": spent[0] / wall,
+        "decisions": decisions[0],
         "episodes_ended": ended[0],
     }
 

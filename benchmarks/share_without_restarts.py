@@ -16,11 +16,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
+from pathlib import Path
 from typing import Any
 
-from bench_env import time_ppo  # this folder's module: a script's folder is first on sys.path
+# Run as a script, this file's folder leads sys.path; the checkout's root makes ``benchmarks``
+# the package it is when the tests import this module.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.bench_env import PPO_N_STEPS, time_ppo
 from fundgym.envs.config import EnvConfig
+
+AS_BUILT, NO_END = "as built", "no episode ends"
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -37,20 +44,26 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
-    decisions = -(-args.steps // args.envs)
-    # Every decision of the run, and one more for the reset before it, inside one episode.
+def measure(
+    envs: int, accounts: int, steps: int, threads: int, repeats: int
+) -> dict[str, list[dict[str, Any]]]:
+    """``repeats`` PPO runs as built and as many with no episode ending, alternating."""
+    # learn() steps whole rollouts: every decision it will take, and the reset's, in one episode.
+    rollouts = -(-steps // (envs * PPO_N_STEPS))
     no_end: dict[str, Any] = {
-        "horizon_minutes": (decisions + 2) * EnvConfig().decision_minutes,
+        "horizon_minutes": (rollouts * PPO_N_STEPS + 1) * EnvConfig().decision_minutes,
         "insolvency_frac": 10.0,
     }
-    runs: dict[str, list[dict[str, Any]]] = {"as built": [], "no episode ends": []}
-    for _ in range(args.repeats):
-        for label, kwargs in (("as built", None), ("no episode ends", no_end)):
-            runs[label].append(
-                time_ppo(args.envs, args.accounts, args.steps, args.threads, env_kwargs=kwargs)
-            )
+    runs: dict[str, list[dict[str, Any]]] = {AS_BUILT: [], NO_END: []}
+    for _ in range(repeats):
+        for label, kwargs in ((AS_BUILT, None), (NO_END, no_end)):
+            runs[label].append(time_ppo(envs, accounts, steps, threads, env_kwargs=kwargs))
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    runs = measure(args.envs, args.accounts, args.steps, args.threads, args.repeats)
     print(
         f"PPO {args.steps:,} steps, {args.envs} x {args.accounts:,} accounts, env on "
         f"{args.threads} thread(s); {args.repeats} run(s) each"
@@ -58,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':18s} {'share':>14s} {'env ms/decision':>16s} {'PPO ms/decision':>16s} ended")
     for label, rs in runs.items():
         shares = ", ".join(f"{r['env_share']:.1%}" for r in rs)
-        env_ms = statistics.median(r["env_s"] / decisions * 1e3 for r in rs)
-        ppo_ms = statistics.median((r["wall_s"] - r["env_s"]) / decisions * 1e3 for r in rs)
+        env_ms = statistics.median(r["env_s"] / r["decisions"] * 1e3 for r in rs)
+        ppo_ms = statistics.median((r["wall_s"] - r["env_s"]) / r["decisions"] * 1e3 for r in rs)
         ended = statistics.median(r["episodes_ended"] for r in rs)
         print(f"{label:18s} {shares:>14s} {env_ms:16.3f} {ppo_ms:16.3f} {ended:5.0f}")
     return 0

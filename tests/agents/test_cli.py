@@ -200,6 +200,34 @@ def test_bench_env_ppo_share_runs_the_env_on_the_threads_asked(tmp_path, capsys)
     assert f"env on {ppo['threads']} thread" in capsys.readouterr().out
     assert torch.get_num_threads() == torch_threads  # the measurement's one thread undone
     assert 0.0 < ppo["env_s"] < ppo["wall_s"]
+    # 64 steps of 2 exchanges: one rollout of 32 decisions, within the first one-day episode.
+    assert ppo["decisions"] == 32 and ppo["episodes_ended"] == 0
+
+
+def test_ppo_share_counts_the_restarts_its_env_settings_cause():
+    """``time_ppo``'s env settings reach the env, and every episode that ends is counted.
+
+    100 steps of 2 exchanges are two whole rollouts (64 decisions); 30-minute episodes of
+    3 decisions, none ending on insolvency, end 21 times an exchange (decisions 3, 6, ..., 63).
+    """
+    from benchmarks.bench_env import time_ppo
+
+    r = time_ppo(2, 8, 100, env_kwargs={"horizon_minutes": 30.0, "insolvency_frac": 10.0})
+    assert r["decisions"] == 64
+    assert r["episodes_ended"] == 2 * 21
+
+
+def test_share_without_restarts_runs_every_decision_in_one_episode():
+    """The bound's env holds every decision of ``learn``'s whole rollouts in one episode.
+
+    100 steps of 2 exchanges round up to 64 decisions: a horizon sized for 50 would end both
+    exchanges' episodes inside the run, and the bound would count restarts it means to remove.
+    """
+    from benchmarks.share_without_restarts import AS_BUILT, NO_END, measure
+
+    runs = measure(envs=2, accounts=8, steps=100, threads=1, repeats=1)
+    assert [r["decisions"] for r in runs[AS_BUILT] + runs[NO_END]] == [64, 64]
+    assert runs[NO_END][0]["episodes_ended"] == 0
 
 
 def test_scenarios_list_names_every_library_scenario():
